@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs everything the project needs, idempotently: Debian packages, the virtualenv with the
+# pinned Python dependencies (torch 2.13.0 CPU), the model zoo, and starts Open vSwitch.
+# Usage: sudo ./scripts/setup.sh        (safe to run again; skips what is already in place)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+log() { printf '[setup] %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: must run as root (it installs Debian packages and starts Open vSwitch): sudo $0" >&2
+  exit 1
+fi
+
+# 1. Debian packages. Mininet comes from Debian (it is not on PyPI); the venv sees it through
+#    --system-site-packages. Open vSwitch runs with the userspace datapath where the kernel lacks it.
+APT_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 iputils-ping ethtool tcpdump procps psmisc
+              openvswitch-switch mininet nodejs npm)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# A machine that already has node/npm outside Debian keeps them.
+if command -v npm >/dev/null 2>&1; then
+  tmp=(); for p in "${missing[@]}"; do [[ $p == nodejs || $p == npm ]] || tmp+=("$p"); done; missing=("${tmp[@]}")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d keeps dpkg from trying to start services (there may be no init system); we start OVS below.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  rm -f /usr/sbin/policy-rc.d; trap - EXIT
+else
+  log "Debian packages present"
+fi
+
+# 2. The virtualenv, from Debian's python3 so that Debian's mininet module is importable.
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+stamp=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  log "installing Python dependencies (pinned in pyproject.toml)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  rm -f "$VENV"/.installed-*; touch "$stamp"
+else
+  log "Python dependencies present"
+fi
+
+# 3. Open vSwitch: started here, kernel datapath if the module loads, userspace otherwise.
+if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
+  log "starting Open vSwitch"
+  /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-mlockall >/dev/null
+fi
+ovs-vsctl --timeout=5 show >/dev/null && log "Open vSwitch running"
+
+# 4. The model zoo (built once, cached under models/).
+if "$VENV/bin/python" -c "import workers.zoo" 2>/dev/null; then
+  "$VENV/bin/python" -m workers.zoo build
+fi
+log "ready: $VENV/bin/python run_testbed.py --help"

@@ -1,0 +1,138 @@
+"""Frozen dataclasses describing an ISP topology: sites, links, radio access, compute, deployments.
+
+Nothing here mutates; paths between sites are derived once, at load time, by the loader.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+LAYERS: tuple[str, ...] = ("antenna", "co", "dc", "cloud")
+"""Layers of the ISP hierarchy, from the access towards the remote cloud."""
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Compute a site offers to inference workers, and what it costs."""
+
+    cpu_cores: float
+    gpus: int = 0
+    memory_gib: float = 0.0
+    core_cost: float = 1.0
+    """Relative cost of one CPU core for one hour (edge sites cost more than the cloud)."""
+    gpu_cost: float = 10.0
+    """Relative cost of one GPU for one hour."""
+
+
+@dataclass(frozen=True)
+class Radio:
+    """The 5G access between a stream's device and its antenna (one-way figures)."""
+
+    delay_ms: float
+    delay_dev_ms: float = 0.0
+    bw_mbps: float = 1000.0
+    loss_pct: float = 0.0
+
+
+@dataclass(frozen=True)
+class Site:
+    """A node of the hierarchy; antennas host a scheduler and the stream sources behind their radio."""
+
+    name: str
+    layer: str
+    compute: Compute | None = None
+    radio: Radio | None = None
+
+    @property
+    def is_antenna(self) -> bool:
+        return self.layer == "antenna"
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.compute is not None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A bidirectional link; delay, deviation and loss are per direction (one-way)."""
+
+    a: str
+    b: str
+    delay_ms: float
+    delay_dev_ms: float = 0.0
+    bw_mbps: float = 1000.0
+    loss_pct: float = 0.0
+
+    def other(self, site: str) -> str:
+        return self.b if site == self.a else self.a
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Replicas of one model variant (see scheduler.profiles) placed on one cluster site."""
+
+    site: str
+    variant: str
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class PathMetrics:
+    """One-way figures of the path between two sites, derived from its links."""
+
+    links: tuple[Link, ...]
+    delay_ms: float
+    """d_ns: sum of the links' one-way delays."""
+    delay_dev_ms: float
+    """sigma_ns: standard deviation of the one-way delay (links' jitter taken as independent)."""
+    bottleneck_mbps: float
+    """Smallest bandwidth on the path (infinite for an empty path)."""
+    loss_pct: float
+    """Probability in percent that a packet is lost on at least one link."""
+
+    @staticmethod
+    def of(links: tuple[Link, ...]) -> PathMetrics:
+        survive = 1.0
+        for link in links:
+            survive *= 1.0 - link.loss_pct / 100.0
+        return PathMetrics(
+            links=links,
+            delay_ms=sum(link.delay_ms for link in links),
+            delay_dev_ms=math.sqrt(sum(link.delay_dev_ms**2 for link in links)),
+            bottleneck_mbps=min((link.bw_mbps for link in links), default=math.inf),
+            loss_pct=(1.0 - survive) * 100.0,
+        )
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A loaded topology file. `paths` holds the unique shortest path between every pair of sites."""
+
+    name: str
+    source: str
+    """The file it was loaded from."""
+    description: str
+    sites: tuple[Site, ...]
+    links: tuple[Link, ...]
+    deployments: tuple[Deployment, ...] | None
+    """Variants placed per cluster as written in the file; None means: computed by greedy packing."""
+    paths: dict[tuple[str, str], PathMetrics] = field(repr=False, compare=False, hash=False)
+
+    @property
+    def antennas(self) -> tuple[Site, ...]:
+        return tuple(s for s in self.sites if s.is_antenna)
+
+    @property
+    def clusters(self) -> tuple[Site, ...]:
+        return tuple(s for s in self.sites if s.is_cluster)
+
+    def site(self, name: str) -> Site:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(f"{self.source}: no site named {name!r}")
+
+    def path(self, a: str, b: str) -> PathMetrics:
+        """Returns the one-way metrics of the path from site a to site b (an empty path if a == b)."""
+        return self.paths[(a, b)]
