@@ -1,0 +1,140 @@
+"""The model repository's records: a model folder (Triton-like) holds `model.onnx` beside a
+`config.yaml` that this module reads and writes strictly into frozen dataclasses (batching
+defaults, pre/post-processing, and the model card)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRE_KINDS = ("rgb255", "rgb01")
+POST_KINDS = ("boxes-scores",)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_models_dir() -> Path:
+    """Returns the model repository folder: $TESTBED_MODELS, else `models/` at the repository root."""
+    return Path(os.environ.get("TESTBED_MODELS", REPO_ROOT / "models"))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a user must know before trusting a model's output."""
+
+    architecture: str
+    weights: str  # "trained" or "random"
+    weights_source: str
+    licence: str
+    accuracy: float  # the accuracy the scheduler uses (0..1)
+    accuracy_source: str
+    notes: str = ""
+    onnx_sha256: str = ""
+    parity_max_abs_diff: float | None = None  # ONNX Runtime vs PyTorch on the same batch
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model folder's config: the ONNX file, its input, its processing, its batching defaults."""
+
+    name: str
+    task: str
+    onnx: str  # path, relative to the model folder or absolute
+    input_name: str
+    input_height: int
+    input_width: int
+    pre: str
+    post: str
+    labels: tuple[str, ...]
+    score_threshold: float
+    iou_threshold: float
+    card: ModelCard
+    max_detections: int = 100
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 5.0
+    instances: int = 1
+    queue_limit: int = 32
+    builder_version: int = 0
+    folder: Path = field(default=Path("."), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.pre not in PRE_KINDS:
+            raise ValueError(f"model {self.name}: pre {self.pre!r} is not one of {PRE_KINDS}")
+        if self.post not in POST_KINDS:
+            raise ValueError(f"model {self.name}: post {self.post!r} is not one of {POST_KINDS}")
+        if not 0.0 <= self.card.accuracy <= 1.0:
+            raise ValueError(f"model {self.name}: accuracy {self.card.accuracy} is outside 0..1")
+
+    @property
+    def onnx_path(self) -> Path:
+        return (self.folder / self.onnx).resolve()
+
+
+def file_sha256(path: Path) -> str:
+    """Returns the hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _strict(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
+    known = {f.name for f in dataclasses.fields(cls)} - {"folder", "card"}
+    unknown = set(raw) - known - {"card"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
+    return raw
+
+
+def read_config(folder: Path) -> ModelConfig:
+    """Returns the config of one model folder; an unknown or missing key is an error naming the file."""
+    path = Path(folder) / "config.yaml"
+    raw = yaml.safe_load(path.read_text()) or {}
+    _strict(ModelConfig, raw, str(path))
+    card_raw = raw.pop("card", None)
+    if not isinstance(card_raw, dict):
+        raise ValueError(f"{path}: missing 'card'")
+    _strict(ModelCard, card_raw, f"{path} card")
+    try:
+        card = ModelCard(**card_raw)
+        raw["labels"] = tuple(raw.get("labels", ()))
+        return ModelConfig(**raw, card=card, folder=Path(folder))
+    except TypeError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def write_config(config: ModelConfig) -> Path:
+    """Writes `config.yaml` in the model's folder and returns its path."""
+    data = dataclasses.asdict(config)
+    data.pop("folder")
+    data["labels"] = list(config.labels)
+    path = config.folder / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+def list_models(models_dir: Path | None = None) -> list[ModelConfig]:
+    """Returns every model folder's config under the repository, sorted by name."""
+    root = Path(models_dir or default_models_dir())
+    if not root.is_dir():
+        return []
+    return [read_config(p.parent) for p in sorted(root.glob("*/config.yaml"))]
+
+
+def load_model(name: str, models_dir: Path | None = None) -> ModelConfig:
+    """Returns one model's config, or raises KeyError naming the models that exist."""
+    folder = Path(models_dir or default_models_dir()) / name
+    if not (folder / "config.yaml").is_file():
+        known = [m.name for m in list_models(models_dir)]
+        raise KeyError(f"unknown model {name!r}; the zoo at {folder.parent} has {known} "
+                       "(build it with: python -m workers.zoo build)")
+    return read_config(folder)

@@ -1,0 +1,125 @@
+"""YOLOv3 (Redmon & Farhadi 2018): Darknet-53 backbone and three detection scales at 416x416, built
+from the published definition (yolov3.cfg) with seeded random weights; its compute and timing are
+real, its detections are not. Decoded in-graph to [x1, y1, x2, y2, objectness, 80 class scores]."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INPUT_SIZE = 416
+NUM_CLASSES = 80
+# yolov3.cfg anchors in input pixels, per scale: stride 32 (13x13), 16 (26x26), 8 (52x52).
+ANCHORS = (((116, 90), (156, 198), (373, 326)), ((30, 61), (62, 45), (59, 119)), ((10, 13), (16, 30), (33, 23)))
+_OBJECTNESS_PRIOR = -4.59  # log(0.01 / 0.99): random nets then report almost nothing, as intended
+
+
+class ConvBN(nn.Module):
+    """Darknet's convolutional block: conv (no bias), batch norm, leaky ReLU 0.1."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.bn(self.conv(x)), 0.1)
+
+
+class _Residual(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.a = ConvBN(ch, ch // 2, 1)
+        self.b = ConvBN(ch // 2, ch, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(self.a(x))
+
+
+def _stage(cin: int, cout: int, blocks: int) -> nn.Sequential:
+    return nn.Sequential(ConvBN(cin, cout, 3, 2), *[_Residual(cout) for _ in range(blocks)])
+
+
+class Darknet53(nn.Module):
+    """Returns the stride-8, stride-16 and stride-32 feature maps (256, 512, 1024 channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 32, 3)
+        self.s1, self.s2 = _stage(32, 64, 1), _stage(64, 128, 2)
+        self.s3, self.s4, self.s5 = _stage(128, 256, 8), _stage(256, 512, 8), _stage(512, 1024, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c3 = self.s3(self.s2(self.s1(self.stem(x))))
+        c4 = self.s4(c3)
+        return c3, c4, self.s5(c4)
+
+
+def _conv_set(cin: int, mid: int) -> nn.Sequential:
+    """The five alternating 1x1/3x3 convolutions before each YOLO output."""
+    return nn.Sequential(ConvBN(cin, mid, 1), ConvBN(mid, mid * 2, 3), ConvBN(mid * 2, mid, 1),
+                         ConvBN(mid, mid * 2, 3), ConvBN(mid * 2, mid, 1))
+
+
+class YoloV3(nn.Module):
+    """The network; `forward` maps [N, 3, 416, 416] RGB 0..255 to [N, 10647, 85]."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.backbone = Darknet53()
+        outputs = 3 * (5 + NUM_CLASSES)
+        self.set5, self.set4, self.set3 = _conv_set(1024, 512), _conv_set(768, 256), _conv_set(384, 128)
+        self.out5 = nn.Sequential(ConvBN(512, 1024, 3), nn.Conv2d(1024, outputs, 1))
+        self.out4 = nn.Sequential(ConvBN(256, 512, 3), nn.Conv2d(512, outputs, 1))
+        self.out3 = nn.Sequential(ConvBN(128, 256, 3), nn.Conv2d(256, outputs, 1))
+        self.lat5, self.lat4 = ConvBN(512, 256, 1), ConvBN(256, 128, 1)
+        self._init_random(gen)
+
+    def _init_random(self, gen: torch.Generator) -> None:
+        """Seeded He initialisation, batch-norm statistics calibrated on one seeded random batch (so
+        that activations stay finite through 75 layers), heads at the usual objectness prior."""
+        for mod in self.modules():
+            if isinstance(mod, nn.Conv2d):
+                fan_in = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+                std = (2.0 / (1.01 * fan_in)) ** 0.5
+                with torch.no_grad():
+                    mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * std)
+        for head in (self.out5[1], self.out4[1], self.out3[1]):
+            with torch.no_grad():
+                head.weight.mul_(0.01)
+                bias = torch.zeros(3, 5 + NUM_CLASSES)
+                bias[:, 4] = _OBJECTNESS_PRIOR
+                bias[:, 5:] = _OBJECTNESS_PRIOR
+                head.bias.copy_(bias.flatten())
+        for mod in self.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.momentum = None  # cumulative average over the calibration pass
+        self.train()
+        with torch.no_grad():
+            self(torch.rand((2, 3, INPUT_SIZE, INPUT_SIZE), generator=gen) * 255.0)
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        c3, c4, c5 = self.backbone(images / 255.0)
+        p5 = self.set5(c5)
+        p4 = self.set4(torch.cat([F.interpolate(self.lat5(p5), scale_factor=2.0, mode="nearest"), c4], 1))
+        p3 = self.set3(torch.cat([F.interpolate(self.lat4(p4), scale_factor=2.0, mode="nearest"), c3], 1))
+        raw = (self.out5(p5), self.out4(p4), self.out3(p3))
+        return torch.cat([_decode(r, a) for r, a in zip(raw, ANCHORS, strict=True)], dim=1)
+
+
+def _decode(raw: torch.Tensor, anchors: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """Returns one scale's [N, S*S*3, 85] boxes (relative x1, y1, x2, y2), objectness, class scores."""
+    n, _, cells, _ = raw.shape
+    g = raw.view(n, 3, 5 + NUM_CLASSES, cells, cells).permute(0, 3, 4, 1, 2)  # N, row, col, anchor, 85
+    steps = torch.arange(cells, dtype=raw.dtype)
+    col, row = steps.view(1, 1, cells, 1), steps.view(1, cells, 1, 1)
+    anchor = torch.tensor(anchors, dtype=raw.dtype) / INPUT_SIZE
+    cx = (col + torch.sigmoid(g[..., 0])) / cells
+    cy = (row + torch.sigmoid(g[..., 1])) / cells
+    w = torch.exp(g[..., 2]) * anchor[:, 0]
+    h = torch.exp(g[..., 3]) * anchor[:, 1]
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=4)
+    return torch.cat([boxes, torch.sigmoid(g[..., 4:])], dim=4).reshape(n, -1, 5 + NUM_CLASSES)
