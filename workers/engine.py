@@ -1,0 +1,144 @@
+"""What one replica does with a batch: the real processor decodes the frames, runs ONNX Runtime
+off the event loop (its own thread; ORT releases the GIL) and post-processes; the profile-driven
+processor sleeps the profiled delay instead. Both return one Outcome per query."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .modelconfig import ModelConfig
+from .prepost import Detection, FrameError, Prepared, postprocess, prepare_jpeg
+from .profilefile import RuntimeProfile
+from .runtime import make_session
+
+
+def now_ms() -> float:
+    """Returns wall-clock time in ms (the live run's logs compare these across hosts)."""
+    return time.time() * 1000.0
+
+
+@dataclass(eq=False)
+class Query:
+    """One frame waiting for, or in, a batch: either a JPEG or an already prepared tensor."""
+
+    stream: str
+    query_id: str
+    jpeg: bytes | None
+    tensor: np.ndarray | None  # [3, H, W] float32, for the v2 tensor route
+    t_arrival_ms: float
+    queue_len_at_arrival: int
+    future: asyncio.Future = field(repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.jpeg) if self.jpeg is not None else int(self.tensor.nbytes)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one query in its batch; `error` set means the frame was rejected (400)."""
+
+    detections: tuple[Detection, ...]
+    error: str | None
+    t_infer_start_ms: float
+    t_infer_end_ms: float
+    batch_size: int
+    input_ms: float  # decoding and preparing this batch's frames
+    compute_ms: float  # the network itself, whole batch
+
+
+class Processor(Protocol):
+    async def run(self, batch: list[Query]) -> list[Outcome]: ...
+    def warm_up(self, max_batch: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class OnnxProcessor:
+    """One replica of the real worker: an ONNX Runtime session and the thread that runs it."""
+
+    def __init__(self, config: ModelConfig, device: str, threads: int) -> None:
+        self.config = config
+        self.session = make_session(config.onnx_path, device, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{config.name}")
+
+    def warm_up(self, max_batch: int) -> None:
+        shape = (3, self.config.input_height, self.config.input_width)
+        for n in sorted({1, max_batch}):
+            self.session.run(None, {self.input_name: np.zeros((n, *shape), np.float32)})
+
+    async def run(self, batch: list[Query]) -> list[Outcome]:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.process, batch)
+
+    def process(self, batch: list[Query]) -> list[Outcome]:
+        """Returns one outcome per query: prepare every frame, one network run, post-process."""
+        t_start = now_ms()
+        prepared: list[Prepared | str] = []
+        for q in batch:
+            if q.tensor is not None:
+                prepared.append(Prepared(q.tensor, self.config.input_height, self.config.input_width, 1.0))
+                continue
+            try:
+                prepared.append(prepare_jpeg(q.jpeg, self.config))
+            except FrameError as exc:
+                prepared.append(str(exc))
+        good = [p for p in prepared if isinstance(p, Prepared)]
+        t_input = now_ms()
+        raw = (self.session.run(None, {self.input_name: np.stack([p.tensor for p in good])})[0]
+               if good else np.empty((0,)))
+        t_compute = now_ms()
+        results: list[tuple[Detection, ...] | str] = []
+        k = 0
+        for p in prepared:
+            if isinstance(p, str):
+                results.append(p)
+                continue
+            results.append(tuple(postprocess(raw[k], self.config, p.frame_per_input_px,
+                                             (p.frame_height, p.frame_width))))
+            k += 1
+        t_end = now_ms()
+        return [Outcome(r if isinstance(r, tuple) else (), r if isinstance(r, str) else None, t_start, t_end,
+                        len(batch), t_input - t_start, t_compute - t_input) for r in results]
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+
+class ProfileProcessor:
+    """One replica of the profile-driven worker: sleeps batch_latency_ms[n] plus, per frame,
+    input_ms_per_mb x the frame's MB, and answers no detections."""
+
+    def __init__(self, runtime: RuntimeProfile) -> None:
+        self.runtime = runtime
+
+    def warm_up(self, max_batch: int) -> None:
+        return None
+
+    async def run(self, batch: list[Query]) -> list[Outcome]:
+        t_start = now_ms()
+        errors = [_jpeg_markers_error(q.jpeg) if q.jpeg is not None else None for q in batch]
+        input_ms = sum(self.runtime.input_ms_per_mb * q.nbytes / 1e6 for q, e in zip(batch, errors, strict=True)
+                       if e is None and q.jpeg is not None)
+        good = sum(e is None for e in errors)
+        compute_ms = self.runtime.latency_ms(good) if good else 0.0
+        await asyncio.sleep((input_ms + compute_ms) / 1000.0)
+        t_end = now_ms()
+        return [Outcome((), e, t_start, t_end, len(batch), input_ms, compute_ms) for e in errors]
+
+    def close(self) -> None:
+        return None
+
+
+def _jpeg_markers_error(data: bytes) -> str | None:
+    """Returns why a body is not a whole JPEG (SOI and EOI markers), without decoding it."""
+    if not data.startswith(b"\xff\xd8"):
+        return "body is not a JPEG (no SOI marker)"
+    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return "corrupt or truncated JPEG: no EOI marker"
+    return None

@@ -1,0 +1,64 @@
+"""ONNX Runtime sessions for one worker replica: execution provider by device (CUDA when
+onnxruntime-gpu is installed, otherwise a clear error), intra-op threads, CPU pinning."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import onnxruntime as ort
+
+
+class DeviceUnavailable(RuntimeError):
+    """The requested device has no execution provider in this ONNX Runtime build."""
+
+
+def providers_for(device: str) -> list[str]:
+    """Returns the execution providers for `cpu` or `gpu`, or raises DeviceUnavailable saying why."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "gpu":
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise DeviceUnavailable(
+                "device gpu needs ONNX Runtime's CUDAExecutionProvider, which this build lacks "
+                f"(available: {available}); install onnxruntime-gpu instead of onnxruntime")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ValueError(f"device must be cpu or gpu, not {device!r}")
+
+
+def make_session(onnx_path: Path, device: str = "cpu", threads: int = 1) -> ort.InferenceSession:
+    """Returns a session running sequentially with `threads` intra-op threads that sleep when idle."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads would burn the cores of the other workers sharing this host.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(onnx_path), options, providers=providers_for(device))
+
+
+def pin_process(cpus: Iterable[int]) -> tuple[int, ...]:
+    """Pins this process (all its threads, present and future) to `cpus`; returns the set applied."""
+    wanted = tuple(sorted(set(cpus)))
+    os.sched_setaffinity(0, wanted)
+    return tuple(sorted(os.sched_getaffinity(0)))
+
+
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """Returns CPU ids from a list such as '0,1' or '0-3,6'."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"bad CPU list {text!r}: expected e.g. 0,1 or 0-3")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    if not cpus:
+        raise ValueError(f"empty CPU list {text!r}")
+    return tuple(sorted(cpus))

@@ -1,0 +1,89 @@
+"""Starts one worker process: `python -m workers.serve --model NAME --host ADDR --port P ...`;
+pins it to its CPU set, prints `READY <url>` once the replicas are warmed up, and exits cleanly
+(status 0) on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .deployment import WorkerSettings, resolve
+from .runtime import parse_cpus, pin_process
+from .service import READY, STARTUP_ERROR, create_app
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser, host_default: str = "127.0.0.1") -> None:
+    """Adds the worker's options to a parser (shared by this module and `run_testbed.py worker`)."""
+    parser.add_argument("--model", required=True, help="model name in the zoo (see: run_testbed.py models)")
+    parser.add_argument("--host", default=host_default)
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--batch", type=int, default=None, help="max batch size B (default: model config)")
+    parser.add_argument("--instances", type=int, default=None, help="replicas K (default: model config)")
+    parser.add_argument("--max-batch-delay-ms", type=float, default=None, help="W (default: model config)")
+    parser.add_argument("--queue-limit", type=int, default=None, help="queued queries before 503 overload")
+    parser.add_argument("--cpus", type=parse_cpus, default=None, help="CPU set to pin to, e.g. 0,1 or 0-3")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads per replica (default: CPUs in --cpus / instances, else 1)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--profile-driven", type=Path, default=None, metavar="PROFILE_FILE",
+                        help="sleep the profiled delays instead of running the network")
+    parser.add_argument("--models-dir", type=Path, default=None, help="model repository (default: models/)")
+    parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body accepted")
+
+
+def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
+    return WorkerSettings(model=args.model, max_batch_size=args.batch, max_batch_delay_ms=args.max_batch_delay_ms,
+                          instances=args.instances, queue_limit=args.queue_limit, device=args.device,
+                          threads=args.threads, cpus=args.cpus, profile_driven=args.profile_driven,
+                          models_dir=args.models_dir, max_body_bytes=int(args.max_body_mb * 2**20))
+
+
+async def serve(settings: WorkerSettings, host: str, port: int, announce=print) -> int:
+    """Runs the worker until SIGTERM/SIGINT; returns the process exit status."""
+    if settings.cpus:
+        pin_process(settings.cpus)
+    app = create_app(resolve(settings))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        while not app[READY].is_set():
+            if app[STARTUP_ERROR]:
+                print(f"worker failed to start: {app[STARTUP_ERROR][0]}", file=sys.stderr, flush=True)
+                return 1
+            if stop.is_set():
+                return 0
+            await asyncio.sleep(0.02)
+        bound_port = site._server.sockets[0].getsockname()[1]
+        url_host = f"[{host}]" if ":" in host else host
+        announce(f"READY http://{url_host}:{bound_port}", flush=True)
+        await stop.wait()
+        return 0
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.serve", description=__doc__)
+    add_worker_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        return asyncio.run(serve(settings, args.host, args.port))
+    except (KeyError, ValueError, OSError) as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The aiohttp worker service: Open Inference Protocol (KServe v2) REST routes, a raw-JPEG frame
+route, the load report and Prometheus metrics, over one DynamicBatcher. `create_app` is the
+factory; replicas load and warm up in the background and the worker is ready only after."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+from aiohttp import web
+
+from .batching import DynamicBatcher
+from .deployment import Deployment
+from .engine import OnnxProcessor, Outcome, Processor, ProfileProcessor, Query, now_ms
+from .stats import WorkerStats
+
+DEPLOYMENT = web.AppKey("deployment", Deployment)
+STATS = web.AppKey("stats", WorkerStats)
+BATCHER = web.AppKey("batcher", DynamicBatcher)
+READY = web.AppKey("ready", asyncio.Event)
+STARTUP_ERROR = web.AppKey("startup_error", list)
+JPEG_TYPES = ("image/jpeg", "image/jpg")
+
+
+def error(status: int, code: str, detail: str, **extra) -> web.Response:
+    """Returns a JSON error answer: {"error": code, "detail": text, ...}."""
+    return web.json_response({"error": code, "detail": detail, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Turns aiohttp's own text errors (404, 405, 413, ...) into JSON errors."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error(413, "body_too_large", exc.text or "request body over the limit",
+                     limit_bytes=request.app[DEPLOYMENT].max_body_bytes)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+
+
+def _make_processors(dep: Deployment) -> list[Processor]:
+    if dep.profile is not None:
+        return [ProfileProcessor(dep.profile) for _ in range(dep.instances)]
+    return [OnnxProcessor(dep.config, dep.device, dep.threads) for _ in range(dep.instances)]
+
+
+async def _engine_ctx(app: web.Application):
+    """Loads and warms the replicas in the background; stops the batcher and sessions on clean-up."""
+    dep, stats = app[DEPLOYMENT], app[STATS]
+    processors: list[Processor] = []
+
+    async def load() -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            processors.extend(await loop.run_in_executor(None, _make_processors, dep))
+            for p in processors:
+                await loop.run_in_executor(None, p.warm_up, dep.max_batch_size)
+            app[BATCHER] = DynamicBatcher(processors, dep.max_batch_size, dep.max_batch_delay_ms,
+                                          dep.queue_limit, on_batch=stats.on_batch)
+            app[BATCHER].start()
+            app[READY].set()
+        except Exception as exc:  # reported by /v2/health/ready and by serve.py, which exits
+            app[STARTUP_ERROR].append(f"{type(exc).__name__}: {exc}")
+
+    loader = asyncio.create_task(load())
+    yield
+    loader.cancel()
+    await asyncio.gather(loader, return_exceptions=True)
+    if BATCHER in app:
+        await app[BATCHER].stop()
+    for p in processors:
+        p.close()
+
+
+def create_app(dep: Deployment) -> web.Application:
+    """Returns the worker application for one deployment (one model variant)."""
+    app = web.Application(client_max_size=dep.max_body_bytes, middlewares=[json_errors])
+    app[DEPLOYMENT] = dep
+    app[STATS] = WorkerStats(dep.config.name, dep.variant, dep.stream_ttl_s)
+    app[READY] = asyncio.Event()
+    app[STARTUP_ERROR] = []
+    app.cleanup_ctx.append(_engine_ctx)
+    app.add_routes([
+        web.get("/v2", server_metadata),
+        web.get("/v2/health/live", live),
+        web.get("/v2/health/ready", ready),
+        web.get("/v2/models/{name}", model_metadata),
+        web.get("/v2/models/{name}/ready", model_ready),
+        web.post("/v2/models/{name}/infer", infer),
+        web.post("/v2/models/{name}/frames", frames),
+        web.get("/v2/load", load),
+        web.get("/metrics", metrics),
+    ])
+    return app
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return web.json_response({"name": "edge-testbed-worker", "version": "1",
+                              "extensions": ["binary_tensor_data", "frames", "load"]})
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    app = request.app
+    if app[READY].is_set():
+        return web.json_response({"ready": True})
+    return web.json_response({"ready": False, "errors": app[STARTUP_ERROR]}, status=503)
+
+
+def _model_or_error(request: web.Request) -> web.Response | None:
+    dep = request.app[DEPLOYMENT]
+    name = request.match_info["name"]
+    if name != dep.config.name:
+        return error(404, "unknown_model", f"this worker serves {dep.config.name!r}, not {name!r}",
+                     models=[dep.config.name])
+    if not request.app[READY].is_set():
+        return error(503, "not_ready", "the worker is still loading and warming up its replicas")
+    return None
+
+
+async def model_metadata(request: web.Request) -> web.Response:
+    dep = request.app[DEPLOYMENT]
+    if request.match_info["name"] != dep.config.name:
+        return _model_or_error(request)
+    c = dep.config
+    return web.json_response({
+        "name": c.name, "versions": ["1"], "platform": "onnxruntime_onnx",
+        "inputs": [{"name": c.input_name, "datatype": "FP32", "shape": [-1, 3, c.input_height, c.input_width]}],
+        "outputs": [{"name": "detections", "datatype": "FP32", "shape": [-1, 7]}],
+        "task": c.task, "deployment": dep.describe(), "card": vars(c.card)})
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    failure = _model_or_error(request)
+    return failure or web.json_response({"name": request.match_info["name"], "ready": True})
+
+
+async def _read_body(request: web.Request) -> bytes | web.Response:
+    limit = request.app[DEPLOYMENT].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return error(413, "body_too_large", f"body of {request.content_length} bytes exceeds {limit}",
+                     limit_bytes=limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "body_too_large", f"body exceeds {limit} bytes", limit_bytes=limit)
+
+
+def _overload(dep: Deployment, batcher: DynamicBatcher, stats: WorkerStats, count: int, **extra) -> web.Response:
+    stats.on_overload(count)
+    return error(503, "overload", f"queue full ({batcher.queue_len}/{dep.queue_limit} queries waiting)",
+                 queue_len=batcher.queue_len, queue_limit=dep.queue_limit, **extra)
+
+
+async def frames(request: web.Request) -> web.Response:
+    """POST /v2/models/{name}/frames?stream=ID&query=N with a JPEG body: one query, its detections."""
+    t_arrival = now_ms()
+    failure = _model_or_error(request)
+    if failure is not None:
+        return failure
+    app = request.app
+    dep, stats, batcher = app[DEPLOYMENT], app[STATS], app[BATCHER]
+    if request.content_type not in JPEG_TYPES:
+        return error(415, "unsupported_media_type",
+                     f"content type {request.content_type!r}; this route takes image/jpeg")
+    body = await _read_body(request)
+    if isinstance(body, web.Response):
+        return body
+    if not body:
+        return error(400, "bad_frame", "empty body")
+    stream, query_id = request.query.get("stream", ""), request.query.get("query", "")
+    stats.on_arrival(stream)
+    q = Query(stream, query_id, body, None, t_arrival, batcher.queue_len, asyncio.get_running_loop().create_future())
+    if not batcher.submit([q]):
+        return _overload(dep, batcher, stats, 1, stream=stream, query=query_id, t_arrival_ms=t_arrival)
+    outcome: Outcome = await q.future
+    answer = {"model": dep.config.name, "variant": dep.variant, "stream": stream, "query": query_id,
+              "t_arrival_ms": t_arrival, "t_infer_start_ms": outcome.t_infer_start_ms,
+              "t_infer_end_ms": outcome.t_infer_end_ms, "batch_size": outcome.batch_size,
+              "queue_len_at_arrival": q.queue_len_at_arrival, "frame_bytes": len(body)}
+    stats.on_answer(now_ms() - t_arrival)
+    if outcome.error is not None:
+        return error(400, "bad_frame", outcome.error, **answer)
+    answer["detections"] = [d.to_json() for d in outcome.detections]
+    return web.json_response(answer)
+
+
+def _parse_v2(body: bytes, header_len: str | None, dep: Deployment) -> np.ndarray | str:
+    """Returns the request's images as [n, 3, H, W] float32, or a text naming what is wrong."""
+    c = dep.config
+    try:
+        split = int(header_len) if header_len is not None else len(body)
+        request = json.loads(body[:split])
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"request is not valid JSON: {exc}"
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        return f"expected exactly one input tensor named {c.input_name!r}"
+    tensor = inputs[0]
+    if tensor.get("name") != c.input_name:
+        return f"unknown input {tensor.get('name')!r}; the model's input is {c.input_name!r}"
+    if tensor.get("datatype") != "FP32":
+        return f"input datatype {tensor.get('datatype')!r}; expected 'FP32'"
+    shape = tensor.get("shape")
+    expected = [3, c.input_height, c.input_width]
+    if (not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(s, int) for s in shape)
+            or shape[1:] != expected or not 1 <= shape[0] <= dep.queue_limit):
+        return f"input shape {shape}; expected [n, {', '.join(map(str, expected))}] with 1 <= n <= {dep.queue_limit}"
+    count = int(np.prod(shape))
+    params = tensor.get("parameters") or {}
+    if "binary_data_size" in params:
+        size = params["binary_data_size"]
+        if size != count * 4 or len(body) - split != size:
+            return (f"binary_data_size {size} and {len(body) - split} binary bytes; "
+                    f"shape {shape} FP32 needs {count * 4}")
+        return np.frombuffer(body, dtype="<f4", offset=split, count=count).reshape(shape)
+    try:
+        data = np.asarray(tensor.get("data"), dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        return f"input data is not a list of numbers: {exc}"
+    if data.size != count:
+        return f"input data has {data.size} values; shape {shape} needs {count}"
+    return data.reshape(shape)
+
+
+async def infer(request: web.Request) -> web.Response:
+    """POST /v2/models/{name}/infer (KServe v2, JSON or binary tensor data): one query per image."""
+    t_arrival = now_ms()
+    failure = _model_or_error(request)
+    if failure is not None:
+        return failure
+    app = request.app
+    dep, stats, batcher = app[DEPLOYMENT], app[STATS], app[BATCHER]
+    header_len = request.headers.get("Inference-Header-Content-Length")
+    if header_len is None and request.content_type != "application/json":
+        return error(415, "unsupported_media_type",
+                     f"content type {request.content_type!r}; send application/json or binary tensor data "
+                     "with Inference-Header-Content-Length")
+    body = await _read_body(request)
+    if isinstance(body, web.Response):
+        return body
+    images = _parse_v2(body, header_len, dep)
+    if isinstance(images, str):
+        return error(400, "bad_tensor", images)
+    loop = asyncio.get_running_loop()
+    queue_len = batcher.queue_len
+    queries = [Query("", str(i), None, np.ascontiguousarray(img), t_arrival, queue_len, loop.create_future())
+               for i, img in enumerate(images)]
+    stats.on_arrival("", len(queries))
+    if not batcher.submit(queries):
+        return _overload(dep, batcher, stats, len(queries), t_arrival_ms=t_arrival)
+    outcomes: list[Outcome] = await asyncio.gather(*(q.future for q in queries))
+    rows = [[i, *d.box, d.score, float(dep.config.labels.index(d.label)) if d.label in dep.config.labels else -1.0]
+            for i, o in enumerate(outcomes) for d in o.detections]
+    stats.on_answer(now_ms() - t_arrival)
+    return web.json_response({
+        "model_name": dep.config.name, "model_version": "1", "id": _request_id(body, header_len),
+        "outputs": [{"name": "detections", "datatype": "FP32", "shape": [len(rows), 7],
+                     "data": [v for row in rows for v in row]}],
+        "t_arrival_ms": t_arrival, "t_infer_start_ms": min(o.t_infer_start_ms for o in outcomes),
+        "t_infer_end_ms": max(o.t_infer_end_ms for o in outcomes),
+        "batch_size": max(o.batch_size for o in outcomes), "batch_sizes": [o.batch_size for o in outcomes],
+        "queue_len_at_arrival": queue_len,
+        "detections": [{**d.to_json(), "image": i} for i, o in enumerate(outcomes) for d in o.detections]})
+
+
+def _request_id(body: bytes, header_len: str | None) -> str:
+    try:
+        return str(json.loads(body[: int(header_len) if header_len else len(body)]).get("id", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+async def load(request: web.Request) -> web.Response:
+    """GET /v2/load: the load report schedulers poll."""
+    app = request.app
+    dep = app[DEPLOYMENT]
+    try:
+        window_s = float(request.query.get("window_s", "1"))
+        if not 0 < window_s <= 10:
+            raise ValueError
+    except ValueError:
+        return error(400, "bad_request", "window_s must be a number in (0, 10]")
+    queue_len = app[BATCHER].queue_len if BATCHER in app else 0
+    report = app[STATS].load_report(queue_len, dep.queue_limit, window_s)
+    report.update(ready=app[READY].is_set(), instances=dep.instances, max_batch_size=dep.max_batch_size,
+                  max_batch_delay_ms=dep.max_batch_delay_ms, time_ms=time.time() * 1000.0)
+    return web.json_response(report)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    queue_len = app[BATCHER].queue_len if BATCHER in app else 0
+    return web.Response(text=app[STATS].prometheus(queue_len, app[READY].is_set()),
+                        content_type="text/plain", charset="utf-8", headers={"X-Prometheus-Format": "0.0.4"})

@@ -1,0 +1,146 @@
+"""The worker's load accounting: sliding-window rates for the load report that schedulers poll
+(`GET /v2/load`) and cumulative counters for Prometheus (`GET /metrics`, names with units)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from .engine import Outcome, Query
+
+HISTORY_S = 10.0
+
+
+@dataclass
+class _Totals:
+    arrivals: int = 0
+    served: int = 0
+    bad_input: int = 0
+    overloads: int = 0
+    batches: int = 0
+    queue_duration_us: float = 0.0
+    input_duration_us: float = 0.0
+    compute_duration_us: float = 0.0
+    request_duration_us: float = 0.0
+    batch_sizes: Counter = field(default_factory=Counter)
+
+
+class WorkerStats:
+    """Counts arrivals, answers, overloads and batches; `clock` is monotonic seconds (injectable)."""
+
+    def __init__(self, model: str, variant: str, stream_ttl_s: float = 5.0, clock=time.monotonic) -> None:
+        self.model = model
+        self.variant = variant
+        self.stream_ttl_s = stream_ttl_s
+        self._clock = clock
+        self.totals = _Totals()
+        self._arrivals: deque[float] = deque()
+        self._served: deque[float] = deque()
+        self._overloads: deque[float] = deque()
+        self._batches: deque[tuple[float, int, float]] = deque()  # time, size, processing ms
+        self._streams: dict[str, float] = {}
+
+    def _prune(self, now: float) -> None:
+        for dq in (self._arrivals, self._served, self._overloads):
+            while dq and dq[0] < now - HISTORY_S:
+                dq.popleft()
+        while self._batches and self._batches[0][0] < now - HISTORY_S:
+            self._batches.popleft()
+        if len(self._streams) > 1024 or (self._streams and min(self._streams.values()) < now - self.stream_ttl_s):
+            self._streams = {s: t for s, t in self._streams.items() if t >= now - self.stream_ttl_s}
+
+    def on_arrival(self, stream: str, count: int = 1) -> None:
+        now = self._clock()
+        self.totals.arrivals += count
+        self._arrivals.extend([now] * count)
+        if stream:
+            self._streams[stream] = now
+        self._prune(now)
+
+    def on_overload(self, count: int = 1) -> None:
+        self.totals.overloads += count
+        self._overloads.extend([self._clock()] * count)
+
+    def on_batch(self, batch: list[Query], outcomes: list[Outcome]) -> None:
+        now = self._clock()
+        first = outcomes[0]
+        t = self.totals
+        t.batches += 1
+        t.batch_sizes[len(batch)] += 1
+        t.input_duration_us += first.input_ms * 1000.0
+        t.compute_duration_us += first.compute_ms * 1000.0
+        for q, o in zip(batch, outcomes, strict=True):
+            t.queue_duration_us += (o.t_infer_start_ms - q.t_arrival_ms) * 1000.0
+            if o.error is None:
+                t.served += 1
+                self._served.append(now)
+            else:
+                t.bad_input += 1
+        self._batches.append((now, len(batch), first.t_infer_end_ms - first.t_infer_start_ms))
+
+    def on_answer(self, request_ms: float) -> None:
+        self.totals.request_duration_us += request_ms * 1000.0
+
+    def load_report(self, queue_len: int, queue_limit: int, window_s: float = 1.0) -> dict:
+        """Returns the load report: rates over the last `window_s` and 10 s, queue, streams, timings."""
+        now = self._clock()
+        self._prune(now)
+
+        def rate(dq: deque[float], span: float) -> float:
+            return sum(1 for ts in dq if ts >= now - span) / span
+
+        recent = [b for b in self._batches if b[0] >= now - HISTORY_S]
+        frames = sum(b[1] for b in recent)
+        batch_ms = sum(b[2] for b in recent)
+        return {
+            "model": self.model,
+            "variant": self.variant,
+            "window_s": window_s,
+            "queries_in_per_s": rate(self._arrivals, window_s),
+            "queries_served_per_s": rate(self._served, window_s),
+            "overloads_per_s": rate(self._overloads, window_s),
+            "queries_in_per_s_10s": rate(self._arrivals, HISTORY_S),
+            "queries_served_per_s_10s": rate(self._served, HISTORY_S),
+            "overloads_per_s_10s": rate(self._overloads, HISTORY_S),
+            "queue_len": queue_len,
+            "queue_limit": queue_limit,
+            "streams_bound": sum(1 for t in self._streams.values() if t >= now - self.stream_ttl_s),
+            "stream_ttl_s": self.stream_ttl_s,
+            "batches_10s": len(recent),
+            "mean_batch_size_10s": frames / len(recent) if recent else 0.0,
+            "processing_ms_per_batch_10s": batch_ms / len(recent) if recent else 0.0,
+            "processing_ms_per_query_10s": batch_ms / frames if frames else 0.0,
+            "totals": {"arrivals": self.totals.arrivals, "served": self.totals.served,
+                       "bad_input": self.totals.bad_input, "overloads": self.totals.overloads,
+                       "batches": self.totals.batches},
+        }
+
+    def prometheus(self, queue_len: int, ready: bool) -> str:
+        """Returns the metrics in Prometheus text exposition format."""
+        labels = f'model="{self.model}",variant="{self.variant}"'
+        t = self.totals
+        rows = [
+            ("worker_ready", "gauge", "1 once warmed up", [("", int(ready))]),
+            ("worker_queue_length", "gauge", "queries waiting for a replica", [("", queue_len)]),
+            ("worker_requests_total", "counter", "queries received", [("", t.arrivals)]),
+            ("worker_success_total", "counter", "queries answered with detections", [("", t.served)]),
+            ("worker_bad_input_total", "counter", "frames rejected as undecodable", [("", t.bad_input)]),
+            ("worker_overload_total", "counter", "queries refused because the queue was full", [("", t.overloads)]),
+            ("worker_batches_total", "counter", "batches run", [("", t.batches)]),
+            ("worker_batch_size_total", "counter", "batches run, by size",
+             [(f',batch_size="{n}"', c) for n, c in sorted(t.batch_sizes.items())]),
+            ("worker_queue_duration_us", "counter", "cumulative time queries waited before their batch ran",
+             [("", round(t.queue_duration_us))]),
+            ("worker_input_duration_us", "counter", "cumulative batch time spent decoding frames",
+             [("", round(t.input_duration_us))]),
+            ("worker_compute_duration_us", "counter", "cumulative batch time spent in the network",
+             [("", round(t.compute_duration_us))]),
+            ("worker_request_duration_us", "counter", "cumulative time from arrival to answer",
+             [("", round(t.request_duration_us))]),
+        ]
+        out = []
+        for name, kind, help_, samples in rows:
+            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+            out += [f"{name}{{{labels}{extra}}} {value}" for extra, value in samples]
+        return "\n".join(out) + "\n"
