@@ -1,0 +1,162 @@
+"""Feasibility (the four constraints of DESIGN.md) and the seven static policies behind one interface.
+
+`Scheduler.decide` is the only place a stream is bound: the simulator, the live schedulers and ASET call
+it with the policy of the moment and the current load; it never reads the clock or a global RNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.system import SystemModel
+
+POLICY_NAMES: tuple[str, ...] = (
+    "closest",
+    "load-balancing",
+    "farthest",
+    "cheaper",
+    "random-proportional-latency",
+    "random-proportional-load",
+    "least-impedance",
+)
+"""The static policies, in the order ASET's actions index them."""
+
+REJECT_REASONS = ("task", "accuracy", "delay", "capacity")
+"""Why a stream found no binding: the first constraint, in this order, that left no resource."""
+
+_TIE = 1e-6  # weight of the tie-breaker (expected latency, ms) against the primary key
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """What a scheduler knows of a new stream when it binds it."""
+
+    antenna: int
+    fps: float
+    """rho_i: the stream's query rate."""
+    frame_bytes: float
+    """zeta_i: the size of one query."""
+    max_delay_ms: float
+    """D_i: the end-to-end delay budget of each query."""
+    min_accuracy: float
+    task: int = 0
+    """Index into SystemModel.tasks (-1: a task no resource implements)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A binding, or a reject (`resource == -1`) with the constraint that caused it."""
+
+    resource: int
+    reason: str
+    expected_ms: float
+
+    @property
+    def rejected(self) -> bool:
+        return self.resource < 0
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The feasible resources of one decision, with the figures the policies rank them by."""
+
+    index: np.ndarray
+    expected_ms: np.ndarray
+    net_ms: np.ndarray
+    load_after: np.ndarray
+    """(L + rho) / C for each candidate, after binding the stream."""
+    cost: np.ndarray
+
+
+PolicyFn = Callable[[Candidates, np.random.Generator], int]
+
+
+def _weighted_pick(weights: np.ndarray, rng: np.random.Generator) -> int:
+    cum = np.cumsum(weights)
+    return int(np.searchsorted(cum, rng.random() * cum[-1], side="right").clip(0, len(cum) - 1))
+
+
+POLICIES: dict[str, PolicyFn] = {
+    # Smallest network delay to the cluster; among a cluster's variants the fastest.
+    "closest": lambda c, rng: int(np.argmin(c.net_ms + _TIE * c.expected_ms)),
+    # Least loaded relative to capacity once the stream is added.
+    "load-balancing": lambda c, rng: int(np.argmin(c.load_after + _TIE * c.expected_ms)),
+    # Largest network delay that still meets the budget: keeps the edge free for tight streams.
+    "farthest": lambda c, rng: int(np.argmax(c.net_ms - _TIE * c.expected_ms)),
+    # Lowest hardware cost per query.
+    "cheaper": lambda c, rng: int(np.argmin(c.cost + _TIE * c.expected_ms)),
+    # Random, with probability proportional to 1 / expected end-to-end latency.
+    "random-proportional-latency": lambda c, rng: _weighted_pick(1.0 / np.maximum(c.expected_ms, 1e-3), rng),
+    # Random, with probability proportional to the capacity left free after binding.
+    "random-proportional-load": lambda c, rng: _weighted_pick(np.maximum(1.0 - c.load_after, 1e-3), rng),
+    # Smallest expected end-to-end latency (network, transmission and processing).
+    "least-impedance": lambda c, rng: int(np.argmin(c.expected_ms)),
+}
+
+
+def policy_index(name: str) -> int:
+    """Returns the action index of a policy name; raises ValueError naming the known ones."""
+    try:
+        return POLICY_NAMES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}") from None
+
+
+class Scheduler:
+    """Binds streams to resources of one system model with any static policy."""
+
+    def __init__(self, system: SystemModel, rng: np.random.Generator, eta: float = 1.0) -> None:
+        self.system = system
+        self.rng = rng
+        self.eta = eta
+        """Headroom factor on a stream's rate in the capacity constraint (eta >= 1 over-reserves)."""
+
+    def candidates(self, req: StreamRequest, load_qps: np.ndarray) -> tuple[Candidates, str]:
+        """Returns the feasible resources and, when there are none, the constraint that removed the last."""
+        s = self.system
+        expected = s.expected_ms(req.antenna, req.frame_bytes)
+        ok = s.task == req.task
+        reason = "task"
+        for name, mask in (("accuracy", s.accuracy >= req.min_accuracy),
+                           ("delay", expected <= req.max_delay_ms),
+                           ("capacity", load_qps + self.eta * req.fps <= s.capacity_qps)):
+            if not ok.any():
+                break
+            ok = ok & mask
+            reason = name
+        idx = np.flatnonzero(ok)
+        cands = Candidates(index=idx, expected_ms=expected[idx], net_ms=s.net_ms[req.antenna, idx],
+                           load_after=(load_qps[idx] + req.fps) / s.capacity_qps[idx],
+                           cost=s.cost_per_query[idx])
+        return cands, ("" if len(idx) else reason)
+
+    def decide(self, req: StreamRequest, policy: int, load_qps: np.ndarray) -> Decision:
+        """Returns the binding the policy (an index into POLICY_NAMES) picks, or a reject."""
+        cands, reason = self.candidates(req, load_qps)
+        if reason:
+            return Decision(resource=-1, reason=reason, expected_ms=float("nan"))
+        pick = POLICIES[POLICY_NAMES[policy]](cands, self.rng)
+        return Decision(resource=int(cands.index[pick]), reason="", expected_ms=float(cands.expected_ms[pick]))
+
+
+@dataclass
+class LoadState:
+    """Declared load per resource: the sum of the rates and the count of the streams bound to it."""
+
+    load_qps: np.ndarray
+    streams: np.ndarray
+
+    @staticmethod
+    def empty(n_resources: int) -> LoadState:
+        return LoadState(load_qps=np.zeros(n_resources), streams=np.zeros(n_resources, dtype=np.int64))
+
+    def bind(self, resource: int, fps: float) -> None:
+        self.load_qps[resource] += fps
+        self.streams[resource] += 1
+
+    def release(self, resource: int, fps: float) -> None:
+        self.load_qps[resource] = max(0.0, self.load_qps[resource] - fps)
+        self.streams[resource] -= 1

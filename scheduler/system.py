@@ -1,0 +1,135 @@
+"""The system model: resources (a variant's replicas on a cluster) and per-antenna network figures.
+
+Built once from a topology, the profiles and the placement; the simulator and the live schedulers both
+read it as flat numpy arrays indexed [antenna, resource], so that decisions are vectorised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.placement import placement_for
+from scheduler.profiles import ProfileSet, Variant
+from topologies.model import Topology
+
+RESPONSE_BYTES = 1000
+"""Size of an inference answer (detections as JSON), used for the downlink transmission delay."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Replicas of one variant on one cluster: what a stream is bound to."""
+
+    index: int
+    site: str
+    layer: str
+    variant: Variant
+    replicas: int
+    capacity_qps: float
+    """C_v: the replicas' combined capacity."""
+    cost_per_query: float
+    """Relative cost of the hardware the replicas occupy, per query served at capacity."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant.name}@{self.site}"
+
+
+@dataclass(frozen=True)
+class SystemModel:
+    """Resources and the static part of every antenna-to-resource binding (arrays [antenna, resource])."""
+
+    topology: Topology
+    profiles: ProfileSet
+    resources: tuple[Resource, ...]
+    antennas: tuple[str, ...]
+    radio_ms: np.ndarray
+    """delta_i per antenna: one-way radio delay."""
+    radio_dev_ms: np.ndarray
+    radio_loss: np.ndarray
+    radio_ms_per_byte: np.ndarray
+    """Transmission delay per byte on the radio link, per antenna."""
+    net_ms: np.ndarray
+    """d_ns [antenna, resource]: one-way delay from the antenna's scheduler to the resource's cluster."""
+    net_dev_ms: np.ndarray
+    """sigma_ns [antenna, resource]."""
+    path_loss: np.ndarray
+    """Probability [antenna, resource] that a packet is lost one way between scheduler and cluster."""
+    path_ms_per_byte: np.ndarray
+    """Transmission delay per byte summed over the links from scheduler to cluster."""
+    static_ms: np.ndarray
+    """2*(delta_i + d_ns + 2*sigma_ns) + D_v without its input-size term, [antenna, resource]."""
+    ms_per_byte: np.ndarray
+    """b_i (radio + path transmission per byte) + D_v's per-byte input term, [antenna, resource]."""
+    accuracy: np.ndarray
+    capacity_qps: np.ndarray
+    cost_per_query: np.ndarray
+    task: np.ndarray
+    """Task of each resource as an index into `tasks`."""
+    tasks: tuple[str, ...]
+
+    @property
+    def n_resources(self) -> int:
+        return len(self.resources)
+
+    def antenna_index(self, name: str) -> int:
+        try:
+            return self.antennas.index(name)
+        except ValueError:
+            raise KeyError(f"{self.topology.source}: no antenna named {name!r}; "
+                           f"antennas: {', '.join(self.antennas)}") from None
+
+    def task_index(self, task: str) -> int:
+        """Returns the index of a task, or -1 when no resource implements it."""
+        return self.tasks.index(task) if task in self.tasks else -1
+
+    def expected_ms(self, antenna: int, frame_bytes: float) -> np.ndarray:
+        """Returns the left side of the delay constraint for every resource, for one stream."""
+        return self.static_ms[antenna] + self.ms_per_byte[antenna] * frame_bytes
+
+
+def build_system(topo: Topology, profiles: ProfileSet) -> SystemModel:
+    """Returns the system model of a topology under its placement."""
+    resources: list[Resource] = []
+    for d in placement_for(topo, profiles):
+        v = profiles.variant(d.variant)
+        site = topo.site(d.site)
+        assert site.compute is not None
+        hourly = (v.cpu_cores * site.compute.core_cost + v.gpus * site.compute.gpu_cost) * d.replicas
+        capacity = v.capacity_qps * d.replicas
+        resources.append(Resource(index=len(resources), site=d.site, layer=site.layer, variant=v,
+                                  replicas=d.replicas, capacity_qps=capacity, cost_per_query=hourly / capacity))
+    antennas = tuple(a.name for a in topo.antennas)
+    n_a, n_r = len(antennas), len(resources)
+    radio = [topo.site(a).radio for a in antennas]
+    radio_ms = np.array([r.delay_ms for r in radio])
+    radio_dev = np.array([r.delay_dev_ms for r in radio])
+    radio_bpb = np.array([8.0 / (r.bw_mbps * 1000.0) for r in radio])
+    net_ms = np.zeros((n_a, n_r))
+    net_dev = np.zeros((n_a, n_r))
+    loss = np.zeros((n_a, n_r))
+    path_bpb = np.zeros((n_a, n_r))
+    for i, a in enumerate(antennas):
+        for j, res in enumerate(resources):
+            p = topo.path(a, res.site)
+            net_ms[i, j], net_dev[i, j], loss[i, j] = p.delay_ms, p.delay_dev_ms, p.loss_pct / 100.0
+            path_bpb[i, j] = sum(8.0 / (link.bw_mbps * 1000.0) for link in p.links)
+    proc_full = np.array([r.variant.batch_ms[r.variant.batch_size] for r in resources])
+    input_bpb = np.array([r.variant.batch_size * r.variant.input_ms_per_mb / 1e6 for r in resources])
+    static = 2.0 * (radio_ms[:, None] + net_ms + 2.0 * net_dev) + proc_full[None, :]
+    per_byte = radio_bpb[:, None] + path_bpb + input_bpb[None, :]
+    tasks = tuple(sorted({r.variant.task for r in resources}))
+    return SystemModel(
+        topology=topo, profiles=profiles, resources=tuple(resources), antennas=antennas,
+        radio_ms=radio_ms, radio_dev_ms=radio_dev,
+        radio_loss=np.array([r.loss_pct / 100.0 for r in radio]), radio_ms_per_byte=radio_bpb,
+        net_ms=net_ms, net_dev_ms=net_dev, path_loss=loss, path_ms_per_byte=path_bpb,
+        static_ms=static, ms_per_byte=per_byte,
+        accuracy=np.array([r.variant.accuracy for r in resources]),
+        capacity_qps=np.array([r.capacity_qps for r in resources]),
+        cost_per_query=np.array([r.cost_per_query for r in resources]),
+        task=np.array([tasks.index(r.variant.task) for r in resources], dtype=np.int64),
+        tasks=tasks,
+    )

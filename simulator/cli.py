@@ -1,0 +1,93 @@
+"""`run_testbed.py simulate` and `run_testbed.py trace`: the simulator and trace recording from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scheduler.core import POLICY_NAMES, policy_index
+from scheduler.profiles import load_profiles
+from scheduler.system import build_system
+from simulator.engine import SimConfig
+from simulator.run import format_table, simulate_policy, write_comparison
+from topologies import load_topology
+from workload.arrivals import RateSchedule, generate_trace
+from workload.trace import Trace, read_trace, write_trace
+
+
+def add_workload_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--topo", default="full-edge", help="topology name (topologies/NAME.yaml) or file")
+    p.add_argument("--lambda", dest="lam", default="60",
+                   help="new streams per minute per antenna: a number or a schedule START_S:LAMBDA,... (default 60)")
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of traffic (default 600)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the workload and of the run (default 1)")
+    p.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
+
+
+def workload_from_args(args: argparse.Namespace, antennas: tuple[str, ...]) -> tuple[Trace, str]:
+    """Returns the trace to run (read from --trace, or generated from --lambda) and its lambda label."""
+    if getattr(args, "trace", None):
+        return read_trace(args.trace, antennas), f"trace:{Path(args.trace).name}"
+    schedule = RateSchedule.parse(args.lam)
+    rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(1)[0])
+    return generate_trace(antennas, schedule, args.duration, rng), str(schedule)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    topo = load_topology(args.topo)
+    trace, label = workload_from_args(args, tuple(a.name for a in topo.antennas))
+    write_trace(trace, args.output)
+    print(f"wrote {len(trace)} streams ({trace.expected_queries()} queries, lambda {label}/min per antenna, "
+          f"{len(topo.antennas)} antennas) to {args.output}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    topo = load_topology(args.topo)
+    system = build_system(topo, load_profiles(args.profiles))
+    trace, label = workload_from_args(args, system.antennas)
+    policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
+    for p in policies:
+        policy_index(p)
+    duration = args.duration if not args.trace else None
+    config = SimConfig(window_s=args.window, duration_s=duration, eta=args.eta)
+    out = Path(args.out) if args.out else None
+    print(f"simulating {topo.name} ({len(system.resources)} resources on {len(topo.clusters)} clusters, "
+          f"{len(system.antennas)} antennas), {len(trace)} streams, lambda {label}, seed {args.seed}, "
+          f"profiles {system.profiles.source}")
+    runs = []
+    for p in policies:
+        t = time.perf_counter()
+        run = simulate_policy(system, trace, p, config, args.seed, label,
+                              (out / p) if out and len(policies) > 1 else out, write_records=not args.no_records)
+        wall = time.perf_counter() - t
+        print(f"  {p:28s} success {run.summary.overall.success:.3f}  failed {run.summary.overall.failed:.3f}  "
+              f"rejected {run.summary.overall.rejected:.3f}  ({run.queries} queries, {wall:.1f} s, "
+              f"{run.queries / max(wall, 1e-9) / 1e6:.2f} M queries/s)")
+        runs.append(run)
+    print()
+    print(format_table(runs))
+    if out:
+        write_comparison(runs, out)
+        print(f"\nwrote {out}/ (records.csv, summary.json, timeseries.csv per policy; success.png, table.md)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="run the discrete-event simulator with one or all static policies",
+                       description="Run the simulator on a topology with a generated workload or a trace.")
+    add_workload_args(p)
+    p.add_argument("--trace", default=None, help="replay this trace (CSV) instead of generating one")
+    p.add_argument("--policy", default="least-impedance", help=f"one of {', '.join(POLICY_NAMES)}, or all")
+    p.add_argument("--window", type=float, default=1.0, help="window of the time series in seconds (default 1)")
+    p.add_argument("--eta", type=float, default=1.0, help="headroom factor of the capacity constraint (default 1)")
+    p.add_argument("--out", default=None, help="folder for records, summaries and plots")
+    p.add_argument("--no-records", action="store_true", help="do not write per-query records (summaries only)")
+    p.set_defaults(func=cmd_simulate)
+    t = sub.add_parser("trace", help="record a workload trace (one stream per row) to CSV")
+    add_workload_args(t)
+    t.add_argument("-o", "--output", required=True, help="CSV file to write")
+    t.set_defaults(func=cmd_trace)

@@ -1,0 +1,319 @@
+"""The simulation: streams bound by the scheduler brain, queries through network, queues and batches.
+
+Virtual time advances one window at a time. In each window the stream events (arrivals, departures)
+are handled in time order by `scheduler.core.Scheduler`, the window's queries are generated in bulk,
+cross the network (radio + path delay, jitter, transmission, loss as a TCP retransmission) and are
+served by `simulator.batching`. Everything random comes from generators spawned from one seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.records import FAILED, ONTIME, OUTCOMES, REJECTED
+from analysis.summary import Tally
+from scheduler.core import POLICY_NAMES, Decision, LoadState, Scheduler, StreamRequest
+from scheduler.system import RESPONSE_BYTES, SystemModel
+from simulator.batching import DONE, PENDING_ADMITTED, PENDING_NEW, REJECTED_FULL, serve_window
+from workload.trace import Trace
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Knobs of the simulation that are not part of the topology, the profiles or the workload."""
+
+    window_s: float = 1.0
+    """Length of a step: stream events are decided, queries generated and served per window."""
+    duration_s: float | None = None
+    """Queries are sent until this time (None: until the last stream of the trace ends)."""
+    eta: float = 1.0
+    """Headroom on a stream's rate in the capacity constraint."""
+    max_batch_delay_ms: float = 2.0
+    """W: how long a forming batch waits for more queries."""
+    queue_limit_per_replica: int = 16
+    """Queued queries per replica (times the batch size) before a worker answers overload."""
+    rto_ms: float = 200.0
+    """Delay added when a packet of a query is lost: TCP's minimum retransmission timeout on Linux."""
+    budget_bins_ms: tuple[float, ...] = (100.0, 300.0)
+    """Edges of the delay-budget classes of the incoming-rate features (ASET state)."""
+    rate_bins_fps: tuple[float, ...] = (12.0, 22.0)
+    """Edges of the data-rate classes of the incoming-rate features (ASET state)."""
+
+
+@dataclass
+class WindowStats:
+    """What happened in one window: outcomes decided in it, and per-resource activity."""
+
+    t0_s: float
+    t1_s: float
+    policy: int
+    sent: int = 0
+    ontime: int = 0
+    failed: int = 0
+    rejected: int = 0
+    streams_new: int = 0
+    streams_rejected: int = 0
+    responses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Answers completed per resource in the window."""
+    bytes_in: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Bytes of the queries that reached each resource in the window."""
+    streams: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Streams bound to each resource at the window's end."""
+    load_qps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Declared load of each resource at the window's end."""
+    sent_per_class: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Queries sent in the window per stream class (budget bin x rate bin, flattened)."""
+
+    @property
+    def decided(self) -> int:
+        return self.ontime + self.failed + self.rejected
+
+    @property
+    def success_ratio(self) -> float:
+        return self.ontime / self.decided if self.decided else 1.0
+
+
+RecordSink = Callable[[dict[str, np.ndarray]], None]
+
+
+class Simulation:
+    """One run over a trace; `step(policy)` advances one window, `run(policy)` to the end."""
+
+    def __init__(self, system: SystemModel, trace: Trace, config: SimConfig, seed: int,
+                 record_sink: RecordSink | None = None) -> None:
+        self.system, self.trace, self.config = system, trace, config
+        rng_policy, self.rng_net = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+        self.scheduler = Scheduler(system, rng_policy, eta=config.eta)
+        self.sink = record_sink
+        self.apps = tuple(sorted(set(trace.app.tolist())))
+        self.tally = Tally(config.window_s, self.apps)
+        n = len(trace)
+        self.end_s = config.duration_s if config.duration_s is not None else float(trace.end_s.max(initial=0.0))
+        self.s_ant = np.array([system.antenna_index(a) for a in trace.antenna], dtype=np.int64)
+        self.s_app = np.array([self.apps.index(a) for a in trace.app], dtype=np.int64)
+        self.s_task = np.array([system.task_index(t) for t in trace.task], dtype=np.int64)
+        self.s_end = np.minimum(trace.end_s, self.end_s)
+        self.s_res = np.full(n, -1, dtype=np.int64)
+        self.s_reason = np.full(n, "", dtype=object)
+        budget_bin = np.searchsorted(np.asarray(config.budget_bins_ms), trace.max_delay_ms, side="right")
+        rate_bin = np.searchsorted(np.asarray(config.rate_bins_fps), trace.fps, side="right")
+        self.n_classes = (len(config.budget_bins_ms) + 1) * (len(config.rate_bins_fps) + 1)
+        self.s_class = budget_bin * (len(config.rate_bins_fps) + 1) + rate_bin
+        self.load = LoadState.empty(system.n_resources)
+        self.departures: list[tuple[float, int]] = []
+        self.next_stream = 0
+        self.active = np.zeros(0, dtype=np.int64)
+        self.t_s = 0.0
+        res = system.resources
+        self.replicas = np.array([r.replicas for r in res], dtype=np.int64)
+        self.batch = np.array([r.variant.batch_size for r in res], dtype=np.int64)
+        self.batch_ms = np.zeros((len(res), int(self.batch.max(initial=1)) + 1))
+        for j, r in enumerate(res):
+            self.batch_ms[j, : r.variant.batch_size + 1] = r.variant.batch_ms
+        self.input_ms_per_byte = np.array([r.variant.input_ms_per_mb / 1e6 for r in res])
+        self.queue_limit = self.replicas * self.batch * config.queue_limit_per_replica
+        self.free = np.zeros((len(res), int(self.replicas.max(initial=1))))
+        self.last_close = np.zeros(len(res))
+        self.pool = _empty_pool()
+        self.windows = 0
+        self.queries_done = 0
+
+    @property
+    def done(self) -> bool:
+        return self.t_s >= self.end_s - 1e-9
+
+    # -- streams ---------------------------------------------------------------------------------
+    def _release_until(self, t_s: float) -> None:
+        while self.departures and self.departures[0][0] <= t_s:
+            _, s = heapq.heappop(self.departures)
+            self.load.release(int(self.s_res[s]), float(self.trace.fps[s]))
+
+    def _bind_streams(self, t1_s: float, policy: int, stats: WindowStats) -> np.ndarray:
+        tr = self.trace
+        first = self.next_stream
+        while self.next_stream < len(tr) and tr.start_s[self.next_stream] < t1_s:
+            s = self.next_stream
+            self.next_stream += 1
+            self._release_until(float(tr.start_s[s]))
+            d = self._decide(s, policy)
+            stats.streams_new += 1
+            if d.rejected:
+                self.s_reason[s] = d.reason
+                stats.streams_rejected += 1
+            else:
+                self.s_res[s] = d.resource
+                self.load.bind(d.resource, float(tr.fps[s]))
+                heapq.heappush(self.departures, (float(self.s_end[s]), s))
+        self._release_until(t1_s)
+        return np.arange(first, self.next_stream, dtype=np.int64)
+
+    def _decide(self, s: int, policy: int) -> Decision:
+        tr = self.trace
+        if self.s_task[s] < 0:
+            return Decision(-1, "task", float("nan"))
+        req = StreamRequest(antenna=int(self.s_ant[s]), fps=float(tr.fps[s]), frame_bytes=float(tr.frame_bytes[s]),
+                            max_delay_ms=float(tr.max_delay_ms[s]), min_accuracy=float(tr.min_accuracy[s]),
+                            task=int(self.s_task[s]))
+        return self.scheduler.decide(req, policy, self.load.load_qps)
+
+    # -- queries ---------------------------------------------------------------------------------
+    def _queries(self, t0_s: float, t1_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (stream, index) of every query sent in [t0, t1)."""
+        act = self.active
+        start, fps = self.trace.start_s[act], self.trace.fps[act]
+        lo = np.ceil((np.maximum(t0_s, start) - start) * fps - 1e-9).astype(np.int64)
+        hi = np.ceil((np.minimum(t1_s, self.s_end[act]) - start) * fps - 1e-9).astype(np.int64)
+        counts = np.maximum(hi - lo, 0)
+        total = int(counts.sum())
+        streams = np.repeat(act, counts)
+        offsets = np.repeat(np.cumsum(counts) - counts, counts)
+        k = np.repeat(lo, counts) + (np.arange(total, dtype=np.int64) - offsets)
+        return streams, k
+
+    def _one_way(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (radio leg, path leg) one-way delays in ms, with jitter, transmission and losses."""
+        s, rng, n = self.system, self.rng_net, len(ant)
+        z = rng.standard_normal((2, n))
+        lost = rng.random((2, n))
+        radio = np.maximum(s.radio_ms[ant] + s.radio_dev_ms[ant] * z[0], 0.0) + s.radio_ms_per_byte[ant] * nbytes
+        radio += np.where(lost[0] < s.radio_loss[ant], self.config.rto_ms, 0.0)
+        path = np.maximum(s.net_ms[ant, res] + s.net_dev_ms[ant, res] * z[1], 0.0) + s.path_ms_per_byte[ant, res] * nbytes
+        path += np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0)
+        return radio, path
+
+    def step(self, policy: int) -> WindowStats:
+        """Advances one window with `policy` (an index into POLICY_NAMES) binding the new streams."""
+        if not 0 <= policy < len(POLICY_NAMES):
+            raise ValueError(f"policy index {policy} out of range 0..{len(POLICY_NAMES) - 1}")
+        t0 = self.t_s
+        t1 = min(t0 + self.config.window_s, self.end_s)
+        stats = WindowStats(t0, t1, policy)
+        new = self._bind_streams(t1, policy, stats)
+        act = self.active
+        self.active = np.concatenate([act[self.s_end[act] > t0], new])
+        streams, k = self._queries(t0, t1)
+        stats.sent = len(streams)
+        stats.sent_per_class = np.bincount(self.s_class[streams], minlength=self.n_classes)
+        self._send(streams, k, stats)
+        last = t1 >= self.end_s - 1e-9
+        self._serve(np.inf if last else t1 * 1000.0, stats)
+        stats.streams = self.load.streams.copy()
+        stats.load_qps = self.load.load_qps.copy()
+        self.t_s = t1
+        self.windows += 1
+        return stats
+
+    def run(self, policy: int) -> None:
+        while not self.done:
+            self.step(policy)
+
+    def _send(self, streams: np.ndarray, k: np.ndarray, stats: WindowStats) -> None:
+        tr, n_res = self.trace, self.system.n_resources
+        send_ms = (tr.start_s[streams] + k / tr.fps[streams]) * 1000.0
+        res = self.s_res[streams]
+        rej = res < 0
+        if rej.any():
+            self._emit(streams[rej], k[rej], send_ms[rej], None, None, None, None, REJECTED,
+                       self.s_reason[streams[rej]])
+            stats.rejected += int(rej.sum())
+        ok = ~rej
+        streams, k, send_ms, res = streams[ok], k[ok], send_ms[ok], res[ok]
+        nbytes = tr.frame_bytes[streams].astype(np.float64)
+        radio, path = self._one_way(self.s_ant[streams], res, nbytes)
+        sched = send_ms + radio
+        arrive = sched + path
+        stats.responses = np.zeros(n_res)
+        stats.bytes_in = np.zeros(n_res)
+        self.pool = _concat(self.pool, dict(stream=streams, k=k, send=send_ms, sched=sched, arrive=arrive,
+                                            res=res, nbytes=nbytes, admitted=np.zeros(len(k), dtype=bool)))
+
+    def _serve(self, horizon_ms: float, stats: WindowStats) -> None:
+        p = self.pool
+        now = p["arrive"] < horizon_ms
+        later = {key: v[~now] for key, v in p.items()}
+        q = {key: v[now] for key, v in p.items()}
+        order = np.lexsort((~q["admitted"], q["arrive"], q["res"]))
+        q = {key: v[order] for key, v in q.items()}
+        n = len(order)
+        fresh = ~q["admitted"]
+        np.add.at(stats.bytes_in, q["res"][fresh], q["nbytes"][fresh])
+        seg = np.searchsorted(q["res"], np.arange(self.system.n_resources + 1))
+        start, end = np.zeros(n), np.zeros(n)
+        batch = np.zeros(n, dtype=np.int64)
+        status = np.zeros(n, dtype=np.int64)
+        serve_window(seg, q["arrive"], q["nbytes"], q["admitted"], self.replicas, self.batch, self.batch_ms,
+                     self.input_ms_per_byte, self.config.max_batch_delay_ms, self.queue_limit, self.free,
+                     self.last_close, horizon_ms, start, end, batch, status)
+        pend = (status == PENDING_NEW) | (status == PENDING_ADMITTED)
+        carry = {key: v[pend] for key, v in q.items()}
+        carry["admitted"] = status[pend] == PENDING_ADMITTED
+        self.pool = _concat(later, carry)
+        full = status == REJECTED_FULL
+        if full.any():
+            self._emit(q["stream"][full], q["k"][full], q["send"][full], q["sched"][full], q["arrive"][full],
+                       None, None, REJECTED, "queue-full", res=q["res"][full])
+            stats.rejected += int(full.sum())
+        done = status == DONE
+        if done.any():
+            s = q["stream"][done]
+            radio, path = self._one_way(self.s_ant[s], q["res"][done], float(RESPONSE_BYTES))
+            response = end[done] + path + radio
+            late = response - q["send"][done] > self.trace.max_delay_ms[s]
+            outcome = np.where(late, FAILED, ONTIME)
+            reason = np.where(late, "deadline", "")
+            self._emit(s, q["k"][done], q["send"][done], q["sched"][done], q["arrive"][done],
+                       (start[done], end[done], batch[done]), response, outcome, reason, res=q["res"][done])
+            stats.failed += int(late.sum())
+            stats.ontime += int((~late).sum())
+            stats.responses = np.bincount(q["res"][done], minlength=self.system.n_resources).astype(np.float64)
+
+    def _emit(self, streams: np.ndarray, k: np.ndarray, send: np.ndarray, sched: np.ndarray | None,
+              arrive: np.ndarray | None, infer: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+              response: np.ndarray | None, outcome: int | np.ndarray, reason: str | np.ndarray,
+              res: np.ndarray | None = None) -> None:
+        n = len(streams)
+        outcome_arr = np.broadcast_to(np.asarray(outcome, dtype=np.int64), (n,))
+        self.tally.add(send, self.s_app[streams], outcome_arr)
+        self.queries_done += n
+        if self.sink is None:
+            return
+        nan = np.full(n, np.nan)
+        names = self._resource_names()
+        cluster = names[0][res] if res is not None else np.full(n, "", dtype=object)
+        variant = names[1][res] if res is not None else np.full(n, "", dtype=object)
+        self.sink({
+            "stream_id": self.trace.stream_id[streams], "query": k,
+            "antenna": self.trace.antenna[streams], "app": self.trace.app[streams],
+            "cluster": cluster, "variant": variant,
+            "t_send_ms": send, "t_sched_ms": nan if sched is None else sched,
+            "t_worker_ms": nan if arrive is None else arrive,
+            "t_infer_start_ms": nan if infer is None else infer[0],
+            "t_infer_end_ms": nan if infer is None else infer[1],
+            "t_response_ms": nan if response is None else response,
+            "batch_size": np.zeros(n, dtype=np.int64) if infer is None else infer[2],
+            "outcome": np.array(OUTCOMES, dtype=object)[outcome_arr],
+            "reason": np.broadcast_to(np.asarray(reason, dtype=object), (n,)),
+        })
+
+    def _resource_names(self) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "_names"):
+            self._names = (np.array([r.site for r in self.system.resources], dtype=object),
+                           np.array([r.variant.name for r in self.system.resources], dtype=object))
+        return self._names
+
+
+_POOL_KEYS = ("stream", "k", "send", "sched", "arrive", "res", "nbytes", "admitted")
+
+
+def _empty_pool() -> dict[str, np.ndarray]:
+    ints = {"stream", "k", "res"}
+    return {key: np.zeros(0, dtype=np.int64 if key in ints else bool if key == "admitted" else np.float64)
+            for key in _POOL_KEYS}
+
+
+def _concat(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([a[key], b[key]]) for key in _POOL_KEYS}
