@@ -1,0 +1,268 @@
+"""Measures every shaped link with real packets: one-way delay, its deviation, and loss, per direction.
+
+All namespaces share this machine's clock, so a probe carries its send time and the receiver's
+kernel stamps its arrival (SO_TIMESTAMPNS): the one-way delay is measured, not halved from an RTT.
+One process opens a sender and a receiver socket in the two hosts a link joins (and only that
+shaped link), runs every link's probes at once, and compares each result with the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import math
+import select
+import socket
+import statistics
+import struct
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from testbed.errors import MeasurementError
+from testbed.nsutil import socket_in
+from testbed.plan import LinkPlan, NetworkPlan
+
+SO_TIMESTAMPNS = 35
+_PROBE = struct.Struct("!IHIQ")  # magic, stream, sequence number (warm-up: high bit), send time ns
+_MAGIC = 0x7E57BED0
+_WARMUP_BIT = 1 << 31
+MEASUREMENTS_FILE = "link_measurements.json"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a measurement may be from the file before the run stops."""
+
+    delay_abs_ms: float = 0.5
+    delay_rel: float = 0.03
+    dev_abs_ms: float = 0.4
+    dev_rel: float = 0.35
+    loss_abs_pct: float = 0.5
+    loss_sigmas: float = 4.0
+    """Loss may differ by this many binomial standard deviations (plus loss_abs_pct)."""
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """How many probes each direction of a link gets, and how often."""
+
+    count: int = 100
+    interval_ms: float = 10.0
+    lossy_count: int = 2000
+    """Probes per direction on links with loss (enough to tell 1% from 0%)."""
+    lossy_interval_ms: float = 1.0
+    warmup_wait_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class LinkMeasurement:
+    """One direction of one link, as configured and as measured (all delays one-way, in ms)."""
+
+    link: str
+    kind: str
+    direction: str
+    src_host: str
+    dst_host: str
+    configured_delay_ms: float
+    measured_delay_ms: float
+    """Mean one-way delay of the probes that arrived, host to host across this link alone."""
+    median_delay_ms: float
+    p99_delay_ms: float
+    configured_dev_ms: float
+    measured_dev_ms: float
+    configured_loss_pct: float
+    measured_loss_pct: float
+    probes_sent: int
+    probes_received: int
+    tolerance_delay_ms: float
+    tolerance_dev_ms: float
+    tolerance_loss_pct: float
+    ok: bool
+    problem: str
+
+    @property
+    def delay_error_ms(self) -> float:
+        return self.measured_delay_ms - self.configured_delay_ms
+
+
+@dataclass
+class _Stream:
+    link: LinkPlan
+    direction: str
+    src: str
+    dst: str
+    tx: socket.socket
+    rx: socket.socket
+    count: int
+    interval_ns: int
+    delays_ns: list[int]
+    warm: bool = False
+
+
+def _open_stream(plan: NetworkPlan, link: LinkPlan, forward: bool, probes: ProbePlan) -> _Stream:
+    a, b = plan.measure_pair(link)
+    src, dst = (a, b) if forward else (b, a)
+    rx = socket_in(dst.netns)
+    rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    rx.bind((dst.ip, 0))
+    rx.setblocking(False)
+    tx = socket_in(src.netns)
+    tx.bind((src.ip, 0))
+    tx.connect((dst.ip, rx.getsockname()[1]))
+    tx.setblocking(False)
+    lossy = link.shape is not None and link.shape.loss_pct > 0
+    count = probes.lossy_count if lossy else probes.count
+    interval_ms = probes.lossy_interval_ms if lossy else probes.interval_ms
+    return _Stream(link, "a->b" if forward else "b->a", src.name, dst.name, tx, rx, count,
+                   int(interval_ms * 1e6), [])
+
+
+def _send(s: _Stream, k: int, seq: int) -> None:
+    with contextlib.suppress(OSError):  # a probe that cannot be sent counts as lost, which it is
+        s.tx.send(_PROBE.pack(_MAGIC, k, seq, time.time_ns()))
+
+
+def _drain(streams: list[_Stream], k: int) -> None:
+    s = streams[k]
+    while True:
+        try:
+            data, anc, _, _ = s.rx.recvmsg(64, 64)
+        except BlockingIOError:
+            return
+        rx_ns = time.time_ns()
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack("qq", raw[:16])
+                rx_ns = sec * 1_000_000_000 + nsec
+        if len(data) != _PROBE.size:
+            continue
+        magic, stream, seq, tx_ns = _PROBE.unpack(data)
+        if magic != _MAGIC or stream != k:
+            continue
+        if seq & _WARMUP_BIT:
+            s.warm = True
+        else:
+            s.delays_ns.append(rx_ns - tx_ns)
+
+
+def _warm_up(streams: list[_Stream], by_fd: dict[int, int], wait_s: float) -> None:
+    """Sends a few probes per stream until each has crossed once (ARP, flows, queues settled)."""
+    deadline = time.monotonic() + wait_s
+    sent = 0
+    while time.monotonic() < deadline and not all(s.warm for s in streams):
+        for k, s in enumerate(streams):
+            if not s.warm:
+                _send(s, k, _WARMUP_BIT | sent)
+        sent += 1
+        end = time.monotonic() + 0.05
+        while time.monotonic() < end:
+            readable, _, _ = select.select(list(by_fd), [], [], max(0.0, end - time.monotonic()))
+            for fd in readable:
+                _drain(streams, by_fd[fd])
+    time.sleep(0.3)  # let the last warm-up probes leave the links
+    for k in range(len(streams)):
+        _drain(streams, k)
+
+
+def _run(streams: list[_Stream], probes: ProbePlan, max_delay_ms: float) -> None:
+    by_fd = {s.rx.fileno(): k for k, s in enumerate(streams)}
+    _warm_up(streams, by_fd, probes.warmup_wait_s)
+    start = time.time_ns() + 10_000_000
+    heap = [(start + k * 97_000, k, 0) for k in range(len(streams))]  # staggered, so sends spread out
+    heapq.heapify(heap)
+    last_send = max(start + s.count * s.interval_ns for s in streams)
+    deadline = last_send + int((2 * max_delay_ms + 500) * 1e6)
+    while True:
+        now = time.time_ns()
+        while heap and heap[0][0] <= now:
+            _, k, seq = heapq.heappop(heap)
+            s = streams[k]
+            _send(s, k, seq)
+            if seq + 1 < s.count:
+                heapq.heappush(heap, (start + k * 97_000 + (seq + 1) * s.interval_ns, k, seq + 1))
+        done = not heap and all(len(s.delays_ns) >= s.count for s in streams)
+        if done or now > deadline:
+            return
+        wake = heap[0][0] if heap else deadline
+        readable, _, _ = select.select(list(by_fd), [], [], max(0.0, (wake - time.time_ns()) / 1e9))
+        for fd in readable:
+            _drain(streams, by_fd[fd])
+
+
+def _judge(s: _Stream, tol: Tolerance) -> LinkMeasurement:
+    shape = s.link.shape
+    assert shape is not None
+    delays_ms = sorted(d / 1e6 for d in s.delays_ns)
+    n = len(delays_ms)
+    mean = statistics.fmean(delays_ms) if n else math.nan
+    dev = statistics.pstdev(delays_ms) if n > 1 else math.nan
+    loss_pct = 100.0 * (1 - n / s.count)
+    p = shape.loss_pct / 100
+    tol_delay = tol.delay_abs_ms + tol.delay_rel * shape.delay_ms + 4 * shape.delay_dev_ms / math.sqrt(max(n, 1))
+    tol_dev = tol.dev_abs_ms + tol.dev_rel * shape.delay_dev_ms
+    tol_loss = tol.loss_abs_pct + tol.loss_sigmas * 100 * math.sqrt(p * (1 - p) / s.count)
+    problems = []
+    if n == 0:
+        problems.append("no probe arrived")
+    else:
+        if abs(mean - shape.delay_ms) > tol_delay:
+            problems.append(f"delay {mean:.3f} ms, configured {shape.delay_ms:g} ms (tolerance {tol_delay:.3f})")
+        if abs(dev - shape.delay_dev_ms) > tol_dev:
+            problems.append(f"deviation {dev:.3f} ms, configured {shape.delay_dev_ms:g} ms (tolerance {tol_dev:.3f})")
+        if abs(loss_pct - shape.loss_pct) > tol_loss:
+            problems.append(f"loss {loss_pct:.2f}%, configured {shape.loss_pct:g}% (tolerance {tol_loss:.2f})")
+    return LinkMeasurement(
+        link=s.link.name, kind=s.link.kind, direction=s.direction, src_host=s.src, dst_host=s.dst,
+        configured_delay_ms=shape.delay_ms, measured_delay_ms=round(mean, 4),
+        median_delay_ms=round(delays_ms[n // 2], 4) if n else math.nan,
+        p99_delay_ms=round(delays_ms[min(n - 1, int(0.99 * n))], 4) if n else math.nan,
+        configured_dev_ms=shape.delay_dev_ms, measured_dev_ms=round(dev, 4),
+        configured_loss_pct=shape.loss_pct, measured_loss_pct=round(loss_pct, 3),
+        probes_sent=s.count, probes_received=n, tolerance_delay_ms=round(tol_delay, 4),
+        tolerance_dev_ms=round(tol_dev, 4), tolerance_loss_pct=round(tol_loss, 3),
+        ok=not problems, problem="; ".join(problems))
+
+
+def measure(plan: NetworkPlan, probes: ProbePlan | None = None, tolerance: Tolerance | None = None,
+            links: list[LinkPlan] | None = None) -> list[LinkMeasurement]:
+    """Returns both directions of every shaped link (or of `links`), measured concurrently."""
+    probes = probes or ProbePlan()
+    tolerance = tolerance or Tolerance()
+    chosen = links if links is not None else list(plan.shaped_links)
+    streams = [_open_stream(plan, link, forward, probes) for link in chosen for forward in (True, False)]
+    try:
+        max_delay_ms = max((lk.shape.delay_ms + 4 * lk.shape.delay_dev_ms for lk in chosen if lk.shape), default=0)
+        _run(streams, probes, max_delay_ms)
+        return [_judge(s, tolerance) for s in streams]
+    finally:
+        for s in streams:
+            s.tx.close()
+            s.rx.close()
+
+
+def save(measurements: list[LinkMeasurement], path: Path, meta: dict) -> None:
+    path.write_text(json.dumps({"meta": meta, "links": [asdict(m) for m in measurements]}, indent=1) + "\n")
+
+
+def check(measurements: list[LinkMeasurement], saved_to: Path) -> None:
+    """Raises MeasurementError naming every link direction outside its tolerance."""
+    bad = [m for m in measurements if not m.ok]
+    if bad:
+        lines = "\n".join(f"  {m.link} {m.direction} ({m.src_host} -> {m.dst_host}): {m.problem}" for m in bad)
+        raise MeasurementError(f"{len(bad)} link direction(s) are not shaped as the file says:\n{lines}\n"
+                               f"(all measurements: {saved_to})")
+
+
+def format_table(measurements: list[LinkMeasurement]) -> str:
+    """Returns the configured-vs-measured table printed by `net --check`."""
+    head = (f"{'link':<16} {'dir':<5} {'delay ms':>9} {'measured':>9} {'err ms':>7} {'dev ms':>7} "
+            f"{'measured':>9} {'loss %':>7} {'measured':>9}  status")
+    rows = [head, "-" * len(head)]
+    for m in measurements:
+        rows.append(f"{m.link:<16} {m.direction:<5} {m.configured_delay_ms:>9.3f} {m.measured_delay_ms:>9.3f} "
+                    f"{m.delay_error_ms:>+7.3f} {m.configured_dev_ms:>7.3f} {m.measured_dev_ms:>9.3f} "
+                    f"{m.configured_loss_pct:>7.2f} {m.measured_loss_pct:>9.2f}  {'ok' if m.ok else m.problem}")
+    return "\n".join(rows)

@@ -1,0 +1,225 @@
+"""The run's creation record: every namespace, link, bridge, qdisc and process, logged as it is made.
+
+Entries are appended to `<run_dir>/created.jsonl` and fsync'd before (or, for processes, right
+after) the thing exists, so teardown and `clean` remove exactly what a run made and nothing else.
+An index under /run/edge-testbed lets `clean` find runs that died without tearing down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from testbed import sh
+from testbed.errors import NetworkError
+
+RECORD_NAME = "created.jsonl"
+ACTIVE_DIR = Path("/run/edge-testbed/active")
+"""One file per run not yet torn down, named by run id, holding the run directory's path."""
+
+KINDS = ("run", "netns", "link", "ovs-bridge", "lx-bridge", "qdisc", "process", "torn-down")
+# Teardown order: stop processes, then remove qdiscs, bridges, root-namespace links, namespaces.
+_REMOVE_ORDER = ("process", "qdisc", "ovs-bridge", "lx-bridge", "link", "netns")
+
+
+@dataclass(frozen=True)
+class Created:
+    """One thing a run created; `name` is a namespace, interface, bridge, device or command name."""
+
+    kind: str
+    name: str
+    netns: str | None = None
+    """The namespace an interface or qdisc lives in (None: the root namespace)."""
+    pid: int | None = None
+    start_ticks: int | None = None
+    """The process's start time (field 22 of /proc/PID/stat), so a reused pid is never killed."""
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Returns the start time of a live process in clock ticks since boot, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _same_process_alive(entry: Created) -> bool:
+    return entry.pid is not None and process_start_ticks(entry.pid) == entry.start_ticks
+
+
+class CreationRecord:
+    """Appends `Created` entries to a run directory's record and removes them again."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / RECORD_NAME
+
+    def start(self, run_id: str) -> None:
+        """Opens a fresh record for this process's run and lists it as active."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.is_torn_down():
+            raise NetworkError(f"{self.path} records a run that was not torn down; "
+                               f"run `run_testbed.py clean --run-dir {self.run_dir}` first")
+        self.path.unlink(missing_ok=True)
+        pid = os.getpid()
+        self.add(Created("run", run_id, pid=pid, start_ticks=process_start_ticks(pid)))
+        ACTIVE_DIR.mkdir(parents=True, exist_ok=True)
+        (ACTIVE_DIR / run_id).write_text(str(self.run_dir.resolve()) + "\n")
+
+    def add(self, entry: Created) -> None:
+        """Appends one entry and forces it to disk."""
+        if entry.kind not in KINDS:
+            raise ValueError(f"unknown record kind {entry.kind!r}")
+        line = json.dumps({k: v for k, v in asdict(entry).items() if v is not None}) + "\n"
+        with self.path.open("a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def add_process(self, name: str, pid: int) -> None:
+        self.add(Created("process", name, pid=pid, start_ticks=process_start_ticks(pid)))
+
+    def entries(self) -> list[Created]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            if line.strip():
+                try:
+                    out.append(Created(**json.loads(line)))
+                except (ValueError, TypeError):
+                    continue  # a line cut short by a crash mid-write: nothing was created after it
+        return out
+
+    def run_entry(self) -> Created | None:
+        return next((e for e in self.entries() if e.kind == "run"), None)
+
+    def is_torn_down(self) -> bool:
+        return any(e.kind == "torn-down" for e in self.entries())
+
+    def owner_alive(self) -> bool:
+        """Returns whether the process that made this run is still running."""
+        run = self.run_entry()
+        return run is not None and _same_process_alive(run)
+
+    def remove_all(self) -> list[str]:
+        """Removes everything recorded, in dependency order; returns what could not be removed."""
+        problems = remove_entries(self.entries())
+        if not problems:
+            self.add(Created("torn-down", "ok"))
+            run = self.run_entry()
+            if run is not None:
+                (ACTIVE_DIR / run.name).unlink(missing_ok=True)
+        return problems
+
+
+def active_run_dirs() -> list[Path]:
+    """Returns the run directories listed as not yet torn down."""
+    if not ACTIVE_DIR.is_dir():
+        return []
+    return [Path(p.read_text().strip()) for p in sorted(ACTIVE_DIR.iterdir()) if p.is_file()]
+
+
+def forget_active(run_id: str) -> None:
+    (ACTIVE_DIR / run_id).unlink(missing_ok=True)
+
+
+def remove_entries(entries: Iterable[Created]) -> list[str]:
+    """Removes the given entries, processes first and namespaces last; returns the failures."""
+    entries = list(entries)
+    problems: list[str] = []
+    for kind in _REMOVE_ORDER:
+        batch = [e for e in reversed(entries) if e.kind == kind]
+        if kind == "process":
+            problems += _stop_processes(batch)
+        elif kind == "netns":
+            problems += _stop_processes(_processes_in(batch))
+            for e in batch:
+                problems += _remove(e)
+        else:
+            for e in batch:
+                problems += _remove(e)
+    return problems
+
+
+def _processes_in(namespaces: list[Created]) -> list[Created]:
+    """Returns every process still running inside the given namespaces (they all belong to the run)."""
+    existing = set(_netns_names())
+    found = []
+    for ns in namespaces:
+        if ns.name not in existing:
+            continue
+        pids = sh.run(["ip", "netns", "pids", ns.name], check=False).stdout.split()
+        for pid in map(int, pids):
+            found.append(Created("process", f"in {ns.name}", pid=pid, start_ticks=process_start_ticks(pid)))
+    return found
+
+
+def _stop_processes(batch: list[Created]) -> list[str]:
+    alive = [e for e in batch if _same_process_alive(e)]
+    for sig, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+        for e in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(e.pid, sig)  # type: ignore[arg-type]
+        deadline = time.monotonic() + wait_s
+        while alive and time.monotonic() < deadline:
+            for e in alive:
+                _reap(e.pid)  # type: ignore[arg-type]
+            alive = [e for e in alive if _same_process_alive(e)]
+            if alive:
+                time.sleep(0.02)
+        if not alive:
+            return []
+    return [f"process {e.name} (pid {e.pid}) survived SIGKILL" for e in alive]
+
+
+def _reap(pid: int) -> None:
+    """Collects the exit status of a child of ours so that it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _netns_names() -> list[str]:
+    out = sh.run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
+    return [ns["name"] for ns in json.loads(out)] if out else []
+
+
+def _link_exists(name: str, netns: str | None) -> bool:
+    argv = ["ip", "link", "show", "dev", name] if netns is None else ["ip", "-n", netns, "link", "show", "dev", name]
+    return sh.run(argv, check=False).returncode == 0
+
+
+def _remove(e: Created) -> list[str]:
+    """Removes one entry if it still exists; returns a description of a failure, if any."""
+    if e.kind == "netns":
+        if e.name not in _netns_names():
+            return []
+        argv = ["ip", "netns", "delete", e.name]
+    elif e.kind == "ovs-bridge":
+        argv = ["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", e.name]
+    elif e.kind in ("lx-bridge", "link"):
+        if (e.netns is not None and e.netns not in _netns_names()) or not _link_exists(e.name, e.netns):
+            return []
+        argv = sh.in_netns(e.netns, ["ip", "link", "delete", "dev", e.name])
+    elif e.kind == "qdisc":
+        if (e.netns is not None and e.netns not in _netns_names()) or not _link_exists(e.name, e.netns):
+            return []
+        argv = sh.in_netns(e.netns, ["tc", "qdisc", "del", "dev", e.name, "root"])
+    else:
+        return []
+    done = sh.run(argv, check=False)
+    if done.returncode != 0 and not _gone_message(done.stderr):
+        return [f"`{' '.join(argv)}`: {done.stderr.strip()}"]
+    return []
+
+
+def _gone_message(stderr: str) -> bool:
+    s = stderr.lower()
+    return any(m in s for m in ("cannot find device", "no such file", "does not exist", "cannot delete qdisc"))

@@ -1,0 +1,228 @@
+"""The userspace wire: delay, jitter and loss for links on kernels without netem.
+
+A wire process bridges pairs of interfaces with AF_PACKET sockets in one select() loop. Each frame
+is stamped by the kernel on receipt (SO_TIMESTAMPNS), dropped with the loss probability, and held
+until its due time (receipt + delay + normal jitter), FIFO per direction. Rate stays in kernel TBF.
+Run as `python -m testbed.wire CONFIG.json STATS.json` inside the namespace holding the interfaces.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+SO_TIMESTAMPNS = 35
+PR_SET_PDEATHSIG = 1
+PR_SET_TIMERSLACK = 29
+SOCKET_BUFFER_BYTES = 8 << 20
+MAX_FRAME_BYTES = 65536
+EARLY_NS = 20_000
+"""Frames due within this much are sent now: waking up costs about as long (select's resolution)."""
+DRAIN_FRAMES = 64
+"""Frames read from one socket per turn of the loop, so that a busy link cannot starve due sends."""
+MAX_QUEUE_FRAMES = 100_000
+LATE_BIN_US = 10
+LATE_BINS = 10_000
+RANDOM_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class WireSpec:
+    """One link's wire: two interfaces and the shaping of each direction (figures are one-way)."""
+
+    name: str
+    if_a: str
+    if_b: str
+    delay_ms: float
+    delay_dev_ms: float = 0.0
+    loss_pct: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class DirectionStats:
+    """What one direction of a wire did: frames forwarded and dropped, and how late frames left."""
+
+    link: str
+    direction: str
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped_loss: int = 0
+    dropped_queue: int = 0
+    dropped_send: int = 0
+    late_p50_us: float = 0.0
+    late_p99_us: float = 0.0
+    late_max_us: float = 0.0
+
+
+class _Direction:
+    """Frames travelling one way on one wire, with their due times in CLOCK_REALTIME nanoseconds."""
+
+    def __init__(self, spec: WireSpec, rx: socket.socket, tx: socket.socket, label: str,
+                 rng: np.random.Generator) -> None:
+        self.rx, self.tx = rx, tx
+        self.delay_ns = int(spec.delay_ms * 1e6)
+        self.dev_ns = spec.delay_dev_ms * 1e6
+        self.loss = spec.loss_pct / 100.0
+        self.rng = rng
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.last_due_ns = 0
+        self.stats = DirectionStats(spec.name, label)
+        self.late_counts = [0] * LATE_BINS
+        self._uniform = np.empty(0)
+        self._normal = np.empty(0)
+        self._k = 0
+
+    def _draw(self) -> tuple[float, float]:
+        if self._k >= len(self._uniform):
+            self._uniform = self.rng.random(RANDOM_BATCH)
+            self._normal = self.rng.standard_normal(RANDOM_BATCH)
+            self._k = 0
+        u, n = self._uniform[self._k], self._normal[self._k]
+        self._k += 1
+        return float(u), float(n)
+
+    def receive(self) -> None:
+        for _ in range(DRAIN_FRAMES):
+            try:
+                frame, anc, _flags, _addr = self.rx.recvmsg(MAX_FRAME_BYTES, 64)
+            except BlockingIOError:
+                return
+            rx_ns = time.time_ns()
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", data[:16])
+                    rx_ns = sec * 1_000_000_000 + nsec
+            self.stats.frames_in += 1
+            u, n = self._draw()
+            if u < self.loss:
+                self.stats.dropped_loss += 1
+                continue
+            if len(self.queue) >= MAX_QUEUE_FRAMES:
+                self.stats.dropped_queue += 1
+                continue
+            due = rx_ns + self.delay_ns + (int(n * self.dev_ns) if self.dev_ns else 0)
+            # FIFO: a frame never overtakes the one before it (netem with a rate behaves the same).
+            due = max(due, rx_ns, self.last_due_ns)
+            self.last_due_ns = due
+            self.queue.append((due, frame))
+
+    def send_due(self, now_ns: int) -> int | None:
+        """Sends every frame due by now; returns the next due time, or None when the queue is empty."""
+        q = self.queue
+        while q and q[0][0] <= now_ns + EARLY_NS:
+            due, frame = q.popleft()
+            try:
+                self.tx.send(frame)
+                self.stats.frames_out += 1
+            except OSError:  # ENOBUFS/EAGAIN: the TBF queue behind is full; the frame is lost
+                self.stats.dropped_send += 1
+            late_us = max(0, now_ns - due) // 1000
+            self.late_counts[min(late_us // LATE_BIN_US, LATE_BINS - 1)] += 1
+        return q[0][0] if q else None
+
+    def finish(self) -> DirectionStats:
+        total = sum(self.late_counts)
+        if total:
+            def pct(p: float) -> float:
+                acc, target = 0, p * total
+                for i, c in enumerate(self.late_counts):
+                    acc += c
+                    if acc >= target:
+                        return float(i * LATE_BIN_US)
+                return float(LATE_BINS * LATE_BIN_US)
+            self.stats.late_p50_us, self.stats.late_p99_us, self.stats.late_max_us = pct(0.5), pct(0.99), pct(1.0)
+        return self.stats
+
+
+def open_socket(ifname: str) -> socket.socket:
+    """Returns a non-blocking raw socket on an interface that ignores its own sends and stamps receipts."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    s.setsockopt(socket.SOL_SOCKET, 33, SOCKET_BUFFER_BYTES)  # SO_RCVBUFFORCE (root)
+    s.setsockopt(socket.SOL_SOCKET, 32, SOCKET_BUFFER_BYTES)  # SO_SNDBUFFORCE
+    s.bind((ifname, ETH_P_ALL))
+    s.setblocking(False)
+    return s
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    raise _Stop
+
+
+def serve(specs: list[WireSpec], stats_path: Path | None,
+          ready: Callable[[], None] = lambda: None) -> list[DirectionStats]:
+    """Runs the wires until SIGTERM/SIGINT; returns (and writes) what each direction did."""
+    directions: list[_Direction] = []
+    by_fd: dict[int, _Direction] = {}
+    for spec in specs:
+        sa, sb = open_socket(spec.if_a), open_socket(spec.if_b)
+        rng_ab, rng_ba = (np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(spec.seed).spawn(2))
+        for d in (_Direction(spec, sa, sb, "a->b", rng_ab), _Direction(spec, sb, sa, "b->a", rng_ba)):
+            directions.append(d)
+            by_fd[d.rx.fileno()] = d
+    fds = list(by_fd)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    ready()
+    try:
+        while True:
+            now = time.time_ns()
+            next_due = None
+            for d in directions:
+                due = d.send_due(now)
+                if due is not None and (next_due is None or due < next_due):
+                    next_due = due
+            timeout = None if next_due is None else max(0.0, (next_due - EARLY_NS - time.time_ns()) / 1e9)
+            readable, _, _ = select.select(fds, [], [], timeout)
+            for fd in readable:
+                by_fd[fd].receive()
+    except _Stop:
+        pass
+    stats = [d.finish() for d in directions]
+    if stats_path is not None:
+        stats_path.write_text(json.dumps([asdict(s) for s in stats], indent=1) + "\n")
+    return stats
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(option, value, 0, 0, 0)
+
+
+def main(argv: list[str]) -> int:
+    config_path, stats_path = Path(argv[0]), Path(argv[1])
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the run died: stop with it, its record has us
+    _prctl(PR_SET_TIMERSLACK, 1000)  # 1 us instead of 50 us: frames leave closer to their due time
+    specs = [WireSpec(**d) for d in json.loads(config_path.read_text())]
+
+    def ready() -> None:
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+
+    serve(specs, stats_path, ready)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
