@@ -85,13 +85,23 @@ def read_profile(path: Path) -> ProfileFile:
     runtimes = []
     for i, r in enumerate(raw.get("runtimes") or []):
         _check_keys(RuntimeProfile, r, f"{path} runtimes[{i}]")
-        tables = {k: {int(n): float(v) for n, v in r[k].items()}
+        tables = {k: {int(n): float(v) for n, v in (r.get(k) or {}).items()}
                   for k in ("batch_latency_ms", "batch_latency_p99_ms", "batch_latency_spread_ms")}
         runtimes.append(RuntimeProfile(
             model=r["model"], device=r["device"], threads=int(r["threads"]), cpu_cores=float(r["cpu_cores"]),
             gpus=int(r["gpus"]), memory_mib=float(r["memory_mib"]), input_ms_per_mb=float(r["input_ms_per_mb"]),
             source=r["source"], **tables))
     return ProfileFile(raw["version"], raw.get("origin", ""), models, tuple(runtimes))
+
+
+def _runtime_dict(rt: RuntimeProfile) -> dict:
+    """Returns one runtime entry, latency tables rounded to µs; an empty optional table is left out."""
+    data = dataclasses.asdict(rt)
+    for key in ("batch_latency_ms", "batch_latency_p99_ms", "batch_latency_spread_ms"):
+        data[key] = {int(n): round(float(v), 3) for n, v in getattr(rt, key).items()}
+        if not data[key] and key != "batch_latency_ms":
+            del data[key]
+    return data
 
 
 def write_profile(profile: ProfileFile, path: Path) -> None:
@@ -101,10 +111,7 @@ def write_profile(profile: ProfileFile, path: Path) -> None:
         "origin": profile.origin,
         "models": {name: {"task": m.task, "input_size": list(m.input_size), "accuracy": m.accuracy,
                           "accuracy_source": m.accuracy_source} for name, m in profile.models.items()},
-        "runtimes": [{**dataclasses.asdict(rt),
-                      **{k: {int(n): round(float(v), 3) for n, v in getattr(rt, k).items()}
-                         for k in ("batch_latency_ms", "batch_latency_p99_ms", "batch_latency_spread_ms")}}
-                     for rt in profile.runtimes],
+        "runtimes": [_runtime_dict(rt) for rt in profile.runtimes],
     }
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

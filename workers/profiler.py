@@ -1,0 +1,187 @@
+"""The profiler: measures every zoo model's batch latency (median, p99, spread over several runs)
+with ONNX Runtime on this host, the per-MB cost of preparing JPEG frames, and the memory one replica
+takes, and writes the profile file the scheduler and the simulator read."""
+
+from __future__ import annotations
+
+import io
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .modelconfig import REPO_ROOT, ModelConfig, load_model
+from .prepost import prepare_jpeg
+from .profilefile import (
+    PROFILE_VERSION,
+    ModelProfile,
+    ProfileFile,
+    RuntimeProfile,
+    read_profile,
+    write_profile,
+)
+from .runtime import DeviceUnavailable, make_session, providers_for
+
+DEFAULT_OUT = REPO_ROOT / "scheduler" / "profiles" / "measured.yaml"
+PROVISIONAL = REPO_ROOT / "scheduler" / "profiles" / "provisional.yaml"
+FRAME_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What to measure and how hard."""
+
+    models: tuple[str, ...] = ("mobilenet-ssd", "tiny-yolov2", "yolov3")
+    batches: tuple[int, ...] = (1, 2, 4, 8)
+    runs: int = 5
+    threads: int = 1
+    min_iterations: int = 3  # per run and batch size
+    budget_s: float = 1.0  # per run and batch size, once min_iterations are done
+    out: Path = DEFAULT_OUT
+    models_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    median_ms: float
+    p99_ms: float
+    spread_ms: float  # std of the per-run medians
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def time_batches(run_once: Callable[[int], None], req: ProfileRequest) -> dict[int, BatchTiming]:
+    """Returns per batch size the median and p99 over all samples and the spread of run medians."""
+    samples: dict[int, list[float]] = {b: [] for b in req.batches}
+    run_medians: dict[int, list[float]] = {b: [] for b in req.batches}
+    for b in req.batches:
+        run_once(b)  # warm-up: allocations and kernel choice for this shape
+    for _ in range(req.runs):
+        for b in req.batches:  # interleaved, so that slow drifts of the host show as spread
+            times: list[float] = []
+            started = time.perf_counter()
+            while len(times) < req.min_iterations or (time.perf_counter() - started < req.budget_s
+                                                      and len(times) < 200):
+                t0 = time.perf_counter()
+                run_once(b)
+                times.append((time.perf_counter() - t0) * 1000.0)
+            samples[b] += times
+            run_medians[b].append(statistics.median(times))
+    sizes = sorted(req.batches)
+    medians = dict(zip(sizes, np.maximum.accumulate([statistics.median(samples[b]) for b in sizes]),
+                       strict=True))  # noise must not make a bigger batch look faster than a smaller one
+    return {b: BatchTiming(float(medians[b]), float(np.percentile(samples[b], 99)),
+                           statistics.pstdev(run_medians[b]) if len(run_medians[b]) > 1 else 0.0)
+            for b in req.batches}
+
+
+def synthetic_frames(seed: int = 0) -> list[bytes]:
+    """Returns JPEG frames (quality 90) of common camera sizes with smooth, photo-like content."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for width, height in FRAME_SIZES:
+        coarse = rng.uniform(0, 255, (height // 16 + 1, width // 16 + 1, 3)).astype(np.uint8)
+        img = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+        noisy = np.asarray(img, np.int16) + rng.integers(-12, 13, (height, width, 3))
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+        frames.append(buf.getvalue())
+    return frames
+
+
+def input_ms_per_mb(config: ModelConfig, frames: list[bytes], repeats: int = 5) -> float:
+    """Returns the least-squares slope (through 0) of per-frame preparation time against frame MB."""
+    sizes_mb, times_ms = [], []
+    for frame in frames:
+        prepare_jpeg(frame, config)
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            prepare_jpeg(frame, config)
+            runs.append((time.perf_counter() - t0) * 1000.0)
+        sizes_mb.append(len(frame) / 1e6)
+        times_ms.append(statistics.median(runs))
+    x, y = np.asarray(sizes_mb), np.asarray(times_ms)
+    return float((x @ y) / (x @ x))
+
+
+def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frames: list[bytes]) -> RuntimeProfile:
+    """Returns the measured runtime profile of one model on one device."""
+    rss_before = _rss_mib()
+    session = make_session(config.onnx_path, device, req.threads)
+    name = session.get_inputs()[0].name
+    inputs = {b: np.random.default_rng(b).uniform(0, 255, (b, 3, config.input_height, config.input_width))
+              .astype(np.float32) for b in req.batches}
+    timings = time_batches(lambda b: session.run(None, {name: inputs[b]}), req)
+    memory = _rss_mib() - rss_before - sum(x.nbytes for x in inputs.values()) / 2**20
+    return RuntimeProfile(
+        model=config.name, device=device, threads=req.threads, cpu_cores=float(req.threads) if device == "cpu"
+        else 1.0, gpus=1 if device == "gpu" else 0, memory_mib=round(max(memory, 0.0), 1),
+        batch_latency_ms={b: t.median_ms for b, t in timings.items()},
+        batch_latency_p99_ms={b: t.p99_ms for b, t in timings.items()},
+        batch_latency_spread_ms={b: t.spread_ms for b, t in timings.items()},
+        input_ms_per_mb=round(input_ms_per_mb(config, frames), 3),
+        source=(f"measured: onnxruntime {_ort_version()} {device}, {req.threads} intra-op thread(s), "
+                f"{req.runs} runs, >= {req.min_iterations} batches per run and size, inference only; "
+                f"input cost from {len(frames)} synthetic JPEG frames {FRAME_SIZES[0]}..{FRAME_SIZES[-1]}"))
+
+
+def _ort_version() -> str:
+    import onnxruntime
+    return onnxruntime.__version__
+
+
+def _provisional_gpu(models: tuple[str, ...], host: str, log: Callable[[str], None]) -> list[RuntimeProfile]:
+    if not PROVISIONAL.is_file():
+        log(f"[profile] no GPU here and no {PROVISIONAL}: the profile has no GPU entries")
+        return []
+    kept = []
+    for rt in read_profile(PROVISIONAL).runtimes:
+        if rt.device == "gpu" and rt.model in models:
+            kept.append(replace(rt, source=f"provisional, kept from {PROVISIONAL.name} (no GPU on {host}): {rt.source}"))
+    log(f"[profile] no GPU here: kept {len(kept)} GPU entries from {PROVISIONAL}")
+    return kept
+
+
+def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> ProfileFile:
+    """Measures every requested model (CPU, and GPU when CUDA is available), writes `req.out`."""
+    host = socket.gethostname()
+    configs = [load_model(m, req.models_dir) for m in req.models]
+    frames = synthetic_frames()
+    devices = ["cpu"]
+    try:
+        providers_for("gpu")
+        devices.append("gpu")
+    except DeviceUnavailable:
+        pass
+    runtimes: list[RuntimeProfile] = []
+    for config in configs:
+        for device in devices:
+            started = time.monotonic()
+            rt = profile_runtime(config, device, req, frames)
+            runtimes.append(rt)
+            table = ", ".join(f"b{b}: {rt.batch_latency_ms[b]:.1f} ms (±{rt.batch_latency_spread_ms[b]:.1f})"
+                              for b in req.batches)
+            log(f"[profile] {config.name} {device}: {table}; input {rt.input_ms_per_mb:.1f} ms/MB "
+                f"({time.monotonic() - started:.0f} s)")
+    if "gpu" not in devices:
+        runtimes += _provisional_gpu(req.models, host, log)
+    models = {c.name: ModelProfile(c.task, (c.input_height, c.input_width), c.card.accuracy, c.card.accuracy_source)
+              for c in configs}
+    stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    profile = ProfileFile(PROFILE_VERSION, f"measured on {host} {stamp} by run_testbed.py profile ({req.runs} runs)",
+                          models, tuple(runtimes))
+    write_profile(profile, req.out)
+    log(f"[profile] wrote {req.out}")
+    return profile
