@@ -46,9 +46,10 @@ class Trace:
     def end_s(self) -> np.ndarray:
         return self.start_s + self.duration_s
 
-    def expected_queries(self) -> int:
-        """Returns the number of queries the streams send (one every 1/fps from start, before the end)."""
-        return int(np.ceil(self.duration_s * self.fps - 1e-9).sum())
+    def expected_queries(self, until_s: float | None = None) -> int:
+        """Returns the number of queries sent (one every 1/fps from start, before the end and `until_s`)."""
+        end = self.end_s if until_s is None else np.minimum(self.end_s, until_s)
+        return int(np.maximum(np.ceil((end - self.start_s) * self.fps - 1e-9), 0).sum())
 
     def sorted(self) -> Trace:
         order = np.lexsort((self.stream_id, self.start_s))

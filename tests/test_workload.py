@@ -1,0 +1,77 @@
+"""Workload: Poisson arrivals and their rate, the application mix, and the trace format's strict reader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workload.apps import APPS, mean_queries_per_stream
+from workload.arrivals import RateSchedule, arrival_times, generate_trace
+from workload.trace import TraceError, read_trace, write_trace
+
+
+def test_lambda_60_gives_about_1000_queries_per_second_per_antenna() -> None:
+    assert 950 <= mean_queries_per_stream() <= 1100
+    trace = generate_trace(("a",), RateSchedule.constant(60), 3000, np.random.default_rng(5))
+    assert len(trace) == pytest.approx(3000, rel=0.06)        # Poisson, 60 per minute
+    assert trace.expected_queries() / 3000 == pytest.approx(1000, rel=0.1)
+
+
+def test_rate_schedule_changes_the_arrival_rate() -> None:
+    sched = RateSchedule.parse("0:20,600:100")
+    t = arrival_times(sched, 1200, np.random.default_rng(3))
+    first, second = (t < 600).sum(), (t >= 600).sum()
+    assert first == pytest.approx(200, rel=0.25) and second == pytest.approx(1000, rel=0.1)
+    assert sched.lambda_at(599) == 20 and sched.lambda_at(600) == 100
+    for bad in ("60:20", "0:20,0:30", "0:x", "abc", "0:-1"):
+        with pytest.raises(ValueError):
+            RateSchedule.parse(bad)
+
+
+def test_streams_follow_their_application_ranges() -> None:
+    trace = generate_trace(("a", "b"), RateSchedule.constant(60), 600, np.random.default_rng(1))
+    for app in APPS:
+        m = trace.app == app.name
+        assert m.sum() > 50
+        assert trace.fps[m].min() >= app.fps_range[0] and trace.fps[m].max() <= app.fps_range[1]
+        assert trace.max_delay_ms[m].min() >= app.max_delay_ms_range[0]
+        assert trace.max_delay_ms[m].max() <= app.max_delay_ms_range[1]
+    assert set(trace.antenna) == {"a", "b"}
+
+
+def test_trace_round_trip_is_exact(tmp_path) -> None:
+    trace = generate_trace(("ant1", "ant2"), RateSchedule.constant(30), 120, np.random.default_rng(9))
+    write_trace(trace, tmp_path / "t.csv")
+    back = read_trace(tmp_path / "t.csv", ("ant1", "ant2"))
+    np.testing.assert_array_equal(back.stream_id, trace.stream_id)
+    np.testing.assert_allclose(back.start_s, trace.start_s, atol=1e-6)
+    np.testing.assert_allclose(back.duration_s, trace.duration_s, atol=1e-3)
+    assert (back.app == trace.app).all() and (back.frame_bytes == trace.frame_bytes).all()
+
+
+HEADER = "stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy\n"
+GOOD = "1,ant1,0.5,10,ar-vr,30,30000,80,0.2\n"
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (GOOD + "2,ant1,1.0,10,ar-vr,thirty,30000,80,0.2\n", "line 3, column 'fps': 'thirty' is not a number"),
+    (GOOD + "2,ant9,1.0,10,ar-vr,30,30000,80,0.2\n", "line 3, column 'antenna': 'ant9' is not an antenna"),
+    (GOOD + "1,ant1,1.0,10,ar-vr,30,30000,80,0.2\n", "line 3, column 'stream_id': 1 appears twice"),
+    (GOOD + "2,ant1,1.0,-4,ar-vr,30,30000,80,0.2\n", "line 3, column 'duration_s': '-4' must be > 0"),
+    (GOOD + "2,ant1,1.0,10,ar-vr,30,30000,80\n", "line 3: 8 fields, the header has 9"),
+    (GOOD + "2,ant1,1.0,10,ar-vr,30,3e4,80,0.2\n", "line 3, column 'frame_bytes': '3e4' is not a whole number"),
+    (GOOD + "2,ant1,1.0,10,ar-vr,30,30000,80,1.5\n", "line 3, column 'min_accuracy': 1.5 must be between 0 and 1"),
+])
+def test_malformed_trace_names_row_and_column(tmp_path, body: str, expected: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(HEADER + body)
+    with pytest.raises(TraceError) as err:
+        read_trace(path, ("ant1",))
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_trace_header_errors(tmp_path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(HEADER.replace("fps,", "rate,") + GOOD)
+    with pytest.raises(TraceError, match="line 1: unknown column 'rate'"):
+        read_trace(path)
