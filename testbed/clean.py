@@ -1,0 +1,48 @@
+"""`clean`: removes what interrupted runs recorded that they created, and nothing else.
+
+A run is cleaned only when its record says it was not torn down and the process that made it is
+gone; the things removed are exactly those in its `created.jsonl` (never matched by name pattern).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.record import RECORD_NAME, CreationRecord, active_run_dirs, forget_active
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """What cleaning one run directory did."""
+
+    run_dir: Path
+    status: str
+    """'cleaned', 'already-clean', 'still-running', 'no-record' or 'failed'."""
+    removed: dict[str, int]
+    problems: tuple[str, ...] = ()
+
+
+def clean_run(run_dir: Path) -> CleanResult:
+    """Returns the result of removing everything one run directory's record lists."""
+    record = CreationRecord(run_dir)
+    if not record.path.exists():
+        return CleanResult(run_dir, "no-record", {}, (f"{run_dir / RECORD_NAME} does not exist",))
+    run = record.run_entry()
+    if record.is_torn_down():
+        if run is not None:
+            forget_active(run.name)
+        return CleanResult(run_dir, "already-clean", {})
+    if record.owner_alive():
+        return CleanResult(run_dir, "still-running", {},
+                           (f"the run's process (pid {run.pid if run else '?'}) is still running; stop it first",))
+    counts = Counter(e.kind for e in record.entries() if e.kind not in ("run", "torn-down"))
+    problems = record.remove_all()
+    return CleanResult(run_dir, "failed" if problems else "cleaned", dict(counts), tuple(problems))
+
+
+def clean(run_dir: Path | None = None) -> list[CleanResult]:
+    """Cleans one run directory, or every run listed as not torn down when none is given."""
+    dirs = [run_dir] if run_dir is not None else active_run_dirs()
+    return [clean_run(d) for d in dirs]

@@ -1,0 +1,104 @@
+"""Command line of the network layer: `net` (bring up, measure, print, tear down) and `clean`.
+
+`register(subparsers)` adds both subcommands to run_testbed.py's parser; each sets `func`, which
+takes the parsed namespace and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from testbed.clean import clean
+from testbed.errors import MeasurementError, NetworkError, PreflightError
+from testbed.measure import ProbePlan, Tolerance, format_table
+from topologies import TopologyError, load_topology
+
+EXIT_OK, EXIT_MEASUREMENT, EXIT_PREFLIGHT, EXIT_NETWORK = 0, 1, 2, 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    net = subparsers.add_parser("net", help="bring up the emulated network of a topology, measure it, tear it down",
+                                description="Builds the topology's network (namespaces, switches, shaped links), "
+                                            "measures every link and compares it with the file.")
+    net.add_argument("--topo", default="full-edge", help="topology name or YAML path (default: full-edge)")
+    net.add_argument("--check", action="store_true",
+                     help="measure every link, print configured vs measured, tear down (exit 1 beyond tolerance)")
+    net.add_argument("--shaping", choices=("auto", "netem", "wire"), default="auto",
+                     help="link shaping: kernel netem, the userspace wire, or auto (netem where present)")
+    net.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs", help="Open vSwitch or Linux bridges")
+    net.add_argument("--controller", choices=("osken", "none"), default="osken",
+                     help="os-ken shortest-path controller, or standalone switches")
+    net.add_argument("--out", type=Path, default=None, help="run directory (default runs/net-<time>-<id>)")
+    net.add_argument("--seed", type=int, default=0, help="seed of the wires' loss and jitter draws")
+    net.add_argument("--probes", type=int, default=ProbePlan.count, help="probes per link direction")
+    net.add_argument("--tolerance-ms", type=float, default=Tolerance.delay_abs_ms,
+                     help="allowed |measured - configured| one-way delay, plus 3%% of the delay")
+    net.set_defaults(func=cmd_net)
+    cl = subparsers.add_parser("clean", help="remove what interrupted runs created (and nothing else)",
+                               description="Removes the namespaces, links, bridges, qdiscs and processes that "
+                                           "runs recorded and did not tear down.")
+    cl.add_argument("--run-dir", type=Path, default=None,
+                    help="the run directory to clean (default: every run not torn down on this machine)")
+    cl.set_defaults(func=cmd_clean)
+
+
+def cmd_net(args: argparse.Namespace) -> int:
+    from testbed.network import EmulatedNetwork
+
+    try:
+        topo = load_topology(args.topo)
+        net = EmulatedNetwork(topo, shaping=args.shaping, switch=args.switch, controller=args.controller,
+                              run_dir=args.out, seed=args.seed)
+    except (TopologyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PREFLIGHT
+    try:
+        with net:
+            if args.check:
+                results = net.measure_links(ProbePlan(count=args.probes), Tolerance(delay_abs_ms=args.tolerance_ms),
+                                            check=False)
+                print(format_table(results))
+                print(f"measurements saved to {net.run_dir / 'link_measurements.json'}")
+                t0 = time.monotonic()
+                bad = [m for m in results if not m.ok]
+                if bad:
+                    print(f"error: {len(bad)} link direction(s) outside tolerance", file=sys.stderr)
+            else:
+                print("network is up; Ctrl-C tears it down")
+                while True:
+                    time.sleep(3600)
+        if args.check:
+            print(f"torn down in {time.monotonic() - t0:.1f} s")
+            return EXIT_MEASUREMENT if bad else EXIT_OK
+        return EXIT_OK
+    except PreflightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PREFLIGHT
+    except MeasurementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MEASUREMENT
+    except NetworkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NETWORK
+    except KeyboardInterrupt:
+        print("interrupted; network torn down", file=sys.stderr)
+        return 130
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    results = clean(args.run_dir)
+    if not results:
+        print("nothing to clean: no run is recorded as not torn down")
+        return EXIT_OK
+    code = EXIT_OK
+    for r in results:
+        what = ", ".join(f"{n} {kind}" for kind, n in sorted(r.removed.items())) or "nothing"
+        print(f"{r.run_dir}: {r.status} ({what})")
+        for p in r.problems:
+            print(f"  {p}", file=sys.stderr)
+        if r.status in ("failed", "still-running", "no-record"):
+            code = EXIT_NETWORK
+    return code
