@@ -66,8 +66,9 @@ def _config_from_profile(name: str, path: Path) -> ModelConfig:
     m = profile.models[name]
     card = ModelCard(architecture="profile-driven stand-in (no network is run)", weights="none",
                      weights_source="none", licence="n/a", accuracy=m.accuracy, accuracy_source=m.accuracy_source)
-    return ModelConfig(name=name, task=m.task, onnx="", input_name="images", input_height=m.input_size[0],
-                       input_width=m.input_size[1], pre="rgb255", post="boxes-scores", labels=(),
+    height, width = m.input_size or (416, 416)
+    return ModelConfig(name=name, task=m.task, onnx="", input_name="images", input_height=height,
+                       input_width=width, pre="rgb255", post="boxes-scores", labels=(),
                        score_threshold=0.5, iou_threshold=0.5, card=card)
 
 

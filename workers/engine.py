@@ -33,7 +33,7 @@ class Query:
     tensor: np.ndarray | None  # [3, H, W] float32, for the v2 tensor route
     t_arrival_ms: float
     queue_len_at_arrival: int
-    future: asyncio.Future = field(repr=False)
+    future: asyncio.Future | None = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:

@@ -16,7 +16,7 @@ PROFILE_VERSION = 1
 @dataclass(frozen=True)
 class ModelProfile:
     task: str
-    input_size: tuple[int, int]  # [height, width]
+    input_size: tuple[int, int] | None  # [height, width]
     accuracy: float
     accuracy_source: str
 
@@ -81,16 +81,18 @@ def read_profile(path: Path) -> ProfileFile:
     models = {}
     for name, m in (raw.get("models") or {}).items():
         _check_keys(ModelProfile, m, f"{path} models.{name}")
-        models[name] = ModelProfile(m["task"], tuple(m["input_size"]), float(m["accuracy"]), m["accuracy_source"])
+        size = tuple(m["input_size"]) if m.get("input_size") else None
+        models[name] = ModelProfile(m["task"], size, float(m["accuracy"]), m.get("accuracy_source", ""))
     runtimes = []
     for i, r in enumerate(raw.get("runtimes") or []):
         _check_keys(RuntimeProfile, r, f"{path} runtimes[{i}]")
         tables = {k: {int(n): float(v) for n, v in (r.get(k) or {}).items()}
                   for k in ("batch_latency_ms", "batch_latency_p99_ms", "batch_latency_spread_ms")}
         runtimes.append(RuntimeProfile(
-            model=r["model"], device=r["device"], threads=int(r["threads"]), cpu_cores=float(r["cpu_cores"]),
-            gpus=int(r["gpus"]), memory_mib=float(r["memory_mib"]), input_ms_per_mb=float(r["input_ms_per_mb"]),
-            source=r["source"], **tables))
+            model=r["model"], device=r["device"], threads=int(r.get("threads", 1)),
+            cpu_cores=float(r.get("cpu_cores", 1.0)), gpus=int(r.get("gpus", 0)),
+            memory_mib=float(r.get("memory_mib", 0.0)), input_ms_per_mb=float(r.get("input_ms_per_mb", 0.0)),
+            source=r.get("source", ""), **tables))
     return ProfileFile(raw["version"], raw.get("origin", ""), models, tuple(runtimes))
 
 

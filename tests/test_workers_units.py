@@ -1,0 +1,268 @@
+"""Unit tests of the workers' pure parts: TF.js weight decoding, NMS and post-processing, JPEG
+letterboxing, the profile file, and the dynamic batcher's batch formation and queue bound."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workers.batching import DynamicBatcher
+from workers.engine import Outcome, Query
+from workers.modelconfig import ModelCard, ModelConfig
+from workers.prepost import FrameError, nms, postprocess, prepare_jpeg
+from workers.profilefile import ProfileFile, RuntimeProfile, read_profile, write_profile
+from workers.tfjs import read_weights
+
+CARD = ModelCard("test", "random", "test", "n/a", 0.5, "test")
+
+
+def config(**kw) -> ModelConfig:
+    base = dict(name="t", task="object-detection", onnx="m.onnx", input_name="images", input_height=100,
+                input_width=100, pre="rgb255", post="boxes-scores", labels=("face",), score_threshold=0.5,
+                iou_threshold=0.5, card=CARD)
+    return ModelConfig(**{**base, **kw})
+
+
+def jpeg(width: int, height: int, color=(200, 30, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+# --- TF.js weights ---------------------------------------------------------------------------------
+
+def test_tfjs_dequantizes_uint8_and_reads_float32(tmp_path: Path) -> None:
+    q = np.array([0, 1, 255, 10], np.uint8)
+    f = np.array([1.5, -2.25], "<f4")
+    (tmp_path / "w.bin").write_bytes(q.tobytes() + f.tobytes())
+    (tmp_path / "m.json").write_text(json.dumps([{"paths": ["w.bin"], "weights": [
+        {"name": "a", "shape": [2, 2], "dtype": "float32", "quantization": {"dtype": "uint8", "scale": 0.5, "min": -1}},
+        {"name": "b", "shape": [2], "dtype": "float32"}]}]))
+    w = read_weights(tmp_path / "m.json")
+    np.testing.assert_allclose(w["a"], [[-1.0, -0.5], [126.5, 4.0]])
+    np.testing.assert_array_equal(w["b"], [1.5, -2.25])
+
+
+def test_tfjs_rejects_shards_of_the_wrong_length(tmp_path: Path) -> None:
+    (tmp_path / "w.bin").write_bytes(b"\x00" * 9)
+    (tmp_path / "m.json").write_text(json.dumps([{"paths": ["w.bin"], "weights": [
+        {"name": "a", "shape": [2], "dtype": "float32"}]}]))
+    with pytest.raises(ValueError, match="left over"):
+        read_weights(tmp_path / "m.json")
+    (tmp_path / "w.bin").write_bytes(b"\x00" * 4)
+    with pytest.raises(ValueError, match="runs past"):
+        read_weights(tmp_path / "m.json")
+
+
+# --- post-processing -------------------------------------------------------------------------------
+
+def test_nms_keeps_best_of_overlapping_boxes_and_separate_ones() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10.5]], np.float32)
+    scores = np.array([0.8, 0.9, 0.7, 0.6], np.float32)
+    assert nms(boxes, scores, 0.5, 100).tolist() == [1, 2]
+    assert nms(boxes, scores, 0.99, 100).tolist() == [1, 0, 2, 3]
+    assert nms(boxes, scores, 0.5, 1).tolist() == [1]
+
+
+def test_postprocess_thresholds_scales_to_frame_pixels_and_clips() -> None:
+    raw = np.array([[0.1, 0.2, 0.3, 0.4, 0.9],     # kept: relative to the 100x100 input
+                    [0.5, 0.5, 1.5, 0.9, 0.8],     # kept, clipped at the frame's right edge
+                    [0.1, 0.2, 0.3, 0.4, 0.3]], np.float32)  # below the threshold
+    dets = postprocess(raw, config(), frame_per_input_px=2.0, frame_hw=(150, 200))
+    assert [d.score for d in dets] == pytest.approx([0.9, 0.8])
+    assert dets[0].box == pytest.approx((20, 40, 60, 80))
+    assert dets[1].box == pytest.approx((100, 100, 200, 150))
+    assert {d.label for d in dets} == {"face"}
+
+
+def test_postprocess_multiplies_objectness_by_best_class() -> None:
+    raw = np.array([[0, 0, 0.1, 0.1, 0.9, 0.1, 0.8], [0.5, 0.5, 0.6, 0.6, 0.9, 0.5, 0.1]], np.float32)
+    dets = postprocess(raw, config(labels=("cat", "dog"), score_threshold=0.6), 1.0, (100, 100))
+    assert len(dets) == 1 and dets[0].label == "dog" and dets[0].score == pytest.approx(0.72)
+
+
+# --- pre-processing --------------------------------------------------------------------------------
+
+def test_prepare_jpeg_letterboxes_top_left_and_reports_scale() -> None:
+    p = prepare_jpeg(jpeg(200, 100), config())
+    assert p.tensor.shape == (3, 100, 100) and p.tensor.dtype == np.float32
+    assert (p.frame_width, p.frame_height, p.frame_per_input_px) == (200, 100, 2.0)
+    assert p.tensor[0, :50].mean() == pytest.approx(200, abs=3)  # the frame, scaled to 100x50
+    assert p.tensor[1, :50].mean() == pytest.approx(30, abs=3)
+    assert np.all(p.tensor[:, 51:] == 0)  # padding below it
+
+
+def test_prepare_jpeg_rgb01_scales_to_unit_range() -> None:
+    p = prepare_jpeg(jpeg(100, 100), config(pre="rgb01"))
+    assert p.tensor[0].mean() == pytest.approx(200 / 255, abs=0.02)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"not a jpeg at all", "no SOI"),
+    (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, "corrupt or truncated"),
+    (jpeg(64, 64)[:300], "corrupt or truncated"),
+])
+def test_prepare_jpeg_names_the_problem(data: bytes, message: str) -> None:
+    with pytest.raises(FrameError, match=message):
+        prepare_jpeg(data, config())
+
+
+def test_prepare_jpeg_rejects_png() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    with pytest.raises(FrameError, match="not a JPEG"):
+        prepare_jpeg(buf.getvalue(), config())
+
+
+# --- profile file ----------------------------------------------------------------------------------
+
+def test_profile_round_trip_and_interpolation(tmp_path: Path) -> None:
+    rt = RuntimeProfile("m", "cpu", 1, 1.0, 0, 10.0, {1: 10.0, 4: 25.0}, {1: 12.0, 4: 30.0}, {1: 0.1, 4: 0.2},
+                        5.0, "test")
+    write_profile(ProfileFile(1, "test", {}, (rt,)), tmp_path / "p.yaml")
+    back = read_profile(tmp_path / "p.yaml").runtime("m", "cpu")
+    assert back == rt
+    assert back.latency_ms(2) == pytest.approx(15.0)  # linear between 1 and 4
+    assert back.latency_ms(8) == pytest.approx(50.0)  # beyond: per frame of the largest
+    assert back.variant(4) == "m-cpu-b4"
+    with pytest.raises(KeyError, match="no runtime profile"):
+        read_profile(tmp_path / "p.yaml").runtime("m", "gpu")
+
+
+def test_profile_reader_rejects_unknown_keys(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("version: 1\norigin: x\nmodels: {}\nruntimes: []\nextra: 1\n")
+    with pytest.raises(ValueError, match="extra"):
+        read_profile(tmp_path / "p.yaml")
+
+
+# --- dynamic batcher -------------------------------------------------------------------------------
+
+class GatedProcessor:
+    """Records batch sizes; each run waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def run(self, batch: list[Query]) -> list[Outcome]:
+        self.sizes.append(len(batch))
+        self.started.set()
+        await self.gate.wait()
+        return [Outcome((), None, 0.0, 0.0, len(batch), 0.0, 0.0) for _ in batch]
+
+    def warm_up(self, max_batch: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _query(loop: asyncio.AbstractEventLoop, i: int) -> Query:
+    return Query("s", str(i), b"", None, 0.0, 0, loop.create_future())
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_batches_fill_to_b_then_take_the_rest_after_w() -> None:
+    async def scenario() -> list[int]:
+        loop = asyncio.get_running_loop()
+        proc = GatedProcessor()
+        batcher = DynamicBatcher([proc], max_batch_size=4, max_batch_delay_ms=50, queue_limit=100)
+        batcher.start()
+        queries = [_query(loop, i) for i in range(10)]
+        assert batcher.submit(queries[:5])  # 4 form a full batch at once; 1 stays queued
+        await proc.started.wait()
+        assert batcher.queue_len == 1
+        assert batcher.submit(queries[5:])
+        proc.gate.set()
+        await asyncio.gather(*(q.future for q in queries))
+        await batcher.stop()
+        return proc.sizes, [q.future.result().batch_size for q in queries]
+
+    sizes, reported = asyncio.run(scenario())
+    assert sizes == [4, 4, 2]
+    assert reported == [4] * 8 + [2] * 2
+
+
+def test_zero_delay_takes_only_what_is_queued() -> None:
+    async def scenario() -> list[int]:
+        loop = asyncio.get_running_loop()
+        proc = GatedProcessor()
+        proc.gate.set()
+        batcher = DynamicBatcher([proc], max_batch_size=8, max_batch_delay_ms=0, queue_limit=100)
+        batcher.start()
+        first = [_query(loop, i) for i in range(3)]
+        batcher.submit(first)
+        await asyncio.gather(*(q.future for q in first))
+        second = [_query(loop, 9)]
+        batcher.submit(second)
+        await second[0].future
+        await batcher.stop()
+        return proc.sizes
+
+    assert asyncio.run(scenario()) == [3, 1]
+
+
+def test_a_lone_query_runs_alone_after_the_delay() -> None:
+    async def scenario() -> list[int]:
+        loop = asyncio.get_running_loop()
+        proc = GatedProcessor()
+        proc.gate.set()
+        batcher = DynamicBatcher([proc], max_batch_size=4, max_batch_delay_ms=5, queue_limit=10)
+        batcher.start()
+        q = _query(loop, 0)
+        batcher.submit([q])
+        await q.future
+        await batcher.stop()
+        return proc.sizes
+
+    assert asyncio.run(scenario()) == [1]
+
+
+def test_queue_is_bounded_and_refuses_whole_requests() -> None:
+    async def scenario() -> tuple[list[bool], int, list[int]]:
+        loop = asyncio.get_running_loop()
+        proc = GatedProcessor()
+        batcher = DynamicBatcher([proc], max_batch_size=1, max_batch_delay_ms=0, queue_limit=3)
+        batcher.start()
+        first = _query(loop, 0)
+        batcher.submit([first])
+        await proc.started.wait()  # the replica holds query 0; the queue is empty again
+        accepted = [batcher.submit([_query(loop, i)]) for i in range(1, 6)]
+        too_many = batcher.submit([_query(loop, 10), _query(loop, 11)])
+        queue_len = batcher.queue_len
+        proc.gate.set()
+        await _settle()
+        await batcher.stop()
+        return accepted + [too_many], queue_len, proc.sizes
+
+    accepted, queue_len, sizes = asyncio.run(scenario())
+    assert accepted == [True, True, True, False, False, False]
+    assert queue_len == 3
+    assert all(s == 1 for s in sizes)
+
+
+def test_two_replicas_run_batches_concurrently() -> None:
+    async def scenario() -> tuple[list[int], list[int]]:
+        loop = asyncio.get_running_loop()
+        a, b = GatedProcessor(), GatedProcessor()
+        batcher = DynamicBatcher([a, b], max_batch_size=2, max_batch_delay_ms=0, queue_limit=10)
+        batcher.start()
+        queries = [_query(loop, i) for i in range(4)]
+        batcher.submit(queries)
+        await asyncio.wait_for(asyncio.gather(a.started.wait(), b.started.wait()), 5)
+        a.gate.set()
+        b.gate.set()
+        await asyncio.gather(*(q.future for q in queries))
+        await batcher.stop()
+        return a.sizes, b.sizes
+
+    a_sizes, b_sizes = asyncio.run(scenario())
+    assert a_sizes == [2] and b_sizes == [2]
