@@ -14,7 +14,7 @@ from aiohttp import web
 
 from .deployment import WorkerSettings, resolve
 from .runtime import parse_cpus, pin_process
-from .service import READY, STARTUP_ERROR, create_app
+from .service import ENGINE, create_app
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser, host_default: str = "127.0.0.1") -> None:
@@ -57,9 +57,10 @@ async def serve(settings: WorkerSettings, host: str, port: int, announce=print) 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        while not app[READY].is_set():
-            if app[STARTUP_ERROR]:
-                print(f"worker failed to start: {app[STARTUP_ERROR][0]}", file=sys.stderr, flush=True)
+        engine = app[ENGINE]
+        while not engine.ready.is_set():
+            if engine.startup_error:
+                print(f"worker failed to start: {engine.startup_error}", file=sys.stderr, flush=True)
                 return 1
             if stop.is_set():
                 return 0

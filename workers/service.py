@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from aiohttp import web
@@ -16,11 +17,19 @@ from .deployment import Deployment
 from .engine import OnnxProcessor, Outcome, Processor, ProfileProcessor, Query, now_ms
 from .stats import WorkerStats
 
+
+@dataclass
+class Engine:
+    """The replicas' state: the batcher once they are loaded and warm, or why loading failed."""
+
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    batcher: DynamicBatcher | None = None
+    startup_error: str | None = None
+
+
 DEPLOYMENT = web.AppKey("deployment", Deployment)
 STATS = web.AppKey("stats", WorkerStats)
-BATCHER = web.AppKey("batcher", DynamicBatcher)
-READY = web.AppKey("ready", asyncio.Event)
-STARTUP_ERROR = web.AppKey("startup_error", list)
+ENGINE = web.AppKey("engine", Engine)
 JPEG_TYPES = ("image/jpeg", "image/jpg")
 
 
@@ -51,7 +60,7 @@ def _make_processors(dep: Deployment) -> list[Processor]:
 
 async def _engine_ctx(app: web.Application):
     """Loads and warms the replicas in the background; stops the batcher and sessions on clean-up."""
-    dep, stats = app[DEPLOYMENT], app[STATS]
+    dep, stats, engine = app[DEPLOYMENT], app[STATS], app[ENGINE]
     processors: list[Processor] = []
 
     async def load() -> None:
@@ -60,19 +69,19 @@ async def _engine_ctx(app: web.Application):
             processors.extend(await loop.run_in_executor(None, _make_processors, dep))
             for p in processors:
                 await loop.run_in_executor(None, p.warm_up, dep.max_batch_size)
-            app[BATCHER] = DynamicBatcher(processors, dep.max_batch_size, dep.max_batch_delay_ms,
-                                          dep.queue_limit, on_batch=stats.on_batch)
-            app[BATCHER].start()
-            app[READY].set()
+            engine.batcher = DynamicBatcher(processors, dep.max_batch_size, dep.max_batch_delay_ms,
+                                            dep.queue_limit, on_batch=stats.on_batch)
+            engine.batcher.start()
+            engine.ready.set()
         except Exception as exc:  # reported by /v2/health/ready and by serve.py, which exits
-            app[STARTUP_ERROR].append(f"{type(exc).__name__}: {exc}")
+            engine.startup_error = f"{type(exc).__name__}: {exc}"
 
     loader = asyncio.create_task(load())
     yield
     loader.cancel()
     await asyncio.gather(loader, return_exceptions=True)
-    if BATCHER in app:
-        await app[BATCHER].stop()
+    if engine.batcher is not None:
+        await engine.batcher.stop()
     for p in processors:
         p.close()
 
@@ -82,8 +91,7 @@ def create_app(dep: Deployment) -> web.Application:
     app = web.Application(client_max_size=dep.max_body_bytes, middlewares=[json_errors])
     app[DEPLOYMENT] = dep
     app[STATS] = WorkerStats(dep.config.name, dep.variant, dep.stream_ttl_s)
-    app[READY] = asyncio.Event()
-    app[STARTUP_ERROR] = []
+    app[ENGINE] = Engine()
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes([
         web.get("/v2", server_metadata),
@@ -109,10 +117,10 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    app = request.app
-    if app[READY].is_set():
+    engine = request.app[ENGINE]
+    if engine.ready.is_set():
         return web.json_response({"ready": True})
-    return web.json_response({"ready": False, "errors": app[STARTUP_ERROR]}, status=503)
+    return web.json_response({"ready": False, "error": engine.startup_error}, status=503)
 
 
 def _model_or_error(request: web.Request) -> web.Response | None:
@@ -121,7 +129,7 @@ def _model_or_error(request: web.Request) -> web.Response | None:
     if name != dep.config.name:
         return error(404, "unknown_model", f"this worker serves {dep.config.name!r}, not {name!r}",
                      models=[dep.config.name])
-    if not request.app[READY].is_set():
+    if not request.app[ENGINE].ready.is_set():
         return error(503, "not_ready", "the worker is still loading and warming up its replicas")
     return None
 
@@ -167,7 +175,7 @@ async def frames(request: web.Request) -> web.Response:
     if failure is not None:
         return failure
     app = request.app
-    dep, stats, batcher = app[DEPLOYMENT], app[STATS], app[BATCHER]
+    dep, stats, batcher = app[DEPLOYMENT], app[STATS], app[ENGINE].batcher
     if request.content_type not in JPEG_TYPES:
         return error(415, "unsupported_media_type",
                      f"content type {request.content_type!r}; this route takes image/jpeg")
@@ -238,7 +246,7 @@ async def infer(request: web.Request) -> web.Response:
     if failure is not None:
         return failure
     app = request.app
-    dep, stats, batcher = app[DEPLOYMENT], app[STATS], app[BATCHER]
+    dep, stats, batcher = app[DEPLOYMENT], app[STATS], app[ENGINE].batcher
     header_len = request.headers.get("Inference-Header-Content-Length")
     if header_len is None and request.content_type != "application/json":
         return error(415, "unsupported_media_type",
@@ -289,15 +297,15 @@ async def load(request: web.Request) -> web.Response:
             raise ValueError
     except ValueError:
         return error(400, "bad_request", "window_s must be a number in (0, 10]")
-    queue_len = app[BATCHER].queue_len if BATCHER in app else 0
+    queue_len = app[ENGINE].batcher.queue_len if app[ENGINE].batcher else 0
     report = app[STATS].load_report(queue_len, dep.queue_limit, window_s)
-    report.update(ready=app[READY].is_set(), instances=dep.instances, max_batch_size=dep.max_batch_size,
+    report.update(ready=app[ENGINE].ready.is_set(), instances=dep.instances, max_batch_size=dep.max_batch_size,
                   max_batch_delay_ms=dep.max_batch_delay_ms, time_ms=time.time() * 1000.0)
     return web.json_response(report)
 
 
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
-    queue_len = app[BATCHER].queue_len if BATCHER in app else 0
-    return web.Response(text=app[STATS].prometheus(queue_len, app[READY].is_set()),
+    queue_len = app[ENGINE].batcher.queue_len if app[ENGINE].batcher else 0
+    return web.Response(text=app[STATS].prometheus(queue_len, app[ENGINE].ready.is_set()),
                         content_type="text/plain", charset="utf-8", headers={"X-Prometheus-Format": "0.0.4"})
