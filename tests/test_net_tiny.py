@@ -1,0 +1,80 @@
+"""tiny.yaml brought up for real (OVS, the os-ken controller, shaped links): delays, TCP, statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed import EmulatedNetwork
+from testbed.leftovers import leftovers
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+@pytest.fixture(scope="module")
+def tiny_net(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    net = EmulatedNetwork("tiny", run_dir=run_dir, log=lambda _: None)
+    with net:
+        yield net
+    procs = [(e.pid, e.start_ticks) for e in net.record.entries() if e.kind == "process"]
+    assert leftovers(net.run_id, procs) == []
+
+
+def test_measured_one_way_delays_match_the_file(tiny_net) -> None:
+    results = tiny_net.measure_links()  # raises MeasurementError beyond tolerance
+    got = {(m.link, m.direction): m for m in results}
+    assert set(got) == {(link, d) for link in ("radio-ant1", "ant1-dc1", "dc1-cloud") for d in ("a->b", "b->a")}
+    expected_ms = {"radio-ant1": 2.0, "ant1-dc1": 5.0, "dc1-cloud": 20.0}
+    for (link, _), m in got.items():
+        assert m.configured_delay_ms == expected_ms[link]
+        assert abs(m.median_delay_ms - expected_ms[link]) <= 0.5 + 0.03 * expected_ms[link]
+        assert m.probes_received == m.probes_sent
+    saved = json.loads((tiny_net.run_dir / "link_measurements.json").read_text())
+    assert saved["meta"]["shaping"] == tiny_net.shaping in ("netem", "wire")
+    assert len(saved["links"]) == 6
+
+
+def test_http_request_crosses_every_shaped_link(tiny_net, tmp_path: Path) -> None:
+    payload = os.urandom(1 << 20)  # 1 MiB: full-size frames, so checksums and segmentation must be right
+    (tmp_path / "blob").write_bytes(payload)
+    server = tiny_net.host_for("worker", "cloud")
+    client = tiny_net.host_for("sources", "ant1")
+    server.popen(["python3", "-m", "http.server", "8080", "--bind", server.ip, "--directory", str(tmp_path)],
+                 stdout=open(os.devnull, "wb"), stderr=open(os.devnull, "wb"))
+    script = (
+        "import socket,sys,time,urllib.request,hashlib\n"
+        "for _ in range(100):\n"
+        "    try: socket.create_connection((sys.argv[1], 8080), timeout=2).close(); break\n"
+        "    except OSError: time.sleep(0.1)\n"
+        "t=time.monotonic(); s=socket.create_connection((sys.argv[1], 8080), timeout=5); rtt=time.monotonic()-t; s.close()\n"
+        "body=urllib.request.urlopen(f'http://{sys.argv[1]}:8080/blob', timeout=30).read()\n"
+        "print(hashlib.sha256(body).hexdigest(), len(body), rtt*1000)\n")
+    digest, size, connect_ms = client.cmd(["python3", "-c", script, server.ip], timeout_s=60).split()
+    assert digest == hashlib.sha256(payload).hexdigest() and int(size) == len(payload)
+    # the TCP handshake crosses radio (2 ms), ant1-dc1 (5 ms) and dc1-cloud (20 ms) both ways
+    assert float(connect_ms) >= 2 * (2 + 5 + 20) * 0.97
+
+
+def test_port_statistics_count_the_traffic(tiny_net) -> None:
+    src, dst = tiny_net.host_for("worker", "ant1"), tiny_net.host_for("worker", "dc1")
+    before = {(s.link, s.switch): s for s in tiny_net.port_stats()}
+    dst.popen(["python3", "-c", "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+               f"s.bind(('{dst.ip}', 9999)); [s.recv(2000) for _ in range(10**6)]"])
+    src.cmd(["python3", "-c", "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             f"for _ in range(500): s.sendto(bytes(1000), ('{dst.ip}', 9999)); time.sleep(0.001)"])
+    time.sleep(0.3)
+    after = {(s.link, s.switch): s for s in tiny_net.port_stats()}
+    sent = after[("ant1-dc1", "ant1")].tx_bytes - before[("ant1-dc1", "ant1")].tx_bytes
+    got = after[("ant1-dc1", "dc1")].rx_bytes - before[("ant1-dc1", "dc1")].rx_bytes
+    assert 500 * 1000 <= sent <= 500 * 1100 and 500 * 1000 <= got <= 500 * 1100
+    assert after[("dc1-cloud", "dc1")].tx_bytes - before[("dc1-cloud", "dc1")].tx_bytes < 20_000
+    time.sleep(2.5 * tiny_net.stats_interval_s)  # the controller polls on its own clock
+    records = [r for r in tiny_net.link_utilisation() if r["link"] == "ant1-dc1"]
+    assert records and max(r["out_mbps"] for r in records if r["dpid"] == 1) > 1.0
+    assert all(r["bw_mbps"] == 100.0 for r in records)
