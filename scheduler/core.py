@@ -59,16 +59,28 @@ class Decision:
         return self.resource < 0
 
 
-@dataclass(frozen=True)
 class Candidates:
-    """The feasible resources of one decision, with the figures the policies rank them by."""
+    """The feasible resources of one decision; the figures policies rank them by are computed on demand."""
 
-    index: np.ndarray
-    expected_ms: np.ndarray
-    net_ms: np.ndarray
-    load_after: np.ndarray
-    """(L + rho) / C for each candidate, after binding the stream."""
-    cost: np.ndarray
+    __slots__ = ("_fps", "_load", "_system", "antenna", "expected_ms", "index")
+
+    def __init__(self, system: SystemModel, antenna: int, index: np.ndarray, expected_ms: np.ndarray,
+                 load_qps: np.ndarray, fps: float) -> None:
+        self._system, self.antenna, self.index, self.expected_ms = system, antenna, index, expected_ms
+        self._load, self._fps = load_qps, fps
+
+    @property
+    def net_ms(self) -> np.ndarray:
+        return self._system.net_ms[self.antenna, self.index]
+
+    @property
+    def load_after(self) -> np.ndarray:
+        """(L + rho) / C for each candidate, after binding the stream."""
+        return (self._load[self.index] + self._fps) / self._system.capacity_qps[self.index]
+
+    @property
+    def cost(self) -> np.ndarray:
+        return self._system.cost_per_query[self.index]
 
 
 PolicyFn = Callable[[Candidates, np.random.Generator], int]
@@ -117,21 +129,19 @@ class Scheduler:
     def candidates(self, req: StreamRequest, load_qps: np.ndarray) -> tuple[Candidates, str]:
         """Returns the feasible resources and, when there are none, the constraint that removed the last."""
         s = self.system
-        expected = s.expected_ms(req.antenna, req.frame_bytes)
-        ok = s.task == req.task
-        reason = "task"
-        for name, mask in (("accuracy", s.accuracy >= req.min_accuracy),
-                           ("delay", expected <= req.max_delay_ms),
-                           ("capacity", load_qps + self.eta * req.fps <= s.capacity_qps)):
-            if not ok.any():
-                break
-            ok = ok & mask
-            reason = name
-        idx = np.flatnonzero(ok)
-        cands = Candidates(index=idx, expected_ms=expected[idx], net_ms=s.net_ms[req.antenna, idx],
-                           load_after=(load_qps[idx] + req.fps) / s.capacity_qps[idx],
-                           cost=s.cost_per_query[idx])
-        return cands, ("" if len(idx) else reason)
+        expected = s.static_ms[req.antenna] + s.ms_per_byte[req.antenna] * req.frame_bytes
+        masks = (s.task == req.task, s.accuracy >= req.min_accuracy, expected <= req.max_delay_ms,
+                 load_qps + self.eta * req.fps <= s.capacity_qps)
+        idx = np.flatnonzero(masks[0] & masks[1] & masks[2] & masks[3])
+        reason = ""
+        if len(idx) == 0:
+            ok = masks[0]
+            for name, mask in zip(REJECT_REASONS, masks, strict=True):
+                ok = ok & mask
+                if not ok.any():
+                    reason = name
+                    break
+        return Candidates(s, req.antenna, idx, expected[idx], load_qps, req.fps), reason
 
     def decide(self, req: StreamRequest, policy: int, load_qps: np.ndarray) -> Decision:
         """Returns the binding the policy (an index into POLICY_NAMES) picks, or a reject."""

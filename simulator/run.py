@@ -25,13 +25,14 @@ class SimRun:
 
 
 def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimConfig, seed: int,
-                    lambda_label: str, out_dir: Path | None, write_records: bool = True) -> SimRun:
+                    lambda_label: str, out_dir: Path | None, write_records: bool = True,
+                    records_format: str = "csv") -> SimRun:
     """Returns the run of one static policy; writes records, time series and summary under out_dir."""
     writer = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         if write_records:
-            writer = RecordWriter(out_dir / "records.csv")
+            writer = RecordWriter(out_dir / f"records.{records_format}")
     try:
         sim = Simulation(system, trace, config, seed=seed, record_sink=writer.write if writer else None)
         sim.run(policy_index(policy))
@@ -46,7 +47,7 @@ def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimC
         summary.write_json(out_dir / "summary.json")
         write_timeseries(summary, out_dir / "timeseries.csv")
     return SimRun(summary=summary, queries=sim.queries_done,
-                  records_path=(out_dir / "records.csv") if writer else None)
+                  records_path=writer.path if writer else None)
 
 
 def write_timeseries(summary: RunSummary, path: Path) -> None:

@@ -1,0 +1,106 @@
+"""Simulator speed and scheduler decision cost on full-edge, printed as ratios against baselines.
+
+Figures: simulated queries per second of wall time on one core (with and without streaming the records
+to CSV), the simulated/real-time ratio, peak memory for a short and a 4x longer run (must stay flat),
+and the p50/p99 cost of one binding decision against the 50 us goal.
+Run: .venv/bin/python benchmarks/bench_simulator.py [--duration 600] [--lambda 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analysis.records import RecordWriter  # noqa: E402
+from scheduler.core import POLICY_NAMES, Scheduler, StreamRequest, policy_index  # noqa: E402
+from scheduler.profiles import load_profiles  # noqa: E402
+from scheduler.system import build_system  # noqa: E402
+from simulator.engine import SimConfig, Simulation  # noqa: E402
+from topologies import load_topology  # noqa: E402
+from workload.arrivals import RateSchedule, generate_trace  # noqa: E402
+
+
+def one_run(topo: str, lam: float, duration: float, records: str, policy: str = "least-impedance") -> dict:
+    """Returns wall time, queries and peak RSS of one simulation (run in this process)."""
+    system = build_system(load_topology(topo), load_profiles())
+    trace = generate_trace(system.antennas, RateSchedule.constant(lam), duration, np.random.default_rng(1))
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = RecordWriter(Path(tmp) / f"records.{records}") if records else None
+        sim = Simulation(system, trace, SimConfig(duration_s=duration), seed=1,
+                         record_sink=writer.write if writer else None)
+        t = time.perf_counter()
+        sim.run(policy_index(policy))
+        wall = time.perf_counter() - t
+        if writer:
+            writer.close()
+    return {"wall_s": wall, "queries": sim.queries_done, "sim_s": duration,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def in_subprocess(topo: str, lam: float, duration: float, records: str) -> dict:
+    """Runs `one_run` in a fresh process pinned to one core, so peak memory is the run's own."""
+    code = (f"import json,sys; sys.path.insert(0,{str(ROOT)!r}); from benchmarks.bench_simulator import one_run; "
+            f"one_run({topo!r},{lam},5.0,{records!r})\n"  # warm the numba cache and imports
+            f"print(json.dumps(one_run({topo!r},{lam},{duration},{records!r})))")
+    cmd = [sys.executable, "-c", code]
+    if hasattr(os, "sched_setaffinity"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def decision_cost(topo: str, n: int = 20000) -> dict:
+    """Returns p50/p99 of Scheduler.decide over random streams and policies, in microseconds."""
+    system = build_system(load_topology(topo), load_profiles())
+    rng = np.random.default_rng(0)
+    sched = Scheduler(system, rng)
+    load = system.capacity_qps * rng.random(system.n_resources) * 0.8
+    reqs = [StreamRequest(antenna=int(rng.integers(len(system.antennas))), fps=float(rng.integers(5, 31)),
+                          frame_bytes=float(rng.integers(20000, 80000)), max_delay_ms=float(rng.uniform(50, 1000)),
+                          min_accuracy=float(rng.uniform(0.1, 0.55))) for _ in range(n)]
+    times = np.empty(n)
+    for i, r in enumerate(reqs):
+        t = time.perf_counter_ns()
+        sched.decide(r, i % len(POLICY_NAMES), load)
+        times[i] = time.perf_counter_ns() - t
+    us = times[1000:] / 1000
+    return {"p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
+            "resources": system.n_resources}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--topo", default="full-edge")
+    ap.add_argument("--lambda", dest="lam", type=float, default=60.0)
+    ap.add_argument("--duration", type=float, default=600.0)
+    args = ap.parse_args()
+    print(f"simulator on {args.topo}, lambda {args.lam:g}/min per antenna, {args.duration:g} s simulated, one core")
+    core = in_subprocess(args.topo, args.lam, args.duration, records="")
+    rec = in_subprocess(args.topo, args.lam, args.duration, records="csv")
+    par = in_subprocess(args.topo, args.lam, args.duration, records="parquet")
+    for name, r in (("without records", core), ("records to CSV", rec), ("records to Parquet", par)):
+        qps = r["queries"] / r["wall_s"]
+        print(f"  {name:26s}: {r['queries']} queries in {r['wall_s']:.2f} s = {qps / 1e6:.2f} M queries/s "
+              f"({qps / 1e6:.2f}x the 1 M/s goal); simulated/real time = {r['sim_s'] / r['wall_s']:.0f}x")
+    long = in_subprocess(args.topo, args.lam, args.duration * 4, records="csv")
+    print(f"  peak memory: {rec['peak_rss_mib']:.0f} MiB for {args.duration:g} s, {long['peak_rss_mib']:.0f} MiB for "
+          f"{4 * args.duration:g} s (ratio {long['peak_rss_mib'] / rec['peak_rss_mib']:.2f}; flat is ~1)")
+    d = decision_cost(args.topo)
+    print(f"scheduler decision on {args.topo} ({d['resources']} resources): p50 {d['p50_us']:.1f} us, "
+          f"p99 {d['p99_us']:.1f} us ({d['p99_us'] / 50:.2f}x the 50 us goal)")
+
+
+if __name__ == "__main__":
+    main()
