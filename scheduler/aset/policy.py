@@ -1,0 +1,75 @@
+"""Running an agent without torch: ONNX Runtime Q-values, the fallback guard, and the live controller.
+
+`OnnxPolicy` maps a state to an action; `AsetController` is what a live scheduler holds: it turns each
+window's measurement into the state (scheduler.aset.state) and returns the policy for the next window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from scheduler.aset.meta import ONNX_META_KEY, AgentMeta
+from scheduler.aset.state import StateBuilder, StateSpec, WindowMeasurement
+
+
+class OnnxPolicy:
+    """An exported agent: Q-values from ONNX Runtime (one CPU thread) and the guarded greedy action."""
+
+    def __init__(self, path: str | Path, spec: StateSpec | None = None, guard: bool = True) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        props = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_META_KEY not in props:
+            raise ValueError(f"{path}: ONNX file has no {ONNX_META_KEY!r} metadata; export it with "
+                             "scheduler.aset.export.export_onnx")
+        self.meta = AgentMeta.from_json(props[ONNX_META_KEY])
+        if spec is not None:
+            self.meta.check_compatible(spec, str(path))
+        self.guard = guard
+        self._input = self.session.get_inputs()[0].name
+
+    def q_values(self, state: np.ndarray) -> np.ndarray:
+        """Returns Q-values [actions] for one state [K, F] (or [batch, actions] for [batch, K, F])."""
+        x = np.asarray(state, dtype=np.float32)
+        single = x.ndim == 2
+        q = self.session.run(None, {self._input: x[None] if single else x})[0]
+        return q[0] if single else q
+
+    def act(self, state: np.ndarray) -> int:
+        """Returns the greedy action, or the fallback policy unless the greedy one beats it by the margin."""
+        q = self.q_values(state)
+        return guarded_action(q, self.meta.fallback_policy, self.meta.guard_margin if self.guard else 0.0)
+
+
+def guarded_action(q: np.ndarray, fallback: int, margin: float) -> int:
+    """Returns argmax q if q[argmax] - q[fallback] > margin, else fallback (margin 0: plain greedy)."""
+    best = int(np.argmax(q))
+    if margin <= 0.0:
+        return best
+    return best if q[best] - q[fallback] > margin else int(fallback)
+
+
+@dataclass
+class AsetController:
+    """Per scheduler: feed each decision window's measurement, get the policy index for the next window."""
+
+    policy: OnnxPolicy
+    builder: StateBuilder
+
+    @staticmethod
+    def load(path: str | Path, spec: StateSpec) -> AsetController:
+        return AsetController(OnnxPolicy(path, spec), StateBuilder(spec))
+
+    def first_action(self) -> int:
+        """Returns the policy for the first window (state of an idle system)."""
+        return self.policy.act(self.builder.observation())
+
+    def decide(self, window: WindowMeasurement) -> int:
+        """Pushes the window just ended and returns the policy for the next one."""
+        return self.policy.act(self.builder.push(window))

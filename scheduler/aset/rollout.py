@@ -1,0 +1,62 @@
+"""Running one episode on a fixed trace with any policy: a static index or an agent's state-to-action map.
+
+Shared by training (validation of the guard) and evaluation, so that the agent and the static policies see
+exactly the same trace and simulator seed. Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.system import SystemModel
+from simulator.engine import SimConfig, Simulation
+from simulator.gym_env import AsetEnv, EnvConfig
+from workload.arrivals import RateSchedule, generate_trace
+from workload.trace import Trace
+
+Chooser = Callable[[np.ndarray], int]
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """One evaluation run's workload: a constant lambda and the seed of its trace and of the simulator."""
+
+    lambda_per_min: float
+    seed: int
+    duration_s: float
+
+    def trace(self, system: SystemModel) -> Trace:
+        return generate_trace(system.antennas, RateSchedule.constant(self.lambda_per_min), self.duration_s,
+                              np.random.default_rng(self.seed))
+
+
+def run_static(system: SystemModel, trace: Trace, case: EvalCase, policy: int,
+               sim_window_s: float = 1.0) -> Simulation:
+    """Returns the finished simulation of one static policy."""
+    sim = Simulation(system, trace, SimConfig(window_s=sim_window_s, duration_s=case.duration_s), seed=case.seed)
+    sim.run(policy)
+    return sim
+
+
+def run_agent(system: SystemModel, trace: Trace, case: EvalCase, choose: Chooser,
+              env_config: EnvConfig) -> tuple[Simulation, list[int]]:
+    """Returns the finished simulation driven by `choose` (state -> policy index) and its actions per window."""
+    env = AsetEnv(system, env_config)
+    obs, _ = env.reset(seed=case.seed, options={"trace": trace, "sim_seed": case.seed,
+                                                "duration_s": case.duration_s, "lambda": case.lambda_per_min})
+    actions: list[int] = []
+    assert env.sim is not None
+    while not env.sim.done:
+        a = int(choose(obs))
+        actions.append(a)
+        obs, *_ = env.step(a)
+    return env.sim, actions
+
+
+def success_of(sim: Simulation) -> float:
+    """Returns the share of the run's queries answered on time."""
+    c = sim.tally.counts.reshape(-1, 3).sum(axis=0)
+    return float(c[0] / c.sum()) if c.sum() else float("nan")

@@ -1,0 +1,224 @@
+"""DQN training of ASET in the simulator: `train(DQNConfig) -> TrainResult`, CleanRL style.
+
+Owns the loop (epsilon-greedy with a static-policy prior, replay, double-DQN TD target with separate
+terminated/truncated, target network), the logs, and the guard calibration on held-out traces.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from scheduler.aset.checkpoint import save_checkpoint
+from scheduler.aset.config import DQNConfig
+from scheduler.aset.export import export_onnx
+from scheduler.aset.meta import AgentMeta
+from scheduler.aset.network import QNetwork
+from scheduler.aset.policy import guarded_action
+from scheduler.aset.replay import ReplayBatch, ReplayBuffer
+from scheduler.aset.rollout import EvalCase, run_agent, run_static, success_of
+from scheduler.core import POLICY_NAMES, policy_index
+from scheduler.profiles import load_profiles
+from scheduler.system import SystemModel, build_system
+from simulator.gym_env import AsetEnv
+from topologies import load_topology
+
+
+@dataclass
+class GuardReport:
+    """Held-out validation: success per case of every static policy and of the agent at every margin."""
+
+    cases: list[tuple[float, int]]
+    static_success: list[list[float]]
+    """[policy][case]."""
+    agent_success: dict[str, list[float]]
+    """margin (as text) -> [case]."""
+    fallback_policy: int
+    guard_margin: float
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the network, its metadata, the loss curve and where files went."""
+
+    net: QNetwork
+    meta: AgentMeta
+    steps: int
+    episodes: int
+    train_s: float
+    losses: list[float]
+    """TD loss of every gradient step."""
+    episode_returns: list[float]
+    guard: GuardReport | None
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def td_loss(q_net: QNetwork, target_net: QNetwork, batch: ReplayBatch, gamma: float, double: bool) -> torch.Tensor:
+    """Returns the Huber TD loss; terminated transitions do not bootstrap, truncated ones do."""
+    with torch.no_grad():
+        q_next_target = target_net(batch.next_obs)
+        if double:
+            a_next = q_net(batch.next_obs).argmax(dim=1, keepdim=True)
+            v_next = q_next_target.gather(1, a_next).squeeze(1)
+        else:
+            v_next = q_next_target.max(dim=1).values
+        target = batch.rewards + gamma * (1.0 - batch.terminated) * v_next
+    q = q_net(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+    return F.smooth_l1_loss(q, target)
+
+
+def epsilon_at(cfg: DQNConfig, step: int) -> float:
+    span = max(1, int(cfg.exploration_fraction * cfg.total_steps))
+    frac = min(1.0, step / span)
+    return cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start)
+
+
+def greedy(net: QNetwork, obs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.from_numpy(np.asarray(obs, dtype=np.float32)[None]))[0].numpy()
+
+
+def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
+    """Trains an agent for cfg.topology and returns it; writes checkpoint, ONNX and logs if cfg.out_dir."""
+    torch.set_num_threads(1)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    system = system or build_system(load_topology(cfg.topology), load_profiles())
+    env_cfg = replace(cfg.env, lambda_range_per_min=cfg.lambda_range_per_min)
+    env = AsetEnv(system, env_cfg)
+    env.action_space.seed(cfg.seed)
+    k, f = env.spec_state.shape
+    q_net = QNetwork(k, f, len(POLICY_NAMES), cfg.channels, cfg.kernel_size, cfg.hidden, cfg.dueling)
+    target_net = QNetwork(k, f, len(POLICY_NAMES), cfg.channels, cfg.kernel_size, cfg.hidden, cfg.dueling)
+    target_net.load_state_dict(q_net.state_dict())
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg.learning_rate)
+    buffer = ReplayBuffer(cfg.buffer_size, (k, f), rng)
+    prior = policy_index(cfg.prior_policy) if cfg.prior_policy else None
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    log_rows: list[dict] = []
+    losses: list[float] = []
+    returns: list[float] = []
+    obs, info = env.reset(seed=int(rng.integers(2**31)))
+    ep_return, ep_len, ep_lambda = 0.0, 0, info["lambda"]
+    t_start = time.monotonic()
+    bar = tqdm(total=cfg.total_steps, disable=not cfg.progress, desc=f"ASET {system.topology.name}", unit="dec")
+    step = 0
+    for step in range(1, cfg.total_steps + 1):
+        eps = epsilon_at(cfg, step)
+        if rng.random() < eps:
+            use_prior = prior is not None and rng.random() < cfg.prior_share
+            action = prior if use_prior else int(rng.integers(len(POLICY_NAMES)))
+        else:
+            action = int(np.argmax(greedy(q_net, obs)))
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs, action, reward, next_obs, terminated)
+        obs = next_obs
+        ep_return += reward
+        ep_len += 1
+        if terminated or truncated:
+            returns.append(ep_return)
+            recent = losses[-ep_len:]
+            log_rows.append({"episode": len(returns), "step": step, "return": round(ep_return, 4),
+                             "mean_reward": round(ep_return / ep_len, 4), "length": ep_len,
+                             "terminated": int(terminated), "epsilon": round(eps, 4),
+                             "loss": round(float(np.mean(recent)), 6) if recent else "",
+                             "lambda": ep_lambda, "wall_s": round(time.monotonic() - t_start, 1)})
+            bar.set_postfix(ret=f"{ep_return / ep_len:.3f}", eps=f"{eps:.2f}",
+                            loss=f"{np.mean(recent):.4f}" if recent else "-")
+            obs, info = env.reset()
+            ep_return, ep_len, ep_lambda = 0.0, 0, info["lambda"]
+        if step > cfg.learning_starts and step % cfg.train_every == 0:
+            loss = td_loss(q_net, target_net, buffer.sample(cfg.batch_size), cfg.gamma, cfg.double_dqn)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            losses.append(float(loss.item()))
+        if step % cfg.target_update_every == 0:
+            target_net.load_state_dict(q_net.state_dict())
+        bar.update(1)
+        if cfg.time_budget_s is not None and time.monotonic() - t_start > cfg.time_budget_s:
+            break
+    bar.close()
+    train_s = time.monotonic() - t_start
+    q_net.eval()
+    guard = calibrate_guard(q_net, system, cfg, env_cfg) if cfg.guard_margins else None
+    meta = AgentMeta(topology=system.topology.name, state_shape=(k, f), n_resources=system.n_resources,
+                     policy_names=POLICY_NAMES, decision_window_s=env_cfg.decision_window_s,
+                     channels=cfg.channels, kernel_size=cfg.kernel_size, hidden=cfg.hidden, dueling=cfg.dueling,
+                     fallback_policy=guard.fallback_policy if guard else (prior or 0),
+                     guard_margin=guard.guard_margin if guard else 0.0,
+                     lambda_per_min=cfg.lambda_per_min, trained_steps=step, train_s=round(train_s, 1))
+    result = TrainResult(net=q_net, meta=meta, steps=step, episodes=len(returns), train_s=train_s,
+                         losses=losses, episode_returns=returns, guard=guard)
+    if out is not None:
+        result.files = write_outputs(out, result, cfg, log_rows)
+    return result
+
+
+def calibrate_guard(net: QNetwork, system: SystemModel, cfg: DQNConfig, env_cfg: object) -> GuardReport:
+    """Returns the fallback (best static on held-out traces) and the smallest margin that never loses to it.
+
+    A margin is admissible when, on every held-out case, the guarded agent's success is at least the
+    fallback's minus 0.2 points; among admissible margins the best mean success wins (inf always qualifies).
+    """
+    lo, hi = cfg.lambda_range_per_min
+    lambdas = sorted({round(lo, 1), round(cfg.lambda_per_min, 1), round(min(hi, 1.6 * cfg.lambda_per_min), 1)})
+    cases = [EvalCase(lam, seed, cfg.validation_duration_s) for lam in lambdas for seed in cfg.validation_seeds]
+    traces = [c.trace(system) for c in cases]
+    static = [[success_of(run_static(system, tr, c, p)) for tr, c in zip(traces, cases, strict=True)]
+              for p in range(len(POLICY_NAMES))]
+    fallback = int(np.argmax([np.mean(s) for s in static]))
+    agent: dict[str, list[float]] = {}
+    best_margin, best_mean = float("inf"), float(np.mean(static[fallback]))
+    for margin in sorted(cfg.guard_margins):
+        if margin == float("inf"):
+            agent["inf"] = list(static[fallback])
+            continue
+        def choose(obs: np.ndarray, m: float = margin) -> int:
+            return guarded_action(greedy(net, obs), fallback, m)
+        succ = [success_of(run_agent(system, tr, c, choose, env_cfg)[0]) for tr, c in zip(traces, cases, strict=True)]
+        agent[f"{margin:g}"] = succ
+        never_loses = all(a >= s - 0.002 for a, s in zip(succ, static[fallback], strict=True))
+        if never_loses and np.mean(succ) > best_mean:
+            best_margin, best_mean = margin, float(np.mean(succ))
+    return GuardReport(cases=[(c.lambda_per_min, c.seed) for c in cases], static_success=static,
+                       agent_success=agent, fallback_policy=fallback, guard_margin=best_margin)
+
+
+def write_outputs(out: Path, result: TrainResult, cfg: DQNConfig, log_rows: list[dict]) -> dict[str, str]:
+    """Writes agent.pt, agent.onnx, train_log.csv and train.json under `out`; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"checkpoint": str(save_checkpoint(out / "agent.pt", result.net, result.meta)),
+             "onnx": str(export_onnx(result.net, result.meta, out / "agent.onnx"))}
+    log = out / "train_log.csv"
+    with log.open("w", newline="") as fh:
+        fields = ["episode", "step", "return", "mean_reward", "length", "terminated", "epsilon", "loss", "lambda",
+                  "wall_s"]
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(log_rows)
+    files["log"] = str(log)
+    guard = result.guard
+    summary = {
+        "config": cfg.to_dict(), "steps": result.steps, "episodes": result.episodes,
+        "train_s": round(result.train_s, 1), "meta": json.loads(result.meta.to_json()),
+        "loss_per_1000_steps": [round(float(np.mean(result.losses[i:i + 1000])), 6)
+                                for i in range(0, len(result.losses), 1000)],
+        "guard": None if guard is None else {
+            "cases": guard.cases, "fallback_policy": POLICY_NAMES[guard.fallback_policy],
+            "guard_margin": "inf" if guard.guard_margin == float("inf") else guard.guard_margin,
+            "static_success": dict(zip(POLICY_NAMES, guard.static_success, strict=True)),
+            "agent_success": guard.agent_success},
+    }
+    (out / "train.json").write_text(json.dumps(summary, indent=1) + "\n")
+    files["summary"] = str(out / "train.json")
+    return files

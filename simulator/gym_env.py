@@ -1,0 +1,163 @@
+"""The Gymnasium environment over the simulator: ASET picks a static policy every decision window.
+
+Owns the episode (trace drawn with a random lambda, application mix and seed from the environment's own
+generator), the step loop (T seconds of simulator windows per decision) and the reward; the state
+encoding itself lives in `scheduler.aset.state`, shared with the live schedulers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec, WindowMeasurement
+from scheduler.core import POLICY_NAMES
+from scheduler.system import SystemModel
+from simulator.engine import SimConfig, Simulation
+from workload.apps import APPS
+from workload.arrivals import RateSchedule, generate_trace
+from workload.trace import Trace
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """How episodes are drawn and how a decision window is turned into an observation and a reward."""
+
+    lambda_range_per_min: tuple[float, float] = (30.0, 110.0)
+    """Each episode's lambda (clients/min per antenna) is drawn uniformly in this range."""
+    lambda_change_prob: float = 0.5
+    """Probability that an episode's lambda jumps once, at a uniform time in its middle half, to a new draw."""
+    mix_sigma: float = 0.3
+    """Log-normal perturbation of the application shares per episode (0: the nominal mix)."""
+    episode_s: float = 300.0
+    """Simulated seconds of one episode; the trace opens streams until then."""
+    decision_window_s: float = 5.0
+    """T: one decision (policy choice) per this many simulated seconds."""
+    sim_window_s: float = 1.0
+    """The simulator's step; T is a whole number of them."""
+    history: int = 4
+    """K: decision windows stacked in the observation."""
+    theta: float = 0.2
+    """The episode terminates when a window's success ratio falls below this (0 disables)."""
+    failed_penalty: float = 0.0
+    """Reward = success ratio - failed_penalty * failed share of the window's decided queries."""
+
+    def __post_init__(self) -> None:
+        steps = self.decision_window_s / self.sim_window_s
+        if steps < 1 or abs(steps - round(steps)) > 1e-9:
+            raise ValueError(f"decision_window_s={self.decision_window_s} must be a whole multiple of "
+                             f"sim_window_s={self.sim_window_s}")
+        lo, hi = self.lambda_range_per_min
+        if not 0 <= lo <= hi:
+            raise ValueError(f"lambda_range_per_min={self.lambda_range_per_min} must satisfy 0 <= lo <= hi")
+
+    @property
+    def sim_steps_per_decision(self) -> int:
+        return round(self.decision_window_s / self.sim_window_s)
+
+    @property
+    def horizon(self) -> int:
+        """H: decisions per episode."""
+        return int(np.ceil(self.episode_s / self.decision_window_s - 1e-9))
+
+
+def perturbed_trace(antennas: tuple[str, ...], schedule: RateSchedule, duration_s: float,
+                    app_weight: np.ndarray, rng: np.random.Generator) -> Trace:
+    """Returns a trace whose applications' shares are scaled by `app_weight` at the same total rate.
+
+    Poisson thinning: streams are generated at lambda / E[weight] with the nominal mix and each is kept with
+    probability weight[app] / max(weight), so arrivals stay Poisson with the schedule's total rate.
+    """
+    shares = np.array([a.share for a in APPS])
+    keep = np.asarray(app_weight, dtype=np.float64) / np.max(app_weight)
+    boost = 1.0 / float(np.dot(shares / shares.sum(), keep))
+    scaled = RateSchedule(tuple((s, lam * boost) for s, lam in schedule.segments))
+    full = generate_trace(antennas, scaled, duration_s, rng)
+    names = [a.name for a in APPS]
+    app_idx = np.array([names.index(a) for a in full.app], dtype=np.int64)
+    mask = rng.random(len(full)) < keep[app_idx]
+    return Trace(**{k: getattr(full, k)[mask] for k in full.__dataclass_fields__})
+
+
+class AsetEnv(gym.Env):
+    """Observation: [K, features] float32 (see scheduler.aset.state); action: index into POLICY_NAMES.
+
+    `reset(options={"trace": Trace, "sim_seed": int, "duration_s": float})` replays a given trace instead
+    of drawing one (evaluation on the same traces as the static policies).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, system: SystemModel, config: EnvConfig | None = None) -> None:
+        self.system = system
+        self.config = config or EnvConfig()
+        self.sim_config = SimConfig(window_s=self.config.sim_window_s, duration_s=self.config.episode_s)
+        n_classes = (len(self.sim_config.budget_bins_ms) + 1) * (len(self.sim_config.rate_bins_fps) + 1)
+        self.spec_state = StateSpec.of(system, self.config.history, n_classes)
+        self.observation_space = gym.spaces.Box(0.0, FEATURE_CLIP, shape=self.spec_state.shape, dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(len(POLICY_NAMES))
+        self.builder = StateBuilder(self.spec_state)
+        self.sim: Simulation | None = None
+        self.decisions = 0
+        self.horizon = self.config.horizon
+        self.episode_lambda = ""
+
+    def _draw_trace(self) -> tuple[Trace, float]:
+        cfg, rng = self.config, self.np_random
+        lam = rng.uniform(*cfg.lambda_range_per_min)
+        segments = [(0.0, lam)]
+        if rng.random() < cfg.lambda_change_prob:
+            segments.append((float(rng.uniform(0.25, 0.75) * cfg.episode_s), rng.uniform(*cfg.lambda_range_per_min)))
+        schedule = RateSchedule(tuple((s, float(v)) for s, v in segments))
+        weight = np.exp(cfg.mix_sigma * rng.standard_normal(len(APPS)))
+        trace_rng = np.random.default_rng(int(rng.integers(2**63)))
+        self.episode_lambda = str(schedule)
+        return perturbed_trace(self.system.antennas, schedule, cfg.episode_s, weight, trace_rng), cfg.episode_s
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        if "trace" in options:
+            trace, duration = options["trace"], float(options.get("duration_s", self.config.episode_s))
+            self.episode_lambda = str(options.get("lambda", ""))
+        else:
+            trace, duration = self._draw_trace()
+        sim_seed = int(options.get("sim_seed", self.np_random.integers(2**31)))
+        sim_config = SimConfig(**{**self.sim_config.__dict__, "duration_s": duration})
+        self.sim = Simulation(self.system, trace, sim_config, seed=sim_seed)
+        self.horizon = int(np.ceil(duration / self.config.decision_window_s - 1e-9))
+        self.decisions = 0
+        self.builder.reset()
+        return self.builder.observation(), {"lambda": self.episode_lambda, "streams": len(trace)}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.sim is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not in 0..{len(POLICY_NAMES) - 1}")
+        parts = []
+        for _ in range(self.config.sim_steps_per_decision):
+            if self.sim.done:
+                break
+            parts.append(WindowMeasurement.from_stats(self.sim.step(int(action))))
+        self.decisions += 1
+        if not parts:  # stepping past the end: an empty window
+            parts = [_empty_window(self.system.n_resources, self.spec_state.n_classes)]
+        m = WindowMeasurement.merge(parts)
+        obs = self.builder.push(m)
+        failed_share = m.failed / m.decided if m.decided else 0.0
+        reward = float(m.success_ratio - self.config.failed_penalty * failed_share)
+        terminated = bool(m.decided > 0 and m.success_ratio < self.config.theta)
+        truncated = bool(not terminated and (self.sim.done or self.decisions >= self.horizon))
+        info = {"success": m.success_ratio, "ontime": m.ontime, "failed": m.failed, "rejected": m.rejected,
+                "decided": m.decided, "t_s": self.sim.t_s, "policy": POLICY_NAMES[int(action)]}
+        return obs, reward, terminated, truncated, info
+
+
+def _empty_window(n_resources: int, n_classes: int) -> WindowMeasurement:
+    z = np.zeros(n_resources)
+    return WindowMeasurement(0.0, 0, 0, 0, 0, 0, z, z, z, z, np.zeros(n_classes))
