@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def test_http_request_crosses_every_shaped_link(tiny_net, tmp_path: Path) -> Non
     server = tiny_net.host_for("worker", "cloud")
     client = tiny_net.host_for("sources", "ant1")
     server.popen(["python3", "-m", "http.server", "8080", "--bind", server.ip, "--directory", str(tmp_path)],
-                 stdout=open(os.devnull, "wb"), stderr=open(os.devnull, "wb"))
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     script = (
         "import socket,sys,time,urllib.request,hashlib\n"
         "for _ in range(100):\n"
