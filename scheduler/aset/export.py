@@ -5,6 +5,7 @@ Uses the legacy TorchScript exporter (opset 17) with a dynamic batch axis: small
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import onnx
@@ -22,9 +23,11 @@ def export_onnx(net: QNetwork, meta: AgentMeta, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
     dummy = torch.zeros((1, *meta.state_shape), dtype=torch.float32)
-    torch.onnx.export(net, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=17,
-                      dynamo=False)
+    with warnings.catch_warnings():  # the legacy exporter is deprecated but exact and quick for this small net
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=17,
+                          dynamo=False)
     model = onnx.load(str(path))
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, meta.to_json()

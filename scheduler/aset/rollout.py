@@ -29,8 +29,9 @@ class EvalCase:
     duration_s: float
 
     def trace(self, system: SystemModel) -> Trace:
-        return generate_trace(system.antennas, RateSchedule.constant(self.lambda_per_min), self.duration_s,
-                              np.random.default_rng(self.seed))
+        """Returns the trace `run_testbed.py simulate --lambda L --seed S` generates (same seed derivation)."""
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(1)[0])
+        return generate_trace(system.antennas, RateSchedule.constant(self.lambda_per_min), self.duration_s, rng)
 
 
 def run_static(system: SystemModel, trace: Trace, case: EvalCase, policy: int,

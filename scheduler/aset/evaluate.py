@@ -1,0 +1,211 @@
+"""Evaluation: ASET (ONNX, guarded) against all seven static policies on the same traces and seeds.
+
+Owns the comparison records, the text table (success, reject, failure, per application), the JSON and the
+PNG plots of success over time (as the paper's figures 5 and 6). Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from analysis.summary import Ratios
+from scheduler.aset.policy import OnnxPolicy
+from scheduler.aset.rollout import EvalCase, run_agent, run_static
+from scheduler.core import POLICY_NAMES
+from scheduler.system import SystemModel
+from simulator.gym_env import AsetEnv, EnvConfig
+
+ASET = "aset"
+
+
+@dataclass
+class PolicyResult:
+    """One policy at one lambda, its counts pooled over the seeds."""
+
+    policy: str
+    lambda_per_min: float
+    counts: np.ndarray
+    """[window, app, outcome] summed over seeds."""
+    apps: tuple[str, ...]
+    actions: list[list[int]] = field(default_factory=list)
+    """ASET only: the policy chosen in each decision window, per seed."""
+
+    @property
+    def overall(self) -> Ratios:
+        return Ratios.of(self.counts)
+
+    def per_app(self) -> dict[str, Ratios]:
+        return {a: Ratios.of(self.counts[:, i]) for i, a in enumerate(self.apps)}
+
+    def series_success(self) -> np.ndarray:
+        per_window = self.counts.sum(axis=1)
+        total = per_window.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, per_window[:, 0] / np.maximum(total, 1), np.nan)
+
+
+@dataclass
+class Evaluation:
+    """All results of one topology: results[lambda][policy]."""
+
+    topology: str
+    seeds: tuple[int, ...]
+    duration_s: float
+    window_s: float
+    decision_window_s: float
+    results: dict[float, dict[str, PolicyResult]]
+
+    def best_static(self, lam: float) -> str:
+        r = self.results[lam]
+        return max(POLICY_NAMES, key=lambda p: r[p].overall.success)
+
+    def to_json(self) -> dict:
+        out: dict = {"topology": self.topology, "seeds": list(self.seeds), "duration_s": self.duration_s,
+                     "window_s": self.window_s, "decision_window_s": self.decision_window_s, "lambdas": {}}
+        for lam, by_policy in self.results.items():
+            out["lambdas"][f"{lam:g}"] = {
+                "best_static": self.best_static(lam),
+                "policies": {p: {"overall": asdict(r.overall),
+                                 "per_app": {a: asdict(x) for a, x in r.per_app().items()},
+                                 "series_success": [None if np.isnan(x) else round(float(x), 5)
+                                                    for x in r.series_success()],
+                                 **({"actions": r.actions} if r.actions else {})}
+                             for p, r in by_policy.items()}}
+        return out
+
+
+def _pooled(counts: list[np.ndarray]) -> np.ndarray:
+    n = max(c.shape[0] for c in counts)
+    out = np.zeros((n, *counts[0].shape[1:]), dtype=np.int64)
+    for c in counts:
+        out[: c.shape[0]] += c
+    return out
+
+
+def evaluate(system: SystemModel, agent: OnnxPolicy | None, lambdas: list[float], seeds: list[int],
+             duration_s: float, sim_window_s: float = 1.0, progress: bool = False) -> Evaluation:
+    """Runs every static policy and (if given) the agent on trace(lambda, seed) with simulator seed `seed`."""
+    env_cfg = None
+    if agent is not None:
+        env_cfg = EnvConfig(decision_window_s=agent.meta.decision_window_s, sim_window_s=sim_window_s,
+                            history=agent.meta.state_shape[0], theta=0.0)
+        agent.meta.check_compatible(AsetEnv(system, env_cfg).spec_state, "agent")
+    results: dict[float, dict[str, PolicyResult]] = {}
+    for lam in lambdas:
+        counts: dict[str, list[np.ndarray]] = {p: [] for p in (*POLICY_NAMES, ASET)}
+        actions: list[list[int]] = []
+        apps: tuple[str, ...] = ()
+        for seed in seeds:
+            case = EvalCase(lam, seed, duration_s)
+            trace = case.trace(system)
+            for p, name in enumerate(POLICY_NAMES):
+                sim = run_static(system, trace, case, p, sim_window_s)
+                counts[name].append(sim.tally.trimmed(sim.windows))
+                apps = sim.apps
+            if agent is not None and env_cfg is not None:
+                sim, acts = run_agent(system, trace, case, agent.act, env_cfg)
+                counts[ASET].append(sim.tally.trimmed(sim.windows))
+                actions.append(acts)
+            if progress:
+                print(f"  lambda {lam:g} seed {seed} done", flush=True)
+        results[lam] = {p: PolicyResult(p, lam, _pooled(c), apps, actions if p == ASET else [])
+                        for p, c in counts.items() if c}
+    return Evaluation(system.topology.name, tuple(seeds), duration_s, sim_window_s,
+                      agent.meta.decision_window_s if agent else 0.0, results)
+
+
+def format_table(ev: Evaluation) -> str:
+    """Returns the comparison table: per lambda and policy, success / failed / rejected and per-app success (%)."""
+    lines = [f"topology {ev.topology}, seeds {','.join(map(str, ev.seeds))}, {ev.duration_s:g} s per run; "
+             "percent of queries; per-app columns are success"]
+    for lam, by_policy in ev.results.items():
+        apps = next(iter(by_policy.values())).apps
+        head = f"{'lambda':>6} {'policy':<28} {'success':>7} {'failed':>7} {'reject':>7} " + \
+            " ".join(f"{a[:12]:>12}" for a in apps)
+        lines += ["", head, "-" * len(head)]
+        best = ev.best_static(lam)
+        for p, r in by_policy.items():
+            o = r.overall
+            mark = " *" if p == best else ""
+            lines.append(f"{lam:>6g} {p + mark:<28} {100 * o.success:7.2f} {100 * o.failed:7.2f} "
+                         f"{100 * o.rejected:7.2f} " + " ".join(f"{100 * x.success:12.2f}" for x in r.per_app().values()))
+        if ASET in by_policy:
+            d = 100 * (by_policy[ASET].overall.success - by_policy[best].overall.success)
+            share = np.bincount(np.concatenate([np.asarray(a) for a in by_policy[ASET].actions]),
+                                minlength=len(POLICY_NAMES)) if by_policy[ASET].actions else np.zeros(0)
+            used = ", ".join(f"{POLICY_NAMES[i]} {100 * c / share.sum():.0f}%" for i, c in enumerate(share) if c)
+            lines.append(f"{'':>6} aset - best static ({best}): {d:+.2f} points; aset chose: {used}")
+    return "\n".join(lines)
+
+
+def plot(ev: Evaluation, out_dir: Path, smooth_s: float = 10.0) -> list[Path]:
+    """Writes success-over-time PNGs per lambda (with ASET's choices) and a success-vs-lambda PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    k = max(1, round(smooth_s / ev.window_s))
+    for lam, by_policy in ev.results.items():
+        has_aset = ASET in by_policy and by_policy[ASET].actions
+        fig, axes = plt.subplots(2 if has_aset else 1, 1, figsize=(9, 6 if has_aset else 4), sharex=True,
+                                 squeeze=False, gridspec_kw={"height_ratios": [3, 1]} if has_aset else None)
+        ax = axes[0, 0]
+        for p, r in by_policy.items():
+            s = r.series_success()
+            sm = _moving_mean(s, k)
+            t = np.arange(len(s)) * ev.window_s
+            ax.plot(t, 100 * sm, lw=2.2 if p == ASET else 1.0, color="black" if p == ASET else None, label=p)
+        ax.set_ylabel(f"success ratio (%), {smooth_s:g}-s mean")
+        ax.set_title(f"{ev.topology}, lambda = {lam:g} clients/min per antenna, seeds pooled")
+        ax.legend(fontsize=7, ncol=2, loc="lower left")
+        ax.grid(alpha=0.3)
+        if has_aset:
+            acts = by_policy[ASET].actions[0]
+            t = np.arange(len(acts)) * ev.decision_window_s
+            axes[1, 0].step(t, acts, where="post", color="black")
+            axes[1, 0].set_yticks(range(len(POLICY_NAMES)), POLICY_NAMES, fontsize=6)
+            axes[1, 0].set_xlabel(f"time (s); ASET's choice per window, seed {ev.seeds[0]}")
+        else:
+            ax.set_xlabel("time (s)")
+        fig.tight_layout()
+        path = out_dir / f"{ev.topology}_success_over_time_lambda{lam:g}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    lams = list(ev.results)
+    for p in next(iter(ev.results.values())):
+        ax.plot(lams, [100 * ev.results[lam][p].overall.success for lam in lams], marker="o",
+                lw=2.2 if p == ASET else 1.0, color="black" if p == ASET else None, label=p)
+    ax.set_xlabel("lambda (clients/min per antenna)")
+    ax.set_ylabel("success ratio (%)")
+    ax.set_title(ev.topology)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / f"{ev.topology}_success_vs_lambda.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [*written, path]
+
+
+def _moving_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Returns the centred k-window mean of x, ignoring NaN (windows without queries) and the edges."""
+    ok = ~np.isnan(x)
+    num = np.convolve(np.where(ok, x, 0.0), np.ones(k), mode="same")
+    den = np.convolve(ok.astype(np.float64), np.ones(k), mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1e-12), np.nan)
+
+
+def write_json(ev: Evaluation, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ev.to_json(), indent=1) + "\n")
+    return path
