@@ -67,7 +67,7 @@ async def post_frame(client: TestClient, body: bytes, stream: str = "s1", query:
 
 def binary_infer_body(images: np.ndarray, datatype: str = "FP32", name: str = "images",
                       size: int | None = None) -> tuple[bytes, dict]:
-    raw = images.astype(np.float32).tobytes()
+    raw = images.astype(np.uint8 if datatype == "UINT8" else np.float32).tobytes()
     header = json.dumps({"id": "r1", "inputs": [{"name": name, "datatype": datatype, "shape": list(images.shape),
                                                 "parameters": {"binary_data_size": size or len(raw)}}]}).encode()
     return header + raw, {"Inference-Header-Content-Length": str(len(header)),
@@ -111,6 +111,11 @@ def test_v2_binary_infer_matches_the_network(astronaut_jpeg: bytes) -> None:
         assert 150 < (x1 + x2) / 2 < 260  # network-input pixels: the astronaut is 512 -> 416
         assert answer["batch_sizes"] == [2, 2]
         assert answer["detections"][0]["image"] == 0
+        # The same pixels as UINT8 (4x smaller on the wire) give the same answer.
+        body8, headers8 = binary_infer_body(np.round(prepared)[None].astype(np.uint8), datatype="UINT8")
+        answer8 = await (await client.post(INFER, data=body8, headers=headers8)).json()
+        assert answer8["outputs"][0]["shape"] == [1, 7]
+        np.testing.assert_allclose(answer8["outputs"][0]["data"], out["data"], atol=2.0)
 
     run_with_worker(WorkerSettings(MODEL, max_batch_size=4, max_batch_delay_ms=1), scenario)
 

@@ -31,6 +31,8 @@ DEPLOYMENT = web.AppKey("deployment", Deployment)
 STATS = web.AppKey("stats", WorkerStats)
 ENGINE = web.AppKey("engine", Engine)
 JPEG_TYPES = ("image/jpeg", "image/jpg")
+# v2 input datatypes accepted; UINT8 pixels are converted to the network's float input.
+_V2_DATATYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype(np.uint8)}
 
 
 def error(status: int, code: str, detail: str, **extra) -> web.Response:
@@ -141,7 +143,8 @@ async def model_metadata(request: web.Request) -> web.Response:
     c = dep.config
     return web.json_response({
         "name": c.name, "versions": ["1"], "platform": "onnxruntime_onnx",
-        "inputs": [{"name": c.input_name, "datatype": "FP32", "shape": [-1, 3, c.input_height, c.input_width]}],
+        "inputs": [{"name": c.input_name, "datatype": "FP32", "shape": [-1, 3, c.input_height, c.input_width],
+                    "parameters": {"also_accepts": ["UINT8"]}}],
         "outputs": [{"name": "detections", "datatype": "FP32", "shape": [-1, 7]}],
         "task": c.task, "deployment": dep.describe(), "card": vars(c.card)})
 
@@ -215,8 +218,9 @@ def _parse_v2(body: bytes, header_len: str | None, dep: Deployment) -> np.ndarra
     tensor = inputs[0]
     if tensor.get("name") != c.input_name:
         return f"unknown input {tensor.get('name')!r}; the model's input is {c.input_name!r}"
-    if tensor.get("datatype") != "FP32":
-        return f"input datatype {tensor.get('datatype')!r}; expected 'FP32'"
+    dtype = _V2_DATATYPES.get(tensor.get("datatype"))
+    if dtype is None:
+        return f"input datatype {tensor.get('datatype')!r}; expected one of {sorted(_V2_DATATYPES)}"
     shape = tensor.get("shape")
     expected = [3, c.input_height, c.input_width]
     if (not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(s, int) for s in shape)
@@ -225,17 +229,20 @@ def _parse_v2(body: bytes, header_len: str | None, dep: Deployment) -> np.ndarra
     count = int(np.prod(shape))
     params = tensor.get("parameters") or {}
     if "binary_data_size" in params:
-        size = params["binary_data_size"]
-        if size != count * 4 or len(body) - split != size:
+        size, need = params["binary_data_size"], count * dtype.itemsize
+        if size != need or len(body) - split != size:
             return (f"binary_data_size {size} and {len(body) - split} binary bytes; "
-                    f"shape {shape} FP32 needs {count * 4}")
-        return np.frombuffer(body, dtype="<f4", offset=split, count=count).reshape(shape)
-    try:
-        data = np.asarray(tensor.get("data"), dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        return f"input data is not a list of numbers: {exc}"
-    if data.size != count:
-        return f"input data has {data.size} values; shape {shape} needs {count}"
+                    f"shape {shape} {tensor['datatype']} needs {need}")
+        data = np.frombuffer(body, dtype=dtype, offset=split, count=count)
+    else:
+        try:
+            data = np.asarray(tensor.get("data"), dtype=dtype).reshape(-1)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return f"input data is not a list of {tensor['datatype']} numbers: {exc}"
+        if data.size != count:
+            return f"input data has {data.size} values; shape {shape} needs {count}"
+    if dtype == np.uint8:  # 8-bit pixels: the network's float scale
+        data = data.astype(np.float32) / (255.0 if c.pre == "rgb01" else 1.0)
     return data.reshape(shape)
 
 

@@ -20,11 +20,14 @@ import numpy as np
 
 from .modelconfig import ModelCard, ModelConfig, default_models_dir, file_sha256, read_config, write_config
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 FACE_API_PACKAGE = "@vladmandic/face-api"
 FACE_API_VERSION = "1.7.15"
 FACE_API_FILES = ("ssd_mobilenetv1_model-weights_manifest.json", "ssd_mobilenetv1_model.bin",
-                  "tiny_face_detector_model-weights_manifest.json", "tiny_face_detector_model.bin")
+                  "tiny_face_detector_model-weights_manifest.json", "tiny_face_detector_model.bin",
+                  "LICENSE", "face-api.esm.js")
+# face-api.js itself (bundled with TF.js) is kept to check the ports against it (tests/test_workers_faceapi.py).
+_TARBALL_PATHS = {"LICENSE": "package/LICENSE", "face-api.esm.js": "package/dist/face-api.esm.js"}
 OPSET = 17
 _FACE_API_SOURCE = (f"npm {FACE_API_PACKAGE}@{FACE_API_VERSION} (TF.js weights, ported to PyTorch by "
                     "workers/nets, exported to ONNX)")
@@ -74,7 +77,8 @@ def zoo_entries() -> list[ZooEntry]:
                 accuracy_source="COCO AP50 estimate for SSD-MobileNetV1: AP 19.3 (Howard et al. 2017, Table 13) "
                                 "x the AP50/AP ratio 1.78 of SSD300 (Liu et al. 2016: 41.2/23.2); these "
                                 "face-detector weights were not evaluated on COCO",
-                notes="one class (face); scores and boxes as face-api.js computes them"),
+                notes="one class (face); raw scores and boxes equal face-api.js's own (TF.js) within 1e-4 on the "
+                      "astronaut photograph (tests/test_workers_faceapi.py)"),
             **face), _ssd),
         ZooEntry(ModelConfig(
             name="tiny-yolov2", input_height=416, input_width=416, score_threshold=0.5, iou_threshold=0.4,
@@ -85,7 +89,8 @@ def zoo_entries() -> list[ZooEntry]:
                 accuracy=0.237,
                 accuracy_source="COCO AP50 23.7 of Tiny YOLOv2 (416), Darknet project page (Redmon); these "
                                 "face-detector weights were not evaluated on COCO",
-                notes="one class (face); lighter than the original Tiny-YOLOv2 (separable convolutions)"),
+                notes="one class (face); lighter than the original Tiny-YOLOv2 (separable convolutions); raw "
+                      "outputs equal face-api.js's own (TF.js) within 1e-4 (tests/test_workers_faceapi.py)"),
             **face), _tiny),
         ZooEntry(ModelConfig(
             name="yolov3", task="object-detection", onnx="model.onnx", input_name="images", input_height=416,
@@ -123,8 +128,8 @@ def fetch_face_api(cache_root: Path) -> Path:
         staging = Path(tmp) / "out"
         staging.mkdir()
         with tarfile.open(tarballs[0]) as tar:
-            for name in FACE_API_FILES + ("LICENSE",):
-                member = tar.getmember(f"package/model/{name}" if name != "LICENSE" else "package/LICENSE")
+            for name in FACE_API_FILES:
+                member = tar.getmember(_TARBALL_PATHS.get(name, f"package/model/{name}"))
                 (staging / name).write_bytes(tar.extractfile(member).read())
         if folder.exists():
             shutil.rmtree(folder)

@@ -1,0 +1,192 @@
+"""Benchmarks the worker service against raw ONNX Runtime in the same run: served throughput at
+saturation through HTTP (v2 binary tensors vs `session.run`; JPEG frames vs the in-process
+decode + run + post-process pipeline) and the latency the service adds at low load (p50).
+
+    .venv/bin/python benchmarks/bench_worker.py [--model tiny-yolov2] [--batch 4] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workers import zoo  # noqa: E402
+from workers.engine import OnnxProcessor, Query  # noqa: E402
+from workers.modelconfig import REPO_ROOT, load_model  # noqa: E402
+from workers.runtime import make_session  # noqa: E402
+
+
+def frame_jpeg() -> bytes:
+    """Returns a 640x480 JPEG (the astronaut photograph when scikit-image is present)."""
+    try:
+        from skimage import data
+        rgb = np.asarray(Image.fromarray(data.astronaut()).resize((640, 480)))
+    except ImportError:
+        rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def raw_throughput(session, name: str, batch: np.ndarray, duration_s: float) -> float:
+    """Returns frames/s of back-to-back `session.run` on one batch."""
+    session.run(None, {name: batch})
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < duration_s:
+        session.run(None, {name: batch})
+        done += len(batch)
+    return done / (time.perf_counter() - started)
+
+
+def pipeline_throughput(proc: OnnxProcessor, jpeg: bytes, batch: int, duration_s: float) -> float:
+    """Returns frames/s of the worker's own batch function (decode, run, post-process), no HTTP."""
+    queries = [Query("b", str(i), jpeg, None, 0.0, 0) for i in range(batch)]
+    proc.process(queries)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < duration_s:
+        proc.process(queries)
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+class Worker:
+    """A worker process started with `python -m workers.serve`, stopped with SIGTERM."""
+
+    def __init__(self, model: str, batch: int, threads: int, delay_ms: float, queue_limit: int) -> None:
+        cmd = [sys.executable, "-m", "workers.serve", "--model", model, "--port", "0", "--batch", str(batch),
+               "--instances", "1", "--threads", str(threads), "--max-batch-delay-ms", str(delay_ms),
+               "--queue-limit", str(queue_limit)]
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"worker did not start: {line!r}")
+        self.url = line.split()[1]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def v2_binary(tensor: np.ndarray, datatype: str = "FP32") -> tuple[bytes, dict]:
+    raw = tensor.astype(np.uint8 if datatype == "UINT8" else np.float32).tobytes()
+    header = json.dumps({"inputs": [{"name": "images", "datatype": datatype, "shape": list(tensor.shape),
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header)),
+                          "Content-Type": "application/octet-stream"}
+
+
+async def saturate(url: str, body: bytes, headers: dict, concurrency: int, duration_s: float) -> tuple[float, int]:
+    """Returns (served/s, refused) with `concurrency` clients sending back to back for `duration_s`."""
+    served = refused = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def client(stop_at: float) -> None:
+            nonlocal served, refused
+            while time.perf_counter() < stop_at:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    served += resp.status == 200
+                    refused += resp.status == 503
+        await asyncio.gather(*(client(time.perf_counter() + 1.0) for _ in range(concurrency)))  # warm-up
+        served = refused = 0
+        started = time.perf_counter()
+        await asyncio.gather(*(client(started + duration_s) for _ in range(concurrency)))
+        return served / (time.perf_counter() - started), refused
+
+
+async def low_load(url: str, body: bytes, headers: dict, local, count: int) -> tuple[list[float], list[float]]:
+    """Returns client round trips and in-process times (ms) of `local()`, alternated one query at a time."""
+    rtts, local_ms = [], []
+    async with aiohttp.ClientSession() as session:
+        for i in range(count + 20):
+            t0 = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                assert resp.status == 200, resp.status
+            t1 = time.perf_counter()
+            local()
+            t2 = time.perf_counter()
+            if i >= 20:  # warm-up
+                rtts.append((t1 - t0) * 1000.0)
+                local_ms.append((t2 - t1) * 1000.0)
+    return rtts, local_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny-yolov2")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--duration-s", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=2, help="raw/served alternations (the host may be noisy)")
+    parser.add_argument("--low-load-queries", type=int, default=200)
+    args = parser.parse_args()
+    zoo.build(names=[args.model], log=lambda _: None)
+    cfg = load_model(args.model)
+    shape = (3, cfg.input_height, cfg.input_width)
+    pixels = np.random.default_rng(0).integers(0, 256, (1, *shape)).astype(np.float32)
+    jpeg = frame_jpeg()
+    b, concurrency, secs = args.batch, 3 * args.batch, args.duration_s
+    print(f"model {args.model}, batch {b}, {args.threads} intra-op thread(s), 1 replica, {concurrency} concurrent "
+          f"clients, {secs:.0f} s per measurement, {args.rounds} rounds; host load {Path('/proc/loadavg').read_text().split()[:3]}")
+
+    session = make_session(cfg.onnx_path, "cpu", args.threads)
+    proc = OnnxProcessor(cfg, "cpu", args.threads)
+    frames_q = [Query("b", "1", jpeg, None, 0.0, 0)]
+    bodies = {dt: v2_binary(pixels, dt) for dt in ("FP32", "UINT8")}
+    worker = Worker(args.model, b, args.threads, delay_ms=5.0, queue_limit=4 * concurrency)
+    infer_url = f"{worker.url}/v2/models/{args.model}/infer"
+    frames_url = f"{worker.url}/v2/models/{args.model}/frames?stream=b"
+    ratios: dict[str, list[float]] = {"v2 FP32": [], "v2 UINT8": [], "JPEG": []}
+    try:
+        for r in range(args.rounds):
+            raw_qps = raw_throughput(session, cfg.input_name, np.repeat(pixels, b, axis=0), secs)
+            pipe_qps = pipeline_throughput(proc, jpeg, b, secs)
+            for dt, (body, headers) in bodies.items():
+                qps, refused = asyncio.run(saturate(infer_url, body, headers, concurrency, secs))
+                ratios[f"v2 {dt}"].append(qps / raw_qps)
+                print(f"  round {r + 1}: v2 {dt:5s} binary tensors served {qps:6.1f} q/s vs raw session.run "
+                      f"{raw_qps:6.1f} q/s -> {qps / raw_qps:6.1%}, {refused} refused")
+            qps, refused = asyncio.run(saturate(frames_url, jpeg, {"Content-Type": "image/jpeg"}, concurrency, secs))
+            ratios["JPEG"].append(qps / pipe_qps)
+            print(f"  round {r + 1}: JPEG frames ({len(jpeg) // 1000} kB) served {qps:6.1f} q/s vs in-process "
+                  f"decode+run+post {pipe_qps:6.1f} q/s -> {qps / pipe_qps:6.1%}, {refused} refused")
+    finally:
+        worker.stop()
+    for name, values in ratios.items():
+        print(f"saturation {name}: served / raw = {statistics.median(values):.1%} (median of rounds; goal >= 90%)")
+
+    worker = Worker(args.model, 1, args.threads, delay_ms=0.0, queue_limit=8)
+    try:
+        n = args.low_load_queries
+        infer_url = f"{worker.url}/v2/models/{args.model}/infer"
+        frames_url = f"{worker.url}/v2/models/{args.model}/frames?stream=b"
+        rtt8, raw8 = asyncio.run(low_load(infer_url, *bodies["UINT8"],
+                                          lambda: session.run(None, {cfg.input_name: pixels}), n))
+        rttj, pipej = asyncio.run(low_load(frames_url, jpeg, {"Content-Type": "image/jpeg"},
+                                           lambda: proc.process(frames_q), n))
+    finally:
+        worker.stop()
+        proc.close()
+    med = statistics.median
+    print(f"low load, v2 UINT8 (batch 1, W 0): round trip p50 {med(rtt8):.2f} ms - session.run p50 {med(raw8):.2f} "
+          f"ms -> added p50 {med(rtt8) - med(raw8):.2f} ms (HTTP, transfer of {len(bodies['UINT8'][0]) // 1000} kB, "
+          "queue, post-processing)")
+    print(f"low load, JPEG frames (batch 1, W 0): round trip p50 {med(rttj):.2f} ms - in-process decode+run+post "
+          f"p50 {med(pipej):.2f} ms -> added p50 {med(rttj) - med(pipej):.2f} ms (HTTP, queue, hand-off; goal < 1 ms)")
+
+
+if __name__ == "__main__":
+    main()
