@@ -7,7 +7,6 @@ or a helper process dying all end in the same teardown, which removes exactly wh
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
 import secrets
@@ -413,7 +412,9 @@ class EmulatedNetwork:
                 if rc is not None and not self._stopping.is_set():
                     self._helper_death = f"helper {name} (pid {proc.pid}) exited with {rc} while the network was up"
                     self.log(f"error: {self._helper_death}; tearing down")
-                    _thread.interrupt_main()
+                    # A real SIGINT to the main thread wakes it from a blocking call (sleep, select),
+                    # which _thread.interrupt_main alone would not do.
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
                     return
 
 
