@@ -48,7 +48,7 @@ async def serve(settings: WorkerSettings, host: str, port: int, announce=print) 
     if settings.cpus:
         pin_process(settings.cpus)
     app = create_app(resolve(settings))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
