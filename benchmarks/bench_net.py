@@ -136,9 +136,17 @@ def bench_throughput(out: dict) -> None:
 
 
 def bench_load(out: dict) -> None:
+    for switch, controller in (("ovs", "osken"), ("lxbr", "none")):
+        bench_load_on(out, switch, controller)
+
+
+def bench_load_on(out: dict, switch: str, controller: str) -> None:
+    """Four bulk TCP flows, sources of every antenna to the cloud, cross all 12 links; probes meanwhile."""
     import threading
 
-    with EmulatedNetwork("full-edge", shaping="wire", run_dir=TMP / "load", log=quiet) as net:
+    run_dir = TMP / f"load-{switch}"
+    with EmulatedNetwork("full-edge", shaping="wire", switch=switch, controller=controller, run_dir=run_dir,
+                         log=quiet) as net:
         idle = net.measure_links(ProbePlan(count=100, interval_ms=10), check=False)
         results: dict[str, float] = {}
         cloud = net.host_for("worker", "cloud")
@@ -165,13 +173,13 @@ def bench_load(out: dict) -> None:
             t.join()
         for p in procs:
             p.wait(10)
-    stats = [d for f in sorted((TMP / "load").glob("wire-*.stats.json")) for d in json.loads(f.read_text())]
-    out["full-edge loaded"] = {
+    stats = [d for f in sorted(run_dir.glob("wire-*.stats.json")) for d in json.loads(f.read_text())]
+    out[f"full-edge loaded ({switch})"] = {
         "flow_mbps_sources_to_cloud": {a: round(v, 1) for a, v in results.items()},
         "idle": delay_errors(idle), "loaded": delay_errors(loaded),
         "wire_late_p99_us_max": max(d["late_p99_us"] for d in stats),
         "wire_drops": sum(d["dropped_queue"] + d["dropped_send"] for d in stats)}
-    print(f"full-edge loaded: {out['full-edge loaded']}", flush=True)
+    print(f"full-edge loaded ({switch}): {out[f'full-edge loaded ({switch})']}", flush=True)
 
 
 def bench_timing(out: dict, repeats: int = 3) -> None:
