@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from scheduler import aset_cli  # noqa: E402
 from scheduler.profiles import ProfileError  # noqa: E402
 from simulator import cli as simulator_cli  # noqa: E402
 from testbed import cli as testbed_cli  # noqa: E402
@@ -17,7 +18,7 @@ from topologies import TopologyError  # noqa: E402
 from workers import cli as workers_cli  # noqa: E402
 from workload.trace import TraceError  # noqa: E402
 
-REGISTRARS = [simulator_cli.register, workers_cli.register, testbed_cli.register]
+REGISTRARS = [simulator_cli.register, workers_cli.register, testbed_cli.register, aset_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
