@@ -132,3 +132,16 @@ def test_cyclic_topology_without_controller_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PreflightError, match="cycle"):
         net.start()
     assert not (tmp_path / "run").exists()
+
+
+def test_net_check_command_measures_and_tears_down(tmp_path: Path, capsys) -> None:
+    from testbed.cli import cmd_net
+
+    args = argparse.Namespace(topo="tiny", shaping="wire", switch="lxbr", controller="none", out=tmp_path / "run",
+                              seed=0, check=True, probes=50, tolerance_ms=1.0)
+    assert cmd_net(args) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("radio-ant1", "ant1-dc1", "dc1-cloud"))]
+    assert len(rows) == 6 and all(line.endswith("ok") for line in rows)
+    run_id = next(e.name for e in CreationRecord(tmp_path / "run").entries() if e.kind == "run")
+    assert leftovers(run_id, _recorded_processes(tmp_path / "run")) == []
