@@ -228,7 +228,7 @@ class EmulatedNetwork:
 
     def _build(self) -> None:
         plan, rec = self.plan, self.record
-        scratch = shaping.scratch_name()
+        scratch = shaping.scratch_name(self.run_id)
         rec.add(Created("netns", scratch))
         netem_ok, answer = shaping.probe_netem(scratch)
         self.shaping = shaping.choose_backend(self.requested_shaping, netem_ok, answer)

@@ -7,8 +7,6 @@ give the tc command lines for one end of a link, so that a failing one stops the
 
 from __future__ import annotations
 
-import os
-
 from testbed import sh
 from testbed.errors import PreflightError
 from testbed.plan import Shape
@@ -66,5 +64,6 @@ def rate_commands(ifname: str, shape: Shape) -> list[list[str]]:
     return [_tbf(ifname, shape)]
 
 
-def scratch_name() -> str:
-    return f"tbprobe-{os.getpid()}"
+def scratch_name(run_id: str) -> str:
+    """Returns the scratch namespace of a run's netem probe (named like the run's, so checks see it)."""
+    return f"tb{run_id}-netem-probe"

@@ -38,7 +38,7 @@ def _recorded_processes(run_dir: Path) -> list[tuple[int, int | None]]:
 
 
 def _scratch(run_dir: Path) -> str:
-    return next(e.name for e in CreationRecord(run_dir).entries() if e.kind == "netns" and e.name.startswith("tbprobe"))
+    return next(e.name for e in CreationRecord(run_dir).entries() if e.kind == "netns" and e.name.endswith("-netem-probe"))
 
 
 def _start_held_run(run_dir: Path) -> tuple[subprocess.Popen, str]:
