@@ -1,0 +1,191 @@
+"""Simulator-vs-testbed fidelity: the same trace's per-query logs from both sides, compared.
+
+Per policy the outcome ratios and their differences in points, the policies' ranking on both sides
+(Spearman's rho), the per-window success series and their correlation, and per stage (network up,
+queueing, inference, network down) the latency distributions and their Kolmogorov-Smirnov distance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from scipy import stats
+
+from analysis.records import OUTCOMES, read_records
+from analysis.summary import Ratios, Tally
+
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("network up", "t_send_ms", "t_worker_ms"),
+    ("queueing", "t_worker_ms", "t_infer_start_ms"),
+    ("inference", "t_infer_start_ms", "t_infer_end_ms"),
+    ("network down", "t_infer_end_ms", "t_response_ms"),
+)
+"""Each stage as (name, start column, end column) of the per-query log."""
+
+
+@dataclass(frozen=True)
+class PolicyComparison:
+    """One policy's outcome ratios on both sides and how far apart they are."""
+
+    policy: str
+    simulator: Ratios
+    testbed: Ratios
+    success_diff_pts: float
+    """Testbed minus simulator success ratio, in percentage points."""
+    failed_diff_pts: float
+    rejected_diff_pts: float
+    window_correlation: float
+    """Pearson correlation of the per-window success ratios (windows both sides have queries in)."""
+    series_simulator: list[float]
+    series_testbed: list[float]
+
+
+@dataclass(frozen=True)
+class StageComparison:
+    """One stage's latency distribution on both sides (queries answered on both sides' logs)."""
+
+    policy: str
+    stage: str
+    simulator_p50_ms: float
+    testbed_p50_ms: float
+    simulator_p99_ms: float
+    testbed_p99_ms: float
+    ks_distance: float
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """The whole comparison; `largest_gap_stage` names the stage with the largest KS distance."""
+
+    topology: str
+    calibrated: str
+    window_s: float
+    policies: list[PolicyComparison]
+    ranking_spearman_rho: float
+    stages: list[StageComparison]
+    largest_gap_stage: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, allow_nan=True)
+
+    def to_markdown(self) -> str:
+        lines = [f"# Simulator vs testbed: {self.topology}", "",
+                 f"Simulator inputs: {self.calibrated}. Windows of {self.window_s:g} s.", "",
+                 "| policy | success sim | success testbed | diff (pts) | failed diff | rejected diff | "
+                 "window corr |", "|---|---|---|---|---|---|---|"]
+        for p in self.policies:
+            lines.append(f"| {p.policy} | {p.simulator.success:.3f} | {p.testbed.success:.3f} | "
+                         f"{p.success_diff_pts:+.2f} | {p.failed_diff_pts:+.2f} | {p.rejected_diff_pts:+.2f} | "
+                         f"{p.window_correlation:.3f} |")
+        lines += ["", f"Ranking of the policies by success: Spearman's rho = {self.ranking_spearman_rho:.3f}", "",
+                  "| policy | stage | p50 sim (ms) | p50 testbed (ms) | p99 sim (ms) | p99 testbed (ms) | KS |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in self.stages:
+            lines.append(f"| {s.policy} | {s.stage} | {s.simulator_p50_ms:.2f} | {s.testbed_p50_ms:.2f} | "
+                         f"{s.simulator_p99_ms:.2f} | {s.testbed_p99_ms:.2f} | {s.ks_distance:.3f} |")
+        lines += ["", f"Largest gap: **{self.largest_gap_stage}**."]
+        return "\n".join(lines) + "\n"
+
+
+def _tally(table: pa.Table, window_s: float, apps: tuple[str, ...]) -> Tally:
+    tally = Tally(window_s, apps)
+    lookup = {a: i for i, a in enumerate(apps)}
+    out = {o: i for i, o in enumerate(OUTCOMES)}
+    tally.add(np.asarray(table.column("t_send_ms")),
+              np.array([lookup[a] for a in table.column("app").to_pylist()], dtype=np.int64),
+              np.array([out[o] for o in table.column("outcome").to_pylist()], dtype=np.int64))
+    return tally
+
+
+def _series(tally: Tally, n_windows: int) -> np.ndarray:
+    c = tally.trimmed(n_windows).sum(axis=1)
+    total = c.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, c[:, 0] / np.maximum(total, 1), np.nan)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 2:
+        return float("nan")
+    if np.std(a) == 0 or np.std(b) == 0:
+        return 1.0 if np.allclose(a, b) else 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _stage(table: pa.Table, start: str, end: str) -> np.ndarray:
+    served = np.asarray(table.column("outcome").to_pylist(), dtype=object) != "rejected"
+    d = np.asarray(table.column(end))[served] - np.asarray(table.column(start))[served]
+    return d[np.isfinite(d)]
+
+
+def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, calibrated: str,
+                   window_s: float = 1.0) -> FidelityReport:
+    """Returns the report for {policy: (simulator records, testbed records)} of one trace."""
+    policies, stage_rows = [], []
+    for policy, (sim, tb) in pairs.items():
+        apps = tuple(sorted(set(sim.column("app").to_pylist()) | set(tb.column("app").to_pylist())))
+        ts, tt = _tally(sim, window_s, apps), _tally(tb, window_s, apps)
+        n_w = max(ts.counts.shape[0], tt.counts.shape[0])
+        rs, rt = Ratios.of(ts.counts), Ratios.of(tt.counts)
+        ss, st = _series(ts, n_w), _series(tt, n_w)
+        policies.append(PolicyComparison(
+            policy=policy, simulator=rs, testbed=rt,
+            success_diff_pts=100 * (rt.success - rs.success), failed_diff_pts=100 * (rt.failed - rs.failed),
+            rejected_diff_pts=100 * (rt.rejected - rs.rejected), window_correlation=_correlation(ss, st),
+            series_simulator=[float(x) for x in ss], series_testbed=[float(x) for x in st]))
+        for name, start, end in STAGES:
+            a, b = _stage(sim, start, end), _stage(tb, start, end)
+            if len(a) == 0 or len(b) == 0:
+                continue
+            stage_rows.append(StageComparison(
+                policy=policy, stage=name,
+                simulator_p50_ms=float(np.percentile(a, 50)), testbed_p50_ms=float(np.percentile(b, 50)),
+                simulator_p99_ms=float(np.percentile(a, 99)), testbed_p99_ms=float(np.percentile(b, 99)),
+                ks_distance=float(stats.ks_2samp(a, b, method="asymp").statistic)))
+    rho = float("nan")
+    if len(policies) >= 2:
+        sim_s = [p.simulator.success for p in policies]
+        tb_s = [p.testbed.success for p in policies]
+        rho = 1.0 if sim_s == tb_s else float(stats.spearmanr(sim_s, tb_s).statistic)
+    worst = max(stage_rows, key=lambda s: s.ks_distance, default=None)
+    return FidelityReport(topology=topology, calibrated=calibrated, window_s=window_s, policies=policies,
+                          ranking_spearman_rho=rho, stages=stage_rows,
+                          largest_gap_stage=f"{worst.stage} ({worst.policy}, KS {worst.ks_distance:.3f})"
+                          if worst else "none")
+
+
+def compare_dirs(pairs: dict[str, tuple[Path, Path]], topology: str, calibrated: str,
+                 window_s: float = 1.0) -> FidelityReport:
+    """Returns the report for {policy: (simulator records file, testbed records file)}."""
+    return compare_tables({p: (read_records(a), read_records(b)) for p, (a, b) in pairs.items()},
+                          topology, calibrated, window_s)
+
+
+def write_report(report: FidelityReport, out_dir: Path) -> None:
+    """Writes report.md, report.json and the plots (series per policy, stage CDFs) to out_dir."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(report.to_markdown())
+    (out_dir / "report.json").write_text(report.to_json() + "\n")
+    n = max(1, len(report.policies))
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.4 * n), squeeze=False)
+    for ax, p in zip(axes[:, 0], report.policies, strict=False):
+        t = np.arange(len(p.series_simulator)) * report.window_s
+        ax.plot(t, p.series_simulator, label=f"simulator ({p.simulator.success:.3f})")
+        ax.plot(t, p.series_testbed, label=f"testbed ({p.testbed.success:.3f})")
+        ax.set(title=f"{p.policy}: corr {p.window_correlation:.2f}", ylabel="success", ylim=(0, 1.02))
+        ax.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("time [s]")
+    fig.tight_layout()
+    fig.savefig(out_dir / "series.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,64 @@
+"""The fidelity report's figures on hand-made logs whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from analysis.fidelity import compare_tables, write_report
+from analysis.records import RECORD_SCHEMA
+
+
+def log(n: int, success_every: int, up_ms: float = 10.0, seed: int = 0) -> pa.Table:
+    """A log of n queries, one per 100 ms; every `success_every`-th one fails, the rest are on time."""
+    rng = np.random.default_rng(seed)
+    send = np.arange(n) * 100.0
+    up = up_ms + rng.random(n)
+    queue = rng.random(n) * 5
+    infer = 20 + rng.random(n)
+    down = 10 + rng.random(n)
+    worker = send + up
+    start = worker + queue
+    end = start + infer
+    resp = end + down
+    outcome = np.where(np.arange(n) % success_every == 0, "failed", "ontime")
+    cols = dict(stream_id=np.zeros(n, dtype=np.int64), query=np.arange(n), antenna=["a"] * n, app=["x"] * n,
+                cluster=["c"] * n, variant=["v"] * n, t_send_ms=send, t_sched_ms=send + 1, t_worker_ms=worker,
+                t_infer_start_ms=start, t_infer_end_ms=end, t_response_ms=resp,
+                batch_size=np.ones(n, dtype=np.int64), outcome=outcome, reason=[""] * n)
+    return pa.table(cols, schema=RECORD_SCHEMA)
+
+
+def test_identical_logs_give_zero_difference_and_rank_correlation_one(tmp_path) -> None:
+    a, b, c = log(600, 3), log(600, 5), log(600, 10)
+    report = compare_tables({"p1": (a, a), "p2": (b, b), "p3": (c, c)}, "hand", "nominal")
+    for p in report.policies:
+        assert p.success_diff_pts == 0 and p.failed_diff_pts == 0 and p.rejected_diff_pts == 0
+        assert p.window_correlation == pytest.approx(1.0)
+    assert report.ranking_spearman_rho == pytest.approx(1.0)
+    assert all(s.ks_distance == 0 for s in report.stages)
+    write_report(report, tmp_path)
+    assert "| p1 |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "series.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_shifted_stage_shows_the_shift_and_is_named() -> None:
+    sim = log(1000, 4, up_ms=10.0, seed=1)
+    tb = log(1000, 4, up_ms=15.0, seed=1)   # same queries, 5 ms more on the way up
+    report = compare_tables({"p": (sim, tb)}, "hand", "nominal")
+    up = next(s for s in report.stages if s.stage == "network up")
+    assert up.testbed_p50_ms - up.simulator_p50_ms == pytest.approx(5.0, abs=1e-9)
+    assert up.ks_distance == pytest.approx(1.0)
+    others = [s.ks_distance for s in report.stages if s.stage != "network up"]
+    assert others == pytest.approx([0.0, 0.0, 0.0], abs=0.005)  # float rounding of the subtraction
+    assert report.largest_gap_stage.startswith("network up")
+
+
+def test_different_outcomes_give_the_difference_in_points_and_reversed_ranking() -> None:
+    # p1: 1/3 failed vs 1/5; p2: 1/5 vs 1/3: the ranking flips, rho = -1.
+    report = compare_tables({"p1": (log(600, 3), log(600, 5)), "p2": (log(600, 5), log(600, 3))}, "hand", "nominal")
+    p1 = report.policies[0]
+    assert p1.success_diff_pts == pytest.approx(100 * (4 / 5 - 2 / 3))
+    assert p1.failed_diff_pts == pytest.approx(-p1.success_diff_pts)
+    assert report.ranking_spearman_rho == pytest.approx(-1.0)
