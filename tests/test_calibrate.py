@@ -31,3 +31,28 @@ def test_missing_or_bad_measurements_are_refused(tmp_path) -> None:
     (tmp_path / "link_measurements.json").write_text(json.dumps({"links": [{"link": "x"}]}))
     with pytest.raises(TopologyError, match=r"links\[0\]: not a link measurement"):
         read_link_figures(tmp_path)
+
+
+def test_profiles_scaled_by_the_processing_times_a_run_measured(test_profile) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from analysis.calibrate import calibrated_profiles, processing_scale
+    from analysis.records import RECORD_SCHEMA
+    from scheduler.profiles import load_profiles
+
+    profiles = load_profiles(test_profile)
+    # fast-cpu-b4 batches of 1 and 4 took 15 and 24 ms (profile: 10 and 16): 1.5 times slower.
+    n = 4
+    t = pa.table(dict(
+        stream_id=np.zeros(n, dtype=np.int64), query=np.arange(n), antenna=["a"] * n, app=["x"] * n,
+        cluster=["c"] * n, variant=["fast-cpu-b4", "fast-cpu-b4", "fast-cpu-b4", "slow-cpu-b1"],
+        t_send_ms=np.zeros(n), t_sched_ms=np.zeros(n), t_worker_ms=np.zeros(n),
+        t_infer_start_ms=np.array([0.0, 0.0, 100.0, 0.0]), t_infer_end_ms=np.array([15.0, 15.0, 124.0, 0.0]),
+        t_response_ms=np.zeros(n), batch_size=np.array([1, 1, 4, 1]),
+        outcome=["ontime", "ontime", "failed", "rejected"], reason=[""] * n), schema=RECORD_SCHEMA)
+    scale = processing_scale(t, profiles)
+    assert scale == {"fast-cpu-b4": pytest.approx(1.5)}
+    cal = calibrated_profiles(profiles, scale)
+    assert cal.variant("fast-cpu-b4").batch_ms == pytest.approx((0, 15, 18, 21, 24))
+    assert cal.variant("slow-cpu-b1").batch_ms == profiles.variant("slow-cpu-b1").batch_ms
