@@ -11,10 +11,12 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -41,25 +43,23 @@ def frame_jpeg() -> bytes:
     return buf.getvalue()
 
 
-def raw_throughput(session, name: str, batch: np.ndarray, duration_s: float) -> float:
-    """Returns frames/s of back-to-back `session.run` on one batch."""
-    session.run(None, {name: batch})
+def raw_frames(session, name: str, batch: np.ndarray, duration_s: float) -> tuple[int, float]:
+    """Returns (frames, seconds) of back-to-back `session.run` on one batch for about `duration_s`."""
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < duration_s:
         session.run(None, {name: batch})
         done += len(batch)
-    return done / (time.perf_counter() - started)
+    return done, time.perf_counter() - started
 
 
-def pipeline_throughput(proc: OnnxProcessor, jpeg: bytes, batch: int, duration_s: float) -> float:
-    """Returns frames/s of the worker's own batch function (decode, run, post-process), no HTTP."""
+def pipeline_frames(proc: OnnxProcessor, jpeg: bytes, batch: int, duration_s: float) -> tuple[int, float]:
+    """Returns (frames, seconds) of the worker's own batch function (decode, run, post-process), no HTTP."""
     queries = [Query("b", str(i), jpeg, None, 0.0, 0) for i in range(batch)]
-    proc.process(queries)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < duration_s:
         proc.process(queries)
         done += batch
-    return done / (time.perf_counter() - started)
+    return done, time.perf_counter() - started
 
 
 class Worker:
@@ -88,22 +88,80 @@ def v2_binary(tensor: np.ndarray, datatype: str = "FP32") -> tuple[bytes, dict]:
                           "Content-Type": "application/octet-stream"}
 
 
-async def saturate(url: str, body: bytes, headers: dict, concurrency: int, duration_s: float) -> tuple[float, int]:
-    """Returns (served/s, refused) with `concurrency` clients sending back to back for `duration_s`."""
+async def served_frames(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict, concurrency: int,
+                        duration_s: float) -> tuple[int, float, int]:
+    """Returns (served, seconds, refused) with `concurrency` clients sending back to back for `duration_s`."""
     served = refused = 0
+
+    async def client(stop_at: float) -> None:
+        nonlocal served, refused
+        while time.perf_counter() < stop_at:
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                served += resp.status == 200
+                refused += resp.status == 503
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(started + duration_s) for _ in range(concurrency)))
+    return served, time.perf_counter() - started, refused
+
+
+def thread_cpu_ms(pid: int) -> dict[int, float]:
+    """Returns CPU time (user + system, ms) of each thread of a process, by thread id."""
+    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu[int(tid)] = (int(fields[11]) + int(fields[12])) * tick_ms
+    return cpu
+
+
+@dataclass
+class Tally:
+    """One case's sums over its slices: frames and seconds, CPU ms by thread role."""
+
+    served: int = 0
+    served_s: float = 0.0
+    refused: int = 0
+    base_frames: int = 0
+    base_s: float = 0.0
+    base_cpu_ms: float = 0.0
+    loop_cpu_ms: float = 0.0
+    replica_cpu_ms: float = 0.0
+    client_cpu_ms: float = 0.0
+
+
+async def compare_throughput(cases: dict, worker_pid: int, concurrency: int, slices: int,
+                             slice_s: float) -> dict[str, Tally]:
+    """Returns per case the served and baseline tallies, alternating short slices of the baseline and
+    of the served load so that both see the same (possibly busy) host; CPU time per thread shows the
+    cost of each part whatever the host's load."""
+    tallies = {name: Tally() for name in cases}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-        async def client(stop_at: float) -> None:
-            nonlocal served, refused
-            while time.perf_counter() < stop_at:
-                async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    served += resp.status == 200
-                    refused += resp.status == 503
-        await asyncio.gather(*(client(time.perf_counter() + 1.0) for _ in range(concurrency)))  # warm-up
-        served = refused = 0
-        started = time.perf_counter()
-        await asyncio.gather(*(client(started + duration_s) for _ in range(concurrency)))
-        return served / (time.perf_counter() - started), refused
+        for name, (url, body, headers, baseline) in cases.items():
+            await served_frames(session, url, body, headers, concurrency, 1.0)  # warm-up
+            baseline(0.5)
+            t = tallies[name]
+            for _ in range(slices):
+                cpu0 = time.thread_time()
+                frames, secs = baseline(slice_s)
+                t.base_cpu_ms += (time.thread_time() - cpu0) * 1000.0
+                before, client0 = thread_cpu_ms(worker_pid), time.process_time()
+                served, served_s, refused = await served_frames(session, url, body, headers, concurrency, slice_s)
+                after, client1 = thread_cpu_ms(worker_pid), time.process_time()
+                for tid, ms in after.items():
+                    used = ms - before.get(tid, 0.0)
+                    if tid == worker_pid:
+                        t.loop_cpu_ms += used
+                    else:
+                        t.replica_cpu_ms += used
+                t.client_cpu_ms += (client1 - client0) * 1000.0
+                t.served += served
+                t.served_s += served_s
+                t.refused += refused
+                t.base_frames += frames
+                t.base_s += secs
+    return tallies
 
 
 async def low_load(url: str, body: bytes, headers: dict, local, count: int) -> tuple[list[float], list[float]]:
@@ -129,8 +187,8 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-yolov2")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--duration-s", type=float, default=6.0)
-    parser.add_argument("--rounds", type=int, default=2, help="raw/served alternations (the host may be noisy)")
+    parser.add_argument("--duration-s", type=float, default=12.0, help="per case, split in --rounds slices")
+    parser.add_argument("--rounds", type=int, default=8, help="baseline/served alternations (the host may be busy)")
     parser.add_argument("--low-load-queries", type=int, default=200)
     args = parser.parse_args()
     zoo.build(names=[args.model], log=lambda _: None)
@@ -146,27 +204,32 @@ def main() -> None:
     proc = OnnxProcessor(cfg, "cpu", args.threads)
     frames_q = [Query("b", "1", jpeg, None, 0.0, 0)]
     bodies = {dt: v2_binary(pixels, dt) for dt in ("FP32", "UINT8")}
+    raw_batch = np.repeat(pixels, b, axis=0)
     worker = Worker(args.model, b, args.threads, delay_ms=5.0, queue_limit=4 * concurrency)
     infer_url = f"{worker.url}/v2/models/{args.model}/infer"
     frames_url = f"{worker.url}/v2/models/{args.model}/frames?stream=b"
-    ratios: dict[str, list[float]] = {"v2 FP32": [], "v2 UINT8": [], "JPEG": []}
+    cases = {
+        "v2 FP32 tensors vs raw session.run": (infer_url, *bodies["FP32"],
+                                               lambda s: raw_frames(session, cfg.input_name, raw_batch, s)),
+        "v2 UINT8 tensors vs raw session.run": (infer_url, *bodies["UINT8"],
+                                                lambda s: raw_frames(session, cfg.input_name, raw_batch, s)),
+        f"JPEG frames ({len(jpeg) // 1000} kB) vs in-process decode+run+post":
+            (frames_url, jpeg, {"Content-Type": "image/jpeg"}, lambda s: pipeline_frames(proc, jpeg, b, s)),
+    }
     try:
-        for r in range(args.rounds):
-            raw_qps = raw_throughput(session, cfg.input_name, np.repeat(pixels, b, axis=0), secs)
-            pipe_qps = pipeline_throughput(proc, jpeg, b, secs)
-            for dt, (body, headers) in bodies.items():
-                qps, refused = asyncio.run(saturate(infer_url, body, headers, concurrency, secs))
-                ratios[f"v2 {dt}"].append(qps / raw_qps)
-                print(f"  round {r + 1}: v2 {dt:5s} binary tensors served {qps:6.1f} q/s vs raw session.run "
-                      f"{raw_qps:6.1f} q/s -> {qps / raw_qps:6.1%}, {refused} refused")
-            qps, refused = asyncio.run(saturate(frames_url, jpeg, {"Content-Type": "image/jpeg"}, concurrency, secs))
-            ratios["JPEG"].append(qps / pipe_qps)
-            print(f"  round {r + 1}: JPEG frames ({len(jpeg) // 1000} kB) served {qps:6.1f} q/s vs in-process "
-                  f"decode+run+post {pipe_qps:6.1f} q/s -> {qps / pipe_qps:6.1%}, {refused} refused")
+        results = asyncio.run(compare_throughput(cases, worker.proc.pid, concurrency, args.rounds,
+                                                 args.duration_s / args.rounds))
     finally:
         worker.stop()
-    for name, values in ratios.items():
-        print(f"saturation {name}: served / raw = {statistics.median(values):.1%} (median of rounds; goal >= 90%)")
+    for name, t in results.items():
+        served_qps, base_qps = t.served / t.served_s, t.base_frames / t.base_s
+        per_q = {k: getattr(t, f"{k}_cpu_ms") / t.served for k in ("loop", "replica", "client")}
+        base_per_q = t.base_cpu_ms / t.base_frames
+        print(f"saturation, {name}:\n    served {served_qps:6.1f} q/s / baseline {base_qps:6.1f} q/s = "
+              f"{served_qps / base_qps:6.1%} (goal >= 90%), {t.refused} refused\n"
+              f"    CPU per query: replica threads {per_q['replica']:.2f} ms vs baseline {base_per_q:.2f} ms "
+              f"(= {base_per_q / per_q['replica']:.1%} efficiency); event loop {per_q['loop']:.2f} ms, "
+              f"load generator {per_q['client']:.2f} ms")
 
     worker = Worker(args.model, 1, args.threads, delay_ms=0.0, queue_limit=8)
     try:

@@ -30,7 +30,7 @@ class Query:
     stream: str
     query_id: str
     jpeg: bytes | None
-    tensor: np.ndarray | None  # [3, H, W] float32, for the v2 tensor route
+    tensor: np.ndarray | None  # [3, H, W] float32 or uint8, for the v2 tensor route
     t_arrival_ms: float
     queue_len_at_arrival: int
     future: asyncio.Future | None = field(default=None, repr=False)
@@ -82,7 +82,8 @@ class OnnxProcessor:
         prepared: list[Prepared | str] = []
         for q in batch:
             if q.tensor is not None:
-                prepared.append(Prepared(q.tensor, self.config.input_height, self.config.input_width, 1.0))
+                prepared.append(Prepared(self._float_input(q.tensor), self.config.input_height,
+                                         self.config.input_width, 1.0))
                 continue
             try:
                 prepared.append(prepare_jpeg(q.jpeg, self.config))
@@ -105,6 +106,13 @@ class OnnxProcessor:
         t_end = now_ms()
         return [Outcome(r if isinstance(r, tuple) else (), r if isinstance(r, str) else None, t_start, t_end,
                         len(batch), t_input - t_start, t_compute - t_input) for r in results]
+
+    def _float_input(self, tensor: np.ndarray) -> np.ndarray:
+        """Returns a v2 tensor as the network's float input (UINT8 pixels scaled as `pre` says)."""
+        if tensor.dtype == np.float32:
+            return tensor
+        scale = np.float32(1 / 255.0 if self.config.pre == "rgb01" else 1.0)
+        return tensor.astype(np.float32) * scale
 
     def close(self) -> None:
         self._thread.shutdown(wait=True, cancel_futures=True)

@@ -241,9 +241,7 @@ def _parse_v2(body: bytes, header_len: str | None, dep: Deployment) -> np.ndarra
             return f"input data is not a list of {tensor['datatype']} numbers: {exc}"
         if data.size != count:
             return f"input data has {data.size} values; shape {shape} needs {count}"
-    if dtype == np.uint8:  # 8-bit pixels: the network's float scale
-        data = data.astype(np.float32) / (255.0 if c.pre == "rgb01" else 1.0)
-    return data.reshape(shape)
+    return data.reshape(shape)  # UINT8 pixels are converted by the replica, off the event loop
 
 
 async def infer(request: web.Request) -> web.Response:
