@@ -123,7 +123,9 @@ def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frame
     name = session.get_inputs()[0].name
     inputs = {b: np.random.default_rng(b).uniform(0, 255, (b, 3, config.input_height, config.input_width))
               .astype(np.float32) for b in req.batches}
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     timings = time_batches(lambda b: session.run(None, {name: inputs[b]}), req)
+    cores_busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     memory = _rss_mib() - rss_before - sum(x.nbytes for x in inputs.values()) / 2**20
     return RuntimeProfile(
         model=config.name, device=device, threads=req.threads, cpu_cores=float(req.threads) if device == "cpu"
@@ -133,7 +135,8 @@ def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frame
         batch_latency_spread_ms={b: t.spread_ms for b, t in timings.items()},
         input_ms_per_mb=round(input_ms_per_mb(config, frames), 3),
         source=(f"measured: onnxruntime {_ort_version()} {device}, {req.threads} intra-op thread(s), "
-                f"{req.runs} runs, >= {req.min_iterations} batches per run and size, inference only; "
+                f"{req.runs} runs, >= {req.min_iterations} batches per run and size, inference only "
+                f"({cores_busy:.2f} cores busy while timing); "
                 f"input cost from {len(frames)} synthetic JPEG frames {FRAME_SIZES[0]}..{FRAME_SIZES[-1]}"))
 
 
@@ -171,8 +174,8 @@ def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> Prof
             started = time.monotonic()
             rt = profile_runtime(config, device, req, frames)
             runtimes.append(rt)
-            table = ", ".join(f"b{b}: {rt.batch_latency_ms[b]:.1f} ms (±{rt.batch_latency_spread_ms[b]:.1f})"
-                              for b in req.batches)
+            table = ", ".join(f"b{b}: {rt.batch_latency_ms[b]:.1f} ms (±{rt.batch_latency_spread_ms[b]:.1f}, "
+                              f"{b / rt.batch_latency_ms[b] * 1000:.1f} q/s)" for b in req.batches)
             log(f"[profile] {config.name} {device}: {table}; input {rt.input_ms_per_mb:.1f} ms/MB "
                 f"({time.monotonic() - started:.0f} s)")
     if "gpu" not in devices:
