@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from scheduler.system import SystemModel
 
@@ -83,6 +84,43 @@ class Candidates:
         return self._system.cost_per_query[self.index]
 
 
+@njit(cache=True)
+def _feasible(static_ms: np.ndarray, ms_per_byte: np.ndarray, task: np.ndarray, accuracy: np.ndarray,
+              capacity_qps: np.ndarray, load_qps: np.ndarray, req_task: int, min_accuracy: float,
+              max_delay_ms: float, frame_bytes: float, reserved_qps: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Returns (feasible resources, their expected latency, index of the constraint that removed the last).
+
+    The four constraints are checked in the order of REJECT_REASONS; when no resource passes them all,
+    the third value names the first constraint after which none was left.
+    """
+    n = len(static_ms)
+    idx = np.empty(n, dtype=np.int64)
+    exp = np.empty(n)
+    survivors = np.zeros(4, dtype=np.int64)
+    k = 0
+    for r in range(n):
+        e = static_ms[r] + ms_per_byte[r] * frame_bytes
+        if task[r] != req_task:
+            continue
+        survivors[0] += 1
+        if accuracy[r] < min_accuracy:
+            continue
+        survivors[1] += 1
+        if e > max_delay_ms:
+            continue
+        survivors[2] += 1
+        if load_qps[r] + reserved_qps > capacity_qps[r]:
+            continue
+        survivors[3] += 1
+        idx[k] = r
+        exp[k] = e
+        k += 1
+    failed_at = 0
+    while failed_at < 3 and survivors[failed_at] > 0:
+        failed_at += 1
+    return idx[:k], exp[:k], failed_at
+
+
 PolicyFn = Callable[[Candidates, np.random.Generator], int]
 
 
@@ -129,19 +167,11 @@ class Scheduler:
     def candidates(self, req: StreamRequest, load_qps: np.ndarray) -> tuple[Candidates, str]:
         """Returns the feasible resources and, when there are none, the constraint that removed the last."""
         s = self.system
-        expected = s.static_ms[req.antenna] + s.ms_per_byte[req.antenna] * req.frame_bytes
-        masks = (s.task == req.task, s.accuracy >= req.min_accuracy, expected <= req.max_delay_ms,
-                 load_qps + self.eta * req.fps <= s.capacity_qps)
-        idx = np.flatnonzero(masks[0] & masks[1] & masks[2] & masks[3])
-        reason = ""
-        if len(idx) == 0:
-            ok = masks[0]
-            for name, mask in zip(REJECT_REASONS, masks, strict=True):
-                ok = ok & mask
-                if not ok.any():
-                    reason = name
-                    break
-        return Candidates(s, req.antenna, idx, expected[idx], load_qps, req.fps), reason
+        idx, expected, failed_at = _feasible(s.static_ms[req.antenna], s.ms_per_byte[req.antenna], s.task,
+                                             s.accuracy, s.capacity_qps, load_qps, req.task, req.min_accuracy,
+                                             req.max_delay_ms, req.frame_bytes, self.eta * req.fps)
+        reason = REJECT_REASONS[failed_at] if len(idx) == 0 else ""
+        return Candidates(s, req.antenna, idx, expected, load_qps, req.fps), reason
 
     def decide(self, req: StreamRequest, policy: int, load_qps: np.ndarray) -> Decision:
         """Returns the binding the policy (an index into POLICY_NAMES) picks, or a reject."""
