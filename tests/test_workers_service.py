@@ -225,3 +225,29 @@ def test_bad_inputs_get_4xx_json_errors_and_the_worker_keeps_serving(astronaut_j
         assert load["totals"]["bad_input"] == 2  # the two frames that reached a replica and failed to decode
 
     run_with_worker(WorkerSettings(MODEL, max_batch_size=2, max_batch_delay_ms=1, max_body_bytes=4_000_000), scenario)
+
+
+def test_a_failing_batch_answers_500_json_and_the_worker_carries_on(monkeypatch, profile_file: Path,
+                                                                     astronaut_jpeg: bytes) -> None:
+    import workers.service as service
+    from workers.engine import ProfileProcessor
+
+    class FailsOnce(ProfileProcessor):
+        failed = False
+
+        async def run(self, batch):
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise RuntimeError("simulated ONNX Runtime failure")
+            return await super().run(batch)
+
+    monkeypatch.setattr(service, "_make_processors", lambda dep: [FailsOnce(dep.profile)])
+
+    async def scenario(client: TestClient) -> None:
+        status, body = await post_frame(client, astronaut_jpeg)
+        assert (status, body["error"]) == (500, "internal") and "simulated" in body["detail"]
+        status, body = await post_frame(client, astronaut_jpeg)
+        assert status == 200 and body["batch_size"] == 1
+
+    run_with_worker(WorkerSettings(MODEL, max_batch_size=1, max_batch_delay_ms=0, profile_driven=profile_file),
+                    scenario)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ DEPLOYMENT = web.AppKey("deployment", Deployment)
 STATS = web.AppKey("stats", WorkerStats)
 ENGINE = web.AppKey("engine", Engine)
 JPEG_TYPES = ("image/jpeg", "image/jpg")
+_log = logging.getLogger("workers.service")
 # v2 input datatypes accepted; UINT8 pixels are converted to the network's float input.
 _V2_DATATYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype(np.uint8)}
 
@@ -52,6 +54,9 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    except Exception as exc:  # a failed batch (e.g. ONNX Runtime error): answer, log, keep serving
+        _log.exception("request %s %s failed", request.method, request.path)
+        return error(500, "internal", f"{type(exc).__name__}: {exc}")
 
 
 def _make_processors(dep: Deployment) -> list[Processor]:
