@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec, WindowMeasurement
-from scheduler.core import POLICY_NAMES
+from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.system import SystemModel
 from simulator.engine import SimConfig, Simulation
 from workload.apps import APPS
@@ -44,12 +44,20 @@ class EnvConfig:
     """The episode terminates when a window's success ratio falls below this (0 disables)."""
     failed_penalty: float = 0.0
     """Reward = success ratio - failed_penalty * failed share of the window's decided queries."""
+    baseline_policy: str | None = None
+    """If set, a shadow simulation runs this static policy on the same trace and seed, and its window reward
+    is subtracted: a control variate that removes the load's effect (it does not depend on the actions, so
+    the greedy policy is unchanged) at twice the simulation cost. Use with theta = 0: with a baseline, ending
+    an episode early would no longer be a penalty."""
 
     def __post_init__(self) -> None:
         steps = self.decision_window_s / self.sim_window_s
         if steps < 1 or abs(steps - round(steps)) > 1e-9:
             raise ValueError(f"decision_window_s={self.decision_window_s} must be a whole multiple of "
                              f"sim_window_s={self.sim_window_s}")
+        if self.baseline_policy is not None and self.theta > 0:
+            raise ValueError("baseline_policy needs theta = 0: with a baseline, rewards can be negative and "
+                             "terminating early would become a way to escape them")
         lo, hi = self.lambda_range_per_min
         if not 0 <= lo <= hi:
             raise ValueError(f"lambda_range_per_min={self.lambda_range_per_min} must satisfy 0 <= lo <= hi")
@@ -101,6 +109,8 @@ class AsetEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(len(POLICY_NAMES))
         self.builder = StateBuilder(self.spec_state)
         self.sim: Simulation | None = None
+        self.shadow: Simulation | None = None
+        self.baseline = policy_index(self.config.baseline_policy) if self.config.baseline_policy else None
         self.decisions = 0
         self.horizon = self.config.horizon
         self.episode_lambda = ""
@@ -129,6 +139,8 @@ class AsetEnv(gym.Env):
         sim_seed = int(options.get("sim_seed", self.np_random.integers(2**31)))
         sim_config = SimConfig(**{**self.sim_config.__dict__, "duration_s": duration})
         self.sim = Simulation(self.system, trace, sim_config, seed=sim_seed)
+        if self.baseline is not None:
+            self.shadow = Simulation(self.system, trace, sim_config, seed=sim_seed)
         self.horizon = int(np.ceil(duration / self.config.decision_window_s - 1e-9))
         self.decisions = 0
         self.builder.reset()
@@ -140,10 +152,14 @@ class AsetEnv(gym.Env):
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in 0..{len(POLICY_NAMES) - 1}")
         parts = []
+        shadow_ontime = shadow_decided = 0
         for _ in range(self.config.sim_steps_per_decision):
             if self.sim.done:
                 break
             parts.append(WindowMeasurement.from_stats(self.sim.step(int(action))))
+            if self.shadow is not None and self.baseline is not None:
+                st = self.shadow.step(self.baseline)
+                shadow_ontime, shadow_decided = shadow_ontime + st.ontime, shadow_decided + st.decided
         self.decisions += 1
         if not parts:  # stepping past the end: an empty window
             parts = [_empty_window(self.system.n_resources, self.spec_state.n_classes)]
@@ -151,10 +167,15 @@ class AsetEnv(gym.Env):
         obs = self.builder.push(m)
         failed_share = m.failed / m.decided if m.decided else 0.0
         reward = float(m.success_ratio - self.config.failed_penalty * failed_share)
+        baseline_success = shadow_ontime / shadow_decided if shadow_decided else 1.0
+        if self.shadow is not None:
+            reward -= baseline_success
         terminated = bool(m.decided > 0 and m.success_ratio < self.config.theta)
         truncated = bool(not terminated and (self.sim.done or self.decisions >= self.horizon))
         info = {"success": m.success_ratio, "ontime": m.ontime, "failed": m.failed, "rejected": m.rejected,
                 "decided": m.decided, "t_s": self.sim.t_s, "policy": POLICY_NAMES[int(action)]}
+        if self.shadow is not None:
+            info["baseline_success"] = baseline_success
         return obs, reward, terminated, truncated, info
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -107,3 +111,26 @@ def test_merge_sums_counts_and_keeps_last_stream_state():
     np.testing.assert_array_equal(m.bytes_in, [1.0, 1.0])
     np.testing.assert_array_equal(m.streams, [4.0, 2.0])
     assert m.success_ratio == 12 / 16
+
+
+def test_decision_path_imports_without_torch():
+    code = ("import sys; import scheduler.aset.policy, scheduler.aset.evaluate, simulator.gym_env, "
+            "scheduler.aset_cli; print('torch' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "False"
+
+
+def test_baseline_reward_is_zero_when_the_agent_plays_the_baseline(system):
+    cfg = EnvConfig(episode_s=150.0, lambda_range_per_min=(100.0, 100.0), baseline_policy="load-balancing",
+                    theta=0.0)
+    env = AsetEnv(system, cfg)
+    check_env(env, skip_render_check=True)
+    env.reset(seed=4)
+    same = [env.step(1) for _ in range(3)]
+    assert all(r == 0.0 and info["decided"] > 0 for _, r, _, _, info in same)
+    env.reset(seed=4)
+    other = [env.step(0)[1] for _ in range(30)]
+    assert min(other) < -0.01  # closest falls behind load-balancing once the system fills up
+    with pytest.raises(ValueError, match="theta = 0"):
+        EnvConfig(baseline_policy="load-balancing", theta=0.2)

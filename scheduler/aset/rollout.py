@@ -7,7 +7,7 @@ exactly the same trace and simulator seed. Torch-free.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def run_static(system: SystemModel, trace: Trace, case: EvalCase, policy: int,
 def run_agent(system: SystemModel, trace: Trace, case: EvalCase, choose: Chooser,
               env_config: EnvConfig) -> tuple[Simulation, list[int]]:
     """Returns the finished simulation driven by `choose` (state -> policy index) and its actions per window."""
-    env = AsetEnv(system, env_config)
+    env = AsetEnv(system, replace(env_config, baseline_policy=None, theta=0.0))  # no shadow, run to the end
     obs, _ = env.reset(seed=case.seed, options={"trace": trace, "sim_seed": case.seed,
                                                 "duration_s": case.duration_s, "lambda": case.lambda_per_min})
     actions: list[int] = []

@@ -103,7 +103,7 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
     buffer = ReplayBuffer(cfg.buffer_size, (k, f), rng)
     prior = policy_index(cfg.prior_policy) if cfg.prior_policy else None
     out = Path(cfg.out_dir) if cfg.out_dir else None
-    log_rows: list[dict] = []
+    log = EpisodeLog(out / "train_log.csv" if out else None)
     losses: list[float] = []
     returns: list[float] = []
     obs, info = env.reset(seed=int(rng.integers(2**31)))
@@ -126,7 +126,7 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
         if terminated or truncated:
             returns.append(ep_return)
             recent = losses[-ep_len:]
-            log_rows.append({"episode": len(returns), "step": step, "return": round(ep_return, 4),
+            log.write({"episode": len(returns), "step": step, "return": round(ep_return, 4),
                              "mean_reward": round(ep_return / ep_len, 4), "length": ep_len,
                              "terminated": int(terminated), "epsilon": round(eps, 4),
                              "loss": round(float(np.mean(recent)), 6) if recent else "",
@@ -148,6 +148,7 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
         if cfg.time_budget_s is not None and time.monotonic() - t_start > cfg.time_budget_s:
             break
     bar.close()
+    log.close()
     train_s = time.monotonic() - t_start
     q_net.eval()
     guard = calibrate_guard(q_net, system, cfg, env_cfg) if cfg.guard_margins else None
@@ -160,7 +161,8 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
     result = TrainResult(net=q_net, meta=meta, steps=step, episodes=len(returns), train_s=train_s,
                          losses=losses, episode_returns=returns, guard=guard)
     if out is not None:
-        result.files = write_outputs(out, result, cfg, log_rows)
+        result.files = write_outputs(out, result, cfg)
+        result.files["log"] = str(out / "train_log.csv")
     return result
 
 
@@ -194,19 +196,35 @@ def calibrate_guard(net: QNetwork, system: SystemModel, cfg: DQNConfig, env_cfg:
                        agent_success=agent, fallback_policy=fallback, guard_margin=best_margin)
 
 
-def write_outputs(out: Path, result: TrainResult, cfg: DQNConfig, log_rows: list[dict]) -> dict[str, str]:
-    """Writes agent.pt, agent.onnx, train_log.csv and train.json under `out`; returns their paths."""
+class EpisodeLog:
+    """The training log: one CSV row per episode, flushed as it goes so a long run can be watched."""
+
+    FIELDS = ("episode", "step", "return", "mean_reward", "length", "terminated", "epsilon", "loss", "lambda",
+              "wall_s")
+
+    def __init__(self, path: Path | None) -> None:
+        self.fh = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = path.open("w", newline="")
+            self.writer = csv.DictWriter(self.fh, fieldnames=self.FIELDS)
+            self.writer.writeheader()
+
+    def write(self, row: dict) -> None:
+        if self.fh is not None:
+            self.writer.writerow(row)
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def write_outputs(out: Path, result: TrainResult, cfg: DQNConfig) -> dict[str, str]:
+    """Writes agent.pt, agent.onnx and train.json under `out`; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"checkpoint": str(save_checkpoint(out / "agent.pt", result.net, result.meta)),
              "onnx": str(export_onnx(result.net, result.meta, out / "agent.onnx"))}
-    log = out / "train_log.csv"
-    with log.open("w", newline="") as fh:
-        fields = ["episode", "step", "return", "mean_reward", "length", "terminated", "epsilon", "loss", "lambda",
-                  "wall_s"]
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(log_rows)
-    files["log"] = str(log)
     guard = result.guard
     summary = {
         "config": cfg.to_dict(), "steps": result.steps, "episodes": result.episodes,
