@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--duration", type=float, default=600.0, help="seconds of traffic per run (default 600)")
     e.add_argument("--out", default=None, help="folder for evaluation.json and the PNG plots")
     e.add_argument("--no-guard", action="store_true", help="plain greedy agent, without the fallback guard")
-    e.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
+    e.add_argument("--profiles", default=None, help="profile file (default: the one the agent was trained with)")
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -117,8 +117,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from scheduler.system import build_system
     from topologies import load_topology
 
-    system = build_system(load_topology(args.topo), load_profiles(args.profiles))
     agent = OnnxPolicy(_agent_path(args.agent), guard=not args.no_guard)
+    profiles = args.profiles
+    if profiles is None and agent.meta.profiles and Path(agent.meta.profiles).is_file():
+        profiles = agent.meta.profiles  # the profile file the agent was trained with
+    system = build_system(load_topology(args.topo), load_profiles(profiles))
     lambdas, seeds = _numbers(args.lambdas, float), _numbers(args.seeds, int)
     t0 = time.monotonic()
     ev = evaluate(system, agent, lambdas, seeds, args.duration)

@@ -131,6 +131,9 @@ def test_checkpoint_round_trip_and_other_topology_refused(toy_agent, toy_system,
     onnx_path = export_onnx(toy_agent.net, toy_agent.meta, tmp_path / "agent.onnx")
     with pytest.raises(AgentMismatchError, match="'dc-cloud'"):
         OnnxPolicy(onnx_path, other)
+    reprofiled = replace(spec, capacity_qps=tuple(2 * c for c in spec.capacity_qps), profiles="measured.yaml")
+    with pytest.raises(AgentMismatchError, match="capacities of profile file .*provisional.yaml"):
+        load_checkpoint(path, reprofiled)
 
 
 def test_guard_falls_back_unless_the_agent_beats_the_fallback_by_the_margin():

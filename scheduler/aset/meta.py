@@ -40,6 +40,10 @@ class AgentMeta:
     lambda_per_min: float = 0.0
     trained_steps: int = 0
     train_s: float = 0.0
+    resource_names: tuple[str, ...] = ()
+    capacity_qps: tuple[float, ...] = ()
+    """Capacities the state was normalised with: another profile file gives another state."""
+    profiles: str = ""
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -51,6 +55,8 @@ class AgentMeta:
         d = json.loads(text)
         d["state_shape"] = tuple(d["state_shape"])
         d["policy_names"] = tuple(d["policy_names"])
+        d["resource_names"] = tuple(d.get("resource_names", ()))
+        d["capacity_qps"] = tuple(d.get("capacity_qps", ()))
         d["guard_margin"] = float(d["guard_margin"])
         return AgentMeta(**d)
 
@@ -63,6 +69,16 @@ class AgentMeta:
                 f"{self.state_shape[1]}, {self.n_resources} resources) cannot drive topology {spec.topology!r} "
                 f"(state {spec.shape[0]}x{spec.shape[1]}, {spec.n_resources} resources); "
                 f"train an agent for {spec.topology!r}")
+        if self.resource_names and spec.resource_names and tuple(self.resource_names) != spec.resource_names:
+            raise AgentMismatchError(f"{source}: agent trained on another placement of {self.topology!r} "
+                                     f"(resources {', '.join(self.resource_names[:3])}, ...); retrain it")
+        if self.capacity_qps and spec.capacity_qps and not _close(self.capacity_qps, spec.capacity_qps):
+            raise AgentMismatchError(f"{source}: agent trained with the capacities of profile file {self.profiles!r}, "
+                                     f"the system uses {spec.profiles!r}; pass --profiles {self.profiles} or retrain")
         if tuple(self.policy_names) != POLICY_NAMES:
             raise AgentMismatchError(f"{source}: agent's actions {self.policy_names} differ from the "
                                      f"scheduler's policies {POLICY_NAMES}")
+
+
+def _close(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= 1e-6 * max(1.0, abs(y)) for x, y in zip(a, b, strict=True))

@@ -103,6 +103,10 @@ class StateSpec:
     n_antennas: int
     history: int
     capacity_qps: tuple[float, ...]
+    resource_names: tuple[str, ...] = ()
+    """`variant@site` of each resource, in state order."""
+    profiles: str = ""
+    """The profile file the capacities come from."""
 
     @property
     def n_features(self) -> int:
@@ -117,7 +121,8 @@ class StateSpec:
     def of(system: SystemModel, history: int, n_classes: int = 9) -> StateSpec:
         return StateSpec(topology=system.topology.name, n_resources=system.n_resources, n_classes=n_classes,
                          n_antennas=len(system.antennas), history=history,
-                         capacity_qps=tuple(float(c) for c in system.capacity_qps))
+                         capacity_qps=tuple(float(c) for c in system.capacity_qps),
+                         resource_names=tuple(r.name for r in system.resources), profiles=str(system.profiles.source))
 
     def feature_names(self) -> list[str]:
         names = [f"{f}[{r}]" for f in PER_RESOURCE for r in range(self.n_resources)]

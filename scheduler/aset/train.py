@@ -109,7 +109,8 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     ep_return, ep_len, ep_lambda = 0.0, 0, info["lambda"]
     t_start = time.monotonic()
-    bar = tqdm(total=cfg.total_steps, disable=not cfg.progress, desc=f"ASET {system.topology.name}", unit="dec")
+    bar = tqdm(total=cfg.total_steps, disable=not cfg.progress, desc=f"ASET {system.topology.name}", unit="dec",
+                mininterval=2.0)
     step = 0
     for step in range(1, cfg.total_steps + 1):
         eps = epsilon_at(cfg, step)
@@ -157,7 +158,9 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
                      channels=cfg.channels, kernel_size=cfg.kernel_size, hidden=cfg.hidden, dueling=cfg.dueling,
                      fallback_policy=guard.fallback_policy if guard else (prior or 0),
                      guard_margin=guard.guard_margin if guard else 0.0,
-                     lambda_per_min=cfg.lambda_per_min, trained_steps=step, train_s=round(train_s, 1))
+                     lambda_per_min=cfg.lambda_per_min, trained_steps=step, train_s=round(train_s, 1),
+                     resource_names=env.spec_state.resource_names, capacity_qps=env.spec_state.capacity_qps,
+                     profiles=env.spec_state.profiles)
     result = TrainResult(net=q_net, meta=meta, steps=step, episodes=len(returns), train_s=train_s,
                          losses=losses, episode_returns=returns, guard=guard)
     if out is not None:
