@@ -1,0 +1,575 @@
+"""A live testbed run: workers in the cluster hosts, a scheduler per antenna, sources replaying a trace,
+all inside the emulated network; then records, pcap, statistics, plots and a summary in the run dir.
+
+`plan_workers` decides which resource runs real ONNX and which is profile-driven, `run_live` brings
+everything up in order (network, captures, link check, workers, schedulers, sources), waits for the trace
+to end, stops it all in reverse order and tears the network down; `summarise` reads the records back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from analysis.plots import plot_success_over_time
+from analysis.records import OUTCOMES, RecordWriter, read_records
+from analysis.summary import RunSummary, Tally, outcome_index
+from scheduler.core import policy_index
+from scheduler.profiles import ProfileSet, load_profiles
+from scheduler.system import SystemModel, build_system
+from simulator.run import write_timeseries
+from testbed.capture import DEFAULT_SNAPLEN, choose_hosts, start_captures, stop_captures
+from testbed.network import EmulatedNetwork, Host
+from topologies import Topology, load_topology
+from workload.arrivals import RateSchedule, generate_trace
+from workload.trace import Trace, read_trace, write_trace
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKER_BASE_PORT = 8000
+SCHEDULER_PORT = 7000
+READY_TIMEOUT_S = 120.0
+PACKAGES = ("numpy", "aiohttp", "onnxruntime", "pyarrow", "matplotlib", "scikit-image", "pillow", "os-ken")
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Everything a live run depends on besides the topology, profile and trace files themselves."""
+
+    topo: str = "full-edge"
+    policy: str = "least-impedance"
+    trace: Path | None = None
+    """Replay this trace; None: generate Poisson arrivals (lambda_per_min, duration_s, seed)."""
+    lambda_per_min: str = "6"
+    duration_s: float | None = 60.0
+    """Queries are sent until this time (None with a trace: until its last stream ends)."""
+    seed: int = 1
+    profiles: Path | None = None
+    out: Path | None = None
+    real_sites: tuple[str, ...] | None = None
+    """Cluster sites whose CPU variants run real ONNX inference; None: the smallest cluster."""
+    pcap: str = "default"
+    pcap_snaplen: int = DEFAULT_SNAPLEN
+    shaping: str = "auto"
+    switch: str = "ovs"
+    controller: str = "osken"
+    timeout_s: float = 5.0
+    """A query unanswered this long has failed (reason timeout); also the drain after the last send."""
+    window_s: float = 1.0
+    eta: float = 1.0
+    max_batch_delay_ms: float = 2.0
+    queue_limit_per_replica: int = 16
+    """As the simulator's defaults, so that both environments run the same system."""
+    load_poll_s: float = 1.0
+    measure_links: bool = True
+    corrupt_every: int = 0
+    kill_worker: tuple[tuple[str, float], ...] = ()
+    """(resource name, seconds after t0): SIGKILL that resource's worker then."""
+    restart_scheduler: tuple[tuple[str, float], ...] = ()
+    """(antenna, seconds after t0): stop that antenna's scheduler and start a fresh one then."""
+    lead_s: float = 2.0
+    """Seconds between starting the sources and t0, so that they are ready when the trace begins."""
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One worker process: a resource of the system model, real or profile-driven, and its address."""
+
+    resource: str
+    site: str
+    model: str
+    device: str
+    batch: int
+    replicas: int
+    real: bool
+    port: int
+    queue_limit: int
+    note: str = ""
+
+
+@dataclass
+class Proc:
+    """A process of the run, the host it runs in and its log file."""
+
+    name: str
+    host: Host
+    argv: list[str]
+    log: Path
+    popen: subprocess.Popen | None = None
+    url: str = ""
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("a") as f:
+            self.popen = self.host.popen(self.argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.terminate()
+        try:
+            return self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait(timeout_s)
+
+
+@dataclass
+class LiveResult:
+    """What `run_live` gives back: the summary, the run dir and the accounting check."""
+
+    summary: RunSummary
+    out: Path
+    expected_queries: int
+    recorded_queries: int
+    reasons: dict[str, int]
+    scheduler_stats: dict[str, dict]
+    wall_s: float
+    events: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def smallest_cluster(topo: Topology, profiles: ProfileSet, system: SystemModel) -> str:
+    """Returns the cluster with the fewest cores that hosts a CPU variant (file order breaks ties)."""
+    cpu_sites = {r.site for r in system.resources if r.variant.device == "cpu"}
+    sites = [s for s in topo.clusters if s.name in cpu_sites]
+    if not sites:
+        raise ValueError(f"{topo.source}: no cluster hosts a CPU variant that could run real inference")
+    return min(sites, key=lambda s: s.compute.cpu_cores).name  # type: ignore[union-attr]
+
+
+def plan_workers(system: SystemModel, real_sites: tuple[str, ...], config: LiveConfig) -> list[WorkerPlan]:
+    """Returns one worker per resource: real ONNX on CPU variants at the real sites, profile-driven elsewhere."""
+    known = {s.name for s in system.topology.clusters}
+    for site in real_sites:
+        if site not in known:
+            raise ValueError(f"--real-workers: {site!r} is not a cluster of {system.topology.source} "
+                             f"(clusters: {', '.join(sorted(known))})")
+    plans, next_port = [], {}
+    for r in system.resources:
+        v = r.variant
+        port = next_port.get(r.site, WORKER_BASE_PORT)
+        next_port[r.site] = port + 1
+        real = r.site in real_sites and v.device == "cpu"
+        note = "no GPU on this machine: profile-driven" if r.site in real_sites and not real else ""
+        plans.append(WorkerPlan(resource=r.name, site=r.site, model=v.model, device=v.device, batch=v.batch_size,
+                                replicas=r.replicas, real=real, port=port,
+                                queue_limit=config.queue_limit_per_replica * v.batch_size * r.replicas, note=note))
+    return plans
+
+
+def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, config: LiveConfig) -> list[str]:
+    argv = [sys.executable, "-m", "workers.serve", "--model", plan.model, "--host", ip, "--port", str(plan.port),
+            "--batch", str(plan.batch), "--instances", str(plan.replicas), "--device", plan.device,
+            "--max-batch-delay-ms", str(config.max_batch_delay_ms), "--queue-limit", str(plan.queue_limit)]
+    if plan.real:  # one core for real inference, so that the emulation keeps the other
+        argv += ["--cpus", str((os.cpu_count() or 1) - 1), "--threads", "1"]
+    else:
+        argv += ["--profile-driven", profiles_path]
+    return argv
+
+
+def build_trace(config: LiveConfig, system: SystemModel) -> tuple[Trace, float, str]:
+    """Returns the streams to replay, the duration (s) and a label of the load; refuses a bad trace file."""
+    if config.trace is not None:
+        trace = read_trace(config.trace, system.antennas)
+        duration = config.duration_s if config.duration_s is not None else float(trace.end_s.max(initial=0.0))
+        return trace, duration, f"trace:{config.trace}"
+    if config.duration_s is None:
+        raise ValueError("--duration is needed to generate a workload")
+    schedule = RateSchedule.parse(config.lambda_per_min)
+    trace = generate_trace(system.antennas, schedule, config.duration_s, np.random.default_rng(config.seed))
+    return trace, config.duration_s, str(schedule)
+
+
+def format_worker_table(plans: list[WorkerPlan]) -> str:
+    rows = [("resource", "site", "mode", "replicas", "batch", "port")]
+    rows += [(p.resource, p.site, ("real ONNX" if p.real else "profile-driven") + (f" ({p.note})" if p.note else ""),
+              str(p.replicas), str(p.batch), str(p.port)) for p in plans]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+class RecordMerger:
+    """Appends the sources' new complete CSV lines to the run's records.csv (header once), flushed."""
+
+    def __init__(self, parts: list[Path], merged: Path) -> None:
+        self.parts = parts
+        self.offsets = dict.fromkeys(parts, 0)
+        self.merged = merged
+        self.rows = 0
+        merged.unlink(missing_ok=True)
+        RecordWriter(merged).close()  # the header alone
+        self._out = merged.open("ab")
+
+    def poll(self) -> None:
+        for part in self.parts:
+            if not part.exists():
+                continue
+            with part.open("rb") as f:
+                f.seek(self.offsets[part])
+                chunk = f.read()
+            end = chunk.rfind(b"\n") + 1
+            if end == 0:
+                continue
+            lines = chunk[:end]
+            if self.offsets[part] == 0:
+                lines = lines[lines.find(b"\n") + 1:]  # the part's header
+            self.offsets[part] += end
+            self._out.write(lines)
+            self.rows += lines.count(b"\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        self.poll()
+        self._out.close()
+
+
+class Events:
+    """The run's event log (events.jsonl): what the orchestrator did and saw, with times since t0."""
+
+    def __init__(self, path: Path, log: Callable[[str], None]) -> None:
+        self.path = path
+        self.t0_s: float | None = None
+        self.log = log
+        self.entries: list[dict] = []
+
+    def __call__(self, kind: str, **what: object) -> None:
+        t_ms = (time.time() - self.t0_s) * 1000.0 if self.t0_s else None
+        entry = {"t_ms": None if t_ms is None else round(t_ms, 1), "event": kind, **what}
+        self.entries.append(entry)
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        self.log(f"[{'' if t_ms is None else f'{t_ms / 1000:7.2f} s'}] {kind} "
+                 + " ".join(f"{k}={v}" for k, v in what.items()))
+
+
+def wait_ready(procs: list[Proc], timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Waits until every process printed `READY <url>`; raises naming the first that died or is late."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(procs)
+    while pending:
+        for p in list(pending):
+            text = p.log.read_text(errors="replace") if p.log.exists() else ""
+            ready = [line for line in text.splitlines() if line.startswith("READY ")]
+            if ready:
+                p.url = ready[-1].split()[1]
+                pending.remove(p)
+            elif not p.running():
+                raise RuntimeError(f"{p.name} exited before it was ready; its log {p.log}:\n"
+                                   + "\n".join(text.splitlines()[-15:]))
+        if pending and time.monotonic() > deadline:
+            raise RuntimeError(f"{pending[0].name} not ready after {timeout_s:.0f} s; see {pending[0].log}")
+        time.sleep(0.1)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    for tool in (["ovs-vsctl", "--version"], ["tcpdump", "--version"], ["uname", "-r"]):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out[tool[0]] = subprocess.run(tool, capture_output=True, text=True, timeout=5).stdout.splitlines()[0]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        out["git_commit"] = commit + ("+dirty" if dirty else "")
+    return out
+
+
+class LiveRun:
+    """One run in progress: its processes, files and events (`run_live` drives it)."""
+
+    def __init__(self, config: LiveConfig, log: Callable[[str], None]) -> None:
+        self.config = config
+        self.log = log
+        self.topo = load_topology(config.topo)
+        self.profiles = load_profiles(config.profiles)
+        self.system = build_system(self.topo, self.profiles)
+        policy_index(config.policy)  # refuses an unknown policy before anything starts
+        self.trace, self.duration_s, self.load_label = build_trace(config, self.system)
+        real = config.real_sites if config.real_sites is not None else (
+            smallest_cluster(self.topo, self.profiles, self.system),)
+        self.real_sites = tuple(real)
+        self.workers_plan = plan_workers(self.system, self.real_sites, config)
+        for name, _ in config.kill_worker:
+            if name not in {p.resource for p in self.workers_plan}:
+                raise ValueError(f"--kill-worker: no resource {name!r}; resources: "
+                                 + ", ".join(p.resource for p in self.workers_plan))
+        for ant, _ in config.restart_scheduler:
+            self.system.antenna_index(ant)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.out = Path(config.out) if config.out else Path("runs") / f"{stamp}-{self.topo.name}"
+        if self.out.exists() and any(self.out.iterdir()):
+            raise ValueError(f"--out {self.out}: the folder exists and is not empty")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.events = Events(self.out / "events.jsonl", log)
+        self.workers: list[Proc] = []
+        self.schedulers: dict[str, Proc] = {}
+        self.sources: list[Proc] = []
+        self.restarts: dict[str, int] = {}
+        self.t0_s = 0.0
+
+    # -- files before the run ------------------------------------------------------------------------
+
+    def write_inputs(self) -> None:
+        write_trace(self.trace, self.out / "trace.csv")
+        cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()}
+        cfg.update(real_sites=list(self.real_sites), duration_s=self.duration_s, load=self.load_label,
+                   topology_file=self.topo.source, profiles_file=self.profiles.source,
+                   workers=[asdict(p) for p in self.workers_plan], streams=len(self.trace),
+                   expected_queries=self.trace.expected_queries(self.duration_s), argv=sys.argv,
+                   versions=package_versions())
+        (self.out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+
+    # -- processes -----------------------------------------------------------------------------------
+
+    def start_workers(self, net: EmulatedNetwork) -> None:
+        profiles_path = str(Path(self.profiles.source).resolve())
+        for plan in self.workers_plan:
+            host = net.host_for("worker", plan.site)
+            argv = worker_argv(plan, host.ip, profiles_path, self.config)
+            self.workers.append(Proc(f"worker {plan.resource}", host, argv,
+                                     self.out / "logs" / f"worker-{plan.resource}.log"))
+        for w in self.workers:
+            w.start()
+        wait_ready(self.workers)
+        table = {p.resource: {"url": w.url, "model": p.model, "real": p.real}
+                 for p, w in zip(self.workers_plan, self.workers, strict=True)}
+        (self.out / "workers.json").write_text(json.dumps(table, indent=1) + "\n")
+
+    def scheduler_proc(self, net: EmulatedNetwork, antenna: str) -> Proc:
+        host = net.host_for("scheduler", antenna)
+        n = self.restarts.get(antenna, 0)
+        suffix = f".{n}" if n else ""
+        c = self.config
+        argv = [sys.executable, "-m", "scheduler.live", "--topo", self.topo.source, "--profiles",
+                self.profiles.source, "--antenna", antenna, "--host", host.ip, "--port", str(SCHEDULER_PORT),
+                "--workers", str((self.out / "workers.json").resolve()), "--policy", c.policy,
+                "--seed", str(c.seed + 1000 * self.system.antenna_index(antenna) + n), "--t0", f"{self.t0_s:.6f}",
+                "--eta", str(c.eta), "--window-s", str(c.window_s), "--load-poll-s", str(c.load_poll_s),
+                "--stats", str((self.out / "schedulers" / f"{antenna}{suffix}.json").resolve())]
+        return Proc(f"scheduler {antenna}", host, argv, self.out / "logs" / f"scheduler-{antenna}{suffix}.log")
+
+    def start_schedulers(self, net: EmulatedNetwork) -> None:
+        (self.out / "schedulers").mkdir(exist_ok=True)
+        for ant in self.system.antennas:
+            self.schedulers[ant] = self.scheduler_proc(net, ant)
+            self.schedulers[ant].start()
+        wait_ready(list(self.schedulers.values()))
+
+    def start_sources(self, net: EmulatedNetwork) -> None:
+        c = self.config
+        for ant in self.system.antennas:
+            host = net.host_for("sources", ant)
+            argv = [sys.executable, "-m", "workload.source", "--trace", str((self.out / "trace.csv").resolve()),
+                    "--antenna", ant, "--scheduler", self.schedulers[ant].url, "--t0", f"{self.t0_s:.6f}",
+                    "--duration", str(self.duration_s), "--records",
+                    str((self.out / "records" / f"{ant}.csv").resolve()), "--timeout-s", str(c.timeout_s),
+                    "--corrupt-every", str(c.corrupt_every)]
+            proc = Proc(f"source {ant}", host, argv, self.out / "logs" / f"source-{ant}.log")
+            proc.start()
+            self.sources.append(proc)
+
+    # -- during the run ------------------------------------------------------------------------------
+
+    def faults(self) -> list[tuple[float, str, str]]:
+        c = self.config
+        return sorted([(t, "kill-worker", name) for name, t in c.kill_worker]
+                      + [(t, "restart-scheduler", ant) for ant, t in c.restart_scheduler])
+
+    def apply_fault(self, net: EmulatedNetwork, kind: str, target: str) -> None:
+        if kind == "kill-worker":
+            idx = [p.resource for p in self.workers_plan].index(target)
+            proc = self.workers[idx]
+            if proc.popen is not None and proc.running():
+                proc.popen.kill()
+                proc.popen.wait(5)
+            self.events("worker-killed", resource=target, pid=proc.popen.pid if proc.popen else None)
+        else:
+            old = self.schedulers[target]
+            old.stop()
+            self.events("scheduler-stopped", antenna=target)
+            self.restarts[target] = self.restarts.get(target, 0) + 1
+            new = self.scheduler_proc(net, target)
+            new.start()
+            wait_ready([new], 30.0)
+            self.schedulers[target] = new
+            self.events("scheduler-restarted", antenna=target, url=new.url)
+
+    def wait_sources(self, net: EmulatedNetwork, merger: RecordMerger) -> None:
+        """Runs until every source has exited: merges records, samples ports, applies faults."""
+        faults = self.faults()
+        give_up = self.t0_s + self.duration_s + self.config.timeout_s + 30.0
+        next_sample = 0.0
+        with (self.out / "port_stats.jsonl").open("w") as ports:
+            while any(s.running() for s in self.sources):
+                now = time.time()
+                while faults and now >= self.t0_s + faults[0][0]:
+                    _, kind, target = faults.pop(0)
+                    self.apply_fault(net, kind, target)
+                if now >= next_sample:
+                    next_sample = now + 1.0
+                    ports.write(json.dumps({"t_ms": round((now - self.t0_s) * 1000.0, 1),
+                                            "ports": [asdict(p) for p in net.port_stats()]}) + "\n")
+                    ports.flush()
+                    merger.poll()
+                if now > give_up:
+                    self.events("sources-overran", limit_s=round(give_up - self.t0_s, 1))
+                    for s in self.sources:
+                        s.stop()
+                    break
+                time.sleep(0.1)
+        for s in self.sources:
+            code = s.stop()
+            if code not in (0, None):
+                self.events("source-failed", source=s.name, exit=code, log=str(s.log))
+
+    def stop_services(self) -> None:
+        for p in self.schedulers.values():
+            p.stop()
+        for w in self.workers:
+            w.stop()
+
+
+def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResult:
+    """Runs the testbed live once and returns its result; every file lands in the run dir."""
+    t_start = time.monotonic()
+    run = LiveRun(config, log)
+    run.write_inputs()
+    log(f"run dir {run.out}; {len(run.trace)} streams, {run.trace.expected_queries(run.duration_s)} queries "
+        f"over {run.duration_s:g} s ({run.load_label}), policy {config.policy}")
+    log("workers (real ONNX where the host carries it, profile-driven elsewhere):\n"
+        + format_worker_table(run.workers_plan))
+    parts = [run.out / "records" / f"{a}.csv" for a in run.system.antennas]
+    merger: RecordMerger | None = None
+    net = EmulatedNetwork(run.topo, shaping=config.shaping, switch=config.switch, controller=config.controller,
+                          run_dir=run.out, seed=config.seed, log=log)
+    interrupted = False
+    try:
+        with net:
+            caps = start_captures(net, choose_hosts(net, config.pcap), run.out / "pcap", config.pcap_snaplen)
+            try:
+                if config.measure_links:
+                    net.measure_links(check=False)
+                run.start_workers(net)
+                run.t0_s = time.time() + config.lead_s + 1.0
+                run.events.t0_s = run.t0_s
+                run.start_schedulers(net)
+                merger = RecordMerger(parts, run.out / "records.csv")
+                run.start_sources(net)
+                run.events("started", t0_epoch_s=round(run.t0_s, 3), sources=len(run.sources),
+                           workers=len(run.workers), schedulers=len(run.schedulers))
+                run.wait_sources(net, merger)
+                run.events("sources-done")
+            finally:
+                run.stop_services()
+                stop_captures(caps)
+                if merger is not None:
+                    merger.close()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: network torn down; summarising what was recorded")
+    if merger is None:
+        raise RuntimeError("the run stopped before any source started")
+    result = summarise(run, time.monotonic() - t_start)
+    result.interrupted = interrupted
+    return result
+
+
+def _scheduler_stats(out: Path) -> dict[str, dict]:
+    stats = {}
+    for path in sorted((out / "schedulers").glob("*.json")):
+        with contextlib.suppress(ValueError, OSError):
+            stats[path.stem] = json.loads(path.read_text())
+    return stats
+
+
+def summarise(run: LiveRun, wall_s: float) -> LiveResult:
+    """Reads the records back: summary.json, timeseries (overall and per app), success.png."""
+    table = read_records(run.out / "records.csv")
+    apps = tuple(sorted(set(run.trace.app.tolist())))
+    tally = Tally(run.config.window_s, apps)
+    app_col = np.array(table.column("app").to_pylist(), dtype=object)
+    lookup = {a: i for i, a in enumerate(apps)}
+    outcomes = np.array(table.column("outcome").to_pylist(), dtype=object)
+    tally.add(table.column("t_send_ms").to_numpy(), np.array([lookup[a] for a in app_col], dtype=np.int64),
+              outcome_index(outcomes))
+    n_windows = max(1, math.ceil(run.duration_s / run.config.window_s))
+    reasons: dict[str, int] = {}
+    for o, r in zip(outcomes, table.column("reason").to_pylist(), strict=True):
+        key = f"{o}:{r}" if r else o
+        reasons[key] = reasons.get(key, 0) + 1
+    sched = _scheduler_stats(run.out)
+    expected = run.trace.expected_queries(run.duration_s)
+    summary = RunSummary.from_tally(
+        tally, n_windows, environment="testbed", topology=run.topo.name, policy=run.config.policy,
+        seed=run.config.seed if run.config.trace is None else None, lambda_per_min=run.load_label,
+        duration_s=run.duration_s,
+        extra={"streams": len(run.trace), "profiles": run.profiles.source, "expected_queries": expected,
+               "recorded_queries": table.num_rows, "reasons": reasons, "real_sites": list(run.real_sites),
+               "wall_s": round(wall_s, 1),
+               "scheduler_overhead_us": {k: v.get("overhead_us") for k, v in sched.items()}})
+    summary.write_json(run.out / "summary.json")
+    write_timeseries(summary, run.out / "timeseries.csv")
+    _write_per_app(tally, n_windows, run.out / "timeseries_per_app.csv")
+    plot_success_over_time([summary], run.out / "success.png")
+    events = run.events.entries + [{**e, "source": f"scheduler {k}"} for k, v in sched.items()
+                                   for e in v.get("events", [])]
+    return LiveResult(summary=summary, out=run.out, expected_queries=expected, recorded_queries=table.num_rows,
+                      reasons=reasons, scheduler_stats=sched, wall_s=wall_s, events=events)
+
+
+def _write_per_app(tally: Tally, n_windows: int, path: Path) -> None:
+    counts = tally.trimmed(n_windows)
+    with path.open("w") as f:
+        f.write("t_s,app," + ",".join(OUTCOMES) + "\n")
+        for w in range(n_windows):
+            for i, app in enumerate(tally.apps):
+                f.write(f"{w * tally.window_s:g},{app}," + ",".join(str(int(x)) for x in counts[w, i]) + "\n")
+
+
+def format_result(result: LiveResult) -> str:
+    """Returns the summary table printed at the end of a run."""
+    s = result.summary
+    o = s.overall
+    lines = [f"{s.environment} {s.topology}, policy {s.policy}, load {s.lambda_per_min}, {s.duration_s:g} s "
+             f"(wall {result.wall_s:.0f} s)",
+             f"queries: {result.recorded_queries} recorded of {result.expected_queries} sent"
+             + ("" if result.recorded_queries == result.expected_queries else "  <-- MISMATCH"),
+             "", f"{'application':24} {'queries':>8} {'success':>8} {'failed':>8} {'rejected':>8}",
+             f"{'all':24} {o.queries:8d} {o.success:8.3f} {o.failed:8.3f} {o.rejected:8.3f}"]
+    for app, r in sorted(s.per_app.items()):
+        lines.append(f"{app:24} {r.queries:8d} {r.success:8.3f} {r.failed:8.3f} {r.rejected:8.3f}")
+    lines += ["", "outcomes by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))]
+    for ant, st in sorted(result.scheduler_stats.items()):
+        ov = st.get("overhead_us", {})
+        if ov.get("n"):
+            lines.append(f"scheduler {ant}: {ov['n']} frames relayed, overhead p50 {ov['p50']:.0f} us, "
+                         f"p99 {ov['p99']:.0f} us; streams {st['streams']}; workers down {st['workers_down']}")
+    lines.append(f"run dir: {result.out}")
+    return "\n".join(lines)
+
+
+__all__ = ["LiveConfig", "LiveResult", "WorkerPlan", "format_result", "plan_workers", "run_live"]

@@ -1,0 +1,291 @@
+"""The stream source of one antenna: replays its streams' queries as real JPEG frames of each stream's
+size, at each stream's frame rate, to the antenna's scheduler, and logs one record per query.
+
+Runs inside the antenna's sources host (`python -m workload.source ...`), one asyncio loop and one
+aiohttp session per process. Query k of a stream is sent at start_s + k/fps (times since the run's t0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from analysis.records import RecordWriter
+from workload.trace import Trace, read_trace
+
+FLUSH_S = 0.5
+"""Records are written (and flushed) at least this often."""
+_COM_MAX = 65535 - 2
+
+
+class JpegSizer:
+    """Returns JPEG frames of an exact size: a base image encoded at the largest quality that fits,
+    padded with COM (comment) segments up to the byte count; frames are cached per size."""
+
+    def __init__(self, seed: int = 0) -> None:
+        from PIL import Image
+        from skimage import data
+
+        self._bases: list[bytes] = []
+        img = Image.fromarray(data.astronaut())
+        for side in (160, 320, 512):
+            small = img.resize((side, side))
+            for quality in (30, 50, 70, 85, 95):
+                buf = io.BytesIO()
+                small.save(buf, format="JPEG", quality=quality)
+                self._bases.append(buf.getvalue())
+        self._bases.sort(key=len)
+        self._cache: dict[int, bytes] = {}
+
+    @property
+    def min_bytes(self) -> int:
+        return len(self._bases[0])
+
+    def frame(self, nbytes: int) -> bytes:
+        """Returns a valid JPEG of exactly `nbytes` bytes (or the smallest base if that is larger)."""
+        if nbytes not in self._cache:
+            base = max((b for b in self._bases if len(b) <= nbytes), key=len, default=self._bases[0])
+            self._cache[nbytes] = pad_jpeg(base, nbytes)
+        return self._cache[nbytes]
+
+
+def pad_jpeg(jpeg: bytes, nbytes: int) -> bytes:
+    """Returns the JPEG with COM segments inserted after SOI so that it is `nbytes` long (if it can grow)."""
+    missing = nbytes - len(jpeg)
+    segments = []
+    while missing >= 4:
+        length = min(missing - 2, _COM_MAX + 2)  # the length field counts itself, not the marker
+        if 0 < missing - 2 - length < 2:  # leave no remainder too small for another segment
+            length -= 4
+        segments.append(b"\xff\xfe" + length.to_bytes(2, "big") + b"\x00" * (length - 2))
+        missing -= length + 2
+    return jpeg[:2] + b"".join(segments) + jpeg[2:] + b"\x00" * max(0, missing)
+
+
+def corrupt(jpeg: bytes) -> bytes:
+    """Returns the frame cut short (no EOI marker, truncated scan): a worker answers 400 bad-frame."""
+    return jpeg[: len(jpeg) // 2]
+
+
+@dataclass
+class Records:
+    """Buffered record columns, written to the CSV at least every FLUSH_S seconds."""
+
+    writer: RecordWriter
+    cols: dict[str, list] = field(default_factory=dict)
+    sent: int = 0
+
+    def __post_init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        from analysis.records import RECORD_COLUMNS
+
+        self.cols = {name: [] for name, _ in RECORD_COLUMNS}
+
+    def add(self, **row: object) -> None:
+        for name, values in self.cols.items():
+            values.append(row.get(name, math.nan if name.startswith("t_") else 0 if name == "batch_size" else ""))
+        self.sent += 1
+
+    def flush(self) -> None:
+        if self.cols["stream_id"]:
+            self.writer.write(self.cols)
+            self._clear()
+
+
+class Source:
+    """Replays the streams of one antenna against its scheduler."""
+
+    def __init__(self, trace: Trace, scheduler_url: str, t0_s: float, duration_s: float, records: Records,
+                 timeout_s: float, corrupt_every: int = 0, seed: int = 0) -> None:
+        self.trace = trace
+        self.url = scheduler_url.rstrip("/")
+        self.t0_s = t0_s
+        self.duration_s = duration_s
+        self.records = records
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.corrupt_every = corrupt_every
+        self.sizer = JpegSizer(seed)
+        self.session: aiohttp.ClientSession | None = None
+        self.in_flight: set[asyncio.Task] = set()
+        self.frames_sent = 0
+        self.stopping = asyncio.Event()
+
+    def now_ms(self) -> float:
+        return (time.time() - self.t0_s) * 1000.0
+
+    async def run(self) -> None:
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=self.timeout)
+        flusher = asyncio.create_task(self._flush_loop())
+        try:
+            await asyncio.gather(*(self._stream(i) for i in range(len(self.trace))))
+            if self.in_flight:
+                await asyncio.wait(self.in_flight)
+        finally:
+            flusher.cancel()
+            self.records.flush()
+            await self.session.close()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            self.records.flush()
+
+    async def _sleep_until(self, t_s: float) -> None:
+        """Sleeps until t_s after t0, or until the source is told to stop."""
+        delay = self.t0_s + t_s - time.time()
+        if delay > 0 and not self.stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+
+    def _row(self, i: int, k: int) -> dict:
+        tr = self.trace
+        return {"stream_id": int(tr.stream_id[i]), "query": k, "antenna": str(tr.antenna[i]), "app": str(tr.app[i])}
+
+    async def _open(self, i: int) -> dict:
+        """Returns the scheduler's answer to opening stream i ({cluster, variant} or {rejected}); raises
+        aiohttp.ClientError when the scheduler does not answer."""
+        tr = self.trace
+        body = {"stream_id": int(tr.stream_id[i]), "fps": float(tr.fps[i]), "frame_bytes": int(tr.frame_bytes[i]),
+                "max_delay_ms": float(tr.max_delay_ms[i]), "min_accuracy": float(tr.min_accuracy[i]),
+                "task": str(tr.task[i])}
+        async with self.session.post(f"{self.url}/streams", json=body) as r:  # type: ignore[union-attr]
+            if r.status != 200:
+                raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
+            return await r.json()
+
+    async def _stream(self, i: int) -> None:
+        tr = self.trace
+        start, fps = float(tr.start_s[i]), float(tr.fps[i])
+        end = min(float(tr.end_s[i]), self.duration_s)
+        n = max(0, math.ceil((end - start) * fps - 1e-9))
+        if n == 0:
+            return
+        await self._sleep_until(start)
+        binding: dict = {}  # empty: (re)open the stream before the next query
+        mine: set[asyncio.Task] = set()
+        frame = self.sizer.frame(int(tr.frame_bytes[i]))
+        for k in range(n):
+            await self._sleep_until(start + k / fps)
+            if self.stopping.is_set():
+                self.records.add(**self._row(i, k), t_send_ms=self.now_ms(), outcome="rejected",
+                                 reason="source-stopped")
+                continue
+            if not binding:
+                try:
+                    binding.update(await self._open(i))
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    self.records.add(**self._row(i, k), t_send_ms=self.now_ms(), outcome="rejected",
+                                     reason="scheduler-down")
+                    continue
+            if "rejected" in binding:  # rejected at binding: its queries are rejected, not sent (as simulated)
+                self.records.add(**self._row(i, k), t_send_ms=(start + k / fps) * 1000.0, outcome="rejected",
+                                 reason=str(binding["rejected"]))
+                continue
+            bad = self.corrupt_every > 0 and (self.frames_sent + 1) % self.corrupt_every == 0
+            task = asyncio.create_task(self._query(i, k, corrupt(frame) if bad else frame, binding))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+            mine.add(task)
+            task.add_done_callback(mine.discard)
+            self.frames_sent += 1
+        if mine:  # close only once its last answer is in, or the scheduler would refuse that query
+            await asyncio.wait(mine)
+        await self._close(i)
+
+    async def _close(self, i: int) -> None:
+        try:
+            async with self.session.delete(f"{self.url}/streams/{int(self.trace.stream_id[i])}"):  # type: ignore
+                pass
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass  # a scheduler that is down forgets the stream by itself
+
+    async def _query(self, i: int, k: int, frame: bytes, binding: dict, retried: bool = False) -> None:
+        """Sends one frame and records its outcome; clears `binding` when the scheduler does not answer."""
+        tr = self.trace
+        sid = int(tr.stream_id[i])
+        t_send = self.now_ms()
+        row = self._row(i, k)
+        try:
+            async with self.session.post(  # type: ignore[union-attr]
+                    f"{self.url}/streams/{sid}/frames", data=frame, params={"query": str(k)},
+                    headers={"Content-Type": "image/jpeg", "X-Send-Ms": f"{t_send:.3f}"}) as r:
+                answer = await r.json(content_type=None)
+                code = r.status
+        except asyncio.TimeoutError:
+            self.records.add(**row, t_send_ms=t_send, cluster=binding.get("cluster", ""),
+                             variant=binding.get("variant", ""), outcome="failed", reason="timeout")
+            return
+        except (aiohttp.ClientError, ValueError):
+            self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason="scheduler-down")
+            binding.clear()
+            return
+        t_response = self.now_ms()
+        if code == 404 and answer.get("error") == "unknown_stream" and not retried:
+            # the scheduler restarted and lost its bindings: open the stream again and resend this query
+            try:
+                binding.clear()
+                binding.update(await self._open(i))
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason="scheduler-down")
+                return
+            if "rejected" in binding:
+                self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason=str(binding["rejected"]))
+                return
+            await self._query(i, k, frame, binding, retried=True)
+            return
+        times = {key: answer[key] for key in ("t_sched_ms", "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms")
+                 if isinstance(answer.get(key), (int, float))}
+        common = {**row, **times, "t_send_ms": t_send, "cluster": answer.get("cluster", ""),
+                  "variant": answer.get("variant", ""), "batch_size": int(answer.get("batch_size") or 0)}
+        if code != 200:
+            self.records.add(**common, outcome="rejected", reason=f"scheduler-http-{code}")
+        elif answer.get("ok"):
+            late = t_response - t_send > float(tr.max_delay_ms[i])
+            self.records.add(**common, t_response_ms=t_response, outcome="failed" if late else "ontime",
+                             reason="deadline" if late else "")
+        else:
+            self.records.add(**common, outcome="rejected", reason=str(answer.get("reason", "")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m workload.source", description=__doc__)
+    p.add_argument("--trace", type=Path, required=True)
+    p.add_argument("--antenna", required=True)
+    p.add_argument("--scheduler", required=True, help="the antenna scheduler's base URL")
+    p.add_argument("--t0", type=float, required=True, help="the run's start (epoch seconds)")
+    p.add_argument("--duration", type=float, required=True, help="no query is sent after this (s since t0)")
+    p.add_argument("--records", type=Path, required=True, help="CSV file of this source's query records")
+    p.add_argument("--timeout-s", type=float, default=5.0, help="a query unanswered this long has failed")
+    p.add_argument("--corrupt-every", type=int, default=0, help="send every Nth frame corrupt (0: never)")
+    args = p.parse_args(argv)
+    trace = read_trace(args.trace)
+    mine = trace.antenna == args.antenna
+    trace = Trace(**{k: getattr(trace, k)[mine] for k in Trace.__dataclass_fields__})
+    with RecordWriter(args.records) as writer:
+        source = Source(trace, args.scheduler, args.t0, args.duration, Records(writer), args.timeout_s,
+                        args.corrupt_every)
+        loop = asyncio.new_event_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, source.stopping.set)
+        try:
+            loop.run_until_complete(source.run())
+        finally:
+            loop.close()
+    print(f"DONE {source.records.sent} records, {source.frames_sent} frames sent", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
