@@ -1,13 +1,16 @@
 """ONNX Runtime sessions for one worker replica: execution provider by device (CUDA when
-onnxruntime-gpu is installed, otherwise a clear error), intra-op threads, CPU pinning."""
+onnxruntime-gpu is installed, otherwise a clear error), intra-op threads, CPU pinning.
+onnxruntime is imported on first use, so that profile-driven workers start without it."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnxruntime as ort
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 class DeviceUnavailable(RuntimeError):
@@ -19,6 +22,7 @@ def providers_for(device: str) -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "gpu":
+        import onnxruntime as ort
         available = ort.get_available_providers()
         if "CUDAExecutionProvider" not in available:
             raise DeviceUnavailable(
@@ -30,6 +34,7 @@ def providers_for(device: str) -> list[str]:
 
 def make_session(onnx_path: Path, device: str = "cpu", threads: int = 1) -> ort.InferenceSession:
     """Returns a session running sequentially with `threads` intra-op threads that sleep when idle."""
+    import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
