@@ -31,6 +31,7 @@ from .runtime import DeviceUnavailable, make_session, providers_for
 DEFAULT_OUT = REPO_ROOT / "scheduler" / "profiles" / "measured.yaml"
 PROVISIONAL = REPO_ROOT / "scheduler" / "profiles" / "provisional.yaml"
 FRAME_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
+BUSY_NOTE = ": the host was busy, latencies are inflated; profile again on an idle host"
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frame
     cpu0, wall0 = time.process_time(), time.perf_counter()
     timings = time_batches(lambda b: session.run(None, {name: inputs[b]}), req)
     cores_busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    busy_host = cores_busy < 0.85 * req.threads and device == "cpu"
     memory = _rss_mib() - rss_before - sum(x.nbytes for x in inputs.values()) / 2**20
     return RuntimeProfile(
         model=config.name, device=device, threads=req.threads, cpu_cores=float(req.threads) if device == "cpu"
@@ -136,7 +138,7 @@ def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frame
         input_ms_per_mb=round(input_ms_per_mb(config, frames), 3),
         source=(f"measured: onnxruntime {_ort_version()} {device}, {req.threads} intra-op thread(s), "
                 f"{req.runs} runs, >= {req.min_iterations} batches per run and size, inference only "
-                f"({cores_busy:.2f} cores busy while timing); "
+                f"({cores_busy:.2f} cores busy while timing{BUSY_NOTE if busy_host else ''}); "
                 f"input cost from {len(frames)} synthetic JPEG frames {FRAME_SIZES[0]}..{FRAME_SIZES[-1]}"))
 
 
@@ -178,6 +180,8 @@ def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> Prof
                               f"{b / rt.batch_latency_ms[b] * 1000:.1f} q/s)" for b in req.batches)
             log(f"[profile] {config.name} {device}: {table}; input {rt.input_ms_per_mb:.1f} ms/MB "
                 f"({time.monotonic() - started:.0f} s)")
+            if BUSY_NOTE in rt.source:
+                log(f"[profile] WARNING {config.name} {device}{BUSY_NOTE}")
     if "gpu" not in devices:
         runtimes += _provisional_gpu(req.models, host, log)
     models = {c.name: ModelProfile(c.task, (c.input_height, c.input_width), c.card.accuracy, c.card.accuracy_source)
