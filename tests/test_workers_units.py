@@ -266,3 +266,26 @@ def test_two_replicas_run_batches_concurrently() -> None:
 
     a_sizes, b_sizes = asyncio.run(scenario())
     assert a_sizes == [2] and b_sizes == [2]
+
+
+def test_one_batch_forms_at_a_time_so_idle_replicas_do_not_split_a_burst() -> None:
+    async def scenario() -> tuple[list[int], list[int]]:
+        loop = asyncio.get_running_loop()
+        a, b = GatedProcessor(), GatedProcessor()
+        batcher = DynamicBatcher([a, b], max_batch_size=3, max_batch_delay_ms=10_000, queue_limit=10)
+        batcher.start()
+        queries = [_query(loop, i) for i in range(4)]
+        for q in queries[:3]:  # one at a time: the forming batch, not the idle replica, takes each
+            batcher.submit([q])
+            await _settle()
+        await a.started.wait()
+        batcher.submit([queries[3]])  # the other replica takes the turn and forms the next batch
+        b.gate.set()
+        a.gate.set()
+        await asyncio.wait_for(queries[0].future, 5)
+        await batcher.stop()
+        assert queries[3].future.cancelled()  # stopped while its batch was forming: answered, not lost
+        return a.sizes, b.sizes
+
+    a_sizes, b_sizes = asyncio.run(scenario())
+    assert a_sizes == [3] and b_sizes == []  # query 3's batch was still forming (W is long)

@@ -1,6 +1,7 @@
-"""Dynamic batching with a bounded queue, exactly as the simulator models it: K replicas, each
-waits for a first query, then takes queued queries until it holds B or W ms have passed since it
-took the first, runs the batch, repeats; a query finding the queue full is refused at once."""
+"""Dynamic batching with a bounded queue, exactly as the simulator models it: K replicas; one batch
+forms at a time: the earliest-free replica waits for a first query, then takes queued queries until
+it holds B or W ms have passed since it took the first, hands the turn on and runs the batch; a
+query finding `queue_limit` queries waiting is refused at once."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class DynamicBatcher:
         self.max_batch_delay_s = max_batch_delay_ms / 1000.0
         self.queue_limit = queue_limit
         self._queue: asyncio.Queue[Query] = asyncio.Queue()
+        # One batch forms at a time (FIFO among free replicas): two idle replicas never split a burst.
+        self._forming = asyncio.Lock()
         self._on_batch = on_batch
         self._tasks: list[asyncio.Task] = []
 
@@ -53,6 +56,15 @@ class DynamicBatcher:
     async def _collect(self) -> list[Query]:
         """Returns the next batch: the first query, then more until B or W after the first was taken."""
         batch = [await self._queue.get()]
+        try:
+            return await self._fill(batch)
+        except asyncio.CancelledError:  # stopping: nobody will run these
+            for q in batch:
+                if q.future is not None and not q.future.done():
+                    q.future.cancel()
+            raise
+
+    async def _fill(self, batch: list[Query]) -> list[Query]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_batch_delay_s
         while len(batch) < self.max_batch_size:
@@ -74,7 +86,8 @@ class DynamicBatcher:
 
     async def _replica_loop(self, processor: Processor) -> None:
         while True:
-            batch = await self._collect()
+            async with self._forming:
+                batch = await self._collect()
             try:
                 outcomes = await processor.run(batch)
             except Exception as exc:  # a failed run answers its queries and the replica carries on
