@@ -117,7 +117,8 @@ def test_zoo_build_is_idempotent(models) -> None:
 
 def test_cards_say_which_weights_are_trained_and_which_random() -> None:
     cards = {e.config.name: e.config.card for e in zoo.zoo_entries()}
-    assert set(cards) == {"mobilenet-ssd", "tiny-yolov2", "yolov3"}
+    assert set(cards) == {"mobilenet-ssd", "tiny-yolov2", "yolov3", "yolov3-tiny"}
+    assert cards["yolov3-tiny"].weights == "random"
     assert cards["mobilenet-ssd"].weights == cards["tiny-yolov2"].weights == "trained"
     assert cards["mobilenet-ssd"].licence == "MIT" and "face-api" in cards["tiny-yolov2"].weights_source
     assert cards["yolov3"].weights == "random"

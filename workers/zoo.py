@@ -62,6 +62,11 @@ def _yolov3(cache: Path):
     return YoloV3(seed=0).eval()
 
 
+def _yolov3_tiny(cache: Path):
+    from .nets.yolov3 import YoloV3Tiny
+    return YoloV3Tiny(seed=0).eval()
+
+
 def zoo_entries() -> list[ZooEntry]:
     """Returns the three detectors of the paper, as this zoo builds them."""
     face = dict(task="object-detection", onnx="model.onnx", input_name="images", pre="rgb255",
@@ -106,6 +111,21 @@ def zoo_entries() -> list[ZooEntry]:
                                 "THIS model's weights are random: its timing is real, its detections are not",
                 notes="RANDOM WEIGHTS: use for timing only; detections are meaningless"),
             ), _yolov3),
+        ZooEntry(ModelConfig(
+            name="yolov3-tiny", task="object-detection", onnx="model.onnx", input_name="images", input_height=416,
+            input_width=416, pre="rgb255", post="boxes-scores", labels=(), score_threshold=0.5,
+            iou_threshold=0.45, builder_version=BUILDER_VERSION,
+            card=ModelCard(
+                architecture="YOLOv3-tiny-416 (7 conv + max-pool backbone, 2 detection scales, 80 classes, "
+                             "2535 boxes)",
+                weights="random", weights_source="seeded random weights (torch seed 0); no trained weights "
+                                                 "are downloadable here",
+                licence="n/a (architecture from yolov3-tiny.cfg; weights generated locally)",
+                accuracy=0.331,
+                accuracy_source="COCO AP50 33.1 of YOLOv3-tiny, Darknet project page (Redmon); THIS model's "
+                                "weights are random: its timing is real, its detections are not",
+                notes="RANDOM WEIGHTS: use for timing only; detections are meaningless (optional, not in the paper)"),
+            ), _yolov3_tiny),
     ]
 
 

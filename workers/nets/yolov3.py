@@ -1,6 +1,7 @@
-"""YOLOv3 (Redmon & Farhadi 2018): Darknet-53 backbone and three detection scales at 416x416, built
-from the published definition (yolov3.cfg) with seeded random weights; its compute and timing are
-real, its detections are not. Decoded in-graph to [x1, y1, x2, y2, objectness, 80 class scores]."""
+"""YOLOv3 (Redmon & Farhadi 2018) at 416x416: the full net (Darknet-53, three scales) and YOLOv3-tiny
+(two scales), built from the published definitions (yolov3.cfg, yolov3-tiny.cfg) with seeded random
+weights; their compute and timing are real, their detections are not. Decoded in-graph to
+[x1, y1, x2, y2, objectness, 80 class scores]."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ INPUT_SIZE = 416
 NUM_CLASSES = 80
 # yolov3.cfg anchors in input pixels, per scale: stride 32 (13x13), 16 (26x26), 8 (52x52).
 ANCHORS = (((116, 90), (156, 198), (373, 326)), ((30, 61), (62, 45), (59, 119)), ((10, 13), (16, 30), (33, 23)))
+TINY_ANCHORS = (((81, 82), (135, 169), (344, 319)), ((10, 14), (23, 27), (37, 58)))
 _OBJECTNESS_PRIOR = -4.59  # log(0.01 / 0.99): random nets then report almost nothing, as intended
 
 
@@ -75,31 +77,7 @@ class YoloV3(nn.Module):
         self.out4 = nn.Sequential(ConvBN(256, 512, 3), nn.Conv2d(512, outputs, 1))
         self.out3 = nn.Sequential(ConvBN(128, 256, 3), nn.Conv2d(256, outputs, 1))
         self.lat5, self.lat4 = ConvBN(512, 256, 1), ConvBN(256, 128, 1)
-        self._init_random(gen)
-
-    def _init_random(self, gen: torch.Generator) -> None:
-        """Seeded He initialisation, batch-norm statistics calibrated on one seeded random batch (so
-        that activations stay finite through 75 layers), heads at the usual objectness prior."""
-        for mod in self.modules():
-            if isinstance(mod, nn.Conv2d):
-                fan_in = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
-                std = (2.0 / (1.01 * fan_in)) ** 0.5
-                with torch.no_grad():
-                    mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * std)
-        for head in (self.out5[1], self.out4[1], self.out3[1]):
-            with torch.no_grad():
-                head.weight.mul_(0.01)
-                bias = torch.zeros(3, 5 + NUM_CLASSES)
-                bias[:, 4] = _OBJECTNESS_PRIOR
-                bias[:, 5:] = _OBJECTNESS_PRIOR
-                head.bias.copy_(bias.flatten())
-        for mod in self.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.momentum = None  # cumulative average over the calibration pass
-        self.train()
-        with torch.no_grad():
-            self(torch.rand((2, 3, INPUT_SIZE, INPUT_SIZE), generator=gen) * 255.0)
-        self.eval()
+        init_random(self, (self.out5[1], self.out4[1], self.out3[1]), gen)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         c3, c4, c5 = self.backbone(images / 255.0)
@@ -123,3 +101,58 @@ def _decode(raw: torch.Tensor, anchors: tuple[tuple[int, int], ...]) -> torch.Te
     h = torch.exp(g[..., 3]) * anchor[:, 1]
     boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=4)
     return torch.cat([boxes, torch.sigmoid(g[..., 4:])], dim=4).reshape(n, -1, 5 + NUM_CLASSES)
+
+
+def init_random(net: nn.Module, heads: tuple[nn.Conv2d, ...], gen: torch.Generator) -> None:
+    """Seeded He initialisation, batch-norm statistics calibrated on one seeded random batch (so that
+    activations stay finite through the layers), heads at the usual objectness prior."""
+    for mod in net.modules():
+        if isinstance(mod, nn.Conv2d):
+            fan_in = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            std = (2.0 / (1.01 * fan_in)) ** 0.5
+            with torch.no_grad():
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * std)
+    for head in heads:
+        with torch.no_grad():
+            head.weight.mul_(0.01)
+            bias = torch.zeros(3, 5 + NUM_CLASSES)
+            bias[:, 4:] = _OBJECTNESS_PRIOR
+            head.bias.copy_(bias.flatten())
+    for mod in net.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.momentum = None  # cumulative average over the calibration pass
+    net.train()
+    with torch.no_grad():
+        net(torch.rand((2, 3, INPUT_SIZE, INPUT_SIZE), generator=gen) * 255.0)
+    net.eval()
+
+
+class YoloV3Tiny(nn.Module):
+    """YOLOv3-tiny; `forward` maps [N, 3, 416, 416] RGB 0..255 to [N, 2535, 85]."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        chans = [3, 16, 32, 64, 128, 256]
+        self.early = nn.ModuleList(ConvBN(a, b, 3) for a, b in zip(chans[:-1], chans[1:], strict=True))
+        self.conv512 = ConvBN(256, 512, 3)
+        self.conv1024 = ConvBN(512, 1024, 3)
+        self.neck = ConvBN(1024, 256, 1)
+        outputs = 3 * (5 + NUM_CLASSES)
+        self.out13 = nn.Sequential(ConvBN(256, 512, 3), nn.Conv2d(512, outputs, 1))
+        self.lat = ConvBN(256, 128, 1)
+        self.out26 = nn.Sequential(ConvBN(384, 256, 3), nn.Conv2d(256, outputs, 1))
+        init_random(self, (self.out13[1], self.out26[1]), torch.Generator().manual_seed(seed))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images / 255.0
+        for i, conv in enumerate(self.early):
+            x = conv(x)
+            if i < 4:
+                x = F.max_pool2d(x, 2, 2)
+        route = x  # 26x26x256
+        x = self.conv512(F.max_pool2d(route, 2, 2))
+        x = F.max_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, 1)  # darknet maxpool size 2 stride 1
+        p13 = self.neck(self.conv1024(x))
+        p26 = torch.cat([F.interpolate(self.lat(p13), scale_factor=2.0, mode="nearest"), route], 1)
+        raw = (self.out13(p13), self.out26(p26))
+        return torch.cat([_decode(r, a) for r, a in zip(raw, TINY_ANCHORS, strict=True)], dim=1)
