@@ -34,6 +34,8 @@ class DynamicBatcher:
 
     def submit(self, queries: list[Query]) -> bool:
         """Queues all the queries, or none when they do not all fit (the caller answers overload)."""
+        if any(q.future is None for q in queries):
+            raise ValueError("a query submitted to the batcher needs a future for its outcome")
         if self._queue.qsize() + len(queries) > self.queue_limit:
             return False
         for q in queries:

@@ -17,7 +17,7 @@ from .modelconfig import (
     ModelConfig,
     default_models_dir,
     file_sha256,
-    list_models,
+    read_config,
     write_config,
 )
 from .serve import add_worker_arguments, serve, settings_from_args
@@ -97,12 +97,20 @@ def format_card(config: ModelConfig, check_hash: bool = True) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    models = list_models(args.models_dir)
-    if not models:
-        print(f"no models in {args.models_dir or default_models_dir()}; build the zoo: python -m workers.zoo build")
+    root = Path(args.models_dir or default_models_dir())
+    folders = sorted(p.parent for p in root.glob("*/config.yaml"))
+    if not folders:
+        print(f"no models in {root}; build the zoo: python -m workers.zoo build")
         return 1
-    print("\n\n".join(format_card(m) for m in models))
-    return 0
+    cards, status = [], 0
+    for folder in folders:
+        try:
+            cards.append(format_card(read_config(folder)))
+        except (OSError, ValueError) as exc:
+            print(f"models: skipping {folder}: {exc}", file=sys.stderr)
+            status = 1
+    print("\n\n".join(cards))
+    return status
 
 
 def cmd_models_add(args: argparse.Namespace) -> int:
