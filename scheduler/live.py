@@ -32,6 +32,8 @@ PolicyChooser = Callable[[WindowMeasurement], int]
 """Given the window just ended, returns the policy index (into POLICY_NAMES) for the next window."""
 DOWN_LOAD_QPS = math.inf
 """Load given to a resource whose worker does not answer, so that `decide` never picks it."""
+SLOW_POLLS_DOWN = 5
+"""Load reports timed out in a row before a worker counts as down (a refused connection: 2)."""
 STREAM_IDLE_S = 10.0
 """A stream that sent nothing for this long is released (its source died or forgot to close it)."""
 
@@ -187,10 +189,14 @@ class LiveScheduler:
                 if not w.up:
                     w.up = True
                     self.event("worker-up", resource=self._name(j))
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
+            except asyncio.TimeoutError as exc:  # slow under load is not dead: only a long silence is
+                w.failures += 1
+                if w.failures >= SLOW_POLLS_DOWN:
+                    self.mark_down(j, f"load report: {type(exc).__name__} {w.failures} times in a row")
+            except (aiohttp.ClientError, ConnectionError, ValueError, KeyError) as exc:  # refused, reset, garbage
                 w.failures += 1
                 if w.failures >= 2:
-                    self.mark_down(j, "load report unanswered")
+                    self.mark_down(j, f"load report: {type(exc).__name__}")
 
         while True:
             await asyncio.gather(*(one(j, w) for j, w in enumerate(self.workers) if w is not None))
@@ -233,7 +239,7 @@ class LiveScheduler:
             return {"n": len(a), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
                     "mean": float(a.mean())}
         t = self.totals
-        return {"antenna": self.antenna, "policy": POLICY_NAMES[self.policy],
+        return {"antenna": self.antenna, "policy": POLICY_NAMES[self.policy], "cpu_s": round(time.process_time(), 2),
                 "queries": {"ontime": t.ontime, "failed": t.failed, "rejected": t.rejected},
                 "streams": {"new": t.streams_new, "rejected": t.streams_rejected, "open": len(self.streams)},
                 "overhead_us": pct(self.overhead_us), "decide_us": pct(self.decide_us),
@@ -370,7 +376,19 @@ def read_workers(path: Path) -> dict[str, tuple[str, str]]:
         raise ValueError(f"{path}: each entry needs 'url' and 'model': {exc!r}") from None
 
 
-async def serve(live: LiveScheduler, host: str, port: int, poll_interval_s: float, stats_path: Path | None) -> int:
+async def read_t0(path: Path, timeout_s: float = 600.0) -> float:
+    """Returns the run's t0 (epoch seconds) once the orchestrator has written it to `path`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return float(path.read_text())
+        except (OSError, ValueError):  # not written yet, or half written
+            await asyncio.sleep(0.01)
+    raise TimeoutError(f"{path}: no t0 after {timeout_s:.0f} s")
+
+
+async def serve(live: LiveScheduler, host: str, port: int, poll_interval_s: float, stats_path: Path | None,
+                t0_file: Path | None = None) -> int:
     """Runs the scheduler until SIGTERM/SIGINT; writes its statistics; returns the exit status."""
     live.warm_up()
     runner = web.AppRunner(create_app(live, poll_interval_s), access_log=None, handle_signals=False)
@@ -383,6 +401,8 @@ async def serve(live: LiveScheduler, host: str, port: int, poll_interval_s: floa
         loop.add_signal_handler(sig, stop.set)
     print(f"READY http://{host}:{port}", flush=True)
     try:
+        if t0_file is not None:
+            live.t0_s = await read_t0(t0_file)
         await stop.wait()
     finally:
         if stats_path is not None:
@@ -401,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=Path, required=True, help="JSON {resource: {url, model}}")
     p.add_argument("--policy", default="least-impedance", help=f"one of {', '.join(POLICY_NAMES)}")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--t0", type=float, required=True, help="the run's start (epoch seconds)")
+    t0 = p.add_mutually_exclusive_group(required=True)
+    t0.add_argument("--t0", type=float, help="the run's start (epoch seconds)")
+    t0.add_argument("--t0-file", type=Path, help="read the run's start from this file once it is written")
     p.add_argument("--eta", type=float, default=1.0)
     p.add_argument("--window-s", type=float, default=1.0)
     p.add_argument("--load-poll-s", type=float, default=1.0)
@@ -411,9 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         system = build_system(load_topology(args.topo), load_profiles(args.profiles))
         first = policy_index(args.policy)
         live = LiveScheduler(system, args.antenna, read_workers(args.workers), static_policy(first), first,
-                             args.seed, args.t0, eta=args.eta, window_s=args.window_s,
+                             args.seed, args.t0 if args.t0 is not None else time.time(), eta=args.eta, window_s=args.window_s,
                              log=lambda line: print(line, flush=True))
-        return asyncio.run(serve(live, args.host, args.port, args.load_poll_s, args.stats))
+        return asyncio.run(serve(live, args.host, args.port, args.load_poll_s, args.stats, args.t0_file))
     except (KeyError, ValueError, OSError) as exc:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 2

@@ -78,8 +78,10 @@ class LiveConfig:
     """(resource name, seconds after t0): SIGKILL that resource's worker then."""
     restart_scheduler: tuple[tuple[str, float], ...] = ()
     """(antenna, seconds after t0): stop that antenna's scheduler and start a fresh one then."""
-    lead_s: float = 2.0
-    """Seconds between starting the sources and t0, so that they are ready when the trace begins."""
+    lead_s: float = 0.5
+    """Seconds between every process being ready and t0."""
+    mtu: int = 1500
+    """MTU of every emulated interface (9000: jumbo frames, far fewer frames per query to forward)."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,24 @@ class Events:
                  + " ".join(f"{k}={v}" for k, v in what.items()))
 
 
+def set_mtu(net: EmulatedNetwork, mtu: int) -> None:
+    """Sets the MTU of every interface of the run's links (hosts, switch ports, wire ends).
+
+    A workaround until EmulatedNetwork takes an MTU: jumbo frames cut the frames each query costs the
+    userspace wires and switches (a 50 kB JPEG: ~35 frames at 1500, ~6 at 9000)."""
+    from testbed import sh
+
+    per_ns: dict[str | None, list[str]] = {}
+    for link in net.plan.links:
+        for end in (link.a, link.b):
+            per_ns.setdefault(end.netns, []).append(f"link set dev {end.ifname} mtu {mtu}")
+        if net.shaping == "wire" and link.shape is not None:
+            per_ns.setdefault(net.plan.wire_netns, []).extend(
+                f"link set dev {name} mtu {mtu}" for name in link.wire_ifnames())
+    for ns, lines in per_ns.items():
+        sh.ip_batch(lines, netns=ns)
+
+
 def wait_ready(procs: list[Proc], timeout_s: float = READY_TIMEOUT_S) -> None:
     """Waits until every process printed `READY <url>`; raises naming the first that died or is late."""
     deadline = time.monotonic() + timeout_s
@@ -267,9 +287,9 @@ def wait_ready(procs: list[Proc], timeout_s: float = READY_TIMEOUT_S) -> None:
     while pending:
         for p in list(pending):
             text = p.log.read_text(errors="replace") if p.log.exists() else ""
-            ready = [line for line in text.splitlines() if line.startswith("READY ")]
+            ready = [line for line in text.splitlines() if line.startswith("READY")]
             if ready:
-                p.url = ready[-1].split()[1]
+                p.url = (ready[-1].split() + [""])[1]
                 pending.remove(p)
             elif not p.running():
                 raise RuntimeError(f"{p.name} exited before it was ready; its log {p.log}:\n"
@@ -277,6 +297,22 @@ def wait_ready(procs: list[Proc], timeout_s: float = READY_TIMEOUT_S) -> None:
         if pending and time.monotonic() > deadline:
             raise RuntimeError(f"{pending[0].name} not ready after {timeout_s:.0f} s; see {pending[0].log}")
         time.sleep(0.1)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """Returns a process's user + system CPU time in seconds (None if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pidof(name: str) -> list[int]:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return [int(p) for p in subprocess.run(["pidof", name], capture_output=True, text=True,
+                                                timeout=5).stdout.split()]
+    return []
 
 
 def package_versions() -> dict[str, str]:
@@ -330,6 +366,8 @@ class LiveRun:
         self.sources: list[Proc] = []
         self.restarts: dict[str, int] = {}
         self.t0_s = 0.0
+        self.cpu_groups: dict[str, float] = {}
+        self.t0_file = self.out / "t0"
 
     # -- files before the run ------------------------------------------------------------------------
 
@@ -367,7 +405,8 @@ class LiveRun:
         argv = [sys.executable, "-m", "scheduler.live", "--topo", self.topo.source, "--profiles",
                 self.profiles.source, "--antenna", antenna, "--host", host.ip, "--port", str(SCHEDULER_PORT),
                 "--workers", str((self.out / "workers.json").resolve()), "--policy", c.policy,
-                "--seed", str(c.seed + 1000 * self.system.antenna_index(antenna) + n), "--t0", f"{self.t0_s:.6f}",
+                "--seed", str(c.seed + 1000 * self.system.antenna_index(antenna) + n),
+                "--t0-file", str(self.t0_file.resolve()),
                 "--eta", str(c.eta), "--window-s", str(c.window_s), "--load-poll-s", str(c.load_poll_s),
                 "--stats", str((self.out / "schedulers" / f"{antenna}{suffix}.json").resolve())]
         return Proc(f"scheduler {antenna}", host, argv, self.out / "logs" / f"scheduler-{antenna}{suffix}.log")
@@ -384,13 +423,23 @@ class LiveRun:
         for ant in self.system.antennas:
             host = net.host_for("sources", ant)
             argv = [sys.executable, "-m", "workload.source", "--trace", str((self.out / "trace.csv").resolve()),
-                    "--antenna", ant, "--scheduler", self.schedulers[ant].url, "--t0", f"{self.t0_s:.6f}",
+                    "--antenna", ant, "--scheduler", self.schedulers[ant].url,
+                    "--t0-file", str(self.t0_file.resolve()),
                     "--duration", str(self.duration_s), "--records",
                     str((self.out / "records" / f"{ant}.csv").resolve()), "--timeout-s", str(c.timeout_s),
                     "--corrupt-every", str(c.corrupt_every)]
             proc = Proc(f"source {ant}", host, argv, self.out / "logs" / f"source-{ant}.log")
             proc.start()
             self.sources.append(proc)
+        wait_ready(self.sources)
+
+    def set_t0(self) -> None:
+        """Fixes the run's start shortly ahead, once everyone is ready, and tells them (the t0 file)."""
+        self.t0_s = time.time() + self.config.lead_s
+        self.events.t0_s = self.t0_s
+        tmp = self.t0_file.with_suffix(".tmp")
+        tmp.write_text(f"{self.t0_s:.6f}\n")
+        tmp.replace(self.t0_file)
 
     # -- during the run ------------------------------------------------------------------------------
 
@@ -446,6 +495,34 @@ class LiveRun:
             if code not in (0, None):
                 self.events("source-failed", source=s.name, exit=code, log=str(s.log))
 
+    def cpu_snapshot(self, net: EmulatedNetwork) -> dict[str, tuple[str, float]]:
+        """Returns {process label: (group, CPU seconds so far)} for every process that serves the run."""
+        procs: list[tuple[str, str, int]] = []
+        for group, items in (("workers", self.workers), ("schedulers", list(self.schedulers.values())),
+                             ("sources", self.sources)):
+            procs += [(group, p.name, p.popen.pid) for p in items if p.popen is not None]
+        helpers = getattr(net, "_helpers", [])  # the network's own helper processes (wires, controller)
+        procs += [("wires" if name.startswith("wire") else name, name, p.pid) for name, p in helpers]
+        procs += [("ovs-vswitchd", "ovs-vswitchd", pid) for pid in _pidof("ovs-vswitchd")]
+        procs += [("orchestrator", "orchestrator", os.getpid())]
+        out = {}
+        for group, name, pid in procs:
+            cpu = cpu_seconds(pid)
+            if cpu is not None:
+                out[f"{name} ({pid})"] = (group, cpu)
+        return out
+
+    def write_cpu(self, before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]],
+                  seconds: float) -> dict[str, float]:
+        """Writes cpu.json (CPU seconds per process and group during the traffic); returns the groups."""
+        per_proc = {k: round(after[k][1] - before.get(k, (after[k][0], 0.0))[1], 2) for k in after}
+        groups: dict[str, float] = {}
+        for k, v in per_proc.items():
+            groups[after[k][0]] = round(groups.get(after[k][0], 0.0) + v, 2)
+        (self.out / "cpu.json").write_text(json.dumps({"traffic_wall_s": round(seconds, 2), "groups_cpu_s": groups,
+                                                       "processes_cpu_s": per_proc}, indent=1) + "\n")
+        return groups
+
     def stop_services(self) -> None:
         for p in self.schedulers.values():
             p.stop()
@@ -469,20 +546,23 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
     interrupted = False
     try:
         with net:
+            if config.mtu != 1500:
+                set_mtu(net, config.mtu)
             caps = start_captures(net, choose_hosts(net, config.pcap), run.out / "pcap", config.pcap_snaplen)
             try:
                 if config.measure_links:
                     net.measure_links(check=False)
                 run.start_workers(net)
-                run.t0_s = time.time() + config.lead_s + 1.0
-                run.events.t0_s = run.t0_s
                 run.start_schedulers(net)
                 merger = RecordMerger(parts, run.out / "records.csv")
                 run.start_sources(net)
+                run.set_t0()
                 run.events("started", t0_epoch_s=round(run.t0_s, 3), sources=len(run.sources),
                            workers=len(run.workers), schedulers=len(run.schedulers))
+                cpu_before, t_traffic = run.cpu_snapshot(net), time.monotonic()
                 run.wait_sources(net, merger)
-                run.events("sources-done")
+                run.cpu_groups = run.write_cpu(cpu_before, run.cpu_snapshot(net), time.monotonic() - t_traffic)
+                run.events("sources-done", cpu_s=run.cpu_groups)
             finally:
                 run.stop_services()
                 stop_captures(caps)
@@ -496,6 +576,16 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
     result = summarise(run, time.monotonic() - t_start)
     result.interrupted = interrupted
     return result
+
+
+def _source_stats(out: Path) -> dict[str, dict]:
+    stats = {}
+    for path in sorted((out / "logs").glob("source-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("DONE "):
+                with contextlib.suppress(ValueError):
+                    stats[path.stem.removeprefix("source-")] = json.loads(line[5:])
+    return stats
 
 
 def _scheduler_stats(out: Path) -> dict[str, dict]:
@@ -522,6 +612,9 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
         key = f"{o}:{r}" if r else o
         reasons[key] = reasons.get(key, 0) + 1
     sched = _scheduler_stats(run.out)
+    sources = _source_stats(run.out)
+    if sources:  # the sources have exited by the last CPU snapshot: they report their own CPU time
+        run.cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
     expected = run.trace.expected_queries(run.duration_s)
     summary = RunSummary.from_tally(
         tally, n_windows, environment="testbed", topology=run.topo.name, policy=run.config.policy,
@@ -529,7 +622,7 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
         duration_s=run.duration_s,
         extra={"streams": len(run.trace), "profiles": run.profiles.source, "expected_queries": expected,
                "recorded_queries": table.num_rows, "reasons": reasons, "real_sites": list(run.real_sites),
-               "wall_s": round(wall_s, 1),
+               "wall_s": round(wall_s, 1), "sources": sources, "cpu_s": run.cpu_groups,
                "scheduler_overhead_us": {k: v.get("overhead_us") for k, v in sched.items()}})
     summary.write_json(run.out / "summary.json")
     write_timeseries(summary, run.out / "timeseries.csv")
@@ -563,6 +656,13 @@ def format_result(result: LiveResult) -> str:
     for app, r in sorted(s.per_app.items()):
         lines.append(f"{app:24} {r.queries:8d} {r.success:8.3f} {r.failed:8.3f} {r.rejected:8.3f}")
     lines += ["", "outcomes by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))]
+    lag = max((v.get("lag_p99_ms", 0.0) for v in s.extra.get("sources", {}).values()), default=0.0)
+    lines.append(f"sources' send lag p99 {lag:.1f} ms" + ("  <-- the testbed itself fell behind (overloaded)"
+                                                          if lag > 50 else ""))
+    cpu = s.extra.get("cpu_s") or {}
+    if cpu:
+        lines.append("CPU seconds during the traffic: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
     for ant, st in sorted(result.scheduler_stats.items()):
         ov = st.get("overhead_us", {})
         if ov.get("n"):

@@ -58,6 +58,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds after which an unanswered query has failed (and the drain at the end)")
     parser.add_argument("--window", type=float, default=d.window_s, help="seconds per decision window and series point")
     parser.add_argument("--eta", type=float, default=d.eta, help="capacity headroom factor")
+    parser.add_argument("--mtu", type=int, default=d.mtu,
+                        help="MTU of the emulated interfaces (9000: jumbo frames, much less forwarding CPU)")
     parser.add_argument("--no-measure", action="store_true", help="skip measuring the links before the run")
     parser.add_argument("--corrupt-every", type=int, default=0, metavar="N",
                         help="sources send every Nth frame corrupt (robustness check; 0: never)")
@@ -80,7 +82,8 @@ def config_from_args(args: argparse.Namespace) -> LiveConfig:
                       pcap=args.pcap, pcap_snaplen=args.pcap_snaplen, shaping=args.shaping, switch=args.switch,
                       controller=args.controller, timeout_s=args.timeout_s, window_s=args.window, eta=args.eta,
                       measure_links=not args.no_measure, corrupt_every=args.corrupt_every,
-                      kill_worker=tuple(args.kill_worker), restart_scheduler=tuple(args.restart_scheduler))
+                      kill_worker=tuple(args.kill_worker), restart_scheduler=tuple(args.restart_scheduler),
+                      mtu=args.mtu)
 
 
 def run_live(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import json
 import math
 import signal
 import sys
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 
 from analysis.records import RecordWriter
 from workload.trace import Trace, read_trace
@@ -120,6 +122,8 @@ class Source:
         self.session: aiohttp.ClientSession | None = None
         self.in_flight: set[asyncio.Task] = set()
         self.frames_sent = 0
+        self.lag_ms: list[float] = []
+        """How late each frame left against its schedule (the source falling behind: the testbed overloaded)."""
         self.stopping = asyncio.Event()
 
     def now_ms(self) -> float:
@@ -193,6 +197,7 @@ class Source:
                 self.records.add(**self._row(i, k), t_send_ms=(start + k / fps) * 1000.0, outcome="rejected",
                                  reason=str(binding["rejected"]))
                 continue
+            self.lag_ms.append(self.now_ms() - (start + k / fps) * 1000.0)
             bad = self.corrupt_every > 0 and (self.frames_sent + 1) % self.corrupt_every == 0
             task = asyncio.create_task(self._query(i, k, corrupt(frame) if bad else frame, binding))
             self.in_flight.add(task)
@@ -259,12 +264,25 @@ class Source:
             self.records.add(**common, outcome="rejected", reason=str(answer.get("reason", "")))
 
 
+def wait_t0(path: Path, timeout_s: float = 600.0) -> float:
+    """Returns the run's t0 (epoch seconds) once the orchestrator has written it to `path`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return float(path.read_text())
+        except (OSError, ValueError):  # not written yet, or half written
+            time.sleep(0.005)
+    raise TimeoutError(f"{path}: no t0 after {timeout_s:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workload.source", description=__doc__)
     p.add_argument("--trace", type=Path, required=True)
     p.add_argument("--antenna", required=True)
     p.add_argument("--scheduler", required=True, help="the antenna scheduler's base URL")
-    p.add_argument("--t0", type=float, required=True, help="the run's start (epoch seconds)")
+    t0 = p.add_mutually_exclusive_group(required=True)
+    t0.add_argument("--t0", type=float, help="the run's start (epoch seconds)")
+    t0.add_argument("--t0-file", type=Path, help="print READY, then wait for the run's start in this file")
     p.add_argument("--duration", type=float, required=True, help="no query is sent after this (s since t0)")
     p.add_argument("--records", type=Path, required=True, help="CSV file of this source's query records")
     p.add_argument("--timeout-s", type=float, default=5.0, help="a query unanswered this long has failed")
@@ -274,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     mine = trace.antenna == args.antenna
     trace = Trace(**{k: getattr(trace, k)[mine] for k in Trace.__dataclass_fields__})
     with RecordWriter(args.records) as writer:
-        source = Source(trace, args.scheduler, args.t0, args.duration, Records(writer), args.timeout_s,
+        source = Source(trace, args.scheduler, args.t0 or 0.0, args.duration, Records(writer), args.timeout_s,
                         args.corrupt_every)
+        if args.t0_file is not None:  # ready (imports done, frames encoded): the orchestrator then sets t0
+            print("READY", flush=True)
+            source.t0_s = wait_t0(args.t0_file)
         loop = asyncio.new_event_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, source.stopping.set)
@@ -283,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
             loop.run_until_complete(source.run())
         finally:
             loop.close()
-    print(f"DONE {source.records.sent} records, {source.frames_sent} frames sent", flush=True)
+    lag = np.asarray(source.lag_ms or [0.0])
+    print("DONE " + json.dumps({"records": source.records.sent, "frames_sent": source.frames_sent,
+                                "lag_p50_ms": round(float(np.percentile(lag, 50)), 2),
+                                "lag_p99_ms": round(float(np.percentile(lag, 99)), 2),
+                                "lag_max_ms": round(float(lag.max()), 2),
+                                "cpu_s": round(time.process_time(), 2)}), flush=True)
     return 0
 
 
