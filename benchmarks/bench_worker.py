@@ -164,22 +164,26 @@ async def compare_throughput(cases: dict, worker_pid: int, concurrency: int, sli
     return tallies
 
 
-async def low_load(url: str, body: bytes, headers: dict, local, count: int) -> tuple[list[float], list[float]]:
-    """Returns client round trips and in-process times (ms) of `local()`, alternated one query at a time."""
-    rtts, local_ms = [], []
+async def low_load(url: str, body: bytes, headers: dict, local, count: int) -> dict[str, list[float]]:
+    """Returns, one query at a time, client round trips, in-process times of `local()` (alternated with
+    the queries) and the worker's own stages (ms): arrival to batch start, batch, batch end to answer."""
+    out: dict[str, list[float]] = {"rtt": [], "local": [], "to_start": [], "batch": [], "to_answer": []}
     async with aiohttp.ClientSession() as session:
         for i in range(count + 20):
             t0 = time.perf_counter()
             async with session.post(url, data=body, headers=headers) as resp:
-                await resp.read()
+                answer = await resp.json()
                 assert resp.status == 200, resp.status
             t1 = time.perf_counter()
             local()
             t2 = time.perf_counter()
             if i >= 20:  # warm-up
-                rtts.append((t1 - t0) * 1000.0)
-                local_ms.append((t2 - t1) * 1000.0)
-    return rtts, local_ms
+                out["rtt"].append((t1 - t0) * 1000.0)
+                out["local"].append((t2 - t1) * 1000.0)
+                out["to_start"].append(answer["t_infer_start_ms"] - answer["t_arrival_ms"])
+                out["batch"].append(answer["t_infer_end_ms"] - answer["t_infer_start_ms"])
+                out["to_answer"].append(answer["t_answer_ms"] - answer["t_infer_end_ms"])
+    return out
 
 
 def main() -> None:
@@ -236,19 +240,19 @@ def main() -> None:
         n = args.low_load_queries
         infer_url = f"{worker.url}/v2/models/{args.model}/infer"
         frames_url = f"{worker.url}/v2/models/{args.model}/frames?stream=b"
-        rtt8, raw8 = asyncio.run(low_load(infer_url, *bodies["UINT8"],
-                                          lambda: session.run(None, {cfg.input_name: pixels}), n))
-        rttj, pipej = asyncio.run(low_load(frames_url, jpeg, {"Content-Type": "image/jpeg"},
-                                           lambda: proc.process(frames_q), n))
+        v2 = asyncio.run(low_load(infer_url, *bodies["UINT8"],
+                                  lambda: session.run(None, {cfg.input_name: pixels}), n))
+        jp = asyncio.run(low_load(frames_url, jpeg, {"Content-Type": "image/jpeg"}, lambda: proc.process(frames_q), n))
     finally:
         worker.stop()
         proc.close()
     med = statistics.median
-    print(f"low load, v2 UINT8 (batch 1, W 0): round trip p50 {med(rtt8):.2f} ms - session.run p50 {med(raw8):.2f} "
-          f"ms -> added p50 {med(rtt8) - med(raw8):.2f} ms (HTTP, transfer of {len(bodies['UINT8'][0]) // 1000} kB, "
-          "queue, post-processing)")
-    print(f"low load, JPEG frames (batch 1, W 0): round trip p50 {med(rttj):.2f} ms - in-process decode+run+post "
-          f"p50 {med(pipej):.2f} ms -> added p50 {med(rttj) - med(pipej):.2f} ms (HTTP, queue, hand-off; goal < 1 ms)")
+    for name, m, baseline in (("v2 UINT8 tensors", v2, "session.run"), ("JPEG frames", jp, "decode+run+post")):
+        print(f"low load, {name} (batch 1, W 0): round trip p50 {med(m['rtt']):.2f} ms - in-process {baseline} "
+              f"p50 {med(m['local']):.2f} ms -> added p50 {med(m['rtt']) - med(m['local']):.2f} ms (goal < 1 ms)\n"
+              f"    worker stages p50: arrival -> batch start {med(m['to_start']):.2f} ms, batch {med(m['batch']):.2f} "
+              f"ms, batch end -> answer {med(m['to_answer']):.2f} ms; HTTP + client + transfer "
+              f"{med(m['rtt']) - med(m['to_start']) - med(m['batch']) - med(m['to_answer']):.2f} ms")
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ async def frames(request: web.Request) -> web.Response:
               "t_arrival_ms": t_arrival, "t_infer_start_ms": outcome.t_infer_start_ms,
               "t_infer_end_ms": outcome.t_infer_end_ms, "batch_size": outcome.batch_size,
               "queue_len_at_arrival": q.queue_len_at_arrival, "frame_bytes": len(body)}
-    stats.on_answer(now_ms() - t_arrival)
+    answer["t_answer_ms"] = now_ms()
+    stats.on_answer(answer["t_answer_ms"] - t_arrival)
     if outcome.error is not None:
         return error(400, "bad_frame", outcome.error, **answer)
     answer["detections"] = [d.to_json() for d in outcome.detections]
@@ -278,13 +279,14 @@ async def infer(request: web.Request) -> web.Response:
     outcomes: list[Outcome] = await asyncio.gather(*(q.future for q in queries))
     rows = [[i, *d.box, d.score, float(dep.config.labels.index(d.label)) if d.label in dep.config.labels else -1.0]
             for i, o in enumerate(outcomes) for d in o.detections]
-    stats.on_answer(now_ms() - t_arrival)
+    t_answer = now_ms()
+    stats.on_answer(t_answer - t_arrival)
     return web.json_response({
         "model_name": dep.config.name, "model_version": "1", "id": _request_id(body, header_len),
         "outputs": [{"name": "detections", "datatype": "FP32", "shape": [len(rows), 7],
                      "data": [v for row in rows for v in row]}],
         "t_arrival_ms": t_arrival, "t_infer_start_ms": min(o.t_infer_start_ms for o in outcomes),
-        "t_infer_end_ms": max(o.t_infer_end_ms for o in outcomes),
+        "t_infer_end_ms": max(o.t_infer_end_ms for o in outcomes), "t_answer_ms": t_answer,
         "batch_size": max(o.batch_size for o in outcomes), "batch_sizes": [o.batch_size for o in outcomes],
         "queue_len_at_arrival": queue_len,
         "detections": [{**d.to_json(), "image": i} for i, o in enumerate(outcomes) for d in o.detections]})
