@@ -78,6 +78,8 @@ def test_jpeg_route_answers_detections_and_timestamps(astronaut_jpeg: bytes) -> 
     async def scenario(client: TestClient) -> None:
         assert (await client.get("/v2/health/live")).status == 200
         assert (await (await client.get("/v2/health/ready")).json()) == {"ready": True}
+        assert (await (await client.get(f"/v2/models/{MODEL}/ready")).json())["ready"] is True
+        assert "binary_tensor_data" in (await (await client.get("/v2")).json())["extensions"]
         meta = await (await client.get(f"/v2/models/{MODEL}")).json()
         assert meta["inputs"][0]["shape"] == [-1, 3, 416, 416]
         assert meta["deployment"]["variant"] == f"{MODEL}-cpu-b2" and meta["card"]["weights"] == "trained"
