@@ -253,3 +253,34 @@ def test_a_failing_batch_answers_500_json_and_the_worker_carries_on(monkeypatch,
 
     run_with_worker(WorkerSettings(MODEL, max_batch_size=1, max_batch_delay_ms=0, profile_driven=profile_file),
                     scenario)
+
+
+def test_ready_only_after_warm_up(monkeypatch, profile_file: Path, astronaut_jpeg: bytes) -> None:
+    import threading
+
+    import workers.service as service
+    from workers.engine import ProfileProcessor
+
+    release = threading.Event()
+
+    class SlowWarmUp(ProfileProcessor):
+        def warm_up(self, max_batch: int) -> None:
+            release.wait(30)
+
+    monkeypatch.setattr(service, "_make_processors", lambda dep: [SlowWarmUp(dep.profile)])
+
+    async def main() -> None:
+        app = create_app(resolve(WorkerSettings(MODEL, profile_driven=profile_file)))
+        async with TestClient(TestServer(app)) as client:
+            assert (await client.get("/v2/health/live")).status == 200
+            resp = await client.get("/v2/health/ready")
+            assert resp.status == 503 and (await resp.json())["ready"] is False
+            status, body = await post_frame(client, astronaut_jpeg)
+            assert (status, body["error"]) == (503, "not_ready")
+            release.set()
+            await asyncio.wait_for(app[ENGINE].ready.wait(), 30)
+            assert (await client.get("/v2/health/ready")).status == 200
+            status, _ = await post_frame(client, astronaut_jpeg)
+            assert status == 200
+
+    asyncio.run(main())
