@@ -9,11 +9,6 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from scheduler.aset.config import DQNConfig
-    from scheduler.system import SystemModel
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,12 +55,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from topologies import load_topology
 
     system = build_system(load_topology(args.topo), load_profiles(args.profiles))
+    # --minutes: epsilon decays with the time used; 85% of the budget trains, the rest calibrates the guard
     steps = args.steps if args.steps is not None else (10**9 if args.minutes else DQNConfig.total_steps)
     cfg = DQNConfig(topology=args.topo, lambda_per_min=args.lam, seed=args.seed, total_steps=steps,
-                    time_budget_s=args.minutes * 60.0 if args.minutes else None, out_dir=args.out,
+                    time_budget_s=args.minutes * 60.0 * 0.85 if args.minutes else None, out_dir=args.out,
                     validation_duration_s=args.validation_duration, progress=not args.no_progress)
-    if args.minutes:  # a time budget: decay epsilon over the decisions the budget is expected to allow
-        cfg = _fit_exploration(cfg, system)
     print(f"training ASET on {system.topology.name} ({system.n_resources} resources), lambda {args.lam:g} "
           f"(episodes {cfg.lambda_range_per_min[0]:g}..{cfg.lambda_range_per_min[1]:g}), seed {args.seed}")
     result = train(cfg, system)
@@ -77,26 +71,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key, path in result.files.items():
         print(f"  {key}: {path}")
     return 0
-
-
-def _fit_exploration(cfg: DQNConfig, system: SystemModel) -> DQNConfig:
-    """Returns cfg with total_steps set to the decisions a short timing run predicts for the budget."""
-    from dataclasses import replace
-
-    from simulator.gym_env import AsetEnv
-
-    assert cfg.time_budget_s is not None
-    env = AsetEnv(system, replace(cfg.env, lambda_range_per_min=cfg.lambda_range_per_min))
-    env.reset(seed=cfg.seed)
-    t0, n = time.monotonic(), 0
-    while time.monotonic() - t0 < 3.0:
-        _, _, term, trunc, _ = env.step(1)
-        n += 1
-        if term or trunc:
-            env.reset()
-    per_step_s = (time.monotonic() - t0) / n + 0.004  # + a gradient step
-    budget = cfg.time_budget_s * 0.85  # leave time for the guard's validation and the export
-    return replace(cfg, total_steps=max(cfg.learning_starts + 100, int(budget / per_step_s)), time_budget_s=budget)
 
 
 def _agent_path(text: str) -> Path:

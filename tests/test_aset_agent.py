@@ -212,3 +212,14 @@ def test_cli_trains_then_evaluates_against_the_statics(toy_path, tmp_path, capsy
     assert set(policies) == {*POLICY_NAMES, "aset"}
     assert policies["aset"]["overall"]["success"] >= policies["farthest"]["overall"]["success"] - 0.03
     assert (ev_dir / "aset-toy_success_over_time_lambda80.png").stat().st_size > 10_000
+
+
+def test_epsilon_decays_with_steps_or_with_the_time_budget_used():
+    from scheduler.aset.train import epsilon_at
+
+    cfg = DQNConfig(total_steps=1000, exploration_fraction=0.5, epsilon_start=1.0, epsilon_end=0.1)
+    assert epsilon_at(cfg, 0) == 1.0
+    assert epsilon_at(cfg, 250) == pytest.approx(0.55)
+    assert epsilon_at(cfg, 900) == pytest.approx(0.1)
+    timed = replace(cfg, total_steps=10**9, time_budget_s=100.0)
+    assert epsilon_at(timed, 10, elapsed_s=25.0) == pytest.approx(0.55)

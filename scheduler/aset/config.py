@@ -31,7 +31,8 @@ class DQNConfig:
     total_steps: int = 40_000
     """Decisions (environment steps) to train for."""
     time_budget_s: float | None = None
-    """Stops earlier once this many wall-clock seconds have passed (None: no limit)."""
+    """Stops once this many wall-clock seconds have passed, epsilon decaying with the time used (None: no limit;
+    with a budget the run depends on the machine's speed, not only on the seed)."""
     learning_rate: float = 3e-4
     """Adam step size."""
     buffer_size: int = 30_000

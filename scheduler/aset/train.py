@@ -75,9 +75,12 @@ def td_loss(q_net: QNetwork, target_net: QNetwork, batch: ReplayBatch, gamma: fl
     return F.smooth_l1_loss(q, target)
 
 
-def epsilon_at(cfg: DQNConfig, step: int) -> float:
-    span = max(1, int(cfg.exploration_fraction * cfg.total_steps))
-    frac = min(1.0, step / span)
+def epsilon_at(cfg: DQNConfig, step: int, elapsed_s: float = 0.0) -> float:
+    """Returns epsilon after `step` steps; with a time budget, progress is the larger of steps and time used."""
+    progress = step / cfg.total_steps
+    if cfg.time_budget_s:
+        progress = max(progress, elapsed_s / cfg.time_budget_s)
+    frac = min(1.0, progress / max(cfg.exploration_fraction, 1e-9))
     return cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start)
 
 
@@ -109,11 +112,11 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     ep_return, ep_len, ep_lambda = 0.0, 0, info["lambda"]
     t_start = time.monotonic()
-    bar = tqdm(total=cfg.total_steps, disable=not cfg.progress, desc=f"ASET {system.topology.name}", unit="dec",
+    bar = tqdm(total=cfg.total_steps if cfg.time_budget_s is None else None, disable=not cfg.progress, desc=f"ASET {system.topology.name}", unit="dec",
                 mininterval=2.0)
     step = 0
     for step in range(1, cfg.total_steps + 1):
-        eps = epsilon_at(cfg, step)
+        eps = epsilon_at(cfg, step, time.monotonic() - t_start)
         if rng.random() < eps:
             use_prior = prior is not None and rng.random() < cfg.prior_share
             action = prior if use_prior else int(rng.integers(len(POLICY_NAMES)))
