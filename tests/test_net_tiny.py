@@ -28,9 +28,10 @@ def tiny_net(tmp_path_factory):
 
 
 def test_measured_one_way_delays_match_the_file(tiny_net) -> None:
-    # 1 ms for delay and jitter (not the default 0.5): userspace OVS on a busy 2-core machine adds a few
-    # tenths per hop; a missing, halved or doubled delay is still far outside. Raises beyond tolerance.
-    results = tiny_net.measure_links(tolerance=Tolerance(delay_abs_ms=1.0, dev_abs_ms=1.0))
+    # 1 ms for delay, 2 ms for jitter (defaults 0.5): userspace OVS on a busy 2-core machine adds a few
+    # tenths per hop; a missing, halved or doubled delay is still far outside (jitter itself is checked
+    # in test_net_loss.py on Linux bridges). Raises beyond tolerance.
+    results = tiny_net.measure_links(tolerance=Tolerance(delay_abs_ms=1.0, dev_abs_ms=2.0))
     got = {(m.link, m.direction): m for m in results}
     assert set(got) == {(link, d) for link in ("radio-ant1", "ant1-dc1", "dc1-cloud") for d in ("a->b", "b->a")}
     expected_ms = {"radio-ant1": 2.0, "ant1-dc1": 5.0, "dc1-cloud": 20.0}
