@@ -43,7 +43,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
-stamp=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The editable install maps the packages that exist when it runs: a new package reinstalls it.
+stamp=$VENV/.installed-$( (cat pyproject.toml; ls -d -- */__init__.py) | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   log "installing Python dependencies (pinned in pyproject.toml)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
