@@ -18,6 +18,9 @@ from testbed.plan import HOST_IFNAME
 DEFAULT_SNAPLEN = 200
 """Bytes kept per packet: Ethernet, IP and TCP headers and the HTTP request line, not the JPEG."""
 
+CAPTURE_BUFFER_KIB = 32768
+"""Kernel capture buffer: room for bursts while tcpdump waits for a CPU (drops are in its log)."""
+
 
 @dataclass
 class Capture:
@@ -70,7 +73,8 @@ def start_captures(net: EmulatedNetwork, hosts: Sequence[str], out_dir: Path,
         host: Host = net.host(name)
         path = out_dir / f"{name}.pcap"
         log = (out_dir / f"{name}.tcpdump.log").open("w")
-        proc = host.popen(["tcpdump", "-i", HOST_IFNAME, "-n", "-U", "-Z", "root", "-s", str(snaplen),
+        proc = host.popen(["tcpdump", "-i", HOST_IFNAME, "-n", "-U", "-Z", "root", "-B", str(CAPTURE_BUFFER_KIB),
+                           "-s", str(snaplen),
                            "-w", str(path)], stdout=log, stderr=subprocess.STDOUT)
         caps.append(Capture(name, path, proc))
     deadline = time.monotonic() + 10.0
@@ -81,6 +85,14 @@ def start_captures(net: EmulatedNetwork, hosts: Sequence[str], out_dir: Path,
                 raise RuntimeError(f"tcpdump on {cap.host} did not start: {log_path.read_text(errors='replace')}")
             time.sleep(0.05)
     return caps
+
+
+def dropped_by_kernel(log_path: Path) -> int | None:
+    """Returns the packets tcpdump's log says the kernel dropped (None before tcpdump has exited)."""
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.endswith("packets dropped by kernel"):
+            return int(line.split()[0])
+    return None
 
 
 def stop_captures(caps: Sequence[Capture]) -> dict[str, int]:

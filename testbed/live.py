@@ -80,8 +80,9 @@ class LiveConfig:
     """(antenna, seconds after t0): stop that antenna's scheduler and start a fresh one then."""
     lead_s: float = 0.5
     """Seconds between every process being ready and t0."""
-    mtu: int = 1500
-    """MTU of every emulated interface (9000: jumbo frames, far fewer frames per query to forward)."""
+    mtu: int = 9000
+    """MTU of every emulated interface. Jumbo frames by default: a 50 kB frame is ~6 packets instead of
+    ~35, which the userspace wires and switches of a 2-core machine can forward (1500: standard)."""
 
 
 @dataclass(frozen=True)
@@ -524,10 +525,13 @@ class LiveRun:
         return groups
 
     def stop_services(self) -> None:
-        for p in self.schedulers.values():
-            p.stop()
-        for w in self.workers:
-            w.stop()
+        """Stops the schedulers (they write their statistics), then every worker at once."""
+        for group in (list(self.schedulers.values()), self.workers):
+            for p in group:
+                if p.running():
+                    p.popen.terminate()  # type: ignore[union-attr]
+            for p in group:
+                p.stop()
 
 
 def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResult:
