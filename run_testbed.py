@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The one command line of the project: simulate, record traces, and (as they land) run the testbed,
-workers, network checks, ASET training and evaluation, and the simulator-vs-testbed comparison."""
+"""The one command line of the project: the live testbed run (default), simulate, record traces, workers,
+network checks, ASET training and evaluation, and the simulator-vs-testbed comparison."""
 
 from __future__ import annotations
 
@@ -14,17 +14,32 @@ from scheduler import aset_cli  # noqa: E402
 from scheduler.profiles import ProfileError  # noqa: E402
 from simulator import cli as simulator_cli  # noqa: E402
 from testbed import cli as testbed_cli  # noqa: E402
+from testbed import compare as compare_cli  # noqa: E402
+from testbed import live_cli  # noqa: E402
 from topologies import TopologyError  # noqa: E402
 from workers import cli as workers_cli  # noqa: E402
 from workload.trace import TraceError  # noqa: E402
 
-REGISTRARS = [simulator_cli.register, workers_cli.register, testbed_cli.register, aset_cli.register]
+
+def register_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the live testbed run (the default when no command is given)",
+                       description="Bring up the emulated network, start workers, schedulers and sources, "
+                                   "replay the traffic and write the run dir.")
+    live_cli.add_run_arguments(p)
+    p.set_defaults(func=live_cli.run_live)
+
+
+REGISTRARS = [register_run, simulator_cli.register, workers_cli.register, testbed_cli.register,
+              aset_cli.register, compare_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_testbed.py",
-        description="Scheduling DNN inference across the edge-cloud continuum: simulator, emulated testbed, ASET.")
+        description="Scheduling DNN inference across the edge-cloud continuum: simulator, emulated testbed, ASET. "
+                    "Without a command: the live testbed run (options as for `run`).")
+    live_cli.add_run_arguments(parser)
+    parser.set_defaults(func=live_cli.run_live)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in REGISTRARS:
         register(sub)
@@ -34,9 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.error("the live testbed run (run_testbed.py --topo NAME) is not available yet; "
-                     "use one of the commands listed above, e.g. `simulate --topo full-edge`")
     try:
         return int(args.func(args) or 0)
     except (TopologyError, ProfileError, TraceError, ValueError, KeyError) as exc:

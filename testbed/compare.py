@@ -1,0 +1,103 @@
+"""`run_testbed.py compare`: one trace through the simulator and the testbed, per policy, and the report.
+
+Both sides replay the same trace file with the same seed and the same worker settings; the simulator
+uses the nominal topology and profiles, or (`--calibrate RUN_DIR`) the links and processing times a
+testbed run measured. The report (Markdown, JSON, plots) is analysis.fidelity's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from analysis.calibrate import calibrated_profiles, processing_scale
+from analysis.fidelity import compare_dirs, write_report
+from analysis.records import read_records
+from scheduler.core import POLICY_NAMES, policy_index
+from scheduler.profiles import load_profiles
+from scheduler.system import build_system
+from simulator.engine import SimConfig
+from simulator.run import simulate_policy
+from topologies import load_topology
+from topologies.calibrate import calibrated_topology, read_link_figures
+from workload.arrivals import RateSchedule, generate_trace
+from workload.trace import read_trace, write_trace
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="run one trace through the simulator and the testbed and compare them",
+                       description="Run the same trace with the same seed through the simulator and the "
+                                   "testbed for each policy; write report.md, report.json and plots.")
+    p.add_argument("--topo", default="tiny", help="topology name or YAML file (default tiny)")
+    p.add_argument("--trace", type=Path, default=None, help="trace to replay (default: generate one)")
+    p.add_argument("--lambda", dest="lam", default="6", help="clients per minute per antenna when generating")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of queries (default 60)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--policies", default="closest,least-impedance,load-balancing",
+                   help=f"comma list of policies, or all ({', '.join(POLICY_NAMES)})")
+    p.add_argument("--profiles", type=Path, default=None, help="profile file (default: measured, else provisional)")
+    p.add_argument("--calibrate", type=Path, default=None, metavar="RUN_DIR",
+                   help="simulate with the link delays and processing times this testbed run measured")
+    p.add_argument("--real-workers", default="none", metavar="SITES",
+                   help="cluster sites running real ONNX inference in the testbed (default none: profile-driven)")
+    p.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs")
+    p.add_argument("--controller", choices=("osken", "none"), default="osken")
+    p.add_argument("--pcap", default="none", help="hosts to capture on the testbed side (default none)")
+    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder (default runs/compare)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from testbed.live import LiveConfig, run_live  # the testbed side needs root and the network package
+
+    if os.geteuid() != 0:
+        print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)
+        return 2
+    policies = list(POLICY_NAMES) if args.policies == "all" else [p.strip() for p in args.policies.split(",")]
+    for p in policies:
+        policy_index(p)
+    topo = load_topology(args.topo)
+    antennas = tuple(a.name for a in topo.antennas)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    trace_path = out / "trace.csv"
+    if args.trace:
+        trace = read_trace(args.trace, antennas)
+    else:
+        rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(1)[0])
+        trace = generate_trace(antennas, RateSchedule.parse(args.lam), args.duration, rng)
+    write_trace(trace, trace_path)
+    profiles = load_profiles(args.profiles)
+    sim_topo, sim_profiles, label = topo, profiles, "nominal topology and profiles"
+    if args.calibrate:
+        sim_topo = calibrated_topology(topo, read_link_figures(args.calibrate))
+        scale = processing_scale(read_records(args.calibrate / "records.csv"), profiles)
+        sim_profiles = calibrated_profiles(profiles, scale)
+        label = (f"calibrated from {args.calibrate}: measured link figures, processing x"
+                 + ", ".join(f"{k:.2f} ({v})" for v, k in scale.items()))
+    real = () if args.real_workers == "none" else tuple(s for s in args.real_workers.split(",") if s)
+    base = LiveConfig(topo=args.topo, trace=trace_path, duration_s=args.duration, seed=args.seed,
+                      profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
+                      controller=args.controller)
+    system = build_system(sim_topo, sim_profiles)
+    sim_config = SimConfig(window_s=base.window_s, duration_s=args.duration, eta=base.eta,
+                           max_batch_delay_ms=base.max_batch_delay_ms,
+                           queue_limit_per_replica=base.queue_limit_per_replica)
+    pairs = {}
+    for p in policies:
+        print(f"== {p}: testbed")
+        live = run_live(dataclasses.replace(base, policy=p, out=out / "testbed" / p))
+        print(f"== {p}: simulator")
+        simulate_policy(system, trace, p, sim_config, args.seed, f"trace:{trace_path.name}", out / "simulator" / p)
+        pairs[p] = (out / "simulator" / p / "records.csv", live.out / "records.csv")
+    report = compare_dirs(pairs, topo.name, label, base.window_s)
+    write_report(report, out)
+    print()
+    print(report.to_markdown())
+    print(f"wrote {out}/report.md, report.json, series.png")
+    return 0
