@@ -1,0 +1,182 @@
+"""Parts of the live run that need no network: JPEG sizing, the worker plan, the live scheduler's binding,
+load learning and rebinding (through an aiohttp test server standing in for a worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
+from scheduler.live import LiveScheduler, create_app, static_policy
+from scheduler.profiles import load_profiles
+from scheduler.system import build_system
+from testbed.live import LiveConfig, plan_workers, smallest_cluster
+from topologies import load_topology
+from workload.source import JpegSizer, corrupt, pad_jpeg
+
+LI = policy_index("least-impedance")
+
+
+@pytest.fixture(scope="module")
+def tiny_system():
+    topo = load_topology("tiny")
+    profiles = load_profiles()
+    return topo, profiles, build_system(topo, profiles)
+
+
+@pytest.mark.parametrize("nbytes", [20_000, 33_333, 65_539, 65_540, 65_541, 80_000, 200_001])
+def test_frames_are_valid_jpegs_of_the_exact_size(nbytes: int) -> None:
+    sizer = JpegSizer()
+    frame = sizer.frame(nbytes)
+    assert len(frame) == nbytes
+    img = Image.open(io.BytesIO(frame))
+    img.load()
+    assert img.format == "JPEG" and min(img.size) >= 160
+    assert frame.rstrip(b"\x00").endswith(b"\xff\xd9")
+    assert not corrupt(frame).endswith(b"\xff\xd9")
+
+
+def test_padding_keeps_the_image_and_never_shrinks() -> None:
+    sizer = JpegSizer()
+    base = sizer.frame(sizer.min_bytes)
+    padded = pad_jpeg(base, len(base) + 1000)
+    a, b = (np.asarray(Image.open(io.BytesIO(x)).convert("RGB")) for x in (base, padded))
+    assert len(padded) == len(base) + 1000 and np.array_equal(a, b)
+    assert pad_jpeg(base, 10) == base
+
+
+def test_worker_plan_real_only_on_cpu_variants_of_chosen_sites(tiny_system) -> None:
+    topo, profiles, system = tiny_system
+    assert smallest_cluster(topo, profiles, system) == "ant1"
+    plans = plan_workers(system, ("dc1",), LiveConfig())
+    real = {p.resource for p in plans if p.real}
+    assert real == {"tiny-yolov2-cpu-b4@dc1"}
+    dc1 = next(p for p in plans if p.site == "dc1")
+    assert dc1.queue_limit == 16 * 4 * 1 and dc1.batch == 4
+    with pytest.raises(ValueError, match="'mars' is not a cluster"):
+        plan_workers(system, ("mars",), LiveConfig())
+    full = build_system(load_topology("full-edge"), profiles)
+    gpu_real = [p for p in plan_workers(full, ("cloud",), LiveConfig()) if p.device == "gpu" and p.site == "cloud"]
+    assert gpu_real and not any(p.real for p in gpu_real) and all("profile-driven" in p.note for p in gpu_real)
+
+
+def _live(system, workers=None) -> LiveScheduler:
+    names = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}
+    return LiveScheduler(system, "ant1", workers or names, static_policy(LI), LI, seed=0, t0_s=0.0,
+                         log=lambda _: None)
+
+
+def test_binding_declares_load_and_a_dead_worker_rebinds_its_streams(tiny_system) -> None:
+    _, _, system = tiny_system
+    live = _live(system)
+    a = live.bind(1, StreamRequest(0, fps=30, frame_bytes=30_000, max_delay_ms=300, min_accuracy=0.2))
+    b = live.bind(2, StreamRequest(0, fps=20, frame_bytes=45_000, max_delay_ms=400, min_accuracy=0.2))
+    names = [r.name for r in system.resources]
+    assert names[a.resource] == "mobilenet-ssd-cpu-b1@ant1" and names[b.resource] == "tiny-yolov2-cpu-b4@dc1"
+    assert live.load.load_qps.tolist() == [30.0, 20.0, 0.0]
+    live.mark_down(b.resource, "test")
+    assert live.load_estimate()[b.resource] == math.inf
+    assert live.streams[2].resource == -1 and live.streams[2].reason == "capacity"
+    assert live.load.load_qps.tolist() == [30.0, 0.0, 0.0]
+    assert [e["event"] for e in live.events] == ["worker-down", "rebind"]
+    live.release(1)
+    assert live.load.load_qps.tolist() == [0.0, 0.0, 0.0] and 1 not in live.streams
+
+
+def test_worker_reports_raise_the_load_estimate(tiny_system) -> None:
+    _, _, system = tiny_system
+    live = _live(system)
+    w = live.workers[0]
+    w.reported_qps = 40.0
+    assert live.load_estimate()[0] == 40.0
+    s = live.bind(1, StreamRequest(0, fps=10, frame_bytes=30_000, max_delay_ms=300, min_accuracy=0.2))
+    assert system.resources[s.resource].site == "dc1"  # 40 + 10 > 45.5 q/s at ant1: reports count
+    assert live.load_estimate()[1] == 10.0
+
+
+def test_the_chooser_sets_each_windows_policy(tiny_system) -> None:
+    _, _, system = tiny_system
+    seen = []
+
+    def chooser(window) -> int:
+        seen.append(window)
+        return policy_index("load-balancing")
+
+    live = LiveScheduler(system, "ant1", {}, chooser, LI, seed=0, t0_s=0.0, window_s=0.01, log=lambda _: None)
+    live.count("ontime", 0, 1000)
+
+    async def run() -> None:
+        task = asyncio.create_task(live.windows())
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(run())
+    assert POLICY_NAMES[live.policy] == "load-balancing"
+    assert seen[0].ontime == 1 and seen[0].bytes_in[0] == 1000 and seen[1].ontime == 0
+
+
+def test_relay_through_a_stand_in_worker(tiny_system) -> None:
+    _, _, system = tiny_system
+
+    async def frames(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not body.endswith(b"\xff\xd9"):
+            return web.json_response({"error": "bad_frame", "t_arrival_ms": 1000.0}, status=400)
+        return web.json_response({"t_arrival_ms": 1000.0, "t_infer_start_ms": 1001.0, "t_infer_end_ms": 1011.0,
+                                  "batch_size": 1})
+
+    async def load(request: web.Request) -> web.Response:
+        return web.json_response({"queries_in_per_s": 7.0})
+
+    async def scenario() -> list:
+        worker = web.Application()
+        worker.add_routes([web.post("/v2/models/{name}/frames", frames), web.get("/v2/load", load)])
+        wr = web.AppRunner(worker)
+        await wr.setup()
+        site = web.TCPSite(wr, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        live = LiveScheduler(system, "ant1", {system.resources[0].name: (f"http://127.0.0.1:{port}", "m")},
+                             static_policy(LI), LI, seed=0, t0_s=0.0, log=lambda _: None)
+        sr = web.AppRunner(create_app(live, poll_interval_s=0.05))
+        await sr.setup()
+        ssite = web.TCPSite(sr, "127.0.0.1", 0)
+        await ssite.start()
+        url = f"http://127.0.0.1:{ssite._server.sockets[0].getsockname()[1]}"
+        out = []
+        async with aiohttp.ClientSession() as s:
+            await asyncio.sleep(0.2)  # a load report or two
+            out.append(live.workers[0].reported_qps)
+            body = {"stream_id": 5, "fps": 10, "frame_bytes": 1000, "max_delay_ms": 1e6, "min_accuracy": 0.2}
+            async with s.post(f"{url}/streams", json=body) as r:
+                out.append(await r.json())
+            for frame in (b"\xff\xd8 good \xff\xd9", b"\xff\xd8 cut"):
+                async with s.post(f"{url}/streams/5/frames", data=frame, params={"query": "0"},
+                                  headers={"X-Send-Ms": str(time.time() * 1000.0)}) as r:
+                    out.append(await r.json())
+            await wr.cleanup()  # the worker dies
+            async with s.post(f"{url}/streams/5/frames", data=b"\xff\xd8\xff\xd9", params={"query": "1"}) as r:
+                out.append(await r.json())
+            async with s.post(f"{url}/streams/77/frames", data=b"x") as r:
+                out.append(r.status)
+        await sr.cleanup()
+        out.append(live.statistics())
+        return out
+
+    reported, opened, good, bad, dead, unknown, stats = asyncio.run(scenario())
+    assert reported == 7.0
+    assert opened["cluster"] == "ant1" and opened["variant"] == "mobilenet-ssd-cpu-b1"
+    assert good["ok"] and good["t_worker_ms"] == 1000.0 and good["t_infer_end_ms"] == 1011.0
+    assert not bad["ok"] and bad["reason"] == "bad-frame"
+    assert not dead["ok"] and dead["reason"] == "worker-down"
+    assert unknown == 404
+    assert stats["queries"] == {"ontime": 1, "failed": 0, "rejected": 2}
+    assert stats["workers_down"] == ["mobilenet-ssd-cpu-b1@ant1"] and stats["overhead_us"]["n"] == 3
