@@ -35,6 +35,7 @@ JPEG_TYPES = ("image/jpeg", "image/jpg")
 _log = logging.getLogger("workers.service")
 # v2 input datatypes accepted; UINT8 pixels are converted to the network's float input.
 _V2_DATATYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype(np.uint8)}
+_PARSE_ON_LOOP_BYTES = 64 * 1024  # larger JSON tensors are parsed off the event loop
 
 
 def error(status: int, code: str, detail: str, **extra) -> web.Response:
@@ -266,7 +267,10 @@ async def infer(request: web.Request) -> web.Response:
     body = await _read_body(request)
     if isinstance(body, web.Response):
         return body
-    images = _parse_v2(body, header_len, dep)
+    if header_len is None and len(body) > _PARSE_ON_LOOP_BYTES:  # a big JSON tensor: seconds of parsing
+        images = await asyncio.get_running_loop().run_in_executor(None, _parse_v2, body, header_len, dep)
+    else:
+        images = _parse_v2(body, header_len, dep)
     if isinstance(images, str):
         return error(400, "bad_tensor", images)
     loop = asyncio.get_running_loop()
