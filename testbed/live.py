@@ -51,7 +51,7 @@ class LiveConfig:
     policy: str = "least-impedance"
     trace: Path | None = None
     """Replay this trace; None: generate Poisson arrivals (lambda_per_min, duration_s, seed)."""
-    lambda_per_min: str = "6"
+    lambda_per_min: str = "3"
     duration_s: float | None = 60.0
     """Queries are sent until this time (None with a trace: until its last stream ends)."""
     seed: int = 1
@@ -605,12 +605,15 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
     table = read_records(run.out / "records.csv")
     apps = tuple(sorted(set(run.trace.app.tolist())))
     tally = Tally(run.config.window_s, apps)
+    t_send = table.column("t_send_ms").to_numpy()
+    last_ms = float(t_send.max()) if len(t_send) else 0.0  # a source that fell behind sends past the duration
     app_col = np.array(table.column("app").to_pylist(), dtype=object)
     lookup = {a: i for i, a in enumerate(apps)}
     outcomes = np.array(table.column("outcome").to_pylist(), dtype=object)
-    tally.add(table.column("t_send_ms").to_numpy(), np.array([lookup[a] for a in app_col], dtype=np.int64),
+    tally.add(t_send, np.array([lookup[a] for a in app_col], dtype=np.int64),
               outcome_index(outcomes))
-    n_windows = max(1, math.ceil(run.duration_s / run.config.window_s))
+    window_ms = run.config.window_s * 1000.0
+    n_windows = max(1, math.ceil(run.duration_s * 1000.0 / window_ms), math.floor(last_ms / window_ms) + 1)
     reasons: dict[str, int] = {}
     for o, r in zip(outcomes, table.column("reason").to_pylist(), strict=True):
         key = f"{o}:{r}" if r else o

@@ -1,0 +1,109 @@
+"""Benchmarks the live testbed end to end on full-edge with profile-driven workers: the queries/s per
+antenna it sustains before the success ratio drops because of the testbed itself, where the CPU goes,
+and the scheduler's overhead per query on the live path (p50, p99). Needs root.
+
+    .venv/bin/python benchmarks/bench_live.py [--rates 25,50,100,200] [--duration 20] [--mtu 9000,1500]
+
+Each rate runs its own network: per antenna `rate / 25` streams of 25 fps, 40 kB frames, a 1 s budget
+and a low accuracy floor, bound by load-balancing, so scheduling never limits them (the profiles'
+capacity is far above these rates); a drop in success is then the testbed's own (CPU) limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from testbed.live import LiveConfig, LiveResult, run_live  # noqa: E402
+from topologies import load_topology  # noqa: E402
+
+STREAM_FPS = 25
+FRAME_BYTES = 40_000
+BUDGET_MS = 1000.0
+SUSTAINED_SUCCESS = 0.95
+SUSTAINED_LAG_MS = 100.0
+
+
+def write_trace(path: Path, antennas: tuple[str, ...], per_antenna_qps: int, duration_s: float) -> None:
+    """Writes streams of STREAM_FPS that together send per_antenna_qps at every antenna for the duration."""
+    lines = ["stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task"]
+    sid = 0
+    for a in antennas:
+        for k in range(max(1, per_antenna_qps // STREAM_FPS)):
+            start = round(k * 0.037, 3)  # spread the frames of the streams within a frame period
+            lines.append(f"{sid},{a},{start},{duration_s + 5},video-analytics,{STREAM_FPS},{FRAME_BYTES},"
+                         f"{BUDGET_MS},0.2,object-detection")
+            sid += 1
+    path.write_text("\n".join(lines) + "\n")
+
+
+def one_rate(rate: int, duration_s: float, mtu: int, base: Path) -> dict:
+    """Returns the figures of one run at `rate` queries/s per antenna."""
+    antennas = tuple(a.name for a in load_topology("full-edge").antennas)
+    trace = base / f"trace-{rate}-{mtu}.csv"
+    write_trace(trace, antennas, rate, duration_s)
+    config = LiveConfig(topo="full-edge", policy="load-balancing", trace=trace, duration_s=duration_s,
+                        out=base / f"run-{rate}-{mtu}", real_sites=(), pcap="none", measure_links=False, mtu=mtu)
+    t = time.monotonic()
+    result: LiveResult = run_live(config, log=lambda _: None)
+    wall = time.monotonic() - t
+    s = result.summary
+    lags = [v.get("lag_p99_ms", 0.0) for v in s.extra.get("sources", {}).values()]
+    overhead = [v["overhead_us"] for v in result.scheduler_stats.values() if v.get("overhead_us", {}).get("n")]
+    n = sum(o["n"] for o in overhead)
+    cpu = s.extra.get("cpu_s", {})
+    return {
+        "rate_per_antenna_qps": rate, "mtu": mtu, "queries": result.recorded_queries,
+        "answered_per_antenna_qps": round(s.overall.queries * (s.overall.success + s.overall.failed)
+                                          / duration_s / len(antennas), 1),
+        "success": round(s.overall.success, 4), "failed": round(s.overall.failed, 4),
+        "rejected": round(s.overall.rejected, 4), "reasons": result.reasons,
+        "source_lag_p99_ms": round(max(lags, default=0.0), 1),
+        "scheduler_overhead_p50_us": round(sum(o["p50"] * o["n"] for o in overhead) / n, 1) if n else None,
+        "scheduler_overhead_p99_us": round(max(o["p99"] for o in overhead), 1) if n else None,
+        "cpu_s": cpu, "cpu_cores": round(sum(cpu.values()) / (duration_s + 5), 2), "wall_s": round(wall, 1),
+        "run_dir": str(result.out),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", default="25,50,100,200", help="queries/s per antenna, comma separated")
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--mtu", default="9000", help="MTU(s) to compare, comma separated")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    rows = []
+    for mtu in (int(x) for x in args.mtu.split(",")):
+        for rate in (int(x) for x in args.rates.split(",")):
+            row = one_rate(rate, args.duration, mtu, base)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("reasons", "run_dir")}), flush=True)
+    print("\n| MTU | offered q/s/antenna | answered q/s/antenna | success | source lag p99 ms | "
+          "sched overhead p50/p99 us | CPU cores | CPU s by group |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        groups = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["cpu_s"].items(), key=lambda kv: -kv[1]) if v >= 0.5)
+        print(f"| {r['mtu']} | {r['rate_per_antenna_qps']} | {r['answered_per_antenna_qps']} | {r['success']:.3f} | "
+              f"{r['source_lag_p99_ms']} | {r['scheduler_overhead_p50_us']}/{r['scheduler_overhead_p99_us']} | "
+              f"{r['cpu_cores']} | {groups} |")
+    for mtu in sorted({r["mtu"] for r in rows}):
+        ok = [r["rate_per_antenna_qps"] for r in rows if r["mtu"] == mtu and r["success"] >= SUSTAINED_SUCCESS
+              and r["source_lag_p99_ms"] <= SUSTAINED_LAG_MS]
+        print(f"MTU {mtu}: sustained (success >= {SUSTAINED_SUCCESS}, source lag p99 <= {SUSTAINED_LAG_MS:g} ms): "
+              f"{max(ok) if ok else 'none of the rates'} q/s per antenna (goal 1000)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"run dirs under {base}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
