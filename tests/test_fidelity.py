@@ -50,6 +50,7 @@ def test_a_shifted_stage_shows_the_shift_and_is_named() -> None:
     up = next(s for s in report.stages if s.stage == "network up")
     assert up.testbed_p50_ms - up.simulator_p50_ms == pytest.approx(5.0, abs=1e-9)
     assert up.ks_distance == pytest.approx(1.0)
+    assert up.mean_diff_ms == pytest.approx(5.0)
     others = [s.ks_distance for s in report.stages if s.stage != "network up"]
     assert others == pytest.approx([0.0, 0.0, 0.0], abs=0.005)  # float rounding of the subtraction
     assert report.largest_gap_stage.startswith("network up")
