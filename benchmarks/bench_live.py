@@ -37,8 +37,10 @@ def write_trace(path: Path, antennas: tuple[str, ...], per_antenna_qps: int, dur
     for a in antennas:
         for k in range(max(1, per_antenna_qps // STREAM_FPS)):
             start = round(k * 0.037, 3)  # spread the frames of the streams within a frame period
-            lines.append(f"{sid},{a},{start},{duration_s + 5},video-analytics,{STREAM_FPS},{FRAME_BYTES},"
-                         f"{BUDGET_MS},0.2,object-detection")
+            lines.append(
+                f"{sid},{a},{start},{duration_s + 5},video-analytics,{STREAM_FPS},{FRAME_BYTES},"
+                f"{BUDGET_MS},0.2,object-detection"
+            )
             sid += 1
     path.write_text("\n".join(lines) + "\n")
 
@@ -48,26 +50,44 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path) -> dict:
     antennas = tuple(a.name for a in load_topology("full-edge").antennas)
     trace = base / f"trace-{rate}-{mtu}.csv"
     write_trace(trace, antennas, rate, duration_s)
-    config = LiveConfig(topo="full-edge", policy="load-balancing", trace=trace, duration_s=duration_s,
-                        out=base / f"run-{rate}-{mtu}", real_sites=(), pcap="none", measure_links=False, mtu=mtu)
+    config = LiveConfig(
+        topo="full-edge",
+        policy="load-balancing",
+        trace=trace,
+        duration_s=duration_s,
+        out=base / f"run-{rate}-{mtu}",
+        real_sites=(),
+        pcap="none",
+        measure_links=False,
+        mtu=mtu,
+    )
     t = time.monotonic()
     result: LiveResult = run_live(config, log=lambda _: None)
     wall = time.monotonic() - t
     s = result.summary
     lags = [v.get("lag_p99_ms", 0.0) for v in s.extra.get("sources", {}).values()]
-    overhead = [v["overhead_us"] for v in result.scheduler_stats.values() if v.get("overhead_us", {}).get("n")]
+    overhead = [
+        v["overhead_us"] for v in result.scheduler_stats.values() if v.get("overhead_us", {}).get("n")
+    ]
     n = sum(o["n"] for o in overhead)
     cpu = s.extra.get("cpu_s", {})
     return {
-        "rate_per_antenna_qps": rate, "mtu": mtu, "queries": result.recorded_queries,
-        "answered_per_antenna_qps": round(s.overall.queries * (s.overall.success + s.overall.failed)
-                                          / duration_s / len(antennas), 1),
-        "success": round(s.overall.success, 4), "failed": round(s.overall.failed, 4),
-        "rejected": round(s.overall.rejected, 4), "reasons": result.reasons,
+        "rate_per_antenna_qps": rate,
+        "mtu": mtu,
+        "queries": result.recorded_queries,
+        "answered_per_antenna_qps": round(
+            s.overall.queries * (s.overall.success + s.overall.failed) / duration_s / len(antennas), 1
+        ),
+        "success": round(s.overall.success, 4),
+        "failed": round(s.overall.failed, 4),
+        "rejected": round(s.overall.rejected, 4),
+        "reasons": result.reasons,
         "source_lag_p99_ms": round(max(lags, default=0.0), 1),
         "scheduler_overhead_p50_us": round(sum(o["p50"] * o["n"] for o in overhead) / n, 1) if n else None,
         "scheduler_overhead_p99_us": round(max(o["p99"] for o in overhead), 1) if n else None,
-        "cpu_s": cpu, "cpu_cores": round(sum(cpu.values()) / (duration_s + 5), 2), "wall_s": round(wall, 1),
+        "cpu_s": cpu,
+        "cpu_cores": round(sum(cpu.values()) / (duration_s + 5), 2),
+        "wall_s": round(wall, 1),
         "run_dir": str(result.out),
     }
 
@@ -86,19 +106,34 @@ def main() -> int:
             row = one_rate(rate, args.duration, mtu, base)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("reasons", "run_dir")}), flush=True)
-    print("\n| MTU | offered q/s/antenna | answered q/s/antenna | success | source lag p99 ms | "
-          "sched overhead p50/p99 us | CPU cores | CPU s by group |")
+    print(
+        "\n| MTU | offered q/s/antenna | answered q/s/antenna | success | source lag p99 ms | "
+        "sched overhead p50/p99 us | CPU cores | CPU s by group |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        groups = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["cpu_s"].items(), key=lambda kv: -kv[1]) if v >= 0.5)
-        print(f"| {r['mtu']} | {r['rate_per_antenna_qps']} | {r['answered_per_antenna_qps']} | {r['success']:.3f} | "
-              f"{r['source_lag_p99_ms']} | {r['scheduler_overhead_p50_us']}/{r['scheduler_overhead_p99_us']} | "
-              f"{r['cpu_cores']} | {groups} |")
+        groups = ", ".join(
+            f"{k} {v:.0f}" for k, v in sorted(r["cpu_s"].items(), key=lambda kv: -kv[1]) if v >= 0.5
+        )
+        print(
+            f"| {r['mtu']} | {r['rate_per_antenna_qps']} | {r['answered_per_antenna_qps']} | "
+            f"{r['success']:.3f} | "
+            f"{r['source_lag_p99_ms']} | {r['scheduler_overhead_p50_us']}/{r['scheduler_overhead_p99_us']} | "
+            f"{r['cpu_cores']} | {groups} |"
+        )
     for mtu in sorted({r["mtu"] for r in rows}):
-        ok = [r["rate_per_antenna_qps"] for r in rows if r["mtu"] == mtu and r["success"] >= SUSTAINED_SUCCESS
-              and r["source_lag_p99_ms"] <= SUSTAINED_LAG_MS]
-        print(f"MTU {mtu}: sustained (success >= {SUSTAINED_SUCCESS}, source lag p99 <= {SUSTAINED_LAG_MS:g} ms): "
-              f"{max(ok) if ok else 'none of the rates'} q/s per antenna (goal 1000)")
+        ok = [
+            r["rate_per_antenna_qps"]
+            for r in rows
+            if r["mtu"] == mtu
+            and r["success"] >= SUSTAINED_SUCCESS
+            and r["source_lag_p99_ms"] <= SUSTAINED_LAG_MS
+        ]
+        print(
+            f"MTU {mtu}: sustained (success >= {SUSTAINED_SUCCESS}, "
+            f"source lag p99 <= {SUSTAINED_LAG_MS:g} ms): "
+            f"{max(ok) if ok else 'none of the rates'} q/s per antenna (goal 1000)"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     print(f"run dirs under {base}")

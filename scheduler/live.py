@@ -26,6 +26,7 @@ from scheduler.aset.state import WindowMeasurement
 from scheduler.core import POLICY_NAMES, LoadState, Scheduler, StreamRequest, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
+from simulator.engine import SimConfig
 from topologies import load_topology
 
 PolicyChooser = Callable[[WindowMeasurement], int]
@@ -35,6 +36,9 @@ DOWN_LOAD_QPS = math.inf
 SLOW_POLLS_DOWN = 5
 """Load reports timed out in a row before a worker counts as down (a refused connection: 2)."""
 STREAM_IDLE_S = 10.0
+BUDGET_BINS_MS = np.asarray(SimConfig.budget_bins_ms)
+RATE_BINS_FPS = np.asarray(SimConfig.rate_bins_fps)
+"""Stream classes of the ASET state, as the simulator draws them."""
 """A stream that sent nothing for this long is released (its source died or forgot to close it)."""
 
 
@@ -77,21 +81,33 @@ class Counters:
     streams_rejected: int = 0
     responses: np.ndarray = field(default_factory=lambda: np.zeros(0))
     bytes_in: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sent_per_class: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class LiveScheduler:
     """Binding, relaying and load learning for one antenna; the aiohttp app is built by `create_app`."""
 
-    def __init__(self, system: SystemModel, antenna: str, workers: dict[str, tuple[str, str]],
-                 chooser: PolicyChooser, first_policy: int, seed: int, t0_s: float, eta: float = 1.0,
-                 window_s: float = 1.0, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        system: SystemModel,
+        antenna: str,
+        workers: dict[str, tuple[str, str]],
+        chooser: PolicyChooser,
+        first_policy: int,
+        seed: int,
+        t0_s: float,
+        eta: float = 1.0,
+        window_s: float = 1.0,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.system = system
         self.antenna = antenna
         self.antenna_index = system.antenna_index(antenna)
         self.scheduler = Scheduler(system, np.random.default_rng(seed), eta=eta)
         names = [r.name for r in system.resources]
         self.workers: list[WorkerState | None] = [
-            WorkerState(url=workers[n][0], model=workers[n][1]) if n in workers else None for n in names]
+            WorkerState(url=workers[n][0], model=workers[n][1]) if n in workers else None for n in names
+        ]
         self.load = LoadState.empty(system.n_resources)
         self.streams: dict[int, LiveStream] = {}
         self.chooser = chooser
@@ -108,7 +124,16 @@ class LiveScheduler:
 
     def _fresh_counters(self) -> Counters:
         n = self.system.n_resources
-        return Counters(responses=np.zeros(n), bytes_in=np.zeros(n))
+        classes = (len(BUDGET_BINS_MS) + 1) * (len(RATE_BINS_FPS) + 1)
+        return Counters(responses=np.zeros(n), bytes_in=np.zeros(n), sent_per_class=np.zeros(classes))
+
+    def count_sent(self, request: StreamRequest) -> None:
+        """Counts a query in its stream class (delay-budget bin x rate bin, as the simulator's ASET state)."""
+        b = int(np.searchsorted(BUDGET_BINS_MS, request.max_delay_ms, side="right"))
+        r = int(np.searchsorted(RATE_BINS_FPS, request.fps, side="right"))
+        k = b * (len(RATE_BINS_FPS) + 1) + r
+        self.window.sent_per_class[k] += 1
+        self.totals.sent_per_class[k] += 1
 
     # -- load ----------------------------------------------------------------------------------------
 
@@ -139,8 +164,9 @@ class LiveScheduler:
 
     def warm_up(self) -> None:
         """Runs one decision on a dummy stream (numpy's first calls are slow), leaving no trace."""
-        req = StreamRequest(antenna=self.antenna_index, fps=1.0, frame_bytes=1000.0, max_delay_ms=1e9,
-                            min_accuracy=0.0)
+        req = StreamRequest(
+            antenna=self.antenna_index, fps=1.0, frame_bytes=1000.0, max_delay_ms=1e9, min_accuracy=0.0
+        )
         Scheduler(self.system, np.random.default_rng(0)).decide(req, self.policy, self.load_estimate())
         np.percentile(np.zeros(3), [50, 99])
 
@@ -180,7 +206,9 @@ class LiveScheduler:
 
         async def one(j: int, w: WorkerState) -> None:
             try:
-                async with self.session.get(f"{w.url}/v2/load", params={"window_s": "1"}, timeout=timeout) as r:
+                async with self.session.get(
+                    f"{w.url}/v2/load", params={"window_s": "1"}, timeout=timeout
+                ) as r:
                     report = await r.json()
                 w.reported_qps = float(report["queries_in_per_s"])
                 w.reported_at_s = time.monotonic()
@@ -193,7 +221,12 @@ class LiveScheduler:
                 w.failures += 1
                 if w.failures >= SLOW_POLLS_DOWN:
                     self.mark_down(j, f"load report: {type(exc).__name__} {w.failures} times in a row")
-            except (aiohttp.ClientError, ConnectionError, ValueError, KeyError) as exc:  # refused, reset, garbage
+            except (
+                aiohttp.ClientError,
+                ConnectionError,
+                ValueError,
+                KeyError,
+            ) as exc:  # refused, reset, garbage
                 w.failures += 1
                 if w.failures >= 2:
                     self.mark_down(j, f"load report: {type(exc).__name__}")
@@ -213,10 +246,19 @@ class LiveScheduler:
         while True:
             await asyncio.sleep(self.window_s)
             c, self.window = self.window, self._fresh_counters()
-            m = WindowMeasurement(duration_s=self.window_s, ontime=c.ontime, failed=c.failed, rejected=c.rejected,
-                                  streams_new=c.streams_new, streams_rejected=c.streams_rejected,
-                                  responses=c.responses, bytes_in=c.bytes_in, streams=self.load.streams.copy(),
-                                  load_qps=self.load.load_qps.copy(), sent_per_class=np.zeros(0))
+            m = WindowMeasurement(
+                duration_s=self.window_s,
+                ontime=c.ontime,
+                failed=c.failed,
+                rejected=c.rejected,
+                streams_new=c.streams_new,
+                streams_rejected=c.streams_rejected,
+                responses=c.responses,
+                bytes_in=c.bytes_in,
+                streams=self.load.streams.copy(),
+                load_qps=self.load.load_qps.copy(),
+                sent_per_class=c.sent_per_class,
+            )
             policy = int(self.chooser(m))
             if policy != self.policy:
                 self.event("policy", policy=POLICY_NAMES[policy])
@@ -232,19 +274,30 @@ class LiveScheduler:
 
     def statistics(self) -> dict:
         """Returns the counters, the overhead percentiles and the events, as plain JSON."""
+
         def pct(xs: list[float]) -> dict:
             if not xs:
                 return {"n": 0}
             a = np.asarray(xs)
-            return {"n": len(a), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
-                    "mean": float(a.mean())}
+            return {
+                "n": len(a),
+                "p50": float(np.percentile(a, 50)),
+                "p99": float(np.percentile(a, 99)),
+                "mean": float(a.mean()),
+            }
+
         t = self.totals
-        return {"antenna": self.antenna, "policy": POLICY_NAMES[self.policy], "cpu_s": round(time.process_time(), 2),
-                "queries": {"ontime": t.ontime, "failed": t.failed, "rejected": t.rejected},
-                "streams": {"new": t.streams_new, "rejected": t.streams_rejected, "open": len(self.streams)},
-                "overhead_us": pct(self.overhead_us), "decide_us": pct(self.decide_us),
-                "workers_down": [self._name(j) for j, w in enumerate(self.workers) if w is not None and not w.up],
-                "events": self.events}
+        return {
+            "antenna": self.antenna,
+            "policy": POLICY_NAMES[self.policy],
+            "cpu_s": round(time.process_time(), 2),
+            "queries": {"ontime": t.ontime, "failed": t.failed, "rejected": t.rejected},
+            "streams": {"new": t.streams_new, "rejected": t.streams_rejected, "open": len(self.streams)},
+            "overhead_us": pct(self.overhead_us),
+            "decide_us": pct(self.decide_us),
+            "workers_down": [self._name(j) for j, w in enumerate(self.workers) if w is not None and not w.up],
+            "events": self.events,
+        }
 
 
 LIVE = web.AppKey("live", LiveScheduler)
@@ -265,8 +318,14 @@ def create_app(live: LiveScheduler, poll_interval_s: float = 1.0) -> web.Applica
         await live.session.close()
 
     app.cleanup_ctx.append(background)
-    app.add_routes([web.post("/streams", open_stream), web.delete("/streams/{sid}", close_stream),
-                    web.post("/streams/{sid}/frames", relay_frame), web.get("/status", status)])
+    app.add_routes(
+        [
+            web.post("/streams", open_stream),
+            web.delete("/streams/{sid}", close_stream),
+            web.post("/streams/{sid}/frames", relay_frame),
+            web.get("/status", status),
+        ]
+    )
     return app
 
 
@@ -281,13 +340,19 @@ async def open_stream(request: web.Request) -> web.Response:
         sid = int(body["stream_id"])
         values = {k: float(body[k]) for k in _REQUEST_KEYS}
     except (ValueError, KeyError, TypeError) as exc:
-        return web.json_response({"error": "bad_request", "detail": f"stream attributes: {exc!r}"}, status=400)
+        return web.json_response(
+            {"error": "bad_request", "detail": f"stream attributes: {exc!r}"}, status=400
+        )
     task = live.system.task_index(str(body.get("task", "object-detection")))
     req = StreamRequest(antenna=live.antenna_index, task=task, **values)
     live.release(sid)  # a re-open (after a restart or a worker's death) replaces the old binding
     stream = live.bind(sid, req)
-    live.event("bind", stream=sid, to=live._name(stream.resource) or f"rejected ({stream.reason})",
-               policy=POLICY_NAMES[live.policy])
+    live.event(
+        "bind",
+        stream=sid,
+        to=live._name(stream.resource) or f"rejected ({stream.reason})",
+        policy=POLICY_NAMES[live.policy],
+    )
     live.window.streams_new += 1
     live.totals.streams_new += 1
     if stream.resource < 0:
@@ -295,8 +360,14 @@ async def open_stream(request: web.Request) -> web.Response:
         live.totals.streams_rejected += 1
         return web.json_response({"stream_id": sid, "rejected": stream.reason})
     res = live.system.resources[stream.resource]
-    return web.json_response({"stream_id": sid, "cluster": res.site, "variant": res.variant.name,
-                              "policy": POLICY_NAMES[live.policy]})
+    return web.json_response(
+        {
+            "stream_id": sid,
+            "cluster": res.site,
+            "variant": res.variant.name,
+            "policy": POLICY_NAMES[live.policy],
+        }
+    )
 
 
 async def close_stream(request: web.Request) -> web.Response:
@@ -319,6 +390,7 @@ async def relay_frame(request: web.Request) -> web.Response:
     if stream is None:
         return web.json_response({"error": "unknown_stream", "stream_id": sid}, status=404)
     stream.last_seen_s = time.monotonic()
+    live.count_sent(stream.request)
     t_read = time.perf_counter()
     body = await request.read()  # the body crosses the radio link: not the scheduler's overhead
     t_in += time.perf_counter() - t_read
@@ -335,8 +407,12 @@ async def relay_frame(request: web.Request) -> web.Response:
     params = {"stream": str(sid), "query": request.query.get("query", "")}
     t_out = time.perf_counter()
     try:
-        async with live.session.post(url, data=body, params=params,  # type: ignore[union-attr]
-                                     headers={"Content-Type": "image/jpeg"}) as r:
+        async with live.session.post(
+            url,
+            data=body,
+            params=params,  # type: ignore[union-attr]
+            headers={"Content-Type": "image/jpeg"},
+        ) as r:
             reply = await r.json(content_type=None)
             code = r.status
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
@@ -351,8 +427,12 @@ async def relay_frame(request: web.Request) -> web.Response:
             answer["t_worker_ms" if key == "t_arrival_ms" else key] = reply[key] - live.t0_s * 1000.0
     answer["batch_size"] = int(reply.get("batch_size") or 0)
     if code == 200:
-        late = live.now_ms() + live.system.radio_ms[live.antenna_index] - float(request.headers.get(
-            "X-Send-Ms", t_sched)) > stream.request.max_delay_ms
+        late = (
+            live.now_ms()
+            + live.system.radio_ms[live.antenna_index]
+            - float(request.headers.get("X-Send-Ms", t_sched))
+            > stream.request.max_delay_ms
+        )
         answer.update(ok=True, reason="")
         live.count("failed" if late else "ontime", j, len(body))
     else:
@@ -387,8 +467,14 @@ async def read_t0(path: Path, timeout_s: float = 600.0) -> float:
     raise TimeoutError(f"{path}: no t0 after {timeout_s:.0f} s")
 
 
-async def serve(live: LiveScheduler, host: str, port: int, poll_interval_s: float, stats_path: Path | None,
-                t0_file: Path | None = None) -> int:
+async def serve(
+    live: LiveScheduler,
+    host: str,
+    port: int,
+    poll_interval_s: float,
+    stats_path: Path | None,
+    t0_file: Path | None = None,
+) -> int:
     """Runs the scheduler until SIGTERM/SIGINT; writes its statistics; returns the exit status."""
     live.warm_up()
     runner = web.AppRunner(create_app(live, poll_interval_s), access_log=None, handle_signals=False)
@@ -416,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topo", required=True)
     p.add_argument("--profiles", type=Path, default=None)
     p.add_argument("--antenna", required=True)
-    p.add_argument("--host", required=True, help="address to listen on (the scheduler host's emulated address)")
+    p.add_argument(
+        "--host", required=True, help="address to listen on (the scheduler host's emulated address)"
+    )
     p.add_argument("--port", type=int, default=7000)
     p.add_argument("--workers", type=Path, required=True, help="JSON {resource: {url, model}}")
     p.add_argument("--policy", default="least-impedance", help=f"one of {', '.join(POLICY_NAMES)}")
@@ -432,9 +520,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         system = build_system(load_topology(args.topo), load_profiles(args.profiles))
         first = policy_index(args.policy)
-        live = LiveScheduler(system, args.antenna, read_workers(args.workers), static_policy(first), first,
-                             args.seed, args.t0 if args.t0 is not None else time.time(), eta=args.eta, window_s=args.window_s,
-                             log=lambda line: print(line, flush=True))
+        live = LiveScheduler(
+            system,
+            args.antenna,
+            read_workers(args.workers),
+            static_policy(first),
+            first,
+            args.seed,
+            args.t0 if args.t0 is not None else time.time(),
+            eta=args.eta,
+            window_s=args.window_s,
+            log=lambda line: print(line, flush=True),
+        )
         return asyncio.run(serve(live, args.host, args.port, args.load_poll_s, args.stats, args.t0_file))
     except (KeyError, ValueError, OSError) as exc:
         print(f"scheduler: {exc}", file=sys.stderr)

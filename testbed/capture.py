@@ -59,13 +59,15 @@ def choose_hosts(net: EmulatedNetwork, spec: str) -> list[str]:
     chosen = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [c for c in chosen if c not in names]
     if unknown:
-        raise ValueError(f"--pcap: unknown host {unknown[0]!r}; hosts: {', '.join(names)} "
-                         "(or default, all, none)")
+        raise ValueError(
+            f"--pcap: unknown host {unknown[0]!r}; hosts: {', '.join(names)} (or default, all, none)"
+        )
     return chosen
 
 
-def start_captures(net: EmulatedNetwork, hosts: Sequence[str], out_dir: Path,
-                   snaplen: int = DEFAULT_SNAPLEN) -> list[Capture]:
+def start_captures(
+    net: EmulatedNetwork, hosts: Sequence[str], out_dir: Path, snaplen: int = DEFAULT_SNAPLEN
+) -> list[Capture]:
     """Starts tcpdump on each host's interface; returns once every capture is listening."""
     out_dir.mkdir(parents=True, exist_ok=True)
     caps: list[Capture] = []
@@ -73,16 +75,34 @@ def start_captures(net: EmulatedNetwork, hosts: Sequence[str], out_dir: Path,
         host: Host = net.host(name)
         path = out_dir / f"{name}.pcap"
         log = (out_dir / f"{name}.tcpdump.log").open("w")
-        proc = host.popen(["tcpdump", "-i", HOST_IFNAME, "-n", "-U", "-Z", "root", "-B", str(CAPTURE_BUFFER_KIB),
-                           "-s", str(snaplen),
-                           "-w", str(path)], stdout=log, stderr=subprocess.STDOUT)
+        proc = host.popen(
+            [
+                "tcpdump",
+                "-i",
+                HOST_IFNAME,
+                "-n",
+                "-U",
+                "-Z",
+                "root",
+                "-B",
+                str(CAPTURE_BUFFER_KIB),
+                "-s",
+                str(snaplen),
+                "-w",
+                str(path),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         caps.append(Capture(name, path, proc))
     deadline = time.monotonic() + 10.0
     for cap in caps:  # tcpdump says "listening on ..." once its socket is open
         log_path = out_dir / f"{cap.host}.tcpdump.log"
         while "listening on" not in log_path.read_text(errors="replace"):
             if cap.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tcpdump on {cap.host} did not start: {log_path.read_text(errors='replace')}")
+                raise RuntimeError(
+                    f"tcpdump on {cap.host} did not start: {log_path.read_text(errors='replace')}"
+                )
             time.sleep(0.05)
     return caps
 

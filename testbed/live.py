@@ -115,8 +115,13 @@ class Proc:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("a") as f:
-            self.popen = self.host.popen(self.argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.popen = self.host.popen(
+                self.argv,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -148,6 +153,14 @@ class LiveResult:
     interrupted: bool = False
 
 
+class LiveInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM ended the run early; the network is down and `result` sums up what was recorded."""
+
+    def __init__(self, result: LiveResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
 def smallest_cluster(topo: Topology, profiles: ProfileSet, system: SystemModel) -> str:
     """Returns the cluster with the fewest cores that hosts a CPU variant (file order breaks ties)."""
     cpu_sites = {r.site for r in system.resources if r.variant.device == "cpu"}
@@ -158,12 +171,14 @@ def smallest_cluster(topo: Topology, profiles: ProfileSet, system: SystemModel) 
 
 
 def plan_workers(system: SystemModel, real_sites: tuple[str, ...], config: LiveConfig) -> list[WorkerPlan]:
-    """Returns one worker per resource: real ONNX on CPU variants at the real sites, profile-driven elsewhere."""
+    """Returns one worker per resource: real ONNX on CPU variants at the real sites, else profile-driven."""
     known = {s.name for s in system.topology.clusters}
     for site in real_sites:
         if site not in known:
-            raise ValueError(f"--real-workers: {site!r} is not a cluster of {system.topology.source} "
-                             f"(clusters: {', '.join(sorted(known))})")
+            raise ValueError(
+                f"--real-workers: {site!r} is not a cluster of {system.topology.source} "
+                f"(clusters: {', '.join(sorted(known))})"
+            )
     plans, next_port = [], {}
     for r in system.resources:
         v = r.variant
@@ -171,16 +186,45 @@ def plan_workers(system: SystemModel, real_sites: tuple[str, ...], config: LiveC
         next_port[r.site] = port + 1
         real = r.site in real_sites and v.device == "cpu"
         note = "no GPU on this machine: profile-driven" if r.site in real_sites and not real else ""
-        plans.append(WorkerPlan(resource=r.name, site=r.site, model=v.model, device=v.device, batch=v.batch_size,
-                                replicas=r.replicas, real=real, port=port,
-                                queue_limit=config.queue_limit_per_replica * v.batch_size * r.replicas, note=note))
+        plans.append(
+            WorkerPlan(
+                resource=r.name,
+                site=r.site,
+                model=v.model,
+                device=v.device,
+                batch=v.batch_size,
+                replicas=r.replicas,
+                real=real,
+                port=port,
+                queue_limit=config.queue_limit_per_replica * v.batch_size * r.replicas,
+                note=note,
+            )
+        )
     return plans
 
 
 def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, config: LiveConfig) -> list[str]:
-    argv = [sys.executable, "-m", "workers.serve", "--model", plan.model, "--host", ip, "--port", str(plan.port),
-            "--batch", str(plan.batch), "--instances", str(plan.replicas), "--device", plan.device,
-            "--max-batch-delay-ms", str(config.max_batch_delay_ms), "--queue-limit", str(plan.queue_limit)]
+    argv = [
+        sys.executable,
+        "-m",
+        "workers.serve",
+        "--model",
+        plan.model,
+        "--host",
+        ip,
+        "--port",
+        str(plan.port),
+        "--batch",
+        str(plan.batch),
+        "--instances",
+        str(plan.replicas),
+        "--device",
+        plan.device,
+        "--max-batch-delay-ms",
+        str(config.max_batch_delay_ms),
+        "--queue-limit",
+        str(plan.queue_limit),
+    ]
     if plan.real:  # one core for real inference, so that the emulation keeps the other
         argv += ["--cpus", str((os.cpu_count() or 1) - 1), "--threads", "1"]
     else:
@@ -203,8 +247,17 @@ def build_trace(config: LiveConfig, system: SystemModel) -> tuple[Trace, float, 
 
 def format_worker_table(plans: list[WorkerPlan]) -> str:
     rows = [("resource", "site", "mode", "replicas", "batch", "port")]
-    rows += [(p.resource, p.site, ("real ONNX" if p.real else "profile-driven") + (f" ({p.note})" if p.note else ""),
-              str(p.replicas), str(p.batch), str(p.port)) for p in plans]
+    rows += [
+        (
+            p.resource,
+            p.site,
+            ("real ONNX" if p.real else "profile-driven") + (f" ({p.note})" if p.note else ""),
+            str(p.replicas),
+            str(p.batch),
+            str(p.port),
+        )
+        for p in plans
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
@@ -233,7 +286,7 @@ class RecordMerger:
                 continue
             lines = chunk[:end]
             if self.offsets[part] == 0:
-                lines = lines[lines.find(b"\n") + 1:]  # the part's header
+                lines = lines[lines.find(b"\n") + 1 :]  # the part's header
             self.offsets[part] += end
             self._out.write(lines)
             self.rows += lines.count(b"\n")
@@ -259,8 +312,10 @@ class Events:
         self.entries.append(entry)
         with self.path.open("a") as f:
             f.write(json.dumps(entry) + "\n")
-        self.log(f"[{'' if t_ms is None else f'{t_ms / 1000:7.2f} s'}] {kind} "
-                 + " ".join(f"{k}={v}" for k, v in what.items()))
+        self.log(
+            f"[{'' if t_ms is None else f'{t_ms / 1000:7.2f} s'}] {kind} "
+            + " ".join(f"{k}={v}" for k, v in what.items())
+        )
 
 
 def set_mtu(net: EmulatedNetwork, mtu: int) -> None:
@@ -276,7 +331,8 @@ def set_mtu(net: EmulatedNetwork, mtu: int) -> None:
             per_ns.setdefault(end.netns, []).append(f"link set dev {end.ifname} mtu {mtu}")
         if net.shaping == "wire" and link.shape is not None:
             per_ns.setdefault(net.plan.wire_netns, []).extend(
-                f"link set dev {name} mtu {mtu}" for name in link.wire_ifnames())
+                f"link set dev {name} mtu {mtu}" for name in link.wire_ifnames()
+            )
     for ns, lines in per_ns.items():
         sh.ip_batch(lines, netns=ns)
 
@@ -293,8 +349,10 @@ def wait_ready(procs: list[Proc], timeout_s: float = READY_TIMEOUT_S) -> None:
                 p.url = (ready[-1].split() + [""])[1]
                 pending.remove(p)
             elif not p.running():
-                raise RuntimeError(f"{p.name} exited before it was ready; its log {p.log}:\n"
-                                   + "\n".join(text.splitlines()[-15:]))
+                raise RuntimeError(
+                    f"{p.name} exited before it was ready; its log {p.log}:\n"
+                    + "\n".join(text.splitlines()[-15:])
+                )
         if pending and time.monotonic() > deadline:
             raise RuntimeError(f"{pending[0].name} not ready after {timeout_s:.0f} s; see {pending[0].log}")
         time.sleep(0.1)
@@ -311,8 +369,10 @@ def cpu_seconds(pid: int) -> float | None:
 
 def _pidof(name: str) -> list[int]:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        return [int(p) for p in subprocess.run(["pidof", name], capture_output=True, text=True,
-                                                timeout=5).stdout.split()]
+        return [
+            int(p)
+            for p in subprocess.run(["pidof", name], capture_output=True, text=True, timeout=5).stdout.split()
+        ]
     return []
 
 
@@ -325,12 +385,19 @@ def package_versions() -> dict[str, str]:
             out[name] = "not installed"
     for tool in (["ovs-vsctl", "--version"], ["tcpdump", "--version"], ["uname", "-r"]):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out[tool[0]] = subprocess.run(tool, capture_output=True, text=True, timeout=5).stdout.splitlines()[0]
+            out[tool[0]] = subprocess.run(
+                tool, capture_output=True, text=True, timeout=5
+            ).stdout.splitlines()[0]
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         out["git_commit"] = commit + ("+dirty" if dirty else "")
     return out
 
@@ -346,14 +413,19 @@ class LiveRun:
         self.system = build_system(self.topo, self.profiles)
         policy_index(config.policy)  # refuses an unknown policy before anything starts
         self.trace, self.duration_s, self.load_label = build_trace(config, self.system)
-        real = config.real_sites if config.real_sites is not None else (
-            smallest_cluster(self.topo, self.profiles, self.system),)
+        real = (
+            config.real_sites
+            if config.real_sites is not None
+            else (smallest_cluster(self.topo, self.profiles, self.system),)
+        )
         self.real_sites = tuple(real)
         self.workers_plan = plan_workers(self.system, self.real_sites, config)
         for name, _ in config.kill_worker:
             if name not in {p.resource for p in self.workers_plan}:
-                raise ValueError(f"--kill-worker: no resource {name!r}; resources: "
-                                 + ", ".join(p.resource for p in self.workers_plan))
+                raise ValueError(
+                    f"--kill-worker: no resource {name!r}; resources: "
+                    + ", ".join(p.resource for p in self.workers_plan)
+                )
         for ant, _ in config.restart_scheduler:
             self.system.antenna_index(ant)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -375,11 +447,18 @@ class LiveRun:
     def write_inputs(self) -> None:
         write_trace(self.trace, self.out / "trace.csv")
         cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()}
-        cfg.update(real_sites=list(self.real_sites), duration_s=self.duration_s, load=self.load_label,
-                   topology_file=self.topo.source, profiles_file=self.profiles.source,
-                   workers=[asdict(p) for p in self.workers_plan], streams=len(self.trace),
-                   expected_queries=self.trace.expected_queries(self.duration_s), argv=sys.argv,
-                   versions=package_versions())
+        cfg.update(
+            real_sites=list(self.real_sites),
+            duration_s=self.duration_s,
+            load=self.load_label,
+            topology_file=self.topo.source,
+            profiles_file=self.profiles.source,
+            workers=[asdict(p) for p in self.workers_plan],
+            streams=len(self.trace),
+            expected_queries=self.trace.expected_queries(self.duration_s),
+            argv=sys.argv,
+            versions=package_versions(),
+        )
         (self.out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
 
     # -- processes -----------------------------------------------------------------------------------
@@ -389,13 +468,16 @@ class LiveRun:
         for plan in self.workers_plan:
             host = net.host_for("worker", plan.site)
             argv = worker_argv(plan, host.ip, profiles_path, self.config)
-            self.workers.append(Proc(f"worker {plan.resource}", host, argv,
-                                     self.out / "logs" / f"worker-{plan.resource}.log"))
+            self.workers.append(
+                Proc(f"worker {plan.resource}", host, argv, self.out / "logs" / f"worker-{plan.resource}.log")
+            )
         for w in self.workers:
             w.start()
         wait_ready(self.workers)
-        table = {p.resource: {"url": w.url, "model": p.model, "real": p.real}
-                 for p, w in zip(self.workers_plan, self.workers, strict=True)}
+        table = {
+            p.resource: {"url": w.url, "model": p.model, "real": p.real}
+            for p, w in zip(self.workers_plan, self.workers, strict=True)
+        }
         (self.out / "workers.json").write_text(json.dumps(table, indent=1) + "\n")
 
     def scheduler_proc(self, net: EmulatedNetwork, antenna: str) -> Proc:
@@ -403,14 +485,40 @@ class LiveRun:
         n = self.restarts.get(antenna, 0)
         suffix = f".{n}" if n else ""
         c = self.config
-        argv = [sys.executable, "-m", "scheduler.live", "--topo", self.topo.source, "--profiles",
-                self.profiles.source, "--antenna", antenna, "--host", host.ip, "--port", str(SCHEDULER_PORT),
-                "--workers", str((self.out / "workers.json").resolve()), "--policy", c.policy,
-                "--seed", str(c.seed + 1000 * self.system.antenna_index(antenna) + n),
-                "--t0-file", str(self.t0_file.resolve()),
-                "--eta", str(c.eta), "--window-s", str(c.window_s), "--load-poll-s", str(c.load_poll_s),
-                "--stats", str((self.out / "schedulers" / f"{antenna}{suffix}.json").resolve())]
-        return Proc(f"scheduler {antenna}", host, argv, self.out / "logs" / f"scheduler-{antenna}{suffix}.log")
+        argv = [
+            sys.executable,
+            "-m",
+            "scheduler.live",
+            "--topo",
+            self.topo.source,
+            "--profiles",
+            self.profiles.source,
+            "--antenna",
+            antenna,
+            "--host",
+            host.ip,
+            "--port",
+            str(SCHEDULER_PORT),
+            "--workers",
+            str((self.out / "workers.json").resolve()),
+            "--policy",
+            c.policy,
+            "--seed",
+            str(c.seed + 1000 * self.system.antenna_index(antenna) + n),
+            "--t0-file",
+            str(self.t0_file.resolve()),
+            "--eta",
+            str(c.eta),
+            "--window-s",
+            str(c.window_s),
+            "--load-poll-s",
+            str(c.load_poll_s),
+            "--stats",
+            str((self.out / "schedulers" / f"{antenna}{suffix}.json").resolve()),
+        ]
+        return Proc(
+            f"scheduler {antenna}", host, argv, self.out / "logs" / f"scheduler-{antenna}{suffix}.log"
+        )
 
     def start_schedulers(self, net: EmulatedNetwork) -> None:
         (self.out / "schedulers").mkdir(exist_ok=True)
@@ -423,12 +531,27 @@ class LiveRun:
         c = self.config
         for ant in self.system.antennas:
             host = net.host_for("sources", ant)
-            argv = [sys.executable, "-m", "workload.source", "--trace", str((self.out / "trace.csv").resolve()),
-                    "--antenna", ant, "--scheduler", self.schedulers[ant].url,
-                    "--t0-file", str(self.t0_file.resolve()),
-                    "--duration", str(self.duration_s), "--records",
-                    str((self.out / "records" / f"{ant}.csv").resolve()), "--timeout-s", str(c.timeout_s),
-                    "--corrupt-every", str(c.corrupt_every)]
+            argv = [
+                sys.executable,
+                "-m",
+                "workload.source",
+                "--trace",
+                str((self.out / "trace.csv").resolve()),
+                "--antenna",
+                ant,
+                "--scheduler",
+                self.schedulers[ant].url,
+                "--t0-file",
+                str(self.t0_file.resolve()),
+                "--duration",
+                str(self.duration_s),
+                "--records",
+                str((self.out / "records" / f"{ant}.csv").resolve()),
+                "--timeout-s",
+                str(c.timeout_s),
+                "--corrupt-every",
+                str(c.corrupt_every),
+            ]
             proc = Proc(f"source {ant}", host, argv, self.out / "logs" / f"source-{ant}.log")
             proc.start()
             self.sources.append(proc)
@@ -446,8 +569,10 @@ class LiveRun:
 
     def faults(self) -> list[tuple[float, str, str]]:
         c = self.config
-        return sorted([(t, "kill-worker", name) for name, t in c.kill_worker]
-                      + [(t, "restart-scheduler", ant) for ant, t in c.restart_scheduler])
+        return sorted(
+            [(t, "kill-worker", name) for name, t in c.kill_worker]
+            + [(t, "restart-scheduler", ant) for ant, t in c.restart_scheduler]
+        )
 
     def apply_fault(self, net: EmulatedNetwork, kind: str, target: str) -> None:
         if kind == "kill-worker":
@@ -481,10 +606,17 @@ class LiveRun:
                     self.apply_fault(net, kind, target)
                 if now >= next_sample:
                     next_sample = now + 1.0
-                    ports.write(json.dumps({"t_ms": round((now - self.t0_s) * 1000.0, 1),
-                                            "ports": [asdict(p) for p in net.port_stats()]}) + "\n")
+                    ports.write(
+                        json.dumps(
+                            {
+                                "t_ms": round((now - self.t0_s) * 1000.0, 1),
+                                "ports": [asdict(p) for p in net.port_stats()],
+                            }
+                        )
+                        + "\n"
+                    )
                     ports.flush()
-                    merger.poll()
+                merger.poll()  # records.csv trails the sources' own logs by at most ~0.6 s
                 if now > give_up:
                     self.events("sources-overran", limit_s=round(give_up - self.t0_s, 1))
                     for s in self.sources:
@@ -499,8 +631,11 @@ class LiveRun:
     def cpu_snapshot(self, net: EmulatedNetwork) -> dict[str, tuple[str, float]]:
         """Returns {process label: (group, CPU seconds so far)} for every process that serves the run."""
         procs: list[tuple[str, str, int]] = []
-        for group, items in (("workers", self.workers), ("schedulers", list(self.schedulers.values())),
-                             ("sources", self.sources)):
+        for group, items in (
+            ("workers", self.workers),
+            ("schedulers", list(self.schedulers.values())),
+            ("sources", self.sources),
+        ):
             procs += [(group, p.name, p.popen.pid) for p in items if p.popen is not None]
         helpers = getattr(net, "_helpers", [])  # the network's own helper processes (wires, controller)
         procs += [("wires" if name.startswith("wire") else name, name, p.pid) for name, p in helpers]
@@ -513,20 +648,27 @@ class LiveRun:
                 out[f"{name} ({pid})"] = (group, cpu)
         return out
 
-    def write_cpu(self, before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]],
-                  seconds: float) -> dict[str, float]:
+    def write_cpu(
+        self, before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]], seconds: float
+    ) -> dict[str, float]:
         """Writes cpu.json (CPU seconds per process and group during the traffic); returns the groups."""
         per_proc = {k: round(after[k][1] - before.get(k, (after[k][0], 0.0))[1], 2) for k in after}
         groups: dict[str, float] = {}
         for k, v in per_proc.items():
             groups[after[k][0]] = round(groups.get(after[k][0], 0.0) + v, 2)
-        (self.out / "cpu.json").write_text(json.dumps({"traffic_wall_s": round(seconds, 2), "groups_cpu_s": groups,
-                                                       "processes_cpu_s": per_proc}, indent=1) + "\n")
+        (self.out / "cpu.json").write_text(
+            json.dumps(
+                {"traffic_wall_s": round(seconds, 2), "groups_cpu_s": groups, "processes_cpu_s": per_proc},
+                indent=1,
+            )
+            + "\n"
+        )
         return groups
 
     def stop_services(self) -> None:
-        """Stops the schedulers (they write their statistics), then every worker at once."""
-        for group in (list(self.schedulers.values()), self.workers):
+        """Stops the sources (still running only if the run is cut short), the schedulers (they write their
+        statistics), then every worker, each group at once."""
+        for group in (self.sources, list(self.schedulers.values()), self.workers):
             for p in group:
                 if p.running():
                     p.popen.terminate()  # type: ignore[union-attr]
@@ -539,14 +681,25 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
     t_start = time.monotonic()
     run = LiveRun(config, log)
     run.write_inputs()
-    log(f"run dir {run.out}; {len(run.trace)} streams, {run.trace.expected_queries(run.duration_s)} queries "
-        f"over {run.duration_s:g} s ({run.load_label}), policy {config.policy}")
-    log("workers (real ONNX where the host carries it, profile-driven elsewhere):\n"
-        + format_worker_table(run.workers_plan))
+    log(
+        f"run dir {run.out}; {len(run.trace)} streams, {run.trace.expected_queries(run.duration_s)} queries "
+        f"over {run.duration_s:g} s ({run.load_label}), policy {config.policy}"
+    )
+    log(
+        "workers (real ONNX where the host carries it, profile-driven elsewhere):\n"
+        + format_worker_table(run.workers_plan)
+    )
     parts = [run.out / "records" / f"{a}.csv" for a in run.system.antennas]
     merger: RecordMerger | None = None
-    net = EmulatedNetwork(run.topo, shaping=config.shaping, switch=config.switch, controller=config.controller,
-                          run_dir=run.out, seed=config.seed, log=log)
+    net = EmulatedNetwork(
+        run.topo,
+        shaping=config.shaping,
+        switch=config.switch,
+        controller=config.controller,
+        run_dir=run.out,
+        seed=config.seed,
+        log=log,
+    )
     interrupted = False
     try:
         with net:
@@ -561,11 +714,18 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
                 merger = RecordMerger(parts, run.out / "records.csv")
                 run.start_sources(net)
                 run.set_t0()
-                run.events("started", t0_epoch_s=round(run.t0_s, 3), sources=len(run.sources),
-                           workers=len(run.workers), schedulers=len(run.schedulers))
+                run.events(
+                    "started",
+                    t0_epoch_s=round(run.t0_s, 3),
+                    sources=len(run.sources),
+                    workers=len(run.workers),
+                    schedulers=len(run.schedulers),
+                )
                 cpu_before, t_traffic = run.cpu_snapshot(net), time.monotonic()
                 run.wait_sources(net, merger)
-                run.cpu_groups = run.write_cpu(cpu_before, run.cpu_snapshot(net), time.monotonic() - t_traffic)
+                run.cpu_groups = run.write_cpu(
+                    cpu_before, run.cpu_snapshot(net), time.monotonic() - t_traffic
+                )
                 run.events("sources-done", cpu_s=run.cpu_groups)
             finally:
                 run.stop_services()
@@ -576,9 +736,13 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
         interrupted = True
         log("interrupted: network torn down; summarising what was recorded")
     if merger is None:
+        if interrupted:
+            raise KeyboardInterrupt
         raise RuntimeError("the run stopped before any source started")
     result = summarise(run, time.monotonic() - t_start)
     result.interrupted = interrupted
+    if interrupted:
+        raise LiveInterrupted(result)
     return result
 
 
@@ -610,8 +774,7 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
     app_col = np.array(table.column("app").to_pylist(), dtype=object)
     lookup = {a: i for i, a in enumerate(apps)}
     outcomes = np.array(table.column("outcome").to_pylist(), dtype=object)
-    tally.add(t_send, np.array([lookup[a] for a in app_col], dtype=np.int64),
-              outcome_index(outcomes))
+    tally.add(t_send, np.array([lookup[a] for a in app_col], dtype=np.int64), outcome_index(outcomes))
     window_ms = run.config.window_s * 1000.0
     n_windows = max(1, math.ceil(run.duration_s * 1000.0 / window_ms), math.floor(last_ms / window_ms) + 1)
     reasons: dict[str, int] = {}
@@ -624,21 +787,47 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
         run.cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
     expected = run.trace.expected_queries(run.duration_s)
     summary = RunSummary.from_tally(
-        tally, n_windows, environment="testbed", topology=run.topo.name, policy=run.config.policy,
-        seed=run.config.seed if run.config.trace is None else None, lambda_per_min=run.load_label,
+        tally,
+        n_windows,
+        environment="testbed",
+        topology=run.topo.name,
+        policy=run.config.policy,
+        seed=run.config.seed if run.config.trace is None else None,
+        lambda_per_min=run.load_label,
         duration_s=run.duration_s,
-        extra={"streams": len(run.trace), "profiles": run.profiles.source, "expected_queries": expected,
-               "recorded_queries": table.num_rows, "reasons": reasons, "real_sites": list(run.real_sites),
-               "wall_s": round(wall_s, 1), "sources": sources, "cpu_s": run.cpu_groups,
-               "scheduler_overhead_us": {k: v.get("overhead_us") for k, v in sched.items()}})
+        extra={
+            "streams": len(run.trace),
+            "profiles": run.profiles.source,
+            "expected_queries": expected,
+            "recorded_queries": table.num_rows,
+            "reasons": reasons,
+            "real_sites": list(run.real_sites),
+            "wall_s": round(wall_s, 1),
+            "sources": sources,
+            "cpu_s": run.cpu_groups,
+            "scheduler_overhead_us": {k: v.get("overhead_us") for k, v in sched.items()},
+        },
+    )
     summary.write_json(run.out / "summary.json")
     write_timeseries(summary, run.out / "timeseries.csv")
     _write_per_app(tally, n_windows, run.out / "timeseries_per_app.csv")
     plot_success_over_time([summary], run.out / "success.png")
-    events = run.events.entries + [{**e, "source": f"scheduler {k}"} for k, v in sched.items()
-                                   for e in v.get("events", [])]
-    return LiveResult(summary=summary, out=run.out, expected_queries=expected, recorded_queries=table.num_rows,
-                      reasons=reasons, scheduler_stats=sched, wall_s=wall_s, events=events)
+    from_schedulers = [
+        {**e, "source": f"scheduler {k}"} for k, v in sched.items() for e in v.get("events", [])
+    ]
+    with (run.out / "events.jsonl").open("a") as f:  # one log of every event: the orchestrator's and theirs
+        f.writelines(json.dumps(e) + "\n" for e in from_schedulers)
+    events = run.events.entries + from_schedulers
+    return LiveResult(
+        summary=summary,
+        out=run.out,
+        expected_queries=expected,
+        recorded_queries=table.num_rows,
+        reasons=reasons,
+        scheduler_stats=sched,
+        wall_s=wall_s,
+        events=events,
+    )
 
 
 def _write_per_app(tally: Tally, n_windows: int, path: Path) -> None:
@@ -654,29 +843,46 @@ def format_result(result: LiveResult) -> str:
     """Returns the summary table printed at the end of a run."""
     s = result.summary
     o = s.overall
-    lines = [f"{s.environment} {s.topology}, policy {s.policy}, load {s.lambda_per_min}, {s.duration_s:g} s "
-             f"(wall {result.wall_s:.0f} s)",
-             f"queries: {result.recorded_queries} recorded of {result.expected_queries} sent"
-             + ("" if result.recorded_queries == result.expected_queries else "  <-- MISMATCH"),
-             "", f"{'application':24} {'queries':>8} {'success':>8} {'failed':>8} {'rejected':>8}",
-             f"{'all':24} {o.queries:8d} {o.success:8.3f} {o.failed:8.3f} {o.rejected:8.3f}"]
+    lines = [
+        f"{s.environment} {s.topology}, policy {s.policy}, load {s.lambda_per_min}, {s.duration_s:g} s "
+        f"(wall {result.wall_s:.0f} s)",
+        f"queries: {result.recorded_queries} recorded of {result.expected_queries} sent"
+        + ("" if result.recorded_queries == result.expected_queries else "  <-- MISMATCH"),
+        "",
+        f"{'application':24} {'queries':>8} {'success':>8} {'failed':>8} {'rejected':>8}",
+        f"{'all':24} {o.queries:8d} {o.success:8.3f} {o.failed:8.3f} {o.rejected:8.3f}",
+    ]
     for app, r in sorted(s.per_app.items()):
         lines.append(f"{app:24} {r.queries:8d} {r.success:8.3f} {r.failed:8.3f} {r.rejected:8.3f}")
     lines += ["", "outcomes by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))]
     lag = max((v.get("lag_p99_ms", 0.0) for v in s.extra.get("sources", {}).values()), default=0.0)
-    lines.append(f"sources' send lag p99 {lag:.1f} ms" + ("  <-- the testbed itself fell behind (overloaded)"
-                                                          if lag > 50 else ""))
+    lines.append(
+        f"sources' send lag p99 {lag:.1f} ms"
+        + ("  <-- the testbed itself fell behind (overloaded)" if lag > 50 else "")
+    )
     cpu = s.extra.get("cpu_s") or {}
     if cpu:
-        lines.append("CPU seconds during the traffic: " + ", ".join(
-            f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+        lines.append(
+            "CPU seconds during the traffic: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+        )
     for ant, st in sorted(result.scheduler_stats.items()):
         ov = st.get("overhead_us", {})
         if ov.get("n"):
-            lines.append(f"scheduler {ant}: {ov['n']} frames relayed, overhead p50 {ov['p50']:.0f} us, "
-                         f"p99 {ov['p99']:.0f} us; streams {st['streams']}; workers down {st['workers_down']}")
+            lines.append(
+                f"scheduler {ant}: {ov['n']} frames relayed, overhead p50 {ov['p50']:.0f} us, "
+                f"p99 {ov['p99']:.0f} us; streams {st['streams']}; workers down {st['workers_down']}"
+            )
     lines.append(f"run dir: {result.out}")
     return "\n".join(lines)
 
 
-__all__ = ["LiveConfig", "LiveResult", "WorkerPlan", "format_result", "plan_workers", "run_live"]
+__all__ = [
+    "LiveConfig",
+    "LiveInterrupted",
+    "LiveResult",
+    "WorkerPlan",
+    "format_result",
+    "plan_workers",
+    "run_live",
+]

@@ -13,7 +13,7 @@ from pathlib import Path
 from scheduler.core import POLICY_NAMES
 from testbed.capture import DEFAULT_SNAPLEN
 from testbed.errors import NetworkError, PreflightError
-from testbed.live import LiveConfig, format_result
+from testbed.live import LiveConfig, LiveInterrupted, format_result
 from testbed.live import run_live as _run
 from topologies import TopologyError
 from workload.trace import TraceError
@@ -35,55 +35,123 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the live run's options to a parser."""
     d = LiveConfig()
     parser.add_argument("--topo", default=d.topo, help=f"topology name or YAML path (default {d.topo})")
-    parser.add_argument("--policy", default=d.policy, choices=POLICY_NAMES, help=f"static policy (default {d.policy})")
-    parser.add_argument("--trace", type=Path, default=None, help="replay this trace (CSV) instead of generating load")
-    parser.add_argument("--lambda", dest="lambda_per_min", default=d.lambda_per_min,
-                        help=f"clients per minute per antenna, or START_S:LAMBDA,... (default {d.lambda_per_min})")
-    parser.add_argument("--duration", type=float, default=None,
-                        help=f"seconds of queries (default {d.duration_s:g}; with --trace: the whole trace)")
+    parser.add_argument(
+        "--policy", default=d.policy, choices=POLICY_NAMES, help=f"static policy (default {d.policy})"
+    )
+    parser.add_argument(
+        "--trace", type=Path, default=None, help="replay this trace (CSV) instead of generating load"
+    )
+    parser.add_argument(
+        "--lambda",
+        dest="lambda_per_min",
+        default=d.lambda_per_min,
+        help=f"clients per minute per antenna, or START_S:LAMBDA,... (default {d.lambda_per_min})",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help=f"seconds of queries (default {d.duration_s:g}; with --trace: the whole trace)",
+    )
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--profiles", type=Path, default=None, help="profile file (default: measured, else provisional)")
+    parser.add_argument(
+        "--profiles", type=Path, default=None, help="profile file (default: measured, else provisional)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="run dir (default runs/<time>-<topo>)")
-    parser.add_argument("--real-workers", default=None, metavar="SITES",
-                        help="comma list of cluster sites whose CPU variants run real ONNX inference; 'none' for "
-                             "none (default: the smallest cluster); every other worker is profile-driven")
-    parser.add_argument("--pcap", default=d.pcap, metavar="HOSTS",
-                        help="hosts whose interface is captured: default (antennas' sources and the worker hosts), "
-                             "all, none, or a comma list of host names")
+    parser.add_argument(
+        "--real-workers",
+        default=None,
+        metavar="SITES",
+        help="comma list of cluster sites whose CPU variants run real ONNX inference; 'none' for "
+        "none (default: the smallest cluster); every other worker is profile-driven",
+    )
+    parser.add_argument(
+        "--pcap",
+        default=d.pcap,
+        metavar="HOSTS",
+        help="hosts whose interface is captured: default (antennas' sources and the worker hosts), "
+        "all, none, or a comma list of host names",
+    )
     parser.add_argument("--pcap-snaplen", type=int, default=DEFAULT_SNAPLEN, help="bytes kept per packet")
     parser.add_argument("--shaping", choices=("auto", "netem", "wire"), default=d.shaping)
     parser.add_argument("--switch", choices=("ovs", "lxbr"), default=d.switch)
     parser.add_argument("--controller", choices=("osken", "none"), default=d.controller)
-    parser.add_argument("--timeout", type=float, default=d.timeout_s, dest="timeout_s",
-                        help="seconds after which an unanswered query has failed (and the drain at the end)")
-    parser.add_argument("--window", type=float, default=d.window_s, help="seconds per decision window and series point")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=d.timeout_s,
+        dest="timeout_s",
+        help="seconds after which an unanswered query has failed (and the drain at the end)",
+    )
+    parser.add_argument(
+        "--window", type=float, default=d.window_s, help="seconds per decision window and series point"
+    )
     parser.add_argument("--eta", type=float, default=d.eta, help="capacity headroom factor")
-    parser.add_argument("--mtu", type=int, default=d.mtu,
-                        help="MTU of the emulated interfaces (9000: jumbo frames, much less forwarding CPU)")
+    parser.add_argument(
+        "--mtu",
+        type=int,
+        default=d.mtu,
+        help="MTU of the emulated interfaces (9000: jumbo frames, much less forwarding CPU)",
+    )
     parser.add_argument("--no-measure", action="store_true", help="skip measuring the links before the run")
-    parser.add_argument("--corrupt-every", type=int, default=0, metavar="N",
-                        help="sources send every Nth frame corrupt (robustness check; 0: never)")
-    parser.add_argument("--kill-worker", action="append", default=[], metavar="RESOURCE=SECONDS",
-                        type=lambda t: _at(t, "--kill-worker"),
-                        help="SIGKILL a resource's worker at that time, e.g. tiny-yolov2-cpu-b4@dc1=20")
-    parser.add_argument("--restart-scheduler", action="append", default=[], metavar="ANTENNA=SECONDS",
-                        type=lambda t: _at(t, "--restart-scheduler"),
-                        help="stop an antenna's scheduler and start a fresh one at that time")
+    parser.add_argument(
+        "--corrupt-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sources send every Nth frame corrupt (robustness check; 0: never)",
+    )
+    parser.add_argument(
+        "--kill-worker",
+        action="append",
+        default=[],
+        metavar="RESOURCE=SECONDS",
+        type=lambda t: _at(t, "--kill-worker"),
+        help="SIGKILL a resource's worker at that time, e.g. tiny-yolov2-cpu-b4@dc1=20",
+    )
+    parser.add_argument(
+        "--restart-scheduler",
+        action="append",
+        default=[],
+        metavar="ANTENNA=SECONDS",
+        type=lambda t: _at(t, "--restart-scheduler"),
+        help="stop an antenna's scheduler and start a fresh one at that time",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> LiveConfig:
     real = None
     if args.real_workers is not None:
-        real = () if args.real_workers.strip() == "none" else tuple(
-            s.strip() for s in args.real_workers.split(",") if s.strip())
+        real = (
+            ()
+            if args.real_workers.strip() == "none"
+            else tuple(s.strip() for s in args.real_workers.split(",") if s.strip())
+        )
     duration = args.duration if args.duration is not None else (None if args.trace else LiveConfig.duration_s)
-    return LiveConfig(topo=args.topo, policy=args.policy, trace=args.trace, lambda_per_min=args.lambda_per_min,
-                      duration_s=duration, seed=args.seed, profiles=args.profiles, out=args.out, real_sites=real,
-                      pcap=args.pcap, pcap_snaplen=args.pcap_snaplen, shaping=args.shaping, switch=args.switch,
-                      controller=args.controller, timeout_s=args.timeout_s, window_s=args.window, eta=args.eta,
-                      measure_links=not args.no_measure, corrupt_every=args.corrupt_every,
-                      kill_worker=tuple(args.kill_worker), restart_scheduler=tuple(args.restart_scheduler),
-                      mtu=args.mtu)
+    return LiveConfig(
+        topo=args.topo,
+        policy=args.policy,
+        trace=args.trace,
+        lambda_per_min=args.lambda_per_min,
+        duration_s=duration,
+        seed=args.seed,
+        profiles=args.profiles,
+        out=args.out,
+        real_sites=real,
+        pcap=args.pcap,
+        pcap_snaplen=args.pcap_snaplen,
+        shaping=args.shaping,
+        switch=args.switch,
+        controller=args.controller,
+        timeout_s=args.timeout_s,
+        window_s=args.window,
+        eta=args.eta,
+        measure_links=not args.no_measure,
+        corrupt_every=args.corrupt_every,
+        kill_worker=tuple(args.kill_worker),
+        restart_scheduler=tuple(args.restart_scheduler),
+        mtu=args.mtu,
+    )
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -93,6 +161,10 @@ def run_live(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     try:
         result = _run(config_from_args(args))
+    except LiveInterrupted as stop:
+        print("\ninterrupted; the network is torn down. What was recorded:", file=sys.stderr)
+        print(format_result(stop.result))
+        return 130
     except (TopologyError, TraceError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
@@ -105,8 +177,6 @@ def run_live(args: argparse.Namespace) -> int:
         return EXIT_NETWORK
     print()
     print(format_result(result))
-    if result.interrupted:
-        return 130
     return EXIT_OK if result.recorded_queries == result.expected_queries else EXIT_RUN
 
 

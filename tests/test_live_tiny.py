@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +18,11 @@ import pytest
 from analysis.records import read_records
 from testbed.capture import dropped_by_kernel
 from testbed.leftovers import leftovers
-from testbed.live import LiveConfig, LiveRun, run_live
+from testbed.live import LiveConfig, LiveInterrupted, LiveRun, run_live
 from testbed.record import CreationRecord
 from workload.trace import TraceError, read_trace
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 RADIO_MS, ANT1_DC1_MS = 2.0, 5.0  # tiny.yaml
 KILL_S, RESTART_S, DURATION_S = 5.0, 9.0, 14.0
@@ -38,23 +41,39 @@ EPS_MS = 0.05  # clock reads on one machine; the wire never delivers early
 def live(tmp_path_factory):
     base = tmp_path_factory.mktemp("live")
     (base / "trace.csv").write_text(TRACE)
-    config = LiveConfig(topo="tiny", trace=base / "trace.csv", duration_s=DURATION_S, out=base / "run",
-                        real_sites=("dc1",), kill_worker=(("tiny-yolov2-cpu-b4@dc1", KILL_S),),
-                        restart_scheduler=(("ant1", RESTART_S),), corrupt_every=CORRUPT_EVERY, seed=1)
+    config = LiveConfig(
+        topo="tiny",
+        trace=base / "trace.csv",
+        duration_s=DURATION_S,
+        out=base / "run",
+        real_sites=("dc1",),
+        kill_worker=(("tiny-yolov2-cpu-b4@dc1", KILL_S),),
+        restart_scheduler=(("ant1", RESTART_S),),
+        corrupt_every=CORRUPT_EVERY,
+        seed=1,
+    )
     lines: list[str] = []
     result = run_live(config, log=lines.append)
     table = read_records(result.out / "records.csv")
-    cols = {n: (table.column(n).to_numpy() if n.startswith("t_") else
-                np.array(table.column(n).to_pylist(), dtype=object)) for n in table.column_names}
+    cols = {
+        n: (
+            table.column(n).to_numpy()
+            if n.startswith("t_")
+            else np.array(table.column(n).to_pylist(), dtype=object)
+        )
+        for n in table.column_names
+    }
     return result, cols, lines
 
 
 def test_every_query_sent_has_exactly_one_record(live) -> None:
     result, c, _ = live
     trace = read_trace(result.out / "trace.csv")
-    expected = {(int(s), k) for s, start, end, fps in zip(trace.stream_id, trace.start_s, trace.end_s, trace.fps,
-                                                          strict=True)
-                for k in range(int(np.ceil((min(end, DURATION_S) - start) * fps - 1e-9)))}
+    expected = {
+        (int(s), k)
+        for s, start, end, fps in zip(trace.stream_id, trace.start_s, trace.end_s, trace.fps, strict=True)
+        for k in range(int(np.ceil((min(end, DURATION_S) - start) * fps - 1e-9)))
+    }
     got = list(zip(c["stream_id"].tolist(), c["query"].tolist(), strict=True))
     assert len(got) == len(set(got)) == result.recorded_queries == result.expected_queries
     assert set(got) == expected
@@ -69,8 +88,17 @@ def test_answered_queries_have_ordered_stages_no_faster_than_the_links(live) -> 
     ans = c["outcome"] != "rejected"
     ans &= np.isfinite(c["t_response_ms"])
     assert ans.sum() > 200
-    stages = [c[k][ans] for k in ("t_send_ms", "t_sched_ms", "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms",
-                                  "t_response_ms")]
+    stages = [
+        c[k][ans]
+        for k in (
+            "t_send_ms",
+            "t_sched_ms",
+            "t_worker_ms",
+            "t_infer_start_ms",
+            "t_infer_end_ms",
+            "t_response_ms",
+        )
+    ]
     for earlier, later in zip(stages, stages[1:], strict=False):
         assert np.all(later >= earlier - EPS_MS)
     assert np.all(stages[1] - stages[0] >= RADIO_MS - EPS_MS)  # source -> scheduler: the radio
@@ -101,15 +129,27 @@ def test_killed_worker_and_restarted_scheduler_are_survived_and_accounted(live) 
     kinds = [e["event"] for e in result.events]
     assert "worker-killed" in kinds and "scheduler-restarted" in kinds
     # stream 2's worker died: later queries are rejected (worker-down, then no feasible binding: capacity)
-    after = (c["stream_id"] == 2) & (c["t_send_ms"] > KILL_S * 1000 + 1500)
-    assert after.sum() > 50
+    after = (
+        (c["stream_id"] == 2) & (c["t_send_ms"] > KILL_S * 1000 + 1500) & (c["t_send_ms"] < RESTART_S * 1000)
+    )
+    assert after.sum() > 40
     assert set(c["outcome"][after]) == {"rejected"}
     assert set(c["reason"][after]) <= {"worker-down", "capacity", "scheduler-down"}
     assert "worker-down" in set(c["reason"][c["stream_id"] == 2]) or "capacity" in set(c["reason"][after])
-    # stream 1 keeps being served, also after the scheduler restart
-    late = (c["stream_id"] == 1) & (c["t_send_ms"] > RESTART_S * 1000 + 3000)
-    assert late.sum() > 50 and (c["outcome"][late] == "ontime").mean() > 0.8
-    assert (result.out / "schedulers" / "ant1.json").exists() and (result.out / "schedulers" / "ant1.1.json").exists()
+    # service goes on after the restart: the fresh scheduler rebinds both streams in the order they
+    # come back, so one of them is served on time at ant1 and the other finds no capacity left
+    late = np.isin(c["stream_id"], (1, 2)) & (c["t_send_ms"] > RESTART_S * 1000 + 3000)
+    served = [(c["outcome"][late & (c["stream_id"] == s)] == "ontime").mean() for s in (1, 2)]
+    assert late.sum() > 80 and max(served) > 0.8, served
+    assert set(c["reason"][late & (c["outcome"] == "rejected")]) <= {
+        "capacity",
+        "worker-down",
+        "scheduler-down",
+        "bad-frame",
+    }
+    assert (result.out / "schedulers" / "ant1.json").exists() and (
+        result.out / "schedulers" / "ant1.1.json"
+    ).exists()
 
 
 def test_corrupt_frames_are_counted_as_bad_frames(live) -> None:
@@ -124,10 +164,19 @@ def test_corrupt_frames_are_counted_as_bad_frames(live) -> None:
 def test_pcap_is_readable_and_holds_the_frames(live) -> None:
     result, c, _ = live
     for host, marker, want in (
-            ("worker-dc1", "POST /v2/models/tiny-yolov2/frames", (c["cluster"] == "dc1") & np.isfinite(c["t_worker_ms"])),
-            ("sources-ant1", "POST /streams/", np.isfinite(c["t_sched_ms"]))):
-        done = subprocess.run(["tcpdump", "-r", str(result.out / "pcap" / f"{host}.pcap"), "-n", "-A"],
-                              capture_output=True, text=True, timeout=60)
+        (
+            "worker-dc1",
+            "POST /v2/models/tiny-yolov2/frames",
+            (c["cluster"] == "dc1") & np.isfinite(c["t_worker_ms"]),
+        ),
+        ("sources-ant1", "POST /streams/", np.isfinite(c["t_sched_ms"])),
+    ):
+        done = subprocess.run(
+            ["tcpdump", "-r", str(result.out / "pcap" / f"{host}.pcap"), "-n", "-A"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         dropped = dropped_by_kernel(result.out / "pcap" / f"{host}.tcpdump.log")
         assert dropped is not None
@@ -137,12 +186,35 @@ def test_pcap_is_readable_and_holds_the_frames(live) -> None:
 
 def test_run_dir_holds_the_documented_files(live) -> None:
     result, _, lines = live
-    for name in ("config.json", "summary.json", "timeseries.csv", "timeseries_per_app.csv", "success.png",
-                 "events.jsonl", "link_measurements.json", "port_stats.jsonl", "workers.json", "trace.csv", "cpu.json"):
+    for name in (
+        "config.json",
+        "summary.json",
+        "timeseries.csv",
+        "timeseries_per_app.csv",
+        "success.png",
+        "events.jsonl",
+        "link_measurements.json",
+        "port_stats.jsonl",
+        "workers.json",
+        "trace.csv",
+        "cpu.json",
+    ):
         assert (result.out / name).stat().st_size > 0, name
     config = json.loads((result.out / "config.json").read_text())
     assert config["versions"]["aiohttp"] and config["real_sites"] == ["dc1"]
     assert any("real ONNX" in line for line in lines) and any("profile-driven" in line for line in lines)
+
+
+def test_services_listen_only_on_emulated_addresses(live) -> None:
+    result, _, _ = live
+    hosts = {h["name"]: h["ip"] for h in json.loads((result.out / "network.json").read_text())["hosts"]}
+    workers = json.loads((result.out / "workers.json").read_text())
+    for name, w in workers.items():
+        assert w["url"].startswith(f"http://{hosts['worker-' + name.split('@')[1]]}:"), w
+    for log in (result.out / "logs").glob("scheduler-*.log"):
+        assert log.read_text().splitlines()[0] == f"READY http://{hosts['scheduler-ant1']}:7000"
+    events = [json.loads(line) for line in (result.out / "events.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "worker-down" and e.get("source") == "scheduler ant1" for e in events)
 
 
 def test_nothing_is_left_behind(live) -> None:
@@ -159,8 +231,44 @@ def test_nothing_is_left_behind(live) -> None:
 
 def test_malformed_trace_is_refused_before_anything_starts(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text(TRACE.replace("2,ant1,0.5,30,video-surveillance,20,", "2,ant1,0.5,30,video-surveillance,fast,"))
+    bad.write_text(
+        TRACE.replace("2,ant1,0.5,30,video-surveillance,20,", "2,ant1,0.5,30,video-surveillance,fast,")
+    )
     out = tmp_path / "run"
     with pytest.raises(TraceError, match=r"bad.csv: line 3, column 'fps'"):
         LiveRun(LiveConfig(topo="tiny", trace=bad, out=out), log=lambda _: None)
     assert not (out / "created.jsonl").exists()
+
+
+def test_sigterm_mid_run_tears_down_and_keeps_what_was_recorded(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(TRACE)
+    out = tmp_path / "run"
+    config = LiveConfig(
+        topo="tiny",
+        trace=tmp_path / "trace.csv",
+        duration_s=DURATION_S,
+        out=out,
+        real_sites=(),
+        pcap="none",
+        measure_links=False,
+    )
+
+    def kill_after_t0() -> None:  # only once t0 exists is the network up, with its SIGTERM handler
+        while not (out / "t0").exists():
+            time.sleep(0.05)
+        time.sleep(3.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=kill_after_t0, daemon=True).start()
+    with pytest.raises(LiveInterrupted) as stopped:
+        run_live(config, log=lambda _: None)
+    result = stopped.value.result
+    assert result.interrupted and 0 < result.recorded_queries < result.expected_queries
+    table = read_records(out / "records.csv")
+    keys = list(zip(table.column("stream_id").to_pylist(), table.column("query").to_pylist(), strict=True))
+    assert len(keys) == len(set(keys)) == result.recorded_queries
+    assert max(table.column("t_send_ms").to_pylist()) < 6000.0  # nothing recorded that was never sent
+    record = CreationRecord(out)
+    assert record.is_torn_down()
+    procs = [(e.pid, e.start_ticks) for e in record.entries() if e.kind == "process"]
+    assert leftovers(record.run_entry().name, procs) == []

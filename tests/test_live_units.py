@@ -64,14 +64,19 @@ def test_worker_plan_real_only_on_cpu_variants_of_chosen_sites(tiny_system) -> N
     with pytest.raises(ValueError, match="'mars' is not a cluster"):
         plan_workers(system, ("mars",), LiveConfig())
     full = build_system(load_topology("full-edge"), profiles)
-    gpu_real = [p for p in plan_workers(full, ("cloud",), LiveConfig()) if p.device == "gpu" and p.site == "cloud"]
-    assert gpu_real and not any(p.real for p in gpu_real) and all("profile-driven" in p.note for p in gpu_real)
+    gpu_real = [
+        p for p in plan_workers(full, ("cloud",), LiveConfig()) if p.device == "gpu" and p.site == "cloud"
+    ]
+    assert (
+        gpu_real and not any(p.real for p in gpu_real) and all("profile-driven" in p.note for p in gpu_real)
+    )
 
 
 def _live(system, workers=None) -> LiveScheduler:
     names = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}
-    return LiveScheduler(system, "ant1", workers or names, static_policy(LI), LI, seed=0, t0_s=0.0,
-                         log=lambda _: None)
+    return LiveScheduler(
+        system, "ant1", workers or names, static_policy(LI), LI, seed=0, t0_s=0.0, log=lambda _: None
+    )
 
 
 def test_binding_declares_load_and_a_dead_worker_rebinds_its_streams(tiny_system) -> None:
@@ -112,6 +117,7 @@ def test_the_chooser_sets_each_windows_policy(tiny_system) -> None:
 
     live = LiveScheduler(system, "ant1", {}, chooser, LI, seed=0, t0_s=0.0, window_s=0.01, log=lambda _: None)
     live.count("ontime", 0, 1000)
+    live.count_sent(StreamRequest(0, fps=30, frame_bytes=1, max_delay_ms=200, min_accuracy=0))
 
     async def run() -> None:
         task = asyncio.create_task(live.windows())
@@ -121,6 +127,10 @@ def test_the_chooser_sets_each_windows_policy(tiny_system) -> None:
     asyncio.run(run())
     assert POLICY_NAMES[live.policy] == "load-balancing"
     assert seen[0].ontime == 1 and seen[0].bytes_in[0] == 1000 and seen[1].ontime == 0
+    # budget 200 ms: bin 1 of (100, 300); 30 fps: bin 2 of (12, 22); 3 rate bins per budget bin
+    assert (
+        seen[0].sent_per_class.tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0] and seen[1].sent_per_class.sum() == 0
+    )
 
 
 def test_relay_through_a_stand_in_worker(tiny_system) -> None:
@@ -130,8 +140,9 @@ def test_relay_through_a_stand_in_worker(tiny_system) -> None:
         body = await request.read()
         if not body.endswith(b"\xff\xd9"):
             return web.json_response({"error": "bad_frame", "t_arrival_ms": 1000.0}, status=400)
-        return web.json_response({"t_arrival_ms": 1000.0, "t_infer_start_ms": 1001.0, "t_infer_end_ms": 1011.0,
-                                  "batch_size": 1})
+        return web.json_response(
+            {"t_arrival_ms": 1000.0, "t_infer_start_ms": 1001.0, "t_infer_end_ms": 1011.0, "batch_size": 1}
+        )
 
     async def load(request: web.Request) -> web.Response:
         return web.json_response({"queries_in_per_s": 7.0})
@@ -144,8 +155,16 @@ def test_relay_through_a_stand_in_worker(tiny_system) -> None:
         site = web.TCPSite(wr, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        live = LiveScheduler(system, "ant1", {system.resources[0].name: (f"http://127.0.0.1:{port}", "m")},
-                             static_policy(LI), LI, seed=0, t0_s=0.0, log=lambda _: None)
+        live = LiveScheduler(
+            system,
+            "ant1",
+            {system.resources[0].name: (f"http://127.0.0.1:{port}", "m")},
+            static_policy(LI),
+            LI,
+            seed=0,
+            t0_s=0.0,
+            log=lambda _: None,
+        )
         sr = web.AppRunner(create_app(live, poll_interval_s=0.05))
         await sr.setup()
         ssite = web.TCPSite(sr, "127.0.0.1", 0)
@@ -159,11 +178,17 @@ def test_relay_through_a_stand_in_worker(tiny_system) -> None:
             async with s.post(f"{url}/streams", json=body) as r:
                 out.append(await r.json())
             for frame in (b"\xff\xd8 good \xff\xd9", b"\xff\xd8 cut"):
-                async with s.post(f"{url}/streams/5/frames", data=frame, params={"query": "0"},
-                                  headers={"X-Send-Ms": str(time.time() * 1000.0)}) as r:
+                async with s.post(
+                    f"{url}/streams/5/frames",
+                    data=frame,
+                    params={"query": "0"},
+                    headers={"X-Send-Ms": str(time.time() * 1000.0)},
+                ) as r:
                     out.append(await r.json())
             await wr.cleanup()  # the worker dies
-            async with s.post(f"{url}/streams/5/frames", data=b"\xff\xd8\xff\xd9", params={"query": "1"}) as r:
+            async with s.post(
+                f"{url}/streams/5/frames", data=b"\xff\xd8\xff\xd9", params={"query": "1"}
+            ) as r:
                 out.append(await r.json())
             async with s.post(f"{url}/streams/77/frames", data=b"x") as r:
                 out.append(r.status)

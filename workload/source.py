@@ -97,7 +97,9 @@ class Records:
 
     def add(self, **row: object) -> None:
         for name, values in self.cols.items():
-            values.append(row.get(name, math.nan if name.startswith("t_") else 0 if name == "batch_size" else ""))
+            values.append(
+                row.get(name, math.nan if name.startswith("t_") else 0 if name == "batch_size" else "")
+            )
         self.sent += 1
 
     def flush(self) -> None:
@@ -109,8 +111,17 @@ class Records:
 class Source:
     """Replays the streams of one antenna against its scheduler."""
 
-    def __init__(self, trace: Trace, scheduler_url: str, t0_s: float, duration_s: float, records: Records,
-                 timeout_s: float, corrupt_every: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        trace: Trace,
+        scheduler_url: str,
+        t0_s: float,
+        duration_s: float,
+        records: Records,
+        timeout_s: float,
+        corrupt_every: int = 0,
+        seed: int = 0,
+    ) -> None:
         self.trace = trace
         self.url = scheduler_url.rstrip("/")
         self.t0_s = t0_s
@@ -123,7 +134,7 @@ class Source:
         self.in_flight: set[asyncio.Task] = set()
         self.frames_sent = 0
         self.lag_ms: list[float] = []
-        """How late each frame left against its schedule (the source falling behind: the testbed overloaded)."""
+        """How late each frame left against its schedule (the source fell behind: the testbed overloaded)."""
         self.stopping = asyncio.Event()
 
     def now_ms(self) -> float:
@@ -155,15 +166,25 @@ class Source:
 
     def _row(self, i: int, k: int) -> dict:
         tr = self.trace
-        return {"stream_id": int(tr.stream_id[i]), "query": k, "antenna": str(tr.antenna[i]), "app": str(tr.app[i])}
+        return {
+            "stream_id": int(tr.stream_id[i]),
+            "query": k,
+            "antenna": str(tr.antenna[i]),
+            "app": str(tr.app[i]),
+        }
 
     async def _open(self, i: int) -> dict:
         """Returns the scheduler's answer to opening stream i ({cluster, variant} or {rejected}); raises
         aiohttp.ClientError when the scheduler does not answer."""
         tr = self.trace
-        body = {"stream_id": int(tr.stream_id[i]), "fps": float(tr.fps[i]), "frame_bytes": int(tr.frame_bytes[i]),
-                "max_delay_ms": float(tr.max_delay_ms[i]), "min_accuracy": float(tr.min_accuracy[i]),
-                "task": str(tr.task[i])}
+        body = {
+            "stream_id": int(tr.stream_id[i]),
+            "fps": float(tr.fps[i]),
+            "frame_bytes": int(tr.frame_bytes[i]),
+            "max_delay_ms": float(tr.max_delay_ms[i]),
+            "min_accuracy": float(tr.min_accuracy[i]),
+            "task": str(tr.task[i]),
+        }
         async with self.session.post(f"{self.url}/streams", json=body) as r:  # type: ignore[union-attr]
             if r.status != 200:
                 raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
@@ -182,20 +203,28 @@ class Source:
         frame = self.sizer.frame(int(tr.frame_bytes[i]))
         for k in range(n):
             await self._sleep_until(start + k / fps)
-            if self.stopping.is_set():
-                self.records.add(**self._row(i, k), t_send_ms=self.now_ms(), outcome="rejected",
-                                 reason="source-stopped")
-                continue
+            if self.stopping.is_set():  # told to stop: queries not sent yet are never sent, nor recorded
+                break
             if not binding:
                 try:
                     binding.update(await self._open(i))
                 except (aiohttp.ClientError, asyncio.TimeoutError):
-                    self.records.add(**self._row(i, k), t_send_ms=self.now_ms(), outcome="rejected",
-                                     reason="scheduler-down")
+                    self.records.add(
+                        **self._row(i, k),
+                        t_send_ms=self.now_ms(),
+                        outcome="rejected",
+                        reason="scheduler-down",
+                    )
                     continue
-            if "rejected" in binding:  # rejected at binding: its queries are rejected, not sent (as simulated)
-                self.records.add(**self._row(i, k), t_send_ms=(start + k / fps) * 1000.0, outcome="rejected",
-                                 reason=str(binding["rejected"]))
+            if (
+                "rejected" in binding
+            ):  # rejected at binding: its queries are rejected, not sent (as simulated)
+                self.records.add(
+                    **self._row(i, k),
+                    t_send_ms=(start + k / fps) * 1000.0,
+                    outcome="rejected",
+                    reason=str(binding["rejected"]),
+                )
                 continue
             self.lag_ms.append(self.now_ms() - (start + k / fps) * 1000.0)
             bad = self.corrupt_every > 0 and (self.frames_sent + 1) % self.corrupt_every == 0
@@ -211,7 +240,8 @@ class Source:
 
     async def _close(self, i: int) -> None:
         try:
-            async with self.session.delete(f"{self.url}/streams/{int(self.trace.stream_id[i])}"):  # type: ignore
+            url = f"{self.url}/streams/{int(self.trace.stream_id[i])}"
+            async with self.session.delete(url):  # type: ignore[union-attr]
                 pass
         except (aiohttp.ClientError, asyncio.TimeoutError):
             pass  # a scheduler that is down forgets the stream by itself
@@ -224,13 +254,22 @@ class Source:
         row = self._row(i, k)
         try:
             async with self.session.post(  # type: ignore[union-attr]
-                    f"{self.url}/streams/{sid}/frames", data=frame, params={"query": str(k)},
-                    headers={"Content-Type": "image/jpeg", "X-Send-Ms": f"{t_send:.3f}"}) as r:
+                f"{self.url}/streams/{sid}/frames",
+                data=frame,
+                params={"query": str(k)},
+                headers={"Content-Type": "image/jpeg", "X-Send-Ms": f"{t_send:.3f}"},
+            ) as r:
                 answer = await r.json(content_type=None)
                 code = r.status
         except asyncio.TimeoutError:
-            self.records.add(**row, t_send_ms=t_send, cluster=binding.get("cluster", ""),
-                             variant=binding.get("variant", ""), outcome="failed", reason="timeout")
+            self.records.add(
+                **row,
+                t_send_ms=t_send,
+                cluster=binding.get("cluster", ""),
+                variant=binding.get("variant", ""),
+                outcome="failed",
+                reason="timeout",
+            )
             return
         except (aiohttp.ClientError, ValueError):
             self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason="scheduler-down")
@@ -250,16 +289,29 @@ class Source:
                 return
             await self._query(i, k, frame, binding, retried=True)
             return
-        times = {key: answer[key] for key in ("t_sched_ms", "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms")
-                 if isinstance(answer.get(key), (int, float))}
-        common = {**row, **times, "t_send_ms": t_send, "cluster": answer.get("cluster", ""),
-                  "variant": answer.get("variant", ""), "batch_size": int(answer.get("batch_size") or 0)}
+        times = {
+            key: answer[key]
+            for key in ("t_sched_ms", "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms")
+            if isinstance(answer.get(key), (int, float))
+        }
+        common = {
+            **row,
+            **times,
+            "t_send_ms": t_send,
+            "cluster": answer.get("cluster", ""),
+            "variant": answer.get("variant", ""),
+            "batch_size": int(answer.get("batch_size") or 0),
+        }
         if code != 200:
             self.records.add(**common, outcome="rejected", reason=f"scheduler-http-{code}")
         elif answer.get("ok"):
             late = t_response - t_send > float(tr.max_delay_ms[i])
-            self.records.add(**common, t_response_ms=t_response, outcome="failed" if late else "ontime",
-                             reason="deadline" if late else "")
+            self.records.add(
+                **common,
+                t_response_ms=t_response,
+                outcome="failed" if late else "ontime",
+                reason="deadline" if late else "",
+            )
         else:
             self.records.add(**common, outcome="rejected", reason=str(answer.get("reason", "")))
 
@@ -292,8 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     mine = trace.antenna == args.antenna
     trace = Trace(**{k: getattr(trace, k)[mine] for k in Trace.__dataclass_fields__})
     with RecordWriter(args.records) as writer:
-        source = Source(trace, args.scheduler, args.t0 or 0.0, args.duration, Records(writer), args.timeout_s,
-                        args.corrupt_every)
+        source = Source(
+            trace,
+            args.scheduler,
+            args.t0 or 0.0,
+            args.duration,
+            Records(writer),
+            args.timeout_s,
+            args.corrupt_every,
+        )
         if args.t0_file is not None:  # ready (imports done, frames encoded): the orchestrator then sets t0
             print("READY", flush=True)
             source.t0_s = wait_t0(args.t0_file)
@@ -305,11 +364,20 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             loop.close()
     lag = np.asarray(source.lag_ms or [0.0])
-    print("DONE " + json.dumps({"records": source.records.sent, "frames_sent": source.frames_sent,
-                                "lag_p50_ms": round(float(np.percentile(lag, 50)), 2),
-                                "lag_p99_ms": round(float(np.percentile(lag, 99)), 2),
-                                "lag_max_ms": round(float(lag.max()), 2),
-                                "cpu_s": round(time.process_time(), 2)}), flush=True)
+    print(
+        "DONE "
+        + json.dumps(
+            {
+                "records": source.records.sent,
+                "frames_sent": source.frames_sent,
+                "lag_p50_ms": round(float(np.percentile(lag, 50)), 2),
+                "lag_p99_ms": round(float(np.percentile(lag, 99)), 2),
+                "lag_max_ms": round(float(lag.max()), 2),
+                "cpu_s": round(time.process_time(), 2),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 
