@@ -28,7 +28,7 @@ from scheduler.aset.rollout import EvalCase, run_agent, run_static, success_of
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
-from simulator.gym_env import AsetEnv
+from simulator.gym_env import AsetEnv, EnvConfig
 from topologies import load_topology
 
 
@@ -84,7 +84,24 @@ def epsilon_at(cfg: DQNConfig, step: int, elapsed_s: float = 0.0) -> float:
     return cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start)
 
 
+def explore(rng: np.random.Generator, prior: int | None, prior_share: float) -> int:
+    """Returns an exploratory action: the prior static policy with probability prior_share, else uniform."""
+    if prior is not None and rng.random() < prior_share:
+        return prior
+    return int(rng.integers(len(POLICY_NAMES)))
+
+
+def episode_row(episode: int, step: int, ep_return: float, length: int, terminated: bool, eps: float,
+                losses: list[float], lam: str, wall_s: float) -> dict:
+    """Returns one row of the training log."""
+    return {"episode": episode, "step": step, "return": round(ep_return, 4),
+            "mean_reward": round(ep_return / length, 4), "length": length, "terminated": int(terminated),
+            "epsilon": round(eps, 4), "loss": round(float(np.mean(losses)), 6) if losses else "",
+            "lambda": lam, "wall_s": round(wall_s, 1)}
+
+
 def greedy(net: QNetwork, obs: np.ndarray) -> np.ndarray:
+    """Returns the Q-values of one state."""
     with torch.no_grad():
         return net(torch.from_numpy(np.asarray(obs, dtype=np.float32)[None]))[0].numpy()
 
@@ -112,31 +129,21 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     ep_return, ep_len, ep_lambda = 0.0, 0, info["lambda"]
     t_start = time.monotonic()
-    bar = tqdm(total=cfg.total_steps if cfg.time_budget_s is None else None, disable=not cfg.progress, desc=f"ASET {system.topology.name}", unit="dec",
-                mininterval=2.0)
+    bar = tqdm(total=cfg.total_steps if cfg.time_budget_s is None else None, disable=not cfg.progress,
+               desc=f"ASET {system.topology.name}", unit="dec", mininterval=2.0)
     step = 0
     for step in range(1, cfg.total_steps + 1):
         eps = epsilon_at(cfg, step, time.monotonic() - t_start)
-        if rng.random() < eps:
-            use_prior = prior is not None and rng.random() < cfg.prior_share
-            action = prior if use_prior else int(rng.integers(len(POLICY_NAMES)))
-        else:
-            action = int(np.argmax(greedy(q_net, obs)))
+        action = explore(rng, prior, cfg.prior_share) if rng.random() < eps else int(np.argmax(greedy(q_net, obs)))
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated)
+        buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps: not stored
         obs = next_obs
-        ep_return += reward
-        ep_len += 1
+        ep_return, ep_len = ep_return + reward, ep_len + 1
         if terminated or truncated:
             returns.append(ep_return)
-            recent = losses[-ep_len:]
-            log.write({"episode": len(returns), "step": step, "return": round(ep_return, 4),
-                             "mean_reward": round(ep_return / ep_len, 4), "length": ep_len,
-                             "terminated": int(terminated), "epsilon": round(eps, 4),
-                             "loss": round(float(np.mean(recent)), 6) if recent else "",
-                             "lambda": ep_lambda, "wall_s": round(time.monotonic() - t_start, 1)})
-            bar.set_postfix(ret=f"{ep_return / ep_len:.3f}", eps=f"{eps:.2f}",
-                            loss=f"{np.mean(recent):.4f}" if recent else "-")
+            log.write(episode_row(len(returns), step, ep_return, ep_len, terminated, eps, losses[-ep_len:],
+                                  ep_lambda, time.monotonic() - t_start))
+            bar.set_postfix(ret=f"{ep_return / ep_len:.3f}", eps=f"{eps:.2f}")
             obs, info = env.reset()
             ep_return, ep_len, ep_lambda = 0.0, 0, info["lambda"]
         if step > cfg.learning_starts and step % cfg.train_every == 0:
@@ -172,7 +179,7 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
     return result
 
 
-def calibrate_guard(net: QNetwork, system: SystemModel, cfg: DQNConfig, env_cfg: object) -> GuardReport:
+def calibrate_guard(net: QNetwork, system: SystemModel, cfg: DQNConfig, env_cfg: EnvConfig) -> GuardReport:
     """Returns the fallback (best static on held-out traces) and the smallest margin that never loses to it.
 
     A margin is admissible when, on every held-out case, the guarded agent's success is at least the
