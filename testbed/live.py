@@ -29,6 +29,7 @@ from analysis.summary import RunSummary, Tally, outcome_index
 from scheduler.core import policy_index
 from scheduler.profiles import ProfileSet, load_profiles
 from scheduler.system import SystemModel, build_system
+from simulator.engine import SimConfig, Simulation
 from simulator.run import write_timeseries
 from testbed.capture import DEFAULT_SNAPLEN, choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, Host
@@ -168,6 +169,28 @@ def smallest_cluster(topo: Topology, profiles: ProfileSet, system: SystemModel) 
     if not sites:
         raise ValueError(f"{topo.source}: no cluster hosts a CPU variant that could run real inference")
     return min(sites, key=lambda s: s.compute.cpu_cores).name  # type: ignore[union-attr]
+
+
+def busiest_cpu_cluster(
+    system: SystemModel, trace: Trace, policy: str, duration_s: float, seed: int, eta: float
+) -> tuple[str | None, dict[str, int]]:
+    """Returns the cluster whose CPU variants the policy gives the most queries in a simulated dry run of
+    the same trace (None if it gives them none), and the simulated queries per resource."""
+    per_resource: dict[str, int] = {}
+
+    def sink(cols: dict[str, np.ndarray]) -> None:
+        for cluster, variant in zip(cols["cluster"], cols["variant"], strict=True):
+            if cluster:
+                key = f"{variant}@{cluster}"
+                per_resource[key] = per_resource.get(key, 0) + 1
+
+    sim = Simulation(system, trace, SimConfig(duration_s=duration_s, eta=eta), seed=seed, record_sink=sink)
+    sim.run(policy_index(policy))
+    per_site: dict[str, int] = {}
+    for r in system.resources:
+        if r.variant.device == "cpu" and per_resource.get(r.name, 0) > 0:
+            per_site[r.site] = per_site.get(r.site, 0) + per_resource[r.name]
+    return (max(per_site, key=lambda k: per_site[k]) if per_site else None), per_resource
 
 
 def plan_workers(system: SystemModel, real_sites: tuple[str, ...], config: LiveConfig) -> list[WorkerPlan]:
@@ -413,12 +436,21 @@ class LiveRun:
         self.system = build_system(self.topo, self.profiles)
         policy_index(config.policy)  # refuses an unknown policy before anything starts
         self.trace, self.duration_s, self.load_label = build_trace(config, self.system)
-        real = (
-            config.real_sites
-            if config.real_sites is not None
-            else (smallest_cluster(self.topo, self.profiles, self.system),)
-        )
-        self.real_sites = tuple(real)
+        self.real_note = ""
+        if config.real_sites is not None:
+            self.real_sites = tuple(config.real_sites)
+        else:
+            busiest, _ = busiest_cpu_cluster(
+                self.system, self.trace, config.policy, self.duration_s, config.seed, config.eta
+            )
+            if busiest is None:
+                busiest = smallest_cluster(self.topo, self.profiles, self.system)
+                self.real_note = (
+                    f"note: in a simulated dry run {config.policy} binds no stream to a CPU variant, "
+                    f"so the real ONNX workers at {busiest} may stay idle (e.g. --policy closest "
+                    "sends streams to the antennas' own clusters)"
+                )
+            self.real_sites = (busiest,)
         self.workers_plan = plan_workers(self.system, self.real_sites, config)
         for name, _ in config.kill_worker:
             if name not in {p.resource for p in self.workers_plan}:
@@ -689,6 +721,8 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
         "workers (real ONNX where the host carries it, profile-driven elsewhere):\n"
         + format_worker_table(run.workers_plan)
     )
+    if run.real_note:
+        log(run.real_note)
     parts = [run.out / "records" / f"{a}.csv" for a in run.system.antennas]
     merger: RecordMerger | None = None
     net = EmulatedNetwork(
@@ -782,6 +816,15 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
         key = f"{o}:{r}" if r else o
         reasons[key] = reasons.get(key, 0) + 1
     sched = _scheduler_stats(run.out)
+    real = {p.resource for p in run.workers_plan if p.real}
+    inferred = np.isfinite(table.column("t_infer_end_ms").to_numpy())
+    names = [
+        f"{v}@{c}"
+        for v, c in zip(table.column("variant").to_pylist(), table.column("cluster").to_pylist(), strict=True)
+    ]
+    real_inferred = {
+        r: int(sum(1 for n, ok in zip(names, inferred, strict=True) if ok and n == r)) for r in real
+    }
     sources = _source_stats(run.out)
     if sources:  # the sources have exited by the last CPU snapshot: they report their own CPU time
         run.cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
@@ -800,6 +843,7 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
             "profiles": run.profiles.source,
             "expected_queries": expected,
             "recorded_queries": table.num_rows,
+            "real_onnx_inferred": real_inferred,
             "reasons": reasons,
             "real_sites": list(run.real_sites),
             "wall_s": round(wall_s, 1),
@@ -855,6 +899,11 @@ def format_result(result: LiveResult) -> str:
     for app, r in sorted(s.per_app.items()):
         lines.append(f"{app:24} {r.queries:8d} {r.success:8.3f} {r.failed:8.3f} {r.rejected:8.3f}")
     lines += ["", "outcomes by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))]
+    real = s.extra.get("real_onnx_inferred") or {}
+    lines.append(
+        f"frames through real ONNX inference: {sum(real.values())}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(real.items()))})" if real else " (no real worker)")
+    )
     lag = max((v.get("lag_p99_ms", 0.0) for v in s.extra.get("sources", {}).values()), default=0.0)
     lines.append(
         f"sources' send lag p99 {lag:.1f} ms"
