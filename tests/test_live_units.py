@@ -18,7 +18,7 @@ from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
 from scheduler.live import LiveScheduler, create_app, static_policy
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
-from testbed.live import LiveConfig, plan_workers, smallest_cluster
+from testbed.live import LiveConfig, build_trace, busiest_cpu_cluster, plan_workers, smallest_cluster
 from topologies import load_topology
 from workload.source import JpegSizer, corrupt, pad_jpeg
 
@@ -205,3 +205,16 @@ def test_relay_through_a_stand_in_worker(tiny_system) -> None:
     assert unknown == 404
     assert stats["queries"] == {"ontime": 1, "failed": 0, "rejected": 2}
     assert stats["workers_down"] == ["mobilenet-ssd-cpu-b1@ant1"] and stats["overhead_us"]["n"] == 3
+
+
+def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
+    system = build_system(load_topology("full-edge"), load_profiles())
+    trace, duration_s, _ = build_trace(LiveConfig(), system)
+    site, per_resource = busiest_cpu_cluster(system, trace, "closest", duration_s, 1, 1.0)
+    assert site is not None and system.topology.site(site).layer == "antenna"
+    cpu_there = sum(n for r, n in per_resource.items() if r.endswith(f"@{site}") and "-cpu-" in r)
+    assert cpu_there == max(
+        sum(n for r, n in per_resource.items() if r.endswith(f"@{a}") and "-cpu-" in r) for a in system.antennas
+    )
+    # with the provisional profiles least-impedance prefers the GPU variants of CO and DC: no CPU work
+    assert busiest_cpu_cluster(system, trace, "least-impedance", duration_s, 1, 1.0)[0] is None
