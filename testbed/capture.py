@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.network import EmulatedNetwork, Host
-from testbed.plan import HOST_IFNAME
+from testbed.plan import HOST_IFNAME, HostPlan
 
 DEFAULT_SNAPLEN = 200
 """Bytes kept per packet: Ethernet, IP and TCP headers and the HTTP request line, not the JPEG."""
@@ -41,19 +41,19 @@ class Capture:
             return self.proc.wait(timeout_s)
 
 
-def default_hosts(net: EmulatedNetwork) -> list[str]:
+def default_hosts(hosts: Sequence[HostPlan]) -> list[str]:
     """Returns the hosts captured by default: the antennas' sources (their uplink) and every worker host."""
-    return [h.name for h in net.plan.hosts if h.role in ("sources", "worker")]
+    return [h.name for h in hosts if h.role in ("sources", "worker")]
 
 
-def choose_hosts(net: EmulatedNetwork, spec: str) -> list[str]:
+def choose_hosts(hosts: Sequence[HostPlan], spec: str) -> list[str]:
     """Returns the hosts a --pcap value selects: 'default', 'all', 'none' or a comma list of host names."""
     spec = spec.strip()
     if spec == "default":
-        return default_hosts(net)
+        return default_hosts(hosts)
     if spec == "none":
         return []
-    names = [h.name for h in net.plan.hosts]
+    names = [h.name for h in hosts]
     if spec == "all":
         return names
     chosen = [s.strip() for s in spec.split(",") if s.strip()]

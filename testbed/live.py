@@ -33,6 +33,7 @@ from simulator.engine import SimConfig, Simulation
 from simulator.run import write_timeseries
 from testbed.capture import DEFAULT_SNAPLEN, choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, Host
+from testbed.plan import build_plan
 from topologies import Topology, load_topology
 from workload.arrivals import RateSchedule, generate_trace
 from workload.trace import Trace, read_trace, write_trace
@@ -458,6 +459,7 @@ class LiveRun:
                     f"--kill-worker: no resource {name!r}; resources: "
                     + ", ".join(p.resource for p in self.workers_plan)
                 )
+        choose_hosts(build_plan(self.topo, "x").hosts, config.pcap)  # refuses an unknown host before anything
         for ant, _ in config.restart_scheduler:
             self.system.antenna_index(ant)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -739,7 +741,7 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
         with net:
             if config.mtu != 1500:
                 set_mtu(net, config.mtu)
-            caps = start_captures(net, choose_hosts(net, config.pcap), run.out / "pcap", config.pcap_snaplen)
+            caps = start_captures(net, choose_hosts(net.plan.hosts, config.pcap), run.out / "pcap", config.pcap_snaplen)
             try:
                 if config.measure_links:
                     net.measure_links(check=False)

@@ -18,7 +18,9 @@ from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
 from scheduler.live import LiveScheduler, create_app, static_policy
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
+from testbed.capture import choose_hosts
 from testbed.live import LiveConfig, build_trace, busiest_cpu_cluster, plan_workers, smallest_cluster
+from testbed.plan import build_plan
 from topologies import load_topology
 from workload.source import JpegSizer, corrupt, pad_jpeg
 
@@ -218,3 +220,12 @@ def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
     )
     # with the provisional profiles least-impedance prefers the GPU variants of CO and DC: no CPU work
     assert busiest_cpu_cluster(system, trace, "least-impedance", duration_s, 1, 1.0)[0] is None
+
+
+def test_pcap_host_selection() -> None:
+    hosts = build_plan(load_topology("tiny"), "x").hosts
+    assert choose_hosts(hosts, "default") == ["worker-ant1", "sources-ant1", "worker-dc1", "worker-cloud"]
+    assert choose_hosts(hosts, "none") == [] and len(choose_hosts(hosts, "all")) == 5
+    assert choose_hosts(hosts, "scheduler-ant1, worker-dc1") == ["scheduler-ant1", "worker-dc1"]
+    with pytest.raises(ValueError, match="--pcap: unknown host 'worker-mars'"):
+        choose_hosts(hosts, "worker-mars")
