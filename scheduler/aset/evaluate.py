@@ -161,7 +161,9 @@ def plot(ev: Evaluation, out_dir: Path, smooth_s: float = 10.0) -> list[Path]:
             s = r.series_success()
             sm = _moving_mean(s, k)
             t = np.arange(len(s)) * ev.window_s
-            ax.plot(t, 100 * sm, lw=2.2 if p == ASET else 1.0, color="black" if p == ASET else None, label=p)
+            aset = p == ASET  # dashed on top, so that a static policy it follows stays visible
+            ax.plot(t, 100 * sm, lw=1.8 if aset else 1.0, ls="--" if aset else "-", color="black" if aset else None,
+                    label=p, zorder=3 if aset else 2)
         ax.set_ylabel(f"success ratio (%), {smooth_s:g}-s mean")
         ax.set_title(f"{ev.topology}, lambda = {lam:g} clients/min per antenna, seeds pooled")
         ax.legend(fontsize=7, ncol=2, loc="lower left")
@@ -183,7 +185,8 @@ def plot(ev: Evaluation, out_dir: Path, smooth_s: float = 10.0) -> list[Path]:
     lams = list(ev.results)
     for p in next(iter(ev.results.values())):
         ax.plot(lams, [100 * ev.results[lam][p].overall.success for lam in lams], marker="o",
-                lw=2.2 if p == ASET else 1.0, color="black" if p == ASET else None, label=p)
+                lw=1.8 if p == ASET else 1.0, ls="--" if p == ASET else "-", color="black" if p == ASET else None,
+                label=p, zorder=3 if p == ASET else 2)
     ax.set_xlabel("lambda (clients/min per antenna)")
     ax.set_ylabel("success ratio (%)")
     ax.set_title(ev.topology)
