@@ -203,11 +203,12 @@ class LiveScheduler:
         """Polls every worker's GET /v2/load; a worker that fails twice in a row is marked down."""
         assert self.session is not None
         timeout = aiohttp.ClientTimeout(total=max(0.5, 2 * interval_s))
+        window = f"{min(10.0, max(0.1, interval_s)):g}"  # the report's rate over the poll period
 
         async def one(j: int, w: WorkerState) -> None:
             try:
                 async with self.session.get(
-                    f"{w.url}/v2/load", params={"window_s": "1"}, timeout=timeout
+                    f"{w.url}/v2/load", params={"window_s": window}, timeout=timeout
                 ) as r:
                     report = await r.json()
                 w.reported_qps = float(report["queries_in_per_s"])
@@ -514,7 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     t0.add_argument("--t0-file", type=Path, help="read the run's start from this file once it is written")
     p.add_argument("--eta", type=float, default=1.0)
     p.add_argument("--window-s", type=float, default=1.0)
-    p.add_argument("--load-poll-s", type=float, default=1.0)
+    p.add_argument(
+        "--load-poll-s", type=float, default=2.0, help="seconds between polls of every worker's load"
+    )
     p.add_argument("--stats", type=Path, default=None, help="write the statistics (JSON) here on exit")
     args = p.parse_args(argv)
     try:

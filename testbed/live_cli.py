@@ -93,6 +93,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.mtu,
         help="MTU of the emulated interfaces (9000: jumbo frames, much less forwarding CPU)",
     )
+    parser.add_argument(
+        "--load-poll",
+        type=float,
+        default=d.load_poll_s,
+        dest="load_poll_s",
+        help="seconds between each scheduler's polls of every worker's load report",
+    )
     parser.add_argument("--no-measure", action="store_true", help="skip measuring the links before the run")
     parser.add_argument(
         "--corrupt-every",
@@ -151,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> LiveConfig:
         kill_worker=tuple(args.kill_worker),
         restart_scheduler=tuple(args.restart_scheduler),
         mtu=args.mtu,
+        load_poll_s=args.load_poll_s,
     )
 
 
