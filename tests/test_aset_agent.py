@@ -195,7 +195,7 @@ def _cli(argv: list[str]) -> int:
 def test_cli_trains_then_evaluates_against_the_statics(toy_path, tmp_path, capsys):
     out = tmp_path / "run"
     assert _cli(["train", "--topo", str(toy_path), "--lambda", "80", "--steps", "1100", "--out", str(out),
-                 "--no-progress", "--validation-duration", "60"]) == 0
+                 "--no-progress", "--validation-duration", "60", "--profiles", str(PROVISIONAL_PROFILE)]) == 0
     assert {p.name for p in out.iterdir()} >= {"agent.pt", "agent.onnx", "train_log.csv", "train.json"}
     summary = json.loads((out / "train.json").read_text())
     assert summary["steps"] == 1100 and summary["guard"]["fallback_policy"] == "farthest"
