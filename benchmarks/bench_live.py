@@ -3,6 +3,7 @@ antenna it sustains before the success ratio drops because of the testbed itself
 and the scheduler's overhead per query on the live path (p50, p99). Needs root.
 
     .venv/bin/python benchmarks/bench_live.py [--rates 25,50,100,200] [--duration 20] [--mtu 9000,1500]
+                                              [--overhead-frames 1000] [--only-overhead]
 
 Each rate runs its own network: per antenna `rate / 25` streams of 25 fps, 40 kB frames, a 1 s budget
 and a low accuracy floor, bound by load-balancing, so scheduling never limits them (the profiles'
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from testbed.live import LiveConfig, LiveResult, run_live  # noqa: E402
 from topologies import load_topology  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 STREAM_FPS = 25
 FRAME_BYTES = 40_000
 BUDGET_MS = 1000.0
@@ -92,14 +96,151 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path) -> dict:
     }
 
 
+def _start(argv: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    """Starts a service on loopback and returns it with the URL of its READY line."""
+    f = log.open("w")
+    proc = subprocess.Popen(
+        argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready = [x for x in log.read_text().splitlines() if x.startswith("READY")]
+        if ready:
+            return proc, ready[0].split()[1]
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text())
+        time.sleep(0.05)
+    raise RuntimeError(f"not ready: {argv}")
+
+
+def overhead_loopback(n: int, base: Path) -> dict:
+    """Returns the scheduler's cost on the live path, on loopback (no emulated network, no contention
+    from other testbed processes): n frames one at a time through the scheduler and n straight to the
+    worker; the scheduler's own handler time (p50, p99) and the round trip it adds."""
+    import asyncio
+
+    import aiohttp
+    import numpy as np
+
+    from scheduler.profiles import default_profile_path
+    from workload.source import JpegSizer
+
+    py = sys.executable
+    worker, wurl = _start(
+        [
+            py,
+            "-m",
+            "workers.serve",
+            "--model",
+            "mobilenet-ssd",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--batch",
+            "1",
+            "--instances",
+            "4",
+            "--max-batch-delay-ms",
+            "0",
+            "--profile-driven",
+            str(default_profile_path()),
+        ],
+        base / "worker.log",
+    )
+    (base / "workers.json").write_text(
+        json.dumps({"mobilenet-ssd-cpu-b1@ant1": {"url": wurl, "model": "mobilenet-ssd"}})
+    )
+    sched, surl = _start(
+        [
+            py,
+            "-m",
+            "scheduler.live",
+            "--topo",
+            "tiny",
+            "--antenna",
+            "ant1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--workers",
+            str(base / "workers.json"),
+            "--t0",
+            str(time.time()),
+        ],
+        base / "scheduler.log",
+    )
+    frame = JpegSizer().frame(FRAME_BYTES)
+
+    async def drive() -> tuple[list[float], list[float], dict]:
+        via, direct = [], []
+        async with aiohttp.ClientSession() as s:
+            body = {
+                "stream_id": 1,
+                "fps": 10,
+                "frame_bytes": FRAME_BYTES,
+                "max_delay_ms": 1e6,
+                "min_accuracy": 0.2,
+            }
+            async with s.post(f"{surl}/streams", json=body) as r:
+                assert (await r.json())["cluster"] == "ant1"
+            for k in range(n):
+                for url, out in (
+                    (f"{surl}/streams/1/frames", via),
+                    (f"{wurl}/v2/models/mobilenet-ssd/frames", direct),
+                ):
+                    t = time.perf_counter()
+                    async with s.post(
+                        url,
+                        data=frame,
+                        params={"query": str(k), "stream": "1"},
+                        headers={"Content-Type": "image/jpeg"},
+                    ) as r:
+                        await r.read()
+                    out.append((time.perf_counter() - t) * 1e3)
+            async with s.get(f"{surl}/status") as r:
+                return via, direct, await r.json()
+
+    try:
+        via, direct, status = asyncio.run(drive())
+    finally:
+        for p in (sched, worker):
+            p.terminate()
+            p.wait(10)
+    added = np.asarray(via) - np.asarray(direct)
+    return {
+        "frames": n,
+        "handler_p50_us": round(status["overhead_us"]["p50"], 1),
+        "handler_p99_us": round(status["overhead_us"]["p99"], 1),
+        "decide_p50_us": round(status["decide_us"]["p50"], 1),
+        "added_rtt_p50_ms": round(float(np.percentile(added, 50)), 3),
+        "added_rtt_p99_ms": round(float(np.percentile(added, 99)), 3),
+        "rtt_direct_p50_ms": round(float(np.percentile(direct, 50)), 3),
+        "rtt_via_scheduler_p50_ms": round(float(np.percentile(via, 50)), 3),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="25,50,100,200", help="queries/s per antenna, comma separated")
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--mtu", default="9000", help="MTU(s) to compare, comma separated")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--overhead-frames", type=int, default=2000, help="frames of the loopback overhead test (0: skip)"
+    )
+    ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    if args.overhead_frames:
+        ov = overhead_loopback(args.overhead_frames, base)
+        print(
+            "scheduler overhead on the live path (loopback, one frame at a time): " + json.dumps(ov),
+            flush=True,
+        )
+    if args.only_overhead:
+        return 0
     rows = []
     for mtu in (int(x) for x in args.mtu.split(",")):
         for rate in (int(x) for x in args.rates.split(",")):

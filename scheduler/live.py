@@ -486,7 +486,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"READY http://{host}:{port}", flush=True)
+    bound_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # port 0: the OS picks
+    print(f"READY http://{host}:{bound_port}", flush=True)
     try:
         if t0_file is not None:
             live.t0_s = await read_t0(t0_file)
