@@ -155,6 +155,10 @@ def test_controller_turns_live_windows_into_policies(toy_agent, toy_system, tmp_
     assert ctl.first_action() == policy_index("closest")
     assert ctl.decide(window) == policy_index("closest")  # the guard never lets the agent override
     assert ctl.builder.observation()[-1].any()
+    same = AsetController.for_system(path, toy_system)
+    assert same.decision_window_s == 5.0 and same.builder.spec == spec
+    with pytest.raises(AgentMismatchError, match="cannot drive topology 'dc-cloud'"):
+        AsetController.for_system(path, build_system(load_topology("dc-cloud"), load_profiles(PROVISIONAL_PROFILE)))
 
 
 def test_replay_batch_is_typed_and_keeps_terminated_apart():

@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from scheduler.aset.meta import ONNX_META_KEY, AgentMeta
 from scheduler.aset.state import StateBuilder, StateSpec, WindowMeasurement
+from scheduler.system import SystemModel
 
 
 class OnnxPolicy:
@@ -65,6 +66,21 @@ class AsetController:
     @staticmethod
     def load(path: str | Path, spec: StateSpec) -> AsetController:
         return AsetController(OnnxPolicy(path, spec), StateBuilder(spec))
+
+    @staticmethod
+    def for_system(path: str | Path, system: SystemModel) -> AsetController:
+        """Returns the controller of an agent file for a system (history read from the file; mismatch refused).
+
+        The caller's window must last `decision_window_s`: `decide` is a scheduler.live PolicyChooser.
+        """
+        policy = OnnxPolicy(path)
+        spec = StateSpec.of(system, history=policy.meta.state_shape[0])
+        policy.meta.check_compatible(spec, str(path))
+        return AsetController(policy, StateBuilder(spec))
+
+    @property
+    def decision_window_s(self) -> float:
+        return self.policy.meta.decision_window_s
 
     def first_action(self) -> int:
         """Returns the policy for the first window (state of an idle system)."""
