@@ -213,7 +213,6 @@ def overhead_loopback(n: int, base: Path) -> dict:
         "frames": n,
         "handler_p50_us": round(status["overhead_us"]["p50"], 1),
         "handler_p99_us": round(status["overhead_us"]["p99"], 1),
-        "decide_p50_us": round(status["decide_us"]["p50"], 1),
         "added_rtt_p50_ms": round(float(np.percentile(added, 50)), 3),
         "added_rtt_p99_ms": round(float(np.percentile(added, 99)), 3),
         "rtt_direct_p50_ms": round(float(np.percentile(direct, 50)), 3),
@@ -228,7 +227,7 @@ def main() -> int:
     ap.add_argument("--mtu", default="9000", help="MTU(s) to compare, comma separated")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument(
-        "--overhead-frames", type=int, default=2000, help="frames of the loopback overhead test (0: skip)"
+        "--overhead-frames", type=int, default=1000, help="frames of the loopback overhead test (0: skip)"
     )
     ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
     args = ap.parse_args()

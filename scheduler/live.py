@@ -14,6 +14,7 @@ import math
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +37,12 @@ DOWN_LOAD_QPS = math.inf
 SLOW_POLLS_DOWN = 5
 """Load reports timed out in a row before a worker counts as down (a refused connection: 2)."""
 STREAM_IDLE_S = 10.0
+"""A stream that sent nothing for this long is released (its source died or forgot to close it)."""
 BUDGET_BINS_MS = np.asarray(SimConfig.budget_bins_ms)
 RATE_BINS_FPS = np.asarray(SimConfig.rate_bins_fps)
 """Stream classes of the ASET state, as the simulator draws them."""
-"""A stream that sent nothing for this long is released (its source died or forgot to close it)."""
+SAMPLES_KEPT = 200_000
+"""Overhead and decision times kept for the percentiles (the most recent ones)."""
 
 
 def static_policy(index: int) -> PolicyChooser:
@@ -117,8 +120,8 @@ class LiveScheduler:
         self.log = log
         self.window = self._fresh_counters()
         self.totals = self._fresh_counters()
-        self.overhead_us: list[float] = []
-        self.decide_us: list[float] = []
+        self.overhead_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.decide_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
         self.session: aiohttp.ClientSession | None = None
         self.events: list[dict] = []
 
@@ -276,7 +279,7 @@ class LiveScheduler:
     def statistics(self) -> dict:
         """Returns the counters, the overhead percentiles and the events, as plain JSON."""
 
-        def pct(xs: list[float]) -> dict:
+        def pct(xs: deque[float]) -> dict:
             if not xs:
                 return {"n": 0}
             a = np.asarray(xs)
@@ -386,7 +389,10 @@ async def relay_frame(request: web.Request) -> web.Response:
     t_in = time.perf_counter()
     live = request.app[LIVE]
     t_sched = live.now_ms()
-    sid = int(request.match_info["sid"])
+    try:
+        sid = int(request.match_info["sid"])
+    except ValueError:
+        return web.json_response({"error": "bad_request", "detail": "stream ids are integers"}, status=400)
     stream = live.streams.get(sid)
     if stream is None:
         return web.json_response({"error": "unknown_stream", "stream_id": sid}, status=404)
@@ -414,15 +420,21 @@ async def relay_frame(request: web.Request) -> web.Response:
             params=params,  # type: ignore[union-attr]
             headers={"Content-Type": "image/jpeg"},
         ) as r:
-            reply = await r.json(content_type=None)
+            raw = await r.read()
             code = r.status
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # refused, reset, dropped: it is gone
         waited = time.perf_counter() - t_out
         live.mark_down(j, f"{type(exc).__name__} relaying a frame")
         answer.update(ok=False, reason="worker-down")
         live.count("rejected")
         return _answer(live, answer, t_in, waited)
     waited = time.perf_counter() - t_out
+    try:
+        reply = json.loads(raw)
+    except ValueError:  # an answer that is not JSON: the worker is alive, the query is lost
+        reply = {}
+    if not isinstance(reply, dict):
+        reply = {}
     for key in ("t_arrival_ms", "t_infer_start_ms", "t_infer_end_ms"):
         if isinstance(reply.get(key), (int, float)):
             answer["t_worker_ms" if key == "t_arrival_ms" else key] = reply[key] - live.t0_s * 1000.0

@@ -34,7 +34,7 @@ class JpegSizer:
     """Returns JPEG frames of an exact size: a base image encoded at the largest quality that fits,
     padded with COM (comment) segments up to the byte count; frames are cached per size."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self) -> None:
         from PIL import Image
         from skimage import data
 
@@ -120,7 +120,6 @@ class Source:
         records: Records,
         timeout_s: float,
         corrupt_every: int = 0,
-        seed: int = 0,
     ) -> None:
         self.trace = trace
         self.url = scheduler_url.rstrip("/")
@@ -129,7 +128,7 @@ class Source:
         self.records = records
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.corrupt_every = corrupt_every
-        self.sizer = JpegSizer(seed)
+        self.sizer = JpegSizer()
         self.session: aiohttp.ClientSession | None = None
         self.in_flight: set[asyncio.Task] = set()
         self.frames_sent = 0
@@ -216,9 +215,7 @@ class Source:
                         reason="scheduler-down",
                     )
                     continue
-            if (
-                "rejected" in binding
-            ):  # rejected at binding: its queries are rejected, not sent (as simulated)
+            if "rejected" in binding:  # rejected at binding: queries recorded, not sent (as simulated)
                 self.records.add(
                     **self._row(i, k),
                     t_send_ms=(start + k / fps) * 1000.0,
