@@ -35,7 +35,9 @@ from workload.arrivals import RateSchedule, generate_trace  # noqa: E402
 def one_run(topo: str, lam: float, duration: float, records: str, policy: str = "least-impedance") -> dict:
     """Returns wall time, queries and peak RSS of one simulation (run in this process)."""
     system = build_system(load_topology(topo), load_profiles())
-    trace = generate_trace(system.antennas, RateSchedule.constant(lam), duration, np.random.default_rng(1))
+    # The same trace `run_testbed.py simulate --seed 1` generates.
+    trace = generate_trace(system.antennas, RateSchedule.constant(lam), duration,
+                           np.random.default_rng(np.random.SeedSequence(1).spawn(1)[0]))
     with tempfile.TemporaryDirectory() as tmp:
         writer = RecordWriter(Path(tmp) / f"records.{records}") if records else None
         sim = Simulation(system, trace, SimConfig(duration_s=duration), seed=1,
