@@ -460,6 +460,20 @@ def _answer(live: LiveScheduler, answer: dict, t_in: float, waited_s: float) -> 
     return web.json_response(answer)
 
 
+def choose_policy(
+    system: SystemModel, policy: str, agent: Path | None, window_s: float
+) -> tuple[PolicyChooser, int, float]:
+    """Returns (chooser, first policy, window length): a static policy, or an ASET agent file's controller
+    (its policy per decision window, the window it was trained with; a mismatched agent is refused)."""
+    if agent is None:
+        first = policy_index(policy)
+        return static_policy(first), first, window_s
+    from scheduler.aset.policy import AsetController
+
+    controller = AsetController.for_system(agent, system)
+    return controller.decide, controller.first_action(), controller.decision_window_s
+
+
 def read_workers(path: Path) -> dict[str, tuple[str, str]]:
     """Returns {resource name: (worker base URL, model name)} from the orchestrator's workers file."""
     raw = json.loads(Path(path).read_text())
@@ -522,6 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=7000)
     p.add_argument("--workers", type=Path, required=True, help="JSON {resource: {url, model}}")
     p.add_argument("--policy", default="least-impedance", help=f"one of {', '.join(POLICY_NAMES)}")
+    p.add_argument(
+        "--agent",
+        type=Path,
+        default=None,
+        help="an exported ASET agent (ONNX): it picks the policy of every decision window",
+    )
     p.add_argument("--seed", type=int, default=0)
     t0 = p.add_mutually_exclusive_group(required=True)
     t0.add_argument("--t0", type=float, help="the run's start (epoch seconds)")
@@ -535,17 +555,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         system = build_system(load_topology(args.topo), load_profiles(args.profiles))
-        first = policy_index(args.policy)
+        chooser, first, window_s = choose_policy(system, args.policy, args.agent, args.window_s)
         live = LiveScheduler(
             system,
             args.antenna,
             read_workers(args.workers),
-            static_policy(first),
+            chooser,
             first,
             args.seed,
             args.t0 if args.t0 is not None else time.time(),
             eta=args.eta,
-            window_s=args.window_s,
+            window_s=window_s,
             log=lambda line: print(line, flush=True),
         )
         return asyncio.run(serve(live, args.host, args.port, args.load_poll_s, args.stats, args.t0_file))

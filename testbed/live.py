@@ -51,6 +51,8 @@ class LiveConfig:
 
     topo: str = "full-edge"
     policy: str = "least-impedance"
+    agent: Path | None = None
+    """An exported ASET agent (ONNX): it picks every scheduler's policy per decision window."""
     trace: Path | None = None
     """Replay this trace; None: generate Poisson arrivals (lambda_per_min, duration_s, seed)."""
     lambda_per_min: str = "3"
@@ -438,6 +440,12 @@ class LiveRun:
         self.profiles = load_profiles(config.profiles)
         self.system = build_system(self.topo, self.profiles)
         policy_index(config.policy)  # refuses an unknown policy before anything starts
+        if (
+            config.agent is not None
+        ):  # refuses an agent file trained for another system, before anything starts
+            from scheduler.aset.policy import AsetController
+
+            AsetController.for_system(config.agent, self.system)
         self.trace, self.duration_s, self.load_label = build_trace(config, self.system)
         self.real_note = ""
         if config.real_sites is not None:
@@ -539,6 +547,7 @@ class LiveRun:
             str((self.out / "workers.json").resolve()),
             "--policy",
             c.policy,
+            *(["--agent", str(Path(c.agent).resolve())] if c.agent is not None else []),
             "--seed",
             str(c.seed + 1000 * self.system.antenna_index(antenna) + n),
             "--t0-file",
@@ -840,7 +849,7 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
         n_windows,
         environment="testbed",
         topology=run.topo.name,
-        policy=run.config.policy,
+        policy=run.config.policy if run.config.agent is None else f"aset ({run.config.agent})",
         seed=run.config.seed if run.config.trace is None else None,
         lambda_per_min=run.load_label,
         duration_s=run.duration_s,

@@ -39,6 +39,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy", default=d.policy, choices=POLICY_NAMES, help=f"static policy (default {d.policy})"
     )
     parser.add_argument(
+        "--agent",
+        type=Path,
+        default=None,
+        help="an exported ASET agent (ONNX) that picks each scheduler's policy per decision window",
+    )
+    parser.add_argument(
         "--trace", type=Path, default=None, help="replay this trace (CSV) instead of generating load"
     )
     parser.add_argument(
@@ -138,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> LiveConfig:
     return LiveConfig(
         topo=args.topo,
         policy=args.policy,
+        agent=args.agent,
         trace=args.trace,
         lambda_per_min=args.lambda_per_min,
         duration_s=duration,

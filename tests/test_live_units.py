@@ -216,7 +216,8 @@ def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
     assert site is not None and system.topology.site(site).layer == "antenna"
     cpu_there = sum(n for r, n in per_resource.items() if r.endswith(f"@{site}") and "-cpu-" in r)
     assert cpu_there == max(
-        sum(n for r, n in per_resource.items() if r.endswith(f"@{a}") and "-cpu-" in r) for a in system.antennas
+        sum(n for r, n in per_resource.items() if r.endswith(f"@{a}") and "-cpu-" in r)
+        for a in system.antennas
     )
     # with the provisional profiles least-impedance prefers the GPU variants of CO and DC: no CPU work
     assert busiest_cpu_cluster(system, trace, "least-impedance", duration_s, 1, 1.0)[0] is None
@@ -229,3 +230,89 @@ def test_pcap_host_selection() -> None:
     assert choose_hosts(hosts, "scheduler-ant1, worker-dc1") == ["scheduler-ant1", "worker-dc1"]
     with pytest.raises(ValueError, match="--pcap: unknown host 'worker-mars'"):
         choose_hosts(hosts, "worker-mars")
+
+
+def _constant_agent(path, system, best: str, window_s: float = 0.2, topology: str | None = None):
+    """Writes an ONNX 'agent' whose Q-values are constant: it always prefers `best`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from scheduler.aset.meta import ONNX_META_KEY, AgentMeta
+    from scheduler.aset.state import StateSpec
+
+    shape = StateSpec.of(system, history=2).shape
+    q = np.zeros((1, len(POLICY_NAMES)), np.float32)
+    q[0, policy_index(best)] = 1.0
+    nodes = [
+        helper.make_node("ReduceSum", ["state", "axes"], ["s"], keepdims=0),
+        helper.make_node("Unsqueeze", ["s", "one"], ["s1"]),
+        helper.make_node("Mul", ["s1", "zero"], ["z"]),
+        helper.make_node("Add", ["z", "q"], ["q_values"]),
+    ]
+    inits = [
+        helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+        helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("q", TensorProto.FLOAT, list(q.shape), q.ravel().tolist()),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "constant-agent",
+        [helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", *shape])],
+        [helper.make_tensor_value_info("q_values", TensorProto.FLOAT, ["batch", len(POLICY_NAMES)])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = AgentMeta(
+        topology=topology or system.topology.name,
+        state_shape=shape,
+        n_resources=system.n_resources,
+        policy_names=POLICY_NAMES,
+        decision_window_s=window_s,
+        channels=1,
+        kernel_size=1,
+        hidden=1,
+        dueling=False,
+        fallback_policy=policy_index("least-impedance"),
+        guard_margin=0.0,
+    )
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, meta.to_json()
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_path) -> None:
+    from scheduler.aset.meta import AgentMismatchError
+    from scheduler.live import choose_policy
+    from testbed.live import LiveRun
+
+    _, _, system = tiny_system
+    agent = _constant_agent(tmp_path / "agent.onnx", system, "load-balancing", window_s=0.05)
+    chooser, first, window_s = choose_policy(system, "least-impedance", agent, 1.0)
+    assert POLICY_NAMES[first] == "load-balancing" and window_s == 0.05
+    live = LiveScheduler(
+        system,
+        "ant1",
+        {},
+        chooser,
+        policy_index("closest"),
+        seed=0,
+        t0_s=0.0,
+        window_s=window_s,
+        log=lambda _: None,
+    )
+
+    async def run() -> None:
+        task = asyncio.create_task(live.windows())
+        await asyncio.sleep(0.12)
+        task.cancel()
+
+    asyncio.run(run())
+    assert POLICY_NAMES[live.policy] == "load-balancing"
+    other = _constant_agent(tmp_path / "other.onnx", system, "closest", topology="full-edge")
+    with pytest.raises(AgentMismatchError, match="cannot drive topology 'tiny'"):
+        LiveRun(LiveConfig(topo="tiny", agent=other, out=tmp_path / "run"), log=lambda _: None)
+    assert not (tmp_path / "run").exists()
