@@ -38,6 +38,10 @@ class SimConfig:
     """Queued queries per replica (times the batch size) before a worker answers overload."""
     rto_ms: float = 200.0
     """Delay added when a packet of a query is lost: TCP's minimum retransmission timeout on Linux."""
+    overhead_up_ms: float = 0.0
+    """Constant software delay on the way to the worker (HTTP, relay at the scheduler); from calibration."""
+    overhead_down_ms: float = 0.0
+    """Constant software delay on the way back to the source; from calibration."""
     budget_bins_ms: tuple[float, ...] = (100.0, 300.0)
     """Edges of the delay-budget classes of the incoming-rate features (ASET state)."""
     rate_bins_fps: tuple[float, ...] = (12.0, 22.0)
@@ -225,7 +229,7 @@ class Simulation:
         nbytes = tr.frame_bytes[streams].astype(np.float64)
         radio, path = self._one_way(self.s_ant[streams], res, nbytes)
         sched = send_ms + radio
-        arrive = sched + path
+        arrive = sched + path + self.config.overhead_up_ms
         stats.responses = np.zeros(n_res)
         stats.bytes_in = np.zeros(n_res)
         self.pool = _concat(self.pool, dict(stream=streams, k=k, send=send_ms, sched=sched, arrive=arrive,
@@ -261,7 +265,7 @@ class Simulation:
         if done.any():
             s = q["stream"][done]
             radio, path = self._one_way(self.s_ant[s], q["res"][done], float(RESPONSE_BYTES))
-            response = end[done] + path + radio
+            response = end[done] + path + radio + self.config.overhead_down_ms
             late = response - q["send"][done] > self.trace.max_delay_ms[s]
             outcome = np.where(late, FAILED, ONTIME)
             reason = np.where(late, "deadline", "")

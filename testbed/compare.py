@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.calibrate import calibrated_profiles, processing_scale
+from analysis.calibrate import calibrated_profiles, processing_scale, stack_overhead_ms
 from analysis.fidelity import compare_dirs, write_report
 from analysis.records import read_records
 from scheduler.core import POLICY_NAMES, policy_index
@@ -74,11 +74,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     write_trace(trace, trace_path)
     profiles = load_profiles(args.profiles)
     sim_topo, sim_profiles, label = topo, profiles, "nominal topology and profiles"
+    overhead = (0.0, 0.0)
     if args.calibrate:
         sim_topo = calibrated_topology(topo, read_link_figures(args.calibrate))
-        scale = processing_scale(read_records(args.calibrate / "records.csv"), profiles)
+        run_records = read_records(args.calibrate / "records.csv")
+        scale = processing_scale(run_records, profiles)
         sim_profiles = calibrated_profiles(profiles, scale)
-        label = (f"calibrated from {args.calibrate}: measured link figures, processing x"
+        overhead = stack_overhead_ms(run_records, read_trace(args.calibrate / "trace.csv", antennas),
+                                     build_system(sim_topo, sim_profiles))
+        label = (f"calibrated from {args.calibrate}: measured link figures; stack overhead "
+                 f"{overhead[0]:.2f} ms up, {overhead[1]:.2f} ms down; processing x"
                  + ", ".join(f"{k:.2f} ({v})" for v, k in scale.items()))
     real = () if args.real_workers == "none" else tuple(s for s in args.real_workers.split(",") if s)
     base = LiveConfig(topo=args.topo, trace=trace_path, duration_s=args.duration, seed=args.seed,
@@ -87,7 +92,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     system = build_system(sim_topo, sim_profiles)
     sim_config = SimConfig(window_s=base.window_s, duration_s=args.duration, eta=base.eta,
                            max_batch_delay_ms=base.max_batch_delay_ms,
-                           queue_limit_per_replica=base.queue_limit_per_replica)
+                           queue_limit_per_replica=base.queue_limit_per_replica,
+                           overhead_up_ms=overhead[0], overhead_down_ms=overhead[1])
     pairs = {}
     for p in policies:
         print(f"== {p}: testbed")

@@ -56,3 +56,31 @@ def test_profiles_scaled_by_the_processing_times_a_run_measured(test_profile) ->
     cal = calibrated_profiles(profiles, scale)
     assert cal.variant("fast-cpu-b4").batch_ms == pytest.approx((0, 15, 18, 21, 24))
     assert cal.variant("slow-cpu-b1").batch_ms == profiles.variant("slow-cpu-b1").batch_ms
+
+
+def test_stack_overhead_is_what_the_network_stages_took_beyond_the_links() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from analysis.calibrate import stack_overhead_ms
+    from analysis.records import RECORD_SCHEMA
+    from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
+    from scheduler.system import build_system
+    from workload.trace import Trace
+
+    system = build_system(load_topology("tiny"), load_profiles(PROVISIONAL_PROFILE))
+    # ant1's own cluster: radio 2 ms each way at 100 Mbit/s, no path. A 10 kB frame: 2.8 ms up;
+    # the 1 kB answer: 2.08 ms down. Measured 4.3 and 3.08: 1.5 ms and 1.0 ms of overhead.
+    n = 3
+    t = pa.table(dict(
+        stream_id=np.zeros(n, dtype=np.int64), query=np.arange(n), antenna=["ant1"] * n, app=["x"] * n,
+        cluster=["ant1"] * n, variant=["mobilenet-ssd-cpu-b1"] * n, t_send_ms=np.zeros(n),
+        t_sched_ms=np.zeros(n), t_worker_ms=np.array([4.3, 4.3, 9.0]), t_infer_start_ms=np.full(n, 10.0),
+        t_infer_end_ms=np.full(n, 30.0), t_response_ms=np.array([33.08, 33.08, 40.0]),
+        batch_size=np.ones(n, dtype=np.int64), outcome=["ontime"] * n, reason=[""] * n), schema=RECORD_SCHEMA)
+    trace = Trace(stream_id=np.array([0]), antenna=np.array(["ant1"], dtype=object), start_s=np.zeros(1),
+                  duration_s=np.ones(1), app=np.array(["x"], dtype=object), fps=np.ones(1),
+                  frame_bytes=np.array([10000]), max_delay_ms=np.array([100.0]), min_accuracy=np.zeros(1),
+                  task=np.array(["object-detection"], dtype=object))
+    up, down = stack_overhead_ms(t, trace, system)
+    assert up == pytest.approx(1.5) and down == pytest.approx(1.0)
