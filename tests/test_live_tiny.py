@@ -53,7 +53,21 @@ def live(tmp_path_factory):
         seed=1,
     )
     lines: list[str] = []
+    midway: dict[str, float] = {}
+
+    def peek() -> None:  # records.csv while the run goes on: rows whose send time is that far behind
+        t0_file = base / "run" / "t0"
+        while not t0_file.exists():
+            time.sleep(0.05)
+        t0 = float(t0_file.read_text())
+        time.sleep(max(0.0, t0 + 4.0 - time.time()))
+        rows = (base / "run" / "records.csv").read_text().splitlines()[1:]
+        midway["now_ms"] = (time.time() - t0) * 1000.0
+        midway["latest_send_ms"] = max((float(r.split(",")[6]) for r in rows), default=-1.0)
+
+    threading.Thread(target=peek, daemon=True).start()
     result = run_live(config, log=lines.append)
+    result.midway = midway  # type: ignore[attr-defined]
     table = read_records(result.out / "records.csv")
     cols = {
         n: (
@@ -81,6 +95,13 @@ def test_every_query_sent_has_exactly_one_record(live) -> None:
     summary = json.loads((result.out / "summary.json").read_text())
     assert summary["overall"]["queries"] == len(expected)
     assert all(c["reason"][c["outcome"] == "rejected"] != "")
+
+
+def test_records_reach_the_log_as_the_run_goes(live) -> None:
+    result, _, _ = live
+    m = result.midway
+    # sources flush every 0.5 s and the orchestrator merges at once: the log trails by ~1 s, plus an answer
+    assert m["latest_send_ms"] > 0 and m["now_ms"] - m["latest_send_ms"] < 2000.0, m
 
 
 def test_answered_queries_have_ordered_stages_no_faster_than_the_links(live) -> None:
