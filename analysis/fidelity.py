@@ -117,7 +117,7 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 2:
         return float("nan")
     if np.std(a) == 0 or np.std(b) == 0:
-        return 1.0 if np.allclose(a, b) else 0.0
+        return 1.0 if np.allclose(a, b) else float("nan")  # a flat series has no correlation
     return float(np.corrcoef(a, b)[0, 1])
 
 

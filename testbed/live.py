@@ -50,7 +50,9 @@ class LiveConfig:
     """Everything a live run depends on besides the topology, profile and trace files themselves."""
 
     topo: str = "full-edge"
-    policy: str = "least-impedance"
+    policy: str = "closest"
+    """Closest by default: it binds the tight streams to the antennas' own clusters, whose CPU variants run real
+    ONNX inference (least-impedance prefers the GPU variants further up, which are profile-driven here)."""
     agent: Path | None = None
     """An exported ASET agent (ONNX): it picks every scheduler's policy per decision window."""
     trace: Path | None = None
