@@ -13,10 +13,11 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# 1. Debian packages. Mininet comes from Debian (it is not on PyPI); the venv sees it through
-#    --system-site-packages. Open vSwitch runs with the userspace datapath where the kernel lacks it.
+# 1. Debian packages. The testbed builds namespaces, veths and switches itself (iproute2, ethtool,
+#    Open vSwitch, which runs with the userspace datapath where the kernel lacks its module); npm fetches
+#    the detectors' weights; tcpdump writes the run's pcap files; util-linux's setpriv runs a test as non-root.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 iputils-ping ethtool tcpdump procps psmisc
-              openvswitch-switch mininet nodejs npm)
+              util-linux openvswitch-switch nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,10 +39,10 @@ else
   log "Debian packages present"
 fi
 
-# 2. The virtualenv, from Debian's python3 so that Debian's mininet module is importable.
+# 2. The virtualenv, from Debian's python3.
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
-  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  /usr/bin/python3 -m venv "$VENV"
 fi
 # The editable install maps the packages that exist when it runs: a new package reinstalls it.
 stamp=$VENV/.installed-$( (cat pyproject.toml; ls -d -- */__init__.py) | sha256sum | cut -c1-16)
