@@ -25,7 +25,7 @@ from workload.trace import TraceError, read_trace
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 RADIO_MS, ANT1_DC1_MS = 2.0, 5.0  # tiny.yaml
-KILL_S, RESTART_S, DURATION_S = 5.0, 9.0, 18.0
+KILL_S, RESTART_S, DURATION_S = 5.0, 9.0, 24.0
 CORRUPT_EVERY = 25
 # A binds to mobilenet@ant1 (profile-driven); B no longer fits there (30 + 20 fps > 45.5 q/s capacity)
 # and binds to tiny-yolov2@dc1 (real ONNX); C needs yolov3's accuracy, whose delay exceeds its budget.
@@ -160,7 +160,9 @@ def test_killed_worker_and_restarted_scheduler_are_survived_and_accounted(live) 
     # service goes on after the restart: the fresh scheduler rebinds both streams in the order they
     # come back, so one of them is served on time at ant1 and the other finds no capacity left
     back_ms = next(e["t_ms"] for e in result.events if e["event"] == "scheduler-restarted")
-    assert RESTART_S * 1000 < back_ms < DURATION_S * 1000 - 4000  # (a fresh Python process takes a while)
+    # A fresh scheduler process takes seconds to come back on a loaded 2-core machine (7.7 s was seen);
+    # the run lasts long enough after it for the checks below.
+    assert back_ms > RESTART_S * 1000
     late = np.isin(c["stream_id"], (1, 2)) & (c["t_send_ms"] > back_ms + 1000)
     served = [(c["outcome"][late & (c["stream_id"] == s)] == "ontime").mean() for s in (1, 2)]
     assert late.sum() > 40 and max(served) > 0.8, served
