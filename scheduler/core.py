@@ -28,9 +28,6 @@ POLICY_NAMES: tuple[str, ...] = (
 REJECT_REASONS = ("task", "accuracy", "delay", "capacity")
 """Why a stream found no binding: the first constraint, in this order, that left no resource."""
 
-_TIE = 1e-6  # weight of the tie-breaker (expected latency, ms) against the primary key
-
-
 @dataclass(frozen=True)
 class StreamRequest:
     """What a scheduler knows of a new stream when it binds it."""
@@ -129,18 +126,23 @@ def _weighted_pick(weights: np.ndarray, rng: np.random.Generator) -> int:
     return int(np.searchsorted(cum, rng.random() * cum[-1], side="right").clip(0, len(cum) - 1))
 
 
+def _first(primary: np.ndarray, expected_ms: np.ndarray) -> int:
+    """Returns the position of the smallest primary key; ties go to the smaller expected latency."""
+    return int(np.lexsort((expected_ms, primary))[0])
+
+
 POLICIES: dict[str, PolicyFn] = {
     # Smallest network delay to the cluster; among a cluster's variants the fastest.
-    "closest": lambda c, rng: int(np.argmin(c.net_ms + _TIE * c.expected_ms)),
+    "closest": lambda c, rng: _first(c.net_ms, c.expected_ms),
     # Least loaded relative to capacity once the stream is added.
-    "load-balancing": lambda c, rng: int(np.argmin(c.load_after + _TIE * c.expected_ms)),
+    "load-balancing": lambda c, rng: _first(c.load_after, c.expected_ms),
     # Largest network delay that still meets the budget: keeps the edge free for tight streams.
-    "farthest": lambda c, rng: int(np.argmax(c.net_ms - _TIE * c.expected_ms)),
+    "farthest": lambda c, rng: _first(-c.net_ms, c.expected_ms),
     # Lowest hardware cost per query.
-    "cheaper": lambda c, rng: int(np.argmin(c.cost + _TIE * c.expected_ms)),
+    "cheaper": lambda c, rng: _first(c.cost, c.expected_ms),
     # Random, with probability proportional to 1 / expected end-to-end latency.
     "random-proportional-latency": lambda c, rng: _weighted_pick(1.0 / np.maximum(c.expected_ms, 1e-3), rng),
-    # Random, with probability proportional to the capacity left free after binding.
+    # Random, with probability proportional to the fraction of capacity left free after binding.
     "random-proportional-load": lambda c, rng: _weighted_pick(np.maximum(1.0 - c.load_after, 1e-3), rng),
     # Smallest expected end-to-end latency (network, transmission and processing).
     "least-impedance": lambda c, rng: int(np.argmin(c.expected_ms)),

@@ -151,6 +151,8 @@ def load_profiles(path: str | Path | None = None) -> ProfileSet:
         if acc > 1:
             raise _fail(path, f"{where}.accuracy", f"{acc!r} must be a fraction between 0 and 1")
         size = m.get("input_size", [0, 0])
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) and x >= 0 for x in size)):
+            raise _fail(path, f"{where}.input_size", f"{size!r} must be [height, width] in pixels")
         models[name] = ModelInfo(name=name, task=str(m["task"]), input_size=(int(size[0]), int(size[1])),
                                  accuracy=acc, accuracy_source=str(m["accuracy_source"]))
     if not isinstance(doc["runtimes"], list) or not doc["runtimes"]:

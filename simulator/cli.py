@@ -6,34 +6,39 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from simulator.engine import SimConfig
 from simulator.run import format_table, simulate_policy, write_comparison
 from topologies import load_topology
-from workload.arrivals import RateSchedule, generate_trace
+from workload.arrivals import RateSchedule, check_duration, generate_trace, workload_rng
 from workload.trace import Trace, read_trace, write_trace
+
+DEFAULT_DURATION_S = 600.0
 
 
 def add_workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topo", default="full-edge", help="topology name (topologies/NAME.yaml) or file")
     p.add_argument("--lambda", dest="lam", default="60",
                    help="new streams per minute per antenna: a number or a schedule START_S:LAMBDA,... (default 60)")
-    p.add_argument("--duration", type=float, default=600.0, help="seconds of traffic (default 600)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of traffic (default 600; with --trace: until the trace's last stream ends)")
     p.add_argument("--seed", type=int, default=1, help="seed of the workload and of the run (default 1)")
-    p.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
 
 
 def workload_from_args(args: argparse.Namespace, antennas: tuple[str, ...]) -> tuple[Trace, str]:
     """Returns the trace to run (read from --trace, or generated from --lambda) and its lambda label."""
+    if args.duration is not None:
+        check_duration(args.duration)
     if getattr(args, "trace", None):
         return read_trace(args.trace, antennas), f"trace:{Path(args.trace).name}"
     schedule = RateSchedule.parse(args.lam)
-    rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(1)[0])
-    return generate_trace(antennas, schedule, args.duration, rng), str(schedule)
+    return generate_trace(antennas, schedule, _duration(args), workload_rng(args.seed)), str(schedule)
+
+
+def _duration(args: argparse.Namespace) -> float:
+    return args.duration if args.duration is not None else DEFAULT_DURATION_S
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -52,7 +57,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
     for p in policies:
         policy_index(p)
-    duration = args.duration if not args.trace else None
+    duration = args.duration if args.trace else _duration(args)
     config = SimConfig(window_s=args.window, duration_s=duration, eta=args.eta)
     out = Path(args.out) if args.out else None
     print(f"simulating {topo.name} ({len(system.resources)} resources on {len(topo.clusters)} clusters, "
@@ -73,7 +78,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(format_table(runs))
     if out:
         write_comparison(runs, out)
-        print(f"\nwrote {out}/ (records.{args.records_format}, summary.json, timeseries.csv per policy; success.png, table.md)")
+        records = "" if args.no_records else f"records.{args.records_format}, "
+        print(f"\nwrote {out}/ ({records}summary.json, timeseries.csv per policy; success.png, table.md)")
     return 0
 
 
@@ -81,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="run the discrete-event simulator with one or all static policies",
                        description="Run the simulator on a topology with a generated workload or a trace.")
     add_workload_args(p)
+    p.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
     p.add_argument("--trace", default=None, help="replay this trace (CSV) instead of generating one")
     p.add_argument("--policy", default="least-impedance", help=f"one of {', '.join(POLICY_NAMES)}, or all")
     p.add_argument("--window", type=float, default=1.0, help="window of the time series in seconds (default 1)")

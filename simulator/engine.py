@@ -47,6 +47,18 @@ class SimConfig:
     rate_bins_fps: tuple[float, ...] = (12.0, 22.0)
     """Edges of the data-rate classes of the incoming-rate features (ASET state)."""
 
+    def __post_init__(self) -> None:
+        for name in ("window_s", "duration_s"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} {value!r}: must be a finite number of seconds > 0")
+        for name in ("eta", "max_batch_delay_ms", "rto_ms", "overhead_up_ms", "overhead_down_ms"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} {value!r}: must be a finite number >= 0")
+        if self.queue_limit_per_replica < 1:
+            raise ValueError(f"queue_limit_per_replica {self.queue_limit_per_replica!r}: must be at least 1")
+
 
 @dataclass
 class WindowStats:
@@ -128,7 +140,7 @@ class Simulation:
 
     @property
     def done(self) -> bool:
-        return self.t_s >= self.end_s - 1e-9
+        return self.t_s >= self.end_s
 
     # -- streams ---------------------------------------------------------------------------------
     def _release_until(self, t_s: float) -> None:
@@ -194,7 +206,10 @@ class Simulation:
         if not 0 <= policy < len(POLICY_NAMES):
             raise ValueError(f"policy index {policy} out of range 0..{len(POLICY_NAMES) - 1}")
         t0 = self.t_s
-        t1 = min(t0 + self.config.window_s, self.end_s)
+        # From the window count, not by adding window after window: the last window ends exactly at end_s.
+        t1 = min((self.windows + 1) * self.config.window_s, self.end_s)
+        if self.end_s - t1 < 1e-9:
+            t1 = self.end_s
         stats = WindowStats(t0, t1, policy)
         new = self._bind_streams(t1, policy, stats)
         act = self.active
@@ -204,7 +219,7 @@ class Simulation:
         stats.sent_per_class = np.bincount(self.s_class[streams], minlength=self.n_classes)
         self._send(streams, k, stats)
         last = t1 >= self.end_s - 1e-9
-        self._serve(np.inf if last else t1 * 1000.0, stats)
+        self._serve(t0 * 1000.0, np.inf if last else t1 * 1000.0, stats)
         stats.streams = self.load.streams.copy()
         stats.load_qps = self.load.load_qps.copy()
         self.t_s = t1
@@ -235,7 +250,7 @@ class Simulation:
         self.pool = _concat(self.pool, dict(stream=streams, k=k, send=send_ms, sched=sched, arrive=arrive,
                                             res=res, nbytes=nbytes, admitted=np.zeros(len(k), dtype=bool)))
 
-    def _serve(self, horizon_ms: float, stats: WindowStats) -> None:
+    def _serve(self, t0_ms: float, horizon_ms: float, stats: WindowStats) -> None:
         p = self.pool
         now = p["arrive"] < horizon_ms
         later = {key: v[~now] for key, v in p.items()}
@@ -243,7 +258,7 @@ class Simulation:
         order = np.lexsort((~q["admitted"], q["arrive"], q["res"]))
         q = {key: v[order] for key, v in q.items()}
         n = len(order)
-        fresh = ~q["admitted"]
+        fresh = ~q["admitted"] & (q["arrive"] >= t0_ms)  # held back by the batcher: counted already
         np.add.at(stats.bytes_in, q["res"][fresh], q["nbytes"][fresh])
         seg = np.searchsorted(q["res"], np.arange(self.system.n_resources + 1))
         start, end = np.zeros(n), np.zeros(n)

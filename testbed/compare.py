@@ -13,8 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from analysis.calibrate import calibrated_profiles, processing_scale, stack_overhead_ms
 from analysis.fidelity import compare_dirs, write_report
 from analysis.records import read_records
@@ -25,7 +23,7 @@ from simulator.engine import SimConfig
 from simulator.run import simulate_policy
 from topologies import load_topology
 from topologies.calibrate import calibrated_topology, read_link_figures
-from workload.arrivals import RateSchedule, generate_trace
+from workload.arrivals import RateSchedule, check_duration, generate_trace, workload_rng
 from workload.trace import read_trace, write_trace
 
 
@@ -61,6 +59,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     policies = list(POLICY_NAMES) if args.policies == "all" else [p.strip() for p in args.policies.split(",")]
     for p in policies:
         policy_index(p)
+    check_duration(args.duration)
     topo = load_topology(args.topo)
     antennas = tuple(a.name for a in topo.antennas)
     out: Path = args.out
@@ -69,8 +68,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.trace:
         trace = read_trace(args.trace, antennas)
     else:
-        rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(1)[0])
-        trace = generate_trace(antennas, RateSchedule.parse(args.lam), args.duration, rng)
+        trace = generate_trace(antennas, RateSchedule.parse(args.lam), args.duration, workload_rng(args.seed))
     write_trace(trace, trace_path)
     profiles = load_profiles(args.profiles)
     sim_topo, sim_profiles, label = topo, profiles, "nominal topology and profiles"

@@ -35,7 +35,7 @@ from testbed.capture import DEFAULT_SNAPLEN, choose_hosts, start_captures, stop_
 from testbed.network import EmulatedNetwork, Host
 from testbed.plan import build_plan
 from topologies import Topology, load_topology
-from workload.arrivals import RateSchedule, generate_trace
+from workload.arrivals import RateSchedule, generate_trace, workload_rng
 from workload.trace import Trace, read_trace, write_trace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,8 @@ class LiveConfig:
     profiles: Path | None = None
     out: Path | None = None
     real_sites: tuple[str, ...] | None = None
-    """Cluster sites whose CPU variants run real ONNX inference; None: the smallest cluster."""
+    """Cluster sites whose CPU variants run real ONNX inference; None: the cluster a simulated dry run of the trace sends most CPU-variant
+    queries to (the smallest cluster when there is none)."""
     pcap: str = "default"
     pcap_snaplen: int = DEFAULT_SNAPLEN
     shaping: str = "auto"
@@ -271,7 +272,7 @@ def build_trace(config: LiveConfig, system: SystemModel) -> tuple[Trace, float, 
     if config.duration_s is None:
         raise ValueError("--duration is needed to generate a workload")
     schedule = RateSchedule.parse(config.lambda_per_min)
-    trace = generate_trace(system.antennas, schedule, config.duration_s, np.random.default_rng(config.seed))
+    trace = generate_trace(system.antennas, schedule, config.duration_s, workload_rng(config.seed))
     return trace, config.duration_s, str(schedule)
 
 

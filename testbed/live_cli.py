@@ -69,7 +69,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SITES",
         help="comma list of cluster sites whose CPU variants run real ONNX inference; 'none' for "
-        "none (default: the smallest cluster); every other worker is profile-driven",
+        "none (default: the cluster a simulated dry run of the trace sends most CPU-variant queries to); "
+                             "every other worker is profile-driven",
     )
     parser.add_argument(
         "--pcap",

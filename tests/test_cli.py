@@ -47,9 +47,45 @@ def test_simulate_with_lambda_schedule_writes_one_policy(tmp_path: Path) -> None
     (("simulate", "--topo", "tiny", "--policy", "fastest"), "unknown policy 'fastest'"),
     (("simulate", "--topo", "tiny", "--lambda", "lots"), "lambda 'lots'"),
     (("simulate", "--topo", "tiny", "--trace", "/nonexistent.csv"), "/nonexistent.csv: cannot read"),
+    (("simulate", "--topo", "tiny", "--window", "0", "--duration", "5"), "window_s 0.0: must be"),
+    (("simulate", "--topo", "tiny", "--duration", "-5"), "--duration -5.0: must be"),
+    (("simulate", "--topo", "tiny", "--duration", "nan"), "--duration nan: must be"),
+    (("simulate", "--topo", "tiny", "--duration", "5", "--eta", "-1"), "eta -1.0: must be"),
+    (("trace", "--topo", "tiny", "--duration", "-3", "-o", "/tmp/never.csv"), "--duration -3.0: must be"),
 ])
 def test_bad_arguments_give_one_clear_error(args: tuple[str, ...], expected: str) -> None:
     r = run_cli(*args)
     assert r.returncode == 2
     assert expected in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_duration_limits_a_replayed_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    assert run_cli("trace", "--topo", "tiny", "--lambda", "30", "--duration", "60", "-o", str(trace)).returncode == 0
+    full = run_cli("simulate", "--topo", "tiny", "--trace", str(trace), "--policy", "closest", "--out",
+                   str(tmp_path / "a"), "--no-records")
+    short = run_cli("simulate", "--topo", "tiny", "--trace", str(trace), "--policy", "closest", "--duration", "5",
+                    "--out", str(tmp_path / "b"), "--no-records")
+    assert full.returncode == short.returncode == 0, full.stderr + short.stderr
+    q_full = json.loads((tmp_path / "a" / "summary.json").read_text())["overall"]["queries"]
+    q_short = json.loads((tmp_path / "b" / "summary.json").read_text())["overall"]["queries"]
+    from workload.trace import read_trace
+    assert q_short == read_trace(trace).expected_queries(until_s=5) < q_full == read_trace(trace).expected_queries()
+
+
+def test_every_command_draws_the_same_workload_from_a_seed(tmp_path: Path) -> None:
+    from scheduler.profiles import load_profiles
+    from scheduler.system import build_system
+    from testbed.live import LiveConfig, build_trace
+    from topologies import load_topology
+    from workload.trace import read_trace
+
+    out = tmp_path / "t.csv"
+    assert run_cli("trace", "--topo", "full-edge", "--lambda", "3", "--duration", "60", "--seed", "4",
+                   "-o", str(out)).returncode == 0
+    system = build_system(load_topology("full-edge"), load_profiles())
+    live, _, _ = build_trace(LiveConfig(topo="full-edge", lambda_per_min="3", duration_s=60.0, seed=4), system)
+    cli = read_trace(out)
+    assert len(cli) == len(live) > 0
+    assert (cli.start_s == pytest.approx(live.start_s, abs=1e-6)) and (cli.app == live.app).all()

@@ -61,6 +61,18 @@ class RateSchedule:
         return ",".join(f"{s:g}:{v:g}" for s, v in self.segments)
 
 
+def workload_rng(seed: int) -> np.random.Generator:
+    """Returns the generator that draws a run's workload from its seed (the same in every command)."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+
+
+def check_duration(duration_s: float, what: str = "--duration") -> float:
+    """Returns the duration if it is a finite number of seconds > 0; raises ValueError naming it."""
+    if not (isinstance(duration_s, (int, float)) and np.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"{what} {duration_s!r}: must be a finite number of seconds > 0")
+    return float(duration_s)
+
+
 def arrival_times(schedule: RateSchedule, duration_s: float, rng: np.random.Generator) -> np.ndarray:
     """Returns sorted Poisson arrival times in [0, duration_s) following the schedule."""
     out = []
@@ -77,6 +89,7 @@ def arrival_times(schedule: RateSchedule, duration_s: float, rng: np.random.Gene
 def generate_trace(antennas: tuple[str, ...], schedule: RateSchedule, duration_s: float,
                    rng: np.random.Generator) -> Trace:
     """Returns the streams that open at the antennas in [0, duration_s) (they may last beyond it)."""
+    check_duration(duration_s, "duration")
     starts, names = [], []
     for a in antennas:
         t = arrival_times(schedule, duration_s, rng)
