@@ -68,9 +68,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--real-workers",
         default=None,
         metavar="SITES",
-        help="comma list of cluster sites whose CPU variants run real ONNX inference; 'none' for "
-        "none (default: the cluster a simulated dry run of the trace sends most CPU-variant queries to); "
-                             "every other worker is profile-driven",
+        help="comma list of cluster sites whose CPU variants run real ONNX inference; 'none' for none "
+        "(default: the cluster a simulated dry run of the trace sends most CPU-variant queries to); "
+        "every other worker is profile-driven",
     )
     parser.add_argument(
         "--pcap",
