@@ -143,3 +143,27 @@ def test_records_round_trip_through_csv(full_edge, tmp_path) -> None:
     counts = sim.tally.counts.sum(axis=(0, 1))
     outcomes = table.column("outcome").to_pylist()
     assert [outcomes.count(o) for o in ("ontime", "failed", "rejected")] == counts.tolist()
+
+
+def test_exact_timeline_on_tiny_yaml_by_hand() -> None:
+    # tiny.yaml with the provisional profile: a stream needing accuracy 0.5 can only use yolov3-cpu-b8
+    # in the cloud, 25 ms from ant1 over two 100 Mbit/s links. A 12500-byte frame: radio 2 ms + 1 ms
+    # transmission (t_sched 3), path 25 ms + 2 x 1 ms (worker at 30); the batch of B = 8 waits W = 2 ms
+    # for company (starts 32), a batch of 1 takes 180 ms + 8 ms/MB x 0.0125 MB (ends 212.1); the 1000-byte
+    # answer takes 25 + 2 x 0.08 and 2 + 0.08 ms back: 239.34 ms after sending.
+    from scheduler.profiles import PROVISIONAL_PROFILE
+
+    system = build_system(load_topology("tiny"), load_profiles(PROVISIONAL_PROFILE))
+    trace = make_trace([0.0], 1.5, max_delay_ms=2000.0)
+    trace = Trace(**{**trace.__dict__, "antenna": np.array(["ant1"], dtype=object),
+                     "frame_bytes": np.array([12500]), "min_accuracy": np.array([0.5])})
+    rec = run_records(system, trace, SimConfig(max_batch_delay_ms=2.0))
+    assert rec["cluster"].tolist() == ["cloud", "cloud"] and set(rec["variant"]) == {"yolov3-cpu-b8"}
+    first = {k: v[0] for k, v in rec.items()}
+    assert first["t_sched_ms"] == pytest.approx(3.0)
+    assert first["t_worker_ms"] == pytest.approx(30.0)
+    assert first["t_infer_start_ms"] == pytest.approx(32.0)
+    assert first["t_infer_end_ms"] == pytest.approx(212.1)
+    assert first["t_response_ms"] == pytest.approx(239.34)
+    assert rec["t_response_ms"][1] == pytest.approx(1239.34)
+    assert rec["outcome"].tolist() == ["ontime", "ontime"]
