@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     profile.add_argument("--budget-s", type=float, default=1.0, help="seconds per run and batch size")
     profile.add_argument("--out", type=Path, default=None, help="default: scheduler/profiles/measured.yaml")
     profile.add_argument("--models-dir", type=Path, default=None)
+    profile.add_argument("--gpu-profile", default=None,
+                         help="where this host has no usable GPU: take the GPU entries from this profile file "
+                              "(default: measured on an NVIDIA H100 by workers.gpu_profile; 'provisional' keeps "
+                              "the provisional estimates)")
     profile.set_defaults(func=cmd_profile)
 
 
@@ -144,17 +148,19 @@ def cmd_models_add(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .profiler import DEFAULT_OUT, ProfileRequest, run_profile
+    from .profiler import DEFAULT_OUT, SHIPPED_GPU, ProfileRequest, run_profile
     try:
         batches = tuple(int(b) for b in args.batches.split(","))
     except ValueError:
         print(f"profile: --batches {args.batches!r} must be comma-separated integers", file=sys.stderr)
         return 2
     req = ProfileRequest(models=tuple(args.models), batches=batches, runs=args.runs, threads=args.threads,
-                         budget_s=args.budget_s, out=args.out or DEFAULT_OUT, models_dir=args.models_dir)
+                         budget_s=args.budget_s, out=args.out or DEFAULT_OUT, models_dir=args.models_dir,
+                         gpu_profile=SHIPPED_GPU if args.gpu_profile is None else
+                         None if args.gpu_profile == "provisional" else Path(args.gpu_profile))
     try:
         run_profile(req)
-    except KeyError as exc:
+    except (KeyError, ValueError, OSError) as exc:
         print(f"profile: {exc}", file=sys.stderr)
         return 2
     return 0

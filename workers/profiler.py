@@ -30,6 +30,8 @@ from .runtime import DeviceUnavailable, make_session, providers_for
 
 DEFAULT_OUT = REPO_ROOT / "scheduler" / "profiles" / "measured.yaml"
 PROVISIONAL = REPO_ROOT / "scheduler" / "profiles" / "provisional.yaml"
+SHIPPED_GPU = REPO_ROOT / "scheduler" / "profiles" / "gpu-h100.yaml"
+"""GPU entries measured on an NVIDIA H100 (workers/gpu_profile.py); used where this host has no GPU."""
 FRAME_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
 BUSY_NOTE = ": the host was busy, latencies are inflated; profile again on an idle host"
 
@@ -46,6 +48,7 @@ class ProfileRequest:
     budget_s: float = 1.0  # per run and batch size, once min_iterations are done
     out: Path = DEFAULT_OUT
     models_dir: Path | None = None
+    gpu_profile: Path | None = SHIPPED_GPU  # GPU entries to keep when this host has none (None: provisional)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,25 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
+def gpu_entries_from(path: Path, models: tuple[str, ...], cpu: dict[str, RuntimeProfile]) -> list[RuntimeProfile]:
+    """Returns the GPU entries of profile file `path` for `models`, each taking its JPEG preparation cost
+    (input_ms_per_mb, a CPU cost) from this host's CPU entry of the same model when it has none."""
+    profile = read_profile(path)
+    kept = [with_input_cost(replace(rt, source=f"{rt.source} (from {path.name})"), cpu)
+            for rt in profile.runtimes if rt.device == "gpu" and rt.model in models]
+    missing = sorted(set(models) - {rt.model for rt in kept})
+    if missing:
+        raise ValueError(f"{path}: no GPU entry for {', '.join(missing)}")
+    return kept
+
+
+def with_input_cost(rt: RuntimeProfile, cpu: dict[str, RuntimeProfile]) -> RuntimeProfile:
+    """Returns a GPU entry measured without JPEG preparation with that cost taken from the CPU entry."""
+    if rt.input_ms_per_mb == 0.0 and rt.model in cpu:
+        return replace(rt, input_ms_per_mb=cpu[rt.model].input_ms_per_mb)
+    return rt
+
+
 def _provisional_gpu(models: tuple[str, ...], host: str, log: Callable[[str], None]) -> list[RuntimeProfile]:
     if not PROVISIONAL.is_file():
         log(f"[profile] no GPU here and no {PROVISIONAL}: the profile has no GPU entries")
@@ -170,6 +192,9 @@ def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> Prof
         devices.append("gpu")
     except DeviceUnavailable:
         pass
+    gpu_kept: list[RuntimeProfile] = []
+    if "gpu" not in devices and req.gpu_profile is not None:  # read before minutes of measuring
+        gpu_kept = gpu_entries_from(req.gpu_profile, req.models, {})
     runtimes: list[RuntimeProfile] = []
     for config in configs:
         for device in devices:
@@ -182,7 +207,11 @@ def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> Prof
                 f"({time.monotonic() - started:.0f} s)")
             if BUSY_NOTE in rt.source:
                 log(f"[profile] WARNING {config.name} {device}{BUSY_NOTE}")
-    if "gpu" not in devices:
+    if gpu_kept:
+        cpu = {rt.model: rt for rt in runtimes if rt.device == "cpu"}
+        runtimes += [with_input_cost(rt, cpu) for rt in gpu_kept]
+        log(f"[profile] no GPU here: GPU entries from {req.gpu_profile}")
+    elif "gpu" not in devices:
         runtimes += _provisional_gpu(req.models, host, log)
     models = {c.name: ModelProfile(c.task, (c.input_height, c.input_width), c.card.accuracy, c.card.accuracy_source)
               for c in configs}

@@ -92,9 +92,9 @@ def _decode(raw: torch.Tensor, anchors: tuple[tuple[int, int], ...]) -> torch.Te
     """Returns one scale's [N, S*S*3, 85] boxes (relative x1, y1, x2, y2), objectness, class scores."""
     n, _, cells, _ = raw.shape
     g = raw.view(n, 3, 5 + NUM_CLASSES, cells, cells).permute(0, 3, 4, 1, 2)  # N, row, col, anchor, 85
-    steps = torch.arange(cells, dtype=raw.dtype)
+    steps = torch.arange(cells, dtype=raw.dtype, device=raw.device)
     col, row = steps.view(1, 1, cells, 1), steps.view(1, cells, 1, 1)
-    anchor = torch.tensor(anchors, dtype=raw.dtype) / INPUT_SIZE
+    anchor = torch.tensor(anchors, dtype=raw.dtype, device=raw.device) / INPUT_SIZE
     cx = (col + torch.sigmoid(g[..., 0])) / cells
     cy = (row + torch.sigmoid(g[..., 1])) / cells
     w = torch.exp(g[..., 2]) * anchor[:, 0]
