@@ -46,6 +46,9 @@ class SimConfig:
     """Edges of the delay-budget classes of the incoming-rate features (ASET state)."""
     rate_bins_fps: tuple[float, ...] = (12.0, 22.0)
     """Edges of the data-rate classes of the incoming-rate features (ASET state)."""
+    processing_scale: tuple[tuple[str, float], ...] = ()
+    """(variant name, factor) pairs: that variant's batches take factor x the profile's time when served,
+    while the schedulers still decide with the profile (a testbed whose workers run slower than profiled)."""
 
     def __post_init__(self) -> None:
         for name in ("window_s", "duration_s"):
@@ -56,6 +59,9 @@ class SimConfig:
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} {value!r}: must be a finite number >= 0")
+        for name, factor in self.processing_scale:
+            if not (np.isfinite(factor) and factor > 0):
+                raise ValueError(f"processing_scale of {name!r}: {factor!r} must be a finite number > 0")
         if self.queue_limit_per_replica < 1:
             raise ValueError(f"queue_limit_per_replica {self.queue_limit_per_replica!r}: must be at least 1")
 
@@ -100,8 +106,14 @@ class Simulation:
     """One run over a trace; `step(policy)` advances one window, `run(policy)` to the end."""
 
     def __init__(self, system: SystemModel, trace: Trace, config: SimConfig, seed: int,
-                 record_sink: RecordSink | None = None) -> None:
+                 record_sink: RecordSink | None = None, physics: SystemModel | None = None) -> None:
+        """`system` is what the schedulers decide with; `physics` (default: the same) gives the links'
+        actual delays, jitter and loss, e.g. a testbed's measured ones, with the same resources."""
         self.system, self.trace, self.config = system, trace, config
+        self.physics = system if physics is None else physics
+        if [r.name for r in self.physics.resources] != [r.name for r in system.resources] or \
+                self.physics.antennas != system.antennas:
+            raise ValueError("physics: its resources and antennas must be the decision system's, in order")
         rng_policy, self.rng_net = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         self.scheduler = Scheduler(system, rng_policy, eta=config.eta)
         self.sink = record_sink
@@ -128,8 +140,12 @@ class Simulation:
         self.replicas = np.array([r.replicas for r in res], dtype=np.int64)
         self.batch = np.array([r.variant.batch_size for r in res], dtype=np.int64)
         self.batch_ms = np.zeros((len(res), int(self.batch.max(initial=1)) + 1))
+        scale = dict(config.processing_scale)
+        unknown = sorted(set(scale) - {r.variant.name for r in res})
+        if unknown:
+            raise ValueError(f"processing_scale: no deployed variant named {', '.join(unknown)}")
         for j, r in enumerate(res):
-            self.batch_ms[j, : r.variant.batch_size + 1] = r.variant.batch_ms
+            self.batch_ms[j, : r.variant.batch_size + 1] = np.asarray(r.variant.batch_ms) * scale.get(r.variant.name, 1.0)
         self.input_ms_per_byte = np.array([r.variant.input_ms_per_mb / 1e6 for r in res])
         self.queue_limit = self.replicas * self.batch * config.queue_limit_per_replica
         self.free = np.zeros((len(res), int(self.replicas.max(initial=1))))
@@ -192,7 +208,7 @@ class Simulation:
 
     def _one_way(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Returns (radio leg, path leg) one-way delays in ms, with jitter, transmission and losses."""
-        s, rng, n = self.system, self.rng_net, len(ant)
+        s, rng, n = self.physics, self.rng_net, len(ant)
         z = rng.standard_normal((2, n))
         lost = rng.random((2, n))
         radio = np.maximum(s.radio_ms[ant] + s.radio_dev_ms[ant] * z[0], 0.0) + s.radio_ms_per_byte[ant] * nbytes

@@ -26,15 +26,17 @@ class SimRun:
 
 def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimConfig, seed: int,
                     lambda_label: str, out_dir: Path | None, write_records: bool = True,
-                    records_format: str = "csv") -> SimRun:
-    """Returns the run of one static policy; writes records, time series and summary under out_dir."""
+                    records_format: str = "csv", physics: SystemModel | None = None) -> SimRun:
+    """Returns the run of one static policy; writes records, time series and summary under out_dir.
+    `physics`: the links as they behave, when not as `system` (what the schedulers decide with) says."""
     writer = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         if write_records:
             writer = RecordWriter(out_dir / f"records.{records_format}")
     try:
-        sim = Simulation(system, trace, config, seed=seed, record_sink=writer.write if writer else None)
+        sim = Simulation(system, trace, config, seed=seed, record_sink=writer.write if writer else None,
+                         physics=physics)
         sim.run(policy_index(policy))
     finally:
         if writer is not None:

@@ -1,8 +1,9 @@
 """`run_testbed.py compare`: one trace through the simulator and the testbed, per policy, and the report.
 
 Both sides replay the same trace file with the same seed and the same worker settings; the simulator
-uses the nominal topology and profiles, or (`--calibrate RUN_DIR`) the links and processing times a
-testbed run measured. The report (Markdown, JSON, plots) is analysis.fidelity's.
+uses the nominal topology and profiles, or (`--calibrate RUN_DIR`) lets its links and workers behave as
+a testbed run measured them while its schedulers, like the testbed's, decide with the nominal figures.
+The report (Markdown, JSON, plots) is analysis.fidelity's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis.calibrate import calibrated_profiles, processing_scale, stack_overhead_ms
+from analysis.calibrate import processing_scale, stack_overhead_ms
 from analysis.fidelity import compare_dirs, write_report
 from analysis.records import read_records
 from scheduler.core import POLICY_NAMES, policy_index
@@ -71,33 +72,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
         trace = generate_trace(antennas, RateSchedule.parse(args.lam), args.duration, workload_rng(args.seed))
     write_trace(trace, trace_path)
     profiles = load_profiles(args.profiles)
-    sim_topo, sim_profiles, label = topo, profiles, "nominal topology and profiles"
-    overhead = (0.0, 0.0)
+    # The simulated schedulers decide with the nominal figures, as the testbed's do; calibration changes
+    # only how the simulated links and workers behave.
+    system = build_system(topo, profiles)
+    physics, label = None, "nominal topology and profiles"
+    overhead, scale = (0.0, 0.0), {}
     if args.calibrate:
-        sim_topo = calibrated_topology(topo, read_link_figures(args.calibrate))
+        physics = build_system(calibrated_topology(topo, read_link_figures(args.calibrate)), profiles)
         run_records = read_records(args.calibrate / "records.csv")
         scale = processing_scale(run_records, profiles)
-        sim_profiles = calibrated_profiles(profiles, scale)
-        overhead = stack_overhead_ms(run_records, read_trace(args.calibrate / "trace.csv", antennas),
-                                     build_system(sim_topo, sim_profiles))
-        label = (f"calibrated from {args.calibrate}: measured link figures; stack overhead "
-                 f"{overhead[0]:.2f} ms up, {overhead[1]:.2f} ms down; processing x"
+        overhead = stack_overhead_ms(run_records, read_trace(args.calibrate / "trace.csv", antennas), physics)
+        label = (f"calibrated from {args.calibrate} (schedulers decide with the nominal figures, as the "
+                 f"testbed's do): measured link figures; stack overhead {overhead[0]:.2f} ms up, "
+                 f"{overhead[1]:.2f} ms down; processing x"
                  + ", ".join(f"{k:.2f} ({v})" for v, k in scale.items()))
     real = () if args.real_workers == "none" else tuple(s for s in args.real_workers.split(",") if s)
     base = LiveConfig(topo=args.topo, trace=trace_path, duration_s=args.duration, seed=args.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
                       controller=args.controller)
-    system = build_system(sim_topo, sim_profiles)
     sim_config = SimConfig(window_s=base.window_s, duration_s=args.duration, eta=base.eta,
                            max_batch_delay_ms=base.max_batch_delay_ms,
                            queue_limit_per_replica=base.queue_limit_per_replica,
-                           overhead_up_ms=overhead[0], overhead_down_ms=overhead[1])
+                           overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],
+                           processing_scale=tuple(scale.items()))
     pairs = {}
     for p in policies:
         print(f"== {p}: testbed")
         live = run_live(dataclasses.replace(base, policy=p, out=out / "testbed" / p))
         print(f"== {p}: simulator")
-        simulate_policy(system, trace, p, sim_config, args.seed, f"trace:{trace_path.name}", out / "simulator" / p)
+        simulate_policy(system, trace, p, sim_config, args.seed, f"trace:{trace_path.name}", out / "simulator" / p,
+                        physics=physics)
         pairs[p] = (out / "simulator" / p / "records.csv", live.out / "records.csv")
     report = compare_dirs(pairs, topo.name, label, base.window_s)
     write_report(report, out)

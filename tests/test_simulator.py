@@ -35,9 +35,9 @@ def make_trace(starts_s: list[float], duration_s: float, max_delay_ms: float = 1
         task=np.array(["object-detection"] * n, dtype=object))
 
 
-def run_records(system, trace, config, seed=1, policy="closest") -> dict[str, np.ndarray]:
+def run_records(system, trace, config, seed=1, policy="closest", physics=None) -> dict[str, np.ndarray]:
     recs: list[dict] = []
-    sim = Simulation(system, trace, config, seed=seed, record_sink=recs.append)
+    sim = Simulation(system, trace, config, seed=seed, record_sink=recs.append, physics=physics)
     sim.run(policy_index(policy))
     cat = {k: np.concatenate([r[k] for r in recs]) for k in recs[0]}
     order = np.lexsort((cat["stream_id"], cat["t_send_ms"]))
