@@ -50,7 +50,7 @@ def keep_freed_memory(mmap_threshold_mb: int = 32, trim_threshold_mb: int = 64) 
     """Makes glibc malloc serve blocks up to `mmap_threshold_mb` from its heaps and keep up to
     `trim_threshold_mb` of freed memory, instead of mapping fresh pages for every large block (the
     per-query body, the batch's tensors, ONNX Runtime's outputs, the decoder's images): on a VM each
-    fresh page is a fault, ~25% of a tiny-yolov2 batch here. Returns False where malloc is not glibc's."""
+    fresh page is a fault: ~5% of a tiny-yolov2 batch here. Returns False where malloc is not glibc's."""
     import ctypes
     try:
         libc = ctypes.CDLL(None)
