@@ -1,6 +1,12 @@
 """Benchmarks the worker service against raw ONNX Runtime in the same run: served throughput at
-saturation through HTTP (v2 binary tensors vs `session.run`; JPEG frames vs the in-process
+saturation through HTTP (v2 binary tensors in and out vs `session.run`; JPEG frames vs the in-process
 decode + run + post-process pipeline) and the latency the service adds at low load (p50).
+
+Added latency = p50 of the HTTP round trip (one query in flight) minus p50 of the in-process
+baseline on the same input (`session.run` for v2 tensors; decode + run + post for JPEG), both at the
+same request rate. Two rates: "spaced" (each query followed by one in-process run, so the worker
+idles several ms before each query, as at a low arrival rate) and "back to back" (blocks of queries
+sent as soon as the previous answer is in, alternating with blocks of back-to-back in-process runs).
 
     .venv/bin/python benchmarks/bench_worker.py [--model tiny-yolov2] [--batch 4] [--threads 1]
 """
@@ -28,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workers import zoo  # noqa: E402
 from workers.engine import OnnxProcessor, Query  # noqa: E402
 from workers.modelconfig import REPO_ROOT, load_model  # noqa: E402
-from workers.runtime import make_session  # noqa: E402
+from workers.runtime import keep_freed_memory, make_session  # noqa: E402
 
 
 def frame_jpeg() -> bytes:
@@ -81,11 +87,20 @@ class Worker:
 
 
 def v2_binary(tensor: np.ndarray, datatype: str = "FP32") -> tuple[bytes, dict]:
+    """Returns a v2 request with binary tensor data in, asking for the output as binary data too."""
     raw = tensor.astype(np.uint8 if datatype == "UINT8" else np.float32).tobytes()
     header = json.dumps({"inputs": [{"name": "images", "datatype": datatype, "shape": list(tensor.shape),
-                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": {"binary_data_output": True}}).encode()
     return header + raw, {"Inference-Header-Content-Length": str(len(header)),
                           "Content-Type": "application/octet-stream"}
+
+
+async def read_answer(resp: aiohttp.ClientResponse) -> dict:
+    """Returns an answer's JSON (the header of a binary-data v2 answer)."""
+    body = await resp.read()
+    header_len = resp.headers.get("Inference-Header-Content-Length")
+    return json.loads(body[: int(header_len)] if header_len else body)
 
 
 async def served_frames(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict, concurrency: int,
@@ -164,26 +179,50 @@ async def compare_throughput(cases: dict, worker_pid: int, concurrency: int, sli
     return tallies
 
 
-async def low_load(url: str, body: bytes, headers: dict, local, count: int) -> dict[str, list[float]]:
-    """Returns, one query at a time, client round trips, in-process times of `local()` (alternated with
-    the queries) and the worker's own stages (ms): arrival to batch start, batch, batch end to answer."""
+async def low_load(url: str, body: bytes, headers: dict, local, count: int, block: int) -> dict[str, list[float]]:
+    """Returns client round trips, in-process times of `local()` and the worker's own stages (ms):
+    arrival to batch start, batch, batch end to answer. One query in flight at a time; `block` 1:
+    each query followed by one `local()` (spaced); `block` > 1: `block` queries back to back, then
+    `block` back-to-back `local()` runs, and so on."""
     out: dict[str, list[float]] = {"rtt": [], "local": [], "to_start": [], "batch": [], "to_answer": []}
+    warm_up = 20
+    async with aiohttp.ClientSession() as session:
+        for start in range(0, count + warm_up, block):
+            for i in range(start, start + block):
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    answer = await read_answer(resp)
+                    assert resp.status == 200, (resp.status, answer)
+                t1 = time.perf_counter()
+                if i >= warm_up:
+                    out["rtt"].append((t1 - t0) * 1000.0)
+                    out["to_start"].append(answer["t_infer_start_ms"] - answer["t_arrival_ms"])
+                    out["batch"].append(answer["t_infer_end_ms"] - answer["t_infer_start_ms"])
+                    out["to_answer"].append(answer["t_answer_ms"] - answer["t_infer_end_ms"])
+            for i in range(start, start + block):
+                t1 = time.perf_counter()
+                local()
+                if i >= warm_up:
+                    out["local"].append((time.perf_counter() - t1) * 1000.0)
+    return out
+
+
+async def refused_round_trips(url: str, body: bytes, headers: dict, local, count: int) -> list[float]:
+    """Returns round trips (ms) of the same body refused with a 400 before the batcher (a bad
+    Inference-Header-Content-Length): HTTP, body transfer and the event loop without inference;
+    spaced by `local()` like the spaced low-load queries."""
+    bad = {**headers, "Inference-Header-Content-Length": str(len(body) + 1)}
+    rtts = []
     async with aiohttp.ClientSession() as session:
         for i in range(count + 20):
             t0 = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as resp:
-                answer = await resp.json()
-                assert resp.status == 200, resp.status
-            t1 = time.perf_counter()
+            async with session.post(url, data=body, headers=bad) as resp:
+                await resp.read()
+                assert resp.status == 400, resp.status
+            if i >= 20:
+                rtts.append((time.perf_counter() - t0) * 1000.0)
             local()
-            t2 = time.perf_counter()
-            if i >= 20:  # warm-up
-                out["rtt"].append((t1 - t0) * 1000.0)
-                out["local"].append((t2 - t1) * 1000.0)
-                out["to_start"].append(answer["t_infer_start_ms"] - answer["t_arrival_ms"])
-                out["batch"].append(answer["t_infer_end_ms"] - answer["t_infer_start_ms"])
-                out["to_answer"].append(answer["t_answer_ms"] - answer["t_infer_end_ms"])
-    return out
+    return rtts
 
 
 def main() -> None:
@@ -193,7 +232,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=12.0, help="per case, split in --rounds slices")
     parser.add_argument("--rounds", type=int, default=8, help="baseline/served alternations (the host may be busy)")
-    parser.add_argument("--low-load-queries", type=int, default=200)
+    parser.add_argument("--low-load-queries", type=int, default=200, help="per low-load case and mode")
+    parser.add_argument("--block", type=int, default=10, help="queries per back-to-back block at low load")
     args = parser.parse_args()
     zoo.build(names=[args.model], log=lambda _: None)
     cfg = load_model(args.model)
@@ -204,6 +244,9 @@ def main() -> None:
     print(f"model {args.model}, batch {b}, {args.threads} intra-op thread(s), 1 replica, {concurrency} concurrent "
           f"clients, {secs:.0f} s per measurement, {args.rounds} rounds; host load {Path('/proc/loadavg').read_text().split()[:3]}")
 
+    # The worker tunes malloc so (workers/runtime.py); the baseline gets the same, or the comparison
+    # would credit the service with the page faults it saves.
+    print(f"glibc malloc keeps freed memory (baseline and worker): {keep_freed_memory()}")
     session = make_session(cfg.onnx_path, "cpu", args.threads)
     proc = OnnxProcessor(cfg, "cpu", args.threads)
     frames_q = [Query("b", "1", jpeg, None, 0.0, 0)]
@@ -236,24 +279,41 @@ def main() -> None:
               f"load generator {per_q['client']:.2f} ms")
 
     worker = Worker(args.model, 1, args.threads, delay_ms=0.0, queue_limit=8)
+    low: dict[tuple[str, str], dict[str, list[float]]] = {}
     try:
         n = args.low_load_queries
         infer_url = f"{worker.url}/v2/models/{args.model}/infer"
         frames_url = f"{worker.url}/v2/models/{args.model}/frames?stream=b"
-        v2 = asyncio.run(low_load(infer_url, *bodies["UINT8"],
-                                  lambda: session.run(None, {cfg.input_name: pixels}), n))
-        jp = asyncio.run(low_load(frames_url, jpeg, {"Content-Type": "image/jpeg"}, lambda: proc.process(frames_q), n))
+        run_v2 = lambda: session.run(None, {cfg.input_name: pixels})  # noqa: E731
+        run_jpeg = lambda: proc.process(frames_q)  # noqa: E731
+        for mode, block in (("spaced", 1), ("back to back", args.block)):
+            low["v2 UINT8 tensors", mode] = asyncio.run(low_load(infer_url, *bodies["UINT8"], run_v2, n, block))
+            low["JPEG frames", mode] = asyncio.run(
+                low_load(frames_url, jpeg, {"Content-Type": "image/jpeg"}, run_jpeg, n, block))
+        refused = asyncio.run(refused_round_trips(infer_url, *bodies["UINT8"], run_v2, n))
+    finally:
+        worker.stop()
+    worker = Worker(args.model, b, args.threads, delay_ms=5.0, queue_limit=8)
+    try:
+        frames_url = f"{worker.url}/v2/models/{args.model}/frames?stream=b"
+        lone = asyncio.run(low_load(frames_url, jpeg, {"Content-Type": "image/jpeg"}, run_jpeg, 50, 1))
     finally:
         worker.stop()
         proc.close()
     med = statistics.median
-    for name, m, baseline in (("v2 UINT8 tensors", v2, "session.run"), ("JPEG frames", jp, "decode+run+post")):
-        print(f"low load, {name} (batch 1, W 0): round trip p50 {med(m['rtt']):.2f} ms - in-process {baseline} "
-              f"p50 {med(m['local']):.2f} ms -> added p50 {med(m['rtt']) - med(m['local']):.2f} ms (goal < 1 ms)\n"
+    print("added latency at low load = HTTP round trip p50 (one query in flight) - in-process baseline p50 "
+          "(v2: session.run; JPEG: decode+run+post), same input and rate; worker batch 1, W 0")
+    for (name, mode), m in low.items():
+        rtt, base = med(m["rtt"]), med(m["local"])
+        print(f"low load, {mode}, {name}: round trip p50 {rtt:.2f} ms - in-process p50 {base:.2f} ms "
+              f"-> added p50 {rtt - base:.2f} ms (goal < 1 ms)\n"
               f"    worker stages p50: arrival -> batch start {med(m['to_start']):.2f} ms, batch {med(m['batch']):.2f} "
               f"ms, batch end -> answer {med(m['to_answer']):.2f} ms; HTTP + client + transfer "
-              f"{med(m['rtt']) - med(m['to_start']) - med(m['batch']) - med(m['to_answer']):.2f} ms")
-
+              f"{rtt - med(m['to_start']) - med(m['batch']) - med(m['to_answer']):.2f} ms")
+    print(f"floor, spaced: the same v2 UINT8 body refused with 400 before the batcher (HTTP + transfer, no "
+          f"inference): round trip p50 {med(refused):.2f} ms")
+    print(f"batching delay: JPEG frames, worker batch {b}, W 5 ms, spaced: a lone query waits "
+          f"p50 {med(lone['to_start']):.2f} ms from arrival to batch start (the W of simulator/batching.py)")
 
 if __name__ == "__main__":
     main()

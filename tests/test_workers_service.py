@@ -66,12 +66,18 @@ async def post_frame(client: TestClient, body: bytes, stream: str = "s1", query:
 
 
 def binary_infer_body(images: np.ndarray, datatype: str = "FP32", name: str = "images",
-                      size: int | None = None) -> tuple[bytes, dict]:
+                      size: int | None = None, **request) -> tuple[bytes, dict]:
     raw = images.astype(np.uint8 if datatype == "UINT8" else np.float32).tobytes()
     header = json.dumps({"id": "r1", "inputs": [{"name": name, "datatype": datatype, "shape": list(images.shape),
-                                                "parameters": {"binary_data_size": size or len(raw)}}]}).encode()
+                                                "parameters": {"binary_data_size": size or len(raw)}}],
+                         **request}).encode()
     return header + raw, {"Inference-Header-Content-Length": str(len(header)),
                           "Content-Type": "application/octet-stream"}
+
+
+def split_binary_answer(body: bytes, header_len: str) -> tuple[dict, bytes]:
+    """Returns a binary-data v2 answer's JSON header and the bytes after it."""
+    return json.loads(body[: int(header_len)]), body[int(header_len):]
 
 
 def test_jpeg_route_answers_detections_and_timestamps(astronaut_jpeg: bytes) -> None:
@@ -120,6 +126,87 @@ def test_v2_binary_infer_matches_the_network(astronaut_jpeg: bytes) -> None:
         np.testing.assert_allclose(answer8["outputs"][0]["data"], out["data"], atol=2.0)
 
     run_with_worker(WorkerSettings(MODEL, max_batch_size=4, max_batch_delay_ms=1), scenario)
+
+
+def test_v2_binary_output_when_asked_and_json_data_otherwise(astronaut_jpeg: bytes) -> None:
+    from workers.modelconfig import load_model
+    from workers.prepost import prepare_jpeg
+    prepared = prepare_jpeg(astronaut_jpeg, load_model(MODEL)).tensor
+    images = np.stack([np.zeros_like(prepared), prepared])
+
+    async def scenario(client: TestClient) -> None:
+        body, headers = binary_infer_body(images)
+        as_json = await (await client.post(INFER, data=body, headers=headers)).json()
+        (out_json,) = as_json["outputs"]
+        assert out_json["shape"] == [1, 7] and as_json["detections"][0]["image"] == 1
+        # Asked for with the request parameter, or with the output's own binary_data parameter.
+        for request in ({"parameters": {"binary_data_output": True}},
+                        {"outputs": [{"name": "detections", "parameters": {"binary_data": True}}]}):
+            body, headers = binary_infer_body(images, **request)
+            resp = await client.post(INFER, data=body, headers=headers)
+            assert resp.status == 200 and resp.content_type == "application/octet-stream"
+            header, data = split_binary_answer(await resp.read(), resp.headers["Inference-Header-Content-Length"])
+            (out,) = header["outputs"]
+            assert out["name"] == "detections" and out["datatype"] == "FP32" and out["shape"] == [1, 7]
+            assert "data" not in out and out["parameters"] == {"binary_data_size": len(data)} and len(data) == 28
+            assert header["id"] == "r1" and header["batch_sizes"] == [2, 2]
+            np.testing.assert_allclose(np.frombuffer(data, "<f4"), out_json["data"], rtol=1e-6)
+        # A JSON request may ask for binary output too; binary_data false keeps JSON data.
+        json_request = {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 3, 416, 416],
+                                    "data": np.zeros(3 * 416 * 416, np.uint8).tolist()}],
+                        "outputs": [{"name": "detections", "parameters": {"binary_data": False}}]}
+        resp = await client.post(INFER, json=json_request)
+        assert resp.content_type == "application/json"
+        assert (await resp.json())["outputs"][0] == {"name": "detections", "datatype": "FP32", "shape": [0, 7],
+                                                     "data": []}
+        json_request["parameters"] = {"binary_data_output": True}
+        del json_request["outputs"]
+        resp = await client.post(INFER, json=json_request)
+        header, data = split_binary_answer(await resp.read(), resp.headers["Inference-Header-Content-Length"])
+        assert header["outputs"][0]["parameters"] == {"binary_data_size": 0} and data == b""
+
+    run_with_worker(WorkerSettings(MODEL, max_batch_size=2, max_batch_delay_ms=1), scenario)
+
+
+def test_bad_binary_tensor_requests_name_the_problem() -> None:
+    zeros = np.zeros((1, 3, 416, 416), np.uint8)
+
+    async def scenario(client: TestClient) -> None:
+        async def detail(body: bytes, headers: dict) -> str:
+            resp = await client.post(INFER, data=body, headers=headers)
+            answer = await resp.json()
+            assert (resp.status, answer["error"]) == (400, "bad_tensor"), answer
+            return answer["detail"]
+
+        body, headers = binary_infer_body(zeros, datatype="UINT8")
+        header_len = int(headers["Inference-Header-Content-Length"])
+        for bad in ("abc", "-5", "0", str(len(body) + 1), "1.5"):
+            text = await detail(body, {**headers, "Inference-Header-Content-Length": bad})
+            assert "Inference-Header-Content-Length" in text and repr(bad) in text
+        # Too few or too many bytes after the header, and a binary_data_size that disagrees with the shape.
+        text = await detail(body[:-10], headers)
+        assert f"{zeros.size - 10} bytes after the JSON header" in text and f"needs {zeros.size}" in text
+        text = await detail(body + b"xx", headers)
+        assert f"{zeros.size + 2} bytes after the JSON header" in text
+        wrong_size, h = binary_infer_body(zeros, datatype="UINT8", size=zeros.size * 4)
+        text = await detail(wrong_size[: header_len + 3] + bytes(zeros.size * 4 - 3), h)
+        assert f"binary_data_size {zeros.size * 4}" in text and f"needs {zeros.size}" in text
+        fp32_as_u8, h = binary_infer_body(zeros.astype(np.float32), datatype="FP32", size=zeros.size)
+        assert "needs" in await detail(fp32_as_u8, h)
+        not_int, h = binary_infer_body(zeros, datatype="UINT8", size="519168")
+        assert "binary_data_size '519168'" in await detail(not_int, h)
+        # Bytes after a header whose input carries its data as JSON; an unknown output.
+        json_header = json.dumps({"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 3, 416, 416],
+                                              "data": [0] * zeros.size}]}).encode()
+        text = await detail(json_header + b"\0" * 8, {"Inference-Header-Content-Length": str(len(json_header))})
+        assert "8 bytes after the JSON header" in text and "binary_data_size" in text
+        unknown, h = binary_infer_body(zeros, datatype="UINT8", outputs=[{"name": "boxes"}])
+        assert "unknown output 'boxes'" in await detail(unknown, h)
+        # The worker keeps serving binary requests.
+        resp = await client.post(INFER, data=body, headers=headers)
+        assert resp.status == 200 and (await resp.json())["outputs"][0]["shape"] == [0, 7]
+
+    run_with_worker(WorkerSettings(MODEL, max_batch_size=1, max_batch_delay_ms=0), scenario)
 
 
 def test_batches_form_under_load(astronaut_jpeg: bytes) -> None:

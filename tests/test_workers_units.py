@@ -289,3 +289,12 @@ def test_one_batch_forms_at_a_time_so_idle_replicas_do_not_split_a_burst() -> No
 
     a_sizes, b_sizes = asyncio.run(scenario())
     assert a_sizes == [3] and b_sizes == []  # query 3's batch was still forming (W is long)
+
+
+def test_keep_freed_memory_applies_on_glibc() -> None:
+    import platform
+
+    from workers.runtime import keep_freed_memory
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc is not glibc's")
+    assert keep_freed_memory() is True

@@ -67,32 +67,43 @@ class OnnxProcessor:
         self.session = make_session(config.onnx_path, device, threads)
         self.input_name = self.session.get_inputs()[0].name
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{config.name}")
+        self._inputs: np.ndarray | None = None  # the batch buffer, see _batch_input
 
     def warm_up(self, max_batch: int) -> None:
-        shape = (3, self.config.input_height, self.config.input_width)
+        self._batch_input(max_batch)
         for n in sorted({1, max_batch}):
-            self.session.run(None, {self.input_name: np.zeros((n, *shape), np.float32)})
+            self.session.run(None, {self.input_name: self._batch_input(n)})
+
+    def _batch_input(self, n: int) -> np.ndarray:
+        """Returns the replica's input buffer [n, 3, H, W] float32, reused across batches (no fresh pages
+        per batch); grown when a batch is larger than any before."""
+        if self._inputs is None or len(self._inputs) < n:
+            self._inputs = np.zeros((n, 3, self.config.input_height, self.config.input_width), np.float32)
+        return self._inputs[:n]
 
     async def run(self, batch: list[Query]) -> list[Outcome]:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self.process, batch)
 
     def process(self, batch: list[Query]) -> list[Outcome]:
-        """Returns one outcome per query: prepare every frame, one network run, post-process."""
+        """Returns one outcome per query: prepare every frame into the batch buffer, one network run,
+        post-process."""
         t_start = now_ms()
+        slots = self._batch_input(len(batch))
         prepared: list[Prepared | str] = []
+        n_good = 0  # good frames fill the first slots, in order
         for q in batch:
             if q.tensor is not None:
-                prepared.append(Prepared(self._float_input(q.tensor), self.config.input_height,
+                prepared.append(Prepared(self._float_input(q.tensor, slots[n_good]), self.config.input_height,
                                          self.config.input_width, 1.0))
-                continue
-            try:
-                prepared.append(prepare_jpeg(q.jpeg, self.config))
-            except FrameError as exc:
-                prepared.append(str(exc))
-        good = [p for p in prepared if isinstance(p, Prepared)]
+            else:
+                try:
+                    prepared.append(prepare_jpeg(q.jpeg, self.config, slots[n_good]))
+                except FrameError as exc:
+                    prepared.append(str(exc))
+                    continue
+            n_good += 1
         t_input = now_ms()
-        raw = (self.session.run(None, {self.input_name: np.stack([p.tensor for p in good])})[0]
-               if good else np.empty((0,)))
+        raw = self.session.run(None, {self.input_name: slots[:n_good]})[0] if n_good else np.empty((0,))
         t_compute = now_ms()
         results: list[tuple[Detection, ...] | str] = []
         k = 0
@@ -107,12 +118,13 @@ class OnnxProcessor:
         return [Outcome(r if isinstance(r, tuple) else (), r if isinstance(r, str) else None, t_start, t_end,
                         len(batch), t_input - t_start, t_compute - t_input) for r in results]
 
-    def _float_input(self, tensor: np.ndarray) -> np.ndarray:
-        """Returns a v2 tensor as the network's float input (UINT8 pixels scaled as `pre` says)."""
-        if tensor.dtype == np.float32:
-            return tensor
-        scale = np.float32(1 / 255.0 if self.config.pre == "rgb01" else 1.0)
-        return tensor.astype(np.float32) * scale
+    def _float_input(self, tensor: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Writes a v2 tensor into `out` as the network's float input (UINT8 pixels scaled as `pre`
+        says) in one pass; returns `out`."""
+        np.copyto(out, tensor, casting="unsafe")
+        if tensor.dtype == np.uint8 and self.config.pre == "rgb01":
+            out *= np.float32(1 / 255.0)
+        return out
 
     def close(self) -> None:
         self._thread.shutdown(wait=True, cancel_futures=True)

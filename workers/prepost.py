@@ -59,17 +59,20 @@ def decode_jpeg(data: bytes, target: int) -> tuple[Image.Image, tuple[int, int]]
         raise FrameError(f"corrupt or truncated JPEG: {exc}") from exc
 
 
-def prepare_jpeg(data: bytes, config: ModelConfig) -> Prepared:
-    """Returns a frame letterboxed into the network's square input: scaled to fit, padded bottom/right."""
+def prepare_jpeg(data: bytes, config: ModelConfig, out: np.ndarray | None = None) -> Prepared:
+    """Returns a frame letterboxed into the network's square input: scaled to fit, padded bottom/right.
+    `out` ([3, H, W] float32, e.g. a slot of a replica's batch buffer) receives the tensor if given."""
     side = max(config.input_height, config.input_width)
     img, (width, height) = decode_jpeg(data, side)
     scale = min(config.input_width / width, config.input_height / height)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = np.asarray(img.resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
-    tensor = np.zeros((3, config.input_height, config.input_width), dtype=np.float32)
-    tensor[:, :new_h, :new_w] = resized.transpose(2, 0, 1)
+    resized = np.asarray(img.resize((new_w, new_h), Image.BILINEAR))  # uint8 HWC
+    tensor = np.empty((3, config.input_height, config.input_width), np.float32) if out is None else out
+    tensor[:, new_h:, :] = 0.0
+    tensor[:, :new_h, new_w:] = 0.0
+    tensor[:, :new_h, :new_w] = resized.transpose(2, 0, 1)  # one pass: uint8 -> float32
     if config.pre == "rgb01":
-        tensor /= 255.0
+        tensor /= np.float32(255.0)
     return Prepared(tensor, height, width, 1.0 / scale)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .deployment import WorkerSettings, resolve
-from .runtime import parse_cpus, pin_process
+from .runtime import keep_freed_memory, parse_cpus, pin_process
 from .service import ENGINE, create_app
 
 
@@ -47,7 +47,10 @@ async def serve(settings: WorkerSettings, host: str, port: int, announce=print) 
     """Runs the worker until SIGTERM/SIGINT; returns the process exit status."""
     if settings.cpus:
         pin_process(settings.cpus)
-    app = create_app(resolve(settings))
+    dep = resolve(settings)
+    if dep.profile is None:  # a real worker allocates MBs per batch
+        keep_freed_memory()
+    app = create_app(dep)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
