@@ -3,6 +3,9 @@
 A wire process bridges pairs of interfaces with AF_PACKET sockets in one select() loop. Each frame
 is stamped by the kernel on receipt (SO_TIMESTAMPNS), dropped with the loss probability, and held
 until its due time (receipt + delay + normal jitter), FIFO per direction. Rate stays in kernel TBF.
+Frames of one burst (each arriving within its own transmission time at the link's rate, plus
+BURST_SLACK_NS, of the one before: a TCP flight) share one jitter draw, as packets queued together do
+on a real path; otherwise a query's packets would each draw and the query would take the latest of them.
 Run as `python -m testbed.wire CONFIG.json STATS.json` inside the namespace holding the interfaces.
 """
 
@@ -41,6 +44,9 @@ MAX_QUEUE_FRAMES = 100_000
 LATE_BIN_US = 10
 LATE_BINS = 10_000
 RANDOM_BATCH = 4096
+BURST_SLACK_NS = 100_000
+"""A frame this much later than the end of the previous frame's transmission still belongs to its burst."""
+BURST_FACTOR = 1.5
 WIRE_NICE = -10
 
 
@@ -55,6 +61,8 @@ class WireSpec:
     delay_dev_ms: float = 0.0
     loss_pct: float = 0.0
     seed: int = 0
+    bw_mbps: float = 0.0
+    """The link's rate (kernel TBF), which spaces a burst's frames; 0: unshaped."""
 
 
 @dataclass
@@ -82,6 +90,9 @@ class _Direction:
         self.delay_ns = int(spec.delay_ms * 1e6)
         self.dev_ns = spec.delay_dev_ms * 1e6
         self.loss = spec.loss_pct / 100.0
+        self.ns_per_byte = BURST_FACTOR * 8e3 / spec.bw_mbps if spec.bw_mbps > 0 else 0.0
+        self.last_rx_ns = -(1 << 62)
+        self.last_jitter_ns = 0
         self.rng = rng
         self.queue: deque[tuple[int, bytes]] = deque()
         self.last_due_ns = 0
@@ -119,7 +130,10 @@ class _Direction:
             if len(self.queue) >= MAX_QUEUE_FRAMES:
                 self.stats.dropped_queue += 1
                 continue
-            due = rx_ns + self.delay_ns + (int(n * self.dev_ns) if self.dev_ns else 0)
+            if rx_ns - self.last_rx_ns > len(frame) * self.ns_per_byte + BURST_SLACK_NS:
+                self.last_jitter_ns = int(n * self.dev_ns) if self.dev_ns else 0  # a new burst
+            self.last_rx_ns = rx_ns
+            due = rx_ns + self.delay_ns + self.last_jitter_ns
             # FIFO: a frame never overtakes the one before it (netem with a rate behaves the same).
             due = max(due, rx_ns, self.last_due_ns)
             self.last_due_ns = due

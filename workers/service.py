@@ -192,8 +192,8 @@ def _overload(dep: Deployment, batcher: DynamicBatcher, stats: WorkerStats, coun
 
 
 async def frames(request: web.Request) -> web.Response:
-    """POST /v2/models/{name}/frames?stream=ID&query=N with a JPEG body: one query, its detections."""
-    t_arrival = now_ms()
+    """POST /v2/models/{name}/frames?stream=ID&query=N with a JPEG body: one query, its detections.
+    The query arrives when its whole body has (as in the simulator, where transmission is network time)."""
     failure = _model_or_error(request)
     if failure is not None:
         return failure
@@ -203,6 +203,7 @@ async def frames(request: web.Request) -> web.Response:
         return error(415, "unsupported_media_type",
                      f"content type {request.content_type!r}; this route takes image/jpeg")
     body = await _read_body(request)
+    t_arrival = now_ms()
     if isinstance(body, web.Response):
         return body
     if not body:
@@ -315,8 +316,8 @@ def _parse_v2(body: bytes, header_len: str | None, dep: Deployment) -> V2Request
 
 
 async def infer(request: web.Request) -> web.Response:
-    """POST /v2/models/{name}/infer (KServe v2, JSON or binary tensor data): one query per image."""
-    t_arrival = now_ms()
+    """POST /v2/models/{name}/infer (KServe v2, JSON or binary tensor data): one query per image, which
+    arrives when the whole body has."""
     failure = _model_or_error(request)
     if failure is not None:
         return failure
@@ -328,6 +329,7 @@ async def infer(request: web.Request) -> web.Response:
                      f"content type {request.content_type!r}; send application/json or binary tensor data "
                      "with Inference-Header-Content-Length")
     body = await _read_body(request)
+    t_arrival = now_ms()
     if isinstance(body, web.Response):
         return body
     if header_len is None and len(body) > _PARSE_ON_LOOP_BYTES:  # a big JSON tensor: seconds of parsing
