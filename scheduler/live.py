@@ -51,7 +51,7 @@ SAMPLES_KEPT = 200_000
 REJECTED_STREAM_MAX_S = 600.0
 """A stream rejected when it opened and never closed is forgotten after this long (its source died)."""
 WINDOW_COLUMNS = (
-    "antenna", "window", "t_start_ms", "t_end_ms", "policy", "decide_us", "sent", "ontime", "failed",
+    "antenna", "window", "t_start_ms", "t_end_ms", "policy", "decide_us", "decide_cpu_us", "sent", "ontime", "failed",
     "rejected", "streams_new", "streams_rejected", "streams_all", "responses_all_per_s",
 )
 """Columns of the windows log (README: file formats)."""
@@ -149,7 +149,9 @@ class LiveScheduler:
         self.overhead_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
         self.decide_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
         self.window_decide_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
-        """Per window: building the measurement and choosing the next window's policy (state + agent)."""
+        """Per window: building the measurement and choosing the next window's policy (state + agent), wall."""
+        self.window_decide_cpu_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        """The same in CPU time of the scheduler's thread: without the waits for a core on a busy machine."""
         self.session: aiohttp.ClientSession | None = None
         self.events: list[dict] = []
         self.arrival_scale = float(arrival_scale if arrival_scale is not None else len(system.antennas))
@@ -159,8 +161,8 @@ class LiveScheduler:
         """Streams rejected when they opened, still open: [request, opened (epoch s), queries counted]."""
         self.window_index = 0
         self.window_start_s = 0.0
-        self.window_policy_us: float | None = None
-        """What choosing the current window's policy cost (None: chosen before the run, idle state)."""
+        self.window_policy_us: tuple[float, float] | None = None
+        """What choosing the current window's policy cost, wall and CPU us (None: chosen at start, idle state)."""
         self.policy_windows: dict[str, int] = {}
         self.windows_log = windows_log
 
@@ -378,7 +380,7 @@ class LiveScheduler:
     def close_window(self, end_s: float, decide: bool = True) -> WindowMeasurement:
         """Ends the current window at `end_s` (epoch s): measures it, logs its row and, with `decide`,
         hands it to the chooser and applies the policy of the next window."""
-        t = time.perf_counter()
+        t, t_cpu = time.perf_counter(), time.thread_time()
         for sid, entry in list(self.rejected_open.items()):
             self._count_rejected(entry, end_s, closing=False)
             if end_s - entry[1] > REJECTED_STREAM_MAX_S:
@@ -387,15 +389,17 @@ class LiveScheduler:
         m = self.measure(c, max(end_s - self.window_start_s, 1e-3))
         policy = int(self.chooser(m)) if decide else self.policy
         cost_us = (time.perf_counter() - t) * 1e6
+        cost_cpu_us = (time.thread_time() - t_cpu) * 1e6
         self._log_window(c, m, end_s)
         name = POLICY_NAMES[self.policy]
         self.policy_windows[name] = self.policy_windows.get(name, 0) + 1
         if decide:
             self.window_decide_us.append(cost_us)
+            self.window_decide_cpu_us.append(cost_cpu_us)
             if policy != self.policy:
                 self.event("policy", policy=POLICY_NAMES[policy], window=self.window_index + 1)
                 self.policy = policy
-            self.window_policy_us = cost_us
+            self.window_policy_us = (cost_us, cost_cpu_us)
             self.window_index += 1
             self.window_start_s = end_s
         return m
@@ -411,7 +415,7 @@ class LiveScheduler:
             w.writerow((
                 self.antenna, self.window_index, f"{(self.window_start_s - self.t0_s) * 1000:.1f}",
                 f"{(end_s - self.t0_s) * 1000:.1f}", POLICY_NAMES[self.policy],
-                "" if self.window_policy_us is None else f"{self.window_policy_us:.1f}",
+                *(("", "") if self.window_policy_us is None else (f"{x:.1f}" for x in self.window_policy_us)),
                 int(c.sent_per_class.sum()), c.ontime, c.failed, c.rejected, c.streams_new, c.streams_rejected,
                 int(m.streams.sum()), f"{m.responses.sum() / max(m.duration_s, 1e-9):.2f}",
             ))
@@ -461,6 +465,7 @@ class LiveScheduler:
             "overhead_us": pct(self.overhead_us),
             "decide_us": pct(self.decide_us),
             "window_decide_us": pct(self.window_decide_us),
+            "window_decide_cpu_us": pct(self.window_decide_cpu_us),
             "windows": {"n": sum(self.policy_windows.values()), "window_s": self.window_s,
                         "policies": dict(sorted(self.policy_windows.items()))},
             "workers_down": [self._name(j) for j, w in enumerate(self.workers) if w is not None and not w.up],

@@ -853,14 +853,19 @@ def window_policies(rows: list[dict]) -> dict:
         ant = per_antenna.setdefault(r["antenna"], {})
         ant[r["policy"]] = ant.get(r["policy"], 0) + 1
         overall[r["policy"]] = overall.get(r["policy"], 0) + 1
-    cost = np.array([float(r["decide_us"]) for r in rows if r.get("decide_us")], dtype=np.float64)
+
+    def pct(key: str) -> dict:
+        x = np.array([float(r[key]) for r in rows if r.get(key)], dtype=np.float64)
+        return {"n": int(x.size), **({"p50": round(float(np.percentile(x, 50)), 1),
+                                      "p99": round(float(np.percentile(x, 99)), 1),
+                                      "max": round(float(x.max()), 1)} if x.size else {})}
+
     return {
         "windows": len(rows),
         "policies": dict(sorted(overall.items())),
         "per_antenna": {a: dict(sorted(c.items())) for a, c in sorted(per_antenna.items())},
-        "decide_us": {"n": int(cost.size), **({"p50": round(float(np.percentile(cost, 50)), 1),
-                                               "p99": round(float(np.percentile(cost, 99)), 1),
-                                               "max": round(float(cost.max()), 1)} if cost.size else {})},
+        "decide_us": pct("decide_us"),
+        "decide_cpu_us": pct("decide_cpu_us"),
     }
 
 
@@ -999,11 +1004,12 @@ def format_result(result: LiveResult) -> str:
             )
     pw = s.extra.get("policy_windows") or {}
     if pw.get("windows"):
-        cost = pw.get("decide_us", {})
+        cost, cpu = pw.get("decide_us", {}), pw.get("decide_cpu_us", {})
         lines.append(
             f"decision windows ({s.extra.get('decision_window_s', 0):g} s, all antennas): {pw['windows']}; "
             + ", ".join(f"{k} {v}" for k, v in pw["policies"].items())
-            + (f"; decision time p50 {cost['p50']:.0f} us, p99 {cost['p99']:.0f} us" if cost.get("n") else "")
+            + (f"; decision time p50 {cost['p50']:.0f} us, p99 {cost['p99']:.0f} us wall" if cost.get("n") else "")
+            + (f", p50 {cpu['p50']:.0f} us, p99 {cpu['p99']:.0f} us CPU" if cpu.get("n") else "")
         )
     lines.append(f"run dir: {result.out}")
     return "\n".join(lines)
