@@ -391,6 +391,8 @@ class LiveScheduler:
         cost_us = (time.perf_counter() - t) * 1e6
         cost_cpu_us = (time.thread_time() - t_cpu) * 1e6
         self._log_window(c, m, end_s)
+        if decide:
+            self._log_state()
         name = POLICY_NAMES[self.policy]
         self.policy_windows[name] = self.policy_windows.get(name, 0) + 1
         if decide:
@@ -419,6 +421,21 @@ class LiveScheduler:
                 int(c.sent_per_class.sum()), c.ontime, c.failed, c.rejected, c.streams_new, c.streams_rejected,
                 int(m.streams.sum()), f"{m.responses.sum() / max(m.duration_s, 1e-9):.2f}",
             ))
+
+    def _log_state(self) -> None:
+        """With an ASET agent: appends the window's encoded features and Q-values to `<windows log>.state.jsonl`
+        (to compare the live state with the simulator's, e.g. benchmarks/aset_live_state.py)."""
+        controller = getattr(self.chooser, "__self__", None)  # AsetController.decide, bound
+        features = getattr(controller, "last_features", None)
+        if self.windows_log is None or features is None:
+            return
+        q = getattr(controller, "last_q", None)
+        entry = {"antenna": self.antenna, "window": self.window_index,
+                 "features": [round(float(x), 5) for x in features],
+                 "q": None if q is None else [round(float(x), 5) for x in q],
+                 "greedy": None if q is None else POLICY_NAMES[int(np.argmax(q))]}
+        with self.windows_log.with_suffix(".state.jsonl").open("a") as f:
+            f.write(json.dumps(entry) + "\n")
 
     async def windows(self) -> None:
         """Decision windows aligned on t0 (window k is [t0 + k T, t0 + (k+1) T)): at each one's end, hands

@@ -258,6 +258,7 @@ def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_pat
         t0_s=0.0,
         window_s=window_s,
         log=lambda _: None,
+        windows_log=tmp_path / "w.csv",
     )
 
     async def run() -> None:
@@ -267,6 +268,17 @@ def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_pat
 
     asyncio.run(run())
     assert POLICY_NAMES[live.policy] == "load-balancing"
+    import json
+
+    from scheduler.aset.state import StateSpec
+
+    rows = (tmp_path / "w.csv").read_text().splitlines()[1:]
+    states = [json.loads(line) for line in (tmp_path / "w.state.jsonl").read_text().splitlines()]
+    assert len(rows) == len(states) >= 1 and rows[0].split(",")[4] == "closest"  # the first window's policy
+    assert all(r.split(",")[4] == "load-balancing" for r in rows[1:])
+    assert [s["window"] for s in states] == [int(r.split(",")[1]) for r in rows]
+    assert {len(s["features"]) for s in states} == {StateSpec.of(system, history=2).n_features}
+    assert {s["greedy"] for s in states} == {"load-balancing"}
     other = constant_agent(tmp_path / "other.onnx", system, "closest", topology="full-edge")
     with pytest.raises(AgentMismatchError, match="cannot drive topology 'tiny'"):
         LiveRun(LiveConfig(topo="tiny", agent=other, out=tmp_path / "run"), log=lambda _: None)
