@@ -76,7 +76,7 @@ def _policy_panel(ax: plt.Axes, bands: PolicyBands) -> None:
     for row, ant in enumerate(antennas):
         for t0, t1, policy in bands[ant]:
             ax.axvspan(t0, t1, ymin=(row + 0.1) / len(antennas), ymax=(row + 0.9) / len(antennas),
-                       color=colour.get(policy, "grey"), lw=0)
+                       facecolor=colour.get(policy, "grey"), edgecolor="white", lw=0.6)  # edges: windows
             used[policy] = None
     ax.set_ylim(0, len(antennas))
     ax.set_yticks(np.arange(len(antennas)) + 0.5, antennas, fontsize=8)
