@@ -325,8 +325,9 @@ class LiveScheduler:
         - per resource, streams served, answers and input bytes come from the workers' load reports, which
           count every antenna's queries: streams = the larger of this scheduler's bindings and the streams
           the worker saw a frame of in its last seconds; answers and bytes = the growth of the worker's
-          totals between the reports read at the previous and at this window's end, as a rate times the
-          window. Without a (fresh) report: the last such rate, else this scheduler's own counts;
+          totals between the reports read at the previous and at this window's end (for the first window:
+          since t0, when the totals were zero), as a rate times the window. Without a fresh report: the last
+          such rate, else this scheduler's own counts;
         - declared load = the scheduler's load estimate (own bindings or the worker's reported arrival rate,
           the larger), as used to bind; a worker that does not answer: own bindings only;
         - query outcomes, stream arrivals and queries sent per class are this antenna's, times
@@ -349,6 +350,8 @@ class LiveScheduler:
             if w.served_total is None:
                 continue
             snap = w.snapshot
+            if snap is None and self.t0_known:  # first window: workers start the run with zero totals
+                snap = (now - (time.time() - self.t0_s), 0.0, 0.0)
             if snap is not None and w.reported_at_s > snap[0]:
                 dt = w.reported_at_s - snap[0]
                 d_served = w.served_total - snap[1]

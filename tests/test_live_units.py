@@ -310,7 +310,9 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     j = a.resource
     assert m.duration_s == 5.0 and live.window_index == 1
     assert m.streams[j] == 3 and m.load_qps[j] == 50.0  # the worker's view: every antenna's streams
-    assert m.responses[j] == 1 and m.bytes_in[j] == 30_000  # no earlier report yet: own counts
+    # first window: the worker's totals grew from zero at t0, 10 s before its report: 10 answers/s, 0.1 MB/s
+    assert m.responses[j] == pytest.approx(10.0 * 5, rel=0.01) and m.bytes_in[j] == pytest.approx(1e5 * 5, rel=0.01)
+    assert m.responses[1 - j] == 0 and m.bytes_in[1 - j] == 0  # no report: own counts
     assert m.ontime == 4 and m.rejected == 4 * 40  # this antenna's counts x 4 antennas
     k = live.class_of(rej)
     assert m.sent_per_class[k] == 4 * 40 and m.sent_per_class.sum() == 4 * 40
