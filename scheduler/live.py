@@ -2,7 +2,10 @@
 its frames to the bound worker and the answers back, and learns the workers' load from their reports.
 
 Runs inside the antenna's scheduler host (`python -m scheduler.live ...`), listening only on that host's
-emulated address. The policy of each decision window comes from a pluggable `PolicyChooser`.
+emulated address. The policy of each decision window comes from a pluggable `PolicyChooser`: a static
+policy, or an ASET agent that is handed, at the end of every window (aligned on the run's t0), the same
+`WindowMeasurement` the simulator builds (see `LiveScheduler.measure` for how each field is estimated here).
+Every window's policy and counts go to the windows log (`--windows-log`, one CSV row per window).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import csv
 import json
 import math
 import signal
@@ -44,6 +48,13 @@ RATE_BINS_FPS = tuple(SimConfig.rate_bins_fps)
 """Stream classes of the ASET state, as the simulator draws them."""
 SAMPLES_KEPT = 200_000
 """Overhead and decision times kept for the percentiles (the most recent ones)."""
+REJECTED_STREAM_MAX_S = 600.0
+"""A stream rejected when it opened and never closed is forgotten after this long (its source died)."""
+WINDOW_COLUMNS = (
+    "antenna", "window", "t_start_ms", "t_end_ms", "policy", "decide_us", "decide_cpu_us", "sent", "ontime", "failed",
+    "rejected", "streams_new", "streams_rejected", "streams_all", "responses_all_per_s",
+)
+"""Columns of the windows log (README: file formats)."""
 
 
 def static_policy(index: int) -> PolicyChooser:
@@ -72,6 +83,15 @@ class WorkerState:
     reported_at_s: float = 0.0
     declared_since_report_qps: float = 0.0
     failures: int = 0
+    streams_bound: int = 0
+    """Streams the worker saw a frame of recently (every antenna's), from its last report."""
+    served_total: float | None = None
+    """Answers since the worker started, from its last report (None: it does not report totals)."""
+    bytes_total: float | None = None
+    snapshot: tuple[float, float, float] | None = None
+    """(report time, served_total, bytes_total) used at the previous window's end."""
+    rates: tuple[float, float] | None = None
+    """(answers/s, bytes/s) over the last span between two window ends with a fresh report."""
 
 
 @dataclass
@@ -103,6 +123,9 @@ class LiveScheduler:
         eta: float = 1.0,
         window_s: float = 1.0,
         log: Callable[[str], None] = print,
+        t0_known: bool = True,
+        windows_log: Path | None = None,
+        arrival_scale: float | None = None,
     ) -> None:
         self.system = system
         self.antenna = antenna
@@ -117,14 +140,31 @@ class LiveScheduler:
         self.chooser = chooser
         self.policy = first_policy
         self.t0_s = t0_s
+        self.t0_known = t0_known
+        """False until the run's t0 is read: decision windows are aligned on it."""
         self.window_s = window_s
         self.log = log
         self.window = self._fresh_counters()
         self.totals = self._fresh_counters()
         self.overhead_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
         self.decide_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.window_decide_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        """Per window: building the measurement and choosing the next window's policy (state + agent), wall."""
+        self.window_decide_cpu_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        """The same in CPU time of the scheduler's thread: without the waits for a core on a busy machine."""
         self.session: aiohttp.ClientSession | None = None
         self.events: list[dict] = []
+        self.arrival_scale = float(arrival_scale if arrival_scale is not None else len(system.antennas))
+        """This antenna's counts times this estimate every antenna's (the simulator's agent sees them all)."""
+        self.poll_interval_s = 2.0
+        self.rejected_open: dict[int, list] = {}
+        """Streams rejected when they opened, still open: [request, opened (epoch s), queries counted]."""
+        self.window_index = 0
+        self.window_start_s = 0.0
+        self.window_policy_us: tuple[float, float] | None = None
+        """What choosing the current window's policy cost, wall and CPU us (None: chosen at start, idle state)."""
+        self.policy_windows: dict[str, int] = {}
+        self.windows_log = windows_log
 
     def _fresh_counters(self) -> Counters:
         n = self.system.n_resources
@@ -138,6 +178,32 @@ class LiveScheduler:
         k = b * (len(RATE_BINS_FPS) + 1) + r
         self.window.sent_per_class[k] += 1
         self.totals.sent_per_class[k] += 1
+
+    def class_of(self, request: StreamRequest) -> int:
+        b = bisect.bisect_right(BUDGET_BINS_MS, request.max_delay_ms)
+        return b * (len(RATE_BINS_FPS) + 1) + bisect.bisect_right(RATE_BINS_FPS, request.fps)
+
+    # -- streams rejected at binding: their queries are not sent, but the simulator counts them ------
+
+    def open_rejected(self, stream_id: int, request: StreamRequest) -> None:
+        """Counts a stream rejected at binding: its queries (not sent) are rejected queries of their windows."""
+        self.rejected_open[stream_id] = [request, time.time(), 0]
+
+    def _count_rejected(self, entry: list, upto_s: float, closing: bool) -> None:
+        request, opened, counted = entry
+        x = max(0.0, upto_s - opened) * request.fps
+        # queries k = 0, 1, ... go out at opened + k/fps: before upto_s, or all of them up to the close
+        n = math.floor(x + 1e-6) + 1 if closing else math.ceil(x - 1e-9)
+        add = max(0, n - counted)
+        if add:
+            entry[2] = counted + add
+            self.window.rejected += add
+            self.window.sent_per_class[self.class_of(request)] += add
+
+    def close_rejected(self, stream_id: int) -> None:
+        entry = self.rejected_open.pop(stream_id, None)
+        if entry is not None:
+            self._count_rejected(entry, time.time(), closing=True)
 
     # -- load ----------------------------------------------------------------------------------------
 
@@ -208,6 +274,7 @@ class LiveScheduler:
         assert self.session is not None
         timeout = aiohttp.ClientTimeout(total=max(0.5, 2 * interval_s))
         window = f"{min(10.0, max(0.1, interval_s)):g}"  # the report's rate over the poll period
+        self.poll_interval_s = interval_s
 
         async def one(j: int, w: WorkerState) -> None:
             try:
@@ -217,6 +284,11 @@ class LiveScheduler:
                     report = await r.json()
                 w.reported_qps = float(report["queries_in_per_s"])
                 w.reported_at_s = time.monotonic()
+                w.streams_bound = int(report.get("streams_bound", 0))
+                totals = report.get("totals")
+                if isinstance(totals, dict) and "served" in totals:
+                    w.served_total = float(totals["served"])
+                    w.bytes_total = float(totals["bytes_in"]) if "bytes_in" in totals else None
                 w.declared_since_report_qps = 0.0
                 w.failures = 0
                 if not w.up:
@@ -246,28 +318,140 @@ class LiveScheduler:
         for sid in [sid for sid, s in self.streams.items() if now - s.last_seen_s > STREAM_IDLE_S]:
             self.release(sid)
 
-    async def windows(self) -> None:
-        """Every window: hands the window's measurement to the chooser and applies its policy."""
-        while True:
-            await asyncio.sleep(self.window_s)
-            c, self.window = self.window, self._fresh_counters()
-            m = WindowMeasurement(
-                duration_s=self.window_s,
-                ontime=c.ontime,
-                failed=c.failed,
-                rejected=c.rejected,
-                streams_new=c.streams_new,
-                streams_rejected=c.streams_rejected,
-                responses=c.responses,
-                bytes_in=c.bytes_in,
-                streams=self.load.streams.copy(),
-                load_qps=self.load.load_qps.copy(),
-                sent_per_class=c.sent_per_class,
-            )
-            policy = int(self.chooser(m))
+    def measure(self, c: Counters, duration_s: float) -> WindowMeasurement:
+        """Returns the window's measurement in the simulator's terms (scheduler.aset.state, simulator.engine).
+
+        The simulator's agent sees the whole system; a scheduler sees its own antenna, so:
+        - per resource, streams served, answers and input bytes come from the workers' load reports, which
+          count every antenna's queries: streams = the larger of this scheduler's bindings and the streams
+          the worker saw a frame of in its last seconds; answers and bytes = the growth of the worker's
+          totals between the reports read at the previous and at this window's end (for the first window:
+          since t0, when the totals were zero), as a rate times the window. Without a fresh report: the last
+          such rate, else this scheduler's own counts;
+        - declared load = the scheduler's load estimate (own bindings or the worker's reported arrival rate,
+          the larger), as used to bind; a worker that does not answer: own bindings only;
+        - query outcomes, stream arrivals and queries sent per class are this antenna's, times
+          `arrival_scale` (the number of antennas: every antenna gets the same load in generated workloads).
+        """
+        n = self.system.n_resources
+        responses, bytes_in = c.responses.copy(), c.bytes_in.copy()
+        streams = self.load.streams.astype(np.float64)
+        load = self.load.load_qps.copy()
+        est = self.load_estimate()
+        now = time.monotonic()
+        for j, w in enumerate(self.workers):
+            if w is None or not w.up:
+                continue
+            load[j] = est[j]
+            if w.reported_at_s <= 0.0:
+                continue
+            if now - w.reported_at_s <= 3 * self.poll_interval_s + 1.0:
+                streams[j] = max(streams[j], float(w.streams_bound))
+            if w.served_total is None:
+                continue
+            snap = w.snapshot
+            if snap is None and self.t0_known:  # first window: workers start the run with zero totals
+                snap = (now - (time.time() - self.t0_s), 0.0, 0.0)
+            if snap is not None and w.reported_at_s > snap[0]:
+                dt = w.reported_at_s - snap[0]
+                d_served = w.served_total - snap[1]
+                d_bytes = (w.bytes_total - snap[2]) if w.bytes_total is not None else math.nan
+                if d_served >= 0:  # a worker restarted in between starts its totals from zero
+                    w.rates = (d_served / dt, d_bytes / dt if d_bytes >= 0 else math.nan)
+            if snap is None or w.reported_at_s > snap[0]:
+                w.snapshot = (w.reported_at_s, w.served_total,
+                              w.bytes_total if w.bytes_total is not None else math.nan)
+            if w.rates is not None:
+                responses[j] = w.rates[0] * duration_s
+                if math.isfinite(w.rates[1]):
+                    bytes_in[j] = w.rates[1] * duration_s
+        k = self.arrival_scale
+        return WindowMeasurement(
+            duration_s=duration_s,
+            ontime=round(c.ontime * k),
+            failed=round(c.failed * k),
+            rejected=round(c.rejected * k),
+            streams_new=round(c.streams_new * k),
+            streams_rejected=round(c.streams_rejected * k),
+            responses=responses[:n],
+            bytes_in=bytes_in[:n],
+            streams=streams,
+            load_qps=load,
+            sent_per_class=c.sent_per_class * k,
+        )
+
+    def close_window(self, end_s: float, decide: bool = True) -> WindowMeasurement:
+        """Ends the current window at `end_s` (epoch s): measures it, logs its row and, with `decide`,
+        hands it to the chooser and applies the policy of the next window."""
+        t, t_cpu = time.perf_counter(), time.thread_time()
+        for sid, entry in list(self.rejected_open.items()):
+            self._count_rejected(entry, end_s, closing=False)
+            if end_s - entry[1] > REJECTED_STREAM_MAX_S:
+                del self.rejected_open[sid]
+        c, self.window = self.window, self._fresh_counters()
+        m = self.measure(c, max(end_s - self.window_start_s, 1e-3))
+        policy = int(self.chooser(m)) if decide else self.policy
+        cost_us = (time.perf_counter() - t) * 1e6
+        cost_cpu_us = (time.thread_time() - t_cpu) * 1e6
+        self._log_window(c, m, end_s)
+        if decide:
+            self._log_state()
+        name = POLICY_NAMES[self.policy]
+        self.policy_windows[name] = self.policy_windows.get(name, 0) + 1
+        if decide:
+            self.window_decide_us.append(cost_us)
+            self.window_decide_cpu_us.append(cost_cpu_us)
             if policy != self.policy:
-                self.event("policy", policy=POLICY_NAMES[policy])
+                self.event("policy", policy=POLICY_NAMES[policy], window=self.window_index + 1)
                 self.policy = policy
+            self.window_policy_us = (cost_us, cost_cpu_us)
+            self.window_index += 1
+            self.window_start_s = end_s
+        return m
+
+    def _log_window(self, c: Counters, m: WindowMeasurement, end_s: float) -> None:
+        if self.windows_log is None:
+            return
+        new = not self.windows_log.exists()
+        with self.windows_log.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(WINDOW_COLUMNS)
+            w.writerow((
+                self.antenna, self.window_index, f"{(self.window_start_s - self.t0_s) * 1000:.1f}",
+                f"{(end_s - self.t0_s) * 1000:.1f}", POLICY_NAMES[self.policy],
+                *(("", "") if self.window_policy_us is None else (f"{x:.1f}" for x in self.window_policy_us)),
+                int(c.sent_per_class.sum()), c.ontime, c.failed, c.rejected, c.streams_new, c.streams_rejected,
+                int(m.streams.sum()), f"{m.responses.sum() / max(m.duration_s, 1e-9):.2f}",
+            ))
+
+    def _log_state(self) -> None:
+        """With an ASET agent: appends the window's encoded features and Q-values to `<windows log>.state.jsonl`
+        (to compare the live state with the simulator's, e.g. benchmarks/aset_live_state.py)."""
+        controller = getattr(self.chooser, "__self__", None)  # AsetController.decide, bound
+        features = getattr(controller, "last_features", None)
+        if self.windows_log is None or features is None:
+            return
+        q = getattr(controller, "last_q", None)
+        entry = {"antenna": self.antenna, "window": self.window_index,
+                 "features": [round(float(x), 5) for x in features],
+                 "q": None if q is None else [round(float(x), 5) for x in q],
+                 "greedy": None if q is None else POLICY_NAMES[int(np.argmax(q))]}
+        with self.windows_log.with_suffix(".state.jsonl").open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    async def windows(self) -> None:
+        """Decision windows aligned on t0 (window k is [t0 + k T, t0 + (k+1) T)): at each one's end, hands
+        its measurement to the chooser and applies the policy it answers for the next window."""
+        while not self.t0_known:
+            await asyncio.sleep(0.01)
+        now = time.time()
+        self.window_index = max(0, math.floor((now - self.t0_s) / self.window_s))  # > 0 after a restart
+        self.window_start_s = max(now, self.t0_s)
+        while True:
+            end = self.t0_s + (self.window_index + 1) * self.window_s
+            await asyncio.sleep(max(0.0, end - time.time()))
+            self.close_window(end)
 
     def count(self, outcome: str, resource: int = -1, nbytes: int = 0) -> None:
         for c in (self.window, self.totals):
@@ -300,6 +484,10 @@ class LiveScheduler:
             "streams": {"new": t.streams_new, "rejected": t.streams_rejected, "open": len(self.streams)},
             "overhead_us": pct(self.overhead_us),
             "decide_us": pct(self.decide_us),
+            "window_decide_us": pct(self.window_decide_us),
+            "window_decide_cpu_us": pct(self.window_decide_cpu_us),
+            "windows": {"n": sum(self.policy_windows.values()), "window_s": self.window_s,
+                        "policies": dict(sorted(self.policy_windows.items()))},
             "workers_down": [self._name(j) for j, w in enumerate(self.workers) if w is not None and not w.up],
             "events": self.events,
         }
@@ -351,6 +539,7 @@ async def open_stream(request: web.Request) -> web.Response:
     task = live.system.task_index(str(body.get("task", "object-detection")))
     req = StreamRequest(antenna=live.antenna_index, task=task, **values)
     live.release(sid)  # a re-open (after a restart or a worker's death) replaces the old binding
+    live.close_rejected(sid)
     stream = live.bind(sid, req)
     live.event(
         "bind",
@@ -363,6 +552,7 @@ async def open_stream(request: web.Request) -> web.Response:
     if stream.resource < 0:
         live.window.streams_rejected += 1
         live.totals.streams_rejected += 1
+        live.open_rejected(sid, req)
         return web.json_response({"stream_id": sid, "rejected": stream.reason})
     res = live.system.resources[stream.resource]
     return web.json_response(
@@ -376,7 +566,10 @@ async def open_stream(request: web.Request) -> web.Response:
 
 
 async def close_stream(request: web.Request) -> web.Response:
-    request.app[LIVE].release(int(request.match_info["sid"]))
+    live = request.app[LIVE]
+    sid = int(request.match_info["sid"])
+    live.release(sid)
+    live.close_rejected(sid)
     return web.json_response({"closed": True})
 
 
@@ -461,14 +654,35 @@ def _answer(live: LiveScheduler, answer: dict, t_in: float, waited_s: float) -> 
     return web.json_response(answer)
 
 
+ASET = "aset"
+"""The policy name that stands for an ASET agent (`--policy aset --agent FILE`)."""
+
+
+def check_policy(policy: str | None, agent: Path | None, default: str = "least-impedance") -> str:
+    """Returns the effective policy name: `aset` with an agent (alone, `--agent` implies it), `default` with
+    neither; refuses `aset` without an agent, an agent with a static policy, and unknown names."""
+    if agent is not None:
+        if policy not in (ASET, None):
+            raise ValueError(f"--agent {agent} picks the policy of every window: use --policy aset "
+                             f"(or leave --policy out), not --policy {policy}")
+        return ASET
+    if policy == ASET:
+        raise ValueError("--policy aset needs --agent FILE.onnx (an agent exported by `run_testbed.py train`)")
+    policy = default if policy is None else policy
+    policy_index(policy)
+    return policy
+
+
 def choose_policy(
-    system: SystemModel, policy: str, agent: Path | None, window_s: float
+    system: SystemModel, policy: str | None, agent: Path | None, window_s: float
 ) -> tuple[PolicyChooser, int, float]:
     """Returns (chooser, first policy, window length): a static policy, or an ASET agent file's controller
     (its policy per decision window, the window it was trained with; a mismatched agent is refused)."""
-    if agent is None:
+    policy = check_policy(policy, agent)
+    if policy != ASET:
         first = policy_index(policy)
         return static_policy(first), first, window_s
+    assert agent is not None
     from scheduler.aset.policy import AsetController
 
     controller = AsetController.for_system(agent, system)
@@ -518,8 +732,12 @@ async def serve(
     try:
         if t0_file is not None:
             live.t0_s = await read_t0(t0_file)
+            live.t0_known = True
         await stop.wait()
     finally:
+        now = time.time()
+        if live.t0_known and now > live.window_start_s > 0.0:  # the window under way when stopped
+            live.close_window(now, decide=False)
         if stats_path is not None:
             stats_path.write_text(json.dumps(live.statistics(), indent=1) + "\n")
         await runner.cleanup()
@@ -536,7 +754,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--port", type=int, default=7000)
     p.add_argument("--workers", type=Path, required=True, help="JSON {resource: {url, model}}")
-    p.add_argument("--policy", default="least-impedance", help=f"one of {', '.join(POLICY_NAMES)}")
+    p.add_argument("--policy", default=None,
+                   help=f"one of {', '.join(POLICY_NAMES)}, or aset with --agent (default least-impedance; "
+                   "with --agent: aset)")
     p.add_argument(
         "--agent",
         type=Path,
@@ -553,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
         "--load-poll-s", type=float, default=2.0, help="seconds between polls of every worker's load"
     )
     p.add_argument("--stats", type=Path, default=None, help="write the statistics (JSON) here on exit")
+    p.add_argument("--windows-log", type=Path, default=None,
+                   help="append one CSV row per decision window here (policy, counts, decision time)")
     args = p.parse_args(argv)
     try:
         system = build_system(load_topology(args.topo), load_profiles(args.profiles))
@@ -568,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
             eta=args.eta,
             window_s=window_s,
             log=lambda line: print(line, flush=True),
+            t0_known=args.t0 is not None,
+            windows_log=args.windows_log,
         )
         return asyncio.run(serve(live, args.host, args.port, args.load_poll_s, args.stats, args.t0_file))
     except (KeyError, ValueError, OSError) as exc:

@@ -10,7 +10,7 @@ from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from simulator.engine import SimConfig
-from simulator.run import format_table, simulate_policy, write_comparison
+from simulator.run import format_table, simulate_aset, simulate_policy, write_comparison
 from topologies import load_topology
 from workload.arrivals import RateSchedule, check_duration, generate_trace, workload_rng
 from workload.trace import Trace, read_trace, write_trace
@@ -54,9 +54,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     topo = load_topology(args.topo)
     system = build_system(topo, load_profiles(args.profiles))
     trace, label = workload_from_args(args, system.antennas)
+    agent = Path(args.agent) if args.agent else None
+    if args.policy is None:
+        args.policy = "aset" if agent is not None else "least-impedance"
+    if agent is not None and args.policy not in ("all", "aset"):
+        raise ValueError(f"--agent {agent} picks the policy of every window: use --policy aset or all, "
+                         f"not --policy {args.policy}")
+    if args.policy == "aset" and agent is None:
+        raise ValueError("--policy aset needs --agent FILE.onnx (an agent exported by `run_testbed.py train`)")
+    if agent is not None and not agent.is_file():
+        raise ValueError(f"--agent {agent}: no such file")
     policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
+    policies += ["aset"] if agent is not None and args.policy == "all" else []
     for p in policies:
-        policy_index(p)
+        if p != "aset":
+            policy_index(p)
     duration = args.duration if args.trace else _duration(args)
     config = SimConfig(window_s=args.window, duration_s=duration, eta=args.eta)
     out = Path(args.out) if args.out else None
@@ -66,13 +78,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     runs = []
     for p in policies:
         t = time.perf_counter()
-        run = simulate_policy(system, trace, p, config, args.seed, label,
-                              (out / p) if out and len(policies) > 1 else out, write_records=not args.no_records,
-                              records_format=args.records_format)
+        where = (out / p) if out and len(policies) > 1 else out
+        if p == "aset":
+            assert agent is not None
+            run = simulate_aset(system, trace, agent, config, args.seed, label, where,
+                                write_records=not args.no_records, records_format=args.records_format)
+        else:
+            run = simulate_policy(system, trace, p, config, args.seed, label, where,
+                                  write_records=not args.no_records, records_format=args.records_format)
         wall = time.perf_counter() - t
         print(f"  {p:28s} success {run.summary.overall.success:.3f}  failed {run.summary.overall.failed:.3f}  "
               f"rejected {run.summary.overall.rejected:.3f}  ({run.queries} queries, {wall:.1f} s, "
               f"{run.queries / max(wall, 1e-9) / 1e6:.2f} M queries/s)")
+        if p == "aset":
+            pw = run.summary.extra["policy_windows"]
+            print(f"  {'':28s} aset chose, of {pw['windows']} windows: "
+                  + ", ".join(f"{k} {v}" for k, v in pw["policies"].items()))
         runs.append(run)
     print()
     print(format_table(runs))
@@ -89,7 +110,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workload_args(p)
     p.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
     p.add_argument("--trace", default=None, help="replay this trace (CSV) instead of generating one")
-    p.add_argument("--policy", default="least-impedance", help=f"one of {', '.join(POLICY_NAMES)}, or all")
+    p.add_argument("--policy", default=None,
+                   help=f"one of {', '.join(POLICY_NAMES)}, all, or aset (needs --agent) "
+                   "(default least-impedance; with --agent: aset)")
+    p.add_argument("--agent", default=None,
+                   help="an exported ASET agent (ONNX) that picks the policy of every decision window; with "
+                   "--policy all it runs after the seven static policies")
     p.add_argument("--window", type=float, default=1.0, help="window of the time series in seconds (default 1)")
     p.add_argument("--eta", type=float, default=1.0, help="headroom factor of the capacity constraint (default 1)")
     p.add_argument("--out", default=None, help="folder for records, summaries and plots")

@@ -94,7 +94,7 @@ class AsetEnv(gym.Env):
     """Observation: [K, features] float32 (see scheduler.aset.state); action: index into POLICY_NAMES.
 
     `reset(options={"trace": Trace, "sim_seed": int, "duration_s": float})` replays a given trace instead
-    of drawing one (evaluation on the same traces as the static policies).
+    of drawing one (evaluation on the same traces as the static policies); `"record_sink"` gets its records.
     """
 
     metadata = {"render_modes": []}
@@ -138,7 +138,7 @@ class AsetEnv(gym.Env):
             trace, duration = self._draw_trace()
         sim_seed = int(options.get("sim_seed", self.np_random.integers(2**31)))
         sim_config = SimConfig(**{**self.sim_config.__dict__, "duration_s": duration})
-        self.sim = Simulation(self.system, trace, sim_config, seed=sim_seed)
+        self.sim = Simulation(self.system, trace, sim_config, seed=sim_seed, record_sink=options.get("record_sink"))
         if self.baseline is not None:
             self.shadow = Simulation(self.system, trace, sim_config, seed=sim_seed)
         self.horizon = int(np.ceil(duration / self.config.decision_window_s - 1e-9))

@@ -52,6 +52,56 @@ def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimC
                   records_path=writer.path if writer else None)
 
 
+def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimConfig, seed: int,
+                  lambda_label: str, out_dir: Path | None, write_records: bool = True,
+                  records_format: str = "csv") -> SimRun:
+    """Returns the run of an exported ASET agent (ONNX, guarded) choosing the policy of every decision window,
+    as `evaluate` runs it; writes records, time series, summary and `windows.csv` (the policy per window)."""
+    from scheduler.aset.policy import OnnxPolicy
+    from scheduler.core import POLICY_NAMES
+    from simulator.gym_env import AsetEnv, EnvConfig
+
+    policy = OnnxPolicy(agent)
+    env = AsetEnv(system, EnvConfig(decision_window_s=policy.meta.decision_window_s, sim_window_s=config.window_s,
+                                    history=policy.meta.state_shape[0], theta=0.0))
+    policy.meta.check_compatible(env.spec_state, str(agent))
+    env.sim_config = config  # the run's eta, window and batching; the duration is set by reset
+    duration = config.duration_s if config.duration_s is not None else float(trace.end_s.max(initial=0.0))
+    writer = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if write_records:
+            writer = RecordWriter(out_dir / f"records.{records_format}")
+    actions: list[int] = []
+    try:
+        obs, _ = env.reset(seed=seed, options={"trace": trace, "sim_seed": seed, "duration_s": duration,
+                                               "record_sink": writer.write if writer else None})
+        assert env.sim is not None
+        while not env.sim.done:
+            actions.append(policy.act(obs))
+            obs, *_ = env.step(actions[-1])
+    finally:
+        if writer is not None:
+            writer.close()
+    sim = env.sim
+    counts = {POLICY_NAMES[a]: actions.count(a) for a in sorted(set(actions))}
+    summary = RunSummary.from_tally(sim.tally, sim.windows, environment="simulator", topology=system.topology.name,
+                                    policy="aset", seed=seed, lambda_per_min=lambda_label, duration_s=sim.end_s,
+                                    extra={"streams": len(trace), "profiles": system.profiles.source,
+                                           "agent": str(agent), "decision_window_s": policy.meta.decision_window_s,
+                                           "policy_windows": {"windows": len(actions), "policies": counts}})
+    if out_dir is not None:
+        summary.write_json(out_dir / "summary.json")
+        write_timeseries(summary, out_dir / "timeseries.csv")
+        t = policy.meta.decision_window_s
+        with (out_dir / "windows.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(("window", "t_start_ms", "t_end_ms", "policy"))
+            for k, a in enumerate(actions):
+                w.writerow((k, f"{k * t * 1000:.1f}", f"{min((k + 1) * t, sim.end_s) * 1000:.1f}", POLICY_NAMES[a]))
+    return SimRun(summary=summary, queries=sim.queries_done, records_path=writer.path if writer else None)
+
+
 def write_timeseries(summary: RunSummary, path: Path) -> None:
     """Writes the per-window success, failure and reject ratios (windows by send time)."""
     with path.open("w", newline="") as f:

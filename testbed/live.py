@@ -9,6 +9,7 @@ to end, stops it all in reverse order and tears the network down; `summarise` re
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import os
@@ -26,7 +27,8 @@ import numpy as np
 from analysis.plots import plot_success_over_time
 from analysis.records import OUTCOMES, RecordWriter, read_records
 from analysis.summary import RunSummary, Tally, outcome_index
-from scheduler.core import policy_index
+from scheduler.core import POLICY_NAMES, policy_index
+from scheduler.live import check_policy
 from scheduler.profiles import ProfileSet, load_profiles
 from scheduler.system import SystemModel, build_system
 from simulator.engine import SimConfig, Simulation
@@ -50,11 +52,12 @@ class LiveConfig:
     """Everything a live run depends on besides the topology, profile and trace files themselves."""
 
     topo: str = "full-edge"
-    policy: str = "closest"
-    """Closest by default: it binds the tight streams to the antennas' own clusters, whose CPU variants run real
-    ONNX inference (least-impedance prefers the GPU variants further up, which are profile-driven here)."""
+    policy: str | None = None
+    """A static policy or `aset` (needs `agent`); None: aset with an agent, else closest. Closest by default:
+    it binds the tight streams to the antennas' own clusters, whose CPU variants run real ONNX inference
+    (least-impedance prefers the GPU variants further up, which are profile-driven here)."""
     agent: Path | None = None
-    """An exported ASET agent (ONNX): it picks every scheduler's policy per decision window."""
+    """An exported ASET agent (ONNX): it picks every scheduler's policy per decision window (policy aset)."""
     trace: Path | None = None
     """Replay this trace; None: generate Poisson arrivals (lambda_per_min, duration_s, seed)."""
     lambda_per_min: str = "3"
@@ -442,25 +445,28 @@ class LiveRun:
         self.topo = load_topology(config.topo)
         self.profiles = load_profiles(config.profiles)
         self.system = build_system(self.topo, self.profiles)
-        policy_index(config.policy)  # refuses an unknown policy before anything starts
-        if (
-            config.agent is not None
-        ):  # refuses an agent file trained for another system, before anything starts
+        # refuses an unknown policy, aset without an agent or an agent with a static policy, before anything
+        self.policy = check_policy(config.policy, config.agent, default="closest")
+        dry_policy = self.policy
+        self.decision_window_s = config.window_s
+        if config.agent is not None:  # refuses an agent file trained for another system, before anything starts
             from scheduler.aset.policy import AsetController
 
-            AsetController.for_system(config.agent, self.system)
+            controller = AsetController.for_system(config.agent, self.system)
+            self.decision_window_s = controller.decision_window_s
+            dry_policy = POLICY_NAMES[controller.policy.meta.fallback_policy]  # the agent's usual choice
         self.trace, self.duration_s, self.load_label = build_trace(config, self.system)
         self.real_note = ""
         if config.real_sites is not None:
             self.real_sites = tuple(config.real_sites)
         else:
             busiest, _ = busiest_cpu_cluster(
-                self.system, self.trace, config.policy, self.duration_s, config.seed, config.eta
+                self.system, self.trace, dry_policy, self.duration_s, config.seed, config.eta
             )
             if busiest is None:
                 busiest = smallest_cluster(self.topo, self.profiles, self.system)
                 self.real_note = (
-                    f"note: in a simulated dry run {config.policy} binds no stream to a CPU variant, "
+                    f"note: in a simulated dry run {dry_policy} binds no stream to a CPU variant, "
                     f"so the real ONNX workers at {busiest} may stay idle (e.g. --policy closest "
                     "sends streams to the antennas' own clusters)"
                 )
@@ -549,7 +555,7 @@ class LiveRun:
             "--workers",
             str((self.out / "workers.json").resolve()),
             "--policy",
-            c.policy,
+            self.policy,
             *(["--agent", str(Path(c.agent).resolve())] if c.agent is not None else []),
             "--seed",
             str(c.seed + 1000 * self.system.antenna_index(antenna) + n),
@@ -563,6 +569,8 @@ class LiveRun:
             str(c.load_poll_s),
             "--stats",
             str((self.out / "schedulers" / f"{antenna}{suffix}.json").resolve()),
+            "--windows-log",
+            str((self.out / "windows" / f"{antenna}{suffix}.csv").resolve()),
         ]
         return Proc(
             f"scheduler {antenna}", host, argv, self.out / "logs" / f"scheduler-{antenna}{suffix}.log"
@@ -570,6 +578,7 @@ class LiveRun:
 
     def start_schedulers(self, net: EmulatedNetwork) -> None:
         (self.out / "schedulers").mkdir(exist_ok=True)
+        (self.out / "windows").mkdir(exist_ok=True)
         for ant in self.system.antennas:
             self.schedulers[ant] = self.scheduler_proc(net, ant)
             self.schedulers[ant].start()
@@ -731,7 +740,8 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
     run.write_inputs()
     log(
         f"run dir {run.out}; {len(run.trace)} streams, {run.trace.expected_queries(run.duration_s)} queries "
-        f"over {run.duration_s:g} s ({run.load_label}), policy {config.policy}"
+        f"over {run.duration_s:g} s ({run.load_label}), policy {run.policy}"
+        + (f" (agent {config.agent}, a decision every {run.decision_window_s:g} s)" if config.agent else "")
     )
     log(
         "workers (real ONNX where the host carries it, profile-driven elsewhere):\n"
@@ -816,6 +826,49 @@ def _scheduler_stats(out: Path) -> dict[str, dict]:
     return stats
 
 
+def merge_windows(out: Path) -> list[dict]:
+    """Merges every scheduler's windows log (`windows/<antenna>[.n].csv`) into `windows.csv`, sorted by
+    window then antenna, and returns its rows (a restarted scheduler's rows follow its predecessor's)."""
+    rows: list[dict] = []
+    columns: list[str] = []
+    for path in sorted((out / "windows").glob("*.csv")):
+        with contextlib.suppress(OSError), path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or columns)
+            rows += list(reader)
+    rows.sort(key=lambda r: (int(r["window"]), r["antenna"], float(r["t_start_ms"])))
+    if columns:
+        with (out / "windows.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+    return rows
+
+
+def window_policies(rows: list[dict]) -> dict:
+    """Returns the policy counts of the windows log: overall, per antenna, and the decision time."""
+    per_antenna: dict[str, dict[str, int]] = {}
+    overall: dict[str, int] = {}
+    for r in rows:
+        ant = per_antenna.setdefault(r["antenna"], {})
+        ant[r["policy"]] = ant.get(r["policy"], 0) + 1
+        overall[r["policy"]] = overall.get(r["policy"], 0) + 1
+
+    def pct(key: str) -> dict:
+        x = np.array([float(r[key]) for r in rows if r.get(key)], dtype=np.float64)
+        return {"n": int(x.size), **({"p50": round(float(np.percentile(x, 50)), 1),
+                                      "p99": round(float(np.percentile(x, 99)), 1),
+                                      "max": round(float(x.max()), 1)} if x.size else {})}
+
+    return {
+        "windows": len(rows),
+        "policies": dict(sorted(overall.items())),
+        "per_antenna": {a: dict(sorted(c.items())) for a, c in sorted(per_antenna.items())},
+        "decide_us": pct("decide_us"),
+        "decide_cpu_us": pct("decide_cpu_us"),
+    }
+
+
 def summarise(run: LiveRun, wall_s: float) -> LiveResult:
     """Reads the records back: summary.json, timeseries (overall and per app), success.png."""
     table = read_records(run.out / "records.csv")
@@ -847,12 +900,13 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
     if sources:  # the sources have exited by the last CPU snapshot: they report their own CPU time
         run.cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
     expected = run.trace.expected_queries(run.duration_s)
+    windows = merge_windows(run.out)
     summary = RunSummary.from_tally(
         tally,
         n_windows,
         environment="testbed",
         topology=run.topo.name,
-        policy=run.config.policy if run.config.agent is None else f"aset ({run.config.agent})",
+        policy=run.policy,
         seed=run.config.seed if run.config.trace is None else None,
         lambda_per_min=run.load_label,
         duration_s=run.duration_s,
@@ -868,12 +922,20 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
             "sources": sources,
             "cpu_s": run.cpu_groups,
             "scheduler_overhead_us": {k: v.get("overhead_us") for k, v in sched.items()},
+            "agent": str(run.config.agent) if run.config.agent is not None else None,
+            "decision_window_s": run.decision_window_s,
+            "policy_windows": window_policies(windows),
         },
     )
     summary.write_json(run.out / "summary.json")
     write_timeseries(summary, run.out / "timeseries.csv")
     _write_per_app(tally, n_windows, run.out / "timeseries_per_app.csv")
-    plot_success_over_time([summary], run.out / "success.png")
+    bands = {}
+    for r in windows:
+        bands.setdefault(r["antenna"], []).append(
+            (float(r["t_start_ms"]) / 1000.0, float(r["t_end_ms"]) / 1000.0, r["policy"])
+        )
+    plot_success_over_time([summary], run.out / "success.png", policy_bands=bands or None)
     from_schedulers = [
         {**e, "source": f"scheduler {k}"} for k, v in sched.items() for e in v.get("events", [])
     ]
@@ -940,6 +1002,15 @@ def format_result(result: LiveResult) -> str:
                 f"scheduler {ant}: {ov['n']} frames relayed, overhead p50 {ov['p50']:.0f} us, "
                 f"p99 {ov['p99']:.0f} us; streams {st['streams']}; workers down {st['workers_down']}"
             )
+    pw = s.extra.get("policy_windows") or {}
+    if pw.get("windows"):
+        cost, cpu = pw.get("decide_us", {}), pw.get("decide_cpu_us", {})
+        lines.append(
+            f"decision windows ({s.extra.get('decision_window_s', 0):g} s, all antennas): {pw['windows']}; "
+            + ", ".join(f"{k} {v}" for k, v in pw["policies"].items())
+            + (f"; decision time p50 {cost['p50']:.0f} us, p99 {cost['p99']:.0f} us wall" if cost.get("n") else "")
+            + (f", p50 {cpu['p50']:.0f} us, p99 {cpu['p99']:.0f} us CPU" if cpu.get("n") else "")
+        )
     lines.append(f"run dir: {result.out}")
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from scheduler.core import POLICY_NAMES
+from scheduler.live import ASET, check_policy
 from testbed.capture import DEFAULT_SNAPLEN
 from testbed.errors import NetworkError, PreflightError
 from testbed.live import LiveConfig, LiveInterrupted, format_result
@@ -36,13 +37,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     d = LiveConfig()
     parser.add_argument("--topo", default=d.topo, help=f"topology name or YAML path (default {d.topo})")
     parser.add_argument(
-        "--policy", default=d.policy, choices=POLICY_NAMES, help=f"static policy (default {d.policy})"
+        "--policy",
+        default=d.policy,
+        choices=(*POLICY_NAMES, ASET),
+        help="a static policy, or aset (needs --agent): the agent picks every window's policy "
+        "(default closest; with --agent, aset)",
     )
     parser.add_argument(
         "--agent",
         type=Path,
         default=None,
-        help="an exported ASET agent (ONNX) that picks each scheduler's policy per decision window",
+        help="an exported ASET agent (ONNX, from `train`) that picks each scheduler's policy per decision "
+        "window; implies --policy aset",
     )
     parser.add_argument(
         "--trace", type=Path, default=None, help="replay this trace (CSV) instead of generating load"
@@ -172,6 +178,14 @@ def config_from_args(args: argparse.Namespace) -> LiveConfig:
 
 def run_live(args: argparse.Namespace) -> int:
     """Runs the live testbed as the parsed options say; prints the summary table; returns the exit status."""
+    try:
+        check_policy(args.policy, args.agent)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    if args.agent is not None and not args.agent.is_file():
+        print(f"error: --agent {args.agent}: no such file", file=sys.stderr)
+        return EXIT_INPUT
     if os.geteuid() != 0:
         print("error: the live run builds network namespaces and switches: run it as root", file=sys.stderr)
         return EXIT_INPUT

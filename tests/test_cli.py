@@ -52,6 +52,9 @@ def test_simulate_with_lambda_schedule_writes_one_policy(tmp_path: Path) -> None
     (("simulate", "--topo", "tiny", "--duration", "nan"), "--duration nan: must be"),
     (("simulate", "--topo", "tiny", "--duration", "5", "--eta", "-1"), "eta -1.0: must be"),
     (("trace", "--topo", "tiny", "--duration", "-3", "-o", "/tmp/never.csv"), "--duration -3.0: must be"),
+    (("--topo", "tiny", "--policy", "aset"), "--policy aset needs --agent"),
+    (("simulate", "--topo", "tiny", "--policy", "aset"), "--policy aset needs --agent"),
+    (("run", "--topo", "tiny", "--agent", "/nonexistent.onnx"), "--agent /nonexistent.onnx: no such file"),
 ])
 def test_bad_arguments_give_one_clear_error(args: tuple[str, ...], expected: str) -> None:
     r = run_cli(*args)
@@ -89,3 +92,23 @@ def test_every_command_draws_the_same_workload_from_a_seed(tmp_path: Path) -> No
     cli = read_trace(out)
     assert len(cli) == len(live) > 0
     assert (cli.start_s == pytest.approx(live.start_s, abs=1e-6)) and (cli.app == live.app).all()
+
+
+def test_simulate_runs_an_aset_agent_after_the_static_policies(tmp_path: Path) -> None:
+    from aset_agents import constant_agent
+
+    from scheduler.profiles import load_profiles
+    from scheduler.system import build_system
+    from topologies import load_topology
+
+    system = build_system(load_topology("tiny"), load_profiles())
+    agent = constant_agent(tmp_path / "agent.onnx", system, "farthest", window_s=2.0)
+    r = run_cli("simulate", "--topo", "tiny", "--lambda", "6", "--duration", "10", "--policy", "all",
+                "--agent", str(agent), "--out", str(tmp_path / "o"), "--no-records")
+    assert r.returncode == 0, r.stderr
+    aset = json.loads((tmp_path / "o" / "aset" / "summary.json").read_text())
+    farthest = json.loads((tmp_path / "o" / "farthest" / "summary.json").read_text())
+    assert aset["policy"] == "aset" and aset["overall"] == farthest["overall"]  # the same choice, every window
+    assert aset["extra"]["policy_windows"] == {"windows": 5, "policies": {"farthest": 5}}
+    rows = (tmp_path / "o" / "aset" / "windows.csv").read_text().splitlines()
+    assert rows[0] == "window,t_start_ms,t_end_ms,policy" and rows[-1] == "4,8000.0,10000.0,farthest"

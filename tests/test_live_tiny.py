@@ -1,9 +1,11 @@
 """A live run on tiny.yaml (one real ONNX worker, two profile-driven), with a worker killed, the scheduler
 restarted and corrupt frames sent mid-run: every query accounted, stages ordered and no faster than
-the links, pcap readable, and nothing left behind."""
+the links, pcap readable, and nothing left behind. The scheduler runs a constant ASET agent (it always
+picks closest, the default static policy): its choice is logged for every decision window."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -15,12 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aset_agents import constant_agent
 
 from analysis.records import read_records
+from scheduler.profiles import load_profiles
+from scheduler.system import build_system
 from testbed.capture import dropped_by_kernel
 from testbed.leftovers import leftovers
 from testbed.live import SCHEDULER_PORT, LiveConfig, LiveInterrupted, LiveRun, run_live
 from testbed.record import CreationRecord
+from topologies import load_topology
 from workload.trace import TraceError, read_trace
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -36,14 +42,18 @@ TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms
 3,ant1,1.0,3,video-surveillance,10,60000,1000,0.5,object-detection
 """
 EPS_MS = 0.05  # clock reads on one machine; the wire never delivers early
+AGENT_WINDOW_S = 2.0
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     base = tmp_path_factory.mktemp("live")
     (base / "trace.csv").write_text(TRACE)
+    system = build_system(load_topology("tiny"), load_profiles())
+    agent = constant_agent(base / "agent.onnx", system, "closest", window_s=AGENT_WINDOW_S)
     config = LiveConfig(
         topo="tiny",
+        agent=agent,
         trace=base / "trace.csv",
         duration_s=DURATION_S,
         out=base / "run",
@@ -315,3 +325,29 @@ def test_sigterm_mid_run_tears_down_and_keeps_what_was_recorded(tmp_path: Path) 
     assert record.is_torn_down()
     procs = [(e.pid, e.start_ticks) for e in record.entries() if e.kind == "process"]
     assert leftovers(record.run_entry().name, procs) == []
+
+
+def test_the_agents_choice_is_logged_for_every_window(live) -> None:
+    result, _, _ = live
+    rows = list(csv.DictReader((result.out / "windows.csv").open()))
+    assert rows and {r["antenna"] for r in rows} == {"ant1"} and {r["policy"] for r in rows} == {"closest"}
+    # every window the scheduler was up for is there: all but those wholly within its restart
+    stopped = next(e["t_ms"] for e in result.events if e["event"] == "scheduler-stopped")
+    back = next(e["t_ms"] for e in result.events if e["event"] == "scheduler-restarted")
+    got = [int(r["window"]) for r in rows]
+    step = AGENT_WINDOW_S * 1000
+    for k in range(int(DURATION_S / AGENT_WINDOW_S)):
+        if (k + 1) * step <= stopped or k * step >= back - 500:  # 0.5 s: the fresh scheduler reads t0
+            assert k in got, (k, got)
+    assert len(got) - len(set(got)) <= 1  # the window of a quick restart: once before and once after it
+    for r in rows:  # rows tile time: full windows on the grid, partial ones only around the restart
+        t0_ms, t1_ms = float(r["t_start_ms"]), float(r["t_end_ms"])
+        assert int(r["window"]) * step - 1 <= t0_ms < t1_ms <= (int(r["window"]) + 1) * step + 1000
+    assert sum(int(r["streams_new"]) for r in rows) >= 3
+    assert sum(int(r["rejected"]) for r in rows) > 0  # stream 3: rejected at binding, its queries counted
+    assert sum(1 for r in rows if r["decide_us"] == "") == 2  # one per scheduler process: its first window
+    summary = json.loads((result.out / "summary.json").read_text())
+    assert summary["policy"] == "aset"
+    assert summary["extra"]["policy_windows"]["policies"] == {"closest": len(rows)}
+    assert summary["extra"]["policy_windows"]["decide_us"]["n"] == len(rows) - 2
+    assert (result.out / "windows" / "ant1.csv").exists() and (result.out / "windows" / "ant1.1.csv").exists()

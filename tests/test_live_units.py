@@ -12,6 +12,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
+from aset_agents import constant_agent
 from PIL import Image
 
 from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
@@ -232,66 +233,20 @@ def test_pcap_host_selection() -> None:
         choose_hosts(hosts, "worker-mars")
 
 
-def _constant_agent(path, system, best: str, window_s: float = 0.2, topology: str | None = None):
-    """Writes an ONNX 'agent' whose Q-values are constant: it always prefers `best`."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from scheduler.aset.meta import ONNX_META_KEY, AgentMeta
-    from scheduler.aset.state import StateSpec
-
-    shape = StateSpec.of(system, history=2).shape
-    q = np.zeros((1, len(POLICY_NAMES)), np.float32)
-    q[0, policy_index(best)] = 1.0
-    nodes = [
-        helper.make_node("ReduceSum", ["state", "axes"], ["s"], keepdims=0),
-        helper.make_node("Unsqueeze", ["s", "one"], ["s1"]),
-        helper.make_node("Mul", ["s1", "zero"], ["z"]),
-        helper.make_node("Add", ["z", "q"], ["q_values"]),
-    ]
-    inits = [
-        helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
-        helper.make_tensor("one", TensorProto.INT64, [1], [1]),
-        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
-        helper.make_tensor("q", TensorProto.FLOAT, list(q.shape), q.ravel().tolist()),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "constant-agent",
-        [helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", *shape])],
-        [helper.make_tensor_value_info("q_values", TensorProto.FLOAT, ["batch", len(POLICY_NAMES)])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    meta = AgentMeta(
-        topology=topology or system.topology.name,
-        state_shape=shape,
-        n_resources=system.n_resources,
-        policy_names=POLICY_NAMES,
-        decision_window_s=window_s,
-        channels=1,
-        kernel_size=1,
-        hidden=1,
-        dueling=False,
-        fallback_policy=policy_index("least-impedance"),
-        guard_margin=0.0,
-    )
-    entry = model.metadata_props.add()
-    entry.key, entry.value = ONNX_META_KEY, meta.to_json()
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
 def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_path) -> None:
     from scheduler.aset.meta import AgentMismatchError
-    from scheduler.live import choose_policy
+    from scheduler.live import check_policy, choose_policy
     from testbed.live import LiveRun
 
     _, _, system = tiny_system
-    agent = _constant_agent(tmp_path / "agent.onnx", system, "load-balancing", window_s=0.05)
-    chooser, first, window_s = choose_policy(system, "least-impedance", agent, 1.0)
+    agent = constant_agent(tmp_path / "agent.onnx", system, "load-balancing", window_s=0.05)
+    assert check_policy(None, agent) == check_policy("aset", agent) == "aset"
+    assert check_policy(None, None, default="closest") == "closest"
+    with pytest.raises(ValueError, match="--policy aset needs --agent"):
+        check_policy("aset", None)
+    with pytest.raises(ValueError, match="use --policy aset"):
+        check_policy("closest", agent)
+    chooser, first, window_s = choose_policy(system, "aset", agent, 1.0)
     assert POLICY_NAMES[first] == "load-balancing" and window_s == 0.05
     live = LiveScheduler(
         system,
@@ -303,6 +258,7 @@ def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_pat
         t0_s=0.0,
         window_s=window_s,
         log=lambda _: None,
+        windows_log=tmp_path / "w.csv",
     )
 
     async def run() -> None:
@@ -312,7 +268,65 @@ def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_pat
 
     asyncio.run(run())
     assert POLICY_NAMES[live.policy] == "load-balancing"
-    other = _constant_agent(tmp_path / "other.onnx", system, "closest", topology="full-edge")
+    import json
+
+    from scheduler.aset.state import StateSpec
+
+    rows = (tmp_path / "w.csv").read_text().splitlines()[1:]
+    states = [json.loads(line) for line in (tmp_path / "w.state.jsonl").read_text().splitlines()]
+    assert len(rows) == len(states) >= 1 and rows[0].split(",")[4] == "closest"  # the first window's policy
+    assert all(r.split(",")[4] == "load-balancing" for r in rows[1:])
+    assert [s["window"] for s in states] == [int(r.split(",")[1]) for r in rows]
+    assert {len(s["features"]) for s in states} == {StateSpec.of(system, history=2).n_features}
+    assert {s["greedy"] for s in states} == {"load-balancing"}
+    other = constant_agent(tmp_path / "other.onnx", system, "closest", topology="full-edge")
     with pytest.raises(AgentMismatchError, match="cannot drive topology 'tiny'"):
         LiveRun(LiveConfig(topo="tiny", agent=other, out=tmp_path / "run"), log=lambda _: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> None:
+    """Per resource from the workers' reports (every antenna's traffic), arrivals scaled to all antennas,
+    queries of streams rejected at binding counted though never sent, and one log row per window."""
+    import csv
+
+    from scheduler.live import WINDOW_COLUMNS
+
+    _, _, system = tiny_system
+    names = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}
+    t0 = time.time() - 10.0
+    live = LiveScheduler(system, "ant1", names, static_policy(LI), LI, seed=0, t0_s=t0, window_s=5.0,
+                         log=lambda _: None, windows_log=tmp_path / "w.csv", arrival_scale=4)
+    live.window_start_s = t0
+    a = live.bind(1, StreamRequest(0, fps=30, frame_bytes=30_000, max_delay_ms=300, min_accuracy=0.2))
+    w = live.workers[a.resource]
+    w.reported_at_s, w.reported_qps, w.streams_bound = time.monotonic(), 50.0, 3
+    w.served_total, w.bytes_total, w.declared_since_report_qps = 100.0, 1e6, 0.0  # as a poll leaves it
+    live.count("ontime", a.resource, 30_000)
+    rej = StreamRequest(0, fps=10, frame_bytes=60_000, max_delay_ms=1000, min_accuracy=0.5)
+    live.open_rejected(9, rej)
+    live.rejected_open[9][1] = t0 + 1.0  # opened 1 s into the window: 40 queries by its end
+    m = live.close_window(t0 + 5.0)
+    j = a.resource
+    assert m.duration_s == 5.0 and live.window_index == 1
+    assert m.streams[j] == 3 and m.load_qps[j] == 50.0  # the worker's view: every antenna's streams
+    # first window: the worker's totals grew from zero at t0, 10 s before its report: 10 answers/s, 0.1 MB/s
+    assert m.responses[j] == pytest.approx(10.0 * 5, rel=0.01) and m.bytes_in[j] == pytest.approx(1e5 * 5, rel=0.01)
+    assert m.responses[1 - j] == 0 and m.bytes_in[1 - j] == 0  # no report: own counts
+    assert m.ontime == 4 and m.rejected == 4 * 40  # this antenna's counts x 4 antennas
+    k = live.class_of(rej)
+    assert m.sent_per_class[k] == 4 * 40 and m.sent_per_class.sum() == 4 * 40
+    w.reported_at_s += 2.0  # a later report: 60 answers and 0.6 MB more in 2 s
+    w.served_total, w.bytes_total = 160.0, 1.6e6
+    live.close_rejected(9)  # closed at once: its queries went on to ~now (t0 + 10 s): 50 more
+    m = live.close_window(t0 + 10.0)
+    assert m.responses[j] == pytest.approx(30.0 * 5) and m.bytes_in[j] == pytest.approx(3e5 * 5)
+    assert m.rejected == pytest.approx(4 * 50, abs=4 * 2) and not live.rejected_open
+    rows = list(csv.DictReader((tmp_path / "w.csv").open()))
+    assert tuple(rows[0]) == WINDOW_COLUMNS and [r["window"] for r in rows] == ["0", "1"]
+    assert [r["policy"] for r in rows] == ["least-impedance"] * 2
+    assert rows[0]["decide_us"] == rows[0]["decide_cpu_us"] == ""  # window 0: chosen before the run
+    assert float(rows[1]["decide_us"]) > 0 and float(rows[1]["decide_cpu_us"]) > 0
+    assert rows[0]["t_start_ms"] == "0.0" and rows[1]["t_end_ms"] == "10000.0"
+    assert int(rows[0]["sent"]) == 40 and int(rows[0]["rejected"]) == 40 and int(rows[0]["streams_all"]) == 3
+    assert live.statistics()["windows"]["policies"] == {"least-impedance": 2}

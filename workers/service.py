@@ -209,7 +209,7 @@ async def frames(request: web.Request) -> web.Response:
     if not body:
         return error(400, "bad_frame", "empty body")
     stream, query_id = request.query.get("stream", ""), request.query.get("query", "")
-    stats.on_arrival(stream)
+    stats.on_arrival(stream, 1, len(body))
     q = Query(stream, query_id, body, None, t_arrival, batcher.queue_len, asyncio.get_running_loop().create_future())
     if not batcher.submit([q]):
         return _overload(dep, batcher, stats, 1, stream=stream, query=query_id, t_arrival_ms=t_arrival)
@@ -342,7 +342,7 @@ async def infer(request: web.Request) -> web.Response:
     queue_len = batcher.queue_len
     queries = [Query("", str(i), None, img, t_arrival, queue_len, loop.create_future())
                for i, img in enumerate(parsed.images)]
-    stats.on_arrival("", len(queries))
+    stats.on_arrival("", len(queries), len(body))
     if not batcher.submit(queries):
         return _overload(dep, batcher, stats, len(queries), t_arrival_ms=t_arrival)
     outcomes: list[Outcome] = await asyncio.gather(*(q.future for q in queries))

@@ -15,6 +15,8 @@ HISTORY_S = 10.0
 @dataclass
 class _Totals:
     arrivals: int = 0
+    bytes_in: int = 0
+    """Bytes of the request bodies that arrived (frames or tensors), overloads included."""
     served: int = 0
     bad_input: int = 0
     overloads: int = 0
@@ -50,9 +52,10 @@ class WorkerStats:
         if len(self._streams) > 1024 or (self._streams and min(self._streams.values()) < now - self.stream_ttl_s):
             self._streams = {s: t for s, t in self._streams.items() if t >= now - self.stream_ttl_s}
 
-    def on_arrival(self, stream: str, count: int = 1) -> None:
+    def on_arrival(self, stream: str, count: int = 1, nbytes: int = 0) -> None:
         now = self._clock()
         self.totals.arrivals += count
+        self.totals.bytes_in += nbytes
         self._arrivals.extend([now] * count)
         if stream:
             self._streams[stream] = now
@@ -111,7 +114,8 @@ class WorkerStats:
             "mean_batch_size_10s": frames / len(recent) if recent else 0.0,
             "processing_ms_per_batch_10s": batch_ms / len(recent) if recent else 0.0,
             "processing_ms_per_query_10s": batch_ms / frames if frames else 0.0,
-            "totals": {"arrivals": self.totals.arrivals, "served": self.totals.served,
+            "totals": {"arrivals": self.totals.arrivals, "bytes_in": self.totals.bytes_in,
+                       "served": self.totals.served,
                        "bad_input": self.totals.bad_input, "overloads": self.totals.overloads,
                        "batches": self.totals.batches},
         }

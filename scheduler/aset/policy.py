@@ -62,6 +62,10 @@ class AsetController:
 
     policy: OnnxPolicy
     builder: StateBuilder
+    last_features: np.ndarray | None = None
+    """The encoded features of the last window decided on (the newest row of the state)."""
+    last_q: np.ndarray | None = None
+    """The agent's Q-values at the last decision."""
 
     @staticmethod
     def load(path: str | Path, spec: StateSpec) -> AsetController:
@@ -88,4 +92,8 @@ class AsetController:
 
     def decide(self, window: WindowMeasurement) -> int:
         """Pushes the window just ended and returns the policy for the next one."""
-        return self.policy.act(self.builder.push(window))
+        state = self.builder.push(window)
+        self.last_features = state[-1]
+        self.last_q = self.policy.q_values(state)
+        meta = self.policy.meta
+        return guarded_action(self.last_q, meta.fallback_policy, meta.guard_margin if self.policy.guard else 0.0)
