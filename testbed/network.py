@@ -31,6 +31,10 @@ from topologies import Topology, load_topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OFFLOADS_OFF = ["tx", "off", "tso", "off", "gso", "off", "gro", "off"]
+TCP_INIT_WINDOW_SEGMENTS = 64
+"""Initial congestion and receive windows of the hosts' routes (Linux: 10): with slow start after idle off,
+a frame up to 64 segments (~570 kB at MTU 9000) leaves in one flight, as the simulator's transmission
+model assumes (bytes / rate), instead of taking extra round trips on long paths."""
 """Userspace forwarding (OVS netdev, the wire) copies frames as they are: without this, TCP
 checksums are left for an offload that never happens and frames exceed the MTU (GSO)."""
 HELPER_START_S = 20.0
@@ -282,6 +286,9 @@ class EmulatedNetwork:
                          f"addr add {h.ip}/{h.prefix_len} dev {HOST_IFNAME}", f"link set {HOST_IFNAME} up"],
                         netns=h.netns)
             sh.run(sh.in_netns(h.netns, ["ethtool", "-K", HOST_IFNAME, *OFFLOADS_OFF]))
+            sh.run(["ip", "netns", "exec", h.netns, "sysctl", "-q", "-w", "net.ipv4.tcp_slow_start_after_idle=0"])
+            sh.ip_batch([f"route replace {self.plan.subnet} dev {HOST_IFNAME} proto kernel scope link src {h.ip} "
+                         f"initcwnd {TCP_INIT_WINDOW_SEGMENTS} initrwnd {TCP_INIT_WINDOW_SEGMENTS}"], netns=h.netns)
         ports = [e.ifname for lk in self.plan.links for e in (lk.a, lk.b) if e.switch is not None]
         for ifname in ports:
             Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6").write_text("1\n")
