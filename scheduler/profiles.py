@@ -90,6 +90,28 @@ def default_profile_path() -> Path:
     return MEASURED_PROFILE if MEASURED_PROFILE.exists() else PROVISIONAL_PROFILE
 
 
+def write_scaled_profile(src: str | Path | None, factor: float, dst: Path) -> Path:
+    """Writes a copy of profile file `src` (default: as load_profiles) whose every batch latency is
+    `factor` times the original: a slower system, e.g. to reach the loads where policies differ with
+    as few queries as a small testbed carries. Returns `dst`; raises ProfileError on a bad file or factor."""
+    import yaml
+
+    path = Path(src) if src is not None else default_profile_path()
+    if not (np.isfinite(factor) and factor > 0):
+        raise ProfileError(f"profile scale {factor!r}: must be a finite number > 0")
+    load_profiles(path)  # the copy is only as good as its source
+    doc = load_yaml_strict(path, ProfileError)
+    doc["origin"] = f"{doc.get('origin', path.name)}; every batch latency x{factor:g} ({path.name})"
+    for r in doc["runtimes"]:
+        for key in ("batch_latency_ms", "batch_latency_p99_ms"):
+            if key in r:
+                r[key] = {b: float(ms) * factor for b, ms in r[key].items()}
+        r["source"] = f"x{factor:g}: {r.get('source', '')}"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dst
+
+
 def _fail(path: Path, where: str, message: str) -> ProfileError:
     return ProfileError(f"{path}: {where}: {message}")
 

@@ -18,7 +18,7 @@ from analysis.calibrate import processing_scale, stack_overhead_ms
 from analysis.fidelity import compare_dirs, write_report
 from analysis.records import read_records
 from scheduler.core import POLICY_NAMES, policy_index
-from scheduler.profiles import load_profiles
+from scheduler.profiles import load_profiles, write_scaled_profile
 from scheduler.system import build_system
 from simulator.engine import SimConfig
 from simulator.run import simulate_policy
@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policies", default="closest,least-impedance,load-balancing",
                    help=f"comma list of policies, or all ({', '.join(POLICY_NAMES)})")
     p.add_argument("--profiles", type=Path, default=None, help="profile file (default: measured, else provisional)")
+    p.add_argument("--profile-scale", type=float, default=1.0, metavar="K",
+                   help="both sides use the profile with every batch latency x K (written to OUT/profiles-xK.yaml): "
+                        "a slower system reaches the loads where policies differ at rates the testbed carries")
     p.add_argument("--calibrate", type=Path, default=None, metavar="RUN_DIR",
                    help="simulate with the link delays and processing times this testbed run measured")
     p.add_argument("--real-workers", default="none", metavar="SITES",
@@ -71,6 +74,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         trace = generate_trace(antennas, RateSchedule.parse(args.lam), args.duration, workload_rng(args.seed))
     write_trace(trace, trace_path)
+    if args.profile_scale != 1.0:
+        args.profiles = write_scaled_profile(args.profiles, args.profile_scale,
+                                             out / f"profiles-x{args.profile_scale:g}.yaml")
     profiles = load_profiles(args.profiles)
     # The simulated schedulers decide with the nominal figures, as the testbed's do; calibration changes
     # only how the simulated links and workers behave.

@@ -48,3 +48,18 @@ def test_bad_physics_and_scales_are_refused_naming_them(write_yaml, test_profile
         run_records(system, trace, SimConfig(processing_scale=(("nope-cpu-b1", 2.0),)))
     with pytest.raises(ValueError, match="processing_scale of 'fast-cpu-b4'"):
         SimConfig(processing_scale=(("fast-cpu-b4", 0.0),))
+
+
+def test_a_scaled_profile_slows_every_batch_and_nothing_else(tmp_path) -> None:
+    from scheduler.profiles import PROVISIONAL_PROFILE, ProfileError, write_scaled_profile
+
+    base = load_profiles(PROVISIONAL_PROFILE)
+    slow = load_profiles(write_scaled_profile(PROVISIONAL_PROFILE, 8.0, tmp_path / "x8.yaml"))
+    assert set(slow.variants) == set(base.variants)
+    for name, v in base.variants.items():
+        assert slow.variants[name].batch_ms[1:] == pytest.approx([8 * ms for ms in v.batch_ms[1:]])
+        assert slow.variants[name].capacity_qps == pytest.approx(v.capacity_qps / 8)
+        assert slow.variants[name].accuracy == v.accuracy
+    assert "x8" in slow.source
+    with pytest.raises(ProfileError, match="must be a finite number > 0"):
+        write_scaled_profile(PROVISIONAL_PROFILE, 0.0, tmp_path / "x0.yaml")
