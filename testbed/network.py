@@ -31,12 +31,12 @@ from topologies import Topology, load_topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OFFLOADS_OFF = ["tx", "off", "tso", "off", "gso", "off", "gro", "off"]
+"""Userspace forwarding (OVS netdev, the wire) copies frames as they are: without this, TCP
+checksums are left for an offload that never happens and frames exceed the MTU (GSO)."""
 TCP_INIT_WINDOW_SEGMENTS = 64
 """Initial congestion and receive windows of the hosts' routes (Linux: 10): with slow start after idle off,
 a frame up to 64 segments (~570 kB at MTU 9000) leaves in one flight, as the simulator's transmission
 model assumes (bytes / rate), instead of taking extra round trips on long paths."""
-"""Userspace forwarding (OVS netdev, the wire) copies frames as they are: without this, TCP
-checksums are left for an offload that never happens and frames exceed the MTU (GSO)."""
 HELPER_START_S = 20.0
 CONTROLLER_READY_S = 30.0
 

@@ -3,8 +3,8 @@
 A wire process bridges pairs of interfaces with AF_PACKET sockets in one select() loop. Each frame
 is stamped by the kernel on receipt (SO_TIMESTAMPNS), dropped with the loss probability, and held
 until its due time (receipt + delay + normal jitter), FIFO per direction. Rate stays in kernel TBF.
-Frames of one burst (each arriving within its own transmission time at the link's rate, plus
-BURST_SLACK_NS, of the one before: a TCP flight) share one jitter draw, as packets queued together do
+Frames of one burst (each arriving within BURST_FACTOR times its transmission time at the link's
+rate, plus BURST_SLACK_NS, of the one before: a TCP flight) share one jitter draw, as packets queued together do
 on a real path; otherwise a query's packets would each draw and the query would take the latest of them.
 Run as `python -m testbed.wire CONFIG.json STATS.json` inside the namespace holding the interfaces.
 """
