@@ -49,13 +49,17 @@ def _ports(plan: NetworkPlan, sw: SwitchPlan) -> list[tuple[str, int]]:
 
 
 def add_ovs_bridge(plan: NetworkPlan, sw: SwitchPlan, record: CreationRecord, datapath: str,
-                   controller_port: int | None) -> None:
-    """Creates one OVS bridge with its ports; secure and controlled, or standalone without a controller."""
+                   controller_port: int | None, mtu: int = 1500) -> None:
+    """Creates one OVS bridge with its ports; secure and controlled, or standalone without a controller.
+
+    The ports are veths made at the network's MTU; the bridge's own (internal) interface is asked for it
+    too, as OVS would leave it at 1500."""
     record.add(Created("ovs-bridge", sw.bridge))
     argv = ["ovs-vsctl", "--timeout=20", "--", "add-br", sw.bridge, "--", "set", "bridge", sw.bridge,
             f"datapath_type={datapath}", f"other-config:datapath-id={sw.dpid:016x}",
             "other-config:disable-in-band=true", "protocols=OpenFlow13",
-            f"fail-mode={'secure' if controller_port else 'standalone'}"]
+            f"fail-mode={'secure' if controller_port else 'standalone'}",
+            "--", "set", "interface", sw.bridge, f"mtu_request={mtu}"]
     for ifname, port_no in _ports(plan, sw):
         argv += ["--", "add-port", sw.bridge, ifname, "--", "set", "interface", ifname, f"ofport_request={port_no}"]
     if controller_port:
@@ -64,10 +68,10 @@ def add_ovs_bridge(plan: NetworkPlan, sw: SwitchPlan, record: CreationRecord, da
     sh.run(argv)
 
 
-def add_linux_bridge(plan: NetworkPlan, sw: SwitchPlan, record: CreationRecord) -> list[str]:
-    """Returns the `ip` batch lines making a Linux bridge and enslaving its ports (recorded first)."""
+def add_linux_bridge(plan: NetworkPlan, sw: SwitchPlan, record: CreationRecord, mtu: int = 1500) -> list[str]:
+    """Returns the `ip` batch lines making a Linux bridge at an MTU and enslaving its ports (recorded first)."""
     record.add(Created("lx-bridge", sw.bridge))
-    lines = [f"link add name {sw.bridge} type bridge forward_delay 0 stp_state 0 ageing_time 30000"]
+    lines = [f"link add name {sw.bridge} mtu {mtu} type bridge forward_delay 0 stp_state 0 ageing_time 30000"]
     lines += [f"link set dev {ifname} master {sw.bridge}" for ifname, _ in _ports(plan, sw)]
     lines.append(f"link set dev {sw.bridge} up")
     return lines
