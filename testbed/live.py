@@ -34,7 +34,7 @@ from scheduler.system import SystemModel, build_system
 from simulator.engine import SimConfig, Simulation
 from simulator.run import write_timeseries
 from testbed.capture import DEFAULT_SNAPLEN, choose_hosts, start_captures, stop_captures
-from testbed.network import EmulatedNetwork, Host
+from testbed.network import EmulatedNetwork, Host, check_mtu
 from testbed.plan import build_plan
 from topologies import Topology, load_topology
 from workload.arrivals import RateSchedule, generate_trace, workload_rng
@@ -93,8 +93,9 @@ class LiveConfig:
     lead_s: float = 0.5
     """Seconds between every process being ready and t0."""
     mtu: int = 9000
-    """MTU of every emulated interface. Jumbo frames by default: a 50 kB frame is ~6 packets instead of
-    ~35, which the userspace wires and switches of a 2-core machine can forward (1500: standard)."""
+    """MTU of every emulated interface (EmulatedNetwork's `mtu`, set as the network is built). Jumbo frames
+    by default: a 50 kB frame is ~6 packets instead of ~35, which the userspace wires and switches of a
+    2-core machine can forward (1500: standard)."""
 
 
 @dataclass(frozen=True)
@@ -352,25 +353,6 @@ class Events:
         )
 
 
-def set_mtu(net: EmulatedNetwork, mtu: int) -> None:
-    """Sets the MTU of every interface of the run's links (hosts, switch ports, wire ends).
-
-    A workaround until EmulatedNetwork takes an MTU: jumbo frames cut the frames each query costs the
-    userspace wires and switches (a 50 kB JPEG: ~35 frames at 1500, ~6 at 9000)."""
-    from testbed import sh
-
-    per_ns: dict[str | None, list[str]] = {}
-    for link in net.plan.links:
-        for end in (link.a, link.b):
-            per_ns.setdefault(end.netns, []).append(f"link set dev {end.ifname} mtu {mtu}")
-        if net.shaping == "wire" and link.shape is not None:
-            per_ns.setdefault(net.plan.wire_netns, []).extend(
-                f"link set dev {name} mtu {mtu}" for name in link.wire_ifnames()
-            )
-    for ns, lines in per_ns.items():
-        sh.ip_batch(lines, netns=ns)
-
-
 def wait_ready(procs: list[Proc], timeout_s: float = READY_TIMEOUT_S) -> None:
     """Waits until every process printed `READY <url>`; raises naming the first that died or is late."""
     deadline = time.monotonic() + timeout_s
@@ -479,6 +461,7 @@ class LiveRun:
                     + ", ".join(p.resource for p in self.workers_plan)
                 )
         choose_hosts(build_plan(self.topo, "x").hosts, config.pcap)  # refuses an unknown host before anything
+        check_mtu(config.mtu)  # and an MTU the network would refuse
         for ant, _ in config.restart_scheduler:
             self.system.antenna_index(ant)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -758,13 +741,12 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
         controller=config.controller,
         run_dir=run.out,
         seed=config.seed,
+        mtu=config.mtu,
         log=log,
     )
     interrupted = False
     try:
         with net:
-            if config.mtu != 1500:
-                set_mtu(net, config.mtu)
             caps = start_captures(
                 net, choose_hosts(net.plan.hosts, config.pcap), run.out / "pcap", config.pcap_snaplen
             )

@@ -233,6 +233,14 @@ def test_pcap_host_selection() -> None:
         choose_hosts(hosts, "worker-mars")
 
 
+def test_a_bad_mtu_is_refused_before_anything(tmp_path) -> None:
+    from testbed.live import LiveRun
+
+    with pytest.raises(ValueError, match="mtu 9 is not an integer from 68 to 65535"):
+        LiveRun(LiveConfig(topo="tiny", mtu=9, real_sites=(), out=tmp_path / "run"), log=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_path) -> None:
     from scheduler.aset.meta import AgentMismatchError
     from scheduler.live import check_policy, choose_policy
