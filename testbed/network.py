@@ -331,7 +331,7 @@ class EmulatedNetwork:
             assert link.shape is not None
             for end in (link.a, link.b):
                 cmds = (shaping.netem_commands if self.shaping == "netem" else shaping.rate_commands)(
-                    end.ifname, link.shape)
+                    end.ifname, link.shape, self.mtu)
                 self.record.add(Created("qdisc", end.ifname, netns=end.netns))
                 per_ns.setdefault(end.netns, []).extend(cmds)
         for ns, cmds in per_ns.items():

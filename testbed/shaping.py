@@ -15,6 +15,7 @@ BACKENDS = ("netem", "wire")
 TBF_LATENCY_MS = 50
 """How long a frame may wait in a link's rate queue before TBF drops it (the queue's depth)."""
 MTU_FRAME_BYTES = 1514
+ETH_HEADER_BYTES = 14
 
 
 def probe_netem(scratch_netns: str) -> tuple[bool, str]:
@@ -41,27 +42,29 @@ def choose_backend(requested: str, netem_ok: bool, netem_answer: str) -> str:
     return requested
 
 
-def _tbf(ifname: str, shape: Shape) -> list[str]:
+def _tbf(ifname: str, shape: Shape, mtu: int) -> list[str]:
     rate_bytes_s = shape.bw_mbps * 1e6 / 8
-    burst_bytes = max(int(rate_bytes_s * 0.001), 16 * MTU_FRAME_BYTES)
+    # TBF drops a frame larger than its bucket: at least two full frames, whatever the MTU
+    burst_bytes = max(int(rate_bytes_s * 0.001), 16 * MTU_FRAME_BYTES, 2 * (mtu + ETH_HEADER_BYTES))
     return ["tc", "qdisc", "add", "dev", ifname, "root", "handle", "1:", "tbf",
             "rate", f"{shape.bw_mbps:g}mbit", "burst", str(burst_bytes), "latency", f"{TBF_LATENCY_MS}ms"]
 
 
-def netem_commands(ifname: str, shape: Shape) -> list[list[str]]:
-    """Returns tc commands shaping the egress of one end with TBF (rate) and netem under it."""
+def netem_commands(ifname: str, shape: Shape, mtu: int = 1500) -> list[list[str]]:
+    """Returns tc commands shaping the egress of one end (an interface at `mtu`) with TBF (rate) and netem
+    under it."""
     netem = ["tc", "qdisc", "add", "dev", ifname, "parent", "1:1", "handle", "10:", "netem",
              "delay", f"{shape.delay_ms:g}ms"]
     if shape.delay_dev_ms > 0:
         netem += [f"{shape.delay_dev_ms:g}ms", "distribution", "normal"]
     if shape.loss_pct > 0:
         netem += ["loss", f"{shape.loss_pct:g}%"]
-    return [_tbf(ifname, shape), netem]
+    return [_tbf(ifname, shape, mtu), netem]
 
 
-def rate_commands(ifname: str, shape: Shape) -> list[list[str]]:
+def rate_commands(ifname: str, shape: Shape, mtu: int = 1500) -> list[list[str]]:
     """Returns tc commands for the rate alone (the wire adds delay, jitter and loss)."""
-    return [_tbf(ifname, shape)]
+    return [_tbf(ifname, shape, mtu)]
 
 
 def scratch_name(run_id: str) -> str:
