@@ -1,4 +1,4 @@
-"""tiny.yaml brought up for real (OVS, the os-ken controller, shaped links): delays, TCP, statistics."""
+"""tiny.yaml brought up for real (OVS, the os-ken controller, shaped links): delays, TCP, statistics, MTU."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import EmulatedNetwork, Tolerance
+from testbed import EmulatedNetwork, Tolerance, sh
 from testbed.leftovers import leftovers
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -82,3 +82,36 @@ def test_port_statistics_count_the_traffic(tiny_net) -> None:
     records = [r for r in tiny_net.link_utilisation() if r["link"] == "ant1-dc1"]
     assert records and max(r["out_mbps"] for r in records if r["dpid"] == 1) > 1.0
     assert all(r["bw_mbps"] == 100.0 for r in records)
+
+
+def _mtus(netns: str | None, prefix: str = "") -> dict[str, int]:
+    """Returns {interface: MTU} of a namespace's interfaces (None: root; only names starting with prefix)."""
+    shown = json.loads(sh.run(["ip", "-j", *(["-n", netns] if netns else []), "link", "show"]).stdout)
+    return {i["ifname"]: i["mtu"] for i in shown if i["ifname"] != "lo" and i["ifname"].startswith(prefix)}
+
+
+@pytest.mark.parametrize(("switch", "mtu"), [("ovs", 9000), ("lxbr", 68), ("lxbr", 65535)])
+def test_every_interface_is_made_at_the_mtu(tmp_path: Path, switch: str, mtu: int) -> None:
+    with EmulatedNetwork("tiny", shaping="wire", switch=switch, controller="none", run_dir=tmp_path / "run",
+                         mtu=mtu, log=lambda _: None) as net:
+        got = {h.netns: _mtus(h.netns) for h in net.plan.hosts}
+        got[net.plan.wire_netns] = _mtus(net.plan.wire_netns)
+        got["root"] = _mtus(None, prefix=f"t{net.run_id}")  # switch ports and bridges
+        assert {ns: set(m.values()) for ns, m in got.items()} == {ns: {mtu} for ns in got}
+        assert all(list(got[h.netns]) == ["eth0"] for h in net.plan.hosts)
+        assert len(got[net.plan.wire_netns]) == 2 * len(net.plan.shaped_links)
+        ports = {e.ifname for lk in net.plan.links for e in (lk.a, lk.b) if e.switch is not None}
+        assert set(got["root"]) == ports | {sw.bridge for sw in net.plan.switches}
+        assert json.loads((net.run_dir / "network.json").read_text())["mtu"] == mtu
+        # one unfragmented packet of exactly the MTU crosses the radio, both trunks and three switches
+        src, dst = net.host_for("sources", "ant1"), net.host_for("worker", "cloud")
+        src.cmd(["ping", "-c", "1", "-W", "5", "-M", "do", "-s", str(mtu - 28), dst.ip], timeout_s=15)
+        run_id = net.run_id
+    assert leftovers(run_id) == []
+
+
+@pytest.mark.parametrize("mtu", [67, 65536, 0, -1500, 9000.0, "9000", True])
+def test_a_bad_mtu_is_refused_before_anything_is_built(tmp_path: Path, mtu) -> None:
+    with pytest.raises(ValueError, match=rf"mtu {mtu!r} is not an integer from 68 to 65535"):
+        EmulatedNetwork("tiny", run_dir=tmp_path / "run", mtu=mtu, log=lambda _: None)
+    assert not (tmp_path / "run").exists()
