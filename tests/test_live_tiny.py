@@ -233,7 +233,7 @@ def test_pcap_is_readable_and_holds_the_frames(live) -> None:
         assert dropped is not None
         # the frames that got there: captured, or in packets the kernel dropped (<= MTU each). 5 % slack:
         # queries the scheduler answered without the frame (stream rejected on rebinding) still have t_sched.
-        captured = tcp_payload_bytes(pcap, dst, port) + dropped * 9000
+        captured = tcp_payload_bytes(pcap, dst, port) + dropped * network["mtu"]
         assert captured >= 0.95 * int(frame_bytes[reached].sum()) > 0
 
 
