@@ -8,7 +8,14 @@ same request rate. Two rates: "spaced" (each query followed by one in-process ru
 idles several ms before each query, as at a low arrival rate) and "back to back" (blocks of queries
 sent as soon as the previous answer is in, alternating with blocks of back-to-back in-process runs).
 
+The load generator is a plain HTTP/1.1 keep-alive client on asyncio streams (requests encoded once;
+`LeanClient`): on a 2-core host the client shares the CPUs with the worker, and aiohttp's client
+costs ~0.5 ms more per request than the service under test; `--aiohttp-client` measures with it.
+At low load the worker is pinned to its own CPU (`--cpus`, as the testbed pins workers) and the
+client and baseline to the others.
+
     .venv/bin/python benchmarks/bench_worker.py [--model tiny-yolov2] [--batch 4] [--threads 1]
+        [--aiohttp-client] [--no-pin]
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ import asyncio
 import io
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -60,26 +68,35 @@ def raw_frames(session, name: str, batch: np.ndarray, duration_s: float) -> tupl
 
 def pipeline_frames(proc: OnnxProcessor, jpeg: bytes, batch: int, duration_s: float) -> tuple[int, float]:
     """Returns (frames, seconds) of the worker's own batch function (decode, run, post-process), no HTTP."""
-    queries = [Query("b", str(i), jpeg, None, 0.0, 0) for i in range(batch)]
+    return batch_frames(proc, [Query("b", str(i), jpeg, None, 0.0, 0) for i in range(batch)], duration_s)
+
+
+def batch_frames(proc: OnnxProcessor, queries: list[Query], duration_s: float) -> tuple[int, float]:
+    """Returns (frames, seconds) of back-to-back runs of the worker's own batch function on `queries`."""
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < duration_s:
         proc.process(queries)
-        done += batch
+        done += len(queries)
     return done, time.perf_counter() - started
 
 
 class Worker:
     """A worker process started with `python -m workers.serve`, stopped with SIGTERM."""
 
-    def __init__(self, model: str, batch: int, threads: int, delay_ms: float, queue_limit: int) -> None:
+    def __init__(self, model: str, batch: int, threads: int, delay_ms: float, queue_limit: int,
+                 cpus: set[int] | None = None) -> None:
         cmd = [sys.executable, "-m", "workers.serve", "--model", model, "--port", "0", "--batch", str(batch),
                "--instances", "1", "--threads", str(threads), "--max-batch-delay-ms", str(delay_ms),
                "--queue-limit", str(queue_limit)]
+        if cpus:
+            cmd += ["--cpus", ",".join(map(str, sorted(cpus)))]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("READY "):
             raise RuntimeError(f"worker did not start: {line!r}")
         self.url = line.split()[1]
+        self.host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        self.port = int(port)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -96,28 +113,96 @@ def v2_binary(tensor: np.ndarray, datatype: str = "FP32") -> tuple[bytes, dict]:
                           "Content-Type": "application/octet-stream"}
 
 
-async def read_answer(resp: aiohttp.ClientResponse) -> dict:
+@dataclass(frozen=True)
+class Request:
+    """One POST to the worker: its path, body and headers."""
+
+    path: str
+    body: bytes
+    headers: dict
+
+
+def answer_json(body: bytes, header_len: str | None) -> dict:
     """Returns an answer's JSON (the header of a binary-data v2 answer)."""
-    body = await resp.read()
-    header_len = resp.headers.get("Inference-Header-Content-Length")
     return json.loads(body[: int(header_len)] if header_len else body)
 
 
-async def served_frames(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict, concurrency: int,
-                        duration_s: float) -> tuple[int, float, int]:
-    """Returns (served, seconds, refused) with `concurrency` clients sending back to back for `duration_s`."""
+class LeanClient:
+    """One keep-alive HTTP/1.1 connection on asyncio streams; each request is encoded once."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._encoded: dict[int, bytes] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> LeanClient:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+    def _encode(self, req: Request) -> bytes:
+        key = id(req)
+        if key not in self._encoded:
+            head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+            self._encoded[key] = (f"POST {req.path} HTTP/1.1\r\nHost: {self.host}\r\n{head}"
+                                  f"Content-Length: {len(req.body)}\r\n\r\n").encode() + req.body
+        return self._encoded[key]
+
+    async def post(self, req: Request) -> tuple[int, bytes, str | None]:
+        """Returns (status, body, Inference-Header-Content-Length or None)."""
+        self._writer.write(self._encode(req))
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status, length, header_len = int(head[9:12]), 0, None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"inference-header-content-length":
+                header_len = value.strip().decode()
+        return status, await self._reader.readexactly(length), header_len
+
+
+class AiohttpClient:
+    """The same interface over one aiohttp ClientSession (`--aiohttp-client`)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.base = f"http://{host}:{port}"
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AiohttpClient:
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._session.close()
+
+    async def post(self, req: Request) -> tuple[int, bytes, str | None]:
+        async with self._session.post(self.base + req.path, data=req.body, headers=req.headers) as resp:
+            return resp.status, await resp.read(), resp.headers.get("Inference-Header-Content-Length")
+
+
+CLIENT: type[LeanClient] | type[AiohttpClient] = LeanClient
+
+
+async def served_frames(clients: list, req: Request, duration_s: float) -> tuple[int, float, int]:
+    """Returns (served, seconds, refused) with every client sending back to back for `duration_s`."""
     served = refused = 0
 
-    async def client(stop_at: float) -> None:
+    async def client(conn, stop_at: float) -> None:
         nonlocal served, refused
         while time.perf_counter() < stop_at:
-            async with session.post(url, data=body, headers=headers) as resp:
-                await resp.read()
-                served += resp.status == 200
-                refused += resp.status == 503
+            status, _, _ = await conn.post(req)
+            served += status == 200
+            refused += status == 503
 
     started = time.perf_counter()
-    await asyncio.gather(*(client(started + duration_s) for _ in range(concurrency)))
+    await asyncio.gather(*(client(c, started + duration_s) for c in clients))
     return served, time.perf_counter() - started, refused
 
 
@@ -132,41 +217,57 @@ def thread_cpu_ms(pid: int) -> dict[int, float]:
 
 
 @dataclass
+class Baseline:
+    """One in-process baseline's sums over its slices."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    cpu_ms: float = 0.0
+
+
+@dataclass
 class Tally:
-    """One case's sums over its slices: frames and seconds, CPU ms by thread role."""
+    """One case's sums over its slices: served queries and seconds, CPU ms by thread role, baselines."""
 
     served: int = 0
     served_s: float = 0.0
     refused: int = 0
-    base_frames: int = 0
-    base_s: float = 0.0
-    base_cpu_ms: float = 0.0
     loop_cpu_ms: float = 0.0
     replica_cpu_ms: float = 0.0
     client_cpu_ms: float = 0.0
+    baselines: dict[str, Baseline] = field(default_factory=dict)
 
 
-async def compare_throughput(cases: dict, worker_pid: int, concurrency: int, slices: int,
+async def compare_throughput(worker: Worker, cases: dict, concurrency: int, slices: int,
                              slice_s: float) -> dict[str, Tally]:
-    """Returns per case the served and baseline tallies, alternating short slices of the baseline and
-    of the served load so that both see the same (possibly busy) host; CPU time per thread shows the
-    cost of each part whatever the host's load."""
+    """Returns per case the served and baseline tallies, alternating short slices of each baseline and
+    of the served load so that all see the same (possibly busy) host; CPU time per thread shows the
+    cost of each part whatever the host's load. `cases`: name -> (Request, {baseline name: fn(s)})."""
     tallies = {name: Tally() for name in cases}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-        for name, (url, body, headers, baseline) in cases.items():
-            await served_frames(session, url, body, headers, concurrency, 1.0)  # warm-up
-            baseline(0.5)
+    clients = [CLIENT(worker.host, worker.port) for _ in range(concurrency)]
+    for c in clients:
+        await c.__aenter__()
+    try:
+        for name, (req, baselines) in cases.items():
+            await served_frames(clients, req, 1.0)  # warm-up
             t = tallies[name]
+            for base_name, fn in baselines.items():
+                fn(0.5)
+                t.baselines[base_name] = Baseline()
             for _ in range(slices):
-                cpu0 = time.thread_time()
-                frames, secs = baseline(slice_s)
-                t.base_cpu_ms += (time.thread_time() - cpu0) * 1000.0
-                before, client0 = thread_cpu_ms(worker_pid), time.process_time()
-                served, served_s, refused = await served_frames(session, url, body, headers, concurrency, slice_s)
-                after, client1 = thread_cpu_ms(worker_pid), time.process_time()
+                for base_name, fn in baselines.items():
+                    cpu0 = time.thread_time()
+                    frames, secs = fn(slice_s)
+                    b = t.baselines[base_name]
+                    b.cpu_ms += (time.thread_time() - cpu0) * 1000.0
+                    b.frames += frames
+                    b.seconds += secs
+                before, client0 = thread_cpu_ms(worker.proc.pid), time.process_time()
+                served, served_s, refused = await served_frames(clients, req, slice_s)
+                after, client1 = thread_cpu_ms(worker.proc.pid), time.process_time()
                 for tid, ms in after.items():
                     used = ms - before.get(tid, 0.0)
-                    if tid == worker_pid:
+                    if tid == worker.proc.pid:
                         t.loop_cpu_ms += used
                     else:
                         t.replica_cpu_ms += used
@@ -174,31 +275,34 @@ async def compare_throughput(cases: dict, worker_pid: int, concurrency: int, sli
                 t.served += served
                 t.served_s += served_s
                 t.refused += refused
-                t.base_frames += frames
-                t.base_s += secs
+    finally:
+        for c in clients:
+            await c.__aexit__()
     return tallies
 
 
-async def low_load(url: str, body: bytes, headers: dict, local, count: int, block: int) -> dict[str, list[float]]:
+async def low_load(worker: Worker, req: Request, local, count: int, block: int) -> dict[str, list[float]]:
     """Returns client round trips, in-process times of `local()` and the worker's own stages (ms):
-    arrival to batch start, batch, batch end to answer. One query in flight at a time; `block` 1:
+    arrival to batch start, batch, batch end to answer, and the network's run within the batch. One query in flight at a time; `block` 1:
     each query followed by one `local()` (spaced); `block` > 1: `block` queries back to back, then
     `block` back-to-back `local()` runs, and so on."""
-    out: dict[str, list[float]] = {"rtt": [], "local": [], "to_start": [], "batch": [], "to_answer": []}
+    out: dict[str, list[float]] = {"rtt": [], "local": [], "to_start": [], "batch": [], "to_answer": [],
+                                   "compute": []}
     warm_up = 20
-    async with aiohttp.ClientSession() as session:
+    async with CLIENT(worker.host, worker.port) as conn:
         for start in range(0, count + warm_up, block):
             for i in range(start, start + block):
                 t0 = time.perf_counter()
-                async with session.post(url, data=body, headers=headers) as resp:
-                    answer = await read_answer(resp)
-                    assert resp.status == 200, (resp.status, answer)
+                status, body, header_len = await conn.post(req)
                 t1 = time.perf_counter()
+                answer = answer_json(body, header_len)
+                assert status == 200, (status, answer)
                 if i >= warm_up:
                     out["rtt"].append((t1 - t0) * 1000.0)
                     out["to_start"].append(answer["t_infer_start_ms"] - answer["t_arrival_ms"])
                     out["batch"].append(answer["t_infer_end_ms"] - answer["t_infer_start_ms"])
                     out["to_answer"].append(answer["t_answer_ms"] - answer["t_infer_end_ms"])
+                    out["compute"].append(answer["compute_ms"])
             for i in range(start, start + block):
                 t1 = time.perf_counter()
                 local()
@@ -207,18 +311,17 @@ async def low_load(url: str, body: bytes, headers: dict, local, count: int, bloc
     return out
 
 
-async def refused_round_trips(url: str, body: bytes, headers: dict, local, count: int) -> list[float]:
+async def refused_round_trips(worker: Worker, req: Request, local, count: int) -> list[float]:
     """Returns round trips (ms) of the same body refused with a 400 before the batcher (a bad
     Inference-Header-Content-Length): HTTP, body transfer and the event loop without inference;
     spaced by `local()` like the spaced low-load queries."""
-    bad = {**headers, "Inference-Header-Content-Length": str(len(body) + 1)}
+    bad = Request(req.path, req.body, {**req.headers, "Inference-Header-Content-Length": str(len(req.body) + 1)})
     rtts = []
-    async with aiohttp.ClientSession() as session:
+    async with CLIENT(worker.host, worker.port) as conn:
         for i in range(count + 20):
             t0 = time.perf_counter()
-            async with session.post(url, data=body, headers=bad) as resp:
-                await resp.read()
-                assert resp.status == 400, resp.status
+            status, _, _ = await conn.post(bad)
+            assert status == 400, status
             if i >= 20:
                 rtts.append((time.perf_counter() - t0) * 1000.0)
             local()
@@ -226,6 +329,7 @@ async def refused_round_trips(url: str, body: bytes, headers: dict, local, count
 
 
 def main() -> None:
+    global CLIENT
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny-yolov2")
     parser.add_argument("--batch", type=int, default=4)
@@ -234,7 +338,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="baseline/served alternations (the host may be busy)")
     parser.add_argument("--low-load-queries", type=int, default=200, help="per low-load case and mode")
     parser.add_argument("--block", type=int, default=10, help="queries per back-to-back block at low load")
+    parser.add_argument("--aiohttp-client", action="store_true", help="load and probe with aiohttp's client")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the low-load worker to its own CPU")
     args = parser.parse_args()
+    CLIENT = AiohttpClient if args.aiohttp_client else LeanClient
     zoo.build(names=[args.model], log=lambda _: None)
     cfg = load_model(args.model)
     shape = (3, cfg.input_height, cfg.input_width)
@@ -242,7 +349,8 @@ def main() -> None:
     jpeg = frame_jpeg()
     b, concurrency, secs = args.batch, 3 * args.batch, args.duration_s
     print(f"model {args.model}, batch {b}, {args.threads} intra-op thread(s), 1 replica, {concurrency} concurrent "
-          f"clients, {secs:.0f} s per measurement, {args.rounds} rounds; host load {Path('/proc/loadavg').read_text().split()[:3]}")
+          f"clients ({CLIENT.__name__}), {secs:.0f} s per measurement, {args.rounds} rounds; "
+          f"host load {Path('/proc/loadavg').read_text().split()[:3]}")
 
     # The worker tunes malloc so (workers/runtime.py); the baseline gets the same, or the comparison
     # would credit the service with the page faults it saves.
@@ -251,52 +359,57 @@ def main() -> None:
     proc = OnnxProcessor(cfg, "cpu", args.threads)
     frames_q = [Query("b", "1", jpeg, None, 0.0, 0)]
     bodies = {dt: v2_binary(pixels, dt) for dt in ("FP32", "UINT8")}
+    infer_path = f"/v2/models/{args.model}/infer"
+    frames_path = f"/v2/models/{args.model}/frames?stream=b"
+    requests = {dt: Request(infer_path, *bodies[dt]) for dt in bodies}
+    requests["JPEG"] = Request(frames_path, jpeg, {"Content-Type": "image/jpeg"})
     raw_batch = np.repeat(pixels, b, axis=0)
-    worker = Worker(args.model, b, args.threads, delay_ms=5.0, queue_limit=4 * concurrency)
-    infer_url = f"{worker.url}/v2/models/{args.model}/infer"
-    frames_url = f"{worker.url}/v2/models/{args.model}/frames?stream=b"
+    uint8_queries = [Query("b", str(i), None, pixels[0].astype(np.uint8), 0.0, 0) for i in range(b)]
+    raw_run = {"raw session.run": lambda s: raw_frames(session, cfg.input_name, raw_batch, s)}
     cases = {
-        "v2 FP32 tensors vs raw session.run": (infer_url, *bodies["FP32"],
-                                               lambda s: raw_frames(session, cfg.input_name, raw_batch, s)),
-        "v2 UINT8 tensors vs raw session.run": (infer_url, *bodies["UINT8"],
-                                                lambda s: raw_frames(session, cfg.input_name, raw_batch, s)),
-        f"JPEG frames ({len(jpeg) // 1000} kB) vs in-process decode+run+post":
-            (frames_url, jpeg, {"Content-Type": "image/jpeg"}, lambda s: pipeline_frames(proc, jpeg, b, s)),
+        "v2 FP32 tensors (2 MB per image)": (requests["FP32"], raw_run),
+        "v2 UINT8 tensors (0.5 MB per image)": (requests["UINT8"], {
+            **raw_run, "in-process convert+run+post": lambda s: batch_frames(proc, uint8_queries, s)}),
+        f"JPEG frames ({len(jpeg) // 1000} kB)": (requests["JPEG"], {
+            "in-process decode+run+post": lambda s: pipeline_frames(proc, jpeg, b, s)}),
     }
+    worker = Worker(args.model, b, args.threads, delay_ms=5.0, queue_limit=4 * concurrency)
     try:
-        results = asyncio.run(compare_throughput(cases, worker.proc.pid, concurrency, args.rounds,
-                                                 args.duration_s / args.rounds))
+        results = asyncio.run(compare_throughput(worker, cases, concurrency, args.rounds, args.duration_s / args.rounds))
     finally:
         worker.stop()
     for name, t in results.items():
-        served_qps, base_qps = t.served / t.served_s, t.base_frames / t.base_s
+        served_qps = t.served / t.served_s
         per_q = {k: getattr(t, f"{k}_cpu_ms") / t.served for k in ("loop", "replica", "client")}
-        base_per_q = t.base_cpu_ms / t.base_frames
-        print(f"saturation, {name}:\n    served {served_qps:6.1f} q/s / baseline {base_qps:6.1f} q/s = "
-              f"{served_qps / base_qps:6.1%} (goal >= 90%), {t.refused} refused\n"
-              f"    CPU per query: replica threads {per_q['replica']:.2f} ms vs baseline {base_per_q:.2f} ms "
-              f"(= {base_per_q / per_q['replica']:.1%} efficiency); event loop {per_q['loop']:.2f} ms, "
-              f"load generator {per_q['client']:.2f} ms")
+        print(f"saturation, {name}: served {served_qps:6.1f} q/s, {t.refused} refused")
+        for base_name, base in t.baselines.items():
+            base_qps, base_cpu = base.frames / base.seconds, base.cpu_ms / base.frames
+            print(f"    / {base_name} {base_qps:6.1f} q/s = {served_qps / base_qps:6.1%} (goal >= 90%); CPU per "
+                  f"query {base_cpu:.2f} ms (replica threads {per_q['replica']:.2f} ms)")
+        print(f"    CPU per query: event loop {per_q['loop']:.2f} ms, load generator {per_q['client']:.2f} ms")
 
-    worker = Worker(args.model, 1, args.threads, delay_ms=0.0, queue_limit=8)
+    # Low load: the worker on its own CPU (as the testbed pins workers), client and baseline on the rest.
+    cpus = sorted(os.sched_getaffinity(0))
+    worker_cpus = None if args.no_pin or len(cpus) < 2 else {cpus[-1]}
+    if worker_cpus:
+        os.sched_setaffinity(0, set(cpus) - worker_cpus)
+    print(f"low load: worker CPUs {sorted(worker_cpus) if worker_cpus else 'any'}, "
+          f"client and baseline CPUs {sorted(os.sched_getaffinity(0))}")
+    worker = Worker(args.model, 1, args.threads, delay_ms=0.0, queue_limit=8, cpus=worker_cpus)
     low: dict[tuple[str, str], dict[str, list[float]]] = {}
     try:
         n = args.low_load_queries
-        infer_url = f"{worker.url}/v2/models/{args.model}/infer"
-        frames_url = f"{worker.url}/v2/models/{args.model}/frames?stream=b"
         run_v2 = lambda: session.run(None, {cfg.input_name: pixels})  # noqa: E731
         run_jpeg = lambda: proc.process(frames_q)  # noqa: E731
         for mode, block in (("spaced", 1), ("back to back", args.block)):
-            low["v2 UINT8 tensors", mode] = asyncio.run(low_load(infer_url, *bodies["UINT8"], run_v2, n, block))
-            low["JPEG frames", mode] = asyncio.run(
-                low_load(frames_url, jpeg, {"Content-Type": "image/jpeg"}, run_jpeg, n, block))
-        refused = asyncio.run(refused_round_trips(infer_url, *bodies["UINT8"], run_v2, n))
+            low["v2 UINT8 tensors", mode] = asyncio.run(low_load(worker, requests["UINT8"], run_v2, n, block))
+            low["JPEG frames", mode] = asyncio.run(low_load(worker, requests["JPEG"], run_jpeg, n, block))
+        refused = asyncio.run(refused_round_trips(worker, requests["UINT8"], run_v2, n))
     finally:
         worker.stop()
-    worker = Worker(args.model, b, args.threads, delay_ms=5.0, queue_limit=8)
+    worker = Worker(args.model, b, args.threads, delay_ms=5.0, queue_limit=8, cpus=worker_cpus)
     try:
-        frames_url = f"{worker.url}/v2/models/{args.model}/frames?stream=b"
-        lone = asyncio.run(low_load(frames_url, jpeg, {"Content-Type": "image/jpeg"}, run_jpeg, 50, 1))
+        lone = asyncio.run(low_load(worker, requests["JPEG"], run_jpeg, 50, 1))
     finally:
         worker.stop()
         proc.close()
@@ -307,6 +420,8 @@ def main() -> None:
         rtt, base = med(m["rtt"]), med(m["local"])
         print(f"low load, {mode}, {name}: round trip p50 {rtt:.2f} ms - in-process p50 {base:.2f} ms "
               f"-> added p50 {rtt - base:.2f} ms (goal < 1 ms)\n"
+              f"    round trip - the same query's own network run (compute_ms), p50 "
+              f"{med([r - c for r, c in zip(m['rtt'], m['compute'], strict=True)]):.2f} ms\n"
               f"    worker stages p50: arrival -> batch start {med(m['to_start']):.2f} ms, batch {med(m['batch']):.2f} "
               f"ms, batch end -> answer {med(m['to_answer']):.2f} ms; HTTP + client + transfer "
               f"{rtt - med(m['to_start']) - med(m['batch']) - med(m['to_answer']):.2f} ms")
@@ -314,6 +429,7 @@ def main() -> None:
           f"inference): round trip p50 {med(refused):.2f} ms")
     print(f"batching delay: JPEG frames, worker batch {b}, W 5 ms, spaced: a lone query waits "
           f"p50 {med(lone['to_start']):.2f} ms from arrival to batch start (the W of simulator/batching.py)")
+
 
 if __name__ == "__main__":
     main()

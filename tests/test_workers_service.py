@@ -93,6 +93,9 @@ def test_jpeg_route_answers_detections_and_timestamps(astronaut_jpeg: bytes) -> 
         assert status == 200, body
         assert (body["stream"], body["query"], body["batch_size"], body["queue_len_at_arrival"]) == ("cam-7", "42", 1, 0)
         assert body["t_arrival_ms"] <= body["t_infer_start_ms"] <= body["t_infer_end_ms"]
+        # decoding and the network's run are parts of the batch's time
+        assert body["input_ms"] > 0 and body["compute_ms"] > 0
+        assert body["input_ms"] + body["compute_ms"] <= body["t_infer_end_ms"] - body["t_infer_start_ms"] + 1e-6
         (face,) = body["detections"]
         assert face["label"] == "face" and face["score"] > 0.9
         x1, y1, x2, y2 = face["box"]
@@ -118,6 +121,7 @@ def test_v2_binary_infer_matches_the_network(astronaut_jpeg: bytes) -> None:
         assert (image, label) == (0, 0) and score > 0.9
         assert 150 < (x1 + x2) / 2 < 260  # network-input pixels: the astronaut is 512 -> 416
         assert answer["batch_sizes"] == [2, 2]
+        assert 0 < answer["compute_ms"] <= answer["t_infer_end_ms"] - answer["t_infer_start_ms"] + 1e-6
         assert answer["detections"][0]["image"] == 0
         # The same pixels as UINT8 (4x smaller on the wire) give the same answer.
         body8, headers8 = binary_infer_body(np.round(prepared)[None].astype(np.uint8), datatype="UINT8")

@@ -217,6 +217,7 @@ async def frames(request: web.Request) -> web.Response:
     answer = {"model": dep.config.name, "variant": dep.variant, "stream": stream, "query": query_id,
               "t_arrival_ms": t_arrival, "t_infer_start_ms": outcome.t_infer_start_ms,
               "t_infer_end_ms": outcome.t_infer_end_ms, "batch_size": outcome.batch_size,
+              "input_ms": outcome.input_ms, "compute_ms": outcome.compute_ms,
               "queue_len_at_arrival": q.queue_len_at_arrival, "frame_bytes": len(body)}
     answer["t_answer_ms"] = now_ms()
     stats.on_answer(answer["t_answer_ms"] - t_arrival)
@@ -362,6 +363,7 @@ async def infer(request: web.Request) -> web.Response:
         "t_arrival_ms": t_arrival, "t_infer_start_ms": min(o.t_infer_start_ms for o in outcomes),
         "t_infer_end_ms": max(o.t_infer_end_ms for o in outcomes), "t_answer_ms": t_answer,
         "batch_size": max(o.batch_size for o in outcomes), "batch_sizes": [o.batch_size for o in outcomes],
+        "input_ms": max(o.input_ms for o in outcomes), "compute_ms": max(o.compute_ms for o in outcomes),
         "queue_len_at_arrival": queue_len,
         "detections": [{**d.to_json(), "image": i} for i, o in enumerate(outcomes) for d in o.detections]}
     if not parsed.binary_output:
