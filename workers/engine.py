@@ -16,6 +16,7 @@ from .modelconfig import ModelConfig
 from .prepost import Detection, FrameError, Prepared, postprocess, prepare_jpeg
 from .profilefile import RuntimeProfile
 from .runtime import make_session
+from .timers import sleep_precise
 
 
 def now_ms() -> float:
@@ -132,7 +133,8 @@ class OnnxProcessor:
 
 class ProfileProcessor:
     """One replica of the profile-driven worker: sleeps batch_latency_ms[n] plus, per frame,
-    input_ms_per_mb x the frame's MB, and answers no detections."""
+    input_ms_per_mb x the frame's MB (on a timerfd: asyncio.sleep's whole-ms wake-ups added up to
+    +1 ms), and answers no detections."""
 
     def __init__(self, runtime: RuntimeProfile) -> None:
         self.runtime = runtime
@@ -147,7 +149,7 @@ class ProfileProcessor:
                        if e is None and q.jpeg is not None)
         good = sum(e is None for e in errors)
         compute_ms = self.runtime.latency_ms(good) if good else 0.0
-        await asyncio.sleep((input_ms + compute_ms) / 1000.0)
+        await sleep_precise((input_ms + compute_ms) / 1000.0)
         t_end = now_ms()
         return [Outcome((), e, t_start, t_end, len(batch), input_ms, compute_ms) for e in errors]
 
