@@ -95,7 +95,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     real = () if args.real_workers == "none" else tuple(s for s in args.real_workers.split(",") if s)
     base = LiveConfig(topo=args.topo, trace=trace_path, duration_s=args.duration, seed=args.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
-                      controller=args.controller)
+                      controller=args.controller, profile_real_workers=False)  # both sides: one profile file
     sim_config = SimConfig(window_s=base.window_s, duration_s=args.duration, eta=base.eta,
                            max_batch_delay_ms=base.max_batch_delay_ms,
                            queue_limit_per_replica=base.queue_limit_per_replica,

@@ -36,6 +36,13 @@ from simulator.run import write_timeseries
 from testbed.capture import DEFAULT_SNAPLEN, choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, Host, check_mtu
 from testbed.plan import build_plan
+from testbed.realprofile import (
+    REAL_INFERENCE_CORES,
+    REAL_THREADS_PER_REPLICA,
+    MeasuredModel,
+    measure_real_models,
+    real_worker_cpu,
+)
 from topologies import Topology, load_topology
 from workload.arrivals import RateSchedule, generate_trace, workload_rng
 from workload.trace import Trace, read_trace, write_trace
@@ -92,6 +99,10 @@ class LiveConfig:
     """(antenna, seconds after t0): stop that antenna's scheduler and start a fresh one then."""
     lead_s: float = 0.5
     """Seconds between every process being ready and t0."""
+    profile_real_workers: bool = True
+    """Time the real workers' models on this CPU before the run and decide with those figures (the run's
+    `profiles.yaml`: the given profile with those models' CPU latencies replaced; testbed/realprofile.py).
+    Skipped with an agent, whose state is defined by the profile it was trained with."""
     mtu: int = 9000
     """MTU of every emulated interface (EmulatedNetwork's `mtu`, set as the network is built). Jumbo frames
     by default: a 50 kB frame is ~6 packets instead of ~35, which the userspace wires and switches of a
@@ -205,8 +216,17 @@ def busiest_cpu_cluster(
     return (max(per_site, key=lambda k: per_site[k]) if per_site else None), per_resource
 
 
-def plan_workers(system: SystemModel, real_sites: tuple[str, ...], config: LiveConfig) -> list[WorkerPlan]:
-    """Returns one worker per resource: real ONNX on CPU variants at the real sites, else profile-driven."""
+def plan_workers(
+    system: SystemModel,
+    real_sites: tuple[str, ...],
+    config: LiveConfig,
+    queries: dict[str, int] | None = None,
+    real_cores: float = REAL_INFERENCE_CORES,
+) -> list[WorkerPlan]:
+    """Returns one worker per resource: real ONNX on CPU variants at the real sites as far as the cores
+    this host gives real inference carry them (a real replica runs one intra-op thread: one core when
+    busy; oversubscribed, the replicas would starve each other and miss their profile), the variants a dry
+    run gives the most `queries` first; every other worker is profile-driven."""
     known = {s.name for s in system.topology.clusters}
     for site in real_sites:
         if site not in known:
@@ -214,13 +234,27 @@ def plan_workers(system: SystemModel, real_sites: tuple[str, ...], config: LiveC
                 f"--real-workers: {site!r} is not a cluster of {system.topology.source} "
                 f"(clusters: {', '.join(sorted(known))})"
             )
+    candidates = [r for r in system.resources if r.site in real_sites and r.variant.device == "cpu"]
+    candidates.sort(key=lambda r: -(queries or {}).get(r.name, 0))  # stable: file order breaks ties
+    real_names, left, left_for = set(), real_cores, {}
+    for r in candidates:
+        need = r.replicas * REAL_THREADS_PER_REPLICA
+        left_for[r.name] = left
+        if need <= left + 1e-9:
+            real_names.add(r.name)
+            left -= need
     plans, next_port = [], {}
     for r in system.resources:
         v = r.variant
         port = next_port.get(r.site, WORKER_BASE_PORT)
         next_port[r.site] = port + 1
-        real = r.site in real_sites and v.device == "cpu"
-        note = "no GPU on this machine: profile-driven" if r.site in real_sites and not real else ""
+        real = r.name in real_names
+        note = ""
+        if r.site in real_sites and v.device != "cpu":
+            note = "no GPU on this machine: profile-driven"
+        elif r.site in real_sites and not real:
+            note = (f"{r.replicas} replica(s) need {r.replicas * REAL_THREADS_PER_REPLICA:g} core(s), real "
+                    f"inference has {left_for[r.name]:g} left")
         plans.append(
             WorkerPlan(
                 resource=r.name,
@@ -261,7 +295,7 @@ def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, config: LiveConfi
         str(plan.queue_limit),
     ]
     if plan.real:  # one core for real inference, so that the emulation keeps the other
-        argv += ["--cpus", str((os.cpu_count() or 1) - 1), "--threads", "1"]
+        argv += ["--cpus", str(real_worker_cpu()), "--threads", str(REAL_THREADS_PER_REPLICA)]
     else:
         argv += ["--profile-driven", profiles_path]
     return argv
@@ -439,10 +473,11 @@ class LiveRun:
             dry_policy = POLICY_NAMES[controller.policy.meta.fallback_policy]  # the agent's usual choice
         self.trace, self.duration_s, self.load_label = build_trace(config, self.system)
         self.real_note = ""
+        self.dry_queries: dict[str, int] = {}
         if config.real_sites is not None:
             self.real_sites = tuple(config.real_sites)
         else:
-            busiest, _ = busiest_cpu_cluster(
+            busiest, self.dry_queries = busiest_cpu_cluster(
                 self.system, self.trace, dry_policy, self.duration_s, config.seed, config.eta
             )
             if busiest is None:
@@ -453,13 +488,7 @@ class LiveRun:
                     "sends streams to the antennas' own clusters)"
                 )
             self.real_sites = (busiest,)
-        self.workers_plan = plan_workers(self.system, self.real_sites, config)
-        for name, _ in config.kill_worker:
-            if name not in {p.resource for p in self.workers_plan}:
-                raise ValueError(
-                    f"--kill-worker: no resource {name!r}; resources: "
-                    + ", ".join(p.resource for p in self.workers_plan)
-                )
+        self.workers_plan = self.plan()
         choose_hosts(build_plan(self.topo, "x").hosts, config.pcap)  # refuses an unknown host before anything
         check_mtu(config.mtu)  # and an MTU the network would refuse
         for ant, _ in config.restart_scheduler:
@@ -477,6 +506,48 @@ class LiveRun:
         self.t0_s = 0.0
         self.cpu_groups: dict[str, float] = {}
         self.t0_file = self.out / "t0"
+        self.profiled: list[MeasuredModel] = []
+
+    def plan(self) -> list[WorkerPlan]:
+        """Returns the worker plan of the system; refuses a --kill-worker naming no resource."""
+        plans = plan_workers(self.system, self.real_sites, self.config, self.dry_queries)
+        for name, _ in self.config.kill_worker:
+            if name not in {p.resource for p in plans}:
+                raise ValueError(
+                    f"--kill-worker: no resource {name!r}; resources: " + ", ".join(p.resource for p in plans)
+                )
+        if self.real_sites and not any(p.real for p in plans):
+            self.real_note = (
+                f"note: no CPU variant at {', '.join(self.real_sites)} fits in the {REAL_INFERENCE_CORES:g} "
+                f"core(s) real inference has (one per replica): every worker is profile-driven"
+            )
+        return plans
+
+    def profile_real_workers(self) -> None:
+        """Times the real workers' models on their CPU and switches the run to the profile with those
+        figures (see LiveConfig.profile_real_workers) and the worker plan to the system it gives."""
+        real = sorted({p.model for p in self.workers_plan if p.real})
+        if not real or not self.config.profile_real_workers:
+            return
+        if self.config.agent is not None:
+            self.log(f"not timing the real workers' models ({', '.join(real)}): the agent's state is defined by "
+                     f"{self.profiles.source}, with which the schedulers decide")
+            return
+        batches = {m: tuple(sorted({1} | {r.variant.batch_size for r in self.system.resources
+                                         if r.variant.model == m and r.variant.device == "cpu"})) for m in real}
+        self.log(f"timing the real workers' models on CPU {real_worker_cpu()} (1 thread, as they run) so that "
+                 f"the schedulers decide with this host's figures; --no-profile-real-workers keeps "
+                 f"{self.profiles.source}")
+        path = self.out / "profiles.yaml"
+        self.profiled = measure_real_models(Path(self.profiles.source), batches, path, self.log)
+        before = {r.name for r in self.system.resources}
+        self.profiles = load_profiles(path)
+        self.system = build_system(self.topo, self.profiles)  # a placement may pack differently now
+        self.workers_plan = self.plan()
+        after = {r.name for r in self.system.resources}
+        if after != before:
+            self.log(f"with this host's figures the placement changed: added {sorted(after - before)}, "
+                     f"removed {sorted(before - after)}")
 
     # -- files before the run ------------------------------------------------------------------------
 
@@ -489,6 +560,7 @@ class LiveRun:
             load=self.load_label,
             topology_file=self.topo.source,
             profiles_file=self.profiles.source,
+            profiled_real_workers=[asdict(m) for m in self.profiled],
             workers=[asdict(p) for p in self.workers_plan],
             streams=len(self.trace),
             expected_queries=self.trace.expected_queries(self.duration_s),
@@ -720,6 +792,7 @@ def run_live(config: LiveConfig, log: Callable[[str], None] = print) -> LiveResu
     """Runs the testbed live once and returns its result; every file lands in the run dir."""
     t_start = time.monotonic()
     run = LiveRun(config, log)
+    run.profile_real_workers()
     run.write_inputs()
     log(
         f"run dir {run.out}; {len(run.trace)} streams, {run.trace.expected_queries(run.duration_s)} queries "

@@ -115,6 +115,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-measure", action="store_true", help="skip measuring the links before the run")
     parser.add_argument(
+        "--no-profile-real-workers",
+        action="store_true",
+        help="decide with --profiles as given instead of timing the real workers' models on this CPU first",
+    )
+    parser.add_argument(
         "--corrupt-every",
         type=int,
         default=0,
@@ -168,6 +173,7 @@ def config_from_args(args: argparse.Namespace) -> LiveConfig:
         window_s=args.window,
         eta=args.eta,
         measure_links=not args.no_measure,
+        profile_real_workers=not args.no_profile_real_workers,
         corrupt_every=args.corrupt_every,
         kill_worker=tuple(args.kill_worker),
         restart_scheduler=tuple(args.restart_scheduler),

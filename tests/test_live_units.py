@@ -7,6 +7,7 @@ import asyncio
 import io
 import math
 import time
+from dataclasses import replace
 
 import aiohttp
 import numpy as np
@@ -73,6 +74,25 @@ def test_worker_plan_real_only_on_cpu_variants_of_chosen_sites(tiny_system) -> N
     assert (
         gpu_real and not any(p.real for p in gpu_real) and all("profile-driven" in p.note for p in gpu_real)
     )
+
+
+def test_real_workers_take_only_the_cores_real_inference_has(tiny_system) -> None:
+    """full-edge's ant1: tiny-yolov2-cpu-b1 (1 replica) and mobilenet-ssd-cpu-b1 (2 replicas); a real
+    replica runs one thread, one core."""
+    _, profiles, _ = tiny_system
+    full = build_system(load_topology("full-edge"), profiles)
+    ssd, tiny = "mobilenet-ssd-cpu-b1@ant1", "tiny-yolov2-cpu-b1@ant1"
+
+    def real(cores: float, queries: dict[str, int] | None = None) -> set[str]:
+        return {p.resource for p in plan_workers(full, ("ant1",), LiveConfig(), queries, cores) if p.real}
+
+    assert real(1.0, {ssd: 500, tiny: 100}) == {tiny}  # the SSD's two replicas do not fit in one core
+    assert real(2.0, {ssd: 500, tiny: 100}) == {ssd}  # the busier first
+    assert real(2.0, {ssd: 100, tiny: 500}) == {tiny}
+    assert real(3.0) == {ssd, tiny}
+    assert real(0.5) == set()
+    note = next(p.note for p in plan_workers(full, ("ant1",), LiveConfig(), None, 1.0) if p.resource == ssd)
+    assert note == "2 replica(s) need 2 core(s), real inference has 1 left"
 
 
 def _live(system, workers=None) -> LiveScheduler:
@@ -338,3 +358,54 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     assert rows[0]["t_start_ms"] == "0.0" and rows[1]["t_end_ms"] == "10000.0"
     assert int(rows[0]["sent"]) == 40 and int(rows[0]["rejected"]) == 40 and int(rows[0]["streams_all"]) == 3
     assert live.statistics()["windows"]["policies"] == {"least-impedance": 2}
+
+
+def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_figures(tmp_path) -> None:
+    """Real ONNX at dc1 (tiny-yolov2-cpu-b4): its CPU entry in the run's profile is what this host
+    measured; every other entry and the resources stay as given; config.json records both figures."""
+    import json
+
+    from scheduler.profiles import PROVISIONAL_PROFILE
+    from testbed.live import LiveRun
+    from workers.profilefile import read_profile
+
+    run = LiveRun(LiveConfig(topo="tiny", profiles=PROVISIONAL_PROFILE, real_sites=("dc1",), pcap="none",
+                             out=tmp_path / "run"), log=lambda _: None)
+    resources = [r.name for r in run.system.resources]
+    run.profile_real_workers()
+    run.write_inputs()
+    assert run.profiles.source == str(tmp_path / "run" / "profiles.yaml")
+    assert sorted(r.name for r in run.system.resources) == sorted(resources)  # tiny's deployments are fixed
+    assert [p.resource for p in run.workers_plan] == [r.name for r in run.system.resources]
+    (timed,) = run.profiled
+    assert timed.model == "tiny-yolov2" and sorted(timed.measured_ms) == [1, 4]
+    nominal, merged = read_profile(PROVISIONAL_PROFILE), read_profile(tmp_path / "run" / "profiles.yaml")
+    entry = merged.runtime("tiny-yolov2", "cpu")
+    assert entry.batch_latency_ms == timed.measured_ms and entry.threads == 1
+    assert 0 < entry.batch_latency_ms[1] <= entry.batch_latency_ms[4] and "measured on CPU" in entry.source
+    assert entry.cpu_cores == nominal.runtime("tiny-yolov2", "cpu").cpu_cores
+    assert [rt for rt in merged.runtimes if (rt.model, rt.device) != ("tiny-yolov2", "cpu")] == [
+        rt for rt in nominal.runtimes if (rt.model, rt.device) != ("tiny-yolov2", "cpu")]
+    variant = next(r.variant for r in run.system.resources if r.name == "tiny-yolov2-cpu-b4@dc1")
+    assert variant.batch_ms[4] == pytest.approx(timed.measured_ms[4], abs=1e-3)  # the schedulers' figure
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["profiles_file"] == run.profiles.source
+    assert config["profiled_real_workers"][0]["profile_ms"]["4"] == nominal.runtime("tiny-yolov2", "cpu").batch_latency_ms[4]
+
+
+def test_the_given_profile_is_kept_when_asked_or_with_an_agent(tiny_system, tmp_path) -> None:
+    from scheduler.profiles import PROVISIONAL_PROFILE
+    from testbed.live import LiveRun
+
+    _, _, system = tiny_system
+    agent = constant_agent(tmp_path / "agent.onnx", system, "closest")
+    for i, config in enumerate((
+        LiveConfig(topo="tiny", profiles=PROVISIONAL_PROFILE, real_sites=("dc1",), profile_real_workers=False),
+        LiveConfig(topo="tiny", profiles=PROVISIONAL_PROFILE, real_sites=("dc1",), agent=agent),
+    )):
+        logged: list[str] = []
+        run = LiveRun(replace(config, out=tmp_path / f"run{i}"), log=logged.append)
+        run.profile_real_workers()
+        assert run.profiles.source == str(PROVISIONAL_PROFILE) and run.profiled == []
+        assert not (tmp_path / f"run{i}" / "profiles.yaml").exists()
+        assert (config.agent is None) or any("agent's state is defined by" in line for line in logged)
