@@ -535,7 +535,8 @@ class LiveRun:
             return
         batches = {m: tuple(sorted({1} | {r.variant.batch_size for r in self.system.resources
                                          if r.variant.model == m and r.variant.device == "cpu"})) for m in real}
-        self.log(f"timing the real workers' models on CPU {real_worker_cpu()} (1 thread, as they run) so that "
+        self.log(f"timing the real workers' models on CPU {real_worker_cpu()} ({REAL_THREADS_PER_REPLICA} thread, "
+                 "as they run) so that "
                  f"the schedulers decide with this host's figures; --no-profile-real-workers keeps "
                  f"{self.profiles.source}")
         path = self.out / "profiles.yaml"

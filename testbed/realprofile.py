@@ -21,9 +21,8 @@ from workers.profiler import ProfileRequest, profile_runtime, synthetic_frames
 RUNS = 3
 """Interleaved runs per model (their spread is recorded in the profile)."""
 BUDGET_S = 0.2
-"""Seconds per run and batch size once 3 batches are timed: ~10 s for the SSD at batch 1 and 4."""
-
-
+"""Seconds per run and batch size once 3 batches are timed (the SSD at b1/b2/b4 and tiny-yolov2 took
+~10 s together on the 2-core machine)."""
 REAL_INFERENCE_CORES = 1.0
 """Cores the real ONNX workers get together: the last CPU (the emulation keeps the others)."""
 REAL_THREADS_PER_REPLICA = 1
@@ -73,18 +72,17 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
     try:
         for model, sizes in batches.items():
             req = ProfileRequest(models=(model,), batches=tuple(sorted(set(sizes))), runs=RUNS,
-                                 threads=REAL_THREADS_PER_REPLICA,
-                                 budget_s=BUDGET_S, out=out_path)
+                                 threads=REAL_THREADS_PER_REPLICA, budget_s=BUDGET_S, out=out_path)
             rt = profile_runtime(load_model(model), "cpu", req, frames)
             old = entries[model]
             runtimes[model] = replace(
-                old, threads=REAL_THREADS_PER_REPLICA, batch_latency_ms=rt.batch_latency_ms, batch_latency_p99_ms=rt.batch_latency_p99_ms,
-                batch_latency_spread_ms=rt.batch_latency_spread_ms, input_ms_per_mb=rt.input_ms_per_mb,
+                old, threads=REAL_THREADS_PER_REPLICA, batch_latency_ms=rt.batch_latency_ms,
+                batch_latency_p99_ms=rt.batch_latency_p99_ms, batch_latency_spread_ms=rt.batch_latency_spread_ms,
+                input_ms_per_mb=rt.input_ms_per_mb,
                 source=f"measured on CPU {cpu} before this live run ({rt.source}); cores and memory as "
                        f"{Path(profile_path).name}")
             measured[model] = MeasuredModel(model, {b: round(ms, 3) for b, ms in rt.batch_latency_ms.items()},
-                                            dict(old.batch_latency_ms),
-                                            rt.input_ms_per_mb)
+                                            dict(old.batch_latency_ms), rt.input_ms_per_mb)
             log(f"[profile] {measured[model].describe()}")
     finally:
         os.sched_setaffinity(0, before)
