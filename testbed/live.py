@@ -195,10 +195,17 @@ def smallest_cluster(topo: Topology, profiles: ProfileSet, system: SystemModel) 
 
 
 def busiest_cpu_cluster(
-    system: SystemModel, trace: Trace, policy: str, duration_s: float, seed: int, eta: float
+    system: SystemModel,
+    trace: Trace,
+    policy: str,
+    duration_s: float,
+    seed: int,
+    eta: float,
+    real_cores: float = REAL_INFERENCE_CORES,
 ) -> tuple[str | None, dict[str, int]]:
-    """Returns the cluster whose CPU variants the policy gives the most queries in a simulated dry run of
-    the same trace (None if it gives them none), and the simulated queries per resource."""
+    """Returns the cluster whose CPU variants that real inference can carry (`real_resources`) the policy
+    gives the most queries in a simulated dry run of the same trace; failing that, the cluster whose CPU
+    variants it gives the most queries (None if it gives them none); and the queries per resource."""
     per_resource: dict[str, int] = {}
 
     def sink(cols: dict[str, np.ndarray]) -> None:
@@ -209,11 +216,41 @@ def busiest_cpu_cluster(
 
     sim = Simulation(system, trace, SimConfig(duration_s=duration_s, eta=eta), seed=seed, record_sink=sink)
     sim.run(policy_index(policy))
-    per_site: dict[str, int] = {}
-    for r in system.resources:
-        if r.variant.device == "cpu" and per_resource.get(r.name, 0) > 0:
-            per_site[r.site] = per_site.get(r.site, 0) + per_resource[r.name]
-    return (max(per_site, key=lambda k: per_site[k]) if per_site else None), per_resource
+    return choose_real_site(system, per_resource, real_cores), per_resource
+
+
+def choose_real_site(system: SystemModel, queries: dict[str, int], real_cores: float) -> str | None:
+    """Returns the cluster whose CPU variants that real inference can carry have the most `queries`;
+    failing that, the cluster whose CPU variants have the most; None if no CPU variant has any."""
+    carried: dict[str, int] = {}
+    for site in dict.fromkeys(r.site for r in system.resources):
+        real = real_resources(system, (site,), queries, real_cores)
+        carried[site] = sum(queries.get(name, 0) for name, ok in real.items() if ok)
+    if max(carried.values(), default=0) == 0:
+        carried = {}
+        for r in system.resources:
+            if r.variant.device == "cpu":
+                carried[r.site] = carried.get(r.site, 0) + queries.get(r.name, 0)
+    best = max(carried, key=lambda k: carried[k], default=None)
+    return best if best is not None and carried[best] > 0 else None
+
+
+def real_resources(
+    system: SystemModel, sites: tuple[str, ...], queries: dict[str, int] | None, real_cores: float
+) -> dict[str, bool]:
+    """Returns, for every CPU variant at `sites`, whether it runs real ONNX: as far as the cores real
+    inference has carry their replicas (one intra-op thread each: one core when busy; oversubscribed, the
+    replicas would starve each other and miss their profile), the variants with the most `queries` first
+    (file order breaks ties)."""
+    candidates = [r for r in system.resources if r.site in sites and r.variant.device == "cpu"]
+    candidates.sort(key=lambda r: -(queries or {}).get(r.name, 0))
+    real, left = {}, real_cores
+    for r in candidates:
+        need = r.replicas * REAL_THREADS_PER_REPLICA
+        real[r.name] = need <= left + 1e-9
+        if real[r.name]:
+            left -= need
+    return real
 
 
 def plan_workers(
@@ -223,10 +260,9 @@ def plan_workers(
     queries: dict[str, int] | None = None,
     real_cores: float = REAL_INFERENCE_CORES,
 ) -> list[WorkerPlan]:
-    """Returns one worker per resource: real ONNX on CPU variants at the real sites as far as the cores
-    this host gives real inference carry them (a real replica runs one intra-op thread: one core when
-    busy; oversubscribed, the replicas would starve each other and miss their profile), the variants a dry
-    run gives the most `queries` first; every other worker is profile-driven."""
+    """Returns one worker per resource: real ONNX on the CPU variants at the real sites that the cores of
+    real inference carry (`real_resources`, the variants a dry run gives the most `queries` first); every
+    other worker is profile-driven."""
     known = {s.name for s in system.topology.clusters}
     for site in real_sites:
         if site not in known:
@@ -234,15 +270,8 @@ def plan_workers(
                 f"--real-workers: {site!r} is not a cluster of {system.topology.source} "
                 f"(clusters: {', '.join(sorted(known))})"
             )
-    candidates = [r for r in system.resources if r.site in real_sites and r.variant.device == "cpu"]
-    candidates.sort(key=lambda r: -(queries or {}).get(r.name, 0))  # stable: file order breaks ties
-    real_names, left, left_for = set(), real_cores, {}
-    for r in candidates:
-        need = r.replicas * REAL_THREADS_PER_REPLICA
-        left_for[r.name] = left
-        if need <= left + 1e-9:
-            real_names.add(r.name)
-            left -= need
+    real_names = {name for name, ok in real_resources(system, real_sites, queries, real_cores).items() if ok}
+    taken = sum(r.replicas * REAL_THREADS_PER_REPLICA for r in system.resources if r.name in real_names)
     plans, next_port = [], {}
     for r in system.resources:
         v = r.variant
@@ -253,8 +282,8 @@ def plan_workers(
         if r.site in real_sites and v.device != "cpu":
             note = "no GPU on this machine: profile-driven"
         elif r.site in real_sites and not real:
-            note = (f"{r.replicas} replica(s) need {r.replicas * REAL_THREADS_PER_REPLICA:g} core(s), real "
-                    f"inference has {left_for[r.name]:g} left")
+            note = (f"{r.replicas} replica(s) need {r.replicas * REAL_THREADS_PER_REPLICA:g} core(s); real "
+                    f"inference has {real_cores:g}, {taken:g} taken")
         plans.append(
             WorkerPlan(
                 resource=r.name,

@@ -21,7 +21,14 @@ from scheduler.live import LiveScheduler, create_app, static_policy
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from testbed.capture import choose_hosts
-from testbed.live import LiveConfig, build_trace, busiest_cpu_cluster, plan_workers, smallest_cluster
+from testbed.live import (
+    LiveConfig,
+    build_trace,
+    busiest_cpu_cluster,
+    choose_real_site,
+    plan_workers,
+    smallest_cluster,
+)
 from testbed.plan import build_plan
 from topologies import load_topology
 from workload.source import JpegSizer, corrupt, pad_jpeg
@@ -92,7 +99,7 @@ def test_real_workers_take_only_the_cores_real_inference_has(tiny_system) -> Non
     assert real(3.0) == {ssd, tiny}
     assert real(0.5) == set()
     note = next(p.note for p in plan_workers(full, ("ant1",), LiveConfig(), None, 1.0) if p.resource == ssd)
-    assert note == "2 replica(s) need 2 core(s), real inference has 1 left"
+    assert note == "2 replica(s) need 2 core(s); real inference has 1, 1 taken"
 
 
 def _live(system, workers=None) -> LiveScheduler:
@@ -235,13 +242,23 @@ def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
     trace, duration_s, _ = build_trace(LiveConfig(), system)
     site, per_resource = busiest_cpu_cluster(system, trace, "closest", duration_s, 1, 1.0)
     assert site is not None and system.topology.site(site).layer == "antenna"
-    cpu_there = sum(n for r, n in per_resource.items() if r.endswith(f"@{site}") and "-cpu-" in r)
-    assert cpu_there == max(
-        sum(n for r, n in per_resource.items() if r.endswith(f"@{a}") and "-cpu-" in r)
-        for a in system.antennas
-    )
+
+    # closest gives no dry-run query to a variant that fits in the one core (ant sites' SSDs have two
+    # replicas), so the choice falls back to the antenna with the most CPU-variant queries
+    assert site == max(system.antennas, key=lambda a: sum(
+        n for r, n in per_resource.items() if r.endswith(f"@{a}") and "-cpu-" in r))
     # with the provisional profiles least-impedance prefers the GPU variants of CO and DC: no CPU work
     assert busiest_cpu_cluster(system, trace, "least-impedance", duration_s, 1, 1.0)[0] is None
+
+
+def test_the_real_site_is_where_real_inference_would_carry_the_most_queries() -> None:
+    system = build_system(load_topology("full-edge"), load_profiles())
+    ssd, tiny = "mobilenet-ssd-cpu-b1@{}", "tiny-yolov2-cpu-b1@{}"
+    queries = {ssd.format("ant1"): 900, tiny.format("ant1"): 10, ssd.format("ant2"): 100, tiny.format("ant2"): 300}
+    assert choose_real_site(system, queries, 1.0) == "ant2"  # only tiny-yolov2 (1 replica) fits: 300 > 10
+    assert choose_real_site(system, queries, 2.0) == "ant1"  # the SSD's two replicas fit: 900 > 300
+    assert choose_real_site(system, {ssd.format("ant3"): 5}, 1.0) == "ant3"  # nothing fits: most CPU queries
+    assert choose_real_site(system, {"tiny-yolov2-gpu-b8@cloud": 50}, 1.0) is None
 
 
 def test_pcap_host_selection() -> None:
