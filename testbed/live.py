@@ -74,8 +74,9 @@ class LiveConfig:
     profiles: Path | None = None
     out: Path | None = None
     real_sites: tuple[str, ...] | None = None
-    """Cluster sites whose CPU variants run real ONNX inference; None: the cluster a simulated dry run of
-    the trace sends most CPU-variant queries to (the smallest cluster when there is none)."""
+    """Cluster sites whose CPU variants run real ONNX inference as far as the core of real inference carries
+    them (`real_resources`); None: `choose_real_site` on a simulated dry run of the trace (the smallest
+    cluster when no stream goes to a CPU variant)."""
     pcap: str = "default"
     pcap_snaplen: int = DEFAULT_SNAPLEN
     shaping: str = "auto"

@@ -74,9 +74,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--real-workers",
         default=None,
         metavar="SITES",
-        help="comma list of cluster sites whose CPU variants run real ONNX inference; 'none' for none "
-        "(default: the cluster a simulated dry run of the trace sends most CPU-variant queries to); "
-        "every other worker is profile-driven",
+        help="comma list of cluster sites whose CPU variants run real ONNX inference, as far as the one "
+        "core real inference gets carries their replicas; 'none' for none (default: the cluster where a "
+        "simulated dry run of the trace gives those variants the most queries); every other worker is "
+        "profile-driven",
     )
     parser.add_argument(
         "--pcap",
