@@ -46,7 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrate", type=Path, default=None, metavar="RUN_DIR",
                    help="simulate with the link delays and processing times this testbed run measured")
     p.add_argument("--real-workers", default="none", metavar="SITES",
-                   help="cluster sites running real ONNX inference in the testbed (default none: profile-driven)")
+                   help="cluster sites running real ONNX inference in the testbed, as far as the one core of "
+                        "real inference carries them (default none: profile-driven)")
+    p.add_argument("--no-profile-real-workers", action="store_true",
+                   help="keep --profiles as given; by default the real workers' models are timed on this CPU "
+                        "first and both sides use that profile (OUT/profiles-real.yaml)")
     p.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs")
     p.add_argument("--controller", choices=("osken", "none"), default="osken")
     p.add_argument("--pcap", default="none", help="hosts to capture on the testbed side (default none)")
@@ -55,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from testbed.live import LiveConfig, run_live  # the testbed side needs root and the network package
+    from testbed.live import LiveConfig, plan_workers, run_live  # the testbed side: root, network package
+    from testbed.realprofile import measure_real_models, real_model_batches
 
     if os.geteuid() != 0:
         print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)
@@ -77,11 +82,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.profile_scale != 1.0:
         args.profiles = write_scaled_profile(args.profiles, args.profile_scale,
                                              out / f"profiles-x{args.profile_scale:g}.yaml")
+    real = () if args.real_workers == "none" else tuple(s for s in args.real_workers.split(",") if s)
+    if real and not args.no_profile_real_workers:
+        nominal = build_system(topo, load_profiles(args.profiles))
+        plans = plan_workers(nominal, real, LiveConfig(topo=args.topo))
+        batches = real_model_batches(nominal, {p.resource for p in plans if p.real})
+        if batches:
+            print(f"timing the real workers' models ({', '.join(batches)}) on this CPU; both sides use the result")
+            args.profiles = out / "profiles-real.yaml"
+            measure_real_models(Path(nominal.profiles.source), batches, args.profiles)
     profiles = load_profiles(args.profiles)
     # The simulated schedulers decide with the nominal figures, as the testbed's do; calibration changes
     # only how the simulated links and workers behave.
     system = build_system(topo, profiles)
-    physics, label = None, "nominal topology and profiles"
+    physics, label = None, f"nominal topology and profiles ({Path(profiles.source).name})"
     overhead, scale = (0.0, 0.0), {}
     if args.calibrate:
         physics = build_system(calibrated_topology(topo, read_link_figures(args.calibrate)), profiles)
@@ -91,8 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         label = (f"calibrated from {args.calibrate} (schedulers decide with the nominal figures, as the "
                  f"testbed's do): measured link figures; stack overhead {overhead[0]:.2f} ms up, "
                  f"{overhead[1]:.2f} ms down; processing x"
-                 + ", ".join(f"{k:.2f} ({v})" for v, k in scale.items()))
-    real = () if args.real_workers == "none" else tuple(s for s in args.real_workers.split(",") if s)
+                 + ", ".join(f"{k:.2f} ({v})" for v, k in scale.items()) + f"; profiles {Path(profiles.source).name}")
     base = LiveConfig(topo=args.topo, trace=trace_path, duration_s=args.duration, seed=args.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
                       controller=args.controller, profile_real_workers=False)  # both sides: one profile file

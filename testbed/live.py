@@ -41,6 +41,7 @@ from testbed.realprofile import (
     REAL_THREADS_PER_REPLICA,
     MeasuredModel,
     measure_real_models,
+    real_model_batches,
     real_worker_cpu,
 )
 from topologies import Topology, load_topology
@@ -556,15 +557,13 @@ class LiveRun:
     def profile_real_workers(self) -> None:
         """Times the real workers' models on their CPU and switches the run to the profile with those
         figures (see LiveConfig.profile_real_workers) and the worker plan to the system it gives."""
-        real = sorted({p.model for p in self.workers_plan if p.real})
-        if not real or not self.config.profile_real_workers:
+        batches = real_model_batches(self.system, {p.resource for p in self.workers_plan if p.real})
+        if not batches or not self.config.profile_real_workers:
             return
         if self.config.agent is not None:
-            self.log(f"not timing the real workers' models ({', '.join(real)}): the agent's state is defined by "
-                     f"{self.profiles.source}, with which the schedulers decide")
+            self.log(f"not timing the real workers' models ({', '.join(batches)}): the agent's state is defined "
+                     f"by {self.profiles.source}, with which the schedulers decide")
             return
-        batches = {m: tuple(sorted({1} | {r.variant.batch_size for r in self.system.resources
-                                         if r.variant.model == m and r.variant.device == "cpu"})) for m in real}
         self.log(f"timing the real workers' models on CPU {real_worker_cpu()} ({REAL_THREADS_PER_REPLICA} thread, "
                  "as they run) so that "
                  f"the schedulers decide with this host's figures; --no-profile-real-workers keeps "

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from scheduler.system import SystemModel
 from workers.modelconfig import load_model
 from workers.profilefile import ProfileFile, read_profile, write_profile
 from workers.profiler import ProfileRequest, profile_runtime, synthetic_frames
@@ -32,6 +33,14 @@ REAL_THREADS_PER_REPLICA = 1
 def real_worker_cpu() -> int:
     """Returns the CPU the real ONNX workers are pinned to (the last: the emulation keeps the others)."""
     return (os.cpu_count() or 1) - 1
+
+
+def real_model_batches(system: SystemModel, real_resources: set[str]) -> dict[str, tuple[int, ...]]:
+    """Returns, per model with a real worker among `real_resources`, the batch sizes to time: 1 and every
+    size of that model's CPU variants in the system (their profile-driven workers sleep the same entry)."""
+    models = sorted({r.variant.model for r in system.resources if r.name in real_resources})
+    return {m: tuple(sorted({1} | {r.variant.batch_size for r in system.resources
+                                   if r.variant.model == m and r.variant.device == "cpu"})) for m in models}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from workers.profilefile import read_profile
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -17,7 +19,8 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ne
 def test_compare_on_tiny_replays_one_trace_on_both_sides(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     r = subprocess.run([sys.executable, str(ROOT / "run_testbed.py"), "compare", "--topo", "tiny", "--duration", "10",
-                        "--lambda", "12", "--seed", "1", "--policies", "closest,least-impedance", "--out", str(out)],
+                        "--lambda", "12", "--seed", "1", "--policies", "closest,least-impedance", "--real-workers",
+                        "ant1", "--out", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -36,3 +39,10 @@ def test_compare_on_tiny_replays_one_trace_on_both_sides(tmp_path: Path) -> None
     assert "Simulator vs testbed: tiny" in (out / "report.md").read_text()
     assert (out / "series.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "trace.csv").exists()
+    # ant1's SSD ran real ONNX; its model was timed here first and both sides used that profile
+    timed = read_profile(out / "profiles-real.yaml").runtime("mobilenet-ssd", "cpu")
+    assert "measured on CPU" in timed.source and sorted(timed.batch_latency_ms) == [1]
+    for policy in ("closest", "least-impedance"):
+        config = json.loads((out / "testbed" / policy / "config.json").read_text())
+        assert config["profiles_file"] == str(out / "profiles-real.yaml") and config["profiled_real_workers"] == []
+        assert [w["resource"] for w in config["workers"] if w["real"]] == ["mobilenet-ssd-cpu-b1@ant1"]
