@@ -69,7 +69,8 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
                         log: Callable[[str], None] = print, cpu: int | None = None) -> list[MeasuredModel]:
     """Times each model of `batches` (model -> batch sizes) on CPU `cpu` (default: the real workers'),
     writes the given profile with those models' CPU entries replaced to `out_path`, and returns what was
-    measured. Raises KeyError naming the model when the profile has no CPU entry for it."""
+    measured. Raises KeyError naming the model when the profile has no CPU entry for it, RuntimeError
+    naming it when it cannot be timed (its ONNX file missing or broken)."""
     nominal = read_profile(profile_path)
     entries = {m: nominal.runtime(m, "cpu") for m in batches}  # refuses a model without a CPU entry first
     cpu = real_worker_cpu() if cpu is None else cpu
@@ -82,7 +83,10 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
         for model, sizes in batches.items():
             req = ProfileRequest(models=(model,), batches=tuple(sorted(set(sizes))), runs=RUNS,
                                  threads=REAL_THREADS_PER_REPLICA, budget_s=BUDGET_S, out=out_path)
-            rt = profile_runtime(load_model(model), "cpu", req, frames)
+            try:
+                rt = profile_runtime(load_model(model), "cpu", req, frames)
+            except Exception as exc:  # a missing or broken ONNX file: the real worker could not start either
+                raise RuntimeError(f"timing {model} for its real worker failed: {exc}") from exc
             old = entries[model]
             runtimes[model] = replace(
                 old, threads=REAL_THREADS_PER_REPLICA, batch_latency_ms=rt.batch_latency_ms,

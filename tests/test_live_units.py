@@ -426,3 +426,18 @@ def test_the_given_profile_is_kept_when_asked_or_with_an_agent(tiny_system, tmp_
         assert run.profiles.source == str(PROVISIONAL_PROFILE) and run.profiled == []
         assert not (tmp_path / f"run{i}" / "profiles.yaml").exists()
         assert (config.agent is None) or any("agent's state is defined by" in line for line in logged)
+
+
+def test_a_model_that_cannot_be_timed_is_named(tmp_path, monkeypatch) -> None:
+    from scheduler.profiles import PROVISIONAL_PROFILE
+    from testbed import realprofile
+
+    def broken(*_args, **_kwargs):
+        raise OSError("models/tiny-yolov2/model.onnx: no such file")
+
+    monkeypatch.setattr(realprofile, "profile_runtime", broken)
+    with pytest.raises(RuntimeError, match="timing tiny-yolov2 for its real worker failed: .*no such file"):
+        realprofile.measure_real_models(PROVISIONAL_PROFILE, {"tiny-yolov2": (1,)}, tmp_path / "p.yaml")
+    assert not (tmp_path / "p.yaml").exists()
+    with pytest.raises(KeyError, match="no runtime profile for model 'nope'"):
+        realprofile.measure_real_models(PROVISIONAL_PROFILE, {"nope": (1,)}, tmp_path / "p.yaml")
