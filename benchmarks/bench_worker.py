@@ -132,7 +132,7 @@ class LeanClient:
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self._encoded: dict[int, bytes] = {}
+        self._encoded: dict[int, tuple[Request, bytes]] = {}  # by id, holding the request so the id stays its
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -146,18 +146,19 @@ class LeanClient:
         await self._writer.wait_closed()
 
     def _encode(self, req: Request) -> bytes:
-        key = id(req)
-        if key not in self._encoded:
+        cached = self._encoded.get(id(req))
+        if cached is None or cached[0] is not req:
             head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
-            self._encoded[key] = (f"POST {req.path} HTTP/1.1\r\nHost: {self.host}\r\n{head}"
-                                  f"Content-Length: {len(req.body)}\r\n\r\n").encode() + req.body
-        return self._encoded[key]
+            cached = (req, (f"POST {req.path} HTTP/1.1\r\nHost: {self.host}\r\n{head}"
+                            f"Content-Length: {len(req.body)}\r\n\r\n").encode() + req.body)
+            self._encoded[id(req)] = cached
+        return cached[1]
 
     async def post(self, req: Request) -> tuple[int, bytes, str | None]:
         """Returns (status, body, Inference-Header-Content-Length or None)."""
         self._writer.write(self._encode(req))
         head = await self._reader.readuntil(b"\r\n\r\n")
-        status, length, header_len = int(head[9:12]), 0, None
+        status, length, header_len = int(head[9:12]), None, None
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -165,6 +166,8 @@ class LeanClient:
                 length = int(value)
             elif name == b"inference-header-content-length":
                 header_len = value.strip().decode()
+        if length is None:  # the worker always sends one; a chunked answer would desynchronise the stream
+            raise RuntimeError(f"answer without Content-Length: {head[:200]!r}")
         return status, await self._reader.readexactly(length), header_len
 
 
@@ -244,10 +247,11 @@ async def compare_throughput(worker: Worker, cases: dict, concurrency: int, slic
     of the served load so that all see the same (possibly busy) host; CPU time per thread shows the
     cost of each part whatever the host's load. `cases`: name -> (Request, {baseline name: fn(s)})."""
     tallies = {name: Tally() for name in cases}
-    clients = [CLIENT(worker.host, worker.port) for _ in range(concurrency)]
-    for c in clients:
-        await c.__aenter__()
+    clients, opened = [CLIENT(worker.host, worker.port) for _ in range(concurrency)], []
     try:
+        for c in clients:
+            await c.__aenter__()
+            opened.append(c)
         for name, (req, baselines) in cases.items():
             await served_frames(clients, req, 1.0)  # warm-up
             t = tallies[name]
@@ -276,16 +280,16 @@ async def compare_throughput(worker: Worker, cases: dict, concurrency: int, slic
                 t.served_s += served_s
                 t.refused += refused
     finally:
-        for c in clients:
+        for c in opened:
             await c.__aexit__()
     return tallies
 
 
 async def low_load(worker: Worker, req: Request, local, count: int, block: int) -> dict[str, list[float]]:
     """Returns client round trips, in-process times of `local()` and the worker's own stages (ms):
-    arrival to batch start, batch, batch end to answer, and the network's run within the batch. One query in flight at a time; `block` 1:
-    each query followed by one `local()` (spaced); `block` > 1: `block` queries back to back, then
-    `block` back-to-back `local()` runs, and so on."""
+    arrival to batch start, batch, batch end to answer, and the network's run within the batch. One
+    query in flight at a time; `block` 1: each query followed by one `local()` (spaced); `block` > 1:
+    `block` queries back to back, then `block` back-to-back `local()` runs, and so on."""
     out: dict[str, list[float]] = {"rtt": [], "local": [], "to_start": [], "batch": [], "to_answer": [],
                                    "compute": []}
     warm_up = 20
@@ -339,7 +343,8 @@ def main() -> None:
     parser.add_argument("--low-load-queries", type=int, default=200, help="per low-load case and mode")
     parser.add_argument("--block", type=int, default=10, help="queries per back-to-back block at low load")
     parser.add_argument("--aiohttp-client", action="store_true", help="load and probe with aiohttp's client")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin the low-load worker to its own CPU")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the low-load worker to its own CPU "
+                        "(the benchmark pins its main thread; with --threads > 1 ORT's pool threads are not)")
     args = parser.parse_args()
     CLIENT = AiohttpClient if args.aiohttp_client else LeanClient
     zoo.build(names=[args.model], log=lambda _: None)

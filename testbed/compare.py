@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from testbed.live import LiveConfig, plan_workers, run_live  # the testbed side: root, network package
-    from testbed.realprofile import measure_real_models, real_model_batches
+    from testbed.realprofile import real_model_batches, time_real_workers
 
     if os.geteuid() != 0:
         print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)
@@ -69,6 +69,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for p in policies:
         policy_index(p)
     check_duration(args.duration)
+    if args.real_workers != "none" and args.profile_scale != 1.0 and not args.no_profile_real_workers:
+        print("error: --profile-scale with --real-workers: timing the real workers would put this CPU's speed "
+              "back into the scaled profile; add --no-profile-real-workers", file=sys.stderr)
+        return 2
     topo = load_topology(args.topo)
     antennas = tuple(a.name for a in topo.antennas)
     out: Path = args.out
@@ -84,13 +88,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                              out / f"profiles-x{args.profile_scale:g}.yaml")
     real = () if args.real_workers == "none" else tuple(s for s in args.real_workers.split(",") if s)
     if real and not args.no_profile_real_workers:
-        nominal = build_system(topo, load_profiles(args.profiles))
-        plans = plan_workers(nominal, real, LiveConfig(topo=args.topo))
-        batches = real_model_batches(nominal, {p.resource for p in plans if p.real})
-        if batches:
-            print(f"timing the real workers' models ({', '.join(batches)}) on this CPU; both sides use the result")
-            args.profiles = out / "profiles-real.yaml"
-            measure_real_models(Path(nominal.profiles.source), batches, args.profiles)
+        def real_models_of(path: Path) -> dict[str, tuple[int, ...]]:
+            system = build_system(topo, load_profiles(path))
+            return real_model_batches(system, {p.resource for p in plan_workers(system, real, LiveConfig()) if p.real})
+
+        print("timing the real workers' models on the core they get; both sides use the result")
+        args.profiles, _ = time_real_workers(Path(load_profiles(args.profiles).source), out / "profiles-real.yaml",
+                                             real_models_of)
     profiles = load_profiles(args.profiles)
     # The simulated schedulers decide with the nominal figures, as the testbed's do; calibration changes
     # only how the simulated links and workers behave.

@@ -40,9 +40,10 @@ from testbed.realprofile import (
     REAL_INFERENCE_CORES,
     REAL_THREADS_PER_REPLICA,
     MeasuredModel,
-    measure_real_models,
+    real_cores_needed,
     real_model_batches,
     real_worker_cpu,
+    time_real_workers,
 )
 from topologies import Topology, load_topology
 from workload.arrivals import RateSchedule, generate_trace, workload_rng
@@ -248,7 +249,7 @@ def real_resources(
     candidates.sort(key=lambda r: -(queries or {}).get(r.name, 0))
     real, left = {}, real_cores
     for r in candidates:
-        need = r.replicas * REAL_THREADS_PER_REPLICA
+        need = real_cores_needed(r)
         real[r.name] = need <= left + 1e-9
         if real[r.name]:
             left -= need
@@ -273,7 +274,7 @@ def plan_workers(
                 f"(clusters: {', '.join(sorted(known))})"
             )
     real_names = {name for name, ok in real_resources(system, real_sites, queries, real_cores).items() if ok}
-    taken = sum(r.replicas * REAL_THREADS_PER_REPLICA for r in system.resources if r.name in real_names)
+    taken = sum(real_cores_needed(r) for r in system.resources if r.name in real_names)
     plans, next_port = [], {}
     for r in system.resources:
         v = r.variant
@@ -284,7 +285,7 @@ def plan_workers(
         if r.site in real_sites and v.device != "cpu":
             note = "no GPU on this machine: profile-driven"
         elif r.site in real_sites and not real:
-            note = (f"{r.replicas} replica(s) need {r.replicas * REAL_THREADS_PER_REPLICA:g} core(s); real "
+            note = (f"{r.replicas} replica(s) need {real_cores_needed(r):g} core(s); real "
                     f"inference has {real_cores:g}, {taken:g} taken")
         plans.append(
             WorkerPlan(
@@ -503,7 +504,7 @@ class LiveRun:
             self.decision_window_s = controller.decision_window_s
             dry_policy = POLICY_NAMES[controller.policy.meta.fallback_policy]  # the agent's usual choice
         self.trace, self.duration_s, self.load_label = build_trace(config, self.system)
-        self.real_note = ""
+        self.dry_note = self.real_note = ""
         self.dry_queries: dict[str, int] = {}
         if config.real_sites is not None:
             self.real_sites = tuple(config.real_sites)
@@ -513,7 +514,7 @@ class LiveRun:
             )
             if busiest is None:
                 busiest = smallest_cluster(self.topo, self.profiles, self.system)
-                self.real_note = (
+                self.dry_note = (
                     f"note: in a simulated dry run {dry_policy} binds no stream to a CPU variant, "
                     f"so the real ONNX workers at {busiest} may stay idle (e.g. --policy closest "
                     "sends streams to the antennas' own clusters)"
@@ -547,16 +548,18 @@ class LiveRun:
                 raise ValueError(
                     f"--kill-worker: no resource {name!r}; resources: " + ", ".join(p.resource for p in plans)
                 )
+        fit_note = ""
         if self.real_sites and not any(p.real for p in plans):
-            self.real_note = (
+            fit_note = (
                 f"note: no CPU variant at {', '.join(self.real_sites)} fits in the {REAL_INFERENCE_CORES:g} "
                 f"core(s) real inference has (one per replica): every worker is profile-driven"
             )
+        self.real_note = "\n".join(n for n in (self.dry_note, fit_note) if n)
         return plans
 
     def profile_real_workers(self) -> None:
         """Times the real workers' models on their CPU and switches the run to the profile with those
-        figures (see LiveConfig.profile_real_workers) and the worker plan to the system it gives."""
+        figures (see LiveConfig.profile_real_workers), its system and its worker plan."""
         batches = real_model_batches(self.system, {p.resource for p in self.workers_plan if p.real})
         if not batches or not self.config.profile_real_workers:
             return
@@ -565,15 +568,19 @@ class LiveRun:
                      f"by {self.profiles.source}, with which the schedulers decide")
             return
         self.log(f"timing the real workers' models on CPU {real_worker_cpu()} ({REAL_THREADS_PER_REPLICA} thread, "
-                 "as they run) so that "
-                 f"the schedulers decide with this host's figures; --no-profile-real-workers keeps "
-                 f"{self.profiles.source}")
-        path = self.out / "profiles.yaml"
-        self.profiled = measure_real_models(Path(self.profiles.source), batches, path, self.log)
+                 f"as they run) so that the schedulers decide with this host's figures; "
+                 f"--no-profile-real-workers keeps {self.profiles.source}")
         before = {r.name for r in self.system.resources}
-        self.profiles = load_profiles(path)
-        self.system = build_system(self.topo, self.profiles)  # a placement may pack differently now
-        self.workers_plan = self.plan()
+
+        def real_models_of(path: Path) -> dict[str, tuple[int, ...]]:
+            self.profiles = load_profiles(path)
+            self.system = build_system(self.topo, self.profiles)  # a placement may pack differently now
+            self.workers_plan = self.plan()
+            return real_model_batches(self.system, {p.resource for p in self.workers_plan if p.real})
+
+        path, self.profiled = time_real_workers(Path(self.profiles.source), self.out / "profiles.yaml",
+                                                real_models_of, self.log)
+        real_models_of(path)
         after = {r.name for r in self.system.resources}
         if after != before:
             self.log(f"with this host's figures the placement changed: added {sorted(after - before)}, "

@@ -2,9 +2,11 @@
 CPU (one thread, pinned to the CPU the real workers get) before the run, and the run's profile is the
 given one with those models' CPU batch latencies and JPEG cost replaced, so that the schedulers decide
 with the speed the real workers will have, not with a profile measured elsewhere (the provisional
-figures put the 512x512 SSD at 22 ms a frame; this CPU takes ~70). Everything else in the profile
-(other models, GPU entries, cores, memory, accuracy) is kept; where a topology leaves placement to the
-greedy packing, it packs by capacity and may order or choose variants differently with the new figures.
+figures put the 512x512 SSD at 22 ms a frame; this CPU takes ~70). The replaced entries keep every
+batch size they had (all are timed) and their cores and memory (threads becomes 1, as timed); everything
+else in the profile (other models, GPU entries, accuracy) is kept. Where a topology leaves placement to
+the greedy packing, it packs by capacity and may choose variants differently with the new figures, so
+the timing repeats until every model with a real worker under the final profile is timed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from scheduler.system import SystemModel
+from scheduler.system import Resource, SystemModel
 from workers.modelconfig import load_model
 from workers.profilefile import ProfileFile, read_profile, write_profile
 from workers.profiler import ProfileRequest, profile_runtime, synthetic_frames
@@ -22,8 +24,7 @@ from workers.profiler import ProfileRequest, profile_runtime, synthetic_frames
 RUNS = 3
 """Interleaved runs per model (their spread is recorded in the profile)."""
 BUDGET_S = 0.2
-"""Seconds per run and batch size once 3 batches are timed (the SSD at b1/b2/b4 and tiny-yolov2 took
-~10 s together on the 2-core machine)."""
+"""Seconds per run and batch size once 3 batches are timed."""
 REAL_INFERENCE_CORES = 1.0
 """Cores the real ONNX workers get together: the last CPU (the emulation keeps the others)."""
 REAL_THREADS_PER_REPLICA = 1
@@ -31,13 +32,20 @@ REAL_THREADS_PER_REPLICA = 1
 
 
 def real_worker_cpu() -> int:
-    """Returns the CPU the real ONNX workers are pinned to (the last: the emulation keeps the others)."""
-    return (os.cpu_count() or 1) - 1
+    """Returns the CPU the real ONNX workers are pinned to: the last this process may run on (the
+    emulation keeps the others)."""
+    return max(os.sched_getaffinity(0))
+
+
+def real_cores_needed(resource: Resource) -> float:
+    """Cores a resource's real worker takes when busy: one per replica (one intra-op thread each)."""
+    return resource.replicas * REAL_THREADS_PER_REPLICA
 
 
 def real_model_batches(system: SystemModel, real_resources: set[str]) -> dict[str, tuple[int, ...]]:
     """Returns, per model with a real worker among `real_resources`, the batch sizes to time: 1 and every
-    size of that model's CPU variants in the system (their profile-driven workers sleep the same entry)."""
+    size of that model's CPU variants in the system (their profile-driven workers sleep the same entry;
+    `measure_real_models` adds the sizes the profile has)."""
     models = sorted({r.variant.model for r in system.resources if r.name in real_resources})
     return {m: tuple(sorted({1} | {r.variant.batch_size for r in system.resources
                                    if r.variant.model == m and r.variant.device == "cpu"})) for m in models}
@@ -53,16 +61,28 @@ class MeasuredModel:
     input_ms_per_mb: float
 
     def describe(self) -> str:
-        sizes = ", ".join(f"b{b} {ms:.1f} ms (profile {self.profile_latency(b):.1f})"
+        sizes = ", ".join(f"b{b} {ms:.1f} ms (profile {self.profile_ms[b]:.1f})"
                           for b, ms in sorted(self.measured_ms.items()))
         return f"{self.model} cpu: {sizes}; JPEG {self.input_ms_per_mb:.1f} ms/MB"
 
-    def profile_latency(self, batch: int) -> float:
-        if batch in self.profile_ms:
-            return self.profile_ms[batch]
-        sizes = sorted(self.profile_ms)
-        nearest = min(sizes, key=lambda s: abs(s - batch))
-        return self.profile_ms[nearest] * batch / nearest
+
+def time_real_workers(profile_path: Path, out_path: Path,
+                      real_models_of: Callable[[Path], dict[str, tuple[int, ...]]],
+                      log: Callable[[str], None] = print) -> tuple[Path, list[MeasuredModel]]:
+    """Times the models that `real_models_of(profile file)` says have real workers, writing the run's
+    profile to `out_path`, until every model it names under the resulting profile is timed (new figures
+    may change a greedy placement, and with it which variants run real). Returns the profile to decide
+    with (`profile_path` when nothing was timed) and what was measured."""
+    path, measured = Path(profile_path), {}
+    for _ in range(3):
+        wanted = {m: b for m, b in real_models_of(path).items() if m not in measured}
+        if not wanted:
+            return path, list(measured.values())
+        for m in measure_real_models(path, wanted, out_path, log):
+            measured[m.model] = m
+        path = Path(out_path)
+    raise RuntimeError(f"{out_path}: timing the real workers kept changing which models run real "
+                       f"(timed {sorted(measured)}); pass the profile with --profiles and --no-profile-real-workers")
 
 
 def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]], out_path: Path,
@@ -73,6 +93,8 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
     naming it when it cannot be timed (its ONNX file missing or broken)."""
     nominal = read_profile(profile_path)
     entries = {m: nominal.runtime(m, "cpu") for m in batches}  # refuses a model without a CPU entry first
+    # every size the entry has is timed too, or its variants at those sizes would leave the profile
+    batches = {m: tuple(sorted(set(sizes) | set(entries[m].batch_latency_ms))) for m, sizes in batches.items()}
     cpu = real_worker_cpu() if cpu is None else cpu
     frames = synthetic_frames()
     before = os.sched_getaffinity(0)
@@ -95,7 +117,7 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
                 source=f"measured on CPU {cpu} before this live run ({rt.source}); cores and memory as "
                        f"{Path(profile_path).name}")
             measured[model] = MeasuredModel(model, {b: round(ms, 3) for b, ms in rt.batch_latency_ms.items()},
-                                            dict(old.batch_latency_ms), rt.input_ms_per_mb)
+                                            {b: old.latency_ms(b) for b in rt.batch_latency_ms}, rt.input_ms_per_mb)
             log(f"[profile] {measured[model].describe()}")
     finally:
         os.sched_setaffinity(0, before)

@@ -41,7 +41,7 @@ def test_compare_on_tiny_replays_one_trace_on_both_sides(tmp_path: Path) -> None
     assert (out / "trace.csv").exists()
     # ant1's SSD ran real ONNX; its model was timed here first and both sides used that profile
     timed = read_profile(out / "profiles-real.yaml").runtime("mobilenet-ssd", "cpu")
-    assert "measured on CPU" in timed.source and sorted(timed.batch_latency_ms) == [1]
+    assert "measured on CPU" in timed.source and sorted(timed.batch_latency_ms) == [1, 2, 4, 8]  # the entry's sizes
     for policy in ("closest", "least-impedance"):
         config = json.loads((out / "testbed" / policy / "config.json").read_text())
         assert config["profiles_file"] == str(out / "profiles-real.yaml") and config["profiled_real_workers"] == []

@@ -245,6 +245,8 @@ def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
 
     # closest gives no dry-run query to a variant that fits in the one core (ant sites' SSDs have two
     # replicas), so the choice falls back to the antenna with the most CPU-variant queries
+    fits = {r.name for r in system.resources if r.variant.device == "cpu" and r.replicas == 1}
+    assert fits and not any(per_resource.get(name, 0) for name in fits)
     assert site == max(system.antennas, key=lambda a: sum(
         n for r, n in per_resource.items() if r.endswith(f"@{a}") and "-cpu-" in r))
     # with the provisional profiles least-impedance prefers the GPU variants of CO and DC: no CPU work
@@ -384,8 +386,10 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
 
     from scheduler.profiles import PROVISIONAL_PROFILE
     from testbed.live import LiveRun
+    from workers import zoo
     from workers.profilefile import read_profile
 
+    zoo.build(names=["tiny-yolov2"], log=lambda _: None)  # cached: a no-op once setup built the zoo
     run = LiveRun(LiveConfig(topo="tiny", profiles=PROVISIONAL_PROFILE, real_sites=("dc1",), pcap="none",
                              out=tmp_path / "run"), log=lambda _: None)
     resources = [r.name for r in run.system.resources]
@@ -395,7 +399,8 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
     assert sorted(r.name for r in run.system.resources) == sorted(resources)  # tiny's deployments are fixed
     assert [p.resource for p in run.workers_plan] == [r.name for r in run.system.resources]
     (timed,) = run.profiled
-    assert timed.model == "tiny-yolov2" and sorted(timed.measured_ms) == [1, 4]
+    # tiny's dc1 runs batch 4; the provisional entry also has 2 and 8, timed too so no variant is lost
+    assert timed.model == "tiny-yolov2" and sorted(timed.measured_ms) == [1, 2, 4, 8]
     nominal, merged = read_profile(PROVISIONAL_PROFILE), read_profile(tmp_path / "run" / "profiles.yaml")
     entry = merged.runtime("tiny-yolov2", "cpu")
     assert entry.batch_latency_ms == timed.measured_ms and entry.threads == 1

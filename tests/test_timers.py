@@ -16,8 +16,23 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_timerfd_is_used_on_linux() -> None:
+def test_a_timerfd_is_armed_for_every_sleep_on_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    armed: list[float] = []
+    real = timers._armed_timerfd
+
+    def spy(seconds: float) -> int:
+        armed.append(seconds)
+        return real(seconds)
+
+    monkeypatch.setattr(timers, "_armed_timerfd", spy)
+
+    async def scenario() -> None:
+        for delay_s in (0.002, 0.0031):
+            await timers.sleep_precise(delay_s)
+
     assert timers.timerfd_available()
+    asyncio.run(scenario())
+    assert armed == [0.002, 0.0031]
 
 
 @pytest.mark.parametrize("use_timerfd", [True, False])
@@ -39,12 +54,23 @@ def test_never_wakes_before_the_delay(monkeypatch: pytest.MonkeyPatch, use_timer
     assert open_fds() == before
 
 
-def test_zero_and_negative_delays_yield_once() -> None:
-    async def scenario() -> None:
-        await timers.sleep_precise(0)
-        await timers.sleep_precise(-1.0)
+def test_zero_and_negative_delays_yield_to_the_loop_without_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timers, "_armed_timerfd", lambda seconds: pytest.fail("armed a timer"))
 
-    asyncio.run(scenario())
+    async def scenario() -> list[str]:
+        order: list[str] = []
+
+        async def other() -> None:
+            order.append("other")
+
+        for delay_s in (0.0, -1.0):
+            task = asyncio.create_task(other())
+            await timers.sleep_precise(delay_s)
+            order.append(f"after {delay_s}")
+            await task
+        return order
+
+    assert asyncio.run(scenario()) == ["other", "after 0.0", "other", "after -1.0"]
 
 
 def test_a_cancelled_sleep_closes_its_timer() -> None:

@@ -347,6 +347,7 @@ async def infer(request: web.Request) -> web.Response:
     if not batcher.submit(queries):
         return _overload(dep, batcher, stats, len(queries), t_arrival_ms=t_arrival)
     outcomes: list[Outcome] = await asyncio.gather(*(q.future for q in queries))
+    batches = {(o.t_infer_start_ms, o.t_infer_end_ms): o for o in outcomes}
     labels = dep.config.labels
     rows = [[i, *d.box, d.score, float(labels.index(d.label)) if d.label in labels else -1.0]
             for i, o in enumerate(outcomes) for d in o.detections]
@@ -363,7 +364,8 @@ async def infer(request: web.Request) -> web.Response:
         "t_arrival_ms": t_arrival, "t_infer_start_ms": min(o.t_infer_start_ms for o in outcomes),
         "t_infer_end_ms": max(o.t_infer_end_ms for o in outcomes), "t_answer_ms": t_answer,
         "batch_size": max(o.batch_size for o in outcomes), "batch_sizes": [o.batch_size for o in outcomes],
-        "input_ms": max(o.input_ms for o in outcomes), "compute_ms": max(o.compute_ms for o in outcomes),
+        # the request's images may have gone through several batches: sum over them (one outcome each)
+        "input_ms": sum(o.input_ms for o in batches.values()), "compute_ms": sum(o.compute_ms for o in batches.values()),
         "queue_len_at_arrival": queue_len,
         "detections": [{**d.to_json(), "image": i} for i, o in enumerate(outcomes) for d in o.detections]}
     if not parsed.binary_output:
