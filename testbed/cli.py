@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="os-ken shortest-path controller, or standalone switches")
     net.add_argument("--out", type=Path, default=None, help="run directory (default runs/net-<time>-<id>)")
     net.add_argument("--seed", type=int, default=0, help="seed of the wires' loss and jitter draws")
+    net.add_argument("--mtu", type=int, default=1500, help="MTU of every interface, 68-65535 (default 1500; the "
+                     "live run uses 9000)")
     net.add_argument("--probes", type=int, default=ProbePlan.count, help="probes per link direction")
     net.add_argument("--tolerance-ms", type=float, default=Tolerance.delay_abs_ms,
                      help="allowed |measured - configured| one-way delay, plus 3%% of the delay")
@@ -51,7 +53,7 @@ def cmd_net(args: argparse.Namespace) -> int:
     try:
         topo = load_topology(args.topo)
         net = EmulatedNetwork(topo, shaping=args.shaping, switch=args.switch, controller=args.controller,
-                              run_dir=args.out, seed=args.seed)
+                              run_dir=args.out, seed=args.seed, mtu=args.mtu)
     except (TopologyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PREFLIGHT

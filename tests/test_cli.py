@@ -55,6 +55,8 @@ def test_simulate_with_lambda_schedule_writes_one_policy(tmp_path: Path) -> None
     (("--topo", "tiny", "--policy", "aset"), "--policy aset needs --agent"),
     (("simulate", "--topo", "tiny", "--policy", "aset"), "--policy aset needs --agent"),
     (("run", "--topo", "tiny", "--agent", "/nonexistent.onnx"), "--agent /nonexistent.onnx: no such file"),
+    (("net", "--topo", "tiny", "--mtu", "9"), "mtu 9 is not an integer from 68 to 65535"),
+    (("run", "--topo", "tiny", "--mtu", "70000"), "mtu 70000 is not an integer from 68 to 65535"),
 ])
 def test_bad_arguments_give_one_clear_error(args: tuple[str, ...], expected: str) -> None:
     r = run_cli(*args)
