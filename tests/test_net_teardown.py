@@ -93,7 +93,7 @@ def test_not_root_is_refused_before_anything_is_built(tmp_path: Path) -> None:
         pytest.skip("setpriv (util-linux) missing")
     script = ("import sys; from testbed.cli import cmd_net; import argparse; "
               "sys.exit(cmd_net(argparse.Namespace(topo='tiny', shaping='auto', switch='ovs', controller='osken', "
-              "out=None, seed=0, check=True, probes=10, tolerance_ms=0.5)))")
+              "out=None, seed=0, mtu=1500, check=True, probes=10, tolerance_ms=0.5)))")
     work = Path(tempfile.mkdtemp(prefix="tb-nobody-"))  # under /tmp, which nobody can reach
     work.chmod(0o777)
     try:
@@ -114,7 +114,7 @@ def test_malformed_topology_is_one_clear_message(tmp_path: Path, capsys) -> None
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nsites:\n  - {name: a, layer: antenna, radio: {delay: 3}}\nlinks: []\n")
     args = argparse.Namespace(topo=str(bad), shaping="auto", switch="ovs", controller="osken", out=tmp_path / "run",
-                              seed=0, check=True, probes=10, tolerance_ms=0.5)
+                              seed=0, mtu=1500, check=True, probes=10, tolerance_ms=0.5)
     assert cmd_net(args) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "delay_ms" in err
@@ -138,7 +138,7 @@ def test_net_check_command_measures_and_tears_down(tmp_path: Path, capsys) -> No
     from testbed.cli import cmd_net
 
     args = argparse.Namespace(topo="tiny", shaping="wire", switch="lxbr", controller="none", out=tmp_path / "run",
-                              seed=0, check=True, probes=50, tolerance_ms=1.0)
+                              seed=0, mtu=1500, check=True, probes=50, tolerance_ms=1.0)
     assert cmd_net(args) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("radio-ant1", "ant1-dc1", "dc1-cloud"))]
