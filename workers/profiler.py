@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -120,9 +122,34 @@ def input_ms_per_mb(config: ModelConfig, frames: list[bytes], repeats: int = 5) 
     return float((x @ y) / (x @ x))
 
 
+_REPLICA_MEMORY_SCRIPT = """
+import sys, numpy as np
+from workers.profiler import _rss_mib
+from workers.runtime import make_session
+path, device, threads, batch, h, w = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+x = np.random.default_rng(0).uniform(0, 255, (batch, 3, h, w)).astype(np.float32)
+before = _rss_mib()
+session = make_session(path, device, threads)
+for _ in range(2):
+    session.run(None, {session.get_inputs()[0].name: x})
+print(_rss_mib() - before)
+"""
+
+
+def replica_memory_mib(config: ModelConfig, device: str, threads: int, batch: int) -> float:
+    """Returns the memory one replica takes (RSS growth from creating its session and running two batches
+    of `batch`), measured in a fresh Python process: in the profiler's own process, memory freed by
+    earlier sessions is reused and the growth reads as ~0."""
+    argv = [sys.executable, "-c", _REPLICA_MEMORY_SCRIPT, str(config.onnx_path), device, str(threads), str(batch),
+            str(config.input_height), str(config.input_width)]
+    done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring the memory of {config.name} on {device} failed: {done.stderr.strip()[-500:]}")
+    return max(float(done.stdout.split()[-1]), 0.0)
+
+
 def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frames: list[bytes]) -> RuntimeProfile:
     """Returns the measured runtime profile of one model on one device."""
-    rss_before = _rss_mib()
     session = make_session(config.onnx_path, device, req.threads)
     name = session.get_inputs()[0].name
     inputs = {b: np.random.default_rng(b).uniform(0, 255, (b, 3, config.input_height, config.input_width))
@@ -131,7 +158,7 @@ def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frame
     timings = time_batches(lambda b: session.run(None, {name: inputs[b]}), req)
     cores_busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     busy_host = cores_busy < 0.85 * req.threads and device == "cpu"
-    memory = _rss_mib() - rss_before - sum(x.nbytes for x in inputs.values()) / 2**20
+    memory = replica_memory_mib(config, device, req.threads, max(req.batches))
     return RuntimeProfile(
         model=config.name, device=device, threads=req.threads, cpu_cores=float(req.threads) if device == "cpu"
         else 1.0, gpus=1 if device == "gpu" else 0, memory_mib=round(max(memory, 0.0), 1),
