@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from workers.batching import DynamicBatcher
-from workers.engine import Outcome, Query
+from workers.engine import Outcome, Query, ReplicaThread
 from workers.modelconfig import ModelCard, ModelConfig
 from workers.prepost import FrameError, nms, postprocess, prepare_jpeg
 from workers.profilefile import ProfileFile, RuntimeProfile, read_profile, write_profile
@@ -298,3 +299,50 @@ def test_keep_freed_memory_applies_on_glibc() -> None:
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("malloc is not glibc's")
     assert keep_freed_memory() is True
+
+
+def test_replica_thread_runs_off_the_loop_returns_results_and_raises_the_callers_exceptions() -> None:
+    replica = ReplicaThread("ort-test")
+
+    def where(x: int) -> tuple[int, str]:
+        return x * 2, threading.current_thread().name
+
+    def boom(_: int) -> None:
+        raise ValueError("bad batch")
+
+    async def scenario() -> None:
+        assert await replica.submit(where, 21) == (42, "ort-test")
+        with pytest.raises(ValueError, match="bad batch"):
+            await replica.submit(boom, 0)
+        assert await replica.submit(where, 1) == (2, "ort-test")  # the thread survives a failed batch
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        replica.close()
+    assert not replica._thread.is_alive()
+
+
+def test_replica_thread_close_cancels_batches_not_started() -> None:
+    replica = ReplicaThread("ort-test")
+    gate = threading.Event()
+    ran: list[int] = []
+
+    def slow(x: int) -> int:
+        gate.wait(5)
+        ran.append(x)
+        return x
+
+    async def scenario() -> None:
+        first, second = replica.submit(slow, 1), replica.submit(slow, 2)
+        await asyncio.sleep(0.05)  # the first is running, the second waits in the queue
+        closer = asyncio.get_running_loop().run_in_executor(None, replica.close)
+        await asyncio.sleep(0.05)
+        gate.set()
+        await closer
+        assert await first == 1
+        await asyncio.sleep(0)
+        assert second.cancelled()
+
+    asyncio.run(scenario())
+    assert ran == [1]
