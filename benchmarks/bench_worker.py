@@ -2,11 +2,16 @@
 saturation through HTTP (v2 binary tensors in and out vs `session.run`; JPEG frames vs the in-process
 decode + run + post-process pipeline) and the latency the service adds at low load (p50).
 
-Added latency = p50 of the HTTP round trip (one query in flight) minus p50 of the in-process
-baseline on the same input (`session.run` for v2 tensors; decode + run + post for JPEG), both at the
-same request rate. Two rates: "spaced" (each query followed by one in-process run, so the worker
-idles several ms before each query, as at a low arrival rate) and "back to back" (blocks of queries
-sent as soon as the previous answer is in, alternating with blocks of back-to-back in-process runs).
+Added latency at low load (one query in flight), p50 over queries, two ways: *paired*, each round trip
+minus that query's own raw work as the worker timed it (JPEG: its decode + run + post batch; v2: its
+`session.run`), and *unpaired*, round trip p50 minus the p50 of the same work run in-process at the same
+rate (noisier: a ~1 ms difference between two ~10 ms distributions). Two rates: "spaced" (each query
+followed by one in-process run, so the worker idles several ms before each query, as at a low arrival
+rate) and "back to back" (blocks of queries sent as soon as the previous answer is in, alternating with
+blocks of back-to-back in-process runs). The platform's *floor* is measured in the same run:
+`bare_server.py` (a bare aiohttp handler, and a plain asyncio protocol) on the worker's CPU takes the same
+body and answers after pausing as long as the worker's batch took, so the host's cost of HTTP with nothing
+else shows next to the worker's.
 
 The load generator is a plain HTTP/1.1 keep-alive client on asyncio streams (requests encoded once;
 `LeanClient`): on a 2-core host the client shares the CPUs with the worker, and aiohttp's client
@@ -15,7 +20,7 @@ At low load the worker is pinned to its own CPU (`--cpus`, as the testbed pins w
 client and baseline to the others.
 
     .venv/bin/python benchmarks/bench_worker.py [--model tiny-yolov2] [--batch 4] [--threads 1]
-        [--aiohttp-client] [--no-pin]
+        [--aiohttp-client] [--no-pin] [--low-load-only]
 """
 
 from __future__ import annotations
@@ -315,6 +320,46 @@ async def low_load(worker: Worker, req: Request, local, count: int, block: int) 
     return out
 
 
+async def floor_round_trips(port: int, req: Request, local, count: int, block: int) -> dict[str, list[float]]:
+    """Returns, per query, the round trip minus the bare server's own pause (ms) and `local()` times,
+    in the same pattern as `low_load` (benchmarks/bare_server.py: the platform's floor)."""
+    out: dict[str, list[float]] = {"floor": [], "local": []}
+    warm_up = 20
+    async with CLIENT("127.0.0.1", port) as conn:
+        for start in range(0, count + warm_up, block):
+            for i in range(start, start + block):
+                t0 = time.perf_counter()
+                status, body, _ = await conn.post(req)
+                rtt = (time.perf_counter() - t0) * 1000.0
+                assert status == 200, status
+                if i >= warm_up:
+                    out["floor"].append(rtt - json.loads(body)["pause_ms"])
+            for i in range(start, start + block):
+                t1 = time.perf_counter()
+                local()
+                if i >= warm_up:
+                    out["local"].append((time.perf_counter() - t1) * 1000.0)
+    return out
+
+
+def bare_floor(kind: str, pause_ms: float, cpus: set[int] | None, req: Request, local, count: int,
+               block: int) -> list[float]:
+    """Starts benchmarks/bare_server.py of `kind` on the worker's CPUs and returns its per-query floor."""
+    cmd = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "--kind", kind, "--pause-ms",
+           f"{pause_ms:.3f}"]
+    if cpus:
+        cmd += ["--cpu", str(min(cpus))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"bare {kind} server did not start: {line!r}")
+        return asyncio.run(floor_round_trips(int(line.split()[1]), req, local, count, block))["floor"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 async def refused_round_trips(worker: Worker, req: Request, local, count: int) -> list[float]:
     """Returns round trips (ms) of the same body refused with a 400 before the batcher (a bad
     Inference-Header-Content-Length): HTTP, body transfer and the event loop without inference;
@@ -343,6 +388,7 @@ def main() -> None:
     parser.add_argument("--low-load-queries", type=int, default=200, help="per low-load case and mode")
     parser.add_argument("--block", type=int, default=10, help="queries per back-to-back block at low load")
     parser.add_argument("--aiohttp-client", action="store_true", help="load and probe with aiohttp's client")
+    parser.add_argument("--low-load-only", action="store_true", help="skip the saturation measurements")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the low-load worker to its own CPU "
                         "(the benchmark pins its main thread; with --threads > 1 ORT's pool threads are not)")
     args = parser.parse_args()
@@ -378,20 +424,21 @@ def main() -> None:
         f"JPEG frames ({len(jpeg) // 1000} kB)": (requests["JPEG"], {
             "in-process decode+run+post": lambda s: pipeline_frames(proc, jpeg, b, s)}),
     }
-    worker = Worker(args.model, b, args.threads, delay_ms=5.0, queue_limit=4 * concurrency)
-    try:
-        results = asyncio.run(compare_throughput(worker, cases, concurrency, args.rounds, args.duration_s / args.rounds))
-    finally:
-        worker.stop()
-    for name, t in results.items():
-        served_qps = t.served / t.served_s
-        per_q = {k: getattr(t, f"{k}_cpu_ms") / t.served for k in ("loop", "replica", "client")}
-        print(f"saturation, {name}: served {served_qps:6.1f} q/s, {t.refused} refused")
-        for base_name, base in t.baselines.items():
-            base_qps, base_cpu = base.frames / base.seconds, base.cpu_ms / base.frames
-            print(f"    / {base_name} {base_qps:6.1f} q/s = {served_qps / base_qps:6.1%} (goal >= 90%); CPU per "
-                  f"query {base_cpu:.2f} ms (replica threads {per_q['replica']:.2f} ms)")
-        print(f"    CPU per query: event loop {per_q['loop']:.2f} ms, load generator {per_q['client']:.2f} ms")
+    if not args.low_load_only:
+        worker = Worker(args.model, b, args.threads, delay_ms=5.0, queue_limit=4 * concurrency)
+        try:
+            results = asyncio.run(compare_throughput(worker, cases, concurrency, args.rounds, args.duration_s / args.rounds))
+        finally:
+            worker.stop()
+        for name, t in results.items():
+            served_qps = t.served / t.served_s
+            per_q = {k: getattr(t, f"{k}_cpu_ms") / t.served for k in ("loop", "replica", "client")}
+            print(f"saturation, {name}: served {served_qps:6.1f} q/s, {t.refused} refused")
+            for base_name, base in t.baselines.items():
+                base_qps, base_cpu = base.frames / base.seconds, base.cpu_ms / base.frames
+                print(f"    / {base_name} {base_qps:6.1f} q/s = {served_qps / base_qps:6.1%} (goal >= 90%); CPU per "
+                      f"query {base_cpu:.2f} ms (replica threads {per_q['replica']:.2f} ms)")
+            print(f"    CPU per query: event loop {per_q['loop']:.2f} ms, load generator {per_q['client']:.2f} ms")
 
     # Low load: the worker on its own CPU (as the testbed pins workers), client and baseline on the rest.
     cpus = sorted(os.sched_getaffinity(0))
@@ -419,17 +466,32 @@ def main() -> None:
         worker.stop()
         proc.close()
     med = statistics.median
-    print("added latency at low load = HTTP round trip p50 (one query in flight) - in-process baseline p50 "
-          "(v2: session.run; JPEG: decode+run+post), same input and rate; worker batch 1, W 0")
+    # The platform's floor: bare servers on the worker's CPU, taking the same body and pausing as long as the
+    # worker's batch took, so that both ends idle as they do with the worker (benchmarks/bare_server.py).
+    route_req = {"v2 UINT8 tensors": requests["UINT8"], "JPEG frames": requests["JPEG"]}
+    route_local = {"v2 UINT8 tensors": run_v2, "JPEG frames": run_jpeg}
+    floors = {(name, mode, kind): bare_floor(kind, med(m["batch"]), worker_cpus, route_req[name], route_local[name],
+                                             args.low_load_queries, 1 if mode == "spaced" else args.block)
+              for (name, mode), m in low.items() for kind in ("aiohttp", "asyncio")}
+    print("added latency at low load (one query in flight; worker batch 1, W 0), p50 over queries:\n"
+          "  paired = round trip - the same query's raw work as the worker timed it (JPEG: its decode+run+post "
+          "batch; v2: its session.run, so UINT8 conversion and NMS count as added)\n"
+          "  unpaired = round trip p50 - in-process baseline p50 (JPEG: decode+run+post; v2: session.run), same "
+          "rate; noisier: two ~10 ms distributions\n"
+          "  floor = round trip - pause of a bare server on the worker's CPU, same body, pausing the worker's "
+          "batch p50 (what HTTP on this host costs with nothing else)")
     for (name, mode), m in low.items():
         rtt, base = med(m["rtt"]), med(m["local"])
-        print(f"low load, {mode}, {name}: round trip p50 {rtt:.2f} ms - in-process p50 {base:.2f} ms "
-              f"-> added p50 {rtt - base:.2f} ms (goal < 1 ms)\n"
-              f"    round trip - the same query's own network run (compute_ms), p50 "
-              f"{med([r - c for r, c in zip(m['rtt'], m['compute'], strict=True)]):.2f} ms\n"
+        own = m["batch"] if name.startswith("JPEG") else m["compute"]
+        paired = med([r - o for r, o in zip(m["rtt"], own, strict=True)])
+        f_aio, f_asy = med(floors[name, mode, "aiohttp"]), med(floors[name, mode, "asyncio"])
+        print(f"low load, {mode}, {name}: added p50 paired {paired:.2f} ms, unpaired {rtt - base:.2f} ms "
+              f"(round trip {rtt:.2f} - in-process {base:.2f}) (goal < 1 ms)\n"
+              f"    floor p50: bare aiohttp {f_aio:.2f} ms, plain asyncio {f_asy:.2f} ms -> the worker's own "
+              f"share above bare aiohttp {paired - f_aio:+.2f} ms\n"
               f"    worker stages p50: arrival -> batch start {med(m['to_start']):.2f} ms, batch {med(m['batch']):.2f} "
-              f"ms, batch end -> answer {med(m['to_answer']):.2f} ms; HTTP + client + transfer "
-              f"{rtt - med(m['to_start']) - med(m['batch']) - med(m['to_answer']):.2f} ms")
+              f"ms (network {med(m['compute']):.2f}), batch end -> answer {med(m['to_answer']):.2f} ms; HTTP + "
+              f"client + transfer {rtt - med(m['to_start']) - med(m['batch']) - med(m['to_answer']):.2f} ms")
     print(f"floor, spaced: the same v2 UINT8 body refused with 400 before the batcher (HTTP + transfer, no "
           f"inference): round trip p50 {med(refused):.2f} ms")
     print(f"batching delay: JPEG frames, worker batch {b}, W 5 ms, spaced: a lone query waits "
