@@ -113,13 +113,26 @@ def counts_of(sim: Simulation) -> np.ndarray:
 
 
 # -- the oracle -------------------------------------------------------------------------------------------
+def candidate_window(sim: Simulation, j: int, base: int, steps: int, placebo: bool) -> None:
+    """Advances one decision window with candidate j: policy j, or (placebo) the base policy after
+    j + 1 extra draws from the network generator (none for j = base)."""
+    if placebo:
+        if j != base:
+            sim.rng_net.random(j + 1)
+        advance(sim, base, steps)
+    else:
+        advance(sim, j, steps)
+
+
 def oracle(sim: Simulation, steps_per_decision: int, horizon: int | None, base: int,
-           verify_reuse: bool = False, progress: bool = False) -> dict[str, Any]:
+           verify_reuse: bool = False, progress: bool = False, placebo: bool = False) -> dict[str, Any]:
     """Runs the rollout oracle on `sim` to the end, in place; returns its choices and candidate values.
 
     `horizon`: decision windows of base policy after the candidate's window (None: to the end). With the
     rollout to the end, the base policy's value at a decision is the committed rollout's value at the
-    previous one, which is reused (`verify_reuse`: recomputed and compared).
+    previous one, which is reused (`verify_reuse`: recomputed and compared). `placebo`: the seven candidates
+    are the base policy with seven different network-noise streams (`candidate_window`): what picking the
+    luckiest future noise alone gains, the control for the oracle's clairvoyance on the random draws.
     """
     actions: list[int] = []
     values: list[list[int]] = []
@@ -134,7 +147,7 @@ def oracle(sim: Simulation, steps_per_decision: int, horizon: int | None, base: 
                 reused_lb += 1
                 continue
             c = clone(sim)
-            advance(c, p, steps_per_decision)
+            candidate_window(c, p, base, steps_per_decision, placebo)
             advance(c, base, None if horizon is None else horizon * steps_per_decision)
             vals[p] = ontime(c)
             if p == base and carried is not None and vals[p] != carried:
@@ -144,7 +157,7 @@ def oracle(sim: Simulation, steps_per_decision: int, horizon: int | None, base: 
         actions.append(choice)
         values.append(vals)
         carried = vals[choice] if horizon is None else None
-        advance(sim, choice, steps_per_decision)
+        candidate_window(sim, choice, base, steps_per_decision, placebo)
         if progress and len(actions) % 10 == 0:
             print(f"    decision {len(actions)}: {time.perf_counter() - t0:.0f} s", flush=True)
     if horizon is None and values and ontime(sim) != values[-1][actions[-1]]:
@@ -192,7 +205,7 @@ def ratios_json(counts: np.ndarray) -> dict[str, Any]:
 
 
 def run_case(system: SystemModel, case: EvalCase, cfg: EnvConfig, horizon: int | None, check: bool,
-             verify_reuse: bool, progress: bool) -> dict[str, Any]:
+             verify_reuse: bool, progress: bool, placebo: bool = False) -> dict[str, Any]:
     """Returns every figure of one (lambda, seed): the seven statics, the oracle and the clone check."""
     base = policy_index(BASE)
     trace = case.trace(system)
@@ -217,11 +230,14 @@ def run_case(system: SystemModel, case: EvalCase, cfg: EnvConfig, horizon: int |
         out["clone_check"]["wall_s"] = time.perf_counter() - t
     t = time.perf_counter()
     sim = agent_sim(system, case, cfg)
-    res = oracle(sim, cfg.sim_steps_per_decision, horizon, base, verify_reuse, progress)
+    res = oracle(sim, cfg.sim_steps_per_decision, horizon, base, verify_reuse, progress, placebo)
     wall = time.perf_counter() - t
     hist = np.bincount(res["actions"], minlength=len(POLICY_NAMES))
+    names = [f"{_short(BASE)}+rng{0 if i == base else i + 1}" for i in range(len(POLICY_NAMES))] if placebo \
+        else list(POLICY_NAMES)
+    out["mode"] = "placebo" if placebo else "oracle"
     out["oracle"] = {**ratios_json(counts_of(sim)), "wall_s": wall, "decisions": len(res["actions"]),
-                     "windows_per_policy": {n: int(hist[i]) for i, n in enumerate(POLICY_NAMES)},
+                     "windows_per_policy": {n: int(hist[i]) for i, n in enumerate(names)},
                      "decisions_not_base": int(sum(a != base for a in res["actions"])),
                      "actions": res["actions"], "candidate_ontime": res["values"],
                      "reused_base_candidates": res["reused_base_candidates"],
@@ -246,9 +262,10 @@ def tables(cases: list[dict[str, Any]]) -> str:
     the oracle's gain over the best static, failed/rejected shares, windows per chosen policy, wall time)."""
     cases = sorted(cases, key=lambda c: (c["lambda"], c["seed"]))
     h = cases[0]["horizon_decisions"]
-    lines = [f"horizon: {'to the end of the episode' if h is None else f'{h} decision windows'}; "
+    mode = cases[0].get("mode", "oracle")
+    lines = [f"{mode}; horizon: {'to the end of the episode' if h is None else f'{h} decision windows'}; "
              f"T = {cases[0]['decision_window_s']:g} s; {cases[0]['duration_s']:g} s per run; % of queries", ""]
-    head = ["lambda", "seed", "oracle", *(_short(n) for n in POLICY_NAMES), "gain vs best static (pts)"]
+    head = ["lambda", "seed", mode, *(_short(n) for n in POLICY_NAMES), "gain vs best static (pts)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cases:
         best = max(POLICY_NAMES, key=lambda n: c["static"][n]["success"])
@@ -295,9 +312,10 @@ def merge(out_dir: Path) -> dict[str, Any]:
     cases = [json.loads(p.read_text()) for p in sorted(out_dir.glob("case_*.json"))]
     if not cases:
         raise SystemExit(f"{out_dir}: no case_*.json files")
-    keys = {(c["horizon_decisions"], c["duration_s"], c["decision_window_s"]) for c in cases}
+    keys = {(c["horizon_decisions"], c["duration_s"], c["decision_window_s"], c.get("mode", "oracle"))
+            for c in cases}
     if len(keys) > 1:
-        raise SystemExit(f"{out_dir}: cases with different horizon/duration/window: {sorted(keys, key=str)}")
+        raise SystemExit(f"{out_dir}: cases with different horizon/duration/window/mode: {sorted(keys, key=str)}")
     summary: dict[str, Any] = {"lambdas": {}}
     for lam in sorted({c["lambda"] for c in cases}):
         group = [c for c in cases if c["lambda"] == lam]
@@ -308,7 +326,7 @@ def merge(out_dir: Path) -> dict[str, Any]:
             "seeds": [c["seed"] for c in group], "pooled": pooled, "best_static": best,
             "oracle_gain_points": 100 * (pooled["oracle"]["success"] - pooled[best]["success"]),
             "windows_per_policy": {n: sum(c["oracle"]["windows_per_policy"][n] for c in group)
-                                   for n in POLICY_NAMES},
+                                   for n in group[0]["oracle"]["windows_per_policy"]},
             "oracle_wall_s": [c["oracle"]["wall_s"] for c in group],
             "clone_checks_passed": all(c.get("clone_check", {}).get("passed", False) for c in group)}
     return {"summary": summary, "table": tables(cases), "cases": cases}
@@ -332,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="folder for case_*.json (and oracle_summary.json on --merge)")
     ap.add_argument("--merge", default=None, metavar="DIR", help="only merge the case files in DIR")
     ap.add_argument("--progress", action="store_true", help="print progress every 10 decisions")
+    ap.add_argument("--placebo", action="store_true",
+                    help="control: candidates are load-balancing with 7 network-noise streams, not 7 policies")
     args = ap.parse_args(argv)
     if args.merge:
         d = Path(args.merge)
@@ -354,18 +374,18 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             t = time.perf_counter()
             c = run_case(system, EvalCase(lam, seed, args.duration), cfg, args.horizon, not args.no_check,
-                         args.verify_reuse, args.progress)
+                         args.verify_reuse, args.progress, args.placebo)
             c.update(topology=system.topology.name, profiles=str(profiles or "default"), agent=args.agent,
                      case_wall_s=time.perf_counter() - t)
             cases.append(c)
-            print(f"lambda {lam:g} seed {seed}: oracle {_pct(c['oracle']['success'])} %, {BASE} "
+            print(f"lambda {lam:g} seed {seed}: {c['mode']} {_pct(c['oracle']['success'])} %, {BASE} "
                   f"{_pct(c['static'][BASE]['success'])} %, oracle {c['oracle']['wall_s']:.0f} s, "
                   f"case {c['case_wall_s']:.0f} s, clone check "
                   f"{c.get('clone_check', {}).get('passed', 'skipped')}, env = run_static: "
                   f"{c['env_base_run_equals_run_static']}", flush=True)
             if out:
                 out.mkdir(parents=True, exist_ok=True)
-                h = "end" if args.horizon is None else str(args.horizon)
+                h = ("end" if args.horizon is None else str(args.horizon)) + ("_placebo" if args.placebo else "")
                 (out / f"case_{system.topology.name}_lam{lam:g}_seed{seed}_h{h}_d{args.duration:g}.json"
                  ).write_text(json.dumps(c, indent=1) + "\n")
     print()
