@@ -416,9 +416,11 @@ def main() -> None:
     requests["JPEG"] = Request(frames_path, jpeg, {"Content-Type": "image/jpeg"})
     raw_batch = np.repeat(pixels, b, axis=0)
     uint8_queries = [Query("b", str(i), None, pixels[0].astype(np.uint8), 0.0, 0) for i in range(b)]
+    fp32_queries = [Query("b", str(i), None, pixels[0].copy(), 0.0, 0) for i in range(b)]
     raw_run = {"raw session.run": lambda s: raw_frames(session, cfg.input_name, raw_batch, s)}
     cases = {
-        "v2 FP32 tensors (2 MB per image)": (requests["FP32"], raw_run),
+        "v2 FP32 tensors (2 MB per image)": (requests["FP32"], {
+            **raw_run, "in-process copy+run+post": lambda s: batch_frames(proc, fp32_queries, s)}),
         "v2 UINT8 tensors (0.5 MB per image)": (requests["UINT8"], {
             **raw_run, "in-process convert+run+post": lambda s: batch_frames(proc, uint8_queries, s)}),
         f"JPEG frames ({len(jpeg) // 1000} kB)": (requests["JPEG"], {

@@ -58,7 +58,10 @@ fi
 # 3. Open vSwitch: started here, kernel datapath if the module loads, userspace otherwise.
 if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
   log "starting Open vSwitch"
-  /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-mlockall >/dev/null
+  # Through subprocess, which closes inherited descriptors: started straight from this shell, the daemons
+  # would hold for ever whatever the caller had open (a lock taken around this script, a pipe of CI's).
+  "$VENV/bin/python" -c 'import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))' \
+    /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-mlockall >/dev/null
 fi
 ovs-vsctl --timeout=5 show >/dev/null && log "Open vSwitch running"
 
