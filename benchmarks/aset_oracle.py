@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/aset_oracle.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
         --duration 600 [--horizon N] [--agent runs/aset/full-edge/agent.onnx] --out DIR
     .venv/bin/python benchmarks/aset_oracle.py --merge DIR          # pools the case files in DIR
+    .venv/bin/python benchmarks/aset_oracle.py --lambdas 100 --seeds 1,2,3 --duration 600 \
+        --refine DIR --passes 1 --out DIR2                            # coordinate ascent from DIR's actions
 
 This file owns the oracle, its clone of the simulation state, the check that the clone is faithful, the
 per-case JSON files, their merge and the markdown tables. It changes nothing in the simulator.
@@ -16,6 +18,10 @@ answers the most queries on time (ties: the base policy, then the lowest index) 
 run to the end, the simulator being deterministic given its state, the result is never below the base
 policy's (the base policy's own candidate at the next decision is exactly the committed rollout), so the
 oracle's gain over the base is a lower bound on what a per-window choice among the seven policies can gain.
+
+`--refine` goes on from such a run's actions by coordinate ascent (`refine`): the same per-window search,
+with every rollout's tail the committed sequence itself instead of load-balancing, so each sweep can only
+raise the count. The greedy oracle above is the first sweep of that ascent started from all load-balancing.
 
 It is clairvoyant: it sees the actual trace (future arrivals and their parameters) and, because the clone
 copies the simulator's generators, the actual future random draws. Those draws depend on the policy: the
@@ -37,6 +43,7 @@ import copy
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -165,6 +172,66 @@ def oracle(sim: Simulation, steps_per_decision: int, horizon: int | None, base: 
     return {"actions": actions, "values": values, "reused_base_candidates": reused_lb}
 
 
+def follow(sim: Simulation, actions: list[int], steps_per_decision: int, base: int) -> None:
+    """Advances `sim` one decision window per action of `actions`, then the base policy to the end."""
+    for a in actions:
+        advance(sim, a, steps_per_decision)
+    advance(sim, base, None)
+
+
+def refine(make_sim: Callable[[], Simulation], steps_per_decision: int, actions: list[int], base: int,
+           passes: int = 1, progress: bool = False) -> tuple[Simulation, dict[str, Any]]:
+    """Coordinate ascent on a whole action sequence, clairvoyantly: the oracle, with the committed sequence
+    itself instead of load-balancing as every rollout's tail.
+
+    At decision w, with `actions[:w]` already played, each policy p is tried for window w followed by
+    `actions[w + 1:]` (then the base policy, if the episode is longer) to the end; the best replaces
+    `actions[w]` (ties: keep it). The sequence's own candidate is the carried value of the previous decision,
+    so the sequence's final count never decreases. Each of `passes` sweeps starts from `make_sim()`, a fresh
+    simulation at decision 0. Returns the last pass's committed simulation and, per pass, the sequence's
+    value before and after and how many decisions changed, with the final actions.
+    """
+    seq = list(actions)
+    history: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    if passes < 1:
+        raise ValueError("refine: passes must be >= 1")
+    for k in range(passes):
+        run = make_sim()
+        carried: int | None = None
+        changed = 0
+        start_value: int | None = None
+        for w in range(len(seq)):
+            if run.done:
+                raise ValueError(f"refine: the simulation ended before decision {w} of {len(seq)}")
+            vals = [0] * len(POLICY_NAMES)
+            for p in range(len(POLICY_NAMES)):
+                if p == seq[w] and carried is not None:
+                    vals[p] = carried
+                    continue
+                c = clone(run)
+                advance(c, p, steps_per_decision)
+                follow(c, seq[w + 1:], steps_per_decision, base)
+                vals[p] = ontime(c)
+            if start_value is None:
+                start_value = vals[seq[w]]
+            best = max(vals)
+            if vals[seq[w]] != best:
+                seq[w] = vals.index(best)
+                changed += 1
+            carried = vals[seq[w]]
+            advance(run, seq[w], steps_per_decision)
+            if progress and (w + 1) % 10 == 0:
+                print(f"    pass {k + 1} decision {w + 1}: {time.perf_counter() - t0:.0f} s, "
+                      f"{changed} changed", flush=True)
+        advance(run, base, None)
+        if ontime(run) != carried:
+            raise AssertionError(f"refine pass {k + 1}: final on-time {ontime(run)} != carried {carried}")
+        history.append({"pass": k + 1, "start_ontime": start_value, "end_ontime": ontime(run),
+                        "changed": changed, "wall_s": time.perf_counter() - t0})
+    return run, {"actions": seq, "passes": history}
+
+
 def check_clone(system: SystemModel, case: EvalCase, cfg: EnvConfig, prefix: list[int]) -> dict[str, Any]:
     """Faithfulness of `clone`: after `prefix` decisions, a clone run to the end with p must give exactly the
     counts of an independent fresh simulation driven by prefix + p, for every p; and the original, run on
@@ -205,8 +272,10 @@ def ratios_json(counts: np.ndarray) -> dict[str, Any]:
 
 
 def run_case(system: SystemModel, case: EvalCase, cfg: EnvConfig, horizon: int | None, check: bool,
-             verify_reuse: bool, progress: bool, placebo: bool = False) -> dict[str, Any]:
-    """Returns every figure of one (lambda, seed): the seven statics, the oracle and the clone check."""
+             verify_reuse: bool, progress: bool, placebo: bool = False, start: list[int] | None = None,
+             passes: int = 1) -> dict[str, Any]:
+    """Returns every figure of one (lambda, seed): the seven statics, the oracle and the clone check.
+    With `start` (an earlier oracle's actions), the oracle is `refine` from that sequence, `passes` sweeps."""
     base = policy_index(BASE)
     trace = case.trace(system)
     t = time.perf_counter()
@@ -229,20 +298,26 @@ def run_case(system: SystemModel, case: EvalCase, cfg: EnvConfig, horizon: int |
         out["clone_check"] = check_clone(system, case, cfg, prefix)
         out["clone_check"]["wall_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    sim = agent_sim(system, case, cfg)
-    res = oracle(sim, cfg.sim_steps_per_decision, horizon, base, verify_reuse, progress, placebo)
+    if start is None:
+        sim = agent_sim(system, case, cfg)
+        res = oracle(sim, cfg.sim_steps_per_decision, horizon, base, verify_reuse, progress, placebo)
+    else:
+        sim, res = refine(lambda: agent_sim(system, case, cfg), cfg.sim_steps_per_decision, start, base,
+                          passes, progress)
+        res.update(values=[], reused_base_candidates=0)
+        out["refine"] = {"start_actions": start, "passes": res["passes"]}
     wall = time.perf_counter() - t
     hist = np.bincount(res["actions"], minlength=len(POLICY_NAMES))
     names = [f"{_short(BASE)}+rng{0 if i == base else i + 1}" for i in range(len(POLICY_NAMES))] if placebo \
         else list(POLICY_NAMES)
-    out["mode"] = "placebo" if placebo else "oracle"
+    out["mode"] = "placebo" if placebo else ("oracle" if start is None else f"refined oracle ({passes} passes)")
     out["oracle"] = {**ratios_json(counts_of(sim)), "wall_s": wall, "decisions": len(res["actions"]),
                      "windows_per_policy": {n: int(hist[i]) for i, n in enumerate(names)},
                      "decisions_not_base": int(sum(a != base for a in res["actions"])),
                      "actions": res["actions"], "candidate_ontime": res["values"],
                      "reused_base_candidates": res["reused_base_candidates"],
                      "counts_per_window": counts_of(sim).sum(axis=1).tolist()}
-    if horizon is None and out["oracle"]["ontime"] < out["static"][BASE]["ontime"]:
+    if (horizon is None or start is not None) and out["oracle"]["ontime"] < out["static"][BASE]["ontime"]:
         raise AssertionError("full-horizon rollout fell below its base policy: the simulator is not deterministic")
     return out
 
@@ -352,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--progress", action="store_true", help="print progress every 10 decisions")
     ap.add_argument("--placebo", action="store_true",
                     help="control: candidates are load-balancing with 7 network-noise streams, not 7 policies")
+    ap.add_argument("--refine", default=None, metavar="DIR",
+                    help="start from the actions of DIR's full-horizon oracle cases and refine them by coordinate "
+                    "ascent (every rollout's tail is the sequence itself); --out must be another folder")
+    ap.add_argument("--passes", type=int, default=1, help="sweeps of --refine (default 1)")
     args = ap.parse_args(argv)
     if args.merge:
         d = Path(args.merge)
@@ -363,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.horizon is not None and args.horizon < 0:
         ap.error("--horizon must be >= 0")
+    if args.refine and (args.placebo or args.horizon is not None):
+        ap.error("--refine takes neither --placebo nor --horizon")
+    if args.refine and args.out and Path(args.out).resolve() == Path(args.refine).resolve():
+        ap.error("--refine: --out must differ from the folder refined (merge refuses mixed modes)")
+    if args.passes < 1:
+        ap.error("--passes must be >= 1")
     cfg, agent_profiles = env_config(args.agent)
     profiles = args.profiles or (agent_profiles if agent_profiles and Path(agent_profiles).is_file() else None)
     system = build_system(load_topology(args.topo), load_profiles(profiles))
@@ -373,8 +458,17 @@ def main(argv: list[str] | None = None) -> int:
     for lam in lambdas:
         for seed in seeds:
             t = time.perf_counter()
-            c = run_case(system, EvalCase(lam, seed, args.duration), cfg, args.horizon, not args.no_check,
-                         args.verify_reuse, args.progress, args.placebo)
+            start = None
+            if args.refine:
+                pat = f"case_{system.topology.name}_lam{lam:g}_seed{seed}_hend*_d{args.duration:g}.json"
+                srcs = [q for q in Path(args.refine).glob(pat) if "placebo" not in q.name]
+                if len(srcs) != 1:
+                    raise SystemExit(f"--refine: {args.refine}/{pat}: need exactly one full-horizon oracle case "
+                                     f"for lambda {lam:g} seed {seed}, found {len(srcs)}")
+                start = json.loads(srcs[0].read_text())["oracle"]["actions"]
+            c = run_case(system, EvalCase(lam, seed, args.duration), cfg, args.horizon,
+                         not args.no_check and start is None, args.verify_reuse, args.progress, args.placebo,
+                         start, args.passes)
             c.update(topology=system.topology.name, profiles=str(profiles or "default"), agent=args.agent,
                      case_wall_s=time.perf_counter() - t)
             cases.append(c)
@@ -385,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{c['env_base_run_equals_run_static']}", flush=True)
             if out:
                 out.mkdir(parents=True, exist_ok=True)
-                h = ("end" if args.horizon is None else str(args.horizon)) + ("_placebo" if args.placebo else "")
+                h = ("end" if args.horizon is None else str(args.horizon)) + ("_placebo" if args.placebo else "") \
+                    + (f"_refine{args.passes}" if args.refine else "")
                 (out / f"case_{system.topology.name}_lam{lam:g}_seed{seed}_h{h}_d{args.duration:g}.json"
                  ).write_text(json.dumps(c, indent=1) + "\n")
     print()
