@@ -1,0 +1,87 @@
+"""The evidence tools behind ASET's goal: the clairvoyant oracle and its refinement, the failure breakdown and
+the input-time what-if (benchmarks/aset_oracle.py, failure_sites.py, admission_whatif.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import admission_whatif, aset_oracle, failure_sites
+from scheduler.aset.rollout import EvalCase, run_static
+from scheduler.core import policy_index
+from scheduler.profiles import load_profiles
+from scheduler.system import build_system
+from simulator.engine import SimConfig, Simulation
+from topologies import load_topology
+
+
+@pytest.fixture(scope="module")
+def full_edge():
+    return build_system(load_topology("full-edge"), load_profiles(None))
+
+
+def test_oracle_then_refine_never_lower_and_chain_exactly(full_edge):
+    cfg, _ = aset_oracle.env_config(None)
+    case = EvalCase(60.0, 1, 40.0)
+    base = policy_index(aset_oracle.BASE)
+    lb = aset_oracle.ontime(run_static(full_edge, case.trace(full_edge), case, base, cfg.sim_window_s))
+    sim = aset_oracle.agent_sim(full_edge, case, cfg)
+    res = aset_oracle.oracle(sim, cfg.sim_steps_per_decision, None, base, verify_reuse=True)
+    first = aset_oracle.ontime(sim)
+    assert first >= lb
+    assert first == res["values"][-1][res["actions"][-1]]
+    refined_sim, ref = aset_oracle.refine(lambda: aset_oracle.agent_sim(full_edge, case, cfg),
+                                          cfg.sim_steps_per_decision, res["actions"], base, passes=2)
+    p1, p2 = ref["passes"]
+    assert p1["start_ontime"] == first  # the sweep replays the oracle's sequence exactly
+    assert p1["end_ontime"] >= first and p2["start_ontime"] == p1["end_ontime"]
+    assert p2["end_ontime"] >= p1["end_ontime"]
+    assert aset_oracle.ontime(refined_sim) == p2["end_ontime"]
+    replay = aset_oracle.agent_sim(full_edge, case, cfg)
+    aset_oracle.follow(replay, ref["actions"], cfg.sim_steps_per_decision, base)
+    assert aset_oracle.ontime(replay) == p2["end_ontime"]
+
+
+def test_refine_rejects_a_sequence_longer_than_the_episode(full_edge):
+    cfg, _ = aset_oracle.env_config(None)
+    case = EvalCase(60.0, 1, 10.0)
+    with pytest.raises(ValueError, match="ended before decision"):
+        aset_oracle.refine(lambda: aset_oracle.agent_sim(full_edge, case, cfg), cfg.sim_steps_per_decision,
+                           [1] * 5, policy_index("load-balancing"))
+
+
+def test_input_time_lowers_every_capacity_by_the_hand_computed_amount(full_edge):
+    same = admission_whatif.with_input_time(full_edge, 0.0)
+    assert same is full_edge
+    s = admission_whatif.with_input_time(full_edge, 60.0)
+    for i, r in enumerate(full_edge.resources):
+        v = r.variant
+        b = v.batch_size
+        hand = r.replicas * b * 1000.0 / (v.batch_ms[b] + b * v.input_ms_per_mb * 0.06)
+        assert s.capacity_qps[i] == pytest.approx(hand)
+        assert s.capacity_qps[i] <= full_edge.capacity_qps[i]
+    cloud = next(i for i, r in enumerate(full_edge.resources)
+                 if r.site == "cloud" and r.variant.name == "yolov3-gpu-b8")
+    assert full_edge.capacity_qps[cloud] == pytest.approx(5 * 8 / 0.070)
+    assert s.capacity_qps[cloud] == pytest.approx(5 * 8 / 0.07384)
+
+
+def test_failure_sites_names_the_over_admitted_resource(full_edge, tmp_path):
+    """A run long enough to saturate the cloud's YOLOv3 GPU replicas: the breakdown must find the served
+    capacity below the declared one (the input time) and most failed queries there."""
+    from analysis.records import RecordWriter
+
+    case = EvalCase(100.0, 1, 90.0)
+    path = tmp_path / "records.parquet"
+    sink = RecordWriter(path)
+    sim = Simulation(full_edge, case.trace(full_edge), SimConfig(duration_s=case.duration_s), seed=1,
+                     record_sink=sink.write)
+    sim.run(policy_index("load-balancing"))
+    sink.close()
+    rows = failure_sites.breakdown(path, "full-edge", None, 0.0)
+    top = rows[0]
+    assert (top["cluster"], top["variant"]) == ("cloud", "yolov3-gpu-b8")
+    assert float(top["served_qps"]) < float(top["declared_qps"]) * 0.97
+    assert float(top["share_of_failed"]) > 0.5
+    assert abs(sum(float(r["share_of_failed"]) for r in rows) - 1.0) < 1e-9
+    assert np.isfinite(float(top["failed_wait_p50_ms"]))
