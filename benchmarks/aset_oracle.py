@@ -196,6 +196,8 @@ def refine(make_sim: Callable[[], Simulation], steps_per_decision: int, actions:
     t0 = time.perf_counter()
     if passes < 1:
         raise ValueError("refine: passes must be >= 1")
+    if not seq:
+        raise ValueError("refine: the action sequence is empty")
     for k in range(passes):
         run = make_sim()
         carried: int | None = None
@@ -273,9 +275,10 @@ def ratios_json(counts: np.ndarray) -> dict[str, Any]:
 
 def run_case(system: SystemModel, case: EvalCase, cfg: EnvConfig, horizon: int | None, check: bool,
              verify_reuse: bool, progress: bool, placebo: bool = False, start: list[int] | None = None,
-             passes: int = 1) -> dict[str, Any]:
+             passes: int = 1, sweeps_before: int = 0) -> dict[str, Any]:
     """Returns every figure of one (lambda, seed): the seven statics, the oracle and the clone check.
-    With `start` (an earlier oracle's actions), the oracle is `refine` from that sequence, `passes` sweeps."""
+    With `start` (an earlier run's actions, after `sweeps_before` sweeps of refinement; the greedy oracle
+    is none), the oracle is `refine` from that sequence, `passes` more sweeps."""
     base = policy_index(BASE)
     trace = case.trace(system)
     t = time.perf_counter()
@@ -305,12 +308,13 @@ def run_case(system: SystemModel, case: EvalCase, cfg: EnvConfig, horizon: int |
         sim, res = refine(lambda: agent_sim(system, case, cfg), cfg.sim_steps_per_decision, start, base,
                           passes, progress)
         res.update(values=[], reused_base_candidates=0)
-        out["refine"] = {"start_actions": start, "passes": res["passes"]}
+        out["refine"] = {"start_actions": start, "passes": res["passes"], "sweeps_total": sweeps_before + passes}
     wall = time.perf_counter() - t
     hist = np.bincount(res["actions"], minlength=len(POLICY_NAMES))
     names = [f"{_short(BASE)}+rng{0 if i == base else i + 1}" for i in range(len(POLICY_NAMES))] if placebo \
         else list(POLICY_NAMES)
-    out["mode"] = "placebo" if placebo else ("oracle" if start is None else f"refined oracle ({passes} passes)")
+    out["mode"] = "placebo" if placebo else \
+        ("oracle" if start is None else f"refined oracle ({sweeps_before + passes} sweeps)")
     out["oracle"] = {**ratios_json(counts_of(sim)), "wall_s": wall, "decisions": len(res["actions"]),
                      "windows_per_policy": {n: int(hist[i]) for i, n in enumerate(names)},
                      "decisions_not_base": int(sum(a != base for a in res["actions"])),
@@ -403,8 +407,32 @@ def merge(out_dir: Path) -> dict[str, Any]:
             "windows_per_policy": {n: sum(c["oracle"]["windows_per_policy"][n] for c in group)
                                    for n in group[0]["oracle"]["windows_per_policy"]},
             "oracle_wall_s": [c["oracle"]["wall_s"] for c in group],
-            "clone_checks_passed": all(c.get("clone_check", {}).get("passed", False) for c in group)}
+            "clone_checks_passed": None if any("clone_check" not in c for c in group)  # skipped (--refine)
+            else all(c["clone_check"]["passed"] for c in group)}
     return {"summary": summary, "table": tables(cases), "cases": cases}
+
+
+def refine_source(folder: Path, topo: str, lam: float, seed: int, duration_s: float, cfg: EnvConfig,
+                  profiles: str) -> tuple[dict[str, Any], int]:
+    """Returns the one full-horizon (greedy or refined) oracle case of `folder` for this lambda and seed, and
+    how many refinement sweeps it already had; refuses one run with another T, duration or profile."""
+    pat = f"case_{topo}_lam{lam:g}_seed{seed}_hend*_d{duration_s:g}.json"
+    srcs = [q for q in folder.glob(pat) if "placebo" not in q.name]
+    if len(srcs) != 1:
+        raise SystemExit(f"--refine: {folder}/{pat}: need exactly one full-horizon oracle case for lambda "
+                         f"{lam:g} seed {seed}, found {len(srcs)}")
+    src = json.loads(srcs[0].read_text())
+    want = {"decision_window_s": cfg.decision_window_s, "sim_window_s": cfg.sim_window_s,
+            "duration_s": duration_s, "horizon_decisions": None, "profiles": profiles}
+    for key, value in want.items():
+        if src.get(key) != value:
+            raise SystemExit(f"--refine: {srcs[0]}: {key} is {src.get(key)!r}, this run uses {value!r}")
+    n = int(np.ceil(duration_s / cfg.decision_window_s - 1e-9))
+    if len(src["oracle"]["actions"]) != n:
+        raise SystemExit(f"--refine: {srcs[0]}: {len(src['oracle']['actions'])} actions, the episode has {n} "
+                         "decisions")
+    before = src.get("refine", {}).get("sweeps_total", len(src.get("refine", {}).get("passes", [])))
+    return src, int(before)
 
 
 # -- CLI --------------------------------------------------------------------------------------------------
@@ -448,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--refine: --out must differ from the folder refined (merge refuses mixed modes)")
     if args.passes < 1:
         ap.error("--passes must be >= 1")
+    if args.passes != 1 and not args.refine:
+        ap.error("--passes needs --refine")
     cfg, agent_profiles = env_config(args.agent)
     profiles = args.profiles or (agent_profiles if agent_profiles and Path(agent_profiles).is_file() else None)
     system = build_system(load_topology(args.topo), load_profiles(profiles))
@@ -458,17 +488,18 @@ def main(argv: list[str] | None = None) -> int:
     for lam in lambdas:
         for seed in seeds:
             t = time.perf_counter()
-            start = None
+            start, src, before = None, None, 0
             if args.refine:
-                pat = f"case_{system.topology.name}_lam{lam:g}_seed{seed}_hend*_d{args.duration:g}.json"
-                srcs = [q for q in Path(args.refine).glob(pat) if "placebo" not in q.name]
-                if len(srcs) != 1:
-                    raise SystemExit(f"--refine: {args.refine}/{pat}: need exactly one full-horizon oracle case "
-                                     f"for lambda {lam:g} seed {seed}, found {len(srcs)}")
-                start = json.loads(srcs[0].read_text())["oracle"]["actions"]
+                src, before = refine_source(Path(args.refine), system.topology.name, lam, seed, args.duration,
+                                            cfg, str(profiles or "default"))
+                start = src["oracle"]["actions"]
             c = run_case(system, EvalCase(lam, seed, args.duration), cfg, args.horizon,
                          not args.no_check and start is None, args.verify_reuse, args.progress, args.placebo,
-                         start, args.passes)
+                         start, args.passes, before)
+            if src is not None and c["refine"]["passes"][0]["start_ontime"] != src["oracle"]["ontime"]:
+                raise SystemExit(f"--refine: lambda {lam:g} seed {seed}: the source's actions replay to "
+                                 f"{c['refine']['passes'][0]['start_ontime']} on-time queries, the source says "
+                                 f"{src['oracle']['ontime']}: different code, profile or trace")
             c.update(topology=system.topology.name, profiles=str(profiles or "default"), agent=args.agent,
                      case_wall_s=time.perf_counter() - t)
             cases.append(c)
@@ -480,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             if out:
                 out.mkdir(parents=True, exist_ok=True)
                 h = ("end" if args.horizon is None else str(args.horizon)) + ("_placebo" if args.placebo else "") \
-                    + (f"_refine{args.passes}" if args.refine else "")
+                    + (f"_refine{before + args.passes}" if args.refine else "")
                 (out / f"case_{system.topology.name}_lam{lam:g}_seed{seed}_h{h}_d{args.duration:g}.json"
                  ).write_text(json.dumps(c, indent=1) + "\n")
     print()

@@ -10,12 +10,14 @@ resource (cluster, variant) that answered queries it prints:
   `scheduler.system` declares it);
 - the capacity it actually served at, measured from the log: replicas x the mean batch size of its full
   batches / their mean batch time (`t_infer_end - t_infer_start`, which includes the per-query input time);
-- the rate of queries it received over the busiest 60 s, its failed share, the median queue wait
+- the rate of queries that reached it over the busiest 60 s (those its full queue refused included), the
+  shares of them that failed and that it refused (queue full), the median queue wait
   (`t_infer_start - t_worker`) of its failed queries, and its share of all the run's failed queries.
 
 A resource whose received rate reaches its served capacity keeps a full queue: its waits sit at the queue
-limit and most of its queries fail, whichever policy bound the streams, because every policy binds only where
-the shared feasibility test (declared load + the stream's rate <= declared capacity) lets it.
+limit and most of its queries fail. Every policy binds only where the shared feasibility test (declared load +
+the stream's rate <= declared capacity) lets it, so when demand for it exceeds its declared capacity every
+policy fills it that far.
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ def breakdown(path: Path, topo: str, profiles: str | None, min_share: float) -> 
     by_key = {(r.site, r.variant.name): r for r in system.resources}
     t = read_records(path)
     cols = ["cluster", "variant", "outcome", "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms", "batch_size"]
-    t = t.select(cols).filter(pc.not_equal(t["outcome"], "rejected"))
+    reached = pc.or_(pc.not_equal(t["outcome"], "rejected"), pc.equal(t["reason"], "queue-full"))
+    t = t.select(cols).filter(reached)
     cluster = t["cluster"].to_numpy(zero_copy_only=False)
     variant = t["variant"].to_numpy(zero_copy_only=False)
-    failed = t["outcome"].to_numpy(zero_copy_only=False) == "failed"
+    outcome = t["outcome"].to_numpy(zero_copy_only=False)
+    failed = outcome == "failed"
+    refused = outcome == "rejected"  # only the worker's queue-full refusals are left
     t_worker = t["t_worker_ms"].to_numpy(zero_copy_only=False)
     t_start = t["t_infer_start_ms"].to_numpy(zero_copy_only=False)
     t_end = t["t_infer_end_ms"].to_numpy(zero_copy_only=False)
@@ -73,6 +78,7 @@ def breakdown(path: Path, topo: str, profiles: str | None, min_share: float) -> 
         rows.append({"cluster": key[0], "variant": key[1], "declared_qps": float(res.capacity_qps),
                      "served_qps": served, "peak_rate_qps": peak, "queries": int(m.sum()),
                      "failed_share": float(f.sum() / max(int(m.sum()), 1)),
+                     "refused_share": float((refused & m).sum() / max(int(m.sum()), 1)),
                      "failed_wait_p50_ms": float(np.median(wait)) if wait.size else float("nan"),
                      "share_of_failed": float(f.sum() / total_failed)})
     rows.sort(key=lambda r: -float(r["share_of_failed"]))
@@ -92,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{path}: no such file")
     rows = breakdown(path, args.topo, args.profiles, args.min_share)
     print("| resource | declared capacity (q/s) | served capacity (q/s) | received, busiest 60 s (q/s) | "
-          "queries | failed | failed queries' wait p50 (ms) | share of all failed |")
-    print("|---|---|---|---|---|---|---|---|")
+          "queries | failed | refused (queue full) | failed queries' wait p50 (ms) | share of all failed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['cluster']}/{r['variant']} | {r['declared_qps']:.1f} | {r['served_qps']:.1f} | "
               f"{r['peak_rate_qps']:.1f} | {r['queries']} | {100 * float(r['failed_share']):.1f} % | "
+              f"{100 * float(r['refused_share']):.1f} % | "
               f"{r['failed_wait_p50_ms']:.0f} | {100 * float(r['share_of_failed']):.1f} % |")
     return 0
 
