@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/aset_oracle.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
         --duration 600 [--horizon N] [--agent runs/aset/full-edge/agent.onnx] --out DIR
     .venv/bin/python benchmarks/aset_oracle.py --merge DIR          # pools the case files in DIR
-    .venv/bin/python benchmarks/aset_oracle.py --lambdas 100 --seeds 1,2,3 --duration 600 \
+    .venv/bin/python benchmarks/aset_oracle.py --lambdas 100 --seeds 1,2,3 --duration 600 \\
         --refine DIR --passes 1 --out DIR2                            # coordinate ascent from DIR's actions
 
 This file owns the oracle, its clone of the simulation state, the check that the clone is faithful, the
@@ -180,7 +180,8 @@ def follow(sim: Simulation, actions: list[int], steps_per_decision: int, base: i
 
 
 def refine(make_sim: Callable[[], Simulation], steps_per_decision: int, actions: list[int], base: int,
-           passes: int = 1, progress: bool = False) -> tuple[Simulation, dict[str, Any]]:
+           passes: int = 1, progress: bool = False,
+           expect_start: int | None = None) -> tuple[Simulation, dict[str, Any]]:
     """Coordinate ascent on a whole action sequence, clairvoyantly: the oracle, with the committed sequence
     itself instead of load-balancing as every rollout's tail.
 
@@ -189,7 +190,8 @@ def refine(make_sim: Callable[[], Simulation], steps_per_decision: int, actions:
     `actions[w]` (ties: keep it). The sequence's own candidate is the carried value of the previous decision,
     so the sequence's final count never decreases. Each of `passes` sweeps starts from `make_sim()`, a fresh
     simulation at decision 0. Returns the last pass's committed simulation and, per pass, the sequence's
-    value before and after and how many decisions changed, with the final actions.
+    value before and after and how many decisions changed, with the final actions. `expect_start`: the
+    count the sequence must replay to (checked at the first decision, before the sweep's long part).
     """
     seq = list(actions)
     history: list[dict[str, Any]] = []
@@ -217,6 +219,9 @@ def refine(make_sim: Callable[[], Simulation], steps_per_decision: int, actions:
                 vals[p] = ontime(c)
             if start_value is None:
                 start_value = vals[seq[w]]
+                if k == 0 and expect_start is not None and start_value != expect_start:
+                    raise ValueError(f"refine: the actions replay to {start_value} on-time queries, expected "
+                                     f"{expect_start}")
             best = max(vals)
             if vals[seq[w]] != best:
                 seq[w] = vals.index(best)
@@ -275,7 +280,7 @@ def ratios_json(counts: np.ndarray) -> dict[str, Any]:
 
 def run_case(system: SystemModel, case: EvalCase, cfg: EnvConfig, horizon: int | None, check: bool,
              verify_reuse: bool, progress: bool, placebo: bool = False, start: list[int] | None = None,
-             passes: int = 1, sweeps_before: int = 0) -> dict[str, Any]:
+             passes: int = 1, sweeps_before: int = 0, expect_start: int | None = None) -> dict[str, Any]:
     """Returns every figure of one (lambda, seed): the seven statics, the oracle and the clone check.
     With `start` (an earlier run's actions, after `sweeps_before` sweeps of refinement; the greedy oracle
     is none), the oracle is `refine` from that sequence, `passes` more sweeps."""
@@ -306,7 +311,7 @@ def run_case(system: SystemModel, case: EvalCase, cfg: EnvConfig, horizon: int |
         res = oracle(sim, cfg.sim_steps_per_decision, horizon, base, verify_reuse, progress, placebo)
     else:
         sim, res = refine(lambda: agent_sim(system, case, cfg), cfg.sim_steps_per_decision, start, base,
-                          passes, progress)
+                          passes, progress, expect_start)
         res.update(values=[], reused_base_candidates=0)
         out["refine"] = {"start_actions": start, "passes": res["passes"], "sweeps_total": sweeps_before + passes}
     wall = time.perf_counter() - t
@@ -493,13 +498,15 @@ def main(argv: list[str] | None = None) -> int:
                 src, before = refine_source(Path(args.refine), system.topology.name, lam, seed, args.duration,
                                             cfg, str(profiles or "default"))
                 start = src["oracle"]["actions"]
-            c = run_case(system, EvalCase(lam, seed, args.duration), cfg, args.horizon,
-                         not args.no_check and start is None, args.verify_reuse, args.progress, args.placebo,
-                         start, args.passes, before)
-            if src is not None and c["refine"]["passes"][0]["start_ontime"] != src["oracle"]["ontime"]:
-                raise SystemExit(f"--refine: lambda {lam:g} seed {seed}: the source's actions replay to "
-                                 f"{c['refine']['passes'][0]['start_ontime']} on-time queries, the source says "
-                                 f"{src['oracle']['ontime']}: different code, profile or trace")
+            try:
+                c = run_case(system, EvalCase(lam, seed, args.duration), cfg, args.horizon,
+                             not args.no_check and start is None, args.verify_reuse, args.progress, args.placebo,
+                             start, args.passes, before, None if src is None else int(src["oracle"]["ontime"]))
+            except ValueError as e:
+                if src is None:
+                    raise
+                raise SystemExit(f"--refine: lambda {lam:g} seed {seed}: {e} (the source's count): different "
+                                 "code, profile or trace") from None
             c.update(topology=system.topology.name, profiles=str(profiles or "default"), agent=args.agent,
                      case_wall_s=time.perf_counter() - t)
             cases.append(c)
