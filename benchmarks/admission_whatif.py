@@ -4,22 +4,23 @@ recomputed as replicas x b / (batch_ms[b] + b x input_ms_per_mb x a nominal fram
     .venv/bin/python benchmarks/admission_whatif.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
         --frame-kb 0,60,80
 
-This file owns that counterfactual and nothing else; it changes no code path of the scheduler or simulator.
-`scheduler.system` declares a resource's capacity from its batch latency alone (`Variant.capacity_qps`), while
-its delay constraint and the simulated workers also spend `input_ms_per_mb` per query on the frame's input
-(decode, resize, copy). Admission therefore lets a saturated resource receive more than it can serve, and
-its queue stays full (see `benchmarks/failure_sites.py`). Here the capacity array of the system model is
-replaced (frame 0 kB: the model as it is; 60 kB: the workload's mean video-surveillance frame; 80 kB: the
-largest frame of any application), every static policy is run on the `evaluate` traces and seeds, and the
-counts are pooled over the seeds as `evaluate` pools them. The per-resource cost keeps its declared value.
+This file owns that comparison. By default a profile declares a variant's capacity from its batch latency
+alone (`Variant.capacity_qps`), while the delay constraint and the simulated workers also spend
+`input_ms_per_mb` per query on the frame's input (decode, resize, copy). Admission therefore lets a saturated
+resource receive more than it can serve, and its queue stays full (see `benchmarks/failure_sites.py`). A
+profile file's `capacity_frame_kb` key makes the declared capacities count that input time at a nominal frame
+size. Here a copy of the profile is written per size (0 kB: the profile as it is; 60 kB: the workload's mean
+video-surveillance frame; 80 kB: the largest frame of any application), every static policy is run on the
+`evaluate` traces and seeds through the ordinary loaders, and the counts are pooled over the seeds as
+`evaluate` pools them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +29,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.aset.rollout import EvalCase, run_static  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
-from scheduler.profiles import load_profiles  # noqa: E402
-from scheduler.system import SystemModel, build_system  # noqa: E402
+from scheduler.profiles import default_profile_path, load_profiles  # noqa: E402
+from scheduler.system import build_system  # noqa: E402
 from topologies import load_topology  # noqa: E402
+from topologies.loader import load_yaml_strict  # noqa: E402
 
 
-def with_input_time(system: SystemModel, frame_kb: float) -> SystemModel:
-    """Returns the system model whose capacities include `frame_kb` of input time per query (0: unchanged)."""
-    if frame_kb == 0:
-        return system
-    cap = np.array([r.replicas * r.variant.batch_size
-                    / ((r.variant.batch_ms[r.variant.batch_size]
-                        + r.variant.batch_size * r.variant.input_ms_per_mb * frame_kb / 1000.0) / 1000.0)
-                    for r in system.resources])
-    return replace(system, capacity_qps=cap)
+def profile_with_frame_kb(src: Path, frame_kb: float, dst: Path) -> Path:
+    """Writes a copy of profile file `src` with `capacity_frame_kb: frame_kb`; returns `dst`."""
+    import yaml
+
+    load_profiles(src)  # refuses a bad source with its own message
+    doc = load_yaml_strict(src, ValueError)
+    doc["capacity_frame_kb"] = frame_kb
+    doc["origin"] = f"{doc.get('origin', src.name)}; capacity counts {frame_kb:g} kB of input per query"
+    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dst
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,14 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--frame-kb/--lambdas/--seeds: {e}")
     if any(f < 0 or not np.isfinite(f) for f in frames):
         ap.error("--frame-kb: sizes must be finite and >= 0")
-    base = build_system(load_topology(args.topo), load_profiles(args.profiles))
-    print(f"{args.topo}, {args.duration:g} s x seeds {args.seeds}; success / failed / rejected in % of queries")
+    src = Path(args.profiles) if args.profiles else default_profile_path()
+    topo = load_topology(args.topo)
+    tmp = Path(tempfile.mkdtemp(prefix="admission-whatif-"))
+    print(f"{args.topo}, {src.name}, {args.duration:g} s x seeds {args.seeds}; success / failed / rejected in % "
+          "of queries")
     print()
     print("| frame (kB) | lambda | " + " | ".join(POLICY_NAMES) + " |")
     print("|---|---|" + "---|" * len(POLICY_NAMES))
     t0 = time.perf_counter()
     for kb in frames:
-        system = with_input_time(base, kb)
+        system = build_system(topo, load_profiles(profile_with_frame_kb(src, kb, tmp / f"profile-{kb:g}kB.yaml")))
         for lam in lambdas:
             tot = {p: np.zeros(3) for p in POLICY_NAMES}
             for seed in seeds:

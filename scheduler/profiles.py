@@ -18,7 +18,7 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROVISIONAL_PROFILE = PROFILE_DIR / "provisional.yaml"
 MEASURED_PROFILE = PROFILE_DIR / "measured.yaml"
 
-_TOP_KEYS = {"version", "origin", "models", "runtimes"}
+_TOP_KEYS = {"version", "origin", "models", "runtimes", "capacity_frame_kb"}
 _MODEL_KEYS = {"task", "input_size", "accuracy", "accuracy_source"}
 _RUNTIME_KEYS = {"model", "device", "threads", "cpu_cores", "gpus", "memory_mib", "batch_latency_ms",
                  "batch_latency_p99_ms", "batch_latency_spread_ms", "input_ms_per_mb", "source"}
@@ -58,11 +58,16 @@ class Variant:
     input_ms_per_mb: float
     accuracy: float
     source: str
+    capacity_input_ms: float = 0.0
+    """Input time per query that the declared capacity counts: `input_ms_per_mb` x the profile file's
+    `capacity_frame_kb` (0, the default: the capacity counts the batch latency alone)."""
 
     @property
     def capacity_qps(self) -> float:
-        """C_v of one replica: full batches back to back, in queries per second."""
-        return self.batch_size / self.batch_ms[self.batch_size] * 1000.0
+        """C_v of one replica: full batches back to back, each with its frames' input time as the profile
+        declares it (`capacity_input_ms` per query), in queries per second."""
+        b = self.batch_size
+        return b / (self.batch_ms[b] + b * self.capacity_input_ms) * 1000.0
 
     def processing_ms(self, frame_bytes: float) -> float:
         """D_v(zeta): worst-case processing delay of a query, in a full batch of frames of this size."""
@@ -77,6 +82,8 @@ class ProfileSet:
     origin: str
     models: dict[str, ModelInfo]
     variants: dict[str, Variant]
+    capacity_frame_kb: float = 0.0
+    """Nominal frame size whose input time the declared capacities count (0: none)."""
 
     def variant(self, name: str) -> Variant:
         try:
@@ -179,6 +186,7 @@ def load_profiles(path: str | Path | None = None) -> ProfileSet:
                                  accuracy=acc, accuracy_source=str(m["accuracy_source"]))
     if not isinstance(doc["runtimes"], list) or not doc["runtimes"]:
         raise _fail(path, "runtimes", "expected a non-empty list of runtime entries")
+    frame_kb = _positive(path, doc.get("capacity_frame_kb", 0.0), "capacity_frame_kb")
     variants: dict[str, Variant] = {}
     for i, raw in enumerate(doc["runtimes"]):
         where = f"runtimes[{i}]"
@@ -193,6 +201,7 @@ def load_profiles(path: str | Path | None = None) -> ProfileSet:
             name = f"{model.name}-{r['device']}-b{n}"
             if name in variants:
                 raise _fail(path, where, f"variant {name!r} is defined twice")
+            in_mb = _positive(path, r.get("input_ms_per_mb", 0.0), f"{where}.input_ms_per_mb")
             variants[name] = Variant(
                 name=name, model=model.name, task=model.task, device=r["device"], batch_size=n,
                 threads=int(_positive(path, r.get("threads", 1), f"{where}.threads")),
@@ -200,7 +209,8 @@ def load_profiles(path: str | Path | None = None) -> ProfileSet:
                 gpus=int(_positive(path, r.get("gpus", 1 if r["device"] == "gpu" else 0), f"{where}.gpus")),
                 memory_mib=_positive(path, r.get("memory_mib", 0.0), f"{where}.memory_mib"),
                 batch_ms=table[: n + 1],
-                input_ms_per_mb=_positive(path, r.get("input_ms_per_mb", 0.0), f"{where}.input_ms_per_mb"),
-                accuracy=model.accuracy, source=str(r["source"]),
+                input_ms_per_mb=in_mb, accuracy=model.accuracy, source=str(r["source"]),
+                capacity_input_ms=in_mb * frame_kb / 1000.0,
             )
-    return ProfileSet(source=str(path), origin=str(doc.get("origin", "")), models=models, variants=variants)
+    return ProfileSet(source=str(path), origin=str(doc.get("origin", "")), models=models, variants=variants,
+                      capacity_frame_kb=frame_kb)

@@ -126,6 +126,7 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
         f"{nominal.origin}; CPU entries of {', '.join(sorted(batches))} measured on this host before the live run",
         nominal.models,
         tuple(runtimes.get(rt.model, rt) if rt.device == "cpu" else rt for rt in nominal.runtimes),
+        nominal.capacity_frame_kb,
     )
     write_profile(merged, out_path)
     return list(measured.values())

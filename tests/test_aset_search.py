@@ -1,5 +1,5 @@
 """The evidence tools behind ASET's goal: the clairvoyant oracle and its refinement, the failure breakdown and
-the input-time what-if (benchmarks/aset_oracle.py, failure_sites.py, admission_whatif.py)."""
+the input-time what-if's profile copy (benchmarks/aset_oracle.py, failure_sites.py, admission_whatif.py)."""
 
 from __future__ import annotations
 
@@ -72,20 +72,18 @@ def test_refine_rejects_a_sequence_longer_than_the_episode(full_edge):
                            [1] * 5, policy_index("load-balancing"))
 
 
-def test_input_time_lowers_every_capacity_by_the_hand_computed_amount(full_edge):
-    same = admission_whatif.with_input_time(full_edge, 0.0)
-    assert same is full_edge
-    s = admission_whatif.with_input_time(full_edge, 60.0)
-    for i, r in enumerate(full_edge.resources):
-        v = r.variant
-        b = v.batch_size
-        hand = r.replicas * b * 1000.0 / (v.batch_ms[b] + b * v.input_ms_per_mb * 0.06)
-        assert s.capacity_qps[i] == pytest.approx(hand)
-        assert s.capacity_qps[i] <= full_edge.capacity_qps[i]
-    cloud = next(i for i, r in enumerate(full_edge.resources)
-                 if r.site == "cloud" and r.variant.name == "yolov3-gpu-b8")
-    assert full_edge.capacity_qps[cloud] == pytest.approx(5 * 8 / 0.070)
-    assert s.capacity_qps[cloud] == pytest.approx(5 * 8 / 0.07384)
+def test_admission_whatif_profile_copy_sets_only_the_key(tmp_path):
+    from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
+
+    path = admission_whatif.profile_with_frame_kb(PROVISIONAL_PROFILE, 60.0, tmp_path / "p.yaml")
+    plain, counted = load_profiles(PROVISIONAL_PROFILE), load_profiles(path)
+    assert counted.capacity_frame_kb == 60.0
+    assert sorted(plain.variants) == sorted(counted.variants)
+    for name, v in plain.variants.items():
+        w = counted.variants[name]
+        assert (w.batch_ms, w.input_ms_per_mb) == (v.batch_ms, v.input_ms_per_mb)
+        assert w.capacity_qps == pytest.approx(
+            v.batch_size * 1000.0 / (v.batch_ms[v.batch_size] + v.batch_size * v.input_ms_per_mb * 0.06))
 
 
 def test_failure_sites_names_the_over_admitted_resource(full_edge, tmp_path):

@@ -178,3 +178,41 @@ def test_greedy_placement_fits_every_site_and_offers_several_models() -> None:
         gpus = sum(p.variant(d.variant).gpus * d.replicas for d in mine)
         assert cores <= site.compute.cpu_cores and gpus <= site.compute.gpus
         assert len({p.variant(d.variant).model for d in mine}) >= 2
+
+
+def test_capacity_frame_kb_counts_the_input_time_everywhere_the_profile_is_read(tmp_path) -> None:
+    """`capacity_frame_kb` in a profile file: each variant's declared capacity counts that frame's input time
+    (by hand for the cloud's YOLOv3 GPU: 5 replicas x 8 / (70 + 8 x 8 ms/MB x 0.06 MB) ms); both profile
+    readers keep it and the workers' writer writes it back; a bad value names the file and the key."""
+    import yaml
+
+    from scheduler.profiles import PROVISIONAL_PROFILE
+    from scheduler.system import build_system
+    from topologies import load_topology
+    from workers.profilefile import read_profile, write_profile
+
+    doc = yaml.safe_load(PROVISIONAL_PROFILE.read_text())
+    doc["capacity_frame_kb"] = 60
+    path = tmp_path / "p60.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plain, counted = load_profiles(PROVISIONAL_PROFILE), load_profiles(path)
+    assert plain.capacity_frame_kb == 0 and counted.capacity_frame_kb == 60
+    v0, v = plain.variant("yolov3-gpu-b8"), counted.variant("yolov3-gpu-b8")
+    assert v0.capacity_qps == pytest.approx(8 / 70 * 1000)
+    assert v.capacity_qps == pytest.approx(8 / (70 + 8 * 8.0 * 0.06) * 1000)
+    topo = load_topology("full-edge")
+    s0, s = build_system(topo, plain), build_system(topo, counted)
+    cloud = next(r.index for r in s.resources if r.site == "cloud" and r.variant.name == "yolov3-gpu-b8")
+    assert s.capacity_qps[cloud] == pytest.approx(5 * 8 / 0.07384)
+    assert [r.name for r in s.resources] == [r.name for r in s0.resources]  # placement does not move
+    assert all(s.capacity_qps <= s0.capacity_qps) and any(s.capacity_qps < s0.capacity_qps)
+    pf = read_profile(path)
+    assert pf.capacity_frame_kb == 60
+    write_profile(pf, tmp_path / "copy.yaml")
+    assert load_profiles(tmp_path / "copy.yaml").variant("yolov3-gpu-b8").capacity_qps == pytest.approx(v.capacity_qps)
+    write_profile(read_profile(PROVISIONAL_PROFILE), tmp_path / "plain.yaml")
+    assert "capacity_frame_kb" not in (tmp_path / "plain.yaml").read_text()
+    doc["capacity_frame_kb"] = -1
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(ProfileError, match=r"p60.yaml: capacity_frame_kb: -1 must be a finite number >= 0"):
+        load_profiles(path)

@@ -57,6 +57,9 @@ class ProfileFile:
     origin: str
     models: dict[str, ModelProfile]
     runtimes: tuple[RuntimeProfile, ...] = field(default=())
+    capacity_frame_kb: float = 0.0
+    """Nominal frame size whose input time the scheduler's declared capacities count (0: none; written only
+    when set, see scheduler/profiles.py)."""
 
     def runtime(self, model: str, device: str) -> RuntimeProfile:
         for rt in self.runtimes:
@@ -93,7 +96,8 @@ def read_profile(path: Path) -> ProfileFile:
             cpu_cores=float(r.get("cpu_cores", 1.0)), gpus=int(r.get("gpus", 0)),
             memory_mib=float(r.get("memory_mib", 0.0)), input_ms_per_mb=float(r.get("input_ms_per_mb", 0.0)),
             source=r.get("source", ""), **tables))
-    return ProfileFile(raw["version"], raw.get("origin", ""), models, tuple(runtimes))
+    return ProfileFile(raw["version"], raw.get("origin", ""), models, tuple(runtimes),
+                       float(raw.get("capacity_frame_kb", 0.0)))
 
 
 def _runtime_dict(rt: RuntimeProfile) -> dict:
@@ -115,6 +119,8 @@ def write_profile(profile: ProfileFile, path: Path) -> None:
                           "accuracy_source": m.accuracy_source} for name, m in profile.models.items()},
         "runtimes": [_runtime_dict(rt) for rt in profile.runtimes],
     }
+    if profile.capacity_frame_kb:
+        data["capacity_frame_kb"] = profile.capacity_frame_kb
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_suffix(".tmp")
