@@ -66,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--frame-kb: sizes must be finite and >= 0")
     src = Path(args.profiles) if args.profiles else default_profile_path()
     topo = load_topology(args.topo)
-    tmp = Path(tempfile.mkdtemp(prefix="admission-whatif-"))
     print(f"{args.topo}, {src.name}, {args.duration:g} s x seeds {args.seeds}; success / failed / rejected in % "
           "of queries")
     print()
@@ -74,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|" + "---|" * len(POLICY_NAMES))
     t0 = time.perf_counter()
     for kb in frames:
-        system = build_system(topo, load_profiles(profile_with_frame_kb(src, kb, tmp / f"profile-{kb:g}kB.yaml")))
+        with tempfile.TemporaryDirectory(prefix="admission-whatif-") as tmp:
+            profile = load_profiles(profile_with_frame_kb(src, kb, Path(tmp) / f"profile-{kb:g}kB.yaml"))
+        system = build_system(topo, profile)
         for lam in lambdas:
             tot = {p: np.zeros(3) for p in POLICY_NAMES}
             for seed in seeds:

@@ -6,10 +6,11 @@
 
 This file owns that per-resource breakdown of a per-query log (simulator or testbed, same format). For each
 resource (cluster, variant) that answered queries it prints:
-- the capacity the schedulers admit streams against (the profile's `replicas x b / batch_ms[b]`, as
-  `scheduler.system` declares it);
-- the capacity it actually served at, measured from the log: replicas x the mean batch size of its full
-  batches / their mean batch time (`t_infer_end - t_infer_start`, which includes the per-query input time);
+- the capacity the schedulers admit streams against (replicas x `Variant.capacity_qps`, as `scheduler.system`
+  declares it: `b / batch_ms[b]`, plus the input time of a frame of `capacity_frame_kb` when the profile
+  sets that key);
+- the capacity it actually served at, measured from the log: replicas x b / the mean time of its full batches
+  of b (`t_infer_end - t_infer_start`; in the simulator that includes the frames' input time);
 - the rate of queries that reached it over the busiest 60 s (those its full queue refused included), the
   shares of them that failed and that it refused (queue full), the median queue wait
   (`t_infer_start - t_worker`) of its failed queries, and its share of all the run's failed queries.
