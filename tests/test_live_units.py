@@ -381,16 +381,22 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
 
 def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_figures(tmp_path) -> None:
     """Real ONNX at dc1 (tiny-yolov2-cpu-b4): its CPU entry in the run's profile is what this host
-    measured; every other entry and the resources stay as given; config.json records both figures."""
+    measured; every other entry, the profile's capacity_frame_kb and the resources stay as given;
+    config.json records both figures."""
     import json
+
+    import yaml
 
     from scheduler.profiles import PROVISIONAL_PROFILE
     from testbed.live import LiveRun
     from workers import zoo
     from workers.profilefile import read_profile
 
+    given = tmp_path / "given.yaml"
+    given.write_text(yaml.safe_dump({**yaml.safe_load(PROVISIONAL_PROFILE.read_text()), "capacity_frame_kb": 60},
+                                    sort_keys=False))
     zoo.build(names=["tiny-yolov2"], log=lambda _: None)  # cached: a no-op once setup built the zoo
-    run = LiveRun(LiveConfig(topo="tiny", profiles=PROVISIONAL_PROFILE, real_sites=("dc1",), pcap="none",
+    run = LiveRun(LiveConfig(topo="tiny", profiles=given, real_sites=("dc1",), pcap="none",
                              out=tmp_path / "run"), log=lambda _: None)
     resources = [r.name for r in run.system.resources]
     run.profile_real_workers()
@@ -401,7 +407,8 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
     (timed,) = run.profiled
     # tiny's dc1 runs batch 4; the provisional entry also has 2 and 8, timed too so no variant is lost
     assert timed.model == "tiny-yolov2" and sorted(timed.measured_ms) == [1, 2, 4, 8]
-    nominal, merged = read_profile(PROVISIONAL_PROFILE), read_profile(tmp_path / "run" / "profiles.yaml")
+    nominal, merged = read_profile(given), read_profile(tmp_path / "run" / "profiles.yaml")
+    assert merged.capacity_frame_kb == 60 and run.profiles.capacity_frame_kb == 60
     entry = merged.runtime("tiny-yolov2", "cpu")
     assert entry.batch_latency_ms == timed.measured_ms and entry.threads == 1
     assert 0 < entry.batch_latency_ms[1] <= entry.batch_latency_ms[4] and "measured on CPU" in entry.source
@@ -410,6 +417,7 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
         rt for rt in nominal.runtimes if (rt.model, rt.device) != ("tiny-yolov2", "cpu")]
     variant = next(r.variant for r in run.system.resources if r.name == "tiny-yolov2-cpu-b4@dc1")
     assert variant.batch_ms[4] == pytest.approx(timed.measured_ms[4], abs=1e-3)  # the schedulers' figure
+    assert variant.capacity_input_ms == pytest.approx(entry.input_ms_per_mb * 0.06) and variant.capacity_input_ms > 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["profiles_file"] == run.profiles.source
     assert config["profiled_real_workers"][0]["profile_ms"]["4"] == nominal.runtime("tiny-yolov2", "cpu").batch_latency_ms[4]
