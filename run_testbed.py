@@ -10,13 +10,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scheduler import aset_cli  # noqa: E402
+from live import cli as live_cli  # noqa: E402
+from live import compare as compare_cli  # noqa: E402
 from scheduler.profiles import ProfileError  # noqa: E402
 from simulator import cli as simulator_cli  # noqa: E402
 from testbed import cli as testbed_cli  # noqa: E402
-from testbed import compare as compare_cli  # noqa: E402
-from testbed import live_cli  # noqa: E402
 from topologies import TopologyError  # noqa: E402
+from training import cli as aset_cli  # noqa: E402
 from workers import cli as workers_cli  # noqa: E402
 from workload.trace import TraceError  # noqa: E402
 

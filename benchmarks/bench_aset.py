@@ -49,8 +49,8 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    from scheduler.aset.checkpoint import network_for
-    from scheduler.aset.export import export_onnx
+    from training.checkpoint import network_for
+    from training.export import export_onnx
 
     torch.set_num_threads(1)
     system = build_system(load_topology(args.topo), load_profiles())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from testbed.live import LiveConfig, LiveResult, run_live  # noqa: E402
+from live.run import LiveConfig, LiveResult, run_live  # noqa: E402
 from topologies import load_topology  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,8 +122,8 @@ def overhead_loopback(n: int, base: Path) -> dict:
     import aiohttp
     import numpy as np
 
+    from live.source import JpegSizer
     from scheduler.profiles import default_profile_path
-    from workload.source import JpegSizer
 
     py = sys.executable
     worker, wurl = _start(
@@ -155,7 +155,7 @@ def overhead_loopback(n: int, base: Path) -> dict:
         [
             py,
             "-m",
-            "scheduler.live",
+            "live.scheduler",
             "--topo",
             "tiny",
             "--antenna",

@@ -12,22 +12,22 @@ import numpy as np
 import pytest
 import torch
 
-from scheduler import aset_cli
-from scheduler.aset.checkpoint import load_checkpoint, save_checkpoint
-from scheduler.aset.config import DQNConfig
-from scheduler.aset.export import export_onnx
 from scheduler.aset.meta import AgentMeta, AgentMismatchError
-from scheduler.aset.network import QNetwork
 from scheduler.aset.policy import AsetController, OnnxPolicy, guarded_action
-from scheduler.aset.replay import ReplayBatch, ReplayBuffer
-from scheduler.aset.rollout import EvalCase, run_agent, run_static, success_of
 from scheduler.aset.state import StateSpec, WindowMeasurement
-from scheduler.aset.train import greedy, train
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
 from scheduler.system import build_system
 from simulator.gym_env import AsetEnv, EnvConfig
 from topologies import load_topology
+from training import cli as aset_cli
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import DQNConfig
+from training.export import export_onnx
+from training.network import QNetwork
+from training.replay import ReplayBatch, ReplayBuffer
+from training.rollout import EvalCase, run_agent, run_static, success_of
+from training.train import greedy, train
 
 # One antenna; the near cluster sits behind a link that loses 40% of packets (each loss costs a 200-ms
 # retransmission, which feasibility does not foresee), the far data centre is clean and roomy. Only
@@ -219,7 +219,7 @@ def test_cli_trains_then_evaluates_against_the_statics(toy_path, tmp_path, capsy
 
 
 def test_epsilon_decays_with_steps_or_with_the_time_budget_used():
-    from scheduler.aset.train import epsilon_at
+    from training.train import epsilon_at
 
     cfg = DQNConfig(total_steps=1000, exploration_fraction=0.5, epsilon_start=1.0, epsilon_end=0.1)
     assert epsilon_at(cfg, 0) == 1.0

@@ -114,8 +114,8 @@ def test_merge_sums_counts_and_keeps_last_stream_state():
 
 
 def test_decision_path_imports_without_torch():
-    code = ("import sys; import scheduler.aset.policy, scheduler.aset.evaluate, simulator.gym_env, "
-            "scheduler.aset_cli; print('torch' in sys.modules)")
+    code = ("import sys; import scheduler.aset.policy, training.evaluate, simulator.gym_env, "
+            "training.cli; print('torch' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "False"

@@ -1,18 +1,18 @@
 """The evidence tools behind ASET's goal: the clairvoyant oracle and its refinement, the failure breakdown and
-the input-time what-if's profile copy (benchmarks/aset_oracle.py, failure_sites.py, admission_whatif.py)."""
+the input-time what-if's profile copy (experiments/aset_oracle.py, failure_sites.py, admission_whatif.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks import admission_whatif, aset_oracle, failure_sites
-from scheduler.aset.rollout import EvalCase, run_static
+from experiments import admission_whatif, aset_oracle, failure_sites
 from scheduler.core import policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from simulator.engine import SimConfig, Simulation
 from topologies import load_topology
+from training.rollout import EvalCase, run_static
 
 
 @pytest.fixture(scope="module")

@@ -80,9 +80,9 @@ def test_duration_limits_a_replayed_trace(tmp_path: Path) -> None:
 
 
 def test_every_command_draws_the_same_workload_from_a_seed(tmp_path: Path) -> None:
+    from live.run import LiveConfig, build_trace
     from scheduler.profiles import load_profiles
     from scheduler.system import build_system
-    from testbed.live import LiveConfig, build_trace
     from topologies import load_topology
     from workload.trace import read_trace
 

@@ -20,11 +20,11 @@ import pytest
 from aset_agents import constant_agent
 
 from analysis.records import read_records
+from live.run import SCHEDULER_PORT, LiveConfig, LiveInterrupted, LiveRun, run_live
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from testbed.capture import dropped_by_kernel
 from testbed.leftovers import leftovers
-from testbed.live import SCHEDULER_PORT, LiveConfig, LiveInterrupted, LiveRun, run_live
 from testbed.record import CreationRecord
 from topologies import load_topology
 from workload.trace import TraceError, read_trace

@@ -16,12 +16,7 @@ from aiohttp import web
 from aset_agents import constant_agent
 from PIL import Image
 
-from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
-from scheduler.live import LiveScheduler, create_app, static_policy
-from scheduler.profiles import load_profiles
-from scheduler.system import build_system
-from testbed.capture import choose_hosts
-from testbed.live import (
+from live.run import (
     LiveConfig,
     build_trace,
     busiest_cpu_cluster,
@@ -29,9 +24,14 @@ from testbed.live import (
     plan_workers,
     smallest_cluster,
 )
+from live.scheduler import LiveScheduler, create_app, static_policy
+from live.source import JpegSizer, corrupt, pad_jpeg
+from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
+from scheduler.profiles import load_profiles
+from scheduler.system import build_system
+from testbed.capture import choose_hosts
 from testbed.plan import build_plan
 from topologies import load_topology
-from workload.source import JpegSizer, corrupt, pad_jpeg
 
 LI = policy_index("least-impedance")
 
@@ -273,7 +273,7 @@ def test_pcap_host_selection() -> None:
 
 
 def test_a_bad_mtu_is_refused_before_anything(tmp_path) -> None:
-    from testbed.live import LiveRun
+    from live.run import LiveRun
 
     with pytest.raises(ValueError, match="mtu 9 is not an integer from 68 to 65535"):
         LiveRun(LiveConfig(topo="tiny", mtu=9, real_sites=(), out=tmp_path / "run"), log=lambda _: None)
@@ -281,9 +281,9 @@ def test_a_bad_mtu_is_refused_before_anything(tmp_path) -> None:
 
 
 def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_path) -> None:
+    from live.run import LiveRun
+    from live.scheduler import check_policy, choose_policy
     from scheduler.aset.meta import AgentMismatchError
-    from scheduler.live import check_policy, choose_policy
-    from testbed.live import LiveRun
 
     _, _, system = tiny_system
     agent = constant_agent(tmp_path / "agent.onnx", system, "load-balancing", window_s=0.05)
@@ -337,7 +337,7 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     queries of streams rejected at binding counted though never sent, and one log row per window."""
     import csv
 
-    from scheduler.live import WINDOW_COLUMNS
+    from live.scheduler import WINDOW_COLUMNS
 
     _, _, system = tiny_system
     names = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}
@@ -387,8 +387,8 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
 
     import yaml
 
+    from live.run import LiveRun
     from scheduler.profiles import PROVISIONAL_PROFILE
-    from testbed.live import LiveRun
     from workers import zoo
     from workers.profilefile import read_profile
 
@@ -424,8 +424,8 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
 
 
 def test_the_given_profile_is_kept_when_asked_or_with_an_agent(tiny_system, tmp_path) -> None:
+    from live.run import LiveRun
     from scheduler.profiles import PROVISIONAL_PROFILE
-    from testbed.live import LiveRun
 
     _, _, system = tiny_system
     agent = constant_agent(tmp_path / "agent.onnx", system, "closest")

@@ -28,7 +28,7 @@ class OnnxPolicy:
         props = self.session.get_modelmeta().custom_metadata_map
         if ONNX_META_KEY not in props:
             raise ValueError(f"{path}: ONNX file has no {ONNX_META_KEY!r} metadata; export it with "
-                             "scheduler.aset.export.export_onnx")
+                             "training.export.export_onnx")
         self.meta = AgentMeta.from_json(props[ONNX_META_KEY])
         if spec is not None:
             self.meta.check_compatible(spec, str(path))
@@ -75,7 +75,7 @@ class AsetController:
     def for_system(path: str | Path, system: SystemModel) -> AsetController:
         """Returns the controller of an agent file for a system (history read from the file; mismatch refused).
 
-        The caller's window must last `decision_window_s`: `decide` is a scheduler.live PolicyChooser.
+        The caller's window must last `decision_window_s`: `decide` is a live.scheduler PolicyChooser.
         """
         policy = OnnxPolicy(path)
         spec = StateSpec.of(system, history=policy.meta.state_shape[0])

@@ -27,16 +27,7 @@ import numpy as np
 from analysis.plots import plot_success_over_time
 from analysis.records import OUTCOMES, RecordWriter, read_records
 from analysis.summary import RunSummary, Tally, outcome_index
-from scheduler.core import POLICY_NAMES, policy_index
-from scheduler.live import check_policy
-from scheduler.profiles import ProfileSet, load_profiles
-from scheduler.system import SystemModel, build_system
-from simulator.engine import SimConfig, Simulation
-from simulator.run import write_timeseries
-from testbed.capture import DEFAULT_SNAPLEN, choose_hosts, start_captures, stop_captures
-from testbed.network import EmulatedNetwork, Host, check_mtu
-from testbed.plan import build_plan
-from testbed.realprofile import (
+from live.realprofile import (
     REAL_INFERENCE_CORES,
     REAL_THREADS_PER_REPLICA,
     MeasuredModel,
@@ -45,6 +36,15 @@ from testbed.realprofile import (
     real_worker_cpu,
     time_real_workers,
 )
+from live.scheduler import check_policy
+from scheduler.core import POLICY_NAMES, policy_index
+from scheduler.profiles import ProfileSet, load_profiles
+from scheduler.system import SystemModel, build_system
+from simulator.engine import SimConfig, Simulation
+from simulator.run import write_timeseries
+from testbed.capture import DEFAULT_SNAPLEN, choose_hosts, start_captures, stop_captures
+from testbed.network import EmulatedNetwork, Host, check_mtu
+from testbed.plan import build_plan
 from topologies import Topology, load_topology
 from workload.arrivals import RateSchedule, generate_trace, workload_rng
 from workload.trace import Trace, read_trace, write_trace
@@ -104,7 +104,7 @@ class LiveConfig:
     """Seconds between every process being ready and t0."""
     profile_real_workers: bool = True
     """Time the real workers' models on this CPU before the run and decide with those figures (the run's
-    `profiles.yaml`: the given profile with those models' CPU latencies replaced; testbed/realprofile.py).
+    `profiles.yaml`: the given profile with those models' CPU latencies replaced; live/realprofile.py).
     Skipped with an agent, whose state is defined by the profile it was trained with."""
     mtu: int = 9000
     """MTU of every emulated interface (EmulatedNetwork's `mtu`, set as the network is built). Jumbo frames
@@ -633,7 +633,7 @@ class LiveRun:
         argv = [
             sys.executable,
             "-m",
-            "scheduler.live",
+            "live.scheduler",
             "--topo",
             self.topo.source,
             "--profiles",
@@ -683,7 +683,7 @@ class LiveRun:
             argv = [
                 sys.executable,
                 "-m",
-                "workload.source",
+                "live.source",
                 "--trace",
                 str((self.out / "trace.csv").resolve()),
                 "--antenna",

@@ -1,6 +1,6 @@
 """Compares the ASET state a live run's schedulers built with the state the simulator builds on the same trace.
 
-    .venv/bin/python benchmarks/aset_live_state.py RUN_DIR
+    .venv/bin/python experiments/aset_live_state.py RUN_DIR
 
 RUN_DIR is a live run with an agent (`run_testbed.py --policy aset --agent FILE --out RUN_DIR`): its schedulers
 wrote each decision window's encoded features to `windows/<antenna>.state.jsonl`. This replays the run's

@@ -2,7 +2,7 @@
 
     .venv/bin/python run_testbed.py simulate --topo full-edge --policy load-balancing --lambda 100 \\
         --duration 600 --seed 1 --out runs/sim-lb100
-    .venv/bin/python benchmarks/failure_sites.py runs/sim-lb100/records.csv --topo full-edge
+    .venv/bin/python experiments/failure_sites.py runs/sim-lb100/records.csv --topo full-edge
 
 This file owns that per-resource breakdown of a per-query log (simulator or testbed, same format). For each
 resource (cluster, variant) that answered queries it prints:

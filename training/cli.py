@@ -47,12 +47,12 @@ def _numbers(text: str, kind: type) -> list:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scheduler.aset.config import DQNConfig
-    from scheduler.aset.train import train
     from scheduler.core import POLICY_NAMES
     from scheduler.profiles import load_profiles
     from scheduler.system import build_system
     from topologies import load_topology
+    from training.config import DQNConfig
+    from training.train import train
 
     system = build_system(load_topology(args.topo), load_profiles(args.profiles))
     # --minutes: epsilon decays with the time used; 85% of the budget trains, the rest calibrates the guard
@@ -85,11 +85,11 @@ def _agent_path(text: str) -> Path:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from scheduler.aset.evaluate import evaluate, format_table, plot, write_json
     from scheduler.aset.policy import OnnxPolicy
     from scheduler.profiles import load_profiles
     from scheduler.system import build_system
     from topologies import load_topology
+    from training.evaluate import evaluate, format_table, plot, write_json
 
     agent = OnnxPolicy(_agent_path(args.agent), guard=not args.no_guard)
     profiles = args.profiles

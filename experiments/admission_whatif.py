@@ -1,13 +1,13 @@
 """What if admission counted the input time: the seven static policies with each resource's declared capacity
 recomputed as replicas x b / (batch_ms[b] + b x input_ms_per_mb x a nominal frame size).
 
-    .venv/bin/python benchmarks/admission_whatif.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
+    .venv/bin/python experiments/admission_whatif.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
         --frame-kb 0,60,80
 
 This file owns that comparison. By default a profile declares a variant's capacity from its batch latency
 alone (`Variant.capacity_qps`), while the delay constraint and the simulated workers also spend
 `input_ms_per_mb` per query on the frame's input (decode, resize, copy). Admission therefore lets a saturated
-resource receive more than it can serve, and its queue stays full (see `benchmarks/failure_sites.py`). A
+resource receive more than it can serve, and its queue stays full (see `experiments/failure_sites.py`). A
 profile file's `capacity_frame_kb` key makes the declared capacities count that input time at a nominal frame
 size. Here a copy of the profile is written per size (0 kB: the profile as it is; 60 kB: the workload's mean
 video-surveillance frame; 80 kB: the largest frame of any application), every static policy is run on the
@@ -27,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler.aset.rollout import EvalCase, run_static  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
 from scheduler.profiles import default_profile_path, load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from topologies.loader import load_yaml_strict  # noqa: E402
+from training.rollout import EvalCase, run_static  # noqa: E402
 
 
 def profile_with_frame_kb(src: Path, frame_kb: float, dst: Path) -> Path:

@@ -17,19 +17,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from scheduler.aset.checkpoint import save_checkpoint
-from scheduler.aset.config import DQNConfig
-from scheduler.aset.export import export_onnx
 from scheduler.aset.meta import AgentMeta
-from scheduler.aset.network import QNetwork
 from scheduler.aset.policy import guarded_action
-from scheduler.aset.replay import ReplayBatch, ReplayBuffer
-from scheduler.aset.rollout import EvalCase, run_agent, run_static, success_of
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
 from simulator.gym_env import AsetEnv, EnvConfig
 from topologies import load_topology
+from training.checkpoint import save_checkpoint
+from training.config import DQNConfig
+from training.export import export_onnx
+from training.network import QNetwork
+from training.replay import ReplayBatch, ReplayBuffer
+from training.rollout import EvalCase, run_agent, run_static, success_of
 
 
 @dataclass

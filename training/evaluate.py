@@ -14,10 +14,10 @@ import numpy as np
 
 from analysis.summary import Ratios
 from scheduler.aset.policy import OnnxPolicy
-from scheduler.aset.rollout import EvalCase, run_agent, run_static
 from scheduler.core import POLICY_NAMES
 from scheduler.system import SystemModel
 from simulator.gym_env import AsetEnv, EnvConfig
+from training.rollout import EvalCase, run_agent, run_static
 
 ASET = "aset"
 

@@ -1,6 +1,6 @@
 """Command line of the live testbed run: `add_run_arguments(parser)` and `run_live(args) -> exit status`.
 
-run_testbed.py calls these with no subcommand (and for `run`); `python -m testbed.live_cli` runs it alone.
+run_testbed.py calls these with no subcommand (and for `run`); `python -m live.cli` runs it alone.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import os
 import sys
 from pathlib import Path
 
+from live.run import LiveConfig, LiveInterrupted, format_result
+from live.run import run_live as _run
+from live.scheduler import ASET, check_policy
 from scheduler.core import POLICY_NAMES
-from scheduler.live import ASET, check_policy
 from testbed.capture import DEFAULT_SNAPLEN
 from testbed.errors import NetworkError, PreflightError
-from testbed.live import LiveConfig, LiveInterrupted, format_result
-from testbed.live import run_live as _run
 from topologies import TopologyError
 from workload.trace import TraceError
 
@@ -218,7 +218,7 @@ def run_live(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.live_cli", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m live.cli", description=__doc__)
     add_run_arguments(parser)
     return run_live(parser.parse_args(argv))
 

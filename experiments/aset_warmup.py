@@ -3,7 +3,7 @@ windows of an episode, then load-balancing. The oracle earned much of its gain w
 from empty, mostly with farthest and cheaper; this measures how much of that a rule that needs no
 knowledge of the future keeps.
 
-    .venv/bin/python benchmarks/aset_warmup.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
+    .venv/bin/python experiments/aset_warmup.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
         [--policies farthest,cheaper,random-proportional-load] [--windows 1,2,3] [--agent runs/aset/full-edge]
 
 Same simulations as `evaluate` and the oracle (aset_oracle.agent_sim: the agent's T and profile when
@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aset_oracle as ao  # noqa: E402
 
-from scheduler.aset.rollout import EvalCase, success_of  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
 from topologies.loader import load_topology  # noqa: E402
+from training.rollout import EvalCase, success_of  # noqa: E402
 
 BASE = "load-balancing"
 

@@ -1,16 +1,16 @@
 """A clairvoyant per-window rollout oracle over ASET's seven actions: how much can ANY per-window choice gain?
 
-    .venv/bin/python benchmarks/aset_oracle.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
+    .venv/bin/python experiments/aset_oracle.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
         --duration 600 [--horizon N] [--agent runs/aset/full-edge/agent.onnx] --out DIR
-    .venv/bin/python benchmarks/aset_oracle.py --merge DIR          # pools the case files in DIR
-    .venv/bin/python benchmarks/aset_oracle.py --lambdas 100 --seeds 1,2,3 --duration 600 \\
+    .venv/bin/python experiments/aset_oracle.py --merge DIR          # pools the case files in DIR
+    .venv/bin/python experiments/aset_oracle.py --lambdas 100 --seeds 1,2,3 --duration 600 \\
         --refine DIR --passes 1 --out DIR2                            # coordinate ascent from DIR's actions
 
 This file owns the oracle, its clone of the simulation state, the check that the clone is faithful, the
 per-case JSON files, their merge and the markdown tables. It changes nothing in the simulator.
 
 The oracle drives the simulation the agent drives (`AsetEnv.reset` with the evaluation's trace and simulator
-seed, as `scheduler.aset.rollout.run_agent` does) one decision window (T simulator windows) at a time. At each
+seed, as `training.rollout.run_agent` does) one decision window (T simulator windows) at a time. At each
 decision it clones the whole simulation state and, for each of the seven static policies p, rolls the clone
 forward: p for this decision window, then the base policy (load-balancing, the best static on full-edge) for
 the next `--horizon` decision windows (default: to the end of the episode). It commits to the p whose rollout
@@ -53,13 +53,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.summary import Ratios  # noqa: E402
-from scheduler.aset.rollout import EvalCase, run_static, success_of  # noqa: E402
 from scheduler.core import POLICY_NAMES, policy_index  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import SystemModel, build_system  # noqa: E402
 from simulator.engine import Simulation  # noqa: E402
 from simulator.gym_env import AsetEnv, EnvConfig  # noqa: E402
 from topologies import load_topology  # noqa: E402
+from training.rollout import EvalCase, run_static, success_of  # noqa: E402
 
 BASE = "load-balancing"
 SIM_WINDOW_S = 1.0

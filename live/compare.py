@@ -59,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from testbed.live import LiveConfig, plan_workers, run_live  # the testbed side: root, network package
-    from testbed.realprofile import real_model_batches, time_real_workers
+    from live.realprofile import real_model_batches, time_real_workers
+    from live.run import LiveConfig, plan_workers, run_live  # the testbed side: root, network package
 
     if os.geteuid() != 0:
         print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from scheduler.aset.meta import AgentMeta
-from scheduler.aset.network import QNetwork
 from scheduler.aset.state import StateSpec
+from training.network import QNetwork
 
 
 def network_for(meta: AgentMeta) -> QNetwork:

@@ -1,7 +1,7 @@
 """The live scheduler of one antenna: binds each new stream with `scheduler.core.Scheduler.decide`, relays
 its frames to the bound worker and the answers back, and learns the workers' load from their reports.
 
-Runs inside the antenna's scheduler host (`python -m scheduler.live ...`), listening only on that host's
+Runs inside the antenna's scheduler host (`python -m live.scheduler ...`), listening only on that host's
 emulated address. The policy of each decision window comes from a pluggable `PolicyChooser`: a static
 policy, or an ASET agent that is handed, at the end of every window (aligned on the run's t0), the same
 `WindowMeasurement` the simulator builds (see `LiveScheduler.measure` for how each field is estimated here).
@@ -427,7 +427,7 @@ class LiveScheduler:
 
     def _log_state(self) -> None:
         """With an ASET agent: appends the window's encoded features and Q-values to `<windows log>.state.jsonl`
-        (to compare the live state with the simulator's, e.g. benchmarks/aset_live_state.py)."""
+        (to compare the live state with the simulator's, e.g. experiments/aset_live_state.py)."""
         controller = getattr(self.chooser, "__self__", None)  # AsetController.decide, bound
         features = getattr(controller, "last_features", None)
         if self.windows_log is None or features is None:
@@ -745,7 +745,7 @@ async def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scheduler.live", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m live.scheduler", description=__doc__)
     p.add_argument("--topo", required=True)
     p.add_argument("--profiles", type=Path, default=None)
     p.add_argument("--antenna", required=True)

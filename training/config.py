@@ -12,7 +12,7 @@ from simulator.gym_env import EnvConfig
 
 @dataclass(frozen=True)
 class DQNConfig:
-    """Hyperparameters of `scheduler.aset.train.train`."""
+    """Hyperparameters of `training.train.train`."""
 
     topology: str = "full-edge"
     """Topology name or YAML path the agent is trained on (its state shape depends on it)."""

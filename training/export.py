@@ -12,7 +12,7 @@ import onnx
 import torch
 
 from scheduler.aset.meta import ONNX_META_KEY, AgentMeta
-from scheduler.aset.network import QNetwork
+from training.network import QNetwork
 
 INPUT_NAME, OUTPUT_NAME = "state", "q_values"
 

@@ -1,7 +1,7 @@
 """The stream source of one antenna: replays its streams' queries as real JPEG frames of each stream's
 size, at each stream's frame rate, to the antenna's scheduler, and logs one record per query.
 
-Runs inside the antenna's sources host (`python -m workload.source ...`), one asyncio loop and one
+Runs inside the antenna's sources host (`python -m live.source ...`), one asyncio loop and one
 aiohttp session per process. Query k of a stream is sent at start_s + k/fps (times since the run's t0).
 """
 
@@ -328,7 +328,7 @@ def wait_t0(path: Path, timeout_s: float = 600.0) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workload.source", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m live.source", description=__doc__)
     p.add_argument("--trace", type=Path, required=True)
     p.add_argument("--antenna", required=True)
     p.add_argument("--scheduler", required=True, help="the antenna scheduler's base URL")
