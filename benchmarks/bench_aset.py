@@ -21,10 +21,11 @@ sys.path.insert(0, str(ROOT))
 
 from scheduler.aset.meta import AgentMeta  # noqa: E402
 from scheduler.aset.policy import AsetController, OnnxPolicy  # noqa: E402
-from scheduler.aset.state import StateBuilder, StateSpec, WindowMeasurement  # noqa: E402
+from scheduler.aset.state import StateBuilder, StateSpec  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
+from scheduler.window import WindowMeasurement  # noqa: E402
 from topologies import load_topology  # noqa: E402
 
 GOAL_US = 1000.0

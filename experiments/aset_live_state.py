@@ -68,7 +68,7 @@ def main(run_dir: Path) -> int:
     k = 0
     while not sim.done:
         p = policy_index(policy.get(k, policy[max(policy)]))
-        parts = [WindowMeasurement.from_stats(sim.step(p)) for _ in range(steps) if not sim.done]
+        parts = [(sim.step(p)) for _ in range(steps) if not sim.done]
         sim_rows[k] = encode_window(spec, WindowMeasurement.merge(parts))
         k += 1
     # the window that reaches the duration is left out: the simulator releases every stream at the duration,

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from live.run import LiveConfig, LiveInterrupted, format_result
 from live.run import run_live as _run
-from live.scheduler import ASET, check_policy
-from scheduler.core import POLICY_NAMES
+from scheduler.core import ASET, POLICY_NAMES, check_policy
 from testbed.capture import DEFAULT_SNAPLEN
 from testbed.errors import NetworkError, PreflightError
 from topologies import TopologyError
@@ -186,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> LiveConfig:
 def run_live(args: argparse.Namespace) -> int:
     """Runs the live testbed as the parsed options say; prints the summary table; returns the exit status."""
     try:
-        check_policy(args.policy, args.agent)
+        check_policy(args.policy, args.agent, default="closest")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -36,8 +36,7 @@ from live.realprofile import (
     real_worker_cpu,
     time_real_workers,
 )
-from live.scheduler import check_policy
-from scheduler.core import POLICY_NAMES, policy_index
+from scheduler.core import POLICY_NAMES, check_policy, policy_index
 from scheduler.profiles import ProfileSet, load_profiles
 from scheduler.system import SystemModel, build_system
 from simulator.engine import SimConfig, Simulation

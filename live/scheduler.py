@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import csv
 import json
 import math
@@ -28,11 +27,10 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
-from scheduler.aset.state import WindowMeasurement
-from scheduler.core import POLICY_NAMES, LoadState, Scheduler, StreamRequest, policy_index
+from scheduler.core import ASET, POLICY_NAMES, LoadState, Scheduler, StreamRequest, check_policy, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
-from simulator.engine import SimConfig
+from scheduler.window import N_CLASSES, WindowMeasurement, stream_class
 from topologies import load_topology
 
 PolicyChooser = Callable[[WindowMeasurement], int]
@@ -43,9 +41,6 @@ SLOW_POLLS_DOWN = 5
 """Load reports timed out in a row before a worker counts as down (a refused connection: 2)."""
 STREAM_IDLE_S = 10.0
 """A stream that sent nothing for this long is released (its source died or forgot to close it)."""
-BUDGET_BINS_MS = tuple(SimConfig.budget_bins_ms)
-RATE_BINS_FPS = tuple(SimConfig.rate_bins_fps)
-"""Stream classes of the ASET state, as the simulator draws them."""
 SAMPLES_KEPT = 200_000
 """Overhead and decision times kept for the percentiles (the most recent ones)."""
 REJECTED_STREAM_MAX_S = 600.0
@@ -168,20 +163,13 @@ class LiveScheduler:
 
     def _fresh_counters(self) -> Counters:
         n = self.system.n_resources
-        classes = (len(BUDGET_BINS_MS) + 1) * (len(RATE_BINS_FPS) + 1)
-        return Counters(responses=np.zeros(n), bytes_in=np.zeros(n), sent_per_class=np.zeros(classes))
+        return Counters(responses=np.zeros(n), bytes_in=np.zeros(n), sent_per_class=np.zeros(N_CLASSES))
 
     def count_sent(self, request: StreamRequest) -> None:
         """Counts a query in its stream class (delay-budget bin x rate bin, as the simulator's ASET state)."""
-        b = bisect.bisect_right(BUDGET_BINS_MS, request.max_delay_ms)  # (numpy costs ~40 us a call here)
-        r = bisect.bisect_right(RATE_BINS_FPS, request.fps)
-        k = b * (len(RATE_BINS_FPS) + 1) + r
+        k = stream_class(request.max_delay_ms, request.fps)
         self.window.sent_per_class[k] += 1
         self.totals.sent_per_class[k] += 1
-
-    def class_of(self, request: StreamRequest) -> int:
-        b = bisect.bisect_right(BUDGET_BINS_MS, request.max_delay_ms)
-        return b * (len(RATE_BINS_FPS) + 1) + bisect.bisect_right(RATE_BINS_FPS, request.fps)
 
     # -- streams rejected at binding: their queries are not sent, but the simulator counts them ------
 
@@ -198,7 +186,7 @@ class LiveScheduler:
         if add:
             entry[2] = counted + add
             self.window.rejected += add
-            self.window.sent_per_class[self.class_of(request)] += add
+            self.window.sent_per_class[stream_class(request.max_delay_ms, request.fps)] += add
 
     def close_rejected(self, stream_id: int) -> None:
         entry = self.rejected_open.pop(stream_id, None)
@@ -654,31 +642,12 @@ def _answer(live: LiveScheduler, answer: dict, t_in: float, waited_s: float) -> 
     return web.json_response(answer)
 
 
-ASET = "aset"
-"""The policy name that stands for an ASET agent (`--policy aset --agent FILE`)."""
-
-
-def check_policy(policy: str | None, agent: Path | None, default: str = "least-impedance") -> str:
-    """Returns the effective policy name: `aset` with an agent (alone, `--agent` implies it), `default` with
-    neither; refuses `aset` without an agent, an agent with a static policy, and unknown names."""
-    if agent is not None:
-        if policy not in (ASET, None):
-            raise ValueError(f"--agent {agent} picks the policy of every window: use --policy aset "
-                             f"(or leave --policy out), not --policy {policy}")
-        return ASET
-    if policy == ASET:
-        raise ValueError("--policy aset needs --agent FILE.onnx (an agent exported by `run_testbed.py train`)")
-    policy = default if policy is None else policy
-    policy_index(policy)
-    return policy
-
-
 def choose_policy(
     system: SystemModel, policy: str | None, agent: Path | None, window_s: float
 ) -> tuple[PolicyChooser, int, float]:
     """Returns (chooser, first policy, window length): a static policy, or an ASET agent file's controller
     (its policy per decision window, the window it was trained with; a mismatched agent is refused)."""
-    policy = check_policy(policy, agent)
+    policy = check_policy(policy, agent, default="least-impedance")
     if policy != ASET:
         first = policy_index(policy)
         return static_policy(first), first, window_s

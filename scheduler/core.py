@@ -157,6 +157,30 @@ def policy_index(name: str) -> int:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}") from None
 
 
+ASET = "aset"
+"""The policy name that stands for an ASET agent (`--policy aset --agent FILE`)."""
+ALL = "all"
+"""The policy name that asks a command for every static policy in turn (`simulate --policy all`)."""
+
+
+def check_policy(policy: str | None, agent: object | None, default: str, *, allow_all: bool = False) -> str:
+    """Returns the effective policy name of a command: `aset` with an agent (alone, an agent implies it),
+    `default` with neither; refuses `aset` without an agent, an agent with a static policy and unknown names.
+    With `allow_all`, `all` (every static policy, then the agent if any) is accepted too."""
+    if agent is not None:
+        if policy in (ASET, None) or (allow_all and policy == ALL):
+            return ASET if policy is None else policy
+        also = " or all" if allow_all else " (or leave --policy out)"
+        raise ValueError(f"--agent {agent} picks the policy of every window: use --policy aset{also}, "
+                         f"not --policy {policy}")
+    if policy == ASET:
+        raise ValueError("--policy aset needs --agent FILE.onnx (an agent exported by `run_testbed.py train`)")
+    policy = default if policy is None else policy
+    if not (allow_all and policy == ALL):
+        policy_index(policy)
+    return policy
+
+
 class Scheduler:
     """Binds streams to resources of one system model with any static policy."""
 

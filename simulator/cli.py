@@ -6,44 +6,30 @@ import argparse
 import time
 from pathlib import Path
 
-from scheduler.core import POLICY_NAMES, policy_index
+from scheduler.core import POLICY_NAMES, check_policy
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from simulator.engine import SimConfig
 from simulator.run import format_table, simulate_aset, simulate_policy, write_comparison
 from topologies import load_topology
-from workload.arrivals import RateSchedule, check_duration, generate_trace, workload_rng
-from workload.trace import Trace, read_trace, write_trace
+from workload.args import add_workload_arguments, workload_from_args
+from workload.trace import write_trace
 
+DEFAULT_LAMBDA = "60"
 DEFAULT_DURATION_S = 600.0
+"""`simulate` and `trace`: the paper's middle load, ten minutes."""
 
 
-def add_workload_args(p: argparse.ArgumentParser) -> None:
+def _add_workload(p: argparse.ArgumentParser, replay: bool) -> None:
     p.add_argument("--topo", default="full-edge", help="topology name (topologies/NAME.yaml) or file")
-    p.add_argument("--lambda", dest="lam", default="60",
-                   help="new streams per minute per antenna: a number or a schedule START_S:LAMBDA,... (default 60)")
-    p.add_argument("--duration", type=float, default=None,
-                   help="seconds of traffic (default 600; with --trace: until the trace's last stream ends)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the workload and of the run (default 1)")
-
-
-def workload_from_args(args: argparse.Namespace, antennas: tuple[str, ...]) -> tuple[Trace, str]:
-    """Returns the trace to run (read from --trace, or generated from --lambda) and its lambda label."""
-    if args.duration is not None:
-        check_duration(args.duration)
-    if getattr(args, "trace", None):
-        return read_trace(args.trace, antennas), f"trace:{Path(args.trace).name}"
-    schedule = RateSchedule.parse(args.lam)
-    return generate_trace(antennas, schedule, _duration(args), workload_rng(args.seed)), str(schedule)
-
-
-def _duration(args: argparse.Namespace) -> float:
-    return args.duration if args.duration is not None else DEFAULT_DURATION_S
+    add_workload_arguments(p, lambda_default=DEFAULT_LAMBDA, duration_default_s=DEFAULT_DURATION_S, replay=replay)
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
     topo = load_topology(args.topo)
-    trace, label = workload_from_args(args, tuple(a.name for a in topo.antennas))
+    workload = workload_from_args(args)
+    trace, _ = workload.build(tuple(a.name for a in topo.antennas))
+    label = workload.label
     write_trace(trace, args.output)
     print(f"wrote {len(trace)} streams ({trace.expected_queries()} queries, lambda {label}/min per antenna, "
           f"{len(topo.antennas)} antennas) to {args.output}")
@@ -53,23 +39,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     topo = load_topology(args.topo)
     system = build_system(topo, load_profiles(args.profiles))
-    trace, label = workload_from_args(args, system.antennas)
+    workload = workload_from_args(args)
+    trace, duration = workload.build(system.antennas)
+    label = workload.label
     agent = Path(args.agent) if args.agent else None
-    if args.policy is None:
-        args.policy = "aset" if agent is not None else "least-impedance"
-    if agent is not None and args.policy not in ("all", "aset"):
-        raise ValueError(f"--agent {agent} picks the policy of every window: use --policy aset or all, "
-                         f"not --policy {args.policy}")
-    if args.policy == "aset" and agent is None:
-        raise ValueError("--policy aset needs --agent FILE.onnx (an agent exported by `run_testbed.py train`)")
+    args.policy = check_policy(args.policy, agent, default="least-impedance", allow_all=True)
     if agent is not None and not agent.is_file():
         raise ValueError(f"--agent {agent}: no such file")
     policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
     policies += ["aset"] if agent is not None and args.policy == "all" else []
-    for p in policies:
-        if p != "aset":
-            policy_index(p)
-    duration = args.duration if args.trace else _duration(args)
     config = SimConfig(window_s=args.window, duration_s=duration, eta=args.eta)
     out = Path(args.out) if args.out else None
     print(f"simulating {topo.name} ({len(system.resources)} resources on {len(topo.clusters)} clusters, "
@@ -107,9 +85,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="run the discrete-event simulator with one or all static policies",
                        description="Run the simulator on a topology with a generated workload or a trace.")
-    add_workload_args(p)
+    _add_workload(p, replay=True)
     p.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
-    p.add_argument("--trace", default=None, help="replay this trace (CSV) instead of generating one")
     p.add_argument("--policy", default=None,
                    help=f"one of {', '.join(POLICY_NAMES)}, all, or aset (needs --agent) "
                    "(default least-impedance; with --agent: aset)")
@@ -124,6 +101,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-query log format (same columns; parquet is several times faster to write)")
     p.set_defaults(func=cmd_simulate)
     t = sub.add_parser("trace", help="record a workload trace (one stream per row) to CSV")
-    add_workload_args(t)
+    _add_workload(t, replay=False)
     t.add_argument("-o", "--output", required=True, help="CSV file to write")
     t.set_defaults(func=cmd_trace)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from analysis.records import FAILED, ONTIME, OUTCOMES, REJECTED
 from analysis.summary import Tally
 from scheduler.core import POLICY_NAMES, Decision, LoadState, Scheduler, StreamRequest
 from scheduler.system import RESPONSE_BYTES, SystemModel
+from scheduler.window import N_CLASSES, WindowMeasurement, stream_classes
 from simulator.batching import DONE, PENDING_ADMITTED, PENDING_NEW, REJECTED_FULL, serve_window
 from workload.trace import Trace
 
@@ -42,10 +43,6 @@ class SimConfig:
     """Constant software delay on the way to the worker (HTTP, relay at the scheduler); from calibration."""
     overhead_down_ms: float = 0.0
     """Constant software delay on the way back to the source; from calibration."""
-    budget_bins_ms: tuple[float, ...] = (100.0, 300.0)
-    """Edges of the delay-budget classes of the incoming-rate features (ASET state)."""
-    rate_bins_fps: tuple[float, ...] = (12.0, 22.0)
-    """Edges of the data-rate classes of the incoming-rate features (ASET state)."""
     processing_scale: tuple[tuple[str, float], ...] = ()
     """(variant name, factor) pairs: that variant's batches take factor x the profile's time when served,
     while the schedulers still decide with the profile (a testbed whose workers run slower than profiled)."""
@@ -64,39 +61,6 @@ class SimConfig:
                 raise ValueError(f"processing_scale of {name!r}: {factor!r} must be a finite number > 0")
         if self.queue_limit_per_replica < 1:
             raise ValueError(f"queue_limit_per_replica {self.queue_limit_per_replica!r}: must be at least 1")
-
-
-@dataclass
-class WindowStats:
-    """What happened in one window: outcomes decided in it, and per-resource activity."""
-
-    t0_s: float
-    t1_s: float
-    policy: int
-    sent: int = 0
-    ontime: int = 0
-    failed: int = 0
-    rejected: int = 0
-    streams_new: int = 0
-    streams_rejected: int = 0
-    responses: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Answers completed per resource in the window."""
-    bytes_in: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Bytes of the queries that reached each resource in the window."""
-    streams: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Streams bound to each resource at the window's end."""
-    load_qps: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Declared load of each resource at the window's end."""
-    sent_per_class: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Queries sent in the window per stream class (budget bin x rate bin, flattened)."""
-
-    @property
-    def decided(self) -> int:
-        return self.ontime + self.failed + self.rejected
-
-    @property
-    def success_ratio(self) -> float:
-        return self.ontime / self.decided if self.decided else 1.0
 
 
 RecordSink = Callable[[dict[str, np.ndarray]], None]
@@ -127,10 +91,7 @@ class Simulation:
         self.s_end = np.minimum(trace.end_s, self.end_s)
         self.s_res = np.full(n, -1, dtype=np.int64)
         self.s_reason = np.full(n, "", dtype=object)
-        budget_bin = np.searchsorted(np.asarray(config.budget_bins_ms), trace.max_delay_ms, side="right")
-        rate_bin = np.searchsorted(np.asarray(config.rate_bins_fps), trace.fps, side="right")
-        self.n_classes = (len(config.budget_bins_ms) + 1) * (len(config.rate_bins_fps) + 1)
-        self.s_class = budget_bin * (len(config.rate_bins_fps) + 1) + rate_bin
+        self.s_class = stream_classes(trace.max_delay_ms, trace.fps)
         self.load = LoadState.empty(system.n_resources)
         self.departures: list[tuple[float, int]] = []
         self.next_stream = 0
@@ -164,7 +125,7 @@ class Simulation:
             _, s = heapq.heappop(self.departures)
             self.load.release(int(self.s_res[s]), float(self.trace.fps[s]))
 
-    def _bind_streams(self, t1_s: float, policy: int, stats: WindowStats) -> np.ndarray:
+    def _bind_streams(self, t1_s: float, policy: int, stats: WindowMeasurement) -> np.ndarray:
         tr = self.trace
         first = self.next_stream
         while self.next_stream < len(tr) and tr.start_s[self.next_stream] < t1_s:
@@ -217,7 +178,7 @@ class Simulation:
         path += np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0)
         return radio, path
 
-    def step(self, policy: int) -> WindowStats:
+    def step(self, policy: int) -> WindowMeasurement:
         """Advances one window with `policy` (an index into POLICY_NAMES) binding the new streams."""
         if not 0 <= policy < len(POLICY_NAMES):
             raise ValueError(f"policy index {policy} out of range 0..{len(POLICY_NAMES) - 1}")
@@ -226,13 +187,12 @@ class Simulation:
         t1 = min((self.windows + 1) * self.config.window_s, self.end_s)
         if self.end_s - t1 < 1e-9:
             t1 = self.end_s
-        stats = WindowStats(t0, t1, policy)
+        stats = WindowMeasurement.empty(self.system.n_resources, t_start_s=t0, duration_s=t1 - t0, policy=policy)
         new = self._bind_streams(t1, policy, stats)
         act = self.active
         self.active = np.concatenate([act[self.s_end[act] > t0], new])
         streams, k = self._queries(t0, t1)
-        stats.sent = len(streams)
-        stats.sent_per_class = np.bincount(self.s_class[streams], minlength=self.n_classes)
+        stats.sent_per_class = np.bincount(self.s_class[streams], minlength=N_CLASSES).astype(np.float64)
         self._send(streams, k, stats)
         last = t1 >= self.end_s - 1e-9
         self._serve(t0 * 1000.0, np.inf if last else t1 * 1000.0, stats)
@@ -246,8 +206,8 @@ class Simulation:
         while not self.done:
             self.step(policy)
 
-    def _send(self, streams: np.ndarray, k: np.ndarray, stats: WindowStats) -> None:
-        tr, n_res = self.trace, self.system.n_resources
+    def _send(self, streams: np.ndarray, k: np.ndarray, stats: WindowMeasurement) -> None:
+        tr = self.trace
         send_ms = (tr.start_s[streams] + k / tr.fps[streams]) * 1000.0
         res = self.s_res[streams]
         rej = res < 0
@@ -261,12 +221,10 @@ class Simulation:
         radio, path = self._one_way(self.s_ant[streams], res, nbytes)
         sched = send_ms + radio
         arrive = sched + path + self.config.overhead_up_ms
-        stats.responses = np.zeros(n_res)
-        stats.bytes_in = np.zeros(n_res)
         self.pool = _concat(self.pool, dict(stream=streams, k=k, send=send_ms, sched=sched, arrive=arrive,
                                             res=res, nbytes=nbytes, admitted=np.zeros(len(k), dtype=bool)))
 
-    def _serve(self, t0_ms: float, horizon_ms: float, stats: WindowStats) -> None:
+    def _serve(self, t0_ms: float, horizon_ms: float, stats: WindowMeasurement) -> None:
         p = self.pool
         now = p["arrive"] < horizon_ms
         later = {key: v[~now] for key, v in p.items()}

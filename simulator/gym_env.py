@@ -13,9 +13,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec, WindowMeasurement
+from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.system import SystemModel
+from scheduler.window import WindowMeasurement
 from simulator.engine import SimConfig, Simulation
 from workload.apps import APPS
 from workload.arrivals import RateSchedule, generate_trace
@@ -103,8 +104,7 @@ class AsetEnv(gym.Env):
         self.system = system
         self.config = config or EnvConfig()
         self.sim_config = SimConfig(window_s=self.config.sim_window_s, duration_s=self.config.episode_s)
-        n_classes = (len(self.sim_config.budget_bins_ms) + 1) * (len(self.sim_config.rate_bins_fps) + 1)
-        self.spec_state = StateSpec.of(system, self.config.history, n_classes)
+        self.spec_state = StateSpec.of(system, self.config.history)
         self.observation_space = gym.spaces.Box(0.0, FEATURE_CLIP, shape=self.spec_state.shape, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(len(POLICY_NAMES))
         self.builder = StateBuilder(self.spec_state)
@@ -156,13 +156,13 @@ class AsetEnv(gym.Env):
         for _ in range(self.config.sim_steps_per_decision):
             if self.sim.done:
                 break
-            parts.append(WindowMeasurement.from_stats(self.sim.step(int(action))))
+            parts.append(self.sim.step(int(action)))
             if self.shadow is not None and self.baseline is not None:
                 st = self.shadow.step(self.baseline)
                 shadow_ontime, shadow_decided = shadow_ontime + st.ontime, shadow_decided + st.decided
         self.decisions += 1
         if not parts:  # stepping past the end: an empty window
-            parts = [_empty_window(self.system.n_resources, self.spec_state.n_classes)]
+            parts = [WindowMeasurement.empty(self.system.n_resources, t_start_s=self.sim.t_s, policy=int(action))]
         m = WindowMeasurement.merge(parts)
         obs = self.builder.push(m)
         failed_share = m.failed / m.decided if m.decided else 0.0
@@ -178,7 +178,3 @@ class AsetEnv(gym.Env):
             info["baseline_success"] = baseline_success
         return obs, reward, terminated, truncated, info
 
-
-def _empty_window(n_resources: int, n_classes: int) -> WindowMeasurement:
-    z = np.zeros(n_resources)
-    return WindowMeasurement(0.0, 0, 0, 0, 0, 0, z, z, z, z, np.zeros(n_classes))

@@ -14,10 +14,11 @@ import torch
 
 from scheduler.aset.meta import AgentMeta, AgentMismatchError
 from scheduler.aset.policy import AsetController, OnnxPolicy, guarded_action
-from scheduler.aset.state import StateSpec, WindowMeasurement
+from scheduler.aset.state import StateSpec
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
 from scheduler.system import build_system
+from scheduler.window import WindowMeasurement
 from simulator.gym_env import AsetEnv, EnvConfig
 from topologies import load_topology
 from training import cli as aset_cli

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec, WindowMeasurement, encode_window
+from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec, encode_window
 from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
 from scheduler.system import build_system
+from scheduler.window import WindowMeasurement
 from simulator.gym_env import AsetEnv, EnvConfig, perturbed_trace
 from topologies import load_topology
 from workload.apps import APP_NAMES

@@ -29,6 +29,7 @@ from live.source import JpegSizer, corrupt, pad_jpeg
 from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
+from scheduler.window import stream_class
 from testbed.capture import choose_hosts
 from testbed.plan import build_plan
 from topologies import load_topology
@@ -282,17 +283,18 @@ def test_a_bad_mtu_is_refused_before_anything(tmp_path) -> None:
 
 def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_path) -> None:
     from live.run import LiveRun
-    from live.scheduler import check_policy, choose_policy
+    from live.scheduler import choose_policy
     from scheduler.aset.meta import AgentMismatchError
+    from scheduler.core import check_policy
 
     _, _, system = tiny_system
     agent = constant_agent(tmp_path / "agent.onnx", system, "load-balancing", window_s=0.05)
-    assert check_policy(None, agent) == check_policy("aset", agent) == "aset"
+    assert check_policy(None, agent, "closest") == check_policy("aset", agent, "closest") == "aset"
     assert check_policy(None, None, default="closest") == "closest"
     with pytest.raises(ValueError, match="--policy aset needs --agent"):
-        check_policy("aset", None)
+        check_policy("aset", None, "closest")
     with pytest.raises(ValueError, match="use --policy aset"):
-        check_policy("closest", agent)
+        check_policy("closest", agent, "closest")
     chooser, first, window_s = choose_policy(system, "aset", agent, 1.0)
     assert POLICY_NAMES[first] == "load-balancing" and window_s == 0.05
     live = LiveScheduler(
@@ -361,7 +363,7 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     assert m.responses[j] == pytest.approx(10.0 * 5, rel=0.01) and m.bytes_in[j] == pytest.approx(1e5 * 5, rel=0.01)
     assert m.responses[1 - j] == 0 and m.bytes_in[1 - j] == 0  # no report: own counts
     assert m.ontime == 4 and m.rejected == 4 * 40  # this antenna's counts x 4 antennas
-    k = live.class_of(rej)
+    k = stream_class(rej.max_delay_ms, rej.fps)
     assert m.sent_per_class[k] == 4 * 40 and m.sent_per_class.sum() == 4 * 40
     w.reported_at_s += 2.0  # a later report: 60 answers and 0.6 MB more in 2 s
     w.served_total, w.bytes_total = 160.0, 1.6e6
@@ -443,7 +445,7 @@ def test_the_given_profile_is_kept_when_asked_or_with_an_agent(tiny_system, tmp_
 
 def test_a_model_that_cannot_be_timed_is_named(tmp_path, monkeypatch) -> None:
     from scheduler.profiles import PROVISIONAL_PROFILE
-    from testbed import realprofile
+    from live import realprofile
 
     def broken(*_args, **_kwargs):
         raise OSError("models/tiny-yolov2/model.onnx: no such file")

@@ -13,8 +13,9 @@ import numpy as np
 import onnxruntime as ort
 
 from scheduler.aset.meta import ONNX_META_KEY, AgentMeta
-from scheduler.aset.state import StateBuilder, StateSpec, WindowMeasurement
+from scheduler.aset.state import StateBuilder, StateSpec
 from scheduler.system import SystemModel
+from scheduler.window import WindowMeasurement
 
 
 class OnnxPolicy:

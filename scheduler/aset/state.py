@@ -7,12 +7,12 @@ schedulers build the very same observation from their own measurements of a wind
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from scheduler.system import SystemModel
+from scheduler.window import N_CLASSES, WindowMeasurement, as_vector
 
 FEATURE_CLIP = 10.0
 """Every feature is clipped to [0, FEATURE_CLIP]: the observation space is a bounded Box."""
@@ -24,73 +24,6 @@ NEW_STREAMS_PER_MIN_SCALE = 100.0
 """Scale of the stream-arrival rate feature, per antenna (lambda = 100 clients/min reads 1.0)."""
 PER_RESOURCE = ("streams", "responses_per_s", "input_load", "declared_load")
 GLOBAL = ("success", "failed", "rejected", "streams_rejected_share", "new_streams_rate")
-
-
-@dataclass
-class WindowMeasurement:
-    """What happened in one window, from the simulator or from live measurements (arrays per resource)."""
-
-    duration_s: float
-    ontime: int
-    failed: int
-    rejected: int
-    streams_new: int
-    streams_rejected: int
-    responses: np.ndarray
-    """Answers completed per resource in the window."""
-    bytes_in: np.ndarray
-    """Bytes of the queries that reached each resource in the window."""
-    streams: np.ndarray
-    """Streams bound to each resource at the window's end."""
-    load_qps: np.ndarray
-    """Declared load of each resource at the window's end."""
-    sent_per_class: np.ndarray
-    """Queries sent in the window per stream class (delay-budget bin x rate bin, flattened)."""
-
-    @property
-    def decided(self) -> int:
-        return self.ontime + self.failed + self.rejected
-
-    @property
-    def success_ratio(self) -> float:
-        return self.ontime / self.decided if self.decided else 1.0
-
-    @staticmethod
-    def merge(parts: Sequence[WindowMeasurement]) -> WindowMeasurement:
-        """Returns one measurement over consecutive windows: sums of counts, end-of-window stream state."""
-        if not parts:
-            raise ValueError("merge needs at least one window")
-        return WindowMeasurement(
-            duration_s=sum(p.duration_s for p in parts),
-            ontime=sum(p.ontime for p in parts), failed=sum(p.failed for p in parts),
-            rejected=sum(p.rejected for p in parts), streams_new=sum(p.streams_new for p in parts),
-            streams_rejected=sum(p.streams_rejected for p in parts),
-            responses=np.sum([_vec(p.responses, len(parts[-1].streams)) for p in parts], axis=0),
-            bytes_in=np.sum([_vec(p.bytes_in, len(parts[-1].streams)) for p in parts], axis=0),
-            streams=np.asarray(parts[-1].streams, dtype=np.float64),
-            load_qps=np.asarray(parts[-1].load_qps, dtype=np.float64),
-            sent_per_class=np.sum([p.sent_per_class for p in parts], axis=0),
-        )
-
-    @staticmethod
-    def from_stats(stats: object) -> WindowMeasurement:
-        """Returns the measurement of a simulator window (simulator.engine.WindowStats, duck-typed)."""
-        return WindowMeasurement(
-            duration_s=float(stats.t1_s - stats.t0_s), ontime=int(stats.ontime),  # type: ignore[attr-defined]
-            failed=int(stats.failed), rejected=int(stats.rejected),  # type: ignore[attr-defined]
-            streams_new=int(stats.streams_new), streams_rejected=int(stats.streams_rejected),  # type: ignore[attr-defined]
-            responses=np.asarray(stats.responses, dtype=np.float64),  # type: ignore[attr-defined]
-            bytes_in=np.asarray(stats.bytes_in, dtype=np.float64),  # type: ignore[attr-defined]
-            streams=np.asarray(stats.streams, dtype=np.float64),  # type: ignore[attr-defined]
-            load_qps=np.asarray(stats.load_qps, dtype=np.float64),  # type: ignore[attr-defined]
-            sent_per_class=np.asarray(stats.sent_per_class, dtype=np.float64),  # type: ignore[attr-defined]
-        )
-
-
-def _vec(x: np.ndarray, n: int) -> np.ndarray:
-    """Returns x as a float vector of length n (an empty array, as a window with no traffic gives, is zeros)."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.zeros(n) if x.size == 0 else x
 
 
 @dataclass(frozen=True)
@@ -118,7 +51,7 @@ class StateSpec:
         return (self.history, self.n_features)
 
     @staticmethod
-    def of(system: SystemModel, history: int, n_classes: int = 9) -> StateSpec:
+    def of(system: SystemModel, history: int, n_classes: int = N_CLASSES) -> StateSpec:
         return StateSpec(topology=system.topology.name, n_resources=system.n_resources, n_classes=n_classes,
                          n_antennas=len(system.antennas), history=history,
                          capacity_qps=tuple(float(c) for c in system.capacity_qps),
@@ -137,10 +70,10 @@ def encode_window(spec: StateSpec, m: WindowMeasurement) -> np.ndarray:
     n = spec.n_resources
     decided = max(m.decided, 1)
     parts = [
-        _vec(m.streams, n) / np.maximum(cap / NOMINAL_FPS, 1.0),
-        _vec(m.responses, n) / dur / cap,
-        _vec(m.bytes_in, n) / dur / (cap * NOMINAL_FRAME_BYTES),
-        _vec(m.load_qps, n) / cap,
+        as_vector(m.streams, n) / np.maximum(cap / NOMINAL_FPS, 1.0),
+        as_vector(m.responses, n) / dur / cap,
+        as_vector(m.bytes_in, n) / dur / (cap * NOMINAL_FRAME_BYTES),
+        as_vector(m.load_qps, n) / cap,
         np.asarray(m.sent_per_class, dtype=np.float64) / dur / cap.sum(),
         np.array([m.ontime / decided if m.decided else 1.0, m.failed / decided, m.rejected / decided,
                   m.streams_rejected / max(m.streams_new, 1),
