@@ -20,6 +20,8 @@ from workload.args import Workload, add_workload_arguments, workload_from_args
 
 DEFAULT_POLICY = "closest"
 """The live run's policy without --policy and --agent (see RunSpec.policy)."""
+DEFAULT_DURATION_S = 60.0
+"""Seconds of queries of a generated workload without --duration."""
 
 
 def _at(text: str, what: str) -> tuple[str, float]:
@@ -55,7 +57,7 @@ class RunSpec:
     trace: Path | None = opt(None, external=True)
     """Replay this trace; None: generate Poisson arrivals (lambda_per_min, duration_s, seed)."""
     lambda_per_min: str = opt("3", external=True)
-    duration_s: float | None = opt(60.0, external=True)
+    duration_s: float | None = opt(DEFAULT_DURATION_S, external=True)
     """Queries are sent until this time (None with a trace: until its last stream ends)."""
     seed: int = opt(1, external=True)
     profiles: Path | None = opt(None)
@@ -126,13 +128,13 @@ class RunSpec:
     def workload(self) -> Workload:
         """Returns the workload: the trace to replay, or the arrivals to generate (refuses bad values)."""
         return Workload(lambda_per_min=self.lambda_per_min, duration_s=self.duration_s, seed=self.seed,
-                        trace=self.trace, default_duration_s=RunSpec.duration_s or 60.0)
+                        trace=self.trace, default_duration_s=DEFAULT_DURATION_S)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the live run's options to a parser: one per RunSpec option field, the workload's shared ones."""
     add_options(parser, RunSpec, external=lambda: add_workload_arguments(
-        parser, lambda_default=RunSpec.lambda_per_min, duration_default_s=RunSpec.duration_s or 60.0,
+        parser, lambda_default=RunSpec.lambda_per_min, duration_default_s=DEFAULT_DURATION_S,
         seed_default=RunSpec.seed))
 
 

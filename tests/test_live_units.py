@@ -527,3 +527,29 @@ def test_the_run_dir_says_where_every_child_finds_its_files(tmp_path) -> None:
     assert run.scheduler_url("ant1") == "http://10.0.0.3:7000"
     with pytest.raises(ValueError, match="no host sources-ant9"):
         run.host_address("sources", "ant9")
+
+
+def test_load_reports_and_their_failures_move_a_worker_down_and_up(tiny_system) -> None:
+    """Slow is not dead (5 timeouts in a row), refused twice is; garbage changes nothing; a report revives."""
+    _, _, system = tiny_system
+    live = _live(system)
+    live.clock.advance(3.0)  # type: ignore[attr-defined]
+    live.apply_report(0, {"queries_in_per_s": 12.5, "streams_bound": 2, "totals": {"served": 40, "bytes_in": 4e5}})
+    w = live.workers[0]
+    assert (w.reported_qps, w.reported_at_s, w.streams_bound, w.served_total, w.bytes_total) == (12.5, 3.0, 2, 40, 4e5)
+    for garbage in ([], {"streams_bound": 1}, {"queries_in_per_s": "lots"}):
+        with pytest.raises((ValueError, KeyError)):
+            live.apply_report(0, garbage)
+    assert w.reported_qps == 12.5 and w.streams_bound == 2
+    for _ in range(4):
+        live.report_failed(0, TimeoutError(), timed_out=True)
+    assert w.up
+    live.report_failed(0, TimeoutError(), timed_out=True)
+    assert not w.up and live.load_estimate()[0] == math.inf
+    live.apply_report(0, {"queries_in_per_s": 1.0})
+    assert w.up and w.failures == 0
+    live.report_failed(1, ConnectionError(), timed_out=False)
+    assert live.workers[1].up
+    live.report_failed(1, ConnectionError(), timed_out=False)
+    assert not live.workers[1].up
+    assert [e["event"] for e in live.events] == ["worker-down", "worker-up", "worker-down"]
