@@ -13,7 +13,6 @@ from pathlib import Path
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
 from live.options import add_options, opt, option_values
-from scheduler.core import check_policy
 from testbed.capture import DEFAULT_SNAPLEN
 from topologies.strict import one_line, where
 from workload.args import Workload, add_workload_arguments, workload_from_args
@@ -123,6 +122,8 @@ class RunSpec:
     @property
     def effective_policy(self) -> str:
         """Returns the policy the run's schedulers start with (aset with an agent); refuses a bad --policy."""
+        from scheduler.core import check_policy  # not at the top: every source reads a spec, none decides
+
         return check_policy(self.policy, self.agent, default=DEFAULT_POLICY)
 
     def workload(self) -> Workload:
