@@ -3,7 +3,9 @@ antenna it sustains before the success ratio drops because of the testbed itself
 and the scheduler's overhead per query on the live path (p50, p99). Needs root.
 
     .venv/bin/python benchmarks/bench_live.py [--rates 25,50,100,200] [--duration 20] [--mtu 9000,1500]
-                                              [--overhead-frames 1000] [--only-overhead]
+                                              [--overhead-frames 1000] [--only-overhead] [--no-page]
+
+Prints its tables and writes them to docs/results/live-load.md (analysis.resultspage; --no-page: print only).
 
 Each rate runs its own network: per antenna `rate / 25` streams of 25 fps, 40 kB frames, a 1 s budget
 and a low accuracy floor, bound by load-balancing, so scheduling never limits them (the profiles'
@@ -23,7 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live.run import LiveConfig, LiveResult, run_live  # noqa: E402
+from analysis.resultspage import write_results_page  # noqa: E402
+from live.orchestrate import run_live  # noqa: E402
+from live.report import LiveResult  # noqa: E402
+from live.rundir import RunDir, write_t0  # noqa: E402
+from live.spec import RunSpec, write_spec  # noqa: E402
 from topologies import load_topology  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +60,7 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path) -> dict:
     antennas = tuple(a.name for a in load_topology("full-edge").antennas)
     trace = base / f"trace-{rate}-{mtu}.csv"
     write_trace(trace, antennas, rate, duration_s)
-    config = LiveConfig(
+    config = RunSpec(
         topo="full-edge",
         policy="load-balancing",
         trace=trace,
@@ -148,27 +154,15 @@ def overhead_loopback(n: int, base: Path) -> dict:
         ],
         base / "worker.log",
     )
-    (base / "workers.json").write_text(
-        json.dumps({"mobilenet-ssd-cpu-b1@ant1": {"url": wurl, "model": "mobilenet-ssd"}})
-    )
+    run = RunDir(base / "scheduler-run")  # the scheduler reads a run dir: spec, workers, t0
+    for folder in (run.root, run.scheduler_stats("ant1").parent, run.windows_log("ant1").parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_spec(RunSpec(topo="tiny", policy="least-impedance", out=run.root), run.spec)
+    run.workers.write_text(json.dumps({"mobilenet-ssd-cpu-b1@ant1": {"url": wurl, "model": "mobilenet-ssd"}}))
+    write_t0(run.t0, time.time())
     sched, surl = _start(
-        [
-            py,
-            "-m",
-            "live.scheduler",
-            "--topo",
-            "tiny",
-            "--antenna",
-            "ant1",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--workers",
-            str(base / "workers.json"),
-            "--t0",
-            str(time.time()),
-        ],
+        [py, "-m", "live.scheduler", "--spec", str(run.spec), "--antenna", "ant1", "--host", "127.0.0.1",
+         "--port", "0"],
         base / "scheduler.log",
     )
     frame = JpegSizer().frame(FRAME_BYTES)
@@ -220,6 +214,53 @@ def overhead_loopback(n: int, base: Path) -> dict:
     }
 
 
+def load_table(rows: list[dict]) -> list[str]:
+    """Returns the Markdown table of the load runs and, per MTU, the rate sustained."""
+    lines = [
+        "| MTU | offered q/s/antenna | answered q/s/antenna | success | source lag p99 ms | "
+        "sched overhead p50/p99 us | CPU cores | CPU s by group |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        groups = ", ".join(
+            f"{k} {v:.0f}" for k, v in sorted(r["cpu_s"].items(), key=lambda kv: -kv[1]) if v >= 0.5
+        )
+        lines.append(
+            f"| {r['mtu']} | {r['rate_per_antenna_qps']} | {r['answered_per_antenna_qps']} | "
+            f"{r['success']:.3f} | "
+            f"{r['source_lag_p99_ms']} | {r['scheduler_overhead_p50_us']}/{r['scheduler_overhead_p99_us']} | "
+            f"{r['cpu_cores']} | {groups} |"
+        )
+    lines.append("")
+    for mtu in sorted({r["mtu"] for r in rows}):
+        ok = [
+            r["rate_per_antenna_qps"]
+            for r in rows
+            if r["mtu"] == mtu
+            and r["success"] >= SUSTAINED_SUCCESS
+            and r["source_lag_p99_ms"] <= SUSTAINED_LAG_MS
+        ]
+        lines.append(
+            f"MTU {mtu}: sustained (success >= {SUSTAINED_SUCCESS}, "
+            f"source lag p99 <= {SUSTAINED_LAG_MS:g} ms): "
+            f"{max(ok) if ok else 'none of the rates'} q/s per antenna (goal 1000)"
+        )
+    return lines
+
+
+def results_page(overhead: dict | None, rows: list[dict], duration_s: float) -> str:
+    """Returns the Markdown body of docs/results/live-load.md: what was measured, the tables."""
+    body = [__doc__.split("\n\n")[0].replace("\n", " "), ""]
+    if overhead is not None:
+        body += ["## Scheduler overhead on the live path (loopback, one frame at a time)", "",
+                 "| " + " | ".join(overhead) + " |", "|" + "---|" * len(overhead),
+                 "| " + " | ".join(str(v) for v in overhead.values()) + " |", ""]
+    if rows:
+        body += [f"## Load on full-edge ({duration_s:g} s per rate, profile-driven workers, load-balancing)", "",
+                 *load_table(rows)]
+    return "\n".join(body)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="25,50,100,200", help="queries/s per antenna, comma separated")
@@ -230,53 +271,32 @@ def main() -> int:
         "--overhead-frames", type=int, default=1000, help="frames of the loopback overhead test (0: skip)"
     )
     ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
+    ap.add_argument("--no-page", action="store_true", help="print only; do not write docs/results/live-load.md")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    ov = None
     if args.overhead_frames:
         ov = overhead_loopback(args.overhead_frames, base)
         print(
             "scheduler overhead on the live path (loopback, one frame at a time): " + json.dumps(ov),
             flush=True,
         )
-    if args.only_overhead:
-        return 0
     rows = []
-    for mtu in (int(x) for x in args.mtu.split(",")):
-        for rate in (int(x) for x in args.rates.split(",")):
-            row = one_rate(rate, args.duration, mtu, base)
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k not in ("reasons", "run_dir")}), flush=True)
-    print(
-        "\n| MTU | offered q/s/antenna | answered q/s/antenna | success | source lag p99 ms | "
-        "sched overhead p50/p99 us | CPU cores | CPU s by group |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        groups = ", ".join(
-            f"{k} {v:.0f}" for k, v in sorted(r["cpu_s"].items(), key=lambda kv: -kv[1]) if v >= 0.5
-        )
-        print(
-            f"| {r['mtu']} | {r['rate_per_antenna_qps']} | {r['answered_per_antenna_qps']} | "
-            f"{r['success']:.3f} | "
-            f"{r['source_lag_p99_ms']} | {r['scheduler_overhead_p50_us']}/{r['scheduler_overhead_p99_us']} | "
-            f"{r['cpu_cores']} | {groups} |"
-        )
-    for mtu in sorted({r["mtu"] for r in rows}):
-        ok = [
-            r["rate_per_antenna_qps"]
-            for r in rows
-            if r["mtu"] == mtu
-            and r["success"] >= SUSTAINED_SUCCESS
-            and r["source_lag_p99_ms"] <= SUSTAINED_LAG_MS
-        ]
-        print(
-            f"MTU {mtu}: sustained (success >= {SUSTAINED_SUCCESS}, "
-            f"source lag p99 <= {SUSTAINED_LAG_MS:g} ms): "
-            f"{max(ok) if ok else 'none of the rates'} q/s per antenna (goal 1000)"
-        )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"run dirs under {base}")
+    if not args.only_overhead:
+        for mtu in (int(x) for x in args.mtu.split(",")):
+            for rate in (int(x) for x in args.rates.split(",")):
+                row = one_rate(rate, args.duration, mtu, base)
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k not in ("reasons", "run_dir")}), flush=True)
+        print()
+        print("\n".join(load_table(rows)))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        print(f"run dirs under {base}")
+    if not args.no_page and (ov is not None or rows):
+        page = write_results_page("live-load", "Live testbed load and scheduler overhead",
+                                  results_page(ov, rows, args.duration))
+        print(f"wrote {page}")
     return 0
 
 

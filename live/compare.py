@@ -9,14 +9,15 @@ The report (Markdown, JSON, plots) is analysis.fidelity's.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from analysis.calibrate import processing_scale, stack_overhead_ms
 from analysis.fidelity import compare_dirs, write_report
 from analysis.records import read_records
+from live.spec import RunSpec
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import load_profiles, write_scaled_profile
 from scheduler.system import build_system
@@ -24,8 +25,11 @@ from simulator.engine import SimConfig
 from simulator.run import simulate_policy
 from topologies import load_topology
 from topologies.calibrate import calibrated_topology, read_link_figures
-from workload.arrivals import RateSchedule, check_duration, generate_trace, workload_rng
+from workload.args import add_workload_arguments, workload_from_args
 from workload.trace import read_trace, write_trace
+
+DURATION_S = 60.0
+"""Seconds of queries compared, with a generated or a replayed trace, unless --duration."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,9 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "testbed for each policy; write report.md, report.json and plots.")
     p.add_argument("--topo", default="tiny", help="topology name or YAML file (default tiny)")
     p.add_argument("--trace", type=Path, default=None, help="trace to replay (default: generate one)")
-    p.add_argument("--lambda", dest="lam", default="6", help="clients per minute per antenna when generating")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of queries (default 60)")
-    p.add_argument("--seed", type=int, default=1)
+    # compare's duration applies to a replayed trace too (60 s unless --duration), hence its own --trace
+    add_workload_arguments(p, lambda_default="6", duration_default_s=DURATION_S, replay=False)
     p.add_argument("--policies", default="closest,least-impedance,load-balancing",
                    help=f"comma list of policies, or all ({', '.join(POLICY_NAMES)})")
     p.add_argument("--profiles", type=Path, default=None, help="profile file (default: measured, else provisional)")
@@ -59,16 +62,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from live.orchestrate import run_live  # the testbed side: root, network package
+    from live.plan import plan_workers
     from live.realprofile import real_model_batches, time_real_workers
-    from live.run import LiveConfig, plan_workers, run_live  # the testbed side: root, network package
 
     if os.geteuid() != 0:
         print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)
         return 2
     policies = list(POLICY_NAMES) if args.policies == "all" else [p.strip() for p in args.policies.split(",")]
     for p in policies:
-        policy_index(p)
-    check_duration(args.duration)
+        policy_index(p)  # static policies only: compare runs no agent
+    workload = workload_from_args(args)  # refuses a bad --lambda or --duration
+    duration_s = workload.duration_s if workload.duration_s is not None else workload.default_duration_s
     if args.real_workers != "none" and args.profile_scale != 1.0 and not args.no_profile_real_workers:
         print("error: --profile-scale with --real-workers: timing the real workers would put this CPU's speed "
               "back into the scaled profile; add --no-profile-real-workers", file=sys.stderr)
@@ -78,10 +83,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     trace_path = out / "trace.csv"
-    if args.trace:
-        trace = read_trace(args.trace, antennas)
-    else:
-        trace = generate_trace(antennas, RateSchedule.parse(args.lam), args.duration, workload_rng(args.seed))
+    trace, _ = replace(workload, duration_s=duration_s).build(antennas)
     write_trace(trace, trace_path)
     if args.profile_scale != 1.0:
         args.profiles = write_scaled_profile(args.profiles, args.profile_scale,
@@ -90,7 +92,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if real and not args.no_profile_real_workers:
         def real_models_of(path: Path) -> dict[str, tuple[int, ...]]:
             system = build_system(topo, load_profiles(path))
-            return real_model_batches(system, {p.resource for p in plan_workers(system, real, LiveConfig()) if p.real})
+            return real_model_batches(system, {p.resource for p in plan_workers(system, real, RunSpec()) if p.real})
 
         print("timing the real workers' models on the core they get; both sides use the result")
         args.profiles, _ = time_real_workers(Path(load_profiles(args.profiles).source), out / "profiles-real.yaml",
@@ -110,10 +112,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                  f"testbed's do): measured link figures; stack overhead {overhead[0]:.2f} ms up, "
                  f"{overhead[1]:.2f} ms down; processing x"
                  + ", ".join(f"{k:.2f} ({v})" for v, k in scale.items()) + f"; profiles {Path(profiles.source).name}")
-    base = LiveConfig(topo=args.topo, trace=trace_path, duration_s=args.duration, seed=args.seed,
+    base = RunSpec(topo=args.topo, trace=trace_path, duration_s=duration_s, seed=workload.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
                       controller=args.controller, profile_real_workers=False)  # both sides: one profile file
-    sim_config = SimConfig(window_s=base.window_s, duration_s=args.duration, eta=base.eta,
+    sim_config = SimConfig(window_s=base.window_s, duration_s=duration_s, eta=base.eta,
                            max_batch_delay_ms=base.max_batch_delay_ms,
                            queue_limit_per_replica=base.queue_limit_per_replica,
                            overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],
@@ -121,9 +123,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pairs = {}
     for p in policies:
         print(f"== {p}: testbed")
-        live = run_live(dataclasses.replace(base, policy=p, out=out / "testbed" / p))
+        live = run_live(replace(base, policy=p, out=out / "testbed" / p))
         print(f"== {p}: simulator")
-        simulate_policy(system, trace, p, sim_config, args.seed, f"trace:{trace_path.name}", out / "simulator" / p,
+        simulate_policy(system, trace, p, sim_config, workload.seed, f"trace:{trace_path.name}", out / "simulator" / p,
                         physics=physics)
         pairs[p] = (out / "simulator" / p / "records.csv", live.out / "records.csv")
     report = compare_dirs(pairs, topo.name, label, base.window_s)

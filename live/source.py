@@ -1,8 +1,8 @@
 """The stream source of one antenna: replays its streams' queries as real JPEG frames of each stream's
 size, at each stream's frame rate, to the antenna's scheduler, and logs one record per query.
 
-Runs inside the antenna's sources host (`python -m live.source ...`), one asyncio loop and one
-aiohttp session per process. Query k of a stream is sent at start_s + k/fps (times since the run's t0).
+Runs inside the antenna's sources host (`python -m live.source --spec RUN_DIR/spec.json --antenna NAME`),
+one asyncio loop and one aiohttp session per process. Query k of a stream is sent at start_s + k/fps (times since the run's t0).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import asyncio
 import io
 import json
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,9 @@ import aiohttp
 import numpy as np
 
 from analysis.records import RecordWriter
+from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
+from live.spec import read_spec
+from workers.lifecycle import announce_ready, stop_on_signals
 from workload.trace import Trace, read_trace
 
 FLUSH_S = 0.5
@@ -316,53 +318,41 @@ class Source:
             self.records.add(**common, outcome="rejected", reason=str(answer.get("reason", "")))
 
 
-def wait_t0(path: Path, timeout_s: float = 600.0) -> float:
-    """Returns the run's t0 (epoch seconds) once the orchestrator has written it to `path`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            return float(path.read_text())
-        except (OSError, ValueError):  # not written yet, or half written
-            time.sleep(0.005)
-    raise TimeoutError(f"{path}: no t0 after {timeout_s:.0f} s")
+async def replay(source: Source, t0_file: Path) -> None:
+    """Announces READY (imports done, frames encoded: the orchestrator then sets t0), waits for t0 and
+    replays the streams; SIGTERM or SIGINT stop it (queries not sent by then are never sent)."""
+    stop_on_signals(source.stopping)
+    announce_ready()
+    t0_s = await wait_t0(t0_file, stop=source.stopping)
+    if t0_s is not None:
+        source.t0_s = t0_s
+    await source.run()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m live.source", description=__doc__)
-    p.add_argument("--trace", type=Path, required=True)
-    p.add_argument("--antenna", required=True)
-    p.add_argument("--scheduler", required=True, help="the antenna scheduler's base URL")
-    t0 = p.add_mutually_exclusive_group(required=True)
-    t0.add_argument("--t0", type=float, help="the run's start (epoch seconds)")
-    t0.add_argument("--t0-file", type=Path, help="print READY, then wait for the run's start in this file")
-    p.add_argument("--duration", type=float, required=True, help="no query is sent after this (s since t0)")
-    p.add_argument("--records", type=Path, required=True, help="CSV file of this source's query records")
-    p.add_argument("--timeout-s", type=float, default=5.0, help="a query unanswered this long has failed")
-    p.add_argument("--corrupt-every", type=int, default=0, help="send every Nth frame corrupt (0: never)")
+    p.add_argument("--spec", type=Path, required=True, help="the run's spec.json; its folder is the run dir")
+    p.add_argument("--antenna", required=True, help="the antenna whose streams this source replays")
+    p.add_argument("--scheduler", default=None,
+                   help="the antenna scheduler's base URL (default: its host in the run's network.json, "
+                        f"port {SCHEDULER_PORT})")
     args = p.parse_args(argv)
-    trace = read_trace(args.trace)
+    try:
+        spec = read_spec(args.spec)
+        run = RunDir(args.spec.resolve().parent)
+        trace = read_trace(run.trace)
+        url = args.scheduler if args.scheduler is not None else run.scheduler_url(args.antenna)
+    except (ValueError, OSError) as exc:
+        print(f"source: {exc}", file=sys.stderr)
+        return 2
+    if spec.duration_s is None:
+        print(f"source: {args.spec}: duration_s: the run's spec gives the duration", file=sys.stderr)
+        return 2
     mine = trace.antenna == args.antenna
     trace = Trace(**{k: getattr(trace, k)[mine] for k in Trace.__dataclass_fields__})
-    with RecordWriter(args.records) as writer:
-        source = Source(
-            trace,
-            args.scheduler,
-            args.t0 or 0.0,
-            args.duration,
-            Records(writer),
-            args.timeout_s,
-            args.corrupt_every,
-        )
-        if args.t0_file is not None:  # ready (imports done, frames encoded): the orchestrator then sets t0
-            print("READY", flush=True)
-            source.t0_s = wait_t0(args.t0_file)
-        loop = asyncio.new_event_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, source.stopping.set)
-        try:
-            loop.run_until_complete(source.run())
-        finally:
-            loop.close()
+    with RecordWriter(run.source_records(args.antenna)) as writer:
+        source = Source(trace, url, 0.0, spec.duration_s, Records(writer), spec.timeout_s, spec.corrupt_every)
+        asyncio.run(replay(source, run.t0))
     lag = np.asarray(source.lag_ms or [0.0])
     print(
         "DONE "

@@ -80,7 +80,7 @@ def test_duration_limits_a_replayed_trace(tmp_path: Path) -> None:
 
 
 def test_every_command_draws_the_same_workload_from_a_seed(tmp_path: Path) -> None:
-    from live.run import LiveConfig, build_trace
+    from live.spec import RunSpec
     from scheduler.profiles import load_profiles
     from scheduler.system import build_system
     from topologies import load_topology
@@ -90,7 +90,7 @@ def test_every_command_draws_the_same_workload_from_a_seed(tmp_path: Path) -> No
     assert run_cli("trace", "--topo", "full-edge", "--lambda", "3", "--duration", "60", "--seed", "4",
                    "-o", str(out)).returncode == 0
     system = build_system(load_topology("full-edge"), load_profiles())
-    live, _, _ = build_trace(LiveConfig(topo="full-edge", lambda_per_min="3", duration_s=60.0, seed=4), system)
+    live, _ = RunSpec(topo="full-edge", lambda_per_min="3", duration_s=60.0, seed=4).workload().build(system.antennas)
     cli = read_trace(out)
     assert len(cli) == len(live) > 0
     assert (cli.start_s == pytest.approx(live.start_s, abs=1e-6)) and (cli.app == live.app).all()

@@ -20,7 +20,10 @@ import pytest
 from aset_agents import constant_agent
 
 from analysis.records import read_records
-from live.run import SCHEDULER_PORT, LiveConfig, LiveInterrupted, LiveRun, run_live
+from live.orchestrate import LiveRun, run_live
+from live.report import LiveInterrupted
+from live.rundir import SCHEDULER_PORT
+from live.spec import RunSpec
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from testbed.capture import dropped_by_kernel
@@ -51,7 +54,7 @@ def live(tmp_path_factory):
     (base / "trace.csv").write_text(TRACE)
     system = build_system(load_topology("tiny"), load_profiles())
     agent = constant_agent(base / "agent.onnx", system, "closest", window_s=AGENT_WINDOW_S)
-    config = LiveConfig(
+    config = RunSpec(
         topo="tiny",
         agent=agent,
         trace=base / "trace.csv",
@@ -289,14 +292,14 @@ def test_malformed_trace_is_refused_before_anything_starts(tmp_path: Path) -> No
     )
     out = tmp_path / "run"
     with pytest.raises(TraceError, match=r"bad.csv: line 3, column 'fps'"):
-        LiveRun(LiveConfig(topo="tiny", trace=bad, out=out), log=lambda _: None)
+        LiveRun(RunSpec(topo="tiny", trace=bad, out=out), log=lambda _: None)
     assert not (out / "created.jsonl").exists()
 
 
 def test_sigterm_mid_run_tears_down_and_keeps_what_was_recorded(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").write_text(TRACE)
     out = tmp_path / "run"
-    config = LiveConfig(
+    config = RunSpec(
         topo="tiny",
         trace=tmp_path / "trace.csv",
         duration_s=DURATION_S,

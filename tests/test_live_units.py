@@ -1,5 +1,6 @@
 """Parts of the live run that need no network: JPEG sizing, the worker plan, the live scheduler's binding,
-load learning and rebinding (through an aiohttp test server standing in for a worker)."""
+load learning, rebinding and decision windows (its state on a manual clock; its service through an aiohttp
+test server standing in for a worker)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,12 @@ from aiohttp import web
 from aset_agents import constant_agent
 from PIL import Image
 
-from live.run import (
-    LiveConfig,
-    build_trace,
-    busiest_cpu_cluster,
-    choose_real_site,
-    plan_workers,
-    smallest_cluster,
-)
-from live.scheduler import LiveScheduler, create_app, static_policy
+from live.antenna import AntennaScheduler, static_policy
+from live.clock import ManualClock
+from live.plan import busiest_cpu_cluster, choose_real_site, plan_workers, smallest_cluster
+from live.scheduler import create_app, window_loop
 from live.source import JpegSizer, corrupt, pad_jpeg
+from live.spec import RunSpec
 from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
@@ -68,16 +65,16 @@ def test_padding_keeps_the_image_and_never_shrinks() -> None:
 def test_worker_plan_real_only_on_cpu_variants_of_chosen_sites(tiny_system) -> None:
     topo, profiles, system = tiny_system
     assert smallest_cluster(topo, profiles, system) == "ant1"
-    plans = plan_workers(system, ("dc1",), LiveConfig())
+    plans = plan_workers(system, ("dc1",), RunSpec())
     real = {p.resource for p in plans if p.real}
     assert real == {"tiny-yolov2-cpu-b4@dc1"}
     dc1 = next(p for p in plans if p.site == "dc1")
     assert dc1.queue_limit == 16 * 4 * 1 and dc1.batch == 4
     with pytest.raises(ValueError, match="'mars' is not a cluster"):
-        plan_workers(system, ("mars",), LiveConfig())
+        plan_workers(system, ("mars",), RunSpec())
     full = build_system(load_topology("full-edge"), profiles)
     gpu_real = [
-        p for p in plan_workers(full, ("cloud",), LiveConfig()) if p.device == "gpu" and p.site == "cloud"
+        p for p in plan_workers(full, ("cloud",), RunSpec()) if p.device == "gpu" and p.site == "cloud"
     ]
     assert (
         gpu_real and not any(p.real for p in gpu_real) and all("profile-driven" in p.note for p in gpu_real)
@@ -92,22 +89,31 @@ def test_real_workers_take_only_the_cores_real_inference_has(tiny_system) -> Non
     ssd, tiny = "mobilenet-ssd-cpu-b1@ant1", "tiny-yolov2-cpu-b1@ant1"
 
     def real(cores: float, queries: dict[str, int] | None = None) -> set[str]:
-        return {p.resource for p in plan_workers(full, ("ant1",), LiveConfig(), queries, cores) if p.real}
+        return {p.resource for p in plan_workers(full, ("ant1",), RunSpec(), queries, cores) if p.real}
 
     assert real(1.0, {ssd: 500, tiny: 100}) == {tiny}  # the SSD's two replicas do not fit in one core
     assert real(2.0, {ssd: 500, tiny: 100}) == {ssd}  # the busier first
     assert real(2.0, {ssd: 100, tiny: 500}) == {tiny}
     assert real(3.0) == {ssd, tiny}
     assert real(0.5) == set()
-    note = next(p.note for p in plan_workers(full, ("ant1",), LiveConfig(), None, 1.0) if p.resource == ssd)
+    note = next(p.note for p in plan_workers(full, ("ant1",), RunSpec(), None, 1.0) if p.resource == ssd)
     assert note == "2 replica(s) need 2 core(s); real inference has 1, 1 taken"
 
 
-def _live(system, workers=None) -> LiveScheduler:
+def _live(system, workers=None) -> AntennaScheduler:
     names = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}
-    return LiveScheduler(
-        system, "ant1", workers or names, static_policy(LI), LI, seed=0, t0_s=0.0, log=lambda _: None
+    return AntennaScheduler(
+        system, "ant1", workers or names, static_policy(LI), LI, seed=0, t0_s=0.0, log=lambda _: None,
+        clock=ManualClock(),
     )
+
+
+async def _close_windows(live: AntennaScheduler, n: int) -> None:
+    """Runs the service's window loop on the state's manual clock until `n` windows have closed."""
+    task = asyncio.create_task(window_loop(live))
+    while live.window_index < n:
+        await asyncio.sleep(0)
+    task.cancel()
 
 
 def test_binding_declares_load_and_a_dead_worker_rebinds_its_streams(tiny_system) -> None:
@@ -146,17 +152,15 @@ def test_the_chooser_sets_each_windows_policy(tiny_system) -> None:
         seen.append(window)
         return policy_index("load-balancing")
 
-    live = LiveScheduler(system, "ant1", {}, chooser, LI, seed=0, t0_s=0.0, window_s=0.01, log=lambda _: None)
+    clock = ManualClock(now_s=100.0, monotonic_s=7.0)
+    live = AntennaScheduler(system, "ant1", {}, chooser, LI, seed=0, t0_s=100.0, window_s=0.01, log=lambda _: None,
+                            clock=clock)
     live.count("ontime", 0, 1000)
     live.count_sent(StreamRequest(0, fps=30, frame_bytes=1, max_delay_ms=200, min_accuracy=0))
-
-    async def run() -> None:
-        task = asyncio.create_task(live.windows())
-        await asyncio.sleep(0.05)
-        task.cancel()
-
-    asyncio.run(run())
+    asyncio.run(_close_windows(live, 3))
     assert POLICY_NAMES[live.policy] == "load-balancing"
+    assert [w.duration_s for w in seen] == pytest.approx([0.01] * 3)
+    assert [w.t_start_s for w in seen] == pytest.approx([0.0, 0.01, 0.02])
     assert seen[0].ontime == 1 and seen[0].bytes_in[0] == 1000 and seen[1].ontime == 0
     # budget 200 ms: bin 1 of (100, 300); 30 fps: bin 2 of (12, 22); 3 rate bins per budget bin
     assert (
@@ -186,7 +190,7 @@ def test_relay_through_a_stand_in_worker(tiny_system) -> None:
         site = web.TCPSite(wr, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        live = LiveScheduler(
+        live = AntennaScheduler(
             system,
             "ant1",
             {system.resources[0].name: (f"http://127.0.0.1:{port}", "m")},
@@ -240,7 +244,7 @@ def test_relay_through_a_stand_in_worker(tiny_system) -> None:
 
 def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
     system = build_system(load_topology("full-edge"), load_profiles())
-    trace, duration_s, _ = build_trace(LiveConfig(), system)
+    trace, duration_s = RunSpec().workload().build(system.antennas)
     site, per_resource = busiest_cpu_cluster(system, trace, "closest", duration_s, 1, 1.0)
     assert site is not None and system.topology.site(site).layer == "antenna"
 
@@ -274,15 +278,15 @@ def test_pcap_host_selection() -> None:
 
 
 def test_a_bad_mtu_is_refused_before_anything(tmp_path) -> None:
-    from live.run import LiveRun
+    from live.orchestrate import LiveRun
 
     with pytest.raises(ValueError, match="mtu 9 is not an integer from 68 to 65535"):
-        LiveRun(LiveConfig(topo="tiny", mtu=9, real_sites=(), out=tmp_path / "run"), log=lambda _: None)
+        LiveRun(RunSpec(topo="tiny", mtu=9, real_sites=(), out=tmp_path / "run"), log=lambda _: None)
     assert not (tmp_path / "run").exists()
 
 
 def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_path) -> None:
-    from live.run import LiveRun
+    from live.orchestrate import LiveRun
     from live.scheduler import choose_policy
     from scheduler.aset.meta import AgentMismatchError
     from scheduler.core import check_policy
@@ -297,7 +301,7 @@ def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_pat
         check_policy("closest", agent, "closest")
     chooser, first, window_s = choose_policy(system, "aset", agent, 1.0)
     assert POLICY_NAMES[first] == "load-balancing" and window_s == 0.05
-    live = LiveScheduler(
+    live = AntennaScheduler(
         system,
         "ant1",
         {},
@@ -308,14 +312,9 @@ def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_pat
         window_s=window_s,
         log=lambda _: None,
         windows_log=tmp_path / "w.csv",
+        clock=ManualClock(),
     )
-
-    async def run() -> None:
-        task = asyncio.create_task(live.windows())
-        await asyncio.sleep(0.12)
-        task.cancel()
-
-    asyncio.run(run())
+    asyncio.run(_close_windows(live, 3))
     assert POLICY_NAMES[live.policy] == "load-balancing"
     import json
 
@@ -330,7 +329,7 @@ def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_pat
     assert {s["greedy"] for s in states} == {"load-balancing"}
     other = constant_agent(tmp_path / "other.onnx", system, "closest", topology="full-edge")
     with pytest.raises(AgentMismatchError, match="cannot drive topology 'tiny'"):
-        LiveRun(LiveConfig(topo="tiny", agent=other, out=tmp_path / "run"), log=lambda _: None)
+        LiveRun(RunSpec(topo="tiny", agent=other, out=tmp_path / "run"), log=lambda _: None)
     assert not (tmp_path / "run").exists()
 
 
@@ -339,22 +338,23 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     queries of streams rejected at binding counted though never sent, and one log row per window."""
     import csv
 
-    from live.scheduler import WINDOW_COLUMNS
+    from live.windowlog import WINDOW_COLUMNS
 
     _, _, system = tiny_system
     names = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}
-    t0 = time.time() - 10.0
-    live = LiveScheduler(system, "ant1", names, static_policy(LI), LI, seed=0, t0_s=t0, window_s=5.0,
-                         log=lambda _: None, windows_log=tmp_path / "w.csv", arrival_scale=4)
+    clock = ManualClock(now_s=1_700_000_000.0, monotonic_s=5000.0)
+    t0 = clock.now_s() - 10.0
+    live = AntennaScheduler(system, "ant1", names, static_policy(LI), LI, seed=0, t0_s=t0, window_s=5.0,
+                            log=lambda _: None, windows_log=tmp_path / "w.csv", arrival_scale=4, clock=clock)
     live.window_start_s = t0
     a = live.bind(1, StreamRequest(0, fps=30, frame_bytes=30_000, max_delay_ms=300, min_accuracy=0.2))
     w = live.workers[a.resource]
-    w.reported_at_s, w.reported_qps, w.streams_bound = time.monotonic(), 50.0, 3
+    w.reported_at_s, w.reported_qps, w.streams_bound = clock.monotonic_s(), 50.0, 3
     w.served_total, w.bytes_total, w.declared_since_report_qps = 100.0, 1e6, 0.0  # as a poll leaves it
     live.count("ontime", a.resource, 30_000)
     rej = StreamRequest(0, fps=10, frame_bytes=60_000, max_delay_ms=1000, min_accuracy=0.5)
     live.open_rejected(9, rej)
-    live.rejected_open[9][1] = t0 + 1.0  # opened 1 s into the window: 40 queries by its end
+    live.rejected_open[9].opened_s = t0 + 1.0  # opened 1 s into the window: 40 queries by its end
     m = live.close_window(t0 + 5.0)
     j = a.resource
     assert m.duration_s == 5.0 and live.window_index == 1
@@ -367,7 +367,7 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     assert m.sent_per_class[k] == 4 * 40 and m.sent_per_class.sum() == 4 * 40
     w.reported_at_s += 2.0  # a later report: 60 answers and 0.6 MB more in 2 s
     w.served_total, w.bytes_total = 160.0, 1.6e6
-    live.close_rejected(9)  # closed at once: its queries went on to ~now (t0 + 10 s): 50 more
+    live.close_rejected(9)  # closed at once: its queries went on to now (t0 + 10 s): 50 more
     m = live.close_window(t0 + 10.0)
     assert m.responses[j] == pytest.approx(30.0 * 5) and m.bytes_in[j] == pytest.approx(3e5 * 5)
     assert m.rejected == pytest.approx(4 * 50, abs=4 * 2) and not live.rejected_open
@@ -389,7 +389,7 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
 
     import yaml
 
-    from live.run import LiveRun
+    from live.orchestrate import LiveRun
     from scheduler.profiles import PROVISIONAL_PROFILE
     from workers import zoo
     from workers.profilefile import read_profile
@@ -398,7 +398,7 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
     given.write_text(yaml.safe_dump({**yaml.safe_load(PROVISIONAL_PROFILE.read_text()), "capacity_frame_kb": 60},
                                     sort_keys=False))
     zoo.build(names=["tiny-yolov2"], log=lambda _: None)  # cached: a no-op once setup built the zoo
-    run = LiveRun(LiveConfig(topo="tiny", profiles=given, real_sites=("dc1",), pcap="none",
+    run = LiveRun(RunSpec(topo="tiny", profiles=given, real_sites=("dc1",), pcap="none",
                              out=tmp_path / "run"), log=lambda _: None)
     resources = [r.name for r in run.system.resources]
     run.profile_real_workers()
@@ -426,14 +426,14 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
 
 
 def test_the_given_profile_is_kept_when_asked_or_with_an_agent(tiny_system, tmp_path) -> None:
-    from live.run import LiveRun
+    from live.orchestrate import LiveRun
     from scheduler.profiles import PROVISIONAL_PROFILE
 
     _, _, system = tiny_system
     agent = constant_agent(tmp_path / "agent.onnx", system, "closest")
     for i, config in enumerate((
-        LiveConfig(topo="tiny", profiles=PROVISIONAL_PROFILE, real_sites=("dc1",), profile_real_workers=False),
-        LiveConfig(topo="tiny", profiles=PROVISIONAL_PROFILE, real_sites=("dc1",), agent=agent),
+        RunSpec(topo="tiny", profiles=PROVISIONAL_PROFILE, real_sites=("dc1",), profile_real_workers=False),
+        RunSpec(topo="tiny", profiles=PROVISIONAL_PROFILE, real_sites=("dc1",), agent=agent),
     )):
         logged: list[str] = []
         run = LiveRun(replace(config, out=tmp_path / f"run{i}"), log=logged.append)
@@ -444,8 +444,8 @@ def test_the_given_profile_is_kept_when_asked_or_with_an_agent(tiny_system, tmp_
 
 
 def test_a_model_that_cannot_be_timed_is_named(tmp_path, monkeypatch) -> None:
-    from scheduler.profiles import PROVISIONAL_PROFILE
     from live import realprofile
+    from scheduler.profiles import PROVISIONAL_PROFILE
 
     def broken(*_args, **_kwargs):
         raise OSError("models/tiny-yolov2/model.onnx: no such file")
@@ -456,3 +456,100 @@ def test_a_model_that_cannot_be_timed_is_named(tmp_path, monkeypatch) -> None:
     assert not (tmp_path / "p.yaml").exists()
     with pytest.raises(KeyError, match="no runtime profile for model 'nope'"):
         realprofile.measure_real_models(PROVISIONAL_PROFILE, {"nope": (1,)}, tmp_path / "p.yaml")
+
+
+def test_the_run_spec_is_the_command_line() -> None:
+    """Every RunSpec option comes from its field (help: its docstring); the workload's from workload.args."""
+    import argparse
+    import dataclasses
+
+    from live.options import field_docs, options
+    from live.spec import add_run_arguments, spec_from_args
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    assert spec_from_args(parser.parse_args([])) == RunSpec()
+    spec = spec_from_args(parser.parse_args([
+        "--topo", "tiny", "--policy", "load-balancing", "--real-workers", "none", "--kill-worker", "w@dc1=3",
+        "--kill-worker", "v@dc1=4.5", "--no-measure", "--window", "2", "--lambda", "0:20,10:60", "--timeout", "7",
+        "--no-profile-real-workers", "--load-poll", "1"]))
+    assert spec == dataclasses.replace(
+        RunSpec(), topo="tiny", policy="load-balancing", real_sites=(), kill_worker=(("w@dc1", 3.0), ("v@dc1", 4.5)),
+        measure_links=False, window_s=2.0, lambda_per_min="0:20,10:60", timeout_s=7.0, profile_real_workers=False,
+        load_poll_s=1.0)
+    assert spec_from_args(parser.parse_args(["--real-workers", "ant1, dc1"])).real_sites == ("ant1", "dc1")
+    assert spec_from_args(parser.parse_args(["--trace", "t.csv"])).duration_s is None  # the whole trace
+    docs = field_docs(RunSpec)
+    assert all(docs.get(f.name) for f, o in options(RunSpec) if not o.external)
+    assert "seconds between each scheduler's polls" in parser.format_help()
+    for bad, message in ((["--policy", "fastest"], "unknown policy 'fastest'"), (["--lambda", "lots"], "lambda 'lots'"),
+                         (["--policy", "aset"], "--policy aset needs --agent")):
+        with pytest.raises(ValueError, match=message):
+            spec_from_args(parser.parse_args(bad))
+
+
+def test_a_child_reads_the_spec_and_refuses_a_malformed_one_in_one_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from live.spec import SpecError, read_spec, write_spec
+
+    spec = RunSpec(topo="tiny", agent=tmp_path / "a.onnx", kill_worker=(("w@dc1", 3.0),), real_sites=("dc1",))
+    write_spec(spec, tmp_path / "spec.json")
+    assert read_spec(tmp_path / "spec.json") == spec
+    text = (tmp_path / "spec.json").read_text()
+    for broken, message in ((text.replace('"eta": 1.0', '"eta": "fast"'), r"spec.json: eta: .*valid number"),
+                            (text.replace('"eta": 1.0', '"eta": 1.0, "speed": 2'), r"spec.json: speed: unknown key"),
+                            (text.replace('"mtu": 9000', '"mtu": "9000"'), r"spec.json: mtu: .*valid integer"),
+                            (text[:20], r"spec.json: \(top level\): Invalid JSON")):
+        (tmp_path / "spec.json").write_text(broken)
+        with pytest.raises(SpecError, match=message):
+            read_spec(tmp_path / "spec.json")
+        for module in ("live.scheduler", "live.source"):
+            r = subprocess.run([sys.executable, "-m", module, "--spec", str(tmp_path / "spec.json"), "--antenna", "ant1"],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+            assert str(tmp_path / "spec.json") in r.stderr
+
+
+def test_the_run_dir_says_where_every_child_finds_its_files(tmp_path) -> None:
+    import json
+
+    from live.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    assert run.windows_log("ant1") == tmp_path / "windows" / "ant1.csv"
+    assert run.scheduler_stats("ant1", 2) == tmp_path / "schedulers" / "ant1.2.json"
+    assert run.log("scheduler", "ant1", 1) == tmp_path / "logs" / "scheduler-ant1.1.log"
+    with pytest.raises(ValueError, match="network.json: no address for host scheduler-ant1"):
+        run.host_address("scheduler", "ant1")
+    run.network.write_text(json.dumps({"hosts": [{"name": "scheduler-ant1", "ip": "10.0.0.3"}]}))
+    assert run.scheduler_url("ant1") == "http://10.0.0.3:7000"
+    with pytest.raises(ValueError, match="no host sources-ant9"):
+        run.host_address("sources", "ant9")
+
+
+def test_load_reports_and_their_failures_move_a_worker_down_and_up(tiny_system) -> None:
+    """Slow is not dead (5 timeouts in a row), refused twice is; garbage changes nothing; a report revives."""
+    _, _, system = tiny_system
+    live = _live(system)
+    live.clock.advance(3.0)  # type: ignore[attr-defined]
+    live.apply_report(0, {"queries_in_per_s": 12.5, "streams_bound": 2, "totals": {"served": 40, "bytes_in": 4e5}})
+    w = live.workers[0]
+    assert (w.reported_qps, w.reported_at_s, w.streams_bound, w.served_total, w.bytes_total) == (12.5, 3.0, 2, 40, 4e5)
+    for garbage in ([], {"streams_bound": 1}, {"queries_in_per_s": "lots"}):
+        with pytest.raises((ValueError, KeyError)):
+            live.apply_report(0, garbage)
+    assert w.reported_qps == 12.5 and w.streams_bound == 2
+    for _ in range(4):
+        live.report_failed(0, TimeoutError(), timed_out=True)
+    assert w.up
+    live.report_failed(0, TimeoutError(), timed_out=True)
+    assert not w.up and live.load_estimate()[0] == math.inf
+    live.apply_report(0, {"queries_in_per_s": 1.0})
+    assert w.up and w.failures == 0
+    live.report_failed(1, ConnectionError(), timed_out=False)
+    assert live.workers[1].up
+    live.report_failed(1, ConnectionError(), timed_out=False)
+    assert not live.workers[1].up
+    assert [e["event"] for e in live.events] == ["worker-down", "worker-up", "worker-down"]

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from .deployment import WorkerSettings, resolve
+from .lifecycle import serving
 from .runtime import keep_freed_memory, parse_cpus, pin_process
 from .service import ENGINE, create_app
 
@@ -51,30 +49,18 @@ async def serve(settings: WorkerSettings, host: str, port: int, announce=print) 
     if dep.profile is None:  # a real worker allocates MBs per batch
         keep_freed_memory()
     app = create_app(dep)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    async with serving(app, host, port, shutdown_timeout_s=5.0) as service:
         engine = app[ENGINE]
         while not engine.ready.is_set():
             if engine.startup_error:
                 print(f"worker failed to start: {engine.startup_error}", file=sys.stderr, flush=True)
                 return 1
-            if stop.is_set():
+            if service.stop.is_set():
                 return 0
             await asyncio.sleep(0.02)
-        bound_port = site._server.sockets[0].getsockname()[1]
-        url_host = f"[{host}]" if ":" in host else host
-        announce(f"READY http://{url_host}:{bound_port}", flush=True)
-        await stop.wait()
+        service.announce(announce)
+        await service.stop.wait()
         return 0
-    finally:
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

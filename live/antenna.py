@@ -1,0 +1,472 @@
+"""The state of one antenna's live scheduler: stream bindings, the load it learns from the workers' reports,
+workers up and down, streams rejected at binding, decision windows and their measurement, statistics.
+
+No HTTP and no sleeping: the service (live/scheduler.py) calls it, and it reads time only from its `Clock`,
+so a test drives it with a `ManualClock`. The window measurement is the simulator's `WindowMeasurement`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from live.clock import REAL_CLOCK, Clock, Stopwatch, process_cpu_s
+from live.windowlog import log_state, log_window
+from scheduler.core import POLICY_NAMES, LoadState, Scheduler, StreamRequest
+from scheduler.system import SystemModel
+from scheduler.window import WindowMeasurement, stream_class
+
+PolicyChooser = Callable[[WindowMeasurement], int]
+"""Given the window just ended, returns the policy index (into POLICY_NAMES) for the next window."""
+DOWN_LOAD_QPS = math.inf
+"""Load given to a resource whose worker does not answer, so that `decide` never picks it."""
+SLOW_POLLS_DOWN = 5
+"""Load reports timed out in a row before a worker counts as down (a refused connection: 2)."""
+STREAM_IDLE_S = 10.0
+"""A stream that sent nothing for this long is released (its source died or forgot to close it)."""
+SAMPLES_KEPT = 200_000
+"""Overhead and decision times kept for the percentiles (the most recent ones)."""
+REJECTED_STREAM_MAX_S = 600.0
+"""A stream rejected when it opened and never closed is forgotten after this long (its source died)."""
+
+
+def static_policy(index: int) -> PolicyChooser:
+    """Returns a chooser that always answers the same static policy."""
+    return lambda _window: index
+
+
+@dataclass
+class LiveStream:
+    """A stream this scheduler bound (or rejected) and what it sends."""
+
+    request: StreamRequest
+    resource: int
+    reason: str
+    last_seen_s: float
+    """When it last sent a frame (the clock's monotonic seconds)."""
+
+
+@dataclass
+class RejectedStream:
+    """A stream rejected when it opened, still open: its queries, never sent, are rejected queries."""
+
+    request: StreamRequest
+    opened_s: float
+    """When it opened (the clock's `now_s`)."""
+    counted: int = 0
+    """Its queries counted so far."""
+
+
+@dataclass
+class WorkerState:
+    """What the scheduler knows of one resource's worker: where it is, whether it answers, its load."""
+
+    url: str
+    model: str
+    up: bool = True
+    reported_qps: float = 0.0
+    reported_at_s: float = 0.0
+    declared_since_report_qps: float = 0.0
+    failures: int = 0
+    streams_bound: int = 0
+    """Streams the worker saw a frame of recently (every antenna's), from its last report."""
+    served_total: float | None = None
+    """Answers since the worker started, from its last report (None: it does not report totals)."""
+    bytes_total: float | None = None
+    snapshot: tuple[float, float, float] | None = None
+    """(report time, served_total, bytes_total) used at the previous window's end."""
+    rates: tuple[float, float] | None = None
+    """(answers/s, bytes/s) over the last span between two window ends with a fresh report."""
+
+
+class AntennaScheduler:
+    """Binding, load learning and decision windows for one antenna (the aiohttp service is live.scheduler's)."""
+
+    def __init__(
+        self,
+        system: SystemModel,
+        antenna: str,
+        workers: dict[str, tuple[str, str]],
+        chooser: PolicyChooser,
+        first_policy: int,
+        seed: int,
+        t0_s: float | None = None,
+        eta: float = 1.0,
+        window_s: float = 1.0,
+        log: Callable[[str], None] = print,
+        windows_log: Path | None = None,
+        arrival_scale: float | None = None,
+        clock: Clock = REAL_CLOCK,
+    ) -> None:
+        self.system = system
+        self.antenna = antenna
+        self.antenna_index = system.antenna_index(antenna)
+        self.clock = clock
+        self.scheduler = Scheduler(system, np.random.default_rng(seed), eta=eta)
+        names = [r.name for r in system.resources]
+        self.workers: list[WorkerState | None] = [
+            WorkerState(url=workers[n][0], model=workers[n][1]) if n in workers else None for n in names
+        ]
+        self.load = LoadState.empty(system.n_resources)
+        self.streams: dict[int, LiveStream] = {}
+        self.chooser = chooser
+        self.policy = first_policy
+        self.t0_known = t0_s is not None
+        """False until the run's t0 is known (`set_t0`): decision windows are aligned on it."""
+        self.t0_s = t0_s if t0_s is not None else clock.now_s()
+        self.window_s = window_s
+        self.log = log
+        self.window = WindowMeasurement.empty(system.n_resources, policy=first_policy)
+        """The counts of the window under way (this antenna's own; `measure` turns them into the simulator's)."""
+        self.totals = WindowMeasurement.empty(system.n_resources)
+        self.overhead_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.decide_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.window_decide_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        """Per window: building the measurement and choosing the next window's policy (state + agent), wall."""
+        self.window_decide_cpu_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        """The same in CPU time of the scheduler's thread: without the waits for a core on a busy machine."""
+        self.events: list[dict] = []
+        self.arrival_scale = float(arrival_scale if arrival_scale is not None else len(system.antennas))
+        """This antenna's counts times this estimate every antenna's (the simulator's agent sees them all)."""
+        self.poll_interval_s = 2.0
+        self.rejected_open: dict[int, RejectedStream] = {}
+        self.window_index = 0
+        self.window_start_s = 0.0
+        self.window_policy_us: tuple[float, float] | None = None
+        """What choosing the current window's policy cost, wall and CPU us (None: chosen at start, idle state)."""
+        self.policy_windows: dict[str, int] = {}
+        self.windows_log = windows_log
+
+    def set_t0(self, t0_s: float) -> None:
+        self.t0_s, self.t0_known = t0_s, True
+
+    def now_ms(self) -> float:
+        """Returns the run's time: milliseconds since t0."""
+        return (self.clock.now_s() - self.t0_s) * 1000.0
+
+    def resource_name(self, resource: int) -> str:
+        return self.system.resources[resource].name if resource >= 0 else ""
+
+    def event(self, kind: str, **what: object) -> None:
+        entry = {"t_ms": round(self.now_ms(), 1), "event": kind, **what}
+        self.events.append(entry)
+        self.log(json.dumps(entry))
+
+    # -- streams -------------------------------------------------------------------------------------
+
+    def load_estimate(self) -> np.ndarray:
+        """Returns load_qps per resource: the larger of own bindings and the worker's report (plus own
+        bindings made since that report); infinite for a worker that does not answer."""
+        est = self.load.load_qps.copy()
+        for j, w in enumerate(self.workers):
+            if w is None or not w.up:
+                est[j] = DOWN_LOAD_QPS
+            else:
+                est[j] = max(est[j], w.reported_qps + w.declared_since_report_qps)
+        return est
+
+    def bind(self, stream_id: int, request: StreamRequest) -> LiveStream:
+        """Returns the stream bound by the current policy (or rejected), with its load declared."""
+        watch = Stopwatch()
+        decision = self.scheduler.decide(request, self.policy, self.load_estimate())
+        self.decide_us.append(watch.wall_us())
+        stream = LiveStream(request, decision.resource, decision.reason, self.clock.monotonic_s())
+        if not decision.rejected:
+            self.load.bind(decision.resource, request.fps)
+            w = self.workers[decision.resource]
+            assert w is not None
+            w.declared_since_report_qps += request.fps
+        self.streams[stream_id] = stream
+        return stream
+
+    def open_stream(self, stream_id: int, request: StreamRequest) -> LiveStream:
+        """Returns a new stream bound (or rejected) and counted; a re-open (after a restart or a worker's
+        death) replaces the old binding."""
+        self.release(stream_id)
+        self.close_rejected(stream_id)
+        stream = self.bind(stream_id, request)
+        self.event("bind", stream=stream_id, to=self.resource_name(stream.resource) or f"rejected ({stream.reason})",
+                   policy=POLICY_NAMES[self.policy])
+        for c in (self.window, self.totals):
+            c.streams_new += 1
+            if stream.resource < 0:
+                c.streams_rejected += 1
+        if stream.resource < 0:
+            self.open_rejected(stream_id, request)
+        return stream
+
+    def close_stream(self, stream_id: int) -> None:
+        self.release(stream_id)
+        self.close_rejected(stream_id)
+
+    def seen(self, stream: LiveStream) -> None:
+        """Notes that a stream sent a frame (idle streams are released) and counts the query as sent."""
+        stream.last_seen_s = self.clock.monotonic_s()
+        self.count_sent(stream.request)
+
+    def warm_up(self) -> None:
+        """Runs one decision on a dummy stream (numpy's first calls are slow), leaving no trace."""
+        req = StreamRequest(
+            antenna=self.antenna_index, fps=1.0, frame_bytes=1000.0, max_delay_ms=1e9, min_accuracy=0.0
+        )
+        Scheduler(self.system, np.random.default_rng(0)).decide(req, self.policy, self.load_estimate())
+        np.percentile(np.zeros(3), [50, 99])
+
+    def release(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None and stream.resource >= 0:
+            self.load.release(stream.resource, stream.request.fps)
+
+    def release_idle(self) -> None:
+        now = self.clock.monotonic_s()
+        for sid in [sid for sid, s in self.streams.items() if now - s.last_seen_s > STREAM_IDLE_S]:
+            self.release(sid)
+
+    # -- streams rejected at binding: their queries are not sent, but the simulator counts them ------
+
+    def open_rejected(self, stream_id: int, request: StreamRequest) -> None:
+        """Counts a stream rejected at binding: its queries (not sent) are rejected queries of their windows."""
+        self.rejected_open[stream_id] = RejectedStream(request, self.clock.now_s())
+
+    def _count_rejected(self, entry: RejectedStream, upto_s: float, closing: bool) -> None:
+        x = max(0.0, upto_s - entry.opened_s) * entry.request.fps
+        # queries k = 0, 1, ... go out at opened + k/fps: before upto_s, or all of them up to the close
+        n = math.floor(x + 1e-6) + 1 if closing else math.ceil(x - 1e-9)
+        add = max(0, n - entry.counted)
+        if add:
+            entry.counted += add
+            self.window.rejected += add
+            self.window.sent_per_class[stream_class(entry.request.max_delay_ms, entry.request.fps)] += add
+
+    def close_rejected(self, stream_id: int) -> None:
+        entry = self.rejected_open.pop(stream_id, None)
+        if entry is not None:
+            self._count_rejected(entry, self.clock.now_s(), closing=True)
+
+    # -- queries -------------------------------------------------------------------------------------
+
+    def count_sent(self, request: StreamRequest) -> None:
+        """Counts a query in its stream class (delay-budget bin x rate bin, as the simulator's ASET state)."""
+        k = stream_class(request.max_delay_ms, request.fps)
+        self.window.sent_per_class[k] += 1
+        self.totals.sent_per_class[k] += 1
+
+    def count(self, outcome: str, resource: int = -1, nbytes: int = 0) -> None:
+        """Counts a query's outcome ('ontime', 'failed' or 'rejected'), and the bytes that reached a resource."""
+        for c in (self.window, self.totals):
+            setattr(c, outcome, getattr(c, outcome) + 1)
+            if resource >= 0:
+                c.bytes_in[resource] += nbytes
+                if outcome != "rejected":
+                    c.responses[resource] += 1
+
+    def answered(self, stream: LiveStream, code: int, sent_ms: float, nbytes: int) -> tuple[bool, str]:
+        """Returns (ok, reason) of a worker's answer with HTTP status `code` to a query sent at `sent_ms`
+        (run time, by the source), and counts it: on time or failed (late), or rejected by the worker."""
+        j = stream.resource
+        if code == 200:
+            late = self.now_ms() + self.system.radio_ms[self.antenna_index] - sent_ms > stream.request.max_delay_ms
+            self.count("failed" if late else "ontime", j, nbytes)
+            return True, ""
+        self.count("rejected", j, nbytes)
+        return False, {503: "queue-full", 400: "bad-frame"}.get(code, f"worker-http-{code}")
+
+    # -- workers ---------------------------------------------------------------------------------------
+
+    def mark_down(self, resource: int, why: str) -> None:
+        """Marks a worker down and rebinds every stream bound to it."""
+        w = self.workers[resource]
+        if w is None or not w.up:
+            return
+        w.up = False
+        self.event("worker-down", resource=self.resource_name(resource), why=why)
+        for sid, s in list(self.streams.items()):
+            if s.resource == resource:
+                self.load.release(resource, s.request.fps)
+                new = self.bind(sid, s.request)
+                self.event("rebind", stream=sid, to=self.resource_name(new.resource) or f"rejected ({new.reason})")
+
+    def apply_report(self, resource: int, report: object) -> None:
+        """Takes a worker's load report (GET /v2/load); raises ValueError, KeyError or TypeError on garbage,
+        leaving the state as it was."""
+        if not isinstance(report, dict):
+            raise ValueError(f"a load report is a JSON object, not {type(report).__name__}")
+        qps = float(report["queries_in_per_s"])
+        streams = int(report.get("streams_bound", 0))
+        totals = report.get("totals")
+        served = bytes_in = None
+        if isinstance(totals, dict) and "served" in totals:
+            served = float(totals["served"])
+            bytes_in = float(totals["bytes_in"]) if "bytes_in" in totals else None
+        w = self.workers[resource]
+        assert w is not None
+        w.reported_qps, w.reported_at_s, w.streams_bound = qps, self.clock.monotonic_s(), streams
+        if served is not None:
+            w.served_total, w.bytes_total = served, bytes_in
+        w.declared_since_report_qps = 0.0
+        w.failures = 0
+        if not w.up:
+            w.up = True
+            self.event("worker-up", resource=self.resource_name(resource))
+
+    def report_failed(self, resource: int, exc: BaseException, timed_out: bool) -> None:
+        """Counts a load report that did not come: slow under load is not dead (a worker is down after
+        SLOW_POLLS_DOWN timeouts in a row); refused, reset or garbage twice in a row is."""
+        w = self.workers[resource]
+        assert w is not None
+        w.failures += 1
+        if timed_out and w.failures >= SLOW_POLLS_DOWN:
+            self.mark_down(resource, f"load report: {type(exc).__name__} {w.failures} times in a row")
+        elif not timed_out and w.failures >= 2:
+            self.mark_down(resource, f"load report: {type(exc).__name__}")
+
+    # -- decision windows ------------------------------------------------------------------------------
+
+    def begin_windows(self) -> None:
+        """Starts the window under way now (window k is [t0 + k T, t0 + (k+1) T)); k > 0 after a restart."""
+        now = self.clock.now_s()
+        self.window_index = max(0, math.floor((now - self.t0_s) / self.window_s))
+        self.window_start_s = max(now, self.t0_s)
+
+    def next_window_end_s(self) -> float:
+        return self.t0_s + (self.window_index + 1) * self.window_s
+
+    def measure(self, c: WindowMeasurement, duration_s: float) -> WindowMeasurement:
+        """Returns the window's measurement in the simulator's terms (scheduler.aset.state, simulator.engine).
+
+        The simulator's agent sees the whole system; a scheduler sees its own antenna, so:
+        - per resource, streams served, answers and input bytes come from the workers' load reports, which
+          count every antenna's queries: streams = the larger of this scheduler's bindings and the streams
+          the worker saw a frame of in its last seconds; answers and bytes = the growth of the worker's
+          totals between the reports read at the previous and at this window's end (for the first window:
+          since t0, when the totals were zero), as a rate times the window. Without a fresh report: the last
+          such rate, else this scheduler's own counts;
+        - declared load = the scheduler's load estimate (own bindings or the worker's reported arrival rate,
+          the larger), as used to bind; a worker that does not answer: own bindings only;
+        - query outcomes, stream arrivals and queries sent per class are this antenna's, times
+          `arrival_scale` (the number of antennas: every antenna gets the same load in generated workloads).
+        """
+        n = self.system.n_resources
+        responses, bytes_in = c.responses.copy(), c.bytes_in.copy()
+        streams = self.load.streams.astype(np.float64)
+        load = self.load.load_qps.copy()
+        est = self.load_estimate()
+        now = self.clock.monotonic_s()
+        for j, w in enumerate(self.workers):
+            if w is None or not w.up:
+                continue
+            load[j] = est[j]
+            if w.reported_at_s <= 0.0:
+                continue
+            if now - w.reported_at_s <= 3 * self.poll_interval_s + 1.0:
+                streams[j] = max(streams[j], float(w.streams_bound))
+            if w.served_total is None:
+                continue
+            snap = w.snapshot
+            if snap is None and self.t0_known:  # first window: workers start the run with zero totals
+                snap = (now - (self.clock.now_s() - self.t0_s), 0.0, 0.0)
+            if snap is not None and w.reported_at_s > snap[0]:
+                dt = w.reported_at_s - snap[0]
+                d_served = w.served_total - snap[1]
+                d_bytes = (w.bytes_total - snap[2]) if w.bytes_total is not None else math.nan
+                if d_served >= 0:  # a worker restarted in between starts its totals from zero
+                    w.rates = (d_served / dt, d_bytes / dt if d_bytes >= 0 else math.nan)
+            if snap is None or w.reported_at_s > snap[0]:
+                w.snapshot = (w.reported_at_s, w.served_total,
+                              w.bytes_total if w.bytes_total is not None else math.nan)
+            if w.rates is not None:
+                responses[j] = w.rates[0] * duration_s
+                if math.isfinite(w.rates[1]):
+                    bytes_in[j] = w.rates[1] * duration_s
+        k = self.arrival_scale
+        return WindowMeasurement(
+            duration_s=duration_s,
+            ontime=round(c.ontime * k),
+            failed=round(c.failed * k),
+            rejected=round(c.rejected * k),
+            streams_new=round(c.streams_new * k),
+            streams_rejected=round(c.streams_rejected * k),
+            responses=responses[:n],
+            bytes_in=bytes_in[:n],
+            streams=streams,
+            load_qps=load,
+            sent_per_class=c.sent_per_class * k,
+            t_start_s=self.window_start_s - self.t0_s,
+            policy=self.policy,
+        )
+
+    def close_window(self, end_s: float, decide: bool = True) -> WindowMeasurement:
+        """Ends the current window at `end_s` (the clock's `now_s`): measures it, logs its row and, with
+        `decide`, hands it to the chooser and applies the policy of the next window."""
+        watch = Stopwatch(cpu=True)
+        for sid, entry in list(self.rejected_open.items()):
+            self._count_rejected(entry, end_s, closing=False)
+            if end_s - entry.opened_s > REJECTED_STREAM_MAX_S:
+                del self.rejected_open[sid]
+        c = self.window
+        self.window = WindowMeasurement.empty(self.system.n_resources, end_s - self.t0_s, policy=self.policy)
+        m = self.measure(c, max(end_s - self.window_start_s, 1e-3))
+        policy = int(self.chooser(m)) if decide else self.policy
+        cost_us, cost_cpu_us = watch.wall_us(), watch.cpu_us()
+        if self.windows_log is not None:
+            log_window(self.windows_log, self, c, m, end_s)
+            if decide:
+                log_state(self.windows_log, self)
+        name = POLICY_NAMES[self.policy]
+        self.policy_windows[name] = self.policy_windows.get(name, 0) + 1
+        if decide:
+            self.window_decide_us.append(cost_us)
+            self.window_decide_cpu_us.append(cost_cpu_us)
+            if policy != self.policy:
+                self.event("policy", policy=POLICY_NAMES[policy], window=self.window_index + 1)
+                self.policy = policy
+                self.window.policy = policy
+            self.window_policy_us = (cost_us, cost_cpu_us)
+            self.window_index += 1
+            self.window_start_s = end_s
+        return m
+
+    def stop(self) -> None:
+        """Logs the window under way (without choosing a next one): the service is stopping."""
+        now = self.clock.now_s()
+        if self.t0_known and now > self.window_start_s > 0.0:
+            self.close_window(now, decide=False)
+
+    # -- the end -----------------------------------------------------------------------------------------
+
+    def statistics(self) -> dict:
+        """Returns the counters, the overhead percentiles and the events, as plain JSON."""
+
+        def pct(xs: deque[float]) -> dict:
+            if not xs:
+                return {"n": 0}
+            a = np.asarray(xs)
+            return {
+                "n": len(a),
+                "p50": float(np.percentile(a, 50)),
+                "p99": float(np.percentile(a, 99)),
+                "mean": float(a.mean()),
+            }
+
+        t = self.totals
+        return {
+            "antenna": self.antenna,
+            "policy": POLICY_NAMES[self.policy],
+            "cpu_s": round(process_cpu_s(), 2),
+            "queries": {"ontime": t.ontime, "failed": t.failed, "rejected": t.rejected},
+            "streams": {"new": t.streams_new, "rejected": t.streams_rejected, "open": len(self.streams)},
+            "overhead_us": pct(self.overhead_us),
+            "decide_us": pct(self.decide_us),
+            "window_decide_us": pct(self.window_decide_us),
+            "window_decide_cpu_us": pct(self.window_decide_cpu_us),
+            "windows": {"n": sum(self.policy_windows.values()), "window_s": self.window_s,
+                        "policies": dict(sorted(self.policy_windows.items()))},
+            "workers_down": [self.resource_name(j) for j, w in enumerate(self.workers) if w is not None and not w.up],
+            "events": self.events,
+        }

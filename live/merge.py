@@ -1,0 +1,110 @@
+"""What the run's processes wrote, brought together: the sources' records appended to records.csv as the run
+goes, the schedulers' windows logs merged into windows.csv, their statistics and the sources' last words,
+and the run's one event log (events.jsonl).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from analysis.records import RecordWriter
+
+
+class RecordMerger:
+    """Appends the sources' new complete CSV lines to the run's records.csv (header once), flushed."""
+
+    def __init__(self, parts: list[Path], merged: Path) -> None:
+        self.parts = parts
+        self.offsets = dict.fromkeys(parts, 0)
+        self.merged = merged
+        self.rows = 0
+        merged.unlink(missing_ok=True)
+        RecordWriter(merged).close()  # the header alone
+        self._out = merged.open("ab")
+
+    def poll(self) -> None:
+        for part in self.parts:
+            if not part.exists():
+                continue
+            with part.open("rb") as f:
+                f.seek(self.offsets[part])
+                chunk = f.read()
+            end = chunk.rfind(b"\n") + 1
+            if end == 0:
+                continue
+            lines = chunk[:end]
+            if self.offsets[part] == 0:
+                lines = lines[lines.find(b"\n") + 1 :]  # the part's header
+            self.offsets[part] += end
+            self._out.write(lines)
+            self.rows += lines.count(b"\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        self.poll()
+        self._out.close()
+
+
+class Events:
+    """The run's event log (events.jsonl): what the orchestrator did and saw, with times since t0."""
+
+    def __init__(self, path: Path, log: Callable[[str], None]) -> None:
+        self.path = path
+        self.t0_s: float | None = None
+        self.log = log
+        self.entries: list[dict] = []
+
+    def __call__(self, kind: str, **what: object) -> None:
+        t_ms = (time.time() - self.t0_s) * 1000.0 if self.t0_s else None
+        entry = {"t_ms": None if t_ms is None else round(t_ms, 1), "event": kind, **what}
+        self.entries.append(entry)
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        self.log(
+            f"[{'' if t_ms is None else f'{t_ms / 1000:7.2f} s'}] {kind} "
+            + " ".join(f"{k}={v}" for k, v in what.items())
+        )
+
+
+def source_stats(out: Path) -> dict[str, dict]:
+    """Returns each source's last words (its `DONE {...}` line): records, frames, send lag, CPU."""
+    stats = {}
+    for path in sorted((out / "logs").glob("source-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("DONE "):
+                with contextlib.suppress(ValueError):
+                    stats[path.stem.removeprefix("source-")] = json.loads(line[5:])
+    return stats
+
+
+def scheduler_stats(out: Path) -> dict[str, dict]:
+    """Returns every scheduler process's statistics file (`schedulers/<antenna>[.n].json`)."""
+    stats = {}
+    for path in sorted((out / "schedulers").glob("*.json")):
+        with contextlib.suppress(ValueError, OSError):
+            stats[path.stem] = json.loads(path.read_text())
+    return stats
+
+
+def merge_windows(out: Path) -> list[dict]:
+    """Merges every scheduler's windows log (`windows/<antenna>[.n].csv`) into `windows.csv`, sorted by
+    window then antenna, and returns its rows (a restarted scheduler's rows follow its predecessor's)."""
+    rows: list[dict] = []
+    columns: list[str] = []
+    for path in sorted((out / "windows").glob("*.csv")):
+        with contextlib.suppress(OSError), path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or columns)
+            rows += list(reader)
+    rows.sort(key=lambda r: (int(r["window"]), r["antenna"], float(r["t_start_ms"])))
+    if columns:
+        with (out / "windows.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+    return rows

@@ -1,0 +1,372 @@
+"""The live run's orchestration: `LiveRun` resolves a spec into a run (system, trace, real sites, worker plan,
+the run's own profile) and brings it up in order (network, captures, link check, workers, schedulers,
+sources), fixes t0, waits for the trace to end while merging records and injecting faults, then stops it all
+in reverse order; `run_live` drives it and returns the report (live/report.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from importlib import metadata
+from pathlib import Path
+
+from live.faults import apply_fault, check_faults, fault_schedule
+from live.merge import Events, RecordMerger
+from live.plan import (
+    WorkerPlan,
+    busiest_cpu_cluster,
+    format_worker_table,
+    plan_workers,
+    smallest_cluster,
+    worker_argv,
+)
+from live.procs import REPO_ROOT, Proc, cpu_snapshot, stop_groups, wait_ready, write_cpu
+from live.realprofile import (
+    REAL_INFERENCE_CORES,
+    REAL_THREADS_PER_REPLICA,
+    MeasuredModel,
+    real_model_batches,
+    real_worker_cpu,
+    time_real_workers,
+)
+from live.report import LiveInterrupted, LiveResult, summarise
+from live.rundir import RunDir, write_t0
+from live.spec import RunSpec, write_spec
+from scheduler.core import POLICY_NAMES
+from scheduler.profiles import load_profiles
+from scheduler.system import build_system
+from testbed.capture import choose_hosts, start_captures, stop_captures
+from testbed.network import EmulatedNetwork, check_mtu
+from testbed.plan import build_plan
+from topologies import load_topology
+from workload.trace import write_trace
+
+PACKAGES = ("numpy", "aiohttp", "onnxruntime", "pyarrow", "matplotlib", "scikit-image", "pillow", "os-ken")
+SCHEDULER_RESTART_READY_S = 30.0
+
+
+class LiveRun:
+    """One run in progress: its processes, files and events (`run_live` drives it)."""
+
+    def __init__(self, spec: RunSpec, log: Callable[[str], None]) -> None:
+        self.spec = spec
+        self.log = log
+        self.topo = load_topology(spec.topo)
+        self.profiles = load_profiles(spec.profiles)
+        self.system = build_system(self.topo, self.profiles)
+        # refuses an unknown policy, aset without an agent or an agent with a static policy, before anything
+        self.policy = spec.effective_policy
+        dry_policy = self.policy
+        self.decision_window_s = spec.window_s
+        if spec.agent is not None:  # refuses an agent file trained for another system, before anything starts
+            from scheduler.aset.policy import AsetController
+
+            controller = AsetController.for_system(spec.agent, self.system)
+            self.decision_window_s = controller.decision_window_s
+            dry_policy = POLICY_NAMES[controller.policy.meta.fallback_policy]  # the agent's usual choice
+        workload = spec.workload()
+        self.trace, self.duration_s = workload.build(self.system.antennas)
+        self.load_label = workload.label
+        self.dry_note = self.real_note = ""
+        self.dry_queries: dict[str, int] = {}
+        if spec.real_sites is not None:
+            self.real_sites = tuple(spec.real_sites)
+        else:
+            busiest, self.dry_queries = busiest_cpu_cluster(
+                self.system, self.trace, dry_policy, self.duration_s, spec.seed, spec.eta
+            )
+            if busiest is None:
+                busiest = smallest_cluster(self.topo, self.profiles, self.system)
+                self.dry_note = (
+                    f"note: in a simulated dry run {dry_policy} binds no stream to a CPU variant, "
+                    f"so the real ONNX workers at {busiest} may stay idle (e.g. --policy closest "
+                    "sends streams to the antennas' own clusters)"
+                )
+            self.real_sites = (busiest,)
+        self.workers_plan = self.plan()
+        choose_hosts(build_plan(self.topo, "x").hosts, spec.pcap)  # refuses an unknown host before anything
+        check_mtu(spec.mtu)  # and an MTU the network would refuse
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.out = Path(spec.out) if spec.out else Path("runs") / f"{stamp}-{self.topo.name}"
+        if self.out.exists() and any(self.out.iterdir()):
+            raise ValueError(f"--out {self.out}: the folder exists and is not empty")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.dir = RunDir(self.out)
+        self.events = Events(self.out / "events.jsonl", log)
+        self.workers: list[Proc] = []
+        self.schedulers: dict[str, Proc] = {}
+        self.sources: list[Proc] = []
+        self.restarts: dict[str, int] = {}
+        self.t0_s = 0.0
+        self.cpu_groups: dict[str, float] = {}
+        self.profiled: list[MeasuredModel] = []
+
+    def plan(self) -> list[WorkerPlan]:
+        """Returns the worker plan of the system; refuses faults naming no resource or antenna."""
+        plans = plan_workers(self.system, self.real_sites, self.spec, self.dry_queries)
+        check_faults(self.spec, [p.resource for p in plans], self.system)
+        fit_note = ""
+        if self.real_sites and not any(p.real for p in plans):
+            fit_note = (
+                f"note: no CPU variant at {', '.join(self.real_sites)} fits in the {REAL_INFERENCE_CORES:g} "
+                f"core(s) real inference has (one per replica): every worker is profile-driven"
+            )
+        self.real_note = "\n".join(n for n in (self.dry_note, fit_note) if n)
+        return plans
+
+    def profile_real_workers(self) -> None:
+        """Times the real workers' models on their CPU and switches the run to the profile with those
+        figures (see RunSpec.profile_real_workers), its system and its worker plan."""
+        batches = real_model_batches(self.system, {p.resource for p in self.workers_plan if p.real})
+        if not batches or not self.spec.profile_real_workers:
+            return
+        if self.spec.agent is not None:
+            self.log(f"not timing the real workers' models ({', '.join(batches)}): the agent's state is defined "
+                     f"by {self.profiles.source}, with which the schedulers decide")
+            return
+        self.log(f"timing the real workers' models on CPU {real_worker_cpu()} ({REAL_THREADS_PER_REPLICA} thread, "
+                 f"as they run) so that the schedulers decide with this host's figures; "
+                 f"--no-profile-real-workers keeps {self.profiles.source}")
+        before = {r.name for r in self.system.resources}
+
+        def real_models_of(path: Path) -> dict[str, tuple[int, ...]]:
+            self.profiles = load_profiles(path)
+            self.system = build_system(self.topo, self.profiles)  # a placement may pack differently now
+            self.workers_plan = self.plan()
+            return real_model_batches(self.system, {p.resource for p in self.workers_plan if p.real})
+
+        path, self.profiled = time_real_workers(Path(self.profiles.source), self.out / "profiles.yaml",
+                                                real_models_of, self.log)
+        real_models_of(path)
+        after = {r.name for r in self.system.resources}
+        if after != before:
+            self.log(f"with this host's figures the placement changed: added {sorted(after - before)}, "
+                     f"removed {sorted(before - after)}")
+
+    # -- files before the run ------------------------------------------------------------------------
+
+    def resolved_spec(self) -> RunSpec:
+        """Returns the spec with every choice this run made filled in and every path absolute: what its
+        schedulers and sources read (spec.json)."""
+        s = self.spec
+
+        def absolute(p: Path | None) -> Path | None:
+            return None if p is None else Path(p).resolve()
+
+        return replace(s, topo=self.topo.source, policy=self.policy, agent=absolute(s.agent), trace=absolute(s.trace),
+                       duration_s=self.duration_s, profiles=absolute(Path(self.profiles.source)), out=self.dir.root,
+                       real_sites=self.real_sites)
+
+    def write_inputs(self) -> None:
+        """Writes the trace, spec.json (the resolved spec) and config.json (the spec as given, what the run
+        chose, the worker plan and the versions of everything)."""
+        write_trace(self.trace, self.dir.trace)
+        write_spec(self.resolved_spec(), self.dir.spec)
+        cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.spec).items()}
+        cfg.update(
+            real_sites=list(self.real_sites),
+            duration_s=self.duration_s,
+            load=self.load_label,
+            topology_file=self.topo.source,
+            profiles_file=self.profiles.source,
+            profiled_real_workers=[asdict(m) for m in self.profiled],
+            workers=[asdict(p) for p in self.workers_plan],
+            streams=len(self.trace),
+            expected_queries=self.trace.expected_queries(self.duration_s),
+            argv=sys.argv,
+            versions=package_versions(),
+        )
+        self.dir.config.write_text(json.dumps(cfg, indent=1) + "\n")
+
+    # -- processes -----------------------------------------------------------------------------------
+
+    def start_workers(self, net: EmulatedNetwork) -> None:
+        profiles_path = str(Path(self.profiles.source).resolve())
+        for plan in self.workers_plan:
+            host = net.host_for("worker", plan.site)
+            argv = worker_argv(plan, host.ip, profiles_path, self.spec)
+            self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource)))
+        for w in self.workers:
+            w.start()
+        wait_ready(self.workers)
+        table = {
+            p.resource: {"url": w.url, "model": p.model, "real": p.real}
+            for p, w in zip(self.workers_plan, self.workers, strict=True)
+        }
+        self.dir.workers.write_text(json.dumps(table, indent=1) + "\n")
+
+    def _child(self, module: str, role: str, antenna: str, net: EmulatedNetwork, restart: int = 0) -> Proc:
+        """Returns (not started) a scheduler or source of an antenna: it gets the spec and its identity only."""
+        argv = [sys.executable, "-m", module, "--spec", str(self.dir.spec), "--antenna", antenna]
+        argv += ["--restart", str(restart)] if restart else []
+        kind = "source" if role == "sources" else role
+        return Proc(f"{kind} {antenna}", net.host_for(role, antenna), argv, self.dir.log(kind, antenna, restart))
+
+    def start_scheduler(self, net: EmulatedNetwork, antenna: str) -> Proc:
+        """Starts one antenna's scheduler (its restart number as counted so far) and waits until it is ready."""
+        proc = self._child("live.scheduler", "scheduler", antenna, net, self.restarts.get(antenna, 0))
+        proc.start()
+        wait_ready([proc], SCHEDULER_RESTART_READY_S)
+        return proc
+
+    def start_schedulers(self, net: EmulatedNetwork) -> None:
+        self.dir.scheduler_stats("x").parent.mkdir(exist_ok=True)
+        self.dir.windows_log("x").parent.mkdir(exist_ok=True)
+        for ant in self.system.antennas:
+            self.schedulers[ant] = self._child("live.scheduler", "scheduler", ant, net)
+            self.schedulers[ant].start()
+        wait_ready(list(self.schedulers.values()))
+
+    def start_sources(self, net: EmulatedNetwork) -> None:
+        for ant in self.system.antennas:
+            proc = self._child("live.source", "sources", ant, net)
+            proc.start()
+            self.sources.append(proc)
+        wait_ready(self.sources)
+
+    def set_t0(self) -> None:
+        """Fixes the run's start shortly ahead, once everyone is ready, and tells them (the t0 file)."""
+        self.t0_s = time.time() + self.spec.lead_s
+        self.events.t0_s = self.t0_s
+        write_t0(self.dir.t0, self.t0_s)
+
+    # -- during the run ------------------------------------------------------------------------------
+
+    def wait_sources(self, net: EmulatedNetwork, merger: RecordMerger) -> None:
+        """Runs until every source has exited: merges records, samples ports, applies faults."""
+        faults = fault_schedule(self.spec)
+        give_up = self.t0_s + self.duration_s + self.spec.timeout_s + 30.0
+        next_sample = 0.0
+        with (self.out / "port_stats.jsonl").open("w") as ports:
+            while any(s.running() for s in self.sources):
+                now = time.time()
+                while faults and now >= self.t0_s + faults[0].at_s:
+                    apply_fault(self, net, faults.pop(0))
+                if now >= next_sample:
+                    next_sample = now + 1.0
+                    sample = {"t_ms": round((now - self.t0_s) * 1000.0, 1),
+                              "ports": [asdict(p) for p in net.port_stats()]}
+                    ports.write(json.dumps(sample) + "\n")
+                    ports.flush()
+                merger.poll()  # records.csv trails the sources' own logs by at most ~0.6 s
+                if now > give_up:
+                    self.events("sources-overran", limit_s=round(give_up - self.t0_s, 1))
+                    for s in self.sources:
+                        s.stop()
+                    break
+                time.sleep(0.1)
+        for s in self.sources:
+            code = s.stop()
+            if code not in (0, None):
+                self.events("source-failed", source=s.name, exit=code, log=str(s.log))
+
+    def cpu_snapshot(self, net: EmulatedNetwork) -> dict[str, tuple[str, float]]:
+        """Returns {process label: (group, CPU seconds so far)} for every process that serves the run."""
+        groups = {"workers": self.workers, "schedulers": list(self.schedulers.values()), "sources": self.sources}
+        return cpu_snapshot(groups, getattr(net, "_helpers", []))  # the network's own helpers: wires, controller
+
+    def stop_services(self) -> None:
+        """Stops the sources (still running only if the run is cut short), the schedulers (they write their
+        statistics), then every worker, each group at once."""
+        stop_groups((self.sources, list(self.schedulers.values()), self.workers))
+
+
+def package_versions() -> dict[str, str]:
+    """Returns the versions of Python, the packages the run depends on, the tools, the kernel and the commit."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    for tool in (["ovs-vsctl", "--version"], ["tcpdump", "--version"], ["uname", "-r"]):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out[tool[0]] = subprocess.run(
+                tool, capture_output=True, text=True, timeout=5
+            ).stdout.splitlines()[0]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        out["git_commit"] = commit + ("+dirty" if dirty else "")
+    return out
+
+
+def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
+    """Runs the testbed live once and returns its result; every file lands in the run dir."""
+    t_start = time.monotonic()
+    run = LiveRun(spec, log)
+    run.profile_real_workers()
+    run.write_inputs()
+    log(
+        f"run dir {run.out}; {len(run.trace)} streams, {run.trace.expected_queries(run.duration_s)} queries "
+        f"over {run.duration_s:g} s ({run.load_label}), policy {run.policy}"
+        + (f" (agent {spec.agent}, a decision every {run.decision_window_s:g} s)" if spec.agent else "")
+    )
+    log(
+        "workers (real ONNX where the host carries it, profile-driven elsewhere):\n"
+        + format_worker_table(run.workers_plan)
+    )
+    if run.real_note:
+        log(run.real_note)
+    parts = [run.dir.source_records(a) for a in run.system.antennas]
+    merger: RecordMerger | None = None
+    net = EmulatedNetwork(run.topo, shaping=spec.shaping, switch=spec.switch, controller=spec.controller,
+                          run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log)
+    interrupted = False
+    try:
+        with net:
+            caps = start_captures(
+                net, choose_hosts(net.plan.hosts, spec.pcap), run.out / "pcap", spec.pcap_snaplen
+            )
+            try:
+                if spec.measure_links:
+                    net.measure_links(check=False)
+                run.start_workers(net)
+                run.start_schedulers(net)
+                merger = RecordMerger(parts, run.dir.records)
+                run.start_sources(net)
+                run.set_t0()
+                run.events(
+                    "started",
+                    t0_epoch_s=round(run.t0_s, 3),
+                    sources=len(run.sources),
+                    workers=len(run.workers),
+                    schedulers=len(run.schedulers),
+                )
+                cpu_before, t_traffic = run.cpu_snapshot(net), time.monotonic()
+                run.wait_sources(net, merger)
+                run.cpu_groups = write_cpu(
+                    run.out / "cpu.json", cpu_before, run.cpu_snapshot(net), time.monotonic() - t_traffic
+                )
+                run.events("sources-done", cpu_s=run.cpu_groups)
+            finally:
+                run.stop_services()
+                stop_captures(caps)
+                if merger is not None:
+                    merger.close()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: network torn down; summarising what was recorded")
+    if merger is None:
+        if interrupted:
+            raise KeyboardInterrupt
+        raise RuntimeError("the run stopped before any source started")
+    result = summarise(run, time.monotonic() - t_start)
+    result.interrupted = interrupted
+    if interrupted:
+        raise LiveInterrupted(result)
+    return result

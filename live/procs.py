@@ -1,0 +1,151 @@
+"""The processes of a live run: starting one in its host, waiting until each has printed `READY`, stopping
+them group by group, and accounting for the CPU every process serving the run used (`cpu.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from testbed.network import Host
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Proc:
+    """A process of the run, the host it runs in and its log file."""
+
+    name: str
+    host: Host
+    argv: list[str]
+    log: Path
+    popen: subprocess.Popen | None = None
+    url: str = ""
+    """What it printed after READY (a service's address; empty for a source)."""
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("a") as f:
+            self.popen = self.host.popen(
+                self.argv,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """Stops the process (SIGTERM, then SIGKILL after `timeout_s`); returns its exit status."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.terminate()
+        try:
+            return self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait(timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILLs the process at once (a fault the run injects)."""
+        if self.popen is not None and self.running():
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+def wait_ready(procs: list[Proc], timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Waits until every process printed `READY <url>`; raises naming the first that died or is late."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(procs)
+    while pending:
+        for p in list(pending):
+            text = p.log.read_text(errors="replace") if p.log.exists() else ""
+            ready = [line for line in text.splitlines() if line.startswith("READY")]
+            if ready:
+                p.url = (ready[-1].split() + [""])[1]
+                pending.remove(p)
+            elif not p.running():
+                raise RuntimeError(
+                    f"{p.name} exited before it was ready; its log {p.log}:\n"
+                    + "\n".join(text.splitlines()[-15:])
+                )
+        if pending and time.monotonic() > deadline:
+            raise RuntimeError(f"{pending[0].name} not ready after {timeout_s:.0f} s; see {pending[0].log}")
+        time.sleep(0.1)
+
+
+def stop_groups(groups: Iterable[list[Proc]]) -> None:
+    """Stops the groups in order, each group's processes at once (SIGTERM to all, then wait for each)."""
+    for group in groups:
+        for p in group:
+            if p.running():
+                p.popen.terminate()  # type: ignore[union-attr]
+        for p in group:
+            p.stop()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """Returns a process's user + system CPU time in seconds (None if it is gone)."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except (psutil.Error, OSError):
+        return None
+    return t.user + t.system
+
+
+def pids_named(name: str) -> list[int]:
+    """Returns the ids of the processes with this name (as `pidof` finds them)."""
+    out = []
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == name:
+            out.append(p.pid)
+    return out
+
+
+CpuSnapshot = dict[str, tuple[str, float]]
+"""{process label: (group, CPU seconds so far)}."""
+
+
+def cpu_snapshot(groups: dict[str, list[Proc]], helpers: list[tuple[str, subprocess.Popen]]) -> CpuSnapshot:
+    """Returns the CPU seconds so far of every process that serves the run: the run's own (per group), the
+    network's helpers (wires, controller), Open vSwitch's daemon and this orchestrator."""
+    procs: list[tuple[str, str, int]] = []
+    for group, items in groups.items():
+        procs += [(group, p.name, p.popen.pid) for p in items if p.popen is not None]
+    procs += [("wires" if name.startswith("wire") else name, name, p.pid) for name, p in helpers]
+    procs += [("ovs-vswitchd", "ovs-vswitchd", pid) for pid in pids_named("ovs-vswitchd")]
+    procs += [("orchestrator", "orchestrator", os.getpid())]
+    out = {}
+    for group, name, pid in procs:
+        cpu = cpu_seconds(pid)
+        if cpu is not None:
+            out[f"{name} ({pid})"] = (group, cpu)
+    return out
+
+
+def write_cpu(path: Path, before: CpuSnapshot, after: CpuSnapshot, seconds: float) -> dict[str, float]:
+    """Writes cpu.json (CPU seconds per process and group during the traffic); returns the groups."""
+    per_proc = {k: round(after[k][1] - before.get(k, (after[k][0], 0.0))[1], 2) for k in after}
+    groups: dict[str, float] = {}
+    for k, v in per_proc.items():
+        groups[after[k][0]] = round(groups.get(after[k][0], 0.0) + v, 2)
+    path.write_text(
+        json.dumps(
+            {"traffic_wall_s": round(seconds, 2), "groups_cpu_s": groups, "processes_cpu_s": per_proc},
+            indent=1,
+        )
+        + "\n"
+    )
+    return groups

@@ -1,0 +1,216 @@
+"""The report of a live run: the records read back into a summary (summary.json, time series overall and
+per application, success.png, with the decision windows' policies), the result `run_live` returns, and the
+table printed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from analysis.plots import plot_success_over_time
+from analysis.records import OUTCOMES, read_records
+from analysis.summary import RunSummary, Tally, outcome_index
+from live.merge import merge_windows, scheduler_stats, source_stats
+from simulator.run import write_timeseries
+
+if TYPE_CHECKING:
+    from live.orchestrate import LiveRun
+
+
+@dataclass
+class LiveResult:
+    """What `run_live` gives back: the summary, the run dir and the accounting check."""
+
+    summary: RunSummary
+    out: Path
+    expected_queries: int
+    recorded_queries: int
+    reasons: dict[str, int]
+    scheduler_stats: dict[str, dict]
+    wall_s: float
+    events: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class LiveInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM ended the run early; the network is down and `result` sums up what was recorded."""
+
+    def __init__(self, result: LiveResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
+def window_policies(rows: list[dict]) -> dict:
+    """Returns the policy counts of the windows log: overall, per antenna, and the decision time."""
+    per_antenna: dict[str, dict[str, int]] = {}
+    overall: dict[str, int] = {}
+    for r in rows:
+        ant = per_antenna.setdefault(r["antenna"], {})
+        ant[r["policy"]] = ant.get(r["policy"], 0) + 1
+        overall[r["policy"]] = overall.get(r["policy"], 0) + 1
+
+    def pct(key: str) -> dict:
+        x = np.array([float(r[key]) for r in rows if r.get(key)], dtype=np.float64)
+        return {"n": int(x.size), **({"p50": round(float(np.percentile(x, 50)), 1),
+                                      "p99": round(float(np.percentile(x, 99)), 1),
+                                      "max": round(float(x.max()), 1)} if x.size else {})}
+
+    return {
+        "windows": len(rows),
+        "policies": dict(sorted(overall.items())),
+        "per_antenna": {a: dict(sorted(c.items())) for a, c in sorted(per_antenna.items())},
+        "decide_us": pct("decide_us"),
+        "decide_cpu_us": pct("decide_cpu_us"),
+    }
+
+
+def summarise(run: LiveRun, wall_s: float) -> LiveResult:
+    """Reads the records back: summary.json, timeseries (overall and per app), success.png."""
+    table = read_records(run.out / "records.csv")
+    apps = tuple(sorted(set(run.trace.app.tolist())))
+    tally = Tally(run.spec.window_s, apps)
+    t_send = table.column("t_send_ms").to_numpy()
+    last_ms = float(t_send.max()) if len(t_send) else 0.0  # a source that fell behind sends past the duration
+    app_col = np.array(table.column("app").to_pylist(), dtype=object)
+    lookup = {a: i for i, a in enumerate(apps)}
+    outcomes = np.array(table.column("outcome").to_pylist(), dtype=object)
+    tally.add(t_send, np.array([lookup[a] for a in app_col], dtype=np.int64), outcome_index(outcomes))
+    window_ms = run.spec.window_s * 1000.0
+    n_windows = max(1, math.ceil(run.duration_s * 1000.0 / window_ms), math.floor(last_ms / window_ms) + 1)
+    reasons: dict[str, int] = {}
+    for o, r in zip(outcomes, table.column("reason").to_pylist(), strict=True):
+        key = f"{o}:{r}" if r else o
+        reasons[key] = reasons.get(key, 0) + 1
+    sched = scheduler_stats(run.out)
+    real = {p.resource for p in run.workers_plan if p.real}
+    inferred = np.isfinite(table.column("t_infer_end_ms").to_numpy())
+    names = [
+        f"{v}@{c}"
+        for v, c in zip(table.column("variant").to_pylist(), table.column("cluster").to_pylist(), strict=True)
+    ]
+    real_inferred = {
+        r: int(sum(1 for n, ok in zip(names, inferred, strict=True) if ok and n == r)) for r in real
+    }
+    sources = source_stats(run.out)
+    if sources:  # the sources have exited by the last CPU snapshot: they report their own CPU time
+        run.cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
+    expected = run.trace.expected_queries(run.duration_s)
+    windows = merge_windows(run.out)
+    summary = RunSummary.from_tally(
+        tally,
+        n_windows,
+        environment="testbed",
+        topology=run.topo.name,
+        policy=run.policy,
+        seed=run.spec.seed if run.spec.trace is None else None,
+        lambda_per_min=run.load_label,
+        duration_s=run.duration_s,
+        extra={
+            "streams": len(run.trace),
+            "profiles": run.profiles.source,
+            "expected_queries": expected,
+            "recorded_queries": table.num_rows,
+            "real_onnx_inferred": real_inferred,
+            "reasons": reasons,
+            "real_sites": list(run.real_sites),
+            "wall_s": round(wall_s, 1),
+            "sources": sources,
+            "cpu_s": run.cpu_groups,
+            "scheduler_overhead_us": {k: v.get("overhead_us") for k, v in sched.items()},
+            "agent": str(run.spec.agent) if run.spec.agent is not None else None,
+            "decision_window_s": run.decision_window_s,
+            "policy_windows": window_policies(windows),
+        },
+    )
+    summary.write_json(run.out / "summary.json")
+    write_timeseries(summary, run.out / "timeseries.csv")
+    _write_per_app(tally, n_windows, run.out / "timeseries_per_app.csv")
+    bands = {}
+    for r in windows:
+        bands.setdefault(r["antenna"], []).append(
+            (float(r["t_start_ms"]) / 1000.0, float(r["t_end_ms"]) / 1000.0, r["policy"])
+        )
+    plot_success_over_time([summary], run.out / "success.png", policy_bands=bands or None)
+    from_schedulers = [
+        {**e, "source": f"scheduler {k}"} for k, v in sched.items() for e in v.get("events", [])
+    ]
+    with (run.out / "events.jsonl").open("a") as f:  # one log of every event: the orchestrator's and theirs
+        f.writelines(json.dumps(e) + "\n" for e in from_schedulers)
+    events = run.events.entries + from_schedulers
+    return LiveResult(
+        summary=summary,
+        out=run.out,
+        expected_queries=expected,
+        recorded_queries=table.num_rows,
+        reasons=reasons,
+        scheduler_stats=sched,
+        wall_s=wall_s,
+        events=events,
+    )
+
+
+def _write_per_app(tally: Tally, n_windows: int, path: Path) -> None:
+    counts = tally.trimmed(n_windows)
+    with path.open("w") as f:
+        f.write("t_s,app," + ",".join(OUTCOMES) + "\n")
+        for w in range(n_windows):
+            for i, app in enumerate(tally.apps):
+                f.write(f"{w * tally.window_s:g},{app}," + ",".join(str(int(x)) for x in counts[w, i]) + "\n")
+
+
+def format_result(result: LiveResult) -> str:
+    """Returns the summary table printed at the end of a run."""
+    s = result.summary
+    o = s.overall
+    lines = [
+        f"{s.environment} {s.topology}, policy {s.policy}, load {s.lambda_per_min}, {s.duration_s:g} s "
+        f"(wall {result.wall_s:.0f} s)",
+        f"queries: {result.recorded_queries} recorded of {result.expected_queries} sent"
+        + ("" if result.recorded_queries == result.expected_queries else "  <-- MISMATCH"),
+        "",
+        f"{'application':24} {'queries':>8} {'success':>8} {'failed':>8} {'rejected':>8}",
+        f"{'all':24} {o.queries:8d} {o.success:8.3f} {o.failed:8.3f} {o.rejected:8.3f}",
+    ]
+    for app, r in sorted(s.per_app.items()):
+        lines.append(f"{app:24} {r.queries:8d} {r.success:8.3f} {r.failed:8.3f} {r.rejected:8.3f}")
+    lines += ["", "outcomes by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))]
+    real = s.extra.get("real_onnx_inferred") or {}
+    lines.append(
+        f"frames through real ONNX inference: {sum(real.values())}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(real.items()))})" if real else " (no real worker)")
+    )
+    lag = max((v.get("lag_p99_ms", 0.0) for v in s.extra.get("sources", {}).values()), default=0.0)
+    lines.append(
+        f"sources' send lag p99 {lag:.1f} ms"
+        + ("  <-- the testbed itself fell behind (overloaded)" if lag > 50 else "")
+    )
+    cpu = s.extra.get("cpu_s") or {}
+    if cpu:
+        lines.append(
+            "CPU seconds during the traffic: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+        )
+    for ant, st in sorted(result.scheduler_stats.items()):
+        ov = st.get("overhead_us", {})
+        if ov.get("n"):
+            lines.append(
+                f"scheduler {ant}: {ov['n']} frames relayed, overhead p50 {ov['p50']:.0f} us, "
+                f"p99 {ov['p99']:.0f} us; streams {st['streams']}; workers down {st['workers_down']}"
+            )
+    pw = s.extra.get("policy_windows") or {}
+    if pw.get("windows"):
+        cost, cpu = pw.get("decide_us", {}), pw.get("decide_cpu_us", {})
+        lines.append(
+            f"decision windows ({s.extra.get('decision_window_s', 0):g} s, all antennas): {pw['windows']}; "
+            + ", ".join(f"{k} {v}" for k, v in pw["policies"].items())
+            + (f"; decision time p50 {cost['p50']:.0f} us, p99 {cost['p99']:.0f} us wall" if cost.get("n") else "")
+            + (f", p50 {cpu['p50']:.0f} us, p99 {cpu['p99']:.0f} us CPU" if cpu.get("n") else "")
+        )
+    lines.append(f"run dir: {result.out}")
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""The run dir's layout, written down once: where the orchestrator puts each file and where its children
+(schedulers, sources) find them given only the run dir; the addresses of the run's hosts (from the network's
+`network.json`); and the t0 file that starts the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEDULER_PORT = 7000
+"""Every antenna scheduler listens on this port of its host's emulated address."""
+
+
+def _numbered(name: str, restart: int) -> str:
+    """Returns `name` for a first process, `name.N` for its N-th restart."""
+    return f"{name}.{restart}" if restart else name
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one live run (README: the run dir); `root` is absolute, so children find them anywhere."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    @property
+    def spec(self) -> Path:
+        """The run spec as resolved for this run, which every scheduler and source reads."""
+        return self.root / "spec.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def t0(self) -> Path:
+        """The run's start (epoch seconds), written once every process is ready."""
+        return self.root / "t0"
+
+    @property
+    def trace(self) -> Path:
+        return self.root / "trace.csv"
+
+    @property
+    def workers(self) -> Path:
+        """{resource: {url, model, real}} once the workers are ready."""
+        return self.root / "workers.json"
+
+    @property
+    def network(self) -> Path:
+        return self.root / "network.json"
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records.csv"
+
+    def source_records(self, antenna: str) -> Path:
+        return self.root / "records" / f"{antenna}.csv"
+
+    def scheduler_stats(self, antenna: str, restart: int = 0) -> Path:
+        return self.root / "schedulers" / f"{_numbered(antenna, restart)}.json"
+
+    def windows_log(self, antenna: str, restart: int = 0) -> Path:
+        return self.root / "windows" / f"{_numbered(antenna, restart)}.csv"
+
+    def log(self, kind: str, name: str, restart: int = 0) -> Path:
+        """Returns the log of a process: `logs/<kind>-<name>[.N].log` (kind: worker, scheduler, source)."""
+        return self.root / "logs" / f"{kind}-{_numbered(name, restart)}.log"
+
+    def host_address(self, role: str, site: str) -> str:
+        """Returns the emulated address of the host of `role` at `site`, from the network's description."""
+        try:
+            hosts = json.loads(self.network.read_text())["hosts"]
+            return next(str(h["ip"]) for h in hosts if h["name"] == f"{role}-{site}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.network}: no address for host {role}-{site} ({exc!r})") from None
+        except StopIteration:
+            raise ValueError(f"{self.network}: no host {role}-{site}") from None
+
+    def scheduler_url(self, antenna: str) -> str:
+        return f"http://{self.host_address('scheduler', antenna)}:{SCHEDULER_PORT}"
+
+
+def write_t0(path: Path, t0_s: float) -> None:
+    """Writes the run's t0 at once (a reader never sees half of it)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{t0_s:.6f}\n")
+    tmp.replace(path)
+
+
+async def wait_t0(path: Path, timeout_s: float = 600.0, stop: asyncio.Event | None = None) -> float | None:
+    """Returns the run's t0 (epoch seconds) once the orchestrator has written it to `path`; None if `stop`
+    is set first; raises TimeoutError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            return None
+        try:
+            return float(path.read_text())
+        except (OSError, ValueError):  # not written yet, or half written
+            await asyncio.sleep(0.005)
+    raise TimeoutError(f"{path}: no t0 after {timeout_s:.0f} s")

@@ -1,0 +1,182 @@
+"""The run spec: everything a live run depends on besides the topology, profile and trace files, in one
+dataclass whose fields are the live run's command-line options (live/options.py) and which travels, resolved,
+as `<run dir>/spec.json` to every scheduler and source (`write_spec`, `read_spec`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+
+from live.options import add_options, opt, option_values
+from testbed.capture import DEFAULT_SNAPLEN
+from topologies.strict import one_line, where
+from workload.args import Workload, add_workload_arguments, workload_from_args
+
+DEFAULT_POLICY = "closest"
+"""The live run's policy without --policy and --agent (see RunSpec.policy)."""
+DEFAULT_DURATION_S = 60.0
+"""Seconds of queries of a generated workload without --duration."""
+
+
+def _at(text: str, what: str) -> tuple[str, float]:
+    name, sep, t = text.rpartition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} {text!r}: expected NAME=SECONDS") from None
+
+
+def _sites(text: str) -> tuple[str, ...]:
+    return () if text.strip() == "none" else tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+@with_config(ConfigDict(extra="forbid", strict=True))
+@dataclass(frozen=True)
+class RunSpec:
+    """What one live run does. A field's docstring, up to its first blank line, is its option's --help."""
+
+    topo: str = opt("full-edge")
+    """topology name or YAML path"""
+    policy: str | None = opt(None, metavar="POLICY", default_text=f"{DEFAULT_POLICY}; with --agent, aset")
+    """a static policy, or aset (needs --agent): the agent picks every window's policy
+
+    None: aset with an agent, else closest. Closest by default: it binds the tight streams to the antennas' own
+    clusters, whose CPU variants run real ONNX inference (least-impedance prefers the GPU variants further
+    up, which are profile-driven here)."""
+    agent: Path | None = opt(None)
+    """an exported ASET agent (ONNX, from `train`) that picks each scheduler's policy per decision window;
+    implies --policy aset"""
+    trace: Path | None = opt(None, external=True)
+    """Replay this trace; None: generate Poisson arrivals (lambda_per_min, duration_s, seed)."""
+    lambda_per_min: str = opt("3", external=True)
+    duration_s: float | None = opt(DEFAULT_DURATION_S, external=True)
+    """Queries are sent until this time (None with a trace: until its last stream ends)."""
+    seed: int = opt(1, external=True)
+    profiles: Path | None = opt(None)
+    """profile file (default: measured, else provisional)"""
+    out: Path | None = opt(None)
+    """run dir (default runs/<time>-<topo>)"""
+    real_sites: tuple[str, ...] | None = opt(None, "--real-workers", metavar="SITES", parse=_sites)
+    """comma list of cluster sites whose CPU variants run real ONNX inference, as far as the one core real
+    inference gets carries their replicas; 'none' for none (default: the cluster where a simulated dry run of
+    the trace gives those variants the most queries); every other worker is profile-driven
+
+    None: `choose_real_site` on a simulated dry run of the trace (the smallest cluster when no stream goes to
+    a CPU variant)."""
+    pcap: str = opt("default", metavar="HOSTS", default_text="")
+    """hosts whose interface is captured: default (antennas' sources and the worker hosts), all, none, or a
+    comma list of host names"""
+    pcap_snaplen: int = opt(DEFAULT_SNAPLEN)
+    """bytes kept per packet"""
+    shaping: str = opt("auto", choices=("auto", "netem", "wire"))
+    """how links get their delay: netem, the userspace wire, or auto (netem where the kernel has it)"""
+    switch: str = opt("ovs", choices=("ovs", "lxbr"))
+    """the switches: Open vSwitch or Linux bridges"""
+    controller: str = opt("osken", choices=("osken", "none"))
+    """the OpenFlow controller: os-ken's shortest-path app, or none (standalone switches)"""
+    timeout_s: float = opt(5.0, "--timeout")
+    """seconds after which an unanswered query has failed (and the drain at the end)"""
+    window_s: float = opt(1.0, "--window")
+    """seconds per decision window and series point"""
+    eta: float = opt(1.0)
+    """capacity headroom factor"""
+    max_batch_delay_ms: float = 2.0
+    queue_limit_per_replica: int = 16
+    """As the simulator's defaults, so that both environments run the same system."""
+    load_poll_s: float = opt(2.0, "--load-poll")
+    """seconds between each scheduler's polls of every worker's load report
+
+    At 1 s, the polls of full-edge's 4 schedulers x 32 workers cost about 0.28 of a core on this machine; at
+    2 s half that."""
+    measure_links: bool = opt(True, "--no-measure")
+    """measure the links before the run; --no-measure skips it"""
+    corrupt_every: int = opt(0, metavar="N", default_text="")
+    """sources send every Nth frame corrupt (robustness check; 0: never)"""
+    kill_worker: tuple[tuple[str, float], ...] = opt(
+        (), metavar="RESOURCE=SECONDS", repeat=True, parse=lambda t: _at(t, "--kill-worker"))
+    """SIGKILL a resource's worker at that time (seconds after t0), e.g. tiny-yolov2-cpu-b4@dc1=20"""
+    restart_scheduler: tuple[tuple[str, float], ...] = opt(
+        (), metavar="ANTENNA=SECONDS", repeat=True, parse=lambda t: _at(t, "--restart-scheduler"))
+    """stop an antenna's scheduler and start a fresh one at that time (seconds after t0)"""
+    lead_s: float = 0.5
+    """Seconds between every process being ready and t0."""
+    profile_real_workers: bool = opt(True, "--no-profile-real-workers")
+    """time the real workers' models on this CPU first and decide with those figures (--no-profile-real-workers:
+    decide with --profiles as given)
+
+    The run's `profiles.yaml` is the given profile with those models' CPU latencies replaced
+    (live/realprofile.py). Skipped with an agent, whose state is defined by the profile it was trained with."""
+    mtu: int = opt(9000)
+    """MTU of the emulated interfaces (9000: jumbo frames, much less forwarding CPU)
+
+    Jumbo frames by default: a 50 kB frame is ~6 packets instead of ~35, which the userspace wires and
+    switches of a 2-core machine can forward (1500: standard)."""
+
+    @property
+    def effective_policy(self) -> str:
+        """Returns the policy the run's schedulers start with (aset with an agent); refuses a bad --policy."""
+        from scheduler.core import check_policy  # not at the top: every source reads a spec, none decides
+
+        return check_policy(self.policy, self.agent, default=DEFAULT_POLICY)
+
+    def workload(self) -> Workload:
+        """Returns the workload: the trace to replay, or the arrivals to generate (refuses bad values)."""
+        return Workload(lambda_per_min=self.lambda_per_min, duration_s=self.duration_s, seed=self.seed,
+                        trace=self.trace, default_duration_s=DEFAULT_DURATION_S)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the live run's options to a parser: one per RunSpec option field, the workload's shared ones."""
+    add_options(parser, RunSpec, external=lambda: add_workload_arguments(
+        parser, lambda_default=RunSpec.lambda_per_min, duration_default_s=DEFAULT_DURATION_S,
+        seed_default=RunSpec.seed))
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """Returns the spec the parsed options describe; refuses a bad workload or policy (ValueError)."""
+    w = workload_from_args(args)
+    duration = w.duration_s if w.duration_s is not None or w.trace is not None else w.default_duration_s
+    spec = RunSpec(**option_values(args, RunSpec), trace=w.trace, lambda_per_min=w.lambda_per_min,
+                   duration_s=duration, seed=w.seed)
+    _ = spec.effective_policy
+    return spec
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be read or is malformed: the message is one line naming the file and key."""
+
+
+_ADAPTER: TypeAdapter[RunSpec] | None = None
+
+
+def _adapter() -> TypeAdapter[RunSpec]:
+    global _ADAPTER
+    if _ADAPTER is None:
+        _ADAPTER = TypeAdapter(RunSpec)
+    return _ADAPTER
+
+
+def write_spec(spec: RunSpec, path: Path) -> None:
+    path.write_text(json.dumps(_adapter().dump_python(spec, mode="json"), indent=1) + "\n")
+
+
+def read_spec(path: Path) -> RunSpec:
+    """Returns the spec in a spec.json; raises SpecError with one line naming the file and the key at fault."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return _adapter().validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        if err.get("type") == "unexpected_keyword_argument":  # a stdlib dataclass's word for extra_forbidden
+            raise SpecError(f"{path}: {where(tuple(err['loc']))}: unknown key") from None
+        raise SpecError(one_line(path, exc)) from None

@@ -1,0 +1,58 @@
+"""Service start-up and shut-down, written once for every process that serves: an aiohttp application on
+host:port, announced with `READY <url>` when the caller says it is ready, stopped by SIGTERM or SIGINT.
+
+The workers and the live run's antenna schedulers serve through `serving`; the live run's sources, which
+serve nothing, use `stop_on_signals` and `announce_ready` (live may import workers, workers not live).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+
+def stop_on_signals(event: asyncio.Event | None = None) -> asyncio.Event:
+    """Returns an event (`event`, or a new one) that SIGTERM and SIGINT set, on the running loop."""
+    stop = event if event is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def announce_ready(url: str = "", say: Callable[..., None] = print) -> None:
+    """Prints the line the orchestrator waits for: `READY <url>` (`READY` alone for a process with no URL)."""
+    say(f"READY {url}" if url else "READY", flush=True)
+
+
+@dataclass
+class Service:
+    """An application being served: its address and the event that asks it to stop."""
+
+    url: str
+    stop: asyncio.Event
+
+    def announce(self, say: Callable[..., None] = print) -> None:
+        announce_ready(self.url, say)
+
+
+@asynccontextmanager
+async def serving(app: web.Application, host: str, port: int, shutdown_timeout_s: float = 60.0
+                  ) -> AsyncIterator[Service]:
+    """Serves `app` on host:port (port 0: the OS picks) until the block ends; SIGTERM or SIGINT set the
+    service's `stop`. The block announces READY when the service is ready and waits for `stop`."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        bound_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url_host = f"[{host}]" if ":" in host else host
+        yield Service(url=f"http://{url_host}:{bound_port}", stop=stop_on_signals())
+    finally:
+        await runner.cleanup()
