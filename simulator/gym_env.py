@@ -7,6 +7,7 @@ encoding itself lives in `scheduler.aset.state`, shared with the live schedulers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,4 +178,15 @@ class AsetEnv(gym.Env):
         if self.shadow is not None:
             info["baseline_success"] = baseline_success
         return obs, reward, terminated, truncated, info
+
+    def play(self, choose: Callable[[np.ndarray], int], obs: np.ndarray) -> list[int]:
+        """Steps with `choose(observation)` from `obs` (the last observation) until the simulation ends;
+        returns the action of every decision window."""
+        if self.sim is None:
+            raise RuntimeError("call reset() before play()")
+        actions: list[int] = []
+        while not self.sim.done:
+            actions.append(int(choose(obs)))
+            obs, *_ = self.step(actions[-1])
+        return actions
 
