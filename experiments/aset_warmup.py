@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             print(lines[-1], flush=True)
     if args.results_page:
         body = (f"Policy P for the first k decision windows of an episode, then {BASE}: the causal start rule "
-                f"next to the clairvoyant oracle ([aset-oracle](aset-oracle.md)). Profiles "
+                f"next to the clairvoyant oracle (experiments/aset_oracle.py). Profiles "
                 f"`{repo_relative(system.profiles.source)}`{f', agent `{args.agent}`' if args.agent else ''}.\n\n```text\n"
                 + "\n".join(lines) + f"\n```\n\nRun time {time.perf_counter() - t0:.0f} s.\n")
         print(f"wrote {write_results_page(args.results_page, 'A causal start rule: P for k windows, then ' + BASE, body)}")
