@@ -2,7 +2,7 @@
 recomputed as replicas x b / (batch_ms[b] + b x input_ms_per_mb x a nominal frame size).
 
     .venv/bin/python experiments/admission_whatif.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
-        --frame-kb 0,60,80
+        --frame-kb 0,60,80 [--results-page]
 
 This file owns that comparison. By default a profile declares a variant's capacity from its batch latency
 alone (`Variant.capacity_qps`), while the delay constraint and the simulated workers also spend
@@ -12,7 +12,7 @@ profile file's `capacity_frame_kb` key makes the declared capacities count that 
 size. Here a copy of the profile is written per size (0 kB: the profile as it is; 60 kB: the workload's mean
 video-surveillance frame; 80 kB: the largest frame of any application), every static policy is run on the
 `evaluate` traces and seeds through the ordinary loaders, and the counts are pooled over the seeds as
-`evaluate` pools them.
+`evaluate` pools them; `--results-page` also writes the table to docs/results/admission-whatif.md.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ from empty, mostly with farthest and cheaper; this measures how much of that a r
 knowledge of the future keeps.
 
     .venv/bin/python experiments/aset_warmup.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
-        [--policies farthest,cheaper,random-proportional-load] [--windows 1,2,3] [--agent runs/aset/full-edge]
+        [--policies farthest,cheaper,random-proportional-load] [--windows 1,2,3] [--agent runs/aset/full-edge] \\
+        [--results-page]
 
 Same simulations as `evaluate` and the oracle (oracle_search.agent_sim: the agent's T and profile when
 --agent is given). Prints success per seed and the mean of seeds, with the difference from load-balancing.

@@ -2,9 +2,10 @@
 
     .venv/bin/python run_testbed.py simulate --topo full-edge --policy load-balancing --lambda 100 \\
         --duration 600 --seed 1 --out runs/sim-lb100
-    .venv/bin/python experiments/failure_sites.py runs/sim-lb100/records.csv --topo full-edge
+    .venv/bin/python experiments/failure_sites.py runs/sim-lb100/records.csv --topo full-edge [--results-page]
 
-This file owns that per-resource breakdown of a per-query log (simulator or testbed, same format). For each
+This file owns that per-resource breakdown of a per-query log (simulator or testbed, same format), and its
+results page (docs/results/failure-sites.md, with the run read from the summary.json beside the log). For each
 resource (cluster, variant) that answered queries it prints:
 - the capacity the schedulers admit streams against (replicas x `Variant.capacity_qps`, as `scheduler.system`
   declares it: `b / batch_ms[b]`, plus the input time of a frame of `capacity_frame_kb` when the profile

@@ -60,8 +60,7 @@ def env_config(agent: str | None) -> tuple[EnvConfig, str | None]:
     from scheduler.aset.policy import OnnxPolicy
 
     meta = OnnxPolicy(agent_path(agent)).meta
-    cfg = EnvConfig(decision_window_s=meta.decision_window_s, sim_window_s=SIM_WINDOW_S,
-                    history=meta.state_shape[0], theta=0.0)
+    cfg = EnvConfig.for_agent(meta, SIM_WINDOW_S)
     return cfg, meta.profiles or None
 
 

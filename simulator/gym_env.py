@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from scheduler.aset.meta import AgentMeta
 from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.system import SystemModel
@@ -63,6 +64,12 @@ class EnvConfig:
         lo, hi = self.lambda_range_per_min
         if not 0 <= lo <= hi:
             raise ValueError(f"lambda_range_per_min={self.lambda_range_per_min} must satisfy 0 <= lo <= hi")
+
+    @staticmethod
+    def for_agent(meta: AgentMeta, sim_window_s: float) -> EnvConfig:
+        """Returns the environment an exported agent runs in: its decision window T and history K, no early end."""
+        return EnvConfig(decision_window_s=meta.decision_window_s, sim_window_s=sim_window_s,
+                         history=meta.state_shape[0], theta=0.0)
 
     @property
     def sim_steps_per_decision(self) -> int:

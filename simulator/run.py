@@ -58,8 +58,7 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
     from simulator.gym_env import AsetEnv, EnvConfig
 
     policy = OnnxPolicy(agent)
-    env = AsetEnv(system, EnvConfig(decision_window_s=policy.meta.decision_window_s, sim_window_s=config.window_s,
-                                    history=policy.meta.state_shape[0], theta=0.0))
+    env = AsetEnv(system, EnvConfig.for_agent(policy.meta, config.window_s))
     policy.meta.check_compatible(env.spec_state, str(agent))
     env.sim_config = config  # the run's eta, window and batching; the duration is set by reset
     duration = config.duration_s if config.duration_s is not None else float(trace.end_s.max(initial=0.0))

@@ -102,8 +102,7 @@ def evaluate(system: SystemModel, agent: OnnxPolicy | None, lambdas: list[float]
     """Runs every static policy and (if given) the agent on trace(lambda, seed) with simulator seed `seed`."""
     env_cfg = None
     if agent is not None:
-        env_cfg = EnvConfig(decision_window_s=agent.meta.decision_window_s, sim_window_s=sim_window_s,
-                            history=agent.meta.state_shape[0], theta=0.0)
+        env_cfg = EnvConfig.for_agent(agent.meta, sim_window_s)
         agent.meta.check_compatible(AsetEnv(system, env_cfg).spec_state, "agent")
     results: dict[float, dict[str, PolicyResult]] = {}
     for lam in lambdas:
