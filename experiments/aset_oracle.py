@@ -140,11 +140,7 @@ def tables(cases: list[dict[str, Any]]) -> str:
         lines.append(f"| {c['lambda']:g} | {c['seed']} | {_pct(c['oracle']['success'])} | "
                      + " | ".join(_pct(c["static"][n]["success"]) for n in POLICY_NAMES)
                      + f" | {gain:+.2f} ({_short(best)}) |")
-    for lam in sorted({c["lambda"] for c in cases}):
-        group = [c for c in cases if c["lambda"] == lam]
-        pooled = {n: _pool([c["static"][n] for c in group]) for n in POLICY_NAMES}
-        pooled["oracle"] = _pool([c["oracle"] for c in group])
-        best = max(POLICY_NAMES, key=lambda n: pooled[n]["success"])
+    for lam, group, pooled, best in by_lambda(cases):
         gain = 100 * (pooled["oracle"]["success"] - pooled[best]["success"])
         seeds = ",".join(str(c["seed"]) for c in group)
         lines.append(f"| **{lam:g}** | pooled {seeds} | **{_pct(pooled['oracle']['success'])}** | "
@@ -174,6 +170,18 @@ def _pool(rs: list[dict[str, Any]]) -> dict[str, Any]:
             "rejected": sum(r["rejected_n"] for r in rs) / q}
 
 
+def by_lambda(cases: list[dict[str, Any]]) -> list[tuple[float, list[dict[str, Any]], dict[str, Any], str]]:
+    """Returns, per lambda in increasing order: its cases (in the given order), the pooled ratios of every static
+    and of the oracle (their counts summed over the seeds, as `evaluate` pools them) and the best static."""
+    out = []
+    for lam in sorted({c["lambda"] for c in cases}):
+        group = [c for c in cases if c["lambda"] == lam]
+        pooled = {n: _pool([c["static"][n] for c in group]) for n in POLICY_NAMES}
+        pooled["oracle"] = _pool([c["oracle"] for c in group])
+        out.append((lam, group, pooled, max(POLICY_NAMES, key=lambda n: pooled[n]["success"])))
+    return out
+
+
 def merge(out_dir: Path) -> dict[str, Any]:
     """Reads the case files in `out_dir`; returns the summary (pooled per lambda) with the cases."""
     cases = [json.loads(p.read_text()) for p in sorted(out_dir.glob("case_*.json"))]
@@ -184,11 +192,7 @@ def merge(out_dir: Path) -> dict[str, Any]:
     if len(keys) > 1:
         raise SystemExit(f"{out_dir}: cases with different horizon/duration/window/mode: {sorted(keys, key=str)}")
     summary: dict[str, Any] = {"lambdas": {}}
-    for lam in sorted({c["lambda"] for c in cases}):
-        group = [c for c in cases if c["lambda"] == lam]
-        pooled = {n: _pool([c["static"][n] for c in group]) for n in POLICY_NAMES}
-        pooled["oracle"] = _pool([c["oracle"] for c in group])
-        best = max(POLICY_NAMES, key=lambda n: pooled[n]["success"])
+    for lam, group, pooled, best in by_lambda(cases):
         summary["lambdas"][f"{lam:g}"] = {
             "seeds": [c["seed"] for c in group], "pooled": pooled, "best_static": best,
             "oracle_gain_points": 100 * (pooled["oracle"]["success"] - pooled[best]["success"]),
