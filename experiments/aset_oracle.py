@@ -230,8 +230,8 @@ def refine_source(folder: Path, topo: str, lam: float, seed: int, duration_s: fl
 def results_page(name: str, cases: list[dict[str, Any]], table: str) -> Path:
     """Writes the tables of these cases as docs/results/<name>.md, with what the cases were run on."""
     first = cases[0]
-    body = (f"Topology {first.get('topology', '?')}, profiles `{first.get('profiles', '?')}`, agent "
-            f"`{first.get('agent')}` (its T, K and profile; none: EnvConfig's), {len(cases)} cases, "
+    agent = f"agent `{first['agent']}` (its T, K and profile)" if first.get("agent") else "no agent (EnvConfig's T, K)"
+    body = (f"Topology {first.get('topology', '?')}, profiles `{first.get('profiles', '?')}`, {agent}, {len(cases)} cases, "
             f"{sum(c.get('case_wall_s', 0.0) for c in cases) / 60:.0f} min of computing in all. Success, failed "
             f"and rejected are % of queries; per lambda, the seeds' counts are pooled as `evaluate` pools "
             f"them.\n\n{table}\n")
