@@ -1,7 +1,7 @@
 """`run_testbed.py train` and `run_testbed.py evaluate`: ASET's training and its comparison with the statics.
 
 `register(subparsers)` adds both commands; torch is imported only by `train`, so `evaluate` runs an exported
-agent with ONNX Runtime alone.
+agent with ONNX Runtime alone. `train`'s defaults are DQNConfig's.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 from analysis.resultspage import add_results_page_argument
+from training.config import DQNConfig
 from workload.args import add_lambda_argument, add_seed_argument, add_sweep_arguments, sweep_from_args
 
-TRAIN_LAMBDA = "60"
-"""`train`: the centre of the episodes' lambdas (DQNConfig.lambda_per_min's default)."""
 EVALUATE_LAMBDAS = "20,40,60,80,100"
 """`evaluate`: the paper's loads, with its seeds 1,2,3 and 600 s per run (add_sweep_arguments' defaults)."""
 
@@ -22,16 +21,19 @@ EVALUATE_LAMBDAS = "20,40,60,80,100"
 def register(subparsers: argparse._SubParsersAction) -> None:
     t = subparsers.add_parser("train", help="train an ASET agent in the simulator (checkpoint + ONNX + log)")
     t.add_argument("--topo", default="full-edge", help="topology name (topologies/NAME.yaml) or file")
-    add_lambda_argument(t, default=TRAIN_LAMBDA, number_only=True,
-                        what="nominal new streams per minute per antenna; episodes draw 0.5x..1.8x")
+    add_lambda_argument(t, default=f"{DQNConfig.lambda_per_min:g}", number_only=True,
+                        what=f"nominal new streams per minute per antenna; episodes draw "
+                             f"{DQNConfig.lambda_low_factor:g}x..{DQNConfig.lambda_high_factor:g}x")
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="stop after this many wall-clock minutes")
-    budget.add_argument("--steps", type=int, default=None, help="decisions to train for (default 40000)")
-    add_seed_argument(t, what="seed of episodes, exploration and weights")
+    budget.add_argument("--steps", type=int, default=None,
+                        help=f"decisions to train for (default {DQNConfig.total_steps})")
+    add_seed_argument(t, default=DQNConfig.seed, what="seed of episodes, exploration and weights")
     t.add_argument("--out", default="runs/aset", help="folder for agent.pt, agent.onnx, train_log.csv, train.json")
     t.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
-    t.add_argument("--validation-duration", type=float, default=300.0,
-                   help="seconds of each held-out run that calibrates the fallback guard (default 300)")
+    t.add_argument("--validation-duration", type=float, default=DQNConfig.validation_duration_s,
+                   help=f"seconds of each held-out run that calibrates the fallback guard "
+                        f"(default {DQNConfig.validation_duration_s:g})")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -51,7 +53,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from scheduler.profiles import load_profiles
     from scheduler.system import build_system
     from topologies import load_topology
-    from training.config import DQNConfig
     from training.train import train
 
     system = build_system(load_topology(args.topo), load_profiles(args.profiles))
