@@ -29,13 +29,10 @@ from analysis.resultspage import add_results_page_argument, write_results_page  
 from scheduler.core import POLICY_NAMES, Scheduler, StreamRequest, policy_index  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
+from simulator.cli import DEFAULT_DURATION_S, DEFAULT_LAMBDA  # noqa: E402
 from simulator.engine import SimConfig, Simulation  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from workload.args import Workload, add_workload_arguments, workload_from_args  # noqa: E402
-
-LAMBDA = "60"
-DURATION_S = 600.0
-"""The paper's middle load for ten minutes, as `simulate` runs by default."""
 
 
 def one_run(topo: str, lam: float, duration: float, records: str, policy: str = "least-impedance",
@@ -91,7 +88,9 @@ def decision_cost(topo: str, n: int = 20000) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--topo", default="full-edge")
-    add_workload_arguments(ap, lambda_default=LAMBDA, duration_default_s=DURATION_S, replay=False, number_only=True)
+    # The load `simulate` runs by default: the paper's middle load for ten minutes.
+    add_workload_arguments(ap, lambda_default=DEFAULT_LAMBDA, duration_default_s=DEFAULT_DURATION_S, replay=False,
+                           number_only=True)
     add_results_page_argument(ap, "simulator-speed")
     args = ap.parse_args()
     workload = workload_from_args(args)
