@@ -6,9 +6,11 @@ figure in the docs can always be traced to a run that can be repeated.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -58,9 +60,18 @@ def command_line(argv: list[str] | None = None) -> str:
     return ".venv/bin/python " + shlex.join(argv)
 
 
+def check_page_name(name: str) -> str:
+    """Returns `name` if it can name a page (letters, digits, '.', '_', '-'; no path); raises ValueError."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name.endswith(".md"):
+        raise ValueError(f"results page {name!r}: a page name is letters, digits, '.', '_' and '-', without "
+                         "folder or .md (it becomes docs/results/<name>.md)")
+    return name
+
+
 def write_results_page(name: str, title: str, body_md: str, *, command: str | None = None,
                        results_dir: Path | None = None) -> Path:
     """Writes `docs/results/<name>.md` (title, provenance, then `body_md`) and returns its path."""
+    check_page_name(name)
     folder = results_dir if results_dir is not None else RESULTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.md"
@@ -74,3 +85,25 @@ def write_results_page(name: str, title: str, body_md: str, *, command: str | No
     )
     path.write_text(header + body_md.rstrip() + "\n")
     return path
+
+
+def add_results_page_argument(parser: argparse.ArgumentParser, page: str) -> None:
+    """Adds `--results-page [NAME]` (dest `results_page`): write docs/results/NAME.md, NAME `page` if omitted;
+    without the option no page is written (so a quick trial run never overwrites a committed page)."""
+    parser.add_argument("--results-page", nargs="?", const=page, default=None, metavar="NAME", type=_page_argument,
+                        help=f"also write the results to docs/results/NAME.md (NAME default: {page})")
+
+
+def _page_argument(text: str) -> str:
+    try:
+        return check_page_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def repo_relative(path: str | Path) -> str:
+    """Returns `path` relative to the repository root when it lies inside it, else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

@@ -3,7 +3,8 @@
 Figures: simulated queries per second of wall time on one core (with and without streaming the records
 to CSV), the simulated/real-time ratio, peak memory for a short and a 4x longer run (must stay flat),
 and the p50/p99 cost of one binding decision against the 50 us goal.
-Run: .venv/bin/python benchmarks/bench_simulator.py [--duration 600] [--lambda 60]
+Run: .venv/bin/python benchmarks/bench_simulator.py [--duration 600] [--lambda 60] [--seed 1] [--results-page]
+(--results-page: also write docs/results/simulator-speed.md).
 """
 
 from __future__ import annotations
@@ -24,20 +25,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.records import RecordWriter  # noqa: E402
+from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
 from scheduler.core import POLICY_NAMES, Scheduler, StreamRequest, policy_index  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
+from simulator.cli import DEFAULT_DURATION_S, DEFAULT_LAMBDA  # noqa: E402
 from simulator.engine import SimConfig, Simulation  # noqa: E402
 from topologies import load_topology  # noqa: E402
-from workload.arrivals import RateSchedule, generate_trace  # noqa: E402
+from workload.args import Workload, add_workload_arguments, workload_from_args  # noqa: E402
 
 
-def one_run(topo: str, lam: float, duration: float, records: str, policy: str = "least-impedance") -> dict:
+def one_run(topo: str, lam: float, duration: float, records: str, policy: str = "least-impedance",
+            seed: int = 1) -> dict:
     """Returns wall time, queries and peak RSS of one simulation (run in this process)."""
     system = build_system(load_topology(topo), load_profiles())
-    # The same trace `run_testbed.py simulate --seed 1` generates.
-    trace = generate_trace(system.antennas, RateSchedule.constant(lam), duration,
-                           np.random.default_rng(np.random.SeedSequence(1).spawn(1)[0]))
+    # The trace `run_testbed.py simulate --lambda LAM --duration D --seed S` generates.
+    trace, _ = Workload(lambda_per_min=str(lam), duration_s=duration, seed=seed).build(system.antennas)
     with tempfile.TemporaryDirectory() as tmp:
         writer = RecordWriter(Path(tmp) / f"records.{records}") if records else None
         sim = Simulation(system, trace, SimConfig(duration_s=duration), seed=1,
@@ -51,11 +54,11 @@ def one_run(topo: str, lam: float, duration: float, records: str, policy: str = 
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def in_subprocess(topo: str, lam: float, duration: float, records: str) -> dict:
+def in_subprocess(topo: str, lam: float, duration: float, records: str, seed: int = 1) -> dict:
     """Runs `one_run` in a fresh process pinned to one core, so peak memory is the run's own."""
     code = (f"import json,sys; sys.path.insert(0,{str(ROOT)!r}); from benchmarks.bench_simulator import one_run; "
-            f"one_run({topo!r},{lam},5.0,{records!r})\n"  # warm the numba cache and imports
-            f"print(json.dumps(one_run({topo!r},{lam},{duration},{records!r})))")
+            f"one_run({topo!r},{lam!r},5.0,{records!r},seed={seed})\n"  # warm the numba cache and imports
+            f"print(json.dumps(one_run({topo!r},{lam!r},{duration!r},{records!r},seed={seed})))")
     cmd = [sys.executable, "-c", code]
     if hasattr(os, "sched_setaffinity"):
         cmd = ["taskset", "-c", "0", *cmd]
@@ -85,23 +88,39 @@ def decision_cost(topo: str, n: int = 20000) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--topo", default="full-edge")
-    ap.add_argument("--lambda", dest="lam", type=float, default=60.0)
-    ap.add_argument("--duration", type=float, default=600.0)
+    # The load `simulate` runs by default: the paper's middle load for ten minutes.
+    add_workload_arguments(ap, lambda_default=DEFAULT_LAMBDA, duration_default_s=DEFAULT_DURATION_S, replay=False,
+                           number_only=True)
+    add_results_page_argument(ap, "simulator-speed")
     args = ap.parse_args()
-    print(f"simulator on {args.topo}, lambda {args.lam:g}/min per antenna, {args.duration:g} s simulated, one core")
-    core = in_subprocess(args.topo, args.lam, args.duration, records="")
-    rec = in_subprocess(args.topo, args.lam, args.duration, records="csv")
-    par = in_subprocess(args.topo, args.lam, args.duration, records="parquet")
+    workload = workload_from_args(args)
+    lam, duration, seed = float(args.lambda_per_min), workload.generated_duration_s, workload.seed
+    t0 = time.perf_counter()
+    lines = [f"simulator on {args.topo}, lambda {lam:g}/min per antenna, {duration:g} s simulated, one core"]
+    print(lines[-1])
+    core = in_subprocess(args.topo, lam, duration, records="", seed=seed)
+    rec = in_subprocess(args.topo, lam, duration, records="csv", seed=seed)
+    par = in_subprocess(args.topo, lam, duration, records="parquet", seed=seed)
     for name, r in (("without records", core), ("records to CSV", rec), ("records to Parquet", par)):
         qps = r["queries"] / r["wall_s"]
-        print(f"  {name:26s}: {r['queries']} queries in {r['wall_s']:.2f} s = {qps / 1e6:.2f} M queries/s "
-              f"({qps / 1e6:.2f}x the 1 M/s goal); simulated/real time = {r['sim_s'] / r['wall_s']:.0f}x")
-    long = in_subprocess(args.topo, args.lam, args.duration * 4, records="csv")
-    print(f"  peak memory: {rec['peak_rss_mib']:.0f} MiB for {args.duration:g} s, {long['peak_rss_mib']:.0f} MiB for "
-          f"{4 * args.duration:g} s (ratio {long['peak_rss_mib'] / rec['peak_rss_mib']:.2f}; flat is ~1)")
+        lines.append(f"  {name:26s}: {r['queries']} queries in {r['wall_s']:.2f} s = {qps / 1e6:.2f} M queries/s "
+                     f"({qps / 1e6:.2f}x the 1 M/s goal); simulated/real time = {r['sim_s'] / r['wall_s']:.0f}x")
+        print(lines[-1])
+    long = in_subprocess(args.topo, lam, duration * 4, records="csv", seed=seed)
+    lines.append(f"  peak memory: {rec['peak_rss_mib']:.0f} MiB for {duration:g} s, {long['peak_rss_mib']:.0f} MiB "
+                 f"for {4 * duration:g} s (ratio {long['peak_rss_mib'] / rec['peak_rss_mib']:.2f}; flat is ~1)")
+    print(lines[-1])
     d = decision_cost(args.topo)
-    print(f"scheduler decision on {args.topo} ({d['resources']} resources): p50 {d['p50_us']:.1f} us, "
-          f"p99 {d['p99_us']:.1f} us ({d['p99_us'] / 50:.2f}x the 50 us goal)")
+    lines.append(f"scheduler decision on {args.topo} ({d['resources']} resources): p50 {d['p50_us']:.1f} us, "
+                 f"p99 {d['p99_us']:.1f} us ({d['p99_us'] / 50:.2f}x the 50 us goal)")
+    print(lines[-1])
+    if args.results_page:
+        body = ("Simulated queries per second of wall time on one core (`least-impedance`, the trace `simulate` "
+                f"generates with seed {seed}), with and without streaming the per-query records, the simulated/real "
+                "time ratio, peak memory for the run and one 4x longer (flat is ~1), and the cost of one binding "
+                "decision (`Scheduler.decide`) against the 50 us goal.\n\n```text\n" + "\n".join(lines)
+                + f"\n```\n\nThe benchmark took {time.perf_counter() - t0:.0f} s.\n")
+        print(f"wrote {write_results_page(args.results_page, 'Simulator speed', body)}")
 
 
 if __name__ == "__main__":

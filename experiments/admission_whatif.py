@@ -2,7 +2,7 @@
 recomputed as replicas x b / (batch_ms[b] + b x input_ms_per_mb x a nominal frame size).
 
     .venv/bin/python experiments/admission_whatif.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
-        --frame-kb 0,60,80
+        --frame-kb 0,60,80 [--results-page]
 
 This file owns that comparison. By default a profile declares a variant's capacity from its batch latency
 alone (`Variant.capacity_qps`), while the delay constraint and the simulated workers also spend
@@ -12,7 +12,7 @@ profile file's `capacity_frame_kb` key makes the declared capacities count that 
 size. Here a copy of the profile is written per size (0 kB: the profile as it is; 60 kB: the workload's mean
 video-surveillance frame; 80 kB: the largest frame of any application), every static policy is run on the
 `evaluate` traces and seeds through the ordinary loaders, and the counts are pooled over the seeds as
-`evaluate` pools them.
+`evaluate` pools them; `--results-page` also writes the table to docs/results/admission-whatif.md.
 """
 
 from __future__ import annotations
@@ -27,12 +27,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
 from scheduler.profiles import default_profile_path, load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from topologies.loader import load_yaml_strict  # noqa: E402
 from training.rollout import EvalCase, run_static  # noqa: E402
+from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
+
+LAMBDAS = "60,100"
+"""The loads of the failure study (experiments/failure_sites.py, the oracle): the paper's middle and highest."""
 
 
 def profile_with_frame_kb(src: Path, frame_kb: float, dst: Path) -> Path:
@@ -51,43 +56,51 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--topo", default="full-edge")
     ap.add_argument("--profiles", default=None, help="profile file (default: the default profile)")
-    ap.add_argument("--lambdas", default="60,100")
-    ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--duration", type=float, default=600.0)
+    add_sweep_arguments(ap, lambdas_default=LAMBDAS)
     ap.add_argument("--frame-kb", default="0,60,80", help="nominal frame sizes in kB (0: the model as it is)")
+    add_results_page_argument(ap, "admission-whatif")
     args = ap.parse_args(argv)
     try:
         frames = [float(x) for x in args.frame_kb.split(",") if x.strip()]
-        lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]
-        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     except ValueError as e:
-        ap.error(f"--frame-kb/--lambdas/--seeds: {e}")
+        ap.error(f"--frame-kb: {e}")
     if any(f < 0 or not np.isfinite(f) for f in frames):
         ap.error("--frame-kb: sizes must be finite and >= 0")
+    sweep = sweep_from_args(args)
     src = Path(args.profiles) if args.profiles else default_profile_path()
     topo = load_topology(args.topo)
-    print(f"{args.topo}, {src.name}, {args.duration:g} s x seeds {args.seeds}; success / failed / rejected in % "
-          "of queries")
+    head = (f"{args.topo}, {src.name}, {sweep.duration_s:g} s x seeds {','.join(str(s) for s in sweep.seeds)}; "
+            "success / failed / rejected in % of queries")
+    table = ["| frame (kB) | lambda | " + " | ".join(POLICY_NAMES) + " |", "|---|---|" + "---|" * len(POLICY_NAMES)]
+    print(head)
     print()
-    print("| frame (kB) | lambda | " + " | ".join(POLICY_NAMES) + " |")
-    print("|---|---|" + "---|" * len(POLICY_NAMES))
+    print("\n".join(table))
     t0 = time.perf_counter()
     for kb in frames:
         with tempfile.TemporaryDirectory(prefix="admission-whatif-") as tmp:
             profile = load_profiles(profile_with_frame_kb(src, kb, Path(tmp) / f"profile-{kb:g}kB.yaml"))
         system = build_system(topo, profile)
-        for lam in lambdas:
+        for lam in sweep.lambdas_per_min:
             tot = {p: np.zeros(3) for p in POLICY_NAMES}
-            for seed in seeds:
-                case = EvalCase(lam, seed, args.duration)
+            for seed in sweep.seeds:
+                case = EvalCase(lam, seed, sweep.duration_s)
                 trace = case.trace(system)
                 for i, p in enumerate(POLICY_NAMES):
                     tot[p] += run_static(system, trace, case, i).tally.counts.reshape(-1, 3).sum(axis=0)
             best = max(POLICY_NAMES, key=lambda p: tot[p][0] / tot[p].sum())
             cells = [("**{}**" if p == best else "{}").format(
                 "/".join(f"{100 * x / c.sum():.2f}" for x in c)) for p, c in tot.items()]
-            print(f"| {kb:g} | {lam:g} | " + " | ".join(cells) + " |", flush=True)
-    print(f"\n{len(frames) * len(lambdas) * len(seeds) * len(POLICY_NAMES)} runs in {time.perf_counter() - t0:.0f} s")
+            table.append(f"| {kb:g} | {lam:g} | " + " | ".join(cells) + " |")
+            print(table[-1], flush=True)
+    runs = (f"{len(frames) * len(sweep.lambdas_per_min) * len(sweep.seeds) * len(POLICY_NAMES)} runs in "
+            f"{time.perf_counter() - t0:.0f} s")
+    print(f"\n{runs}")
+    if args.results_page:
+        body = (f"The seven static policies on {args.topo} with the declared capacities counting the input time of a "
+                f"nominal frame of each size (0 kB: profile `{repo_relative(src)}` as it is), on the `evaluate` "
+                f"traces and seeds ({sweep.duration_s:g} s per run), counts pooled over the seeds: success / failed / "
+                f"rejected in % of queries, the best policy of each row in bold.\n\n" + "\n".join(table) + f"\n\n{runs}.\n")
+        print(f"wrote {write_results_page(args.results_page, 'Admission counting the input time', body)}")
     return 0
 
 

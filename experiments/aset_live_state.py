@@ -22,16 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler.aset.state import (  # noqa: E402
-    GLOBAL,
-    PER_RESOURCE,
-    StateSpec,
-    WindowMeasurement,
-    encode_window,
-)
+from scheduler.aset.state import GLOBAL, PER_RESOURCE, StateSpec, encode_window  # noqa: E402
 from scheduler.core import policy_index  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
+from scheduler.window import WindowMeasurement  # noqa: E402
 from simulator.engine import SimConfig, Simulation  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from workload.trace import read_trace  # noqa: E402

@@ -2,33 +2,13 @@
 
     .venv/bin/python experiments/aset_oracle.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
         --duration 600 [--horizon N] [--agent runs/aset/full-edge/agent.onnx] --out DIR
-    .venv/bin/python experiments/aset_oracle.py --merge DIR          # pools the case files in DIR
+    .venv/bin/python experiments/aset_oracle.py --merge DIR [--results-page]  # pools the case files in DIR
     .venv/bin/python experiments/aset_oracle.py --lambdas 100 --seeds 1,2,3 --duration 600 \\
         --refine DIR --passes 1 --out DIR2                            # coordinate ascent from DIR's actions
 
-This file owns the oracle, its clone of the simulation state, the check that the clone is faithful, the
-per-case JSON files, their merge and the markdown tables. It changes nothing in the simulator.
-
-The oracle drives the simulation the agent drives (`AsetEnv.reset` with the evaluation's trace and simulator
-seed, as `training.rollout.run_agent` does) one decision window (T simulator windows) at a time. At each
-decision it clones the whole simulation state and, for each of the seven static policies p, rolls the clone
-forward: p for this decision window, then the base policy (load-balancing, the best static on full-edge) for
-the next `--horizon` decision windows (default: to the end of the episode). It commits to the p whose rollout
-answers the most queries on time (ties: the base policy, then the lowest index) and goes on. With the rollout
-run to the end, the simulator being deterministic given its state, the result is never below the base
-policy's (the base policy's own candidate at the next decision is exactly the committed rollout), so the
-oracle's gain over the base is a lower bound on what a per-window choice among the seven policies can gain.
-
-`--refine` goes on from such a run's actions by coordinate ascent (`refine`): the same per-window search,
-with every rollout's tail the committed sequence itself instead of load-balancing, so each sweep can only
-raise the count. The greedy oracle above is the first sweep of that ascent started from all load-balancing.
-
-It is clairvoyant: it sees the actual trace (future arrivals and their parameters) and, because the clone
-copies the simulator's generators, the actual future random draws. Those draws depend on the policy: the
-network generator draws two normals and two uniforms per query sent to a resource and per answer (so their
-number depends on how many streams a policy rejects and on when queries finish), and the random-proportional
-policies draw from the scheduler's generator; each rollout sees exactly the draws the committed trajectory
-would see, which only makes the oracle stronger.
+This file owns one case's figures (the seven statics, the oracle and the clone check), the per-case JSON
+files, their merge, the markdown tables and the results page (`--merge DIR --results-page`:
+docs/results/aset-oracle.md). The search itself (oracle, refinement, clone) is experiments/oracle_search.py.
 
 Figures are those of `run_testbed.py evaluate`: the same topology and profile loaders (the profile the agent
 was trained with when `--agent` is given), `EvalCase(lambda, seed, duration)` traces, simulator seed = seed,
@@ -39,12 +19,9 @@ the statics by `run_static` with the evaluation's simulator window, success = on
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,222 +29,28 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
 from analysis.summary import Ratios  # noqa: E402
+from experiments.oracle_search import (  # noqa: E402
+    BASE,
+    advance,
+    agent_sim,
+    check_clone,
+    counts_of,
+    env_config,
+    oracle,
+    refine,
+)
 from scheduler.core import POLICY_NAMES, policy_index  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import SystemModel, build_system  # noqa: E402
-from simulator.engine import Simulation  # noqa: E402
-from simulator.gym_env import AsetEnv, EnvConfig  # noqa: E402
+from simulator.gym_env import EnvConfig  # noqa: E402
 from topologies import load_topology  # noqa: E402
-from training.rollout import EvalCase, run_static, success_of  # noqa: E402
+from training.rollout import EvalCase, run_static  # noqa: E402
+from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
 
-BASE = "load-balancing"
-SIM_WINDOW_S = 1.0
-"""The simulator step `evaluate` uses (its `sim_window_s` default, which `run_testbed.py evaluate` keeps)."""
-
-_SHARED = ("system", "physics", "trace", "config", "apps", "s_ant", "s_app", "s_task", "s_end", "s_class",
-           "replicas", "batch", "batch_ms", "input_ms_per_byte", "queue_limit")
-"""Attributes of a Simulation that no step mutates: a clone shares them instead of copying them."""
-
-
-# -- the simulation the agent drives, and its clone -------------------------------------------------------
-def env_config(agent: str | None) -> tuple[EnvConfig, str | None]:
-    """Returns the EnvConfig `evaluate` builds for this agent (T, K, theta 0) and the agent's profile file."""
-    if agent is None:
-        cfg = replace(EnvConfig(), sim_window_s=SIM_WINDOW_S, theta=0.0, baseline_policy=None)
-        return cfg, None
-    from scheduler.aset.policy import OnnxPolicy
-
-    path = Path(agent)
-    meta = OnnxPolicy(path / "agent.onnx" if path.is_dir() else path).meta
-    cfg = EnvConfig(decision_window_s=meta.decision_window_s, sim_window_s=SIM_WINDOW_S,
-                    history=meta.state_shape[0], theta=0.0)
-    return cfg, meta.profiles or None
-
-
-def agent_sim(system: SystemModel, case: EvalCase, cfg: EnvConfig) -> Simulation:
-    """Returns the fresh simulation `run_agent` would drive on this case (same env code path)."""
-    env = AsetEnv(system, replace(cfg, baseline_policy=None, theta=0.0))
-    env.reset(seed=case.seed, options={"trace": case.trace(system), "sim_seed": case.seed,
-                                       "duration_s": case.duration_s, "lambda": case.lambda_per_min})
-    assert env.sim is not None
-    return env.sim
-
-
-def clone(sim: Simulation) -> Simulation:
-    """Returns a deep copy of the simulation's state that shares its immutable inputs (trace, system, ...)."""
-    if sim.sink is not None:
-        raise ValueError("clone: a simulation with a record sink cannot be cloned faithfully")
-    memo: dict[int, Any] = {id(getattr(sim, a)): getattr(sim, a) for a in _SHARED}
-    memo[id(sim.scheduler.system)] = sim.scheduler.system
-    return copy.deepcopy(sim, memo)
-
-
-def advance(sim: Simulation, policy: int, windows: int | None) -> None:
-    """Steps `windows` simulator windows (None: to the end) with `policy`, stopping at the end."""
-    n = 0
-    while not sim.done and (windows is None or n < windows):
-        sim.step(policy)
-        n += 1
-
-
-def ontime(sim: Simulation) -> int:
-    return int(sim.tally.counts[..., 0].sum())
-
-
-def counts_of(sim: Simulation) -> np.ndarray:
-    return sim.tally.trimmed(sim.windows)
-
-
-# -- the oracle -------------------------------------------------------------------------------------------
-def candidate_window(sim: Simulation, j: int, base: int, steps: int, placebo: bool) -> None:
-    """Advances one decision window with candidate j: policy j, or (placebo) the base policy after
-    j + 1 extra draws from the network generator (none for j = base)."""
-    if placebo:
-        if j != base:
-            sim.rng_net.random(j + 1)
-        advance(sim, base, steps)
-    else:
-        advance(sim, j, steps)
-
-
-def oracle(sim: Simulation, steps_per_decision: int, horizon: int | None, base: int,
-           verify_reuse: bool = False, progress: bool = False, placebo: bool = False) -> dict[str, Any]:
-    """Runs the rollout oracle on `sim` to the end, in place; returns its choices and candidate values.
-
-    `horizon`: decision windows of base policy after the candidate's window (None: to the end). With the
-    rollout to the end, the base policy's value at a decision is the committed rollout's value at the
-    previous one, which is reused (`verify_reuse`: recomputed and compared). `placebo`: the seven candidates
-    are the base policy with seven different network-noise streams (`candidate_window`): what picking the
-    luckiest future noise alone gains, the control for the oracle's clairvoyance on the random draws.
-    """
-    actions: list[int] = []
-    values: list[list[int]] = []
-    reused_lb = 0
-    carried: int | None = None  # value of the committed rollout (to the end), the next base candidate's
-    t0 = time.perf_counter()
-    while not sim.done:
-        vals = [0] * len(POLICY_NAMES)
-        for p in range(len(POLICY_NAMES)):
-            if p == base and carried is not None and not verify_reuse:
-                vals[p] = carried
-                reused_lb += 1
-                continue
-            c = clone(sim)
-            candidate_window(c, p, base, steps_per_decision, placebo)
-            advance(c, base, None if horizon is None else horizon * steps_per_decision)
-            vals[p] = ontime(c)
-            if p == base and carried is not None and vals[p] != carried:
-                raise AssertionError(f"decision {len(actions)}: base rollout {vals[p]} != carried {carried}")
-        best = max(vals)
-        choice = base if vals[base] == best else vals.index(best)
-        actions.append(choice)
-        values.append(vals)
-        carried = vals[choice] if horizon is None else None
-        candidate_window(sim, choice, base, steps_per_decision, placebo)
-        if progress and len(actions) % 10 == 0:
-            print(f"    decision {len(actions)}: {time.perf_counter() - t0:.0f} s", flush=True)
-    if horizon is None and values and ontime(sim) != values[-1][actions[-1]]:
-        raise AssertionError(f"final on-time {ontime(sim)} != last committed rollout {values[-1][actions[-1]]}")
-    return {"actions": actions, "values": values, "reused_base_candidates": reused_lb}
-
-
-def follow(sim: Simulation, actions: list[int], steps_per_decision: int, base: int) -> None:
-    """Advances `sim` one decision window per action of `actions`, then the base policy to the end."""
-    for a in actions:
-        advance(sim, a, steps_per_decision)
-    advance(sim, base, None)
-
-
-def refine(make_sim: Callable[[], Simulation], steps_per_decision: int, actions: list[int], base: int,
-           passes: int = 1, progress: bool = False,
-           expect_start: int | None = None) -> tuple[Simulation, dict[str, Any]]:
-    """Coordinate ascent on a whole action sequence, clairvoyantly: the oracle, with the committed sequence
-    itself instead of load-balancing as every rollout's tail.
-
-    At decision w, with `actions[:w]` already played, each policy p is tried for window w followed by
-    `actions[w + 1:]` (then the base policy, if the episode is longer) to the end; the best replaces
-    `actions[w]` (ties: keep it). The sequence's own candidate is the carried value of the previous decision,
-    so the sequence's final count never decreases. Each of `passes` sweeps starts from `make_sim()`, a fresh
-    simulation at decision 0. Returns the last pass's committed simulation and, per pass, the sequence's
-    value before and after and how many decisions changed, with the final actions. `expect_start`: the
-    count the sequence must replay to (checked at the first decision, before the sweep's long part).
-    """
-    seq = list(actions)
-    history: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    if passes < 1:
-        raise ValueError("refine: passes must be >= 1")
-    if not seq:
-        raise ValueError("refine: the action sequence is empty")
-    for k in range(passes):
-        run = make_sim()
-        carried: int | None = None
-        changed = 0
-        start_value: int | None = None
-        for w in range(len(seq)):
-            if run.done:
-                raise ValueError(f"refine: the simulation ended before decision {w} of {len(seq)}")
-            vals = [0] * len(POLICY_NAMES)
-            for p in range(len(POLICY_NAMES)):
-                if p == seq[w] and carried is not None:
-                    vals[p] = carried
-                    continue
-                c = clone(run)
-                advance(c, p, steps_per_decision)
-                follow(c, seq[w + 1:], steps_per_decision, base)
-                vals[p] = ontime(c)
-            if start_value is None:
-                start_value = vals[seq[w]]
-                if k == 0 and expect_start is not None and start_value != expect_start:
-                    raise ValueError(f"refine: the actions replay to {start_value} on-time queries, expected "
-                                     f"{expect_start}")
-            best = max(vals)
-            if vals[seq[w]] != best:
-                seq[w] = vals.index(best)
-                changed += 1
-            carried = vals[seq[w]]
-            advance(run, seq[w], steps_per_decision)
-            if progress and (w + 1) % 10 == 0:
-                print(f"    pass {k + 1} decision {w + 1}: {time.perf_counter() - t0:.0f} s, "
-                      f"{changed} changed", flush=True)
-        advance(run, base, None)
-        if ontime(run) != carried:
-            raise AssertionError(f"refine pass {k + 1}: final on-time {ontime(run)} != carried {carried}")
-        history.append({"pass": k + 1, "start_ontime": start_value, "end_ontime": ontime(run),
-                        "changed": changed, "wall_s": time.perf_counter() - t0})
-    return run, {"actions": seq, "passes": history}
-
-
-def check_clone(system: SystemModel, case: EvalCase, cfg: EnvConfig, prefix: list[int]) -> dict[str, Any]:
-    """Faithfulness of `clone`: after `prefix` decisions, a clone run to the end with p must give exactly the
-    counts of an independent fresh simulation driven by prefix + p, for every p; and the original, run on
-    after its clones, must give them too (nothing shared is mutated)."""
-    k = cfg.sim_steps_per_decision
-    sim = agent_sim(system, case, cfg)
-    for a in prefix:
-        advance(sim, a, k)
-    out: dict[str, Any] = {"prefix_decisions": len(prefix), "policies": {}}
-    ok = True
-    for p, name in enumerate(POLICY_NAMES):
-        c = clone(sim)
-        advance(c, p, None)
-        fresh = agent_sim(system, case, cfg)
-        for a in prefix:
-            advance(fresh, a, k)
-        advance(fresh, p, None)
-        same = bool(np.array_equal(counts_of(c), counts_of(fresh)))
-        ok &= same
-        out["policies"][name] = {"clone": success_of(c), "fresh": success_of(fresh), "identical_counts": same}
-    last = len(POLICY_NAMES) - 1
-    ref = agent_sim(system, case, cfg)
-    for a in prefix:
-        advance(ref, a, k)
-    advance(ref, last, None)
-    advance(sim, last, None)
-    out["original_after_clones_identical"] = bool(np.array_equal(counts_of(sim), counts_of(ref)))
-    out["passed"] = bool(ok and out["original_after_clones_identical"])
-    return out
+LAMBDAS = "60,100"
+"""The loads of the oracle study: the paper's middle load and its highest."""
 
 
 # -- one case ---------------------------------------------------------------------------------------------
@@ -357,11 +140,7 @@ def tables(cases: list[dict[str, Any]]) -> str:
         lines.append(f"| {c['lambda']:g} | {c['seed']} | {_pct(c['oracle']['success'])} | "
                      + " | ".join(_pct(c["static"][n]["success"]) for n in POLICY_NAMES)
                      + f" | {gain:+.2f} ({_short(best)}) |")
-    for lam in sorted({c["lambda"] for c in cases}):
-        group = [c for c in cases if c["lambda"] == lam]
-        pooled = {n: _pool([c["static"][n] for c in group]) for n in POLICY_NAMES}
-        pooled["oracle"] = _pool([c["oracle"] for c in group])
-        best = max(POLICY_NAMES, key=lambda n: pooled[n]["success"])
+    for lam, group, pooled, best in by_lambda(cases):
         gain = 100 * (pooled["oracle"]["success"] - pooled[best]["success"])
         seeds = ",".join(str(c["seed"]) for c in group)
         lines.append(f"| **{lam:g}** | pooled {seeds} | **{_pct(pooled['oracle']['success'])}** | "
@@ -391,6 +170,18 @@ def _pool(rs: list[dict[str, Any]]) -> dict[str, Any]:
             "rejected": sum(r["rejected_n"] for r in rs) / q}
 
 
+def by_lambda(cases: list[dict[str, Any]]) -> list[tuple[float, list[dict[str, Any]], dict[str, Any], str]]:
+    """Returns, per lambda in increasing order: its cases (in the given order), the pooled ratios of every static
+    and of the oracle (their counts summed over the seeds, as `evaluate` pools them) and the best static."""
+    out = []
+    for lam in sorted({c["lambda"] for c in cases}):
+        group = [c for c in cases if c["lambda"] == lam]
+        pooled = {n: _pool([c["static"][n] for c in group]) for n in POLICY_NAMES}
+        pooled["oracle"] = _pool([c["oracle"] for c in group])
+        out.append((lam, group, pooled, max(POLICY_NAMES, key=lambda n: pooled[n]["success"])))
+    return out
+
+
 def merge(out_dir: Path) -> dict[str, Any]:
     """Reads the case files in `out_dir`; returns the summary (pooled per lambda) with the cases."""
     cases = [json.loads(p.read_text()) for p in sorted(out_dir.glob("case_*.json"))]
@@ -401,11 +192,7 @@ def merge(out_dir: Path) -> dict[str, Any]:
     if len(keys) > 1:
         raise SystemExit(f"{out_dir}: cases with different horizon/duration/window/mode: {sorted(keys, key=str)}")
     summary: dict[str, Any] = {"lambdas": {}}
-    for lam in sorted({c["lambda"] for c in cases}):
-        group = [c for c in cases if c["lambda"] == lam]
-        pooled = {n: _pool([c["static"][n] for c in group]) for n in POLICY_NAMES}
-        pooled["oracle"] = _pool([c["oracle"] for c in group])
-        best = max(POLICY_NAMES, key=lambda n: pooled[n]["success"])
+    for lam, group, pooled, best in by_lambda(cases):
         summary["lambdas"][f"{lam:g}"] = {
             "seeds": [c["seed"] for c in group], "pooled": pooled, "best_static": best,
             "oracle_gain_points": 100 * (pooled["oracle"]["success"] - pooled[best]["success"]),
@@ -440,13 +227,22 @@ def refine_source(folder: Path, topo: str, lam: float, seed: int, duration_s: fl
     return src, int(before)
 
 
+def results_page(name: str, cases: list[dict[str, Any]], table: str) -> Path:
+    """Writes the tables of these cases as docs/results/<name>.md, with what the cases were run on."""
+    first = cases[0]
+    agent = f"agent `{first['agent']}` (its T, K and profile)" if first.get("agent") else "no agent (EnvConfig's T, K)"
+    body = (f"Topology {first.get('topology', '?')}, profiles `{first.get('profiles', '?')}`, {agent}, {len(cases)} cases, "
+            f"{sum(c.get('case_wall_s', 0.0) for c in cases) / 60:.0f} min of computing in all. Success, failed "
+            f"and rejected are % of queries; per lambda, the seeds' counts are pooled as `evaluate` pools "
+            f"them.\n\n{table}\n")
+    return write_results_page(name, "Clairvoyant per-window oracle over ASET's seven actions", body)
+
+
 # -- CLI --------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--topo", default="full-edge", help="topology name or file (default full-edge)")
-    ap.add_argument("--lambdas", default="60,100", help="comma-separated lambdas (default 60,100)")
-    ap.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
-    ap.add_argument("--duration", type=float, default=600.0, help="seconds per run (default 600)")
+    add_sweep_arguments(ap, lambdas_default=LAMBDAS)
     ap.add_argument("--horizon", type=int, default=None,
                     help="decision windows of load-balancing after the candidate's (default: to the end)")
     ap.add_argument("--agent", default=None, help="agent.onnx (or its folder): T, K and the profile file as "
@@ -464,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="start from the actions of DIR's full-horizon oracle cases and refine them by coordinate "
                     "ascent (every rollout's tail is the sequence itself); --out must be another folder")
     ap.add_argument("--passes", type=int, default=1, help="sweeps of --refine (default 1)")
+    add_results_page_argument(ap, "aset-oracle")
     args = ap.parse_args(argv)
     if args.merge:
         d = Path(args.merge)
@@ -472,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         path = d / "oracle_summary.json"
         path.write_text(json.dumps(m, indent=1) + "\n")
         print(f"\nwrote {path}")
+        if args.results_page:
+            print(f"wrote {results_page(args.results_page, m['cases'], m['table'])}")
         return 0
     if args.horizon is not None and args.horizon < 0:
         ap.error("--horizon must be >= 0")
@@ -486,20 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg, agent_profiles = env_config(args.agent)
     profiles = args.profiles or (agent_profiles if agent_profiles and Path(agent_profiles).is_file() else None)
     system = build_system(load_topology(args.topo), load_profiles(profiles))
-    lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]
-    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    sweep = sweep_from_args(args)
     out = Path(args.out) if args.out else None
     cases = []
-    for lam in lambdas:
-        for seed in seeds:
+    for lam in sweep.lambdas_per_min:
+        for seed in sweep.seeds:
             t = time.perf_counter()
             start, src, before = None, None, 0
             if args.refine:
-                src, before = refine_source(Path(args.refine), system.topology.name, lam, seed, args.duration,
+                src, before = refine_source(Path(args.refine), system.topology.name, lam, seed, sweep.duration_s,
                                             cfg, str(profiles or "default"))
                 start = src["oracle"]["actions"]
             try:
-                c = run_case(system, EvalCase(lam, seed, args.duration), cfg, args.horizon,
+                c = run_case(system, EvalCase(lam, seed, sweep.duration_s), cfg, args.horizon,
                              not args.no_check and start is None, args.verify_reuse, args.progress, args.placebo,
                              start, args.passes, before, None if src is None else int(src["oracle"]["ontime"]))
             except ValueError as e:
@@ -519,10 +317,13 @@ def main(argv: list[str] | None = None) -> int:
                 out.mkdir(parents=True, exist_ok=True)
                 h = ("end" if args.horizon is None else str(args.horizon)) + ("_placebo" if args.placebo else "") \
                     + (f"_refine{before + args.passes}" if args.refine else "")
-                (out / f"case_{system.topology.name}_lam{lam:g}_seed{seed}_h{h}_d{args.duration:g}.json"
+                (out / f"case_{system.topology.name}_lam{lam:g}_seed{seed}_h{h}_d{sweep.duration_s:g}.json"
                  ).write_text(json.dumps(c, indent=1) + "\n")
+    table = tables(cases)
     print()
-    print(tables(cases))
+    print(table)
+    if args.results_page:
+        print(f"wrote {results_page(args.results_page, cases, table)}")
     return 0
 
 

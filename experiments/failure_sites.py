@@ -2,9 +2,10 @@
 
     .venv/bin/python run_testbed.py simulate --topo full-edge --policy load-balancing --lambda 100 \\
         --duration 600 --seed 1 --out runs/sim-lb100
-    .venv/bin/python experiments/failure_sites.py runs/sim-lb100/records.csv --topo full-edge
+    .venv/bin/python experiments/failure_sites.py runs/sim-lb100/records.csv --topo full-edge [--results-page]
 
-This file owns that per-resource breakdown of a per-query log (simulator or testbed, same format). For each
+This file owns that per-resource breakdown of a per-query log (simulator or testbed, same format), and its
+results page (docs/results/failure-sites.md, with the run read from the summary.json beside the log). For each
 resource (cluster, variant) that answered queries it prints:
 - the capacity the schedulers admit streams against (replicas x `Variant.capacity_qps`, as `scheduler.system`
   declares it: `b / batch_ms[b]`, plus the input time of a frame of `capacity_frame_kb` when the profile
@@ -24,6 +25,7 @@ policy fills it that far.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -33,6 +35,7 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.records import read_records  # noqa: E402
+from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
 from topologies import load_topology  # noqa: E402
@@ -93,20 +96,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profiles", default=None, help="profile file the run used (default: the default profile)")
     ap.add_argument("--min-share", type=float, default=0.001,
                     help="hide resources with a smaller share of the failed queries (default 0.001)")
+    add_results_page_argument(ap, "failure-sites")
     args = ap.parse_args(argv)
     path = Path(args.records)
     if not path.is_file():
         ap.error(f"{path}: no such file")
     rows = breakdown(path, args.topo, args.profiles, args.min_share)
-    print("| resource | declared capacity (q/s) | served capacity (q/s) | received, busiest 60 s (q/s) | "
-          "queries | failed | refused (queue full) | failed queries' wait p50 (ms) | share of all failed |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    table = ["| resource | declared capacity (q/s) | served capacity (q/s) | received, busiest 60 s (q/s) | "
+             "queries | failed | refused (queue full) | failed queries' wait p50 (ms) | share of all failed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        print(f"| {r['cluster']}/{r['variant']} | {r['declared_qps']:.1f} | {r['served_qps']:.1f} | "
-              f"{r['peak_rate_qps']:.1f} | {r['queries']} | {100 * float(r['failed_share']):.1f} % | "
-              f"{100 * float(r['refused_share']):.1f} % | "
-              f"{r['failed_wait_p50_ms']:.0f} | {100 * float(r['share_of_failed']):.1f} % |")
+        table.append(f"| {r['cluster']}/{r['variant']} | {r['declared_qps']:.1f} | {r['served_qps']:.1f} | "
+                     f"{r['peak_rate_qps']:.1f} | {r['queries']} | {100 * float(r['failed_share']):.1f} % | "
+                     f"{100 * float(r['refused_share']):.1f} % | "
+                     f"{r['failed_wait_p50_ms']:.0f} | {100 * float(r['share_of_failed']):.1f} % |")
+    print("\n".join(table))
+    if args.results_page:
+        body = (f"Per resource of the run whose records are `{repo_relative(path)}` ({run_of(path)}): the capacity "
+                "the schedulers admit against, the capacity it served at, the rate it received, and where the "
+                "run's failed queries were.\n\n" + "\n".join(table) + "\n")
+        print(f"wrote {write_results_page(args.results_page, 'Where the failures come from', body)}")
     return 0
+
+
+def run_of(records: Path) -> str:
+    """Returns what run wrote these records, from the summary.json beside them ('run unknown' without one)."""
+    summary = records.parent / "summary.json"
+    if not summary.is_file():
+        return "run unknown: no summary.json beside the records"
+    s = json.loads(summary.read_text())
+    return (f"{s.get('environment', '?')}, {s.get('topology', '?')}, {s.get('policy', '?')}, lambda "
+            f"{s.get('lambda_per_min', '?')}, seed {s.get('seed', '?')}, {s.get('duration_s', 0):g} s; success "
+            f"{100 * s.get('overall', {}).get('success', float('nan')):.2f} %")
 
 
 if __name__ == "__main__":

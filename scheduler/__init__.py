@@ -1,5 +1,4 @@
-"""The one scheduler brain shared by the simulator and the testbed.
-
-System model (profiles, placement, per-antenna delays), feasibility, the seven static policies and the
-ASET agent. Nothing here reads the wall clock: time is always a parameter.
+"""The brain: system model, profiles, placement, feasibility, the seven static policies, the window record, and
+ASET's state encoding and inference-time policy (scheduler.aset), called alike by the simulator and the live run.
+May import topologies and workload only; reads no clock and opens no connection: time is always a parameter.
 """

@@ -1,1 +1,4 @@
-"""The discrete-event simulator (virtual time, deterministic per seed) and the Gymnasium env over it."""
+"""The discrete-event simulator (virtual time, deterministic per seed), its batching model, the Gymnasium
+environment over it, and the `simulate` and `trace` commands. May import topologies, workload, scheduler and
+analysis.
+"""

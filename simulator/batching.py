@@ -4,6 +4,8 @@ Model (the same the real worker implements): one batch forms at a time. The earl
 the oldest queued query at s0 = max(replica free, its arrival, previous batch closed); the batch takes
 queued queries, then arrivals, until it holds B or W ms have passed since s0, and closes at s1; it runs
 for batch_ms[n] + input_ms_per_byte * bytes. A query arriving when `queue_limit` queries wait is rejected.
+tests/test_batching_agreement.py checks that the worker's batcher (workers/batching.py) forms the same batches
+at the same times, and names the two exact ties where the two differ.
 """
 
 from __future__ import annotations

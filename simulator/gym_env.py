@@ -7,12 +7,14 @@ encoding itself lives in `scheduler.aset.state`, shared with the live schedulers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from scheduler.aset.meta import AgentMeta
 from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.system import SystemModel
@@ -62,6 +64,12 @@ class EnvConfig:
         lo, hi = self.lambda_range_per_min
         if not 0 <= lo <= hi:
             raise ValueError(f"lambda_range_per_min={self.lambda_range_per_min} must satisfy 0 <= lo <= hi")
+
+    @staticmethod
+    def for_agent(meta: AgentMeta, sim_window_s: float) -> EnvConfig:
+        """Returns the environment an exported agent runs in: its decision window T and history K, no early end."""
+        return EnvConfig(decision_window_s=meta.decision_window_s, sim_window_s=sim_window_s,
+                         history=meta.state_shape[0], theta=0.0)
 
     @property
     def sim_steps_per_decision(self) -> int:
@@ -177,4 +185,15 @@ class AsetEnv(gym.Env):
         if self.shadow is not None:
             info["baseline_success"] = baseline_success
         return obs, reward, terminated, truncated, info
+
+    def play(self, choose: Callable[[np.ndarray], int], obs: np.ndarray) -> list[int]:
+        """Steps with `choose(observation)` from `obs` (the last observation) until the simulation ends;
+        returns the action of every decision window."""
+        if self.sim is None:
+            raise RuntimeError("call reset() before play()")
+        actions: list[int] = []
+        while not self.sim.done:
+            actions.append(int(choose(obs)))
+            obs, *_ = self.step(actions[-1])
+        return actions
 

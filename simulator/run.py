@@ -29,11 +29,7 @@ def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimC
                     records_format: str = "csv", physics: SystemModel | None = None) -> SimRun:
     """Returns the run of one static policy; writes records, time series and summary under out_dir.
     `physics`: the links as they behave, when not as `system` (what the schedulers decide with) says."""
-    writer = None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if write_records:
-            writer = RecordWriter(out_dir / f"records.{records_format}")
+    writer = _record_writer(out_dir, write_records, records_format)
     try:
         sim = Simulation(system, trace, config, seed=seed, record_sink=writer.write if writer else None,
                          physics=physics)
@@ -62,24 +58,15 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
     from simulator.gym_env import AsetEnv, EnvConfig
 
     policy = OnnxPolicy(agent)
-    env = AsetEnv(system, EnvConfig(decision_window_s=policy.meta.decision_window_s, sim_window_s=config.window_s,
-                                    history=policy.meta.state_shape[0], theta=0.0))
+    env = AsetEnv(system, EnvConfig.for_agent(policy.meta, config.window_s))
     policy.meta.check_compatible(env.spec_state, str(agent))
     env.sim_config = config  # the run's eta, window and batching; the duration is set by reset
     duration = config.duration_s if config.duration_s is not None else float(trace.end_s.max(initial=0.0))
-    writer = None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if write_records:
-            writer = RecordWriter(out_dir / f"records.{records_format}")
-    actions: list[int] = []
+    writer = _record_writer(out_dir, write_records, records_format)
     try:
         obs, _ = env.reset(seed=seed, options={"trace": trace, "sim_seed": seed, "duration_s": duration,
                                                "record_sink": writer.write if writer else None})
-        assert env.sim is not None
-        while not env.sim.done:
-            actions.append(policy.act(obs))
-            obs, *_ = env.step(actions[-1])
+        actions = env.play(policy.act, obs)
     finally:
         if writer is not None:
             writer.close()
@@ -100,6 +87,14 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
             for k, a in enumerate(actions):
                 w.writerow((k, f"{k * t * 1000:.1f}", f"{min((k + 1) * t, sim.end_s) * 1000:.1f}", POLICY_NAMES[a]))
     return SimRun(summary=summary, queries=sim.queries_done, records_path=writer.path if writer else None)
+
+
+def _record_writer(out_dir: Path | None, write_records: bool, records_format: str) -> RecordWriter | None:
+    """Returns the writer of a run's per-query records (None: no folder or no records); creates the folder."""
+    if out_dir is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return RecordWriter(out_dir / f"records.{records_format}") if write_records else None
 
 
 def write_timeseries(summary: RunSummary, path: Path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from analysis import resultspage
 from scheduler.aset.meta import AgentMeta, AgentMismatchError
 from scheduler.aset.policy import AsetController, OnnxPolicy, guarded_action
 from scheduler.aset.state import StateSpec
@@ -197,7 +198,7 @@ def _cli(argv: list[str]) -> int:
     return args.func(args)
 
 
-def test_cli_trains_then_evaluates_against_the_statics(toy_path, tmp_path, capsys):
+def test_cli_trains_then_evaluates_against_the_statics(toy_path, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert _cli(["train", "--topo", str(toy_path), "--lambda", "80", "--steps", "1100", "--out", str(out),
                  "--no-progress", "--validation-duration", "60", "--profiles", str(PROVISIONAL_PROFILE)]) == 0
@@ -208,10 +209,14 @@ def test_cli_trains_then_evaluates_against_the_statics(toy_path, tmp_path, capsy
     assert header.split(",")[:8] == ["episode", "step", "return", "mean_reward", "length", "terminated", "epsilon",
                                      "loss"]
     ev_dir = tmp_path / "eval"
+    monkeypatch.setattr(resultspage, "RESULTS_DIR", tmp_path / "results")
     assert _cli(["evaluate", "--agent", str(out), "--topo", str(toy_path), "--lambdas", "80", "--seeds", "1",
-                 "--duration", "60", "--out", str(ev_dir)]) == 0
+                 "--duration", "60", "--out", str(ev_dir), "--results-page", "toy-eval"]) == 0
     text = capsys.readouterr().out
     assert "aset - best static (farthest)" in text
+    page = (tmp_path / "results" / "toy-eval.md").read_text()
+    assert page.startswith("# ASET evaluation on aset-toy\n") and "- commit: " in page
+    assert "aset - best static (farthest)" in page and "with its fallback guard" in page
     report = json.loads((ev_dir / "aset-toy_evaluation.json").read_text())
     policies = report["lambdas"]["80"]["policies"]
     assert set(policies) == {*POLICY_NAMES, "aset"}

@@ -1,12 +1,12 @@
 """The evidence tools behind ASET's goal: the clairvoyant oracle and its refinement, the failure breakdown and
-the input-time what-if's profile copy (experiments/aset_oracle.py, failure_sites.py, admission_whatif.py)."""
+the input-time what-if's profile copy (experiments/oracle_search.py, failure_sites.py, admission_whatif.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from experiments import admission_whatif, aset_oracle, failure_sites
+from experiments import admission_whatif, failure_sites, oracle_search
 from scheduler.core import policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
@@ -23,52 +23,52 @@ def full_edge():
 def test_oracle_is_the_first_sweep_from_all_base_and_refine_chains_exactly(full_edge):
     """On a case where the greedy oracle leaves load-balancing: one sweep from all load-balancing makes the
     oracle's choices, a second never lowers the count, and the final sequence replays to its count."""
-    cfg, _ = aset_oracle.env_config(None)
+    cfg, _ = oracle_search.env_config(None)
     case = EvalCase(100.0, 1, 60.0)
-    base = policy_index(aset_oracle.BASE)
-    make = lambda: aset_oracle.agent_sim(full_edge, case, cfg)  # noqa: E731
-    lb = aset_oracle.ontime(run_static(full_edge, case.trace(full_edge), case, base, cfg.sim_window_s))
+    base = policy_index(oracle_search.BASE)
+    make = lambda: oracle_search.agent_sim(full_edge, case, cfg)  # noqa: E731
+    lb = oracle_search.ontime(run_static(full_edge, case.trace(full_edge), case, base, cfg.sim_window_s))
     sim = make()
-    res = aset_oracle.oracle(sim, cfg.sim_steps_per_decision, None, base, verify_reuse=True)
-    first = aset_oracle.ontime(sim)
+    res = oracle_search.oracle(sim, cfg.sim_steps_per_decision, None, base, verify_reuse=True)
+    first = oracle_search.ontime(sim)
     assert any(a != base for a in res["actions"]) and first > lb
     n = len(res["actions"])
-    swept, one = aset_oracle.refine(make, cfg.sim_steps_per_decision, [base] * n, base)
-    assert one["actions"] == res["actions"] and aset_oracle.ontime(swept) == first
+    swept, one = oracle_search.refine(make, cfg.sim_steps_per_decision, [base] * n, base)
+    assert one["actions"] == res["actions"] and oracle_search.ontime(swept) == first
     assert one["passes"][0]["start_ontime"] == lb
-    refined, two = aset_oracle.refine(make, cfg.sim_steps_per_decision, res["actions"], base, passes=2)
+    refined, two = oracle_search.refine(make, cfg.sim_steps_per_decision, res["actions"], base, passes=2)
     p1, p2 = two["passes"]
     assert p1["start_ontime"] == first  # the sweep replays the oracle's sequence exactly
-    assert first <= p1["end_ontime"] == p2["start_ontime"] <= p2["end_ontime"] == aset_oracle.ontime(refined)
+    assert first <= p1["end_ontime"] == p2["start_ontime"] <= p2["end_ontime"] == oracle_search.ontime(refined)
     replay = make()
-    aset_oracle.follow(replay, two["actions"], cfg.sim_steps_per_decision, base)
-    assert aset_oracle.ontime(replay) == p2["end_ontime"]
+    oracle_search.follow(replay, two["actions"], cfg.sim_steps_per_decision, base)
+    assert oracle_search.ontime(replay) == p2["end_ontime"]
 
 
 def test_refine_climbs_from_a_poor_sequence(full_edge):
-    cfg, _ = aset_oracle.env_config(None)
+    cfg, _ = oracle_search.env_config(None)
     case = EvalCase(60.0, 1, 40.0)
     closest = policy_index("closest")
     n = 8
-    _, res = aset_oracle.refine(lambda: aset_oracle.agent_sim(full_edge, case, cfg), cfg.sim_steps_per_decision,
-                                [closest] * n, policy_index(aset_oracle.BASE))
+    _, res = oracle_search.refine(lambda: oracle_search.agent_sim(full_edge, case, cfg), cfg.sim_steps_per_decision,
+                                [closest] * n, policy_index(oracle_search.BASE))
     p = res["passes"][0]
     assert p["changed"] > 0 and p["end_ontime"] > p["start_ontime"]
     assert sum(a != closest for a in res["actions"]) == p["changed"]
 
 
 def test_refine_refuses_an_empty_sequence(full_edge):
-    cfg, _ = aset_oracle.env_config(None)
+    cfg, _ = oracle_search.env_config(None)
     with pytest.raises(ValueError, match="empty"):
-        aset_oracle.refine(lambda: aset_oracle.agent_sim(full_edge, EvalCase(60.0, 1, 10.0), cfg),
+        oracle_search.refine(lambda: oracle_search.agent_sim(full_edge, EvalCase(60.0, 1, 10.0), cfg),
                            cfg.sim_steps_per_decision, [], policy_index("load-balancing"))
 
 
 def test_refine_rejects_a_sequence_longer_than_the_episode(full_edge):
-    cfg, _ = aset_oracle.env_config(None)
+    cfg, _ = oracle_search.env_config(None)
     case = EvalCase(60.0, 1, 10.0)
     with pytest.raises(ValueError, match="ended before decision"):
-        aset_oracle.refine(lambda: aset_oracle.agent_sim(full_edge, case, cfg), cfg.sim_steps_per_decision,
+        oracle_search.refine(lambda: oracle_search.agent_sim(full_edge, case, cfg), cfg.sim_steps_per_decision,
                            [1] * 5, policy_index("load-balancing"))
 
 

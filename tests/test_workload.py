@@ -75,3 +75,42 @@ def test_trace_header_errors(tmp_path) -> None:
     path.write_text(HEADER.replace("fps,", "rate,") + GOOD)
     with pytest.raises(TraceError, match="line 1: unknown column 'rate'"):
         read_trace(path)
+
+
+def test_sweep_arguments_parse_lists_once_with_each_commands_defaults() -> None:
+    import argparse
+
+    from workload.args import Sweep, add_sweep_arguments, sweep_from_args
+
+    ap = argparse.ArgumentParser()
+    add_sweep_arguments(ap, lambdas_default="20,40,60,80,100")
+    assert sweep_from_args(ap.parse_args([])) == Sweep((20.0, 40.0, 60.0, 80.0, 100.0), (1, 2, 3), 600.0)
+    got = sweep_from_args(ap.parse_args(["--lambdas", "60, 100,", "--seeds", "4,5", "--duration", "30"]))
+    assert got == Sweep((60.0, 100.0), (4, 5), 30.0)
+    for bad in (["--lambdas", "sixty"], ["--lambdas", "-1"], ["--lambdas", ","], ["--seeds", "1.5"],
+                ["--lambdas", "0:20,60:100"]):
+        with pytest.raises(SystemExit):
+            ap.parse_args(bad)
+    with pytest.raises(ValueError, match="--duration"):
+        sweep_from_args(ap.parse_args(["--duration", "-5"]))
+
+
+def test_a_number_only_lambda_is_a_float_and_refuses_a_schedule() -> None:
+    import argparse
+
+    from workload.args import add_lambda_argument, add_workload_arguments, workload_from_args
+
+    train = argparse.ArgumentParser()
+    add_lambda_argument(train, default="60", number_only=True, what="centre of the episodes' lambdas")
+    assert train.parse_args([]).lambda_per_min == 60.0
+    assert train.parse_args(["--lambda", "80"]).lambda_per_min == 80.0
+    with pytest.raises(SystemExit):
+        train.parse_args(["--lambda", "0:20,60:100"])
+    simulate = argparse.ArgumentParser()
+    add_workload_arguments(simulate, lambda_default="60", duration_default_s=600.0)
+    w = workload_from_args(simulate.parse_args(["--lambda", "0:20,60:100"]))
+    assert w.label == "0:20,60:100" and w.generated_duration_s == 600.0
+    bench = argparse.ArgumentParser()
+    add_workload_arguments(bench, lambda_default="60", duration_default_s=600.0, replay=False, number_only=True)
+    w = workload_from_args(bench.parse_args(["--duration", "20"]))
+    assert (w.lambda_per_min, w.label, w.generated_duration_s, w.seed, w.trace) == ("60.0", "60", 20.0, 1, None)

@@ -1,5 +1,4 @@
-"""ASET's training and evaluation in the simulator: DQN, replay, checkpoints, ONNX export, rollouts.
-
-Sits above `simulator/` and `scheduler/`; the inference-time policy an exported agent runs is
-`scheduler.aset.policy`, which imports nothing from here.
+"""ASET in the simulator: DQN training, replay, checkpoints, ONNX export, rollouts and the evaluation against
+the static policies, with the `train` and `evaluate` commands. May import topologies, workload, scheduler,
+analysis and simulator; what an exported agent runs (scheduler.aset.policy) imports nothing from here.
 """

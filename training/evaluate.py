@@ -14,12 +14,10 @@ import numpy as np
 
 from analysis.summary import Ratios
 from scheduler.aset.policy import OnnxPolicy
-from scheduler.core import POLICY_NAMES
+from scheduler.core import ASET, POLICY_NAMES
 from scheduler.system import SystemModel
 from simulator.gym_env import AsetEnv, EnvConfig
-from training.rollout import EvalCase, run_agent, run_static
-
-ASET = "aset"
+from training.rollout import SIM_WINDOW_S, EvalCase, run_agent, run_static
 
 
 @dataclass
@@ -78,6 +76,19 @@ class Evaluation:
         return out
 
 
+def agent_path(text: str | Path) -> Path:
+    """Returns the ONNX agent file `text` names: the file itself, `agent.onnx` in a folder `train --out` wrote,
+    or the .onnx beside a .pt checkpoint; raises ValueError when there is none."""
+    p = Path(text)
+    if p.is_dir():
+        p = p / "agent.onnx"
+    if p.suffix == ".pt":
+        p = p.with_suffix(".onnx")
+    if not p.is_file():
+        raise ValueError(f"{text}: no ONNX agent there (expected agent.onnx, as `train --out` writes)")
+    return p
+
+
 def _pooled(counts: list[np.ndarray]) -> np.ndarray:
     n = max(c.shape[0] for c in counts)
     out = np.zeros((n, *counts[0].shape[1:]), dtype=np.int64)
@@ -87,12 +98,11 @@ def _pooled(counts: list[np.ndarray]) -> np.ndarray:
 
 
 def evaluate(system: SystemModel, agent: OnnxPolicy | None, lambdas: list[float], seeds: list[int],
-             duration_s: float, sim_window_s: float = 1.0, progress: bool = False) -> Evaluation:
+             duration_s: float, sim_window_s: float = SIM_WINDOW_S, progress: bool = False) -> Evaluation:
     """Runs every static policy and (if given) the agent on trace(lambda, seed) with simulator seed `seed`."""
     env_cfg = None
     if agent is not None:
-        env_cfg = EnvConfig(decision_window_s=agent.meta.decision_window_s, sim_window_s=sim_window_s,
-                            history=agent.meta.state_shape[0], theta=0.0)
+        env_cfg = EnvConfig.for_agent(agent.meta, sim_window_s)
         agent.meta.check_compatible(AsetEnv(system, env_cfg).spec_state, "agent")
     results: dict[float, dict[str, PolicyResult]] = {}
     for lam in lambdas:

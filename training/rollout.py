@@ -14,10 +14,13 @@ import numpy as np
 from scheduler.system import SystemModel
 from simulator.engine import SimConfig, Simulation
 from simulator.gym_env import AsetEnv, EnvConfig
-from workload.arrivals import RateSchedule, generate_trace
+from workload.arrivals import RateSchedule, generate_trace, workload_rng
 from workload.trace import Trace
 
 Chooser = Callable[[np.ndarray], int]
+
+SIM_WINDOW_S = 1.0
+"""The simulator step of evaluation runs (`evaluate`, the guard's validation, the experiments)."""
 
 
 @dataclass(frozen=True)
@@ -30,30 +33,33 @@ class EvalCase:
 
     def trace(self, system: SystemModel) -> Trace:
         """Returns the trace `run_testbed.py simulate --lambda L --seed S` generates (same seed derivation)."""
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(1)[0])
-        return generate_trace(system.antennas, RateSchedule.constant(self.lambda_per_min), self.duration_s, rng)
+        return generate_trace(system.antennas, RateSchedule.constant(self.lambda_per_min), self.duration_s,
+                              workload_rng(self.seed))
 
 
 def run_static(system: SystemModel, trace: Trace, case: EvalCase, policy: int,
-               sim_window_s: float = 1.0) -> Simulation:
+               sim_window_s: float = SIM_WINDOW_S) -> Simulation:
     """Returns the finished simulation of one static policy."""
     sim = Simulation(system, trace, SimConfig(window_s=sim_window_s, duration_s=case.duration_s), seed=case.seed)
     sim.run(policy)
     return sim
 
 
+def agent_env(system: SystemModel, trace: Trace, case: EvalCase, env_config: EnvConfig) -> tuple[AsetEnv, np.ndarray]:
+    """Returns the environment an agent is evaluated in, reset on the case's trace and simulator seed (no shadow
+    baseline, no early end), and its first observation."""
+    env = AsetEnv(system, replace(env_config, baseline_policy=None, theta=0.0))
+    obs, _ = env.reset(seed=case.seed, options={"trace": trace, "sim_seed": case.seed,
+                                                "duration_s": case.duration_s, "lambda": case.lambda_per_min})
+    return env, obs
+
+
 def run_agent(system: SystemModel, trace: Trace, case: EvalCase, choose: Chooser,
               env_config: EnvConfig) -> tuple[Simulation, list[int]]:
     """Returns the finished simulation driven by `choose` (state -> policy index) and its actions per window."""
-    env = AsetEnv(system, replace(env_config, baseline_policy=None, theta=0.0))  # no shadow, run to the end
-    obs, _ = env.reset(seed=case.seed, options={"trace": trace, "sim_seed": case.seed,
-                                                "duration_s": case.duration_s, "lambda": case.lambda_per_min})
-    actions: list[int] = []
+    env, obs = agent_env(system, trace, case, env_config)
+    actions = env.play(choose, obs)
     assert env.sim is not None
-    while not env.sim.done:
-        a = int(choose(obs))
-        actions.append(a)
-        obs, *_ = env.step(a)
     return env.sim, actions
 
 

@@ -1,7 +1,11 @@
 """Dynamic batching with a bounded queue, exactly as the simulator models it: K replicas; one batch
 forms at a time: the earliest-free replica waits for a first query, then takes queued queries until
 it holds B or W ms have passed since it took the first, hands the turn on and runs the batch; a
-query finding `queue_limit` queries waiting is refused at once."""
+query finding `queue_limit` queries waiting is refused at once.
+
+The batcher reads time only through its event loop (`loop.time()`, the wait's timeout), so on a loop with a
+virtual clock it runs in virtual time: tests/test_batching_agreement.py drives it and the simulator's model
+(simulator/batching.py) from one clock and finds the same batches, except at two exact ties it names."""
 
 from __future__ import annotations
 

@@ -1,7 +1,12 @@
-"""The workload arguments every command shares (`--trace`, `--lambda`, `--duration`, `--seed`): one parser,
-one reader, and `Workload.build`, which turns them into the streams to run.
+"""The workload arguments every command shares: one parser and one reader of each.
 
-Each command states its defaults once, where it registers the arguments (`add_workload_arguments`).
+- one run (simulate, trace, the live run, train, the simulator benchmark): `--trace`, `--lambda` (a number or a
+  rate schedule; a number only where `number_only`), `--duration`, `--seed`, read into a `Workload`, whose
+  `build` gives the streams to run;
+- a sweep (evaluate and the experiments): `--lambdas`, `--seeds` (comma-separated lists), `--duration`, read
+  into a `Sweep`: every lambda with every seed.
+
+Each command states its defaults once, where it registers the arguments.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from workload.arrivals import RateSchedule, check_duration, generate_trace, workload_rng
 from workload.trace import Trace, read_trace
@@ -42,33 +49,82 @@ class Workload:
         """The load as summaries print it: the rate schedule, or `trace:<file name>`."""
         return f"trace:{self.trace.name}" if self.trace is not None else str(RateSchedule.parse(self.lambda_per_min))
 
+    @property
+    def generated_duration_s(self) -> float:
+        """Seconds of a generated workload: `duration_s`, else the command's default."""
+        return self.duration_s if self.duration_s is not None else self.default_duration_s
+
     def build(self, antennas: tuple[str, ...]) -> tuple[Trace, float]:
         """Returns the streams to run and the duration (s) over which queries are sent."""
         if self.trace is not None:
             trace = read_trace(self.trace, antennas)
             end = self.duration_s if self.duration_s is not None else float(trace.end_s.max(initial=0.0))
             return trace, end
-        duration = self.duration_s if self.duration_s is not None else self.default_duration_s
+        duration = self.generated_duration_s
         schedule = RateSchedule.parse(self.lambda_per_min)
         return generate_trace(antennas, schedule, duration, workload_rng(self.seed)), duration
 
 
+def lambda_number(text: str) -> float:
+    """Returns a constant lambda (new streams per minute per antenna): a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: lambda must be a finite number >= 0")
+    return value
+
+
+def lambda_list(text: str) -> tuple[float, ...]:
+    """Returns the lambdas of a comma-separated list (empty items ignored), each as `lambda_number`."""
+    values = tuple(lambda_number(x.strip()) for x in text.split(",") if x.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: no lambda given")
+    return values
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """Returns the seeds of a comma-separated list of whole numbers (empty items ignored)."""
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated whole numbers") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: no seed given")
+    return values
+
+
+def add_lambda_argument(parser: argparse.ArgumentParser, *, default: str, number_only: bool = False,
+                        what: str | None = None) -> None:
+    """Adds --lambda (dest `lambda_per_min`): a number or a rate schedule, or with `number_only` a number (float).
+    `what` replaces the help's description; the default is appended to it."""
+    if what is None:
+        what = "new streams (clients) per minute per antenna: " + \
+            ("a number" if number_only else "a number or a schedule START_S:LAMBDA,...")
+    parser.add_argument("--lambda", dest="lambda_per_min", default=default,
+                        type=lambda_number if number_only else str, help=f"{what} (default {default})")
+
+
+def add_seed_argument(parser: argparse.ArgumentParser, *, default: int = 1,
+                      what: str = "seed of the workload and of the run") -> None:
+    """Adds --seed (an int) with this command's default."""
+    parser.add_argument("--seed", type=int, default=default, help=f"{what} (default {default})")
+
+
 def add_workload_arguments(
     parser: argparse.ArgumentParser, *, lambda_default: str, duration_default_s: float, seed_default: int = 1,
-    replay: bool = True,
+    replay: bool = True, number_only: bool = False,
 ) -> None:
-    """Adds --lambda, --duration, --seed (and --trace with `replay`) with this command's defaults."""
+    """Adds --lambda, --duration, --seed (and --trace with `replay`) with this command's defaults; with
+    `number_only`, --lambda takes a number only (no rate schedule)."""
     if replay:
         parser.add_argument("--trace", type=Path, default=None, help="replay this trace (CSV) instead of generating load")
-    parser.add_argument(
-        "--lambda", dest="lambda_per_min", default=lambda_default,
-        help=f"new streams (clients) per minute per antenna: a number or a schedule START_S:LAMBDA,... "
-             f"(default {lambda_default})")
+    add_lambda_argument(parser, default=lambda_default, number_only=number_only)
     parser.add_argument(
         "--duration", type=float, default=None,
         help=f"seconds of queries (default {duration_default_s:g}" + ("; with --trace: the whole trace)" if replay else ")"))
-    parser.add_argument("--seed", type=int, default=seed_default,
-                        help=f"seed of the workload and of the run (default {seed_default})")
+    add_seed_argument(parser, default=seed_default)
     parser.set_defaults(**{_DEFAULT_DURATION: duration_default_s})
 
 
@@ -77,3 +133,35 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
     trace = getattr(args, "trace", None)
     return Workload(lambda_per_min=str(args.lambda_per_min), duration_s=args.duration, seed=int(args.seed),
                     trace=Path(trace) if trace else None, default_duration_s=getattr(args, _DEFAULT_DURATION))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Runs at constant lambdas: every lambda with every seed, each `duration_s` of traffic."""
+
+    lambdas_per_min: tuple[float, ...]
+    """New streams per minute per antenna, one run per lambda and seed."""
+    seeds: tuple[int, ...]
+    """Seeds of the traces and of the simulator runs."""
+    duration_s: float
+    """Seconds of traffic per run."""
+
+    def __post_init__(self) -> None:
+        check_duration(self.duration_s)
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser, *, lambdas_default: str, seeds_default: str = "1,2,3",
+                        duration_default_s: float = 600.0) -> None:
+    """Adds --lambdas, --seeds (comma-separated lists) and --duration with this command's defaults."""
+    parser.add_argument("--lambdas", type=lambda_list, default=lambdas_default,
+                        help=f"constant lambdas (new streams per minute per antenna), comma-separated; one run per "
+                             f"lambda and seed (default {lambdas_default})")
+    parser.add_argument("--seeds", type=seed_list, default=seeds_default,
+                        help=f"seeds of the traces and of the simulator runs, comma-separated (default {seeds_default})")
+    parser.add_argument("--duration", type=float, default=duration_default_s,
+                        help=f"seconds of traffic per run (default {duration_default_s:g})")
+
+
+def sweep_from_args(args: argparse.Namespace) -> Sweep:
+    """Returns the sweep the arguments added by `add_sweep_arguments` describe (refuses a bad duration)."""
+    return Sweep(lambdas_per_min=tuple(args.lambdas), seeds=tuple(args.seeds), duration_s=float(args.duration))

@@ -1,4 +1,4 @@
-"""ASET: a DQN agent that picks, every decision window, which static policy binds the new streams.
-
-Importing this package (and `state`, `meta`, `policy`) needs no torch; training and checkpoints do.
+"""ASET at decision time: the state encoding (state), what an agent file says about itself (meta), and the ONNX
+policy with its fallback guard (policy). Imports the rest of scheduler/ only: neither training/ (where agents
+are trained, evaluated and exported) nor torch.
 """
