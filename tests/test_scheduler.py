@@ -186,10 +186,9 @@ def test_capacity_frame_kb_counts_the_input_time_everywhere_the_profile_is_read(
     readers keep it and the workers' writer writes it back; a bad value names the file and the key."""
     import yaml
 
-    from scheduler.profiles import PROVISIONAL_PROFILE
+    from scheduler.profiles import PROVISIONAL_PROFILE, read_profile, write_profile
     from scheduler.system import build_system
     from topologies import load_topology
-    from workers.profilefile import read_profile, write_profile
 
     doc = yaml.safe_load(PROVISIONAL_PROFILE.read_text())
     doc["capacity_frame_kb"] = 60

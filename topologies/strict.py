@@ -54,7 +54,16 @@ Positive = Annotated[float, _finite(gt=0)]
 """A finite number > 0."""
 Percent = Annotated[float, _finite(ge=0, le=100)]
 """A percentage: a finite number in [0, 100]."""
-Fraction = Annotated[float, _finite(ge=0, le=1)]
+
+
+def _fraction(value: float) -> float:
+    if value > 1:
+        raise ValueError("must be a fraction between 0 and 1")
+    return value
+
+
+Fraction = Annotated[float, _finite(ge=0), AfterValidator(_fraction),
+                     WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})]
 """A fraction: a finite number in [0, 1]."""
 
 
@@ -130,8 +139,11 @@ def problem(err: Mapping[str, Any], loc: tuple = ()) -> str:
         return f"expected a mapping, got {shown}"
     if kind in ("list_type", "tuple_type"):
         return f"expected a list, got {shown}"
-    if kind == "too_short":
+    if kind == "too_short" and ctx.get("min_length") == 1:
         return f"expected a non-empty {'mapping' if isinstance(value, dict) else 'list'}, got {shown}"
+    if kind in ("too_short", "too_long"):
+        bound = f"at least {ctx.get('min_length')}" if kind == "too_short" else f"at most {ctx.get('max_length')}"
+        return f"expected {bound} entries, got {shown}"
     bounds = {k: f"{v:g}" if isinstance(v, (int, float)) else v for k, v in ctx.items()}
     text = f"{shown} {_PROBLEMS[kind].format(**bounds)}" if kind in _PROBLEMS else f"{shown}: {err.get('msg', 'invalid')}"
     last = str(loc[-1]) if loc else ""

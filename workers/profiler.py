@@ -18,9 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .modelconfig import REPO_ROOT, ModelConfig, load_model
-from .prepost import prepare_jpeg
-from .profilefile import (
+from scheduler.profiles import (
     PROFILE_VERSION,
     ModelProfile,
     ProfileFile,
@@ -28,6 +26,9 @@ from .profilefile import (
     read_profile,
     write_profile,
 )
+
+from .modelconfig import REPO_ROOT, ModelConfig, load_model
+from .prepost import prepare_jpeg
 from .runtime import DeviceUnavailable, make_session, providers_for
 
 DEFAULT_OUT = REPO_ROOT / "scheduler" / "profiles" / "measured.yaml"
