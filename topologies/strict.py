@@ -32,7 +32,7 @@ _PROBLEMS = {
     "int_type": "is not a whole number", "int_parsing": "is not a whole number",
     "int_from_float": "is not a whole number", "string_type": "is not a string",
     "bool_type": "is not true or false", "finite_number": "must be a finite number",
-    "greater_than_equal": "must be a finite number >= {ge}", "greater_than": "must be a finite number > {gt}",
+    "greater_than_equal": "must be >= {ge}", "greater_than": "must be > {gt}",
     "less_than_equal": "must be <= {le}", "less_than": "must be < {lt}",
     "string_too_short": "must not be empty",
 }
@@ -58,7 +58,7 @@ Percent = Annotated[float, _finite(ge=0, le=100)]
 
 def _fraction(value: float) -> float:
     if value > 1:
-        raise ValueError("must be a fraction between 0 and 1")
+        raise ValueError("must be between 0 and 1")
     return value
 
 
