@@ -18,13 +18,23 @@ import numpy as np
 import yaml
 from pydantic import AfterValidator, Field, WithJsonSchema
 
-from topologies.strict import Fraction, NonNegative, Positive, StrictModel, WholeNumber, load_yaml, validate
+from topologies.strict import (
+    Fraction,
+    NonNegative,
+    Positive,
+    StrictModel,
+    WholeNumber,
+    derived,
+    load_yaml,
+    validate,
+)
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROVISIONAL_PROFILE = PROFILE_DIR / "provisional.yaml"
 MEASURED_PROFILE = PROFILE_DIR / "measured.yaml"
 PROFILE_VERSION = 1
-SCHEMA_ID = "profile.schema.json"
+SCHEMA_FILE = "profile.schema.json"
+"""Its JSON Schema, under docs/schemas/."""
 DEVICES = ("cpu", "gpu")
 _TABLES = ("batch_latency_ms", "batch_latency_p99_ms", "batch_latency_spread_ms")
 
@@ -64,7 +74,7 @@ class ModelEntry(StrictModel):
     """What the scheduler knows of one model: its task, input size and accuracy, with the accuracy's source."""
 
     task: str = Field(description="the task the model serves, e.g. object-detection")
-    input_size: HeightWidth = Field(None, description="[height, width] of the network's input in pixels")  # type: ignore[assignment]
+    input_size: HeightWidth = derived("[height, width] of the network's input in pixels")
     accuracy: Fraction = Field(description="accuracy as a fraction (COCO AP50 for detectors)")
     accuracy_source: str = Field(description="where the accuracy figure comes from")
 
@@ -76,7 +86,7 @@ class RuntimeEntry(StrictModel):
     device: Literal["cpu", "gpu"]
     threads: WholeNumber = Field(1, description="intra-op threads of one replica")
     cpu_cores: NonNegative = Field(1.0, description="CPU cores one replica takes")
-    gpus: WholeNumber = Field(None, description="GPUs one replica takes (default: 1 on gpu, 0 on cpu)")  # type: ignore[assignment]
+    gpus: WholeNumber = derived("GPUs one replica takes (default: 1 on gpu, 0 on cpu)")
     memory_mib: NonNegative = Field(0.0, description="memory one replica takes, MiB")
     batch_latency_ms: dict[BatchSize, Positive] = Field(
         min_length=1, json_schema_extra=_BATCH_KEYS,

@@ -31,13 +31,15 @@ from topologies.strict import (
     Percent,
     StrictModel,
     WholeNumber,
+    derived,
     load_yaml,
     validate,
     whole_number,
 )
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent
-SCHEMA_ID = "topology.schema.json"
+SCHEMA_FILE = "topology.schema.json"
+"""Its JSON Schema, under docs/schemas/."""
 # Default relative costs per layer: edge compute is scarcer and dearer than the cloud's.
 _LAYER_COST = {"antenna": (3.0, 30.0), "co": (2.0, 20.0), "dc": (1.3, 13.0), "cloud": (1.0, 10.0)}
 load_yaml_strict = load_yaml
@@ -74,10 +76,10 @@ class ComputeEntry(StrictModel):
     cpu_cores: NonNegative = Field(description="CPU cores")
     gpus: WholeNumber = Field(0, description="GPUs")
     memory_gib: NonNegative = Field(0.0, description="memory in GiB")
-    core_cost: NonNegative = Field(None, description="relative cost of one core for one hour "  # type: ignore[assignment]
-                                   "(default by layer: antenna 3, co 2, dc 1.3, cloud 1)")
-    gpu_cost: NonNegative = Field(None, description="relative cost of one GPU for one hour "  # type: ignore[assignment]
-                                  "(default by layer: antenna 30, co 20, dc 13, cloud 10)")
+    core_cost: NonNegative = derived("relative cost of one core for one hour "
+                                     "(default by layer: antenna 3, co 2, dc 1.3, cloud 1)")
+    gpu_cost: NonNegative = derived("relative cost of one GPU for one hour "
+                                    "(default by layer: antenna 30, co 20, dc 13, cloud 10)")
 
 
 class SiteEntry(StrictModel):
@@ -87,8 +89,7 @@ class SiteEntry(StrictModel):
     layer: Layer = Field(description="antenna, co (central office), "
                                                                       "dc (operator data centre) or cloud")
     compute: ComputeEntry | None = Field(None, description="compute for inference workers (none: no cluster)")
-    radio: ShapeEntry = Field(None, description="the 5G access of the antenna's streams "  # type: ignore[assignment]
-                                                "(antenna sites only, and required there)")
+    radio: ShapeEntry = derived("the 5G access of the antenna's streams (antenna sites only, and required there)")
 
 
 class LinkEntry(ShapeEntry):

@@ -94,6 +94,16 @@ Name = Annotated[str, AfterValidator(_name), WithJsonSchema({"type": "string", "
 """A name of letters, digits, '-' and '_' (sites, topologies)."""
 
 
+def derived(description: str) -> Any:
+    """Returns the field of an optional key whose default the loader derives from other keys (a layer, a
+    device): absent, it reads as None; the schema shows no default (null is not a value the file may give)."""
+    return Field(None, description=description, json_schema_extra=_drop_default)
+
+
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 def validate(model: type[M], data: Any, source: str | Path, error: type[Exception] = ValueError) -> M:
     """Returns `data` validated as `model`; raises `error` with the one-line message otherwise."""
     try:
@@ -193,10 +203,9 @@ def load_yaml(path: Path, error: Callable[[str], Exception]) -> Any:
         raise error(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
 
 
-def json_schema(model: type[BaseModel], schema_id: str) -> dict[str, Any]:
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     """Returns the JSON Schema of a file format (draft 2020-12), without pydantic's generated field titles."""
-    schema = model.model_json_schema(schema_generator=_NoFieldTitles)
-    return {"$schema": JSON_SCHEMA_DIALECT, "$id": schema_id, **schema}
+    return {"$schema": JSON_SCHEMA_DIALECT, **model.model_json_schema(schema_generator=_NoFieldTitles)}
 
 
 class _NoFieldTitles(GenerateJsonSchema):

@@ -23,7 +23,8 @@ TRACE_COLUMNS = ("stream_id", "antenna", "start_s", "duration_s", "app", "fps", 
                  "max_delay_ms", "min_accuracy")
 OPTIONAL_COLUMNS = ("task",)
 DEFAULT_TASK = "object-detection"
-SCHEMA_ID = "trace-row.schema.json"
+SCHEMA_FILE = "trace-row.schema.json"
+"""A row's JSON Schema, under docs/schemas/."""
 _Text = Annotated[str, StringConstraints(strip_whitespace=True)]
 
 
