@@ -124,6 +124,7 @@ def test_bad_files_end_the_command_with_one_line_and_status_2(tmp_path: Path) ->
     tiny = (TOPOLOGY_DIR / "tiny.yaml").read_text()
     topo = tmp_path / "syntax.yaml"
     topo.write_text(tiny.replace("bw_mbps: 100}\n  - {a: dc1", "bw_mbps: 100\n  - {a: dc1"))
+    bad_line = 1 + next(i for i, line in enumerate(topo.read_text().splitlines()) if line.startswith("  - {a: dc1"))
     profile = tmp_path / "profile.yaml"
     profile.write_text((PROFILE_DIR / "provisional.yaml").read_text().replace("accuracy: 0.34", "accuracy: 1.34"))
     trace = tmp_path / "trace.csv"
@@ -131,7 +132,7 @@ def test_bad_files_end_the_command_with_one_line_and_status_2(tmp_path: Path) ->
                      "1,ant1,0.5,10,ar-vr,thirty,30000,80,0.2\n")
     out = str(tmp_path / "out")
     cases = [
-        (("simulate", "--topo", str(topo), "--out", out), f"{topo}: line 12, column 5: invalid YAML: expected ','"),
+        (("simulate", "--topo", str(topo), "--out", out), f"{topo}: line {bad_line}, column 5: invalid YAML: expected ','"),
         (("simulate", "--topo", "tiny", "--profiles", str(profile), "--out", out),
          f"{profile}: models.mobilenet-ssd.accuracy: 1.34 must be between 0 and 1"),
         (("simulate", "--topo", "tiny", "--trace", str(trace), "--out", out),
