@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testbed import EmulatedNetwork, ProbePlan  # noqa: E402
@@ -45,9 +47,8 @@ def quiet(_: str) -> None:
 def cpu_s(pid: int) -> tuple[float, float]:
     """Returns (user, system) CPU seconds of a process; system time includes the receive path its sends
     run in softirq (bridge, TBF, the peer's TCP stack), which the kernel charges to the sender."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tck = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tck, int(fields[12]) / tck
+    times = psutil.Process(pid).cpu_times()
+    return times.user, times.system
 
 
 def delay_errors(results) -> dict:
@@ -60,7 +61,8 @@ def delay_errors(results) -> dict:
 
 def zero_delay(topo):
     """Returns the topology with every delay and deviation set to 0: what the path costs by itself."""
-    links = tuple(dataclasses.replace(lk, delay_ms=0.0, delay_dev_ms=0.0) for lk in topo.links)
+    links = tuple(dataclasses.replace(lk, shape=dataclasses.replace(lk.shape, delay_ms=0.0, delay_dev_ms=0.0))
+                  for lk in topo.links)
     sites = tuple(dataclasses.replace(s, radio=dataclasses.replace(s.radio, delay_ms=0.0, delay_dev_ms=0.0))
                   if s.radio else s for s in topo.sites)
     return dataclasses.replace(topo, links=links, sites=sites)

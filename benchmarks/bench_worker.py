@@ -40,6 +40,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import psutil
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -216,12 +217,7 @@ async def served_frames(clients: list, req: Request, duration_s: float) -> tuple
 
 def thread_cpu_ms(pid: int) -> dict[int, float]:
     """Returns CPU time (user + system, ms) of each thread of a process, by thread id."""
-    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
-    cpu = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu[int(tid)] = (int(fields[11]) + int(fields[12])) * tick_ms
-    return cpu
+    return {t.id: (t.user_time + t.system_time) * 1000.0 for t in psutil.Process(pid).threads()}
 
 
 @dataclass
