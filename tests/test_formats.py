@@ -15,6 +15,7 @@ import yaml
 
 from scheduler.profiles import PROFILE_DIR, ProfileDocument, read_profile
 from topologies.loader import TOPOLOGY_DIR, TopologyFile
+from topologies.strict import NonNegative, StrictModel, load_yaml, validate
 from workload.arrivals import RateSchedule, generate_trace
 from workload.trace import TraceRow, read_trace, write_trace
 
@@ -111,6 +112,45 @@ def test_schema_and_reader_refuse_the_same_broken_profile(tmp_path: Path) -> Non
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(ProfileError, match=r"runtimes\[0\]\.batch_latency_ms\.0: 0 is not a batch size"):
         read_profile(tmp_path / "p.yaml")
+
+
+class _Inner(StrictModel):
+    delay_ms: NonNegative
+    table: dict[int, NonNegative] = {}
+
+
+class _Outer(StrictModel):
+    name: str
+    items: list[_Inner]
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"name": "x", "items": [{"delay_ms": 1}, {"delay": 2}]},            # unknown key before the missing one
+     "f.yaml: items[1].delay: unknown key (did you mean 'delay_ms'? units are part of the key); "
+     "allowed: delay_ms, table"),
+    ({"name": "x", "items": [{}]}, "f.yaml: items[0]: missing required key 'delay_ms'"),
+    ({"name": "x", "items": [{"delay_ms": "5ms"}]},
+     "f.yaml: items[0].delay_ms: '5ms' is not a number (a plain number in ms; the unit is in the key)"),
+    ({"name": "x", "items": [{"delay_ms": 1, "table": {4: -1}}]}, "f.yaml: items[0].table.4: -1 must be >= 0"),
+    ({"name": "x", "items": [{"delay_ms": float("inf")}]}, "f.yaml: items[0].delay_ms: inf must be a finite number"),
+    ({"name": "x", "items": "none"}, "f.yaml: items: expected a list, got 'none'"),
+    (["x"], "f.yaml: (top level): expected a mapping, got ['x']"),
+])
+def test_one_line_names_file_key_path_and_value(data, expected: str) -> None:
+    with pytest.raises(ValueError) as err:
+        validate(_Outer, data, "f.yaml")
+    assert str(err.value) == expected
+
+
+def test_yaml_errors_are_one_line_with_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text("a: 1\nb: [1, 2\nc: 3\n")
+    with pytest.raises(ValueError, match=r"f\.yaml: line 3, column 2: invalid YAML: expected ',' or ']'") as err:
+        load_yaml(path, ValueError)
+    assert "\n" not in str(err.value)
+    path.write_text("a: 1\nb: 2\na: 3\n")
+    with pytest.raises(ValueError, match=r"f\.yaml: line 3, column 1: invalid YAML: duplicate key 'a'"):
+        load_yaml(path, ValueError)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -43,19 +43,20 @@ SCHEMA_FILE = "topology.schema.json"
 # Default relative costs per layer: edge compute is scarcer and dearer than the cloud's.
 _LAYER_COST = {"antenna": (3.0, 30.0), "co": (2.0, 20.0), "dc": (1.3, 13.0), "cloud": (1.0, 10.0)}
 load_yaml_strict = load_yaml
+"""The YAML reader under the name experiments/ import it by."""
 
 
 class TopologyError(ValueError):
     """A topology file is malformed; the message names the file, the key and the value at fault."""
 
 
-def _link_kept(bw_mbps: float) -> float:
+def _nonzero_rate(bw_mbps: float) -> float:
     if bw_mbps == 0:
         raise ValueError("Mbit/s would disconnect the link; remove the link instead")
     return bw_mbps
 
 
-Bandwidth = Annotated[NonNegative, AfterValidator(_link_kept), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
+Bandwidth = Annotated[NonNegative, AfterValidator(_nonzero_rate), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
 
 
 class ShapeEntry(StrictModel):
@@ -86,8 +87,7 @@ class SiteEntry(StrictModel):
     """A node of the ISP hierarchy."""
 
     name: Name
-    layer: Layer = Field(description="antenna, co (central office), "
-                                                                      "dc (operator data centre) or cloud")
+    layer: Layer = Field(description="antenna, co (central office), dc (operator data centre) or cloud")
     compute: ComputeEntry | None = Field(None, description="compute for inference workers (none: no cluster)")
     radio: ShapeEntry = derived("the 5G access of the antenna's streams (antenna sites only, and required there)")
 
