@@ -269,10 +269,12 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_net.py needs root (namespaces, OVS)", file=sys.stderr)
         return 2
+    started_s = time.monotonic()
     out: dict = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()}
     for part in args.only.split(","):
         {"accuracy": bench_accuracy, "throughput": bench_throughput, "load": bench_load,
          "timing": bench_timing}[part](out)
+    out["measured_in_s"] = round(time.monotonic() - started_s)
     print(json.dumps(out, indent=1))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -294,6 +294,7 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="do not pin the low-load worker to its own CPU "
                         "(the benchmark pins its main thread; with --threads > 1 ORT's pool threads are not)")
     args = parser.parse_args()
+    started_s = time.monotonic()
     CLIENT = AiohttpClient if args.aiohttp_client else LeanClient
     zoo.build(names=[args.model], log=lambda _: None)
     cfg = load_model(args.model)
@@ -400,6 +401,8 @@ def main() -> None:
         f"inference): round trip p50 {med(refused):.2f} ms")
     say(f"batching delay: JPEG frames, worker batch {b}, W 5 ms, spaced: a lone query waits "
         f"p50 {med(lone['to_start']):.2f} ms from arrival to batch start (the W of simulator/batching.py)")
+    os.sched_setaffinity(0, set(cpus))  # the page names the cores the host has, not those the client kept
+    say(f"measured in {time.monotonic() - started_s:.0f} s")
     if not args.no_page:
         intro = __doc__.split("\n    .venv/bin/python")[0].strip()
         page = write_results_page("workers", "Worker service against raw ONNX Runtime",
