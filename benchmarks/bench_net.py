@@ -2,7 +2,9 @@
 the userspace wire's throughput and CPU per Mbit/s (against an unshaped veth path in the same run),
 full-edge with every link loaded at once, and full-edge bring-up and teardown time. Needs root.
 
-    .venv/bin/python benchmarks/bench_net.py [--only accuracy,throughput,load,timing] [--json OUT]
+    .venv/bin/python benchmarks/bench_net.py [--only accuracy,throughput,load,timing] [--json OUT] [--no-page]
+
+Writes docs/results/network.md (the parts it ran) unless --no-page.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.resultspage import write_results_page  # noqa: E402
 from testbed import EmulatedNetwork, ProbePlan  # noqa: E402
 from testbed.shaping import probe_netem  # noqa: E402
 from topologies import load_topology  # noqa: E402
@@ -45,9 +50,8 @@ def quiet(_: str) -> None:
 def cpu_s(pid: int) -> tuple[float, float]:
     """Returns (user, system) CPU seconds of a process; system time includes the receive path its sends
     run in softirq (bridge, TBF, the peer's TCP stack), which the kernel charges to the sender."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tck = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tck, int(fields[12]) / tck
+    times = psutil.Process(pid).cpu_times()
+    return times.user, times.system
 
 
 def delay_errors(results) -> dict:
@@ -60,7 +64,8 @@ def delay_errors(results) -> dict:
 
 def zero_delay(topo):
     """Returns the topology with every delay and deviation set to 0: what the path costs by itself."""
-    links = tuple(dataclasses.replace(lk, delay_ms=0.0, delay_dev_ms=0.0) for lk in topo.links)
+    links = tuple(dataclasses.replace(lk, shape=dataclasses.replace(lk.shape, delay_ms=0.0, delay_dev_ms=0.0))
+                  for lk in topo.links)
     sites = tuple(dataclasses.replace(s, radio=dataclasses.replace(s.radio, delay_ms=0.0, delay_dev_ms=0.0))
                   if s.radio else s for s in topo.sites)
     return dataclasses.replace(topo, links=links, sites=sites)
@@ -207,21 +212,76 @@ def bench_timing(out: dict, repeats: int = 3) -> None:
     print(f"timing: {out['full-edge bring-up/teardown (ovs, os-ken, wire)']}", flush=True)
 
 
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def page_body(out: dict) -> str:
+    """Returns the results page's findings as markdown tables (the figures of `out`)."""
+    md = [__doc__.split("\n    .venv/bin/python")[0].strip(), "",
+          f"{out['cpus']} CPUs, load average at start {', '.join(f'{x:.2f}' for x in out['load_avg_at_start'])}; "
+          f"netem: {out.get('netem', 'not probed')}.", ""]
+    acc = {k.removeprefix("accuracy "): v for k, v in out.items() if k.startswith("accuracy ")}
+    if acc:
+        md += ["## Link delay accuracy (full-edge, every link and direction, 200 probes each)", "",
+               "Errors are |median one-way delay - configured|; *minus path* subtracts what the same path measures "
+               "with every delay set to 0 (veths, switch, wire hop).", "",
+               _row("backend/switch", "link directions", "median err ms", "p99 err ms", "max err ms",
+                    "mean signed ms", "path without delay ms", "median err minus path ms"),
+               _row(*["---"] * 8)]
+        md += [_row(k, v["links"], v["median_abs_err_ms"], v["p99_abs_err_ms"], v["max_abs_err_ms"],
+                    v["mean_signed_err_ms"], v["path_without_delay_median_ms"], v["median_abs_err_minus_path_ms"])
+               for k, v in acc.items()] + [""]
+    wire = {k.removeprefix("wire throughput bw="): v for k, v in out.items() if k.startswith("wire throughput")}
+    if wire:
+        md += ["## Userspace wire throughput (one TCP flow, 5 s, 1 ms link)", "",
+               _row("link Mbit/s", "goodput Mbit/s", "wire user core", "wire system core", "wire CPU ms per Mbit"),
+               _row(*["---"] * 5)]
+        md += [_row(k, v["goodput_mbps"], v["wire_user_core_fraction"], v["wire_system_core_fraction"],
+                    v["wire_cpu_ms_per_mbit"]) for k, v in wire.items()]
+        md += ["", f"Unshaped veth + bridge path: {out['unshaped veth+bridge throughput']['goodput_mbps']} Mbit/s; "
+                   f"wire / unshaped goodput {out['wire/unshaped goodput ratio']}.", ""]
+    load = {k: v for k, v in out.items() if k.startswith("full-edge loaded")}
+    if load:
+        md += ["## full-edge with every link loaded (four TCP flows, sources of each antenna to the cloud)", "",
+               _row("case", "flows Mbit/s", "idle median/p99 err ms", "loaded median/p99 err ms",
+                    "wire late p99 us (max)", "wire drops"), _row(*["---"] * 6)]
+        md += [_row(k.removeprefix("full-edge loaded "), ", ".join(f"{a} {m}" for a, m in v["flow_mbps_sources_to_cloud"].items()),
+                    f"{v['idle']['median_abs_err_ms']} / {v['idle']['p99_abs_err_ms']}",
+                    f"{v['loaded']['median_abs_err_ms']} / {v['loaded']['p99_abs_err_ms']}",
+                    v["wire_late_p99_us_max"], v["wire_drops"]) for k, v in load.items()] + [""]
+    timing = out.get("full-edge bring-up/teardown (ovs, os-ken, wire)")
+    if timing:
+        md += ["## full-edge bring-up and teardown (OVS, os-ken, wire)", "",
+               f"Bring-up median {timing['bring_up_s_median']} s ({timing['bring_up_s']}), teardown median "
+               f"{timing['teardown_s_median']} s ({timing['teardown_s']}); goal under {timing['goal_s']} s.", ""]
+    md += ["<details><summary>All figures (JSON)</summary>", "", "```json", json.dumps(out, indent=1), "```",
+           "", "</details>"]
+    return "\n".join(md)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="accuracy,throughput,load,timing")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--no-page", action="store_true", help="do not write docs/results/network.md")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_net.py needs root (namespaces, OVS)", file=sys.stderr)
         return 2
+    started_s = time.monotonic()
     out: dict = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()}
     for part in args.only.split(","):
         {"accuracy": bench_accuracy, "throughput": bench_throughput, "load": bench_load,
          "timing": bench_timing}[part](out)
+    out["measured_in_s"] = round(time.monotonic() - started_s)
     print(json.dumps(out, indent=1))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
+    if not args.no_page:
+        page = write_results_page("network", "Emulated network: link accuracy, wire throughput, load, bring-up",
+                                  page_body(out))
+        print(f"wrote {page}")
     return 0
 
 

@@ -30,7 +30,6 @@ import asyncio
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,15 +37,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import numpy as np
+import psutil
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.resultspage import write_results_page  # noqa: E402
+from benchmarks.worker_http import (  # noqa: E402
+    AiohttpClient,
+    LeanClient,
+    Request,
+    Worker,
+    answer_json,
+    v2_binary,
+)
 from workers import zoo  # noqa: E402
 from workers.engine import OnnxProcessor, Query  # noqa: E402
-from workers.modelconfig import REPO_ROOT, load_model  # noqa: E402
+from workers.modelconfig import load_model  # noqa: E402
 from workers.runtime import keep_freed_memory, make_session  # noqa: E402
 
 
@@ -85,117 +93,15 @@ def batch_frames(proc: OnnxProcessor, queries: list[Query], duration_s: float) -
     return done, time.perf_counter() - started
 
 
-class Worker:
-    """A worker process started with `python -m workers.serve`, stopped with SIGTERM."""
-
-    def __init__(self, model: str, batch: int, threads: int, delay_ms: float, queue_limit: int,
-                 cpus: set[int] | None = None) -> None:
-        cmd = [sys.executable, "-m", "workers.serve", "--model", model, "--port", "0", "--batch", str(batch),
-               "--instances", "1", "--threads", str(threads), "--max-batch-delay-ms", str(delay_ms),
-               "--queue-limit", str(queue_limit)]
-        if cpus:
-            cmd += ["--cpus", ",".join(map(str, sorted(cpus)))]
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"worker did not start: {line!r}")
-        self.url = line.split()[1]
-        self.host, port = self.url.removeprefix("http://").rsplit(":", 1)
-        self.port = int(port)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
-def v2_binary(tensor: np.ndarray, datatype: str = "FP32") -> tuple[bytes, dict]:
-    """Returns a v2 request with binary tensor data in, asking for the output as binary data too."""
-    raw = tensor.astype(np.uint8 if datatype == "UINT8" else np.float32).tobytes()
-    header = json.dumps({"inputs": [{"name": "images", "datatype": datatype, "shape": list(tensor.shape),
-                                     "parameters": {"binary_data_size": len(raw)}}],
-                         "parameters": {"binary_data_output": True}}).encode()
-    return header + raw, {"Inference-Header-Content-Length": str(len(header)),
-                          "Content-Type": "application/octet-stream"}
-
-
-@dataclass(frozen=True)
-class Request:
-    """One POST to the worker: its path, body and headers."""
-
-    path: str
-    body: bytes
-    headers: dict
-
-
-def answer_json(body: bytes, header_len: str | None) -> dict:
-    """Returns an answer's JSON (the header of a binary-data v2 answer)."""
-    return json.loads(body[: int(header_len)] if header_len else body)
-
-
-class LeanClient:
-    """One keep-alive HTTP/1.1 connection on asyncio streams; each request is encoded once."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._encoded: dict[int, tuple[Request, bytes]] = {}  # by id, holding the request so the id stays its
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def __aenter__(self) -> LeanClient:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        self._writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._writer.close()
-        await self._writer.wait_closed()
-
-    def _encode(self, req: Request) -> bytes:
-        cached = self._encoded.get(id(req))
-        if cached is None or cached[0] is not req:
-            head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
-            cached = (req, (f"POST {req.path} HTTP/1.1\r\nHost: {self.host}\r\n{head}"
-                            f"Content-Length: {len(req.body)}\r\n\r\n").encode() + req.body)
-            self._encoded[id(req)] = cached
-        return cached[1]
-
-    async def post(self, req: Request) -> tuple[int, bytes, str | None]:
-        """Returns (status, body, Inference-Header-Content-Length or None)."""
-        self._writer.write(self._encode(req))
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status, length, header_len = int(head[9:12]), None, None
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"inference-header-content-length":
-                header_len = value.strip().decode()
-        if length is None:  # the worker always sends one; a chunked answer would desynchronise the stream
-            raise RuntimeError(f"answer without Content-Length: {head[:200]!r}")
-        return status, await self._reader.readexactly(length), header_len
-
-
-class AiohttpClient:
-    """The same interface over one aiohttp ClientSession (`--aiohttp-client`)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.base = f"http://{host}:{port}"
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> AiohttpClient:
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self._session.close()
-
-    async def post(self, req: Request) -> tuple[int, bytes, str | None]:
-        async with self._session.post(self.base + req.path, data=req.body, headers=req.headers) as resp:
-            return resp.status, await resp.read(), resp.headers.get("Inference-Header-Content-Length")
-
-
 CLIENT: type[LeanClient] | type[AiohttpClient] = LeanClient
+FINDINGS: list[str] = []
+"""Everything `say` printed: the results page's findings."""
+
+
+def say(text: str) -> None:
+    """Prints a finding and keeps it for the results page."""
+    print(text, flush=True)
+    FINDINGS.append(text)
 
 
 async def served_frames(clients: list, req: Request, duration_s: float) -> tuple[int, float, int]:
@@ -216,12 +122,7 @@ async def served_frames(clients: list, req: Request, duration_s: float) -> tuple
 
 def thread_cpu_ms(pid: int) -> dict[int, float]:
     """Returns CPU time (user + system, ms) of each thread of a process, by thread id."""
-    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
-    cpu = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu[int(tid)] = (int(fields[11]) + int(fields[12])) * tick_ms
-    return cpu
+    return {t.id: (t.user_time + t.system_time) * 1000.0 for t in psutil.Process(pid).threads()}
 
 
 @dataclass
@@ -389,9 +290,11 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=10, help="queries per back-to-back block at low load")
     parser.add_argument("--aiohttp-client", action="store_true", help="load and probe with aiohttp's client")
     parser.add_argument("--low-load-only", action="store_true", help="skip the saturation measurements")
+    parser.add_argument("--no-page", action="store_true", help="do not write docs/results/workers.md")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the low-load worker to its own CPU "
                         "(the benchmark pins its main thread; with --threads > 1 ORT's pool threads are not)")
     args = parser.parse_args()
+    started_s = time.monotonic()
     CLIENT = AiohttpClient if args.aiohttp_client else LeanClient
     zoo.build(names=[args.model], log=lambda _: None)
     cfg = load_model(args.model)
@@ -399,13 +302,13 @@ def main() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (1, *shape)).astype(np.float32)
     jpeg = frame_jpeg()
     b, concurrency, secs = args.batch, 3 * args.batch, args.duration_s
-    print(f"model {args.model}, batch {b}, {args.threads} intra-op thread(s), 1 replica, {concurrency} concurrent "
-          f"clients ({CLIENT.__name__}), {secs:.0f} s per measurement, {args.rounds} rounds; "
-          f"host load {Path('/proc/loadavg').read_text().split()[:3]}")
+    say(f"model {args.model}, batch {b}, {args.threads} intra-op thread(s), 1 replica, {concurrency} concurrent "
+        f"clients ({CLIENT.__name__}), {secs:.0f} s per measurement, {args.rounds} rounds; "
+        f"host load {Path('/proc/loadavg').read_text().split()[:3]}")
 
     # The worker tunes malloc so (workers/runtime.py); the baseline gets the same, or the comparison
     # would credit the service with the page faults it saves.
-    print(f"glibc malloc keeps freed memory (baseline and worker): {keep_freed_memory()}")
+    say(f"glibc malloc keeps freed memory (baseline and worker): {keep_freed_memory()}")
     session = make_session(cfg.onnx_path, "cpu", args.threads)
     proc = OnnxProcessor(cfg, "cpu", args.threads)
     frames_q = [Query("b", "1", jpeg, None, 0.0, 0)]
@@ -435,20 +338,20 @@ def main() -> None:
         for name, t in results.items():
             served_qps = t.served / t.served_s
             per_q = {k: getattr(t, f"{k}_cpu_ms") / t.served for k in ("loop", "replica", "client")}
-            print(f"saturation, {name}: served {served_qps:6.1f} q/s, {t.refused} refused")
+            say(f"saturation, {name}: served {served_qps:6.1f} q/s, {t.refused} refused")
             for base_name, base in t.baselines.items():
                 base_qps, base_cpu = base.frames / base.seconds, base.cpu_ms / base.frames
-                print(f"    / {base_name} {base_qps:6.1f} q/s = {served_qps / base_qps:6.1%} (goal >= 90%); CPU per "
-                      f"query {base_cpu:.2f} ms (replica threads {per_q['replica']:.2f} ms)")
-            print(f"    CPU per query: event loop {per_q['loop']:.2f} ms, load generator {per_q['client']:.2f} ms")
+                say(f"    / {base_name} {base_qps:6.1f} q/s = {served_qps / base_qps:6.1%} (goal >= 90%); CPU per "
+                    f"query {base_cpu:.2f} ms (replica threads {per_q['replica']:.2f} ms)")
+            say(f"    CPU per query: event loop {per_q['loop']:.2f} ms, load generator {per_q['client']:.2f} ms")
 
     # Low load: the worker on its own CPU (as the testbed pins workers), client and baseline on the rest.
     cpus = sorted(os.sched_getaffinity(0))
     worker_cpus = None if args.no_pin or len(cpus) < 2 else {cpus[-1]}
     if worker_cpus:
         os.sched_setaffinity(0, set(cpus) - worker_cpus)
-    print(f"low load: worker CPUs {sorted(worker_cpus) if worker_cpus else 'any'}, "
-          f"client and baseline CPUs {sorted(os.sched_getaffinity(0))}")
+    say(f"low load: worker CPUs {sorted(worker_cpus) if worker_cpus else 'any'}, "
+        f"client and baseline CPUs {sorted(os.sched_getaffinity(0))}")
     worker = Worker(args.model, 1, args.threads, delay_ms=0.0, queue_limit=8, cpus=worker_cpus)
     low: dict[tuple[str, str], dict[str, list[float]]] = {}
     try:
@@ -475,29 +378,36 @@ def main() -> None:
     floors = {(name, mode, kind): bare_floor(kind, med(m["batch"]), worker_cpus, route_req[name], route_local[name],
                                              args.low_load_queries, 1 if mode == "spaced" else args.block)
               for (name, mode), m in low.items() for kind in ("aiohttp", "asyncio")}
-    print("added latency at low load (one query in flight; worker batch 1, W 0), p50 over queries:\n"
-          "  paired = round trip - the same query's raw work as the worker timed it (JPEG: its decode+run+post "
-          "batch; v2: its session.run, so UINT8 conversion and NMS count as added)\n"
-          "  unpaired = round trip p50 - in-process baseline p50 (JPEG: decode+run+post; v2: session.run), same "
-          "rate; noisier: two ~10 ms distributions\n"
-          "  floor = round trip - pause of a bare server on the worker's CPU, same body, pausing the worker's "
-          "batch p50 (what HTTP on this host costs with nothing else)")
+    say("added latency at low load (one query in flight; worker batch 1, W 0), p50 over queries:\n"
+        "  paired = round trip - the same query's raw work as the worker timed it (JPEG: its decode+run+post "
+        "batch; v2: its session.run, so UINT8 conversion and NMS count as added)\n"
+        "  unpaired = round trip p50 - in-process baseline p50 (JPEG: decode+run+post; v2: session.run), same "
+        "rate; noisier: two ~10 ms distributions\n"
+        "  floor = round trip - pause of a bare server on the worker's CPU, same body, pausing the worker's "
+        "batch p50 (what HTTP on this host costs with nothing else)")
     for (name, mode), m in low.items():
         rtt, base = med(m["rtt"]), med(m["local"])
         own = m["batch"] if name.startswith("JPEG") else m["compute"]
         paired = med([r - o for r, o in zip(m["rtt"], own, strict=True)])
         f_aio, f_asy = med(floors[name, mode, "aiohttp"]), med(floors[name, mode, "asyncio"])
-        print(f"low load, {mode}, {name}: added p50 paired {paired:.2f} ms, unpaired {rtt - base:.2f} ms "
-              f"(round trip {rtt:.2f} - in-process {base:.2f}) (goal < 1 ms)\n"
-              f"    floor p50: bare aiohttp {f_aio:.2f} ms, plain asyncio {f_asy:.2f} ms -> the worker's own "
-              f"share above bare aiohttp {paired - f_aio:+.2f} ms\n"
-              f"    worker stages p50: arrival -> batch start {med(m['to_start']):.2f} ms, batch {med(m['batch']):.2f} "
-              f"ms (network {med(m['compute']):.2f}), batch end -> answer {med(m['to_answer']):.2f} ms; HTTP + "
-              f"client + transfer {rtt - med(m['to_start']) - med(m['batch']) - med(m['to_answer']):.2f} ms")
-    print(f"floor, spaced: the same v2 UINT8 body refused with 400 before the batcher (HTTP + transfer, no "
-          f"inference): round trip p50 {med(refused):.2f} ms")
-    print(f"batching delay: JPEG frames, worker batch {b}, W 5 ms, spaced: a lone query waits "
-          f"p50 {med(lone['to_start']):.2f} ms from arrival to batch start (the W of simulator/batching.py)")
+        say(f"low load, {mode}, {name}: added p50 paired {paired:.2f} ms, unpaired {rtt - base:.2f} ms "
+            f"(round trip {rtt:.2f} - in-process {base:.2f}) (goal < 1 ms)\n"
+            f"    floor p50: bare aiohttp {f_aio:.2f} ms, plain asyncio {f_asy:.2f} ms -> the worker's own "
+            f"share above bare aiohttp {paired - f_aio:+.2f} ms\n"
+            f"    worker stages p50: arrival -> batch start {med(m['to_start']):.2f} ms, batch {med(m['batch']):.2f} "
+            f"ms (network {med(m['compute']):.2f}), batch end -> answer {med(m['to_answer']):.2f} ms; HTTP + "
+            f"client + transfer {rtt - med(m['to_start']) - med(m['batch']) - med(m['to_answer']):.2f} ms")
+    say(f"floor, spaced: the same v2 UINT8 body refused with 400 before the batcher (HTTP + transfer, no "
+        f"inference): round trip p50 {med(refused):.2f} ms")
+    say(f"batching delay: JPEG frames, worker batch {b}, W 5 ms, spaced: a lone query waits "
+        f"p50 {med(lone['to_start']):.2f} ms from arrival to batch start (the W of simulator/batching.py)")
+    os.sched_setaffinity(0, set(cpus))  # the page names the cores the host has, not those the client kept
+    say(f"measured in {time.monotonic() - started_s:.0f} s")
+    if not args.no_page:
+        intro = __doc__.split("\n    .venv/bin/python")[0].strip()
+        page = write_results_page("workers", "Worker service against raw ONNX Runtime",
+                                  f"{intro}\n\n## Findings\n\n```text\n" + "\n".join(FINDINGS) + "\n```\n")
+        print(f"wrote {page}")
 
 
 if __name__ == "__main__":

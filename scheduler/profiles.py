@@ -1,33 +1,241 @@
-"""Model-variant profiles: processing delay per batch, capacity, resources and accuracy, with sources.
+"""Model-variant profiles: the profile file format, read and written here only, and what the scheduler takes
+from it: per variant (one runtime, a model on a device, at one batch size, named `{model}-{device}-b{n}`)
+the processing delay per batch, capacity, resources and accuracy, each with its source.
 
-Reads the profile file (see README, "Profile file"); a variant is one runtime (model on a device) at
-one batch size, named `{model}-{device}-b{n}`.
+The file's schema is `ProfileDocument` (pydantic, published as docs/schemas/profile.schema.json);
+`read_profile`/`write_profile` give and take the file as records (`ProfileFile`), which the profiler and
+the profile-driven worker use; `load_profiles` derives the scheduler's variants (`ProfileSet`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
 import numpy as np
+import yaml
+from pydantic import AfterValidator, Field, WithJsonSchema
 
-from topologies.loader import load_yaml_strict
+from topologies.strict import (
+    Fraction,
+    NonNegative,
+    Positive,
+    StrictModel,
+    WholeNumber,
+    derived,
+    load_yaml,
+    validate,
+)
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROVISIONAL_PROFILE = PROFILE_DIR / "provisional.yaml"
 MEASURED_PROFILE = PROFILE_DIR / "measured.yaml"
-
-_TOP_KEYS = {"version", "origin", "models", "runtimes", "capacity_frame_kb"}
-_MODEL_KEYS = {"task", "input_size", "accuracy", "accuracy_source"}
-_RUNTIME_KEYS = {"model", "device", "threads", "cpu_cores", "gpus", "memory_mib", "batch_latency_ms",
-                 "batch_latency_p99_ms", "batch_latency_spread_ms", "input_ms_per_mb", "source"}
+PROFILE_VERSION = 1
+SCHEMA_FILE = "profile.schema.json"
+"""Its JSON Schema, under docs/schemas/."""
 DEVICES = ("cpu", "gpu")
+_TABLES = ("batch_latency_ms", "batch_latency_p99_ms", "batch_latency_spread_ms")
 
 
 class ProfileError(ValueError):
     """A profile file is malformed; the message names the file, the key and the value at fault."""
 
+
+# --- the file's schema -------------------------------------------------------------------------------------
+
+def _version(value: int) -> int:
+    if value != PROFILE_VERSION:
+        raise ValueError(f"is not a supported version ({PROFILE_VERSION})")
+    return value
+
+
+def _batch_size(value: int) -> int:
+    if value < 1:
+        raise ValueError("is not a batch size (a whole number >= 1)")
+    return value
+
+
+def _height_width(value: list[int]) -> list[int]:
+    if len(value) != 2:
+        raise ValueError("must be [height, width] in pixels")
+    return value
+
+
+BatchSize = Annotated[int, AfterValidator(_batch_size)]
+HeightWidth = Annotated[list[WholeNumber], AfterValidator(_height_width),
+                        WithJsonSchema({"type": "array", "items": {"type": "integer", "minimum": 0},
+                                        "minItems": 2, "maxItems": 2})]
+_BATCH_KEYS = {"propertyNames": {"pattern": "^[1-9][0-9]*$"}}
+
+
+class ModelEntry(StrictModel):
+    """What the scheduler knows of one model: its task, input size and accuracy, with the accuracy's source."""
+
+    task: str = Field(description="the task the model serves, e.g. object-detection")
+    input_size: HeightWidth = derived("[height, width] of the network's input in pixels")
+    accuracy: Fraction = Field(description="accuracy as a fraction (COCO AP50 for detectors)")
+    accuracy_source: str = Field(description="where the accuracy figure comes from")
+
+
+class RuntimeEntry(StrictModel):
+    """One model on one device, measured at some batch sizes; figures are per replica."""
+
+    model: str = Field(description="a key of 'models'")
+    device: Literal["cpu", "gpu"]
+    threads: WholeNumber = Field(1, description="intra-op threads of one replica")
+    cpu_cores: NonNegative = Field(1.0, description="CPU cores one replica takes")
+    gpus: WholeNumber = derived("GPUs one replica takes (default: 1 on gpu, 0 on cpu)")
+    memory_mib: NonNegative = Field(0.0, description="memory one replica takes, MiB")
+    batch_latency_ms: dict[BatchSize, Positive] = Field(
+        min_length=1, json_schema_extra=_BATCH_KEYS,
+        description="median processing delay per batch size, ms (linear between the sizes given)")
+    batch_latency_p99_ms: dict[BatchSize, NonNegative] = Field(
+        default_factory=dict, json_schema_extra=_BATCH_KEYS, description="99th percentile per batch size, ms")
+    batch_latency_spread_ms: dict[BatchSize, NonNegative] = Field(
+        default_factory=dict, json_schema_extra=_BATCH_KEYS,
+        description="standard deviation of the per-run medians per batch size, ms")
+    input_ms_per_mb: NonNegative = Field(0.0, description="preparing a frame's input: ms per MB of frame")
+    source: str = Field(description="where the figures come from (measured how, or estimated)")
+
+
+class ProfileDocument(StrictModel):
+    """A profile file: the models and their measured runtimes; variants are runtime x batch size."""
+
+    version: Annotated[int, AfterValidator(_version), WithJsonSchema({"const": PROFILE_VERSION})]
+    origin: str = Field("", description="where the file comes from")
+    models: dict[str, ModelEntry] = Field(min_length=1)
+    runtimes: list[RuntimeEntry] = Field(min_length=1)
+    capacity_frame_kb: NonNegative = Field(
+        0.0, description="nominal frame size (kB) whose input time the declared capacities count (0: none)")
+
+
+# --- the file as records (profiler, profile-driven worker) ------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelProfile:
+    task: str
+    input_size: tuple[int, int] | None  # [height, width]
+    accuracy: float
+    accuracy_source: str
+
+
+@dataclass(frozen=True)
+class RuntimeProfile:
+    model: str
+    device: str
+    threads: int
+    cpu_cores: float
+    gpus: int
+    memory_mib: float
+    batch_latency_ms: dict[int, float]
+    batch_latency_p99_ms: dict[int, float]
+    batch_latency_spread_ms: dict[int, float]
+    input_ms_per_mb: float
+    source: str
+
+    def latency_ms(self, batch: int) -> float:
+        """Returns the median delay of a batch of `batch` frames, linear between profiled sizes."""
+        sizes = sorted(self.batch_latency_ms)
+        if batch in self.batch_latency_ms:
+            return self.batch_latency_ms[batch]
+        lo = max([s for s in sizes if s < batch], default=sizes[0])
+        hi = min([s for s in sizes if s > batch], default=sizes[-1])
+        if lo == hi:  # outside the profiled range: scale the nearest size per frame
+            return self.batch_latency_ms[lo] * batch / lo
+        frac = (batch - lo) / (hi - lo)
+        return self.batch_latency_ms[lo] + frac * (self.batch_latency_ms[hi] - self.batch_latency_ms[lo])
+
+    def variant(self, batch: int) -> str:
+        return f"{self.model}-{self.device}-b{batch}"
+
+
+@dataclass(frozen=True)
+class ProfileFile:
+    version: int
+    origin: str
+    models: dict[str, ModelProfile]
+    runtimes: tuple[RuntimeProfile, ...] = field(default=())
+    capacity_frame_kb: float = 0.0
+    """Nominal frame size whose input time the scheduler's declared capacities count (0: none; written only
+    when set)."""
+
+    def runtime(self, model: str, device: str) -> RuntimeProfile:
+        for rt in self.runtimes:
+            if rt.model == model and rt.device == device:
+                return rt
+        have = [(rt.model, rt.device) for rt in self.runtimes]
+        raise KeyError(f"no runtime profile for model {model!r} on {device!r}; the file has {have}")
+
+
+def read_profile(path: str | Path) -> ProfileFile:
+    """Returns a profile file's content; raises ProfileError naming the file, the key and the value at fault."""
+    path = Path(path)
+    doc: ProfileDocument = validate(ProfileDocument, load_yaml(path, ProfileError), path, ProfileError)
+    models = {name: ModelProfile(m.task, None if m.input_size is None else (int(m.input_size[0]), int(m.input_size[1])),
+                                 m.accuracy, m.accuracy_source) for name, m in doc.models.items()}
+    runtimes = tuple(_runtime(path, f"runtimes[{i}]", r, models) for i, r in enumerate(doc.runtimes))
+    names: set[str] = set()
+    for i, rt in enumerate(runtimes):
+        for n in sorted(rt.batch_latency_ms):
+            if rt.variant(n) in names:
+                raise _fail(path, f"runtimes[{i}]", f"variant {rt.variant(n)!r} is defined twice")
+            names.add(rt.variant(n))
+    return ProfileFile(doc.version, doc.origin, models, runtimes, doc.capacity_frame_kb)
+
+
+def _runtime(path: Path, where: str, r: RuntimeEntry, models: dict[str, ModelProfile]) -> RuntimeProfile:
+    if r.model not in models:
+        raise _fail(path, f"{where}.model", f"{r.model!r} is not in 'models'")
+    table = r.batch_latency_ms
+    sizes = sorted(table)
+    for small, big in zip(sizes, sizes[1:], strict=False):
+        if table[big] < table[small]:
+            raise _fail(path, f"{where}.batch_latency_ms.{big}", f"a batch of {big} ({table[big]} ms) cannot "
+                                                                 f"take less than a batch of {small} ({table[small]} ms)")
+    return RuntimeProfile(
+        model=r.model, device=r.device, threads=int(r.threads), cpu_cores=r.cpu_cores,
+        gpus=int(r.gpus) if r.gpus is not None else (1 if r.device == "gpu" else 0), memory_mib=r.memory_mib,
+        batch_latency_ms=dict(r.batch_latency_ms), batch_latency_p99_ms=dict(r.batch_latency_p99_ms),
+        batch_latency_spread_ms=dict(r.batch_latency_spread_ms), input_ms_per_mb=r.input_ms_per_mb,
+        source=r.source)
+
+
+def _fail(path: Path | str, where: str, message: str) -> ProfileError:
+    return ProfileError(f"{path}: {where}: {message}")
+
+
+def _runtime_dict(rt: RuntimeProfile) -> dict:
+    """Returns one runtime entry, latency tables rounded to µs; an empty optional table is left out."""
+    data = dataclasses.asdict(rt)
+    for key in _TABLES:
+        data[key] = {int(n): round(float(v), 3) for n, v in getattr(rt, key).items()}
+        if not data[key] and key != "batch_latency_ms":
+            del data[key]
+    return data
+
+
+def write_profile(profile: ProfileFile, path: str | Path) -> None:
+    """Writes the profile file (flow-style latency tables, one runtime a block), atomically."""
+    models = {}
+    for name, m in profile.models.items():
+        entry: dict = {"task": m.task}
+        if m.input_size is not None:
+            entry["input_size"] = list(m.input_size)
+        models[name] = {**entry, "accuracy": m.accuracy, "accuracy_source": m.accuracy_source}
+    data = {"version": profile.version, "origin": profile.origin, "models": models,
+            "runtimes": [_runtime_dict(rt) for rt in profile.runtimes]}
+    if profile.capacity_frame_kb:
+        data["capacity_frame_kb"] = profile.capacity_frame_kb
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# --- what the scheduler takes from it ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -97,66 +305,9 @@ def default_profile_path() -> Path:
     return MEASURED_PROFILE if MEASURED_PROFILE.exists() else PROVISIONAL_PROFILE
 
 
-def write_scaled_profile(src: str | Path | None, factor: float, dst: Path) -> Path:
-    """Writes a copy of profile file `src` (default: as load_profiles) whose every batch latency is
-    `factor` times the original: a slower system, e.g. to reach the loads where policies differ with
-    as few queries as a small testbed carries. Returns `dst`; raises ProfileError on a bad file or factor."""
-    import yaml
-
-    path = Path(src) if src is not None else default_profile_path()
-    if not (np.isfinite(factor) and factor > 0):
-        raise ProfileError(f"profile scale {factor!r}: must be a finite number > 0")
-    load_profiles(path)  # the copy is only as good as its source
-    doc = load_yaml_strict(path, ProfileError)
-    doc["origin"] = f"{doc.get('origin', path.name)}; every batch latency x{factor:g} ({path.name})"
-    for r in doc["runtimes"]:
-        for key in ("batch_latency_ms", "batch_latency_p99_ms"):
-            if key in r:
-                r[key] = {b: float(ms) * factor for b, ms in r[key].items()}
-        r["source"] = f"x{factor:g}: {r.get('source', '')}"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return dst
-
-
-def _fail(path: Path, where: str, message: str) -> ProfileError:
-    return ProfileError(f"{path}: {where}: {message}")
-
-
-def _check_keys(path: Path, value: Any, where: str, allowed: set[str], required: set[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(path, where, f"expected a mapping, got {value!r}")
-    unknown = sorted(str(k) for k in value if k not in allowed)
-    if unknown:
-        raise _fail(path, f"{where}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
-    missing = sorted(required - set(value))
-    if missing:
-        raise _fail(path, where, f"missing required key {missing[0]!r}")
-    return value
-
-
-def _positive(path: Path, value: Any, where: str, *, allow_zero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0 \
-            or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise _fail(path, where, f"{value!r} must be a finite number {bound}")
-    return float(value)
-
-
-def _batch_table(path: Path, raw: Any, where: str) -> tuple[float, ...]:
+def _batch_table(points: dict[int, float]) -> tuple[float, ...]:
     """Returns batch_ms[0..max n], interpolating linearly between the batch sizes the file gives."""
-    if not isinstance(raw, dict) or not raw:
-        raise _fail(path, where, "expected a mapping {batch size: milliseconds}")
-    points: dict[int, float] = {}
-    for n, ms in raw.items():
-        if not isinstance(n, int) or n < 1:
-            raise _fail(path, f"{where}.{n}", "batch sizes must be whole numbers >= 1")
-        points[n] = _positive(path, ms, f"{where}.{n}", allow_zero=False)
     sizes = sorted(points)
-    for small, big in zip(sizes, sizes[1:], strict=False):
-        if points[big] < points[small]:
-            raise _fail(path, f"{where}.{big}", f"a batch of {big} ({points[big]} ms) cannot take less "
-                                                 f"than a batch of {small} ({points[small]} ms)")
     table = np.interp(np.arange(1, sizes[-1] + 1), sizes, [points[n] for n in sizes])
     # Below the smallest measured size, scale down linearly towards zero frames.
     table[: sizes[0] - 1] = points[sizes[0]] * np.arange(1, sizes[0]) / sizes[0]
@@ -166,51 +317,38 @@ def _batch_table(path: Path, raw: Any, where: str) -> tuple[float, ...]:
 def load_profiles(path: str | Path | None = None) -> ProfileSet:
     """Returns the profiles in a file (default: measured if present, else provisional); raises ProfileError."""
     path = Path(path) if path is not None else default_profile_path()
-    doc = _check_keys(path, load_yaml_strict(path, ProfileError), "(top level)", _TOP_KEYS,
-                      {"version", "models", "runtimes"})
-    if doc["version"] != 1:
-        raise _fail(path, "version", f"{doc['version']!r} is not a supported version (1)")
-    models: dict[str, ModelInfo] = {}
-    if not isinstance(doc["models"], dict) or not doc["models"]:
-        raise _fail(path, "models", "expected a non-empty mapping of model name to model entry")
-    for name, raw in doc["models"].items():
-        where = f"models.{name}"
-        m = _check_keys(path, raw, where, _MODEL_KEYS, {"task", "accuracy", "accuracy_source"})
-        acc = _positive(path, m["accuracy"], f"{where}.accuracy")
-        if acc > 1:
-            raise _fail(path, f"{where}.accuracy", f"{acc!r} must be a fraction between 0 and 1")
-        size = m.get("input_size", [0, 0])
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) and x >= 0 for x in size)):
-            raise _fail(path, f"{where}.input_size", f"{size!r} must be [height, width] in pixels")
-        models[name] = ModelInfo(name=name, task=str(m["task"]), input_size=(int(size[0]), int(size[1])),
-                                 accuracy=acc, accuracy_source=str(m["accuracy_source"]))
-    if not isinstance(doc["runtimes"], list) or not doc["runtimes"]:
-        raise _fail(path, "runtimes", "expected a non-empty list of runtime entries")
-    frame_kb = _positive(path, doc.get("capacity_frame_kb", 0.0), "capacity_frame_kb")
+    pf = read_profile(path)
+    models = {name: ModelInfo(name=name, task=m.task, input_size=m.input_size or (0, 0), accuracy=m.accuracy,
+                              accuracy_source=m.accuracy_source) for name, m in pf.models.items()}
     variants: dict[str, Variant] = {}
-    for i, raw in enumerate(doc["runtimes"]):
-        where = f"runtimes[{i}]"
-        r = _check_keys(path, raw, where, _RUNTIME_KEYS, {"model", "device", "batch_latency_ms", "source"})
-        if r["model"] not in models:
-            raise _fail(path, f"{where}.model", f"{r['model']!r} is not in 'models'")
-        if r["device"] not in DEVICES:
-            raise _fail(path, f"{where}.device", f"{r['device']!r} is not one of {', '.join(DEVICES)}")
-        table = _batch_table(path, r["batch_latency_ms"], f"{where}.batch_latency_ms")
-        model = models[r["model"]]
-        for n in (int(k) for k in r["batch_latency_ms"]):
-            name = f"{model.name}-{r['device']}-b{n}"
-            if name in variants:
-                raise _fail(path, where, f"variant {name!r} is defined twice")
-            in_mb = _positive(path, r.get("input_ms_per_mb", 0.0), f"{where}.input_ms_per_mb")
-            variants[name] = Variant(
-                name=name, model=model.name, task=model.task, device=r["device"], batch_size=n,
-                threads=int(_positive(path, r.get("threads", 1), f"{where}.threads")),
-                cpu_cores=_positive(path, r.get("cpu_cores", 1.0), f"{where}.cpu_cores"),
-                gpus=int(_positive(path, r.get("gpus", 1 if r["device"] == "gpu" else 0), f"{where}.gpus")),
-                memory_mib=_positive(path, r.get("memory_mib", 0.0), f"{where}.memory_mib"),
-                batch_ms=table[: n + 1],
-                input_ms_per_mb=in_mb, accuracy=model.accuracy, source=str(r["source"]),
-                capacity_input_ms=in_mb * frame_kb / 1000.0,
-            )
-    return ProfileSet(source=str(path), origin=str(doc.get("origin", "")), models=models, variants=variants,
-                      capacity_frame_kb=frame_kb)
+    for rt in pf.runtimes:
+        table = _batch_table(rt.batch_latency_ms)
+        model = models[rt.model]
+        for n in rt.batch_latency_ms:
+            variants[rt.variant(n)] = Variant(
+                name=rt.variant(n), model=model.name, task=model.task, device=rt.device, batch_size=n,
+                threads=rt.threads, cpu_cores=rt.cpu_cores, gpus=rt.gpus, memory_mib=rt.memory_mib,
+                batch_ms=table[: n + 1], input_ms_per_mb=rt.input_ms_per_mb, accuracy=model.accuracy,
+                source=rt.source, capacity_input_ms=rt.input_ms_per_mb * pf.capacity_frame_kb / 1000.0)
+    return ProfileSet(source=str(path), origin=pf.origin, models=models, variants=variants,
+                      capacity_frame_kb=pf.capacity_frame_kb)
+
+
+def write_scaled_profile(src: str | Path | None, factor: float, dst: Path) -> Path:
+    """Writes a copy of profile file `src` (default: as load_profiles) whose every batch latency is
+    `factor` times the original: a slower system, e.g. to reach the loads where policies differ with
+    as few queries as a small testbed carries. Returns `dst`; raises ProfileError on a bad file or factor."""
+    path = Path(src) if src is not None else default_profile_path()
+    if not (np.isfinite(factor) and factor > 0):
+        raise ProfileError(f"profile scale {factor!r}: must be a finite number > 0")
+    load_profiles(path)  # the copy is only as good as its source
+    doc = load_yaml(path, ProfileError)
+    doc["origin"] = f"{doc.get('origin', path.name)}; every batch latency x{factor:g} ({path.name})"
+    for r in doc["runtimes"]:
+        for key in ("batch_latency_ms", "batch_latency_p99_ms"):
+            if key in r:
+                r[key] = {b: float(ms) * factor for b, ms in r[key].items()}
+        r["source"] = f"x{factor:g}: {r.get('source', '')}"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dst

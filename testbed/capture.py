@@ -1,4 +1,4 @@
-"""Packet capture of a live run: one tcpdump per chosen host interface, writing a pcap in the run dir.
+"""Packet capture on the emulated network: one tcpdump per chosen host interface, a pcap in the run dir.
 
 Each tcpdump runs inside its host's namespace (started through `Host.popen`, so teardown stops it if
 the run dies) and writes packet by packet (-U), so the file is readable by `tcpdump -r` at any time.

@@ -350,9 +350,7 @@ class EmulatedNetwork:
             for link in group:
                 assert link.shape is not None
                 ia, ib = link.wire_ifnames()
-                specs.append(WireSpec(link.name, ia, ib, link.shape.delay_ms, link.shape.delay_dev_ms,
-                                      link.shape.loss_pct, seed=self.seed * 1000 + link.index,
-                                      bw_mbps=link.shape.bw_mbps))
+                specs.append(WireSpec(link.name, ia, ib, link.shape, seed=self.seed * 1000 + link.index))
             cfg = self.run_dir / f"wire-{k}.json"
             cfg.write_text(json.dumps([asdict(s) for s in specs], indent=1) + "\n")
             argv = ["ip", "netns", "exec", self.plan.wire_netns, sys.executable, "-m", "testbed.wire",

@@ -11,23 +11,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from topologies import Topology
+from topologies import LinkShape, Topology
 
 ROLES = ("worker", "scheduler", "sources", "probe")
 """Host roles: inference workers, the antenna's scheduler, the stream sources, a measuring probe."""
 HOST_IFNAME = "eth0"
 """Every host has one interface, under this name inside its namespace."""
 MAX_IFNAME = 15
-
-
-@dataclass(frozen=True)
-class Shape:
-    """How one direction of a link is shaped (both directions get the same figures)."""
-
-    delay_ms: float
-    delay_dev_ms: float = 0.0
-    bw_mbps: float = 1000.0
-    loss_pct: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +64,7 @@ class LinkPlan:
     """'trunk' (switch to switch, a topology link), 'radio' (sources to antenna) or 'local'."""
     a: End
     b: End
-    shape: Shape | None
+    shape: LinkShape | None
     site_a: str
     site_b: str
 
@@ -196,17 +186,15 @@ def build_plan(topo: Topology, run_id: str, subnet: str = "10.0.0.0/16") -> Netw
     links: list[LinkPlan] = []
     for h in hosts:
         if h.role == "sources":
-            r = topo.site(h.site).radio
-            assert r is not None
-            shape = Shape(r.delay_ms, r.delay_dev_ms, r.bw_mbps, r.loss_pct)
-            links.append(LinkPlan(len(links), f"radio-{h.site}", "radio", host_end(h), port(h.site), shape,
+            radio = topo.site(h.site).radio
+            assert radio is not None
+            links.append(LinkPlan(len(links), f"radio-{h.site}", "radio", host_end(h), port(h.site), radio,
                                   h.site, h.site))
         else:
             links.append(LinkPlan(len(links), f"local-{h.name}", "local", host_end(h), port(h.site), None,
                                   h.site, h.site))
     for lk in topo.links:
-        shape = Shape(lk.delay_ms, lk.delay_dev_ms, lk.bw_mbps, lk.loss_pct)
-        links.append(LinkPlan(len(links), f"{lk.a}-{lk.b}", "trunk", port(lk.a), port(lk.b), shape, lk.a, lk.b))
+        links.append(LinkPlan(len(links), f"{lk.a}-{lk.b}", "trunk", port(lk.a), port(lk.b), lk.shape, lk.a, lk.b))
 
     next_port: dict[tuple[str, str], int] = {}
     by_pair = {frozenset((lp.site_a, lp.site_b)): lp for lp in links if lp.kind == "trunk"}

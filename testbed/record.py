@@ -16,9 +16,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 from testbed import sh
 from testbed.errors import NetworkError
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RECORD_NAME = "created.jsonl"
 ACTIVE_DIR = Path("/run/edge-testbed/active")
 """One file per run not yet torn down, named by run id, holding the run directory's path."""
@@ -38,16 +41,17 @@ class Created:
     """The namespace an interface or qdisc lives in (None: the root namespace)."""
     pid: int | None = None
     start_ticks: int | None = None
-    """The process's start time (field 22 of /proc/PID/stat), so a reused pid is never killed."""
+    """The process's start time in clock ticks since boot, so a reused pid is never killed."""
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """Returns the start time of a live process in clock ticks since boot, or None if it is gone."""
+    """Returns the start time of a live process in clock ticks since boot (what /proc/PID/stat gives), or
+    None if it is gone. Since boot, not since the epoch: a clock set between run and teardown changes nothing."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return round((started - psutil.boot_time()) * _CLOCK_TICKS)
 
 
 def _same_process_alive(entry: Created) -> bool:

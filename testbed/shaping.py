@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from testbed import sh
 from testbed.errors import PreflightError
-from testbed.plan import Shape
+from topologies import LinkShape
 
 BACKENDS = ("netem", "wire")
 TBF_LATENCY_MS = 50
@@ -42,7 +42,7 @@ def choose_backend(requested: str, netem_ok: bool, netem_answer: str) -> str:
     return requested
 
 
-def _tbf(ifname: str, shape: Shape, mtu: int) -> list[str]:
+def _tbf(ifname: str, shape: LinkShape, mtu: int) -> list[str]:
     rate_bytes_s = shape.bw_mbps * 1e6 / 8
     # TBF drops a frame larger than its bucket: at least two full frames, whatever the MTU
     burst_bytes = max(int(rate_bytes_s * 0.001), 16 * MTU_FRAME_BYTES, 2 * (mtu + ETH_HEADER_BYTES))
@@ -50,7 +50,7 @@ def _tbf(ifname: str, shape: Shape, mtu: int) -> list[str]:
             "rate", f"{shape.bw_mbps:g}mbit", "burst", str(burst_bytes), "latency", f"{TBF_LATENCY_MS}ms"]
 
 
-def netem_commands(ifname: str, shape: Shape, mtu: int = 1500) -> list[list[str]]:
+def netem_commands(ifname: str, shape: LinkShape, mtu: int = 1500) -> list[list[str]]:
     """Returns tc commands shaping the egress of one end (an interface at `mtu`) with TBF (rate) and netem
     under it."""
     netem = ["tc", "qdisc", "add", "dev", ifname, "parent", "1:1", "handle", "10:", "netem",
@@ -62,7 +62,7 @@ def netem_commands(ifname: str, shape: Shape, mtu: int = 1500) -> list[list[str]
     return [_tbf(ifname, shape, mtu), netem]
 
 
-def rate_commands(ifname: str, shape: Shape, mtu: int = 1500) -> list[list[str]]:
+def rate_commands(ifname: str, shape: LinkShape, mtu: int = 1500) -> list[list[str]]:
     """Returns tc commands for the rate alone (the wire adds delay, jitter and loss)."""
     return [_tbf(ifname, shape, mtu)]
 

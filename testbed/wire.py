@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from topologies import LinkShape
+
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
@@ -53,17 +55,19 @@ WIRE_NICE = -10
 
 @dataclass(frozen=True)
 class WireSpec:
-    """One link's wire: two interfaces and the shaping of each direction (figures are one-way)."""
+    """One link's wire: two interfaces and the link's shape (delay, jitter and loss here; its rate, kept by
+    kernel TBF, spaces a burst's frames)."""
 
     name: str
     if_a: str
     if_b: str
-    delay_ms: float
-    delay_dev_ms: float = 0.0
-    loss_pct: float = 0.0
+    shape: LinkShape
     seed: int = 0
-    bw_mbps: float = 0.0
-    """The link's rate (kernel TBF), which spaces a burst's frames; 0: unshaped."""
+
+    @staticmethod
+    def from_json(data: dict) -> WireSpec:
+        """Returns the spec of one entry of a wire's JSON config (as `asdict` writes it)."""
+        return WireSpec(**{**data, "shape": LinkShape(**data["shape"])})
 
 
 @dataclass
@@ -88,10 +92,11 @@ class _Direction:
     def __init__(self, spec: WireSpec, rx: socket.socket, tx: socket.socket, label: str,
                  rng: np.random.Generator) -> None:
         self.rx, self.tx = rx, tx
-        self.delay_ns = int(spec.delay_ms * 1e6)
-        self.dev_ns = spec.delay_dev_ms * 1e6
-        self.loss = spec.loss_pct / 100.0
-        self.ns_per_byte = BURST_FACTOR * 8e3 / spec.bw_mbps if spec.bw_mbps > 0 else 0.0
+        shape = spec.shape
+        self.delay_ns = int(shape.delay_ms * 1e6)
+        self.dev_ns = shape.delay_dev_ms * 1e6
+        self.loss = shape.loss_pct / 100.0
+        self.ns_per_byte = BURST_FACTOR * 8e3 / shape.bw_mbps if shape.bw_mbps > 0 else 0.0
         self.last_rx_ns = -(1 << 62)
         self.last_jitter_ns = 0
         self.rng = rng
@@ -234,7 +239,7 @@ def main(argv: list[str]) -> int:
     _prctl(PR_SET_TIMERSLACK, 1000)  # 1 us instead of 50 us: frames leave closer to their due time
     with contextlib.suppress(PermissionError):
         os.nice(WIRE_NICE)  # wake-up latency is the wire's error: run as favoured as ovs-vswitchd (-10)
-    specs = [WireSpec(**d) for d in json.loads(config_path.read_text())]
+    specs = [WireSpec.from_json(d) for d in json.loads(config_path.read_text())]
 
     def ready() -> None:
         sys.stdout.write("ready\n")

@@ -6,8 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from scheduler.profiles import load_profiles
-from workers.profilefile import read_profile, write_profile
+from scheduler.profiles import load_profiles, read_profile, write_profile
 from workers.profiler import SHIPPED_GPU, gpu_entries_from
 
 

@@ -76,11 +76,11 @@ def test_backend_choice_and_tc_commands() -> None:
     assert choose_backend("wire", True, "ok") == "wire"
     with pytest.raises(PreflightError, match="no netem"):
         choose_backend("netem", False, "Specified qdisc kind is unknown.")
-    from testbed.plan import Shape
-    tbf, netem = netem_commands("p1", Shape(delay_ms=5, delay_dev_ms=1, bw_mbps=100, loss_pct=2))
+    from topologies import LinkShape
+    tbf, netem = netem_commands("p1", LinkShape(delay_ms=5, delay_dev_ms=1, bw_mbps=100, loss_pct=2))
     assert "100mbit" in tbf and netem[netem.index("delay") + 1:netem.index("delay") + 3] == ["5ms", "1ms"]
     assert netem[netem.index("loss") + 1] == "2%"
-    assert rate_commands("p1", Shape(delay_ms=5, bw_mbps=40))[0][-5] == "40mbit"
+    assert rate_commands("p1", LinkShape(delay_ms=5, bw_mbps=40))[0][-5] == "40mbit"
     # TBF's bucket holds 16 standard frames, and at least two full frames of any MTU
-    burst = {mtu: int(rate_commands("p1", Shape(delay_ms=5, bw_mbps=40), mtu)[0][-3]) for mtu in (1500, 9000, 65535)}
+    burst = {mtu: int(rate_commands("p1", LinkShape(delay_ms=5, bw_mbps=40), mtu)[0][-3]) for mtu in (1500, 9000, 65535)}
     assert burst == {1500: 16 * 1514, 9000: 16 * 1514, 65535: 2 * (65535 + 14)}

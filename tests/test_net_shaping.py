@@ -7,8 +7,8 @@ import os
 import pytest
 
 from testbed import sh
-from testbed.plan import Shape
 from testbed.shaping import netem_commands, probe_netem, rate_commands
+from topologies import LinkShape
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -26,7 +26,7 @@ def scratch_veth():
 
 def test_netem_commands_apply_or_fail_only_for_the_missing_qdisc(scratch_veth) -> None:
     netem_ok, _ = probe_netem(f"tbtest-probe-{os.getpid()}")
-    tbf, netem = netem_commands("p0", Shape(delay_ms=5, delay_dev_ms=1, bw_mbps=100, loss_pct=2))
+    tbf, netem = netem_commands("p0", LinkShape(delay_ms=5, delay_dev_ms=1, bw_mbps=100, loss_pct=2))
     sh.run(sh.in_netns(scratch_veth, tbf))
     done = sh.run(sh.in_netns(scratch_veth, netem), check=False)
     shown = sh.run(sh.in_netns(scratch_veth, ["tc", "qdisc", "show", "dev", "p0"])).stdout
@@ -38,7 +38,7 @@ def test_netem_commands_apply_or_fail_only_for_the_missing_qdisc(scratch_veth) -
 
 
 def test_rate_commands_shape_a_veth(scratch_veth) -> None:
-    for cmd in rate_commands("p1", Shape(delay_ms=1, bw_mbps=40)):
+    for cmd in rate_commands("p1", LinkShape(delay_ms=1, bw_mbps=40)):
         sh.run(sh.in_netns(scratch_veth, cmd))
     shown = sh.run(sh.in_netns(scratch_veth, ["tc", "qdisc", "show", "dev", "p1"])).stdout
     assert "rate 40Mbit" in shown and "lat 50ms" in shown

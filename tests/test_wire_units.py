@@ -8,13 +8,14 @@ import time
 import numpy as np
 
 from testbed.wire import WireSpec, _Direction
+from topologies import LinkShape
 
 
 def _direction(**shape) -> tuple[_Direction, socket.socket]:
     rx_in, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     tx, _tx_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.setblocking(False)
-    spec = WireSpec("l", "a", "b", **shape)
+    spec = WireSpec("l", "a", "b", LinkShape(**shape))
     return _Direction(spec, rx, tx, "a->b", np.random.default_rng(0)), rx_in
 
 

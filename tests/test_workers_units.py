@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scheduler.profiles import ModelProfile, ProfileFile, RuntimeProfile, read_profile, write_profile
 from workers.batching import DynamicBatcher
 from workers.engine import Outcome, Query, ReplicaThread
 from workers.modelconfig import ModelCard, ModelConfig
 from workers.prepost import FrameError, nms, postprocess, prepare_jpeg
-from workers.profilefile import ProfileFile, RuntimeProfile, read_profile, write_profile
 from workers.tfjs import read_weights
 
 CARD = ModelCard("test", "random", "test", "n/a", 0.5, "test")
@@ -126,7 +126,8 @@ def test_prepare_jpeg_rejects_png() -> None:
 def test_profile_round_trip_and_interpolation(tmp_path: Path) -> None:
     rt = RuntimeProfile("m", "cpu", 1, 1.0, 0, 10.0, {1: 10.0, 4: 25.0}, {1: 12.0, 4: 30.0}, {1: 0.1, 4: 0.2},
                         5.0, "test")
-    write_profile(ProfileFile(1, "test", {}, (rt,)), tmp_path / "p.yaml")
+    write_profile(ProfileFile(1, "test", {"m": ModelProfile("object-detection", None, 0.5, "test")}, (rt,)),
+                  tmp_path / "p.yaml")
     back = read_profile(tmp_path / "p.yaml").runtime("m", "cpu")
     assert back == rt
     assert back.latency_ms(2) == pytest.approx(15.0)  # linear between 1 and 4

@@ -11,8 +11,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from topologies.loader import TopologyError, _Reader, _shortest_paths
-from topologies.model import Topology
+from topologies.loader import TopologyError, shortest_paths
+from topologies.model import LinkShape, Topology
 
 MEASUREMENTS_FILE = "link_measurements.json"
 
@@ -24,6 +24,11 @@ class LinkFigures:
     delay_ms: float
     delay_dev_ms: float
     loss_pct: float
+
+    def applied_to(self, shape: LinkShape) -> LinkShape:
+        """Returns the shape with these figures (its rate, which the run does not measure, kept)."""
+        return dataclasses.replace(shape, delay_ms=self.delay_ms, delay_dev_ms=self.delay_dev_ms,
+                                   loss_pct=self.loss_pct)
 
 
 def read_link_figures(run_dir: str | Path) -> dict[str, LinkFigures]:
@@ -51,16 +56,13 @@ def calibrated_topology(topo: Topology, figures: dict[str, LinkFigures]) -> Topo
     links = []
     for link in topo.links:
         f = figures.get(f"{link.a}-{link.b}")
-        links.append(link if f is None else dataclasses.replace(
-            link, delay_ms=f.delay_ms, delay_dev_ms=f.delay_dev_ms, loss_pct=f.loss_pct))
+        links.append(link if f is None else dataclasses.replace(link, shape=f.applied_to(link.shape)))
     sites = []
     for site in topo.sites:
         f = figures.get(f"radio-{site.name}")
         if f is not None and site.radio is not None:
-            radio = dataclasses.replace(site.radio, delay_ms=f.delay_ms, delay_dev_ms=f.delay_dev_ms,
-                                        loss_pct=f.loss_pct)
-            site = dataclasses.replace(site, radio=radio)
+            site = dataclasses.replace(site, radio=f.applied_to(site.radio))
         sites.append(site)
-    paths = _shortest_paths(_Reader(Path(topo.source)), [s.name for s in sites], tuple(links))
+    paths = shortest_paths(topo.source, [s.name for s in sites], tuple(links))
     return dataclasses.replace(topo, sites=tuple(sites), links=tuple(links), paths=paths,
                                description=f"{topo.description} (calibrated: measured link figures)")

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-LAYERS: tuple[str, ...] = ("antenna", "co", "dc", "cloud")
+Layer = Literal["antenna", "co", "dc", "cloud"]
+"""A layer of the ISP hierarchy: antenna, central office, operator data centre, remote cloud."""
+LAYERS: tuple[str, ...] = get_args(Layer)
 """Layers of the ISP hierarchy, from the access towards the remote cloud."""
 
 
@@ -26,13 +29,19 @@ class Compute:
 
 
 @dataclass(frozen=True)
-class Radio:
-    """The 5G access between a stream's device and its antenna (one-way figures)."""
+class LinkShape:
+    """How a link is shaped, the same figures in each direction (one-way): the one record of a shape, carried
+    by topology links, antennas' radio access, the network plan and the userspace wire."""
 
     delay_ms: float
     delay_dev_ms: float = 0.0
+    """Standard deviation of the one-way delay (normal jitter)."""
     bw_mbps: float = 1000.0
     loss_pct: float = 0.0
+
+
+Radio = LinkShape
+"""The 5G access between a stream's device and its antenna, shaped as a link is."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,8 @@ class Site:
     name: str
     layer: str
     compute: Compute | None = None
-    radio: Radio | None = None
+    radio: LinkShape | None = None
+    """The radio access of an antenna site (None elsewhere)."""
 
     @property
     def is_antenna(self) -> bool:
@@ -55,17 +65,31 @@ class Site:
 
 @dataclass(frozen=True)
 class Link:
-    """A bidirectional link; delay, deviation and loss are per direction (one-way)."""
+    """A bidirectional link between two sites and its shape (per direction, one-way)."""
 
     a: str
     b: str
-    delay_ms: float
-    delay_dev_ms: float = 0.0
-    bw_mbps: float = 1000.0
-    loss_pct: float = 0.0
+    shape: LinkShape
 
     def other(self, site: str) -> str:
         return self.b if site == self.a else self.a
+
+    # A link's figures are its shape's (read by path metrics and the system model).
+    @property
+    def delay_ms(self) -> float:
+        return self.shape.delay_ms
+
+    @property
+    def delay_dev_ms(self) -> float:
+        return self.shape.delay_dev_ms
+
+    @property
+    def bw_mbps(self) -> float:
+        return self.shape.bw_mbps
+
+    @property
+    def loss_pct(self) -> float:
+        return self.shape.loss_pct
 
 
 @dataclass(frozen=True)

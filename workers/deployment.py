@@ -7,8 +7,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from scheduler.profiles import RuntimeProfile, read_profile
+
 from .modelconfig import ModelCard, ModelConfig, load_model
-from .profilefile import RuntimeProfile, read_profile
 
 
 @dataclass(frozen=True)

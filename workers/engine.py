@@ -15,9 +15,10 @@ from typing import Protocol
 
 import numpy as np
 
+from scheduler.profiles import RuntimeProfile
+
 from .modelconfig import ModelConfig
 from .prepost import Detection, FrameError, Prepared, postprocess, prepare_jpeg
-from .profilefile import RuntimeProfile
 from .runtime import make_session
 from .timers import sleep_precise
 

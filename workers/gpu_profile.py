@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .profilefile import PROFILE_VERSION, ModelProfile, ProfileFile, RuntimeProfile, write_profile
+from scheduler.profiles import PROFILE_VERSION, ModelProfile, ProfileFile, RuntimeProfile, write_profile
+
 from .profiler import ProfileRequest, time_batches
 
 

@@ -16,23 +16,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import psutil
 from PIL import Image
 
-from .modelconfig import REPO_ROOT, ModelConfig, load_model
-from .prepost import prepare_jpeg
-from .profilefile import (
+from scheduler.profiles import (
+    MEASURED_PROFILE,
+    PROFILE_DIR,
     PROFILE_VERSION,
+    PROVISIONAL_PROFILE,
     ModelProfile,
     ProfileFile,
     RuntimeProfile,
     read_profile,
     write_profile,
 )
+
+from .modelconfig import REPO_ROOT, ModelConfig, load_model
+from .prepost import prepare_jpeg
 from .runtime import DeviceUnavailable, make_session, providers_for
 
-DEFAULT_OUT = REPO_ROOT / "scheduler" / "profiles" / "measured.yaml"
-PROVISIONAL = REPO_ROOT / "scheduler" / "profiles" / "provisional.yaml"
-SHIPPED_GPU = REPO_ROOT / "scheduler" / "profiles" / "gpu-h100.yaml"
+DEFAULT_OUT = MEASURED_PROFILE
+PROVISIONAL = PROVISIONAL_PROFILE
+SHIPPED_GPU = PROFILE_DIR / "gpu-h100.yaml"
 """GPU entries measured on an NVIDIA H100 (workers/gpu_profile.py); used where this host has no GPU."""
 FRAME_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
 BUSY_NOTE = ": the host was busy, latencies are inflated; profile again on an idle host"
@@ -61,10 +66,8 @@ class BatchTiming:
 
 
 def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
+    """Returns this process's resident memory in MiB."""
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def time_batches(run_once: Callable[[int], None], req: ProfileRequest) -> dict[int, BatchTiming]:
