@@ -1,6 +1,6 @@
 """The per-query record format, identical for the simulator and the testbed, and its streaming writer.
 
-One row per query; times in ms since the run's start; see README "Per-query log" for each column.
+One row per query; times in ms since the run's start; see docs/file-formats.md (per-query records) for each column.
 CSV (flushed batch by batch, what the testbed writes) or Parquet (much faster to write; by file suffix).
 """
 

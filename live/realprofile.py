@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from scheduler.profiles import ProfileFile, read_profile, write_profile
 from scheduler.system import Resource, SystemModel
 from workers.modelconfig import load_model
-from workers.profilefile import ProfileFile, read_profile, write_profile
 from workers.profiler import ProfileRequest, profile_runtime, synthetic_frames
 
 RUNS = 3

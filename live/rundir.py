@@ -22,7 +22,7 @@ def _numbered(name: str, restart: int) -> str:
 
 @dataclass(frozen=True)
 class RunDir:
-    """The files of one live run (README: the run dir); `root` is absolute, so children find them anywhere."""
+    """The files of one live run (docs/live-run.md: the run directory); `root` is absolute, so children find them anywhere."""
 
     root: Path
 

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
 from live.options import add_options, opt, option_values
 from testbed.capture import DEFAULT_SNAPLEN
-from topologies.strict import one_line, where
+from topologies.strict import one_line
 from workload.args import Workload, add_workload_arguments, workload_from_args
 
 DEFAULT_POLICY = "closest"
@@ -37,7 +37,7 @@ def _sites(text: str) -> tuple[str, ...]:
     return () if text.strip() == "none" else tuple(s.strip() for s in text.split(",") if s.strip())
 
 
-@with_config(ConfigDict(extra="forbid", strict=True))
+@with_config(ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True))
 @dataclass(frozen=True)
 class RunSpec:
     """What one live run does. A field's docstring, up to its first blank line, is its option's --help."""
@@ -176,7 +176,4 @@ def read_spec(path: Path) -> RunSpec:
     try:
         return _adapter().validate_json(text)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        if err.get("type") == "unexpected_keyword_argument":  # a stdlib dataclass's word for extra_forbidden
-            raise SpecError(f"{path}: {where(tuple(err['loc']))}: unknown key") from None
         raise SpecError(one_line(path, exc)) from None

@@ -1,5 +1,5 @@
 """The windows log of an antenna scheduler: one CSV row per decision window (its policy, what choosing it
-cost, its counts; README: file formats) and, with an ASET agent, the state and Q-values it saw per window.
+cost, its counts; docs/file-formats.md) and, with an ASET agent, the state and Q-values it saw per window.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ WINDOW_COLUMNS = (
     "antenna", "window", "t_start_ms", "t_end_ms", "policy", "decide_us", "decide_cpu_us", "sent", "ontime", "failed",
     "rejected", "streams_new", "streams_rejected", "streams_all", "responses_all_per_s",
 )
-"""Columns of the windows log (README: file formats)."""
+"""Columns of the windows log (docs/file-formats.md: decision windows)."""
 
 
 def log_window(path: Path, live: AntennaScheduler, c: WindowMeasurement, m: WindowMeasurement, end_s: float) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.profilefile import read_profile
+from scheduler.profiles import read_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

@@ -46,7 +46,8 @@ def _validator(name: str):
 
 def test_the_published_schemas_are_those_the_models_give() -> None:
     generator = _generator()
-    assert set(generator.FORMATS) == {"topology.schema.json", "profile.schema.json", "trace-row.schema.json"}
+    assert set(generator.FORMATS) == {"topology.schema.json", "profile.schema.json", "trace-row.schema.json",
+                                      "run-spec.schema.json"}
     assert generator.stale() == [], "run: .venv/bin/python docs/schemas/generate.py --write"
 
 
@@ -182,3 +183,12 @@ def test_bad_files_end_the_command_with_one_line_and_status_2(tmp_path: Path) ->
         done = _run(*args)
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {expected}"), done.stderr
+
+
+def test_a_written_run_spec_passes_its_published_schema(tmp_path: Path) -> None:
+    from live.spec import RunSpec, write_spec
+
+    write_spec(RunSpec(topo="tiny", kill_worker=(("yolov3-gpu-b8@cloud", 3.0),)), tmp_path / "spec.json")
+    validator = _validator("run-spec.schema.json")
+    validator.validate(json.loads((tmp_path / "spec.json").read_text()))
+    assert not validator.is_valid({**json.loads((tmp_path / "spec.json").read_text()), "speed": 2})

@@ -19,10 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
+from scheduler.profiles import read_profile
 from workers import zoo
 from workers.cli import register
 from workers.modelconfig import REPO_ROOT, file_sha256, load_model
-from workers.profilefile import read_profile
 
 MODEL = "tiny-yolov2"
 

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic.json_schema import GenerateJsonSchema
 
 M = TypeVar("M", bound=BaseModel)
@@ -104,6 +112,10 @@ def _drop_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
+UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
+"""pydantic's words for a key the format does not have (a model's, and a stdlib dataclass's)."""
+
+
 def validate(model: type[M], data: Any, source: str | Path, error: type[Exception] = ValueError) -> M:
     """Returns `data` validated as `model`; raises `error` with the one-line message otherwise."""
     try:
@@ -116,9 +128,9 @@ def one_line(source: str | Path, exc: ValidationError, model: Any = None) -> str
     """Returns the first error of `exc` as one line: `<source>: <key path>: <value> <what is wrong>`."""
     err = first_error(exc.errors(include_url=False))
     loc = tuple(err.get("loc", ()))
-    if err.get("type") == "extra_forbidden":
+    if err.get("type") in UNKNOWN_KEY:
         return f"{source}: {key_path(loc, model)}: {unknown_key(str(loc[-1]), _allowed_keys(model, loc[:-1]))}"
-    if err.get("type") == "missing":
+    if err.get("type") in ("missing", "missing_argument"):
         return f"{source}: {key_path(loc[:-1], model)}: missing required key {loc[-1]!r}" if loc \
             else f"{source}: missing"
     return f"{source}: {key_path(loc, model)}: {problem(err, loc)}"
@@ -129,9 +141,9 @@ def first_error(errors: list[Any]) -> Any:
     first error, an unknown key, then a missing key, then the values."""
     loc = tuple(errors[0].get("loc", ()))
     for depth in range(len(loc)):
-        for kind in ("extra_forbidden", "missing"):
+        for kinds in (UNKNOWN_KEY, ("missing", "missing_argument")):
             for err in errors:
-                if err.get("type") == kind and tuple(err.get("loc", ()))[:-1] == loc[:depth]:
+                if err.get("type") in kinds and tuple(err.get("loc", ()))[:-1] == loc[:depth]:
                     return err
     return errors[0]
 
@@ -139,6 +151,8 @@ def first_error(errors: list[Any]) -> Any:
 def problem(err: Mapping[str, Any], loc: tuple = ()) -> str:
     """Returns what is wrong in one pydantic error as `<value> <what is wrong>` (`'5ms' is not a number`)."""
     kind, value, ctx = err.get("type", ""), err.get("input"), err.get("ctx") or {}
+    if kind == "json_invalid":
+        return f"invalid JSON: {ctx.get('error', err.get('msg', ''))}"
     shown = show(value)
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return f"{shown} {ctx['error']}"
@@ -207,9 +221,11 @@ def load_yaml(path: Path, error: Callable[[str], Exception]) -> Any:
         raise error(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
 
 
-def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """Returns the JSON Schema of a file format (draft 2020-12), without pydantic's generated field titles."""
-    return {"$schema": JSON_SCHEMA_DIALECT, **model.model_json_schema(schema_generator=_NoFieldTitles)}
+def json_schema(model: Any) -> dict[str, Any]:
+    """Returns the JSON Schema of a file format (draft 2020-12), without pydantic's generated field titles;
+    `model` is a pydantic model or a (pydantic) dataclass."""
+    schema = TypeAdapter(model).json_schema(schema_generator=_NoFieldTitles)
+    return {"$schema": JSON_SCHEMA_DIALECT, **schema}
 
 
 class _NoFieldTitles(GenerateJsonSchema):

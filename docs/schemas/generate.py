@@ -16,17 +16,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from pydantic import BaseModel  # noqa: E402
-
+from live import spec  # noqa: E402
 from scheduler import profiles  # noqa: E402
 from topologies import loader  # noqa: E402
 from topologies.strict import json_schema  # noqa: E402
 from workload import trace  # noqa: E402
 
-FORMATS: dict[str, type[BaseModel]] = {
+FORMATS: dict[str, type] = {
     loader.SCHEMA_FILE: loader.TopologyFile,
     profiles.SCHEMA_FILE: profiles.ProfileDocument,
     trace.SCHEMA_FILE: trace.TraceRow,
+    "run-spec.schema.json": spec.RunSpec,
 }
 """Schema file name -> the model of its format (add a format here, then run --write)."""
 

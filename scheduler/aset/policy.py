@@ -76,7 +76,7 @@ class AsetController:
     def for_system(path: str | Path, system: SystemModel) -> AsetController:
         """Returns the controller of an agent file for a system (history read from the file; mismatch refused).
 
-        The caller's window must last `decision_window_s`: `decide` is a live.scheduler PolicyChooser.
+        The caller's window must last `decision_window_s`: `decide` is a live.antenna PolicyChooser.
         """
         policy = OnnxPolicy(path)
         spec = StateSpec.of(system, history=policy.meta.state_shape[0])
