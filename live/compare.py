@@ -17,6 +17,7 @@ from pathlib import Path
 from analysis.calibrate import processing_scale, stack_overhead_ms
 from analysis.fidelity import compare_dirs, write_report
 from analysis.records import read_records
+from analysis.resultspage import add_results_page_argument, write_results_page
 from live.spec import RunSpec
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import load_profiles, write_scaled_profile
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--controller", choices=("osken", "none"), default="osken")
     p.add_argument("--pcap", default="none", help="hosts to capture on the testbed side (default none)")
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder (default runs/compare)")
+    add_results_page_argument(p, "fidelity")
     p.set_defaults(func=cmd_compare)
 
 
@@ -133,4 +135,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print()
     print(report.to_markdown())
     print(f"wrote {out}/report.md, report.json, series.png")
+    if args.results_page:
+        page = write_results_page(args.results_page, f"Fidelity: {topo.name}, simulator against testbed",
+                                  report.to_markdown())
+        print(f"wrote {page}")
     return 0
