@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "docs" / "results"
 
@@ -36,17 +38,12 @@ def git_commit() -> str:
 def machine() -> str:
     """Returns the CPU model, the cores this process may use, memory, kernel and Python, on one line."""
     model = "unknown CPU"
-    try:
+    with contextlib.suppress(OSError):  # psutil does not give the CPU's model name; the kernel does
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
-    try:
-        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        mem_gib = float("nan")
+    mem_gib = psutil.virtual_memory().total / 2**30
     return (f"{model}, {len(os.sched_getaffinity(0))} cores, {mem_gib:.0f} GiB, Linux {platform.release()}, "
             f"Python {platform.python_version()}")
 

@@ -25,14 +25,21 @@ def allowed_graph() -> dict[str, set[str]]:
     return graph
 
 
-def imports_of(path: Path) -> set[str]:
-    """Returns the top-level names of every module a file imports, at any depth of the file."""
+def imports_of(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
+    """Returns the top-level names of every module a file imports, at any depth of the file; a relative
+    import is resolved against the file's own package (`from ..live import spec` in workers/x/y.py: live)."""
     names = set()
+    if package is None:
+        package = path.resolve().parent.relative_to(ROOT).parts if path.resolve().is_relative_to(ROOT) else ()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - (node.level - 1)] if node.level - 1 <= len(package) else ()
+            parts = (*base, *(node.module.split(".") if node.module else ()))
+            names.add(parts[0] if parts else "..")  # above the repository: never a package it may import
     return names
 
 
@@ -65,3 +72,5 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     f = tmp_path / "x.py"
     f.write_text("def f():\n    from simulator.engine import Simulation\n    import time\n")
     assert imports_of(f) == {"simulator", "time"}
+    f.write_text("from ...live import spec\nfrom . import layers\nfrom .. import engine\n")
+    assert imports_of(f, package=("workers", "nets")) == {"live", "workers"}  # as if in workers/nets/

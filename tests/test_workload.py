@@ -114,3 +114,17 @@ def test_a_number_only_lambda_is_a_float_and_refuses_a_schedule() -> None:
     add_workload_arguments(bench, lambda_default="60", duration_default_s=600.0, replay=False, number_only=True)
     w = workload_from_args(bench.parse_args(["--duration", "20"]))
     assert (w.lambda_per_min, w.label, w.generated_duration_s, w.seed, w.trace) == ("60.0", "60", 20.0, 1, None)
+
+
+def test_whole_number_columns_take_whole_numbers_only(tmp_path) -> None:
+    """'1.0' or '5e3' for a stream id or a frame size is refused, not coerced; a number past int64 too."""
+    path = tmp_path / "w.csv"
+    good = "1,ant1,0,10,ar-vr,30,5000,100,0.3\n"
+    for row, message in (("1.0,ant1,0,10,ar-vr,30,5000,100,0.3", "column 'stream_id': '1.0' is not a whole number"),
+                         ("2,ant1,0,10,ar-vr,30,5e3,100,0.3", "column 'frame_bytes': '5e3' is not a whole number"),
+                         ("9" * 23 + ",ant1,0,10,ar-vr,30,5000,100,0.3", "column 'stream_id': '9+' must be <=")):
+        path.write_text(HEADER + good + row + "\n")
+        with pytest.raises(TraceError, match=f"line 3, {message}"):
+            read_trace(path)
+    path.write_text(HEADER + good)
+    assert read_trace(path).frame_bytes.tolist() == [5000]

@@ -6,7 +6,7 @@ This package imports nothing of the project.
 """
 
 from topologies.loader import TopologyError, load_topology, resolve_topology_path
-from topologies.model import Compute, Deployment, Link, LinkShape, PathMetrics, Radio, Site, Topology
+from topologies.model import Compute, Deployment, Link, LinkShape, PathMetrics, Site, Topology
 
 __all__ = [
     "Compute",
@@ -14,7 +14,6 @@ __all__ = [
     "Link",
     "LinkShape",
     "PathMetrics",
-    "Radio",
     "Site",
     "Topology",
     "TopologyError",

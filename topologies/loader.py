@@ -8,6 +8,7 @@ between two sites ambiguous) and derives every site-to-site path.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from pathlib import Path
@@ -59,16 +60,22 @@ def _nonzero_rate(bw_mbps: float) -> float:
 Bandwidth = Annotated[NonNegative, AfterValidator(_nonzero_rate), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
 
 
+_SHAPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LinkShape)}
+"""LinkShape's defaults: the schema takes them from the record, so they are written once."""
+
+
 class ShapeEntry(StrictModel):
     """A link's or a radio access's shape: one-way figures, the same in each direction."""
 
     delay_ms: NonNegative = Field(description="one-way delay in milliseconds")
-    delay_dev_ms: NonNegative = Field(0.0, description="standard deviation of the one-way delay (ms)")
-    bw_mbps: Bandwidth = Field(1000.0, description="rate in Mbit/s (kernel TBF)")
-    loss_pct: Percent = Field(0.0, description="probability in percent that a packet is lost, per direction")
+    delay_dev_ms: NonNegative = Field(_SHAPE_DEFAULTS["delay_dev_ms"],
+                                      description="standard deviation of the one-way delay (ms)")
+    bw_mbps: Bandwidth = Field(_SHAPE_DEFAULTS["bw_mbps"], description="rate in Mbit/s (kernel TBF)")
+    loss_pct: Percent = Field(_SHAPE_DEFAULTS["loss_pct"],
+                              description="probability in percent that a packet is lost, per direction")
 
     def record(self) -> LinkShape:
-        return LinkShape(self.delay_ms, self.delay_dev_ms, self.bw_mbps, self.loss_pct)
+        return LinkShape(**self.model_dump(include=set(_SHAPE_DEFAULTS)))
 
 
 class ComputeEntry(StrictModel):

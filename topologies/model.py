@@ -40,10 +40,6 @@ class LinkShape:
     loss_pct: float = 0.0
 
 
-Radio = LinkShape
-"""The 5G access between a stream's device and its antenna, shaped as a link is."""
-
-
 @dataclass(frozen=True)
 class Site:
     """A node of the hierarchy; antennas host a scheduler and the stream sources behind their radio."""

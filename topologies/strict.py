@@ -199,10 +199,6 @@ def key_path(loc: tuple[int | str, ...], model: Any = None) -> str:
     return out or "(top level)"
 
 
-where = key_path
-"""The first name of `key_path`, kept for its callers."""
-
-
 def load_yaml(path: Path, error: Callable[[str], Exception]) -> Any:
     """Returns the parsed YAML document; an unreadable file, a syntax error or a duplicate key raises `error`
     with one line naming the file, the line and the column."""

@@ -10,12 +10,14 @@ second), then across rows (stream ids unique, antennas of the topology).
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from topologies.strict import Fraction, NonNegative, Positive, StrictModel, problem
 
@@ -28,17 +30,31 @@ SCHEMA_FILE = "trace-row.schema.json"
 _Text = Annotated[str, StringConstraints(strip_whitespace=True)]
 
 
+_INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+INT64_MAX = 2**63 - 1
+
+
+def _int_text(value: object) -> object:
+    """Refuses a cell that is not written as a whole number ('1.0', '5e3'): nothing is coerced."""
+    if isinstance(value, str) and not _INT_TEXT.fullmatch(value):
+        raise PydanticCustomError("int_parsing", "is not a whole number")
+    return value
+
+
+_CsvInt = Annotated[int, BeforeValidator(_int_text)]
+
+
 class TraceRow(StrictModel):
     """One stream of a trace: a CSV row, its cells read as these types (numbers written as text)."""
 
-    stream_id: int = Field(ge=0, description="unique per trace")
+    stream_id: _CsvInt = Field(ge=0, le=INT64_MAX, description="unique per trace")
     antenna: _Text = Field(description="the antenna the stream opens at (a site of the topology)")
     start_s: NonNegative = Field(description="when the stream opens, seconds from the start")
     duration_s: Positive = Field(description="how long the stream sends frames, seconds")
     app: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = Field(
         description="the application class, e.g. ar-vr")
     fps: Positive = Field(description="frames (queries) per second")
-    frame_bytes: int = Field(gt=0, description="size of one frame in bytes")
+    frame_bytes: _CsvInt = Field(gt=0, le=INT64_MAX, description="size of one frame in bytes")
     max_delay_ms: Positive = Field(description="end-to-end delay budget of a query, ms")
     min_accuracy: Fraction = Field(description="the least model accuracy the stream accepts")
     task: _Text = Field(DEFAULT_TASK, description="the inference task (empty: object-detection)")
