@@ -4,11 +4,12 @@ normal client keeps sending JPEG frames. Measures the worker's resident memory (
 and after the attack, when each slow connection was closed, and the normal client's round trips before
 and during the attack (p50, p99).
 
-`--worker-tree DIR` starts the worker from another checkout of the repository (e.g. the commit before the
-limits, unpacked with `git archive COMMIT | tar -x -C DIR`), so that both are measured by the same client.
+`--before-tree DIR` first measures a worker started from another checkout of the repository (e.g. the
+commit before the limits, unpacked with `git archive COMMIT | tar -x -C DIR`), so that both are measured by
+the same client in the same run.
 
     .venv/bin/python benchmarks/bench_worker_attack.py [--slow-bodies 150] [--slow-headers 500]
-        [--announce-mb 8] [--bytes-per-s 16] [--attack-s 40] [--worker-tree DIR] [--results-page]
+        [--announce-mb 8] [--bytes-per-s 16] [--attack-s 40] [--before-tree DIR] [--results-page]
 """
 
 from __future__ import annotations
@@ -138,34 +139,13 @@ async def run(args: argparse.Namespace, host: str, port: int, pid: int, say) -> 
         f"during it {percentiles(during)}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-yolov2")
-    parser.add_argument("--slow-bodies", type=int, default=150)
-    parser.add_argument("--slow-headers", type=int, default=500)
-    parser.add_argument("--announce-mb", type=float, default=8.0, help="Content-Length each slow body announces")
-    parser.add_argument("--bytes-per-s", type=float, default=16.0, help="rate of each slow body")
-    parser.add_argument("--attack-s", type=float, default=40.0, help="how long the slow clients keep at it")
-    parser.add_argument("--probe-s", type=float, default=5.0, help="normal requests before the attack")
-    parser.add_argument("--gap-s", type=float, default=0.05, help="pause between normal requests")
-    parser.add_argument("--worker-tree", type=Path, default=None, help="start the worker from this checkout")
-    parser.add_argument("--worker-arg", action="append", default=[], help="extra worker option (repeatable)")
-    add_results_page_argument(parser, "worker-attack")
-    args = parser.parse_args()
-    zoo.build(names=[args.model], log=lambda _: None)
-    tree = args.worker_tree or REPO_ROOT
+def measure(args: argparse.Namespace, tree: Path | None, worker_args: list[str], say) -> None:
+    """Starts a worker from `tree` (None: this one) and runs the attack on it."""
     cmd = [sys.executable, "-m", "workers.serve", "--model", args.model, "--port", "0", "--batch", "1",
-           "--max-batch-delay-ms", "0", "--models-dir", str(REPO_ROOT / "models"), *args.worker_arg]
-    findings: list[str] = []
-
-    def say(text: str) -> None:
-        print(text, flush=True)
-        findings.append(text)
-
-    say(f"worker: {args.model}, batch 1, from {'this tree' if args.worker_tree is None else tree}; "
-        f"options {' '.join(args.worker_arg) or '(defaults)'}; host load "
-        f"{Path('/proc/loadavg').read_text().split()[:3]}")
-    proc = subprocess.Popen(cmd, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "--max-batch-delay-ms", "0", "--models-dir", str(REPO_ROOT / "models"), *worker_args]
+    say(f"worker: {args.model}, batch 1, from {'this tree' if tree is None else tree}; options "
+        f"{' '.join(worker_args) or '(defaults)'}; host load {Path('/proc/loadavg').read_text().split()[:3]}")
+    proc = subprocess.Popen(cmd, cwd=tree or REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         if not line.startswith("READY "):
@@ -177,6 +157,34 @@ def main() -> None:
         _, err = proc.communicate(timeout=30)
     lines = err.strip().splitlines()
     say(f"worker log: {len(lines)} lines, {sum('Traceback' in x for x in lines)} tracebacks")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny-yolov2")
+    parser.add_argument("--slow-bodies", type=int, default=150)
+    parser.add_argument("--slow-headers", type=int, default=500)
+    parser.add_argument("--announce-mb", type=float, default=8.0, help="Content-Length each slow body announces")
+    parser.add_argument("--bytes-per-s", type=float, default=16.0, help="rate of each slow body")
+    parser.add_argument("--attack-s", type=float, default=40.0, help="how long the slow clients keep at it")
+    parser.add_argument("--probe-s", type=float, default=5.0, help="normal requests before the attack")
+    parser.add_argument("--gap-s", type=float, default=0.05, help="pause between normal requests")
+    parser.add_argument("--before-tree", type=Path, default=None,
+                        help="first measure a worker started from this checkout (started with defaults)")
+    parser.add_argument("--worker-arg", action="append", default=[], help="extra option of this tree's worker")
+    add_results_page_argument(parser, "worker-attack")
+    args = parser.parse_args()
+    zoo.build(names=[args.model], log=lambda _: None)
+    findings: list[str] = []
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+        findings.append(text)
+
+    if args.before_tree is not None:
+        measure(args, args.before_tree, [], say)
+        say("")
+    measure(args, None, args.worker_arg, say)
     if args.results_page:
         intro = __doc__.split("\n    .venv/bin/python")[0].strip()
         page = write_results_page(args.results_page, "Worker under slow clients",

@@ -49,12 +49,16 @@ class RequestLimits:
 
 
 class Rejected(Exception):
-    """A request refused before it reached the batcher; `close` also closes its connection (its body
-    is left unread: a slow sender, or one over the budget)."""
+    """A request refused before it reached the batcher, its body left unread. `close`: the connection
+    closes after the answer (aiohttp first reads and drops what the client still sends, for at most its
+    lingering time, so that the client gets the answer); `abort`: it closes as soon as the answer is
+    written (a slow sender, which would hold it through the lingering too)."""
 
-    def __init__(self, status: int, code: str, detail: str, close: bool = False, **extra) -> None:
+    def __init__(self, status: int, code: str, detail: str, close: bool = False, abort: bool = False,
+                 **extra) -> None:
         super().__init__(detail)
-        self.status, self.code, self.detail, self.close, self.extra = status, code, detail, close, extra
+        self.status, self.code, self.detail, self.extra = status, code, detail, extra
+        self.close, self.abort = close or abort, abort
 
 
 @dataclass
@@ -148,7 +152,7 @@ async def read_body(request: web.BaseRequest, guard: RequestGuard) -> bytes | by
                   request.method, request.path, received[0], size if size is not None else "?",
                   guard.limits.body_timeout_s)
         raise Rejected(408, "body_timeout", f"the body did not arrive within {guard.limits.body_timeout_s:g} s "
-                       f"({received[0]} of {size if size is not None else 'unknown'} bytes)", close=True) from None
+                       f"({received[0]} of {size if size is not None else 'unknown'} bytes)", abort=True) from None
 
 
 async def _read_into_buffer(request: web.BaseRequest, size: int, received: list[int]) -> bytearray:

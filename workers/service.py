@@ -56,7 +56,9 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     except Rejected as exc:
         resp = error(exc.status, exc.code, exc.detail, **exc.extra)
-        if exc.close:  # its body is left unread: answer, then close at once (no lingering read)
+        if exc.close:
+            resp.force_close()
+        if exc.abort:  # answer, then close at once rather than read on what a slow sender sends
             await resp.prepare(request)
             await resp.write_eof()
             request.protocol.force_close()
