@@ -36,6 +36,7 @@ STATS = web.AppKey("stats", WorkerStats)
 ENGINE = web.AppKey("engine", Engine)
 GUARD = web.AppKey("guard", RequestGuard)
 JPEG_TYPES = ("image/jpeg", "image/jpg")
+MODEL_VERSION = "1"  # the one version of its model a worker serves (the metadata and versioned routes say so)
 _log = logging.getLogger("workers.service")
 # v2 input datatypes accepted; UINT8 pixels are converted to the network's float input.
 _V2_DATATYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype(np.uint8)}
@@ -155,9 +156,6 @@ async def ready(request: web.Request) -> web.Response:
     if engine.ready.is_set():
         return web.json_response({"ready": True})
     return web.json_response({"ready": False, "error": engine.startup_error}, status=503)
-
-
-MODEL_VERSION = "1"
 
 
 def _unknown_model(request: web.Request) -> web.Response | None:
