@@ -19,6 +19,7 @@ import asyncio
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,17 +146,20 @@ def measure(args: argparse.Namespace, tree: Path | None, worker_args: list[str],
            "--max-batch-delay-ms", "0", "--models-dir", str(REPO_ROOT / "models"), *worker_args]
     say(f"worker: {args.model}, batch 1, from {'this tree' if tree is None else tree}; options "
         f"{' '.join(worker_args) or '(defaults)'}; host load {Path('/proc/loadavg').read_text().split()[:3]}")
-    proc = subprocess.Popen(cmd, cwd=tree or REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"worker did not start: {line!r} {proc.stderr.read()[-2000:]}")
-        host, port = line.split()[1].removeprefix("http://").rsplit(":", 1)
-        asyncio.run(run(args, host, int(port), proc.pid, say))
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    lines = err.strip().splitlines()
+    # The worker's log goes to a file: a pipe nobody reads until the end would fill and stop the worker.
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, cwd=tree or REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            line = proc.stdout.readline()
+            if not line.startswith("READY "):
+                raise RuntimeError(f"worker did not start: {line!r}")
+            host, port = line.split()[1].removeprefix("http://").rsplit(":", 1)
+            asyncio.run(run(args, host, int(port), proc.pid, say))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        log.seek(0)
+        lines = log.read().strip().splitlines()
     say(f"worker log: {len(lines)} lines, {sum('Traceback' in x for x in lines)} tracebacks")
 
 

@@ -12,6 +12,7 @@ import logging
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,11 +64,13 @@ class WorkerProcess:
 
     def __init__(self, *options: str) -> None:
         cmd = [sys.executable, "-m", "workers.serve", "--model", MODEL, "--port", "0", *options]
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A file, not a pipe: one nobody reads would fill and stop the worker. Closed by stop().
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("READY "):
             self.proc.kill()
-            raise RuntimeError(f"worker did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
+            raise RuntimeError(f"worker did not start: {line!r} {self.stop()[-2000:]}")
         self.url = line.split()[1]
         self.host, port = self.url.removeprefix("http://").rsplit(":", 1)
         self.port = int(port)
@@ -78,7 +81,11 @@ class WorkerProcess:
     def stop(self) -> str:
         """Stops the worker and returns what it logged."""
         self.proc.terminate()
-        return self.proc.communicate(timeout=30)[1]
+        self.proc.wait(timeout=30)
+        self.log.seek(0)
+        text = self.log.read()
+        self.log.close()
+        return text
 
 
 # --- Open Inference Protocol clients, unmodified -------------------------------------------------
