@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import statistics
 import struct
 import subprocess
@@ -57,14 +59,18 @@ class Service:
     proc: subprocess.Popen
     port: int
     request: Request
+    own_group: bool = False
+    """The service leads a process group of its own, whose members `stop` ends too."""
 
     def stop(self) -> None:
+        """Stops the service and whatever it started (Triton's server and Python stub)."""
         self.proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.own_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
 
 def wait_ready(proc: subprocess.Popen, what: str, timeout_s: float = 120.0) -> int:
@@ -87,15 +93,16 @@ def start_worker(model: str, batch: int, delay_ms: float, cpu: int, jpeg: bytes)
 
 def start_fastapi(model: str, cpu: int, jpeg: bytes) -> Service:
     proc = subprocess.Popen([sys.executable, str(HERE / "alt_fastapi.py"), "--model", model, "--cpu", str(cpu)],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
     return Service("FastAPI + uvicorn", proc, wait_ready(proc, "FastAPI"),
-                   Request("/predict", jpeg, {"Content-Type": "image/jpeg"}))
+                   Request("/predict", jpeg, {"Content-Type": "image/jpeg"}), own_group=True)
 
 
 def start_pytriton(python: str, model: str, batch: int, delay_ms: float, cpu: int, jpeg: bytes) -> Service:
     proc = subprocess.Popen([python, str(HERE / "alt_pytriton.py"), "--model", model, "--batch", str(batch),
                              "--delay-ms", str(delay_ms), "--cpu", str(cpu)],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
     header = json.dumps({"inputs": [{"name": "frame", "datatype": "BYTES", "shape": [1, 1],
                                      "parameters": {"binary_data_size": len(jpeg) + 4}}]}).encode()
     request = Request(f"/v2/models/{model}/infer", header + struct.pack("<I", len(jpeg)) + jpeg,
@@ -103,7 +110,7 @@ def start_pytriton(python: str, model: str, batch: int, delay_ms: float, cpu: in
     port = wait_ready(proc, "PyTriton")
     # Triton logs on stdout: keep reading it, or the server blocks on a full pipe.
     threading.Thread(target=proc.stdout.read, daemon=True).start()
-    return Service("Triton (PyTriton)", proc, port, request)
+    return Service("Triton (PyTriton)", proc, port, request, own_group=True)
 
 
 @dataclass
