@@ -227,8 +227,12 @@ def test_batches_form_under_load(astronaut_jpeg: bytes) -> None:
         assert load["streams_bound"] == 3 and load["mean_batch_size_10s"] == 4.0
         assert load["queries_in_per_s"] == pytest.approx(0.8) and load["queries_served_per_s"] == pytest.approx(0.8)
         metrics = await (await client.get("/metrics")).text()
-        assert f'worker_batch_size_total{{model="{MODEL}",variant="{MODEL}-cpu-b4",batch_size="4"}} 2' in metrics
-        assert "worker_queue_duration_us{" in metrics and "worker_compute_duration_us{" in metrics
+        labels = f'model="{MODEL}",variant="{MODEL}-cpu-b4"'
+        # two batches of 4: none at or under 3, both at or under 4 (tests/test_workers_metrics.py: the format)
+        assert f'worker_batch_size_bucket{{{labels},le="3.0"}} 0' in metrics
+        assert f'worker_batch_size_bucket{{{labels},le="4.0"}} 2' in metrics
+        assert f"worker_queue_duration_seconds_count{{{labels}}} 8" in metrics
+        assert f"worker_compute_duration_seconds_total{{{labels}}} " in metrics
 
     run_with_worker(WorkerSettings(MODEL, max_batch_size=4, max_batch_delay_ms=2000, queue_limit=16), scenario)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from .connections import DeadlineAppRunner
+
 
 def stop_on_signals(event: asyncio.Event | None = None) -> asyncio.Event:
     """Returns an event (`event`, or a new one) that SIGTERM and SIGINT set, on the running loop."""
@@ -42,11 +44,17 @@ class Service:
 
 
 @asynccontextmanager
-async def serving(app: web.Application, host: str, port: int, shutdown_timeout_s: float = 60.0
+async def serving(app: web.Application, host: str, port: int, shutdown_timeout_s: float = 60.0,
+                  header_timeout_s: float | None = None, on_header_timeout: Callable[[], None] | None = None
                   ) -> AsyncIterator[Service]:
     """Serves `app` on host:port (port 0: the OS picks) until the block ends; SIGTERM or SIGINT set the
-    service's `stop`. The block announces READY when the service is ready and waits for `stop`."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
+    service's `stop`. The block announces READY when the service is ready and waits for `stop`.
+    With `header_timeout_s`, a connection whose request headers are not complete that long after it
+    opened or the request began is closed, and `on_header_timeout` called (workers/connections.py)."""
+    options = dict(access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
+    runner = (web.AppRunner(app, **options) if header_timeout_s is None else
+              DeadlineAppRunner(app, header_timeout_s=header_timeout_s, on_header_timeout=on_header_timeout,
+                                **options))
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)

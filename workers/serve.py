@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
 from .deployment import WorkerSettings, resolve
 from .lifecycle import serving
+from .limits import MIB, RequestLimits
 from .runtime import keep_freed_memory, parse_cpus, pin_process
-from .service import ENGINE, create_app
+from .service import ENGINE, GUARD, create_app
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser, host_default: str = "127.0.0.1") -> None:
@@ -32,6 +34,13 @@ def add_worker_arguments(parser: argparse.ArgumentParser, host_default: str = "1
                         help="sleep the profiled delays instead of running the network")
     parser.add_argument("--models-dir", type=Path, default=None, help="model repository (default: models/)")
     parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body accepted")
+    defaults = RequestLimits()
+    parser.add_argument("--body-budget-mb", type=float, default=defaults.body_budget_bytes / MIB,
+                        help="request bodies in flight, all together; beyond it: 503 body_budget")
+    parser.add_argument("--header-timeout-s", type=float, default=defaults.header_timeout_s,
+                        help="a request's headers must be in this long after its first byte, or the connection closes")
+    parser.add_argument("--body-timeout-s", type=float, default=defaults.body_timeout_s,
+                        help="a request's body must be in this long after its headers, or 408 and the connection closes")
 
 
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
@@ -41,15 +50,23 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
                           models_dir=args.models_dir, max_body_bytes=int(args.max_body_mb * 2**20))
 
 
-async def serve(settings: WorkerSettings, host: str, port: int, announce=print) -> int:
+def limits_from_args(args: argparse.Namespace) -> RequestLimits:
+    return RequestLimits(body_budget_bytes=int(args.body_budget_mb * MIB), header_timeout_s=args.header_timeout_s,
+                         body_timeout_s=args.body_timeout_s)
+
+
+async def serve(settings: WorkerSettings, host: str, port: int, announce=print,
+                limits: RequestLimits | None = None) -> int:
     """Runs the worker until SIGTERM/SIGINT; returns the process exit status."""
     if settings.cpus:
         pin_process(settings.cpus)
     dep = resolve(settings)
     if dep.profile is None:  # a real worker allocates MBs per batch
         keep_freed_memory()
-    app = create_app(dep)
-    async with serving(app, host, port, shutdown_timeout_s=5.0) as service:
+    app = create_app(dep, limits)
+    guard = app[GUARD]
+    async with serving(app, host, port, shutdown_timeout_s=5.0, header_timeout_s=guard.limits.header_timeout_s,
+                       on_header_timeout=guard.on_header_timeout) as service:
         engine = app[ENGINE]
         while not engine.ready.is_set():
             if engine.startup_error:
@@ -67,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.serve", description=__doc__)
     add_worker_arguments(parser)
     args = parser.parse_args(argv)
+    # One line per event worth a look (a dropped client, a connection closed for slowness); no access log.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = settings_from_args(args)
-        return asyncio.run(serve(settings, args.host, args.port))
+        return asyncio.run(serve(settings, args.host, args.port, limits=limits_from_args(args)))
     except (KeyError, ValueError, OSError) as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """The aiohttp worker service: Open Inference Protocol (KServe v2) REST routes, a raw-JPEG frame
 route, the load report and Prometheus metrics, over one DynamicBatcher. `create_app` is the
-factory; replicas load and warm up in the background and the worker is ready only after."""
+factory; replicas load and warm up in the background and the worker is ready only after. What a
+request may hold and how slowly it may arrive is workers/limits.py's."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from aiohttp import web
 from .batching import DynamicBatcher
 from .deployment import Deployment
 from .engine import OnnxProcessor, Outcome, Processor, ProfileProcessor, Query, now_ms
+from .limits import Rejected, RequestGuard, RequestLimits, json_depth_error, read_body
+from .metrics import CONTENT_TYPE
 from .stats import WorkerStats
 
 
@@ -31,7 +34,9 @@ class Engine:
 DEPLOYMENT = web.AppKey("deployment", Deployment)
 STATS = web.AppKey("stats", WorkerStats)
 ENGINE = web.AppKey("engine", Engine)
+GUARD = web.AppKey("guard", RequestGuard)
 JPEG_TYPES = ("image/jpeg", "image/jpg")
+MODEL_VERSION = "1"  # the one version of its model a worker serves (the metadata and versioned routes say so)
 _log = logging.getLogger("workers.service")
 # v2 input datatypes accepted; UINT8 pixels are converted to the network's float input.
 _V2_DATATYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype(np.uint8)}
@@ -45,19 +50,34 @@ def error(status: int, code: str, detail: str, **extra) -> web.Response:
 
 @web.middleware
 async def json_errors(request: web.Request, handler) -> web.StreamResponse:
-    """Turns aiohttp's own text errors (404, 405, 413, ...) into JSON errors."""
+    """Turns aiohttp's own text errors (404, 405, ...) and refused requests into JSON errors, logs a
+    dropped client in one line, and releases the request's share of the body budget once it is answered."""
+    guard = request.app[GUARD]
     try:
         return await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error(413, "body_too_large", exc.text or "request body over the limit",
-                     limit_bytes=request.app[DEPLOYMENT].max_body_bytes)
+    except Rejected as exc:
+        resp = error(exc.status, exc.code, exc.detail, **exc.extra)
+        if exc.close:
+            resp.force_close()
+        if exc.abort:  # answer, then close at once rather than read on what a slow sender sends
+            await resp.prepare(request)
+            await resp.write_eof()
+            request.protocol.force_close()
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    except ConnectionError as exc:  # the client went away mid-request: nobody to answer
+        guard.disconnects += 1
+        _log.info("client %s dropped the connection during %s %s (%s)", request.remote, request.method,
+                  request.path, exc)
+        return error(499, "client_closed", str(exc))
     except Exception as exc:  # a failed batch (e.g. ONNX Runtime error): answer, log, keep serving
         _log.exception("request %s %s failed", request.method, request.path)
         return error(500, "internal", f"{type(exc).__name__}: {exc}")
+    finally:
+        guard.release(request)
 
 
 def _make_processors(dep: Deployment) -> list[Processor]:
@@ -94,12 +114,15 @@ async def _engine_ctx(app: web.Application):
         p.close()
 
 
-def create_app(dep: Deployment) -> web.Application:
-    """Returns the worker application for one deployment (one model variant)."""
+def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Application:
+    """Returns the worker application for one deployment (one model variant); `limits`: what a request may
+    hold and how slowly it may arrive (the defaults when None). The header deadline is the server's:
+    serve it with `lifecycle.serving(..., header_timeout_s=limits.header_timeout_s)`."""
     app = web.Application(client_max_size=dep.max_body_bytes, middlewares=[json_errors])
     app[DEPLOYMENT] = dep
-    app[STATS] = WorkerStats(dep.config.name, dep.variant, dep.stream_ttl_s)
+    app[STATS] = WorkerStats(dep.config.name, dep.variant, dep.stream_ttl_s, max_batch_size=dep.max_batch_size)
     app[ENGINE] = Engine()
+    app[GUARD] = RequestGuard(limits or RequestLimits(), dep.max_body_bytes)
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes([
         web.get("/v2", server_metadata),
@@ -108,6 +131,10 @@ def create_app(dep: Deployment) -> web.Application:
         web.get("/v2/models/{name}", model_metadata),
         web.get("/v2/models/{name}/ready", model_ready),
         web.post("/v2/models/{name}/infer", infer),
+        # The versioned forms of the same routes: this worker serves version "1" of its model.
+        web.get("/v2/models/{name}/versions/{version}", model_metadata),
+        web.get("/v2/models/{name}/versions/{version}/ready", model_ready),
+        web.post("/v2/models/{name}/versions/{version}/infer", infer),
         web.post("/v2/models/{name}/frames", frames),
         web.get("/v2/load", load),
         web.get("/metrics", metrics),
@@ -131,12 +158,24 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"ready": False, "error": engine.startup_error}, status=503)
 
 
-def _model_or_error(request: web.Request) -> web.Response | None:
+def _unknown_model(request: web.Request) -> web.Response | None:
+    """Returns a 404 answer when the route names another model, or a version other than this one's."""
     dep = request.app[DEPLOYMENT]
     name = request.match_info["name"]
     if name != dep.config.name:
         return error(404, "unknown_model", f"this worker serves {dep.config.name!r}, not {name!r}",
                      models=[dep.config.name])
+    version = request.match_info.get("version", MODEL_VERSION)
+    if version != MODEL_VERSION:
+        return error(404, "unknown_model_version", f"model {name!r} has version {MODEL_VERSION!r} only, "
+                     f"not {version!r}", versions=[MODEL_VERSION])
+    return None
+
+
+def _model_or_error(request: web.Request) -> web.Response | None:
+    unknown = _unknown_model(request)
+    if unknown is not None:
+        return unknown
     if not request.app[ENGINE].ready.is_set():
         return error(503, "not_ready", "the worker is still loading and warming up its replicas")
     return None
@@ -144,11 +183,12 @@ def _model_or_error(request: web.Request) -> web.Response | None:
 
 async def model_metadata(request: web.Request) -> web.Response:
     dep = request.app[DEPLOYMENT]
-    if request.match_info["name"] != dep.config.name:
-        return _model_or_error(request)
+    unknown = _unknown_model(request)
+    if unknown is not None:
+        return unknown
     c = dep.config
     return web.json_response({
-        "name": c.name, "versions": ["1"], "platform": "onnxruntime_onnx",
+        "name": c.name, "versions": [MODEL_VERSION], "platform": "onnxruntime_onnx",
         "inputs": [{"name": c.input_name, "datatype": "FP32", "shape": [-1, 3, c.input_height, c.input_width],
                     "parameters": {"also_accepts": ["UINT8"]}}],
         "outputs": [{"name": "detections", "datatype": "FP32", "shape": [-1, 7]}],
@@ -157,32 +197,8 @@ async def model_metadata(request: web.Request) -> web.Response:
 
 async def model_ready(request: web.Request) -> web.Response:
     failure = _model_or_error(request)
-    return failure or web.json_response({"name": request.match_info["name"], "ready": True})
-
-
-async def _read_body(request: web.Request) -> bytes | bytearray | web.Response:
-    """Returns the body; one with a Content-Length is read straight into a buffer of that size (one
-    copy, where aiohttp's `read` grows a buffer and copies it again: ~1 ms for a 2 MB tensor)."""
-    limit = request.app[DEPLOYMENT].max_body_bytes
-    size = request.content_length
-    if size is not None and size > limit:
-        return error(413, "body_too_large", f"body of {size} bytes exceeds {limit}", limit_bytes=limit)
-    if not size:
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return error(413, "body_too_large", f"body exceeds {limit} bytes", limit_bytes=limit)
-    body = bytearray(size)
-    view, filled = memoryview(body), 0
-    while filled < size:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        take = min(len(chunk), size - filled)
-        view[filled:filled + take] = chunk[:take] if take < len(chunk) else chunk
-        filled += take
-    view.release()
-    return body if filled == size else body[:filled]
+    return failure or web.json_response({"name": request.match_info["name"], "version": MODEL_VERSION,
+                                         "ready": True})
 
 
 def _overload(dep: Deployment, batcher: DynamicBatcher, stats: WorkerStats, count: int, **extra) -> web.Response:
@@ -202,10 +218,8 @@ async def frames(request: web.Request) -> web.Response:
     if request.content_type not in JPEG_TYPES:
         return error(415, "unsupported_media_type",
                      f"content type {request.content_type!r}; this route takes image/jpeg")
-    body = await _read_body(request)
+    body = await read_body(request, app[GUARD])
     t_arrival = now_ms()
-    if isinstance(body, web.Response):
-        return body
     if not body:
         return error(400, "bad_frame", "empty body")
     stream, query_id = request.query.get("stream", ""), request.query.get("query", "")
@@ -266,15 +280,19 @@ def _wants_binary_output(request: dict) -> bool | str:
     return binary
 
 
-def _parse_v2(body: bytes, header_len: str | None, dep: Deployment) -> V2Request | str:
+def _parse_v2(body: bytes, header_len: str | None, dep: Deployment, json_max_depth: int) -> V2Request | str:
     """Returns the parsed request (images as sent: FP32 or UINT8), or a text naming what is wrong."""
     c = dep.config
     split = _header_length(header_len, len(body))
     if isinstance(split, str):
         return split
+    header = body[:split]
+    too_deep = json_depth_error(header, json_max_depth)
+    if too_deep is not None:
+        return too_deep
     try:
-        request = json.loads(body[:split])
-    except (ValueError, UnicodeDecodeError) as exc:
+        request = json.loads(header)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return f"request header is not valid JSON: {exc}"
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
@@ -325,18 +343,19 @@ async def infer(request: web.Request) -> web.Response:
     app = request.app
     dep, stats, batcher = app[DEPLOYMENT], app[STATS], app[ENGINE].batcher
     header_len = request.headers.get("Inference-Header-Content-Length")
-    if header_len is None and request.content_type != "application/json":
+    # A JSON request may come without a Content-Type, as tritonclient sends it (Triton takes it too).
+    if header_len is None and "Content-Type" in request.headers and request.content_type != "application/json":
         return error(415, "unsupported_media_type",
                      f"content type {request.content_type!r}; send application/json or binary tensor data "
                      "with Inference-Header-Content-Length")
-    body = await _read_body(request)
+    guard = app[GUARD]
+    body = await read_body(request, guard)
     t_arrival = now_ms()
-    if isinstance(body, web.Response):
-        return body
+    depth = guard.limits.json_max_depth
     if header_len is None and len(body) > _PARSE_ON_LOOP_BYTES:  # a big JSON tensor: seconds of parsing
-        parsed = await asyncio.get_running_loop().run_in_executor(None, _parse_v2, body, header_len, dep)
+        parsed = await asyncio.get_running_loop().run_in_executor(None, _parse_v2, body, header_len, dep, depth)
     else:
-        parsed = _parse_v2(body, header_len, dep)
+        parsed = _parse_v2(body, header_len, dep, depth)
     if isinstance(parsed, str):
         return error(400, "bad_tensor", parsed)
     loop = asyncio.get_running_loop()
@@ -360,7 +379,7 @@ async def infer(request: web.Request) -> web.Response:
     t_answer = now_ms()
     stats.on_answer(t_answer - t_arrival)
     answer = {
-        "model_name": dep.config.name, "model_version": "1", "id": parsed.id, "outputs": [output],
+        "model_name": dep.config.name, "model_version": MODEL_VERSION, "id": parsed.id, "outputs": [output],
         "t_arrival_ms": t_arrival, "t_infer_start_ms": min(o.t_infer_start_ms for o in outcomes),
         "t_infer_end_ms": max(o.t_infer_end_ms for o in outcomes), "t_answer_ms": t_answer,
         "batch_size": max(o.batch_size for o in outcomes), "batch_sizes": [o.batch_size for o in outcomes],
@@ -393,7 +412,9 @@ async def load(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text exposition (workers/metrics.py)."""
     app = request.app
     queue_len = app[ENGINE].batcher.queue_len if app[ENGINE].batcher else 0
-    return web.Response(text=app[STATS].prometheus(queue_len, app[ENGINE].ready.is_set()),
-                        content_type="text/plain", charset="utf-8", headers={"X-Prometheus-Format": "0.0.4"})
+    page = app[STATS].metrics_page(queue_len, app[ENGINE].ready.is_set())
+    app[GUARD].add_metrics(page)
+    return web.Response(body=page.text().encode(), headers={"Content-Type": CONTENT_TYPE})

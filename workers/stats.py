@@ -1,13 +1,14 @@
 """The worker's load accounting: sliding-window rates for the load report that schedulers poll
-(`GET /v2/load`) and cumulative counters for Prometheus (`GET /metrics`, names with units)."""
+(`GET /v2/load`) and cumulative counters and histograms for Prometheus (`GET /metrics`, base units)."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 from .engine import Outcome, Query
+from .metrics import LATENCY_BUCKETS_S, Histogram, Page, batch_size_buckets
 
 HISTORY_S = 10.0
 
@@ -21,22 +22,24 @@ class _Totals:
     bad_input: int = 0
     overloads: int = 0
     batches: int = 0
-    queue_duration_us: float = 0.0
-    input_duration_us: float = 0.0
-    compute_duration_us: float = 0.0
-    request_duration_us: float = 0.0
-    batch_sizes: Counter = field(default_factory=Counter)
+    input_duration_s: float = 0.0
+    compute_duration_s: float = 0.0
 
 
 class WorkerStats:
     """Counts arrivals, answers, overloads and batches; `clock` is monotonic seconds (injectable)."""
 
-    def __init__(self, model: str, variant: str, stream_ttl_s: float = 5.0, clock=time.monotonic) -> None:
+    def __init__(self, model: str, variant: str, stream_ttl_s: float = 5.0, clock=time.monotonic,
+                 max_batch_size: int = 8) -> None:
         self.model = model
         self.variant = variant
         self.stream_ttl_s = stream_ttl_s
         self._clock = clock
         self.totals = _Totals()
+        self.request_duration_s = Histogram(LATENCY_BUCKETS_S)
+        self.queue_duration_s = Histogram(LATENCY_BUCKETS_S)
+        self.batch_duration_s = Histogram(LATENCY_BUCKETS_S)
+        self.batch_size = Histogram(batch_size_buckets(max_batch_size))
         self._arrivals: deque[float] = deque()
         self._served: deque[float] = deque()
         self._overloads: deque[float] = deque()
@@ -70,11 +73,12 @@ class WorkerStats:
         first = outcomes[0]
         t = self.totals
         t.batches += 1
-        t.batch_sizes[len(batch)] += 1
-        t.input_duration_us += first.input_ms * 1000.0
-        t.compute_duration_us += first.compute_ms * 1000.0
+        self.batch_size.observe(len(batch))
+        self.batch_duration_s.observe((first.t_infer_end_ms - first.t_infer_start_ms) / 1000.0)
+        t.input_duration_s += first.input_ms / 1000.0
+        t.compute_duration_s += first.compute_ms / 1000.0
         for q, o in zip(batch, outcomes, strict=True):
-            t.queue_duration_us += (o.t_infer_start_ms - q.t_arrival_ms) * 1000.0
+            self.queue_duration_s.observe(max(0.0, o.t_infer_start_ms - q.t_arrival_ms) / 1000.0)
             if o.error is None:
                 t.served += 1
                 self._served.append(now)
@@ -83,7 +87,7 @@ class WorkerStats:
         self._batches.append((now, len(batch), first.t_infer_end_ms - first.t_infer_start_ms))
 
     def on_answer(self, request_ms: float) -> None:
-        self.totals.request_duration_us += request_ms * 1000.0
+        self.request_duration_s.observe(max(0.0, request_ms) / 1000.0)
 
     def load_report(self, queue_len: int, queue_limit: int, window_s: float = 1.0) -> dict:
         """Returns the load report: rates over the last `window_s` and 10 s, queue, streams, timings."""
@@ -120,31 +124,32 @@ class WorkerStats:
                        "batches": self.totals.batches},
         }
 
+    def metrics_page(self, queue_len: int, ready: bool) -> Page:
+        """Returns the worker's Prometheus families (more may be added before the page is written)."""
+        page = Page({"model": self.model, "variant": self.variant})
+        t = self.totals
+        page.gauge("worker_ready", "1 once warmed up", int(ready))
+        page.gauge("worker_queue_length", "queries waiting for a replica", queue_len)
+        page.counter("worker_requests_total", "queries received", t.arrivals)
+        page.counter("worker_received_bytes_total", "bytes of request bodies received (frames or tensors)",
+                     t.bytes_in)
+        page.counter("worker_success_total", "queries answered with detections", t.served)
+        page.counter("worker_bad_input_total", "queries whose frame a replica rejected as undecodable", t.bad_input)
+        page.counter("worker_overload_total", "queries refused because the queue was full", t.overloads)
+        page.counter("worker_batches_total", "batches run", t.batches)
+        page.counter("worker_input_duration_seconds_total", "batch time spent decoding and preparing inputs",
+                     t.input_duration_s)
+        page.counter("worker_compute_duration_seconds_total", "batch time spent in the network",
+                     t.compute_duration_s)
+        page.histogram("worker_request_duration_seconds", "time from a request's arrival (its whole body "
+                       "received) to its answer", self.request_duration_s)
+        page.histogram("worker_queue_duration_seconds", "time a query waited from arrival to its batch's start",
+                       self.queue_duration_s)
+        page.histogram("worker_batch_duration_seconds", "time a batch ran (inputs, network, post-processing)",
+                       self.batch_duration_s)
+        page.histogram("worker_batch_size", "queries per batch run", self.batch_size)
+        return page
+
     def prometheus(self, queue_len: int, ready: bool) -> str:
         """Returns the metrics in Prometheus text exposition format."""
-        labels = f'model="{self.model}",variant="{self.variant}"'
-        t = self.totals
-        rows = [
-            ("worker_ready", "gauge", "1 once warmed up", [("", int(ready))]),
-            ("worker_queue_length", "gauge", "queries waiting for a replica", [("", queue_len)]),
-            ("worker_requests_total", "counter", "queries received", [("", t.arrivals)]),
-            ("worker_success_total", "counter", "queries answered with detections", [("", t.served)]),
-            ("worker_bad_input_total", "counter", "frames rejected as undecodable", [("", t.bad_input)]),
-            ("worker_overload_total", "counter", "queries refused because the queue was full", [("", t.overloads)]),
-            ("worker_batches_total", "counter", "batches run", [("", t.batches)]),
-            ("worker_batch_size_total", "counter", "batches run, by size",
-             [(f',batch_size="{n}"', c) for n, c in sorted(t.batch_sizes.items())]),
-            ("worker_queue_duration_us", "counter", "cumulative time queries waited before their batch ran",
-             [("", round(t.queue_duration_us))]),
-            ("worker_input_duration_us", "counter", "cumulative batch time spent decoding frames",
-             [("", round(t.input_duration_us))]),
-            ("worker_compute_duration_us", "counter", "cumulative batch time spent in the network",
-             [("", round(t.compute_duration_us))]),
-            ("worker_request_duration_us", "counter", "cumulative time from arrival to answer",
-             [("", round(t.request_duration_us))]),
-        ]
-        out = []
-        for name, kind, help_, samples in rows:
-            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-            out += [f"{name}{{{labels}{extra}}} {value}" for extra, value in samples]
-        return "\n".join(out) + "\n"
+        return self.metrics_page(queue_len, ready).text()
