@@ -12,7 +12,7 @@ from pathlib import Path
 
 from analysis.resultspage import add_results_page_argument
 from training.config import DQNConfig
-from training.sweep import add_engine_arguments, engine_from_args
+from training.sweep import add_engine_arguments, engine_from_args, positive_int
 from workload.args import add_lambda_argument, add_seed_argument, add_sweep_arguments, sweep_from_args
 
 EVALUATE_LAMBDAS = "20,40,60,80,100"
@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--validation-duration", type=float, default=DQNConfig.validation_duration_s,
                    help=f"seconds of each held-out run that calibrates the fallback guard "
                         f"(default {DQNConfig.validation_duration_s:g})")
+    t.add_argument("--envs", type=positive_int, default=DQNConfig.n_envs,
+                   help=f"environments collecting episodes side by side, stepping in up to --workers processes "
+                        f"(default {DQNConfig.n_envs}; the agent depends on it and on the seed, not on --workers)")
+    add_engine_arguments(t, what="the environments and the guard's held-out runs",
+                         ray_what="the guard's held-out runs (the environments step in local processes)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -45,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", default=None, help="folder for evaluation.json and the PNG plots")
     e.add_argument("--no-guard", action="store_true", help="plain greedy agent, without the fallback guard")
     e.add_argument("--profiles", default=None, help="profile file (default: the one the agent was trained with)")
-    add_engine_arguments(e)
+    add_engine_arguments(e, what="the runs")
     add_results_page_argument(e, "aset-evaluation")
     e.set_defaults(func=cmd_evaluate)
 
@@ -62,10 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else (10**9 if args.minutes else DQNConfig.total_steps)
     cfg = DQNConfig(topology=args.topo, lambda_per_min=args.lambda_per_min, seed=args.seed, total_steps=steps,
                     time_budget_s=args.minutes * 60.0 * 0.85 if args.minutes else None, out_dir=args.out,
-                    validation_duration_s=args.validation_duration, progress=not args.no_progress)
+                    validation_duration_s=args.validation_duration, progress=not args.no_progress, n_envs=args.envs)
+    engine = engine_from_args(args)
     print(f"training ASET on {system.topology.name} ({system.n_resources} resources), lambda {cfg.lambda_per_min:g} "
-          f"(episodes {cfg.lambda_range_per_min[0]:g}..{cfg.lambda_range_per_min[1]:g}), seed {args.seed}")
-    result = train(cfg, system)
+          f"(episodes {cfg.lambda_range_per_min[0]:g}..{cfg.lambda_range_per_min[1]:g}), seed {args.seed}, "
+          f"{cfg.n_envs} environment(s); parallel parts: {engine.describe()}")
+    result = train(cfg, system, engine)
     g = result.guard
     print(f"{result.steps} decisions, {result.episodes} episodes in {result.train_s:.0f} s")
     if g is not None:

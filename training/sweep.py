@@ -65,23 +65,25 @@ SERIAL = Engine(workers=1)
 """The plain loop in this process: the reference every engine's results equal."""
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds --workers N and --ray ADDRESS (dest `workers`, `ray`): where the command's cases run."""
-    parser.add_argument("--workers", type=_workers_argument, default=None, metavar="N",
-                        help="local worker processes for the runs, 1 = serially in this process (default: every "
+def add_engine_arguments(parser: argparse.ArgumentParser, what: str = "the runs", ray_what: str | None = None) -> None:
+    """Adds --workers N and --ray ADDRESS (dest `workers`, `ray`): where the command's cases (`what`; on Ray
+    `ray_what`, default the same) run."""
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                        help=f"local worker processes for {what}, 1 = serially in this process (default: every "
                              f"usable core, here {usable_cores()}); the results do not depend on it")
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
-                        help="run the cases on a Ray cluster (`auto`, `ray://HOST:10001`; `local` starts one "
-                             "here with --workers CPUs); needs `pip install -e .[ray]`")
+                        help=f"run {ray_what or what} on a Ray cluster (`auto`, `ray://HOST:10001`; `local` starts "
+                             "one here with --workers CPUs); needs `pip install -e .[ray]`")
 
 
-def _workers_argument(text: str) -> int:
+def positive_int(text: str) -> int:
+    """Returns the whole number >= 1 that `text` gives (an argparse type)."""
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: need at least 1 worker")
+        raise argparse.ArgumentTypeError(f"{text!r}: need at least 1")
     return n
 
 
