@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in sweep.seeds for i in range(len(POLICY_NAMES))]
     engine = engine_from_args(args)
     t0 = time.perf_counter()
-    done = iter(run_cases(static_totals, cases, systems, engine))
+    done = iter(run_cases(static_totals, cases, systems, engine, cost=lambda r: r.case.relative_cost))
     for kb in frames:  # the runs' order: frame size, lambda, seed, policy
         for lam in sweep.lambdas_per_min:
             tot = {p: np.zeros(3) for p in POLICY_NAMES}

@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = engine_from_args(args)
     print(f"{len(items)} cases, {engine.describe()}", flush=True)
     try:
-        cases = run_cases(oracle_case, items, setup, engine, on_result=finished)
+        cases = run_cases(oracle_case, items, setup, engine, on_result=finished, cost=lambda c: c.case.relative_cost)
     except ValueError as e:
         if not args.refine:
             raise

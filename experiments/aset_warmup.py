@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [WarmupRun(EvalCase(lam, seed, sweep.duration_s), p, k) for lam in sweep.lambdas_per_min
             for seed in sweep.seeds for p, k in starts]
     engine = engine_from_args(args)
-    done = iter(run_cases(warmup_success, runs, (system, cfg), engine))
+    done = iter(run_cases(warmup_success, runs, (system, cfg), engine, cost=lambda r: r.case.relative_cost))
     for lam in sweep.lambdas_per_min:  # the runs' order: lambda, seed, start rule
         rows: dict[str, list[float]] = {}
         for _seed in sweep.seeds:

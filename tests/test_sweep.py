@@ -53,6 +53,7 @@ def test_results_keep_the_cases_order_while_finishing_out_of_order():
     out = run_cases(slow_square, [0, 1, 2, 3], 0.3, Engine(workers=2), on_result=lambda i, r: finished.append(i))
     assert out == [0, 1, 4, 9]
     assert sorted(finished) == [0, 1, 2, 3] and finished != [0, 1, 2, 3]  # 3 (no wait) ends before 0 (0.9 s)
+    assert run_cases(slow_square, [0, 1, 2, 3], 0.1, Engine(workers=2), cost=lambda x: x) == [0, 1, 4, 9]
 
 
 def test_a_failing_case_stops_the_sweep_with_its_exception():

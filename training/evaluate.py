@@ -189,7 +189,7 @@ def evaluate(system: SystemModel, agent: AgentFile | None, lambdas: list[float],
         print(f"  lambda {r.case.lambda_per_min:g} seed {r.case.seed} {name} done", flush=True)
 
     done = iter(run_cases(run_one, runs, EvalSetup(system, agent, env_cfg, sim_window_s), engine,
-                          on_result=report if progress else None))
+                          on_result=report if progress else None, cost=lambda r: r.case.relative_cost))
     results: dict[float, dict[str, PolicyResult]] = {}
     for lam in lambdas:  # the runs' order: lambda, seed, driver
         counts: dict[str, list[np.ndarray]] = {p: [] for p in (*POLICY_NAMES, ASET)}

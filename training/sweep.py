@@ -116,45 +116,50 @@ class CaseRunner:
             self._backend = None
 
     def map(self, fn: Callable[[S, C], R], cases: Sequence[C], shared: S = None,
-            on_result: Callable[[int, R], None] | None = None) -> list[R]:
+            on_result: Callable[[int, R], None] | None = None, cost: Callable[[C], float] | None = None) -> list[R]:
         """Returns [fn(shared, case) for case in cases], in the cases' order, whichever engine runs them.
 
         `shared` goes to every case (pickled once per case; Ray puts it in its object store once);
         `on_result(index, result)` is called in this process as each case finishes, in completion order (to
-        write a long case's file or print progress at once). A case's exception stops the sweep: pending
-        cases are cancelled and the exception is raised here.
+        write a long case's file or print progress at once). `cost(case)`, an estimate of a case's run time,
+        makes workers take the costliest cases first, so that no long case starts while the others idle at the
+        end. A case's exception stops the sweep: pending cases are cancelled and the exception is raised here.
         """
         cases = list(cases)
         results: list[Any] = [None] * len(cases)
-        for i, r in self.imap_unordered(fn, cases, shared):
+        for i, r in self.imap_unordered(fn, cases, shared, cost):
             results[i] = r
             if on_result is not None:
                 on_result(i, r)
         return results
 
-    def imap_unordered(self, fn: Callable[[S, C], R], cases: Sequence[C], shared: S = None
-                       ) -> Iterator[tuple[int, R]]:
-        """Yields (index, fn(shared, cases[index])) as cases finish."""
+    def imap_unordered(self, fn: Callable[[S, C], R], cases: Sequence[C], shared: S = None,
+                       cost: Callable[[C], float] | None = None) -> Iterator[tuple[int, R]]:
+        """Yields (index, fn(shared, cases[index])) as cases finish (serially: in order)."""
         if not cases:
             return iter(())
         if self._backend is None:
             self._backend = _open_backend(self.engine, len(cases))
-        return self._backend.run(fn, list(cases), shared)
+        order = list(range(len(cases)))
+        if cost is not None and not isinstance(self._backend, _Serial):
+            order.sort(key=lambda i: -cost(cases[i]))  # stable: equal costs keep the cases' order
+        return self._backend.run(fn, [(i, cases[i]) for i in order], shared)
 
 
 def run_cases(fn: Callable[[S, C], R], cases: Sequence[C], shared: S = None, engine: Engine | CaseRunner = SERIAL,
-              on_result: Callable[[int, R], None] | None = None) -> list[R]:
+              on_result: Callable[[int, R], None] | None = None, cost: Callable[[C], float] | None = None) -> list[R]:
     """Returns [fn(shared, case) for case in cases] as `CaseRunner.map`, on an engine (opened and closed here)
     or on an open runner (left open)."""
     if isinstance(engine, CaseRunner):
-        return engine.map(fn, cases, shared, on_result)
+        return engine.map(fn, cases, shared, on_result, cost)
     with CaseRunner(engine) as runner:
-        return runner.map(fn, cases, shared, on_result)
+        return runner.map(fn, cases, shared, on_result, cost)
 
 
 # -- backends ---------------------------------------------------------------------------------------------
 class _Backend:
-    def run(self, fn: CaseFn, cases: list[Any], shared: Any) -> Iterator[tuple[int, Any]]:
+    def run(self, fn: CaseFn, items: list[tuple[int, Any]], shared: Any) -> Iterator[tuple[int, Any]]:
+        """Runs fn(shared, case) for each (index, case), started in the items' order; yields (index, result)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -172,8 +177,8 @@ def _open_backend(engine: Engine, n_cases: int) -> _Backend:
 
 
 class _Serial(_Backend):
-    def run(self, fn: CaseFn, cases: list[Any], shared: Any) -> Iterator[tuple[int, Any]]:
-        for i, case in enumerate(cases):
+    def run(self, fn: CaseFn, items: list[tuple[int, Any]], shared: Any) -> Iterator[tuple[int, Any]]:
+        for i, case in items:
             yield i, fn(shared, case)
 
 
@@ -186,8 +191,8 @@ class _LocalPool(_Backend):
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=warm_simulator)
 
-    def run(self, fn: CaseFn, cases: list[Any], shared: Any) -> Iterator[tuple[int, Any]]:
-        pending: dict[Future, int] = {self.pool.submit(fn, shared, c): i for i, c in enumerate(cases)}
+    def run(self, fn: CaseFn, items: list[tuple[int, Any]], shared: Any) -> Iterator[tuple[int, Any]]:
+        pending: dict[Future, int] = {self.pool.submit(fn, shared, c): i for i, c in items}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -42,10 +42,10 @@ class RayBackend(_Backend):
                  configure_logging=True, logging_level="warning")
         self.task = ray.remote(num_cpus=1, max_retries=0)(_call)
 
-    def run(self, fn: CaseFn, cases: list[Any], shared: Any) -> Iterator[tuple[int, Any]]:
+    def run(self, fn: CaseFn, items: list[tuple[int, Any]], shared: Any) -> Iterator[tuple[int, Any]]:
         ray = self.ray
         shared_ref = ray.put(shared)
-        pending = {self.task.remote(fn, shared_ref, c): i for i, c in enumerate(cases)}
+        pending = {self.task.remote(fn, shared_ref, c): i for i, c in items}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

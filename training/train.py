@@ -262,11 +262,12 @@ def calibrate_guard(net: QNetwork, system: SystemModel, cfg: DQNConfig, env_cfg:
     margins = [m for m in sorted(cfg.guard_margins) if m != float("inf")]
     with CaseRunner(engine) as runner:
         setup = GuardSetup(system, env_cfg, net, fallback=0)
-        flat = runner.map(guard_success, [GuardRun(c, p) for p in range(len(POLICY_NAMES)) for c in cases], setup)
+        flat = runner.map(guard_success, [GuardRun(c, p) for p in range(len(POLICY_NAMES)) for c in cases], setup,
+                          cost=lambda r: r.case.relative_cost)
         static = [flat[p * len(cases):(p + 1) * len(cases)] for p in range(len(POLICY_NAMES))]
         fallback = int(np.argmax([np.mean(s) for s in static]))
         flat = runner.map(guard_success, [GuardRun(c, None, m) for m in margins for c in cases],
-                          replace(setup, fallback=fallback))
+                          replace(setup, fallback=fallback), cost=lambda r: r.case.relative_cost)
     agent: dict[str, list[float]] = {}
     best_margin, best_mean = float("inf"), float(np.mean(static[fallback]))
     for margin in sorted(cfg.guard_margins):
