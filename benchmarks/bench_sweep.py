@@ -89,9 +89,9 @@ def bench_training(topo: str, steps: int, workers: int) -> list[str]:
     if two.losses != two_here.losses or two.episode_returns != two_here.episode_returns:
         raise AssertionError("training: 2 environments on workers differ from 2 environments in this process")
     lines = [f"training on {topo}: {steps} decisions (DQNConfig defaults otherwise, no guard)",
-             f"  1 environment, serial              : {t_one:7.1f} s ({steps / t_one:.0f} decisions/s)",
-             f"  2 environments, in this process    : {t_two_here:7.1f} s ({steps / t_two_here:.0f} decisions/s)",
-             f"  2 environments, {workers} worker processes: {t_two:7.1f} s ({steps / t_two:.0f} decisions/s); "
+             f"  1 environment, serially             : {t_one:7.1f} s ({steps / t_one:.0f} decisions/s)",
+             f"  2 environments, in this process     : {t_two_here:7.1f} s ({steps / t_two_here:.0f} decisions/s)",
+             f"  2 environments, {workers} worker processes : {t_two:7.1f} s ({steps / t_two:.0f} decisions/s); "
              f"{t_one / t_two:.2f}x the 1-environment run, identical to the in-process one"]
     env_cfg = replace(cfg.env, lambda_range_per_min=cfg.lambda_range_per_min)
     guard_cfg = replace(cfg, guard_margins=DQNConfig.guard_margins)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,8 @@ from scheduler.system import build_system
 from topologies import load_topology
 from training.evaluate import AgentFile, Evaluation, evaluate
 from training.sweep import SERIAL, CaseRunner, Engine, add_engine_arguments, engine_from_args, run_cases
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def slow_square(delay_s: float, x: int) -> int:
@@ -128,8 +133,19 @@ def test_training_depends_on_n_envs_and_seed_not_on_workers(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_local_cluster_equals_the_serial_run(full_edge, tmp_path):
+def test_evaluate_on_a_local_ray_cluster_equals_the_serial_run(full_edge, tmp_path):
+    """Through the command line, in a child process (Ray starts threads and services that should not outlive
+    the test in pytest's process): `evaluate --ray local` writes the serial run's evaluation."""
     pytest.importorskip("ray", reason="Ray is the optional extra `.[ray]`")
-    agent = AgentFile.read(constant_agent(tmp_path / "agent.onnx", full_edge, "farthest", window_s=5.0))
-    args = (full_edge, agent, [60.0], [1, 2], 30.0)
-    assert_same_evaluation(evaluate(*args), evaluate(*args, engine=Engine(workers=2, ray_address="local")))
+    agent = constant_agent(tmp_path / "agent.onnx", full_edge, "farthest", window_s=5.0)
+
+    def run(*engine: str) -> dict:
+        out = tmp_path / "-".join(engine)
+        cmd = [sys.executable, str(ROOT / "run_testbed.py"), "evaluate", "--agent", str(agent), "--topo", "full-edge",
+               "--profiles", str(PROVISIONAL_PROFILE), "--lambdas", "60", "--seeds", "1,2", "--duration", "30",
+               "--out", str(out), *engine]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads((out / "full-edge_evaluation.json").read_text())
+
+    assert run("--workers", "1") == run("--ray", "local", "--workers", "2")

@@ -139,7 +139,7 @@ class CaseRunner:
         if not cases:
             return iter(())
         if self._backend is None:
-            self._backend = _open_backend(self.engine, len(cases))
+            self._backend = _open_backend(self.engine)
         order = list(range(len(cases)))
         if cost is not None and not isinstance(self._backend, _Serial):
             order.sort(key=lambda i: -cost(cases[i]))  # stable: equal costs keep the cases' order
@@ -166,7 +166,7 @@ class _Backend:
         pass
 
 
-def _open_backend(engine: Engine, n_cases: int) -> _Backend:
+def _open_backend(engine: Engine) -> _Backend:
     if engine.ray_address is not None:
         from training.sweep_ray import RayBackend
 
