@@ -2,7 +2,7 @@
 recomputed as replicas x b / (batch_ms[b] + b x input_ms_per_mb x a nominal frame size).
 
     .venv/bin/python experiments/admission_whatif.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
-        --frame-kb 0,60,80 [--results-page]
+        --frame-kb 0,60,80 [--workers N | --ray ADDRESS] [--results-page]
 
 This file owns that comparison. By default a profile declares a variant's capacity from its batch latency
 alone (`Variant.capacity_qps`), while the delay constraint and the simulated workers also spend
@@ -11,8 +11,9 @@ resource receive more than it can serve, and its queue stays full (see `experime
 profile file's `capacity_frame_kb` key makes the declared capacities count that input time at a nominal frame
 size. Here a copy of the profile is written per size (0 kB: the profile as it is; 60 kB: the workload's mean
 video-surveillance frame; 80 kB: the largest frame of any application), every static policy is run on the
-`evaluate` traces and seeds through the ordinary loaders, and the counts are pooled over the seeds as
-`evaluate` pools them; `--results-page` also writes the table to docs/results/admission-whatif.md.
+`evaluate` traces and seeds through the ordinary loaders (the runs are a sweep's cases: on every local core by
+default, or on a Ray cluster), and the counts are pooled over the seeds as `evaluate` pools them;
+`--results-page` also writes the table to docs/results/admission-whatif.md.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
 from scheduler.profiles import default_profile_path, load_profiles  # noqa: E402
-from scheduler.system import build_system  # noqa: E402
+from scheduler.system import SystemModel, build_system  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from topologies.loader import load_yaml_strict  # noqa: E402
 from training.rollout import EvalCase, run_static  # noqa: E402
+from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
 from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
 
 LAMBDAS = "60,100"
@@ -52,12 +55,29 @@ def profile_with_frame_kb(src: Path, frame_kb: float, dst: Path) -> Path:
     return dst
 
 
+@dataclass(frozen=True)
+class StaticRun:
+    """One run of the comparison: the frame size its profile counts, the case, the static policy's index."""
+
+    frame_kb: float
+    case: EvalCase
+    policy: int
+
+
+def static_totals(systems: dict[float, SystemModel], run: StaticRun) -> np.ndarray:
+    """Returns [on time, failed, rejected] of one static run on the system of its frame size (a sweep's case)."""
+    system = systems[run.frame_kb]
+    sim = run_static(system, run.case.trace(system), run.case, run.policy)
+    return sim.tally.counts.reshape(-1, 3).sum(axis=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--topo", default="full-edge")
     ap.add_argument("--profiles", default=None, help="profile file (default: the default profile)")
     add_sweep_arguments(ap, lambdas_default=LAMBDAS)
     ap.add_argument("--frame-kb", default="0,60,80", help="nominal frame sizes in kB (0: the model as it is)")
+    add_engine_arguments(ap)
     add_results_page_argument(ap, "admission-whatif")
     args = ap.parse_args(argv)
     try:
@@ -75,25 +95,29 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print()
     print("\n".join(table))
-    t0 = time.perf_counter()
+    systems = {}
     for kb in frames:
         with tempfile.TemporaryDirectory(prefix="admission-whatif-") as tmp:
             profile = load_profiles(profile_with_frame_kb(src, kb, Path(tmp) / f"profile-{kb:g}kB.yaml"))
-        system = build_system(topo, profile)
+        systems[kb] = build_system(topo, profile)
+    cases = [StaticRun(kb, EvalCase(lam, seed, sweep.duration_s), i) for kb in frames for lam in sweep.lambdas_per_min
+            for seed in sweep.seeds for i in range(len(POLICY_NAMES))]
+    engine = engine_from_args(args)
+    t0 = time.perf_counter()
+    done = iter(run_cases(static_totals, cases, systems, engine, cost=lambda r: r.case.relative_cost))
+    for kb in frames:  # the runs' order: frame size, lambda, seed, policy
         for lam in sweep.lambdas_per_min:
             tot = {p: np.zeros(3) for p in POLICY_NAMES}
-            for seed in sweep.seeds:
-                case = EvalCase(lam, seed, sweep.duration_s)
-                trace = case.trace(system)
-                for i, p in enumerate(POLICY_NAMES):
-                    tot[p] += run_static(system, trace, case, i).tally.counts.reshape(-1, 3).sum(axis=0)
+            for _seed in sweep.seeds:
+                for p in POLICY_NAMES:
+                    tot[p] += next(done)
             best = max(POLICY_NAMES, key=lambda p: tot[p][0] / tot[p].sum())
             cells = [("**{}**" if p == best else "{}").format(
                 "/".join(f"{100 * x / c.sum():.2f}" for x in c)) for p, c in tot.items()]
             table.append(f"| {kb:g} | {lam:g} | " + " | ".join(cells) + " |")
             print(table[-1], flush=True)
     runs = (f"{len(frames) * len(sweep.lambdas_per_min) * len(sweep.seeds) * len(POLICY_NAMES)} runs in "
-            f"{time.perf_counter() - t0:.0f} s")
+            f"{time.perf_counter() - t0:.0f} s ({engine.describe()})")
     print(f"\n{runs}")
     if args.results_page:
         body = (f"The seven static policies on {args.topo} with the declared capacities counting the input time of a "

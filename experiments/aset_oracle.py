@@ -1,13 +1,14 @@
 """A clairvoyant per-window rollout oracle over ASET's seven actions: how much can ANY per-window choice gain?
 
     .venv/bin/python experiments/aset_oracle.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
-        --duration 600 [--horizon N] [--agent runs/aset/full-edge/agent.onnx] --out DIR
+        --duration 600 [--horizon N] [--agent runs/aset/full-edge/agent.onnx] [--workers N | --ray ADDR] --out DIR
     .venv/bin/python experiments/aset_oracle.py --merge DIR [--results-page]  # pools the case files in DIR
     .venv/bin/python experiments/aset_oracle.py --lambdas 100 --seeds 1,2,3 --duration 600 \\
         --refine DIR --passes 1 --out DIR2                            # coordinate ascent from DIR's actions
 
 This file owns one case's figures (the seven statics, the oracle and the clone check), the per-case JSON
-files, their merge, the markdown tables and the results page (`--merge DIR --results-page`:
+files (the cases are a sweep's: on every local core by default, or on a Ray cluster; each case's file is
+written as it ends), their merge, the markdown tables and the results page (`--merge DIR --results-page`:
 docs/results/aset-oracle.md). The search itself (oracle, refinement, clone) is experiments/oracle_search.py.
 
 Figures are those of `run_testbed.py evaluate`: the same topology and profile loaders (the profile the agent
@@ -22,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from scheduler.system import SystemModel, build_system  # noqa: E402
 from simulator.gym_env import EnvConfig  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from training.rollout import EvalCase, run_static  # noqa: E402
+from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
 from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
 
 LAMBDAS = "60,100"
@@ -112,6 +115,52 @@ def run_case(system: SystemModel, case: EvalCase, cfg: EnvConfig, horizon: int |
     if (horizon is None or start is not None) and out["oracle"]["ontime"] < out["static"][BASE]["ontime"]:
         raise AssertionError("full-horizon rollout fell below its base policy: the simulator is not deterministic")
     return out
+
+
+@dataclass(frozen=True)
+class OracleSetup:
+    """What every case of one oracle run shares (sent to each case, wherever it runs)."""
+
+    system: SystemModel
+    cfg: EnvConfig
+    horizon: int | None
+    check: bool
+    """Run the clone check (never on a refined case)."""
+    verify_reuse: bool
+    progress: bool
+    placebo: bool
+    passes: int
+    profiles: str
+    agent: str | None
+
+
+@dataclass(frozen=True)
+class OracleCase:
+    """One (lambda, seed) of an oracle run; with `start`, the refinement of an earlier run's actions."""
+
+    case: EvalCase
+    start: tuple[int, ...] | None
+    sweeps_before: int
+    expect_start: int | None
+    """The earlier run's on-time count that `start` must replay to."""
+
+
+def oracle_case(setup: OracleSetup, oc: OracleCase) -> dict[str, Any]:
+    """Returns one case's figures as `run_case` does, with where they come from and the case's wall time
+    (a sweep's case: training/sweep.py runs it here, on a local worker or on Ray)."""
+    t = time.perf_counter()
+    try:
+        c = run_case(setup.system, oc.case, setup.cfg, setup.horizon, setup.check and oc.start is None,
+                     setup.verify_reuse, setup.progress, setup.placebo,
+                     None if oc.start is None else list(oc.start), setup.passes, oc.sweeps_before, oc.expect_start)
+    except ValueError as e:
+        if oc.start is None:
+            raise
+        raise ValueError(f"--refine: lambda {oc.case.lambda_per_min:g} seed {oc.case.seed}: {e} (the source's "
+                         "count): different code, profile or trace") from None
+    c.update(topology=setup.system.topology.name, profiles=setup.profiles, agent=setup.agent,
+             case_wall_s=time.perf_counter() - t)
+    return c
 
 
 # -- tables -----------------------------------------------------------------------------------------------
@@ -260,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="start from the actions of DIR's full-horizon oracle cases and refine them by coordinate "
                     "ascent (every rollout's tail is the sequence itself); --out must be another folder")
     ap.add_argument("--passes", type=int, default=1, help="sweeps of --refine (default 1)")
+    add_engine_arguments(ap)
     add_results_page_argument(ap, "aset-oracle")
     args = ap.parse_args(argv)
     if args.merge:
@@ -287,38 +337,41 @@ def main(argv: list[str] | None = None) -> int:
     system = build_system(load_topology(args.topo), load_profiles(profiles))
     sweep = sweep_from_args(args)
     out = Path(args.out) if args.out else None
-    cases = []
+    setup = OracleSetup(system, cfg, args.horizon, not args.no_check, args.verify_reuse, args.progress, args.placebo,
+                        args.passes, str(profiles or "default"), args.agent)
+    items = []
     for lam in sweep.lambdas_per_min:
         for seed in sweep.seeds:
-            t = time.perf_counter()
             start, src, before = None, None, 0
             if args.refine:
                 src, before = refine_source(Path(args.refine), system.topology.name, lam, seed, sweep.duration_s,
-                                            cfg, str(profiles or "default"))
-                start = src["oracle"]["actions"]
-            try:
-                c = run_case(system, EvalCase(lam, seed, sweep.duration_s), cfg, args.horizon,
-                             not args.no_check and start is None, args.verify_reuse, args.progress, args.placebo,
-                             start, args.passes, before, None if src is None else int(src["oracle"]["ontime"]))
-            except ValueError as e:
-                if src is None:
-                    raise
-                raise SystemExit(f"--refine: lambda {lam:g} seed {seed}: {e} (the source's count): different "
-                                 "code, profile or trace") from None
-            c.update(topology=system.topology.name, profiles=str(profiles or "default"), agent=args.agent,
-                     case_wall_s=time.perf_counter() - t)
-            cases.append(c)
-            print(f"lambda {lam:g} seed {seed}: {c['mode']} {_pct(c['oracle']['success'])} %, {BASE} "
-                  f"{_pct(c['static'][BASE]['success'])} %, oracle {c['oracle']['wall_s']:.0f} s, "
-                  f"case {c['case_wall_s']:.0f} s, clone check "
-                  f"{c.get('clone_check', {}).get('passed', 'skipped')}, env = run_static: "
-                  f"{c['env_base_run_equals_run_static']}", flush=True)
-            if out:
-                out.mkdir(parents=True, exist_ok=True)
-                h = ("end" if args.horizon is None else str(args.horizon)) + ("_placebo" if args.placebo else "") \
-                    + (f"_refine{before + args.passes}" if args.refine else "")
-                (out / f"case_{system.topology.name}_lam{lam:g}_seed{seed}_h{h}_d{sweep.duration_s:g}.json"
-                 ).write_text(json.dumps(c, indent=1) + "\n")
+                                            cfg, setup.profiles)
+                start = tuple(src["oracle"]["actions"])
+            items.append(OracleCase(EvalCase(lam, seed, sweep.duration_s), start, before,
+                                    None if src is None else int(src["oracle"]["ontime"])))
+
+    def finished(i: int, c: dict[str, Any]) -> None:  # as each case ends: its line and its file
+        lam, seed = c["lambda"], c["seed"]
+        print(f"lambda {lam:g} seed {seed}: {c['mode']} {_pct(c['oracle']['success'])} %, {BASE} "
+              f"{_pct(c['static'][BASE]['success'])} %, oracle {c['oracle']['wall_s']:.0f} s, "
+              f"case {c['case_wall_s']:.0f} s, clone check "
+              f"{c.get('clone_check', {}).get('passed', 'skipped')}, env = run_static: "
+              f"{c['env_base_run_equals_run_static']}", flush=True)
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            h = ("end" if args.horizon is None else str(args.horizon)) + ("_placebo" if args.placebo else "") \
+                + (f"_refine{items[i].sweeps_before + args.passes}" if args.refine else "")
+            (out / f"case_{system.topology.name}_lam{lam:g}_seed{seed}_h{h}_d{sweep.duration_s:g}.json"
+             ).write_text(json.dumps(c, indent=1) + "\n")
+
+    engine = engine_from_args(args)
+    print(f"{len(items)} cases, {engine.describe()}", flush=True)
+    try:
+        cases = run_cases(oracle_case, items, setup, engine, on_result=finished, cost=lambda c: c.case.relative_cost)
+    except ValueError as e:
+        if not args.refine:
+            raise
+        raise SystemExit(str(e)) from None
     table = tables(cases)
     print()
     print(table)

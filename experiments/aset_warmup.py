@@ -5,10 +5,11 @@ knowledge of the future keeps.
 
     .venv/bin/python experiments/aset_warmup.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
         [--policies farthest,cheaper,random-proportional-load] [--windows 1,2,3] [--agent runs/aset/full-edge] \\
-        [--results-page]
+        [--workers N | --ray ADDRESS] [--results-page]
 
 Same simulations as `evaluate` and the oracle (oracle_search.agent_sim: the agent's T and profile when
---agent is given). Prints success per seed and the mean of seeds, with the difference from load-balancing.
+--agent is given), run as a sweep's cases (every local core by default, or a Ray cluster). Prints success
+per seed and the mean of seeds, with the difference from load-balancing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,13 +26,34 @@ from analysis.resultspage import add_results_page_argument, repo_relative, write
 from experiments.oracle_search import BASE, advance, agent_sim, env_config  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
-from scheduler.system import build_system  # noqa: E402
+from scheduler.system import SystemModel, build_system  # noqa: E402
+from simulator.gym_env import EnvConfig  # noqa: E402
 from topologies.loader import load_topology  # noqa: E402
 from training.rollout import EvalCase, success_of  # noqa: E402
+from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
 from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
 
 LAMBDAS = "60,100"
 """The loads of the oracle study it sits next to (experiments/aset_oracle.py)."""
+
+
+@dataclass(frozen=True)
+class WarmupRun:
+    """One run: the case, the start policy's index and the decision windows it binds (0: the base alone)."""
+
+    case: EvalCase
+    start_policy: int
+    windows: int
+
+
+def warmup_success(setup: tuple[SystemModel, EnvConfig], run: WarmupRun) -> float:
+    """Returns the success of the start policy for `windows` decision windows, then the base policy to the
+    end, in the simulation the agent drives (a sweep's case)."""
+    system, cfg = setup
+    sim = agent_sim(system, run.case, cfg)
+    advance(sim, run.start_policy, run.windows * int(round(cfg.decision_window_s / cfg.sim_window_s)))
+    advance(sim, POLICY_NAMES.index(BASE), None)
+    return success_of(sim)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default="farthest,cheaper,random-proportional-load")
     ap.add_argument("--windows", default="1,2,3", help="decision windows the start policy binds")
     ap.add_argument("--agent", default=None, help="agent dir or .onnx: its decision window and profile")
+    add_engine_arguments(ap)
     add_results_page_argument(ap, "aset-warmup")
     args = ap.parse_args(argv)
     policies = args.policies.split(",")
@@ -51,25 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     windows = [int(x) for x in args.windows.split(",")]
     cfg, profiles = env_config(args.agent)
     system = build_system(load_topology(args.topo), load_profiles(profiles))
-    steps = int(round(cfg.decision_window_s / cfg.sim_window_s))
     base = POLICY_NAMES.index(BASE)
     t0 = time.perf_counter()
     lines = [f"{args.topo}, {sweep.duration_s:.0f} s per run, T = {cfg.decision_window_s:g} s; success % per seed "
              f"{seeds_text}, mean of seeds (difference from {BASE})"]
     print(lines[-1])
-    for lam in sweep.lambdas_per_min:
+    starts = [(base, 0)] + [(POLICY_NAMES.index(name), k) for name in policies for k in windows]
+    runs = [WarmupRun(EvalCase(lam, seed, sweep.duration_s), p, k) for lam in sweep.lambdas_per_min
+            for seed in sweep.seeds for p, k in starts]
+    engine = engine_from_args(args)
+    done = iter(run_cases(warmup_success, runs, (system, cfg), engine, cost=lambda r: r.case.relative_cost))
+    for lam in sweep.lambdas_per_min:  # the runs' order: lambda, seed, start rule
         rows: dict[str, list[float]] = {}
-        for seed in sweep.seeds:
-            case = EvalCase(lam, seed, sweep.duration_s)
-            sim = agent_sim(system, case, cfg)
-            advance(sim, base, None)
-            rows.setdefault(BASE, []).append(success_of(sim))
-            for name in policies:
-                for k in windows:
-                    sim = agent_sim(system, case, cfg)
-                    advance(sim, POLICY_NAMES.index(name), k * steps)
-                    advance(sim, base, None)
-                    rows.setdefault(f"{name} x{k}, then {BASE}", []).append(success_of(sim))
+        for _seed in sweep.seeds:
+            for p, k in starts:
+                label = BASE if k == 0 else f"{POLICY_NAMES[p]} x{k}, then {BASE}"
+                rows.setdefault(label, []).append(next(done))
         ref = sum(rows[BASE]) / len(sweep.seeds)
         for label, values in rows.items():
             mean = sum(values) / len(values)

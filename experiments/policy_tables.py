@@ -1,11 +1,12 @@
 """The seven static policies on the three topologies: success, failed and rejected, overall and per application.
 
     .venv/bin/python experiments/policy_tables.py [--topos full-edge,co-dc-cloud,dc-cloud] \\
-        [--lambdas 20,60,100] [--seeds 1,2,3] [--duration 600] [--results-page]
+        [--lambdas 20,60,100] [--seeds 1,2,3] [--duration 600] [--workers N | --ray ADDRESS] [--results-page]
 
 This file owns those tables. Every policy runs on the traces and simulator seeds `run_testbed.py evaluate`
-uses (`training.evaluate.evaluate` without an agent), and the counts are pooled over the seeds as `evaluate`
-pools them; `--results-page` also writes them to docs/results/policy-tables.md.
+uses (`training.evaluate.evaluate` without an agent, its runs spread over the local cores by default, or a
+Ray cluster: the same figures), and the counts are pooled over the seeds as `evaluate` pools them;
+`--results-page` also writes them to docs/results/policy-tables.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from training.evaluate import Evaluation, evaluate  # noqa: E402
+from training.sweep import CaseRunner, add_engine_arguments, engine_from_args  # noqa: E402
 from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
 
 TOPOLOGIES = "full-edge,co-dc-cloud,dc-cloud"
@@ -55,23 +57,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--topos", default=TOPOLOGIES, help=f"comma-separated topologies (default {TOPOLOGIES})")
     ap.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
     add_sweep_arguments(ap, lambdas_default=LAMBDAS)
+    add_engine_arguments(ap)
     add_results_page_argument(ap, "policy-tables")
     args = ap.parse_args(argv)
     sweep = sweep_from_args(args)
     profiles = load_profiles(args.profiles)
+    engine = engine_from_args(args)
     t0 = time.perf_counter()
     sections = []
-    for topo in (t.strip() for t in args.topos.split(",") if t.strip()):
-        system = build_system(load_topology(topo), profiles)
-        t = time.perf_counter()
-        ev = evaluate(system, None, list(sweep.lambdas_per_min), list(sweep.seeds), sweep.duration_s)
-        head = (f"{system.topology.name}: {system.n_resources} resources on {len(system.topology.clusters)} clusters, "
-                f"{len(system.antennas)} antennas; {time.perf_counter() - t:.0f} s")
-        sections.append(f"## {system.topology.name}\n\n{head}\n\n{table(ev)}")
-        print(f"{head}\n\n{table(ev)}\n", flush=True)
+    with CaseRunner(engine) as runner:  # one pool (or Ray connection) for every topology
+        for topo in (t.strip() for t in args.topos.split(",") if t.strip()):
+            system = build_system(load_topology(topo), profiles)
+            t = time.perf_counter()
+            ev = evaluate(system, None, list(sweep.lambdas_per_min), list(sweep.seeds), sweep.duration_s,
+                          engine=runner)
+            head = (f"{system.topology.name}: {system.n_resources} resources on {len(system.topology.clusters)} "
+                    f"clusters, {len(system.antennas)} antennas; {time.perf_counter() - t:.0f} s")
+            sections.append(f"## {system.topology.name}\n\n{head}\n\n{table(ev)}")
+            print(f"{head}\n\n{table(ev)}\n", flush=True)
     seeds = ",".join(str(s) for s in sweep.seeds)
     runs = (f"{len(sections) * len(sweep.lambdas_per_min) * len(sweep.seeds) * 7} runs of {sweep.duration_s:g} s "
-            f"in {time.perf_counter() - t0:.0f} s")
+            f"in {time.perf_counter() - t0:.0f} s ({engine.describe()})")
     print(runs)
     if args.results_page:
         body = (f"Every static policy on the `evaluate` traces and simulator seeds ({seeds}, {sweep.duration_s:g} s "

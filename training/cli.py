@@ -12,6 +12,7 @@ from pathlib import Path
 
 from analysis.resultspage import add_results_page_argument
 from training.config import DQNConfig
+from training.sweep import add_engine_arguments, engine_from_args, positive_int
 from workload.args import add_lambda_argument, add_seed_argument, add_sweep_arguments, sweep_from_args
 
 EVALUATE_LAMBDAS = "20,40,60,80,100"
@@ -34,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--validation-duration", type=float, default=DQNConfig.validation_duration_s,
                    help=f"seconds of each held-out run that calibrates the fallback guard "
                         f"(default {DQNConfig.validation_duration_s:g})")
+    t.add_argument("--envs", type=positive_int, default=DQNConfig.n_envs,
+                   help=f"environments collecting episodes side by side, stepping in up to --workers processes "
+                        f"(default {DQNConfig.n_envs}; the agent depends on it and on the seed, not on --workers)")
+    add_engine_arguments(t, what="the environments and the guard's held-out runs",
+                         ray_what="the guard's held-out runs (the environments step in local processes)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -44,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", default=None, help="folder for evaluation.json and the PNG plots")
     e.add_argument("--no-guard", action="store_true", help="plain greedy agent, without the fallback guard")
     e.add_argument("--profiles", default=None, help="profile file (default: the one the agent was trained with)")
+    add_engine_arguments(e, what="the runs")
     add_results_page_argument(e, "aset-evaluation")
     e.set_defaults(func=cmd_evaluate)
 
@@ -60,10 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else (10**9 if args.minutes else DQNConfig.total_steps)
     cfg = DQNConfig(topology=args.topo, lambda_per_min=args.lambda_per_min, seed=args.seed, total_steps=steps,
                     time_budget_s=args.minutes * 60.0 * 0.85 if args.minutes else None, out_dir=args.out,
-                    validation_duration_s=args.validation_duration, progress=not args.no_progress)
+                    validation_duration_s=args.validation_duration, progress=not args.no_progress, n_envs=args.envs)
+    engine = engine_from_args(args)
     print(f"training ASET on {system.topology.name} ({system.n_resources} resources), lambda {cfg.lambda_per_min:g} "
-          f"(episodes {cfg.lambda_range_per_min[0]:g}..{cfg.lambda_range_per_min[1]:g}), seed {args.seed}")
-    result = train(cfg, system)
+          f"(episodes {cfg.lambda_range_per_min[0]:g}..{cfg.lambda_range_per_min[1]:g}), seed {args.seed}, "
+          f"{cfg.n_envs} environment(s); parallel parts: {engine.describe()}")
+    result = train(cfg, system, engine)
     g = result.guard
     print(f"{result.steps} decisions, {result.episodes} episodes in {result.train_s:.0f} s")
     if g is not None:
@@ -76,24 +85,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from analysis.resultspage import repo_relative, write_results_page
-    from scheduler.aset.policy import OnnxPolicy
     from scheduler.profiles import load_profiles
     from scheduler.system import build_system
     from topologies import load_topology
-    from training.evaluate import agent_path, evaluate, format_table, plot, write_json
+    from training.evaluate import AgentFile, evaluate, format_table, plot, write_json
 
-    agent_file = agent_path(args.agent)
-    agent = OnnxPolicy(agent_file, guard=not args.no_guard)
+    agent = AgentFile.read(args.agent, guard=not args.no_guard)
+    meta = agent.policy().meta
     profiles = args.profiles
-    if profiles is None and agent.meta.profiles and Path(agent.meta.profiles).is_file():
-        profiles = agent.meta.profiles  # the profile file the agent was trained with
+    if profiles is None and meta.profiles and Path(meta.profiles).is_file():
+        profiles = meta.profiles  # the profile file the agent was trained with
     system = build_system(load_topology(args.topo), load_profiles(profiles))
     sweep = sweep_from_args(args)
     lambdas, seeds = list(sweep.lambdas_per_min), list(sweep.seeds)
+    engine = engine_from_args(args)
     t0 = time.monotonic()
-    ev = evaluate(system, agent, lambdas, seeds, sweep.duration_s)
+    ev = evaluate(system, agent, lambdas, seeds, sweep.duration_s, engine=engine)
     table = format_table(ev)
-    runs = f"{len(lambdas) * len(seeds) * 8} runs in {time.monotonic() - t0:.0f} s"
+    runs = f"{len(lambdas) * len(seeds) * 8} runs in {time.monotonic() - t0:.0f} s ({engine.describe()})"
     print(table)
     print(f"\n{runs}")
     if args.out:
@@ -103,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     if args.results_page:
         guard = "without the guard (plain greedy)" if args.no_guard else "with its fallback guard"
-        body = (f"The agent `{repo_relative(agent_file)}` {guard} against the seven static policies on "
+        body = (f"The agent `{repo_relative(agent.path)}` {guard} against the seven static policies on "
                 f"{system.topology.name}, profiles `{repo_relative(system.profiles.source)}`: every policy on the "
                 f"same traces and simulator seeds, counts pooled over the seeds.\n\n```text\n{table}\n```\n\n"
                 f"{runs}.\n")

@@ -29,7 +29,12 @@ class DQNConfig:
     seed: int = 1
     """Seeds numpy (episodes, exploration) and torch (weights, minibatches)."""
     total_steps: int = 40_000
-    """Decisions (environment steps) to train for."""
+    """Decisions (environment steps, all environments together) to train for."""
+    n_envs: int = 1
+    """Environments collecting episodes side by side (as SB3's n_envs): each step takes one action per
+    environment from the current network, then learns from the n transitions one after another. They step
+    in worker processes when the engine has several (`train --workers`); the result depends on n_envs, never
+    on where they step. 1: the plain one-environment DQN loop."""
     time_budget_s: float | None = None
     """Stops once this many wall-clock seconds have passed, epsilon decaying with the time used (None: no limit;
     with a budget the run depends on the machine's speed, not only on the seed)."""
@@ -90,6 +95,8 @@ class DQNConfig:
             raise ValueError(f"learning_starts={self.learning_starts} < batch_size={self.batch_size}")
         if not 0 <= self.epsilon_end <= self.epsilon_start <= 1:
             raise ValueError("need 0 <= epsilon_end <= epsilon_start <= 1")
+        if self.n_envs < 1:
+            raise ValueError(f"n_envs={self.n_envs}: need at least 1")
         if self.buffer_size < self.batch_size:
             raise ValueError(f"buffer_size={self.buffer_size} < batch_size={self.batch_size}")
 

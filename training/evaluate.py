@@ -1,12 +1,15 @@
 """Evaluation: ASET (ONNX, guarded) against all seven static policies on the same traces and seeds.
 
-Owns the comparison records, the text table (success, reject, failure, per application), the JSON and the
-PNG plots of success over time (as the paper's figures 5 and 6). Torch-free.
+Owns the runs of one evaluation as the cases of a sweep (training/sweep.py: serially, on local processes or on
+Ray, with the same results), the comparison records, the text table (success, reject, failure, per
+application), the JSON and the PNG plots of success over time (as the paper's figures 5 and 6). Torch-free.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from scheduler.core import ASET, POLICY_NAMES
 from scheduler.system import SystemModel
 from simulator.gym_env import AsetEnv, EnvConfig
 from training.rollout import SIM_WINDOW_S, EvalCase, run_agent, run_static
+from training.sweep import SERIAL, CaseRunner, Engine, run_cases
 
 
 @dataclass
@@ -97,35 +101,111 @@ def _pooled(counts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def evaluate(system: SystemModel, agent: OnnxPolicy | None, lambdas: list[float], seeds: list[int],
-             duration_s: float, sim_window_s: float = SIM_WINDOW_S, progress: bool = False) -> Evaluation:
-    """Runs every static policy and (if given) the agent on trace(lambda, seed) with simulator seed `seed`."""
+@dataclass(frozen=True)
+class AgentFile:
+    """An exported agent as a sweep ships it: the ONNX file's bytes (a worker on any machine loads the same
+    network from them), the file they were read from, and whether the fallback guard is on."""
+
+    path: str
+    onnx: bytes = field(repr=False)
+    guard: bool = True
+
+    @staticmethod
+    def read(text: str | Path, guard: bool = True) -> AgentFile:
+        """Returns the agent `text` names (as `agent_path` finds it), read into memory."""
+        path = agent_path(text)
+        return AgentFile(str(path), path.read_bytes(), guard)
+
+    def policy(self) -> OnnxPolicy:
+        """Returns the agent's ONNX Runtime policy, loaded once per process."""
+        key = (hashlib.sha256(self.onnx).hexdigest(), self.guard)
+        if key not in _POLICIES:
+            with tempfile.TemporaryDirectory(prefix="agent-") as tmp:
+                onnx = Path(tmp) / Path(self.path).name
+                onnx.write_bytes(self.onnx)
+                _POLICIES[key] = OnnxPolicy(onnx, guard=self.guard)  # the session holds the model: file not needed
+        return _POLICIES[key]
+
+
+_POLICIES: dict[tuple[str, bool], OnnxPolicy] = {}
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """One run of an evaluation: its case and what drives it, a static policy's index or (None) the agent."""
+
+    case: EvalCase
+    policy: int | None
+
+
+@dataclass(frozen=True)
+class EvalSetup:
+    """What every run of one evaluation shares (sent once to each case, wherever it runs)."""
+
+    system: SystemModel
+    agent: AgentFile | None
+    env_config: EnvConfig | None
+    """The agent's environment (its T and K); None without an agent."""
+    sim_window_s: float
+
+
+@dataclass
+class RunCounts:
+    """What one run gives back: its counts [window, app, outcome], its applications, the agent's actions."""
+
+    counts: np.ndarray
+    apps: tuple[str, ...]
+    actions: list[int] | None = None
+
+
+def run_one(setup: EvalSetup, run: EvalRun) -> RunCounts:
+    """Returns the counts of one run on trace(lambda, seed) with simulator seed `seed` (a sweep's case)."""
+    trace = run.case.trace(setup.system)
+    if run.policy is not None:
+        sim = run_static(setup.system, trace, run.case, run.policy, setup.sim_window_s)
+        return RunCounts(sim.tally.trimmed(sim.windows), sim.apps)
+    assert setup.agent is not None and setup.env_config is not None
+    sim, actions = run_agent(setup.system, trace, run.case, setup.agent.policy().act, setup.env_config)
+    return RunCounts(sim.tally.trimmed(sim.windows), sim.apps, actions)
+
+
+def evaluate(system: SystemModel, agent: AgentFile | None, lambdas: list[float], seeds: list[int],
+             duration_s: float, sim_window_s: float = SIM_WINDOW_S, progress: bool = False,
+             engine: Engine | CaseRunner = SERIAL) -> Evaluation:
+    """Runs every static policy and (if given) the agent on trace(lambda, seed) with simulator seed `seed`;
+    the runs are the cases of one sweep on `engine` (default: serially here), whose results are the same
+    wherever they run."""
     env_cfg = None
     if agent is not None:
-        env_cfg = EnvConfig.for_agent(agent.meta, sim_window_s)
-        agent.meta.check_compatible(AsetEnv(system, env_cfg).spec_state, "agent")
+        meta = agent.policy().meta
+        env_cfg = EnvConfig.for_agent(meta, sim_window_s)
+        meta.check_compatible(AsetEnv(system, env_cfg).spec_state, "agent")
+    drivers: list[int | None] = [*range(len(POLICY_NAMES)), *([None] if agent is not None else [])]
+    runs = [EvalRun(EvalCase(lam, seed, duration_s), p) for lam in lambdas for seed in seeds for p in drivers]
+
+    def report(i: int, _: RunCounts) -> None:
+        r = runs[i]
+        name = ASET if r.policy is None else POLICY_NAMES[r.policy]
+        print(f"  lambda {r.case.lambda_per_min:g} seed {r.case.seed} {name} done", flush=True)
+
+    done = iter(run_cases(run_one, runs, EvalSetup(system, agent, env_cfg, sim_window_s), engine,
+                          on_result=report if progress else None, cost=lambda r: r.case.relative_cost))
     results: dict[float, dict[str, PolicyResult]] = {}
-    for lam in lambdas:
+    for lam in lambdas:  # the runs' order: lambda, seed, driver
         counts: dict[str, list[np.ndarray]] = {p: [] for p in (*POLICY_NAMES, ASET)}
         actions: list[list[int]] = []
         apps: tuple[str, ...] = ()
-        for seed in seeds:
-            case = EvalCase(lam, seed, duration_s)
-            trace = case.trace(system)
-            for p, name in enumerate(POLICY_NAMES):
-                sim = run_static(system, trace, case, p, sim_window_s)
-                counts[name].append(sim.tally.trimmed(sim.windows))
-                apps = sim.apps
-            if agent is not None and env_cfg is not None:
-                sim, acts = run_agent(system, trace, case, agent.act, env_cfg)
-                counts[ASET].append(sim.tally.trimmed(sim.windows))
-                actions.append(acts)
-            if progress:
-                print(f"  lambda {lam:g} seed {seed} done", flush=True)
+        for _seed in seeds:
+            for p in drivers:
+                r = next(done)
+                counts[ASET if p is None else POLICY_NAMES[p]].append(r.counts)
+                apps = r.apps
+                if r.actions is not None:
+                    actions.append(r.actions)
         results[lam] = {p: PolicyResult(p, lam, _pooled(c), apps, actions if p == ASET else [])
                         for p, c in counts.items() if c}
-    return Evaluation(system.topology.name, tuple(seeds), duration_s, sim_window_s,
-                      agent.meta.decision_window_s if agent else 0.0, results)
+    decision_window_s = env_cfg.decision_window_s if env_cfg is not None else 0.0
+    return Evaluation(system.topology.name, tuple(seeds), duration_s, sim_window_s, decision_window_s, results)
 
 
 def format_table(ev: Evaluation) -> str:

@@ -31,6 +31,12 @@ class EvalCase:
     seed: int
     duration_s: float
 
+    @property
+    def relative_cost(self) -> float:
+        """Returns lambda x duration: the run's streams, to which its run time is about proportional (a sweep
+        hands the costliest cases out first)."""
+        return self.lambda_per_min * self.duration_s
+
     def trace(self, system: SystemModel) -> Trace:
         """Returns the trace `run_testbed.py simulate --lambda L --seed S` generates (same seed derivation)."""
         return generate_trace(system.antennas, RateSchedule.constant(self.lambda_per_min), self.duration_s,

@@ -1,7 +1,8 @@
 """DQN training of ASET in the simulator: `train(DQNConfig) -> TrainResult`, CleanRL style.
 
 Owns the loop (epsilon-greedy with a static-policy prior, replay, double-DQN TD target with separate
-terminated/truncated, target network), the logs, and the guard calibration on held-out traces.
+terminated/truncated, target network; episodes from `n_envs` environments, training/vecenv.py), the logs,
+and the guard calibration on held-out traces (a sweep, training/sweep.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from training.export import export_onnx
 from training.network import QNetwork
 from training.replay import ReplayBatch, ReplayBuffer
 from training.rollout import EvalCase, run_agent, run_static, success_of
+from training.sweep import SERIAL, CaseRunner, Engine
+from training.vecenv import VecEnv
 
 
 @dataclass
@@ -106,16 +109,20 @@ def greedy(net: QNetwork, obs: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(np.asarray(obs, dtype=np.float32)[None]))[0].numpy()
 
 
-def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
-    """Trains an agent for cfg.topology and returns it; writes checkpoint, ONNX and logs if cfg.out_dir."""
+def train(cfg: DQNConfig, system: SystemModel | None = None, engine: Engine = SERIAL) -> TrainResult:
+    """Trains an agent for cfg.topology and returns it; writes checkpoint, ONNX and logs if cfg.out_dir.
+
+    `engine` says where the parallel parts run: the cfg.n_envs environments step in up to `engine`'s local
+    worker processes, and the guard's held-out runs are a sweep on it. The result depends on the seed and
+    cfg.n_envs, not on the engine.
+    """
     torch.set_num_threads(1)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     system = system or build_system(load_topology(cfg.topology), load_profiles())
     env_cfg = replace(cfg.env, lambda_range_per_min=cfg.lambda_range_per_min)
-    env = AsetEnv(system, env_cfg)
-    env.action_space.seed(cfg.seed)
-    k, f = env.spec_state.shape
+    spec = AsetEnv(system, env_cfg).spec_state
+    k, f = spec.shape
     q_net = QNetwork(k, f, len(POLICY_NAMES), cfg.channels, cfg.kernel_size, cfg.hidden, cfg.dueling)
     target_net = QNetwork(k, f, len(POLICY_NAMES), cfg.channels, cfg.kernel_size, cfg.hidden, cfg.dueling)
     target_net.load_state_dict(q_net.state_dict())
@@ -126,51 +133,61 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
     log = EpisodeLog(out / "train_log.csv" if out else None)
     losses: list[float] = []
     returns: list[float] = []
-    obs, info = env.reset(seed=int(rng.integers(2**31)))
-    ep_return, ep_len, ep_lambda = 0.0, 0, info["lambda"]
+    envs = VecEnv(system, env_cfg, cfg.n_envs, engine.local_workers if cfg.n_envs > 1 else 1)
+    obs: list[np.ndarray] = []
+    episodes: list[_Episode] = []
+    for i in range(cfg.n_envs):  # each environment's generator seeded from the learner's, in order
+        o, info = envs.reset(i, seed=int(rng.integers(2**31)))
+        obs.append(o)
+        episodes.append(_Episode(lam=info["lambda"]))
     t_start = time.monotonic()
     bar = tqdm(total=cfg.total_steps if cfg.time_budget_s is None else None, disable=not cfg.progress,
                desc=f"ASET {system.topology.name}", unit="dec", mininterval=2.0)
     step = 0
-    for step in range(1, cfg.total_steps + 1):
-        eps = epsilon_at(cfg, step, time.monotonic() - t_start)
-        action = explore(rng, prior, cfg.prior_share) if rng.random() < eps else int(np.argmax(greedy(q_net, obs)))
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated)  # truncation still bootstraps: not stored
-        obs = next_obs
-        ep_return, ep_len = ep_return + reward, ep_len + 1
-        if terminated or truncated:
-            returns.append(ep_return)
-            log.write(episode_row(len(returns), step, ep_return, ep_len, terminated, eps, losses[-ep_len:],
-                                  ep_lambda, time.monotonic() - t_start))
-            bar.set_postfix(ret=f"{ep_return / ep_len:.3f}", eps=f"{eps:.2f}")
-            obs, info = env.reset()
-            ep_return, ep_len, ep_lambda = 0.0, 0, info["lambda"]
-        if step > cfg.learning_starts and step % cfg.train_every == 0:
-            loss = td_loss(q_net, target_net, buffer.sample(cfg.batch_size), cfg.gamma, cfg.double_dqn)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            losses.append(float(loss.item()))
-        if step % cfg.target_update_every == 0:
-            target_net.load_state_dict(q_net.state_dict())
-        bar.update(1)
-        if cfg.time_budget_s is not None and time.monotonic() - t_start > cfg.time_budget_s:
-            break
-    bar.close()
-    log.close()
+    try:
+        while step < cfg.total_steps:
+            # one action per environment from the network as it is now; then the n transitions are learnt
+            # from one after another, exactly as n single steps (n_envs = 1: the plain DQN loop)
+            actions, epsilons = [], []
+            for i in range(min(cfg.n_envs, cfg.total_steps - step)):
+                eps = epsilon_at(cfg, step + i + 1, time.monotonic() - t_start)
+                epsilons.append(eps)
+                actions.append(explore(rng, prior, cfg.prior_share) if rng.random() < eps
+                               else int(np.argmax(greedy(q_net, obs[i]))))
+            for i, (next_obs, reward, terminated, truncated, _) in enumerate(envs.step(actions)):
+                step += 1
+                buffer.add(obs[i], actions[i], reward, next_obs, terminated)  # truncation bootstraps: not stored
+                obs[i] = next_obs
+                ep = episodes[i]
+                ep.ret, ep.length = ep.ret + reward, ep.length + 1
+                if terminated or truncated:
+                    returns.append(ep.ret)
+                    log.write(episode_row(len(returns), step, ep.ret, ep.length, terminated, epsilons[i],
+                                          losses[-ep.length:], ep.lam, time.monotonic() - t_start))
+                    bar.set_postfix(ret=f"{ep.ret / ep.length:.3f}", eps=f"{epsilons[i]:.2f}")
+                    obs[i], info = envs.reset(i)
+                    episodes[i] = _Episode(lam=info["lambda"])
+                if step > cfg.learning_starts and step % cfg.train_every == 0:
+                    losses.append(gradient_step(q_net, target_net, optimizer, buffer, cfg))
+                if step % cfg.target_update_every == 0:
+                    target_net.load_state_dict(q_net.state_dict())
+                bar.update(1)
+            if cfg.time_budget_s is not None and time.monotonic() - t_start > cfg.time_budget_s:
+                break
+    finally:
+        envs.close()
+        bar.close()
+        log.close()
     train_s = time.monotonic() - t_start
     q_net.eval()
-    guard = calibrate_guard(q_net, system, cfg, env_cfg) if cfg.guard_margins else None
+    guard = calibrate_guard(q_net, system, cfg, env_cfg, engine) if cfg.guard_margins else None
     meta = AgentMeta(topology=system.topology.name, state_shape=(k, f), n_resources=system.n_resources,
                      policy_names=POLICY_NAMES, decision_window_s=env_cfg.decision_window_s,
                      channels=cfg.channels, kernel_size=cfg.kernel_size, hidden=cfg.hidden, dueling=cfg.dueling,
                      fallback_policy=guard.fallback_policy if guard else (prior or 0),
                      guard_margin=guard.guard_margin if guard else 0.0,
                      lambda_per_min=cfg.lambda_per_min, trained_steps=step, train_s=round(train_s, 1),
-                     resource_names=env.spec_state.resource_names, capacity_qps=env.spec_state.capacity_qps,
-                     profiles=env.spec_state.profiles)
+                     resource_names=spec.resource_names, capacity_qps=spec.capacity_qps, profiles=spec.profiles)
     result = TrainResult(net=q_net, meta=meta, steps=step, episodes=len(returns), train_s=train_s,
                          losses=losses, episode_returns=returns, guard=guard)
     if out is not None:
@@ -179,28 +196,86 @@ def train(cfg: DQNConfig, system: SystemModel | None = None) -> TrainResult:
     return result
 
 
-def calibrate_guard(net: QNetwork, system: SystemModel, cfg: DQNConfig, env_cfg: EnvConfig) -> GuardReport:
+@dataclass
+class _Episode:
+    """The running episode of one environment: its return and length so far, and its lambda (as logged)."""
+
+    lam: str
+    ret: float = 0.0
+    length: int = 0
+
+
+def gradient_step(q_net: QNetwork, target_net: QNetwork, optimizer: torch.optim.Optimizer, buffer: ReplayBuffer,
+                  cfg: DQNConfig) -> float:
+    """Takes one Adam step on a replay minibatch; returns its TD loss."""
+    loss = td_loss(q_net, target_net, buffer.sample(cfg.batch_size), cfg.gamma, cfg.double_dqn)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    return float(loss.item())
+
+
+@dataclass(frozen=True)
+class GuardRun:
+    """One held-out run of the guard's calibration: a static policy's index, or (None) the agent at `margin`."""
+
+    case: EvalCase
+    policy: int | None
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class GuardSetup:
+    """What every held-out run shares: the system, the agent's environment, the network and the fallback."""
+
+    system: SystemModel
+    env_config: EnvConfig
+    net: QNetwork
+    fallback: int
+
+
+def guard_success(setup: GuardSetup, run: GuardRun) -> float:
+    """Returns the success of one held-out run (a sweep's case)."""
+    trace = run.case.trace(setup.system)
+    if run.policy is not None:
+        return success_of(run_static(setup.system, trace, run.case, run.policy))
+    torch.set_num_threads(1)  # as the learner: the same Q-values in any process
+
+    def choose(obs: np.ndarray) -> int:
+        return guarded_action(greedy(setup.net, obs), setup.fallback, run.margin)
+
+    return success_of(run_agent(setup.system, trace, run.case, choose, setup.env_config)[0])
+
+
+def calibrate_guard(net: QNetwork, system: SystemModel, cfg: DQNConfig, env_cfg: EnvConfig,
+                    engine: Engine = SERIAL) -> GuardReport:
     """Returns the fallback (best static on held-out traces) and the smallest margin that never loses to it.
 
     A margin is admissible when, on every held-out case, the guarded agent's success is at least the
     fallback's minus 0.2 points; among admissible margins the best mean success wins (inf always qualifies).
+    The held-out runs are two sweeps on `engine` (the statics, then the agent at every finite margin).
     """
     lo, hi = cfg.lambda_range_per_min
     lambdas = sorted({round(lo, 1), round(cfg.lambda_per_min, 1), round(min(hi, 1.6 * cfg.lambda_per_min), 1)})
     cases = [EvalCase(lam, seed, cfg.validation_duration_s) for lam in lambdas for seed in cfg.validation_seeds]
-    traces = [c.trace(system) for c in cases]
-    static = [[success_of(run_static(system, tr, c, p)) for tr, c in zip(traces, cases, strict=True)]
-              for p in range(len(POLICY_NAMES))]
-    fallback = int(np.argmax([np.mean(s) for s in static]))
+    margins = [m for m in sorted(cfg.guard_margins) if m != float("inf")]
+    with CaseRunner(engine) as runner:
+        setup = GuardSetup(system, env_cfg, net, fallback=0)
+        flat = runner.map(guard_success, [GuardRun(c, p) for p in range(len(POLICY_NAMES)) for c in cases], setup,
+                          cost=lambda r: r.case.relative_cost)
+        static = [flat[p * len(cases):(p + 1) * len(cases)] for p in range(len(POLICY_NAMES))]
+        fallback = int(np.argmax([np.mean(s) for s in static]))
+        flat = runner.map(guard_success, [GuardRun(c, None, m) for m in margins for c in cases],
+                          replace(setup, fallback=fallback), cost=lambda r: r.case.relative_cost)
     agent: dict[str, list[float]] = {}
     best_margin, best_mean = float("inf"), float(np.mean(static[fallback]))
     for margin in sorted(cfg.guard_margins):
         if margin == float("inf"):
             agent["inf"] = list(static[fallback])
             continue
-        def choose(obs: np.ndarray, m: float = margin) -> int:
-            return guarded_action(greedy(net, obs), fallback, m)
-        succ = [success_of(run_agent(system, tr, c, choose, env_cfg)[0]) for tr, c in zip(traces, cases, strict=True)]
+        j = margins.index(margin)
+        succ = flat[j * len(cases):(j + 1) * len(cases)]
         agent[f"{margin:g}"] = succ
         never_loses = all(a >= s - 0.002 for a, s in zip(succ, static[fallback], strict=True))
         if never_loses and np.mean(succ) > best_mean:
