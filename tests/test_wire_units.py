@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import types
 
 import numpy as np
 
@@ -19,7 +20,11 @@ def _direction(**shape) -> tuple[_Direction, socket.socket]:
     return _Direction(spec, rx, tx, "a->b", np.random.default_rng(0)), rx_in
 
 
-def test_frames_of_one_burst_share_a_jitter_draw_and_bursts_draw_anew() -> None:
+def test_frames_of_one_burst_share_a_jitter_draw_and_bursts_draw_anew(monkeypatch) -> None:
+    # Socket pairs carry no kernel receive stamps, so the wire reads the clock as it drains them: a clock
+    # that moves 1 us per read keeps a preempted test process from splitting one burst in two.
+    fake_ns = iter(range(10**12, 2 * 10**12, 1_000))
+    monkeypatch.setattr("testbed.wire.time", types.SimpleNamespace(time_ns=lambda: next(fake_ns)))
     d, sender = _direction(delay_ms=10.0, delay_dev_ms=5.0, bw_mbps=1000.0)
     offsets = []
     for _burst in range(4):
@@ -31,7 +36,8 @@ def test_frames_of_one_burst_share_a_jitter_draw_and_bursts_draw_anew() -> None:
         offsets.append(d.last_jitter_ns)
         d.queue.clear()
         d.last_due_ns = 0
-        time.sleep(0.005)  # the next burst starts far beyond a frame's transmission time
+        for _ in range(5_000):  # the next burst starts 5 ms later, far beyond a frame's transmission time
+            next(fake_ns)
     assert len(set(offsets)) == 4  # a fresh normal draw per burst (5 ms deviation: never equal)
 
 
