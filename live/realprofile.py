@@ -103,8 +103,8 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
     os.sched_setaffinity(0, {cpu})
     try:
         for model, sizes in batches.items():
-            req = ProfileRequest(models=(model,), batches=tuple(sorted(set(sizes))), runs=RUNS,
-                                 threads=REAL_THREADS_PER_REPLICA, budget_s=BUDGET_S, out=out_path)
+            req = ProfileRequest(batches=tuple(sorted(set(sizes))), runs=RUNS, threads=REAL_THREADS_PER_REPLICA,
+                                 budget_s=BUDGET_S, out=out_path)
             try:
                 rt = profile_runtime(load_model(model), "cpu", req, frames)
             except Exception as exc:  # a missing or broken ONNX file: the real worker could not start either
