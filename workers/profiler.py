@@ -203,7 +203,7 @@ def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frame
     cores_busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     busy_host = cores_busy < 0.85 * req.threads and device == "cpu"
     memory = replica_memory_mib(config, device, req.threads, max(req.batches))
-    timed = "" if model in (None, config.name) else f"zoo model {config.name} ({config.card.weights} weights), "
+    timed = "" if model is None else f"zoo model {config.name} ({config.card.weights} weights), "
     return RuntimeProfile(
         model=model or config.name, device=device, threads=req.threads,
         cpu_cores=float(req.threads) if device == "cpu" else 1.0, gpus=1 if device == "gpu" else 0,
@@ -285,8 +285,9 @@ def _git_commit() -> str:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return sha + (" (with uncommitted changes)" if dirty else "")
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        changed = [line[3:] for line in dirty if line.strip()]
+        return sha + (f" (uncommitted changes in {', '.join(changed)})" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
 
