@@ -322,7 +322,7 @@ def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> Prof
     gpu_kept: list[RuntimeProfile] = []
     if "gpu" not in devices and req.gpu_profile is not None:  # read before minutes of measuring
         gpu_kept = gpu_entries_from(req.gpu_profile, models, {})
-    stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    origin = provenance(req, datetime.now(timezone.utc).replace(microsecond=0).isoformat())  # what is timed
     runtimes: list[RuntimeProfile] = []
     for target in req.targets:
         config = configs[target.model]
@@ -337,7 +337,6 @@ def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> Prof
                 f"{rt.input_ms_per_mb:.1f} ms/MB ({time.monotonic() - started:.0f} s)")
             if BUSY_NOTE in rt.source:
                 log(f"[profile] WARNING {target.model} {device}{BUSY_NOTE}")
-    origin = provenance(req, stamp)
     if gpu_kept:
         cpu = {rt.model: rt for rt in runtimes if rt.device == "cpu"}
         runtimes += [with_input_cost(rt, cpu) for rt in gpu_kept]
