@@ -169,3 +169,13 @@ def test_every_profile_model_is_timed_on_a_zoo_model_of_its_architecture() -> No
                                   "yolov3": "yolov3"}
     for profile_model, zoo_model in zoo.PROFILE_MODELS.items():
         assert f"'{profile_model}'" in cards[zoo_model].card.notes  # the card says what it is timed for
+
+
+@pytest.mark.parametrize("name", ["ssd300-mobilenetv1", "tiny-yolov2-voc", "yolov3-tiny"])
+def test_random_weights_depend_on_the_zoo_seed_alone(name: str) -> None:
+    entry = {e.config.name: e for e in zoo.zoo_entries()}[name]
+    torch.manual_seed(1)
+    a = entry.make_net(None).state_dict()
+    torch.manual_seed(2)  # torch's global generator must not reach the weights
+    b = entry.make_net(None).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

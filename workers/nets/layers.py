@@ -47,7 +47,7 @@ OBJECTNESS_PRIOR = -4.59
 
 def init_random(net: nn.Module, heads: tuple[nn.Conv2d, ...], gen: torch.Generator, input_size: int,
                 per_anchor: int, scored_from: int = 4) -> None:
-    """Seeded He initialisation, batch-norm statistics calibrated on one seeded random batch of
+    """Seeded He initialisation (biases zero), batch-norm statistics calibrated on one seeded random batch of
     `input_size` frames (so that activations stay finite through the layers), and each head's
     outputs (`per_anchor` per anchor, scored logits from `scored_from` on) at the objectness prior."""
     for mod in net.modules():
@@ -56,6 +56,8 @@ def init_random(net: nn.Module, heads: tuple[nn.Conv2d, ...], gen: torch.Generat
             std = (2.0 / (1.01 * fan_in)) ** 0.5
             with torch.no_grad():
                 mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * std)
+                if mod.bias is not None:  # torch drew it from the global generator: not reproducible
+                    mod.bias.zero_()
     for head in heads:
         with torch.no_grad():
             head.weight.mul_(0.01)
