@@ -306,7 +306,7 @@ class ProfileSet:
 
 def default_profile_path() -> Path:
     """Returns the committed default profile (measured; `run_testbed.py profile` never writes it)."""
-    return DEFAULT_PROFILE if DEFAULT_PROFILE.exists() else PROVISIONAL_PROFILE  # until default.yaml is measured
+    return DEFAULT_PROFILE
 
 
 def resolve_profile_path(given: str | Path | None = None) -> Path:
