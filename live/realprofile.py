@@ -1,8 +1,9 @@
 """The run's own profile for a live run with real ONNX workers: their models are timed on this host's
 CPU (one thread, pinned to the CPU the real workers get) before the run, and the run's profile is the
 given one with those models' CPU batch latencies and JPEG cost replaced, so that the schedulers decide
-with the speed the real workers will have, not with a profile measured elsewhere (the provisional
-figures put the 512x512 SSD at 22 ms a frame; this CPU takes ~70). The replaced entries keep every
+with the speed the real workers will have, not with a profile measured elsewhere or on another network
+(the default profile times the published SSD300 for 'mobilenet-ssd'; a real worker runs the trained
+512x512 face SSD, 2.5 times its compute: `workers.zoo.PROFILE_MODELS`). The replaced entries keep every
 batch size they had (all are timed) and their cores and memory (threads becomes 1, as timed); everything
 else in the profile (other models, GPU entries, accuracy) is kept. Where a topology leaves placement to
 the greedy packing, it packs by capacity and may choose variants differently with the new figures, so
@@ -103,8 +104,8 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
     os.sched_setaffinity(0, {cpu})
     try:
         for model, sizes in batches.items():
-            req = ProfileRequest(models=(model,), batches=tuple(sorted(set(sizes))), runs=RUNS,
-                                 threads=REAL_THREADS_PER_REPLICA, budget_s=BUDGET_S, out=out_path)
+            req = ProfileRequest(batches=tuple(sorted(set(sizes))), runs=RUNS, threads=REAL_THREADS_PER_REPLICA,
+                                 budget_s=BUDGET_S, out=out_path)
             try:
                 rt = profile_runtime(load_model(model), "cpu", req, frames)
             except Exception as exc:  # a missing or broken ONNX file: the real worker could not start either

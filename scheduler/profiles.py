@@ -30,8 +30,12 @@ from topologies.strict import (
 )
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+DEFAULT_PROFILE = PROFILE_DIR / "default.yaml"
+"""The committed measured profile every command uses unless given --profiles; only a reviewed commit changes it."""
 PROVISIONAL_PROFILE = PROFILE_DIR / "provisional.yaml"
-MEASURED_PROFILE = PROFILE_DIR / "measured.yaml"
+"""Literature estimates, kept for comparison: `--profiles provisional`."""
+LOCAL_PROFILE = PROFILE_DIR / "measured-local.yaml"
+"""Where `run_testbed.py profile` writes by default; read only when asked: `--profiles measured-local`."""
 PROFILE_VERSION = 1
 SCHEMA_FILE = "profile.schema.json"
 """Its JSON Schema, under docs/schemas/."""
@@ -301,8 +305,21 @@ class ProfileSet:
 
 
 def default_profile_path() -> Path:
-    """Returns the measured profile when `run_testbed.py profile` has written one, else the provisional one."""
-    return MEASURED_PROFILE if MEASURED_PROFILE.exists() else PROVISIONAL_PROFILE
+    """Returns the committed default profile (measured; `run_testbed.py profile` never writes it)."""
+    return DEFAULT_PROFILE
+
+
+def resolve_profile_path(given: str | Path | None = None) -> Path:
+    """Returns the profile file to read, in this order: a given path that exists; a given bare name of a file
+    in scheduler/profiles/ (`provisional`, `measured-local`, `default`, with or without `.yaml`); a given
+    path that does not exist (the reader then names it); nothing given: the committed default."""
+    if given is None:
+        return default_profile_path()
+    path = Path(given)
+    if path.exists() or path.parent != Path("."):
+        return path
+    named = PROFILE_DIR / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    return named if named.is_file() else path
 
 
 def _batch_table(points: dict[int, float]) -> tuple[float, ...]:
@@ -315,8 +332,8 @@ def _batch_table(points: dict[int, float]) -> tuple[float, ...]:
 
 
 def load_profiles(path: str | Path | None = None) -> ProfileSet:
-    """Returns the profiles in a file (default: measured if present, else provisional); raises ProfileError."""
-    path = Path(path) if path is not None else default_profile_path()
+    """Returns the profiles in a file (a path or a name, as `resolve_profile_path`); raises ProfileError."""
+    path = resolve_profile_path(path)
     pf = read_profile(path)
     models = {name: ModelInfo(name=name, task=m.task, input_size=m.input_size or (0, 0), accuracy=m.accuracy,
                               accuracy_source=m.accuracy_source) for name, m in pf.models.items()}
@@ -338,7 +355,7 @@ def write_scaled_profile(src: str | Path | None, factor: float, dst: Path) -> Pa
     """Writes a copy of profile file `src` (default: as load_profiles) whose every batch latency is
     `factor` times the original: a slower system, e.g. to reach the loads where policies differ with
     as few queries as a small testbed carries. Returns `dst`; raises ProfileError on a bad file or factor."""
-    path = Path(src) if src is not None else default_profile_path()
+    path = resolve_profile_path(src)
     if not (np.isfinite(factor) and factor > 0):
         raise ProfileError(f"profile scale {factor!r}: must be a finite number > 0")
     load_profiles(path)  # the copy is only as good as its source

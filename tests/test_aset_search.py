@@ -86,10 +86,13 @@ def test_admission_whatif_profile_copy_sets_only_the_key(tmp_path):
             v.batch_size * 1000.0 / (v.batch_ms[v.batch_size] + v.batch_size * v.input_ms_per_mb * 0.06))
 
 
-def test_failure_sites_names_the_over_admitted_resource(full_edge, tmp_path):
+def test_failure_sites_names_the_over_admitted_resource(tmp_path):
     """A run long enough to saturate the cloud's YOLOv3 GPU replicas: the breakdown must find the served
-    capacity below the declared one (the input time) and most failed queries there."""
+    capacity below the declared one (the input time) and most failed queries there (a scenario worked out
+    on the provisional profiles)."""
     from analysis.records import RecordWriter
+
+    full_edge = build_system(load_topology("full-edge"), load_profiles("provisional"))
 
     case = EvalCase(100.0, 1, 90.0)
     path = tmp_path / "records.parquet"
@@ -98,7 +101,7 @@ def test_failure_sites_names_the_over_admitted_resource(full_edge, tmp_path):
                      record_sink=sink.write)
     sim.run(policy_index("load-balancing"))
     sink.close()
-    rows = failure_sites.breakdown(path, "full-edge", None, 0.0)
+    rows = failure_sites.breakdown(path, "full-edge", "provisional", 0.0)
     top = rows[0]
     assert (top["cluster"], top["variant"]) == ("cloud", "yolov3-gpu-b8")
     assert float(top["served_qps"]) < float(top["declared_qps"]) * 0.97

@@ -36,3 +36,21 @@ def test_a_gpu_profile_lacking_a_model_is_refused_naming_the_file_and_model(tmp_
     write_profile(replace(gpu, runtimes=tuple(rt for rt in gpu.runtimes if rt.model != "yolov3")), partial)
     with pytest.raises(ValueError, match=r"partial\.yaml: no GPU entry for yolov3"):
         gpu_entries_from(partial, ("tiny-yolov2", "yolov3"), {})
+
+
+def test_the_gpu_profiler_times_the_zoo_model_that_stands_for_each_profile_model() -> None:
+    from workers.gpu_profile import _net
+    from workers.zoo import PROFILE_MODELS
+    for zoo_model in PROFILE_MODELS.values():
+        _, size_hw, config = _net(zoo_model)
+        assert config.name == zoo_model and size_hw == (config.input_height, config.input_width)
+    assert _net(PROFILE_MODELS["mobilenet-ssd"])[1] == (300, 300)
+    with pytest.raises(KeyError, match="unknown zoo model"):
+        _net("nope")
+
+
+def test_the_shipped_gpu_entries_say_which_architecture_was_timed() -> None:
+    sources = {rt.model: rt.source for rt in read_profile(SHIPPED_GPU).runtimes}
+    assert "not the published SSD300" in sources["mobilenet-ssd"]
+    assert "not the published Tiny-YOLOv2" in sources["tiny-yolov2"]
+    assert "as published" in sources["yolov3"]

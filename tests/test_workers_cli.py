@@ -122,8 +122,8 @@ def test_models_add_registers_an_onnx_file_by_path(tmp_path: Path, capsys) -> No
 
 def test_profile_writes_a_file_the_scheduler_reads(tmp_path: Path, capsys) -> None:
     out = tmp_path / "measured.yaml"
-    status, text = run_cli(["profile", "--models", MODEL, "--batches", "1,2", "--runs", "2", "--budget-s", "0.05",
-                            "--out", str(out)], capsys)
+    status, text = run_cli(["profile", "--models", f"{MODEL}={MODEL}", "--threads", "1", "--batches", "1,2",
+                            "--runs", "2", "--budget-s", "0.05", "--out", str(out)], capsys)  # the face detector
     assert status == 0 and str(out) in text
     profile = read_profile(out)
     assert profile.models[MODEL].input_size == (416, 416) and profile.models[MODEL].accuracy == 0.237
@@ -138,8 +138,8 @@ def test_profile_writes_a_file_the_scheduler_reads(tmp_path: Path, capsys) -> No
         assert gpu.source.startswith("measured: PyTorch") and "gpu-h100.yaml" in gpu.source
         assert gpu.input_ms_per_mb == cpu.input_ms_per_mb  # JPEG preparation is this host's CPU cost
         out2 = tmp_path / "provisional-gpu.yaml"
-        status, _ = run_cli(["profile", "--models", MODEL, "--batches", "1", "--runs", "1", "--budget-s", "0.05",
-                             "--gpu-profile", "provisional", "--out", str(out2)], capsys)
+        status, _ = run_cli(["profile", "--models", f"{MODEL}={MODEL}", "--threads", "1", "--batches", "1", "--runs",
+                             "1", "--budget-s", "0.05", "--gpu-profile", "provisional", "--out", str(out2)], capsys)
         assert status == 0
         assert all("provisional" in rt.source for rt in read_profile(out2).runtimes if rt.device == "gpu")
     scheduler_profiles = pytest.importorskip("scheduler.profiles")

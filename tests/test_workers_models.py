@@ -1,6 +1,7 @@
 """The zoo's real models: ONNX Runtime matches the PyTorch ports at batch 1 and 4, the trained
 face detectors find the astronaut's face (scikit-image's photograph) where it is, boxes follow
-the frame through letterboxing and mirroring, and the zoo build is idempotent."""
+the frame through letterboxing and mirroring, and the zoo build is idempotent; the published
+architectures (random weights) have their published compute and report nothing."""
 
 from __future__ import annotations
 
@@ -117,9 +118,64 @@ def test_zoo_build_is_idempotent(models) -> None:
 
 def test_cards_say_which_weights_are_trained_and_which_random() -> None:
     cards = {e.config.name: e.config.card for e in zoo.zoo_entries()}
-    assert set(cards) == {"mobilenet-ssd", "tiny-yolov2", "yolov3", "yolov3-tiny"}
+    assert set(cards) == {"mobilenet-ssd", "tiny-yolov2", "yolov3", "yolov3-tiny", "ssd300-mobilenetv1",
+                          "tiny-yolov2-voc"}
+    for name in ("ssd300-mobilenetv1", "tiny-yolov2-voc"):
+        assert cards[name].weights == "random" and "RANDOM WEIGHTS" in cards[name].notes
     assert cards["yolov3-tiny"].weights == "random"
     assert cards["mobilenet-ssd"].weights == cards["tiny-yolov2"].weights == "trained"
     assert cards["mobilenet-ssd"].licence == "MIT" and "face-api" in cards["tiny-yolov2"].weights_source
     assert cards["yolov3"].weights == "random"
     assert "timing is real" in cards["yolov3"].accuracy_source and "not" in cards["yolov3"].accuracy_source
+
+
+# Published compute (GFLOP = 2 x multiply-accumulates) and parameters: SSD300-MobileNetV1 1.2 G mult-adds and
+# 6.8 M parameters (Howard et al. 2017, Table 13); Darknet's own counts for yolov2-tiny-voc.cfg (6.97),
+# yolov3.cfg at 416 (65.86) and yolov3-tiny.cfg at 416 (5.56).
+PUBLISHED = {"ssd300-mobilenetv1": (2.4, (1917, 95), 6.8e6), "tiny-yolov2-voc": (6.97, (845, 25), 15.86e6),
+             "yolov3": (65.86, (10647, 85), 61.9e6)}
+
+
+@pytest.fixture(scope="module")
+def published() -> dict:
+    return {c.name: c for c in zoo.build(names=list(PUBLISHED), log=lambda _: None)}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_published_architectures_have_their_published_compute(published, name: str) -> None:
+    gflop, shape, params = PUBLISHED[name]
+    cfg = published[name]
+    assert cfg.card.gflop == pytest.approx(gflop, rel=0.04)
+    net = {e.config.name: e for e in zoo.zoo_entries()}[name].make_net(cfg.folder.parent / ".cache")
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(params, rel=0.02)
+    session = ort.InferenceSession(str(cfg.onnx_path), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(1).uniform(0, 255, (2, 3, cfg.input_height, cfg.input_width)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(images)).numpy()
+    got = session.run(None, {"images": images})[0]
+    assert got.shape == (2, *shape)
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["ssd300-mobilenetv1", "tiny-yolov2-voc"])
+def test_random_weight_detectors_report_nothing_on_a_photograph(published, name: str) -> None:
+    (outcome,) = _detect(OnnxProcessor(published[name], "cpu", threads=1), [_jpeg(data.astronaut())])
+    assert outcome.error is None and outcome.detections == ()
+
+
+def test_every_profile_model_is_timed_on_a_zoo_model_of_its_architecture() -> None:
+    cards = {e.config.name: e.config for e in zoo.zoo_entries()}
+    assert zoo.PROFILE_MODELS == {"mobilenet-ssd": "ssd300-mobilenetv1", "tiny-yolov2": "tiny-yolov2-voc",
+                                  "yolov3": "yolov3"}
+    for profile_model, zoo_model in zoo.PROFILE_MODELS.items():
+        assert f"'{profile_model}'" in cards[zoo_model].card.notes  # the card says what it is timed for
+
+
+@pytest.mark.parametrize("name", ["ssd300-mobilenetv1", "tiny-yolov2-voc", "yolov3-tiny"])
+def test_random_weights_depend_on_the_zoo_seed_alone(name: str) -> None:
+    entry = {e.config.name: e for e in zoo.zoo_entries()}[name]
+    torch.manual_seed(1)
+    a = entry.make_net(None).state_dict()
+    torch.manual_seed(2)  # torch's global generator must not reach the weights
+    b = entry.make_net(None).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

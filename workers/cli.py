@@ -1,6 +1,6 @@
 """The workers' subcommands of `run_testbed.py`: `worker` (one worker on loopback), `models` (the
-zoo's cards; `models add` registers any ONNX file) and `profile` (measure and write the profile
-file). `register(subparsers)` adds them; each sets `func` to a handler taking the namespace."""
+zoo's cards; `models add` registers any ONNX file) and `profile` (measure and write a profile file, never the
+committed default). `register(subparsers)` adds them; each sets `func` to a handler taking the namespace."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .modelconfig import (
     write_config,
 )
 from .serve import add_worker_arguments, serve, settings_from_args
+from .zoo import PROFILE_MODELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,14 +54,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--licence", default="unknown")
     add.set_defaults(func=cmd_models_add)
 
-    profile = subparsers.add_parser("profile", help="measure the models on this host and write the profile file",
-                                    description="Measure batch latency, input cost and memory of each model.")
-    profile.add_argument("--models", nargs="+", default=["mobilenet-ssd", "tiny-yolov2", "yolov3"])
+    profile = subparsers.add_parser(
+        "profile", help="measure the models on this host and write a profile file (never the committed default)",
+        description="Measure batch latency, input cost and memory of each profile model, timing the zoo model "
+                    "that stands for it with the threads one replica is given, and write a profile file with its "
+                    "provenance. It never overwrites a committed profile (default.yaml, provisional.yaml, "
+                    "gpu-h100.yaml); read what it writes with --profiles measured-local (or the --out path).")
+    profile.add_argument("--models", nargs="+", default=list(PROFILE_MODELS),
+                         help="profile models, each NAME or NAME=ZOO_MODEL (the zoo model timed for it; default "
+                              f"{', '.join(f'{k}={v}' for k, v in PROFILE_MODELS.items())})")
     profile.add_argument("--batches", default="1,2,4,8", help="comma-separated batch sizes")
     profile.add_argument("--runs", type=int, default=5)
-    profile.add_argument("--threads", type=int, default=1, help="intra-op threads per replica")
+    profile.add_argument("--threads", default=None,
+                         help="intra-op threads per replica (its cores in the placement): N for every model, or "
+                              "NAME=N,... (default: mobilenet-ssd=1, tiny-yolov2=2, yolov3=2, others 1)")
     profile.add_argument("--budget-s", type=float, default=1.0, help="seconds per run and batch size")
-    profile.add_argument("--out", type=Path, default=None, help="default: scheduler/profiles/measured.yaml")
+    profile.add_argument("--out", type=Path, default=None,
+                         help="default: scheduler/profiles/measured-local.yaml (never a committed profile)")
     profile.add_argument("--models-dir", type=Path, default=None)
     profile.add_argument("--gpu-profile", default=None,
                          help="where this host has no usable GPU: take the GPU entries from this profile file "
@@ -89,6 +99,8 @@ def format_card(config: ModelConfig, check_hash: bool = True) -> str:
         f"  input:        {config.input_height}x{config.input_width} ({config.pre}), post {config.post}, "
         f"labels {list(config.labels) or 'class ids'}",
         f"  weights:      {weights}",
+        *([f"  compute:      {c.gflop:g} GFLOP a frame (2 x MACs of the ONNX graph's convolutions)"]
+          if c.gflop is not None else []),
         f"  onnx:         {config.onnx_path}",
         f"  sha256:       {sha or 'FILE MISSING'}{hash_note}",
         f"  accuracy:     {c.accuracy} ({c.accuracy_source})",
@@ -147,17 +159,39 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def profile_targets(models: list[str], threads: str | None) -> tuple:
+    """Returns the profiler's targets from `--models` and `--threads`; raises ValueError on a bad value."""
+    from .profiler import ProfileTarget
+    if threads is None or threads.isdigit():
+        every = None if threads is None else int(threads)
+        return tuple(ProfileTarget.parse(m, every) for m in models)
+    per_model: dict[str, int] = {}
+    for item in threads.split(","):
+        name, _, n = item.partition("=")
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"--threads {threads!r}: expected N or NAME=N,... with N >= 1")
+        per_model[name] = int(n)
+    targets = tuple(ProfileTarget.parse(m, per_model.get(m.partition("=")[0])) for m in models)
+    unknown = set(per_model) - {t.model for t in targets}
+    if unknown:
+        raise ValueError(f"--threads names models not profiled: {', '.join(sorted(unknown))}")
+    return targets
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from .profiler import DEFAULT_OUT, SHIPPED_GPU, ProfileRequest, run_profile
     try:
         batches = tuple(int(b) for b in args.batches.split(","))
-    except ValueError:
-        print(f"profile: --batches {args.batches!r} must be comma-separated integers", file=sys.stderr)
+        targets = profile_targets(args.models, args.threads)
+    except ValueError as exc:
+        print(f"profile: {exc} (--batches: comma-separated integers)", file=sys.stderr)
         return 2
-    req = ProfileRequest(models=tuple(args.models), batches=batches, runs=args.runs, threads=args.threads,
-                         budget_s=args.budget_s, out=args.out or DEFAULT_OUT, models_dir=args.models_dir,
+    req = ProfileRequest(targets=targets, batches=batches, runs=args.runs, budget_s=args.budget_s,
+                         out=args.out or DEFAULT_OUT, models_dir=args.models_dir,
                          gpu_profile=SHIPPED_GPU if args.gpu_profile is None else
-                         None if args.gpu_profile == "provisional" else Path(args.gpu_profile))
+                         None if args.gpu_profile == "provisional" else Path(args.gpu_profile),
+                         command=" ".join(["run_testbed.py", *sys.argv[1:]]) if sys.argv[0].endswith(
+                             "run_testbed.py") else "run_testbed.py profile (in-process)")
     try:
         run_profile(req)
     except (KeyError, ValueError, OSError) as exc:

@@ -2,6 +2,8 @@
 provider: the zoo's own network definitions (workers/nets) timed per batch size with the profiler's
 method, input copied from host memory and outputs copied back, written as a profile file whose GPU
 entries `run_testbed.py profile --gpu-profile FILE` then merges with the CPU entries it measures.
+Each profile model is timed on the zoo model that stands for it (`workers.zoo.PROFILE_MODELS`, or
+`--models NAME=ZOO_MODEL`), as the CPU profiler does.
 
 `python -m workers.gpu_profile --out FILE` (needs torch with CUDA; weights do not change timing, so
 the trained networks are timed with their architecture's initial weights)."""
@@ -18,27 +20,31 @@ import numpy as np
 
 from scheduler.profiles import PROFILE_VERSION, ModelProfile, ProfileFile, RuntimeProfile, write_profile
 
-from .profiler import ProfileRequest, time_batches
+from .profiler import ProfileRequest, ProfileTarget, time_batches
+from .zoo import PROFILE_MODELS
 
 
-def _net(name: str):
-    """Returns the zoo network `name` (architecture only) and its input (height, width)."""
-    from .nets.ssd_mobilenet import SsdMobilenetV1
+def _net(zoo_model: str):
+    """Returns the zoo network `zoo_model` (architecture only), its input (height, width) and its config."""
+    from .nets.ssd_mobilenet import COCO_CLASS_CHANNELS, SSD300_SIZE, SsdMobilenetV1
     from .nets.tiny_face import TinyFaceDetector
+    from .nets.tiny_yolov2 import TinyYoloV2
     from .nets.yolov3 import YoloV3, YoloV3Tiny
     from .zoo import zoo_entries
 
     make = {"mobilenet-ssd": SsdMobilenetV1, "tiny-yolov2": TinyFaceDetector,
+            "ssd300-mobilenetv1": lambda: SsdMobilenetV1(SSD300_SIZE, COCO_CLASS_CHANNELS, seed=0),
+            "tiny-yolov2-voc": lambda: TinyYoloV2(seed=0),
             "yolov3": lambda: YoloV3(seed=0), "yolov3-tiny": lambda: YoloV3Tiny(seed=0)}
     configs = {e.config.name: e.config for e in zoo_entries()}
-    if name not in make or name not in configs:
-        raise KeyError(f"gpu_profile: unknown zoo model {name!r} (known: {sorted(make)})")
-    c = configs[name]
-    return make[name]().eval(), (c.input_height, c.input_width), c
+    if zoo_model not in make or zoo_model not in configs:
+        raise KeyError(f"gpu_profile: unknown zoo model {zoo_model!r} (known: {sorted(make)})")
+    c = configs[zoo_model]
+    return make[zoo_model]().eval(), (c.input_height, c.input_width), c
 
 
-def profile_gpu_torch(models: tuple[str, ...], req: ProfileRequest, log=print) -> ProfileFile:
-    """Times every model on the first CUDA device with PyTorch; returns a profile of GPU entries."""
+def profile_gpu_torch(req: ProfileRequest, log=print) -> ProfileFile:
+    """Times every target of `req` on the first CUDA device with PyTorch; returns a profile of GPU entries."""
     import torch
 
     if not torch.cuda.is_available():
@@ -46,8 +52,9 @@ def profile_gpu_torch(models: tuple[str, ...], req: ProfileRequest, log=print) -
     torch.backends.cudnn.benchmark = True  # ONNX Runtime's CUDA provider also searches conv algorithms
     gpu = torch.cuda.get_device_name(0)
     runtimes, model_profiles = [], {}
-    for name in models:
-        net, (h, w), config = _net(name)
+    for target in req.targets:
+        name = target.model
+        net, (h, w), config = _net(target.zoo_model)
         net = net.cuda()
         inputs = {b: torch.from_numpy(np.random.default_rng(b).uniform(0, 255, (b, 3, h, w)).astype(np.float32))
                   for b in req.batches}
@@ -68,7 +75,8 @@ def profile_gpu_torch(models: tuple[str, ...], req: ProfileRequest, log=print) -
             batch_latency_p99_ms={b: round(t.p99_ms, 3) for b, t in timings.items()},
             batch_latency_spread_ms={b: round(t.spread_ms, 3) for b, t in timings.items()},
             input_ms_per_mb=0.0,
-            source=(f"measured: PyTorch {torch.__version__} CUDA FP32 eager (cudnn.benchmark) on {gpu}, "
+            source=(f"measured: zoo model {config.name} ({config.card.weights} weights), PyTorch "
+                    f"{torch.__version__} CUDA FP32 eager (cudnn.benchmark) on {gpu}, "
                     f"{req.runs} runs, >= {req.min_iterations} batches per run and size, host->device input "
                     "copy and device->host output copy included, JPEG preparation excluded (taken from the "
                     "CPU entry when merged); stands in for ONNX Runtime's CUDA provider, absent there"))
@@ -85,17 +93,19 @@ def profile_gpu_torch(models: tuple[str, ...], req: ProfileRequest, log=print) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.gpu_profile", description=__doc__)
-    parser.add_argument("--models", nargs="+", default=["mobilenet-ssd", "tiny-yolov2", "yolov3", "yolov3-tiny"])
+    parser.add_argument("--models", nargs="+", default=[*PROFILE_MODELS, "yolov3-tiny"],
+                        help="profile models, each NAME or NAME=ZOO_MODEL (default: workers.zoo.PROFILE_MODELS)")
     parser.add_argument("--batches", default="1,2,4,8")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--budget-s", type=float, default=1.0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    req = ProfileRequest(models=tuple(args.models), batches=tuple(int(b) for b in args.batches.split(",")),
-                         runs=args.runs, budget_s=args.budget_s, out=args.out)
     try:
-        profile = profile_gpu_torch(req.models, req)
-    except (KeyError, RuntimeError) as exc:
+        req = ProfileRequest(targets=tuple(ProfileTarget.parse(m, 1) for m in args.models),
+                             batches=tuple(int(b) for b in args.batches.split(",")), runs=args.runs,
+                             budget_s=args.budget_s, out=args.out)
+        profile = profile_gpu_torch(req)
+    except (KeyError, RuntimeError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
     write_profile(profile, args.out)

@@ -36,6 +36,7 @@ class ModelCard:
     notes: str = ""
     onnx_sha256: str = ""
     parity_max_abs_diff: float | None = None  # ONNX Runtime vs PyTorch on the same batch
+    gflop: float | None = None  # one frame's compute, counted on the ONNX graph (workers/flops.py)
 
 
 @dataclass(frozen=True)

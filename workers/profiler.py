@@ -1,10 +1,16 @@
-"""The profiler: measures every zoo model's batch latency (median, p99, spread over several runs)
-with ONNX Runtime on this host, the per-MB cost of preparing JPEG frames, and the memory one replica
-takes, and writes the profile file the scheduler and the simulator read."""
+"""The profiler: measures each profile model's batch latency (median, p99, spread over several runs)
+with ONNX Runtime on this host, timing the zoo model that stands for it (`workers.zoo.PROFILE_MODELS`:
+the published architecture) with the intra-op threads one replica is given, the per-MB cost of
+preparing JPEG frames, and the memory one replica takes; it writes a profile file with its provenance
+(machine, date, command, versions, commit) in `origin`. It never writes a committed profile
+(`scheduler/profiles/default.yaml`, `provisional.yaml`, `gpu-h100.yaml`): its default output is
+`scheduler/profiles/measured-local.yaml`, which no command reads unless asked (`--profiles measured-local`)."""
 
 from __future__ import annotations
 
 import io
+import os
+import platform
 import socket
 import statistics
 import subprocess
@@ -20,7 +26,8 @@ import psutil
 from PIL import Image
 
 from scheduler.profiles import (
-    MEASURED_PROFILE,
+    DEFAULT_PROFILE,
+    LOCAL_PROFILE,
     PROFILE_DIR,
     PROFILE_VERSION,
     PROVISIONAL_PROFILE,
@@ -34,28 +41,60 @@ from scheduler.profiles import (
 from .modelconfig import REPO_ROOT, ModelConfig, load_model
 from .prepost import prepare_jpeg
 from .runtime import DeviceUnavailable, make_session, providers_for
+from .zoo import PROFILE_MODELS
 
-DEFAULT_OUT = MEASURED_PROFILE
+DEFAULT_OUT = LOCAL_PROFILE
 PROVISIONAL = PROVISIONAL_PROFILE
 SHIPPED_GPU = PROFILE_DIR / "gpu-h100.yaml"
 """GPU entries measured on an NVIDIA H100 (workers/gpu_profile.py); used where this host has no GPU."""
+COMMITTED = (DEFAULT_PROFILE, PROVISIONAL_PROFILE, SHIPPED_GPU)
+"""Profiles under version control, which the profiler refuses to overwrite."""
+REPLICA_THREADS = {"mobilenet-ssd": 1, "tiny-yolov2": 2, "yolov3": 2}
+"""Intra-op threads (= cores in the placement) of one CPU replica of each profile model; others get 1.
+YOLOv3 gets 2, not the provisional 4: the machines this project is profiled on have 2 cores, and a
+replica's figures are only measured with the threads it declares."""
 FRAME_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
 BUSY_NOTE = ": the host was busy, latencies are inflated; profile again on an idle host"
+
+
+@dataclass(frozen=True)
+class ProfileTarget:
+    """One model of the profile and how it is timed."""
+
+    model: str
+    """The profile's name for it (variants `{model}-{device}-b{n}`)."""
+    zoo_model: str
+    """The zoo model timed for it (default: `workers.zoo.PROFILE_MODELS`, else the same name)."""
+    threads: int
+    """Intra-op threads of one replica, which its CPU entry declares as its cores."""
+
+    @staticmethod
+    def parse(spec: str, threads: int | None = None) -> ProfileTarget:
+        """Returns the target of `NAME` or `NAME=ZOO_MODEL`, with `threads` (default: REPLICA_THREADS)."""
+        name, _, zoo_model = spec.partition("=")
+        if not name:
+            raise ValueError(f"model {spec!r}: expected NAME or NAME=ZOO_MODEL")
+        return ProfileTarget(name, zoo_model or PROFILE_MODELS.get(name, name),
+                             REPLICA_THREADS.get(name, 1) if threads is None else threads)
+
+
+DEFAULT_TARGETS = tuple(ProfileTarget.parse(m) for m in PROFILE_MODELS)
 
 
 @dataclass(frozen=True)
 class ProfileRequest:
     """What to measure and how hard."""
 
-    models: tuple[str, ...] = ("mobilenet-ssd", "tiny-yolov2", "yolov3")
+    targets: tuple[ProfileTarget, ...] = DEFAULT_TARGETS
     batches: tuple[int, ...] = (1, 2, 4, 8)
     runs: int = 5
-    threads: int = 1
+    threads: int = 1  # of `profile_runtime`'s one runtime; `run_profile` takes each target's
     min_iterations: int = 3  # per run and batch size
     budget_s: float = 1.0  # per run and batch size, once min_iterations are done
     out: Path = DEFAULT_OUT
     models_dir: Path | None = None
     gpu_profile: Path | None = SHIPPED_GPU  # GPU entries to keep when this host has none (None: provisional)
+    command: str = "run_testbed.py profile"  # as recorded in the file's provenance
 
 
 @dataclass(frozen=True)
@@ -151,8 +190,10 @@ def replica_memory_mib(config: ModelConfig, device: str, threads: int, batch: in
     return max(float(done.stdout.split()[-1]), 0.0)
 
 
-def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frames: list[bytes]) -> RuntimeProfile:
-    """Returns the measured runtime profile of one model on one device."""
+def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frames: list[bytes],
+                    model: str | None = None) -> RuntimeProfile:
+    """Returns the measured runtime profile of zoo model `config` on one device, named `model` (default:
+    the zoo model's name) in the profile, with `req.threads` intra-op threads."""
     session = make_session(config.onnx_path, device, req.threads)
     name = session.get_inputs()[0].name
     inputs = {b: np.random.default_rng(b).uniform(0, 255, (b, 3, config.input_height, config.input_width))
@@ -162,14 +203,16 @@ def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frame
     cores_busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     busy_host = cores_busy < 0.85 * req.threads and device == "cpu"
     memory = replica_memory_mib(config, device, req.threads, max(req.batches))
+    timed = "" if model is None else f"zoo model {config.name} ({config.card.weights} weights), "
     return RuntimeProfile(
-        model=config.name, device=device, threads=req.threads, cpu_cores=float(req.threads) if device == "cpu"
-        else 1.0, gpus=1 if device == "gpu" else 0, memory_mib=round(max(memory, 0.0), 1),
+        model=model or config.name, device=device, threads=req.threads,
+        cpu_cores=float(req.threads) if device == "cpu" else 1.0, gpus=1 if device == "gpu" else 0,
+        memory_mib=round(max(memory, 0.0), 1),
         batch_latency_ms={b: t.median_ms for b, t in timings.items()},
         batch_latency_p99_ms={b: t.p99_ms for b, t in timings.items()},
         batch_latency_spread_ms={b: t.spread_ms for b, t in timings.items()},
         input_ms_per_mb=round(input_ms_per_mb(config, frames), 3),
-        source=(f"measured: onnxruntime {_ort_version()} {device}, {req.threads} intra-op thread(s), "
+        source=(f"measured: {timed}onnxruntime {_ort_version()} {device}, {req.threads} intra-op thread(s), "
                 f"{req.runs} runs, >= {req.min_iterations} batches per run and size, inference only "
                 f"({cores_busy:.2f} cores busy while timing{BUSY_NOTE if busy_host else ''}); "
                 f"input cost from {len(frames)} synthetic JPEG frames {FRAME_SIZES[0]}..{FRAME_SIZES[-1]}"))
@@ -211,10 +254,64 @@ def _provisional_gpu(models: tuple[str, ...], host: str, log: Callable[[str], No
     return kept
 
 
+def check_out(out: Path) -> None:
+    """Raises ValueError when `out` is a committed profile, which only a reviewed commit may change."""
+    if Path(out).resolve() in {p.resolve() for p in COMMITTED}:
+        raise ValueError(f"{out} is a committed profile; the profiler never overwrites it: write another file "
+                         f"(--out, default {DEFAULT_OUT}) and replace it by a reviewed commit")
+
+
+def check_threads(targets: tuple[ProfileTarget, ...]) -> None:
+    """Raises ValueError when a replica's threads exceed this host's cores: its figures would not be measured."""
+    cores = len(os.sched_getaffinity(0))
+    over = [f"{t.model} ({t.threads})" for t in targets if t.threads > cores]
+    if over:
+        raise ValueError(f"this host has {cores} cores: cannot time {', '.join(over)} threads per replica; "
+                         "pass --threads")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        changed = [line[3:] for line in dirty if line.strip()]
+        return sha + (f" (uncommitted changes in {', '.join(changed)})" if changed else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+
+
+def provenance(req: ProfileRequest, stamp: str) -> str:
+    """Returns where a profile's CPU figures come from: machine, date, command, versions, commit, method."""
+    import torch  # the zoo's exporter: it made the ONNX files timed here
+    cores = len(os.sched_getaffinity(0))
+    memory_gib = psutil.virtual_memory().total / 2**30
+    timed = ", ".join(f"{t.model} = zoo {t.zoo_model} x {t.threads} thread(s)" for t in req.targets)
+    return (f"CPU entries measured {stamp} by `{req.command}` on {socket.gethostname()}: {_cpu_model()}, "
+            f"{cores} cores, {memory_gib:.0f} GiB, {platform.system()} {platform.release()}; onnxruntime "
+            f"{_ort_version()}, torch {torch.__version__} (ONNX export), numpy {np.__version__}, Python "
+            f"{platform.python_version()}; commit {_git_commit()}; {req.runs} runs, batches "
+            f"{','.join(map(str, req.batches))}; timed: {timed}")
+
+
 def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> ProfileFile:
     """Measures every requested model (CPU, and GPU when CUDA is available), writes `req.out`."""
+    check_out(req.out)
+    check_threads(req.targets)
     host = socket.gethostname()
-    configs = [load_model(m, req.models_dir) for m in req.models]
+    configs = {t.model: load_model(t.zoo_model, req.models_dir) for t in req.targets}
+    models = tuple(t.model for t in req.targets)
     frames = synthetic_frames()
     devices = ["cpu"]
     try:
@@ -224,30 +321,33 @@ def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> Prof
         pass
     gpu_kept: list[RuntimeProfile] = []
     if "gpu" not in devices and req.gpu_profile is not None:  # read before minutes of measuring
-        gpu_kept = gpu_entries_from(req.gpu_profile, req.models, {})
+        gpu_kept = gpu_entries_from(req.gpu_profile, models, {})
+    origin = provenance(req, datetime.now(timezone.utc).replace(microsecond=0).isoformat())  # what is timed
     runtimes: list[RuntimeProfile] = []
-    for config in configs:
+    for target in req.targets:
+        config = configs[target.model]
         for device in devices:
             started = time.monotonic()
-            rt = profile_runtime(config, device, req, frames)
+            rt = profile_runtime(config, device, replace(req, threads=target.threads if device == "cpu" else 1),
+                                 frames, model=target.model)
             runtimes.append(rt)
             table = ", ".join(f"b{b}: {rt.batch_latency_ms[b]:.1f} ms (±{rt.batch_latency_spread_ms[b]:.1f}, "
                               f"{b / rt.batch_latency_ms[b] * 1000:.1f} q/s)" for b in req.batches)
-            log(f"[profile] {config.name} {device}: {table}; input {rt.input_ms_per_mb:.1f} ms/MB "
-                f"({time.monotonic() - started:.0f} s)")
+            log(f"[profile] {target.model} ({config.name}, {rt.threads} thread(s)) {device}: {table}; input "
+                f"{rt.input_ms_per_mb:.1f} ms/MB ({time.monotonic() - started:.0f} s)")
             if BUSY_NOTE in rt.source:
-                log(f"[profile] WARNING {config.name} {device}{BUSY_NOTE}")
+                log(f"[profile] WARNING {target.model} {device}{BUSY_NOTE}")
     if gpu_kept:
         cpu = {rt.model: rt for rt in runtimes if rt.device == "cpu"}
         runtimes += [with_input_cost(rt, cpu) for rt in gpu_kept]
+        origin += f"; GPU entries from {Path(req.gpu_profile).name} ({read_profile(req.gpu_profile).origin})"
         log(f"[profile] no GPU here: GPU entries from {req.gpu_profile}")
     elif "gpu" not in devices:
-        runtimes += _provisional_gpu(req.models, host, log)
-    models = {c.name: ModelProfile(c.task, (c.input_height, c.input_width), c.card.accuracy, c.card.accuracy_source)
-              for c in configs}
-    stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    profile = ProfileFile(PROFILE_VERSION, f"measured on {host} {stamp} by run_testbed.py profile ({req.runs} runs)",
-                          models, tuple(runtimes))
+        runtimes += _provisional_gpu(models, host, log)
+        origin += f"; GPU entries provisional ({PROVISIONAL.name})"
+    profile_models = {m: ModelProfile(c.task, (c.input_height, c.input_width), c.card.accuracy,
+                                      c.card.accuracy_source) for m, c in configs.items()}
+    profile = ProfileFile(PROFILE_VERSION, origin, profile_models, tuple(runtimes))
     write_profile(profile, req.out)
     log(f"[profile] wrote {req.out}")
     return profile

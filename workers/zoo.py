@@ -1,6 +1,11 @@
 """The model zoo: fetches face-api.js's trained face detectors from the npm registry, ports them
-(and builds YOLOv3 with seeded random weights), exports each to ONNX with a dynamic batch axis,
-checks ONNX Runtime against PyTorch, and writes the model folders. `python -m workers.zoo build`."""
+(and builds the paper's published architectures, SSD300-MobileNetV1, Tiny-YOLOv2 and YOLOv3, with
+seeded random weights), exports each to ONNX with a dynamic batch axis, checks ONNX Runtime against
+PyTorch, counts its FLOPs, and writes the model folders. `python -m workers.zoo build`.
+
+`PROFILE_MODELS` says which zoo model the profiler times for each model of the profiles (like for like
+with the paper's architectures); the face detectors keep the profile's names for the live demo's real
+workers, which detect real faces."""
 
 from __future__ import annotations
 
@@ -18,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .flops import count_gflop
 from .modelconfig import ModelCard, ModelConfig, default_models_dir, file_sha256, read_config, write_config
 
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4  # 4: FLOPs on the card
 FACE_API_PACKAGE = "@vladmandic/face-api"
 FACE_API_VERSION = "1.7.15"
 FACE_API_FILES = ("ssd_mobilenetv1_model-weights_manifest.json", "ssd_mobilenetv1_model.bin",
@@ -29,6 +35,9 @@ FACE_API_FILES = ("ssd_mobilenetv1_model-weights_manifest.json", "ssd_mobilenetv
 # face-api.js itself (bundled with TF.js) is kept to check the ports against it (tests/test_workers_faceapi.py).
 _TARBALL_PATHS = {"LICENSE": "package/LICENSE", "face-api.esm.js": "package/dist/face-api.esm.js"}
 OPSET = 17
+PROFILE_MODELS = {"mobilenet-ssd": "ssd300-mobilenetv1", "tiny-yolov2": "tiny-yolov2-voc", "yolov3": "yolov3"}
+"""Profile model (variants `{model}-{device}-b{n}`) -> the zoo model timed for it: the published architecture."""
+_RANDOM = "seeded random weights (torch seed 0); no trained weights are downloadable here"
 _FACE_API_SOURCE = (f"npm {FACE_API_PACKAGE}@{FACE_API_VERSION} (TF.js weights, ported to PyTorch by "
                     "workers/nets, exported to ONNX)")
 
@@ -57,6 +66,16 @@ def _tiny(cache: Path):
     return net.eval()
 
 
+def _ssd300(cache: Path):
+    from .nets.ssd_mobilenet import COCO_CLASS_CHANNELS, SSD300_SIZE, SsdMobilenetV1
+    return SsdMobilenetV1(SSD300_SIZE, COCO_CLASS_CHANNELS, seed=0).eval()
+
+
+def _tiny_yolov2_voc(cache: Path):
+    from .nets.tiny_yolov2 import TinyYoloV2
+    return TinyYoloV2(seed=0).eval()
+
+
 def _yolov3(cache: Path):
     from .nets.yolov3 import YoloV3
     return YoloV3(seed=0).eval()
@@ -68,7 +87,8 @@ def _yolov3_tiny(cache: Path):
 
 
 def zoo_entries() -> list[ZooEntry]:
-    """Returns the three detectors of the paper, as this zoo builds them."""
+    """Returns the zoo: the paper's three detectors as published (random weights) and the trained face
+    detectors of the live demo."""
     face = dict(task="object-detection", onnx="model.onnx", input_name="images", pre="rgb255",
                 post="boxes-scores", labels=("face",), builder_version=BUILDER_VERSION)
     return [
@@ -83,7 +103,8 @@ def zoo_entries() -> list[ZooEntry]:
                                 "x the AP50/AP ratio 1.78 of SSD300 (Liu et al. 2016: 41.2/23.2); these "
                                 "face-detector weights were not evaluated on COCO",
                 notes="one class (face); raw scores and boxes equal face-api.js's own (TF.js) within 1e-4 on the "
-                      "astronaut photograph (tests/test_workers_faceapi.py)"),
+                      "astronaut photograph (tests/test_workers_faceapi.py); runs in the live demo's real "
+                      "'mobilenet-ssd' workers; the profile's 'mobilenet-ssd' is timed on ssd300-mobilenetv1"),
             **face), _ssd),
         ZooEntry(ModelConfig(
             name="tiny-yolov2", input_height=416, input_width=416, score_threshold=0.5, iou_threshold=0.4,
@@ -95,7 +116,9 @@ def zoo_entries() -> list[ZooEntry]:
                 accuracy_source="COCO AP50 23.7 of Tiny YOLOv2 (416), Darknet project page (Redmon); these "
                                 "face-detector weights were not evaluated on COCO",
                 notes="one class (face); lighter than the original Tiny-YOLOv2 (separable convolutions); raw "
-                      "outputs equal face-api.js's own (TF.js) within 1e-4 (tests/test_workers_faceapi.py)"),
+                      "outputs equal face-api.js's own (TF.js) within 1e-4 (tests/test_workers_faceapi.py); runs "
+                      "in the live demo's real 'tiny-yolov2' workers; the profile's 'tiny-yolov2' is timed on "
+                      "tiny-yolov2-voc"),
             **face), _tiny),
         ZooEntry(ModelConfig(
             name="yolov3", task="object-detection", onnx="model.onnx", input_name="images", input_height=416,
@@ -103,14 +126,48 @@ def zoo_entries() -> list[ZooEntry]:
             iou_threshold=0.45, builder_version=BUILDER_VERSION,
             card=ModelCard(
                 architecture="YOLOv3-416 (Darknet-53 backbone, 3 detection scales, 80 classes, 10647 boxes)",
-                weights="random", weights_source="seeded random weights (torch seed 0); no trained weights "
-                                                 "are downloadable here",
+                weights="random", weights_source=_RANDOM,
                 licence="n/a (architecture from the YOLOv3 paper; weights generated locally)",
                 accuracy=0.553,
                 accuracy_source="COCO AP50 55.3 of YOLOv3-416 (Redmon and Farhadi 2018, Table 3); "
                                 "THIS model's weights are random: its timing is real, its detections are not",
-                notes="RANDOM WEIGHTS: use for timing only; detections are meaningless"),
+                notes="RANDOM WEIGHTS: use for timing only; detections are meaningless; the profiler times it for "
+                      "the profile's 'yolov3' (PROFILE_MODELS), and a live 'yolov3' worker runs it"),
             ), _yolov3),
+        ZooEntry(ModelConfig(
+            name="ssd300-mobilenetv1", task="object-detection", onnx="model.onnx", input_name="images",
+            input_height=300, input_width=300, pre="rgb255", post="boxes-scores", labels=(), score_threshold=0.5,
+            iou_threshold=0.6, builder_version=BUILDER_VERSION,
+            card=ModelCard(
+                architecture="SSD300 with a MobileNetV1 backbone as published (Howard et al. 2017, Table 13; the "
+                             "TF Object Detection API's ssd_mobilenet_v1_coco: 300x300 input, 6 box predictors, "
+                             "1917 anchors, 90 COCO classes; 1.2 G mult-adds and 6.8 M parameters published)",
+                weights="random", weights_source=_RANDOM,
+                licence="n/a (architecture from the MobileNet and SSD papers; weights generated locally)",
+                accuracy=0.34,
+                accuracy_source="COCO AP50 estimate for SSD300-MobileNetV1: AP 19.3 (Howard et al. 2017, Table 13) "
+                                "x the AP50/AP ratio 1.78 of SSD300 (Liu et al. 2016: 41.2/23.2); THIS model's "
+                                "weights are random: its timing is real, its detections are not",
+                notes="RANDOM WEIGHTS: use for timing only; the profiler times it for the profile's "
+                      "'mobilenet-ssd' (PROFILE_MODELS); the live demo's real 'mobilenet-ssd' worker runs the "
+                      "trained 512x512 face detector"),
+            ), _ssd300),
+        ZooEntry(ModelConfig(
+            name="tiny-yolov2-voc", task="object-detection", onnx="model.onnx", input_name="images",
+            input_height=416, input_width=416, pre="rgb255", post="boxes-scores", labels=(), score_threshold=0.5,
+            iou_threshold=0.4, builder_version=BUILDER_VERSION,
+            card=ModelCard(
+                architecture="Tiny-YOLOv2 as published (Darknet's yolov2-tiny-voc.cfg: 416x416 input, 9 "
+                             "convolutions, 13x13 grid, 5 anchors, 20 VOC classes; 6.97 GFLOP published)",
+                weights="random", weights_source=_RANDOM,
+                licence="n/a (architecture from yolov2-tiny-voc.cfg; weights generated locally)",
+                accuracy=0.237,
+                accuracy_source="COCO AP50 23.7 of Tiny YOLOv2 (416), Darknet project page (Redmon), measured on "
+                                "its COCO sibling (yolov2-tiny.cfg, 5.41 GFLOP, same layers up to the last two); "
+                                "THIS model's weights are random: its timing is real, its detections are not",
+                notes="RANDOM WEIGHTS: use for timing only; the profiler times it for the profile's 'tiny-yolov2' "
+                      "(PROFILE_MODELS); the live demo's real 'tiny-yolov2' worker runs the trained face detector"),
+            ), _tiny_yolov2_voc),
         ZooEntry(ModelConfig(
             name="yolov3-tiny", task="object-detection", onnx="model.onnx", input_name="images", input_height=416,
             input_width=416, pre="rgb255", post="boxes-scores", labels=(), score_threshold=0.5,
@@ -118,8 +175,7 @@ def zoo_entries() -> list[ZooEntry]:
             card=ModelCard(
                 architecture="YOLOv3-tiny-416 (7 conv + max-pool backbone, 2 detection scales, 80 classes, "
                              "2535 boxes)",
-                weights="random", weights_source="seeded random weights (torch seed 0); no trained weights "
-                                                 "are downloadable here",
+                weights="random", weights_source=_RANDOM,
                 licence="n/a (architecture from yolov3-tiny.cfg; weights generated locally)",
                 accuracy=0.331,
                 accuracy_source="COCO AP50 33.1 of YOLOv3-tiny, Darknet project page (Redmon); THIS model's "
@@ -204,7 +260,8 @@ def build_one(entry: ZooEntry, models_dir: Path, cache: Path, log: Callable[[str
         diff = parity(net, onnx_path, size_hw)
         if diff > 1e-3:
             raise RuntimeError(f"{config.name}: ONNX Runtime differs from PyTorch by {diff:.2e} (limit 1e-3)")
-        card = replace(config.card, onnx_sha256=file_sha256(onnx_path), parity_max_abs_diff=diff)
+        card = replace(config.card, onnx_sha256=file_sha256(onnx_path), parity_max_abs_diff=diff,
+                       gflop=count_gflop(onnx_path, *size_hw))
         built = replace(config, card=card, folder=Path(tmp))
         write_config(built)
         if folder.exists():

@@ -1,5 +1,6 @@
-"""Layers shared by the ports: TensorFlow 'SAME' padding computed for a fixed input size, and
-conversion of TensorFlow filter layouts (HWIO, depthwise HWC1) to PyTorch's (OIHW)."""
+"""Layers shared by the nets: TensorFlow 'SAME' padding computed for a fixed input size, conversion of
+TensorFlow filter layouts (HWIO, depthwise HWC1) to PyTorch's (OIHW), and the seeded random
+initialisation of the nets built without trained weights."""
 
 from __future__ import annotations
 
@@ -38,3 +39,35 @@ class SameConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.pad(x))
+
+
+OBJECTNESS_PRIOR = -4.59
+"""log(0.01 / 0.99): the scored logits of a random head start there, so random nets report almost nothing."""
+
+
+def init_random(net: nn.Module, heads: tuple[nn.Conv2d, ...], gen: torch.Generator, input_size: int,
+                per_anchor: int, scored_from: int = 4) -> None:
+    """Seeded He initialisation (biases zero), batch-norm statistics calibrated on one seeded random batch of
+    `input_size` frames (so that activations stay finite through the layers), and each head's
+    outputs (`per_anchor` per anchor, scored logits from `scored_from` on) at the objectness prior."""
+    for mod in net.modules():
+        if isinstance(mod, nn.Conv2d):
+            fan_in = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            std = (2.0 / (1.01 * fan_in)) ** 0.5
+            with torch.no_grad():
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * std)
+                if mod.bias is not None:  # torch drew it from the global generator: not reproducible
+                    mod.bias.zero_()
+    for head in heads:
+        with torch.no_grad():
+            head.weight.mul_(0.01)
+            bias = torch.zeros(head.out_channels // per_anchor, per_anchor)
+            bias[:, scored_from:] = OBJECTNESS_PRIOR
+            head.bias.copy_(bias.flatten())
+    for mod in net.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.momentum = None  # cumulative average over the calibration pass
+    net.train()
+    with torch.no_grad():
+        net(torch.rand((2, 3, input_size, input_size), generator=gen) * 255.0)
+    net.eval()

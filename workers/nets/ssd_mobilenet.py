@@ -1,6 +1,8 @@
-"""SSD-MobileNetV1 face detector of face-api.js, ported layer by layer from its TF.js graph
-(`src/ssdMobilenetv1/*.ts`): 512x512 input, MobileNetV1 backbone with ReLU6, six box predictors,
-5118 anchors decoded in-graph to [x1, y1, x2, y2, score] relative to the (square) input."""
+"""SSD with a MobileNetV1 backbone: face-api.js's face detector, ported layer by layer from its TF.js
+graph (`src/ssdMobilenetv1/*.ts`; 512x512 input, 5118 anchors, one class), and the published SSD300
+(Howard et al. 2017, Table 13; the TF Object Detection API's ssd_mobilenet_v1_coco: 300x300, 1917
+anchors, 90 COCO classes) with seeded random weights. Same layers (ReLU6, six box predictors on
+Conv2d_11, Conv2d_13 and four extra layers), anchors decoded in-graph to relative [x1, y1, x2, y2]."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import SameConv2d, conv_weight, depthwise_weight
+from .layers import SameConv2d, conv_weight, depthwise_weight, init_random
 
 INPUT_SIZE = 512
+SSD300_SIZE = 300
+COCO_CLASS_CHANNELS = 91  # background + 90 COCO ids
 _BN_EPSILON = 0.0010000000474974513
 # (channels in, channels out) of MobileNetV1's 13 depthwise/pointwise pairs; stride 2 at 2, 4, 6, 12.
 _PAIRS = [(32, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512),
@@ -49,11 +53,14 @@ class _Depthwise(nn.Module):
 
 
 class SsdMobilenetV1(nn.Module):
-    """The network; `forward` maps [N, 3, 512, 512] RGB 0..255 to [N, 5118, 5] decoded detections."""
+    """The network; `forward` maps [N, 3, S, S] RGB 0..255 to decoded detections: face-api's (the
+    defaults) [N, 5118, 5] (box, face score); with 91 class channels [N, A, 95] (box, 1, 90 class
+    scores). `seed` (not None) gives random weights and the SSD anchors of `ssd_anchors`."""
 
-    def __init__(self) -> None:
+    def __init__(self, input_size: int = INPUT_SIZE, class_channels: int = 3, seed: int | None = None) -> None:
         super().__init__()
-        self.conv0 = _Pointwise(INPUT_SIZE, 3, 32, 3, 2)
+        self.class_channels = class_channels
+        self.conv0 = _Pointwise(input_size, 3, 32, 3, 2)
         size = self.conv0.out_size
         layers: list[nn.Module] = []
         for idx, (cin, cout) in enumerate(_PAIRS, start=1):
@@ -61,18 +68,25 @@ class SsdMobilenetV1(nn.Module):
             size = dw.out_size
             layers += [dw, _Pointwise(size, cin, cout, 1, 1)]
         self.backbone = nn.ModuleList(layers)
+        sizes = [-(-input_size // 16), size]  # Conv2d_11 (stride 16) and Conv2d_13 (stride 32)
         extras: list[nn.Module] = []
-        size = 16
         for cin, cout, kernel, stride in _EXTRA:
             layer = _Pointwise(size, cin, cout, kernel, stride)
             size = layer.out_size
             extras.append(layer)
+            if layer.conv.conv.stride[0] == 2:
+                sizes.append(size)
         self.extras = nn.ModuleList(extras)
         self.box_predictors = nn.ModuleList(nn.Conv2d(c, a * 4, 1) for c, a in
                                             zip(_PREDICTOR_CHANNELS, _PREDICTOR_ANCHORS, strict=True))
-        self.class_predictors = nn.ModuleList(nn.Conv2d(c, a * 3, 1) for c, a in
+        self.class_predictors = nn.ModuleList(nn.Conv2d(c, a * class_channels, 1) for c, a in
                                               zip(_PREDICTOR_CHANNELS, _PREDICTOR_ANCHORS, strict=True))
-        self.register_buffer("anchors", torch.zeros(5118, 4))  # ymin, xmin, ymax, xmax (relative)
+        n_anchors = sum(s * s * a for s, a in zip(sizes, _PREDICTOR_ANCHORS, strict=True))
+        self.register_buffer("anchors", torch.zeros(n_anchors, 4))  # ymin, xmin, ymax, xmax (relative)
+        if seed is not None:
+            self.anchors.copy_(ssd_anchors(sizes))
+            init_random(self, tuple(self.class_predictors), torch.Generator().manual_seed(seed), input_size,
+                        class_channels, scored_from=0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.conv0(images / 127.5 - 1.0)
@@ -88,8 +102,12 @@ class SsdMobilenetV1(nn.Module):
             if i % 2 == 1:
                 feats.append(y)
         boxes = torch.cat([self._flat(p(f), 4) for p, f in zip(self.box_predictors, feats, strict=True)], 1)
-        classes = torch.cat([self._flat(p(f), 3) for p, f in zip(self.class_predictors, feats, strict=True)], 1)
-        return torch.cat([self._decode(boxes), torch.sigmoid(classes[:, :, 1:2])], dim=2)
+        classes = torch.cat([self._flat(p(f), self.class_channels)
+                             for p, f in zip(self.class_predictors, feats, strict=True)], 1)
+        if self.class_channels == 3:  # face-api: the face score alone
+            return torch.cat([self._decode(boxes), torch.sigmoid(classes[:, :, 1:2])], dim=2)
+        ones = torch.ones_like(classes[:, :, :1])  # sigmoid class scores, no objectness: score = class score
+        return torch.cat([self._decode(boxes), ones, torch.sigmoid(classes[:, :, 1:])], dim=2)
 
     @staticmethod
     def _flat(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -136,3 +154,25 @@ class SsdMobilenetV1(nn.Module):
                 set_(mod.weight, conv_weight(w[f"Prediction/BoxPredictor_{k}/{kind}/weights"]))
                 set_(mod.bias, torch.from_numpy(w[f"Prediction/BoxPredictor_{k}/{kind}/biases"]))
         set_(self.anchors, torch.from_numpy(w["Output/extra_dim"][0].astype(np.float32)))
+
+
+def ssd_anchors(sizes: list[int], min_scale: float = 0.2, max_scale: float = 0.95) -> torch.Tensor:
+    """Returns the TF Object Detection API's SSD anchors (ssd_anchor_generator of ssd_mobilenet_v1_coco)
+    for square feature maps of `sizes` cells, as [ymin, xmin, ymax, xmax] relative, in (row, col, anchor)
+    order: 3 on the first map (scale 0.1 at 1:1, scale 0.2 at 2:1 and 1:2), 6 on the others (1:1, 2:1,
+    1:2, 3:1, 1:3 and one between this scale and the next)."""
+    layers = len(sizes)
+    scales = [min_scale + (max_scale - min_scale) * i / (layers - 1) for i in range(layers)] + [1.0]
+    out = []
+    for i, cells in enumerate(sizes):
+        if i == 0:
+            shapes = [(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)]
+        else:
+            shapes = [(scales[i], r) for r in (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)]
+            shapes.append(((scales[i] * scales[i + 1]) ** 0.5, 1.0))
+        hw = torch.tensor([(s / r ** 0.5, s * r ** 0.5) for s, r in shapes])  # height, width
+        centres = (torch.arange(cells, dtype=torch.float32) + 0.5) / cells
+        cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+        ctr = torch.stack([cy, cx], dim=2).view(cells, cells, 1, 2)
+        out.append(torch.cat([ctr - hw / 2, ctr + hw / 2], dim=3).reshape(-1, 4))
+    return torch.cat(out)

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import init_random
+
 INPUT_SIZE = 416
 NUM_CLASSES = 80
 # yolov3.cfg anchors in input pixels, per scale: stride 32 (13x13), 16 (26x26), 8 (52x52).
 ANCHORS = (((116, 90), (156, 198), (373, 326)), ((30, 61), (62, 45), (59, 119)), ((10, 13), (16, 30), (33, 23)))
 TINY_ANCHORS = (((81, 82), (135, 169), (344, 319)), ((10, 14), (23, 27), (37, 58)))
-_OBJECTNESS_PRIOR = -4.59  # log(0.01 / 0.99): random nets then report almost nothing, as intended
 
 
 class ConvBN(nn.Module):
@@ -77,7 +78,7 @@ class YoloV3(nn.Module):
         self.out4 = nn.Sequential(ConvBN(256, 512, 3), nn.Conv2d(512, outputs, 1))
         self.out3 = nn.Sequential(ConvBN(128, 256, 3), nn.Conv2d(256, outputs, 1))
         self.lat5, self.lat4 = ConvBN(512, 256, 1), ConvBN(256, 128, 1)
-        init_random(self, (self.out5[1], self.out4[1], self.out3[1]), gen)
+        init_random(self, (self.out5[1], self.out4[1], self.out3[1]), gen, INPUT_SIZE, 5 + NUM_CLASSES)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         c3, c4, c5 = self.backbone(images / 255.0)
@@ -103,30 +104,6 @@ def _decode(raw: torch.Tensor, anchors: tuple[tuple[int, int], ...]) -> torch.Te
     return torch.cat([boxes, torch.sigmoid(g[..., 4:])], dim=4).reshape(n, -1, 5 + NUM_CLASSES)
 
 
-def init_random(net: nn.Module, heads: tuple[nn.Conv2d, ...], gen: torch.Generator) -> None:
-    """Seeded He initialisation, batch-norm statistics calibrated on one seeded random batch (so that
-    activations stay finite through the layers), heads at the usual objectness prior."""
-    for mod in net.modules():
-        if isinstance(mod, nn.Conv2d):
-            fan_in = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
-            std = (2.0 / (1.01 * fan_in)) ** 0.5
-            with torch.no_grad():
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * std)
-    for head in heads:
-        with torch.no_grad():
-            head.weight.mul_(0.01)
-            bias = torch.zeros(3, 5 + NUM_CLASSES)
-            bias[:, 4:] = _OBJECTNESS_PRIOR
-            head.bias.copy_(bias.flatten())
-    for mod in net.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.momentum = None  # cumulative average over the calibration pass
-    net.train()
-    with torch.no_grad():
-        net(torch.rand((2, 3, INPUT_SIZE, INPUT_SIZE), generator=gen) * 255.0)
-    net.eval()
-
-
 class YoloV3Tiny(nn.Module):
     """YOLOv3-tiny; `forward` maps [N, 3, 416, 416] RGB 0..255 to [N, 2535, 85]."""
 
@@ -141,7 +118,8 @@ class YoloV3Tiny(nn.Module):
         self.out13 = nn.Sequential(ConvBN(256, 512, 3), nn.Conv2d(512, outputs, 1))
         self.lat = ConvBN(256, 128, 1)
         self.out26 = nn.Sequential(ConvBN(384, 256, 3), nn.Conv2d(256, outputs, 1))
-        init_random(self, (self.out13[1], self.out26[1]), torch.Generator().manual_seed(seed))
+        init_random(self, (self.out13[1], self.out26[1]), torch.Generator().manual_seed(seed), INPUT_SIZE,
+                    5 + NUM_CLASSES)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images / 255.0
