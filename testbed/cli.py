@@ -77,11 +77,14 @@ def cmd_net(args: argparse.Namespace) -> int:
                 print(format_table(results, report.hop_ms if report else None,
                                    report.hop_measured if report else None))
                 print(f"measurements saved to {net.run_dir / 'link_measurements.json'}")
+                if net.blocked_links:
+                    print(f"not measured (blocked by the spanning tree, no traffic): {', '.join(net.blocked_links)}")
                 bad = [m for m in results if not m.ok]
                 if bad:
                     print(f"error: {len(bad)} link direction(s) outside tolerance", file=sys.stderr)
             if cli:
-                net.cli(script=cli_script)
+                if net.cli(script=cli_script):
+                    raise KeyboardInterrupt  # SIGTERM ended the CLI: tear down as for Ctrl-C
             elif not args.check:
                 print(f"network is up (namespaces: `ip netns exec <namespace> CMD`; switches:\n{net.switch_table()}"
                       "); Ctrl-C tears it down", flush=True)

@@ -112,10 +112,12 @@ class PlainLink(Link):
         sh.run(_veth(intfname1, ns1, addr1, intfname2, ns2, addr2, self.ctx.mtu))
 
     def delete(self) -> None:
-        """Deletes the pair (one end takes the other with it)."""
-        for intf in (self.intf1, self.intf2):
-            if intf is not None:
-                intf.delete()
+        """Deletes the pair: one end takes the other with it."""
+        if self.intf1 is not None:
+            self.intf1.delete()
+        if self.intf2 is not None:
+            self.intf2.node.delIntf(self.intf2)
+            self.intf2.link = None
         self.intf1 = self.intf2 = None
 
     def __str__(self) -> str:
@@ -181,8 +183,13 @@ class WireLink(PlainLink):
         """Returns the ends' state and the wire's (the CLI's `links`)."""
         return f"{Link.status(self)} {self.wire_state()}"
 
+    def terminate_wire(self) -> None:
+        """Asks the wire to stop (it writes its statistics); `stop` waits for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
-        """Stops the wire (it writes its statistics), then deletes the veths."""
+        """Stops the wire, then deletes the veths."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -193,8 +200,7 @@ class WireLink(PlainLink):
         self.delete()
 
     def delete(self) -> None:
-        for inner in self.inner:
-            sh.run(["ip", "-n", self.ctx.wire_netns, "link", "delete", "dev", inner], check=False)
+        sh.ip_batch_force([f"link delete dev {inner}" for inner in self.inner], netns=self.ctx.wire_netns)
         for intf in (self.intf1, self.intf2):
             if intf is not None:
                 intf.node.delIntf(intf)

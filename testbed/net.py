@@ -63,6 +63,12 @@ class TestbedNet(Mininet):
         Mininet.start(self)
         self.check_shaping()
 
+    def stop(self) -> None:
+        """Asks every wire to stop at once (each writes its statistics), then stops the network (Mininet)."""
+        for wire in self.wires():
+            wire.terminate_wire()
+        Mininet.stop(self)
+
     def shaping_problems(self) -> list[str]:
         """Returns a line per shaped interface whose qdiscs differ from the plan, and per wire not running."""
         shown: dict[str | None, dict[str, list[dict]]] = {}

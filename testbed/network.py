@@ -276,14 +276,14 @@ class EmulatedNetwork:
         """Returns one line per switch: its Mininet node (bridge) name, its site and datapath id."""
         return "\n".join(f"{sw.bridge}  site {sw.site}  dpid {sw.dpid}" for sw in self.plan.switches)
 
-    def cli(self, script: Path | None = None, stdin: Any = None) -> None:
+    def cli(self, script: Path | None = None, stdin: Any = None) -> bool:
         """Runs Mininet's CLI on the network (the project's TestbedCLI) until `exit`, end of input or SIGTERM;
-        with `script`, runs its commands and returns."""
+        with `script`, runs its commands and returns. Returns True when SIGTERM (or a dying helper) ended it."""
         from testbed.mncli import TestbedCLI  # Mininet's CLI: imported with the network, after preflight
 
         if self.mn is None:
             raise NetworkError("the network is not up")
-        TestbedCLI(self.mn, stdin=stdin or sys.stdin, script=script, testbed=self)
+        return TestbedCLI(self.mn, stdin=stdin or sys.stdin, script=script, testbed=self).terminating
 
     @property
     def helper_died(self) -> str | None:

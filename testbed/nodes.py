@@ -92,6 +92,11 @@ class RecordedOVS(OVSSwitch):
         OVSSwitch.start(self, controllers)
 
     @classmethod
+    def isOldOVS(cls) -> bool:  # noqa: N802
+        """Mininet's test, without distutils' deprecated StrictVersion."""
+        return tuple(int(x) for x in cls.OVSVersion.split(".")[:2]) < (1, 10)
+
+    @classmethod
     def batchStartup(cls, switches, run=run_checked):  # noqa: N802
         """Mininet's batch start-up with a runner that raises on failure (Mininet's ignores it and carries on
         without bridges); it then re-applies every port's shaping, which add-port deleted."""
