@@ -45,6 +45,7 @@ from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, check_mtu
 from testbed.plan import build_plan
+from testbed.preflight import mininet_version
 from topologies import load_topology
 from workload.trace import write_trace
 
@@ -107,6 +108,8 @@ class LiveRun:
         self.t0_s = 0.0
         self.cpu_groups: dict[str, float] = {}
         self.profiled: list[MeasuredModel] = []
+        self.network: dict = {}
+        """What the run's link check found (summary.json's `network`): links out of tolerance, switch hops."""
 
     def plan(self) -> list[WorkerPlan]:
         """Returns the worker plan of the system; refuses faults naming no resource or antenna."""
@@ -237,6 +240,33 @@ class LiveRun:
         self.events.t0_s = self.t0_s
         write_t0(self.dir.t0, self.t0_s)
 
+    def check_links(self, net: EmulatedNetwork) -> None:
+        """Measures every link before the traffic; warns (log, events, summary.json) about links out of
+        tolerance, and keeps what the switches cost per hop and per antenna-to-cluster path."""
+        results = net.measure_links(check=False)
+        report = net.last_report
+        self.network = network_summary(net, results, report)
+        bad = self.network["links_out_of_tolerance"]
+        if bad:
+            self.log(f"warning: {len(bad)} link direction(s) are not shaped as the topology says; the run carries "
+                     f"on, and its figures include this (see {net.run_dir / 'link_measurements.json'}):\n  "
+                     + "\n  ".join(f"{b['link']} {b['direction']}: {b['problem']}" for b in bad))
+            self.events("links-out-of-tolerance", links=[f"{b['link']} {b['direction']}" for b in bad])
+        hop = self.network.get("switch_hop_ms_median")
+        if hop:
+            self.log(f"the switches add {hop:.3f} ms per hop (one-way, measured apart from the links); a query's "
+                     "path crosses several, which the topology's delays do not include (summary.json: network)")
+
+    def open_cli(self, net: EmulatedNetwork) -> None:
+        """Opens Mininet's CLI on the network (or runs --cli-script) after the traffic, before teardown."""
+        if not (self.spec.cli or self.spec.cli_script):
+            return
+        self.log("traffic done; Mininet's CLI on the run's network (workers and schedulers still up; exit, end of "
+                 "input or SIGTERM tears down)")
+        self.events("cli-opened")
+        net.cli(script=self.spec.cli_script)
+        self.events("cli-closed")
+
     # -- during the run ------------------------------------------------------------------------------
 
     def wait_sources(self, net: EmulatedNetwork, merger: RecordMerger) -> None:
@@ -278,14 +308,46 @@ class LiveRun:
         stop_groups((self.sources, list(self.schedulers.values()), self.workers))
 
 
+def network_summary(net: EmulatedNetwork, results: list, report) -> dict:
+    """Returns what summary.json records of the link check: links out of tolerance, the switches' one-way cost
+    per hop (per site, and their median), and per antenna and cluster how many switch hops a query's frame
+    takes one way (sources -> scheduler -> worker) and what they cost in ms, which the topology's delays lack."""
+    hop_ms = dict(report.hop_ms) if report else {}
+    hops = {}
+    hops_ms = {}
+    topo = net.topology
+    for ant in topo.antennas:
+        hops[ant.name], hops_ms[ant.name] = {}, {}
+        for cl in topo.clusters:
+            sites = [ant.name, *net.plan.path_sites(ant.name, cl.name)] if cl.name != ant.name else [ant.name] * 2
+            hops[ant.name][cl.name] = len(sites)  # the radio's hop into the antenna's switch, then the path's
+            hops_ms[ant.name][cl.name] = round(sum(hop_ms.get(s, 0.0) for s in sites), 4)
+    values = sorted(hop_ms.values())
+    return {
+        "switch": net.switch_kind, "datapath": net.datapath, "shaping": net.shaping, "mtu": net.mtu,
+        "links_measured": len(results),
+        "links_ok": all(m.ok for m in results),
+        "links_out_of_tolerance": [{"link": m.link, "direction": m.direction, "problem": m.problem}
+                                   for m in results if not m.ok],
+        "blocked_by_stp": net.blocked_links,
+        "switch_hop_ms": hop_ms,
+        "switch_hop_measured": dict(report.hop_measured) if report else {},
+        "switch_hop_ms_median": round(values[len(values) // 2], 4) if values else None,
+        "switch_hops_one_way": hops,
+        "switch_ms_one_way": hops_ms,
+    }
+
+
 def package_versions() -> dict[str, str]:
-    """Returns the versions of Python, the packages the run depends on, the tools, the kernel and the commit."""
+    """Returns the versions of Python, the packages the run depends on, Mininet, the tools, the kernel and the
+    commit."""
     out = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
+    out["mininet"] = mininet_version()  # Debian's package, linked into the virtualenv: no distribution metadata
     for tool in (["ovs-vsctl", "--version"], ["tcpdump", "--version"], ["uname", "-r"]):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out[tool[0]] = subprocess.run(
@@ -334,7 +396,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
             )
             try:
                 if spec.measure_links:
-                    net.measure_links(check=False)
+                    run.check_links(net)
                 run.start_workers(net)
                 run.start_schedulers(net)
                 merger = RecordMerger(parts, run.dir.records)
@@ -353,6 +415,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
                     run.out / "cpu.json", cpu_before, run.cpu_snapshot(net), time.monotonic() - t_traffic
                 )
                 run.events("sources-done", cpu_s=run.cpu_groups)
+                run.open_cli(net)
             finally:
                 run.stop_services()
                 stop_captures(caps)

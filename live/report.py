@@ -126,6 +126,7 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
             "agent": str(run.spec.agent) if run.spec.agent is not None else None,
             "decision_window_s": run.decision_window_s,
             "policy_windows": window_policies(windows),
+            "network": run.network,
         },
     )
     summary.write_json(run.out / "summary.json")
@@ -212,5 +213,12 @@ def format_result(result: LiveResult) -> str:
             + (f"; decision time p50 {cost['p50']:.0f} us, p99 {cost['p99']:.0f} us wall" if cost.get("n") else "")
             + (f", p50 {cpu['p50']:.0f} us, p99 {cpu['p99']:.0f} us CPU" if cpu.get("n") else "")
         )
+    net = s.extra.get("network") or {}
+    if net.get("links_out_of_tolerance"):
+        lines.append(f"warning: {len(net['links_out_of_tolerance'])} link direction(s) out of tolerance before the run "
+                     "(link_measurements.json)  <-- the network is not shaped as the topology says")
+    if net.get("switch_hop_ms_median"):
+        lines.append(f"switches: {net['switch_hop_ms_median']:.3f} ms per hop one-way ({net.get('switch')}), "
+                     "not in the topology's delays (summary.json: network.switch_ms_one_way)")
     lines.append(f"run dir: {result.out}")
     return "\n".join(lines)

@@ -97,6 +97,11 @@ class RunSpec:
     2 s half that."""
     measure_links: bool = opt(True, "--no-measure")
     """measure the links before the run; --no-measure skips it"""
+    cli: bool = opt(False)
+    """open Mininet's CLI on the network after the traffic, before teardown (pingall, HOST ping HOST, links,
+    ...; exit, end of input or SIGTERM tears down)"""
+    cli_script: Path | None = opt(None, metavar="FILE")
+    """run the Mininet CLI commands in FILE after the traffic, before teardown"""
     corrupt_every: int = opt(0, metavar="N", default_text="")
     """sources send every Nth frame corrupt (robustness check; 0: never)"""
     kill_worker: tuple[tuple[str, float], ...] = opt(

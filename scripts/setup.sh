@@ -15,9 +15,10 @@ fi
 
 # 1. Debian packages. The testbed builds namespaces, veths and switches itself (iproute2, ethtool,
 #    Open vSwitch, which runs with the userspace datapath where the kernel lacks its module); npm fetches
-#    the detectors' weights; tcpdump writes the run's pcap files; util-linux's setpriv runs a test as non-root.
+#    the detectors' weights; tcpdump writes the run's pcap files; util-linux's setpriv runs a test as non-root;
+#    Mininet (Debian's 2.3.0: its Python package and mnexec) builds the emulated network.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 iputils-ping ethtool tcpdump procps psmisc
-              util-linux openvswitch-switch nodejs npm)
+              util-linux openvswitch-switch mininet nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -53,6 +54,22 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.installed-*; touch "$stamp"
 else
   log "Python dependencies present"
+fi
+
+# 2b. Mininet's Python package, linked into the virtualenv: only that package (a .pth naming Debian's
+#     dist-packages would expose 40+ other modules of the system Python). PyPI's mininet is older and has no mnexec.
+MININET_PKG=/usr/lib/python3/dist-packages/mininet
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ ! -d "$MININET_PKG" ]; then
+  echo "setup.sh: $MININET_PKG is missing although the Debian package mininet is installed" >&2
+  exit 1
+fi
+if [ "$(readlink "$SITE/mininet" 2>/dev/null)" != "$MININET_PKG" ]; then
+  log "linking Mininet ($MININET_PKG) into $SITE"
+  rm -rf "${SITE:?}/mininet"
+  ln -s "$MININET_PKG" "$SITE/mininet"
+else
+  log "Mininet linked"
 fi
 
 # 3. Open vSwitch: started here, kernel datapath if the module loads, userspace otherwise.

@@ -1,10 +1,14 @@
-"""The emulated network, and nothing else: a topology becomes namespaces, switches and shaped links, which
-it measures, captures and tears down. It may import `topologies` only; the live run (live/) builds on it.
+"""The emulated network, and nothing else: a topology becomes a Mininet network (hosts in namespaces,
+switches, shaped links), which it measures, captures and tears down. It may import `topologies` only; the
+live run (live/) builds on it.
 
-`EmulatedNetwork` is the entry point (network.py); `plan` derives names and addresses, `shaping` (netem,
-TBF) and `wire` (userspace delay, jitter, loss) shape links with `topologies.LinkShape`, `switches` and
-`controller` (os-ken apps) forward, `measure` checks links, `capture` writes pcaps, `record`, `clean` and
-`leftovers` make sure nothing outlives a run; `cli` gives the `net` and `clean` commands.
+`EmulatedNetwork` is the entry point (network.py); `plan` derives names and addresses; `topo` describes the
+plan as a Mininet `Topo`, which `net.TestbedNet` (Mininet) builds from the recorded classes of `nodes`
+(hosts, switches, controller) and `links` (veths, wires, shaped interfaces); `shaping` (netem, TBF) and
+`wire` (userspace delay, jitter, loss) shape links with `topologies.LinkShape`; `stp` works out a cyclic
+topology's spanning tree; `controller` (os-ken apps) forwards; `measure` checks links and switch hops;
+`capture` writes pcaps; `record`, `clean` and `leftovers` make sure nothing outlives a run; `cli` gives the
+`net` and `clean` commands, `mncli` Mininet's CLI.
 """
 
 from testbed.errors import (

@@ -1,4 +1,4 @@
-"""Command line of the network layer: `net` (bring up, measure, print, tear down) and `clean`.
+"""Command line of the network layer: `net` (bring up, measure, open Mininet's CLI, tear down) and `clean`.
 
 `register(subparsers)` adds both subcommands to run_testbed.py's parser; each sets `func`, which
 takes the parsed namespace and returns the exit code.
@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--topo", default="full-edge", help="topology name or YAML path (default: full-edge)")
     net.add_argument("--check", action="store_true",
                      help="measure every link, print configured vs measured, tear down (exit 1 beyond tolerance)")
+    net.add_argument("--cli", action="store_true",
+                     help="open Mininet's CLI on the network (pingall, HOST ping HOST, links, dump, py ...); "
+                          "commands may be piped in; exit or end of input tears down")
+    net.add_argument("--cli-script", type=Path, default=None, metavar="FILE",
+                     help="run the CLI commands in FILE, then tear down (as mn's scripts)")
     net.add_argument("--shaping", choices=("auto", "netem", "wire"), default="auto",
                      help="link shaping: kernel netem, the userspace wire, or auto (netem where present)")
     net.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs", help="Open vSwitch or Linux bridges")
@@ -57,25 +62,37 @@ def cmd_net(args: argparse.Namespace) -> int:
     except (TopologyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PREFLIGHT
+    cli_script = getattr(args, "cli_script", None)
+    cli = getattr(args, "cli", False) or cli_script is not None
+    if cli_script is not None and not cli_script.is_file():
+        print(f"error: --cli-script {cli_script}: no such file", file=sys.stderr)
+        return EXIT_PREFLIGHT
+    bad: list = []
     try:
         with net:
             if args.check:
                 results = net.measure_links(ProbePlan(count=args.probes), Tolerance(delay_abs_ms=args.tolerance_ms),
                                             check=False)
-                print(format_table(results))
+                report = net.last_report
+                print(format_table(results, report.hop_ms if report else None,
+                                   report.hop_measured if report else None))
                 print(f"measurements saved to {net.run_dir / 'link_measurements.json'}")
-                t0 = time.monotonic()
+                if net.blocked_links:
+                    print(f"not measured (blocked by the spanning tree, no traffic): {', '.join(net.blocked_links)}")
                 bad = [m for m in results if not m.ok]
                 if bad:
                     print(f"error: {len(bad)} link direction(s) outside tolerance", file=sys.stderr)
-            else:
-                print("network is up; Ctrl-C tears it down")
+            if cli:
+                if net.cli(script=cli_script):
+                    raise KeyboardInterrupt  # SIGTERM ended the CLI: tear down as for Ctrl-C
+            elif not args.check:
+                print(f"network is up (namespaces: `ip netns exec <namespace> CMD`; switches:\n{net.switch_table()}"
+                      "); Ctrl-C tears it down", flush=True)
                 while True:
                     time.sleep(3600)
-        if args.check:
-            print(f"torn down in {time.monotonic() - t0:.1f} s")
-            return EXIT_MEASUREMENT if bad else EXIT_OK
-        return EXIT_OK
+            t0 = time.monotonic()
+        print(f"torn down in {time.monotonic() - t0:.1f} s")
+        return EXIT_MEASUREMENT if bad else EXIT_OK
     except PreflightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PREFLIGHT

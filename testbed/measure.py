@@ -1,9 +1,15 @@
-"""Measures every shaped link with real packets: one-way delay, its deviation, and loss, per direction.
+"""Measures every shaped link with real packets: one-way delay, its deviation, and loss, per direction, and
+what the switches cost by themselves.
 
 All namespaces share this machine's clock, so a probe carries its send time and the receiver's
 kernel stamps its arrival (SO_TIMESTAMPNS): the one-way delay is measured, not halved from an RTT.
 One process opens a sender and a receiver socket in the two hosts a link joins (and only that
-shaped link), runs every link's probes at once, and compares each result with the file.
+shaped link), runs every link's probes at once, and compares each result with the file. Alongside,
+probes between two hosts on one switch's unshaped ports measure that switch's own forwarding cost (a
+"hop"); a link's probes cross one or two switches, whose hops are reported beside the link's shaping
+error (measured - configured - hops), on which the tolerance is judged. Probes of one direction are
+spaced by at least `jitter_spacing` times the link's deviation, so that a FIFO link (the wire, netem with
+a rate) never holds one probe behind the one before it.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from pathlib import Path
 
 from testbed.errors import MeasurementError
 from testbed.nsutil import socket_in
-from testbed.plan import LinkPlan, NetworkPlan
+from testbed.plan import HostPlan, LinkPlan, NetworkPlan
+from topologies import LinkShape
 
 SO_TIMESTAMPNS = 35
 _PROBE = struct.Struct("!IHIQ")  # magic, stream, sequence number (warm-up: high bit), send time ns
@@ -54,6 +61,18 @@ class ProbePlan:
     """Probes per direction on links with loss (enough to tell 1% from 0%)."""
     lossy_interval_ms: float = 1.0
     warmup_wait_s: float = 3.0
+    jitter_spacing: float = 3.0
+    """Probes of a link direction are at least this many deviations of its delay apart: two draws then
+    differ by more than the spacing (and the later probe waits behind the earlier) in under 2 % of pairs."""
+
+    def interval_for(self, shape: LinkShape | None) -> float:
+        """Returns the milliseconds between probes of one direction of a link of this shape."""
+        lossy = shape is not None and shape.loss_pct > 0
+        base = self.lossy_interval_ms if lossy else self.interval_ms
+        return max(base, self.jitter_spacing * (shape.delay_dev_ms if shape is not None else 0.0))
+
+    def count_for(self, shape: LinkShape | None) -> int:
+        return self.lossy_count if shape is not None and shape.loss_pct > 0 else self.count
 
 
 @dataclass(frozen=True)
@@ -83,16 +102,56 @@ class LinkMeasurement:
     tolerance_loss_pct: float
     ok: bool
     problem: str
+    switches: tuple[str, ...] = ()
+    """The sites whose switches the probes crossed (one for a radio link, two for a trunk)."""
+    switch_share_ms: float = 0.0
+    """What those switches cost by themselves (their measured hops), part of the median."""
+    probe_interval_ms: float = 0.0
 
     @property
     def delay_error_ms(self) -> float:
-        """Median measured minus configured one-way delay."""
+        """Median measured minus configured one-way delay (switches included)."""
         return self.median_delay_ms - self.configured_delay_ms
+
+    @property
+    def shaping_error_ms(self) -> float:
+        """Median measured minus configured one-way delay minus the switches' share: the shaping's own error,
+        on which the tolerance is judged."""
+        return self.median_delay_ms - self.configured_delay_ms - self.switch_share_ms
+
+
+@dataclass(frozen=True)
+class SwitchHop:
+    """One direction between two hosts on one switch's unshaped ports: what that switch costs by itself
+    (with the two veths it takes to reach it, as a link's probes also cross)."""
+
+    site: str
+    direction: str
+    src_host: str
+    dst_host: str
+    median_delay_ms: float
+    p99_delay_ms: float
+    probes_sent: int
+    probes_received: int
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    """Every link direction measured, the switch hops measured beside them, and the hop cost per site."""
+
+    links: list[LinkMeasurement]
+    hops: list[SwitchHop]
+    hop_ms: dict[str, float]
+    """Per site: its switch's one-way hop cost (ms), measured where the site has two unshaped hosts and the
+    median of the measured switches elsewhere (see `hop_measured`)."""
+    hop_measured: dict[str, bool]
 
 
 @dataclass
 class _Stream:
-    link: LinkPlan
+    link: LinkPlan | None
+    """The link measured (None: a switch hop)."""
+    site: str
     direction: str
     src: str
     dst: str
@@ -104,8 +163,9 @@ class _Stream:
     warm: bool = False
 
 
-def _open_stream(plan: NetworkPlan, link: LinkPlan, forward: bool, probes: ProbePlan) -> _Stream:
-    a, b = plan.measure_pair(link)
+def _open_stream(plan: NetworkPlan, link: LinkPlan | None, pair: tuple[HostPlan, HostPlan], forward: bool,
+                 probes: ProbePlan) -> _Stream:
+    a, b = pair
     src, dst = (a, b) if forward else (b, a)
     rx = socket_in(dst.netns)
     rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -116,11 +176,9 @@ def _open_stream(plan: NetworkPlan, link: LinkPlan, forward: bool, probes: Probe
     tx.bind((src.ip, 0))
     tx.connect((dst.ip, rx.getsockname()[1]))
     tx.setblocking(False)
-    lossy = link.shape is not None and link.shape.loss_pct > 0
-    count = probes.lossy_count if lossy else probes.count
-    interval_ms = probes.lossy_interval_ms if lossy else probes.interval_ms
-    return _Stream(link, "a->b" if forward else "b->a", src.name, dst.name, tx, rx, count,
-                   int(interval_ms * 1e6), [])
+    shape = link.shape if link is not None else None
+    return _Stream(link, a.site, "a->b" if forward else "b->a", src.name, dst.name, tx, rx, probes.count_for(shape),
+                   int(probes.interval_for(shape) * 1e6), [])
 
 
 def _send(s: _Stream, k: int, seq: int) -> None:
@@ -195,13 +253,43 @@ def _run(streams: list[_Stream], probes: ProbePlan, max_delay_ms: float) -> None
             _drain(streams, by_fd[fd])
 
 
-def _judge(s: _Stream, tol: Tolerance) -> LinkMeasurement:
+def _median(s: _Stream) -> tuple[float, float]:
+    """Returns the median and 99th percentile one-way delay of a stream's probes (nan without any)."""
+    delays_ms = sorted(d / 1e6 for d in s.delays_ns)
+    n = len(delays_ms)
+    return (delays_ms[n // 2], delays_ms[min(n - 1, int(0.99 * n))]) if n else (math.nan, math.nan)
+
+
+def _hop(s: _Stream) -> SwitchHop:
+    median, p99 = _median(s)
+    return SwitchHop(site=s.site, direction=s.direction, src_host=s.src, dst_host=s.dst,
+                     median_delay_ms=round(median, 4), p99_delay_ms=round(p99, 4), probes_sent=s.count,
+                     probes_received=len(s.delays_ns))
+
+
+def hop_costs(plan: NetworkPlan, hops: list[SwitchHop]) -> tuple[dict[str, float], dict[str, bool]]:
+    """Returns each site's switch hop cost in ms (the mean of its two directions; the median of the measured
+    switches where a site has no pair of unshaped hosts, 0 when none has) and whether it was measured."""
+    measured: dict[str, list[float]] = {}
+    for h in hops:
+        if not math.isnan(h.median_delay_ms):
+            measured.setdefault(h.site, []).append(h.median_delay_ms)
+    per_site = {site: statistics.fmean(v) for site, v in measured.items()}
+    fallback = statistics.median(per_site.values()) if per_site else 0.0
+    sites = [sw.site for sw in plan.switches]
+    return ({s: round(per_site.get(s, fallback), 4) for s in sites}, {s: s in per_site for s in sites})
+
+
+def _judge(s: _Stream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasurement:
+    assert s.link is not None
     shape = s.link.shape
     assert shape is not None
     delays_ms = sorted(d / 1e6 for d in s.delays_ns)
     n = len(delays_ms)
     mean = statistics.fmean(delays_ms) if n else math.nan
     median = delays_ms[n // 2] if n else math.nan
+    switches = s.link.switch_sites
+    share = sum(hop_ms.get(site, 0.0) for site in switches)
     # Robust deviation (IQR / 1.349, equal to sigma for a normal law): a probe delayed by the host's
     # scheduler (this machine is shared) must not read as jitter the link does not have.
     dev = (delays_ms[(3 * n) // 4] - delays_ms[n // 4]) / 1.349 if n > 3 else math.nan
@@ -214,8 +302,9 @@ def _judge(s: _Stream, tol: Tolerance) -> LinkMeasurement:
     if n == 0:
         problems.append("no probe arrived")
     else:
-        if abs(median - shape.delay_ms) > tol_delay:
-            problems.append(f"delay {median:.3f} ms (median), configured {shape.delay_ms:g} ms (tolerance {tol_delay:.3f})")
+        if abs(median - share - shape.delay_ms) > tol_delay:
+            problems.append(f"delay {median:.3f} ms (median; switches {share:.3f} ms of it), configured "
+                            f"{shape.delay_ms:g} ms (tolerance {tol_delay:.3f})")
         if abs(dev - shape.delay_dev_ms) > tol_dev:
             problems.append(f"deviation {dev:.3f} ms, configured {shape.delay_dev_ms:g} ms (tolerance {tol_dev:.3f})")
         if abs(loss_pct - shape.loss_pct) > tol_loss:
@@ -229,28 +318,39 @@ def _judge(s: _Stream, tol: Tolerance) -> LinkMeasurement:
         configured_loss_pct=shape.loss_pct, measured_loss_pct=round(loss_pct, 3),
         probes_sent=s.count, probes_received=n, tolerance_delay_ms=round(tol_delay, 4),
         tolerance_dev_ms=round(tol_dev, 4), tolerance_loss_pct=round(tol_loss, 3),
-        ok=not problems, problem="; ".join(problems))
+        ok=not problems, problem="; ".join(problems), switches=switches, switch_share_ms=round(share, 4),
+        probe_interval_ms=round(s.interval_ns / 1e6, 3))
 
 
 def measure(plan: NetworkPlan, probes: ProbePlan | None = None, tolerance: Tolerance | None = None,
-            links: list[LinkPlan] | None = None) -> list[LinkMeasurement]:
-    """Returns both directions of every shaped link (or of `links`), measured concurrently."""
+            links: list[LinkPlan] | None = None) -> LinkReport:
+    """Returns both directions of every shaped link (or of `links`) and of every switch hop, measured
+    concurrently, each link judged on its shaping error."""
     probes = probes or ProbePlan()
     tolerance = tolerance or Tolerance()
     chosen = links if links is not None else list(plan.shaped_links)
-    streams = [_open_stream(plan, link, forward, probes) for link in chosen for forward in (True, False)]
+    streams = [_open_stream(plan, link, plan.measure_pair(link), forward, probes)
+               for link in chosen for forward in (True, False)]
+    pairs = [pair for sw in plan.switches if (pair := plan.hop_pair(sw.site)) is not None]
+    hop_streams = [_open_stream(plan, None, pair, forward, probes) for pair in pairs for forward in (True, False)]
     try:
         max_delay_ms = max((lk.shape.delay_ms + 4 * lk.shape.delay_dev_ms for lk in chosen if lk.shape), default=0)
-        _run(streams, probes, max_delay_ms)
-        return [_judge(s, tolerance) for s in streams]
+        _run(streams + hop_streams, probes, max_delay_ms)
+        hops = [_hop(s) for s in hop_streams]
+        hop_ms, hop_measured = hop_costs(plan, hops)
+        return LinkReport([_judge(s, tolerance, hop_ms) for s in streams], hops, hop_ms, hop_measured)
     finally:
-        for s in streams:
+        for s in streams + hop_streams:
             s.tx.close()
             s.rx.close()
 
 
-def save(measurements: list[LinkMeasurement], path: Path, meta: dict) -> None:
-    path.write_text(json.dumps({"meta": meta, "links": [asdict(m) for m in measurements]}, indent=1) + "\n")
+def save(report: LinkReport, path: Path, meta: dict) -> None:
+    """Writes link_measurements.json: every link direction (`links`, as `compare --calibrate` reads them), the
+    switch hops and the hop cost per site."""
+    doc = {"meta": meta, "links": [asdict(m) for m in report.links], "switch_hops": [asdict(h) for h in report.hops],
+           "switch_hop_ms": report.hop_ms, "switch_hop_measured": report.hop_measured}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def check(measurements: list[LinkMeasurement], saved_to: Path) -> None:
@@ -262,13 +362,57 @@ def check(measurements: list[LinkMeasurement], saved_to: Path) -> None:
                                f"(all measurements: {saved_to})")
 
 
-def format_table(measurements: list[LinkMeasurement]) -> str:
-    """Returns the configured-vs-measured table printed by `net --check`."""
-    head = (f"{'link':<16} {'dir':<5} {'delay ms':>9} {'measured':>9} {'err ms':>7} {'dev ms':>7} "
-            f"{'measured':>9} {'loss %':>7} {'measured':>9}  status")
+def format_table(measurements: list[LinkMeasurement], hop_ms: dict[str, float] | None = None,
+                 hop_measured: dict[str, bool] | None = None) -> str:
+    """Returns the configured-vs-measured table printed by `net --check`: per link direction the median, the
+    switches' share of it and the shaping error the tolerance judges; then each switch's hop cost."""
+    head = (f"{'link':<16} {'dir':<5} {'delay ms':>9} {'measured':>9} {'switches':>8} {'shaping':>8} "
+            f"{'dev ms':>7} {'measured':>9} {'loss %':>7} {'measured':>9}  status")
     rows = [head, "-" * len(head)]
     for m in measurements:
         rows.append(f"{m.link:<16} {m.direction:<5} {m.configured_delay_ms:>9.3f} {m.median_delay_ms:>9.3f} "
-                    f"{m.delay_error_ms:>+7.3f} {m.configured_dev_ms:>7.3f} {m.measured_dev_ms:>9.3f} "
-                    f"{m.configured_loss_pct:>7.2f} {m.measured_loss_pct:>9.2f}  {'ok' if m.ok else m.problem}")
+                    f"{m.switch_share_ms:>8.3f} {m.shaping_error_ms:>+8.3f} {m.configured_dev_ms:>7.3f} "
+                    f"{m.measured_dev_ms:>9.3f} {m.configured_loss_pct:>7.2f} {m.measured_loss_pct:>9.2f}  "
+                    f"{'ok' if m.ok else m.problem}")
+    if hop_ms:
+        measured = hop_measured or {}
+        rows.append("switch hop (one-way, host to host through one switch): " + ", ".join(
+            f"{site} {ms:.3f} ms{'' if measured.get(site) else '*'}" for site, ms in hop_ms.items()))
+        if not all(measured.get(site) for site in hop_ms):
+            rows.append("  * no two unshaped hosts on that switch: the median of the measured switches")
     return "\n".join(rows)
+
+
+PATH_PROBES = ProbePlan(count=30, interval_ms=5.0)
+"""Probes per antenna-to-cluster path when checking a spanning tree: enough to tell one path from another."""
+
+
+def check_paths(plan: NetworkPlan, probes: ProbePlan = PATH_PROBES, tolerance: Tolerance | None = None) -> list[str]:
+    """Returns a line per antenna-to-cluster path (scheduler host to worker host) whose measured one-way
+    delay is not the topology's shortest path's; empty when every path forwards as the loader computed."""
+    tolerance = tolerance or Tolerance()
+    topo = plan.topology
+    wanted = [(ant.name, cl.name) for ant in topo.antennas for cl in topo.clusters if ant.name != cl.name]
+    streams, expected = [], []
+    for ant, cl in wanted:
+        path = topo.path(ant, cl)
+        s = _open_stream(plan, None, (plan.host_for("scheduler", ant), plan.host_for("worker", cl)), True, probes)
+        s.interval_ns = int(max(probes.interval_ms, probes.jitter_spacing * path.delay_dev_ms) * 1e6)
+        streams.append(s)
+        expected.append(path)
+    try:
+        _run(streams, probes, max((p.delay_ms + 4 * p.delay_dev_ms for p in expected), default=0.0))
+        wrong = []
+        for (ant, cl), s, path in zip(wanted, streams, expected, strict=True):
+            median, _ = _median(s)
+            n = len(s.delays_ns)
+            tol = (tolerance.delay_abs_ms + tolerance.delay_rel * path.delay_ms
+                   + 4 * path.delay_dev_ms / math.sqrt(max(n, 1)))
+            if n == 0 or abs(median - path.delay_ms) > tol:
+                wrong.append(f"{ant} -> {cl}: {median:.3f} ms measured, the shortest path "
+                             f"({' - '.join(plan.path_sites(ant, cl))}) is {path.delay_ms:g} ms (tolerance {tol:.3f})")
+        return wrong
+    finally:
+        for s in streams:
+            s.tx.close()
+            s.rx.close()

@@ -1,8 +1,10 @@
-"""EmulatedNetwork: builds a topology's network for real, keeps it up, measures it, tears it down.
+"""EmulatedNetwork: builds a topology's network on Mininet, keeps it up, measures it, tears it down.
 
-It realises a `NetworkPlan` (namespaces, veths, switches, shaping, wires, controller), recording each
-thing in the run directory as it is made. Leaving the `with` block, Ctrl-C, SIGTERM, an exception
-or a helper process dying all end in the same teardown, which removes exactly what was recorded.
+It realises a `NetworkPlan` as a Mininet network (`TestbedTopo` -> `TestbedNet`: hosts in named
+namespaces, Open vSwitch or Linux-bridge switches, shaped links, the os-ken controller as a
+`RemoteController`), every object recorded in the run directory before it exists. Leaving the `with`
+block, Ctrl-C, SIGTERM, an exception or a helper process dying all end in the same teardown: `net.stop()`
+(Mininet's), then whatever the record still lists. `mn` is the Mininet network (its API, `get`, the CLI).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import select
 import shlex
 import signal
 import socket
@@ -21,26 +22,24 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from testbed import measure, preflight, sh, shaping, switches
+from testbed import measure, preflight, sh, shaping, stp, switches
 from testbed.errors import CommandError, HelperDiedError, NetworkError
-from testbed.plan import HOST_IFNAME, End, HostPlan, LinkPlan, NetworkPlan, build_plan
+from testbed.plan import End, HostPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
-from testbed.wire import WireSpec
 from topologies import Topology, load_topology
 
+if TYPE_CHECKING:
+    from testbed.net import TestbedNet
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OFFLOADS_OFF = ["tx", "off", "tso", "off", "gso", "off", "gro", "off"]
-"""Userspace forwarding (OVS netdev, the wire) copies frames as they are: without this, TCP
-checksums are left for an offload that never happens and frames exceed the MTU (GSO)."""
-TCP_INIT_WINDOW_SEGMENTS = 64
-"""Initial congestion and receive windows of the hosts' routes (Linux: 10): with slow start after idle off,
-a frame up to 64 segments (~570 kB at MTU 9000) leaves in one flight, as the simulator's transmission
-model assumes (bytes / rate), instead of taking extra round trips on long paths."""
 MIN_MTU, MAX_MTU = 68, 65535
 """The MTUs an emulated network takes (Linux's bounds for a veth: IPv4's minimum, the 16-bit maximum)."""
 HELPER_START_S = 20.0
 CONTROLLER_READY_S = 30.0
+STP_SETTLE_S = 20.0
+"""How long after the expected convergence the Linux bridges may still take to settle."""
 
 
 @dataclass(frozen=True)
@@ -93,10 +92,11 @@ class Host:
 
 
 class EmulatedNetwork:
-    """A topology's network, built on enter and torn down on exit.
+    """A topology's network, built on Mininet on enter and torn down on exit.
 
     shaping: 'auto' (netem where the kernel has it, else the wire), 'netem' or 'wire'.
-    switch: 'ovs' (Open vSwitch, kernel datapath if loaded, userspace otherwise) or 'lxbr'.
+    switch: 'ovs' (Open vSwitch, kernel datapath if loaded, userspace otherwise) or 'lxbr' (Linux bridges;
+    on a topology with a cycle they run STP, accepted only if its tree carries every antenna-to-cluster path).
     controller: 'osken' (shortest-path forwarding, port statistics) or 'none' (standalone switches).
     mtu: the MTU of every interface of the network (hosts' eth0, switch ports, wires' inner ends, bridges),
     set as each is created; 68 to 65535. Jumbo frames (9000) cut the frames a query costs the userspace
@@ -105,8 +105,8 @@ class EmulatedNetwork:
 
     def __init__(self, topology: Topology | str | Path, *, shaping: str = "auto", switch: str = "ovs",
                  controller: str = "osken", run_dir: Path | None = None, subnet: str = "10.0.0.0/16",
-                 seed: int = 0, links_per_wire_process: int = 1, stats_interval_s: float = 1.0,
-                 mtu: int = 1500, log: Callable[[str], None] = print) -> None:
+                 seed: int = 0, stats_interval_s: float = 1.0, mtu: int = 1500,
+                 log: Callable[[str], None] = print) -> None:
         check_mtu(mtu)
         self.topology = topology if isinstance(topology, Topology) else load_topology(topology)
         self.requested_shaping = shaping
@@ -118,14 +118,19 @@ class EmulatedNetwork:
         self.run_dir = Path(run_dir) if run_dir else Path("runs") / f"net-{stamp}-{self.run_id}"
         self.plan: NetworkPlan = build_plan(self.topology, self.run_id, subnet)
         self.seed = seed
-        self.links_per_wire_process = max(1, links_per_wire_process)
         self.stats_interval_s = stats_interval_s
         self.log = log
         self.shaping: str | None = None
         """The backend in use ('netem' or 'wire'), known once the network is up."""
         self.datapath: str | None = None
         """'system' or 'netdev' for OVS, None for Linux bridges."""
+        self.stp: stp.StpPlan | None = None
+        """The Linux bridges' spanning tree (a cyclic topology without a controller), else None."""
         self.controller_port: int | None = None
+        self.mn: TestbedNet | None = None
+        """The Mininet network (`mn.get(name).cmd(...)`, `mn.pingAll()`, the CLI), once built."""
+        self.last_report: measure.LinkReport | None = None
+        """The last link measurement, with the switch hops measured beside it."""
         self.record = CreationRecord(self.run_dir)
         self._helpers: list[tuple[str, subprocess.Popen]] = []
         self._watchdog: threading.Thread | None = None
@@ -147,7 +152,8 @@ class EmulatedNetwork:
 
     def start(self) -> None:
         """Checks, builds, and waits until the network forwards; tears down on any failure."""
-        preflight.check(self.topology, switch=self.switch_kind, controller=self.controller_kind)
+        self.stp = preflight.check(self.topology, switch=self.switch_kind, controller=self.controller_kind,
+                                   plan=self.plan)
         self.record.start(self.run_id)
         if threading.current_thread() is threading.main_thread():
             self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -155,8 +161,10 @@ class EmulatedNetwork:
             t0 = time.monotonic()
             self._build()
             self._up = True
-            self.log(f"network {self.topology.name} up in {time.monotonic() - t0:.1f} s: shaping={self.shaping}, "
-                     f"switch={self.switch_kind}{f' ({self.datapath} datapath)' if self.datapath else ''}, "
+            stp_note = f", STP root {self.stp.root}" if self.stp else ""
+            self.log(f"network {self.topology.name} up in {time.monotonic() - t0:.1f} s on Mininet "
+                     f"{preflight.mininet_version()}: shaping={self.shaping}, switch={self.switch_kind}"
+                     f"{f' ({self.datapath} datapath)' if self.datapath else ''}{stp_note}, "
                      f"controller={self.controller_kind}, mtu={self.mtu}, run dir {self.run_dir}")
             self.log(self.address_table())
             self._start_watchdog()
@@ -165,18 +173,26 @@ class EmulatedNetwork:
             raise
 
     def stop(self) -> None:
-        """Stops helpers and removes everything the run recorded; raises if something could not go."""
+        """Stops Mininet's network, then removes whatever the run recorded and still exists; raises if
+        something could not go."""
         self._stopping.set()
         self._up = False
-        problems = self.record.remove_all()
+        problems = []
+        if self.mn is not None:
+            try:
+                self.mn.stop()
+            except Exception as exc:  # the record below still removes everything
+                problems.append(f"Mininet's stop failed ({type(exc).__name__}: {exc}); removed from the record")
+            self.mn = None
+        left = self.record.remove_all()
         for _, proc in self._helpers:
             proc.poll()
         if self._old_sigterm is not None:
             signal.signal(signal.SIGTERM, self._old_sigterm)  # type: ignore[arg-type]
             self._old_sigterm = None
-        if problems:
+        if left:
             raise NetworkError("teardown left things behind (run `run_testbed.py clean --run-dir "
-                               f"{self.run_dir}` after fixing the cause):\n  " + "\n  ".join(problems))
+                               f"{self.run_dir}` after fixing the cause):\n  " + "\n  ".join(problems + left))
 
     def host(self, name: str) -> Host:
         return Host(self.plan.host(name), self.record)
@@ -189,23 +205,42 @@ class EmulatedNetwork:
     def hosts(self) -> list[Host]:
         return [Host(h, self.record) for h in self.plan.hosts]
 
+    def get(self, *names: str) -> Any:
+        """Returns Mininet's node(s) of these names (hosts by name, switches by bridge), as `Mininet.get`."""
+        if self.mn is None:
+            raise NetworkError("the network is not up")
+        return self.mn.get(*names)
+
     def ip_of(self, role: str, site: str) -> str:
         return self.plan.host_for(role, site).ip
 
     def measure_links(self, probes: measure.ProbePlan | None = None, tolerance: measure.Tolerance | None = None,
                       check: bool = True, links: Sequence[str] | None = None) -> list[measure.LinkMeasurement]:
-        """Returns every shaped link's measurement (saved to the run dir); raises beyond tolerance if check."""
-        chosen = None if links is None else [lk for lk in self.plan.links if lk.name in links]
-        results = measure.measure(self.plan, probes, tolerance, chosen)
+        """Returns every shaped link's measurement (saved to the run dir, with the switch hops measured
+        beside them: `last_report`); raises beyond tolerance if check. Trunks a spanning tree blocks carry
+        no traffic and are not measured (`blocked_links`)."""
+        blocked = set(self.blocked_links)
+        chosen = [lk for lk in self.plan.shaped_links if (links is None or lk.name in links) and lk.name not in blocked]
+        report = measure.measure(self.plan, probes, tolerance, chosen)
+        self.last_report = report
         path = self.run_dir / measure.MEASUREMENTS_FILE
-        measure.save(results, path, {"topology": self.topology.name, "source": self.topology.source,
-                                     "shaping": self.shaping, "switch": self.switch_kind,
-                                     "datapath": self.datapath, "controller": self.controller_kind,
-                                     "measured_at_s": time.time(),
-                                     "tolerance": asdict(tolerance or measure.Tolerance())})
+        measure.save(report, path, {"topology": self.topology.name, "source": self.topology.source,
+                                    "shaping": self.shaping, "switch": self.switch_kind,
+                                    "datapath": self.datapath, "controller": self.controller_kind,
+                                    "mtu": self.mtu, "measured_at_s": time.time(),
+                                    "tolerance": asdict(tolerance or measure.Tolerance()),
+                                    "probes": asdict(probes or measure.ProbePlan()),
+                                    "blocked_by_stp": sorted(blocked)})
         if check:
-            measure.check(results, path)
-        return results
+            measure.check(report.links, path)
+        return report.links
+
+    @property
+    def blocked_links(self) -> list[str]:
+        """Returns the trunks the Linux bridges' spanning tree blocks (none without STP)."""
+        if self.stp is None:
+            return []
+        return sorted(lk.name for lk in self.plan.links if lk.kind == "trunk" and lk.name not in self.stp.tree)
 
     def port_stats(self) -> list[PortSample]:
         """Returns the current byte and packet counters of every switch port, with the link it belongs to."""
@@ -228,16 +263,42 @@ class EmulatedNetwork:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def wire_pids(self) -> list[int]:
-        return [p.pid for name, p in self._helpers if name.startswith("wire")]
+        """Returns the wire processes' pids in the plan's link order."""
+        by_name = {name: p.pid for name, p in self._helpers}
+        return [by_name[f"wire-{lk.name}"] for lk in self.plan.shaped_links if f"wire-{lk.name}" in by_name]
 
     def address_table(self) -> str:
         rows = [("host", "role", "site", "namespace", "address")] + self.plan.address_table()
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
+    def switch_table(self) -> str:
+        """Returns one line per switch: its Mininet node (bridge) name, its site and datapath id."""
+        return "\n".join(f"{sw.bridge}  site {sw.site}  dpid {sw.dpid}" for sw in self.plan.switches)
+
+    def cli(self, script: Path | None = None, stdin: Any = None) -> bool:
+        """Runs Mininet's CLI on the network (the project's TestbedCLI) until `exit`, end of input or SIGTERM;
+        with `script`, runs its commands and returns. Returns True when SIGTERM (or a dying helper) ended it."""
+        from testbed.mncli import TestbedCLI  # Mininet's CLI: imported with the network, after preflight
+
+        if self.mn is None:
+            raise NetworkError("the network is not up")
+        return TestbedCLI(self.mn, stdin=stdin or sys.stdin, script=script, testbed=self).terminating
+
+    @property
+    def helper_died(self) -> str | None:
+        """Says which helper process exited while the network was up (None while all run)."""
+        return self._helper_death
+
     # -- building ----------------------------------------------------------------------------------
 
     def _build(self) -> None:
+        # Mininet's modules are imported here, after preflight has checked that they are installed.
+        from testbed.context import BuildContext
+        from testbed.net import TestbedNet
+        from testbed.nodes import IpBridge, NamedHost, RecordedOVS, StoppableRemote
+        from testbed.topo import TestbedTopo
+
         plan, rec = self.plan, self.record
         scratch = shaping.scratch_name(self.run_id)
         rec.add(Created("netns", scratch))
@@ -245,133 +306,40 @@ class EmulatedNetwork:
         self.shaping = shaping.choose_backend(self.requested_shaping, netem_ok, answer)
         if self.controller_kind == "osken":
             self._start_controller()
-        namespaces = [h.netns for h in plan.hosts] + ([plan.wire_netns] if self.shaping == "wire" else [])
-        for ns in namespaces:
-            rec.add(Created("netns", ns))
-        sh.ip_batch([f"netns add {ns}" for ns in namespaces])
-        for ns in namespaces:
-            sh.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1"])
-        self._make_links()
-        self._configure_interfaces()
-        self._make_switches()
-        self._shape()
-        if self.shaping == "wire":
-            self._start_wires()
+        if self.shaping == "wire" and plan.shaped_links:
+            self._make_wire_netns()
+        ovs = self.switch_kind == "ovs"
+        self.datapath = switches.ovs_datapath() if ovs else None
+        ctx = BuildContext(record=rec, run_dir=self.run_dir, mtu=self.mtu, backend=self.shaping,
+                           wire_netns=plan.wire_netns, seed=self.seed, spawn=self._spawn)
+        topo = TestbedTopo(plan, backend=self.shaping, switch=self.switch_kind,
+                           datapath=switches.mininet_datapath(self.datapath) if self.datapath else "user",
+                           controller=self.controller_kind == "osken", stp=self.stp)
+        self.mn = TestbedNet(topo, ctx, host=NamedHost, switch=RecordedOVS if ovs else IpBridge)
+        if self.controller_kind == "osken":
+            self.mn.addController("c0", controller=StoppableRemote, ip="127.0.0.1", port=self.controller_port)
+        self.mn.build()
+        self.mn.start()  # checks every shaped interface's qdiscs against the plan
         if self.controller_kind == "osken":
             self._wait_controller_ready()
+        if self.stp is not None:
+            self._wait_spanning_tree()
         self._write_description()
 
-    def _make_links(self) -> None:
-        root: list[str] = []
-        wire_ns = self.plan.wire_netns
+    def _make_wire_netns(self) -> None:
+        ns = self.plan.wire_netns
+        self.record.add(Created("netns", ns))
+        sh.run(["ip", "netns", "add", ns])
+        sh.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1"])
+        sh.ip_batch(["link set lo up"], netns=ns)
 
-        def veth(name: str, peer: str, peer_netns: str | None = None) -> str:
-            """Returns the `ip link add` of a veth pair, both ends at the network's MTU from the start."""
-            to_ns = f" netns {peer_netns}" if peer_netns else ""
-            return f"link add {name} mtu {self.mtu} type veth peer name {peer} mtu {self.mtu}{to_ns}"
-
-        for link in self.plan.links:
-            wired = self.shaping == "wire" and link.shape is not None
-            if link.kind == "trunk" and not wired:
-                self.record.add(Created("link", link.a.ifname))
-                root.append(veth(link.a.ifname, link.b.ifname))
-            elif link.kind == "trunk":
-                ia, ib = link.wire_ifnames()
-                for end, inner in ((link.a, ia), (link.b, ib)):
-                    self.record.add(Created("link", end.ifname))
-                    root.append(veth(end.ifname, inner, wire_ns))
-            elif not wired:  # local link, or radio shaped by netem: host eth0 straight to the switch port
-                self.record.add(Created("link", link.b.ifname))
-                root.append(veth(link.b.ifname, HOST_IFNAME, link.a.netns))
-            else:  # radio through the wire: host eth0 -- la | wire | lb -- switch port
-                ia, ib = link.wire_ifnames()
-                self.record.add(Created("link", ia, netns=wire_ns))
-                sh.ip_batch([veth(ia, HOST_IFNAME, link.a.netns)], netns=wire_ns)
-                self.record.add(Created("link", link.b.ifname))
-                root.append(veth(link.b.ifname, ib, wire_ns))
-        sh.ip_batch(root)
-
-    def _configure_interfaces(self) -> None:
-        for h in self.plan.hosts:
-            sh.ip_batch(["link set lo up", f"link set {HOST_IFNAME} address {h.mac}",
-                         f"addr add {h.ip}/{h.prefix_len} dev {HOST_IFNAME}", f"link set {HOST_IFNAME} up"],
-                        netns=h.netns)
-            sh.run(sh.in_netns(h.netns, ["ethtool", "-K", HOST_IFNAME, *OFFLOADS_OFF]))
-            sh.run(["ip", "netns", "exec", h.netns, "sysctl", "-q", "-w", "net.ipv4.tcp_slow_start_after_idle=0"])
-            sh.ip_batch([f"route replace {self.plan.subnet} dev {HOST_IFNAME} proto kernel scope link src {h.ip} "
-                         f"initcwnd {TCP_INIT_WINDOW_SEGMENTS} initrwnd {TCP_INIT_WINDOW_SEGMENTS}"], netns=h.netns)
-        ports = [e.ifname for lk in self.plan.links for e in (lk.a, lk.b) if e.switch is not None]
-        for ifname in ports:
-            ipv6_off = Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")
-            if ipv6_off.exists():  # absent below IPv6's minimum MTU (1280): the kernel has no IPv6 there
-                ipv6_off.write_text("1\n")
-            sh.run(["ethtool", "-K", ifname, *OFFLOADS_OFF])
-        sh.ip_batch([f"link set {ifname} up" for ifname in ports])
-        if self.shaping == "wire":
-            inner = [n for lk in self.plan.shaped_links for n in lk.wire_ifnames()]
-            for ifname in inner:
-                sh.run(sh.in_netns(self.plan.wire_netns, ["ethtool", "-K", ifname, *OFFLOADS_OFF]))
-            sh.ip_batch(["link set lo up"] + [f"link set {n} up" for n in inner], netns=self.plan.wire_netns)
-
-    def _make_switches(self) -> None:
-        if self.switch_kind == "ovs":
-            self.datapath = switches.ovs_datapath()
-            for sw in self.plan.switches:
-                switches.add_ovs_bridge(self.plan, sw, self.record, self.datapath, self.controller_port, self.mtu)
-        else:
-            lines: list[str] = []
-            for sw in self.plan.switches:
-                lines += switches.add_linux_bridge(self.plan, sw, self.record, self.mtu)
-            sh.ip_batch(lines)
-
-    def _shape(self) -> None:
-        per_ns: dict[str | None, list[list[str]]] = {}
-        for link in self.plan.shaped_links:
-            assert link.shape is not None
-            for end in (link.a, link.b):
-                cmds = (shaping.netem_commands if self.shaping == "netem" else shaping.rate_commands)(
-                    end.ifname, link.shape, self.mtu)
-                self.record.add(Created("qdisc", end.ifname, netns=end.netns))
-                per_ns.setdefault(end.netns, []).extend(cmds)
-        for ns, cmds in per_ns.items():
-            lines = "\n".join(shlex.join(c[1:]) for c in cmds) + "\n"  # tc -batch takes lines without "tc"
-            sh.run(sh.in_netns(ns, ["tc", "-batch", "-"]), input_text=lines)
-
-    def _wire_groups(self) -> list[list[LinkPlan]]:
-        links = list(self.plan.shaped_links)
-        n = self.links_per_wire_process
-        return [links[i:i + n] for i in range(0, len(links), n)]
-
-    def _start_wires(self) -> None:
-        procs = []
-        for k, group in enumerate(self._wire_groups()):
-            specs = []
-            for link in group:
-                assert link.shape is not None
-                ia, ib = link.wire_ifnames()
-                specs.append(WireSpec(link.name, ia, ib, link.shape, seed=self.seed * 1000 + link.index))
-            cfg = self.run_dir / f"wire-{k}.json"
-            cfg.write_text(json.dumps([asdict(s) for s in specs], indent=1) + "\n")
-            argv = ["ip", "netns", "exec", self.plan.wire_netns, sys.executable, "-m", "testbed.wire",
-                    str(cfg), str(self.run_dir / f"wire-{k}.stats.json")]
-            procs.append((f"wire-{k} ({', '.join(s.name for s in specs)})",
-                          self._spawn(argv, self.run_dir / f"wire-{k}.log", stdout=subprocess.PIPE)))
-        deadline = time.monotonic() + HELPER_START_S
-        for name, proc in procs:
-            assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            line = proc.stdout.readline().decode().strip() if ready else ""
-            if line != "ready":
-                raise NetworkError(f"{name} did not start (exit {proc.poll()}); see {self.run_dir}/"
-                                   f"{name.split()[0]}.log:\n{_tail(self.run_dir / (name.split()[0] + '.log'))}")
-
-    def _spawn(self, argv: list[str], log_path: Path, stdout: int | None = None) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], log_path: Path, stdout: int | None = None) -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with log_path.open("ab") as log:
             proc = subprocess.Popen(argv, stdout=stdout or log, stderr=log, env=env, stdin=subprocess.DEVNULL)
-        self.record.add_process(log_path.stem, proc.pid)
-        self._helpers.append((log_path.stem, proc))
+        self.record.add_process(name, proc.pid)
+        self._helpers.append((name, proc))
         return proc
 
     def _start_controller(self) -> None:
@@ -379,8 +347,9 @@ class EmulatedNetwork:
         cfg = self.run_dir / "controller.json"
         cfg.write_text(json.dumps(self.plan.controller_config(), indent=1) + "\n")
         self.controller_port = _free_tcp_port()
-        proc = self._spawn([sys.executable, "-m", "testbed.controller.main", str(cfg), str(self.run_dir),
-                            str(self.controller_port), str(self.stats_interval_s)], self.run_dir / "controller.log")
+        proc = self._spawn("controller", [sys.executable, "-m", "testbed.controller.main", str(cfg),
+                                          str(self.run_dir), str(self.controller_port), str(self.stats_interval_s)],
+                           self.run_dir / "controller.log")
         deadline = time.monotonic() + HELPER_START_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -407,11 +376,34 @@ class EmulatedNetwork:
         raise NetworkError(f"switches with datapath ids {missing} never got their flows from the controller; "
                            f"controller log:\n{_tail(self.run_dir / 'controller.log')}")
 
+    def _wait_spanning_tree(self) -> None:
+        """Waits until STP has settled, then checks that the bridges built the tree worked out in advance
+        and that each antenna-to-cluster path measures as the loader's path; raises NetworkError if not."""
+        assert self.stp is not None and self.mn is not None
+        deadline = time.monotonic() + self.stp.convergence_s + STP_SETTLE_S
+        while not all(sw.connected() for sw in self.mn.switches):
+            if time.monotonic() > deadline:
+                raise NetworkError("the Linux bridges' spanning tree did not settle: "
+                                   + "; ".join(f"{sw.name} {sw.port_states()}" for sw in self.mn.switches))
+            time.sleep(0.2)
+        states = {port: state for sw in self.mn.switches for port, state in sw.port_states().items()}
+        built = stp.tree_from_states(self.plan, states)
+        if built != self.stp.tree:
+            raise NetworkError(f"the bridges built the spanning tree {sorted(built)}, not the expected "
+                               f"{sorted(self.stp.tree)}: some antenna-to-cluster paths would be longer")
+        wrong = measure.check_paths(self.plan)
+        if wrong:
+            raise NetworkError("on the spanning tree, antenna-to-cluster paths do not measure as the topology's "
+                               "shortest paths:\n  " + "\n  ".join(wrong))
+        self.log(f"spanning tree settled: root {self.stp.root}, blocked {', '.join(self.blocked_links) or 'none'}")
+
     def _write_description(self) -> None:
         desc = {
             "run_id": self.run_id, "topology": self.topology.name, "source": self.topology.source,
+            "mininet": preflight.mininet_version(),
             "shaping": self.shaping, "switch": self.switch_kind, "datapath": self.datapath,
             "controller": self.controller_kind, "controller_port": self.controller_port, "mtu": self.mtu,
+            "stp": None if self.stp is None else {"root": self.stp.root, "tree": sorted(self.stp.tree)},
             "hosts": [asdict(h) for h in self.plan.hosts],
             "switches": [asdict(s) for s in self.plan.switches],
             "links": [{"name": lk.name, "kind": lk.kind, "a": _end_label(lk.a), "b": _end_label(lk.b),

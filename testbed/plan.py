@@ -72,6 +72,12 @@ class LinkPlan:
         """Returns the inner interface names a userspace wire bridges (in the wire namespace)."""
         return f"l{self.index}a", f"l{self.index}b"
 
+    @property
+    def switch_sites(self) -> tuple[str, ...]:
+        """Returns the sites whose switches a probe across this link alone crosses (radio: the antenna's;
+        trunk: both ends'; local: its site's)."""
+        return (self.site_a,) if self.site_a == self.site_b else (self.site_a, self.site_b)
+
 
 @dataclass(frozen=True)
 class NetworkPlan:
@@ -120,6 +126,23 @@ class NetworkPlan:
         if link.kind == "trunk":
             return self.site_host(link.site_a), self.site_host(link.site_b)
         raise ValueError(f"link {link.name} is local and unshaped: nothing to measure")
+
+    def hop_pair(self, site: str) -> tuple[HostPlan, HostPlan] | None:
+        """Returns two hosts on unshaped links of a site's switch (a path through that switch alone), or None.
+
+        What the switch costs by itself is measured between them (an antenna with compute: its worker and
+        its scheduler); a site with one host has no such pair."""
+        local = [self.host(lk.a.host) for lk in self.links  # type: ignore[arg-type]
+                 if lk.kind == "local" and lk.site_a == site and lk.a.host is not None]
+        return (local[0], local[1]) if len(local) >= 2 else None
+
+    def path_sites(self, antenna: str, cluster: str) -> tuple[str, ...]:
+        """Returns the sites whose switches a frame crosses from an antenna's scheduler to a cluster's worker
+        (both ends included), along the topology's shortest path."""
+        sites = [antenna]
+        for link in self.topology.path(antenna, cluster).links:
+            sites.append(link.other(sites[-1]))
+        return tuple(sites)
 
     def controller_config(self) -> dict:
         """Returns what the controller needs as plain JSON: datapaths, hosts, next hops, port owners."""

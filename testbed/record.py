@@ -136,33 +136,97 @@ def forget_active(run_id: str) -> None:
 
 
 def remove_entries(entries: Iterable[Created]) -> list[str]:
-    """Removes the given entries, processes first and namespaces last; returns the failures."""
+    """Removes the given entries, processes first and namespaces last; returns the failures.
+
+    Each kind is removed with one batch command per namespace (`ip -force -batch`, one `ovs-vsctl`); only if
+    a batch fails are its entries removed one by one, to name the one that cannot go."""
     entries = list(entries)
     problems: list[str] = []
     for kind in _REMOVE_ORDER:
         batch = [e for e in reversed(entries) if e.kind == kind]
+        if not batch:
+            continue
         if kind == "process":
             problems += _stop_processes(batch)
-        elif kind == "netns":
-            problems += _stop_processes(_processes_in(batch))
-            for e in batch:
-                problems += _remove(e)
-        else:
-            for e in batch:
+            continue
+        present = _Present()
+        if kind == "netns":
+            problems += _stop_processes(_processes_in(batch, present))
+        todo = [e for e in batch if present.has(e)]
+        if todo and not _remove_batch(kind, todo):
+            for e in todo:
                 problems += _remove(e)
     return problems
 
 
-def _processes_in(namespaces: list[Created]) -> list[Created]:
-    """Returns every process still running inside the given namespaces (they all belong to the run)."""
-    existing = set(_netns_names())
-    found = []
+class _Present:
+    """What exists now, read once: the named namespaces, and the interfaces of each namespace asked about."""
+
+    def __init__(self) -> None:
+        self._netns: set[str] | None = None
+        self._links: dict[str | None, set[str]] = {}
+
+    def netns(self) -> set[str]:
+        if self._netns is None:
+            self._netns = set(_netns_names())
+        return self._netns
+
+    def has(self, e: Created) -> bool:
+        if e.kind == "netns":
+            return e.name in self.netns()
+        if e.kind == "ovs-bridge":
+            return True  # `--if-exists del-br`
+        if e.netns is not None and e.netns not in self.netns():
+            return False
+        if e.netns not in self._links:
+            argv = ["ip", "-j", *(["-n", e.netns] if e.netns else []), "link", "show"]
+            out = sh.run(argv, check=False).stdout.strip()
+            self._links[e.netns] = {i["ifname"] for i in json.loads(out)} if out else set()
+        return e.name in self._links[e.netns]
+
+
+def _remove_batch(kind: str, todo: list[Created]) -> bool:
+    """Removes entries of one kind with one command per namespace; returns False if any command failed."""
+    if kind == "ovs-bridge":
+        argv = ["ovs-vsctl", "--timeout=10"] + [w for e in todo for w in ("--", "--if-exists", "del-br", e.name)]
+        return sh.run(argv, check=False).returncode == 0
+    if kind == "netns":
+        return sh.run(["ip", "-force", "-batch", "-"], input_text="".join(f"netns delete {e.name}\n" for e in todo),
+                      check=False).returncode == 0
+    ok = True
+    for netns in dict.fromkeys(e.netns for e in todo):
+        names = [e.name for e in todo if e.netns == netns]
+        if kind == "qdisc":
+            argv, lines = ["tc", "-force", "-batch", "-"], [f"qdisc del dev {n} root\n" for n in names]
+        else:
+            argv, lines = ["ip", "-force", "-batch", "-"], [f"link delete dev {n}\n" for n in names]
+        done = sh.run(sh.in_netns(netns, argv), input_text="".join(lines), check=False)
+        # a veth's peer goes with it, a qdisc with its device: later lines may find nothing, which is fine
+        ok = ok and (done.returncode == 0 or all(_gone_message(line) for line in done.stderr.splitlines()
+                                                 if line.strip() and not line.startswith("Command failed")))
+    return ok
+
+
+def _processes_in(namespaces: list[Created], present: _Present) -> list[Created]:
+    """Returns every process still running inside the given namespaces (they all belong to the run), found by
+    their network namespace's inode (as `ip netns pids` does, for all namespaces in one pass over /proc)."""
+    inodes = {}
     for ns in namespaces:
-        if ns.name not in existing:
+        if ns.name in present.netns():
+            with contextlib.suppress(OSError):
+                inodes[os.stat(f"/run/netns/{ns.name}").st_ino] = ns.name
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
             continue
-        pids = sh.run(["ip", "netns", "pids", ns.name], check=False).stdout.split()
-        for pid in map(int, pids):
-            found.append(Created("process", f"in {ns.name}", pid=pid, start_ticks=process_start_ticks(pid)))
+        try:
+            link = os.readlink(f"/proc/{entry.name}/ns/net")  # "net:[4026532281]"
+        except OSError:
+            continue
+        name = inodes.get(int(link[link.index("[") + 1:-1]))
+        if name is not None:
+            pid = int(entry.name)
+            found.append(Created("process", f"in {name}", pid=pid, start_ticks=process_start_ticks(pid)))
     return found
 
 

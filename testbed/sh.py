@@ -42,3 +42,10 @@ def ip_batch(lines: Sequence[str], netns: str | None = None) -> None:
         return
     argv = ["ip", "-batch", "-"] if netns is None else ["ip", "-n", netns, "-batch", "-"]
     run(argv, input_text="\n".join(lines) + "\n")
+
+
+def ip_batch_force(lines: Sequence[str], netns: str | None = None) -> None:
+    """Runs `ip` commands as one batch, going on past failing lines (teardown: gone already is fine)."""
+    if lines:
+        argv = ["ip", "-force", "-batch", "-"] if netns is None else ["ip", "-n", netns, "-force", "-batch", "-"]
+        run(argv, input_text="\n".join(lines) + "\n", check=False)

@@ -2,10 +2,14 @@
 
 `probe_netem` tries a netem qdisc on a veth in a scratch namespace; `choose_backend` turns the
 user's `auto|netem|wire` into the backend used (reported by the run); the `*_commands` functions
-give the tc command lines for one end of a link, so that a failing one stops the build.
+give the tc command lines for one end of a link (`replace`, so that they re-apply what Open vSwitch
+removes when a port joins a bridge), so that a failing one stops the build; `qdisc_problem` checks what
+an interface has against what it should have.
 """
 
 from __future__ import annotations
+
+import math
 
 from testbed import sh
 from testbed.errors import PreflightError
@@ -46,14 +50,14 @@ def _tbf(ifname: str, shape: LinkShape, mtu: int) -> list[str]:
     rate_bytes_s = shape.bw_mbps * 1e6 / 8
     # TBF drops a frame larger than its bucket: at least two full frames, whatever the MTU
     burst_bytes = max(int(rate_bytes_s * 0.001), 16 * MTU_FRAME_BYTES, 2 * (mtu + ETH_HEADER_BYTES))
-    return ["tc", "qdisc", "add", "dev", ifname, "root", "handle", "1:", "tbf",
+    return ["tc", "qdisc", "replace", "dev", ifname, "root", "handle", "1:", "tbf",
             "rate", f"{shape.bw_mbps:g}mbit", "burst", str(burst_bytes), "latency", f"{TBF_LATENCY_MS}ms"]
 
 
 def netem_commands(ifname: str, shape: LinkShape, mtu: int = 1500) -> list[list[str]]:
     """Returns tc commands shaping the egress of one end (an interface at `mtu`) with TBF (rate) and netem
     under it."""
-    netem = ["tc", "qdisc", "add", "dev", ifname, "parent", "1:1", "handle", "10:", "netem",
+    netem = ["tc", "qdisc", "replace", "dev", ifname, "parent", "1:1", "handle", "10:", "netem",
              "delay", f"{shape.delay_ms:g}ms"]
     if shape.delay_dev_ms > 0:
         netem += [f"{shape.delay_dev_ms:g}ms", "distribution", "normal"]
@@ -65,6 +69,44 @@ def netem_commands(ifname: str, shape: LinkShape, mtu: int = 1500) -> list[list[
 def rate_commands(ifname: str, shape: LinkShape, mtu: int = 1500) -> list[list[str]]:
     """Returns tc commands for the rate alone (the wire adds delay, jitter and loss)."""
     return [_tbf(ifname, shape, mtu)]
+
+
+def commands(ifname: str, shape: LinkShape, backend: str, mtu: int) -> list[list[str]]:
+    """Returns the tc commands shaping one end of a link with a backend ('netem': TBF and netem; 'wire': TBF,
+    the wire process adding delay, jitter and loss)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown shaping backend {backend!r}")
+    return (netem_commands if backend == "netem" else rate_commands)(ifname, shape, mtu)
+
+
+RATE_TOLERANCE = 0.005
+"""Relative difference allowed between a TBF's rate as the kernel reports it and the link's (tc rounds)."""
+
+
+def qdisc_problem(qdiscs: list[dict], shape: LinkShape, backend: str) -> str | None:
+    """Returns what is wrong with one interface's qdiscs (`tc -j qdisc show dev X`), or None when they shape
+    it as planned: a root TBF at the link's rate, and with netem a netem child with its delay, jitter, loss."""
+    root = next((q for q in qdiscs if q.get("root")), None)
+    if root is None or root.get("kind") != "tbf":
+        kind = root.get("kind") if root else "none"
+        return f"root qdisc is {kind}, expected tbf at {shape.bw_mbps:g} Mbit/s"
+    rate_mbps = float(root.get("options", {}).get("rate", 0)) * 8 / 1e6
+    if not math.isclose(rate_mbps, shape.bw_mbps, rel_tol=RATE_TOLERANCE):
+        return f"tbf rate {rate_mbps:g} Mbit/s, expected {shape.bw_mbps:g}"
+    netem = [q for q in qdiscs if q.get("kind") == "netem"]
+    if backend == "wire":
+        return "a netem qdisc on a wire-shaped link (the wire adds the delay)" if netem else None
+    if not netem:
+        return f"no netem qdisc under the tbf (expected delay {shape.delay_ms:g} ms)"
+    opts = netem[0].get("options", {})
+    delay = opts.get("delay", {})  # iproute2 prints seconds in JSON, fractions for percentages
+    got = (1000 * float(delay.get("delay", 0)), 1000 * float(delay.get("jitter", 0)),
+           100 * float(opts.get("loss-random", {}).get("loss", 0)))
+    want = (shape.delay_ms, shape.delay_dev_ms, shape.loss_pct)
+    if not all(math.isclose(g, w, rel_tol=0.01, abs_tol=0.002) for g, w in zip(got, want, strict=True)):
+        return (f"netem delay {got[0]:g} ms, jitter {got[1]:g} ms, loss {got[2]:g}%; expected "
+                f"{want[0]:g} ms, {want[1]:g} ms, {want[2]:g}%")
+    return None
 
 
 def scratch_name(run_id: str) -> str:

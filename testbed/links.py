@@ -1,0 +1,208 @@
+"""Links and interfaces of the emulated network, as Mininet classes (Mininet's `link.py` split: interfaces
+configure themselves, links connect nodes).
+
+`ShapedIntf` turns Mininet's TCIntf into the project's: offloads off, and on a shaped link's end TBF for the
+rate (plus netem for delay, jitter and loss with the netem backend), every command checked. Being a TCIntf,
+Open vSwitch's start re-applies it after add-port (which deletes a port's qdisc). `PlainLink` is a veth pair
+made at the network's MTU straight into its namespaces and recorded first; `WireLink` puts the userspace wire
+between the two ends where the kernel has no netem.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from mininet.link import Link, TCIntf
+
+from testbed import sh, shaping
+from testbed.context import BuildContext, netns_of
+from testbed.errors import NetworkError
+from testbed.record import Created
+from testbed.wire import WireSpec
+from topologies import LinkShape
+
+OFFLOADS_OFF = ["tx", "off", "tso", "off", "gso", "off", "gro", "off"]
+"""Userspace forwarding (OVS netdev, the wire) copies frames as they are: without this, TCP
+checksums are left for an offload that never happens and frames exceed the MTU (GSO)."""
+WIRE_READY_S = 20.0
+WIRE_STOP_S = 5.0
+
+
+class ShapedIntf(TCIntf):
+    """An interface of the network: offloads off, up; on a shaped link's end, its qdiscs as planned.
+
+    params (from the link): ctx (BuildContext), shape (LinkShape or None: unshaped)."""
+
+    def config(self, ctx: BuildContext | None = None, shape: LinkShape | None = None,  # type: ignore[override]
+               **_params) -> dict:
+        """Configures the interface; called again by Open vSwitch's start, which then only re-shapes it."""
+        assert ctx is not None, "ShapedIntf needs the run's BuildContext (ctx=)"
+        self.ctx, self.shape = ctx, shape
+        if not getattr(self, "configured", False):
+            self._first_config()
+        if shape is not None:
+            for cmd in self.shaping_commands():
+                sh.run(sh.in_netns(self.netns, cmd))
+        self.configured = True
+        return {}
+
+    @property
+    def netns(self) -> str | None:
+        return netns_of(self.node)
+
+    def shaping_commands(self) -> list[list[str]]:
+        """Returns the tc commands this end is shaped with (none when unshaped)."""
+        if self.shape is None:
+            return []
+        return shaping.commands(self.name, self.shape, self.ctx.backend, self.ctx.mtu)
+
+    def _first_config(self) -> None:
+        if self.shape is not None:
+            self.ctx.record.add(Created("qdisc", self.name, netns=self.netns))
+        if self.netns is None:  # a switch port: no IPv6 chatter (absent below IPv6's minimum MTU of 1280)
+            ipv6_off = Path(f"/proc/sys/net/ipv6/conf/{self.name}/disable_ipv6")
+            if ipv6_off.exists():
+                ipv6_off.write_text("1\n")
+        sh.run(sh.in_netns(self.netns, ["ethtool", "-K", self.name, *OFFLOADS_OFF]))
+        sh.run(sh.in_netns(self.netns, ["ip", "link", "set", "dev", self.name, "up"]))
+
+    def delete(self) -> None:
+        """Deletes the interface (and so its veth peer) where it lives; gone already is fine."""
+        sh.run(sh.in_netns(self.netns, ["ip", "link", "delete", "dev", self.name]), check=False)
+        self.node.delIntf(self)
+        self.link = None
+
+
+def _veth(name: str, netns: str | None, mac: str | None, peer: str, peer_netns: str | None, peer_mac: str | None,
+          mtu: int) -> list[str]:
+    """Returns the `ip link add` making a veth pair at an MTU with each end already in its namespace."""
+    def end(ifname: str, ns: str | None, addr: str | None) -> list[str]:
+        return (["name", ifname, "mtu", str(mtu)] + (["netns", ns] if ns else [])
+                + (["address", addr] if addr else []))
+    return ["ip", "link", "add", *end(name, netns, mac), "type", "veth", "peer", *end(peer, peer_netns, peer_mac)]
+
+
+class PlainLink(Link):
+    """A veth pair between two nodes, made at the network's MTU in their namespaces, recorded first.
+
+    params: ctx, link_name (the plan's), shape (the link's, or None); the rest as Mininet's Link."""
+
+    def __init__(self, node1, node2, ctx: BuildContext, link_name: str, shape: LinkShape | None = None,
+                 **params) -> None:
+        self.ctx, self.link_name, self.shape = ctx, link_name, shape
+        for key in ("params1", "params2"):
+            params[key] = {**(params.get(key) or {}), "ctx": ctx, "shape": shape}
+        params.pop("fast", None)
+        Link.__init__(self, node1, node2, fast=True, **params)
+
+    def makeIntfPair(self, intfname1, intfname2, addr1=None, addr2=None, node1=None, node2=None,  # noqa: N802
+                     deleteIntfs=True):  # noqa: N803
+        """Creates the veth pair with one checked `ip` call (Mininet runs it through a node's shell and
+        cannot tell a failure); records the root-namespace end, or node1's end with its namespace."""
+        ns1, ns2 = netns_of(node1), netns_of(node2)
+        recorded = (intfname2, ns2) if ns1 is not None and ns2 is None else (intfname1, ns1)
+        self.ctx.record.add(Created("link", recorded[0], netns=recorded[1]))
+        sh.run(_veth(intfname1, ns1, addr1, intfname2, ns2, addr2, self.ctx.mtu))
+
+    def delete(self) -> None:
+        """Deletes the pair: one end takes the other with it."""
+        if self.intf1 is not None:
+            self.intf1.delete()
+        if self.intf2 is not None:
+            self.intf2.node.delIntf(self.intf2)
+            self.intf2.link = None
+        self.intf1 = self.intf2 = None
+
+    def __str__(self) -> str:
+        return f"{self.link_name}: {Link.__str__(self)}"
+
+
+class WireLink(PlainLink):
+    """node1 -- intf1 =veth= l<N>a ~ wire process ~ l<N>b =veth= intf2 -- node2, the inner ends in the wire
+    namespace. The wire adds delay, jitter and loss (seeded); TBF on intf1 and intf2 keeps the rate.
+
+    params: index (the plan's link index, naming the inner ends), and those of PlainLink."""
+
+    def __init__(self, node1, node2, ctx: BuildContext, link_name: str, shape: LinkShape, index: int,
+                 **params) -> None:
+        self.inner = (f"l{index}a", f"l{index}b")
+        self.index = index
+        self.proc: subprocess.Popen | None = None
+        PlainLink.__init__(self, node1, node2, ctx, link_name, shape, **params)
+        self._spawn_wire()
+
+    def makeIntfPair(self, intfname1, intfname2, addr1=None, addr2=None, node1=None, node2=None,  # noqa: N802
+                     deleteIntfs=True):  # noqa: N803
+        wire_ns = self.ctx.wire_netns
+        for outer, addr, node, inner in ((intfname1, addr1, node1, self.inner[0]),
+                                         (intfname2, addr2, node2, self.inner[1])):
+            self.ctx.record.add(Created("link", inner, netns=wire_ns))  # deleting either end deletes the pair
+            sh.run(_veth(inner, wire_ns, None, outer, netns_of(node), addr, self.ctx.mtu))
+        for inner in self.inner:
+            sh.run(sh.in_netns(wire_ns, ["ethtool", "-K", inner, *OFFLOADS_OFF]))
+        sh.ip_batch([f"link set {inner} up" for inner in self.inner], netns=wire_ns)
+
+    @property
+    def helper_name(self) -> str:
+        return f"wire-{self.link_name}"
+
+    def _spawn_wire(self) -> None:
+        assert self.shape is not None
+        spec = WireSpec(self.link_name, *self.inner, self.shape, seed=self.ctx.seed * 1000 + self.index)
+        cfg = self.ctx.run_dir / f"{self.helper_name}.json"
+        cfg.write_text(json.dumps([asdict(spec)], indent=1) + "\n")
+        argv = ["ip", "netns", "exec", self.ctx.wire_netns, sys.executable, "-m", "testbed.wire", str(cfg),
+                str(self.ctx.run_dir / f"{self.helper_name}.stats.json")]
+        self.proc = self.ctx.spawn(self.helper_name, argv, self.ctx.run_dir / f"{self.helper_name}.log",
+                                   subprocess.PIPE)
+
+    def wait_ready(self, deadline: float) -> None:
+        """Returns once the wire has said `ready`; raises NetworkError (with its log) if it does not."""
+        assert self.proc is not None and self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = self.proc.stdout.readline().decode().strip() if ready else ""
+        if line != "ready":
+            log = self.ctx.run_dir / f"{self.helper_name}.log"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else "(no log)"
+            raise NetworkError(f"{self.helper_name} did not start (exit {self.proc.poll()}); see {log}:\n{tail}")
+
+    def wire_state(self) -> str:
+        if self.proc is None:
+            return "no wire"
+        rc = self.proc.poll()
+        return f"wire pid {self.proc.pid} " + ("running" if rc is None else f"EXITED with {rc}")
+
+    def status(self) -> str:
+        """Returns the ends' state and the wire's (the CLI's `links`)."""
+        return f"{Link.status(self)} {self.wire_state()}"
+
+    def terminate_wire(self) -> None:
+        """Asks the wire to stop (it writes its statistics); `stop` waits for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Stops the wire, then deletes the veths."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(WIRE_STOP_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.delete()
+
+    def delete(self) -> None:
+        sh.ip_batch_force([f"link delete dev {inner}" for inner in self.inner], netns=self.ctx.wire_netns)
+        for intf in (self.intf1, self.intf2):
+            if intf is not None:
+                intf.node.delIntf(intf)
+                intf.link = None
+        self.intf1 = self.intf2 = None

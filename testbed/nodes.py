@@ -1,0 +1,190 @@
+"""The network's nodes as Mininet classes (Mininet's `node.py` split): hosts in named namespaces, Open
+vSwitch and Linux-bridge switches, the remote os-ken controller. Each records what it makes before it
+exists and raises when a command fails.
+
+A Mininet host is a shell in an anonymous namespace; `NamedHost` binds it to the plan's name (`ip netns
+attach`), so `ip netns exec`, the record and `clean` reach it. `RemoteController.stop` leaves its shell
+running; `StoppableRemote` ends it.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from mininet.node import Host, OVSSwitch, RemoteController, Switch
+
+from testbed import sh
+from testbed.context import BuildContext, run_checked
+from testbed.errors import NetworkError
+from testbed.record import Created
+from testbed.stp import FORWARD_DELAY_S, HELLO_S, MAX_AGE_S, STATE_NAMES, StpPlan
+
+TCP_INIT_WINDOW_SEGMENTS = 64
+"""Initial congestion and receive windows of the hosts' routes (Linux: 10): with slow start after idle off,
+a frame up to 64 segments (~570 kB at MTU 9000) leaves in one flight, as the simulator's transmission
+model assumes (bytes / rate), instead of taking extra round trips on long paths."""
+HOST_SYSCTLS = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+                "net.ipv4.tcp_slow_start_after_idle=0"]
+
+
+class NamedHost(Host):
+    """A Mininet host whose namespace carries the plan's name; configured with checked commands.
+
+    params: ctx (BuildContext), netns (the name), ip, mac, prefix_len, subnet (the hosts' route)."""
+
+    def __init__(self, name: str, ctx: BuildContext | None = None, netns: str | None = None, **params) -> None:
+        assert ctx is not None and netns is not None, "NamedHost needs ctx= and netns="
+        self.ctx, self.netns = ctx, netns
+        Host.__init__(self, name, **params)
+
+    def startShell(self, mnopts=None) -> None:  # noqa: N802 (Mininet's name)
+        """Starts Mininet's shell in a new namespace and names that namespace (recorded before it exists)."""
+        self.ctx.record.add(Created("netns", self.netns))
+        Host.startShell(self, mnopts)
+        self.ctx.record.add_process(f"shell {self.name}", self.pid)
+        sh.run(["ip", "netns", "attach", self.netns, str(self.pid)])
+        sh.run(sh.in_netns(self.netns, ["sysctl", "-q", "-w", *HOST_SYSCTLS]))  # before any interface exists
+
+    def config(self, ip: str | None = None, mac: str | None = None, prefix_len: int = 16,  # type: ignore[override]
+               subnet: str | None = None, **_params) -> dict:
+        """Gives eth0 its address and the subnet route with large initial windows (Mininet's configDefault
+        calls this with the host's params); keeps Mininet's idea of the interface's address in step."""
+        intf = self.defaultIntf()
+        lines = ["link set lo up"]
+        if ip is not None and intf is not None:
+            lines += [f"addr add {ip}/{prefix_len} dev {intf.name}", f"link set {intf.name} up"]
+            if subnet:
+                lines.append(f"route replace {subnet} dev {intf.name} proto kernel scope link src {ip} "
+                             f"initcwnd {TCP_INIT_WINDOW_SEGMENTS} initrwnd {TCP_INIT_WINDOW_SEGMENTS}")
+            intf.ip, intf.prefixLen = ip, prefix_len
+            intf.mac = mac or intf.mac
+        sh.ip_batch(lines, netns=self.netns)
+        return {}
+
+    def defaultIntf(self):  # noqa: N802
+        """Returns eth0 (Mininet's lowest port) without warning when the host has no link yet."""
+        return self.intfs[min(self.intfs)] if self.intfs else None
+
+
+class RecordedOVS(OVSSwitch):
+    """Mininet's OVSSwitch, recorded before it exists, its `ovs-vsctl` checked, its bridge port at the MTU.
+
+    params: ctx (BuildContext); Mininet's dpid (hex), datapath ('user' or 'kernel'), failMode, protocols."""
+
+    def __init__(self, name: str, ctx: BuildContext | None = None, site: str = "", **params) -> None:
+        assert ctx is not None, "RecordedOVS needs the run's BuildContext (ctx=)"
+        self.ctx, self.site = ctx, site
+        OVSSwitch.__init__(self, name, **params)
+
+    def startShell(self, mnopts=None) -> None:  # noqa: N802
+        OVSSwitch.startShell(self, mnopts)
+        self.ctx.record.add_process(f"shell {self.name}", self.pid)
+
+    def bridgeOpts(self) -> str:  # noqa: N802
+        """Mininet's bridge options and the bridge's own port at the network's MTU (OVS would leave 1500);
+        the ports are veths made at that MTU."""
+        return OVSSwitch.bridgeOpts(self) + f" -- set interface {self.name} mtu_request={self.ctx.mtu}"
+
+    def start(self, controllers) -> None:
+        """Queues the bridge's one `ovs-vsctl` line (batchStartup runs it), after recording the bridge."""
+        self.ctx.record.add(Created("ovs-bridge", self.name))
+        OVSSwitch.start(self, controllers)
+
+    @classmethod
+    def isOldOVS(cls) -> bool:  # noqa: N802
+        """Mininet's test, without distutils' deprecated StrictVersion."""
+        return tuple(int(x) for x in cls.OVSVersion.split(".")[:2]) < (1, 10)
+
+    @classmethod
+    def batchStartup(cls, switches, run=run_checked):  # noqa: N802
+        """Mininet's batch start-up with a runner that raises on failure (Mininet's ignores it and carries on
+        without bridges); it then re-applies every port's shaping, which add-port deleted."""
+        return super().batchStartup(switches, run=run)
+
+
+class IpBridge(Switch):
+    """A Linux bridge made with iproute2 (Mininet's LinuxBridge needs brctl), recorded before it exists.
+
+    params: ctx; site; stp (StpPlan or None: STP off, forwarding at once). With STP the bridge gets its
+    priority and its trunk ports their costs from the plan, so it builds the tree worked out in advance."""
+
+    def __init__(self, name: str, ctx: BuildContext | None = None, stp: StpPlan | None = None, site: str = "",
+                 **params) -> None:
+        assert ctx is not None, "IpBridge needs the run's BuildContext (ctx=)"
+        self.ctx, self.stp, self.site = ctx, stp, site
+        Switch.__init__(self, name, **params)
+
+    def startShell(self, mnopts=None) -> None:  # noqa: N802
+        Switch.startShell(self, mnopts)
+        self.ctx.record.add_process(f"shell {self.name}", self.pid)
+
+    def ports_in_order(self) -> list:
+        return [intf for intf in self.intfList() if self.ports[intf]]  # port 0 is Mininet's control 'lo'
+
+    def bridge_commands(self) -> list[str]:
+        """Returns the `ip -batch` lines making the bridge, enslaving its ports and bringing it up."""
+        if self.stp is None:
+            opts = "forward_delay 0 stp_state 0 ageing_time 30000"
+        else:
+            opts = (f"stp_state 1 priority {self.stp.priority[self.site]} "
+                    f"forward_delay {round(FORWARD_DELAY_S * 100)} hello_time {round(HELLO_S * 100)} "
+                    f"max_age {round(MAX_AGE_S * 100)} ageing_time 30000")
+        lines = [f"link add name {self.name} mtu {self.ctx.mtu} type bridge {opts}"]
+        for intf in self.ports_in_order():
+            lines.append(f"link set dev {intf.name} master {self.name}")
+            if self.stp is not None and intf.name in self.stp.port_cost:
+                lines.append(f"link set dev {intf.name} type bridge_slave cost {self.stp.port_cost[intf.name]}")
+        lines.append(f"link set dev {self.name} up")
+        return lines
+
+    def start(self, controllers) -> None:
+        self.ctx.record.add(Created("lx-bridge", self.name))
+        sh.ip_batch(self.bridge_commands())
+
+    def port_states(self) -> dict[str, str]:
+        """Returns {port interface: STP state name} as the kernel reports them."""
+        out = {}
+        for intf in self.ports_in_order():
+            path = Path(f"/sys/class/net/{self.name}/brif/{intf.name}/state")
+            out[intf.name] = STATE_NAMES.get(int(path.read_text()), "?") if path.exists() else "absent"
+        return out
+
+    def connected(self) -> bool:
+        """Returns whether every port has settled (Mininet's waitConnected polls this)."""
+        return self.stp is None or all(s in ("forwarding", "blocking", "disabled")
+                                       for s in self.port_states().values())
+
+    def dpctl(self, *args) -> str:
+        """The CLI's `dpctl`: a Linux bridge speaks no OpenFlow."""
+        return f"{self.name} is a Linux bridge (no OpenFlow): try `sh bridge link show master {self.name}`\n"
+
+    def stop(self, deleteIntfs: bool = True) -> None:  # noqa: N803
+        sh.run(["ip", "link", "delete", "dev", self.name], check=False)
+        Switch.stop(self, deleteIntfs)
+
+
+class StoppableRemote(RemoteController):
+    """Mininet's RemoteController for the run's os-ken process: its shell recorded and ended on stop (Mininet's
+    `stop` does nothing), its port checked without telnet."""
+
+    def __init__(self, name: str, ctx: BuildContext | None = None, **params) -> None:
+        assert ctx is not None, "StoppableRemote needs the run's BuildContext (ctx=)"
+        self.ctx = ctx
+        RemoteController.__init__(self, name, **params)
+
+    def startShell(self, mnopts=None) -> None:  # noqa: N802
+        RemoteController.startShell(self, mnopts)
+        self.ctx.record.add_process(f"shell {self.name}", self.pid)
+
+    def checkListening(self) -> None:  # noqa: N802
+        """Raises NetworkError unless the controller accepts connections (the network starts it first)."""
+        with socket.socket() as s:
+            if s.connect_ex((self.ip, self.port)) != 0:
+                raise NetworkError(f"no OpenFlow controller listens at {self.ip}:{self.port}")
+
+    def stop(self, *_args, **_kwargs) -> None:
+        self.terminate()
+
+
+__all__ = ["IpBridge", "NamedHost", "RecordedOVS", "StoppableRemote"]
