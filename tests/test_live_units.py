@@ -497,8 +497,10 @@ def test_a_child_reads_the_spec_and_refuses_a_malformed_one_in_one_line(tmp_path
     write_spec(spec, tmp_path / "spec.json")
     assert read_spec(tmp_path / "spec.json") == spec
     text = (tmp_path / "spec.json").read_text()
-    for broken, message in ((text.replace('"eta": 1.0', '"eta": "fast"'), r"spec.json: eta: 'fast' is not a number"),
-                            (text.replace('"eta": 1.0', '"eta": 1.0, "speed": 2'), r"spec.json: speed: unknown key"),
+    headroom = '"capacity_headroom": 1.0'
+    for broken, message in ((text.replace(headroom, '"capacity_headroom": "fast"'),
+                             r"spec.json: capacity_headroom: 'fast' is not a number"),
+                            (text.replace(headroom, headroom + ', "speed": 2'), r"spec.json: speed: unknown key"),
                             (text.replace('"mtu": 9000', '"mtu": "9000"'), r"spec.json: mtu: '9000' is not a whole number"),
                             (text[:20], r"spec.json: \(top level\): invalid JSON: EOF while parsing")):
         (tmp_path / "spec.json").write_text(broken)
