@@ -449,8 +449,8 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
 
 def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_figures(tmp_path) -> None:
     """Real ONNX at dc1 (tiny-yolov2-cpu-b4): its CPU entry in the run's profile is what this host
-    measured; every other entry, the profile's capacity_frame_kb and the resources stay as given;
-    config.json records both figures."""
+    measured; every other entry, the profile's capacity_frame_kb and load_accounting and the resources stay as
+    given; config.json records both figures."""
     import json
 
     import yaml
@@ -460,8 +460,8 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
     from workers import zoo
 
     given = tmp_path / "given.yaml"
-    given.write_text(yaml.safe_dump({**yaml.safe_load(PROVISIONAL_PROFILE.read_text()), "capacity_frame_kb": 60},
-                                    sort_keys=False))
+    given.write_text(yaml.safe_dump({**yaml.safe_load(PROVISIONAL_PROFILE.read_text()), "capacity_frame_kb": 60,
+                                     "load_accounting": "input-time"}, sort_keys=False))
     zoo.build(names=["tiny-yolov2"], log=lambda _: None)  # cached: a no-op once setup built the zoo
     run = LiveRun(RunSpec(topo="tiny", profiles=given, real_sites=("dc1",), pcap="none",
                              out=tmp_path / "run"), log=lambda _: None)
@@ -476,6 +476,7 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
     assert timed.model == "tiny-yolov2" and sorted(timed.measured_ms) == [1, 2, 4, 8]
     nominal, merged = read_profile(given), read_profile(tmp_path / "run" / "profiles.yaml")
     assert merged.capacity_frame_kb == 60 and run.profiles.capacity_frame_kb == 60
+    assert merged.load_accounting == run.profiles.load_accounting == "input-time"
     entry = merged.runtime("tiny-yolov2", "cpu")
     assert entry.batch_latency_ms == timed.measured_ms and entry.threads == 1
     assert 0 < entry.batch_latency_ms[1] <= entry.batch_latency_ms[4] and "measured on CPU" in entry.source
