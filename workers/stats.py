@@ -26,7 +26,8 @@ class _Totals:
     compute_duration_us: float = 0.0
     request_duration_us: float = 0.0
     busy_ms: float = 0.0
-    """Replica time spent running batches (start to end of each batch, summed over replicas)."""
+    """Replica time spent running batches (start to end of each batch, summed over replicas); the load report
+    gives its rate over a span (`busy_ms_per_s`)."""
     batch_sizes: Counter = field(default_factory=Counter)
 
 
@@ -141,7 +142,7 @@ class WorkerStats:
             "processing_ms_per_batch_10s": batch_ms / len(recent) if recent else 0.0,
             "processing_ms_per_query_10s": batch_ms / frames if frames else 0.0,
             "totals": {"arrivals": self.totals.arrivals, "bytes_in": self.totals.bytes_in,
-                       "served": self.totals.served, "busy_ms": round(self.totals.busy_ms, 3),
+                       "served": self.totals.served,
                        "bad_input": self.totals.bad_input, "overloads": self.totals.overloads,
                        "batches": self.totals.batches},
         }
