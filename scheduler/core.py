@@ -63,22 +63,18 @@ class Decision:
 class Candidates:
     """The feasible resources of one decision; the figures policies rank them by are computed on demand."""
 
-    __slots__ = ("_frame_bytes", "_fps", "_load", "_system", "antenna", "expected_ms", "index")
+    __slots__ = ("_load", "_system", "antenna", "expected_ms", "index", "stream_load")
 
     def __init__(self, system: SystemModel, antenna: int, index: np.ndarray, expected_ms: np.ndarray,
-                 load_qps: np.ndarray, fps: float, frame_bytes: float = 0.0) -> None:
+                 load_qps: np.ndarray, stream_load: np.ndarray) -> None:
         self._system, self.antenna, self.index, self.expected_ms = system, antenna, index, expected_ms
-        self._load, self._fps, self._frame_bytes = load_qps, fps, frame_bytes
+        self._load = load_qps
+        self.stream_load = stream_load
+        """eta_v^i x rho_i for each candidate: the load the stream would declare on it."""
 
     @property
     def net_ms(self) -> np.ndarray:
         return self._system.net_ms[self.antenna, self.index]
-
-    @property
-    def stream_load(self) -> np.ndarray:
-        """eta_v^i x rho_i for each candidate: the load the stream would declare on it."""
-        s, i = self._system, self.index
-        return self._fps * (s.eta_base[i] + s.eta_per_byte[i] * self._frame_bytes)
 
     @property
     def load_after(self) -> np.ndarray:
@@ -92,18 +88,22 @@ class Candidates:
 
 @njit(cache=True)
 def _feasible(static_ms: np.ndarray, ms_per_byte: np.ndarray, task: np.ndarray, accuracy: np.ndarray,
-              capacity_qps: np.ndarray, load_qps: np.ndarray, eta_base: np.ndarray, eta_per_byte: np.ndarray,
-              req_task: int, min_accuracy: float, max_delay_ms: float, frame_bytes: float,
-              reserved_fps: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Returns (feasible resources, their expected latency, index of the constraint that removed the last).
+              capacity_qps: np.ndarray, load_qps: np.ndarray, eta_weights: np.ndarray, req_task: int,
+              min_accuracy: float, max_delay_ms: float, frame_bytes: float, fps: float,
+              headroom: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Returns (feasible resources, their expected latency, the stream's load on each, index of the constraint
+    that removed the last).
 
     The four constraints are checked in the order of REJECT_REASONS; when no resource passes them all,
-    the third value names the first constraint after which none was left. Capacity:
-    L_r + reserved_fps x eta_r(frame_bytes) <= C_r.
+    the fourth value names the first constraint after which none was left. Capacity, with
+    eta_r = eta_weights[0, r] + eta_weights[1, r] x frame_bytes: L_r + headroom x fps x eta_r <= C_r; the
+    stream's load is fps x eta_r.
     """
     n = len(static_ms)
     idx = np.empty(n, dtype=np.int64)
     exp = np.empty(n)
+    add = np.empty(n)
+    reserved = headroom * fps
     survivors = np.zeros(4, dtype=np.int64)
     k = 0
     for r in range(n):
@@ -117,16 +117,18 @@ def _feasible(static_ms: np.ndarray, ms_per_byte: np.ndarray, task: np.ndarray, 
         if e > max_delay_ms:
             continue
         survivors[2] += 1
-        if load_qps[r] + reserved_fps * (eta_base[r] + eta_per_byte[r] * frame_bytes) > capacity_qps[r]:
+        eta = eta_weights[0, r] + eta_weights[1, r] * frame_bytes
+        if load_qps[r] + reserved * eta > capacity_qps[r]:
             continue
         survivors[3] += 1
         idx[k] = r
         exp[k] = e
+        add[k] = fps * eta
         k += 1
     failed_at = 0
     while failed_at < 3 and survivors[failed_at] > 0:
         failed_at += 1
-    return idx[:k], exp[:k], failed_at
+    return idx[:k], exp[:k], add[:k], failed_at
 
 
 PolicyFn = Callable[[Candidates, np.random.Generator], int]
@@ -200,17 +202,17 @@ class Scheduler:
         self.rng = rng
         self.capacity_headroom = capacity_headroom
         """Factor on a stream's load in the capacity check only (>= 1 over-reserves; not the paper's eta,
-        which is the profile's per-variant weight, `SystemModel.eta_base`/`eta_per_byte`)."""
+        which is the profile's per-variant weight, `SystemModel.eta_weights`)."""
 
     def candidates(self, req: StreamRequest, load_qps: np.ndarray) -> tuple[Candidates, str]:
         """Returns the feasible resources and, when there are none, the constraint that removed the last."""
         s = self.system
-        idx, expected, failed_at = _feasible(s.static_ms[req.antenna], s.ms_per_byte[req.antenna], s.task,
-                                             s.accuracy, s.capacity_qps, load_qps, s.eta_base, s.eta_per_byte,
-                                             req.task, req.min_accuracy, req.max_delay_ms, req.frame_bytes,
-                                             self.capacity_headroom * req.fps)
+        idx, expected, add, failed_at = _feasible(s.static_ms[req.antenna], s.ms_per_byte[req.antenna], s.task,
+                                                  s.accuracy, s.capacity_qps, load_qps, s.eta_weights, req.task,
+                                                  req.min_accuracy, req.max_delay_ms, req.frame_bytes, req.fps,
+                                                  self.capacity_headroom)
         reason = REJECT_REASONS[failed_at] if len(idx) == 0 else ""
-        return Candidates(s, req.antenna, idx, expected, load_qps, req.fps, req.frame_bytes), reason
+        return Candidates(s, req.antenna, idx, expected, load_qps, add), reason
 
     def decide(self, req: StreamRequest, policy: int, load_qps: np.ndarray) -> Decision:
         """Returns the binding the policy (an index into POLICY_NAMES) picks, or a reject."""
@@ -218,9 +220,8 @@ class Scheduler:
         if reason:
             return Decision(resource=-1, reason=reason, expected_ms=float("nan"))
         pick = POLICIES[POLICY_NAMES[policy]](cands, self.rng)
-        r = int(cands.index[pick])
-        return Decision(resource=r, reason="", expected_ms=float(cands.expected_ms[pick]),
-                        load_qps=self.system.stream_load(r, req.fps, req.frame_bytes))
+        return Decision(resource=int(cands.index[pick]), reason="", expected_ms=float(cands.expected_ms[pick]),
+                        load_qps=float(cands.stream_load[pick]))
 
 
 @dataclass
