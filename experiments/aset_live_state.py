@@ -56,7 +56,8 @@ def main(run_dir: Path) -> int:
     assert spec is not None, "features do not match this system"
     window_s = round(max(float(r["t_end_ms"]) - float(r["t_start_ms"]) for r in rows) / 1000.0, 3)  # T
     trace = read_trace(run_dir / "trace.csv", system.antennas)
-    config = SimConfig(window_s=1.0, duration_s=float(cfg["duration_s"]), eta=float(cfg["eta"]))
+    headroom = float(cfg.get("capacity_headroom", cfg.get("eta", 1.0)))  # "eta": runs from before its rename
+    config = SimConfig(window_s=1.0, duration_s=float(cfg["duration_s"]), capacity_headroom=headroom)
     sim = Simulation(system, trace, config, seed=int(cfg["seed"]))
     steps = round(window_s / config.window_s)
     sim_rows: dict[int, np.ndarray] = {}

@@ -9,7 +9,8 @@ results page (docs/results/failure-sites.md, with the run read from the summary.
 resource (cluster, variant) that answered queries it prints:
 - the capacity the schedulers admit streams against (replicas x `Variant.capacity_qps`, as `scheduler.system`
   declares it: `b / batch_ms[b]`, plus the input time of a frame of `capacity_frame_kb` when the profile
-  sets that key);
+  sets that key; under `load_accounting: input-time` in queries of that nominal frame, which the other
+  columns' queries of the workload's sizes equal on average when the nominal frame is the mean one);
 - the capacity it actually served at, measured from the log: replicas x b / the mean time of its full batches
   of b (`t_infer_end - t_infer_start`; in the simulator that includes the frames' input time);
 - the rate of queries that reached it over the busiest 60 s (those its full queue refused included), the
@@ -18,7 +19,7 @@ resource (cluster, variant) that answered queries it prints:
 
 A resource whose received rate reaches its served capacity keeps a full queue: its waits sit at the queue
 limit and most of its queries fail. Every policy binds only where the shared feasibility test (declared load +
-the stream's rate <= declared capacity) lets it, so when demand for it exceeds its declared capacity every
+the stream's eta x rate <= declared capacity) lets it, so when demand for it exceeds its declared capacity every
 policy fills it that far.
 """
 
@@ -44,6 +45,9 @@ from topologies import load_topology  # noqa: E402
 def breakdown(path: Path, topo: str, profiles: str | None, min_share: float) -> list[dict[str, float | str]]:
     """Returns one row per resource that received queries, sorted by its share of all failed queries."""
     system = build_system(load_topology(topo), load_profiles(profiles))
+    if system.profiles.load_accounting != "rate":
+        print(f"note: {system.profiles.source} uses {system.profiles.load_accounting} accounting: declared "
+              f"capacities are in queries of a {system.profiles.capacity_frame_kb:g} kB frame", file=sys.stderr)
     by_key = {(r.site, r.variant.name): r for r in system.resources}
     t = read_records(path)
     cols = ["cluster", "variant", "outcome", "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms", "batch_size"]

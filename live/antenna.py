@@ -50,6 +50,8 @@ class LiveStream:
     reason: str
     last_seen_s: float
     """When it last sent a frame (the clock's monotonic seconds)."""
+    load_qps: float = 0.0
+    """eta x rho: the load it declares on its resource (scheduler.core.Decision.load_qps)."""
 
 
 @dataclass
@@ -71,8 +73,12 @@ class WorkerState:
     model: str
     up: bool = True
     reported_qps: float = 0.0
+    """The load the worker's last report stands for, in the capacity's unit: its arrivals' eta per second
+    (`Variant.load_qps` of its reported query and byte rates), every antenna's streams."""
     reported_at_s: float = 0.0
     declared_since_report_qps: float = 0.0
+    busy_fraction_peak: float = 0.0
+    """The largest busy time per second per replica the worker reported (1: every replica always busy)."""
     failures: int = 0
     streams_bound: int = 0
     """Streams the worker saw a frame of recently (every antenna's), from its last report."""
@@ -97,7 +103,7 @@ class AntennaScheduler:
         first_policy: int,
         seed: int,
         t0_s: float | None = None,
-        eta: float = 1.0,
+        capacity_headroom: float = 1.0,
         window_s: float = 1.0,
         log: Callable[[str], None] = print,
         windows_log: Path | None = None,
@@ -108,7 +114,7 @@ class AntennaScheduler:
         self.antenna = antenna
         self.antenna_index = system.antenna_index(antenna)
         self.clock = clock
-        self.scheduler = Scheduler(system, np.random.default_rng(seed), eta=eta)
+        self.scheduler = Scheduler(system, np.random.default_rng(seed), capacity_headroom=capacity_headroom)
         names = [r.name for r in system.resources]
         self.workers: list[WorkerState | None] = [
             WorkerState(url=workers[n][0], model=workers[n][1]) if n in workers else None for n in names
@@ -161,8 +167,9 @@ class AntennaScheduler:
     # -- streams -------------------------------------------------------------------------------------
 
     def load_estimate(self) -> np.ndarray:
-        """Returns load_qps per resource: the larger of own bindings and the worker's report (plus own
-        bindings made since that report); infinite for a worker that does not answer."""
+        """Returns load_qps per resource, in the simulator's unit (eta x rho summed): the larger of own bindings
+        and the worker's report (plus own bindings made since that report); infinite for a worker that does not
+        answer."""
         est = self.load.load_qps.copy()
         for j, w in enumerate(self.workers):
             if w is None or not w.up:
@@ -176,12 +183,13 @@ class AntennaScheduler:
         watch = Stopwatch()
         decision = self.scheduler.decide(request, self.policy, self.load_estimate())
         self.decide_us.append(watch.wall_us())
-        stream = LiveStream(request, decision.resource, decision.reason, self.clock.monotonic_s())
+        stream = LiveStream(request, decision.resource, decision.reason, self.clock.monotonic_s(),
+                            decision.load_qps)
         if not decision.rejected:
-            self.load.bind(decision.resource, request.fps)
+            self.load.bind(decision.resource, decision.load_qps)
             w = self.workers[decision.resource]
             assert w is not None
-            w.declared_since_report_qps += request.fps
+            w.declared_since_report_qps += decision.load_qps
         self.streams[stream_id] = stream
         return stream
 
@@ -221,7 +229,7 @@ class AntennaScheduler:
     def release(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None and stream.resource >= 0:
-            self.load.release(stream.resource, stream.request.fps)
+            self.load.release(stream.resource, stream.load_qps)
 
     def release_idle(self) -> None:
         now = self.clock.monotonic_s()
@@ -288,16 +296,26 @@ class AntennaScheduler:
         self.event("worker-down", resource=self.resource_name(resource), why=why)
         for sid, s in list(self.streams.items()):
             if s.resource == resource:
-                self.load.release(resource, s.request.fps)
+                self.load.release(resource, s.load_qps)
                 new = self.bind(sid, s.request)
                 self.event("rebind", stream=sid, to=self.resource_name(new.resource) or f"rejected ({new.reason})")
 
     def apply_report(self, resource: int, report: object) -> None:
         """Takes a worker's load report (GET /v2/load); raises ValueError, KeyError or TypeError on garbage,
-        leaving the state as it was."""
+        leaving the state as it was.
+
+        The report's arrival and byte rates (every antenna's queries) become the load they stand for, in the
+        simulator's unit (`Variant.load_qps`: the arrivals' eta per second); a report without a byte rate
+        counts its queries as nominal frames. Its busy time gives `busy_fraction_peak`."""
         if not isinstance(report, dict):
             raise ValueError(f"a load report is a JSON object, not {type(report).__name__}")
+        variant = self.system.resources[resource].variant
         qps = float(report["queries_in_per_s"])
+        bytes_per_s = report.get("bytes_in_per_s")
+        load = variant.load_qps(qps, float(bytes_per_s)) if bytes_per_s is not None else qps
+        busy = float(report.get("busy_ms_per_s", 0.0)) / 1000.0 / self.system.resources[resource].replicas
+        if not (math.isfinite(load) and math.isfinite(busy)):
+            raise ValueError(f"load report: rates must be finite numbers ({qps!r} queries/s, {bytes_per_s!r} B/s)")
         streams = int(report.get("streams_bound", 0))
         totals = report.get("totals")
         served = bytes_in = None
@@ -306,7 +324,8 @@ class AntennaScheduler:
             bytes_in = float(totals["bytes_in"]) if "bytes_in" in totals else None
         w = self.workers[resource]
         assert w is not None
-        w.reported_qps, w.reported_at_s, w.streams_bound = qps, self.clock.monotonic_s(), streams
+        w.reported_qps, w.reported_at_s, w.streams_bound = load, self.clock.monotonic_s(), streams
+        w.busy_fraction_peak = max(w.busy_fraction_peak, busy)
         if served is not None:
             w.served_total, w.bytes_total = served, bytes_in
         w.declared_since_report_qps = 0.0
@@ -347,8 +366,9 @@ class AntennaScheduler:
           totals between the reports read at the previous and at this window's end (for the first window:
           since t0, when the totals were zero), as a rate times the window. Without a fresh report: the last
           such rate, else this scheduler's own counts;
-        - declared load = the scheduler's load estimate (own bindings or the worker's reported arrival rate,
-          the larger), as used to bind; a worker that does not answer: own bindings only;
+        - declared load = the scheduler's load estimate (own bindings or the load the worker's reported
+          arrival and byte rates stand for, the larger), as used to bind; a worker that does not answer: own
+          bindings only;
         - query outcomes, stream arrivals and queries sent per class are this antenna's, times
           `arrival_scale` (the number of antennas: every antenna gets the same load in generated workloads).
         """
@@ -468,5 +488,7 @@ class AntennaScheduler:
             "windows": {"n": sum(self.policy_windows.values()), "window_s": self.window_s,
                         "policies": dict(sorted(self.policy_windows.items()))},
             "workers_down": [self.resource_name(j) for j, w in enumerate(self.workers) if w is not None and not w.up],
+            "busy_fraction_peak": {self.resource_name(j): round(w.busy_fraction_peak, 3)
+                                   for j, w in enumerate(self.workers) if w is not None and w.busy_fraction_peak > 0},
             "events": self.events,
         }

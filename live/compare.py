@@ -117,7 +117,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base = RunSpec(topo=args.topo, trace=trace_path, duration_s=duration_s, seed=workload.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
                       controller=args.controller, profile_real_workers=False)  # both sides: one profile file
-    sim_config = SimConfig(window_s=base.window_s, duration_s=duration_s, eta=base.eta,
+    sim_config = SimConfig(window_s=base.window_s, duration_s=duration_s, capacity_headroom=base.capacity_headroom,
                            max_batch_delay_ms=base.max_batch_delay_ms,
                            queue_limit_per_replica=base.queue_limit_per_replica,
                            overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],

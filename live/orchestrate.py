@@ -81,7 +81,7 @@ class LiveRun:
             self.real_sites = tuple(spec.real_sites)
         else:
             busiest, self.dry_queries = busiest_cpu_cluster(
-                self.system, self.trace, dry_policy, self.duration_s, spec.seed, spec.eta
+                self.system, self.trace, dry_policy, self.duration_s, spec.seed, spec.capacity_headroom
             )
             if busiest is None:
                 busiest = smallest_cluster(self.topo, self.profiles, self.system)

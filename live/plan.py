@@ -58,7 +58,7 @@ def busiest_cpu_cluster(
     policy: str,
     duration_s: float,
     seed: int,
-    eta: float,
+    capacity_headroom: float,
     real_cores: float = REAL_INFERENCE_CORES,
 ) -> tuple[str | None, dict[str, int]]:
     """Returns the cluster whose CPU variants that real inference can carry (`real_resources`) the policy
@@ -72,7 +72,7 @@ def busiest_cpu_cluster(
                 key = f"{variant}@{cluster}"
                 per_resource[key] = per_resource.get(key, 0) + 1
 
-    sim = Simulation(system, trace, SimConfig(duration_s=duration_s, eta=eta), seed=seed, record_sink=sink)
+    sim = Simulation(system, trace, SimConfig(duration_s=duration_s, capacity_headroom=capacity_headroom), seed=seed, record_sink=sink)
     sim.run(policy_index(policy))
     return choose_real_site(system, per_resource, real_cores), per_resource
 

@@ -128,6 +128,7 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
         nominal.models,
         tuple(runtimes.get(rt.model, rt) if rt.device == "cpu" else rt for rt in nominal.runtimes),
         nominal.capacity_frame_kb,
+        nominal.load_accounting,
     )
     write_profile(merged, out_path)
     return list(measured.values())

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             chooser,
             first,
             seed=spec.seed + 1000 * system.antenna_index(args.antenna) + args.restart,
-            eta=spec.eta,
+            capacity_headroom=spec.capacity_headroom,
             window_s=window_s,
             log=lambda line: print(line, flush=True),
             windows_log=run.windows_log(args.antenna, args.restart),

@@ -85,8 +85,10 @@ class RunSpec:
     """seconds after which an unanswered query has failed (and the drain at the end)"""
     window_s: float = opt(1.0, "--window")
     """seconds per decision window and series point"""
-    eta: float = opt(1.0)
-    """capacity headroom factor"""
+    capacity_headroom: float = opt(1.0)
+    """factor on a stream's load in the capacity constraint: 1.2 over-reserves by 20 %
+
+    Not the paper's eta, the per-variant load weight of a stream, which the profile's `load_accounting` defines."""
     max_batch_delay_ms: float = 2.0
     queue_limit_per_replica: int = 16
     """As the simulator's defaults, so that both environments run the same system."""

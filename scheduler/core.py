@@ -52,6 +52,8 @@ class Decision:
     resource: int
     reason: str
     expected_ms: float
+    load_qps: float = 0.0
+    """eta_v^i x rho_i: the load the stream declares on the resource (what `LoadState.bind` adds; 0 if rejected)."""
 
     @property
     def rejected(self) -> bool:
@@ -61,12 +63,14 @@ class Decision:
 class Candidates:
     """The feasible resources of one decision; the figures policies rank them by are computed on demand."""
 
-    __slots__ = ("_fps", "_load", "_system", "antenna", "expected_ms", "index")
+    __slots__ = ("_load", "_system", "antenna", "expected_ms", "index", "stream_load")
 
     def __init__(self, system: SystemModel, antenna: int, index: np.ndarray, expected_ms: np.ndarray,
-                 load_qps: np.ndarray, fps: float) -> None:
+                 load_qps: np.ndarray, stream_load: np.ndarray) -> None:
         self._system, self.antenna, self.index, self.expected_ms = system, antenna, index, expected_ms
-        self._load, self._fps = load_qps, fps
+        self._load = load_qps
+        self.stream_load = stream_load
+        """eta_v^i x rho_i for each candidate: the load the stream would declare on it."""
 
     @property
     def net_ms(self) -> np.ndarray:
@@ -74,8 +78,8 @@ class Candidates:
 
     @property
     def load_after(self) -> np.ndarray:
-        """(L + rho) / C for each candidate, after binding the stream."""
-        return (self._load[self.index] + self._fps) / self._system.capacity_qps[self.index]
+        """(L + eta x rho) / C for each candidate, after binding the stream."""
+        return (self._load[self.index] + self.stream_load) / self._system.capacity_qps[self.index]
 
     @property
     def cost(self) -> np.ndarray:
@@ -84,16 +88,22 @@ class Candidates:
 
 @njit(cache=True)
 def _feasible(static_ms: np.ndarray, ms_per_byte: np.ndarray, task: np.ndarray, accuracy: np.ndarray,
-              capacity_qps: np.ndarray, load_qps: np.ndarray, req_task: int, min_accuracy: float,
-              max_delay_ms: float, frame_bytes: float, reserved_qps: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Returns (feasible resources, their expected latency, index of the constraint that removed the last).
+              capacity_qps: np.ndarray, load_qps: np.ndarray, eta_weights: np.ndarray, req_task: int,
+              min_accuracy: float, max_delay_ms: float, frame_bytes: float, fps: float,
+              headroom: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Returns (feasible resources, their expected latency, the stream's load on each, index of the constraint
+    that removed the last).
 
     The four constraints are checked in the order of REJECT_REASONS; when no resource passes them all,
-    the third value names the first constraint after which none was left.
+    the fourth value names the first constraint after which none was left. Capacity, with
+    eta_r = eta_weights[0, r] + eta_weights[1, r] x frame_bytes: L_r + headroom x fps x eta_r <= C_r; the
+    stream's load is fps x eta_r.
     """
     n = len(static_ms)
     idx = np.empty(n, dtype=np.int64)
     exp = np.empty(n)
+    add = np.empty(n)
+    reserved = headroom * fps
     survivors = np.zeros(4, dtype=np.int64)
     k = 0
     for r in range(n):
@@ -107,16 +117,18 @@ def _feasible(static_ms: np.ndarray, ms_per_byte: np.ndarray, task: np.ndarray, 
         if e > max_delay_ms:
             continue
         survivors[2] += 1
-        if load_qps[r] + reserved_qps > capacity_qps[r]:
+        eta = eta_weights[0, r] + eta_weights[1, r] * frame_bytes
+        if load_qps[r] + reserved * eta > capacity_qps[r]:
             continue
         survivors[3] += 1
         idx[k] = r
         exp[k] = e
+        add[k] = fps * eta
         k += 1
     failed_at = 0
     while failed_at < 3 and survivors[failed_at] > 0:
         failed_at += 1
-    return idx[:k], exp[:k], failed_at
+    return idx[:k], exp[:k], add[:k], failed_at
 
 
 PolicyFn = Callable[[Candidates, np.random.Generator], int]
@@ -185,20 +197,22 @@ def check_policy(policy: str | None, agent: object | None, default: str, *, allo
 class Scheduler:
     """Binds streams to resources of one system model with any static policy."""
 
-    def __init__(self, system: SystemModel, rng: np.random.Generator, eta: float = 1.0) -> None:
+    def __init__(self, system: SystemModel, rng: np.random.Generator, capacity_headroom: float = 1.0) -> None:
         self.system = system
         self.rng = rng
-        self.eta = eta
-        """Headroom factor on a stream's rate in the capacity constraint (eta >= 1 over-reserves)."""
+        self.capacity_headroom = capacity_headroom
+        """Factor on a stream's load in the capacity check only (>= 1 over-reserves; not the paper's eta,
+        which is the profile's per-variant weight, `SystemModel.eta_weights`)."""
 
     def candidates(self, req: StreamRequest, load_qps: np.ndarray) -> tuple[Candidates, str]:
         """Returns the feasible resources and, when there are none, the constraint that removed the last."""
         s = self.system
-        idx, expected, failed_at = _feasible(s.static_ms[req.antenna], s.ms_per_byte[req.antenna], s.task,
-                                             s.accuracy, s.capacity_qps, load_qps, req.task, req.min_accuracy,
-                                             req.max_delay_ms, req.frame_bytes, self.eta * req.fps)
+        idx, expected, add, failed_at = _feasible(s.static_ms[req.antenna], s.ms_per_byte[req.antenna], s.task,
+                                                  s.accuracy, s.capacity_qps, load_qps, s.eta_weights, req.task,
+                                                  req.min_accuracy, req.max_delay_ms, req.frame_bytes, req.fps,
+                                                  self.capacity_headroom)
         reason = REJECT_REASONS[failed_at] if len(idx) == 0 else ""
-        return Candidates(s, req.antenna, idx, expected, load_qps, req.fps), reason
+        return Candidates(s, req.antenna, idx, expected, load_qps, add), reason
 
     def decide(self, req: StreamRequest, policy: int, load_qps: np.ndarray) -> Decision:
         """Returns the binding the policy (an index into POLICY_NAMES) picks, or a reject."""
@@ -206,12 +220,14 @@ class Scheduler:
         if reason:
             return Decision(resource=-1, reason=reason, expected_ms=float("nan"))
         pick = POLICIES[POLICY_NAMES[policy]](cands, self.rng)
-        return Decision(resource=int(cands.index[pick]), reason="", expected_ms=float(cands.expected_ms[pick]))
+        return Decision(resource=int(cands.index[pick]), reason="", expected_ms=float(cands.expected_ms[pick]),
+                        load_qps=float(cands.stream_load[pick]))
 
 
 @dataclass
 class LoadState:
-    """Declared load per resource: the sum of the rates and the count of the streams bound to it."""
+    """Declared load per resource, L_vn: the sum of eta x rho (`Decision.load_qps`) and the count of the streams
+    bound to it."""
 
     load_qps: np.ndarray
     streams: np.ndarray
@@ -220,10 +236,10 @@ class LoadState:
     def empty(n_resources: int) -> LoadState:
         return LoadState(load_qps=np.zeros(n_resources), streams=np.zeros(n_resources, dtype=np.int64))
 
-    def bind(self, resource: int, fps: float) -> None:
-        self.load_qps[resource] += fps
+    def bind(self, resource: int, load_qps: float) -> None:
+        self.load_qps[resource] += load_qps
         self.streams[resource] += 1
 
-    def release(self, resource: int, fps: float) -> None:
-        self.load_qps[resource] = max(0.0, self.load_qps[resource] - fps)
+    def release(self, resource: int, load_qps: float) -> None:
+        self.load_qps[resource] = max(0.0, self.load_qps[resource] - load_qps)
         self.streams[resource] -= 1

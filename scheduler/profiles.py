@@ -40,6 +40,12 @@ PROFILE_VERSION = 1
 SCHEMA_FILE = "profile.schema.json"
 """Its JSON Schema, under docs/schemas/."""
 DEVICES = ("cpu", "gpu")
+RATE, INPUT_TIME = "rate", "input-time"
+LOAD_ACCOUNTINGS = (RATE, INPUT_TIME)
+"""How a profile measures load (its `load_accounting` key; docs/concepts.md#load-and-capacity):
+`rate`, a stream loads any variant by its frame rate (eta = 1) and a capacity counts the batch latency plus the
+input time of `capacity_frame_kb`; `input-time`, the paper's, load is in queries per second of the nominal frame
+(`capacity_frame_kb`): a query weighs its full-batch busy time relative to the nominal frame's."""
 _TABLES = ("batch_latency_ms", "batch_latency_p99_ms", "batch_latency_spread_ms")
 
 
@@ -112,7 +118,12 @@ class ProfileDocument(StrictModel):
     models: dict[str, ModelEntry] = Field(min_length=1)
     runtimes: list[RuntimeEntry] = Field(min_length=1)
     capacity_frame_kb: NonNegative = Field(
-        0.0, description="nominal frame size (kB) whose input time the declared capacities count (0: none)")
+        0.0, description="nominal frame size (kB) whose input time the declared capacities count (0: none); "
+                         "with load_accounting input-time, the frame load is measured in (> 0)")
+    load_accounting: Literal["rate", "input-time"] = Field(
+        RATE, description="rate: a stream loads a variant by its frame rate (the default; older profiles); "
+                          "input-time: by its frame rate times its frames' full-batch busy time relative to the "
+                          "nominal frame's (the paper's load normalised on input size)")
 
 
 # --- the file as records (profiler, profile-driven worker) ------------------------------------------------
@@ -164,6 +175,8 @@ class ProfileFile:
     capacity_frame_kb: float = 0.0
     """Nominal frame size whose input time the scheduler's declared capacities count (0: none; written only
     when set)."""
+    load_accounting: str = RATE
+    """`rate` or `input-time` (LOAD_ACCOUNTINGS; written only when not `rate`)."""
 
     def runtime(self, model: str, device: str) -> RuntimeProfile:
         for rt in self.runtimes:
@@ -186,7 +199,10 @@ def read_profile(path: str | Path) -> ProfileFile:
             if rt.variant(n) in names:
                 raise _fail(path, f"runtimes[{i}]", f"variant {rt.variant(n)!r} is defined twice")
             names.add(rt.variant(n))
-    return ProfileFile(doc.version, doc.origin, models, runtimes, doc.capacity_frame_kb)
+    if doc.load_accounting == INPUT_TIME and doc.capacity_frame_kb <= 0:
+        raise _fail(path, "capacity_frame_kb", "load_accounting input-time measures load in queries of a nominal "
+                                               "frame: give its size in kB (> 0)")
+    return ProfileFile(doc.version, doc.origin, models, runtimes, doc.capacity_frame_kb, doc.load_accounting)
 
 
 def _runtime(path: Path, where: str, r: RuntimeEntry, models: dict[str, ModelProfile]) -> RuntimeProfile:
@@ -232,6 +248,8 @@ def write_profile(profile: ProfileFile, path: str | Path) -> None:
             "runtimes": [_runtime_dict(rt) for rt in profile.runtimes]}
     if profile.capacity_frame_kb:
         data["capacity_frame_kb"] = profile.capacity_frame_kb
+    if profile.load_accounting != RATE:
+        data["load_accounting"] = profile.load_accounting
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_suffix(".tmp")
@@ -273,13 +291,56 @@ class Variant:
     capacity_input_ms: float = 0.0
     """Input time per query that the declared capacity counts: `input_ms_per_mb` x the profile file's
     `capacity_frame_kb` (0, the default: the capacity counts the batch latency alone)."""
+    input_weighted: bool = False
+    """True under `load_accounting: input-time`: a stream's load on this variant is weighted by its frames'
+    input time (`eta`); False (`rate`): every stream weighs its frame rate."""
+
+    # The load definitions, written once: the simulator's and the live schedulers' feasibility, the policies,
+    # ASET's load feature and the live schedulers' reading of the workers' reports all use these.
+
+    @property
+    def compute_ms_per_query(self) -> float:
+        """A query's share of a full batch's processing delay: batch_ms[B] / B."""
+        return self.batch_ms[self.batch_size] / self.batch_size
+
+    @property
+    def nominal_query_ms(self) -> float:
+        """Busy time of one nominal query in a full batch: its compute share plus the nominal frame's input
+        time (`capacity_input_ms`); a replica serves 1000 / this nominal queries per second."""
+        return self.compute_ms_per_query + self.capacity_input_ms
 
     @property
     def capacity_qps(self) -> float:
         """C_v of one replica: full batches back to back, each with its frames' input time as the profile
-        declares it (`capacity_input_ms` per query), in queries per second."""
+        declares it (`capacity_input_ms` per query), in (nominal) queries per second:
+        B / (batch_ms[B] + B x capacity_input_ms) x 1000 = 1000 / nominal_query_ms."""
         b = self.batch_size
         return b / (self.batch_ms[b] + b * self.capacity_input_ms) * 1000.0
+
+    def query_ms(self, frame_bytes: float) -> float:
+        """Busy time of one query of `frame_bytes` in a full batch: compute share plus its own input time."""
+        return self.compute_ms_per_query + self.input_ms_per_mb * frame_bytes / 1e6
+
+    @property
+    def load_weights(self) -> tuple[float, float]:
+        """(a, b) of eta_v(zeta) = a + b x zeta (zeta in bytes), a query's load in nominal queries:
+        query_ms(zeta) / nominal_query_ms under input-time accounting, (1, 0) under rate accounting."""
+        if not self.input_weighted:
+            return 1.0, 0.0
+        return self.compute_ms_per_query / self.nominal_query_ms, self.input_ms_per_mb / 1e6 / self.nominal_query_ms
+
+    def eta(self, frame_bytes: float) -> float:
+        """eta_v^i: the load one query of `frame_bytes` puts on this variant, in nominal queries."""
+        a, b = self.load_weights
+        return a + b * frame_bytes
+
+    def load_qps(self, queries_per_s: float, bytes_per_s: float) -> float:
+        """Returns the load of a query flow, in the capacity's unit: the sum of its queries' eta per second.
+        eta is affine in the frame size, so a rate and a byte rate give it exactly (a worker reports both).
+        Under input-time accounting, load / capacity is the replicas' busy fraction if the flow is served in
+        full batches as profiled: what a worker's reported busy time measures."""
+        a, b = self.load_weights
+        return a * queries_per_s + b * bytes_per_s
 
     def processing_ms(self, frame_bytes: float) -> float:
         """D_v(zeta): worst-case processing delay of a query, in a full batch of frames of this size."""
@@ -296,6 +357,8 @@ class ProfileSet:
     variants: dict[str, Variant]
     capacity_frame_kb: float = 0.0
     """Nominal frame size whose input time the declared capacities count (0: none)."""
+    load_accounting: str = RATE
+    """`rate` or `input-time` (LOAD_ACCOUNTINGS)."""
 
     def variant(self, name: str) -> Variant:
         try:
@@ -346,9 +409,10 @@ def load_profiles(path: str | Path | None = None) -> ProfileSet:
                 name=rt.variant(n), model=model.name, task=model.task, device=rt.device, batch_size=n,
                 threads=rt.threads, cpu_cores=rt.cpu_cores, gpus=rt.gpus, memory_mib=rt.memory_mib,
                 batch_ms=table[: n + 1], input_ms_per_mb=rt.input_ms_per_mb, accuracy=model.accuracy,
-                source=rt.source, capacity_input_ms=rt.input_ms_per_mb * pf.capacity_frame_kb / 1000.0)
+                source=rt.source, capacity_input_ms=rt.input_ms_per_mb * pf.capacity_frame_kb / 1000.0,
+                input_weighted=pf.load_accounting == INPUT_TIME)
     return ProfileSet(source=str(path), origin=pf.origin, models=models, variants=variants,
-                      capacity_frame_kb=pf.capacity_frame_kb)
+                      capacity_frame_kb=pf.capacity_frame_kb, load_accounting=pf.load_accounting)
 
 
 def write_scaled_profile(src: str | Path | None, factor: float, dst: Path) -> Path:

@@ -65,6 +65,10 @@ class SystemModel:
     """b_i (radio + path transmission per byte) + D_v's per-byte input term, [antenna, resource]."""
     accuracy: np.ndarray
     capacity_qps: np.ndarray
+    """C_v per resource, in the profile's load unit (nominal queries per second under input-time accounting)."""
+    eta_weights: np.ndarray
+    """[2, resource]: eta_v(zeta) = eta_weights[0] + eta_weights[1] x zeta, the load one query of zeta bytes puts
+    on the resource (`Variant.load_weights`; 1 and 0 under rate accounting)."""
     cost_per_query: np.ndarray
     task: np.ndarray
     """Task of each resource as an index into `tasks`."""
@@ -84,6 +88,10 @@ class SystemModel:
     def task_index(self, task: str) -> int:
         """Returns the index of a task, or -1 when no resource implements it."""
         return self.tasks.index(task) if task in self.tasks else -1
+
+    def stream_load(self, resource: int, fps: float, frame_bytes: float) -> float:
+        """Returns eta_v^i x rho_i: the load a stream of `fps` frames of `frame_bytes` puts on a resource."""
+        return fps * (float(self.eta_weights[0, resource]) + float(self.eta_weights[1, resource]) * frame_bytes)
 
     def expected_ms(self, antenna: int, frame_bytes: float) -> np.ndarray:
         """Returns the left side of the delay constraint for every resource, for one stream."""
@@ -129,6 +137,7 @@ def build_system(topo: Topology, profiles: ProfileSet) -> SystemModel:
         static_ms=static, ms_per_byte=per_byte,
         accuracy=np.array([r.variant.accuracy for r in resources]),
         capacity_qps=np.array([r.capacity_qps for r in resources]),
+        eta_weights=np.array([r.variant.load_weights for r in resources]).reshape(-1, 2).T.copy(),
         cost_per_query=np.array([r.cost_per_query for r in resources]),
         task=np.array([tasks.index(r.variant.task) for r in resources], dtype=np.int64),
         tasks=tasks,

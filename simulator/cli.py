@@ -48,7 +48,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise ValueError(f"--agent {agent}: no such file")
     policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
     policies += ["aset"] if agent is not None and args.policy == "all" else []
-    config = SimConfig(window_s=args.window, duration_s=duration, eta=args.eta)
+    config = SimConfig(window_s=args.window, duration_s=duration, capacity_headroom=args.capacity_headroom)
     out = Path(args.out) if args.out else None
     print(f"simulating {topo.name} ({len(system.resources)} resources on {len(topo.clusters)} clusters, "
           f"{len(system.antennas)} antennas), {len(trace)} streams, lambda {label}, seed {args.seed}, "
@@ -94,7 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an exported ASET agent (ONNX) that picks the policy of every decision window; with "
                    "--policy all it runs after the seven static policies")
     p.add_argument("--window", type=float, default=1.0, help="window of the time series in seconds (default 1)")
-    p.add_argument("--eta", type=float, default=1.0, help="headroom factor of the capacity constraint (default 1)")
+    p.add_argument("--capacity-headroom", type=float, default=1.0,
+                   help="factor on a stream's load in the capacity constraint: 1.2 over-reserves by 20 %% "
+                   "(default 1; the paper's eta is the profile's per-variant load weight, not this)")
     p.add_argument("--out", default=None, help="folder for records, summaries and plots")
     p.add_argument("--no-records", action="store_true", help="do not write per-query records (summaries only)")
     p.add_argument("--records-format", choices=("csv", "parquet"), default="csv",

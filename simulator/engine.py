@@ -31,8 +31,9 @@ class SimConfig:
     """Length of a step: stream events are decided, queries generated and served per window."""
     duration_s: float | None = None
     """Queries are sent until this time (None: until the last stream of the trace ends)."""
-    eta: float = 1.0
-    """Headroom on a stream's rate in the capacity constraint."""
+    capacity_headroom: float = 1.0
+    """Factor on a stream's load in the capacity constraint (>= 1 over-reserves; the paper's eta is the
+    profile's per-variant weight, not this)."""
     max_batch_delay_ms: float = 2.0
     """W: how long a forming batch waits for more queries."""
     queue_limit_per_replica: int = 16
@@ -52,7 +53,7 @@ class SimConfig:
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} {value!r}: must be a finite number of seconds > 0")
-        for name in ("eta", "max_batch_delay_ms", "rto_ms", "overhead_up_ms", "overhead_down_ms"):
+        for name in ("capacity_headroom", "max_batch_delay_ms", "rto_ms", "overhead_up_ms", "overhead_down_ms"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} {value!r}: must be a finite number >= 0")
@@ -79,7 +80,7 @@ class Simulation:
                 self.physics.antennas != system.antennas:
             raise ValueError("physics: its resources and antennas must be the decision system's, in order")
         rng_policy, self.rng_net = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-        self.scheduler = Scheduler(system, rng_policy, eta=config.eta)
+        self.scheduler = Scheduler(system, rng_policy, capacity_headroom=config.capacity_headroom)
         self.sink = record_sink
         self.apps = tuple(sorted(set(trace.app.tolist())))
         self.tally = Tally(config.window_s, self.apps)
@@ -90,6 +91,8 @@ class Simulation:
         self.s_task = np.array([system.task_index(t) for t in trace.task], dtype=np.int64)
         self.s_end = np.minimum(trace.end_s, self.end_s)
         self.s_res = np.full(n, -1, dtype=np.int64)
+        self.s_load = np.zeros(n)
+        """eta x rho of each bound stream on its resource: what its departure releases."""
         self.s_reason = np.full(n, "", dtype=object)
         self.s_class = stream_classes(trace.max_delay_ms, trace.fps)
         self.load = LoadState.empty(system.n_resources)
@@ -123,7 +126,7 @@ class Simulation:
     def _release_until(self, t_s: float) -> None:
         while self.departures and self.departures[0][0] <= t_s:
             _, s = heapq.heappop(self.departures)
-            self.load.release(int(self.s_res[s]), float(self.trace.fps[s]))
+            self.load.release(int(self.s_res[s]), float(self.s_load[s]))
 
     def _bind_streams(self, t1_s: float, policy: int, stats: WindowMeasurement) -> np.ndarray:
         tr = self.trace
@@ -139,7 +142,8 @@ class Simulation:
                 stats.streams_rejected += 1
             else:
                 self.s_res[s] = d.resource
-                self.load.bind(d.resource, float(tr.fps[s]))
+                self.s_load[s] = d.load_qps
+                self.load.bind(d.resource, d.load_qps)
                 heapq.heappush(self.departures, (float(self.s_end[s]), s))
         self._release_until(t1_s)
         return np.arange(first, self.next_stream, dtype=np.int64)

@@ -60,7 +60,7 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
     policy = OnnxPolicy(agent)
     env = AsetEnv(system, EnvConfig.for_agent(policy.meta, config.window_s))
     policy.meta.check_compatible(env.spec_state, str(agent))
-    env.sim_config = config  # the run's eta, window and batching; the duration is set by reset
+    env.sim_config = config  # the run's capacity headroom, window and batching; the duration is set by reset
     duration = config.duration_s if config.duration_s is not None else float(trace.end_s.max(initial=0.0))
     writer = _record_writer(out_dir, write_records, records_format)
     try:

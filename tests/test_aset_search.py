@@ -86,14 +86,25 @@ def test_admission_whatif_profile_copy_sets_only_the_key(tmp_path):
             v.batch_size * 1000.0 / (v.batch_ms[v.batch_size] + v.batch_size * v.input_ms_per_mb * 0.06))
 
 
+def test_admission_whatif_profile_copy_under_input_time_accounting(tmp_path):
+    from scheduler.profiles import INPUT_TIME, PROVISIONAL_PROFILE, load_profiles
+
+    path = admission_whatif.profile_with_frame_kb(PROVISIONAL_PROFILE, 50.0, tmp_path / "p.yaml", INPUT_TIME)
+    p = load_profiles(path)
+    assert (p.load_accounting, p.capacity_frame_kb) == (INPUT_TIME, 50.0)
+    v = p.variant("yolov3-gpu-b8")
+    assert v.eta(50_000) == pytest.approx(1.0) and v.eta(80_000) > 1.0 > v.eta(20_000)
+
+
 def test_failure_sites_names_the_over_admitted_resource(tmp_path):
-    """A run long enough to saturate the cloud's YOLOv3 GPU replicas: the breakdown must find the served
-    capacity below the declared one (the input time) and most failed queries there (a scenario worked out
-    on the provisional profiles)."""
+    """A run long enough to saturate the cloud's YOLOv3 GPU replicas under rate accounting (the provisional
+    profile, pinned: the over-admission is the point): the breakdown must find the served capacity below the
+    declared one (the input time) and most failed queries there."""
     from analysis.records import RecordWriter
+    from scheduler.profiles import PROVISIONAL_PROFILE
 
-    full_edge = build_system(load_topology("full-edge"), load_profiles("provisional"))
-
+    full_edge = build_system(load_topology("full-edge"), load_profiles(PROVISIONAL_PROFILE))
+    assert full_edge.profiles.load_accounting == "rate"
     case = EvalCase(100.0, 1, 90.0)
     path = tmp_path / "records.parquet"
     sink = RecordWriter(path)
@@ -101,7 +112,7 @@ def test_failure_sites_names_the_over_admitted_resource(tmp_path):
                      record_sink=sink.write)
     sim.run(policy_index("load-balancing"))
     sink.close()
-    rows = failure_sites.breakdown(path, "full-edge", "provisional", 0.0)
+    rows = failure_sites.breakdown(path, "full-edge", str(PROVISIONAL_PROFILE), 0.0)
     top = rows[0]
     assert (top["cluster"], top["variant"]) == ("cloud", "yolov3-gpu-b8")
     assert float(top["served_qps"]) < float(top["declared_qps"]) * 0.97

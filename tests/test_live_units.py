@@ -24,7 +24,7 @@ from live.scheduler import create_app, window_loop
 from live.source import JpegSizer, corrupt, pad_jpeg
 from live.spec import RunSpec
 from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
-from scheduler.profiles import load_profiles
+from scheduler.profiles import INPUT_TIME, PROVISIONAL_PROFILE, load_profiles
 from scheduler.system import build_system
 from scheduler.window import stream_class
 from testbed.capture import choose_hosts
@@ -36,9 +36,22 @@ LI = policy_index("least-impedance")
 
 @pytest.fixture(scope="module")
 def tiny_system():
+    """tiny on the provisional profile, rate accounting: the figures below are worked out on it."""
     topo = load_topology("tiny")
-    profiles = load_profiles()
+    profiles = load_profiles(PROVISIONAL_PROFILE)
+    assert profiles.load_accounting == "rate"
     return topo, profiles, build_system(topo, profiles)
+
+
+@pytest.fixture(scope="module")
+def tiny_input_time(tmp_path_factory):
+    """tiny on the provisional profile with `load_accounting: input-time` and a 50 kB nominal frame."""
+    import yaml
+
+    doc = {**yaml.safe_load(PROVISIONAL_PROFILE.read_text()), "load_accounting": INPUT_TIME, "capacity_frame_kb": 50}
+    path = tmp_path_factory.mktemp("profile") / "input-time.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return build_system(load_topology("tiny"), load_profiles(path))
 
 
 @pytest.mark.parametrize("nbytes", [20_000, 33_333, 65_539, 65_540, 65_541, 80_000, 200_001])
@@ -142,6 +155,59 @@ def test_worker_reports_raise_the_load_estimate(tiny_system) -> None:
     s = live.bind(1, StreamRequest(0, fps=10, frame_bytes=30_000, max_delay_ms=300, min_accuracy=0.2))
     assert system.resources[s.resource].site == "dc1"  # 40 + 10 > 45.5 q/s at ant1: reports count
     assert live.load_estimate()[1] == 10.0
+
+
+def test_input_time_bindings_declare_eta_x_rho_and_reports_read_in_the_same_unit(tiny_input_time) -> None:
+    """Under input-time accounting a binding declares the stream's eta x rho (as the simulator's LoadState), a
+    release takes back the same; a worker's report of N queries/s and B bytes/s (every antenna's) reads as the
+    sum of those queries' eta per second, so a report of exactly this scheduler's streams reads as their declared
+    load; a report without a byte rate counts nominal frames; busy time gives the peak busy fraction."""
+    system = tiny_input_time
+    live = _live(system)
+    a = live.bind(1, StreamRequest(0, fps=10, frame_bytes=30_000, max_delay_ms=300, min_accuracy=0.2))
+    b = live.bind(2, StreamRequest(0, fps=20, frame_bytes=45_000, max_delay_ms=300, min_accuracy=0.2))
+    j = a.resource
+    assert b.resource == j and system.resources[j].name == "mobilenet-ssd-cpu-b1@ant1"
+    v = system.resources[j].variant  # 22 ms compute, 8 ms/MB: nominal query 22.4 ms
+    declared = 10 * (22 + 0.24) / 22.4 + 20 * (22 + 0.36) / 22.4
+    assert live.load.load_qps[j] == pytest.approx(declared) and a.load_qps == pytest.approx(10 * v.eta(30_000))
+    assert live.workers[j].declared_since_report_qps == pytest.approx(declared)
+    live.apply_report(j, {"queries_in_per_s": 30.0, "bytes_in_per_s": 10 * 30_000 + 20 * 45_000,
+                          "busy_ms_per_s": 600.0})
+    w = live.workers[j]
+    assert w.reported_qps == pytest.approx(declared) and w.declared_since_report_qps == 0.0
+    assert live.load_estimate()[j] == pytest.approx(declared)
+    live.apply_report(j, {"queries_in_per_s": 30.0, "busy_ms_per_s": 300.0})  # an older worker: no byte rate
+    assert w.reported_qps == 30.0 and w.busy_fraction_peak == pytest.approx(0.6)
+    assert live.statistics()["busy_fraction_peak"] == {"mobilenet-ssd-cpu-b1@ant1": 0.6}
+    with pytest.raises(ValueError, match="rates must be finite"):
+        live.apply_report(j, {"queries_in_per_s": 30.0, "bytes_in_per_s": float("inf")})
+    assert w.reported_qps == 30.0
+    live.release(1)
+    live.release(2)
+    assert live.load.load_qps[j] == pytest.approx(0.0, abs=1e-9) and live.load.streams[j] == 0
+
+
+def test_a_workers_report_of_the_streams_bound_reads_as_the_simulators_declared_load(tiny_input_time) -> None:
+    """End to end on one clock: the queries of two streams arrive at a worker's stats for 2 s; the report it
+    gives a scheduler polling every second reads as exactly the load the simulator declares for those streams."""
+    from workers.stats import WorkerStats
+
+    system = tiny_input_time
+    streams = ((10, 30_000), (20, 45_000))
+    clock = ManualClock(monotonic_s=50.0)
+    stats = WorkerStats("mobilenet-ssd", "mobilenet-ssd-cpu-b1", clock=clock.monotonic_s)
+    for k in range(40):  # 2 s of 20 ticks of 50 ms; stream 1 sends on every other tick
+        clock.advance(0.05)
+        for i, (fps, nbytes) in enumerate(streams):
+            if fps == 20 or k % 2 == 0:
+                stats.on_arrival(f"s{i}", 1, nbytes)
+    clock.advance(0.025)  # the report's last second holds 20 ticks, none on its edge
+    live = _live(system)
+    j = 0
+    live.apply_report(j, stats.load_report(queue_len=0, queue_limit=16, window_s=1.0))
+    want = sum(system.stream_load(j, fps, nbytes) for fps, nbytes in streams)
+    assert live.workers[j].reported_qps == pytest.approx(want)
 
 
 def test_the_chooser_sets_each_windows_policy(tiny_system) -> None:
@@ -383,8 +449,8 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
 
 def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_figures(tmp_path) -> None:
     """Real ONNX at dc1 (tiny-yolov2-cpu-b4): its CPU entry in the run's profile is what this host
-    measured; every other entry, the profile's capacity_frame_kb and the resources stay as given;
-    config.json records both figures."""
+    measured; every other entry, the profile's capacity_frame_kb and load_accounting and the resources stay as
+    given; config.json records both figures."""
     import json
 
     import yaml
@@ -394,8 +460,8 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
     from workers import zoo
 
     given = tmp_path / "given.yaml"
-    given.write_text(yaml.safe_dump({**yaml.safe_load(PROVISIONAL_PROFILE.read_text()), "capacity_frame_kb": 60},
-                                    sort_keys=False))
+    given.write_text(yaml.safe_dump({**yaml.safe_load(PROVISIONAL_PROFILE.read_text()), "capacity_frame_kb": 60,
+                                     "load_accounting": "input-time"}, sort_keys=False))
     zoo.build(names=["tiny-yolov2"], log=lambda _: None)  # cached: a no-op once setup built the zoo
     run = LiveRun(RunSpec(topo="tiny", profiles=given, real_sites=("dc1",), pcap="none",
                              out=tmp_path / "run"), log=lambda _: None)
@@ -410,6 +476,7 @@ def test_the_real_workers_models_are_timed_here_and_the_run_decides_with_those_f
     assert timed.model == "tiny-yolov2" and sorted(timed.measured_ms) == [1, 2, 4, 8]
     nominal, merged = read_profile(given), read_profile(tmp_path / "run" / "profiles.yaml")
     assert merged.capacity_frame_kb == 60 and run.profiles.capacity_frame_kb == 60
+    assert merged.load_accounting == run.profiles.load_accounting == "input-time"
     entry = merged.runtime("tiny-yolov2", "cpu")
     assert entry.batch_latency_ms == timed.measured_ms and entry.threads == 1
     assert 0 < entry.batch_latency_ms[1] <= entry.batch_latency_ms[4] and "measured on CPU" in entry.source
@@ -497,8 +564,10 @@ def test_a_child_reads_the_spec_and_refuses_a_malformed_one_in_one_line(tmp_path
     write_spec(spec, tmp_path / "spec.json")
     assert read_spec(tmp_path / "spec.json") == spec
     text = (tmp_path / "spec.json").read_text()
-    for broken, message in ((text.replace('"eta": 1.0', '"eta": "fast"'), r"spec.json: eta: 'fast' is not a number"),
-                            (text.replace('"eta": 1.0', '"eta": 1.0, "speed": 2'), r"spec.json: speed: unknown key"),
+    headroom = '"capacity_headroom": 1.0'
+    for broken, message in ((text.replace(headroom, '"capacity_headroom": "fast"'),
+                             r"spec.json: capacity_headroom: 'fast' is not a number"),
+                            (text.replace(headroom, headroom + ', "speed": 2'), r"spec.json: speed: unknown key"),
                             (text.replace('"mtu": 9000', '"mtu": "9000"'), r"spec.json: mtu: '9000' is not a whole number"),
                             (text[:20], r"spec.json: \(top level\): invalid JSON: EOF while parsing")):
         (tmp_path / "spec.json").write_text(broken)

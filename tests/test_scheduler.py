@@ -68,9 +68,9 @@ def test_capacity_constraint_at_the_limit_and_zero_capacity(system) -> None:
     load[0] = near_cap - 9.0
     d = s.decide(req(max_delay_ms=40), policy_index("closest"), load)
     assert d.rejected and d.reason == "capacity"
-    eta = Scheduler(system, np.random.default_rng(0), eta=2.0)
+    headroom = Scheduler(system, np.random.default_rng(0), capacity_headroom=2.0)
     load[0] = near_cap - 19.0
-    assert eta.decide(req(max_delay_ms=40), policy_index("closest"), load).rejected
+    assert headroom.decide(req(max_delay_ms=40), policy_index("closest"), load).rejected
 
 
 def test_accuracy_and_task_constraints(system) -> None:

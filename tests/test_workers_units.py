@@ -347,3 +347,54 @@ def test_replica_thread_close_cancels_batches_not_started() -> None:
 
     asyncio.run(scenario())
     assert ran == [1]
+
+
+# --- the load report ------------------------------------------------------------------------------
+
+def _outcome(start_ms: float, end_ms: float, n: int) -> list[Outcome]:
+    return [Outcome((), None, start_ms, end_ms, n, 0.0, end_ms - start_ms) for _ in range(n)]
+
+
+def test_load_report_gives_the_byte_rate_and_the_busy_time_of_its_span() -> None:
+    """On a manual clock: the byte rate of the arrivals in the span; busy time = the part of each batch (it ran
+    up to when it was counted) inside the span, summed over replicas; the total keeps all of it."""
+    from workers.stats import WorkerStats
+
+    now = [100.0]
+    stats = WorkerStats("m", "m-cpu-b2", clock=lambda: now[0])
+    q = Query("s", "0", b"", None, 0.0, 0)
+    for t, nbytes in ((100.1, 40_000), (100.3, 60_000), (101.0, 20_000)):
+        now[0] = t
+        stats.on_arrival("s", 1, nbytes)
+    for counted_s, ms in ((100.3, 200.0), (100.5, 30.0), (101.0, 400.0), (101.1, 50.0)):  # two replicas
+        now[0] = counted_s
+        stats.on_batch([q, q], _outcome(0.0, ms, 2))
+    now[0] = 101.2
+    r = stats.load_report(queue_len=0, queue_limit=32, window_s=1.0)  # the span [100.2, 101.2]
+    assert r["queries_in_per_s"] == pytest.approx(2.0) and r["bytes_in_per_s"] == pytest.approx(80_000)
+    assert r["busy_ms_per_s"] == pytest.approx(100 + 30 + 400 + 50)  # the first batch ran [100.1, 100.3]
+    assert r["bytes_in_per_s_10s"] == pytest.approx(12_000) and r["busy_ms_per_s_10s"] == pytest.approx(68)
+    assert stats.totals.busy_ms == pytest.approx(680)
+
+
+def test_the_profile_driven_workers_busy_time_follows_its_profile(tmp_path: Path) -> None:
+    """A profile-driven replica sleeps its profile: a full batch of two 50 kB frames is 16 ms of compute and
+    2 x 5 ms of input. Its busy time over the profile's nominal query time (input-time accounting, 50 kB) is the
+    load those queries declare: 2 nominal queries."""
+    from scheduler.profiles import load_profiles
+    from workers.engine import ProfileProcessor
+    from workers.stats import WorkerStats
+
+    rt = RuntimeProfile("m", "cpu", 1, 1.0, 0, 10.0, {1: 10.0, 2: 16.0}, {}, {}, 100.0, "test")
+    pf = ProfileFile(1, "test", {"m": ModelProfile("object-detection", None, 0.5, "test")}, (rt,),
+                     capacity_frame_kb=50.0, load_accounting="input-time")
+    write_profile(pf, tmp_path / "p.yaml")
+    variant = load_profiles(tmp_path / "p.yaml").variant("m-cpu-b2")
+    frame = b"\xff\xd8" + bytes(50_000 - 4) + b"\xff\xd9"
+    batch = [Query("s", str(i), frame, None, 0.0, 0) for i in range(2)]
+    outcomes = asyncio.run(ProfileProcessor(rt).run(batch))
+    stats = WorkerStats("m", "m-cpu-b2")
+    stats.on_batch(batch, outcomes)
+    busy = stats.totals.busy_ms
+    assert 26.0 <= busy < 26.0 + 10.0  # a sleep wakes late, never early
+    assert variant.nominal_query_ms == pytest.approx(13.0) and 2 * variant.eta(50_000) == pytest.approx(26.0 / 13.0)

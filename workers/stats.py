@@ -24,6 +24,9 @@ class _Totals:
     batches: int = 0
     input_duration_s: float = 0.0
     compute_duration_s: float = 0.0
+    busy_ms: float = 0.0
+    """Replica time spent running batches (start to end of each batch, summed over replicas); the load report
+    gives its rate over a span (`busy_ms_per_s`)."""
 
 
 class WorkerStats:
@@ -41,6 +44,7 @@ class WorkerStats:
         self.batch_duration_s = Histogram(LATENCY_BUCKETS_S)
         self.batch_size = Histogram(batch_size_buckets(max_batch_size))
         self._arrivals: deque[float] = deque()
+        self._arrival_bytes: deque[tuple[float, int]] = deque()  # time, bytes of one arrival event
         self._served: deque[float] = deque()
         self._overloads: deque[float] = deque()
         self._batches: deque[tuple[float, int, float]] = deque()  # time, size, processing ms
@@ -50,6 +54,8 @@ class WorkerStats:
         for dq in (self._arrivals, self._served, self._overloads):
             while dq and dq[0] < now - HISTORY_S:
                 dq.popleft()
+        while self._arrival_bytes and self._arrival_bytes[0][0] < now - HISTORY_S:
+            self._arrival_bytes.popleft()
         while self._batches and self._batches[0][0] < now - HISTORY_S:
             self._batches.popleft()
         if len(self._streams) > 1024 or (self._streams and min(self._streams.values()) < now - self.stream_ttl_s):
@@ -60,6 +66,8 @@ class WorkerStats:
         self.totals.arrivals += count
         self.totals.bytes_in += nbytes
         self._arrivals.extend([now] * count)
+        if nbytes:
+            self._arrival_bytes.append((now, nbytes))
         if stream:
             self._streams[stream] = now
         self._prune(now)
@@ -84,18 +92,33 @@ class WorkerStats:
                 self._served.append(now)
             else:
                 t.bad_input += 1
+        t.busy_ms += first.t_infer_end_ms - first.t_infer_start_ms
         self._batches.append((now, len(batch), first.t_infer_end_ms - first.t_infer_start_ms))
 
     def on_answer(self, request_ms: float) -> None:
         self.request_duration_s.observe(max(0.0, request_ms) / 1000.0)
 
     def load_report(self, queue_len: int, queue_limit: int, window_s: float = 1.0) -> dict:
-        """Returns the load report: rates over the last `window_s` and 10 s, queue, streams, timings."""
+        """Returns the load report: rates over the last `window_s` and 10 s, queue, streams, timings.
+
+        What a scheduler reads as the load (scheduler.profiles.Variant.load_qps): the arrival rate and the
+        byte rate of the arrivals, which give the sum of the queries' eta per second; and the busy time
+        (replica-ms per second of the batches run in the span, measured: the real worker's own, the
+        profile-driven worker's sleeps), which over 1000 x replicas is the busy fraction."""
         now = self._clock()
         self._prune(now)
 
         def rate(dq: deque[float], span: float) -> float:
             return sum(1 for ts in dq if ts >= now - span) / span
+
+        def byte_rate(span: float) -> float:
+            return sum(n for ts, n in self._arrival_bytes if ts >= now - span) / span
+
+        def busy_ms_per_s(span: float) -> float:
+            # a batch ran from end - ms to end (end: when it was counted, in s); its overlap with the span
+            lo = now - span
+            return sum(max(0.0, min(end, now) - max(end - ms / 1000.0, lo)) for end, _n, ms in self._batches) \
+                * 1000.0 / span
 
         recent = [b for b in self._batches if b[0] >= now - HISTORY_S]
         frames = sum(b[1] for b in recent)
@@ -107,9 +130,13 @@ class WorkerStats:
             "queries_in_per_s": rate(self._arrivals, window_s),
             "queries_served_per_s": rate(self._served, window_s),
             "overloads_per_s": rate(self._overloads, window_s),
+            "bytes_in_per_s": byte_rate(window_s),
+            "busy_ms_per_s": busy_ms_per_s(window_s),
             "queries_in_per_s_10s": rate(self._arrivals, HISTORY_S),
             "queries_served_per_s_10s": rate(self._served, HISTORY_S),
             "overloads_per_s_10s": rate(self._overloads, HISTORY_S),
+            "bytes_in_per_s_10s": byte_rate(HISTORY_S),
+            "busy_ms_per_s_10s": busy_ms_per_s(HISTORY_S),
             "queue_len": queue_len,
             "queue_limit": queue_limit,
             "streams_bound": sum(1 for t in self._streams.values() if t >= now - self.stream_ttl_s),

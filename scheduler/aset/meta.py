@@ -44,6 +44,8 @@ class AgentMeta:
     capacity_qps: tuple[float, ...] = ()
     """Capacities the state was normalised with: another profile file gives another state."""
     profiles: str = ""
+    load_accounting: str = "rate"
+    """The profile's load accounting the state was built with (files from before it existed: rate)."""
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -75,6 +77,10 @@ class AgentMeta:
         if self.capacity_qps and spec.capacity_qps and not _close(self.capacity_qps, spec.capacity_qps):
             raise AgentMismatchError(f"{source}: agent trained with the capacities of profile file {self.profiles!r}, "
                                      f"the system uses {spec.profiles!r}; pass --profiles {self.profiles} or retrain")
+        if self.load_accounting != spec.load_accounting:
+            raise AgentMismatchError(f"{source}: agent trained with {self.load_accounting} load accounting, the system's "
+                                     f"profile {spec.profiles!r} uses {spec.load_accounting}: its load feature means "
+                                     f"another thing; pass --profiles {self.profiles} or retrain")
         if tuple(self.policy_names) != POLICY_NAMES:
             raise AgentMismatchError(f"{source}: agent's actions {self.policy_names} differ from the "
                                      f"scheduler's policies {POLICY_NAMES}")

@@ -40,6 +40,9 @@ class StateSpec:
     """`variant@site` of each resource, in state order."""
     profiles: str = ""
     """The profile file the capacities come from."""
+    load_accounting: str = "rate"
+    """The profile's `load_accounting`: what `declared_load` (load over capacity) means; `rate`, each stream
+    weighs its frame rate; `input-time`, its frame rate times its input-size weight eta (the busy fraction)."""
 
     @property
     def n_features(self) -> int:
@@ -55,7 +58,8 @@ class StateSpec:
         return StateSpec(topology=system.topology.name, n_resources=system.n_resources, n_classes=n_classes,
                          n_antennas=len(system.antennas), history=history,
                          capacity_qps=tuple(float(c) for c in system.capacity_qps),
-                         resource_names=tuple(r.name for r in system.resources), profiles=str(system.profiles.source))
+                         resource_names=tuple(r.name for r in system.resources), profiles=str(system.profiles.source),
+                         load_accounting=system.profiles.load_accounting)
 
     def feature_names(self) -> list[str]:
         names = [f"{f}[{r}]" for f in PER_RESOURCE for r in range(self.n_resources)]
