@@ -11,15 +11,25 @@ topology's spanning tree; `controller` (os-ken apps) forwards; `measure` checks 
 `net` and `clean` commands, `mncli` Mininet's CLI.
 """
 
-from testbed.errors import (
+import logging as _logging
+
+_LOGGER_CLASS = _logging.getLoggerClass()
+try:  # mininet.log makes every logger created after it a MininetLogger (level 25, a handler of its own)
+    import mininet.log  # noqa: F401
+except ImportError:  # preflight names the missing package
+    pass
+finally:
+    _logging.setLoggerClass(_LOGGER_CLASS)
+
+from testbed.errors import (  # noqa: E402
     CommandError,
     HelperDiedError,
     MeasurementError,
     NetworkError,
     PreflightError,
 )
-from testbed.measure import LinkMeasurement, ProbePlan, Tolerance
-from testbed.network import EmulatedNetwork, Host, PortSample
+from testbed.measure import LinkMeasurement, ProbePlan, Tolerance  # noqa: E402
+from testbed.network import EmulatedNetwork, Host, PortSample  # noqa: E402
 
 __all__ = [
     "CommandError",

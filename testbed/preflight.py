@@ -20,7 +20,7 @@ PROGRAMS = {"ip": "iproute2", "tc": "iproute2", "ethtool": "ethtool", "mnexec": 
 OVS_PROGRAMS = {"ovs-vsctl": "openvswitch-switch"}
 CONTROLLERS = ("osken", "none")
 PIP = {"os_ken": "pip install os-ken", "numpy": "pip install numpy",
-       "mininet": "scripts/setup.sh links Debian's mininet package into the virtualenv"}
+       "mininet": "apt-get install mininet, linked into the virtualenv"}
 
 
 def mininet_version() -> str:
@@ -48,7 +48,7 @@ def check(topo: Topology, *, switch: str, controller: str, plan: NetworkPlan | N
     absent = [m for m in modules if importlib.util.find_spec(m) is None]
     if absent:
         raise PreflightError("missing Python packages: " + "; ".join(f"{m} ({PIP[m]})" for m in absent)
-                             + " (scripts/setup.sh installs them)")
+                             + "; scripts/setup.sh sets them up")
     plan = plan or build_plan(topo, "x")
     tree = None
     if stp.is_cyclic(plan) and controller == "none":

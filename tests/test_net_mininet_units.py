@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import testbed  # noqa: F401  (before Mininet: it keeps logging's logger class)
+
 pytest.importorskip("mininet.net", reason="Mininet (Debian's, linked by scripts/setup.sh)")
 
 from mininet.link import Intf  # noqa: E402
@@ -245,3 +247,14 @@ def test_a_switch_without_two_hosts_gets_the_median_hop_of_the_others() -> None:
     assert measured == {"ant1": True, "dc1": False, "cloud": False}
     assert plan.hop_pair("ant1") is not None and plan.hop_pair("dc1") is None
     assert plan.path_sites("ant1", "cloud") == ("ant1", "dc1", "cloud")
+
+
+def test_loggers_made_after_mininet_stay_ordinary() -> None:
+    """Importing Mininet sets logging's logger class to its own (level 25 and a stream handler on every logger
+    created afterwards, so INFO lines vanish and the rest print twice); testbed puts the class back."""
+    import logging
+
+    import testbed.net  # noqa: F401
+
+    made = logging.getLogger("tests.made-after-mininet")
+    assert type(made) is logging.Logger and made.level == logging.NOTSET and not made.handlers
