@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -120,10 +119,7 @@ class AgentFile:
         """Returns the agent's ONNX Runtime policy, loaded once per process."""
         key = (hashlib.sha256(self.onnx).hexdigest(), self.guard)
         if key not in _POLICIES:
-            with tempfile.TemporaryDirectory(prefix="agent-") as tmp:
-                onnx = Path(tmp) / Path(self.path).name
-                onnx.write_bytes(self.onnx)
-                _POLICIES[key] = OnnxPolicy(onnx, guard=self.guard)  # the session holds the model: file not needed
+            _POLICIES[key] = OnnxPolicy(self.path, guard=self.guard, model=self.onnx)
         return _POLICIES[key]
 
 

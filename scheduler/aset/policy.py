@@ -18,23 +18,42 @@ from scheduler.system import SystemModel
 from scheduler.window import WindowMeasurement
 
 
-class OnnxPolicy:
-    """An exported agent: Q-values from ONNX Runtime (one CPU thread) and the guarded greedy action."""
+class AgentFileError(ValueError):
+    """A file given as an ASET agent is not one: unreadable, empty, not ONNX, or ONNX without the agent's metadata."""
 
-    def __init__(self, path: str | Path, spec: StateSpec | None = None, guard: bool = True) -> None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+class OnnxPolicy:
+    """An exported agent: Q-values from ONNX Runtime (one CPU thread) and the guarded greedy action.
+
+    `model` is the file's content when the caller already holds it (a sweep ships the bytes); `path` then
+    only names it in errors. Anything that is not an exported agent raises AgentFileError naming the file.
+    """
+
+    def __init__(self, path: str | Path, spec: StateSpec | None = None, guard: bool = True,
+                 model: bytes | None = None) -> None:
+        if model is None:
+            try:
+                model = Path(path).read_bytes()
+            except OSError as exc:
+                raise AgentFileError(f"{path}: cannot read the agent file: {exc.strerror}") from None
+        self.session = _session(model, str(path))
         props = self.session.get_modelmeta().custom_metadata_map
         if ONNX_META_KEY not in props:
-            raise ValueError(f"{path}: ONNX file has no {ONNX_META_KEY!r} metadata; export it with "
-                             "training.export.export_onnx")
-        self.meta = AgentMeta.from_json(props[ONNX_META_KEY])
+            raise AgentFileError(f"{path}: ONNX file has no {ONNX_META_KEY!r} metadata, so it is not an ASET agent; "
+                                 "export one with training.export.export_onnx")
+        try:
+            self.meta = AgentMeta.from_json(props[ONNX_META_KEY])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise AgentFileError(f"{path}: the agent's {ONNX_META_KEY!r} metadata is unreadable ({exc!r})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 3 or list(inputs[0].shape[1:]) != list(self.meta.state_shape):
+            raise AgentFileError(f"{path}: the network's input {[i.shape for i in inputs]} is not the "
+                                 f"[batch, {self.meta.state_shape[0]}, {self.meta.state_shape[1]}] state its "
+                                 "metadata declares")
         if spec is not None:
             self.meta.check_compatible(spec, str(path))
         self.guard = guard
-        self._input = self.session.get_inputs()[0].name
+        self._input = inputs[0].name
 
     def q_values(self, state: np.ndarray) -> np.ndarray:
         """Returns Q-values [actions] for one state [K, F] (or [batch, actions] for [batch, K, F])."""
@@ -55,6 +74,21 @@ def guarded_action(q: np.ndarray, fallback: int, margin: float) -> int:
     if margin <= 0.0:
         return best
     return best if q[best] - q[fallback] > margin else int(fallback)
+
+
+def _session(model: bytes, source: str) -> ort.InferenceSession:
+    """Returns ONNX Runtime's session (one CPU thread) for a model's bytes; raises AgentFileError naming `source`."""
+    if not model:
+        raise AgentFileError(f"{source}: the agent file is empty")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # its own warnings about a broken file would repeat what the error says
+    try:
+        return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors derive from Exception alone
+        reason = " ".join(str(exc).split(" : ")[-1].split())
+        raise AgentFileError(f"{source}: not an ONNX agent file (ONNX Runtime: {reason})") from None
 
 
 @dataclass
