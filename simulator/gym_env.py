@@ -3,6 +3,11 @@
 Owns the episode (trace drawn with a random lambda, application mix and seed from the environment's own
 generator), the step loop (T seconds of simulator windows per decision) and the reward; the state
 encoding itself lives in `scheduler.aset.state`, shared with the live schedulers.
+
+Importing this module registers the environment with Gymnasium as `EdgeInference-v0`:
+`gymnasium.make("EdgeInference-v0", topo="full-edge")` (keywords: `make_env`'s); without importing it first,
+`gymnasium.make("simulator.gym_env:EdgeInference-v0", topo=...)` imports it (Gymnasium 1.x reads no plugin
+entry points from installed packages).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import numpy as np
 from scheduler.aset.meta import AgentMeta
 from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec
 from scheduler.core import POLICY_NAMES, policy_index
-from scheduler.system import SystemModel
+from scheduler.profiles import load_profiles
+from scheduler.system import SystemModel, build_system
 from scheduler.window import WindowMeasurement
 from simulator.engine import SimConfig, Simulation
+from topologies import load_topology
 from workload.apps import APPS
 from workload.arrivals import RateSchedule, generate_trace
 from workload.trace import Trace
@@ -197,3 +204,17 @@ class AsetEnv(gym.Env):
             obs, *_ = self.step(actions[-1])
         return actions
 
+
+
+ENV_ID = "EdgeInference-v0"
+"""The environment's Gymnasium id (registered when this module is imported)."""
+
+
+def make_env(topo: str = "full-edge", profiles: str | None = None, **config: Any) -> AsetEnv:
+    """Returns the environment of a topology (a name or a file) under a profile file (default: the default
+    profile); `config` sets EnvConfig's fields (episode_s=60.0, history=4, ...). Gymnasium's entry point."""
+    return AsetEnv(build_system(load_topology(topo), load_profiles(profiles)), EnvConfig(**config))
+
+
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="simulator.gym_env:make_env")
