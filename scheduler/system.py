@@ -1,15 +1,18 @@
 """The system model: resources (a variant's replicas on a cluster) and per-antenna network figures.
 
 Built once from a topology, the profiles and the placement; the simulator and the live schedulers both
-read it as flat numpy arrays indexed [antenna, resource], so that decisions are vectorised.
+read it as arrays indexed [antenna, resource] (scheduler/pathfigures.py: dense when small, a row computed on
+demand when the product of antennas and resources is large), so that decisions are vectorised.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from scheduler.pathfigures import FIGURES, AntennaResourceArray, PathFigures
 from scheduler.placement import placement_for
 from scheduler.profiles import ProfileSet, Variant
 from topologies.model import Topology
@@ -51,17 +54,17 @@ class SystemModel:
     radio_loss: np.ndarray
     radio_ms_per_byte: np.ndarray
     """Transmission delay per byte on the radio link, per antenna."""
-    net_ms: np.ndarray
+    net_ms: AntennaResourceArray
     """d_ns [antenna, resource]: one-way delay from the antenna's scheduler to the resource's cluster."""
-    net_dev_ms: np.ndarray
+    net_dev_ms: AntennaResourceArray
     """sigma_ns [antenna, resource]."""
-    path_loss: np.ndarray
+    path_loss: AntennaResourceArray
     """Probability [antenna, resource] that a packet is lost one way between scheduler and cluster."""
-    path_ms_per_byte: np.ndarray
+    path_ms_per_byte: AntennaResourceArray
     """Transmission delay per byte summed over the links from scheduler to cluster."""
-    static_ms: np.ndarray
+    static_ms: AntennaResourceArray
     """2*(delta_i + d_ns + 2*sigma_ns) + D_v without its input-size term, [antenna, resource]."""
-    ms_per_byte: np.ndarray
+    ms_per_byte: AntennaResourceArray
     """b_i (radio + path transmission per byte) + D_v's per-byte input term, [antenna, resource]."""
     accuracy: np.ndarray
     capacity_qps: np.ndarray
@@ -78,10 +81,14 @@ class SystemModel:
     def n_resources(self) -> int:
         return len(self.resources)
 
+    @cached_property
+    def _antenna_index(self) -> dict[str, int]:
+        return {a: i for i, a in enumerate(self.antennas)}
+
     def antenna_index(self, name: str) -> int:
         try:
-            return self.antennas.index(name)
-        except ValueError:
+            return self._antenna_index[name]
+        except KeyError:
             raise KeyError(f"{self.topology.source}: no antenna named {name!r}; "
                            f"antennas: {', '.join(self.antennas)}") from None
 
@@ -110,31 +117,20 @@ def build_system(topo: Topology, profiles: ProfileSet) -> SystemModel:
         resources.append(Resource(index=len(resources), site=d.site, layer=site.layer, variant=v,
                                   replicas=d.replicas, capacity_qps=capacity, cost_per_query=hourly / capacity))
     antennas = tuple(a.name for a in topo.antennas)
-    n_a, n_r = len(antennas), len(resources)
     radio = [topo.site(a).radio for a in antennas]
     radio_ms = np.array([r.delay_ms for r in radio])
     radio_dev = np.array([r.delay_dev_ms for r in radio])
     radio_bpb = np.array([8.0 / (r.bw_mbps * 1000.0) for r in radio])
-    net_ms = np.zeros((n_a, n_r))
-    net_dev = np.zeros((n_a, n_r))
-    loss = np.zeros((n_a, n_r))
-    path_bpb = np.zeros((n_a, n_r))
-    for i, a in enumerate(antennas):
-        for j, res in enumerate(resources):
-            p = topo.path(a, res.site)
-            net_ms[i, j], net_dev[i, j], loss[i, j] = p.delay_ms, p.delay_dev_ms, p.loss_pct / 100.0
-            path_bpb[i, j] = sum(8.0 / (link.bw_mbps * 1000.0) for link in p.links)
     proc_full = np.array([r.variant.batch_ms[r.variant.batch_size] for r in resources])
     input_bpb = np.array([r.variant.batch_size * r.variant.input_ms_per_mb / 1e6 for r in resources])
-    static = 2.0 * (radio_ms[:, None] + net_ms + 2.0 * net_dev) + proc_full[None, :]
-    per_byte = radio_bpb[:, None] + path_bpb + input_bpb[None, :]
+    paths = PathFigures.of(topo, antennas, tuple(r.site for r in resources))
+    m = dict(paths=paths, radio_ms=radio_ms, radio_bpb=radio_bpb, proc_ms=proc_full, input_bpb=input_bpb)
     tasks = tuple(sorted({r.variant.task for r in resources}))
     return SystemModel(
         topology=topo, profiles=profiles, resources=tuple(resources), antennas=antennas,
         radio_ms=radio_ms, radio_dev_ms=radio_dev,
         radio_loss=np.array([r.loss_pct / 100.0 for r in radio]), radio_ms_per_byte=radio_bpb,
-        net_ms=net_ms, net_dev_ms=net_dev, path_loss=loss, path_ms_per_byte=path_bpb,
-        static_ms=static, ms_per_byte=per_byte,
+        **{name: AntennaResourceArray(name, **m) for name in FIGURES},  # type: ignore[arg-type]
         accuracy=np.array([r.variant.accuracy for r in resources]),
         capacity_qps=np.array([r.capacity_qps for r in resources]),
         eta_weights=np.array([r.variant.load_weights for r in resources]).reshape(-1, 2).T.copy(),

@@ -63,6 +63,6 @@ def calibrated_topology(topo: Topology, figures: dict[str, LinkFigures]) -> Topo
         if f is not None and site.radio is not None:
             site = dataclasses.replace(site, radio=f.applied_to(site.radio))
         sites.append(site)
-    paths = shortest_paths(topo.source, [s.name for s in sites], tuple(links))
-    return dataclasses.replace(topo, sites=tuple(sites), links=tuple(links), paths=paths,
+    routes = shortest_paths(topo.source, [s.name for s in sites], tuple(links))
+    return dataclasses.replace(topo, sites=tuple(sites), links=tuple(links), routes=routes,
                                description=f"{topo.description} (calibrated: measured link figures)")

@@ -3,14 +3,12 @@
 The file's schema is `TopologyFile` (pydantic, published as docs/schemas/topology.schema.json): it refuses
 unknown keys and values without the unit the key names. The loader then refuses what a schema cannot say
 (dangling link ends, radio access away from antennas, unreachable sites, cycles that make the path
-between two sites ambiguous) and derives every site-to-site path.
+between two sites ambiguous) and derives the shortest paths (topologies/routes.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -22,10 +20,10 @@ from topologies.model import (
     Layer,
     Link,
     LinkShape,
-    PathMetrics,
     Site,
     Topology,
 )
+from topologies.routes import Routes
 from topologies.strict import (
     Name,
     NonNegative,
@@ -177,45 +175,10 @@ def _deployment(entry: DeploymentEntry, where: str, sites: dict[str, Site], path
     return Deployment(site=entry.site, variant=entry.variant, replicas=int(entry.replicas))
 
 
-def shortest_paths(source: str | Path, names: list[str], links: tuple[Link, ...]) -> dict[tuple[str, str], PathMetrics]:
-    """Dijkstra by delay from every site; two shortest paths of equal delay make a path ambiguous."""
-    adjacency: dict[str, list[Link]] = {n: [] for n in names}
-    for link in links:
-        adjacency[link.a].append(link)
-        adjacency[link.b].append(link)
-    eps = 1e-9
-    paths: dict[tuple[str, str], PathMetrics] = {}
-    for src in names:
-        dist = {src: 0.0}
-        heap = [(0.0, src)]
-        order: list[str] = []
-        while heap:
-            d, node = heapq.heappop(heap)
-            if node in order:
-                continue
-            order.append(node)
-            for link in adjacency[node]:
-                nxt = link.other(node)
-                if d + link.delay_ms < dist.get(nxt, math.inf) - eps:
-                    dist[nxt] = d + link.delay_ms
-                    heapq.heappush(heap, (dist[nxt], nxt))
-        # Count shortest paths in order of distance; keep the one path where the count is 1.
-        count = {src: 1}
-        via: dict[str, tuple[Link, ...]] = {src: ()}
-        for node in order:
-            for link in adjacency[node]:
-                nxt = link.other(node)
-                if nxt != src and abs(dist[node] + link.delay_ms - dist[nxt]) <= eps and link not in via[node]:
-                    count[nxt] = count.get(nxt, 0) + count[node]
-                    via.setdefault(nxt, via[node] + (link,))
-        for dst in names:
-            if dst not in dist:
-                raise _fail(source, "links", f"site {dst!r} is not reachable from {src!r}")
-            if count[dst] > 1:
-                raise _fail(source, "links", f"two paths of equal delay join {src!r} and {dst!r}: "
-                                      "a cycle makes the path ambiguous")
-            paths[(src, dst)] = PathMetrics.of(via[dst])
-    return paths
+def shortest_paths(source: str | Path, names: list[str], links: tuple[Link, ...]) -> Routes:
+    """Returns the shortest paths by delay between the sites (topologies.routes); an unreachable site or two
+    shortest paths of equal delay raise TopologyError."""
+    return Routes(str(source), names, links, TopologyError)
 
 
 def load_topology(name_or_path: str | Path) -> Topology:
@@ -232,10 +195,12 @@ def load_topology(name_or_path: str | Path) -> Topology:
     if not any(s.is_cluster for s in sites.values()):
         raise _fail(path, "sites", "no site has compute: inference needs at least one cluster")
     links = tuple(_link(entry, f"links[{i}]", sites, path) for i, entry in enumerate(doc.links))
-    pairs = [frozenset((lk.a, lk.b)) for lk in links]
-    for i, pair in enumerate(pairs):
-        if pairs.index(pair) != i:
+    joined: set[frozenset[str]] = set()
+    for i, lk in enumerate(links):
+        pair = frozenset((lk.a, lk.b))
+        if pair in joined:
             raise _fail(path, f"links[{i}]", f"a second link joins {sorted(pair)}")
+        joined.add(pair)
     deployments = None if doc.deployments is None else tuple(
         _deployment(entry, f"deployments[{i}]", sites, path) for i, entry in enumerate(doc.deployments))
     return Topology(
@@ -245,5 +210,5 @@ def load_topology(name_or_path: str | Path) -> Topology:
         sites=tuple(sites.values()),
         links=links,
         deployments=deployments,
-        paths=shortest_paths(path, list(sites), links),
+        routes=shortest_paths(path, list(sites), links),
     )

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from topologies.routes import Routes
 
 Layer = Literal["antenna", "co", "dc", "cloud"]
 """A layer of the ISP hierarchy: antenna, central office, operator data centre, remote cloud."""
@@ -127,7 +131,7 @@ class PathMetrics:
 
 @dataclass(frozen=True)
 class Topology:
-    """A loaded topology file. `paths` holds the unique shortest path between every pair of sites."""
+    """A loaded topology file. `routes` gives the unique shortest path between any two sites."""
 
     name: str
     source: str
@@ -137,22 +141,26 @@ class Topology:
     links: tuple[Link, ...]
     deployments: tuple[Deployment, ...] | None
     """Variants placed per cluster as written in the file; None means: computed by greedy packing."""
-    paths: dict[tuple[str, str], PathMetrics] = field(repr=False, compare=False, hash=False)
+    routes: Routes = field(repr=False, compare=False, hash=False)
 
-    @property
+    @cached_property
     def antennas(self) -> tuple[Site, ...]:
         return tuple(s for s in self.sites if s.is_antenna)
 
-    @property
+    @cached_property
     def clusters(self) -> tuple[Site, ...]:
         return tuple(s for s in self.sites if s.is_cluster)
 
+    @cached_property
+    def _by_name(self) -> dict[str, Site]:
+        return {s.name: s for s in self.sites}
+
     def site(self, name: str) -> Site:
-        for s in self.sites:
-            if s.name == name:
-                return s
-        raise KeyError(f"{self.source}: no site named {name!r}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.source}: no site named {name!r}") from None
 
     def path(self, a: str, b: str) -> PathMetrics:
         """Returns the one-way metrics of the path from site a to site b (an empty path if a == b)."""
-        return self.paths[(a, b)]
+        return self.routes.path(a, b)
