@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
@@ -157,3 +158,35 @@ def test_worker_subcommand_refuses_gpu_without_cuda(capsys) -> None:
     args = parser.parse_args(["worker", "--model", MODEL, "--device", "gpu", "--port", "0"])
     assert args.func(args) == 1
     assert "onnxruntime-gpu" in capsys.readouterr().err
+
+
+def test_worker_subcommand_applies_its_request_limits(tmp_path: Path) -> None:
+    """`run_testbed.py worker --body-budget-mb` bounds the bodies in flight, as `python -m workers.serve` does."""
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(f"""
+version: 1
+origin: test
+models:
+  {MODEL}: {{task: object-detection, input_size: [416, 416], accuracy: 0.2, accuracy_source: test}}
+runtimes:
+  - {{model: {MODEL}, device: cpu, threads: 1, cpu_cores: 1, gpus: 0, memory_mib: 1,
+     batch_latency_ms: {{1: 5.0}}, input_ms_per_mb: 0.0, source: test}}
+""")
+    budget_mb = 0.05
+    cmd = [sys.executable, str(REPO_ROOT / "run_testbed.py"), "worker", "--model", MODEL, "--port", "0",
+           "--profile-driven", str(profile), "--body-budget-mb", str(budget_mb)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = read_line(proc, 60)
+        assert line.startswith("READY http://127.0.0.1:"), line
+        body = b"\xff\xd8" + bytes(200_000)  # four times the budget
+        request = urllib.request.Request(f"{line.split()[1]}/v2/models/{MODEL}/frames", data=body,
+                                         headers={"Content-Type": "image/jpeg"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        answer = json.load(refused.value)
+        assert (refused.value.code, answer["error"]) == (503, "body_budget"), answer
+        assert answer["budget_bytes"] == int(budget_mb * 2**20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
