@@ -7,8 +7,8 @@ plan as a Mininet `Topo`, which `net.TestbedNet` (Mininet) builds from the recor
 (hosts, switches, controller) and `links` (veths, wires, shaped interfaces); `shaping` (netem, TBF) and
 `wire` (userspace delay, jitter, loss) shape links with `topologies.LinkShape`; `stp` works out a cyclic
 topology's spanning tree; `controller` (os-ken apps) forwards; `measure` checks links and switch hops;
-`capture` writes pcaps; `record`, `clean` and `leftovers` make sure nothing outlives a run; `cli` gives the
-`net` and `clean` commands, `mncli` Mininet's CLI.
+`capture` writes pcaps; `record`, `deathwatch`, `clean` and `leftovers` make sure nothing outlives a run;
+`cli` gives the `net` and `clean` commands, `mncli` Mininet's CLI.
 """
 
 import logging as _logging

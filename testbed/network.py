@@ -152,9 +152,13 @@ class EmulatedNetwork:
 
     def start(self) -> None:
         """Checks, builds, and waits until the network forwards; tears down on any failure."""
+        # imported here, not above: `python -m testbed.deathwatch` imports the package, hence this module
+        from testbed.deathwatch import start_deathwatch
+
         self.stp = preflight.check(self.topology, switch=self.switch_kind, controller=self.controller_kind,
                                    plan=self.plan)
         self.record.start(self.run_id)
+        start_deathwatch(self.record)  # stops the run's processes should this one die without tearing down
         if threading.current_thread() is threading.main_thread():
             self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
@@ -167,7 +171,7 @@ class EmulatedNetwork:
                      f"{f' ({self.datapath} datapath)' if self.datapath else ''}{stp_note}, "
                      f"controller={self.controller_kind}, mtu={self.mtu}, run dir {self.run_dir}")
             self.log(self.address_table())
-            self._start_watchdog()
+            self._start_deathwatch()
         except BaseException:
             self.stop()
             raise
@@ -413,7 +417,7 @@ class EmulatedNetwork:
 
     # -- helpers dying -----------------------------------------------------------------------------
 
-    def _start_watchdog(self) -> None:
+    def _start_deathwatch(self) -> None:
         self._watchdog = threading.Thread(target=self._watch, name="testbed-watchdog", daemon=True)
         self._watchdog.start()
 
