@@ -155,8 +155,7 @@ def overhead_loopback(n: int, base: Path) -> dict:
         base / "worker.log",
     )
     run = RunDir(base / "scheduler-run")  # the scheduler reads a run dir: spec, workers, t0
-    for folder in (run.root, run.scheduler_stats("ant1").parent, run.windows_log("ant1").parent):
-        folder.mkdir(parents=True, exist_ok=True)
+    run.make_dirs()
     write_spec(RunSpec(topo="tiny", policy="least-impedance", out=run.root), run.spec)
     run.workers.write_text(json.dumps({"mobilenet-ssd-cpu-b1@ant1": {"url": wurl, "model": "mobilenet-ssd"}}))
     write_t0(run.t0, time.time())
