@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.resultspage import write_results_page  # noqa: E402
 from live.orchestrate import run_live  # noqa: E402
+from live.procs import Proc, wait_ready  # noqa: E402
 from live.report import LiveResult  # noqa: E402
 from live.rundir import RunDir, write_t0  # noqa: E402
 from live.spec import RunSpec, write_spec  # noqa: E402
@@ -102,21 +101,12 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path) -> dict:
     }
 
 
-def _start(argv: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+def _start(argv: list[str], log: Path) -> tuple[Proc, str]:
     """Starts a service on loopback and returns it with the URL of its READY line."""
-    f = log.open("w")
-    proc = subprocess.Popen(
-        argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready = [x for x in log.read_text().splitlines() if x.startswith("READY")]
-        if ready:
-            return proc, ready[0].split()[1]
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text())
-        time.sleep(0.05)
-    raise RuntimeError(f"not ready: {argv}")
+    proc = Proc(log.stem, None, argv, log)
+    proc.start()
+    wait_ready([proc], 60.0)
+    return proc, proc.url
 
 
 def overhead_loopback(n: int, base: Path) -> dict:
@@ -199,8 +189,7 @@ def overhead_loopback(n: int, base: Path) -> dict:
         via, direct, status = asyncio.run(drive())
     finally:
         for p in (sched, worker):
-            p.terminate()
-            p.wait(10)
+            p.stop()
     added = np.asarray(via) - np.asarray(direct)
     return {
         "frames": n,

@@ -54,6 +54,7 @@ from benchmarks.worker_http import (  # noqa: E402
 )
 from workers import zoo  # noqa: E402
 from workers.engine import OnnxProcessor, Query  # noqa: E402
+from workers.lifecycle import read_ready  # noqa: E402
 from workers.modelconfig import load_model  # noqa: E402
 from workers.runtime import keep_freed_memory, make_session  # noqa: E402
 
@@ -252,10 +253,8 @@ def bare_floor(kind: str, pause_ms: float, cpus: set[int] | None, req: Request, 
         cmd += ["--cpu", str(min(cpus))]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"bare {kind} server did not start: {line!r}")
-        return asyncio.run(floor_round_trips(int(line.split()[1]), req, local, count, block))["floor"]
+        port = int(read_ready(proc, f"bare {kind} server"))
+        return asyncio.run(floor_round_trips(port, req, local, count, block))["floor"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -304,7 +303,7 @@ def main() -> None:
     b, concurrency, secs = args.batch, 3 * args.batch, args.duration_s
     say(f"model {args.model}, batch {b}, {args.threads} intra-op thread(s), 1 replica, {concurrency} concurrent "
         f"clients ({CLIENT.__name__}), {secs:.0f} s per measurement, {args.rounds} rounds; "
-        f"host load {Path('/proc/loadavg').read_text().split()[:3]}")
+        f"host load {[round(x, 2) for x in os.getloadavg()]}")
 
     # The worker tunes malloc so (workers/runtime.py); the baseline gets the same, or the comparison
     # would credit the service with the page faults it saves.

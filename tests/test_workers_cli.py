@@ -190,3 +190,17 @@ runtimes:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_read_ready_skips_other_lines_and_names_a_process_that_exits_first() -> None:
+    from workers.lifecycle import read_ready, ready_address
+
+    assert ready_address("READY http://10.0.0.1:7000\n") == "http://10.0.0.1:7000"
+    assert ready_address("READY") == "" and ready_address("READYISH x") is None and ready_address("") is None
+    talk = "print('loading'); print('READY 127.0.0.1:5', flush=True)"
+    proc = subprocess.Popen([sys.executable, "-c", talk], stdout=subprocess.PIPE, text=True)
+    assert read_ready(proc, "talker", 30) == "127.0.0.1:5"
+    proc.wait()
+    quiet = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], stdout=subprocess.PIPE, text=True)
+    with pytest.raises(RuntimeError, match="quiet exited before it was ready .status 3"):
+        read_ready(quiet, "quiet", 30)
