@@ -10,6 +10,8 @@ the profile-driven worker use; `load_profiles` derives the scheduler's variants 
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -250,11 +252,21 @@ def write_profile(profile: ProfileFile, path: str | Path) -> None:
         data["capacity_frame_kb"] = profile.capacity_frame_kb
     if profile.load_accounting != RATE:
         data["load_accounting"] = profile.load_accounting
-    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    _write_atomically(Path(path), yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Writes a file so that a reader sees the old content or the new, never a part (temp file + os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # --- what the scheduler takes from it ---------------------------------------------------------------------
@@ -423,13 +435,14 @@ def write_scaled_profile(src: str | Path | None, factor: float, dst: Path) -> Pa
     if not (np.isfinite(factor) and factor > 0):
         raise ProfileError(f"profile scale {factor!r}: must be a finite number > 0")
     load_profiles(path)  # the copy is only as good as its source
-    doc = load_yaml(path, ProfileError)
-    doc["origin"] = f"{doc.get('origin', path.name)}; every batch latency x{factor:g} ({path.name})"
-    for r in doc["runtimes"]:
-        for key in ("batch_latency_ms", "batch_latency_p99_ms"):
-            if key in r:
-                r[key] = {b: float(ms) * factor for b, ms in r[key].items()}
-        r["source"] = f"x{factor:g}: {r.get('source', '')}"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+    pf = read_profile(path)
+
+    def scaled(table: dict[int, float]) -> dict[int, float]:
+        return {b: ms * factor for b, ms in table.items()}
+
+    runtimes = tuple(dataclasses.replace(rt, batch_latency_ms=scaled(rt.batch_latency_ms),
+                                         batch_latency_p99_ms=scaled(rt.batch_latency_p99_ms),
+                                         source=f"x{factor:g}: {rt.source}") for rt in pf.runtimes)
+    write_profile(dataclasses.replace(pf, origin=f"{pf.origin or path.name}; every batch latency x{factor:g} "
+                                                 f"({path.name})", runtimes=runtimes), dst)
     return dst
