@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from testbed.plan import NETWORK_FILE, read_host_address
 
 SCHEDULER_PORT = 7000
 """Every antenna scheduler listens on this port of its host's emulated address."""
@@ -54,7 +55,7 @@ class RunDir:
 
     @property
     def network(self) -> Path:
-        return self.root / "network.json"
+        return self.root / NETWORK_FILE
 
     @property
     def records(self) -> Path:
@@ -136,13 +137,7 @@ class RunDir:
 
     def host_address(self, role: str, site: str) -> str:
         """Returns the emulated address of the host of `role` at `site`, from the network's description."""
-        try:
-            hosts = json.loads(self.network.read_text())["hosts"]
-            return next(str(h["ip"]) for h in hosts if h["name"] == f"{role}-{site}")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{self.network}: no address for host {role}-{site} ({exc!r})") from None
-        except StopIteration:
-            raise ValueError(f"{self.network}: no host {role}-{site}") from None
+        return read_host_address(self.network, role, site)
 
     def scheduler_url(self, antenna: str) -> str:
         return f"http://{self.host_address('scheduler', antenna)}:{SCHEDULER_PORT}"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed import measure, preflight, sh, shaping, stp, switches
 from testbed.errors import CommandError, HelperDiedError, NetworkError
-from testbed.plan import End, HostPlan, NetworkPlan, build_plan
+from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
 from topologies import Topology, load_topology
 
@@ -413,7 +413,7 @@ class EmulatedNetwork:
             "links": [{"name": lk.name, "kind": lk.kind, "a": _end_label(lk.a), "b": _end_label(lk.b),
                        "shape": asdict(lk.shape) if lk.shape else None} for lk in self.plan.links],
         }
-        (self.run_dir / "network.json").write_text(json.dumps(desc, indent=1) + "\n")
+        (self.run_dir / NETWORK_FILE).write_text(json.dumps(desc, indent=1) + "\n")
 
     # -- helpers dying -----------------------------------------------------------------------------
 
