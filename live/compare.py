@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workload_arguments(p, lambda_default="6", duration_default_s=DURATION_S, replay=False)
     p.add_argument("--policies", default="closest,least-impedance,load-balancing",
                    help=f"comma list of policies, or all ({', '.join(POLICY_NAMES)})")
-    p.add_argument("--profiles", type=Path, default=None, help="profile file (default: measured, else provisional)")
+    p.add_argument("--profiles", type=Path, default=None, help="profile file: a name (provisional, measured-local) or a path "
+                        "(default: the committed measured default, scheduler/profiles/default.yaml)")
     p.add_argument("--profile-scale", type=float, default=1.0, metavar="K",
                    help="both sides use the profile with every batch latency x K (written to OUT/profiles-xK.yaml): "
                         "a slower system reaches the loads where policies differ at rates the testbed carries")
