@@ -626,3 +626,17 @@ def test_load_reports_and_their_failures_move_a_worker_down_and_up(tiny_system) 
     live.report_failed(1, ConnectionError(), timed_out=False)
     assert not live.workers[1].up
     assert [e["event"] for e in live.events] == ["worker-down", "worker-up", "worker-down"]
+
+
+def test_run_options_help_says_what_each_flag_does() -> None:
+    import argparse
+
+    from live.spec import add_run_arguments
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    actions = {a.dest: a for a in parser._actions}
+    assert actions["measure_links"].help.startswith("skip measuring the links")  # the flag turns it off
+    assert actions["profile_real_workers"].help.startswith("decide with --profiles as given")
+    assert {actions[d].metavar for d in ("timeout_s", "window_s", "load_poll_s")} == {"SECONDS"}
+    assert all(") (" not in (a.help or "") for a in parser._actions), "a help with two parentheses in a row"
