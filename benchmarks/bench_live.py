@@ -3,9 +3,9 @@ antenna it sustains before the success ratio drops because of the testbed itself
 and the scheduler's overhead per query on the live path (p50, p99). Needs root.
 
     .venv/bin/python benchmarks/bench_live.py [--rates 25,50,100,200] [--duration 20] [--mtu 9000,1500]
-                                              [--overhead-frames 1000] [--only-overhead] [--no-page]
+                                              [--overhead-frames 1000] [--only-overhead] [--results-page]
 
-Prints its tables and writes them to docs/results/live-load.md (analysis.resultspage; --no-page: print only).
+Prints its tables; with --results-page also writes them to docs/results/live-load.md (analysis.resultspage).
 
 Each rate runs its own network: per antenna `rate / 25` streams of 25 fps, 40 kB frames, a 1 s budget
 and a low accuracy floor, bound by load-balancing, so scheduling never limits them (the profiles'
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.resultspage import write_results_page  # noqa: E402
+from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
 from live.orchestrate import run_live  # noqa: E402
 from live.procs import Proc, wait_ready  # noqa: E402
 from live.report import LiveResult  # noqa: E402
@@ -259,7 +259,7 @@ def main() -> int:
         "--overhead-frames", type=int, default=1000, help="frames of the loopback overhead test (0: skip)"
     )
     ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
-    ap.add_argument("--no-page", action="store_true", help="print only; do not write docs/results/live-load.md")
+    add_results_page_argument(ap, "live-load")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-live-"))
     ov = None
@@ -281,8 +281,8 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1) + "\n")
         print(f"run dirs under {base}")
-    if not args.no_page and (ov is not None or rows):
-        page = write_results_page("live-load", "Live testbed load and scheduler overhead",
+    if args.results_page and (ov is not None or rows):
+        page = write_results_page(args.results_page, "Live testbed load and scheduler overhead",
                                   results_page(ov, rows, args.duration))
         print(f"wrote {page}")
     return 0

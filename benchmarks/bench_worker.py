@@ -20,7 +20,7 @@ At low load the worker is pinned to its own CPU (`--cpus`, as the testbed pins w
 client and baseline to the others.
 
     .venv/bin/python benchmarks/bench_worker.py [--model tiny-yolov2] [--batch 4] [--threads 1]
-        [--aiohttp-client] [--no-pin] [--low-load-only]
+        [--aiohttp-client] [--no-pin] [--low-load-only] [--results-page]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.resultspage import write_results_page  # noqa: E402
+from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
 from benchmarks.worker_http import (  # noqa: E402
     AiohttpClient,
     LeanClient,
@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=10, help="queries per back-to-back block at low load")
     parser.add_argument("--aiohttp-client", action="store_true", help="load and probe with aiohttp's client")
     parser.add_argument("--low-load-only", action="store_true", help="skip the saturation measurements")
-    parser.add_argument("--no-page", action="store_true", help="do not write docs/results/workers.md")
+    add_results_page_argument(parser, "workers")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the low-load worker to its own CPU "
                         "(the benchmark pins its main thread; with --threads > 1 ORT's pool threads are not)")
     args = parser.parse_args()
@@ -402,9 +402,9 @@ def main() -> None:
         f"p50 {med(lone['to_start']):.2f} ms from arrival to batch start (the W of simulator/batching.py)")
     os.sched_setaffinity(0, set(cpus))  # the page names the cores the host has, not those the client kept
     say(f"measured in {time.monotonic() - started_s:.0f} s")
-    if not args.no_page:
+    if args.results_page:
         intro = __doc__.split("\n    .venv/bin/python")[0].strip()
-        page = write_results_page("workers", "Worker service against raw ONNX Runtime",
+        page = write_results_page(args.results_page, "Worker service against raw ONNX Runtime",
                                   f"{intro}\n\n## Findings\n\n```text\n" + "\n".join(FINDINGS) + "\n```\n")
         print(f"wrote {page}")
 
