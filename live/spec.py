@@ -60,8 +60,9 @@ class RunSpec:
     """Queries are sent until this time (None with a trace: until its last stream ends)."""
     seed: int = opt(1, external=True)
     profiles: Path | None = opt(None)
-    """profile file: a name (provisional, measured-local) or a path (default: the committed measured default,
-    scheduler/profiles/default.yaml)"""
+    """profile file, or the name of one in scheduler/profiles/: provisional (literature estimates),
+    measured-local (what `run_testbed.py profile` wrote); default: the committed measured
+    scheduler/profiles/default.yaml"""
     out: Path | None = opt(None)
     """run dir (default runs/<time>-<topo>)"""
     real_sites: tuple[str, ...] | None = opt(None, "--real-workers", metavar="SITES", parse=_sites)

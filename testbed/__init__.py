@@ -1,6 +1,5 @@
 """The emulated network, and nothing else: a topology becomes a Mininet network (hosts in namespaces,
-switches, shaped links), which it measures, captures and tears down. It may import `topologies` only; the
-live run (live/) builds on it.
+switches, shaped links), which it measures, captures and tears down; the live run (live/) builds on it.
 
 `EmulatedNetwork` is the entry point (network.py); `plan` derives names and addresses; `topo` describes the
 plan as a Mininet `Topo`, which `net.TestbedNet` (Mininet) builds from the recorded classes of `nodes`
