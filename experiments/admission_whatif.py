@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
+from experiments.oracle_search import STUDY_LAMBDAS  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
 from scheduler.profiles import (  # noqa: E402
     INPUT_TIME,
@@ -48,9 +49,6 @@ from topologies import load_topology  # noqa: E402
 from training.rollout import EvalCase, run_static  # noqa: E402
 from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
 from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
-
-LAMBDAS = "60,100"
-"""The loads of the failure study (experiments/failure_sites.py, the oracle): the paper's middle and highest."""
 
 
 def profile_with_frame_kb(src: Path, frame_kb: float, dst: Path, accounting: str = RATE) -> Path:
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--topo", default="full-edge")
     ap.add_argument("--profiles", default=None, help="profile file (default: the default profile)")
-    add_sweep_arguments(ap, lambdas_default=LAMBDAS)
+    add_sweep_arguments(ap, lambdas_default=STUDY_LAMBDAS)
     ap.add_argument("--frame-kb", default="0,60,80",
                     help="nominal frame sizes in kB under rate accounting (0: the capacities as the profile has them)")
     ap.add_argument("--input-time-kb", default="50",

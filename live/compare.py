@@ -19,7 +19,7 @@ from analysis.fidelity import compare_dirs, write_report
 from analysis.records import read_records
 from analysis.resultspage import add_results_page_argument, write_results_page
 from live.spec import RunSpec
-from scheduler.core import POLICY_NAMES, policy_index
+from scheduler.core import ALL, POLICY_NAMES, policy_index
 from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles, write_scaled_profile
 from scheduler.system import build_system
 from simulator.engine import SimConfig
@@ -71,7 +71,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)
         return 2
-    policies = list(POLICY_NAMES) if args.policies == "all" else [p.strip() for p in args.policies.split(",")]
+    policies = list(POLICY_NAMES) if args.policies == ALL else [p.strip() for p in args.policies.split(",")]
     for p in policies:
         policy_index(p)  # static policies only: compare runs no agent
     workload = workload_from_args(args)  # refuses a bad --lambda or --duration
