@@ -26,6 +26,7 @@ from topologies.strict import (
     Positive,
     StrictModel,
     WholeNumber,
+    at_key,
     derived,
     load_yaml,
     validate,
@@ -136,6 +137,8 @@ class ProfileDocument(StrictModel):
 
 @dataclass(frozen=True)
 class ModelProfile:
+    """One model of a profile: its task, input size, accuracy and where the accuracy comes from."""
+
     task: str
     input_size: tuple[int, int] | None  # [height, width]
     accuracy: float
@@ -203,33 +206,30 @@ def read_profile(path: str | Path) -> ProfileFile:
     for i, rt in enumerate(runtimes):
         for n in sorted(rt.batch_latency_ms):
             if rt.variant(n) in names:
-                raise _fail(path, f"runtimes[{i}]", f"variant {rt.variant(n)!r} is defined twice")
+                raise ProfileError(at_key(path, f"runtimes[{i}]", f"variant {rt.variant(n)!r} is defined twice"))
             names.add(rt.variant(n))
     if doc.load_accounting == INPUT_TIME and doc.capacity_frame_kb <= 0:
-        raise _fail(path, "capacity_frame_kb", "load_accounting input-time measures load in queries of a nominal "
-                                               "frame: give its size in kB (> 0)")
+        raise ProfileError(at_key(path, "capacity_frame_kb", "load_accounting input-time measures load in queries of "
+                                                             "a nominal frame: give its size in kB (> 0)"))
     return ProfileFile(doc.version, doc.origin, models, runtimes, doc.capacity_frame_kb, doc.load_accounting)
 
 
 def _runtime(path: Path, where: str, r: RuntimeEntry, models: dict[str, ModelProfile]) -> RuntimeProfile:
     if r.model not in models:
-        raise _fail(path, f"{where}.model", f"{r.model!r} is not in 'models'")
+        raise ProfileError(at_key(path, f"{where}.model", f"{r.model!r} is not in 'models'"))
     table = r.batch_latency_ms
     sizes = sorted(table)
     for small, big in zip(sizes, sizes[1:], strict=False):
         if table[big] < table[small]:
-            raise _fail(path, f"{where}.batch_latency_ms.{big}", f"a batch of {big} ({table[big]} ms) cannot "
-                                                                 f"take less than a batch of {small} ({table[small]} ms)")
+            raise ProfileError(at_key(path, f"{where}.batch_latency_ms.{big}",
+                                      f"a batch of {big} ({table[big]} ms) cannot take less than a batch of {small} "
+                                      f"({table[small]} ms)"))
     return RuntimeProfile(
         model=r.model, device=r.device, threads=int(r.threads), cpu_cores=r.cpu_cores,
         gpus=int(r.gpus) if r.gpus is not None else (1 if r.device == "gpu" else 0), memory_mib=r.memory_mib,
         batch_latency_ms=dict(r.batch_latency_ms), batch_latency_p99_ms=dict(r.batch_latency_p99_ms),
         batch_latency_spread_ms=dict(r.batch_latency_spread_ms), input_ms_per_mb=r.input_ms_per_mb,
         source=r.source)
-
-
-def _fail(path: Path | str, where: str, message: str) -> ProfileError:
-    return ProfileError(f"{path}: {where}: {message}")
 
 
 def _runtime_dict(rt: RuntimeProfile) -> dict:
@@ -274,17 +274,6 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 # --- what the scheduler takes from it ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the scheduler knows of one model: its task and accuracy, and where the accuracy comes from."""
-
-    name: str
-    task: str
-    input_size: tuple[int, int]
-    accuracy: float
-    accuracy_source: str
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -369,7 +358,8 @@ class ProfileSet:
 
     source: str
     origin: str
-    models: dict[str, ModelInfo]
+    models: dict[str, ModelProfile]
+    """Per model name: its task, input size, accuracy and the accuracy's source (as the file has them)."""
     variants: dict[str, Variant]
     capacity_frame_kb: float = 0.0
     """Nominal frame size whose input time the declared capacities count (0: none)."""
@@ -414,15 +404,14 @@ def load_profiles(path: str | Path | None = None) -> ProfileSet:
     """Returns the profiles in a file (a path or a name, as `resolve_profile_path`); raises ProfileError."""
     path = resolve_profile_path(path)
     pf = read_profile(path)
-    models = {name: ModelInfo(name=name, task=m.task, input_size=m.input_size or (0, 0), accuracy=m.accuracy,
-                              accuracy_source=m.accuracy_source) for name, m in pf.models.items()}
+    models = pf.models
     variants: dict[str, Variant] = {}
     for rt in pf.runtimes:
         table = _batch_table(rt.batch_latency_ms)
         model = models[rt.model]
         for n in rt.batch_latency_ms:
             variants[rt.variant(n)] = Variant(
-                name=rt.variant(n), model=model.name, task=model.task, device=rt.device, batch_size=n,
+                name=rt.variant(n), model=rt.model, task=model.task, device=rt.device, batch_size=n,
                 threads=rt.threads, cpu_cores=rt.cpu_cores, gpus=rt.gpus, memory_mib=rt.memory_mib,
                 batch_ms=table[: n + 1], input_ms_per_mb=rt.input_ms_per_mb, accuracy=model.accuracy,
                 source=rt.source, capacity_input_ms=rt.input_ms_per_mb * pf.capacity_frame_kb / 1000.0,
