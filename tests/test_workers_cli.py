@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from worker_profile import write_worker_profile
 
 from scheduler.profiles import read_profile
 from workers import zoo
@@ -162,16 +163,7 @@ def test_worker_subcommand_refuses_gpu_without_cuda(capsys) -> None:
 
 def test_worker_subcommand_applies_its_request_limits(tmp_path: Path) -> None:
     """`run_testbed.py worker --body-budget-mb` bounds the bodies in flight, as `python -m workers.serve` does."""
-    profile = tmp_path / "profile.yaml"
-    profile.write_text(f"""
-version: 1
-origin: test
-models:
-  {MODEL}: {{task: object-detection, input_size: [416, 416], accuracy: 0.2, accuracy_source: test}}
-runtimes:
-  - {{model: {MODEL}, device: cpu, threads: 1, cpu_cores: 1, gpus: 0, memory_mib: 1,
-     batch_latency_ms: {{1: 5.0}}, input_ms_per_mb: 0.0, source: test}}
-""")
+    profile = write_worker_profile(tmp_path / "profile.yaml", MODEL, {1: 5.0})
     budget_mb = 0.05
     cmd = [sys.executable, str(REPO_ROOT / "run_testbed.py"), "worker", "--model", MODEL, "--port", "0",
            "--profile-driven", str(profile), "--body-budget-mb", str(budget_mb)]

@@ -5,6 +5,7 @@ defaults, pre/post-processing, and the model card)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -109,14 +110,9 @@ def read_config(folder: Path) -> ModelConfig:
     return dataclasses.replace(config, folder=Path(folder))
 
 
-_ADAPTER: TypeAdapter[ModelConfig] | None = None
-
-
+@functools.cache
 def _adapter() -> TypeAdapter[ModelConfig]:
-    global _ADAPTER
-    if _ADAPTER is None:
-        _ADAPTER = TypeAdapter(ModelConfig)
-    return _ADAPTER
+    return TypeAdapter(ModelConfig)
 
 
 def write_config(config: ModelConfig) -> Path:
