@@ -1,4 +1,3 @@
 """What both environments write and read: per-query records, tallies, summaries, plots, calibration, the
-simulator-vs-testbed fidelity comparison, and the results pages under docs/results/. May import topologies,
-workload and scheduler.
+simulator-vs-testbed fidelity comparison, and the results pages under docs/results/.
 """

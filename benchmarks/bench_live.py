@@ -3,9 +3,9 @@ antenna it sustains before the success ratio drops because of the testbed itself
 and the scheduler's overhead per query on the live path (p50, p99). Needs root.
 
     .venv/bin/python benchmarks/bench_live.py [--rates 25,50,100,200] [--duration 20] [--mtu 9000,1500]
-                                              [--overhead-frames 1000] [--only-overhead] [--no-page]
+                                              [--overhead-frames 1000] [--only-overhead] [--results-page]
 
-Prints its tables and writes them to docs/results/live-load.md (analysis.resultspage; --no-page: print only).
+Prints its tables; with --results-page also writes them to docs/results/live-load.md (analysis.resultspage).
 
 Each rate runs its own network: per antenna `rate / 25` streams of 25 fps, 40 kB frames, a 1 s budget
 and a low accuracy floor, bound by load-balancing, so scheduling never limits them (the profiles'
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.resultspage import write_results_page  # noqa: E402
+from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
 from live.orchestrate import run_live  # noqa: E402
+from live.procs import Proc, wait_ready  # noqa: E402
 from live.report import LiveResult  # noqa: E402
 from live.rundir import RunDir, write_t0  # noqa: E402
 from live.spec import RunSpec, write_spec  # noqa: E402
@@ -102,21 +101,12 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path) -> dict:
     }
 
 
-def _start(argv: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+def _start(argv: list[str], log: Path) -> tuple[Proc, str]:
     """Starts a service on loopback and returns it with the URL of its READY line."""
-    f = log.open("w")
-    proc = subprocess.Popen(
-        argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready = [x for x in log.read_text().splitlines() if x.startswith("READY")]
-        if ready:
-            return proc, ready[0].split()[1]
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text())
-        time.sleep(0.05)
-    raise RuntimeError(f"not ready: {argv}")
+    proc = Proc(log.stem, None, argv, log)
+    proc.start()
+    wait_ready([proc], 60.0)
+    return proc, proc.url
 
 
 def overhead_loopback(n: int, base: Path) -> dict:
@@ -155,8 +145,7 @@ def overhead_loopback(n: int, base: Path) -> dict:
         base / "worker.log",
     )
     run = RunDir(base / "scheduler-run")  # the scheduler reads a run dir: spec, workers, t0
-    for folder in (run.root, run.scheduler_stats("ant1").parent, run.windows_log("ant1").parent):
-        folder.mkdir(parents=True, exist_ok=True)
+    run.make_dirs()
     write_spec(RunSpec(topo="tiny", policy="least-impedance", out=run.root), run.spec)
     run.workers.write_text(json.dumps({"mobilenet-ssd-cpu-b1@ant1": {"url": wurl, "model": "mobilenet-ssd"}}))
     write_t0(run.t0, time.time())
@@ -200,8 +189,7 @@ def overhead_loopback(n: int, base: Path) -> dict:
         via, direct, status = asyncio.run(drive())
     finally:
         for p in (sched, worker):
-            p.terminate()
-            p.wait(10)
+            p.stop()
     added = np.asarray(via) - np.asarray(direct)
     return {
         "frames": n,
@@ -271,7 +259,7 @@ def main() -> int:
         "--overhead-frames", type=int, default=1000, help="frames of the loopback overhead test (0: skip)"
     )
     ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
-    ap.add_argument("--no-page", action="store_true", help="print only; do not write docs/results/live-load.md")
+    add_results_page_argument(ap, "live-load")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-live-"))
     ov = None
@@ -293,8 +281,8 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1) + "\n")
         print(f"run dirs under {base}")
-    if not args.no_page and (ov is not None or rows):
-        page = write_results_page("live-load", "Live testbed load and scheduler overhead",
+    if args.results_page and (ov is not None or rows):
+        page = write_results_page(args.results_page, "Live testbed load and scheduler overhead",
                                   results_page(ov, rows, args.duration))
         print(f"wrote {page}")
     return 0

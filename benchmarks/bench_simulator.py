@@ -40,7 +40,8 @@ def one_run(topo: str, lam: float, duration: float, records: str, policy: str = 
     """Returns wall time, queries and peak RSS of one simulation (run in this process)."""
     system = build_system(load_topology(topo), load_profiles())
     # The trace `run_testbed.py simulate --lambda LAM --duration D --seed S` generates.
-    trace, _ = Workload(lambda_per_min=str(lam), duration_s=duration, seed=seed).build(system.antennas)
+    trace, _ = Workload(lambda_per_min=str(lam), duration_s=duration, seed=seed, trace=None,
+                        default_duration_s=duration).build(system.antennas)
     with tempfile.TemporaryDirectory() as tmp:
         writer = RecordWriter(Path(tmp) / f"records.{records}") if records else None
         sim = Simulation(system, trace, SimConfig(duration_s=duration), seed=1,

@@ -20,7 +20,7 @@ At low load the worker is pinned to its own CPU (`--cpus`, as the testbed pins w
 client and baseline to the others.
 
     .venv/bin/python benchmarks/bench_worker.py [--model tiny-yolov2] [--batch 4] [--threads 1]
-        [--aiohttp-client] [--no-pin] [--low-load-only]
+        [--aiohttp-client] [--no-pin] [--low-load-only] [--results-page]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.resultspage import write_results_page  # noqa: E402
+from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
 from benchmarks.worker_http import (  # noqa: E402
     AiohttpClient,
     LeanClient,
@@ -54,6 +54,7 @@ from benchmarks.worker_http import (  # noqa: E402
 )
 from workers import zoo  # noqa: E402
 from workers.engine import OnnxProcessor, Query  # noqa: E402
+from workers.lifecycle import read_ready  # noqa: E402
 from workers.modelconfig import load_model  # noqa: E402
 from workers.runtime import keep_freed_memory, make_session  # noqa: E402
 
@@ -252,10 +253,8 @@ def bare_floor(kind: str, pause_ms: float, cpus: set[int] | None, req: Request, 
         cmd += ["--cpu", str(min(cpus))]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"bare {kind} server did not start: {line!r}")
-        return asyncio.run(floor_round_trips(int(line.split()[1]), req, local, count, block))["floor"]
+        port = int(read_ready(proc, f"bare {kind} server"))
+        return asyncio.run(floor_round_trips(port, req, local, count, block))["floor"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -290,7 +289,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=10, help="queries per back-to-back block at low load")
     parser.add_argument("--aiohttp-client", action="store_true", help="load and probe with aiohttp's client")
     parser.add_argument("--low-load-only", action="store_true", help="skip the saturation measurements")
-    parser.add_argument("--no-page", action="store_true", help="do not write docs/results/workers.md")
+    add_results_page_argument(parser, "workers")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the low-load worker to its own CPU "
                         "(the benchmark pins its main thread; with --threads > 1 ORT's pool threads are not)")
     args = parser.parse_args()
@@ -304,7 +303,7 @@ def main() -> None:
     b, concurrency, secs = args.batch, 3 * args.batch, args.duration_s
     say(f"model {args.model}, batch {b}, {args.threads} intra-op thread(s), 1 replica, {concurrency} concurrent "
         f"clients ({CLIENT.__name__}), {secs:.0f} s per measurement, {args.rounds} rounds; "
-        f"host load {Path('/proc/loadavg').read_text().split()[:3]}")
+        f"host load {[round(x, 2) for x in os.getloadavg()]}")
 
     # The worker tunes malloc so (workers/runtime.py); the baseline gets the same, or the comparison
     # would credit the service with the page faults it saves.
@@ -403,9 +402,9 @@ def main() -> None:
         f"p50 {med(lone['to_start']):.2f} ms from arrival to batch start (the W of simulator/batching.py)")
     os.sched_setaffinity(0, set(cpus))  # the page names the cores the host has, not those the client kept
     say(f"measured in {time.monotonic() - started_s:.0f} s")
-    if not args.no_page:
+    if args.results_page:
         intro = __doc__.split("\n    .venv/bin/python")[0].strip()
-        page = write_results_page("workers", "Worker service against raw ONNX Runtime",
+        page = write_results_page(args.results_page, "Worker service against raw ONNX Runtime",
                                   f"{intro}\n\n## Findings\n\n```text\n" + "\n".join(FINDINGS) + "\n```\n")
         print(f"wrote {page}")
 

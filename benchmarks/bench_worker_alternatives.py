@@ -45,6 +45,7 @@ from benchmarks.bench_worker import frame_jpeg, served_frames  # noqa: E402
 from benchmarks.worker_http import LeanClient, Request, Worker  # noqa: E402
 from workers import zoo  # noqa: E402
 from workers.engine import OnnxProcessor, Query  # noqa: E402
+from workers.lifecycle import read_ready  # noqa: E402
 from workers.modelconfig import REPO_ROOT, load_model  # noqa: E402
 from workers.runtime import keep_freed_memory  # noqa: E402
 
@@ -75,14 +76,7 @@ class Service:
 
 def wait_ready(proc: subprocess.Popen, what: str, timeout_s: float = 120.0) -> int:
     """Returns the port from the process's `READY <port>` line (other lines, e.g. Triton's log, skipped)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{what} exited before it was ready (status {proc.wait()})")
-        if line.startswith("READY "):
-            return int(line.split()[1].rsplit(":", 1)[-1])
-    raise RuntimeError(f"{what} not ready in {timeout_s:.0f} s")
+    return int(read_ready(proc, what, timeout_s).rsplit(":", 1)[-1])
 
 
 def start_worker(model: str, batch: int, delay_ms: float, cpu: int, jpeg: bytes) -> Service:
@@ -198,7 +192,7 @@ def main() -> None:
     service_cpu = cpus[-1]
     os.sched_setaffinity(0, set(cpus[:-1]) or set(cpus))
     jpeg = frame_jpeg()
-    load0 = Path("/proc/loadavg").read_text().split()[:3]
+    load0 = [round(x, 2) for x in os.getloadavg()]
     say(f"model {args.model}, {len(jpeg) // 1000} kB JPEG frames, 1 intra-op thread; services pinned to CPU "
         f"{service_cpu}, load generator and in-process runs on {sorted(os.sched_getaffinity(0))}; host load {load0}")
     pytriton_note = None
@@ -262,7 +256,7 @@ def main() -> None:
             f"{added[name]:5.2f} ms{ratio}")
     if pytriton_note:
         say(f"Triton (PyTriton): {pytriton_note}")
-    say(f"host load at the end {Path('/proc/loadavg').read_text().split()[:3]}; measured in "
+    say(f"host load at the end {[round(x, 2) for x in os.getloadavg()]}; measured in "
         f"{time.monotonic() - started:.0f} s")
     os.sched_setaffinity(0, set(cpus))
     if args.results_page:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from analysis.resultspage import add_results_page_argument, write_results_page  
 from benchmarks.bench_worker import frame_jpeg  # noqa: E402
 from benchmarks.worker_http import LeanClient, Request  # noqa: E402
 from workers import zoo  # noqa: E402
+from workers.lifecycle import read_ready  # noqa: E402
 from workers.modelconfig import REPO_ROOT  # noqa: E402
 
 
@@ -145,15 +147,12 @@ def measure(args: argparse.Namespace, tree: Path | None, worker_args: list[str],
     cmd = [sys.executable, "-m", "workers.serve", "--model", args.model, "--port", "0", "--batch", "1",
            "--max-batch-delay-ms", "0", "--models-dir", str(REPO_ROOT / "models"), *worker_args]
     say(f"worker: {args.model}, batch 1, from {'this tree' if tree is None else tree}; options "
-        f"{' '.join(worker_args) or '(defaults)'}; host load {Path('/proc/loadavg').read_text().split()[:3]}")
+        f"{' '.join(worker_args) or '(defaults)'}; host load {[round(x, 2) for x in os.getloadavg()]}")
     # The worker's log goes to a file: a pipe nobody reads until the end would fill and stop the worker.
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, cwd=tree or REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
-            line = proc.stdout.readline()
-            if not line.startswith("READY "):
-                raise RuntimeError(f"worker did not start: {line!r}")
-            host, port = line.split()[1].removeprefix("http://").rsplit(":", 1)
+            host, port = read_ready(proc, "worker").removeprefix("http://").rsplit(":", 1)
             asyncio.run(run(args, host, int(port), proc.pid, say))
         finally:
             proc.terminate()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def main() -> None:
         try:
             url = proc.stdout.readline().split()[1] + "/v2/models/tiny-yolov2/frames"
             print(f"profile-driven tiny-yolov2, batch {b}, W 2 ms; host load "
-                  f"{Path('/proc/loadavg').read_text().split()[:3]}")
+                  f"{[round(x, 2) for x in os.getloadavg()]}")
             for concurrency in (1, 3 * b):
                 served, secs, batches = asyncio.run(load(url, concurrency, args.duration_s))
                 excess = [ms - LATENCY_MS[n] for n, ms in batches if n in LATENCY_MS]

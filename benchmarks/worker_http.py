@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 import numpy as np
 
+from workers.lifecycle import read_ready
 from workers.modelconfig import REPO_ROOT
 
 
@@ -27,10 +28,7 @@ class Worker:
         if cpus:
             cmd += ["--cpus", ",".join(map(str, sorted(cpus)))]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"worker did not start: {line!r}")
-        self.url = line.split()[1]
+        self.url = read_ready(self.proc, "worker")
         self.host, port = self.url.removeprefix("http://").rsplit(":", 1)
         self.port = int(port)
 

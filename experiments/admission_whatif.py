@@ -26,7 +26,7 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,31 +34,31 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
+from experiments.oracle_search import STUDY_LAMBDAS  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
-from scheduler.profiles import INPUT_TIME, RATE, default_profile_path, load_profiles  # noqa: E402
+from scheduler.profiles import (  # noqa: E402
+    INPUT_TIME,
+    RATE,
+    default_profile_path,
+    load_profiles,
+    read_profile,
+    write_profile,
+)
 from scheduler.system import SystemModel, build_system  # noqa: E402
 from topologies import load_topology  # noqa: E402
-from topologies.loader import load_yaml_strict  # noqa: E402
 from training.rollout import EvalCase, run_static  # noqa: E402
 from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
 from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
-
-LAMBDAS = "60,100"
-"""The loads of the failure study (experiments/failure_sites.py, the oracle): the paper's middle and highest."""
 
 
 def profile_with_frame_kb(src: Path, frame_kb: float, dst: Path, accounting: str = RATE) -> Path:
     """Writes a copy of profile file `src` with `capacity_frame_kb: frame_kb` and `load_accounting: accounting`;
     returns `dst`."""
-    import yaml
-
     load_profiles(src)  # refuses a bad source with its own message
-    doc = load_yaml_strict(src, ValueError)
-    doc["capacity_frame_kb"] = frame_kb
-    doc["load_accounting"] = accounting
-    doc["origin"] = (f"{doc.get('origin', src.name)}; capacity counts {frame_kb:g} kB of input per query, "
-                     f"{accounting} load accounting")
-    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+    pf = read_profile(src)
+    write_profile(replace(pf, capacity_frame_kb=frame_kb, load_accounting=accounting,
+                          origin=f"{pf.origin or src.name}; capacity counts {frame_kb:g} kB of input per query, "
+                                 f"{accounting} load accounting"), dst)
     return dst
 
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--topo", default="full-edge")
     ap.add_argument("--profiles", default=None, help="profile file (default: the default profile)")
-    add_sweep_arguments(ap, lambdas_default=LAMBDAS)
+    add_sweep_arguments(ap, lambdas_default=STUDY_LAMBDAS)
     ap.add_argument("--frame-kb", default="0,60,80",
                     help="nominal frame sizes in kB under rate accounting (0: the capacities as the profile has them)")
     ap.add_argument("--input-time-kb", default="50",

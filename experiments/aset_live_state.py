@@ -13,6 +13,7 @@ own estimate of the load), so this is an end-to-end comparison, not one of the e
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -89,7 +90,9 @@ def main(run_dir: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    sys.exit(main(Path(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a live run's directory, run with an agent")
+    args = parser.parse_args()
+    if not (args.run_dir / "config.json").is_file():
+        parser.error(f"{args.run_dir}: not a live run's directory (no config.json)")
+    sys.exit(main(args.run_dir))

@@ -35,6 +35,7 @@ from analysis.resultspage import add_results_page_argument, write_results_page  
 from analysis.summary import Ratios  # noqa: E402
 from experiments.oracle_search import (  # noqa: E402
     BASE,
+    STUDY_LAMBDAS,
     advance,
     agent_sim,
     check_clone,
@@ -51,9 +52,6 @@ from topologies import load_topology  # noqa: E402
 from training.rollout import EvalCase, run_static  # noqa: E402
 from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
 from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
-
-LAMBDAS = "60,100"
-"""The loads of the oracle study: the paper's middle load and its highest."""
 
 
 # -- one case ---------------------------------------------------------------------------------------------
@@ -291,7 +289,7 @@ def results_page(name: str, cases: list[dict[str, Any]], table: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--topo", default="full-edge", help="topology name or file (default full-edge)")
-    add_sweep_arguments(ap, lambdas_default=LAMBDAS)
+    add_sweep_arguments(ap, lambdas_default=STUDY_LAMBDAS)
     ap.add_argument("--horizon", type=int, default=None,
                     help="decision windows of load-balancing after the candidate's (default: to the end)")
     ap.add_argument("--agent", default=None, help="agent.onnx (or its folder): T, K and the profile file as "

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
-from experiments.oracle_search import BASE, advance, agent_sim, env_config  # noqa: E402
+from experiments.oracle_search import BASE, STUDY_LAMBDAS, advance, agent_sim, env_config  # noqa: E402
 from scheduler.core import POLICY_NAMES  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import SystemModel, build_system  # noqa: E402
@@ -32,9 +32,6 @@ from topologies.loader import load_topology  # noqa: E402
 from training.rollout import EvalCase, success_of  # noqa: E402
 from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
 from workload.args import add_sweep_arguments, sweep_from_args  # noqa: E402
-
-LAMBDAS = "60,100"
-"""The loads of the oracle study it sits next to (experiments/aset_oracle.py)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ def warmup_success(setup: tuple[SystemModel, EnvConfig], run: WarmupRun) -> floa
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--topo", default="full-edge")
-    add_sweep_arguments(ap, lambdas_default=LAMBDAS)
+    add_sweep_arguments(ap, lambdas_default=STUDY_LAMBDAS)
     ap.add_argument("--policies", default="farthest,cheaper,random-proportional-load")
     ap.add_argument("--windows", default="1,2,3", help="decision windows the start policy binds")
     ap.add_argument("--agent", default=None, help="agent dir or .onnx: its decision window and profile")

@@ -45,6 +45,9 @@ from training.rollout import SIM_WINDOW_S, EvalCase, agent_env, success_of
 
 BASE = "load-balancing"
 """The base policy of every rollout (the best static on full-edge)."""
+STUDY_LAMBDAS = "60,100"
+"""The loads of the oracle study and of those beside it (warm-up rule, admission what-if): the paper's middle
+load and its highest."""
 
 _SHARED = ("system", "physics", "trace", "config", "apps", "s_ant", "s_app", "s_task", "s_end", "s_class",
            "replicas", "batch", "batch_ms", "input_ms_per_byte", "queue_limit")

@@ -12,12 +12,11 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from live.clock import REAL_CLOCK, Clock, Stopwatch, process_cpu_s
-from live.windowlog import log_state, log_window
+from live.windowlog import ClosedWindow
 from scheduler.core import POLICY_NAMES, LoadState, Scheduler, StreamRequest
 from scheduler.system import SystemModel
 from scheduler.window import WindowMeasurement, stream_class
@@ -106,7 +105,6 @@ class AntennaScheduler:
         capacity_headroom: float = 1.0,
         window_s: float = 1.0,
         log: Callable[[str], None] = print,
-        windows_log: Path | None = None,
         arrival_scale: float | None = None,
         clock: Clock = REAL_CLOCK,
     ) -> None:
@@ -147,7 +145,6 @@ class AntennaScheduler:
         self.window_policy_us: tuple[float, float] | None = None
         """What choosing the current window's policy cost, wall and CPU us (None: chosen at start, idle state)."""
         self.policy_windows: dict[str, int] = {}
-        self.windows_log = windows_log
 
     def set_t0(self, t0_s: float) -> None:
         self.t0_s, self.t0_known = t0_s, True
@@ -421,9 +418,9 @@ class AntennaScheduler:
             policy=self.policy,
         )
 
-    def close_window(self, end_s: float, decide: bool = True) -> WindowMeasurement:
-        """Ends the current window at `end_s` (the clock's `now_s`): measures it, logs its row and, with
-        `decide`, hands it to the chooser and applies the policy of the next window."""
+    def close_window(self, end_s: float, decide: bool = True) -> ClosedWindow:
+        """Returns the current window ended at `end_s` (the clock's `now_s`), measured; with `decide`, hands
+        the measurement to the chooser and applies the policy of the next window."""
         watch = Stopwatch(cpu=True)
         for sid, entry in list(self.rejected_open.items()):
             self._count_rejected(entry, end_s, closing=False)
@@ -434,10 +431,8 @@ class AntennaScheduler:
         m = self.measure(c, max(end_s - self.window_start_s, 1e-3))
         policy = int(self.chooser(m)) if decide else self.policy
         cost_us, cost_cpu_us = watch.wall_us(), watch.cpu_us()
-        if self.windows_log is not None:
-            log_window(self.windows_log, self, c, m, end_s)
-            if decide:
-                log_state(self.windows_log, self)
+        closed = ClosedWindow(self.antenna, self.window_index, (self.window_start_s - self.t0_s) * 1000.0,
+                              (end_s - self.t0_s) * 1000.0, self.policy, self.window_policy_us, c, m, decide)
         name = POLICY_NAMES[self.policy]
         self.policy_windows[name] = self.policy_windows.get(name, 0) + 1
         if decide:
@@ -450,13 +445,15 @@ class AntennaScheduler:
             self.window_policy_us = (cost_us, cost_cpu_us)
             self.window_index += 1
             self.window_start_s = end_s
-        return m
+        return closed
 
-    def stop(self) -> None:
-        """Logs the window under way (without choosing a next one): the service is stopping."""
+    def stop(self) -> ClosedWindow | None:
+        """Returns the window under way, ended now without choosing a next one (the service is stopping);
+        None before the run's start."""
         now = self.clock.now_s()
         if self.t0_known and now > self.window_start_s > 0.0:
-            self.close_window(now, decide=False)
+            return self.close_window(now, decide=False)
+        return None
 
     # -- the end -----------------------------------------------------------------------------------------
 

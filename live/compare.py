@@ -19,8 +19,8 @@ from analysis.fidelity import compare_dirs, write_report
 from analysis.records import read_records
 from analysis.resultspage import add_results_page_argument, write_results_page
 from live.spec import RunSpec
-from scheduler.core import POLICY_NAMES, policy_index
-from scheduler.profiles import load_profiles, write_scaled_profile
+from scheduler.core import ALL, POLICY_NAMES, policy_index
+from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles, write_scaled_profile
 from scheduler.system import build_system
 from simulator.engine import SimConfig
 from simulator.run import simulate_policy
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workload_arguments(p, lambda_default="6", duration_default_s=DURATION_S, replay=False)
     p.add_argument("--policies", default="closest,least-impedance,load-balancing",
                    help=f"comma list of policies, or all ({', '.join(POLICY_NAMES)})")
-    p.add_argument("--profiles", type=Path, default=None, help="profile file (default: measured, else provisional)")
+    p.add_argument("--profiles", type=Path, default=None, help=PROFILES_OPTION_HELP)
     p.add_argument("--profile-scale", type=float, default=1.0, metavar="K",
                    help="both sides use the profile with every batch latency x K (written to OUT/profiles-xK.yaml): "
                         "a slower system reaches the loads where policies differ at rates the testbed carries")
@@ -71,7 +71,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)
         return 2
-    policies = list(POLICY_NAMES) if args.policies == "all" else [p.strip() for p in args.policies.split(",")]
+    policies = list(POLICY_NAMES) if args.policies == ALL else [p.strip() for p in args.policies.split(",")]
     for p in policies:
         policy_index(p)  # static policies only: compare runs no agent
     workload = workload_from_args(args)  # refuses a bad --lambda or --duration

@@ -1,19 +1,14 @@
 """Faults a live run injects on purpose: `--kill-worker RESOURCE=SECONDS` (SIGKILL that resource's worker)
 and `--restart-scheduler ANTENNA=SECONDS` (stop that antenna's scheduler and start a fresh one), checked
-before anything starts and applied at their time after t0.
+before anything starts; the orchestrator applies them at their time after t0 (`LiveRun.apply_fault`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from live.spec import RunSpec
 from scheduler.system import SystemModel
-
-if TYPE_CHECKING:
-    from live.orchestrate import LiveRun
-    from testbed.network import EmulatedNetwork
 
 KILL_WORKER, RESTART_SCHEDULER = "kill-worker", "restart-scheduler"
 
@@ -40,19 +35,3 @@ def check_faults(spec: RunSpec, resources: list[str], system: SystemModel) -> No
             raise ValueError(f"--kill-worker: no resource {name!r}; resources: " + ", ".join(resources))
     for ant, _ in spec.restart_scheduler:
         system.antenna_index(ant)
-
-
-def apply_fault(run: LiveRun, net: EmulatedNetwork, fault: Fault) -> None:
-    """Injects the fault now and logs it in the run's events."""
-    if fault.kind == KILL_WORKER:
-        proc = run.workers[[p.resource for p in run.workers_plan].index(fault.target)]
-        proc.kill()
-        run.events("worker-killed", resource=fault.target, pid=proc.popen.pid if proc.popen else None)
-        return
-    old = run.schedulers[fault.target]
-    old.stop()
-    run.events("scheduler-stopped", antenna=fault.target)
-    run.restarts[fault.target] = run.restarts.get(fault.target, 0) + 1
-    new = run.start_scheduler(net, fault.target)
-    run.schedulers[fault.target] = new
-    run.events("scheduler-restarted", antenna=fault.target, url=new.url)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from analysis.records import RecordWriter
+from live.rundir import RunDir
 
 
 class RecordMerger:
@@ -71,39 +72,39 @@ class Events:
         )
 
 
-def source_stats(out: Path) -> dict[str, dict]:
+def source_stats(run: RunDir) -> dict[str, dict]:
     """Returns each source's last words (its `DONE {...}` line): records, frames, send lag, CPU."""
     stats = {}
-    for path in sorted((out / "logs").glob("source-*.log")):
+    for name, path in run.logs_of("source").items():
         for line in path.read_text(errors="replace").splitlines():
             if line.startswith("DONE "):
                 with contextlib.suppress(ValueError):
-                    stats[path.stem.removeprefix("source-")] = json.loads(line[5:])
+                    stats[name] = json.loads(line[5:])
     return stats
 
 
-def scheduler_stats(out: Path) -> dict[str, dict]:
+def scheduler_stats(run: RunDir) -> dict[str, dict]:
     """Returns every scheduler process's statistics file (`schedulers/<antenna>[.n].json`)."""
     stats = {}
-    for path in sorted((out / "schedulers").glob("*.json")):
+    for path in run.all_scheduler_stats():
         with contextlib.suppress(ValueError, OSError):
             stats[path.stem] = json.loads(path.read_text())
     return stats
 
 
-def merge_windows(out: Path) -> list[dict]:
+def merge_windows(run: RunDir) -> list[dict]:
     """Merges every scheduler's windows log (`windows/<antenna>[.n].csv`) into `windows.csv`, sorted by
     window then antenna, and returns its rows (a restarted scheduler's rows follow its predecessor's)."""
     rows: list[dict] = []
     columns: list[str] = []
-    for path in sorted((out / "windows").glob("*.csv")):
+    for path in run.all_windows_logs():
         with contextlib.suppress(OSError), path.open(newline="") as f:
             reader = csv.DictReader(f)
             columns = list(reader.fieldnames or columns)
             rows += list(reader)
     rows.sort(key=lambda r: (int(r["window"]), r["antenna"], float(r["t_start_ms"])))
     if columns:
-        with (out / "windows.csv").open("w", newline="") as f:
+        with run.windows.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=columns)
             w.writeheader()
             w.writerows(rows)

@@ -34,6 +34,8 @@ class Option:
     """What the help says the default is (None: the field's default; "": nothing, the docstring says it)."""
     external: bool = False
     """Another parser adds this option (its dest is still the field's name): skipped here."""
+    help_flag: str | None = None
+    """The help of a flag that turns a True field off (`--no-...`), which the field's docstring does not say."""
 
 
 def opt(default: Any, flag: str | None = None, **how: Any) -> Any:
@@ -86,7 +88,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, external: Callable[[
         flag = o.flag or "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
             action = "store_false" if f.default else "store_true"
-            parser.add_argument(flag, dest=f.name, action=action, help=help_text)
+            parser.add_argument(flag, dest=f.name, action=action,
+                                help=help_text if o.help_flag is None else o.help_flag.replace("%", "%%"))
             continue
         kind = o.parse or _base_type(hints[f.name])
         if kind is Path or kind in (str, int, float):

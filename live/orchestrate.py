@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
-from live.faults import apply_fault, check_faults, fault_schedule
+from live.faults import KILL_WORKER, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
 from live.plan import (
     WorkerPlan,
@@ -36,7 +36,7 @@ from live.realprofile import (
     real_worker_cpu,
     time_real_workers,
 )
-from live.report import LiveInterrupted, LiveResult, summarise
+from live.report import LiveInterrupted, LiveResult, RunFacts, summarise
 from live.rundir import RunDir, write_t0
 from live.spec import RunSpec, write_spec
 from scheduler.core import POLICY_NAMES
@@ -100,7 +100,7 @@ class LiveRun:
             raise ValueError(f"--out {self.out}: the folder exists and is not empty")
         self.out.mkdir(parents=True, exist_ok=True)
         self.dir = RunDir(self.out)
-        self.events = Events(self.out / "events.jsonl", log)
+        self.events = Events(self.dir.events, log)
         self.workers: list[Proc] = []
         self.schedulers: dict[str, Proc] = {}
         self.sources: list[Proc] = []
@@ -145,7 +145,7 @@ class LiveRun:
             self.workers_plan = self.plan()
             return real_model_batches(self.system, {p.resource for p in self.workers_plan if p.real})
 
-        path, self.profiled = time_real_workers(Path(self.profiles.source), self.out / "profiles.yaml",
+        path, self.profiled = time_real_workers(Path(self.profiles.source), self.dir.profiles,
                                                 real_models_of, self.log)
         real_models_of(path)
         after = {r.name for r in self.system.resources}
@@ -220,8 +220,7 @@ class LiveRun:
         return proc
 
     def start_schedulers(self, net: EmulatedNetwork) -> None:
-        self.dir.scheduler_stats("x").parent.mkdir(exist_ok=True)
-        self.dir.windows_log("x").parent.mkdir(exist_ok=True)
+        self.dir.make_dirs()
         for ant in self.system.antennas:
             self.schedulers[ant] = self._child("live.scheduler", "scheduler", ant, net)
             self.schedulers[ant].start()
@@ -274,11 +273,11 @@ class LiveRun:
         faults = fault_schedule(self.spec)
         give_up = self.t0_s + self.duration_s + self.spec.timeout_s + 30.0
         next_sample = 0.0
-        with (self.out / "port_stats.jsonl").open("w") as ports:
+        with self.dir.port_stats.open("w") as ports:
             while any(s.running() for s in self.sources):
                 now = time.time()
                 while faults and now >= self.t0_s + faults[0].at_s:
-                    apply_fault(self, net, faults.pop(0))
+                    self.apply_fault(net, faults.pop(0))
                 if now >= next_sample:
                     next_sample = now + 1.0
                     sample = {"t_ms": round((now - self.t0_s) * 1000.0, 1),
@@ -297,10 +296,35 @@ class LiveRun:
             if code not in (0, None):
                 self.events("source-failed", source=s.name, exit=code, log=str(s.log))
 
+    def apply_fault(self, net: EmulatedNetwork, fault: Fault) -> None:
+        """Injects the fault now and logs it in the run's events."""
+        if fault.kind == KILL_WORKER:
+            proc = self.workers[[p.resource for p in self.workers_plan].index(fault.target)]
+            proc.kill()
+            self.events("worker-killed", resource=fault.target, pid=proc.popen.pid if proc.popen else None)
+            return
+        self.schedulers[fault.target].stop()
+        self.events("scheduler-stopped", antenna=fault.target)
+        self.restarts[fault.target] = self.restarts.get(fault.target, 0) + 1
+        new = self.start_scheduler(net, fault.target)
+        self.schedulers[fault.target] = new
+        self.events("scheduler-restarted", antenna=fault.target, url=new.url)
+
     def cpu_snapshot(self, net: EmulatedNetwork) -> dict[str, tuple[str, float]]:
         """Returns {process label: (group, CPU seconds so far)} for every process that serves the run."""
         groups = {"workers": self.workers, "schedulers": list(self.schedulers.values()), "sources": self.sources}
         return cpu_snapshot(groups, getattr(net, "_helpers", []))  # the network's own helpers: wires, controller
+
+    def facts(self) -> RunFacts:
+        """Returns what the report needs of this run besides its files."""
+        return RunFacts(
+            out=self.out, trace=self.trace, duration_s=self.duration_s, window_s=self.spec.window_s,
+            topology=self.topo.name, policy=self.policy, seed=self.spec.seed if self.spec.trace is None else None,
+            load_label=self.load_label, profiles=self.profiles.source, real_sites=self.real_sites,
+            real_resources=frozenset(p.resource for p in self.workers_plan if p.real), cpu_groups=dict(self.cpu_groups),
+            agent=str(self.spec.agent) if self.spec.agent is not None else None,
+            decision_window_s=self.decision_window_s, network=self.network, events=list(self.events.entries),
+        )
 
     def stop_services(self) -> None:
         """Stops the sources (still running only if the run is cut short), the schedulers (they write their
@@ -392,7 +416,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
     try:
         with net:
             caps = start_captures(
-                net, choose_hosts(net.plan.hosts, spec.pcap), run.out / "pcap", spec.pcap_snaplen
+                net, choose_hosts(net.plan.hosts, spec.pcap), run.dir.pcap, spec.pcap_snaplen
             )
             try:
                 if spec.measure_links:
@@ -412,7 +436,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
                 cpu_before, t_traffic = run.cpu_snapshot(net), time.monotonic()
                 run.wait_sources(net, merger)
                 run.cpu_groups = write_cpu(
-                    run.out / "cpu.json", cpu_before, run.cpu_snapshot(net), time.monotonic() - t_traffic
+                    run.dir.cpu, cpu_before, run.cpu_snapshot(net), time.monotonic() - t_traffic
                 )
                 run.events("sources-done", cpu_s=run.cpu_groups)
                 run.open_cli(net)
@@ -428,7 +452,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
         if interrupted:
             raise KeyboardInterrupt
         raise RuntimeError("the run stopped before any source started")
-    result = summarise(run, time.monotonic() - t_start)
+    result = summarise(run.facts(), time.monotonic() - t_start)
     result.interrupted = interrupted
     if interrupted:
         raise LiveInterrupted(result)

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from testbed.network import Host
+from workers.lifecycle import ready_address
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 120.0
@@ -25,7 +26,8 @@ class Proc:
     """A process of the run, the host it runs in and its log file."""
 
     name: str
-    host: Host
+    host: Host | None
+    """The emulated host it runs in (None: this machine's own network, e.g. a benchmark on loopback)."""
     argv: list[str]
     log: Path
     popen: subprocess.Popen | None = None
@@ -35,13 +37,9 @@ class Proc:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("a") as f:
-            self.popen = self.host.popen(
-                self.argv,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+            options = dict(stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.popen = (subprocess.Popen(self.argv, **options) if self.host is None  # type: ignore[call-overload]
+                          else self.host.popen(self.argv, **options))
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -72,9 +70,9 @@ def wait_ready(procs: list[Proc], timeout_s: float = READY_TIMEOUT_S) -> None:
     while pending:
         for p in list(pending):
             text = p.log.read_text(errors="replace") if p.log.exists() else ""
-            ready = [line for line in text.splitlines() if line.startswith("READY")]
+            ready = [a for a in map(ready_address, text.splitlines()) if a is not None]
             if ready:
-                p.url = (ready[-1].split() + [""])[1]
+                p.url = ready[-1]
                 pending.remove(p)
             elif not p.running():
                 raise RuntimeError(

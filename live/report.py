@@ -9,7 +9,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,10 +16,37 @@ from analysis.plots import plot_success_over_time
 from analysis.records import OUTCOMES, read_records
 from analysis.summary import RunSummary, Tally, outcome_index
 from live.merge import merge_windows, scheduler_stats, source_stats
+from live.rundir import RunDir
 from simulator.run import write_timeseries
+from workload.trace import Trace
 
-if TYPE_CHECKING:
-    from live.orchestrate import LiveRun
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the report needs of a finished run besides its files (the orchestrator's `LiveRun.facts`)."""
+
+    out: Path
+    """The run dir, as given."""
+    trace: Trace
+    duration_s: float
+    window_s: float
+    """The report's time-series bin (the spec's --window)."""
+    topology: str
+    policy: str
+    seed: int | None
+    """The generated workload's seed (None: a trace was replayed)."""
+    load_label: str
+    profiles: str
+    """The profile file the schedulers decided with."""
+    real_sites: tuple[str, ...]
+    real_resources: frozenset[str]
+    cpu_groups: dict[str, float]
+    """CPU seconds per group during the traffic (cpu.json), without the sources' own."""
+    agent: str | None
+    decision_window_s: float
+    network: dict
+    events: list[dict]
+    """The orchestrator's events so far."""
 
 
 @dataclass
@@ -36,6 +62,8 @@ class LiveResult:
     wall_s: float
     events: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    cpu_groups: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per group during the traffic, the sources' own included."""
 
 
 class LiveInterrupted(KeyboardInterrupt):
@@ -70,50 +98,51 @@ def window_policies(rows: list[dict]) -> dict:
     }
 
 
-def summarise(run: LiveRun, wall_s: float) -> LiveResult:
+def summarise(run: RunFacts, wall_s: float) -> LiveResult:
     """Reads the records back: summary.json, timeseries (overall and per app), success.png."""
-    table = read_records(run.out / "records.csv")
+    files = RunDir(run.out)
+    table = read_records(files.records)
     apps = tuple(sorted(set(run.trace.app.tolist())))
-    tally = Tally(run.spec.window_s, apps)
+    tally = Tally(run.window_s, apps)
     t_send = table.column("t_send_ms").to_numpy()
     last_ms = float(t_send.max()) if len(t_send) else 0.0  # a source that fell behind sends past the duration
     app_col = np.array(table.column("app").to_pylist(), dtype=object)
     lookup = {a: i for i, a in enumerate(apps)}
     outcomes = np.array(table.column("outcome").to_pylist(), dtype=object)
     tally.add(t_send, np.array([lookup[a] for a in app_col], dtype=np.int64), outcome_index(outcomes))
-    window_ms = run.spec.window_s * 1000.0
+    window_ms = run.window_s * 1000.0
     n_windows = max(1, math.ceil(run.duration_s * 1000.0 / window_ms), math.floor(last_ms / window_ms) + 1)
     reasons: dict[str, int] = {}
     for o, r in zip(outcomes, table.column("reason").to_pylist(), strict=True):
         key = f"{o}:{r}" if r else o
         reasons[key] = reasons.get(key, 0) + 1
-    sched = scheduler_stats(run.out)
-    real = {p.resource for p in run.workers_plan if p.real}
+    sched = scheduler_stats(files)
     inferred = np.isfinite(table.column("t_infer_end_ms").to_numpy())
     names = [
         f"{v}@{c}"
         for v, c in zip(table.column("variant").to_pylist(), table.column("cluster").to_pylist(), strict=True)
     ]
     real_inferred = {
-        r: int(sum(1 for n, ok in zip(names, inferred, strict=True) if ok and n == r)) for r in real
+        r: int(sum(1 for n, ok in zip(names, inferred, strict=True) if ok and n == r)) for r in run.real_resources
     }
-    sources = source_stats(run.out)
+    sources = source_stats(files)
+    cpu_groups = dict(run.cpu_groups)
     if sources:  # the sources have exited by the last CPU snapshot: they report their own CPU time
-        run.cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
+        cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
     expected = run.trace.expected_queries(run.duration_s)
-    windows = merge_windows(run.out)
+    windows = merge_windows(files)
     summary = RunSummary.from_tally(
         tally,
         n_windows,
         environment="testbed",
-        topology=run.topo.name,
+        topology=run.topology,
         policy=run.policy,
-        seed=run.spec.seed if run.spec.trace is None else None,
+        seed=run.seed,
         lambda_per_min=run.load_label,
         duration_s=run.duration_s,
         extra={
             "streams": len(run.trace),
-            "profiles": run.profiles.source,
+            "profiles": run.profiles,
             "expected_queries": expected,
             "recorded_queries": table.num_rows,
             "real_onnx_inferred": real_inferred,
@@ -121,29 +150,28 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
             "real_sites": list(run.real_sites),
             "wall_s": round(wall_s, 1),
             "sources": sources,
-            "cpu_s": run.cpu_groups,
+            "cpu_s": cpu_groups,
             "scheduler_overhead_us": {k: v.get("overhead_us") for k, v in sched.items()},
-            "agent": str(run.spec.agent) if run.spec.agent is not None else None,
+            "agent": run.agent,
             "decision_window_s": run.decision_window_s,
             "policy_windows": window_policies(windows),
             "network": run.network,
         },
     )
-    summary.write_json(run.out / "summary.json")
-    write_timeseries(summary, run.out / "timeseries.csv")
-    _write_per_app(tally, n_windows, run.out / "timeseries_per_app.csv")
+    summary.write_json(files.summary)
+    write_timeseries(summary, files.timeseries)
+    _write_per_app(tally, n_windows, files.timeseries_per_app)
     bands = {}
     for r in windows:
         bands.setdefault(r["antenna"], []).append(
             (float(r["t_start_ms"]) / 1000.0, float(r["t_end_ms"]) / 1000.0, r["policy"])
         )
-    plot_success_over_time([summary], run.out / "success.png", policy_bands=bands or None)
+    plot_success_over_time([summary], files.success_plot, policy_bands=bands or None)
     from_schedulers = [
         {**e, "source": f"scheduler {k}"} for k, v in sched.items() for e in v.get("events", [])
     ]
-    with (run.out / "events.jsonl").open("a") as f:  # one log of every event: the orchestrator's and theirs
+    with files.events.open("a") as f:  # one log of every event: the orchestrator's and theirs
         f.writelines(json.dumps(e) + "\n" for e in from_schedulers)
-    events = run.events.entries + from_schedulers
     return LiveResult(
         summary=summary,
         out=run.out,
@@ -152,7 +180,8 @@ def summarise(run: LiveRun, wall_s: float) -> LiveResult:
         reasons=reasons,
         scheduler_stats=sched,
         wall_s=wall_s,
-        events=events,
+        events=run.events + from_schedulers,
+        cpu_groups=cpu_groups,
     )
 
 

@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from testbed.plan import NETWORK_FILE, read_host_address
 
 SCHEDULER_PORT = 7000
 """Every antenna scheduler listens on this port of its host's emulated address."""
@@ -54,11 +55,55 @@ class RunDir:
 
     @property
     def network(self) -> Path:
-        return self.root / "network.json"
+        return self.root / NETWORK_FILE
 
     @property
     def records(self) -> Path:
         return self.root / "records.csv"
+
+    @property
+    def events(self) -> Path:
+        """The run's one event log: the orchestrator's events, then the schedulers'."""
+        return self.root / "events.jsonl"
+
+    @property
+    def port_stats(self) -> Path:
+        return self.root / "port_stats.jsonl"
+
+    @property
+    def cpu(self) -> Path:
+        return self.root / "cpu.json"
+
+    @property
+    def pcap(self) -> Path:
+        """The folder of the captures, one file per host."""
+        return self.root / "pcap"
+
+    @property
+    def profiles(self) -> Path:
+        """The profile with this host's figures for the real workers' models (when the run times them)."""
+        return self.root / "profiles.yaml"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def timeseries(self) -> Path:
+        return self.root / "timeseries.csv"
+
+    @property
+    def timeseries_per_app(self) -> Path:
+        return self.root / "timeseries_per_app.csv"
+
+    @property
+    def success_plot(self) -> Path:
+        return self.root / "success.png"
+
+    @property
+    def windows(self) -> Path:
+        """Every scheduler's windows log merged."""
+        return self.root / "windows.csv"
 
     def source_records(self, antenna: str) -> Path:
         return self.root / "records" / f"{antenna}.csv"
@@ -66,22 +111,33 @@ class RunDir:
     def scheduler_stats(self, antenna: str, restart: int = 0) -> Path:
         return self.root / "schedulers" / f"{_numbered(antenna, restart)}.json"
 
+    def all_scheduler_stats(self) -> list[Path]:
+        """Returns every scheduler process's statistics file, by name (`ant1`, `ant1.1`, ...)."""
+        return sorted(self.scheduler_stats("x").parent.glob("*.json"))
+
     def windows_log(self, antenna: str, restart: int = 0) -> Path:
         return self.root / "windows" / f"{_numbered(antenna, restart)}.csv"
+
+    def all_windows_logs(self) -> list[Path]:
+        return sorted(self.windows_log("x").parent.glob("*.csv"))
 
     def log(self, kind: str, name: str, restart: int = 0) -> Path:
         """Returns the log of a process: `logs/<kind>-<name>[.N].log` (kind: worker, scheduler, source)."""
         return self.root / "logs" / f"{kind}-{_numbered(name, restart)}.log"
 
+    def logs_of(self, kind: str) -> dict[str, Path]:
+        """Returns {name[.N]: log} of every process of a kind that has a log."""
+        prefix = f"{kind}-"
+        return {p.stem.removeprefix(prefix): p for p in sorted(self.log(kind, "x").parent.glob(f"{prefix}*.log"))}
+
+    def make_dirs(self) -> None:
+        """Creates the run dir and the folders its processes write into."""
+        for path in (self.source_records("x"), self.scheduler_stats("x"), self.windows_log("x"), self.log("x", "x")):
+            path.parent.mkdir(parents=True, exist_ok=True)
+
     def host_address(self, role: str, site: str) -> str:
         """Returns the emulated address of the host of `role` at `site`, from the network's description."""
-        try:
-            hosts = json.loads(self.network.read_text())["hosts"]
-            return next(str(h["ip"]) for h in hosts if h["name"] == f"{role}-{site}")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{self.network}: no address for host {role}-{site} ({exc!r})") from None
-        except StopIteration:
-            raise ValueError(f"{self.network}: no host {role}-{site}") from None
+        return read_host_address(self.network, role, site)
 
     def scheduler_url(self, antenna: str) -> str:
         return f"http://{self.host_address('scheduler', antenna)}:{SCHEDULER_PORT}"

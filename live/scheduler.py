@@ -15,6 +15,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -23,11 +24,15 @@ from live.antenna import AntennaScheduler, PolicyChooser, static_policy
 from live.clock import Stopwatch
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
 from live.spec import DEFAULT_POLICY, read_spec
+from live.windowlog import WindowsLog
 from scheduler.core import ASET, POLICY_NAMES, StreamRequest, check_policy, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
 from topologies import load_topology
 from workers.lifecycle import serving
+
+if TYPE_CHECKING:
+    from scheduler.aset.policy import AsetController
 
 
 @dataclass
@@ -41,8 +46,10 @@ LIVE = web.AppKey("live", AntennaScheduler)
 CLIENT = web.AppKey("client", Client)
 
 
-def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0) -> web.Application:
-    """Returns the scheduler's application: stream open/close, frame relay, status."""
+def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
+               windows: WindowsLog | None = None) -> web.Application:
+    """Returns the scheduler's application: stream open/close, frame relay, status; its decision windows
+    logged to `windows`."""
     app = web.Application(client_max_size=16 * 2**20)
     app[LIVE] = live
     app[CLIENT] = client = Client()
@@ -50,7 +57,7 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0) -> web.Appl
     async def background(app: web.Application):
         client.session = session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         tasks = [asyncio.create_task(poll_loads(live, session, poll_interval_s)),
-                 asyncio.create_task(window_loop(live))]
+                 asyncio.create_task(window_loop(live, windows))]
         yield
         for task in tasks:
             task.cancel()
@@ -91,15 +98,18 @@ async def poll_loads(live: AntennaScheduler, session: aiohttp.ClientSession, int
         await asyncio.sleep(interval_s)
 
 
-async def window_loop(live: AntennaScheduler) -> None:
-    """Closes each decision window at its end (aligned on t0, once t0 is known) on the state's clock."""
+async def window_loop(live: AntennaScheduler, windows: WindowsLog | None = None) -> None:
+    """Closes each decision window at its end (aligned on t0, once t0 is known) on the state's clock, and
+    logs it to `windows`."""
     while not live.t0_known:
         await asyncio.sleep(0.01)
     live.begin_windows()
     while True:
         end = live.next_window_end_s()
         await live.clock.sleep_until(end)
-        live.close_window(end)
+        closed = live.close_window(end)
+        if windows is not None:
+            windows.write(closed)
 
 
 _REQUEST_KEYS = ("fps", "frame_bytes", "max_delay_ms", "min_accuracy")
@@ -199,20 +209,31 @@ def _answer(live: AntennaScheduler, answer: dict, watch: Stopwatch) -> web.Respo
     return web.json_response(answer)
 
 
-def choose_policy(
-    system: SystemModel, policy: str | None, agent: Path | None, window_s: float
-) -> tuple[PolicyChooser, int, float]:
-    """Returns (chooser, first policy, window length): a static policy, or an ASET agent file's controller
-    (its policy per decision window, the window it was trained with; a mismatched agent is refused)."""
+@dataclass(frozen=True)
+class PolicyChoice:
+    """How a scheduler picks each window's policy."""
+
+    chooser: PolicyChooser
+    first: int
+    """The first window's policy (an index into POLICY_NAMES)."""
+    window_s: float
+    """The decision window's length."""
+    controller: AsetController | None = None
+    """The agent's controller (its state and Q-values are logged per window); None for a static policy."""
+
+
+def choose_policy(system: SystemModel, policy: str | None, agent: Path | None, window_s: float) -> PolicyChoice:
+    """Returns a static policy's choice, or an ASET agent file's (its policy per decision window, the window
+    it was trained with; a mismatched agent is refused)."""
     policy = check_policy(policy, agent, default=DEFAULT_POLICY)
     if policy != ASET:
         first = policy_index(policy)
-        return static_policy(first), first, window_s
+        return PolicyChoice(static_policy(first), first, window_s)
     assert agent is not None
     from scheduler.aset.policy import AsetController
 
     controller = AsetController.for_system(agent, system)
-    return controller.decide, controller.first_action(), controller.decision_window_s
+    return PolicyChoice(controller.decide, controller.first_action(), controller.decision_window_s, controller)
 
 
 def read_workers(path: Path) -> dict[str, tuple[str, str]]:
@@ -231,21 +252,24 @@ async def serve(
     poll_interval_s: float,
     stats_path: Path | None,
     t0_file: Path | None = None,
+    windows: WindowsLog | None = None,
 ) -> int:
     """Runs the scheduler until SIGTERM/SIGINT; writes its statistics; returns the exit status."""
     live.warm_up()
-    async with serving(create_app(live, poll_interval_s), host, port) as service:
-        service.announce()
-        try:
+    try:
+        async with serving(create_app(live, poll_interval_s, windows), host, port) as service:
+            service.announce()
             if t0_file is not None:
                 t0_s = await wait_t0(t0_file, stop=service.stop)
                 if t0_s is not None:
                     live.set_t0(t0_s)
             await service.stop.wait()
-        finally:
-            live.stop()
-            if stats_path is not None:
-                stats_path.write_text(json.dumps(live.statistics(), indent=1) + "\n")
+    finally:  # the application's loops are cancelled by now: the window under way is logged once
+        closed = live.stop()
+        if closed is not None and windows is not None:
+            windows.write(closed)
+        if stats_path is not None:
+            stats_path.write_text(json.dumps(live.statistics(), indent=1) + "\n")
     return 0
 
 
@@ -263,22 +287,22 @@ def main(argv: list[str] | None = None) -> int:
         spec = read_spec(args.spec)
         run = RunDir(args.spec.resolve().parent)
         system = build_system(load_topology(spec.topo), load_profiles(spec.profiles))
-        chooser, first, window_s = choose_policy(system, spec.policy, spec.agent, spec.window_s)
+        choice = choose_policy(system, spec.policy, spec.agent, spec.window_s)
         live = AntennaScheduler(
             system,
             args.antenna,
             read_workers(run.workers),
-            chooser,
-            first,
+            choice.chooser,
+            choice.first,
             seed=spec.seed + 1000 * system.antenna_index(args.antenna) + args.restart,
             capacity_headroom=spec.capacity_headroom,
-            window_s=window_s,
+            window_s=choice.window_s,
             log=lambda line: print(line, flush=True),
-            windows_log=run.windows_log(args.antenna, args.restart),
         )
+        windows = WindowsLog(run.windows_log(args.antenna, args.restart), choice.controller)
         host = args.host if args.host is not None else run.host_address("scheduler", args.antenna)
         return asyncio.run(serve(live, host, args.port, spec.load_poll_s,
-                                 run.scheduler_stats(args.antenna, args.restart), run.t0))
+                                 run.scheduler_stats(args.antenna, args.restart), run.t0, windows))
     except (KeyError, ValueError, OSError) as exc:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 2

@@ -60,7 +60,9 @@ class RunSpec:
     """Queries are sent until this time (None with a trace: until its last stream ends)."""
     seed: int = opt(1, external=True)
     profiles: Path | None = opt(None)
-    """profile file (default: measured, else provisional)"""
+    """profile file, or the name of one in scheduler/profiles/: provisional (literature estimates),
+    measured-local (what `run_testbed.py profile` wrote); default: the committed measured
+    scheduler/profiles/default.yaml"""
     out: Path | None = opt(None)
     """run dir (default runs/<time>-<topo>)"""
     real_sites: tuple[str, ...] | None = opt(None, "--real-workers", metavar="SITES", parse=_sites)
@@ -73,32 +75,32 @@ class RunSpec:
     pcap: str = opt("default", metavar="HOSTS", default_text="")
     """hosts whose interface is captured: default (antennas' sources and the worker hosts), all, none, or a
     comma list of host names"""
-    pcap_snaplen: int = opt(DEFAULT_SNAPLEN)
+    pcap_snaplen: int = opt(DEFAULT_SNAPLEN, metavar="BYTES")
     """bytes kept per packet"""
     shaping: str = opt("auto", choices=("auto", "netem", "wire"))
-    """how links get their delay: netem, the userspace wire, or auto (netem where the kernel has it)"""
+    """how links get their delay: netem, the userspace wire, or auto: netem where the kernel has it"""
     switch: str = opt("ovs", choices=("ovs", "lxbr"))
     """the switches: Open vSwitch or Linux bridges"""
     controller: str = opt("osken", choices=("osken", "none"))
-    """the OpenFlow controller: os-ken's shortest-path app, or none (standalone switches)"""
-    timeout_s: float = opt(5.0, "--timeout")
-    """seconds after which an unanswered query has failed (and the drain at the end)"""
-    window_s: float = opt(1.0, "--window")
+    """the OpenFlow controller: os-ken's shortest-path app, or none: standalone switches"""
+    timeout_s: float = opt(5.0, "--timeout", metavar="SECONDS")
+    """seconds after which an unanswered query has failed, and the drain at the end lasts"""
+    window_s: float = opt(1.0, "--window", metavar="SECONDS")
     """seconds per decision window and series point"""
-    capacity_headroom: float = opt(1.0)
+    capacity_headroom: float = opt(1.0, metavar="X")
     """factor on a stream's load in the capacity constraint: 1.2 over-reserves by 20 %
 
     Not the paper's eta, the per-variant load weight of a stream, which the profile's `load_accounting` defines."""
     max_batch_delay_ms: float = 2.0
     queue_limit_per_replica: int = 16
     """As the simulator's defaults, so that both environments run the same system."""
-    load_poll_s: float = opt(2.0, "--load-poll")
+    load_poll_s: float = opt(2.0, "--load-poll", metavar="SECONDS")
     """seconds between each scheduler's polls of every worker's load report
 
     At 1 s, the polls of full-edge's 4 schedulers x 32 workers cost about 0.28 of a core on this machine; at
     2 s half that."""
-    measure_links: bool = opt(True, "--no-measure")
-    """measure the links before the run; --no-measure skips it"""
+    measure_links: bool = opt(True, "--no-measure", help_flag="skip measuring the links before the run")
+    """measure the links before the run"""
     cli: bool = opt(False)
     """open Mininet's CLI on the network after the traffic, before teardown (pingall, HOST ping HOST, links,
     ...; exit, end of input or SIGTERM tears down)"""
@@ -114,17 +116,24 @@ class RunSpec:
     """stop an antenna's scheduler and start a fresh one at that time (seconds after t0)"""
     lead_s: float = 0.5
     """Seconds between every process being ready and t0."""
-    profile_real_workers: bool = opt(True, "--no-profile-real-workers")
-    """time the real workers' models on this CPU first and decide with those figures (--no-profile-real-workers:
-    decide with --profiles as given)
+    profile_real_workers: bool = opt(
+        True, "--no-profile-real-workers",
+        help_flag="decide with --profiles as given (by default the real workers' models are timed on this CPU first "
+                  "and the schedulers decide with those figures)")
+    """time the real workers' models on this CPU first and decide with those figures
 
     The run's `profiles.yaml` is the given profile with those models' CPU latencies replaced
     (live/realprofile.py). Skipped with an agent, whose state is defined by the profile it was trained with."""
-    mtu: int = opt(9000)
-    """MTU of the emulated interfaces (9000: jumbo frames, much less forwarding CPU)
+    mtu: int = opt(9000, metavar="BYTES")
+    """MTU of the emulated interfaces; 9000, jumbo frames, costs much less forwarding CPU
 
     Jumbo frames by default: a 50 kB frame is ~6 packets instead of ~35, which the userspace wires and
     switches of a 2-core machine can forward (1500: standard)."""
+
+    def check(self) -> None:
+        """Refuses what the spec cannot run before anything starts: an unknown --policy, aset without an agent,
+        an agent with a static policy (ValueError)."""
+        _ = self.effective_policy
 
     @property
     def effective_policy(self) -> str:
@@ -152,7 +161,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     duration = w.duration_s if w.duration_s is not None or w.trace is not None else w.default_duration_s
     spec = RunSpec(**option_values(args, RunSpec), trace=w.trace, lambda_per_min=w.lambda_per_min,
                    duration_s=duration, seed=w.seed)
-    _ = spec.effective_policy
+    spec.check()
     return spec
 
 

@@ -1,4 +1,4 @@
-"""Feasibility (the four constraints of DESIGN.md) and the seven static policies behind one interface, with the
+"""Feasibility (the four constraints of docs/concepts.md) and the seven static policies behind one interface, with the
 policy names every command accepts (the seven, `aset`, `all`) and the check of a command's choice.
 
 `Scheduler.decide` is the only place a stream is bound: the simulator, the live schedulers and ASET call

@@ -10,6 +10,8 @@ the profile-driven worker use; `load_profiles` derives the scheduler's variants 
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -24,6 +26,7 @@ from topologies.strict import (
     Positive,
     StrictModel,
     WholeNumber,
+    at_key,
     derived,
     load_yaml,
     validate,
@@ -36,6 +39,10 @@ PROVISIONAL_PROFILE = PROFILE_DIR / "provisional.yaml"
 """Literature estimates, kept for comparison: `--profiles provisional`."""
 LOCAL_PROFILE = PROFILE_DIR / "measured-local.yaml"
 """Where `run_testbed.py profile` writes by default; read only when asked: `--profiles measured-local`."""
+PROFILES_OPTION_HELP = ("profile file, or the name of one in scheduler/profiles/: provisional (literature estimates), "
+                        "measured-local (what `run_testbed.py profile` wrote) (default: the committed measured "
+                        "scheduler/profiles/default.yaml)")
+"""The help of every command's --profiles option: what `resolve_profile_path` accepts."""
 PROFILE_VERSION = 1
 SCHEMA_FILE = "profile.schema.json"
 """Its JSON Schema, under docs/schemas/."""
@@ -130,6 +137,8 @@ class ProfileDocument(StrictModel):
 
 @dataclass(frozen=True)
 class ModelProfile:
+    """One model of a profile: its task, input size, accuracy and where the accuracy comes from."""
+
     task: str
     input_size: tuple[int, int] | None  # [height, width]
     accuracy: float
@@ -197,33 +206,30 @@ def read_profile(path: str | Path) -> ProfileFile:
     for i, rt in enumerate(runtimes):
         for n in sorted(rt.batch_latency_ms):
             if rt.variant(n) in names:
-                raise _fail(path, f"runtimes[{i}]", f"variant {rt.variant(n)!r} is defined twice")
+                raise ProfileError(at_key(path, f"runtimes[{i}]", f"variant {rt.variant(n)!r} is defined twice"))
             names.add(rt.variant(n))
     if doc.load_accounting == INPUT_TIME and doc.capacity_frame_kb <= 0:
-        raise _fail(path, "capacity_frame_kb", "load_accounting input-time measures load in queries of a nominal "
-                                               "frame: give its size in kB (> 0)")
+        raise ProfileError(at_key(path, "capacity_frame_kb", "load_accounting input-time measures load in queries of "
+                                                             "a nominal frame: give its size in kB (> 0)"))
     return ProfileFile(doc.version, doc.origin, models, runtimes, doc.capacity_frame_kb, doc.load_accounting)
 
 
 def _runtime(path: Path, where: str, r: RuntimeEntry, models: dict[str, ModelProfile]) -> RuntimeProfile:
     if r.model not in models:
-        raise _fail(path, f"{where}.model", f"{r.model!r} is not in 'models'")
+        raise ProfileError(at_key(path, f"{where}.model", f"{r.model!r} is not in 'models'"))
     table = r.batch_latency_ms
     sizes = sorted(table)
     for small, big in zip(sizes, sizes[1:], strict=False):
         if table[big] < table[small]:
-            raise _fail(path, f"{where}.batch_latency_ms.{big}", f"a batch of {big} ({table[big]} ms) cannot "
-                                                                 f"take less than a batch of {small} ({table[small]} ms)")
+            raise ProfileError(at_key(path, f"{where}.batch_latency_ms.{big}",
+                                      f"a batch of {big} ({table[big]} ms) cannot take less than a batch of {small} "
+                                      f"({table[small]} ms)"))
     return RuntimeProfile(
         model=r.model, device=r.device, threads=int(r.threads), cpu_cores=r.cpu_cores,
         gpus=int(r.gpus) if r.gpus is not None else (1 if r.device == "gpu" else 0), memory_mib=r.memory_mib,
         batch_latency_ms=dict(r.batch_latency_ms), batch_latency_p99_ms=dict(r.batch_latency_p99_ms),
         batch_latency_spread_ms=dict(r.batch_latency_spread_ms), input_ms_per_mb=r.input_ms_per_mb,
         source=r.source)
-
-
-def _fail(path: Path | str, where: str, message: str) -> ProfileError:
-    return ProfileError(f"{path}: {where}: {message}")
 
 
 def _runtime_dict(rt: RuntimeProfile) -> dict:
@@ -250,25 +256,24 @@ def write_profile(profile: ProfileFile, path: str | Path) -> None:
         data["capacity_frame_kb"] = profile.capacity_frame_kb
     if profile.load_accounting != RATE:
         data["load_accounting"] = profile.load_accounting
-    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    _write_atomically(Path(path), yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Writes a file so that a reader sees the old content or the new, never a part (temp file + os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # --- what the scheduler takes from it ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the scheduler knows of one model: its task and accuracy, and where the accuracy comes from."""
-
-    name: str
-    task: str
-    input_size: tuple[int, int]
-    accuracy: float
-    accuracy_source: str
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -353,7 +358,8 @@ class ProfileSet:
 
     source: str
     origin: str
-    models: dict[str, ModelInfo]
+    models: dict[str, ModelProfile]
+    """Per model name: its task, input size, accuracy and the accuracy's source (as the file has them)."""
     variants: dict[str, Variant]
     capacity_frame_kb: float = 0.0
     """Nominal frame size whose input time the declared capacities count (0: none)."""
@@ -398,15 +404,14 @@ def load_profiles(path: str | Path | None = None) -> ProfileSet:
     """Returns the profiles in a file (a path or a name, as `resolve_profile_path`); raises ProfileError."""
     path = resolve_profile_path(path)
     pf = read_profile(path)
-    models = {name: ModelInfo(name=name, task=m.task, input_size=m.input_size or (0, 0), accuracy=m.accuracy,
-                              accuracy_source=m.accuracy_source) for name, m in pf.models.items()}
+    models = pf.models
     variants: dict[str, Variant] = {}
     for rt in pf.runtimes:
         table = _batch_table(rt.batch_latency_ms)
         model = models[rt.model]
         for n in rt.batch_latency_ms:
             variants[rt.variant(n)] = Variant(
-                name=rt.variant(n), model=model.name, task=model.task, device=rt.device, batch_size=n,
+                name=rt.variant(n), model=rt.model, task=model.task, device=rt.device, batch_size=n,
                 threads=rt.threads, cpu_cores=rt.cpu_cores, gpus=rt.gpus, memory_mib=rt.memory_mib,
                 batch_ms=table[: n + 1], input_ms_per_mb=rt.input_ms_per_mb, accuracy=model.accuracy,
                 source=rt.source, capacity_input_ms=rt.input_ms_per_mb * pf.capacity_frame_kb / 1000.0,
@@ -423,13 +428,14 @@ def write_scaled_profile(src: str | Path | None, factor: float, dst: Path) -> Pa
     if not (np.isfinite(factor) and factor > 0):
         raise ProfileError(f"profile scale {factor!r}: must be a finite number > 0")
     load_profiles(path)  # the copy is only as good as its source
-    doc = load_yaml(path, ProfileError)
-    doc["origin"] = f"{doc.get('origin', path.name)}; every batch latency x{factor:g} ({path.name})"
-    for r in doc["runtimes"]:
-        for key in ("batch_latency_ms", "batch_latency_p99_ms"):
-            if key in r:
-                r[key] = {b: float(ms) * factor for b, ms in r[key].items()}
-        r["source"] = f"x{factor:g}: {r.get('source', '')}"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+    pf = read_profile(path)
+
+    def scaled(table: dict[int, float]) -> dict[int, float]:
+        return {b: ms * factor for b, ms in table.items()}
+
+    runtimes = tuple(dataclasses.replace(rt, batch_latency_ms=scaled(rt.batch_latency_ms),
+                                         batch_latency_p99_ms=scaled(rt.batch_latency_p99_ms),
+                                         source=f"x{factor:g}: {rt.source}") for rt in pf.runtimes)
+    write_profile(dataclasses.replace(pf, origin=f"{pf.origin or path.name}; every batch latency x{factor:g} "
+                                                 f"({path.name})", runtimes=runtimes), dst)
     return dst

@@ -40,6 +40,8 @@ class WindowMeasurement:
 
     Counts accumulate while the window runs (`empty` starts one); `streams` and `load_qps` are the state at
     its end. `policy` is the index (scheduler.core.POLICY_NAMES) in force during the window, -1 if unknown.
+    A live scheduler also keeps its totals since its start in one (`live.antenna.AntennaScheduler.totals`:
+    the counts only; its duration, start and end-of-window state stay unset).
     """
 
     duration_s: float
@@ -71,10 +73,6 @@ class WindowMeasurement:
             streams=np.zeros(n_resources), load_qps=np.zeros(n_resources), sent_per_class=np.zeros(N_CLASSES),
             t_start_s=t_start_s, policy=policy,
         )
-
-    @property
-    def t_end_s(self) -> float:
-        return self.t_start_s + self.duration_s
 
     @property
     def sent(self) -> int:

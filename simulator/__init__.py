@@ -1,4 +1,3 @@
 """The discrete-event simulator (virtual time, deterministic per seed), its batching model, the Gymnasium
-environment over it, and the `simulate` and `trace` commands. May import topologies, workload, scheduler and
-analysis.
+environment over it, and the `simulate` and `trace` commands.
 """

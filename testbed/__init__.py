@@ -1,14 +1,13 @@
 """The emulated network, and nothing else: a topology becomes a Mininet network (hosts in namespaces,
-switches, shaped links), which it measures, captures and tears down. It may import `topologies` only; the
-live run (live/) builds on it.
+switches, shaped links), which it measures, captures and tears down; the live run (live/) builds on it.
 
 `EmulatedNetwork` is the entry point (network.py); `plan` derives names and addresses; `topo` describes the
 plan as a Mininet `Topo`, which `net.TestbedNet` (Mininet) builds from the recorded classes of `nodes`
 (hosts, switches, controller) and `links` (veths, wires, shaped interfaces); `shaping` (netem, TBF) and
 `wire` (userspace delay, jitter, loss) shape links with `topologies.LinkShape`; `stp` works out a cyclic
 topology's spanning tree; `controller` (os-ken apps) forwards; `measure` checks links and switch hops;
-`capture` writes pcaps; `record`, `clean` and `leftovers` make sure nothing outlives a run; `cli` gives the
-`net` and `clean` commands, `mncli` Mininet's CLI.
+`capture` writes pcaps; `record`, `deathwatch`, `clean` and `leftovers` make sure nothing outlives a run;
+`cli` gives the `net` and `clean` commands, `mncli` Mininet's CLI.
 """
 
 import logging as _logging
@@ -21,26 +20,29 @@ except ImportError:  # preflight names the missing package
 finally:
     _logging.setLoggerClass(_LOGGER_CLASS)
 
-from testbed.errors import (  # noqa: E402
-    CommandError,
-    HelperDiedError,
-    MeasurementError,
-    NetworkError,
-    PreflightError,
-)
-from testbed.measure import LinkMeasurement, ProbePlan, Tolerance  # noqa: E402
-from testbed.network import EmulatedNetwork, Host, PortSample  # noqa: E402
+_EXPORTS = {
+    "CommandError": "testbed.errors",
+    "HelperDiedError": "testbed.errors",
+    "MeasurementError": "testbed.errors",
+    "NetworkError": "testbed.errors",
+    "PreflightError": "testbed.errors",
+    "LinkMeasurement": "testbed.measure",
+    "ProbePlan": "testbed.measure",
+    "Tolerance": "testbed.measure",
+    "EmulatedNetwork": "testbed.network",
+    "Host": "testbed.network",
+    "PortSample": "testbed.network",
+}
+"""Imported when first asked for: a live run's scheduler or source reads the plan's names without loading
+the network's machinery."""
 
-__all__ = [
-    "CommandError",
-    "EmulatedNetwork",
-    "HelperDiedError",
-    "Host",
-    "LinkMeasurement",
-    "MeasurementError",
-    "NetworkError",
-    "PortSample",
-    "PreflightError",
-    "ProbePlan",
-    "Tolerance",
-]
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'testbed' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+__all__ = sorted(_EXPORTS)

@@ -11,9 +11,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from testbed.network import EmulatedNetwork, Host
 from testbed.plan import HOST_IFNAME, HostPlan
+
+if TYPE_CHECKING:
+    from testbed.network import EmulatedNetwork, Host
 
 DEFAULT_SNAPLEN = 200
 """Bytes kept per packet: Ethernet, IP and TCP headers and the HTTP request line, not the JPEG."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed import measure, preflight, sh, shaping, stp, switches
 from testbed.errors import CommandError, HelperDiedError, NetworkError
-from testbed.plan import End, HostPlan, NetworkPlan, build_plan
+from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
 from topologies import Topology, load_topology
 
@@ -152,9 +152,13 @@ class EmulatedNetwork:
 
     def start(self) -> None:
         """Checks, builds, and waits until the network forwards; tears down on any failure."""
+        # imported here, not above: `python -m testbed.deathwatch` imports the package, hence this module
+        from testbed.deathwatch import start_deathwatch
+
         self.stp = preflight.check(self.topology, switch=self.switch_kind, controller=self.controller_kind,
                                    plan=self.plan)
         self.record.start(self.run_id)
+        start_deathwatch(self.record)  # stops the run's processes should this one die without tearing down
         if threading.current_thread() is threading.main_thread():
             self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
@@ -167,7 +171,7 @@ class EmulatedNetwork:
                      f"{f' ({self.datapath} datapath)' if self.datapath else ''}{stp_note}, "
                      f"controller={self.controller_kind}, mtu={self.mtu}, run dir {self.run_dir}")
             self.log(self.address_table())
-            self._start_watchdog()
+            self._start_deathwatch()
         except BaseException:
             self.stop()
             raise
@@ -409,11 +413,11 @@ class EmulatedNetwork:
             "links": [{"name": lk.name, "kind": lk.kind, "a": _end_label(lk.a), "b": _end_label(lk.b),
                        "shape": asdict(lk.shape) if lk.shape else None} for lk in self.plan.links],
         }
-        (self.run_dir / "network.json").write_text(json.dumps(desc, indent=1) + "\n")
+        (self.run_dir / NETWORK_FILE).write_text(json.dumps(desc, indent=1) + "\n")
 
     # -- helpers dying -----------------------------------------------------------------------------
 
-    def _start_watchdog(self) -> None:
+    def _start_deathwatch(self) -> None:
         self._watchdog = threading.Thread(target=self._watch, name="testbed-watchdog", daemon=True)
         self._watchdog.start()
 

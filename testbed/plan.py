@@ -9,7 +9,9 @@ behind the radio link; a probe host at any site that has none of those, so every
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from topologies import LinkShape, Topology
 
@@ -18,6 +20,13 @@ ROLES = ("worker", "scheduler", "sources", "probe")
 HOST_IFNAME = "eth0"
 """Every host has one interface, under this name inside its namespace."""
 MAX_IFNAME = 15
+NETWORK_FILE = "network.json"
+"""A running network's description in its run dir (hosts, switches, links; `EmulatedNetwork` writes it)."""
+
+
+def host_name(role: str, site: str) -> str:
+    """Returns the name of the host of a role at a site, e.g. `scheduler-ant1`."""
+    return f"{role}-{site}"
 
 
 @dataclass(frozen=True)
@@ -106,12 +115,12 @@ class NetworkPlan:
     def host_for(self, role: str, site: str) -> HostPlan:
         if role not in ROLES:
             raise KeyError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
-        return self.host(f"{role}-{site}")
+        return self.host(host_name(role, site))
 
     def site_host(self, site: str) -> HostPlan:
         """Returns the host that stands for a site when measuring its links (worker, scheduler or probe)."""
         for role in ("worker", "scheduler", "probe"):
-            name = f"{role}-{site}"
+            name = host_name(role, site)
             if any(h.name == name for h in self.hosts):
                 return self.host(name)
         raise KeyError(f"site {site!r} has no host")
@@ -179,6 +188,20 @@ def _host_specs(topo: Topology) -> list[tuple[str, str]]:
     return specs
 
 
+def read_host_address(description: Path, role: str, site: str) -> str:
+    """Returns the address of the host of a role at a site in a running network's description
+    (`NETWORK_FILE`); raises ValueError naming the file."""
+    name = host_name(role, site)
+    try:
+        hosts = json.loads(description.read_text())["hosts"]
+        found = [str(h["ip"]) for h in hosts if h["name"] == name]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{description}: no address for host {name} ({exc!r})") from None
+    if not found:
+        raise ValueError(f"{description}: no host {name}")
+    return found[0]
+
+
 def build_plan(topo: Topology, run_id: str, subnet: str = "10.0.0.0/16") -> NetworkPlan:
     """Returns the plan of a topology's network; names carry the run id so that runs never collide."""
     if not (0 < len(run_id) <= 4 and all(c in "abcdefghijklmnopqrstuvwxyz0123456789" for c in run_id)):
@@ -188,7 +211,7 @@ def build_plan(topo: Topology, run_id: str, subnet: str = "10.0.0.0/16") -> Netw
     if len(specs) > net.num_addresses - 2:
         raise ValueError(f"subnet {subnet} is too small for {len(specs)} hosts")
     hosts = tuple(
-        HostPlan(name=f"{role}-{site}", role=role, site=site, netns=f"tb{run_id}-{role}-{site}",
+        HostPlan(name=host_name(role, site), role=role, site=site, netns=f"tb{run_id}-{host_name(role, site)}",
                  ip=str(net[i + 1]), mac=f"02:00:00:00:{(i + 1) >> 8:02x}:{(i + 1) & 0xFF:02x}",
                  prefix_len=net.prefixlen)
         for i, (role, site) in enumerate(specs))

@@ -159,6 +159,16 @@ def remove_entries(entries: Iterable[Created]) -> list[str]:
     return problems
 
 
+def stop_processes(entries: Iterable[Created], spare_pid: int | None = None) -> list[str]:
+    """Stops every recorded process and every process still inside a recorded namespace (SIGTERM, then
+    SIGKILL), all but `spare_pid`; returns those that survived. Namespaces, links and bridges stay."""
+    entries = list(entries)
+    found = [e for e in entries if e.kind == "process"]
+    found += _processes_in([e for e in entries if e.kind == "netns"], _Present())
+    by_pid = {e.pid: e for e in reversed(found) if e.pid != spare_pid}
+    return _stop_processes(list(by_pid.values()))
+
+
 class _Present:
     """What exists now, read once: the named namespaces, and the interfaces of each namespace asked about."""
 

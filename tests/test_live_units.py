@@ -23,6 +23,7 @@ from live.plan import busiest_cpu_cluster, choose_real_site, plan_workers, small
 from live.scheduler import create_app, window_loop
 from live.source import JpegSizer, corrupt, pad_jpeg
 from live.spec import RunSpec
+from live.windowlog import WindowsLog
 from scheduler.core import POLICY_NAMES, StreamRequest, policy_index
 from scheduler.profiles import INPUT_TIME, PROVISIONAL_PROFILE, load_profiles
 from scheduler.system import build_system
@@ -121,9 +122,9 @@ def _live(system, workers=None) -> AntennaScheduler:
     )
 
 
-async def _close_windows(live: AntennaScheduler, n: int) -> None:
+async def _close_windows(live: AntennaScheduler, n: int, windows: WindowsLog | None = None) -> None:
     """Runs the service's window loop on the state's manual clock until `n` windows have closed."""
-    task = asyncio.create_task(window_loop(live))
+    task = asyncio.create_task(window_loop(live, windows))
     while live.window_index < n:
         await asyncio.sleep(0)
     task.cancel()
@@ -365,7 +366,8 @@ def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_pat
         check_policy("aset", None, "closest")
     with pytest.raises(ValueError, match="use --policy aset"):
         check_policy("closest", agent, "closest")
-    chooser, first, window_s = choose_policy(system, "aset", agent, 1.0)
+    choice = choose_policy(system, "aset", agent, 1.0)
+    chooser, first, window_s = choice.chooser, choice.first, choice.window_s
     assert POLICY_NAMES[first] == "load-balancing" and window_s == 0.05
     live = AntennaScheduler(
         system,
@@ -377,10 +379,9 @@ def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_pat
         t0_s=0.0,
         window_s=window_s,
         log=lambda _: None,
-        windows_log=tmp_path / "w.csv",
         clock=ManualClock(),
     )
-    asyncio.run(_close_windows(live, 3))
+    asyncio.run(_close_windows(live, 3, WindowsLog(tmp_path / "w.csv", choice.controller)))
     assert POLICY_NAMES[live.policy] == "load-balancing"
     import json
 
@@ -411,7 +412,8 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     clock = ManualClock(now_s=1_700_000_000.0, monotonic_s=5000.0)
     t0 = clock.now_s() - 10.0
     live = AntennaScheduler(system, "ant1", names, static_policy(LI), LI, seed=0, t0_s=t0, window_s=5.0,
-                            log=lambda _: None, windows_log=tmp_path / "w.csv", arrival_scale=4, clock=clock)
+                            log=lambda _: None, arrival_scale=4, clock=clock)
+    windows = WindowsLog(tmp_path / "w.csv")
     live.window_start_s = t0
     a = live.bind(1, StreamRequest(0, fps=30, frame_bytes=30_000, max_delay_ms=300, min_accuracy=0.2))
     w = live.workers[a.resource]
@@ -421,8 +423,9 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     rej = StreamRequest(0, fps=10, frame_bytes=60_000, max_delay_ms=1000, min_accuracy=0.5)
     live.open_rejected(9, rej)
     live.rejected_open[9].opened_s = t0 + 1.0  # opened 1 s into the window: 40 queries by its end
-    m = live.close_window(t0 + 5.0)
-    j = a.resource
+    closed = live.close_window(t0 + 5.0)
+    windows.write(closed)
+    m, j = closed.measurement, a.resource
     assert m.duration_s == 5.0 and live.window_index == 1
     assert m.streams[j] == 3 and m.load_qps[j] == 50.0  # the worker's view: every antenna's streams
     # first window: the worker's totals grew from zero at t0, 10 s before its report: 10 answers/s, 0.1 MB/s
@@ -433,10 +436,12 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     assert m.sent_per_class[k] == 4 * 40 and m.sent_per_class.sum() == 4 * 40
     w.reported_at_s += 2.0  # a later report: 60 answers and 0.6 MB more in 2 s
     w.served_total, w.bytes_total = 160.0, 1.6e6
-    live.close_rejected(9)  # closed at once: its queries went on to now (t0 + 10 s): 50 more
-    m = live.close_window(t0 + 10.0)
+    live.close_rejected(9)  # closed at once (t0 + 10 s): its queries up to now, 51 more
+    closed = live.close_window(t0 + 10.0)
+    windows.write(closed)
+    m = closed.measurement
     assert m.responses[j] == pytest.approx(30.0 * 5) and m.bytes_in[j] == pytest.approx(3e5 * 5)
-    assert m.rejected == pytest.approx(4 * 50, abs=4 * 2) and not live.rejected_open
+    assert m.rejected == 4 * 51 and not live.rejected_open  # its queries at 5.0, 5.1, ..., 10.0 s: the close counts the last
     rows = list(csv.DictReader((tmp_path / "w.csv").open()))
     assert tuple(rows[0]) == WINDOW_COLUMNS and [r["window"] for r in rows] == ["0", "1"]
     assert [r["policy"] for r in rows] == ["least-impedance"] * 2
@@ -621,3 +626,17 @@ def test_load_reports_and_their_failures_move_a_worker_down_and_up(tiny_system) 
     live.report_failed(1, ConnectionError(), timed_out=False)
     assert not live.workers[1].up
     assert [e["event"] for e in live.events] == ["worker-down", "worker-up", "worker-down"]
+
+
+def test_run_options_help_says_what_each_flag_does() -> None:
+    import argparse
+
+    from live.spec import add_run_arguments
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    actions = {a.dest: a for a in parser._actions}
+    assert actions["measure_links"].help.startswith("skip measuring the links")  # the flag turns it off
+    assert actions["profile_real_workers"].help.startswith("decide with --profiles as given")
+    assert {actions[d].metavar for d in ("timeout_s", "window_s", "load_poll_s")} == {"SECONDS"}
+    assert all(") (" not in (a.help or "") for a in parser._actions), "a help with two parentheses in a row"

@@ -52,3 +52,16 @@ def test_policy_tables_pool_the_seeds_as_evaluate_and_bold_the_best():
     assert len(bold) == 1 and f"**{best}**" in bold[0]
     r = ev.results[60.0][best].overall
     assert f"**{100 * r.success:.2f}** | {100 * r.failed:.2f} | {100 * r.rejected:.2f} |" in bold[0]
+
+
+def test_every_script_writes_its_page_only_when_asked():
+    """One convention: a script writes docs/results/ only given --results-page, never by default."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    writers = [p for folder in ("benchmarks", "experiments") for p in sorted((root / folder).glob("*.py"))
+               if "write_results_page(" in p.read_text()]
+    assert len(writers) >= 3
+    for path in writers:
+        text = path.read_text()
+        assert "add_results_page_argument(" in text and "--no-page" not in text, path.name

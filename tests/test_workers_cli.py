@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from worker_profile import write_worker_profile
 
 from scheduler.profiles import read_profile
 from workers import zoo
@@ -157,3 +159,40 @@ def test_worker_subcommand_refuses_gpu_without_cuda(capsys) -> None:
     args = parser.parse_args(["worker", "--model", MODEL, "--device", "gpu", "--port", "0"])
     assert args.func(args) == 1
     assert "onnxruntime-gpu" in capsys.readouterr().err
+
+
+def test_worker_subcommand_applies_its_request_limits(tmp_path: Path) -> None:
+    """`run_testbed.py worker --body-budget-mb` bounds the bodies in flight, as `python -m workers.serve` does."""
+    profile = write_worker_profile(tmp_path / "profile.yaml", MODEL, {1: 5.0})
+    budget_mb = 0.05
+    cmd = [sys.executable, str(REPO_ROOT / "run_testbed.py"), "worker", "--model", MODEL, "--port", "0",
+           "--profile-driven", str(profile), "--body-budget-mb", str(budget_mb)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = read_line(proc, 60)
+        assert line.startswith("READY http://127.0.0.1:"), line
+        body = b"\xff\xd8" + bytes(200_000)  # four times the budget
+        request = urllib.request.Request(f"{line.split()[1]}/v2/models/{MODEL}/frames", data=body,
+                                         headers={"Content-Type": "image/jpeg"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        answer = json.load(refused.value)
+        assert (refused.value.code, answer["error"]) == (503, "body_budget"), answer
+        assert answer["budget_bytes"] == int(budget_mb * 2**20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_read_ready_skips_other_lines_and_names_a_process_that_exits_first() -> None:
+    from workers.lifecycle import read_ready, ready_address
+
+    assert ready_address("READY http://10.0.0.1:7000\n") == "http://10.0.0.1:7000"
+    assert ready_address("READY") == "" and ready_address("READYISH x") is None and ready_address("") is None
+    talk = "print('loading'); print('READY 127.0.0.1:5', flush=True)"
+    proc = subprocess.Popen([sys.executable, "-c", talk], stdout=subprocess.PIPE, text=True)
+    assert read_ready(proc, "talker", 30) == "127.0.0.1:5"
+    proc.wait()
+    quiet = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], stdout=subprocess.PIPE, text=True)
+    with pytest.raises(RuntimeError, match="quiet exited before it was ready .status 3"):
+        read_ready(quiet, "quiet", 30)

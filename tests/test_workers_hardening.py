@@ -23,6 +23,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 from skimage import data
+from worker_profile import write_worker_profile
 
 from workers import zoo
 from workers.deployment import WorkerSettings, resolve
@@ -46,17 +47,7 @@ def astronaut_jpeg() -> bytes:
 
 @pytest.fixture
 def profile_file(tmp_path: Path) -> Path:
-    path = tmp_path / "profile.yaml"
-    path.write_text(f"""
-version: 1
-origin: test
-models:
-  {MODEL}: {{task: object-detection, input_size: [416, 416], accuracy: 0.2, accuracy_source: test}}
-runtimes:
-  - {{model: {MODEL}, device: cpu, threads: 1, cpu_cores: 1, gpus: 0, memory_mib: 1,
-     batch_latency_ms: {{1: 5.0}}, input_ms_per_mb: 0.0, source: test}}
-""")
-    return path
+    return write_worker_profile(tmp_path / "profile.yaml", MODEL, {1: 5.0})
 
 
 class WorkerProcess:

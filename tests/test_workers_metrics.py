@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from worker_profile import write_worker_profile
 
 from workers import zoo
 from workers.deployment import WorkerSettings, resolve
@@ -25,17 +26,7 @@ MODEL = "tiny-yolov2"
 @pytest.fixture
 def profile_file(tmp_path: Path) -> Path:
     zoo.build(names=[MODEL], log=lambda _: None)
-    path = tmp_path / "profile.yaml"
-    path.write_text(f"""
-version: 1
-origin: test
-models:
-  {MODEL}: {{task: object-detection, input_size: [416, 416], accuracy: 0.2, accuracy_source: test}}
-runtimes:
-  - {{model: {MODEL}, device: cpu, threads: 1, cpu_cores: 1, gpus: 0, memory_mib: 1,
-     batch_latency_ms: {{1: 30.0, 4: 120.0}}, input_ms_per_mb: 0.0, source: test}}
-""")
-    return path
+    return write_worker_profile(tmp_path / "profile.yaml", MODEL, {1: 30.0, 4: 120.0})
 
 
 def jpeg() -> bytes:

@@ -398,3 +398,27 @@ def test_the_profile_driven_workers_busy_time_follows_its_profile(tmp_path: Path
     busy = stats.totals.busy_ms
     assert 26.0 <= busy < 26.0 + 10.0  # a sleep wakes late, never early
     assert variant.nominal_query_ms == pytest.approx(13.0) and 2 * variant.eta(50_000) == pytest.approx(26.0 / 13.0)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t.replace("pre: rgb255", "pre: bgr"), "pre: 'bgr' is not one of rgb255, rgb01"),
+    (lambda t: t + "speed: 3\n", "speed: unknown key"),
+    (lambda t: t + "folder: /elsewhere\n", "folder: unknown key"),
+    (lambda t: t.replace("  licence: MIT\n", ""), "card: missing required key 'licence'"),
+    (lambda t: t.replace("input_height: 416", "input_height: '416'"), "input_height: '416' is not a whole number"),
+    (lambda t: t.replace("accuracy: 0.3", "accuracy: 1.5"), "card.accuracy: 1.5 must be between 0 and 1"),
+    (lambda t: t.replace("labels:\n- face", "labels: [face"), "line "),
+])
+def test_a_model_config_is_read_strictly_with_one_line_naming_file_and_key(tmp_path: Path, edit, message) -> None:
+    from workers.modelconfig import read_config, write_config
+
+    card = ModelCard("test net", "random", "none", "MIT", 0.3, "test")
+    config = ModelConfig("m", "object-detection", "model.onnx", "images", 416, 416, "rgb255", "boxes-scores",
+                         ("face",), 0.5, 0.4, card, folder=tmp_path)
+    path = write_config(config)
+    assert read_config(tmp_path) == config and read_config(tmp_path).labels == ("face",)
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(ValueError) as refused:
+        read_config(tmp_path)
+    text = str(refused.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text

@@ -2,7 +2,6 @@
 the strict-format base (`topologies.strict`) every file format of the project derives from.
 
 A topology is a pure description (frozen dataclasses); the simulator and the testbed realise it.
-This package imports nothing of the project.
 """
 
 from topologies.loader import TopologyError, load_topology, resolve_topology_path

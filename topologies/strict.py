@@ -136,6 +136,11 @@ def one_line(source: str | Path, exc: ValidationError, model: Any = None) -> str
     return f"{source}: {key_path(loc, model)}: {problem(err, loc)}"
 
 
+def at_key(source: str | Path, where: str, message: str) -> str:
+    """Returns a check's one-line message in the validators' form: `<source>: <key path>: <what is wrong>`."""
+    return f"{source}: {where}: {message}"
+
+
 def first_error(errors: list[Any]) -> Any:
     """Returns the error a reader checking the file top-down meets first: in each mapping on the way to the
     first error, an unknown key, then a missing key, then the values."""

@@ -20,7 +20,7 @@ from .modelconfig import (
     read_config,
     write_config,
 )
-from .serve import add_worker_arguments, serve, settings_from_args
+from .serve import add_worker_arguments, limits_from_args, serve, settings_from_args
 from .zoo import PROFILE_MODELS
 
 
@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(serve(settings_from_args(args), args.host, args.port))
+        return asyncio.run(serve(settings_from_args(args), args.host, args.port, limits=limits_from_args(args)))
     except (KeyError, ValueError, OSError) as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +32,29 @@ def stop_on_signals(event: asyncio.Event | None = None) -> asyncio.Event:
 def announce_ready(url: str = "", say: Callable[..., None] = print) -> None:
     """Prints the line the orchestrator waits for: `READY <url>` (`READY` alone for a process with no URL)."""
     say(f"READY {url}" if url else "READY", flush=True)
+
+
+def ready_address(line: str) -> str | None:
+    """Returns what a `READY <address>` line announces ('' for `READY` alone); None for any other line."""
+    words = line.split()
+    if not words or words[0] != "READY":
+        return None
+    return words[1] if len(words) > 1 else ""
+
+
+def read_ready(proc: subprocess.Popen, what: str, timeout_s: float = 120.0) -> str:
+    """Returns the address a process announced on its stdout pipe (a text pipe; other lines are skipped);
+    raises RuntimeError naming `what` if it exits first or has not announced after `timeout_s`."""
+    assert proc.stdout is not None, "read_ready needs stdout=subprocess.PIPE, text=True"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{what} exited before it was ready (status {proc.wait()})")
+        address = ready_address(line)
+        if address is not None:
+            return address
+    raise RuntimeError(f"{what} not ready in {timeout_s:.0f} s")
 
 
 @dataclass

@@ -5,16 +5,23 @@ defaults, pre/post-processing, and the model card)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal, get_args
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
-PRE_KINDS = ("rgb255", "rgb01")
-POST_KINDS = ("boxes-scores",)
+from topologies.strict import Fraction, load_yaml, one_line
+
+PreKind = Literal["rgb255", "rgb01"]
+PostKind = Literal["boxes-scores"]
+PRE_KINDS: tuple[str, ...] = get_args(PreKind)
+POST_KINDS: tuple[str, ...] = get_args(PostKind)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,6 +30,10 @@ def default_models_dir() -> Path:
     return Path(os.environ.get("TESTBED_MODELS", REPO_ROOT / "models"))
 
 
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+@with_config(_STRICT)
 @dataclass(frozen=True)
 class ModelCard:
     """What a user must know before trusting a model's output."""
@@ -31,7 +42,7 @@ class ModelCard:
     weights: str  # "trained" or "random"
     weights_source: str
     licence: str
-    accuracy: float  # the accuracy the scheduler uses (0..1)
+    accuracy: Fraction  # the accuracy the scheduler uses (0..1)
     accuracy_source: str
     notes: str = ""
     onnx_sha256: str = ""
@@ -39,6 +50,7 @@ class ModelCard:
     gflop: float | None = None  # one frame's compute, counted on the ONNX graph (workers/flops.py)
 
 
+@with_config(_STRICT)
 @dataclass(frozen=True)
 class ModelConfig:
     """One model folder's config: the ONNX file, its input, its processing, its batching defaults."""
@@ -49,8 +61,8 @@ class ModelConfig:
     input_name: str
     input_height: int
     input_width: int
-    pre: str
-    post: str
+    pre: PreKind
+    post: PostKind
     labels: tuple[str, ...]
     score_threshold: float
     iou_threshold: float
@@ -85,29 +97,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _strict(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
-    known = {f.name for f in dataclasses.fields(cls)} - {"folder", "card"}
-    unknown = set(raw) - known - {"card"}
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
-    return raw
-
-
 def read_config(folder: Path) -> ModelConfig:
-    """Returns the config of one model folder; an unknown or missing key is an error naming the file."""
+    """Returns the config of one model folder; a bad file is a ValueError of one line naming the file and key."""
     path = Path(folder) / "config.yaml"
-    raw = yaml.safe_load(path.read_text()) or {}
-    _strict(ModelConfig, raw, str(path))
-    card_raw = raw.pop("card", None)
-    if not isinstance(card_raw, dict):
-        raise ValueError(f"{path}: missing 'card'")
-    _strict(ModelCard, card_raw, f"{path} card")
-    try:
-        card = ModelCard(**card_raw)
-        raw["labels"] = tuple(raw.get("labels", ()))
-        return ModelConfig(**raw, card=card, folder=Path(folder))
-    except TypeError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+    raw = load_yaml(path, ValueError)
+    if isinstance(raw, dict) and "folder" in raw:  # where the folder is, is where the file is
+        raise ValueError(f"{path}: folder: unknown key")
+    try:  # as JSON: lists may stand for tuples, and nothing else is coerced
+        config = _adapter().validate_json(json.dumps(raw))
+    except ValidationError as exc:
+        raise ValueError(one_line(path, exc)) from None
+    return dataclasses.replace(config, folder=Path(folder))
+
+
+@functools.cache
+def _adapter() -> TypeAdapter[ModelConfig]:
+    return TypeAdapter(ModelConfig)
 
 
 def write_config(config: ModelConfig) -> Path:

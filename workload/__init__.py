@@ -1,3 +1,3 @@
 """Application classes, Poisson stream arrivals with a rate schedule, the trace format (record, replay) and
-the workload arguments every command shares (args.py). Imports nothing of the project but `topologies`.
+the workload arguments every command shares (args.py).
 """

@@ -25,17 +25,18 @@ _DEFAULT_DURATION = "_workload_default_duration_s"
 
 @dataclass(frozen=True)
 class Workload:
-    """What to run: a trace file to replay, or Poisson arrivals generated from a rate schedule."""
+    """What to run: a trace file to replay, or Poisson arrivals generated from a rate schedule. No field has a
+    default: each command gives its own (`add_workload_arguments`), so there is one per command."""
 
-    lambda_per_min: str = "60"
+    lambda_per_min: str
     """New streams per minute per antenna: a number, or a schedule START_S:LAMBDA,... (RateSchedule)."""
-    duration_s: float | None = None
+    duration_s: float | None
     """Seconds of queries; None: the default duration when generating, the whole trace when replaying."""
-    seed: int = 1
+    seed: int
     """Seed of the generated arrivals (and, by convention, of the run)."""
-    trace: Path | None = None
+    trace: Path | None
     """Replay this trace (CSV) instead of generating arrivals."""
-    default_duration_s: float = 600.0
+    default_duration_s: float
     """The duration of a generated workload when `duration_s` is None (the command's default)."""
 
     def __post_init__(self) -> None:
