@@ -30,6 +30,7 @@ from topologies.strict import (
     Percent,
     StrictModel,
     WholeNumber,
+    at_key,
     derived,
     load_yaml,
     validate,
@@ -41,8 +42,6 @@ SCHEMA_FILE = "topology.schema.json"
 """Its JSON Schema, under docs/schemas/."""
 # Default relative costs per layer: edge compute is scarcer and dearer than the cloud's.
 _LAYER_COST = {"antenna": (3.0, 30.0), "co": (2.0, 20.0), "dc": (1.3, 13.0), "cloud": (1.0, 10.0)}
-load_yaml_strict = load_yaml
-"""The YAML reader under the name experiments/ import it by."""
 
 
 class TopologyError(ValueError):
@@ -136,7 +135,7 @@ def resolve_topology_path(name_or_path: str | Path) -> Path:
 
 
 def _fail(source: str | Path, where: str, message: str) -> TopologyError:
-    return TopologyError(f"{source}: {where}: {message}")
+    return TopologyError(at_key(source, where, message))
 
 
 def _site(entry: SiteEntry, where: str, path: Path) -> Site:
