@@ -1,0 +1,53 @@
+"""Network events on tiny brought up for real: a wire's delay changed at run time and measured by ping, a link
+taken down (ping gets nothing) and brought back (ping answers again, its qdiscs as planned)."""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+
+import pytest
+
+from testbed import EmulatedNetwork
+from testbed.events import apply_link_event, link_states
+from topologies.events import LinkEvent
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+def _rtts_ms(src, dst, count: int = 10) -> list[float]:
+    """Returns the round-trip times ping measured (none when nothing came back)."""
+    out = src.cmd(["ping", "-n", "-c", str(count), "-i", "0.05", "-W", "1", dst.ip], check=False, timeout_s=30)
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", out)]
+
+
+@pytest.fixture(scope="module")
+def tiny_net(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny-events") / "run"
+    with EmulatedNetwork("tiny", run_dir=run_dir, log=lambda _: None, controller="none") as net:
+        yield net
+
+
+def test_a_delay_change_takes_effect_and_a_link_goes_down_and_comes_back(tiny_net) -> None:
+    ant, dc = tiny_net.host_for("worker", "ant1"), tiny_net.host_for("worker", "dc1")
+    before = statistics.median(_rtts_ms(ant, dc))
+    assert abs(before - 2 * 5.0) < 2.5  # ant1-dc1: 5 ms each way
+
+    done = apply_link_event(tiny_net, LinkEvent(at_s=0.0, link="ant1-dc1", key="events[0]", delay_ms=25.0))
+    assert done["delay_ms"] == 25.0
+    after = statistics.median(_rtts_ms(ant, dc))
+    assert abs(after - 2 * 25.0) < 2.5, (before, after)
+    assert tiny_net.mn.shaping_problems() == []  # the TBFs (100 Mbit/s) untouched
+
+    apply_link_event(tiny_net, LinkEvent(at_s=1.0, link="ant1-dc1", key="events[1]", state="down"))
+    assert link_states(tiny_net, "ant1-dc1") == ["DOWN", "DOWN"]
+    assert _rtts_ms(ant, dc, count=5) == []
+    cloud = tiny_net.host_for("worker", "cloud")
+    assert _rtts_ms(dc, cloud, count=3)  # the other link still carries
+
+    apply_link_event(tiny_net, LinkEvent(at_s=2.0, link="ant1-dc1", key="events[2]", state="up"))
+    assert link_states(tiny_net, "ant1-dc1") == ["UP", "UP"]
+    back = _rtts_ms(ant, dc)
+    assert back and abs(statistics.median(back) - 2 * 25.0) < 2.5  # back up with the shape it had
+    assert tiny_net.mn.shaping_problems() == []
