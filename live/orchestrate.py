@@ -47,6 +47,7 @@ from testbed.network import EmulatedNetwork, check_mtu
 from testbed.plan import build_plan
 from testbed.preflight import mininet_version
 from topologies import load_topology
+from topologies.events import load_events
 from workload.trace import write_trace
 
 PACKAGES = ("numpy", "aiohttp", "onnxruntime", "pyarrow", "matplotlib", "scikit-image", "pillow", "os-ken")
@@ -62,6 +63,7 @@ class LiveRun:
         self.topo = load_topology(spec.topo)
         self.profiles = load_profiles(spec.profiles)
         self.system = build_system(self.topo, self.profiles)
+        self.network_events = load_events(spec.events, self.topo) if spec.events else None  # refused before anything
         # refuses an unknown policy, aset without an agent or an agent with a static policy, before anything
         self.policy = spec.effective_policy
         dry_policy = self.policy
@@ -271,7 +273,7 @@ class LiveRun:
 
     def wait_sources(self, net: EmulatedNetwork, merger: RecordMerger) -> None:
         """Runs until every source has exited: merges records, samples ports, applies faults."""
-        faults = fault_schedule(self.spec)
+        faults = fault_schedule(self.spec, self.network_events)
         give_up = self.t0_s + self.duration_s + self.spec.timeout_s + 30.0
         next_sample = 0.0
         with (self.out / "port_stats.jsonl").open("w") as ports:

@@ -26,7 +26,9 @@ from live.spec import DEFAULT_POLICY, read_spec
 from scheduler.core import ASET, POLICY_NAMES, StreamRequest, check_policy, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
+from scheduler.timeline import SystemTimeline
 from topologies import load_topology
+from topologies.events import load_events
 from workers.lifecycle import serving
 
 
@@ -276,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda line: print(line, flush=True),
             windows_log=run.windows_log(args.antenna, args.restart),
         )
+        if spec.events is not None:
+            live.timeline = SystemTimeline.build(system, load_events(spec.events, system.topology))
         host = args.host if args.host is not None else run.host_address("scheduler", args.antenna)
         return asyncio.run(serve(live, host, args.port, spec.load_poll_s,
                                  run.scheduler_stats(args.antenna, args.restart), run.t0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,11 @@ class SystemTimeline:
     def indices_at(self, t_s: np.ndarray) -> np.ndarray:
         """Returns the state index in force at each of an array of run times (seconds)."""
         return np.maximum(np.searchsorted(np.asarray(self.starts_s), t_s, side="right") - 1, 0)
+
+    def first_from(self, t_s: float, ok: Callable[[SystemModel], bool]) -> int | None:
+        """Returns the index of the first state in force at or after run time t_s whose system passes `ok`
+        (None: none does)."""
+        return next((k for k in range(self.index_at(t_s), len(self.systems)) if ok(self.systems[k])), None)
 
     @property
     def static(self) -> bool:

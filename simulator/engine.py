@@ -5,8 +5,10 @@ are handled in time order by `scheduler.core.Scheduler`, the window's queries ar
 cross the network (radio + path delay, jitter, transmission, loss as a TCP retransmission) and are
 served by `simulator.batching`. Everything random comes from generators spawned from one seed.
 Network events (`events`) change the system model at their times (`scheduler.timeline`): a stream is decided
-with the network as it is when it opens, a query crosses the links as they are when it is sent (and its answer
-as they are when it leaves the worker); a query or answer meeting a link that is down fails (`timeout`).
+with the network as it is when it opens (when its radio is down, as it is when the radio is back: its request
+waits for it), a query crosses the links as they are when it is sent (its answer as they are when it leaves the
+worker); a message meeting a link that is down is retransmitted as TCP does (timeouts from `rto_ms`, doubling)
+until the first try after the link is back, and fails (`timeout`) if it never is.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ class SimConfig:
 
 RecordSink = Callable[[dict[str, np.ndarray]], None]
 LINK_DOWN_REASON = "timeout"
-"""Why a query that met a link that was down failed: as the live run's sources record it (no answer in time)."""
+"""Why a query that met a link that stays down failed: as the live run's sources record it (no answer)."""
+MAX_RETRANSMIT_MS = 120_000.0
+"""A message whose link is not back after this long is lost (Linux's largest RTO)."""
 
 
 class Simulation:
@@ -167,7 +171,9 @@ class Simulation:
                             max_delay_ms=float(tr.max_delay_ms[s]), min_accuracy=float(tr.min_accuracy[s]),
                             task=int(self.s_task[s]))
         if not self.timeline.static:
-            self.scheduler.system = self.timeline.at(float(tr.start_s[s]))
+            t, a = float(tr.start_s[s]), int(self.s_ant[s])
+            back = self.timeline.first_from(t, lambda system: bool(np.isfinite(system.radio_ms[a])))
+            self.scheduler.system = self.timeline.systems[back if back is not None else self.timeline.index_at(t)]
         return self.scheduler.decide(req, policy, self.load.load_qps)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -200,7 +206,24 @@ class Simulation:
         for k in np.unique(state):
             m = state == k
             radio[m], path[m] = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
+        for i in np.flatnonzero(~(np.isfinite(radio) & np.isfinite(path))):  # met a link that is down: rare
+            radio[i], path[i] = self._retransmitted(ant[i:i + 1], res[i:i + 1], nbytes[i:i + 1], float(t_ms[i]),
+                                                    z[:, i:i + 1], lost[:, i:i + 1])
         return radio, path
+
+    def _retransmitted(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray, t_ms: float, z: np.ndarray,
+                       lost: np.ndarray) -> tuple[float, float]:
+        """Returns (radio leg, path leg) of one message that met a link that was down: TCP sends it again after
+        rto_ms, then after twice that, and so on, until a try finds every link of its way up (the wait counted
+        in the radio leg); infinite if none does within MAX_RETRANSMIT_MS."""
+        timeline, waited, wait = self.physics_timeline, 0.0, self.config.rto_ms
+        while waited < MAX_RETRANSMIT_MS:
+            waited, wait = waited + wait, wait * 2
+            s = timeline.at((t_ms + waited) / 1000.0)
+            radio, path = self._legs(s, ant, res, nbytes, z, lost)
+            if np.isfinite(radio[0]) and np.isfinite(path[0]):
+                return waited + float(radio[0]), float(path[0])
+        return np.inf, np.inf
 
     def _legs(self, s: SystemModel, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float, z: np.ndarray,
               lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
