@@ -167,7 +167,7 @@ class LiveRun:
 
         return replace(s, topo=self.topo.source, policy=self.policy, agent=absolute(s.agent), trace=absolute(s.trace),
                        duration_s=self.duration_s, profiles=absolute(Path(self.profiles.source)), out=self.dir.root,
-                       real_sites=self.real_sites)
+                       real_sites=self.real_sites, events=absolute(s.events))
 
     def write_inputs(self) -> None:
         """Writes the trace, spec.json (the resolved spec) and config.json (the spec as given, what the run

@@ -202,3 +202,27 @@ def test_simulate_records_the_events_in_its_summary(tmp_path: Path, capsys) -> N
     applied = extra["network_events"]["applied"]
     assert applied[0] == {"at_s": 10.0, "link": "radio-ant1", "delay_ms": 8.0, "delay_dev_ms": 2.0, "loss_pct": 0.5}
     assert [e.get("state") for e in applied] == [None, None, "down", "up", None]
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="the live run checks root first")
+def test_the_live_run_refuses_a_bad_events_file_before_anything_starts(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("events:\n  - {at_s: 1, link: radio-dc1, loss_pct: 5}\n")
+    code = run_testbed.main(["--topo", "tiny", "--duration", "5", "--events", str(bad), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: {bad}: events[0].link: 'radio-dc1' is no link of tiny; "
+                                 "links: radio-ant1, ant1-dc1, dc1-cloud"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_with_netem_an_event_replaces_each_end_s_tbf_and_netem() -> None:
+    # What `ShapedIntf.config` runs on each end for an event on the netem backend (not runnable here: no netem)
+    from testbed import shaping
+
+    tiny = load_topology("tiny")
+    ev = load_events(ROOT / "examples" / "network-events-tiny.yaml", tiny).events[1]  # ant1-dc1: 25 ms, 50 Mbit/s
+    shape = ev.shape_after(tiny.links[0].shape)
+    assert shaping.commands("t1s0p4", shape, "netem", 9000) == [
+        ["tc", "qdisc", "replace", "dev", "t1s0p4", "root", "handle", "1:", "tbf", "rate", "50mbit",
+         "burst", "24224", "latency", "50ms"],
+        ["tc", "qdisc", "replace", "dev", "t1s0p4", "parent", "1:1", "handle", "10:", "netem", "delay", "25ms"]]
