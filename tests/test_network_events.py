@@ -226,3 +226,24 @@ def test_with_netem_an_event_replaces_each_end_s_tbf_and_netem() -> None:
         ["tc", "qdisc", "replace", "dev", "t1s0p4", "root", "handle", "1:", "tbf", "rate", "50mbit",
          "burst", "24224", "latency", "50ms"],
         ["tc", "qdisc", "replace", "dev", "t1s0p4", "parent", "1:1", "handle", "10:", "netem", "delay", "25ms"]]
+
+
+def test_a_live_scheduler_binds_with_the_network_as_it_is_when_the_stream_opens(three) -> None:
+    # The live antenna scheduler on a manual clock: farthest binds to the cloud, to dc1 while dc1-cloud is down
+    from live.antenna import AntennaScheduler, static_policy
+    from live.clock import ManualClock
+    from scheduler.core import StreamRequest, policy_index
+
+    _, system, events = three
+    far = policy_index("farthest")
+    clock = ManualClock()
+    live = AntennaScheduler(system, "a1", {r.name: ("http://127.0.0.1:1", "m") for r in system.resources},
+                            static_policy(far), far, seed=0, t0_s=0.0, log=lambda _: None, clock=clock)
+    live.timeline = SystemTimeline.build(system, events(
+        "events:\n  - {at_s: 1, link: dc1-cloud, state: down}\n  - {at_s: 3, link: dc1-cloud, state: up}\n"))
+    req = StreamRequest(0, fps=1, frame_bytes=1250, max_delay_ms=1000, min_accuracy=0)
+    bound = []
+    for sid, t_s in enumerate((0.5, 2.0, 3.5)):
+        clock.advance(t_s - clock.now_s())
+        bound.append(live.resource_name(live.open_stream(sid, req).resource))
+    assert bound == ["fast-cpu-b1@cloud", "fast-cpu-b1@dc1", "fast-cpu-b1@cloud"]
