@@ -10,7 +10,9 @@ the link carries nothing until it is back; the ends' qdiscs are checked again wh
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from testbed import sh
@@ -57,6 +59,38 @@ def apply_link_event(net: EmulatedNetwork, event: LinkEvent) -> dict:
                 raise NetworkError(f"{event.link} came back up not shaped as planned: " + "; ".join(problems))
     done["apply_ms"] = round((time.monotonic() - t) * 1000.0, 1)
     return done
+
+
+class EventPlayer(threading.Thread):
+    """Applies events to a running network at their times after its start (`net --events`), in a thread of its
+    own while the CLI or a wait runs; `applied` lists what it did (`t_s`: when, after the start), `error` what
+    stopped it."""
+
+    def __init__(self, net: EmulatedNetwork, events: Sequence[LinkEvent], log: Callable[[str], None]) -> None:
+        super().__init__(name="network-events", daemon=True)
+        self.net, self.events, self.log = net, tuple(events), log
+        self.applied: list[dict] = []
+        self.error: Exception | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            for ev in self.events:
+                if self._halt.wait(max(0.0, t0 + ev.at_s - time.monotonic())):
+                    return
+                done = {"t_s": round(time.monotonic() - t0, 3), **apply_link_event(self.net, ev)}
+                self.applied.append(done)
+                self.log(f"[{done['t_s']:7.2f} s] network event: " + " ".join(f"{k}={v}" for k, v in done.items()
+                                                                                if k != "t_s"))
+        except Exception as exc:  # reported, and by `finish`: the network is left as it was
+            self.error = exc
+            self.log(f"network events stopped: {exc}")
+
+    def finish(self) -> None:
+        """Stops applying events (those not due yet are not applied) and waits for the thread."""
+        self._halt.set()
+        self.join()
 
 
 def link_states(net: EmulatedNetwork, name: str) -> list[str]:

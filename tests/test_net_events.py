@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import re
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from testbed import EmulatedNetwork
 from testbed.events import apply_link_event, link_states
 from topologies.events import LinkEvent
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 
@@ -51,3 +55,18 @@ def test_a_delay_change_takes_effect_and_a_link_goes_down_and_comes_back(tiny_ne
     back = _rtts_ms(ant, dc)
     assert back and abs(statistics.median(back) - 2 * 25.0) < 2.5  # back up with the shape it had
     assert tiny_net.mn.shaping_problems() == []
+
+
+def test_net_applies_an_events_file_while_the_cli_runs(tmp_path: Path) -> None:
+    events = tmp_path / "events.yaml"
+    events.write_text("events:\n  - {at_s: 0.2, link: dc1-ant1, delay_ms: 25}\n  - {at_s: 60, link: dc1-cloud, state: down}\n")
+    script = tmp_path / "cli.txt"
+    script.write_text("sh sleep 1.5\nworker-ant1 ping -n -c 5 -i 0.2 worker-dc1\n")
+    r = subprocess.run([sys.executable, str(ROOT / "run_testbed.py"), "net", "--topo", "tiny", "--controller", "none",
+                        "--events", str(events), "--cli-script", str(script), "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "network event: link=ant1-dc1 delay_ms=25.0" in r.stdout
+    assert "dc1-cloud" not in r.stdout.split("network event:", 1)[1].split("\n", 1)[0]  # not due by the end
+    rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", r.stdout)]
+    assert len(rtts) == 5 and abs(statistics.median(rtts) - 2 * 25.0) < 2.5
