@@ -19,6 +19,7 @@ from live.clock import REAL_CLOCK, Clock, Stopwatch, process_cpu_s
 from live.windowlog import ClosedWindow
 from scheduler.core import POLICY_NAMES, LoadState, Scheduler, StreamRequest
 from scheduler.system import SystemModel
+from scheduler.timeline import SystemTimeline
 from scheduler.window import WindowMeasurement, stream_class
 
 PolicyChooser = Callable[[WindowMeasurement], int]
@@ -145,6 +146,8 @@ class AntennaScheduler:
         self.window_policy_us: tuple[float, float] | None = None
         """What choosing the current window's policy cost, wall and CPU us (None: chosen at start, idle state)."""
         self.policy_windows: dict[str, int] = {}
+        self.timeline: SystemTimeline | None = None
+        """The network's changes (`--events`): a stream is bound with the network as it is when it opens."""
 
     def set_t0(self, t0_s: float) -> None:
         self.t0_s, self.t0_known = t0_s, True
@@ -178,6 +181,8 @@ class AntennaScheduler:
     def bind(self, stream_id: int, request: StreamRequest) -> LiveStream:
         """Returns the stream bound by the current policy (or rejected), with its load declared."""
         watch = Stopwatch()
+        if self.timeline is not None:
+            self.scheduler.system = self.timeline.at(self.now_ms() / 1000.0)
         decision = self.scheduler.decide(request, self.policy, self.load_estimate())
         self.decide_us.append(watch.wall_us())
         stream = LiveStream(request, decision.resource, decision.reason, self.clock.monotonic_s(),

@@ -3,6 +3,8 @@
 Both sides replay the same trace file with the same seed and the same worker settings; the simulator
 uses the nominal topology and profiles, or (`--calibrate RUN_DIR`) lets its links and workers behave as
 a testbed run measured them while its schedulers, like the testbed's, decide with the nominal figures.
+With `--events FILE` both sides go through the same network events: the testbed applies them to its links,
+the simulator to its model, and the schedulers of both decide with the network as it is at each time.
 The report (Markdown, JSON, plots) is analysis.fidelity's.
 """
 
@@ -26,6 +28,7 @@ from simulator.engine import SimConfig
 from simulator.run import simulate_policy
 from topologies import load_topology
 from topologies.calibrate import calibrated_topology, read_link_figures
+from topologies.events import load_events
 from workload.args import add_workload_arguments, workload_from_args
 from workload.trace import read_trace, write_trace
 
@@ -55,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-profile-real-workers", action="store_true",
                    help="keep --profiles as given; by default the real workers' models are timed on this CPU "
                         "first and both sides use that profile (OUT/profiles-real.yaml)")
+    p.add_argument("--events", type=Path, default=None, metavar="FILE",
+                   help="network events file: both sides change their links at its times "
+                        "(docs/network.md#network-events)")
     p.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs")
     p.add_argument("--controller", choices=("osken", "none"), default="osken")
     p.add_argument("--pcap", default="none", help="hosts to capture on the testbed side (default none)")
@@ -81,6 +87,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
               "back into the scaled profile; add --no-profile-real-workers", file=sys.stderr)
         return 2
     topo = load_topology(args.topo)
+    events = load_events(args.events, topo) if args.events else None  # refused before anything runs
     antennas = tuple(a.name for a in topo.antennas)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +123,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                  + ", ".join(f"{k:.2f} ({v})" for v, k in scale.items()) + f"; profiles {Path(profiles.source).name}")
     base = RunSpec(topo=args.topo, trace=trace_path, duration_s=duration_s, seed=workload.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
-                      controller=args.controller, profile_real_workers=False)  # both sides: one profile file
+                      controller=args.controller, profile_real_workers=False,  # both sides: one profile file
+                      events=args.events)
+    if events is not None:
+        label += f"; network events {args.events} ({len(events.events)})"
     sim_config = SimConfig(window_s=base.window_s, duration_s=duration_s, capacity_headroom=base.capacity_headroom,
                            max_batch_delay_ms=base.max_batch_delay_ms,
                            queue_limit_per_replica=base.queue_limit_per_replica,
@@ -128,7 +138,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         live = run_live(replace(base, policy=p, out=out / "testbed" / p))
         print(f"== {p}: simulator")
         simulate_policy(system, trace, p, sim_config, workload.seed, f"trace:{trace_path.name}", out / "simulator" / p,
-                        physics=physics)
+                        physics=physics, events=events)
         pairs[p] = (out / "simulator" / p / "records.csv", live.out / "records.csv")
     report = compare_dirs(pairs, topo.name, label, base.window_s)
     write_report(report, out)

@@ -1,16 +1,18 @@
 """Faults a live run injects on purpose: `--kill-worker RESOURCE=SECONDS` (SIGKILL that resource's worker)
 and `--restart-scheduler ANTENNA=SECONDS` (stop that antenna's scheduler and start a fresh one), checked
-before anything starts; the orchestrator applies them at their time after t0 (`LiveRun.apply_fault`).
+before anything starts; the orchestrator applies them at their time after t0 (`LiveRun.apply_fault`), with
+`--events FILE`'s network events (testbed/events.py applies them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from live.spec import RunSpec
 from scheduler.system import SystemModel
+from topologies.events import LinkEvent, NetworkEvents
 
-KILL_WORKER, RESTART_SCHEDULER = "kill-worker", "restart-scheduler"
+KILL_WORKER, RESTART_SCHEDULER, LINK_EVENT = "kill-worker", "restart-scheduler", "link-event"
 
 
 @dataclass(frozen=True, order=True)
@@ -20,12 +22,16 @@ class Fault:
     at_s: float
     kind: str
     target: str
+    event: LinkEvent | None = field(default=None, compare=False)
+    """A network event's change (kind LINK_EVENT; target: its link)."""
 
 
-def fault_schedule(spec: RunSpec) -> list[Fault]:
-    """Returns the spec's faults in the order they happen."""
+def fault_schedule(spec: RunSpec, events: NetworkEvents | None = None) -> list[Fault]:
+    """Returns the spec's faults and the network events in the order they happen (a link's events at one time
+    in file order)."""
     return sorted([Fault(t, KILL_WORKER, name) for name, t in spec.kill_worker]
-                  + [Fault(t, RESTART_SCHEDULER, ant) for ant, t in spec.restart_scheduler])
+                  + [Fault(t, RESTART_SCHEDULER, ant) for ant, t in spec.restart_scheduler]
+                  + [Fault(e.at_s, LINK_EVENT, e.link, e) for e in (events.events if events else ())])
 
 
 def check_faults(spec: RunSpec, resources: list[str], system: SystemModel) -> None:

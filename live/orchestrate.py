@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
-from live.faults import KILL_WORKER, Fault, check_faults, fault_schedule
+from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
 from live.plan import (
     WorkerPlan,
@@ -47,6 +47,7 @@ from testbed.network import EmulatedNetwork, check_mtu
 from testbed.plan import build_plan
 from testbed.preflight import mininet_version
 from topologies import load_topology
+from topologies.events import load_events
 from workload.trace import write_trace
 
 PACKAGES = ("numpy", "aiohttp", "onnxruntime", "pyarrow", "matplotlib", "scikit-image", "pillow", "os-ken")
@@ -62,6 +63,7 @@ class LiveRun:
         self.topo = load_topology(spec.topo)
         self.profiles = load_profiles(spec.profiles)
         self.system = build_system(self.topo, self.profiles)
+        self.network_events = load_events(spec.events, self.topo) if spec.events else None  # refused before anything
         # refuses an unknown policy, aset without an agent or an agent with a static policy, before anything
         self.policy = spec.effective_policy
         dry_policy = self.policy
@@ -165,7 +167,7 @@ class LiveRun:
 
         return replace(s, topo=self.topo.source, policy=self.policy, agent=absolute(s.agent), trace=absolute(s.trace),
                        duration_s=self.duration_s, profiles=absolute(Path(self.profiles.source)), out=self.dir.root,
-                       real_sites=self.real_sites)
+                       real_sites=self.real_sites, events=absolute(s.events))
 
     def write_inputs(self) -> None:
         """Writes the trace, spec.json (the resolved spec) and config.json (the spec as given, what the run
@@ -270,7 +272,7 @@ class LiveRun:
 
     def wait_sources(self, net: EmulatedNetwork, merger: RecordMerger) -> None:
         """Runs until every source has exited: merges records, samples ports, applies faults."""
-        faults = fault_schedule(self.spec)
+        faults = fault_schedule(self.spec, self.network_events)
         give_up = self.t0_s + self.duration_s + self.spec.timeout_s + 30.0
         next_sample = 0.0
         with self.dir.port_stats.open("w") as ports:
@@ -297,7 +299,16 @@ class LiveRun:
                 self.events("source-failed", source=s.name, exit=code, log=str(s.log))
 
     def apply_fault(self, net: EmulatedNetwork, fault: Fault) -> None:
-        """Injects the fault now and logs it in the run's events."""
+        """Injects the fault now and logs it in the run's events (a network event in summary.json's network too)."""
+        if fault.kind == LINK_EVENT:
+            from testbed.events import apply_link_event  # the network side: with the network
+
+            assert fault.event is not None
+            done = apply_link_event(net, fault.event)
+            self.events("network-event", at_s=fault.at_s, **done)
+            self.network.setdefault("events", []).append({"at_s": fault.at_s, **done,
+                                                          "t_ms": self.events.entries[-1]["t_ms"]})
+            return
         if fault.kind == KILL_WORKER:
             proc = self.workers[[p.resource for p in self.workers_plan].index(fault.target)]
             proc.kill()

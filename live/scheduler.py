@@ -28,7 +28,9 @@ from live.windowlog import WindowsLog
 from scheduler.core import ASET, POLICY_NAMES, StreamRequest, check_policy, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
+from scheduler.timeline import SystemTimeline
 from topologies import load_topology
+from topologies.events import load_events
 from workers.lifecycle import serving
 
 if TYPE_CHECKING:
@@ -300,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda line: print(line, flush=True),
         )
         windows = WindowsLog(run.windows_log(args.antenna, args.restart), choice.controller)
+        if spec.events is not None:
+            live.timeline = SystemTimeline.build(system, load_events(spec.events, system.topology))
         host = args.host if args.host is not None else run.host_address("scheduler", args.antenna)
         return asyncio.run(serve(live, host, args.port, spec.load_poll_s,
                                  run.scheduler_stats(args.antenna, args.restart), run.t0, windows))

@@ -111,6 +111,9 @@ class RunSpec:
     kill_worker: tuple[tuple[str, float], ...] = opt(
         (), metavar="RESOURCE=SECONDS", repeat=True, parse=lambda t: _at(t, "--kill-worker"))
     """SIGKILL a resource's worker at that time (seconds after t0), e.g. tiny-yolov2-cpu-b4@dc1=20"""
+    events: Path | None = opt(None, metavar="FILE")
+    """network events file: link changes (delay, jitter, rate, loss, down, up) at given times after t0, applied
+    to the network and known to the schedulers (docs/network.md#network-events)"""
     restart_scheduler: tuple[tuple[str, float], ...] = opt(
         (), metavar="ANTENNA=SECONDS", repeat=True, parse=lambda t: _at(t, "--restart-scheduler"))
     """stop an antenna's scheduler and start a fresh one at that time (seconds after t0)"""

@@ -12,6 +12,7 @@ from scheduler.system import build_system
 from simulator.engine import SimConfig
 from simulator.run import format_table, simulate_aset, simulate_policy, write_comparison
 from topologies import load_topology
+from topologies.events import load_events
 from workload.args import add_workload_arguments, workload_from_args
 from workload.trace import write_trace
 
@@ -48,6 +49,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise ValueError(f"--agent {agent}: no such file")
     policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
     policies += ["aset"] if agent is not None and args.policy == "all" else []
+    events = load_events(args.events, topo) if args.events else None
+    if events is not None and "aset" in policies:
+        raise ValueError("--events with an ASET agent: the agent's environment runs without network events")
     config = SimConfig(window_s=args.window, duration_s=duration, capacity_headroom=args.capacity_headroom)
     out = Path(args.out) if args.out else None
     print(f"simulating {topo.name} ({len(system.resources)} resources on {len(topo.clusters)} clusters, "
@@ -63,7 +67,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                 write_records=not args.no_records, records_format=args.records_format)
         else:
             run = simulate_policy(system, trace, p, config, args.seed, label, where,
-                                  write_records=not args.no_records, records_format=args.records_format)
+                                  write_records=not args.no_records, records_format=args.records_format,
+                                  events=events)
         wall = time.perf_counter() - t
         print(f"  {p:28s} success {run.summary.overall.success:.3f}  failed {run.summary.overall.failed:.3f}  "
               f"rejected {run.summary.overall.rejected:.3f}  ({run.queries} queries, {wall:.1f} s, "
@@ -97,6 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--capacity-headroom", type=float, default=1.0,
                    help="factor on a stream's load in the capacity constraint: 1.2 over-reserves by 20 %% "
                    "(default 1; the paper's eta is the profile's per-variant load weight, not this)")
+    p.add_argument("--events", type=Path, default=None, metavar="FILE",
+                   help="network events file: link changes at given times (docs/network.md#network-events)")
     p.add_argument("--out", default=None, help="folder for records, summaries and plots")
     p.add_argument("--no-records", action="store_true", help="do not write per-query records (summaries only)")
     p.add_argument("--records-format", choices=("csv", "parquet"), default="csv",

@@ -4,6 +4,11 @@ Virtual time advances one window at a time. In each window the stream events (ar
 are handled in time order by `scheduler.core.Scheduler`, the window's queries are generated in bulk,
 cross the network (radio + path delay, jitter, transmission, loss as a TCP retransmission) and are
 served by `simulator.batching`. Everything random comes from generators spawned from one seed.
+Network events (`events`) change the system model at their times (`scheduler.timeline`): a stream is decided
+with the network as it is when it opens (when its radio is down, as it is when the radio is back: its request
+waits for it), a query crosses the links as they are when it is sent (its answer as they are when it leaves the
+worker); a message meeting a link that is down is retransmitted as TCP does (timeouts from `rto_ms`, doubling)
+until the first try after the link is back, and fails (`timeout`) if it never is.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from analysis.records import FAILED, ONTIME, OUTCOMES, REJECTED
 from analysis.summary import Tally
 from scheduler.core import POLICY_NAMES, Decision, LoadState, Scheduler, StreamRequest
 from scheduler.system import RESPONSE_BYTES, SystemModel
+from scheduler.timeline import SystemTimeline
 from scheduler.window import N_CLASSES, WindowMeasurement, stream_classes
 from simulator.batching import DONE, PENDING_ADMITTED, PENDING_NEW, REJECTED_FULL, serve_window
+from topologies.events import NetworkEvents
 from workload.trace import Trace
 
 
@@ -65,20 +72,28 @@ class SimConfig:
 
 
 RecordSink = Callable[[dict[str, np.ndarray]], None]
+LINK_DOWN_REASON = "timeout"
+"""Why a query that met a link that stays down failed: as the live run's sources record it (no answer)."""
+MAX_RETRANSMIT_MS = 120_000.0
+"""A message whose link is not back after this long is lost (Linux's largest RTO)."""
 
 
 class Simulation:
     """One run over a trace; `step(policy)` advances one window, `run(policy)` to the end."""
 
     def __init__(self, system: SystemModel, trace: Trace, config: SimConfig, seed: int,
-                 record_sink: RecordSink | None = None, physics: SystemModel | None = None) -> None:
+                 record_sink: RecordSink | None = None, physics: SystemModel | None = None,
+                 events: NetworkEvents | None = None) -> None:
         """`system` is what the schedulers decide with; `physics` (default: the same) gives the links'
-        actual delays, jitter and loss, e.g. a testbed's measured ones, with the same resources."""
+        actual delays, jitter and loss, e.g. a testbed's measured ones, with the same resources; `events`
+        change both at their times."""
         self.system, self.trace, self.config = system, trace, config
         self.physics = system if physics is None else physics
         if [r.name for r in self.physics.resources] != [r.name for r in system.resources] or \
                 self.physics.antennas != system.antennas:
             raise ValueError("physics: its resources and antennas must be the decision system's, in order")
+        self.timeline = SystemTimeline.build(system, events)
+        self.physics_timeline = self.timeline if physics is None else SystemTimeline.build(self.physics, events)
         rng_policy, self.rng_net = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         self.scheduler = Scheduler(system, rng_policy, capacity_headroom=config.capacity_headroom)
         self.sink = record_sink
@@ -155,6 +170,10 @@ class Simulation:
         req = StreamRequest(antenna=int(self.s_ant[s]), fps=float(tr.fps[s]), frame_bytes=float(tr.frame_bytes[s]),
                             max_delay_ms=float(tr.max_delay_ms[s]), min_accuracy=float(tr.min_accuracy[s]),
                             task=int(self.s_task[s]))
+        if not self.timeline.static:
+            t, a = float(tr.start_s[s]), int(self.s_ant[s])
+            back = self.timeline.first_from(t, lambda system: bool(np.isfinite(system.radio_ms[a])))
+            self.scheduler.system = self.timeline.systems[back if back is not None else self.timeline.index_at(t)]
         return self.scheduler.decide(req, policy, self.load.load_qps)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -171,15 +190,49 @@ class Simulation:
         k = np.repeat(lo, counts) + (np.arange(total, dtype=np.int64) - offsets)
         return streams, k
 
-    def _one_way(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (radio leg, path leg) one-way delays in ms, with jitter, transmission and losses."""
-        s, rng, n = self.physics, self.rng_net, len(ant)
+    def _one_way(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float,
+                 t_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (radio leg, path leg) one-way delays in ms of messages leaving at t_ms, with jitter,
+        transmission and losses, over the links as they are then (infinite across a link that is down)."""
+        rng, n = self.rng_net, len(ant)
         z = rng.standard_normal((2, n))
         lost = rng.random((2, n))
-        radio = np.maximum(s.radio_ms[ant] + s.radio_dev_ms[ant] * z[0], 0.0) + s.radio_ms_per_byte[ant] * nbytes
-        radio += np.where(lost[0] < s.radio_loss[ant], self.config.rto_ms, 0.0)
-        path = np.maximum(s.net_ms[ant, res] + s.net_dev_ms[ant, res] * z[1], 0.0) + s.path_ms_per_byte[ant, res] * nbytes
-        path += np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0)
+        timeline = self.physics_timeline
+        if timeline.static:
+            return self._legs(timeline.systems[0], ant, res, nbytes, z, lost)
+        state = timeline.indices_at(np.asarray(t_ms) / 1000.0)
+        radio, path = np.empty(n), np.empty(n)
+        nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,))
+        for k in np.unique(state):
+            m = state == k
+            radio[m], path[m] = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
+        for i in np.flatnonzero(~(np.isfinite(radio) & np.isfinite(path))):  # met a link that is down: rare
+            radio[i], path[i] = self._retransmitted(ant[i:i + 1], res[i:i + 1], nbytes[i:i + 1], float(t_ms[i]),
+                                                    z[:, i:i + 1], lost[:, i:i + 1])
+        return radio, path
+
+    def _retransmitted(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray, t_ms: float, z: np.ndarray,
+                       lost: np.ndarray) -> tuple[float, float]:
+        """Returns (radio leg, path leg) of one message that met a link that was down: TCP sends it again after
+        rto_ms, then after twice that, and so on, until a try finds every link of its way up (the wait counted
+        in the radio leg); infinite if none does within MAX_RETRANSMIT_MS."""
+        timeline, waited, wait = self.physics_timeline, 0.0, self.config.rto_ms
+        while waited < MAX_RETRANSMIT_MS:
+            waited, wait = waited + wait, wait * 2
+            s = timeline.at((t_ms + waited) / 1000.0)
+            radio, path = self._legs(s, ant, res, nbytes, z, lost)
+            if np.isfinite(radio[0]) and np.isfinite(path[0]):
+                return waited + float(radio[0]), float(path[0])
+        return np.inf, np.inf
+
+    def _legs(self, s: SystemModel, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float, z: np.ndarray,
+              lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (radio leg, path leg) on one system's links, given the draws (normal, uniform) [2, n]."""
+        with np.errstate(invalid="ignore"):  # inf + 0 x jitter: a link that is down
+            radio = np.maximum(s.radio_ms[ant] + s.radio_dev_ms[ant] * z[0], 0.0) + s.radio_ms_per_byte[ant] * nbytes
+            radio += np.where(lost[0] < s.radio_loss[ant], self.config.rto_ms, 0.0)
+            path = np.maximum(s.net_ms[ant, res] + s.net_dev_ms[ant, res] * z[1], 0.0) + s.path_ms_per_byte[ant, res] * nbytes
+            path += np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0)
         return radio, path
 
     def step(self, policy: int) -> WindowMeasurement:
@@ -222,9 +275,17 @@ class Simulation:
         ok = ~rej
         streams, k, send_ms, res = streams[ok], k[ok], send_ms[ok], res[ok]
         nbytes = tr.frame_bytes[streams].astype(np.float64)
-        radio, path = self._one_way(self.s_ant[streams], res, nbytes)
+        radio, path = self._one_way(self.s_ant[streams], res, nbytes, send_ms)
         sched = send_ms + radio
         arrive = sched + path + self.config.overhead_up_ms
+        cut = ~np.isfinite(arrive)  # met a link that is down
+        if cut.any():
+            self._emit(streams[cut], k[cut], send_ms[cut], np.where(np.isfinite(sched[cut]), sched[cut], np.nan),
+                       None, None, None, FAILED, LINK_DOWN_REASON, res=res[cut])
+            stats.failed += int(cut.sum())
+            keep = ~cut
+            streams, k, send_ms, res, nbytes = streams[keep], k[keep], send_ms[keep], res[keep], nbytes[keep]
+            sched, arrive = sched[keep], arrive[keep]
         self.pool = _concat(self.pool, dict(stream=streams, k=k, send=send_ms, sched=sched, arrive=arrive,
                                             res=res, nbytes=nbytes, admitted=np.zeros(len(k), dtype=bool)))
 
@@ -257,11 +318,13 @@ class Simulation:
         done = status == DONE
         if done.any():
             s = q["stream"][done]
-            radio, path = self._one_way(self.s_ant[s], q["res"][done], float(RESPONSE_BYTES))
+            radio, path = self._one_way(self.s_ant[s], q["res"][done], float(RESPONSE_BYTES), end[done])
             response = end[done] + path + radio + self.config.overhead_down_ms
-            late = response - q["send"][done] > self.trace.max_delay_ms[s]
+            cut = ~np.isfinite(response)  # the answer met a link that is down
+            late = (response - q["send"][done] > self.trace.max_delay_ms[s]) | cut
             outcome = np.where(late, FAILED, ONTIME)
-            reason = np.where(late, "deadline", "")
+            reason = np.where(cut, LINK_DOWN_REASON, np.where(late, "deadline", ""))
+            response = np.where(cut, np.nan, response)
             self._emit(s, q["k"][done], q["send"][done], q["sched"][done], q["arrive"][done],
                        (start[done], end[done], batch[done]), response, outcome, reason, res=q["res"][done])
             stats.failed += int(late.sum())

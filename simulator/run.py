@@ -12,6 +12,7 @@ from analysis.summary import RunSummary
 from scheduler.core import policy_index
 from scheduler.system import SystemModel
 from simulator.engine import SimConfig, Simulation
+from topologies.events import NetworkEvents
 from workload.trace import Trace
 
 
@@ -26,13 +27,15 @@ class SimRun:
 
 def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimConfig, seed: int,
                     lambda_label: str, out_dir: Path | None, write_records: bool = True,
-                    records_format: str = "csv", physics: SystemModel | None = None) -> SimRun:
+                    records_format: str = "csv", physics: SystemModel | None = None,
+                    events: NetworkEvents | None = None) -> SimRun:
     """Returns the run of one static policy; writes records, time series and summary under out_dir.
-    `physics`: the links as they behave, when not as `system` (what the schedulers decide with) says."""
+    `physics`: the links as they behave, when not as `system` (what the schedulers decide with) says;
+    `events`: the links' changes over the run (summary.json's `network_events` lists them)."""
     writer = _record_writer(out_dir, write_records, records_format)
     try:
         sim = Simulation(system, trace, config, seed=seed, record_sink=writer.write if writer else None,
-                         physics=physics)
+                         physics=physics, events=events)
         sim.run(policy_index(policy))
     finally:
         if writer is not None:
@@ -40,7 +43,8 @@ def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimC
     summary = RunSummary.from_tally(sim.tally, sim.windows, environment="simulator", topology=system.topology.name,
                                     policy=policy, seed=seed, lambda_per_min=lambda_label,
                                     duration_s=sim.end_s, extra={"streams": len(trace),
-                                                                 "profiles": system.profiles.source})
+                                                                 "profiles": system.profiles.source,
+                                                                 **events_summary(events)})
     if out_dir is not None:
         summary.write_json(out_dir / "summary.json")
         write_timeseries(summary, out_dir / "timeseries.csv")
@@ -87,6 +91,14 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
             for k, a in enumerate(actions):
                 w.writerow((k, f"{k * t * 1000:.1f}", f"{min((k + 1) * t, sim.end_s) * 1000:.1f}", POLICY_NAMES[a]))
     return SimRun(summary=summary, queries=sim.queries_done, records_path=writer.path if writer else None)
+
+
+def events_summary(events: NetworkEvents | None) -> dict:
+    """Returns summary.json's record of the network events a run applied ({} without any): the file and each
+    event, at its virtual time."""
+    if events is None:
+        return {}
+    return {"network_events": {"file": events.source, "applied": [e.describe() for e in events.events]}}
 
 
 def _record_writer(out_dir: Path | None, write_records: bool, records_format: str) -> RecordWriter | None:

@@ -10,11 +10,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from testbed.clean import clean
 from testbed.errors import MeasurementError, NetworkError, PreflightError
 from testbed.measure import ProbePlan, Tolerance, format_table
 from topologies import TopologyError, load_topology
+from topologies.events import load_events
+
+if TYPE_CHECKING:
+    from testbed.network import EmulatedNetwork
 
 EXIT_OK, EXIT_MEASUREMENT, EXIT_PREFLIGHT, EXIT_NETWORK = 0, 1, 2, 3
 
@@ -31,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "commands may be piped in; exit or end of input tears down")
     net.add_argument("--cli-script", type=Path, default=None, metavar="FILE",
                      help="run the CLI commands in FILE, then tear down (as mn's scripts)")
+    net.add_argument("--events", type=Path, default=None, metavar="FILE",
+                     help="network events file: apply its link changes at their times after the network is up, "
+                          "while it stays up or the CLI runs (docs/network.md#network-events)")
     net.add_argument("--shaping", choices=("auto", "netem", "wire"), default="auto",
                      help="link shaping: kernel netem, the userspace wire, or auto (netem where present)")
     net.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs", help="Open vSwitch or Linux bridges")
@@ -57,6 +65,7 @@ def cmd_net(args: argparse.Namespace) -> int:
 
     try:
         topo = load_topology(args.topo)
+        events = load_events(args.events, topo) if getattr(args, "events", None) else None
         net = EmulatedNetwork(topo, shaping=args.shaping, switch=args.switch, controller=args.controller,
                               run_dir=args.out, seed=args.seed, mtu=args.mtu)
     except (TopologyError, ValueError) as exc:
@@ -70,28 +79,22 @@ def cmd_net(args: argparse.Namespace) -> int:
     bad: list = []
     try:
         with net:
-            if args.check:
-                results = net.measure_links(ProbePlan(count=args.probes), Tolerance(delay_abs_ms=args.tolerance_ms),
-                                            check=False)
-                report = net.last_report
-                print(format_table(results, report.hop_ms if report else None,
-                                   report.hop_measured if report else None))
-                print(f"measurements saved to {net.run_dir / 'link_measurements.json'}")
-                if net.blocked_links:
-                    print(f"not measured (blocked by the spanning tree, no traffic): {', '.join(net.blocked_links)}")
-                bad = [m for m in results if not m.ok]
-                if bad:
-                    print(f"error: {len(bad)} link direction(s) outside tolerance", file=sys.stderr)
-            if cli:
-                if net.cli(script=cli_script):
-                    raise KeyboardInterrupt  # SIGTERM ended the CLI: tear down as for Ctrl-C
-            elif not args.check:
-                print(f"network is up (namespaces: `ip netns exec <namespace> CMD`; switches:\n{net.switch_table()}"
-                      "); Ctrl-C tears it down", flush=True)
-                while True:
-                    time.sleep(3600)
+            player = None
+            if events is not None:
+                from testbed.events import EventPlayer
+
+                player = EventPlayer(net, events.events, lambda line: print(line, flush=True))
+                player.start()
+            try:
+                bad = _use(net, args, cli, cli_script)
+            finally:
+                if player is not None:
+                    player.finish()
             t0 = time.monotonic()
         print(f"torn down in {time.monotonic() - t0:.1f} s")
+        if player is not None and player.error is not None:
+            print(f"error: network events: {player.error}", file=sys.stderr)
+            return EXIT_NETWORK
         return EXIT_MEASUREMENT if bad else EXIT_OK
     except PreflightError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -105,6 +108,32 @@ def cmd_net(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted; network torn down", file=sys.stderr)
         return 130
+
+
+def _use(net: EmulatedNetwork, args: argparse.Namespace, cli: bool, cli_script: Path | None) -> list:
+    """Measures, opens the CLI or holds the network up, as the options say; returns the links out of tolerance."""
+    bad: list = []
+    if args.check:
+        results = net.measure_links(ProbePlan(count=args.probes), Tolerance(delay_abs_ms=args.tolerance_ms),
+                                    check=False)
+        report = net.last_report
+        print(format_table(results, report.hop_ms if report else None,
+                           report.hop_measured if report else None))
+        print(f"measurements saved to {net.run_dir / 'link_measurements.json'}")
+        if net.blocked_links:
+            print(f"not measured (blocked by the spanning tree, no traffic): {', '.join(net.blocked_links)}")
+        bad = [m for m in results if not m.ok]
+        if bad:
+            print(f"error: {len(bad)} link direction(s) outside tolerance", file=sys.stderr)
+    if cli:
+        if net.cli(script=cli_script):
+            raise KeyboardInterrupt  # SIGTERM ended the CLI: tear down as for Ctrl-C
+    elif not args.check:
+        print(f"network is up (namespaces: `ip netns exec <namespace> CMD`; switches:\n{net.switch_table()}"
+              "); Ctrl-C tears it down", flush=True)
+        while True:
+            time.sleep(3600)
+    return bad
 
 
 def cmd_clean(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ OFFLOADS_OFF = ["tx", "off", "tso", "off", "gso", "off", "gro", "off"]
 checksums are left for an offload that never happens and frames exceed the MTU (GSO)."""
 WIRE_READY_S = 20.0
 WIRE_STOP_S = 5.0
+WIRE_RESHAPE_S = 5.0
 
 
 class ShapedIntf(TCIntf):
@@ -153,11 +154,21 @@ class WireLink(PlainLink):
     def helper_name(self) -> str:
         return f"wire-{self.link_name}"
 
+    @property
+    def config_path(self) -> Path:
+        return self.ctx.run_dir / f"{self.helper_name}.json"
+
+    def _write_config(self, shape: LinkShape) -> None:
+        """Writes the wire's config whole (a new file renamed over the old: the wire never reads half of it)."""
+        spec = WireSpec(self.link_name, *self.inner, shape, seed=self.ctx.seed * 1000 + self.index)
+        tmp = self.config_path.with_suffix(".json.new")
+        tmp.write_text(json.dumps([asdict(spec)], indent=1) + "\n")
+        tmp.replace(self.config_path)
+
     def _spawn_wire(self) -> None:
         assert self.shape is not None
-        spec = WireSpec(self.link_name, *self.inner, self.shape, seed=self.ctx.seed * 1000 + self.index)
-        cfg = self.ctx.run_dir / f"{self.helper_name}.json"
-        cfg.write_text(json.dumps([asdict(spec)], indent=1) + "\n")
+        self._write_config(self.shape)
+        cfg = self.config_path
         argv = ["ip", "netns", "exec", self.ctx.wire_netns, sys.executable, "-m", "testbed.wire", str(cfg),
                 str(self.ctx.run_dir / f"{self.helper_name}.stats.json")]
         self.proc = self.ctx.spawn(self.helper_name, argv, self.ctx.run_dir / f"{self.helper_name}.log",
@@ -172,6 +183,19 @@ class WireLink(PlainLink):
             log = self.ctx.run_dir / f"{self.helper_name}.log"
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else "(no log)"
             raise NetworkError(f"{self.helper_name} did not start (exit {self.proc.poll()}); see {log}:\n{tail}")
+
+    def reshape(self, shape: LinkShape) -> None:
+        """Gives the running wire a new delay, jitter, loss and rate (its config rewritten, then SIGHUP) and
+        returns once it says `reshaped`; raises NetworkError if it does not within WIRE_RESHAPE_S."""
+        assert self.proc is not None and self.proc.stdout is not None
+        self._write_config(shape)
+        self.proc.send_signal(signal.SIGHUP)
+        ready, _, _ = select.select([self.proc.stdout], [], [], WIRE_RESHAPE_S)
+        line = self.proc.stdout.readline().decode().strip() if ready else ""
+        if line != "reshaped":
+            raise NetworkError(f"{self.helper_name} did not take its new shape (said {line!r}, "
+                               f"exit {self.proc.poll()}); see {self.ctx.run_dir / (self.helper_name + '.log')}")
+        self.shape = shape
 
     def wire_state(self) -> str:
         if self.proc is None:

@@ -6,7 +6,9 @@ until its due time (receipt + delay + normal jitter), FIFO per direction. Rate s
 Frames of one burst (each arriving within BURST_FACTOR times its transmission time at the link's
 rate, plus BURST_SLACK_NS, of the one before: a TCP flight) share one jitter draw, as packets queued together do
 on a real path; otherwise a query's packets would each draw and the query would take the latest of them.
-Run as `python -m testbed.wire CONFIG.json STATS.json` inside the namespace holding the interfaces.
+Run as `python -m testbed.wire CONFIG.json STATS.json` inside the namespace holding the interfaces. SIGHUP makes
+it read CONFIG.json again and reshape its wires at once (frames already held keep their due time, as with netem),
+then print `reshaped` on stdout: a network event changes a wire's delay, jitter or loss this way at run time.
 """
 
 from __future__ import annotations
@@ -92,11 +94,7 @@ class _Direction:
     def __init__(self, spec: WireSpec, rx: socket.socket, tx: socket.socket, label: str,
                  rng: np.random.Generator) -> None:
         self.rx, self.tx = rx, tx
-        shape = spec.shape
-        self.delay_ns = int(shape.delay_ms * 1e6)
-        self.dev_ns = shape.delay_dev_ms * 1e6
-        self.loss = shape.loss_pct / 100.0
-        self.ns_per_byte = BURST_FACTOR * 8e3 / shape.bw_mbps if shape.bw_mbps > 0 else 0.0
+        self.reshape(spec.shape)
         self.last_rx_ns = -(1 << 62)
         self.last_jitter_ns = 0
         self.rng = rng
@@ -107,6 +105,13 @@ class _Direction:
         self._uniform = np.empty(0)
         self._normal = np.empty(0)
         self._k = 0
+
+    def reshape(self, shape: LinkShape) -> None:
+        """Sets the delay, jitter, loss and rate that frames received from now on meet."""
+        self.delay_ns = int(shape.delay_ms * 1e6)
+        self.dev_ns = shape.delay_dev_ms * 1e6
+        self.loss = shape.loss_pct / 100.0
+        self.ns_per_byte = BURST_FACTOR * 8e3 / shape.bw_mbps if shape.bw_mbps > 0 else 0.0
 
     def _draw(self) -> tuple[float, float]:
         if self._k >= len(self._uniform):
@@ -194,19 +199,27 @@ def _stop(_signum: int, _frame: object) -> None:
 
 
 def serve(specs: list[WireSpec], stats_path: Path | None,
-          ready: Callable[[], None] = lambda: None) -> list[DirectionStats]:
-    """Runs the wires until SIGTERM/SIGINT; returns (and writes) what each direction did."""
+          ready: Callable[[], None] = lambda: None,
+          reload: Callable[[], list[WireSpec]] | None = None,
+          reshaped: Callable[[], None] = lambda: None) -> list[DirectionStats]:
+    """Runs the wires until SIGTERM/SIGINT; returns (and writes) what each direction did. On SIGHUP (main
+    thread only) it reshapes each wire as `reload` gives it, then calls `reshaped`."""
     directions: list[_Direction] = []
     by_fd: dict[int, _Direction] = {}
+    by_name: dict[str, list[_Direction]] = {}
     for spec in specs:
         sa, sb = open_socket(spec.if_a), open_socket(spec.if_b)
         rng_ab, rng_ba = (np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(spec.seed).spawn(2))
         for d in (_Direction(spec, sa, sb, "a->b", rng_ab), _Direction(spec, sb, sa, "b->a", rng_ba)):
             directions.append(d)
             by_fd[d.rx.fileno()] = d
+            by_name.setdefault(spec.name, []).append(d)
     fds = list(by_fd)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    wake = _hangup_pipe() if reload is not None else None
+    if wake is not None:
+        fds.append(wake)
     ready()
     try:
         while True:
@@ -219,6 +232,13 @@ def serve(specs: list[WireSpec], stats_path: Path | None,
             timeout = None if next_due is None else max(0.0, (next_due - EARLY_NS - time.time_ns()) / 1e9)
             readable, _, _ = select.select(fds, [], [], timeout)
             for fd in readable:
+                if fd == wake:
+                    if signal.SIGHUP in os.read(fd, 512) and reload is not None:
+                        for spec in reload():
+                            for d in by_name.get(spec.name, []):
+                                d.reshape(spec.shape)
+                        reshaped()
+                    continue
                 by_fd[fd].receive()
     except _Stop:
         pass
@@ -226,6 +246,17 @@ def serve(specs: list[WireSpec], stats_path: Path | None,
     if stats_path is not None:
         stats_path.write_text(json.dumps([asdict(s) for s in stats], indent=1) + "\n")
     return stats
+
+
+def _hangup_pipe() -> int:
+    """Returns the read end of a pipe that a SIGHUP (and any other handled signal) writes its number to, so
+    that the select() loop wakes up for it however long it would sleep."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: None)
+    return r
 
 
 def _prctl(option: int, value: int) -> None:
@@ -239,13 +270,16 @@ def main(argv: list[str]) -> int:
     _prctl(PR_SET_TIMERSLACK, 1000)  # 1 us instead of 50 us: frames leave closer to their due time
     with contextlib.suppress(PermissionError):
         os.nice(WIRE_NICE)  # wake-up latency is the wire's error: run as favoured as ovs-vswitchd (-10)
-    specs = [WireSpec.from_json(d) for d in json.loads(config_path.read_text())]
+    def read_config() -> list[WireSpec]:
+        return [WireSpec.from_json(d) for d in json.loads(config_path.read_text())]
 
-    def ready() -> None:
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
+    def say(word: str) -> Callable[[], None]:
+        def write() -> None:
+            sys.stdout.write(word + "\n")
+            sys.stdout.flush()
+        return write
 
-    serve(specs, stats_path, ready)
+    serve(read_config(), stats_path, say("ready"), reload=read_config, reshaped=say("reshaped"))
     return 0
 
 

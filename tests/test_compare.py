@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scheduler.profiles import read_profile
@@ -46,3 +47,34 @@ def test_compare_on_tiny_replays_one_trace_on_both_sides(tmp_path: Path) -> None
         config = json.loads((out / "testbed" / policy / "config.json").read_text())
         assert config["profiles_file"] == str(out / "profiles-real.yaml") and config["profiled_real_workers"] == []
         assert [w["resource"] for w in config["workers"] if w["real"]] == ["mobilenet-ssd-cpu-b1@ant1"]
+
+
+def test_compare_with_network_events_on_tiny(tmp_path: Path) -> None:
+    # tiny's radio slows at 1.5 s and goes down from 3 s to 6 s: both sides apply it (the testbed to its wire
+    # and switch port, the simulator to its model), record it, and answer nothing sent while it is down in
+    # time (the budgets are at most 1 s: a query sent before 4.9 s waits at least 1.1 s for the radio)
+    from analysis.records import read_records
+
+    events = tmp_path / "events.yaml"
+    events.write_text("events:\n  - {at_s: 1.5, link: radio-ant1, delay_ms: 6}\n"
+                      "  - {at_s: 3, link: radio-ant1, state: down}\n  - {at_s: 6, link: radio-ant1, state: up}\n")
+    out = tmp_path / "cmp"
+    r = subprocess.run([sys.executable, str(ROOT / "run_testbed.py"), "compare", "--topo", "tiny", "--duration", "12",
+                        "--lambda", "30", "--seed", "1", "--policies", "closest", "--events", str(events),
+                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["policies"][0]["simulator"]["queries"] == report["policies"][0]["testbed"]["queries"] > 0
+    live_events = json.loads((out / "testbed" / "closest" / "summary.json").read_text())["extra"]["network"]["events"]
+    assert [(e["at_s"], e["link"], e.get("state")) for e in live_events] == [
+        (1.5, "radio-ant1", None), (3.0, "radio-ant1", "down"), (6.0, "radio-ant1", "up")]
+    assert live_events[0]["delay_ms"] == 6.0 and all(e["t_ms"] >= 1000 * e["at_s"] for e in live_events)
+    sim = json.loads((out / "simulator" / "closest" / "summary.json").read_text())["extra"]["network_events"]
+    assert [e["at_s"] for e in sim["applied"]] == [1.5, 3.0, 6.0] and sim["file"] == str(events)
+    for side in ("simulator", "testbed"):
+        rec = read_records(out / side / "closest" / "records.csv")
+        sent = rec["t_send_ms"].to_numpy()
+        outcome = np.array(rec["outcome"].to_pylist(), dtype=object)
+        down = (sent >= 3000) & (sent < 4900)
+        assert down.sum() > 0 and not (outcome[down] == "ontime").any(), side
+        assert (outcome[sent < 3000] == "ontime").any(), side

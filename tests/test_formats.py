@@ -47,7 +47,7 @@ def _validator(name: str):
 def test_the_published_schemas_are_those_the_models_give() -> None:
     generator = _generator()
     assert set(generator.FORMATS) == {"topology.schema.json", "profile.schema.json", "trace-row.schema.json",
-                                      "run-spec.schema.json"}
+                                      "run-spec.schema.json", "network-events.schema.json"}
     assert generator.stale() == [], "run: .venv/bin/python docs/schemas/generate.py --write"
 
 
@@ -68,6 +68,16 @@ def test_every_shipped_file_passes_its_model_and_its_published_schema(path: Path
     errors = list(_validator("topology.schema.json" if is_topology else "profile.schema.json")
                   .iter_errors(_as_json(doc)))
     assert errors == [], [e.message for e in errors]
+
+
+def test_the_example_events_file_passes_its_model_and_published_schema() -> None:
+    from topologies.events import NetworkEventsFile
+
+    doc = yaml.safe_load((TOPOLOGY_DIR.parent / "examples" / "network-events-tiny.yaml").read_text())
+    NetworkEventsFile.model_validate(doc)
+    assert list(_validator("network-events.schema.json").iter_errors(_as_json(doc))) == []
+    doc["events"][0]["delay"] = 3  # a key without its unit: refused by both
+    assert list(_validator("network-events.schema.json").iter_errors(_as_json(doc))) != []
 
 
 def test_generated_trace_rows_pass_the_row_model_and_schema(tmp_path: Path) -> None:

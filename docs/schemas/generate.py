@@ -18,7 +18,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from live import spec  # noqa: E402
 from scheduler import profiles  # noqa: E402
-from topologies import loader  # noqa: E402
+from topologies import events, loader  # noqa: E402
 from topologies.strict import json_schema  # noqa: E402
 from workload import trace  # noqa: E402
 
@@ -27,6 +27,7 @@ FORMATS: dict[str, type] = {
     profiles.SCHEMA_FILE: profiles.ProfileDocument,
     trace.SCHEMA_FILE: trace.TraceRow,
     "run-spec.schema.json": spec.RunSpec,
+    events.SCHEMA_FILE: events.NetworkEventsFile,
 }
 """Schema file name -> the model of its format (add a format here, then run --write)."""
 

@@ -1,0 +1,104 @@
+"""Network events applied to a running network (topologies/events.py has the file and its schedule): a link's
+new delay, jitter, loss and rate, or the link taken down or brought back up, as Mininet's link config and
+`link down/up` do it.
+
+Rate: each end's TBF replaced (`ShapedIntf.config`). Delay, jitter, loss: the netem qdisc replaced (netem
+backend) or the running wire reshaped (its config rewritten, SIGHUP, acknowledged). Down and up: the link's
+switch-port ends set down or up (`ip link`), so a host's interface, addresses and routes stay as they are and
+the link carries nothing until it is back; the ends' qdiscs are checked again when it comes back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from testbed import sh
+from testbed.errors import NetworkError
+from topologies.events import DOWN, LinkEvent
+
+if TYPE_CHECKING:
+    from testbed.network import EmulatedNetwork
+
+
+def _link(net: EmulatedNetwork, name: str):  # noqa: ANN202 (a Mininet link of testbed.links)
+    if net.mn is None:
+        raise NetworkError("the network is not up")
+    for link in net.mn.links:
+        if getattr(link, "link_name", None) == name:
+            return link
+    raise NetworkError(f"no link named {name!r} in the network")
+
+
+def apply_link_event(net: EmulatedNetwork, event: LinkEvent) -> dict:
+    """Applies one event to the running network now; returns what was done and how long it took (apply_ms)."""
+    from testbed.links import ShapedIntf, WireLink  # Mininet's classes: imported with the network
+
+    t = time.monotonic()
+    link = _link(net, event.link)
+    done: dict = {"link": event.link}
+    if event.changes:
+        shape = event.shape_after(link.shape)
+        for intf in (link.intf1, link.intf2):
+            if isinstance(intf, ShapedIntf) and intf.shape is not None:
+                intf.config(ctx=intf.ctx, shape=shape)  # TBF (and netem with that backend) replaced
+        if isinstance(link, WireLink):
+            link.reshape(shape)
+        link.shape = shape
+        done.update(event.changes)
+    if event.state:
+        for intf in (link.intf1, link.intf2):
+            if isinstance(intf, ShapedIntf) and intf.netns is None:  # a switch port
+                sh.run(["ip", "link", "set", "dev", intf.name, event.state])
+        done["state"] = event.state
+        if event.state != DOWN:
+            problems = [p for p in net.mn.shaping_problems() if p.startswith(f"{event.link} ")]
+            if problems:
+                raise NetworkError(f"{event.link} came back up not shaped as planned: " + "; ".join(problems))
+    done["apply_ms"] = round((time.monotonic() - t) * 1000.0, 1)
+    return done
+
+
+class EventPlayer(threading.Thread):
+    """Applies events to a running network at their times after its start (`net --events`), in a thread of its
+    own while the CLI or a wait runs; `applied` lists what it did (`t_s`: when, after the start), `error` what
+    stopped it."""
+
+    def __init__(self, net: EmulatedNetwork, events: Sequence[LinkEvent], log: Callable[[str], None]) -> None:
+        super().__init__(name="network-events", daemon=True)
+        self.net, self.events, self.log = net, tuple(events), log
+        self.applied: list[dict] = []
+        self.error: Exception | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            for ev in self.events:
+                if self._halt.wait(max(0.0, t0 + ev.at_s - time.monotonic())):
+                    return
+                done = {"t_s": round(time.monotonic() - t0, 3), **apply_link_event(self.net, ev)}
+                self.applied.append(done)
+                self.log(f"[{done['t_s']:7.2f} s] network event: " + " ".join(f"{k}={v}" for k, v in done.items()
+                                                                                if k != "t_s"))
+        except Exception as exc:  # reported, and by `finish`: the network is left as it was
+            self.error = exc
+            self.log(f"network events stopped: {exc}")
+
+    def finish(self) -> None:
+        """Stops applying events (those not due yet are not applied) and waits for the thread."""
+        self._halt.set()
+        self.join()
+
+
+def link_states(net: EmulatedNetwork, name: str) -> list[str]:
+    """Returns the operational state (`UP`, `DOWN`, `LOWERLAYERDOWN`) of each end of a link, as the kernel
+    reports it."""
+    link = _link(net, name)
+    states = []
+    for intf in (link.intf1, link.intf2):
+        out = sh.run(sh.in_netns(intf.netns, ["ip", "-o", "link", "show", "dev", intf.name])).stdout
+        states.append(out.split(" state ", 1)[1].split()[0] if " state " in out else "UNKNOWN")
+    return states

@@ -1,0 +1,72 @@
+"""Network events on tiny brought up for real: a wire's delay changed at run time and measured by ping, a link
+taken down (ping gets nothing) and brought back (ping answers again, its qdiscs as planned)."""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed import EmulatedNetwork
+from testbed.events import apply_link_event, link_states
+from topologies.events import LinkEvent
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+def _rtts_ms(src, dst, count: int = 10) -> list[float]:
+    """Returns the round-trip times ping measured (none when nothing came back)."""
+    out = src.cmd(["ping", "-n", "-c", str(count), "-i", "0.05", "-W", "1", dst.ip], check=False, timeout_s=30)
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", out)]
+
+
+@pytest.fixture(scope="module")
+def tiny_net(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny-events") / "run"
+    with EmulatedNetwork("tiny", run_dir=run_dir, log=lambda _: None, controller="none") as net:
+        yield net
+
+
+def test_a_delay_change_takes_effect_and_a_link_goes_down_and_comes_back(tiny_net) -> None:
+    ant, dc = tiny_net.host_for("worker", "ant1"), tiny_net.host_for("worker", "dc1")
+    before = statistics.median(_rtts_ms(ant, dc))
+    assert abs(before - 2 * 5.0) < 2.5  # ant1-dc1: 5 ms each way
+
+    done = apply_link_event(tiny_net, LinkEvent(at_s=0.0, link="ant1-dc1", key="events[0]", delay_ms=25.0))
+    assert done["delay_ms"] == 25.0
+    after = statistics.median(_rtts_ms(ant, dc))
+    assert abs(after - 2 * 25.0) < 2.5, (before, after)
+    assert tiny_net.mn.shaping_problems() == []  # the TBFs (100 Mbit/s) untouched
+
+    apply_link_event(tiny_net, LinkEvent(at_s=1.0, link="ant1-dc1", key="events[1]", state="down"))
+    assert link_states(tiny_net, "ant1-dc1") == ["DOWN", "DOWN"]
+    assert _rtts_ms(ant, dc, count=5) == []
+    cloud = tiny_net.host_for("worker", "cloud")
+    assert _rtts_ms(dc, cloud, count=3)  # the other link still carries
+
+    apply_link_event(tiny_net, LinkEvent(at_s=2.0, link="ant1-dc1", key="events[2]", state="up"))
+    assert link_states(tiny_net, "ant1-dc1") == ["UP", "UP"]
+    back = _rtts_ms(ant, dc)
+    assert back and abs(statistics.median(back) - 2 * 25.0) < 2.5  # back up with the shape it had
+    assert tiny_net.mn.shaping_problems() == []
+
+
+def test_net_applies_an_events_file_while_the_cli_runs(tmp_path: Path) -> None:
+    events = tmp_path / "events.yaml"
+    events.write_text("events:\n  - {at_s: 0.2, link: dc1-ant1, delay_ms: 25}\n  - {at_s: 60, link: dc1-cloud, state: down}\n")
+    script = tmp_path / "cli.txt"
+    script.write_text("sh sleep 1.5\nworker-ant1 ping -n -c 5 -i 0.2 worker-dc1\n")
+    r = subprocess.run([sys.executable, str(ROOT / "run_testbed.py"), "net", "--topo", "tiny", "--controller", "none",
+                        "--events", str(events), "--cli-script", str(script), "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "network event: link=ant1-dc1 delay_ms=25.0" in r.stdout
+    assert "dc1-cloud" not in r.stdout.split("network event:", 1)[1].split("\n", 1)[0]  # not due by the end
+    rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", r.stdout)]
+    assert len(rtts) == 5 and abs(statistics.median(rtts) - 2 * 25.0) < 2.5
