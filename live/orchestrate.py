@@ -292,7 +292,9 @@ class LiveRun:
                     for s in self.sources:
                         s.stop()
                     break
-                time.sleep(0.1)
+                # wake at the next fault's time (faults and network events land within a few ms of it)
+                due_s = self.t0_s + faults[0].at_s - time.time() if faults else 0.1
+                time.sleep(min(0.1, max(0.0, due_s)))
         for s in self.sources:
             code = s.stop()
             if code not in (0, None):

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from topologies.loader import Bandwidth
-from topologies.model import Link, LinkShape, PathMetrics, Topology
+from topologies.model import Link, LinkShape, Topology
 from topologies.strict import NonNegative, Percent, StrictModel, load_yaml, validate
 
 SCHEMA_FILE = "network-events.schema.json"
@@ -180,5 +180,4 @@ def _topology_with(topo: Topology, shapes: dict[str, LinkShape], down: frozenset
     sites = tuple(dataclasses.replace(s, radio=effective(f"{RADIO_PREFIX}{s.name}")) if s.is_antenna else s
                   for s in topo.sites)
     new_link = {lk: Link(lk.a, lk.b, effective(f"{lk.a}-{lk.b}")) for lk in topo.links}
-    paths = {pair: PathMetrics.of(tuple(new_link[lk] for lk in p.links)) for pair, p in topo.paths.items()}
-    return dataclasses.replace(topo, sites=sites, links=tuple(new_link.values()), paths=paths)
+    return dataclasses.replace(topo, sites=sites, links=tuple(new_link.values()), routes=topo.routes.with_links(new_link))

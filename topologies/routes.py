@@ -11,9 +11,10 @@ whatever the number of leaves.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -57,6 +58,15 @@ class Routes:
             self._via.append(via)
             self._order.append(order)
         self._paths: dict[tuple[str, str], PathMetrics] = {}
+
+    def with_links(self, replace: Mapping[Link, Link]) -> Routes:
+        """Returns these routes over the links `replace` maps each link to (its delay changed, or it went down):
+        every path keeps its links, as a network whose forwarding does not reroute; nothing is recomputed."""
+        new = copy.copy(self)
+        new.hop = {n: None if lk is None else replace[lk] for n, lk in self.hop.items()}
+        new._via = [{n: replace[lk] for n, lk in via.items()} for via in self._via]
+        new._paths = {}
+        return new
 
     @staticmethod
     def _check_connected(source: str, adjacency: dict[str, list[Link]], error: Callable[[str], Exception]) -> None:
