@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from scheduler.core import POLICY_NAMES, check_policy
-from scheduler.profiles import load_profiles
+from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles
 from scheduler.system import build_system
 from simulator.engine import SimConfig
 from simulator.run import format_table, simulate_aset, simulate_policy, write_comparison
@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="run the discrete-event simulator with one or all static policies",
                        description="Run the simulator on a topology with a generated workload or a trace.")
     _add_workload(p, replay=True)
-    p.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
+    p.add_argument("--profiles", default=None, help=PROFILES_OPTION_HELP)
     p.add_argument("--policy", default=None,
                    help=f"one of {', '.join(POLICY_NAMES)}, all, or aset (needs --agent) "
                    "(default least-impedance; with --agent: aset)")
