@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
 from analysis.summary import Ratios  # noqa: E402
-from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles  # noqa: E402
+from scheduler.names import PROFILES_OPTION_HELP  # noqa: E402
+from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from training.evaluate import Evaluation, evaluate  # noqa: E402

@@ -36,10 +36,6 @@ PROVISIONAL_PROFILE = PROFILE_DIR / "provisional.yaml"
 """Literature estimates, kept for comparison: `--profiles provisional`."""
 LOCAL_PROFILE = PROFILE_DIR / "measured-local.yaml"
 """Where `run_testbed.py profile` writes by default; read only when asked: `--profiles measured-local`."""
-PROFILES_OPTION_HELP = ("profile file, or the name of one in scheduler/profiles/: provisional (literature estimates), "
-                        "measured-local (what `run_testbed.py profile` wrote) (default: the committed measured "
-                        "scheduler/profiles/default.yaml)")
-"""The help of every command's --profiles option: what `resolve_profile_path` accepts."""
 PROFILE_VERSION = 1
 SCHEMA_FILE = "profile.schema.json"
 """Its JSON Schema, under docs/schemas/."""

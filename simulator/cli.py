@@ -6,14 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
-from scheduler.core import POLICY_NAMES, check_policy
-from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles
-from scheduler.system import build_system
-from simulator.engine import SimConfig
-from simulator.run import format_table, simulate_aset, simulate_policy, write_comparison
-from topologies import load_topology
+from scheduler.names import POLICY_NAMES, PROFILES_OPTION_HELP
 from workload.args import add_workload_arguments, workload_from_args
-from workload.trace import write_trace
+
+# The simulator, the system model and what they import (numba, pyarrow, matplotlib) are imported when a command
+# runs, not to build its parser: `--help` answers at once.
 
 DEFAULT_LAMBDA = "60"
 DEFAULT_DURATION_S = 600.0
@@ -26,6 +23,9 @@ def _add_workload(p: argparse.ArgumentParser, replay: bool) -> None:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from topologies import load_topology
+    from workload.trace import write_trace
+
     topo = load_topology(args.topo)
     workload = workload_from_args(args)
     trace, _ = workload.build(tuple(a.name for a in topo.antennas))
@@ -37,6 +37,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from scheduler.core import check_policy
+    from scheduler.profiles import load_profiles
+    from scheduler.system import build_system
+    from simulator.engine import SimConfig
+    from simulator.run import format_table, simulate_aset, simulate_policy, write_comparison
+    from topologies import load_topology
+
     topo = load_topology(args.topo)
     system = build_system(topo, load_profiles(args.profiles))
     workload = workload_from_args(args)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from analysis.resultspage import add_results_page_argument
-from scheduler.profiles import PROFILES_OPTION_HELP
+from scheduler.names import PROFILES_OPTION_HELP
 from training.config import DQNConfig
 from training.sweep import add_engine_arguments, engine_from_args, positive_int
 from workload.args import add_lambda_argument, add_seed_argument, add_sweep_arguments, sweep_from_args
