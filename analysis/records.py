@@ -35,6 +35,10 @@ RECORD_COLUMNS: tuple[tuple[str, str], ...] = (
 """(name, Arrow type name) of every column, in file order."""
 RECORD_NAMES = tuple(name for name, _ in RECORD_COLUMNS)
 STRING_COLUMNS = tuple(name for name, typ in RECORD_COLUMNS if typ == "string")
+PANDAS_DTYPES = {name: "str" if typ == "string" else typ for name, typ in RECORD_COLUMNS}
+"""`pandas.read_csv(path, dtype=PANDAS_DTYPES)` reads a CSV file into the frame `pandas.read_parquet` gives of
+the same records, always; without it pandas guesses each column from its text, and a column holding no value at
+all (no query failed or was rejected, say) comes back as floats."""
 OUTCOMES = ("ontime", "failed", "rejected")
 ONTIME, FAILED, REJECTED = 0, 1, 2
 

@@ -1,7 +1,7 @@
 """The CSV text of per-query records, formatted column by column into one byte buffer (numba for large batches).
 
-Integers in decimal; times rounded to the microsecond, written with at most three decimals (trailing zeros
-dropped, so `12.5`, `12`); a missing time (NaN) or string (code -1) as an empty field; strings as their
+Integers in decimal; times rounded to the microsecond, written with one to three decimals (trailing zeros
+dropped, so `12.5`, `12.0`); a missing time (NaN) or string (code -1) as an empty field; strings as their
 labels' bytes, quoted once per label when they need it. The same function runs as Python for small batches
 (a live source's flush), so the bytes never depend on which ran.
 """
@@ -108,14 +108,13 @@ def _format(kinds: np.ndarray, index: np.ndarray, ints: np.ndarray, floats: np.n
                     p += 1
                 p = _digits(out, p, q // 1000, 1)
                 frac = q % 1000
-                if frac:
-                    out[p] = 46  # .
-                    p += 1
-                    w = 3
-                    while frac % 10 == 0:
-                        frac //= 10
-                        w -= 1
-                    p = _digits(out, p, frac, w)
+                out[p] = 46  # . (always: a reader guessing types then sees a float even in a whole number)
+                p += 1
+                w = 3
+                while frac % 10 == 0 and w > 1:
+                    frac //= 10
+                    w -= 1
+                p = _digits(out, p, frac, w)
             else:
                 k = codes[j, r]
                 if k >= 0:
