@@ -2,8 +2,8 @@
 
 Integers in decimal; times rounded to the microsecond, written with one to three decimals (trailing zeros
 dropped, so `12.5`, `12.0`); a missing time (NaN) or string (code -1) as an empty field; strings as their
-labels' bytes, quoted once per label when they need it. The same function runs as Python for small batches
-(a live source's flush), so the bytes never depend on which ran.
+labels' bytes, quoted once per label when they need it. Small batches (a live source's flush) are formatted
+by Python's string formatting with the same arithmetic, so the bytes never depend on which ran (a test checks).
 """
 
 from __future__ import annotations
@@ -43,12 +43,42 @@ def format_rows(kinds: np.ndarray, index: np.ndarray, ints: np.ndarray, floats: 
         width += 1 + (_INT_WIDTH if kinds[c] == INT else _FLOAT_WIDTH if kinds[c] == FLOAT else max_label)
     if compiled is None:
         compiled = n >= JIT_ROWS or _jitted is not None
-    fn = _compiled() if compiled else _format
+    if not compiled:
+        return _format_small(kinds, index, ints, floats, codes, label_start, label_bytes)
     out = np.empty(n * width, dtype=np.uint8)
-    end = fn(kinds, index, ints, floats, codes, label_start, label_bytes, out)
+    end = _compiled()(kinds, index, ints, floats, codes, label_start, label_bytes, out)
     if end < 0:
-        raise ValueError(f"a time of {-end - 1}th record is infinite or beyond {MAX_ABS_MS:g} ms")
+        raise _bad_time(-end - 1)
     return out[:end]
+
+
+def _bad_time(row: int) -> ValueError:
+    return ValueError(f"record {row} of the batch: a time is infinite or beyond {MAX_ABS_MS:g} ms")
+
+
+def _format_small(kinds: np.ndarray, index: np.ndarray, ints: np.ndarray, floats: np.ndarray, codes: np.ndarray,
+                  label_start: np.ndarray, label_bytes: np.ndarray) -> np.ndarray:
+    """Returns what the compiled formatter returns, with Python's string formatting: quick for a few rows (a live
+    source's flush) without importing numba. The same arithmetic (rint of |x| * 1000), so the same bytes."""
+    labels = [label_bytes[label_start[i]:label_start[i + 1]].tobytes().decode() for i in range(len(label_start) - 1)]
+    columns: list[list[str]] = []
+    for c, kind in enumerate(kinds.tolist()):
+        j = int(index[c])
+        if kind == INT:
+            columns.append([str(v) for v in ints[j].tolist()])
+        elif kind == FLOAT:
+            x = floats[j]
+            bad = np.flatnonzero(~(np.abs(x) <= MAX_ABS_MS) & ~np.isnan(x))
+            if len(bad):
+                raise _bad_time(int(bad[0]))
+            q = np.rint(np.abs(x) * 1000.0)
+            columns.append(["" if xi != xi else "-" * (xi < 0 and qi > 0) + f"{int(qi) // 1000}."
+                            + (f"{int(qi) % 1000:03d}".rstrip("0") or "0")
+                            for xi, qi in zip(x.tolist(), q.tolist(), strict=True)])
+        else:
+            columns.append([labels[k] if k >= 0 else "" for k in codes[j].tolist()])
+    text = "".join(",".join(row) + "\n" for row in zip(*columns, strict=True))
+    return np.frombuffer(text.encode(), dtype=np.uint8)
 
 
 def _compiled():  # noqa: ANN202 (numba's dispatcher)

@@ -131,5 +131,9 @@ def test_csv_formatter_compiled_and_python_write_the_same_bytes() -> None:
 
 
 def test_csv_formatter_refuses_times_it_cannot_write() -> None:
-    with pytest.raises(ValueError, match="infinite or beyond"):
-        format_both(np.array([1.0, np.inf]), np.array([1, 2]))
+    for compiled in (True, False):
+        with pytest.raises(ValueError, match="record 1 of the batch: a time is infinite or beyond"):
+            records_csv.format_rows(np.array([records_csv.FLOAT]), np.zeros(1, dtype=np.int64),
+                                    np.zeros((0, 2), dtype=np.int64), np.array([[1.0, np.inf]]),
+                                    np.zeros((0, 2), dtype=np.int64), np.zeros(1, dtype=np.int64),
+                                    np.zeros(0, dtype=np.uint8), 0, compiled=compiled)
