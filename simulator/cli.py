@@ -107,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="folder for records, summaries and plots")
     p.add_argument("--no-records", action="store_true", help="do not write per-query records (summaries only)")
     p.add_argument("--records-format", choices=("csv", "parquet"), default="csv",
-                   help="per-query log format (same columns; parquet is several times faster to write)")
+                   help="per-query log format (the same columns and values; a Parquet file is about a third the size)")
     p.set_defaults(func=cmd_simulate)
     t = sub.add_parser("trace", help="record a workload trace (one stream per row) to CSV")
     _add_workload(t, replay=False)
