@@ -27,6 +27,7 @@ def ensure_project_python() -> None:
     """Re-executes this script with the project's virtualenv unless it runs under it; without the virtualenv,
     says to run the setup script and exits with status 2."""
     if Path(sys.prefix).resolve() == VENV.resolve():
+        os.environ.pop(REEXEC_MARK, None)  # the re-execution took: the run's own children start afresh
         return
     python = VENV / "bin" / "python"
     if not os.access(python, os.X_OK) or os.environ.get(REEXEC_MARK):
