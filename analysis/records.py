@@ -124,8 +124,9 @@ class RecordWriter:
     """Writes query records to a CSV or Parquet file (by suffix), sorted by send time.
 
     `write` takes a QueryBatch or plain columns. Rows are held until settled (a QueryBatch's `settled_ms`;
-    plain columns settle at once, each call's rows sorted among themselves), then written in order of send time
-    (rows sent at the same microsecond as they came): CSV in chunks (plain columns: at every call, flushed), Parquet per row group."""
+    plain columns settle at once, each call's rows sorted among themselves), then written in order of send
+    time (rows sent in the same microsecond as they came): CSV in chunks (plain columns: at every call,
+    flushed), Parquet per row group."""
 
     PARQUET_ROWS = 200_000
     """Rows per Parquet row group."""
