@@ -105,8 +105,9 @@ class _Labels:
 
     names: list[str] = field(default_factory=list)
     number: dict[str, int] = field(default_factory=dict)
-    last: tuple[np.ndarray, np.ndarray] | None = None
-    """The last batch's labels and their numbers (the simulator hands the same labels every time)."""
+    last: tuple[np.ndarray, np.ndarray | None] | None = None
+    """The last batch's labels and their numbers, None where they number as the file does (the simulator hands
+    the same labels every time)."""
     arrow: Any = None
     """`names` as an Arrow array (a Parquet file's dictionary), made again when names are added."""
 
@@ -116,8 +117,9 @@ class _Labels:
                 if s not in self.number:
                     self.number[s] = len(self.names)
                     self.names.append(s)
-            self.last = (labels, np.array([self.number[s] for s in labels] + [-1], dtype=np.int64))
-        return self.last[1][codes]  # code -1 picks the -1 appended
+            lut = np.array([self.number[s] for s in labels] + [-1], dtype=np.int64)
+            self.last = (labels, None if (lut[:-1] == np.arange(len(labels))).all() else lut)
+        return codes if self.last[1] is None else self.last[1][codes]  # code -1 picks the -1 appended
 
 
 class RecordWriter:

@@ -67,6 +67,9 @@ class SimConfig:
 RecordSink = Callable[[QueryBatch], None]
 """Gets each window's records as one batch (a mapping of columns, rows in no order; `settled_ms` says which
 are final)."""
+RECORD_BATCH_ROWS = 50_000
+"""Records gathered over windows before the sink gets them: a sink's per-call costs are paid once per ~15 windows
+of full-edge at lambda 60, not per window."""
 REASONS = (*REJECT_REASONS, "queue-full", "deadline")
 """Every reason the simulator records (its records' reason codes index this)."""
 QUEUE_FULL, DEADLINE = REASONS.index("queue-full"), REASONS.index("deadline")
@@ -301,8 +304,9 @@ class Simulation:
         })
 
     def _flush_records(self) -> None:
-        """Hands the window's records to the sink as one batch, with the send time before which all are final."""
-        if self.sink is None:
+        """Hands the records of the windows so far to the sink as one batch (once RECORD_BATCH_ROWS have gathered,
+        and at the end), with the send time before which all are final."""
+        if self.sink is None or (not self.done and sum(len(p["query"]) for p in self._parts) < RECORD_BATCH_ROWS):
             return
         parts, self._parts = self._parts, []
         cat = {key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
