@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
 from analysis.summary import Ratios  # noqa: E402
+from scheduler.names import PROFILES_OPTION_HELP  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import build_system  # noqa: E402
 from topologies import load_topology  # noqa: E402
@@ -55,7 +56,7 @@ def table(ev: Evaluation) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--topos", default=TOPOLOGIES, help=f"comma-separated topologies (default {TOPOLOGIES})")
-    ap.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
+    ap.add_argument("--profiles", default=None, help=PROFILES_OPTION_HELP)
     add_sweep_arguments(ap, lambdas_default=LAMBDAS)
     add_engine_arguments(ap)
     add_results_page_argument(ap, "policy-tables")

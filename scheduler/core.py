@@ -13,18 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from scheduler.names import POLICY_NAMES  # defined there (no heavy import), read from here by most callers
 from scheduler.system import SystemModel
-
-POLICY_NAMES: tuple[str, ...] = (
-    "closest",
-    "load-balancing",
-    "farthest",
-    "cheaper",
-    "random-proportional-latency",
-    "random-proportional-load",
-    "least-impedance",
-)
-"""The static policies, in the order ASET's actions index them."""
 
 REJECT_REASONS = ("task", "accuracy", "delay", "capacity")
 """Why a stream found no binding: the first constraint, in this order, that left no resource."""

@@ -16,9 +16,10 @@ fi
 # 1. Debian packages. The testbed builds namespaces, veths and switches itself (iproute2, ethtool,
 #    Open vSwitch, which runs with the userspace datapath where the kernel lacks its module); npm fetches
 #    the detectors' weights; tcpdump writes the run's pcap files; util-linux's setpriv runs a test as non-root;
-#    Mininet (Debian's 2.3.0: its Python package and mnexec) builds the emulated network.
+#    Mininet (Debian's 2.3.0: its Python package and mnexec) builds the emulated network; python-is-python3
+#    gives `python` (a fresh Debian 12 has none) for `sudo python run_testbed.py`, which re-executes with the venv.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 iputils-ping ethtool tcpdump procps psmisc
-              util-linux openvswitch-switch mininet nodejs npm)
+              util-linux openvswitch-switch mininet nodejs npm python-is-python3)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,15 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
-from scheduler.core import POLICY_NAMES, check_policy
-from scheduler.profiles import load_profiles
-from scheduler.system import build_system
-from simulator.engine import SimConfig
-from simulator.run import format_table, simulate_aset, simulate_policy, write_comparison
-from topologies import load_topology
-from topologies.events import load_events
+from scheduler.names import POLICY_NAMES, PROFILES_OPTION_HELP
 from workload.args import add_workload_arguments, workload_from_args
-from workload.trace import write_trace
+
+# The simulator, the system model and what they import (numba, pyarrow, matplotlib) are imported when a command
+# runs, not to build its parser: `--help` answers at once.
 
 DEFAULT_LAMBDA = "60"
 DEFAULT_DURATION_S = 600.0
@@ -27,6 +23,9 @@ def _add_workload(p: argparse.ArgumentParser, replay: bool) -> None:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from topologies import load_topology
+    from workload.trace import write_trace
+
     topo = load_topology(args.topo)
     workload = workload_from_args(args)
     trace, _ = workload.build(tuple(a.name for a in topo.antennas))
@@ -38,6 +37,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from scheduler.core import check_policy
+    from scheduler.profiles import load_profiles
+    from scheduler.system import build_system
+    from simulator.engine import SimConfig
+    from simulator.run import format_table, simulate_aset, simulate_policy, write_comparison
+    from topologies import load_topology
+    from topologies.events import load_events
+
     topo = load_topology(args.topo)
     system = build_system(topo, load_profiles(args.profiles))
     workload = workload_from_args(args)
@@ -91,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="run the discrete-event simulator with one or all static policies",
                        description="Run the simulator on a topology with a generated workload or a trace.")
     _add_workload(p, replay=True)
-    p.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
+    p.add_argument("--profiles", default=None, help=PROFILES_OPTION_HELP)
     p.add_argument("--policy", default=None,
                    help=f"one of {', '.join(POLICY_NAMES)}, all, or aset (needs --agent) "
                    "(default least-impedance; with --agent: aset)")
@@ -107,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="folder for records, summaries and plots")
     p.add_argument("--no-records", action="store_true", help="do not write per-query records (summaries only)")
     p.add_argument("--records-format", choices=("csv", "parquet"), default="csv",
-                   help="per-query log format (same columns; parquet is several times faster to write)")
+                   help="per-query log format (the same columns and values; a Parquet file is about a third the size)")
     p.set_defaults(func=cmd_simulate)
     t = sub.add_parser("trace", help="record a workload trace (one stream per row) to CSV")
     _add_workload(t, replay=False)

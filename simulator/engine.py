@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.records import FAILED, ONTIME, OUTCOMES, REJECTED
+from analysis.records import FAILED, ONTIME, OUTCOMES, REJECTED, QueryBatch
 from analysis.summary import Tally
-from scheduler.core import POLICY_NAMES, Decision, LoadState, Scheduler, StreamRequest
+from scheduler.core import POLICY_NAMES, REJECT_REASONS, Decision, LoadState, Scheduler, StreamRequest
 from scheduler.system import RESPONSE_BYTES, SystemModel
 from scheduler.timeline import SystemTimeline
 from scheduler.window import N_CLASSES, WindowMeasurement, stream_classes
@@ -71,11 +71,19 @@ class SimConfig:
             raise ValueError(f"queue_limit_per_replica {self.queue_limit_per_replica!r}: must be at least 1")
 
 
-RecordSink = Callable[[dict[str, np.ndarray]], None]
+RecordSink = Callable[[QueryBatch], None]
+"""Gets each window's records as one batch (a mapping of columns, rows in no order; `settled_ms` says which
+are final)."""
+RECORD_BATCH_ROWS = 50_000
+"""Records gathered over windows before the sink gets them: a sink's per-call costs are paid once per ~15 windows
+of full-edge at lambda 60, not per window."""
 LINK_DOWN_REASON = "timeout"
 """Why a query that met a link that stays down failed: as the live run's sources record it (no answer)."""
 MAX_RETRANSMIT_MS = 120_000.0
 """A message whose link is not back after this long is lost (Linux's largest RTO)."""
+REASONS = (*REJECT_REASONS, "queue-full", "deadline", LINK_DOWN_REASON)
+"""Every reason the simulator records (its records' reason codes index this)."""
+QUEUE_FULL, DEADLINE, LINK_DOWN = (REASONS.index(r) for r in ("queue-full", "deadline", LINK_DOWN_REASON))
 
 
 class Simulation:
@@ -108,7 +116,8 @@ class Simulation:
         self.s_res = np.full(n, -1, dtype=np.int64)
         self.s_load = np.zeros(n)
         """eta x rho of each bound stream on its resource: what its departure releases."""
-        self.s_reason = np.full(n, "", dtype=object)
+        self.s_reason = np.full(n, -1, dtype=np.int64)
+        """Each rejected stream's reason, an index into REASONS."""
         self.s_class = stream_classes(trace.max_delay_ms, trace.fps)
         self.load = LoadState.empty(system.n_resources)
         self.departures: list[tuple[float, int]] = []
@@ -132,6 +141,7 @@ class Simulation:
         self.pool = _empty_pool()
         self.windows = 0
         self.queries_done = 0
+        self._parts: list[dict[str, np.ndarray]] = []
 
     @property
     def done(self) -> bool:
@@ -153,7 +163,7 @@ class Simulation:
             d = self._decide(s, policy)
             stats.streams_new += 1
             if d.rejected:
-                self.s_reason[s] = d.reason
+                self.s_reason[s] = REASONS.index(d.reason)
                 stats.streams_rejected += 1
             else:
                 self.s_res[s] = d.resource
@@ -257,6 +267,7 @@ class Simulation:
         stats.load_qps = self.load.load_qps.copy()
         self.t_s = t1
         self.windows += 1
+        self._flush_records()
         return stats
 
     def run(self, policy: int) -> None:
@@ -281,7 +292,7 @@ class Simulation:
         cut = ~np.isfinite(arrive)  # met a link that is down
         if cut.any():
             self._emit(streams[cut], k[cut], send_ms[cut], np.where(np.isfinite(sched[cut]), sched[cut], np.nan),
-                       None, None, None, FAILED, LINK_DOWN_REASON, res=res[cut])
+                       None, None, None, FAILED, LINK_DOWN, res=res[cut])
             stats.failed += int(cut.sum())
             keep = ~cut
             streams, k, send_ms, res, nbytes = streams[keep], k[keep], send_ms[keep], res[keep], nbytes[keep]
@@ -313,7 +324,7 @@ class Simulation:
         full = status == REJECTED_FULL
         if full.any():
             self._emit(q["stream"][full], q["k"][full], q["send"][full], q["sched"][full], q["arrive"][full],
-                       None, None, REJECTED, "queue-full", res=q["res"][full])
+                       None, None, REJECTED, QUEUE_FULL, res=q["res"][full])
             stats.rejected += int(full.sum())
         done = status == DONE
         if done.any():
@@ -323,7 +334,7 @@ class Simulation:
             cut = ~np.isfinite(response)  # the answer met a link that is down
             late = (response - q["send"][done] > self.trace.max_delay_ms[s]) | cut
             outcome = np.where(late, FAILED, ONTIME)
-            reason = np.where(cut, LINK_DOWN_REASON, np.where(late, "deadline", ""))
+            reason = np.where(cut, LINK_DOWN, np.where(late, DEADLINE, -1))
             response = np.where(cut, np.nan, response)
             self._emit(s, q["k"][done], q["send"][done], q["sched"][done], q["arrive"][done],
                        (start[done], end[done], batch[done]), response, outcome, reason, res=q["res"][done])
@@ -333,8 +344,9 @@ class Simulation:
 
     def _emit(self, streams: np.ndarray, k: np.ndarray, send: np.ndarray, sched: np.ndarray | None,
               arrive: np.ndarray | None, infer: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-              response: np.ndarray | None, outcome: int | np.ndarray, reason: str | np.ndarray,
+              response: np.ndarray | None, outcome: int | np.ndarray, reason: int | np.ndarray,
               res: np.ndarray | None = None) -> None:
+        """Counts queries and keeps their records for the window's batch; `reason` codes REASONS (-1: none)."""
         n = len(streams)
         outcome_arr = np.broadcast_to(np.asarray(outcome, dtype=np.int64), (n,))
         self.tally.add(send, self.s_app[streams], outcome_arr)
@@ -342,28 +354,50 @@ class Simulation:
         if self.sink is None:
             return
         nan = np.full(n, np.nan)
-        names = self._resource_names()
-        cluster = names[0][res] if res is not None else np.full(n, "", dtype=object)
-        variant = names[1][res] if res is not None else np.full(n, "", dtype=object)
-        self.sink({
-            "stream_id": self.trace.stream_id[streams], "query": k,
-            "antenna": self.trace.antenna[streams], "app": self.trace.app[streams],
-            "cluster": cluster, "variant": variant,
+        self._parts.append({
+            "stream_id": self.trace.stream_id[streams], "query": k, "antenna": self.s_ant[streams],
+            "app": self.s_app[streams], "resource": np.full(n, -1, dtype=np.int64) if res is None else res,
             "t_send_ms": send, "t_sched_ms": nan if sched is None else sched,
             "t_worker_ms": nan if arrive is None else arrive,
             "t_infer_start_ms": nan if infer is None else infer[0],
             "t_infer_end_ms": nan if infer is None else infer[1],
             "t_response_ms": nan if response is None else response,
             "batch_size": np.zeros(n, dtype=np.int64) if infer is None else infer[2],
-            "outcome": np.array(OUTCOMES, dtype=object)[outcome_arr],
-            "reason": np.broadcast_to(np.asarray(reason, dtype=object), (n,)),
+            "outcome": outcome_arr, "reason": np.broadcast_to(np.asarray(reason, dtype=np.int64), (n,)),
         })
 
-    def _resource_names(self) -> tuple[np.ndarray, np.ndarray]:
-        if not hasattr(self, "_names"):
-            self._names = (np.array([r.site for r in self.system.resources], dtype=object),
-                           np.array([r.variant.name for r in self.system.resources], dtype=object))
-        return self._names
+    def _flush_records(self) -> None:
+        """Hands the records of the windows so far to the sink as one batch (once RECORD_BATCH_ROWS have gathered,
+        and at the end), with the send time before which all are final."""
+        if self.sink is None or (not self.done and sum(len(p["query"]) for p in self._parts) < RECORD_BATCH_ROWS):
+            return
+        parts, self._parts = self._parts, []
+        cat = {key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+               for key in _RECORD_PARTS}
+        # Every later record is a query still in the pool or one sent from the next window on.
+        settled_ms = min(self.t_s * 1000.0, float(self.pool["send"].min(initial=np.inf)))
+        res = cat.pop("resource")
+        labels = self._labels()
+        values = {key: v for key, v in cat.items() if key not in labels}
+        values["stream_id"] = values["stream_id"].astype(np.int64, copy=False)
+        codes = {key: (cat[key], labels[key]) for key in ("antenna", "app", "outcome", "reason")}
+        codes["cluster"] = (res, labels["cluster"])
+        codes["variant"] = (res, labels["variant"])
+        self.sink(QueryBatch(values, codes, settled_ms=settled_ms if not self.done else np.inf))
+
+    def _labels(self) -> dict[str, np.ndarray]:
+        """Returns the labels the records' string codes index: antennas, apps, the resources' clusters and
+        variants, outcomes and reasons."""
+        if not hasattr(self, "_label_arrays"):
+            res = self.system.resources
+            self._label_arrays = {key: np.array(values, dtype=object) for key, values in (
+                ("antenna", self.system.antennas), ("app", self.apps), ("cluster", [r.site for r in res]),
+                ("variant", [r.variant.name for r in res]), ("outcome", OUTCOMES), ("reason", REASONS))}
+        return self._label_arrays
+
+
+_RECORD_PARTS = ("stream_id", "query", "antenna", "app", "resource", "t_send_ms", "t_sched_ms", "t_worker_ms",
+                 "t_infer_start_ms", "t_infer_end_ms", "t_response_ms", "batch_size", "outcome", "reason")
 
 
 _POOL_KEYS = ("stream", "k", "send", "sched", "arrive", "res", "nbytes", "admitted")

@@ -6,7 +6,6 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.plots import plot_success_over_time
 from analysis.records import RecordWriter
 from analysis.summary import RunSummary
 from scheduler.core import policy_index
@@ -121,6 +120,8 @@ def write_timeseries(summary: RunSummary, path: Path) -> None:
 
 def write_comparison(runs: list[SimRun], out_dir: Path) -> None:
     """Writes the plot of every policy's success over time and a table of their ratios."""
+    from analysis.plots import plot_success_over_time  # matplotlib: only for a run that plots
+
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_success_over_time([r.summary for r in runs], out_dir / "success.png")
     (out_dir / "table.md").write_text(format_table(runs) + "\n")

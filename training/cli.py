@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from analysis.resultspage import add_results_page_argument
+from scheduler.names import PROFILES_OPTION_HELP
 from training.config import DQNConfig
 from training.sweep import add_engine_arguments, engine_from_args, positive_int
 from workload.args import add_lambda_argument, add_seed_argument, add_sweep_arguments, sweep_from_args
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"decisions to train for (default {DQNConfig.total_steps})")
     add_seed_argument(t, default=DQNConfig.seed, what="seed of episodes, exploration and weights")
     t.add_argument("--out", default="runs/aset", help="folder for agent.pt, agent.onnx, train_log.csv, train.json")
-    t.add_argument("--profiles", default=None, help="profile file (default: measured if present, else provisional)")
+    t.add_argument("--profiles", default=None, help=PROFILES_OPTION_HELP)
     t.add_argument("--validation-duration", type=float, default=DQNConfig.validation_duration_s,
                    help=f"seconds of each held-out run that calibrates the fallback guard "
                         f"(default {DQNConfig.validation_duration_s:g})")
