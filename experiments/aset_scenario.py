@@ -1,0 +1,205 @@
+"""ASET on a scenario (workload/scenario.py): the statics, trained agents and the clairvoyant oracle on its traces.
+
+    .venv/bin/python experiments/aset_scenario.py --scenario mix-cycle --topo full-edge --train-minutes 10 \\
+        --out runs/aset/scenario-mix-cycle                   # DQN trained on the scenario's episodes
+    .venv/bin/python experiments/aset_scenario.py --scenario mix-cycle --topo full-edge --seeds 1,2,3 \\
+        --duration 600 [--agent LABEL=DIR ...] [--oracle-seeds 1] [--oracle-out DIR] [--workers N | --ray ADDR] \\
+        [--results-page [NAME]]
+
+This file owns the scenario's evaluation and its page (docs/results/aset-scenario.md by default). A case is
+`ScenarioCase`: `evaluate`'s case with the trace drawn from the scenario (seed S: `workload_rng(S)`, the cycle
+unshifted, nominal lambdas and mix) instead of a constant lambda, and simulator seed S. Every static policy and
+every agent (`--agent`, guarded as `evaluate` runs them) runs on the same cases through the sweep layer; the
+oracle (`experiments/aset_oracle.py`'s case) runs on `--oracle-seeds` and is replayed to count its queries per
+application. Training (`--train-minutes`) is `run_testbed.py train`'s DQN with the environment drawing its
+episodes from the scenario (`EnvConfig.scenario`: a random shift of the cycle, lambdas x 0.8-1.2, the mix
+perturbed), 85 % of the budget training and the rest calibrating the guard on constant-lambda held-out runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
+from analysis.summary import Ratios  # noqa: E402
+from experiments.aset_oracle import OracleCase, OracleSetup, oracle_case  # noqa: E402
+from experiments.oracle_search import env_config  # noqa: E402
+from scheduler.core import ASET, POLICY_NAMES  # noqa: E402
+from scheduler.profiles import load_profiles  # noqa: E402
+from scheduler.system import SystemModel, build_system  # noqa: E402
+from simulator.gym_env import EnvConfig  # noqa: E402
+from topologies import load_topology  # noqa: E402
+from training.config import DQNConfig  # noqa: E402
+from training.evaluate import AgentFile, EvalRun, EvalSetup, run_one  # noqa: E402
+from training.rollout import SIM_WINDOW_S, EvalCase, agent_env  # noqa: E402
+from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
+from workload.apps import APP_NAMES  # noqa: E402
+from workload.arrivals import workload_rng  # noqa: E402
+from workload.scenario import Scenario, load_scenario  # noqa: E402
+from workload.trace import Trace  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ScenarioCase(EvalCase):
+    """An evaluation case whose trace is the scenario's (seed = trace and simulator seed); `lambda_per_min` is
+    the scenario's time-averaged lambda (for the sweep's cost order and the oracle's file)."""
+
+    scenario: Scenario | None = None
+
+    def trace(self, system: SystemModel) -> Trace:
+        assert self.scenario is not None
+        return self.scenario.trace(system.antennas, self.duration_s, workload_rng(self.seed))
+
+
+def mean_lambda(sc: Scenario) -> float:
+    return sum(p.lambda_per_min * p.duration_s for p in sc.phases) / sc.period_s
+
+
+def replay_counts(system: SystemModel, case: ScenarioCase, actions: list[int], cfg: EnvConfig) -> np.ndarray:
+    """Returns the [window, app, outcome] counts of the case driven by `actions`, one per decision window."""
+    env, _ = agent_env(system, case.trace(system), case, cfg)
+    for a in actions:
+        env.step(int(a))
+    assert env.sim is not None
+    return env.sim.tally.trimmed(env.sim.windows)
+
+
+def row(name: str, counts: np.ndarray, apps: tuple[str, ...]) -> str:
+    o = Ratios.of(counts)
+    per_app = " | ".join(f"{100 * Ratios.of(counts[:, i]).success:.2f}" for i in range(len(apps)))
+    return f"| {name} | {100 * o.success:.2f} | {100 * o.failed:.2f} | {100 * o.rejected:.2f} | {per_app} |"
+
+
+def table(title: str, rows: dict[str, np.ndarray], apps: tuple[str, ...]) -> str:
+    head = ["policy", "success", "failed", "rejected", *(f"{a} success" for a in apps)]
+    statics = [n for n in rows if n in POLICY_NAMES]
+    best = max(statics, key=lambda n: Ratios.of(rows[n]).success)
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += [row(f"**{n}**" if n == best else n, c, apps) for n, c in rows.items()]
+    return "\n".join(lines)
+
+
+def train_on(system: SystemModel, sc: Scenario, minutes: float, seed: int, out: str, engine) -> None:
+    """Trains DQN (DQNConfig's defaults) on episodes drawn from the scenario; writes the agent under `out`."""
+    from training.train import train
+
+    lam = mean_lambda(sc)
+    base = DQNConfig()
+    cfg = DQNConfig(topology=system.topology.name, lambda_per_min=lam, seed=seed, total_steps=10**9,
+                    time_budget_s=minutes * 60.0 * 0.85, out_dir=out, progress=False,
+                    env=replace(base.env, scenario=sc))
+    print(f"training on scenario {sc.name} ({system.topology.name}), {minutes:g} min", flush=True)
+    r = train(cfg, system, engine)
+    g = r.guard
+    print(f"{r.steps} decisions, {r.episodes} episodes; guard fallback "
+          f"{POLICY_NAMES[g.fallback_policy] if g else None}, margin {g.guard_margin if g else None}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenario", required=True, help="scenario file or name in workload/scenarios/")
+    ap.add_argument("--topo", default="full-edge", help="topology (default full-edge)")
+    ap.add_argument("--profiles", default=None, help="profile file (default: the default profile)")
+    ap.add_argument("--seeds", default="1,2,3", help="trace and simulator seeds (default 1,2,3)")
+    ap.add_argument("--duration", type=float, default=600.0, help="seconds per run (default 600)")
+    ap.add_argument("--agent", action="append", default=[], metavar="LABEL=DIR", help="an agent to evaluate")
+    ap.add_argument("--oracle-seeds", default="", help="seeds to run the oracle on (default none)")
+    ap.add_argument("--oracle-out", default=None, help="folder for the oracle's case files (and reuse of them)")
+    ap.add_argument("--train-minutes", type=float, default=None, help="train DQN on the scenario instead")
+    ap.add_argument("--seed", type=int, default=1, help="training seed (default 1)")
+    ap.add_argument("--out", default=None, help="training: the agent's folder")
+    add_engine_arguments(ap)
+    add_results_page_argument(ap, "aset-scenario")
+    args = ap.parse_args(argv)
+    sc = load_scenario(args.scenario)
+    system = build_system(load_topology(args.topo), load_profiles(args.profiles))
+    engine = engine_from_args(args)
+    if args.train_minutes is not None:
+        if not args.out:
+            ap.error("--train-minutes needs --out")
+        train_on(system, sc, args.train_minutes, args.seed, args.out, engine)
+        return 0
+    t0 = time.perf_counter()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    cases = {s: ScenarioCase(mean_lambda(sc), s, args.duration, sc) for s in seeds}
+    agents = {}
+    for a in args.agent:
+        label, _, path = a.partition("=")
+        agents[label] = AgentFile.read(path or label)
+    per_seed: dict[int, dict[str, np.ndarray]] = {s: {} for s in seeds}
+    apps: tuple[str, ...] = ()
+    runs = [EvalRun(cases[s], p) for s in seeds for p in range(len(POLICY_NAMES))]
+    for s_run, r in zip(runs, run_cases(run_one, runs, EvalSetup(system, None, None, SIM_WINDOW_S), engine),
+                        strict=True):
+        per_seed[s_run.case.seed][POLICY_NAMES[s_run.policy]] = r.counts
+        apps = r.apps
+    notes = []
+    for label, agent in agents.items():
+        meta = agent.policy().meta
+        cfg = EnvConfig.for_agent(meta, SIM_WINDOW_S)
+        aruns = [EvalRun(cases[s], None) for s in seeds]
+        for s_run, r in zip(aruns, run_cases(run_one, aruns, EvalSetup(system, agent, cfg, SIM_WINDOW_S), engine),
+                            strict=True):
+            per_seed[s_run.case.seed][f"{ASET} ({label})"] = r.counts
+            used = np.bincount(r.actions or [], minlength=len(POLICY_NAMES))
+            notes.append(f"- {ASET} ({label}), seed {s_run.case.seed}: windows per policy "
+                         + ", ".join(f"{POLICY_NAMES[i]} {c}" for i, c in enumerate(used) if c))
+    oracle_seeds = [int(s) for s in args.oracle_seeds.split(",") if s.strip()]
+    if oracle_seeds:
+        cfg, _ = env_config(None)
+        setup = OracleSetup(system, cfg, None, False, False, False, False, 1, str(args.profiles or "default"), None)
+        out = Path(args.oracle_out) if args.oracle_out else None
+        todo, done = [], {}
+        for s in oracle_seeds:
+            f = out / f"case_{sc.name}_{system.topology.name}_seed{s}_d{args.duration:g}.json" if out else None
+            if f is not None and f.is_file():
+                done[s] = json.loads(f.read_text())
+            else:
+                todo.append(s)
+        items = [OracleCase(cases[s], None, 0, None) for s in todo]
+        for s, c in zip(todo, run_cases(oracle_case, items, setup, engine), strict=True):
+            done[s] = c
+            if out:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f"case_{sc.name}_{system.topology.name}_seed{s}_d{args.duration:g}.json").write_text(
+                    json.dumps(c, indent=1) + "\n")
+        for s, c in done.items():
+            per_seed[s]["oracle"] = replay_counts(system, cases[s], c["oracle"]["actions"], cfg)
+            assert int(per_seed[s]["oracle"][..., 0].sum()) == c["oracle"]["ontime"], "oracle replay differs"
+            hist = c["oracle"]["windows_per_policy"]
+            notes.append(f"- oracle, seed {s}: windows per policy "
+                         + ", ".join(f"{n} {k}" for n, k in hist.items() if k) + f"; {c['oracle']['wall_s']:.0f} s")
+    sections = []
+    names = list(per_seed[seeds[0]])
+    pooled_names = [n for n in names if all(n in per_seed[s] for s in seeds)]
+    pooled = {n: sum(per_seed[s][n] for s in seeds) for n in pooled_names}
+    sections.append(table(f"Seeds {','.join(map(str, seeds))} pooled:", pooled, apps))
+    for s in oracle_seeds:
+        sections.append(table(f"Seed {s} (the oracle's):", per_seed[s], apps))
+    text = "\n\n".join(sections) + ("\n\n" + "\n".join(notes) if notes else "")
+    print(text)
+    wall = time.perf_counter() - t0
+    if args.results_page:
+        phases = "; ".join(f"{p.duration_s:g} s at lambda {p.lambda_per_min:g}, mix "
+                           + ", ".join(f"{a} {w:g}" for a, w in zip(APP_NAMES, p.app_weight, strict=True) if w)
+                           for p in sc.phases)
+        body = (f"Scenario `{sc.name}` ({sc.description.strip()}): a cycle of {sc.period_s:g} s: {phases}. "
+                f"Topology {system.topology.name}, profiles `{repo_relative(system.profiles.source)}`, {args.duration:g} s "
+                f"per run, trace and simulator seed = the seed; success, failed and rejected in % of queries, per "
+                f"application the success; the best static in bold. Agents with their fallback guard. {wall:.0f} s of "
+                f"computing ({engine.describe()}).\n\n{text}\n")
+        print(f"wrote {write_results_page(args.results_page, f'ASET on the {sc.name} scenario', body)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
