@@ -1,17 +1,19 @@
-"""ASET on a scenario (workload/scenario.py): the statics, trained agents and the clairvoyant oracle on its traces.
+"""ASET agents, the statics and the clairvoyant oracle side by side on one workload: a constant lambda or a scenario.
 
-    .venv/bin/python experiments/aset_scenario.py --scenario mix-cycle --topo full-edge --train-minutes 10 \\
-        --out runs/aset/scenario-mix-cycle                   # DQN trained on the scenario's episodes
-    .venv/bin/python experiments/aset_scenario.py --scenario mix-cycle --topo full-edge --seeds 1,2,3 \\
-        --duration 600 [--agent LABEL=DIR ...] [--oracle-seeds 1] [--oracle-out DIR] [--workers N | --ray ADDR] \\
-        [--results-page [NAME]]
+    .venv/bin/python experiments/aset_compare.py --scenario day-cycle --topo full-edge --train-minutes 10 \\
+        --out runs/aset/scenario-day-cycle                   # DQN trained on the scenario's episodes
+    .venv/bin/python experiments/aset_compare.py (--scenario day-cycle | --lambda 100) --topo full-edge \\
+        --seeds 1,2,3 --duration 600 [--agent LABEL=DIR ...] [--oracle-seeds 1] [--oracle-out DIR] \\
+        [--oracle-cases DIR ...] [--workers N | --ray ADDR] [--results-page [NAME]]
 
-This file owns the scenario's evaluation and its page (docs/results/aset-scenario.md by default). A case is
-`ScenarioCase`: `evaluate`'s case with the trace drawn from the scenario (seed S: `workload_rng(S)`, the cycle
-unshifted, nominal lambdas and mix) instead of a constant lambda, and simulator seed S. Every static policy and
+This file owns that comparison and its page (docs/results/aset-compare.md by default). With `--lambda` a case
+is `evaluate`'s (`EvalCase`: the same trace and simulator seed); with `--scenario` it is `ScenarioCase`:
+`evaluate`'s case with the trace drawn from the scenario (workload/scenario.py; seed S: `workload_rng(S)`, the
+cycle unshifted, nominal lambdas and mix) instead of a constant lambda, and simulator seed S. Every static policy and
 every agent (`--agent`, guarded as `evaluate` runs them) runs on the same cases through the sweep layer; the
 oracle (`experiments/aset_oracle.py`'s case) runs on `--oracle-seeds` and is replayed to count its queries per
-application. Training (`--train-minutes`) is `run_testbed.py train`'s DQN with the environment drawing its
+application; `--oracle-cases DIR` takes the oracle's runs from `experiments/aset_oracle.py --out DIR` case
+files instead (constant lambda: the same topology, lambda, seed and duration). Training (`--train-minutes`) is `run_testbed.py train`'s DQN with the environment drawing its
 episodes from the scenario (`EnvConfig.scenario`: a random shift of the cycle, lambdas x 0.8-1.2, the mix
 perturbed), 85 % of the budget training and the rest calibrating the guard on constant-lambda held-out runs.
 """
@@ -106,7 +108,9 @@ def train_on(system: SystemModel, sc: Scenario, minutes: float, seed: int, out: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", required=True, help="scenario file or name in workload/scenarios/")
+    work = ap.add_mutually_exclusive_group(required=True)
+    work.add_argument("--scenario", default=None, help="scenario file or name in workload/scenarios/")
+    work.add_argument("--lambda", dest="lam", type=float, default=None, help="a constant lambda instead")
     ap.add_argument("--topo", default="full-edge", help="topology (default full-edge)")
     ap.add_argument("--profiles", default=None, help="profile file (default: the default profile)")
     ap.add_argument("--seeds", default="1,2,3", help="trace and simulator seeds (default 1,2,3)")
@@ -114,23 +118,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agent", action="append", default=[], metavar="LABEL=DIR", help="an agent to evaluate")
     ap.add_argument("--oracle-seeds", default="", help="seeds to run the oracle on (default none)")
     ap.add_argument("--oracle-out", default=None, help="folder for the oracle's case files (and reuse of them)")
+    ap.add_argument("--oracle-cases", action="append", default=[], metavar="DIR",
+                    help="constant lambda: read the oracle's runs from aset_oracle.py case files in DIR")
     ap.add_argument("--train-minutes", type=float, default=None, help="train DQN on the scenario instead")
     ap.add_argument("--seed", type=int, default=1, help="training seed (default 1)")
     ap.add_argument("--out", default=None, help="training: the agent's folder")
     add_engine_arguments(ap)
-    add_results_page_argument(ap, "aset-scenario")
+    add_results_page_argument(ap, "aset-compare")
     args = ap.parse_args(argv)
-    sc = load_scenario(args.scenario)
+    sc = load_scenario(args.scenario) if args.scenario else None
     system = build_system(load_topology(args.topo), load_profiles(args.profiles))
     engine = engine_from_args(args)
     if args.train_minutes is not None:
+        if sc is None:
+            ap.error("--train-minutes needs --scenario (constant lambdas: run_testbed.py train)")
         if not args.out:
             ap.error("--train-minutes needs --out")
         train_on(system, sc, args.train_minutes, args.seed, args.out, engine)
         return 0
     t0 = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    cases = {s: ScenarioCase(mean_lambda(sc), s, args.duration, sc) for s in seeds}
+    cases: dict[int, EvalCase] = {s: ScenarioCase(mean_lambda(sc), s, args.duration, sc) if sc is not None
+                                  else EvalCase(args.lam, s, args.duration) for s in seeds}
+    label = sc.name if sc is not None else f"lambda{args.lam:g}"
     agents = {}
     for a in args.agent:
         label, _, path = a.partition("=")
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.oracle_out) if args.oracle_out else None
         todo, done = [], {}
         for s in oracle_seeds:
-            f = out / f"case_{sc.name}_{system.topology.name}_seed{s}_d{args.duration:g}.json" if out else None
+            f = out / f"case_{label}_{system.topology.name}_seed{s}_d{args.duration:g}.json" if out else None
             if f is not None and f.is_file():
                 done[s] = json.loads(f.read_text())
             else:
@@ -170,34 +180,52 @@ def main(argv: list[str] | None = None) -> int:
             done[s] = c
             if out:
                 out.mkdir(parents=True, exist_ok=True)
-                (out / f"case_{sc.name}_{system.topology.name}_seed{s}_d{args.duration:g}.json").write_text(
+                (out / f"case_{label}_{system.topology.name}_seed{s}_d{args.duration:g}.json").write_text(
                     json.dumps(c, indent=1) + "\n")
-        for s, c in done.items():
+    else:
+        cfg, _ = env_config(None)
+        done = {}
+        for d in args.oracle_cases:
+            for f in sorted(Path(d).glob("case_*.json")):
+                c = json.loads(f.read_text())
+                if sc is None and c.get("topology") == system.topology.name and c["lambda"] == args.lam \
+                        and c["duration_s"] == args.duration and c["seed"] in seeds and c.get("mode") == "oracle":
+                    done[c["seed"]] = c
+        oracle_seeds = sorted(done)
+    if oracle_seeds:
+        for s, c in sorted(done.items()):
             per_seed[s]["oracle"] = replay_counts(system, cases[s], c["oracle"]["actions"], cfg)
             assert int(per_seed[s]["oracle"][..., 0].sum()) == c["oracle"]["ontime"], "oracle replay differs"
             hist = c["oracle"]["windows_per_policy"]
-            notes.append(f"- oracle, seed {s}: windows per policy "
-                         + ", ".join(f"{n} {k}" for n, k in hist.items() if k) + f"; {c['oracle']['wall_s']:.0f} s")
+            h = c["horizon_decisions"]
+            notes.append(f"- oracle, seed {s} (rollouts {'to the end' if h is None else f'of {h} windows'}): windows "
+                         "per policy " + ", ".join(f"{n} {k}" for n, k in hist.items() if k)
+                         + f"; {c['oracle']['wall_s']:.0f} s")
     sections = []
     names = list(per_seed[seeds[0]])
     pooled_names = [n for n in names if all(n in per_seed[s] for s in seeds)]
     pooled = {n: sum(per_seed[s][n] for s in seeds) for n in pooled_names}
     sections.append(table(f"Seeds {','.join(map(str, seeds))} pooled:", pooled, apps))
-    for s in oracle_seeds:
-        sections.append(table(f"Seed {s} (the oracle's):", per_seed[s], apps))
+    if oracle_seeds:
+        names = [n for n in per_seed[oracle_seeds[0]] if all(n in per_seed[s] for s in oracle_seeds)]
+        sections.append(table(f"Seeds {','.join(map(str, oracle_seeds))} (the oracle's) pooled:",
+                              {n: sum(per_seed[s][n] for s in oracle_seeds) for n in names}, apps))
     text = "\n\n".join(sections) + ("\n\n" + "\n".join(notes) if notes else "")
     print(text)
     wall = time.perf_counter() - t0
     if args.results_page:
-        phases = "; ".join(f"{p.duration_s:g} s at lambda {p.lambda_per_min:g}, mix "
-                           + ", ".join(f"{a} {w:g}" for a, w in zip(APP_NAMES, p.app_weight, strict=True) if w)
-                           for p in sc.phases)
-        body = (f"Scenario `{sc.name}` ({sc.description.strip()}): a cycle of {sc.period_s:g} s: {phases}. "
-                f"Topology {system.topology.name}, profiles `{repo_relative(system.profiles.source)}`, {args.duration:g} s "
+        if sc is None:
+            what = f"Constant lambda {args.lam:g} (`evaluate`'s traces)"
+        else:
+            phases = "; ".join(f"{p.duration_s:g} s at lambda {p.lambda_per_min:g}, mix " + ", ".join(
+                f"{a} {w:g}" for a, w in zip(APP_NAMES, p.app_weight, strict=True) if w) for p in sc.phases)
+            what = f"Scenario `{sc.name}` ({sc.description.strip()}): a cycle of {sc.period_s:g} s: {phases}"
+        body = (f"{what}. Topology {system.topology.name}, profiles `{repo_relative(system.profiles.source)}`, {args.duration:g} s "
                 f"per run, trace and simulator seed = the seed; success, failed and rejected in % of queries, per "
                 f"application the success; the best static in bold. Agents with their fallback guard. {wall:.0f} s of "
                 f"computing ({engine.describe()}).\n\n{text}\n")
-        print(f"wrote {write_results_page(args.results_page, f'ASET on the {sc.name} scenario', body)}")
+        title = f"ASET on the {sc.name} scenario" if sc is not None else f"ASET at lambda {args.lam:g}"
+        print(f"wrote {write_results_page(args.results_page, f'{title} ({system.topology.name})', body)}")
     return 0
 
 
