@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     cases: dict[int, EvalCase] = {s: ScenarioCase(mean_lambda(sc), s, args.duration, sc) if sc is not None
                                   else EvalCase(args.lam, s, args.duration) for s in seeds}
-    label = sc.name if sc is not None else f"lambda{args.lam:g}"
+    workload = sc.name if sc is not None else f"lambda{args.lam:g}"
     agents = {}
     for a in args.agent:
         label, _, path = a.partition("=")
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.oracle_out) if args.oracle_out else None
         todo, done = [], {}
         for s in oracle_seeds:
-            f = out / f"case_{label}_{system.topology.name}_seed{s}_d{args.duration:g}.json" if out else None
+            f = out / f"case_{workload}_{system.topology.name}_seed{s}_d{args.duration:g}.json" if out else None
             if f is not None and f.is_file():
                 done[s] = json.loads(f.read_text())
             else:
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             done[s] = c
             if out:
                 out.mkdir(parents=True, exist_ok=True)
-                (out / f"case_{label}_{system.topology.name}_seed{s}_d{args.duration:g}.json").write_text(
+                (out / f"case_{workload}_{system.topology.name}_seed{s}_d{args.duration:g}.json").write_text(
                     json.dumps(c, indent=1) + "\n")
     else:
         cfg, _ = env_config(None)
