@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1,2,3", help="trace and simulator seeds (default 1,2,3)")
     ap.add_argument("--duration", type=float, default=600.0, help="seconds per run (default 600)")
     ap.add_argument("--agent", action="append", default=[], metavar="LABEL=DIR", help="an agent to evaluate")
+    ap.add_argument("--raw-agent", action="append", default=[], metavar="LABEL=DIR",
+                    help="an agent to evaluate without its guard (its plain greedy choice)")
     ap.add_argument("--oracle-seeds", default="", help="seeds to run the oracle on (default none)")
     ap.add_argument("--oracle-out", default=None, help="folder for the oracle's case files (and reuse of them)")
     ap.add_argument("--oracle-cases", action="append", default=[], metavar="DIR",
@@ -142,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                                   else EvalCase(args.lam, s, args.duration) for s in seeds}
     workload = sc.name if sc is not None else f"lambda{args.lam:g}"
     agents = {}
-    for a in args.agent:
+    for a, guard in [(a, True) for a in args.agent] + [(a, False) for a in args.raw_agent]:
         label, _, path = a.partition("=")
-        agents[label] = AgentFile.read(path or label)
+        agents[label if guard else f"{label}, no guard"] = AgentFile.read(path or label, guard=guard)
     per_seed: dict[int, dict[str, np.ndarray]] = {s: {} for s in seeds}
     apps: tuple[str, ...] = ()
     runs = [EvalRun(cases[s], p) for s in seeds for p in range(len(POLICY_NAMES))]
@@ -222,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             what = f"Scenario `{sc.name}` ({sc.description.strip()}): a cycle of {sc.period_s:g} s: {phases}"
         body = (f"{what}. Topology {system.topology.name}, profiles `{repo_relative(system.profiles.source)}`, {args.duration:g} s "
                 f"per run, trace and simulator seed = the seed; success, failed and rejected in % of queries, per "
-                f"application the success; the best static in bold. Agents with their fallback guard. {wall:.0f} s of "
+                f"application the success; the best static in bold. Agents with their fallback guard unless marked "
+                f"'no guard'. {wall:.0f} s of "
                 f"computing ({engine.describe()}).\n\n{text}\n")
         title = f"ASET on the {sc.name} scenario" if sc is not None else f"ASET at lambda {args.lam:g}"
         print(f"wrote {write_results_page(args.results_page, f'{title} ({system.topology.name})', body)}")

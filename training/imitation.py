@@ -57,15 +57,16 @@ def oracle_pairs(system: SystemModel, case: dict, cfg: DQNConfig) -> tuple[np.nd
     return np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.int64)
 
 
-def fit(x: np.ndarray, y: np.ndarray, cfg: DQNConfig, epochs: int) -> tuple[QNetwork, list[float]]:
-    """Returns the Q-network fitted to predict y from x (full-batch Adam on the cross-entropy, class-balanced)."""
+def fit(x: np.ndarray, y: np.ndarray, cfg: DQNConfig, epochs: int, balanced: bool = True) -> tuple[QNetwork, list[float]]:
+    """Returns the Q-network fitted to predict y from x (full-batch Adam on the cross-entropy; `balanced`: each
+    class weighted by the inverse of its count, so that rare choices are not drowned by load-balancing's)."""
     torch.manual_seed(cfg.seed)
     k, f = x.shape[1:]
     net = QNetwork(k, f, len(POLICY_NAMES), cfg.channels, cfg.kernel_size, cfg.hidden, cfg.dueling)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
     counts = np.bincount(y, minlength=len(POLICY_NAMES)).astype(np.float64)
     weight = torch.tensor(np.where(counts > 0, len(y) / np.maximum(counts, 1) / np.count_nonzero(counts), 0.0),
-                          dtype=torch.float32)
+                          dtype=torch.float32) if balanced else None
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     losses = []
     for _ in range(epochs):
@@ -78,14 +79,14 @@ def fit(x: np.ndarray, y: np.ndarray, cfg: DQNConfig, epochs: int) -> tuple[QNet
 
 
 def imitate(system: SystemModel, cases: list[dict], cfg: DQNConfig, epochs: int,
-            engine: Engine = SERIAL) -> TrainResult:
+            engine: Engine = SERIAL, balanced: bool = True) -> TrainResult:
     """Fits an agent to the oracle cases, calibrates its guard; writes it under cfg.out_dir if set."""
     torch.set_num_threads(1)
     t0 = time.monotonic()
     pairs = [oracle_pairs(system, c, cfg) for c in cases]
     x = np.concatenate([p[0] for p in pairs])
     y = np.concatenate([p[1] for p in pairs])
-    net, losses = fit(x, y, cfg, epochs)
+    net, losses = fit(x, y, cfg, epochs, balanced)
     with torch.no_grad():
         acc = float((net(torch.from_numpy(x)).argmax(dim=1).numpy() == y).mean())
     print(f"{len(y)} oracle decisions from {len(cases)} case(s); "
@@ -108,7 +109,8 @@ def imitate(system: SystemModel, cases: list[dict], cfg: DQNConfig, epochs: int,
         result.files = write_outputs(out, result, cfg)
         summary = json.loads((out / "train.json").read_text())
         summary["imitation"] = {"oracle_cases": [[c["lambda"], c["seed"], c["duration_s"]] for c in cases],
-                                "decisions": len(y), "epochs": epochs, "training_accuracy": acc}
+                                "decisions": len(y), "epochs": epochs, "balanced": balanced,
+                                "training_accuracy": acc}
         (out / "train.json").write_text(json.dumps(summary, indent=1) + "\n")
     return result
 
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="nominal lambda: the guard's held-out lambdas are DQNConfig's around it (default 60)")
     ap.add_argument("--epochs", type=int, default=300, help="full-batch epochs (default 300)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the weights (default 1)")
+    ap.add_argument("--unbalanced", action="store_true", help="plain cross-entropy (default: class-balanced)")
     ap.add_argument("--out", required=True, help="folder for agent.pt, agent.onnx, train.json")
     add_engine_arguments(ap, what="the guard's held-out runs")
     args = ap.parse_args(argv)
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         raise SystemExit(f"--cases: no oracle case of topology {system.topology.name} in {', '.join(args.cases)}")
     cfg = DQNConfig(topology=args.topo, lambda_per_min=args.lam, seed=args.seed, out_dir=args.out, progress=False)
-    result = imitate(system, cases, cfg, args.epochs, engine_from_args(args))
+    result = imitate(system, cases, cfg, args.epochs, engine_from_args(args), balanced=not args.unbalanced)
     g = result.guard
     assert g is not None
     margin = "never" if g.guard_margin == float("inf") else f"margin {g.guard_margin:g}"
