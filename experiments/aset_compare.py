@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     pooled_names = [n for n in names if all(n in per_seed[s] for s in seeds)]
     pooled = {n: sum(per_seed[s][n] for s in seeds) for n in pooled_names}
     sections.append(table(f"Seeds {','.join(map(str, seeds))} pooled:", pooled, apps))
-    if oracle_seeds:
+    if oracle_seeds and oracle_seeds != sorted(seeds):
         names = [n for n in per_seed[oracle_seeds[0]] if all(n in per_seed[s] for s in oracle_seeds)]
         sections.append(table(f"Seeds {','.join(map(str, oracle_seeds))} (the oracle's) pooled:",
                               {n: sum(per_seed[s][n] for s in oracle_seeds) for n in names}, apps))
