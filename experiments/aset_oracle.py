@@ -238,6 +238,16 @@ def merge(out_dir: Path) -> dict[str, Any]:
             for c in cases}
     if len(keys) > 1:
         raise SystemExit(f"{out_dir}: cases with different horizon/duration/window/mode: {sorted(keys, key=str)}")
+    topologies = sorted({c.get("topology", "?") for c in cases})
+    if len(topologies) > 1:  # one summary and one table per topology
+        parts = {t: _merge_cases([c for c in cases if c.get("topology", "?") == t]) for t in topologies}
+        return {"summary": {t: m["summary"] for t, m in parts.items()},
+                "table": "\n\n".join(f"## {t}\n\n{m['table']}" for t, m in parts.items()), "cases": cases}
+    return _merge_cases(cases)
+
+
+def _merge_cases(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Returns the summary (pooled per lambda) and the tables of one topology's cases."""
     summary: dict[str, Any] = {"lambdas": {}}
     for lam, group, pooled, best in by_lambda(cases):
         summary["lambdas"][f"{lam:g}"] = {
@@ -278,7 +288,8 @@ def results_page(name: str, cases: list[dict[str, Any]], table: str) -> Path:
     """Writes the tables of these cases as docs/results/<name>.md, with what the cases were run on."""
     first = cases[0]
     agent = f"agent `{first['agent']}` (its T, K and profile)" if first.get("agent") else "no agent (EnvConfig's T, K)"
-    body = (f"Topology {first.get('topology', '?')}, profiles `{first.get('profiles', '?')}`, {agent}, {len(cases)} cases, "
+    topologies = ", ".join(sorted({c.get("topology", "?") for c in cases}))
+    body = (f"Topology {topologies}, profiles `{first.get('profiles', '?')}`, {agent}, {len(cases)} cases, "
             f"{sum(c.get('case_wall_s', 0.0) for c in cases) / 60:.0f} min of computing in all. Success, failed "
             f"and rejected are % of queries; per lambda, the seeds' counts are pooled as `evaluate` pools "
             f"them.\n\n{table}\n")

@@ -28,7 +28,8 @@ from scheduler.window import WindowMeasurement
 from simulator.engine import SimConfig, Simulation
 from topologies import load_topology
 from workload.apps import APPS
-from workload.arrivals import RateSchedule, generate_trace
+from workload.arrivals import RateSchedule
+from workload.scenario import Scenario, mixed_trace
 from workload.trace import Trace
 
 
@@ -59,6 +60,12 @@ class EnvConfig:
     is subtracted: a control variate that removes the load's effect (it does not depend on the actions, so
     the greedy policy is unchanged) at twice the simulation cost. Use with theta = 0: with a baseline, ending
     an episode early would no longer be a penalty."""
+    scenario: Scenario | None = None
+    """If set, episodes are drawn from this scenario (workload/scenario.py) instead of a constant lambda with one
+    jump: its cycle shifted by a uniform offset, every phase's lambda times one factor drawn uniformly in
+    `scenario_scale_range`, its mix perturbed by `mix_sigma` (lambda_range_per_min and lambda_change_prob unused)."""
+    scenario_scale_range: tuple[float, float] = (0.8, 1.2)
+    """The range of a scenario episode's lambda factor."""
 
     def __post_init__(self) -> None:
         steps = self.decision_window_s / self.sim_window_s
@@ -88,24 +95,6 @@ class EnvConfig:
         return int(np.ceil(self.episode_s / self.decision_window_s - 1e-9))
 
 
-def perturbed_trace(antennas: tuple[str, ...], schedule: RateSchedule, duration_s: float,
-                    app_weight: np.ndarray, rng: np.random.Generator) -> Trace:
-    """Returns a trace whose applications' shares are scaled by `app_weight` at the same total rate.
-
-    Poisson thinning: streams are generated at lambda / E[weight] with the nominal mix and each is kept with
-    probability weight[app] / max(weight), so arrivals stay Poisson with the schedule's total rate.
-    """
-    shares = np.array([a.share for a in APPS])
-    keep = np.asarray(app_weight, dtype=np.float64) / np.max(app_weight)
-    boost = 1.0 / float(np.dot(shares / shares.sum(), keep))
-    scaled = RateSchedule(tuple((s, lam * boost) for s, lam in schedule.segments))
-    full = generate_trace(antennas, scaled, duration_s, rng)
-    names = [a.name for a in APPS]
-    app_idx = np.array([names.index(a) for a in full.app], dtype=np.int64)
-    mask = rng.random(len(full)) < keep[app_idx]
-    return Trace(**{k: getattr(full, k)[mask] for k in full.__dataclass_fields__})
-
-
 class AsetEnv(gym.Env):
     """Observation: [K, features] float32 (see scheduler.aset.state); action: index into POLICY_NAMES.
 
@@ -132,6 +121,13 @@ class AsetEnv(gym.Env):
 
     def _draw_trace(self) -> tuple[Trace, float]:
         cfg, rng = self.config, self.np_random
+        if cfg.scenario is not None:
+            scale = float(rng.uniform(*cfg.scenario_scale_range))
+            offset = float(rng.uniform(0.0, cfg.scenario.period_s))
+            noise = np.exp(cfg.mix_sigma * rng.standard_normal(len(APPS)))
+            trace_rng = np.random.default_rng(int(rng.integers(2**63)))
+            self.episode_lambda = f"{cfg.scenario.name} x{scale:.2f} +{offset:.0f}s"
+            return cfg.scenario.trace(self.system.antennas, cfg.episode_s, trace_rng, scale, offset, noise), cfg.episode_s
         lam = rng.uniform(*cfg.lambda_range_per_min)
         segments = [(0.0, lam)]
         if rng.random() < cfg.lambda_change_prob:
@@ -140,7 +136,7 @@ class AsetEnv(gym.Env):
         weight = np.exp(cfg.mix_sigma * rng.standard_normal(len(APPS)))
         trace_rng = np.random.default_rng(int(rng.integers(2**63)))
         self.episode_lambda = str(schedule)
-        return perturbed_trace(self.system.antennas, schedule, cfg.episode_s, weight, trace_rng), cfg.episode_s
+        return mixed_trace(self.system.antennas, schedule, cfg.episode_s, weight, trace_rng), cfg.episode_s
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:

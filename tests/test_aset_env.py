@@ -14,10 +14,11 @@ from scheduler.aset.state import FEATURE_CLIP, StateBuilder, StateSpec, encode_w
 from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
 from scheduler.system import build_system
 from scheduler.window import WindowMeasurement
-from simulator.gym_env import AsetEnv, EnvConfig, perturbed_trace
+from simulator.gym_env import AsetEnv, EnvConfig
 from topologies import load_topology
 from workload.apps import APP_NAMES
 from workload.arrivals import RateSchedule
+from workload.scenario import mixed_trace
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_terminates_below_theta_and_truncates_at_horizon(system):
 def test_perturbed_mix_keeps_total_rate_and_changes_shares(system):
     rng = np.random.default_rng(3)
     weight = np.array([1.0, 0.0, 0.0, 0.0])  # only the first application
-    trace = perturbed_trace(system.antennas, RateSchedule.constant(60.0), 600.0, weight, rng)
+    trace = mixed_trace(system.antennas, RateSchedule.constant(60.0), 600.0, weight, rng)
     assert set(trace.app.tolist()) == {APP_NAMES[0]}
     expected = 60.0 / 60.0 * 600.0 * len(system.antennas)
     assert abs(len(trace) - expected) < 5 * np.sqrt(expected)

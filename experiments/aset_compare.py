@@ -1,0 +1,236 @@
+"""ASET agents, the statics and the clairvoyant oracle side by side on one workload: a constant lambda or a scenario.
+
+    .venv/bin/python experiments/aset_compare.py --scenario day-cycle --topo full-edge --train-minutes 10 \\
+        --out runs/aset/scenario-day-cycle                   # DQN trained on the scenario's episodes
+    .venv/bin/python experiments/aset_compare.py (--scenario day-cycle | --lambda 100) --topo full-edge \\
+        --seeds 1,2,3 --duration 600 [--agent LABEL=DIR ...] [--oracle-seeds 1] [--oracle-out DIR] \\
+        [--oracle-cases DIR ...] [--workers N | --ray ADDR] [--results-page [NAME]]
+
+This file owns that comparison and its page (docs/results/aset-compare.md by default). With `--lambda` a case
+is `evaluate`'s (`EvalCase`: the same trace and simulator seed); with `--scenario` it is `ScenarioCase`:
+`evaluate`'s case with the trace drawn from the scenario (workload/scenario.py; seed S: `workload_rng(S)`, the
+cycle unshifted, nominal lambdas and mix) instead of a constant lambda, and simulator seed S. Every static policy and
+every agent (`--agent`, guarded as `evaluate` runs them) runs on the same cases through the sweep layer; the
+oracle (`experiments/aset_oracle.py`'s case) runs on `--oracle-seeds` and is replayed to count its queries per
+application; `--oracle-cases DIR` takes the oracle's runs from `experiments/aset_oracle.py --out DIR` case
+files instead (constant lambda: the same topology, lambda, seed and duration). Training (`--train-minutes`) is `run_testbed.py train`'s DQN with the environment drawing its
+episodes from the scenario (`EnvConfig.scenario`: a random shift of the cycle, lambdas x 0.8-1.2, the mix
+perturbed), 85 % of the budget training and the rest calibrating the guard on constant-lambda held-out runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.resultspage import add_results_page_argument, repo_relative, write_results_page  # noqa: E402
+from analysis.summary import Ratios  # noqa: E402
+from experiments.aset_oracle import OracleCase, OracleSetup, oracle_case  # noqa: E402
+from experiments.oracle_search import env_config  # noqa: E402
+from scheduler.core import ASET, POLICY_NAMES  # noqa: E402
+from scheduler.profiles import load_profiles  # noqa: E402
+from scheduler.system import SystemModel, build_system  # noqa: E402
+from simulator.gym_env import EnvConfig  # noqa: E402
+from topologies import load_topology  # noqa: E402
+from training.config import DQNConfig  # noqa: E402
+from training.evaluate import AgentFile, EvalRun, EvalSetup, run_one  # noqa: E402
+from training.rollout import SIM_WINDOW_S, EvalCase, agent_env  # noqa: E402
+from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
+from workload.apps import APP_NAMES  # noqa: E402
+from workload.arrivals import workload_rng  # noqa: E402
+from workload.scenario import Scenario, load_scenario  # noqa: E402
+from workload.trace import Trace  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ScenarioCase(EvalCase):
+    """An evaluation case whose trace is the scenario's (seed = trace and simulator seed); `lambda_per_min` is
+    the scenario's time-averaged lambda (for the sweep's cost order and the oracle's file)."""
+
+    scenario: Scenario | None = None
+
+    def trace(self, system: SystemModel) -> Trace:
+        assert self.scenario is not None
+        return self.scenario.trace(system.antennas, self.duration_s, workload_rng(self.seed))
+
+
+def mean_lambda(sc: Scenario) -> float:
+    return sum(p.lambda_per_min * p.duration_s for p in sc.phases) / sc.period_s
+
+
+def replay_counts(system: SystemModel, case: ScenarioCase, actions: list[int], cfg: EnvConfig) -> np.ndarray:
+    """Returns the [window, app, outcome] counts of the case driven by `actions`, one per decision window."""
+    env, _ = agent_env(system, case.trace(system), case, cfg)
+    for a in actions:
+        env.step(int(a))
+    assert env.sim is not None
+    return env.sim.tally.trimmed(env.sim.windows)
+
+
+def row(name: str, counts: np.ndarray, apps: tuple[str, ...]) -> str:
+    o = Ratios.of(counts)
+    per_app = " | ".join(f"{100 * Ratios.of(counts[:, i]).success:.2f}" for i in range(len(apps)))
+    return f"| {name} | {100 * o.success:.2f} | {100 * o.failed:.2f} | {100 * o.rejected:.2f} | {per_app} |"
+
+
+def table(title: str, rows: dict[str, np.ndarray], apps: tuple[str, ...]) -> str:
+    head = ["policy", "success", "failed", "rejected", *(f"{a} success" for a in apps)]
+    statics = [n for n in rows if n in POLICY_NAMES]
+    best = max(statics, key=lambda n: Ratios.of(rows[n]).success)
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += [row(f"**{n}**" if n == best else n, c, apps) for n, c in rows.items()]
+    return "\n".join(lines)
+
+
+def train_on(system: SystemModel, sc: Scenario, minutes: float, seed: int, out: str, engine) -> None:
+    """Trains DQN (DQNConfig's defaults) on episodes drawn from the scenario; writes the agent under `out`."""
+    from training.train import train
+
+    lam = mean_lambda(sc)
+    base = DQNConfig()
+    cfg = DQNConfig(topology=system.topology.name, lambda_per_min=lam, seed=seed, total_steps=10**9,
+                    time_budget_s=minutes * 60.0 * 0.85, out_dir=out, progress=False,
+                    env=replace(base.env, scenario=sc))
+    print(f"training on scenario {sc.name} ({system.topology.name}), {minutes:g} min", flush=True)
+    r = train(cfg, system, engine)
+    g = r.guard
+    print(f"{r.steps} decisions, {r.episodes} episodes; guard fallback "
+          f"{POLICY_NAMES[g.fallback_policy] if g else None}, margin {g.guard_margin if g else None}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    work = ap.add_mutually_exclusive_group(required=True)
+    work.add_argument("--scenario", default=None, help="scenario file or name in workload/scenarios/")
+    work.add_argument("--lambda", dest="lam", type=float, default=None, help="a constant lambda instead")
+    ap.add_argument("--topo", default="full-edge", help="topology (default full-edge)")
+    ap.add_argument("--profiles", default=None, help="profile file (default: the default profile)")
+    ap.add_argument("--seeds", default="1,2,3", help="trace and simulator seeds (default 1,2,3)")
+    ap.add_argument("--duration", type=float, default=600.0, help="seconds per run (default 600)")
+    ap.add_argument("--agent", action="append", default=[], metavar="LABEL=DIR", help="an agent to evaluate")
+    ap.add_argument("--raw-agent", action="append", default=[], metavar="LABEL=DIR",
+                    help="an agent to evaluate without its guard (its plain greedy choice)")
+    ap.add_argument("--oracle-seeds", default="", help="seeds to run the oracle on (default none)")
+    ap.add_argument("--oracle-out", default=None, help="folder for the oracle's case files (and reuse of them)")
+    ap.add_argument("--oracle-cases", action="append", default=[], metavar="DIR",
+                    help="constant lambda: read the oracle's runs from aset_oracle.py case files in DIR")
+    ap.add_argument("--train-minutes", type=float, default=None, help="train DQN on the scenario instead")
+    ap.add_argument("--seed", type=int, default=1, help="training seed (default 1)")
+    ap.add_argument("--out", default=None, help="training: the agent's folder")
+    add_engine_arguments(ap)
+    add_results_page_argument(ap, "aset-compare")
+    args = ap.parse_args(argv)
+    sc = load_scenario(args.scenario) if args.scenario else None
+    system = build_system(load_topology(args.topo), load_profiles(args.profiles))
+    engine = engine_from_args(args)
+    if args.train_minutes is not None:
+        if sc is None:
+            ap.error("--train-minutes needs --scenario (constant lambdas: run_testbed.py train)")
+        if not args.out:
+            ap.error("--train-minutes needs --out")
+        train_on(system, sc, args.train_minutes, args.seed, args.out, engine)
+        return 0
+    t0 = time.perf_counter()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    cases: dict[int, EvalCase] = {s: ScenarioCase(mean_lambda(sc), s, args.duration, sc) if sc is not None
+                                  else EvalCase(args.lam, s, args.duration) for s in seeds}
+    workload = sc.name if sc is not None else f"lambda{args.lam:g}"
+    agents = {}
+    for a, guard in [(a, True) for a in args.agent] + [(a, False) for a in args.raw_agent]:
+        label, _, path = a.partition("=")
+        agents[label if guard else f"{label}, no guard"] = AgentFile.read(path or label, guard=guard)
+    per_seed: dict[int, dict[str, np.ndarray]] = {s: {} for s in seeds}
+    apps: tuple[str, ...] = ()
+    runs = [EvalRun(cases[s], p) for s in seeds for p in range(len(POLICY_NAMES))]
+    for s_run, r in zip(runs, run_cases(run_one, runs, EvalSetup(system, None, None, SIM_WINDOW_S), engine),
+                        strict=True):
+        per_seed[s_run.case.seed][POLICY_NAMES[s_run.policy]] = r.counts
+        apps = r.apps
+    notes = []
+    for label, agent in agents.items():
+        meta = agent.policy().meta
+        cfg = EnvConfig.for_agent(meta, SIM_WINDOW_S)
+        aruns = [EvalRun(cases[s], None) for s in seeds]
+        for s_run, r in zip(aruns, run_cases(run_one, aruns, EvalSetup(system, agent, cfg, SIM_WINDOW_S), engine),
+                            strict=True):
+            per_seed[s_run.case.seed][f"{ASET} ({label})"] = r.counts
+            used = np.bincount(r.actions or [], minlength=len(POLICY_NAMES))
+            notes.append(f"- {ASET} ({label}), seed {s_run.case.seed}: windows per policy "
+                         + ", ".join(f"{POLICY_NAMES[i]} {c}" for i, c in enumerate(used) if c))
+    oracle_seeds = [int(s) for s in args.oracle_seeds.split(",") if s.strip()]
+    if oracle_seeds:
+        cfg, _ = env_config(None)
+        setup = OracleSetup(system, cfg, None, False, False, False, False, 1, str(args.profiles or "default"), None)
+        out = Path(args.oracle_out) if args.oracle_out else None
+        todo, done = [], {}
+        for s in oracle_seeds:
+            f = out / f"case_{workload}_{system.topology.name}_seed{s}_d{args.duration:g}.json" if out else None
+            if f is not None and f.is_file():
+                done[s] = json.loads(f.read_text())
+            else:
+                todo.append(s)
+        items = [OracleCase(cases[s], None, 0, None) for s in todo]
+        for s, c in zip(todo, run_cases(oracle_case, items, setup, engine), strict=True):
+            done[s] = c
+            if out:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f"case_{workload}_{system.topology.name}_seed{s}_d{args.duration:g}.json").write_text(
+                    json.dumps(c, indent=1) + "\n")
+    else:
+        cfg, _ = env_config(None)
+        done = {}
+        for d in args.oracle_cases:
+            for f in sorted(Path(d).glob("case_*.json")):
+                c = json.loads(f.read_text())
+                if sc is None and c.get("topology") == system.topology.name and c["lambda"] == args.lam \
+                        and c["duration_s"] == args.duration and c["seed"] in seeds and c.get("mode") == "oracle":
+                    done[c["seed"]] = c
+        oracle_seeds = sorted(done)
+    if oracle_seeds:
+        for s, c in sorted(done.items()):
+            per_seed[s]["oracle"] = replay_counts(system, cases[s], c["oracle"]["actions"], cfg)
+            assert int(per_seed[s]["oracle"][..., 0].sum()) == c["oracle"]["ontime"], "oracle replay differs"
+            hist = c["oracle"]["windows_per_policy"]
+            h = c["horizon_decisions"]
+            notes.append(f"- oracle, seed {s} (rollouts {'to the end' if h is None else f'of {h} windows'}): windows "
+                         "per policy " + ", ".join(f"{n} {k}" for n, k in hist.items() if k)
+                         + f"; {c['oracle']['wall_s']:.0f} s")
+    sections = []
+    names = list(per_seed[seeds[0]])
+    pooled_names = [n for n in names if all(n in per_seed[s] for s in seeds)]
+    pooled = {n: sum(per_seed[s][n] for s in seeds) for n in pooled_names}
+    sections.append(table(f"Seeds {','.join(map(str, seeds))} pooled:", pooled, apps))
+    if oracle_seeds and oracle_seeds != sorted(seeds):
+        names = [n for n in per_seed[oracle_seeds[0]] if all(n in per_seed[s] for s in oracle_seeds)]
+        sections.append(table(f"Seeds {','.join(map(str, oracle_seeds))} (the oracle's) pooled:",
+                              {n: sum(per_seed[s][n] for s in oracle_seeds) for n in names}, apps))
+    text = "\n\n".join(sections) + ("\n\n" + "\n".join(notes) if notes else "")
+    print(text)
+    wall = time.perf_counter() - t0
+    if args.results_page:
+        if sc is None:
+            what = f"Constant lambda {args.lam:g} (`evaluate`'s traces)"
+        else:
+            phases = "; ".join(f"{p.duration_s:g} s at lambda {p.lambda_per_min:g}, mix " + ", ".join(
+                f"{a} {w:g}" for a, w in zip(APP_NAMES, p.app_weight, strict=True) if w) for p in sc.phases)
+            what = f"Scenario `{sc.name}` ({sc.description.strip()}): a cycle of {sc.period_s:g} s: {phases}"
+        body = (f"{what}. Topology {system.topology.name}, profiles `{repo_relative(system.profiles.source)}`, {args.duration:g} s "
+                f"per run, trace and simulator seed = the seed; success, failed and rejected in % of queries, per "
+                f"application the success; the best static in bold. Agents with their fallback guard unless marked "
+                f"'no guard'. {wall:.0f} s of "
+                f"computing ({engine.describe()}).\n\n{text}\n")
+        title = f"ASET on the {sc.name} scenario" if sc is not None else f"ASET at lambda {args.lam:g}"
+        print(f"wrote {write_results_page(args.results_page, f'{title} ({system.topology.name})', body)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""The ASET scripts of experiments/: the shipped agents' rebuild (train_agents.py) and the side-by-side comparison
+on a scenario with the oracle (aset_compare.py), end to end on the tiny topology."""
+
+from __future__ import annotations
+
+from experiments import aset_compare, train_agents
+from training.evaluate import AgentFile
+
+
+def test_train_agents_ships_the_onnx_and_logs_and_keeps_the_checkpoint_aside(tmp_path, capsys):
+    out, ckpt = tmp_path / "agents", tmp_path / "ckpt"
+    assert train_agents.main(["--topos", "tiny", "--steps", "1100", "--out", str(out), "--checkpoints", str(ckpt),
+                              "--lambdas", "20", "--seeds", "1", "--duration", "30", "--validation-duration", "30",
+                              "--workers", "1"]) == 0
+    assert sorted(p.name for p in (out / "tiny").iterdir()) == sorted(train_agents.SHIPPED)
+    assert (ckpt / "tiny" / "agent.pt").is_file()
+    assert AgentFile.read(out / "tiny").policy().meta.topology == "tiny"
+    assert "| tiny | 20 |" in capsys.readouterr().out
+
+
+def test_compare_on_a_scenario_runs_statics_agent_and_oracle_on_the_same_traces(tmp_path, capsys):
+    out = tmp_path / "agents"
+    train_agents.main(["--topos", "tiny", "--steps", "1100", "--out", str(out), "--checkpoints", str(tmp_path / "c"),
+                       "--lambdas", "20", "--seeds", "1", "--duration", "30", "--validation-duration", "30",
+                       "--workers", "1"])
+    capsys.readouterr()
+    assert aset_compare.main(["--scenario", "day-cycle", "--topo", "tiny", "--seeds", "1,2", "--duration", "40",
+                              "--agent", f"dqn={out / 'tiny'}", "--oracle-seeds", "1", "--oracle-out",
+                              str(tmp_path / "oracle"), "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "Seeds 1,2 pooled:" in text and "| aset (dqn) |" in text
+    assert "Seeds 1 (the oracle's) pooled:" in text and "| oracle |" in text
+    assert [p.name for p in (tmp_path / "oracle").iterdir()] == ["case_day-cycle_tiny_seed1_d40.json"]
