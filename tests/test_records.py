@@ -24,7 +24,7 @@ from workload.args import Workload
 def simulate_to(paths: list[Path], lam: str = "300", duration_s: float = 20.0) -> int:
     """Runs one simulation on full-edge (loaded: queries queue, are rejected and fail) into every file."""
     system = build_system(load_topology("full-edge"), load_profiles())
-    trace, _ = Workload(lambda_per_min=lam, duration_s=duration_s, seed=4).build(system.antennas)
+    trace, _ = Workload(lambda_per_min=lam, duration_s=duration_s, seed=4, trace=None, default_duration_s=duration_s).build(system.antennas)
     writers = [RecordWriter(p) for p in paths]
 
     def sink(batch) -> None:
