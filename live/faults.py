@@ -27,11 +27,12 @@ class Fault:
 
 
 def fault_schedule(spec: RunSpec, events: NetworkEvents | None = None) -> list[Fault]:
-    """Returns the spec's faults and the network events in the order they happen (a link's events at one time
-    in file order)."""
+    """Returns the spec's faults and the network events in the order they happen (events at one time in file
+    order, after the faults of that time)."""
     return sorted([Fault(t, KILL_WORKER, name) for name, t in spec.kill_worker]
                   + [Fault(t, RESTART_SCHEDULER, ant) for ant, t in spec.restart_scheduler]
-                  + [Fault(e.at_s, LINK_EVENT, e.link, e) for e in (events.events if events else ())])
+                  + [Fault(e.at_s, LINK_EVENT, e.link, e) for e in (events.events if events else ())],
+                  key=lambda f: (f.at_s, f.kind == LINK_EVENT))  # stable: the file's order within a time
 
 
 def check_faults(spec: RunSpec, resources: list[str], system: SystemModel) -> None:

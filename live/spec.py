@@ -135,8 +135,11 @@ class RunSpec:
 
     def check(self) -> None:
         """Refuses what the spec cannot run before anything starts: an unknown --policy, aset without an agent,
-        an agent with a static policy (ValueError)."""
+        an agent with a static policy, network events with an agent (ValueError)."""
         _ = self.effective_policy
+        if self.events is not None and self.agent is not None:
+            raise ValueError(f"--events {self.events} with --agent {self.agent}: the agent's environment runs "
+                             "without network events")
 
     @property
     def effective_policy(self) -> str:

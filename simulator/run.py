@@ -43,7 +43,7 @@ def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimC
                                     policy=policy, seed=seed, lambda_per_min=lambda_label,
                                     duration_s=sim.end_s, extra={"streams": len(trace),
                                                                  "profiles": system.profiles.source,
-                                                                 **events_summary(events)})
+                                                                 **events_summary(events, sim.end_s)})
     if out_dir is not None:
         summary.write_json(out_dir / "summary.json")
         write_timeseries(summary, out_dir / "timeseries.csv")
@@ -92,12 +92,13 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
     return SimRun(summary=summary, queries=sim.queries_done, records_path=writer.path if writer else None)
 
 
-def events_summary(events: NetworkEvents | None) -> dict:
+def events_summary(events: NetworkEvents | None, end_s: float) -> dict:
     """Returns summary.json's record of the network events a run applied ({} without any): the file and each
-    event, at its virtual time."""
+    event that happened before the run's end `end_s`, at its virtual time."""
     if events is None:
         return {}
-    return {"network_events": {"file": events.source, "applied": [e.describe() for e in events.events]}}
+    return {"network_events": {"file": events.source,
+                               "applied": [e.describe() for e in events.events if e.at_s < end_s]}}
 
 
 def _record_writer(out_dir: Path | None, write_records: bool, records_format: str) -> RecordWriter | None:

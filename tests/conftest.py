@@ -39,3 +39,16 @@ def write_yaml(tmp_path: Path):
 @pytest.fixture
 def test_profile(write_yaml) -> Path:
     return write_yaml("profile.yaml", TEST_PROFILE)
+
+
+@pytest.fixture(scope="module")
+def tiny_system():
+    """tiny on the provisional profile, rate accounting: the live tests' figures are worked out on it."""
+    from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
+    from scheduler.system import build_system
+    from topologies import load_topology
+
+    topo = load_topology("tiny")
+    profiles = load_profiles(PROVISIONAL_PROFILE)
+    assert profiles.load_accounting == "rate"
+    return topo, profiles, build_system(topo, profiles)

@@ -189,8 +189,9 @@ def test_an_event_that_changes_nothing_leaves_every_record_as_it_was(three) -> N
         assert a[key].tolist() == b[key].tolist()
 
 
-def test_simulate_records_the_events_in_its_summary(tmp_path: Path, capsys) -> None:
-    trace = make_trace([0.0], 3.0)
+def test_simulate_records_the_events_it_applied_in_its_summary(tmp_path: Path, capsys) -> None:
+    """A 40-s run: the example's event at 45 s never happened, so the summary does not list it."""
+    trace = make_trace([0.0], 40.0)
     trace.antenna[:] = "ant1"
     write_trace(trace, tmp_path / "t.csv")
     code = run_testbed.main(["simulate", "--topo", "tiny", "--trace", str(tmp_path / "t.csv"), "--policy", "closest",
@@ -201,7 +202,15 @@ def test_simulate_records_the_events_in_its_summary(tmp_path: Path, capsys) -> N
     extra = json.loads((tmp_path / "sim" / "summary.json").read_text())["extra"]
     applied = extra["network_events"]["applied"]
     assert applied[0] == {"at_s": 10.0, "link": "radio-ant1", "delay_ms": 8.0, "delay_dev_ms": 2.0, "loss_pct": 0.5}
-    assert [e.get("state") for e in applied] == [None, None, "down", "up", None]
+    assert [e.get("state") for e in applied] == [None, None, "down", "up"]
+
+
+def test_network_events_with_an_agent_are_refused_by_the_live_run_spec(tmp_path: Path) -> None:
+    from live.spec import RunSpec
+
+    spec = RunSpec(topo="tiny", events=ROOT / "examples" / "network-events-tiny.yaml", agent=tmp_path / "agent.onnx")
+    with pytest.raises(ValueError, match="runs without network events"):
+        spec.check()
 
 
 @pytest.mark.skipif(__import__("os").geteuid() != 0, reason="the live run checks root first")
