@@ -13,7 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from scheduler.names import POLICY_NAMES  # defined there (no heavy import), read from here by most callers
+from scheduler.names import (  # defined there (no heavy import), read from here by most callers
+    ALL,
+    ASET,
+    POLICY_NAMES,
+)
 from scheduler.system import SystemModel
 
 REJECT_REASONS = ("task", "accuracy", "delay", "capacity")
@@ -158,12 +162,6 @@ def policy_index(name: str) -> int:
         return POLICY_NAMES.index(name)
     except ValueError:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}") from None
-
-
-ASET = "aset"
-"""The policy name that stands for an ASET agent (`--policy aset --agent FILE`)."""
-ALL = "all"
-"""The policy name that asks a command for every static policy in turn (`simulate --policy all`)."""
 
 
 def check_policy(policy: str | None, agent: object | None, default: str, *, allow_all: bool = False) -> str:

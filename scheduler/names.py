@@ -20,3 +20,7 @@ POLICY_NAMES: tuple[str, ...] = (
     "least-impedance",
 )
 """The static policies, in the order ASET's actions index them."""
+ASET = "aset"
+"""The policy name that stands for an ASET agent (`--policy aset --agent FILE`)."""
+ALL = "all"
+"""The policy name that asks a command for every static policy in turn (`simulate --policy all`)."""

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from scheduler.names import POLICY_NAMES, PROFILES_OPTION_HELP
+from scheduler.names import ALL, ASET, POLICY_NAMES, PROFILES_OPTION_HELP
 from workload.args import add_workload_arguments, workload_from_args
 
 # The simulator, the system model and what they import (numba, pyarrow, matplotlib) are imported when a command
@@ -54,10 +54,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     args.policy = check_policy(args.policy, agent, default="least-impedance", allow_all=True)
     if agent is not None and not agent.is_file():
         raise ValueError(f"--agent {agent}: no such file")
-    policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
-    policies += ["aset"] if agent is not None and args.policy == "all" else []
+    policies = list(POLICY_NAMES) if args.policy == ALL else [args.policy]
+    policies += [ASET] if agent is not None and args.policy == ALL else []
     events = load_events(args.events, topo) if args.events else None
-    if events is not None and "aset" in policies:
+    if events is not None and ASET in policies:
         raise ValueError("--events with an ASET agent: the agent's environment runs without network events")
     config = SimConfig(window_s=args.window, duration_s=duration, capacity_headroom=args.capacity_headroom)
     out = Path(args.out) if args.out else None
@@ -68,7 +68,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for p in policies:
         t = time.perf_counter()
         where = (out / p) if out and len(policies) > 1 else out
-        if p == "aset":
+        if p == ASET:
             assert agent is not None
             run = simulate_aset(system, trace, agent, config, args.seed, label, where,
                                 write_records=not args.no_records, records_format=args.records_format)
@@ -80,7 +80,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"  {p:28s} success {run.summary.overall.success:.3f}  failed {run.summary.overall.failed:.3f}  "
               f"rejected {run.summary.overall.rejected:.3f}  ({run.queries} queries, {wall:.1f} s, "
               f"{run.queries / max(wall, 1e-9) / 1e6:.2f} M queries/s)")
-        if p == "aset":
+        if p == ASET:
             pw = run.summary.extra["policy_windows"]
             print(f"  {'':28s} aset chose, of {pw['windows']} windows: "
                   + ", ".join(f"{k} {v}" for k, v in pw["policies"].items()))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from analysis.records import RecordWriter
 from analysis.summary import RunSummary
-from scheduler.core import policy_index
+from scheduler.core import ASET, policy_index
 from scheduler.system import SystemModel
 from simulator.engine import SimConfig, Simulation
 from topologies.events import NetworkEvents
@@ -76,7 +76,7 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
     sim = env.sim
     counts = {POLICY_NAMES[a]: actions.count(a) for a in sorted(set(actions))}
     summary = RunSummary.from_tally(sim.tally, sim.windows, environment="simulator", topology=system.topology.name,
-                                    policy="aset", seed=seed, lambda_per_min=lambda_label, duration_s=sim.end_s,
+                                    policy=ASET, seed=seed, lambda_per_min=lambda_label, duration_s=sim.end_s,
                                     extra={"streams": len(trace), "profiles": system.profiles.source,
                                            "agent": str(agent), "decision_window_s": policy.meta.decision_window_s,
                                            "policy_windows": {"windows": len(actions), "policies": counts}})
