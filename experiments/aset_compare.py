@@ -38,7 +38,7 @@ from experiments.oracle_search import env_config  # noqa: E402
 from scheduler.core import ASET, POLICY_NAMES  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import SystemModel, build_system  # noqa: E402
-from simulator.gym_env import EnvConfig  # noqa: E402
+from simulator.gym_env import AsetEnv, EnvConfig  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from training.config import DQNConfig  # noqa: E402
 from training.evaluate import AgentFile, EvalRun, EvalSetup, run_one  # noqa: E402
@@ -106,6 +106,28 @@ def train_on(system: SystemModel, sc: Scenario, minutes: float, seed: int, out: 
           f"{POLICY_NAMES[g.fallback_policy] if g else None}, margin {g.guard_margin if g else None}", flush=True)
 
 
+def read_inputs(args: argparse.Namespace) -> tuple[Scenario | None, SystemModel, dict[str, AgentFile]]:
+    """Returns the scenario (None: a constant lambda), the system and the agents by label, every file read and
+    checked; raises ValueError with one line naming the option and the file at fault."""
+    sc = load_scenario(args.scenario) if args.scenario else None
+    system = build_system(load_topology(args.topo), load_profiles(args.profiles))
+    agents = {}
+    for opt, a, guard in [("--agent", a, True) for a in args.agent] + [("--raw-agent", a, False)
+                                                                        for a in args.raw_agent]:
+        label, _, path = a.partition("=")
+        try:
+            agent = AgentFile.read(path or label, guard=guard)
+            meta = agent.policy().meta
+            meta.check_compatible(AsetEnv(system, EnvConfig.for_agent(meta, SIM_WINDOW_S)).spec_state, agent.path)
+        except ValueError as e:
+            raise ValueError(f"{opt} {a}: {e}") from None
+        agents[label if guard else f"{label}, no guard"] = agent
+    for d in args.oracle_cases:
+        if not Path(d).is_dir():
+            raise ValueError(f"--oracle-cases {d}: no such folder")
+    return sc, system, agents
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     work = ap.add_mutually_exclusive_group(required=True)
@@ -128,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     add_engine_arguments(ap)
     add_results_page_argument(ap, "aset-compare")
     args = ap.parse_args(argv)
-    sc = load_scenario(args.scenario) if args.scenario else None
-    system = build_system(load_topology(args.topo), load_profiles(args.profiles))
+    try:
+        sc, system, agents = read_inputs(args)
+    except ValueError as e:  # a file or a key at fault (scenario, topology, profile, agent, oracle cases)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     engine = engine_from_args(args)
     if args.train_minutes is not None:
         if sc is None:
@@ -143,10 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     cases: dict[int, EvalCase] = {s: ScenarioCase(mean_lambda(sc), s, args.duration, sc) if sc is not None
                                   else EvalCase(args.lam, s, args.duration) for s in seeds}
     workload = sc.name if sc is not None else f"lambda{args.lam:g}"
-    agents = {}
-    for a, guard in [(a, True) for a in args.agent] + [(a, False) for a in args.raw_agent]:
-        label, _, path = a.partition("=")
-        agents[label if guard else f"{label}, no guard"] = AgentFile.read(path or label, guard=guard)
     per_seed: dict[int, dict[str, np.ndarray]] = {s: {} for s in seeds}
     apps: tuple[str, ...] = ()
     runs = [EvalRun(cases[s], p) for s in seeds for p in range(len(POLICY_NAMES))]
