@@ -31,6 +31,7 @@ def test_compare_on_a_scenario_runs_statics_agent_and_oracle_on_the_same_traces(
                               str(tmp_path / "oracle"), "--workers", "1"]) == 0
     text = capsys.readouterr().out
     assert "Seeds 1,2 pooled:" in text and "| aset (dqn) |" in text
+    assert "- aset (dqn): " in text and " decisions in " in text and "held-out runs (lambda, seed)" in text
     assert "Seeds 1 (the oracle's) pooled:" in text and "| oracle |" in text
     assert [p.name for p in (tmp_path / "oracle").iterdir()] == ["case_day-cycle_tiny_seed1_d40.json"]
 
