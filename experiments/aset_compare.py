@@ -138,8 +138,8 @@ def agent_facts(label: str, agent: AgentFile) -> str:
     text = f"- {ASET} ({label}): `{repo_relative(path.parent)}`, {t['steps']} decisions in {t['train_s']:.0f} s"
     im = t.get("imitation")
     if im:
-        text += (f", behaviour cloning ({'class-balanced' if im['balanced'] else 'plain'} cross-entropy, "
-                 f"{im['epochs']} epochs) of the oracle's runs at (lambda, seed) "
+        loss = {True: "class-balanced cross-entropy, ", False: "plain cross-entropy, "}.get(im.get("balanced"), "")
+        text += (f", behaviour cloning ({loss}{im['epochs']} epochs) of the oracle's runs at (lambda, seed) "
                  + ", ".join(f"({lam:g}, {seed})" for lam, seed, _ in im["oracle_cases"])
                  + f", reproducing {100 * im['training_accuracy']:.1f} % of their choices")
     g = t.get("guard")
