@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import aset_compare, train_agents
+from experiments import aset_compare, aset_oracle, train_agents
 from training.evaluate import AgentFile
 
 
@@ -52,3 +52,18 @@ def test_compare_refuses_bad_input_with_one_line_naming_it_and_status_2(tmp_path
     assert aset_compare.main([*args, "--seeds", "1", "--duration", "5", "--workers", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and named.format(bad=bad, unknown=unknown) in err
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--agent", "/nonexist"], "/nonexist: no ONNX agent there"),
+    (["--topo", "nosuch"], "unknown topology 'nosuch'"),
+    (["--merge", "/nonexist"], "/nonexist: no case_*.json files"),
+    (["--refine", "{tmp}", "--out", "{tmp}/out"], "--refine: {tmp}/case_tiny_lam100_seed1"),
+])
+def test_the_oracle_refuses_bad_input_with_one_line_naming_it_and_status_2(tmp_path, capsys, args, named):
+    args = [a.format(tmp=tmp_path) for a in args]
+    base = ["--topo", "tiny"] if "--topo" not in args else []
+    assert aset_oracle.main([*base, *args, "--lambdas", "100", "--seeds", "1", "--duration", "5",
+                             "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and named.format(tmp=tmp_path) in err
