@@ -38,7 +38,7 @@ from experiments.oracle_search import env_config  # noqa: E402
 from scheduler.core import ASET, POLICY_NAMES  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import SystemModel, build_system  # noqa: E402
-from simulator.gym_env import EnvConfig  # noqa: E402
+from simulator.gym_env import AsetEnv, EnvConfig  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from training.config import DQNConfig  # noqa: E402
 from training.evaluate import AgentFile, EvalRun, EvalSetup, run_one  # noqa: E402
@@ -106,6 +106,54 @@ def train_on(system: SystemModel, sc: Scenario, minutes: float, seed: int, out: 
           f"{POLICY_NAMES[g.fallback_policy] if g else None}, margin {g.guard_margin if g else None}", flush=True)
 
 
+def read_inputs(args: argparse.Namespace) -> tuple[Scenario | None, SystemModel, dict[str, AgentFile]]:
+    """Returns the scenario (None: a constant lambda), the system and the agents by label, every file read and
+    checked; raises ValueError with one line naming the option and the file at fault."""
+    sc = load_scenario(args.scenario) if args.scenario else None
+    system = build_system(load_topology(args.topo), load_profiles(args.profiles))
+    agents = {}
+    for opt, a, guard in [("--agent", a, True) for a in args.agent] + [("--raw-agent", a, False)
+                                                                        for a in args.raw_agent]:
+        label, _, path = a.partition("=")
+        try:
+            agent = AgentFile.read(path or label, guard=guard)
+            meta = agent.policy().meta
+            meta.check_compatible(AsetEnv(system, EnvConfig.for_agent(meta, SIM_WINDOW_S)).spec_state, agent.path)
+        except ValueError as e:
+            raise ValueError(f"{opt} {a}: {e}") from None
+        agents[label if guard else f"{label}, no guard"] = agent
+    for d in args.oracle_cases:
+        if not Path(d).is_dir():
+            raise ValueError(f"--oracle-cases {d}: no such folder")
+    return sc, system, agents
+
+
+def agent_facts(label: str, agent: AgentFile) -> str:
+    """Returns one note line of what the agent's train.json (beside its ONNX file) says: how it was trained, its
+    guard, and on the guard's held-out runs the agent at margin 0 minus the fallback policy (points)."""
+    path = Path(agent.path).with_name("train.json")
+    if not path.is_file():
+        return f"- {ASET} ({label}): `{repo_relative(agent.path)}`, no train.json beside it"
+    t = json.loads(path.read_text())
+    text = f"- {ASET} ({label}): `{repo_relative(path.parent)}`, {t['steps']} decisions in {t['train_s']:.0f} s"
+    im = t.get("imitation")
+    if im:
+        loss = {True: "class-balanced cross-entropy, ", False: "plain cross-entropy, "}.get(im.get("balanced"), "")
+        text += (f", behaviour cloning ({loss}{im['epochs']} epochs) of the oracle's runs at (lambda, seed) "
+                 + ", ".join(f"({lam:g}, {seed})" for lam, seed, _ in im["oracle_cases"])
+                 + f", reproducing {100 * im['training_accuracy']:.1f} % of their choices")
+    g = t.get("guard")
+    if g:
+        base = g["static_success"][g["fallback_policy"]]
+        own = g["agent_success"].get("0", g["agent_success"].get("0.0"))
+        text += f"; guard: fallback {g['fallback_policy']}, margin {g['guard_margin']}"
+        if own is not None:
+            text += "; held-out runs (lambda, seed), the agent at margin 0 minus the fallback: " + ", ".join(
+                f"({lam:g}, {seed}) {100 * (a - b):+.2f}" for (lam, seed), a, b in zip(g["cases"], own, base,
+                                                                                       strict=True))
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     work = ap.add_mutually_exclusive_group(required=True)
@@ -125,11 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-minutes", type=float, default=None, help="train DQN on the scenario instead")
     ap.add_argument("--seed", type=int, default=1, help="training seed (default 1)")
     ap.add_argument("--out", default=None, help="training: the agent's folder")
+    ap.add_argument("--input-command", action="append", default=[], metavar="CMD",
+                    help="a command that made one of the inputs (an agent, oracle case files), listed on the page "
+                    "in order before this one, so that the page can be rebuilt from nothing (repeatable)")
     add_engine_arguments(ap)
     add_results_page_argument(ap, "aset-compare")
     args = ap.parse_args(argv)
-    sc = load_scenario(args.scenario) if args.scenario else None
-    system = build_system(load_topology(args.topo), load_profiles(args.profiles))
+    try:
+        sc, system, agents = read_inputs(args)
+    except ValueError as e:  # a file or a key at fault (scenario, topology, profile, agent, oracle cases)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     engine = engine_from_args(args)
     if args.train_minutes is not None:
         if sc is None:
@@ -143,10 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     cases: dict[int, EvalCase] = {s: ScenarioCase(mean_lambda(sc), s, args.duration, sc) if sc is not None
                                   else EvalCase(args.lam, s, args.duration) for s in seeds}
     workload = sc.name if sc is not None else f"lambda{args.lam:g}"
-    agents = {}
-    for a, guard in [(a, True) for a in args.agent] + [(a, False) for a in args.raw_agent]:
-        label, _, path = a.partition("=")
-        agents[label if guard else f"{label}, no guard"] = AgentFile.read(path or label, guard=guard)
     per_seed: dict[int, dict[str, np.ndarray]] = {s: {} for s in seeds}
     apps: tuple[str, ...] = ()
     runs = [EvalRun(cases[s], p) for s in seeds for p in range(len(POLICY_NAMES))]
@@ -154,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                         strict=True):
         per_seed[s_run.case.seed][POLICY_NAMES[s_run.policy]] = r.counts
         apps = r.apps
-    notes = []
+    notes = [agent_facts(label, agent) for label, agent in agents.items()]
     for label, agent in agents.items():
         meta = agent.policy().meta
         cfg = EnvConfig.for_agent(meta, SIM_WINDOW_S)
@@ -227,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"application the success; the best static in bold. Agents with their fallback guard unless marked "
                 f"'no guard'. {wall:.0f} s of "
                 f"computing ({engine.describe()}).\n\n{text}\n")
+        if args.input_command:
+            body += ("\nThe inputs (agents, oracle case files) were made by these commands, in this order, before "
+                     "the command above:\n\n" + "\n".join(f"1. `{c}`" for c in args.input_command) + "\n")
         title = f"ASET on the {sc.name} scenario" if sc is not None else f"ASET at lambda {args.lam:g}"
         print(f"wrote {write_results_page(args.results_page, f'{title} ({system.topology.name})', body)}")
     return 0

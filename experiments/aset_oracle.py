@@ -233,11 +233,11 @@ def merge(out_dir: Path) -> dict[str, Any]:
     """Reads the case files in `out_dir`; returns the summary (pooled per lambda) with the cases."""
     cases = [json.loads(p.read_text()) for p in sorted(out_dir.glob("case_*.json"))]
     if not cases:
-        raise SystemExit(f"{out_dir}: no case_*.json files")
+        raise ValueError(f"{out_dir}: no case_*.json files")
     keys = {(c["horizon_decisions"], c["duration_s"], c["decision_window_s"], c.get("mode", "oracle"))
             for c in cases}
     if len(keys) > 1:
-        raise SystemExit(f"{out_dir}: cases with different horizon/duration/window/mode: {sorted(keys, key=str)}")
+        raise ValueError(f"{out_dir}: cases with different horizon/duration/window/mode: {sorted(keys, key=str)}")
     topologies = sorted({c.get("topology", "?") for c in cases})
     if len(topologies) > 1:  # one summary and one table per topology
         parts = {t: _merge_cases([c for c in cases if c.get("topology", "?") == t]) for t in topologies}
@@ -268,17 +268,17 @@ def refine_source(folder: Path, topo: str, lam: float, seed: int, duration_s: fl
     pat = f"case_{topo}_lam{lam:g}_seed{seed}_hend*_d{duration_s:g}.json"
     srcs = [q for q in folder.glob(pat) if "placebo" not in q.name]
     if len(srcs) != 1:
-        raise SystemExit(f"--refine: {folder}/{pat}: need exactly one full-horizon oracle case for lambda "
+        raise ValueError(f"--refine: {folder}/{pat}: need exactly one full-horizon oracle case for lambda "
                          f"{lam:g} seed {seed}, found {len(srcs)}")
     src = json.loads(srcs[0].read_text())
     want = {"decision_window_s": cfg.decision_window_s, "sim_window_s": cfg.sim_window_s,
             "duration_s": duration_s, "horizon_decisions": None, "profiles": profiles}
     for key, value in want.items():
         if src.get(key) != value:
-            raise SystemExit(f"--refine: {srcs[0]}: {key} is {src.get(key)!r}, this run uses {value!r}")
+            raise ValueError(f"--refine: {srcs[0]}: {key} is {src.get(key)!r}, this run uses {value!r}")
     n = int(np.ceil(duration_s / cfg.decision_window_s - 1e-9))
     if len(src["oracle"]["actions"]) != n:
-        raise SystemExit(f"--refine: {srcs[0]}: {len(src['oracle']['actions'])} actions, the episode has {n} "
+        raise ValueError(f"--refine: {srcs[0]}: {len(src['oracle']['actions'])} actions, the episode has {n} "
                          "decisions")
     before = src.get("refine", {}).get("sweeps_total", len(src.get("refine", {}).get("passes", [])))
     return src, int(before)
@@ -321,6 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     add_engine_arguments(ap)
     add_results_page_argument(ap, "aset-oracle")
     args = ap.parse_args(argv)
+    try:
+        return run(ap, args)
+    except ValueError as e:  # a file or a key at fault (topology, profile, agent, case files): one line, status 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Runs (or merges) the cases the parsed arguments name."""
     if args.merge:
         d = Path(args.merge)
         m = merge(d)
@@ -379,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = run_cases(oracle_case, items, setup, engine, on_result=finished, cost=lambda c: c.case.relative_cost)
     except ValueError as e:
         if not args.refine:
-            raise
-        raise SystemExit(str(e)) from None
+            raise RuntimeError(e) from e  # a fault of the code, not of the input: its traceback
+        raise
     table = tables(cases)
     print()
     print(table)

@@ -51,7 +51,7 @@ def breakdown(path: Path, topo: str, profiles: str | None, min_share: float) -> 
     by_key = {(r.site, r.variant.name): r for r in system.resources}
     t = read_records(path)
     cols = ["cluster", "variant", "outcome", "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms", "batch_size"]
-    reached = pc.or_(pc.not_equal(t["outcome"], "rejected"), pc.equal(t["reason"], "queue-full"))
+    reached = pc.or_kleene(pc.not_equal(t["outcome"], "rejected"), pc.equal(t["reason"], "queue-full"))  # reason: null when on time
     t = t.select(cols).filter(reached)
     cluster = t["cluster"].to_numpy(zero_copy_only=False)
     variant = t["variant"].to_numpy(zero_copy_only=False)

@@ -119,3 +119,10 @@ def test_failure_sites_names_the_over_admitted_resource(tmp_path):
     assert float(top["share_of_failed"]) > 0.5
     assert abs(sum(float(r["share_of_failed"]) for r in rows) - 1.0) < 1e-9
     assert np.isfinite(float(top["failed_wait_p50_ms"]))
+    # every query that reached a worker is counted (on time ones have no reason: a null in the records)
+    from analysis.records import read_records
+
+    outcome = read_records(path)["outcome"].to_numpy(zero_copy_only=False)
+    reason = read_records(path)["reason"].to_numpy(zero_copy_only=False)
+    reached = (outcome != "rejected") | (reason == "queue-full")
+    assert sum(int(r["queries"]) for r in rows) == int(reached.sum()) > int((outcome == "failed").sum())

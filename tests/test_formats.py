@@ -17,6 +17,7 @@ from scheduler.profiles import PROFILE_DIR, ProfileDocument, read_profile
 from topologies.loader import TOPOLOGY_DIR, TopologyFile
 from topologies.strict import NonNegative, StrictModel, load_yaml, validate
 from workload.arrivals import RateSchedule, generate_trace
+from workload.scenario import SCENARIO_DIR, ScenarioFile
 from workload.trace import TraceRow, read_trace, write_trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def _validator(name: str):
 def test_the_published_schemas_are_those_the_models_give() -> None:
     generator = _generator()
     assert set(generator.FORMATS) == {"topology.schema.json", "profile.schema.json", "trace-row.schema.json",
-                                      "run-spec.schema.json", "network-events.schema.json"}
+                                      "run-spec.schema.json", "network-events.schema.json", "scenario.schema.json"}
     assert generator.stale() == [], "run: .venv/bin/python docs/schemas/generate.py --write"
 
 
@@ -78,6 +79,18 @@ def test_the_example_events_file_passes_its_model_and_published_schema() -> None
     assert list(_validator("network-events.schema.json").iter_errors(_as_json(doc))) == []
     doc["events"][0]["delay"] = 3  # a key without its unit: refused by both
     assert list(_validator("network-events.schema.json").iter_errors(_as_json(doc))) != []
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIO_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_passes_its_model_and_published_schema(path: Path) -> None:
+    doc = yaml.safe_load(path.read_text())
+    ScenarioFile.model_validate(doc)
+    assert list(_validator("scenario.schema.json").iter_errors(_as_json(doc))) == []
+    for broken in ({"lambda": 20}, {"lambda_per_min": "20"}, {"mix": {"nope": 1}}):  # refused by both
+        bad = {**doc, "phases": [{**doc["phases"][0], **broken}]}
+        assert list(_validator("scenario.schema.json").iter_errors(_as_json(bad))) != []
+        with pytest.raises(ValueError):
+            ScenarioFile.model_validate(bad)
 
 
 def test_generated_trace_rows_pass_the_row_model_and_schema(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from scheduler.system import build_system
 from topologies import load_topology
 from training.config import DQNConfig
 from training.imitation import fit, oracle_pairs
+from training.imitation import main as imitation_main
 from training.rollout import EvalCase
 
 
@@ -48,3 +49,17 @@ def test_the_network_fits_the_oracle_choices(oracle_case):
     with torch.no_grad():
         pred = net(torch.from_numpy(x)).argmax(dim=1).numpy()
     assert losses[-1] < losses[0] and (pred == y).mean() >= 0.9
+
+
+@pytest.mark.parametrize(("make", "named"), [
+    (lambda d: d / "nonexist", "--cases {d}/nonexist: no such folder"),
+    (lambda d: (d / "case_x.json").write_text("{") and d, "{d}/case_x.json: not an oracle case file"),
+    (lambda d: (d / "case_x.json").write_text('{"topology": "tiny"}') and d, "{d}/case_x.json: not an oracle"),
+    (lambda d: d, "--cases: no oracle case of topology full-edge in {d}"),
+])
+def test_the_command_refuses_bad_case_folders_with_one_line_and_status_2(tmp_path, capsys, make, named):
+    folder = make(tmp_path)
+    assert imitation_main(["--cases", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named.format(d=tmp_path) in err
+    assert not (tmp_path / "out").exists()

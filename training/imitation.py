@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -115,6 +116,29 @@ def imitate(system: SystemModel, cases: list[dict], cfg: DQNConfig, epochs: int,
     return result
 
 
+def read_cases(folders: list[Path], topology: str) -> list[dict]:
+    """Returns the oracle cases of `topology` in the folders' case_*.json files (placebo runs left out); raises
+    ValueError naming the folder or file at fault."""
+    cases = []
+    for d in folders:
+        if not d.is_dir():
+            raise ValueError(f"--cases {d}: no such folder")
+        for p in sorted(d.glob("case_*.json")):
+            if "placebo" in p.name:
+                continue
+            try:
+                c = json.loads(p.read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{p}: not an oracle case file ({e})") from None
+            if not isinstance(c, dict) or not isinstance(c.get("oracle"), dict):
+                raise ValueError(f"{p}: not an oracle case file (no 'oracle' key)")
+            if c.get("topology") == topology:
+                cases.append(c)
+    if not cases:
+        raise ValueError(f"--cases: no oracle case of topology {topology} in {', '.join(map(str, folders))}")
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", action="append", required=True, help="a folder of oracle case_*.json files (repeatable)")
@@ -128,14 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="folder for agent.pt, agent.onnx, train.json")
     add_engine_arguments(ap, what="the guard's held-out runs")
     args = ap.parse_args(argv)
-    system = build_system(load_topology(args.topo), load_profiles(args.profiles))
-    files = sorted(p for d in args.cases for p in Path(d).glob("case_*.json") if "placebo" not in p.name)
-    cases = [json.loads(p.read_text()) for p in files]
-    cases = [c for c in cases if c.get("topology") == system.topology.name]
-    if not cases:
-        raise SystemExit(f"--cases: no oracle case of topology {system.topology.name} in {', '.join(args.cases)}")
-    cfg = DQNConfig(topology=args.topo, lambda_per_min=args.lam, seed=args.seed, out_dir=args.out, progress=False)
-    result = imitate(system, cases, cfg, args.epochs, engine_from_args(args), balanced=not args.unbalanced)
+    try:  # a file or a key at fault (topology, profile, case files, a case that does not replay): one line, 2
+        system = build_system(load_topology(args.topo), load_profiles(args.profiles))
+        cases = read_cases([Path(d) for d in args.cases], system.topology.name)
+        cfg = DQNConfig(topology=args.topo, lambda_per_min=args.lam, seed=args.seed, out_dir=args.out,
+                        progress=False)
+        result = imitate(system, cases, cfg, args.epochs, engine_from_args(args), balanced=not args.unbalanced)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     g = result.guard
     assert g is not None
     margin = "never" if g.guard_margin == float("inf") else f"margin {g.guard_margin:g}"

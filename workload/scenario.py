@@ -1,20 +1,23 @@
 """Scenarios: workloads whose load and application mix change over time in a repeating cycle (a scenario file).
 
-A scenario is a cycle of phases; each phase opens streams at its own lambda (new streams per minute per
-antenna) with its own application mix (relative weights of the application classes, missing classes 0).
+A scenario is a cycle of phases; each phase opens streams at its own `lambda_per_min` (new streams per minute
+per antenna) with its own application mix (relative weights of the application classes, missing classes 0).
 The cycle repeats for the whole run, shifted by `offset_s`. A trace is drawn phase by phase with Poisson
 thinning of the nominal mix (`mixed_trace`), so arrivals stay Poisson at each phase's lambda. Files live in
-workload/scenarios/ (a name there, or a path); docs/aset.md#scenarios documents the shipped ones.
+workload/scenarios/ (a name there, or a path), read strictly (`ScenarioFile`, published as
+docs/schemas/scenario.schema.json; docs/file-formats.md#scenario); docs/aset.md#scenarios has the shipped ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
-import yaml
+from pydantic import Field
 
+from topologies.strict import Name, NonNegative, Positive, StrictModel, at_key, derived, load_yaml, validate
 from workload.apps import APP_NAMES, APPS
 from workload.arrivals import RateSchedule, generate_trace
 from workload.trace import Trace
@@ -104,7 +107,30 @@ class Scenario:
 
 
 class ScenarioError(ValueError):
-    """A scenario file is malformed; the message names the file and the key."""
+    """A scenario file is malformed; the message names the file, the key and the value."""
+
+
+SCHEMA_FILE = "scenario.schema.json"
+"""Its JSON Schema, under docs/schemas/."""
+AppName = Literal[APP_NAMES]  # type: ignore[valid-type]
+
+
+class PhaseEntry(StrictModel):
+    """One phase of the cycle as a scenario file writes it."""
+
+    duration_s: Positive = Field(description="how long the phase lasts, seconds")
+    lambda_per_min: NonNegative = Field(description="new streams per minute per antenna during the phase")
+    mix: Annotated[dict[AppName, NonNegative], Field(min_length=1)] | None = derived(
+        "relative weights of the application classes' new streams (a class left out gets none); "
+        "absent: the nominal mix")
+
+
+class ScenarioFile(StrictModel):
+    """A scenario file: a cycle of phases that repeats for the whole run."""
+
+    name: Name | None = derived("the scenario's name (absent: the file's name without .yaml)")
+    description: str = Field("", description="what the scenario stands for, one line")
+    phases: list[PhaseEntry] = Field(min_length=1, description="the cycle's phases, in order")
 
 
 def load_scenario(text: str | Path) -> Scenario:
@@ -115,38 +141,12 @@ def load_scenario(text: str | Path) -> Scenario:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
         raise ScenarioError(f"scenario {text!r}: no such file or shipped scenario (shipped: {known})")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ScenarioError(f"{path}: not YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(doc, dict):
-        raise ScenarioError(f"{path}: expected a mapping with name, description, phases")
-    unknown = set(doc) - {"name", "description", "phases"}
-    if unknown:
-        raise ScenarioError(f"{path}: unknown key {sorted(unknown)[0]!r}")
-    phases = doc.get("phases")
-    if not isinstance(phases, list) or not phases:
-        raise ScenarioError(f"{path}: phases: expected a non-empty list")
-    out = []
-    for i, ph in enumerate(phases):
-        where = f"{path}: phases[{i}]"
-        if not isinstance(ph, dict) or set(ph) - {"duration_s", "lambda", "mix"}:
-            raise ScenarioError(f"{where}: expected keys duration_s, lambda, mix")
-        try:
-            dur, lam = float(ph["duration_s"]), float(ph["lambda"])
-        except (KeyError, TypeError, ValueError):
-            raise ScenarioError(f"{where}: duration_s and lambda must be numbers") from None
-        if not dur > 0 or not lam >= 0:
-            raise ScenarioError(f"{where}: need duration_s > 0 and lambda >= 0")
-        mix = ph.get("mix") or {a.name: a.share for a in APPS}
-        if not isinstance(mix, dict):
-            raise ScenarioError(f"{where}.mix: expected application: weight")
-        for app, w in mix.items():
-            if app not in APP_NAMES:
-                raise ScenarioError(f"{where}.mix: unknown application {app!r}; known: {', '.join(APP_NAMES)}")
-            if not isinstance(w, (int, float)) or w < 0:
-                raise ScenarioError(f"{where}.mix.{app}: weight must be a number >= 0")
+    doc = validate(ScenarioFile, load_yaml(path, ScenarioError), path, ScenarioError)
+    nominal = {a.name: a.share for a in APPS}
+    phases = []
+    for i, ph in enumerate(doc.phases):
+        mix = nominal if ph.mix is None else ph.mix
         if not sum(mix.values()) > 0:
-            raise ScenarioError(f"{where}.mix: every weight is 0")
-        out.append(Phase(dur, lam, tuple(float(mix.get(a, 0.0)) for a in APP_NAMES)))
-    return Scenario(str(doc.get("name", path.stem)), str(doc.get("description", "")), tuple(out))
+            raise ScenarioError(at_key(path, f"phases[{i}].mix", "every weight is 0 (no stream would open)"))
+        phases.append(Phase(ph.duration_s, ph.lambda_per_min, tuple(float(mix.get(a, 0.0)) for a in APP_NAMES)))
+    return Scenario(doc.name or path.stem, doc.description, tuple(phases))

@@ -20,7 +20,7 @@ from live import spec  # noqa: E402
 from scheduler import profiles  # noqa: E402
 from topologies import events, loader  # noqa: E402
 from topologies.strict import json_schema  # noqa: E402
-from workload import trace  # noqa: E402
+from workload import scenario, trace  # noqa: E402
 
 FORMATS: dict[str, type] = {
     loader.SCHEMA_FILE: loader.TopologyFile,
@@ -28,6 +28,7 @@ FORMATS: dict[str, type] = {
     trace.SCHEMA_FILE: trace.TraceRow,
     "run-spec.schema.json": spec.RunSpec,
     events.SCHEMA_FILE: events.NetworkEventsFile,
+    scenario.SCHEMA_FILE: scenario.ScenarioFile,
 }
 """Schema file name -> the model of its format (add a format here, then run --write)."""
 
