@@ -24,7 +24,8 @@ from workload.args import Workload
 def simulate_to(paths: list[Path], lam: str = "300", duration_s: float = 20.0) -> int:
     """Runs one simulation on full-edge (loaded: queries queue, are rejected and fail) into every file."""
     system = build_system(load_topology("full-edge"), load_profiles())
-    trace, _ = Workload(lambda_per_min=lam, duration_s=duration_s, seed=4).build(system.antennas)
+    trace, _ = Workload(lambda_per_min=lam, duration_s=duration_s, seed=4, trace=None,
+                        default_duration_s=duration_s).build(system.antennas)
     writers = [RecordWriter(p) for p in paths]
 
     def sink(batch) -> None:
@@ -104,12 +105,13 @@ def test_plain_columns_with_empty_strings_and_nan_write_nulls(tmp_path: Path) ->
     assert pd.isna(a["cluster"].iloc[1]) and pd.isna(a["reason"].iloc[0]) and pd.isna(a["t_response_ms"].iloc[1])
 
 
-def format_both(floats: np.ndarray, ints: np.ndarray) -> tuple[bytes, bytes]:
+def format_both(floats: np.ndarray, ints: np.ndarray, rows: np.ndarray | None = None) -> tuple[bytes, bytes]:
     kinds = np.array([records_csv.INT, records_csv.FLOAT, records_csv.STRING], dtype=np.int64)
     index = np.zeros(3, dtype=np.int64)
     codes = np.where(np.arange(len(floats)) % 3 == 0, -1, np.arange(len(floats)) % 2)[None, :]
-    args = (kinds, index, ints[None, :], floats[None, :], codes, np.array([0, 1, 4]),
-            np.frombuffer(b'a"b"', dtype=np.uint8), 3)
+    rows = np.arange(len(floats)) if rows is None else rows
+    args = (kinds, index, np.ones(1, dtype=np.int64), ints[None, :], floats[None, :], codes, rows,
+            np.array([0, 1, 2, 5]), np.frombuffer(b'xa"b"', dtype=np.uint8), 3)
     compiled = records_csv.format_rows(*args, compiled=True).tobytes()
     python = records_csv.format_rows(*args, compiled=False).tobytes()
     return compiled, python
@@ -128,12 +130,22 @@ def test_csv_formatter_compiled_and_python_write_the_same_bytes() -> None:
     assert lines[10].split(",")[1] == ""
     written = [float(x.split(",")[1]) if x.split(",")[1] else np.nan for x in lines]
     np.testing.assert_array_equal(written, np.round(floats, 3))
+    assert [x.split(",")[2] for x in lines[:3]] == ["", '"b"', "a"]  # codes count from the column's base label
+
+
+def test_csv_formatter_writes_the_rows_in_the_order_given() -> None:
+    rng = np.random.default_rng(1)
+    floats, ints = rng.uniform(0, 1e4, 3000), rng.integers(0, 10**6, 3000)
+    rows = rng.permutation(3000)
+    in_order = format_both(floats, ints)[0].decode().splitlines()
+    for text in format_both(floats, ints, rows):
+        assert text.decode().splitlines() == [in_order[r] for r in rows]
 
 
 def test_csv_formatter_refuses_times_it_cannot_write() -> None:
     for compiled in (True, False):
         with pytest.raises(ValueError, match="record 1 of the batch: a time is infinite or beyond"):
             records_csv.format_rows(np.array([records_csv.FLOAT]), np.zeros(1, dtype=np.int64),
-                                    np.zeros((0, 2), dtype=np.int64), np.array([[1.0, np.inf]]),
-                                    np.zeros((0, 2), dtype=np.int64), np.zeros(1, dtype=np.int64),
-                                    np.zeros(0, dtype=np.uint8), 0, compiled=compiled)
+                                    np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
+                                    np.array([[1.0, np.inf]]), np.zeros((0, 2), dtype=np.int64), np.arange(2),
+                                    np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8), 0, compiled=compiled)
