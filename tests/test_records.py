@@ -149,3 +149,40 @@ def test_csv_formatter_refuses_times_it_cannot_write() -> None:
                                     np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
                                     np.array([[1.0, np.inf]]), np.zeros((0, 2), dtype=np.int64), np.arange(2),
                                     np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8), 0, compiled=compiled)
+
+
+def test_the_live_merge_sorts_the_sources_interleaved_rows_by_send_time(tmp_path: Path) -> None:
+    from live.merge import RecordMerger
+
+    rng = np.random.default_rng(2)
+    parts, lines = [tmp_path / "s1.csv", tmp_path / "s2.csv"], []
+    merger = RecordMerger(parts, tmp_path / "records.csv")
+    for flush in range(3):  # each source's flushes sorted, the two sources' interleaved
+        for i, part in enumerate(parts):
+            n = 40
+            send = np.sort(rng.uniform(0, 1000, n).round(1)) + 1000 * flush
+            send[:3] = send[0]  # rows sent in the same microsecond: kept in the order they came
+            cols = {name: np.zeros(n) for name, _ in RECORD_COLUMNS}
+            cols.update(stream_id=np.full(n, i), query=np.arange(n) + 100 * flush, t_send_ms=send,
+                        antenna=["a,1"] * n, app=["x"] * n, cluster=[None] * n, variant=["v"] * n,
+                        outcome=["ontime"] * n, reason=[""] * n, t_response_ms=np.where(send > 500, send + 1, np.nan))
+            with part.open("ab") as f:
+                start = f.tell()
+            w = RecordWriter(tmp_path / "one.csv")
+            w.write(cols)
+            w.close()
+            text = (tmp_path / "one.csv").read_bytes().split(b"\n", 1)[1]
+            with part.open("ab") as f:
+                f.write((tmp_path / "one.csv").read_bytes() if start == 0 else text)
+            lines += text.splitlines()
+            merger.poll()
+    merger.close()
+    merged = (tmp_path / "records.csv").read_bytes().splitlines()
+    assert merged[0].decode() == ",".join(RECORD_NAMES)
+    assert sorted(merged[1:]) == sorted(lines)  # the same lines, byte for byte
+    frame = pd.read_csv(tmp_path / "records.csv", dtype=PANDAS_DTYPES)
+    assert frame["t_send_ms"].is_monotonic_increasing
+    (tmp_path / "appended.csv").write_bytes(b"\n".join([merged[0], *lines]) + b"\n")
+    assert not pd.read_csv(tmp_path / "appended.csv")["t_send_ms"].is_monotonic_increasing  # as they came
+    first = frame[frame["t_send_ms"] == frame["t_send_ms"].iloc[0]]
+    assert first["query"].tolist() == [0, 1, 2] and first["stream_id"].nunique() == 1
