@@ -186,3 +186,18 @@ def test_the_live_merge_sorts_the_sources_interleaved_rows_by_send_time(tmp_path
     assert not pd.read_csv(tmp_path / "appended.csv")["t_send_ms"].is_monotonic_increasing  # as they came
     first = frame[frame["t_send_ms"] == frame["t_send_ms"].iloc[0]]
     assert first["query"].tolist() == [0, 1, 2] and first["stream_id"].nunique() == 1
+
+
+def test_an_error_in_the_writers_thread_is_raised_by_close(tmp_path: Path) -> None:
+    from analysis.records import QueryBatch, as_query_batch
+
+    n = 3000
+    cols = {name: np.zeros(n) for name, _ in RECORD_COLUMNS}
+    cols.update(t_send_ms=np.arange(n, dtype=float), t_response_ms=np.full(n, np.inf), antenna=["a"] * n,
+                app=["x"] * n, cluster=["c"] * n, variant=["v"] * n, outcome=["ontime"] * n, reason=[""] * n)
+    plain = as_query_batch(cols)
+    w = RecordWriter(tmp_path / "r.csv")
+    w.write(QueryBatch(plain.numbers, plain.codes, settled_ms=float(n)))  # more to come: written in the thread
+    with pytest.raises(ValueError, match="record 0 of the batch: a time is infinite"):
+        w.close()
+    assert w._file.closed
