@@ -8,12 +8,17 @@ an empty CSV field and a Parquet null. pyarrow and numba are imported only when 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from analysis.records_csv import FLOAT, INT, STRING, csv_label
 
 RECORD_COLUMNS: tuple[tuple[str, str], ...] = (
     ("stream_id", "int64"),
@@ -122,30 +127,83 @@ class _Labels:
         return codes if self.last[1] is None else self.last[1][codes]  # code -1 picks the -1 appended
 
 
+@dataclass
+class _Run:
+    """The rows of one batch not yet written, in order of send time: batch rows `order`, sent at `send_ms`
+    (rounded). The batch's columns are never copied to sort them: whoever writes the rows reads them through
+    `order`."""
+
+    batch: QueryBatch
+    order: np.ndarray
+    send_ms: np.ndarray
+    stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    """The batch's int, float and code columns as 2-D arrays (CSV), made on first use."""
+
+
+@dataclass
+class _Settled:
+    """Settled rows in order of send time: rows `rows[i]` of `runs[i]`, then reordered by `merge` (None: the
+    runs' rows one after the other are in order)."""
+
+    runs: list[_Run]
+    rows: list[np.ndarray]
+    merge: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        return sum(len(r) for r in self.rows)
+
+    def take(self, name: str, out: np.ndarray) -> None:
+        """Fills `out` (n values) with a column of the rows, in order."""
+        src = [run.batch.numbers[name] if name in run.batch.numbers else run.batch.codes[name][0]
+               for run in self.runs]
+        # mode="clip" (the indices are valid): with "raise" np.take into `out` buffers, several times slower.
+        if self.merge is None:
+            np.take(src[0], self.rows[0], out=out, mode="clip")
+        else:
+            np.take(np.concatenate([s[r] for s, r in zip(src, self.rows, strict=True)]), self.merge, out=out,
+                    mode="clip")
+
+
+def _gather(ready: list[_Settled], name: str, dtype: type) -> np.ndarray:
+    """Returns a column of settled rows, one after the other, in one array."""
+    out = np.empty(sum(s.n for s in ready), dtype=dtype)
+    at = 0
+    for s in ready:
+        s.take(name, out[at:at + s.n])
+        at += s.n
+    return out
+
+
 class RecordWriter:
     """Writes query records to a CSV or Parquet file (by suffix), sorted by send time.
 
     `write` takes a QueryBatch or plain columns. Rows are held until settled (a QueryBatch's `settled_ms`;
     plain columns settle at once, each call's rows sorted among themselves), then written in order of send
-    time (rows sent in the same microsecond as they came): CSV in chunks (plain columns: at every call,
-    flushed), Parquet per row group."""
+    time (rows sent in the same microsecond as they came): CSV at every call (plain columns: flushed), Parquet per
+    row group. Batches that say more are to come (a finite `settled_ms`: the simulator's) are formatted and written
+    by one background thread, while the caller goes on (numba and pyarrow release the GIL while they work); an
+    error there is raised by the next `write` or `close`."""
 
     PARQUET_ROWS = 200_000
     """Rows per Parquet row group."""
-    CSV_ROWS = 50_000
-    """Settled rows gathered before they are written, while batches say more are to come (plain columns are
-    written at once: a live source's records reach the disk as the run goes)."""
+    PENDING = 2
+    """Writes the background thread may have queued before `write` waits for the oldest (bounds memory)."""
+    COMPRESSION = "snappy"
+    """Parquet's compression: every reader has it; docs/file-formats.md weighs the choices."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.parquet = self.path.suffix == ".parquet"
         self._labels = {name: _Labels() for name in STRING_COLUMNS}
-        self._held: list[tuple[QueryBatch, np.ndarray]] = []
-        """Batches not yet settled, each sorted, with its rows' rounded send times."""
-        self._ready: list[Any] = []
-        """Settled rows not yet written: CSV text (uint8 arrays) or, for Parquet, the batches."""
+        self._held: list[_Run] = []
+        """Batches whose rows are not all settled."""
+        self._ready: list[_Settled] = []
+        """Settled rows not yet written (Parquet: until a row group's worth)."""
         self._ready_rows = 0
+        self._pending: deque[Future] = deque()
+        self._thread: ThreadPoolExecutor | None = None
         self.rows = 0
         self._file = self.path.open("wb")
         if self.parquet:
@@ -159,7 +217,7 @@ class RecordWriter:
             self._writer = pq.ParquetWriter(self._file, _arrow_schema(dictionary=True), store_schema=False,
                                             use_dictionary=list(STRING_COLUMNS), use_byte_stream_split=times,
                                             write_statistics=["t_send_ms"], data_page_version="1.0",
-                                            compression="snappy")
+                                            compression=self.COMPRESSION)
         else:
             self._file.write((",".join(RECORD_NAMES) + "\n").encode())
             self._file.flush()
@@ -167,109 +225,150 @@ class RecordWriter:
     def write(self, columns: Mapping[str, Any]) -> None:
         """Adds records: a QueryBatch, or every record column as arrays or lists of equal length."""
         batch = as_query_batch(columns)
+        streaming = math.isfinite(batch.settled_ms)
         self.rows += batch.rows
         if batch.rows:
-            self._held.append(_sorted(self._renumbered(batch)))
+            self._held.append(_run(self._renumbered(batch)))
         settled = self._settle(batch.settled_ms)
         if settled is not None:
-            self._ready.append(settled if self.parquet else self._csv_text(settled, math.isfinite(batch.settled_ms)))
-            self._ready_rows += settled.rows
-        if self._ready_rows >= (self.PARQUET_ROWS if self.parquet else self.CSV_ROWS) or (
-                not self.parquet and not math.isfinite(batch.settled_ms)):
-            self._write_ready()
+            self._ready.append(settled)
+            self._ready_rows += settled.n
+        if not self.parquet or self._ready_rows >= self.PARQUET_ROWS:
+            self._write_ready(background=streaming)
 
     def _renumbered(self, batch: QueryBatch) -> QueryBatch:
         """Returns the batch with string codes numbering this file's labels (the per-column `_Labels`)."""
         codes = {name: (self._labels[name].renumber(*batch.codes[name]), None) for name in STRING_COLUMNS}
         return QueryBatch(batch.numbers, codes)
 
-    def _settle(self, before_ms: float) -> QueryBatch | None:
-        """Returns the held rows sent before `before_ms`, sorted (None if none); keeps the rest."""
-        parts, keep = [], []
-        for batch, send in self._held:
-            k = len(send) if not math.isfinite(before_ms) else int(np.searchsorted(send, before_ms))
+    def _settle(self, before_ms: float) -> _Settled | None:
+        """Returns the held rows sent before `before_ms` (None if none); keeps the rest."""
+        runs, rows, keep = [], [], []
+        for run in self._held:
+            k = len(run.send_ms) if not math.isfinite(before_ms) else int(np.searchsorted(run.send_ms, before_ms))
             if k:
-                parts.append(_take(batch, slice(0, k)))
-            if k < len(send):
-                keep.append((_take(batch, slice(k, None)), send[k:]))
+                runs.append(run)
+                rows.append(run.order[:k])
+            if k < len(run.send_ms):
+                keep.append(_Run(run.batch, run.order[k:], run.send_ms[k:], run.stacked))
         self._held = keep
-        if len(parts) <= 1:
-            return parts[0] if parts else None
-        return _sorted(_concat(parts))[0]
+        if not runs:
+            return None
+        # Ties keep the runs' order: the earlier batch's rows first, as they came.
+        merge = None if len(runs) == 1 else np.argsort(
+            np.concatenate([run.send_ms[:len(r)] for run, r in zip(runs, rows, strict=True)]), kind="stable")
+        return _Settled(runs, rows, merge)
 
-    def _write_ready(self) -> None:
+    def _write_ready(self, background: bool) -> None:
+        """Writes the settled rows: in the background thread while more are to come, else here (then flushed)."""
         ready, self._ready, self._ready_rows = self._ready, [], 0
-        if self.parquet:
-            if ready:  # one contiguous row group: many small chunks write several times slower
-                batch = _concat(ready)
-                self._writer.write_batch(self._arrow_batch(batch), row_group_size=max(batch.rows, 1))
+        if not ready:
             return
-        for text in ready:
-            self._file.write(memoryview(text))
-        self._file.flush()
+        if self.parquet:
+            job = partial(self._write_parquet, ready, [self._arrow_labels(name) for name in STRING_COLUMNS])
+        else:
+            job = partial(self._write_csv, ready, self._csv_labels(), background)
+        if not background:
+            self._wait(0)
+            job()
+            return
+        self._wait(self.PENDING - 1)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="records")
+        self._pending.append(self._thread.submit(job))
 
-    def _csv_text(self, batch: QueryBatch, streaming: bool = False) -> np.ndarray:
-        """Returns the rows as CSV text; compiled when `streaming` (the simulator's windows: many rows to come)."""
-        from analysis.records_csv import FLOAT, INT, STRING, csv_label, format_rows
+    def _wait(self, pending: int) -> None:
+        """Waits until at most `pending` background writes are queued; raises the error of any that failed."""
+        while self._pending and (len(self._pending) > pending or self._pending[0].done()):
+            self._pending.popleft().result()
 
-        kinds, index, ints, floats, codes = [], [], [], [], []
-        label_start, blobs, base = [0], [], 0
-        for name, typ in RECORD_COLUMNS:
-            if typ == "string":
-                kinds.append(STRING)
-                index.append(len(codes))
-                c = batch.codes[name][0]
-                codes.append(np.where(c >= 0, c + base, -1))
-                for s in self._labels[name].names:
-                    blobs.append(csv_label(s))
-                    label_start.append(label_start[-1] + len(blobs[-1]))
-                base += len(self._labels[name].names)
+    def _csv_labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Returns every string column's labels for the CSV formatter: the first label number of each column, the
+        labels' start offsets, their bytes and the longest one's length."""
+        base, start, blobs = [], [0], []
+        for name in STRING_COLUMNS:
+            base.append(len(blobs))
+            for s in self._labels[name].names:
+                blobs.append(csv_label(s))
+                start.append(start[-1] + len(blobs[-1]))
+        return (np.array(base, dtype=np.int64), np.array(start, dtype=np.int64),
+                np.frombuffer(b"".join(blobs), dtype=np.uint8), max((len(b) for b in blobs), default=0))
+
+    def _write_csv(self, ready: list[_Settled], labels: tuple, streaming: bool) -> None:
+        from analysis.records_csv import format_rows
+
+        base, label_start, label_bytes, max_label = labels
+        for settled in ready:
+            if len(settled.runs) == 1:
+                ints, floats, codes = _stacked(settled.runs[0])
+                rows = settled.rows[0]
             else:
-                target = floats if typ == "float64" else ints
-                kinds.append(FLOAT if typ == "float64" else INT)
-                index.append(len(target))
-                target.append(batch.numbers[name])
-        n = batch.rows
-        return format_rows(np.array(kinds, dtype=np.int64), np.array(index, dtype=np.int64),
-                           _stack(ints, n, np.int64), _stack(floats, n, np.float64), _stack(codes, n, np.int64),
-                           np.array(label_start, dtype=np.int64),
-                           np.frombuffer(b"".join(blobs), dtype=np.uint8), max((len(b) for b in blobs), default=0),
-                           compiled=True if streaming else None)
+                parts = [_stacked(run) for run in settled.runs]
+                ints, floats, codes = (np.concatenate([p[i][:, r] for p, r in zip(parts, settled.rows, strict=True)],
+                                                      axis=1) for i in range(3))
+                rows = settled.merge
+            text = format_rows(_KINDS, _INDEX, base, ints, floats, codes, rows, label_start, label_bytes, max_label,
+                               compiled=True if streaming else None)
+            self._file.write(memoryview(text))
+        if not streaming:
+            self._file.flush()
 
-    def _arrow_batch(self, batch: QueryBatch):  # noqa: ANN202 (a pyarrow RecordBatch)
+    def _arrow_labels(self, name: str):  # noqa: ANN202 (a pyarrow Array)
         import pyarrow as pa
 
-        arrays = []
+        labels = self._labels[name]
+        if labels.arrow is None or len(labels.arrow) != len(labels.names):
+            labels.arrow = pa.array(labels.names, pa.string())
+        return labels.arrow
+
+    def _write_parquet(self, ready: list[_Settled], dictionaries: list[Any]) -> None:
+        import pyarrow as pa
+
+        n = sum(s.n for s in ready)
+        arrays, strings = [], iter(dictionaries)
         for name, typ in RECORD_COLUMNS:
+            values = _gather(ready, name, np.float64 if typ == "float64" else np.int64)
             if typ == "string":
-                c = batch.codes[name][0]
-                labels = self._labels[name]
-                if labels.arrow is None or len(labels.arrow) != len(labels.names):
-                    labels.arrow = pa.array(labels.names, pa.string())
-                arrays.append(pa.DictionaryArray.from_arrays(pa.array(c.astype(np.int32), mask=c < 0), labels.arrow))
+                arrays.append(pa.DictionaryArray.from_arrays(pa.array(values.astype(np.int32), mask=values < 0),
+                                                             next(strings)))
             elif typ == "float64":
-                arrays.append(pa.array(_round_ms(batch.numbers[name]), from_pandas=True))  # NaN -> null
+                # NaN -> null; a mask from isnan converts ten times faster than from_pandas=True.
+                arrays.append(pa.array(np.round(values, 3, out=values), mask=np.isnan(values)))
             else:
-                arrays.append(pa.array(batch.numbers[name]))
-        return pa.RecordBatch.from_arrays(arrays, schema=_arrow_schema(dictionary=True))
+                arrays.append(pa.array(values))
+        # One contiguous row group: many small chunks write several times slower.
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=_arrow_schema(dictionary=True)),
+                                 row_group_size=max(n, 1))
 
     def close(self) -> None:
         """Writes every held row (all are settled once nothing more comes) and closes the file."""
         if self._file.closed:
             return
-        settled = self._settle(math.inf)
-        if settled is not None:
-            self._ready.append(settled if self.parquet else self._csv_text(settled))
-        self._write_ready()
-        if self.parquet:
-            self._writer.close()
-        self._file.close()
+        try:
+            self._wait(0)
+            settled = self._settle(math.inf)
+            if settled is not None:
+                self._ready.append(settled)
+            self._write_ready(background=False)
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown(wait=True)
+            if self.parquet:
+                self._writer.close()
+            self._file.close()
 
     def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_KINDS = np.array([FLOAT if typ == "float64" else INT if typ == "int64" else STRING for _, typ in RECORD_COLUMNS],
+                  dtype=np.int64)
+_INDEX = np.array([[name for name, t in RECORD_COLUMNS if t == typ].index(name) for name, typ in RECORD_COLUMNS],
+                  dtype=np.int64)
+"""The record layout for the CSV formatter: each column's kind and its row in the ints, floats or codes."""
 
 
 def _arrow_schema(dictionary: bool):  # noqa: ANN202 (pyarrow imported here)
@@ -284,31 +383,21 @@ def _round_ms(values: np.ndarray) -> np.ndarray:
     return np.round(values, 3)
 
 
-def _concat(batches: list[QueryBatch]) -> QueryBatch:
-    if len(batches) == 1:
-        return batches[0]
-    if not batches:
-        return QueryBatch({name: np.zeros(0, dtype=np.float64 if typ == "float64" else np.int64)
-                           for name, typ in RECORD_COLUMNS if typ != "string"},
-                          {name: (np.zeros(0, dtype=np.int64), None) for name in STRING_COLUMNS})
-    return QueryBatch({k: np.concatenate([b.numbers[k] for b in batches]) for k in batches[0].numbers},
-                      {k: (np.concatenate([b.codes[k][0] for b in batches]), None) for k in STRING_COLUMNS})
-
-
-def _sorted(batch: QueryBatch) -> tuple[QueryBatch, np.ndarray]:
-    """Returns the batch in order of rounded send time (a stable sort: ties as they came), and those times."""
+def _run(batch: QueryBatch) -> _Run:
+    """Returns the batch's rows in order of rounded send time (a stable sort: ties as they came)."""
     send = _round_ms(batch.numbers["t_send_ms"])
     order = np.argsort(send, kind="stable")
-    return _take(batch, order), send[order]
+    return _Run(batch, order, send[order])
 
 
-def _take(batch: QueryBatch, rows: np.ndarray | slice) -> QueryBatch:
-    return QueryBatch({k: v[rows] for k, v in batch.numbers.items()},
-                      {k: (c[rows], labels) for k, (c, labels) in batch.codes.items()})
-
-
-def _stack(columns: list[np.ndarray], n: int, dtype: type) -> np.ndarray:
-    return np.stack(columns).astype(dtype, copy=False) if columns else np.zeros((0, n), dtype=dtype)
+def _stacked(run: _Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns (and keeps) the run's batch as the CSV formatter's int, float and code arrays."""
+    if run.stacked is None:
+        b = run.batch
+        run.stacked = tuple(np.stack([b.numbers[name] if name in b.numbers else b.codes[name][0]
+                                      for name, t in RECORD_COLUMNS if t == typ]).astype(dtype, copy=False)
+                            for typ, dtype in (("int64", np.int64), ("float64", np.float64), ("string", np.int64)))
+    return run.stacked
 
 
 def read_records(path: str | Path):  # noqa: ANN201 (a pyarrow Table; pyarrow imported here)

@@ -30,23 +30,25 @@ def csv_label(label: str) -> bytes:
     return label.encode()
 
 
-def format_rows(kinds: np.ndarray, index: np.ndarray, ints: np.ndarray, floats: np.ndarray, codes: np.ndarray,
-                label_start: np.ndarray, label_bytes: np.ndarray, max_label: int,
+def format_rows(kinds: np.ndarray, index: np.ndarray, base: np.ndarray, ints: np.ndarray, floats: np.ndarray,
+                codes: np.ndarray, rows: np.ndarray, label_start: np.ndarray, label_bytes: np.ndarray, max_label: int,
                 compiled: bool | None = None) -> np.ndarray:
-    """Returns the CSV lines of a batch as bytes (uint8). Column c is ints[index[c]], floats[index[c]] or the
-    labels codes[index[c]] point to (column-wise global label numbers; label i is label_bytes[label_start[i]:
-    label_start[i + 1]]), by kinds[c]. `compiled`: run it compiled (None: once JIT_ROWS or more rows come, or
-    compiled already). Raises ValueError on a time that is infinite or beyond MAX_ABS_MS."""
-    n = ints.shape[1] if ints.shape[0] else floats.shape[1] if floats.shape[0] else codes.shape[1]
+    """Returns the CSV lines of a batch as bytes (uint8), line i from the values at rows[i]. Column c is
+    ints[index[c]], floats[index[c]] or the labels codes[index[c]] point to (code k >= 0 is label base[index[c]]
+    + k; label i is label_bytes[label_start[i]:label_start[i + 1]]), by kinds[c]. `compiled`: run it compiled
+    (None: once JIT_ROWS or more rows come, or compiled already). Raises ValueError on a time that is infinite or
+    beyond MAX_ABS_MS."""
+    n = len(rows)
     width = 0
     for c in range(len(kinds)):
         width += 1 + (_INT_WIDTH if kinds[c] == INT else _FLOAT_WIDTH if kinds[c] == FLOAT else max_label)
     if compiled is None:
         compiled = n >= JIT_ROWS or _jitted is not None
     if not compiled:
-        return _format_small(kinds, index, ints, floats, codes, label_start, label_bytes)
+        return _format_small(kinds, index, base, ints[:, rows], floats[:, rows], codes[:, rows], label_start,
+                             label_bytes)
     out = np.empty(n * width, dtype=np.uint8)
-    end = _compiled()(kinds, index, ints, floats, codes, label_start, label_bytes, out)
+    end = _compiled()(kinds, index, base, ints, floats, codes, rows, label_start, label_bytes, out)
     if end < 0:
         raise _bad_time(-end - 1)
     return out[:end]
@@ -56,8 +58,8 @@ def _bad_time(row: int) -> ValueError:
     return ValueError(f"record {row} of the batch: a time is infinite or beyond {MAX_ABS_MS:g} ms")
 
 
-def _format_small(kinds: np.ndarray, index: np.ndarray, ints: np.ndarray, floats: np.ndarray, codes: np.ndarray,
-                  label_start: np.ndarray, label_bytes: np.ndarray) -> np.ndarray:
+def _format_small(kinds: np.ndarray, index: np.ndarray, base: np.ndarray, ints: np.ndarray, floats: np.ndarray,
+                  codes: np.ndarray, label_start: np.ndarray, label_bytes: np.ndarray) -> np.ndarray:
     """Returns what the compiled formatter returns, with Python's string formatting: quick for a few rows (a live
     source's flush) without importing numba. The same arithmetic (rint of |x| * 1000), so the same bytes."""
     labels = [label_bytes[label_start[i]:label_start[i + 1]].tobytes().decode() for i in range(len(label_start) - 1)]
@@ -76,7 +78,7 @@ def _format_small(kinds: np.ndarray, index: np.ndarray, ints: np.ndarray, floats
                             + (f"{int(qi) % 1000:03d}".rstrip("0") or "0")
                             for xi, qi in zip(x.tolist(), q.tolist(), strict=True)])
         else:
-            columns.append([labels[k] if k >= 0 else "" for k in codes[j].tolist()])
+            columns.append([labels[k + int(base[j])] if k >= 0 else "" for k in codes[j].tolist()])
     text = "".join(",".join(row) + "\n" for row in zip(*columns, strict=True))
     return np.frombuffer(text.encode(), dtype=np.uint8)
 
@@ -88,8 +90,8 @@ def _compiled():  # noqa: ANN202 (numba's dispatcher)
         from numba import njit
 
         # _format calls _digits by its global name: compiled, it must find the compiled one there.
-        _digits = njit(cache=True)(_digits)
-        _jitted = njit(cache=True)(_format)
+        _digits = njit(cache=True, nogil=True)(_digits)
+        _jitted = njit(cache=True, nogil=True)(_format)  # nogil: the writer's thread formats while the caller runs
     return _jitted
 
 
@@ -107,12 +109,13 @@ def _digits(out: np.ndarray, p: int, v: int, width: int) -> int:
     return p + n
 
 
-def _format(kinds: np.ndarray, index: np.ndarray, ints: np.ndarray, floats: np.ndarray, codes: np.ndarray,
-            label_start: np.ndarray, label_bytes: np.ndarray, out: np.ndarray) -> int:
-    """Fills `out` with the rows; returns the bytes written, or -(row + 1) at a time it cannot write."""
-    n = ints.shape[1] if ints.shape[0] else floats.shape[1] if floats.shape[0] else codes.shape[1]
+def _format(kinds: np.ndarray, index: np.ndarray, base: np.ndarray, ints: np.ndarray, floats: np.ndarray,
+            codes: np.ndarray, rows: np.ndarray, label_start: np.ndarray, label_bytes: np.ndarray,
+            out: np.ndarray) -> int:
+    """Fills `out` with the rows; returns the bytes written, or -(line + 1) at a time it cannot write."""
     p = 0
-    for r in range(n):
+    for i in range(len(rows)):
+        r = rows[i]
         for c in range(len(kinds)):
             if c:
                 out[p] = 44  # ,
@@ -131,7 +134,7 @@ def _format(kinds: np.ndarray, index: np.ndarray, ints: np.ndarray, floats: np.n
                     continue  # NaN: missing
                 a = abs(x)
                 if not a <= MAX_ABS_MS:
-                    return -(r + 1)
+                    return -(i + 1)
                 q = np.int64(np.rint(a * 1000.0))
                 if x < 0 and q > 0:
                     out[p] = 45
@@ -148,6 +151,7 @@ def _format(kinds: np.ndarray, index: np.ndarray, ints: np.ndarray, floats: np.n
             else:
                 k = codes[j, r]
                 if k >= 0:
+                    k += base[j]
                     for b in range(label_start[k], label_start[k + 1]):
                         out[p] = label_bytes[b]
                         p += 1

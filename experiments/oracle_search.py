@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from scheduler.aset.meta import agent_path
 from scheduler.core import POLICY_NAMES
 from scheduler.system import SystemModel
 from simulator.engine import Simulation
 from simulator.gym_env import EnvConfig
-from training.evaluate import agent_path
 from training.rollout import SIM_WINDOW_S, EvalCase, agent_env, success_of
 
 BASE = "load-balancing"

@@ -10,8 +10,6 @@ import argparse
 import os
 import sys
 
-from live.orchestrate import run_live as _run
-from live.report import LiveInterrupted, format_result
 from live.spec import add_run_arguments, spec_from_args
 from testbed.errors import NetworkError, PreflightError
 from topologies import TopologyError
@@ -29,14 +27,15 @@ def run_live(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    if spec.agent is not None and not spec.agent.is_file():
-        print(f"error: --agent {spec.agent}: no such file", file=sys.stderr)
-        return EXIT_INPUT
     if os.geteuid() != 0:
         print("error: the live run builds network namespaces and switches: run it as root", file=sys.stderr)
         return EXIT_INPUT
+    # ~1 s of imports (aiohttp, the workers, matplotlib, numba): not for --help.
+    from live.orchestrate import run_live as run
+    from live.report import LiveInterrupted, format_result
+
     try:
-        result = _run(spec)
+        result = run(spec)
     except LiveInterrupted as stop:
         print("\ninterrupted; the network is torn down. What was recorded:", file=sys.stderr)
         print(format_result(stop.result))

@@ -1,5 +1,5 @@
 """What the run's processes wrote, brought together: the sources' records appended to records.csv as the run
-goes, the schedulers' windows logs merged into windows.csv, their statistics and the sources' last words,
+goes (sorted by send time at the end), the schedulers' windows logs merged into windows.csv, their statistics and the sources' last words,
 and the run's one event log (events.jsonl).
 """
 
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from analysis.records import RecordWriter
+from analysis.records import RECORD_NAMES, RecordWriter, read_records
 from live.rundir import RunDir
 
 
@@ -47,8 +47,16 @@ class RecordMerger:
         self._out.flush()
 
     def close(self) -> None:
+        """Appends the sources' last lines, then sorts the file by send time as the simulator's are (stable: rows
+        sent in the same microsecond keep their order); the sources' flushes reached it interleaved."""
         self.poll()
         self._out.close()
+        table = read_records(self.merged)
+        if table.num_rows:
+            sorting = self.merged.with_name("sorting-" + self.merged.name)
+            with RecordWriter(sorting) as w:
+                w.write({name: table.column(name).to_numpy(zero_copy_only=False) for name in RECORD_NAMES})
+            sorting.replace(self.merged)
 
 
 class Events:

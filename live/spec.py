@@ -51,8 +51,8 @@ class RunSpec:
     clusters, whose CPU variants run real ONNX inference (least-impedance prefers the GPU variants further
     up, which are profile-driven here)."""
     agent: Path | None = opt(None)
-    """an exported ASET agent (ONNX, from `train`) that picks each scheduler's policy per decision window;
-    implies --policy aset"""
+    """an exported ASET agent (ONNX, from `train`; or the folder `train --out` wrote, as `evaluate --agent`
+    takes it) that picks each scheduler's policy per decision window; implies --policy aset"""
     trace: Path | None = opt(None, external=True)
     """Replay this trace; None: generate Poisson arrivals (lambda_per_min, duration_s, seed)."""
     lambda_per_min: str = opt("3", external=True)
@@ -165,8 +165,15 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     """Returns the spec the parsed options describe; refuses a bad workload or policy (ValueError)."""
     w = workload_from_args(args)
     duration = w.duration_s if w.duration_s is not None or w.trace is not None else w.default_duration_s
-    spec = RunSpec(**option_values(args, RunSpec), trace=w.trace, lambda_per_min=w.lambda_per_min,
-                   duration_s=duration, seed=w.seed)
+    from scheduler.aset.meta import agent_path  # with the scheduler (numba): not for --help
+
+    options = option_values(args, RunSpec)
+    if options.get("agent") is not None:
+        try:
+            options["agent"] = agent_path(options["agent"])
+        except ValueError as exc:
+            raise ValueError(f"--agent {exc}") from None
+    spec = RunSpec(**options, trace=w.trace, lambda_per_min=w.lambda_per_min, duration_s=duration, seed=w.seed)
     spec.check()
     return spec
 

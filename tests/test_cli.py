@@ -55,7 +55,7 @@ def test_simulate_with_lambda_schedule_writes_one_policy(tmp_path: Path) -> None
     (("trace", "--topo", "tiny", "--duration", "-3", "-o", "/tmp/never.csv"), "--duration -3.0: must be"),
     (("--topo", "tiny", "--policy", "aset"), "--policy aset needs --agent"),
     (("simulate", "--topo", "tiny", "--policy", "aset"), "--policy aset needs --agent"),
-    (("run", "--topo", "tiny", "--agent", "/nonexistent.onnx"), "--agent /nonexistent.onnx: no such file"),
+    (("run", "--topo", "tiny", "--agent", "/nonexistent.onnx"), "--agent /nonexistent.onnx: no ONNX agent there"),
     (("net", "--topo", "tiny", "--mtu", "9"), "mtu 9 is not an integer from 68 to 65535"),
     (("run", "--topo", "tiny", "--mtu", "70000"), "mtu 70000 is not an integer from 68 to 65535"),
 ])

@@ -231,6 +231,25 @@ def test_the_run_spec_is_the_command_line() -> None:
             spec_from_args(parser.parse_args(bad))
 
 
+def test_agent_is_the_file_or_the_folder_train_writes(tmp_path) -> None:
+    import argparse
+
+    from live.spec import add_run_arguments, spec_from_args
+    from training.evaluate import AgentFile
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    out = tmp_path / "full-edge"  # as `train --out agents/full-edge` leaves it
+    out.mkdir()
+    (out / "agent.onnx").write_bytes(b"onnx")
+    for given in (out, out / "agent.onnx", out / "agent.pt"):
+        spec = spec_from_args(parser.parse_args(["--agent", str(given)]))
+        assert spec.agent == out / "agent.onnx" and spec.effective_policy == "aset"
+        assert AgentFile.read(str(given)).path == str(spec.agent)  # one resolver: what `evaluate --agent` takes
+    with pytest.raises(ValueError, match=r"--agent .*empty: no ONNX agent there"):
+        spec_from_args(parser.parse_args(["--agent", str(tmp_path / "empty")]))
+
+
 def test_a_child_reads_the_spec_and_refuses_a_malformed_one_in_one_line(tmp_path) -> None:
     import subprocess
     import sys

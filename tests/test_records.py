@@ -24,7 +24,8 @@ from workload.args import Workload
 def simulate_to(paths: list[Path], lam: str = "300", duration_s: float = 20.0) -> int:
     """Runs one simulation on full-edge (loaded: queries queue, are rejected and fail) into every file."""
     system = build_system(load_topology("full-edge"), load_profiles())
-    trace, _ = Workload(lambda_per_min=lam, duration_s=duration_s, seed=4, trace=None, default_duration_s=duration_s).build(system.antennas)
+    trace, _ = Workload(lambda_per_min=lam, duration_s=duration_s, seed=4, trace=None,
+                        default_duration_s=duration_s).build(system.antennas)
     writers = [RecordWriter(p) for p in paths]
 
     def sink(batch) -> None:
@@ -104,12 +105,13 @@ def test_plain_columns_with_empty_strings_and_nan_write_nulls(tmp_path: Path) ->
     assert pd.isna(a["cluster"].iloc[1]) and pd.isna(a["reason"].iloc[0]) and pd.isna(a["t_response_ms"].iloc[1])
 
 
-def format_both(floats: np.ndarray, ints: np.ndarray) -> tuple[bytes, bytes]:
+def format_both(floats: np.ndarray, ints: np.ndarray, rows: np.ndarray | None = None) -> tuple[bytes, bytes]:
     kinds = np.array([records_csv.INT, records_csv.FLOAT, records_csv.STRING], dtype=np.int64)
     index = np.zeros(3, dtype=np.int64)
     codes = np.where(np.arange(len(floats)) % 3 == 0, -1, np.arange(len(floats)) % 2)[None, :]
-    args = (kinds, index, ints[None, :], floats[None, :], codes, np.array([0, 1, 4]),
-            np.frombuffer(b'a"b"', dtype=np.uint8), 3)
+    rows = np.arange(len(floats)) if rows is None else rows
+    args = (kinds, index, np.ones(1, dtype=np.int64), ints[None, :], floats[None, :], codes, rows,
+            np.array([0, 1, 2, 5]), np.frombuffer(b'xa"b"', dtype=np.uint8), 3)
     compiled = records_csv.format_rows(*args, compiled=True).tobytes()
     python = records_csv.format_rows(*args, compiled=False).tobytes()
     return compiled, python
@@ -128,12 +130,74 @@ def test_csv_formatter_compiled_and_python_write_the_same_bytes() -> None:
     assert lines[10].split(",")[1] == ""
     written = [float(x.split(",")[1]) if x.split(",")[1] else np.nan for x in lines]
     np.testing.assert_array_equal(written, np.round(floats, 3))
+    assert [x.split(",")[2] for x in lines[:3]] == ["", '"b"', "a"]  # codes count from the column's base label
+
+
+def test_csv_formatter_writes_the_rows_in_the_order_given() -> None:
+    rng = np.random.default_rng(1)
+    floats, ints = rng.uniform(0, 1e4, 3000), rng.integers(0, 10**6, 3000)
+    rows = rng.permutation(3000)
+    in_order = format_both(floats, ints)[0].decode().splitlines()
+    for text in format_both(floats, ints, rows):
+        assert text.decode().splitlines() == [in_order[r] for r in rows]
 
 
 def test_csv_formatter_refuses_times_it_cannot_write() -> None:
     for compiled in (True, False):
         with pytest.raises(ValueError, match="record 1 of the batch: a time is infinite or beyond"):
             records_csv.format_rows(np.array([records_csv.FLOAT]), np.zeros(1, dtype=np.int64),
-                                    np.zeros((0, 2), dtype=np.int64), np.array([[1.0, np.inf]]),
-                                    np.zeros((0, 2), dtype=np.int64), np.zeros(1, dtype=np.int64),
-                                    np.zeros(0, dtype=np.uint8), 0, compiled=compiled)
+                                    np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
+                                    np.array([[1.0, np.inf]]), np.zeros((0, 2), dtype=np.int64), np.arange(2),
+                                    np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8), 0, compiled=compiled)
+
+
+def test_the_live_merge_sorts_the_sources_interleaved_rows_by_send_time(tmp_path: Path) -> None:
+    from live.merge import RecordMerger
+
+    rng = np.random.default_rng(2)
+    parts, lines = [tmp_path / "s1.csv", tmp_path / "s2.csv"], []
+    merger = RecordMerger(parts, tmp_path / "records.csv")
+    for flush in range(3):  # each source's flushes sorted, the two sources' interleaved
+        for i, part in enumerate(parts):
+            n = 40
+            send = np.sort(rng.uniform(0, 1000, n).round(1)) + 1000 * flush
+            send[:3] = send[0]  # rows sent in the same microsecond: kept in the order they came
+            cols = {name: np.zeros(n) for name, _ in RECORD_COLUMNS}
+            cols.update(stream_id=np.full(n, i), query=np.arange(n) + 100 * flush, t_send_ms=send,
+                        antenna=["a,1"] * n, app=["x"] * n, cluster=[None] * n, variant=["v"] * n,
+                        outcome=["ontime"] * n, reason=[""] * n, t_response_ms=np.where(send > 500, send + 1, np.nan))
+            with part.open("ab") as f:
+                start = f.tell()
+            w = RecordWriter(tmp_path / "one.csv")
+            w.write(cols)
+            w.close()
+            text = (tmp_path / "one.csv").read_bytes().split(b"\n", 1)[1]
+            with part.open("ab") as f:
+                f.write((tmp_path / "one.csv").read_bytes() if start == 0 else text)
+            lines += text.splitlines()
+            merger.poll()
+    merger.close()
+    merged = (tmp_path / "records.csv").read_bytes().splitlines()
+    assert merged[0].decode() == ",".join(RECORD_NAMES)
+    assert sorted(merged[1:]) == sorted(lines)  # the same lines, byte for byte
+    frame = pd.read_csv(tmp_path / "records.csv", dtype=PANDAS_DTYPES)
+    assert frame["t_send_ms"].is_monotonic_increasing
+    (tmp_path / "appended.csv").write_bytes(b"\n".join([merged[0], *lines]) + b"\n")
+    assert not pd.read_csv(tmp_path / "appended.csv")["t_send_ms"].is_monotonic_increasing  # as they came
+    first = frame[frame["t_send_ms"] == frame["t_send_ms"].iloc[0]]
+    assert first["query"].tolist() == [0, 1, 2] and first["stream_id"].nunique() == 1
+
+
+def test_an_error_in_the_writers_thread_is_raised_by_close(tmp_path: Path) -> None:
+    from analysis.records import QueryBatch, as_query_batch
+
+    n = 3000
+    cols = {name: np.zeros(n) for name, _ in RECORD_COLUMNS}
+    cols.update(t_send_ms=np.arange(n, dtype=float), t_response_ms=np.full(n, np.inf), antenna=["a"] * n,
+                app=["x"] * n, cluster=["c"] * n, variant=["v"] * n, outcome=["ontime"] * n, reason=[""] * n)
+    plain = as_query_batch(cols)
+    w = RecordWriter(tmp_path / "r.csv")
+    w.write(QueryBatch(plain.numbers, plain.codes, settled_ms=float(n)))  # more to come: written in the thread
+    with pytest.raises(ValueError, match="record 0 of the batch: a time is infinite"):
+        w.close()
+    assert w._file.closed

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.summary import Ratios
+from scheduler.aset.meta import agent_path
 from scheduler.aset.policy import OnnxPolicy
 from scheduler.core import ASET, POLICY_NAMES
 from scheduler.system import SystemModel
@@ -77,19 +78,6 @@ class Evaluation:
                                  **({"actions": r.actions} if r.actions else {})}
                              for p, r in by_policy.items()}}
         return out
-
-
-def agent_path(text: str | Path) -> Path:
-    """Returns the ONNX agent file `text` names: the file itself, `agent.onnx` in a folder `train --out` wrote,
-    or the .onnx beside a .pt checkpoint; raises ValueError when there is none."""
-    p = Path(text)
-    if p.is_dir():
-        p = p / "agent.onnx"
-    if p.suffix == ".pt":
-        p = p.with_suffix(".onnx")
-    if not p.is_file():
-        raise ValueError(f"{text}: no ONNX agent there (expected agent.onnx, as `train --out` writes)")
-    return p
 
 
 def _pooled(counts: list[np.ndarray]) -> np.ndarray:

@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from scheduler.aset.state import StateSpec
 from scheduler.core import POLICY_NAMES
 
 ONNX_META_KEY = "aset_meta"
+
+
+def agent_path(text: str | Path) -> Path:
+    """Returns the ONNX agent file `text` names: the file itself, `agent.onnx` in a folder `train --out` wrote,
+    or the .onnx beside a .pt checkpoint; raises ValueError when there is none."""
+    p = Path(text)
+    if p.is_dir():
+        p = p / "agent.onnx"
+    if p.suffix == ".pt":
+        p = p.with_suffix(".onnx")
+    if not p.is_file():
+        raise ValueError(f"{text}: no ONNX agent there (expected agent.onnx, as `train --out` writes)")
+    return p
 
 
 class AgentMismatchError(ValueError):
