@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class Client:
-    """The service's one client session (to the workers), open while the application runs."""
+    """The service's one client session (to the workers), open while the application runs, and how long a
+    relayed frame may wait for its worker."""
 
+    relay_timeout: aiohttp.ClientTimeout
     session: aiohttp.ClientSession | None = None
 
 
@@ -49,12 +51,13 @@ CLIENT = web.AppKey("client", Client)
 
 
 def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
-               windows: WindowsLog | None = None) -> web.Application:
+               windows: WindowsLog | None = None, relay_timeout_s: float = 5.0) -> web.Application:
     """Returns the scheduler's application: stream open/close, frame relay, status; its decision windows
-    logged to `windows`."""
+    logged to `windows`. A frame whose worker has not answered within `relay_timeout_s` (the run's query
+    timeout, `--timeout`) fails as `timeout`; its worker is slow, not down."""
     app = web.Application(client_max_size=16 * 2**20)
     app[LIVE] = live
-    app[CLIENT] = client = Client()
+    app[CLIENT] = client = Client(aiohttp.ClientTimeout(total=relay_timeout_s))
 
     async def background(app: web.Application):
         client.session = session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -182,11 +185,16 @@ async def relay_frame(request: web.Request) -> web.Response:
     try:
         with watch.excluding():
             async with request.app[CLIENT].session.post(  # type: ignore[union-attr]
-                url, data=body, params=params, headers={"Content-Type": "image/jpeg"}
+                url, data=body, params=params, headers={"Content-Type": "image/jpeg"},
+                timeout=request.app[CLIENT].relay_timeout,
             ) as r:
                 raw = await r.read()
                 code = r.status
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # refused, reset, dropped: it is gone
+    except asyncio.TimeoutError:  # no answer within the query timeout: the query failed, the worker is slow
+        answer.update(ok=False, reason="timeout")
+        live.count("failed", j, len(body))
+        return _answer(live, answer, watch)
+    except aiohttp.ClientError as exc:  # refused, reset, dropped: it is gone
         live.mark_down(j, f"{type(exc).__name__} relaying a frame")
         answer.update(ok=False, reason="worker-down")
         live.count("rejected")
@@ -255,11 +263,12 @@ async def serve(
     stats_path: Path | None,
     t0_file: Path | None = None,
     windows: WindowsLog | None = None,
+    relay_timeout_s: float = 5.0,
 ) -> int:
     """Runs the scheduler until SIGTERM/SIGINT; writes its statistics; returns the exit status."""
     live.warm_up()
     try:
-        async with serving(create_app(live, poll_interval_s, windows), host, port) as service:
+        async with serving(create_app(live, poll_interval_s, windows, relay_timeout_s), host, port) as service:
             service.announce()
             if t0_file is not None:
                 t0_s = await wait_t0(t0_file, stop=service.stop)
@@ -306,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             live.timeline = SystemTimeline.build(system, load_events(spec.events, system.topology))
         host = args.host if args.host is not None else run.host_address("scheduler", args.antenna)
         return asyncio.run(serve(live, host, args.port, spec.load_poll_s,
-                                 run.scheduler_stats(args.antenna, args.restart), run.t0, windows))
+                                 run.scheduler_stats(args.antenna, args.restart), run.t0, windows, spec.timeout_s))
     except (KeyError, ValueError, OSError) as exc:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 2

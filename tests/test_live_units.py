@@ -233,6 +233,49 @@ def test_relay_through_a_stand_in_worker(tiny_system) -> None:
     assert stats["workers_down"] == ["mobilenet-ssd-cpu-b1@ant1"] and stats["overhead_us"]["n"] == 3
 
 
+def test_a_worker_slower_than_the_query_timeout_fails_the_frame_and_stays_up(tiny_system) -> None:
+    """The relay waits for a worker at most the run's query timeout: the frame fails as `timeout` and the
+    worker, slow but alive, keeps its streams (without a timeout aiohttp waited 300 s, then marked it down)."""
+    _, _, system = tiny_system
+
+    async def frames(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(2.0)
+        return web.json_response({"t_arrival_ms": 1000.0})
+
+    async def load(request: web.Request) -> web.Response:
+        return web.json_response({"queries_in_per_s": 1.0})
+
+    async def scenario() -> tuple[dict, dict]:
+        worker = web.Application()
+        worker.add_routes([web.post("/v2/models/{name}/frames", frames), web.get("/v2/load", load)])
+        wr = web.AppRunner(worker)
+        await wr.setup()
+        site = web.TCPSite(wr, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        live = AntennaScheduler(system, "ant1", {system.resources[0].name: (f"http://127.0.0.1:{port}", "m")},
+                                static_policy(LI), LI, seed=0, t0_s=0.0, log=lambda _: None)
+        sr = web.AppRunner(create_app(live, poll_interval_s=0.05, relay_timeout_s=0.3))
+        await sr.setup()
+        ssite = web.TCPSite(sr, "127.0.0.1", 0)
+        await ssite.start()
+        url = f"http://127.0.0.1:{ssite._server.sockets[0].getsockname()[1]}"
+        async with aiohttp.ClientSession() as s:
+            body = {"stream_id": 5, "fps": 10, "frame_bytes": 1000, "max_delay_ms": 1e6, "min_accuracy": 0.2}
+            async with s.post(f"{url}/streams", json=body) as r:
+                await r.json()
+            async with s.post(f"{url}/streams/5/frames", data=b"\xff\xd8\xff\xd9", params={"query": "0"}) as r:
+                answer = await r.json()
+        await sr.cleanup()
+        await wr.cleanup()
+        return answer, live.statistics()
+
+    answer, stats = asyncio.run(scenario())
+    assert not answer["ok"] and answer["reason"] == "timeout" and answer["cluster"] == "ant1"
+    assert stats["queries"] == {"ontime": 0, "failed": 1, "rejected": 0} and stats["workers_down"] == []
+
+
 def test_an_aset_agent_file_picks_the_policy_of_each_window(tiny_system, tmp_path) -> None:
     from live.orchestrate import LiveRun
     from live.scheduler import choose_policy
