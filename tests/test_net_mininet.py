@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cyclic_topologies import CYCLE, SQUARE
 
 from testbed import EmulatedNetwork, sh
 from testbed.errors import CommandError, NetworkError
@@ -23,30 +24,6 @@ from testbed.record import CreationRecord, process_start_ticks
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 REPO = Path(__file__).resolve().parents[1]
-CYCLE = """
-name: cyc
-sites:
-  - {name: a, layer: antenna, radio: {delay_ms: 1}, compute: {cpu_cores: 1}}
-  - {name: b, layer: co}
-  - {name: c, layer: dc, compute: {cpu_cores: 1}}
-links:
-  - {a: a, b: b, delay_ms: 1}
-  - {a: b, b: c, delay_ms: 2}
-  - {a: a, b: c, delay_ms: 4}
-"""
-SQUARE = """
-name: square
-sites:
-  - {name: a1, layer: antenna, radio: {delay_ms: 1}}
-  - {name: a2, layer: antenna, radio: {delay_ms: 1}}
-  - {name: c1, layer: dc, compute: {cpu_cores: 1}}
-  - {name: c2, layer: dc, compute: {cpu_cores: 1}}
-links:
-  - {a: a1, b: c1, delay_ms: 1}
-  - {a: c1, b: a2, delay_ms: 1.5}
-  - {a: a2, b: c2, delay_ms: 1}
-  - {a: c2, b: a1, delay_ms: 1.7}
-"""
 SEND = ("import socket,sys,time\nfor _ in range(200):\n    try: s=socket.create_connection((sys.argv[1], 5001)); break\n"
         "    except OSError: time.sleep(0.05)\nbuf=bytes(1<<16); end=time.monotonic()+float(sys.argv[2])\n"
         "while time.monotonic()<end: s.send(buf)\ns.close()\n")

@@ -14,6 +14,7 @@ import testbed  # noqa: F401  (before Mininet: it keeps logging's logger class)
 
 pytest.importorskip("mininet.net", reason="Mininet (Debian's, linked by scripts/setup.sh)")
 
+from cyclic_topologies import CYCLE, SQUARE  # noqa: E402
 from mininet.link import Intf  # noqa: E402
 
 from testbed import sh, shaping  # noqa: E402
@@ -27,31 +28,6 @@ from testbed.record import CreationRecord  # noqa: E402
 from testbed.stp import is_cyclic, plan_stp, spanning_tree, tree_from_states  # noqa: E402
 from testbed.topo import TestbedTopo  # noqa: E402
 from topologies import LinkShape, load_topology  # noqa: E402
-
-CYCLE = """
-name: cyc
-sites:
-  - {name: a, layer: antenna, radio: {delay_ms: 1}, compute: {cpu_cores: 1}}
-  - {name: b, layer: co}
-  - {name: c, layer: dc, compute: {cpu_cores: 1}}
-links:
-  - {a: a, b: b, delay_ms: 1}
-  - {a: b, b: c, delay_ms: 2}
-  - {a: a, b: c, delay_ms: 4}
-"""
-SQUARE = """
-name: square
-sites:
-  - {name: a1, layer: antenna, radio: {delay_ms: 1}}
-  - {name: a2, layer: antenna, radio: {delay_ms: 1}}
-  - {name: c1, layer: dc, compute: {cpu_cores: 1}}
-  - {name: c2, layer: dc, compute: {cpu_cores: 1}}
-links:
-  - {a: a1, b: c1, delay_ms: 1}
-  - {a: c1, b: a2, delay_ms: 1.5}
-  - {a: a2, b: c2, delay_ms: 1}
-  - {a: c2, b: a1, delay_ms: 1.7}
-"""
 
 
 class FakeShell:
