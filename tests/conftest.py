@@ -52,3 +52,20 @@ def tiny_system():
     profiles = load_profiles(PROVISIONAL_PROFILE)
     assert profiles.load_accounting == "rate"
     return topo, profiles, build_system(topo, profiles)
+
+
+@pytest.fixture(scope="module")
+def astronaut_jpeg() -> bytes:
+    """A real photo as a JPEG frame (scikit-image's astronaut), with tiny-yolov2 built in the zoo: what the
+    worker tests send."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    from workers import zoo
+
+    zoo.build(names=["tiny-yolov2"], log=lambda _: None)
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, "JPEG", quality=90)
+    return buf.getvalue()

@@ -220,13 +220,19 @@ def test_the_cli_reads_piped_commands_until_end_of_input(tmp_path: Path) -> None
     _nothing_left(tmp_path / "run")
 
 
-def test_ctrl_c_interrupts_the_running_command_and_the_cli_goes_on(tmp_path: Path) -> None:
+def _cli_running(tmp_path: Path, command: str, settle_s: float) -> subprocess.Popen:
+    """Starts `net --cli`, gives its CLI `command` once the banner is out, and lets it run `settle_s`."""
     proc = _net(tmp_path, "--cli", stdin=subprocess.PIPE)
     assert proc.stdin is not None
     _read_until(proc, "testbed CLI")
-    proc.stdin.write("worker-ant1 ping -i 0.2 worker-cloud\n")
+    proc.stdin.write(command + "\n")
     proc.stdin.flush()
-    time.sleep(2.0)
+    time.sleep(settle_s)
+    return proc
+
+
+def test_ctrl_c_interrupts_the_running_command_and_the_cli_goes_on(tmp_path: Path) -> None:
+    proc = _cli_running(tmp_path, "worker-ant1 ping -i 0.2 worker-cloud", 2.0)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     out, _ = proc.communicate("worker-ant1 echo after-interrupt\n", timeout=60)
@@ -236,12 +242,7 @@ def test_ctrl_c_interrupts_the_running_command_and_the_cli_goes_on(tmp_path: Pat
 
 
 def test_sigterm_during_a_cli_command_tears_down(tmp_path: Path) -> None:
-    proc = _net(tmp_path, "--cli", stdin=subprocess.PIPE)
-    assert proc.stdin is not None
-    _read_until(proc, "testbed CLI")
-    proc.stdin.write("worker-ant1 sleep 30\n")
-    proc.stdin.flush()
-    time.sleep(1.0)
+    proc = _cli_running(tmp_path, "worker-ant1 sleep 30", 1.0)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
@@ -250,12 +251,8 @@ def test_sigterm_during_a_cli_command_tears_down(tmp_path: Path) -> None:
 
 
 def test_kill_9_with_the_cli_open_then_clean_leaves_nothing(tmp_path: Path) -> None:
-    proc = _net(tmp_path, "--cli", stdin=subprocess.PIPE)
-    assert proc.stdin is not None
-    _read_until(proc, "testbed CLI")
-    proc.stdin.write("worker-ant1 nohup sleep 600 > /dev/null 2>&1 &\nworker-cloud ping -i 0.2 worker-ant1\n")
-    proc.stdin.flush()
-    time.sleep(2.0)
+    proc = _cli_running(tmp_path, "worker-ant1 nohup sleep 600 > /dev/null 2>&1 &\nworker-cloud ping -i 0.2 worker-ant1",
+                        2.0)
     record = CreationRecord(tmp_path / "run")
     ns = next(e.name for e in record.entries() if e.kind == "netns" and e.name.endswith("-worker-ant1"))
     strays = [int(p) for p in sh.run(["ip", "netns", "pids", ns]).stdout.split()]

@@ -6,7 +6,6 @@ connections after their deadline, answers the others and logs one line per dropp
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import re
@@ -21,11 +20,8 @@ import numpy as np
 import psutil
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from PIL import Image
-from skimage import data
 from worker_profile import write_worker_profile
 
-from workers import zoo
 from workers.deployment import WorkerSettings, resolve
 from workers.lifecycle import serving
 from workers.limits import MIB, RequestGuard, RequestLimits, json_depth_error
@@ -35,14 +31,6 @@ from workers.service import ENGINE, create_app
 MODEL = "tiny-yolov2"
 FRAMES = f"/v2/models/{MODEL}/frames"
 INFER = f"/v2/models/{MODEL}/infer"
-
-
-@pytest.fixture(scope="module")
-def astronaut_jpeg() -> bytes:
-    zoo.build(names=[MODEL], log=lambda _: None)
-    buf = io.BytesIO()
-    Image.fromarray(data.astronaut()).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ answered with a 4xx JSON error while the worker keeps serving, load report and m
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,25 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from PIL import Image
-from skimage import data
 from worker_profile import write_worker_profile
 
-from workers import zoo
 from workers.deployment import WorkerSettings, resolve
 from workers.service import ENGINE, create_app
 
 MODEL = "tiny-yolov2"
 FRAMES = f"/v2/models/{MODEL}/frames"
 INFER = f"/v2/models/{MODEL}/infer"
-
-
-@pytest.fixture(scope="module")
-def astronaut_jpeg() -> bytes:
-    zoo.build(names=[MODEL], log=lambda _: None)
-    buf = io.BytesIO()
-    Image.fromarray(data.astronaut()).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 @pytest.fixture
