@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
+from live.cores import RunCores
 from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
 from live.plan import (
@@ -110,6 +111,7 @@ class LiveRun:
         self.t0_s = 0.0
         self.cpu_groups: dict[str, float] = {}
         self.profiled: list[MeasuredModel] = []
+        self.cores: RunCores | None = None
         self.network: dict = {}
         """What the run's link check found (summary.json's `network`): links out of tolerance, switch hops."""
 
@@ -196,7 +198,7 @@ class LiveRun:
         profiles_path = str(Path(self.profiles.source).resolve())
         for plan in self.workers_plan:
             host = net.host_for("worker", plan.site)
-            argv = worker_argv(plan, host.ip, profiles_path, self.spec)
+            argv = worker_argv(plan, host.ip, profiles_path, self.spec, self.cores.real_argv if self.cores else None)
             self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource)))
         for w in self.workers:
             w.start()
@@ -405,9 +407,16 @@ def package_versions() -> dict[str, str]:
 
 
 def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
-    """Runs the testbed live once and returns its result; every file lands in the run dir."""
+    """Runs the testbed live once and returns its result; every file lands in the run dir. One at a time on a
+    machine (LiveRunBusy, a ValueError, names the run under way)."""
     t_start = time.monotonic()
     run = LiveRun(spec, log)
+    with RunCores(run.out, log) as run.cores:
+        return _run_live(run, t_start)
+
+
+def _run_live(run: LiveRun, t_start: float) -> LiveResult:
+    spec, log = run.spec, run.log
     run.profile_real_workers()
     run.write_inputs()
     log(
@@ -423,6 +432,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
         log(run.real_note)
     parts = [run.dir.source_records(a) for a in run.system.antennas]
     merger: RecordMerger | None = None
+    run.cores.confine()  # everything forked from here on stays off the core of real inference
     net = EmulatedNetwork(run.topo, shaping=spec.shaping, switch=spec.switch, controller=spec.controller,
                           run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log)
     interrupted = False

@@ -6,6 +6,7 @@ each worker's port and command line, and the table printed at start.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,17 +160,19 @@ def plan_workers(
     return plans
 
 
-def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, spec: RunSpec) -> list[str]:
+def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, spec: RunSpec,
+                enter_real: Callable[[list[str]], list[str]] | None = None) -> list[str]:
     """Returns the command line of a worker: `python -m workers.serve` with the plan's deployment (the worker
-    keeps its own options, those of `run_testbed.py worker`: workers/ may not read a live run's spec)."""
+    keeps its own options, those of `run_testbed.py worker`: workers/ may not read a live run's spec). A real
+    worker goes through `enter_real` (live.cores.RunCores.real_argv: into the cpuset of real inference);
+    without one it is pinned to the last CPU."""
     argv = [sys.executable, "-m", "workers.serve", "--model", plan.model, "--host", ip, "--port", str(plan.port),
             "--batch", str(plan.batch), "--instances", str(plan.replicas), "--device", plan.device,
             "--max-batch-delay-ms", str(spec.max_batch_delay_ms), "--queue-limit", str(plan.queue_limit)]
-    if plan.real:  # one core for real inference, so that the emulation keeps the other
-        argv += ["--cpus", str(real_worker_cpu()), "--threads", str(REAL_THREADS_PER_REPLICA)]
-    else:
-        argv += ["--profile-driven", profiles_path]
-    return argv
+    if not plan.real:
+        return argv + ["--profile-driven", profiles_path]
+    argv += ["--threads", str(REAL_THREADS_PER_REPLICA)]  # one core for real inference: the emulation keeps the rest
+    return enter_real(argv) if enter_real is not None else argv + ["--cpus", str(real_worker_cpu())]
 
 
 def format_worker_table(plans: list[WorkerPlan]) -> str:

@@ -1,7 +1,9 @@
 """`clean`: removes what interrupted runs recorded that they created, and nothing else.
 
 A run is cleaned only when its record says it was not torn down and the process that made it is
-gone; the things removed are exactly those in its `created.jsonl` (never matched by name pattern).
+gone; the things removed are exactly those in its `created.jsonl` (never matched by name pattern). A run
+directory may hold further records one level down (a live run's cores: `<run dir>/cores/created.jsonl`, made
+before its network), cleaned after its own.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def clean_run(run_dir: Path) -> CleanResult:
 
 
 def clean(run_dir: Path | None = None) -> list[CleanResult]:
-    """Cleans one run directory, or every run listed as not torn down when none is given."""
-    dirs = [run_dir] if run_dir is not None else active_run_dirs()
-    return [clean_run(d) for d in dirs]
+    """Cleans one run directory (and the records one level below it), or every run listed as not torn down
+    when none is given (sorted by run id: a network's before its run's cores, whose id extends it)."""
+    if run_dir is None:
+        return [clean_run(d) for d in active_run_dirs()]
+    nested = [p.parent for p in sorted(run_dir.glob(f"*/{RECORD_NAME}"))]
+    main = clean_run(run_dir)
+    return [main] + [r for r in map(clean_run, nested) if r.status != "already-clean"]

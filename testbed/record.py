@@ -1,4 +1,5 @@
-"""The run's creation record: every namespace, link, bridge, qdisc and process, logged as it is made.
+"""The run's creation record: every namespace, link, bridge, qdisc, process, cgroup and borrowed CPU affinity,
+logged as it is made.
 
 Entries are appended to `<run_dir>/created.jsonl` and fsync'd before (or, for processes, right
 after) the thing exists, so teardown and `clean` remove exactly what a run made and nothing else.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from testbed import sh
+from testbed import cpuset, sh
 from testbed.errors import NetworkError
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -26,9 +27,10 @@ RECORD_NAME = "created.jsonl"
 ACTIVE_DIR = Path("/run/edge-testbed/active")
 """One file per run not yet torn down, named by run id, holding the run directory's path."""
 
-KINDS = ("run", "netns", "link", "ovs-bridge", "lx-bridge", "qdisc", "process", "torn-down")
-# Teardown order: stop processes, then remove qdiscs, bridges, root-namespace links, namespaces.
-_REMOVE_ORDER = ("process", "qdisc", "ovs-bridge", "lx-bridge", "link", "netns")
+KINDS = ("run", "netns", "link", "ovs-bridge", "lx-bridge", "qdisc", "process", "cgroup", "affinity", "torn-down")
+# Teardown order: stop processes, restore the affinity of daemons not ours, remove cgroups (emptied of what is
+# left), then qdiscs, bridges, root-namespace links, namespaces.
+_REMOVE_ORDER = ("process", "affinity", "cgroup", "qdisc", "ovs-bridge", "lx-bridge", "link", "netns")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Created:
     pid: int | None = None
     start_ticks: int | None = None
     """The process's start time in clock ticks since boot, so a reused pid is never killed."""
+    cpus: str | None = None
+    """An affinity entry's saved CPU list ('0,1'): what every thread of the process gets back."""
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -148,6 +152,9 @@ def remove_entries(entries: Iterable[Created]) -> list[str]:
             continue
         if kind == "process":
             problems += _stop_processes(batch)
+            continue
+        if kind in ("affinity", "cgroup"):
+            problems += [p for e in batch for p in _restore(e)]
             continue
         present = _Present()
         if kind == "netns":
@@ -262,6 +269,17 @@ def _reap(pid: int) -> None:
     """Collects the exit status of a child of ours so that it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def _restore(e: Created) -> list[str]:
+    """Gives a daemon's threads back their saved CPUs (if it is the same process), or removes a cgroup (its
+    processes, if any are left, go to the hierarchy's root); returns what failed."""
+    if e.kind == "cgroup":
+        problem = cpuset.remove_group(Path(e.name))
+        return [problem] if problem else []
+    if not _same_process_alive(e) or e.cpus is None:
+        return []  # restarted or gone: its threads have the affinity they were born with
+    return cpuset.set_thread_affinity(e.pid, set(cpuset.parse_cpus(e.cpus)))  # type: ignore[arg-type]
 
 
 def _netns_names() -> list[str]:
