@@ -11,7 +11,7 @@ import json
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -450,7 +450,7 @@ class AntennaScheduler:
             self.window_policy_us = (cost_us, cost_cpu_us)
             self.window_index += 1
             self.window_start_s = end_s
-        return closed
+        return replace(closed, t_closed_ms=(self.clock.now_s() - self.t0_s) * 1000.0)
 
     def stop(self) -> ClosedWindow | None:
         """Returns the window under way, ended now without choosing a next one (the service is stopping);

@@ -164,13 +164,6 @@ class RunCores:
         self._home.append((root, root / here.lstrip("/")))
         cpuset.move(os.getpid(), group)
 
-    def real_argv(self, argv: list[str]) -> list[str]:
-        """Returns a real worker's command line, entering the real inference cpuset before it execs."""
-        if self.real_group is None:
-            return argv
-        return ["sh", "-c", 'echo $$ > "$1" && shift && exec "$@"', "sh", str(self.real_group / "cgroup.procs"),
-                *argv]
-
     def describe(self) -> str:
         if self.reserved is None:
             return "; ".join(self.notes)

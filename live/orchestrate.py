@@ -20,6 +20,7 @@ from pathlib import Path
 from live.cores import RunCores
 from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
+from live.monitor import Monitor
 from live.plan import (
     WorkerPlan,
     busiest_cpu_cluster,
@@ -28,7 +29,7 @@ from live.plan import (
     smallest_cluster,
     worker_argv,
 )
-from live.procs import REPO_ROOT, Proc, cpu_snapshot, stop_groups, wait_ready, write_cpu
+from live.procs import REPO_ROOT, Proc, cpu_snapshot, run_processes, stop_groups, wait_ready, write_cpu
 from live.realprofile import (
     REAL_INFERENCE_CORES,
     REAL_THREADS_PER_REPLICA,
@@ -112,6 +113,7 @@ class LiveRun:
         self.cpu_groups: dict[str, float] = {}
         self.profiled: list[MeasuredModel] = []
         self.cores: RunCores | None = None
+        self.monitor: Monitor | None = None
         self.network: dict = {}
         """What the run's link check found (summary.json's `network`): links out of tolerance, switch hops."""
 
@@ -198,8 +200,10 @@ class LiveRun:
         profiles_path = str(Path(self.profiles.source).resolve())
         for plan in self.workers_plan:
             host = net.host_for("worker", plan.site)
-            argv = worker_argv(plan, host.ip, profiles_path, self.spec, self.cores.real_argv if self.cores else None)
-            self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource)))
+            real_group = self.cores.real_group if self.cores and plan.real else None  # started into real inference's cpuset
+            argv = worker_argv(plan, host.ip, profiles_path, self.spec, pinned=real_group is None)
+            self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource),
+                                     cgroup=real_group))
         for w in self.workers:
             w.start()
         wait_ready(self.workers)
@@ -289,6 +293,11 @@ class LiveRun:
                     ports.write(json.dumps(sample) + "\n")
                     ports.flush()
                 merger.poll()  # records.csv trails the sources' own logs by at most ~0.6 s
+                lost = self.monitor.run_lost() if self.monitor else None
+                if lost:  # send lag far over in consecutive windows: the figures are this host's, not the system's
+                    self.events("stopped-early", **lost)
+                    stop_groups([self.sources])
+                    break
                 if now > give_up:
                     self.events("sources-overran", limit_s=round(give_up - self.t0_s, 1))
                     for s in self.sources:
@@ -325,10 +334,14 @@ class LiveRun:
         self.schedulers[fault.target] = new
         self.events("scheduler-restarted", antenna=fault.target, url=new.url)
 
+    def processes(self, net: EmulatedNetwork) -> list[tuple[str, str, int]]:
+        """Returns (group, name, pid) of every process that serves the run."""
+        groups = {"workers": self.workers, "schedulers": list(self.schedulers.values()), "sources": self.sources}
+        return run_processes(groups, getattr(net, "_helpers", []))  # the network's own helpers: wires, controller
+
     def cpu_snapshot(self, net: EmulatedNetwork) -> dict[str, tuple[str, float]]:
         """Returns {process label: (group, CPU seconds so far)} for every process that serves the run."""
-        groups = {"workers": self.workers, "schedulers": list(self.schedulers.values()), "sources": self.sources}
-        return cpu_snapshot(groups, getattr(net, "_helpers", []))  # the network's own helpers: wires, controller
+        return cpu_snapshot(self.processes(net))
 
     def facts(self) -> RunFacts:
         """Returns what the report needs of this run besides its files."""
@@ -457,7 +470,9 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
                     schedulers=len(run.schedulers),
                 )
                 cpu_before, t_traffic = run.cpu_snapshot(net), time.monotonic()
-                run.wait_sources(net, merger)
+                with Monitor(run.out, run.spec, run.t0_s, run.cores.pressure_group, lambda: run.processes(net),
+                             run.trace) as run.monitor:
+                    run.wait_sources(net, merger)
                 run.cpu_groups = write_cpu(
                     run.dir.cpu, cpu_before, run.cpu_snapshot(net), time.monotonic() - t_traffic
                 )

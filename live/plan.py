@@ -6,7 +6,6 @@ each worker's port and command line, and the table printed at start.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,19 +159,18 @@ def plan_workers(
     return plans
 
 
-def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, spec: RunSpec,
-                enter_real: Callable[[list[str]], list[str]] | None = None) -> list[str]:
+def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, spec: RunSpec, pinned: bool = True) -> list[str]:
     """Returns the command line of a worker: `python -m workers.serve` with the plan's deployment (the worker
     keeps its own options, those of `run_testbed.py worker`: workers/ may not read a live run's spec). A real
-    worker goes through `enter_real` (live.cores.RunCores.real_argv: into the cpuset of real inference);
-    without one it is pinned to the last CPU."""
+    worker is pinned to the last CPU, unless the run starts it into the cpuset of real inference (not `pinned`,
+    live/cores.py)."""
     argv = [sys.executable, "-m", "workers.serve", "--model", plan.model, "--host", ip, "--port", str(plan.port),
             "--batch", str(plan.batch), "--instances", str(plan.replicas), "--device", plan.device,
             "--max-batch-delay-ms", str(spec.max_batch_delay_ms), "--queue-limit", str(plan.queue_limit)]
     if not plan.real:
         return argv + ["--profile-driven", profiles_path]
     argv += ["--threads", str(REAL_THREADS_PER_REPLICA)]  # one core for real inference: the emulation keeps the rest
-    return enter_real(argv) if enter_real is not None else argv + ["--cpus", str(real_worker_cpu())]
+    return argv + ["--cpus", str(real_worker_cpu())] if pinned else argv
 
 
 def format_worker_table(plans: list[WorkerPlan]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 
+from testbed.cpuset import move
 from testbed.network import Host
 from workers.lifecycle import ready_address
 
@@ -33,6 +34,9 @@ class Proc:
     popen: subprocess.Popen | None = None
     url: str = ""
     """What it printed after READY (a service's address; empty for a source)."""
+    cgroup: Path | None = None
+    """A cgroup it is moved into as it starts (a real worker: the cpuset of real inference). Not by the child
+    itself: `ip netns exec` mounts a /sys of its own, without the cgroup hierarchies."""
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +44,8 @@ class Proc:
             options = dict(stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             self.popen = (subprocess.Popen(self.argv, **options) if self.host is None  # type: ignore[call-overload]
                           else self.host.popen(self.argv, **options))
+        if self.cgroup is not None:  # before Python has started, let alone its inference threads
+            move(self.popen.pid, self.cgroup)
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -116,8 +122,8 @@ CpuSnapshot = dict[str, tuple[str, float]]
 """{process label: (group, CPU seconds so far)}."""
 
 
-def cpu_snapshot(groups: dict[str, list[Proc]], helpers: list[tuple[str, subprocess.Popen]]) -> CpuSnapshot:
-    """Returns the CPU seconds so far of every process that serves the run: the run's own (per group), the
+def run_processes(groups: dict[str, list[Proc]], helpers: list[tuple[str, subprocess.Popen]]) -> list[tuple[str, str, int]]:
+    """Returns (group, name, pid) of every process that serves the run: the run's own (per group), the
     network's helpers (wires, controller), Open vSwitch's daemon and this orchestrator."""
     procs: list[tuple[str, str, int]] = []
     for group, items in groups.items():
@@ -125,6 +131,11 @@ def cpu_snapshot(groups: dict[str, list[Proc]], helpers: list[tuple[str, subproc
     procs += [("wires" if name.startswith("wire") else name, name, p.pid) for name, p in helpers]
     procs += [("ovs-vswitchd", "ovs-vswitchd", pid) for pid in pids_named("ovs-vswitchd")]
     procs += [("orchestrator", "orchestrator", os.getpid())]
+    return procs
+
+
+def cpu_snapshot(procs: list[tuple[str, str, int]]) -> CpuSnapshot:
+    """Returns the CPU seconds so far of the processes `run_processes` lists."""
     out = {}
     for group, name, pid in procs:
         cpu = cpu_seconds(pid)

@@ -1,6 +1,6 @@
 """The report of a live run: the records read back into a summary (summary.json, time series overall and
-per application, success.png, with the decision windows' policies), the result `run_live` returns, and the
-table printed at the end.
+per application, success.png, with the decision windows' policies, the fidelity verdict), the result
+`run_live` returns, and the table printed at the end (the verdict last).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from analysis.records import OUTCOMES, read_records
 from analysis.summary import RunSummary, Tally, outcome_index
 from live.merge import merge_windows, scheduler_stats, source_stats
 from live.rundir import RunDir
+from live.verdict import format_fidelity, judge
 from simulator.run import write_timeseries
 from workload.trace import Trace
 
@@ -131,6 +132,8 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
         cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
     expected = run.trace.expected_queries(run.duration_s)
     windows = merge_windows(files)
+    stop = next(({k: v for k, v in e.items() if k not in ("t_ms", "event")} for e in run.events
+                 if e.get("event") == "stopped-early"), None)
     summary = RunSummary.from_tally(
         tally,
         n_windows,
@@ -156,6 +159,7 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
             "decision_window_s": run.decision_window_s,
             "policy_windows": window_policies(windows),
             "network": run.network,
+            "fidelity": judge(run.out, stop),
         },
     )
     summary.write_json(files.summary)
@@ -216,10 +220,7 @@ def format_result(result: LiveResult) -> str:
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(real.items()))})" if real else " (no real worker)")
     )
     lag = max((v.get("lag_p99_ms", 0.0) for v in s.extra.get("sources", {}).values()), default=0.0)
-    lines.append(
-        f"sources' send lag p99 {lag:.1f} ms"
-        + ("  <-- the testbed itself fell behind (overloaded)" if lag > 50 else "")
-    )
+    lines.append(f"sources' send lag p99 {lag:.1f} ms (the fidelity monitor judges it, below)")
     cpu = s.extra.get("cpu_s") or {}
     if cpu:
         lines.append(
@@ -250,4 +251,5 @@ def format_result(result: LiveResult) -> str:
         lines.append(f"switches: {net['switch_hop_ms_median']:.3f} ms per hop one-way ({net.get('switch')}), "
                      "not in the topology's delays (summary.json: network.switch_ms_one_way)")
     lines.append(f"run dir: {result.out}")
+    lines += format_fidelity(s.extra.get("fidelity") or {})
     return "\n".join(lines)

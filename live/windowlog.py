@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # onnxruntime: imported only by a scheduler that runs an agen
     from scheduler.aset.policy import AsetController
 
 WINDOW_COLUMNS = (
-    "antenna", "window", "t_start_ms", "t_end_ms", "policy", "decide_us", "decide_cpu_us", "sent", "ontime", "failed",
+    "antenna", "window", "t_start_ms", "t_end_ms", "t_closed_ms", "policy", "decide_us", "decide_cpu_us", "sent", "ontime", "failed",
     "rejected", "streams_new", "streams_rejected", "streams_all", "responses_all_per_s",
 )
 """Columns of the windows log (docs/file-formats.md: decision windows)."""
@@ -44,6 +45,8 @@ class ClosedWindow:
     """The counts in the simulator's terms (`live.antenna.AntennaScheduler.measure`): what the chooser was handed."""
     decided: bool
     """Whether the chooser picked the next window's policy from it (not when the service stops)."""
+    t_closed_ms: float = math.nan
+    """Run time at which it was closed and the next window's policy was in force (the monitor's lateness)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class WindowsLog:
                 w.writerow(WINDOW_COLUMNS)
             w.writerow((
                 closed.antenna, closed.index, f"{closed.t_start_ms:.1f}", f"{closed.t_end_ms:.1f}",
+                "" if math.isnan(closed.t_closed_ms) else f"{closed.t_closed_ms:.1f}",
                 POLICY_NAMES[closed.policy],
                 *(("", "") if closed.policy_cost_us is None else (f"{x:.1f}" for x in closed.policy_cost_us)),
                 c.sent, c.ontime, c.failed, c.rejected, c.streams_new, c.streams_rejected,

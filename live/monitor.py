@@ -1,0 +1,220 @@
+"""The fidelity monitor of a live run, during the run: a sampler thread in the orchestrator (every second of
+real time, about a millisecond of CPU) writes `monitor.jsonl`: the host's busy cores, CPU pressure (PSI
+`some` totals, of the system and of the run's own cgroup), and per process of the run its CPU and run-queue
+delay (schedstat, summed over every thread: /proc/PID/schedstat is the leader thread's alone); and the
+early stop of a clearly lost run (the sources' send lag, read from records.csv as it grows). Times and
+delays are virtual ms given the run's time dilation factor K (real / K); CPU shares are real. The verdict
+after the run is live/verdict.py's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from topologies.timescale import TimeScale
+from workload.trace import Trace
+
+MONITOR_NAME = "monitor.jsonl"
+SAMPLE_S = 1.0
+"""Real seconds between samples."""
+WINDOW_MS = 1000.0
+"""The monitor's window, virtual ms: figures per window say from when an invariant broke."""
+EARLY_STOP_LAG_P99_MS = 20.0
+EARLY_STOP_WINDOWS = 3
+"""A run is clearly lost when its send lag p99 is over EARLY_STOP_LAG_P99_MS in this many consecutive windows."""
+Process = tuple[str, str, int]
+"""(group, name, pid) of a process serving the run."""
+
+
+def time_scale(spec: object) -> TimeScale:
+    """Returns the run's map between real and virtual time (K = 1 where the spec has no time dilation)."""
+    return TimeScale(float(getattr(spec, "tdf", None) or 1.0), float(getattr(spec, "tdf_anchor_s", 0.0) or 0.0))
+
+
+def task_schedstat(pid: int) -> tuple[int, int] | None:
+    """Returns (ns on CPU, ns waiting on a run queue) summed over every live thread of a process; None if gone."""
+    run_ns = wait_ns = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            run_ns += int(fields[0])
+            wait_ns += int(fields[1])
+    return run_ns, wait_ns
+
+
+def pressure_some_us(path: Path) -> int | None:
+    """Returns the `some` total (us stalled) of a PSI file (/proc/pressure/cpu, a group's cpu.pressure)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        line = next(x for x in path.read_text().splitlines() if x.startswith("some "))
+        return int(line.rsplit("total=", 1)[1])
+    return None
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """Returns (busy, total) jiffies of the host's CPUs so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+@dataclass
+class _State:
+    real_s: float
+    jiffies: tuple[int, int]
+    host_some_us: int | None
+    run_some_us: int | None
+    procs: dict[str, tuple[str, int, int]]
+    """name (pid) -> (group, run ns, wait ns)."""
+
+
+class Monitor:
+    """The sampler thread (a context: started on enter, stopped on exit) and the early stop of the run."""
+
+    def __init__(self, run_dir: Path, spec: object, t0_s: float, pressure_group: Path | None,
+                 processes: Callable[[], list[Process]], trace: Trace) -> None:
+        self.path = run_dir / MONITOR_NAME
+        self.scale = time_scale(spec)
+        self.t0_s = t0_s
+        """The run's start, virtual epoch s."""
+        self.pressure = pressure_group
+        self.processes = processes
+        self.lost = LostRun(run_dir / "records.csv", trace)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fidelity-monitor", daemon=True)
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def now_ms(self) -> float:
+        """Virtual ms since t0."""
+        return (self.scale.virtual_s(time.time()) - self.t0_s) * 1000.0
+
+    def run_lost(self) -> dict | None:
+        """Returns why the run is clearly lost (the windows whose send lag broke the early-stop limit), or None."""
+        return self.lost.check()
+
+    def _read(self) -> _State:
+        procs = {}
+        for group, name, pid in self.processes():
+            stat = task_schedstat(pid)
+            if stat is not None:
+                procs[f"{name} ({pid})"] = (group, *stat)
+        return _State(time.monotonic(), busy_jiffies(), pressure_some_us(Path("/proc/pressure/cpu")),
+                      None if self.pressure is None else pressure_some_us(self.pressure / "cpu.pressure"), procs)
+
+    def _loop(self) -> None:
+        with contextlib.suppress(OSError), self.path.open("a") as out:
+            prev = self._read()
+            while not self._stop.wait(SAMPLE_S):
+                cur = self._read()
+                out.write(json.dumps(sample(prev, cur, self.now_ms(), self.scale.factor)) + "\n")
+                out.flush()
+                prev = cur
+
+
+def sample(prev: _State, cur: _State, t_ms: float, k: float) -> dict:
+    """Returns one line of monitor.jsonl from two reads: shares of the real interval, delays in virtual ms."""
+    dt_s = max(cur.real_s - prev.real_s, 1e-6)
+    busy = cur.jiffies[0] - prev.jiffies[0]
+    total = max(cur.jiffies[1] - prev.jiffies[1], 1)
+
+    def stall(a: int | None, b: int | None) -> float | None:
+        return None if a is None or b is None else round((b - a) / 1e4 / dt_s, 2)  # % of the interval
+
+    procs = {}
+    for name, (group, run_ns, wait_ns) in cur.procs.items():
+        _, run0, wait0 = prev.procs.get(name, (group, run_ns, wait_ns))
+        d_run, d_wait = run_ns - run0, wait_ns - wait0
+        procs[name] = {"group": group, "cores": round(d_run / 1e9 / dt_s, 3),
+                       "run_ms": round(d_run / 1e6 / k, 3), "wait_ms": round(d_wait / 1e6 / k, 3)}
+    return {
+        "t_ms": round(t_ms, 1),
+        "real_s": round(dt_s, 3),
+        "host_cores": round(busy / total * (os.cpu_count() or 1), 3),
+        "host_some_pct": stall(prev.host_some_us, cur.host_some_us),
+        "run_some_pct": stall(prev.run_some_us, cur.run_some_us),
+        "procs": procs,
+    }
+
+
+class LostRun:
+    """Reads records.csv as it grows and keeps the sources' send lag per window of due time: a run whose lag
+    p99 is over the early-stop limit in EARLY_STOP_WINDOWS consecutive windows is lost."""
+
+    def __init__(self, records: Path, trace: Trace) -> None:
+        self.records = records
+        order = np.argsort(trace.stream_id)
+        self.ids = trace.stream_id[order]
+        self.start_ms = trace.start_s[order] * 1000.0
+        self.period_ms = 1000.0 / trace.fps[order]
+        self.offset = 0
+        self.lags: dict[int, list[float]] = {}
+        self.columns: list[str] | None = None
+        self.judged = -1
+        self.run_over: list[tuple[int, float]] = []
+
+    def _read_new(self) -> None:
+        with contextlib.suppress(OSError), self.records.open("rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+            end = chunk.rfind(b"\n") + 1
+            self.offset += end
+            rows = list(csv.reader(chunk[:end].decode(errors="replace").splitlines()))
+            if self.columns is None and rows:
+                self.columns, rows = rows[0], rows[1:]
+            if not self.columns:
+                return
+            c = {n: self.columns.index(n) for n in ("stream_id", "query", "t_send_ms", "outcome")}
+            for r in rows:
+                with contextlib.suppress(ValueError, IndexError):
+                    i = int(np.searchsorted(self.ids, int(r[c["stream_id"]])))
+                    if i >= len(self.ids) or self.ids[i] != int(r[c["stream_id"]]):
+                        continue
+                    due = self.start_ms[i] + int(r[c["query"]]) * self.period_ms[i]
+                    lag = float(r[c["t_send_ms"]]) - due
+                    if r[c["outcome"]] == "rejected" and lag == 0.0:
+                        continue  # rejected at binding: recorded at its due time, never sent
+                    self.lags.setdefault(int(due // WINDOW_MS), []).append(lag)
+
+    def check(self) -> dict | None:
+        """Returns why the run is lost by now, or None. A window is judged once rows of a later one come in
+        (rows come as queries end, up to the timeout after their send; a source sends in time order), on the
+        rows it has by then; rows of a window already judged are not kept."""
+        self._read_new()
+        latest = max(self.lags, default=-1)
+        for w in [w for w in self.lags if w <= self.judged]:
+            del self.lags[w]
+        while self.judged < latest - 1:
+            self.judged += 1
+            lags = self.lags.pop(self.judged, [])
+            if not lags:
+                continue  # nothing sent then: neither breaks nor continues a run of bad windows
+            p99 = float(np.percentile(lags, 99))
+            if p99 > EARLY_STOP_LAG_P99_MS:
+                self.run_over.append((self.judged, p99))
+            else:
+                self.run_over.clear()
+        if len(self.run_over) < EARLY_STOP_WINDOWS:
+            return None
+        return {"invariant": "source send lag", "limit_ms": EARLY_STOP_LAG_P99_MS,
+                "windows_from_s": self.run_over[0][0] * WINDOW_MS / 1000.0,
+                "lag_p99_ms": [round(p, 1) for _, p in self.run_over]}

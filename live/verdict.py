@@ -1,0 +1,283 @@
+"""The fidelity verdict of a live run: figures read back from its files (records, trace, windows, the wires'
+statistics, monitor.jsonl), each in virtual ms given the run's time dilation factor K and judged per 1 s
+window of virtual time against a threshold; a run is faithful when no hard invariant is broken. Kept in
+summary.json `extra.fidelity` and printed at the end of the run's table (docs/fidelity.md: the monitor).
+
+Thresholds are what this 2-core machine holds on a light run with room to spare (a light tiny or full-edge
+run at K = 1: send lag p99 about 3-4 ms, max 20-36 ms; wire lateness p99 about 0.5 ms), and far below what
+an overloaded run shows (send lag of seconds): they separate a run whose figures are the emulated system's
+from one whose figures are this host's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from analysis.records import read_records
+from live.monitor import MONITOR_NAME, WINDOW_MS
+from live.procs import REPO_ROOT
+from scheduler.profiles import read_profile
+from workload.trace import read_trace
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The limits of a faithful run (virtual ms, or shares)."""
+
+    send_lag_p99_ms: float = 5.0
+    send_lag_max_ms: float = 50.0
+    wire_late_p99_ms: float = 1.0
+    overshoot_p99_ms: float = 2.0
+    """Profile-driven batches longer than their profile (sleep precision, a starved worker)."""
+    real_overrun_mean_ms: float = 1.0
+    real_overrun_mean_share: float = 0.10
+    """Real inference's mean overrun over its profile: at most the larger of these two."""
+    real_overrun_p95_share: float = 0.25
+    window_late_max_ms: float = 50.0
+    real_wait_share: float = 0.05
+    """Run-queue delay of the real workers, as a share of their time on or waiting for a CPU."""
+    host_cpu_share: float = 0.85
+    run_pressure_pct: float = 20.0
+    """Diagnostics (not hard): the host's busy share of its cores, the run's CPU pressure."""
+
+
+THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One judged figure of the run."""
+
+    invariant: str
+    statistic: str
+    value: float
+    threshold: float
+    unit: str
+    hard: bool = True
+    first_window_s: float | None = None
+    """Start (virtual s since t0) of the first window over the threshold (None: not known per window)."""
+    windows_over: int | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.value > self.threshold
+
+
+def per_window(t_ms: np.ndarray, values: np.ndarray, stat: str, threshold: float) -> tuple[float | None, int]:
+    """Returns the start (s) of the first 1 s window whose `stat` ('p99', 'p95', 'max', 'mean') of `values`
+    is over `threshold`, and how many windows are."""
+    if not len(values):
+        return None, 0
+    w = np.floor(t_ms / WINDOW_MS).astype(np.int64)
+    first, over = None, 0
+    for win in np.unique(w):
+        x = values[w == win]
+        v = _stat(x, stat)
+        if v > threshold:
+            over += 1
+            first = win * WINDOW_MS / 1000.0 if first is None else first
+    return first, over
+
+
+def _stat(x: np.ndarray, stat: str) -> float:
+    if stat == "max":
+        return float(x.max())
+    if stat == "mean":
+        return float(x.mean())
+    return float(np.percentile(x, float(stat[1:])))
+
+
+def _figure(invariant: str, stat: str, t_ms: np.ndarray, values: np.ndarray, threshold: float,
+            unit: str = "virtual ms", hard: bool = True) -> Figure | None:
+    if not len(values):
+        return None
+    first, over = per_window(t_ms, values, stat, threshold)
+    return Figure(invariant, stat, round(_stat(values, stat), 3), threshold, unit, hard, first, over)
+
+
+def send_lag(records: dict[str, np.ndarray], trace_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (due ms, lag ms) of every query sent: its send time against (start + query / fps)."""
+    tr = read_trace(trace_path)
+    order = np.argsort(tr.stream_id)
+    ids = tr.stream_id[order]
+    i = np.clip(np.searchsorted(ids, records["stream_id"]), 0, max(len(ids) - 1, 0))
+    known = ids[i] == records["stream_id"] if len(ids) else np.zeros(len(i), bool)
+    due = (tr.start_s[order][i] + records["query"] / tr.fps[order][i]) * 1000.0
+    lag = records["t_send_ms"] - due
+    sent = known & ~((records["outcome"] == "rejected") & (lag == 0.0)) & (records["reason"] != "scheduler-down")
+    return due[sent], lag[sent]
+
+
+def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],
+                   real: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns (start ms, overrun ms, planned ms) per batch of the real (or profile-driven) workers: its
+    measured time against the profile's latency of its size plus its frames' input cost."""
+    workers = {w["resource"]: w for w in config.get("workers", []) if bool(w.get("real")) == real}
+    if not workers:
+        return np.empty(0), np.empty(0), np.empty(0)
+    path = Path(config["profiles_file"])
+    profile = read_profile(path if path.exists() or path.is_absolute() else REPO_ROOT / path)
+    runtimes = {}
+    batches: dict[tuple[str, float, float], list[int]] = {}
+    res = np.char.add(np.char.add(records["variant"].astype(str), "@"), records["cluster"].astype(str))
+    done = np.isfinite(records["t_infer_start_ms"]) & np.isfinite(records["t_infer_end_ms"])
+    for j in np.flatnonzero(done & np.isin(res, list(workers))):
+        key = (str(res[j]), float(records["t_infer_start_ms"][j]), float(records["t_infer_end_ms"][j]))
+        batches.setdefault(key, []).append(j)
+    start, over, planned = [], [], []
+    for (resource, t_start, t_end), rows in batches.items():
+        w = workers[resource]
+        if resource not in runtimes:
+            with contextlib.suppress(KeyError):
+                runtimes[resource] = profile.runtime(w["model"], w["device"])
+        rt = runtimes.get(resource)
+        if rt is None:
+            continue
+        size = int(records["batch_size"][rows[0]])
+        mb = sum(frame_bytes.get(int(records["stream_id"][j]), 0.0) for j in rows) / 1e6 * size / len(rows)
+        plan = rt.latency_ms(size) + rt.input_ms_per_mb * mb
+        start.append(t_start)
+        over.append(t_end - t_start - plan)
+        planned.append(plan)
+    return np.asarray(start), np.asarray(over), np.asarray(planned)
+
+
+def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds = THRESHOLDS) -> dict:
+    """Returns the run's fidelity: {verdict, tdf, stopped_early, violations, figures, diagnostics}."""
+    config = json.loads((run_dir / "config.json").read_text())
+    k = float(config.get("time_dilation", {}).get("factor") or config.get("tdf") or 1.0)
+    table = read_records(run_dir / "records.csv")
+    rec = {n: table.column(n).to_numpy(zero_copy_only=False) for n in table.column_names}
+    for n in ("outcome", "reason", "variant", "cluster"):
+        rec[n] = np.array([x or "" for x in table.column(n).to_pylist()], dtype=object)
+    tr = read_trace(run_dir / "trace.csv")
+    frame_bytes = {int(s): float(b) for s, b in zip(tr.stream_id, tr.frame_bytes, strict=True)}
+    figures: list[Figure | None] = []
+    due, lag = send_lag(rec, run_dir / "trace.csv")
+    figures += [_figure("source send lag", "p99", due, lag, limits.send_lag_p99_ms),
+                _figure("source send lag", "max", due, lag, limits.send_lag_max_ms)]
+    late = [d["late_p99_us"] for p in sorted(run_dir.glob("wire-*.stats.json")) for d in _json(p, [])]
+    if late:
+        figures.append(Figure("wire lateness vs due", "p99 (worst direction)", round(max(late) / 1000.0 / k, 3),
+                              limits.wire_late_p99_ms, "virtual ms"))
+    t, over, _ = batch_overruns(rec, config, frame_bytes, real=False)
+    figures.append(_figure("worker overshoot vs profile", "p99", t, over, limits.overshoot_p99_ms))
+    t, over, plan = batch_overruns(rec, config, frame_bytes, real=True)
+    if len(over):
+        mean_limit = max(limits.real_overrun_mean_ms, limits.real_overrun_mean_share * float(plan.mean()))
+        figures.append(_figure("real-inference overrun", "mean", t, over, round(mean_limit, 3)))
+        figures.append(_figure("real-inference overrun", "p95", t, over / plan, limits.real_overrun_p95_share,
+                               unit="share of profile"))
+    figures.append(window_lateness(run_dir / "windows.csv", limits.window_late_max_ms))
+    samples = [json.loads(line) for line in _lines(run_dir / MONITOR_NAME)]
+    real_names = {f"worker {w['resource']}" for w in config.get("workers", []) if w.get("real")}
+    diag = diagnostics(samples, real_names)
+    if diag.get("real_workers_wait_share") is not None:
+        figures.append(Figure("run-queue delay of real inference", "wait share", diag["real_workers_wait_share"],
+                              limits.real_wait_share, "share"))
+    if diag.get("host_cpu_share_mean") is not None:
+        figures.append(Figure("host CPU", "mean busy share", diag["host_cpu_share_mean"], limits.host_cpu_share,
+                              "share of cores", hard=False))
+    if diag.get("run_some_pct_mean") is not None:
+        figures.append(Figure("CPU pressure of the run", "mean some", diag["run_some_pct_mean"],
+                              limits.run_pressure_pct, "% of time", hard=False))
+    return verdict([f for f in figures if f is not None], k, stopped_early, diag)
+
+
+def verdict(figures: list[Figure], k: float, stopped_early: dict | None, diag: dict | None = None) -> dict:
+    """Returns the fidelity record of judged figures: not faithful when a hard one is broken or the run was
+    stopped early."""
+    broken = [f for f in figures if f.hard and f.broken]
+    return {
+        "verdict": "not faithful" if broken or stopped_early else "faithful",
+        "tdf": k,
+        "stopped_early": stopped_early,
+        "violations": [asdict(f) for f in broken],
+        "warnings": [asdict(f) for f in figures if not f.hard and f.broken],
+        "figures": [asdict(f) for f in figures],
+        "diagnostics": diag or {},
+    }
+
+
+def window_lateness(path: Path, threshold: float) -> Figure | None:
+    """Returns how late the schedulers closed their decision windows (t_closed_ms - t_end_ms)."""
+    with contextlib.suppress(OSError), path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("t_closed_ms")]
+        t_end = np.array([float(r["t_end_ms"]) for r in rows])
+        late = np.array([float(r["t_closed_ms"]) for r in rows]) - t_end
+        return _figure("decision-window lateness", "max", t_end - WINDOW_MS, late, threshold)
+    return None
+
+
+def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
+    """Returns the host's and the run's CPU figures from monitor.jsonl: busy share of the cores, CPU pressure,
+    and run-queue delay (wait) per group as a share of time on or waiting for a CPU."""
+    if not samples:
+        return {}
+    cores = os.cpu_count() or 1
+    busy = np.array([s["host_cores"] for s in samples]) / cores
+    ours = np.array([sum(p["cores"] for p in s["procs"].values()) for s in samples])
+    outside = np.array([s["host_cores"] for s in samples]) - ours
+    out: dict = {"samples": len(samples), "host_cpu_share_mean": round(float(busy.mean()), 3),
+                 "host_cpu_share_max": round(float(busy.max()), 3),
+                 "outside_cores_mean": round(float(np.clip(outside, 0, None).mean()), 3)}
+    """Cores busy with work that is not the run's (another experiment on the machine): what a verdict that
+    does not hold on a quiet machine is due to."""
+    for key in ("host_some_pct", "run_some_pct"):
+        x = np.array([s[key] for s in samples if s.get(key) is not None])
+        if x.size:
+            out[f"{key}_mean"], out[f"{key}_max"] = round(float(x.mean()), 2), round(float(x.max()), 2)
+    run: dict[str, float] = {}
+    wait: dict[str, float] = {}
+    for s in samples:
+        for name, p in s["procs"].items():
+            group = "real workers" if name.rsplit(" (", 1)[0] in real_names else p["group"]
+            run[group] = run.get(group, 0.0) + p["run_ms"]
+            wait[group] = wait.get(group, 0.0) + p["wait_ms"]
+    out["wait_share"] = {g: round(wait[g] / max(run[g] + wait[g], 1e-9), 4) for g in sorted(run)}
+    out["wait_ms"] = {g: round(wait[g], 1) for g in sorted(run)}
+    out["real_workers_wait_share"] = out["wait_share"].get("real workers")
+    return out
+
+
+def format_fidelity(fid: dict) -> list[str]:
+    """Returns the lines of the verdict at the end of the run's table."""
+    if not fid:
+        return []
+    k = f"K = {fid['tdf']:g}"
+    if fid["verdict"] == "faithful":
+        head = f"fidelity ({k}): faithful, every invariant within its threshold (summary.json: extra.fidelity)"
+    else:
+        head = f"fidelity ({k}): NOT FAITHFUL"
+    lines = [head]
+    stop = fid.get("stopped_early")
+    if stop:
+        lines.append(f"  stopped-early: {stop['invariant']} p99 over {stop['limit_ms']:g} ms in "
+                     f"{len(stop['lag_p99_ms'])} consecutive windows from {stop['windows_from_s']:g} s "
+                     f"({', '.join(f'{x:g}' for x in stop['lag_p99_ms'])} ms)")
+    for v in fid["violations"] + fid.get("warnings", []):
+        when = "" if v["first_window_s"] is None else (f", from the window at {v['first_window_s']:g} s "
+                                                        f"({v['windows_over']} windows over)")
+        lines.append(f"  {'' if v['hard'] else 'warning: '}{v['invariant']} {v['statistic']} {v['value']:g} "
+                     f"{v['unit']} > {v['threshold']:g}{when}")
+    return lines
+
+
+def _json(path: Path, default: object) -> object:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text())
+    return default
+
+
+def _lines(path: Path) -> list[str]:
+    with contextlib.suppress(OSError):
+        return [x for x in path.read_text().splitlines() if x.strip()]
+    return []
+

@@ -1,0 +1,118 @@
+"""A live run's cores and its fidelity monitor, on tiny.yaml: while a light run goes, its real ONNX worker is in
+the run's `-real` cpuset on the reserved core alone, its scheduler in `-rest`, ovs-vswitchd's threads are off
+the reserved core, and a second live run is refused (exit 2, naming the first); after it, no cgroup of the
+run is left, ovs-vswitchd's affinity is as before, and the monitor judged the run faithful. An overloaded run
+(300 queries/s at K = 1) is judged not faithful, naming the sources' send lag, and stopped early."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from live.procs import pids_named
+from scheduler.profiles import write_scaled_profile
+from testbed import cpuset
+from testbed.record import CreationRecord
+
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+REPO = Path(__file__).resolve().parents[1]
+# A binds to mobilenet@ant1 (profile-driven); B no longer fits there and binds to tiny-yolov2@dc1 (real ONNX)
+LIGHT = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task
+1,ant1,0.0,12,ar-vr,30,20000,300,0.2,object-detection
+2,ant1,0.5,12,video-surveillance,20,20000,400,0.2,object-detection
+"""
+HEAVY_S = 40.0
+HEAVY = "stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n" + "".join(
+    f"{i},ant1,{i * 0.05:.2f},{HEAVY_S:g},video-surveillance,50,20000,1000,0.2,object-detection\n" for i in range(1, 21))
+"""Twenty streams of 50 frames/s on one antenna: 1000 queries/s, about 5 cores of sending alone at ~5 ms of CPU
+per query, on 2 (300/s of small frames on tiny still passes for its send lag here, though not its wires)."""
+
+
+def _run_argv(trace: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "run_testbed.py"), "run", "--topo", "tiny", "--trace", str(trace),
+            "--out", str(out), "--no-measure", "--pcap", "none", *(extra or ("--real-workers", "dc1"))]
+
+
+def _edge_cgroups() -> list[str]:
+    roots = [cpuset.V1_CPUSET, cpuset.V1_UNIFIED, cpuset.CGROUP_ROOT]
+    return [str(p) for r in roots if r.is_dir() for p in r.iterdir() if p.name.startswith(cpuset.NAME_PREFIX)]
+
+
+def _ovs_affinity() -> dict[int, set[int]]:
+    """Returns the main thread's CPUs of each ovs-vswitchd (what every one of its threads has outside a run)."""
+    return {pid: os.sched_getaffinity(pid) for pid in pids_named("ovs-vswitchd")}
+
+
+def _pid_of(out: Path, marker: str) -> int:
+    return next(e.pid for e in CreationRecord(out).entries() if e.kind == "process" and marker in e.name)
+
+
+def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(LIGHT)
+    out = tmp_path / "run"
+    before = _ovs_affinity()
+    assert _edge_cgroups() == []
+    with (tmp_path / "run.log").open("w") as log:
+        proc = subprocess.Popen(_run_argv(tmp_path / "trace.csv", out), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "t0").exists():
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        real = _pid_of(out, "--threads")  # the real worker's command line (profile-driven ones have none)
+        sched = _pid_of(out, "live.scheduler")
+        reserved = max(os.sched_getaffinity(1))
+        assert cpuset.cgroup_of(real).endswith("-real") and os.sched_getaffinity(real) == {reserved}
+        assert cpuset.cgroup_of(sched).endswith("-rest") and reserved not in os.sched_getaffinity(sched)
+        for pid in before:
+            assert all(reserved not in cpus for cpus in cpuset.thread_affinities(pid).values())
+        second = subprocess.run(_run_argv(tmp_path / "trace.csv", tmp_path / "second"), cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "another live run is running" in lines[0] and str(out) in lines[0], lines
+        assert f"pid {proc.pid}" in lines[0]
+        assert proc.wait(300) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _edge_cgroups() == []
+    assert _ovs_affinity() == before
+    for pid, cpus in before.items():
+        assert all(c == cpus for c in cpuset.thread_affinities(pid).values())
+    fid = json.loads((out / "summary.json").read_text())["extra"]["fidelity"]
+    assert fid["verdict"] == "faithful", fid
+    assert "fidelity (K = 1): faithful" in (tmp_path / "run.log").read_text()
+    names = {f["invariant"] for f in fid["figures"]}
+    assert {"source send lag", "decision-window lateness", "real-inference overrun",
+            "run-queue delay of real inference"} <= names, names
+    samples = (out / "monitor.jsonl").read_text().splitlines()
+    assert len(samples) >= 10 and all(json.loads(s)["procs"] for s in samples)
+
+
+def test_an_overloaded_run_is_judged_not_faithful_and_stopped_early(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(HEAVY)
+    out = tmp_path / "run"
+    fast = write_scaled_profile(None, 0.02, tmp_path / "fast.yaml")  # capacity for every stream: all 300/s sent
+    done = subprocess.run(_run_argv(tmp_path / "trace.csv", out, "--policy", "closest", "--real-workers", "none",
+                                    "--profiles", str(fast)), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    fid = json.loads((out / "summary.json").read_text())["extra"]["fidelity"]
+    assert fid["verdict"] == "not faithful"
+    assert fid["stopped_early"]["invariant"] == "source send lag"
+    lag = [v for v in fid["violations"] if v["invariant"] == "source send lag"]
+    assert lag and lag[0]["first_window_s"] is not None and lag[0]["value"] > lag[0]["threshold"]
+    events = [json.loads(x)["event"] for x in (out / "events.jsonl").read_text().splitlines()]
+    assert "stopped-early" in events
+    sent = max(float(r.split(",")[6]) for r in (out / "records.csv").read_text().splitlines()[1:])
+    assert sent < HEAVY_S * 1000.0 * 0.8  # stopped well before the trace's end
+    assert "NOT FAITHFUL" in done.stdout and "stopped-early: source send lag" in done.stdout
+    assert _edge_cgroups() == []
