@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # onnxruntime: imported only by a scheduler that runs an agen
     from scheduler.aset.policy import AsetController
 
 WINDOW_COLUMNS = (
-    "antenna", "window", "t_start_ms", "t_end_ms", "t_closed_ms", "policy", "decide_us", "decide_cpu_us", "sent", "ontime", "failed",
-    "rejected", "streams_new", "streams_rejected", "streams_all", "responses_all_per_s",
+    "antenna", "window", "t_start_ms", "t_end_ms", "policy", "decide_us", "decide_cpu_us", "sent", "ontime", "failed",
+    "rejected", "streams_new", "streams_rejected", "streams_all", "responses_all_per_s", "t_closed_ms",
 )
 """Columns of the windows log (docs/file-formats.md: decision windows)."""
 
@@ -71,11 +71,11 @@ class WindowsLog:
                 w.writerow(WINDOW_COLUMNS)
             w.writerow((
                 closed.antenna, closed.index, f"{closed.t_start_ms:.1f}", f"{closed.t_end_ms:.1f}",
-                "" if math.isnan(closed.t_closed_ms) else f"{closed.t_closed_ms:.1f}",
                 POLICY_NAMES[closed.policy],
                 *(("", "") if closed.policy_cost_us is None else (f"{x:.1f}" for x in closed.policy_cost_us)),
                 c.sent, c.ontime, c.failed, c.rejected, c.streams_new, c.streams_rejected,
                 int(m.streams.sum()), f"{m.responses.sum() / max(m.duration_s, 1e-9):.2f}",
+                "" if math.isnan(closed.t_closed_ms) else f"{closed.t_closed_ms:.1f}",
             ))
 
     def write_state(self, closed: ClosedWindow, controller: AsetController) -> None:

@@ -27,6 +27,9 @@ LIGHT = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms
 1,ant1,0.0,12,ar-vr,30,20000,300,0.2,object-detection
 2,ant1,0.5,12,video-surveillance,20,20000,400,0.2,object-detection
 """
+OUTSIDE_CORES_MAX = 0.25
+"""Cores busy with work that is not the run's above which a light run need not be faithful (another experiment
+sharing the machine, in the root cpuset: on the reserved core too)."""
 HEAVY_S = 40.0
 HEAVY = "stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n" + "".join(
     f"{i},ant1,{i * 0.05:.2f},{HEAVY_S:g},video-surveillance,50,20000,1000,0.2,object-detection\n" for i in range(1, 21))
@@ -89,6 +92,10 @@ def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_p
     for pid, cpus in before.items():
         assert all(c == cpus for c in cpuset.thread_affinities(pid).values())
     fid = json.loads((out / "summary.json").read_text())["extra"]["fidelity"]
+    outside = fid["diagnostics"]["outside_cores_mean"]
+    if fid["verdict"] != "faithful" and outside > OUTSIDE_CORES_MAX:  # the monitor says why: not this run's doing
+        pytest.skip(f"other work kept {outside:.2f} cores of this machine busy during the run, and the monitor judged "
+                    f"it not faithful: {[(v['invariant'], v['value']) for v in fid['violations']]}")
     assert fid["verdict"] == "faithful", fid
     assert "fidelity (K = 1): faithful" in (tmp_path / "run.log").read_text()
     names = {f["invariant"] for f in fid["figures"]}

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from analysis.records import read_records
+from live.procs import pids_named
 from testbed.cli import cmd_clean
+from testbed.cpuset import thread_affinities
 from testbed.leftovers import leftovers
 from testbed.record import CreationRecord, process_start_ticks
 
@@ -64,10 +66,15 @@ def test_a_sigkilled_orchestrator_leaves_nothing_running_and_clean_restores_ever
     out = tmp_path / "run"
     argv = [sys.executable, str(REPO / "run_testbed.py"), "run", "--topo", "tiny", "--trace", str(tmp_path / "trace.csv"),
             "--out", str(out), "--real-workers", "dc1", "--no-measure", "--no-profile-real-workers"]
+    ovs_before = {pid: os.sched_getaffinity(pid) for pid in pids_named("ovs-vswitchd")}
     with (tmp_path / "orchestrator.log").open("w") as log:
         orchestrator = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         entries = _kill_mid_run(orchestrator, out, tmp_path / "orchestrator.log")
+        cores = CreationRecord(out / "cores").entries()  # the run's cpusets and ovs-vswitchd's borrowed core
+        groups = [Path(e.name) for e in cores if e.kind == "cgroup"]
+        assert any(g.name.endswith("-real") for g in groups) and all(g.is_dir() for g in groups)
+        assert [e.name for e in cores if e.kind == "affinity"] == ["ovs-vswitchd"] * len(ovs_before)
         procs = [(e.pid, e.start_ticks) for e in entries if e.kind == "process"]
         netns = [e.name for e in entries if e.kind == "netns"]
         deadline = time.monotonic() + STOPPED_WITHIN_S
@@ -90,7 +97,10 @@ def test_a_sigkilled_orchestrator_leaves_nothing_running_and_clean_restores_ever
     run_id = record.run_entry().name
     scratch = next(e.name for e in entries if e.kind == "netns" and e.name.endswith("-netem-probe"))
     assert leftovers(run_id, procs, scratch) == []
-    assert CreationRecord(out).is_torn_down()
+    assert CreationRecord(out).is_torn_down() and CreationRecord(out / "cores").is_torn_down()
+    assert not any(g.exists() for g in groups)
+    for pid, cpus in ovs_before.items():  # every thread has its CPUs back
+        assert all(c == cpus for c in thread_affinities(pid).values())
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(out) not in ps
 

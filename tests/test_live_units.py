@@ -372,6 +372,7 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     assert rows[0]["decide_us"] == rows[0]["decide_cpu_us"] == ""  # window 0: chosen before the run
     assert float(rows[1]["decide_us"]) > 0 and float(rows[1]["decide_cpu_us"]) > 0
     assert rows[0]["t_start_ms"] == "0.0" and rows[1]["t_end_ms"] == "10000.0"
+    assert rows[1]["t_closed_ms"] == "10000.0"  # the clock's time at the close (the monitor's window lateness)
     assert int(rows[0]["sent"]) == 40 and int(rows[0]["rejected"]) == 40 and int(rows[0]["streams_all"]) == 3
     assert live.statistics()["windows"]["policies"] == {"least-impedance": 2}
 

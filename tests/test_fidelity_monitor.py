@@ -1,0 +1,156 @@
+"""The fidelity monitor's arithmetic on hand-made figures and files: the verdict, the per-window judgement, the
+early stop of a lost run, one sample of monitor.jsonl at K = 2, the run-queue figures summed over threads,
+and the verdict of a hand-made run directory at K = 2 (every figure in virtual ms)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.records import RECORD_NAMES
+from live.monitor import EARLY_STOP_WINDOWS, LostRun, _State, sample, task_schedstat
+from live.verdict import THRESHOLDS, Figure, format_fidelity, judge, per_window, verdict
+from testbed.cpuset import format_cpus, parse_cpus
+from workload.trace import read_trace
+
+TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task
+1,ant1,0.0,10,ar-vr,10,30000,300,0.2,object-detection
+2,ant1,0.5,10,video-surveillance,4,45000,400,0.2,object-detection
+"""
+
+
+def _records(path: Path, rows: list[dict]) -> None:
+    lines = [",".join(RECORD_NAMES)]
+    for r in rows:
+        full = {"antenna": "ant1", "app": "ar-vr", "cluster": "ant1", "variant": "v", "t_sched_ms": "",
+                "t_worker_ms": "", "t_infer_start_ms": "", "t_infer_end_ms": "", "t_response_ms": "",
+                "batch_size": 1, "outcome": "ontime", "reason": "", **r}
+        lines.append(",".join(str(full[n]) for n in RECORD_NAMES))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_verdict_names_the_broken_hard_invariants_and_keeps_diagnostics_as_warnings() -> None:
+    ok = Figure("source send lag", "p99", 3.0, 5.0, "virtual ms", True, None, 0)
+    late = Figure("decision-window lateness", "max", 80.0, 50.0, "virtual ms", True, 12.0, 3)
+    hot = Figure("host CPU", "mean busy share", 0.95, 0.85, "share of cores", hard=False)
+    assert verdict([ok, hot], 1.0, None)["verdict"] == "faithful"
+    fid = verdict([ok, late, hot], 4.0, None)
+    assert fid["verdict"] == "not faithful" and fid["tdf"] == 4.0
+    assert [v["invariant"] for v in fid["violations"]] == ["decision-window lateness"]
+    assert [w["invariant"] for w in fid["warnings"]] == ["host CPU"]
+    lines = format_fidelity(fid)
+    assert lines[0] == "fidelity (K = 4): NOT FAITHFUL"
+    assert lines[1] == ("  decision-window lateness max 80 virtual ms > 50, from the window at 12 s "
+                        "(3 windows over)")
+    assert lines[2].startswith("  warning: host CPU mean busy share 0.95")
+    stopped = verdict([ok], 1.0, {"invariant": "source send lag", "limit_ms": 20.0, "windows_from_s": 3.0,
+                                  "lag_p99_ms": [25.0, 40.0, 90.0]})
+    assert stopped["verdict"] == "not faithful" and stopped["violations"] == []
+    assert format_fidelity(stopped)[1] == ("  stopped-early: source send lag p99 over 20 ms in 3 consecutive "
+                                           "windows from 3 s (25, 40, 90 ms)")
+
+
+def test_per_window_gives_the_first_window_over_and_how_many() -> None:
+    t = np.array([100.0, 900.0, 1100.0, 1200.0, 2500.0, 3999.0])
+    x = np.array([1.0, 2.0, 9.0, 1.0, 0.5, 7.0])
+    assert per_window(t, x, "max", 5.0) == (1.0, 2)  # windows 1 (9) and 3 (7)
+    assert per_window(t, x, "mean", 4.0) == (1.0, 2)  # window 1: mean 5; window 3: 7
+    assert per_window(t, x, "max", 10.0) == (None, 0)
+
+
+def test_a_lost_run_is_found_after_consecutive_windows_over_the_limit(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(TRACE)
+    trace = read_trace(tmp_path / "trace.csv")
+    rec = tmp_path / "records.csv"
+    # stream 1 at 10 fps: query k is due at 100 k ms. Window 0 fine (lag 1 ms), windows 1-3 late by 30 ms.
+    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (1 if k < 10 else 30)} for k in range(40)]
+    rows.append({"stream_id": 2, "query": 0, "t_send_ms": 500.0, "outcome": "rejected", "reason": "capacity"})
+    _records(rec, rows[:35])  # up to window 3: windows 0-2 can be judged
+    lost = LostRun(rec, trace)
+    assert lost.check() is None  # windows 1 and 2 over: two in a row
+    with rec.open("a") as f:  # window 4 starts (the file grows): window 3 is judged, the third over in a row
+        f.write(f"1,45,ant1,ar-vr,ant1,v,{4500 + 30},,,,,,1,ontime,\n")
+    why = lost.check()
+    assert why is not None and EARLY_STOP_WINDOWS == 3
+    assert why["windows_from_s"] == 1.0 and why["lag_p99_ms"] == [30.0, 30.0, 30.0]
+    assert why["invariant"] == "source send lag"
+
+
+def test_a_window_within_the_limit_breaks_a_run_of_bad_ones(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(TRACE)
+    lags = {0: 30, 1: 30, 2: 1, 3: 30, 4: 30, 5: 1}
+    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + lags[k // 10]} for k in range(60)]
+    _records(tmp_path / "records.csv", rows)
+    assert LostRun(tmp_path / "records.csv", read_trace(tmp_path / "trace.csv")).check() is None
+
+
+def test_one_sample_gives_shares_of_the_real_interval_and_delays_in_virtual_ms() -> None:
+    a = _State(10.0, (1000, 4000), 5_000_000, 100, {"w (1)": ("workers", 1_000_000_000, 0)})
+    b = _State(12.0, (1400, 4800), 5_500_000, 200_100, {"w (1)": ("workers", 1_600_000_000, 200_000_000),
+                                                         "s (2)": ("sources", 5, 5)})
+    s = sample(a, b, 1234.56, k=2.0)
+    assert s["t_ms"] == 1234.6 and s["real_s"] == 2.0
+    assert s["host_cores"] == pytest.approx(400 / 800 * (os.cpu_count() or 1), abs=1e-3)
+    assert s["host_some_pct"] == 25.0  # 0.5 s stalled of 2 s
+    assert s["run_some_pct"] == 10.0
+    w = s["procs"]["w (1)"]
+    assert w == {"group": "workers", "cores": 0.3, "run_ms": 300.0, "wait_ms": 100.0}  # 600 and 200 real ms / K
+    assert s["procs"]["s (2)"]["run_ms"] == 0.0  # first seen: no interval yet
+
+
+def test_the_run_queue_figures_count_every_thread_not_the_leader_alone() -> None:
+    spun, done = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:
+            pass
+        spun.set()
+        done.wait()  # a thread's figures go with it: read them while it lives
+
+    before = task_schedstat(os.getpid())
+    leader_before = int(Path("/proc/self/schedstat").read_text().split()[0])
+    t = threading.Thread(target=spin)
+    t.start()
+    spun.wait()
+    after = task_schedstat(os.getpid())
+    leader = int(Path("/proc/self/schedstat").read_text().split()[0]) - leader_before
+    done.set()
+    t.join()
+    assert before is not None and after is not None
+    assert after[0] - before[0] >= 0.19e9 > leader  # the spin is in the sum and not in the leader's figure
+
+
+def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(TRACE)
+    (tmp_path / "config.json").write_text(json.dumps({"tdf": 2.0, "workers": []}))
+    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (40 if k == 25 else 1)} for k in range(30)]
+    rows += [{"stream_id": 2, "query": 0, "t_send_ms": 500.0, "outcome": "rejected", "reason": "capacity"}]
+    _records(tmp_path / "records.csv", rows)
+    (tmp_path / "windows.csv").write_text("antenna,window,t_start_ms,t_end_ms,t_closed_ms\n"
+                                          "ant1,0,0.0,1000.0,1002.0\nant1,1,1000.0,2000.0,2070.0\n")
+    (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([{"late_p99_us": 1500.0}, {"late_p99_us": 4000.0}]))
+    fid = judge(tmp_path)
+    fig = {(f["invariant"], f["statistic"]): f for f in fid["figures"]}
+    lag = fig[("source send lag", "p99")]
+    assert lag["value"] == pytest.approx(np.percentile([1.0] * 29 + [40.0], 99))  # the binding rejection left out
+    assert lag["first_window_s"] == 2.0 and lag["windows_over"] == 1
+    assert fig[("source send lag", "max")]["value"] == 40.0
+    assert fig[("wire lateness vs due", "p99 (worst direction)")]["value"] == 2.0  # 4 ms real at K = 2
+    late = fig[("decision-window lateness", "max")]
+    assert late["value"] == 70.0 and late["first_window_s"] == 1.0
+    assert fid["verdict"] == "not faithful" and fid["tdf"] == 2.0
+    assert {v["invariant"] for v in fid["violations"]} == {"source send lag", "wire lateness vs due",
+                                                          "decision-window lateness"}
+    assert THRESHOLDS.send_lag_p99_ms < lag["value"]
+
+
+def test_cpu_lists_read_and_write() -> None:
+    assert parse_cpus("0-2,5\n") == [0, 1, 2, 5] and parse_cpus("") == []
+    assert format_cpus({3, 1}) == "1,3"
