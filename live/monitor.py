@@ -114,7 +114,11 @@ class Monitor:
 
     def _read(self) -> _State:
         procs = {}
-        for group, name, pid in self.processes():
+        try:
+            listed = self.processes()
+        except RuntimeError:  # the run's process lists changed under us (a scheduler restarted): next time
+            listed = []
+        for group, name, pid in listed:
             stat = task_schedstat(pid)
             if stat is not None:
                 procs[f"{name} ({pid})"] = (group, *stat)

@@ -109,13 +109,24 @@ def cpu_seconds(pid: int) -> float | None:
     return t.user + t.system
 
 
+_NAMED: dict[str, list[int]] = {}
+
+
 def pids_named(name: str) -> list[int]:
-    """Returns the ids of the processes with this name (as `pidof` finds them)."""
-    out = []
-    for p in psutil.process_iter(["name"]):
-        if p.info["name"] == name:
-            out.append(p.pid)
-    return out
+    """Returns the ids of the processes with this name (as `pidof` finds them); the last answer is reused while
+    those processes still bear the name (a scan of every process costs milliseconds, the monitor asks each second)."""
+    known = [pid for pid in _NAMED.get(name, []) if _comm(pid) == name]
+    if known:
+        return known
+    _NAMED[name] = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == name]
+    return _NAMED[name]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 CpuSnapshot = dict[str, tuple[str, float]]
