@@ -1,0 +1,108 @@
+"""`--tdf auto`: the smallest time dilation factor K at which a short pilot of the trace's busiest moment is
+judged faithful by the fidelity monitor. The pilot replays the streams alive at the trace's busiest second,
+started together at 0, for PILOT_S of virtual time. The first K is estimated from this machine's CPU cost per
+query and the cores the emulation has, rounded up on a ladder; then the pilots go down the ladder while they
+pass and up while they fail, MAX_PILOTS at most. The pilots, each a live run on a fresh network, are given as
+a callable, so the search is tested on its own; what they found goes to config.json (`auto_pilots`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from workload.trace import Trace
+
+LADDER = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 25.0, 32.0, 40.0, 50.0, 64.0)
+MAX_PILOTS = 3
+PILOT_S = 10.0
+"""Virtual seconds of a pilot."""
+CPU_MS_PER_QUERY = 5.0
+"""CPU a query sent costs the emulation on this machine (source, relay, wires, switch, worker's HTTP)."""
+FIXED_CORES = {"ovs": 0.7, "lxbr": 0.2}
+"""Cores the network costs with no traffic (userspace Open vSwitch, or Linux bridges), in real time."""
+USABLE_SHARE = 0.75
+"""Share of the emulation's cores a faithful run may keep busy."""
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The trace's busiest second and the pilot trace made of it."""
+
+    at_s: float
+    queries_per_s: float
+    """Frames per second of every stream alive then, all antennas together."""
+    pilot: Trace
+
+
+def peak_slice(trace: Trace, duration_s: float, length_s: float = PILOT_S) -> Peak:
+    """Returns the busiest whole second of the trace (the most frames per second of the streams alive at its
+    start; the first on ties) and its streams, started at 0 and at most `length_s` long (at most what they
+    had left)."""
+    end = np.minimum(trace.end_s, duration_s)
+    seconds = np.arange(0.0, max(math.ceil(duration_s), 1), 1.0)
+    alive = (trace.start_s[None, :] <= seconds[:, None]) & (seconds[:, None] < end[None, :])
+    load = (alive * trace.fps[None, :]).sum(axis=1) if len(trace) else np.zeros(len(seconds))
+    t = int(np.argmax(load))
+    keep = alive[t]
+    cols = {f.name: getattr(trace, f.name)[keep] for f in fields(Trace)}
+    cols["start_s"] = np.zeros(int(keep.sum()))
+    cols["duration_s"] = np.minimum(end[keep] - seconds[t], length_s)
+    return Peak(float(seconds[t]), float(load[t]), Trace(**cols).sorted())
+
+
+def ladder_up(k: float) -> float:
+    """Returns the smallest ladder step at or above k (the top step if k is above them all)."""
+    return next((x for x in LADDER if x >= k - 1e-9), LADDER[-1])
+
+
+def first_k(queries_per_s: float, cores: float, switch: str) -> float:
+    """Returns the first K to pilot: the CPU the queries cost over what the emulation's cores carry (the
+    network's fixed cost first), rounded up on the ladder; the top step where the cores carry nothing."""
+    room = cores * USABLE_SHARE - FIXED_CORES.get(switch, FIXED_CORES["ovs"])
+    if room <= 0:
+        return LADDER[-1]
+    return ladder_up(max(1.0, math.ceil(CPU_MS_PER_QUERY / 1000.0 * queries_per_s / room)))
+
+
+@dataclass(frozen=True)
+class AutoTdf:
+    """What the search chose and why: config.json's `auto_pilots`."""
+
+    tdf: float
+    estimate: float
+    pilots: tuple[tuple[float, bool], ...]
+    """(K, judged faithful) in the order piloted."""
+    piloted: bool
+    """Whether a pilot at the chosen K passed (False: every pilot failed, the step above the last is taken)."""
+
+    def record(self, peak: Peak) -> dict:
+        return {"tdf": self.tdf, "estimate": self.estimate, "chosen_piloted": self.piloted,
+                "peak_at_s": peak.at_s, "peak_queries_per_s": peak.queries_per_s,
+                "pilots": [{"tdf": k, "faithful": ok} for k, ok in self.pilots]}
+
+
+def search(estimate: float, pilot: Callable[[float], bool], max_pilots: int = MAX_PILOTS) -> AutoTdf:
+    """Returns the smallest K whose pilot passes, starting at `estimate` and moving one ladder step at a time:
+    down while the pilots pass, up while they fail, `max_pilots` pilots at most. If none passed, the step above
+    the largest K that failed (not piloted)."""
+    k = ladder_up(estimate)
+    done: dict[float, bool] = {}
+    order: list[tuple[float, bool]] = []
+    while len(order) < max_pilots and k not in done:
+        ok = bool(pilot(k))
+        done[k] = ok
+        order.append((k, ok))
+        i = LADDER.index(k)
+        nxt = LADDER[i - 1] if ok and i > 0 else LADDER[i + 1] if not ok and i + 1 < len(LADDER) else None
+        if nxt is None:
+            break
+        k = nxt
+    passed = [x for x, ok in done.items() if ok]
+    if passed:
+        return AutoTdf(min(passed), estimate, tuple(order), True)
+    worst = max(done)
+    return AutoTdf(LADDER[min(LADDER.index(worst) + 1, len(LADDER) - 1)], estimate, tuple(order), False)
