@@ -17,7 +17,7 @@ from analysis.records import OUTCOMES, read_records
 from analysis.summary import RunSummary, Tally, outcome_index
 from live.merge import merge_windows, scheduler_stats, source_stats
 from live.rundir import RunDir
-from live.verdict import format_fidelity, judge
+from live.verdict import format_fidelity, judge_run
 from simulator.run import write_timeseries
 from workload.trace import Trace
 
@@ -159,7 +159,7 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
             "decision_window_s": run.decision_window_s,
             "policy_windows": window_policies(windows),
             "network": run.network,
-            "fidelity": judge(run.out, stop),
+            "fidelity": judge_run(run.out, stop),
         },
     )
     summary.write_json(files.summary)

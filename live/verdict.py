@@ -191,6 +191,15 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     return verdict([f for f in figures if f is not None], k, stopped_early, diag)
 
 
+def judge_run(run_dir: Path, stopped_early: dict | None = None) -> dict:
+    """Returns `judge`'s fidelity record, or, should a file be unreadable, one saying it was not judged and why
+    (the run's summary is still written)."""
+    try:
+        return judge(run_dir, stopped_early)
+    except Exception as exc:  # a run cut short may lack a file: its summary matters more than its verdict
+        return {"verdict": "not judged", "error": f"{type(exc).__name__}: {exc}", "stopped_early": stopped_early}
+
+
 def verdict(figures: list[Figure], k: float, stopped_early: dict | None, diag: dict | None = None) -> dict:
     """Returns the fidelity record of judged figures: not faithful when a hard one is broken or the run was
     stopped early."""
@@ -251,6 +260,8 @@ def format_fidelity(fid: dict) -> list[str]:
     """Returns the lines of the verdict at the end of the run's table."""
     if not fid:
         return []
+    if fid["verdict"] == "not judged":
+        return [f"fidelity: not judged ({fid['error']})"]
     k = f"K = {fid['tdf']:g}"
     if fid["verdict"] == "faithful":
         head = f"fidelity ({k}): faithful, every invariant within its threshold (summary.json: extra.fidelity)"

@@ -15,7 +15,7 @@ import pytest
 
 from analysis.records import RECORD_NAMES
 from live.monitor import EARLY_STOP_WINDOWS, LostRun, _State, sample, task_schedstat
-from live.verdict import THRESHOLDS, Figure, format_fidelity, judge, per_window, verdict
+from live.verdict import THRESHOLDS, Figure, format_fidelity, judge, judge_run, per_window, verdict
 from testbed.cpuset import format_cpus, parse_cpus
 from workload.trace import read_trace
 
@@ -154,3 +154,9 @@ def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
 def test_cpu_lists_read_and_write() -> None:
     assert parse_cpus("0-2,5\n") == [0, 1, 2, 5] and parse_cpus("") == []
     assert format_cpus({3, 1}) == "1,3"
+
+
+def test_a_run_directory_that_cannot_be_read_is_not_judged(tmp_path: Path) -> None:
+    fid = judge_run(tmp_path)  # no config.json
+    assert fid["verdict"] == "not judged" and "config.json" in fid["error"]
+    assert format_fidelity(fid)[0].startswith("fidelity: not judged (FileNotFoundError")
