@@ -85,6 +85,7 @@ class RunCores:
         self.pressure_group: Path | None = None
         """The v2 group holding every process of the run (its `cpu.pressure`, `cpu.stat`), or None."""
         self.notes: list[str] = []
+        self._started = False
         self._home: list[tuple[Path, Path]] = []
         """(hierarchy root, the group this process came from) per hierarchy it left."""
 
@@ -99,6 +100,7 @@ class RunCores:
             raise
         try:
             self.record.start(f"{self.run_id}-cores")
+            self._started = True
             self._reserve()
         except BaseException:
             self.__exit__(None, None, None)
@@ -128,25 +130,37 @@ class RunCores:
             self.notes.append("real inference shares the cores with the rest of the run: "
                               + ("no cpuset controller on this host" if kind is None else "one core only"))
         else:
-            self.reserved, self.rest_cpus = cpus[-1], cpus[:-1]
-            if kind == "v2":
-                base = self._group(cpuset.CGROUP_ROOT / name)
-                cpuset.make_group(base, ("cpuset",))
-                self.pressure_group = base  # its pressure is that of both children
-            else:
-                base = cpuset.V1_CPUSET
-            self.real_group = self._group(base / f"{name}-real")
-            note = cpuset.make_cpuset(self.real_group, [self.reserved], exclusive=True)
-            self.notes += [note] if note else []
-            self.rest_group = self._group(base / f"{name}-rest")
-            cpuset.make_cpuset(self.rest_group, self.rest_cpus, exclusive=False)
-            for daemon in DAEMONS:
-                for pid in pids_named(daemon):
-                    self._borrow(daemon, pid)
+            try:
+                self._make_cpusets(kind, cpus, name)
+            except OSError as exc:  # e.g. a container that shows the hierarchy read-only: run as without one
+                self.notes.append(f"real inference shares the cores with the rest of the run: making its cpuset "
+                                  f"failed ({exc})")
+                self.reserved, self.real_group, self.rest_group, self.pressure_group = None, None, None, None
         root = cpuset.pressure_root()
         if self.pressure_group is None and root is not None:
-            self.pressure_group = self._group(root / name)
-            cpuset.make_group(self.pressure_group)
+            with contextlib.suppress(OSError):
+                group = self._group(root / name)
+                cpuset.make_group(group)
+                self.pressure_group = group
+
+    def _make_cpusets(self, kind: str, cpus: list[int], name: str) -> None:
+        """Makes the -real and -rest cpusets (v2: under a run group, which is the pressure group too) and moves
+        the daemons off the reserved core."""
+        self.reserved, self.rest_cpus = cpus[-1], cpus[:-1]
+        if kind == "v2":
+            base = self._group(cpuset.CGROUP_ROOT / name)
+            cpuset.make_group(base, ("cpuset",))
+            self.pressure_group = base  # its pressure is that of both children
+        else:
+            base = cpuset.V1_CPUSET
+        self.real_group = self._group(base / f"{name}-real")
+        note = cpuset.make_cpuset(self.real_group, [self.reserved], exclusive=True)
+        self.notes += [note] if note else []
+        self.rest_group = self._group(base / f"{name}-rest")
+        cpuset.make_cpuset(self.rest_group, self.rest_cpus, exclusive=False)
+        for daemon in DAEMONS:
+            for pid in pids_named(daemon):
+                self._borrow(daemon, pid)
 
     def _borrow(self, daemon: str, pid: int) -> None:
         """Moves a daemon's threads off the reserved core, recording their CPUs first."""
@@ -176,7 +190,7 @@ class RunCores:
             with contextlib.suppress(OSError):
                 cpuset.move(os.getpid(), home if home.is_dir() else root)
         self._home.clear()
-        problems = self.record.remove_all() if self.record.path.exists() else []
+        problems = self.record.remove_all() if self._started else []
         self.lock.release()
         if problems:
             self.log(f"warning: the run's cores were not all put back (run `run_testbed.py clean --run-dir "

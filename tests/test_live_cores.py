@@ -56,6 +56,31 @@ def _pid_of(out: Path, marker: str) -> int:
     return next(e.pid for e in CreationRecord(out).entries() if e.kind == "process" and marker in e.name)
 
 
+def test_the_cores_of_a_run_alone(tmp_path: Path) -> None:
+    """Without a network: the orchestrator confined to -rest, a real worker started into -real, a second run's
+    lock refused, and everything put back on exit."""
+    from live.cores import LiveRunBusy, RunCores
+    from live.procs import Proc
+
+    before, home = _ovs_affinity(), cpuset.cgroup_of()
+    (tmp_path / "run").mkdir()
+    with RunCores(tmp_path / "run", log=lambda _: None) as cores:
+        assert cores.reserved == max(os.sched_getaffinity(0)) and cpuset.cgroup_of() == home  # not yet confined
+        cores.confine()
+        assert cpuset.cgroup_of().endswith("-rest") and cores.reserved not in os.sched_getaffinity(0)
+        worker = Proc("worker", None, ["sleep", "30"], tmp_path / "w.log", cgroup=cores.real_group)
+        worker.start()
+        assert cpuset.cgroup_of(worker.popen.pid).endswith("-real")  # type: ignore[union-attr]
+        assert os.sched_getaffinity(worker.popen.pid) == {cores.reserved}  # type: ignore[union-attr]
+        (tmp_path / "second").mkdir()  # as the refused run made it
+        with pytest.raises(LiveRunBusy, match=r"another live run is running \(pid \d+, .*/run, since "):
+            RunCores(tmp_path / "second").__enter__()
+        assert not (tmp_path / "second").exists()  # its own empty folder gone with it
+        worker.kill()
+    assert cpuset.cgroup_of() == home and _edge_cgroups() == [] and _ovs_affinity() == before
+    assert CreationRecord(tmp_path / "run" / "cores").is_torn_down()
+
+
 def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").write_text(LIGHT)
     out = tmp_path / "run"
