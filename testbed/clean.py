@@ -46,7 +46,8 @@ def clean_run(run_dir: Path) -> CleanResult:
 
 def clean(run_dir: Path | None = None) -> list[CleanResult]:
     """Cleans one run directory (and the records one level below it), or every run listed as not torn down
-    when none is given (sorted by run id: a network's before its run's cores, whose id extends it)."""
+    when none is given. The order does not matter: a cgroup's processes, if any are left, go to its
+    hierarchy's root before it is removed."""
     if run_dir is None:
         return [clean_run(d) for d in active_run_dirs()]
     nested = [p.parent for p in sorted(run_dir.glob(f"*/{RECORD_NAME}"))]
