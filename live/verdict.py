@@ -102,6 +102,15 @@ def _figure(invariant: str, stat: str, t_ms: np.ndarray, values: np.ndarray, thr
     return Figure(invariant, stat, round(_stat(values, stat), 3), threshold, unit, hard, first, over)
 
 
+def record_columns(path: Path) -> dict[str, np.ndarray]:
+    """Returns a records file's columns as arrays (strings as object arrays, '' where missing)."""
+    table = read_records(path)
+    out = {n: table.column(n).to_numpy(zero_copy_only=False) for n in table.column_names}
+    for n in ("outcome", "reason", "variant", "cluster"):
+        out[n] = np.array([x or "" for x in table.column(n).to_pylist()], dtype=object)
+    return out
+
+
 def send_lag(records: dict[str, np.ndarray], trace_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Returns (due ms, lag ms) of every query sent: its send time against (start + query / fps)."""
     tr = read_trace(trace_path)
@@ -122,8 +131,6 @@ def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: di
     workers = {w["resource"]: w for w in config.get("workers", []) if bool(w.get("real")) == real}
     if not workers:
         return np.empty(0), np.empty(0), np.empty(0)
-    path = Path(config["profiles_file"])
-    profile = read_profile(path if path.exists() or path.is_absolute() else REPO_ROOT / path)
     runtimes = {}
     batches: dict[tuple[str, float, float], list[int]] = {}
     res = np.char.add(np.char.add(records["variant"].astype(str), "@"), records["cluster"].astype(str))
@@ -131,6 +138,10 @@ def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: di
     for j in np.flatnonzero(done & np.isin(res, list(workers))):
         key = (str(res[j]), float(records["t_infer_start_ms"][j]), float(records["t_infer_end_ms"][j]))
         batches.setdefault(key, []).append(j)
+    if not batches:
+        return np.empty(0), np.empty(0), np.empty(0)
+    path = Path(config["profiles_file"])
+    profile = read_profile(path if path.exists() or path.is_absolute() else REPO_ROOT / path)
     start, over, planned = [], [], []
     for (resource, t_start, t_end), rows in batches.items():
         w = workers[resource]
@@ -153,10 +164,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     """Returns the run's fidelity: {verdict, tdf, stopped_early, violations, figures, diagnostics}."""
     config = json.loads((run_dir / "config.json").read_text())
     k = float(config.get("time_dilation", {}).get("factor") or config.get("tdf") or 1.0)
-    table = read_records(run_dir / "records.csv")
-    rec = {n: table.column(n).to_numpy(zero_copy_only=False) for n in table.column_names}
-    for n in ("outcome", "reason", "variant", "cluster"):
-        rec[n] = np.array([x or "" for x in table.column(n).to_pylist()], dtype=object)
+    rec = record_columns(run_dir / "records.csv")
     tr = read_trace(run_dir / "trace.csv")
     frame_bytes = {int(s): float(b) for s, b in zip(tr.stream_id, tr.frame_bytes, strict=True)}
     figures: list[Figure | None] = []
@@ -180,8 +188,10 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     real_names = {f"worker {w['resource']}" for w in config.get("workers", []) if w.get("real")}
     diag = diagnostics(samples, real_names)
     if diag.get("real_workers_wait_share") is not None:
+        t, share = real_wait_series(samples, real_names)
+        first, over = per_window(t, share, "max", limits.real_wait_share)
         figures.append(Figure("run-queue delay of real inference", "wait share", diag["real_workers_wait_share"],
-                              limits.real_wait_share, "share"))
+                              limits.real_wait_share, "share", True, first, over))
     if diag.get("host_cpu_share_mean") is not None:
         figures.append(Figure("host CPU", "mean busy share", diag["host_cpu_share_mean"], limits.host_cpu_share,
                               "share of cores", hard=False))
@@ -254,6 +264,18 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
     out["wait_ms"] = {g: round(wait[g], 1) for g in sorted(run)}
     out["real_workers_wait_share"] = out["wait_share"].get("real workers")
     return out
+
+
+def real_wait_series(samples: list[dict], real_names: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (t ms, waiting share) of the real workers per sample in which they ran or waited a millisecond."""
+    t, share = [], []
+    for s in samples:
+        procs = [p for name, p in s["procs"].items() if name.rsplit(" (", 1)[0] in real_names]
+        busy = sum(p["run_ms"] + p["wait_ms"] for p in procs)
+        if busy >= 1.0:
+            t.append(s["t_ms"])
+            share.append(sum(p["wait_ms"] for p in procs) / busy)
+    return np.asarray(t, dtype=float), np.asarray(share, dtype=float)
 
 
 def format_fidelity(fid: dict) -> list[str]:

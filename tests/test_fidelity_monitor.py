@@ -151,6 +151,26 @@ def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
     assert THRESHOLDS.send_lag_p99_ms < lag["value"]
 
 
+def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(TRACE)
+    (tmp_path / "config.json").write_text(json.dumps({"workers": [{"resource": "r@dc1", "real": True}]}))
+    _records(tmp_path / "records.csv", [{"stream_id": 1, "query": 0, "t_send_ms": 0.5}])
+
+    def one(t_ms: float, run_ms: float, wait_ms: float) -> dict:
+        return {"t_ms": t_ms, "real_s": 1.0, "host_cores": 1.0, "host_some_pct": None, "run_some_pct": None,
+                "procs": {"worker r@dc1 (7)": {"group": "workers", "cores": 0.1, "run_ms": run_ms, "wait_ms": wait_ms},
+                          "source ant1 (8)": {"group": "sources", "cores": 0.1, "run_ms": 100.0, "wait_ms": 100.0}}}
+
+    samples = [one(500.0, 100.0, 1.0), one(1500.0, 100.0, 0.0), one(2500.0, 90.0, 10.0), one(3500.0, 0.0, 0.0)]
+    (tmp_path / "monitor.jsonl").write_text("".join(json.dumps(x) + "\n" for x in samples))
+    fid = judge(tmp_path)
+    wait = next(f for f in fid["figures"] if f["invariant"] == "run-queue delay of real inference")
+    assert wait["value"] == pytest.approx(11 / 301, abs=1e-4)  # 11 ms waiting of 301 ms on or waiting for a CPU
+    assert wait["first_window_s"] == 2.0 and wait["windows_over"] == 1  # 10 % in the window at 2 s
+    assert fid["diagnostics"]["wait_share"]["sources"] == 0.5
+    assert fid["diagnostics"]["outside_cores_mean"] == pytest.approx(0.8)
+
+
 def test_cpu_lists_read_and_write() -> None:
     assert parse_cpus("0-2,5\n") == [0, 1, 2, 5] and parse_cpus("") == []
     assert format_cpus({3, 1}) == "1,3"
@@ -160,3 +180,25 @@ def test_a_run_directory_that_cannot_be_read_is_not_judged(tmp_path: Path) -> No
     fid = judge_run(tmp_path)  # no config.json
     assert fid["verdict"] == "not judged" and "config.json" in fid["error"]
     assert format_fidelity(fid)[0].startswith("fidelity: not judged (FileNotFoundError")
+
+
+def test_a_batch_is_judged_against_its_profile_and_its_frames_input_cost(tmp_path: Path) -> None:
+    from live.verdict import batch_overruns, record_columns
+    from scheduler.profiles import read_profile, resolve_profile_path
+
+    profile = resolve_profile_path(None)
+    rt = read_profile(profile).runtime("mobilenet-ssd", "cpu")
+    plan_ms = rt.latency_ms(1) + rt.input_ms_per_mb * 0.03  # stream 1's frames: 30 kB
+    (tmp_path / "trace.csv").write_text(TRACE)
+    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k, "variant": "mobilenet-ssd-cpu-b1", "cluster": "ant1",
+             "t_infer_start_ms": 100 * k + 5, "t_infer_end_ms": 100 * k + 5 + plan_ms + over}
+            for k, over in enumerate((0.25, 0.5, 3.0))]
+    _records(tmp_path / "records.csv", rows)
+    table = record_columns(tmp_path / "records.csv")
+    config = {"profiles_file": str(profile), "workers": [
+        {"resource": "mobilenet-ssd-cpu-b1@ant1", "model": "mobilenet-ssd", "device": "cpu", "real": False}]}
+    start, over, planned = batch_overruns(table, config, {1: 30000.0}, real=False)
+    assert list(start) == [5.0, 105.0, 205.0] and planned == pytest.approx([plan_ms] * 3)
+    assert over == pytest.approx([0.25, 0.5, 3.0], abs=1e-6)
+    assert batch_overruns(table, config, {1: 30000.0}, real=True)[0].size == 0  # no real worker
+
