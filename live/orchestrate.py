@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
+from live.clock import DilatedClock, time_dilation_record
 from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
 from live.plan import (
@@ -37,7 +38,7 @@ from live.realprofile import (
     time_real_workers,
 )
 from live.report import LiveInterrupted, LiveResult, RunFacts, summarise
-from live.rundir import RunDir, write_t0
+from live.rundir import RunDir, record_t0, write_t0
 from live.spec import RunSpec, write_spec
 from scheduler.core import POLICY_NAMES
 from scheduler.profiles import load_profiles
@@ -58,7 +59,8 @@ class LiveRun:
     """One run in progress: its processes, files and events (`run_live` drives it)."""
 
     def __init__(self, spec: RunSpec, log: Callable[[str], None]) -> None:
-        self.spec = spec
+        self.spec = spec = replace(spec, tdf_anchor_s=round(time.time(), 6))  # the time scale's anchor: now
+        self.clock = DilatedClock(spec.time_scale)
         self.log = log
         self.topo = load_topology(spec.topo)
         self.profiles = load_profiles(spec.profiles)
@@ -102,7 +104,7 @@ class LiveRun:
             raise ValueError(f"--out {self.out}: the folder exists and is not empty")
         self.out.mkdir(parents=True, exist_ok=True)
         self.dir = RunDir(self.out)
-        self.events = Events(self.dir.events, log)
+        self.events = Events(self.dir.events, log, self.clock.now_s)
         self.workers: list[Proc] = []
         self.schedulers: dict[str, Proc] = {}
         self.sources: list[Proc] = []
@@ -185,6 +187,7 @@ class LiveRun:
             workers=[asdict(p) for p in self.workers_plan],
             streams=len(self.trace),
             expected_queries=self.trace.expected_queries(self.duration_s),
+            time_dilation=time_dilation_record(self.clock.scale),
             argv=sys.argv,
             versions=package_versions(),
         )
@@ -236,10 +239,12 @@ class LiveRun:
         wait_ready(self.sources)
 
     def set_t0(self) -> None:
-        """Fixes the run's start shortly ahead, once everyone is ready, and tells them (the t0 file)."""
-        self.t0_s = time.time() + self.spec.lead_s
+        """Fixes the run's start shortly ahead, once everyone is ready, and tells them (the t0 file, on the run
+        clock); config.json and pcap/time.json (beside the captures, whose times are real) record it."""
+        self.t0_s = self.clock.now_s() + self.spec.lead_s
         self.events.t0_s = self.t0_s
         write_t0(self.dir.t0, self.t0_s)
+        record_t0(self.dir, time_dilation_record(self.clock.scale, self.t0_s))
 
     def check_links(self, net: EmulatedNetwork) -> None:
         """Measures every link before the traffic; warns (log, events, summary.json) about links out of
@@ -271,29 +276,31 @@ class LiveRun:
     # -- during the run ------------------------------------------------------------------------------
 
     def wait_sources(self, net: EmulatedNetwork, merger: RecordMerger) -> None:
-        """Runs until every source has exited: merges records, samples ports, applies faults."""
+        """Runs until every source has exited: merges records, samples ports every virtual second, applies
+        faults at their virtual times; gives up 30 real seconds after the drain should have ended."""
         faults = fault_schedule(self.spec, self.network_events)
-        give_up = self.t0_s + self.duration_s + self.spec.timeout_s + 30.0
+        scale = self.clock.scale
+        give_up = scale.real_s(self.t0_s + self.duration_s + self.spec.timeout_s) + 30.0
         next_sample = 0.0
         with self.dir.port_stats.open("w") as ports:
             while any(s.running() for s in self.sources):
-                now = time.time()
+                real, now = time.time(), self.clock.now_s()
                 while faults and now >= self.t0_s + faults[0].at_s:
                     self.apply_fault(net, faults.pop(0))
-                if now >= next_sample:
-                    next_sample = now + 1.0
+                if real >= next_sample:
+                    next_sample = real + scale.real_duration(1.0)
                     sample = {"t_ms": round((now - self.t0_s) * 1000.0, 1),
                               "ports": [asdict(p) for p in net.port_stats()]}
                     ports.write(json.dumps(sample) + "\n")
                     ports.flush()
                 merger.poll()  # records.csv trails the sources' own logs by at most ~0.6 s
-                if now > give_up:
-                    self.events("sources-overran", limit_s=round(give_up - self.t0_s, 1))
+                if real > give_up:
+                    self.events("sources-overran", limit_s=round(scale.virtual_s(give_up) - self.t0_s, 1))
                     for s in self.sources:
                         s.stop()
                     break
                 # wake at the next fault's time (faults and network events land within a few ms of it)
-                due_s = self.t0_s + faults[0].at_s - time.time() if faults else 0.1
+                due_s = self.clock.real_until_s(self.t0_s + faults[0].at_s) if faults else 0.1
                 time.sleep(min(0.1, max(0.0, due_s)))
         for s in self.sources:
             code = s.stop()
@@ -423,6 +430,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
         log(run.real_note)
     parts = [run.dir.source_records(a) for a in run.system.antennas]
     merger: RecordMerger | None = None
+    # TODO(lead, merge with d2-net): EmulatedNetwork(..., tdf=spec.tdf), links dilated (delays x K, rates / K)
     net = EmulatedNetwork(run.topo, shaping=spec.shaping, switch=spec.switch, controller=spec.controller,
                           run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log)
     interrupted = False

@@ -169,6 +169,8 @@ def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, spec: RunSpec) ->
         argv += ["--cpus", str(real_worker_cpu()), "--threads", str(REAL_THREADS_PER_REPLICA)]
     else:
         argv += ["--profile-driven", profiles_path]
+    if spec.tdf != 1.0:  # the run's time scale: the worker's times are virtual, its delays x K
+        argv += ["--tdf", repr(spec.tdf), "--tdf-anchor-s", repr(spec.tdf_anchor_s)]
     return argv
 
 
