@@ -8,8 +8,8 @@ import asyncio
 import time
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from slow_worker import slow_worker
 from worker_profile import write_worker_profile
 
 import workers.engine as engine
@@ -116,18 +116,8 @@ def test_a_worker_slower_than_the_timeout_in_real_time_answers_within_it_in_virt
     frame is answered; at K = 1 it fails as timeout."""
     _, _, system = tiny_system
 
-    async def frames(request: web.Request) -> web.Response:
-        await request.read()
-        await asyncio.sleep(0.6)
-        return web.json_response({"t_arrival_ms": 1000.0})
-
-    async def load(request: web.Request) -> web.Response:
-        return web.json_response({"queries_in_per_s": 1.0})
-
     async def scenario(k: float) -> dict:
-        worker = web.Application()
-        worker.add_routes([web.post("/v2/models/{name}/frames", frames), web.get("/v2/load", load)])
-        async with TestServer(worker) as ws:
+        async with TestServer(slow_worker(0.6)) as ws:
             url = f"http://127.0.0.1:{ws.port}"
             live = AntennaScheduler(system, "ant1", {system.resources[0].name: (url, "m")}, static_policy(LI), LI,
                                     seed=0, t0_s=0.0, log=lambda _: None, clock=DilatedClock(TimeScale(k, time.time())))
@@ -177,6 +167,24 @@ def test_a_real_batch_is_padded_to_k_times_its_measured_time(sleeps) -> None:
     assert sleeps == [pytest.approx(0.030)]
     assert out.t_infer_start_ms == (A + 2.0) * 1000.0 and out.t_infer_end_ms == (A + 2.0) * 1000.0 + 10.0
     assert (out.input_ms, out.compute_ms, out.batch_size) == (3.0, 7.0, 1)
+
+
+def test_a_real_onnx_replica_stays_busy_k_times_its_batch(sleeps, astronaut_jpeg) -> None:
+    """tiny-yolov2 in ONNX Runtime at K = 4: the replica asks to sleep 3 x the batch's measured time after it,
+    and the outcome starts at a virtual time and lasts what the batch measured."""
+    from workers.engine import OnnxProcessor
+    from workers.modelconfig import load_model
+
+    scale = TimeScale(4.0, time.time() - 1000.0)
+    replica = OnnxProcessor(load_model("tiny-yolov2"), "cpu", 1, scale)
+    try:
+        [out] = asyncio.run(replica.run([Query("s", "1", astronaut_jpeg, None, 0.0, 0)]))
+    finally:
+        replica.close()
+    measured_s = (out.t_infer_end_ms - out.t_infer_start_ms) / 1000.0
+    assert out.error is None and measured_s >= (out.input_ms + out.compute_ms) / 1000.0
+    assert len(sleeps) == 1 and sleeps[0] >= 3 * measured_s * 0.99  # the pad spans the thread hand-off too
+    assert abs(out.t_infer_start_ms / 1000.0 - scale.virtual_s(time.time())) < 5.0
 
 
 def test_a_dilated_worker_batches_over_k_times_w_and_reports_virtual_times(tmp_path, sleeps, astronaut_jpeg) -> None:
