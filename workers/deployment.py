@@ -73,7 +73,8 @@ class Deployment:
                 "queue_limit": self.queue_limit, "device": self.device, "threads": self.threads,
                 "cpus": list(self.cpus) if self.cpus else None, "max_body_bytes": self.max_body_bytes,
                 "mode": "profile-driven" if self.profile else "onnxruntime",
-                "profile_source": self.profile.source if self.profile else None}
+                "profile_source": self.profile.source if self.profile else None,
+                "time_dilation": {"factor": self.time_scale.factor, "anchor_epoch_s": self.time_scale.anchor_s}}
 
 
 def _config_from_profile(name: str, path: Path) -> ModelConfig:
