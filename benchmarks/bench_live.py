@@ -249,7 +249,9 @@ def results_page(overhead: dict | None, rows: list[dict], duration_s: float) -> 
                  "| " + " | ".join(overhead) + " |", "|" + "---|" * len(overhead),
                  "| " + " | ".join(str(v) for v in overhead.values()) + " |", ""]
     if rows:
-        body += [f"## Load on full-edge ({duration_s:g} s per rate, profile-driven workers, load-balancing)", "",
+        k = rows[0].get("tdf", 1.0)
+        dilation = f", time dilation K = {k:g}: virtual rates and seconds" if k != 1.0 else ""
+        body += [f"## Load on full-edge ({duration_s:g} s per rate, profile-driven workers, load-balancing{dilation})", "",
                  *load_table(rows)]
     return "\n".join(body)
 

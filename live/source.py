@@ -141,7 +141,7 @@ class Source:
         self.in_flight: set[asyncio.Task] = set()
         self.frames_sent = 0
         self.lag_ms: list[float] = []
-        """How late each frame left against its schedule (the source fell behind: the testbed overloaded)."""
+        """How late each frame left against its schedule, virtual ms (the source fell behind: the testbed overloaded)."""
         self.stopping = asyncio.Event()
 
     def now_ms(self) -> float:
