@@ -43,6 +43,23 @@ def test_netem_at_k10_holds_frames_ten_times_the_delay_and_jitter() -> None:
     assert lossy[lossy.index("delay"):] == ["delay", "12ms", "loss", "2%"]  # loss is a share, not a time
 
 
+def test_an_interface_of_a_dilated_network_is_shaped_with_the_dilated_lines(tmp_path: Path, monkeypatch) -> None:
+    from testbed import sh
+    from testbed.context import BuildContext
+    from testbed.links import ShapedIntf
+    from testbed.record import CreationRecord
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(sh, "run", lambda argv, **_kw: ran.append(list(argv)))
+    host = types.SimpleNamespace(name="sources-ant1", netns=None, inNamespace=False,
+                                 addIntf=lambda intf, port=None: None)
+    ctx = BuildContext(record=CreationRecord(tmp_path), run_dir=tmp_path, mtu=9000, backend="netem",
+                       wire_netns="w", seed=0, spawn=None, tdf=25)  # type: ignore[arg-type]
+    ShapedIntf("eth0", node=host, port=0, ctx=ctx, shape=RADIO)
+    assert ran[-2][ran[-2].index("rate"):] == ["rate", "16000000bit", "burst", "50000", "latency", "1250ms"]
+    assert ran[-1][ran[-1].index("delay"):] == ["delay", "100ms", "25ms", "distribution", "normal"]
+
+
 def test_the_qdisc_check_expects_the_dilated_shape() -> None:
     tbf = {"kind": "tbf", "root": True, "options": {"rate": 16e6 / 8}}  # tc -j: bytes per second
     netem = {"kind": "netem", "options": {"delay": {"delay": 0.1, "jitter": 0.025}}}  # seconds
