@@ -430,9 +430,8 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
         log(run.real_note)
     parts = [run.dir.source_records(a) for a in run.system.antennas]
     merger: RecordMerger | None = None
-    # TODO(lead, merge with d2-net): EmulatedNetwork(..., tdf=spec.tdf), links dilated (delays x K, rates / K)
     net = EmulatedNetwork(run.topo, shaping=spec.shaping, switch=spec.switch, controller=spec.controller,
-                          run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log)
+                          run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log, tdf=spec.tdf)
     interrupted = False
     try:
         with net:
