@@ -43,7 +43,7 @@ COMMANDS = {
     "run": "live.cli",
     "simulate": "simulator.cli", "trace": "simulator.cli",
     "worker": "workers.cli", "models": "workers.cli", "profile": "workers.cli",
-    "net": "testbed.cli", "clean": "testbed.cli",
+    "net": "testbed.cli", "clean": "testbed.cli", "pcap-virtual": "testbed.pcaptime",
     "train": "training.cli", "evaluate": "training.cli",
     "compare": "live.compare",
 }

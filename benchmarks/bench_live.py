@@ -3,7 +3,8 @@ antenna it sustains before the success ratio drops because of the testbed itself
 and the scheduler's overhead per query on the live path (p50, p99). Needs root.
 
     .venv/bin/python benchmarks/bench_live.py [--rates 25,50,100,200] [--duration 20] [--mtu 9000,1500]
-                                              [--overhead-frames 1000] [--only-overhead] [--results-page]
+                                              [--overhead-frames 1000] [--only-overhead] [--tdf K]
+                                              [--results-page]
 
 Prints its tables; with --results-page also writes them to docs/results/live-load.md (analysis.resultspage).
 
@@ -30,6 +31,7 @@ from live.report import LiveResult  # noqa: E402
 from live.rundir import RunDir, write_t0  # noqa: E402
 from live.spec import RunSpec, write_spec  # noqa: E402
 from topologies import load_topology  # noqa: E402
+from workers.deployment import parse_tdf  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STREAM_FPS = 25
@@ -54,8 +56,9 @@ def write_trace(path: Path, antennas: tuple[str, ...], per_antenna_qps: int, dur
     path.write_text("\n".join(lines) + "\n")
 
 
-def one_rate(rate: int, duration_s: float, mtu: int, base: Path) -> dict:
-    """Returns the figures of one run at `rate` queries/s per antenna."""
+def one_rate(rate: int, duration_s: float, mtu: int, base: Path, tdf: float = 1.0) -> dict:
+    """Returns the figures of one run at `rate` queries/s per antenna (virtual queries/s at --tdf K: the run
+    lasts K times longer in real time)."""
     antennas = tuple(a.name for a in load_topology("full-edge").antennas)
     trace = base / f"trace-{rate}-{mtu}.csv"
     write_trace(trace, antennas, rate, duration_s)
@@ -69,6 +72,7 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path) -> dict:
         pcap="none",
         measure_links=False,
         mtu=mtu,
+        tdf=tdf,
     )
     t = time.monotonic()
     result: LiveResult = run_live(config, log=lambda _: None)
@@ -95,7 +99,8 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path) -> dict:
         "scheduler_overhead_p50_us": round(sum(o["p50"] * o["n"] for o in overhead) / n, 1) if n else None,
         "scheduler_overhead_p99_us": round(max(o["p99"] for o in overhead), 1) if n else None,
         "cpu_s": cpu,
-        "cpu_cores": round(sum(cpu.values()) / (duration_s + 5), 2),
+        "tdf": tdf,
+        "cpu_cores": round(sum(cpu.values()) / ((duration_s + 5) * tdf), 2),  # CPU s per real s
         "wall_s": round(wall, 1),
         "run_dir": str(result.out),
     }
@@ -244,7 +249,9 @@ def results_page(overhead: dict | None, rows: list[dict], duration_s: float) -> 
                  "| " + " | ".join(overhead) + " |", "|" + "---|" * len(overhead),
                  "| " + " | ".join(str(v) for v in overhead.values()) + " |", ""]
     if rows:
-        body += [f"## Load on full-edge ({duration_s:g} s per rate, profile-driven workers, load-balancing)", "",
+        k = rows[0].get("tdf", 1.0)
+        dilation = f", time dilation K = {k:g}: virtual rates and seconds" if k != 1.0 else ""
+        body += [f"## Load on full-edge ({duration_s:g} s per rate, profile-driven workers, load-balancing{dilation})", "",
                  *load_table(rows)]
     return "\n".join(body)
 
@@ -259,6 +266,9 @@ def main() -> int:
         "--overhead-frames", type=int, default=1000, help="frames of the loopback overhead test (0: skip)"
     )
     ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
+    ap.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
+                    help="time dilation factor of the load runs: rates and durations are virtual, each run lasts "
+                         "K times longer in real time (default 1)")
     add_results_page_argument(ap, "live-load")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-live-"))
@@ -273,7 +283,7 @@ def main() -> int:
     if not args.only_overhead:
         for mtu in (int(x) for x in args.mtu.split(",")):
             for rate in (int(x) for x in args.rates.split(",")):
-                row = one_rate(rate, args.duration, mtu, base)
+                row = one_rate(rate, args.duration, mtu, base, args.tdf)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k not in ("reasons", "run_dir")}), flush=True)
         print()

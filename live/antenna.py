@@ -2,7 +2,8 @@
 workers up and down, streams rejected at binding, decision windows and their measurement, statistics.
 
 No HTTP and no sleeping: the service (live/scheduler.py) calls it, and it reads time only from its `Clock`,
-so a test drives it with a `ManualClock`. The window measurement is the simulator's `WindowMeasurement`.
+so a test drives it with a `ManualClock`, and under time dilation every time and span below is virtual. The
+window measurement is the simulator's `WindowMeasurement`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,22 @@
-"""Time for the live services, read in one place: the run clock (`Clock`: the real one, or a manual one that
-tests and virtual time move by hand) and the `Stopwatch` that measures what a piece of work cost (always
-real: a decision's cost is CPU and wall time spent, not run time).
+"""Time for the live services, read in one place: the run clock (`Clock`: the real one, the dilated one of a
+run slowed down K times, or a manual one that tests move by hand) and the `Stopwatch` that measures what a
+piece of work cost (always real: a decision's cost is CPU and wall time spent, not run time).
+
+Under time dilation (topologies/timescale.py) the run clock reads virtual time: `now_s` is the virtual epoch,
+`monotonic_s` advances one second per virtual second, and sleeps last K times their virtual length in real time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+from topologies.timescale import TimeScale
+
+KEEPALIVE_S = 15.0
+"""Seconds an idle HTTP client connection is kept open (aiohttp's default), on the run clock: x K in real time."""
 
 
 class Clock(Protocol):
@@ -25,18 +34,46 @@ class Clock(Protocol):
         """Returns once `now_s()` has reached `now_s`."""
         ...
 
+    async def sleep(self, seconds: float) -> None:
+        """Returns once `seconds` of the clock's time have passed."""
+        ...
 
-class RealClock:
-    """The machine's clocks."""
+
+class DilatedClock:
+    """The machine's clocks seen through a run's time scale: virtual epoch seconds, a monotonic time that runs
+    K times slower than the machine's, sleeps K times longer in real time. The real-time functions are
+    injectable (tests)."""
+
+    def __init__(self, scale: TimeScale, real_time: Callable[[], float] = time.time,
+                 real_monotonic: Callable[[], float] = time.monotonic,
+                 real_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.scale = scale
+        self._time = real_time
+        self._monotonic = real_monotonic
+        self._sleep = real_sleep
 
     def now_s(self) -> float:
-        return time.time()
+        return self.scale.virtual_s(self._time())
 
     def monotonic_s(self) -> float:
-        return time.monotonic()
+        return self.scale.virtual_duration(self._monotonic())
+
+    def real_until_s(self, now_s: float) -> float:
+        """Returns the real seconds from now until the clock reads `now_s` (negative once past)."""
+        return self.scale.real_s(now_s) - self._time()
 
     async def sleep_until(self, now_s: float) -> None:
-        await asyncio.sleep(max(0.0, now_s - time.time()))
+        await self._sleep(max(0.0, self.real_until_s(now_s)))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._sleep(self.scale.real_duration(seconds))
+
+
+class RealClock(DilatedClock):
+    """The machine's clocks (time dilation factor 1: virtual time is real time)."""
+
+    def __init__(self) -> None:
+        super().__init__(TimeScale())
 
 
 class ManualClock:
@@ -62,8 +99,20 @@ class ManualClock:
             self.advance(now_s - self._now_s)
         await asyncio.sleep(0)  # lets the other tasks run, as a real sleep would
 
+    async def sleep(self, seconds: float) -> None:
+        await self.sleep_until(self._now_s + seconds)
+
 
 REAL_CLOCK = RealClock()
+
+
+def time_dilation_record(scale: TimeScale, t0_virtual_s: float | None = None) -> dict:
+    """Returns what a run records of its time scale (config.json, pcap/time.json): K and the anchor, and with
+    t0 the run's start both as its virtual epoch (the t0 file, records' origin) and as the real one."""
+    out: dict = {"factor": scale.factor, "anchor_epoch_s": scale.anchor_s}
+    if t0_virtual_s is not None:
+        out.update(t0_virtual_epoch_s=t0_virtual_s, t0_real_epoch_s=scale.real_s(t0_virtual_s))
+    return out
 
 
 class Stopwatch:

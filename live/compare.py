@@ -29,6 +29,7 @@ from simulator.run import simulate_policy
 from topologies import load_topology
 from topologies.calibrate import calibrated_topology, read_link_figures
 from topologies.events import load_events
+from workers.deployment import parse_tdf
 from workload.args import add_workload_arguments, workload_from_args
 from workload.trace import read_trace, write_trace
 
@@ -64,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs")
     p.add_argument("--controller", choices=("osken", "none"), default="osken")
     p.add_argument("--pcap", default="none", help="hosts to capture on the testbed side (default none)")
+    p.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
+                   help="time dilation factor of the testbed side: it runs K times slower in real time and is "
+                        "compared in virtual time (docs/live-run.md#time-dilation; default 1)")
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder (default runs/compare)")
     add_results_page_argument(p, "fidelity")
     p.set_defaults(func=cmd_compare)
@@ -124,7 +128,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base = RunSpec(topo=args.topo, trace=trace_path, duration_s=duration_s, seed=workload.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
                       controller=args.controller, profile_real_workers=False,  # both sides: one profile file
-                      events=args.events)
+                      events=args.events, tdf=args.tdf)
     if events is not None:
         label += f"; network events {args.events} ({len(events.events)})"
     sim_config = SimConfig(window_s=base.window_s, duration_s=duration_s, capacity_headroom=base.capacity_headroom,

@@ -62,14 +62,16 @@ class RecordMerger:
 class Events:
     """The run's event log (events.jsonl): what the orchestrator did and saw, with times since t0."""
 
-    def __init__(self, path: Path, log: Callable[[str], None]) -> None:
+    def __init__(self, path: Path, log: Callable[[str], None], now_s: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.now_s = now_s
+        """The run clock's epoch seconds (virtual under time dilation, as t0)."""
         self.t0_s: float | None = None
         self.log = log
         self.entries: list[dict] = []
 
     def __call__(self, kind: str, **what: object) -> None:
-        t_ms = (time.time() - self.t0_s) * 1000.0 if self.t0_s else None
+        t_ms = (self.now_s() - self.t0_s) * 1000.0 if self.t0_s else None
         entry = {"t_ms": None if t_ms is None else round(t_ms, 1), "event": kind, **what}
         self.entries.append(entry)
         with self.path.open("a") as f:

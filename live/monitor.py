@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,6 +96,12 @@ class Monitor:
         self.lost = LostRun(run_dir / "records.csv", trace)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fidelity-monitor", daemon=True)
+
+    @classmethod
+    def of(cls, run: Any, net: Any) -> Monitor:
+        """Returns the monitor of a live run (live.orchestrate.LiveRun) on its network, from t0 on."""
+        pressure = run.cores.pressure_group if run.cores is not None else None
+        return cls(run.out, run.spec, run.t0_s, pressure, lambda: run.processes(net), run.trace)
 
     def __enter__(self) -> Monitor:
         self._thread.start()

@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
+from live.clock import DilatedClock, time_dilation_record
 from live.cores import RunCores
 from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
@@ -39,7 +40,7 @@ from live.realprofile import (
     time_real_workers,
 )
 from live.report import LiveInterrupted, LiveResult, RunFacts, summarise
-from live.rundir import RunDir, write_t0
+from live.rundir import RunDir, record_t0, write_t0
 from live.spec import RunSpec, write_spec
 from scheduler.core import POLICY_NAMES
 from scheduler.profiles import load_profiles
@@ -60,7 +61,8 @@ class LiveRun:
     """One run in progress: its processes, files and events (`run_live` drives it)."""
 
     def __init__(self, spec: RunSpec, log: Callable[[str], None]) -> None:
-        self.spec = spec
+        self.spec = spec = replace(spec, tdf_anchor_s=round(time.time(), 6))  # the time scale's anchor: now
+        self.clock = DilatedClock(spec.time_scale)
         self.log = log
         self.topo = load_topology(spec.topo)
         self.profiles = load_profiles(spec.profiles)
@@ -104,7 +106,7 @@ class LiveRun:
             raise ValueError(f"--out {self.out}: the folder exists and is not empty")
         self.out.mkdir(parents=True, exist_ok=True)
         self.dir = RunDir(self.out)
-        self.events = Events(self.dir.events, log)
+        self.events = Events(self.dir.events, log, self.clock.now_s)
         self.workers: list[Proc] = []
         self.schedulers: dict[str, Proc] = {}
         self.sources: list[Proc] = []
@@ -189,6 +191,7 @@ class LiveRun:
             workers=[asdict(p) for p in self.workers_plan],
             streams=len(self.trace),
             expected_queries=self.trace.expected_queries(self.duration_s),
+            time_dilation=time_dilation_record(self.clock.scale),
             argv=sys.argv,
             versions=package_versions(),
         )
@@ -242,10 +245,12 @@ class LiveRun:
         wait_ready(self.sources)
 
     def set_t0(self) -> None:
-        """Fixes the run's start shortly ahead, once everyone is ready, and tells them (the t0 file)."""
-        self.t0_s = time.time() + self.spec.lead_s
+        """Fixes the run's start shortly ahead, once everyone is ready, and tells them (the t0 file, on the run
+        clock); config.json and pcap/time.json (beside the captures, whose times are real) record it."""
+        self.t0_s = self.clock.now_s() + self.spec.lead_s
         self.events.t0_s = self.t0_s
         write_t0(self.dir.t0, self.t0_s)
+        record_t0(self.dir, time_dilation_record(self.clock.scale, self.t0_s))
 
     def check_links(self, net: EmulatedNetwork) -> None:
         """Measures every link before the traffic; warns (log, events, summary.json) about links out of
@@ -277,17 +282,19 @@ class LiveRun:
     # -- during the run ------------------------------------------------------------------------------
 
     def wait_sources(self, net: EmulatedNetwork, merger: RecordMerger) -> None:
-        """Runs until every source has exited: merges records, samples ports, applies faults."""
+        """Runs until every source has exited: merges records, samples ports every virtual second, applies
+        faults at their virtual times; gives up 30 real seconds after the drain should have ended."""
         faults = fault_schedule(self.spec, self.network_events)
-        give_up = self.t0_s + self.duration_s + self.spec.timeout_s + 30.0
+        scale = self.clock.scale
+        give_up = scale.real_s(self.t0_s + self.duration_s + self.spec.timeout_s) + 30.0
         next_sample = 0.0
         with self.dir.port_stats.open("w") as ports:
             while any(s.running() for s in self.sources):
-                now = time.time()
+                real, now = time.time(), self.clock.now_s()
                 while faults and now >= self.t0_s + faults[0].at_s:
                     self.apply_fault(net, faults.pop(0))
-                if now >= next_sample:
-                    next_sample = now + 1.0
+                if real >= next_sample:
+                    next_sample = real + scale.real_duration(1.0)
                     sample = {"t_ms": round((now - self.t0_s) * 1000.0, 1),
                               "ports": [asdict(p) for p in net.port_stats()]}
                     ports.write(json.dumps(sample) + "\n")
@@ -298,13 +305,13 @@ class LiveRun:
                     self.events("stopped-early", **lost)
                     stop_groups([self.sources])
                     break
-                if now > give_up:
-                    self.events("sources-overran", limit_s=round(give_up - self.t0_s, 1))
+                if real > give_up:
+                    self.events("sources-overran", limit_s=round(scale.virtual_s(give_up) - self.t0_s, 1))
                     for s in self.sources:
                         s.stop()
                     break
                 # wake at the next fault's time (faults and network events land within a few ms of it)
-                due_s = self.t0_s + faults[0].at_s - time.time() if faults else 0.1
+                due_s = self.clock.real_until_s(self.t0_s + faults[0].at_s) if faults else 0.1
                 time.sleep(min(0.1, max(0.0, due_s)))
         for s in self.sources:
             code = s.stop()
@@ -338,10 +345,6 @@ class LiveRun:
         """Returns (group, name, pid) of every process that serves the run."""
         groups = {"workers": self.workers, "schedulers": list(self.schedulers.values()), "sources": self.sources}
         return run_processes(groups, getattr(net, "_helpers", []))  # the network's own helpers: wires, controller
-
-    def cpu_snapshot(self, net: EmulatedNetwork) -> dict[str, tuple[str, float]]:
-        """Returns {process label: (group, CPU seconds so far)} for every process that serves the run."""
-        return cpu_snapshot(self.processes(net))
 
     def facts(self) -> RunFacts:
         """Returns what the report needs of this run besides its files."""
@@ -420,8 +423,7 @@ def package_versions() -> dict[str, str]:
 
 
 def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
-    """Runs the testbed live once and returns its result; every file lands in the run dir. One at a time on a
-    machine (LiveRunBusy, a ValueError, names the run under way)."""
+    """Runs the testbed live once (one at a time: LiveRunBusy) and returns its result; files land in the run dir."""
     t_start = time.monotonic()
     run = LiveRun(spec, log)
     with RunCores(run.out, log) as run.cores:
@@ -447,7 +449,7 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
     merger: RecordMerger | None = None
     run.cores.confine()  # everything forked from here on stays off the core of real inference
     net = EmulatedNetwork(run.topo, shaping=spec.shaping, switch=spec.switch, controller=spec.controller,
-                          run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log)
+                          run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log, tdf=spec.tdf)
     interrupted = False
     try:
         with net:
@@ -469,12 +471,11 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
                     workers=len(run.workers),
                     schedulers=len(run.schedulers),
                 )
-                cpu_before, t_traffic = run.cpu_snapshot(net), time.monotonic()
-                with Monitor(run.out, run.spec, run.t0_s, run.cores.pressure_group, lambda: run.processes(net),
-                             run.trace) as run.monitor:
+                cpu_before, t_traffic = cpu_snapshot(run.processes(net)), time.monotonic()
+                with Monitor.of(run, net) as run.monitor:
                     run.wait_sources(net, merger)
                 run.cpu_groups = write_cpu(
-                    run.dir.cpu, cpu_before, run.cpu_snapshot(net), time.monotonic() - t_traffic
+                    run.dir.cpu, cpu_before, cpu_snapshot(run.processes(net)), time.monotonic() - t_traffic
                 )
                 run.events("sources-done", cpu_s=run.cpu_groups)
                 run.open_cli(net)

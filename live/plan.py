@@ -167,10 +167,13 @@ def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, spec: RunSpec, pi
     argv = [sys.executable, "-m", "workers.serve", "--model", plan.model, "--host", ip, "--port", str(plan.port),
             "--batch", str(plan.batch), "--instances", str(plan.replicas), "--device", plan.device,
             "--max-batch-delay-ms", str(spec.max_batch_delay_ms), "--queue-limit", str(plan.queue_limit)]
-    if not plan.real:
-        return argv + ["--profile-driven", profiles_path]
-    argv += ["--threads", str(REAL_THREADS_PER_REPLICA)]  # one core for real inference: the emulation keeps the rest
-    return argv + ["--cpus", str(real_worker_cpu())] if pinned else argv
+    if plan.real:  # one core for real inference: the emulation keeps the rest
+        argv += ["--threads", str(REAL_THREADS_PER_REPLICA)] + (["--cpus", str(real_worker_cpu())] if pinned else [])
+    else:
+        argv += ["--profile-driven", profiles_path]
+    if spec.tdf != 1.0:  # the run's time scale: the worker's times are virtual, its delays x K
+        argv += ["--tdf", repr(spec.tdf), "--tdf-anchor-s", repr(spec.tdf_anchor_s)]
+    return argv
 
 
 def format_worker_table(plans: list[WorkerPlan]) -> str:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,17 @@ def write_t0(path: Path, t0_s: float) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(f"{t0_s:.6f}\n")
     tmp.replace(path)
+
+
+def record_t0(run: RunDir, time_record: dict) -> None:
+    """Records the run's time scale and t0 (live.clock.time_dilation_record) in config.json, and in
+    pcap/time.json beside the captures when there are any (their timestamps are real)."""
+    cfg = json.loads(run.config.read_text())
+    cfg.update(time_dilation=time_record, t0_virtual_epoch_s=time_record["t0_virtual_epoch_s"],
+               t0_real_epoch_s=time_record["t0_real_epoch_s"])
+    run.config.write_text(json.dumps(cfg, indent=1) + "\n")
+    if run.pcap.is_dir():
+        (run.pcap / "time.json").write_text(json.dumps(time_record, indent=1) + "\n")
 
 
 async def wait_t0(path: Path, timeout_s: float = 600.0, stop: asyncio.Event | None = None) -> float | None:

@@ -5,6 +5,9 @@ windows, and `python -m live.scheduler --spec RUN_DIR/spec.json --antenna NAME [
 Runs inside the antenna's scheduler host, listening only on that host's emulated address. The state it
 serves (bindings, load, windows) is `live.antenna.AntennaScheduler`; the policy of each decision window
 comes from a `PolicyChooser`: a static policy, or an ASET agent handed each window's measurement.
+
+Time is the state's clock's: under time dilation the polls, windows and every timeout run K times slower in
+real time, and the times it answers are virtual.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from live.antenna import AntennaScheduler, PolicyChooser, static_policy
-from live.clock import Stopwatch
+from live.clock import KEEPALIVE_S, DilatedClock, Stopwatch
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
 from live.spec import DEFAULT_POLICY, read_spec
 from live.windowlog import WindowsLog
@@ -54,13 +57,15 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
                windows: WindowsLog | None = None, relay_timeout_s: float = 5.0) -> web.Application:
     """Returns the scheduler's application: stream open/close, frame relay, status; its decision windows
     logged to `windows`. A frame whose worker has not answered within `relay_timeout_s` (the run's query
-    timeout, `--timeout`) fails as `timeout`; its worker is slow, not down."""
+    timeout, `--timeout`; on the state's clock, so x K in real time under time dilation) fails as `timeout`;
+    its worker is slow, not down."""
     app = web.Application(client_max_size=16 * 2**20)
     app[LIVE] = live
-    app[CLIENT] = client = Client(aiohttp.ClientTimeout(total=relay_timeout_s))
+    app[CLIENT] = client = Client(aiohttp.ClientTimeout(total=_real_s(live, relay_timeout_s)))
 
     async def background(app: web.Application):
-        client.session = session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=_real_s(live, KEEPALIVE_S))
+        client.session = session = aiohttp.ClientSession(connector=connector)
         tasks = [asyncio.create_task(poll_loads(live, session, poll_interval_s)),
                  asyncio.create_task(window_loop(live, windows))]
         yield
@@ -81,9 +86,16 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
     return app
 
 
+def _real_s(live: AntennaScheduler, seconds: float) -> float:
+    """Returns how long `seconds` of the state's clock last in real time (x K on a dilated clock)."""
+    clock = live.clock
+    return clock.scale.real_duration(seconds) if isinstance(clock, DilatedClock) else seconds
+
+
 async def poll_loads(live: AntennaScheduler, session: aiohttp.ClientSession, interval_s: float) -> None:
-    """Polls every worker's GET /v2/load every `interval_s` and hands the reports (or failures) to the state."""
-    timeout = aiohttp.ClientTimeout(total=max(0.5, 2 * interval_s))
+    """Polls every worker's GET /v2/load every `interval_s` (the state's clock) and hands the reports (or
+    failures) to the state."""
+    timeout = aiohttp.ClientTimeout(total=_real_s(live, max(0.5, 2 * interval_s)))
     window = f"{min(10.0, max(0.1, interval_s)):g}"  # the report's rate over the poll period
     live.poll_interval_s = interval_s
 
@@ -100,7 +112,7 @@ async def poll_loads(live: AntennaScheduler, session: aiohttp.ClientSession, int
     while True:
         await asyncio.gather(*(one(j, w.url) for j, w in enumerate(live.workers) if w is not None))
         live.release_idle()
-        await asyncio.sleep(interval_s)
+        await live.clock.sleep(interval_s)
 
 
 async def window_loop(live: AntennaScheduler, windows: WindowsLog | None = None) -> None:
@@ -309,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             capacity_headroom=spec.capacity_headroom,
             window_s=choice.window_s,
             log=lambda line: print(line, flush=True),
+            clock=DilatedClock(spec.time_scale),
         )
         windows = WindowsLog(run.windows_log(args.antenna, args.restart), choice.controller)
         if spec.events is not None:

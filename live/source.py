@@ -3,6 +3,7 @@ size, at each stream's frame rate, to the antenna's scheduler, and logs one reco
 
 Runs inside the antenna's sources host (`python -m live.source --spec RUN_DIR/spec.json --antenna NAME`),
 one asyncio loop and one aiohttp session per process. Query k of a stream is sent at start_s + k/fps (times since the run's t0).
+Times are the run clock's: virtual under time dilation (the frames leave K times further apart in real time).
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import aiohttp
 import numpy as np
 
 from analysis.records import RecordWriter
+from live.clock import KEEPALIVE_S, REAL_CLOCK, DilatedClock
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
 from live.spec import read_spec
 from workers.lifecycle import announce_ready, stop_on_signals
 from workload.trace import Trace, read_trace
 
 FLUSH_S = 0.5
-"""Records are written (and flushed) at least this often."""
+"""Records are written (and flushed) at least this often (real seconds)."""
 STOP_CHECK_S = 0.25
-"""A stream waiting for its next query notices a stop request within this time."""
+"""A stream waiting for its next query notices a stop request within this time (real seconds)."""
+
 _COM_MAX = 65535 - 2
 
 
@@ -123,27 +126,30 @@ class Source:
         records: Records,
         timeout_s: float,
         corrupt_every: int = 0,
+        clock: DilatedClock = REAL_CLOCK,
     ) -> None:
         self.trace = trace
         self.url = scheduler_url.rstrip("/")
         self.t0_s = t0_s
         self.duration_s = duration_s
         self.records = records
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.clock = clock
+        self.timeout = aiohttp.ClientTimeout(total=clock.scale.real_duration(timeout_s))
         self.corrupt_every = corrupt_every
         self.sizer = JpegSizer()
         self.session: aiohttp.ClientSession | None = None
         self.in_flight: set[asyncio.Task] = set()
         self.frames_sent = 0
         self.lag_ms: list[float] = []
-        """How late each frame left against its schedule (the source fell behind: the testbed overloaded)."""
+        """How late each frame left against its schedule, virtual ms (the source fell behind: the testbed overloaded)."""
         self.stopping = asyncio.Event()
 
     def now_ms(self) -> float:
-        return (time.time() - self.t0_s) * 1000.0
+        return (self.clock.now_s() - self.t0_s) * 1000.0
 
     async def run(self) -> None:
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=self.timeout)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self.clock.scale.real_duration(KEEPALIVE_S))
+        self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
         flusher = asyncio.create_task(self._flush_loop())
         try:
             await asyncio.gather(*(self._stream(i) for i in range(len(self.trace))))
@@ -163,7 +169,7 @@ class Source:
         """Sleeps until t_s after t0, or until the source is told to stop."""
         # plain sleeps in short slices: cheaper per query than waiting on the stop event with a timeout
         while not self.stopping.is_set():
-            delay = self.t0_s + t_s - time.time()
+            delay = self.clock.real_until_s(self.t0_s + t_s)
             if delay <= 0:
                 return
             await asyncio.sleep(min(delay, STOP_CHECK_S))
@@ -351,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     mine = trace.antenna == args.antenna
     trace = Trace(**{k: getattr(trace, k)[mine] for k in Trace.__dataclass_fields__})
     with RecordWriter(run.source_records(args.antenna)) as writer:
-        source = Source(trace, url, 0.0, spec.duration_s, Records(writer), spec.timeout_s, spec.corrupt_every)
+        source = Source(trace, url, 0.0, spec.duration_s, Records(writer), spec.timeout_s, spec.corrupt_every,
+                        DilatedClock(spec.time_scale))
         asyncio.run(replay(source, run.t0))
     lag = np.asarray(source.lag_ms or [0.0])
     print(

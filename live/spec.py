@@ -15,6 +15,8 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from live.options import add_options, opt, option_values
 from testbed.capture import DEFAULT_SNAPLEN
 from topologies.strict import one_line
+from topologies.timescale import TimeScale
+from workers.deployment import parse_tdf
 from workload.args import Workload, add_workload_arguments, workload_from_args
 
 DEFAULT_POLICY = "closest"
@@ -132,14 +134,29 @@ class RunSpec:
 
     Jumbo frames by default: a 50 kB frame is ~6 packets instead of ~35, which the userspace wires and
     switches of a 2-core machine can forward (1500: standard)."""
+    tdf: float = opt(1.0, metavar="K", parse=parse_tdf)
+    """time dilation factor: the run lasts K times longer in real time (delays, frame intervals, inference,
+    timeouts and windows x K) and every figure is in virtual time; see docs/live-run.md#time-dilation
+
+    Every time in the spec (durations, timeouts, windows, delays) is virtual. 1: no dilation."""
+    tdf_anchor_s: float = 0.0
+    """Epoch seconds at which the run's virtual and real time coincide (topologies.timescale.TimeScale), fixed
+    when spec.json is written, so that every process maps its clock the same way."""
 
     def check(self) -> None:
         """Refuses what the spec cannot run before anything starts: an unknown --policy, aset without an agent,
         an agent with a static policy, network events with an agent (ValueError)."""
         _ = self.effective_policy
+        if not 1.0 <= self.tdf < float("inf"):
+            raise ValueError(f"--tdf {self.tdf:g}: the time dilation factor must be a number >= 1")
         if self.events is not None and self.agent is not None:
             raise ValueError(f"--events {self.events} with --agent {self.agent}: the agent's environment runs "
                              "without network events")
+
+    @property
+    def time_scale(self) -> TimeScale:
+        """Returns the run's map between real and virtual time (the identity at --tdf 1)."""
+        return TimeScale(self.tdf, self.tdf_anchor_s)
 
     @property
     def effective_policy(self) -> str:

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--seed", type=int, default=0, help="seed of the wires' loss and jitter draws")
     net.add_argument("--mtu", type=int, default=1500, help="MTU of every interface, 68-65535 (default 1500; the "
                      "live run uses 9000)")
+    net.add_argument("--tdf", type=float, default=1.0, metavar="K",
+                     help="time dilation factor: links K times slower in real time (delays x K, rates / K), "
+                          "hosts' TCP timers x K; --check reports virtual ms (docs/network.md#time-dilation)")
     net.add_argument("--probes", type=int, default=ProbePlan.count, help="probes per link direction")
     net.add_argument("--tolerance-ms", type=float, default=Tolerance.delay_abs_ms,
                      help="allowed |measured - configured| one-way delay, plus 3%% of the delay")
@@ -67,7 +70,7 @@ def cmd_net(args: argparse.Namespace) -> int:
         topo = load_topology(args.topo)
         events = load_events(args.events, topo) if getattr(args, "events", None) else None
         net = EmulatedNetwork(topo, shaping=args.shaping, switch=args.switch, controller=args.controller,
-                              run_dir=args.out, seed=args.seed, mtu=args.mtu)
+                              run_dir=args.out, seed=args.seed, mtu=args.mtu, tdf=getattr(args, "tdf", 1.0))
     except (TopologyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PREFLIGHT

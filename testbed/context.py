@@ -1,5 +1,5 @@
 """What every Mininet node and link of a run needs besides its own parameters: the run's creation record, its
-directory, MTU and shaping backend, and how to start a helper process. `TestbedNet` hands it to each.
+directory, MTU, shaping backend and time dilation factor, and how to start a helper process. `TestbedNet` hands it to each.
 
 Importing this module also sets `Mininet.inited`: Mininet's own initialisation would rewrite machine-wide
 sysctls (`fixLimits`: TCP buffer sizes of every later namespace) that other networks on this machine rely on.
@@ -36,6 +36,9 @@ class BuildContext:
     """The namespace holding every wire's inner interfaces (exists with the 'wire' backend only)."""
     seed: int
     spawn: Spawn
+    tdf: float = 1.0
+    """Time dilation factor K: links are shaped K times slower in real time (delays x K, rates / K) and the
+    hosts' TCP timers scaled to match (`topologies.timescale`)."""
 
 
 def run_checked(cmd: str, shell: bool = True) -> tuple[str, str, int]:

@@ -6,6 +6,10 @@ Rate: each end's TBF replaced (`ShapedIntf.config`). Delay, jitter, loss: the ne
 backend) or the running wire reshaped (its config rewritten, SIGHUP, acknowledged). Down and up: the link's
 switch-port ends set down or up (`ip link`), so a host's interface, addresses and routes stay as they are and
 the link carries nothing until it is back; the ends' qdiscs are checked again when it comes back.
+
+Under time dilation (the network's `tdf`, K) an event's shape is the topology's, in virtual time: the ends' TBF
+and netem, and the wire, take it dilated (delays x K, rate / K) as at bring-up, and `EventPlayer` applies an event
+due at `at_s` virtual seconds after the start K x `at_s` real seconds after it.
 """
 
 from __future__ import annotations
@@ -63,8 +67,8 @@ def apply_link_event(net: EmulatedNetwork, event: LinkEvent) -> dict:
 
 class EventPlayer(threading.Thread):
     """Applies events to a running network at their times after its start (`net --events`), in a thread of its
-    own while the CLI or a wait runs; `applied` lists what it did (`t_s`: when, after the start), `error` what
-    stopped it."""
+    own while the CLI or a wait runs; `applied` lists what it did (`t_s`: when, in virtual seconds after the
+    start), `error` what stopped it."""
 
     def __init__(self, net: EmulatedNetwork, events: Sequence[LinkEvent], log: Callable[[str], None]) -> None:
         super().__init__(name="network-events", daemon=True)
@@ -74,12 +78,12 @@ class EventPlayer(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        t0 = time.monotonic()
+        t0, tdf = time.monotonic(), self.net.tdf
         try:
             for ev in self.events:
-                if self._halt.wait(max(0.0, t0 + ev.at_s - time.monotonic())):
+                if self._halt.wait(max(0.0, t0 + ev.at_s * tdf - time.monotonic())):
                     return
-                done = {"t_s": round(time.monotonic() - t0, 3), **apply_link_event(self.net, ev)}
+                done = {"t_s": round((time.monotonic() - t0) / tdf, 3), **apply_link_event(self.net, ev)}
                 self.applied.append(done)
                 self.log(f"[{done['t_s']:7.2f} s] network event: " + " ".join(f"{k}={v}" for k, v in done.items()
                                                                                 if k != "t_s"))

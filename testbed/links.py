@@ -62,7 +62,7 @@ class ShapedIntf(TCIntf):
         """Returns the tc commands this end is shaped with (none when unshaped)."""
         if self.shape is None:
             return []
-        return shaping.commands(self.name, self.shape, self.ctx.backend, self.ctx.mtu)
+        return shaping.commands(self.name, self.shape, self.ctx.backend, self.ctx.mtu, self.ctx.tdf)
 
     def _first_config(self) -> None:
         if self.shape is not None:
@@ -160,7 +160,7 @@ class WireLink(PlainLink):
 
     def _write_config(self, shape: LinkShape) -> None:
         """Writes the wire's config whole (a new file renamed over the old: the wire never reads half of it)."""
-        spec = WireSpec(self.link_name, *self.inner, shape, seed=self.ctx.seed * 1000 + self.index)
+        spec = WireSpec(self.link_name, *self.inner, shape, seed=self.ctx.seed * 1000 + self.index, tdf=self.ctx.tdf)
         tmp = self.config_path.with_suffix(".json.new")
         tmp.write_text(json.dumps([asdict(spec)], indent=1) + "\n")
         tmp.replace(self.config_path)

@@ -10,6 +10,10 @@ probes between two hosts on one switch's unshaped ports measure that switch's ow
 error (measured - configured - hops), on which the tolerance is judged. Probes of one direction are
 spaced by at least `jitter_spacing` times the link's deviation, so that a FIFO link (the wire, netem with
 a rate) never holds one probe behind the one before it.
+
+Under time dilation (factor K) the links are shaped K times slower in real time: the probes keep the plan's
+pace in virtual time (intervals and spacing x K, waits for the dilated delays), and every delay is reported and
+judged in virtual milliseconds (real / K), the switches' share included (their real cost / K).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 from testbed.errors import MeasurementError
 from testbed.nsutil import socket_in
 from testbed.plan import HostPlan, LinkPlan, NetworkPlan
-from topologies import LinkShape
+from topologies import LinkShape, PathMetrics
 
 SO_TIMESTAMPNS = 35
 _PROBE = struct.Struct("!IHIQ")  # magic, stream, sequence number (warm-up: high bit), send time ns
@@ -53,7 +57,7 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class ProbePlan:
-    """How many probes each direction of a link gets, and how often."""
+    """How many probes each direction of a link gets, and how often (in virtual time: x K in real time)."""
 
     count: int = 100
     interval_ms: float = 10.0
@@ -65,11 +69,12 @@ class ProbePlan:
     """Probes of a link direction are at least this many deviations of its delay apart: two draws then
     differ by more than the spacing (and the later probe waits behind the earlier) in under 2 % of pairs."""
 
-    def interval_for(self, shape: LinkShape | None) -> float:
-        """Returns the milliseconds between probes of one direction of a link of this shape."""
+    def interval_for(self, shape: LinkShape | None, tdf: float = 1.0) -> float:
+        """Returns the real milliseconds between probes of one direction of a link of this (virtual) shape at
+        time dilation factor `tdf`."""
         lossy = shape is not None and shape.loss_pct > 0
         base = self.lossy_interval_ms if lossy else self.interval_ms
-        return max(base, self.jitter_spacing * (shape.delay_dev_ms if shape is not None else 0.0))
+        return tdf * max(base, self.jitter_spacing * (shape.delay_dev_ms if shape is not None else 0.0))
 
     def count_for(self, shape: LinkShape | None) -> int:
         return self.lossy_count if shape is not None and shape.loss_pct > 0 else self.count
@@ -77,7 +82,8 @@ class ProbePlan:
 
 @dataclass(frozen=True)
 class LinkMeasurement:
-    """One direction of one link, as configured and as measured (all delays one-way, in ms)."""
+    """One direction of one link, as configured and as measured (all delays one-way, in virtual ms: the real
+    figures / tdf)."""
 
     link: str
     kind: str
@@ -107,6 +113,9 @@ class LinkMeasurement:
     switch_share_ms: float = 0.0
     """What those switches cost by themselves (their measured hops), part of the median."""
     probe_interval_ms: float = 0.0
+    """Real milliseconds between this direction's probes."""
+    tdf: float = 1.0
+    """The time dilation factor the link was shaped and measured at (real delays = these x tdf)."""
 
     @property
     def delay_error_ms(self) -> float:
@@ -160,11 +169,17 @@ class _Stream:
     count: int
     interval_ns: int
     delays_ns: list[int]
+    """Real one-way delays of the probes that arrived."""
     warm: bool = False
+    tdf: float = 1.0
+
+    def delays_ms(self) -> list[float]:
+        """Returns the probes' one-way delays in virtual ms (real / tdf), sorted."""
+        return sorted(d / 1e6 / self.tdf for d in self.delays_ns)
 
 
 def _open_stream(plan: NetworkPlan, link: LinkPlan | None, pair: tuple[HostPlan, HostPlan], forward: bool,
-                 probes: ProbePlan) -> _Stream:
+                 probes: ProbePlan, tdf: float = 1.0) -> _Stream:
     a, b = pair
     src, dst = (a, b) if forward else (b, a)
     rx = socket_in(dst.netns)
@@ -178,7 +193,7 @@ def _open_stream(plan: NetworkPlan, link: LinkPlan | None, pair: tuple[HostPlan,
     tx.setblocking(False)
     shape = link.shape if link is not None else None
     return _Stream(link, a.site, "a->b" if forward else "b->a", src.name, dst.name, tx, rx, probes.count_for(shape),
-                   int(probes.interval_for(shape) * 1e6), [])
+                   int(probes.interval_for(shape, tdf) * 1e6), [], tdf=tdf)
 
 
 def _send(s: _Stream, k: int, seq: int) -> None:
@@ -229,8 +244,9 @@ def _warm_up(streams: list[_Stream], by_fd: dict[int, int], wait_s: float) -> No
 
 
 def _run(streams: list[_Stream], probes: ProbePlan, max_delay_ms: float) -> None:
+    """Probes every stream; `max_delay_ms`: the longest one-way delay a probe may take, in real ms."""
     by_fd = {s.rx.fileno(): k for k, s in enumerate(streams)}
-    _warm_up(streams, by_fd, probes.warmup_wait_s)
+    _warm_up(streams, by_fd, probes.warmup_wait_s + 2 * max_delay_ms / 1000)
     start = time.time_ns() + 10_000_000
     heap = [(start + k * 97_000, k, 0) for k in range(len(streams))]  # staggered, so sends spread out
     heapq.heapify(heap)
@@ -254,8 +270,8 @@ def _run(streams: list[_Stream], probes: ProbePlan, max_delay_ms: float) -> None
 
 
 def _median(s: _Stream) -> tuple[float, float]:
-    """Returns the median and 99th percentile one-way delay of a stream's probes (nan without any)."""
-    delays_ms = sorted(d / 1e6 for d in s.delays_ns)
+    """Returns the median and 99th percentile one-way delay (virtual ms) of a stream's probes (nan without any)."""
+    delays_ms = s.delays_ms()
     n = len(delays_ms)
     return (delays_ms[n // 2], delays_ms[min(n - 1, int(0.99 * n))]) if n else (math.nan, math.nan)
 
@@ -284,7 +300,7 @@ def _judge(s: _Stream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasurem
     assert s.link is not None
     shape = s.link.shape
     assert shape is not None
-    delays_ms = sorted(d / 1e6 for d in s.delays_ns)
+    delays_ms = s.delays_ms()
     n = len(delays_ms)
     mean = statistics.fmean(delays_ms) if n else math.nan
     median = delays_ms[n // 2] if n else math.nan
@@ -319,22 +335,23 @@ def _judge(s: _Stream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasurem
         probes_sent=s.count, probes_received=n, tolerance_delay_ms=round(tol_delay, 4),
         tolerance_dev_ms=round(tol_dev, 4), tolerance_loss_pct=round(tol_loss, 3),
         ok=not problems, problem="; ".join(problems), switches=switches, switch_share_ms=round(share, 4),
-        probe_interval_ms=round(s.interval_ns / 1e6, 3))
+        probe_interval_ms=round(s.interval_ns / 1e6, 3), tdf=s.tdf)
 
 
 def measure(plan: NetworkPlan, probes: ProbePlan | None = None, tolerance: Tolerance | None = None,
-            links: list[LinkPlan] | None = None) -> LinkReport:
+            links: list[LinkPlan] | None = None, tdf: float = 1.0) -> LinkReport:
     """Returns both directions of every shaped link (or of `links`) and of every switch hop, measured
-    concurrently, each link judged on its shaping error."""
+    concurrently, each link judged on its shaping error; the links shaped at time dilation factor `tdf`, the
+    results in virtual ms."""
     probes = probes or ProbePlan()
     tolerance = tolerance or Tolerance()
     chosen = links if links is not None else list(plan.shaped_links)
-    streams = [_open_stream(plan, link, plan.measure_pair(link), forward, probes)
+    streams = [_open_stream(plan, link, plan.measure_pair(link), forward, probes, tdf)
                for link in chosen for forward in (True, False)]
     pairs = [pair for sw in plan.switches if (pair := plan.hop_pair(sw.site)) is not None]
-    hop_streams = [_open_stream(plan, None, pair, forward, probes) for pair in pairs for forward in (True, False)]
+    hop_streams = [_open_stream(plan, None, pair, forward, probes, tdf) for pair in pairs for forward in (True, False)]
     try:
-        max_delay_ms = max((lk.shape.delay_ms + 4 * lk.shape.delay_dev_ms for lk in chosen if lk.shape), default=0)
+        max_delay_ms = max((_worst_delay_ms(lk.shape, tdf) for lk in chosen if lk.shape), default=0)
         _run(streams + hop_streams, probes, max_delay_ms)
         hops = [_hop(s) for s in hop_streams]
         hop_ms, hop_measured = hop_costs(plan, hops)
@@ -343,6 +360,12 @@ def measure(plan: NetworkPlan, probes: ProbePlan | None = None, tolerance: Toler
         for s in streams + hop_streams:
             s.tx.close()
             s.rx.close()
+
+
+def _worst_delay_ms(shape: LinkShape | PathMetrics, tdf: float) -> float:
+    """Returns the longest one-way delay in real ms a probe may meet on a link or path of this (virtual) shape
+    at time dilation factor `tdf` (4 deviations above its delay)."""
+    return tdf * (shape.delay_ms + 4 * shape.delay_dev_ms)
 
 
 def save(report: LinkReport, path: Path, meta: dict) -> None:
@@ -366,6 +389,7 @@ def format_table(measurements: list[LinkMeasurement], hop_ms: dict[str, float] |
                  hop_measured: dict[str, bool] | None = None) -> str:
     """Returns the configured-vs-measured table printed by `net --check`: per link direction the median, the
     switches' share of it and the shaping error the tolerance judges; then each switch's hop cost."""
+    dilated = sorted({m.tdf for m in measurements if m.tdf != 1.0})
     head = (f"{'link':<16} {'dir':<5} {'delay ms':>9} {'measured':>9} {'switches':>8} {'shaping':>8} "
             f"{'dev ms':>7} {'measured':>9} {'loss %':>7} {'measured':>9}  status")
     rows = [head, "-" * len(head)]
@@ -380,6 +404,9 @@ def format_table(measurements: list[LinkMeasurement], hop_ms: dict[str, float] |
             f"{site} {ms:.3f} ms{'' if measured.get(site) else '*'}" for site, ms in hop_ms.items()))
         if not all(measured.get(site) for site in hop_ms):
             rows.append("  * no two unshaped hosts on that switch: the median of the measured switches")
+    if dilated:
+        rows.append(f"time dilation factor {', '.join(f'{k:g}' for k in dilated)}: delays in virtual ms (real / K); "
+                    "the links ran K times slower in real time")
     return "\n".join(rows)
 
 
@@ -387,21 +414,23 @@ PATH_PROBES = ProbePlan(count=30, interval_ms=5.0)
 """Probes per antenna-to-cluster path when checking a spanning tree: enough to tell one path from another."""
 
 
-def check_paths(plan: NetworkPlan, probes: ProbePlan = PATH_PROBES, tolerance: Tolerance | None = None) -> list[str]:
+def check_paths(plan: NetworkPlan, probes: ProbePlan = PATH_PROBES, tolerance: Tolerance | None = None,
+                tdf: float = 1.0) -> list[str]:
     """Returns a line per antenna-to-cluster path (scheduler host to worker host) whose measured one-way
-    delay is not the topology's shortest path's; empty when every path forwards as the loader computed."""
+    delay (virtual ms, at time dilation factor `tdf`) is not the topology's shortest path's; empty when every
+    path forwards as the loader computed."""
     tolerance = tolerance or Tolerance()
     topo = plan.topology
     wanted = [(ant.name, cl.name) for ant in topo.antennas for cl in topo.clusters if ant.name != cl.name]
     streams, expected = [], []
     for ant, cl in wanted:
         path = topo.path(ant, cl)
-        s = _open_stream(plan, None, (plan.host_for("scheduler", ant), plan.host_for("worker", cl)), True, probes)
-        s.interval_ns = int(max(probes.interval_ms, probes.jitter_spacing * path.delay_dev_ms) * 1e6)
+        s = _open_stream(plan, None, (plan.host_for("scheduler", ant), plan.host_for("worker", cl)), True, probes, tdf)
+        s.interval_ns = int(tdf * max(probes.interval_ms, probes.jitter_spacing * path.delay_dev_ms) * 1e6)
         streams.append(s)
         expected.append(path)
     try:
-        _run(streams, probes, max((p.delay_ms + 4 * p.delay_dev_ms for p in expected), default=0.0))
+        _run(streams, probes, max((_worst_delay_ms(p, tdf) for p in expected), default=0.0))
         wrong = []
         for (ant, cl), s, path in zip(wanted, streams, expected, strict=True):
             median, _ = _median(s)

@@ -6,7 +6,8 @@ with hyphens work; `iperf` runs its own server and kills it by pid (Mininet's ru
 `xterm`, `gterm` and `x` are refused (stopping them runs `pkill -9 -f mnexec.*socat`); `switch X start`
 re-checks the shaping. Ctrl-C interrupts the running command; `exit`, end of input and SIGTERM end the CLI,
 leaving no node mid-command, so that the network tears down cleanly. Commands piped in are read as commands
-(never fed to a running one), and an error in one command is reported without ending the CLI.
+(never fed to a running one), and an error in one command is reported without ending the CLI. On a
+time-dilated network the banner says so: what the CLI shows (ping, iperf) is real time, K times the topology's.
 """
 
 from __future__ import annotations
@@ -240,7 +241,16 @@ class TestbedCLI(CLI):
         output("*** testbed CLI: hosts " + " ".join(h.name for h in self.testbed.plan.hosts) + "\n")
         output("*** switches (Mininet nodes named by bridge): " + ", ".join(
             f"{sw.bridge} = {sw.site}" for sw in self.testbed.plan.switches) + "\n")
+        tdf = getattr(self.testbed, "tdf", 1.0)
+        if tdf != 1.0:
+            output(dilation_banner(tdf) + "\n")
         output("*** `help` lists the commands; `exit` or end of input tears the network down\n")
+
+
+def dilation_banner(tdf: float) -> str:
+    """Returns the CLI's line about a time-dilated network (factor `tdf`)."""
+    return (f"*** time dilation factor {tdf:g}: delays, rates and round trips seen here are real time, {tdf:g} x "
+            f"the topology's delays and 1/{tdf:g} of its rates (divide by {tdf:g} for virtual time)")
 
 
 def _isatty(stream: Any) -> bool:

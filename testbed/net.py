@@ -1,6 +1,7 @@
 """`TestbedNet`: Mininet with the project's realisation rules. Every node and link gets the run's context
-(record, MTU, backend), the wires must all be ready before the switches start, and once they have started
-every shaped interface's qdiscs are checked against the plan: a mismatch stops the run.
+(record, MTU, backend, time dilation factor), every host a permanent ARP entry for every other, the wires must
+all be ready before the switches start, and once they have started every shaped interface's qdiscs are checked
+against the plan (dilated by the factor): a mismatch stops the run.
 """
 
 from __future__ import annotations
@@ -52,11 +53,21 @@ class TestbedNet(Mininet):
         return [lk for lk in self.links if isinstance(lk, WireLink)]
 
     def build(self) -> None:
-        """Builds hosts, switches and links (Mininet), then waits until every wire is forwarding."""
+        """Builds hosts, switches and links (Mininet), installs static ARP between the hosts, then waits until
+        every wire is forwarding."""
         Mininet.build(self)
+        self.static_arp()
         deadline = time.monotonic() + WIRE_READY_S
         for wire in self.wires():
             wire.wait_ready(deadline)
+
+    def static_arp(self) -> None:
+        """Gives every host a permanent ARP entry for every other host (one `ip -batch` per namespace), instead
+        of Mininet's `staticArp` (one `arp` command per pair through the hosts' shells)."""
+        addresses = [(h, h.defaultIntf()) for h in self.hosts]
+        known = [(h, intf.ip, intf.mac) for h, intf in addresses if intf is not None and intf.ip and intf.mac]
+        for host, _, _ in known:
+            host.set_static_arp([(ip, mac) for other, ip, mac in known if other is not host])
 
     def start(self) -> None:
         """Starts the controller and switches (Mininet), then checks that every link is shaped as planned."""
@@ -83,7 +94,8 @@ class TestbedNet(Mininet):
                     for q in json.loads(out or "[]"):
                         by_dev.setdefault(q.get("dev", ""), []).append(q)
                     shown[intf.netns] = by_dev
-                problem = shaping.qdisc_problem(shown[intf.netns].get(intf.name, []), intf.shape, self.ctx.backend)
+                problem = shaping.qdisc_problem(shown[intf.netns].get(intf.name, []), intf.shape, self.ctx.backend,
+                                                self.ctx.tdf)
                 if problem:
                     where = f"{intf.node.name}:{intf.name}"
                     problems.append(f"{getattr(link, 'link_name', link)} at {where}: {problem}")

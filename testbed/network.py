@@ -5,11 +5,15 @@ namespaces, Open vSwitch or Linux-bridge switches, shaped links, the os-ken cont
 `RemoteController`), every object recorded in the run directory before it exists. Leaving the `with`
 block, Ctrl-C, SIGTERM, an exception or a helper process dying all end in the same teardown: `net.stop()`
 (Mininet's), then whatever the record still lists. `mn` is the Mininet network (its API, `get`, the CLI).
+
+With a time dilation factor K (`tdf`) the network runs K times slower than the topology in real time (links,
+the hosts' TCP timers); its measurements and the controller's rates are given in virtual time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shlex
@@ -29,6 +33,7 @@ from testbed.errors import CommandError, HelperDiedError, NetworkError
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
 from topologies import Topology, load_topology
+from topologies.timescale import TimeScale
 
 if TYPE_CHECKING:
     from testbed.net import TestbedNet
@@ -101,13 +106,20 @@ class EmulatedNetwork:
     mtu: the MTU of every interface of the network (hosts' eth0, switch ports, wires' inner ends, bridges),
     set as each is created; 68 to 65535. Jumbo frames (9000) cut the frames a query costs the userspace
     wires and switches (a 50 kB JPEG: ~35 frames at 1500, ~6 at 9000).
+    tdf: time dilation factor K (docs/network.md#time-dilation): every link K times slower in real time than the
+    topology says (delays and jitter x K, rates / K), the hosts' TCP timers x K, the controller's port
+    statistics every `stats_interval_s` x K real seconds with rates per virtual second, link measurements in
+    virtual ms.
     """
 
     def __init__(self, topology: Topology | str | Path, *, shaping: str = "auto", switch: str = "ovs",
                  controller: str = "osken", run_dir: Path | None = None, subnet: str = "10.0.0.0/16",
                  seed: int = 0, stats_interval_s: float = 1.0, mtu: int = 1500,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, tdf: float = 1.0) -> None:
         check_mtu(mtu)
+        if not math.isfinite(tdf):
+            raise ValueError(f"time dilation factor {tdf!r} is not a finite number")
+        self.tdf = TimeScale(tdf).factor  # raises ValueError unless > 0
         self.topology = topology if isinstance(topology, Topology) else load_topology(topology)
         self.requested_shaping = shaping
         self.switch_kind = switch
@@ -169,7 +181,8 @@ class EmulatedNetwork:
             self.log(f"network {self.topology.name} up in {time.monotonic() - t0:.1f} s on Mininet "
                      f"{preflight.mininet_version()}: shaping={self.shaping}, switch={self.switch_kind}"
                      f"{f' ({self.datapath} datapath)' if self.datapath else ''}{stp_note}, "
-                     f"controller={self.controller_kind}, mtu={self.mtu}, run dir {self.run_dir}")
+                     f"controller={self.controller_kind}, mtu={self.mtu}"
+                     f"{f', time dilation x{self.tdf:g}' if self.tdf != 1.0 else ''}, run dir {self.run_dir}")
             self.log(self.address_table())
             self._start_deathwatch()
         except BaseException:
@@ -225,13 +238,13 @@ class EmulatedNetwork:
         no traffic and are not measured (`blocked_links`)."""
         blocked = set(self.blocked_links)
         chosen = [lk for lk in self.plan.shaped_links if (links is None or lk.name in links) and lk.name not in blocked]
-        report = measure.measure(self.plan, probes, tolerance, chosen)
+        report = measure.measure(self.plan, probes, tolerance, chosen, tdf=self.tdf)
         self.last_report = report
         path = self.run_dir / measure.MEASUREMENTS_FILE
         measure.save(report, path, {"topology": self.topology.name, "source": self.topology.source,
                                     "shaping": self.shaping, "switch": self.switch_kind,
                                     "datapath": self.datapath, "controller": self.controller_kind,
-                                    "mtu": self.mtu, "measured_at_s": time.time(),
+                                    "mtu": self.mtu, "tdf": self.tdf, "measured_at_s": time.time(),
                                     "tolerance": asdict(tolerance or measure.Tolerance()),
                                     "probes": asdict(probes or measure.ProbePlan()),
                                     "blocked_by_stp": sorted(blocked)})
@@ -315,7 +328,7 @@ class EmulatedNetwork:
         ovs = self.switch_kind == "ovs"
         self.datapath = switches.ovs_datapath() if ovs else None
         ctx = BuildContext(record=rec, run_dir=self.run_dir, mtu=self.mtu, backend=self.shaping,
-                           wire_netns=plan.wire_netns, seed=self.seed, spawn=self._spawn)
+                           wire_netns=plan.wire_netns, seed=self.seed, spawn=self._spawn, tdf=self.tdf)
         topo = TestbedTopo(plan, backend=self.shaping, switch=self.switch_kind,
                            datapath=switches.mininet_datapath(self.datapath) if self.datapath else "user",
                            controller=self.controller_kind == "osken", stp=self.stp)
@@ -352,7 +365,8 @@ class EmulatedNetwork:
         cfg.write_text(json.dumps(self.plan.controller_config(), indent=1) + "\n")
         self.controller_port = _free_tcp_port()
         proc = self._spawn("controller", [sys.executable, "-m", "testbed.controller.main", str(cfg),
-                                          str(self.run_dir), str(self.controller_port), str(self.stats_interval_s)],
+                                          str(self.run_dir), str(self.controller_port),
+                                          str(self.stats_interval_s * self.tdf), str(self.tdf)],
                            self.run_dir / "controller.log")
         deadline = time.monotonic() + HELPER_START_S
         while time.monotonic() < deadline:
@@ -395,7 +409,7 @@ class EmulatedNetwork:
         if built != self.stp.tree:
             raise NetworkError(f"the bridges built the spanning tree {sorted(built)}, not the expected "
                                f"{sorted(self.stp.tree)}: some antenna-to-cluster paths would be longer")
-        wrong = measure.check_paths(self.plan)
+        wrong = measure.check_paths(self.plan, tdf=self.tdf)
         if wrong:
             raise NetworkError("on the spanning tree, antenna-to-cluster paths do not measure as the topology's "
                                "shortest paths:\n  " + "\n  ".join(wrong))
@@ -407,6 +421,7 @@ class EmulatedNetwork:
             "mininet": preflight.mininet_version(),
             "shaping": self.shaping, "switch": self.switch_kind, "datapath": self.datapath,
             "controller": self.controller_kind, "controller_port": self.controller_port, "mtu": self.mtu,
+            "tdf": self.tdf,
             "stp": None if self.stp is None else {"root": self.stp.root, "tree": sorted(self.stp.tree)},
             "hosts": [asdict(h) for h in self.plan.hosts],
             "switches": [asdict(s) for s in self.plan.switches],

@@ -5,6 +5,11 @@ exists and raises when a command fails.
 A Mininet host is a shell in an anonymous namespace; `NamedHost` binds it to the plan's name (`ip netns
 attach`), so `ip netns exec`, the record and `clean` reach it. `RemoteController.stop` leaves its shell
 running; `StoppableRemote` ends it.
+
+Every host's TCP is set for the run's time dilation factor K (K = 1 included, docs/network.md#time-dilation):
+congestion control reno (BBR and CUBIC follow real time), the minimum RTO and SACK compression x K, delayed
+ACKs off on the subnet route (`quickack 1`), and a permanent ARP entry for every other host (`static_arp_lines`:
+neighbour discovery's 1 s retransmit timer is real time and fails on a path whose round trip exceeds 3 s).
 """
 
 from __future__ import annotations
@@ -26,6 +31,35 @@ a frame up to 64 segments (~570 kB at MTU 9000) leaves in one flight, as the sim
 model assumes (bytes / rate), instead of taking extra round trips on long paths."""
 HOST_SYSCTLS = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
                 "net.ipv4.tcp_slow_start_after_idle=0"]
+TCP_CONGESTION_CONTROL = "reno"
+"""Reno's window grows per ACK, so it dilates with the round trip; CUBIC grows on wall-clock time since the last
+loss (HyStart on millisecond thresholds) and BBR paces and probes on real time (this kernel's default)."""
+TCP_RTO_MIN_MS = 200
+"""Linux's minimum retransmission timeout (TCP_RTO_MIN), scaled by K."""
+TCP_COMP_SACK_DELAY_NS = 1_000_000
+TCP_COMP_SACK_SLACK_NS = 100_000
+"""Linux's defaults for how long a receiver may hold back a SACK (and the timer's slack), scaled by K."""
+
+
+def host_sysctls(tdf: float = 1.0) -> list[str]:
+    """Returns the `sysctl -w` settings of a host's namespace at time dilation factor K (`tdf`)."""
+    return HOST_SYSCTLS + [f"net.ipv4.tcp_congestion_control={TCP_CONGESTION_CONTROL}",
+                           f"net.ipv4.tcp_rto_min_us={round(TCP_RTO_MIN_MS * 1000 * tdf)}",
+                           f"net.ipv4.tcp_comp_sack_delay_ns={round(TCP_COMP_SACK_DELAY_NS * tdf)}",
+                           f"net.ipv4.tcp_comp_sack_slack_ns={round(TCP_COMP_SACK_SLACK_NS * tdf)}"]
+
+
+def subnet_route_line(subnet: str, ifname: str, ip: str, tdf: float = 1.0) -> str:
+    """Returns the `ip route` line of the hosts' subnet: large initial windows, delayed ACKs off, the minimum RTO
+    x K and reno, so that every connection between hosts gets them."""
+    return (f"route replace {subnet} dev {ifname} proto kernel scope link src {ip} "
+            f"initcwnd {TCP_INIT_WINDOW_SEGMENTS} initrwnd {TCP_INIT_WINDOW_SEGMENTS} "
+            f"quickack 1 rto_min {round(TCP_RTO_MIN_MS * tdf)}ms congctl {TCP_CONGESTION_CONTROL}")
+
+
+def static_arp_lines(ifname: str, peers: list[tuple[str, str]]) -> list[str]:
+    """Returns the `ip` lines giving an interface a permanent neighbour entry for each (ip, mac) of `peers`."""
+    return [f"neigh replace {ip} lladdr {mac} dev {ifname} nud permanent" for ip, mac in peers]
 
 
 class NamedHost(Host):
@@ -44,23 +78,29 @@ class NamedHost(Host):
         Host.startShell(self, mnopts)
         self.ctx.record.add_process(f"shell {self.name}", self.pid)
         sh.run(["ip", "netns", "attach", self.netns, str(self.pid)])
-        sh.run(sh.in_netns(self.netns, ["sysctl", "-q", "-w", *HOST_SYSCTLS]))  # before any interface exists
+        sysctls = host_sysctls(self.ctx.tdf)
+        sh.run(sh.in_netns(self.netns, ["sysctl", "-q", "-w", *sysctls]))  # before any interface exists
 
     def config(self, ip: str | None = None, mac: str | None = None, prefix_len: int = 16,  # type: ignore[override]
                subnet: str | None = None, **_params) -> dict:
-        """Gives eth0 its address and the subnet route with large initial windows (Mininet's configDefault
-        calls this with the host's params); keeps Mininet's idea of the interface's address in step."""
+        """Gives eth0 its address and the subnet route (`subnet_route_line`; Mininet's configDefault calls this
+        with the host's params); keeps Mininet's idea of the interface's address in step."""
         intf = self.defaultIntf()
         lines = ["link set lo up"]
         if ip is not None and intf is not None:
             lines += [f"addr add {ip}/{prefix_len} dev {intf.name}", f"link set {intf.name} up"]
             if subnet:
-                lines.append(f"route replace {subnet} dev {intf.name} proto kernel scope link src {ip} "
-                             f"initcwnd {TCP_INIT_WINDOW_SEGMENTS} initrwnd {TCP_INIT_WINDOW_SEGMENTS}")
+                lines.append(subnet_route_line(subnet, intf.name, ip, self.ctx.tdf))
             intf.ip, intf.prefixLen = ip, prefix_len
             intf.mac = mac or intf.mac
         sh.ip_batch(lines, netns=self.netns)
         return {}
+
+    def set_static_arp(self, peers: list[tuple[str, str]]) -> None:
+        """Gives eth0 a permanent ARP entry for each (ip, mac) of `peers`, in one `ip -batch`."""
+        intf = self.defaultIntf()
+        if intf is not None and peers:
+            sh.ip_batch(static_arp_lines(intf.name, peers), netns=self.netns)
 
     def defaultIntf(self):  # noqa: N802
         """Returns eth0 (Mininet's lowest port) without warning when the host has no link yet."""
@@ -187,4 +227,5 @@ class StoppableRemote(RemoteController):
         self.terminate()
 
 
-__all__ = ["IpBridge", "NamedHost", "RecordedOVS", "StoppableRemote"]
+__all__ = ["IpBridge", "NamedHost", "RecordedOVS", "StoppableRemote", "host_sysctls", "static_arp_lines",
+           "subnet_route_line"]

@@ -5,6 +5,11 @@ user's `auto|netem|wire` into the backend used (reported by the run); the `*_com
 give the tc command lines for one end of a link (`replace`, so that they re-apply what Open vSwitch
 removes when a port joins a bridge), so that a failing one stops the build; `qdisc_problem` checks what
 an interface has against what it should have.
+
+Time dilation (factor K, `topologies.timescale`): every command and check here takes the link's nominal shape
+(virtual time) and K, and shapes the link K times slower in real time: delay and jitter x K, rate / K, TBF's
+queue latency x K (its depth in bytes unchanged), its burst in bytes from the nominal rate (bytes are not time:
+the burst of the nominal link, which leaves in 1 ms virtual at the dilated rate).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 from testbed import sh
 from testbed.errors import PreflightError
 from topologies import LinkShape
+from topologies.timescale import dilated_shape
 
 BACKENDS = ("netem", "wire")
 TBF_LATENCY_MS = 50
@@ -46,46 +52,52 @@ def choose_backend(requested: str, netem_ok: bool, netem_answer: str) -> str:
     return requested
 
 
-def _tbf(ifname: str, shape: LinkShape, mtu: int) -> list[str]:
+def _tbf(ifname: str, shape: LinkShape, mtu: int, tdf: float = 1.0) -> list[str]:
+    """Returns the TBF of one end: the dilated rate in bit/s, the burst in bytes from the nominal rate (1 ms
+    of it), the queue latency x K."""
     rate_bytes_s = shape.bw_mbps * 1e6 / 8
     # TBF drops a frame larger than its bucket: at least two full frames, whatever the MTU
     burst_bytes = max(int(rate_bytes_s * 0.001), 16 * MTU_FRAME_BYTES, 2 * (mtu + ETH_HEADER_BYTES))
+    rate_bit_s = dilated_shape(shape, tdf).bw_mbps * 1e6
     return ["tc", "qdisc", "replace", "dev", ifname, "root", "handle", "1:", "tbf",
-            "rate", f"{shape.bw_mbps:g}mbit", "burst", str(burst_bytes), "latency", f"{TBF_LATENCY_MS}ms"]
+            "rate", f"{rate_bit_s:.0f}bit", "burst", str(burst_bytes), "latency", f"{TBF_LATENCY_MS * tdf:g}ms"]
 
 
-def netem_commands(ifname: str, shape: LinkShape, mtu: int = 1500) -> list[list[str]]:
+def netem_commands(ifname: str, shape: LinkShape, mtu: int = 1500, tdf: float = 1.0) -> list[list[str]]:
     """Returns tc commands shaping the egress of one end (an interface at `mtu`) with TBF (rate) and netem
-    under it."""
+    under it, K (`tdf`) times slower than `shape` in real time."""
+    real = dilated_shape(shape, tdf)
     netem = ["tc", "qdisc", "replace", "dev", ifname, "parent", "1:1", "handle", "10:", "netem",
-             "delay", f"{shape.delay_ms:g}ms"]
-    if shape.delay_dev_ms > 0:
-        netem += [f"{shape.delay_dev_ms:g}ms", "distribution", "normal"]
-    if shape.loss_pct > 0:
-        netem += ["loss", f"{shape.loss_pct:g}%"]
-    return [_tbf(ifname, shape, mtu), netem]
+             "delay", f"{real.delay_ms:g}ms"]
+    if real.delay_dev_ms > 0:
+        netem += [f"{real.delay_dev_ms:g}ms", "distribution", "normal"]
+    if real.loss_pct > 0:
+        netem += ["loss", f"{real.loss_pct:g}%"]
+    return [_tbf(ifname, shape, mtu, tdf), netem]
 
 
-def rate_commands(ifname: str, shape: LinkShape, mtu: int = 1500) -> list[list[str]]:
+def rate_commands(ifname: str, shape: LinkShape, mtu: int = 1500, tdf: float = 1.0) -> list[list[str]]:
     """Returns tc commands for the rate alone (the wire adds delay, jitter and loss)."""
-    return [_tbf(ifname, shape, mtu)]
+    return [_tbf(ifname, shape, mtu, tdf)]
 
 
-def commands(ifname: str, shape: LinkShape, backend: str, mtu: int) -> list[list[str]]:
+def commands(ifname: str, shape: LinkShape, backend: str, mtu: int, tdf: float = 1.0) -> list[list[str]]:
     """Returns the tc commands shaping one end of a link with a backend ('netem': TBF and netem; 'wire': TBF,
-    the wire process adding delay, jitter and loss)."""
+    the wire process adding delay, jitter and loss), K (`tdf`) times slower than `shape` in real time."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown shaping backend {backend!r}")
-    return (netem_commands if backend == "netem" else rate_commands)(ifname, shape, mtu)
+    return (netem_commands if backend == "netem" else rate_commands)(ifname, shape, mtu, tdf)
 
 
 RATE_TOLERANCE = 0.005
 """Relative difference allowed between a TBF's rate as the kernel reports it and the link's (tc rounds)."""
 
 
-def qdisc_problem(qdiscs: list[dict], shape: LinkShape, backend: str) -> str | None:
+def qdisc_problem(qdiscs: list[dict], shape: LinkShape, backend: str, tdf: float = 1.0) -> str | None:
     """Returns what is wrong with one interface's qdiscs (`tc -j qdisc show dev X`), or None when they shape
-    it as planned: a root TBF at the link's rate, and with netem a netem child with its delay, jitter, loss."""
+    it as planned: a root TBF at the link's rate, and with netem a netem child with its delay, jitter, loss;
+    under time dilation K (`tdf`) the planned shape is the dilated one (figures in real time)."""
+    shape = dilated_shape(shape, tdf)
     root = next((q for q in qdiscs if q.get("root")), None)
     if root is None or root.get("kind") != "tbf":
         kind = root.get("kind") if root else "none"

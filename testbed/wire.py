@@ -9,6 +9,9 @@ on a real path; otherwise a query's packets would each draw and the query would 
 Run as `python -m testbed.wire CONFIG.json STATS.json` inside the namespace holding the interfaces. SIGHUP makes
 it read CONFIG.json again and reshape its wires at once (frames already held keep their due time, as with netem),
 then print `reshaped` on stdout: a network event changes a wire's delay, jitter or loss this way at run time.
+Under time dilation (a spec's `tdf`, K) a wire holds frames K times the link's delay and jitter and judges
+bursts at the dilated rate (bandwidth / K, as the kernel's TBF keeps it); its timing runs in real time, and its
+statistics give lateness in virtual microseconds (real / K) beside K.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from topologies import LinkShape
+from topologies.timescale import dilated_shape
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -58,13 +62,15 @@ WIRE_NICE = -10
 @dataclass(frozen=True)
 class WireSpec:
     """One link's wire: two interfaces and the link's shape (delay, jitter and loss here; its rate, kept by
-    kernel TBF, spaces a burst's frames)."""
+    kernel TBF, spaces a burst's frames), in virtual time, and the time dilation factor that turns it real."""
 
     name: str
     if_a: str
     if_b: str
     shape: LinkShape
     seed: int = 0
+    tdf: float = 1.0
+    """Time dilation factor K: delay and jitter x K, rate / K in real time."""
 
     @staticmethod
     def from_json(data: dict) -> WireSpec:
@@ -74,10 +80,12 @@ class WireSpec:
 
 @dataclass
 class DirectionStats:
-    """What one direction of a wire did: frames forwarded and dropped, and how late frames left."""
+    """What one direction of a wire did: frames forwarded and dropped, and how late frames left (in virtual
+    microseconds: real lateness / tdf)."""
 
     link: str
     direction: str
+    tdf: float = 1.0
     frames_in: int = 0
     frames_out: int = 0
     dropped_loss: int = 0
@@ -94,20 +102,23 @@ class _Direction:
     def __init__(self, spec: WireSpec, rx: socket.socket, tx: socket.socket, label: str,
                  rng: np.random.Generator) -> None:
         self.rx, self.tx = rx, tx
+        self.tdf = spec.tdf
         self.reshape(spec.shape)
         self.last_rx_ns = -(1 << 62)
         self.last_jitter_ns = 0
         self.rng = rng
         self.queue: deque[tuple[int, bytes]] = deque()
         self.last_due_ns = 0
-        self.stats = DirectionStats(spec.name, label)
+        self.stats = DirectionStats(spec.name, label, tdf=spec.tdf)
         self.late_counts = [0] * LATE_BINS
         self._uniform = np.empty(0)
         self._normal = np.empty(0)
         self._k = 0
 
     def reshape(self, shape: LinkShape) -> None:
-        """Sets the delay, jitter, loss and rate that frames received from now on meet."""
+        """Sets the delay, jitter, loss and rate that frames received from now on meet (`shape` in virtual time,
+        dilated by the wire's factor)."""
+        shape = dilated_shape(shape, self.tdf)
         self.delay_ns = int(shape.delay_ms * 1e6)
         self.dev_ns = shape.delay_dev_ms * 1e6
         self.loss = shape.loss_pct / 100.0
@@ -174,7 +185,8 @@ class _Direction:
                     if acc >= target:
                         return float(i * LATE_BIN_US)
                 return float(LATE_BINS * LATE_BIN_US)
-            self.stats.late_p50_us, self.stats.late_p99_us, self.stats.late_max_us = pct(0.5), pct(0.99), pct(1.0)
+            self.stats.late_p50_us, self.stats.late_p99_us, self.stats.late_max_us = (
+                pct(q) / self.tdf for q in (0.5, 0.99, 1.0))
         return self.stats
 
 

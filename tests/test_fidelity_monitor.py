@@ -135,14 +135,15 @@ def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
     _records(tmp_path / "records.csv", rows)
     (tmp_path / "windows.csv").write_text("antenna,window,t_start_ms,t_end_ms,t_closed_ms\n"
                                           "ant1,0,0.0,1000.0,1002.0\nant1,1,1000.0,2000.0,2070.0\n")
-    (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([{"late_p99_us": 1500.0}, {"late_p99_us": 4000.0}]))
+    (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([{"late_p99_us": 1500.0, "tdf": 2.0},
+                                                              {"late_p99_us": 4000.0, "tdf": 2.0}]))
     fid = judge(tmp_path)
     fig = {(f["invariant"], f["statistic"]): f for f in fid["figures"]}
     lag = fig[("source send lag", "p99")]
     assert lag["value"] == pytest.approx(np.percentile([1.0] * 29 + [40.0], 99))  # the binding rejection left out
     assert lag["first_window_s"] == 2.0 and lag["windows_over"] == 1
     assert fig[("source send lag", "max")]["value"] == 40.0
-    assert fig[("wire lateness vs due", "p99 (worst direction)")]["value"] == 2.0  # 4 ms real at K = 2
+    assert fig[("wire lateness vs due", "p99 (worst direction)")]["value"] == 4.0  # the wire's virtual us (8 ms real)
     late = fig[("decision-window lateness", "max")]
     assert late["value"] == 70.0 and late["first_window_s"] == 1.0
     assert fid["verdict"] == "not faithful" and fid["tdf"] == 2.0

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aset_agents import constant_agent
+from slow_worker import slow_worker
 
 from live.antenna import AntennaScheduler, static_policy
 from live.clock import ManualClock
@@ -238,18 +239,8 @@ def test_a_worker_slower_than_the_query_timeout_fails_the_frame_and_stays_up(tin
     worker, slow but alive, keeps its streams (without a timeout aiohttp waited 300 s, then marked it down)."""
     _, _, system = tiny_system
 
-    async def frames(request: web.Request) -> web.Response:
-        await request.read()
-        await asyncio.sleep(2.0)
-        return web.json_response({"t_arrival_ms": 1000.0})
-
-    async def load(request: web.Request) -> web.Response:
-        return web.json_response({"queries_in_per_s": 1.0})
-
     async def scenario() -> tuple[dict, dict]:
-        worker = web.Application()
-        worker.add_routes([web.post("/v2/models/{name}/frames", frames), web.get("/v2/load", load)])
-        wr = web.AppRunner(worker)
+        wr = web.AppRunner(slow_worker(2.0))
         await wr.setup()
         site = web.TCPSite(wr, "127.0.0.1", 0)
         await site.start()

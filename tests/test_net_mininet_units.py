@@ -88,7 +88,7 @@ def test_the_netem_branch_shapes_an_interface_with_these_tc_lines(ctx, commands)
     shape = LinkShape(delay_ms=5, delay_dev_ms=1, bw_mbps=100, loss_pct=2)
     intf = ShapedIntf("eth0", node=FakeHost(), port=0, ctx=ctx, shape=shape)
     ns = ["ip", "netns", "exec", "tbab12-worker-a"]
-    tbf = ns + shlex.split("tc qdisc replace dev eth0 root handle 1: tbf rate 100mbit burst 24224 latency 50ms")
+    tbf = ns + shlex.split("tc qdisc replace dev eth0 root handle 1: tbf rate 100000000bit burst 24224 latency 50ms")
     netem = ns + shlex.split("tc qdisc replace dev eth0 parent 1:1 handle 10: netem delay 5ms 1ms distribution normal loss 2%")
     assert commands == [ns + shlex.split("ethtool -K eth0 tx off tso off gso off gro off"),
                         ns + shlex.split("ip link set dev eth0 up"), tbf, netem]
@@ -101,7 +101,7 @@ def test_the_netem_branch_shapes_an_interface_with_these_tc_lines(ctx, commands)
 def test_the_wire_branch_leaves_the_delay_to_the_wire(ctx, commands) -> None:
     wire_ctx = BuildContext(**{**ctx.__dict__, "backend": "wire", "mtu": 1500})
     ShapedIntf("eth0", node=FakeHost(), port=0, ctx=wire_ctx, shape=LinkShape(delay_ms=5, bw_mbps=40))
-    assert commands[-1][4:] == shlex.split("tc qdisc replace dev eth0 root handle 1: tbf rate 40mbit burst 24224 latency 50ms")
+    assert commands[-1][4:] == shlex.split("tc qdisc replace dev eth0 root handle 1: tbf rate 40000000bit burst 24224 latency 50ms")
 
 
 @pytest.mark.parametrize(("datapath", "type_opt"), [("kernel", ""), ("user", " datapath_type=netdev")])

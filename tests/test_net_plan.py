@@ -78,9 +78,9 @@ def test_backend_choice_and_tc_commands() -> None:
         choose_backend("netem", False, "Specified qdisc kind is unknown.")
     from topologies import LinkShape
     tbf, netem = netem_commands("p1", LinkShape(delay_ms=5, delay_dev_ms=1, bw_mbps=100, loss_pct=2))
-    assert "100mbit" in tbf and netem[netem.index("delay") + 1:netem.index("delay") + 3] == ["5ms", "1ms"]
+    assert "100000000bit" in tbf and netem[netem.index("delay") + 1:netem.index("delay") + 3] == ["5ms", "1ms"]
     assert netem[netem.index("loss") + 1] == "2%"
-    assert rate_commands("p1", LinkShape(delay_ms=5, bw_mbps=40))[0][-5] == "40mbit"
+    assert rate_commands("p1", LinkShape(delay_ms=5, bw_mbps=40))[0][-5] == "40000000bit"
     # TBF's bucket holds 16 standard frames, and at least two full frames of any MTU
     burst = {mtu: int(rate_commands("p1", LinkShape(delay_ms=5, bw_mbps=40), mtu)[0][-3]) for mtu in (1500, 9000, 65535)}
     assert burst == {1500: 16 * 1514, 9000: 16 * 1514, 65535: 2 * (65535 + 14)}

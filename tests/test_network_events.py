@@ -232,7 +232,7 @@ def test_with_netem_an_event_replaces_each_end_s_tbf_and_netem() -> None:
     ev = load_events(ROOT / "examples" / "network-events-tiny.yaml", tiny).events[1]  # ant1-dc1: 25 ms, 50 Mbit/s
     shape = ev.shape_after(tiny.links[0].shape)
     assert shaping.commands("t1s0p4", shape, "netem", 9000) == [
-        ["tc", "qdisc", "replace", "dev", "t1s0p4", "root", "handle", "1:", "tbf", "rate", "50mbit",
+        ["tc", "qdisc", "replace", "dev", "t1s0p4", "root", "handle", "1:", "tbf", "rate", "50000000bit",
          "burst", "24224", "latency", "50ms"],
         ["tc", "qdisc", "replace", "dev", "t1s0p4", "parent", "1:1", "handle", "10:", "netem", "delay", "25ms"]]
 

@@ -3,13 +3,26 @@ or profile-driven; resolved once from the command line, the model folder and the
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler.profiles import RuntimeProfile, read_profile
+from topologies.timescale import TimeScale
 
 from .modelconfig import ModelCard, ModelConfig, load_model
+
+
+def parse_tdf(text: str) -> float:
+    """Returns a time dilation factor given as text (--tdf of a worker and of a live run): a number >= 1."""
+    try:
+        k = float(text)
+    except ValueError:
+        k = float("nan")
+    if not 1.0 <= k < float("inf"):
+        raise argparse.ArgumentTypeError(f"--tdf {text!r}: expected a number >= 1 (real seconds per virtual second)")
+    return k
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,8 @@ class WorkerSettings:
     models_dir: Path | None = None
     max_body_bytes: int = 8 * 2**20
     stream_ttl_s: float = 5.0
+    time_scale: TimeScale = TimeScale()
+    """The run's time dilation: every time the worker reports is virtual, every delay it keeps x K."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,8 @@ class Deployment:
     profile: RuntimeProfile | None  # set for the profile-driven worker
     max_body_bytes: int
     stream_ttl_s: float
+    time_scale: TimeScale = TimeScale()
+    """The run's time dilation (WorkerSettings.time_scale); max_batch_delay_ms and the profile stay virtual."""
 
     @property
     def variant(self) -> str:
@@ -56,7 +73,8 @@ class Deployment:
                 "queue_limit": self.queue_limit, "device": self.device, "threads": self.threads,
                 "cpus": list(self.cpus) if self.cpus else None, "max_body_bytes": self.max_body_bytes,
                 "mode": "profile-driven" if self.profile else "onnxruntime",
-                "profile_source": self.profile.source if self.profile else None}
+                "profile_source": self.profile.source if self.profile else None,
+                "time_dilation": {"factor": self.time_scale.factor, "anchor_epoch_s": self.time_scale.anchor_s}}
 
 
 def _config_from_profile(name: str, path: Path) -> ModelConfig:
@@ -94,7 +112,7 @@ def resolve(settings: WorkerSettings) -> Deployment:
         instances=instances,
         queue_limit=settings.queue_limit or config.queue_limit,
         device=settings.device, threads=threads, cpus=settings.cpus, profile=profile,
-        max_body_bytes=settings.max_body_bytes, stream_ttl_s=settings.stream_ttl_s)
+        max_body_bytes=settings.max_body_bytes, stream_ttl_s=settings.stream_ttl_s, time_scale=settings.time_scale)
     if dep.max_batch_size < 1 or dep.instances < 1 or dep.queue_limit < 1 or dep.max_batch_delay_ms < 0:
         raise ValueError(f"bad deployment {dataclasses.asdict(settings)}: batch, instances and queue limit "
                          "must be >= 1 and the batching delay >= 0")

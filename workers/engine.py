@@ -1,11 +1,15 @@
 """What one replica does with a batch: the real processor decodes the frames, runs ONNX Runtime
 off the event loop (its own thread; ORT releases the GIL) and post-processes; the profile-driven
-processor sleeps the profiled delay instead. Both return one Outcome per query."""
+processor sleeps the profiled delay instead. Both return one Outcome per query.
+
+Under time dilation (factor K) a replica is busy K times its batch's time in real time: the profile-driven one
+sleeps K x the profile, the real one pads its measured time to K x; outcome times are virtual."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -16,16 +20,20 @@ from typing import Protocol
 import numpy as np
 
 from scheduler.profiles import RuntimeProfile
+from topologies.timescale import TimeScale
 
 from .modelconfig import ModelConfig
 from .prepost import Detection, FrameError, Prepared, postprocess, prepare_jpeg
 from .runtime import make_session
 from .timers import sleep_precise
 
+UNDILATED = TimeScale()
 
-def now_ms() -> float:
-    """Returns wall-clock time in ms (the live run's logs compare these across hosts)."""
-    return time.time() * 1000.0
+
+def now_ms(scale: TimeScale = UNDILATED) -> float:
+    """Returns the epoch time in ms on the run's time scale (wall-clock without dilation; the live run's logs
+    compare these across hosts, which share the scale)."""
+    return scale.virtual_s(time.time()) * 1000.0
 
 
 @dataclass(eq=False)
@@ -67,8 +75,9 @@ class Processor(Protocol):
 class OnnxProcessor:
     """One replica of the real worker: an ONNX Runtime session and the thread that runs it."""
 
-    def __init__(self, config: ModelConfig, device: str, threads: int) -> None:
+    def __init__(self, config: ModelConfig, device: str, threads: int, scale: TimeScale = UNDILATED) -> None:
         self.config = config
+        self.scale = scale
         self.session = make_session(config.onnx_path, device, threads)
         self.input_name = self.session.get_inputs()[0].name
         self._thread = ReplicaThread(f"ort-{config.name}")
@@ -87,7 +96,11 @@ class OnnxProcessor:
         return self._inputs[:n]
 
     async def run(self, batch: list[Query]) -> list[Outcome]:
-        return await self._thread.submit(self.process, batch)
+        if not self.scale.dilated:
+            return await self._thread.submit(self.process, batch)
+        r0 = time.monotonic()
+        outcomes = await self._thread.submit(self.process, batch)
+        return await pad_dilated(outcomes, time.monotonic() - r0, self.scale)
 
     def process(self, batch: list[Query]) -> list[Outcome]:
         """Returns one outcome per query: prepare every frame into the batch buffer, one network run,
@@ -189,26 +202,41 @@ def _settle(future: asyncio.Future, result, exc: BaseException | None) -> None:
         future.set_result(result)
 
 
+async def pad_dilated(outcomes: list[Outcome], real_s: float, scale: TimeScale) -> list[Outcome]:
+    """Returns a real batch's outcomes on a dilated time scale: the batch took `real_s` of real time, which is
+    its virtual time too (the computation itself cannot be slowed down), so the replica stays busy K x as long
+    (sleeps the rest) and each outcome starts at the virtual time of its real start and lasts what it measured
+    (`outcomes` carry real epoch ms, as `now_ms()` reads them undilated)."""
+    await sleep_precise(scale.real_duration(real_s) - real_s)
+    out = []
+    for o in outcomes:
+        start = scale.virtual_s(o.t_infer_start_ms / 1000.0) * 1000.0
+        out.append(dataclasses.replace(o, t_infer_start_ms=start,
+                                       t_infer_end_ms=start + (o.t_infer_end_ms - o.t_infer_start_ms)))
+    return out
+
+
 class ProfileProcessor:
     """One replica of the profile-driven worker: sleeps batch_latency_ms[n] plus, per frame,
-    input_ms_per_mb x the frame's MB (on a timerfd: asyncio.sleep's whole-ms wake-ups added up to
-    +1 ms), and answers no detections."""
+    input_ms_per_mb x the frame's MB (x K under time dilation; on a timerfd: asyncio.sleep's whole-ms
+    wake-ups added up to +1 ms), and answers no detections."""
 
-    def __init__(self, runtime: RuntimeProfile) -> None:
+    def __init__(self, runtime: RuntimeProfile, scale: TimeScale = UNDILATED) -> None:
         self.runtime = runtime
+        self.scale = scale
 
     def warm_up(self, max_batch: int) -> None:
         return None
 
     async def run(self, batch: list[Query]) -> list[Outcome]:
-        t_start = now_ms()
+        t_start = now_ms(self.scale)
         errors = [_jpeg_markers_error(q.jpeg) if q.jpeg is not None else None for q in batch]
         input_ms = sum(self.runtime.input_ms_per_mb * q.nbytes / 1e6 for q, e in zip(batch, errors, strict=True)
                        if e is None and q.jpeg is not None)
         good = sum(e is None for e in errors)
         compute_ms = self.runtime.latency_ms(good) if good else 0.0
-        await sleep_precise((input_ms + compute_ms) / 1000.0)
-        t_end = now_ms()
+        await sleep_precise(self.scale.real_duration(input_ms + compute_ms) / 1000.0)
+        t_end = now_ms(self.scale)
         return [Outcome((), e, t_start, t_end, len(batch), input_ms, compute_ms) for e in errors]
 
     def close(self) -> None:

@@ -10,7 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .deployment import WorkerSettings, resolve
+from topologies.timescale import TimeScale
+
+from .deployment import WorkerSettings, parse_tdf, resolve
 from .lifecycle import serving
 from .limits import MIB, RequestLimits
 from .runtime import keep_freed_memory, parse_cpus, pin_process
@@ -41,18 +43,25 @@ def add_worker_arguments(parser: argparse.ArgumentParser, host_default: str = "1
                         help="a request's headers must be in this long after its first byte, or the connection closes")
     parser.add_argument("--body-timeout-s", type=float, default=defaults.body_timeout_s,
                         help="a request's body must be in this long after its headers, or 408 and the connection closes")
+    parser.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
+                        help="time dilation factor of the run the worker serves: its times are virtual, its delays, "
+                             "deadlines and profile sleeps x K in real time (default 1: none)")
+    parser.add_argument("--tdf-anchor-s", type=float, default=0.0, metavar="EPOCH_S",
+                        help="epoch seconds at which the run's virtual and real time coincide (default 0)")
 
 
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
     return WorkerSettings(model=args.model, max_batch_size=args.batch, max_batch_delay_ms=args.max_batch_delay_ms,
                           instances=args.instances, queue_limit=args.queue_limit, device=args.device,
                           threads=args.threads, cpus=args.cpus, profile_driven=args.profile_driven,
-                          models_dir=args.models_dir, max_body_bytes=int(args.max_body_mb * 2**20))
+                          models_dir=args.models_dir, max_body_bytes=int(args.max_body_mb * 2**20),
+                          time_scale=TimeScale(args.tdf, args.tdf_anchor_s))
 
 
 def limits_from_args(args: argparse.Namespace) -> RequestLimits:
-    return RequestLimits(body_budget_bytes=int(args.body_budget_mb * MIB), header_timeout_s=args.header_timeout_s,
-                         body_timeout_s=args.body_timeout_s)
+    """Returns the request limits; the deadlines, given in the run's (virtual) seconds, x K in real time."""
+    return RequestLimits(body_budget_bytes=int(args.body_budget_mb * MIB),
+                         header_timeout_s=args.header_timeout_s * args.tdf, body_timeout_s=args.body_timeout_s * args.tdf)
 
 
 async def serve(settings: WorkerSettings, host: str, port: int, announce=print,

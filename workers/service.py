@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +18,7 @@ from .deployment import Deployment
 from .engine import OnnxProcessor, Outcome, Processor, ProfileProcessor, Query, now_ms
 from .limits import Rejected, RequestGuard, RequestLimits, json_depth_error, read_body
 from .metrics import CONTENT_TYPE
-from .stats import WorkerStats
+from .stats import WorkerStats, virtual_monotonic
 
 
 @dataclass
@@ -82,8 +81,8 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
 
 def _make_processors(dep: Deployment) -> list[Processor]:
     if dep.profile is not None:
-        return [ProfileProcessor(dep.profile) for _ in range(dep.instances)]
-    return [OnnxProcessor(dep.config, dep.device, dep.threads) for _ in range(dep.instances)]
+        return [ProfileProcessor(dep.profile, dep.time_scale) for _ in range(dep.instances)]
+    return [OnnxProcessor(dep.config, dep.device, dep.threads, dep.time_scale) for _ in range(dep.instances)]
 
 
 async def _engine_ctx(app: web.Application):
@@ -97,7 +96,8 @@ async def _engine_ctx(app: web.Application):
             processors.extend(await loop.run_in_executor(None, _make_processors, dep))
             for p in processors:
                 await loop.run_in_executor(None, p.warm_up, dep.max_batch_size)
-            engine.batcher = DynamicBatcher(processors, dep.max_batch_size, dep.max_batch_delay_ms,
+            engine.batcher = DynamicBatcher(processors, dep.max_batch_size,  # W in real time: x K
+                                            dep.time_scale.real_duration(dep.max_batch_delay_ms),
                                             dep.queue_limit, on_batch=stats.on_batch)
             engine.batcher.start()
             engine.ready.set()
@@ -120,7 +120,8 @@ def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Appl
     serve it with `lifecycle.serving(..., header_timeout_s=limits.header_timeout_s)`."""
     app = web.Application(client_max_size=dep.max_body_bytes, middlewares=[json_errors])
     app[DEPLOYMENT] = dep
-    app[STATS] = WorkerStats(dep.config.name, dep.variant, dep.stream_ttl_s, max_batch_size=dep.max_batch_size)
+    app[STATS] = WorkerStats(dep.config.name, dep.variant, dep.stream_ttl_s, max_batch_size=dep.max_batch_size,
+                             clock=virtual_monotonic(dep.time_scale))
     app[ENGINE] = Engine()
     app[GUARD] = RequestGuard(limits or RequestLimits(), dep.max_body_bytes)
     app.cleanup_ctx.append(_engine_ctx)
@@ -219,7 +220,7 @@ async def frames(request: web.Request) -> web.Response:
         return error(415, "unsupported_media_type",
                      f"content type {request.content_type!r}; this route takes image/jpeg")
     body = await read_body(request, app[GUARD])
-    t_arrival = now_ms()
+    t_arrival = now_ms(dep.time_scale)
     if not body:
         return error(400, "bad_frame", "empty body")
     stream, query_id = request.query.get("stream", ""), request.query.get("query", "")
@@ -233,7 +234,7 @@ async def frames(request: web.Request) -> web.Response:
               "t_infer_end_ms": outcome.t_infer_end_ms, "batch_size": outcome.batch_size,
               "input_ms": outcome.input_ms, "compute_ms": outcome.compute_ms,
               "queue_len_at_arrival": q.queue_len_at_arrival, "frame_bytes": len(body)}
-    answer["t_answer_ms"] = now_ms()
+    answer["t_answer_ms"] = now_ms(dep.time_scale)
     stats.on_answer(answer["t_answer_ms"] - t_arrival)
     if outcome.error is not None:
         return error(400, "bad_frame", outcome.error, **answer)
@@ -350,7 +351,7 @@ async def infer(request: web.Request) -> web.Response:
                      "with Inference-Header-Content-Length")
     guard = app[GUARD]
     body = await read_body(request, guard)
-    t_arrival = now_ms()
+    t_arrival = now_ms(dep.time_scale)
     depth = guard.limits.json_max_depth
     if header_len is None and len(body) > _PARSE_ON_LOOP_BYTES:  # a big JSON tensor: seconds of parsing
         parsed = await asyncio.get_running_loop().run_in_executor(None, _parse_v2, body, header_len, dep, depth)
@@ -376,7 +377,7 @@ async def infer(request: web.Request) -> web.Response:
         output["parameters"] = {"binary_data_size": len(data)}
     else:
         output["data"] = [v for row in rows for v in row]
-    t_answer = now_ms()
+    t_answer = now_ms(dep.time_scale)
     stats.on_answer(t_answer - t_arrival)
     answer = {
         "model_name": dep.config.name, "model_version": MODEL_VERSION, "id": parsed.id, "outputs": [output],
@@ -407,7 +408,7 @@ async def load(request: web.Request) -> web.Response:
     queue_len = app[ENGINE].batcher.queue_len if app[ENGINE].batcher else 0
     report = app[STATS].load_report(queue_len, dep.queue_limit, window_s)
     report.update(ready=app[ENGINE].ready.is_set(), instances=dep.instances, max_batch_size=dep.max_batch_size,
-                  max_batch_delay_ms=dep.max_batch_delay_ms, time_ms=time.time() * 1000.0)
+                  max_batch_delay_ms=dep.max_batch_delay_ms, time_ms=now_ms(dep.time_scale))
     return web.json_response(report)
 
 
@@ -416,5 +417,7 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     queue_len = app[ENGINE].batcher.queue_len if app[ENGINE].batcher else 0
     page = app[STATS].metrics_page(queue_len, app[ENGINE].ready.is_set())
+    page.gauge("worker_time_dilation_factor", "K: real seconds per virtual second of the run; the durations "
+               "above are virtual, Prometheus' own rates are per real second", app[DEPLOYMENT].time_scale.factor)
     app[GUARD].add_metrics(page)
     return web.Response(body=page.text().encode(), headers={"Content-Type": CONTENT_TYPE})

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from topologies.timescale import TimeScale
 
 from .engine import Outcome, Query
 from .metrics import LATENCY_BUCKETS_S, Histogram, Page, batch_size_buckets
@@ -27,6 +30,14 @@ class _Totals:
     busy_ms: float = 0.0
     """Replica time spent running batches (start to end of each batch, summed over replicas); the load report
     gives its rate over a span (`busy_ms_per_s`)."""
+
+
+def virtual_monotonic(scale: TimeScale) -> Callable[[], float]:
+    """Returns a monotonic clock in virtual seconds (time.monotonic itself without dilation), so that rates and
+    busy time per second are per virtual second."""
+    if not scale.dilated:
+        return time.monotonic
+    return lambda: scale.virtual_duration(time.monotonic())
 
 
 class WorkerStats:

@@ -1,4 +1,6 @@
-"""Entry point of the controller process: `python -m testbed.controller.main CONFIG.json OUT_DIR PORT`.
+"""Entry point of the controller process:
+`python -m testbed.controller.main CONFIG.json OUT_DIR PORT [STATS_INTERVAL_S [TDF]]` (the interval in real
+seconds; TDF the network's time dilation factor, 1 by default).
 
 Starts os-ken in this process (os-ken 4.x has no osken-manager): parse its config, load the two
 apps, instantiate them and join the hub. Dies with its parent (PR_SET_PDEATHSIG).
@@ -19,9 +21,9 @@ from testbed.controller import settings
 APPS = ["testbed.controller.forwarding", "testbed.controller.portstats"]
 
 
-def run(config_path: Path, out_dir: Path, port: int, stats_interval_s: float) -> None:
+def run(config_path: Path, out_dir: Path, port: int, stats_interval_s: float, tdf: float = 1.0) -> None:
     settings.CURRENT = settings.ControllerSettings(plan=json.loads(config_path.read_text()), out_dir=out_dir,
-                                                   stats_interval_s=stats_interval_s)
+                                                   stats_interval_s=stats_interval_s, tdf=tdf)
     # app_manager first: importing os_ken.controller.controller on its own is a circular import.
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
@@ -44,7 +46,8 @@ def main(argv: list[str]) -> int:
     ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the run
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # hub threads would keep a sys.exit waiting
     interval_s = float(argv[3]) if len(argv) > 3 else 1.0
-    run(Path(argv[0]), Path(argv[1]), int(argv[2]), interval_s)
+    tdf = float(argv[4]) if len(argv) > 4 else 1.0
+    run(Path(argv[0]), Path(argv[1]), int(argv[2]), interval_s, tdf)
     return 0
 
 

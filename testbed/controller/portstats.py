@@ -1,7 +1,9 @@
 """Port statistics: polls every switch's ports and writes per-link bytes and utilisation over time.
 
 `port_stats.jsonl` gets the raw counters per poll; `link_utilisation.jsonl` the rate out of and into
-each switch port that belongs to a link, in Mbit/s and as a fraction of the link's bandwidth.
+each switch port that belongs to a link, in Mbit/s and as a fraction of the link's bandwidth. Under time
+dilation (factor K, `tdf` in each record) the network polls every K real seconds and the rates are per virtual
+second (bytes over the real interval x K), against the topology's bandwidth; `t_s` stays real epoch seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class PortStatsPoller(app_manager.OSKenApp):
         conf = settings.current()
         self.ports: dict[str, dict[str, dict]] = conf.plan["ports"]
         self.interval_s = conf.stats_interval_s
+        self.tdf = conf.tdf
         self.stats_file = (conf.out_dir / PORT_STATS_FILE).open("a")
         self.util_file = (conf.out_dir / UTILISATION_FILE).open("a")
         self.datapaths: dict[int, object] = {}
@@ -67,13 +70,13 @@ class PortStatsPoller(app_manager.OSKenApp):
             self.previous[key] = (t_s, st.tx_bytes, st.rx_bytes)
             if prev is None or t_s <= prev[0]:
                 continue
-            dt = t_s - prev[0]
+            dt = (t_s - prev[0]) / self.tdf  # virtual seconds
             out_mbps = (st.tx_bytes - prev[1]) * 8 / dt / 1e6
             in_mbps = (st.rx_bytes - prev[2]) * 8 / dt / 1e6
             bw = owner["bw_mbps"]
             self.util_file.write(json.dumps({
                 "t_s": t_s, "link": owner["link"], "kind": owner["kind"], "dpid": dpid, "port_no": st.port_no,
-                "peer": owner["peer"], "out_mbps": round(out_mbps, 4), "in_mbps": round(in_mbps, 4),
+                "peer": owner["peer"], "tdf": self.tdf, "out_mbps": round(out_mbps, 4), "in_mbps": round(in_mbps, 4),
                 "bw_mbps": bw, "out_utilisation": round(out_mbps / bw, 5) if bw else None,
                 "in_utilisation": round(in_mbps / bw, 5) if bw else None}) + "\n")
         self.stats_file.flush()

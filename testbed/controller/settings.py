@@ -15,6 +15,9 @@ class ControllerSettings:
     """NetworkPlan.controller_config(): switches, hosts, next_port per datapath, port owners."""
     out_dir: Path
     stats_interval_s: float = 1.0
+    """Real seconds between port statistics requests."""
+    tdf: float = 1.0
+    """Time dilation factor K: rates are written per virtual second (real rate x K)."""
 
 
 CURRENT: ControllerSettings | None = None
