@@ -2,19 +2,27 @@
 judged faithful by the fidelity monitor. The pilot replays the streams alive at the trace's busiest second,
 started together at 0, for PILOT_S of virtual time. The first K is estimated from this machine's CPU cost per
 query and the cores the emulation has, rounded up on a ladder; then the pilots go down the ladder while they
-pass and up while they fail, MAX_PILOTS at most. The pilots, each a live run on a fresh network, are given as
-a callable, so the search is tested on its own; what they found goes to config.json (`auto_pilots`).
+pass and up while they fail, MAX_PILOTS at most. Each pilot is a live run on a fresh network
+(`<run dir>-pilots/k<K>/`); the run itself follows at the K chosen, and its config.json's `time_dilation`
+gets `auto` (the estimate, the pilots and their verdicts). The search takes the pilots as a callable, so it is
+tested on its own.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from workload.trace import Trace
+from topologies import load_topology
+from workload.trace import Trace, write_trace
 
 LADDER = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 25.0, 32.0, 40.0, 50.0, 64.0)
 MAX_PILOTS = 3
@@ -106,3 +114,36 @@ def search(estimate: float, pilot: Callable[[float], bool], max_pilots: int = MA
         return AutoTdf(min(passed), estimate, tuple(order), True)
     worst = max(done)
     return AutoTdf(LADDER[min(LADDER.index(worst) + 1, len(LADDER) - 1)], estimate, tuple(order), False)
+
+
+def run_auto(spec: Any, log: Callable[[str], None], run_live: Callable[..., Any]) -> Any:
+    """Runs `--tdf auto`: pilots at the K `search` walks to, then the run at the K chosen; returns the run's
+    result (live.report.LiveResult) with config.json's `time_dilation.auto` written."""
+    topo = load_topology(spec.topo)
+    trace, duration_s = spec.workload().build(tuple(a.name for a in topo.antennas))
+    peak = peak_slice(trace, duration_s)
+    out = Path(spec.out) if spec.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{topo.name}"
+    pilots = out.with_name(out.name + "-pilots")
+    write_trace(peak.pilot, pilots / "trace.csv")
+    cores = max(1, len(os.sched_getaffinity(0)) - 1)  # one core is real inference's
+    estimate = first_k(peak.queries_per_s, cores, spec.switch)
+    log(f"--tdf auto: the trace's busiest second ({peak.at_s:g} s, {peak.queries_per_s:g} queries/s) as a "
+        f"{PILOT_S:g} s pilot; first K {estimate:g} ({CPU_MS_PER_QUERY:g} ms CPU per query on {cores} core(s)); "
+        f"pilots in {pilots}")
+
+    def pilot(k: float) -> bool:
+        result = run_live(replace(spec, tdf=k, trace=(pilots / "trace.csv").resolve(), duration_s=PILOT_S,
+                                  out=pilots / f"k{k:g}", kill_worker=(), restart_scheduler=(), events=None,
+                                  cli=False, cli_script=None, pcap="none"), log=lambda _: None)
+        verdict = result.summary.extra.get("fidelity", {}).get("verdict")
+        log(f"--tdf auto: pilot at K {k:g}: {verdict}")
+        return verdict == "faithful"
+
+    found = search(estimate, pilot)
+    log(f"--tdf auto: K {found.tdf:g}" + ("" if found.piloted else " (no pilot passed: the step above the last)"))
+    result = run_live(replace(spec, tdf=found.tdf), log=log)
+    config = result.out / "config.json"
+    cfg = json.loads(config.read_text())
+    cfg.setdefault("time_dilation", {})["auto"] = {**found.record(peak), "pilots_dir": str(pilots)}
+    config.write_text(json.dumps(cfg, indent=1) + "\n")
+    return result

@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
+from live.autotdf import run_auto
 from live.clock import DilatedClock, time_dilation_record
 from live.cores import RunCores
 from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
@@ -203,10 +204,9 @@ class LiveRun:
         profiles_path = str(Path(self.profiles.source).resolve())
         for plan in self.workers_plan:
             host = net.host_for("worker", plan.site)
-            real_group = self.cores.real_group if self.cores and plan.real else None  # started into real inference's cpuset
-            argv = worker_argv(plan, host.ip, profiles_path, self.spec, pinned=real_group is None)
-            self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource),
-                                     cgroup=real_group))
+            cgroup = self.cores.real_group if self.cores and plan.real else None  # real inference's cpuset
+            argv = worker_argv(plan, host.ip, profiles_path, self.spec, pinned=cgroup is None)
+            self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource), cgroup=cgroup))
         for w in self.workers:
             w.start()
         wait_ready(self.workers)
@@ -424,8 +424,9 @@ def package_versions() -> dict[str, str]:
 
 def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
     """Runs the testbed live once (one at a time: LiveRunBusy) and returns its result; files land in the run dir."""
-    t_start = time.monotonic()
-    run = LiveRun(spec, log)
+    if spec.tdf is None:  # --tdf auto: pilot runs choose K first
+        return run_auto(spec, log, run_live)
+    t_start, run = time.monotonic(), LiveRun(spec, log)
     with RunCores(run.out, log) as run.cores:
         return _run_live(run, t_start)
 

@@ -134,11 +134,13 @@ class RunSpec:
 
     Jumbo frames by default: a 50 kB frame is ~6 packets instead of ~35, which the userspace wires and
     switches of a 2-core machine can forward (1500: standard)."""
-    tdf: float = opt(1.0, metavar="K", parse=parse_tdf)
+    tdf: float | None = opt(1.0, metavar="K|auto", parse=lambda t: None if t.strip() == "auto" else parse_tdf(t))
     """time dilation factor: the run lasts K times longer in real time (delays, frame intervals, inference,
-    timeouts and windows x K) and every figure is in virtual time; see docs/live-run.md#time-dilation
+    timeouts and windows x K) and every figure is in virtual time; see docs/live-run.md#time-dilation; auto:
+    the smallest K at which 10 s pilots of the trace's busiest second are judged faithful
 
-    Every time in the spec (durations, timeouts, windows, delays) is virtual. 1: no dilation."""
+    Every time in the spec (durations, timeouts, windows, delays) is virtual. 1: no dilation. None (auto): chosen
+    by pilot runs before the run (live/autotdf.py); spec.json always holds the K chosen."""
     tdf_anchor_s: float = 0.0
     """Epoch seconds at which the run's virtual and real time coincide (topologies.timescale.TimeScale), fixed
     when spec.json is written, so that every process maps its clock the same way."""
@@ -147,7 +149,7 @@ class RunSpec:
         """Refuses what the spec cannot run before anything starts: an unknown --policy, aset without an agent,
         an agent with a static policy, network events with an agent (ValueError)."""
         _ = self.effective_policy
-        if not 1.0 <= self.tdf < float("inf"):
+        if self.tdf is not None and not 1.0 <= self.tdf < float("inf"):
             raise ValueError(f"--tdf {self.tdf:g}: the time dilation factor must be a number >= 1")
         if self.events is not None and self.agent is not None:
             raise ValueError(f"--events {self.events} with --agent {self.agent}: the agent's environment runs "
@@ -156,6 +158,8 @@ class RunSpec:
     @property
     def time_scale(self) -> TimeScale:
         """Returns the run's map between real and virtual time (the identity at --tdf 1)."""
+        if self.tdf is None:
+            raise ValueError("--tdf auto: the factor is chosen by the pilot runs first (live.autotdf.run_auto)")
         return TimeScale(self.tdf, self.tdf_anchor_s)
 
     @property
