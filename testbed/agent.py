@@ -196,7 +196,7 @@ class AgentClient:
         self.hello = self._read(start_timeout_s, "starting the agent")
         if not self.hello.get("ok"):
             self.close()
-            raise AgentError(f"server {server.name} ({server.dest}): {self.hello.get('error')}")
+            raise AgentError(f"server {server.name} ({server.dest}): starting the agent: {self.hello.get('error')}")
         self.hello = self.hello["hello"]
 
     def _drain_stderr(self) -> None:
@@ -226,15 +226,16 @@ class AgentClient:
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
-    def call(self, op: str, timeout_s: float = 30.0, **args: Any) -> dict[str, Any]:
-        """Sends one request and returns its answer; raises AgentError (naming the server) on a refusal."""
+    def call(self, op: str, wait_s: float = 30.0, **args: Any) -> dict[str, Any]:
+        """Sends one request and returns its answer, waiting `wait_s` (plus a margin) for it; raises AgentError
+        (naming the server) on a refusal."""
         with self._lock:
             if self.proc.poll() is not None:
                 raise AgentError(f"server {self.server.name}: agent connection closed")
             assert self.proc.stdin is not None
             self.proc.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())
             self.proc.stdin.flush()
-            reply = self._read(timeout_s + REPLY_MARGIN_S, op)
+            reply = self._read(wait_s + REPLY_MARGIN_S, op)
         if not reply.get("ok"):
             raise AgentError(f"server {self.server.name}: {op} failed: {reply.get('error')}")
         return reply
@@ -242,7 +243,7 @@ class AgentClient:
     def run(self, argv: Sequence[str], *, input_text: str | None = None, check: bool = True,
             timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
         """Runs argv on the server; raises CommandError naming the server if it fails and `check` is set."""
-        r = self.call("run", timeout_s=timeout_s, argv=list(argv), input=input_text)
+        r = self.call("run", wait_s=timeout_s, argv=list(argv), input=input_text, timeout_s=timeout_s)
         line = shlex.join(argv)
         if r["rc"] is None:
             raise CommandError(f"server {self.server.name}: command timed out after {timeout_s:g} s: {line}")

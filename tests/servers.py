@@ -39,6 +39,8 @@ OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 START_TIMEOUT_S = 30.0
 # Links a bare server holds: loopback, its underlay end, and the tap of the userspace datapath.
 BASE_LINKS = {"lo", "eth0", "ovs-netdev"}
+HOLDERS: dict[int, subprocess.Popen[bytes]] = {}
+"""The holder processes this process started, kept to be reaped at stop (and their exit seen)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,17 @@ class Farm:
         return found
 
 
+def _free_prefix() -> str:
+    """Returns a name prefix (6 characters) that no namespace or link of the root namespace starts with."""
+    names = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    names += subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    for n in range(0x10000):
+        prefix = f"mh{(os.getpid() + n) % 0x10000:04x}"
+        if prefix not in names:
+            return prefix
+    raise RuntimeError("no free name prefix for the fixture's servers")
+
+
 def _free_subnet() -> str:
     """Returns a /24 in 192.168.200-249 that no interface of the root namespace uses."""
     used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
@@ -156,7 +169,7 @@ def start(specs: Sequence[ServerSpec], base_dir: Path, *, mtu: int = 1500, prefi
     if not Path(SSHD).exists():
         raise RuntimeError(f"{SSHD} missing: scripts/setup.sh installs openssh-server")
     base_dir.mkdir(parents=True, exist_ok=True)
-    prefix = prefix or f"mh{os.getpid() % 0x10000:04x}"
+    prefix = prefix or _free_prefix()
     farm = Farm(dir=str(base_dir), prefix=prefix, bridge=f"{prefix}br", subnet=_free_subnet(), mtu=mtu)
     net = ipaddress.ip_network(farm.subnet)
     client_pub = _keygen(base_dir / "id")
@@ -201,6 +214,7 @@ def _start_server(farm: Farm, spec: ServerSpec, addr: str, client_pub: str) -> F
     server = FixtureServer(name=spec.name, netns=netns, root_link=root_link, addr=addr, holder_pid=holder.pid,
                            init_pid=0, pidns_inode=0, dir=str(d))
     farm.servers.append(server)
+    HOLDERS[holder.pid] = holder
     out = _read_until_ready(holder, spec.name)
     children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
     server.init_pid = int(children[0])
@@ -234,9 +248,11 @@ def stop(farm: Farm) -> list[str]:
     for s in farm.servers:
         while time.monotonic() < deadline and _netns_pids(s.netns):
             time.sleep(0.05)
+        # the root end first: deleting the namespace removes it too, but only later (the kernel's cleanup work)
+        subprocess.run(["ip", "link", "del", s.root_link], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", s.netns], capture_output=True, check=False)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(s.holder_pid, os.WNOHANG)
+        if s.holder_pid in HOLDERS:
+            HOLDERS.pop(s.holder_pid).wait(timeout=10)
     subprocess.run(["ip", "link", "del", farm.bridge], capture_output=True, check=False)
     return leftovers(farm)
 
@@ -310,10 +326,19 @@ def _init(d: Path, ovs: bool, hide: Sequence[str]) -> None:
         sh("ovs-vsctl", "--no-wait", "init")
         sh("ovs-vswitchd", "--pidfile", "--detach", f"--log-file={d / 'vswitchd.log'}")
     sh(SSHD, "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log"))
-    print("READY", flush=True)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
+    deadline = time.monotonic() + START_TIMEOUT_S  # sshd forks before it listens; its pid file follows listen()
+    while not os.path.exists("/run/sshd.pid"):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"sshd wrote no pid file: {(d / 'sshd.log').read_text()}")
+        time.sleep(0.01)
+    # The launcher closes its pipe once it reads READY: nothing may be written to it after that (EPIPE).
+    sys.stdout.flush()
+    ready = os.dup(1)
+    log = os.open(d / "init.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for fd in (1, 2):
+        os.dup2(log, fd)
+    os.write(ready, b"READY\n")
+    os.close(ready)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes pause() below
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # pid 1 exiting kills the whole namespace
     while True:

@@ -1,0 +1,196 @@
+"""Preflight of a multi-host run: what every server needs, checked through its agent before anything is built.
+
+Per server: key login in BatchMode, root or `sudo -n`, the programs (mnexec, ip, tc, ethtool, ovs-vsctl), Open
+vSwitch answering, Mininet importable by the repository's virtualenv, the driver's repository path and commit,
+VXLAN (a probe device in a scratch namespace), the underlay device and its MTU against --mtu; per pair of
+servers: the underlay reachable, and its RTT. Each missing thing is one line naming the server and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from testbed.agent import REPO, AgentClient, AgentError, Server
+from testbed.crossserver import max_emulated_mtu
+from testbed.errors import PreflightError
+
+PROGRAMS = {"mnexec": "mininet", "ip": "iproute2", "tc": "iproute2", "ethtool": "ethtool",
+            "ovs-vsctl": "openvswitch-switch"}
+PING_COUNT = 3
+
+
+@dataclass
+class ServerReport:
+    """What preflight found on one server."""
+
+    server: str
+    problems: list[str] = field(default_factory=list)
+    underlay_dev: str | None = None
+    underlay_mtu: int | None = None
+    commit: str | None = None
+
+
+def local_commit(repo: str = str(REPO)) -> str:
+    """Returns the driver's `git rev-parse HEAD`."""
+    return subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _key_login(server: Server) -> str | None:
+    """Returns why ssh with the key in BatchMode fails (None if it logs in)."""
+    try:
+        done = subprocess.run(server.ssh_argv("true"), capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "ssh did not answer within 30 s"
+    if done.returncode == 0:
+        return None
+    lines = [s for s in done.stderr.strip().splitlines() if s]
+    return lines[-1] if lines else f"ssh exited {done.returncode}"
+
+
+def check_server(server: Server, *, mtu: int | None, commit: str) -> tuple[ServerReport, AgentClient | None]:
+    """Returns what is missing on one server and, if its agent started, the agent (the caller closes it)."""
+    report = ServerReport(server.name)
+    who = f"server {server.name} ({server.dest})"
+    failure = _key_login(server)
+    if failure is not None:
+        report.problems.append(f"{who}: key login in BatchMode failed ({failure}); add your key: "
+                               f"ssh-copy-id -p {server.port} {server.dest}")
+        return report, None
+    try:
+        client = AgentClient(server)
+    except AgentError as e:
+        report.problems.append(f"{e}; clone the repository there at the driver's path and run scripts/setup.sh")
+        return report, None
+    try:
+        _check_with_agent(client, report, mtu=mtu, commit=commit)
+    except AgentError as e:
+        report.problems.append(str(e))
+    return report, client
+
+
+def _check_with_agent(client: AgentClient, report: ServerReport, *, mtu: int | None, commit: str) -> None:
+    server, add = client.server, report.problems.append
+    name = f"server {server.name}"
+    if client.hello["uid"] != 0 and client.run(["sudo", "-n", "true"], check=False).returncode != 0:
+        add(f"{name}: {server.dest} is neither root nor allowed passwordless sudo (sudo -n true fails); "
+            "log in as root or allow sudo without a password")
+    paths = client.which(list(PROGRAMS))
+    missing = [p for p, path in paths.items() if path is None]
+    if missing:
+        pkgs = " ".join(sorted({PROGRAMS[p] for p in missing}))
+        add(f"{name}: missing programs {', '.join(missing)}; apt-get install {pkgs} (scripts/setup.sh does)")
+    if paths["ovs-vsctl"] is not None:
+        ovs = client.run(["ovs-vsctl", "--timeout=2", "show"], check=False)
+        if ovs.returncode != 0:
+            add(f"{name}: Open vSwitch does not answer (ovs-vsctl show: {(ovs.stderr or ovs.stdout).strip()}); "
+                "start it: scripts/setup.sh")
+    mn = client.run([".venv/bin/python", "-c", "import mininet.net"], check=False)
+    if mn.returncode != 0:
+        add(f"{name}: the virtualenv at {server.repo} cannot import Mininet; run scripts/setup.sh there")
+    git = client.run(["git", "-C", server.repo, "rev-parse", "HEAD"], check=False)
+    report.commit = git.stdout.strip() or None
+    if report.commit != commit:
+        why = f" ({(git.stderr.strip().splitlines() or [''])[-1]})" if git.returncode != 0 else ""
+        add(f"{name}: the repository at {server.repo} is at {report.commit or 'no commit'}{why}, the driver's at "
+            f"{commit}; check out the same commit")
+    probe = _vxlan_probe(client)
+    if probe is not None:
+        add(f"{name}: cannot create a VXLAN device ({probe}); load the vxlan kernel module")
+    _check_underlay(client, report, mtu)
+
+
+def _vxlan_probe(client: AgentClient) -> str | None:
+    """Returns why a VXLAN device cannot be made on the server (None if it can), in a scratch namespace."""
+    ns = f"tbprobe-{os.getpid()}"
+    made = client.run(["ip", "netns", "add", ns], check=False)
+    if made.returncode != 0:
+        return f"ip netns add: {made.stderr.strip()}"
+    try:
+        vx = client.run(["ip", "-n", ns, "link", "add", "vxprobe", "type", "vxlan", "id", "1", "dstport", "4789"],
+                        check=False)
+        return None if vx.returncode == 0 else vx.stderr.strip()
+    finally:
+        client.run(["ip", "netns", "del", ns], check=False)
+
+
+def _check_underlay(client: AgentClient, report: ServerReport, mtu: int | None) -> None:
+    server, name = client.server, f"server {client.server.name}"
+    addr = server.underlay_addr
+    if addr is None:
+        return
+    links = json.loads(client.run(["ip", "-j", "addr", "show"]).stdout)
+    holder = next((li for li in links for a in li.get("addr_info", []) if a.get("local") == addr), None)
+    if holder is None:
+        report.problems.append(f"{name}: no interface holds the underlay address {addr}; give the server's "
+                               "address on the network between the servers")
+        return
+    report.underlay_dev, report.underlay_mtu = holder["ifname"], int(holder["mtu"])
+    fits = max_emulated_mtu(report.underlay_mtu, addr)
+    if mtu is not None and mtu > fits:
+        overhead = report.underlay_mtu - fits
+        report.problems.append(f"{name}: underlay {report.underlay_dev} has MTU {report.underlay_mtu}: --mtu {mtu} "
+                               f"needs an underlay of {mtu + overhead}; use --mtu {fits} or raise the underlay MTU")
+
+
+def underlay_rtt_ms(client: AgentClient, peer_addr: str) -> float | None:
+    """Returns the minimum RTT of a few pings from the client's server to a peer's underlay address (None: no
+    answer)."""
+    ping = "ping" if ipaddress.ip_address(peer_addr).version == 4 else "ping6"
+    done = client.run([ping, "-c", str(PING_COUNT), "-i", "0.2", "-W", "2", "-q", peer_addr], check=False,
+                      timeout_s=15)
+    m = re.search(r"= ([\d.]+)/", done.stdout)
+    return float(m.group(1)) if done.returncode == 0 and m else None
+
+
+@dataclass
+class Preflight:
+    """Every server's report and the underlay RTT of every pair that answered."""
+
+    reports: list[ServerReport]
+    rtt_ms: dict[tuple[str, str], float]
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for r in self.reports for p in r.problems]
+
+
+def check_servers(servers: Sequence[Server], *, mtu: int | None = None, commit: str | None = None) -> Preflight:
+    """Checks every server and every pair's underlay; returns what it found (nothing is raised)."""
+    commit = commit or local_commit()
+    reports, clients = [], {}
+    try:
+        for server in servers:
+            report, client = check_server(server, mtu=mtu, commit=commit)
+            reports.append(report)
+            if client is not None:
+                clients[server.name] = client
+        rtt = {}
+        for a, b in itertools.combinations(servers, 2):
+            if a.name in clients and b.underlay_addr:
+                got = underlay_rtt_ms(clients[a.name], b.underlay_addr)
+                if got is None:
+                    next(r for r in reports if r.server == a.name).problems.append(
+                        f"server {a.name} cannot reach server {b.name}'s underlay address {b.underlay_addr} "
+                        "(ping); check the route and firewall (UDP 4789 must pass too)")
+                else:
+                    rtt[(a.name, b.name)] = got
+    finally:
+        for client in clients.values():
+            client.close()
+    return Preflight(reports, rtt)
+
+
+def require_servers(servers: Sequence[Server], *, mtu: int | None = None) -> Preflight:
+    """Returns the preflight of the servers; raises PreflightError listing every problem, one per line."""
+    found = check_servers(servers, mtu=mtu)
+    if found.problems:
+        raise PreflightError("servers not ready:\n  " + "\n  ".join(found.problems))
+    return found
