@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed.errors import CommandError, NetworkError
+from testbed import sh
+from testbed.errors import NetworkError
 
 REPO = Path(__file__).resolve().parents[1]
 REPLY_MARGIN_S = 10.0
@@ -244,13 +245,12 @@ class AgentClient:
             timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
         """Runs argv on the server; raises CommandError naming the server if it fails and `check` is set."""
         r = self.call("run", wait_s=timeout_s, argv=list(argv), input=input_text, timeout_s=timeout_s)
-        line = shlex.join(argv)
+        where = f"server {self.server.name}: "
         if r["rc"] is None:
-            raise CommandError(f"server {self.server.name}: command timed out after {timeout_s:g} s: {line}")
+            raise sh.timed_out(argv, timeout_s, where)
         done = subprocess.CompletedProcess(list(argv), r["rc"], r["stdout"], r["stderr"])
         if check and done.returncode != 0:
-            detail = (done.stderr or done.stdout).strip()
-            raise CommandError(f"server {self.server.name}: `{line}` failed (exit {done.returncode}): {detail}")
+            raise sh.failed(argv, done, input_text, where)
         return done
 
     def spawn(self, argv: Sequence[str], *, log: str, env: Mapping[str, str] | None = None,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from servers import ServerSpec, running, start, stop
 
+from testbed import sh
 from testbed.agent import REPO, AgentClient, AgentError, Server
 from testbed.errors import CommandError, PreflightError
 from testbed.serverchecks import check_servers, local_commit, require_servers
@@ -73,6 +74,12 @@ def test_a_failing_command_raises_naming_the_server(agents):
     assert a.run(["cat"], input_text="x\ny").stdout == "x\ny"  # the agent still answers, input passes
     with pytest.raises(AgentError, match="^server b: frobnicate failed: unknown op 'frobnicate'"):
         a.call("frobnicate")
+    # sh.run, which builds the network, runs on a server through its agent and fails the same way
+    assert sh.run(["sh", "-c", "echo $TESTBED_FIXTURE_SERVER"], server=a).stdout == "b\n"
+    with pytest.raises(CommandError) as e:
+        sh.run(["ip", "-batch", "-"], input_text="link show nosuchdev\n", server=a)
+    assert str(e.value).startswith("server b: `ip -batch -` failed (exit 1): ")
+    assert str(e.value).endswith("input was:\n    link show nosuchdev")
 
 
 def test_spawn_runs_detached_with_env_cwd_netns_and_log_and_kill_checks_start_ticks(farm, agents):
