@@ -157,8 +157,9 @@ def serve(inp: Any = None, out: Any = None) -> None:
     """The agent's loop: a hello line, then one answer line per request line, until stdin closes."""
     inp, out = inp or sys.stdin, out or sys.stdout
     agent = Agent()
+    ssh = os.environ.get("SSH_CONNECTION", "").split()  # client address, port, server address, port
     hello = {"ok": True, "hello": {"pid": os.getpid(), "uid": os.geteuid(), "cwd": os.getcwd(),
-                                   "python": sys.executable}}
+                                   "python": sys.executable, "server_addr": ssh[2] if len(ssh) == 4 else None}}
     out.write(json.dumps(hello) + "\n")
     out.flush()
     for line in inp:

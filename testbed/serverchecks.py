@@ -8,12 +8,16 @@ servers: the underlay reachable, and its RTT. Each missing thing is one line nam
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import ipaddress
 import itertools
 import json
 import os
 import re
+import shlex
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +36,8 @@ class ServerReport:
 
     server: str
     problems: list[str] = field(default_factory=list)
+    underlay_addr: str | None = None
+    """The server's address between the servers: as stated, else the one the driver's ssh reached."""
     underlay_dev: str | None = None
     underlay_mtu: int | None = None
     commit: str | None = None
@@ -57,7 +63,7 @@ def _key_login(server: Server) -> str | None:
 
 def check_server(server: Server, *, mtu: int | None, commit: str) -> tuple[ServerReport, AgentClient | None]:
     """Returns what is missing on one server and, if its agent started, the agent (the caller closes it)."""
-    report = ServerReport(server.name)
+    report = ServerReport(server.name, underlay_addr=server.underlay_addr)
     who = f"server {server.name} ({server.dest})"
     failure = _key_login(server)
     if failure is not None:
@@ -122,8 +128,8 @@ def _vxlan_probe(client: AgentClient) -> str | None:
 
 
 def _check_underlay(client: AgentClient, report: ServerReport, mtu: int | None) -> None:
-    server, name = client.server, f"server {client.server.name}"
-    addr = server.underlay_addr
+    name = f"server {client.server.name}"
+    addr = report.underlay_addr = report.underlay_addr or client.hello.get("server_addr")
     if addr is None:
         return
     links = json.loads(client.run(["ip", "-j", "addr", "show"]).stdout)
@@ -173,19 +179,44 @@ def check_servers(servers: Sequence[Server], *, mtu: int | None = None, commit: 
             if client is not None:
                 clients[server.name] = client
         rtt = {}
-        for a, b in itertools.combinations(servers, 2):
-            if a.name in clients and b.underlay_addr:
-                got = underlay_rtt_ms(clients[a.name], b.underlay_addr)
+        for ra, rb in itertools.combinations(reports, 2):
+            if ra.server in clients and rb.underlay_addr:
+                got = underlay_rtt_ms(clients[ra.server], rb.underlay_addr)
                 if got is None:
-                    next(r for r in reports if r.server == a.name).problems.append(
-                        f"server {a.name} cannot reach server {b.name}'s underlay address {b.underlay_addr} "
-                        "(ping); check the route and firewall (UDP 4789 must pass too)")
+                    ra.problems.append(f"server {ra.server} cannot reach server {rb.server}'s underlay address "
+                                       f"{rb.underlay_addr} (ping); check the route and firewall (UDP 4789 must "
+                                       "pass too)")
                 else:
-                    rtt[(a.name, b.name)] = got
+                    rtt[(ra.server, rb.server)] = got
     finally:
         for client in clients.values():
             client.close()
     return Preflight(reports, rtt)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m testbed.serverchecks NAME=USER@HOST[:PORT] ... [--mtu N]`: prints each server's report and
+    the underlay RTTs; exits 2 naming every problem."""
+    ap = argparse.ArgumentParser(prog="python -m testbed.serverchecks", description=__doc__.split("\n\n")[0])
+    ap.add_argument("servers", nargs="+", metavar="NAME=USER@HOST[:PORT]")
+    ap.add_argument("--mtu", type=int, default=None, help="the run's emulated MTU, checked against each underlay")
+    ap.add_argument("--ssh-options", default="", help="extra ssh arguments for every server, e.g. '-i KEY'")
+    args = ap.parse_args(argv)
+    try:
+        servers = [dataclasses.replace(Server.parse(s), ssh_options=tuple(shlex.split(args.ssh_options)))
+                   for s in args.servers]
+    except ValueError as e:
+        print(f"serverchecks: {e}", file=sys.stderr)
+        return 2
+    found = check_servers(servers, mtu=args.mtu)
+    for r in found.reports:
+        print(f"{r.server}: underlay {r.underlay_addr} on {r.underlay_dev} (MTU {r.underlay_mtu}), commit {r.commit}"
+              if not r.problems else f"{r.server}: {len(r.problems)} problem(s)")
+    for (a, b), ms in sorted(found.rtt_ms.items()):
+        print(f"underlay RTT {a} -> {b}: {ms:.3f} ms")
+    for p in found.problems:
+        print(p, file=sys.stderr)
+    return 2 if found.problems else 0
 
 
 def require_servers(servers: Sequence[Server], *, mtu: int | None = None) -> Preflight:
@@ -194,3 +225,7 @@ def require_servers(servers: Sequence[Server], *, mtu: int | None = None) -> Pre
     if found.problems:
         raise PreflightError("servers not ready:\n  " + "\n  ".join(found.problems))
     return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -370,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts = " ".join(farm.ssh_options())
         for s in farm.servers:
             print(f"{s.name}: ssh {opts} root@{s.addr}")
+        names = " ".join(f"{s.name}=root@{s.addr}" for s in farm.servers)
+        print(f"preflight: .venv/bin/python -m testbed.serverchecks {names} --ssh-options '{opts}'")
         return 0
     state = json.loads((args.dir / "farm.json").read_text())
     farm = Farm(**{**state, "servers": [FixtureServer(**s) for s in state["servers"]]})

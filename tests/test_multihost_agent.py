@@ -173,3 +173,17 @@ def test_stopping_the_servers_leaves_nothing_even_with_processes_and_namespaces_
         left = stop(farm)
     assert left == []
     assert subprocess.run(["pgrep", "-f", "^sleep 30[01]$"], capture_output=True).returncode == 1
+
+
+def test_the_preflight_command_finds_the_underlay_from_ssh_and_exits_2_naming_problems(farm):
+    a, d = farm.get("a"), farm.get("d")
+    argv = [str(REPO / ".venv" / "bin" / "python"), "-m", "testbed.serverchecks", f"a=root@{a.addr}",
+            f"d=root@{d.addr}:22", "--mtu", "1450", "--ssh-options", " ".join(farm.ssh_options())]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [f"a: underlay {a.addr} on eth0 (MTU 1500), commit {local_commit()}",
+                                        "d: 1 problem(s)"]
+    assert done.stderr.startswith(f"server d (root@{d.addr}): key login in BatchMode failed")
+    bad = subprocess.run(argv[:3] + ["root@host"], capture_output=True, text=True, cwd=REPO)
+    assert (bad.returncode, bad.stderr) == (2, "serverchecks: bad server 'root@host': expected name=user@host[:port], "
+                                               "e.g. gpu=root@10.1.0.7:22\n")
