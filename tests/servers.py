@@ -39,6 +39,7 @@ OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 START_TIMEOUT_S = 30.0
 # Links a bare server holds: loopback, its underlay end, and the tap of the userspace datapath.
 BASE_LINKS = {"lo", "eth0", "ovs-netdev"}
+OWN_PROGRAMS = {"sshd", "ovsdb-server", "ovs-vswitchd"}
 HOLDERS: dict[int, subprocess.Popen[bytes]] = {}
 """The holder processes this process started, kept to be reaped at stop (and their exit seen)."""
 
@@ -111,8 +112,8 @@ class Farm:
                               capture_output=True, text=True, check=check, timeout=30)
 
     def leftovers_on(self, name: str) -> list[str]:
-        """Returns what a run left on server `name`: namespaces, OVS bridges, links, processes beyond the
-        server's own (init, sshd and its sessions' shells excluded only if they are sshd, OVS daemons)."""
+        """Returns what a run left on server `name`: namespaces, OVS bridges, links and processes beyond the
+        server's own (its init, sshd, the OVS daemons) and the agents connected now."""
         found = []
         netns = self.inside(name, ["ip", "netns", "list"]).stdout.split()
         found += [f"{name}: netns {n}" for n in netns if not n.startswith("(id:")]
@@ -120,9 +121,12 @@ class Farm:
         found += [f"{name}: OVS bridge {b}" for b in br.stdout.split()]
         links = json.loads(self.inside(name, ["ip", "-j", "link", "show"]).stdout)
         found += [f"{name}: link {li['ifname']}" for li in links if li["ifname"] not in BASE_LINKS]
-        ps = self.inside(name, ["ps", "-e", "-o", "pid=,comm="]).stdout.splitlines()
-        own = {"python3", "python", "sshd", "ovsdb-server", "ovs-vswitchd", "ps", "nsenter"}
-        found += [f"{name}: process {line.strip()}" for line in ps if line.split()[1] not in own]
+        ps = self.inside(name, ["ps", "-e", "-o", "pid=,ppid=,comm=,args="]).stdout.splitlines()
+        for line in ps:
+            pid, ppid, comm, args = line.split(None, 3)
+            own = pid == "1" or comm in OWN_PROGRAMS or "-m testbed.agent" in args
+            if not own and ppid != "0":  # ppid 0: nsenter's ps, entering from outside
+                found.append(f"{name}: process {pid} {args}")
         return found
 
 

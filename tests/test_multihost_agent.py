@@ -168,7 +168,9 @@ def test_stopping_the_servers_leaves_nothing_even_with_processes_and_namespaces_
             x.run(["ovs-vsctl", "add-br", "left", "--", "set", "bridge", "left", "datapath_type=netdev"])
             x.spawn(["sleep", "300"], log="/dev/null", netns="inner")  # in a namespace inside the server
             x.spawn(["setsid", "-f", "sleep", "301"], log="/dev/null")  # a daemon, reparented to the server's init
-        assert len(farm.leftovers_on("x")) == 5  # netns inner, the bridge and its link, two sleeps
+        left = farm.leftovers_on("x")
+        assert left[:3] == ["x: netns inner", "x: OVS bridge left", "x: link left"]
+        assert sorted(line.split(None, 3)[3] for line in left[3:]) == ["sleep 300", "sleep 301"]
     finally:
         left = stop(farm)
     assert left == []
