@@ -66,6 +66,11 @@ class Server:
             raise ValueError(f"bad server {text!r}: expected name=user@host[:port], e.g. gpu=root@10.1.0.7:22")
         return cls(name=m["name"], dest=m["dest"], port=int(m["port"] or 22))
 
+    @property
+    def user(self) -> str | None:
+        """The login user of `dest` (None: ssh's default for the host)."""
+        return self.dest.rsplit("@", 1)[0] if "@" in self.dest else None
+
     def ssh_argv(self, *remote: str) -> list[str]:
         """Returns the ssh command line that runs `remote` (one shell line) on the server, key login only."""
         return ["ssh", "-T", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5",
@@ -155,7 +160,10 @@ class Agent:
 
 def serve(inp: Any = None, out: Any = None) -> None:
     """The agent's loop: a hello line, then one answer line per request line, until stdin closes."""
-    inp, out = inp or sys.stdin, out or sys.stdout
+    if out is None:  # answers on a private copy of stdout; whatever else writes to fd 1 goes to stderr
+        out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+    inp = inp or sys.stdin
     agent = Agent()
     ssh = os.environ.get("SSH_CONNECTION", "").split()  # client address, port, server address, port
     hello = {"ok": True, "hello": {"pid": os.getpid(), "uid": os.geteuid(), "cwd": os.getcwd(),
@@ -176,11 +184,13 @@ def serve(inp: Any = None, out: Any = None) -> None:
 # --- the client (on the driver) ---
 
 def remote_command(server: Server) -> str:
-    """Returns the shell line ssh runs on the server: the repository's Python with the agent, or one error line."""
+    """Returns the shell line ssh runs on the server: the repository's Python with the agent (through `sudo -n`
+    for a user other than root), or one error line."""
     repo = shlex.quote(server.repo)
     missing = json.dumps({"ok": False, "error": f"no repository with a .venv at {server.repo}"})
+    sudo = "sudo -n " if server.user not in (None, "root") else ""
     return (f"cd {repo} 2>/dev/null && test -x .venv/bin/python || {{ echo {shlex.quote(missing)}; exit 3; }}; "
-            "exec .venv/bin/python -m testbed.agent")
+            f"exec {sudo}.venv/bin/python -m testbed.agent")
 
 
 class AgentClient:

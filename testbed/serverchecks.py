@@ -49,10 +49,10 @@ def local_commit(repo: str = str(REPO)) -> str:
                           check=True).stdout.strip()
 
 
-def _key_login(server: Server) -> str | None:
-    """Returns why ssh with the key in BatchMode fails (None if it logs in)."""
+def _ssh_fails(server: Server, command: str) -> str | None:
+    """Returns why `command` over ssh with the key in BatchMode fails (None if it succeeds)."""
     try:
-        done = subprocess.run(server.ssh_argv("true"), capture_output=True, text=True, timeout=30)
+        done = subprocess.run(server.ssh_argv(command), capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
         return "ssh did not answer within 30 s"
     if done.returncode == 0:
@@ -65,11 +65,17 @@ def check_server(server: Server, *, mtu: int | None, commit: str) -> tuple[Serve
     """Returns what is missing on one server and, if its agent started, the agent (the caller closes it)."""
     report = ServerReport(server.name, underlay_addr=server.underlay_addr)
     who = f"server {server.name} ({server.dest})"
-    failure = _key_login(server)
+    failure = _ssh_fails(server, "true")
     if failure is not None:
         report.problems.append(f"{who}: key login in BatchMode failed ({failure}); add your key: "
                                f"ssh-copy-id -p {server.port} {server.dest}")
         return report, None
+    if server.user not in (None, "root"):
+        failure = _ssh_fails(server, "sudo -n true")
+        if failure is not None:
+            report.problems.append(f"{who}: {server.user} is not root and `sudo -n true` fails ({failure}); log "
+                                   "in as root or allow this user sudo without a password")
+            return report, None
     try:
         client = AgentClient(server)
     except AgentError as e:

@@ -55,6 +55,8 @@ class ServerSpec:
     """The driver's key may log in (else ssh in BatchMode fails)."""
     hide: tuple[str, ...] = ()
     """Paths made absent on this server: a file becomes an empty non-executable node, a folder empty."""
+    users: tuple[str, ...] = ()
+    """Login users other than root that exist on this server only (uid 4200 and on, shell /bin/sh)."""
 
 
 @dataclass
@@ -164,7 +166,7 @@ def _sshd_config(d: Path, addr: str, spec: ServerSpec) -> str:
     return "\n".join([
         f"ListenAddress {addr}:22", f"HostKey {d / 'hostkey'}", "PidFile /run/sshd.pid",
         "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "UsePAM no", "StrictModes no", f"AuthorizedKeysFile {d / 'authorized_keys'}",
+        "UsePAM no", "StrictModes no", "AuthorizedKeysFile /run/authorized_keys",
         f"SetEnv TESTBED_FIXTURE_SERVER={spec.name}", "LogLevel ERROR", ""])
 
 
@@ -212,6 +214,8 @@ def _start_server(farm: Farm, spec: ServerSpec, addr: str, client_pub: str) -> F
     argv += ["--ovs"] if spec.ovs else []
     for path in spec.hide:
         argv += ["--hide", path]
+    for user in spec.users:
+        argv += ["--user", user]
     # close_fds (the default) matters: a daemon keeping an inherited lock fd (flock on /tmp/cpu.lock) holds it.
     holder = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               close_fds=True, start_new_session=True)
@@ -308,8 +312,9 @@ def running(specs: Sequence[ServerSpec], base_dir: Path, *, mtu: int = 1500) -> 
 
 # --- inside a server: its init (pid 1 of its PID namespace) ---
 
-def _init(d: Path, ovs: bool, hide: Sequence[str]) -> None:
-    """Mounts the private /run, hides paths, starts OVS and sshd, says READY, then reaps until killed."""
+def _init(d: Path, ovs: bool, hide: Sequence[str], users: Sequence[str] = ()) -> None:
+    """Mounts the private /run, hides paths, adds users, starts OVS and sshd, says READY, then reaps until
+    killed."""
     def sh(*argv: str) -> None:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
         if done.returncode != 0:
@@ -318,9 +323,16 @@ def _init(d: Path, ovs: bool, hide: Sequence[str]) -> None:
     sh("mount", "-t", "tmpfs", "-o", "mode=755", "fixture-run", "/run")
     for sub in ("sshd", "netns", "openvswitch", "lock"):
         os.makedirs(f"/run/{sub}", mode=0o755)
+    # sshd reads the keys as the user logging in: in the private /run, readable by every user of the server
+    Path("/run/authorized_keys").write_bytes((d / "authorized_keys").read_bytes())
+    os.chmod("/run/authorized_keys", 0o644)
     for path in hide:
         sh("mount", "-t", "tmpfs", "-o", "mode=755", "hidden", path) if os.path.isdir(path) \
             else sh("mount", "--bind", "/dev/null", path)
+    if users:  # a passwd of this server's own, over the machine's, in its mount namespace only
+        lines = [f"{u}:x:{4200 + i}:{4200 + i}::/tmp:/bin/sh" for i, u in enumerate(users)]
+        (d / "passwd").write_text(Path("/etc/passwd").read_text() + "\n".join(lines) + "\n")
+        sh("mount", "--bind", str(d / "passwd"), "/etc/passwd")
     if ovs:
         if os.path.exists(d / "conf.db"):
             os.unlink(d / "conf.db")
@@ -365,9 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     init.add_argument("dir", type=Path)
     init.add_argument("--ovs", action="store_true")
     init.add_argument("--hide", action="append", default=[])
+    init.add_argument("--user", action="append", default=[])
     args = p.parse_args(argv)
     if args.cmd == "_init":
-        _init(args.dir, args.ovs, args.hide)
+        _init(args.dir, args.ovs, args.hide, args.user)
         return 0
     if args.cmd == "up":
         farm = start([ServerSpec(n) for n in args.servers.split(",")], args.dir, mtu=args.mtu)

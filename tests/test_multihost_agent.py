@@ -3,6 +3,7 @@ vSwitch; the agent over one ssh per server; the remote preflight naming what eac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,7 +23,8 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ne
 SPECS = [ServerSpec("a"), ServerSpec("b"),
          ServerSpec("c", ovs=False, hide=("/usr/bin/mnexec",)),  # no Open vSwitch, no Mininet's mnexec
          ServerSpec("d", authorized=False),  # the driver's key is not authorized
-         ServerSpec("e", hide=(str(REPO),))]  # the repository is not there
+         ServerSpec("e", hide=(str(REPO),)),  # the repository is not there
+         ServerSpec("f", users=("edge",))]  # a user other than root, and no sudo on this machine
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +120,18 @@ def test_an_agent_that_cannot_start_says_why_naming_the_server(farm):
         AgentClient(farm.record("d"))
     with pytest.raises(AgentError, match=f"^server e .*: starting the agent: no repository with a .venv at {REPO}$"):
         AgentClient(farm.record("e"))
+    edge = dataclasses.replace(farm.record("f"), dest=f"edge@{farm.get('f').addr}")
+    with pytest.raises(AgentError, match=r"^server f \(edge@[\d.]+\): starting the agent: .*sudo: not found"):
+        AgentClient(edge)  # a user other than root starts the agent through sudo -n
 
 
 def test_preflight_passes_a_complete_server_and_names_each_missing_thing(farm):
     commit = local_commit()
     found = check_servers([farm.record(n) for n in ("a", "b", "c", "d", "e")], mtu=1450)
+    f = farm.record("f")
+    edge = check_servers([dataclasses.replace(f, dest=f"edge@{f.underlay_addr}")]).reports[0]
+    no_sudo = subprocess.run(["sh", "-c", "command -v sudo || echo sudo: not found"], capture_output=True,
+                             text=True).stdout
     by = {r.server: r for r in found.reports}
     assert by["a"].problems == [] and by["b"].problems == []
     assert (by["a"].underlay_dev, by["a"].underlay_mtu, by["a"].commit) == ("eth0", 1500, commit)
@@ -137,6 +146,10 @@ def test_preflight_passes_a_complete_server_and_names_each_missing_thing(farm):
     d_addr = farm.get("d").addr
     assert by["d"].problems == [f"server d (root@{d_addr}): key login in BatchMode failed (root@{d_addr}: "
                                 f"Permission denied (publickey).); add your key: ssh-copy-id -p 22 root@{d_addr}"]
+    f_addr = farm.get("f").addr
+    assert len(edge.problems) == 1 and "sudo" in no_sudo  # this machine has no sudo: "sudo: not found"
+    assert edge.problems[0].startswith(f"server f (edge@{f_addr}): edge is not root and `sudo -n true` fails (")
+    assert edge.problems[0].endswith("sudo: not found); log in as root or allow this user sudo without a password")
     assert by["e"].problems == [f"server e (root@{farm.get('e').addr}): starting the agent: no repository with a "
                                 f".venv at {REPO}; clone the repository there at the driver's path and run "
                                 "scripts/setup.sh"]
