@@ -3,7 +3,8 @@
 Per server: key login in BatchMode, root or `sudo -n`, the programs (mnexec, ip, tc, ethtool, ovs-vsctl), Open
 vSwitch answering, Mininet importable by the repository's virtualenv, the driver's repository path and commit,
 VXLAN (a probe device in a scratch namespace), the underlay device and its MTU against --mtu; per pair of
-servers: the underlay reachable, and its RTT. Each missing thing is one line naming the server and the fix.
+servers: the underlay reachable, and its RTT; each server's clock offset from the driver's (testbed.clocksync).
+Each missing thing is one line naming the server and the fix.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from testbed import clocksync
 from testbed.agent import REPO, AgentClient, AgentError, Server
 from testbed.crossserver import max_emulated_mtu
 from testbed.errors import PreflightError
@@ -164,18 +166,21 @@ def underlay_rtt_ms(client: AgentClient, peer_addr: str) -> float | None:
 
 @dataclass
 class Preflight:
-    """Every server's report and the underlay RTT of every pair that answered."""
+    """Every server's report, the underlay RTT of every pair that answered, every reachable server's clock."""
 
     reports: list[ServerReport]
     rtt_ms: dict[tuple[str, str], float]
+    clocks: dict[str, clocksync.ClockOffset]
 
     @property
     def problems(self) -> list[str]:
         return [p for r in self.reports for p in r.problems]
 
 
-def check_servers(servers: Sequence[Server], *, mtu: int | None = None, commit: str | None = None) -> Preflight:
-    """Checks every server and every pair's underlay; returns what it found (nothing is raised)."""
+def check_servers(servers: Sequence[Server], *, mtu: int | None = None, commit: str | None = None,
+                  clock_bound_ms: float | None = None) -> Preflight:
+    """Checks every server, every pair's underlay and every server's clock (its offset known within
+    `clock_bound_ms` if given); returns what it found (nothing is raised)."""
     commit = commit or local_commit()
     reports, clients = [], {}
     try:
@@ -194,10 +199,16 @@ def check_servers(servers: Sequence[Server], *, mtu: int | None = None, commit: 
                                        "pass too)")
                 else:
                     rtt[(ra.server, rb.server)] = got
+        clocks = {name: clocksync.measure(client) for name, client in clients.items()}
+        for r in reports:
+            c = clocks.get(r.server)
+            if c is not None and clock_bound_ms is not None and c.bound_ms > clock_bound_ms:
+                r.problems.append(f"server {r.server}: its clock offset is known only within +-{c.bound_ms:.3f} ms "
+                                  f"(half the best round trip of {c.probes} probes), above {clock_bound_ms:g} ms")
     finally:
         for client in clients.values():
             client.close()
-    return Preflight(reports, rtt)
+    return Preflight(reports, rtt, clocks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               if not r.problems else f"{r.server}: {len(r.problems)} problem(s)")
     for (a, b), ms in sorted(found.rtt_ms.items()):
         print(f"underlay RTT {a} -> {b}: {ms:.3f} ms")
+    for c in found.clocks.values():
+        chrony = "" if c.chrony_offset_ms is None else f" (chrony: {c.chrony_offset_ms:+.3f} ms from its source)"
+        print(f"clock {c.server}: {c.offset_ms:+.3f} ms +- {c.bound_ms:.3f} ms from the driver's{chrony}")
     for p in found.problems:
         print(p, file=sys.stderr)
     return 2 if found.problems else 0

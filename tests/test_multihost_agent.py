@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -138,6 +139,10 @@ def test_preflight_passes_a_complete_server_and_names_each_missing_thing(farm):
     # every pair whose first server has an agent (d: no key login, e: no repository) pinged the other
     assert set(found.rtt_ms) == {("a", "b"), ("a", "c"), ("a", "d"), ("a", "e"), ("b", "c"), ("b", "d"),
                                  ("b", "e"), ("c", "d"), ("c", "e")}
+    assert set(found.clocks) == {"a", "b", "c"}  # the servers whose agent started
+    clock = found.clocks["a"]  # one machine, one clock: the true offset is 0, inside the measured bound
+    assert clock.probes == 50 and clock.bound_ms > 0 and abs(clock.offset_ms) <= clock.bound_ms
+    assert clock.chrony_offset_ms is None  # no chrony here
     c = by["c"].problems
     assert len(c) == 2
     assert c[0] == "server c: missing programs mnexec; apt-get install mininet (scripts/setup.sh does)"
@@ -167,6 +172,9 @@ def test_preflight_refuses_an_mtu_the_underlay_cannot_carry_and_another_commit(f
     found = check_servers([farm.record("a")], commit="0" * 40)
     assert found.problems == [f"server a: the repository at {REPO} is at {local_commit()}, the driver's at "
                               f"{'0' * 40}; check out the same commit"]
+    slow = check_servers([farm.record("a")], clock_bound_ms=0.0).problems
+    assert len(slow) == 1 and re.fullmatch(r"server a: its clock offset is known only within \+-\d+\.\d{3} ms "
+                                           r"\(half the best round trip of 50 probes\), above 0 ms", slow[0])
     wrong = Server("a", farm.record("a").dest, underlay_addr="10.99.0.1", ssh_options=farm.ssh_options())
     assert check_servers([wrong]).problems == ["server a: no interface holds the underlay address 10.99.0.1; "
                                                "give the server's address on the network between the servers"]
@@ -196,8 +204,9 @@ def test_the_preflight_command_finds_the_underlay_from_ssh_and_exits_2_naming_pr
             f"d=root@{d.addr}:22", "--mtu", "1450", "--ssh-options", " ".join(farm.ssh_options())]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 2
-    assert done.stdout.splitlines() == [f"a: underlay {a.addr} on eth0 (MTU 1500), commit {local_commit()}",
-                                        "d: 1 problem(s)"]
+    out = done.stdout.splitlines()
+    assert out[:2] == [f"a: underlay {a.addr} on eth0 (MTU 1500), commit {local_commit()}", "d: 1 problem(s)"]
+    assert len(out) == 3 and re.fullmatch(r"clock a: [+-]\d+\.\d{3} ms \+- \d+\.\d{3} ms from the driver's", out[2])
     assert done.stderr.startswith(f"server d (root@{d.addr}): key login in BatchMode failed")
     bad = subprocess.run(argv[:3] + ["root@host"], capture_output=True, text=True, cwd=REPO)
     assert (bad.returncode, bad.stderr) == (2, "serverchecks: bad server 'root@host': expected name=user@host[:port], "
