@@ -97,8 +97,14 @@ def test_a_crossing_link_is_twice_its_delay_round_trip_and_drops_frames_above_it
             # machine adds userspace OVS's forwarding on b (tenths of a ms); a missing or doubled leg is far out.
             assert 2 * DELAY_MS - 0.1 <= median <= 2 * DELAY_MS + 2.6, (times, rtt)
 
+            # The far side's rate: a TBF on the vxlan device that is b's OVS port (after add-port, which clears
+            # qdiscs) shapes what b's userspace OVS sends towards a.
+            b.run(["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", "10mbit", "burst", "3000",
+                   "latency", "50ms"])
             fits, out = ping_ms(a, "-M", "do", "-s", "1422", "-c", "2", "-i", "0.1")  # 1450-byte IP packet
             assert len(fits) == 2, out
+            tbf = json.loads(b.run(["tc", "-s", "-j", "qdisc", "show", "dev", dev]).stdout)[0]
+            assert tbf["kind"] == "tbf" and tbf["packets"] >= 2 and tbf["bytes"] >= 2 * 1450
             lost, out = ping_ms(a, "-M", "do", "-s", "1472", "-c", "3", "-i", "0.1", "-W", "1")  # 1500 bytes
             assert lost == [] and "100% packet loss" in out, out
             assert a.kill(pid, ticks)
