@@ -202,8 +202,11 @@ class AgentClient:
         self._lock = threading.Lock()
         self._stderr: list[str] = []
         self._buf = b""
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise AgentError(f"server {server.name}: no ssh client here: apt-get install openssh-client") from None
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         self.hello = self._read(start_timeout_s, "starting the agent")
         if not self.hello.get("ok"):

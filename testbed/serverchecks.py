@@ -1,6 +1,6 @@
 """Preflight of a multi-host run: what every server needs, checked through its agent before anything is built.
 
-Per server: key login in BatchMode, root or `sudo -n`, the programs (mnexec, ip, tc, ethtool, ovs-vsctl), Open
+Per server: key login in BatchMode, root or `sudo -n`, the programs (mnexec, ip, tc, ethtool, ovs-vsctl, ping), Open
 vSwitch answering, Mininet importable by the repository's virtualenv, the driver's repository path and commit,
 VXLAN (a probe device in a scratch namespace), the underlay device and its MTU against --mtu; per pair of
 servers: the underlay reachable, and its RTT; each server's clock offset from the driver's (testbed.clocksync).
@@ -28,7 +28,7 @@ from testbed.crossserver import max_emulated_mtu
 from testbed.errors import PreflightError
 
 PROGRAMS = {"mnexec": "mininet", "ip": "iproute2", "tc": "iproute2", "ethtool": "ethtool",
-            "ovs-vsctl": "openvswitch-switch"}
+            "ovs-vsctl": "openvswitch-switch", "ping": "iputils-ping"}
 PING_COUNT = 3
 
 
