@@ -9,6 +9,11 @@ program on one server does is visible on another or in the root namespace, as on
 Teardown is by pid: each server's PID namespace hangs off one `unshare --kill-child` process; killing it kills
 the namespace's init and with it every process of the server. `stop()` returns whatever outlived it.
 
+In a test: `with running([ServerSpec("a"), ServerSpec("b")], tmp_path) as farm:` (a module fixture yields it),
+then `farm.record("a")` is the `testbed.agent.Server` to reach server a, `farm.inside("a", argv)` runs a command
+there without ssh, `farm.leftovers_on("a")` lists what a run left there; leaving the block asserts nothing of
+the servers is left. By hand:
+
     python tests/servers.py up --dir /tmp/mh [--servers a,b] [--mtu 1500]   # prints ssh lines, leaves them up
     python tests/servers.py down --dir /tmp/mh
 """
