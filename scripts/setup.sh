@@ -44,6 +44,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   printf '#!/bin/sh\nexit 101\n' > "$POLICY"; chmod +x "$POLICY"
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
   restore_policy; trap - EXIT
+  if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+    # Installed here, the system sshd stays off at boot too (the package enables it); a server of a multi-host
+    # run enables its sshd itself: systemctl enable --now ssh (docs/multihost.md).
+    if command -v deb-systemd-helper >/dev/null; then deb-systemd-helper disable ssh.service >/dev/null 2>&1 || true; fi
+    if command -v update-rc.d >/dev/null; then update-rc.d ssh disable >/dev/null 2>&1 || true; fi
+  fi
 else
   log "Debian packages present"
 fi
