@@ -155,6 +155,10 @@ def test_preflight_passes_a_complete_server_and_names_each_missing_thing(farm):
     assert len(edge.problems) == 1 and "sudo" in no_sudo  # this machine has no sudo: "sudo: not found"
     assert edge.problems[0].startswith(f"server f (edge@{f_addr}): edge is not root and `sudo -n true` fails (")
     assert edge.problems[0].endswith("sudo: not found); log in as root or allow this user sudo without a password")
+    implicit = Server("f", f_addr, ssh_options=(*farm.ssh_options(), "-l", "edge"))  # ssh's user, not named
+    first = check_servers([implicit]).problems[0]  # (and what a user cannot do follows)
+    assert first == ("server f: the agent runs as uid 4200, not root; name the user: root@host, or user@host for a "
+                     "user allowed sudo without a password")
     assert by["e"].problems == [f"server e (root@{farm.get('e').addr}): starting the agent: no repository with a "
                                 f".venv at {REPO}; clone the repository there at the driver's path and run "
                                 "scripts/setup.sh"]
