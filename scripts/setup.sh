@@ -17,9 +17,12 @@ fi
 #    Open vSwitch, which runs with the userspace datapath where the kernel lacks its module); npm fetches
 #    the detectors' weights; tcpdump writes the run's pcap files; util-linux's setpriv runs a test as non-root;
 #    Mininet (Debian's 2.3.0: its Python package and mnexec) builds the emulated network; python-is-python3
-#    gives `python` (a fresh Debian 12 has none) for `sudo python run_testbed.py`, which re-executes with the venv.
+#    gives `python` (a fresh Debian 12 has none) for `sudo python run_testbed.py`, which re-executes with the venv;
+#    openssh-server (and its client) reach the other servers of a multi-host run, and its sshd binary runs the
+#    private sshds of the multi-host tests (tests/servers.py). The system's sshd is not started here (policy-rc.d
+#    below): a machine that serves ssh starts it as it always has.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 iputils-ping ethtool tcpdump procps psmisc
-              util-linux openvswitch-switch mininet nodejs npm python-is-python3)
+              util-linux openvswitch-switch mininet nodejs npm python-is-python3 openssh-client openssh-server)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,11 +35,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # policy-rc.d keeps dpkg from trying to start services (there may be no init system); we start OVS below.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  # policy-rc.d keeps dpkg from starting services (there may be no init system; the system sshd stays off);
+  # we start OVS below. A policy-rc.d the machine already had is put back as it was.
+  POLICY=/usr/sbin/policy-rc.d
+  restore_policy() { if [ -e "$POLICY.setup-saved" ]; then mv -f "$POLICY.setup-saved" "$POLICY"; else rm -f "$POLICY"; fi; }
+  if [ -e "$POLICY" ]; then mv "$POLICY" "$POLICY.setup-saved"; fi
+  trap restore_policy EXIT
+  printf '#!/bin/sh\nexit 101\n' > "$POLICY"; chmod +x "$POLICY"
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  rm -f /usr/sbin/policy-rc.d; trap - EXIT
+  restore_policy; trap - EXIT
+  if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+    # Installed here, the system sshd stays off at boot too (the package enables it); a server of a multi-host
+    # run enables its sshd itself: systemctl enable --now ssh (docs/multihost.md).
+    if command -v deb-systemd-helper >/dev/null; then deb-systemd-helper disable ssh.service >/dev/null 2>&1 || true; fi
+    if command -v update-rc.d >/dev/null; then update-rc.d ssh disable >/dev/null 2>&1 || true; fi
+  fi
 else
   log "Debian packages present"
 fi
