@@ -76,6 +76,10 @@ class AgentMeta:
         d["guard_margin"] = float(d["guard_margin"])
         return AgentMeta(**d)
 
+    def _remedy(self) -> str:
+        """What to do about a mismatch of profiles: name the agent's profile file where it recorded one."""
+        return f"pass --profiles {self.profiles} or retrain" if self.profiles else "retrain it on this profile"
+
     def check_compatible(self, spec: StateSpec, source: str) -> None:
         """Raises AgentMismatchError unless the agent was trained for this topology and state shape."""
         if self.topology != spec.topology or tuple(self.state_shape) != spec.shape \
@@ -90,11 +94,11 @@ class AgentMeta:
                                      f"(resources {', '.join(self.resource_names[:3])}, ...); retrain it")
         if self.capacity_qps and spec.capacity_qps and not _close(self.capacity_qps, spec.capacity_qps):
             raise AgentMismatchError(f"{source}: agent trained with the capacities of profile file {self.profiles!r}, "
-                                     f"the system uses {spec.profiles!r}; pass --profiles {self.profiles} or retrain")
+                                     f"the system uses {spec.profiles!r}; {self._remedy()}")
         if self.load_accounting != spec.load_accounting:
             raise AgentMismatchError(f"{source}: agent trained with {self.load_accounting} load accounting, the system's "
                                      f"profile {spec.profiles!r} uses {spec.load_accounting}: its load feature means "
-                                     f"another thing; pass --profiles {self.profiles} or retrain")
+                                     f"another thing; {self._remedy()}")
         if tuple(self.policy_names) != POLICY_NAMES:
             raise AgentMismatchError(f"{source}: agent's actions {self.policy_names} differ from the "
                                      f"scheduler's policies {POLICY_NAMES}")
