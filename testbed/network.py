@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed import measure, preflight, sh, shaping, stp, switches
 from testbed.errors import CommandError, HelperDiedError, NetworkError
+from testbed.placement import Placement, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
 from topologies import Topology, load_topology
@@ -110,12 +111,14 @@ class EmulatedNetwork:
     topology says (delays and jitter x K, rates / K), the hosts' TCP timers x K, the controller's port
     statistics every `stats_interval_s` x K real seconds with rates per virtual second, link measurements in
     virtual ms.
+    placement: the servers of a multi-host run and each site's server (`testbed.placement`); default: all here.
     """
 
     def __init__(self, topology: Topology | str | Path, *, shaping: str = "auto", switch: str = "ovs",
                  controller: str = "osken", run_dir: Path | None = None, subnet: str = "10.0.0.0/16",
                  seed: int = 0, stats_interval_s: float = 1.0, mtu: int = 1500,
-                 log: Callable[[str], None] = print, tdf: float = 1.0) -> None:
+                 log: Callable[[str], None] = print, tdf: float = 1.0,
+                 placement: Placement | None = None) -> None:
         check_mtu(mtu)
         if not math.isfinite(tdf):
             raise ValueError(f"time dilation factor {tdf!r} is not a finite number")
@@ -128,7 +131,9 @@ class EmulatedNetwork:
         self.run_id = _fresh_run_id()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(run_dir) if run_dir else Path("runs") / f"net-{stamp}-{self.run_id}"
-        self.plan: NetworkPlan = build_plan(self.topology, self.run_id, subnet)
+        self.placement = placement or everything_local([s.name for s in self.topology.sites])
+        """Which server each site lives on (docs/multihost.md); everything on this machine by default."""
+        self.plan: NetworkPlan = build_plan(self.topology, self.run_id, subnet, dict(self.placement.sites))
         self.seed = seed
         self.stats_interval_s = stats_interval_s
         self.log = log
