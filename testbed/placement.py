@@ -132,10 +132,12 @@ def crossing_links(placement: Placement, links: Sequence[tuple[str, str, str]],
 
 
 def check_crossing(crossing: Sequence[CrossLink], delays_ms: Mapping[str, float], mtu: int,
-                   underlay: Mapping[str, Underlay], rtt_ms: Mapping[tuple[str, str], float]) -> dict[str, float]:
-    """Returns {link: the delay its wire adds} (the link's delay less the underlay's one way, RTT/2); raises
+                   underlay: Mapping[str, Underlay], rtt_ms: Mapping[tuple[str, str], float],
+                   tdf: float = 1.0) -> dict[str, float]:
+    """Returns {link: the delay its wire is given} (the link's delay less the underlay's one way, RTT/2; under time
+    dilation K the wire dilates what it is given, the underlay does not: (K x delay - one way) / K); raises
     PreflightError with one line naming the link and both servers if the run's MTU does not fit through the
-    underlay or the underlay alone is slower than the link."""
+    underlay or the underlay alone is slower than the (dilated) link."""
     out = {}
     for link in crossing:
         check_mtu(link, mtu, underlay[link.server_a].mtu, underlay[link.server_b].mtu)
@@ -143,7 +145,7 @@ def check_crossing(crossing: Sequence[CrossLink], delays_ms: Mapping[str, float]
         if rtt is None:
             raise PreflightError(f"link {link.name}: no underlay RTT measured between servers {link.server_a} and "
                                  f"{link.server_b}")
-        out[link.name] = wire_delay_ms(link, delays_ms[link.name], rtt / 2)
+        out[link.name] = wire_delay_ms(link, delays_ms[link.name] * tdf, rtt / 2) / tdf
     return out
 
 
