@@ -102,7 +102,7 @@ def driver_underlay(peer_addr: str) -> Underlay:
 def connect(placement: Placement, plan: NetworkPlan, *, mtu: int, tdf: float, run_dir: Path) -> ServerSet:
     """Checks every remote server (preflight, exit 2 naming each problem), starts its agent, finds the underlay and
     its round trips, plans each crossing link and writes `servers.json`; raises PreflightError on a refusal."""
-    found = serverchecks.require_servers(placement.remote, mtu=mtu)
+    found = serverchecks.require_servers(placement.remote)  # the MTU: per crossing link below, naming it
     out = ServerSet(placement)
     try:
         for r in found.reports:

@@ -255,12 +255,15 @@ class EmulatedNetwork:
         """Returns every shaped link's measurement (saved to the run dir, with the switch hops measured
         beside them: `last_report`); raises beyond tolerance if check. Trunks a spanning tree blocks carry
         no traffic and are not measured (`blocked_links`)."""
-        if self.servers is not None:
-            raise NetworkError("measuring links across servers is not built yet (one clock per server: it needs "
-                               "echo probes, RTT/2); the network is up, ping across it with the CLI")
         blocked = set(self.blocked_links)
         chosen = [lk for lk in self.plan.shaped_links if (links is None or lk.name in links) and lk.name not in blocked]
-        report = measure.measure(self.plan, probes, tolerance, chosen, tdf=self.tdf)
+        if self.servers is not None:  # each server's links on its own clock, crossing links by echo (RTT/2)
+            from testbed.measure_servers import measure_placed
+
+            report = measure_placed(self.plan, self.topology.source, self.servers.clients,
+                                    probes or measure.ProbePlan(), tolerance or measure.Tolerance(), self.tdf, chosen)
+        else:
+            report = measure.measure(self.plan, probes, tolerance, chosen, tdf=self.tdf)
         self.last_report = report
         path = self.run_dir / measure.MEASUREMENTS_FILE
         measure.save(report, path, {"topology": self.topology.name, "source": self.topology.source,
@@ -269,7 +272,9 @@ class EmulatedNetwork:
                                     "mtu": self.mtu, "tdf": self.tdf, "measured_at_s": time.time(),
                                     "tolerance": asdict(tolerance or measure.Tolerance()),
                                     "probes": asdict(probes or measure.ProbePlan()),
-                                    "blocked_by_stp": sorted(blocked)})
+                                    "blocked_by_stp": sorted(blocked),
+                                    "servers": {sw.site: sw.server for sw in self.plan.switches},
+                                    "crossing_links_by_echo": [lk.name for lk in self.plan.crossing_links]})
         if check:
             measure.check(report.links, path)
         return report.links
