@@ -2,7 +2,7 @@
 
 A link whose two measuring hosts share a server is measured there one-way, as on one machine (`testbed.measure`:
 probes stamped on that server's clock), by this module run on the server through its agent (`python -m
-testbed.measure_servers REQUEST`: it rebuilds the run's plan, which is deterministic, from the topology file, run id
+testbed.measure_servers REQUEST REPORT`, a recorded process: it rebuilds the run's plan, which is deterministic, from the topology file, run id
 and placement). A link crossing between servers is measured as half the round trip of echo probes (ping) from the
 host on its first server to the host on the other, never with two clocks; both directions get that figure and
 are judged by the same rule and tolerance as a one-way measurement, the switches' share taken from the hops the
@@ -15,13 +15,16 @@ import dataclasses
 import json
 import re
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from testbed import measure
 from testbed.agent import AgentClient
+from testbed.errors import MeasurementError
 from testbed.plan import LinkPlan, NetworkPlan, build_plan
+from testbed.record import Created, CreationRecord
 from topologies import load_topology
 
 MEASURE_TIMEOUT_S = 300.0
@@ -69,9 +72,33 @@ def _echo_delays_ns(client: AgentClient | None, plan: NetworkPlan, link: LinkPla
     return [round(r * 1e6 / 2) for r in rtts[1:]]  # the first also waits for the flows to be set up
 
 
+def _measure_on(client: AgentClient, req: dict[str, Any], run_dir: Path, record: CreationRecord) -> measure.LinkReport:
+    """Runs a server's share of the measurement as a process of its own there (recorded, so that `clean` stops it
+    should this run die; the agent stays free to answer meanwhile) and returns its report."""
+    server = client.server.name
+    base = run_dir / f"measure-{server}"
+    paths = {k: f"{base}.{k}" for k in ("request.json", "report.json", "log", "topology.yaml")}
+    client.write(paths["topology.yaml"], Path(req["topology"]).read_bytes())
+    client.write(paths["request.json"], json.dumps({**req, "topology": paths["topology.yaml"]}).encode())
+    python = f"{client.server.repo}/.venv/bin/python"
+    pid, ticks = client.spawn([python, "-m", "testbed.measure_servers", paths["request.json"], paths["report.json"]],
+                              log=paths["log"], cwd=client.server.repo)
+    record.add(Created("process", f"measure on {server}", pid=pid, start_ticks=ticks, server=server))
+    deadline = time.monotonic() + MEASURE_TIMEOUT_S
+    while (rc := client.poll(pid)) is None:
+        if time.monotonic() > deadline:
+            client.kill(pid, ticks, "SIGKILL")
+            raise MeasurementError(f"server {server}: measuring took over {MEASURE_TIMEOUT_S:g} s; see {paths['log']}")
+        time.sleep(0.1)
+    if rc != 0:
+        tail = client.read(paths["log"]).decode(errors="replace").splitlines()[-10:]
+        raise MeasurementError(f"server {server}: measuring failed (exit {rc}):\n" + "\n".join(tail))
+    return _report_from(json.loads(client.read(paths["report.json"])))
+
+
 def measure_placed(plan: NetworkPlan, topology_file: str, clients: Mapping[str, AgentClient],
                    probes: measure.ProbePlan, tolerance: measure.Tolerance, tdf: float,
-                   links: Sequence[LinkPlan]) -> measure.LinkReport:
+                   links: Sequence[LinkPlan], record: CreationRecord) -> measure.LinkReport:
     """Returns both directions of every given link, each measured on its server or across two by echo, with every
     server's switch hops."""
     by_server: dict[str, list[str]] = {}
@@ -88,16 +115,7 @@ def measure_placed(plan: NetworkPlan, topology_file: str, clients: Mapping[str, 
         if server == "local":
             reports.append(run_request(req))
             continue
-        client = clients[server]
-        python = f"{client.server.repo}/.venv/bin/python"
-        remote_topo = f"/tmp/tb{plan.run_id}-{server}-topology.yaml"
-        client.write(remote_topo, Path(topology_file).read_bytes())
-        req["topology"] = remote_topo
-        try:
-            done = client.run([python, "-m", "testbed.measure_servers", json.dumps(req)], timeout_s=MEASURE_TIMEOUT_S)
-        finally:
-            client.run(["rm", "-f", remote_topo], check=False)
-        reports.append(_report_from(json.loads(done.stdout)))
+        reports.append(_measure_on(clients[server], req, record.run_dir.resolve(), record))
     hops = [h for r in reports for h in r.hops]
     hop_ms, hop_measured = measure.hop_costs(plan, hops)
     results = [m for r in reports for m in r.links]
@@ -119,10 +137,11 @@ def measure_placed(plan: NetworkPlan, topology_file: str, clients: Mapping[str, 
 
 
 def main(argv: Sequence[str]) -> int:
-    report = run_request(json.loads(argv[0]))
-    print(json.dumps({"links": [dataclasses.asdict(m) for m in report.links],
-                      "hops": [dataclasses.asdict(h) for h in report.hops], "hop_ms": report.hop_ms,
-                      "hop_measured": report.hop_measured}))
+    """`python -m testbed.measure_servers REQUEST.json REPORT.json` (on a server, started through its agent)."""
+    report = run_request(json.loads(Path(argv[0]).read_text()))
+    Path(argv[1]).write_text(json.dumps({"links": [dataclasses.asdict(m) for m in report.links],
+                                         "hops": [dataclasses.asdict(h) for h in report.hops],
+                                         "hop_ms": report.hop_ms, "hop_measured": report.hop_measured}))
     return 0
 
 

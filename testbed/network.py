@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed import measure, preflight, sh, shaping, stp, switches
 from testbed.errors import CommandError, HelperDiedError, NetworkError, PreflightError
-from testbed.placement import Placement, everything_local
+from testbed.placement import Placement, control_dir, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
 from topologies import Topology, load_topology
@@ -261,7 +261,8 @@ class EmulatedNetwork:
             from testbed.measure_servers import measure_placed
 
             report = measure_placed(self.plan, self.topology.source, self.servers.clients,
-                                    probes or measure.ProbePlan(), tolerance or measure.Tolerance(), self.tdf, chosen)
+                                    probes or measure.ProbePlan(), tolerance or measure.Tolerance(), self.tdf, chosen,
+                                    self.record)
         else:
             report = measure.measure(self.plan, probes, tolerance, chosen, tdf=self.tdf)
         self.last_report = report
@@ -393,7 +394,7 @@ class EmulatedNetwork:
         """Returns a short directory for the ssh master connections of remote nodes' shells (None: one machine)."""
         if self.servers is None:
             return None
-        path = Path("/tmp") / f"tb{self.run_id}-ssh"
+        path = control_dir(self.run_id)
         path.mkdir(mode=0o700, exist_ok=True)
         return str(path)
 

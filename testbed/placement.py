@@ -26,6 +26,12 @@ SERVERS_FILE = "servers.json"
 makes anything on a server, so `clean` can reach every server from the run directory alone)."""
 
 
+def control_dir(run_id: str) -> Path:
+    """Returns the directory of a run's ssh master connections to its servers (short: a socket path is at most 108
+    bytes); teardown and `clean` remove it."""
+    return Path("/tmp") / f"tb{run_id}-ssh"
+
+
 @dataclass(frozen=True)
 class Placement:
     """The servers of a run, in order (`local` = the driver, else a `Server`), and each site's server."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,7 +69,14 @@ def process_start_ticks(pid: int) -> int | None:
 
 
 def _same_process_alive(entry: Created) -> bool:
-    return entry.pid is not None and process_start_ticks(entry.pid) == entry.start_ticks
+    """Returns whether the recorded process still runs (a zombie, exited and not yet collected by its parent,
+    does not)."""
+    if entry.pid is None or process_start_ticks(entry.pid) != entry.start_ticks:
+        return False
+    try:
+        return psutil.Process(entry.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 class CreationRecord:
@@ -137,6 +145,10 @@ class CreationRecord:
             run = self.run_entry()
             if run is not None:
                 (ACTIVE_DIR / run.name).unlink(missing_ok=True)
+                if any(e.server is not None for e in entries):
+                    from testbed.placement import control_dir
+
+                    shutil.rmtree(control_dir(run.name), ignore_errors=True)  # its ssh masters' sockets
         return problems
 
 
