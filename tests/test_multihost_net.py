@@ -47,10 +47,11 @@ def medians(run_dir: Path) -> dict[tuple[str, str], dict]:
 
 
 def local_leftovers(run_dir: Path) -> list[str]:
-    """Returns the namespaces of this run still in the driver's namespace list."""
+    """Returns the namespaces of this run still in the driver's namespace list, and its ssh control directory."""
     run_id = json.loads((run_dir / "created.jsonl").read_text().splitlines()[0])["name"]
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    return [n for n in names if n.startswith(f"tb{run_id}-")]
+    found = [n for n in names if n.startswith(f"tb{run_id}-")]
+    return found + [str(p) for p in Path("/tmp").glob(f"tb{run_id}-ssh")]
 
 
 def test_tiny_across_two_servers_checks_as_on_one_and_leaves_nothing(farm, tmp_path):
