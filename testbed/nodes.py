@@ -62,7 +62,24 @@ def static_arp_lines(ifname: str, peers: list[tuple[str, str]]) -> list[str]:
     return [f"neigh replace {ip} lladdr {mac} dev {ifname} nud permanent" for ip, mac in peers]
 
 
-class NamedHost(Host):
+class OnServer:
+    """Mix-in of a node on its site's server (`server_name`: `local` or a remote server's name)."""
+
+    ctx: BuildContext
+    server_name: str
+
+    @property
+    def client(self):  # noqa: ANN201 (AgentClient | None)
+        """The agent of the node's server (None: this machine)."""
+        return self.ctx.client(self.server_name)
+
+    @property
+    def record_server(self) -> str | None:
+        """The node's server as the record writes it (None: this machine)."""
+        return None if self.server_name == "local" else self.server_name
+
+
+class NamedHost(OnServer, Host):
     """A Mininet host whose namespace carries the plan's name; configured with checked commands.
 
     params: ctx (BuildContext), netns (the name), ip, mac, prefix_len, subnet (the hosts' route), on_server (the
@@ -73,15 +90,6 @@ class NamedHost(Host):
         assert ctx is not None and netns is not None, "NamedHost needs ctx= and netns="
         self.ctx, self.netns, self.server_name = ctx, netns, on_server
         super().__init__(name, **params)
-
-    @property
-    def client(self):  # noqa: ANN201 (AgentClient | None)
-        """The agent of the host's server (None: this machine)."""
-        return self.ctx.client(self.server_name)
-
-    @property
-    def record_server(self) -> str | None:
-        return None if self.server_name == "local" else self.server_name
 
     def startShell(self, mnopts=None) -> None:  # noqa: N802 (Mininet's name)
         """Starts Mininet's shell in a new namespace and names that namespace (recorded before it exists); on a
@@ -125,7 +133,7 @@ class NamedHost(Host):
         return self.intfs[min(self.intfs)] if self.intfs else None
 
 
-class RecordedOVS(OVSSwitch):
+class RecordedOVS(OnServer, OVSSwitch):
     """Mininet's OVSSwitch, recorded before it exists, its `ovs-vsctl` checked, its bridge port at the MTU.
 
     params: ctx (BuildContext); Mininet's dpid (hex), datapath ('user' or 'kernel'), failMode, protocols; on_server
@@ -136,14 +144,6 @@ class RecordedOVS(OVSSwitch):
         assert ctx is not None, "RecordedOVS needs the run's BuildContext (ctx=)"
         self.ctx, self.site, self.server_name = ctx, site, on_server
         super().__init__(name, **params)
-
-    @property
-    def client(self):  # noqa: ANN201 (AgentClient | None)
-        return self.ctx.client(self.server_name)
-
-    @property
-    def record_server(self) -> str | None:
-        return None if self.server_name == "local" else self.server_name
 
     def startShell(self, mnopts=None) -> None:  # noqa: N802
         OVSSwitch.startShell(self, mnopts)

@@ -182,3 +182,12 @@ def test_net_refuses_bad_placement_options_with_exit_2_in_one_line():
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"]
         assert message in done.stderr
+
+
+def test_under_time_dilation_the_wire_gets_the_dilated_link_less_the_underlay_over_k():
+    crossing = crossing_links(parse_place("cloud=b", SITES, parse_servers(TWO)), TRUNKS, UNDERLAY)
+    got = check_crossing(crossing, {"dc1-cloud": 20.0}, 1450, UNDERLAY, {("a", "b"): 0.6}, tdf=3.0)
+    assert got == {"dc1-cloud": pytest.approx((60.0 - 0.3) / 3)}  # the wire dilates x3, the underlay does not
+    # 0.1 ms is shorter than a 0.3 ms underlay, but not once dilated x4 (0.4 ms real)
+    assert check_crossing(crossing, {"dc1-cloud": 0.1}, 1450, UNDERLAY, {("a", "b"): 0.6}, tdf=4.0) == {
+        "dc1-cloud": pytest.approx((0.4 - 0.3) / 4)}
