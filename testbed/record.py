@@ -69,12 +69,15 @@ def process_start_ticks(pid: int) -> int | None:
 
 
 def _same_process_alive(entry: Created) -> bool:
-    """Returns whether the recorded process still runs (a zombie, exited and not yet collected by its parent,
-    does not)."""
-    if entry.pid is None or process_start_ticks(entry.pid) != entry.start_ticks:
-        return False
+    """Returns whether the recorded process still exists (a zombie, exited and not yet collected, included)."""
+    return entry.pid is not None and process_start_ticks(entry.pid) == entry.start_ticks
+
+
+def _still_running(entry: Created) -> bool:
+    """Returns whether the recorded process exists and is not a zombie (one whose parent has not collected it yet,
+    e.g. a busy agent's child: it has exited)."""
     try:
-        return psutil.Process(entry.pid).status() != psutil.STATUS_ZOMBIE
+        return _same_process_alive(entry) and psutil.Process(entry.pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -326,7 +329,7 @@ def _stop_processes(batch: list[Created]) -> list[str]:
                 time.sleep(0.02)
         if not alive:
             return []
-    return [f"process {e.name} (pid {e.pid}) survived SIGKILL" for e in alive]
+    return [f"process {e.name} (pid {e.pid}) survived SIGKILL" for e in alive if _still_running(e)]
 
 
 def _reap(pid: int) -> None:
