@@ -21,6 +21,7 @@ from testbed.context import CrossSpec
 from testbed.errors import PreflightError
 from testbed.placement import LOCAL, Placement, Underlay, check_crossing, crossing_links, write_servers
 from testbed.plan import NetworkPlan
+from testbed.record import Created, CreationRecord
 
 
 @dataclass
@@ -38,6 +39,15 @@ class ServerSet:
     @property
     def servers(self) -> dict[str, Server]:
         return {s.name: s for s in self.placement.remote}
+
+    def spawn(self, server: str, name: str, argv: list[str], log_path: Path, record: CreationRecord) -> RemoteProc:
+        """Starts a helper on a server through its agent (cwd its repository, its log there at the same path),
+        recorded with that server's pid and start ticks; it dies with the agent (the wire's parent-death signal),
+        so with this run's ssh."""
+        client, repo = self.clients[server], self.servers[server].repo
+        pid, ticks = client.spawn(argv, log=str(log_path.resolve()), cwd=repo, env={"PYTHONPATH": repo})
+        record.add(Created("process", name, pid=pid, start_ticks=ticks, server=server))
+        return RemoteProc(client, pid, ticks)
 
     def close(self, control_dir: str | None = None) -> None:
         """Ends the agents and, given the nodes' ssh control directory, their master connections (and removes it)."""

@@ -400,25 +400,15 @@ class EmulatedNetwork:
 
     def _spawn(self, name: str, argv: list[str], log_path: Path, stdout: int | None = None,
                server: str | None = None) -> subprocess.Popen:
-        if server is not None:
-            return self._spawn_on(server, name, argv, log_path)
+        if server is not None:  # through the server's agent; dies with it (docs/multihost.md)
+            assert self.servers is not None
+            proc = self.servers.spawn(server, name, argv, log_path, self.record)
+            self._helpers.append((name, proc))
+            return proc  # type: ignore[return-value]
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with log_path.open("ab") as log:
             proc = subprocess.Popen(argv, stdout=stdout or log, stderr=log, env=env, stdin=subprocess.DEVNULL)
         self.record.add_process(name, proc.pid)
-        self._helpers.append((name, proc))
-        return proc
-
-    def _spawn_on(self, server: str, name: str, argv: list[str], log_path: Path) -> Any:
-        """Starts a helper on another server through its agent (recorded with that server's pid and start ticks);
-        returns its handle. It dies with the agent (the wire's parent-death signal), so with this run's ssh."""
-        from testbed.multihost import RemoteProc
-
-        assert self.servers is not None
-        client, repo = self.servers.clients[server], self.servers.servers[server].repo
-        pid, ticks = client.spawn(argv, log=str(log_path.resolve()), cwd=repo, env={"PYTHONPATH": repo})
-        self.record.add(Created("process", name, pid=pid, start_ticks=ticks, server=server))
-        proc = RemoteProc(client, pid, ticks)
         self._helpers.append((name, proc))
         return proc
 
