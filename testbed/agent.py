@@ -4,7 +4,7 @@ The driver starts `python -m testbed.agent` on the server through `ssh -T` once 
 with it: one request, one answer, in order. A request is {"op": ..., ...}; an answer {"ok": true, ...} or
 {"ok": false, "error": "..."}. Ops: `run` (argv, input, timeout_s → rc, stdout, stderr), `spawn` (a detached
 process with its log, env, cwd and network namespace → pid and start ticks), `poll`, `kill` (by pid and start
-ticks), `read` and `write` (files), `which` (programs on PATH), `clock` (the server's time.time()).
+ticks), `read` and `write` (files), `remove` (a run's recorded entries made here), `which` (programs on PATH), `clock` (the server's time.time()).
 `AgentClient` is the driver's end; every error it raises names the server.
 """
 
@@ -146,6 +146,12 @@ class Agent:
         Path(path).write_bytes(base64.b64decode(data_b64))
         os.chmod(path, mode)
         return {}
+
+    def op_remove(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """Removes a run's entries made on this server (the record's own `remove_entries`, run here)."""
+        from testbed.record import Created, remove_entries
+
+        return {"problems": remove_entries([Created(**e) for e in entries])}
 
     def op_which(self, names: list[str]) -> dict[str, Any]:
         return {"paths": {n: shutil.which(n) for n in names}}

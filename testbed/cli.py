@@ -7,6 +7,7 @@ takes the parsed namespace and returns the exit code.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from testbed.clean import clean
 from testbed.errors import MeasurementError, NetworkError, PreflightError
 from testbed.measure import ProbePlan, Tolerance, format_table
+from testbed.placement import Placement, parse_place, parse_servers
 from topologies import TopologyError, load_topology
 from topologies.events import load_events
 
@@ -51,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--tdf", type=float, default=1.0, metavar="K",
                      help="time dilation factor: links K times slower in real time (delays x K, rates / K), "
                           "hosts' TCP timers x K; --check reports virtual ms (docs/network.md#time-dilation)")
+    net.add_argument("--servers", default=None, metavar="NAME=USER@HOST[:PORT],...",
+                     help="the servers of a multi-host run, `local` being this machine (default: local only; "
+                          "docs/multihost.md)")
+    net.add_argument("--place", default=None, metavar="SITE=SERVER,...",
+                     help="which server each site (its switch and hosts) lives on; sites not named go to the "
+                          "first server of --servers")
+    net.add_argument("--ssh-options", default="", metavar="'ARGS'",
+                     help="extra ssh arguments for every server, e.g. '-i KEY -o UserKnownHostsFile=F'")
     net.add_argument("--probes", type=int, default=ProbePlan.count, help="probes per link direction")
     net.add_argument("--tolerance-ms", type=float, default=Tolerance.delay_abs_ms,
                      help="allowed |measured - configured| one-way delay, plus 3%% of the delay")
@@ -69,8 +79,10 @@ def cmd_net(args: argparse.Namespace) -> int:
     try:
         topo = load_topology(args.topo)
         events = load_events(args.events, topo) if getattr(args, "events", None) else None
+        placement = placement_from_args(args, [s.name for s in topo.sites])
         net = EmulatedNetwork(topo, shaping=args.shaping, switch=args.switch, controller=args.controller,
-                              run_dir=args.out, seed=args.seed, mtu=args.mtu, tdf=getattr(args, "tdf", 1.0))
+                              run_dir=args.out, seed=args.seed, mtu=args.mtu, tdf=getattr(args, "tdf", 1.0),
+                              placement=placement)
     except (TopologyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PREFLIGHT
@@ -111,6 +123,17 @@ def cmd_net(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted; network torn down", file=sys.stderr)
         return 130
+
+
+def placement_from_args(args: argparse.Namespace, sites: list[str]) -> Placement:
+    """Returns the placement `--servers`, `--place` and `--ssh-options` give; raises ValueError naming the
+    option at fault."""
+    try:
+        ssh_options = shlex.split(getattr(args, "ssh_options", "") or "")
+    except ValueError as e:
+        raise ValueError(f"--ssh-options: {e}") from None
+    servers = parse_servers(getattr(args, "servers", None), ssh_options)
+    return parse_place(getattr(args, "place", None), sites, servers)
 
 
 def _use(net: EmulatedNetwork, args: argparse.Namespace, cli: bool, cli_script: Path | None) -> list:

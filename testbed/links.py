@@ -10,6 +10,7 @@ between the two ends where the kernel has no netem.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import select
 import signal
@@ -22,7 +23,7 @@ from pathlib import Path
 from mininet.link import Link, TCIntf
 
 from testbed import sh, shaping
-from testbed.context import BuildContext, netns_of
+from testbed.context import BuildContext, client_of, netns_of, server_of
 from testbed.errors import NetworkError
 from testbed.record import Created
 from testbed.wire import WireSpec
@@ -50,13 +51,18 @@ class ShapedIntf(TCIntf):
             self._first_config()
         if shape is not None:
             for cmd in self.shaping_commands():
-                sh.run(sh.in_netns(self.netns, cmd))
+                sh.run(sh.in_netns(self.netns, cmd), server=self.client)
         self.configured = True
         return {}
 
     @property
     def netns(self) -> str | None:
         return netns_of(self.node)
+
+    @property
+    def client(self):  # noqa: ANN201 (AgentClient | None)
+        """The agent of the server the interface lives on (None: this machine)."""
+        return client_of(self.node)
 
     def shaping_commands(self) -> list[list[str]]:
         """Returns the tc commands this end is shaped with (none when unshaped)."""
@@ -66,17 +72,20 @@ class ShapedIntf(TCIntf):
 
     def _first_config(self) -> None:
         if self.shape is not None:
-            self.ctx.record.add(Created("qdisc", self.name, netns=self.netns))
-        if self.netns is None:  # a switch port: no IPv6 chatter (absent below IPv6's minimum MTU of 1280)
+            self.ctx.record.add(Created("qdisc", self.name, netns=self.netns, server=server_of(self.node)))
+        if self.netns is None and self.client is not None:  # a switch port on another server
+            sh.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{self.name}.disable_ipv6=1"], server=self.client,
+                   check=False)
+        elif self.netns is None:  # a switch port: no IPv6 chatter (absent below IPv6's minimum MTU of 1280)
             ipv6_off = Path(f"/proc/sys/net/ipv6/conf/{self.name}/disable_ipv6")
             if ipv6_off.exists():
                 ipv6_off.write_text("1\n")
-        sh.run(sh.in_netns(self.netns, ["ethtool", "-K", self.name, *OFFLOADS_OFF]))
-        sh.run(sh.in_netns(self.netns, ["ip", "link", "set", "dev", self.name, "up"]))
+        sh.run(sh.in_netns(self.netns, ["ethtool", "-K", self.name, *OFFLOADS_OFF]), server=self.client)
+        sh.run(sh.in_netns(self.netns, ["ip", "link", "set", "dev", self.name, "up"]), server=self.client)
 
     def delete(self) -> None:
         """Deletes the interface (and so its veth peer) where it lives; gone already is fine."""
-        sh.run(sh.in_netns(self.netns, ["ip", "link", "delete", "dev", self.name]), check=False)
+        sh.run(sh.in_netns(self.netns, ["ip", "link", "delete", "dev", self.name]), check=False, server=self.client)
         self.node.delIntf(self)
         self.link = None
 
@@ -109,8 +118,8 @@ class PlainLink(Link):
         cannot tell a failure); records the root-namespace end, or node1's end with its namespace."""
         ns1, ns2 = netns_of(node1), netns_of(node2)
         recorded = (intfname2, ns2) if ns1 is not None and ns2 is None else (intfname1, ns1)
-        self.ctx.record.add(Created("link", recorded[0], netns=recorded[1]))
-        sh.run(_veth(intfname1, ns1, addr1, intfname2, ns2, addr2, self.ctx.mtu))
+        self.ctx.record.add(Created("link", recorded[0], netns=recorded[1], server=server_of(node1)))
+        sh.run(_veth(intfname1, ns1, addr1, intfname2, ns2, addr2, self.ctx.mtu), server=client_of(node1))
 
     def delete(self) -> None:
         """Deletes the pair: one end takes the other with it."""
@@ -135,20 +144,32 @@ class WireLink(PlainLink):
                  **params) -> None:
         self.inner = (f"l{index}a", f"l{index}b")
         self.index = index
+        self.owner = node1
+        """The node whose server runs the wire (node1's)."""
         self.proc: subprocess.Popen | None = None
         PlainLink.__init__(self, node1, node2, ctx, link_name, shape, **params)
         self._spawn_wire()
+
+    @property
+    def client(self):  # noqa: ANN201 (AgentClient | None)
+        """The agent of the server the wire runs on (node1's; None: this machine)."""
+        return client_of(self.owner)
 
     def makeIntfPair(self, intfname1, intfname2, addr1=None, addr2=None, node1=None, node2=None,  # noqa: N802
                      deleteIntfs=True):  # noqa: N803
         wire_ns = self.ctx.wire_netns
         for outer, addr, node, inner in ((intfname1, addr1, node1, self.inner[0]),
                                          (intfname2, addr2, node2, self.inner[1])):
-            self.ctx.record.add(Created("link", inner, netns=wire_ns))  # deleting either end deletes the pair
-            sh.run(_veth(inner, wire_ns, None, outer, netns_of(node), addr, self.ctx.mtu))
+            # deleting either end deletes the pair
+            self.ctx.record.add(Created("link", inner, netns=wire_ns, server=server_of(node1)))
+            sh.run(_veth(inner, wire_ns, None, outer, netns_of(node), addr, self.ctx.mtu), server=client_of(node1))
+        self._inner_up(node1)
+
+    def _inner_up(self, node1) -> None:
+        wire_ns = self.ctx.wire_netns
         for inner in self.inner:
-            sh.run(sh.in_netns(wire_ns, ["ethtool", "-K", inner, *OFFLOADS_OFF]))
-        sh.ip_batch([f"link set {inner} up" for inner in self.inner], netns=wire_ns)
+            sh.run(sh.in_netns(wire_ns, ["ethtool", "-K", inner, *OFFLOADS_OFF]), server=client_of(node1))
+        sh.ip_batch([f"link set {inner} up" for inner in self.inner], netns=wire_ns, server=client_of(node1))
 
     @property
     def helper_name(self) -> str:
@@ -158,9 +179,18 @@ class WireLink(PlainLink):
     def config_path(self) -> Path:
         return self.ctx.run_dir / f"{self.helper_name}.json"
 
+    def wire_shape(self, shape: LinkShape) -> LinkShape:
+        """Returns the shape the wire itself is given (the link's)."""
+        return shape
+
     def _write_config(self, shape: LinkShape) -> None:
-        """Writes the wire's config whole (a new file renamed over the old: the wire never reads half of it)."""
-        spec = WireSpec(self.link_name, *self.inner, shape, seed=self.ctx.seed * 1000 + self.index, tdf=self.ctx.tdf)
+        """Writes the wire's config whole (a new file renamed over the old: the wire never reads half of it); on
+        another server through its agent, at the same path."""
+        spec = WireSpec(self.link_name, *self.inner, self.wire_shape(shape), seed=self.ctx.seed * 1000 + self.index,
+                        tdf=self.ctx.tdf)
+        if self.client is not None:
+            self.client.write(str(self.config_path), (json.dumps([asdict(spec)], indent=1) + "\n").encode())
+            return
         tmp = self.config_path.with_suffix(".json.new")
         tmp.write_text(json.dumps([asdict(spec)], indent=1) + "\n")
         tmp.replace(self.config_path)
@@ -169,25 +199,43 @@ class WireLink(PlainLink):
         assert self.shape is not None
         self._write_config(self.shape)
         cfg = self.config_path
-        argv = ["ip", "netns", "exec", self.ctx.wire_netns, sys.executable, "-m", "testbed.wire", str(cfg),
+        server = server_of(self.owner)
+        python = sys.executable if server is None else f"{self.ctx.servers[server].repo}/.venv/bin/python"
+        argv = ["ip", "netns", "exec", self.ctx.wire_netns, python, "-m", "testbed.wire", str(cfg),
                 str(self.ctx.run_dir / f"{self.helper_name}.stats.json")]
         self.proc = self.ctx.spawn(self.helper_name, argv, self.ctx.run_dir / f"{self.helper_name}.log",
-                                   subprocess.PIPE)
+                                   subprocess.PIPE, server=server)
 
     def wait_ready(self, deadline: float) -> None:
-        """Returns once the wire has said `ready`; raises NetworkError (with its log) if it does not."""
-        assert self.proc is not None and self.proc.stdout is not None
+        """Returns once the wire has said `ready` (on another server: in its log, read through the agent); raises
+        NetworkError (with its log) if it does not."""
+        assert self.proc is not None
+        log = self.ctx.run_dir / f"{self.helper_name}.log"
+        if self.proc.stdout is None:  # spawned through a server's agent: its stdout is the log
+            client = self.client
+            assert client is not None
+            text = ""
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                text = client.read(str(log)).decode(errors="replace")
+                if "ready" in text.split():
+                    return
+                time.sleep(0.05)
+            tail = "\n".join(text.splitlines()[-15:])
+            raise NetworkError(f"{self.helper_name} did not start on server {server_of(self.owner)} (exit "
+                               f"{self.proc.poll()}); see {log} there:\n{tail}")
         ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
         line = self.proc.stdout.readline().decode().strip() if ready else ""
         if line != "ready":
-            log = self.ctx.run_dir / f"{self.helper_name}.log"
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else "(no log)"
             raise NetworkError(f"{self.helper_name} did not start (exit {self.proc.poll()}); see {log}:\n{tail}")
 
     def reshape(self, shape: LinkShape) -> None:
         """Gives the running wire a new delay, jitter, loss and rate (its config rewritten, then SIGHUP) and
         returns once it says `reshaped`; raises NetworkError if it does not within WIRE_RESHAPE_S."""
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        if self.proc.stdout is None:
+            raise NetworkError(f"{self.helper_name}: reshaping a wire on another server is not built (network events "
+                               "need a single-server run)")
         self._write_config(shape)
         self.proc.send_signal(signal.SIGHUP)
         ready, _, _ = select.select([self.proc.stdout], [], [], WIRE_RESHAPE_S)
@@ -224,9 +272,55 @@ class WireLink(PlainLink):
         self.delete()
 
     def delete(self) -> None:
-        sh.ip_batch_force([f"link delete dev {inner}" for inner in self.inner], netns=self.ctx.wire_netns)
+        sh.ip_batch_force([f"link delete dev {inner}" for inner in self.inner], netns=self.ctx.wire_netns,
+                          server=self.client)
         for intf in (self.intf1, self.intf2):
             if intf is not None:
                 intf.node.delIntf(intf)
                 intf.link = None
         self.intf1 = self.intf2 = None
+
+
+class CrossServerLink(WireLink):
+    """A topology link between sites on two servers: on node1's server (a) the switch port intf1 =veth= l<N>a ~
+    wire ~ vx<VNI> in a's wire namespace, the VXLAN device over a's underlay; on node2's server (b) the VXLAN
+    device itself is the switch port intf2. The wire adds the link's delay less the underlay's one way; TBF on
+    intf1 gives the a->b rate, TBF on b's VXLAN port the b->a rate (re-applied after add-port, as for veths).
+
+    params: those of WireLink; the tunnel's lines and the wire's delay are the context's (`ctx.crossing`)."""
+
+    def __init__(self, node1, node2, ctx: BuildContext, link_name: str, shape: LinkShape, index: int,
+                 **params) -> None:
+        self.cross = ctx.crossing[link_name]
+        self.vx_line_a = self.cross.lines[getattr(node1, "server_name", "local")]
+        self.vx_line_b = self.cross.lines[getattr(node2, "server_name", "local")]
+        self.vx_dev = self.vx_line_a.split()[2]
+        WireLink.__init__(self, node1, node2, ctx, link_name, shape, index, **params)
+        self.inner = (f"l{index}a", self.vx_dev)
+
+    def makeIntfPair(self, intfname1, intfname2, addr1=None, addr2=None, node1=None, node2=None,  # noqa: N802
+                     deleteIntfs=True):  # noqa: N803
+        wire_ns, mtu = self.ctx.wire_netns, str(self.ctx.mtu)
+        self.inner = (f"l{self.index}a", self.vx_dev)
+        a, b = client_of(node1), client_of(node2)
+        rec = self.ctx.record
+        rec.add(Created("link", self.inner[0], netns=wire_ns, server=server_of(node1)))
+        sh.run(_veth(self.inner[0], wire_ns, None, intfname1, None, addr1, self.ctx.mtu), server=a)
+        # a's VXLAN device is made on the underlay in the root namespace, then moved into the wire's namespace
+        rec.add(Created("link", self.vx_dev, server=server_of(node1)))
+        rec.add(Created("link", self.vx_dev, netns=wire_ns, server=server_of(node1)))
+        sh.ip_batch([self.vx_line_a, f"link set {self.vx_dev} mtu {mtu} netns {wire_ns}"], server=a)
+        # b's VXLAN device, named as the plan's port, is b's switch port
+        rec.add(Created("link", intfname2, server=server_of(node2)))
+        sh.ip_batch([self.vx_line_b.replace(f"link add {self.vx_dev} ", f"link add {intfname2} ", 1),
+                     f"link set {intfname2} mtu {mtu}"], server=b)
+        self._inner_up(node1)
+
+    def wire_shape(self, shape: LinkShape) -> LinkShape:
+        """The link's shape with the delay the wire adds: the link's less the underlay's one way."""
+        return dataclasses.replace(shape, delay_ms=self.cross.wire_delay_ms)
+
+    def delete(self) -> None:
+        if self.intf2 is not None:
+            sh.run(["ip", "link", "delete", "dev", self.intf2.name], check=False, server=client_of(self.intf2.node))
+        WireLink.delete(self)

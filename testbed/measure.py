@@ -245,6 +245,8 @@ def _warm_up(streams: list[_Stream], by_fd: dict[int, int], wait_s: float) -> No
 
 def _run(streams: list[_Stream], probes: ProbePlan, max_delay_ms: float) -> None:
     """Probes every stream; `max_delay_ms`: the longest one-way delay a probe may take, in real ms."""
+    if not streams:
+        return  # a server of a placed run with no link and no pair of hosts on one switch
     by_fd = {s.rx.fileno(): k for k, s in enumerate(streams)}
     _warm_up(streams, by_fd, probes.warmup_wait_s + 2 * max_delay_ms / 1000)
     start = time.time_ns() + 10_000_000
@@ -339,16 +341,17 @@ def _judge(s: _Stream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasurem
 
 
 def measure(plan: NetworkPlan, probes: ProbePlan | None = None, tolerance: Tolerance | None = None,
-            links: list[LinkPlan] | None = None, tdf: float = 1.0) -> LinkReport:
-    """Returns both directions of every shaped link (or of `links`) and of every switch hop, measured
-    concurrently, each link judged on its shaping error; the links shaped at time dilation factor `tdf`, the
-    results in virtual ms."""
+            links: list[LinkPlan] | None = None, tdf: float = 1.0, hop_sites: set[str] | None = None) -> LinkReport:
+    """Returns both directions of every shaped link (or of `links`) and of every switch hop (or of those at
+    `hop_sites`), measured concurrently, each link judged on its shaping error; the links shaped at time dilation
+    factor `tdf`, the results in virtual ms."""
     probes = probes or ProbePlan()
     tolerance = tolerance or Tolerance()
     chosen = links if links is not None else list(plan.shaped_links)
     streams = [_open_stream(plan, link, plan.measure_pair(link), forward, probes, tdf)
                for link in chosen for forward in (True, False)]
-    pairs = [pair for sw in plan.switches if (pair := plan.hop_pair(sw.site)) is not None]
+    pairs = [pair for sw in plan.switches if (hop_sites is None or sw.site in hop_sites)
+             and (pair := plan.hop_pair(sw.site)) is not None]
     hop_streams = [_open_stream(plan, None, pair, forward, probes, tdf) for pair in pairs for forward in (True, False)]
     try:
         max_delay_ms = max((_worst_delay_ms(lk.shape, tdf) for lk in chosen if lk.shape), default=0)

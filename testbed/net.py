@@ -12,7 +12,7 @@ import time
 from mininet.net import Mininet
 
 from testbed import sh, shaping
-from testbed.context import BuildContext
+from testbed.context import BuildContext, server_of
 from testbed.errors import NetworkError
 from testbed.links import WIRE_READY_S, PlainLink, ShapedIntf, WireLink
 
@@ -35,10 +35,19 @@ class TestbedNet(Mininet):
         Mininet.__init__(self, topo=topo, build=False, **params)
 
     # Every node and link gets the run's context: the Topo stays a pure description.
+    # A node on another server is the project's class for remote nodes (testbed/remote.py).
     def addHost(self, name, cls=None, **params):  # noqa: N802 (Mininet's names)
+        if params.get("on_server", "local") != "local":
+            from testbed.remote import ServerNamedHost
+
+            cls = ServerNamedHost
         return Mininet.addHost(self, name, cls, ctx=self.ctx, **params)
 
     def addSwitch(self, name, cls=None, **params):  # noqa: N802
+        if params.get("on_server", "local") != "local":
+            from testbed.remote import ServerRecordedOVS
+
+            cls = ServerRecordedOVS
         return Mininet.addSwitch(self, name, cls, ctx=self.ctx, **params)
 
     def addController(self, name="c0", controller=None, **params):  # noqa: N802
@@ -82,19 +91,20 @@ class TestbedNet(Mininet):
 
     def shaping_problems(self) -> list[str]:
         """Returns a line per shaped interface whose qdiscs differ from the plan, and per wire not running."""
-        shown: dict[str | None, dict[str, list[dict]]] = {}
+        shown: dict[tuple[str | None, str | None], dict[str, list[dict]]] = {}
         problems = []
         for link in self.links:
             for intf in (link.intf1, link.intf2):
                 if not isinstance(intf, ShapedIntf) or intf.shape is None:
                     continue
-                if intf.netns not in shown:
-                    out = sh.run(sh.in_netns(intf.netns, ["tc", "-j", "qdisc", "show"])).stdout
+                where_key = (server_of(intf.node), intf.netns)
+                if where_key not in shown:
+                    out = sh.run(sh.in_netns(intf.netns, ["tc", "-j", "qdisc", "show"]), server=intf.client).stdout
                     by_dev: dict[str, list[dict]] = {}
                     for q in json.loads(out or "[]"):
                         by_dev.setdefault(q.get("dev", ""), []).append(q)
-                    shown[intf.netns] = by_dev
-                problem = shaping.qdisc_problem(shown[intf.netns].get(intf.name, []), intf.shape, self.ctx.backend,
+                    shown[where_key] = by_dev
+                problem = shaping.qdisc_problem(shown[where_key].get(intf.name, []), intf.shape, self.ctx.backend,
                                                 self.ctx.tdf)
                 if problem:
                     where = f"{intf.node.name}:{intf.name}"

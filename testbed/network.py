@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed import measure, preflight, sh, shaping, stp, switches
-from testbed.errors import CommandError, HelperDiedError, NetworkError
+from testbed.errors import CommandError, HelperDiedError, NetworkError, PreflightError
+from testbed.placement import Placement, control_dir, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
 from topologies import Topology, load_topology
 from topologies.timescale import TimeScale
 
 if TYPE_CHECKING:
+    from testbed.multihost import ServerSet
     from testbed.net import TestbedNet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -110,12 +112,14 @@ class EmulatedNetwork:
     topology says (delays and jitter x K, rates / K), the hosts' TCP timers x K, the controller's port
     statistics every `stats_interval_s` x K real seconds with rates per virtual second, link measurements in
     virtual ms.
+    placement: the servers of a multi-host run and each site's server (`testbed.placement`); default: all here.
     """
 
     def __init__(self, topology: Topology | str | Path, *, shaping: str = "auto", switch: str = "ovs",
                  controller: str = "osken", run_dir: Path | None = None, subnet: str = "10.0.0.0/16",
                  seed: int = 0, stats_interval_s: float = 1.0, mtu: int = 1500,
-                 log: Callable[[str], None] = print, tdf: float = 1.0) -> None:
+                 log: Callable[[str], None] = print, tdf: float = 1.0,
+                 placement: Placement | None = None) -> None:
         check_mtu(mtu)
         if not math.isfinite(tdf):
             raise ValueError(f"time dilation factor {tdf!r} is not a finite number")
@@ -128,7 +132,9 @@ class EmulatedNetwork:
         self.run_id = _fresh_run_id()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(run_dir) if run_dir else Path("runs") / f"net-{stamp}-{self.run_id}"
-        self.plan: NetworkPlan = build_plan(self.topology, self.run_id, subnet)
+        self.placement = placement or everything_local([s.name for s in self.topology.sites])
+        """Which server each site lives on (docs/multihost.md); everything on this machine by default."""
+        self.plan: NetworkPlan = build_plan(self.topology, self.run_id, subnet, dict(self.placement.sites))
         self.seed = seed
         self.stats_interval_s = stats_interval_s
         self.log = log
@@ -144,6 +150,8 @@ class EmulatedNetwork:
         self.last_report: measure.LinkReport | None = None
         """The last link measurement, with the switch hops measured beside it."""
         self.record = CreationRecord(self.run_dir)
+        self.servers: ServerSet | None = None
+        """The agents and underlay of the remote servers of a placed run, while it is up (None: one machine)."""
         self._helpers: list[tuple[str, subprocess.Popen]] = []
         self._watchdog: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -169,20 +177,29 @@ class EmulatedNetwork:
 
         self.stp = preflight.check(self.topology, switch=self.switch_kind, controller=self.controller_kind,
                                    plan=self.plan)
+        if not self.placement.is_local and self.requested_shaping == "netem":
+            raise PreflightError("--shaping netem: a run across servers shapes its links with the wire (the crossing "
+                                 "links need it); use --shaping wire or auto")
         self.record.start(self.run_id)
         start_deathwatch(self.record)  # stops the run's processes should this one die without tearing down
         if threading.current_thread() is threading.main_thread():
             self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             t0 = time.monotonic()
+            if not self.placement.is_local:
+                from testbed.multihost import connect
+
+                self.servers = connect(self.placement, self.plan, mtu=self.mtu, tdf=self.tdf, run_dir=self.run_dir)
             self._build()
             self._up = True
             stp_note = f", STP root {self.stp.root}" if self.stp else ""
+            where = ("" if self.servers is None else ", servers " + ", ".join(
+                f"{n} ({', '.join(s for s, on in self.placement.sites if on == n)})" for n in self.plan.servers))
             self.log(f"network {self.topology.name} up in {time.monotonic() - t0:.1f} s on Mininet "
                      f"{preflight.mininet_version()}: shaping={self.shaping}, switch={self.switch_kind}"
                      f"{f' ({self.datapath} datapath)' if self.datapath else ''}{stp_note}, "
                      f"controller={self.controller_kind}, mtu={self.mtu}"
-                     f"{f', time dilation x{self.tdf:g}' if self.tdf != 1.0 else ''}, run dir {self.run_dir}")
+                     f"{f', time dilation x{self.tdf:g}' if self.tdf != 1.0 else ''}{where}, run dir {self.run_dir}")
             self.log(self.address_table())
             self._start_deathwatch()
         except BaseException:
@@ -201,9 +218,11 @@ class EmulatedNetwork:
             except Exception as exc:  # the record below still removes everything
                 problems.append(f"Mininet's stop failed ({type(exc).__name__}: {exc}); removed from the record")
             self.mn = None
-        left = self.record.remove_all()
+        left = self.record.remove_all(self.servers.clients if self.servers else None)
         for _, proc in self._helpers:
             proc.poll()
+        if self.servers is not None:
+            self.servers.close(self._control_dir())
         if self._old_sigterm is not None:
             signal.signal(signal.SIGTERM, self._old_sigterm)  # type: ignore[arg-type]
             self._old_sigterm = None
@@ -238,7 +257,14 @@ class EmulatedNetwork:
         no traffic and are not measured (`blocked_links`)."""
         blocked = set(self.blocked_links)
         chosen = [lk for lk in self.plan.shaped_links if (links is None or lk.name in links) and lk.name not in blocked]
-        report = measure.measure(self.plan, probes, tolerance, chosen, tdf=self.tdf)
+        if self.servers is not None:  # each server's links on its own clock, crossing links by echo (RTT/2)
+            from testbed.measure_servers import measure_placed
+
+            report = measure_placed(self.plan, self.topology.source, self.servers.clients,
+                                    probes or measure.ProbePlan(), tolerance or measure.Tolerance(), self.tdf, chosen,
+                                    self.record)
+        else:
+            report = measure.measure(self.plan, probes, tolerance, chosen, tdf=self.tdf)
         self.last_report = report
         path = self.run_dir / measure.MEASUREMENTS_FILE
         measure.save(report, path, {"topology": self.topology.name, "source": self.topology.source,
@@ -247,7 +273,9 @@ class EmulatedNetwork:
                                     "mtu": self.mtu, "tdf": self.tdf, "measured_at_s": time.time(),
                                     "tolerance": asdict(tolerance or measure.Tolerance()),
                                     "probes": asdict(probes or measure.ProbePlan()),
-                                    "blocked_by_stp": sorted(blocked)})
+                                    "blocked_by_stp": sorted(blocked),
+                                    "servers": {sw.site: sw.server for sw in self.plan.switches},
+                                    "crossing_links_by_echo": [lk.name for lk in self.plan.crossing_links]})
         if check:
             measure.check(report.links, path)
         return report.links
@@ -264,8 +292,8 @@ class EmulatedNetwork:
         samples = []
         for link in self.plan.links:
             for end in (link.a, link.b):
-                if end.switch is None or end.netns is not None:
-                    continue
+                if end.switch is None or end.netns is not None or self.plan.switch(end.switch).server != "local":
+                    continue  # hosts' ends, and ports on other servers (not read from here)
                 base = Path("/sys/class/net") / end.ifname / "statistics"
                 read = {k: int((base / k).read_text()) for k in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")}
                 samples.append(PortSample(link=link.name, switch=end.switch, port_no=end.port_no or 0,
@@ -320,21 +348,32 @@ class EmulatedNetwork:
         scratch = shaping.scratch_name(self.run_id)
         rec.add(Created("netns", scratch))
         netem_ok, answer = shaping.probe_netem(scratch)
+        if self.servers is not None:  # the crossing links need the wire, and one backend serves every server
+            netem_ok, answer = False, "a run across servers shapes with the wire"
         self.shaping = shaping.choose_backend(self.requested_shaping, netem_ok, answer)
         if self.controller_kind == "osken":
             self._start_controller()
-        if self.shaping == "wire" and plan.shaped_links:
-            self._make_wire_netns()
+        if self.shaping == "wire":
+            for server in dict.fromkeys(lk.server_a for lk in plan.shaped_links):
+                self._make_wire_netns(server)
         ovs = self.switch_kind == "ovs"
+        if self.servers is not None and not ovs:
+            raise PreflightError("--switch lxbr: a run across servers uses Open vSwitch (--switch ovs)")
         self.datapath = switches.ovs_datapath() if ovs else None
-        ctx = BuildContext(record=rec, run_dir=self.run_dir, mtu=self.mtu, backend=self.shaping,
-                           wire_netns=plan.wire_netns, seed=self.seed, spawn=self._spawn, tdf=self.tdf)
+        if self.servers is not None:
+            self.datapath = "netdev"  # one datapath for every server: the userspace one runs everywhere
+        ctx = BuildContext(record=rec, run_dir=self.run_dir.resolve(), mtu=self.mtu, backend=self.shaping,
+                           wire_netns=plan.wire_netns, seed=self.seed, spawn=self._spawn, tdf=self.tdf,
+                           run_id=self.run_id, clients=self.servers.clients if self.servers else {},
+                           servers=self.servers.servers if self.servers else {},
+                           control_dir=self._control_dir(), crossing=self.servers.crossing if self.servers else {})
         topo = TestbedTopo(plan, backend=self.shaping, switch=self.switch_kind,
                            datapath=switches.mininet_datapath(self.datapath) if self.datapath else "user",
                            controller=self.controller_kind == "osken", stp=self.stp)
         self.mn = TestbedNet(topo, ctx, host=NamedHost, switch=RecordedOVS if ovs else IpBridge)
         if self.controller_kind == "osken":
-            self.mn.addController("c0", controller=StoppableRemote, ip="127.0.0.1", port=self.controller_port)
+            addr = self.servers.controller_addr if self.servers else "127.0.0.1"
+            self.mn.addController("c0", controller=StoppableRemote, ip=addr, port=self.controller_port)
         self.mn.build()
         self.mn.start()  # checks every shaped interface's qdiscs against the plan
         if self.controller_kind == "osken":
@@ -343,15 +382,29 @@ class EmulatedNetwork:
             self._wait_spanning_tree()
         self._write_description()
 
-    def _make_wire_netns(self) -> None:
-        ns = self.plan.wire_netns
-        self.record.add(Created("netns", ns))
-        sh.run(["ip", "netns", "add", ns])
+    def _make_wire_netns(self, server: str = "local") -> None:
+        ns, client = self.plan.wire_netns, self.servers.clients.get(server) if self.servers else None
+        self.record.add(Created("netns", ns, server=None if server == "local" else server))
+        sh.run(["ip", "netns", "add", ns], server=client)
         sh.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1"])
-        sh.ip_batch(["link set lo up"], netns=ns)
+                "net.ipv6.conf.default.disable_ipv6=1"], server=client)
+        sh.ip_batch(["link set lo up"], netns=ns, server=client)
 
-    def _spawn(self, name: str, argv: list[str], log_path: Path, stdout: int | None = None) -> subprocess.Popen:
+    def _control_dir(self) -> str | None:
+        """Returns a short directory for the ssh master connections of remote nodes' shells (None: one machine)."""
+        if self.servers is None:
+            return None
+        path = control_dir(self.run_id)
+        path.mkdir(mode=0o700, exist_ok=True)
+        return str(path)
+
+    def _spawn(self, name: str, argv: list[str], log_path: Path, stdout: int | None = None,
+               server: str | None = None) -> subprocess.Popen:
+        if server is not None:  # through the server's agent; dies with it (docs/multihost.md)
+            assert self.servers is not None
+            proc = self.servers.spawn(server, name, argv, log_path, self.record)
+            self._helpers.append((name, proc))
+            return proc  # type: ignore[return-value]
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with log_path.open("ab") as log:
             proc = subprocess.Popen(argv, stdout=stdout or log, stderr=log, env=env, stdin=subprocess.DEVNULL)
@@ -364,16 +417,17 @@ class EmulatedNetwork:
         cfg = self.run_dir / "controller.json"
         cfg.write_text(json.dumps(self.plan.controller_config(), indent=1) + "\n")
         self.controller_port = _free_tcp_port()
+        listen = self.servers.controller_addr if self.servers else "127.0.0.1"
         proc = self._spawn("controller", [sys.executable, "-m", "testbed.controller.main", str(cfg),
                                           str(self.run_dir), str(self.controller_port),
-                                          str(self.stats_interval_s * self.tdf), str(self.tdf)],
+                                          str(self.stats_interval_s * self.tdf), str(self.tdf), listen],
                            self.run_dir / "controller.log")
         deadline = time.monotonic() + HELPER_START_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.controller_port)) == 0:
+                if s.connect_ex((listen, self.controller_port)) == 0:
                     return
             time.sleep(0.05)
         raise NetworkError(f"the os-ken controller did not start listening (exit {proc.poll()}):\n"

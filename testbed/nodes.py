@@ -62,24 +62,50 @@ def static_arp_lines(ifname: str, peers: list[tuple[str, str]]) -> list[str]:
     return [f"neigh replace {ip} lladdr {mac} dev {ifname} nud permanent" for ip, mac in peers]
 
 
-class NamedHost(Host):
+class OnServer:
+    """Mix-in of a node on its site's server (`server_name`: `local` or a remote server's name)."""
+
+    ctx: BuildContext
+    server_name: str
+
+    @property
+    def client(self):  # noqa: ANN201 (AgentClient | None)
+        """The agent of the node's server (None: this machine)."""
+        return self.ctx.client(self.server_name)
+
+    @property
+    def record_server(self) -> str | None:
+        """The node's server as the record writes it (None: this machine)."""
+        return None if self.server_name == "local" else self.server_name
+
+
+class NamedHost(OnServer, Host):
     """A Mininet host whose namespace carries the plan's name; configured with checked commands.
 
-    params: ctx (BuildContext), netns (the name), ip, mac, prefix_len, subnet (the hosts' route)."""
+    params: ctx (BuildContext), netns (the name), ip, mac, prefix_len, subnet (the hosts' route), on_server (the
+    server of its site: `local`, or a remote server's name, whose commands go through its agent)."""
 
-    def __init__(self, name: str, ctx: BuildContext | None = None, netns: str | None = None, **params) -> None:
+    def __init__(self, name: str, ctx: BuildContext | None = None, netns: str | None = None,
+                 on_server: str = "local", **params) -> None:
         assert ctx is not None and netns is not None, "NamedHost needs ctx= and netns="
-        self.ctx, self.netns = ctx, netns
-        Host.__init__(self, name, **params)
+        self.ctx, self.netns, self.server_name = ctx, netns, on_server
+        super().__init__(name, **params)
 
     def startShell(self, mnopts=None) -> None:  # noqa: N802 (Mininet's name)
-        """Starts Mininet's shell in a new namespace and names that namespace (recorded before it exists)."""
-        self.ctx.record.add(Created("netns", self.netns))
+        """Starts Mininet's shell in a new namespace and names that namespace (recorded before it exists); on a
+        remote server the shell is ssh's here (recorded here) and the namespace is named there once its pid is
+        known (`ServerNamedHost`)."""
+        self.ctx.record.add(Created("netns", self.netns, server=self.record_server))
         Host.startShell(self, mnopts)
-        self.ctx.record.add_process(f"shell {self.name}", self.pid)
-        sh.run(["ip", "netns", "attach", self.netns, str(self.pid)])
+        self.ctx.record.add_process(f"shell {self.name}", self.shell.pid)
+        if self.record_server is None:
+            self.name_namespace()
+
+    def name_namespace(self) -> None:
+        """Names the shell's namespace and sets its sysctls, on the host's server."""
+        sh.run(["ip", "netns", "attach", self.netns, str(self.pid)], server=self.client)
         sysctls = host_sysctls(self.ctx.tdf)
-        sh.run(sh.in_netns(self.netns, ["sysctl", "-q", "-w", *sysctls]))  # before any interface exists
+        sh.run(sh.in_netns(self.netns, ["sysctl", "-q", "-w", *sysctls]), server=self.client)  # before any interface
 
     def config(self, ip: str | None = None, mac: str | None = None, prefix_len: int = 16,  # type: ignore[override]
                subnet: str | None = None, **_params) -> dict:
@@ -93,33 +119,35 @@ class NamedHost(Host):
                 lines.append(subnet_route_line(subnet, intf.name, ip, self.ctx.tdf))
             intf.ip, intf.prefixLen = ip, prefix_len
             intf.mac = mac or intf.mac
-        sh.ip_batch(lines, netns=self.netns)
+        sh.ip_batch(lines, netns=self.netns, server=self.client)
         return {}
 
     def set_static_arp(self, peers: list[tuple[str, str]]) -> None:
         """Gives eth0 a permanent ARP entry for each (ip, mac) of `peers`, in one `ip -batch`."""
         intf = self.defaultIntf()
         if intf is not None and peers:
-            sh.ip_batch(static_arp_lines(intf.name, peers), netns=self.netns)
+            sh.ip_batch(static_arp_lines(intf.name, peers), netns=self.netns, server=self.client)
 
     def defaultIntf(self):  # noqa: N802
         """Returns eth0 (Mininet's lowest port) without warning when the host has no link yet."""
         return self.intfs[min(self.intfs)] if self.intfs else None
 
 
-class RecordedOVS(OVSSwitch):
+class RecordedOVS(OnServer, OVSSwitch):
     """Mininet's OVSSwitch, recorded before it exists, its `ovs-vsctl` checked, its bridge port at the MTU.
 
-    params: ctx (BuildContext); Mininet's dpid (hex), datapath ('user' or 'kernel'), failMode, protocols."""
+    params: ctx (BuildContext); Mininet's dpid (hex), datapath ('user' or 'kernel'), failMode, protocols; on_server
+    (its site's: `local` or a remote server's name)."""
 
-    def __init__(self, name: str, ctx: BuildContext | None = None, site: str = "", **params) -> None:
+    def __init__(self, name: str, ctx: BuildContext | None = None, site: str = "", on_server: str = "local",
+                 **params) -> None:
         assert ctx is not None, "RecordedOVS needs the run's BuildContext (ctx=)"
-        self.ctx, self.site = ctx, site
-        OVSSwitch.__init__(self, name, **params)
+        self.ctx, self.site, self.server_name = ctx, site, on_server
+        super().__init__(name, **params)
 
     def startShell(self, mnopts=None) -> None:  # noqa: N802
         OVSSwitch.startShell(self, mnopts)
-        self.ctx.record.add_process(f"shell {self.name}", self.pid)
+        self.ctx.record.add_process(f"shell {self.name}", self.shell.pid)
 
     def bridgeOpts(self) -> str:  # noqa: N802
         """Mininet's bridge options and the bridge's own port at the network's MTU (OVS would leave 1500);
@@ -128,7 +156,7 @@ class RecordedOVS(OVSSwitch):
 
     def start(self, controllers) -> None:
         """Queues the bridge's one `ovs-vsctl` line (batchStartup runs it), after recording the bridge."""
-        self.ctx.record.add(Created("ovs-bridge", self.name))
+        self.ctx.record.add(Created("ovs-bridge", self.name, server=self.record_server))
         OVSSwitch.start(self, controllers)
 
     @classmethod

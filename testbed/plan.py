@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class HostPlan:
     ip: str
     mac: str
     prefix_len: int
+    server: str = "local"
+    """The server its site is placed on (`local`: the driver)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class SwitchPlan:
     site: str
     bridge: str
     dpid: int
+    server: str = "local"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,13 @@ class LinkPlan:
     shape: LinkShape | None
     site_a: str
     site_b: str
+    server_a: str = "local"
+    """The servers of its two ends' sites: a trunk whose ends are on different servers crosses the underlay."""
+    server_b: str = "local"
+
+    @property
+    def crosses(self) -> bool:
+        return self.server_a != self.server_b
 
     def wire_ifnames(self) -> tuple[str, str]:
         """Returns the inner interface names a userspace wire bridges (in the wire namespace)."""
@@ -124,6 +135,16 @@ class NetworkPlan:
             if any(h.name == name for h in self.hosts):
                 return self.host(name)
         raise KeyError(f"site {site!r} has no host")
+
+    @property
+    def crossing_links(self) -> tuple[LinkPlan, ...]:
+        """Returns the trunks between sites on different servers, in plan order."""
+        return tuple(link for link in self.links if link.crosses)
+
+    @property
+    def servers(self) -> list[str]:
+        """Returns the servers holding at least one site, in the order of the sites."""
+        return list(dict.fromkeys(s.server for s in self.switches))
 
     def switch(self, site: str) -> SwitchPlan:
         return next(s for s in self.switches if s.site == site)
@@ -202,8 +223,18 @@ def read_host_address(description: Path, role: str, site: str) -> str:
     return found[0]
 
 
-def build_plan(topo: Topology, run_id: str, subnet: str = "10.0.0.0/16") -> NetworkPlan:
-    """Returns the plan of a topology's network; names carry the run id so that runs never collide."""
+def build_plan(topo: Topology, run_id: str, subnet: str = "10.0.0.0/16",
+               sites_on: Mapping[str, str] | None = None) -> NetworkPlan:
+    """Returns the plan of a topology's network; names carry the run id so that runs never collide. `sites_on`
+    places sites on servers (site -> server name; a site not in it, or no map: `local`)."""
+    on = dict(sites_on or {})
+    unknown = sorted(set(on) - {s.name for s in topo.sites})
+    if unknown:
+        raise ValueError(f"placement names sites not in topology {topo.name}: {', '.join(unknown)}")
+
+    def server(site: str) -> str:
+        return on.get(site, "local")
+
     if not (0 < len(run_id) <= 4 and all(c in "abcdefghijklmnopqrstuvwxyz0123456789" for c in run_id)):
         raise ValueError(f"run id {run_id!r} must be at most 4 lower-case letters or digits")
     net = ipaddress.IPv4Network(subnet)
@@ -213,10 +244,11 @@ def build_plan(topo: Topology, run_id: str, subnet: str = "10.0.0.0/16") -> Netw
     hosts = tuple(
         HostPlan(name=host_name(role, site), role=role, site=site, netns=f"tb{run_id}-{host_name(role, site)}",
                  ip=str(net[i + 1]), mac=f"02:00:00:00:{(i + 1) >> 8:02x}:{(i + 1) & 0xFF:02x}",
-                 prefix_len=net.prefixlen)
+                 prefix_len=net.prefixlen, server=server(site))
         for i, (role, site) in enumerate(specs))
     site_index = {s.name: k for k, s in enumerate(topo.sites)}
-    switches = tuple(SwitchPlan(site=s.name, bridge=f"t{run_id}s{k}", dpid=k + 1) for k, s in enumerate(topo.sites))
+    switches = tuple(SwitchPlan(site=s.name, bridge=f"t{run_id}s{k}", dpid=k + 1, server=server(s.name))
+                     for k, s in enumerate(topo.sites))
     ports_used = {s.name: 0 for s in topo.sites}
 
     def port(site: str) -> End:
@@ -235,12 +267,13 @@ def build_plan(topo: Topology, run_id: str, subnet: str = "10.0.0.0/16") -> Netw
             radio = topo.site(h.site).radio
             assert radio is not None
             links.append(LinkPlan(len(links), f"radio-{h.site}", "radio", host_end(h), port(h.site), radio,
-                                  h.site, h.site))
+                                  h.site, h.site, h.server, h.server))
         else:
             links.append(LinkPlan(len(links), f"local-{h.name}", "local", host_end(h), port(h.site), None,
-                                  h.site, h.site))
+                                  h.site, h.site, h.server, h.server))
     for lk in topo.links:
-        links.append(LinkPlan(len(links), f"{lk.a}-{lk.b}", "trunk", port(lk.a), port(lk.b), lk.shape, lk.a, lk.b))
+        links.append(LinkPlan(len(links), f"{lk.a}-{lk.b}", "trunk", port(lk.a), port(lk.b), lk.shape, lk.a, lk.b,
+                              server(lk.a), server(lk.b)))
 
     next_port: dict[tuple[str, str], int] = {}
     by_pair = {frozenset((lp.site_a, lp.site_b)): lp for lp in links if lp.kind == "trunk"}

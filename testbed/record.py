@@ -11,16 +11,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from testbed import cpuset, sh
 from testbed.errors import NetworkError
+
+if TYPE_CHECKING:
+    from testbed.agent import AgentClient
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RECORD_NAME = "created.jsonl"
@@ -30,6 +35,8 @@ ACTIVE_DIR = Path("/run/edge-testbed/active")
 KINDS = ("run", "netns", "link", "ovs-bridge", "lx-bridge", "qdisc", "process", "cgroup", "affinity", "torn-down")
 # Teardown order: stop processes, restore the affinity of daemons not ours, remove cgroups (emptied of what is
 # left), then qdiscs, bridges, root-namespace links, namespaces.
+REMOVE_WAIT_S = 120.0
+"""How long a server's agent may take to remove its share of a run (processes get 3 s, then 3 s after SIGKILL)."""
 _REMOVE_ORDER = ("process", "affinity", "cgroup", "qdisc", "ovs-bridge", "lx-bridge", "link", "netns")
 
 
@@ -46,6 +53,9 @@ class Created:
     """The process's start time in clock ticks since boot, so a reused pid is never killed."""
     cpus: str | None = None
     """An affinity entry's saved CPU list ('0,1'): what every thread of the process gets back."""
+    server: str | None = None
+    """The server of a multi-host run it was made on (None: this machine); its pid and start ticks are that
+    server's. Removed there, through the server's agent (`remove_on_servers`)."""
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -59,7 +69,17 @@ def process_start_ticks(pid: int) -> int | None:
 
 
 def _same_process_alive(entry: Created) -> bool:
+    """Returns whether the recorded process still exists (a zombie, exited and not yet collected, included)."""
     return entry.pid is not None and process_start_ticks(entry.pid) == entry.start_ticks
+
+
+def _still_running(entry: Created) -> bool:
+    """Returns whether the recorded process exists and is not a zombie (one whose parent has not collected it yet,
+    e.g. a busy agent's child: it has exited)."""
+    try:
+        return _same_process_alive(entry) and psutil.Process(entry.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 class CreationRecord:
@@ -117,14 +137,21 @@ class CreationRecord:
         run = self.run_entry()
         return run is not None and _same_process_alive(run)
 
-    def remove_all(self) -> list[str]:
-        """Removes everything recorded, in dependency order; returns what could not be removed."""
-        problems = remove_entries(self.entries())
+    def remove_all(self, clients: Mapping[str, AgentClient] | None = None) -> list[str]:
+        """Removes everything recorded, in dependency order, here and on every server named (through `clients`,
+        else agents started from the run's `servers.json`); returns what could not be removed."""
+        entries = self.entries()
+        problems = remove_entries(e for e in entries if e.server is None)
+        problems += remove_on_servers(self.run_dir, [e for e in entries if e.server is not None], clients or {})
         if not problems:
             self.add(Created("torn-down", "ok"))
             run = self.run_entry()
             if run is not None:
                 (ACTIVE_DIR / run.name).unlink(missing_ok=True)
+                if any(e.server is not None for e in entries):
+                    from testbed.placement import control_dir
+
+                    shutil.rmtree(control_dir(run.name), ignore_errors=True)  # its ssh masters' sockets
         return problems
 
 
@@ -139,12 +166,51 @@ def forget_active(run_id: str) -> None:
     (ACTIVE_DIR / run_id).unlink(missing_ok=True)
 
 
+def remove_on_servers(run_dir: Path, entries: Sequence[Created], clients: Mapping[str, AgentClient]) -> list[str]:
+    """Removes entries made on other servers, each server's through its agent (which runs `remove_entries` there),
+    opening an agent from the run's `servers.json` for a server `clients` lacks; returns the failures, an
+    unreachable server's as one line naming it (the other servers are still cleaned)."""
+    from testbed.agent import AgentClient, AgentError
+    from testbed.placement import read_servers
+
+    problems: list[str] = []
+    by_server: dict[str, list[Created]] = {}
+    for e in entries:
+        by_server.setdefault(e.server or "", []).append(e)
+    known: dict[str, Any] | None = None
+    for name, batch in by_server.items():
+        client, opened = clients.get(name), None
+        try:
+            if client is None:
+                if known is None:
+                    try:
+                        known = read_servers(run_dir)
+                    except ValueError as exc:
+                        known = {}
+                        problems.append(str(exc))
+                if name not in known:
+                    problems.append(f"server {name}: {len(batch)} things recorded there, but {run_dir}/servers.json "
+                                    "does not say how to reach it")
+                    continue
+                client = opened = AgentClient(known[name])
+            lines = [{k: v for k, v in asdict(e).items() if v is not None and k != "server"} for e in batch]
+            problems += [f"server {name}: {p}" for p in client.call("remove", wait_s=REMOVE_WAIT_S,
+                                                                    entries=lines)["problems"]]
+        except AgentError as exc:
+            problems.append(f"server {name} unreachable, {len(batch)} things recorded there not removed: {exc}")
+        finally:
+            if opened is not None:
+                opened.close()
+    return problems
+
+
 def remove_entries(entries: Iterable[Created]) -> list[str]:
-    """Removes the given entries, processes first and namespaces last; returns the failures.
+    """Removes the given entries of this machine, processes first and namespaces last; returns the failures
+    (entries of other servers are skipped: `remove_on_servers` removes them).
 
     Each kind is removed with one batch command per namespace (`ip -force -batch`, one `ovs-vsctl`); only if
     a batch fails are its entries removed one by one, to name the one that cannot go."""
-    entries = list(entries)
+    entries = [e for e in entries if e.server is None]
     problems: list[str] = []
     for kind in _REMOVE_ORDER:
         batch = [e for e in reversed(entries) if e.kind == kind]
@@ -168,8 +234,9 @@ def remove_entries(entries: Iterable[Created]) -> list[str]:
 
 def stop_processes(entries: Iterable[Created], spare_pid: int | None = None) -> list[str]:
     """Stops every recorded process and every process still inside a recorded namespace (SIGTERM, then
-    SIGKILL), all but `spare_pid`; returns those that survived. Namespaces, links and bridges stay."""
-    entries = list(entries)
+    SIGKILL), all but `spare_pid`; returns those that survived. Namespaces, links and bridges stay. Entries of
+    other servers are skipped (their pids are theirs)."""
+    entries = [e for e in entries if e.server is None]
     found = [e for e in entries if e.kind == "process"]
     found += _processes_in([e for e in entries if e.kind == "netns"], _Present())
     by_pid = {e.pid: e for e in reversed(found) if e.pid != spare_pid}
@@ -262,7 +329,7 @@ def _stop_processes(batch: list[Created]) -> list[str]:
                 time.sleep(0.02)
         if not alive:
             return []
-    return [f"process {e.name} (pid {e.pid}) survived SIGKILL" for e in alive]
+    return [f"process {e.name} (pid {e.pid}) survived SIGKILL" for e in alive if _still_running(e)]
 
 
 def _reap(pid: int) -> None:

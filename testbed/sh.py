@@ -55,16 +55,16 @@ def in_netns(netns: str | None, argv: Sequence[str]) -> list[str]:
     return list(argv) if netns is None else ["ip", "netns", "exec", netns, *argv]
 
 
-def ip_batch(lines: Sequence[str], netns: str | None = None) -> None:
-    """Runs `ip` commands as one batch (fast); raises CommandError naming the failing line."""
+def ip_batch(lines: Sequence[str], netns: str | None = None, server: AgentClient | None = None) -> None:
+    """Runs `ip` commands as one batch (fast), on `server` if given; raises CommandError naming the failing line."""
     if not lines:
         return
     argv = ["ip", "-batch", "-"] if netns is None else ["ip", "-n", netns, "-batch", "-"]
-    run(argv, input_text="\n".join(lines) + "\n")
+    run(argv, input_text="\n".join(lines) + "\n", server=server)
 
 
-def ip_batch_force(lines: Sequence[str], netns: str | None = None) -> None:
+def ip_batch_force(lines: Sequence[str], netns: str | None = None, server: AgentClient | None = None) -> None:
     """Runs `ip` commands as one batch, going on past failing lines (teardown: gone already is fine)."""
     if lines:
         argv = ["ip", "-force", "-batch", "-"] if netns is None else ["ip", "-n", netns, "-force", "-batch", "-"]
-        run(argv, input_text="\n".join(lines) + "\n", check=False)
+        run(argv, input_text="\n".join(lines) + "\n", check=False, server=server)

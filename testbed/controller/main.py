@@ -21,7 +21,8 @@ from testbed.controller import settings
 APPS = ["testbed.controller.forwarding", "testbed.controller.portstats"]
 
 
-def run(config_path: Path, out_dir: Path, port: int, stats_interval_s: float, tdf: float = 1.0) -> None:
+def run(config_path: Path, out_dir: Path, port: int, stats_interval_s: float, tdf: float = 1.0,
+        listen: str = "127.0.0.1") -> None:
     settings.CURRENT = settings.ControllerSettings(plan=json.loads(config_path.read_text()), out_dir=out_dir,
                                                    stats_interval_s=stats_interval_s, tdf=tdf)
     # app_manager first: importing os_ken.controller.controller on its own is a circular import.
@@ -31,7 +32,7 @@ def run(config_path: Path, out_dir: Path, port: int, stats_interval_s: float, td
 
     importlib.import_module("os_ken.controller.controller")  # registers the ofp-* options
 
-    cfg.CONF(args=["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(port)], project="os_ken")
+    cfg.CONF(args=["--ofp-listen-host", listen, "--ofp-tcp-listen-port", str(port)], project="os_ken")
     manager = AppManager.get_instance()
     manager.load_apps(APPS + ["os_ken.controller.ofp_handler"])
     contexts = manager.create_contexts()
@@ -47,7 +48,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # hub threads would keep a sys.exit waiting
     interval_s = float(argv[3]) if len(argv) > 3 else 1.0
     tdf = float(argv[4]) if len(argv) > 4 else 1.0
-    run(Path(argv[0]), Path(argv[1]), int(argv[2]), interval_s, tdf)
+    listen = argv[5] if len(argv) > 5 else "127.0.0.1"  # a multi-host run: the driver's underlay address
+    run(Path(argv[0]), Path(argv[1]), int(argv[2]), interval_s, tdf, listen)
     return 0
 
 
