@@ -6,7 +6,7 @@ plan as a Mininet `Topo`, which `net.TestbedNet` (Mininet) builds from the recor
 (hosts, switches, controller) and `links` (veths, wires, shaped interfaces); `shaping` (netem, TBF) and
 `wire` (userspace delay, jitter, loss) shape links with `topologies.LinkShape`; `stp` works out a cyclic
 topology's spanning tree; `controller` (os-ken apps) forwards; `measure` checks links and switch hops;
-`capture` writes pcaps and `pcaptime` rewrites a dilated run's to virtual time; `cpuset` gives real inference
+`bringup` starts the controller or waits for the spanning tree; `capture` writes pcaps and `pcaptime` rewrites a dilated run's to virtual time; `cpuset` gives real inference
 a core of its own; `record`, `deathwatch`, `clean` and `leftovers` make sure nothing outlives a run;
 `cli` gives the `net` and `clean` commands, `mncli` Mininet's CLI. Other servers of a multi-host run:
 `agent` (one ssh channel per server), `serverchecks` (their preflight), `clocksync`, `crossserver` (the

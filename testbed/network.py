@@ -18,7 +18,6 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testbed import measure, preflight, sh, shaping, stp, switches
+from testbed import bringup, measure, preflight, sh, shaping, stp, switches
 from testbed.errors import CommandError, HelperDiedError, NetworkError, PreflightError
 from testbed.placement import Placement, control_dir, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
@@ -43,10 +42,6 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_MTU, MAX_MTU = 68, 65535
 """The MTUs an emulated network takes (Linux's bounds for a veth: IPv4's minimum, the 16-bit maximum)."""
-HELPER_START_S = 20.0
-CONTROLLER_READY_S = 30.0
-STP_SETTLE_S = 20.0
-"""How long after the expected convergence the Linux bridges may still take to settle."""
 
 
 @dataclass(frozen=True)
@@ -352,7 +347,7 @@ class EmulatedNetwork:
             netem_ok, answer = False, "a run across servers shapes with the wire"
         self.shaping = shaping.choose_backend(self.requested_shaping, netem_ok, answer)
         if self.controller_kind == "osken":
-            self._start_controller()
+            bringup.start_controller(self)
         if self.shaping == "wire":
             for server in dict.fromkeys(lk.server_a for lk in plan.shaped_links):
                 self._make_wire_netns(server)
@@ -363,7 +358,7 @@ class EmulatedNetwork:
         if self.servers is not None:
             self.datapath = "netdev"  # one datapath for every server: the userspace one runs everywhere
         ctx = BuildContext(record=rec, run_dir=self.run_dir.resolve(), mtu=self.mtu, backend=self.shaping,
-                           wire_netns=plan.wire_netns, seed=self.seed, spawn=self._spawn, tdf=self.tdf,
+                           wire_netns=plan.wire_netns, seed=self.seed, spawn=self.spawn_helper, tdf=self.tdf,
                            run_id=self.run_id, clients=self.servers.clients if self.servers else {},
                            servers=self.servers.servers if self.servers else {},
                            control_dir=self._control_dir(), crossing=self.servers.crossing if self.servers else {})
@@ -377,9 +372,9 @@ class EmulatedNetwork:
         self.mn.build()
         self.mn.start()  # checks every shaped interface's qdiscs against the plan
         if self.controller_kind == "osken":
-            self._wait_controller_ready()
+            bringup.wait_controller_ready(self)
         if self.stp is not None:
-            self._wait_spanning_tree()
+            bringup.wait_spanning_tree(self)
         self._write_description()
 
     def _make_wire_netns(self, server: str = "local") -> None:
@@ -398,8 +393,9 @@ class EmulatedNetwork:
         path.mkdir(mode=0o700, exist_ok=True)
         return str(path)
 
-    def _spawn(self, name: str, argv: list[str], log_path: Path, stdout: int | None = None,
-               server: str | None = None) -> subprocess.Popen:
+    def spawn_helper(self, name: str, argv: list[str], log_path: Path, stdout: int | None = None,
+                     server: str | None = None) -> subprocess.Popen:
+        """Starts a helper of the network (controller, wire), recorded and watched: its death tears down."""
         if server is not None:  # through the server's agent; dies with it (docs/multihost.md)
             assert self.servers is not None
             proc = self.servers.spawn(server, name, argv, log_path, self.record)
@@ -411,63 +407,6 @@ class EmulatedNetwork:
         self.record.add_process(name, proc.pid)
         self._helpers.append((name, proc))
         return proc
-
-    def _start_controller(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg = self.run_dir / "controller.json"
-        cfg.write_text(json.dumps(self.plan.controller_config(), indent=1) + "\n")
-        self.controller_port = _free_tcp_port()
-        listen = self.servers.controller_addr if self.servers else "127.0.0.1"
-        proc = self._spawn("controller", [sys.executable, "-m", "testbed.controller.main", str(cfg),
-                                          str(self.run_dir), str(self.controller_port),
-                                          str(self.stats_interval_s * self.tdf), str(self.tdf), listen],
-                           self.run_dir / "controller.log")
-        deadline = time.monotonic() + HELPER_START_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            with socket.socket() as s:
-                if s.connect_ex((listen, self.controller_port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise NetworkError(f"the os-ken controller did not start listening (exit {proc.poll()}):\n"
-                           f"{_tail(self.run_dir / 'controller.log')}")
-
-    def _wait_controller_ready(self) -> None:
-        ready_path = self.run_dir / "controller_ready.jsonl"
-        want = {s.dpid for s in self.plan.switches}
-        deadline = time.monotonic() + CONTROLLER_READY_S
-        got: set[int] = set()
-        while time.monotonic() < deadline:
-            if ready_path.exists():
-                got = {json.loads(line)["dpid"] for line in ready_path.read_text().splitlines() if line.strip()}
-                if want <= got:
-                    return
-            time.sleep(0.05)
-        missing = sorted(want - got)
-        raise NetworkError(f"switches with datapath ids {missing} never got their flows from the controller; "
-                           f"controller log:\n{_tail(self.run_dir / 'controller.log')}")
-
-    def _wait_spanning_tree(self) -> None:
-        """Waits until STP has settled, then checks that the bridges built the tree worked out in advance
-        and that each antenna-to-cluster path measures as the loader's path; raises NetworkError if not."""
-        assert self.stp is not None and self.mn is not None
-        deadline = time.monotonic() + self.stp.convergence_s + STP_SETTLE_S
-        while not all(sw.connected() for sw in self.mn.switches):
-            if time.monotonic() > deadline:
-                raise NetworkError("the Linux bridges' spanning tree did not settle: "
-                                   + "; ".join(f"{sw.name} {sw.port_states()}" for sw in self.mn.switches))
-            time.sleep(0.2)
-        states = {port: state for sw in self.mn.switches for port, state in sw.port_states().items()}
-        built = stp.tree_from_states(self.plan, states)
-        if built != self.stp.tree:
-            raise NetworkError(f"the bridges built the spanning tree {sorted(built)}, not the expected "
-                               f"{sorted(self.stp.tree)}: some antenna-to-cluster paths would be longer")
-        wrong = measure.check_paths(self.plan, tdf=self.tdf)
-        if wrong:
-            raise NetworkError("on the spanning tree, antenna-to-cluster paths do not measure as the topology's "
-                               "shortest paths:\n  " + "\n  ".join(wrong))
-        self.log(f"spanning tree settled: root {self.stp.root}, blocked {', '.join(self.blocked_links) or 'none'}")
 
     def _write_description(self) -> None:
         desc = {
@@ -520,19 +459,6 @@ def _fresh_run_id() -> str:
         rid = "".join(secrets.choice(alphabet) for _ in range(4))
         if not any(name.startswith(f"tb{rid}-") for name in existing):
             return rid
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _end_label(end: End) -> str:

@@ -191,15 +191,15 @@ def test_stopping_the_servers_leaves_nothing_even_with_processes_and_namespaces_
             assert json.loads(x.run(["ip", "-j", "link", "show", "eth0"]).stdout)[0]["mtu"] == 9000
             x.run(["ip", "netns", "add", "inner"])
             x.run(["ovs-vsctl", "add-br", "left", "--", "set", "bridge", "left", "datapath_type=netdev"])
-            x.spawn(["sleep", "300"], log="/dev/null", netns="inner")  # in a namespace inside the server
-            x.spawn(["setsid", "-f", "sleep", "301"], log="/dev/null")  # a daemon, reparented to the server's init
+            x.spawn(["sleep", "3017"], log="/dev/null", netns="inner")  # in a namespace inside the server
+            x.spawn(["setsid", "-f", "sleep", "3019"], log="/dev/null")  # a daemon, reparented to the server's init
         left = farm.leftovers_on("x")
         assert left[:3] == ["x: netns inner", "x: OVS bridge left", "x: link left"]
-        assert sorted(line.split(None, 3)[3] for line in left[3:]) == ["sleep 300", "sleep 301"]
+        assert sorted(line.split(None, 3)[3] for line in left[3:]) == ["sleep 3017", "sleep 3019"]
     finally:
         left = stop(farm)
     assert left == []
-    assert subprocess.run(["pgrep", "-f", "^sleep 30[01]$"], capture_output=True).returncode == 1
+    assert subprocess.run(["pgrep", "-f", "^sleep 301[79]$"], capture_output=True).returncode == 1
 
 
 def test_the_preflight_command_finds_the_underlay_from_ssh_and_exits_2_naming_problems(farm):
