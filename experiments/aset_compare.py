@@ -40,6 +40,7 @@ from scheduler.profiles import load_profiles  # noqa: E402
 from scheduler.system import SystemModel, build_system  # noqa: E402
 from simulator.gym_env import AsetEnv, EnvConfig  # noqa: E402
 from topologies import load_topology  # noqa: E402
+from topologies.events import NetworkEvents  # noqa: E402
 from training.config import DQNConfig  # noqa: E402
 from training.evaluate import AgentFile, EvalRun, EvalSetup, run_one  # noqa: E402
 from training.rollout import SIM_WINDOW_S, EvalCase, agent_env  # noqa: E402
@@ -60,6 +61,10 @@ class ScenarioCase(EvalCase):
     def trace(self, system: SystemModel) -> Trace:
         assert self.scenario is not None
         return self.scenario.trace(system.antennas, self.duration_s, workload_rng(self.seed))
+
+    def events(self, system: SystemModel) -> NetworkEvents | None:
+        assert self.scenario is not None
+        return self.scenario.events(system.topology, self.duration_s)
 
 
 def mean_lambda(sc: Scenario) -> float:

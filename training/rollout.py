@@ -14,6 +14,7 @@ import numpy as np
 from scheduler.system import SystemModel
 from simulator.engine import SimConfig, Simulation
 from simulator.gym_env import AsetEnv, EnvConfig
+from topologies.events import NetworkEvents
 from workload.arrivals import RateSchedule, generate_trace, workload_rng
 from workload.trace import Trace
 
@@ -42,11 +43,16 @@ class EvalCase:
         return generate_trace(system.antennas, RateSchedule.constant(self.lambda_per_min), self.duration_s,
                               workload_rng(self.seed))
 
+    def events(self, system: SystemModel) -> NetworkEvents | None:
+        """Returns the network's changes during the run (None: none; a scenario's case has its own)."""
+        return None
+
 
 def run_static(system: SystemModel, trace: Trace, case: EvalCase, policy: int,
                sim_window_s: float = SIM_WINDOW_S) -> Simulation:
     """Returns the finished simulation of one static policy."""
-    sim = Simulation(system, trace, SimConfig(window_s=sim_window_s, duration_s=case.duration_s), seed=case.seed)
+    sim = Simulation(system, trace, SimConfig(window_s=sim_window_s, duration_s=case.duration_s), seed=case.seed,
+                     events=case.events(system))
     sim.run(policy)
     return sim
 
@@ -55,7 +61,7 @@ def agent_env(system: SystemModel, trace: Trace, case: EvalCase, env_config: Env
     """Returns the environment an agent is evaluated in, reset on the case's trace and simulator seed (no shadow
     baseline, no early end), and its first observation."""
     env = AsetEnv(system, replace(env_config, baseline_policy=None, theta=0.0))
-    obs, _ = env.reset(seed=case.seed, options={"trace": trace, "sim_seed": case.seed,
+    obs, _ = env.reset(seed=case.seed, options={"trace": trace, "sim_seed": case.seed, "events": case.events(system),
                                                 "duration_s": case.duration_s, "lambda": case.lambda_per_min})
     return env, obs
 
