@@ -141,3 +141,21 @@ def test_simulate_runs_an_agent_under_network_events(tmp_path, tiny):
     static = simulate_policy(tiny, trace, "farthest", config, 3, "5", None, write_records=False, events=events)
     assert run.summary.overall == static.summary.overall  # the guard always falls back to farthest
     assert run.summary.extra["network_events"]["applied"][0] == {"at_s": 20.0, "link": "dc1-cloud", "state": "down"}
+
+
+def test_an_agent_trained_on_a_scenario_has_its_guard_calibrated_on_the_scenarios_runs(tmp_path, tiny):
+    from training.config import DQNConfig
+    from training.rollout import ScenarioCase, mean_lambda, success_of
+    from training.train import calibrate_guard
+
+    sc = scenario(tmp_path)
+    env_cfg = EnvConfig(scenario=sc)
+    k, f = AsetEnv(tiny, env_cfg).spec_state.shape
+    net = QNetwork(k, f, len(POLICY_NAMES), 8, 2, 16, False)
+    cfg = DQNConfig(topology="tiny", validation_seeds=(4,), validation_duration_s=60.0, guard_margins=(0.0, math.inf))
+    g = calibrate_guard(net, tiny, cfg, env_cfg)
+    assert g.cases == [(mean_lambda(sc), 4)]
+    case = ScenarioCase.of(sc, 4, 60.0)
+    assert case.events(tiny) is not None
+    assert [s[0] for s in g.static_success] == [success_of(run_static(tiny, case.trace(tiny), case, p))
+                                                for p in range(len(POLICY_NAMES))]

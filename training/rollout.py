@@ -16,6 +16,7 @@ from simulator.engine import SimConfig, Simulation
 from simulator.gym_env import AsetEnv, EnvConfig
 from topologies.events import NetworkEvents
 from workload.arrivals import RateSchedule, generate_trace, workload_rng
+from workload.scenario import Scenario
 from workload.trace import Trace
 
 Chooser = Callable[[np.ndarray], int]
@@ -46,6 +47,32 @@ class EvalCase:
     def events(self, system: SystemModel) -> NetworkEvents | None:
         """Returns the network's changes during the run (None: none; a scenario's case has its own)."""
         return None
+
+
+@dataclass(frozen=True)
+class ScenarioCase(EvalCase):
+    """An evaluation case drawn from a scenario (workload/scenario.py): its trace (seed S: `workload_rng(S)`, the
+    cycle unshifted, nominal lambdas and mix) and its network events; simulator seed S. `lambda_per_min` is the
+    scenario's time-averaged lambda (for a sweep's cost order and file names)."""
+
+    scenario: Scenario | None = None
+
+    def trace(self, system: SystemModel) -> Trace:
+        assert self.scenario is not None
+        return self.scenario.trace(system.antennas, self.duration_s, workload_rng(self.seed))
+
+    def events(self, system: SystemModel) -> NetworkEvents | None:
+        assert self.scenario is not None
+        return self.scenario.events(system.topology, self.duration_s)
+
+    @staticmethod
+    def of(scenario: Scenario, seed: int, duration_s: float) -> ScenarioCase:
+        return ScenarioCase(mean_lambda(scenario), seed, duration_s, scenario)
+
+
+def mean_lambda(scenario: Scenario) -> float:
+    """Returns the scenario's time-averaged lambda (new streams per minute per antenna)."""
+    return sum(p.lambda_per_min * p.duration_s for p in scenario.phases) / scenario.period_s
 
 
 def run_static(system: SystemModel, trace: Trace, case: EvalCase, policy: int,
