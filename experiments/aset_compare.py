@@ -76,7 +76,7 @@ def table(title: str, rows: dict[str, np.ndarray], apps: tuple[str, ...]) -> str
 
 
 def train_on(system: SystemModel, sc: Scenario, minutes: float | None, steps: int | None, seed: int, out: str,
-             engine) -> None:
+             engine, n_envs: int = 1) -> None:
     """Trains DQN (DQNConfig's defaults) on episodes drawn from the scenario, for `steps` decisions (or 85 % of
     `minutes` of wall time), then calibrates its guard on the scenario's held-out runs; writes the agent under
     `out`."""
@@ -87,7 +87,7 @@ def train_on(system: SystemModel, sc: Scenario, minutes: float | None, steps: in
     budget = dict(total_steps=steps, time_budget_s=None) if steps is not None else \
         dict(total_steps=10**9, time_budget_s=minutes * 60.0 * 0.85)
     cfg = DQNConfig(topology=system.topology.name, lambda_per_min=lam, seed=seed, out_dir=out, progress=False,
-                    env=replace(base.env, scenario=sc), **budget)
+                    env=replace(base.env, scenario=sc), n_envs=n_envs, **budget)
     print(f"training on scenario {sc.name} ({system.topology.name}), "
           + (f"{steps} decisions" if steps is not None else f"{minutes:g} min"), flush=True)
     r = train(cfg, system, engine)
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--train-minutes", type=float, default=None,
                         help="train DQN on the scenario instead, for this wall time")
     ap.add_argument("--seed", type=int, default=1, help="training seed (default 1)")
+    ap.add_argument("--n-envs", type=int, default=1, help="training: environments stepping side by side, in up to "
+                    "--workers processes (DQNConfig.n_envs; default 1)")
     ap.add_argument("--out", default=None, help="training: the agent's folder")
     ap.add_argument("--input-command", action="append", default=[], metavar="CMD",
                     help="a command that made one of the inputs (an agent, oracle case files), listed on the page "
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--train-steps/--train-minutes need --scenario (constant lambdas: run_testbed.py train)")
         if not args.out:
             ap.error("--train-steps/--train-minutes need --out")
-        train_on(system, sc, args.train_minutes, args.train_steps, args.seed, args.out, engine)
+        train_on(system, sc, args.train_minutes, args.train_steps, args.seed, args.out, engine, args.n_envs)
         return 0
     t0 = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
