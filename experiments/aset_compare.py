@@ -160,6 +160,14 @@ def agent_facts(label: str, agent: AgentFile) -> str:
         text += (f", behaviour cloning ({loss}{im['epochs']} epochs) of the oracle's runs at (lambda, seed) "
                  + ", ".join(f"({lam:g}, {seed})" for lam, seed, _ in im["oracle_cases"])
                  + f", reproducing {100 * im['training_accuracy']:.1f} % of their choices")
+    dg = t.get("dagger")
+    if dg:
+        last = dg["rounds"][-1]
+        text += (f", DAgger ({len(dg['rounds'])} rounds, {last['pairs']} labelled states) from {dg['expert']} ("
+                 + ", ".join(f"phase {k}: {e}" for k, e in enumerate(dg["phase_experts"]))
+                 + (f"); in the last round the learner agreed with the expert on "
+                    f"{100 * last['learner_agreement_on_visited']:.1f} % of the states it visited"
+                    if last["learner_agreement_on_visited"] is not None else ")"))
     g = t.get("guard")
     if g:
         base = g["static_success"][g["fallback_policy"]]

@@ -121,6 +121,8 @@ class AsetEnv(gym.Env):
         self.decisions = 0
         self.horizon = self.config.horizon
         self.episode_lambda = ""
+        self.episode_offset_s = 0.0
+        """The shift of the scenario's cycle in the running episode (0 without a drawn scenario episode)."""
 
     def _draw_trace(self) -> tuple[Trace, float, NetworkEvents | None]:
         cfg, rng = self.config, self.np_random
@@ -130,8 +132,10 @@ class AsetEnv(gym.Env):
             noise = np.exp(cfg.mix_sigma * rng.standard_normal(len(APPS)))
             trace_rng = np.random.default_rng(int(rng.integers(2**63)))
             self.episode_lambda = f"{cfg.scenario.name} x{scale:.2f} +{offset:.0f}s"
+            self.episode_offset_s = offset
             trace = cfg.scenario.trace(self.system.antennas, cfg.episode_s, trace_rng, scale, offset, noise)
             return trace, cfg.episode_s, cfg.scenario.events(self.system.topology, cfg.episode_s, offset)
+        self.episode_offset_s = 0.0
         lam = rng.uniform(*cfg.lambda_range_per_min)
         segments = [(0.0, lam)]
         if rng.random() < cfg.lambda_change_prob:
@@ -148,6 +152,7 @@ class AsetEnv(gym.Env):
         options = options or {}
         if "trace" in options:
             trace, duration = options["trace"], float(options.get("duration_s", self.config.episode_s))
+            self.episode_offset_s = 0.0
             events = options.get("events")
             self.episode_lambda = str(options.get("lambda", ""))
         else:
