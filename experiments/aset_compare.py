@@ -151,7 +151,11 @@ def agent_facts(label: str, agent: AgentFile) -> str:
     guard, and on the guard's held-out runs the agent at margin 0 minus the fallback policy (points)."""
     path = Path(agent.path).with_name("train.json")
     if not path.is_file():
-        return f"- {ASET} ({label}): `{repo_relative(agent.path)}`, no train.json beside it"
+        m = agent.policy().meta
+        margin = "never" if m.guard_margin == float("inf") else f"margin {m.guard_margin:g}"
+        return (f"- {ASET} ({label}): `{repo_relative(agent.path)}`, no train.json beside it; its metadata: "
+                f"{m.trained_steps} decisions in {m.train_s:.0f} s, guard fallback {POLICY_NAMES[m.fallback_policy]}, "
+                f"overriding it at {margin}")
     t = json.loads(path.read_text())
     text = f"- {ASET} ({label}): `{repo_relative(path.parent)}`, {t['steps']} decisions in {t['train_s']:.0f} s"
     im = t.get("imitation")
