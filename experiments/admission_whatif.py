@@ -3,18 +3,20 @@ recomputed as replicas x b / (batch_ms[b] + b x input_ms_per_mb x a nominal fram
 load accounting (`load_accounting: input-time`: each stream also weighs its own frames' input time).
 
     .venv/bin/python experiments/admission_whatif.py --topo full-edge --lambdas 60,100 --seeds 1,2,3 \\
-        --frame-kb 0,60,80 --input-time-kb 50 [--workers N | --ray ADDRESS] [--results-page]
+        --frame-kb 0,60,80 --input-time-kb 42,50 [--workers N | --ray ADDRESS] [--results-page]
 
-This file owns that comparison. By default a profile declares a variant's capacity from its batch latency
-alone (`Variant.capacity_qps`), while the delay constraint and the simulated workers also spend
+This file owns that comparison. Under `rate` accounting without `capacity_frame_kb` (a profile without either
+key, such as `provisional`) a variant's capacity comes from its batch latency alone (`Variant.capacity_qps`),
+while the delay constraint and the simulated workers also spend
 `input_ms_per_mb` per query on the frame's input (decode, resize, copy). Admission therefore lets a saturated
 resource receive more than it can serve, and its queue stays full (see `experiments/failure_sites.py`). A
 profile file's `capacity_frame_kb` key makes the declared capacities count that input time at a nominal frame
 size, every stream still reserving its frame rate (`rate` accounting); `load_accounting: input-time` (the
 paper's constraint, docs/concepts.md) also weighs each stream by its frames' busy time relative to the nominal
 frame's, so load over capacity is the busy fraction whatever the nominal size. Here a copy of the profile is
-written per case (rate at 0 kB: the profile as it is; 60 kB: the workload's mean video-surveillance frame;
-80 kB: the largest frame of any application; input-time at 50 kB), every static policy is run on the
+written per case, whatever the source's own keys (rate at 0 kB: the batch latency alone; 60 kB: the workload's
+mean video-surveillance frame; 80 kB: the largest frame of any application; input-time at 42 kB, the committed
+default's nominal frame, and at 50 kB: the unit changes only random-proportional-load's weights), every static policy is run on the
 `evaluate` traces and seeds through the ordinary loaders (the runs are a sweep's cases: on every local core by
 default, or on a Ray cluster), and the counts are pooled over the seeds as `evaluate` pools them;
 `--results-page` also writes the table to docs/results/admission-whatif.md.
@@ -85,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profiles", default=None, help="profile file (default: the default profile)")
     add_sweep_arguments(ap, lambdas_default=STUDY_LAMBDAS)
     ap.add_argument("--frame-kb", default="0,60,80",
-                    help="nominal frame sizes in kB under rate accounting (0: the capacities as the profile has them)")
-    ap.add_argument("--input-time-kb", default="50",
+                    help="nominal frame sizes in kB under rate accounting (0: the batch latency alone)")
+    ap.add_argument("--input-time-kb", default="42,50",
                     help="nominal frame sizes in kB under input-time accounting ('': none; each > 0)")
     add_engine_arguments(ap)
     add_results_page_argument(ap, "admission-whatif")
@@ -136,9 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{runs}")
     if args.results_page:
         body = (f"The seven static policies on {args.topo} with the declared capacities counting the input time of a "
-                f"nominal frame of each size, each stream reserving its rate (rate accounting; 0 kB: profile "
-                f"`{repo_relative(src)}` as it is) or its rate weighted by its frames' input time (input-time "
-                f"accounting, the paper's), on the `evaluate` "
+                f"nominal frame of each size, each stream reserving its rate (rate accounting; 0 kB: the batch latency "
+                f"alone) or its rate weighted by its frames' input time (input-time "
+                f"accounting, the paper's), copies of profile `{repo_relative(src)}` (its own accounting: "
+                f"{read_profile(src).load_accounting}, {read_profile(src).capacity_frame_kb:g} kB), on the `evaluate` "
                 f"traces and seeds ({sweep.duration_s:g} s per run), counts pooled over the seeds: success / failed / "
                 f"rejected in % of queries, the best policy of each row in bold.\n\n" + "\n".join(table) + f"\n\n{runs}.\n")
         print(f"wrote {write_results_page(args.results_page, 'Admission counting the input time', body)}")

@@ -77,7 +77,11 @@ class Candidates:
 
     @property
     def cost(self) -> np.ndarray:
-        return self._system.cost_per_query[self.index]
+        """Hardware cost of the stream's queries per second on each candidate: the resource's cost per (nominal)
+        query x eta_v^i x rho_i. Under input-time accounting a query's share of the hardware is its eta, so the
+        ranking does not depend on the profile's nominal frame; under rate accounting it is the cost per query
+        x rho_i, the same ranking as the cost per query."""
+        return self._system.cost_per_query[self.index] * self.stream_load
 
 
 @njit(cache=True)
@@ -145,7 +149,7 @@ POLICIES: dict[str, PolicyFn] = {
     "load-balancing": lambda c, rng: _first(c.load_after, c.expected_ms),
     # Largest network delay that still meets the budget: keeps the edge free for tight streams.
     "farthest": lambda c, rng: _first(-c.net_ms, c.expected_ms),
-    # Lowest hardware cost per query.
+    # Lowest hardware cost of the stream's queries.
     "cheaper": lambda c, rng: _first(c.cost, c.expected_ms),
     # Random, with probability proportional to 1 / expected end-to-end latency.
     "random-proportional-latency": lambda c, rng: _weighted_pick(1.0 / np.maximum(c.expected_ms, 1e-3), rng),

@@ -50,10 +50,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     workload = workload_from_args(args)
     trace, duration = workload.build(system.antennas)
     label = workload.label
-    agent = Path(args.agent) if args.agent else None
+    agent = None
+    if args.agent:
+        from scheduler.aset.meta import agent_path
+
+        try:
+            agent = agent_path(args.agent)  # the file, or agent.onnx in the folder `train --out` wrote
+        except ValueError as e:
+            raise ValueError(f"--agent {e}") from None
     args.policy = check_policy(args.policy, agent, default="least-impedance", allow_all=True)
-    if agent is not None and not agent.is_file():
-        raise ValueError(f"--agent {agent}: no such file")
     policies = list(POLICY_NAMES) if args.policy == ALL else [args.policy]
     policies += [ASET] if agent is not None and args.policy == ALL else []
     events = load_events(args.events, topo) if args.events else None
@@ -102,8 +107,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"one of {', '.join(POLICY_NAMES)}, all, or aset (needs --agent) "
                    "(default least-impedance; with --agent: aset)")
     p.add_argument("--agent", default=None,
-                   help="an exported ASET agent (ONNX) that picks the policy of every decision window; with "
-                   "--policy all it runs after the seven static policies")
+                   help="an exported ASET agent (agent.onnx, or the folder `train --out` wrote, as agents/full-edge) "
+                   "that picks the policy of every decision window; with --policy all it runs after the seven static "
+                   "policies")
     p.add_argument("--window", type=float, default=1.0, help="window of the time series in seconds (default 1)")
     p.add_argument("--capacity-headroom", type=float, default=1.0,
                    help="factor on a stream's load in the capacity constraint: 1.2 over-reserves by 20 %% "

@@ -115,3 +115,25 @@ def test_simulate_runs_an_aset_agent_after_the_static_policies(tmp_path: Path) -
     assert aset["extra"]["policy_windows"] == {"windows": 5, "policies": {"farthest": 5}}
     rows = (tmp_path / "o" / "aset" / "windows.csv").read_text().splitlines()
     assert rows[0] == "window,t_start_ms,t_end_ms,policy" and rows[-1] == "4,8000.0,10000.0,farthest"
+
+
+def test_simulate_takes_an_agent_folder_as_the_live_run_and_evaluate_do(tmp_path: Path) -> None:
+    """`--agent DIR` reads DIR/agent.onnx (the folder `train --out` writes, as agents/<topology>); a folder
+    without one is refused with the option named."""
+    from aset_agents import constant_agent
+
+    from scheduler.profiles import load_profiles
+    from scheduler.system import build_system
+    from topologies import load_topology
+
+    system = build_system(load_topology("tiny"), load_profiles())
+    (tmp_path / "agent").mkdir()
+    constant_agent(tmp_path / "agent" / "agent.onnx", system, "farthest", window_s=2.0)
+    r = run_cli("simulate", "--topo", "tiny", "--lambda", "6", "--duration", "4", "--agent", str(tmp_path / "agent"),
+                "--out", str(tmp_path / "o"), "--no-records")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["policy"] == "aset"
+    (tmp_path / "empty").mkdir()
+    r = run_cli("simulate", "--topo", "tiny", "--lambda", "6", "--duration", "4", "--agent", str(tmp_path / "empty"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: --agent {tmp_path / 'empty'}: no ONNX "
+                                                                   "agent there (expected agent.onnx, as `train --out` writes)"]

@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid(
 RADIO_MS, ANT1_DC1_MS = 2.0, 5.0  # tiny.yaml
 KILL_S, RESTART_S, DURATION_S = 5.0, 9.0, 24.0
 CORRUPT_EVERY = 25
-# A binds to mobilenet@ant1 (profile-driven); B no longer fits there (30 + 20 fps > 45.5 q/s capacity)
+# A binds to mobilenet@ant1 (profile-driven); B no longer fits there (the default profile, input-time: A's
+# 30 fps of 30 kB weigh 29.7 nominal q/s, B's 20 fps of 45 kB 20.0; together above the capacity, 47.4)
 # and binds to tiny-yolov2@dc1 (real ONNX); C needs yolov3's accuracy, whose delay exceeds its budget.
 TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task
 1,ant1,0.0,30,ar-vr,30,30000,300,0.2,object-detection
