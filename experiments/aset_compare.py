@@ -1,6 +1,6 @@
 """ASET agents, the statics and the clairvoyant oracle side by side on one workload: a constant lambda or a scenario.
 
-    .venv/bin/python experiments/aset_compare.py --scenario day-cycle --topo full-edge --train-minutes 10 \\
+    .venv/bin/python experiments/aset_compare.py --scenario day-cycle --topo full-edge --train-steps 20000 \\
         --out runs/aset/scenario-day-cycle                   # DQN trained on the scenario's episodes
     .venv/bin/python experiments/aset_compare.py (--scenario day-cycle | --lambda 100) --topo full-edge \\
         --seeds 1,2,3 --duration 600 [--agent LABEL=DIR ...] [--oracle-seeds 1] [--oracle-out DIR] \\
@@ -9,13 +9,16 @@
 This file owns that comparison and its page (docs/results/aset-compare.md by default). With `--lambda` a case
 is `evaluate`'s (`EvalCase`: the same trace and simulator seed); with `--scenario` it is `ScenarioCase`:
 `evaluate`'s case with the trace drawn from the scenario (workload/scenario.py; seed S: `workload_rng(S)`, the
-cycle unshifted, nominal lambdas and mix) instead of a constant lambda, and simulator seed S. Every static policy and
+cycle unshifted, nominal lambdas and mix) instead of a constant lambda, the scenario's network events if it has
+any, and simulator seed S. Every static policy and
 every agent (`--agent`, guarded as `evaluate` runs them) runs on the same cases through the sweep layer; the
 oracle (`experiments/aset_oracle.py`'s case) runs on `--oracle-seeds` and is replayed to count its queries per
 application; `--oracle-cases DIR` takes the oracle's runs from `experiments/aset_oracle.py --out DIR` case
-files instead (constant lambda: the same topology, lambda, seed and duration). Training (`--train-minutes`) is `run_testbed.py train`'s DQN with the environment drawing its
-episodes from the scenario (`EnvConfig.scenario`: a random shift of the cycle, lambdas x 0.8-1.2, the mix
-perturbed), 85 % of the budget training and the rest calibrating the guard on constant-lambda held-out runs.
+files instead (constant lambda: the same topology, lambda, seed and duration). Training (`--train-steps`, or `--train-minutes` of wall time) is `run_testbed.py train`'s DQN with the
+environment drawing its episodes from the scenario (`EnvConfig.scenario`: a random shift of the cycle and of its
+network events, lambdas x 0.8-1.2, the mix perturbed), then the guard calibrated on the scenario's held-out
+runs (DQNConfig.validation_seeds). The page lists every seed's figures too, with ASET's margin over the best
+static per seed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,28 +45,10 @@ from simulator.gym_env import AsetEnv, EnvConfig  # noqa: E402
 from topologies import load_topology  # noqa: E402
 from training.config import DQNConfig  # noqa: E402
 from training.evaluate import AgentFile, EvalRun, EvalSetup, run_one  # noqa: E402
-from training.rollout import SIM_WINDOW_S, EvalCase, agent_env  # noqa: E402
+from training.rollout import SIM_WINDOW_S, EvalCase, ScenarioCase, agent_env, mean_lambda  # noqa: E402
 from training.sweep import add_engine_arguments, engine_from_args, run_cases  # noqa: E402
 from workload.apps import APP_NAMES  # noqa: E402
-from workload.arrivals import workload_rng  # noqa: E402
 from workload.scenario import Scenario, load_scenario  # noqa: E402
-from workload.trace import Trace  # noqa: E402
-
-
-@dataclass(frozen=True)
-class ScenarioCase(EvalCase):
-    """An evaluation case whose trace is the scenario's (seed = trace and simulator seed); `lambda_per_min` is
-    the scenario's time-averaged lambda (for the sweep's cost order and the oracle's file)."""
-
-    scenario: Scenario | None = None
-
-    def trace(self, system: SystemModel) -> Trace:
-        assert self.scenario is not None
-        return self.scenario.trace(system.antennas, self.duration_s, workload_rng(self.seed))
-
-
-def mean_lambda(sc: Scenario) -> float:
-    return sum(p.lambda_per_min * p.duration_s for p in sc.phases) / sc.period_s
 
 
 def replay_counts(system: SystemModel, case: ScenarioCase, actions: list[int], cfg: EnvConfig) -> np.ndarray:
@@ -90,19 +75,24 @@ def table(title: str, rows: dict[str, np.ndarray], apps: tuple[str, ...]) -> str
     return "\n".join(lines)
 
 
-def train_on(system: SystemModel, sc: Scenario, minutes: float, seed: int, out: str, engine) -> None:
-    """Trains DQN (DQNConfig's defaults) on episodes drawn from the scenario; writes the agent under `out`."""
+def train_on(system: SystemModel, sc: Scenario, minutes: float | None, steps: int | None, seed: int, out: str,
+             engine, n_envs: int = 1) -> None:
+    """Trains DQN (DQNConfig's defaults) on episodes drawn from the scenario, for `steps` decisions (or 85 % of
+    `minutes` of wall time), then calibrates its guard on the scenario's held-out runs; writes the agent under
+    `out`."""
     from training.train import train
 
     lam = mean_lambda(sc)
     base = DQNConfig()
-    cfg = DQNConfig(topology=system.topology.name, lambda_per_min=lam, seed=seed, total_steps=10**9,
-                    time_budget_s=minutes * 60.0 * 0.85, out_dir=out, progress=False,
-                    env=replace(base.env, scenario=sc))
-    print(f"training on scenario {sc.name} ({system.topology.name}), {minutes:g} min", flush=True)
+    budget = dict(total_steps=steps, time_budget_s=None) if steps is not None else \
+        dict(total_steps=10**9, time_budget_s=minutes * 60.0 * 0.85)
+    cfg = DQNConfig(topology=system.topology.name, lambda_per_min=lam, seed=seed, out_dir=out, progress=False,
+                    env=replace(base.env, scenario=sc), n_envs=n_envs, **budget)
+    print(f"training on scenario {sc.name} ({system.topology.name}), "
+          + (f"{steps} decisions" if steps is not None else f"{minutes:g} min"), flush=True)
     r = train(cfg, system, engine)
     g = r.guard
-    print(f"{r.steps} decisions, {r.episodes} episodes; guard fallback "
+    print(f"{r.steps} decisions, {r.episodes} episodes, {r.train_s:.0f} s; guard fallback "
           f"{POLICY_NAMES[g.fallback_policy] if g else None}, margin {g.guard_margin if g else None}", flush=True)
 
 
@@ -128,12 +118,44 @@ def read_inputs(args: argparse.Namespace) -> tuple[Scenario | None, SystemModel,
     return sc, system, agents
 
 
+def per_seed_margins(per_seed: dict[int, dict[str, np.ndarray]], seeds: list[int], pooled: dict[str, np.ndarray],
+                     agents: list[str]) -> str:
+    """Returns the per-seed table: every agent's success minus the best static's (the pooled best, and each seed's
+    own best), with their mean, sample standard deviation and range over the seeds."""
+    best = max((n for n in pooled if n in POLICY_NAMES), key=lambda n: Ratios.of(pooled[n]).success)
+    pct = lambda c: 100 * Ratios.of(c).success  # noqa: E731
+    head = ["seed", f"{best} (pooled best)", "seed's best static", *(f"{a} minus {best} (pts)" for a in agents),
+            *(f"{a} minus seed's best (pts)" for a in agents)]
+    lines = ["Per seed (success in %; margins in points):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    margins: dict[str, list[float]] = {}
+    for s in seeds:
+        own = max((n for n in per_seed[s] if n in POLICY_NAMES), key=lambda n: pct(per_seed[s][n]))
+        row = [str(s), f"{pct(per_seed[s][best]):.2f}", f"{own} {pct(per_seed[s][own]):.2f}"]
+        for kind, ref in (("pooled", best), ("own", own)):
+            for a in agents:
+                m = pct(per_seed[s][a]) - pct(per_seed[s][ref])
+                margins.setdefault(f"{kind} {a}", []).append(m)
+                row.append(f"{m:+.2f}")
+        lines.append("| " + " | ".join(row) + " |")
+    stats = ["mean (sd; min..max)", "", ""]
+    for kind in ("pooled", "own"):
+        for a in agents:
+            v = np.array(margins[f"{kind} {a}"])
+            stats.append(f"{v.mean():+.2f} ({v.std(ddof=1):.2f}; {v.min():+.2f}..{v.max():+.2f})")
+    lines.append("| " + " | ".join(stats) + " |")
+    return "\n".join(lines)
+
+
 def agent_facts(label: str, agent: AgentFile) -> str:
     """Returns one note line of what the agent's train.json (beside its ONNX file) says: how it was trained, its
     guard, and on the guard's held-out runs the agent at margin 0 minus the fallback policy (points)."""
     path = Path(agent.path).with_name("train.json")
     if not path.is_file():
-        return f"- {ASET} ({label}): `{repo_relative(agent.path)}`, no train.json beside it"
+        m = agent.policy().meta
+        margin = "never" if m.guard_margin == float("inf") else f"margin {m.guard_margin:g}"
+        return (f"- {ASET} ({label}): `{repo_relative(agent.path)}`, no train.json beside it; its metadata: "
+                f"{m.trained_steps} decisions in {m.train_s:.0f} s, guard fallback {POLICY_NAMES[m.fallback_policy]}, "
+                f"overriding it at {margin}")
     t = json.loads(path.read_text())
     text = f"- {ASET} ({label}): `{repo_relative(path.parent)}`, {t['steps']} decisions in {t['train_s']:.0f} s"
     im = t.get("imitation")
@@ -142,6 +164,14 @@ def agent_facts(label: str, agent: AgentFile) -> str:
         text += (f", behaviour cloning ({loss}{im['epochs']} epochs) of the oracle's runs at (lambda, seed) "
                  + ", ".join(f"({lam:g}, {seed})" for lam, seed, _ in im["oracle_cases"])
                  + f", reproducing {100 * im['training_accuracy']:.1f} % of their choices")
+    dg = t.get("dagger")
+    if dg:
+        last = dg["rounds"][-1]
+        text += (f", DAgger ({len(dg['rounds'])} rounds, {last['pairs']} labelled states) from {dg['expert']} ("
+                 + ", ".join(f"phase {k}: {e}" for k, e in enumerate(dg["phase_experts"]))
+                 + (f"); in the last round the learner agreed with the expert on "
+                    f"{100 * last['learner_agreement_on_visited']:.1f} % of the states it visited"
+                    if last["learner_agreement_on_visited"] is not None else ")"))
     g = t.get("guard")
     if g:
         base = g["static_success"][g["fallback_policy"]]
@@ -170,8 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--oracle-out", default=None, help="folder for the oracle's case files (and reuse of them)")
     ap.add_argument("--oracle-cases", action="append", default=[], metavar="DIR",
                     help="constant lambda: read the oracle's runs from aset_oracle.py case files in DIR")
-    ap.add_argument("--train-minutes", type=float, default=None, help="train DQN on the scenario instead")
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument("--train-steps", type=int, default=None,
+                        help="train DQN on the scenario instead, for this many decisions")
+    budget.add_argument("--train-minutes", type=float, default=None,
+                        help="train DQN on the scenario instead, for this wall time")
     ap.add_argument("--seed", type=int, default=1, help="training seed (default 1)")
+    ap.add_argument("--n-envs", type=int, default=1, help="training: environments stepping side by side, in up to "
+                    "--workers processes (DQNConfig.n_envs; default 1)")
     ap.add_argument("--out", default=None, help="training: the agent's folder")
     ap.add_argument("--input-command", action="append", default=[], metavar="CMD",
                     help="a command that made one of the inputs (an agent, oracle case files), listed on the page "
@@ -185,16 +221,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     engine = engine_from_args(args)
-    if args.train_minutes is not None:
+    if args.train_minutes is not None or args.train_steps is not None:
         if sc is None:
-            ap.error("--train-minutes needs --scenario (constant lambdas: run_testbed.py train)")
+            ap.error("--train-steps/--train-minutes need --scenario (constant lambdas: run_testbed.py train)")
         if not args.out:
-            ap.error("--train-minutes needs --out")
-        train_on(system, sc, args.train_minutes, args.seed, args.out, engine)
+            ap.error("--train-steps/--train-minutes need --out")
+        train_on(system, sc, args.train_minutes, args.train_steps, args.seed, args.out, engine, args.n_envs)
         return 0
     t0 = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    cases: dict[int, EvalCase] = {s: ScenarioCase(mean_lambda(sc), s, args.duration, sc) if sc is not None
+    cases: dict[int, EvalCase] = {s: ScenarioCase.of(sc, s, args.duration) if sc is not None
                                   else EvalCase(args.lam, s, args.duration) for s in seeds}
     workload = sc.name if sc is not None else f"lambda{args.lam:g}"
     per_seed: dict[int, dict[str, np.ndarray]] = {s: {} for s in seeds}
@@ -262,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n in per_seed[oracle_seeds[0]] if all(n in per_seed[s] for s in oracle_seeds)]
         sections.append(table(f"Seeds {','.join(map(str, oracle_seeds))} (the oracle's) pooled:",
                               {n: sum(per_seed[s][n] for s in oracle_seeds) for n in names}, apps))
+    agent_names = [n for n in pooled_names if n.startswith(ASET)]
+    if agent_names and len(seeds) > 1:
+        sections.append(per_seed_margins(per_seed, seeds, pooled, agent_names))
     text = "\n\n".join(sections) + ("\n\n" + "\n".join(notes) if notes else "")
     print(text)
     wall = time.perf_counter() - t0

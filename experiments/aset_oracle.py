@@ -179,26 +179,27 @@ def tables(cases: list[dict[str, Any]]) -> str:
     mode = cases[0].get("mode", "oracle")
     lines = [f"{mode}; horizon: {'to the end of the episode' if h is None else f'{h} decision windows'}; "
              f"T = {cases[0]['decision_window_s']:g} s; {cases[0]['duration_s']:g} s per run; % of queries", ""]
-    head = ["lambda", "seed", mode, *(_short(n) for n in POLICY_NAMES), "gain vs best static (pts)"]
+    head = ["lambda", "seed", mode, *(_short(n) for n in POLICY_NAMES), "gain vs best static (pts)",
+            "at most (100 - best static)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cases:
         best = max(POLICY_NAMES, key=lambda n: c["static"][n]["success"])
         gain = 100 * (c["oracle"]["success"] - c["static"][best]["success"])
         lines.append(f"| {c['lambda']:g} | {c['seed']} | {_pct(c['oracle']['success'])} | "
                      + " | ".join(_pct(c["static"][n]["success"]) for n in POLICY_NAMES)
-                     + f" | {gain:+.2f} ({_short(best)}) |")
+                     + f" | {gain:+.2f} ({_short(best)}) | {100 * (1 - c['static'][best]['success']):.2f} |")
     for lam, group, pooled, best in by_lambda(cases):
         gain = 100 * (pooled["oracle"]["success"] - pooled[best]["success"])
         seeds = ",".join(str(c["seed"]) for c in group)
         lines.append(f"| **{lam:g}** | pooled {seeds} | **{_pct(pooled['oracle']['success'])}** | "
                      + " | ".join(_pct(pooled[n]["success"]) for n in POLICY_NAMES)
-                     + f" | **{gain:+.2f}** ({_short(best)}) |")
+                     + f" | **{gain:+.2f}** ({_short(best)}) | {100 * (1 - pooled[best]['success']):.2f} |")
         mean_gain = np.mean([100 * (c["oracle"]["success"] - max(c["static"][n]["success"] for n in POLICY_NAMES))
                              for c in group])
         mean_or = np.mean([100 * c["oracle"]["success"] for c in group])
         lines.append(f"| {lam:g} | mean of seeds | {mean_or:.2f} | "
                      + " | ".join(f"{np.mean([100 * c['static'][n]['success'] for c in group]):.2f}"
-                                  for n in POLICY_NAMES) + f" | {mean_gain:+.2f} |")
+                                  for n in POLICY_NAMES) + f" | {mean_gain:+.2f} | |")
     lines += ["", "| lambda | seed | oracle failed | oracle rejected | LB failed | LB rejected | decisions "
               "not LB | windows per chosen policy | oracle wall (s) | clone check |", "|" + "---|" * 10]
     for c in cases:

@@ -50,7 +50,7 @@ STUDY_LAMBDAS = "60,100"
 load and its highest."""
 
 _SHARED = ("system", "physics", "trace", "config", "apps", "s_ant", "s_app", "s_task", "s_end", "s_class",
-           "replicas", "batch", "batch_ms", "input_ms_per_byte", "queue_limit")
+           "replicas", "batch", "batch_ms", "input_ms_per_byte", "queue_limit", "timeline", "physics_timeline")
 """Attributes of a Simulation that no step mutates: a clone shares them instead of copying them."""
 
 

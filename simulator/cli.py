@@ -62,8 +62,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     policies = list(POLICY_NAMES) if args.policy == ALL else [args.policy]
     policies += [ASET] if agent is not None and args.policy == ALL else []
     events = load_events(args.events, topo) if args.events else None
-    if events is not None and ASET in policies:
-        raise ValueError("--events with an ASET agent: the agent's environment runs without network events")
     config = SimConfig(window_s=args.window, duration_s=duration, capacity_headroom=args.capacity_headroom)
     out = Path(args.out) if args.out else None
     print(f"simulating {topo.name} ({len(system.resources)} resources on {len(topo.clusters)} clusters, "
@@ -76,7 +74,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if p == ASET:
             assert agent is not None
             run = simulate_aset(system, trace, agent, config, args.seed, label, where,
-                                write_records=not args.no_records, records_format=args.records_format)
+                                write_records=not args.no_records, records_format=args.records_format,
+                                events=events)
         else:
             run = simulate_policy(system, trace, p, config, args.seed, label, where,
                                   write_records=not args.no_records, records_format=args.records_format,

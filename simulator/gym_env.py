@@ -27,6 +27,7 @@ from scheduler.system import SystemModel, build_system
 from scheduler.window import WindowMeasurement
 from simulator.engine import SimConfig, Simulation
 from topologies import load_topology
+from topologies.events import NetworkEvents
 from workload.apps import APPS
 from workload.arrivals import RateSchedule
 from workload.scenario import Scenario, mixed_trace
@@ -63,7 +64,8 @@ class EnvConfig:
     scenario: Scenario | None = None
     """If set, episodes are drawn from this scenario (workload/scenario.py) instead of a constant lambda with one
     jump: its cycle shifted by a uniform offset, every phase's lambda times one factor drawn uniformly in
-    `scenario_scale_range`, its mix perturbed by `mix_sigma` (lambda_range_per_min and lambda_change_prob unused)."""
+    `scenario_scale_range`, its mix perturbed by `mix_sigma` (lambda_range_per_min and lambda_change_prob unused);
+    the scenario's network events, if any, shifted with the cycle."""
     scenario_scale_range: tuple[float, float] = (0.8, 1.2)
     """The range of a scenario episode's lambda factor."""
 
@@ -99,7 +101,8 @@ class AsetEnv(gym.Env):
     """Observation: [K, features] float32 (see scheduler.aset.state); action: index into POLICY_NAMES.
 
     `reset(options={"trace": Trace, "sim_seed": int, "duration_s": float})` replays a given trace instead
-    of drawing one (evaluation on the same traces as the static policies); `"record_sink"` gets its records.
+    of drawing one (evaluation on the same traces as the static policies), with `"events"` (NetworkEvents) the
+    network's changes during it; `"record_sink"` gets its records.
     """
 
     metadata = {"render_modes": []}
@@ -118,8 +121,10 @@ class AsetEnv(gym.Env):
         self.decisions = 0
         self.horizon = self.config.horizon
         self.episode_lambda = ""
+        self.episode_offset_s = 0.0
+        """The shift of the scenario's cycle in the running episode (0 without a drawn scenario episode)."""
 
-    def _draw_trace(self) -> tuple[Trace, float]:
+    def _draw_trace(self) -> tuple[Trace, float, NetworkEvents | None]:
         cfg, rng = self.config, self.np_random
         if cfg.scenario is not None:
             scale = float(rng.uniform(*cfg.scenario_scale_range))
@@ -127,7 +132,10 @@ class AsetEnv(gym.Env):
             noise = np.exp(cfg.mix_sigma * rng.standard_normal(len(APPS)))
             trace_rng = np.random.default_rng(int(rng.integers(2**63)))
             self.episode_lambda = f"{cfg.scenario.name} x{scale:.2f} +{offset:.0f}s"
-            return cfg.scenario.trace(self.system.antennas, cfg.episode_s, trace_rng, scale, offset, noise), cfg.episode_s
+            self.episode_offset_s = offset
+            trace = cfg.scenario.trace(self.system.antennas, cfg.episode_s, trace_rng, scale, offset, noise)
+            return trace, cfg.episode_s, cfg.scenario.events(self.system.topology, cfg.episode_s, offset)
+        self.episode_offset_s = 0.0
         lam = rng.uniform(*cfg.lambda_range_per_min)
         segments = [(0.0, lam)]
         if rng.random() < cfg.lambda_change_prob:
@@ -136,7 +144,7 @@ class AsetEnv(gym.Env):
         weight = np.exp(cfg.mix_sigma * rng.standard_normal(len(APPS)))
         trace_rng = np.random.default_rng(int(rng.integers(2**63)))
         self.episode_lambda = str(schedule)
-        return mixed_trace(self.system.antennas, schedule, cfg.episode_s, weight, trace_rng), cfg.episode_s
+        return mixed_trace(self.system.antennas, schedule, cfg.episode_s, weight, trace_rng), cfg.episode_s, None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -144,14 +152,17 @@ class AsetEnv(gym.Env):
         options = options or {}
         if "trace" in options:
             trace, duration = options["trace"], float(options.get("duration_s", self.config.episode_s))
+            self.episode_offset_s = 0.0
+            events = options.get("events")
             self.episode_lambda = str(options.get("lambda", ""))
         else:
-            trace, duration = self._draw_trace()
+            trace, duration, events = self._draw_trace()
         sim_seed = int(options.get("sim_seed", self.np_random.integers(2**31)))
         sim_config = SimConfig(**{**self.sim_config.__dict__, "duration_s": duration})
-        self.sim = Simulation(self.system, trace, sim_config, seed=sim_seed, record_sink=options.get("record_sink"))
+        self.sim = Simulation(self.system, trace, sim_config, seed=sim_seed, record_sink=options.get("record_sink"),
+                              events=events)
         if self.baseline is not None:
-            self.shadow = Simulation(self.system, trace, sim_config, seed=sim_seed)
+            self.shadow = Simulation(self.system, trace, sim_config, seed=sim_seed, events=events)
         self.horizon = int(np.ceil(duration / self.config.decision_window_s - 1e-9))
         self.decisions = 0
         self.builder.reset()

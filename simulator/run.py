@@ -53,9 +53,10 @@ def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimC
 
 def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimConfig, seed: int,
                   lambda_label: str, out_dir: Path | None, write_records: bool = True,
-                  records_format: str = "csv") -> SimRun:
+                  records_format: str = "csv", events: NetworkEvents | None = None) -> SimRun:
     """Returns the run of an exported ASET agent (ONNX, guarded) choosing the policy of every decision window,
-    as `evaluate` runs it; writes records, time series, summary and `windows.csv` (the policy per window)."""
+    as `evaluate` runs it, under the network `events` if any; writes records, time series, summary and
+    `windows.csv` (the policy per window)."""
     from scheduler.aset.policy import OnnxPolicy
     from scheduler.core import POLICY_NAMES
     from simulator.gym_env import AsetEnv, EnvConfig
@@ -68,7 +69,7 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
     writer = _record_writer(out_dir, write_records, records_format)
     try:
         obs, _ = env.reset(seed=seed, options={"trace": trace, "sim_seed": seed, "duration_s": duration,
-                                               "record_sink": writer.write if writer else None})
+                                               "events": events, "record_sink": writer.write if writer else None})
         actions = env.play(policy.act, obs)
     finally:
         if writer is not None:
@@ -79,7 +80,8 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
                                     policy=ASET, seed=seed, lambda_per_min=lambda_label, duration_s=sim.end_s,
                                     extra={"streams": len(trace), "profiles": system.profiles.source,
                                            "agent": str(agent), "decision_window_s": policy.meta.decision_window_s,
-                                           "policy_windows": {"windows": len(actions), "policies": counts}})
+                                           "policy_windows": {"windows": len(actions), "policies": counts},
+                                           **events_summary(events, sim.end_s)})
     if out_dir is not None:
         summary.write_json(out_dir / "summary.json")
         write_timeseries(summary, out_dir / "timeseries.csv")

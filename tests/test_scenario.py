@@ -53,7 +53,7 @@ def test_shipped_scenarios_load():
     ("phases: [{duration_s: 10, lambda_per_min: -1}]\n", "phases[0].lambda_per_min: -1 must be >= 0"),
     ("phases: [{duration_s: 10, lambda_per_min: '20'}]\n", "phases[0].lambda_per_min: '20' is not a number"),
     ("phases: [{duration_s: 10, lambda_per_min: 5, mix: {ar-vr: 0}}]\n", "phases[0].mix: every weight is 0"),
-    ("name: x\nphase: []\n", "phase: unknown key; allowed: description, name, phases"),
+    ("name: x\nphase: []\n", "phase: unknown key; allowed: description, name, network_events, phases"),
     ("phases: [{duration_s: 10, lambda: 5}]\n", "phases[0].lambda: unknown key (did you mean 'lambda_per_min'?"),
     ("name: x\nphases: [{duration_s: 10, lambda_per_min: 5\n", "line 3, column 1: invalid YAML"),
     ("name: x\nname: y\nphases: [{duration_s: 10, lambda_per_min: 5}]\n", "line 2, column 1: invalid YAML: "

@@ -127,6 +127,12 @@ def load_events(path: str | Path, topo: Topology) -> NetworkEvents:
     up while up."""
     path = Path(path)
     doc: NetworkEventsFile = validate(NetworkEventsFile, load_yaml(path, EventsError), path, EventsError)
+    return events_of(doc, str(path), topo)
+
+
+def events_of(doc: NetworkEventsFile, path: str, topo: Topology) -> NetworkEvents:
+    """Returns the events of a validated document checked against a topology (as `load_events`; `path` names
+    the document in messages)."""
     events = []
     for i, e in enumerate(doc.events):
         key = f"events[{i}]"
@@ -149,7 +155,7 @@ def load_events(path: str | Path, topo: Topology) -> NetworkEvents:
             down.add(ev.link)
         elif ev.state == UP:
             down.discard(ev.link)
-    return NetworkEvents(source=str(path), description=doc.description, events=ordered)
+    return NetworkEvents(source=path, description=doc.description, events=ordered)
 
 
 def network_states(topo: Topology, events: NetworkEvents | None) -> tuple[NetworkState, ...]:

@@ -5,7 +5,7 @@ Owns the validation of option combinations too (refused at construction, as Stab
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from simulator.gym_env import EnvConfig
 
@@ -107,6 +107,9 @@ class DQNConfig:
         return (self.lambda_per_min * self.lambda_low_factor, self.lambda_per_min * self.lambda_high_factor)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """Returns the configuration as plain JSON values (a scenario as its file, or its name)."""
+        sc = self.env.scenario
+        d = asdict(replace(self, env=replace(self.env, scenario=None)))
+        d["env"]["scenario"] = None if sc is None else (sc.source or sc.name)
         d["guard_margins"] = [m if m != float("inf") else "inf" for m in self.guard_margins]
         return d

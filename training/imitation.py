@@ -102,7 +102,8 @@ def imitate(system: SystemModel, cases: list[dict], cfg: DQNConfig, epochs: int,
                      kernel_size=cfg.kernel_size, hidden=cfg.hidden, dueling=cfg.dueling,
                      fallback_policy=guard.fallback_policy, guard_margin=guard.guard_margin,
                      lambda_per_min=cfg.lambda_per_min, trained_steps=len(y), train_s=round(train_s, 1),
-                     resource_names=spec.resource_names, capacity_qps=spec.capacity_qps, profiles=spec.profiles)
+                     resource_names=spec.resource_names, capacity_qps=spec.capacity_qps, profiles=spec.profiles,
+                     load_accounting=spec.load_accounting)
     result = TrainResult(net=net, meta=meta, steps=len(y), episodes=len(cases), train_s=train_s, losses=losses,
                          episode_returns=[], guard=guard)
     if cfg.out_dir:

@@ -30,7 +30,7 @@ from training.config import DQNConfig
 from training.export import export_onnx
 from training.network import QNetwork
 from training.replay import ReplayBatch, ReplayBuffer
-from training.rollout import EvalCase, run_agent, run_static, success_of
+from training.rollout import EvalCase, ScenarioCase, run_agent, run_static, success_of
 from training.sweep import SERIAL, CaseRunner, Engine
 from training.vecenv import VecEnv
 
@@ -253,13 +253,19 @@ def calibrate_guard(net: QNetwork, system: SystemModel, cfg: DQNConfig, env_cfg:
                     engine: Engine = SERIAL) -> GuardReport:
     """Returns the fallback (best static on held-out traces) and the smallest margin that never loses to it.
 
-    A margin is admissible when, on every held-out case, the guarded agent's success is at least the
+    The held-out cases: three constant lambdas (the range's ends and the nominal one) or, when the environment
+    draws its episodes from a scenario, that scenario's runs (its network events included), each on
+    cfg.validation_seeds. A margin is admissible when, on every held-out case, the guarded agent's success is at least the
     fallback's minus 0.2 points; among admissible margins the best mean success wins (inf always qualifies).
     The held-out runs are two sweeps on `engine` (the statics, then the agent at every finite margin).
     """
     lo, hi = cfg.lambda_range_per_min
     lambdas = sorted({round(lo, 1), round(cfg.lambda_per_min, 1), round(min(hi, 1.6 * cfg.lambda_per_min), 1)})
-    cases = [EvalCase(lam, seed, cfg.validation_duration_s) for lam in lambdas for seed in cfg.validation_seeds]
+    if env_cfg.scenario is not None:  # the workload the agent is trained for: the scenario's own runs
+        cases: list[EvalCase] = [ScenarioCase.of(env_cfg.scenario, seed, cfg.validation_duration_s)
+                                 for seed in cfg.validation_seeds]
+    else:
+        cases = [EvalCase(lam, seed, cfg.validation_duration_s) for lam in lambdas for seed in cfg.validation_seeds]
     margins = [m for m in sorted(cfg.guard_margins) if m != float("inf")]
     with CaseRunner(engine) as runner:
         setup = GuardSetup(system, env_cfg, net, fallback=0)

@@ -1,8 +1,11 @@
-"""Scenarios: workloads whose load and application mix change over time in a repeating cycle (a scenario file).
+"""Scenarios: workloads whose load, application mix and network change over time in a repeating cycle (a scenario
+file).
 
 A scenario is a cycle of phases; each phase opens streams at its own `lambda_per_min` (new streams per minute
 per antenna) with its own application mix (relative weights of the application classes, missing classes 0).
-The cycle repeats for the whole run, shifted by `offset_s`. A trace is drawn phase by phase with Poisson
+A scenario may also change links during the cycle (`network_events`: the entries of a network events file,
+topologies/events.py, at times within the cycle; a cycle leaves every link as it found it), so the capacity
+a site offers changes while streams run. The cycle repeats for the whole run, shifted by `offset_s`. A trace is drawn phase by phase with Poisson
 thinning of the nominal mix (`mixed_trace`), so arrivals stay Poisson at each phase's lambda. Files live in
 workload/scenarios/ (a name there, or a path), read strictly (`ScenarioFile`, published as
 docs/schemas/scenario.schema.json; docs/file-formats.md#scenario); docs/aset.md#scenarios has the shipped ones.
@@ -17,6 +20,18 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
+from topologies.events import (
+    DOWN,
+    SHAPE_KEYS,
+    EventEntry,
+    EventsError,
+    LinkEvent,
+    NetworkEvents,
+    NetworkEventsFile,
+    events_of,
+    link_shapes,
+)
+from topologies.model import LinkShape, Topology
 from topologies.strict import Name, NonNegative, Positive, StrictModel, at_key, derived, load_yaml, validate
 from workload.apps import APP_NAMES, APPS
 from workload.arrivals import RateSchedule, generate_trace
@@ -68,6 +83,10 @@ class Scenario:
     name: str
     description: str
     phases: tuple[Phase, ...]
+    network_events: tuple[EventEntry, ...] = ()
+    """Link changes at times within the cycle (seconds from its start), in file order."""
+    source: str = ""
+    """The file it was read from (for messages)."""
 
     @property
     def period_s(self) -> float:
@@ -105,6 +124,54 @@ class Scenario:
             i += 1
         return concat(parts) if parts else generate_trace(antennas, RateSchedule.constant(0.0), duration_s, rng)
 
+    def events(self, topo: Topology, duration_s: float, offset_s: float = 0.0) -> NetworkEvents | None:
+        """Returns the network events of a run of `duration_s` on `topo` whose cycle is shifted by `offset_s`
+        (as `trace`'s): every cycle's events at their run times and, at time 0, the links as the cycle has left
+        them at the run's start (None: the scenario changes no link). Raises ScenarioError when a link is not
+        in `topo` or the cycle does not leave every link as it found it."""
+        if not self.network_events:
+            return None
+        where = f"{self.source or self.name}: network_events"
+        cycle = self._checked(topo, list(self.network_events), where).events  # canonical links, by time
+        initial = link_shapes(topo)
+        end_shapes, end_down = _links_after(initial, cycle)
+        if end_shapes != initial or end_down:
+            changed = sorted({k for k in initial if end_shapes[k] != initial[k]} | end_down)
+            raise ScenarioError(f"{where}: the cycle must leave every link as it found it; at its end "
+                                f"{', '.join(changed)} differ")
+        x0 = offset_s % self.period_s
+        shapes, down = _links_after(initial, [e for e in cycle if e.at_s < x0])
+        entries = [EventEntry(at_s=0.0, link=k, **{f: getattr(shapes[k], f) for f in SHAPE_KEYS
+                                                   if getattr(shapes[k], f) != getattr(initial[k], f)},
+                              **({"state": DOWN} if k in down else {}))
+                   for k in initial if shapes[k] != initial[k] or k in down]
+        for k in range(int(np.ceil((duration_s + x0) / self.period_s)) + 1):
+            for e in cycle:
+                t = e.at_s - x0 + k * self.period_s
+                if 0.0 <= t < duration_s and (k > 0 or e.at_s >= x0):
+                    entries.append(EventEntry(at_s=t, link=e.link, **e.changes,
+                                              **({"state": e.state} if e.state else {})))
+        if not entries:
+            return None
+        return self._checked(topo, entries, f"{where} (cycle shifted by {x0:g} s)")
+
+    def _checked(self, topo: Topology, entries: list[EventEntry], where: str) -> NetworkEvents:
+        try:
+            return events_of(NetworkEventsFile(description=f"scenario {self.name}", events=entries), where, topo)
+        except EventsError as e:
+            raise ScenarioError(str(e)) from None
+
+
+def _links_after(initial: dict[str, LinkShape], events: list[LinkEvent] | tuple[LinkEvent, ...]
+                 ) -> tuple[dict[str, LinkShape], set[str]]:
+    """Returns every link's shape and the links that are down after these events (canonical names)."""
+    shapes, down = dict(initial), set()
+    for e in events:
+        shapes[e.link] = e.shape_after(shapes[e.link])
+        if e.state:
+            (down.add if e.state == DOWN else down.discard)(e.link)
+    return shapes, down
+
 
 class ScenarioError(ValueError):
     """A scenario file is malformed; the message names the file, the key and the value."""
@@ -131,6 +198,10 @@ class ScenarioFile(StrictModel):
     name: Name | None = derived("the scenario's name (absent: the file's name without .yaml)")
     description: str = Field("", description="what the scenario stands for, one line")
     phases: list[PhaseEntry] = Field(min_length=1, description="the cycle's phases, in order")
+    network_events: list[EventEntry] | None = derived(
+        "link changes during the cycle, as a network events file's entries (docs/file-formats.md#network-events), "
+        "`at_s` in seconds from the cycle's start (below its period); the cycle must leave every link as it "
+        "found it; links are checked against the run's topology; absent: the network never changes")
 
 
 def load_scenario(text: str | Path) -> Scenario:
@@ -149,4 +220,10 @@ def load_scenario(text: str | Path) -> Scenario:
         if not sum(mix.values()) > 0:
             raise ScenarioError(at_key(path, f"phases[{i}].mix", "every weight is 0 (no stream would open)"))
         phases.append(Phase(ph.duration_s, ph.lambda_per_min, tuple(float(mix.get(a, 0.0)) for a in APP_NAMES)))
-    return Scenario(doc.name or path.stem, doc.description, tuple(phases))
+    period_s = sum(p.duration_s for p in phases)
+    for i, e in enumerate(doc.network_events or ()):
+        if e.at_s >= period_s:
+            raise ScenarioError(at_key(path, f"network_events[{i}].at_s", f"{e.at_s:g} is not within the cycle "
+                                                                         f"(its period is {period_s:g} s)"))
+    return Scenario(doc.name or path.stem, doc.description, tuple(phases), tuple(doc.network_events or ()),
+                    str(path))
