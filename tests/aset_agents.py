@@ -51,6 +51,7 @@ def constant_agent(path, system, best: str, window_s: float = 0.2, topology: str
         dueling=False,
         fallback_policy=policy_index("least-impedance"),
         guard_margin=0.0,
+        load_accounting=system.profiles.load_accounting,
     )
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, meta.to_json()

@@ -51,7 +51,6 @@ def test_the_default_is_measured_like_for_like_with_provenance() -> None:
         assert needle in pf.origin, needle
     assert set(pf.models) == set(PROFILE_MODELS)
     assert pf.models["mobilenet-ssd"].input_size == (300, 300)  # SSD300 as published, not the 512x512 face detector
-    assert pf.capacity_frame_kb == 0.0  # the system model's accounting key is left to its owner
     for model, zoo_model in PROFILE_MODELS.items():
         cpu, gpu = pf.runtime(model, "cpu"), pf.runtime(model, "gpu")
         assert cpu.source.startswith(f"measured: zoo model {zoo_model} (")
@@ -63,6 +62,20 @@ def test_the_default_is_measured_like_for_like_with_provenance() -> None:
             assert set(rt.batch_latency_ms) == {1, 2, 4, 8}
             assert set(rt.batch_latency_spread_ms) == set(rt.batch_latency_p99_ms) == {1, 2, 4, 8}
             assert rt.memory_mib > 0
+
+
+def test_the_default_uses_the_papers_accounting_with_the_workloads_mean_frame_as_unit() -> None:
+    """`load_accounting: input-time` (eta per stream) with the nominal frame the mean frame per query of the
+    application mix (each class's queries, share x mean fps x mean lifetime, weighting its mean frame size), as its header says."""
+    from workload.apps import APPS, MIN_DURATION_S
+
+    pf = read_profile(DEFAULT_PROFILE)
+    assert pf.load_accounting == sp.INPUT_TIME
+    weights = [a.share * sum(a.fps_range) / 2 * (MIN_DURATION_S + a.mean_duration_s) for a in APPS]
+    mean_kb = sum(w * sum(a.frame_kb_range) / 2 for w, a in zip(weights, APPS, strict=True)) / sum(weights)
+    assert pf.capacity_frame_kb == pytest.approx(mean_kb, abs=0.5)
+    assert load_profiles().variant("yolov3-gpu-b8").eta(pf.capacity_frame_kb * 1000) == pytest.approx(1.0)
+    assert load_profiles("provisional").load_accounting == sp.RATE  # older files still load, as rate
 
 
 def test_the_default_is_what_was_measured_not_the_provisional_guess() -> None:

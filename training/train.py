@@ -187,7 +187,8 @@ def train(cfg: DQNConfig, system: SystemModel | None = None, engine: Engine = SE
                      fallback_policy=guard.fallback_policy if guard else (prior or 0),
                      guard_margin=guard.guard_margin if guard else 0.0,
                      lambda_per_min=cfg.lambda_per_min, trained_steps=step, train_s=round(train_s, 1),
-                     resource_names=spec.resource_names, capacity_qps=spec.capacity_qps, profiles=spec.profiles)
+                     resource_names=spec.resource_names, capacity_qps=spec.capacity_qps, profiles=spec.profiles,
+                     load_accounting=spec.load_accounting)
     result = TrainResult(net=q_net, meta=meta, steps=step, episodes=len(returns), train_s=train_s,
                          losses=losses, episode_returns=returns, guard=guard)
     if out is not None:
