@@ -73,10 +73,8 @@ def plot_success_over_time(summaries: list[RunSummary], path: str | Path, smooth
         bx.bar(np.arange(len(apps)) + i * width, [s.per_app[a].success if a in s.per_app else np.nan for a in apps],
                width, label=name, color="black" if live else None)
     bx.set_xticks(np.arange(len(apps)) + 0.4 - width / 2, apps, rotation=20, fontsize=8)
-    bx.set(ylabel="success ratio", ylim=(0, 1.02), title="per application")
+    bx.set(ylabel="success ratio", ylim=(0, 1.02), title="per application (colours as on the left)")
     bx.grid(alpha=0.3, axis="y")
-    if mixed:
-        bx.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
