@@ -1,5 +1,5 @@
-"""The main job's demonstration: `run_testbed.py --topo full-edge` with no other option runs it (lambda 6, 60 s,
-examples/demo-full-edge.yaml's network events, K 3), and in the simulator its policies and applications differ
+"""The main job's demonstration: `run_testbed.py --topo full-edge` with no other option runs it (lambda 6, 45 s,
+examples/demo-full-edge.yaml's network events, K 4), and in the simulator its policies and applications differ
 on every seed; a live run's report simulates the seven policies on its trace and draws them with it."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def _parse(argv: list[str]) -> RunSpec:
 def test_the_default_run_is_the_demo() -> None:
     spec = _parse([])
     assert (spec.topo, spec.lambda_per_min, spec.duration_s, spec.events, spec.tdf) == (
-        "full-edge", "6", 60.0, DEMO_EVENTS, DEMO_TDF)
-    assert DEMO_EVENTS.is_file() and DEMO_TDF == 3.0
+        "full-edge", "6", 45.0, DEMO_EVENTS, DEMO_TDF)
+    assert DEMO_EVENTS.is_file() and DEMO_TDF == 4.0
     assert _parse(["--topo", "full-edge"]) == spec
     assert _parse(["--topo", "tiny"]).events is None and _parse(["--topo", "tiny"]).tdf == 1.0
     assert _parse(["--events", "none"]).events is None

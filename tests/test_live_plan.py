@@ -85,7 +85,7 @@ def test_real_workers_take_only_the_cores_real_inference_has(tiny_system) -> Non
 
 def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
     system = build_system(load_topology("full-edge"), load_profiles("provisional"))  # worked out on these figures
-    trace, duration_s = RunSpec().workload().build(system.antennas)
+    trace, duration_s = RunSpec(lambda_per_min="3", duration_s=60.0).workload().build(system.antennas)
     site, per_resource = busiest_cpu_cluster(system, trace, "closest", duration_s, 1, 1.0)
     assert site is not None and system.topology.site(site).layer == "antenna"
 
