@@ -48,6 +48,8 @@ def format_beside(record: dict) -> list[str]:
     """Returns the lines the run's table prints of the simulated policies (none without any)."""
     if not record:
         return []
+    if "error" in record:
+        return [f"the simulator's policies on the same trace: not run ({record['error']})"]
     ranked = sorted(record.items(), key=lambda kv: -kv[1]["success"])
     return ["the simulator's policies on the same trace and events (simulated/): "
             + ", ".join(f"{p} {r['success']:.3f}" for p, r in ranked)]

@@ -135,9 +135,14 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
     expected = run.trace.expected_queries(run.duration_s)
     windows = merge_windows(files)
     spec = read_spec(files.spec)
-    simulated = simulate_beside(run.out, spec.topo, Path(run.profiles), run.trace, run.duration_s, spec.seed,
-                                spec.events, run.window_s, spec.capacity_headroom, spec.max_batch_delay_ms,
-                                spec.queue_limit_per_replica)
+    try:  # the simulated policies are a view beside the run: their failure must not cost the run's summary
+        simulated = simulate_beside(run.out, spec.topo, Path(run.profiles), run.trace, run.duration_s, spec.seed,
+                                    spec.events, run.window_s, spec.capacity_headroom, spec.max_batch_delay_ms,
+                                    spec.queue_limit_per_replica)
+    except Exception as exc:  # noqa: BLE001
+        simulated, simulated_error = [], f"{type(exc).__name__}: {exc}"
+    else:
+        simulated_error = None
     stop = next(({k: v for k, v in e.items() if k not in ("t_ms", "event")} for e in run.events
                  if e.get("event") == "stopped-early"), None)
     summary = RunSummary.from_tally(
@@ -166,7 +171,7 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
             "policy_windows": window_policies(windows),
             "network": run.network,
             "fidelity": judge_run(run.out, stop),
-            "simulated": beside_record(simulated),
+            "simulated": beside_record(simulated) if simulated_error is None else {"error": simulated_error},
         },
     )
     summary.write_json(files.summary)
@@ -178,8 +183,8 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
             (float(r["t_start_ms"]) / 1000.0, float(r["t_end_ms"]) / 1000.0, r["policy"])
         )
     plot_success_over_time([summary, *simulated], files.success_plot, policy_bands=bands or None,
-                           events=[(float(e["at_s"]), _event_label(e))
-                                   for e in simulated[0].extra.get("network_events", {}).get("applied", [])])
+                           events=[(float(e["at_s"]), _event_label(e)) for s in simulated[:1]
+                                   for e in s.extra.get("network_events", {}).get("applied", [])])
     from_schedulers = [
         {**e, "source": f"scheduler {k}"} for k, v in sched.items() for e in v.get("events", [])
     ]
