@@ -1,6 +1,6 @@
 """The report of a live run: the records read back into a summary (summary.json, time series overall and
-per application, success.png, with the decision windows' policies, the fidelity verdict), the result
-`run_live` returns, and the table printed at the end (the verdict last).
+per application, success.png, with the decision windows' policies and the simulator's seven policies on the same
+trace, the fidelity verdict), the result `run_live` returns, and the table printed at the end (the verdict last).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import numpy as np
 from analysis.plots import plot_success_over_time
 from analysis.records import OUTCOMES, read_records
 from analysis.summary import RunSummary, Tally, outcome_index
+from live.beside import beside_record, format_beside, simulate_beside
 from live.merge import merge_windows, scheduler_stats, source_stats
 from live.rundir import RunDir
+from live.spec import read_spec
 from live.verdict import format_fidelity, judge_run
 from simulator.run import write_timeseries
 from workload.trace import Trace
@@ -132,6 +134,15 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
         cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
     expected = run.trace.expected_queries(run.duration_s)
     windows = merge_windows(files)
+    spec = read_spec(files.spec)
+    try:  # the simulated policies are a view beside the run: their failure must not cost the run's summary
+        simulated = simulate_beside(run.out, spec.topo, Path(run.profiles), run.trace, run.duration_s, spec.seed,
+                                    spec.events, run.window_s, spec.capacity_headroom, spec.max_batch_delay_ms,
+                                    spec.queue_limit_per_replica)
+    except Exception as exc:  # noqa: BLE001
+        simulated, simulated_error = [], f"{type(exc).__name__}: {exc}"
+    else:
+        simulated_error = None
     stop = next(({k: v for k, v in e.items() if k not in ("t_ms", "event")} for e in run.events
                  if e.get("event") == "stopped-early"), None)
     summary = RunSummary.from_tally(
@@ -160,6 +171,7 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
             "policy_windows": window_policies(windows),
             "network": run.network,
             "fidelity": judge_run(run.out, stop),
+            "simulated": beside_record(simulated) if simulated_error is None else {"error": simulated_error},
         },
     )
     summary.write_json(files.summary)
@@ -170,7 +182,9 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
         bands.setdefault(r["antenna"], []).append(
             (float(r["t_start_ms"]) / 1000.0, float(r["t_end_ms"]) / 1000.0, r["policy"])
         )
-    plot_success_over_time([summary], files.success_plot, policy_bands=bands or None)
+    plot_success_over_time([summary, *simulated], files.success_plot, policy_bands=bands or None,
+                           events=[(float(e["at_s"]), _event_label(e)) for s in simulated[:1]
+                                   for e in s.extra.get("network_events", {}).get("applied", [])])
     from_schedulers = [
         {**e, "source": f"scheduler {k}"} for k, v in sched.items() for e in v.get("events", [])
     ]
@@ -187,6 +201,14 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
         events=run.events + from_schedulers,
         cpu_groups=cpu_groups,
     )
+
+
+def _event_label(event: dict) -> str:
+    """Returns a network event in a few words for the plot: `co1-dc1 20 Mbit/s`, `dc1-cloud down`."""
+    what = event.get("state") or ", ".join(
+        f"{v:g} Mbit/s" if k == "bw_mbps" else f"{v:g} ms" if k == "delay_ms" else f"{k} {v:g}"
+        for k, v in event.items() if k not in ("at_s", "link", "delay_dev_ms"))
+    return f"{event['link']} {what}"
 
 
 def _write_per_app(tally: Tally, n_windows: int, path: Path) -> None:
@@ -250,6 +272,7 @@ def format_result(result: LiveResult) -> str:
     if net.get("switch_hop_ms_median"):
         lines.append(f"switches: {net['switch_hop_ms_median']:.3f} ms per hop one-way ({net.get('switch')}), "
                      "not in the topology's delays (summary.json: network.switch_ms_one_way)")
+    lines += format_beside(s.extra.get("simulated") or {})
     lines.append(f"run dir: {result.out}")
     lines += format_fidelity(s.extra.get("fidelity") or {})
     return "\n".join(lines)

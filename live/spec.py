@@ -21,8 +21,19 @@ from workload.args import Workload, add_workload_arguments, workload_from_args
 
 DEFAULT_POLICY = "closest"
 """The live run's policy without --policy and --agent (see RunSpec.policy)."""
-DEFAULT_DURATION_S = 60.0
+DEFAULT_DURATION_S = 45.0
 """Seconds of queries of a generated workload without --duration."""
+DEMO_TOPOLOGY = "full-edge"
+"""The topology of the main job's demonstration (docs/live-run.md#the-demonstration): on it, --events and --tdf
+default to DEMO_EVENTS and DEMO_TDF."""
+DEMO_EVENTS = Path(__file__).resolve().parent.parent / "examples" / "demo-full-edge.yaml"
+"""The demonstration's network events: metro links narrow, two radios slow down, the cloud is cut off."""
+DEMO_TDF = 4.0
+"""The demonstration's time dilation: its busiest second offers about 315 queries/s (seed 1; 190-340 over seeds
+1-10), about 80 a real second at K 4, on the one core the emulation gets besides real inference's; 45 s x 4 keeps
+the run within about 5 minutes."""
+_DEMO = object()
+"""The command line's default of --events and --tdf: the demonstration's on DEMO_TOPOLOGY, none and 1 elsewhere."""
 
 
 def _at(text: str, what: str) -> tuple[str, float]:
@@ -33,6 +44,10 @@ def _at(text: str, what: str) -> tuple[str, float]:
         return name, float(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{what} {text!r}: expected NAME=SECONDS") from None
+
+
+def _events_file(text: str) -> Path | None:
+    return None if text.strip() == "none" else Path(text)
 
 
 def _sites(text: str) -> tuple[str, ...]:
@@ -57,7 +72,7 @@ class RunSpec:
     takes it) that picks each scheduler's policy per decision window; implies --policy aset"""
     trace: Path | None = opt(None, external=True)
     """Replay this trace; None: generate Poisson arrivals (lambda_per_min, duration_s, seed)."""
-    lambda_per_min: str = opt("3", external=True)
+    lambda_per_min: str = opt("6", external=True)
     duration_s: float | None = opt(DEFAULT_DURATION_S, external=True)
     """Queries are sent until this time (None with a trace: until its last stream ends)."""
     seed: int = opt(1, external=True)
@@ -113,9 +128,11 @@ class RunSpec:
     kill_worker: tuple[tuple[str, float], ...] = opt(
         (), metavar="RESOURCE=SECONDS", repeat=True, parse=lambda t: _at(t, "--kill-worker"))
     """SIGKILL a resource's worker at that time (seconds after t0), e.g. tiny-yolov2-cpu-b4@dc1=20"""
-    events: Path | None = opt(None, metavar="FILE")
+    events: Path | None = opt(None, metavar="FILE|none", parse=_events_file,
+                              default_text=f"on {DEMO_TOPOLOGY} without --agent the demonstration's, "
+                                           f"examples/{DEMO_EVENTS.name}; none elsewhere")
     """network events file: link changes (delay, jitter, rate, loss, down, up) at given times after t0, applied
-    to the network and known to the schedulers (docs/network.md#network-events)"""
+    to the network and known to the schedulers (docs/network.md#network-events); none: no events"""
     restart_scheduler: tuple[tuple[str, float], ...] = opt(
         (), metavar="ANTENNA=SECONDS", repeat=True, parse=lambda t: _at(t, "--restart-scheduler"))
     """stop an antenna's scheduler and start a fresh one at that time (seconds after t0)"""
@@ -134,7 +151,8 @@ class RunSpec:
 
     Jumbo frames by default: a 50 kB frame is ~6 packets instead of ~35, which the userspace wires and
     switches of a 2-core machine can forward (1500: standard)."""
-    tdf: float | None = opt(1.0, metavar="K|auto", parse=lambda t: None if t.strip() == "auto" else parse_tdf(t))
+    tdf: float | None = opt(1.0, metavar="K|auto", parse=lambda t: None if t.strip() == "auto" else parse_tdf(t),
+                            default_text=f"{DEMO_TDF:g} on {DEMO_TOPOLOGY} (the demonstration's), 1 elsewhere")
     """time dilation factor: the run lasts K times longer in real time (delays, frame intervals, inference,
     timeouts and windows x K) and every figure is in virtual time; see docs/live-run.md#time-dilation; auto:
     the smallest K at which 10 s pilots of the trace's busiest second are judged faithful
@@ -180,6 +198,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, RunSpec, external=lambda: add_workload_arguments(
         parser, lambda_default=RunSpec.lambda_per_min, duration_default_s=DEFAULT_DURATION_S,
         seed_default=RunSpec.seed))
+    parser.set_defaults(events=_DEMO, tdf=_DEMO)  # the demonstration's on its topology (spec_from_args)
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -189,6 +208,11 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     from scheduler.aset.meta import agent_path  # with the scheduler (numba): not for --help
 
     options = option_values(args, RunSpec)
+    demo = options["topo"] == DEMO_TOPOLOGY
+    if options["events"] is _DEMO:
+        options["events"] = DEMO_EVENTS if demo and options["agent"] is None else None
+    if options["tdf"] is _DEMO:
+        options["tdf"] = DEMO_TDF if demo else 1.0
     if options.get("agent") is not None:
         try:
             options["agent"] = agent_path(options["agent"])

@@ -85,7 +85,7 @@ def test_real_workers_take_only_the_cores_real_inference_has(tiny_system) -> Non
 
 def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
     system = build_system(load_topology("full-edge"), load_profiles("provisional"))  # worked out on these figures
-    trace, duration_s = RunSpec().workload().build(system.antennas)
+    trace, duration_s = RunSpec(lambda_per_min="3", duration_s=60.0).workload().build(system.antennas)
     site, per_resource = busiest_cpu_cluster(system, trace, "closest", duration_s, 1, 1.0)
     assert site is not None and system.topology.site(site).layer == "antenna"
 
@@ -207,11 +207,11 @@ def test_the_run_spec_is_the_command_line() -> None:
     import dataclasses
 
     from live.options import field_docs, options
-    from live.spec import add_run_arguments, spec_from_args
+    from live.spec import DEMO_EVENTS, DEMO_TDF, add_run_arguments, spec_from_args
 
     parser = argparse.ArgumentParser()
     add_run_arguments(parser)
-    assert spec_from_args(parser.parse_args([])) == RunSpec()
+    assert spec_from_args(parser.parse_args([])) == dataclasses.replace(RunSpec(), events=DEMO_EVENTS, tdf=DEMO_TDF)
     spec = spec_from_args(parser.parse_args([
         "--topo", "tiny", "--policy", "load-balancing", "--real-workers", "none", "--kill-worker", "w@dc1=3",
         "--kill-worker", "v@dc1=4.5", "--no-measure", "--window", "2", "--lambda", "0:20,10:60", "--timeout", "7",

@@ -255,8 +255,12 @@ def test_run_dir_holds_the_documented_files(live) -> None:
         "workers.json",
         "trace.csv",
         "cpu.json",
+        "simulated/table.md",
+        "simulated/closest/summary.json",
     ):
         assert (result.out / name).stat().st_size > 0, name
+    simulated = json.loads((result.out / "summary.json").read_text())["extra"]["simulated"]
+    assert len(simulated) == 7 and all(0.0 <= v["success"] <= 1.0 for v in simulated.values())
     config = json.loads((result.out / "config.json").read_text())
     assert config["versions"]["aiohttp"] and config["real_sites"] == ["dc1"]
     assert any("real ONNX" in line for line in lines) and any("profile-driven" in line for line in lines)

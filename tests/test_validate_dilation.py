@@ -1,0 +1,124 @@
+"""benchmarks/validate_dilation.py without root: its cases parse with the real commands' options, a rerun
+resumes, and its report reads hand-made results (and per-query records) into the checks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis.records import RECORD_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def vd():
+    spec = importlib.util.spec_from_file_location("validate_dilation", ROOT / "benchmarks" / "validate_dilation.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cases(vd, work: Path) -> list:
+    return vd.cases(work, {20: 8.0, 60: 25.0}, 4.0, (1.0, 10.0))
+
+
+def test_case_ids_and_their_command_lines_parse(vd, tmp_path) -> None:
+    from live.compare import register as register_compare
+    from live.spec import add_run_arguments, spec_from_args
+
+    cases = _cases(vd, tmp_path)
+    ids = [c.id for c in cases]
+    assert ids == ["conv-s1-k10", "conv-s1-k20", "conv-s2-k10", "conv-s2-k20", "conv-s3-k10", "conv-s3-k20",
+                   "neg-s1", "neg-s2", "neg-s3", "paper-l20-s1", "paper-l20-s2", "paper-l20-s3", "paper-l60-s1",
+                   "paper-l60-s2", "paper-l60-s3", "bench-k1", "bench-k10"]
+    run_parser = argparse.ArgumentParser()
+    add_run_arguments(run_parser)
+    sub = argparse.ArgumentParser().add_subparsers()
+    register_compare(sub)
+    compare_parser = sub.choices["compare"]
+    for c in cases:
+        if c.kind in ("convergence", "negative"):
+            assert c.argv[2] == "run"
+            spec = spec_from_args(run_parser.parse_args(list(c.argv[3:])))
+            assert spec.events is None and spec.switch == "lxbr" and spec.pcap == "none"
+            assert spec.tdf == (4.0 if c.kind == "negative" else float(c.id.split("-k")[1]))
+            assert (spec.real_sites == ()) == (c.kind == "convergence")
+        elif c.kind == "paper":
+            args = compare_parser.parse_args(list(c.argv[3:]))
+            assert args.policies == ",".join(vd.POLICIES) and args.tdf in (8.0, 25.0) and args.duration == 150.0
+    assert next(c for c in cases if c.kind == "negative").ok_exits == (0, 1)
+    topo = (tmp_path / "full-edge-nojitter.yaml").read_text()
+    assert "delay_dev_ms: 0" in topo and "delay_dev_ms: 1.0" not in topo
+
+
+def test_bench_case_uses_bench_lives_options(vd, tmp_path) -> None:
+    text = (ROOT / "benchmarks" / "bench_live.py").read_text()
+    bench = next(c for c in _cases(vd, tmp_path) if c.kind == "bench")
+    for flag in (a for a in bench.argv if a.startswith("--")):
+        assert f'"{flag}"' in text, flag
+
+
+def test_a_rerun_skips_the_cases_done(vd, tmp_path) -> None:
+    cases = _cases(vd, tmp_path)
+    (tmp_path / "neg-s2").mkdir()
+    (tmp_path / "neg-s2" / "result.json").write_text("{}")
+    left = [c.id for c in vd.to_run(cases, tmp_path, {"neg-s1", "neg-s2"})]
+    assert left == ["neg-s1"] and len(vd.to_run(cases, tmp_path, None)) == len(cases) - 1
+
+
+def _records(path: Path, latencies_ms: dict[tuple[int, int], float | None]) -> None:
+    path.mkdir(parents=True)
+    lines = [",".join(RECORD_NAMES)]
+    for (s, q), lat in latencies_ms.items():
+        row = {n: "" for n in RECORD_NAMES} | {"stream_id": s, "query": q, "antenna": "ant1", "app": "ar-vr",
+                                                 "t_send_ms": 1000.0 + q, "outcome": "success" if lat else "failed",
+                                                 "t_response_ms": "" if lat is None else 1000.0 + q + lat}
+        lines.append(",".join(str(row[n]) for n in RECORD_NAMES))
+    (path / "records.csv").write_text("\n".join(lines) + "\n")
+
+
+def _result(work: Path, cid: str, **fields) -> None:
+    (work / cid).mkdir(parents=True, exist_ok=True)
+    (work / cid / "result.json").write_text(json.dumps({"id": cid, **fields}))
+
+
+def test_report_from_hand_made_results(vd, tmp_path) -> None:
+    _records(tmp_path / "a", {(0, 0): 20.0, (0, 1): 21.0, (1, 0): 30.0, (1, 1): None})
+    _records(tmp_path / "b", {(0, 0): 20.1, (0, 1): 21.3, (1, 0): 30.05, (2, 0): 9.0})
+    _result(tmp_path, "conv-s1-k10", kind="convergence", run=str(tmp_path / "a"), verdict="faithful")
+    _result(tmp_path, "conv-s1-k20", kind="convergence", run=str(tmp_path / "b"), verdict="faithful")
+    _result(tmp_path, "neg-s1", kind="negative", tdf=4, verdict="not faithful", stopped_early=True,
+            violations=["source send lag"])
+    _result(tmp_path, "neg-s2", kind="negative", tdf=4, verdict="faithful", stopped_early=False, violations=[])
+    policies = {"closest": {"sim": 0.95, "testbed": 0.94, "diff_pts": -1.0, "corr": 0.97, "verdict": "faithful"},
+                "load-balancing": {"sim": 0.90, "testbed": 0.87, "diff_pts": -3.0, "corr": 0.96, "verdict": "faithful"}}
+    _result(tmp_path, "paper-l20-s1", kind="paper", policies=policies, spearman=1.0)
+    _result(tmp_path, "bench-k10", kind="bench", max_faithful_qps=200,
+            rows=[{"rate_per_antenna_qps": 200, "verdict": "faithful"}, {"rate_per_antenna_qps": 400,
+                                                                          "verdict": "not faithful"}])
+    body, passed = vd.report(tmp_path)
+    assert "| 1 | 3 | 0.100 | yes | faithful / faithful |" in body  # |0.1|, |0.3|, |0.05|: median 0.1
+    assert "| 2 | not run |" in body
+    assert "| 1 | 4 | not faithful | yes | source send lag | yes |" in body
+    assert "| 2 | 4 | faithful | no |  | NO |" in body
+    assert "| 20 | 1 | closest | 0.950 | 0.940 | -1.00 | 0.970 | faithful | yes |" in body
+    assert "| 20 | 1 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | faithful | NO |" in body
+    assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
+    assert not passed
+    for cid in ("neg-s2", "paper-l20-s1"):
+        (tmp_path / cid / "result.json").unlink()
+    assert vd.report(tmp_path)[1]
+
+
+def test_unknown_case_is_refused_and_list_runs_nothing(vd, tmp_path, capsys) -> None:
+    assert vd.main(["--work", str(tmp_path), "--only", "conv-s9-k10"]) == 2
+    assert "unknown case(s) conv-s9-k10" in capsys.readouterr().err
+    assert vd.main(["--work", str(tmp_path), "--list"]) == 0
+    assert "neg-s1" in capsys.readouterr().out and not list(tmp_path.glob("*/log.txt"))
