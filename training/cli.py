@@ -57,7 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scheduler.core import POLICY_NAMES
     from scheduler.profiles import load_profiles
     from scheduler.system import build_system
     from topologies import load_topology
@@ -77,8 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     g = result.guard
     print(f"{result.steps} decisions, {result.episodes} episodes in {result.train_s:.0f} s")
     if g is not None:
-        margin = "never (always the fallback)" if g.guard_margin == float("inf") else f"margin {g.guard_margin:g}"
-        print(f"guard: fallback {POLICY_NAMES[g.fallback_policy]}, agent overrides it at {margin}")
+        print(g.summary())
     for key, path in result.files.items():
         print(f"  {key}: {path}")
     return 0

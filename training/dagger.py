@@ -185,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "train.json").write_text(json.dumps(summary, indent=1) + "\n")
     g = result.guard
     assert g is not None
-    margin = "never" if g.guard_margin == float("inf") else f"margin {g.guard_margin:g}"
-    print(f"guard: fallback {POLICY_NAMES[g.fallback_policy]}, agent overrides it at {margin}; wrote {args.out}")
+    print(f"{g.summary()}; wrote {args.out}")
     return 0
 
 

@@ -164,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     g = result.guard
     assert g is not None
-    margin = "never" if g.guard_margin == float("inf") else f"margin {g.guard_margin:g}"
-    print(f"guard: fallback {POLICY_NAMES[g.fallback_policy]}, agent overrides it at {margin}; wrote {args.out}")
+    print(f"{g.summary()}; wrote {args.out}")
     return 0
 
 

@@ -47,6 +47,11 @@ class GuardReport:
     fallback_policy: int
     guard_margin: float
 
+    def summary(self) -> str:
+        """Returns the guard's choice in one line: its fallback and the margin at which the agent overrides it."""
+        margin = "never (always the fallback)" if self.guard_margin == float("inf") else f"margin {self.guard_margin:g}"
+        return f"guard: fallback {POLICY_NAMES[self.fallback_policy]}, agent overrides it at {margin}"
+
 
 @dataclass
 class TrainResult:
