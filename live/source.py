@@ -4,6 +4,9 @@ size, at each stream's frame rate, to the antenna's scheduler, and logs one reco
 Runs inside the antenna's sources host (`python -m live.source --spec RUN_DIR/spec.json --antenna NAME`),
 one asyncio loop and one aiohttp session per process. Query k of a stream is sent at start_s + k/fps (times since the run's t0).
 Times are the run clock's: virtual under time dilation (the frames leave K times further apart in real time).
+A stream's first query waits for the scheduler's answer to opening the stream (a round trip over the radio):
+each opening is logged beside the records (`opens_path`), so that the fidelity verdict measures a query's send
+lag from when it could leave, not from a schedule the emulated system itself holds back.
 """
 
 from __future__ import annotations
@@ -34,6 +37,20 @@ STOP_CHECK_S = 0.25
 """A stream waiting for its next query notices a stop request within this time (real seconds)."""
 
 _COM_MAX = 65535 - 2
+OPENS_COLUMNS = ("stream_id", "query", "t_open_ms", "t_bound_ms")
+"""The openings log: the stream, its first query the opening serves, when the request left and when the
+scheduler's answer (a binding or a rejection) came back, run-clock ms since t0."""
+
+
+def opens_path(records_path: Path) -> Path:
+    """Returns the openings log beside a source's records file (`records/ant1.csv` -> `records/ant1.opens.csv`)."""
+    return records_path.with_name(f"{records_path.stem}.opens.csv")
+
+
+def write_opens(path: Path, rows: list[tuple[int, int, float, float]]) -> None:
+    """Writes the openings log (OPENS_COLUMNS), times to the microsecond."""
+    lines = [",".join(OPENS_COLUMNS)] + [f"{s},{k},{t0:.3f},{t1:.3f}" for s, k, t0, t1 in rows]
+    path.write_text("\n".join(lines) + "\n")
 
 
 class JpegSizer:
@@ -127,6 +144,7 @@ class Source:
         timeout_s: float,
         corrupt_every: int = 0,
         clock: DilatedClock = REAL_CLOCK,
+        opens_file: Path | None = None,
     ) -> None:
         self.trace = trace
         self.url = scheduler_url.rstrip("/")
@@ -141,7 +159,11 @@ class Source:
         self.in_flight: set[asyncio.Task] = set()
         self.frames_sent = 0
         self.lag_ms: list[float] = []
-        """How late each frame left against its schedule, virtual ms (the source fell behind: the testbed overloaded)."""
+        """How late each frame left against when it could leave (its schedule, or its stream's opening answered),
+        virtual ms: the source fell behind, the testbed overloaded."""
+        self.opens: list[tuple[int, int, float, float]] = []
+        """(stream id, query, t_open_ms, t_bound_ms) of every opening the stream's loop waited for."""
+        self.opens_file = opens_file
         self.stopping = asyncio.Event()
 
     def now_ms(self) -> float:
@@ -158,6 +180,8 @@ class Source:
         finally:
             flusher.cancel()
             self.records.flush()
+            if self.opens_file is not None:
+                write_opens(self.opens_file, self.opens)
             await self.session.close()
 
     async def _flush_loop(self) -> None:
@@ -211,13 +235,17 @@ class Source:
         binding: dict = {}  # empty: (re)open the stream before the next query
         mine: set[asyncio.Task] = set()
         frame = self.sizer.frame(int(tr.frame_bytes[i]))
+        ready_ms = 0.0  # when the last opening was answered: queries due before then leave at once
         for k in range(n):
             await self._sleep_until(start + k / fps)
             if self.stopping.is_set():  # told to stop: queries not sent yet are never sent, nor recorded
                 break
             if not binding:
+                t_open = self.now_ms()
                 try:
                     binding.update(await self._open(i))
+                    ready_ms = self.now_ms()
+                    self.opens.append((int(tr.stream_id[i]), k, t_open, ready_ms))
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     self.records.add(
                         **self._row(i, k),
@@ -234,7 +262,7 @@ class Source:
                     reason=str(binding["rejected"]),
                 )
                 continue
-            self.lag_ms.append(self.now_ms() - (start + k / fps) * 1000.0)
+            self.lag_ms.append(self.now_ms() - max((start + k / fps) * 1000.0, ready_ms))
             bad = self.corrupt_every > 0 and (self.frames_sent + 1) % self.corrupt_every == 0
             task = asyncio.create_task(self._query(i, k, corrupt(frame) if bad else frame, binding))
             self.in_flight.add(task)
@@ -358,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     trace = Trace(**{k: getattr(trace, k)[mine] for k in Trace.__dataclass_fields__})
     with RecordWriter(run.source_records(args.antenna)) as writer:
         source = Source(trace, url, 0.0, spec.duration_s, Records(writer), spec.timeout_s, spec.corrupt_every,
-                        DilatedClock(spec.time_scale))
+                        DilatedClock(spec.time_scale), opens_path(run.source_records(args.antenna)))
         asyncio.run(replay(source, run.t0))
     lag = np.asarray(source.lag_ms or [0.0])
     print(

@@ -1,0 +1,93 @@
+"""A stream's first queries wait for the scheduler's answer to opening the stream: the source logs each opening
+beside its records, and the fidelity verdict measures those queries' send lag from the answer, not from their
+schedule (the round trip is the emulated system's, not the host falling behind). A real aiohttp scheduler that
+answers the opening late, a real Source, its files read back by the verdict."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from analysis.records import RecordWriter
+from live.source import OPENS_COLUMNS, Records, Source, opens_path
+from live.verdict import read_opens, record_columns, send_lag
+from workload.trace import read_trace
+
+OPEN_DELAY_S = 0.12
+"""How long the scheduler takes to answer the opening: queries 0, 1 and 2 (due at 0, 50 and 100 ms) wait for it."""
+
+
+def _scheduler() -> web.Application:
+    async def open_stream(request: web.Request) -> web.Response:
+        await asyncio.sleep(OPEN_DELAY_S)
+        return web.json_response({"cluster": "ant1", "variant": "v"})
+
+    async def frame(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"ok": True, "cluster": "ant1", "variant": "v", "batch_size": 1})
+
+    async def close(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/streams", open_stream)
+    app.router.add_post("/streams/{sid}/frames", frame)
+    app.router.add_delete("/streams/{sid}", close)
+    return app
+
+
+def test_the_opening_round_trip_is_not_counted_as_send_lag(tmp_path: Path) -> None:
+    trace_file = tmp_path / "trace.csv"
+    trace_file.write_text("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
+                          "7,ant1,0.2,0.5,ar-vr,20,2000,1000,0.2,object-detection\n")
+    records_file = tmp_path / "records" / "ant1.csv"
+
+    async def scenario() -> Source:
+        async with TestServer(_scheduler()) as server:
+            with RecordWriter(records_file) as writer:
+                source = Source(read_trace(trace_file), f"http://127.0.0.1:{server.port}", 0.0, 0.7,
+                                Records(writer), 5.0, opens_file=opens_path(records_file))
+                source.t0_s = source.clock.now_s()  # t0 is now: the stream opens 200 ms later
+                await source.run()
+                return source
+
+    source = asyncio.run(scenario())
+    assert opens_path(records_file) == tmp_path / "records" / "ant1.opens.csv"
+    assert opens_path(records_file).read_text().splitlines()[0] == ",".join(OPENS_COLUMNS)
+    opens = read_opens(tmp_path)
+    assert opens.shape == (1, 4) and tuple(opens[0, :2]) == (7.0, 0.0)
+    t_open, t_bound = opens[0, 2], opens[0, 3]
+    assert t_open >= 200.0 and t_bound - t_open >= OPEN_DELAY_S * 1000.0
+    rec = record_columns(records_file)
+    assert sorted(rec["query"]) == list(range(10)) and set(rec["outcome"]) == {"ontime"}
+    schedule = 200.0 + rec["query"] * 50.0
+    due, lag = send_lag(rec, trace_file, opens)
+    assert np.allclose(due, np.maximum(schedule, t_bound), rtol=0, atol=1e-9)  # held queries are due when the answer came
+    assert set(rec["query"][schedule < t_bound]) >= {0, 1, 2}
+    assert (rec["t_send_ms"] >= due - 1e-9).all()
+    _, lag_by_schedule = send_lag(rec, trace_file)
+    first = rec["query"] == 0
+    assert lag_by_schedule[first][0] >= OPEN_DELAY_S * 1000.0 > lag[first][0]
+    assert len(source.lag_ms) == 10
+
+
+def test_a_reopened_stream_is_held_from_its_latest_opening(tmp_path: Path) -> None:
+    """Stream 1 opens at 0 (answered at 30 ms) and again before query 5 (due 500 ms, answered at 580 ms);
+    stream 2 never waited. Each query is due at max(schedule, the answer to its latest opening at or before it)."""
+    trace_file = tmp_path / "trace.csv"
+    trace_file.write_text("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
+                          "1,ant1,0,1,ar-vr,10,2000,1000,0.2,object-detection\n"
+                          "2,ant1,0,1,ar-vr,10,2000,1000,0.2,object-detection\n")
+    q = np.array([0, 1, 4, 5, 6, 0, 5])
+    rec = {"stream_id": np.array([1, 1, 1, 1, 1, 2, 2]), "query": q,
+           "t_send_ms": np.array([31.0, 100.0, 400.0, 581.0, 600.0, 0.5, 500.5]),
+           "outcome": np.array(["ontime"] * 7, dtype=object), "reason": np.array([""] * 7, dtype=object)}
+    opens = np.array([[1, 5, 500.0, 580.0], [1, 0, 0.0, 30.0]])  # any order
+    due, lag = send_lag(rec, trace_file, opens)
+    assert due.tolist() == [30.0, 100.0, 400.0, 580.0, 600.0, 0.0, 500.0]
+    assert lag.tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.5, 0.5]
+    assert send_lag(rec, trace_file)[1].max() == 81.0
