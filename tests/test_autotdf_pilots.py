@@ -1,0 +1,64 @@
+"""`--tdf auto`'s pilots measure what the host carries of the trace's load, nothing else: each pilot replays the
+busiest second's streams without the run's network events or faults (a radio slowed, a link cut, a worker killed
+would change what the pilot offers and what the monitor sees), while the run that follows keeps them all. The live
+runs are the callable `run_auto` is given; here it records the specs and answers a verdict per K."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from live.autotdf import PILOT_S, run_auto
+from live.spec import DEMO_EVENTS, RunSpec, add_run_arguments, spec_from_args
+from workload.trace import read_trace
+
+
+@dataclass
+class _Summary:
+    extra: dict
+
+
+@dataclass
+class _Result:
+    out: Path
+    summary: _Summary
+
+
+@dataclass
+class _Runs:
+    """Writes each run's config.json as a run would and says faithful from K `passes` up."""
+
+    passes: float
+    specs: list[RunSpec] = field(default_factory=list)
+
+    def __call__(self, spec: RunSpec, log) -> _Result:
+        self.specs.append(spec)
+        out = Path(spec.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"time_dilation": {"factor": spec.tdf}}))
+        ok = spec.tdf >= self.passes
+        return _Result(out, _Summary({"fidelity": {"verdict": "faithful" if ok else "not faithful"}}))
+
+
+def test_the_pilots_replay_the_trace_without_the_runs_events_and_faults(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    spec = spec_from_args(parser.parse_args(["--tdf", "auto", "--out", str(tmp_path / "run"), "--duration", "20",
+                                             "--kill-worker", "mobilenet-ssd-cpu-b1@ant1=5",
+                                             "--restart-scheduler", "ant2=6"]))
+    assert spec.events == DEMO_EVENTS and spec.tdf is None and spec.kill_worker and spec.restart_scheduler
+    runs = _Runs(passes=0.0)  # every pilot passes: the search walks down from its estimate
+    result = run_auto(spec, lambda _: None, runs)
+    *pilots, final = runs.specs
+    assert pilots and [p.tdf for p in pilots] == sorted((p.tdf for p in pilots), reverse=True)
+    pilot_trace = tmp_path / "run-pilots" / "trace.csv"
+    for p in pilots:
+        assert p.events is None and p.kill_worker == () and p.restart_scheduler == ()
+        assert p.trace == pilot_trace.resolve() and p.duration_s == PILOT_S and p.pcap == "none"
+        assert Path(p.out).parent == tmp_path / "run-pilots"
+    assert read_trace(pilot_trace).start_s.max() == 0.0  # the busiest second's streams, started together
+    assert final.tdf == pilots[-1].tdf and final.events == DEMO_EVENTS and final.trace is None
+    assert final.kill_worker == spec.kill_worker and final.restart_scheduler == spec.restart_scheduler
+    assert result.out == tmp_path / "run"
