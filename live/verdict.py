@@ -3,10 +3,14 @@ statistics, monitor.jsonl), each in virtual ms given the run's time dilation fac
 window of virtual time against a threshold; a run is faithful when no hard invariant is broken. Kept in
 summary.json `extra.fidelity` and printed at the end of the run's table (docs/fidelity.md: the monitor).
 
-Thresholds are what this 2-core machine holds on a light run with room to spare (a light tiny or full-edge
-run at K = 1: send lag p99 about 3-4 ms, max 20-36 ms; wire lateness p99 about 0.5 ms), and far below what
-an overloaded run shows (send lag of seconds): they separate a run whose figures are the emulated system's
-from one whose figures are this host's.
+Thresholds are what this 2-core machine holds on a light run with room to spare, and far below what an
+overloaded run shows (send lag of seconds): they separate a run whose figures are the emulated system's from
+one whose figures are this host's. Measured on quiet light runs (tiny, lambda 6, closest, 2026-12-02): at
+K = 1 (30 s) send lag p99 2.1 ms, max 2.8 ms, wire lateness p99 (worst direction) 0.40 ms; at K = 4 (20 s)
+send lag p99 0.55 ms, max 0.59 ms, wire lateness p99 0.045 ms, with the wires real-time (testbed/wire.py;
+at nice -10 instead, 2.24 ms at K = 1 and 0.78 ms at K = 4). Earlier light tiny and full-edge runs at K = 1
+on a shared machine: send lag p99 3-4 ms, max 20-36 ms. A query's send lag counts from when it could leave,
+its schedule or the answer to its stream's opening (`send_lag`).
 """
 
 from __future__ import annotations
