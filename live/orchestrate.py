@@ -6,15 +6,11 @@ in reverse order; `run_live` drives it and returns the report (live/report.py).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from importlib import metadata
 from pathlib import Path
 
 from live.autotdf import run_auto
@@ -31,7 +27,7 @@ from live.plan import (
     smallest_cluster,
     worker_argv,
 )
-from live.procs import REPO_ROOT, Proc, cpu_snapshot, run_processes, stop_groups, wait_ready, write_cpu
+from live.procs import Proc, cpu_snapshot, run_processes, stop_groups, wait_ready, write_cpu
 from live.realprofile import (
     REAL_INFERENCE_CORES,
     REAL_THREADS_PER_REPLICA,
@@ -42,6 +38,7 @@ from live.realprofile import (
 )
 from live.report import LiveInterrupted, LiveResult, RunFacts, summarise
 from live.rundir import RunDir, record_t0, write_t0
+from live.runinfo import network_summary, package_versions
 from live.spec import RunSpec, write_spec
 from scheduler.core import POLICY_NAMES
 from scheduler.profiles import load_profiles
@@ -49,12 +46,10 @@ from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, check_mtu
 from testbed.plan import build_plan
-from testbed.preflight import mininet_version
 from topologies import load_topology
 from topologies.events import load_events
 from workload.trace import write_trace
 
-PACKAGES = ("numpy", "aiohttp", "onnxruntime", "pyarrow", "matplotlib", "scikit-image", "pillow", "os-ken")
 SCHEDULER_RESTART_READY_S = 30.0
 
 
@@ -361,65 +356,6 @@ class LiveRun:
         """Stops the sources (still running only if the run is cut short), the schedulers (they write their
         statistics), then every worker, each group at once."""
         stop_groups((self.sources, list(self.schedulers.values()), self.workers))
-
-
-def network_summary(net: EmulatedNetwork, results: list, report) -> dict:
-    """Returns what summary.json records of the link check: links out of tolerance, the switches' one-way cost
-    per hop (per site, and their median), and per antenna and cluster how many switch hops a query's frame
-    takes one way (sources -> scheduler -> worker) and what they cost in ms, which the topology's delays lack."""
-    hop_ms = dict(report.hop_ms) if report else {}
-    hops = {}
-    hops_ms = {}
-    topo = net.topology
-    for ant in topo.antennas:
-        hops[ant.name], hops_ms[ant.name] = {}, {}
-        for cl in topo.clusters:
-            sites = [ant.name, *net.plan.path_sites(ant.name, cl.name)] if cl.name != ant.name else [ant.name] * 2
-            hops[ant.name][cl.name] = len(sites)  # the radio's hop into the antenna's switch, then the path's
-            hops_ms[ant.name][cl.name] = round(sum(hop_ms.get(s, 0.0) for s in sites), 4)
-    values = sorted(hop_ms.values())
-    return {
-        "switch": net.switch_kind, "datapath": net.datapath, "shaping": net.shaping, "mtu": net.mtu,
-        "links_measured": len(results),
-        "links_ok": all(m.ok for m in results),
-        "links_out_of_tolerance": [{"link": m.link, "direction": m.direction, "problem": m.problem}
-                                   for m in results if not m.ok],
-        "blocked_by_stp": net.blocked_links,
-        "switch_hop_ms": hop_ms,
-        "switch_hop_measured": dict(report.hop_measured) if report else {},
-        "switch_hop_ms_median": round(values[len(values) // 2], 4) if values else None,
-        "switch_hops_one_way": hops,
-        "switch_ms_one_way": hops_ms,
-    }
-
-
-def package_versions() -> dict[str, str]:
-    """Returns the versions of Python, the packages the run depends on, Mininet, the tools, the kernel and the
-    commit."""
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    out["mininet"] = mininet_version()  # Debian's package, linked into the virtualenv: no distribution metadata
-    for tool in (["ovs-vsctl", "--version"], ["tcpdump", "--version"], ["uname", "-r"]):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out[tool[0]] = subprocess.run(
-                tool, capture_output=True, text=True, timeout=5
-            ).stdout.splitlines()[0]
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        out["git_commit"] = commit + ("+dirty" if dirty else "")
-    return out
 
 
 def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
