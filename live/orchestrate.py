@@ -19,6 +19,7 @@ from live.cores import RunCores
 from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
 from live.monitor import Monitor
+from live.placed import PlacedRun, placement_of
 from live.plan import (
     WorkerPlan,
     busiest_cpu_cluster,
@@ -94,6 +95,7 @@ class LiveRun:
                 )
             self.real_sites = (busiest,)
         self.workers_plan = self.plan()
+        self.placement = placement_of(spec, [s.name for s in self.topo.sites])  # refused before anything
         choose_hosts(build_plan(self.topo, "x").hosts, spec.pcap)  # refuses an unknown host before anything
         check_mtu(spec.mtu)  # and an MTU the network would refuse
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -112,6 +114,8 @@ class LiveRun:
         self.profiled: list[MeasuredModel] = []
         self.cores: RunCores | None = None
         self.monitor: Monitor | None = None
+        self.placed: PlacedRun | None = None
+        """The remote servers' shares of the run while its network is up (None: every site on this machine)."""
         self.network: dict = {}
         """What the run's link check found (summary.json's `network`): links out of tolerance, switch hops."""
 
@@ -203,13 +207,20 @@ class LiveRun:
             argv = worker_argv(plan, host.ip, profiles_path, self.spec, pinned=cgroup is None)
             self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource), cgroup=cgroup))
         for w in self.workers:
-            w.start()
+            self.start(w)
         wait_ready(self.workers)
         table = {
             p.resource: {"url": w.url, "model": p.model, "real": p.real}
             for p, w in zip(self.workers_plan, self.workers, strict=True)
         }
         self.dir.workers.write_text(json.dumps(table, indent=1) + "\n")
+
+    def start(self, proc: Proc) -> None:
+        """Starts a process on its host's server: here, or through that server's agent (live/placed.py)."""
+        if self.placed is not None and self.placed.share_of(proc.host) is not None:
+            self.placed.start(proc)
+        else:
+            proc.start()
 
     def _child(self, module: str, role: str, antenna: str, net: EmulatedNetwork, restart: int = 0) -> Proc:
         """Returns (not started) a scheduler or source of an antenna: it gets the spec and its identity only."""
@@ -221,7 +232,7 @@ class LiveRun:
     def start_scheduler(self, net: EmulatedNetwork, antenna: str) -> Proc:
         """Starts one antenna's scheduler (its restart number as counted so far) and waits until it is ready."""
         proc = self._child("live.scheduler", "scheduler", antenna, net, self.restarts.get(antenna, 0))
-        proc.start()
+        self.start(proc)
         wait_ready([proc], SCHEDULER_RESTART_READY_S)
         return proc
 
@@ -229,13 +240,13 @@ class LiveRun:
         self.dir.make_dirs()
         for ant in self.system.antennas:
             self.schedulers[ant] = self._child("live.scheduler", "scheduler", ant, net)
-            self.schedulers[ant].start()
+            self.start(self.schedulers[ant])
         wait_ready(list(self.schedulers.values()))
 
     def start_sources(self, net: EmulatedNetwork) -> None:
         for ant in self.system.antennas:
             proc = self._child("live.source", "sources", ant, net)
-            proc.start()
+            self.start(proc)
             self.sources.append(proc)
         wait_ready(self.sources)
 
@@ -245,6 +256,8 @@ class LiveRun:
         self.t0_s = self.clock.now_s() + self.spec.lead_s
         self.events.t0_s = self.t0_s
         write_t0(self.dir.t0, self.t0_s)
+        if self.placed is not None:
+            self.placed.write_t0(self.t0_s)
         record_t0(self.dir, time_dilation_record(self.clock.scale, self.t0_s))
 
     def check_links(self, net: EmulatedNetwork) -> None:
@@ -294,6 +307,8 @@ class LiveRun:
                               "ports": [asdict(p) for p in net.port_stats()]}
                     ports.write(json.dumps(sample) + "\n")
                     ports.flush()
+                if self.placed is not None:
+                    self.placed.pull_records(merger.parts)
                 merger.poll()  # records.csv trails the sources' own logs by at most ~0.6 s
                 lost = self.monitor.run_lost() if self.monitor else None
                 if lost:  # send lag far over in consecutive windows: the figures are this host's, not the system's
@@ -352,6 +367,24 @@ class LiveRun:
             decision_window_s=self.decision_window_s, network=self.network, events=list(self.events.entries),
         )
 
+    def open_servers(self, net: EmulatedNetwork) -> list[str]:
+        """On a placed run: measures the servers' clocks, pushes their inputs and starts their captures; returns
+        the hosts to capture here."""
+        hosts = choose_hosts(net.plan.hosts, self.spec.pcap)
+        self.placed = PlacedRun.open(self.dir, net, self.log)
+        if self.placed is None:
+            return hosts
+        self.placed.push_inputs(self.resolved_spec())
+        return self.placed.start_captures(hosts, self.spec.pcap_snaplen)
+
+    def close_servers(self) -> None:
+        """On a placed run: stops its remote captures, brings every output back and records the servers'
+        clocks (summary.json's network.servers)."""
+        if self.placed is not None:
+            self.placed.stop_captures()
+            self.placed.gather()
+            self.network["servers"] = self.placed.summary()
+
     def stop_services(self) -> None:
         """Stops the sources (still running only if the run is cut short), the schedulers (they write their
         statistics), then every worker, each group at once."""
@@ -386,17 +419,17 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
     merger: RecordMerger | None = None
     run.cores.confine()  # everything forked from here on stays off the core of real inference
     net = EmulatedNetwork(run.topo, shaping=spec.shaping, switch=spec.switch, controller=spec.controller,
-                          run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log, tdf=spec.tdf)
+                          run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log, tdf=spec.tdf, placement=run.placement)
     interrupted = False
     try:
         with net:
-            caps = start_captures(
-                net, choose_hosts(net.plan.hosts, spec.pcap), run.dir.pcap, spec.pcap_snaplen
-            )
+            caps = start_captures(net, run.open_servers(net), run.dir.pcap, spec.pcap_snaplen)
             try:
                 if spec.measure_links:
                     run.check_links(net)
                 run.start_workers(net)
+                if run.placed is not None:
+                    run.placed.push_workers()
                 run.start_schedulers(net)
                 merger = RecordMerger(parts, run.dir.records)
                 run.start_sources(net)
@@ -419,8 +452,11 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
             finally:
                 run.stop_services()
                 stop_captures(caps)
-                if merger is not None:
-                    merger.close()
+                try:
+                    run.close_servers()
+                finally:
+                    if merger is not None:
+                        merger.close()
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: network torn down; summarising what was recorded")
