@@ -274,12 +274,16 @@ class PlacedRun:
 
 def placement_of(spec: RunSpec, sites: Sequence[str]) -> Placement:
     """Returns the placement `--servers`, `--place` and `--ssh-options` give (everything here without them); raises
-    ValueError naming the option at fault."""
+    ValueError naming the option at fault, or network events on a run across servers."""
     try:
         ssh_options = shlex.split(spec.ssh_options or "")
     except ValueError as e:
         raise ValueError(f"--ssh-options: {e}") from None
-    return parse_place(spec.place, sites, parse_servers(spec.servers, ssh_options))
+    placement = parse_place(spec.place, sites, parse_servers(spec.servers, ssh_options))
+    if spec.events is not None and not placement.is_local:
+        raise ValueError(f"--events {spec.events} with sites on other servers: network events reshape links on "
+                         "this machine only so far (docs/multihost.md)")
+    return placement
 
 
 def _with_option(argv: list[str], flag: str, value: str) -> list[str]:
