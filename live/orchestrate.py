@@ -1,7 +1,8 @@
 """The live run's orchestration: `LiveRun` resolves a spec into a run (system, trace, real sites, worker plan,
 the run's own profile) and brings it up in order (network, captures, link check, workers, schedulers,
 sources), fixes t0, waits for the trace to end while merging records and injecting faults, then stops it all
-in reverse order; `run_live` drives it and returns the report (live/report.py).
+in reverse order; `run_live` drives it and returns the report (live/report.py). A process of a site placed on
+another server starts there (live/placed.py), everything else here.
 """
 
 from __future__ import annotations
