@@ -124,7 +124,8 @@ class PlacedRun:
 
     def path_on(self, share: Share, local: str | Path) -> str:
         """Returns where a driver path is on a server: a pushed input's copy, the same place in the share for a
-        run dir path, the same path in the repository (same commit, preflight), else the file pushed now."""
+        run dir path, the same path for the repository's virtualenv (preflight), else any other file pushed now
+        (a file of the repository too: one under runs/ is not in the commit the server has)."""
         text = str(local)
         if text in share.pushed:
             return share.pushed[text]
@@ -133,8 +134,7 @@ class PlacedRun:
             return text
         with contextlib.suppress(ValueError):
             return str(share.root / path.relative_to(self.dir.root))
-        with contextlib.suppress(ValueError):
-            path.relative_to(REPO_ROOT)
+        if path.is_relative_to(REPO_ROOT / ".venv") or text == sys.executable:
             return text
         if path.is_file():
             return share.push(path, str(share.root / "inputs" / f"{len(share.pushed)}-{path.name}"))
