@@ -68,6 +68,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
                    help="time dilation factor of the testbed side: it runs K times slower in real time and is "
                         "compared in virtual time (docs/live-run.md#time-dilation; default 1)")
+    p.add_argument("--mtu", type=int, default=RunSpec.mtu, metavar="BYTES",
+                   help=f"MTU of the testbed side's interfaces (default {RunSpec.mtu}; across servers at most the "
+                        "underlay's less 50)")
+    p.add_argument("--servers", default=None, metavar="NAME=USER@HOST[:PORT],...",
+                   help="the testbed side across servers, `local` being this machine (docs/multihost.md)")
+    p.add_argument("--place", default=None, metavar="SITE=SERVER,...",
+                   help="which server each site lives on; sites not named: the first server of --servers")
+    p.add_argument("--ssh-options", default="", metavar="'ARGS'", help="extra ssh arguments for every server")
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder (default runs/compare)")
     add_results_page_argument(p, "fidelity")
     p.set_defaults(func=cmd_compare)
@@ -75,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from live.orchestrate import run_live  # the testbed side: root, network package
+    from live.placed import placement_of
     from live.plan import plan_workers
     from live.realprofile import real_model_batches, time_real_workers
 
@@ -128,7 +137,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base = RunSpec(topo=args.topo, trace=trace_path, duration_s=duration_s, seed=workload.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
                       controller=args.controller, profile_real_workers=False,  # both sides: one profile file
-                      events=args.events, tdf=args.tdf)
+                      events=args.events, tdf=args.tdf, mtu=args.mtu, servers=args.servers, place=args.place,
+                      ssh_options=args.ssh_options)
+    placement_of(base, [s.name for s in topo.sites])  # a bad --servers or --place: refused before anything runs
     if events is not None:
         label += f"; network events {args.events} ({len(events.events)})"
     sim_config = SimConfig(window_s=base.window_s, duration_s=duration_s, capacity_headroom=base.capacity_headroom,

@@ -1,20 +1,17 @@
 """The live run's orchestration: `LiveRun` resolves a spec into a run (system, trace, real sites, worker plan,
 the run's own profile) and brings it up in order (network, captures, link check, workers, schedulers,
 sources), fixes t0, waits for the trace to end while merging records and injecting faults, then stops it all
-in reverse order; `run_live` drives it and returns the report (live/report.py).
+in reverse order; `run_live` drives it and returns the report (live/report.py). A process of a site placed on
+another server starts there (live/placed.py), everything else here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from importlib import metadata
 from pathlib import Path
 
 from live.autotdf import run_auto
@@ -23,6 +20,7 @@ from live.cores import RunCores
 from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
 from live.monitor import Monitor
+from live.placed import PlacedRun, placement_of
 from live.plan import (
     WorkerPlan,
     busiest_cpu_cluster,
@@ -31,7 +29,7 @@ from live.plan import (
     smallest_cluster,
     worker_argv,
 )
-from live.procs import REPO_ROOT, Proc, cpu_snapshot, run_processes, stop_groups, wait_ready, write_cpu
+from live.procs import Proc, cpu_snapshot, run_processes, stop_groups, wait_ready, write_cpu
 from live.realprofile import (
     REAL_INFERENCE_CORES,
     REAL_THREADS_PER_REPLICA,
@@ -42,6 +40,7 @@ from live.realprofile import (
 )
 from live.report import LiveInterrupted, LiveResult, RunFacts, summarise
 from live.rundir import RunDir, record_t0, write_t0
+from live.runinfo import network_summary, package_versions
 from live.spec import RunSpec, write_spec
 from scheduler.core import POLICY_NAMES
 from scheduler.profiles import load_profiles
@@ -49,12 +48,10 @@ from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, check_mtu
 from testbed.plan import build_plan
-from testbed.preflight import mininet_version
 from topologies import load_topology
 from topologies.events import load_events
 from workload.trace import write_trace
 
-PACKAGES = ("numpy", "aiohttp", "onnxruntime", "pyarrow", "matplotlib", "scikit-image", "pillow", "os-ken")
 SCHEDULER_RESTART_READY_S = 30.0
 
 
@@ -99,6 +96,7 @@ class LiveRun:
                 )
             self.real_sites = (busiest,)
         self.workers_plan = self.plan()
+        self.placement = placement_of(spec, [s.name for s in self.topo.sites])  # refused before anything
         choose_hosts(build_plan(self.topo, "x").hosts, spec.pcap)  # refuses an unknown host before anything
         check_mtu(spec.mtu)  # and an MTU the network would refuse
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -117,6 +115,8 @@ class LiveRun:
         self.profiled: list[MeasuredModel] = []
         self.cores: RunCores | None = None
         self.monitor: Monitor | None = None
+        self.placed: PlacedRun | None = None
+        """The remote servers' shares of the run while its network is up (None: every site on this machine)."""
         self.network: dict = {}
         """What the run's link check found (summary.json's `network`): links out of tolerance, switch hops."""
 
@@ -208,13 +208,20 @@ class LiveRun:
             argv = worker_argv(plan, host.ip, profiles_path, self.spec, pinned=cgroup is None)
             self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource), cgroup=cgroup))
         for w in self.workers:
-            w.start()
+            self.start(w)
         wait_ready(self.workers)
         table = {
             p.resource: {"url": w.url, "model": p.model, "real": p.real}
             for p, w in zip(self.workers_plan, self.workers, strict=True)
         }
         self.dir.workers.write_text(json.dumps(table, indent=1) + "\n")
+
+    def start(self, proc: Proc) -> None:
+        """Starts a process on its host's server: here, or through that server's agent (live/placed.py)."""
+        if self.placed is not None and self.placed.share_of(proc.host) is not None:
+            self.placed.start(proc)
+        else:
+            proc.start()
 
     def _child(self, module: str, role: str, antenna: str, net: EmulatedNetwork, restart: int = 0) -> Proc:
         """Returns (not started) a scheduler or source of an antenna: it gets the spec and its identity only."""
@@ -226,7 +233,7 @@ class LiveRun:
     def start_scheduler(self, net: EmulatedNetwork, antenna: str) -> Proc:
         """Starts one antenna's scheduler (its restart number as counted so far) and waits until it is ready."""
         proc = self._child("live.scheduler", "scheduler", antenna, net, self.restarts.get(antenna, 0))
-        proc.start()
+        self.start(proc)
         wait_ready([proc], SCHEDULER_RESTART_READY_S)
         return proc
 
@@ -234,13 +241,13 @@ class LiveRun:
         self.dir.make_dirs()
         for ant in self.system.antennas:
             self.schedulers[ant] = self._child("live.scheduler", "scheduler", ant, net)
-            self.schedulers[ant].start()
+            self.start(self.schedulers[ant])
         wait_ready(list(self.schedulers.values()))
 
     def start_sources(self, net: EmulatedNetwork) -> None:
         for ant in self.system.antennas:
             proc = self._child("live.source", "sources", ant, net)
-            proc.start()
+            self.start(proc)
             self.sources.append(proc)
         wait_ready(self.sources)
 
@@ -250,6 +257,8 @@ class LiveRun:
         self.t0_s = self.clock.now_s() + self.spec.lead_s
         self.events.t0_s = self.t0_s
         write_t0(self.dir.t0, self.t0_s)
+        if self.placed is not None:
+            self.placed.write_t0(self.t0_s)
         record_t0(self.dir, time_dilation_record(self.clock.scale, self.t0_s))
 
     def check_links(self, net: EmulatedNetwork) -> None:
@@ -299,6 +308,8 @@ class LiveRun:
                               "ports": [asdict(p) for p in net.port_stats()]}
                     ports.write(json.dumps(sample) + "\n")
                     ports.flush()
+                if self.placed is not None:
+                    self.placed.pull_records(merger.parts)
                 merger.poll()  # records.csv trails the sources' own logs by at most ~0.6 s
                 lost = self.monitor.run_lost() if self.monitor else None
                 if lost:  # send lag far over in consecutive windows: the figures are this host's, not the system's
@@ -357,69 +368,28 @@ class LiveRun:
             decision_window_s=self.decision_window_s, network=self.network, events=list(self.events.entries),
         )
 
+    def open_servers(self, net: EmulatedNetwork) -> list[str]:
+        """On a placed run: measures the servers' clocks, pushes their inputs and starts their captures; returns
+        the hosts to capture here."""
+        hosts = choose_hosts(net.plan.hosts, self.spec.pcap)
+        self.placed = PlacedRun.open(self.dir, net, self.log)
+        if self.placed is None:
+            return hosts
+        self.placed.push_inputs(self.resolved_spec())
+        return self.placed.start_captures(hosts, self.spec.pcap_snaplen)
+
+    def close_servers(self) -> None:
+        """On a placed run: stops its remote captures, brings every output back and records the servers'
+        clocks (summary.json's network.servers)."""
+        if self.placed is not None:
+            self.placed.stop_captures()
+            self.placed.gather()
+            self.network["servers"] = self.placed.summary()
+
     def stop_services(self) -> None:
         """Stops the sources (still running only if the run is cut short), the schedulers (they write their
         statistics), then every worker, each group at once."""
         stop_groups((self.sources, list(self.schedulers.values()), self.workers))
-
-
-def network_summary(net: EmulatedNetwork, results: list, report) -> dict:
-    """Returns what summary.json records of the link check: links out of tolerance, the switches' one-way cost
-    per hop (per site, and their median), and per antenna and cluster how many switch hops a query's frame
-    takes one way (sources -> scheduler -> worker) and what they cost in ms, which the topology's delays lack."""
-    hop_ms = dict(report.hop_ms) if report else {}
-    hops = {}
-    hops_ms = {}
-    topo = net.topology
-    for ant in topo.antennas:
-        hops[ant.name], hops_ms[ant.name] = {}, {}
-        for cl in topo.clusters:
-            sites = [ant.name, *net.plan.path_sites(ant.name, cl.name)] if cl.name != ant.name else [ant.name] * 2
-            hops[ant.name][cl.name] = len(sites)  # the radio's hop into the antenna's switch, then the path's
-            hops_ms[ant.name][cl.name] = round(sum(hop_ms.get(s, 0.0) for s in sites), 4)
-    values = sorted(hop_ms.values())
-    return {
-        "switch": net.switch_kind, "datapath": net.datapath, "shaping": net.shaping, "mtu": net.mtu,
-        "links_measured": len(results),
-        "links_ok": all(m.ok for m in results),
-        "links_out_of_tolerance": [{"link": m.link, "direction": m.direction, "problem": m.problem}
-                                   for m in results if not m.ok],
-        "blocked_by_stp": net.blocked_links,
-        "switch_hop_ms": hop_ms,
-        "switch_hop_measured": dict(report.hop_measured) if report else {},
-        "switch_hop_ms_median": round(values[len(values) // 2], 4) if values else None,
-        "switch_hops_one_way": hops,
-        "switch_ms_one_way": hops_ms,
-    }
-
-
-def package_versions() -> dict[str, str]:
-    """Returns the versions of Python, the packages the run depends on, Mininet, the tools, the kernel and the
-    commit."""
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    out["mininet"] = mininet_version()  # Debian's package, linked into the virtualenv: no distribution metadata
-    for tool in (["ovs-vsctl", "--version"], ["tcpdump", "--version"], ["uname", "-r"]):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out[tool[0]] = subprocess.run(
-                tool, capture_output=True, text=True, timeout=5
-            ).stdout.splitlines()[0]
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        out["git_commit"] = commit + ("+dirty" if dirty else "")
-    return out
 
 
 def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
@@ -450,17 +420,17 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
     merger: RecordMerger | None = None
     run.cores.confine()  # everything forked from here on stays off the core of real inference
     net = EmulatedNetwork(run.topo, shaping=spec.shaping, switch=spec.switch, controller=spec.controller,
-                          run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log, tdf=spec.tdf)
+                          run_dir=run.out, seed=spec.seed, mtu=spec.mtu, log=log, tdf=spec.tdf, placement=run.placement)
     interrupted = False
     try:
         with net:
-            caps = start_captures(
-                net, choose_hosts(net.plan.hosts, spec.pcap), run.dir.pcap, spec.pcap_snaplen
-            )
+            caps = start_captures(net, run.open_servers(net), run.dir.pcap, spec.pcap_snaplen)
             try:
                 if spec.measure_links:
                     run.check_links(net)
                 run.start_workers(net)
+                if run.placed is not None:
+                    run.placed.push_workers()
                 run.start_schedulers(net)
                 merger = RecordMerger(parts, run.dir.records)
                 run.start_sources(net)
@@ -483,8 +453,11 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
             finally:
                 run.stop_services()
                 stop_captures(caps)
-                if merger is not None:
-                    merger.close()
+                try:
+                    run.close_servers()
+                finally:
+                    if merger is not None:
+                        merger.close()
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: network torn down; summarising what was recorded")

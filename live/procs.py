@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,8 @@ class Proc:
     cgroup: Path | None = None
     """A cgroup it is moved into as it starts (a real worker: the cpuset of real inference). Not by the child
     itself: `ip netns exec` mounts a /sys of its own, without the cgroup hierarchies."""
+    remote_log: Callable[[], str] | None = None
+    """Reads its log where it runs on another server (live/placed.py); None: `log` is here."""
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +48,17 @@ class Proc:
                           else self.host.popen(self.argv, **options))
         if self.cgroup is not None:  # before Python has started, let alone its inference threads
             move(self.popen.pid, self.cgroup)
+
+    def log_text(self) -> str:
+        """Returns its log so far ("" before it has one)."""
+        if self.remote_log is not None:
+            return self.remote_log()
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    @property
+    def local(self) -> bool:
+        """Whether it runs on this machine (its pid is one of this machine's)."""
+        return isinstance(self.popen, subprocess.Popen)
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -75,7 +88,7 @@ def wait_ready(procs: list[Proc], timeout_s: float = READY_TIMEOUT_S) -> None:
     pending = list(procs)
     while pending:
         for p in list(pending):
-            text = p.log.read_text(errors="replace") if p.log.exists() else ""
+            text = p.log_text()
             ready = [a for a in map(ready_address, text.splitlines()) if a is not None]
             if ready:
                 p.url = ready[-1]
@@ -135,11 +148,13 @@ CpuSnapshot = dict[str, tuple[str, float]]
 
 def run_processes(groups: dict[str, list[Proc]], helpers: list[tuple[str, subprocess.Popen]]) -> list[tuple[str, str, int]]:
     """Returns (group, name, pid) of every process that serves the run: the run's own (per group), the
-    network's helpers (wires, controller), Open vSwitch's daemon and this orchestrator."""
+    network's helpers (wires, controller), Open vSwitch's daemon and this orchestrator; those of this machine only
+    (a process on another server has a pid of that server's)."""
     procs: list[tuple[str, str, int]] = []
     for group, items in groups.items():
-        procs += [(group, p.name, p.popen.pid) for p in items if p.popen is not None]
-    procs += [("wires" if name.startswith("wire") else name, name, p.pid) for name, p in helpers]
+        procs += [(group, p.name, p.popen.pid) for p in items if p.popen is not None and p.local]
+    procs += [("wires" if name.startswith("wire") else name, name, p.pid) for name, p in helpers
+              if isinstance(p, subprocess.Popen)]
     procs += [("ovs-vswitchd", "ovs-vswitchd", pid) for pid in pids_named("ovs-vswitchd")]
     procs += [("orchestrator", "orchestrator", os.getpid())]
     return procs

@@ -272,6 +272,11 @@ def format_result(result: LiveResult) -> str:
     if net.get("switch_hop_ms_median"):
         lines.append(f"switches: {net['switch_hop_ms_median']:.3f} ms per hop one-way ({net.get('switch')}), "
                      "not in the topology's delays (summary.json: network.switch_ms_one_way)")
+    for name, srv in sorted((net.get("servers") or {}).items()):
+        end = srv.get("clock_offset_end_ms")
+        lines.append(f"server {name} ({', '.join(srv['sites'])}): clock {srv['clock_offset_ms']:+.3f} ms +- "
+                     f"{srv['clock_bound_ms']:.3f} ms from the driver's (its processes' times shifted by it)"
+                     + ("" if end is None else f", {end:+.3f} ms after the traffic"))
     lines += format_beside(s.extra.get("simulated") or {})
     lines.append(f"run dir: {result.out}")
     lines += format_fidelity(s.extra.get("fidelity") or {})

@@ -159,6 +159,12 @@ class RunSpec:
 
     Every time in the spec (durations, timeouts, windows, delays) is virtual. 1: no dilation. None (auto): chosen
     by pilot runs before the run (live/autotdf.py); spec.json always holds the K chosen."""
+    servers: str | None = opt(None, metavar="NAME=USER@HOST[:PORT],...")
+    """the servers of a multi-host run, `local` being this machine (default: local only; docs/multihost.md)"""
+    place: str | None = opt(None, metavar="SITE=SERVER,...")
+    """which server each site (its switch, hosts and processes) lives on; sites not named: the first server"""
+    ssh_options: str = opt("", metavar="'ARGS'")
+    """extra ssh arguments for every server, e.g. '-i KEY -o UserKnownHostsFile=F'"""
     tdf_anchor_s: float = 0.0
     """Epoch seconds at which the run's virtual and real time coincide (topologies.timescale.TimeScale), fixed
     when spec.json is written, so that every process maps its clock the same way."""

@@ -79,6 +79,14 @@ class Server:
 
 # --- the agent (runs on the server) ---
 
+def _die_with_parent() -> None:
+    """In a spawned child before exec: SIGKILL when the agent ends (prctl PR_SET_PDEATHSIG, kept across exec), so
+    a run's processes on a server end with the driver's ssh, as a local run's end with it."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
 def read_start_ticks(pid: int) -> int:
     """Returns the process' start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -111,11 +119,12 @@ class Agent:
         return {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
     def op_spawn(self, argv: list[str], log: str, env: dict[str, str] | None = None, cwd: str | None = None,
-                 netns: str | None = None) -> dict[str, Any]:
+                 netns: str | None = None, die_with_agent: bool = False) -> dict[str, Any]:
         full = argv if netns is None else ["ip", "netns", "exec", netns, *argv]
         with open(log, "ab") as out:
             proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True)
+                                    cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True,
+                                    preexec_fn=_die_with_parent if die_with_agent else None)
         self.children[proc.pid] = proc
         return {"pid": proc.pid, "start_ticks": read_start_ticks(proc.pid)}
 
@@ -142,9 +151,12 @@ class Agent:
         return {"data_b64": base64.b64encode(data).decode(), "size": os.path.getsize(path)}
 
     def op_write(self, path: str, data_b64: str, mode: int = 0o644) -> dict[str, Any]:
+        """Writes the file at once: a reader sees the old file or the whole new one (a t0 file is polled)."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(base64.b64decode(data_b64))
-        os.chmod(path, mode)
+        tmp = Path(f"{path}.agent-new")
+        tmp.write_bytes(base64.b64decode(data_b64))
+        os.chmod(tmp, mode)
+        tmp.replace(path)
         return {}
 
     def op_remove(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -274,9 +286,11 @@ class AgentClient:
         return done
 
     def spawn(self, argv: Sequence[str], *, log: str, env: Mapping[str, str] | None = None,
-              cwd: str | None = None, netns: str | None = None) -> tuple[int, int]:
-        """Starts a detached process on the server; returns its pid and start ticks (there)."""
-        r = self.call("spawn", argv=list(argv), log=log, env=dict(env or {}), cwd=cwd, netns=netns)
+              cwd: str | None = None, netns: str | None = None, die_with_agent: bool = False) -> tuple[int, int]:
+        """Starts a detached process on the server (killed when the agent ends if `die_with_agent`); returns its
+        pid and start ticks (there)."""
+        r = self.call("spawn", argv=list(argv), log=log, env=dict(env or {}), cwd=cwd, netns=netns,
+                      die_with_agent=die_with_agent)
         return r["pid"], r["start_ticks"]
 
     def poll(self, pid: int) -> int | None:

@@ -65,7 +65,7 @@ class ServerSet:
 
 class RemoteProc:
     """A helper process started on another server through its agent, with the part of Popen's interface the network
-    uses (pid, poll, send_signal, kill, wait); its output is its log there (`stdout` None)."""
+    uses (pid, poll, send_signal, terminate, kill, wait); its output is its log there (`stdout` None)."""
 
     stdout = None
 
@@ -85,6 +85,9 @@ class RemoteProc:
     def send_signal(self, sig: int) -> None:
         with contextlib.suppress(AgentError):
             self.client.kill(self.pid, self.start_ticks, signal.Signals(sig).name)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)

@@ -191,3 +191,32 @@ def test_under_time_dilation_the_wire_gets_the_dilated_link_less_the_underlay_ov
     # 0.1 ms is shorter than a 0.3 ms underlay, but not once dilated x4 (0.4 ms real)
     assert check_crossing(crossing, {"dc1-cloud": 0.1}, 1450, UNDERLAY, {("a", "b"): 0.6}, tdf=4.0) == {
         "dc1-cloud": pytest.approx((0.4 - 0.3) / 4)}
+
+
+def test_the_live_runs_placement_comes_from_its_spec_and_refuses_events_across_servers():
+    from live.placed import placement_of
+    from live.spec import RunSpec
+
+    sites = ["ant1", "dc1", "cloud"]
+    assert placement_of(RunSpec(topo="tiny"), sites).is_local
+    spec = RunSpec(topo="tiny", servers="local,b=root@10.0.0.2:2222", place="cloud=b", ssh_options="-i /k -o A=1")
+    placement = placement_of(spec, sites)
+    assert placement.site_server("cloud") == "b" and placement.site_server("ant1") == LOCAL
+    assert placement.server("b").port == 2222 and placement.server("b").ssh_options == ("-i", "/k", "-o", "A=1")
+    with pytest.raises(ValueError, match=r"^--ssh-options: No closing quotation$"):
+        placement_of(RunSpec(topo="tiny", ssh_options="-i 'k"), sites)
+    with pytest.raises(ValueError, match=r"^--place: 'edge=b': no site 'edge'"):
+        placement_of(RunSpec(topo="tiny", servers="local,b=root@h", place="edge=b"), sites)
+    events = Path(__file__).resolve().parents[1] / "examples" / "network-events-tiny.yaml"
+    assert placement_of(RunSpec(topo="tiny", events=events), sites).is_local  # events on one machine: fine
+    with pytest.raises(ValueError, match="network events reshape links on this machine only"):
+        placement_of(RunSpec(topo="tiny", events=events, servers="local,b=root@h", place="cloud=b"), sites)
+
+
+def test_a_remote_workers_options_are_set_in_place_or_appended():
+    from live.placed import _with_option
+
+    argv = ["python", "-m", "workers.serve", "--threads", "1", "--cpus", "1", "--tdf-anchor-s", "5.0"]
+    assert _with_option(argv, "--cpus", "7") == [*argv[:6], "7", *argv[7:]]
+    assert _with_option(argv, "--tdf-anchor-s", "5.25")[-2:] == ["--tdf-anchor-s", "5.25"]
+    assert _with_option(argv[:5], "--cpus", "3") == [*argv[:5], "--cpus", "3"]

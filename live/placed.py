@@ -1,0 +1,294 @@
+"""The live run's processes on other servers (docs/multihost.md): a worker, scheduler, source or capture whose
+host's site is placed on a remote server starts there, in that host's namespace, through the server's agent.
+
+Each remote server holds its share of the run dir at `<run dir>/servers/<name>` on that server, in the run dir's
+own layout: the inputs its processes read (spec.json, trace.csv, network.json, workers.json, t0, and any input
+file outside the repository) pushed by the driver, and what they write (logs, records, statistics, windows,
+pcap). Every file goes through the agent, never a shared filesystem. The sources' records are pulled as they
+grow (the run's records.csv and its monitor see them live); at the end every output comes back into the one run
+dir and the share is removed.
+
+Clocks: each server's offset from the driver's (testbed.clocksync) is measured once the network is up and again
+after the traffic. Its share's spec, t0 and workers' time scale are shifted by the first figure, so that its
+processes start at the driver's t0 and their records (times since t0) line up with the driver's.
+
+The isolated core of real inference is this machine's cpuset: a real worker on another server is pinned to that
+server's last CPU (`--cpus`), as on a host without cpuset, and nothing else there is kept off it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from live.procs import REPO_ROOT, Proc
+from live.rundir import RunDir
+from live.spec import RunSpec, write_spec
+from testbed.agent import AgentClient, AgentError
+from testbed.capture import CAPTURE_BUFFER_KIB
+from testbed.clocksync import ClockOffset, measure
+from testbed.multihost import RemoteProc
+from testbed.network import EmulatedNetwork, Host
+from testbed.placement import LOCAL, Placement, parse_place, parse_servers
+from testbed.plan import HOST_IFNAME
+from testbed.record import Created
+
+SHARES_DIR = "servers"
+"""`<run dir>/servers/<name>`: a remote server's share of the run dir, on that server."""
+OUTPUTS = ("logs", "records", "schedulers", "windows", "pcap")
+"""The folders of a share whose files come back into the run dir."""
+READ_CHUNK = 1 << 20
+
+
+@dataclass
+class Share:
+    """One remote server's part of the run: its agent, its share of the run dir there, its clock."""
+
+    name: str
+    client: AgentClient
+    root: Path
+    """The share's folder on the server (a run dir's layout)."""
+    repo: str
+    clock: ClockOffset
+    last_cpu: int
+    """The CPU a real worker there is pinned to."""
+    pushed: dict[str, str] = field(default_factory=dict)
+    """Driver path -> server path of every input file pushed there."""
+
+    @property
+    def offset_s(self) -> float:
+        return self.clock.offset_ms / 1000.0
+
+    def push_bytes(self, data: bytes, remote: str) -> str:
+        self.client.write(remote, data)
+        return remote
+
+    def push(self, local: Path, remote: str) -> str:
+        self.pushed[str(local)] = self.push_bytes(local.read_bytes(), remote)
+        return remote
+
+    def read(self, remote: str, offset: int = 0) -> bytes:
+        """Returns the server file's bytes from `offset` to its end (b"" if it does not exist)."""
+        out = b""
+        while True:
+            try:
+                got = self.client.call("read", path=remote, offset=offset + len(out), max_bytes=READ_CHUNK)
+            except AgentError:
+                return out
+            chunk = base64.b64decode(got["data_b64"])
+            out += chunk
+            if len(chunk) < READ_CHUNK:
+                return out
+
+
+class PlacedRun:
+    """The remote servers' shares of a live run while its network is up (None where every site is local)."""
+
+    def __init__(self, run_dir: RunDir, net: EmulatedNetwork, log: Callable[[str], None]) -> None:
+        assert net.servers is not None
+        self.dir, self.net, self.log = run_dir, net, log
+        self.shares: dict[str, Share] = {}
+        self.pulled: dict[Path, int] = {}
+        """Local record part -> bytes pulled so far."""
+        self.captures: list[tuple[str, Proc]] = []
+        self.clock_end: dict[str, ClockOffset] = {}
+        for name, client in net.servers.clients.items():
+            clock = measure(client)
+            cpu = client.run([sys.executable, "-c", "import os; print(max(os.sched_getaffinity(0)))"]).stdout
+            share = Share(name, client, run_dir.root / SHARES_DIR / name, net.servers.servers[name].repo, clock,
+                          int(cpu))
+            client.run(["mkdir", "-p", *(str(share.root / d) for d in OUTPUTS)])
+            self.shares[name] = share
+            chrony = "" if clock.chrony_offset_ms is None else f" (chrony there: {clock.chrony_offset_ms:+.3f} ms)"
+            log(f"clock {name}: {clock.offset_ms:+.3f} ms +- {clock.bound_ms:.3f} ms from the driver's{chrony}; its "
+                f"processes' t0 and time scale are shifted by it")
+
+    @classmethod
+    def open(cls, run_dir: RunDir, net: EmulatedNetwork, log: Callable[[str], None]) -> PlacedRun | None:
+        return None if net.servers is None else cls(run_dir, net, log)
+
+    def share_of(self, host: Host | None) -> Share | None:
+        """Returns the share of the server a host lives on (None: this machine)."""
+        if host is None or host.plan.server == LOCAL:
+            return None
+        return self.shares[host.plan.server]
+
+    # -- inputs ----------------------------------------------------------------------------------------
+
+    def path_on(self, share: Share, local: str | Path) -> str:
+        """Returns where a driver path is on a server: a pushed input's copy, the same place in the share for a
+        run dir path, the same path for the repository's virtualenv (preflight), else any other file pushed now
+        (a file of the repository too: one under runs/ is not in the commit the server has)."""
+        text = str(local)
+        if text in share.pushed:
+            return share.pushed[text]
+        path = Path(text)
+        if not path.is_absolute():
+            return text
+        with contextlib.suppress(ValueError):
+            return str(share.root / path.relative_to(self.dir.root))
+        if path.is_relative_to(REPO_ROOT / ".venv") or text == sys.executable:
+            return text
+        if path.is_file():
+            return share.push(path, str(share.root / "inputs" / f"{len(share.pushed)}-{path.name}"))
+        return text
+
+    def push_inputs(self, spec: RunSpec) -> None:
+        """Pushes to every share what its processes read before the workers are up: its spec (its clock's
+        anchor, its paths), the trace, the network's description and the run's own profile if any."""
+        for share in self.shares.values():
+            for local in (self.dir.trace, self.dir.network, self.dir.profiles):
+                if local.exists():
+                    share.push(local, self.path_on(share, local))
+
+            def where(p: Path | None, s: Share = share) -> Path | None:
+                return None if p is None else Path(self.path_on(s, p))
+
+            theirs = replace(spec, out=share.root, topo=self.path_on(share, spec.topo), profiles=where(spec.profiles),
+                             agent=where(spec.agent), trace=where(spec.trace), events=where(spec.events),
+                             tdf_anchor_s=round(spec.tdf_anchor_s + share.offset_s, 6))
+            with tempfile.TemporaryDirectory() as tmp:
+                write_spec(theirs, Path(tmp) / "spec.json")
+                share.push_bytes((Path(tmp) / "spec.json").read_bytes(), self.path_on(share, self.dir.spec))
+
+    def push_workers(self) -> None:
+        """Pushes the workers' table (their addresses) to every share, before the schedulers start."""
+        for share in self.shares.values():
+            share.push(self.dir.workers, self.path_on(share, self.dir.workers))
+
+    def write_t0(self, t0_s: float) -> None:
+        """Writes the run's t0 on every server, on that server's clock."""
+        for share in self.shares.values():
+            share.push_bytes(f"{t0_s + share.offset_s:.6f}\n".encode(), self.path_on(share, self.dir.t0))
+
+    # -- processes -------------------------------------------------------------------------------------
+
+    def start(self, proc: Proc) -> None:
+        """Starts a process of the run on its host's server (in the host's namespace, dying with the agent),
+        recorded there; its log is read through the agent."""
+        share = self.share_of(proc.host)
+        assert share is not None and proc.host is not None
+        argv = [self.path_on(share, a) for a in proc.argv]
+        if "--threads" in argv:  # a real worker: that server's last CPU, this machine's cpuset not being there
+            argv = _with_option(argv, "--cpus", str(share.last_cpu))
+            proc.cgroup = None
+        if "--tdf-anchor-s" in argv:
+            anchor = float(argv[argv.index("--tdf-anchor-s") + 1])
+            argv = _with_option(argv, "--tdf-anchor-s", repr(round(anchor + share.offset_s, 6)))
+        log = self.path_on(share, proc.log)
+        pid, ticks = share.client.spawn(argv, log=log, env={"PYTHONUNBUFFERED": "1"}, cwd=share.repo,
+                                        netns=proc.host.netns, die_with_agent=True)
+        self.net.record.add(Created("process", f"{proc.name}: {shlex.join(argv)}", pid=pid, start_ticks=ticks,
+                                    server=share.name))
+        proc.popen = RemoteProc(share.client, pid, ticks)  # type: ignore[assignment]
+        proc.remote_log = lambda: share.read(log).decode(errors="replace")
+
+    def start_captures(self, hosts: Sequence[str], snaplen: int) -> list[str]:
+        """Starts tcpdump on each remote host of `hosts` (into its share's pcap/); returns the local ones left."""
+        local = []
+        for name in hosts:
+            host = self.net.host(name)
+            share = self.share_of(host)
+            if share is None:
+                local.append(name)
+                continue
+            pcap = self.dir.pcap / f"{name}.pcap"
+            argv = ["tcpdump", "-i", HOST_IFNAME, "-n", "-U", "-Z", "root", "-B", str(CAPTURE_BUFFER_KIB),
+                    "-s", str(snaplen), "-w", str(pcap)]
+            proc = Proc(f"tcpdump {name}", host, argv, self.dir.pcap / f"{name}.tcpdump.log")
+            self.start(proc)
+            self.captures.append((name, proc))
+        deadline = time.monotonic() + 10.0
+        for name, proc in self.captures:  # tcpdump says "listening on ..." once its socket is open
+            while "listening on" not in proc.log_text():
+                if not proc.running() or time.monotonic() > deadline:
+                    raise RuntimeError(f"tcpdump on {name} did not start: {proc.log_text()}")
+                time.sleep(0.05)
+        return local
+
+    def stop_captures(self) -> None:
+        for _, proc in self.captures:
+            proc.stop(5.0)
+
+    # -- outputs ---------------------------------------------------------------------------------------
+
+    def pull_records(self, parts: Sequence[Path]) -> None:
+        """Appends what the remote sources added to their records since the last pull to the local parts."""
+        for share in self.shares.values():
+            for part in parts:
+                remote = self.path_on(share, part)
+                new = share.read(remote, self.pulled.get(part, 0)) if self._is_remote(part, share) else b""
+                if new:
+                    with part.open("ab") as f:
+                        f.write(new)
+                    self.pulled[part] = self.pulled.get(part, 0) + len(new)
+
+    def _is_remote(self, part: Path, share: Share) -> bool:
+        antenna = part.stem
+        return self.net.plan.host_for("sources", antenna).server == share.name
+
+    def gather(self) -> dict[str, int]:
+        """Copies every output file of every share into the run dir (same relative path), measures the clocks
+        again and removes the shares; returns {server: files gathered}."""
+        counts = {}
+        for share in self.shares.values():
+            listed = share.client.run(["find", *(str(share.root / d) for d in OUTPUTS), "-type", "f"],
+                                      check=False).stdout.split("\n")
+            files = [Path(p) for p in listed if p]
+            for remote in files:
+                local = self.dir.root / remote.relative_to(share.root)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(share.read(str(remote)))
+            counts[share.name] = len(files)
+            with contextlib.suppress(AgentError):
+                self.clock_end[share.name] = measure(share.client)
+            share.client.run(["rm", "-rf", str(share.root)], check=False)
+            share.client.run(["rmdir", str(share.root.parent)], check=False)  # gone once every share is
+        self.log("gathered from the servers: " + ", ".join(f"{n} {c} files" for n, c in counts.items()))
+        return counts
+
+    def summary(self) -> dict[str, dict]:
+        """Returns summary.json's `network.servers`: per remote server its sites and clock offset (at the start, by
+        which its processes' times were shifted, and after the traffic)."""
+        out = {}
+        for name, share in self.shares.items():
+            end = self.clock_end.get(name)
+            out[name] = {
+                "sites": [s for s, on in self.net.placement.sites if on == name],
+                "clock_offset_ms": round(share.clock.offset_ms, 4),
+                "clock_bound_ms": round(share.clock.bound_ms, 4),
+                "chrony_offset_ms": share.clock.chrony_offset_ms,
+                "clock_offset_end_ms": None if end is None else round(end.offset_ms, 4),
+                "clock_bound_end_ms": None if end is None else round(end.bound_ms, 4),
+                "real_worker_cpu": share.last_cpu,
+            }
+        return out
+
+
+def placement_of(spec: RunSpec, sites: Sequence[str]) -> Placement:
+    """Returns the placement `--servers`, `--place` and `--ssh-options` give (everything here without them); raises
+    ValueError naming the option at fault, or network events on a run across servers."""
+    try:
+        ssh_options = shlex.split(spec.ssh_options or "")
+    except ValueError as e:
+        raise ValueError(f"--ssh-options: {e}") from None
+    placement = parse_place(spec.place, sites, parse_servers(spec.servers, ssh_options))
+    if spec.events is not None and not placement.is_local:
+        raise ValueError(f"--events {spec.events} with sites on other servers: network events reshape links on "
+                         "this machine only so far (docs/multihost.md)")
+    return placement
+
+
+def _with_option(argv: list[str], flag: str, value: str) -> list[str]:
+    """Returns argv with `flag value` set: replaced where it is, appended where it is not."""
+    if flag in argv:
+        i = argv.index(flag)
+        return [*argv[:i + 1], value, *argv[i + 2:]]
+    return [*argv, flag, value]
