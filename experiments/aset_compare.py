@@ -75,6 +75,26 @@ def table(title: str, rows: dict[str, np.ndarray], apps: tuple[str, ...]) -> str
     return "\n".join(lines)
 
 
+def phase_table(sc: Scenario, rows: dict[str, np.ndarray], sim_window_s: float) -> str:
+    """Returns the success of every row in each phase of the scenario's cycle (each simulator window's queries
+    counted in the phase in force at the window's middle, as training/dagger.py's expert counts them) and each
+    phase's best static."""
+    n_windows = next(iter(rows.values())).shape[0]
+    phase = np.array([sc.phase_at((w + 0.5) * sim_window_s) for w in range(n_windows)])
+    ks = sorted(set(phase.tolist()))  # the phases the runs reach
+    head = ["policy", *(f"phase {k}: {sc.phases[k].duration_s:g} s at lambda {sc.phases[k].lambda_per_min:g}"
+                        for k in ks)]
+    pct = {n: [100 * Ratios.of(c[phase == k]).success for k in ks] for n, c in rows.items()}
+    statics = [n for n in rows if n in POLICY_NAMES]
+    best = [max(statics, key=lambda n: pct[n][j]) for j in range(len(ks))]
+    lines = ["Per phase of the cycle (success in %; each phase's best static in bold):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in rows:
+        cells = [f"**{v:.2f}**" if n == best[j] else f"{v:.2f}" for j, v in enumerate(pct[n])]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def train_on(system: SystemModel, sc: Scenario, minutes: float | None, steps: int | None, seed: int, out: str,
              engine, n_envs: int = 1) -> None:
     """Trains DQN (DQNConfig's defaults) on episodes drawn from the scenario, for `steps` decisions (or 85 % of
@@ -146,6 +166,20 @@ def per_seed_margins(per_seed: dict[int, dict[str, np.ndarray]], seeds: list[int
     return "\n".join(lines)
 
 
+def oracle_share(pooled: dict[str, np.ndarray], seeds: list[int]) -> str:
+    """Returns, pooled over the seeds, the oracle's gain over the best static and each agent's gain as a share of
+    it (the issue's test: the agent captures at least half)."""
+    best = max((n for n in pooled if n in POLICY_NAMES), key=lambda n: Ratios.of(pooled[n]).success)
+    gain = {n: 100 * (Ratios.of(c).success - Ratios.of(pooled[best]).success) for n, c in pooled.items()}
+    text = (f"Seeds {','.join(map(str, seeds))} pooled: the oracle gains {gain['oracle']:+.2f} points over the best "
+            f"static ({best})")
+    for n in pooled:
+        if n.startswith(ASET):
+            share = f"{100 * gain[n] / gain['oracle']:.0f} % of the oracle's" if gain["oracle"] > 0 else "n/a"
+            text += f"; {n} {gain[n]:+.2f} ({share})"
+    return text + "."
+
+
 def agent_facts(label: str, agent: AgentFile) -> str:
     """Returns one note line of what the agent's train.json (beside its ONNX file) says: how it was trained, its
     guard, and on the guard's held-out runs the agent at margin 0 minus the fallback policy (points)."""
@@ -198,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="an agent to evaluate without its guard (its plain greedy choice)")
     ap.add_argument("--oracle-seeds", default="", help="seeds to run the oracle on (default none)")
     ap.add_argument("--oracle-out", default=None, help="folder for the oracle's case files (and reuse of them)")
+    ap.add_argument("--oracle-horizon", type=int, default=None, metavar="N",
+                    help="the oracle's rollouts: N decision windows of load-balancing after the candidate's window "
+                    "(default: to the end of the run)")
     ap.add_argument("--oracle-cases", action="append", default=[], metavar="DIR",
                     help="constant lambda: read the oracle's runs from aset_oracle.py case files in DIR")
     budget = ap.add_mutually_exclusive_group()
@@ -254,11 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     oracle_seeds = [int(s) for s in args.oracle_seeds.split(",") if s.strip()]
     if oracle_seeds:
         cfg, _ = env_config(None)
-        setup = OracleSetup(system, cfg, None, False, False, False, False, 1, str(args.profiles or "default"), None)
+        setup = OracleSetup(system, cfg, args.oracle_horizon, False, False, False, False, 1,
+                            str(args.profiles or "default"), None)
         out = Path(args.oracle_out) if args.oracle_out else None
+        horizon = "" if args.oracle_horizon is None else f"_h{args.oracle_horizon}"
         todo, done = [], {}
         for s in oracle_seeds:
-            f = out / f"case_{workload}_{system.topology.name}_seed{s}_d{args.duration:g}.json" if out else None
+            f = out / f"case_{workload}_{system.topology.name}_seed{s}_d{args.duration:g}{horizon}.json" if out else None
             if f is not None and f.is_file():
                 done[s] = json.loads(f.read_text())
             else:
@@ -268,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             done[s] = c
             if out:
                 out.mkdir(parents=True, exist_ok=True)
-                (out / f"case_{workload}_{system.topology.name}_seed{s}_d{args.duration:g}.json").write_text(
+                (out / f"case_{workload}_{system.topology.name}_seed{s}_d{args.duration:g}{horizon}.json").write_text(
                     json.dumps(c, indent=1) + "\n")
     else:
         cfg, _ = env_config(None)
@@ -294,13 +333,17 @@ def main(argv: list[str] | None = None) -> int:
     pooled_names = [n for n in names if all(n in per_seed[s] for s in seeds)]
     pooled = {n: sum(per_seed[s][n] for s in seeds) for n in pooled_names}
     sections.append(table(f"Seeds {','.join(map(str, seeds))} pooled:", pooled, apps))
+    if sc is not None:
+        sections.append(phase_table(sc, pooled, SIM_WINDOW_S))
     if oracle_seeds and oracle_seeds != sorted(seeds):
         names = [n for n in per_seed[oracle_seeds[0]] if all(n in per_seed[s] for s in oracle_seeds)]
         sections.append(table(f"Seeds {','.join(map(str, oracle_seeds))} (the oracle's) pooled:",
                               {n: sum(per_seed[s][n] for s in oracle_seeds) for n in names}, apps))
-    agent_names = [n for n in pooled_names if n.startswith(ASET)]
+    agent_names = [n for n in pooled_names if n.startswith(ASET) or n == "oracle"]
     if agent_names and len(seeds) > 1:
         sections.append(per_seed_margins(per_seed, seeds, pooled, agent_names))
+    if "oracle" in pooled_names:
+        sections.append(oracle_share(pooled, seeds))
     text = "\n\n".join(sections) + ("\n\n" + "\n".join(notes) if notes else "")
     print(text)
     wall = time.perf_counter() - t0

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
 from scheduler.system import build_system
+from simulator.gym_env import AsetEnv
 from topologies import load_topology
 from training.config import DQNConfig
-from training.dagger import collect, dagger, phase_experts
+from training.dagger import collect, dagger, mixing, phase_experts
 from training.rollout import ScenarioCase, run_static, success_of
 from workload.scenario import load_scenario
 
@@ -43,13 +45,54 @@ def setup(tmp_path_factory):
     return sc, system, cfg
 
 
+def expected_labels(sc, cfg, experts, rng_seed: int, episodes: int, learner: bool = False) -> list[int]:
+    """The expert's labels worked out by hand: each episode's cycle shift read from a twin environment reset with
+    the seed `collect` draws (after one uniform draw per decision of the episode before when a learner mixes in),
+    the phase (60 s, then 40 s) of every 5-s window's middle."""
+    env = AsetEnv(build_system(load_topology("tiny"), load_profiles(PROVISIONAL_PROFILE)),
+                  replace(cfg.env, baseline_policy=None, theta=0.0))
+    rng, out = np.random.default_rng(rng_seed), []
+    for _ in range(episodes):
+        env.reset(seed=int(rng.integers(2**31)))
+        shifted = [(env.episode_offset_s + 5.0 * j + 2.5) % 100.0 for j in range(20)]
+        if learner:
+            rng.random(20)
+        out += [experts[0] if x < 60.0 else experts[1] for x in shifted]
+    return out
+
+
 def test_the_experts_labels_are_the_phase_policies_at_each_decision(setup):
     sc, system, cfg = setup
     experts = [policy_index("closest"), policy_index("farthest")]
-    x, y, _ = collect(system, cfg, experts, None, 1.0, 2, np.random.default_rng(0))
-    assert x.shape == (40, *x.shape[1:]) and set(y.tolist()) == set(experts)
-    # 20 decisions of 5 s per 100-s episode: the first label of each episode is its phase's at the drawn shift
-    assert np.count_nonzero(y == experts[1]) in range(12, 21)  # 40 % of the cycle, up to the windows at edges
+    v = collect(system, cfg, experts, None, 1.0, 2, np.random.default_rng(0))
+    assert v.obs.shape == (40, *v.obs.shape[1:]) and set(v.labels.tolist()) == set(experts)
+    want = expected_labels(sc, cfg, experts, 0, 2)
+    assert v.labels.tolist() == want and v.actions.tolist() == want  # beta 1: the expert drives every decision
+    unshifted = [experts[0]] * 12 + [experts[1]] * 8
+    assert want[:20] != unshifted and want[20:] != unshifted  # a dropped cycle shift would show
+
+
+class Always(torch.nn.Module):
+    """A learner that picks one policy in every state."""
+
+    def __init__(self, policy: int) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.full((x.shape[0],), self.policy), len(POLICY_NAMES)).float()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.25, 1.0])
+def test_the_learner_takes_a_decision_with_probability_one_minus_beta(setup, beta):
+    sc, system, cfg = setup
+    experts = [policy_index("closest"), policy_index("farthest")]
+    v = collect(system, cfg, experts, Always(policy_index("load-balancing")), beta, 4, np.random.default_rng(1))
+    taken = float(np.mean(v.actions == policy_index("load-balancing")))  # never an expert's label here
+    assert v.agreement == 0.0 and v.overrides == taken
+    assert v.labels.tolist() == expected_labels(sc, cfg, experts, 1, 4, learner=True)  # whoever drives
+    # 80 decisions: 1 - beta of them the learner's, within 3 standard deviations of a binomial draw
+    assert abs(taken - (1 - beta)) <= 3 * (beta * (1 - beta) / 80) ** 0.5 + 1e-9
 
 
 def test_phase_experts_are_the_per_phase_best_statics(setup):
@@ -68,9 +111,12 @@ def test_dagger_writes_an_agent_with_its_rounds(setup, tmp_path):
     result, history = dagger(system, cfg, [policy_index("closest"), policy_index("farthest")], 2, 1, 30)
     assert [h["pairs"] for h in history] == [20, 40] and history[0]["learner_agreement_on_visited"] is None
     assert 0.0 <= history[1]["learner_agreement_on_visited"] <= 1.0
+    assert [h["beta"] for h in history] == [1.0, 0.5] and history[0]["learner_overrides"] == 0.0
+    assert [mixing(i) for i in range(4)] == [1.0, 0.5, 0.25, 0.125]
     t = json.loads((tmp_path / "train.json").read_text())
     assert t["config"]["env"]["scenario"] == str(Path(sc.source)) and t["guard"]["cases"] == [[sc_lambda(sc), 5]]
     assert (tmp_path / "agent.onnx").is_file() and result.meta.load_accounting == "rate"
+    assert result.meta.profiles == t["meta"]["profiles"] == "scheduler/profiles/provisional.yaml"
 
 
 def sc_lambda(sc) -> float:

@@ -87,13 +87,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from scheduler.profiles import load_profiles
     from scheduler.system import build_system
     from topologies import load_topology
-    from training.evaluate import AgentFile, evaluate, format_table, plot, write_json
+    from training.evaluate import AgentFile, evaluate, format_table, plot, trained_profiles, write_json
 
     agent = AgentFile.read(args.agent, guard=not args.no_guard)
     meta = agent.policy().meta
-    profiles = args.profiles
-    if profiles is None and meta.profiles and Path(meta.profiles).is_file():
-        profiles = meta.profiles  # the profile file the agent was trained with
+    profiles = args.profiles if args.profiles is not None else trained_profiles(meta)  # default: the agent's own
     system = build_system(load_topology(args.topo), load_profiles(profiles))
     sweep = sweep_from_args(args)
     lambdas, seeds = list(sweep.lambdas_per_min), list(sweep.seeds)

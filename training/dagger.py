@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scheduler.aset.meta import AgentMeta
 from scheduler.core import POLICY_NAMES
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
@@ -38,7 +37,7 @@ from training.config import DQNConfig
 from training.imitation import fit
 from training.rollout import ScenarioCase, mean_lambda, run_static
 from training.sweep import SERIAL, CaseRunner, Engine, add_engine_arguments, engine_from_args
-from training.train import TrainResult, calibrate_guard, write_outputs
+from training.train import TrainResult, agent_meta, calibrate_guard, write_outputs
 from workload.scenario import Scenario, load_scenario
 
 
@@ -76,38 +75,68 @@ def phase_experts(system: SystemModel, sc: Scenario, seeds: list[int], duration_
     return [int(np.argmax(success[:, k])) for k in range(len(sc.phases))], success
 
 
+@dataclass
+class Visited:
+    """The decisions of one DAgger round: every state visited, the expert's label of it, the action taken there
+    (the expert's or the learner's) and the share of decisions where the learner agreed with the expert."""
+
+    obs: np.ndarray
+    labels: np.ndarray
+    actions: np.ndarray
+    agreement: float
+
+    @property
+    def overrides(self) -> float:
+        """The share of decisions the learner took against the expert's label (where it agreed, who drove does
+        not show)."""
+        return float(np.mean(self.actions != self.labels)) if len(self.labels) else 0.0
+
+
+def expert_label(sc: Scenario, experts: list[int], t_s: float, window_s: float, offset_s: float) -> int:
+    """Returns the expert's choice for the window starting at t_s of an episode whose cycle is shifted by offset_s:
+    the best static of the phase in force at the window's middle."""
+    return experts[sc.phase_at(t_s + 0.5 * window_s, offset_s)]
+
+
 def collect(system: SystemModel, cfg: DQNConfig, experts: list[int], net: torch.nn.Module | None, beta: float,
-            episodes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
-    """Returns the (observation, expert label) pairs of `episodes` scenario episodes, each decision taken by the
-    expert with probability beta, else by `net`; and the share of decisions where the learner agreed."""
+            episodes: int, rng: np.random.Generator) -> Visited:
+    """Returns the states visited in `episodes` scenario episodes with the expert's labels, each decision taken by
+    the expert with probability beta, else by `net` (DAgger's mixture)."""
     sc = cfg.env.scenario
     assert sc is not None
     env = AsetEnv(system, replace(cfg.env, baseline_policy=None, theta=0.0))
-    xs, ys, agree, n = [], [], 0, 0
+    xs, ys, acts, agree, n = [], [], [], 0, 0
     for _ in range(episodes):
         obs, _ = env.reset(seed=int(rng.integers(2**31)))
         done = False
         while not done:
             assert env.sim is not None
-            label = experts[sc.phase_at(env.sim.t_s + 0.5 * cfg.env.decision_window_s, env.episode_offset_s)]
-            xs.append(obs)
-            ys.append(label)
+            label = expert_label(sc, experts, env.sim.t_s, cfg.env.decision_window_s, env.episode_offset_s)
             mine = None
             if net is not None:
                 with torch.no_grad():
                     mine = int(net(torch.from_numpy(obs[None])).argmax(dim=1).item())
                 agree, n = agree + int(mine == label), n + 1
             action = label if mine is None or rng.random() < beta else mine
+            xs.append(obs)
+            ys.append(label)
+            acts.append(action)
             obs, _, terminated, truncated, _ = env.step(action)
             done = terminated or truncated
-    return np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.int64), agree / max(n, 1)
+    return Visited(np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.int64), np.asarray(acts, dtype=np.int64),
+                   agree / max(n, 1))
+
+
+def mixing(i: int) -> float:
+    """Returns beta of DAgger round i: the probability that the expert takes a decision (round 0: always)."""
+    return 0.5 ** i
 
 
 def dagger(system: SystemModel, cfg: DQNConfig, experts: list[int], rounds: int, episodes: int, epochs: int,
            engine: Engine = SERIAL) -> tuple[TrainResult, list[dict]]:
     """Runs DAgger (round 0: the expert drives), calibrates the guard; writes the agent under cfg.out_dir if set.
-    Returns the result and one record per round (pairs so far, the learner's agreement with the expert on the
-    states it visited, the fit's accuracy)."""
+    Returns the result and one record per round (beta, pairs so far, the learner's agreement with the expert on
+    the states it visited, the share of decisions it took against the expert, the fit's accuracy)."""
     torch.set_num_threads(1)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.monotonic()
@@ -115,27 +144,22 @@ def dagger(system: SystemModel, cfg: DQNConfig, experts: list[int], rounds: int,
     y = np.zeros(0, dtype=np.int64)
     net, losses, history = None, [], []
     for i in range(rounds):
-        beta = 0.5 ** i
-        xi, yi, agree = collect(system, cfg, experts, net, beta, episodes, rng)
-        x, y = np.concatenate([x, xi]), np.concatenate([y, yi])
+        beta = mixing(i)
+        v = collect(system, cfg, experts, net, beta, episodes, rng)
+        agree = v.agreement
+        x, y = np.concatenate([x, v.obs]), np.concatenate([y, v.labels])
         net, losses = fit(x, y, cfg, epochs, balanced=False)
         with torch.no_grad():
             acc = float((net(torch.from_numpy(x)).argmax(dim=1).numpy() == y).mean())
         history.append({"round": i, "beta": beta, "pairs": len(y), "learner_agreement_on_visited": agree if i else None,
-                        "fit_accuracy": acc, "wall_s": round(time.monotonic() - t0, 1)})
+                        "learner_overrides": v.overrides, "fit_accuracy": acc, "wall_s": round(time.monotonic() - t0, 1)})
         print(f"round {i}: beta {beta:g}, {len(y)} pairs, learner agreed with the expert on "
               f"{'-' if not i else f'{100 * agree:.1f} %'} of its states, fit accuracy {100 * acc:.1f} %", flush=True)
     assert net is not None
     train_s = time.monotonic() - t0
     spec = AsetEnv(system, cfg.env).spec_state
     guard = calibrate_guard(net, system, cfg, cfg.env, engine)
-    meta = AgentMeta(topology=system.topology.name, state_shape=spec.shape, n_resources=system.n_resources,
-                     policy_names=POLICY_NAMES, decision_window_s=cfg.env.decision_window_s, channels=cfg.channels,
-                     kernel_size=cfg.kernel_size, hidden=cfg.hidden, dueling=cfg.dueling,
-                     fallback_policy=guard.fallback_policy, guard_margin=guard.guard_margin,
-                     lambda_per_min=cfg.lambda_per_min, trained_steps=len(y), train_s=round(train_s, 1),
-                     resource_names=spec.resource_names, capacity_qps=spec.capacity_qps, profiles=spec.profiles,
-                     load_accounting=spec.load_accounting)
+    meta = agent_meta(spec, cfg, cfg.env, guard, len(y), train_s)
     result = TrainResult(net=net, meta=meta, steps=len(y), episodes=rounds * episodes, train_s=train_s,
                          losses=losses, episode_returns=[], guard=guard)
     if cfg.out_dir:

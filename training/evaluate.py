@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.resultspage import REPO_ROOT
 from analysis.summary import Ratios
-from scheduler.aset.meta import agent_path
+from scheduler.aset.meta import AgentMeta, agent_path
 from scheduler.aset.policy import OnnxPolicy
 from scheduler.core import ASET, POLICY_NAMES
 from scheduler.system import SystemModel
@@ -112,6 +113,16 @@ class AgentFile:
 
 
 _POLICIES: dict[tuple[str, bool], OnnxPolicy] = {}
+
+
+def trained_profiles(meta: AgentMeta) -> str | None:
+    """Returns the profile file the agent was trained with when it is on this machine, else None: `meta.profiles`
+    as the writer stores it (relative to the repository root) or as older files hold it (an absolute path)."""
+    if not meta.profiles:
+        return None
+    p = Path(meta.profiles)
+    p = p if p.is_absolute() else REPO_ROOT / p
+    return str(p) if p.is_file() else None
 
 
 @dataclass(frozen=True)

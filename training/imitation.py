@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scheduler.aset.meta import AgentMeta
 from scheduler.core import POLICY_NAMES
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
@@ -35,7 +34,7 @@ from training.config import DQNConfig
 from training.network import QNetwork
 from training.rollout import SIM_WINDOW_S, EvalCase, agent_env
 from training.sweep import SERIAL, Engine, add_engine_arguments, engine_from_args
-from training.train import TrainResult, calibrate_guard, write_outputs
+from training.train import TrainResult, agent_meta, calibrate_guard, write_outputs
 
 
 def oracle_pairs(system: SystemModel, case: dict, cfg: DQNConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -97,13 +96,7 @@ def imitate(system: SystemModel, cases: list[dict], cfg: DQNConfig, epochs: int,
     env_cfg = replace(cfg.env, lambda_range_per_min=cfg.lambda_range_per_min)
     spec = AsetEnv(system, env_cfg).spec_state
     guard = calibrate_guard(net, system, cfg, env_cfg, engine)
-    meta = AgentMeta(topology=system.topology.name, state_shape=spec.shape, n_resources=system.n_resources,
-                     policy_names=POLICY_NAMES, decision_window_s=env_cfg.decision_window_s, channels=cfg.channels,
-                     kernel_size=cfg.kernel_size, hidden=cfg.hidden, dueling=cfg.dueling,
-                     fallback_policy=guard.fallback_policy, guard_margin=guard.guard_margin,
-                     lambda_per_min=cfg.lambda_per_min, trained_steps=len(y), train_s=round(train_s, 1),
-                     resource_names=spec.resource_names, capacity_qps=spec.capacity_qps, profiles=spec.profiles,
-                     load_accounting=spec.load_accounting)
+    meta = agent_meta(spec, cfg, env_cfg, guard, len(y), train_s)
     result = TrainResult(net=net, meta=meta, steps=len(y), episodes=len(cases), train_s=train_s, losses=losses,
                          episode_returns=[], guard=guard)
     if cfg.out_dir:

@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from analysis.resultspage import repo_relative
 from scheduler.aset.meta import AgentMeta
 from scheduler.aset.policy import guarded_action
+from scheduler.aset.state import StateSpec
 from scheduler.core import POLICY_NAMES, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
@@ -67,6 +69,23 @@ class TrainResult:
     episode_returns: list[float]
     guard: GuardReport | None
     files: dict[str, str] = field(default_factory=dict)
+
+
+def agent_meta(spec: StateSpec, cfg: DQNConfig, env_cfg: EnvConfig, guard: GuardReport | None, trained_steps: int,
+               train_s: float, unguarded_fallback: int = 0) -> AgentMeta:
+    """Returns the metadata of an agent of cfg's network trained on `spec`'s system (train, imitation and DAgger
+    write it alike): the guard's fallback and margin (without a guard: `unguarded_fallback`, margin 0), and the
+    profile file relative to the repository root when it lies inside it, so the file reads the same on any
+    checkout."""
+    return AgentMeta(topology=spec.topology, state_shape=spec.shape, n_resources=spec.n_resources,
+                     policy_names=POLICY_NAMES, decision_window_s=env_cfg.decision_window_s,
+                     channels=cfg.channels, kernel_size=cfg.kernel_size, hidden=cfg.hidden, dueling=cfg.dueling,
+                     fallback_policy=guard.fallback_policy if guard else unguarded_fallback,
+                     guard_margin=guard.guard_margin if guard else 0.0,
+                     lambda_per_min=cfg.lambda_per_min, trained_steps=trained_steps, train_s=round(train_s, 1),
+                     resource_names=spec.resource_names, capacity_qps=spec.capacity_qps,
+                     profiles=repo_relative(spec.profiles) if spec.profiles else "",
+                     load_accounting=spec.load_accounting)
 
 
 def td_loss(q_net: QNetwork, target_net: QNetwork, batch: ReplayBatch, gamma: float, double: bool) -> torch.Tensor:
@@ -186,14 +205,7 @@ def train(cfg: DQNConfig, system: SystemModel | None = None, engine: Engine = SE
     train_s = time.monotonic() - t_start
     q_net.eval()
     guard = calibrate_guard(q_net, system, cfg, env_cfg, engine) if cfg.guard_margins else None
-    meta = AgentMeta(topology=system.topology.name, state_shape=(k, f), n_resources=system.n_resources,
-                     policy_names=POLICY_NAMES, decision_window_s=env_cfg.decision_window_s,
-                     channels=cfg.channels, kernel_size=cfg.kernel_size, hidden=cfg.hidden, dueling=cfg.dueling,
-                     fallback_policy=guard.fallback_policy if guard else (prior or 0),
-                     guard_margin=guard.guard_margin if guard else 0.0,
-                     lambda_per_min=cfg.lambda_per_min, trained_steps=step, train_s=round(train_s, 1),
-                     resource_names=spec.resource_names, capacity_qps=spec.capacity_qps, profiles=spec.profiles,
-                     load_accounting=spec.load_accounting)
+    meta = agent_meta(spec, cfg, env_cfg, guard, step, train_s, unguarded_fallback=prior or 0)
     result = TrainResult(net=q_net, meta=meta, steps=step, episodes=len(returns), train_s=train_s,
                          losses=losses, episode_returns=returns, guard=guard)
     if out is not None:
