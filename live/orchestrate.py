@@ -85,7 +85,8 @@ class LiveRun:
             self.real_sites = tuple(spec.real_sites)
         else:
             busiest, self.dry_queries = busiest_cpu_cluster(
-                self.system, self.trace, dry_policy, self.duration_s, spec.seed, spec.capacity_headroom
+                self.system, self.trace, dry_policy, self.duration_s, spec.seed, spec.capacity_headroom,
+                events=self.network_events,
             )
             if busiest is None:
                 busiest = smallest_cluster(self.topo, self.profiles, self.system)

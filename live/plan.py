@@ -22,6 +22,7 @@ from scheduler.profiles import ProfileSet
 from scheduler.system import SystemModel
 from simulator.engine import SimConfig, Simulation
 from topologies import Topology
+from topologies.events import NetworkEvents
 from workload.trace import Trace
 
 WORKER_BASE_PORT = 8000
@@ -60,9 +61,10 @@ def busiest_cpu_cluster(
     seed: int,
     capacity_headroom: float,
     real_cores: float = REAL_INFERENCE_CORES,
+    events: NetworkEvents | None = None,
 ) -> tuple[str | None, dict[str, int]]:
     """Returns the cluster whose CPU variants that real inference can carry (`real_resources`) the policy
-    gives the most queries in a simulated dry run of the same trace; failing that, the cluster whose CPU
+    gives the most queries in a simulated dry run of the same trace and network `events`; failing that, the cluster whose CPU
     variants it gives the most queries (None if it gives them none); and the queries per resource."""
     per_resource: dict[str, int] = {}
 
@@ -72,7 +74,8 @@ def busiest_cpu_cluster(
                 key = f"{variant}@{cluster}"
                 per_resource[key] = per_resource.get(key, 0) + 1
 
-    sim = Simulation(system, trace, SimConfig(duration_s=duration_s, capacity_headroom=capacity_headroom), seed=seed, record_sink=sink)
+    sim = Simulation(system, trace, SimConfig(duration_s=duration_s, capacity_headroom=capacity_headroom), seed=seed, record_sink=sink,
+                     events=events)
     sim.run(policy_index(policy))
     return choose_real_site(system, per_resource, real_cores), per_resource
 

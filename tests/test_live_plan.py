@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from scheduler.system import build_system
 from testbed.capture import choose_hosts
 from testbed.plan import build_plan
 from topologies import load_topology
+from topologies.events import load_events
 
 LI = policy_index("least-impedance")
 
@@ -305,3 +307,15 @@ def test_run_options_help_says_what_each_flag_does() -> None:
     assert actions["profile_real_workers"].help.startswith("decide with --profiles as given")
     assert {actions[d].metavar for d in ("timeout_s", "window_s", "load_poll_s")} == {"SECONDS"}
     assert all(") (" not in (a.help or "") for a in parser._actions), "a help with two parentheses in a row"
+
+
+def test_the_dry_run_that_picks_the_real_site_replays_the_network_events() -> None:
+    topo = load_topology("full-edge")
+    system = build_system(topo, load_profiles())
+    trace, duration_s = RunSpec(lambda_per_min="6", duration_s=45.0).workload().build(system.antennas)
+    events = load_events(Path(__file__).resolve().parents[1] / "examples" / "demo-full-edge.yaml", topo)
+    _, calm = busiest_cpu_cluster(system, trace, "closest", duration_s, 1, 1.0)
+    _, stormy = busiest_cpu_cluster(system, trace, "closest", duration_s, 1, 1.0, events=events)
+    # ant4's radio slows to 40 ms at 15 s: from then on its streams reach their own antenna too late
+    at_ant4 = {name: n for name, n in calm.items() if name.endswith("@ant4")}
+    assert at_ant4 and sum(stormy.get(name, 0) for name in at_ant4) < sum(at_ant4.values())
