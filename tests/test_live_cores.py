@@ -219,7 +219,7 @@ def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_p
     assert wait["value"] <= wait["threshold"], wait  # its inference threads alone on the reserved core
     if fid["verdict"] != "faithful":
         # Known and open (issue 16): on a quiet machine real inference overruns its profile (mean 2.7-5.3 ms, p95
-        # +64-119 %) while it hardly waits on its core (wait share 0.005-0.012). The profile misses two costs: JPEG
+        # +64-128 %), as on main, while it hardly waits on its core (wait share 0.005-0.012). The profile misses two costs: JPEG
         # preparation, a slope per MB fitted on frames of 320x240 to 1920x1080, gives a 20 kB frame (a padded
         # 320x320 image) 0.3 ms against about 2 ms measured; and it times batches back to back, while a batch after
         # 20-50 ms of idle core took 7.0-8.3 ms against 5.7 ms (tiny-yolov2, batch 1, one thread).
