@@ -1,10 +1,11 @@
 """The live run's cores: one live run at a time on this machine (the live-run lock), and a core of its own for
-real inference. The run makes a cpuset `edge-testbed-<id>-real` (the reserved core, exclusive) for its real
-ONNX workers and `edge-testbed-<id>-rest` (every other core) into which the orchestrator moves before it forks
-anything, so that wires, controller, captures, schedulers, sources and profile-driven workers stay off the
-reserved core; ovs-vswitchd's threads leave it for the run. A v2 group holds the whole run for its CPU
-pressure (live/monitor.py). Everything is recorded in `<run dir>/cores/created.jsonl` before it is made, so
-teardown and `run_testbed.py clean` put it back (testbed/record.py).
+real inference. The run makes a cpuset `edge-testbed-<id>-real` (the reserved core, exclusive) for the inference
+threads of its real ONNX workers and `edge-testbed-<id>-rest` (every other core) into which the orchestrator
+moves before it forks anything, so that wires, controller, captures, schedulers, sources, profile-driven
+workers and the real workers' own event loops stay off the reserved core; ovs-vswitchd's threads leave it for
+the run. A v2 group holds the whole run for its CPU pressure (live/monitor.py). Everything is recorded in
+`<run dir>/cores/created.jsonl` before it is made, so teardown and `run_testbed.py clean` put it back
+(testbed/record.py).
 """
 
 from __future__ import annotations
@@ -118,6 +119,13 @@ class RunCores:
             self._enter(group.parent, group, "")
         self.log(self.describe())
 
+    def inference_group(self) -> str | None:
+        """Returns the path of the `-real` cpuset as a real worker is to reach it (`--inference-cgroup`), or None
+        without one: through this process's root (proc(5): /proc/PID/root gives PID's view of the file system,
+        its mounts included), since a worker in a host's namespace has no cgroup hierarchy under its own /sys
+        (`ip netns exec` mounts a sysfs of its own)."""
+        return None if self.real_group is None else f"/proc/{os.getpid()}/root{self.real_group}"
+
     def _group(self, path: Path) -> Path:
         self.record.add(Created("cgroup", str(path)))
         return path
@@ -154,10 +162,11 @@ class RunCores:
         else:
             base = cpuset.V1_CPUSET
         self.real_group = self._group(base / f"{name}-real")
-        note = cpuset.make_cpuset(self.real_group, [self.reserved], exclusive=True)
+        # v2: both threaded, so that a real worker (in -rest) can move its inference threads alone into -real
+        note = cpuset.make_cpuset(self.real_group, [self.reserved], exclusive=True, threaded=kind == "v2")
         self.notes += [note] if note else []
         self.rest_group = self._group(base / f"{name}-rest")
-        cpuset.make_cpuset(self.rest_group, self.rest_cpus, exclusive=False)
+        cpuset.make_cpuset(self.rest_group, self.rest_cpus, exclusive=False, threaded=kind == "v2")
         for daemon in DAEMONS:
             for pid in pids_named(daemon):
                 self._borrow(daemon, pid)
@@ -181,8 +190,9 @@ class RunCores:
     def describe(self) -> str:
         if self.reserved is None:
             return "; ".join(self.notes)
-        return (f"real inference has CPU {self.reserved} to itself (cpuset {self.real_group}); the rest of the run "
-                f"runs on CPU {cpuset.format_cpus(self.rest_cpus)}" + "".join(f"; {n}" for n in self.notes))
+        return (f"real inference has CPU {self.reserved} to itself (cpuset {self.real_group}: the real workers' "
+                f"inference threads); the rest of the run runs on CPU {cpuset.format_cpus(self.rest_cpus)}"
+                + "".join(f"; {n}" for n in self.notes))
 
     def __exit__(self, *exc: object) -> None:
         """Moves this process back where it was, then restores the daemons' affinity and removes the groups."""

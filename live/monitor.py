@@ -1,10 +1,12 @@
 """The fidelity monitor of a live run, during the run: a sampler thread in the orchestrator (every second of
 real time, about a millisecond of CPU) writes `monitor.jsonl`: the host's busy cores, CPU pressure (PSI
 `some` totals, of the system and of the run's own cgroup), and per process of the run its CPU and run-queue
-delay (schedstat, summed over every thread: /proc/PID/schedstat is the leader thread's alone); and the
-early stop of a clearly lost run (the sources' send lag, read from records.csv as it grows). Times and
-delays are virtual ms given the run's time dilation factor K (real / K); CPU shares are real. The verdict
-after the run is live/verdict.py's.
+delay (schedstat, summed over its threads: /proc/PID/schedstat is the leader thread's alone). A worker's
+inference threads (named `ort-...`, workers/runtime.py) are measured apart from its other threads, as the
+entry `<name> inference (PID)` of the group `real inference`: the run-queue delay of real inference is theirs
+alone, not that of the event loop beside them. And the early stop of a clearly lost run (the sources' send
+lag, read from records.csv as it grows). Times and delays are virtual ms given the run's time dilation factor
+K (real / K); CPU shares are real. The verdict after the run is live/verdict.py's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from topologies.timescale import TimeScale
+from workers.runtime import INFERENCE_THREAD_PREFIX
 from workload.trace import Trace
 
 MONITOR_NAME = "monitor.jsonl"
@@ -35,6 +38,8 @@ EARLY_STOP_WINDOWS = 3
 """A run is clearly lost when its send lag p99 is over EARLY_STOP_LAG_P99_MS in this many consecutive windows."""
 Process = tuple[str, str, int]
 """(group, name, pid) of a process serving the run."""
+REAL_INFERENCE = "real inference"
+"""The group of a worker's inference threads in monitor.jsonl."""
 
 
 def time_scale(spec: object) -> TimeScale:
@@ -42,13 +47,34 @@ def time_scale(spec: object) -> TimeScale:
     return TimeScale(float(getattr(spec, "tdf", None) or 1.0), float(getattr(spec, "tdf_anchor_s", 0.0) or 0.0))
 
 
+def thread_ids(pid: int) -> list[str] | None:
+    """Returns the thread ids of a process; None if it is gone."""
+    with contextlib.suppress(OSError):
+        return os.listdir(f"/proc/{pid}/task")
+    return None
+
+
+def inference_threads(pid: int, tids: list[str]) -> list[str]:
+    """Returns which of a process's threads run inference: those named `ort-...` (a real replica's thread and
+    the intra-op threads ONNX Runtime made from it, which inherit its name)."""
+    out = []
+    for tid in tids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith(INFERENCE_THREAD_PREFIX):
+                out.append(tid)
+    return out
+
+
 def task_schedstat(pid: int) -> tuple[int, int] | None:
     """Returns (ns on CPU, ns waiting on a run queue) summed over every live thread of a process; None if gone."""
+    tids = thread_ids(pid)
+    return None if tids is None else threads_schedstat(pid, tids)
+
+
+def threads_schedstat(pid: int, tids: list[str]) -> tuple[int, int]:
+    """Returns (ns on CPU, ns waiting on a run queue) summed over the threads `tids` of a process (those gone
+    since count nothing)."""
     run_ns = wait_ns = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
     for tid in tids:
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
@@ -126,9 +152,13 @@ class Monitor:
         except RuntimeError:  # the run's process lists changed under us (a scheduler restarted): next time
             listed = []
         for group, name, pid in listed:
-            stat = task_schedstat(pid)
-            if stat is not None:
-                procs[f"{name} ({pid})"] = (group, *stat)
+            tids = thread_ids(pid)
+            if tids is None:
+                continue
+            inference = inference_threads(pid, tids) if group == "workers" else []
+            if inference:
+                procs[f"{name} inference ({pid})"] = (REAL_INFERENCE, *threads_schedstat(pid, inference))
+            procs[f"{name} ({pid})"] = (group, *threads_schedstat(pid, [t for t in tids if t not in inference]))
         return _State(time.monotonic(), busy_jiffies(), pressure_some_us(Path("/proc/pressure/cpu")),
                       None if self.pressure is None else pressure_some_us(self.pressure / "cpu.pressure"), procs)
 

@@ -205,9 +205,9 @@ class LiveRun:
         profiles_path = str(Path(self.profiles.source).resolve())
         for plan in self.workers_plan:
             host = net.host_for("worker", plan.site)
-            cgroup = self.cores.real_group if self.cores and plan.real else None  # real inference's cpuset
-            argv = worker_argv(plan, host.ip, profiles_path, self.spec, pinned=cgroup is None)
-            self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource), cgroup=cgroup))
+            group = self.cores.inference_group() if self.cores and plan.real else None  # only inference there
+            argv = worker_argv(plan, host.ip, profiles_path, self.spec, inference_cgroup=group)
+            self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource)))
         for w in self.workers:
             self.start(w)
         wait_ready(self.workers)

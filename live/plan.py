@@ -162,16 +162,18 @@ def plan_workers(
     return plans
 
 
-def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, spec: RunSpec, pinned: bool = True) -> list[str]:
+def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, spec: RunSpec,
+                inference_cgroup: str | None = None) -> list[str]:
     """Returns the command line of a worker: `python -m workers.serve` with the plan's deployment (the worker
     keeps its own options, those of `run_testbed.py worker`: workers/ may not read a live run's spec). A real
-    worker is pinned to the last CPU, unless the run starts it into the cpuset of real inference (not `pinned`,
-    live/cores.py)."""
+    worker's inference threads move into `inference_cgroup` (the run's cpuset of real inference, live/cores.py);
+    without one the whole worker is pinned to the last CPU."""
     argv = [sys.executable, "-m", "workers.serve", "--model", plan.model, "--host", ip, "--port", str(plan.port),
             "--batch", str(plan.batch), "--instances", str(plan.replicas), "--device", plan.device,
             "--max-batch-delay-ms", str(spec.max_batch_delay_ms), "--queue-limit", str(plan.queue_limit)]
     if plan.real:  # one core for real inference: the emulation keeps the rest
-        argv += ["--threads", str(REAL_THREADS_PER_REPLICA)] + (["--cpus", str(real_worker_cpu())] if pinned else [])
+        argv += ["--threads", str(REAL_THREADS_PER_REPLICA)] + (
+            ["--inference-cgroup", inference_cgroup] if inference_cgroup else ["--cpus", str(real_worker_cpu())])
     else:
         argv += ["--profile-driven", profiles_path]
     if spec.tdf != 1.0:  # the run's time scale: the worker's times are virtual, its delays x K

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.records import read_records
-from live.monitor import MONITOR_NAME, WINDOW_MS
+from live.monitor import MONITOR_NAME, REAL_INFERENCE, WINDOW_MS
 from live.procs import REPO_ROOT
 from scheduler.profiles import read_profile
 from workload.trace import read_trace
@@ -288,8 +288,9 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
     run: dict[str, float] = {}
     wait: dict[str, float] = {}
     for s in samples:
+        real = real_inference(s["procs"], real_names)
         for name, p in s["procs"].items():
-            group = "real workers" if name.rsplit(" (", 1)[0] in real_names else p["group"]
+            group = "real workers" if name in real else p["group"]
             run[group] = run.get(group, 0.0) + p["run_ms"]
             wait[group] = wait.get(group, 0.0) + p["wait_ms"]
     out["wait_share"] = {g: round(wait[g] / max(run[g] + wait[g], 1e-9), 4) for g in sorted(run)}
@@ -299,11 +300,20 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
     return out
 
 
+def real_inference(procs: dict[str, dict], real_names: set[str]) -> set[str]:
+    """Returns the entries of a sample that are real inference: the workers' inference threads (the monitor's
+    group REAL_INFERENCE), or, in a sample without them (a monitor.jsonl written before the monitor measured them
+    apart), the real workers' whole processes (`real_names`)."""
+    threads = {name for name, p in procs.items() if p["group"] == REAL_INFERENCE}
+    return threads or {name for name in procs if name.rsplit(" (", 1)[0] in real_names}
+
+
 def real_wait_series(samples: list[dict], real_names: set[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (t ms, waiting share) of the real workers per sample in which they ran or waited a millisecond."""
+    """Returns (t ms, waiting share) of real inference per sample in which it ran or waited a millisecond."""
     t, share = [], []
     for s in samples:
-        procs = [p for name, p in s["procs"].items() if name.rsplit(" (", 1)[0] in real_names]
+        real = real_inference(s["procs"], real_names)
+        procs = [p for name, p in s["procs"].items() if name in real]
         busy = sum(p["run_ms"] + p["wait_ms"] for p in procs)
         if busy >= 1.0:
             t.append(s["t_ms"])

@@ -58,11 +58,16 @@ def _write(path: Path, value: str) -> None:
         f.write(value)
 
 
-def make_cpuset(path: Path, cpus: list[int], exclusive: bool) -> str:
+def make_cpuset(path: Path, cpus: list[int], exclusive: bool, threaded: bool = False) -> str:
     """Makes (or reuses) a cpuset group holding `cpus` (and the parent's memory nodes: v1 refuses tasks in a
-    group without them, ENOSPC); returns a note when exclusivity was refused (a sibling group overlaps)."""
+    group without them, ENOSPC); returns a note when exclusivity was refused (a sibling group overlaps).
+    `threaded` (v2 only; v1 takes single threads in any group): the group's type is `threaded`, so that threads
+    of one process may be split between it and its threaded siblings (`cgroup.threads`); untested, the
+    development machine's cpuset is v1."""
     path.mkdir(exist_ok=True)
     v1 = (path.parent / "cpuset.cpu_exclusive").exists()
+    if threaded and not v1 and (path / "cgroup.type").read_text().strip() != "threaded":
+        _write(path / "cgroup.type", "threaded")
     _write(path / "cpuset.cpus", format_cpus(cpus))
     if v1:
         _write(path / "cpuset.mems", (path.parent / "cpuset.mems").read_text().strip())
@@ -90,9 +95,30 @@ def move(pid: int, group: Path) -> None:
 
 
 def members(group: Path) -> list[int]:
+    """Returns the processes with a thread in a group (v1 lists them in `cgroup.procs`; a v2 threaded group
+    does not let it be read: its `cgroup.threads`' thread group ids, untested)."""
     with contextlib.suppress(OSError):
         return [int(x) for x in (group / "cgroup.procs").read_text().split()]
+    with contextlib.suppress(OSError):
+        return sorted({_thread_group(int(t)) for t in (group / "cgroup.threads").read_text().split()} - {0})
     return []
+
+
+def _thread_group(tid: int) -> int:
+    """Returns the process (thread group id) of a thread, 0 if it is gone."""
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        status = Path(f"/proc/{tid}/status").read_text().splitlines()
+        return int(next(x for x in status if x.startswith("Tgid:")).split()[1])
+    return 0
+
+
+def thread_groups(pid: int) -> dict[int, str]:
+    """Returns the cpuset group of every thread of a process (as /proc/PID/task/TID/cpuset says)."""
+    out = {}
+    for tid in threads(pid):
+        with contextlib.suppress(OSError):
+            out[tid] = Path(f"/proc/{pid}/task/{tid}/cpuset").read_text().strip()
+    return out
 
 
 def hierarchy_root(path: Path) -> Path:

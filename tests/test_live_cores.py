@@ -1,8 +1,11 @@
-"""A live run's cores and its fidelity monitor, on tiny.yaml: while a light run goes, its real ONNX worker is in
-the run's `-real` cpuset on the reserved core alone, its scheduler in `-rest`, ovs-vswitchd's threads are off
-the reserved core, and a second live run is refused (exit 2, naming the first); after it, no cgroup of the
-run is left, ovs-vswitchd's affinity is as before, and the monitor judged the run faithful. An overloaded run
-(300 queries/s at K = 1) is judged not faithful, naming the sources' send lag, and stopped early."""
+"""A live run's cores and its fidelity monitor, on tiny.yaml: while a light run goes, its real ONNX worker's
+inference threads are in the run's `-real` cpuset on the reserved core alone and the rest of the worker (its
+event loop) in `-rest` with its scheduler, ovs-vswitchd's threads are off the reserved core, and a second live
+run is refused (exit 2, naming the first); after it, no cgroup of the run is left, ovs-vswitchd's affinity is
+as before, and the monitor, which measured the inference threads apart, judged the run faithful. Without a
+network, a real worker's inference threads (ONNX Runtime's intra-op threads too) alone are in `-real`, and
+nothing is left after teardown, nor after a `kill -9` and `clean`. An overloaded run (300 queries/s at K = 1)
+is judged not faithful, naming the sources' send lag, and stopped early."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from live.procs import pids_named
 from scheduler.profiles import write_scaled_profile
 from testbed import cpuset
 from testbed.record import CreationRecord
+from workers.runtime import INFERENCE_THREAD_PREFIX
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +61,25 @@ def _pid_of(out: Path, marker: str) -> int:
     return next(e.pid for e in CreationRecord(out).entries() if e.kind == "process" and marker in e.name)
 
 
+def _inference_threads(pid: int) -> tuple[dict[int, str], set[int]]:
+    """Returns the cpuset group of every thread of a worker, and which threads are named as inference threads."""
+    groups = cpuset.thread_groups(pid)
+    named = {t for t in groups if Path(f"/proc/{pid}/task/{t}/comm").read_text().startswith(INFERENCE_THREAD_PREFIX)}
+    return groups, named
+
+
+def _check_only_inference_is_reserved(pid: int, reserved: int, threads: int) -> None:
+    """Checks that exactly a worker's inference threads (`threads` of them) are in `-real`, on the reserved CPU
+    alone, and every other thread, its event loop's first, in `-rest`, off it."""
+    groups, inference = _inference_threads(pid)
+    assert len(inference) == threads, groups
+    assert {t for t, g in groups.items() if g.endswith("-real")} == inference, groups
+    assert all(g.endswith("-rest") for t, g in groups.items() if t not in inference) and pid not in inference
+    affinity = cpuset.thread_affinities(pid)
+    assert all(affinity[t] == {reserved} for t in inference)
+    assert all(reserved not in cpus for t, cpus in affinity.items() if t not in inference)
+
+
 def test_the_cores_of_a_run_alone(tmp_path: Path) -> None:
     """Without a network: the orchestrator confined to -rest, a real worker started into -real, a second run's
     lock refused, and everything put back on exit."""
@@ -82,6 +105,72 @@ def test_the_cores_of_a_run_alone(tmp_path: Path) -> None:
     assert CreationRecord(tmp_path / "run" / "cores").is_torn_down()
 
 
+ORCHESTRATOR = """
+import sys
+from pathlib import Path
+from live.cores import RunCores
+from live.procs import Proc, wait_ready
+run = Path(sys.argv[1])
+run.mkdir()
+with RunCores(run, log=lambda _: None) as cores:
+    cores.confine()
+    argv = [sys.executable, "-m", "workers.serve", "--model", "tiny-yolov2", "--port", "0", "--threads", "2",
+            "--inference-cgroup", cores.inference_group()]
+    worker = Proc("worker", None, argv, run / "worker.log")
+    worker.start()
+    wait_ready([worker])
+    print(worker.popen.pid, cores.reserved, worker.url, flush=True)
+    sys.stdin.read()
+    worker.stop()
+"""
+"""An orchestrator without a network: the run's cores, and a real worker (two intra-op threads) started in -rest
+with its inference in -real; it prints the worker's pid, the reserved CPU and the worker's URL, and stops when
+its stdin closes."""
+
+
+@pytest.mark.parametrize("end", ["teardown", "kill -9 and clean"])
+def test_only_a_real_workers_inference_threads_run_on_the_reserved_core(tmp_path: Path, astronaut_jpeg: bytes,
+                                                                        end: str) -> None:
+    import urllib.request
+
+    before = _ovs_affinity()
+    run = tmp_path / "run"
+    orchestrator = subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, str(run)], cwd=REPO, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+    worker = 0
+    try:
+        pid, reserved, url = orchestrator.stdout.readline().split()  # type: ignore[union-attr]
+        worker = int(pid)
+        # the replica's thread and the intra-op thread ONNX Runtime made from it, after the replica's thread moved
+        _check_only_inference_is_reserved(worker, int(reserved), threads=2)
+        request = urllib.request.Request(f"{url}/v2/models/tiny-yolov2/frames", data=astronaut_jpeg,
+                                         headers={"Content-Type": "image/jpeg"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200 and json.load(answer)["detections"]  # inference works from -real
+        groups = [Path(e.name) for e in CreationRecord(run / "cores").entries() if e.kind == "cgroup"]
+        assert any(g.name.endswith("-real") for g in groups)
+        if end == "teardown":
+            orchestrator.stdin.close()  # type: ignore[union-attr]
+            assert orchestrator.wait(60) == 0
+        else:
+            orchestrator.kill()
+            orchestrator.wait()
+            assert all(g.is_dir() for g in groups) and _inference_threads(worker)[1]  # left: the worker still runs
+            done = subprocess.run([sys.executable, str(REPO / "run_testbed.py"), "clean", "--run-dir", str(run / "cores")],
+                                  cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert set(cpuset.thread_groups(worker).values()) == {"/"}  # its threads put back in the root cpuset
+    finally:
+        for p in (orchestrator.pid, worker):
+            if p and cpuset.threads(p):
+                os.kill(p, 9)
+        orchestrator.wait()
+    assert _edge_cgroups() == [] and _ovs_affinity() == before
+    for pid, cpus in before.items():
+        assert all(c == cpus for c in cpuset.thread_affinities(pid).values())
+    assert CreationRecord(run / "cores").is_torn_down()
+
+
 def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").write_text(LIGHT)
     out = tmp_path / "run"
@@ -98,7 +187,7 @@ def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_p
         real = _pid_of(out, "--threads")  # the real worker's command line (profile-driven ones have none)
         sched = _pid_of(out, "live.scheduler")
         reserved = max(os.sched_getaffinity(1))
-        assert cpuset.cgroup_of(real).endswith("-real") and os.sched_getaffinity(real) == {reserved}
+        _check_only_inference_is_reserved(real, reserved, threads=1)  # one replica of one intra-op thread
         assert cpuset.cgroup_of(sched).endswith("-rest") and reserved not in os.sched_getaffinity(sched)
         for pid in before:
             assert all(reserved not in cpus for cpus in cpuset.thread_affinities(pid).values())
@@ -117,22 +206,29 @@ def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_p
     assert _ovs_affinity() == before
     for pid, cpus in before.items():
         assert all(c == cpus for c in cpuset.thread_affinities(pid).values())
+    samples = [json.loads(s) for s in (out / "monitor.jsonl").read_text().splitlines()]
+    measured = {name for s in samples for name, p in s["procs"].items() if p["group"] == "real inference"}
+    resource = next(w["resource"] for w in json.loads((out / "config.json").read_text())["workers"] if w["real"])
+    assert measured == {f"worker {resource} inference ({real})"}, measured  # its inference threads, apart
     fid = json.loads((out / "summary.json").read_text())["extra"]["fidelity"]
     outside = fid["diagnostics"]["outside_cores_mean"]
     if fid["verdict"] != "faithful" and outside > OUTSIDE_CORES_MAX:  # the monitor says why: not this run's doing
         pytest.skip(f"other work kept {outside:.2f} cores of this machine busy during the run, and the monitor judged "
                     f"it not faithful: {[(v['invariant'], v['value']) for v in fid['violations']]}")
+    wait = next(f for f in fid["figures"] if f["invariant"] == "run-queue delay of real inference")
+    assert wait["value"] <= wait["threshold"], wait  # its inference threads alone on the reserved core
     if fid["verdict"] != "faithful":
-        # Known and open (issue 16): on a quiet machine (0.04 cores of outside work) the real worker still waited
-        # 16 % of its time on its reserved core (its own event loop shares it with the ONNX thread) and overran its
-        # profile (p95 +73 %), and the wire lateness p99 was 3.9 ms: the run is judged not faithful.
+        # Known and open (issue 16): on a quiet machine real inference overruns its profile (mean 2.7-5.3 ms, p95
+        # +64-128 %), as on main, while it hardly waits on its core (wait share 0.005-0.012). The profile misses two costs: JPEG
+        # preparation, a slope per MB fitted on frames of 320x240 to 1920x1080, gives a 20 kB frame (a padded
+        # 320x320 image) 0.3 ms against about 2 ms measured; and it times batches back to back, while a batch after
+        # 20-50 ms of idle core took 7.0-8.3 ms against 5.7 ms (tiny-yolov2, batch 1, one thread).
         pytest.xfail(f"light run judged not faithful: {[(v['invariant'], v['value']) for v in fid['violations']]}")
     assert "fidelity (K = 1): faithful" in (tmp_path / "run.log").read_text()
     names = {f["invariant"] for f in fid["figures"]}
     assert {"source send lag", "decision-window lateness", "real-inference overrun",
             "run-queue delay of real inference"} <= names, names
-    samples = (out / "monitor.jsonl").read_text().splitlines()
-    assert len(samples) >= 10 and all(json.loads(s)["procs"] for s in samples)
+    assert len(samples) >= 10 and all(s["procs"] for s in samples)
 
 
 def test_an_overloaded_run_is_judged_not_faithful_and_stopped_early(tmp_path: Path) -> None:

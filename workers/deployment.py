@@ -43,6 +43,9 @@ class WorkerSettings:
     stream_ttl_s: float = 5.0
     time_scale: TimeScale = TimeScale()
     """The run's time dilation: every time the worker reports is virtual, every delay it keeps x K."""
+    inference_cgroup: Path | None = None
+    """A cgroup each real replica's inference thread moves into before it loads its session (a live run's
+    reserved core); the rest of the worker stays where it was started."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Deployment:
     stream_ttl_s: float
     time_scale: TimeScale = TimeScale()
     """The run's time dilation (WorkerSettings.time_scale); max_batch_delay_ms and the profile stay virtual."""
+    inference_cgroup: Path | None = None
+    """WorkerSettings.inference_cgroup (None: the replicas' threads stay in the worker's own groups)."""
 
     @property
     def variant(self) -> str:
@@ -74,7 +79,8 @@ class Deployment:
                 "cpus": list(self.cpus) if self.cpus else None, "max_body_bytes": self.max_body_bytes,
                 "mode": "profile-driven" if self.profile else "onnxruntime",
                 "profile_source": self.profile.source if self.profile else None,
-                "time_dilation": {"factor": self.time_scale.factor, "anchor_epoch_s": self.time_scale.anchor_s}}
+                "time_dilation": {"factor": self.time_scale.factor, "anchor_epoch_s": self.time_scale.anchor_s},
+                "inference_cgroup": str(self.inference_cgroup) if self.inference_cgroup else None}
 
 
 def _config_from_profile(name: str, path: Path) -> ModelConfig:
@@ -112,7 +118,11 @@ def resolve(settings: WorkerSettings) -> Deployment:
         instances=instances,
         queue_limit=settings.queue_limit or config.queue_limit,
         device=settings.device, threads=threads, cpus=settings.cpus, profile=profile,
-        max_body_bytes=settings.max_body_bytes, stream_ttl_s=settings.stream_ttl_s, time_scale=settings.time_scale)
+        max_body_bytes=settings.max_body_bytes, stream_ttl_s=settings.stream_ttl_s, time_scale=settings.time_scale,
+        inference_cgroup=settings.inference_cgroup)
+    if dep.inference_cgroup is not None and (profile is not None or not dep.inference_cgroup.is_dir()):
+        raise ValueError(f"--inference-cgroup {dep.inference_cgroup}: " + (
+            "a profile-driven worker runs no inference" if profile is not None else "no such cgroup directory"))
     if dep.max_batch_size < 1 or dep.instances < 1 or dep.queue_limit < 1 or dep.max_batch_delay_ms < 0:
         raise ValueError(f"bad deployment {dataclasses.asdict(settings)}: batch, instances and queue limit "
                          "must be >= 1 and the batching delay >= 0")

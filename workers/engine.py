@@ -1,6 +1,8 @@
 """What one replica does with a batch: the real processor decodes the frames, runs ONNX Runtime
 off the event loop (its own thread; ORT releases the GIL) and post-processes; the profile-driven
-processor sleeps the profiled delay instead. Both return one Outcome per query.
+processor sleeps the profiled delay instead. Both return one Outcome per query. A real replica's thread loads
+and warms its session itself, after moving into the worker's inference cgroup if it has one (a live run's
+reserved core), so that only inference runs there: ONNX Runtime's intra-op threads, made by it, follow it.
 
 Under time dilation (factor K) a replica is busy K times its batch's time in real time: the profile-driven one
 sleeps K x the profile, the real one pads its measured time to K x; outcome times are virtual."""
@@ -8,14 +10,17 @@ sleeps K x the profile, the real one pads its measured time to K x; outcome time
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -24,10 +29,11 @@ from topologies.timescale import TimeScale
 
 from .modelconfig import ModelConfig
 from .prepost import Detection, FrameError, Prepared, postprocess, prepare_jpeg
-from .runtime import make_session
+from .runtime import INFERENCE_THREAD_PREFIX, join_cgroup, make_session, name_this_thread
 from .timers import sleep_precise
 
 UNDILATED = TimeScale()
+T = TypeVar("T")
 
 
 def now_ms(scale: TimeScale = UNDILATED) -> float:
@@ -73,17 +79,34 @@ class Processor(Protocol):
 
 
 class OnnxProcessor:
-    """One replica of the real worker: an ONNX Runtime session and the thread that runs it."""
+    """One replica of the real worker: an ONNX Runtime session and the thread that runs it. The session is
+    made (and warmed up) on that thread, which first moves into `cgroup` when one is given: the replica's
+    inference, ONNX Runtime's intra-op threads included, runs there, the worker's event loop where it was started."""
 
-    def __init__(self, config: ModelConfig, device: str, threads: int, scale: TimeScale = UNDILATED) -> None:
+    def __init__(self, config: ModelConfig, device: str, threads: int, scale: TimeScale = UNDILATED,
+                 cgroup: Path | None = None) -> None:
         self.config = config
         self.scale = scale
-        self.session = make_session(config.onnx_path, device, threads)
+        self._thread = ReplicaThread(f"{INFERENCE_THREAD_PREFIX}{config.name}")
+        try:
+            self.session = self._thread.call(functools.partial(self._open, device, threads, cgroup))
+        except BaseException:
+            self._thread.close()
+            raise
         self.input_name = self.session.get_inputs()[0].name
-        self._thread = ReplicaThread(f"ort-{config.name}")
         self._inputs: np.ndarray | None = None  # the batch buffer, see _batch_input
 
+    def _open(self, device: str, threads: int, cgroup: Path | None):
+        """Returns the replica's session, made on the replica's thread (in `cgroup` first, if given)."""
+        if cgroup is not None:
+            join_cgroup(cgroup)
+        return make_session(self.config.onnx_path, device, threads)
+
     def warm_up(self, max_batch: int) -> None:
+        """Runs a batch of 1 and of `max_batch` on the replica's thread (blocks until done)."""
+        self._thread.call(functools.partial(self._warm_up, max_batch))
+
+    def _warm_up(self, max_batch: int) -> None:
         self._batch_input(max_batch)
         for n in sorted({1, max_batch}):
             self.session.run(None, {self.input_name: self._batch_input(n)})
@@ -149,10 +172,10 @@ class OnnxProcessor:
 
 
 class ReplicaThread:
-    """The one thread a replica's batches run on. A batch goes in through a SimpleQueue and its result
-    comes back to the event loop with one `call_soon_threadsafe`: lighter than a ThreadPoolExecutor and
-    `run_in_executor` (no condition variable, no chained futures), which the low-load latency pays for
-    on every query."""
+    """The one thread a replica's batches run on, named `name` in the kernel too (what the fidelity monitor
+    finds it by). A batch goes in through a SimpleQueue and its result comes back to the event loop with one
+    `call_soon_threadsafe`: lighter than a ThreadPoolExecutor and `run_in_executor` (no condition variable, no
+    chained futures), which the low-load latency pays for on every query."""
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -166,9 +189,23 @@ class ReplicaThread:
         self._jobs.put((loop, future, fn, arg))
         return future
 
+    def call(self, fn: Callable[[], T]) -> T:
+        """Returns `fn()` run on this thread, waiting for it (from another thread: loading, warm-up); raises what
+        it raised."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((None, done, fn, None))
+        return done.result()
+
     def _serve(self) -> None:
+        name_this_thread(self._thread.name)
         while (job := self._jobs.get()) is not None:
             loop, future, fn, arg = job
+            if loop is None:  # a blocking `call`
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # handed to the caller, which raises it
+                    future.set_exception(exc)
+                continue
             if future.cancelled():  # its caller is gone (stopping)
                 continue
             try:
@@ -187,7 +224,9 @@ class ReplicaThread:
                 break
             if job is not None:
                 loop, future = job[0], job[1]
-                if not loop.is_closed():
+                if loop is None:
+                    future.cancel()
+                elif not loop.is_closed():
                     loop.call_soon_threadsafe(future.cancel)
         self._jobs.put(None)
         self._thread.join()

@@ -1,10 +1,13 @@
 """ONNX Runtime sessions for one worker replica: execution provider by device (CUDA when
-onnxruntime-gpu is installed, otherwise a clear error), intra-op threads, CPU pinning.
-onnxruntime is imported on first use, so that profile-driven workers start without it."""
+onnxruntime-gpu is installed, otherwise a clear error), intra-op threads, CPU pinning of the process, and the
+inference thread's own name and cgroup. onnxruntime is imported on first use, so that profile-driven workers
+start without it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +70,43 @@ def pin_process(cpus: Iterable[int]) -> tuple[int, ...]:
     wanted = tuple(sorted(set(cpus)))
     os.sched_setaffinity(0, wanted)
     return tuple(sorted(os.sched_getaffinity(0)))
+
+
+INFERENCE_THREAD_PREFIX = "ort-"
+"""The kernel name (comm) of a real replica's inference thread begins so; the threads ONNX Runtime makes from it
+(intra-op) inherit the name, so `/proc/PID/task/*/comm` tells a worker's inference threads from its event loop's
+(the fidelity monitor measures their run-queue delay by it)."""
+COMM_BYTES = 15
+"""The kernel keeps a thread's name to 15 bytes."""
+
+
+def name_this_thread(name: str) -> str:
+    """Gives the calling thread `name` as its kernel name (cut to 15 bytes); returns the name it has."""
+    comm = name.encode()[:COMM_BYTES].decode(errors="ignore")
+    with contextlib.suppress(OSError):  # not Linux: only the monitor reads it
+        Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text(comm)
+    return comm
+
+
+def join_cgroup(group: Path) -> int:
+    """Moves the calling thread alone into the cgroup `group` (threads it starts later are born there); returns
+    its thread id. cgroup v1 (the cpuset controller): the thread id into the group's `tasks`. v2: into
+    `cgroup.threads`, which takes a thread only into a threaded cgroup of its process's own threaded subtree
+    (kernel docs, admin-guide/cgroup-v2 "Threads"); untested, the development machine's cpuset is v1."""
+    tid = threading.get_native_id()
+    target = group / "tasks"
+    if not target.exists():
+        target = group / "cgroup.threads"
+    try:
+        fd = os.open(target, os.O_WRONLY)  # no O_CREAT: a directory that is not a cgroup is refused
+        try:
+            os.write(fd, str(tid).encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot move inference thread {tid} into cgroup {group} ({target.name}): "
+                                 f"{exc.strerror}") from None
+    return tid
 
 
 def parse_cpus(text: str) -> tuple[int, ...]:

@@ -31,6 +31,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser, host_default: str = "1
     parser.add_argument("--cpus", type=parse_cpus, default=None, help="CPU set to pin to, e.g. 0,1 or 0-3")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads per replica (default: CPUs in --cpus / instances, else 1)")
+    parser.add_argument("--inference-cgroup", type=Path, default=None, metavar="GROUP_DIR",
+                        help="a cgroup directory (e.g. a cpuset) that each replica's inference thread moves into "
+                             "before it loads its session, ONNX Runtime's intra-op threads following it; the event "
+                             "loop stays where the worker was started (cgroup v1: `tasks`; v2: a threaded cgroup)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--profile-driven", type=Path, default=None, metavar="PROFILE_FILE",
                         help="sleep the profiled delays instead of running the network")
@@ -55,7 +59,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
                           instances=args.instances, queue_limit=args.queue_limit, device=args.device,
                           threads=args.threads, cpus=args.cpus, profile_driven=args.profile_driven,
                           models_dir=args.models_dir, max_body_bytes=int(args.max_body_mb * 2**20),
-                          time_scale=TimeScale(args.tdf, args.tdf_anchor_s))
+                          time_scale=TimeScale(args.tdf, args.tdf_anchor_s), inference_cgroup=args.inference_cgroup)
 
 
 def limits_from_args(args: argparse.Namespace) -> RequestLimits:

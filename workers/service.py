@@ -82,7 +82,8 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
 def _make_processors(dep: Deployment) -> list[Processor]:
     if dep.profile is not None:
         return [ProfileProcessor(dep.profile, dep.time_scale) for _ in range(dep.instances)]
-    return [OnnxProcessor(dep.config, dep.device, dep.threads, dep.time_scale) for _ in range(dep.instances)]
+    return [OnnxProcessor(dep.config, dep.device, dep.threads, dep.time_scale, dep.inference_cgroup)
+            for _ in range(dep.instances)]
 
 
 async def _engine_ctx(app: web.Application):
