@@ -177,7 +177,7 @@ class PlacedRun:
         assert share is not None and proc.host is not None
         argv = [self.path_on(share, a) for a in proc.argv]
         if "--threads" in argv:  # a real worker: that server's last CPU, this machine's cpuset not being there
-            argv = _with_option(argv, "--cpus", str(share.last_cpu))
+            argv = _with_option(_without_option(argv, "--inference-cgroup"), "--cpus", str(share.last_cpu))
             proc.cgroup = None
         if "--tdf-anchor-s" in argv:
             anchor = float(argv[argv.index("--tdf-anchor-s") + 1])
@@ -284,6 +284,14 @@ def placement_of(spec: RunSpec, sites: Sequence[str]) -> Placement:
         raise ValueError(f"--events {spec.events} with sites on other servers: network events reshape links on "
                          "this machine only so far (docs/multihost.md)")
     return placement
+
+
+def _without_option(argv: list[str], flag: str) -> list[str]:
+    """Returns argv without `flag value`."""
+    if flag not in argv:
+        return argv
+    i = argv.index(flag)
+    return [*argv[:i], *argv[i + 2:]]
 
 
 def _with_option(argv: list[str], flag: str, value: str) -> list[str]:

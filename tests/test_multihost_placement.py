@@ -214,9 +214,11 @@ def test_the_live_runs_placement_comes_from_its_spec_and_refuses_events_across_s
 
 
 def test_a_remote_workers_options_are_set_in_place_or_appended():
-    from live.placed import _with_option
+    from live.placed import _with_option, _without_option
 
     argv = ["python", "-m", "workers.serve", "--threads", "1", "--cpus", "1", "--tdf-anchor-s", "5.0"]
     assert _with_option(argv, "--cpus", "7") == [*argv[:6], "7", *argv[7:]]
     assert _with_option(argv, "--tdf-anchor-s", "5.25")[-2:] == ["--tdf-anchor-s", "5.25"]
     assert _with_option(argv[:5], "--cpus", "3") == [*argv[:5], "--cpus", "3"]
+    here = ["python", "-m", "workers.serve", "--inference-cgroup", "/proc/9/root/sys/fs/cgroup/cpuset/x", "--threads", "1"]
+    assert _without_option(here, "--inference-cgroup") == ["python", "-m", "workers.serve", "--threads", "1"]
