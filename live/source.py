@@ -235,7 +235,7 @@ class Source:
         binding: dict = {}  # empty: (re)open the stream before the next query
         mine: set[asyncio.Task] = set()
         frame = self.sizer.frame(int(tr.frame_bytes[i]))
-        ready_ms = 0.0  # when the last opening was answered: queries due before then leave at once
+        ready_ms = 0.0  # when the last opening was answered, counted from its due time: queries due before leave at once
         for k in range(n):
             await self._sleep_until(start + k / fps)
             if self.stopping.is_set():  # told to stop: queries not sent yet are never sent, nor recorded
@@ -244,8 +244,9 @@ class Source:
                 t_open = self.now_ms()
                 try:
                     binding.update(await self._open(i))
-                    ready_ms = self.now_ms()
-                    self.opens.append((int(tr.stream_id[i]), k, t_open, ready_ms))
+                    t_bound = self.now_ms()
+                    ready_ms = (start + k / fps) * 1000.0 + (t_bound - t_open)  # a late wake-up stays late
+                    self.opens.append((int(tr.stream_id[i]), k, t_open, t_bound))
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     self.records.add(
                         **self._row(i, k),

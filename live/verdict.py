@@ -137,7 +137,10 @@ def send_lag(records: dict[str, np.ndarray], trace_path: Path,
         rec_key = records["stream_id"].astype(np.int64) * 2**32 + records["query"].astype(np.int64)
         j = np.searchsorted(key[by_key], rec_key, side="right") - 1
         mine = (j >= 0) & (opens[by_key[np.clip(j, 0, None)], 0] == records["stream_id"])
-        due[mine] = np.maximum(due[mine], opens[by_key[j[mine]], 3])
+        row = opens[by_key[j[mine]]]
+        # the opening's round trip counted from when the opening was due, so that a source late to wake is late
+        opened_due = (tr.start_s[order][i[mine]] + row[:, 1] / tr.fps[order][i[mine]]) * 1000.0
+        due[mine] = np.maximum(due[mine], opened_due + (row[:, 3] - row[:, 2]))
     lag = records["t_send_ms"] - due
     sent = known & ~((records["outcome"] == "rejected") & (lag == 0.0)) & (records["reason"] != "scheduler-down")
     return due[sent], lag[sent]
@@ -146,7 +149,8 @@ def send_lag(records: dict[str, np.ndarray], trace_path: Path,
 def read_opens(run_dir: Path) -> np.ndarray:
     """Returns the sources' openings logs (`live.source.OPENS_COLUMNS`, `records/*.opens.csv`) as one array of
     rows (stream id, query, t_open_ms, t_bound_ms), by opening time; none where a source left none."""
-    rows = [np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2) for p in sorted(run_dir.glob("records/*.opens.csv"))]
+    rows = [np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2) for p in sorted(run_dir.glob("records/*.opens.csv"))
+            if p.read_text().count("\n") > 1]  # a header alone: a source that opened nothing
     rows = [r for r in rows if r.size]
     if not rows:
         return np.empty((0, 4))

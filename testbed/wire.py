@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -63,7 +64,10 @@ WIRE_RT_PRIORITY = 10
 """SCHED_FIFO priority of a wire: a frame due wakes it at once, ahead of every ordinary process on its core. On a
 light tiny run (lambda 6, 30 s, K = 1) at nice -10 the wires spent 69 % of their time on or waiting for a CPU
 waiting, and frames left 2.24 ms late at p99 (worst direction); real-time, 1.2 % and 0.40 ms (at K = 4: 0.78 ms
-and 0.045 virtual ms). A wire sleeps in select() between frames; the kernel keeps real-time tasks to 95 % of a core."""
+and 0.045 virtual ms). A wire sleeps in select() between frames; the host's real-time throttling (sched_rt_runtime_us, 95 % of a core by
+default) and WIRE_RT_CPU_LIMIT_US bound what a wire gone wrong can take."""
+WIRE_RT_CPU_LIMIT_US = 200_000
+"""CPU time a real-time wire may use without blocking before SIGXCPU (RLIMIT_RTTIME; SIGKILL at twice as much)."""
 
 
 @dataclass(frozen=True)
@@ -283,15 +287,19 @@ def _hangup_pipe() -> int:
 
 
 def favour() -> str:
-    """Makes this process real-time (SCHED_FIFO at WIRE_RT_PRIORITY) where the host allows it, else as favoured as
-    ovs-vswitchd (nice WIRE_NICE); returns which, as DirectionStats.scheduling says it."""
+    """Makes this process real-time (SCHED_FIFO at WIRE_RT_PRIORITY, not inherited by children) where the host
+    allows it, else as favoured as ovs-vswitchd (nice WIRE_NICE); returns which, as DirectionStats.scheduling says
+    it. A real-time wire that runs WIRE_RT_CPU_LIMIT_US without sleeping gets SIGXCPU (RLIMIT_RTTIME), so a wire
+    gone wrong cannot hold its core where the host's real-time throttling (sched_rt_runtime_us) is off."""
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_RTTIME, (WIRE_RT_CPU_LIMIT_US, 2 * WIRE_RT_CPU_LIMIT_US))
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(WIRE_RT_PRIORITY))
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(WIRE_RT_PRIORITY))
         return f"SCHED_FIFO {WIRE_RT_PRIORITY}"
     except OSError:  # not root, no real-time budget (a cgroup's cpu.rt_runtime_us of 0)
         with contextlib.suppress(PermissionError):
-            os.nice(WIRE_NICE)
-        return f"nice {os.nice(0)}"
+            os.setpriority(os.PRIO_PROCESS, 0, WIRE_NICE)
+        return f"nice {os.getpriority(os.PRIO_PROCESS, 0)}"
 
 
 def _prctl(option: int, value: int) -> None:

@@ -66,8 +66,9 @@ def test_the_opening_round_trip_is_not_counted_as_send_lag(tmp_path: Path) -> No
     assert sorted(rec["query"]) == list(range(10)) and set(rec["outcome"]) == {"ontime"}
     schedule = 200.0 + rec["query"] * 50.0
     due, lag = send_lag(rec, trace_file, opens)
-    assert np.allclose(due, np.maximum(schedule, t_bound), rtol=0, atol=1e-9)  # held queries are due when the answer came
-    assert set(rec["query"][schedule < t_bound]) >= {0, 1, 2}
+    # held queries are due one opening round trip after the opening was due (t0 + 200 ms)
+    assert np.allclose(due, np.maximum(schedule, 200.0 + t_bound - t_open), rtol=0, atol=1e-9)
+    assert set(rec["query"][schedule < 200.0 + t_bound - t_open]) >= {0, 1, 2}
     assert (rec["t_send_ms"] >= due - 1e-9).all()
     _, lag_by_schedule = send_lag(rec, trace_file)
     first = rec["query"] == 0
@@ -91,3 +92,7 @@ def test_a_reopened_stream_is_held_from_its_latest_opening(tmp_path: Path) -> No
     assert due.tolist() == [30.0, 100.0, 400.0, 580.0, 600.0, 0.0, 500.0]
     assert lag.tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.5, 0.5]
     assert send_lag(rec, trace_file)[1].max() == 81.0
+    # a source that woke 300 ms late to open stream 1 is late by as much: only the round trip (30 ms) is excused
+    late = {**rec, "t_send_ms": np.array([331.0, 331.0, 400.0, 581.0, 600.0, 0.5, 500.5])}
+    _, lag = send_lag(late, trace_file, np.array([[1, 0, 300.0, 330.0], [1, 5, 500.0, 580.0]]))
+    assert lag[:2].tolist() == [301.0, 231.0]
