@@ -77,6 +77,10 @@ def make_cpuset(path: Path, cpus: list[int], exclusive: bool, threaded: bool = F
         _write(path / ("cpuset.cpu_exclusive" if v1 else "cpuset.cpus.partition"), "1" if v1 else "root")
     except OSError as exc:
         return f"{path.name}: not exclusive ({exc.strerror}): another group shares its CPUs"
+    if not v1:  # a kernel may take `root` and leave the partition invalid (e.g. its parent is not a partition root)
+        state = (path / "cpuset.cpus.partition").read_text().strip()
+        if "invalid" in state:
+            return f"{path.name}: not exclusive (cpuset.cpus.partition says {state!r})"
     return ""
 
 
