@@ -1,6 +1,6 @@
 """The run's own profile for a live run with real ONNX workers: their models are timed on this host's
 CPU (one thread, pinned to the CPU the real workers get) before the run, and the run's profile is the
-given one with those models' CPU batch latencies and JPEG cost replaced, so that the schedulers decide
+given one with those models' CPU batch latencies and input cost replaced, so that the schedulers decide
 with the speed the real workers will have, not with a profile measured elsewhere or on another network
 (the default profile times the published SSD300 for 'mobilenet-ssd'; a real worker runs the trained
 512x512 face SSD, 2.5 times its compute: `workers.zoo.PROFILE_MODELS`). The replaced entries keep every
@@ -8,6 +8,11 @@ batch size they had (all are timed) and their cores and memory (threads becomes 
 else in the profile (other models, GPU entries, accuracy) is kept. Where a topology leaves placement to
 the greedy packing, it packs by capacity and may choose variants differently with the new figures, so
 the timing repeats until every model with a real worker under the final profile is timed.
+
+It is timed as the live run's real worker works: each batch after an idle time like the gaps between a light
+run's arrivals (IDLE_MS; its core idles in between, and a batch after idle takes longer than back to back), and
+the input cost (a fixed term per frame and one per MB) fitted on the frames the sources send (`JpegSizer`,
+SOURCE_FRAME_KB).
 """
 
 from __future__ import annotations
@@ -17,15 +22,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from live.source import JpegSizer
 from scheduler.profiles import ProfileFile, read_profile, write_profile
 from scheduler.system import Resource, SystemModel
 from workers.modelconfig import load_model
-from workers.profiler import ProfileRequest, profile_runtime, synthetic_frames
+from workers.profiler import ProfileRequest, profile_runtime
 
 RUNS = 3
 """Interleaved runs per model (their spread is recorded in the profile)."""
-BUDGET_S = 0.2
-"""Seconds per run and batch size once 3 batches are timed."""
+MIN_BATCHES = 8
+"""Batches timed per run and batch size at least."""
+BUDGET_S = 0.3
+"""Seconds per run and batch size once MIN_BATCHES are timed."""
+IDLE_MS = (10.0, 60.0)
+"""Idle time before each timed batch, uniform (ms): a real worker between a light run's arrivals (20-50 frames/s)."""
+SEED = 0
+"""Seeds the idle times."""
+SOURCE_FRAME_KB = (5, 10, 20, 30, 40, 60, 80, 100)
+"""Frame sizes (kB) the input cost is fitted on, as the sources make them (`JpegSizer`): the workload's 20-80 kB
+(workload/apps.py) and smaller and larger ones, so that both terms are fitted."""
 REAL_INFERENCE_CORES = 1.0
 """Cores the real ONNX workers get together: the last CPU (the emulation keeps the others)."""
 REAL_THREADS_PER_REPLICA = 1
@@ -60,11 +75,18 @@ class MeasuredModel:
     measured_ms: dict[int, float]
     profile_ms: dict[int, float]
     input_ms_per_mb: float
+    input_ms_per_frame: float = 0.0
 
     def describe(self) -> str:
         sizes = ", ".join(f"b{b} {ms:.1f} ms (profile {self.profile_ms[b]:.1f})"
                           for b, ms in sorted(self.measured_ms.items()))
-        return f"{self.model} cpu: {sizes}; JPEG {self.input_ms_per_mb:.1f} ms/MB"
+        return f"{self.model} cpu: {sizes}; input {self.input_ms_per_frame:.2f} ms + {self.input_ms_per_mb:.1f} ms/MB"
+
+
+def source_frames() -> list[bytes]:
+    """Returns JPEG frames as the live sources send them, one of each SOURCE_FRAME_KB."""
+    sizer = JpegSizer()
+    return [sizer.frame(kb * 1000) for kb in SOURCE_FRAME_KB]
 
 
 def time_real_workers(profile_path: Path, out_path: Path,
@@ -97,7 +119,7 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
     # every size the entry has is timed too, or its variants at those sizes would leave the profile
     batches = {m: tuple(sorted(set(sizes) | set(entries[m].batch_latency_ms))) for m, sizes in batches.items()}
     cpu = real_worker_cpu() if cpu is None else cpu
-    frames = synthetic_frames()
+    frames = source_frames()
     before = os.sched_getaffinity(0)
     measured: dict[str, MeasuredModel] = {}
     runtimes = {}
@@ -105,7 +127,8 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
     try:
         for model, sizes in batches.items():
             req = ProfileRequest(batches=tuple(sorted(set(sizes))), runs=RUNS, threads=REAL_THREADS_PER_REPLICA,
-                                 budget_s=BUDGET_S, out=out_path)
+                                 min_iterations=MIN_BATCHES, budget_s=BUDGET_S, idle_ms=IDLE_MS, seed=SEED,
+                                 out=out_path)
             try:
                 rt = profile_runtime(load_model(model), "cpu", req, frames)
             except Exception as exc:  # a missing or broken ONNX file: the real worker could not start either
@@ -114,11 +137,12 @@ def measure_real_models(profile_path: Path, batches: dict[str, tuple[int, ...]],
             runtimes[model] = replace(
                 old, threads=REAL_THREADS_PER_REPLICA, batch_latency_ms=rt.batch_latency_ms,
                 batch_latency_p99_ms=rt.batch_latency_p99_ms, batch_latency_spread_ms=rt.batch_latency_spread_ms,
-                input_ms_per_mb=rt.input_ms_per_mb,
+                input_ms_per_mb=rt.input_ms_per_mb, input_ms_per_frame=rt.input_ms_per_frame,
                 source=f"measured on CPU {cpu} before this live run ({rt.source}); cores and memory as "
                        f"{Path(profile_path).name}")
             measured[model] = MeasuredModel(model, {b: round(ms, 3) for b, ms in rt.batch_latency_ms.items()},
-                                            {b: old.latency_ms(b) for b in rt.batch_latency_ms}, rt.input_ms_per_mb)
+                                            {b: old.latency_ms(b) for b in rt.batch_latency_ms}, rt.input_ms_per_mb,
+                                            rt.input_ms_per_frame)
             log(f"[profile] {measured[model].describe()}")
     finally:
         os.sched_setaffinity(0, before)

@@ -161,7 +161,7 @@ def read_opens(run_dir: Path) -> np.ndarray:
 def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],
                    real: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns (start ms, overrun ms, planned ms) per batch of the real (or profile-driven) workers: its
-    measured time against the profile's latency of its size plus its frames' input cost."""
+    measured time against the profile's planned time of its size and frames (`RuntimeProfile.planned_batch_ms`)."""
     workers = {w["resource"]: w for w in config.get("workers", []) if bool(w.get("real")) == real}
     if not workers:
         return np.empty(0), np.empty(0), np.empty(0)
@@ -186,8 +186,8 @@ def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: di
         if rt is None:
             continue
         size = int(records["batch_size"][rows[0]])
-        mb = sum(frame_bytes.get(int(records["stream_id"][j]), 0.0) for j in rows) / 1e6 * size / len(rows)
-        plan = rt.latency_ms(size) + rt.input_ms_per_mb * mb
+        frames_bytes = sum(frame_bytes.get(int(records["stream_id"][j]), 0.0) for j in rows) * size / len(rows)
+        plan = rt.planned_batch_ms(size, frames_bytes)
         start.append(t_start)
         over.append(t_end - t_start - plan)
         planned.append(plan)

@@ -114,6 +114,9 @@ class RuntimeEntry(StrictModel):
         default_factory=dict, json_schema_extra=_BATCH_KEYS,
         description="standard deviation of the per-run medians per batch size, ms")
     input_ms_per_mb: NonNegative = Field(0.0, description="preparing a frame's input: ms per MB of frame")
+    input_ms_per_frame: NonNegative = Field(
+        0.0, description="preparing a frame's input and its answer: fixed ms per frame beside input_ms_per_mb "
+                         "(decoder set-up, resize, colour conversion, post-processing; 0: older profiles)")
     source: str = Field(description="where the figures come from (measured how, or estimated)")
 
 
@@ -158,6 +161,19 @@ class RuntimeProfile:
     batch_latency_spread_ms: dict[int, float]
     input_ms_per_mb: float
     source: str
+    input_ms_per_frame: float = 0.0
+    """Fixed input cost of a frame, whatever its size (decoder set-up, resize, colour conversion, post-processing;
+    0 in older profiles)."""
+
+    def input_ms(self, frame_bytes: float) -> float:
+        """Returns the input cost of one frame of `frame_bytes`: the fixed per-frame term plus the per-MB one."""
+        return self.input_ms_per_frame + self.input_ms_per_mb * frame_bytes / 1e6
+
+    def planned_batch_ms(self, size: int, frames_bytes: float) -> float:
+        """Returns what a batch of `size` frames of `frames_bytes` together should take by this profile: the
+        batch latency of its size plus its frames' input cost. The one planned time: the profile-driven worker
+        sleeps it and the fidelity verdict measures real batches against it."""
+        return self.latency_ms(size) + size * self.input_ms_per_frame + self.input_ms_per_mb * frames_bytes / 1e6
 
     def latency_ms(self, batch: int) -> float:
         """Returns the median delay of a batch of `batch` frames, linear between profiled sizes."""
@@ -229,12 +245,19 @@ def _runtime(path: Path, where: str, r: RuntimeEntry, models: dict[str, ModelPro
         gpus=int(r.gpus) if r.gpus is not None else (1 if r.device == "gpu" else 0), memory_mib=r.memory_mib,
         batch_latency_ms=dict(r.batch_latency_ms), batch_latency_p99_ms=dict(r.batch_latency_p99_ms),
         batch_latency_spread_ms=dict(r.batch_latency_spread_ms), input_ms_per_mb=r.input_ms_per_mb,
-        source=r.source)
+        source=r.source, input_ms_per_frame=r.input_ms_per_frame)
 
 
 def _runtime_dict(rt: RuntimeProfile) -> dict:
-    """Returns one runtime entry, latency tables rounded to µs; an empty optional table is left out."""
+    """Returns one runtime entry, latency tables rounded to µs; an empty optional table and a zero fixed input
+    cost are left out (the file then reads as older profiles do)."""
     data = dataclasses.asdict(rt)
+    source = data.pop("source")
+    if rt.input_ms_per_frame:
+        data["input_ms_per_frame"] = round(float(rt.input_ms_per_frame), 4)
+    else:
+        del data["input_ms_per_frame"]
+    data["source"] = source
     for key in _TABLES:
         data[key] = {int(n): round(float(v), 3) for n, v in getattr(rt, key).items()}
         if not data[key] and key != "batch_latency_ms":
@@ -289,7 +312,8 @@ class Variant:
     gpus: int
     memory_mib: float
     batch_ms: tuple[float, ...]
-    """batch_ms[n]: processing delay of a batch of n frames (n = 0..batch_size; batch_ms[0] = 0)."""
+    """batch_ms[n]: processing delay of a batch of n frames (n = 0..batch_size; batch_ms[0] = 0), their fixed input
+    cost included (the profile's `input_ms_per_frame` x n: a cost per frame whatever its size, as the network's)."""
     input_ms_per_mb: float
     accuracy: float
     source: str
@@ -407,7 +431,8 @@ def load_profiles(path: str | Path | None = None) -> ProfileSet:
     models = pf.models
     variants: dict[str, Variant] = {}
     for rt in pf.runtimes:
-        table = _batch_table(rt.batch_latency_ms)
+        # the fixed input cost is per frame whatever its size: the batch's planned time (planned_batch_ms) has it
+        table = tuple(ms + n * rt.input_ms_per_frame for n, ms in enumerate(_batch_table(rt.batch_latency_ms)))
         model = models[rt.model]
         for n in rt.batch_latency_ms:
             variants[rt.variant(n)] = Variant(

@@ -147,7 +147,9 @@ def test_profile_writes_a_file_the_scheduler_reads(tmp_path: Path, capsys) -> No
     scheduler_profiles = pytest.importorskip("scheduler.profiles")
     variants = scheduler_profiles.load_profiles(out).variants
     assert f"{MODEL}-cpu-b2" in variants
-    assert variants[f"{MODEL}-cpu-b2"].capacity_qps == pytest.approx(2 / cpu.batch_latency_ms[2] * 1000)
+    # the batch with its frames' fixed input cost (capacity_frame_kb 0: no per-MB input time)
+    assert variants[f"{MODEL}-cpu-b2"].capacity_qps == pytest.approx(
+        2 / (cpu.batch_latency_ms[2] + 2 * cpu.input_ms_per_frame) * 1000)
 
 
 def test_worker_subcommand_refuses_gpu_without_cuda(capsys) -> None:

@@ -256,9 +256,9 @@ async def pad_dilated(outcomes: list[Outcome], real_s: float, scale: TimeScale) 
 
 
 class ProfileProcessor:
-    """One replica of the profile-driven worker: sleeps batch_latency_ms[n] plus, per frame,
-    input_ms_per_mb x the frame's MB (x K under time dilation; on a timerfd: asyncio.sleep's whole-ms
-    wake-ups added up to +1 ms), and answers no detections."""
+    """One replica of the profile-driven worker: sleeps batch_latency_ms[n] plus, per frame, its input cost
+    (`RuntimeProfile.input_ms`: input_ms_per_frame + input_ms_per_mb x the frame's MB) (x K under time dilation;
+    on a timerfd: asyncio.sleep's whole-ms wake-ups added up to +1 ms), and answers no detections."""
 
     def __init__(self, runtime: RuntimeProfile, scale: TimeScale = UNDILATED) -> None:
         self.runtime = runtime
@@ -270,7 +270,7 @@ class ProfileProcessor:
     async def run(self, batch: list[Query]) -> list[Outcome]:
         t_start = now_ms(self.scale)
         errors = [_jpeg_markers_error(q.jpeg) if q.jpeg is not None else None for q in batch]
-        input_ms = sum(self.runtime.input_ms_per_mb * q.nbytes / 1e6 for q, e in zip(batch, errors, strict=True)
+        input_ms = sum(self.runtime.input_ms(q.nbytes) for q, e in zip(batch, errors, strict=True)
                        if e is None and q.jpeg is not None)
         good = sum(e is None for e in errors)
         compute_ms = self.runtime.latency_ms(good) if good else 0.0

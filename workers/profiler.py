@@ -1,7 +1,8 @@
 """The profiler: measures each profile model's batch latency (median, p99, spread over several runs)
 with ONNX Runtime on this host, timing the zoo model that stands for it (`workers.zoo.PROFILE_MODELS`:
-the published architecture) with the intra-op threads one replica is given, the per-MB cost of
-preparing JPEG frames, and the memory one replica takes; it writes a profile file with its provenance
+the published architecture) with the intra-op threads one replica is given, the cost of preparing a JPEG
+frame and its answer (a fixed term per frame plus one per MB, fitted by least squares over frames of several
+sizes), and the memory one replica takes; it writes a profile file with its provenance
 (machine, date, command, versions, commit) in `origin`. It never writes a committed profile
 (`scheduler/profiles/default.yaml`, `provisional.yaml`, `gpu-h100.yaml`): its default output is
 `scheduler/profiles/measured-local.yaml`, which no command reads unless asked (`--profiles measured-local`)."""
@@ -39,7 +40,7 @@ from scheduler.profiles import (
 )
 
 from .modelconfig import REPO_ROOT, ModelConfig, load_model
-from .prepost import prepare_jpeg
+from .prepost import postprocess, prepare_jpeg
 from .runtime import DeviceUnavailable, make_session, providers_for
 from .zoo import PROFILE_MODELS
 
@@ -53,7 +54,8 @@ REPLICA_THREADS = {"mobilenet-ssd": 1, "tiny-yolov2": 2, "yolov3": 2}
 """Intra-op threads (= cores in the placement) of one CPU replica of each profile model; others get 1.
 YOLOv3 gets 2, not the provisional 4: the machines this project is profiled on have 2 cores, and a
 replica's figures are only measured with the threads it declares."""
-FRAME_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
+FRAME_SIZES = ((160, 120), (320, 240), (320, 320), (640, 480), (1280, 720), (1920, 1080))
+"""Synthetic camera frames the input cost is fitted on: small ones too, where the fixed per-frame term dominates."""
 BUSY_NOTE = ": the host was busy, latencies are inflated; profile again on an idle host"
 
 
@@ -91,6 +93,12 @@ class ProfileRequest:
     threads: int = 1  # of `profile_runtime`'s one runtime; `run_profile` takes each target's
     min_iterations: int = 3  # per run and batch size
     budget_s: float = 1.0  # per run and batch size, once min_iterations are done
+    idle_ms: tuple[float, float] = (0.0, 0.0)
+    """Idle time before each timed batch, uniform in [low, high] ms: a worker between a live run's arrivals, whose
+    core idles (a batch after 20-50 ms of idle core took 7.0-8.3 ms against 5.7 ms back to back: tiny-yolov2,
+    batch 1, one thread); (0, 0): back to back, a saturated worker."""
+    seed: int = 0
+    """Seeds the idle times."""
     out: Path = DEFAULT_OUT
     models_dir: Path | None = None
     gpu_profile: Path | None = SHIPPED_GPU  # GPU entries to keep when this host has none (None: provisional)
@@ -109,8 +117,11 @@ def _rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def time_batches(run_once: Callable[[int], None], req: ProfileRequest) -> dict[int, BatchTiming]:
-    """Returns per batch size the median and p99 over all samples and the spread of run medians."""
+def time_batches(run_once: Callable[[int], None], req: ProfileRequest,
+                 idle: IdleGaps | None = None) -> dict[int, BatchTiming]:
+    """Returns per batch size the median and p99 over all samples and the spread of run medians; each timed batch
+    after an idle time (`idle`, default: `req.idle_ms`)."""
+    idle = idle or IdleGaps(req.idle_ms, req.seed)
     samples: dict[int, list[float]] = {b: [] for b in req.batches}
     run_medians: dict[int, list[float]] = {b: [] for b in req.batches}
     for b in req.batches:
@@ -121,6 +132,7 @@ def time_batches(run_once: Callable[[int], None], req: ProfileRequest) -> dict[i
             started = time.perf_counter()
             while len(times) < req.min_iterations or (time.perf_counter() - started < req.budget_s
                                                       and len(times) < 200):
+                idle.wait()
                 t0 = time.perf_counter()
                 run_once(b)
                 times.append((time.perf_counter() - t0) * 1000.0)
@@ -132,6 +144,22 @@ def time_batches(run_once: Callable[[int], None], req: ProfileRequest) -> dict[i
     return {b: BatchTiming(float(medians[b]), float(np.percentile(samples[b], 99)),
                            statistics.pstdev(run_medians[b]) if len(run_medians[b]) > 1 else 0.0)
             for b in req.batches}
+
+
+class IdleGaps:
+    """Sleeps a random idle time before a timed call (uniform in [low, high] ms, from a seeded Generator)."""
+
+    def __init__(self, idle_ms: tuple[float, float], seed: int = 0) -> None:
+        self.low_ms, self.high_ms = idle_ms
+        self.rng = np.random.default_rng(seed)
+        self.slept_s = 0.0
+        """Idle time so far (s of wall-clock)."""
+
+    def wait(self) -> None:
+        if self.high_ms > 0:
+            t0 = time.perf_counter()
+            time.sleep(self.rng.uniform(self.low_ms, self.high_ms) / 1000.0)
+            self.slept_s += time.perf_counter() - t0
 
 
 def synthetic_frames(seed: int = 0) -> list[bytes]:
@@ -148,20 +176,53 @@ def synthetic_frames(seed: int = 0) -> list[bytes]:
     return frames
 
 
-def input_ms_per_mb(config: ModelConfig, frames: list[bytes], repeats: int = 5) -> float:
-    """Returns the least-squares slope (through 0) of per-frame preparation time against frame MB."""
+@dataclass(frozen=True)
+class InputCost:
+    """A frame's input cost: `ms_per_frame` + `ms_per_mb` x its MB (`RuntimeProfile.input_ms`)."""
+
+    ms_per_frame: float
+    ms_per_mb: float
+
+
+def fit_input_cost(sizes_mb: list[float], times_ms: list[float]) -> InputCost:
+    """Returns the least-squares line (intercept and slope, neither negative) of times against frame sizes:
+    a negative term is set to 0 and the other refitted alone."""
+    x, y = np.asarray(sizes_mb, float), np.asarray(times_ms, float)
+    if len(x) > 1 and np.ptp(x) > 0:
+        slope, intercept = np.polyfit(x, y, 1)
+        if slope >= 0 and intercept >= 0:
+            return InputCost(float(intercept), float(slope))
+        if slope < 0:
+            return InputCost(max(float(y.mean()), 0.0), 0.0)
+    return InputCost(0.0, max(float((x @ y) / (x @ x)), 0.0) if x @ x > 0 else 0.0)
+
+
+def input_cost(config: ModelConfig, frames: list[bytes], network: Callable[[np.ndarray], np.ndarray],
+               repeats: int = 7, idle: IdleGaps | None = None) -> InputCost:
+    """Returns the fitted input cost of `frames` (`fit_input_cost` over each frame's median time): what a real
+    worker does per frame besides the network, preparing the JPEG into its batch slot and post-processing the
+    network's answer for it (`network`: a batch [n, 3, H, W] -> its raw output); each timing after `idle`."""
+    idle = idle or IdleGaps((0.0, 0.0))
+    slot = np.zeros((1, 3, config.input_height, config.input_width), np.float32)
     sizes_mb, times_ms = [], []
     for frame in frames:
-        prepare_jpeg(frame, config)
+        prepare_jpeg(frame, config, slot[0])
+        raw = network(slot)[0]
+
+        def per_frame(frame: bytes = frame, raw: np.ndarray = raw) -> None:
+            p = prepare_jpeg(frame, config, slot[0])
+            postprocess(raw, config, p.frame_per_input_px, (p.frame_height, p.frame_width))
+
+        per_frame()
         runs = []
         for _ in range(repeats):
+            idle.wait()
             t0 = time.perf_counter()
-            prepare_jpeg(frame, config)
+            per_frame()
             runs.append((time.perf_counter() - t0) * 1000.0)
         sizes_mb.append(len(frame) / 1e6)
         times_ms.append(statistics.median(runs))
-    x, y = np.asarray(sizes_mb), np.asarray(times_ms)
-    return float((x @ y) / (x @ x))
+    return fit_input_cost(sizes_mb, times_ms)
 
 
 _REPLICA_MEMORY_SCRIPT = """
@@ -198,10 +259,12 @@ def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frame
     name = session.get_inputs()[0].name
     inputs = {b: np.random.default_rng(b).uniform(0, 255, (b, 3, config.input_height, config.input_width))
               .astype(np.float32) for b in req.batches}
+    idle = IdleGaps(req.idle_ms, req.seed)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    timings = time_batches(lambda b: session.run(None, {name: inputs[b]}), req)
-    cores_busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    timings = time_batches(lambda b: session.run(None, {name: inputs[b]}), req, idle)
+    cores_busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0 - idle.slept_s)
     busy_host = cores_busy < 0.85 * req.threads and device == "cpu"
+    cost = input_cost(config, frames, lambda x: session.run(None, {name: x})[0], idle=idle)
     memory = replica_memory_mib(config, device, req.threads, max(req.batches))
     timed = "" if model is None else f"zoo model {config.name} ({config.card.weights} weights), "
     return RuntimeProfile(
@@ -211,11 +274,16 @@ def profile_runtime(config: ModelConfig, device: str, req: ProfileRequest, frame
         batch_latency_ms={b: t.median_ms for b, t in timings.items()},
         batch_latency_p99_ms={b: t.p99_ms for b, t in timings.items()},
         batch_latency_spread_ms={b: t.spread_ms for b, t in timings.items()},
-        input_ms_per_mb=round(input_ms_per_mb(config, frames), 3),
+        input_ms_per_mb=round(cost.ms_per_mb, 3), input_ms_per_frame=round(cost.ms_per_frame, 4),
         source=(f"measured: {timed}onnxruntime {_ort_version()} {device}, {req.threads} intra-op thread(s), "
-                f"{req.runs} runs, >= {req.min_iterations} batches per run and size, inference only "
-                f"({cores_busy:.2f} cores busy while timing{BUSY_NOTE if busy_host else ''}); "
-                f"input cost from {len(frames)} synthetic JPEG frames {FRAME_SIZES[0]}..{FRAME_SIZES[-1]}"))
+                f"{req.runs} runs, >= {req.min_iterations} batches per run and size, inference only, "
+                f"{_idle_text(req.idle_ms)} ({cores_busy:.2f} cores busy while timing"
+                f"{BUSY_NOTE if busy_host else ''}); input cost (JPEG preparation and post-processing) fitted on "
+                f"{len(frames)} JPEG frames of {min(map(len, frames)) / 1000:.1f}..{max(map(len, frames)) / 1000:.1f} kB"))
+
+
+def _idle_text(idle_ms: tuple[float, float]) -> str:
+    return f"each after {idle_ms[0]:g}-{idle_ms[1]:g} ms idle" if idle_ms[1] > 0 else "back to back"
 
 
 def _ort_version() -> str:
@@ -237,8 +305,9 @@ def gpu_entries_from(path: Path, models: tuple[str, ...], cpu: dict[str, Runtime
 
 def with_input_cost(rt: RuntimeProfile, cpu: dict[str, RuntimeProfile]) -> RuntimeProfile:
     """Returns a GPU entry measured without JPEG preparation with that cost taken from the CPU entry."""
-    if rt.input_ms_per_mb == 0.0 and rt.model in cpu:
-        return replace(rt, input_ms_per_mb=cpu[rt.model].input_ms_per_mb)
+    if rt.input_ms_per_mb == 0.0 and rt.input_ms_per_frame == 0.0 and rt.model in cpu:
+        return replace(rt, input_ms_per_mb=cpu[rt.model].input_ms_per_mb,
+                       input_ms_per_frame=cpu[rt.model].input_ms_per_frame)
     return rt
 
 
@@ -334,7 +403,7 @@ def run_profile(req: ProfileRequest, log: Callable[[str], None] = print) -> Prof
             table = ", ".join(f"b{b}: {rt.batch_latency_ms[b]:.1f} ms (±{rt.batch_latency_spread_ms[b]:.1f}, "
                               f"{b / rt.batch_latency_ms[b] * 1000:.1f} q/s)" for b in req.batches)
             log(f"[profile] {target.model} ({config.name}, {rt.threads} thread(s)) {device}: {table}; input "
-                f"{rt.input_ms_per_mb:.1f} ms/MB ({time.monotonic() - started:.0f} s)")
+                f"{rt.input_ms_per_frame:.2f} ms + {rt.input_ms_per_mb:.1f} ms/MB ({time.monotonic() - started:.0f} s)")
             if BUSY_NOTE in rt.source:
                 log(f"[profile] WARNING {target.model} {device}{BUSY_NOTE}")
     if gpu_kept:
