@@ -5,8 +5,9 @@ Each remote server holds its share of the run dir at `<run dir>/servers/<name>` 
 own layout: the inputs its processes read (spec.json, trace.csv, network.json, workers.json, t0, and any input
 file outside the repository) pushed by the driver, and what they write (logs, records, statistics, windows,
 pcap). Every file goes through the agent, never a shared filesystem. The sources' records are pulled as they
-grow (the run's records.csv and its monitor see them live); at the end every output comes back into the one run
-dir and the share is removed.
+grow (the run's records.csv and its monitor see them live); after the traffic the processes' outputs come back into
+the one run dir, and the rest of the share (the network's files there: wires' statistics, `--check`) at teardown
+(testbed.multihost.gather_share), when the share is removed.
 
 Clocks: each server's offset from the driver's (testbed.clocksync) is measured once the network is up and again
 after the traffic. Its share's spec, t0 and workers' time scale are shifted by the first figure, so that its
@@ -18,7 +19,6 @@ server's last CPU (`--cpus`), as on a host without cpuset, and nothing else ther
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import shlex
 import sys
@@ -34,17 +34,14 @@ from live.spec import RunSpec, write_spec
 from testbed.agent import AgentClient, AgentError
 from testbed.capture import CAPTURE_BUFFER_KIB
 from testbed.clocksync import ClockOffset, measure
-from testbed.multihost import RemoteProc
+from testbed.multihost import PUSHED_FILE, RemoteProc, gather_share, share_dir
 from testbed.network import EmulatedNetwork, Host
 from testbed.placement import LOCAL, Placement, parse_place, parse_servers
 from testbed.plan import HOST_IFNAME
 from testbed.record import Created
 
-SHARES_DIR = "servers"
-"""`<run dir>/servers/<name>`: a remote server's share of the run dir, on that server."""
 OUTPUTS = ("logs", "records", "schedulers", "windows", "pcap")
-"""The folders of a share whose files come back into the run dir."""
-READ_CHUNK = 1 << 20
+"""The folders of a share whose files come back into the run dir after the traffic (the rest at teardown)."""
 
 
 @dataclass
@@ -61,6 +58,8 @@ class Share:
     """The CPU a real worker there is pinned to."""
     pushed: dict[str, str] = field(default_factory=dict)
     """Driver path -> server path of every input file pushed there."""
+    manifest: list[str] = field(default_factory=list)
+    """The share's relative paths the driver wrote (its `pushed.txt`: not gathered back)."""
 
     @property
     def offset_s(self) -> float:
@@ -68,6 +67,10 @@ class Share:
 
     def push_bytes(self, data: bytes, remote: str) -> str:
         self.client.write(remote, data)
+        rel = str(Path(remote).relative_to(self.root))
+        if rel not in self.manifest:
+            self.manifest.append(rel)
+            self.client.write(str(self.root / PUSHED_FILE), "".join(f"{r}\n" for r in self.manifest).encode())
         return remote
 
     def push(self, local: Path, remote: str) -> str:
@@ -76,16 +79,10 @@ class Share:
 
     def read(self, remote: str, offset: int = 0) -> bytes:
         """Returns the server file's bytes from `offset` to its end (b"" if it does not exist)."""
-        out = b""
-        while True:
-            try:
-                got = self.client.call("read", path=remote, offset=offset + len(out), max_bytes=READ_CHUNK)
-            except AgentError:
-                return out
-            chunk = base64.b64decode(got["data_b64"])
-            out += chunk
-            if len(chunk) < READ_CHUNK:
-                return out
+        try:
+            return self.client.read_all(remote, offset)
+        except AgentError:
+            return b""
 
 
 class PlacedRun:
@@ -102,7 +99,7 @@ class PlacedRun:
         for name, client in net.servers.clients.items():
             clock = measure(client)
             cpu = client.run([sys.executable, "-c", "import os; print(max(os.sched_getaffinity(0)))"]).stdout
-            share = Share(name, client, run_dir.root / SHARES_DIR / name, net.servers.servers[name].repo, clock,
+            share = Share(name, client, share_dir(run_dir.root, name), net.servers.servers[name].repo, clock,
                           int(cpu))
             client.run(["mkdir", "-p", *(str(share.root / d) for d in OUTPUTS)])
             self.shares[name] = share
@@ -235,22 +232,14 @@ class PlacedRun:
         return self.net.plan.host_for("sources", antenna).server == share.name
 
     def gather(self) -> dict[str, int]:
-        """Copies every output file of every share into the run dir (same relative path), measures the clocks
-        again and removes the shares; returns {server: files gathered}."""
+        """Copies the processes' outputs of every share into the run dir (same relative path) and removes them there,
+        then measures the clocks again; returns {server: files gathered}. The rest of a share (the wires'
+        statistics, written when the network stops) comes back at teardown."""
         counts = {}
         for share in self.shares.values():
-            listed = share.client.run(["find", *(str(share.root / d) for d in OUTPUTS), "-type", "f"],
-                                      check=False).stdout.split("\n")
-            files = [Path(p) for p in listed if p]
-            for remote in files:
-                local = self.dir.root / remote.relative_to(share.root)
-                local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(share.read(str(remote)))
-            counts[share.name] = len(files)
+            counts[share.name] = gather_share(share.client, self.dir.root, OUTPUTS)
             with contextlib.suppress(AgentError):
                 self.clock_end[share.name] = measure(share.client)
-            share.client.run(["rm", "-rf", str(share.root)], check=False)
-            share.client.run(["rmdir", str(share.root.parent)], check=False)  # gone once every share is
         self.log("gathered from the servers: " + ", ".join(f"{n} {c} files" for n, c in counts.items()))
         return counts
 

@@ -3,7 +3,8 @@
 A run is cleaned only when its record says it was not torn down and the process that made it is
 gone; the things removed are exactly those in its `created.jsonl` (never matched by name pattern). A run
 directory may hold further records one level down (a live run's cores: `<run dir>/cores/created.jsonl`, made
-before its network), cleaned after its own.
+before its network), cleaned after its own. A server's share of the run dir (docs/multihost.md) comes back into the
+run dir once that server's entries are removed, and goes from the server.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def clean_run(run_dir: Path) -> CleanResult:
                            (f"the run's process (pid {run.pid if run else '?'}) is still running; stop it first",))
     counts = Counter(e.kind for e in record.entries() if e.kind not in ("run", "torn-down"))
     problems = record.remove_all()
+    counts.update({f"files gathered from server {name}": n for name, n in record.gathered.items()})
     return CleanResult(run_dir, "failed" if problems else "cleaned", dict(counts), tuple(problems))
 
 

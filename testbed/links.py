@@ -25,6 +25,7 @@ from mininet.link import Link, TCIntf
 from testbed import sh, shaping
 from testbed.context import BuildContext, client_of, netns_of, server_of
 from testbed.errors import NetworkError
+from testbed.multihost import share_dir
 from testbed.record import Created
 from testbed.wire import WireSpec
 from topologies import LinkShape
@@ -176,8 +177,14 @@ class WireLink(PlainLink):
         return f"wire-{self.link_name}"
 
     @property
+    def files_dir(self) -> Path:
+        """Where the wire's config, log and statistics are: the run dir, or its server's share of it there."""
+        server = server_of(self.owner)
+        return self.ctx.run_dir if server is None else share_dir(self.ctx.run_dir, server)
+
+    @property
     def config_path(self) -> Path:
-        return self.ctx.run_dir / f"{self.helper_name}.json"
+        return self.files_dir / f"{self.helper_name}.json"
 
     def wire_shape(self, shape: LinkShape) -> LinkShape:
         """Returns the shape the wire itself is given (the link's)."""
@@ -202,15 +209,15 @@ class WireLink(PlainLink):
         server = server_of(self.owner)
         python = sys.executable if server is None else f"{self.ctx.servers[server].repo}/.venv/bin/python"
         argv = ["ip", "netns", "exec", self.ctx.wire_netns, python, "-m", "testbed.wire", str(cfg),
-                str(self.ctx.run_dir / f"{self.helper_name}.stats.json")]
-        self.proc = self.ctx.spawn(self.helper_name, argv, self.ctx.run_dir / f"{self.helper_name}.log",
+                str(self.files_dir / f"{self.helper_name}.stats.json")]
+        self.proc = self.ctx.spawn(self.helper_name, argv, self.files_dir / f"{self.helper_name}.log",
                                    subprocess.PIPE, server=server)
 
     def wait_ready(self, deadline: float) -> None:
         """Returns once the wire has said `ready` (on another server: in its log, read through the agent); raises
         NetworkError (with its log) if it does not."""
         assert self.proc is not None
-        log = self.ctx.run_dir / f"{self.helper_name}.log"
+        log = self.files_dir / f"{self.helper_name}.log"
         if self.proc.stdout is None:  # spawned through a server's agent: its stdout is the log
             client = self.client
             assert client is not None

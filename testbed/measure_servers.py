@@ -23,6 +23,7 @@ from typing import Any
 from testbed import measure
 from testbed.agent import AgentClient
 from testbed.errors import MeasurementError
+from testbed.multihost import share_dir
 from testbed.plan import LinkPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
 from topologies import load_topology
@@ -76,7 +77,7 @@ def _measure_on(client: AgentClient, req: dict[str, Any], run_dir: Path, record:
     """Runs a server's share of the measurement as a process of its own there (recorded, so that `clean` stops it
     should this run die; the agent stays free to answer meanwhile) and returns its report."""
     server = client.server.name
-    base = run_dir / f"measure-{server}"
+    base = share_dir(run_dir, server) / f"measure-{server}"  # gathered at teardown
     paths = {k: f"{base}.{k}" for k in ("request.json", "report.json", "log", "topology.yaml")}
     client.write(paths["topology.yaml"], Path(req["topology"]).read_bytes())
     client.write(paths["request.json"], json.dumps({**req, "topology": paths["topology.yaml"]}).encode())

@@ -1,7 +1,14 @@
 """The remote servers of a placed run while its network is up: preflight, one agent per server, the underlay's
 facts (every server's address, device and MTU, the driver's included where it holds sites or the controller),
 the crossing links' tunnels and wire delays (refused in one line naming the link and both servers), and
-`servers.json` written before anything is made on a server.
+`servers.json` written before anything is made on a server; each server's share of the run dir and its gathering.
+
+Everything a remote server writes for a run (its wires' config, log and statistics, its share of `--check`, a live
+run's processes' logs and outputs) goes under that server's **share** of the run dir, `<run dir>/servers/<name>`
+on that server, in the run dir's own layout; nothing there is read by the driver except through the agent.
+`gather_share` copies a share's files to the same relative path in the driver's run dir and removes them there
+(files the driver pushed, listed in the share's `pushed.txt`, are not brought back); teardown and `clean` gather
+every share (testbed.record.remove_on_servers).
 """
 
 from __future__ import annotations
@@ -22,6 +29,40 @@ from testbed.errors import PreflightError
 from testbed.placement import LOCAL, Placement, Underlay, check_crossing, crossing_links, write_servers
 from testbed.plan import NetworkPlan
 from testbed.record import Created, CreationRecord
+
+SHARES_DIR = "servers"
+"""`<run dir>/servers/<name>`: a remote server's share of the run dir, on that server."""
+PUSHED_FILE = "pushed.txt"
+"""In a share: the relative paths of the files the driver pushed there (one a line), not gathered back."""
+
+
+def share_dir(run_dir: Path, server: str) -> Path:
+    """Returns where server `server` keeps its share of the run dir (that path on that server)."""
+    return run_dir.resolve() / SHARES_DIR / server
+
+
+def gather_share(client: AgentClient, run_dir: Path, under: tuple[str, ...] = ()) -> int:
+    """Copies the files of the server's share (only its folders `under`, if given) into the run dir at the same
+    relative path, overwriting (the server's copy is the whole file: a record pulled while it grew is a prefix of
+    it), then removes them there; the whole share, and `servers/` once empty, when `under` is empty. Files the
+    driver pushed are left out. Returns how many files came back; raises AgentError if the server does not answer."""
+    root = share_dir(run_dir, client.server.name)
+    tops = [str(root / d) for d in under] or [str(root)]
+    listed = client.run(["find", *tops, "-type", "f"], check=False).stdout.split("\n")
+    pushed = set(client.run(["cat", str(root / PUSHED_FILE)], check=False).stdout.split("\n")) | {PUSHED_FILE}
+    count = 0
+    for remote in map(Path, filter(None, listed)):
+        rel = remote.relative_to(root)
+        if str(rel) in pushed or remote.name.endswith(".agent-new"):
+            continue
+        local = run_dir.resolve() / rel
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(client.read_all(str(remote)))
+        count += 1
+    client.run(["rm", "-rf", *tops], check=False)
+    if not under:
+        client.run(["rmdir", str(root.parent)], check=False)  # gone once every server's share is
+    return count
 
 
 @dataclass

@@ -88,6 +88,8 @@ class CreationRecord:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.path = run_dir / RECORD_NAME
+        self.gathered: dict[str, int] = {}
+        """Per server: the files of its share of the run dir brought back by `remove_all`."""
 
     def start(self, run_id: str) -> None:
         """Opens a fresh record for this process's run and lists it as active."""
@@ -142,7 +144,8 @@ class CreationRecord:
         else agents started from the run's `servers.json`); returns what could not be removed."""
         entries = self.entries()
         problems = remove_entries(e for e in entries if e.server is None)
-        problems += remove_on_servers(self.run_dir, [e for e in entries if e.server is not None], clients or {})
+        problems += remove_on_servers(self.run_dir, [e for e in entries if e.server is not None], clients or {},
+                                      self.gathered)
         if not problems:
             self.add(Created("torn-down", "ok"))
             run = self.run_entry()
@@ -166,11 +169,14 @@ def forget_active(run_id: str) -> None:
     (ACTIVE_DIR / run_id).unlink(missing_ok=True)
 
 
-def remove_on_servers(run_dir: Path, entries: Sequence[Created], clients: Mapping[str, AgentClient]) -> list[str]:
+def remove_on_servers(run_dir: Path, entries: Sequence[Created], clients: Mapping[str, AgentClient],
+                      gathered: dict[str, int] | None = None) -> list[str]:
     """Removes entries made on other servers, each server's through its agent (which runs `remove_entries` there),
-    opening an agent from the run's `servers.json` for a server `clients` lacks; returns the failures, an
-    unreachable server's as one line naming it (the other servers are still cleaned)."""
+    then brings that server's share of the run dir back into it and removes the share there (counted in
+    `gathered`), opening an agent from the run's `servers.json` for a server `clients` lacks; returns the
+    failures, an unreachable server's as one line naming it (the other servers are still cleaned)."""
     from testbed.agent import AgentClient, AgentError
+    from testbed.multihost import gather_share
     from testbed.placement import read_servers
 
     problems: list[str] = []
@@ -196,6 +202,9 @@ def remove_on_servers(run_dir: Path, entries: Sequence[Created], clients: Mappin
             lines = [{k: v for k, v in asdict(e).items() if v is not None and k != "server"} for e in batch]
             problems += [f"server {name}: {p}" for p in client.call("remove", wait_s=REMOVE_WAIT_S,
                                                                     entries=lines)["problems"]]
+            got = gather_share(client, run_dir)  # after its processes ended: the wires' statistics are written
+            if gathered is not None:
+                gathered[name] = gathered.get(name, 0) + got
         except AgentError as exc:
             problems.append(f"server {name} unreachable, {len(batch)} things recorded there not removed: {exc}")
         finally:

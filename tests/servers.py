@@ -59,7 +59,8 @@ class ServerSpec:
     authorized: bool = True
     """The driver's key may log in (else ssh in BatchMode fails)."""
     hide: tuple[str, ...] = ()
-    """Paths made absent on this server: a file becomes an empty non-executable node, a folder empty."""
+    """Paths made absent on this server: a file becomes an empty non-executable node, a folder an empty tmpfs of
+    this server's own (what the server writes there, the driver does not see)."""
     users: tuple[str, ...] = ()
     """Login users other than root that exist on this server only (uid 4200 and on, shell /bin/sh)."""
 

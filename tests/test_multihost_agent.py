@@ -215,3 +215,22 @@ def test_the_preflight_command_finds_the_underlay_from_ssh_and_exits_2_naming_pr
     bad = subprocess.run(argv[:3] + ["root@host"], capture_output=True, text=True, cwd=REPO)
     assert (bad.returncode, bad.stderr) == (2, "serverchecks: bad server 'root@host': expected name=user@host[:port], "
                                                "e.g. gpu=root@10.1.0.7:22\n")
+
+
+def test_gather_share_brings_a_servers_files_back_leaves_out_what_was_pushed_and_removes_them(agents, tmp_path):
+    from testbed.multihost import PUSHED_FILE, gather_share, share_dir
+
+    a, run_dir = agents["a"], tmp_path / "run"
+    share = share_dir(run_dir, "a")
+    big = bytes(range(256)) * 10_000  # 2.56 MB: more than one read
+    a.write(str(share / "logs" / "w.log"), b"worker\n")
+    a.write(str(share / "wire-x.stats.json"), big)
+    a.write(str(share / "spec.json"), b"{}\n")
+    a.write(str(share / PUSHED_FILE), b"spec.json\n")
+    assert gather_share(a, run_dir, ("logs",)) == 1  # a folder of it: only that folder goes
+    assert (run_dir / "logs" / "w.log").read_bytes() == b"worker\n"
+    assert a.run(["test", "-e", str(share / "logs")], check=False).returncode == 1
+    assert gather_share(a, run_dir) == 1  # the rest, without the pushed spec
+    assert (run_dir / "wire-x.stats.json").read_bytes() == big
+    assert not (run_dir / "spec.json").exists()
+    assert a.run(["test", "-e", str(run_dir / "servers")], check=False).returncode == 1

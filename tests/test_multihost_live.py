@@ -1,8 +1,13 @@
 """The live run with its sites on two fixture servers (tests/servers.py: each its own namespaces, Open vSwitch and
 sshd): tiny with ant1, dc1 on a and cloud on b, every worker, scheduler, source and capture on its server, at a light
 load, succeeds as on one server; the crossing link dc1-cloud measures as configured; every process's log, records,
-statistics, windows and pcap are gathered into the one run dir; summary.json has each server's clock offset; nothing
-is left on either server after teardown, or after kill -9 of the driver mid-traffic and `run_testbed.py clean`."""
+statistics, windows and pcap, every wire's statistics and the servers' `--check` files are gathered into the one run
+dir; summary.json has each server's clock offset; nothing is left on either server after teardown, or after kill -9
+of the driver mid-traffic and `run_testbed.py clean` (which brings the servers' shares back). `compare` with the
+driver holding sites itself (`--servers local,b`, the cloud on b) runs end to end.
+
+The run dirs live in a folder each server sees as an empty tmpfs of its own (ServerSpec.hide), so a file written on
+a server reaches the driver's run dir only through the agent, as between separate machines."""
 
 from __future__ import annotations
 
@@ -42,9 +47,37 @@ SERVER_FILES = ["logs/worker-mobilenet-ssd-cpu-b1@ant1.log", "logs/worker-tiny-y
 
 
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory):
-    with running([ServerSpec("a"), ServerSpec("b")], tmp_path_factory.mktemp("farm")) as f:
+def runs(tmp_path_factory) -> Path:
+    """The folder of the tests' run dirs: the driver's own, hidden from the servers."""
+    path = tmp_path_factory.mktemp("runs")
+    (path / "driver-only").write_text("only the driver sees this\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory, runs):
+    specs = [ServerSpec("a", hide=(str(runs),)), ServerSpec("b", hide=(str(runs),))]
+    with running(specs, tmp_path_factory.mktemp("farm")) as f:
+        for name in ("a", "b"):  # no shared filesystem for the run dirs
+            assert f.inside(name, ["test", "-e", str(runs / "driver-only")], check=False).returncode == 1
         yield f
+
+
+@pytest.fixture(scope="module")
+def one(trace, runs) -> Path:
+    """The single-server run the placed runs are held against."""
+    done = run(live(trace, runs / "one"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return runs / "one"
+
+
+def wire_stats(run_dir: Path) -> dict[str, list[dict]]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(run_dir.glob("wire-*.stats.json"))}
+
+
+def files_left(farm, name: str, run_dir: Path) -> str:
+    """Returns the files server `name` still holds of the run dir (its share), one a line."""
+    return farm.inside(name, ["find", str(run_dir), "-type", "f"], check=False).stdout
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +102,11 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_tiny_live_across_two_servers_as_on_one_and_gathered(farm, trace, tmp_path):
-    one = run(live(trace, tmp_path / "one"))
-    assert one.returncode == 0, one.stdout + one.stderr
+def test_tiny_live_across_two_servers_as_on_one_and_gathered(farm, trace, one, runs):
+    tmp_path = runs
     two = run(live(trace, tmp_path / "two", *placed(farm)))
     assert two.returncode == 0, two.stdout + two.stderr
-    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
+    s1 = json.loads((one / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     print(f"success: one server {s1['overall']['success']:.3f}, two {s2['overall']['success']:.3f}")
     assert s2["extra"]["recorded_queries"] == s2["extra"]["expected_queries"] == s1["extra"]["recorded_queries"]
@@ -97,7 +129,16 @@ def test_tiny_live_across_two_servers_as_on_one_and_gathered(farm, trace, tmp_pa
     for rel in SERVER_FILES:  # gathered from the servers' shares, which are gone
         assert (tmp_path / "two" / rel).stat().st_size > 0, rel
     assert "DONE " in (tmp_path / "two" / "logs" / "source-ant1.log").read_text()
+    # every wire's statistics, those of the wires on server a too (written there at teardown), as on one server
+    stats1, stats2 = wire_stats(one), wire_stats(tmp_path / "two")
+    assert set(stats2) == set(stats1) and f"wire-{CROSSING}.stats.json" in stats2
+    for name, directions in stats2.items():
+        assert len(directions) == 2 and all(d["frames_out"] > 0 for d in directions), name
+    for rel in ("wire-ant1-dc1.log", "measure-a.report.json", "measure-b.report.json"):  # the servers' network files
+        assert (tmp_path / "two" / rel).stat().st_size > 0, rel
+    assert json.loads((tmp_path / "two" / "spec.json").read_text())["out"] == str(tmp_path / "two")  # pushed: not back
     assert not (tmp_path / "two" / "servers").exists()
+    assert files_left(farm, "a", tmp_path / "two") == files_left(farm, "b", tmp_path / "two") == ""
     entries = [json.loads(line) for line in (tmp_path / "two" / "created.jsonl").read_text().splitlines()]
     started = {e.get("server") for e in entries if e["kind"] == "process" and "-m live." in e["name"]}
     assert started == {"a"}  # the scheduler and the source, on ant1's server
@@ -114,8 +155,8 @@ def test_tiny_live_across_two_servers_as_on_one_and_gathered(farm, trace, tmp_pa
     assert local_leftovers(tmp_path / "two") == []
 
 
-def test_kill_9_mid_traffic_then_clean_leaves_nothing_on_either_server(farm, trace, tmp_path):
-    run_dir, out = tmp_path / "run", tmp_path / "stdout"
+def test_kill_9_mid_traffic_then_clean_leaves_nothing_on_either_server(farm, trace, runs, tmp_path):
+    run_dir, out = runs / "killed", tmp_path / "stdout"
     with out.open("w") as sink:
         proc = subprocess.Popen(live(trace, run_dir, *placed(farm), duration_s=30), cwd=ROOT, stdout=sink,
                                 stderr=subprocess.STDOUT)
@@ -131,6 +172,11 @@ def test_kill_9_mid_traffic_then_clean_leaves_nothing_on_either_server(farm, tra
         done = subprocess.run([sys.executable, "run_testbed.py", "clean", "--run-dir", str(run_dir)], cwd=ROOT,
                               capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
+        print(done.stdout.strip())
+        assert "files gathered from server a" in done.stdout and "files gathered from server b" in done.stdout
+        for rel in ("logs/source-ant1.log", "logs/worker-yolov3-cpu-b8@cloud.log", "wire-dc1-cloud.log"):
+            assert (run_dir / rel).stat().st_size > 0, rel  # the servers' shares, brought back by clean
+        assert files_left(farm, "a", run_dir) == files_left(farm, "b", run_dir) == ""
         deadline = time.monotonic() + 20
         while farm.leftovers_on("a") or farm.leftovers_on("b"):
             assert time.monotonic() < deadline, farm.leftovers_on("a") + farm.leftovers_on("b")
@@ -140,3 +186,35 @@ def test_kill_9_mid_traffic_then_clean_leaves_nothing_on_either_server(farm, tra
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_compare_with_the_driver_holding_sites(farm, trace, one, runs):
+    """`compare` (one policy) with ant1 and dc1 on this machine and the cloud on server b: the testbed side
+    succeeds as on one server, its crossing link measures as configured, server b's files are gathered."""
+    out = runs / "compare"
+    b = farm.get("b").addr
+    done = run([sys.executable, "run_testbed.py", "compare", "--topo", "tiny", "--trace", str(trace), "--duration", "8",
+                "--policies", "closest", "--mtu", "1450", "--servers", f"local,b=root@{b}", "--place", "cloud=b",
+                "--ssh-options", shlex.join(farm.ssh_options()), "--out", str(out)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert "closest" in json.dumps(report)
+    testbed = out / "testbed" / "closest"
+    s1 = json.loads((one / "summary.json").read_text())
+    s2 = json.loads((testbed / "summary.json").read_text())
+    print(f"success: one server {s1['overall']['success']:.3f}, local + b {s2['overall']['success']:.3f}")
+    assert s2["extra"]["recorded_queries"] == s2["extra"]["expected_queries"] == s1["extra"]["recorded_queries"]
+    assert abs(s2["overall"]["success"] - s1["overall"]["success"]) <= SUCCESS_TOLERANCE
+    assert set(s2["extra"]["network"]["servers"]) == {"b"}
+    links = {(m["link"], m["direction"]): m
+             for m in json.loads((testbed / "link_measurements.json").read_text())["links"]}
+    for direction in ("a->b", "b->a"):
+        m = links[(CROSSING, direction)]
+        print(f"{CROSSING} {direction}: {m['median_delay_ms']:.3f} ms (local + b)")
+        assert m["ok"], m
+    assert (testbed / "logs" / "worker-yolov3-cpu-b8@cloud.log").stat().st_size > 0  # the one process on b
+    assert "gathered from the servers: b 1 files" in done.stdout
+    assert set(wire_stats(testbed)) == set(wire_stats(one))
+    assert files_left(farm, "b", testbed) == ""
+    assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
+    assert local_leftovers(testbed) == []

@@ -73,6 +73,9 @@ def test_tiny_across_two_servers_checks_as_on_one_and_leaves_nothing(farm, tmp_p
     entries = [json.loads(line) for line in (tmp_path / "two" / "created.jsonl").read_text().splitlines()]
     assert {e.get("server") for e in entries} == {None, "a", "b"}
     assert any(e["kind"] == "ovs-bridge" and e.get("server") == "b" for e in entries)
+    for rel in ("wire-dc1-cloud.stats.json", "measure-a.report.json", "measure-b.report.json"):  # the servers' shares, back
+        assert (tmp_path / "two" / rel).stat().st_size > 0, rel
+    assert not (tmp_path / "two" / "servers").exists()
     assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
     assert local_leftovers(tmp_path / "two") == []
 
