@@ -212,7 +212,8 @@ class LiveRun:
             self.start(w)
         wait_ready(self.workers)
         table = {
-            p.resource: {"url": w.url, "model": p.model, "real": p.real}
+            p.resource: {"url": w.url, "model": p.model, "real": p.real,
+                         "clock_offset_ms": self.placed.clock_ms(w.host) if self.placed else 0.0}
             for p, w in zip(self.workers_plan, self.workers, strict=True)
         }
         self.dir.workers.write_text(json.dumps(table, indent=1) + "\n")

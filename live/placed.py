@@ -20,6 +20,7 @@ server's last CPU (`--cpus`), as on a host without cpuset, and nothing else ther
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import sys
 import tempfile
@@ -31,10 +32,11 @@ from pathlib import Path
 from live.procs import REPO_ROOT, Proc
 from live.rundir import RunDir
 from live.spec import RunSpec, write_spec
+from scheduler.aset.meta import agent_path
 from testbed.agent import AgentClient, AgentError
 from testbed.capture import CAPTURE_BUFFER_KIB
 from testbed.clocksync import ClockOffset, measure
-from testbed.multihost import PUSHED_FILE, RemoteProc, gather_share, share_dir
+from testbed.multihost import PUSHED_FILE, RemoteProc, gather_share, python_on, share_dir
 from testbed.network import EmulatedNetwork, Host
 from testbed.placement import LOCAL, Placement, parse_place, parse_servers
 from testbed.plan import HOST_IFNAME
@@ -98,9 +100,9 @@ class PlacedRun:
         self.clock_end: dict[str, ClockOffset] = {}
         for name, client in net.servers.clients.items():
             clock = measure(client)
-            cpu = client.run([sys.executable, "-c", "import os; print(max(os.sched_getaffinity(0)))"]).stdout
-            share = Share(name, client, share_dir(run_dir.root, name), net.servers.servers[name].repo, clock,
-                          int(cpu))
+            repo = net.servers.servers[name].repo
+            cpu = client.run([python_on(repo), "-c", "import os; print(max(os.sched_getaffinity(0)))"]).stdout
+            share = Share(name, client, share_dir(run_dir.root, name), repo, clock, int(cpu))
             client.run(["mkdir", "-p", *(str(share.root / d) for d in OUTPUTS)])
             self.shares[name] = share
             chrony = "" if clock.chrony_offset_ms is None else f" (chrony there: {clock.chrony_offset_ms:+.3f} ms)"
@@ -149,16 +151,27 @@ class PlacedRun:
                 return None if p is None else Path(self.path_on(s, p))
 
             theirs = replace(spec, out=share.root, topo=self.path_on(share, spec.topo), profiles=where(spec.profiles),
-                             agent=where(spec.agent), trace=where(spec.trace), events=where(spec.events),
+                             agent=where(agent_path(spec.agent).resolve() if spec.agent else None),
+                             trace=where(spec.trace), events=where(spec.events),
                              tdf_anchor_s=round(spec.tdf_anchor_s + share.offset_s, 6))
             with tempfile.TemporaryDirectory() as tmp:
                 write_spec(theirs, Path(tmp) / "spec.json")
                 share.push_bytes((Path(tmp) / "spec.json").read_bytes(), self.path_on(share, self.dir.spec))
 
+    def clock_ms(self, host: Host | None) -> float:
+        """Returns how far the clock of a host's server is ahead of the driver's, in ms (0: this machine)."""
+        share = self.share_of(host)
+        return 0.0 if share is None else share.clock.offset_ms
+
     def push_workers(self) -> None:
-        """Pushes the workers' table (their addresses) to every share, before the schedulers start."""
+        """Pushes the workers' table (their addresses; each worker's clock offset made relative to that server's
+        own) to every share, before the schedulers start."""
+        table = json.loads(self.dir.workers.read_text())
         for share in self.shares.values():
-            share.push(self.dir.workers, self.path_on(share, self.dir.workers))
+            theirs = {name: {**w, "clock_offset_ms": round(w.get("clock_offset_ms", 0.0) - share.clock.offset_ms, 4)}
+                      for name, w in table.items()}
+            remote = self.path_on(share, self.dir.workers)
+            share.pushed[str(self.dir.workers)] = share.push_bytes((json.dumps(theirs, indent=1) + "\n").encode(), remote)
 
     def write_t0(self, t0_s: float) -> None:
         """Writes the run's t0 on every server, on that server's clock."""
@@ -173,6 +186,8 @@ class PlacedRun:
         share = self.share_of(proc.host)
         assert share is not None and proc.host is not None
         argv = [self.path_on(share, a) for a in proc.argv]
+        if argv and argv[0] == sys.executable:  # the server's own checkout's interpreter (preflight checked it)
+            argv[0] = python_on(share.repo)
         if "--threads" in argv:  # a real worker: that server's last CPU, this machine's cpuset not being there
             argv = _with_option(_without_option(argv, "--inference-cgroup"), "--cpus", str(share.last_cpu))
             proc.cgroup = None
@@ -237,7 +252,12 @@ class PlacedRun:
         statistics, written when the network stops) comes back at teardown."""
         counts = {}
         for share in self.shares.values():
-            counts[share.name] = gather_share(share.client, self.dir.root, OUTPUTS)
+            try:  # one server not answering loses none of the others' files; its own stay there for `clean`
+                counts[share.name] = gather_share(share.client, self.dir.root, OUTPUTS)
+            except AgentError as exc:
+                self.log(f"warning: server {share.name}: its outputs could not be gathered ({exc}); they stay in "
+                         f"its share {share.root} (`run_testbed.py clean --run-dir {self.dir.root}` brings them back)")
+                continue
             with contextlib.suppress(AgentError):
                 self.clock_end[share.name] = measure(share.client)
         self.log("gathered from the servers: " + ", ".join(f"{n} {c} files" for n, c in counts.items()))

@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,8 @@ class Client:
 
     relay_timeout: aiohttp.ClientTimeout
     session: aiohttp.ClientSession | None = None
+    worker_clock_ms: dict[int, float] = field(default_factory=dict)
+    """Per resource index, how far its worker's clock is ahead of this scheduler's (a worker on another server)."""
 
 
 LIVE = web.AppKey("live", AntennaScheduler)
@@ -54,14 +56,16 @@ CLIENT = web.AppKey("client", Client)
 
 
 def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
-               windows: WindowsLog | None = None, relay_timeout_s: float = 5.0) -> web.Application:
+               windows: WindowsLog | None = None, relay_timeout_s: float = 5.0,
+               worker_clock_ms: dict[int, float] | None = None) -> web.Application:
     """Returns the scheduler's application: stream open/close, frame relay, status; its decision windows
     logged to `windows`. A frame whose worker has not answered within `relay_timeout_s` (the run's query
     timeout, `--timeout`; on the state's clock, so x K in real time under time dilation) fails as `timeout`;
     its worker is slow, not down."""
     app = web.Application(client_max_size=16 * 2**20)
     app[LIVE] = live
-    app[CLIENT] = client = Client(aiohttp.ClientTimeout(total=_real_s(live, relay_timeout_s)))
+    app[CLIENT] = client = Client(aiohttp.ClientTimeout(total=_real_s(live, relay_timeout_s)),
+                                  worker_clock_ms=dict(worker_clock_ms or {}))
 
     async def background(app: web.Application):
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=_real_s(live, KEEPALIVE_S))
@@ -219,7 +223,8 @@ async def relay_frame(request: web.Request) -> web.Response:
         reply = {}
     for key in ("t_arrival_ms", "t_infer_start_ms", "t_infer_end_ms"):
         if isinstance(reply.get(key), (int, float)):
-            answer["t_worker_ms" if key == "t_arrival_ms" else key] = reply[key] - live.t0_s * 1000.0
+            answer["t_worker_ms" if key == "t_arrival_ms" else key] = (
+                reply[key] - live.t0_s * 1000.0 - request.app[CLIENT].worker_clock_ms.get(j, 0.0))
     answer["batch_size"] = int(reply.get("batch_size") or 0)
     ok, reason = live.answered(stream, code, float(request.headers.get("X-Send-Ms", t_sched)), len(body))
     answer.update(ok=ok, reason=reason)
@@ -259,12 +264,21 @@ def choose_policy(system: SystemModel, policy: str | None, agent: Path | None, w
 
 
 def read_workers(path: Path) -> dict[str, tuple[str, str]]:
-    """Returns {resource name: (worker base URL, model name)} from the orchestrator's workers file."""
+    """Returns {resource name: (worker base URL, model name)} from the orchestrator's workers file (its
+    `clock_offset_ms`: read_worker_clocks)."""
     raw = json.loads(Path(path).read_text())
     try:
         return {name: (str(w["url"]), str(w["model"])) for name, w in raw.items()}
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: each entry needs 'url' and 'model': {exc!r}") from None
+
+
+def read_worker_clocks(path: Path, system: SystemModel) -> dict[int, float]:
+    """Returns per resource index how far its worker's clock is ahead of this server's, in ms (the workers
+    file's `clock_offset_ms`, written per server by a run across servers; absent: 0)."""
+    raw = json.loads(Path(path).read_text())
+    names = [r.name for r in system.resources]
+    return {names.index(n): float(w.get("clock_offset_ms", 0.0)) for n, w in raw.items() if n in names}
 
 
 async def serve(
@@ -276,11 +290,12 @@ async def serve(
     t0_file: Path | None = None,
     windows: WindowsLog | None = None,
     relay_timeout_s: float = 5.0,
+    worker_clock_ms: dict[int, float] | None = None,
 ) -> int:
     """Runs the scheduler until SIGTERM/SIGINT; writes its statistics; returns the exit status."""
     live.warm_up()
     try:
-        async with serving(create_app(live, poll_interval_s, windows, relay_timeout_s), host, port) as service:
+        async with serving(create_app(live, poll_interval_s, windows, relay_timeout_s, worker_clock_ms), host, port) as service:
             service.announce()
             if t0_file is not None:
                 t0_s = await wait_t0(t0_file, stop=service.stop)
@@ -328,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             live.timeline = SystemTimeline.build(system, load_events(spec.events, system.topology))
         host = args.host if args.host is not None else run.host_address("scheduler", args.antenna)
         return asyncio.run(serve(live, host, args.port, spec.load_poll_s,
-                                 run.scheduler_stats(args.antenna, args.restart), run.t0, windows, spec.timeout_s))
+                                 run.scheduler_stats(args.antenna, args.restart), run.t0, windows, spec.timeout_s,
+                                 read_worker_clocks(run.workers, system)))
     except (KeyError, ValueError, OSError) as exc:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 2

@@ -304,13 +304,15 @@ class AgentClient:
 
     def read_all(self, path: str, offset: int = 0, chunk_bytes: int = 1 << 20) -> bytes:
         """Returns the file's bytes from `offset` to its end, read in chunks (raises AgentError if it is absent)."""
-        out = b""
+        chunks: list[bytes] = []
+        got = 0
         while True:
-            chunk = base64.b64decode(self.call("read", path=path, offset=offset + len(out),
+            chunk = base64.b64decode(self.call("read", path=path, offset=offset + got,
                                                max_bytes=chunk_bytes)["data_b64"])
-            out += chunk
+            chunks.append(chunk)
+            got += len(chunk)
             if len(chunk) < chunk_bytes:
-                return out
+                return b"".join(chunks)
 
     def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
         self.call("write", path=path, data_b64=base64.b64encode(data).decode(), mode=mode)

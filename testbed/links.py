@@ -25,7 +25,7 @@ from mininet.link import Link, TCIntf
 from testbed import sh, shaping
 from testbed.context import BuildContext, client_of, netns_of, server_of
 from testbed.errors import NetworkError
-from testbed.multihost import share_dir
+from testbed.multihost import python_on, share_dir
 from testbed.record import Created
 from testbed.wire import WireSpec
 from topologies import LinkShape
@@ -207,7 +207,7 @@ class WireLink(PlainLink):
         self._write_config(self.shape)
         cfg = self.config_path
         server = server_of(self.owner)
-        python = sys.executable if server is None else f"{self.ctx.servers[server].repo}/.venv/bin/python"
+        python = sys.executable if server is None else python_on(self.ctx.servers[server].repo)
         argv = ["ip", "netns", "exec", self.ctx.wire_netns, python, "-m", "testbed.wire", str(cfg),
                 str(self.files_dir / f"{self.helper_name}.stats.json")]
         self.proc = self.ctx.spawn(self.helper_name, argv, self.files_dir / f"{self.helper_name}.log",

@@ -23,7 +23,7 @@ from typing import Any
 from testbed import measure
 from testbed.agent import AgentClient
 from testbed.errors import MeasurementError
-from testbed.multihost import share_dir
+from testbed.multihost import python_on, share_dir
 from testbed.plan import LinkPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
 from topologies import load_topology
@@ -81,7 +81,7 @@ def _measure_on(client: AgentClient, req: dict[str, Any], run_dir: Path, record:
     paths = {k: f"{base}.{k}" for k in ("request.json", "report.json", "log", "topology.yaml")}
     client.write(paths["topology.yaml"], Path(req["topology"]).read_bytes())
     client.write(paths["request.json"], json.dumps({**req, "topology": paths["topology.yaml"]}).encode())
-    python = f"{client.server.repo}/.venv/bin/python"
+    python = python_on(client.server.repo)
     pid, ticks = client.spawn([python, "-m", "testbed.measure_servers", paths["request.json"], paths["report.json"]],
                               log=paths["log"], cwd=client.server.repo)
     record.add(Created("process", f"measure on {server}", pid=pid, start_ticks=ticks, server=server))

@@ -41,6 +41,11 @@ def share_dir(run_dir: Path, server: str) -> Path:
     return run_dir.resolve() / SHARES_DIR / server
 
 
+def python_on(repo: str) -> str:
+    """Returns the interpreter of a server's checkout (its virtualenv, as scripts/setup.sh makes it)."""
+    return f"{repo}/.venv/bin/python"
+
+
 def gather_share(client: AgentClient, run_dir: Path, under: tuple[str, ...] = ()) -> int:
     """Copies the files of the server's share (only its folders `under`, if given) into the run dir at the same
     relative path, overwriting (the server's copy is the whole file: a record pulled while it grew is a prefix of

@@ -222,3 +222,19 @@ def test_a_remote_workers_options_are_set_in_place_or_appended():
     assert _with_option(argv[:5], "--cpus", "3") == [*argv[:5], "--cpus", "3"]
     here = ["python", "-m", "workers.serve", "--inference-cgroup", "/proc/9/root/sys/fs/cgroup/cpuset/x", "--threads", "1"]
     assert _without_option(here, "--inference-cgroup") == ["python", "-m", "workers.serve", "--threads", "1"]
+
+
+def test_a_scheduler_reads_each_workers_clock_offset(tmp_path: Path) -> None:
+    from live.scheduler import read_worker_clocks
+    from scheduler.profiles import load_profiles
+    from scheduler.system import build_system
+    from topologies import load_topology
+
+    system = build_system(load_topology("tiny"), load_profiles())
+    names = [r.name for r in system.resources]
+    (tmp_path / "workers.json").write_text(json.dumps({
+        names[0]: {"url": "http://10.0.0.1:8002", "model": "m", "clock_offset_ms": -3.5},
+        names[2]: {"url": "http://10.0.0.2:8002", "model": "m"},  # a file without offsets: 0
+        "gone@nowhere": {"url": "http://10.0.0.3:8002", "model": "m", "clock_offset_ms": 9.0},
+    }))
+    assert read_worker_clocks(tmp_path / "workers.json", system) == {0: -3.5, 2: 0.0}
