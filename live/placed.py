@@ -190,7 +190,6 @@ class PlacedRun:
             argv[0] = python_on(share.repo)
         if "--threads" in argv:  # a real worker: that server's last CPU, this machine's cpuset not being there
             argv = _with_option(_without_option(argv, "--inference-cgroup"), "--cpus", str(share.last_cpu))
-            proc.cgroup = None
         if "--tdf-anchor-s" in argv:
             anchor = float(argv[argv.index("--tdf-anchor-s") + 1])
             argv = _with_option(argv, "--tdf-anchor-s", repr(round(anchor + share.offset_s, 6)))

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 
-from testbed.cpuset import move
 from testbed.network import Host
 from workers.lifecycle import ready_address
 
@@ -34,9 +33,6 @@ class Proc:
     popen: subprocess.Popen | None = None
     url: str = ""
     """What it printed after READY (a service's address; empty for a source)."""
-    cgroup: Path | None = None
-    """A cgroup it is moved into as it starts (a real worker: the cpuset of real inference). Not by the child
-    itself: `ip netns exec` mounts a /sys of its own, without the cgroup hierarchies."""
     remote_log: Callable[[], str] | None = None
     """Reads its log where it runs on another server (live/placed.py); None: `log` is here."""
 
@@ -46,8 +42,6 @@ class Proc:
             options = dict(stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             self.popen = (subprocess.Popen(self.argv, **options) if self.host is None  # type: ignore[call-overload]
                           else self.host.popen(self.argv, **options))
-        if self.cgroup is not None:  # before Python has started, let alone its inference threads
-            move(self.popen.pid, self.cgroup)
 
     def log_text(self) -> str:
         """Returns its log so far ("" before it has one)."""
