@@ -216,24 +216,31 @@ class Simulation:
         for k in np.unique(state):
             m = state == k
             radio[m], path[m] = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
-        for i in np.flatnonzero(~(np.isfinite(radio) & np.isfinite(path))):  # met a link that is down: rare
-            radio[i], path[i] = self._retransmitted(ant[i:i + 1], res[i:i + 1], nbytes[i:i + 1], float(t_ms[i]),
-                                                    z[:, i:i + 1], lost[:, i:i + 1])
+        cut = np.flatnonzero(~(np.isfinite(radio) & np.isfinite(path)))  # met a link that is down
+        if len(cut):
+            radio[cut], path[cut] = self._retransmitted(ant[cut], res[cut], nbytes[cut], np.asarray(t_ms)[cut],
+                                                        z[:, cut], lost[:, cut])
         return radio, path
 
-    def _retransmitted(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray, t_ms: float, z: np.ndarray,
-                       lost: np.ndarray) -> tuple[float, float]:
-        """Returns (radio leg, path leg) of one message that met a link that was down: TCP sends it again after
-        rto_ms, then after twice that, and so on, until a try finds every link of its way up (the wait counted
-        in the radio leg); infinite if none does within MAX_RETRANSMIT_MS."""
+    def _retransmitted(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray, t_ms: np.ndarray, z: np.ndarray,
+                       lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (radio leg, path leg) of messages that met a link that was down, with their draws (normal,
+        uniform) [2, n]: TCP sends each again after rto_ms, then after twice that, and so on, until a try finds
+        every link of its way up (the wait counted in the radio leg); infinite if none does within
+        MAX_RETRANSMIT_MS. Every message's tries are taken together, grouped by the network state they meet."""
         timeline, waited, wait = self.physics_timeline, 0.0, self.config.rto_ms
-        while waited < MAX_RETRANSMIT_MS:
+        radio, path = np.full(len(ant), np.inf), np.full(len(ant), np.inf)
+        waiting = np.arange(len(ant))
+        while waited < MAX_RETRANSMIT_MS and len(waiting):
             waited, wait = waited + wait, wait * 2
-            s = timeline.at((t_ms + waited) / 1000.0)
-            radio, path = self._legs(s, ant, res, nbytes, z, lost)
-            if np.isfinite(radio[0]) and np.isfinite(path[0]):
-                return waited + float(radio[0]), float(path[0])
-        return np.inf, np.inf
+            state = timeline.indices_at((t_ms[waiting] + waited) / 1000.0)
+            for k in np.unique(state):
+                m = waiting[state == k]
+                r, p = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
+                up = np.isfinite(r) & np.isfinite(p)
+                radio[m[up]], path[m[up]] = waited + r[up], p[up]
+            waiting = waiting[~np.isfinite(radio[waiting])]
+        return radio, path
 
     def _legs(self, s: SystemModel, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float, z: np.ndarray,
               lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
