@@ -213,7 +213,7 @@ class LiveRun:
         wait_ready(self.workers)
         table = {
             p.resource: {"url": w.url, "model": p.model, "real": p.real,
-                         "clock_offset_ms": self.placed.clock_ms(w.host) if self.placed else 0.0}
+                         "clock_offset_ms": self.placed.clock_ms(w.host) if self.placed is not None else 0.0}
             for p, w in zip(self.workers_plan, self.workers, strict=True)
         }
         self.dir.workers.write_text(json.dumps(table, indent=1) + "\n")

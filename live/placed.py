@@ -98,6 +98,8 @@ class PlacedRun:
         """Local record part -> bytes pulled so far."""
         self.captures: list[tuple[str, Proc]] = []
         self.clock_end: dict[str, ClockOffset] = {}
+        self.gathered: dict[str, int | None] = {}
+        """Per server, the output files that came back after the traffic (None: they could not be gathered)."""
         for name, client in net.servers.clients.items():
             clock = measure(client)
             repo = net.servers.servers[name].repo
@@ -168,8 +170,7 @@ class PlacedRun:
         own) to every share, before the schedulers start."""
         table = json.loads(self.dir.workers.read_text())
         for share in self.shares.values():
-            theirs = {name: {**w, "clock_offset_ms": round(w.get("clock_offset_ms", 0.0) - share.clock.offset_ms, 4)}
-                      for name, w in table.items()}
+            theirs = workers_seen_from(table, share.clock.offset_ms)
             remote = self.path_on(share, self.dir.workers)
             share.pushed[str(self.dir.workers)] = share.push_bytes((json.dumps(theirs, indent=1) + "\n").encode(), remote)
 
@@ -252,8 +253,9 @@ class PlacedRun:
         counts = {}
         for share in self.shares.values():
             try:  # one server not answering loses none of the others' files; its own stay there for `clean`
-                counts[share.name] = gather_share(share.client, self.dir.root, OUTPUTS)
-            except AgentError as exc:
+                counts[share.name] = self.gathered[share.name] = gather_share(share.client, self.dir.root, OUTPUTS)
+            except (AgentError, OSError, ValueError) as exc:  # the agent gone, its pipe broken, a file unwritable
+                self.gathered[share.name] = None
                 self.log(f"warning: server {share.name}: its outputs could not be gathered ({exc}); they stay in "
                          f"its share {share.root} (`run_testbed.py clean --run-dir {self.dir.root}` brings them back)")
                 continue
@@ -270,6 +272,7 @@ class PlacedRun:
             end = self.clock_end.get(name)
             out[name] = {
                 "sites": [s for s, on in self.net.placement.sites if on == name],
+                "outputs_gathered": self.gathered.get(name),
                 "clock_offset_ms": round(share.clock.offset_ms, 4),
                 "clock_bound_ms": round(share.clock.bound_ms, 4),
                 "chrony_offset_ms": share.clock.chrony_offset_ms,
@@ -292,6 +295,13 @@ def placement_of(spec: RunSpec, sites: Sequence[str]) -> Placement:
         raise ValueError(f"--events {spec.events} with sites on other servers: network events reshape links on "
                          "this machine only so far (docs/multihost.md)")
     return placement
+
+
+def workers_seen_from(table: dict[str, dict], server_offset_ms: float) -> dict[str, dict]:
+    """Returns the workers' table as a server `server_offset_ms` ahead of the driver reads it: each worker's
+    `clock_offset_ms` (from the driver's clock) made relative to that server's."""
+    return {name: {**w, "clock_offset_ms": round(w.get("clock_offset_ms", 0.0) - server_offset_ms, 4)}
+            for name, w in table.items()}
 
 
 def _without_option(argv: list[str], flag: str) -> list[str]:

@@ -278,7 +278,10 @@ def read_worker_clocks(path: Path, system: SystemModel) -> dict[int, float]:
     file's `clock_offset_ms`, written per server by a run across servers; absent: 0)."""
     raw = json.loads(Path(path).read_text())
     names = [r.name for r in system.resources]
-    return {names.index(n): float(w.get("clock_offset_ms", 0.0)) for n, w in raw.items() if n in names}
+    try:
+        return {names.index(n): float(w.get("clock_offset_ms", 0.0)) for n, w in raw.items() if n in names}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path}: a worker's clock_offset_ms is not a number: {exc}") from None
 
 
 async def serve(

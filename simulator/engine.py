@@ -226,8 +226,8 @@ class Simulation:
                        lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Returns (radio leg, path leg) of messages that met a link that was down, with their draws (normal,
         uniform) [2, n]: TCP sends each again after rto_ms, then after twice that, and so on, until a try finds
-        every link of its way up (the wait counted in the radio leg); infinite if none does within
-        MAX_RETRANSMIT_MS. Every message's tries are taken together, grouped by the network state they meet."""
+        every link of its way up (the wait counted in the radio leg); infinite if none does up to the first try
+        whose total wait passes MAX_RETRANSMIT_MS (that try included). Every message's tries are taken together, grouped by the network state they meet."""
         timeline, waited, wait = self.physics_timeline, 0.0, self.config.rto_ms
         radio, path = np.full(len(ant), np.inf), np.full(len(ant), np.inf)
         waiting = np.arange(len(ant))

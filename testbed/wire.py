@@ -269,7 +269,7 @@ def serve(specs: list[WireSpec], stats_path: Path | None,
         pass
     stats = [d.finish() for d in directions]
     for st in stats:
-        st.scheduling = scheduling
+        st.scheduling = scheduling + (", demoted (RLIMIT_RTTIME)" if DEMOTED else "")
     if stats_path is not None:
         stats_path.write_text(json.dumps([asdict(s) for s in stats], indent=1) + "\n")
     return stats
@@ -288,18 +288,36 @@ def _hangup_pipe() -> int:
 
 def favour() -> str:
     """Makes this process real-time (SCHED_FIFO at WIRE_RT_PRIORITY, not inherited by children) where the host
-    allows it, else as favoured as ovs-vswitchd (nice WIRE_NICE); returns which, as DirectionStats.scheduling says
-    it. A real-time wire that runs WIRE_RT_CPU_LIMIT_US without sleeping gets SIGXCPU (RLIMIT_RTTIME), so a wire
-    gone wrong cannot hold its core where the host's real-time throttling (sched_rt_runtime_us) is off."""
+    allows it, else as favoured as ovs-vswitchd (nice WIRE_NICE, or as it was if more); returns which, as
+    DirectionStats.scheduling says it. A real-time wire that runs WIRE_RT_CPU_LIMIT_US without sleeping gets
+    SIGXCPU (RLIMIT_RTTIME) and goes on as an ordinary process (`demoted`), so a wire gone wrong cannot hold its
+    core where the host's real-time throttling (sched_rt_runtime_us) is off."""
     with contextlib.suppress(OSError, ValueError):
+        signal.signal(signal.SIGXCPU, _demote)
         resource.setrlimit(resource.RLIMIT_RTTIME, (WIRE_RT_CPU_LIMIT_US, 2 * WIRE_RT_CPU_LIMIT_US))
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(WIRE_RT_PRIORITY))
         return f"SCHED_FIFO {WIRE_RT_PRIORITY}"
     except OSError:  # not root, no real-time budget (a cgroup's cpu.rt_runtime_us of 0)
-        with contextlib.suppress(PermissionError):
-            os.setpriority(os.PRIO_PROCESS, 0, WIRE_NICE)
+        _be_nice()
         return f"nice {os.getpriority(os.PRIO_PROCESS, 0)}"
+
+
+def _be_nice() -> None:
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, 0, min(os.getpriority(os.PRIO_PROCESS, 0), WIRE_NICE))
+
+
+DEMOTED: list[float] = []
+"""When (time.monotonic) SIGXCPU made this real-time wire an ordinary process, if it did."""
+
+
+def _demote(_signum: int, _frame: object) -> None:
+    """SIGXCPU: the wire ran its real-time CPU limit without sleeping; it goes on at nice WIRE_NICE."""
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        _be_nice()
+    DEMOTED.append(time.monotonic())
 
 
 def _prctl(option: int, value: int) -> None:

@@ -238,3 +238,14 @@ def test_a_scheduler_reads_each_workers_clock_offset(tmp_path: Path) -> None:
         "gone@nowhere": {"url": "http://10.0.0.3:8002", "model": "m", "clock_offset_ms": 9.0},
     }))
     assert read_worker_clocks(tmp_path / "workers.json", system) == {0: -3.5, 2: 0.0}
+
+
+def test_each_server_reads_the_workers_clocks_from_its_own():
+    from live.placed import workers_seen_from
+
+    # workers on a server 7 ms ahead of the driver and on the driver; servers a (+2 ms) and b (+7 ms) read the table
+    table = {"x@cloud": {"url": "u1", "model": "m", "clock_offset_ms": 7.0}, "y@dc1": {"url": "u2", "model": "m"}}
+    assert workers_seen_from(table, 2.0) == {"x@cloud": {"url": "u1", "model": "m", "clock_offset_ms": 5.0},
+                                             "y@dc1": {"url": "u2", "model": "m", "clock_offset_ms": -2.0}}
+    assert [w["clock_offset_ms"] for w in workers_seen_from(table, 7.0).values()] == [0.0, -7.0]
+    assert "clock_offset_ms" not in table["y@dc1"]  # the driver's own table stays as it was
