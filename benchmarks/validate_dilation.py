@@ -5,9 +5,11 @@ Cases (stable ids; a case whose `result.json` exists is skipped, so a rerun resu
 - `conv-s{seed}-k{K}`: one trace (lambda 10, 60 s, closest, profile-driven workers only) on a jitter-free copy of
   full-edge (Linux bridges, no controller) at K = 10 and K = 20; per seed the median |latency(K=10) -
   latency(K=20)| over the queries answered in both (paired by stream and query), virtual ms: at most 0.2.
-- `neg-s{seed}`: the lambda 60 trace at a K that is too small (--neg-k, default 4): the fidelity monitor must
-  judge it not faithful (the run may stop early; its exit status 1, recorded != sent, is expected then).
-- `paper-l{lambda}-s{seed}`: `compare` at the paper's loads on full-edge at the default profile, three policies:
+- `neg-s{seed}`: the lambda 60 trace at a K that is too small (--neg-k, default 4), profile-driven workers as in
+  the paper-load cases: the fidelity monitor must judge it not faithful (the run may stop early; its exit
+  status 1, recorded != sent, is expected then).
+- `paper-l{lambda}-s{seed}`: `compare` at the paper's loads on full-edge at the default profile (profile-driven
+  workers, `compare`'s default: no core is reserved, the run has every core), three policies:
   success within 1.5 points per policy, the same ranking (Spearman's rho 1), window correlation at least 0.95,
   every testbed run judged faithful.
 - `bench-k{K}`: `benchmarks/bench_live.py --tdf K` at rising virtual rates: the highest per antenna judged faithful.
@@ -138,7 +140,8 @@ def cases(work: Path, paper_k: dict[int, float], neg_k: float, bench_ks: tuple[f
         out.append(Case(f"neg-s{s}", "negative", (
             _python(), "run_testbed.py", "run", "--topo", "full-edge", "--lambda", "60", "--duration",
             f"{neg_duration_s:g}", "--seed", str(s), "--policy", "load-balancing", "--tdf", f"{neg_k:g}",
-            "--out", str(run), *RUN_BASE), lambda run=run: {"run": str(run), **run_verdict(run)}, ok_exits=(0, 1)))
+            "--real-workers", "none", "--out", str(run), *RUN_BASE),
+            lambda run=run: {"run": str(run), **run_verdict(run)}, ok_exits=(0, 1)))
     for lam, k in paper_k.items():
         for s in SEEDS:
             res = work / f"paper-l{lam}-s{s}" / "compare"
@@ -192,6 +195,12 @@ def latencies(run_dir: Path) -> dict[tuple[int, int], float]:
                                                        strict=True) if r is not None and math.isfinite(r)}
 
 
+def _arg(result: dict, option: str) -> str:
+    """Returns the value of `option` in the argv a case ran with ('' if absent)."""
+    argv = result["argv"]
+    return argv[argv.index(option) + 1] if option in argv else ""
+
+
 def _mark(ok: bool) -> str:
     return "yes" if ok else "NO"
 
@@ -203,32 +212,36 @@ def report(work: Path) -> tuple[str, bool]:
     passed = True
     lines = [f"## Convergence (K = {CONVERGENCE_KS[0]} against K = {CONVERGENCE_KS[1]}, jitter-free full-edge, "
              "lambda 10, closest)", "",
-             "| seed | paired queries | median abs diff (virtual ms) | within 0.2 ms | verdicts |", "|---|---|---|---|---|"]
+             "| seed | virtual s | paired queries | median abs diff (virtual ms) | within 0.2 ms | verdicts | wall s |",
+             "|---|---|---|---|---|---|---|"]
     for s in SEEDS:
         a, b = (done.get(f"conv-s{s}-k{k}") for k in CONVERGENCE_KS)
         if not (a and b):
-            lines.append(f"| {s} | not run | | | |")
+            lines.append(f"| {s} | not run | | | | | |")
             continue
         la, lb = latencies(Path(a["run"])), latencies(Path(b["run"]))
         diffs = [abs(la[q] - lb[q]) for q in la.keys() & lb.keys()]
         med = statistics.median(diffs) if diffs else float("nan")
         ok = med <= CONVERGENCE_MAX_MS and a["verdict"] == b["verdict"] == FAITHFUL
         passed &= ok
-        lines.append(f"| {s} | {len(diffs)} | {med:.3f} | {_mark(ok)} | {a['verdict']} / {b['verdict']} |")
+        lines.append(f"| {s} | {_arg(a, '--duration')} | {len(diffs)} | {med:.3f} | {_mark(ok)} | "
+                     f"{a['verdict']} / {b['verdict']} | {a['wall_s']:.0f} / {b['wall_s']:.0f} |")
     lines += ["", "## Negative control (lambda 60 at too small a K)", "",
-              "| seed | K | verdict | stopped early | violations | as expected |", "|---|---|---|---|---|---|"]
+              "| seed | K | virtual s | verdict | stopped early | violations | as expected | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in SEEDS:
         r = done.get(f"neg-s{s}")
         if not r:
-            lines.append(f"| {s} | not run | | | | |")
+            lines.append(f"| {s} | not run | | | | | | |")
             continue
         ok = r["verdict"] == "not faithful"
         passed &= ok
-        lines.append(f"| {s} | {r['tdf']:g} | {r['verdict']} | {'yes' if r['stopped_early'] else 'no'} | "
-                     f"{', '.join(r['violations'])} | {_mark(ok)} |")
+        lines.append(f"| {s} | {r['tdf']:g} | {_arg(r, '--duration')} | {r['verdict']} | "
+                     f"{'yes' if r['stopped_early'] else 'no'} | {', '.join(r['violations'])} | {_mark(ok)} | "
+                     f"{r['wall_s']:.0f} |")
     lines += ["", "## The paper's loads (full-edge, default profile, testbed against simulator)", "",
-              "| lambda | seed | policy | simulator | testbed | diff (pts) | window corr | verdict | checks |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| lambda | seed | K | virtual s | policy | simulator | testbed | diff (pts) | window corr | verdict | "
+              "checks |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cid, r in done.items():
         if r["kind"] != "paper":
             continue
@@ -237,7 +250,7 @@ def report(work: Path) -> tuple[str, bool]:
             ok = (abs(v["diff_pts"]) <= SUCCESS_MAX_PTS and v["corr"] >= WINDOW_CORR_MIN and v["verdict"] == FAITHFUL
                   and r["spearman"] == 1.0)
             passed &= ok
-            lines.append(f"| {lam} | {seed} | {p} | {v['sim']:.3f} | {v['testbed']:.3f} | {v['diff_pts']:+.2f} | "
+            lines.append(f"| {lam} | {seed} | {_arg(r, '--tdf')} | {_arg(r, '--duration')} | {p} | {v['sim']:.3f} | {v['testbed']:.3f} | {v['diff_pts']:+.2f} | "
                          f"{v['corr']:.3f} | {v['verdict']} | {_mark(ok)} |")
     lines += ["", f"Checks: success within {SUCCESS_MAX_PTS} points per policy, the same ranking (Spearman's rho 1), "
               f"window correlation at least {WINDOW_CORR_MIN}, the testbed judged faithful.", "",

@@ -125,7 +125,8 @@ def run_auto(spec: Any, log: Callable[[str], None], run_live: Callable[..., Any]
     out = Path(spec.out) if spec.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{topo.name}"
     pilots = out.with_name(out.name + "-pilots")
     write_trace(peak.pilot, pilots / "trace.csv")
-    cores = max(1, len(os.sched_getaffinity(0)) - 1)  # one core is real inference's
+    reserved = 0 if spec.real_sites == () else 1  # one core is real inference's (live/cores.py)
+    cores = max(1, len(os.sched_getaffinity(0)) - reserved)
     estimate = first_k(peak.queries_per_s, cores, spec.switch)
     log(f"--tdf auto: the trace's busiest second ({peak.at_s:g} s, {peak.queries_per_s:g} queries/s) as a "
         f"{PILOT_S:g} s pilot; first K {estimate:g} ({CPU_MS_PER_QUERY:g} ms CPU per query on {cores} core(s)); "

@@ -3,7 +3,7 @@ real inference. The run makes a cpuset `edge-testbed-<id>-real` (the reserved co
 threads of its real ONNX workers and `edge-testbed-<id>-rest` (every other core) into which the orchestrator
 moves before it forks anything, so that wires, controller, captures, schedulers, sources, profile-driven
 workers and the real workers' own event loops stay off the reserved core; ovs-vswitchd's threads leave it for
-the run. A v2 group holds the whole run for its CPU pressure (live/monitor.py). Everything is recorded in
+the run. A run without real workers reserves no core: it has them all. A v2 group holds the whole run for its CPU pressure (live/monitor.py). Everything is recorded in
 `<run dir>/cores/created.jsonl` before it is made, so teardown and `run_testbed.py clean` put it back
 (testbed/record.py).
 """
@@ -72,14 +72,17 @@ class LiveRunLock:
 class RunCores:
     """The cores of one live run (a context: made on enter, put back on exit)."""
 
-    def __init__(self, run_dir: Path, log: Callable[[str], None] = print, lock: LiveRunLock | None = None) -> None:
+    def __init__(self, run_dir: Path, log: Callable[[str], None] = print, lock: LiveRunLock | None = None,
+                 real_inference: bool = True) -> None:
         self.run_dir = run_dir
+        self.real_inference = real_inference
+        """Whether the run has real ONNX workers: without them no core is reserved and the run has them all."""
         self.run_id = f"{os.getpid():x}{secrets.token_hex(2)}"
         self.lock = lock or LiveRunLock()
         self.record = CreationRecord(run_dir / RECORD_DIR)
         self.log = log
         self.reserved: int | None = None
-        """The core of real inference (None: this host has no cpuset controller, or one core)."""
+        """The core of real inference (None: no real worker, no cpuset controller on this host, or one core)."""
         self.rest_cpus: list[int] = []
         self.real_group: Path | None = None
         self.rest_group: Path | None = None
@@ -134,7 +137,9 @@ class RunCores:
         kind = cpuset.hierarchy()
         cpus = sorted(os.sched_getaffinity(0))
         name = f"{cpuset.NAME_PREFIX}{self.run_id}"
-        if kind is None or len(cpus) < 2:
+        if not self.real_inference:
+            self.notes.append(f"no real worker: the run has CPU {cpuset.format_cpus(cpus)}, no core reserved")
+        elif kind is None or len(cpus) < 2:
             self.notes.append("real inference shares the cores with the rest of the run: "
                               + ("no cpuset controller on this host" if kind is None else "one core only"))
         else:

@@ -399,7 +399,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
     if spec.tdf is None:  # --tdf auto: pilot runs choose K first
         return run_auto(spec, log, run_live)
     t_start, run = time.monotonic(), LiveRun(spec, log)
-    with RunCores(run.out, log) as run.cores:
+    with RunCores(run.out, log, real_inference=any(p.real for p in run.workers_plan)) as run.cores:
         return _run_live(run, t_start)
 
 

@@ -106,6 +106,24 @@ def test_the_cores_of_a_run_alone(tmp_path: Path) -> None:
     assert CreationRecord(tmp_path / "run" / "cores").is_torn_down()
 
 
+
+def test_a_run_without_real_workers_keeps_every_core(tmp_path: Path) -> None:
+    """No real worker: no cpuset, ovs-vswitchd untouched, the orchestrator keeps every CPU; the lock still held."""
+    from live.cores import LiveRunBusy, RunCores
+
+    before, cpus = _ovs_affinity(), os.sched_getaffinity(0)
+    (tmp_path / "run").mkdir()
+    with RunCores(tmp_path / "run", log=lambda _: None, real_inference=False) as cores:
+        cores.confine()
+        assert cores.reserved is None and cores.real_group is None and cores.inference_group() is None
+        assert os.sched_getaffinity(0) == cpus and _ovs_affinity() == before
+        assert not any(g.endswith(("-real", "-rest")) for g in _edge_cgroups())
+        assert "no core reserved" in cores.describe()
+        (tmp_path / "second").mkdir()
+        with pytest.raises(LiveRunBusy):
+            RunCores(tmp_path / "second", real_inference=False).__enter__()
+    assert _edge_cgroups() == [] and CreationRecord(tmp_path / "run" / "cores").is_torn_down()
+
 ORCHESTRATOR = """
 import sys
 from pathlib import Path

@@ -49,7 +49,7 @@ def test_case_ids_and_their_command_lines_parse(vd, tmp_path) -> None:
             spec = spec_from_args(run_parser.parse_args(list(c.argv[3:])))
             assert spec.events is None and spec.switch == "lxbr" and spec.pcap == "none"
             assert spec.tdf == (4.0 if c.kind == "negative" else float(c.id.split("-k")[1]))
-            assert (spec.real_sites == ()) == (c.kind == "convergence")
+            assert spec.real_sites == ()  # profile-driven workers: no core reserved, the run has them all
         elif c.kind == "paper":
             args = compare_parser.parse_args(list(c.argv[3:]))
             assert args.policies == ",".join(vd.POLICIES) and args.tdf in (8.0, 25.0) and args.duration == 150.0
@@ -92,24 +92,29 @@ def _result(work: Path, cid: str, **fields) -> None:
 def test_report_from_hand_made_results(vd, tmp_path) -> None:
     _records(tmp_path / "a", {(0, 0): 20.0, (0, 1): 21.0, (1, 0): 30.0, (1, 1): None})
     _records(tmp_path / "b", {(0, 0): 20.1, (0, 1): 21.3, (1, 0): 30.05, (2, 0): 9.0})
-    _result(tmp_path, "conv-s1-k10", kind="convergence", run=str(tmp_path / "a"), verdict="faithful")
-    _result(tmp_path, "conv-s1-k20", kind="convergence", run=str(tmp_path / "b"), verdict="faithful")
+    conv, neg = ["--duration", "20", "--tdf"], ["--duration", "60", "--tdf", "4"]
+    _result(tmp_path, "conv-s1-k10", kind="convergence", run=str(tmp_path / "a"), verdict="faithful",
+            argv=[*conv, "10"], wall_s=230.4)
+    _result(tmp_path, "conv-s1-k20", kind="convergence", run=str(tmp_path / "b"), verdict="faithful",
+            argv=[*conv, "20"], wall_s=431.0)
     _result(tmp_path, "neg-s1", kind="negative", tdf=4, verdict="not faithful", stopped_early=True,
-            violations=["source send lag"])
-    _result(tmp_path, "neg-s2", kind="negative", tdf=4, verdict="faithful", stopped_early=False, violations=[])
+            violations=["source send lag"], argv=neg, wall_s=61.2)
+    _result(tmp_path, "neg-s2", kind="negative", tdf=4, verdict="faithful", stopped_early=False, violations=[],
+            argv=neg, wall_s=300)
     policies = {"closest": {"sim": 0.95, "testbed": 0.94, "diff_pts": -1.0, "corr": 0.97, "verdict": "faithful"},
                 "load-balancing": {"sim": 0.90, "testbed": 0.87, "diff_pts": -3.0, "corr": 0.96, "verdict": "faithful"}}
-    _result(tmp_path, "paper-l20-s1", kind="paper", policies=policies, spearman=1.0)
+    _result(tmp_path, "paper-l20-s1", kind="paper", policies=policies, spearman=1.0,
+            argv=["--duration", "120", "--tdf", "4"], wall_s=1500)
     _result(tmp_path, "bench-k10", kind="bench", max_faithful_qps=200,
             rows=[{"rate_per_antenna_qps": 200, "verdict": "faithful"}, {"rate_per_antenna_qps": 400,
                                                                           "verdict": "not faithful"}])
     body, passed = vd.report(tmp_path)
-    assert "| 1 | 3 | 0.100 | yes | faithful / faithful |" in body  # |0.1|, |0.3|, |0.05|: median 0.1
+    assert "| 1 | 20 | 3 | 0.100 | yes | faithful / faithful | 230 / 431 |" in body  # |0.1|, |0.3|, |0.05|
     assert "| 2 | not run |" in body
-    assert "| 1 | 4 | not faithful | yes | source send lag | yes |" in body
-    assert "| 2 | 4 | faithful | no |  | NO |" in body
-    assert "| 20 | 1 | closest | 0.950 | 0.940 | -1.00 | 0.970 | faithful | yes |" in body
-    assert "| 20 | 1 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | faithful | NO |" in body
+    assert "| 1 | 4 | 60 | not faithful | yes | source send lag | yes | 61 |" in body
+    assert "| 2 | 4 | 60 | faithful | no |  | NO | 300 |" in body
+    assert "| 20 | 1 | 4 | 120 | closest | 0.950 | 0.940 | -1.00 | 0.970 | faithful | yes |" in body
+    assert "| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | faithful | NO |" in body
     assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
     assert not passed
     for cid in ("neg-s2", "paper-l20-s1"):
