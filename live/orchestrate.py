@@ -207,7 +207,8 @@ class LiveRun:
             host = net.host_for("worker", plan.site)
             group = self.cores.inference_group() if self.cores and plan.real else None  # only inference there
             argv = worker_argv(plan, host.ip, profiles_path, self.spec, inference_cgroup=group)
-            self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource)))
+            self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource),
+                                     real_inference=plan.real))
         for w in self.workers:
             self.start(w)
         wait_ready(self.workers)

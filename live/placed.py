@@ -189,7 +189,7 @@ class PlacedRun:
         argv = [self.path_on(share, a) for a in proc.argv]
         if argv and argv[0] == sys.executable:  # the server's own checkout's interpreter (preflight checked it)
             argv[0] = python_on(share.repo)
-        if "--threads" in argv:  # a real worker: that server's last CPU, this machine's cpuset not being there
+        if proc.real_inference:  # that server's last CPU, this machine's cpuset not being there
             argv = _with_option(_without_option(argv, "--inference-cgroup"), "--cpus", str(share.last_cpu))
         if "--tdf-anchor-s" in argv:
             anchor = float(argv[argv.index("--tdf-anchor-s") + 1])

@@ -35,6 +35,8 @@ class Proc:
     """What it printed after READY (a service's address; empty for a source)."""
     remote_log: Callable[[], str] | None = None
     """Reads its log where it runs on another server (live/placed.py); None: `log` is here."""
+    real_inference: bool = False
+    """A worker running real ONNX inference (pinned to a core of its own where it runs)."""
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)

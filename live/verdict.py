@@ -50,7 +50,8 @@ class Thresholds:
     real_wait_min_busy_ms: float = 100.0
     """Below this much time on or waiting for a CPU over the whole run (virtual ms, about four real batches),
     the real workers did no inference to delay: their waiting share is a diagnostic, not judged (an idle real
-    worker's bookkeeping in the demonstration of 2026-12-02: 11 ms in 45 s, 40 % of it waiting, 0 frames)."""
+    worker's bookkeeping is a few ms over a whole run, much of it spent waiting, which says nothing of its
+    inference)."""
     host_cpu_share: float = 0.85
     run_pressure_pct: float = 20.0
     """Diagnostics (not hard): the host's busy share of its cores, the run's CPU pressure."""

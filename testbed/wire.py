@@ -61,11 +61,11 @@ BURST_SLACK_NS = 100_000
 BURST_FACTOR = 1.5
 WIRE_NICE = -10
 WIRE_RT_PRIORITY = 10
-"""SCHED_FIFO priority of a wire: a frame due wakes it at once, ahead of every ordinary process on its core. On a
-light tiny run (lambda 6, 30 s, K = 1) at nice -10 the wires spent 69 % of their time on or waiting for a CPU
-waiting, and frames left 2.24 ms late at p99 (worst direction); real-time, 1.2 % and 0.40 ms (at K = 4: 0.78 ms
-and 0.045 virtual ms). A wire sleeps in select() between frames; the host's real-time throttling (sched_rt_runtime_us, 95 % of a core by
-default) and WIRE_RT_CPU_LIMIT_US bound what a wire gone wrong can take."""
+"""SCHED_FIFO priority of a wire: a frame due wakes it at once, ahead of every ordinary process on its core
+(at nice WIRE_NICE a wire waits its turn behind sources, schedulers and workers, and its frames leave late; the
+fidelity monitor's wire lateness measures it in every run). A wire sleeps in select() between frames; the host's
+real-time throttling (sched_rt_runtime_us, 95 % of a core by default) and WIRE_RT_CPU_LIMIT_US bound what a
+wire gone wrong can take."""
 WIRE_RT_CPU_LIMIT_US = 200_000
 """CPU time a real-time wire may use without blocking before SIGXCPU (RLIMIT_RTTIME; SIGKILL at twice as much)."""
 
