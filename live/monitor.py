@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from live.sendlag import OpensTail, StreamSchedule
 from topologies.timescale import TimeScale
 from workers.runtime import INFERENCE_THREAD_PREFIX
 from workload.trace import Trace
@@ -198,15 +199,14 @@ def sample(prev: _State, cur: _State, t_ms: float, k: float) -> dict:
 
 
 class LostRun:
-    """Reads records.csv as it grows and keeps the sources' send lag per window of due time: a run whose lag
-    p99 is over the early-stop limit in EARLY_STOP_WINDOWS consecutive windows is lost."""
+    """Reads records.csv as it grows and keeps the sources' send lag (live/sendlag.py, as the verdict counts it)
+    per window of due time: a run whose lag p99 is over the early-stop limit in EARLY_STOP_WINDOWS consecutive
+    windows is lost. A record comes in after its opening is logged (a source flushes its openings first)."""
 
     def __init__(self, records: Path, trace: Trace) -> None:
         self.records = records
-        order = np.argsort(trace.stream_id)
-        self.ids = trace.stream_id[order]
-        self.start_ms = trace.start_s[order] * 1000.0
-        self.period_ms = 1000.0 / trace.fps[order]
+        self.schedule = StreamSchedule(trace)
+        self.opens = OpensTail(records.parent)
         self.offset = 0
         self.lags: dict[int, list[float]] = {}
         self.columns: list[str] | None = None
@@ -224,17 +224,20 @@ class LostRun:
                 self.columns, rows = rows[0], rows[1:]
             if not self.columns:
                 return
-            c = {n: self.columns.index(n) for n in ("stream_id", "query", "t_send_ms", "outcome")}
+            c = [self.columns.index(n) for n in ("stream_id", "query", "t_send_ms")]
+            out = self.columns.index("outcome")
+            parsed = []
             for r in rows:
                 with contextlib.suppress(ValueError, IndexError):
-                    i = int(np.searchsorted(self.ids, int(r[c["stream_id"]])))
-                    if i >= len(self.ids) or self.ids[i] != int(r[c["stream_id"]]):
-                        continue
-                    due = self.start_ms[i] + int(r[c["query"]]) * self.period_ms[i]
-                    lag = float(r[c["t_send_ms"]]) - due
-                    if r[c["outcome"]] == "rejected" and lag == 0.0:
-                        continue  # rejected at binding: recorded at its due time, never sent
-                    self.lags.setdefault(int(due // WINDOW_MS), []).append(lag)
+                    parsed.append((int(r[c[0]]), int(r[c[1]]), float(r[c[2]]), r[out] == "rejected"))
+            if not parsed:
+                return
+            cols = np.array([p[:3] for p in parsed], dtype=np.float64)
+            due, known = self.schedule.due_ms(cols[:, 0].astype(np.int64), cols[:, 1], self.opens.read())
+            lag = cols[:, 2] - due
+            for d, x, ok, rejected in zip(due, lag, known, (p[3] for p in parsed), strict=True):
+                if ok and not (rejected and x == 0.0):  # rejected at binding: recorded at its due time, never sent
+                    self.lags.setdefault(int(d // WINDOW_MS), []).append(float(x))
 
     def check(self) -> dict | None:
         """Returns why the run is lost by now, or None. A window is judged once rows of a later one come in

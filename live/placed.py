@@ -31,6 +31,7 @@ from pathlib import Path
 
 from live.procs import REPO_ROOT, Proc
 from live.rundir import RunDir
+from live.sendlag import opens_path
 from live.spec import RunSpec, write_spec
 from scheduler.aset.meta import agent_path
 from testbed.agent import AgentClient, AgentError
@@ -232,15 +233,19 @@ class PlacedRun:
     # -- outputs ---------------------------------------------------------------------------------------
 
     def pull_records(self, parts: Sequence[Path]) -> None:
-        """Appends what the remote sources added to their records since the last pull to the local parts."""
+        """Appends what the remote sources added to their records, then to their openings logs, since the last
+        pull to the local files (a record pulled never comes before its opening: live/source.py flushes the
+        openings first)."""
         for share in self.shares.values():
             for part in parts:
-                remote = self.path_on(share, part)
-                new = share.read(remote, self.pulled.get(part, 0)) if self._is_remote(part, share) else b""
-                if new:
-                    with part.open("ab") as f:
-                        f.write(new)
-                    self.pulled[part] = self.pulled.get(part, 0) + len(new)
+                if not self._is_remote(part, share):
+                    continue
+                for local in (part, opens_path(part)):
+                    new = share.read(self.path_on(share, local), self.pulled.get(local, 0))
+                    if new:
+                        with local.open("ab") as f:
+                            f.write(new)
+                        self.pulled[local] = self.pulled.get(local, 0) + len(new)
 
     def _is_remote(self, part: Path, share: Share) -> bool:
         antenna = part.stem

@@ -5,8 +5,9 @@ Runs inside the antenna's sources host (`python -m live.source --spec RUN_DIR/sp
 one asyncio loop and one aiohttp session per process. Query k of a stream is sent at start_s + k/fps (times since the run's t0).
 Times are the run clock's: virtual under time dilation (the frames leave K times further apart in real time).
 A stream's first query waits for the scheduler's answer to opening the stream (a round trip over the radio):
-each opening is logged beside the records (`opens_path`), so that the fidelity verdict measures a query's send
-lag from when it could leave, not from a schedule the emulated system itself holds back.
+each opening is logged beside the records (`opens_path`, as the run goes), so that the fidelity verdict and the
+monitor's early stop measure a query's send lag from when it could leave, not from a schedule the emulated system
+itself holds back (live/sendlag.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from analysis.records import RecordWriter
 from live.clock import KEEPALIVE_S, REAL_CLOCK, DilatedClock
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
+from live.sendlag import opens_path
 from live.spec import read_spec
 from workers.lifecycle import announce_ready, stop_on_signals
 from workload.trace import Trace, read_trace
@@ -42,15 +44,13 @@ OPENS_COLUMNS = ("stream_id", "query", "t_open_ms", "t_bound_ms")
 scheduler's answer (a binding or a rejection) came back, run-clock ms since t0."""
 
 
-def opens_path(records_path: Path) -> Path:
-    """Returns the openings log beside a source's records file (`records/ant1.csv` -> `records/ant1.opens.csv`)."""
-    return records_path.with_name(f"{records_path.stem}.opens.csv")
-
-
-def write_opens(path: Path, rows: list[tuple[int, int, float, float]]) -> None:
-    """Writes the openings log (OPENS_COLUMNS), times to the microsecond."""
-    lines = [",".join(OPENS_COLUMNS)] + [f"{s},{k},{t0:.3f},{t1:.3f}" for s, k, t0, t1 in rows]
-    path.write_text("\n".join(lines) + "\n")
+def append_opens(path: Path, rows: list[tuple[int, int, float, float]]) -> None:
+    """Appends openings to the openings log (OPENS_COLUMNS, the header first when the file is new), times to
+    the microsecond, flushed."""
+    new = not path.exists()
+    with path.open("a") as f:
+        f.write((",".join(OPENS_COLUMNS) + "\n" if new else "")
+                + "".join(f"{s},{k},{t0:.3f},{t1:.3f}\n" for s, k, t0, t1 in rows))
 
 
 class JpegSizer:
@@ -164,6 +164,8 @@ class Source:
         self.opens: list[tuple[int, int, float, float]] = []
         """(stream id, query, t_open_ms, t_bound_ms) of every opening the stream's loop waited for."""
         self.opens_file = opens_file
+        self.opens_written = 0
+        """How many of `opens` the openings log has."""
         self.stopping = asyncio.Event()
 
     def now_ms(self) -> float:
@@ -179,15 +181,21 @@ class Source:
                 await asyncio.wait(self.in_flight)
         finally:
             flusher.cancel()
-            self.records.flush()
-            if self.opens_file is not None:
-                write_opens(self.opens_file, self.opens)
+            self._flush()
             await self.session.close()
+
+    def _flush(self) -> None:
+        """Writes out the openings, then the records: a record read is never ahead of its opening (the monitor's
+        early stop reads both as they grow)."""
+        if self.opens_file is not None and (self.opens_written < len(self.opens) or not self.opens_file.exists()):
+            append_opens(self.opens_file, self.opens[self.opens_written:])
+            self.opens_written = len(self.opens)
+        self.records.flush()
 
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_S)
-            self.records.flush()
+            self._flush()
 
     async def _sleep_until(self, t_s: float) -> None:
         """Sleeps until t_s after t0, or until the source is told to stop."""

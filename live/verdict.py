@@ -27,6 +27,7 @@ import numpy as np
 from analysis.records import read_records
 from live.monitor import MONITOR_NAME, REAL_INFERENCE, WINDOW_MS
 from live.procs import REPO_ROOT
+from live.sendlag import StreamSchedule, read_opens
 from scheduler.profiles import read_profile
 from workload.trace import read_trace
 
@@ -122,41 +123,12 @@ def record_columns(path: Path) -> dict[str, np.ndarray]:
 
 def send_lag(records: dict[str, np.ndarray], trace_path: Path,
              opens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (due ms, lag ms) of every query sent: its send time against when it could leave, its schedule
-    (start + query / fps) or, when later, the answer to the opening its stream waited for (`opens`: rows of
-    stream id, query, t_open_ms, t_bound_ms, `read_opens`). That round trip is the emulated system's (a camera
-    is bound before it sends; over a radio slowed to 40 ms one way it takes over 80 ms), not the host's."""
-    tr = read_trace(trace_path)
-    order = np.argsort(tr.stream_id)
-    ids = tr.stream_id[order]
-    i = np.clip(np.searchsorted(ids, records["stream_id"]), 0, max(len(ids) - 1, 0))
-    known = ids[i] == records["stream_id"] if len(ids) else np.zeros(len(i), bool)
-    due = (tr.start_s[order][i] + records["query"] / tr.fps[order][i]) * 1000.0
-    if opens is not None and len(opens):  # each query against its stream's latest opening at or before it
-        key = opens[:, 0].astype(np.int64) * 2**32 + opens[:, 1].astype(np.int64)
-        by_key = np.argsort(key, kind="stable")
-        rec_key = records["stream_id"].astype(np.int64) * 2**32 + records["query"].astype(np.int64)
-        j = np.searchsorted(key[by_key], rec_key, side="right") - 1
-        mine = (j >= 0) & (opens[by_key[np.clip(j, 0, None)], 0] == records["stream_id"])
-        row = opens[by_key[j[mine]]]
-        # the opening's round trip counted from when the opening was due, so that a source late to wake is late
-        opened_due = (tr.start_s[order][i[mine]] + row[:, 1] / tr.fps[order][i[mine]]) * 1000.0
-        due[mine] = np.maximum(due[mine], opened_due + (row[:, 3] - row[:, 2]))
+    """Returns (due ms, lag ms) of every query sent: its send time against when it could leave
+    (live/sendlag.py: its schedule or its stream's opening answered; `opens` as `read_opens`)."""
+    due, known = StreamSchedule(read_trace(trace_path)).due_ms(records["stream_id"], records["query"], opens)
     lag = records["t_send_ms"] - due
     sent = known & ~((records["outcome"] == "rejected") & (lag == 0.0)) & (records["reason"] != "scheduler-down")
     return due[sent], lag[sent]
-
-
-def read_opens(run_dir: Path) -> np.ndarray:
-    """Returns the sources' openings logs (`live.source.OPENS_COLUMNS`, `records/*.opens.csv`) as one array of
-    rows (stream id, query, t_open_ms, t_bound_ms), by opening time; none where a source left none."""
-    rows = [np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2) for p in sorted(run_dir.glob("records/*.opens.csv"))
-            if p.read_text().count("\n") > 1]  # a header alone: a source that opened nothing
-    rows = [r for r in rows if r.size]
-    if not rows:
-        return np.empty((0, 4))
-    out = np.concatenate(rows)
-    return out[np.argsort(out[:, 2], kind="stable")]
 
 
 def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],

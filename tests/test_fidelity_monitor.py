@@ -90,6 +90,28 @@ def test_a_window_within_the_limit_breaks_a_run_of_bad_ones(tmp_path: Path) -> N
     assert LostRun(tmp_path / "records.csv", read_trace(tmp_path / "trace.csv")).check() is None
 
 
+def test_the_early_stop_excuses_the_opening_round_trip_as_the_verdict_does(tmp_path: Path) -> None:
+    """Stream 1 (10 fps) reopens before queries 10, 20 and 30, each answered 40 ms after it was due: queries
+    10, 20 and 30 leave 40 ms behind their schedule, the emulated system's round trip, not the host's. Read from
+    an openings log that grows with the records (its last line still partly written), the run is not lost; the
+    same records with the round trips 5 ms longer than logged are (35 ms late against a 20 ms limit)."""
+    (tmp_path / "trace.csv").write_text(TRACE)
+    trace = read_trace(tmp_path / "trace.csv")
+    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (40 if k % 10 == 0 and k else 0.5)}
+            for k in range(50)]
+    _records(tmp_path / "records.csv", rows)
+    opens = tmp_path / "records" / "ant1.opens.csv"
+    opens.parent.mkdir()
+    logged = "".join(f"1,{k},{100 * k},{100 * k + 40}\n" for k in (10, 20, 30))
+    opens.write_text("stream_id,query,t_open_ms,t_bound_ms\n" + logged + "1,40,4000")  # the last line unfinished
+    lost = LostRun(tmp_path / "records.csv", trace)
+    assert lost.check() is None and lost.opens.read().shape == (3, 4)
+    opens.write_text("stream_id,query,t_open_ms,t_bound_ms\n"
+                     + "".join(f"1,{k},{100 * k},{100 * k + 5}\n" for k in (10, 20, 30)))
+    why = LostRun(tmp_path / "records.csv", trace).check()
+    assert why is not None and why["windows_from_s"] == 1.0 and why["lag_p99_ms"][0] > 20.0
+
+
 def test_one_sample_gives_shares_of_the_real_interval_and_delays_in_virtual_ms() -> None:
     a = _State(10.0, (1000, 4000), 5_000_000, 100, {"w (1)": ("workers", 1_000_000_000, 0)})
     b = _State(12.0, (1400, 4800), 5_500_000, 200_100, {"w (1)": ("workers", 1_600_000_000, 200_000_000),

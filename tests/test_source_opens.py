@@ -13,8 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from analysis.records import RecordWriter
-from live.source import OPENS_COLUMNS, Records, Source, opens_path
-from live.verdict import read_opens, record_columns, send_lag
+from live.sendlag import opens_path, read_opens
+from live.source import OPENS_COLUMNS, Records, Source
+from live.verdict import record_columns, send_lag
 from workload.trace import read_trace
 
 OPEN_DELAY_S = 0.12
