@@ -3,8 +3,8 @@ real inference. The run makes a cpuset `edge-testbed-<id>-real` (the reserved co
 threads of its real ONNX workers and `edge-testbed-<id>-rest` (every other core) into which the orchestrator
 moves before it forks anything, so that wires, controller, captures, schedulers, sources, profile-driven
 workers and the real workers' own event loops stay off the reserved core; ovs-vswitchd's threads leave it for
-the run. A run without real workers reserves no core: it has them all. A v2 group holds the whole run for its CPU pressure (live/monitor.py). Everything is recorded in
-`<run dir>/cores/created.jsonl` before it is made, so teardown and `run_testbed.py clean` put it back
+the run. A run without real workers on this machine reserves no core: it has them all. A v2 group holds the
+whole run for its CPU pressure (live/monitor.py). Everything is recorded in `<run dir>/cores/created.jsonl` before it is made, so teardown and `run_testbed.py clean` put it back
 (testbed/record.py).
 """
 

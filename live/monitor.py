@@ -201,7 +201,8 @@ def sample(prev: _State, cur: _State, t_ms: float, k: float) -> dict:
 class LostRun:
     """Reads records.csv as it grows and keeps the sources' send lag (live/sendlag.py, as the verdict counts it)
     per window of due time: a run whose lag p99 is over the early-stop limit in EARLY_STOP_WINDOWS consecutive
-    windows is lost. A record comes in after its opening is logged (a source flushes its openings first)."""
+    windows is lost. The records are read before the openings (live/sendlag.py OpensTail), so each record read
+    has its opening."""
 
     def __init__(self, records: Path, trace: Trace) -> None:
         self.records = records
@@ -224,20 +225,19 @@ class LostRun:
                 self.columns, rows = rows[0], rows[1:]
             if not self.columns:
                 return
-            c = [self.columns.index(n) for n in ("stream_id", "query", "t_send_ms")]
-            out = self.columns.index("outcome")
+            c = [self.columns.index(n) for n in ("stream_id", "query", "t_send_ms", "outcome", "reason")]
             parsed = []
             for r in rows:
                 with contextlib.suppress(ValueError, IndexError):
-                    parsed.append((int(r[c[0]]), int(r[c[1]]), float(r[c[2]]), r[out] == "rejected"))
+                    parsed.append((int(r[c[0]]), int(r[c[1]]), float(r[c[2]]), r[c[3]], r[c[4]]))
             if not parsed:
                 return
-            cols = np.array([p[:3] for p in parsed], dtype=np.float64)
-            due, known = self.schedule.due_ms(cols[:, 0].astype(np.int64), cols[:, 1], self.opens.read())
-            lag = cols[:, 2] - due
-            for d, x, ok, rejected in zip(due, lag, known, (p[3] for p in parsed), strict=True):
-                if ok and not (rejected and x == 0.0):  # rejected at binding: recorded at its due time, never sent
-                    self.lags.setdefault(int(d // WINDOW_MS), []).append(float(x))
+            sid, query, t_send = (np.array([p[n] for p in parsed]) for n in range(3))
+            due, _ = self.schedule.due_ms(sid, query, self.opens.read())
+            sent = self.schedule.sent_mask(sid, query, t_send, np.array([p[3] for p in parsed], dtype=object),
+                                           np.array([p[4] for p in parsed], dtype=object))
+            for d, x in zip(due[sent], (t_send - due)[sent], strict=True):
+                self.lags.setdefault(int(d // WINDOW_MS), []).append(float(x))
 
     def check(self) -> dict | None:
         """Returns why the run is lost by now, or None. A window is judged once rows of a later one come in

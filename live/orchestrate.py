@@ -47,6 +47,7 @@ from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, check_mtu
+from testbed.placement import LOCAL
 from testbed.plan import build_plan
 from topologies import load_topology
 from topologies.events import load_events
@@ -400,7 +401,8 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
     if spec.tdf is None:  # --tdf auto: pilot runs choose K first
         return run_auto(spec, log, run_live)
     t_start, run = time.monotonic(), LiveRun(spec, log)
-    with RunCores(run.out, log, real_inference=any(p.real for p in run.workers_plan)) as run.cores:
+    local_real = any(p.real and run.placement.site_server(p.site) == LOCAL for p in run.workers_plan)
+    with RunCores(run.out, log, real_inference=local_real) as run.cores:  # a remote one is pinned on its server
         return _run_live(run, t_start)
 
 

@@ -96,7 +96,7 @@ class PlacedRun:
         self.dir, self.net, self.log = run_dir, net, log
         self.shares: dict[str, Share] = {}
         self.pulled: dict[Path, int] = {}
-        """Local record part -> bytes pulled so far."""
+        """Local file (a source's records part, or its openings log) -> bytes pulled so far."""
         self.captures: list[tuple[str, Proc]] = []
         self.clock_end: dict[str, ClockOffset] = {}
         self.gathered: dict[str, int | None] = {}
@@ -234,7 +234,8 @@ class PlacedRun:
 
     def pull_records(self, parts: Sequence[Path]) -> None:
         """Appends what the remote sources added to their records, then to their openings logs, since the last
-        pull to the local files (a record pulled never comes before its opening: live/source.py flushes the
+        pull to the local files, records first: a source writes its openings before its records, so each record pulled
+        has its opening in the openings log pulled just after it (live/source.py flushes the
         openings first)."""
         for share in self.shares.values():
             for part in parts:

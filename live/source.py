@@ -28,7 +28,7 @@ import numpy as np
 from analysis.records import RecordWriter
 from live.clock import KEEPALIVE_S, REAL_CLOCK, DilatedClock
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
-from live.sendlag import opens_path
+from live.sendlag import append_opens, opens_path
 from live.spec import read_spec
 from workers.lifecycle import announce_ready, stop_on_signals
 from workload.trace import Trace, read_trace
@@ -39,18 +39,6 @@ STOP_CHECK_S = 0.25
 """A stream waiting for its next query notices a stop request within this time (real seconds)."""
 
 _COM_MAX = 65535 - 2
-OPENS_COLUMNS = ("stream_id", "query", "t_open_ms", "t_bound_ms")
-"""The openings log: the stream, its first query the opening serves, when the request left and when the
-scheduler's answer (a binding or a rejection) came back, run-clock ms since t0."""
-
-
-def append_opens(path: Path, rows: list[tuple[int, int, float, float]]) -> None:
-    """Appends openings to the openings log (OPENS_COLUMNS, the header first when the file is new), times to
-    the microsecond, flushed."""
-    new = not path.exists()
-    with path.open("a") as f:
-        f.write((",".join(OPENS_COLUMNS) + "\n" if new else "")
-                + "".join(f"{s},{k},{t0:.3f},{t1:.3f}\n" for s, k, t0, t1 in rows))
 
 
 class JpegSizer:

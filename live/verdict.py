@@ -125,10 +125,11 @@ def send_lag(records: dict[str, np.ndarray], trace_path: Path,
              opens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Returns (due ms, lag ms) of every query sent: its send time against when it could leave
     (live/sendlag.py: its schedule or its stream's opening answered; `opens` as `read_opens`)."""
-    due, known = StreamSchedule(read_trace(trace_path)).due_ms(records["stream_id"], records["query"], opens)
-    lag = records["t_send_ms"] - due
-    sent = known & ~((records["outcome"] == "rejected") & (lag == 0.0)) & (records["reason"] != "scheduler-down")
-    return due[sent], lag[sent]
+    schedule = StreamSchedule(read_trace(trace_path))
+    due, _ = schedule.due_ms(records["stream_id"], records["query"], opens)
+    sent = schedule.sent_mask(records["stream_id"], records["query"], records["t_send_ms"], records["outcome"],
+                              records["reason"])
+    return due[sent], records["t_send_ms"][sent] - due[sent]
 
 
 def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],

@@ -94,7 +94,7 @@ def test_the_early_stop_excuses_the_opening_round_trip_as_the_verdict_does(tmp_p
     """Stream 1 (10 fps) reopens before queries 10, 20 and 30, each answered 40 ms after it was due: queries
     10, 20 and 30 leave 40 ms behind their schedule, the emulated system's round trip, not the host's. Read from
     an openings log that grows with the records (its last line still partly written), the run is not lost; the
-    same records with the round trips 5 ms longer than logged are (35 ms late against a 20 ms limit)."""
+    same records against openings logged as answered in 5 ms are (35 ms late against a 20 ms limit)."""
     (tmp_path / "trace.csv").write_text(TRACE)
     trace = read_trace(tmp_path / "trace.csv")
     rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (40 if k % 10 == 0 and k else 0.5)}

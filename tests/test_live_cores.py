@@ -106,7 +106,6 @@ def test_the_cores_of_a_run_alone(tmp_path: Path) -> None:
     assert CreationRecord(tmp_path / "run" / "cores").is_torn_down()
 
 
-
 def test_a_run_without_real_workers_keeps_every_core(tmp_path: Path) -> None:
     """No real worker: no cpuset, ovs-vswitchd untouched, the orchestrator keeps every CPU; the lock still held."""
     from live.cores import LiveRunBusy, RunCores

@@ -13,8 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from analysis.records import RecordWriter
-from live.sendlag import opens_path, read_opens
-from live.source import OPENS_COLUMNS, Records, Source
+from live.sendlag import OPENS_COLUMNS, opens_path, read_opens
+from live.source import Records, Source
 from live.verdict import record_columns, send_lag
 from workload.trace import read_trace
 
@@ -97,3 +97,21 @@ def test_a_reopened_stream_is_held_from_its_latest_opening(tmp_path: Path) -> No
     late = {**rec, "t_send_ms": np.array([331.0, 331.0, 400.0, 581.0, 600.0, 0.5, 500.5])}
     _, lag = send_lag(late, trace_file, np.array([[1, 0, 300.0, 330.0], [1, 5, 500.0, 580.0]]))
     assert lag[:2].tolist() == [301.0, 231.0]
+
+
+def test_queries_rejected_at_binding_or_never_opened_are_not_sent(tmp_path: Path) -> None:
+    """Stream 1's opening is rejected (answered at 40 ms): its queries are recorded at their schedule (0, 100 and
+    200 ms), never sent, and none counts, though query 0 is due before the answer (lag -40 ms if counted). A
+    query whose opening failed on a scheduler down is recorded when it failed, not sent either. A query rejected
+    by a worker after it was sent (queue full) counts."""
+    trace_file = tmp_path / "trace.csv"
+    trace_file.write_text("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
+                          "1,ant1,0,0.3,ar-vr,10,2000,1000,0.2,object-detection\n"
+                          "2,ant1,0,0.3,ar-vr,10,2000,1000,0.2,object-detection\n")
+    rec = {"stream_id": np.array([1, 1, 1, 2, 2, 2]), "query": np.array([0, 1, 2, 0, 1, 2]),
+           "t_send_ms": np.array([0.0, 100.0, 200.0, 21.0, 100.4, 200.2]),
+           "outcome": np.array(["rejected"] * 4 + ["ontime", "rejected"], dtype=object),
+           "reason": np.array(["capacity"] * 3 + ["scheduler-down", "", "queue-full"], dtype=object)}
+    opens = np.array([[1, 0, 0.0, 40.0], [2, 1, 25.0, 25.3]])
+    due, lag = send_lag(rec, trace_file, opens)
+    assert np.allclose(due, [100.3, 200.0]) and np.allclose(lag, [0.1, 0.2])  # query 1 held by its reopening
