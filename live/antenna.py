@@ -18,6 +18,7 @@ import numpy as np
 
 from live.clock import REAL_CLOCK, Clock, Stopwatch, process_cpu_s
 from live.windowlog import ClosedWindow
+from live.workerstate import WorkerState
 from scheduler.core import POLICY_NAMES, LoadState, Scheduler, StreamRequest
 from scheduler.system import SystemModel
 from scheduler.timeline import SystemTimeline
@@ -64,32 +65,6 @@ class RejectedStream:
     """When it opened (the clock's `now_s`)."""
     counted: int = 0
     """Its queries counted so far."""
-
-
-@dataclass
-class WorkerState:
-    """What the scheduler knows of one resource's worker: where it is, whether it answers, its load."""
-
-    url: str
-    model: str
-    up: bool = True
-    reported_qps: float = 0.0
-    """The load the worker's last report stands for, in the capacity's unit: its arrivals' eta per second
-    (`Variant.load_qps` of its reported query and byte rates), every antenna's streams."""
-    reported_at_s: float = 0.0
-    declared_since_report_qps: float = 0.0
-    busy_fraction_peak: float = 0.0
-    """The largest busy time per second per replica the worker reported (1: every replica always busy)."""
-    failures: int = 0
-    streams_bound: int = 0
-    """Streams the worker saw a frame of recently (every antenna's), from its last report."""
-    served_total: float | None = None
-    """Answers since the worker started, from its last report (None: it does not report totals)."""
-    bytes_total: float | None = None
-    snapshot: tuple[float, float, float] | None = None
-    """(report time, served_total, bytes_total) used at the previous window's end."""
-    rates: tuple[float, float] | None = None
-    """(answers/s, bytes/s) over the last span between two window ends with a fresh report."""
 
 
 class AntennaScheduler:
@@ -169,14 +144,14 @@ class AntennaScheduler:
 
     def load_estimate(self) -> np.ndarray:
         """Returns load_qps per resource, in the simulator's unit (eta x rho summed): the larger of own bindings
-        and the worker's report (plus own bindings made since that report); infinite for a worker that does not
-        answer."""
+        and what the worker stands for (`WorkerState.learnt_qps`: its measured or declared load, plus own
+        bindings since); infinite for a worker that does not answer."""
         est = self.load.load_qps.copy()
         for j, w in enumerate(self.workers):
             if w is None or not w.up:
                 est[j] = DOWN_LOAD_QPS
             else:
-                est[j] = max(est[j], w.reported_qps + w.declared_since_report_qps)
+                est[j] = max(est[j], w.learnt_qps())
         return est
 
     def bind(self, stream_id: int, request: StreamRequest) -> LiveStream:
@@ -211,6 +186,31 @@ class AntennaScheduler:
         if stream.resource < 0:
             self.open_rejected(stream_id, request)
         return stream
+
+    def refused(self, stream_id: int, declared_qps: float) -> LiveStream:
+        """Takes a worker's refusal of the stream just bound (its reservation did not fit: `declared_qps` is
+        declared there without it) and binds the stream again with that knowledge, or rejects it; returns the
+        new binding, counted as the opening's outcome."""
+        old = self.streams[stream_id]
+        w = self.workers[old.resource]
+        assert w is not None
+        self.release(stream_id)
+        w.take_grant(declared_qps)
+        stream = self.bind(stream_id, old.request)
+        self.event("reservation-refused", stream=stream_id, at=self.resource_name(old.resource),
+                   declared_qps=round(declared_qps, 3), to=self.resource_name(stream.resource)
+                   or f"rejected ({stream.reason})")
+        if stream.resource < 0:
+            for c in (self.window, self.totals):
+                c.streams_rejected += 1
+            self.open_rejected(stream_id, old.request)
+        return stream
+
+    def granted(self, stream: LiveStream, declared_qps: float) -> None:
+        """Takes a worker's grant of a stream's reservation: what is declared there now, this stream included."""
+        w = self.workers[stream.resource]
+        assert w is not None
+        w.take_grant(declared_qps)
 
     def close_stream(self, stream_id: int) -> None:
         self.release(stream_id)
@@ -304,35 +304,12 @@ class AntennaScheduler:
                 self.event("rebind", stream=sid, to=self.resource_name(new.resource) or f"rejected ({new.reason})")
 
     def apply_report(self, resource: int, report: object) -> None:
-        """Takes a worker's load report (GET /v2/load); raises ValueError, KeyError or TypeError on garbage,
-        leaving the state as it was.
-
-        The report's arrival and byte rates (every antenna's queries) become the load they stand for, in the
-        simulator's unit (`Variant.load_qps`: the arrivals' eta per second); a report without a byte rate
-        counts its queries as nominal frames. Its busy time gives `busy_fraction_peak`."""
-        if not isinstance(report, dict):
-            raise ValueError(f"a load report is a JSON object, not {type(report).__name__}")
-        variant = self.system.resources[resource].variant
-        qps = float(report["queries_in_per_s"])
-        bytes_per_s = report.get("bytes_in_per_s")
-        load = variant.load_qps(qps, float(bytes_per_s)) if bytes_per_s is not None else qps
-        busy = float(report.get("busy_ms_per_s", 0.0)) / 1000.0 / self.system.resources[resource].replicas
-        if not (math.isfinite(load) and math.isfinite(busy)):
-            raise ValueError(f"load report: rates must be finite numbers ({qps!r} queries/s, {bytes_per_s!r} B/s)")
-        streams = int(report.get("streams_bound", 0))
-        totals = report.get("totals")
-        served = bytes_in = None
-        if isinstance(totals, dict) and "served" in totals:
-            served = float(totals["served"])
-            bytes_in = float(totals["bytes_in"]) if "bytes_in" in totals else None
+        """Takes a worker's load report (GET /v2/load, `WorkerState.take_report`); raises ValueError, KeyError or
+        TypeError on garbage, leaving the state as it was."""
         w = self.workers[resource]
         assert w is not None
-        w.reported_qps, w.reported_at_s, w.streams_bound = load, self.clock.monotonic_s(), streams
-        w.busy_fraction_peak = max(w.busy_fraction_peak, busy)
-        if served is not None:
-            w.served_total, w.bytes_total = served, bytes_in
-        w.declared_since_report_qps = 0.0
-        w.failures = 0
+        r = self.system.resources[resource]
+        w.take_report(report, r.variant, r.replicas, self.clock.monotonic_s())
         if not w.up:
             w.up = True
             self.event("worker-up", resource=self.resource_name(resource))

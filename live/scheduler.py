@@ -1,5 +1,5 @@
-"""The live scheduler service of one antenna: its aiohttp application (stream open/close, frame relay to the
-bound worker and the answer back, status), the loops that poll the workers' load and close the decision
+"""The live scheduler service of one antenna: its aiohttp application (stream open, its load reserved at the
+worker it is bound to, and close; frame relay to the bound worker and the answer back; status), the loops that poll the workers' load and close the decision
 windows, and `python -m live.scheduler --spec RUN_DIR/spec.json --antenna NAME [--restart N]`.
 
 Runs inside the antenna's scheduler host, listening only on that host's emulated address. The state it
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from live.antenna import AntennaScheduler, PolicyChooser, static_policy
+from live.antenna import AntennaScheduler, LiveStream, PolicyChooser, static_policy
 from live.clock import KEEPALIVE_S, DilatedClock, Stopwatch
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
 from live.spec import DEFAULT_POLICY, read_spec
@@ -49,6 +50,25 @@ class Client:
     session: aiohttp.ClientSession | None = None
     worker_clock_ms: dict[int, float] = field(default_factory=dict)
     """Per resource index, how far its worker's clock is ahead of this scheduler's (a worker on another server)."""
+    pending: set[asyncio.Task] = field(default_factory=set)
+    """Releases sent to workers and not answered yet."""
+
+    def release_at(self, url: str, sid: int) -> None:
+        """Releases a stream's reservation at a worker, without waiting for the answer (a worker gone or
+        without reservations: nothing to release; an idle reservation also expires there)."""
+        if self.session is None:
+            return
+
+        async def release() -> None:
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                session = self.session
+                assert session is not None
+                async with session.delete(f"{url}/v2/streams/{sid}", timeout=self.relay_timeout):
+                    pass
+
+        task = asyncio.create_task(release())
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
 
 
 LIVE = web.AppKey("live", AntennaScheduler)
@@ -148,7 +168,11 @@ async def open_stream(request: web.Request) -> web.Response:
             {"error": "bad_request", "detail": f"stream attributes: {exc!r}"}, status=400
         )
     task = live.system.task_index(str(body.get("task", "object-detection")))
+    old = live.streams.get(sid)
     stream = live.open_stream(sid, StreamRequest(antenna=live.antenna_index, task=task, **values))
+    stream = await admit(live, request.app[CLIENT], sid, stream)
+    if old is not None and old.resource >= 0 and old.resource != stream.resource:  # a re-opening moved it
+        request.app[CLIENT].release_at(live.workers[old.resource].url, sid)  # type: ignore[union-attr]
     if stream.resource < 0:
         return web.json_response({"stream_id": sid, "rejected": stream.reason})
     res = live.system.resources[stream.resource]
@@ -162,8 +186,40 @@ async def open_stream(request: web.Request) -> web.Response:
     )
 
 
+async def admit(live: AntennaScheduler, client: Client, sid: int, stream: LiveStream) -> LiveStream:
+    """Reserves the stream's load at the worker it was just bound to (workers/reservations.py: the capacity
+    constraint checked against every antenna's bindings) and returns the binding that holds: on a refusal the
+    stream is bound again knowing what is declared there (that worker is then infeasible for it), until a
+    worker grants it or the stream is rejected. A worker that does not answer, or has no reservations (a
+    stand-in), keeps the binding as decided."""
+    for _ in range(len(live.system.resources)):
+        w = live.workers[stream.resource] if stream.resource >= 0 else None
+        if w is None or client.session is None:
+            return stream
+        load = stream.load_qps
+        body = {"load_qps": load, "check_qps": load * live.scheduler.capacity_headroom,
+                "capacity_qps": float(live.system.capacity_qps[stream.resource])}
+        try:
+            async with client.session.put(f"{w.url}/v2/streams/{sid}", json=body, timeout=client.relay_timeout) as r:
+                if r.status != 200:
+                    return stream
+                answer = await r.json()
+            granted, declared = bool(answer["granted"]), float(answer["declared_qps"])
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
+            return stream
+        if granted:
+            live.granted(stream, declared)
+            return stream
+        stream = live.refused(sid, declared)
+    return stream
+
+
 async def close_stream(request: web.Request) -> web.Response:
-    request.app[LIVE].close_stream(int(request.match_info["sid"]))
+    live, sid = request.app[LIVE], int(request.match_info["sid"])
+    stream = live.streams.get(sid)
+    live.close_stream(sid)
+    if stream is not None and stream.resource >= 0:
+        request.app[CLIENT].release_at(live.workers[stream.resource].url, sid)  # type: ignore[union-attr]
     return web.json_response({"closed": True})
 
 

@@ -18,6 +18,7 @@ from .deployment import Deployment
 from .engine import OnnxProcessor, Outcome, Processor, ProfileProcessor, Query, now_ms
 from .limits import Rejected, RequestGuard, RequestLimits, json_depth_error, read_body
 from .metrics import CONTENT_TYPE
+from .reservations import Reservations
 from .stats import WorkerStats, virtual_monotonic
 
 
@@ -32,6 +33,7 @@ class Engine:
 
 DEPLOYMENT = web.AppKey("deployment", Deployment)
 STATS = web.AppKey("stats", WorkerStats)
+RESERVED = web.AppKey("reserved", Reservations)
 ENGINE = web.AppKey("engine", Engine)
 GUARD = web.AppKey("guard", RequestGuard)
 JPEG_TYPES = ("image/jpeg", "image/jpg")
@@ -124,6 +126,7 @@ def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Appl
     app[STATS] = WorkerStats(dep.config.name, dep.variant, dep.stream_ttl_s, max_batch_size=dep.max_batch_size,
                              clock=virtual_monotonic(dep.time_scale))
     app[ENGINE] = Engine()
+    app[RESERVED] = Reservations()
     app[GUARD] = RequestGuard(limits or RequestLimits(), dep.max_body_bytes)
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes([
@@ -139,6 +142,8 @@ def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Appl
         web.post("/v2/models/{name}/versions/{version}/infer", infer),
         web.post("/v2/models/{name}/frames", frames),
         web.get("/v2/load", load),
+        web.put("/v2/streams/{stream}", reserve),
+        web.delete("/v2/streams/{stream}", release),
         web.get("/metrics", metrics),
     ])
     return app
@@ -146,7 +151,7 @@ def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Appl
 
 async def server_metadata(request: web.Request) -> web.Response:
     return web.json_response({"name": "edge-testbed-worker", "version": "1",
-                              "extensions": ["binary_tensor_data", "frames", "load"]})
+                              "extensions": ["binary_tensor_data", "frames", "load", "streams"]})
 
 
 async def live(request: web.Request) -> web.Response:
@@ -226,6 +231,7 @@ async def frames(request: web.Request) -> web.Response:
         return error(400, "bad_frame", "empty body")
     stream, query_id = request.query.get("stream", ""), request.query.get("query", "")
     stats.on_arrival(stream, 1, len(body))
+    app[RESERVED].seen(stream, stats.now_s())
     q = Query(stream, query_id, body, None, t_arrival, batcher.queue_len, asyncio.get_running_loop().create_future())
     if not batcher.submit([q]):
         return _overload(dep, batcher, stats, 1, stream=stream, query=query_id, t_arrival_ms=t_arrival)
@@ -408,9 +414,28 @@ async def load(request: web.Request) -> web.Response:
         return error(400, "bad_request", "window_s must be a number in (0, 10]")
     queue_len = app[ENGINE].batcher.queue_len if app[ENGINE].batcher else 0
     report = app[STATS].load_report(queue_len, dep.queue_limit, window_s)
+    report.update(declared_qps=app[RESERVED].declared_qps(app[STATS].now_s()))
     report.update(ready=app[ENGINE].ready.is_set(), instances=dep.instances, max_batch_size=dep.max_batch_size,
                   max_batch_delay_ms=dep.max_batch_delay_ms, time_ms=now_ms(dep.time_scale))
     return web.json_response(report)
+
+
+async def reserve(request: web.Request) -> web.Response:
+    """PUT /v2/streams/{stream} {load_qps, check_qps, capacity_qps}: reserves a stream's load against the
+    capacity its scheduler sends (workers/reservations.py); {granted, declared_qps}, 200 either way."""
+    app = request.app
+    try:
+        body = await request.json()
+        grant = app[RESERVED].reserve(request.match_info["stream"], float(body["load_qps"]), float(body["check_qps"]),
+                                      float(body["capacity_qps"]), app[STATS].now_s())
+    except (ValueError, KeyError, TypeError) as exc:
+        return error(400, "bad_request", f"reservation: {exc}")
+    return web.json_response({"granted": grant.granted, "declared_qps": grant.declared_qps})
+
+
+async def release(request: web.Request) -> web.Response:
+    """DELETE /v2/streams/{stream}: releases a stream's reservation (200 whether or not it had one)."""
+    return web.json_response({"released": request.app[RESERVED].release(request.match_info["stream"])})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -61,6 +61,10 @@ class WorkerStats:
         self._batches: deque[tuple[float, int, float]] = deque()  # time, size, processing ms
         self._streams: dict[str, float] = {}
 
+    def now_s(self) -> float:
+        """Returns this worker's monotonic clock (virtual seconds under time dilation)."""
+        return self._clock()
+
     def _prune(self, now: float) -> None:
         for dq in (self._arrivals, self._served, self._overloads):
             while dq and dq[0] < now - HISTORY_S:

@@ -1,0 +1,83 @@
+"""What a live scheduler knows of one worker: where it is, whether it answers, and the load it learns from the
+worker's reports (GET /v2/load) and reservations (PUT /v2/streams/{id}, workers/reservations.py), in the
+simulator's unit (`Variant.load_qps`, eta x rho). No HTTP and no clock: live/antenna.py gives the times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scheduler.profiles import Variant
+
+
+@dataclass
+class WorkerState:
+    """What the scheduler knows of one resource's worker: where it is, whether it answers, its load."""
+
+    url: str
+    model: str
+    up: bool = True
+    reported_qps: float = 0.0
+    """The load the worker's last report stands for, in the capacity's unit: its arrivals' eta per second
+    (`Variant.load_qps` of its reported query and byte rates), every antenna's streams."""
+    declared_qps: float = 0.0
+    """The load every antenna's schedulers declared on the worker (its reservations), from its last report
+    or its last answer to a reservation of this scheduler's."""
+    reported_at_s: float = 0.0
+    declared_since_report_qps: float = 0.0
+    """This scheduler's own bindings to the worker since that report or answer."""
+    busy_fraction_peak: float = 0.0
+    """The largest busy time per second per replica the worker reported (1: every replica always busy)."""
+    failures: int = 0
+    streams_bound: int = 0
+    """Streams the worker saw a frame of recently (every antenna's), from its last report."""
+    served_total: float | None = None
+    """Answers since the worker started, from its last report (None: it does not report totals)."""
+    bytes_total: float | None = None
+    snapshot: tuple[float, float, float] | None = None
+    """(report time, served_total, bytes_total) used at the previous window's end."""
+    rates: tuple[float, float] | None = None
+    """(answers/s, bytes/s) over the last span between two window ends with a fresh report."""
+
+    def learnt_qps(self) -> float:
+        """The load the worker stands for beyond this scheduler's own bindings' book: the larger of what it
+        measured and what was declared on it, plus this scheduler's bindings since."""
+        return max(self.reported_qps, self.declared_qps) + self.declared_since_report_qps
+
+    def take_report(self, report: object, variant: Variant, replicas: int, now_s: float) -> None:
+        """Takes a load report; raises ValueError, KeyError or TypeError on garbage, leaving the state as it was.
+
+        The report's arrival and byte rates (every antenna's queries) become the load they stand for
+        (`Variant.load_qps`: the arrivals' eta per second); a report without a byte rate counts its queries as
+        nominal frames. `declared_qps` (a worker without reservations has none: 0) is what every scheduler
+        reserved there. Its busy time gives `busy_fraction_peak`."""
+        if not isinstance(report, dict):
+            raise ValueError(f"a load report is a JSON object, not {type(report).__name__}")
+        qps = float(report["queries_in_per_s"])
+        bytes_per_s = report.get("bytes_in_per_s")
+        load = variant.load_qps(qps, float(bytes_per_s)) if bytes_per_s is not None else qps
+        busy = float(report.get("busy_ms_per_s", 0.0)) / 1000.0 / replicas
+        declared = float(report.get("declared_qps", 0.0))
+        if not (math.isfinite(load) and math.isfinite(busy) and math.isfinite(declared)):
+            raise ValueError(f"load report: rates must be finite numbers ({qps!r} queries/s, {bytes_per_s!r} B/s, "
+                             f"{declared!r} declared)")
+        streams = int(report.get("streams_bound", 0))
+        totals = report.get("totals")
+        served = bytes_in = None
+        if isinstance(totals, dict) and "served" in totals:
+            served = float(totals["served"])
+            bytes_in = float(totals["bytes_in"]) if "bytes_in" in totals else None
+        self.reported_qps, self.declared_qps, self.reported_at_s = load, declared, now_s
+        self.streams_bound = streams
+        self.busy_fraction_peak = max(self.busy_fraction_peak, busy)
+        if served is not None:
+            self.served_total, self.bytes_total = served, bytes_in
+        self.declared_since_report_qps = 0.0
+        self.failures = 0
+
+    def take_grant(self, declared_qps: float) -> None:
+        """Takes the worker's answer to a reservation: what is declared there now (this scheduler's bindings
+        included), newer than any report."""
+        self.declared_qps = declared_qps
+        self.declared_since_report_qps = 0.0

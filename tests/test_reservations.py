@@ -1,0 +1,123 @@
+"""The capacity constraint across antennas: a worker's ledger of declared load (workers/reservations.py), its
+routes on a real profile-driven worker, and two live schedulers that bind on their own sharing one worker
+(live/scheduler.py `admit`): the second is refused what the first took, binds elsewhere, and gets it once the
+first stream closes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from worker_profile import write_worker_profile
+
+from live.antenna import AntennaScheduler, static_policy
+from live.scheduler import create_app
+from scheduler.core import policy_index
+from workers.deployment import WorkerSettings, resolve
+from workers.reservations import Reservations
+from workers.service import ENGINE
+from workers.service import create_app as worker_app
+
+CLOSEST = policy_index("closest")
+
+
+def test_the_ledger_grants_what_fits_and_forgets_idle_streams() -> None:
+    book = Reservations(idle_s=10.0)
+    assert book.reserve("a", 6.0, 6.0, 10.0, now_s=0.0).granted
+    refused = book.reserve("b", 5.0, 5.0, 10.0, now_s=1.0)
+    assert not refused.granted and refused.declared_qps == 6.0 and "b" not in book.streams
+    assert book.reserve("b", 4.0, 4.0, 10.0, now_s=1.0).declared_qps == 10.0  # exactly full fits
+    assert not book.reserve("c", 1.0, 1.2, 10.0, now_s=1.0).granted  # a headroom is checked, not declared
+    assert book.reserve("a", 2.0, 2.0, 10.0, now_s=2.0).declared_qps == 6.0  # a re-opening replaces its load
+    book.seen("a", 11.5)
+    assert book.declared_qps(12.0) == 2.0  # b idle since 1.0: gone; a sent a frame at 11.5
+    assert book.release("a") and not book.release("a") and book.declared_qps(12.0) == 0.0
+    with pytest.raises(ValueError, match="stream 'x'"):
+        book.reserve("x", -1.0, 1.0, 10.0, now_s=0.0)
+
+
+def test_a_workers_routes_and_load_report(tmp_path: Path) -> None:
+    settings = WorkerSettings(model="tiny-yolov2", profile_driven=write_worker_profile(
+        tmp_path / "p.yaml", "tiny-yolov2", {1: 10.0}))
+
+    async def scenario() -> list:
+        app = worker_app(resolve(settings))
+        async with TestClient(TestServer(app)) as c:
+            await asyncio.wait_for(app[ENGINE].ready.wait(), 60)
+            out = []
+            for sid, load in (("1", 30.0), ("2", 80.0)):
+                r = await c.put(f"/v2/streams/{sid}", json={"load_qps": load, "check_qps": load, "capacity_qps": 100})
+                out.append(await r.json())
+            out.append((await (await c.get("/v2/load")).json())["declared_qps"])
+            out.append((await c.put("/v2/streams/3", json={"load_qps": "x"})).status)
+            out.append(await (await c.delete("/v2/streams/1")).json())
+            out.append((await (await c.get("/v2/load")).json())["declared_qps"])
+            return out
+
+    one, two, declared, bad, released, after = asyncio.run(scenario())
+    assert one == {"granted": True, "declared_qps": 30.0} and two == {"granted": False, "declared_qps": 30.0}
+    assert declared == 30.0 and bad == 400 and released == {"released": True} and after == 0.0
+
+
+def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path: Path) -> None:
+    """Schedulers A and B (no load report between them: polls 100 s apart) both find the antenna's worker
+    closest. A's stream takes 60 % of its capacity; B's stream of 60 % is refused there and bound to the next
+    resource; once A's stream closes and B has polled the worker, B's next one is granted there."""
+    _, _, system = tiny_system
+    capacity = float(system.capacity_qps[0])
+    fps = 0.6 * capacity  # rate accounting: a stream's load is its frame rate
+    settings = WorkerSettings(model="tiny-yolov2", profile_driven=write_worker_profile(
+        tmp_path / "p.yaml", "tiny-yolov2", {1: 10.0}))
+
+    async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    async def scenario() -> tuple[list, AntennaScheduler]:
+        wapp = worker_app(resolve(settings))
+        wr, wurl = await serve(wapp)
+        await asyncio.wait_for(wapp[ENGINE].ready.wait(), 60)
+        workers = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}  # none answers
+        workers[system.resources[0].name] = (wurl, "tiny-yolov2")
+        runners, urls, lives = [], [], []
+        for _ in "AB":
+            live = AntennaScheduler(system, "ant1", workers, static_policy(CLOSEST), CLOSEST, seed=0, t0_s=0.0,
+                                    log=lambda _: None)
+            runner, url = await serve(create_app(live, poll_interval_s=100.0))
+            runners.append(runner)
+            urls.append(url)
+            lives.append(live)
+        body = {"fps": fps, "frame_bytes": 1000, "max_delay_ms": 1e6, "min_accuracy": 0.0}
+        out = []
+        async with aiohttp.ClientSession() as s:
+            for url, sid in ((urls[0], 1), (urls[1], 2)):
+                async with s.post(f"{url}/streams", json={"stream_id": sid, **body}) as r:
+                    out.append(await r.json())
+            async with s.delete(f"{urls[0]}/streams/1"):
+                pass
+            await asyncio.sleep(0.2)  # the release reaches the worker
+            async with s.get(f"{wurl}/v2/load") as r:  # B's next poll, made now
+                lives[1].apply_report(0, await r.json())
+            async with s.post(f"{urls[1]}/streams", json={"stream_id": 3, **body}) as r:
+                out.append(await r.json())
+        for runner in (*runners, wr):
+            await runner.cleanup()
+        return out, lives[1]
+
+    (a, b, b_later), live_b = asyncio.run(scenario())
+    antenna_worker = system.resources[0]
+    assert (a["cluster"], a["variant"]) == (antenna_worker.site, antenna_worker.variant.name)
+    assert (b.get("cluster"), b.get("variant")) != (antenna_worker.site, antenna_worker.variant.name)
+    assert "rejected" in b or b["cluster"]  # bound elsewhere, or rejected where nothing else fits
+    assert (b_later["cluster"], b_later["variant"]) == (antenna_worker.site, antenna_worker.variant.name)
+    assert live_b.workers[0].declared_qps == pytest.approx(fps)  # the grant: its own stream, A's gone
+    refused = [e for e in live_b.events if e["event"] == "reservation-refused"]
+    assert [(e["stream"], e["at"]) for e in refused] == [(2, antenna_worker.name)]
+    assert refused[0]["declared_qps"] == pytest.approx(fps, abs=1e-3)  # what A had declared there

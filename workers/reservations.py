@@ -1,0 +1,81 @@
+"""A worker's ledger of the load its schedulers declared: the capacity constraint checked where the capacity is.
+
+Every antenna's scheduler binds streams on its own, and a worker may serve several antennas. The simulator
+checks `L_v(t) + eta * rho <= C_v` against every stream bound to the variant by any antenna at that instant; a
+live scheduler only learns the others' bindings from the workers' load reports, a poll interval late, and at
+the paper's loads two antennas then fill one variant past its capacity within that interval. So a scheduler
+reserves a stream's load at the worker before it binds it (`PUT /v2/streams/{id}`): the worker grants it if
+the load the others declared plus this reservation fits the capacity the scheduler sends (every scheduler holds
+the same system model), and refuses it otherwise, saying how much is declared; the scheduler then decides
+again. A stream is released when its scheduler closes it (`DELETE /v2/streams/{id}`) or when it sends nothing
+for `idle_s` (its scheduler died or forgot), as the scheduler itself releases idle streams.
+
+Time is the worker's clock (virtual under time dilation); no HTTP here (workers/service.py serves it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FIT_EPS_QPS = 1e-9
+"""Slack of the capacity check, as the scheduler's (scheduler/core.py compares the same floats)."""
+
+
+@dataclass
+class Reservation:
+    """One stream's declared load on this worker."""
+
+    load_qps: float
+    """Its load in the capacity's unit (eta x fps): what it adds to the declared load."""
+    last_seen_s: float
+    """When it was reserved or last sent a frame."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The answer to a reservation: granted or not, and the load declared after it (this stream included when
+    granted), in the capacity's unit."""
+
+    granted: bool
+    declared_qps: float
+
+
+class Reservations:
+    """The streams whose load the schedulers declared on this worker."""
+
+    def __init__(self, idle_s: float = 10.0) -> None:
+        self.idle_s = idle_s
+        self.streams: dict[str, Reservation] = {}
+
+    def declared_qps(self, now_s: float) -> float:
+        """Returns the load declared by the streams not idle at `now_s` (the idle ones are dropped)."""
+        self.expire(now_s)
+        return sum(r.load_qps for r in self.streams.values())
+
+    def reserve(self, stream: str, load_qps: float, check_qps: float, capacity_qps: float, now_s: float) -> Grant:
+        """Grants `stream` its `load_qps` if the others' declared load plus `check_qps` (its load, or more with a
+        capacity headroom) fits `capacity_qps`; a stream already here is replaced (a re-opening)."""
+        if not all(x >= 0.0 for x in (load_qps, check_qps, capacity_qps)):
+            raise ValueError(f"reservation of stream {stream!r}: loads and capacity are numbers >= 0")
+        self.expire(now_s)
+        others = sum(r.load_qps for s, r in self.streams.items() if s != stream)
+        if others + check_qps > capacity_qps + FIT_EPS_QPS:
+            self.streams.pop(stream, None)
+            return Grant(False, others)
+        self.streams[stream] = Reservation(load_qps, now_s)
+        return Grant(True, others + load_qps)
+
+    def release(self, stream: str) -> bool:
+        """Releases a stream; returns whether it was here."""
+        return self.streams.pop(stream, None) is not None
+
+    def seen(self, stream: str, now_s: float) -> None:
+        """Notes a frame of `stream` (a stream that sends is not idle)."""
+        r = self.streams.get(stream)
+        if r is not None:
+            r.last_seen_s = now_s
+
+    def expire(self, now_s: float) -> None:
+        """Drops the streams that sent nothing for longer than `idle_s`."""
+        for s in [s for s, r in self.streams.items() if now_s - r.last_seen_s > self.idle_s]:
+            del self.streams[s]
