@@ -188,9 +188,10 @@ class AntennaScheduler:
         return stream
 
     def refused(self, stream_id: int, declared_qps: float) -> LiveStream:
-        """Takes a worker's refusal of the stream just bound (its reservation did not fit: `declared_qps` is
-        declared there without it) and binds the stream again with that knowledge, or rejects it; returns the
-        new binding, counted as the opening's outcome."""
+        """Takes a worker's refusal of a stream's reservation (it did not fit: `declared_qps` is declared there
+        without it) and binds the stream again with that knowledge, or rejects it; returns the new binding.
+        The stream's source was told it was bound and sends on: a stream rejected now has each frame rejected
+        by the relay (and counted there)."""
         old = self.streams[stream_id]
         w = self.workers[old.resource]
         assert w is not None
@@ -203,7 +204,6 @@ class AntennaScheduler:
         if stream.resource < 0:
             for c in (self.window, self.totals):
                 c.streams_rejected += 1
-            self.open_rejected(stream_id, old.request)
         return stream
 
     def granted(self, stream: LiveStream, declared_qps: float) -> None:

@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -51,7 +52,13 @@ class Client:
     worker_clock_ms: dict[int, float] = field(default_factory=dict)
     """Per resource index, how far its worker's clock is ahead of this scheduler's (a worker on another server)."""
     pending: set[asyncio.Task] = field(default_factory=set)
-    """Releases sent to workers and not answered yet."""
+    """Reservations and releases on their way to the workers."""
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs `work` in the background (kept until it ends)."""
+        task = asyncio.create_task(work)
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
 
     def release_at(self, url: str, sid: int) -> None:
         """Releases a stream's reservation at a worker, without waiting for the answer (a worker gone or
@@ -66,9 +73,7 @@ class Client:
                 async with session.delete(f"{url}/v2/streams/{sid}", timeout=self.relay_timeout):
                     pass
 
-        task = asyncio.create_task(release())
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        self.spawn(release())
 
 
 LIVE = web.AppKey("live", AntennaScheduler)
@@ -170,9 +175,9 @@ async def open_stream(request: web.Request) -> web.Response:
     task = live.system.task_index(str(body.get("task", "object-detection")))
     old = live.streams.get(sid)
     stream = live.open_stream(sid, StreamRequest(antenna=live.antenna_index, task=task, **values))
-    stream = await admit(live, request.app[CLIENT], sid, stream)
     if old is not None and old.resource >= 0 and old.resource != stream.resource:  # a re-opening moved it
         request.app[CLIENT].release_at(live.workers[old.resource].url, sid)  # type: ignore[union-attr]
+    request.app[CLIENT].spawn(admit(live, request.app[CLIENT], sid, stream))
     if stream.resource < 0:
         return web.json_response({"stream_id": sid, "rejected": stream.reason})
     res = live.system.resources[stream.resource]
@@ -186,32 +191,38 @@ async def open_stream(request: web.Request) -> web.Response:
     )
 
 
-async def admit(live: AntennaScheduler, client: Client, sid: int, stream: LiveStream) -> LiveStream:
-    """Reserves the stream's load at the worker it was just bound to (workers/reservations.py: the capacity
-    constraint checked against every antenna's bindings) and returns the binding that holds: on a refusal the
-    stream is bound again knowing what is declared there (that worker is then infeasible for it), until a
-    worker grants it or the stream is rejected. A worker that does not answer, or has no reservations (a
-    stand-in), keeps the binding as decided."""
+async def admit(live: AntennaScheduler, client: Client, sid: int, stream: LiveStream) -> None:
+    """Reserves the load of a stream just bound at its worker (workers/reservations.py: the capacity constraint
+    checked against every antenna's bindings), while the stream's first frames already go there: on a refusal
+    the stream is bound again knowing what is declared there (that worker is then infeasible for it), until a
+    worker grants it or the stream is rejected; its next frames go to the new binding. A worker that does not
+    answer, or has no reservations (a stand-in), keeps the binding as decided; a stream closed or re-opened
+    meanwhile gives back what was granted for it."""
     for _ in range(len(live.system.resources)):
-        w = live.workers[stream.resource] if stream.resource >= 0 else None
+        j = stream.resource
+        w = live.workers[j] if j >= 0 else None
         if w is None or client.session is None:
-            return stream
+            return
         load = stream.load_qps
         body = {"load_qps": load, "check_qps": load * live.scheduler.capacity_headroom,
                 "capacity_qps": float(live.system.capacity_qps[stream.resource])}
         try:
             async with client.session.put(f"{w.url}/v2/streams/{sid}", json=body, timeout=client.relay_timeout) as r:
                 if r.status != 200:
-                    return stream
+                    return
                 answer = await r.json()
             granted, declared = bool(answer["granted"]), float(answer["declared_qps"])
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
-            return stream
+            return
+        now = live.streams.get(sid)
+        if now is not stream:  # closed, re-opened or moved while the reservation was on its way
+            if granted and (now is None or now.resource != j):
+                client.release_at(w.url, sid)
+            return
         if granted:
             live.granted(stream, declared)
-            return stream
+            return
         stream = live.refused(sid, declared)
-    return stream
 
 
 async def close_stream(request: web.Request) -> web.Response:
