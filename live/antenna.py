@@ -113,6 +113,8 @@ class AntennaScheduler:
         self.window_decide_cpu_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
         """The same in CPU time of the scheduler's thread: without the waits for a core on a busy machine."""
         self.events: list[dict] = []
+        self.rebound: list[int] = []
+        """Streams bound again (their worker down) and not reserved yet (`take_rebound`)."""
         self.arrival_scale = float(arrival_scale if arrival_scale is not None else len(system.antennas))
         """This antenna's counts times this estimate every antenna's (the simulator's agent sees them all)."""
         self.poll_interval_s = 2.0
@@ -196,7 +198,7 @@ class AntennaScheduler:
         w = self.workers[old.resource]
         assert w is not None
         self.release(stream_id)
-        w.take_grant(declared_qps)
+        w.take_answer(stream_id, declared_qps)
         stream = self.bind(stream_id, old.request)
         self.event("reservation-refused", stream=stream_id, at=self.resource_name(old.resource),
                    declared_qps=round(declared_qps, 3), to=self.resource_name(stream.resource)
@@ -206,11 +208,29 @@ class AntennaScheduler:
                 c.streams_rejected += 1
         return stream
 
-    def granted(self, stream: LiveStream, declared_qps: float) -> None:
+    def granted(self, stream_id: int, resource: int, declared_qps: float) -> None:
         """Takes a worker's grant of a stream's reservation: what is declared there now, this stream included."""
+        w = self.workers[resource]
+        assert w is not None
+        w.take_answer(stream_id, declared_qps)
+
+    def reserving(self, stream_id: int, stream: LiveStream) -> None:
+        """Notes a stream's reservation on its way to its worker (its load counts there until the answer)."""
         w = self.workers[stream.resource]
         assert w is not None
-        w.take_grant(declared_qps)
+        w.pending[stream_id] = stream.load_qps
+
+    def unanswered(self, stream_id: int, resource: int) -> None:
+        """Notes a reservation that got no answer (the binding stays, unreserved)."""
+        w = self.workers[resource]
+        if w is not None:
+            w.pending.pop(stream_id, None)
+
+    def take_rebound(self) -> list[int]:
+        """Returns (and forgets) the streams bound again since the last call without a reservation (their worker
+        went down): the service reserves them."""
+        out, self.rebound = self.rebound, []
+        return out
 
     def close_stream(self, stream_id: int) -> None:
         self.release(stream_id)
@@ -301,6 +321,7 @@ class AntennaScheduler:
             if s.resource == resource:
                 self.load.release(resource, s.load_qps)
                 new = self.bind(sid, s.request)
+                self.rebound.append(sid)
                 self.event("rebind", stream=sid, to=self.resource_name(new.resource) or f"rejected ({new.reason})")
 
     def apply_report(self, resource: int, report: object) -> None:
@@ -346,9 +367,9 @@ class AntennaScheduler:
           totals between the reports read at the previous and at this window's end (for the first window:
           since t0, when the totals were zero), as a rate times the window. Without a fresh report: the last
           such rate, else this scheduler's own counts;
-        - declared load = the scheduler's load estimate (own bindings or the load the worker's reported
-          arrival and byte rates stand for, the larger), as used to bind; a worker that does not answer: own
-          bindings only;
+        - declared load = the scheduler's load estimate (`load_estimate`: own bindings, or the load the
+          worker's measured rates or reservations stand for, the larger), as used to bind; a worker that does
+          not answer: own bindings only;
         - query outcomes, stream arrivals and queries sent per class are this antenna's, times
           `arrival_scale` (the number of antennas: every antenna gets the same load in generated workloads).
         """

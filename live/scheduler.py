@@ -1,5 +1,5 @@
-"""The live scheduler service of one antenna: its aiohttp application (stream open, its load reserved at the
-worker it is bound to, and close; frame relay to the bound worker and the answer back; status), the loops that poll the workers' load and close the decision
+"""The live scheduler service of one antenna: its aiohttp application (stream open, its load then reserved at
+the worker it is bound to, and close; frame relay to the bound worker and the answer back; status), the loops that poll the workers' load and close the decision
 windows, and `python -m live.scheduler --spec RUN_DIR/spec.json --antenna NAME [--restart N]`.
 
 Runs inside the antenna's scheduler host, listening only on that host's emulated address. The state it
@@ -95,12 +95,12 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
     async def background(app: web.Application):
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=_real_s(live, KEEPALIVE_S))
         client.session = session = aiohttp.ClientSession(connector=connector)
-        tasks = [asyncio.create_task(poll_loads(live, session, poll_interval_s)),
+        tasks = [asyncio.create_task(poll_loads(live, session, poll_interval_s, client)),
                  asyncio.create_task(window_loop(live, windows))]
         yield
-        for task in tasks:
+        for task in (*tasks, *client.pending):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *client.pending, return_exceptions=True)
         await session.close()
 
     app.cleanup_ctx.append(background)
@@ -121,9 +121,10 @@ def _real_s(live: AntennaScheduler, seconds: float) -> float:
     return clock.scale.real_duration(seconds) if isinstance(clock, DilatedClock) else seconds
 
 
-async def poll_loads(live: AntennaScheduler, session: aiohttp.ClientSession, interval_s: float) -> None:
+async def poll_loads(live: AntennaScheduler, session: aiohttp.ClientSession, interval_s: float,
+                     client: Client | None = None) -> None:
     """Polls every worker's GET /v2/load every `interval_s` (the state's clock) and hands the reports (or
-    failures) to the state."""
+    failures) to the state; the streams a worker found down had bound again are reserved through `client`."""
     timeout = aiohttp.ClientTimeout(total=_real_s(live, max(0.5, 2 * interval_s)))
     window = f"{min(10.0, max(0.1, interval_s)):g}"  # the report's rate over the poll period
     live.poll_interval_s = interval_s
@@ -140,6 +141,8 @@ async def poll_loads(live: AntennaScheduler, session: aiohttp.ClientSession, int
 
     while True:
         await asyncio.gather(*(one(j, w.url) for j, w in enumerate(live.workers) if w is not None))
+        if client is not None:
+            reserve_rebound(live, client)
         live.release_idle()
         await live.clock.sleep(interval_s)
 
@@ -191,38 +194,60 @@ async def open_stream(request: web.Request) -> web.Response:
     )
 
 
+RESERVE_TRIES = 2
+"""Times a reservation is sent to a worker that does not answer it (it is idempotent) before the binding stays
+unreserved."""
+
+
 async def admit(live: AntennaScheduler, client: Client, sid: int, stream: LiveStream) -> None:
     """Reserves the load of a stream just bound at its worker (workers/reservations.py: the capacity constraint
     checked against every antenna's bindings), while the stream's first frames already go there: on a refusal
     the stream is bound again knowing what is declared there (that worker is then infeasible for it), until a
     worker grants it or the stream is rejected; its next frames go to the new binding. A worker that does not
-    answer, or has no reservations (a stand-in), keeps the binding as decided; a stream closed or re-opened
-    meanwhile gives back what was granted for it."""
-    for _ in range(len(live.system.resources)):
+    answer, or has no reservations (a stand-in), keeps the binding as decided, unreserved; a stream closed or
+    re-opened meanwhile gives back what was granted for it."""
+    while stream.resource >= 0 and client.session is not None:
         j = stream.resource
-        w = live.workers[j] if j >= 0 else None
-        if w is None or client.session is None:
-            return
+        w = live.workers[j]
+        assert w is not None
         load = stream.load_qps
         body = {"load_qps": load, "check_qps": load * live.scheduler.capacity_headroom,
-                "capacity_qps": float(live.system.capacity_qps[stream.resource])}
-        try:
-            async with client.session.put(f"{w.url}/v2/streams/{sid}", json=body, timeout=client.relay_timeout) as r:
-                if r.status != 200:
-                    return
-                answer = await r.json()
-            granted, declared = bool(answer["granted"]), float(answer["declared_qps"])
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
+                "capacity_qps": float(live.scheduler.system.capacity_qps[j])}
+        live.reserving(sid, stream)
+        answer = None
+        for _ in range(RESERVE_TRIES):
+            try:
+                async with client.session.put(f"{w.url}/v2/streams/{sid}", json=body,
+                                              timeout=client.relay_timeout) as r:
+                    answer = await r.json() if r.status == 200 else {}
+                granted, declared = bool(answer["granted"]), float(answer["declared_qps"])
+                break
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
+                if answer is not None:  # answered, but not a reservation's answer: a worker without them
+                    break
+        else:
+            answer = None
+        if answer is None or "granted" not in answer:
+            live.unanswered(sid, j)
             return
         now = live.streams.get(sid)
         if now is not stream:  # closed, re-opened or moved while the reservation was on its way
+            live.unanswered(sid, j)
             if granted and (now is None or now.resource != j):
                 client.release_at(w.url, sid)
             return
         if granted:
-            live.granted(stream, declared)
+            live.granted(sid, j, declared)
             return
         stream = live.refused(sid, declared)
+
+
+def reserve_rebound(live: AntennaScheduler, client: Client) -> None:
+    """Reserves the streams bound again since their worker went down."""
+    for sid in live.take_rebound():
+        stream = live.streams.get(sid)
+        if stream is not None:
+            client.spawn(admit(live, client, sid, stream))
 
 
 async def close_stream(request: web.Request) -> web.Response:
@@ -279,6 +304,7 @@ async def relay_frame(request: web.Request) -> web.Response:
         return _answer(live, answer, watch)
     except aiohttp.ClientError as exc:  # refused, reset, dropped: it is gone
         live.mark_down(j, f"{type(exc).__name__} relaying a frame")
+        reserve_rebound(live, request.app[CLIENT])
         answer.update(ok=False, reason="worker-down")
         live.count("rejected")
         return _answer(live, answer, watch)

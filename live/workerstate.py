@@ -6,7 +6,7 @@ simulator's unit (`Variant.load_qps`, eta x rho). No HTTP and no clock: live/ant
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler.profiles import Variant
 
@@ -24,9 +24,11 @@ class WorkerState:
     declared_qps: float = 0.0
     """The load every antenna's schedulers declared on the worker (its reservations), from its last report
     or its last answer to a reservation of this scheduler's."""
+    pending: dict[int, float] = field(default_factory=dict)
+    """This scheduler's reservations on their way to the worker (stream id -> load), not in `declared_qps` yet."""
     reported_at_s: float = 0.0
     declared_since_report_qps: float = 0.0
-    """This scheduler's own bindings to the worker since that report or answer."""
+    """This scheduler's own bindings to the worker since that report (not in its measured rates yet)."""
     busy_fraction_peak: float = 0.0
     """The largest busy time per second per replica the worker reported (1: every replica always busy)."""
     failures: int = 0
@@ -41,9 +43,10 @@ class WorkerState:
     """(answers/s, bytes/s) over the last span between two window ends with a fresh report."""
 
     def learnt_qps(self) -> float:
-        """The load the worker stands for beyond this scheduler's own bindings' book: the larger of what it
-        measured and what was declared on it, plus this scheduler's bindings since."""
-        return max(self.reported_qps, self.declared_qps) + self.declared_since_report_qps
+        """The load the worker stands for, every antenna's: the larger of what it measured (plus this
+        scheduler's bindings since) and what was declared on it (plus this scheduler's reservations on their
+        way)."""
+        return max(self.reported_qps + self.declared_since_report_qps, self.declared_qps + sum(self.pending.values()))
 
     def take_report(self, report: object, variant: Variant, replicas: int, now_s: float) -> None:
         """Takes a load report; raises ValueError, KeyError or TypeError on garbage, leaving the state as it was.
@@ -76,8 +79,10 @@ class WorkerState:
         self.declared_since_report_qps = 0.0
         self.failures = 0
 
-    def take_grant(self, declared_qps: float) -> None:
-        """Takes the worker's answer to a reservation: what is declared there now (this scheduler's bindings
-        included), newer than any report."""
+    def take_answer(self, stream_id: int, declared_qps: float) -> None:
+        """Takes the worker's answer to a stream's reservation (granted or not): what is declared there now, the
+        stream included if granted; the stream's reservation is no longer on its way."""
+        if not math.isfinite(declared_qps):
+            raise ValueError(f"reservation answer: declared_qps {declared_qps!r}")
         self.declared_qps = declared_qps
-        self.declared_since_report_qps = 0.0
+        self.pending.pop(stream_id, None)

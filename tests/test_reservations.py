@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from worker_profile import write_worker_profile
 
 from live.antenna import AntennaScheduler, static_policy
-from live.scheduler import create_app
+from live.scheduler import CLIENT, create_app
+from live.workerstate import WorkerState
 from scheduler.core import policy_index
 from workers.deployment import WorkerSettings, resolve
 from workers.reservations import Reservations
@@ -87,30 +88,36 @@ def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path
         await asyncio.wait_for(wapp[ENGINE].ready.wait(), 60)
         workers = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}  # none answers
         workers[system.resources[0].name] = (wurl, "tiny-yolov2")
-        runners, urls, lives = [], [], []
+        runners, urls, lives, clients = [], [], [], []
         for _ in "AB":
             live = AntennaScheduler(system, "ant1", workers, static_policy(CLOSEST), CLOSEST, seed=0, t0_s=0.0,
                                     log=lambda _: None)
-            runner, url = await serve(create_app(live, poll_interval_s=100.0))
+            app = create_app(live, poll_interval_s=100.0)
+            runner, url = await serve(app)
             runners.append(runner)
             urls.append(url)
             lives.append(live)
+            clients.append(app[CLIENT])
+
+        async def answered() -> None:  # every reservation and release on its way has its answer
+            while any(c.pending for c in clients):
+                await asyncio.gather(*(t for c in clients for t in c.pending))
         body = {"fps": fps, "frame_bytes": 1000, "max_delay_ms": 1e6, "min_accuracy": 0.0}
         out = []
         async with aiohttp.ClientSession() as s:
             for url, sid in ((urls[0], 1), (urls[1], 2)):
                 async with s.post(f"{url}/streams", json={"stream_id": sid, **body}) as r:
                     out.append(await r.json())  # bound as decided; the reservation follows
-            await asyncio.sleep(0.2)  # the reservations' answers
+            await answered()
             out.append(lives[1].streams[2].resource)
             async with s.delete(f"{urls[0]}/streams/1"):
                 pass
-            await asyncio.sleep(0.2)  # the release reaches the worker
+            await answered()  # the release reached the worker
             async with s.get(f"{wurl}/v2/load") as r:  # B's next poll, made now
                 lives[1].apply_report(0, await r.json())
             async with s.post(f"{urls[1]}/streams", json={"stream_id": 3, **body}) as r:
                 out.append(await r.json())
-            await asyncio.sleep(0.2)
+            await answered()
             out.append(lives[1].streams[3].resource)
         for runner in (*runners, wr):
             await runner.cleanup()
@@ -125,3 +132,36 @@ def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path
     refused = [e for e in live_b.events if e["event"] == "reservation-refused"]
     assert [(e["stream"], e["at"]) for e in refused] == [(2, antenna_worker.name)]
     assert refused[0]["declared_qps"] == pytest.approx(fps, abs=1e-3)  # what A had declared there
+
+
+def test_reservations_on_their_way_count_until_answered() -> None:
+    """Streams 1 and 2 (10 each) reserved at once on a worker where others declared 60: the grant of 1 (70
+    declared) keeps 2 counted until its own answer; a refusal counts nothing of its stream."""
+    w = WorkerState("http://w", "m", declared_qps=60.0)
+    w.pending.update({1: 10.0, 2: 10.0})
+    assert w.learnt_qps() == 80.0
+    w.take_answer(1, 70.0)
+    assert w.learnt_qps() == 80.0  # 70 declared, 2's 10 on its way
+    w.take_answer(2, 70.0)  # refused: 70 declared without it
+    assert w.learnt_qps() == 70.0 and w.pending == {}
+    w.reported_qps, w.declared_since_report_qps = 75.0, 10.0  # measured above declared, own binding since
+    assert w.learnt_qps() == 85.0
+    with pytest.raises(ValueError, match="declared_qps"):
+        w.take_answer(3, float("inf"))
+
+
+def test_streams_bound_again_off_a_dead_worker_are_handed_over_for_reservation(tiny_system) -> None:
+    from live.clock import ManualClock
+
+    _, _, system = tiny_system
+    names = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}
+    live = AntennaScheduler(system, "ant1", names, static_policy(CLOSEST), CLOSEST, seed=0, t0_s=0.0,
+                            log=lambda _: None, clock=ManualClock())
+    from scheduler.core import StreamRequest
+
+    live.open_stream(4, StreamRequest(antenna=live.antenna_index, fps=1.0, frame_bytes=1000.0, max_delay_ms=1e6,
+                                      min_accuracy=0.0))
+    first = live.streams[4].resource
+    assert live.take_rebound() == []
+    live.mark_down(first, "test")
+    assert live.streams[4].resource != first and live.take_rebound() == [4] and live.take_rebound() == []

@@ -3,11 +3,12 @@
 Every antenna's scheduler binds streams on its own, and a worker may serve several antennas. The simulator
 checks `L_v(t) + eta * rho <= C_v` against every stream bound to the variant by any antenna at that instant; a
 live scheduler only learns the others' bindings from the workers' load reports, a poll interval late, and at
-the paper's loads two antennas then fill one variant past its capacity within that interval. So a scheduler
-reserves a stream's load at the worker before it binds it (`PUT /v2/streams/{id}`): the worker grants it if
-the load the others declared plus this reservation fits the capacity the scheduler sends (every scheduler holds
-the same system model), and refuses it otherwise, saying how much is declared; the scheduler then decides
-again. A stream is released when its scheduler closes it (`DELETE /v2/streams/{id}`) or when it sends nothing
+the paper's loads two antennas then fill one variant past its capacity within that interval. So once a
+scheduler has bound a stream it reserves the stream's load at the worker (`PUT /v2/streams/{id}`; the stream's
+first frames already go there): the worker grants it if the load the others declared plus this reservation fits
+the capacity the scheduler sends (every scheduler holds the same system model), and refuses it otherwise,
+saying how much is declared, and forgets any earlier reservation of that stream; the scheduler then binds the
+stream again. A stream is released when its scheduler closes it (`DELETE /v2/streams/{id}`) or when it sends nothing
 for `idle_s` (its scheduler died or forgot), as the scheduler itself releases idle streams.
 
 Time is the worker's clock (virtual under time dilation); no HTTP here (workers/service.py serves it).
@@ -15,10 +16,12 @@ Time is the worker's clock (virtual under time dilation); no HTTP here (workers/
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 FIT_EPS_QPS = 1e-9
-"""Slack of the capacity check, as the scheduler's (scheduler/core.py compares the same floats)."""
+"""Slack of the capacity check: lenient by this much, so that rounding (a sum in another order) never refuses
+what scheduler/core.py found feasible."""
 
 
 @dataclass
@@ -55,8 +58,8 @@ class Reservations:
     def reserve(self, stream: str, load_qps: float, check_qps: float, capacity_qps: float, now_s: float) -> Grant:
         """Grants `stream` its `load_qps` if the others' declared load plus `check_qps` (its load, or more with a
         capacity headroom) fits `capacity_qps`; a stream already here is replaced (a re-opening)."""
-        if not all(x >= 0.0 for x in (load_qps, check_qps, capacity_qps)):
-            raise ValueError(f"reservation of stream {stream!r}: loads and capacity are numbers >= 0")
+        if not all(math.isfinite(x) and x >= 0.0 for x in (load_qps, check_qps, capacity_qps)):
+            raise ValueError(f"reservation of stream {stream!r}: loads and capacity are finite numbers >= 0")
         self.expire(now_s)
         others = sum(r.load_qps for s, r in self.streams.items() if s != stream)
         if others + check_qps > capacity_qps + FIT_EPS_QPS:
