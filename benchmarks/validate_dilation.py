@@ -201,6 +201,15 @@ def _arg(result: dict, option: str) -> str:
     return argv[argv.index(option) + 1] if option in argv else ""
 
 
+def _command(done: dict[str, dict], kind: str) -> list[str]:
+    """Returns a line giving the command of the first case of `kind` done (none: no line)."""
+    first = next((r for r in done.values() if r["kind"] == kind and "argv" in r), None)
+    if first is None:
+        return []
+    argv = [Path(a).name if a.endswith("python") else a for a in first["argv"]]
+    return ["", f"The command of `{first['id']}` (the others differ in seed, K or rate): `{' '.join(argv)}`"]
+
+
 def _mark(ok: bool) -> str:
     return "yes" if ok else "NO"
 
@@ -226,6 +235,7 @@ def report(work: Path) -> tuple[str, bool]:
         passed &= ok
         lines.append(f"| {s} | {_arg(a, '--duration')} | {len(diffs)} | {med:.3f} | {_mark(ok)} | "
                      f"{a['verdict']} / {b['verdict']} | {a['wall_s']:.0f} / {b['wall_s']:.0f} |")
+    lines += _command(done, "convergence")
     lines += ["", "## Negative control (lambda 60 at too small a K)", "",
               "| seed | K | virtual s | verdict | stopped early | violations | as expected | wall s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -239,6 +249,7 @@ def report(work: Path) -> tuple[str, bool]:
         lines.append(f"| {s} | {r['tdf']:g} | {_arg(r, '--duration')} | {r['verdict']} | "
                      f"{'yes' if r['stopped_early'] else 'no'} | {', '.join(r['violations'])} | {_mark(ok)} | "
                      f"{r['wall_s']:.0f} |")
+    lines += _command(done, "negative")
     lines += ["", "## The paper's loads (full-edge, default profile, testbed against simulator)", "",
               "| lambda | seed | K | virtual s | policy | simulator | testbed | diff (pts) | window corr | verdict | "
               "checks | wall s (case) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -255,12 +266,14 @@ def report(work: Path) -> tuple[str, bool]:
                          f"{r['wall_s']:.0f} |")
     lines += ["", f"Checks: success within {SUCCESS_MAX_PTS} points per policy, the same ranking (Spearman's rho 1), "
               f"window correlation at least {WINDOW_CORR_MIN}, the testbed judged faithful.", "",
+              *_command(done, "paper"), "",
               "## bench_live per K (virtual queries/s per antenna)", "",
               "| K | rates run (verdict) | highest judged faithful |", "|---|---|---|"]
     for cid, r in done.items():
         if r["kind"] == "bench":
             rates = ", ".join(f"{x['rate_per_antenna_qps']} ({x['verdict']})" for x in r["rows"])
             lines.append(f"| {cid.split('-k')[1]} | {rates} | {r['max_faithful_qps']} |")
+    lines += _command(done, "bench")
     return "\n".join(lines) + "\n", passed
 
 

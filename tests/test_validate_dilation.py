@@ -116,6 +116,7 @@ def test_report_from_hand_made_results(vd, tmp_path) -> None:
     assert "| 20 | 1 | 4 | 120 | closest | 0.950 | 0.940 | -1.00 | 0.970 | faithful | yes | 1500 |" in body
     assert "| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | faithful | NO | 1500 |" in body
     assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
+    assert "The command of `conv-s1-k10` (the others differ in seed, K or rate): `--duration 20 --tdf 10`" in body
     assert not passed
     for cid in ("neg-s2", "paper-l20-s1"):
         (tmp_path / cid / "result.json").unlink()
