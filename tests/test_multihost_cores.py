@@ -59,6 +59,19 @@ def test_a_real_worker_on_a_server_uses_its_cores_or_its_last_cpu():
     assert real_worker_argv(here, None, 3) == ["python", "-m", "workers.serve", "--threads", "1", "--cpus", "3"]
 
 
+def test_a_run_process_joins_rest_and_the_pressure_group_unless_rest_is_inside_it(tmp_path):
+    from live.cores import RunCores
+
+    cores = RunCores(tmp_path, real_inference=False, label="b")  # not entered: nothing made
+    assert cores.run_groups() == []
+    v1, v2 = Path("/sys/fs/cgroup/cpuset/edge-testbed-x-b-rest"), Path("/sys/fs/cgroup/unified/edge-testbed-x-b")
+    cores.rest_group, cores.pressure_group = v1, v2
+    assert cores.run_groups() == [v1, v2]
+    cores.rest_group, cores.pressure_group = Path("/sys/fs/cgroup/edge-testbed-x-b/edge-testbed-x-b-rest"), \
+        Path("/sys/fs/cgroup/edge-testbed-x-b")
+    assert cores.run_groups() == [cores.rest_group]  # v2: -rest is inside the run's group, its pressure counts it
+
+
 def test_the_groups_of_a_run_stay_out_of_servers_json(tmp_path):
     srv = Server("b", "root@10.0.0.2", cgroups=("/sys/fs/cgroup/cpuset/edge-testbed-x-b-rest",))
     write_servers(tmp_path, Placement((("b", srv),), (("cloud", "b"),)), {})
@@ -124,7 +137,7 @@ def groups_on_b(farm, pids: list[int]) -> dict[str, dict[str, list]]:
 
 
 def b_lock_free(farm) -> bool:
-    return farm.inside("b", ["flock", "-n", LOCK, "true"], check=False).returncode == 0
+    return farm.inside("b", ["sh", "-c", f"test ! -e {LOCK} || flock -n {LOCK} true"], check=False).returncode == 0
 
 
 def groups_of_b() -> list[str]:
