@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from servers import ServerSpec, running
+from test_multihost_net import local_leftovers
 
 from live.cores import KEEPER_BUSY, KEEPER_READY, keeper_said
 from live.placed import real_worker_argv
@@ -37,6 +38,12 @@ TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms
 DURATION_S = 15
 """Long enough to inspect server b while the traffic runs."""
 LOCK = "/run/edge-testbed/live.lock"
+CGROUP_MOUNTS = (["mount", "-t", "tmpfs", "-o", "mode=755", "cgroup", "/sys/fs/cgroup"],
+                 ["mkdir", "/sys/fs/cgroup/cpuset", "/sys/fs/cgroup/unified"],
+                 ["mount", "-t", "cgroup", "-o", "cpuset", "cgroup", "/sys/fs/cgroup/cpuset"],
+                 ["mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup/unified"])
+"""The cgroup hierarchies a machine mounts, as this one does (v1 cpuset, v2 beside it): a fixture server's `/sys` is
+the fresh sysfs `ip netns exec` mounts, without them. Mounted there they are this machine's own (one cgroup tree)."""
 KINDS = ("workers.serve", "live.scheduler", "live.source", "tcpdump", "wire-")
 PY = str(ROOT / ".venv" / "bin" / "python")
 
@@ -97,6 +104,8 @@ def farm(tmp_path_factory, runs):
     if os.geteuid() != 0:
         pytest.skip("needs root")
     with running([ServerSpec("b", hide=(str(runs),))], tmp_path_factory.mktemp("farm")) as f:
+        for argv in CGROUP_MOUNTS:  # in b's mount namespace: gone with it
+            f.inside("b", argv)
         yield f
 
 
@@ -158,6 +167,20 @@ def wait_started(proc: subprocess.Popen, out: Path) -> None:
         time.sleep(0.2)
 
 
+def stop_run(proc: subprocess.Popen, run_dir: Path) -> None:
+    """Ends a run the test gave up on: SIGTERM (it tears down), else SIGKILL and `clean`."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        subprocess.run([sys.executable, "run_testbed.py", "clean", "--run-dir", str(run_dir)], cwd=ROOT, timeout=180,
+                       check=False)
+
+
 def check_isolated(farm, run_dir: Path) -> dict[str, str]:
     """Checks b's cores while the run goes; returns b's -real and -rest groups (as /proc/PID/cpuset names them)."""
     cores = entries(run_dir / "cores" / "created.jsonl")
@@ -198,7 +221,7 @@ def check_put_back(farm, run_dir: Path, ovs_before: dict) -> None:
     after = json.loads(on_b(farm, OVS_AFFINITY))  # threads may come and go: every one has what they all had
     assert set(map(tuple, after.values())) == set(map(tuple, ovs_before.values())), (after, ovs_before)
     assert b_lock_free(farm)
-    assert farm.leftovers_on("b") == []
+    assert farm.leftovers_on("b") == [] and local_leftovers(run_dir) == []
     assert farm.inside("b", ["find", str(run_dir), "-type", "f"], check=False).stdout == ""
 
 
@@ -216,7 +239,11 @@ def test_a_real_worker_on_server_b_has_b_s_isolated_core(farm, runs, tmp_path):
         proc = subprocess.Popen(live(farm, run_dir, trace), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     try:
         wait_started(proc, out)
-        check_isolated(farm, run_dir)
+        try:
+            check_isolated(farm, run_dir)
+        except (AssertionError, StopIteration):
+            print(out.read_text())
+            raise
         (tmp_path / "second").mkdir()
         second = RunCores(tmp_path / "second", log=lambda _: None, lock=LiveRunLock(tmp_path / "lock"),
                           real_inference=False)
@@ -225,9 +252,7 @@ def test_a_real_worker_on_server_b_has_b_s_isolated_core(farm, runs, tmp_path):
             second.hold_on(farm.record("b"))
         assert proc.wait(timeout=300) == 0, out.read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_run(proc, run_dir)
     text = out.read_text()
     print(text[-3000:])
     assert "server b: real inference has CPU" in text
@@ -252,7 +277,11 @@ def test_kill_9_of_the_driver_then_clean_puts_b_s_cores_back(farm, runs, tmp_pat
         proc = subprocess.Popen(live(farm, run_dir, trace), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     try:
         wait_started(proc, out)
-        check_isolated(farm, run_dir)
+        try:
+            check_isolated(farm, run_dir)
+        except (AssertionError, StopIteration):
+            print(out.read_text())
+            raise
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         done = subprocess.run([sys.executable, "run_testbed.py", "clean", "--run-dir", str(run_dir)], cwd=ROOT,
@@ -266,6 +295,4 @@ def test_kill_9_of_the_driver_then_clean_puts_b_s_cores_back(farm, runs, tmp_pat
             time.sleep(0.1)
         check_put_back(farm, run_dir, ovs_before)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_run(proc, run_dir)
