@@ -4,7 +4,8 @@ b holds its live-run lock (a second run is refused naming b), b's `-real` and `-
 the real worker's inference threads are in b's `-real` on its reserved core alone and every other process of the run
 on b (workers, scheduler, source, captures, wires) in b's `-rest`, b's ovs-vswitchd off the reserved core; the run
 succeeds; afterwards nothing is left (no cgroup, b's ovs-vswitchd as before, b's lock free), nor after kill -9 of the
-driver mid-traffic and `run_testbed.py clean`. Without root: the keeper's log, a real worker's argv on a server, the
+driver mid-traffic and `run_testbed.py clean`. A server without a cgroup hierarchy pins its real worker to its last
+CPU and summary.json says so. Without root: the keeper's log, a real worker's argv on a server, the
 groups kept out of servers.json, and the agent refusing a group that does not exist."""
 
 from __future__ import annotations
@@ -109,11 +110,12 @@ def farm(tmp_path_factory, runs):
         yield f
 
 
-def live(farm, out: Path, trace: Path) -> list[str]:
-    b = farm.get("b").addr
+def live(farm, out: Path, trace: Path, server: str = "b", duration_s: float = DURATION_S) -> list[str]:
+    """Returns the command line of tiny with every site on `server` and dc1's worker real."""
+    addr = farm.get(server).addr
     return [sys.executable, "run_testbed.py", "run", "--topo", "tiny", "--trace", str(trace), "--duration",
-            str(DURATION_S), "--mtu", "1450", "--real-workers", "dc1", "--no-profile-real-workers", "--no-measure",
-            "--servers", f"b=root@{b}", "--ssh-options", shlex.join(farm.ssh_options()), "--out", str(out)]
+            str(duration_s), "--mtu", "1450", "--real-workers", "dc1", "--no-profile-real-workers", "--no-measure",
+            "--servers", f"{server}=root@{addr}", "--ssh-options", shlex.join(farm.ssh_options()), "--out", str(out)]
 
 
 def on_b(farm, code: str) -> str:
@@ -296,3 +298,25 @@ def test_kill_9_of_the_driver_then_clean_puts_b_s_cores_back(farm, runs, tmp_pat
         check_put_back(farm, run_dir, ovs_before)
     finally:
         stop_run(proc, run_dir)
+
+
+@root_only[0]
+@root_only[1]
+def test_a_server_without_cpuset_pins_its_real_worker_and_says_so(runs, tmp_path):
+    """A fixture server as it comes (no cgroup hierarchy under its /sys): its keeper holds its lock and reserves
+    nothing; the real worker there is pinned to its last CPU with --cpus, and summary.json says so."""
+    with running([ServerSpec("c", hide=(str(runs),))], tmp_path / "farm") as farm:
+        trace = tmp_path / "trace.csv"
+        trace.write_text(TRACE.format(d=6))
+        run_dir = runs / "pinned"
+        done = subprocess.run(live(farm, run_dir, trace, "c", 6), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        c = json.loads((run_dir / "summary.json").read_text())["extra"]["network"]["servers"]["c"]
+        print(c)
+        assert c["real_inference"] == "pinned" and c["real_inference_cpuset"] is None, c
+        assert "no cpuset controller on this host" in c["cores"]
+        worker = next(e["name"] for e in entries(run_dir / "created.jsonl") if "--threads" in e["name"])
+        assert f"--cpus {c['real_worker_cpu']}" in worker and "--inference-cgroup" not in worker, worker
+        assert not any(e["kind"] == "cgroup" and e.get("server") for e in entries(run_dir / "cores" / "created.jsonl"))
+        assert farm.inside("c", ["sh", "-c", f"test ! -e {LOCK} || flock -n {LOCK} true"], check=False).returncode == 0
+        assert farm.leftovers_on("c") == [] and local_leftovers(run_dir) == []
