@@ -20,7 +20,7 @@ from live.cores import RunCores
 from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
 from live.monitor import Monitor
-from live.placed import PlacedRun, placement_of
+from live.placed import PlacedRun, placement_of, reserve_on_servers
 from live.plan import (
     WorkerPlan,
     busiest_cpu_cluster,
@@ -376,7 +376,7 @@ class LiveRun:
         """On a placed run: measures the servers' clocks, pushes their inputs and starts their captures; returns
         the hosts to capture here."""
         hosts = choose_hosts(net.plan.hosts, self.spec.pcap)
-        self.placed = PlacedRun.open(self.dir, net, self.log)
+        self.placed = PlacedRun.open(self.dir, net, self.log, self.cores)
         if self.placed is None:
             return hosts
         self.placed.push_inputs(self.resolved_spec())
@@ -402,7 +402,8 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
         return run_auto(spec, log, run_live)
     t_start, run = time.monotonic(), LiveRun(spec, log)
     local_real = any(p.real and run.placement.site_server(p.site) == LOCAL for p in run.workers_plan)
-    with RunCores(run.out, log, real_inference=local_real) as run.cores:  # a remote one is pinned on its server
+    with RunCores(run.out, log, real_inference=local_real) as run.cores:
+        run.placement = reserve_on_servers(run.cores, run.placement, run.workers_plan)  # before their network
         return _run_live(run, t_start)
 
 

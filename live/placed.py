@@ -13,8 +13,11 @@ Clocks: each server's offset from the driver's (testbed.clocksync) is measured o
 after the traffic. Its share's spec, t0 and workers' time scale are shifted by the first figure, so that its
 processes start at the driver's t0 and their records (times since t0) line up with the driver's.
 
-The isolated core of real inference is this machine's cpuset: a real worker on another server is pinned to that
-server's last CPU (`--cpus`), as on a host without cpuset, and nothing else there is kept off it.
+A server holding a real worker of the run gets the run's cores there as the driver has them here (live/cores.py,
+its keeper started before the network by `reserve_on_servers`): every process of the run the server's agent
+spawns (wires, workers, schedulers, sources, captures) starts in that server's `-rest`, a real worker's inference
+threads move into its `-real`; where it has no cpuset controller or one core, that worker is pinned to the server's
+last CPU (`--cpus`) instead.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from live.cores import RunCores, ServerCores
+from live.plan import WorkerPlan
 from live.procs import REPO_ROOT, Proc
 from live.rundir import RunDir
 from live.sendlag import opens_path
@@ -58,7 +63,9 @@ class Share:
     repo: str
     clock: ClockOffset
     last_cpu: int
-    """The CPU a real worker there is pinned to."""
+    """The CPU a real worker there is pinned to where the server has no cores of the run's own."""
+    cores: ServerCores | None = None
+    """The run's cores there (None: no real worker there)."""
     pushed: dict[str, str] = field(default_factory=dict)
     """Driver path -> server path of every input file pushed there."""
     manifest: list[str] = field(default_factory=list)
@@ -91,7 +98,8 @@ class Share:
 class PlacedRun:
     """The remote servers' shares of a live run while its network is up (None where every site is local)."""
 
-    def __init__(self, run_dir: RunDir, net: EmulatedNetwork, log: Callable[[str], None]) -> None:
+    def __init__(self, run_dir: RunDir, net: EmulatedNetwork, log: Callable[[str], None],
+                 cores: RunCores | None = None) -> None:
         assert net.servers is not None
         self.dir, self.net, self.log = run_dir, net, log
         self.shares: dict[str, Share] = {}
@@ -105,7 +113,8 @@ class PlacedRun:
             clock = measure(client)
             repo = net.servers.servers[name].repo
             cpu = client.run([python_on(repo), "-c", "import os; print(max(os.sched_getaffinity(0)))"]).stdout
-            share = Share(name, client, share_dir(run_dir.root, name), repo, clock, int(cpu))
+            share = Share(name, client, share_dir(run_dir.root, name), repo, clock, int(cpu),
+                          cores.servers.get(name) if cores is not None else None)
             client.run(["mkdir", "-p", *(str(share.root / d) for d in OUTPUTS)])
             self.shares[name] = share
             chrony = "" if clock.chrony_offset_ms is None else f" (chrony there: {clock.chrony_offset_ms:+.3f} ms)"
@@ -113,8 +122,9 @@ class PlacedRun:
                 f"processes' t0 and time scale are shifted by it")
 
     @classmethod
-    def open(cls, run_dir: RunDir, net: EmulatedNetwork, log: Callable[[str], None]) -> PlacedRun | None:
-        return None if net.servers is None else cls(run_dir, net, log)
+    def open(cls, run_dir: RunDir, net: EmulatedNetwork, log: Callable[[str], None],
+             cores: RunCores | None = None) -> PlacedRun | None:
+        return None if net.servers is None else cls(run_dir, net, log, cores)
 
     def share_of(self, host: Host | None) -> Share | None:
         """Returns the share of the server a host lives on (None: this machine)."""
@@ -183,15 +193,16 @@ class PlacedRun:
     # -- processes -------------------------------------------------------------------------------------
 
     def start(self, proc: Proc) -> None:
-        """Starts a process of the run on its host's server (in the host's namespace, dying with the agent),
-        recorded there; its log is read through the agent."""
+        """Starts a process of the run on its host's server (in the host's namespace and the server's groups of the
+        run, dying with the agent), recorded there; its log is read through the agent."""
         share = self.share_of(proc.host)
         assert share is not None and proc.host is not None
         argv = [self.path_on(share, a) for a in proc.argv]
         if argv and argv[0] == sys.executable:  # the server's own checkout's interpreter (preflight checked it)
             argv[0] = python_on(share.repo)
-        if proc.real_inference:  # that server's last CPU, this machine's cpuset not being there
-            argv = _with_option(_without_option(argv, "--inference-cgroup"), "--cpus", str(share.last_cpu))
+        if proc.real_inference:  # that server's cores, this machine's cpuset not being there
+            group = share.cores.inference_group if share.cores is not None else None
+            argv = real_worker_argv(argv, group, share.last_cpu)
         if "--tdf-anchor-s" in argv:
             anchor = float(argv[argv.index("--tdf-anchor-s") + 1])
             argv = _with_option(argv, "--tdf-anchor-s", repr(round(anchor + share.offset_s, 6)))
@@ -271,11 +282,15 @@ class PlacedRun:
         return counts
 
     def summary(self) -> dict[str, dict]:
-        """Returns summary.json's `network.servers`: per remote server its sites and clock offset (at the start, by
-        which its processes' times were shifted, and after the traffic)."""
+        """Returns summary.json's `network.servers`: per remote server its sites, clock offset (at the start, by
+        which its processes' times were shifted, and after the traffic) and its cores of real inference: `isolated`
+        (its `-real` cpuset, `real_inference_cpuset`), `pinned` (`--cpus`: no cpuset controller there, or one core)
+        or None (no real worker there), with what its keeper said (`cores`)."""
         out = {}
         for name, share in self.shares.items():
             end = self.clock_end.get(name)
+            cores = share.cores
+            isolated = cores is not None and cores.inference_group is not None
             out[name] = {
                 "sites": [s for s, on in self.net.placement.sites if on == name],
                 "outputs_gathered": self.gathered.get(name),
@@ -284,7 +299,10 @@ class PlacedRun:
                 "chrony_offset_ms": share.clock.chrony_offset_ms,
                 "clock_offset_end_ms": None if end is None else round(end.offset_ms, 4),
                 "clock_bound_end_ms": None if end is None else round(end.bound_ms, 4),
-                "real_worker_cpu": share.last_cpu,
+                "real_inference": None if cores is None else "isolated" if isolated else "pinned",
+                "real_worker_cpu": cores.reserved if isolated else share.last_cpu,
+                "real_inference_cpuset": cores.real_group if isolated else None,
+                "cores": None if cores is None else cores.described,
             }
         return out
 
@@ -301,6 +319,27 @@ def placement_of(spec: RunSpec, sites: Sequence[str]) -> Placement:
         raise ValueError(f"--events {spec.events} with sites on other servers: network events reshape links on "
                          "this machine only so far (docs/multihost.md)")
     return placement
+
+
+def reserve_on_servers(cores: RunCores, placement: Placement, plans: Sequence[WorkerPlan]) -> Placement:
+    """Holds the run's cores on every other server with a real worker (RunCores.hold_on: LiveRunBusy naming a server
+    another run holds); returns the placement whose servers start every process of the run in their groups of the
+    run (`Server.cgroups`: their agents put what they spawn there)."""
+    real = {placement.site_server(p.site) for p in plans if p.real} - {LOCAL}
+    servers = []
+    for name, srv in placement.servers:
+        if srv is not None and name in real:
+            srv = replace(srv, cgroups=cores.hold_on(srv).run_groups)
+        servers.append((name, srv))
+    return replace(placement, servers=tuple(servers))
+
+
+def real_worker_argv(argv: list[str], inference_group: str | None, last_cpu: int) -> list[str]:
+    """Returns a real worker's argv for its server: its inference threads into that server's `-real` cpuset (the
+    path valid there), or, without one, the whole worker pinned to the server's last CPU."""
+    if inference_group is not None:
+        return _with_option(_without_option(argv, "--cpus"), "--inference-cgroup", inference_group)
+    return _with_option(_without_option(argv, "--inference-cgroup"), "--cpus", str(last_cpu))
 
 
 def workers_seen_from(table: dict[str, dict], server_offset_ms: float) -> dict[str, dict]:

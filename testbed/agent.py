@@ -5,6 +5,7 @@ with it: one request, one answer, in order. A request is {"op": ..., ...}; an an
 {"ok": false, "error": "..."}. Ops: `run` (argv, input, timeout_s → rc, stdout, stderr), `spawn` (a detached
 process with its log, env, cwd and network namespace → pid and start ticks), `poll`, `kill` (by pid and start
 ticks), `read` and `write` (files), `remove` (a run's recorded entries made here), `which` (programs on PATH), `clock` (the server's time.time()).
+A spawned process may join cgroups before it execs (`Server.cgroups`: a live run's `-rest` cpuset there).
 `AgentClient` is the driver's end; every error it raises names the server.
 """
 
@@ -57,6 +58,9 @@ class Server:
     """Extra ssh arguments (-i KEY, -o ...); the user's ssh config applies otherwise."""
     repo: str = str(REPO)
     """The repository path on the server (a multi-host run needs the same path and commit everywhere)."""
+    cgroups: tuple[str, ...] = ()
+    """Groups (paths there) every process the agent spawns joins before it execs: a live run's `-rest` cpuset and
+    pressure group on that server (live/cores.py). They go with the run, never into `servers.json`."""
 
     @classmethod
     def parse(cls, text: str) -> Server:
@@ -79,12 +83,23 @@ class Server:
 
 # --- the agent (runs on the server) ---
 
-def _die_with_parent() -> None:
-    """In a spawned child before exec: SIGKILL when the agent ends (prctl PR_SET_PDEATHSIG, kept across exec), so
-    a run's processes on a server end with the driver's ssh, as a local run's end with it."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Asks the kernel for `sig` when this process's parent ends (prctl PR_SET_PDEATHSIG, kept across exec). In a
+    spawned child before exec, SIGKILL: a run's processes on a server end with the agent, so with the driver's ssh,
+    as a local run's end with it."""
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)
+
+
+def _child_setup(cgroups: Sequence[str], die_with_agent: bool) -> None:
+    """In a spawned child before exec: joins the groups (the whole process: its `cgroup.procs`), so that what it
+    execs starts there, and asks to die with the agent."""
+    for group in cgroups:
+        with open(Path(group) / "cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+    if die_with_agent:
+        die_with_parent()
 
 
 def read_start_ticks(pid: int) -> int:
@@ -119,12 +134,17 @@ class Agent:
         return {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
     def op_spawn(self, argv: list[str], log: str, env: dict[str, str] | None = None, cwd: str | None = None,
-                 netns: str | None = None, die_with_agent: bool = False) -> dict[str, Any]:
+                 netns: str | None = None, die_with_agent: bool = False,
+                 cgroups: Sequence[str] = ()) -> dict[str, Any]:
         full = argv if netns is None else ["ip", "netns", "exec", netns, *argv]
+        for group in cgroups:  # refused here, naming it: a failure in the child would only say "preexec_fn"
+            if not (Path(group) / "cgroup.procs").is_file():
+                raise ValueError(f"cgroup {group} does not exist")
+        setup = (lambda: _child_setup(cgroups, die_with_agent)) if cgroups or die_with_agent else None
         with open(log, "ab") as out:
             proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True,
-                                    preexec_fn=_die_with_parent if die_with_agent else None)
+                                    preexec_fn=setup)
         self.children[proc.pid] = proc
         return {"pid": proc.pid, "start_ticks": read_start_ticks(proc.pid)}
 
@@ -286,11 +306,13 @@ class AgentClient:
         return done
 
     def spawn(self, argv: Sequence[str], *, log: str, env: Mapping[str, str] | None = None,
-              cwd: str | None = None, netns: str | None = None, die_with_agent: bool = False) -> tuple[int, int]:
-        """Starts a detached process on the server (killed when the agent ends if `die_with_agent`); returns its
-        pid and start ticks (there)."""
+              cwd: str | None = None, netns: str | None = None, die_with_agent: bool = False,
+              cgroups: Sequence[str] | None = None) -> tuple[int, int]:
+        """Starts a detached process on the server (killed when the agent ends if `die_with_agent`), in `cgroups`
+        (default: the server record's); returns its pid and start ticks (there)."""
+        groups = list(self.server.cgroups if cgroups is None else cgroups)
         r = self.call("spawn", argv=list(argv), log=log, env=dict(env or {}), cwd=cwd, netns=netns,
-                      die_with_agent=die_with_agent)
+                      die_with_agent=die_with_agent, **({"cgroups": groups} if groups else {}))
         return r["pid"], r["start_ticks"]
 
     def poll(self, pid: int) -> int | None:

@@ -8,7 +8,8 @@ run's processes' logs and outputs) goes under that server's **share** of the run
 on that server, in the run dir's own layout; nothing there is read by the driver except through the agent.
 `gather_share` copies a share's files to the same relative path in the driver's run dir and removes them there
 (files the driver pushed, listed in the share's `pushed.txt`, are not brought back); teardown and `clean` gather
-every share (testbed.record.remove_on_servers).
+every share (testbed.record.remove_on_servers). A remote server's processes started through `ServerSet.spawn` join
+the groups its `Server` record names (a live run's `-rest` there: live/cores.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from testbed.record import Created, CreationRecord
 SHARES_DIR = "servers"
 """`<run dir>/servers/<name>`: a remote server's share of the run dir, on that server."""
 PUSHED_FILE = "pushed.txt"
-"""In a share: the relative paths of the files the driver pushed there (one a line), not gathered back."""
+"""In a share: the relative paths of the files not gathered back (one a line): those the driver pushed there, and a
+live run's cores keeper's own record (the server's copy of what the driver's record holds)."""
 
 
 def share_dir(run_dir: Path, server: str) -> Path:

@@ -1,0 +1,322 @@
+"""The isolated core of real inference on another server (live/cores.py's keeper, docs/multihost.md): tiny with every
+site on fixture server b (tests/servers.py), its dc1 worker real and nothing real on the driver. While the run goes,
+b holds its live-run lock (a second run is refused naming b), b's `-real` and `-rest` cpusets exist (named after b),
+the real worker's inference threads are in b's `-real` on its reserved core alone and every other process of the run
+on b (workers, scheduler, source, captures, wires) in b's `-rest`, b's ovs-vswitchd off the reserved core; the run
+succeeds; afterwards nothing is left (no cgroup, b's ovs-vswitchd as before, b's lock free), nor after kill -9 of the
+driver mid-traffic and `run_testbed.py clean`. A server without a cgroup hierarchy pins its real worker to its last
+CPU and summary.json says so. Without root: the keeper's log, a real worker's argv on a server, the
+groups kept out of servers.json, and the agent refusing a group that does not exist."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from servers import ServerSpec, running
+from test_multihost_net import local_leftovers
+
+from live.cores import KEEPER_BUSY, KEEPER_READY, keeper_said
+from live.placed import real_worker_argv
+from testbed.agent import Agent, Server
+from testbed.placement import Placement, read_servers, write_servers
+
+ROOT = Path(__file__).resolve().parents[1]
+root_only = (pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root"))
+"""The marks of the tests on the fixture."""
+# A binds to mobilenet@ant1 (profile-driven); B no longer fits there and binds to tiny-yolov2@dc1, the real worker
+TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task
+1,ant1,0.0,{d},ar-vr,30,20000,300,0.2,object-detection
+2,ant1,0.5,{d},video-surveillance,20,20000,400,0.2,object-detection
+"""
+DURATION_S = 15
+"""Long enough to inspect server b while the traffic runs."""
+LOCK = "/run/edge-testbed/live.lock"
+CGROUP_MOUNTS = (["mount", "-t", "tmpfs", "-o", "mode=755", "cgroup", "/sys/fs/cgroup"],
+                 ["mkdir", "/sys/fs/cgroup/cpuset", "/sys/fs/cgroup/unified"],
+                 ["mount", "-t", "cgroup", "-o", "cpuset", "cgroup", "/sys/fs/cgroup/cpuset"],
+                 ["mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup/unified"])
+"""The cgroup hierarchies a machine mounts, as this one does (v1 cpuset, v2 beside it): a fixture server's `/sys` is
+the fresh sysfs `ip netns exec` mounts, without them. Mounted there they are this machine's own (one cgroup tree)."""
+KINDS = ("workers.serve", "live.scheduler", "live.source", "tcpdump", "wire-")
+PY = str(ROOT / ".venv" / "bin" / "python")
+
+
+# -- without root ------------------------------------------------------------------------------------------------
+
+def test_the_keeper_says_ready_or_busy_and_nothing_before():
+    assert keeper_said("") is None and keeper_said("real inference has CPU 1 to itself\n") is None
+    assert keeper_said(f"note\n{KEEPER_READY}{{\"reserved\": 1}}\nmore\n") == ("ready", '{"reserved": 1}')
+    busy = f"{KEEPER_BUSY}another live run is running (pid 7, /x, since T): wait\n"
+    assert keeper_said(busy) == ("busy", "another live run is running (pid 7, /x, since T): wait")
+
+
+def test_a_real_worker_on_a_server_uses_its_cores_or_its_last_cpu():
+    argv = ["python", "-m", "workers.serve", "--threads", "1", "--cpus", "1"]
+    got = real_worker_argv(argv, "/proc/9/root/sys/fs/cgroup/cpuset/edge-testbed-x-b-real", 3)
+    assert got == ["python", "-m", "workers.serve", "--threads", "1", "--inference-cgroup",
+                   "/proc/9/root/sys/fs/cgroup/cpuset/edge-testbed-x-b-real"]
+    here = ["python", "-m", "workers.serve", "--inference-cgroup", "/proc/5/root/sys/x-real", "--threads", "1"]
+    assert real_worker_argv(here, None, 3) == ["python", "-m", "workers.serve", "--threads", "1", "--cpus", "3"]
+
+
+def test_a_run_process_joins_rest_and_the_pressure_group_unless_rest_is_inside_it(tmp_path):
+    from live.cores import RunCores
+
+    cores = RunCores(tmp_path, real_inference=False, label="b")  # not entered: nothing made
+    assert cores.run_groups() == []
+    v1, v2 = Path("/sys/fs/cgroup/cpuset/edge-testbed-x-b-rest"), Path("/sys/fs/cgroup/unified/edge-testbed-x-b")
+    cores.rest_group, cores.pressure_group = v1, v2
+    assert cores.run_groups() == [v1, v2]
+    cores.rest_group, cores.pressure_group = Path("/sys/fs/cgroup/edge-testbed-x-b/edge-testbed-x-b-rest"), \
+        Path("/sys/fs/cgroup/edge-testbed-x-b")
+    assert cores.run_groups() == [cores.rest_group]  # v2: -rest is inside the run's group, its pressure counts it
+
+
+def test_the_groups_of_a_run_stay_out_of_servers_json(tmp_path):
+    srv = Server("b", "root@10.0.0.2", cgroups=("/sys/fs/cgroup/cpuset/edge-testbed-x-b-rest",))
+    write_servers(tmp_path, Placement((("b", srv),), (("cloud", "b"),)), {})
+    back = read_servers(tmp_path)["b"]
+    assert back.cgroups == () and back.dest == srv.dest and "cgroup" not in (tmp_path / "servers.json").read_text()
+
+
+def test_the_agent_refuses_to_spawn_into_a_group_that_does_not_exist(tmp_path):
+    with pytest.raises(ValueError, match=r"cgroup /nonexistent/edge-testbed-x does not exist"):
+        Agent().op_spawn(["true"], log=str(tmp_path / "log"), cgroups=["/nonexistent/edge-testbed-x"])
+
+
+# -- root, on the fixture ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """The folder of the tests' run dirs: the driver's own, hidden from the server."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory, runs):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    with running([ServerSpec("b", hide=(str(runs),))], tmp_path_factory.mktemp("farm")) as f:
+        for argv in CGROUP_MOUNTS:  # in b's mount namespace: gone with it
+            f.inside("b", argv)
+        yield f
+
+
+def live(farm, out: Path, trace: Path, server: str = "b", duration_s: float = DURATION_S) -> list[str]:
+    """Returns the command line of tiny with every site on `server` and dc1's worker real."""
+    addr = farm.get(server).addr
+    return [sys.executable, "run_testbed.py", "run", "--topo", "tiny", "--trace", str(trace), "--duration",
+            str(duration_s), "--mtu", "1450", "--real-workers", "dc1", "--no-profile-real-workers", "--no-measure",
+            "--servers", f"{server}=root@{addr}", "--ssh-options", shlex.join(farm.ssh_options()), "--out", str(out)]
+
+
+def on_b(farm, code: str) -> str:
+    """Runs Python on server b (its namespaces: its pids, its /run) and returns what it prints."""
+    return farm.inside("b", [PY, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n{code}"]).stdout
+
+
+OVS_AFFINITY = """
+import json, os
+from live.procs import pids_named
+print(json.dumps({t: sorted(os.sched_getaffinity(int(t))) for p in pids_named("ovs-vswitchd")
+                  for t in os.listdir(f"/proc/{p}/task")}))
+"""
+GROUPS_OF = """
+import json, os, sys
+out = {}
+for pid in sys.argv[1:]:
+    try:
+        out[pid] = {t: [open(f"/proc/{pid}/task/{t}/comm").read().strip(), open(f"/proc/{pid}/task/{t}/cpuset").read().strip(),
+                        sorted(os.sched_getaffinity(int(t)))] for t in os.listdir(f"/proc/{pid}/task")}
+    except OSError:
+        pass  # exited (a process of the network's bring-up)
+print(json.dumps(out))
+"""
+
+
+def groups_on_b(farm, pids: list[int]) -> dict[str, dict[str, list]]:
+    """Returns, per live pid of server b, each thread's name, cpuset group and CPUs."""
+    return json.loads(farm.inside("b", [PY, "-c", GROUPS_OF, *map(str, pids)]).stdout)
+
+
+def b_lock_free(farm) -> bool:
+    return farm.inside("b", ["sh", "-c", f"test ! -e {LOCK} || flock -n {LOCK} true"], check=False).returncode == 0
+
+
+def groups_of_b() -> list[str]:
+    """Returns every cgroup named after a server b (the fixture's servers share this machine's cgroup tree)."""
+    roots = [Path("/sys/fs/cgroup/cpuset"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")]
+    return sorted(str(p) for r in roots if r.is_dir() for p in r.iterdir()
+                  if p.name.startswith("edge-testbed-") and (p.name.endswith("-b") or "-b-" in p.name))
+
+
+def entries(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_started(proc: subprocess.Popen, out: Path) -> None:
+    deadline = time.monotonic() + 180
+    while "] started " not in out.read_text():  # t0 set: every process up on its server
+        assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+        time.sleep(0.2)
+
+
+def stop_run(proc: subprocess.Popen, run_dir: Path) -> None:
+    """Ends a run the test gave up on: SIGTERM (it tears down), else SIGKILL and `clean`."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        subprocess.run([sys.executable, "run_testbed.py", "clean", "--run-dir", str(run_dir)], cwd=ROOT, timeout=180,
+                       check=False)
+
+
+def check_isolated(farm, run_dir: Path) -> dict[str, str]:
+    """Checks b's cores while the run goes; returns b's -real and -rest groups (as /proc/PID/cpuset names them)."""
+    cores = entries(run_dir / "cores" / "created.jsonl")
+    groups = [e["name"] for e in cores if e["kind"] == "cgroup" and e.get("server") == "b"]
+    real = next(g for g in groups if g.endswith("-b-real"))
+    rest = next(g for g in groups if g.endswith("-b-rest"))
+    assert all(Path(g).is_dir() for g in groups), groups  # the fixture's servers share this machine's cgroup tree
+    assert any(e["kind"] == "affinity" and e["name"] == "ovs-vswitchd" and e.get("server") == "b" for e in cores)
+    reserved = int(Path(real, "cpuset.cpus").read_text())
+    assert Path(real, "cpuset.cpu_exclusive").read_text().strip() == "1"
+    names = {"real": "/" + Path(real).name, "rest": "/" + Path(rest).name}
+
+    procs = [e for e in entries(run_dir / "created.jsonl") if e["kind"] == "process" and e.get("server") == "b"]
+    real_worker = next(e["pid"] for e in procs if "workers.serve" in e["name"] and "--inference-cgroup" in e["name"])
+    seen = groups_on_b(farm, [e["pid"] for e in procs])
+    kinds = {k for e in procs if str(e["pid"]) in seen for k in KINDS if e["name"].startswith(k) or f" {k} " in e["name"]}
+    assert kinds == set(KINDS), kinds  # every kind of process of the run on b is checked below
+    inference = {t for t, (comm, _, _) in seen[str(real_worker)].items() if comm.startswith("ort-")}
+    assert inference, seen[str(real_worker)]
+    for pid, threads in seen.items():
+        for tid, (comm, group, cpus) in threads.items():
+            if pid == str(real_worker) and tid in inference:
+                assert group == names["real"] and cpus == [reserved], (pid, tid, comm, group, cpus)
+            else:
+                assert group == names["rest"] and reserved not in cpus, (pid, tid, comm, group, cpus)
+    ovs = json.loads(on_b(farm, OVS_AFFINITY))
+    assert ovs and all(reserved not in cpus for cpus in ovs.values()), ovs
+    assert not b_lock_free(farm)
+    print(f"b: {len(inference)} inference thread(s) in {names['real']} on CPU {reserved}; "
+          f"{sum(map(len, seen.values())) - len(inference)} threads of {len(seen)} processes in {names['rest']}")
+    return names
+
+
+def check_put_back(farm, run_dir: Path, ovs_before: dict) -> None:
+    made = [e["name"] for e in entries(run_dir / "cores" / "created.jsonl") if e["kind"] == "cgroup"]
+    assert any(g.endswith("-b-real") for g in made) and not any(Path(g).exists() for g in made)
+    assert groups_of_b() == []
+    after = json.loads(on_b(farm, OVS_AFFINITY))  # threads may come and go: every one has what they all had
+    assert set(map(tuple, after.values())) == set(map(tuple, ovs_before.values())), (after, ovs_before)
+    assert b_lock_free(farm)
+    assert farm.leftovers_on("b") == [] and local_leftovers(run_dir) == []
+    assert farm.inside("b", ["find", str(run_dir), "-type", "f"], check=False).stdout == ""
+
+
+@root_only[0]
+@root_only[1]
+def test_a_real_worker_on_server_b_has_b_s_isolated_core(farm, runs, tmp_path):
+    from live.cores import LiveRunBusy, LiveRunLock, RunCores
+
+    trace = tmp_path / "trace.csv"
+    trace.write_text(TRACE.format(d=DURATION_S))
+    run_dir, out = runs / "run", tmp_path / "stdout"
+    ovs_before = json.loads(on_b(farm, OVS_AFFINITY))
+    assert groups_of_b() == [] and b_lock_free(farm)
+    with out.open("w") as sink:
+        proc = subprocess.Popen(live(farm, run_dir, trace), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_started(proc, out)
+        try:
+            check_isolated(farm, run_dir)
+        except (AssertionError, StopIteration):
+            print(out.read_text())
+            raise
+        (tmp_path / "second").mkdir()
+        second = RunCores(tmp_path / "second", log=lambda _: None, lock=LiveRunLock(tmp_path / "lock"),
+                          real_inference=False)
+        refused = r"server b: another live run is running \(pid \d+, "
+        with second, pytest.raises(LiveRunBusy, match=refused):  # a second run's keeper on b is refused, naming b
+            second.hold_on(farm.record("b"))
+        assert proc.wait(timeout=300) == 0, out.read_text()
+    finally:
+        stop_run(proc, run_dir)
+    text = out.read_text()
+    print(text[-3000:])
+    assert "server b: real inference has CPU" in text
+    summary = json.loads((run_dir / "summary.json").read_text())
+    b = summary["extra"]["network"]["servers"]["b"]
+    assert b["real_inference"] == "isolated" and b["real_inference_cpuset"].endswith("-b-real"), b
+    assert summary["extra"]["recorded_queries"] == summary["extra"]["expected_queries"] > 0
+    print(f"success {summary['overall']['success']:.3f}")
+    assert summary["overall"]["success"] >= 0.95
+    assert "put back" in (run_dir / "cores" / "keeper-b.log").read_text()
+    check_put_back(farm, run_dir, ovs_before)
+
+
+@root_only[0]
+@root_only[1]
+def test_kill_9_of_the_driver_then_clean_puts_b_s_cores_back(farm, runs, tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(TRACE.format(d=30))
+    run_dir, out = runs / "killed", tmp_path / "stdout"
+    ovs_before = json.loads(on_b(farm, OVS_AFFINITY))
+    with out.open("w") as sink:
+        proc = subprocess.Popen(live(farm, run_dir, trace), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_started(proc, out)
+        try:
+            check_isolated(farm, run_dir)
+        except (AssertionError, StopIteration):
+            print(out.read_text())
+            raise
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done = subprocess.run([sys.executable, "run_testbed.py", "clean", "--run-dir", str(run_dir)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=180)
+        print(done.stdout.strip())
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "cgroup" in done.stdout  # b's groups, in the cores' record
+        deadline = time.monotonic() + 20
+        while farm.leftovers_on("b"):
+            assert time.monotonic() < deadline, farm.leftovers_on("b")
+            time.sleep(0.1)
+        check_put_back(farm, run_dir, ovs_before)
+    finally:
+        stop_run(proc, run_dir)
+
+
+@root_only[0]
+@root_only[1]
+def test_a_server_without_cpuset_pins_its_real_worker_and_says_so(runs, tmp_path):
+    """A fixture server as it comes (no cgroup hierarchy under its /sys): its keeper holds its lock and reserves
+    nothing; the real worker there is pinned to its last CPU with --cpus, and summary.json says so."""
+    with running([ServerSpec("c", hide=(str(runs),))], tmp_path / "farm") as farm:
+        trace = tmp_path / "trace.csv"
+        trace.write_text(TRACE.format(d=6))
+        run_dir = runs / "pinned"
+        done = subprocess.run(live(farm, run_dir, trace, "c", 6), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        c = json.loads((run_dir / "summary.json").read_text())["extra"]["network"]["servers"]["c"]
+        print(c)
+        assert c["real_inference"] == "pinned" and c["real_inference_cpuset"] is None, c
+        assert "no cpuset controller on this host" in c["cores"]
+        worker = next(e["name"] for e in entries(run_dir / "created.jsonl") if "--threads" in e["name"])
+        assert f"--cpus {c['real_worker_cpu']}" in worker and "--inference-cgroup" not in worker, worker
+        assert not any(e["kind"] == "cgroup" and e.get("server") for e in entries(run_dir / "cores" / "created.jsonl"))
+        assert farm.inside("c", ["sh", "-c", f"test ! -e {LOCK} || flock -n {LOCK} true"], check=False).returncode == 0
+        assert farm.leftovers_on("c") == [] and local_leftovers(run_dir) == []
