@@ -186,7 +186,8 @@ class RunCores:
         cpus = sorted(os.sched_getaffinity(0))
         name = f"{cpuset.NAME_PREFIX}{self.run_id}" + (f"-{self.label}" if self.label else "")
         if not self.real_inference:
-            self.notes.append(f"no real worker: the run has CPU {cpuset.format_cpus(cpus)}, no core reserved")
+            self.notes.append(f"no real worker on this machine: the run has CPU {cpuset.format_cpus(cpus)}, no core "
+                              "reserved")
         elif kind is None or len(cpus) < 2:
             self.notes.append("real inference shares the cores with the rest of the run: "
                               + ("no cpuset controller on this host" if kind is None else "one core only"))

@@ -49,6 +49,7 @@ from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, check_mtu
 from testbed.placement import LOCAL
 from testbed.plan import build_plan
+from testbed.switches import ensure_ovs
 from topologies import load_topology
 from topologies.events import load_events
 from workload.trace import write_trace
@@ -401,6 +402,8 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
     if spec.tdf is None:  # --tdf auto: pilot runs choose K first
         return run_auto(spec, log, run_live)
     t_start, run = time.monotonic(), LiveRun(spec, log)
+    if spec.switch == "ovs":  # started (if it must be) before the run's cgroups: the daemons never join them
+        ensure_ovs()
     local_real = any(p.real and run.placement.site_server(p.site) == LOCAL for p in run.workers_plan)
     with RunCores(run.out, log, real_inference=local_real) as run.cores:
         run.placement = reserve_on_servers(run.cores, run.placement, run.workers_plan)  # before their network
