@@ -95,6 +95,7 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
     async def background(app: web.Application):
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=_real_s(live, KEEPALIVE_S))
         client.session = session = aiohttp.ClientSession(connector=connector)
+        await release_mine(live, client)
         tasks = [asyncio.create_task(poll_loads(live, session, poll_interval_s, client)),
                  asyncio.create_task(window_loop(live, windows))]
         yield
@@ -212,7 +213,7 @@ async def admit(live: AntennaScheduler, client: Client, sid: int, stream: LiveSt
         assert w is not None
         load = stream.load_qps
         body = {"load_qps": load, "check_qps": load * live.scheduler.capacity_headroom,
-                "capacity_qps": float(live.scheduler.system.capacity_qps[j])}
+                "capacity_qps": float(live.scheduler.system.capacity_qps[j]), "owner": live.antenna}
         live.reserving(sid, stream)
         answer = None
         for _ in range(RESERVE_TRIES):
@@ -240,6 +241,21 @@ async def admit(live: AntennaScheduler, client: Client, sid: int, stream: LiveSt
             live.granted(sid, j, declared)
             return
         stream = live.refused(sid, declared)
+
+
+async def release_mine(live: AntennaScheduler, client: Client) -> None:
+    """Releases, at every worker, what this antenna's scheduler reserved before (a restart: it binds afresh, and
+    its own earlier reservations would count against the streams opening again); before the first poll."""
+    session = client.session
+    assert session is not None
+
+    async def one(url: str) -> None:
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            async with session.delete(f"{url}/v2/streams", params={"owner": live.antenna},
+                                      timeout=client.relay_timeout):
+                pass
+
+    await asyncio.gather(*(one(w.url) for w in live.workers if w is not None))
 
 
 def reserve_rebound(live: AntennaScheduler, client: Client) -> None:

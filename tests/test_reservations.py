@@ -39,6 +39,10 @@ def test_the_ledger_grants_what_fits_and_forgets_idle_streams() -> None:
     assert book.release("a") and not book.release("a") and book.declared_qps(12.0) == 0.0
     with pytest.raises(ValueError, match="stream 'x'"):
         book.reserve("x", -1.0, 1.0, 10.0, now_s=0.0)
+    book.reserve("p", 1.0, 1.0, 10.0, now_s=12.0, owner="ant1")
+    book.reserve("q", 2.0, 2.0, 10.0, now_s=12.0, owner="ant1")
+    book.reserve("r", 3.0, 3.0, 10.0, now_s=12.0, owner="ant2")
+    assert book.release_owner("ant1") == 2 and list(book.streams) == ["r"]  # ant1's scheduler started afresh
 
 
 def test_a_workers_routes_and_load_report(tmp_path: Path) -> None:
@@ -57,11 +61,15 @@ def test_a_workers_routes_and_load_report(tmp_path: Path) -> None:
             out.append((await c.put("/v2/streams/3", json={"load_qps": "x"})).status)
             out.append(await (await c.delete("/v2/streams/1")).json())
             out.append((await (await c.get("/v2/load")).json())["declared_qps"])
+            await c.put("/v2/streams/4", json={"load_qps": 5, "check_qps": 5, "capacity_qps": 100, "owner": "ant2"})
+            out.append(await (await c.delete("/v2/streams", params={"owner": "ant2"})).json())
+            out.append((await c.delete("/v2/streams")).status)
             return out
 
-    one, two, declared, bad, released, after = asyncio.run(scenario())
+    one, two, declared, bad, released, after, by_owner, no_owner = asyncio.run(scenario())
     assert one == {"granted": True, "declared_qps": 30.0} and two == {"granted": False, "declared_qps": 30.0}
     assert declared == 30.0 and bad == 400 and released == {"released": True} and after == 0.0
+    assert by_owner == {"released": 1} and no_owner == 400
 
 
 def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path: Path) -> None:

@@ -8,8 +8,10 @@ scheduler has bound a stream it reserves the stream's load at the worker (`PUT /
 first frames already go there): the worker grants it if the load the others declared plus this reservation fits
 the capacity the scheduler sends (every scheduler holds the same system model), and refuses it otherwise,
 saying how much is declared, and forgets any earlier reservation of that stream; the scheduler then binds the
-stream again. A stream is released when its scheduler closes it (`DELETE /v2/streams/{id}`) or when it sends nothing
-for `idle_s` (its scheduler died or forgot), as the scheduler itself releases idle streams.
+stream again. A stream is released when its scheduler closes it (`DELETE /v2/streams/{id}`), when its scheduler starts
+afresh (`DELETE /v2/streams?owner=ANTENNA`: a restarted scheduler has no bindings, its sources open their
+streams again), or when it sends nothing for `idle_s` (its scheduler died or forgot), as the scheduler itself
+releases idle streams.
 
 Time is the worker's clock (virtual under time dilation); no HTTP here (workers/service.py serves it).
 """
@@ -32,6 +34,8 @@ class Reservation:
     """Its load in the capacity's unit (eta x fps): what it adds to the declared load."""
     last_seen_s: float
     """When it was reserved or last sent a frame."""
+    owner: str = ""
+    """The scheduler that reserved it (its antenna): a scheduler starting afresh releases what it had."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class Reservations:
         self.expire(now_s)
         return sum(r.load_qps for r in self.streams.values())
 
-    def reserve(self, stream: str, load_qps: float, check_qps: float, capacity_qps: float, now_s: float) -> Grant:
+    def reserve(self, stream: str, load_qps: float, check_qps: float, capacity_qps: float, now_s: float,
+                owner: str = "") -> Grant:
         """Grants `stream` its `load_qps` if the others' declared load plus `check_qps` (its load, or more with a
         capacity headroom) fits `capacity_qps`; a stream already here is replaced (a re-opening)."""
         if not all(math.isfinite(x) and x >= 0.0 for x in (load_qps, check_qps, capacity_qps)):
@@ -65,12 +70,20 @@ class Reservations:
         if others + check_qps > capacity_qps + FIT_EPS_QPS:
             self.streams.pop(stream, None)
             return Grant(False, others)
-        self.streams[stream] = Reservation(load_qps, now_s)
+        self.streams[stream] = Reservation(load_qps, now_s, owner)
         return Grant(True, others + load_qps)
 
     def release(self, stream: str) -> bool:
         """Releases a stream; returns whether it was here."""
         return self.streams.pop(stream, None) is not None
+
+    def release_owner(self, owner: str) -> int:
+        """Releases every stream `owner` reserved (a scheduler restarted: its streams open again); returns how
+        many."""
+        gone = [s for s, r in self.streams.items() if r.owner == owner]
+        for s in gone:
+            del self.streams[s]
+        return len(gone)
 
     def seen(self, stream: str, now_s: float) -> None:
         """Notes a frame of `stream` (a stream that sends is not idle)."""

@@ -144,6 +144,7 @@ def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Appl
         web.get("/v2/load", load),
         web.put("/v2/streams/{stream}", reserve),
         web.delete("/v2/streams/{stream}", release),
+        web.delete("/v2/streams", release_owner),
         web.get("/metrics", metrics),
     ])
     return app
@@ -421,13 +422,13 @@ async def load(request: web.Request) -> web.Response:
 
 
 async def reserve(request: web.Request) -> web.Response:
-    """PUT /v2/streams/{stream} {load_qps, check_qps, capacity_qps}: reserves a stream's load against the
+    """PUT /v2/streams/{stream} {load_qps, check_qps, capacity_qps, owner}: reserves a stream's load against the
     capacity its scheduler sends (workers/reservations.py); {granted, declared_qps}, 200 either way."""
     app = request.app
     try:
         body = await request.json()
         grant = app[RESERVED].reserve(request.match_info["stream"], float(body["load_qps"]), float(body["check_qps"]),
-                                      float(body["capacity_qps"]), app[STATS].now_s())
+                                      float(body["capacity_qps"]), app[STATS].now_s(), str(body.get("owner", "")))
     except (ValueError, KeyError, TypeError) as exc:
         return error(400, "bad_request", f"reservation: {exc}")
     return web.json_response({"granted": grant.granted, "declared_qps": grant.declared_qps})
@@ -436,6 +437,14 @@ async def reserve(request: web.Request) -> web.Response:
 async def release(request: web.Request) -> web.Response:
     """DELETE /v2/streams/{stream}: releases a stream's reservation (200 whether or not it had one)."""
     return web.json_response({"released": request.app[RESERVED].release(request.match_info["stream"])})
+
+
+async def release_owner(request: web.Request) -> web.Response:
+    """DELETE /v2/streams?owner=NAME: releases every stream that scheduler reserved."""
+    owner = request.query.get("owner", "")
+    if not owner:
+        return error(400, "bad_request", "owner: the scheduler whose reservations to release")
+    return web.json_response({"released": request.app[RESERVED].release_owner(owner)})
 
 
 async def metrics(request: web.Request) -> web.Response:
