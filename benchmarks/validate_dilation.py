@@ -201,13 +201,39 @@ def _arg(result: dict, option: str) -> str:
     return argv[argv.index(option) + 1] if option in argv else ""
 
 
+def _run_dirs(result: dict) -> list[Path]:
+    """Returns the live run folders of a case's result (a run, a compare's testbed runs)."""
+    if "run" in result:
+        return [Path(result["run"])]
+    if "out" in result:
+        return sorted((Path(result["out"]) / "testbed").glob("*/"))
+    return []
+
+
+def _commits(done: dict[str, dict], kind: str) -> str:
+    """Returns the commits the runs of `kind` ran at (their config.json), short, in order of first use."""
+    seen: list[str] = []
+    for r in done.values():
+        for d in _run_dirs(r) if r["kind"] == kind else []:
+            try:
+                commit = json.loads((d / "config.json").read_text())["versions"]["git_commit"][:12]
+            except (OSError, KeyError, ValueError, TypeError):
+                continue
+            if commit not in seen:
+                seen.append(commit)
+    return ", ".join(seen)
+
+
 def _command(done: dict[str, dict], kind: str) -> list[str]:
-    """Returns a line giving the command of the first case of `kind` done (none: no line)."""
+    """Returns a line giving the command of the first case of `kind` done and the commits its cases ran at
+    (none done: no line)."""
     first = next((r for r in done.values() if r["kind"] == kind and "argv" in r), None)
     if first is None:
         return []
     argv = [Path(a).name if a.endswith("python") else a for a in first["argv"]]
-    return ["", f"The command of `{first['id']}` (the others differ in seed, K or rate): `{' '.join(argv)}`"]
+    commits = _commits(done, kind)
+    return ["", f"The command of `{first['id']}` (the others differ in seed, K or rate): `{' '.join(argv)}`"
+            + (f"; the runs ran at commit {commits}" if commits else "")]
 
 
 def _mark(ok: bool) -> str:

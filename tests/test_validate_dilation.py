@@ -92,6 +92,7 @@ def _result(work: Path, cid: str, **fields) -> None:
 def test_report_from_hand_made_results(vd, tmp_path) -> None:
     _records(tmp_path / "a", {(0, 0): 20.0, (0, 1): 21.0, (1, 0): 30.0, (1, 1): None})
     _records(tmp_path / "b", {(0, 0): 20.1, (0, 1): 21.3, (1, 0): 30.05, (2, 0): 9.0})
+    (tmp_path / "a" / "config.json").write_text(json.dumps({"versions": {"git_commit": "abcdef1234567890"}}))
     conv, neg = ["--duration", "20", "--tdf"], ["--duration", "60", "--tdf", "4"]
     _result(tmp_path, "conv-s1-k10", kind="convergence", run=str(tmp_path / "a"), verdict="faithful",
             argv=[*conv, "10"], wall_s=230.4)
@@ -116,7 +117,8 @@ def test_report_from_hand_made_results(vd, tmp_path) -> None:
     assert "| 20 | 1 | 4 | 120 | closest | 0.950 | 0.940 | -1.00 | 0.970 | faithful | yes | 1500 |" in body
     assert "| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | faithful | NO | 1500 |" in body
     assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
-    assert "The command of `conv-s1-k10` (the others differ in seed, K or rate): `--duration 20 --tdf 10`" in body
+    assert ("The command of `conv-s1-k10` (the others differ in seed, K or rate): `--duration 20 --tdf 10`; the runs "
+            "ran at commit abcdef123456") in body
     assert not passed
     for cid in ("neg-s2", "paper-l20-s1"):
         (tmp_path / cid / "result.json").unlink()
