@@ -240,12 +240,14 @@ def _mark(ok: bool) -> str:
     return "yes" if ok else "NO"
 
 
-def report(work: Path) -> tuple[str, bool]:
-    """Returns the results page's body from the `result.json` files under `work`, and whether every check of the
-    cases done passes."""
+def report(work: Path, planned: list[str] | None = None) -> tuple[str, bool]:
+    """Returns the results page's body from the `result.json` files under `work` (the `planned` case ids not
+    done listed as such), and whether every check of the cases done passes."""
     done = {p.parent.name: json.loads(p.read_text()) for p in sorted(work.glob("*/result.json"))}
     passed = True
-    lines = [f"## Convergence (K = {CONVERGENCE_KS[0]} against K = {CONVERGENCE_KS[1]}, jitter-free full-edge, "
+    missing = [c for c in planned or [] if c not in done]
+    lines = ([f"Not run yet ({len(missing)} of {len(planned or [])} cases): {', '.join(missing)}.", ""] if missing
+             else []) + [f"## Convergence (K = {CONVERGENCE_KS[0]} against K = {CONVERGENCE_KS[1]}, jitter-free full-edge, "
              "lambda 10, closest)", "",
              "| seed | virtual s | paired queries | median abs diff (virtual ms) | within 0.2 ms | verdicts | wall s |",
              "|---|---|---|---|---|---|---|"]
@@ -273,7 +275,7 @@ def report(work: Path) -> tuple[str, bool]:
         ok = r["verdict"] == "not faithful"
         passed &= ok
         lines.append(f"| {s} | {r['tdf']:g} | {_arg(r, '--duration')} | {r['verdict']} | "
-                     f"{'yes' if r['stopped_early'] else 'no'} | {', '.join(r['violations'])} | {_mark(ok)} | "
+                     f"{'yes' if r['stopped_early'] else 'no'} | {', '.join(dict.fromkeys(r['violations']))} | {_mark(ok)} | "
                      f"{r['wall_s']:.0f} |")
     lines += _command(done, "negative")
     lines += ["", "## The paper's loads (full-edge, default profile, testbed against simulator)", "",
@@ -284,11 +286,15 @@ def report(work: Path) -> tuple[str, bool]:
             continue
         lam, seed = cid.split("-")[1][1:], cid.split("-")[2][1:]
         for p, v in r["policies"].items():
-            ok = (abs(v["diff_pts"]) <= SUCCESS_MAX_PTS and v["corr"] >= WINDOW_CORR_MIN and v["verdict"] == FAITHFUL
-                  and r["spearman"] == 1.0)
+            failed = [name for name, good in (("success", abs(v["diff_pts"]) <= SUCCESS_MAX_PTS),
+                                              ("window corr", v["corr"] >= WINDOW_CORR_MIN),
+                                              ("verdict", v["verdict"] == FAITHFUL), ("ranking", r["spearman"] == 1.0))
+                      if not good]
+            ok = not failed
             passed &= ok
             lines.append(f"| {lam} | {seed} | {_arg(r, '--tdf')} | {_arg(r, '--duration')} | {p} | {v['sim']:.3f} | "
-                         f"{v['testbed']:.3f} | {v['diff_pts']:+.2f} | {v['corr']:.3f} | {v['verdict']} | {_mark(ok)} | "
+                         f"{v['testbed']:.3f} | {v['diff_pts']:+.2f} | {v['corr']:.3f} | {v['verdict']} | "
+                         f"{_mark(ok)}{'' if ok else ' (' + ', '.join(failed) + ')'} | "
                          f"{r['wall_s']:.0f} |")
     lines += ["", f"Checks: success within {SUCCESS_MAX_PTS} points per policy, the same ranking (Spearman's rho 1), "
               f"window correlation at least {WINDOW_CORR_MIN}, the testbed judged faithful.", "",
@@ -350,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as e:
             failed.append(c.id)
             print(f"error: {e}", file=sys.stderr)
-    body, passed = report(args.work)
+    body, passed = report(args.work, [c.id for c in all_cases])
     print(body)
     if args.results_page:
         print(f"wrote {write_results_page(args.results_page, 'Time dilation: validation', body)}")

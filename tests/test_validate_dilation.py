@@ -109,13 +109,14 @@ def test_report_from_hand_made_results(vd, tmp_path) -> None:
     _result(tmp_path, "bench-k10", kind="bench", max_faithful_qps=200,
             rows=[{"rate_per_antenna_qps": 200, "verdict": "faithful"}, {"rate_per_antenna_qps": 400,
                                                                           "verdict": "not faithful"}])
-    body, passed = vd.report(tmp_path)
+    body, passed = vd.report(tmp_path, ["conv-s1-k10", "conv-s1-k20", "neg-s1", "neg-s3"])
+    assert body.startswith("Not run yet (1 of 4 cases): neg-s3.")
     assert "| 1 | 20 | 3 | 0.100 | yes | faithful / faithful | 230 / 431 |" in body  # |0.1|, |0.3|, |0.05|
     assert "| 2 | not run |" in body
     assert "| 1 | 4 | 60 | not faithful | yes | source send lag | yes | 61 |" in body
     assert "| 2 | 4 | 60 | faithful | no |  | NO | 300 |" in body
     assert "| 20 | 1 | 4 | 120 | closest | 0.950 | 0.940 | -1.00 | 0.970 | faithful | yes | 1500 |" in body
-    assert "| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | faithful | NO | 1500 |" in body
+    assert "| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | faithful | NO (success) | 1500 |" in body
     assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
     assert ("The command of `conv-s1-k10` (the others differ in seed, K or rate): `--duration 20 --tdf 10`; the runs "
             "ran at commit abcdef123456") in body
