@@ -183,6 +183,21 @@ def stop_run(proc: subprocess.Popen, run_dir: Path) -> None:
                        check=False)
 
 
+def start_isolated(farm, run_dir: Path, trace: Path, out: Path) -> subprocess.Popen:
+    """Starts the live run (its output to `out`) and returns it once its traffic runs with b's cores isolated
+    (`check_isolated`); the run's output is printed when that check fails, and the run is stopped."""
+    with out.open("w") as sink:
+        proc = subprocess.Popen(live(farm, run_dir, trace), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_started(proc, out)
+        check_isolated(farm, run_dir)
+    except BaseException:
+        print(out.read_text())
+        stop_run(proc, run_dir)
+        raise
+    return proc
+
+
 def check_isolated(farm, run_dir: Path) -> dict[str, str]:
     """Checks b's cores while the run goes; returns b's -real and -rest groups (as /proc/PID/cpuset names them)."""
     cores = entries(run_dir / "cores" / "created.jsonl")
@@ -237,15 +252,8 @@ def test_a_real_worker_on_server_b_has_b_s_isolated_core(farm, runs, tmp_path):
     run_dir, out = runs / "run", tmp_path / "stdout"
     ovs_before = json.loads(on_b(farm, OVS_AFFINITY))
     assert groups_of_b() == [] and b_lock_free(farm)
-    with out.open("w") as sink:
-        proc = subprocess.Popen(live(farm, run_dir, trace), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+    proc = start_isolated(farm, run_dir, trace, out)
     try:
-        wait_started(proc, out)
-        try:
-            check_isolated(farm, run_dir)
-        except (AssertionError, StopIteration):
-            print(out.read_text())
-            raise
         (tmp_path / "second").mkdir()
         second = RunCores(tmp_path / "second", log=lambda _: None, lock=LiveRunLock(tmp_path / "lock"),
                           real_inference=False)
@@ -275,15 +283,8 @@ def test_kill_9_of_the_driver_then_clean_puts_b_s_cores_back(farm, runs, tmp_pat
     trace.write_text(TRACE.format(d=30))
     run_dir, out = runs / "killed", tmp_path / "stdout"
     ovs_before = json.loads(on_b(farm, OVS_AFFINITY))
-    with out.open("w") as sink:
-        proc = subprocess.Popen(live(farm, run_dir, trace), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+    proc = start_isolated(farm, run_dir, trace, out)
     try:
-        wait_started(proc, out)
-        try:
-            check_isolated(farm, run_dir)
-        except (AssertionError, StopIteration):
-            print(out.read_text())
-            raise
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         done = subprocess.run([sys.executable, "run_testbed.py", "clean", "--run-dir", str(run_dir)], cwd=ROOT,
