@@ -170,7 +170,7 @@ class AntennaScheduler:
             self.load.bind(decision.resource, decision.load_qps)
             w = self.workers[decision.resource]
             assert w is not None
-            w.declared_since_report_qps += decision.load_qps
+            w.since_report[stream_id] = decision.load_qps
         self.streams[stream_id] = stream
         return stream
 
@@ -190,7 +190,7 @@ class AntennaScheduler:
             self.open_rejected(stream_id, request)
         return stream
 
-    def refused(self, stream_id: int, declared_qps: float) -> LiveStream:
+    def refused(self, stream_id: int, declared_qps: float, answer: dict | None = None) -> LiveStream:
         """Takes a worker's refusal of a stream's reservation (it did not fit: `declared_qps` is declared there
         without it) and binds the stream again with that knowledge, or rejects it; returns the new binding.
         The stream's source was told it was bound and sends on: a stream rejected now has each frame rejected
@@ -199,7 +199,7 @@ class AntennaScheduler:
         w = self.workers[old.resource]
         assert w is not None
         self.release(stream_id)
-        w.take_answer(stream_id, declared_qps)
+        w.take_answer(stream_id, declared_qps, answer)
         stream = self.bind(stream_id, old.request)
         self.event("reservation-refused", stream=stream_id, at=self.resource_name(old.resource),
                    declared_qps=round(declared_qps, 3), to=self.resource_name(stream.resource)
@@ -209,11 +209,11 @@ class AntennaScheduler:
                 c.streams_rejected += 1
         return stream
 
-    def granted(self, stream_id: int, resource: int, declared_qps: float) -> None:
+    def granted(self, stream_id: int, resource: int, declared_qps: float, answer: dict | None = None) -> None:
         """Takes a worker's grant of a stream's reservation: what is declared there now, this stream included."""
         w = self.workers[resource]
         assert w is not None
-        w.take_answer(stream_id, declared_qps)
+        w.take_answer(stream_id, declared_qps, answer)
 
     def reserving(self, stream_id: int, stream: LiveStream) -> None:
         """Notes a stream's reservation on its way to its worker (its load counts there until the answer)."""
@@ -254,6 +254,7 @@ class AntennaScheduler:
         stream = self.streams.pop(stream_id, None)
         if stream is not None and stream.resource >= 0:
             self.load.release(stream.resource, stream.load_qps)
+            self.workers[stream.resource].forget(stream_id)  # type: ignore[union-attr]
 
     def release_idle(self) -> None:
         now = self.clock.monotonic_s()

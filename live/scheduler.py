@@ -238,9 +238,9 @@ async def admit(live: AntennaScheduler, client: Client, sid: int, stream: LiveSt
                 client.release_at(w.url, sid)
             return
         if granted:
-            live.granted(sid, j, declared)
+            live.granted(sid, j, declared, answer)
             return
-        stream = live.refused(sid, declared)
+        stream = live.refused(sid, declared, answer)
 
 
 async def release_mine(live: AntennaScheduler, client: Client) -> None:

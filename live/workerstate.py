@@ -24,11 +24,15 @@ class WorkerState:
     declared_qps: float = 0.0
     """The load every antenna's schedulers declared on the worker (its reservations), from its last report
     or its last answer to a reservation of this scheduler's."""
+    ledger: tuple[str, int] | None = None
+    """(epoch, version) of the worker's ledger that `declared_qps` was taken from (workers/reservations.py
+    LedgerVersion); None: not known, or a worker that does not say."""
     pending: dict[int, float] = field(default_factory=dict)
     """This scheduler's reservations on their way to the worker (stream id -> load), not in `declared_qps` yet."""
     reported_at_s: float = 0.0
-    declared_since_report_qps: float = 0.0
-    """This scheduler's own bindings to the worker since that report (not in its measured rates yet)."""
+    since_report: dict[int, float] = field(default_factory=dict)
+    """This scheduler's own bindings to the worker since that report (stream id -> load; not in its measured
+    rates yet); a stream closed or bound elsewhere leaves it."""
     busy_fraction_peak: float = 0.0
     """The largest busy time per second per replica the worker reported (1: every replica always busy)."""
     failures: int = 0
@@ -42,6 +46,28 @@ class WorkerState:
     rates: tuple[float, float] | None = None
     """(answers/s, bytes/s) over the last span between two window ends with a fresh report."""
 
+    @property
+    def declared_since_report_qps(self) -> float:
+        """The load of this scheduler's bindings to the worker since its last report."""
+        return sum(self.since_report.values())
+
+    def forget(self, stream_id: int) -> None:
+        """Forgets a stream of this scheduler's that no longer counts here (closed, moved or refused)."""
+        self.pending.pop(stream_id, None)
+        self.since_report.pop(stream_id, None)
+
+    def _take_declared(self, declared_qps: float, said: dict) -> None:
+        """Takes `declared_qps` unless the worker's ledger version it was read at (`said`'s ledger_epoch and
+        ledger_version) is older than the one already taken: an answer and a report overtaking each other."""
+        epoch, version = said.get("ledger_epoch"), said.get("ledger_version")
+        if epoch is None or version is None:
+            self.declared_qps, self.ledger = declared_qps, None
+            return
+        ledger = (str(epoch), int(version))
+        if self.ledger is not None and self.ledger[0] == ledger[0] and ledger[1] < self.ledger[1]:
+            return
+        self.declared_qps, self.ledger = declared_qps, ledger
+
     def learnt_qps(self) -> float:
         """The load the worker stands for, every antenna's: the larger of what it measured (plus this
         scheduler's bindings since) and what was declared on it (plus this scheduler's reservations on their
@@ -54,7 +80,8 @@ class WorkerState:
         The report's arrival and byte rates (every antenna's queries) become the load they stand for
         (`Variant.load_qps`: the arrivals' eta per second); a report without a byte rate counts its queries as
         nominal frames. `declared_qps` (a worker without reservations has none: 0) is what every scheduler
-        reserved there. Its busy time gives `busy_fraction_peak`."""
+        reserved there, taken unless an answer to a reservation already gave a later version of the worker's
+        ledger. Its busy time gives `busy_fraction_peak`."""
         if not isinstance(report, dict):
             raise ValueError(f"a load report is a JSON object, not {type(report).__name__}")
         qps = float(report["queries_in_per_s"])
@@ -66,23 +93,26 @@ class WorkerState:
             raise ValueError(f"load report: rates must be finite numbers ({qps!r} queries/s, {bytes_per_s!r} B/s, "
                              f"{declared!r} declared)")
         streams = int(report.get("streams_bound", 0))
+        int(report.get("ledger_version", 0))  # garbage raises here, before the state changes
         totals = report.get("totals")
         served = bytes_in = None
         if isinstance(totals, dict) and "served" in totals:
             served = float(totals["served"])
             bytes_in = float(totals["bytes_in"]) if "bytes_in" in totals else None
-        self.reported_qps, self.declared_qps, self.reported_at_s = load, declared, now_s
+        self.reported_qps, self.reported_at_s = load, now_s
+        self._take_declared(declared, report)
         self.streams_bound = streams
         self.busy_fraction_peak = max(self.busy_fraction_peak, busy)
         if served is not None:
             self.served_total, self.bytes_total = served, bytes_in
-        self.declared_since_report_qps = 0.0
+        self.since_report.clear()
         self.failures = 0
 
-    def take_answer(self, stream_id: int, declared_qps: float) -> None:
+    def take_answer(self, stream_id: int, declared_qps: float, answer: dict | None = None) -> None:
         """Takes the worker's answer to a stream's reservation (granted or not): what is declared there now, the
-        stream included if granted; the stream's reservation is no longer on its way."""
+        stream included if granted (unless a report already gave a later version of the ledger, `answer`'s
+        ledger_epoch and ledger_version); the stream's reservation is no longer on its way."""
         if not math.isfinite(declared_qps):
             raise ValueError(f"reservation answer: declared_qps {declared_qps!r}")
-        self.declared_qps = declared_qps
+        self._take_declared(declared_qps, answer or {})
         self.pending.pop(stream_id, None)

@@ -334,7 +334,8 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     a = live.bind(1, StreamRequest(0, fps=30, frame_bytes=30_000, max_delay_ms=300, min_accuracy=0.2))
     w = live.workers[a.resource]
     w.reported_at_s, w.reported_qps, w.streams_bound = clock.monotonic_s(), 50.0, 3
-    w.served_total, w.bytes_total, w.declared_since_report_qps = 100.0, 1e6, 0.0  # as a poll leaves it
+    w.served_total, w.bytes_total = 100.0, 1e6  # as a poll leaves it
+    w.since_report.clear()
     live.count("ontime", a.resource, 30_000)
     rej = StreamRequest(0, fps=10, frame_bytes=60_000, max_delay_ms=1000, min_accuracy=0.5)
     live.open_rejected(9, rej)

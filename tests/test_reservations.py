@@ -67,7 +67,10 @@ def test_a_workers_routes_and_load_report(tmp_path: Path) -> None:
             return out
 
     one, two, declared, bad, released, after, by_owner, no_owner = asyncio.run(scenario())
-    assert one == {"granted": True, "declared_qps": 30.0} and two == {"granted": False, "declared_qps": 30.0}
+    epoch = one.pop("ledger_epoch")
+    assert two.pop("ledger_epoch") == epoch and isinstance(epoch, str) and len(epoch) == 12
+    assert one == {"granted": True, "declared_qps": 30.0, "ledger_version": 1}
+    assert two == {"granted": False, "declared_qps": 30.0, "ledger_version": 1}
     assert declared == 30.0 and bad == 400 and released == {"released": True} and after == 0.0
     assert by_owner == {"released": 1} and no_owner == 400
 
@@ -152,10 +155,44 @@ def test_reservations_on_their_way_count_until_answered() -> None:
     assert w.learnt_qps() == 80.0  # 70 declared, 2's 10 on its way
     w.take_answer(2, 70.0)  # refused: 70 declared without it
     assert w.learnt_qps() == 70.0 and w.pending == {}
-    w.reported_qps, w.declared_since_report_qps = 75.0, 10.0  # measured above declared, own binding since
+    w.reported_qps, w.since_report[4] = 75.0, 10.0  # measured above declared, own binding since
     assert w.learnt_qps() == 85.0
+    w.forget(4)  # stream 4 closed (or refused and bound elsewhere): it no longer counts here
+    assert w.learnt_qps() == 75.0
     with pytest.raises(ValueError, match="declared_qps"):
         w.take_answer(3, float("inf"))
+
+
+def test_an_answer_and_a_report_that_overtake_each_other_keep_the_later_ledger() -> None:
+    """The ledger's version orders what the worker said: a report read before a grant (version 3) that arrives
+    after the grant's answer (version 4) does not undo the grant; a restarted worker's ledger (another epoch)
+    is taken whatever its version; a worker that gives no version is taken as it comes."""
+    book = Reservations()
+    assert book.reserve("a", 10.0, 10.0, 100.0, 0.0).version == 1
+    report = {"queries_in_per_s": 0.0, "declared_qps": book.declared_qps(0.0), "ledger_epoch": book.ledger.epoch,
+              "ledger_version": book.ledger.version}  # read now, delivered late
+    grant = book.reserve("b", 20.0, 20.0, 100.0, 0.0)
+    assert grant.granted and grant.version == 2 and grant.declared_qps == 30.0
+    refused = book.reserve("c", 90.0, 90.0, 100.0, 0.0)
+    assert not refused.granted and refused.version == 2  # nothing changed in the ledger
+    assert book.release("a") and book.ledger.version == 3 and not book.release("a") and book.ledger.version == 3
+
+    variant = None  # reports without a byte rate: their queries count as they are
+    w = WorkerState("http://w", "m")
+    w.pending[2] = 20.0
+    w.take_answer(2, grant.declared_qps, {"ledger_epoch": book.ledger.epoch, "ledger_version": grant.version})
+    w.take_report(report, variant, 1, 1.0)
+    assert w.declared_qps == 30.0 and w.ledger == (book.ledger.epoch, 2)  # the late report's 10 is not taken
+    w.take_report({**report, "ledger_version": 3, "declared_qps": 20.0}, variant, 1, 2.0)
+    assert w.declared_qps == 20.0 and w.ledger == (book.ledger.epoch, 3)
+    w.take_report({**report, "ledger_epoch": "restarted", "ledger_version": 0, "declared_qps": 0.0}, variant, 1, 3.0)
+    assert w.declared_qps == 0.0 and w.ledger == ("restarted", 0)
+    w.take_report({"queries_in_per_s": 0.0, "declared_qps": 5.0}, variant, 1, 4.0)
+    assert w.declared_qps == 5.0 and w.ledger is None
+    with pytest.raises(ValueError):
+        w.take_report({"queries_in_per_s": 0.0, "declared_qps": 1.0, "ledger_epoch": "e", "ledger_version": "x"},
+                      variant, 1, 5.0)
+    assert w.declared_qps == 5.0 and w.reported_at_s == 4.0  # garbage leaves the state as it was
 
 
 def test_streams_bound_again_off_a_dead_worker_are_handed_over_for_reservation(tiny_system) -> None:

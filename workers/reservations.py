@@ -19,7 +19,8 @@ Time is the worker's clock (virtual under time dilation); no HTTP here (workers/
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 FIT_EPS_QPS = 1e-9
 """Slack of the capacity check: lenient by this much, so that rounding (a sum in another order) never refuses
@@ -41,10 +42,22 @@ class Reservation:
 @dataclass(frozen=True)
 class Grant:
     """The answer to a reservation: granted or not, and the load declared after it (this stream included when
-    granted), in the capacity's unit."""
+    granted), in the capacity's unit, as of the ledger's `version`."""
 
     granted: bool
     declared_qps: float
+    version: int = 0
+
+
+@dataclass
+class LedgerVersion:
+    """Orders what a worker says of its ledger: `epoch` names one life of the worker (a restarted worker starts
+    a new one), `version` counts the ledger's changes in it. A scheduler's answers to reservations and its load
+    reports travel on different connections and may arrive out of order; the one with the older version of the
+    same epoch is not taken."""
+
+    epoch: str = field(default_factory=lambda: secrets.token_hex(6))
+    version: int = 0
 
 
 class Reservations:
@@ -53,6 +66,11 @@ class Reservations:
     def __init__(self, idle_s: float = 10.0) -> None:
         self.idle_s = idle_s
         self.streams: dict[str, Reservation] = {}
+        self.ledger = LedgerVersion()
+
+    def _changed(self) -> int:
+        self.ledger.version += 1
+        return self.ledger.version
 
     def declared_qps(self, now_s: float) -> float:
         """Returns the load declared by the streams not idle at `now_s` (the idle ones are dropped)."""
@@ -68,14 +86,18 @@ class Reservations:
         self.expire(now_s)
         others = sum(r.load_qps for s, r in self.streams.items() if s != stream)
         if others + check_qps > capacity_qps + FIT_EPS_QPS:
-            self.streams.pop(stream, None)
-            return Grant(False, others)
+            if self.streams.pop(stream, None) is not None:
+                self._changed()
+            return Grant(False, others, self.ledger.version)
         self.streams[stream] = Reservation(load_qps, now_s, owner)
-        return Grant(True, others + load_qps)
+        return Grant(True, others + load_qps, self._changed())
 
     def release(self, stream: str) -> bool:
         """Releases a stream; returns whether it was here."""
-        return self.streams.pop(stream, None) is not None
+        if self.streams.pop(stream, None) is None:
+            return False
+        self._changed()
+        return True
 
     def release_owner(self, owner: str) -> int:
         """Releases every stream `owner` reserved (a scheduler restarted: its streams open again); returns how
@@ -83,6 +105,8 @@ class Reservations:
         gone = [s for s, r in self.streams.items() if r.owner == owner]
         for s in gone:
             del self.streams[s]
+        if gone:
+            self._changed()
         return len(gone)
 
     def seen(self, stream: str, now_s: float) -> None:
@@ -93,5 +117,8 @@ class Reservations:
 
     def expire(self, now_s: float) -> None:
         """Drops the streams that sent nothing for longer than `idle_s`."""
-        for s in [s for s, r in self.streams.items() if now_s - r.last_seen_s > self.idle_s]:
+        idle = [s for s, r in self.streams.items() if now_s - r.last_seen_s > self.idle_s]
+        for s in idle:
             del self.streams[s]
+        if idle:
+            self._changed()

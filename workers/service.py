@@ -415,7 +415,9 @@ async def load(request: web.Request) -> web.Response:
         return error(400, "bad_request", "window_s must be a number in (0, 10]")
     queue_len = app[ENGINE].batcher.queue_len if app[ENGINE].batcher else 0
     report = app[STATS].load_report(queue_len, dep.queue_limit, window_s)
-    report.update(declared_qps=app[RESERVED].declared_qps(app[STATS].now_s()))
+    ledger = app[RESERVED]
+    report.update(declared_qps=ledger.declared_qps(app[STATS].now_s()), ledger_epoch=ledger.ledger.epoch,
+                  ledger_version=ledger.ledger.version)
     report.update(ready=app[ENGINE].ready.is_set(), instances=dep.instances, max_batch_size=dep.max_batch_size,
                   max_batch_delay_ms=dep.max_batch_delay_ms, time_ms=now_ms(dep.time_scale))
     return web.json_response(report)
@@ -423,7 +425,8 @@ async def load(request: web.Request) -> web.Response:
 
 async def reserve(request: web.Request) -> web.Response:
     """PUT /v2/streams/{stream} {load_qps, check_qps, capacity_qps, owner}: reserves a stream's load against the
-    capacity its scheduler sends (workers/reservations.py); {granted, declared_qps}, 200 either way."""
+    capacity its scheduler sends (workers/reservations.py); {granted, declared_qps, ledger_epoch, ledger_version},
+    200 either way."""
     app = request.app
     try:
         body = await request.json()
@@ -431,7 +434,8 @@ async def reserve(request: web.Request) -> web.Response:
                                       float(body["capacity_qps"]), app[STATS].now_s(), str(body.get("owner", "")))
     except (ValueError, KeyError, TypeError) as exc:
         return error(400, "bad_request", f"reservation: {exc}")
-    return web.json_response({"granted": grant.granted, "declared_qps": grant.declared_qps})
+    return web.json_response({"granted": grant.granted, "declared_qps": grant.declared_qps,
+                              "ledger_epoch": app[RESERVED].ledger.epoch, "ledger_version": grant.version})
 
 
 async def release(request: web.Request) -> web.Response:
