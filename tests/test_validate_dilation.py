@@ -104,8 +104,11 @@ def test_report_from_hand_made_results(vd, tmp_path) -> None:
             argv=neg, wall_s=300)
     policies = {"closest": {"sim": 0.95, "testbed": 0.94, "diff_pts": -1.0, "corr": 0.97, "verdict": "faithful"},
                 "load-balancing": {"sim": 0.90, "testbed": 0.87, "diff_pts": -3.0, "corr": 0.96, "verdict": "faithful"}}
+    (tmp_path / "cmp").mkdir()
+    (tmp_path / "cmp" / "report.json").write_text(json.dumps({"policies": [
+        {"policy": "closest", "series_simulator": [0.9, 1.0, None], "series_testbed": [0.9, 0.9, 0.5]}]}))
     _result(tmp_path, "paper-l20-s1", kind="paper", policies=policies, spearman=1.0,
-            argv=["--duration", "120", "--tdf", "4"], wall_s=1500)
+            argv=["--duration", "120", "--tdf", "4"], wall_s=1500, out=str(tmp_path / "cmp"))
     _result(tmp_path, "bench-k10", kind="bench", max_faithful_qps=200,
             rows=[{"rate_per_antenna_qps": 200, "verdict": "faithful"}, {"rate_per_antenna_qps": 400,
                                                                           "verdict": "not faithful"}])
@@ -115,8 +118,11 @@ def test_report_from_hand_made_results(vd, tmp_path) -> None:
     assert "| 2 | not run |" in body
     assert "| 1 | 4 | 60 | not faithful | yes | source send lag | yes | 61 |" in body
     assert "| 2 | 4 | 60 | faithful | no |  | NO | 300 |" in body
-    assert "| 20 | 1 | 4 | 120 | closest | 0.950 | 0.940 | -1.00 | 0.970 | faithful | yes | 1500 |" in body
-    assert "| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | faithful | NO (success) | 1500 |" in body
+    # closest's windows both sides have: sim 90, 100 (sd 5), testbed 90, 90 (sd 0), |diff| 0 and 10 (mean 5)
+    assert ("| 20 | 1 | 4 | 120 | closest | 0.950 | 0.940 | -1.00 | 0.970 | 5.00 / 0.00 | 5.00 | faithful | yes | "
+            "1500 |") in body
+    assert ("| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | - | - | faithful | NO (success) | "
+            "1500 |") in body
     assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
     assert ("The command of `conv-s1-k10` (the others differ in seed, K or rate): `--duration 20 --tdf 10`; the runs "
             "ran at commit abcdef123456") in body
