@@ -257,6 +257,28 @@ def _window_spread(out: Path, policy: str) -> str:
     return f"{a.std():.2f} / {b.std():.2f} | {np.abs(a - b).mean():.2f}"
 
 
+def monitor_margins(runs: list[Path]) -> list[str]:
+    """Returns the table of the monitor's hard figures over `runs`: per figure its threshold, the largest value
+    in the runs judged faithful, and the smallest in those judged not faithful (how far apart the two sit)."""
+    seen: dict[tuple[str, str], dict] = {}
+    for run in runs:
+        fidelity = json.loads((run / "summary.json").read_text())["extra"]["fidelity"]
+        for f in fidelity.get("figures", []):
+            if not f.get("hard"):
+                continue
+            row = seen.setdefault((f["invariant"], f["statistic"]), {"threshold": f["threshold"], "unit": f["unit"],
+                                                                     "faithful": [], "not faithful": []})
+            row["faithful" if fidelity["verdict"] == FAITHFUL else "not faithful"].append(float(f["value"]))
+    lines = ["| figure | threshold | largest when faithful (runs) | smallest when not faithful (runs) |",
+             "|---|---|---|---|"]
+    for (inv, stat), row in seen.items():
+        good, bad = row["faithful"], row["not faithful"]
+        lines.append(f"| {inv} ({stat}, {row['unit']}) | {row['threshold']:g} | "
+                     + (f"{max(good):.3g} ({len(good)})" if good else "-") + " | "
+                     + (f"{min(bad):.3g} ({len(bad)})" if bad else "-") + " |")
+    return lines
+
+
 def report(work: Path, planned: list[str] | None = None) -> tuple[str, bool]:
     """Returns the results page's body from the `result.json` files under `work` (the `planned` case ids not
     done listed as such), and whether every check of the cases done passes."""
@@ -328,6 +350,13 @@ def report(work: Path, planned: list[str] | None = None) -> tuple[str, bool]:
             rates = ", ".join(f"{x['rate_per_antenna_qps']} ({x['verdict']})" for x in r["rows"])
             lines.append(f"| {cid.split('-k')[1]} | {rates} | {r['max_faithful_qps']} |")
     lines += _command(done, "bench")
+    runs = [d for r in done.values() for d in _run_dirs(r) if (d / "summary.json").exists()]
+    if runs:
+        lines += ["", f"## The monitor's hard figures over these {len(runs)} live runs", "",
+                  "How far the figures of the runs judged faithful sit below each threshold, and where those judged "
+                  "not faithful (the negative control, above all) sit: a run is not faithful when any one figure is "
+                  "over its threshold, so a figure below it in a run judged not faithful is no contradiction.", "",
+                  *monitor_margins(runs)]
     return "\n".join(lines) + "\n", passed
 
 

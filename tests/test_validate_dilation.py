@@ -137,3 +137,20 @@ def test_unknown_case_is_refused_and_list_runs_nothing(vd, tmp_path, capsys) -> 
     assert "unknown case(s) conv-s9-k10" in capsys.readouterr().err
     assert vd.main(["--work", str(tmp_path), "--list"]) == 0
     assert "neg-s1" in capsys.readouterr().out and not list(tmp_path.glob("*/log.txt"))
+
+
+def test_monitor_margins_split_faithful_from_not(vd, tmp_path) -> None:
+    def run(name: str, verdict: str, lag_p99: float) -> Path:
+        figures = [{"invariant": "source send lag", "statistic": "p99", "value": lag_p99, "threshold": 5.0,
+                    "unit": "virtual ms", "hard": True},
+                   {"invariant": "host CPU", "statistic": "mean", "value": 0.9, "threshold": 0.85, "unit": "share",
+                    "hard": False}]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(
+            {"extra": {"fidelity": {"verdict": verdict, "figures": figures}}}))
+        return tmp_path / name
+
+    runs = [run("a", "faithful", 0.4), run("b", "faithful", 1.2), run("c", "not faithful", 7.5),
+            run("d", "not faithful", 3.0)]
+    lines = vd.monitor_margins(runs)
+    assert lines[2:] == ["| source send lag (p99, virtual ms) | 5 | 1.2 (2) | 3 (2) |"]  # soft figures left out
