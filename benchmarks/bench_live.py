@@ -4,7 +4,7 @@ and the scheduler's overhead per query on the live path (p50, p99). Needs root.
 
     .venv/bin/python benchmarks/bench_live.py [--rates 25,50,100,200] [--duration 20] [--mtu 9000,1500]
                                               [--overhead-frames 1000] [--only-overhead] [--tdf K]
-                                              [--results-page]
+                                              [--stop-unfaithful] [--results-page]
 
 Prints its tables; with --results-page also writes them to docs/results/live-load.md (analysis.resultspage).
 
@@ -102,6 +102,7 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path, tdf: float = 1.
         "tdf": tdf,
         "cpu_cores": round(sum(cpu.values()) / ((duration_s + 5) * tdf), 2),  # CPU s per real s
         "wall_s": round(wall, 1),
+        "verdict": s.extra.get("fidelity", {}).get("verdict", ""),
         "run_dir": str(result.out),
     }
 
@@ -269,6 +270,8 @@ def main() -> int:
     ap.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
                     help="time dilation factor of the load runs: rates and durations are virtual, each run lasts "
                          "K times longer in real time (default 1)")
+    ap.add_argument("--stop-unfaithful", action="store_true",
+                    help="run no higher rate (at that MTU) once a rate is judged not faithful by the fidelity monitor")
     add_results_page_argument(ap, "live-load")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-live-"))
@@ -286,6 +289,10 @@ def main() -> int:
                 row = one_rate(rate, args.duration, mtu, base, args.tdf)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k not in ("reasons", "run_dir")}), flush=True)
+                if args.stop_unfaithful and row["verdict"] != "faithful":
+                    print(f"{rate} queries/s per antenna judged {row['verdict'] or 'without a verdict'}: no higher "
+                          f"rate run at MTU {mtu}", flush=True)
+                    break
         print()
         print("\n".join(load_table(rows)))
         if args.json:

@@ -12,7 +12,8 @@ Cases (stable ids; a case whose `result.json` exists is skipped, so a rerun resu
   workers, `compare`'s default: no core is reserved, the run has every core), three policies:
   success within 1.5 points per policy, the same ranking (Spearman's rho 1), window correlation at least 0.95,
   every testbed run judged faithful.
-- `bench-k{K}`: `benchmarks/bench_live.py --tdf K` at rising virtual rates: the highest per antenna judged faithful.
+- `bench-k{K}`: `benchmarks/bench_live.py --tdf K` at rising virtual rates, up to the first judged not faithful: the
+  highest per antenna judged faithful.
 
     sudo .venv/bin/python benchmarks/validate_dilation.py --list
     sudo .venv/bin/python benchmarks/validate_dilation.py --lock /tmp/cpu.lock            # all, resuming
@@ -154,7 +155,7 @@ def cases(work: Path, paper_k: dict[int, float], neg_k: float, bench_ks: tuple[f
         js = work / f"bench-k{k:g}" / "bench.json"
         out.append(Case(f"bench-k{k:g}", "bench", (
             _python(), "benchmarks/bench_live.py", "--tdf", f"{k:g}", "--rates", "100,200,400,800,1600",
-            "--duration", "10", "--overhead-frames", "0", "--json", str(js)), lambda js=js: bench_result(js)))
+            "--duration", "10", "--overhead-frames", "0", "--stop-unfaithful", "--json", str(js)), lambda js=js: bench_result(js)))
     return out
 
 
