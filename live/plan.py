@@ -154,9 +154,11 @@ def plan_workers(
         note = ""
         if r.site in real_sites and v.device != "cpu":
             note = "no GPU on this machine: profile-driven"
-        elif r.site in real_sites and n_real < r.replicas:
+        elif r.site in real_sites and n_real:
+            note = "one real replica per core of real inference" if n_real < r.replicas else ""
+        elif r.site in real_sites:
             note = (f"{r.replicas} replica(s) need {real_cores_needed(r):g} core(s); real inference has "
-                    f"{real_cores:g}, {taken:g} taken" + (f": {r.replicas - n_real} profile-driven" if n_real else ""))
+                    f"{real_cores:g}, {taken:g} taken")
         plans.append(
             WorkerPlan(
                 resource=r.name,

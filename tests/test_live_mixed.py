@@ -75,7 +75,7 @@ def test_a_mixed_worker_is_planned_and_started_with_its_real_replicas(full_edge)
     plans = {p.resource: p for p in plan_workers(full_edge, ("ant1",), RunSpec(), {ssd: 500}, 1.0)}
     assert (plans[ssd].real, plans[ssd].real_replicas, plans[ssd].replicas) == (True, 1, 2)
     assert (plans[tiny].real, plans[tiny].real_replicas) == (False, 0)
-    assert plans[ssd].note == "2 replica(s) need 2 core(s); real inference has 1, 1 taken: 1 profile-driven"
+    assert plans[ssd].note == "one real replica per core of real inference"
     assert plans[tiny].note == "1 replica(s) need 1 core(s); real inference has 1, 1 taken"
     assert sum(p.real_replicas for p in plans.values()) == 1
     argv = worker_argv(plans[ssd], "10.0.0.1", "/run/profiles.yaml", RunSpec(), inference_cgroup="/cg/x-real",
