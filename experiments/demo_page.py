@@ -2,7 +2,8 @@
 defaults: lambda 6, 45 s, examples/demo-full-edge.yaml, K 4, closest; docs/live-run.md#the-demonstration), or
 reads a finished run of it (`--run DIR`), and prints the fidelity verdict with every judged figure, live closest
 against the simulator's seven policies on the same trace and events, per application, real inference's frames
-(those its real replicas ran, beside what their worker answered in all) and the wall time; with --results-page it writes them to docs/results/demo.md and copies the run's plot beside.
+(those its real replicas ran, beside what their worker answered in all) and the wall time; with --results-page
+it writes them to docs/results/demo.md and copies the run's plot beside.
 
     .venv/bin/python experiments/demo_page.py [--run DIR] [--out DIR] [--results-page]
 
