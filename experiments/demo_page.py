@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     body = page(run, wall_s)
     print(body)
-    if args.results_page:
-        shutil.copyfile(run / "success.png", RESULTS_DIR / PLOT_NAME)
+    if args.results_page:  # the page first: it names the commit, which the plot's copy would make dirty
         path = write_results_page(args.results_page, "The demonstration: full-edge under network events, live and "
                                   "simulated", body)
+        shutil.copyfile(run / "success.png", RESULTS_DIR / PLOT_NAME)
         print(f"wrote {path}")
     return 0
 
