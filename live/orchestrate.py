@@ -208,7 +208,8 @@ class LiveRun:
         for plan in self.workers_plan:
             host = net.host_for("worker", plan.site)
             group = self.cores.inference_group() if self.cores and plan.real else None  # only inference there
-            argv = worker_argv(plan, host.ip, profiles_path, self.spec, inference_cgroup=group)
+            argv = worker_argv(plan, host.ip, profiles_path, self.spec, inference_cgroup=group,
+                               real_batch_log=self.dir.real_batch_log(plan.resource) if plan.real else None)
             self.workers.append(Proc(f"worker {plan.resource}", host, argv, self.dir.log("worker", plan.resource),
                                      real_inference=plan.real))
         for w in self.workers:

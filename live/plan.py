@@ -1,12 +1,13 @@
-"""The process plan of a live run: which resource runs real ONNX inference and which is profile-driven
-(the site a simulated dry run of the trace keeps busiest, as far as the core of real inference carries it),
-each worker's port and command line, and the table printed at start.
+"""The process plan of a live run: which replicas run real ONNX inference and which are profile-driven
+(at the site a simulated dry run of the trace keeps busiest, as many replicas as the core of real inference
+carries, one each), each worker's port and command line, and the table printed at start.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,14 @@ class WorkerPlan:
     port: int
     queue_limit: int
     note: str = ""
+    real_replicas: int = 0
+    """Of `replicas`, those running real ONNX, the first in the worker's batcher (`real` when any; fewer than
+    `replicas`: a mixed worker, its others sleeping the run's profile, where the real ones' figures are measured)."""
+
+    def __post_init__(self) -> None:
+        if self.real != (self.real_replicas > 0) or not 0 <= self.real_replicas <= self.replicas:
+            raise ValueError(f"{self.resource}: real {self.real} with {self.real_replicas} of {self.replicas} "
+                             "replicas real")
 
 
 def smallest_cluster(topo: Topology, profiles: ProfileSet, system: SystemModel) -> str:
@@ -81,12 +90,14 @@ def busiest_cpu_cluster(
 
 
 def choose_real_site(system: SystemModel, queries: dict[str, int], real_cores: float) -> str | None:
-    """Returns the cluster whose CPU variants that real inference can carry have the most `queries`;
-    failing that, the cluster whose CPU variants have the most; None if no CPU variant has any."""
-    carried: dict[str, int] = {}
+    """Returns the cluster whose real replicas (`real_resources`) the dry run's `queries` reach most, a variant's
+    queries shared evenly among its replicas (its batcher takes turns among them); failing that, the cluster
+    whose CPU variants have the most; None if no CPU variant has any."""
+    replicas = {r.name: r.replicas for r in system.resources}
+    carried: dict[str, float] = {}
     for site in dict.fromkeys(r.site for r in system.resources):
         real = real_resources(system, (site,), queries, real_cores)
-        carried[site] = sum(queries.get(name, 0) for name, ok in real.items() if ok)
+        carried[site] = sum(queries.get(name, 0) * n / replicas[name] for name, n in real.items())
     if max(carried.values(), default=0) == 0:
         carried = {}
         for r in system.resources:
@@ -98,19 +109,19 @@ def choose_real_site(system: SystemModel, queries: dict[str, int], real_cores: f
 
 def real_resources(
     system: SystemModel, sites: tuple[str, ...], queries: dict[str, int] | None, real_cores: float
-) -> dict[str, bool]:
-    """Returns, for every CPU variant at `sites`, whether it runs real ONNX: as far as the cores real
-    inference has carry their replicas (one intra-op thread each: one core when busy; oversubscribed, the
-    replicas would starve each other and miss their profile), the variants with the most `queries` first
-    (file order breaks ties)."""
+) -> dict[str, int]:
+    """Returns, for every CPU variant at `sites`, how many of its replicas run real ONNX: one busy replica per
+    core real inference has (one intra-op thread each; oversubscribed, the replicas would starve each other and
+    miss their profile), to the variants whose replicas the dry run gives the most `queries` each first (file
+    order breaks ties). A variant with more replicas than cores left gets as many real replicas as they carry,
+    its others profile-driven (a mixed worker); a variant with none left gets none."""
     candidates = [r for r in system.resources if r.site in sites and r.variant.device == "cpu"]
-    candidates.sort(key=lambda r: -(queries or {}).get(r.name, 0))
+    candidates.sort(key=lambda r: -(queries or {}).get(r.name, 0) / r.replicas)
     real, left = {}, real_cores
     for r in candidates:
-        need = real_cores_needed(r)
-        real[r.name] = need <= left + 1e-9
-        if real[r.name]:
-            left -= need
+        n = min(r.replicas, int((left + 1e-9) // REAL_THREADS_PER_REPLICA))
+        real[r.name] = n
+        left -= real_cores_needed(r, n)
     return real
 
 
@@ -121,9 +132,10 @@ def plan_workers(
     queries: dict[str, int] | None = None,
     real_cores: float = REAL_INFERENCE_CORES,
 ) -> list[WorkerPlan]:
-    """Returns one worker per resource: real ONNX on the CPU variants at the real sites that the cores of
-    real inference carry (`real_resources`, the variants a dry run gives the most `queries` first); every
-    other worker is profile-driven."""
+    """Returns one worker per resource: real ONNX on the replicas of the CPU variants at the real sites that the
+    cores of real inference carry (`real_resources`, the variants a dry run gives the most `queries` per replica
+    first), a worker with some replicas real and the others profile-driven being mixed; every other worker is
+    profile-driven."""
     known = {s.name for s in system.topology.clusters}
     for site in real_sites:
         if site not in known:
@@ -131,20 +143,22 @@ def plan_workers(
                 f"--real-workers: {site!r} is not a cluster of {system.topology.source} "
                 f"(clusters: {', '.join(sorted(known))})"
             )
-    real_names = {name for name, ok in real_resources(system, real_sites, queries, real_cores).items() if ok}
-    taken = sum(real_cores_needed(r) for r in system.resources if r.name in real_names)
+    real_replicas = {name: n for name, n in real_resources(system, real_sites, queries, real_cores).items() if n}
+    taken = sum(real_cores_needed(r, real_replicas[r.name]) for r in system.resources if r.name in real_replicas)
     plans, next_port = [], {}
     for r in system.resources:
         v = r.variant
         port = next_port.get(r.site, WORKER_BASE_PORT)
         next_port[r.site] = port + 1
-        real = r.name in real_names
+        n_real = real_replicas.get(r.name, 0)
         note = ""
         if r.site in real_sites and v.device != "cpu":
             note = "no GPU on this machine: profile-driven"
-        elif r.site in real_sites and not real:
-            note = (f"{r.replicas} replica(s) need {real_cores_needed(r):g} core(s); real "
-                    f"inference has {real_cores:g}, {taken:g} taken")
+        elif r.site in real_sites and n_real:
+            note = "one real replica per core of real inference" if n_real < r.replicas else ""
+        elif r.site in real_sites:
+            note = (f"{r.replicas} replica(s) need {real_cores_needed(r):g} core(s); real inference has "
+                    f"{real_cores:g}, {taken:g} taken")
         plans.append(
             WorkerPlan(
                 resource=r.name,
@@ -153,29 +167,33 @@ def plan_workers(
                 device=v.device,
                 batch=v.batch_size,
                 replicas=r.replicas,
-                real=real,
+                real=n_real > 0,
                 port=port,
                 queue_limit=spec.queue_limit_per_replica * v.batch_size * r.replicas,
                 note=note,
+                real_replicas=n_real,
             )
         )
     return plans
 
 
 def worker_argv(plan: WorkerPlan, ip: str, profiles_path: str, spec: RunSpec,
-                inference_cgroup: str | None = None) -> list[str]:
+                inference_cgroup: str | None = None, real_batch_log: Path | None = None) -> list[str]:
     """Returns the command line of a worker: `python -m workers.serve` with the plan's deployment (the worker
     keeps its own options, those of `run_testbed.py worker`: workers/ may not read a live run's spec). A real
     worker's inference threads move into `inference_cgroup` (the run's cpuset of real inference, live/cores.py);
-    without one the whole worker is pinned to the last CPU."""
+    without one the whole worker is pinned to the last CPU. A mixed worker's other replicas sleep the run's
+    profile (`--real-instances`); a real worker logs its real replicas' batches to `real_batch_log`."""
     argv = [sys.executable, "-m", "workers.serve", "--model", plan.model, "--host", ip, "--port", str(plan.port),
             "--batch", str(plan.batch), "--instances", str(plan.replicas), "--device", plan.device,
             "--max-batch-delay-ms", str(spec.max_batch_delay_ms), "--queue-limit", str(plan.queue_limit)]
     if plan.real:  # one core for real inference: the emulation keeps the rest
         argv += ["--threads", str(REAL_THREADS_PER_REPLICA)] + (
             ["--inference-cgroup", inference_cgroup] if inference_cgroup else ["--cpus", str(real_worker_cpu())])
-    else:
+        argv += ["--real-batch-log", str(real_batch_log)] if real_batch_log is not None else []
+    if plan.real_replicas < plan.replicas:
         argv += ["--profile-driven", profiles_path]
+        argv += ["--real-instances", str(plan.real_replicas)] if plan.real else []
     if spec.tdf != 1.0:  # the run's time scale: the worker's times are virtual, its delays x K
         argv += ["--tdf", repr(spec.tdf), "--tdf-anchor-s", repr(spec.tdf_anchor_s)]
     return argv
@@ -188,7 +206,7 @@ def format_worker_table(plans: list[WorkerPlan]) -> str:
         (
             p.resource,
             p.site,
-            ("real ONNX" if p.real else "profile-driven") + (f" ({p.note})" if p.note else ""),
+            _mode(p) + (f" ({p.note})" if p.note else ""),
             str(p.replicas),
             str(p.batch),
             str(p.port),
@@ -197,3 +215,11 @@ def format_worker_table(plans: list[WorkerPlan]) -> str:
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def _mode(plan: WorkerPlan) -> str:
+    if not plan.real:
+        return "profile-driven"
+    if plan.real_replicas == plan.replicas:
+        return "real ONNX"
+    return f"{plan.real_replicas} real ONNX + {plan.replicas - plan.real_replicas} profile-driven"

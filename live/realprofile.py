@@ -53,9 +53,10 @@ def real_worker_cpu() -> int:
     return max(os.sched_getaffinity(0))
 
 
-def real_cores_needed(resource: Resource) -> float:
-    """Cores a resource's real worker takes when busy: one per replica (one intra-op thread each)."""
-    return resource.replicas * REAL_THREADS_PER_REPLICA
+def real_cores_needed(resource: Resource, real_replicas: int | None = None) -> float:
+    """Cores a resource's real worker takes when busy: one per real replica (one intra-op thread each; its
+    profile-driven replicas only sleep, off these cores); `real_replicas`: how many are real (None: all)."""
+    return (resource.replicas if real_replicas is None else real_replicas) * REAL_THREADS_PER_REPLICA
 
 
 def real_model_batches(system: SystemModel, real_resources: set[str]) -> dict[str, tuple[int, ...]]:

@@ -19,7 +19,7 @@ from live.beside import beside_record, format_beside, simulate_beside
 from live.merge import merge_windows, scheduler_stats, source_stats
 from live.rundir import RunDir
 from live.spec import read_spec
-from live.verdict import format_fidelity, judge_run
+from live.verdict import format_fidelity, judge_run, real_batches
 from simulator.run import write_timeseries
 from workload.trace import Trace
 
@@ -125,8 +125,10 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
         f"{v}@{c}"
         for v, c in zip(table.column("variant").to_pylist(), table.column("cluster").to_pylist(), strict=True)
     ]
+    logged = {r: real_batches(Path(run.out), r) for r in run.real_resources}  # a mixed worker's real replicas only
     real_inferred = {
-        r: int(sum(1 for n, ok in zip(names, inferred, strict=True) if ok and n == r)) for r in run.real_resources
+        r: sum(b["served"] for b in logged[r]) if logged[r] is not None
+        else int(sum(1 for n, ok in zip(names, inferred, strict=True) if ok and n == r)) for r in run.real_resources
     }
     sources = source_stats(files)
     cpu_groups = dict(run.cpu_groups)

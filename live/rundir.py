@@ -126,6 +126,10 @@ class RunDir:
         """Returns the log of a process: `logs/<kind>-<name>[.N].log` (kind: worker, scheduler, source)."""
         return self.root / "logs" / f"{kind}-{_numbered(name, restart)}.log"
 
+    def real_batch_log(self, resource: str) -> Path:
+        """Returns where a real worker logs its real replicas' batches (`workers.serve --real-batch-log`)."""
+        return self.root / "logs" / f"worker-{resource}.real-batches.jsonl"
+
     def logs_of(self, kind: str) -> dict[str, Path]:
         """Returns {name[.N]: log} of every process of a kind that has a log."""
         prefix = f"{kind}-"

@@ -27,6 +27,7 @@ import numpy as np
 from analysis.records import read_records
 from live.monitor import MONITOR_NAME, REAL_INFERENCE, WINDOW_MS
 from live.procs import REPO_ROOT
+from live.rundir import RunDir
 from live.sendlag import StreamSchedule, read_opens
 from scheduler.profiles import read_profile
 from workload.trace import read_trace
@@ -133,10 +134,14 @@ def send_lag(records: dict[str, np.ndarray], trace_path: Path,
 
 
 def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],
-                   real: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns (start ms, overrun ms, planned ms) per batch of the real (or profile-driven) workers: its
-    measured time against the profile's planned time of its size and frames (`RuntimeProfile.planned_batch_ms`)."""
-    workers = {w["resource"]: w for w in config.get("workers", []) if bool(w.get("real")) == real}
+                   real: bool, real_starts: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns (start ms, overrun ms, planned ms) per batch of the real (or profile-driven) replicas: its
+    measured time against the profile's planned time of its size and frames (`RuntimeProfile.planned_batch_ms`).
+    A mixed worker's batch is real when its start is one its real replicas logged (`real_starts`, run ms); a
+    mixed worker without that log is left out of both."""
+    starts = real_starts or {}
+    workers = {w["resource"]: w for w in config.get("workers", [])
+               if (w["resource"] in starts) or (bool(w.get("real")) == real and not _mixed(w))}
     if not workers:
         return np.empty(0), np.empty(0), np.empty(0)
     runtimes = {}
@@ -146,6 +151,8 @@ def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: di
     for j in np.flatnonzero(done & np.isin(res, list(workers))):
         key = (str(res[j]), float(records["t_infer_start_ms"][j]), float(records["t_infer_end_ms"][j]))
         batches.setdefault(key, []).append(j)
+    batches = {key: rows for key, rows in batches.items()
+               if key[0] not in starts or _logged(starts[key[0]], key[1]) == real}
     if not batches:
         return np.empty(0), np.empty(0), np.empty(0)
     path = Path(config["profiles_file"])
@@ -168,6 +175,41 @@ def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: di
     return np.asarray(start), np.asarray(over), np.asarray(planned)
 
 
+def _mixed(worker: dict) -> bool:
+    """Whether a worker of config.json has real and profile-driven replicas."""
+    return 0 < int(worker.get("real_replicas") or 0) < int(worker.get("replicas") or 0)
+
+
+def _logged(starts_ms: np.ndarray, t_ms: float, tolerance_ms: float = 0.01) -> bool:
+    """Whether a batch starting at `t_ms` is one of the sorted `starts_ms` (both rounded to the microsecond)."""
+    i = int(np.searchsorted(starts_ms, t_ms))
+    return any(abs(starts_ms[k] - t_ms) <= tolerance_ms for k in (i - 1, i) if 0 <= k < len(starts_ms))
+
+
+def real_batches(run_dir: Path, resource: str) -> list[dict] | None:
+    """Returns the batches a real worker's real replicas ran, as it logged them (`RunDir.real_batch_log`:
+    start_ms, end_ms, size, served, frames_bytes), or None without its log (a worker on another server)."""
+    path = RunDir(run_dir).real_batch_log(resource)
+    if not path.exists():
+        return None
+    return [json.loads(line) for line in _lines(path)]
+
+
+def real_starts(run_dir: Path, config: dict) -> dict[str, np.ndarray]:
+    """Returns, per mixed worker of the run with its log here, the run ms (sorted) at which its real replicas
+    started their batches: the logged virtual epoch ms less t0 and the worker's clock offset, as the
+    schedulers record a batch's start."""
+    t0_ms = float((run_dir / "t0").read_text()) * 1000.0 if (run_dir / "t0").exists() else None
+    offsets = _json(run_dir / "workers.json", {})
+    out = {}
+    for w in config.get("workers", []):
+        batches = real_batches(run_dir, w["resource"]) if _mixed(w) and t0_ms is not None else None
+        if batches is not None:
+            offset = float(offsets.get(w["resource"], {}).get("clock_offset_ms", 0.0))
+            out[w["resource"]] = np.sort([round(b["start_ms"] - t0_ms - offset, 3) for b in batches])
+    return out
+
+
 def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds = THRESHOLDS) -> dict:
     """Returns the run's fidelity: {verdict, tdf, stopped_early, violations, figures, diagnostics}."""
     config = json.loads((run_dir / "config.json").read_text())
@@ -184,9 +226,10 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     if late:
         figures.append(Figure("wire lateness vs due", "p99 (worst direction)", round(max(late) / 1000.0, 3),
                               limits.wire_late_p99_ms, "virtual ms"))
-    t, over, _ = batch_overruns(rec, config, frame_bytes, real=False)
+    mixed = real_starts(run_dir, config)
+    t, over, _ = batch_overruns(rec, config, frame_bytes, real=False, real_starts=mixed)
     figures.append(_figure("worker overshoot vs profile", "p99", t, over, limits.overshoot_p99_ms))
-    t, over, plan = batch_overruns(rec, config, frame_bytes, real=True)
+    t, over, plan = batch_overruns(rec, config, frame_bytes, real=True, real_starts=mixed)
     if len(over):
         mean_limit = max(limits.real_overrun_mean_ms, limits.real_overrun_mean_share * float(plan.mean()))
         figures.append(_figure("real-inference overrun", "mean", t, over, round(mean_limit, 3)))

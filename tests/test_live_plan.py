@@ -68,21 +68,21 @@ def test_worker_plan_real_only_on_cpu_variants_of_chosen_sites(tiny_system) -> N
 
 def test_real_workers_take_only_the_cores_real_inference_has(tiny_system) -> None:
     """full-edge's ant1: tiny-yolov2-cpu-b1 (1 replica) and mobilenet-ssd-cpu-b1 (2 replicas); a real
-    replica runs one thread, one core."""
+    replica runs one thread, one core (tests/test_live_mixed.py: the allocation per replica)."""
     _, profiles, _ = tiny_system
     full = build_system(load_topology("full-edge"), profiles)
     ssd, tiny = "mobilenet-ssd-cpu-b1@ant1", "tiny-yolov2-cpu-b1@ant1"
 
-    def real(cores: float, queries: dict[str, int] | None = None) -> set[str]:
-        return {p.resource for p in plan_workers(full, ("ant1",), RunSpec(), queries, cores) if p.real}
+    def real(cores: float, queries: dict[str, int] | None = None) -> dict[str, int]:
+        return {p.resource: p.real_replicas for p in plan_workers(full, ("ant1",), RunSpec(), queries, cores) if p.real}
 
-    assert real(1.0, {ssd: 500, tiny: 100}) == {tiny}  # the SSD's two replicas do not fit in one core
-    assert real(2.0, {ssd: 500, tiny: 100}) == {ssd}  # the busier first
-    assert real(2.0, {ssd: 100, tiny: 500}) == {tiny}
-    assert real(3.0) == {ssd, tiny}
-    assert real(0.5) == set()
-    note = next(p.note for p in plan_workers(full, ("ant1",), RunSpec(), None, 1.0) if p.resource == ssd)
-    assert note == "2 replica(s) need 2 core(s); real inference has 1, 1 taken"
+    assert real(1.0, {ssd: 500, tiny: 100}) == {ssd: 1}  # one of the SSD's two replicas: a mixed worker
+    assert real(2.0, {ssd: 500, tiny: 100}) == {ssd: 2}  # the busier per replica first
+    assert real(2.0, {ssd: 100, tiny: 500}) == {tiny: 1, ssd: 1}
+    assert real(3.0) == {ssd: 2, tiny: 1}
+    assert real(0.5) == {}
+    note = next(p.note for p in plan_workers(full, ("ant1",), RunSpec(), None, 1.0) if p.resource == tiny)
+    assert note == "1 replica(s) need 1 core(s); real inference has 1, 1 taken"
 
 
 def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
@@ -91,12 +91,11 @@ def test_default_real_site_is_where_the_policy_sends_cpu_work() -> None:
     site, per_resource = busiest_cpu_cluster(system, trace, "closest", duration_s, 1, 1.0)
     assert site is not None and system.topology.site(site).layer == "antenna"
 
-    # closest gives no dry-run query to a variant that fits in the one core (ant sites' SSDs have two
-    # replicas), so the choice falls back to the antenna with the most CPU-variant queries
-    fits = {r.name for r in system.resources if r.variant.device == "cpu" and r.replicas == 1}
-    assert fits and not any(per_resource.get(name, 0) for name in fits)
-    assert site == max(system.antennas, key=lambda a: sum(
-        n for r, n in per_resource.items() if r.endswith(f"@{a}") and "-cpu-" in r))
+    # closest gives its CPU queries to the antennas' SSDs (two replicas): one of them is real at the antenna
+    # whose SSD gets the most
+    ssds = {r.name: per_resource.get(r.name, 0) for r in system.resources if r.name.startswith("mobilenet-ssd-cpu-")
+            and r.site in system.antennas}
+    assert site == max(ssds, key=lambda name: ssds[name]).split("@")[1] and ssds[f"mobilenet-ssd-cpu-b1@{site}"] > 0
     # with the provisional profiles least-impedance prefers the GPU variants of CO and DC: no CPU work
     assert busiest_cpu_cluster(system, trace, "least-impedance", duration_s, 1, 1.0)[0] is None
 
@@ -105,9 +104,10 @@ def test_the_real_site_is_where_real_inference_would_carry_the_most_queries() ->
     system = build_system(load_topology("full-edge"), load_profiles())
     ssd, tiny = "mobilenet-ssd-cpu-b1@{}", "tiny-yolov2-cpu-b1@{}"
     queries = {ssd.format("ant1"): 900, tiny.format("ant1"): 10, ssd.format("ant2"): 100, tiny.format("ant2"): 300}
-    assert choose_real_site(system, queries, 1.0) == "ant2"  # only tiny-yolov2 (1 replica) fits: 300 > 10
-    assert choose_real_site(system, queries, 2.0) == "ant1"  # the SSD's two replicas fit: 900 > 300
-    assert choose_real_site(system, {ssd.format("ant3"): 5}, 1.0) == "ant3"  # nothing fits: most CPU queries
+    assert choose_real_site(system, queries, 1.0) == "ant1"  # one SSD replica of two: 450 > tiny-yolov2's 300
+    assert choose_real_site(system, {**queries, ssd.format("ant1"): 500}, 1.0) == "ant2"  # 250 < 300
+    assert choose_real_site(system, queries, 2.0) == "ant1"  # the SSD's two replicas: 900 > 300 + 50
+    assert choose_real_site(system, {ssd.format("ant3"): 5}, 1.0) == "ant3"
     assert choose_real_site(system, {"tiny-yolov2-gpu-b8@cloud": 50}, 1.0) is None
 
 

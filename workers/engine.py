@@ -70,6 +70,8 @@ class Outcome:
     batch_size: int
     input_ms: float  # decoding and preparing this batch's frames
     compute_ms: float  # the network itself, whole batch
+    real: bool = False
+    """Answered by a replica running the real network (ONNX Runtime), not by one sleeping the profile."""
 
 
 class Processor(Protocol):
@@ -157,7 +159,7 @@ class OnnxProcessor:
             k += 1
         t_end = now_ms()
         return [Outcome(r if isinstance(r, tuple) else (), r if isinstance(r, str) else None, t_start, t_end,
-                        len(batch), t_input - t_start, t_compute - t_input) for r in results]
+                        len(batch), t_input - t_start, t_compute - t_input, real=True) for r in results]
 
     def _float_input(self, tensor: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Writes a v2 tensor into `out` as the network's float input (UINT8 pixels scaled as `pre`

@@ -16,7 +16,9 @@ from .deployment import WorkerSettings, parse_tdf, resolve
 from .lifecycle import serving
 from .limits import MIB, RequestLimits
 from .runtime import keep_freed_memory, parse_cpus, pin_process
-from .service import ENGINE, GUARD, create_app
+from .service import ENGINE, GUARD, STATS, create_app
+
+_log = logging.getLogger("workers.serve")
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser, host_default: str = "127.0.0.1") -> None:
@@ -38,6 +40,12 @@ def add_worker_arguments(parser: argparse.ArgumentParser, host_default: str = "1
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--profile-driven", type=Path, default=None, metavar="PROFILE_FILE",
                         help="sleep the profiled delays instead of running the network")
+    parser.add_argument("--real-instances", type=int, default=None, metavar="N",
+                        help="with --profile-driven: N of the replicas run the real network (the first in the "
+                             "batcher's order), the others sleep the profile (default: none)")
+    parser.add_argument("--real-batch-log", type=Path, default=None, metavar="FILE",
+                        help="append each batch a real replica ran to FILE, one JSON line (virtual epoch ms, size, "
+                             "frames answered, bytes)")
     parser.add_argument("--models-dir", type=Path, default=None, help="model repository (default: models/)")
     parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body accepted")
     defaults = RequestLimits()
@@ -59,7 +67,8 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
                           instances=args.instances, queue_limit=args.queue_limit, device=args.device,
                           threads=args.threads, cpus=args.cpus, profile_driven=args.profile_driven,
                           models_dir=args.models_dir, max_body_bytes=int(args.max_body_mb * 2**20),
-                          time_scale=TimeScale(args.tdf, args.tdf_anchor_s), inference_cgroup=args.inference_cgroup)
+                          time_scale=TimeScale(args.tdf, args.tdf_anchor_s), inference_cgroup=args.inference_cgroup,
+                          real_instances=args.real_instances, real_batch_log=args.real_batch_log)
 
 
 def limits_from_args(args: argparse.Namespace) -> RequestLimits:
@@ -74,7 +83,7 @@ async def serve(settings: WorkerSettings, host: str, port: int, announce=print,
     if settings.cpus:
         pin_process(settings.cpus)
     dep = resolve(settings)
-    if dep.profile is None:  # a real worker allocates MBs per batch
+    if dep.real_instances:  # a real replica allocates MBs per batch
         keep_freed_memory()
     app = create_app(dep, limits)
     guard = app[GUARD]
@@ -88,8 +97,13 @@ async def serve(settings: WorkerSettings, host: str, port: int, announce=print,
             if service.stop.is_set():
                 return 0
             await asyncio.sleep(0.02)
+        _log.info("%s: %d replica(s), %d real (ONNX Runtime, first in the batcher's order), %d profile-driven",
+                  dep.variant, dep.instances, dep.real_instances, dep.instances - dep.real_instances)
         service.announce(announce)
         await service.stop.wait()
+        t = app[STATS].totals
+        _log.info("%s: served %d queries, %d by real replicas, in %d batches (%d real)", dep.variant, t.served,
+                  t.served_real, t.batches, t.batches_real)
         return 0
 
 

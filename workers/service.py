@@ -19,7 +19,7 @@ from .engine import OnnxProcessor, Outcome, Processor, ProfileProcessor, Query, 
 from .limits import Rejected, RequestGuard, RequestLimits, json_depth_error, read_body
 from .metrics import CONTENT_TYPE
 from .reservations import Reservations
-from .stats import WorkerStats, virtual_monotonic
+from .stats import RealBatchLog, WorkerStats, virtual_monotonic
 
 
 @dataclass
@@ -82,16 +82,32 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
 
 
 def _make_processors(dep: Deployment) -> list[Processor]:
-    if dep.profile is not None:
-        return [ProfileProcessor(dep.profile, dep.time_scale) for _ in range(dep.instances)]
-    return [OnnxProcessor(dep.config, dep.device, dep.threads, dep.time_scale, dep.inference_cgroup)
-            for _ in range(dep.instances)]
+    """Returns the replicas, the real ones (ONNX Runtime) first: the batcher starts its replicas in this order
+    and hands each batch to the replica free the longest (FIFO), so the first query reaches a real replica and a
+    light load alternates between the kinds; the others sleep the profile."""
+    real: list[Processor] = []
+    try:
+        for _ in range(dep.real_instances):
+            real.append(OnnxProcessor(dep.config, dep.device, dep.threads, dep.time_scale, dep.inference_cgroup))
+    except BaseException:
+        for p in real:
+            p.close()
+        raise
+    assert dep.profile is not None or dep.real_instances == dep.instances  # resolve() guarantees it
+    return real + [ProfileProcessor(dep.profile, dep.time_scale)  # type: ignore[arg-type]
+                   for _ in range(dep.instances - dep.real_instances)]
 
 
 async def _engine_ctx(app: web.Application):
     """Loads and warms the replicas in the background; stops the batcher and sessions on clean-up."""
     dep, stats, engine = app[DEPLOYMENT], app[STATS], app[ENGINE]
     processors: list[Processor] = []
+    batch_log = RealBatchLog(dep.real_batch_log) if dep.real_batch_log is not None else None
+
+    def on_batch(batch: list[Query], outcomes: list[Outcome]) -> None:
+        stats.on_batch(batch, outcomes)
+        if batch_log is not None:
+            batch_log.on_batch(batch, outcomes)
 
     async def load() -> None:
         try:
@@ -101,7 +117,7 @@ async def _engine_ctx(app: web.Application):
                 await loop.run_in_executor(None, p.warm_up, dep.max_batch_size)
             engine.batcher = DynamicBatcher(processors, dep.max_batch_size,  # W in real time: x K
                                             dep.time_scale.real_duration(dep.max_batch_delay_ms),
-                                            dep.queue_limit, on_batch=stats.on_batch)
+                                            dep.queue_limit, on_batch=on_batch)
             engine.batcher.start()
             engine.ready.set()
         except Exception as exc:  # reported by /v2/health/ready and by serve.py, which exits
@@ -115,6 +131,8 @@ async def _engine_ctx(app: web.Application):
         await engine.batcher.stop()
     for p in processors:
         p.close()
+    if batch_log is not None:
+        batch_log.close()
 
 
 def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Application:
@@ -124,7 +142,7 @@ def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Appl
     app = web.Application(client_max_size=dep.max_body_bytes, middlewares=[json_errors])
     app[DEPLOYMENT] = dep
     app[STATS] = WorkerStats(dep.config.name, dep.variant, dep.stream_ttl_s, max_batch_size=dep.max_batch_size,
-                             clock=virtual_monotonic(dep.time_scale))
+                             clock=virtual_monotonic(dep.time_scale), real_instances=dep.real_instances)
     app[ENGINE] = Engine()
     app[RESERVED] = Reservations()
     app[GUARD] = RequestGuard(limits or RequestLimits(), dep.max_body_bytes)

@@ -1,12 +1,15 @@
 """The worker's load accounting: sliding-window rates for the load report that schedulers poll
-(`GET /v2/load`) and cumulative counters and histograms for Prometheus (`GET /metrics`, base units)."""
+(`GET /v2/load`) and cumulative counters and histograms for Prometheus (`GET /metrics`, base units), with the
+share the real replicas (ONNX Runtime) served; and the log of the real replicas' batches."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from topologies.timescale import TimeScale
 
@@ -22,9 +25,13 @@ class _Totals:
     bytes_in: int = 0
     """Bytes of the request bodies that arrived (frames or tensors), overloads included."""
     served: int = 0
+    served_real: int = 0
+    """Of `served`, the queries a replica running the real network answered."""
     bad_input: int = 0
     overloads: int = 0
     batches: int = 0
+    batches_real: int = 0
+    """Of `batches`, those a real replica ran."""
     input_duration_s: float = 0.0
     compute_duration_s: float = 0.0
     busy_ms: float = 0.0
@@ -44,8 +51,10 @@ class WorkerStats:
     """Counts arrivals, answers, overloads and batches; `clock` is monotonic seconds (injectable)."""
 
     def __init__(self, model: str, variant: str, stream_ttl_s: float = 5.0, clock=time.monotonic,
-                 max_batch_size: int = 8) -> None:
+                 max_batch_size: int = 8, real_instances: int = 0) -> None:
         self.model = model
+        self.real_instances = real_instances
+        """Replicas running the real network (the load report and the metrics say so)."""
         self.variant = variant
         self.stream_ttl_s = stream_ttl_s
         self._clock = clock
@@ -96,6 +105,7 @@ class WorkerStats:
         first = outcomes[0]
         t = self.totals
         t.batches += 1
+        t.batches_real += first.real
         self.batch_size.observe(len(batch))
         self.batch_duration_s.observe((first.t_infer_end_ms - first.t_infer_start_ms) / 1000.0)
         t.input_duration_s += first.input_ms / 1000.0
@@ -104,6 +114,7 @@ class WorkerStats:
             self.queue_duration_s.observe(max(0.0, o.t_infer_start_ms - q.t_arrival_ms) / 1000.0)
             if o.error is None:
                 t.served += 1
+                t.served_real += o.real
                 self._served.append(now)
             else:
                 t.bad_input += 1
@@ -160,10 +171,11 @@ class WorkerStats:
             "mean_batch_size_10s": frames / len(recent) if recent else 0.0,
             "processing_ms_per_batch_10s": batch_ms / len(recent) if recent else 0.0,
             "processing_ms_per_query_10s": batch_ms / frames if frames else 0.0,
+            "real_instances": self.real_instances,
             "totals": {"arrivals": self.totals.arrivals, "bytes_in": self.totals.bytes_in,
-                       "served": self.totals.served,
+                       "served": self.totals.served, "served_real": self.totals.served_real,
                        "bad_input": self.totals.bad_input, "overloads": self.totals.overloads,
-                       "batches": self.totals.batches},
+                       "batches": self.totals.batches, "batches_real": self.totals.batches_real},
         }
 
     def metrics_page(self, queue_len: int, ready: bool) -> Page:
@@ -176,6 +188,10 @@ class WorkerStats:
         page.counter("worker_received_bytes_total", "bytes of request bodies received (frames or tensors)",
                      t.bytes_in)
         page.counter("worker_success_total", "queries answered with detections", t.served)
+        page.gauge("worker_real_instances", "replicas running the real network (ONNX Runtime); the others sleep "
+                   "the profile", self.real_instances)
+        page.counter("worker_real_success_total", "queries answered by a replica running the real network",
+                     t.served_real)
         page.counter("worker_bad_input_total", "queries whose frame a replica rejected as undecodable", t.bad_input)
         page.counter("worker_overload_total", "queries refused because the queue was full", t.overloads)
         page.counter("worker_batches_total", "batches run", t.batches)
@@ -195,3 +211,25 @@ class WorkerStats:
     def prometheus(self, queue_len: int, ready: bool) -> str:
         """Returns the metrics in Prometheus text exposition format."""
         return self.metrics_page(queue_len, ready).text()
+
+
+class RealBatchLog:
+    """Appends each batch a real replica ran to a file as one JSON line: `start_ms` and `end_ms` (the outcome's
+    epoch ms, virtual under time dilation), `size` (queries), `served` (answered with detections) and
+    `frames_bytes` (the bodies of its JPEG frames): the real inference a live run judges and counts."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", buffering=1)  # a line per batch reaches the file at once (a killed worker's too)
+
+    def on_batch(self, batch: list[Query], outcomes: list[Outcome]) -> None:
+        first = outcomes[0]
+        if not first.real:
+            return
+        self._file.write(json.dumps({
+            "start_ms": round(first.t_infer_start_ms, 3), "end_ms": round(first.t_infer_end_ms, 3),
+            "size": len(batch), "served": sum(o.error is None for o in outcomes),
+            "frames_bytes": sum(q.nbytes for q in batch if q.jpeg is not None)}) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
