@@ -263,18 +263,20 @@ def monitor_margins(runs: list[Path]) -> list[str]:
     in the runs judged faithful, and the smallest in those judged not faithful (how far apart the two sit)."""
     seen: dict[tuple[str, str], dict] = {}
     for run in runs:
-        fidelity = json.loads((run / "summary.json").read_text())["extra"]["fidelity"]
-        for f in fidelity.get("figures", []):
+        fidelity = json.loads((run / "summary.json").read_text()).get("extra", {}).get("fidelity")
+        for f in (fidelity or {}).get("figures", []):
             if not f.get("hard"):
                 continue
-            row = seen.setdefault((f["invariant"], f["statistic"]), {"threshold": f["threshold"], "unit": f["unit"],
+            row = seen.setdefault((f["invariant"], f["statistic"]), {"thresholds": set(), "unit": f["unit"],
                                                                      "faithful": [], "not faithful": []})
+            row["thresholds"].add(float(f["threshold"]))  # some depend on the run (e.g. its planned inference)
             row["faithful" if fidelity["verdict"] == FAITHFUL else "not faithful"].append(float(f["value"]))
     lines = ["| figure | threshold | largest when faithful (runs) | smallest when not faithful (runs) |",
              "|---|---|---|---|"]
     for (inv, stat), row in seen.items():
         good, bad = row["faithful"], row["not faithful"]
-        lines.append(f"| {inv} ({stat}, {row['unit']}) | {row['threshold']:g} | "
+        low, high = min(row["thresholds"]), max(row["thresholds"])
+        lines.append(f"| {inv} ({stat}, {row['unit']}) | {low:.3g}{'' if low == high else f'-{high:.3g}'} | "
                      + (f"{max(good):.3g} ({len(good)})" if good else "-") + " | "
                      + (f"{min(bad):.3g} ({len(bad)})" if bad else "-") + " |")
     return lines
@@ -335,7 +337,7 @@ def report(work: Path, planned: list[str] | None = None) -> tuple[str, bool]:
             passed &= ok
             lines.append(f"| {lam} | {seed} | {_arg(r, '--tdf')} | {_arg(r, '--duration')} | {p} | {v['sim']:.3f} | "
                          f"{v['testbed']:.3f} | {v['diff_pts']:+.2f} | {v['corr']:.3f} | "
-                         f"{_window_spread(Path(r.get('out', '')), p)} | {v['verdict']} | "
+                         f"{_window_spread(Path(r['out']), p) if r.get('out') else '- | -'} | {v['verdict']} | "
                          f"{_mark(ok)}{'' if ok else ' (' + ', '.join(failed) + ')'} | "
                          f"{r['wall_s']:.0f} |")
     lines += ["", f"Checks: success within {SUCCESS_MAX_PTS} points per policy, the same ranking (Spearman's rho 1), "

@@ -322,6 +322,7 @@ class AntennaScheduler:
         for sid, s in list(self.streams.items()):
             if s.resource == resource:
                 self.load.release(resource, s.load_qps)
+                w.forget(sid)
                 new = self.bind(sid, s.request)
                 self.rebound.append(sid)
                 self.event("rebind", stream=sid, to=self.resource_name(new.resource) or f"rejected ({new.reason})")

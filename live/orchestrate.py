@@ -370,6 +370,7 @@ class LiveRun:
             topology=self.topo.name, policy=self.policy, seed=self.spec.seed if self.spec.trace is None else None,
             load_label=self.load_label, profiles=self.profiles.source, real_sites=self.real_sites,
             real_resources=frozenset(p.resource for p in self.workers_plan if p.real), cpu_groups=dict(self.cpu_groups),
+            mixed_resources=frozenset(p.resource for p in self.workers_plan if 0 < p.real_replicas < p.replicas),
             agent=str(self.spec.agent) if self.spec.agent is not None else None,
             decision_window_s=self.decision_window_s, network=self.network, events=list(self.events.entries),
         )

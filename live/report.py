@@ -43,6 +43,8 @@ class RunFacts:
     """The profile file the schedulers decided with."""
     real_sites: tuple[str, ...]
     real_resources: frozenset[str]
+    mixed_resources: frozenset[str]
+    """Of `real_resources`, the workers with profile-driven replicas too (their real frames are in their batch log)."""
     cpu_groups: dict[str, float]
     """CPU seconds per group during the traffic (cpu.json), without the sources' own."""
     agent: str | None
@@ -126,9 +128,10 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
         for v, c in zip(table.column("variant").to_pylist(), table.column("cluster").to_pylist(), strict=True)
     ]
     logged = {r: real_batches(Path(run.out), r) for r in run.real_resources}  # a mixed worker's real replicas only
-    real_inferred = {
+    real_inferred = {  # a mixed worker without its log here (another server's) is left out: not known
         r: sum(b["served"] for b in logged[r]) if logged[r] is not None
-        else int(sum(1 for n, ok in zip(names, inferred, strict=True) if ok and n == r)) for r in run.real_resources
+        else int(sum(1 for n, ok in zip(names, inferred, strict=True) if ok and n == r))
+        for r in run.real_resources if logged[r] is not None or r not in run.mixed_resources
     }
     sources = source_stats(files)
     cpu_groups = dict(run.cpu_groups)

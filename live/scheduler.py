@@ -222,6 +222,7 @@ async def admit(live: AntennaScheduler, client: Client, sid: int, stream: LiveSt
                                               timeout=client.relay_timeout) as r:
                     answer = await r.json() if r.status == 200 else {}
                 granted, declared = bool(answer["granted"]), float(answer["declared_qps"])
+                int(answer.get("ledger_version", 0))  # garbage is no answer
                 break
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
                 if answer is not None:  # answered, but not a reservation's answer: a worker without them

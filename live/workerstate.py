@@ -64,7 +64,7 @@ class WorkerState:
             self.declared_qps, self.ledger = declared_qps, None
             return
         ledger = (str(epoch), int(version))
-        if self.ledger is not None and self.ledger[0] == ledger[0] and ledger[1] < self.ledger[1]:
+        if self.ledger is not None and ledger < self.ledger:  # an earlier life of the worker, or an earlier version
             return
         self.declared_qps, self.ledger = declared_qps, ledger
 
@@ -112,7 +112,7 @@ class WorkerState:
         """Takes the worker's answer to a stream's reservation (granted or not): what is declared there now, the
         stream included if granted (unless a report already gave a later version of the ledger, `answer`'s
         ledger_epoch and ledger_version); the stream's reservation is no longer on its way."""
+        self.pending.pop(stream_id, None)
         if not math.isfinite(declared_qps):
             raise ValueError(f"reservation answer: declared_qps {declared_qps!r}")
         self._take_declared(declared_qps, answer or {})
-        self.pending.pop(stream_id, None)

@@ -68,7 +68,7 @@ def test_a_workers_routes_and_load_report(tmp_path: Path) -> None:
 
     one, two, declared, bad, released, after, by_owner, no_owner = asyncio.run(scenario())
     epoch = one.pop("ledger_epoch")
-    assert two.pop("ledger_epoch") == epoch and isinstance(epoch, str) and len(epoch) == 12
+    assert two.pop("ledger_epoch") == epoch and isinstance(epoch, str) and len(epoch) == 27
     assert one == {"granted": True, "declared_qps": 30.0, "ledger_version": 1}
     assert two == {"granted": False, "declared_qps": 30.0, "ledger_version": 1}
     assert declared == 30.0 and bad == 400 and released == {"released": True} and after == 0.0
@@ -140,6 +140,7 @@ def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path
         assert (opened["cluster"], opened["variant"]) == (antenna_worker.site, antenna_worker.variant.name)
     assert b_moved_to != 0 and b_later_at == 0  # refused there (bound elsewhere or rejected); later granted
     assert live_b.workers[0].declared_qps == pytest.approx(fps)  # the grant: its own stream, A's gone
+    assert live_b.workers[0].ledger[1] == 3  # type: ignore[index]  # A's grant, A's release, B's grant
     refused = [e for e in live_b.events if e["event"] == "reservation-refused"]
     assert [(e["stream"], e["at"]) for e in refused] == [(2, antenna_worker.name)]
     assert refused[0]["declared_qps"] == pytest.approx(fps, abs=1e-3)  # what A had declared there
@@ -165,8 +166,9 @@ def test_reservations_on_their_way_count_until_answered() -> None:
 
 def test_an_answer_and_a_report_that_overtake_each_other_keep_the_later_ledger() -> None:
     """The ledger's version orders what the worker said: a report read before a grant (version 3) that arrives
-    after the grant's answer (version 4) does not undo the grant; a restarted worker's ledger (another epoch)
-    is taken whatever its version; a worker that gives no version is taken as it comes."""
+    after the grant's answer (version 2) does not undo the grant; a restarted worker's ledger (a later epoch) is
+    taken whatever its version, and a late answer of its earlier life is not; a worker that gives no version is
+    taken as it comes; an answer with garbage for a version still ends its reservation's wait."""
     book = Reservations()
     assert book.reserve("a", 10.0, 10.0, 100.0, 0.0).version == 1
     report = {"queries_in_per_s": 0.0, "declared_qps": book.declared_qps(0.0), "ledger_epoch": book.ledger.epoch,
@@ -185,14 +187,22 @@ def test_an_answer_and_a_report_that_overtake_each_other_keep_the_later_ledger()
     assert w.declared_qps == 30.0 and w.ledger == (book.ledger.epoch, 2)  # the late report's 10 is not taken
     w.take_report({**report, "ledger_version": 3, "declared_qps": 20.0}, variant, 1, 2.0)
     assert w.declared_qps == 20.0 and w.ledger == (book.ledger.epoch, 3)
-    w.take_report({**report, "ledger_epoch": "restarted", "ledger_version": 0, "declared_qps": 0.0}, variant, 1, 3.0)
-    assert w.declared_qps == 0.0 and w.ledger == ("restarted", 0)
+    later = Reservations().ledger.epoch
+    assert later > book.ledger.epoch
+    w.take_report({**report, "ledger_epoch": later, "ledger_version": 0, "declared_qps": 0.0}, variant, 1, 3.0)
+    assert w.declared_qps == 0.0 and w.ledger == (later, 0)
+    w.take_answer(9, 80.0, {"ledger_epoch": book.ledger.epoch, "ledger_version": 57})  # the earlier life's, late
+    assert w.declared_qps == 0.0 and w.ledger == (later, 0)
     w.take_report({"queries_in_per_s": 0.0, "declared_qps": 5.0}, variant, 1, 4.0)
     assert w.declared_qps == 5.0 and w.ledger is None
     with pytest.raises(ValueError):
         w.take_report({"queries_in_per_s": 0.0, "declared_qps": 1.0, "ledger_epoch": "e", "ledger_version": "x"},
                       variant, 1, 5.0)
     assert w.declared_qps == 5.0 and w.reported_at_s == 4.0  # garbage leaves the state as it was
+    w.pending[7] = 20.0
+    with pytest.raises(ValueError):
+        w.take_answer(7, 30.0, {"ledger_epoch": "e", "ledger_version": "x"})
+    assert w.pending == {} and w.declared_qps == 5.0
 
 
 def test_streams_bound_again_off_a_dead_worker_are_handed_over_for_reservation(tiny_system) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from dataclasses import dataclass, field
 
 FIT_EPS_QPS = 1e-9
@@ -52,11 +53,12 @@ class Grant:
 @dataclass
 class LedgerVersion:
     """Orders what a worker says of its ledger: `epoch` names one life of the worker (a restarted worker starts
-    a new one), `version` counts the ledger's changes in it. A scheduler's answers to reservations and its load
-    reports travel on different connections and may arrive out of order; the one with the older version of the
-    same epoch is not taken."""
+    a new one, which sorts after), `version` counts the ledger's changes in it. A scheduler's answers to
+    reservations and its load reports travel on different connections and may arrive out of order; the one with
+    the older (epoch, version) is not taken."""
 
-    epoch: str = field(default_factory=lambda: secrets.token_hex(6))
+    epoch: str = field(default_factory=lambda: f"{time.time_ns():020d}-{secrets.token_hex(3)}")
+    """The worker's start (ns since the epoch, zero-padded: a later life sorts after) and a random suffix."""
     version: int = 0
 
 
