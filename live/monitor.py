@@ -5,7 +5,8 @@ delay (schedstat, summed over its threads: /proc/PID/schedstat is the leader thr
 inference threads (named `ort-...`, workers/runtime.py) are measured apart from its other threads, as the
 entry `<name> inference (PID)` of the group `real inference`: the run-queue delay of real inference is theirs
 alone, not that of the event loop beside them. And the early stop of a clearly lost run (the sources' send
-lag, read from records.csv as it grows). Times and delays are virtual ms given the run's time dilation factor
+lag, read from records.csv as it grows; a keeper of the run's cores on another server found gone, live/keeper.py).
+Times and delays are virtual ms given the run's time dilation factor
 K (real / K); CPU shares are real. The verdict after the run is live/verdict.py's.
 """
 
@@ -113,7 +114,8 @@ class Monitor:
     """The sampler thread (a context: started on enter, stopped on exit) and the early stop of the run."""
 
     def __init__(self, run_dir: Path, spec: object, t0_s: float, pressure_group: Path | None,
-                 processes: Callable[[], list[Process]], trace: Trace) -> None:
+                 processes: Callable[[], list[Process]], trace: Trace,
+                 cores_lost: Callable[[], dict | None] = lambda: None) -> None:
         self.path = run_dir / MONITOR_NAME
         self.scale = time_scale(spec)
         self.t0_s = t0_s
@@ -121,6 +123,8 @@ class Monitor:
         self.pressure = pressure_group
         self.processes = processes
         self.lost = LostRun(run_dir / "records.csv", trace)
+        self.cores_lost = cores_lost
+        """The first keeper of the run's cores on another server found gone (RunCores.lost), or None."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fidelity-monitor", daemon=True)
 
@@ -128,7 +132,8 @@ class Monitor:
     def of(cls, run: Any, net: Any) -> Monitor:
         """Returns the monitor of a live run (live.orchestrate.LiveRun) on its network, from t0 on."""
         pressure = run.cores.pressure_group if run.cores is not None else None
-        return cls(run.out, run.spec, run.t0_s, pressure, lambda: run.processes(net), run.trace)
+        lost = run.cores.lost if run.cores is not None else lambda: None
+        return cls(run.out, run.spec, run.t0_s, pressure, lambda: run.processes(net), run.trace, lost)
 
     def __enter__(self) -> Monitor:
         self._thread.start()
@@ -143,7 +148,13 @@ class Monitor:
         return (self.scale.virtual_s(time.time()) - self.t0_s) * 1000.0
 
     def run_lost(self) -> dict | None:
-        """Returns why the run is clearly lost (the windows whose send lag broke the early-stop limit), or None."""
+        """Returns why the run is clearly lost, or None: a server's cores no longer held (its keeper gone: from
+        `windows_from_s`, virtual s since t0, that server's figures depend on what else runs there), or the
+        windows whose send lag broke the early-stop limit."""
+        gone = self.cores_lost()
+        if gone is not None:
+            since_s = max(0.0, self.scale.virtual_s(gone["at_epoch_s"]) - self.t0_s)
+            return {**{k: v for k, v in gone.items() if k != "at_epoch_s"}, "windows_from_s": round(since_s, 3)}
         return self.lost.check()
 
     def _read(self) -> _State:
