@@ -57,6 +57,8 @@ class ServerCores:
     described: str
     real_workers: bool = True
     """Whether the run's plan has a real worker there (a core reserved before profiling stays if it has none)."""
+    pressure_group: str | None = None
+    """The v2 group holding every process of the run there (its `cpu.pressure`), or None."""
 
 
 class LiveRunBusy(ValueError):

@@ -105,7 +105,7 @@ def _ready(keeper: Keeper, record: CreationRecord) -> None:
     keeper.ready_lines += 1
     _record_new(record, keeper.server, made["entries"])
     keeper.cores = ServerCores(keeper.server, made["reserved"], made["real_group"], made["inference_group"],
-                               tuple(made["run_groups"]), made["described"], keeper.real)
+                               tuple(made["run_groups"]), made["described"], keeper.real, made["pressure_group"])
     if keeper.cores.run_groups:  # its agent, like the keeper, in the run's groups there (live.cores.RunCores.confine)
         keeper.client.call("join", cgroups=list(keeper.cores.run_groups))
 
@@ -192,7 +192,8 @@ def keeper_report(cores: RunCores) -> dict:
     """Returns what a keeper tells the driver: the groups, the `--inference-cgroup` path, and its record's entries."""
     return {"reserved": cores.reserved, "real_group": None if cores.real_group is None else str(cores.real_group),
             "inference_group": cores.inference_group(), "run_groups": [str(g) for g in cores.run_groups()],
-            "described": cores.describe(), "entries": _entries(cores.record.entries())}
+            "described": cores.describe(), "entries": _entries(cores.record.entries()),
+            "pressure_group": None if cores.pressure_group is None else str(cores.pressure_group)}
 
 
 def _entries(entries: list[Created]) -> list[dict]:

@@ -103,6 +103,15 @@ def _child_setup(cgroups: Sequence[str], die_with_agent: bool) -> None:
         die_with_parent()
 
 
+def _text(path: str) -> str | None:
+    """Returns a file's text, None if it cannot be read (a process or thread gone)."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def _parent_and_name(pid: int) -> tuple[int, str]:
     """Returns a process's parent pid and command name (0, '' if it is gone)."""
     try:
@@ -223,6 +232,18 @@ class Agent:
                 with contextlib.suppress(OSError), open(Path(group) / "cgroup.procs", "w") as f:
                     f.write(str(pid))
         return {"moved": [os.getpid(), *session]}
+
+    def op_cpu_sample(self, pids: list[int], groups: Sequence[str] = ()) -> dict[str, Any]:
+        """Returns what a CPU monitor reads here at once: /proc/stat's first line, /proc/pressure/cpu, each group's
+        `cpu.pressure`, and per live process of `pids` each thread's name and schedstat (None: unreadable)."""
+        threads: dict[str, dict[str, list[str | None]]] = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                threads[str(pid)] = {t: [_text(f"/proc/{pid}/task/{t}/comm"), _text(f"/proc/{pid}/task/{t}/schedstat")]
+                                     for t in os.listdir(f"/proc/{pid}/task")}
+        return {"cpus": os.cpu_count(), "stat": (_text("/proc/stat") or "").split("\n", 1)[0],
+                "pressure": _text("/proc/pressure/cpu"), "groups": {g: _text(f"{g}/cpu.pressure") for g in groups},
+                "threads": threads}
 
     def op_which(self, names: list[str]) -> dict[str, Any]:
         return {"paths": {n: shutil.which(n) for n in names}}

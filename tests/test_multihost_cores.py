@@ -345,6 +345,15 @@ def test_a_real_worker_on_server_b_has_b_s_isolated_core(farm, runs, tmp_path):
     assert summary["overall"]["success"] >= 0.95
     assert "put back" in (run_dir / "cores" / "keeper-b.log").read_text()
     check_put_back(farm, run_dir, ovs_before)
+    # the monitor read b through its agent: b's host figures, and b's real inference judged with the driver's
+    samples = [json.loads(x) for x in (run_dir / "monitor.jsonl").read_text().splitlines()]
+    on_b_procs = {n: p for s in samples for n, p in s["procs"].items() if n.endswith("@b)")}
+    assert all(s["servers"]["b"]["cpus"] == os.cpu_count() for s in samples[1:]), samples[-1]["servers"]
+    real_b = [p for n, p in on_b_procs.items() if p["group"] == "real inference"]
+    assert real_b and sum(p["run_ms"] for p in real_b) > 0, sorted(on_b_procs)
+    figures = {f["invariant"]: f for f in summary["extra"]["fidelity"]["figures"]}
+    print("real inference on b:", figures.get("run-queue delay of real inference"), samples[-1]["servers"]["b"])
+    assert "run-queue delay of real inference" in figures
 
 
 @root_only[0]
