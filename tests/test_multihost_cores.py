@@ -1,12 +1,16 @@
-"""The isolated core of real inference on another server (live/cores.py's keeper, docs/multihost.md): tiny with every
-site on fixture server b (tests/servers.py), its dc1 worker real and nothing real on the driver. While the run goes,
-b holds its live-run lock (a second run is refused naming b), b's `-real` and `-rest` cpusets exist (named after b),
-the real worker's inference threads are in b's `-real` on its reserved core alone and every other process of the run
-on b (workers, scheduler, source, captures, wires) in b's `-rest`, b's ovs-vswitchd off the reserved core; the run
-succeeds; afterwards nothing is left (no cgroup, b's ovs-vswitchd as before, b's lock free), nor after kill -9 of the
-driver mid-traffic and `run_testbed.py clean`. A server without a cgroup hierarchy pins its real worker to its last
-CPU and summary.json says so. Without root: the keeper's log, a real worker's argv on a server, the
-groups kept out of servers.json, and the agent refusing a group that does not exist."""
+"""Every server of a live run held for it, and the isolated core of real inference on another server (live/keeper.py,
+docs/multihost.md): tiny with every site on fixture server b (tests/servers.py), its dc1 worker real and nothing real
+on the driver. While the run goes, b holds its live-run lock (a second run is refused naming b, and leaves no file),
+b's `-real` and `-rest` cpusets exist (named after b), the real worker's inference threads are in b's `-real` on its
+reserved core alone and every other process of the run on b (workers, scheduler, source, captures, wires, the agent
+and its ssh session) in b's `-rest`, b's ovs-vswitchd off the reserved core; the monitor reads b through its agent;
+the run succeeds; afterwards nothing is left (no cgroup, b's ovs-vswitchd as before, b's lock free), nor after kill
+-9 of the driver mid-traffic and `run_testbed.py clean`, nor after kill -9 of a keeper (and its driver) before it
+said READY and `clean`. A server of profile-driven workers only holds its lock too; its keeper killed mid-run stops
+the run, named. A keeper reserves b's core when asked again with a real worker there. A server without a cgroup
+hierarchy pins its real worker to its last CPU and summary.json says so. Without root: the keeper's log, its plan, a
+keeper gone as the monitor and verdict say it, a real worker's argv on a server, the groups kept out of
+servers.json, and the agent refusing a group that does not exist."""
 
 from __future__ import annotations
 
