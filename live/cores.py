@@ -300,18 +300,19 @@ class RunCores:
         from live.keeper import start_keeper, upgrade_keeper, watch_keepers
 
         keeper = self.keepers.get(server.name)
-        if keeper is not None:
-            if real and not keeper.real:
-                upgrade_keeper(keeper, self.record)
-                self.log(f"server {server.name}: {keeper.cores.described}")  # type: ignore[union-attr]
-            keeper.cores = replace(keeper.cores, real_workers=real)  # type: ignore[type-var]
-            return keeper.cores  # type: ignore[return-value]
-        self._clients[server.name] = client = AgentClient(server)
-        known = {**read_servers(self.record.run_dir), server.name: server}
-        write_servers(self.record.run_dir, Placement(tuple(known.items()), ()), {})
-        self.keepers[server.name] = keeper = start_keeper(client, self.record, self.run_id, real, pause_s)
-        if self._watch is None:
-            self._watch = watch_keepers(self.keepers, self.log)
+        if keeper is None:
+            self._clients[server.name] = client = AgentClient(server)
+            known = {**read_servers(self.record.run_dir), server.name: server}
+            write_servers(self.record.run_dir, Placement(tuple(known.items()), ()), {})
+            self.keepers[server.name] = keeper = start_keeper(client, self.record, self.run_id, real, pause_s)
+            if self._watch is None:
+                self._watch = watch_keepers(self.keepers, self.log)
+        elif real and not keeper.real:
+            upgrade_keeper(keeper, self.record)
+        else:
+            assert keeper.cores is not None
+            keeper.cores = replace(keeper.cores, real_workers=real)
+            return keeper.cores
         assert keeper.cores is not None
         self.log(f"server {server.name}: {keeper.cores.described}")
         return keeper.cores
