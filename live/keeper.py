@@ -224,26 +224,29 @@ def hold(run_dir: Path, label: str, run_id: str, real: bool, pause_s: float = 0.
         return 2
     cores = RunCores(run_dir, _say, lock=lock, real_inference=real, label=label, run_id=run_id)
     _say(KEEPER_PLAN + json.dumps(_entries(cores.planned())))
+
+    def word(every_s: float) -> bool:
+        """Waits for the driver's GO; returns False once the agent is gone (the keeper then puts back and ends)."""
+        while not go.wait(every_s):
+            if os.getppid() != parent:
+                return False
+        go.clear()
+        return True
+
     entered = False
     try:
-        while not go.wait(0.05):
-            if os.getppid() != parent:
-                return 0
-        go.clear()
+        if not word(0.05):
+            return 0
         cores.__enter__()
         entered = True
-        for _ in range(2):  # the upgrade: reserve, join -rest, say READY
+        while True:  # READY; each later GO reserves the core of real inference (nothing once it has it)
             with contextlib.suppress(OSError):
                 cores.confine()
             time.sleep(pause_s)
             _say(KEEPER_READY + json.dumps(keeper_report(cores)))
-            while not go.wait(0.2):
-                if os.getppid() != parent:
-                    return 0
-            go.clear()
+            if not word(0.2):
+                return 0
             cores.reserve_real()
-        while os.getppid() == parent:
-            time.sleep(0.5)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the restoring short
         if entered:
@@ -251,7 +254,6 @@ def hold(run_dir: Path, label: str, run_id: str, real: bool, pause_s: float = 0.
             _say("the run's cores are put back")
         else:
             lock.release()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
