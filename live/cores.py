@@ -7,46 +7,39 @@ the run. A run without real workers on this machine reserves no core: it has the
 whole run for its CPU pressure (live/monitor.py). Everything is recorded in `<run dir>/cores/created.jsonl` before it is made, so teardown and `run_testbed.py clean` put it back
 (testbed/record.py).
 
-On another server with a real worker of the run the same is done there by a keeper (`python -m live.cores
---hold`, started through the server's agent): the same RunCores, its groups named after the server, held until the
-run ends or the driver's ssh goes; the driver records the keeper and what it made (with the server), so teardown
-and `clean` remove it through the agent too (docs/multihost.md).
+On every other server of the run the same is done there by a keeper (live/keeper.py, started through the server's
+agent): the same RunCores, its groups named after the server, held until the run ends or the driver's ssh goes;
+the driver records what it will make (with the server) before it makes it, so teardown and `clean` remove it
+through the agent too, and watches it (docs/multihost.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import json
 import os
 import secrets
-import signal
-import sys
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from live.procs import pids_named
 from testbed import cpuset
-from testbed.agent import AgentClient, Server, die_with_parent
-from testbed.multihost import PUSHED_FILE, python_on, share_dir
+from testbed.agent import AgentClient, Server
 from testbed.placement import Placement, read_servers, write_servers
-from testbed.record import RECORD_NAME, Created, CreationRecord, process_start_ticks
+from testbed.record import Created, CreationRecord, process_start_ticks
+
+if TYPE_CHECKING:
+    from live.keeper import Keeper
 
 LOCK_PATH = Path("/run/edge-testbed/live.lock")
 RECORD_DIR = "cores"
 """The subdirectory of the run dir holding the record of the run's cgroups and borrowed affinities."""
 DAEMONS = ("ovs-vswitchd",)
 """System daemons the run does not own, moved off the reserved core for the run and put back after it."""
-KEEPER_READY, KEEPER_BUSY = "READY ", "BUSY "
-"""How a server's keeper says, in its log, that it holds the run's cores there (with what it made, JSON) or that
-another live run holds that server."""
-KEEPER_WAIT_S = 30.0
-KEEPER_RECORD = f"{RECORD_DIR}/{RECORD_NAME}"
-"""The keeper's own record, in its share: the server's copy, left out when the share is gathered."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +55,10 @@ class ServerCores:
     run_groups: tuple[str, ...]
     """The groups every other process of the run there starts in (`-rest`, the pressure group)."""
     described: str
+    real_workers: bool = True
+    """Whether the run's plan has a real worker there (a core reserved before profiling stays if it has none)."""
+    pressure_group: str | None = None
+    """The v2 group holding every process of the run there (its `cpu.pressure`), or None."""
 
 
 class LiveRunBusy(ValueError):
@@ -77,7 +74,10 @@ class LiveRunLock:
         self._file: IO[str] | None = None
 
     def acquire(self, run_dir: Path) -> None:
-        """Takes the lock for a run in `run_dir`; raises LiveRunBusy naming the holder if another run has it."""
+        """Takes the lock for a run in `run_dir` (nothing if this object holds it); raises LiveRunBusy naming the
+        holder if another run has it."""
+        if self._file is not None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = self.path.open("a+")
         try:
@@ -107,11 +107,11 @@ class RunCores:
     """The cores of one live run (a context: made on enter, put back on exit)."""
 
     def __init__(self, run_dir: Path, log: Callable[[str], None] = print, lock: LiveRunLock | None = None,
-                 real_inference: bool = True, label: str = "") -> None:
+                 real_inference: bool = True, label: str = "", run_id: str | None = None) -> None:
         self.run_dir = run_dir
         self.real_inference = real_inference
         """Whether the run has real ONNX workers: without them no core is reserved and the run has them all."""
-        self.run_id = f"{os.getpid():x}{secrets.token_hex(2)}"
+        self.run_id = run_id or f"{os.getpid():x}{secrets.token_hex(2)}"
         self.label = label
         """Appended to the groups' names: a server's keeper gives its server's (servers may share a cgroup tree)."""
         self.lock = lock or LiveRunLock()
@@ -128,9 +128,21 @@ class RunCores:
         self._started = False
         self._home: list[tuple[Path, Path]] = []
         """(hierarchy root, the group this process came from) per hierarchy it left."""
-        self.servers: dict[str, ServerCores] = {}
-        """The cores of the run on other servers, each held by its keeper (`hold_on`)."""
+        self.keepers: dict[str, Keeper] = {}
+        """The keeper of the run's cores on each other server (`hold_on`)."""
         self._clients: dict[str, AgentClient] = {}
+        self._watch: Callable[[], None] | None = None
+        """Stops the thread watching the keepers (live/keeper.py)."""
+
+    @property
+    def servers(self) -> dict[str, ServerCores]:
+        """The cores of the run on other servers, as their keepers last said."""
+        return {n: k.cores for n, k in self.keepers.items() if k.cores is not None}
+
+    @property
+    def name(self) -> str:
+        """The groups' name: the run's id, and the server's where a keeper makes them."""
+        return f"{cpuset.NAME_PREFIX}{self.run_id}" + (f"-{self.label}" if self.label else "")
 
     def __enter__(self) -> RunCores:
         """Takes the live-run lock (LiveRunBusy: another run has it), makes the groups and borrows the daemons'
@@ -182,28 +194,58 @@ class RunCores:
         return path
 
     def _reserve(self) -> None:
-        kind = cpuset.hierarchy()
-        cpus = sorted(os.sched_getaffinity(0))
-        name = f"{cpuset.NAME_PREFIX}{self.run_id}" + (f"-{self.label}" if self.label else "")
-        if not self.real_inference:
-            self.notes.append(f"no real worker on this machine: the run has CPU {cpuset.format_cpus(cpus)}, no core "
-                              "reserved")
-        elif kind is None or len(cpus) < 2:
-            self.notes.append("real inference shares the cores with the rest of the run: "
-                              + ("no cpuset controller on this host" if kind is None else "one core only"))
+        if self.real_inference:
+            self._reserve_core()
         else:
-            try:
-                self._make_cpusets(kind, cpus, name)
-            except OSError as exc:  # e.g. a container that shows the hierarchy read-only: run as without one
-                self.notes.append(f"real inference shares the cores with the rest of the run: making its cpuset "
-                                  f"failed ({exc})")
-                self.reserved, self.real_group, self.rest_group, self.pressure_group = None, None, None, None
+            self.notes.append(f"no real worker on this machine: the run has CPU "
+                              f"{cpuset.format_cpus(os.sched_getaffinity(0))}, no core reserved")
         root = cpuset.pressure_root()
         if self.pressure_group is None and root is not None:
             with contextlib.suppress(OSError):
-                group = self._group(root / name)
+                group = self._group(root / self.name)
                 cpuset.make_group(group)
                 self.pressure_group = group
+
+    def reserve_real(self) -> None:
+        """Reserves the core of real inference of a run entered without it (its plan gained a real worker here),
+        before anything of the run is in its groups; nothing if it has it."""
+        if self.real_inference:
+            return
+        self.real_inference = True
+        self.notes = [n for n in self.notes if not n.startswith("no real worker on this machine")]
+        pressure = self.pressure_group
+        self._reserve_core()
+        if self.pressure_group is None:  # v1: the pressure group made before stays
+            self.pressure_group = pressure
+
+    def _reserve_core(self) -> None:
+        kind = cpuset.hierarchy()
+        cpus = sorted(os.sched_getaffinity(0))
+        if kind is None or len(cpus) < 2:
+            self.notes.append("real inference shares the cores with the rest of the run: "
+                              + ("no cpuset controller on this host" if kind is None else "one core only"))
+            return
+        try:
+            self._make_cpusets(kind, cpus, self.name)
+        except OSError as exc:  # e.g. a container that shows the hierarchy read-only: run as without one
+            self.notes.append(f"real inference shares the cores with the rest of the run: making its cpuset "
+                              f"failed ({exc})")
+            self.reserved, self.real_group, self.rest_group = None, None, None
+
+    def planned(self) -> list[Created]:
+        """Returns everything the run's cores may make here with real inference, as recorded (the groups, the
+        daemons' affinity as it is now): what a server's keeper tells the driver to record before it makes any."""
+        kind, root, name = cpuset.hierarchy(), cpuset.pressure_root(), self.name
+        groups = [cpuset.CGROUP_ROOT / name] if kind == "v2" else [root / name] if root is not None else []
+        base = cpuset.CGROUP_ROOT / name if kind == "v2" else cpuset.V1_CPUSET
+        groups += [base / f"{name}-real", base / f"{name}-rest"] if kind is not None else []
+        out = [Created("cgroup", str(g)) for g in groups]
+        for daemon in DAEMONS if kind is not None else ():
+            for pid in pids_named(daemon):
+                with contextlib.suppress(OSError):
+                    out.append(Created("affinity", daemon, pid=pid, start_ticks=process_start_ticks(pid),
+                                       cpus=cpuset.format_cpus(os.sched_getaffinity(pid))))
+        return out
 
     def _make_cpusets(self, kind: str, cpus: list[int], name: str) -> None:
         """Makes the -real and -rest cpusets (v2: under a run group, which is the pressure group too) and moves
@@ -248,28 +290,51 @@ class RunCores:
                 f"inference threads); the rest of the run runs on CPU {cpuset.format_cpus(self.rest_cpus)}"
                 + "".join(f"; {n}" for n in self.notes))
 
-    def hold_on(self, server: Server) -> ServerCores:
-        """Starts the run's cores on another server: its keeper (below) takes that server's live-run lock (LiveRunBusy
-        naming the server if another run has it), makes its groups and borrows its daemons' cores until the run
-        ends; returns what it made. Recorded here (its keeper, then its groups and daemons, with the server) and
-        removed through the server's agent at exit, or by `clean` (`servers.json` beside the record says how to
-        reach it)."""
-        self._clients[server.name] = client = AgentClient(server)
-        known = {**read_servers(self.record.run_dir), server.name: server}
-        write_servers(self.record.run_dir, Placement(tuple(known.items()), ()), {})
-        self.servers[server.name] = got = _start_keeper(client, self.record)
-        self.log(f"server {server.name}: {got.described}")
-        return got
+    def hold_on(self, server: Server, real: bool = True, pause_s: float = 0.0) -> ServerCores:
+        """Holds the run's cores on another server (live/keeper.py): its keeper takes that server's live-run lock
+        (LiveRunBusy naming the server if another run has it), makes its groups (its core of real inference if
+        `real`) and borrows its daemons' cores until the run ends; a keeper already there reserves the core when
+        `real` comes later. Returns what it holds. Recorded here with the server before it is made, removed through
+        the server's agent at exit or by `clean` (`servers.json` beside the record says how to reach it); watched
+        until exit (`lost`). `pause_s`: for tests, how long the keeper waits between making and saying so."""
+        from live.keeper import start_keeper, upgrade_keeper, watch_keepers
+
+        keeper = self.keepers.get(server.name)
+        if keeper is None:
+            self._clients[server.name] = client = AgentClient(server)
+            known = {**read_servers(self.record.run_dir), server.name: server}
+            write_servers(self.record.run_dir, Placement(tuple(known.items()), ()), {})
+            self.keepers[server.name] = keeper = start_keeper(client, self.record, self.run_id, real, pause_s)
+            if self._watch is None:
+                self._watch = watch_keepers(self.keepers, self.log)
+        elif real and not keeper.real:
+            upgrade_keeper(keeper, self.record)
+        else:
+            assert keeper.cores is not None
+            keeper.cores = replace(keeper.cores, real_workers=real)
+            return keeper.cores
+        assert keeper.cores is not None
+        self.log(f"server {server.name}: {keeper.cores.described}")
+        return keeper.cores
+
+    def lost(self) -> dict | None:
+        """Returns the first keeper of the run found gone (its server, when, why), or None."""
+        gone = [k.lost for k in self.keepers.values() if k.lost is not None]
+        return min(gone, key=lambda g: g["at_epoch_s"]) if gone else None
 
     def __exit__(self, *exc: object) -> None:
         """Moves this process back where it was, then restores the daemons' affinity and removes the groups (those
-        on other servers through their agents)."""
+        on other servers through their agents); a run refused by another's lock leaves no file behind."""
+        if self._watch is not None:
+            self._watch()
+            self._watch = None
         for root, home in reversed(self._home):
             with contextlib.suppress(OSError):
                 cpuset.move(os.getpid(), home if home.is_dir() else root)
         self._home.clear()
+        live = {n: c for n, c in self._clients.items() if c.proc.poll() is None}  # a dead one: opened afresh
         try:
-            problems = self.record.remove_all(self._clients) if self._started else []
+            problems = self.record.remove_all(live) if self._started else []
         finally:
             for client in self._clients.values():
                 client.close()
@@ -278,6 +343,18 @@ class RunCores:
         if problems:
             self.log(f"warning: the run's cores were not all put back (run `run_testbed.py clean --run-dir "
                      f"{self.run_dir}`):\n  " + "\n  ".join(problems))
+        elif len(exc) > 1 and isinstance(exc[1], LiveRunBusy):
+            self._forget_refused()
+
+    def _forget_refused(self) -> None:
+        """Removes what a run refused by another's lock wrote (this record, the keepers' logs, `servers.json`), and
+        the run dir where that leaves it empty: everything it made is put back, so nothing is left to clean."""
+        shutil.rmtree(self.record.run_dir, ignore_errors=True)  # its servers.json too
+        with contextlib.suppress(OSError):
+            self.run_dir.rmdir()
+        if self.run_dir.exists():
+            self.log(f"note: the refused run's folder {self.run_dir} keeps "
+                     + ", ".join(sorted(p.name for p in self.run_dir.iterdir())))
 
 
 def _current_group(controller: str) -> str:
@@ -287,100 +364,3 @@ def _current_group(controller: str) -> str:
         if (controller and controller in names.split(",")) or (not controller and names == ""):
             return path
     return "/"
-
-
-# -- a server's keeper: the run's cores on another server ------------------------------------------------------
-
-def _start_keeper(client: AgentClient, record: CreationRecord) -> ServerCores:
-    """Starts the keeper on a server through its agent (its log and own record in its share of the cores' record
-    dir), records it, waits until it holds the cores and records what it made there; raises LiveRunBusy naming the
-    server if another live run holds it, RuntimeError if the keeper fails."""
-    name, repo = client.server.name, client.server.repo
-    share = share_dir(record.run_dir, name)
-    client.write(str(share / PUSHED_FILE), f"{KEEPER_RECORD}\n".encode())
-    log = str(share / f"keeper-{name}.log")
-    argv = [python_on(repo), "-m", "live.cores", "--hold", str(share), "--label", name]
-    pid, ticks = client.spawn(argv, log=log, cwd=repo, env={"PYTHONUNBUFFERED": "1"}, cgroups=[])
-    record.add(Created("process", f"cores keeper {name}: {' '.join(argv)}", pid=pid, start_ticks=ticks, server=name))
-    deadline = time.monotonic() + KEEPER_WAIT_S
-    while (said := keeper_said(client.read_all(log).decode(errors="replace"))) is None:
-        code = client.poll(pid)
-        if code is not None or time.monotonic() > deadline:
-            tail = client.read_all(log).decode(errors="replace").strip()[-2000:]
-            raise RuntimeError(f"server {name}: the run's cores keeper "
-                               f"{'exited with ' + str(code) if code is not None else 'did not start'}: {tail}")
-        time.sleep(0.05)
-    if said[0] == "busy":
-        raise LiveRunBusy(f"server {name}: {said[1]}")
-    made = json.loads(said[1])
-    for entry in made["entries"]:  # after the keeper made them (its own record there was written before)
-        record.add(Created(**{**entry, "server": name}))
-    return ServerCores(name, made["reserved"], made["real_group"], made["inference_group"],
-                       tuple(made["run_groups"]), made["described"])
-
-
-def keeper_said(log_text: str) -> tuple[str, str] | None:
-    """Returns ('ready', its JSON) or ('busy', the refusal) from a keeper's log, None while it says neither."""
-    for line in log_text.splitlines():
-        if line.startswith(KEEPER_READY):
-            return "ready", line[len(KEEPER_READY):]
-        if line.startswith(KEEPER_BUSY):
-            return "busy", line[len(KEEPER_BUSY):]
-    return None
-
-
-def keeper_report(cores: RunCores) -> dict:
-    """Returns what a keeper tells the driver: the groups, the `--inference-cgroup` path, and its record's entries."""
-    return {"reserved": cores.reserved, "real_group": None if cores.real_group is None else str(cores.real_group),
-            "inference_group": cores.inference_group(), "run_groups": [str(g) for g in cores.run_groups()],
-            "described": cores.describe(),
-            "entries": [{k: v for k, v in asdict(e).items() if v is not None}
-                        for e in cores.record.entries() if e.kind not in ("run", "torn-down")]}
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
-def _terminate(_signum: int, _frame: object) -> None:
-    raise SystemExit(0)
-
-
-def hold(run_dir: Path, label: str) -> int:
-    """The keeper of a live run's cores on a server (started by the driver through that server's agent): takes the
-    live-run lock, makes the groups and borrows the daemons' cores (RunCores, its record under `run_dir`), says
-    READY with what it made, and puts everything back when it is stopped (SIGTERM) or its agent ends (the kernel
-    sends SIGTERM then: the driver's ssh is gone); returns its exit status (2: another run holds the server)."""
-    parent = os.getppid()
-    signal.signal(signal.SIGTERM, _terminate)
-    die_with_parent(signal.SIGTERM)
-    if os.getppid() != parent:  # the agent ended before the line above
-        return 0
-    cores = RunCores(run_dir, _say, label=label)
-    try:
-        cores.__enter__()
-    except LiveRunBusy as exc:
-        _say(f"{KEEPER_BUSY}{exc}")
-        return 2
-    try:
-        _say(cores.describe())
-        _say(KEEPER_READY + json.dumps(keeper_report(cores)))
-        while os.getppid() == parent:
-            time.sleep(0.5)
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the restoring short
-        cores.__exit__(None, None, None)
-        _say("the run's cores are put back")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="the keeper of a live run's cores on a server (docs/multihost.md)")
-    p.add_argument("--hold", type=Path, required=True, metavar="DIR", help="the folder of its record")
-    p.add_argument("--label", required=True, help="the server's name, in the groups' names")
-    args = p.parse_args(argv)
-    return hold(args.hold, args.label)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

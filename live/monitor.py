@@ -5,8 +5,14 @@ delay (schedstat, summed over its threads: /proc/PID/schedstat is the leader thr
 inference threads (named `ort-...`, workers/runtime.py) are measured apart from its other threads, as the
 entry `<name> inference (PID)` of the group `real inference`: the run-queue delay of real inference is theirs
 alone, not that of the event loop beside them. And the early stop of a clearly lost run (the sources' send
-lag, read from records.csv as it grows). Times and delays are virtual ms given the run's time dilation factor
+lag, read from records.csv as it grows; a keeper of the run's cores on another server found gone, live/keeper.py).
+Times and delays are virtual ms given the run's time dilation factor
 K (real / K); CPU shares are real. The verdict after the run is live/verdict.py's.
+
+On a run across servers each other server is read the same way through its agent (`cpu_sample`, one request per
+server and sample): its processes of the run join `procs` (named `<name> (<pid>@<server>)`, their pids the
+server's), so real inference there is judged with the driver's, and its host figures go to `servers.<name>`
+(`host_cores`, `cpus`, `host_some_pct`, `run_some_pct`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from live.sendlag import OpensTail, StreamSchedule
+from testbed.agent import AgentClient, AgentError
+from testbed.multihost import RemoteProc
 from topologies.timescale import TimeScale
 from workers.runtime import INFERENCE_THREAD_PREFIX
 from workload.trace import Trace
@@ -86,15 +94,24 @@ def threads_schedstat(pid: int, tids: list[str]) -> tuple[int, int]:
 
 def pressure_some_us(path: Path) -> int | None:
     """Returns the `some` total (us stalled) of a PSI file (/proc/pressure/cpu, a group's cpu.pressure)."""
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        line = next(x for x in path.read_text().splitlines() if x.startswith("some "))
+    with contextlib.suppress(OSError):
+        return some_us(path.read_text())
+    return None
+
+
+def some_us(text: str | None) -> int | None:
+    """Returns the `some` total (us stalled) of a PSI file's text (None: no such file, or no such line)."""
+    with contextlib.suppress(AttributeError, ValueError, StopIteration):
+        line = next(x for x in text.splitlines() if x.startswith("some "))  # type: ignore[union-attr]
         return int(line.rsplit("total=", 1)[1])
     return None
 
 
-def busy_jiffies() -> tuple[int, int]:
-    """Returns (busy, total) jiffies of the host's CPUs so far (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+def busy_jiffies(stat_line: str | None = None) -> tuple[int, int]:
+    """Returns (busy, total) jiffies of the host's CPUs so far (/proc/stat's first line, this machine's if not
+    given)."""
+    line = Path("/proc/stat").read_text().split("\n", 1)[0] if stat_line is None else stat_line
+    fields = [int(x) for x in line.split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return sum(fields) - idle, sum(fields)
 
@@ -107,13 +124,16 @@ class _State:
     run_some_us: int | None
     procs: dict[str, tuple[str, int, int]]
     """name (pid) -> (group, run ns, wait ns)."""
+    cpus: int = os.cpu_count() or 1
 
 
 class Monitor:
     """The sampler thread (a context: started on enter, stopped on exit) and the early stop of the run."""
 
     def __init__(self, run_dir: Path, spec: object, t0_s: float, pressure_group: Path | None,
-                 processes: Callable[[], list[Process]], trace: Trace) -> None:
+                 processes: Callable[[], list[Process]], trace: Trace,
+                 cores_lost: Callable[[], dict | None] = lambda: None,
+                 servers: dict[str, RemoteHost] | None = None) -> None:
         self.path = run_dir / MONITOR_NAME
         self.scale = time_scale(spec)
         self.t0_s = t0_s
@@ -121,6 +141,9 @@ class Monitor:
         self.pressure = pressure_group
         self.processes = processes
         self.lost = LostRun(run_dir / "records.csv", trace)
+        self.cores_lost = cores_lost
+        """The first keeper of the run's cores on another server found gone (RunCores.lost), or None."""
+        self.servers = servers or {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fidelity-monitor", daemon=True)
 
@@ -128,7 +151,9 @@ class Monitor:
     def of(cls, run: Any, net: Any) -> Monitor:
         """Returns the monitor of a live run (live.orchestrate.LiveRun) on its network, from t0 on."""
         pressure = run.cores.pressure_group if run.cores is not None else None
-        return cls(run.out, run.spec, run.t0_s, pressure, lambda: run.processes(net), run.trace)
+        lost = run.cores.lost if run.cores is not None else lambda: None
+        return cls(run.out, run.spec, run.t0_s, pressure, lambda: run.processes(net), run.trace, lost,
+                   remote_hosts(run, net))
 
     def __enter__(self) -> Monitor:
         self._thread.start()
@@ -143,7 +168,13 @@ class Monitor:
         return (self.scale.virtual_s(time.time()) - self.t0_s) * 1000.0
 
     def run_lost(self) -> dict | None:
-        """Returns why the run is clearly lost (the windows whose send lag broke the early-stop limit), or None."""
+        """Returns why the run is clearly lost, or None: a server's cores no longer held (its keeper gone: from
+        `windows_from_s`, virtual s since t0, that server's figures depend on what else runs there), or the
+        windows whose send lag broke the early-stop limit."""
+        gone = self.cores_lost()
+        if gone is not None:
+            since_s = max(0.0, self.scale.virtual_s(gone["at_epoch_s"]) - self.t0_s)
+            return {**{k: v for k, v in gone.items() if k != "at_epoch_s"}, "windows_from_s": round(since_s, 3)}
         return self.lost.check()
 
     def _read(self) -> _State:
@@ -163,14 +194,29 @@ class Monitor:
         return _State(time.monotonic(), busy_jiffies(), pressure_some_us(Path("/proc/pressure/cpu")),
                       None if self.pressure is None else pressure_some_us(self.pressure / "cpu.pressure"), procs)
 
+    def _read_servers(self) -> dict[str, _State]:
+        out = {}
+        for name, host in self.servers.items():
+            with contextlib.suppress(AgentError, ValueError, KeyError, IndexError):
+                out[name] = host.read()
+        return out
+
     def _loop(self) -> None:
         with contextlib.suppress(OSError), self.path.open("a") as out:
-            prev = self._read()
+            prev, prev_servers = self._read(), self._read_servers()
             while not self._stop.wait(SAMPLE_S):
-                cur = self._read()
-                out.write(json.dumps(sample(prev, cur, self.now_ms(), self.scale.factor)) + "\n")
+                cur, cur_servers = self._read(), self._read_servers()
+                line = sample(prev, cur, self.now_ms(), self.scale.factor)
+                if self.servers:
+                    line["servers"] = {}
+                for name, state in cur_servers.items():
+                    if name in prev_servers:
+                        theirs = sample(prev_servers[name], state, 0.0, self.scale.factor)
+                        line["procs"].update({f"{k[:-1]}@{name})": v for k, v in theirs.pop("procs").items()})
+                        line["servers"][name] = {k: v for k, v in theirs.items() if k not in ("t_ms", "real_s")}
+                out.write(json.dumps(line) + "\n")
                 out.flush()
-                prev = cur
+                prev, prev_servers = cur, cur_servers
 
 
 def sample(prev: _State, cur: _State, t_ms: float, k: float) -> dict:
@@ -191,11 +237,70 @@ def sample(prev: _State, cur: _State, t_ms: float, k: float) -> dict:
     return {
         "t_ms": round(t_ms, 1),
         "real_s": round(dt_s, 3),
-        "host_cores": round(busy / total * (os.cpu_count() or 1), 3),
+        "host_cores": round(busy / total * cur.cpus, 3),
+        "cpus": cur.cpus,
         "host_some_pct": stall(prev.host_some_us, cur.host_some_us),
         "run_some_pct": stall(prev.run_some_us, cur.run_some_us),
         "procs": procs,
     }
+
+
+@dataclass
+class RemoteHost:
+    """Another server of the run as the monitor reads it: its agent, its run's pressure group there, and the run's
+    processes there now ((group, name, pid), pids of that server's)."""
+
+    client: AgentClient
+    pressure_group: str | None
+    processes: Callable[[], list[Process]]
+
+    def read(self) -> _State:
+        """Returns the server's figures now (one agent request); raises AgentError if it does not answer."""
+        listed = self.processes()
+        groups = [self.pressure_group] if self.pressure_group else []
+        got = self.client.call("cpu_sample", pids=[pid for _, _, pid in listed], groups=groups)
+        return state_of_sample(got, listed, self.pressure_group)
+
+
+def state_of_sample(got: dict, listed: list[Process], pressure_group: str | None) -> _State:
+    """Returns a server's figures from its agent's `cpu_sample` of the processes `listed` (as `Monitor._read` reads
+    this machine's: a worker's inference threads apart)."""
+    procs: dict[str, tuple[str, int, int]] = {}
+    for group, name, pid in listed:
+        threads = got["threads"].get(str(pid))
+        if threads is None:
+            continue
+        inference = [t for t, (comm, _) in threads.items()
+                     if group == "workers" and (comm or "").startswith(INFERENCE_THREAD_PREFIX)]
+
+        def total(tids: list[str], th: dict = threads) -> tuple[int, int]:
+            stats = [[int(x) for x in th[t][1].split()[:2]] for t in tids if th[t][1]]
+            return sum(x[0] for x in stats), sum(x[1] for x in stats)
+
+        if inference:
+            procs[f"{name} inference ({pid})"] = (REAL_INFERENCE, *total(inference))
+        procs[f"{name} ({pid})"] = (group, *total([t for t in threads if t not in inference]))
+    run_some = some_us(got["groups"].get(pressure_group)) if pressure_group else None
+    return _State(time.monotonic(), busy_jiffies(got["stat"]), some_us(got["pressure"]), run_some, procs,
+                  int(got["cpus"]))
+
+
+def remote_hosts(run: Any, net: Any) -> dict[str, RemoteHost]:
+    """Returns the other servers of a live run as the monitor reads them (none on one machine)."""
+    servers = getattr(net, "servers", None)
+    if servers is None:
+        return {}
+    cores = run.cores.servers if run.cores is not None else {}
+
+    def processes(name: str) -> list[Process]:
+        groups = {"workers": run.workers, "schedulers": list(run.schedulers.values()), "sources": run.sources}
+        out = [(g, p.name, p.popen.pid) for g, items in groups.items() for p in items
+               if isinstance(p.popen, RemoteProc) and p.popen.client.server.name == name]
+        return out + [("wires" if n.startswith("wire") else n, n, h.pid) for n, h in getattr(net, "_helpers", [])
+                      if isinstance(h, RemoteProc) and h.client.server.name == name]
+
+    return {name: RemoteHost(client, cores[name].pressure_group if name in cores else None,
+                             lambda n=name: processes(n)) for name, client in servers.clients.items()}
 
 
 class LostRun:

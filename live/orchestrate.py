@@ -47,7 +47,6 @@ from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, check_mtu
-from testbed.placement import LOCAL
 from testbed.plan import build_plan
 from testbed.switches import ensure_ovs
 from topologies import load_topology
@@ -406,8 +405,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
     t_start, run = time.monotonic(), LiveRun(spec, log)
     if spec.switch == "ovs":  # started (if it must be) before the run's cgroups: the daemons never join them
         ensure_ovs()
-    local_real = any(p.real and run.placement.site_server(p.site) == LOCAL for p in run.workers_plan)
-    with RunCores(run.out, log, real_inference=local_real) as run.cores:
+    with RunCores(run.out, log, real_inference=False) as run.cores:  # a core reserved where the plan puts real workers
         run.placement = reserve_on_servers(run.cores, run.placement, run.workers_plan)  # before their network
         return _run_live(run, t_start)
 
@@ -415,6 +413,7 @@ def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
 def _run_live(run: LiveRun, t_start: float) -> LiveResult:
     spec, log = run.spec, run.log
     run.profile_real_workers()
+    run.placement = reserve_on_servers(run.cores, run.placement, run.workers_plan)  # the plan profiling settled
     run.write_inputs()
     log(
         f"run dir {run.out}; {len(run.trace)} streams, {run.trace.expected_queries(run.duration_s)} queries "

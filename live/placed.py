@@ -13,11 +13,12 @@ Clocks: each server's offset from the driver's (testbed.clocksync) is measured o
 after the traffic. Its share's spec, t0 and workers' time scale are shifted by the first figure, so that its
 processes start at the driver's t0 and their records (times since t0) line up with the driver's.
 
-A server holding a real worker of the run gets the run's cores there as the driver has them here (live/cores.py,
-its keeper started before the network by `reserve_on_servers`): every process of the run the server's agent
-spawns (wires, workers, schedulers, sources, captures) starts in that server's `-rest`, a real worker's inference
-threads move into its `-real`; where it has no cpuset controller or one core, that worker is pinned to the server's
-last CPU (`--cpus`) instead.
+Every server of the run holds its live-run lock for the run, and one holding a real worker of the run gets the run's
+cores there as the driver has them here (live/keeper.py, its keeper started before the network by
+`reserve_on_servers`, and told again once profiling has settled which workers are real): every process of the run
+the server's agent spawns (wires, workers, schedulers, sources, captures) starts in that server's `-rest`, a real
+worker's inference threads move into its `-real`; where it has no cpuset controller or one core, that worker is
+pinned to the server's last CPU (`--cpus`) instead.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class PlacedRun:
     def __init__(self, run_dir: RunDir, net: EmulatedNetwork, log: Callable[[str], None],
                  cores: RunCores | None = None) -> None:
         assert net.servers is not None
-        self.dir, self.net, self.log = run_dir, net, log
+        self.dir, self.net, self.log, self.cores = run_dir, net, log, cores
         self.shares: dict[str, Share] = {}
         self.pulled: dict[Path, int] = {}
         """Local file (a source's records part, or its openings log) -> bytes pulled so far."""
@@ -285,11 +286,13 @@ class PlacedRun:
         """Returns summary.json's `network.servers`: per remote server its sites, clock offset (at the start, by
         which its processes' times were shifted, and after the traffic) and its cores of real inference: `isolated`
         (its `-real` cpuset, `real_inference_cpuset`), `pinned` (`--cpus`: no cpuset controller there, or one core)
-        or None (no real worker there), with what its keeper said (`cores`)."""
+        or None (no real worker there), with what its keeper said (`cores`) and, if it was found gone during the run,
+        when and why (`cores_lost`)."""
         out = {}
+        keepers = self.cores.keepers if self.cores is not None else {}
         for name, share in self.shares.items():
             end = self.clock_end.get(name)
-            cores = share.cores
+            cores = share.cores if share.cores is not None and share.cores.real_workers else None
             isolated = cores is not None and cores.inference_group is not None
             out[name] = {
                 "sites": [s for s, on in self.net.placement.sites if on == name],
@@ -302,7 +305,8 @@ class PlacedRun:
                 "real_inference": None if cores is None else "isolated" if isolated else "pinned",
                 "real_worker_cpu": cores.reserved if isolated else share.last_cpu,
                 "real_inference_cpuset": cores.real_group if isolated else None,
-                "cores": None if cores is None else cores.described,
+                "cores": None if share.cores is None else share.cores.described,
+                "cores_lost": keepers[name].lost if name in keepers else None,
             }
         return out
 
@@ -322,16 +326,25 @@ def placement_of(spec: RunSpec, sites: Sequence[str]) -> Placement:
 
 
 def reserve_on_servers(cores: RunCores, placement: Placement, plans: Sequence[WorkerPlan]) -> Placement:
-    """Holds the run's cores on every other server with a real worker (RunCores.hold_on: LiveRunBusy naming a server
-    another run holds); returns the placement whose servers start every process of the run in their groups of the
-    run (`Server.cgroups`: their agents put what they spawn there)."""
-    real = {placement.site_server(p.site) for p in plans if p.real} - {LOCAL}
+    """Holds the run's cores on every other server holding a site (RunCores.hold_on: its live-run lock, LiveRunBusy naming a server
+    another run holds, and its core of real inference where `plans` put a real worker), and this machine's core of
+    real inference if `plans` put a real worker here; called again with the plans profiling settled, it reserves
+    the cores they add (a core reserved stays so for the run). Returns the placement whose servers start every
+    process of the run in their groups of the run (`Server.cgroups`: their agents put what they spawn there)."""
+    real, used = real_servers(placement, plans), {s.name for s in placement.remote}
+    if LOCAL in real:
+        cores.reserve_real()
     servers = []
     for name, srv in placement.servers:
-        if srv is not None and name in real:
-            srv = replace(srv, cgroups=cores.hold_on(srv).run_groups)
+        if srv is not None and name in used:
+            srv = replace(srv, cgroups=cores.hold_on(srv, real=name in real).run_groups)
         servers.append((name, srv))
     return replace(placement, servers=tuple(servers))
+
+
+def real_servers(placement: Placement, plans: Sequence[WorkerPlan]) -> set[str]:
+    """Returns the servers (LOCAL: this machine) holding a real worker of `plans`."""
+    return {placement.site_server(p.site) for p in plans if p.real}
 
 
 def real_worker_argv(argv: list[str], inference_group: str | None, last_cpu: int) -> list[str]:

@@ -355,7 +355,9 @@ def format_fidelity(fid: dict) -> list[str]:
         head = f"fidelity ({k}): NOT FAITHFUL"
     lines = [head]
     stop = fid.get("stopped_early")
-    if stop:
+    if stop and "why" in stop:  # a server's cores no longer held (live/keeper.py)
+        lines.append(f"  stopped-early at {stop['windows_from_s']:g} s: server {stop['server']}: {stop['why']}")
+    elif stop:
         lines.append(f"  stopped-early: {stop['invariant']} p99 over {stop['limit_ms']:g} ms in "
                      f"{len(stop['lag_p99_ms'])} consecutive windows from {stop['windows_from_s']:g} s "
                      f"({', '.join(f'{x:g}' for x in stop['lag_p99_ms'])} ms)")

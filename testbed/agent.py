@@ -4,8 +4,9 @@ The driver starts `python -m testbed.agent` on the server through `ssh -T` once 
 with it: one request, one answer, in order. A request is {"op": ..., ...}; an answer {"ok": true, ...} or
 {"ok": false, "error": "..."}. Ops: `run` (argv, input, timeout_s → rc, stdout, stderr), `spawn` (a detached
 process with its log, env, cwd and network namespace → pid and start ticks), `poll`, `kill` (by pid and start
-ticks), `read` and `write` (files), `remove` (a run's recorded entries made here), `which` (programs on PATH), `clock` (the server's time.time()).
-A spawned process may join cgroups before it execs (`Server.cgroups`: a live run's `-rest` cpuset there).
+ticks), `read` and `write` (files), `remove` (a run's recorded entries made here), `which` (programs on PATH), `clock` (the server's time.time()),
+`join` (groups for the agent itself and its ssh session). A spawned process may join cgroups before it execs
+(`Server.cgroups`: a live run's `-rest` cpuset there), and an agent started for such a server joins them itself.
 `AgentClient` is the driver's end; every error it raises names the server.
 """
 
@@ -102,6 +103,41 @@ def _child_setup(cgroups: Sequence[str], die_with_agent: bool) -> None:
         die_with_parent()
 
 
+def _text(path: str) -> str | None:
+    """Returns a file's text, None if it cannot be read (a process or thread gone)."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _parent_and_name(pid: int) -> tuple[int, str]:
+    """Returns a process's parent pid and command name (0, '' if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0, ""
+    return int(stat.rsplit(")", 1)[1].split()[1]), stat[stat.index("(") + 1:stat.rindex(")")]
+
+
+def ssh_session_of(pid: int) -> list[int]:
+    """Returns the processes between `pid` and the sshd listening for connections when they are that connection's
+    own (its sshd processes, a sudo), nearest first; [] when anything else is between (a login shell) or no sshd
+    is above it."""
+    chain: list[int] = []
+    parent, _ = _parent_and_name(pid)
+    while parent > 1:
+        grand, name = _parent_and_name(parent)
+        if not (name.startswith("sshd") or name == "sudo"):
+            return []
+        if name.startswith("sshd") and not _parent_and_name(grand)[1].startswith("sshd"):
+            return chain if any(_parent_and_name(p)[1].startswith("sshd") for p in chain) else []
+        chain.append(parent)
+        parent = grand
+    return []
+
+
 def read_start_ticks(pid: int) -> int:
     """Returns the process' start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -185,6 +221,30 @@ class Agent:
 
         return {"problems": remove_entries([Created(**e) for e in entries])}
 
+    def op_join(self, cgroups: list[str]) -> dict[str, Any]:
+        """Moves this agent and the processes of its own ssh session above it (sshd's per-connection processes, a
+        sudo; never the sshd that listens, a daemon of the server's) into the groups; returns the pids moved."""
+        session = ssh_session_of(os.getpid())
+        for group in cgroups:
+            with open(Path(group) / "cgroup.procs", "w") as f:
+                f.write(str(os.getpid()))
+            for pid in session:
+                with contextlib.suppress(OSError), open(Path(group) / "cgroup.procs", "w") as f:
+                    f.write(str(pid))
+        return {"moved": [os.getpid(), *session]}
+
+    def op_cpu_sample(self, pids: list[int], groups: Sequence[str] = ()) -> dict[str, Any]:
+        """Returns what a CPU monitor reads here at once: /proc/stat's first line, /proc/pressure/cpu, each group's
+        `cpu.pressure`, and per live process of `pids` each thread's name and schedstat (None: unreadable)."""
+        threads: dict[str, dict[str, list[str | None]]] = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                threads[str(pid)] = {t: [_text(f"/proc/{pid}/task/{t}/comm"), _text(f"/proc/{pid}/task/{t}/schedstat")]
+                                     for t in os.listdir(f"/proc/{pid}/task")}
+        return {"cpus": os.cpu_count(), "stat": (_text("/proc/stat") or "").split("\n", 1)[0],
+                "pressure": _text("/proc/pressure/cpu"), "groups": {g: _text(f"{g}/cpu.pressure") for g in groups},
+                "threads": threads}
+
     def op_which(self, names: list[str]) -> dict[str, Any]:
         return {"paths": {n: shutil.which(n) for n in names}}
 
@@ -251,6 +311,8 @@ class AgentClient:
             self.close()
             raise AgentError(f"server {server.name} ({server.dest}): starting the agent: {self.hello.get('error')}")
         self.hello = self.hello["hello"]
+        if server.cgroups:  # the agent of a run's server works for the run: in its groups there, as what it spawns
+            self.call("join", cgroups=list(server.cgroups))
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None

@@ -54,4 +54,5 @@ def clean(run_dir: Path | None = None) -> list[CleanResult]:
         return [clean_run(d) for d in active_run_dirs()]
     nested = [p.parent for p in sorted(run_dir.glob(f"*/{RECORD_NAME}"))]
     main = clean_run(run_dir)
-    return [main] + [r for r in map(clean_run, nested) if r.status != "already-clean"]
+    below = [r for r in map(clean_run, nested) if r.status != "already-clean"]
+    return below if main.status == "no-record" and nested else [main] + below  # a run stopped before its network

@@ -57,3 +57,20 @@ def test_a_write_replaces_the_file_whole(tmp_path):
     Agent().op_write(str(path), "MTc5NjIyMTU4NC4zMDgwMDAK", mode=0o600)  # base64 of "1796221584.308000\n"
     assert path.read_text() == "1796221584.308000\n" and oct(path.stat().st_mode & 0o777) == "0o600"
     assert [p.name for p in tmp_path.iterdir()] == ["t0"]
+
+
+def test_a_server_s_cpu_sample_reads_as_this_machine_s_own():
+    """What the monitor gets of another server (the agent's `cpu_sample`) gives the figures Monitor reads here:
+    a process's CPU and run-queue ns summed over its threads, the host's jiffies, its CPU count."""
+    import os
+
+    from live.monitor import busy_jiffies, state_of_sample, thread_ids, threads_schedstat
+    from testbed.agent import Agent
+
+    got = Agent().handle({"op": "cpu_sample", "pids": [os.getpid(), 2**22 + 7], "groups": ["/nonexistent"]})
+    assert got["ok"] and got["groups"] == {"/nonexistent": None} and str(2**22 + 7) not in got["threads"]
+    state = state_of_sample(got, [("sources", "me", os.getpid()), ("workers", "gone", 2**22 + 7)], None)
+    run_ns, wait_ns = state.procs[f"me ({os.getpid()})"][1:]
+    here_run, here_wait = threads_schedstat(os.getpid(), thread_ids(os.getpid()) or [])
+    assert 0 < run_ns <= here_run and wait_ns <= here_wait and list(state.procs) == [f"me ({os.getpid()})"]
+    assert state.cpus == os.cpu_count() and 0 < state.jiffies[0] <= busy_jiffies()[0]

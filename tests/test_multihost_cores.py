@@ -1,12 +1,16 @@
-"""The isolated core of real inference on another server (live/cores.py's keeper, docs/multihost.md): tiny with every
-site on fixture server b (tests/servers.py), its dc1 worker real and nothing real on the driver. While the run goes,
-b holds its live-run lock (a second run is refused naming b), b's `-real` and `-rest` cpusets exist (named after b),
-the real worker's inference threads are in b's `-real` on its reserved core alone and every other process of the run
-on b (workers, scheduler, source, captures, wires) in b's `-rest`, b's ovs-vswitchd off the reserved core; the run
-succeeds; afterwards nothing is left (no cgroup, b's ovs-vswitchd as before, b's lock free), nor after kill -9 of the
-driver mid-traffic and `run_testbed.py clean`. A server without a cgroup hierarchy pins its real worker to its last
-CPU and summary.json says so. Without root: the keeper's log, a real worker's argv on a server, the
-groups kept out of servers.json, and the agent refusing a group that does not exist."""
+"""Every server of a live run held for it, and the isolated core of real inference on another server (live/keeper.py,
+docs/multihost.md): tiny with every site on fixture server b (tests/servers.py), its dc1 worker real and nothing real
+on the driver. While the run goes, b holds its live-run lock (a second run is refused naming b, and leaves no file),
+b's `-real` and `-rest` cpusets exist (named after b), the real worker's inference threads are in b's `-real` on its
+reserved core alone and every other process of the run on b (workers, scheduler, source, captures, wires, the agent
+and its ssh session) in b's `-rest`, b's ovs-vswitchd off the reserved core; the monitor reads b through its agent;
+the run succeeds; afterwards nothing is left (no cgroup, b's ovs-vswitchd as before, b's lock free), nor after kill
+-9 of the driver mid-traffic and `run_testbed.py clean`, nor after kill -9 of a keeper (and its driver) before it
+said READY and `clean`. A server of profile-driven workers only holds its lock too; its keeper killed mid-run stops
+the run, named. A keeper reserves b's core when asked again with a real worker there. A server without a cgroup
+hierarchy pins its real worker to its last CPU and summary.json says so. Without root: the keeper's log, its plan, a
+keeper gone as the monitor and verdict say it, a real worker's argv on a server, the groups kept out of
+servers.json, and the agent refusing a group that does not exist."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import pytest
 from servers import ServerSpec, running
 from test_multihost_net import local_leftovers
 
-from live.cores import KEEPER_BUSY, KEEPER_READY, keeper_said
+from live.keeper import KEEPER_BUSY, KEEPER_PLAN, KEEPER_READY, said
 from live.placed import real_worker_argv
 from testbed.agent import Agent, Server
 from testbed.placement import Placement, read_servers, write_servers
@@ -51,11 +55,60 @@ PY = str(ROOT / ".venv" / "bin" / "python")
 
 # -- without root ------------------------------------------------------------------------------------------------
 
-def test_the_keeper_says_ready_or_busy_and_nothing_before():
-    assert keeper_said("") is None and keeper_said("real inference has CPU 1 to itself\n") is None
-    assert keeper_said(f"note\n{KEEPER_READY}{{\"reserved\": 1}}\nmore\n") == ("ready", '{"reserved": 1}')
+def test_the_keeper_says_plan_ready_or_busy_in_order():
+    assert said("") == [] and said("real inference has CPU 1 to itself\n") == []
+    log = f"{KEEPER_PLAN}[]\nnote\n{KEEPER_READY}{{\"reserved\": null}}\nmore\n{KEEPER_READY}{{\"reserved\": 1}}\n"
+    assert said(log) == [("plan", "[]"), ("ready", '{"reserved": null}'), ("ready", '{"reserved": 1}')]
     busy = f"{KEEPER_BUSY}another live run is running (pid 7, /x, since T): wait\n"
-    assert keeper_said(busy) == ("busy", "another live run is running (pid 7, /x, since T): wait")
+    assert said(busy) == [("busy", "another live run is running (pid 7, /x, since T): wait")]
+
+
+def test_a_keeper_plans_every_group_it_may_make_before_making_any(tmp_path):
+    """What a keeper tells the driver to record first: its groups as this machine's hierarchies place them (names
+    carrying the run's id and the server's), whether it reserves a core or not, and the daemons' CPUs as they are."""
+    from live.cores import RunCores
+    from testbed import cpuset
+
+    planned = RunCores(tmp_path, label="b", run_id="ab12").planned()  # not entered: nothing made, no lock
+    groups = [e.name for e in planned if e.kind == "cgroup"]
+    kind, root = cpuset.hierarchy(), cpuset.pressure_root()
+    if kind == "v1":
+        want = ([f"{root}/edge-testbed-ab12-b"] if root else []) + [f"/sys/fs/cgroup/cpuset/edge-testbed-ab12-b-{x}"
+                                                                     for x in ("real", "rest")]
+    elif kind == "v2":
+        want = ["/sys/fs/cgroup/edge-testbed-ab12-b"] + [f"/sys/fs/cgroup/edge-testbed-ab12-b/edge-testbed-ab12-b-{x}"
+                                                         for x in ("real", "rest")]
+    else:
+        want = [f"{root}/edge-testbed-ab12-b"] if root else []
+    assert groups == want and not any(Path(g).exists() for g in groups)
+    assert all(e.kind == "affinity" and e.name == "ovs-vswitchd" and e.cpus for e in planned if e.kind != "cgroup")
+
+
+def test_a_keeper_found_gone_stops_the_run_from_then_and_says_why(tmp_path):
+    """The monitor's early stop names the server whose keeper went, from when (virtual s since t0 at K = 2), and
+    why; summary.json's verdict then reads it (live/verdict.py)."""
+    from types import SimpleNamespace
+
+    from live.keeper import Keeper, lost_record
+    from live.monitor import Monitor
+    from live.verdict import format_fidelity, verdict
+    from workload.trace import read_trace
+
+    keeper = Keeper(SimpleNamespace(server=SimpleNamespace(name="b")), 1, 2, "log", True)  # type: ignore[arg-type]
+    gone = lost_record(keeper, "exited with -9", at_epoch_s=1000.0 + 7.0)
+    spec = SimpleNamespace(tdf=2.0, tdf_anchor_s=1000.0)  # virtual = anchor + (real - anchor) / 2
+    t0_virtual_s = 1000.0 + 1.5
+    found: list[dict | None] = [None]
+    (tmp_path / "trace.csv").write_text(TRACE.format(d=5))
+    monitor = Monitor(tmp_path, spec, t0_virtual_s, None, lambda: [], read_trace(tmp_path / "trace.csv"),
+                      lambda: found[0])
+    assert monitor.run_lost() is None
+    found[0] = gone
+    why = monitor.run_lost()
+    assert why is not None and why["server"] == "b" and why["windows_from_s"] == 2.0  # 3.5 virtual s - 1.5
+    assert "exited with -9" in why["why"] and "lock is free" in why["why"] and "at_epoch_s" not in why
+    lines = format_fidelity(verdict([], 2.0, why))
+    assert lines[0].endswith("NOT FAITHFUL") and lines[1].startswith("  stopped-early at 2 s: server b: the run's")
 
 
 def test_a_real_worker_on_a_server_uses_its_cores_or_its_last_cpu():
@@ -110,11 +163,12 @@ def farm(tmp_path_factory, runs):
         yield f
 
 
-def live(farm, out: Path, trace: Path, server: str = "b", duration_s: float = DURATION_S) -> list[str]:
-    """Returns the command line of tiny with every site on `server` and dc1's worker real."""
+def live(farm, out: Path, trace: Path, server: str = "b", duration_s: float = DURATION_S,
+         real: str = "dc1") -> list[str]:
+    """Returns the command line of tiny with every site on `server` and the workers of `real` real."""
     addr = farm.get(server).addr
     return [sys.executable, "run_testbed.py", "run", "--topo", "tiny", "--trace", str(trace), "--duration",
-            str(duration_s), "--mtu", "1450", "--real-workers", "dc1", "--no-profile-real-workers", "--no-measure",
+            str(duration_s), "--mtu", "1450", "--real-workers", real, "--no-profile-real-workers", "--no-measure",
             "--servers", f"{server}=root@{addr}", "--ssh-options", shlex.join(farm.ssh_options()), "--out", str(out)]
 
 
@@ -138,6 +192,17 @@ for pid in sys.argv[1:]:
                         sorted(os.sched_getaffinity(int(t)))] for t in os.listdir(f"/proc/{pid}/task")}
     except OSError:
         pass  # exited (a process of the network's bring-up)
+print(json.dumps(out))
+"""
+
+
+ANCESTORS = """
+import json, sys
+out, pid = [], int(sys.argv[1])
+while pid > 1:
+    stat = open(f"/proc/{pid}/stat").read()
+    out.append([pid, stat[stat.index("(") + 1:stat.rindex(")")], open(f"/proc/{pid}/cpuset").read().strip()])
+    pid = int(stat.rsplit(")", 1)[1].split()[1])
 print(json.dumps(out))
 """
 
@@ -225,6 +290,11 @@ def check_isolated(farm, run_dir: Path) -> dict[str, str]:
                 assert group == names["rest"] and reserved not in cpus, (pid, tid, comm, group, cpus)
     ovs = json.loads(on_b(farm, OVS_AFFINITY))
     assert ovs and all(reserved not in cpus for cpus in ovs.values()), ovs
+    # the agent that spawned the worker and its ssh session's sshd processes in -rest; the listening sshd not
+    above = json.loads(farm.inside("b", [PY, "-c", ANCESTORS, str(real_worker)]).stdout)[1:]
+    sshd = [a for a in above if a[1].startswith("sshd")]
+    assert above[0][1].startswith("python") and above[0][2] == names["rest"], above
+    assert len(sshd) >= 2 and all(a[2] == names["rest"] for a in sshd[:-1]) and sshd[-1][2] != names["rest"], above
     assert not b_lock_free(farm)
     print(f"b: {len(inference)} inference thread(s) in {names['real']} on CPU {reserved}; "
           f"{sum(map(len, seen.values())) - len(inference)} threads of {len(seen)} processes in {names['rest']}")
@@ -242,11 +312,21 @@ def check_put_back(farm, run_dir: Path, ovs_before: dict) -> None:
     assert farm.inside("b", ["find", str(run_dir), "-type", "f"], check=False).stdout == ""
 
 
+def refuse_second(farm, tmp_path: Path, real: bool = True) -> None:
+    """Checks that a second run's keeper on b is refused, naming b, and that the refused run leaves no file."""
+    from live.cores import LiveRunBusy, LiveRunLock, RunCores
+
+    (tmp_path / "second").mkdir()
+    second = RunCores(tmp_path / "second", log=lambda _: None, lock=LiveRunLock(tmp_path / "lock"),
+                      real_inference=False)
+    with pytest.raises(LiveRunBusy, match=r"server b: another live run is running \(pid \d+, "), second:
+        second.hold_on(farm.record("b"), real=real)
+    assert not (tmp_path / "second").exists()
+
+
 @root_only[0]
 @root_only[1]
 def test_a_real_worker_on_server_b_has_b_s_isolated_core(farm, runs, tmp_path):
-    from live.cores import LiveRunBusy, LiveRunLock, RunCores
-
     trace = tmp_path / "trace.csv"
     trace.write_text(TRACE.format(d=DURATION_S))
     run_dir, out = runs / "run", tmp_path / "stdout"
@@ -254,12 +334,7 @@ def test_a_real_worker_on_server_b_has_b_s_isolated_core(farm, runs, tmp_path):
     assert groups_of_b() == [] and b_lock_free(farm)
     proc = start_isolated(farm, run_dir, trace, out)
     try:
-        (tmp_path / "second").mkdir()
-        second = RunCores(tmp_path / "second", log=lambda _: None, lock=LiveRunLock(tmp_path / "lock"),
-                          real_inference=False)
-        refused = r"server b: another live run is running \(pid \d+, "
-        with second, pytest.raises(LiveRunBusy, match=refused):  # a second run's keeper on b is refused, naming b
-            second.hold_on(farm.record("b"))
+        refuse_second(farm, tmp_path)
         assert proc.wait(timeout=300) == 0, out.read_text()
     finally:
         stop_run(proc, run_dir)
@@ -274,6 +349,15 @@ def test_a_real_worker_on_server_b_has_b_s_isolated_core(farm, runs, tmp_path):
     assert summary["overall"]["success"] >= 0.95
     assert "put back" in (run_dir / "cores" / "keeper-b.log").read_text()
     check_put_back(farm, run_dir, ovs_before)
+    # the monitor read b through its agent: b's host figures, and b's real inference judged with the driver's
+    samples = [json.loads(x) for x in (run_dir / "monitor.jsonl").read_text().splitlines()]
+    on_b_procs = {n: p for s in samples for n, p in s["procs"].items() if n.endswith("@b)")}
+    assert all(s["servers"]["b"]["cpus"] == os.cpu_count() for s in samples[1:]), samples[-1]["servers"]
+    real_b = [p for n, p in on_b_procs.items() if p["group"] == "real inference"]
+    assert real_b and sum(p["run_ms"] for p in real_b) > 0, sorted(on_b_procs)
+    figures = {f["invariant"]: f for f in summary["extra"]["fidelity"]["figures"]}
+    print("real inference on b:", figures.get("run-queue delay of real inference"), samples[-1]["servers"]["b"])
+    assert "run-queue delay of real inference" in figures
 
 
 @root_only[0]
@@ -321,3 +405,119 @@ def test_a_server_without_cpuset_pins_its_real_worker_and_says_so(runs, tmp_path
         assert not any(e["kind"] == "cgroup" and e.get("server") for e in entries(run_dir / "cores" / "created.jsonl"))
         assert farm.inside("c", ["sh", "-c", f"test ! -e {LOCK} || flock -n {LOCK} true"], check=False).returncode == 0
         assert farm.leftovers_on("c") == [] and local_leftovers(run_dir) == []
+
+
+@root_only[0]
+@root_only[1]
+def test_a_keeper_gone_mid_run_stops_it_and_says_so_on_a_server_of_profile_driven_workers(farm, runs, tmp_path):
+    """Every site on b, every worker profile-driven: b's lock is held all the same (a second run there is refused,
+    naming b). Its keeper killed mid-traffic, the run notices, stops early, says why in its log and summary.json
+    (verdict not faithful, stopped_early naming b; network.servers.b.cores_lost) and still leaves nothing."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text(TRACE.format(d=30))
+    run_dir, out = runs / "keeper-gone", tmp_path / "stdout"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(live(farm, run_dir, trace, duration_s=30, real="none"), cwd=ROOT, stdout=sink,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_started(proc, out)
+        assert not b_lock_free(farm)
+        refuse_second(farm, tmp_path, real=False)
+        keeper = next(e for e in entries(run_dir / "cores" / "created.jsonl") if e["name"].startswith("cores keeper b"))
+        farm.inside("b", ["kill", "-9", str(keeper["pid"])])
+        proc.wait(timeout=120)
+    finally:
+        stop_run(proc, run_dir)
+    text = out.read_text()
+    print(text[-3000:])
+    assert "warning: server b: the run's cores keeper exited with -9" in text
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stop = summary["extra"]["fidelity"]["stopped_early"]
+    assert summary["extra"]["fidelity"]["verdict"] == "not faithful" and stop["server"] == "b", stop
+    assert 0 < stop["windows_from_s"] < 30 and "lock is free" in stop["why"], stop
+    print(f"stopped at {stop['windows_from_s']} s: {summary['extra']['recorded_queries']} of "
+          f"{summary['extra']['expected_queries']} queries recorded")
+    assert summary["extra"]["recorded_queries"] < summary["extra"]["expected_queries"]
+    b = summary["extra"]["network"]["servers"]["b"]
+    assert b["real_inference"] is None and b["cores_lost"]["why"] == stop["why"], b
+    assert groups_of_b() == [] and b_lock_free(farm)
+    assert farm.leftovers_on("b") == [] and local_leftovers(run_dir) == []
+
+
+KEEPER_DRIVER = """
+import sys
+from pathlib import Path
+from live.cores import LiveRunLock, RunCores
+from testbed.placement import read_servers
+run, servers, lock = map(Path, sys.argv[1:])
+cores = RunCores(run, lock=LiveRunLock(lock), real_inference=False)
+cores.__enter__()
+cores.hold_on(read_servers(servers)["b"], real=True, pause_s=120)
+"""
+
+
+@root_only[0]
+@root_only[1]
+def test_a_keeper_and_its_driver_killed_before_ready_then_clean_leave_nothing(farm, runs, tmp_path):
+    """A keeper killed (-9) after it made b's groups and borrowed b's ovs-vswitchd's cores but before it said READY,
+    its driver killed too: every group it made was in the driver's record before it was made, and `clean` puts all
+    back on b (no group, ovs-vswitchd's CPUs as before, b's lock free)."""
+    run_dir, srv = runs / "before-ready", tmp_path / "srv"
+    write_servers(srv, Placement((("b", farm.record("b")),), ()), {})
+    ovs_before = json.loads(on_b(farm, OVS_AFFINITY))
+    driver = subprocess.Popen([PY, "-c", KEEPER_DRIVER, str(run_dir), str(srv), str(tmp_path / "lock")], cwd=ROOT)
+    record = run_dir / "cores" / "created.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        while not (groups_of_b() and any(e["name"].endswith("-b-rest") for e in entries(record))
+                   and json.loads(on_b(farm, OVS_AFFINITY)) != ovs_before):
+            assert driver.poll() is None and time.monotonic() < deadline, groups_of_b()
+            time.sleep(0.1)
+        recorded = {e["name"] for e in entries(record) if e["kind"] == "cgroup" and e.get("server") == "b"}
+        made = groups_of_b()
+        assert made and set(made) <= recorded, (made, recorded)
+        keeper = next(e for e in entries(record) if e["name"].startswith("cores keeper b"))
+        log = farm.inside("b", ["sh", "-c", f"cat {run_dir}/cores/servers/b/keeper-b.log"], check=False).stdout
+        assert "READY" not in log, log
+        farm.inside("b", ["kill", "-9", str(keeper["pid"])])
+    finally:
+        driver.kill()
+        driver.wait()
+    done = subprocess.run([sys.executable, "run_testbed.py", "clean", "--run-dir", str(run_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    print(done.stdout.strip(), done.stderr.strip())
+    assert done.returncode == 0 and "cleaned" in done.stdout and "cgroup" in done.stdout, done.stdout + done.stderr
+    assert groups_of_b() == [] and b_lock_free(farm)
+    after = json.loads(on_b(farm, OVS_AFFINITY))
+    assert set(map(tuple, after.values())) == set(map(tuple, ovs_before.values())), (after, ovs_before)
+    deadline = time.monotonic() + 20
+    while farm.leftovers_on("b"):
+        assert time.monotonic() < deadline, farm.leftovers_on("b")
+        time.sleep(0.1)
+
+
+@root_only[0]
+@root_only[1]
+def test_a_keeper_reserves_b_s_core_when_the_plan_gives_b_a_real_worker_later(farm, tmp_path):
+    """As after profiling: a keeper holding only b's lock reserves b's core of real inference when asked again
+    with a real worker there (-real and -rest made then, its agent in -rest); this machine's RunCores the same."""
+    from live.cores import LiveRunLock, RunCores
+    from testbed import cpuset
+
+    with RunCores(tmp_path / "up", log=print, lock=LiveRunLock(tmp_path / "lock"), real_inference=False) as cores:
+        first = cores.hold_on(farm.record("b"), real=False)
+        assert first.real_group is None and not any(g.endswith(("-b-real", "-b-rest")) for g in groups_of_b())
+        second = cores.hold_on(farm.record("b"), real=True)
+        assert second.real_group is not None and second.real_group.endswith("-b-real"), second
+        assert Path(second.real_group).is_dir() and any(g.endswith("-b-rest") for g in second.run_groups)
+        assert int(Path(second.real_group, "cpuset.cpus").read_text()) == second.reserved
+        assert not b_lock_free(farm)
+    assert groups_of_b() == [] and b_lock_free(farm)
+    with RunCores(tmp_path / "here", log=print, lock=LiveRunLock(tmp_path / "lock"), real_inference=False) as here:
+        assert here.real_group is None
+        here.reserve_real()
+        if cpuset.hierarchy() is not None:
+            assert here.real_group is not None and here.real_group.is_dir() and here.reserved == max(os.sched_getaffinity(0))
+            assert here.pressure_group is not None and here.pressure_group.is_dir()
+        made = [e.name for e in here.record.entries() if e.kind == "cgroup"]
+    assert made and not any(Path(g).exists() for g in made)
