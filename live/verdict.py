@@ -295,7 +295,7 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
         return {}
     cores = os.cpu_count() or 1
     busy = np.array([s["host_cores"] for s in samples]) / cores
-    ours = np.array([sum(p["cores"] for p in s["procs"].values()) for s in samples])
+    ours = np.array([sum(p["cores"] for n, p in s["procs"].items() if not server_of(n)) for s in samples])
     outside = np.array([s["host_cores"] for s in samples]) - ours
     out: dict = {"samples": len(samples), "host_cpu_share_mean": round(float(busy.mean()), 3),
                  "host_cpu_share_max": round(float(busy.max()), 3),
@@ -308,17 +308,32 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
             out[f"{key}_mean"], out[f"{key}_max"] = round(float(x.mean()), 2), round(float(x.max()), 2)
     run: dict[str, float] = {}
     wait: dict[str, float] = {}
+    real_run: dict[str, float] = {}
+    real_wait: dict[str, float] = {}
     for s in samples:
         real = real_inference(s["procs"], real_names)
         for name, p in s["procs"].items():
             group = "real workers" if name in real else p["group"]
             run[group] = run.get(group, 0.0) + p["run_ms"]
             wait[group] = wait.get(group, 0.0) + p["wait_ms"]
+            if name in real:
+                where = server_of(name)
+                real_run[where] = real_run.get(where, 0.0) + p["run_ms"]
+                real_wait[where] = real_wait.get(where, 0.0) + p["wait_ms"]
     out["wait_share"] = {g: round(wait[g] / max(run[g] + wait[g], 1e-9), 4) for g in sorted(run)}
     out["wait_ms"] = {g: round(wait[g], 1) for g in sorted(run)}
     out["run_ms"] = {g: round(run[g], 1) for g in sorted(run)}
-    out["real_workers_wait_share"] = out["wait_share"].get("real workers")
+    by_server = {w or "local": round(real_wait[w] / max(real_run[w] + real_wait[w], 1e-9), 4) for w in sorted(real_run)}
+    if len(by_server) > 1:
+        out["real_workers_wait_share_by_server"] = by_server
+    out["real_workers_wait_share"] = max(by_server.values()) if by_server else None  # the worst server's
     return out
+
+
+def server_of(name: str) -> str:
+    """Returns the server of a monitor entry ('name (pid@server)'; '' for this machine's 'name (pid)')."""
+    tail = name.rsplit(" (", 1)[-1]
+    return tail.rstrip(")").split("@", 1)[1] if "@" in tail else ""
 
 
 def real_inference(procs: dict[str, dict], real_names: set[str]) -> set[str]:
@@ -330,15 +345,22 @@ def real_inference(procs: dict[str, dict], real_names: set[str]) -> set[str]:
 
 
 def real_wait_series(samples: list[dict], real_names: set[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (t ms, waiting share) of real inference per sample in which it ran or waited a millisecond."""
+    """Returns (t ms, waiting share) of real inference per sample in which it ran or waited a millisecond: on a
+    run across servers, the worst share among the servers where it did (each server's core is its own)."""
     t, share = [], []
     for s in samples:
         real = real_inference(s["procs"], real_names)
-        procs = [p for name, p in s["procs"].items() if name in real]
-        busy = sum(p["run_ms"] + p["wait_ms"] for p in procs)
-        if busy >= 1.0:
+        busy: dict[str, float] = {}
+        waited: dict[str, float] = {}
+        for name, p in s["procs"].items():
+            if name in real:
+                where = server_of(name)
+                busy[where] = busy.get(where, 0.0) + p["run_ms"] + p["wait_ms"]
+                waited[where] = waited.get(where, 0.0) + p["wait_ms"]
+        shares = [waited[w] / b for w, b in busy.items() if b >= 1.0]
+        if shares:
             t.append(s["t_ms"])
-            share.append(sum(p["wait_ms"] for p in procs) / busy)
+            share.append(max(shares))
     return np.asarray(t, dtype=float), np.asarray(share, dtype=float)
 
 

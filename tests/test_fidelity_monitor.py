@@ -194,6 +194,25 @@ def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Pat
     assert fid["diagnostics"]["outside_cores_mean"] == pytest.approx(0.8)
 
 
+def test_real_inference_is_judged_on_its_worst_server() -> None:
+    """Real inference on the driver (900 ms running, no wait) and on server b (100 ms running, 50 ms waiting):
+    pooled, 50 of 1050 ms waiting would pass the limit; b's own core waited a third of its time."""
+    from live.verdict import diagnostics, real_wait_series, server_of
+
+    procs = {"worker r@dc1 (7)": {"group": "workers", "cores": 0.9, "run_ms": 900.0, "wait_ms": 0.0},
+             "worker r@ant1 (9@b)": {"group": "workers", "cores": 0.1, "run_ms": 100.0, "wait_ms": 50.0}}
+    samples = [{"t_ms": 500.0, "host_cores": 1.0, "procs": procs}]
+    real = {"worker r@dc1", "worker r@ant1"}
+    diag = diagnostics(samples, real)
+    assert diag["real_workers_wait_share_by_server"] == {"b": pytest.approx(1 / 3, abs=1e-4), "local": 0.0}
+    assert diag["real_workers_wait_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert diag["real_workers_wait_share"] > THRESHOLDS.real_wait_share
+    assert diag["wait_share"]["real workers"] == pytest.approx(50 / 1050, abs=1e-4)  # the pooled figure, shown
+    t, share = real_wait_series(samples, real)
+    assert list(t) == [500.0] and share[0] == pytest.approx(1 / 3)
+    assert (server_of("worker r@ant1 (9@b)"), server_of("worker r@dc1 (7)")) == ("b", "")
+
+
 def test_cpu_lists_read_and_write() -> None:
     assert parse_cpus("0-2,5\n") == [0, 1, 2, 5] and parse_cpus("") == []
     assert format_cpus({3, 1}) == "1,3"
