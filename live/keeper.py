@@ -210,11 +210,11 @@ def hold(run_dir: Path, label: str, run_id: str, real: bool, pause_s: float = 0.
     joins its run groups, says READY with what it made; a later GO reserves the core of real inference (READY
     again). It puts everything back when it is stopped (SIGTERM) or its agent ends (the kernel sends SIGTERM then:
     the driver's ssh is gone); returns its exit status (2: another run holds the server)."""
-    parent, go = os.getppid(), threading.Event()
+    parent, go = os.getppid(), [False]  # a plain flag: a handler setting an Event could deadlock on its lock
     signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(0))
-    signal.signal(GO, lambda _s, _f: go.set())
+    signal.signal(GO, lambda _s, _f: go.__setitem__(0, True))
     die_with_parent(signal.SIGTERM)
-    if os.getppid() != parent:  # the agent ended before the line above
+    if os.getppid() != parent or parent == 1:  # the agent ended before the line above (or before Python started)
         return 0
     lock = LiveRunLock()
     try:
@@ -227,18 +227,19 @@ def hold(run_dir: Path, label: str, run_id: str, real: bool, pause_s: float = 0.
 
     def word(every_s: float) -> bool:
         """Waits for the driver's GO; returns False once the agent is gone (the keeper then puts back and ends)."""
-        while not go.wait(every_s):
+        while not go[0]:
             if os.getppid() != parent:
                 return False
-        go.clear()
+            time.sleep(every_s)
+        go[0] = False
         return True
 
     entered = False
     try:
         if not word(0.05):
             return 0
+        entered = True  # before: a signal between the two must still put back what was made (twice is harmless)
         cores.__enter__()
-        entered = True
         while True:  # READY; each later GO reserves the core of real inference (nothing once it has it)
             with contextlib.suppress(OSError):
                 cores.confine()

@@ -312,7 +312,11 @@ class AgentClient:
             raise AgentError(f"server {server.name} ({server.dest}): starting the agent: {self.hello.get('error')}")
         self.hello = self.hello["hello"]
         if server.cgroups:  # the agent of a run's server works for the run: in its groups there, as what it spawns
-            self.call("join", cgroups=list(server.cgroups))
+            try:
+                self.call("join", cgroups=list(server.cgroups))
+            except BaseException:
+                self.close()
+                raise
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
