@@ -260,7 +260,7 @@ def _window_spread(out: Path, policy: str) -> str:
 
 def monitor_margins(runs: list[Path]) -> list[str]:
     """Returns the table of the monitor's hard figures over `runs`: per figure its threshold, the largest value
-    in the runs judged faithful, and the smallest in those judged not faithful (how far apart the two sit)."""
+    in the runs judged faithful and in those judged not faithful, and how many runs it put over its threshold."""
     seen: dict[tuple[str, str], dict] = {}
     for run in runs:
         fidelity = json.loads((run / "summary.json").read_text()).get("extra", {}).get("fidelity")
@@ -270,15 +270,16 @@ def monitor_margins(runs: list[Path]) -> list[str]:
             row = seen.setdefault((f["invariant"], f["statistic"]), {"thresholds": set(), "unit": f["unit"],
                                                                      "faithful": [], "not faithful": []})
             row["thresholds"].add(float(f["threshold"]))  # some depend on the run (e.g. its planned inference)
+            row["over"] = row.get("over", 0) + (float(f["value"]) > float(f["threshold"]))
             row["faithful" if fidelity["verdict"] == FAITHFUL else "not faithful"].append(float(f["value"]))
-    lines = ["| figure | threshold | largest when faithful (runs) | smallest when not faithful (runs) |",
-             "|---|---|---|---|"]
+    lines = ["| figure | threshold | largest when faithful (runs) | largest when not faithful (runs) | runs over it |",
+             "|---|---|---|---|---|"]
     for (inv, stat), row in seen.items():
         good, bad = row["faithful"], row["not faithful"]
         low, high = min(row["thresholds"]), max(row["thresholds"])
         lines.append(f"| {inv} ({stat}, {row['unit']}) | {low:.3g}{'' if low == high else f'-{high:.3g}'} | "
                      + (f"{max(good):.3g} ({len(good)})" if good else "-") + " | "
-                     + (f"{min(bad):.3g} ({len(bad)})" if bad else "-") + " |")
+                     + (f"{max(bad):.3g} ({len(bad)})" if bad else "-") + f" | {row['over']} |")
     return lines
 
 
@@ -356,9 +357,9 @@ def report(work: Path, planned: list[str] | None = None) -> tuple[str, bool]:
     runs = [d for r in done.values() for d in _run_dirs(r) if (d / "summary.json").exists()]
     if runs:
         lines += ["", f"## The monitor's hard figures over these {len(runs)} live runs", "",
-                  "How far the figures of the runs judged faithful sit below each threshold, and where those judged "
-                  "not faithful (the negative control, above all) sit: a run is not faithful when any one figure is "
-                  "over its threshold, so a figure below it in a run judged not faithful is no contradiction.", "",
+                  "How far the figures of the runs judged faithful sit below each threshold, how high those of the "
+                  "runs judged not faithful went, and how many runs each figure put over its threshold (a run is not "
+                  "faithful when any one figure is over).", "",
                   *monitor_margins(runs)]
     return "\n".join(lines) + "\n", passed
 

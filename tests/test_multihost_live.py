@@ -4,7 +4,8 @@ load, succeeds as on one server; the crossing link dc1-cloud measures as configu
 statistics, windows and pcap, every wire's statistics and the servers' `--check` files are gathered into the one run
 dir; summary.json has each server's clock offset; nothing is left on either server after teardown, or after kill -9
 of the driver mid-traffic and `run_testbed.py clean` (which brings the servers' shares back). `compare` with the
-driver holding sites itself (`--servers local,b`, the cloud on b) runs end to end.
+driver holding sites itself (`--servers local,b`, the cloud on b) runs end to end. The run across servers dilated
+(K 3) gives what the undilated run on one server gives, in virtual time.
 
 The run dirs live in a folder each server sees as an empty tmpfs of its own (ServerSpec.hide), so a file written on
 a server reaches the driver's run dir only through the agent, as between separate machines."""
@@ -32,6 +33,9 @@ PLACE = "ant1=a,dc1=a,cloud=b"
 CROSSING, CROSSING_MS = "dc1-cloud", 20.0  # tiny.yaml
 SUCCESS_TOLERANCE = 0.05
 """|success on two servers - on one| allowed at this light load (both are 1.000 on a quiet machine)."""
+LATENCY_TOLERANCE_MS = 3.0
+"""|median latency across servers at K 3 - on one at K 1| of the queries crossing to the cloud (dc1-cloud's 20 ms
+each way plus the worker's batch), virtual ms: the wires' lateness and the schedulers' noise."""
 # A and B bind to the antenna's own cluster; C needs yolov3's accuracy (0.553) and its budget takes the cloud's
 # delay: its queries cross dc1-cloud, the link between the servers.
 TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task
@@ -218,3 +222,38 @@ def test_compare_with_the_driver_holding_sites(farm, trace, one, runs):
     assert files_left(farm, "b", testbed) == ""
     assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
     assert local_leftovers(testbed) == []
+
+
+def _median_latency_ms(run_dir: Path, cluster: str) -> float:
+    """Returns the median latency (virtual ms, send to answer) of the answered queries served at `cluster`."""
+    with (run_dir / "records.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["cluster"] == cluster and r["t_response_ms"]]
+    lat = sorted(float(r["t_response_ms"]) - float(r["t_send_ms"]) for r in rows)
+    assert lat, cluster
+    return lat[len(lat) // 2]
+
+
+def test_dilated_across_two_servers_as_undilated_on_one(farm, trace, one, runs):
+    """The same run across servers a and b at K 3 (each server's wires, workers, schedulers and sources on the
+    run's virtual clock): the same queries, success as on one undilated server, the crossing link measured as
+    configured in virtual time, the queries that cross it as slow in virtual time as on one server (within
+    LATENCY_TOLERANCE_MS), and the monitor judges it faithful."""
+    out = runs / "two-k3"
+    done = run(live(trace, out, *placed(farm), "--tdf", "3"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    s1 = json.loads((one / "summary.json").read_text())
+    s3 = json.loads((out / "summary.json").read_text())
+    assert s3["extra"]["recorded_queries"] == s1["extra"]["recorded_queries"]
+    assert abs(s3["overall"]["success"] - s1["overall"]["success"]) <= SUCCESS_TOLERANCE
+    assert s3["extra"]["fidelity"]["tdf"] == 3.0 and s3["extra"]["fidelity"]["verdict"] == "faithful", \
+        s3["extra"]["fidelity"].get("violations")
+    links = {(m["link"], m["direction"]): m for m in json.loads((out / "link_measurements.json").read_text())["links"]}
+    for direction in ("a->b", "b->a"):
+        m = links[(CROSSING, direction)]
+        print(f"{CROSSING} {direction} at K 3: {m['median_delay_ms']:.3f} virtual ms (configured {CROSSING_MS:g})")
+        assert m["ok"] and abs(m["median_delay_ms"] - CROSSING_MS) <= m["tolerance_delay_ms"]
+    a, b = _median_latency_ms(one, "cloud"), _median_latency_ms(out, "cloud")
+    print(f"cloud queries' median latency: {a:.2f} ms on one server, {b:.2f} virtual ms across two at K 3")
+    assert abs(a - b) <= LATENCY_TOLERANCE_MS
+    assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
+    assert local_leftovers(out) == []
