@@ -246,18 +246,11 @@ def test_ctrl_c_interrupts_the_running_command_and_the_cli_goes_on(tmp_path: Pat
 
 
 def test_sigterm_during_a_cli_command_tears_down(tmp_path: Path) -> None:
-    """SIGTERM interrupts the command under way (it would sleep 600 s, then print) and tears the network down."""
-    proc = _cli_running(tmp_path, "worker-ant1 sleep 600; echo slept-through", 1.0)
+    proc = _cli_running(tmp_path, "worker-ant1 sleep 30", 1.0)
+    t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    try:
-        out, _ = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        subprocess.run([sys.executable, str(REPO / "run_testbed.py"), "clean", "--run-dir", str(tmp_path / "run")],
-                       capture_output=True, cwd=REPO)
-        pytest.fail(f"SIGTERM did not end the CLI's command: {out[-2000:]}")
-    assert proc.returncode == 130 and "slept-through" not in out, out
+    out, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 15 and proc.returncode == 130, out
     _nothing_left(tmp_path / "run")
 
 
