@@ -1,7 +1,7 @@
 """Simulator-vs-testbed fidelity: the same trace's per-query logs from both sides, compared.
 
 Per policy the outcome ratios and their differences in points, the policies' ranking on both sides
-(Spearman's rho), the per-window success series and their correlation, and per stage (network up,
+(Spearman's rho, and the pairs the simulator orders that the testbed reverses), the per-window success series and their correlation, and per stage (network up,
 queueing, inference, network down) the latency distributions and their Kolmogorov-Smirnov distance.
 """
 
@@ -68,6 +68,10 @@ class FidelityReport:
     window_s: float
     policies: list[PolicyComparison]
     ranking_spearman_rho: float
+    ranking_reversals: list[str]
+    """Each pair of policies the simulator orders strictly by success and the testbed the other way round, as
+    "A > B" (the simulator's order); empty when the testbed keeps every strict order (a simulator tie may go
+    either way, which rho alone counts against it)."""
     stages: list[StageComparison]
     largest_gap_stage: str
 
@@ -83,7 +87,9 @@ class FidelityReport:
             lines.append(f"| {p.policy} | {p.simulator.success:.3f} | {p.testbed.success:.3f} | "
                          f"{p.success_diff_pts:+.2f} | {p.failed_diff_pts:+.2f} | {p.rejected_diff_pts:+.2f} | "
                          f"{p.window_correlation:.3f} |")
-        lines += ["", f"Ranking of the policies by success: Spearman's rho = {self.ranking_spearman_rho:.3f}", "",
+        lines += ["", f"Ranking of the policies by success: Spearman's rho = {self.ranking_spearman_rho:.3f}; "
+                  + (f"reversed on the testbed: {', '.join(self.ranking_reversals)}" if self.ranking_reversals
+                     else "no order the simulator gives is reversed on the testbed"), "",
                   "| policy | stage | p50 sim (ms) | p50 testbed (ms) | p99 sim (ms) | p99 testbed (ms) | "
                   "mean diff (ms) | KS |", "|---|---|---|---|---|---|---|---|"]
         for s in self.stages:
@@ -92,6 +98,14 @@ class FidelityReport:
                          f"{s.ks_distance:.3f} |")
         lines += ["", f"Largest gap: **{self.largest_gap_stage}**."]
         return "\n".join(lines) + "\n"
+
+
+def ranking_reversals(simulator: dict[str, float], testbed: dict[str, float]) -> list[str]:
+    """Returns the pairs of policies that `simulator` (success per policy) orders strictly and `testbed` orders the
+    other way round, as "A > B" in the simulator's order."""
+    names = sorted(simulator, key=lambda p: -simulator[p])
+    return [f"{a} > {b}" for i, a in enumerate(names) for b in names[i + 1:]
+            if simulator[a] > simulator[b] and testbed[a] < testbed[b]]
 
 
 def _tally(table: pa.Table, window_s: float, apps: tuple[str, ...]) -> Tally:
@@ -162,7 +176,10 @@ def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, c
         # else: one side ranks every policy equal, so the rank correlation is undefined (nan)
     worst = max(stage_rows, key=lambda s: abs(s.mean_diff_ms), default=None)
     return FidelityReport(topology=topology, calibrated=calibrated, window_s=window_s, policies=policies,
-                          ranking_spearman_rho=rho, stages=stage_rows,
+                          ranking_spearman_rho=rho,
+                          ranking_reversals=ranking_reversals({p.policy: p.simulator.success for p in policies},
+                                                              {p.policy: p.testbed.success for p in policies}),
+                          stages=stage_rows,
                           largest_gap_stage=f"{worst.stage} ({worst.policy}: {worst.mean_diff_ms:+.2f} ms on "
                                             f"average, KS {worst.ks_distance:.3f})"
                           if worst else "none")

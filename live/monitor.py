@@ -1,6 +1,8 @@
 """The fidelity monitor of a live run, during the run: a sampler thread in the orchestrator (every second of
 real time, about a millisecond of CPU) writes `monitor.jsonl`: the host's busy cores, CPU pressure (PSI
-`some` totals, of the system and of the run's own cgroup), and per process of the run its CPU and run-queue
+`some` totals, of the system and of the run's own cgroup), the share of time a virtual machine's hypervisor
+stole from its CPUs, the real length of each sampling interval (one far over a second: the whole host stalled,
+the sampler with it), and per process of the run its CPU and run-queue
 delay (schedstat, summed over its threads: /proc/PID/schedstat is the leader thread's alone). A worker's
 inference threads (named `ort-...`, workers/runtime.py) are measured apart from its other threads, as the
 entry `<name> inference (PID)` of the group `real inference`: the run-queue delay of real inference is theirs
@@ -107,19 +109,20 @@ def some_us(text: str | None) -> int | None:
     return None
 
 
-def busy_jiffies(stat_line: str | None = None) -> tuple[int, int]:
-    """Returns (busy, total) jiffies of the host's CPUs so far (/proc/stat's first line, this machine's if not
-    given)."""
+def busy_jiffies(stat_line: str | None = None) -> tuple[int, int, int]:
+    """Returns (busy, total, stolen) jiffies of the host's CPUs so far (/proc/stat's first line, this machine's if
+    not given). Stolen: time a virtual machine's CPUs were ready but its hypervisor ran something else; it counts
+    as busy (the run could not use it either)."""
     line = Path("/proc/stat").read_text().split("\n", 1)[0] if stat_line is None else stat_line
     fields = [int(x) for x in line.split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
+    return sum(fields) - idle, sum(fields), fields[7] if len(fields) > 7 else 0
 
 
 @dataclass
 class _State:
     real_s: float
-    jiffies: tuple[int, int]
+    jiffies: tuple[int, int, int]
     host_some_us: int | None
     run_some_us: int | None
     procs: dict[str, tuple[str, int, int]]
@@ -224,6 +227,7 @@ def sample(prev: _State, cur: _State, t_ms: float, k: float) -> dict:
     dt_s = max(cur.real_s - prev.real_s, 1e-6)
     busy = cur.jiffies[0] - prev.jiffies[0]
     total = max(cur.jiffies[1] - prev.jiffies[1], 1)
+    stolen = cur.jiffies[2] - prev.jiffies[2]
 
     def stall(a: int | None, b: int | None) -> float | None:
         return None if a is None or b is None else round((b - a) / 1e4 / dt_s, 2)  # % of the interval
@@ -238,6 +242,7 @@ def sample(prev: _State, cur: _State, t_ms: float, k: float) -> dict:
         "t_ms": round(t_ms, 1),
         "real_s": round(dt_s, 3),
         "host_cores": round(busy / total * cur.cpus, 3),
+        "host_steal_pct": round(100 * stolen / total, 2),
         "cpus": cur.cpus,
         "host_some_pct": stall(prev.host_some_us, cur.host_some_us),
         "run_some_pct": stall(prev.run_some_us, cur.run_some_us),

@@ -56,7 +56,11 @@ class Thresholds:
     inference)."""
     host_cpu_share: float = 0.85
     run_pressure_pct: float = 20.0
-    """Diagnostics (not hard): the host's busy share of its cores, the run's CPU pressure."""
+    host_steal_pct: float = 10.0
+    host_stall_s: float = 3.0
+    """Diagnostics (not hard): the host's busy share of its cores, the run's CPU pressure, the largest share of a
+    sampling interval the hypervisor stole, the longest sampling interval (real s; the sampler wakes every
+    second, so a longer one says the whole host stalled): they name a cause outside the run."""
 
 
 THRESHOLDS = Thresholds()
@@ -251,6 +255,12 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     if diag.get("run_some_pct_mean") is not None:
         figures.append(Figure("CPU pressure of the run", "mean some", diag["run_some_pct_mean"],
                               limits.run_pressure_pct, "% of time", hard=False))
+    if diag.get("host_steal_pct_max") is not None:
+        figures.append(Figure("CPU stolen by the hypervisor", "max per interval", diag["host_steal_pct_max"],
+                              limits.host_steal_pct, "% of time", hard=False))
+    if diag.get("sample_interval_max_s") is not None:
+        figures.append(Figure("host stall", "longest sampling interval", diag["sample_interval_max_s"],
+                              limits.host_stall_s, "real s", hard=False))
     return verdict([f for f in figures if f is not None], k, stopped_early, diag)
 
 
@@ -302,7 +312,9 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
                  "outside_cores_mean": round(float(np.clip(outside, 0, None).mean()), 3)}
     """Cores busy with work that is not the run's (another experiment on the machine): what a verdict that
     does not hold on a quiet machine is due to."""
-    for key in ("host_some_pct", "run_some_pct"):
+    if intervals := [s["real_s"] for s in samples if s.get("real_s") is not None]:
+        out["sample_interval_max_s"] = round(float(max(intervals)), 3)
+    for key in ("host_some_pct", "run_some_pct", "host_steal_pct"):
         x = np.array([s[key] for s in samples if s.get(key) is not None])
         if x.size:
             out[f"{key}_mean"], out[f"{key}_max"] = round(float(x.mean()), 2), round(float(x.max()), 2)

@@ -36,7 +36,7 @@ def test_identical_logs_give_zero_difference_and_rank_correlation_one(tmp_path) 
     for p in report.policies:
         assert p.success_diff_pts == 0 and p.failed_diff_pts == 0 and p.rejected_diff_pts == 0
         assert p.window_correlation == pytest.approx(1.0)
-    assert report.ranking_spearman_rho == pytest.approx(1.0)
+    assert report.ranking_spearman_rho == pytest.approx(1.0) and report.ranking_reversals == []
     assert all(s.ks_distance == 0 for s in report.stages)
     write_report(report, tmp_path)
     assert "| p1 |" in (tmp_path / "report.md").read_text()
@@ -62,4 +62,14 @@ def test_different_outcomes_give_the_difference_in_points_and_reversed_ranking()
     p1 = report.policies[0]
     assert p1.success_diff_pts == pytest.approx(100 * (4 / 5 - 2 / 3))
     assert p1.failed_diff_pts == pytest.approx(-p1.success_diff_pts)
-    assert report.ranking_spearman_rho == pytest.approx(-1.0)
+    assert report.ranking_spearman_rho == pytest.approx(-1.0) and report.ranking_reversals == ["p2 > p1"]
+
+
+def test_a_simulator_tie_may_go_either_way_but_a_strict_order_may_not_be_reversed() -> None:
+    from analysis.fidelity import ranking_reversals
+
+    sim = {"closest": 0.997, "least-impedance": 1.0, "load-balancing": 1.0}
+    assert ranking_reversals(sim, {"closest": 0.995, "least-impedance": 0.999, "load-balancing": 1.0}) == []
+    # a testbed tie keeps a strict order (least-impedance, closest); a lower figure reverses it (load-balancing)
+    assert ranking_reversals(sim, {"closest": 0.995, "least-impedance": 0.995, "load-balancing": 0.994}) == [
+        "load-balancing > closest"]

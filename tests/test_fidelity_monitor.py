@@ -113,13 +113,14 @@ def test_the_early_stop_excuses_the_opening_round_trip_as_the_verdict_does(tmp_p
 
 
 def test_one_sample_gives_shares_of_the_real_interval_and_delays_in_virtual_ms() -> None:
-    a = _State(10.0, (1000, 4000), 5_000_000, 100, {"w (1)": ("workers", 1_000_000_000, 0)})
-    b = _State(12.0, (1400, 4800), 5_500_000, 200_100, {"w (1)": ("workers", 1_600_000_000, 200_000_000),
+    a = _State(10.0, (1000, 4000, 30), 5_000_000, 100, {"w (1)": ("workers", 1_000_000_000, 0)})
+    b = _State(12.0, (1400, 4800, 70), 5_500_000, 200_100, {"w (1)": ("workers", 1_600_000_000, 200_000_000),
                                                          "s (2)": ("sources", 5, 5)})
     s = sample(a, b, 1234.56, k=2.0)
     assert s["t_ms"] == 1234.6 and s["real_s"] == 2.0
     assert s["host_cores"] == pytest.approx(400 / 800 * (os.cpu_count() or 1), abs=1e-3)
     assert s["host_some_pct"] == 25.0  # 0.5 s stalled of 2 s
+    assert s["host_steal_pct"] == 5.0  # 40 of 800 jiffies stolen
     assert s["run_some_pct"] == 10.0
     w = s["procs"]["w (1)"]
     assert w == {"group": "workers", "cores": 0.3, "run_ms": 300.0, "wait_ms": 100.0}  # 600 and 200 real ms / K
@@ -185,6 +186,7 @@ def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Pat
                           "source ant1 (8)": {"group": "sources", "cores": 0.1, "run_ms": 100.0, "wait_ms": 100.0}}}
 
     samples = [one(500.0, 100.0, 1.0), one(1500.0, 100.0, 0.0), one(2500.0, 90.0, 10.0), one(3500.0, 0.0, 0.0)]
+    samples[2] |= {"real_s": 5.5, "host_steal_pct": 60.0}  # the host stood still 4.5 s, the hypervisor's doing
     (tmp_path / "monitor.jsonl").write_text("".join(json.dumps(x) + "\n" for x in samples))
     fid = judge(tmp_path)
     wait = next(f for f in fid["figures"] if f["invariant"] == "run-queue delay of real inference")
@@ -192,6 +194,8 @@ def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Pat
     assert wait["first_window_s"] == 2.0 and wait["windows_over"] == 1  # 10 % in the window at 2 s
     assert fid["diagnostics"]["wait_share"]["sources"] == 0.5
     assert fid["diagnostics"]["outside_cores_mean"] == pytest.approx(0.8)
+    warned = {w["invariant"]: w["value"] for w in fid["warnings"]}
+    assert warned["host stall"] == 5.5 and warned["CPU stolen by the hypervisor"] == 60.0
 
 
 def test_real_inference_is_judged_on_its_worst_server() -> None:

@@ -1,11 +1,13 @@
 """benchmarks/validate_dilation.py without root: its cases parse with the real commands' options, a rerun
-resumes, and its report reads hand-made results (and per-query records) into the checks."""
+resumes (from this machine's results or kept ones), and its report reads hand-made results (and per-query
+records), kept self-contained, into the checks once the runs themselves are gone."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -67,10 +69,14 @@ def test_bench_case_uses_bench_lives_options(vd, tmp_path) -> None:
 
 def test_a_rerun_skips_the_cases_done(vd, tmp_path) -> None:
     cases = _cases(vd, tmp_path)
+    keep = tmp_path / "keep"
     (tmp_path / "neg-s2").mkdir()
     (tmp_path / "neg-s2" / "result.json").write_text("{}")
-    left = [c.id for c in vd.to_run(cases, tmp_path, {"neg-s1", "neg-s2"})]
-    assert left == ["neg-s1"] and len(vd.to_run(cases, tmp_path, None)) == len(cases) - 1
+    left = [c.id for c in vd.to_run(cases, tmp_path, {"neg-s1", "neg-s2"}, keep)]
+    assert left == ["neg-s1"] and len(vd.to_run(cases, tmp_path, None, keep)) == len(cases) - 1
+    keep.mkdir()
+    (keep / "neg-s1.json").write_text("{}")  # kept by an earlier machine: done here too
+    assert vd.to_run(cases, tmp_path, {"neg-s1", "neg-s2"}, keep) == []
 
 
 def _records(path: Path, latencies_ms: dict[tuple[int, int], float | None]) -> None:
@@ -89,7 +95,7 @@ def _result(work: Path, cid: str, **fields) -> None:
     (work / cid / "result.json").write_text(json.dumps({"id": cid, **fields}))
 
 
-def test_report_from_hand_made_results(vd, tmp_path) -> None:
+def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path) -> None:
     _records(tmp_path / "a", {(0, 0): 20.0, (0, 1): 21.0, (1, 0): 30.0, (1, 1): None})
     _records(tmp_path / "b", {(0, 0): 20.1, (0, 1): 21.3, (1, 0): 30.05, (2, 0): 9.0})
     (tmp_path / "a" / "config.json").write_text(json.dumps({"versions": {"git_commit": "abcdef1234567890"}}))
@@ -109,10 +115,23 @@ def test_report_from_hand_made_results(vd, tmp_path) -> None:
         {"policy": "closest", "series_simulator": [0.9, 1.0, None], "series_testbed": [0.9, 0.9, 0.5]}]}))
     _result(tmp_path, "paper-l20-s1", kind="paper", policies=policies, spearman=1.0,
             argv=["--duration", "120", "--tdf", "4"], wall_s=1500, out=str(tmp_path / "cmp"))
+    tie = {"least-impedance": {"sim": 1.0, "testbed": 0.999, "diff_pts": -0.1, "corr": 0.96, "verdict": "faithful"},
+           "load-balancing": {"sim": 1.0, "testbed": 1.0, "diff_pts": 0.0, "corr": 0.96, "verdict": "faithful"},
+           "closest": {"sim": 0.997, "testbed": 0.998, "diff_pts": 0.1, "corr": 0.96, "verdict": "faithful"}}
+    _result(tmp_path, "paper-l20-s2", kind="paper", policies=tie, spearman=0.866, argv=["--tdf", "4"], wall_s=1)
+    flip = {"closest": {"sim": 0.99, "testbed": 0.98, "diff_pts": -1.0, "corr": 0.96, "verdict": "faithful"},
+            "load-balancing": {"sim": 0.985, "testbed": 0.984, "diff_pts": -0.1, "corr": 0.96, "verdict": "faithful"}}
+    _result(tmp_path, "paper-l60-s1", kind="paper", policies=flip, spearman=-1.0, argv=["--tdf", "8"], wall_s=1)
     _result(tmp_path, "bench-k10", kind="bench", max_faithful_qps=200,
             rows=[{"rate_per_antenna_qps": 200, "verdict": "faithful"}, {"rate_per_antenna_qps": 400,
                                                                           "verdict": "not faithful"}])
-    body, passed = vd.report(tmp_path, ["conv-s1-k10", "conv-s1-k20", "neg-s1", "neg-s3"])
+    keep = tmp_path / "keep"
+    assert vd.archive(tmp_path, keep) == ["bench-k10", "conv-s1-k10", "conv-s1-k20", "neg-s1", "neg-s2",
+                                          "paper-l20-s1", "paper-l20-s2", "paper-l60-s1"]
+    assert vd.archive(tmp_path, keep) == []  # kept already
+    for run in ("a", "b", "cmp"):
+        shutil.rmtree(tmp_path / run)  # a later machine: the runs are gone, their kept results are not
+    body, passed = vd.report(keep, ["conv-s1-k10", "conv-s1-k20", "neg-s1", "neg-s3"])
     assert body.startswith("Not run yet (1 of 4 cases): neg-s3.")
     assert "| 1 | 20 | 3 | 0.100 | yes | faithful / faithful | 230 / 431 |" in body  # |0.1|, |0.3|, |0.05|
     assert "| 2 | not run |" in body
@@ -123,13 +142,18 @@ def test_report_from_hand_made_results(vd, tmp_path) -> None:
             "1500 |") in body
     assert ("| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | - | - | faithful | NO (success) | "
             "1500 |") in body
+    # a simulator tie (least-impedance, load-balancing) may come out either way (rho 0.866); a strict order may not
+    assert "| least-impedance | 1.000 | 0.999 | -0.10 | 0.960 | - | - | faithful | yes |" in body
+    assert "| closest | 0.997 | 0.998 | +0.10 | 0.960 | - | - | faithful | yes |" in body
+    assert ("| load-balancing | 0.985 | 0.984 | -0.10 | 0.960 | - | - | faithful | NO (ranking: closest > "
+            "load-balancing reversed) |") in body
     assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
     assert ("The command of `conv-s1-k10` (the others differ in seed, K or rate): `--duration 20 --tdf 10`; the runs "
             "ran at commit abcdef123456") in body
     assert not passed
-    for cid in ("neg-s2", "paper-l20-s1"):
-        (tmp_path / cid / "result.json").unlink()
-    assert vd.report(tmp_path)[1]
+    for cid in ("neg-s2", "paper-l20-s1", "paper-l60-s1"):
+        (keep / f"{cid}.json").unlink()
+    assert vd.report(keep)[1]
 
 
 def test_unknown_case_is_refused_and_list_runs_nothing(vd, tmp_path, capsys) -> None:
@@ -140,7 +164,7 @@ def test_unknown_case_is_refused_and_list_runs_nothing(vd, tmp_path, capsys) -> 
 
 
 def test_monitor_margins_split_faithful_from_not(vd, tmp_path) -> None:
-    def run(name: str, verdict: str, lag_p99: float) -> Path:
+    def run(name: str, verdict: str, lag_p99: float) -> dict:
         figures = [{"invariant": "source send lag", "statistic": "p99", "value": lag_p99, "threshold": 5.0,
                     "unit": "virtual ms", "hard": True},
                    {"invariant": "host CPU", "statistic": "mean", "value": 0.9, "threshold": 0.85, "unit": "share",
@@ -148,7 +172,9 @@ def test_monitor_margins_split_faithful_from_not(vd, tmp_path) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(
             {"extra": {"fidelity": {"verdict": verdict, "figures": figures}}}))
-        return tmp_path / name
+        from benchmarks.dilation_report import _run_facts
+
+        return _run_facts(tmp_path / name)
 
     runs = [run("a", "faithful", 0.4), run("b", "faithful", 1.2), run("c", "not faithful", 7.5),
             run("d", "not faithful", 3.0)]

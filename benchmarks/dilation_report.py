@@ -1,0 +1,278 @@
+"""The time-dilation validation's results: each case's result kept self-contained (what the report needs of its
+runs: verdicts, the monitor's hard figures, commits, the window series' spread, a convergence case's per-query
+latencies), and the results page written from the kept results alone, with the checks of issue 16, item 5.
+`benchmarks/validate_dilation.py` runs the cases."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from analysis.fidelity import ranking_reversals
+from analysis.resultspage import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = (1, 2, 3)
+CONVERGENCE_KS = (10, 20)
+CONVERGENCE_MAX_MS = 0.2
+SUCCESS_MAX_PTS = 1.5
+WINDOW_CORR_MIN = 0.95
+FAITHFUL = "faithful"
+KEEP = ROOT / "docs" / "results" / "dilation-cases"
+"""Where each case's self-contained result is kept (committed)."""
+
+
+def latencies(run_dir: Path) -> dict[tuple[int, int], float]:
+    """Returns {(stream, query): response - send, virtual ms} of every answered query of a run."""
+    from analysis.records import read_records
+
+    t = read_records(run_dir / "records.csv").select(["stream_id", "query", "t_send_ms", "t_response_ms"]).to_pydict()
+    return {(s, q): r - send for s, q, send, r in zip(t["stream_id"], t["query"], t["t_send_ms"], t["t_response_ms"],
+                                                       strict=True) if r is not None and math.isfinite(r)}
+
+
+def _run_facts(run: Path) -> dict | None:
+    """Returns what the report needs of one live run (its commit, verdict and the monitor's hard figures; each
+    empty where its file is missing); None when the run has neither its summary nor its config."""
+    try:
+        fidelity = json.loads((run / "summary.json").read_text()).get("extra", {}).get("fidelity") or {}
+    except (OSError, ValueError):
+        fidelity = {}
+    try:
+        commit = json.loads((run / "config.json").read_text())["versions"]["git_commit"]
+    except (OSError, KeyError, ValueError, TypeError):
+        commit = ""
+    if not fidelity and not commit:
+        return None
+    return {"dir": str(run), "commit": commit, "verdict": fidelity.get("verdict"),
+            "figures": [f for f in fidelity.get("figures", []) if f.get("hard")]}
+
+
+def window_spread(out: Path, policy: str) -> dict | None:
+    """Returns the standard deviation of each side's per-window success series of `policy` in a compare folder
+    (its report.json) and their mean absolute difference, in points, over the windows both sides have queries
+    in; None if it is not there."""
+    try:
+        rows = json.loads((out / "report.json").read_text())["policies"]
+        row = next(p for p in rows if p["policy"] == policy)
+        a, b = (np.array([np.nan if x is None else x for x in row[k]], dtype=float)
+                for k in ("series_simulator", "series_testbed"))
+    except (OSError, ValueError, KeyError, StopIteration):
+        return None
+    ok = np.isfinite(a) & np.isfinite(b)
+    if not ok.any():
+        return None
+    a, b = 100 * a[ok], 100 * b[ok]
+    return {"sd_sim_pts": float(a.std()), "sd_testbed_pts": float(b.std()), "mean_diff_pts": float(np.abs(a - b).mean())}
+
+
+def keep_result(result: dict, keep: Path) -> dict:
+    """Writes and returns a case's self-contained result (`<keep>/<id>.json`; a convergence case's latencies
+    beside it) from its `result.json` and its runs' folders."""
+    kept = dict(result)
+    kept.setdefault("machine", machine())
+    kept["runs"] = [f for d in _run_dirs(result) if (f := _run_facts(d)) is not None]
+    keep.mkdir(parents=True, exist_ok=True)
+    if result["kind"] == "paper" and result.get("out"):
+        kept["policies"] = {p: {**v, "spread": window_spread(Path(result["out"]), p)}
+                            for p, v in result["policies"].items()}
+    if result["kind"] == "convergence":
+        name = f"{result['id']}.latencies.csv.gz"
+        rows = "".join(f"{s},{q},{lat:.4f}\n" for (s, q), lat in sorted(latencies(Path(result["run"])).items()))
+        with open(keep / name, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            gz.write(("stream_id,query,latency_ms\n" + rows).encode())
+        kept["latencies_file"] = name
+    (keep / f"{result['id']}.json").write_text(json.dumps(kept, indent=1) + "\n")
+    return kept
+
+
+def archive(work: Path, keep: Path) -> list[str]:
+    """Keeps every result in `work` not kept yet or newer than its kept copy; returns their ids."""
+    out = []
+    for path in sorted(work.glob("*/result.json")):
+        kept = keep / f"{path.parent.name}.json"
+        if kept.exists() and kept.stat().st_mtime >= path.stat().st_mtime:
+            continue
+        result = json.loads(path.read_text())
+        result.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime)))
+        keep_result(result, keep)
+        out.append(result["id"])
+    return out
+
+
+def kept_latencies(keep: Path, result: dict) -> dict[tuple[int, int], float]:
+    """Returns a kept convergence case's {(stream, query): latency, virtual ms}."""
+    with gzip.open(keep / result["latencies_file"], "rt") as f:
+        next(f)
+        return {(int(s), int(q)): float(lat) for s, q, lat in (line.split(",") for line in f)}
+
+
+def _arg(result: dict, option: str) -> str:
+    """Returns the value of `option` in the argv a case ran with ('' if absent)."""
+    argv = result["argv"]
+    return argv[argv.index(option) + 1] if option in argv else ""
+
+
+def _run_dirs(result: dict) -> list[Path]:
+    """Returns the live run folders of a case's result (a run, a compare's testbed runs)."""
+    if "run" in result:
+        return [Path(result["run"])]
+    if "out" in result:
+        return sorted((Path(result["out"]) / "testbed").glob("*/"))
+    return []
+
+
+def _commits(done: dict[str, dict], kind: str) -> str:
+    """Returns the commits the runs of `kind` ran at, short, in order of first use."""
+    seen: list[str] = []
+    for r in done.values():
+        for run in r.get("runs", []) if r["kind"] == kind else []:
+            if run["commit"] and run["commit"][:12] not in seen:
+                seen.append(run["commit"][:12])
+    return ", ".join(seen)
+
+
+def _command(done: dict[str, dict], kind: str) -> list[str]:
+    """Returns a line giving the command of the first case of `kind` done and the commits its cases ran at
+    (none done: no line)."""
+    first = next((r for r in done.values() if r["kind"] == kind and "argv" in r), None)
+    if first is None:
+        return []
+    argv = [Path(a).name if a.endswith("python") else a for a in first["argv"]]
+    commits = _commits(done, kind)
+    dates = sorted(r["date"] for r in done.values() if r["kind"] == kind and "date" in r)
+    machines = list(dict.fromkeys(r["machine"] for r in done.values() if r["kind"] == kind and "machine" in r))
+    return ["", f"The command of `{first['id']}` (the others differ in seed, K or rate): `{' '.join(argv)}`"
+            + (f"; the runs ran at commit {commits}" if commits else "")
+            + (f", {dates[0]} to {dates[-1]}" if dates else "") + (f", on {'; '.join(machines)}" if machines else "")]
+
+
+def _mark(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def _spread_cells(spread: dict | None) -> str:
+    """Returns "SD_SIM / SD_TESTBED | MEAN_ABS_DIFF" (points) of a `window_spread`; dashes if there is none."""
+    if not spread:
+        return "- | -"
+    return f"{spread['sd_sim_pts']:.2f} / {spread['sd_testbed_pts']:.2f} | {spread['mean_diff_pts']:.2f}"
+
+
+def monitor_margins(runs: list[dict]) -> list[str]:
+    """Returns the table of the monitor's hard figures over `runs` (each with its verdict and figures): per figure
+    its threshold, the largest value in the runs judged faithful and in those judged not faithful, and how many
+    runs it put over its threshold."""
+    seen: dict[tuple[str, str], dict] = {}
+    for run in runs:
+        for f in run.get("figures", []):
+            if not f.get("hard"):
+                continue
+            row = seen.setdefault((f["invariant"], f["statistic"]), {"thresholds": set(), "unit": f["unit"],
+                                                                     "faithful": [], "not faithful": []})
+            row["thresholds"].add(float(f["threshold"]))  # some depend on the run (e.g. its planned inference)
+            row["over"] = row.get("over", 0) + (float(f["value"]) > float(f["threshold"]))
+            row["faithful" if run["verdict"] == FAITHFUL else "not faithful"].append(float(f["value"]))
+    lines = ["| figure | threshold | largest when faithful (runs) | largest when not faithful (runs) | runs over it |",
+             "|---|---|---|---|---|"]
+    for (inv, stat), row in seen.items():
+        good, bad = row["faithful"], row["not faithful"]
+        low, high = min(row["thresholds"]), max(row["thresholds"])
+        lines.append(f"| {inv} ({stat}, {row['unit']}) | {low:.3g}{'' if low == high else f'-{high:.3g}'} | "
+                     + (f"{max(good):.3g} ({len(good)})" if good else "-") + " | "
+                     + (f"{max(bad):.3g} ({len(bad)})" if bad else "-") + f" | {row['over']} |")
+    return lines
+
+
+def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
+    """Returns the results page's body from the kept results under `keep` (the `planned` case ids not done
+    listed as such), and whether every check of the cases done passes."""
+    done = {p.stem: json.loads(p.read_text()) for p in sorted(keep.glob("*.json"))}
+    if planned:  # the planned cases first, in their order
+        done = {c: done[c] for c in planned if c in done} | done
+    passed = True
+    missing = [c for c in planned or [] if c not in done]
+    lines = ([f"Not run yet ({len(missing)} of {len(planned or [])} cases): {', '.join(missing)}.", ""] if missing
+             else []) + [f"## Convergence (K = {CONVERGENCE_KS[0]} against K = {CONVERGENCE_KS[1]}, jitter-free full-edge, "
+             "lambda 10, closest)", "",
+             "| seed | virtual s | paired queries | median abs diff (virtual ms) | within 0.2 ms | verdicts | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for s in SEEDS:
+        a, b = (done.get(f"conv-s{s}-k{k}") for k in CONVERGENCE_KS)
+        if not (a and b):
+            lines.append(f"| {s} | not run | | | | | |")
+            continue
+        la, lb = kept_latencies(keep, a), kept_latencies(keep, b)
+        diffs = [abs(la[q] - lb[q]) for q in la.keys() & lb.keys()]
+        med = statistics.median(diffs) if diffs else float("nan")
+        ok = med <= CONVERGENCE_MAX_MS and a["verdict"] == b["verdict"] == FAITHFUL
+        passed &= ok
+        lines.append(f"| {s} | {_arg(a, '--duration')} | {len(diffs)} | {med:.3f} | {_mark(ok)} | "
+                     f"{a['verdict']} / {b['verdict']} | {a['wall_s']:.0f} / {b['wall_s']:.0f} |")
+    lines += _command(done, "convergence")
+    lines += ["", "## Negative control (lambda 60 at too small a K)", "",
+              "| seed | K | virtual s | verdict | stopped early | violations | as expected | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in SEEDS:
+        r = done.get(f"neg-s{s}")
+        if not r:
+            lines.append(f"| {s} | not run | | | | | | |")
+            continue
+        ok = r["verdict"] == "not faithful"
+        passed &= ok
+        lines.append(f"| {s} | {r['tdf']:g} | {_arg(r, '--duration')} | {r['verdict']} | "
+                     f"{'yes' if r['stopped_early'] else 'no'} | {', '.join(dict.fromkeys(r['violations']))} | {_mark(ok)} | "
+                     f"{r['wall_s']:.0f} |")
+    lines += _command(done, "negative")
+    lines += ["", "## The paper's loads (full-edge, default profile, testbed against simulator)", "",
+              "| lambda | seed | K | virtual s | policy | simulator | testbed | diff (pts) | window corr | "
+              "window sd sim / testbed (pts) | mean window diff (pts) | verdict | checks | wall s (case) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for cid, r in done.items():
+        if r["kind"] != "paper":
+            continue
+        lam, seed = cid.split("-")[1][1:], cid.split("-")[2][1:]
+        reversed_ = ranking_reversals({p: v["sim"] for p, v in r["policies"].items()},
+                                      {p: v["testbed"] for p, v in r["policies"].items()})
+        for p, v in r["policies"].items():
+            mine = [x for x in reversed_ if p in x.split(" > ")]
+            failed = [name for name, good in (("success", abs(v["diff_pts"]) <= SUCCESS_MAX_PTS),
+                                              ("window corr", v["corr"] >= WINDOW_CORR_MIN),
+                                              ("verdict", v["verdict"] == FAITHFUL),
+                                              (f"ranking: {', '.join(mine)} reversed", not mine))
+                      if not good]
+            ok = not failed
+            passed &= ok
+            lines.append(f"| {lam} | {seed} | {_arg(r, '--tdf')} | {_arg(r, '--duration')} | {p} | {v['sim']:.3f} | "
+                         f"{v['testbed']:.3f} | {v['diff_pts']:+.2f} | {v['corr']:.3f} | "
+                         f"{_spread_cells(v.get('spread'))} | {v['verdict']} | "
+                         f"{_mark(ok)}{'' if ok else ' (' + ', '.join(failed) + ')'} | "
+                         f"{r['wall_s']:.0f} |")
+    lines += ["", f"Checks: success within {SUCCESS_MAX_PTS} points per policy, the same ranking (no two policies "
+              "the simulator orders strictly are ordered the other way round on the testbed; a simulator tie, two "
+              "policies both at 1.000 say, may come out either way, which Spearman's rho would count against it), "
+              f"window correlation at least {WINDOW_CORR_MIN}, the testbed judged faithful. The correlation is "
+              "Pearson's over the per-window success series (1 s windows); beside it, each series' standard "
+              "deviation and the mean absolute difference between them per window, in points: where the simulator's "
+              "series varies less than the testbed's window-to-window noise, the correlation measures that noise.", "",
+              *_command(done, "paper"), "",
+              "## bench_live per K (virtual queries/s per antenna)", "",
+              "| K | rates run (verdict) | highest judged faithful |", "|---|---|---|"]
+    for cid, r in done.items():
+        if r["kind"] == "bench":
+            rates = ", ".join(f"{x['rate_per_antenna_qps']} ({x['verdict']})" for x in r["rows"])
+            lines.append(f"| {cid.split('-k')[1]} | {rates} | {r['max_faithful_qps']} |")
+    lines += _command(done, "bench")
+    runs = [run for r in done.values() for run in r.get("runs", []) if run.get("verdict")]
+    if runs:
+        lines += ["", f"## The monitor's hard figures over these {len(runs)} live runs", "",
+                  "How far the figures of the runs judged faithful sit below each threshold, how high those of the "
+                  "runs judged not faithful went, and how many runs each figure put over its threshold (a run is not "
+                  "faithful when any one figure is over).", "",
+                  *monitor_margins(runs)]
+    return "\n".join(lines) + "\n", passed
