@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed import bringup, measure, preflight, sh, shaping, stp, switches
 from testbed.errors import CommandError, HelperDiedError, NetworkError, PreflightError
-from testbed.interrupts import HELPER_DIED_SIGNAL, raise_interrupt
+from testbed.interrupts import HELPER_DIED_SIGNAL, raise_interrupt, sigint_default_in_children
 from testbed.placement import Placement, control_dir, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
@@ -384,7 +384,8 @@ class EmulatedNetwork:
         if self.controller_kind == "osken":
             addr = self.servers.controller_addr if self.servers else "127.0.0.1"
             self.mn.addController("c0", controller=StoppableRemote, ip=addr, port=self.controller_port)
-        self.mn.build()
+        with sigint_default_in_children():  # the node shells: else Ctrl-C could not stop their commands
+            self.mn.build()
         self.mn.start()  # checks every shaped interface's qdiscs against the plan
         if self.controller_kind == "osken":
             bringup.wait_controller_ready(self)
