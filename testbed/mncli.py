@@ -5,9 +5,10 @@ worker-cloud`, `nodes`, `net`, `links` (with each wire's state), `dump`, `sh`, `
 with hyphens work; `iperf` runs its own server and kills it by pid (Mininet's runs `killall -9 iperf`);
 `xterm`, `gterm` and `x` are refused (stopping them runs `pkill -9 -f mnexec.*socat`); `switch X start`
 re-checks the shaping. Ctrl-C interrupts the running command; `exit`, end of input and SIGTERM end the CLI,
-leaving no node mid-command, so that the network tears down cleanly. Commands piped in are read as commands
-(never fed to a running one), and an error in one command is reported without ending the CLI. On a
-time-dilated network the banner says so: what the CLI shows (ping, iperf) is real time, K times the topology's.
+leaving no node mid-command (one that ignores Ctrl-C is killed), so that the network tears down cleanly.
+Commands piped in are read as commands (never fed to a running one), and an error in one command is reported
+without ending the CLI. On a time-dilated network the banner says so: what the CLI shows (ping, iperf) is real
+time, K times the topology's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cmd import Cmd
 from pathlib import Path
 from typing import Any
 
+import psutil
 from mininet.cli import CLI
 from mininet.log import error, lg, output
 
@@ -47,8 +49,8 @@ class TestbedCLI(CLI):
         in_main = threading.current_thread() is threading.main_thread()
         old = {}
         if in_main:
-            # A run started with SIGINT ignored (`cmd &` from a script) would hand SIG_IGN to every node shell,
-            # and Ctrl-C (sendInt) could not stop a node's command.
+            # A run started with SIGINT ignored (`cmd &` from a script) takes Ctrl-C here all the same; its node
+            # shells were started with SIGINT's default (testbed.interrupts), so sendInt stops their commands.
             old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
             old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
         stream, lg.ch.stream = lg.ch.stream, sys.stdout  # the CLI's output on stdout, as a user expects
@@ -74,13 +76,29 @@ class TestbedCLI(CLI):
             self.terminating = True
 
     def settle(self) -> None:
-        """Interrupts any node still running a command: Mininet asserts that none is when it stops them."""
+        """Leaves no node mid-command: Mininet asserts that none is when it stops them, and teardown runs commands in
+        the nodes' shells (behind a command still running, they would wait for it). Interrupts each node's command
+        (Ctrl-C); one that ignores that for SETTLE_S is killed with all the node's shell started (the shells have
+        no job control: the foreground and background jobs are one process group)."""
         for node in self.mn.values():
-            deadline = time.monotonic() + SETTLE_S
-            while node.waiting and node.shell is not None and time.monotonic() < deadline:
-                node.sendInt()
-                node.monitor(timeoutms=200)
-            node.waiting = False  # a command that ignores SIGINT ends with the shell's SIGHUP at stop
+            if node.shell is None:
+                continue
+            readable = select.poll()  # POLLIN only: Node.monitor's own poll also says "writable", then blocks reading
+            readable.register(node.stdout, select.POLLIN)
+            interrupt_until, next_s = time.monotonic() + SETTLE_S, 0.0
+            while node.waiting and time.monotonic() < interrupt_until + SETTLE_S:
+                if time.monotonic() >= next_s:
+                    if time.monotonic() < interrupt_until:
+                        node.sendInt()
+                    elif not getattr(node, "isRemote", False):  # a remote node's shell is a local ssh
+                        _kill_descendants(node.shell.pid)
+                    next_s = time.monotonic() + 0.2
+                if readable.poll(200):
+                    try:
+                        node.monitor()
+                    except OSError:  # the shell is gone
+                        break
+            node.waiting = False
 
     def run(self) -> None:
         """Runs the command loop until exit, end of input or SIGTERM (Mininet's loops for ever on Ctrl-C)."""
@@ -117,20 +135,24 @@ class TestbedCLI(CLI):
         return bool(stop) or self.terminating
 
     def waitForNode(self, node) -> None:  # noqa: N802
-        """Prints a node's output until its command ends; Ctrl-C interrupts the command. Keystrokes go to the
-        command only at a terminal: from a pipe they are the next commands (and Mininet's spins at EOF)."""
-        if self.interactive:
-            try:
-                CLI.waitForNode(self, node)
-            finally:
-                self._note_interrupt()
-            return
+        """Prints a node's output until its command ends; Ctrl-C interrupts the command. SIGTERM (or a dying helper)
+        interrupts it and ends the waiting (`settle` then kills it if it ignores Ctrl-C). Keystrokes go to the command
+        only at a terminal: from a pipe they are the next commands (and Mininet's spins at EOF)."""
         poller = select.poll()
         poller.register(node.stdout, select.POLLIN)
-        while node.waiting:
+        keys = self.stdin.fileno() if self.interactive else None
+        if keys is not None:
+            poller.register(keys, select.POLLIN)
+            subprocess.run(["stty", "-icanon", "min", "1"], check=False)  # by character, as Mininet's
+        while node.waiting and not self.terminating:
             try:
-                poller.poll()
-                output(node.monitor())
+                for fd, _ in poller.poll():
+                    if fd != keys:
+                        output(node.monitor())
+                    elif key := self.stdin.read(1):
+                        node.write(key)
+                    else:  # the terminal is gone
+                        poller.unregister(keys)
             except KeyboardInterrupt:
                 node.sendInt()
                 self._note_interrupt()
@@ -251,6 +273,14 @@ def dilation_banner(tdf: float) -> str:
     """Returns the CLI's line about a time-dilated network (factor `tdf`)."""
     return (f"*** time dilation factor {tdf:g}: delays, rates and round trips seen here are real time, {tdf:g} x "
             f"the topology's delays and 1/{tdf:g} of its rates (divide by {tdf:g} for virtual time)")
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILLs every process below `pid` (a node's shell)."""
+    with contextlib.suppress(psutil.Error):
+        for proc in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def _isatty(stream: Any) -> bool:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed import bringup, measure, preflight, sh, shaping, stp, switches
 from testbed.errors import CommandError, HelperDiedError, NetworkError, PreflightError
+from testbed.interrupts import HELPER_DIED_SIGNAL, raise_interrupt, sigint_default_in_children
 from testbed.placement import Placement, control_dir, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.record import Created, CreationRecord
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_MTU, MAX_MTU = 68, 65535
 """The MTUs an emulated network takes (Linux's bounds for a veth: IPv4's minimum, the 16-bit maximum)."""
+WATCHDOG_JOIN_S = 10.0
+"""How long teardown waits for the watchdog to see it and end (one poll of the helpers: local, or through agents)."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,10 @@ class EmulatedNetwork:
         self._watchdog: threading.Thread | None = None
         self._stopping = threading.Event()
         self._helper_death: str | None = None
-        self._old_sigterm: object = None
+        self._old_handlers: dict[int, Any] = {}
+        """The handlers `start` replaced (SIGTERM, HELPER_DIED_SIGNAL), put back by `stop`; empty off the main thread."""
+        self._interrupt_signal: int | None = None
+        """The signal the watchdog sends the main thread (None: none would raise KeyboardInterrupt there)."""
         self._up = False
 
     # -- public API --------------------------------------------------------------------------------
@@ -178,7 +184,11 @@ class EmulatedNetwork:
         self.record.start(self.run_id)
         start_deathwatch(self.record)  # stops the run's processes should this one die without tearing down
         if threading.current_thread() is threading.main_thread():
-            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+            self._old_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, raise_interrupt)
+            self._old_handlers[HELPER_DIED_SIGNAL] = signal.signal(HELPER_DIED_SIGNAL, self._on_helper_death)
+            self._interrupt_signal = HELPER_DIED_SIGNAL
+        elif callable(signal.getsignal(signal.SIGINT)):  # Python's SIGINT handler in the main thread
+            self._interrupt_signal = signal.SIGINT
         try:
             t0 = time.monotonic()
             if not self.placement.is_local:
@@ -218,9 +228,14 @@ class EmulatedNetwork:
             proc.poll()
         if self.servers is not None:
             self.servers.close(self._control_dir())
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)  # type: ignore[arg-type]
-            self._old_sigterm = None
+        stuck = False  # a watchdog still polling might yet send HELPER_DIED_SIGNAL: ignored then, not fatal
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(WATCHDOG_JOIN_S)
+            stuck = self._watchdog.is_alive()
+        for signum, handler in self._old_handlers.items():
+            handler = signal.SIG_IGN if stuck and signum == HELPER_DIED_SIGNAL else handler
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._old_handlers.clear()
         if left:
             raise NetworkError("teardown left things behind (run `run_testbed.py clean --run-dir "
                                f"{self.run_dir}` after fixing the cause):\n  " + "\n  ".join(problems + left))
@@ -369,7 +384,8 @@ class EmulatedNetwork:
         if self.controller_kind == "osken":
             addr = self.servers.controller_addr if self.servers else "127.0.0.1"
             self.mn.addController("c0", controller=StoppableRemote, ip=addr, port=self.controller_port)
-        self.mn.build()
+        with sigint_default_in_children():  # the node shells: else Ctrl-C could not stop their commands
+            self.mn.build()
         self.mn.start()  # checks every shaped interface's qdiscs against the plan
         if self.controller_kind == "osken":
             bringup.wait_controller_ready(self)
@@ -436,20 +452,22 @@ class EmulatedNetwork:
                 if rc is not None and not self._stopping.is_set():
                     self._helper_death = f"helper {name} (pid {proc.pid}) exited with {rc} while the network was up"
                     self.log(f"error: {self._helper_death}; tearing down")
-                    # A real SIGINT to the main thread wakes it from a blocking call (sleep, select),
-                    # which _thread.interrupt_main alone would not do.
-                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+                    # A real signal to the main thread wakes it from a blocking call (sleep, select, poll),
+                    # which _thread.interrupt_main alone would not do; its handler raises KeyboardInterrupt.
+                    if self._interrupt_signal is not None:
+                        signal.pthread_kill(threading.main_thread().ident, self._interrupt_signal)  # type: ignore[arg-type]
                     return
+
+    def _on_helper_death(self, _signum: int, _frame: object) -> None:
+        """HELPER_DIED_SIGNAL's handler: interrupts the main thread, unless teardown has begun or no helper died."""
+        if self._helper_death and not self._stopping.is_set():
+            raise KeyboardInterrupt(self._helper_death)
 
 
 def check_mtu(mtu: int) -> None:
     """Raises ValueError unless `mtu` is an int from MIN_MTU to MAX_MTU."""
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not MIN_MTU <= mtu <= MAX_MTU:
         raise ValueError(f"mtu {mtu!r} is not an integer from {MIN_MTU} to {MAX_MTU}")
-
-
-def _raise_interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def _fresh_run_id() -> str:

@@ -164,10 +164,17 @@ def test_a_failed_shaping_command_stops_and_tears_down(tmp_path: Path, monkeypat
     _nothing_left(tmp_path / "run")
 
 
-def _net(tmp_path: Path, *extra: str, stdin=subprocess.DEVNULL, topo: str = "tiny") -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "run_testbed.py"), "net", "--topo", topo, "--switch", "lxbr",
-                             "--controller", "none", "--out", str(tmp_path / "run"), *extra],
-                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+def _net(tmp_path: Path, *extra: str, stdin=subprocess.DEVNULL, topo: str = "tiny",
+         sigint_ignored: bool = False) -> subprocess.Popen:
+    """Starts `run_testbed.py net`; `sigint_ignored`: with SIGINT ignored, as `cmd &` from a script starts it."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if sigint_ignored else None
+    try:  # an ignored signal stays ignored across fork and exec
+        return subprocess.Popen([sys.executable, str(REPO / "run_testbed.py"), "net", "--topo", topo, "--switch",
+                                 "lxbr", "--controller", "none", "--out", str(tmp_path / "run"), *extra],
+                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
 
 
 def _read_until(proc: subprocess.Popen, marker: str, timeout_s: float = 60.0) -> str:
@@ -224,9 +231,9 @@ def test_the_cli_reads_piped_commands_until_end_of_input(tmp_path: Path) -> None
     _nothing_left(tmp_path / "run")
 
 
-def _cli_running(tmp_path: Path, command: str, settle_s: float) -> subprocess.Popen:
+def _cli_running(tmp_path: Path, command: str, settle_s: float, sigint_ignored: bool = False) -> subprocess.Popen:
     """Starts `net --cli`, gives its CLI `command` once the banner is out, and lets it run `settle_s`."""
-    proc = _net(tmp_path, "--cli", stdin=subprocess.PIPE)
+    proc = _net(tmp_path, "--cli", stdin=subprocess.PIPE, sigint_ignored=sigint_ignored)
     assert proc.stdin is not None
     _read_until(proc, "testbed CLI")
     proc.stdin.write(command + "\n")
@@ -245,12 +252,42 @@ def test_ctrl_c_interrupts_the_running_command_and_the_cli_goes_on(tmp_path: Pat
     _nothing_left(tmp_path / "run")
 
 
-def test_sigterm_during_a_cli_command_tears_down(tmp_path: Path) -> None:
-    proc = _cli_running(tmp_path, "worker-ant1 sleep 30", 1.0)
-    t0 = time.monotonic()
+# The node commands below would run 600 s, then print: only an interruption ends them within the tests' timeout.
+SLEEP = "sleep 600; echo slept-through"
+DEAF = "bash -c \"trap '' INT; sleep 600\"; echo slept-through"  # ignores Ctrl-C itself
+
+
+def _finish(proc: subprocess.Popen, tmp_path: Path, stdin: str | None = None) -> str:
+    """Returns the CLI's whole output once it exits; fails the test (cleaning up) if it has not within 120 s."""
+    try:
+        return proc.communicate(stdin, timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        subprocess.run([sys.executable, str(REPO / "run_testbed.py"), "clean", "--run-dir", str(tmp_path / "run")],
+                       capture_output=True, cwd=REPO)
+        pytest.fail(f"the CLI's command was not interrupted: {out[-2000:]}")
+
+
+def test_ctrl_c_interrupts_a_command_of_a_run_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """`net --cli < cmds &` from a script starts with SIGINT ignored, which its node shells must not hand to their
+    commands: Ctrl-C could not stop `sleep` (ping sets its own handler, which hides it)."""
+    proc = _cli_running(tmp_path, f"worker-ant1 {SLEEP}", 1.0, sigint_ignored=True)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    out = _finish(proc, tmp_path, "worker-ant1 echo after-interrupt\n")
+    assert proc.returncode == 0 and "after-interrupt" in out and "slept-through" not in out, out
+    _nothing_left(tmp_path / "run")
+
+
+@pytest.mark.parametrize(("command", "sigint_ignored"), [(SLEEP, True), (DEAF, False)],
+                         ids=["sleep-in-a-run-started-with-sigint-ignored", "a-command-ignoring-ctrl-c"])
+def test_sigterm_during_a_cli_command_tears_down(tmp_path: Path, command: str, sigint_ignored: bool) -> None:
+    """SIGTERM ends the command under way and tears the network down, even one that Ctrl-C cannot stop."""
+    proc = _cli_running(tmp_path, f"worker-ant1 {command}", 1.0, sigint_ignored)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    assert time.monotonic() - t0 < 15 and proc.returncode == 130, out
+    out = _finish(proc, tmp_path)
+    assert proc.returncode == 130 and "slept-through" not in out, out
     _nothing_left(tmp_path / "run")
 
 

@@ -80,12 +80,20 @@ def test_sigterm_ends_in_teardown(tmp_path: Path) -> None:
     assert CreationRecord(run_dir).is_torn_down()
 
 
-def test_a_dying_wire_tears_the_network_down(tmp_path: Path) -> None:
+@pytest.mark.timeout(120)  # pytest-timeout's SIGALRM fails the test (and the with-block tears down) if nothing else ends it
+def test_a_dying_wire_interrupts_the_with_block_and_tears_the_network_down(tmp_path: Path) -> None:
+    """The watchdog wakes the main thread out of a 600 s sleep, even in a process started with SIGINT ignored (`cmd &`
+    from a script, nohup): a SIGINT never reaches it there, which is why the watchdog does not use that signal."""
     net = EmulatedNetwork("tiny", run_dir=tmp_path / "run", shaping="wire", log=lambda _: None)
-    with pytest.raises(HelperDiedError, match="wire"), net:
-        os.kill(net.wire_pids()[0], signal.SIGKILL)
-        time.sleep(10)  # the watchdog interrupts this
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(HelperDiedError, match="wire"), net:
+            os.kill(net.wire_pids()[0], signal.SIGKILL)
+            time.sleep(600)  # only the watchdog's interruption ends this before the test's timeout
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert leftovers(net.run_id, _recorded_processes(net.run_dir)) == []
+    assert CreationRecord(net.run_dir).is_torn_down()
 
 
 def test_not_root_is_refused_before_anything_is_built(tmp_path: Path) -> None:
