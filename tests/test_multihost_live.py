@@ -5,7 +5,8 @@ statistics, windows and pcap, every wire's statistics and the servers' `--check`
 dir; summary.json has each server's clock offset; nothing is left on either server after teardown, or after kill -9
 of the driver mid-traffic and `run_testbed.py clean` (which brings the servers' shares back). `compare` with the
 driver holding sites itself (`--servers local,b`, the cloud on b) runs end to end. The run across servers dilated
-(K 3) gives what the undilated run on one server gives, in virtual time.
+(K 3) gives the queries and success of the undilated run on one server, and the latencies of the dilated run on one
+server, in virtual time (no slower than undilated: dilation shrinks the host's own costs, docs/multihost.md).
 
 The run dirs live in a folder each server sees as an empty tmpfs of its own (ServerSpec.hide), so a file written on
 a server reaches the driver's run dir only through the agent, as between separate machines."""
@@ -34,14 +35,18 @@ CROSSING, CROSSING_MS = "dc1-cloud", 20.0  # tiny.yaml
 SUCCESS_TOLERANCE = 0.05
 """|success on two servers - on one| allowed at this light load (both are 1.000 on a quiet machine)."""
 LATENCY_TOLERANCE_MS = 3.0
-"""|median latency across servers at K 3 - on one at K 1| of the queries crossing to the cloud (dc1-cloud's 20 ms
-each way plus the worker's batch), virtual ms: the wires' lateness and the schedulers' noise."""
+"""|median latency across servers at K 3 - on one at K 3| of the queries crossing to the cloud (dc1-cloud's 20 ms
+each way plus the worker's batch), virtual ms: the wires' lateness and the schedulers' noise. Against the undilated
+run on one server it is a one-sided bound: that run also carries the host's undilated costs in full (HTTP stacks,
+userspace switches, timer wake-ups: ~3.9 ms per cloud query on the 2-core machine, ~1.3 at K 3)."""
 # A and B bind to the antenna's own cluster; C needs yolov3's accuracy (0.553) and its budget takes the cloud's
-# delay: its queries cross dc1-cloud, the link between the servers.
+# delay: its queries cross dc1-cloud, the link between the servers. C's frames never leave at the instant of A's or
+# B's: frames due at one instant leave in an order the source's timers break arbitrarily (at K 1 C came last on
+# every tie, at K 3 in any place), and a frame behind 75 kB on the radio is ~5 ms later.
 TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task
 1,ant1,0.0,8,ar-vr,10,30000,300,0.2,object-detection
 2,ant1,0.3,8,video-surveillance,5,45000,400,0.2,object-detection
-3,ant1,0.6,8,video-surveillance,2,20000,4000,0.5,object-detection
+3,ant1,0.65,8,video-surveillance,2,20000,4000,0.5,object-detection
 """
 SERVER_FILES = ["logs/worker-mobilenet-ssd-cpu-b1@ant1.log", "logs/worker-tiny-yolov2-cpu-b4@dc1.log",
                 "logs/worker-yolov3-cpu-b8@cloud.log", "logs/scheduler-ant1.log", "logs/source-ant1.log",
@@ -73,6 +78,14 @@ def one(trace, runs) -> Path:
     done = run(live(trace, runs / "one"))
     assert done.returncode == 0, done.stdout + done.stderr
     return runs / "one"
+
+
+@pytest.fixture(scope="module")
+def one_k3(trace, runs) -> Path:
+    """The single-server run at K 3: the dilated placed run's latencies are held against it."""
+    done = run(live(trace, runs / "one-k3", "--tdf", "3"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return runs / "one-k3"
 
 
 def wire_stats(run_dir: Path) -> dict[str, list[dict]]:
@@ -233,13 +246,11 @@ def _median_latency_ms(run_dir: Path, cluster: str) -> float:
     return lat[len(lat) // 2]
 
 
-@pytest.mark.xfail(reason="measured 2026-12-02: cloud queries' median 296.4 virtual ms across two servers at K 3 "
-                   "against 289.1 on one undilated server (7.3 ms over the 3 ms tolerance); cause not found yet")
-def test_dilated_across_two_servers_as_undilated_on_one(farm, trace, one, runs):
+def test_dilated_across_two_servers_as_on_one(farm, trace, one, one_k3, runs):
     """The same run across servers a and b at K 3 (each server's wires, workers, schedulers and sources on the
     run's virtual clock): the same queries, success as on one undilated server, the crossing link measured as
-    configured in virtual time, the queries that cross it as slow in virtual time as on one server (within
-    LATENCY_TOLERANCE_MS), and the monitor judges it faithful."""
+    configured in virtual time, the queries that cross it as slow in virtual time as on one server at K 3 (within
+    LATENCY_TOLERANCE_MS) and no slower than on one undilated server, and the monitor judges it faithful."""
     out = runs / "two-k3"
     done = run(live(trace, out, *placed(farm), "--tdf", "3"))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -254,8 +265,10 @@ def test_dilated_across_two_servers_as_undilated_on_one(farm, trace, one, runs):
         m = links[(CROSSING, direction)]
         print(f"{CROSSING} {direction} at K 3: {m['median_delay_ms']:.3f} virtual ms (configured {CROSSING_MS:g})")
         assert m["ok"] and abs(m["median_delay_ms"] - CROSSING_MS) <= m["tolerance_delay_ms"]
-    a, b = _median_latency_ms(one, "cloud"), _median_latency_ms(out, "cloud")
-    print(f"cloud queries' median latency: {a:.2f} ms on one server, {b:.2f} virtual ms across two at K 3")
-    assert abs(a - b) <= LATENCY_TOLERANCE_MS
+    a1, a3, b = (_median_latency_ms(d, "cloud") for d in (one, one_k3, out))
+    print(f"cloud queries' median latency: {a1:.2f} ms on one server, {a3:.2f} virtual ms on one at K 3, "
+          f"{b:.2f} virtual ms across two at K 3")
+    assert abs(b - a3) <= LATENCY_TOLERANCE_MS
+    assert b <= a1 + LATENCY_TOLERANCE_MS  # dilation shrinks what it does not dilate, and adds nothing
     assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
     assert local_leftovers(out) == []
