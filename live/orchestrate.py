@@ -29,7 +29,7 @@ from live.plan import (
     smallest_cluster,
     worker_argv,
 )
-from live.procs import Proc, cpu_snapshot, run_processes, stop_groups, wait_ready, write_cpu
+from live.procs import Proc, run_cpu, run_processes, stop_groups, wait_ready, write_cpu
 from live.realprofile import (
     REAL_INFERENCE_CORES,
     REAL_THREADS_PER_REPLICA,
@@ -452,12 +452,10 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
                     workers=len(run.workers),
                     schedulers=len(run.schedulers),
                 )
-                cpu_before, t_traffic = cpu_snapshot(run.processes(net)), time.monotonic()
+                cpu_before, t_traffic = run_cpu(run, net), time.monotonic()
                 with Monitor.of(run, net) as run.monitor:
                     run.wait_sources(net, merger)
-                run.cpu_groups = write_cpu(
-                    run.dir.cpu, cpu_before, cpu_snapshot(run.processes(net)), time.monotonic() - t_traffic
-                )
+                run.cpu_groups = write_cpu(run.dir.cpu, cpu_before, run_cpu(run, net), time.monotonic() - t_traffic)
                 run.events("sources-done", cpu_s=run.cpu_groups)
                 run.open_cli(net)
             finally:
