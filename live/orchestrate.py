@@ -29,7 +29,7 @@ from live.plan import (
     smallest_cluster,
     worker_argv,
 )
-from live.procs import Proc, cpu_snapshot, run_processes, stop_groups, wait_ready, write_cpu
+from live.procs import Proc, run_cpu, run_processes, stop_groups, wait_ready, write_cpu
 from live.realprofile import (
     REAL_INFERENCE_CORES,
     REAL_THREADS_PER_REPLICA,
@@ -48,6 +48,7 @@ from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, check_mtu
 from testbed.plan import build_plan
+from testbed.portcounters import PORT_COUNTERS_FILE, counters_line
 from testbed.switches import ensure_ovs
 from topologies import load_topology
 from topologies.events import load_events
@@ -296,22 +297,21 @@ class LiveRun:
     # -- during the run ------------------------------------------------------------------------------
 
     def wait_sources(self, net: EmulatedNetwork, merger: RecordMerger) -> None:
-        """Runs until every source has exited: merges records, samples ports every virtual second, applies
-        faults at their virtual times; gives up 30 real seconds after the drain should have ended."""
+        """Runs until every source has exited: merges records, samples every server's switch ports every virtual
+        second (port_counters.jsonl), applies faults at their virtual times; gives up 30 real seconds after the
+        drain should have ended."""
         faults = fault_schedule(self.spec, self.network_events)
         scale = self.clock.scale
         give_up = scale.real_s(self.t0_s + self.duration_s + self.spec.timeout_s) + 30.0
         next_sample = 0.0
-        with self.dir.port_stats.open("w") as ports:
+        with (self.dir.root / PORT_COUNTERS_FILE).open("w") as ports:  # not the controller's port_stats.jsonl
             while any(s.running() for s in self.sources):
                 real, now = time.time(), self.clock.now_s()
                 while faults and now >= self.t0_s + faults[0].at_s:
                     self.apply_fault(net, faults.pop(0))
                 if real >= next_sample:
                     next_sample = real + scale.real_duration(1.0)
-                    sample = {"t_ms": round((now - self.t0_s) * 1000.0, 1),
-                              "ports": [asdict(p) for p in net.port_stats()]}
-                    ports.write(json.dumps(sample) + "\n")
+                    ports.write(json.dumps(counters_line(now - self.t0_s, net.port_reading())) + "\n")
                     ports.flush()
                 if self.placed is not None:
                     self.placed.pull_records(merger.parts)
@@ -452,12 +452,10 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
                     workers=len(run.workers),
                     schedulers=len(run.schedulers),
                 )
-                cpu_before, t_traffic = cpu_snapshot(run.processes(net)), time.monotonic()
+                cpu_before, t_traffic = run_cpu(run, net), time.monotonic()
                 with Monitor.of(run, net) as run.monitor:
                     run.wait_sources(net, merger)
-                run.cpu_groups = write_cpu(
-                    run.dir.cpu, cpu_before, cpu_snapshot(run.processes(net)), time.monotonic() - t_traffic
-                )
+                run.cpu_groups = write_cpu(run.dir.cpu, cpu_before, run_cpu(run, net), time.monotonic() - t_traffic)
                 run.events("sources-done", cpu_s=run.cpu_groups)
                 run.open_cli(net)
             finally:

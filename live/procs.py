@@ -1,5 +1,7 @@
 """The processes of a live run: starting one in its host, waiting until each has printed `READY`, stopping
-them group by group, and accounting for the CPU every process serving the run used (`cpu.json`).
+them group by group, and accounting for the CPU every process serving the run used (`cpu.json`), on every server:
+this machine's through psutil, each other server's (its processes of the run, its agents, its keeper and its
+ovs-vswitchd) from its /proc by one request to its agent per reading.
 """
 
 from __future__ import annotations
@@ -8,13 +10,15 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from testbed.network import Host
+from testbed.placement import LOCAL
 from workers.lifecycle import ready_address
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -138,45 +142,190 @@ def _comm(pid: int) -> str:
         return ""
 
 
-CpuSnapshot = dict[str, tuple[str, float]]
-"""{process label: (group, CPU seconds so far)}."""
+Process = tuple[str, str, int]
+"""(group, name, pid) of a process serving the run (the pid its server's)."""
+REMOTE_STAT_SCRIPT = 'getconf CLK_TCK; for p in "$@" $(pidof ovs-vswitchd); do cat "/proc/$p/stat" 2>/dev/null; done; true'
+"""What another server runs for a CPU reading (one agent request): its clock tick, then /proc/PID/stat of the pids
+given and of its ovs-vswitchd."""
 
 
-def run_processes(groups: dict[str, list[Proc]], helpers: list[tuple[str, subprocess.Popen]]) -> list[tuple[str, str, int]]:
+@dataclass(frozen=True)
+class ProcCpu:
+    """A process serving the run and its CPU seconds so far (user + system), on its server."""
+
+    group: str
+    name: str
+    pid: int
+    cpu_s: float
+    server: str = LOCAL
+
+    @property
+    def label(self) -> str:
+        """`name (pid)` on this machine, `name (pid@server)` on another (as monitor.jsonl names them)."""
+        return f"{self.name} ({self.pid})" if self.server == LOCAL else f"{self.name} ({self.pid}@{self.server})"
+
+
+@dataclass
+class CpuSnapshot:
+    """The CPU seconds so far of every process serving the run, on every server read."""
+
+    procs: dict[str, ProcCpu] = field(default_factory=dict)
+    """label -> reading."""
+    servers: list[str] = field(default_factory=lambda: [LOCAL])
+    """The servers asked, this machine first."""
+    unread: dict[str, str] = field(default_factory=dict)
+    """Server -> why it could not be read."""
+
+    def add(self, readings: Iterable[ProcCpu]) -> None:
+        self.procs.update((r.label, r) for r in readings)
+
+
+def run_processes(groups: dict[str, list[Proc]], helpers: list[tuple[str, subprocess.Popen]]) -> list[Process]:
     """Returns (group, name, pid) of every process that serves the run: the run's own (per group), the
     network's helpers (wires, controller), Open vSwitch's daemon and this orchestrator; those of this machine only
-    (a process on another server has a pid of that server's)."""
-    procs: list[tuple[str, str, int]] = []
+    (a process on another server has a pid of that server's; an ovs-vswitchd of another PID namespace is another
+    server's, as on the fixture of tests/servers.py)."""
+    procs: list[Process] = []
     for group, items in groups.items():
         procs += [(group, p.name, p.popen.pid) for p in items if p.popen is not None and p.local]
-    procs += [("wires" if name.startswith("wire") else name, name, p.pid) for name, p in helpers
-              if isinstance(p, subprocess.Popen)]
-    procs += [("ovs-vswitchd", "ovs-vswitchd", pid) for pid in pids_named("ovs-vswitchd")]
+    procs += [(_helper_group(name), name, p.pid) for name, p in helpers if isinstance(p, subprocess.Popen)]
+    procs += [("ovs-vswitchd", "ovs-vswitchd", pid) for pid in pids_named("ovs-vswitchd") if _same_pidns(pid)]
     procs += [("orchestrator", "orchestrator", os.getpid())]
     return procs
 
 
-def cpu_snapshot(procs: list[tuple[str, str, int]]) -> CpuSnapshot:
-    """Returns the CPU seconds so far of the processes `run_processes` lists."""
-    out = {}
-    for group, name, pid in procs:
-        cpu = cpu_seconds(pid)
-        if cpu is not None:
-            out[f"{name} ({pid})"] = (group, cpu)
+def remote_processes(groups: dict[str, list[Proc]], helpers: list[tuple[str, Any]],
+                     keepers: Mapping[str, Any], clients: Mapping[str, Any]) -> dict[str, list[Process]]:
+    """Returns per other server (those of `clients`, agents by server name) the processes serving the run there:
+    the run's own started through its agent (per group), the network's helpers there (wires), the keeper of the
+    run's cores (`keepers`: live.keeper.Keeper by server) and the agents themselves (the network's, the keeper's).
+    Its ovs-vswitchd is found there when it is read (`remote_cpu`)."""
+    out: dict[str, list[Process]] = {name: [] for name in clients}
+
+    def server_of(popen: Any) -> str | None:
+        client = getattr(popen, "client", None)  # testbed.multihost.RemoteProc
+        return None if client is None or isinstance(popen, subprocess.Popen) else client.server.name
+
+    for group, items in groups.items():
+        for p in items:
+            where = server_of(p.popen)
+            if where in out:
+                out[where].append((group, p.name, p.popen.pid))  # type: ignore[union-attr]
+    for name, h in helpers:
+        where = server_of(h)
+        if where in out:
+            out[where].append((_helper_group(name), name, h.pid))
+    for name, client in clients.items():
+        out[name].append(("agent", "agent", int(client.hello["pid"])))
+        keeper = keepers.get(name)
+        if keeper is not None:
+            out[name].append(("keeper", "cores keeper", keeper.pid))
+            if keeper.client is not client:
+                out[name].append(("agent", "cores agent", int(keeper.client.hello["pid"])))
     return out
 
 
+def _helper_group(name: str) -> str:
+    return "wires" if name.startswith("wire") else name
+
+
+def _same_pidns(pid: int) -> bool:
+    """Whether a process is in this one's PID namespace (True where it cannot be told)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return True
+
+
+def cpu_snapshot(procs: list[Process]) -> CpuSnapshot:
+    """Returns the CPU seconds so far of this machine's processes `run_processes` lists."""
+    snap = CpuSnapshot()
+    for group, name, pid in procs:
+        cpu = cpu_seconds(pid)
+        if cpu is not None:
+            snap.add([ProcCpu(group, name, pid, cpu)])
+    return snap
+
+
+def parse_proc_stats(text: str) -> dict[int, tuple[str, float]]:
+    """Returns {pid: (command name, user + system CPU seconds)} from REMOTE_STAT_SCRIPT's output: the clock tick
+    (`getconf CLK_TCK`) on the first line, then /proc/PID/stat lines (utime and stime are fields 14 and 15)."""
+    lines = text.splitlines()
+    if not lines or not lines[0].strip().isdigit():
+        raise ValueError(f"no clock tick first in {text[:80]!r}")
+    tick = int(lines[0])
+    out = {}
+    for line in lines[1:]:
+        head, sep, rest = line.rpartition(")")
+        fields = rest.split()
+        if not sep or "(" not in head or len(fields) < 13:
+            continue
+        pid, comm = head.split("(", 1)
+        out[int(pid)] = (comm, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def remote_cpu(client: Any, procs: list[Process]) -> list[ProcCpu]:
+    """Returns the CPU seconds so far of processes on another server and of its ovs-vswitchd, read by one request to
+    its agent (`client`, testbed.agent.AgentClient; pids are that server's); raises AgentError if it does not answer.
+    """
+    pids = [str(pid) for _, _, pid in procs]
+    done = client.run(["sh", "-c", REMOTE_STAT_SCRIPT, "sh", *pids], check=False, timeout_s=10.0)
+    stats = parse_proc_stats(done.stdout)
+    server = client.server.name
+    out = [ProcCpu(g, n, pid, stats[pid][1], server) for g, n, pid in procs if pid in stats]
+    listed = {pid for _, _, pid in procs}
+    out += [ProcCpu("ovs-vswitchd", "ovs-vswitchd", pid, cpu_s, server)
+            for pid, (comm, cpu_s) in stats.items() if comm == "ovs-vswitchd" and pid not in listed]
+    return out
+
+
+def run_cpu(run: Any, net: Any) -> CpuSnapshot:
+    """Returns the CPU seconds so far of every process serving a live run (live.orchestrate.LiveRun) on its network,
+    on every server: this machine's (`run.processes`), then each other server's by one request to its agent
+    (`remote_processes`, `remote_cpu`); a server that does not answer is named in `unread`."""
+    from testbed.agent import AgentError
+
+    snap = cpu_snapshot(run.processes(net))
+    servers = getattr(net, "servers", None)
+    if servers is None:
+        return snap
+    groups = {"workers": run.workers, "schedulers": list(run.schedulers.values()), "sources": run.sources}
+    keepers = run.cores.keepers if run.cores is not None else {}
+    listed = remote_processes(groups, getattr(net, "_helpers", []), keepers, servers.clients)
+    for name, procs in listed.items():
+        snap.servers.append(name)
+        try:
+            snap.add(remote_cpu(servers.clients[name], procs))
+        except (AgentError, ValueError) as e:
+            snap.unread[name] = str(e)
+    return snap
+
+
+def cpu_record(before: CpuSnapshot, after: CpuSnapshot, seconds: float) -> dict:
+    """Returns cpu.json: the CPU seconds of each process and group during the traffic (after - before; a process
+    started meanwhile counts from 0), over every server (`groups_cpu_s`, `processes_cpu_s` labelled by
+    `ProcCpu.label`), and per server (`servers`: this machine's as `local`, each one's groups and processes by
+    `name (pid)`, its ovs-vswitchd included, and `unread` where its agent did not answer)."""
+    total_groups: dict[str, float] = {}
+    per_proc: dict[str, float] = {}
+    servers: dict[str, dict] = {s: {"groups_cpu_s": {}, "processes_cpu_s": {}} for s in after.servers}
+    for label, r in after.procs.items():
+        old = before.procs.get(label)
+        cpu_s = round(r.cpu_s - (old.cpu_s if old is not None else 0.0), 2)
+        per_proc[label] = cpu_s
+        total_groups[r.group] = round(total_groups.get(r.group, 0.0) + cpu_s, 2)
+        mine = servers.setdefault(r.server, {"groups_cpu_s": {}, "processes_cpu_s": {}})
+        mine["groups_cpu_s"][r.group] = round(mine["groups_cpu_s"].get(r.group, 0.0) + cpu_s, 2)
+        mine["processes_cpu_s"][f"{r.name} ({r.pid})"] = cpu_s
+    for name, why in {**before.unread, **after.unread}.items():
+        servers.setdefault(name, {"groups_cpu_s": {}, "processes_cpu_s": {}})["unread"] = why
+    return {"traffic_wall_s": round(seconds, 2), "groups_cpu_s": total_groups, "processes_cpu_s": per_proc,
+            "servers": servers}
+
+
 def write_cpu(path: Path, before: CpuSnapshot, after: CpuSnapshot, seconds: float) -> dict[str, float]:
-    """Writes cpu.json (CPU seconds per process and group during the traffic); returns the groups."""
-    per_proc = {k: round(after[k][1] - before.get(k, (after[k][0], 0.0))[1], 2) for k in after}
-    groups: dict[str, float] = {}
-    for k, v in per_proc.items():
-        groups[after[k][0]] = round(groups.get(after[k][0], 0.0) + v, 2)
-    path.write_text(
-        json.dumps(
-            {"traffic_wall_s": round(seconds, 2), "groups_cpu_s": groups, "processes_cpu_s": per_proc},
-            indent=1,
-        )
-        + "\n"
-    )
-    return groups
+    """Writes cpu.json (`cpu_record`); returns the groups' CPU seconds over every server."""
+    record = cpu_record(before, after, seconds)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record["groups_cpu_s"]

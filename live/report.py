@@ -21,6 +21,7 @@ from live.rundir import RunDir
 from live.spec import read_spec
 from live.verdict import format_fidelity, judge_run, real_batches
 from simulator.run import write_timeseries
+from testbed.placement import LOCAL
 from workload.trace import Trace
 
 
@@ -46,7 +47,8 @@ class RunFacts:
     mixed_resources: frozenset[str]
     """Of `real_resources`, the workers with profile-driven replicas too (their real frames are in their batch log)."""
     cpu_groups: dict[str, float]
-    """CPU seconds per group during the traffic (cpu.json), without the sources' own."""
+    """CPU seconds per group during the traffic over every server (cpu.json's `groups_cpu_s`), without the sources'
+    own."""
     agent: str | None
     decision_window_s: float
     network: dict
@@ -137,6 +139,7 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
     cpu_groups = dict(run.cpu_groups)
     if sources:  # the sources have exited by the last CPU snapshot: they report their own CPU time
         cpu_groups["sources"] = round(sum(v.get("cpu_s", 0.0) for v in sources.values()), 2)
+    by_server = cpu_by_server(files.cpu, sources, run.network)
     expected = run.trace.expected_queries(run.duration_s)
     windows = merge_windows(files)
     spec = read_spec(files.spec)
@@ -170,6 +173,7 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
             "wall_s": round(wall_s, 1),
             "sources": sources,
             "cpu_s": cpu_groups,
+            **({"cpu_s_by_server": by_server} if by_server else {}),
             "scheduler_overhead_us": {k: v.get("overhead_us") for k, v in sched.items()},
             "agent": run.agent,
             "decision_window_s": run.decision_window_s,
@@ -206,6 +210,24 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
         events=run.events + from_schedulers,
         cpu_groups=cpu_groups,
     )
+
+
+def cpu_by_server(cpu_json: Path, sources: dict[str, dict], network: dict) -> dict[str, dict[str, float]]:
+    """Returns summary.json's `cpu_s_by_server` of a run across servers ({} on one): each server's CPU seconds per
+    group during the traffic (cpu.json's `servers`, its ovs-vswitchd included), with the sources' own CPU seconds (as
+    they report it) on their antenna's server, as `cpu_s` counts them over every server."""
+    try:
+        servers = json.loads(cpu_json.read_text()).get("servers") or {}
+    except (OSError, ValueError):
+        return {}
+    if len(servers) < 2:
+        return {}
+    out = {name: dict(s.get("groups_cpu_s") or {}) for name, s in servers.items()}
+    server_of = {site: name for name, srv in (network.get("servers") or {}).items() for site in srv.get("sites", [])}
+    for antenna, stats in sources.items():  # `ant1`, or `ant1.N` for a restart
+        groups = out.setdefault(server_of.get(antenna.split(".")[0], LOCAL), {})
+        groups["sources"] = round(groups.get("sources", 0.0) + stats.get("cpu_s", 0.0), 2)
+    return out
 
 
 def _event_label(event: dict) -> str:
@@ -253,7 +275,12 @@ def format_result(result: LiveResult) -> str:
         lines.append(
             "CPU seconds during the traffic: "
             + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+            + (", over every server" if s.extra.get("cpu_s_by_server") else "")
         )
+    for name, groups in (s.extra.get("cpu_s_by_server") or {}).items():
+        lines.append(f"  on {'this machine' if name == LOCAL else f'server {name}'}: "
+                     + (", ".join(f"{k} {v:.1f}" for k, v in sorted(groups.items(), key=lambda kv: -kv[1]))
+                        or "not read (cpu.json)"))
     for ant, st in sorted(result.scheduler_stats.items()):
         ov = st.get("overhead_us", {})
         if ov.get("n"):

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from testbed.errors import CommandError, HelperDiedError, NetworkError, Prefligh
 from testbed.interrupts import HELPER_DIED_SIGNAL, raise_interrupt, sigint_default_in_children
 from testbed.placement import Placement, control_dir, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
+from testbed.portcounters import PortReading, PortSample, read_ports
 from testbed.record import Created, CreationRecord
 from topologies import Topology, load_topology
 from topologies.timescale import TimeScale
@@ -45,21 +46,6 @@ MIN_MTU, MAX_MTU = 68, 65535
 """The MTUs an emulated network takes (Linux's bounds for a veth: IPv4's minimum, the 16-bit maximum)."""
 WATCHDOG_JOIN_S = 10.0
 """How long teardown waits for the watchdog to see it and end (one poll of the helpers: local, or through agents)."""
-
-
-@dataclass(frozen=True)
-class PortSample:
-    """A switch port's kernel counters at one moment (the port is a veth in the root namespace)."""
-
-    link: str
-    switch: str
-    port_no: int
-    ifname: str
-    t_s: float
-    rx_bytes: int
-    tx_bytes: int
-    rx_packets: int
-    tx_packets: int
 
 
 class Host:
@@ -298,17 +284,17 @@ class EmulatedNetwork:
         return sorted(lk.name for lk in self.plan.links if lk.kind == "trunk" and lk.name not in self.stp.tree)
 
     def port_stats(self) -> list[PortSample]:
-        """Returns the current byte and packet counters of every switch port, with the link it belongs to."""
-        samples = []
-        for link in self.plan.links:
-            for end in (link.a, link.b):
-                if end.switch is None or end.netns is not None or self.plan.switch(end.switch).server != "local":
-                    continue  # hosts' ends, and ports on other servers (not read from here)
-                base = Path("/sys/class/net") / end.ifname / "statistics"
-                read = {k: int((base / k).read_text()) for k in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")}
-                samples.append(PortSample(link=link.name, switch=end.switch, port_no=end.port_no or 0,
-                                          ifname=end.ifname, t_s=time.time(), **read))
-        return samples
+        """Returns the current byte and packet counters of every switch port on every server, with the link it
+        belongs to (testbed.portcounters: one agent request per other server); raises NetworkError naming a server
+        that did not answer."""
+        reading = self.port_reading()
+        if reading.unread:
+            raise NetworkError("port counters not read: " + "; ".join(reading.unread.values()))
+        return reading.samples
+
+    def port_reading(self) -> PortReading:
+        """Returns every switch port's counters now, and the servers that did not answer (not raised)."""
+        return read_ports(self.plan, self.servers.clients if self.servers else {})
 
     def link_utilisation(self) -> list[dict]:
         """Returns the controller's per-port utilisation records so far (empty without a controller)."""

@@ -1,0 +1,160 @@
+"""The kernel counters of a running network's switch ports, on every server it spans: what a live run samples each
+virtual second into `port_counters.jsonl` (the controller's OpenFlow port statistics are another thing:
+testbed/controller/portstats.py, `port_stats.jsonl`).
+
+Every switch port is an interface in its server's root namespace (a veth end or, at the far end of a link between
+servers, the VXLAN device itself) whose counters are files under /sys/class/net/<ifname>/statistics. This machine's
+are read from there; another server's all at once, by one command through its agent per sample (`grep -H` of every
+file), timed at the request's midpoint on the driver's clock. A port whose counters cannot be read (its interface
+gone) is left out of the sample.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testbed.errors import NetworkError
+from testbed.placement import LOCAL
+from testbed.plan import NetworkPlan
+
+if TYPE_CHECKING:
+    from testbed.agent import AgentClient
+
+PORT_COUNTERS_FILE = "port_counters.jsonl"
+"""A live run's samples: one line per virtual second, {"t_ms", "ports": [PortSample...], "unread"?}."""
+COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
+SYS_NET = "/sys/class/net"
+READ_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class SwitchPort:
+    """A switch port of the plan: the link it belongs to, its switch (site), number, interface and server."""
+
+    link: str
+    switch: str
+    port_no: int
+    ifname: str
+    server: str = LOCAL
+
+
+@dataclass(frozen=True)
+class PortSample:
+    """A switch port's kernel counters at one moment (t_s: the driver's epoch seconds) on the server it lives on."""
+
+    link: str
+    switch: str
+    port_no: int
+    ifname: str
+    t_s: float
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+    server: str = LOCAL
+    """The server of the port's switch (`local`: the driver)."""
+
+
+@dataclass
+class PortReading:
+    """One sample of every switch port: those read, in the plan's order, and the servers that did not answer."""
+
+    samples: list[PortSample] = field(default_factory=list)
+    unread: dict[str, str] = field(default_factory=dict)
+    """Server -> why its ports are missing from `samples` (its agent failed)."""
+
+
+def counters_line(since_t0_s: float, reading: PortReading) -> dict:
+    """Returns a line of port_counters.jsonl: `t_ms` (ms since the run's t0, virtual), `ports` (every port read, each
+    naming its server) and, only if some server did not answer, `unread` ({server: why})."""
+    line = {"t_ms": round(since_t0_s * 1000.0, 1), "ports": [asdict(p) for p in reading.samples]}
+    return {**line, "unread": dict(reading.unread)} if reading.unread else line
+
+
+def switch_ports(plan: NetworkPlan) -> list[SwitchPort]:
+    """Returns every switch port of the plan in link order (both ends of a trunk; the switch end of other links)."""
+    ports = []
+    for link in plan.links:
+        for end in (link.a, link.b):
+            if end.switch is not None and end.netns is None:
+                ports.append(SwitchPort(link.name, end.switch, end.port_no or 0, end.ifname,
+                                        plan.switch(end.switch).server))
+    return ports
+
+
+def counter_path(ifname: str, counter: str) -> str:
+    return f"{SYS_NET}/{ifname}/statistics/{counter}"
+
+
+def parse_counters(text: str) -> dict[tuple[str, str], int]:
+    """Returns {(ifname, counter): value} from `grep -H . FILE...` over counter files (`PATH:VALUE` per line)."""
+    out = {}
+    for line in text.splitlines():
+        path, _, value = line.rpartition(":")
+        parts = path.split("/")
+        if len(parts) >= 3 and parts[-2] == "statistics" and value.strip().isdigit():
+            out[(parts[-3], parts[-1])] = int(value)
+    return out
+
+
+def samples_of(ports: Sequence[SwitchPort], values: Mapping[tuple[str, str], int], t_s: float) -> list[PortSample]:
+    """Returns the samples of the ports whose every counter is in `values`."""
+    out = []
+    for p in ports:
+        got = [values.get((p.ifname, c)) for c in COUNTERS]
+        if None not in got:
+            out.append(PortSample(p.link, p.switch, p.port_no, p.ifname, t_s, *got, server=p.server))  # type: ignore[arg-type]
+    return out
+
+
+def read_here(ports: Sequence[SwitchPort]) -> list[PortSample]:
+    """Returns the counters of ports on this machine, each timed as it is read."""
+    out = []
+    for p in ports:
+        try:
+            values = {(p.ifname, c): int(Path(counter_path(p.ifname, c)).read_text()) for c in COUNTERS}
+        except (OSError, ValueError):
+            continue  # the interface is gone
+        out += samples_of([p], values, time.time())
+    return out
+
+
+def read_on(client: AgentClient, ports: Sequence[SwitchPort]) -> list[PortSample]:
+    """Returns the counters of ports on another server: one `grep -H` of all their files through its agent, timed at
+    the request's midpoint; raises AgentError (naming the server) if it does not answer."""
+    if not ports:
+        return []
+    files = [counter_path(p.ifname, c) for p in ports for c in COUNTERS]
+    t0 = time.time()
+    done = client.run(["grep", "-H", ".", *files], check=False, timeout_s=READ_TIMEOUT_S)  # rc 2: a file gone
+    t_s = (t0 + time.time()) / 2.0
+    return samples_of(ports, parse_counters(done.stdout), t_s)
+
+
+def read_ports(plan: NetworkPlan, clients: Mapping[str, AgentClient]) -> PortReading:
+    """Returns every switch port's counters now: this machine's read here, each other server's by one request to its
+    agent (`clients`); a server that does not answer is named in `unread`."""
+    ports = switch_ports(plan)
+    by_server: dict[str, list[SwitchPort]] = {}
+    for p in ports:
+        by_server.setdefault(p.server, []).append(p)
+    reading, got = PortReading(), {}
+    for server, theirs in by_server.items():
+        if server == LOCAL:
+            samples = read_here(theirs)
+        elif server not in clients:
+            reading.unread[server] = "no agent for this server"
+            continue
+        else:
+            try:
+                samples = read_on(clients[server], theirs)
+            except NetworkError as e:  # AgentError (the agent gone), CommandError (timed out there)
+                reading.unread[server] = str(e)
+                continue
+        got.update({(s.link, s.switch): s for s in samples})
+    reading.samples = [got[(p.link, p.switch)] for p in ports if (p.link, p.switch) in got]
+    return reading
