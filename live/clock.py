@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from topologies import wallclock
 from topologies.timescale import TimeScale
 
 KEEPALIVE_S = 15.0
@@ -40,11 +41,11 @@ class Clock(Protocol):
 
 
 class DilatedClock:
-    """The machine's clocks seen through a run's time scale: virtual epoch seconds, a monotonic time that runs
-    K times slower than the machine's, sleeps K times longer in real time. The real-time functions are
-    injectable (tests)."""
+    """The machine's clocks seen through a run's time scale: virtual epoch seconds (from the wall clock as
+    topologies/wallclock.py reads it, deaf to its steps), a monotonic time that runs K times slower than the
+    machine's, sleeps K times longer in real time. The real-time functions are injectable (tests)."""
 
-    def __init__(self, scale: TimeScale, real_time: Callable[[], float] = time.time,
+    def __init__(self, scale: TimeScale, real_time: Callable[[], float] = wallclock.time_s,
                  real_monotonic: Callable[[], float] = time.monotonic,
                  real_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.scale = scale

@@ -27,6 +27,7 @@ from live.cores import RECORD_DIR, LiveRunBusy, LiveRunLock, RunCores, ServerCor
 from testbed.agent import AgentClient, AgentError, die_with_parent
 from testbed.multihost import PUSHED_FILE, python_on, share_dir
 from testbed.record import RECORD_NAME, Created, CreationRecord
+from topologies import wallclock
 
 KEEPER_PLAN, KEEPER_READY, KEEPER_BUSY = "PLAN ", "READY ", "BUSY "
 KEEPER_WAIT_S = 30.0
@@ -163,7 +164,7 @@ def watch_keepers(keepers: dict[str, Keeper], log: Callable[[str], None]) -> Cal
                 except AgentError as exc:
                     why = f"is out of reach (its agent: {exc})"
                 if why is not None and not stop.is_set():
-                    keeper.lost = lost_record(keeper, why, time.time())
+                    keeper.lost = lost_record(keeper, why, wallclock.time_s())
                     log(f"warning: server {keeper.server}: {keeper.lost['why']}")
 
     thread = threading.Thread(target=loop, name="keepers", daemon=True)

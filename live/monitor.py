@@ -2,7 +2,8 @@
 real time, about a millisecond of CPU) writes `monitor.jsonl`: the host's busy cores, CPU pressure (PSI
 `some` totals, of the system and of the run's own cgroup), the share of time a virtual machine's hypervisor
 stole from its CPUs, the real length of each sampling interval (one far over a second: the whole host stalled,
-the sampler with it), and per process of the run its CPU and run-queue
+the sampler with it), how far the machine's wall clock was stepped against the run's (topologies/wallclock.py:
+a paused virtual machine whose clock is set forward on resume, or NTP; the run's clock ignores it), and per process of the run its CPU and run-queue
 delay (schedstat, summed over its threads: /proc/PID/schedstat is the leader thread's alone). A worker's
 inference threads (named `ort-...`, workers/runtime.py) are measured apart from its other threads, as the
 entry `<name> inference (PID)` of the group `real inference`: the run-queue delay of real inference is theirs
@@ -35,6 +36,7 @@ import numpy as np
 from live.sendlag import OpensTail, StreamSchedule
 from testbed.agent import AgentClient, AgentError
 from testbed.multihost import RemoteProc
+from topologies import wallclock
 from topologies.timescale import TimeScale
 from workers.runtime import INFERENCE_THREAD_PREFIX
 from workload.trace import Trace
@@ -128,6 +130,8 @@ class _State:
     procs: dict[str, tuple[str, int, int]]
     """name (pid) -> (group, run ns, wait ns)."""
     cpus: int = os.cpu_count() or 1
+    wall_step_ns: int = 0
+    """How far the machine's wall clock is ahead of the run's (topologies/wallclock.py)."""
 
 
 class Monitor:
@@ -168,7 +172,7 @@ class Monitor:
 
     def now_ms(self) -> float:
         """Virtual ms since t0."""
-        return (self.scale.virtual_s(time.time()) - self.t0_s) * 1000.0
+        return (self.scale.virtual_s(wallclock.time_s()) - self.t0_s) * 1000.0
 
     def run_lost(self) -> dict | None:
         """Returns why the run is clearly lost, or None: a server's cores no longer held (its keeper gone: from
@@ -195,7 +199,8 @@ class Monitor:
                 procs[f"{name} inference ({pid})"] = (REAL_INFERENCE, *threads_schedstat(pid, inference))
             procs[f"{name} ({pid})"] = (group, *threads_schedstat(pid, [t for t in tids if t not in inference]))
         return _State(time.monotonic(), busy_jiffies(), pressure_some_us(Path("/proc/pressure/cpu")),
-                      None if self.pressure is None else pressure_some_us(self.pressure / "cpu.pressure"), procs)
+                      None if self.pressure is None else pressure_some_us(self.pressure / "cpu.pressure"), procs,
+                      wall_step_ns=wallclock.step_ns())
 
     def _read_servers(self) -> dict[str, _State]:
         out = {}
@@ -241,6 +246,7 @@ def sample(prev: _State, cur: _State, t_ms: float, k: float) -> dict:
     return {
         "t_ms": round(t_ms, 1),
         "real_s": round(dt_s, 3),
+        "wall_step_ms": round((cur.wall_step_ns - prev.wall_step_ns) / 1e6, 1),
         "host_cores": round(busy / total * cur.cpus, 3),
         "host_steal_pct": round(100 * stolen / total, 2),
         "cpus": cur.cpus,

@@ -50,7 +50,7 @@ from testbed.network import EmulatedNetwork, check_mtu
 from testbed.plan import build_plan
 from testbed.portcounters import PORT_COUNTERS_FILE, counters_line
 from testbed.switches import ensure_ovs
-from topologies import load_topology
+from topologies import load_topology, wallclock
 from topologies.events import load_events
 from workload.trace import write_trace
 
@@ -61,7 +61,8 @@ class LiveRun:
     """One run in progress: its processes, files and events (`run_live` drives it)."""
 
     def __init__(self, spec: RunSpec, log: Callable[[str], None]) -> None:
-        self.spec = spec = replace(spec, tdf_anchor_s=round(time.time(), 6))  # the time scale's anchor: now
+        wallclock.export_base()  # every process of the run here reads one wall clock, deaf to its steps
+        self.spec = spec = replace(spec, tdf_anchor_s=round(wallclock.time_s(), 6))  # the time scale's anchor: now
         self.clock = DilatedClock(spec.time_scale)
         self.log = log
         self.topo = load_topology(spec.topo)

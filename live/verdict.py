@@ -58,9 +58,12 @@ class Thresholds:
     run_pressure_pct: float = 20.0
     host_steal_pct: float = 10.0
     host_stall_s: float = 3.0
+    wall_step_ms: float = 100.0
     """Diagnostics (not hard): the host's busy share of its cores, the run's CPU pressure, the largest share of a
     sampling interval the hypervisor stole, the longest sampling interval (real s; the sampler wakes every
-    second, so a longer one says the whole host stalled): they name a cause outside the run."""
+    second, so a longer one says the whole host stalled), the largest step of the machine's wall clock in one
+    interval (real ms; a virtual machine paused and its clock set forward: the run's clock does not follow it,
+    topologies/wallclock.py): they name a cause outside the run."""
 
 
 THRESHOLDS = Thresholds()
@@ -261,6 +264,9 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     if diag.get("sample_interval_max_s") is not None:
         figures.append(Figure("host stall", "longest sampling interval", diag["sample_interval_max_s"],
                               limits.host_stall_s, "real s", hard=False))
+    if diag.get("wall_step_ms_max") is not None:
+        figures.append(Figure("wall clock stepped", "largest step in one interval", diag["wall_step_ms_max"],
+                              limits.wall_step_ms, "real ms", hard=False))
     return verdict([f for f in figures if f is not None], k, stopped_early, diag)
 
 
@@ -314,6 +320,8 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
     does not hold on a quiet machine is due to."""
     if intervals := [s["real_s"] for s in samples if s.get("real_s") is not None]:
         out["sample_interval_max_s"] = round(float(max(intervals)), 3)
+    if steps := [abs(s["wall_step_ms"]) for s in samples if s.get("wall_step_ms") is not None]:
+        out["wall_step_ms_max"] = round(float(max(steps)), 1)
     for key in ("host_some_pct", "run_some_pct", "host_steal_pct"):
         x = np.array([s[key] for s in samples if s.get(key) is not None])
         if x.size:

@@ -4,9 +4,10 @@ The driver starts `python -m testbed.agent` on the server through `ssh -T` once 
 with it: one request, one answer, in order. A request is {"op": ..., ...}; an answer {"ok": true, ...} or
 {"ok": false, "error": "..."}. Ops: `run` (argv, input, timeout_s → rc, stdout, stderr), `spawn` (a detached
 process with its log, env, cwd and network namespace → pid and start ticks), `poll`, `kill` (by pid and start
-ticks), `read` and `write` (files), `remove` (a run's recorded entries made here), `which` (programs on PATH), `clock` (the server's time.time()),
-`join` (groups for the agent itself and its ssh session). A spawned process may join cgroups before it execs
-(`Server.cgroups`: a live run's `-rest` cpuset there), and an agent started for such a server joins them itself.
+ticks), `read` and `write` (files), `remove` (a run's recorded entries made here), `which` (programs on PATH),
+`clock` (the server's run wall clock, topologies/wallclock.py), `join` (groups for the agent itself and its ssh
+session). A spawned process may join cgroups before it execs (`Server.cgroups`: a live run's `-rest` cpuset
+there), and an agent started for such a server joins them itself.
 `AgentClient` is the driver's end; every error it raises names the server.
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 
 from testbed import sh
 from testbed.errors import NetworkError
+from topologies import wallclock
 
 REPO = Path(__file__).resolve().parents[1]
 REPLY_MARGIN_S = 10.0
@@ -249,7 +251,7 @@ class Agent:
         return {"paths": {n: shutil.which(n) for n in names}}
 
     def op_clock(self) -> dict[str, Any]:
-        return {"time": time.time()}
+        return {"time": wallclock.time_s()}
 
     def reap(self) -> None:
         for proc in self.children.values():

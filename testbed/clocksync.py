@@ -1,16 +1,17 @@
 """How far a server's clock is from the driver's: probes through the server's agent, each the driver's send
-time t1, the server's time.time() t2 and the driver's receive time t4; the probe of least round trip gives
-offset = t2 - (t1 + t4) / 2, within +- its RTT/2. Where the server runs chrony, its own offset from its time
-source is read beside (`chronyc -c tracking`). One-way delays across servers are never taken from two clocks.
+time t1, the server's time t2 and the driver's receive time t4 (all on the run's wall clock, topologies/wallclock.py);
+the probe of least round trip gives offset = t2 - (t1 + t4) / 2, within +- its RTT/2. Where the server runs chrony,
+its own offset from its time source is read beside (`chronyc -c tracking`). One-way delays across servers are
+never taken from two clocks.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from testbed.agent import AgentClient
+from topologies import wallclock
 
 PROBES = 50
 
@@ -63,8 +64,8 @@ def measure(client: AgentClient, count: int = PROBES) -> ClockOffset:
     """Returns the server's clock offset from the driver's, measured with `count` probes."""
     probes = []
     for _ in range(count):
-        sent = time.time()
+        sent = wallclock.time_s()
         server = client.clock()
-        probes.append(ClockProbe(sent, server, time.time()))
+        probes.append(ClockProbe(sent, server, wallclock.time_s()))
     offset_ms, bound_ms = offset_from_probes(probes)
     return ClockOffset(client.server.name, offset_ms, bound_ms, count, chrony_offset_ms(client))

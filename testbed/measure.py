@@ -33,7 +33,7 @@ from pathlib import Path
 from testbed.errors import MeasurementError
 from testbed.nsutil import socket_in
 from testbed.plan import HostPlan, LinkPlan, NetworkPlan
-from topologies import LinkShape, PathMetrics
+from topologies import LinkShape, PathMetrics, wallclock
 
 SO_TIMESTAMPNS = 35
 _PROBE = struct.Struct("!IHIQ")  # magic, stream, sequence number (warm-up: high bit), send time ns
@@ -198,7 +198,7 @@ def _open_stream(plan: NetworkPlan, link: LinkPlan | None, pair: tuple[HostPlan,
 
 def _send(s: _Stream, k: int, seq: int) -> None:
     with contextlib.suppress(OSError):  # a probe that cannot be sent counts as lost, which it is
-        s.tx.send(_PROBE.pack(_MAGIC, k, seq, time.time_ns()))
+        s.tx.send(_PROBE.pack(_MAGIC, k, seq, wallclock.time_ns()))
 
 
 def _drain(streams: list[_Stream], k: int) -> None:
@@ -208,11 +208,11 @@ def _drain(streams: list[_Stream], k: int) -> None:
             data, anc, _, _ = s.rx.recvmsg(64, 64)
         except BlockingIOError:
             return
-        rx_ns = time.time_ns()
+        rx_ns = wallclock.time_ns()
         for level, kind, raw in anc:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 sec, nsec = struct.unpack("qq", raw[:16])
-                rx_ns = sec * 1_000_000_000 + nsec
+                rx_ns = wallclock.from_system_ns(sec * 1_000_000_000 + nsec)
         if len(data) != _PROBE.size:
             continue
         magic, stream, seq, tx_ns = _PROBE.unpack(data)
@@ -249,13 +249,13 @@ def _run(streams: list[_Stream], probes: ProbePlan, max_delay_ms: float) -> None
         return  # a server of a placed run with no link and no pair of hosts on one switch
     by_fd = {s.rx.fileno(): k for k, s in enumerate(streams)}
     _warm_up(streams, by_fd, probes.warmup_wait_s + 2 * max_delay_ms / 1000)
-    start = time.time_ns() + 10_000_000
+    start = wallclock.time_ns() + 10_000_000
     heap = [(start + k * 97_000, k, 0) for k in range(len(streams))]  # staggered, so sends spread out
     heapq.heapify(heap)
     last_send = max(start + s.count * s.interval_ns for s in streams)
     deadline = last_send + int((2 * max_delay_ms + 500) * 1e6)
     while True:
-        now = time.time_ns()
+        now = wallclock.time_ns()
         while heap and heap[0][0] <= now:
             _, k, seq = heapq.heappop(heap)
             s = streams[k]
@@ -266,7 +266,7 @@ def _run(streams: list[_Stream], probes: ProbePlan, max_delay_ms: float) -> None
         if done or now > deadline:
             return
         wake = heap[0][0] if heap else deadline
-        readable, _, _ = select.select(list(by_fd), [], [], max(0.0, (wake - time.time_ns()) / 1e9))
+        readable, _, _ = select.select(list(by_fd), [], [], max(0.0, (wake - wallclock.time_ns()) / 1e9))
         for fd in readable:
             _drain(streams, by_fd[fd])
 

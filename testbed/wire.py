@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from topologies import LinkShape
+from topologies import LinkShape, wallclock
 from topologies.timescale import dilated_shape
 
 ETH_P_ALL = 0x0003
@@ -110,7 +110,8 @@ class DirectionStats:
 
 
 class _Direction:
-    """Frames travelling one way on one wire, with their due times in CLOCK_REALTIME nanoseconds."""
+    """Frames travelling one way on one wire, with their due times in epoch nanoseconds on the run's wall clock
+    (topologies/wallclock.py; the kernel's receive stamps are brought onto it)."""
 
     def __init__(self, spec: WireSpec, rx: socket.socket, tx: socket.socket, label: str,
                  rng: np.random.Generator) -> None:
@@ -152,11 +153,11 @@ class _Direction:
                 frame, anc, _flags, _addr = self.rx.recvmsg(MAX_FRAME_BYTES, 64)
             except BlockingIOError:
                 return
-            rx_ns = time.time_ns()
+            rx_ns = wallclock.time_ns()
             for level, kind, data in anc:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     sec, nsec = struct.unpack("qq", data[:16])
-                    rx_ns = sec * 1_000_000_000 + nsec
+                    rx_ns = wallclock.from_system_ns(sec * 1_000_000_000 + nsec)
             self.stats.frames_in += 1
             u, n = self._draw()
             if u < self.loss:
@@ -248,13 +249,13 @@ def serve(specs: list[WireSpec], stats_path: Path | None,
     ready()
     try:
         while True:
-            now = time.time_ns()
+            now = wallclock.time_ns()
             next_due = None
             for d in directions:
                 due = d.send_due(now)
                 if due is not None and (next_due is None or due < next_due):
                     next_due = due
-            timeout = None if next_due is None else max(0.0, (next_due - EARLY_NS - time.time_ns()) / 1e9)
+            timeout = None if next_due is None else max(0.0, (next_due - EARLY_NS - wallclock.time_ns()) / 1e9)
             readable, _, _ = select.select(fds, [], [], timeout)
             for fd in readable:
                 if fd == wake:

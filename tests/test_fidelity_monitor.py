@@ -186,7 +186,8 @@ def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Pat
                           "source ant1 (8)": {"group": "sources", "cores": 0.1, "run_ms": 100.0, "wait_ms": 100.0}}}
 
     samples = [one(500.0, 100.0, 1.0), one(1500.0, 100.0, 0.0), one(2500.0, 90.0, 10.0), one(3500.0, 0.0, 0.0)]
-    samples[2] |= {"real_s": 5.5, "host_steal_pct": 60.0}  # the host stood still 4.5 s, the hypervisor's doing
+    # the host stood still 4.5 s, the hypervisor's doing; a paused VM's wall clock was then set 5.8 s forward
+    samples[2] |= {"real_s": 5.5, "host_steal_pct": 60.0, "wall_step_ms": 5800.0}
     (tmp_path / "monitor.jsonl").write_text("".join(json.dumps(x) + "\n" for x in samples))
     fid = judge(tmp_path)
     wait = next(f for f in fid["figures"] if f["invariant"] == "run-queue delay of real inference")
@@ -196,6 +197,7 @@ def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Pat
     assert fid["diagnostics"]["outside_cores_mean"] == pytest.approx(0.8)
     warned = {w["invariant"]: w["value"] for w in fid["warnings"]}
     assert warned["host stall"] == 5.5 and warned["CPU stolen by the hypervisor"] == 60.0
+    assert warned["wall clock stepped"] == 5800.0
 
 
 def test_real_inference_is_judged_on_its_worst_server() -> None:

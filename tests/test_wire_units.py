@@ -24,7 +24,8 @@ def test_frames_of_one_burst_share_a_jitter_draw_and_bursts_draw_anew(monkeypatc
     # Socket pairs carry no kernel receive stamps, so the wire reads the clock as it drains them: a clock
     # that moves 1 us per read keeps a preempted test process from splitting one burst in two.
     fake_ns = iter(range(10**12, 2 * 10**12, 1_000))
-    monkeypatch.setattr("testbed.wire.time", types.SimpleNamespace(time_ns=lambda: next(fake_ns)))
+    monkeypatch.setattr("testbed.wire.wallclock", types.SimpleNamespace(time_ns=lambda: next(fake_ns),
+                                                                        from_system_ns=lambda ns: ns))
     d, sender = _direction(delay_ms=10.0, delay_dev_ms=5.0, bw_mbps=1000.0)
     offsets = []
     for _burst in range(4):

@@ -25,6 +25,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from scheduler.profiles import RuntimeProfile
+from topologies import wallclock
 from topologies.timescale import TimeScale
 
 from .modelconfig import ModelConfig
@@ -39,7 +40,7 @@ T = TypeVar("T")
 def now_ms(scale: TimeScale = UNDILATED) -> float:
     """Returns the epoch time in ms on the run's time scale (wall-clock without dilation; the live run's logs
     compare these across hosts, which share the scale)."""
-    return scale.virtual_s(time.time()) * 1000.0
+    return scale.virtual_s(wallclock.time_s()) * 1000.0
 
 
 @dataclass(eq=False)
