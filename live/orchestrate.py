@@ -48,7 +48,7 @@ from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.network import EmulatedNetwork, check_mtu
 from testbed.plan import build_plan
-from testbed.portcounters import PORT_COUNTERS_FILE, counters_line
+from testbed.portcounters import counters_line
 from testbed.switches import ensure_ovs
 from topologies import load_topology, wallclock
 from topologies.events import load_events
@@ -305,7 +305,7 @@ class LiveRun:
         scale = self.clock.scale
         give_up = scale.real_s(self.t0_s + self.duration_s + self.spec.timeout_s) + 30.0
         next_sample = 0.0
-        with (self.dir.root / PORT_COUNTERS_FILE).open("w") as ports:  # not the controller's port_stats.jsonl
+        with self.dir.port_counters.open("w") as ports:  # not the controller's port_stats.jsonl
             while any(s.running() for s in self.sources):
                 real, now = time.time(), self.clock.now_s()
                 while faults and now >= self.t0_s + faults[0].at_s:

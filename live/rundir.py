@@ -68,8 +68,10 @@ class RunDir:
         return self.root / "events.jsonl"
 
     @property
-    def port_stats(self) -> Path:
-        return self.root / "port_stats.jsonl"
+    def port_counters(self) -> Path:
+        """Every switch port's kernel counters on every server, each virtual second (testbed/portcounters.py; the
+        controller's OpenFlow statistics are `port_stats.jsonl` beside it)."""
+        return self.root / "port_counters.jsonl"
 
     @property
     def cpu(self) -> Path:

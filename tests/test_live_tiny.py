@@ -252,6 +252,7 @@ def test_run_dir_holds_the_documented_files(live) -> None:
         "events.jsonl",
         "link_measurements.json",
         "port_stats.jsonl",
+        "port_counters.jsonl",
         "workers.json",
         "trace.csv",
         "cpu.json",
