@@ -46,6 +46,7 @@ from scheduler.core import POLICY_NAMES
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
+from testbed.interrupts import sigint_default_in_children
 from testbed.network import EmulatedNetwork, check_mtu
 from testbed.plan import build_plan
 from testbed.portcounters import counters_line
@@ -399,6 +400,7 @@ class LiveRun:
         stop_groups((self.sources, list(self.schedulers.values()), self.workers))
 
 
+@sigint_default_in_children()  # started with SIGINT ignored (nohup, `cmd &`), it still ignores it; its processes not
 def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
     """Runs the testbed live once (one at a time: LiveRunBusy) and returns its result; files land in the run dir."""
     if spec.tdf is None:  # --tdf auto: pilot runs choose K first

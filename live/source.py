@@ -4,6 +4,8 @@ size, at each stream's frame rate, to the antenna's scheduler, and logs one reco
 Runs inside the antenna's sources host (`python -m live.source --spec RUN_DIR/spec.json --antenna NAME`),
 one asyncio loop and one aiohttp session per process. Query k of a stream is sent at start_s + k/fps (times since the run's t0).
 Times are the run clock's: virtual under time dilation (the frames leave K times further apart in real time).
+One dispatcher sends every stream's queries in (due time, trace row) order: frames due at one instant leave in
+trace-row order at every K (one timer per stream would send them in whichever order their timers fired).
 A stream's first query waits for the scheduler's answer to opening the stream (a round trip over the radio):
 each opening is logged beside the records (`opens_path`, as the run goes), so that the fidelity verdict and the
 monitor's early stop measure a query's send lag from when it could leave, not from a schedule the emulated system
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import io
 import json
 import math
@@ -36,7 +39,7 @@ from workload.trace import Trace, read_trace
 FLUSH_S = 0.5
 """Records are written (and flushed) at least this often (real seconds)."""
 STOP_CHECK_S = 0.25
-"""A stream waiting for its next query notices a stop request within this time (real seconds)."""
+"""The dispatcher waiting for the next query notices a stop request within this time (real seconds)."""
 
 _COM_MAX = 65535 - 2
 
@@ -119,6 +122,33 @@ class Records:
             self._clear()
 
 
+@dataclass(eq=False)
+class _Stream:
+    """One stream while the source replays it: its schedule, its next query, its binding and its answers due."""
+
+    row: int
+    """Its row in the trace."""
+    start_s: float
+    fps: float
+    queries: int
+    frame_bytes: int
+    k: int = 0
+    """Its next query (the one the dispatcher holds it for)."""
+    binding: dict = field(default_factory=dict)
+    """The scheduler's answer to its latest opening (empty: open the stream before the next query)."""
+    ready_ms: float = 0.0
+    """When its latest opening was answered, counted from that query's due time: queries due before leave at once."""
+    tasks: set[asyncio.Task] = field(default_factory=set)
+    """Its queries in flight."""
+    opening: asyncio.Task | None = None
+    closing: asyncio.Task | None = None
+
+    @property
+    def due_s(self) -> float:
+        """Returns when query k is due (seconds after t0)."""
+        return self.start_s + self.k / self.fps
+
+
 class Source:
     """Replays the streams of one antenna against its scheduler."""
 
@@ -150,11 +180,17 @@ class Source:
         """How late each frame left against when it could leave (its schedule, or its stream's opening answered),
         virtual ms: the source fell behind, the testbed overloaded."""
         self.opens: list[tuple[int, int, float, float]] = []
-        """(stream id, query, t_open_ms, t_bound_ms) of every opening the stream's loop waited for."""
+        """(stream id, query, t_open_ms, t_bound_ms) of every opening a stream's queries waited for."""
         self.opens_file = opens_file
         self.opens_written = 0
         """How many of `opens` the openings log has."""
         self.stopping = asyncio.Event()
+        self.due: list[tuple[float, int]] = []
+        """(due time, trace row) of every stream's next query: the dispatcher's heap, one entry per stream."""
+        self.closings: list[asyncio.Task] = []
+        self.error: Exception | None = None
+        """What an opening raised that is not the scheduler failing to answer: it ends the source."""
+        self._waking: asyncio.Future | None = None
 
     def now_ms(self) -> float:
         return (self.clock.now_s() - self.t0_s) * 1000.0
@@ -164,7 +200,8 @@ class Source:
         self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
         flusher = asyncio.create_task(self._flush_loop())
         try:
-            await asyncio.gather(*(self._stream(i) for i in range(len(self.trace))))
+            await self._dispatch()
+            await asyncio.gather(*self.closings)
             if self.in_flight:
                 await asyncio.wait(self.in_flight)
         finally:
@@ -184,15 +221,6 @@ class Source:
         while True:
             await asyncio.sleep(FLUSH_S)
             self._flush()
-
-    async def _sleep_until(self, t_s: float) -> None:
-        """Sleeps until t_s after t0, or until the source is told to stop."""
-        # plain sleeps in short slices: cheaper per query than waiting on the stop event with a timeout
-        while not self.stopping.is_set():
-            delay = self.clock.real_until_s(self.t0_s + t_s)
-            if delay <= 0:
-                return
-            await asyncio.sleep(min(delay, STOP_CHECK_S))
 
     def _row(self, i: int, k: int) -> dict:
         tr = self.trace
@@ -220,56 +248,106 @@ class Source:
                 raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
             return await r.json()
 
-    async def _stream(self, i: int) -> None:
+    async def _dispatch(self) -> None:
+        """Takes every stream's queries at their due times, in (due time, trace row) order, until the last is taken
+        or the source is told to stop (queries not taken by then are never sent, nor recorded); then every stream
+        closes once its answers are in."""
         tr = self.trace
-        start, fps = float(tr.start_s[i]), float(tr.fps[i])
-        end = min(float(tr.end_s[i]), self.duration_s)
-        n = max(0, math.ceil((end - start) * fps - 1e-9))
-        if n == 0:
-            return
-        await self._sleep_until(start)
-        binding: dict = {}  # empty: (re)open the stream before the next query
-        mine: set[asyncio.Task] = set()
-        frame = self.sizer.frame(int(tr.frame_bytes[i]))
-        ready_ms = 0.0  # when the last opening was answered, counted from its due time: queries due before leave at once
-        for k in range(n):
-            await self._sleep_until(start + k / fps)
-            if self.stopping.is_set():  # told to stop: queries not sent yet are never sent, nor recorded
-                break
-            if not binding:
-                t_open = self.now_ms()
-                try:
-                    binding.update(await self._open(i))
-                    t_bound = self.now_ms()
-                    ready_ms = (start + k / fps) * 1000.0 + (t_bound - t_open)  # a late wake-up stays late
-                    self.opens.append((int(tr.stream_id[i]), k, t_open, t_bound))
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    self.records.add(
-                        **self._row(i, k),
-                        t_send_ms=self.now_ms(),
-                        outcome="rejected",
-                        reason="scheduler-down",
-                    )
-                    continue
-            if "rejected" in binding:  # rejected at binding: queries recorded, not sent (as simulated)
-                self.records.add(
-                    **self._row(i, k),
-                    t_send_ms=(start + k / fps) * 1000.0,
-                    outcome="rejected",
-                    reason=str(binding["rejected"]),
-                )
+        streams = []
+        for i in range(len(tr)):
+            start, fps = float(tr.start_s[i]), float(tr.fps[i])
+            n = max(0, math.ceil((min(float(tr.end_s[i]), self.duration_s) - start) * fps - 1e-9))
+            if n > 0:
+                streams.append(_Stream(i, start, fps, n, int(tr.frame_bytes[i])))
+        by_row = {s.row: s for s in streams}
+        self.due = [(s.due_s, s.row) for s in streams]
+        heapq.heapify(self.due)
+        while not self.stopping.is_set() and (self.due or any(s.opening is not None for s in streams)):
+            if self.error is not None:
+                raise self.error
+            delay = self.clock.real_until_s(self.t0_s + self.due[0][0]) if self.due else STOP_CHECK_S
+            if delay > 0:
+                await self._nap(min(delay, STOP_CHECK_S))
                 continue
-            self.lag_ms.append(self.now_ms() - max((start + k / fps) * 1000.0, ready_ms))
+            self._take(by_row[heapq.heappop(self.due)[1]])
+        for s in streams:
+            self._finish(s)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleeps `seconds` (real), or less if an opening is answered meanwhile (`_wake`: its query is due)."""
+        loop = asyncio.get_running_loop()
+        self._waking = loop.create_future()
+        timer = loop.call_later(seconds, self._wake)
+        try:
+            await self._waking
+        finally:
+            timer.cancel()
+
+    def _wake(self) -> None:
+        if self._waking is not None and not self._waking.done():
+            self._waking.set_result(None)
+
+    def _take(self, s: _Stream) -> None:
+        """Takes query k of stream s, due now: opens the stream first (the query is taken again once the opening
+        is answered), records it unsent if the opening was rejected, or sends it."""
+        if not s.binding:
+            s.opening = asyncio.create_task(self._opening(s))
+            return
+        due_ms = s.due_s * 1000.0
+        if "rejected" in s.binding:  # rejected at binding: queries recorded, not sent (as simulated)
+            self.records.add(**self._row(s.row, s.k), t_send_ms=due_ms, outcome="rejected",
+                             reason=str(s.binding["rejected"]))
+        else:
+            self.lag_ms.append(self.now_ms() - max(due_ms, s.ready_ms))
+            frame = self.sizer.frame(s.frame_bytes)
             bad = self.corrupt_every > 0 and (self.frames_sent + 1) % self.corrupt_every == 0
-            task = asyncio.create_task(self._query(i, k, corrupt(frame) if bad else frame, binding))
-            self.in_flight.add(task)
-            task.add_done_callback(self.in_flight.discard)
-            mine.add(task)
-            task.add_done_callback(mine.discard)
+            task = asyncio.create_task(self._query(s.row, s.k, corrupt(frame) if bad else frame, s.binding))
+            for tasks in (self.in_flight, s.tasks):
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
             self.frames_sent += 1
-        if mine:  # close only once its last answer is in, or the scheduler would refuse that query
-            await asyncio.wait(mine)
-        await self._close(i)
+        self._advance(s)
+
+    def _advance(self, s: _Stream) -> None:
+        """Moves stream s on to its next query (due in the heap), or closes it after its last."""
+        s.k += 1
+        if s.k < s.queries:
+            heapq.heappush(self.due, (s.due_s, s.row))
+        else:
+            self._finish(s)
+
+    async def _opening(self, s: _Stream) -> None:
+        """Opens stream s for its query k (a round trip over the radio): the query is then due again; if the
+        scheduler does not answer, the query is recorded as rejected and the stream's next one opens again."""
+        t_open = self.now_ms()
+        try:
+            s.binding.update(await self._open(s.row))
+            t_bound = self.now_ms()
+            s.ready_ms = s.due_s * 1000.0 + (t_bound - t_open)  # a late wake-up stays late
+            self.opens.append((int(self.trace.stream_id[s.row]), s.k, t_open, t_bound))
+            heapq.heappush(self.due, (s.due_s, s.row))
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            self.records.add(**self._row(s.row, s.k), t_send_ms=self.now_ms(), outcome="rejected",
+                             reason="scheduler-down")
+            self._advance(s)
+        except Exception as exc:  # as it ended the stream's own loop, it ends the source
+            self.error = exc
+        finally:
+            s.opening = None
+            self._wake()
+
+    def _finish(self, s: _Stream) -> None:
+        """Closes stream s (once) when its opening and its queries in flight are answered."""
+        if s.closing is None:
+            s.closing = asyncio.create_task(self._closing(s))
+            self.closings.append(s.closing)
+
+    async def _closing(self, s: _Stream) -> None:
+        if s.opening is not None:
+            await asyncio.wait([s.opening])
+        if s.tasks:  # close only once its last answer is in, or the scheduler would refuse that query
+            await asyncio.wait(s.tasks)
+        await self._close(s.row)
 
     async def _close(self, i: int) -> None:
         try:

@@ -8,7 +8,9 @@ plan as a Mininet `Topo`, which `net.TestbedNet` (Mininet) builds from the recor
 topology's spanning tree; `controller` (os-ken apps) forwards; `measure` checks links and switch hops;
 `bringup` starts the controller or waits for the spanning tree; `capture` writes pcaps and `pcaptime` rewrites a dilated run's to virtual time; `cpuset` gives real inference
 a core of its own; `record`, `deathwatch`, `clean` and `leftovers` make sure nothing outlives a run;
-`cli` gives the `net` and `clean` commands, `mncli` Mininet's CLI. Other servers of a multi-host run:
+`interrupts` turns SIGTERM and a dying helper into KeyboardInterrupt in the main thread and gives the processes a
+run starts SIGINT's default even when the run ignores it; `cli` gives the `net` and `clean` commands, `mncli`
+Mininet's CLI. Other servers of a multi-host run:
 `agent` (one ssh channel per server), `serverchecks` (their preflight), `clocksync`, `crossserver` (the
 arithmetic of links between servers), `remote` (Mininet's Cluster Edition nodes over the agent's ssh).
 """
