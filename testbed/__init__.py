@@ -6,7 +6,8 @@ plan as a Mininet `Topo`, which `net.TestbedNet` (Mininet) builds from the recor
 (hosts, switches, controller) and `links` (veths, wires, shaped interfaces); `shaping` (netem, TBF) and
 `wire` (userspace delay, jitter, loss) shape links with `topologies.LinkShape`; `stp` works out a cyclic
 topology's spanning tree; `controller` (os-ken apps) forwards; `measure` checks links and switch hops;
-`bringup` starts the controller or waits for the spanning tree; `capture` writes pcaps and `pcaptime` rewrites a dilated run's to virtual time; `cpuset` gives real inference
+`portcounters` samples every switch port's counters on every server; `bringup` starts the controller or waits for
+the spanning tree; `capture` writes pcaps and `pcaptime` rewrites a dilated run's to virtual time; `cpuset` gives real inference
 a core of its own; `record`, `deathwatch`, `clean` and `leftovers` make sure nothing outlives a run;
 `interrupts` turns SIGTERM and a dying helper into KeyboardInterrupt in the main thread and gives the processes a
 run starts SIGINT's default even when the run ignores it; `cli` gives the `net` and `clean` commands, `mncli`

@@ -41,8 +41,8 @@ run on one server it is a one-sided bound: that run also carries the host's undi
 userspace switches, timer wake-ups: ~3.9 ms per cloud query on the 2-core machine, ~1.3 at K 3)."""
 # A and B bind to the antenna's own cluster; C needs yolov3's accuracy (0.553) and its budget takes the cloud's
 # delay: its queries cross dc1-cloud, the link between the servers. C's frames never leave at the instant of A's or
-# B's: frames due at one instant leave in an order the source's timers break arbitrarily (at K 1 C came last on
-# every tie, at K 3 in any place), and a frame behind 75 kB on the radio is ~5 ms later.
+# B's: frames due at one instant leave in trace order (C after A and B at every K), and a frame behind 75 kB on the
+# radio is ~5 ms later.
 TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task
 1,ant1,0.0,8,ar-vr,10,30000,300,0.2,object-detection
 2,ant1,0.3,8,video-surveillance,5,45000,400,0.2,object-detection
