@@ -45,6 +45,8 @@ def apply_link_event(net: EmulatedNetwork, event: LinkEvent) -> dict:
     done: dict = {"link": event.link}
     if event.changes:
         shape = event.shape_after(link.shape)
+        if isinstance(link, WireLink):
+            link.wire_shape(shape)  # a shape the wire cannot take (a crossing link below its underlay) changes nothing
         for intf in (link.intf1, link.intf2):
             if isinstance(intf, ShapedIntf) and intf.shape is not None:
                 intf.config(ctx=intf.ctx, shape=shape)  # TBF (and netem with that backend) replaced
@@ -54,8 +56,8 @@ def apply_link_event(net: EmulatedNetwork, event: LinkEvent) -> dict:
         done.update(event.changes)
     if event.state:
         for intf in (link.intf1, link.intf2):
-            if isinstance(intf, ShapedIntf) and intf.netns is None:  # a switch port
-                sh.run(["ip", "link", "set", "dev", intf.name, event.state])
+            if isinstance(intf, ShapedIntf) and intf.netns is None:  # a switch port, here or on its server
+                sh.run(["ip", "link", "set", "dev", intf.name, event.state], server=intf.client)
         done["state"] = event.state
         if event.state != DOWN:
             problems = [p for p in net.mn.shaping_problems() if p.startswith(f"{event.link} ")]
@@ -98,11 +100,14 @@ class EventPlayer(threading.Thread):
 
 
 def link_states(net: EmulatedNetwork, name: str) -> list[str]:
-    """Returns the operational state (`UP`, `DOWN`, `LOWERLAYERDOWN`) of each end of a link, as the kernel
-    reports it."""
+    """Returns the operational state (`UP`, `DOWN`, `LOWERLAYERDOWN`) of each end of a link, as the kernel of its
+    server reports it."""
+    from testbed.context import client_of  # with Mininet, as the links
+
     link = _link(net, name)
     states = []
     for intf in (link.intf1, link.intf2):
-        out = sh.run(sh.in_netns(intf.netns, ["ip", "-o", "link", "show", "dev", intf.name])).stdout
+        out = sh.run(sh.in_netns(intf.netns, ["ip", "-o", "link", "show", "dev", intf.name]),
+                     server=client_of(intf.node)).stdout
         states.append(out.split(" state ", 1)[1].split()[0] if " state " in out else "UNKNOWN")
     return states

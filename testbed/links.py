@@ -23,6 +23,7 @@ from pathlib import Path
 from mininet.link import Link, TCIntf
 
 from testbed import sh, shaping
+from testbed.agent import AgentError
 from testbed.context import BuildContext, client_of, netns_of, server_of
 from testbed.errors import NetworkError
 from testbed.multihost import python_on, share_dir
@@ -36,6 +37,11 @@ checksums are left for an offload that never happens and frames exceed the MTU (
 WIRE_READY_S = 20.0
 WIRE_STOP_S = 5.0
 WIRE_RESHAPE_S = 5.0
+
+
+def _reshaped_lines(log: bytes) -> int:
+    """Returns how many times a wire's log says it reshaped (one `reshaped` line per SIGHUP it took)."""
+    return sum(line.strip() == b"reshaped" for line in log.splitlines())
 
 
 class ShapedIntf(TCIntf):
@@ -217,7 +223,7 @@ class WireLink(PlainLink):
         """Returns once the wire has said `ready` (on another server: in its log, read through the agent); raises
         NetworkError (with its log) if it does not."""
         assert self.proc is not None
-        log = self.files_dir / f"{self.helper_name}.log"
+        log = self.log_path
         if self.proc.stdout is None:  # spawned through a server's agent: its stdout is the log
             client = self.client
             assert client is not None
@@ -236,21 +242,66 @@ class WireLink(PlainLink):
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else "(no log)"
             raise NetworkError(f"{self.helper_name} did not start (exit {self.proc.poll()}); see {log}:\n{tail}")
 
+    @property
+    def log_path(self) -> Path:
+        """The wire's log (on another server: there, at this path); its stdout too on another server."""
+        return self.files_dir / f"{self.helper_name}.log"
+
     def reshape(self, shape: LinkShape) -> None:
         """Gives the running wire a new delay, jitter, loss and rate (its config rewritten, then SIGHUP) and
-        returns once it says `reshaped`; raises NetworkError if it does not within WIRE_RESHAPE_S."""
+        returns once it says `reshaped` (on another server: a new such line in its log there, read through the
+        agent); raises NetworkError naming the wire (its server and its log's tail) if it does not within
+        WIRE_RESHAPE_S."""
         assert self.proc is not None
-        if self.proc.stdout is None:
-            raise NetworkError(f"{self.helper_name}: reshaping a wire on another server is not built (network events "
-                               "need a single-server run)")
+        if self.proc.stdout is None:  # spawned through a server's agent
+            self._reshape_there(shape)
+            self.shape = shape
+            return
         self._write_config(shape)
         self.proc.send_signal(signal.SIGHUP)
         ready, _, _ = select.select([self.proc.stdout], [], [], WIRE_RESHAPE_S)
         line = self.proc.stdout.readline().decode().strip() if ready else ""
         if line != "reshaped":
             raise NetworkError(f"{self.helper_name} did not take its new shape (said {line!r}, "
-                               f"exit {self.proc.poll()}); see {self.ctx.run_dir / (self.helper_name + '.log')}")
+                               f"exit {self.proc.poll()}); see {self.log_path}")
         self.shape = shape
+
+    def _reshape_there(self, shape: LinkShape) -> None:
+        """Reshapes the wire on its server through the agent: config written there, SIGHUP sent by pid and start
+        ticks, its log polled until it holds one more `reshaped` line than before the signal."""
+        client, log = self.client, str(self.log_path)
+        assert client is not None and self.proc is not None
+        pid, ticks = self.proc.pid, getattr(self.proc, "start_ticks", None)
+        try:
+            said = _reshaped_lines(client.read_all(log))  # an earlier reshape's line does not answer this one
+            self._write_config(shape)
+            if ticks is None or not client.kill(pid, ticks, "SIGHUP"):
+                why = f"is not running (pid {pid} there)"
+            else:
+                why = self._await_reshaped(log, said)
+        except AgentError as exc:
+            why = f"could not be reached: {exc}"
+        if why is None:
+            return
+        try:
+            tail = "\n".join(client.read_all(log).decode(errors="replace").splitlines()[-15:])
+        except AgentError:
+            tail = "(its log could not be read)"
+        raise NetworkError(f"{self.helper_name} on server {server_of(self.owner)} did not take its new shape: it "
+                           f"{why}; see {log} there:\n{tail}")
+
+    def _await_reshaped(self, log: str, said: int) -> str | None:
+        """Returns None once the wire's log there has more than `said` `reshaped` lines, else why not (it exited,
+        or WIRE_RESHAPE_S passed)."""
+        assert self.client is not None and self.proc is not None
+        deadline = time.monotonic() + WIRE_RESHAPE_S
+        while _reshaped_lines(self.client.read_all(log)) <= said:
+            if self.proc.poll() is not None:
+                return f"exited with {self.proc.poll()}"
+            if time.monotonic() > deadline:
+                return f"did not say reshaped within {WIRE_RESHAPE_S:g} s"
+            time.sleep(0.05)
+        return None
 
     def wire_state(self) -> str:
         if self.proc is None:
@@ -302,6 +353,8 @@ class CrossServerLink(WireLink):
         self.vx_line_a = self.cross.lines[getattr(node1, "server_name", "local")]
         self.vx_line_b = self.cross.lines[getattr(node2, "server_name", "local")]
         self.vx_dev = self.vx_line_a.split()[2]
+        self.underlay_ms = shape.delay_ms - self.cross.wire_delay_ms
+        """The underlay's share of the link's one-way delay (virtual ms): what the wire never adds, at any shape."""
         WireLink.__init__(self, node1, node2, ctx, link_name, shape, index, **params)
         self.inner = (f"l{index}a", self.vx_dev)
 
@@ -324,8 +377,13 @@ class CrossServerLink(WireLink):
         self._inner_up(node1)
 
     def wire_shape(self, shape: LinkShape) -> LinkShape:
-        """The link's shape with the delay the wire adds: the link's less the underlay's one way."""
-        return dataclasses.replace(shape, delay_ms=self.cross.wire_delay_ms)
+        """The link's shape with the delay the wire adds: the link's less the underlay's one way (a network event's
+        new delay too); raises NetworkError for a delay shorter than the underlay's."""
+        delay_ms = round(shape.delay_ms - self.underlay_ms, 9)
+        if delay_ms < 0:
+            raise NetworkError(f"link {self.link_name}: {shape.delay_ms:g} ms is shorter than the underlay between "
+                               f"its servers ({self.underlay_ms:.3f} ms one way); keep its delay above that")
+        return dataclasses.replace(shape, delay_ms=delay_ms)
 
     def delete(self) -> None:
         if self.intf2 is not None:

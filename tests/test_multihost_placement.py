@@ -193,7 +193,7 @@ def test_under_time_dilation_the_wire_gets_the_dilated_link_less_the_underlay_ov
         "dc1-cloud": pytest.approx((0.4 - 0.3) / 4)}
 
 
-def test_the_live_runs_placement_comes_from_its_spec_and_refuses_events_across_servers():
+def test_the_live_runs_placement_comes_from_its_spec_with_or_without_events():
     from live.placed import placement_of
     from live.spec import RunSpec
 
@@ -208,9 +208,9 @@ def test_the_live_runs_placement_comes_from_its_spec_and_refuses_events_across_s
     with pytest.raises(ValueError, match=r"^--place: 'edge=b': no site 'edge'"):
         placement_of(RunSpec(topo="tiny", servers="local,b=root@h", place="edge=b"), sites)
     events = Path(__file__).resolve().parents[1] / "examples" / "network-events-tiny.yaml"
-    assert placement_of(RunSpec(topo="tiny", events=events), sites).is_local  # events on one machine: fine
-    with pytest.raises(ValueError, match="network events reshape links on this machine only"):
-        placement_of(RunSpec(topo="tiny", events=events, servers="local,b=root@h", place="cloud=b"), sites)
+    assert placement_of(RunSpec(topo="tiny", events=events), sites).is_local
+    across = placement_of(RunSpec(topo="tiny", events=events, servers="local,b=root@h", place="cloud=b"), sites)
+    assert across.site_server("cloud") == "b"  # events across servers: their wires reshaped through the agents
 
 
 def test_a_remote_workers_options_are_set_in_place_or_appended():
