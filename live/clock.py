@@ -109,10 +109,13 @@ REAL_CLOCK = RealClock()
 
 def time_dilation_record(scale: TimeScale, t0_virtual_s: float | None = None) -> dict:
     """Returns what a run records of its time scale (config.json, pcap/time.json): K and the anchor, and with
-    t0 the run's start both as its virtual epoch (the t0 file, records' origin) and as the real one."""
+    t0 the run's start both as its virtual epoch (the t0 file, records' origin) and as the real one, and how far
+    the machine's wall clock (tcpdump's stamps) was then ahead of the run's (`wall_step_s`, topologies/wallclock.py:
+    0 unless it was stepped since the run's processes took their base)."""
     out: dict = {"factor": scale.factor, "anchor_epoch_s": scale.anchor_s}
     if t0_virtual_s is not None:
-        out.update(t0_virtual_epoch_s=t0_virtual_s, t0_real_epoch_s=scale.real_s(t0_virtual_s))
+        out.update(t0_virtual_epoch_s=t0_virtual_s, t0_real_epoch_s=scale.real_s(t0_virtual_s),
+                   wall_step_s=round(wallclock.step_ns() / 1e9, 6))
     return out
 
 

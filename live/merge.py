@@ -8,12 +8,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from analysis.records import RECORD_NAMES, RecordWriter, read_records
 from live.rundir import RunDir
+from topologies import wallclock
 
 
 class RecordMerger:
@@ -62,7 +62,7 @@ class RecordMerger:
 class Events:
     """The run's event log (events.jsonl): what the orchestrator did and saw, with times since t0."""
 
-    def __init__(self, path: Path, log: Callable[[str], None], now_s: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, log: Callable[[str], None], now_s: Callable[[], float] = wallclock.time_s) -> None:
         self.path = path
         self.now_s = now_s
         """The run clock's epoch seconds (virtual under time dilation, as t0)."""

@@ -221,7 +221,7 @@ class Monitor:
                     if name in prev_servers:
                         theirs = sample(prev_servers[name], state, 0.0, self.scale.factor)
                         line["procs"].update({f"{k[:-1]}@{name})": v for k, v in theirs.pop("procs").items()})
-                        line["servers"][name] = {k: v for k, v in theirs.items() if k not in ("t_ms", "real_s")}
+                        line["servers"][name] = {k: v for k, v in theirs.items() if k not in ("t_ms", "real_s", "wall_step_ms")}
                 out.write(json.dumps(line) + "\n")
                 out.flush()
                 prev, prev_servers = cur, cur_servers

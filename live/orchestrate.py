@@ -308,7 +308,7 @@ class LiveRun:
         next_sample = 0.0
         with self.dir.port_counters.open("w") as ports:  # not the controller's port_stats.jsonl
             while any(s.running() for s in self.sources):
-                real, now = time.time(), self.clock.now_s()
+                real, now = wallclock.time_s(), self.clock.now_s()
                 while faults and now >= self.t0_s + faults[0].at_s:
                     self.apply_fault(net, faults.pop(0))
                 if real >= next_sample:
@@ -400,7 +400,7 @@ class LiveRun:
         stop_groups((self.sources, list(self.schedulers.values()), self.workers))
 
 
-@sigint_default_in_children()  # started with SIGINT ignored (nohup, `cmd &`), it still ignores it; its processes not
+@sigint_default_in_children()  # started with SIGINT ignored (`cmd &` from a script), it still ignores it; its processes not
 def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
     """Runs the testbed live once (one at a time: LiveRunBusy) and returns its result; files land in the run dir."""
     if spec.tdf is None:  # --tdf auto: pilot runs choose K first

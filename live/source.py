@@ -270,6 +270,8 @@ class Source:
                 await self._nap(min(delay, STOP_CHECK_S))
                 continue
             self._take(by_row[heapq.heappop(self.due)[1]])
+        if self.error is not None:  # the last opening failed unexpectedly after the last check
+            raise self.error
         for s in streams:
             self._finish(s)
 

@@ -37,7 +37,7 @@ _EXPORTS = {
     "Tolerance": "testbed.measure",
     "EmulatedNetwork": "testbed.network",
     "Host": "testbed.network",
-    "PortSample": "testbed.network",
+    "PortSample": "testbed.portcounters",
 }
 """Imported when first asked for: a live run's scheduler or source reads the plan's names without loading
 the network's machinery."""

@@ -264,6 +264,7 @@ def serve(inp: Any = None, out: Any = None) -> None:
         out = os.fdopen(os.dup(1), "w")
         os.dup2(2, 1)
     inp = inp or sys.stdin
+    wallclock.export_base()  # what it starts reads its clock: the one whose offset from the driver's is measured
     agent = Agent()
     ssh = os.environ.get("SSH_CONNECTION", "").split()  # client address, port, server address, port
     hello = {"ok": True, "hello": {"pid": os.getpid(), "uid": os.geteuid(), "cwd": os.getcwd(),

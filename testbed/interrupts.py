@@ -2,7 +2,7 @@
 
 While the network is up, SIGTERM (`raise_interrupt`) and the watchdog's HELPER_DIED_SIGNAL raise KeyboardInterrupt in
 the main thread, waking it from a blocking call, so a program blocked inside `with net:` tears down. Neither may
-rely on SIGINT: a process started with SIGINT ignored (`cmd &` from a script, nohup) never gets one, and would
+rely on SIGINT: a process started with SIGINT ignored (`cmd &` from a script) never gets one, and would
 hand the ignoring to every process it starts. Its node shells must not inherit that (`sigint_default_in_children`):
 their commands could then not be stopped by Ctrl-C (Mininet's sendInt writes ^C to the shell's terminal). Nor
 must a live run's processes (live/orchestrate.py's `run_live` runs within it): however the run was started, they

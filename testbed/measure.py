@@ -212,7 +212,8 @@ def _drain(streams: list[_Stream], k: int) -> None:
         for level, kind, raw in anc:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 sec, nsec = struct.unpack("qq", raw[:16])
-                rx_ns = wallclock.from_system_ns(sec * 1_000_000_000 + nsec)
+                # on the run's clock, not after now (a stamp from before a step of the wall clock converts by it)
+                rx_ns = min(wallclock.from_system_ns(sec * 1_000_000_000 + nsec), rx_ns)
         if len(data) != _PROBE.size:
             continue
         magic, stream, seq, tx_ns = _PROBE.unpack(data)

@@ -34,7 +34,7 @@ from testbed.placement import Placement, control_dir, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.portcounters import PortReading, PortSample, read_ports
 from testbed.record import Created, CreationRecord
-from topologies import Topology, load_topology
+from topologies import Topology, load_topology, wallclock
 from topologies.timescale import TimeScale
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ class EmulatedNetwork:
         measure.save(report, path, {"topology": self.topology.name, "source": self.topology.source,
                                     "shaping": self.shaping, "switch": self.switch_kind,
                                     "datapath": self.datapath, "controller": self.controller_kind,
-                                    "mtu": self.mtu, "tdf": self.tdf, "measured_at_s": time.time(),
+                                    "mtu": self.mtu, "tdf": self.tdf, "measured_at_s": wallclock.time_s(),
                                     "tolerance": asdict(tolerance or measure.Tolerance()),
                                     "probes": asdict(probes or measure.ProbePlan()),
                                     "blocked_by_stp": sorted(blocked),

@@ -4,8 +4,9 @@ A time-dilated run's captures carry real timestamps (tcpdump stamps what the ker
 the run's virtual time. Each record's time r becomes `A + (r - A) / K` (the run's `topologies.timescale` map, with
 anchor A), minus T with `--t0-s T` (times since the run's start: the records' `ms since t0`). K and A come from the
 options or from the `time.json` the live run writes beside its captures (`factor`, `anchor_epoch_s`,
-`t0_virtual_epoch_s`). Classic pcap only, either byte order, microsecond (magic a1b2c3d4) or nanosecond
-(a1b23c4d) stamps, kept as they are; the arithmetic is in integer nanoseconds. Records that would fall before
+`t0_virtual_epoch_s`; and `wall_step_s`, how far the machine's wall clock that stamped the capture was ahead of
+the run's clock at t0, taken off first: topologies/wallclock.py). Classic pcap only, either byte order,
+microsecond (magic a1b2c3d4) or nanosecond (a1b23c4d) stamps, kept as they are; the arithmetic is in integer nanoseconds. Records that would fall before
 T (pcap times are unsigned) are left out and counted.
 """
 
@@ -54,8 +55,9 @@ def virtual_ns(real_ns: int, scale: TimeScale, anchor_ns: int, t0_ns: int = 0) -
     return anchor_ns + round(scale.virtual_duration(real_ns - anchor_ns)) - t0_ns
 
 
-def rewrite(src: Path, dst: Path, scale: TimeScale, t0_s: float | None = None) -> Rewritten:
-    """Writes `dst`: `src` with every record's time mapped to virtual time (minus `t0_s`); raises PcapError."""
+def rewrite(src: Path, dst: Path, scale: TimeScale, t0_s: float | None = None, wall_step_s: float = 0.0) -> Rewritten:
+    """Writes `dst`: `src` with every record's time mapped to virtual time (minus `t0_s`), less `wall_step_s` first
+    (how far the machine's wall clock, which stamped the capture, was ahead of the run's); raises PcapError."""
     try:
         data = src.read_bytes()
     except OSError as exc:
@@ -71,6 +73,7 @@ def rewrite(src: Path, dst: Path, scale: TimeScale, t0_s: float | None = None) -
     unit_ns = 1 if nanosecond else 1000
     anchor_ns = to_ns(scale.anchor_s)
     t0_ns = to_ns(t0_s) if t0_s is not None else 0
+    step_ns = to_ns(wall_step_s)
     header = struct.Struct(order + "IIII")
     out = bytearray(data[:GLOBAL_HEADER_BYTES])
     pos, n_in, before = GLOBAL_HEADER_BYTES, 0, 0
@@ -84,7 +87,7 @@ def rewrite(src: Path, dst: Path, scale: TimeScale, t0_s: float | None = None) -
         if frac * unit_ns >= NS_PER_S:
             raise PcapError(f"{src}: record {n_in + 1} at byte {pos}: fraction {frac} is a second or more")
         n_in += 1
-        v = virtual_ns(sec * NS_PER_S + frac * unit_ns, scale, anchor_ns, t0_ns)
+        v = virtual_ns(sec * NS_PER_S + frac * unit_ns - step_ns, scale, anchor_ns, t0_ns)
         if v < 0:
             before += 1
         else:
@@ -98,8 +101,9 @@ def rewrite(src: Path, dst: Path, scale: TimeScale, t0_s: float | None = None) -
     return Rewritten(n_in, n_in - before, before, nanosecond)
 
 
-def read_time_file(path: Path) -> tuple[TimeScale, float | None]:
-    """Returns the time scale and the virtual t0 (None if absent) a run's time.json gives; raises PcapError."""
+def read_time_file(path: Path) -> tuple[TimeScale, float | None, float]:
+    """Returns the time scale, the virtual t0 (None if absent) and the wall clock's step at t0 (0 if absent) a
+    run's time.json gives; raises PcapError."""
     try:
         doc = json.loads(path.read_text())
     except OSError as exc:
@@ -114,7 +118,10 @@ def read_time_file(path: Path) -> tuple[TimeScale, float | None]:
     t0 = doc.get("t0_virtual_epoch_s")
     if t0 is not None and (not isinstance(t0, int | float) or isinstance(t0, bool)):
         raise PcapError(f"{path}: key 't0_virtual_epoch_s' is not a number")
-    return _scale(doc["factor"], doc["anchor_epoch_s"], str(path)), t0
+    step = doc.get("wall_step_s", 0.0)
+    if not isinstance(step, int | float) or isinstance(step, bool) or not math.isfinite(step):
+        raise PcapError(f"{path}: key 'wall_step_s' is not a number")
+    return _scale(doc["factor"], doc["anchor_epoch_s"], str(path)), t0, float(step)
 
 
 def _scale(factor: float, anchor_s: float, where: str) -> TimeScale:
@@ -146,31 +153,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_pcap_virtual(args: argparse.Namespace) -> int:
     try:
-        scale, t0 = _resolve(args)
-        done = rewrite(args.input, args.output, scale, t0)
+        scale, t0, step = _resolve(args)
+        done = rewrite(args.input, args.output, scale, t0, step)
     except PcapError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     left = f", {done.before_t0} before t0 left out" if done.before_t0 else ""
     print(f"{args.output}: {done.records_out} of {done.records_in} records in virtual time "
           f"(K {scale.factor:g}, anchor {scale.anchor_s:.6f}{'' if t0 is None else f', minus t0 {t0:.6f}'}, "
+          f"{f'less the wall clock step {step:+.6f} s, ' if step else ''}"
           f"{'ns' if done.nanosecond else 'us'} stamps{left})")
     return 0
 
 
-def _resolve(args: argparse.Namespace) -> tuple[TimeScale, float | None]:
-    """Returns the scale and the t0 to subtract, from the options or the time file."""
+def _resolve(args: argparse.Namespace) -> tuple[TimeScale, float | None, float]:
+    """Returns the scale, the t0 to subtract and the wall clock's step, from the options or the time file."""
     if (args.tdf is None) != (args.anchor_s is None):
         raise PcapError("--tdf and --anchor-s go together (or neither: read from the run's time.json)")
     if args.tdf is not None:
         if args.since_t0 and args.t0_s is None:
             raise PcapError("--since-t0 reads t0 from the time file: with --tdf give --t0-s instead")
-        return _scale(args.tdf, args.anchor_s, "--tdf/--anchor-s"), args.t0_s
-    scale, file_t0 = read_time_file(args.time_json or args.input.parent / TIME_FILE)
+        return _scale(args.tdf, args.anchor_s, "--tdf/--anchor-s"), args.t0_s, 0.0
+    scale, file_t0, step = read_time_file(args.time_json or args.input.parent / TIME_FILE)
     if args.t0_s is not None:
-        return scale, args.t0_s
+        return scale, args.t0_s, step
     if args.since_t0:
         if file_t0 is None:
             raise PcapError(f"{args.time_json or args.input.parent / TIME_FILE}: no t0_virtual_epoch_s for --since-t0")
-        return scale, file_t0
-    return scale, None
+        return scale, file_t0, step
+    return scale, None, step

@@ -11,7 +11,6 @@ gone) is left out of the sample.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 from testbed.errors import NetworkError
 from testbed.placement import LOCAL
 from testbed.plan import NetworkPlan
+from topologies import wallclock
 
 if TYPE_CHECKING:
     from testbed.agent import AgentClient
@@ -119,7 +119,7 @@ def read_here(ports: Sequence[SwitchPort]) -> list[PortSample]:
             values = {(p.ifname, c): int(Path(counter_path(p.ifname, c)).read_text()) for c in COUNTERS}
         except (OSError, ValueError):
             continue  # the interface is gone
-        out += samples_of([p], values, time.time())
+        out += samples_of([p], values, wallclock.time_s())
     return out
 
 
@@ -129,9 +129,9 @@ def read_on(client: AgentClient, ports: Sequence[SwitchPort]) -> list[PortSample
     if not ports:
         return []
     files = [counter_path(p.ifname, c) for p in ports for c in COUNTERS]
-    t0 = time.time()
+    t0 = wallclock.time_s()
     done = client.run(["grep", "-H", ".", *files], check=False, timeout_s=READ_TIMEOUT_S)  # rc 2: a file gone
-    t_s = (t0 + time.time()) / 2.0
+    t_s = (t0 + wallclock.time_s()) / 2.0
     return samples_of(ports, parse_counters(done.stdout), t_s)
 
 

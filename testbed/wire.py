@@ -157,7 +157,9 @@ class _Direction:
             for level, kind, data in anc:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     sec, nsec = struct.unpack("qq", data[:16])
-                    rx_ns = wallclock.from_system_ns(sec * 1_000_000_000 + nsec)
+                    # on the run's clock, kept between the last receipt and now: a frame stamped before a step
+                    # of the wall clock and read after it converts by the whole step
+                    rx_ns = min(max(wallclock.from_system_ns(sec * 1_000_000_000 + nsec), self.last_rx_ns), rx_ns)
             self.stats.frames_in += 1
             u, n = self._draw()
             if u < self.loss:

@@ -209,6 +209,12 @@ def test_pcap_virtual_reads_the_run_s_time_file_and_refuses_bad_input(tmp_path: 
     assert run_testbed.main(["pcap-virtual", str(pcap / "h.pcap"), str(tmp_path / "v.pcap"), "--since-t0"]) == 0
     assert _records((tmp_path / "v.pcap").read_bytes(), "<") == [(2, 0, b"x", 7)]
     capsys.readouterr()
+    # the machine's wall clock (tcpdump's) 2 s ahead of the run's at t0 (stepped: topologies/wallclock.py)
+    (pcap / "time.json").write_text(json.dumps({"factor": K, "anchor_epoch_s": ANCHOR_S,
+                                                "t0_virtual_epoch_s": 1_700_000_001.0, "wall_step_s": 2.0}))
+    assert run_testbed.main(["pcap-virtual", str(pcap / "h.pcap"), str(tmp_path / "s.pcap"), "--since-t0"]) == 0
+    assert _records((tmp_path / "s.pcap").read_bytes(), "<") == [(1, 500_000, b"x", 7)]  # (8 s - 0.5) / 4 - 0.5
+    assert "less the wall clock step +2.000000 s" in capsys.readouterr().out
     bad = {"not-a-pcap": b"hello, this is no pcap file at all",
            "truncated": _pcap(MAGIC_US, "<", [(1, 0, b"abcdef")])[:-2],
            "pcapng": bytes.fromhex("0a0d0d0a") + bytes(40)}

@@ -80,3 +80,28 @@ def test_the_order_is_the_same_at_k_1_and_k_10(tmp_path: Path) -> None:
     trace_file = tmp_path / "trace.csv"
     trace_file.write_text(TRACE)
     assert _sent_order(trace_file, 1.0) == _sent_order(trace_file, 10.0)
+
+
+def test_an_unexpected_error_of_the_last_opening_ends_the_source(tmp_path: Path) -> None:
+    """One stream whose opening fails with an error that is not the scheduler's (a bug): the source does not end
+    quietly with its queries unsent, it raises it (the run records `source-failed`)."""
+    trace_file = tmp_path / "trace.csv"
+    trace_file.write_text("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
+                          "4,ant1,0.0,0.2,ar-vr,10,2000,1000,0.2,object-detection\n")
+    loop = VirtualClockLoop()
+    clock = DilatedClock(TimeScale(1.0, 0.0), real_time=lambda: T0_S - 1.0 + loop.time())
+
+    class Broken(Source):
+        async def _open(self, i: int) -> dict:
+            raise KeyError("cluster")
+
+        async def _close(self, i: int) -> None:
+            pass
+
+    source = Broken(read_trace(trace_file), "http://x", T0_S, 1.0, Records(None), 5.0,  # type: ignore[arg-type]
+                    clock=clock)
+    try:
+        with pytest.raises(KeyError, match="cluster"):
+            loop.run_until_complete(source.run())
+    finally:
+        loop.close()

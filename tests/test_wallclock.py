@@ -30,7 +30,7 @@ def stepped(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_step_of_the_machine_clock_moves_nothing_in_the_run(stepped: None) -> None:
-    assert abs(wallclock.time_ns() - (wallclock.base_ns() + time.monotonic_ns())) < 1_000_000
+    assert abs(wallclock.time_ns() - (wallclock.base_ns() + time.monotonic_ns())) < 50_000_000
     assert abs(wallclock.time_s() - time.time() + STEP_NS / 1e9) < 0.05  # the run's clock is 5.8 s behind it
     assert abs(wallclock.step_ns() - STEP_NS) < 50_000_000
     # a kernel receive stamp (CLOCK_REALTIME, stepped) is brought back onto the run's clock
@@ -57,7 +57,7 @@ def test_processes_of_a_run_share_the_drivers_base() -> None:
     assert abs(int(out.stdout) - (time.time_ns() - time.monotonic_ns())) < 50_000_000
     env[wallclock.ENV] = "soon"
     bad = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True)
-    assert bad.returncode != 0 and f"{wallclock.ENV}='soon' is not an integer" in bad.stderr
+    assert bad.returncode == 2 and f"{wallclock.ENV}='soon' is not an integer" in bad.stderr
 
 
 def test_export_base_reaches_children(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ moved from this clock since the base (the fidelity monitor records its changes).
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 ENV = "TESTBED_WALL_BASE_NS"
@@ -31,7 +32,8 @@ def _initial_base_ns() -> int:
         try:
             return int(value)
         except ValueError:
-            raise SystemExit(f"error: environment variable {ENV}={value!r} is not an integer (ns)") from None
+            sys.stderr.write(f"error: environment variable {ENV}={value!r} is not an integer (ns)\n")
+            raise SystemExit(2) from None
     return time.time_ns() - time.monotonic_ns()
 
 

@@ -9,7 +9,6 @@ second (bytes over the real interval x K), against the topology's bandwidth; `t_
 from __future__ import annotations
 
 import json
-import time
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -18,6 +17,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
 from testbed.controller import settings
+from topologies import wallclock
 
 PORT_STATS_FILE = "port_stats.jsonl"
 UTILISATION_FILE = "link_utilisation.jsonl"
@@ -54,7 +54,7 @@ class PortStatsPoller(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
     def on_port_stats(self, ev) -> None:
-        t_s = time.time()
+        t_s = wallclock.time_s()
         dpid = ev.msg.datapath.id
         owners = self.ports.get(str(dpid), {})
         for st in ev.msg.body:
