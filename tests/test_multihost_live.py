@@ -4,7 +4,8 @@ load, succeeds as on one server; the crossing link dc1-cloud measures as configu
 statistics, windows and pcap, every wire's statistics and the servers' `--check` files are gathered into the one run
 dir; summary.json has each server's clock offset; nothing is left on either server after teardown, or after kill -9
 of the driver mid-traffic and `run_testbed.py clean` (which brings the servers' shares back); a network event on the
-crossing link mid-run is applied and recorded, and the cloud queries after it take the added delay. `compare` with the
+crossing link mid-run is applied and recorded, and the cloud queries after it take the added delay, and one below
+the link's underlay is refused (exit 2) before any traffic. `compare` with the
 driver holding sites itself (`--servers local,b`, the cloud on b) runs end to end. The run across servers dilated
 (K 3) gives the queries and success of the undilated run on one server, and the latencies of the dilated run on one
 server, in virtual time (no slower than undilated: dilation shrinks the host's own costs, docs/multihost.md).
@@ -208,6 +209,23 @@ def test_tiny_live_across_two_servers_as_on_one_and_gathered(farm, trace, events
     assert "server b (cloud): clock " in two.stdout
     assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
     assert local_leftovers(tmp_path / "two") == []
+
+
+def test_an_event_below_the_crossing_links_underlay_is_refused_before_any_traffic(farm, trace, runs, tmp_path):
+    """An event asking the crossing link for less than its underlay's one-way delay: refused in one line right after
+    bring-up (the underlay is measured then), exit 2, no process of the run started, nothing left anywhere."""
+    bad = tmp_path / "below.yaml"
+    bad.write_text(f"events:\n  - {{at_s: 1, link: {CROSSING}, delay_ms: 30}}\n"
+                   f"  - {{at_s: 2, link: {CROSSING}, delay_ms: 0}}\n")
+    run_dir = runs / "refused"
+    done = run(live(trace, run_dir, *placed(farm), "--events", str(bad)))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"error: {bad}: events[1] (at 2 s): link {CROSSING}: 0 ms is shorter than the underlay between its servers (")
+    logged = (run_dir / "events.jsonl").read_text() if (run_dir / "events.jsonl").exists() else ""
+    assert not (run_dir / "records.csv").exists() and '"started"' not in logged and "network-event" not in logged
+    assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
+    assert local_leftovers(run_dir) == []
 
 
 def test_kill_9_mid_traffic_then_clean_leaves_nothing_on_either_server(farm, trace, runs, tmp_path):
