@@ -437,6 +437,10 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
     interrupted = False
     try:
         with net:
+            if run.network_events is not None:  # an event its link cannot take: refused before any traffic
+                from testbed.events import check_events
+
+                check_events(net, run.network_events)
             caps = start_captures(net, run.open_servers(net), run.dir.pcap, spec.pcap_snaplen)
             try:
                 if spec.measure_links:

@@ -96,8 +96,9 @@ def cmd_net(args: argparse.Namespace) -> int:
         with net:
             player = None
             if events is not None:
-                from testbed.events import EventPlayer
+                from testbed.events import EventPlayer, check_events
 
+                check_events(net, events)  # an event its link cannot take: refused (exit 2) before any is applied
                 player = EventPlayer(net, events.events, lambda line: print(line, flush=True))
                 player.start()
             try:

@@ -7,6 +7,11 @@ backend) or the running wire reshaped (its config rewritten, SIGHUP, acknowledge
 switch-port ends set down or up (`ip link`), so a host's interface, addresses and routes stay as they are and
 the link carries nothing until it is back; the ends' qdiscs are checked again when it comes back.
 
+Across servers each end and wire is changed on its own server, through that server's agent; a crossing link's
+wire takes the new delay less its underlay's share. `check_events` refuses, right after bring-up, an event its
+link cannot take (a crossing link's delay below its underlay's); a reshape that fails puts the old shape back
+(the ends' TBF, the wire's config) before it raises.
+
 Under time dilation (the network's `tdf`, K) an event's shape is the topology's, in virtual time: the ends' TBF
 and netem, and the wire, take it dilated (delays x K, rate / K) as at bring-up, and `EventPlayer` applies an event
 due at `at_s` virtual seconds after the start K x `at_s` real seconds after it.
@@ -20,8 +25,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from testbed import sh
-from testbed.errors import NetworkError
-from topologies.events import DOWN, LinkEvent
+from testbed.errors import NetworkError, PreflightError
+from topologies import LinkShape
+from topologies.events import DOWN, LinkEvent, NetworkEvents
 
 if TYPE_CHECKING:
     from testbed.network import EmulatedNetwork
@@ -44,14 +50,17 @@ def apply_link_event(net: EmulatedNetwork, event: LinkEvent) -> dict:
     link = _link(net, event.link)
     done: dict = {"link": event.link}
     if event.changes:
-        shape = event.shape_after(link.shape)
+        old, shape = link.shape, event.shape_after(link.shape)
         if isinstance(link, WireLink):
             link.wire_shape(shape)  # a shape the wire cannot take (a crossing link below its underlay) changes nothing
-        for intf in (link.intf1, link.intf2):
-            if isinstance(intf, ShapedIntf) and intf.shape is not None:
+        ends = [intf for intf in (link.intf1, link.intf2) if isinstance(intf, ShapedIntf) and intf.shape is not None]
+        try:
+            for intf in ends:
                 intf.config(ctx=intf.ctx, shape=shape)  # TBF (and netem with that backend) replaced
-        if isinstance(link, WireLink):
-            link.reshape(shape)
+            if isinstance(link, WireLink):
+                link.reshape(shape)
+        except NetworkError as exc:
+            raise NetworkError(f"{exc}\n{_restore(link, ends, old)}") from exc
         link.shape = shape
         done.update(event.changes)
     if event.state:
@@ -65,6 +74,41 @@ def apply_link_event(net: EmulatedNetwork, event: LinkEvent) -> dict:
                 raise NetworkError(f"{event.link} came back up not shaped as planned: " + "; ".join(problems))
     done["apply_ms"] = round((time.monotonic() - t) * 1000.0, 1)
     return done
+
+
+def _restore(link, ends: list, old: LinkShape) -> str:  # noqa: ANN001 (a Mininet link of testbed.links)
+    """Puts a link's old shape back after a failed reshape (its ends' TBF, its wire's config, which the wire reads
+    at the SIGHUP it has not answered yet); returns a line saying so, or that it could not."""
+    from testbed.links import WireLink
+
+    try:
+        for intf in ends:
+            intf.config(ctx=intf.ctx, shape=old)
+        if isinstance(link, WireLink):
+            link.restore(old)
+    except NetworkError as exc:
+        return f"putting its old shape back failed too ({exc}): {link.link_name} may be left half-changed"
+    return f"{link.link_name} is back to its old shape (its ends' TBF and its wire's config)"
+
+
+def check_events(net: EmulatedNetwork, events: NetworkEvents) -> None:
+    """Raises PreflightError (one line: file, event, link) for the first event the link it names cannot take, each
+    link's shape worked out after each of its earlier events as `apply_link_event` will: a crossing link's new delay
+    below its underlay's one way. For right after bring-up, before any traffic."""
+    from testbed.links import WireLink
+
+    shapes: dict[str, LinkShape] = {}
+    for ev in events.events:  # in the order they apply
+        link = _link(net, ev.link)
+        base = shapes.get(ev.link, link.shape)
+        if not ev.changes or base is None:
+            continue
+        shapes[ev.link] = shape = ev.shape_after(base)
+        if isinstance(link, WireLink):
+            try:
+                link.wire_shape(shape)
+            except NetworkError as exc:
+                raise PreflightError(f"{events.source}: {ev.key} (at {ev.at_s:g} s): {exc}") from None
 
 
 class EventPlayer(threading.Thread):

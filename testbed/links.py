@@ -154,6 +154,8 @@ class WireLink(PlainLink):
         self.owner = node1
         """The node whose server runs the wire (node1's)."""
         self.proc: subprocess.Popen | None = None
+        self._said: int | None = None
+        """`reshaped` lines in its log there before the latest SIGHUP (a wire on another server)."""
         PlainLink.__init__(self, node1, node2, ctx, link_name, shape, **params)
         self._spawn_wire()
 
@@ -272,8 +274,9 @@ class WireLink(PlainLink):
         client, log = self.client, str(self.log_path)
         assert client is not None and self.proc is not None
         pid, ticks = self.proc.pid, getattr(self.proc, "start_ticks", None)
+        self._said = None
         try:
-            said = _reshaped_lines(client.read_all(log))  # an earlier reshape's line does not answer this one
+            said = self._said = _reshaped_lines(client.read_all(log))  # an earlier reshape's line does not answer this
             self._write_config(shape)
             if ticks is None or not client.kill(pid, ticks, "SIGHUP"):
                 why = f"is not running (pid {pid} there)"
@@ -289,6 +292,19 @@ class WireLink(PlainLink):
             tail = "(its log could not be read)"
         raise NetworkError(f"{self.helper_name} on server {server_of(self.owner)} did not take its new shape: it "
                            f"{why}; see {log} there:\n{tail}")
+
+    def restore(self, shape: LinkShape) -> None:
+        """Puts the wire's config back to `shape` after a reshape that failed, so the SIGHUP it has not answered
+        (a stopped or late wire) takes that shape when it does; a wire on a server that answered meanwhile (it took
+        the new shape late) is signalled once more to take the old. Raises NetworkError if the config cannot be
+        written."""
+        self._write_config(shape)
+        said, client = self._said, self.client
+        if client is None or said is None or self.proc is None:
+            return
+        ticks = getattr(self.proc, "start_ticks", None)
+        if ticks is not None and _reshaped_lines(client.read_all(str(self.log_path))) > said:
+            client.kill(self.proc.pid, ticks, "SIGHUP")
 
     def _await_reshaped(self, log: str, said: int) -> str | None:
         """Returns None once the wire's log there has more than `said` `reshaped` lines, else why not (it exited,

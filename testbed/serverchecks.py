@@ -15,6 +15,7 @@ import ipaddress
 import itertools
 import json
 import os
+import pwd
 import re
 import shlex
 import subprocess
@@ -63,14 +64,29 @@ def _ssh_fails(server: Server, command: str) -> str | None:
     return lines[-1] if lines else f"ssh exited {done.returncode}"
 
 
+def login_hint(failure: str, server: Server, user: str, home: str) -> str:
+    """Returns the fix for a failed key login that names what ssh said: a host key it does not know, or no key the
+    server takes; ssh here runs as `user` (root under sudo) with the keys and known_hosts of `home`/.ssh."""
+    login = f"ssh -p {server.port} {server.dest} true"
+    if "host key verification failed" in failure.lower():
+        return (f"ssh here runs as {user} and {home}/.ssh/known_hosts lacks the server's host key: accept it once "
+                f"as {user} (`{login}`, under sudo `sudo {login}`), or pass --ssh-options "
+                "'-o UserKnownHostsFile=FILE' (docs/multihost.md)")
+    if "permission denied" in failure.lower():
+        return (f"the server takes none of {user}'s keys ({home}/.ssh; root's under sudo): add that public key to "
+                f"{server.dest}'s authorized_keys, or pass --ssh-options '-i KEY' (docs/multihost.md)")
+    return f"`{login}` must work as {user} without a password or a question (docs/multihost.md)"
+
+
 def check_server(server: Server, *, mtu: int | None, commit: str) -> tuple[ServerReport, AgentClient | None]:
     """Returns what is missing on one server and, if its agent started, the agent (the caller closes it)."""
     report = ServerReport(server.name, underlay_addr=server.underlay_addr)
     who = f"server {server.name} ({server.dest})"
     failure = _ssh_fails(server, "true")
     if failure is not None:
-        report.problems.append(f"{who}: key login in BatchMode failed ({failure}); add your key: "
-                               f"ssh-copy-id -p {server.port} {server.dest}")
+        local = pwd.getpwuid(os.geteuid())
+        report.problems.append(f"{who}: key login in BatchMode failed ({failure}); "
+                               + login_hint(failure, server, local.pw_name, local.pw_dir))
         return report, None
     if server.user not in (None, "root"):
         failure = _ssh_fails(server, "sudo -n true")

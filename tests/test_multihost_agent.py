@@ -150,7 +150,9 @@ def test_preflight_passes_a_complete_server_and_names_each_missing_thing(farm):
     assert c[1].endswith("); start it: scripts/setup.sh")
     d_addr = farm.get("d").addr
     assert by["d"].problems == [f"server d (root@{d_addr}): key login in BatchMode failed (root@{d_addr}: "
-                                f"Permission denied (publickey).); add your key: ssh-copy-id -p 22 root@{d_addr}"]
+                                f"Permission denied (publickey).); the server takes none of root's keys (/root/.ssh; "
+                                f"root's under sudo): add that public key to root@{d_addr}'s authorized_keys, or pass "
+                                "--ssh-options '-i KEY' (docs/multihost.md)"]
     f_addr = farm.get("f").addr
     assert len(edge.problems) == 1 and "sudo" in no_sudo  # this machine has no sudo: "sudo: not found"
     assert edge.problems[0].startswith(f"server f (edge@{f_addr}): edge is not root and `sudo -n true` fails (")

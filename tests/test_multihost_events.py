@@ -3,10 +3,12 @@ vSwitch and sshd): tiny with ant1 and dc1 on server a and the cloud on b, the dr
 on another server and is reshaped through that server's agent. A new delay on ant1-dc1 (its wire on a) and on the
 crossing link dc1-cloud (a wire plus the underlay) is measured by ping, the crossing link's new rate is read back
 from its ends' TBF on both servers, it goes down and comes back; a wire that does not answer its SIGHUP gives one
-error naming it, its server and its log's tail."""
+error naming it, its server and its log's tail, and the old shape is put back (the wire runs it once woken); an event
+below the crossing link's underlay is refused, by the check right after bring-up too."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -17,11 +19,11 @@ from servers import ServerSpec, running
 from test_multihost_net import PLACE
 
 from testbed import links
-from testbed.errors import NetworkError
-from testbed.events import apply_link_event, link_states
+from testbed.errors import NetworkError, PreflightError
+from testbed.events import apply_link_event, check_events, link_states
 from testbed.network import EmulatedNetwork, Host
 from testbed.placement import parse_place, parse_servers
-from topologies.events import LinkEvent
+from topologies.events import LinkEvent, NetworkEvents
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -110,14 +112,23 @@ def test_a_wire_that_does_not_answer_its_sighup_gives_an_error_naming_it_its_ser
     lines = str(err.value).splitlines()
     assert lines[0] == (f"wire-ant1-dc1 on server a did not take its new shape: it did not say reshaped within 1 s; "
                         f"see {wire.log_path} there:")
-    assert lines[1:] and lines[1] == "ready" and lines[-1] == "reshaped"  # the log's tail, from server a
-    # woken up, it takes the SIGHUP it missed; the next event is answered by its own line
+    assert lines[1] == "ready" and lines[-2] == "reshaped"  # the log's tail, from server a
+    assert lines[-1] == "ant1-dc1 is back to its old shape (its ends' TBF and its wire's config)"
+    # the old shape put back on server a: the wire's config there, the ends' TBF, the link's record
+    config = json.loads(client.read_all(str(wire.config_path)))
+    assert config[0]["shape"]["delay_ms"] == 15.0 and wire.shape.delay_ms == 15.0
+    assert split.mn.shaping_problems() == []
+    # woken up, it takes the SIGHUP it missed, with the old config: the link runs at 15 ms, not the refused 8
     deadline = time.monotonic() + 10
     while links._reshaped_lines(client.read_all(str(wire.log_path))) <= said:
         assert time.monotonic() < deadline, "the woken wire never took its SIGHUP"
         time.sleep(0.05)
-    apply_link_event(split, LinkEvent(at_s=2.0, link="ant1-dc1", key="events[2]", delay_ms=5.0))
     ant, dc = split.host_for("worker", "ant1"), split.host_for("worker", "dc1")
+    woken = median_rtt_ms(farm, ant, dc)
+    print(f"ping RTT over ant1-dc1 once the stopped wire is woken: {woken:.2f} ms (old shape 15 ms one way)")
+    assert abs(woken - 2 * 15.0) < RTT_TOLERANCE_MS
+    # the next event is answered by its own line
+    apply_link_event(split, LinkEvent(at_s=2.0, link="ant1-dc1", key="events[2]", delay_ms=5.0))
     assert abs(median_rtt_ms(farm, ant, dc) - 2 * 5.0) < RTT_TOLERANCE_MS
 
 
@@ -128,3 +139,10 @@ def test_a_crossing_link_cannot_be_made_shorter_than_its_underlay(split) -> None
     with pytest.raises(NetworkError, match=r"^link dc1-cloud: 0 ms is shorter than the underlay between its servers"):
         apply_link_event(split, LinkEvent(at_s=0.0, link="dc1-cloud", key="events[0]", delay_ms=0.0))
     assert wire.shape == shape and split.mn.shaping_problems() == []  # nothing changed
+    # and the check right after bring-up (live run, `net --events`) refuses it before any event applies
+    events = NetworkEvents("ev.yaml", "", (LinkEvent(at_s=1.0, link="dc1-cloud", key="events[0]", bw_mbps=50.0),
+                                           LinkEvent(at_s=2.0, link="dc1-cloud", key="events[1]", delay_ms=0.0)))
+    with pytest.raises(PreflightError, match=r"^ev\.yaml: events\[1\] \(at 2 s\): link dc1-cloud: 0 ms is shorter "):
+        check_events(split, events)
+    check_events(split, NetworkEvents("ev.yaml", "", events.events[:1]))
+    assert wire.shape == shape and split.mn.shaping_problems() == []

@@ -3,7 +3,9 @@ sshd): tiny with ant1, dc1 on a and cloud on b, every worker, scheduler, source 
 load, succeeds as on one server; the crossing link dc1-cloud measures as configured; every process's log, records,
 statistics, windows and pcap, every wire's statistics and the servers' `--check` files are gathered into the one run
 dir; summary.json has each server's clock offset; nothing is left on either server after teardown, or after kill -9
-of the driver mid-traffic and `run_testbed.py clean` (which brings the servers' shares back). `compare` with the
+of the driver mid-traffic and `run_testbed.py clean` (which brings the servers' shares back); a network event on the
+crossing link mid-run is applied and recorded, and the cloud queries after it take the added delay, and one below
+the link's underlay is refused (exit 2) before any traffic. `compare` with the
 driver holding sites itself (`--servers local,b`, the cloud on b) runs end to end. The run across servers dilated
 (K 3) gives the queries and success of the undilated run on one server, and the latencies of the dilated run on one
 server, in virtual time (no slower than undilated: dilation shrinks the host's own costs, docs/multihost.md).
@@ -32,6 +34,11 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ne
 ROOT = Path(__file__).resolve().parents[1]
 PLACE = "ant1=a,dc1=a,cloud=b"
 CROSSING, CROSSING_MS = "dc1-cloud", 20.0  # tiny.yaml
+EVENT_AT_S, EVENT_MS = 4.0, 40.0
+"""The split run's network event: dc1-cloud (the link between the servers) from 20 to 40 ms one way at 4 s."""
+EVENT_EFFECT_TOLERANCE_MS = 8.0
+"""|(median latency of the cloud queries after the event - before) - 2 x (40 - 20) ms| allowed: each query crosses
+dc1-cloud twice; the rest of its path and the worker's batch are the same before and after (one stream at 2 fps)."""
 SUCCESS_TOLERANCE = 0.05
 """|success on two servers - on one| allowed at this light load (both are 1.000 on a quiet machine)."""
 LATENCY_TOLERANCE_MS = 3.0
@@ -104,6 +111,13 @@ def trace(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def events(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("events") / "events.yaml"
+    path.write_text(f"events:\n  - {{at_s: {EVENT_AT_S:g}, link: {CROSSING}, delay_ms: {EVENT_MS:g}}}\n")
+    return path
+
+
 def placed(farm) -> list[str]:
     a, b = farm.get("a").addr, farm.get("b").addr
     return ["--servers", f"a=root@{a},b=root@{b}", "--place", PLACE, "--ssh-options", shlex.join(farm.ssh_options())]
@@ -119,10 +133,35 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_tiny_live_across_two_servers_as_on_one_and_gathered(farm, trace, one, runs):
+def _cloud_latencies_ms(run_dir: Path) -> tuple[list[float], list[float]]:
+    """Returns the latencies (virtual ms) of the answered cloud queries sent before the network event and after it,
+    those sent within 0.5 s of it left out."""
+    with (run_dir / "records.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["cluster"] == "cloud" and r["t_response_ms"]]
+    sent = [(float(r["t_send_ms"]), float(r["t_response_ms"]) - float(r["t_send_ms"])) for r in rows]
+    at_ms = EVENT_AT_S * 1000.0
+    return sorted(lat for t, lat in sent if t < at_ms - 500), sorted(lat for t, lat in sent if t > at_ms + 500)
+
+
+def test_tiny_live_across_two_servers_as_on_one_and_gathered(farm, trace, events, one, runs):
+    """The split run, with one network event on the crossing link (its wire on server a, reshaped through a's
+    agent): applied and recorded as on one server, the cloud queries after it slower by the added delay."""
     tmp_path = runs
-    two = run(live(trace, tmp_path / "two", *placed(farm)))
+    two = run(live(trace, tmp_path / "two", *placed(farm), "--events", str(events)))
     assert two.returncode == 0, two.stdout + two.stderr
+    entries = [json.loads(line) for line in (tmp_path / "two" / "events.jsonl").read_text().splitlines()]
+    applied = [e for e in entries if e["event"] == "network-event"]
+    assert [(e["at_s"], e["link"], e["delay_ms"]) for e in applied] == [(EVENT_AT_S, CROSSING, EVENT_MS)], entries
+    recorded = json.loads((tmp_path / "two" / "summary.json").read_text())["extra"]["network"]["events"]
+    assert [(e["at_s"], e["link"], e["delay_ms"], e["t_ms"]) for e in recorded] == \
+        [(EVENT_AT_S, CROSSING, EVENT_MS, applied[0]["t_ms"])]
+    before, after = _cloud_latencies_ms(tmp_path / "two")
+    effect = after[len(after) // 2] - before[len(before) // 2]
+    print(f"network event {CROSSING} {CROSSING_MS:g} -> {EVENT_MS:g} ms at {EVENT_AT_S:g} s: applied at "
+          f"{applied[0]['t_ms']} ms in {applied[0]['apply_ms']} ms; cloud queries' median latency "
+          f"{before[len(before) // 2]:.2f} ms before ({len(before)}), {after[len(after) // 2]:.2f} after ({len(after)})")
+    assert len(before) >= 3 and len(after) >= 3
+    assert abs(effect - 2 * (EVENT_MS - CROSSING_MS)) <= EVENT_EFFECT_TOLERANCE_MS
     s1 = json.loads((one / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     print(f"success: one server {s1['overall']['success']:.3f}, two {s2['overall']['success']:.3f}")
@@ -170,6 +209,23 @@ def test_tiny_live_across_two_servers_as_on_one_and_gathered(farm, trace, one, r
     assert "server b (cloud): clock " in two.stdout
     assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
     assert local_leftovers(tmp_path / "two") == []
+
+
+def test_an_event_below_the_crossing_links_underlay_is_refused_before_any_traffic(farm, trace, runs, tmp_path):
+    """An event asking the crossing link for less than its underlay's one-way delay: refused in one line right after
+    bring-up (the underlay is measured then), exit 2, no process of the run started, nothing left anywhere."""
+    bad = tmp_path / "below.yaml"
+    bad.write_text(f"events:\n  - {{at_s: 1, link: {CROSSING}, delay_ms: 30}}\n"
+                   f"  - {{at_s: 2, link: {CROSSING}, delay_ms: 0}}\n")
+    run_dir = runs / "refused"
+    done = run(live(trace, run_dir, *placed(farm), "--events", str(bad)))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"error: {bad}: events[1] (at 2 s): link {CROSSING}: 0 ms is shorter than the underlay between its servers (")
+    logged = (run_dir / "events.jsonl").read_text() if (run_dir / "events.jsonl").exists() else ""
+    assert not (run_dir / "records.csv").exists() and '"started"' not in logged and "network-event" not in logged
+    assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
+    assert local_leftovers(run_dir) == []
 
 
 def test_kill_9_mid_traffic_then_clean_leaves_nothing_on_either_server(farm, trace, runs, tmp_path):
