@@ -26,6 +26,7 @@ from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles, write_scaled
 from scheduler.system import build_system
 from simulator.engine import SimConfig
 from simulator.run import simulate_policy
+from testbed.errors import NetworkError, PreflightError
 from topologies import load_topology
 from topologies.calibrate import calibrated_topology, read_link_figures
 from topologies.events import load_events
@@ -150,7 +151,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pairs = {}
     for p in policies:
         print(f"== {p}: testbed")
-        live = run_live(replace(base, policy=p, out=out / "testbed" / p))
+        try:
+            live = run_live(replace(base, policy=p, out=out / "testbed" / p))
+        except PreflightError as exc:  # refused before any traffic (a bad events file for a split network, ...)
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except NetworkError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
         print(f"== {p}: simulator")
         simulate_policy(system, trace, p, sim_config, workload.seed, f"trace:{trace_path.name}", out / "simulator" / p,
                         physics=physics, events=events)

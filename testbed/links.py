@@ -154,8 +154,6 @@ class WireLink(PlainLink):
         self.owner = node1
         """The node whose server runs the wire (node1's)."""
         self.proc: subprocess.Popen | None = None
-        self._said: int | None = None
-        """`reshaped` lines in its log there before the latest SIGHUP (a wire on another server)."""
         PlainLink.__init__(self, node1, node2, ctx, link_name, shape, **params)
         self._spawn_wire()
 
@@ -274,9 +272,8 @@ class WireLink(PlainLink):
         client, log = self.client, str(self.log_path)
         assert client is not None and self.proc is not None
         pid, ticks = self.proc.pid, getattr(self.proc, "start_ticks", None)
-        self._said = None
         try:
-            said = self._said = _reshaped_lines(client.read_all(log))  # an earlier reshape's line does not answer this
+            said = _reshaped_lines(client.read_all(log))  # an earlier reshape's line does not answer this
             self._write_config(shape)
             if ticks is None or not client.kill(pid, ticks, "SIGHUP"):
                 why = f"is not running (pid {pid} there)"
@@ -294,17 +291,19 @@ class WireLink(PlainLink):
                            f"{why}; see {log} there:\n{tail}")
 
     def restore(self, shape: LinkShape) -> None:
-        """Puts the wire's config back to `shape` after a reshape that failed, so the SIGHUP it has not answered
-        (a stopped or late wire) takes that shape when it does; a wire on a server that answered meanwhile (it took
-        the new shape late) is signalled once more to take the old. Raises NetworkError if the config cannot be
+        """Puts the wire's config back to `shape` after a reshape that failed and signals it once more, so that it
+        runs that shape whether it had not read the new config yet (a stopped wire: its pending signals are one
+        reload), had read it and not yet said so, or took it late. Raises NetworkError if the config cannot be
         written."""
         self._write_config(shape)
-        said, client = self._said, self.client
-        if client is None or said is None or self.proc is None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if self.client is None:
+            self.proc.send_signal(signal.SIGHUP)
             return
         ticks = getattr(self.proc, "start_ticks", None)
-        if ticks is not None and _reshaped_lines(client.read_all(str(self.log_path))) > said:
-            client.kill(self.proc.pid, ticks, "SIGHUP")
+        if ticks is not None:
+            self.client.kill(self.proc.pid, ticks, "SIGHUP")
 
     def _await_reshaped(self, log: str, said: int) -> str | None:
         """Returns None once the wire's log there has more than `said` `reshaped` lines, else why not (it exited,

@@ -106,7 +106,7 @@ def test_a_wire_that_does_not_answer_its_sighup_gives_an_error_naming_it_its_ser
     assert client.kill(proc.pid, proc.start_ticks, "SIGSTOP")  # type: ignore[attr-defined]
     try:
         with pytest.raises(NetworkError) as err:  # the earlier `reshaped` lines in its log do not answer this one
-            apply_link_event(split, LinkEvent(at_s=1.0, link="ant1-dc1", key="events[1]", delay_ms=8.0))
+            apply_link_event(split, LinkEvent(at_s=1.0, link="ant1-dc1", key="events[1]", delay_ms=8.0, bw_mbps=7.0))
     finally:
         client.kill(proc.pid, proc.start_ticks, "SIGCONT")  # type: ignore[attr-defined]
     lines = str(err.value).splitlines()
