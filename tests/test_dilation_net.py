@@ -132,7 +132,7 @@ def test_controller_rates_are_per_virtual_second(monkeypatch) -> None:
     poller.previous, poller.tdf = {}, 4.0
     poller.stats_file, poller.util_file = Sink(), Sink()
     clock = iter([1000.0, 1004.0])  # two replies 4 real seconds apart: 1 virtual second at K 4
-    monkeypatch.setattr("testbed.controller.portstats.time", types.SimpleNamespace(time=lambda: next(clock)))
+    monkeypatch.setattr("testbed.controller.portstats.wallclock", types.SimpleNamespace(time_s=lambda: next(clock)))
     for tx in (0, 1_000_000):
         st = types.SimpleNamespace(port_no=2, rx_bytes=0, tx_bytes=tx, rx_packets=0, tx_packets=0, rx_dropped=0,
                                    tx_dropped=0)
