@@ -24,7 +24,8 @@ Each case's result is kept, self-contained, in `docs/results/dilation-cases/<id>
 case, its per-query latencies beside it): what the report needs of the case's runs (verdicts, the monitor's hard
 figures, commits, the window series' spread), so that the page can be written, and the validation resumed, on a
 machine that no longer has the runs themselves. Commit them with the page. A result in `--work` that is not kept
-yet (or is newer than its kept copy) is kept before each report.
+yet (or is newer than its kept copy) is kept before each report. To run a case again, delete its kept copy and its
+`result.json`; what an earlier try left in its folder is moved to `incomplete-<time>/` there before it runs.
 
 `--lock FILE` takes the lock for one case at a time, so that other work interleaves; do not also wrap the script
 in `flock` on the same file (the cases would wait for the script's own lock). Exit status: 0 when every selected
@@ -179,10 +180,27 @@ def to_run(all_cases: list[Case], work: Path, only: set[str] | None, keep: Path 
     return [c for c in all_cases if (only is None or c.id in only) and not is_done(c.id, work, keep)]
 
 
+def set_aside(folder: Path) -> Path | None:
+    """Moves what an earlier, unfinished try of a case left in its folder (no result.json: interrupted, or its
+    result deleted to run it again) into `incomplete-<UTC time>/` there, so the case's run starts in an empty
+    folder; returns where it went, or None if there was nothing."""
+    left = [p for p in folder.iterdir() if p.name != "log.txt" and not p.name.startswith("incomplete-")] \
+        if folder.is_dir() and not (folder / "result.json").exists() else []
+    if not left:
+        return None
+    aside = folder / f"incomplete-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    aside.mkdir()
+    for p in left:
+        p.rename(aside / p.name)
+    return aside
+
+
 def run_case(case: Case, work: Path, lock: Path | None) -> dict:
     """Runs one case (holding `lock` for it alone), writes and returns its result; RuntimeError if it fails."""
     folder = work / case.id
     folder.mkdir(parents=True, exist_ok=True)
+    if (aside := set_aside(folder)) is not None:
+        print(f"{case.id}: an earlier unfinished try moved to {aside}", flush=True)
     with open(lock, "a+") if lock is not None else open(folder / "log.txt", "a") as held:  # noqa: SIM115
         if lock is not None:
             fcntl.flock(held, fcntl.LOCK_EX)

@@ -79,6 +79,21 @@ def test_a_rerun_skips_the_cases_done(vd, tmp_path) -> None:
     assert vd.to_run(cases, tmp_path, {"neg-s1", "neg-s2"}, keep) == []
 
 
+def test_an_unfinished_try_is_set_aside_before_the_case_runs_again(vd, tmp_path) -> None:
+    folder = tmp_path / "conv-s3-k10"
+    assert vd.set_aside(folder) is None  # no folder yet
+    (folder / "run" / "records").mkdir(parents=True)
+    (folder / "run" / "summary.json").write_text("{}")
+    (folder / "log.txt").write_text("error")
+    aside = vd.set_aside(folder)
+    assert aside is not None and aside.parent == folder and aside.name.startswith("incomplete-")
+    assert (aside / "run" / "summary.json").exists() and not (folder / "run").exists() and (folder / "log.txt").exists()
+    assert vd.set_aside(folder) is None  # nothing left to move
+    (folder / "run").mkdir()
+    (folder / "result.json").write_text("{}")  # a finished case is never touched
+    assert vd.set_aside(folder) is None and (folder / "run").exists()
+
+
 def _records(path: Path, latencies_ms: dict[tuple[int, int], float | None]) -> None:
     path.mkdir(parents=True)
     lines = [",".join(RECORD_NAMES)]
