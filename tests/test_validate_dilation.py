@@ -148,7 +148,8 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
         shutil.rmtree(tmp_path / run)  # a later machine: the runs are gone, their kept results are not
     body, passed = vd.report(keep, ["conv-s1-k10", "conv-s1-k20", "neg-s1", "neg-s3"])
     assert body.startswith("Not run yet (1 of 4 cases): neg-s3.")
-    assert "| 1 | 20 | 3 | 0.100 | yes | faithful / faithful | 230 / 431 |" in body  # |0.1|, |0.3|, |0.05|
+    # |0.1|, |0.3|, |0.05|; K 10 faster on each (-0.1, -0.3, -0.05): H = -0.1 / (1/10 - 1/20)
+    assert "| 1 | 20 | 3 | 0.100 | -0.100 | 0.00 | -2.0 | yes | faithful / faithful | 230 / 431 |" in body
     assert "| 2 | not run |" in body
     assert "| 1 | 4 | 60 | not faithful | yes | source send lag | yes | 61 |" in body
     assert "| 2 | 4 | 60 | faithful | no |  | NO | 300 |" in body
