@@ -148,6 +148,12 @@ class _Stream:
         """Returns when query k is due (seconds after t0)."""
         return self.start_s + self.k / self.fps
 
+    @property
+    def due_key(self) -> tuple[int, int]:
+        """Its place in the dispatcher's heap: (due time in whole ns, trace row); due times equal but for
+        rounding (0.5 + 1/20 against 11/20) are one instant, so the trace row orders them."""
+        return round(self.due_s * 1e9), self.row
+
 
 class Source:
     """Replays the streams of one antenna against its scheduler."""
@@ -185,8 +191,9 @@ class Source:
         self.opens_written = 0
         """How many of `opens` the openings log has."""
         self.stopping = asyncio.Event()
-        self.due: list[tuple[float, int]] = []
-        """(due time, trace row) of every stream's next query: the dispatcher's heap, one entry per stream."""
+        self.due: list[tuple[int, int]] = []
+        """`_Stream.due_key` (due ns, trace row) of every stream's next query: the dispatcher's heap, one entry per
+        stream."""
         self.closings: list[asyncio.Task] = []
         self.error: Exception | None = None
         """What an opening raised that is not the scheduler failing to answer: it ends the source."""
@@ -260,12 +267,12 @@ class Source:
             if n > 0:
                 streams.append(_Stream(i, start, fps, n, int(tr.frame_bytes[i])))
         by_row = {s.row: s for s in streams}
-        self.due = [(s.due_s, s.row) for s in streams]
+        self.due = [s.due_key for s in streams]
         heapq.heapify(self.due)
         while not self.stopping.is_set() and (self.due or any(s.opening is not None for s in streams)):
             if self.error is not None:
                 raise self.error
-            delay = self.clock.real_until_s(self.t0_s + self.due[0][0]) if self.due else STOP_CHECK_S
+            delay = self.clock.real_until_s(self.t0_s + self.due[0][0] / 1e9) if self.due else STOP_CHECK_S
             if delay > 0:
                 await self._nap(min(delay, STOP_CHECK_S))
                 continue
@@ -314,7 +321,7 @@ class Source:
         """Moves stream s on to its next query (due in the heap), or closes it after its last."""
         s.k += 1
         if s.k < s.queries:
-            heapq.heappush(self.due, (s.due_s, s.row))
+            heapq.heappush(self.due, s.due_key)
         else:
             self._finish(s)
 
@@ -327,7 +334,7 @@ class Source:
             t_bound = self.now_ms()
             s.ready_ms = s.due_s * 1000.0 + (t_bound - t_open)  # a late wake-up stays late
             self.opens.append((int(self.trace.stream_id[s.row]), s.k, t_open, t_bound))
-            heapq.heappush(self.due, (s.due_s, s.row))
+            heapq.heappush(self.due, s.due_key)
         except (aiohttp.ClientError, asyncio.TimeoutError):
             self.records.add(**self._row(s.row, s.k), t_send_ms=self.now_ms(), outcome="rejected",
                              reason="scheduler-down")

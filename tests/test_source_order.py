@@ -105,3 +105,16 @@ def test_an_unexpected_error_of_the_last_opening_ends_the_source(tmp_path: Path)
             loop.run_until_complete(source.run())
     finally:
         loop.close()
+
+
+def test_due_times_equal_but_for_rounding_are_one_instant(tmp_path: Path) -> None:
+    """Stream 1's query 8 (0 + 8/10 s) and stream 2's query 7 (0.1 + 7/10 s) are due at 0.8 s; in floating point
+    the second is one ulp earlier (0.7999999999999999), yet the trace row orders them, at every K."""
+    trace_file = tmp_path / "trace.csv"
+    trace_file.write_text("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
+                          "1,ant1,0.0,1.0,ar-vr,10,2000,1000,0.2,object-detection\n"
+                          "2,ant1,0.1,0.9,ar-vr,10,2000,1000,0.2,object-detection\n")
+    assert 0.1 + 7 / 10 < 8 / 10
+    for k in (1.0, 10.0):
+        sent = _sent_order(trace_file, k)
+        assert sent.index((1, 8)) + 1 == sent.index((2, 7)), sent
