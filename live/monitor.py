@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from live.procs import Process, servers_processes
 from live.sendlag import OpensTail, StreamSchedule
 from testbed.agent import AgentClient, AgentError
-from testbed.multihost import RemoteProc
 from topologies import wallclock
 from topologies.timescale import TimeScale
 from workers.runtime import INFERENCE_THREAD_PREFIX
@@ -49,8 +49,6 @@ WINDOW_MS = 1000.0
 EARLY_STOP_LAG_P99_MS = 20.0
 EARLY_STOP_WINDOWS = 3
 """A run is clearly lost when its send lag p99 is over EARLY_STOP_LAG_P99_MS in this many consecutive windows."""
-Process = tuple[str, str, int]
-"""(group, name, pid) of a process serving the run."""
 REAL_INFERENCE = "real inference"
 """The group of a worker's inference threads in monitor.jsonl."""
 
@@ -303,15 +301,9 @@ def remote_hosts(run: Any, net: Any) -> dict[str, RemoteHost]:
         return {}
     cores = run.cores.servers if run.cores is not None else {}
 
-    def processes(name: str) -> list[Process]:
-        groups = {"workers": run.workers, "schedulers": list(run.schedulers.values()), "sources": run.sources}
-        out = [(g, p.name, p.popen.pid) for g, items in groups.items() for p in items
-               if isinstance(p.popen, RemoteProc) and p.popen.client.server.name == name]
-        return out + [("wires" if n.startswith("wire") else n, n, h.pid) for n, h in getattr(net, "_helpers", [])
-                      if isinstance(h, RemoteProc) and h.client.server.name == name]
-
     return {name: RemoteHost(client, cores[name].pressure_group if name in cores else None,
-                             lambda n=name: processes(n)) for name, client in servers.clients.items()}
+                             lambda n=name: servers_processes(run, net).get(n, []))
+            for name, client in servers.clients.items()}
 
 
 class LostRun:

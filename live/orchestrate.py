@@ -29,7 +29,7 @@ from live.plan import (
     smallest_cluster,
     worker_argv,
 )
-from live.procs import Proc, run_cpu, run_processes, stop_groups, wait_ready, write_cpu
+from live.procs import Proc, run_cpu, run_groups, run_processes, stop_groups, wait_ready, write_cpu
 from live.realprofile import (
     REAL_INFERENCE_CORES,
     REAL_THREADS_PER_REPLICA,
@@ -361,8 +361,7 @@ class LiveRun:
 
     def processes(self, net: EmulatedNetwork) -> list[tuple[str, str, int]]:
         """Returns (group, name, pid) of every process that serves the run."""
-        groups = {"workers": self.workers, "schedulers": list(self.schedulers.values()), "sources": self.sources}
-        return run_processes(groups, getattr(net, "_helpers", []))  # the network's own helpers: wires, controller
+        return run_processes(run_groups(self), getattr(net, "_helpers", []))  # the network's own helpers: wires, controller
 
     def facts(self) -> RunFacts:
         """Returns what the report needs of this run besides its files."""

@@ -194,6 +194,21 @@ def run_processes(groups: dict[str, list[Proc]], helpers: list[tuple[str, subpro
     return procs
 
 
+def run_groups(run: Any) -> dict[str, list[Proc]]:
+    """Returns the processes a live run (live.orchestrate.LiveRun) started itself, per group."""
+    return {"workers": run.workers, "schedulers": list(run.schedulers.values()), "sources": run.sources}
+
+
+def servers_processes(run: Any, net: Any) -> dict[str, list[Process]]:
+    """Returns per other server of a live run's network the processes serving the run there (`remote_processes`;
+    none on one machine)."""
+    servers = getattr(net, "servers", None)
+    if servers is None:
+        return {}
+    keepers = run.cores.keepers if run.cores is not None else {}
+    return remote_processes(run_groups(run), getattr(net, "_helpers", []), keepers, servers.clients)
+
+
 def remote_processes(groups: dict[str, list[Proc]], helpers: list[tuple[str, Any]],
                      keepers: Mapping[str, Any], clients: Mapping[str, Any]) -> dict[str, list[Process]]:
     """Returns per other server (those of `clients`, agents by server name) the processes serving the run there:
@@ -290,10 +305,7 @@ def run_cpu(run: Any, net: Any) -> CpuSnapshot:
     servers = getattr(net, "servers", None)
     if servers is None:
         return snap
-    groups = {"workers": run.workers, "schedulers": list(run.schedulers.values()), "sources": run.sources}
-    keepers = run.cores.keepers if run.cores is not None else {}
-    listed = remote_processes(groups, getattr(net, "_helpers", []), keepers, servers.clients)
-    for name, procs in listed.items():
+    for name, procs in servers_processes(run, net).items():
         snap.servers.append(name)
         try:
             snap.add(remote_cpu(servers.clients[name], procs))
