@@ -258,6 +258,8 @@ class WireLink(PlainLink):
             self.shape = shape
             return
         self._write_config(shape)
+        while select.select([self.proc.stdout], [], [], 0)[0] and self.proc.stdout.readline():
+            pass  # a line owed to an earlier reshape that timed out does not answer this one
         self.proc.send_signal(signal.SIGHUP)
         ready, _, _ = select.select([self.proc.stdout], [], [], WIRE_RESHAPE_S)
         line = self.proc.stdout.readline().decode().strip() if ready else ""

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,39 @@ def test_a_delay_change_takes_effect_and_a_link_goes_down_and_comes_back(tiny_ne
     back = _rtts_ms(ant, dc)
     assert back and abs(statistics.median(back) - 2 * 25.0) < 2.5  # back up with the shape it had
     assert tiny_net.mn.shaping_problems() == []
+
+
+def test_a_local_wire_that_does_not_answer_its_sighup_is_put_back_and_answers_the_next_event_itself(
+        tiny_net, monkeypatch) -> None:
+    """A wire stopped (SIGSTOP) misses its reshape: the error names it, the link's old shape is put back; woken, it
+    answers the SIGHUPs it missed late, and those lines do not answer the next event, which gets its own."""
+    from testbed import links
+    from testbed.errors import NetworkError
+
+    ant, dc = tiny_net.host_for("worker", "ant1"), tiny_net.host_for("worker", "dc1")
+    wire = next(lk for lk in tiny_net.mn.links if getattr(lk, "link_name", "") == "ant1-dc1")
+    apply_link_event(tiny_net, LinkEvent(at_s=0.0, link="ant1-dc1", key="events[0]", delay_ms=15.0))
+    monkeypatch.setattr(links, "WIRE_RESHAPE_S", 1.0)
+    os.kill(wire.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(NetworkError) as err:
+            apply_link_event(tiny_net, LinkEvent(at_s=1.0, link="ant1-dc1", key="events[1]", delay_ms=8.0))
+    finally:
+        os.kill(wire.proc.pid, signal.SIGCONT)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("wire-ant1-dc1 did not take its new shape") and lines[-1] == (
+        "ant1-dc1 is back to its old shape (its ends' TBF and its wire's config)"), lines
+    assert wire.shape.delay_ms == 15.0 and tiny_net.mn.shaping_problems() == []
+    time.sleep(1.0)  # woken, it has answered the SIGHUPs it missed (the refused event's, the restore's): late lines
+    assert abs(statistics.median(_rtts_ms(ant, dc)) - 2 * 15.0) < 2.5  # with the old config
+    monkeypatch.setattr(links, "WIRE_RESHAPE_S", 5.0)
+    wire.proc.send_signal = lambda _sig, send=wire.proc.send_signal: None  # the next SIGHUP never reaches it
+    try:
+        with pytest.raises(NetworkError, match="did not take its new shape"):  # a late line would have answered it
+            wire.reshape(wire.shape)
+    finally:
+        del wire.proc.send_signal
+    wire.reshape(wire.shape)  # a SIGHUP that reaches it: its own line answers
 
 
 def test_net_applies_an_events_file_while_the_cli_runs(tmp_path: Path) -> None:
