@@ -397,7 +397,10 @@ class EmulatedNetwork:
 
     def spawn_helper(self, name: str, argv: list[str], log_path: Path, stdout: int | None = None,
                      server: str | None = None) -> subprocess.Popen:
-        """Starts a helper of the network (controller, wire), recorded and watched: its death tears down."""
+        """Starts a helper of the network (controller, wire), recorded and watched: its death tears down. It runs
+        in a session of its own, as on another server: Ctrl-C at a terminal (SIGINT to the foreground process
+        group) is for the command and its CLI to act on, not a wire's end (`net --cli`: Ctrl-C stops a node's
+        command); the network stops its helpers itself."""
         if server is not None:  # through the server's agent; dies with it (docs/multihost.md)
             assert self.servers is not None
             proc = self.servers.spawn(server, name, argv, log_path, self.record)
@@ -405,7 +408,8 @@ class EmulatedNetwork:
             return proc  # type: ignore[return-value]
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with log_path.open("ab") as log:
-            proc = subprocess.Popen(argv, stdout=stdout or log, stderr=log, env=env, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(argv, stdout=stdout or log, stderr=log, env=env, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
         self.record.add_process(name, proc.pid)
         self._helpers.append((name, proc))
         return proc

@@ -165,13 +165,15 @@ def test_a_failed_shaping_command_stops_and_tears_down(tmp_path: Path, monkeypat
 
 
 def _net(tmp_path: Path, *extra: str, stdin=subprocess.DEVNULL, topo: str = "tiny",
-         sigint_ignored: bool = False) -> subprocess.Popen:
-    """Starts `run_testbed.py net`; `sigint_ignored`: with SIGINT ignored, as `cmd &` from a script starts it."""
+         sigint_ignored: bool = False, own_group: bool = False) -> subprocess.Popen:
+    """Starts `run_testbed.py net`; `sigint_ignored`: with SIGINT ignored, as `cmd &` from a script starts it;
+    `own_group`: in a process group of its own, as a shell starts a foreground job (Ctrl-C: `os.killpg`)."""
     old = signal.signal(signal.SIGINT, signal.SIG_IGN) if sigint_ignored else None
     try:  # an ignored signal stays ignored across fork and exec
         return subprocess.Popen([sys.executable, str(REPO / "run_testbed.py"), "net", "--topo", topo, "--switch",
                                  "lxbr", "--controller", "none", "--out", str(tmp_path / "run"), *extra],
-                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                                start_new_session=own_group)
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
@@ -231,9 +233,10 @@ def test_the_cli_reads_piped_commands_until_end_of_input(tmp_path: Path) -> None
     _nothing_left(tmp_path / "run")
 
 
-def _cli_running(tmp_path: Path, command: str, settle_s: float, sigint_ignored: bool = False) -> subprocess.Popen:
+def _cli_running(tmp_path: Path, command: str, settle_s: float, sigint_ignored: bool = False,
+                 own_group: bool = False) -> subprocess.Popen:
     """Starts `net --cli`, gives its CLI `command` once the banner is out, and lets it run `settle_s`."""
-    proc = _net(tmp_path, "--cli", stdin=subprocess.PIPE, sigint_ignored=sigint_ignored)
+    proc = _net(tmp_path, "--cli", stdin=subprocess.PIPE, sigint_ignored=sigint_ignored, own_group=own_group)
     assert proc.stdin is not None
     _read_until(proc, "testbed CLI")
     proc.stdin.write(command + "\n")
@@ -243,12 +246,16 @@ def _cli_running(tmp_path: Path, command: str, settle_s: float, sigint_ignored: 
 
 
 def test_ctrl_c_interrupts_the_running_command_and_the_cli_goes_on(tmp_path: Path) -> None:
-    proc = _cli_running(tmp_path, "worker-ant1 ping -i 0.2 worker-cloud", 2.0)
-    proc.send_signal(signal.SIGINT)
+    """Ctrl-C at a terminal signals the whole foreground process group: the CLI and its command take it, the
+    network's helpers (its wires) do not, and the network goes on carrying (their death would tear it down)."""
+    proc = _cli_running(tmp_path, "worker-ant1 ping -i 0.2 worker-cloud", 2.0, own_group=True)
+    os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.5)
-    out, _ = proc.communicate("worker-ant1 echo after-interrupt\n", timeout=60)
+    out, _ = proc.communicate("worker-ant1 echo after-interrupt\nworker-ant1 ping -c 3 -i 0.2 worker-cloud\n",
+                              timeout=60)
     assert proc.returncode == 0, out
     assert "packets transmitted" in out and "after-interrupt" in out
+    assert "3 packets transmitted, 3 received" in out, out[-2000:]
     _nothing_left(tmp_path / "run")
 
 
