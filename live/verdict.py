@@ -246,6 +246,8 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     samples = [json.loads(line) for line in _lines(run_dir / MONITOR_NAME)]
     real_names = {f"worker {w['resource']}" for w in config.get("workers", []) if w.get("real")}
     diag = diagnostics(samples, real_names)
+    if len(over) and (cause := overrun_cause(samples, real_names, t, over / plan, k, limits)) is not None:
+        diag["real_overrun_cause"] = cause
     if diag.get("real_workers_wait_share") is not None:
         t, share = real_wait_series(samples, real_names)
         first, over = per_window(t, share, "max", limits.real_wait_share)
@@ -350,6 +352,45 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
     return out
 
 
+def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, share: np.ndarray, k: float,
+                  limits: Thresholds = THRESHOLDS) -> dict | None:
+    """Returns what this machine did while real inference overran its profile (the windows whose batches' p95
+    overrun share is over the limit): its inference threads' run-queue wait share, the machine's busy cores and
+    the CPU stolen from it in the samples over those windows, against the samples over the others. `core_slower`:
+    the inference did not wait for its core, the machine was no busier than elsewhere in the run (within 0.1 of a
+    core) and nothing was stolen: its core itself ran slower (the host's other tenants, its clock), which no
+    isolation within this machine prevents. None when no window is over, or real inference runs on another
+    server (its samples there are not compared)."""
+    if not samples or any(server_of(n) for s in samples for n in real_inference(s["procs"], real_names)):
+        return None
+    win = np.floor(t_ms / WINDOW_MS).astype(np.int64)
+    bad = {int(w) for w in np.unique(win)
+           if np.percentile(share[win == w], 95) > limits.real_overrun_p95_share}
+    if not bad:
+        return None
+
+    def covers(s: dict) -> bool:  # a sample covers the virtual ms of its real interval before it
+        first = int(np.floor((s["t_ms"] - 1000.0 * float(s.get("real_s") or 1.0) / k) / WINDOW_MS))
+        return any(w in bad for w in range(first, int(np.floor(s["t_ms"] / WINDOW_MS)) + 1))
+
+    during = [s for s in samples[1:] if covers(s)]  # the first sample covers the bring-up's end
+    rest = [s for s in samples[1:] if not covers(s)]
+    if not during or not rest:
+        return None
+    run = wait = 0.0
+    for s in during:
+        for name in real_inference(s["procs"], real_names):
+            run, wait = run + s["procs"][name]["run_ms"], wait + s["procs"][name]["wait_ms"]
+    wait_share = wait / max(run + wait, 1e-9)
+    cores = float(np.mean([s["host_cores"] for s in during]))
+    elsewhere = float(np.mean([s["host_cores"] for s in rest]))
+    stolen = max(float(s.get("host_steal_pct") or 0.0) for s in during)
+    return {"windows_over": len(bad), "real_wait_share": round(wait_share, 4), "host_cores": round(cores, 3),
+            "host_cores_elsewhere": round(elsewhere, 3), "host_steal_pct_max": round(stolen, 2),
+            "core_slower": bool(wait_share <= limits.real_wait_share and cores <= elsewhere + 0.1
+                                and stolen <= limits.host_steal_pct)}
+
+
 def server_of(name: str) -> str:
     """Returns the server of a monitor entry ('name (pid@server)'; '' for this machine's 'name (pid)')."""
     tail = name.rsplit(" (", 1)[-1]
@@ -408,6 +449,12 @@ def format_fidelity(fid: dict) -> list[str]:
                                                         f"({v['windows_over']} windows over)")
         lines.append(f"  {'' if v['hard'] else 'warning: '}{v['invariant']} {v['statistic']} {v['value']:g} "
                      f"{v['unit']} > {v['threshold']:g}{when}")
+    cause = fid.get("diagnostics", {}).get("real_overrun_cause")
+    if cause and cause["core_slower"] and any(v["invariant"] == "real-inference overrun" for v in fid["violations"]):
+        lines.append(f"  cause: in the {cause['windows_over']} windows where real inference overran, it did not wait "
+                     f"for its core (wait share {cause['real_wait_share']:g}), the machine was no busier "
+                     f"({cause['host_cores']:g} cores against {cause['host_cores_elsewhere']:g}) and nothing was "
+                     f"stolen: the core itself ran slower (the host), not the run's doing")
     return lines
 
 

@@ -250,3 +250,31 @@ def test_a_batch_is_judged_against_its_profile_and_its_frames_input_cost(tmp_pat
     assert over == pytest.approx([0.25, 0.5, 3.0], abs=1e-6)
     assert batch_overruns(table, config, {1: 30000.0}, real=True)[0].size == 0  # no real worker
 
+
+
+def test_an_overrun_without_waiting_on_a_machine_no_busier_is_the_cores_own_slowness() -> None:
+    """Real inference overran its profile in the windows at 3 and 4 s: the cause says whether it waited for its
+    core there, or the machine (or the hypervisor) was busier then than in the rest of the run."""
+    from live.verdict import overrun_cause
+
+    def one(t_ms: float, wait_ms: float, cores: float, steal: float = 0.0) -> dict:
+        return {"t_ms": t_ms, "real_s": 1.0, "host_cores": cores, "host_steal_pct": steal,
+                "procs": {"worker r@dc1 inference (7)": {"group": "real inference", "cores": 0.2, "run_ms": 200.0,
+                                                         "wait_ms": wait_ms}}}
+
+    t = np.arange(50.0, 8000.0, 50.0)  # a batch every 50 ms; those from 3 to 5 s 40 % over their profile
+    share = np.where((t >= 3000.0) & (t < 5000.0), 0.4, 0.02)
+    quiet = [one(500.0 + 1000.0 * i, 1.0, 0.45) for i in range(8)]
+    cause = overrun_cause(quiet, {"worker r@dc1"}, t, share, 1.0)
+    assert cause is not None and cause["windows_over"] == 2 and cause["core_slower"]
+    assert cause["real_wait_share"] == pytest.approx(1 / 201, abs=1e-4)
+    waited = [one(s["t_ms"], 40.0 if 3000 < s["t_ms"] < 5600 else 1.0, 0.45) for s in quiet]
+    assert not overrun_cause(waited, {"worker r@dc1"}, t, share, 1.0)["core_slower"]  # it waited: shared its core
+    busier = [one(s["t_ms"], 1.0, 0.8 if 3000 < s["t_ms"] < 5600 else 0.45) for s in quiet]
+    assert not overrun_cause(busier, {"worker r@dc1"}, t, share, 1.0)["core_slower"]
+    stolen = [one(s["t_ms"], 1.0, 0.45, 30.0 if 3000 < s["t_ms"] < 5600 else 0.0) for s in quiet]
+    assert not overrun_cause(stolen, {"worker r@dc1"}, t, share, 1.0)["core_slower"]
+    assert overrun_cause(quiet, {"worker r@dc1"}, t, np.full(t.shape, 0.02), 1.0) is None  # no window over
+    # at K = 4 a real second's sample covers 250 virtual ms: the samples over 3-5 virtual s are those at 3.x, 4.x s
+    dilated = [one(250.0 * i + 100.0, 40.0 if 3000 < 250.0 * i + 100.0 < 5300 else 1.0, 0.45) for i in range(32)]
+    assert not overrun_cause(dilated, {"worker r@dc1"}, t, share, 4.0)["core_slower"]
