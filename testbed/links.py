@@ -39,9 +39,9 @@ WIRE_STOP_S = 5.0
 WIRE_RESHAPE_S = 5.0
 
 
-def _reshaped_lines(log: bytes) -> int:
-    """Returns how many times a wire's log says it reshaped (one `reshaped` line per SIGHUP it took)."""
-    return sum(line.strip() == b"reshaped" for line in log.splitlines())
+def said_reshaped(log: bytes, generation: int) -> bool:
+    """Whether a wire's log says it took its config of `generation` (`reshaped <generation>`)."""
+    return f"reshaped {generation}".encode() in (line.strip() for line in log.splitlines())
 
 
 class ShapedIntf(TCIntf):
@@ -154,6 +154,8 @@ class WireLink(PlainLink):
         self.owner = node1
         """The node whose server runs the wire (node1's)."""
         self.proc: subprocess.Popen | None = None
+        self.generation = 0
+        """Its config's generation (testbed.wire.WireSpec.generation): the last written."""
         PlainLink.__init__(self, node1, node2, ctx, link_name, shape, **params)
         self._spawn_wire()
 
@@ -200,7 +202,7 @@ class WireLink(PlainLink):
         """Writes the wire's config whole (a new file renamed over the old: the wire never reads half of it); on
         another server through its agent, at the same path."""
         spec = WireSpec(self.link_name, *self.inner, self.wire_shape(shape), seed=self.ctx.seed * 1000 + self.index,
-                        tdf=self.ctx.tdf)
+                        tdf=self.ctx.tdf, generation=self.generation)
         if self.client is not None:
             self.client.write(str(self.config_path), (json.dumps([asdict(spec)], indent=1) + "\n").encode())
             return
@@ -248,39 +250,42 @@ class WireLink(PlainLink):
         return self.files_dir / f"{self.helper_name}.log"
 
     def reshape(self, shape: LinkShape) -> None:
-        """Gives the running wire a new delay, jitter, loss and rate (its config rewritten, then SIGHUP) and
-        returns once it says `reshaped` (on another server: a new such line in its log there, read through the
-        agent); raises NetworkError naming the wire (its server and its log's tail) if it does not within
-        WIRE_RESHAPE_S."""
+        """Gives the running wire a new delay, jitter, loss and rate (its config rewritten as the next generation,
+        then SIGHUP) and returns once it says `reshaped <generation>` (on another server: in its log there, read
+        through the agent); an answer to an earlier config, late, does not count. Raises NetworkError naming the
+        wire (its server and its log's tail) if it does not within WIRE_RESHAPE_S."""
         assert self.proc is not None
+        self.generation += 1
         if self.proc.stdout is None:  # spawned through a server's agent
             self._reshape_there(shape)
             self.shape = shape
             return
         self._write_config(shape)
-        while select.select([self.proc.stdout], [], [], 0)[0] and self.proc.stdout.readline():
-            pass  # a line owed to an earlier reshape that timed out does not answer this one
         self.proc.send_signal(signal.SIGHUP)
-        ready, _, _ = select.select([self.proc.stdout], [], [], WIRE_RESHAPE_S)
-        line = self.proc.stdout.readline().decode().strip() if ready else ""
-        if line != "reshaped":
-            raise NetworkError(f"{self.helper_name} did not take its new shape (said {line!r}, "
-                               f"exit {self.proc.poll()}); see {self.log_path}")
+        deadline, said = time.monotonic() + WIRE_RESHAPE_S, ""
+        while said != f"reshaped {self.generation}":
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise NetworkError(f"{self.helper_name} did not take its new shape within {WIRE_RESHAPE_S:g} s "
+                                   f"(said {said!r}, exit {self.proc.poll()}); see {self.log_path}")
+            said = self.proc.stdout.readline().decode().strip()
+            if not said:
+                raise NetworkError(f"{self.helper_name} did not take its new shape: it exited with "
+                                   f"{self.proc.wait()}; see {self.log_path}")
         self.shape = shape
 
     def _reshape_there(self, shape: LinkShape) -> None:
         """Reshapes the wire on its server through the agent: config written there, SIGHUP sent by pid and start
-        ticks, its log polled until it holds one more `reshaped` line than before the signal."""
+        ticks, its log polled until it says `reshaped <generation>`."""
         client, log = self.client, str(self.log_path)
         assert client is not None and self.proc is not None
         pid, ticks = self.proc.pid, getattr(self.proc, "start_ticks", None)
         try:
-            said = _reshaped_lines(client.read_all(log))  # an earlier reshape's line does not answer this
             self._write_config(shape)
             if ticks is None or not client.kill(pid, ticks, "SIGHUP"):
                 why = f"is not running (pid {pid} there)"
             else:
-                why = self._await_reshaped(log, said)
+                why = self._await_reshaped(log)
         except AgentError as exc:
             why = f"could not be reached: {exc}"
         if why is None:
@@ -297,6 +302,7 @@ class WireLink(PlainLink):
         runs that shape whether it had not read the new config yet (a stopped wire: its pending signals are one
         reload), had read it and not yet said so, or took it late. Raises NetworkError if the config cannot be
         written."""
+        self.generation += 1  # no one waits for its answer; a late one to the failed reshape still differs
         self._write_config(shape)
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -307,12 +313,12 @@ class WireLink(PlainLink):
         if ticks is not None:
             self.client.kill(self.proc.pid, ticks, "SIGHUP")
 
-    def _await_reshaped(self, log: str, said: int) -> str | None:
-        """Returns None once the wire's log there has more than `said` `reshaped` lines, else why not (it exited,
-        or WIRE_RESHAPE_S passed)."""
+    def _await_reshaped(self, log: str) -> str | None:
+        """Returns None once the wire's log there says `reshaped <generation>`, else why not (it exited, or
+        WIRE_RESHAPE_S passed)."""
         assert self.client is not None and self.proc is not None
         deadline = time.monotonic() + WIRE_RESHAPE_S
-        while _reshaped_lines(self.client.read_all(log)) <= said:
+        while not said_reshaped(self.client.read_all(log), self.generation):
             if self.proc.poll() is not None:
                 return f"exited with {self.proc.poll()}"
             if time.monotonic() > deadline:

@@ -409,7 +409,7 @@ class EmulatedNetwork:
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with log_path.open("ab") as log:
             proc = subprocess.Popen(argv, stdout=stdout or log, stderr=log, env=env, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True, bufsize=0)  # unbuffered: select sees every line
         self.record.add_process(name, proc.pid)
         self._helpers.append((name, proc))
         return proc

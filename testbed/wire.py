@@ -8,7 +8,8 @@ rate, plus BURST_SLACK_NS, of the one before: a TCP flight) share one jitter dra
 on a real path; otherwise a query's packets would each draw and the query would take the latest of them.
 Run as `python -m testbed.wire CONFIG.json STATS.json` inside the namespace holding the interfaces. SIGHUP makes
 it read CONFIG.json again and reshape its wires at once (frames already held keep their due time, as with netem),
-then print `reshaped` on stdout: a network event changes a wire's delay, jitter or loss this way at run time.
+then print `reshaped N` on stdout, N the config's `generation`: a network event changes a wire's delay, jitter or
+loss this way at run time.
 Under time dilation (a spec's `tdf`, K) a wire holds frames K times the link's delay and jitter and judges
 bursts at the dilated rate (bandwidth / K, as the kernel's TBF keeps it); its timing runs in real time, and its
 statistics give lateness in virtual microseconds (real / K) beside K.
@@ -82,6 +83,9 @@ class WireSpec:
     seed: int = 0
     tdf: float = 1.0
     """Time dilation factor K: delay and jitter x K, rate / K in real time."""
+    generation: int = 0
+    """Which config this is: each reshape writes the next, and the wire answers it with `reshaped <generation>`,
+    so that a late answer to an earlier one is not taken for it."""
 
     @staticmethod
     def from_json(data: dict) -> WireSpec:
@@ -229,9 +233,9 @@ def _stop(_signum: int, _frame: object) -> None:
 def serve(specs: list[WireSpec], stats_path: Path | None,
           ready: Callable[[], None] = lambda: None,
           reload: Callable[[], list[WireSpec]] | None = None,
-          reshaped: Callable[[], None] = lambda: None, scheduling: str = "") -> list[DirectionStats]:
+          reshaped: Callable[[int], None] = lambda _generation: None, scheduling: str = "") -> list[DirectionStats]:
     """Runs the wires until SIGTERM/SIGINT; returns (and writes) what each direction did. On SIGHUP (main
-    thread only) it reshapes each wire as `reload` gives it, then calls `reshaped`."""
+    thread only) it reshapes each wire as `reload` gives it, then calls `reshaped` with the config's generation."""
     directions: list[_Direction] = []
     by_fd: dict[int, _Direction] = {}
     by_name: dict[str, list[_Direction]] = {}
@@ -262,10 +266,11 @@ def serve(specs: list[WireSpec], stats_path: Path | None,
             for fd in readable:
                 if fd == wake:
                     if signal.SIGHUP in os.read(fd, 512) and reload is not None:
-                        for spec in reload():
+                        specs = reload()
+                        for spec in specs:
                             for d in by_name.get(spec.name, []):
                                 d.reshape(spec.shape)
-                        reshaped()
+                        reshaped(max((spec.generation for spec in specs), default=0))
                     continue
                 by_fd[fd].receive()
     except _Stop:
@@ -336,13 +341,12 @@ def main(argv: list[str]) -> int:
     def read_config() -> list[WireSpec]:
         return [WireSpec.from_json(d) for d in json.loads(config_path.read_text())]
 
-    def say(word: str) -> Callable[[], None]:
-        def write() -> None:
-            sys.stdout.write(word + "\n")
-            sys.stdout.flush()
-        return write
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
-    serve(read_config(), stats_path, say("ready"), reload=read_config, reshaped=say("reshaped"), scheduling=scheduling)
+    serve(read_config(), stats_path, lambda: say("ready"), reload=read_config,
+          reshaped=lambda generation: say(f"reshaped {generation}"), scheduling=scheduling)
     return 0
 
 

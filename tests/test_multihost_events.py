@@ -99,9 +99,8 @@ def test_a_wire_that_does_not_answer_its_sighup_gives_an_error_naming_it_its_ser
         farm, split, monkeypatch) -> None:
     wire = wire_of(split, "ant1-dc1")
     apply_link_event(split, LinkEvent(at_s=0.0, link="ant1-dc1", key="events[0]", delay_ms=15.0))  # its log: reshaped
-    proc, client = wire.proc, wire.client
+    proc, client, taken = wire.proc, wire.client, wire.generation  # its config's generation: it said so
     assert client is not None and proc is not None
-    said = links._reshaped_lines(client.read_all(str(wire.log_path)))
     monkeypatch.setattr(links, "WIRE_RESHAPE_S", 1.0)
     assert client.kill(proc.pid, proc.start_ticks, "SIGSTOP")  # type: ignore[attr-defined]
     try:
@@ -112,7 +111,7 @@ def test_a_wire_that_does_not_answer_its_sighup_gives_an_error_naming_it_its_ser
     lines = str(err.value).splitlines()
     assert lines[0] == (f"wire-ant1-dc1 on server a did not take its new shape: it did not say reshaped within 1 s; "
                         f"see {wire.log_path} there:")
-    assert lines[1] == "ready" and lines[-2] == "reshaped"  # the log's tail, from server a
+    assert lines[1] == "ready" and lines[-2] == f"reshaped {taken}"  # the log's tail, from server a
     assert lines[-1] == "ant1-dc1 is back to its old shape (its ends' TBF and its wire's config)"
     # the old shape put back on server a: the wire's config there, the ends' TBF, the link's record
     config = json.loads(client.read_all(str(wire.config_path)))
@@ -120,7 +119,7 @@ def test_a_wire_that_does_not_answer_its_sighup_gives_an_error_naming_it_its_ser
     assert split.mn.shaping_problems() == []
     # woken up, it takes the SIGHUP it missed, with the old config: the link runs at 15 ms, not the refused 8
     deadline = time.monotonic() + 10
-    while links._reshaped_lines(client.read_all(str(wire.log_path))) <= said:
+    while not links.said_reshaped(client.read_all(str(wire.log_path)), taken + 2):  # the restore's (+1: refused)
         assert time.monotonic() < deadline, "the woken wire never took its SIGHUP"
         time.sleep(0.05)
     ant, dc = split.host_for("worker", "ant1"), split.host_for("worker", "dc1")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -62,13 +62,14 @@ def test_a_delay_change_takes_effect_and_a_link_goes_down_and_comes_back(tiny_ne
 def test_a_local_wire_that_does_not_answer_its_sighup_is_put_back_and_answers_the_next_event_itself(
         tiny_net, monkeypatch) -> None:
     """A wire stopped (SIGSTOP) misses its reshape: the error names it, the link's old shape is put back; woken, it
-    answers the SIGHUPs it missed late, and those lines do not answer the next event, which gets its own."""
+    answers late, with the restore's config generation, and that line does not answer the next reshape."""
     from testbed import links
     from testbed.errors import NetworkError
 
     ant, dc = tiny_net.host_for("worker", "ant1"), tiny_net.host_for("worker", "dc1")
     wire = next(lk for lk in tiny_net.mn.links if getattr(lk, "link_name", "") == "ant1-dc1")
     apply_link_event(tiny_net, LinkEvent(at_s=0.0, link="ant1-dc1", key="events[0]", delay_ms=15.0))
+    taken = wire.generation
     monkeypatch.setattr(links, "WIRE_RESHAPE_S", 1.0)
     os.kill(wire.proc.pid, signal.SIGSTOP)
     try:
@@ -77,19 +78,19 @@ def test_a_local_wire_that_does_not_answer_its_sighup_is_put_back_and_answers_th
     finally:
         os.kill(wire.proc.pid, signal.SIGCONT)
     lines = str(err.value).splitlines()
-    assert lines[0].startswith("wire-ant1-dc1 did not take its new shape") and lines[-1] == (
+    assert lines[0].startswith("wire-ant1-dc1 did not take its new shape within 1 s") and lines[-1] == (
         "ant1-dc1 is back to its old shape (its ends' TBF and its wire's config)"), lines
-    assert wire.shape.delay_ms == 15.0 and tiny_net.mn.shaping_problems() == []
-    time.sleep(1.0)  # woken, it has answered the SIGHUPs it missed (the refused event's, the restore's): late lines
-    assert abs(statistics.median(_rtts_ms(ant, dc)) - 2 * 15.0) < 2.5  # with the old config
-    monkeypatch.setattr(links, "WIRE_RESHAPE_S", 5.0)
-    wire.proc.send_signal = lambda _sig, send=wire.proc.send_signal: None  # the next SIGHUP never reaches it
-    try:
-        with pytest.raises(NetworkError, match="did not take its new shape"):  # a late line would have answered it
-            wire.reshape(wire.shape)
-    finally:
-        del wire.proc.send_signal
+    assert wire.shape.delay_ms == 15.0 and wire.generation == taken + 2 and tiny_net.mn.shaping_problems() == []
+    assert select.select([wire.proc.stdout], [], [], 10)[0], "the woken wire never answered"  # late, unread
+    assert abs(statistics.median(_rtts_ms(ant, dc)) - 2 * 15.0) < 2.5  # with the restored config
+    monkeypatch.setattr(links, "WIRE_RESHAPE_S", 3.0)
+    monkeypatch.setattr(wire.proc, "send_signal", lambda _sig: None)  # this SIGHUP never reaches it
+    with pytest.raises(NetworkError, match=r"did not take its new shape within 3 s \(said 'reshaped "
+                                           rf"{taken + 2}'"):  # the late line was read and did not answer it
+        wire.reshape(wire.shape)
+    monkeypatch.undo()
     wire.reshape(wire.shape)  # a SIGHUP that reaches it: its own line answers
+    assert abs(statistics.median(_rtts_ms(ant, dc)) - 2 * 15.0) < 2.5
 
 
 def test_net_applies_an_events_file_while_the_cli_runs(tmp_path: Path) -> None:
