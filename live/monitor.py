@@ -203,8 +203,8 @@ class Monitor:
     def _read_servers(self) -> dict[str, _State]:
         out = {}
         for name, host in self.servers.items():
-            with contextlib.suppress(AgentError, ValueError, KeyError, IndexError):
-                out[name] = host.read()
+            with contextlib.suppress(AgentError, ValueError, KeyError, IndexError, RuntimeError):
+                out[name] = host.read()  # RuntimeError: the run's schedulers changed while listed (a restart)
         return out
 
     def _loop(self) -> None:

@@ -361,7 +361,7 @@ class LiveRun:
 
     def processes(self, net: EmulatedNetwork) -> list[tuple[str, str, int]]:
         """Returns (group, name, pid) of every process that serves the run."""
-        return run_processes(run_groups(self), getattr(net, "_helpers", []))  # the network's own helpers: wires, controller
+        return run_processes(run_groups(self), getattr(net, "_helpers", []))  # the network's helpers: wires, controller
 
     def facts(self) -> RunFacts:
         """Returns what the report needs of this run besides its files."""

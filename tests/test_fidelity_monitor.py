@@ -264,17 +264,32 @@ def test_an_overrun_without_waiting_on_a_machine_no_busier_is_the_cores_own_slow
 
     t = np.arange(50.0, 8000.0, 50.0)  # a batch every 50 ms; those from 3 to 5 s 40 % over their profile
     share = np.where((t >= 3000.0) & (t < 5000.0), 0.4, 0.02)
-    quiet = [one(500.0 + 1000.0 * i, 1.0, 0.45) for i in range(8)]
+    quiet = [one(800.0 + 1000.0 * i, 1.0, 0.45) for i in range(8)]  # the first covers t0: left out
     cause = overrun_cause(quiet, {"worker r@dc1"}, t, share, 1.0)
     assert cause is not None and cause["windows_over"] == 2 and cause["core_slower"]
-    assert cause["real_wait_share"] == pytest.approx(1 / 201, abs=1e-4)
-    waited = [one(s["t_ms"], 40.0 if 3000 < s["t_ms"] < 5600 else 1.0, 0.45) for s in quiet]
+    assert cause["samples_over"] == 2  # at 3.8 and 4.8 s; the one at 5.8 s is 20 % over: the rest
+    assert cause["real_wait_share"] == pytest.approx(2 / 402, abs=1e-4)
+    assert cause["other_cores"] == pytest.approx(0.25)  # the machine's cores but real inference's
+    waited = [one(s["t_ms"], 40.0 if 3000 < s["t_ms"] < 5000 else 1.0, 0.45) for s in quiet]
     assert not overrun_cause(waited, {"worker r@dc1"}, t, share, 1.0)["core_slower"]  # it waited: shared its core
-    busier = [one(s["t_ms"], 1.0, 0.8 if 3000 < s["t_ms"] < 5600 else 0.45) for s in quiet]
+    busier = [one(s["t_ms"], 1.0, 0.8 if 3000 < s["t_ms"] < 5000 else 0.45) for s in quiet]
     assert not overrun_cause(busier, {"worker r@dc1"}, t, share, 1.0)["core_slower"]
-    stolen = [one(s["t_ms"], 1.0, 0.45, 30.0 if 3000 < s["t_ms"] < 5600 else 0.0) for s in quiet]
+    stolen = [one(s["t_ms"], 1.0, 0.45, 5.0 if 3000 < s["t_ms"] < 5000 else 0.0) for s in quiet]
     assert not overrun_cause(stolen, {"worker r@dc1"}, t, share, 1.0)["core_slower"]
     assert overrun_cause(quiet, {"worker r@dc1"}, t, np.full(t.shape, 0.02), 1.0) is None  # no window over
-    # at K = 4 a real second's sample covers 250 virtual ms: the samples over 3-5 virtual s are those at 3.x, 4.x s
-    dilated = [one(250.0 * i + 100.0, 40.0 if 3000 < 250.0 * i + 100.0 < 5300 else 1.0, 0.45) for i in range(32)]
-    assert not overrun_cause(dilated, {"worker r@dc1"}, t, share, 4.0)["core_slower"]
+    # at K = 4 a real second's sample covers 250 virtual ms: the one at 3.35 s is over 3.1-3.35 s, in the window
+    # at 3 s; read as a whole virtual second (2.35-3.35 s, 35 % over) it would be counted with the rest
+    dilated = [one(250.0 * i + 100.0, 200.0 if i == 13 else 1.0, 0.45) for i in range(32)]
+    cause = overrun_cause(dilated, {"worker r@dc1"}, t, share, 4.0)
+    assert not cause["core_slower"] and cause["samples_over"] == 8, cause
+
+
+def test_the_verdict_names_the_cores_own_slowness_as_the_cause() -> None:
+    over = Figure("real-inference overrun", "p95", 0.4, 0.25, "share of profile", True, 3.0, 2)
+    cause = {"windows_over": 2, "samples_over": 2, "real_wait_share": 0.01, "other_cores": 0.25,
+             "other_cores_elsewhere": 0.25, "host_steal_pct_max": 0.0, "core_slower": True}
+    lines = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": cause}))
+    assert lines[-1].startswith("  cause: in the 2 windows where real inference overran, it did not wait")
+    assert "the core itself ran slower (the host)" in lines[-1]
+    assert not any("cause:" in x for x in format_fidelity(
+        verdict([over], 1.0, None, {"real_overrun_cause": cause | {"core_slower": False}})))

@@ -235,24 +235,27 @@ def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_p
                     f"it not faithful: {[(v['invariant'], v['value']) for v in fid['violations']]}")
     wait = next(f for f in fid["figures"] if f["invariant"] == "run-queue delay of real inference")
     assert wait["value"] <= wait["threshold"], wait  # its inference threads alone on the reserved core
-    # The run's real profile times batches after idle and charges each frame a fixed input cost as well as one per
-    # MB (live/realprofile.py): quiet runs of 2026-12-02 overran it by -0.31 and -0.22 ms on average, p95 +1.4 and
-    # +1.1 %; with batches timed back to back and input cost per MB alone, by 4.3 ms, p95 +80 %.
-    # On 2026-12-03 this host's core ran inference 30-50 % slower in bursts of 1-3 s, with no wait for the core,
-    # nothing stolen and the machine no busier (the monitor's `real_overrun_cause`): 3 of 7 runs had p95 0.33-0.57.
-    # That is not this run's doing, and no isolation within the machine prevents it: the verdict says so.
-    cause = fid["diagnostics"].get("real_overrun_cause") or {}
-    if {v["invariant"] for v in fid["violations"]} == {"real-inference overrun"} and cause.get("core_slower"):
-        pytest.skip(f"the reserved core itself ran slower in {cause['windows_over']} windows (no wait for it: "
-                    f"{cause['real_wait_share']}; {cause['host_cores']} cores busy against "
-                    f"{cause['host_cores_elsewhere']} elsewhere; nothing stolen): "
-                    f"{[(v['statistic'], v['value']) for v in fid['violations']]}")
-    assert fid["verdict"] == "faithful", [(v["invariant"], v["statistic"], v["value"]) for v in fid["violations"]]
-    assert "fidelity (K = 1): faithful" in (tmp_path / "run.log").read_text()
     names = {f["invariant"] for f in fid["figures"]}
     assert {"source send lag", "decision-window lateness", "real-inference overrun",
             "run-queue delay of real inference"} <= names, names
     assert len(samples) >= 10 and all(s["procs"] for s in samples)
+    # The run's real profile times batches after idle and charges each frame a fixed input cost as well as one per
+    # MB (live/realprofile.py): quiet runs of 2026-12-02 overran it by -0.31 and -0.22 ms on average, p95 +1.4 and
+    # +1.1 %; with batches timed back to back and input cost per MB alone, by 4.3 ms, p95 +80 %.
+    # On 2026-12-03 this host's core ran inference 30-50 % slower in bursts of 1-3 s, with no wait for the core,
+    # nothing stolen and the machine no busier (the verdict's `real_overrun_cause`): 3 of 7 runs had p95 0.33-0.57.
+    # That is not this run's doing, and no isolation within the machine prevents it: the verdict says so.
+    cause = fid["diagnostics"].get("real_overrun_cause") or {}
+    log = (tmp_path / "run.log").read_text()
+    if fid["stopped_early"] is None and cause.get("core_slower") and {
+            v["invariant"] for v in fid["violations"]} == {"real-inference overrun"}:
+        assert "cause: in the" in log and "the core itself ran slower (the host)" in log, log[-2000:]
+        pytest.skip(f"the reserved core itself ran slower in {cause['windows_over']} windows (no wait for it: "
+                    f"{cause['real_wait_share']}; {cause['other_cores']} other cores busy against "
+                    f"{cause['other_cores_elsewhere']} elsewhere; nothing stolen): "
+                    f"{[(v['statistic'], v['value']) for v in fid['violations']]}")
+    assert fid["verdict"] == "faithful", [(v["invariant"], v["statistic"], v["value"]) for v in fid["violations"]]
+    assert "fidelity (K = 1): faithful" in log
 
 
 def test_an_overloaded_run_is_judged_not_faithful_and_stopped_early(tmp_path: Path) -> None:

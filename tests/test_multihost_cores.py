@@ -355,6 +355,7 @@ def test_a_real_worker_on_server_b_has_b_s_isolated_core(farm, runs, tmp_path):
     assert all(s["servers"]["b"]["cpus"] == os.cpu_count() for s in samples[1:]), samples[-1]["servers"]
     real_b = [p for n, p in on_b_procs.items() if p["group"] == "real inference"]
     assert real_b and sum(p["run_ms"] for p in real_b) > 0, sorted(on_b_procs)
+    assert {"agent", "keeper"} <= {p["group"] for p in on_b_procs.values()}, sorted(on_b_procs)  # as in cpu.json
     figures = {f["invariant"]: f for f in summary["extra"]["fidelity"]["figures"]}
     print("real inference on b:", figures.get("run-queue delay of real inference"), samples[-1]["servers"]["b"])
     assert "run-queue delay of real inference" in figures
