@@ -89,11 +89,14 @@ class TestbedNet(Mininet):
             wire.terminate_wire()
         Mininet.stop(self)
 
-    def shaping_problems(self) -> list[str]:
-        """Returns a line per shaped interface whose qdiscs differ from the plan, and per wire not running."""
+    def shaping_problems(self, only: set[str] | None = None) -> list[str]:
+        """Returns a line per shaped interface whose qdiscs differ from the plan, and per wire not running; of the
+        links named in `only` (default: every link), so that one link's check reads only its own servers."""
         shown: dict[tuple[str | None, str | None], dict[str, list[dict]]] = {}
         problems = []
         for link in self.links:
+            if only is not None and getattr(link, "link_name", None) not in only:
+                continue
             for intf in (link.intf1, link.intf2):
                 if not isinstance(intf, ShapedIntf) or intf.shape is None:
                     continue

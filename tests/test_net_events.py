@@ -54,6 +54,7 @@ def test_a_delay_change_takes_effect_and_a_link_goes_down_and_comes_back(tiny_ne
 
     apply_link_event(tiny_net, LinkEvent(at_s=2.0, link="ant1-dc1", key="events[2]", state="up"))
     assert link_states(tiny_net, "ant1-dc1") == ["UP", "UP"]
+    assert tiny_net.mn.shaping_problems({"ant1-dc1"}) == [] and tiny_net.mn.shaping_problems({"nowhere"}) == []
     back = _rtts_ms(ant, dc)
     assert back and abs(statistics.median(back) - 2 * 25.0) < 2.5  # back up with the shape it had
     assert tiny_net.mn.shaping_problems() == []
@@ -91,6 +92,25 @@ def test_a_local_wire_that_does_not_answer_its_sighup_is_put_back_and_answers_th
     monkeypatch.undo()
     wire.reshape(wire.shape)  # a SIGHUP that reaches it: its own line answers
     assert abs(statistics.median(_rtts_ms(ant, dc)) - 2 * 15.0) < 2.5
+
+
+def test_a_link_that_comes_back_up_without_its_shaping_is_named(tiny_net) -> None:
+    """`up` checks the link's own ends (and its wire) against its plan: an end's TBF gone meanwhile is an error
+    naming the link; the other links are not read."""
+    from testbed.errors import NetworkError
+    from testbed.links import ShapedIntf
+
+    link = next(lk for lk in tiny_net.mn.links if getattr(lk, "link_name", "") == "dc1-cloud")
+    end = next(i for i in (link.intf1, link.intf2) if isinstance(i, ShapedIntf) and i.shape is not None)
+    apply_link_event(tiny_net, LinkEvent(at_s=0.0, link="dc1-cloud", key="events[0]", state="down"))
+    subprocess.run(["ip", "netns", "exec", end.netns, "tc", "qdisc", "del", "dev", end.name, "root"]
+                   if end.netns else ["tc", "qdisc", "del", "dev", end.name, "root"], check=True)
+    try:
+        with pytest.raises(NetworkError, match=r"^dc1-cloud came back up not shaped as planned: dc1-cloud at "):
+            apply_link_event(tiny_net, LinkEvent(at_s=1.0, link="dc1-cloud", key="events[1]", state="up"))
+    finally:
+        end.config(ctx=end.ctx, shape=link.shape)
+    assert tiny_net.mn.shaping_problems() == []
 
 
 def test_net_applies_an_events_file_while_the_cli_runs(tmp_path: Path) -> None:
