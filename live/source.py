@@ -33,7 +33,7 @@ from live.clock import KEEPALIVE_S, REAL_CLOCK, DilatedClock
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
 from live.sendlag import append_opens, opens_path
 from live.spec import read_spec
-from workers.lifecycle import announce_ready, stop_on_signals
+from workers.lifecycle import announce_ready, ignore_stop_signals, stop_on_signals
 from workload.trace import Trace, read_trace
 
 FLUSH_S = 0.5
@@ -438,13 +438,17 @@ class Source:
 
 async def replay(source: Source, t0_file: Path) -> None:
     """Announces READY (imports done, frames encoded: the orchestrator then sets t0), waits for t0 and
-    replays the streams; SIGTERM or SIGINT stop it (queries not sent by then are never sent)."""
+    replays the streams; SIGTERM or SIGINT stop it (queries not sent by then are never sent), and are ignored from
+    then on."""
     stop_on_signals(source.stopping)
     announce_ready()
-    t0_s = await wait_t0(t0_file, stop=source.stopping)
-    if t0_s is not None:
-        source.t0_s = t0_s
-    await source.run()
+    try:
+        t0_s = await wait_t0(t0_file, stop=source.stopping)
+        if t0_s is not None:
+            source.t0_s = t0_s
+        await source.run()
+    finally:  # stopping: a later signal must not cut its records' end and its DONE line
+        ignore_stop_signals()
 
 
 def main(argv: list[str] | None = None) -> int:

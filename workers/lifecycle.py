@@ -29,6 +29,21 @@ def stop_on_signals(event: asyncio.Event | None = None) -> asyncio.Event:
     return stop
 
 
+def ignore_stop_signals() -> None:
+    """From now on SIGTERM and SIGINT are ignored: the running loop's handlers (`stop_on_signals`) are removed,
+    the signals blocked meanwhile, so that none arriving in between (nor once the loop is closed, when they would
+    take their default action) kills a process that is already stopping before it has written its last words."""
+    loop = asyncio.get_running_loop()
+    sigs = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+
+
 def announce_ready(url: str = "", say: Callable[..., None] = print) -> None:
     """Prints the line the orchestrator waits for: `READY <url>` (`READY` alone for a process with no URL)."""
     say(f"READY {url}" if url else "READY", flush=True)
