@@ -59,11 +59,13 @@ class Thresholds:
     host_steal_pct: float = 10.0
     host_stall_s: float = 3.0
     wall_step_ms: float = 100.0
+    outside_cores: float = 0.3
     """Diagnostics (not hard): the host's busy share of its cores, the run's CPU pressure, the largest share of a
     sampling interval the hypervisor stole, the longest sampling interval (real s; the sampler wakes every
     second, so a longer one says the whole host stalled), the largest step of the machine's wall clock in one
     interval (real ms; a virtual machine paused and its clock set forward: the run's clock does not follow it,
-    topologies/wallclock.py): they name a cause outside the run."""
+    topologies/wallclock.py), the cores busy with work that is not the run's in one interval (another experiment,
+    a test run beside it): they name a cause outside the run."""
 
 
 THRESHOLDS = Thresholds()
@@ -266,6 +268,12 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     if diag.get("sample_interval_max_s") is not None:
         figures.append(Figure("host stall", "longest sampling interval", diag["sample_interval_max_s"],
                               limits.host_stall_s, "real s", hard=False))
+    if samples and diag.get("outside_cores_max") is not None:
+        t_s = np.array([s["t_ms"] for s in samples], dtype=float)
+        outside = np.array([s["host_cores"] - sum(p["cores"] for n, p in s["procs"].items() if not server_of(n))
+                            for s in samples])
+        figures.append(_figure("other work on the machine", "max per interval", t_s, outside, limits.outside_cores,
+                               "cores", hard=False))
     if diag.get("wall_step_ms_max") is not None:
         figures.append(Figure("wall clock stepped", "largest step in one interval", diag["wall_step_ms_max"],
                               limits.wall_step_ms, "real ms", hard=False))
@@ -317,7 +325,8 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
     outside = np.array([s["host_cores"] for s in samples]) - ours
     out: dict = {"samples": len(samples), "host_cpu_share_mean": round(float(busy.mean()), 3),
                  "host_cpu_share_max": round(float(busy.max()), 3),
-                 "outside_cores_mean": round(float(np.clip(outside, 0, None).mean()), 3)}
+                 "outside_cores_mean": round(float(np.clip(outside, 0, None).mean()), 3),
+                 "outside_cores_max": round(float(np.clip(outside, 0, None).max()), 3)}
     """Cores busy with work that is not the run's (another experiment on the machine): what a verdict that
     does not hold on a quiet machine is due to."""
     if intervals := [s["real_s"] for s in samples if s.get("real_s") is not None]:

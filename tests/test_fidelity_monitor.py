@@ -198,6 +198,8 @@ def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Pat
     warned = {w["invariant"]: w["value"] for w in fid["warnings"]}
     assert warned["host stall"] == 5.5 and warned["CPU stolen by the hypervisor"] == 60.0
     assert warned["wall clock stepped"] == 5800.0
+    other = next(w for w in fid["warnings"] if w["invariant"] == "other work on the machine")
+    assert other["value"] == pytest.approx(0.8) and other["windows_over"] == 4  # 1 core busy, 0.2 of them the run's
 
 
 def test_real_inference_is_judged_on_its_worst_server() -> None:
