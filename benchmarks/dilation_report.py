@@ -51,7 +51,30 @@ def _run_facts(run: Path) -> dict | None:
     if not fidelity and not commit:
         return None
     return {"dir": str(run), "commit": commit, "verdict": fidelity.get("verdict"),
-            "figures": [f for f in fidelity.get("figures", []) if f.get("hard")]}
+            "figures": [f for f in fidelity.get("figures", []) if f.get("hard")],
+            "other_cores_max": _other_cores_max(run)}
+
+
+def _other_cores_max(run: Path) -> float | None:
+    """Returns the most cores busy with work that is not the run's in one of its monitor's intervals (another
+    experiment or a test run beside it; live/verdict.py's figure 'other work on the machine'), or None without
+    its monitor.jsonl."""
+    from live.monitor import MONITOR_NAME
+    from live.verdict import diagnostics
+
+    try:
+        samples = [json.loads(x) for x in (run / MONITOR_NAME).read_text().splitlines() if x.strip()]
+    except (OSError, ValueError):
+        return None
+    return diagnostics(samples, set()).get("outside_cores_max")
+
+
+def _other_cores(result: dict, policy: str) -> str:
+    """Returns the cell of a paper case's testbed run of `policy`: its 'other work on the machine' max, or '-'
+    where its kept result has none."""
+    run = next((f for f in result.get("runs", []) if Path(f["dir"]).name == policy), {})
+    value = run.get("other_cores_max")
+    return "-" if value is None else f"{value:.2f}"
 
 
 def window_spread(out: Path, policy: str) -> dict | None:
@@ -243,8 +266,9 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
     lines += _command(done, "negative")
     lines += ["", "## The paper's loads (full-edge, default profile, testbed against simulator)", "",
               "| lambda | seed | K | virtual s | policy | simulator | testbed | diff (pts) | window corr | "
-              "window sd sim / testbed (pts) | mean window diff (pts) | verdict | checks | wall s (case) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "window sd sim / testbed (pts) | mean window diff (pts) | verdict | other work max (cores) | checks | "
+              "wall s (case) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cid, r in done.items():
         if r["kind"] != "paper":
             continue
@@ -262,7 +286,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
             passed &= ok
             lines.append(f"| {lam} | {seed} | {_arg(r, '--tdf')} | {_arg(r, '--duration')} | {p} | {v['sim']:.3f} | "
                          f"{v['testbed']:.3f} | {v['diff_pts']:+.2f} | {v['corr']:.3f} | "
-                         f"{_spread_cells(v.get('spread'))} | {v['verdict']} | "
+                         f"{_spread_cells(v.get('spread'))} | {v['verdict']} | {_other_cores(r, p)} | "
                          f"{_mark(ok)}{'' if ok else ' (' + ', '.join(failed) + ')'} | "
                          f"{r['wall_s']:.0f} |")
     lines += ["", f"Checks: success within {SUCCESS_MAX_PTS} points per policy, the same ranking (no two policies "
@@ -271,7 +295,9 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
               f"window correlation at least {WINDOW_CORR_MIN}, the testbed judged faithful. The correlation is "
               "Pearson's over the per-window success series (1 s windows); beside it, each series' standard "
               "deviation and the mean absolute difference between them per window, in points: where the simulator's "
-              "series varies less than the testbed's window-to-window noise, the correlation measures that noise.", "",
+              "series varies less than the testbed's window-to-window noise, the correlation measures that noise. "
+              "Other work max: the most cores busy with work that is not the run's in one of its monitor's 1 s "
+              "intervals (another experiment or a test run beside it; the monitor's soft figure, 0.3).", "",
               *_command(done, "paper"), "",
               "## bench_live per K (virtual queries/s per antenna)", "",
               "| K | rates run (verdict) | highest judged faithful |", "|---|---|---|"]

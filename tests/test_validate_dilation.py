@@ -128,6 +128,13 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
     (tmp_path / "cmp").mkdir()
     (tmp_path / "cmp" / "report.json").write_text(json.dumps({"policies": [
         {"policy": "closest", "series_simulator": [0.9, 1.0, None], "series_testbed": [0.9, 0.9, 0.5]}]}))
+    closest = tmp_path / "cmp" / "testbed" / "closest"  # its monitor: 0.2 and 0.7 cores of other work
+    closest.mkdir(parents=True)
+    (closest / "summary.json").write_text(json.dumps({"extra": {"fidelity": {"verdict": "faithful", "figures": []}}}))
+    (closest / "monitor.jsonl").write_text("".join(json.dumps(
+        {"t_ms": t, "real_s": 1.0, "host_cores": busy, "procs": {"source ant1 (8)": {
+            "group": "sources", "cores": 0.3, "run_ms": 300.0, "wait_ms": 0.0}}}) + "\n"
+        for t, busy in ((500.0, 0.5), (1500.0, 1.0))))
     _result(tmp_path, "paper-l20-s1", kind="paper", policies=policies, spearman=1.0,
             argv=["--duration", "120", "--tdf", "4"], wall_s=1500, out=str(tmp_path / "cmp"))
     tie = {"least-impedance": {"sim": 1.0, "testbed": 0.999, "diff_pts": -0.1, "corr": 0.96, "verdict": "faithful"},
@@ -154,14 +161,14 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
     assert "| 1 | 4 | 60 | not faithful | yes | source send lag | yes | 61 |" in body
     assert "| 2 | 4 | 60 | faithful | no |  | NO | 300 |" in body
     # closest's windows both sides have: sim 90, 100 (sd 5), testbed 90, 90 (sd 0), |diff| 0 and 10 (mean 5)
-    assert ("| 20 | 1 | 4 | 120 | closest | 0.950 | 0.940 | -1.00 | 0.970 | 5.00 / 0.00 | 5.00 | faithful | yes | "
-            "1500 |") in body
-    assert ("| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | - | - | faithful | NO (success) | "
-            "1500 |") in body
+    assert ("| 20 | 1 | 4 | 120 | closest | 0.950 | 0.940 | -1.00 | 0.970 | 5.00 / 0.00 | 5.00 | faithful | 0.70 | "
+            "yes | 1500 |") in body
+    assert ("| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | - | - | faithful | - | "
+            "NO (success) | 1500 |") in body
     # a simulator tie (least-impedance, load-balancing) may come out either way (rho 0.866); a strict order may not
-    assert "| least-impedance | 1.000 | 0.999 | -0.10 | 0.960 | - | - | faithful | yes |" in body
-    assert "| closest | 0.997 | 0.998 | +0.10 | 0.960 | - | - | faithful | yes |" in body
-    assert ("| load-balancing | 0.985 | 0.984 | -0.10 | 0.960 | - | - | faithful | NO (ranking: closest > "
+    assert "| least-impedance | 1.000 | 0.999 | -0.10 | 0.960 | - | - | faithful | - | yes |" in body
+    assert "| closest | 0.997 | 0.998 | +0.10 | 0.960 | - | - | faithful | - | yes |" in body
+    assert ("| load-balancing | 0.985 | 0.984 | -0.10 | 0.960 | - | - | faithful | - | NO (ranking: closest > "
             "load-balancing reversed) |") in body
     assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
     assert ("The command of `conv-s1-k10` (the others differ in seed, K or rate): `--duration 20 --tdf 10`; the runs "
