@@ -272,7 +272,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
         t_s = np.array([s["t_ms"] for s in samples], dtype=float)
         outside = np.array([s["host_cores"] - sum(p["cores"] for n, p in s["procs"].items() if not server_of(n))
                             for s in samples])
-        figures.append(_figure("other work on the machine", "max per interval", t_s, outside, limits.outside_cores,
+        figures.append(_figure("other work on the machine", "max", t_s, outside, limits.outside_cores,
                                "cores", hard=False))
     if diag.get("wall_step_ms_max") is not None:
         figures.append(Figure("wall clock stepped", "largest step in one interval", diag["wall_step_ms_max"],
