@@ -268,12 +268,11 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     if diag.get("sample_interval_max_s") is not None:
         figures.append(Figure("host stall", "longest sampling interval", diag["sample_interval_max_s"],
                               limits.host_stall_s, "real s", hard=False))
-    if samples and diag.get("outside_cores_max") is not None:
-        t_s = np.array([s["t_ms"] for s in samples], dtype=float)
-        outside = np.array([s["host_cores"] - sum(p["cores"] for n, p in s["procs"].items() if not server_of(n))
-                            for s in samples])
-        figures.append(_figure("other work on the machine", "max", t_s, outside, limits.outside_cores,
-                               "cores", hard=False))
+    t_other, other = other_work(samples, k)
+    if len(other):
+        diag["outside_cores_max"] = round(float(other.max()), 3)
+        figures.append(_figure("other work on the machine", "max", t_other, other, limits.outside_cores, "cores",
+                               hard=False))
     if diag.get("wall_step_ms_max") is not None:
         figures.append(Figure("wall clock stepped", "largest step in one interval", diag["wall_step_ms_max"],
                               limits.wall_step_ms, "real ms", hard=False))
@@ -325,8 +324,7 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
     outside = np.array([s["host_cores"] for s in samples]) - ours
     out: dict = {"samples": len(samples), "host_cpu_share_mean": round(float(busy.mean()), 3),
                  "host_cpu_share_max": round(float(busy.max()), 3),
-                 "outside_cores_mean": round(float(np.clip(outside, 0, None).mean()), 3),
-                 "outside_cores_max": round(float(np.clip(outside, 0, None).max()), 3)}
+                 "outside_cores_mean": round(float(np.clip(outside, 0, None).mean()), 3)}
     """Cores busy with work that is not the run's (another experiment on the machine): what a verdict that
     does not hold on a quiet machine is due to."""
     if intervals := [s["real_s"] for s in samples if s.get("real_s") is not None]:
@@ -401,6 +399,21 @@ def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, s
             "other_cores": round(cores, 3), "other_cores_elsewhere": round(elsewhere, 3),
             "host_steal_pct_max": round(stolen, 2),
             "core_slower": bool(wait_share <= limits.real_wait_share and cores <= elsewhere + 0.1 and stolen < 1.0)}
+
+
+def other_work(samples: list[dict], k: float) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (t ms, cores) of this machine's work that is not the run's (its busy cores less its processes',
+    at least 0) per monitor sample after t0 whose processes were all read in the sample before (a process new in
+    a sample counts nothing yet, and one missing would count as other work)."""
+    t, cores = [], []
+    prev: set[str] = set()
+    for s in samples:
+        local = {n: p for n, p in s["procs"].items() if not server_of(n)}
+        if local and set(local) <= prev and s["t_ms"] - 1000.0 * float(s.get("real_s") or 1.0) / k >= 0.0:
+            t.append(s["t_ms"])
+            cores.append(max(0.0, s["host_cores"] - sum(max(0.0, p["cores"]) for p in local.values())))
+        prev = set(local)
+    return np.asarray(t, dtype=float), np.asarray(cores, dtype=float)
 
 
 def server_of(name: str) -> str:

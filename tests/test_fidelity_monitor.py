@@ -199,7 +199,8 @@ def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Pat
     assert warned["host stall"] == 5.5 and warned["CPU stolen by the hypervisor"] == 60.0
     assert warned["wall clock stepped"] == 5800.0
     other = next(w for w in fid["warnings"] if w["invariant"] == "other work on the machine")
-    assert other["value"] == pytest.approx(0.8) and other["windows_over"] == 4  # 1 core busy, 0.2 of them the run's
+    # 1 core busy, 0.2 of them the run's; at 1.5 and 3.5 s (the first sample covers t0, the third the stall's 5.5 s)
+    assert other["value"] == pytest.approx(0.8) and other["windows_over"] == 2
 
 
 def test_real_inference_is_judged_on_its_worst_server() -> None:
@@ -295,3 +296,20 @@ def test_the_verdict_names_the_cores_own_slowness_as_the_cause() -> None:
     assert "the core itself ran slower (the host)" in lines[-1]
     assert not any("cause:" in x for x in format_fidelity(
         verdict([over], 1.0, None, {"real_overrun_cause": cause | {"core_slower": False}})))
+
+
+def test_other_work_leaves_out_samples_before_t0_and_those_with_a_process_new_or_missing() -> None:
+    from live.verdict import other_work
+
+    def one(t_ms: float, busy: float, **procs: float) -> dict:
+        return {"t_ms": t_ms, "real_s": 1.0, "host_cores": busy,
+                "procs": {f"{n} (1)": {"group": "x", "cores": c, "run_ms": 0.0, "wait_ms": 0.0} for n, c in procs.items()}}
+
+    samples = [one(100.0, 1.5, a=0.5), one(350.0, 1.0, a=0.5), one(600.0, 1.0, a=0.5, b=0.2),
+               one(850.0, 0.9, a=0.5, b=0.2), one(1100.0, 0.5), one(1350.0, 0.6, a=-0.1, b=0.2)]
+    samples[-1]["procs"]["c (2@s)"] = {"group": "x", "cores": 5.0, "run_ms": 0.0, "wait_ms": 0.0}  # another server's
+    t, cores = other_work(samples, 4.0)  # a sample covers 250 virtual ms: the first starts before t0
+    assert t.tolist() == [350.0, 850.0] and cores == pytest.approx([0.5, 0.2])  # b new at 600; none read at 1100
+    samples[-2] = one(1100.0, 0.5, a=0.1, b=0.1)
+    t, cores = other_work(samples, 4.0)
+    assert t.tolist() == [350.0, 850.0, 1100.0, 1350.0] and cores == pytest.approx([0.5, 0.2, 0.3, 0.4])

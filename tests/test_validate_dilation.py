@@ -128,9 +128,10 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
     (tmp_path / "cmp").mkdir()
     (tmp_path / "cmp" / "report.json").write_text(json.dumps({"policies": [
         {"policy": "closest", "series_simulator": [0.9, 1.0, None], "series_testbed": [0.9, 0.9, 0.5]}]}))
-    closest = tmp_path / "cmp" / "testbed" / "closest"  # its monitor: 0.2 and 0.7 cores of other work
+    closest = tmp_path / "cmp" / "testbed" / "closest"  # its monitor: 0.2 (before t0) and 0.7 cores of other work
     closest.mkdir(parents=True)
     (closest / "summary.json").write_text(json.dumps({"extra": {"fidelity": {"verdict": "faithful", "figures": []}}}))
+    (closest / "config.json").write_text(json.dumps({"tdf": 1.0}))  # the first sample covers t0: left out
     (closest / "monitor.jsonl").write_text("".join(json.dumps(
         {"t_ms": t, "real_s": 1.0, "host_cores": busy, "procs": {"source ant1 (8)": {
             "group": "sources", "cores": 0.3, "run_ms": 300.0, "wait_ms": 0.0}}}) + "\n"
