@@ -60,14 +60,14 @@ def _other_cores_max(run: Path) -> float | None:
     experiment or a test run beside it; live/verdict.py's figure 'other work on the machine'), or None without
     its monitor.jsonl."""
     from live.monitor import MONITOR_NAME
-    from live.verdict import other_work
+    from live.verdict import dilation_factor, other_work
 
     try:
         samples = [json.loads(x) for x in (run / MONITOR_NAME).read_text().splitlines() if x.strip()]
         config = json.loads((run / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    _, cores = other_work(samples, float(config.get("time_dilation", {}).get("factor") or config.get("tdf") or 1.0))
+    _, cores = other_work(samples, dilation_factor(config))
     return round(float(cores.max()), 3) if len(cores) else None
 
 

@@ -219,10 +219,15 @@ def real_starts(run_dir: Path, config: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def dilation_factor(config: dict) -> float:
+    """Returns a run's time dilation factor K from its config.json (1 for a run without dilation)."""
+    return float(config.get("time_dilation", {}).get("factor") or config.get("tdf") or 1.0)
+
+
 def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds = THRESHOLDS) -> dict:
     """Returns the run's fidelity: {verdict, tdf, stopped_early, violations, figures, diagnostics}."""
     config = json.loads((run_dir / "config.json").read_text())
-    k = float(config.get("time_dilation", {}).get("factor") or config.get("tdf") or 1.0)
+    k = dilation_factor(config)
     rec = record_columns(run_dir / "records.csv")
     tr = read_trace(run_dir / "trace.csv")
     frame_bytes = {int(s): float(b) for s, b in zip(tr.stream_id, tr.frame_bytes, strict=True)}
