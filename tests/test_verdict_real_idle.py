@@ -24,7 +24,7 @@ def _run_dir(path: Path, real: list[tuple[float, float]]) -> Path:
            "t_send_ms": 0.5, "t_sched_ms": "", "t_worker_ms": "", "t_infer_start_ms": "", "t_infer_end_ms": "",
            "t_response_ms": "", "batch_size": 1, "outcome": "ontime", "reason": ""}
     (path / "records.csv").write_text(",".join(RECORD_NAMES) + "\n" + ",".join(str(row[n]) for n in RECORD_NAMES) + "\n")
-    samples = [{"t_ms": 1000.0 * i + 500.0, "real_s": 1.0, "host_cores": 0.5, "host_some_pct": None,
+    samples = [{"t_ms": 1000.0 * i + 500.0, "real_s": 1.0, "host_cores": 0.05, "host_some_pct": None,
                 "run_some_pct": None, "procs": {"worker r@ant4 (7)": {"group": "workers", "cores": 0.0,
                                                                       "run_ms": run, "wait_ms": wait}}}
                for i, (run, wait) in enumerate(real)]
