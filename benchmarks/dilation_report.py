@@ -60,7 +60,8 @@ def _other_cores_max(run: Path) -> float | None:
     experiment or a test run beside it; live/verdict.py's figure 'other work on the machine'), or None without
     its monitor.jsonl."""
     from live.monitor import MONITOR_NAME
-    from live.verdict import dilation_factor, other_work
+    from live.monitor_figures import other_work
+    from live.verdict import dilation_factor
 
     try:
         samples = [json.loads(x) for x in (run / MONITOR_NAME).read_text().splitlines() if x.strip()]

@@ -39,7 +39,7 @@ from live.spec import (  # noqa: E402
     add_run_arguments,
     spec_from_args,
 )
-from live.verdict import record_columns  # noqa: E402
+from live.verdict import format_fidelity, record_columns  # noqa: E402
 
 PLOT_NAME = "demo-success.png"
 """The run's success.png, copied beside the page."""
@@ -110,7 +110,8 @@ def page(run: Path, wall_s: float | None) -> str:
         f"- frames through real ONNX inference: {real or 'none'} (real inference's site: "
         f"{', '.join(extra.get('real_sites') or []) or 'none'})",
         f"- other work on the machine during the run: {fid.get('diagnostics', {}).get('outside_cores_mean', 'n/a')} "
-        "cores on average (monitor.jsonl)",
+        f"cores on average over every sample, {fid.get('diagnostics', {}).get('outside_cores_max', 'n/a')} at most "
+        "in one interval after t0 (monitor.jsonl)",
         "",
         f"## Fidelity verdict: {fid.get('verdict', 'not judged')}",
         "",
@@ -122,6 +123,8 @@ def page(run: Path, wall_s: float | None) -> str:
         over = "" if f["windows_over"] is None else str(f["windows_over"])
         lines.append(f"| {f['invariant']} | {f['statistic']} | {f['value']:g} | {f['threshold']:g} | {f['unit']} | "
                      f"{'yes' if f['hard'] else 'no'} | {first} | {over} |")
+    if text := format_fidelity(fid):
+        lines += ["", "The verdict's text (as the run's table prints it):", "", "```", *text, "```"]
     apps = sorted(summary["per_app"])
     lines += ["", "## Success: live against the simulator on the same trace and events", "",
               "| run | all | " + " | ".join(apps) + " |", "| --- | ---: | " + " | ".join("---:" for _ in apps) + " |",

@@ -195,6 +195,7 @@ def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Pat
     assert wait["first_window_s"] == 2.0 and wait["windows_over"] == 1  # 10 % in the window at 2 s
     assert fid["diagnostics"]["wait_share"]["sources"] == 0.5
     assert fid["diagnostics"]["outside_cores_mean"] == pytest.approx(0.8)
+    assert fid["diagnostics"]["outside_cores_max"] == pytest.approx(0.8)  # at 1.5 and 3.5 s (other_work's samples)
     warned = {w["invariant"]: w["value"] for w in fid["warnings"]}
     assert warned["host stall"] == 5.5 and warned["CPU stolen by the hypervisor"] == 60.0
     assert warned["wall clock stepped"] == 5800.0
@@ -206,7 +207,7 @@ def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Pat
 def test_real_inference_is_judged_on_its_worst_server() -> None:
     """Real inference on the driver (900 ms running, no wait) and on server b (100 ms running, 50 ms waiting):
     pooled, 50 of 1050 ms waiting would pass the limit; b's own core waited a third of its time."""
-    from live.verdict import diagnostics, real_wait_series, server_of
+    from live.monitor_figures import diagnostics, real_wait_series, server_of
 
     procs = {"worker r@dc1 (7)": {"group": "workers", "cores": 0.9, "run_ms": 900.0, "wait_ms": 0.0},
              "worker r@ant1 (9@b)": {"group": "workers", "cores": 0.1, "run_ms": 100.0, "wait_ms": 50.0}}
@@ -258,7 +259,7 @@ def test_a_batch_is_judged_against_its_profile_and_its_frames_input_cost(tmp_pat
 def test_an_overrun_without_waiting_on_a_machine_no_busier_is_the_cores_own_slowness() -> None:
     """Real inference overran its profile in the windows at 3 and 4 s: the cause says whether it waited for its
     core there, or the machine (or the hypervisor) was busier then than in the rest of the run."""
-    from live.verdict import overrun_cause
+    from live.monitor_figures import overrun_cause
 
     def one(t_ms: float, wait_ms: float, cores: float, steal: float = 0.0) -> dict:
         return {"t_ms": t_ms, "real_s": 1.0, "host_cores": cores, "host_steal_pct": steal,
@@ -268,22 +269,23 @@ def test_an_overrun_without_waiting_on_a_machine_no_busier_is_the_cores_own_slow
     t = np.arange(50.0, 8000.0, 50.0)  # a batch every 50 ms; those from 3 to 5 s 40 % over their profile
     share = np.where((t >= 3000.0) & (t < 5000.0), 0.4, 0.02)
     quiet = [one(800.0 + 1000.0 * i, 1.0, 0.45) for i in range(8)]  # the first covers t0: left out
-    cause = overrun_cause(quiet, {"worker r@dc1"}, t, share, 1.0)
+    cause = overrun_cause(quiet, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)
     assert cause is not None and cause["windows_over"] == 2 and cause["core_slower"]
     assert cause["samples_over"] == 2  # at 3.8 and 4.8 s; the one at 5.8 s is 20 % over: the rest
     assert cause["real_wait_share"] == pytest.approx(2 / 402, abs=1e-4)
     assert cause["other_cores"] == pytest.approx(0.25)  # the machine's cores but real inference's
     waited = [one(s["t_ms"], 40.0 if 3000 < s["t_ms"] < 5000 else 1.0, 0.45) for s in quiet]
-    assert not overrun_cause(waited, {"worker r@dc1"}, t, share, 1.0)["core_slower"]  # it waited: shared its core
+    # it waited: it shared its core
+    assert not overrun_cause(waited, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)["core_slower"]
     busier = [one(s["t_ms"], 1.0, 0.8 if 3000 < s["t_ms"] < 5000 else 0.45) for s in quiet]
-    assert not overrun_cause(busier, {"worker r@dc1"}, t, share, 1.0)["core_slower"]
+    assert not overrun_cause(busier, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)["core_slower"]
     stolen = [one(s["t_ms"], 1.0, 0.45, 5.0 if 3000 < s["t_ms"] < 5000 else 0.0) for s in quiet]
-    assert not overrun_cause(stolen, {"worker r@dc1"}, t, share, 1.0)["core_slower"]
-    assert overrun_cause(quiet, {"worker r@dc1"}, t, np.full(t.shape, 0.02), 1.0) is None  # no window over
+    assert not overrun_cause(stolen, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)["core_slower"]
+    assert overrun_cause(quiet, {"worker r@dc1"}, t, np.full(t.shape, 0.02), 1.0, THRESHOLDS) is None  # no window over
     # at K = 4 a real second's sample covers 250 virtual ms: the one at 3.35 s is over 3.1-3.35 s, in the window
     # at 3 s; read as a whole virtual second (2.35-3.35 s, 35 % over) it would be counted with the rest
     dilated = [one(250.0 * i + 100.0, 200.0 if i == 13 else 1.0, 0.45) for i in range(32)]
-    cause = overrun_cause(dilated, {"worker r@dc1"}, t, share, 4.0)
+    cause = overrun_cause(dilated, {"worker r@dc1"}, t, share, 4.0, THRESHOLDS)
     assert not cause["core_slower"] and cause["samples_over"] == 8, cause
 
 
@@ -299,7 +301,7 @@ def test_the_verdict_names_the_cores_own_slowness_as_the_cause() -> None:
 
 
 def test_other_work_leaves_out_samples_before_t0_and_those_with_a_process_new_or_missing() -> None:
-    from live.verdict import other_work
+    from live.monitor_figures import other_work
 
     def one(t_ms: float, busy: float, **procs: float) -> dict:
         return {"t_ms": t_ms, "real_s": 1.0, "host_cores": busy,
