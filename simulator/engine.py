@@ -2,8 +2,9 @@
 
 Virtual time advances one window at a time. In each window the stream events (arrivals, departures)
 are handled in time order by `scheduler.core.Scheduler`, the window's queries are generated in bulk,
-cross the network (radio + path delay, jitter, transmission, loss as a TCP retransmission) and are
-served by `simulator.batching`. Everything random comes from generators spawned from one seed.
+cross the network (radio + path delay, jitter, transmission, loss as a TCP retransmission; each antenna's radio
+and each antenna-to-resource path keeps order per direction, `simulator.links`) and are served by
+`simulator.batching`. Everything random comes from generators spawned from one seed.
 Network events (`events`) change the system model at their times (`scheduler.timeline`): a stream is decided
 with the network as it is when it opens (when its radio is down, as it is when the radio is back: its request
 waits for it), a query crosses the links as they are when it is sent (its answer as they are when it leaves the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from scheduler.system import RESPONSE_BYTES, SystemModel
 from scheduler.timeline import SystemTimeline
 from scheduler.window import N_CLASSES, WindowMeasurement, stream_classes
 from simulator.batching import DONE, PENDING_ADMITTED, PENDING_NEW, REJECTED_FULL, serve_window
+from simulator.links import FifoLinks
 from topologies.events import NetworkEvents
 from workload.trace import Trace
 
@@ -54,6 +57,10 @@ class SimConfig:
     processing_scale: tuple[tuple[str, float], ...] = ()
     """(variant name, factor) pairs: that variant's batches take factor x the profile's time when served,
     while the schedulers still decide with the profile (a testbed whose workers run slower than profiled)."""
+    fifo_links: bool = True
+    """Links keep order (simulator.links): a message leaves a link no earlier than one that entered it before, per
+    antenna's radio and per antenna-to-resource path, each way, as on the testbed's wires. False: every message's
+    jitter is drawn on its own and messages overtake each other."""
 
     def __post_init__(self) -> None:
         for name in ("window_s", "duration_s"):
@@ -84,6 +91,16 @@ MAX_RETRANSMIT_MS = 120_000.0
 REASONS = (*REJECT_REASONS, "queue-full", "deadline", LINK_DOWN_REASON)
 """Every reason the simulator records (its records' reason codes index this)."""
 QUEUE_FULL, DEADLINE, LINK_DOWN = (REASONS.index(r) for r in ("queue-full", "deadline", LINK_DOWN_REASON))
+
+
+class Legs(NamedTuple):
+    """One-way delays in ms of messages: each leg's delay, jitter and transmission, and the wait before it
+    enters the leg (a lost try's retransmission timeout; infinite legs: a link that is down)."""
+
+    radio_ms: np.ndarray
+    path_ms: np.ndarray
+    radio_wait_ms: np.ndarray
+    path_wait_ms: np.ndarray
 
 
 class Simulation:
@@ -139,6 +156,7 @@ class Simulation:
         self.free = np.zeros((len(res), int(self.replicas.max(initial=1))))
         self.last_close = np.zeros(len(res))
         self.pool = _empty_pool()
+        self.radio_up, self.path_up, self.path_down, self.radio_down = (FifoLinks() for _ in range(4))
         self.windows = 0
         self.queries_done = 0
         self._parts: list[dict[str, np.ndarray]] = []
@@ -201,9 +219,9 @@ class Simulation:
         return streams, k
 
     def _one_way(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float,
-                 t_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (radio leg, path leg) one-way delays in ms of messages leaving at t_ms, with jitter,
-        transmission and losses, over the links as they are then (infinite across a link that is down)."""
+                 t_ms: np.ndarray) -> Legs:
+        """Returns the radio and path legs of messages leaving at t_ms, with jitter, transmission and losses, over
+        the links as they are then (infinite across a link that is down)."""
         rng, n = self.rng_net, len(ant)
         z = rng.standard_normal((2, n))
         lost = rng.random((2, n))
@@ -211,46 +229,62 @@ class Simulation:
         if timeline.static:
             return self._legs(timeline.systems[0], ant, res, nbytes, z, lost)
         state = timeline.indices_at(np.asarray(t_ms) / 1000.0)
-        radio, path = np.empty(n), np.empty(n)
+        legs = np.empty((4, n))
         nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,))
         for k in np.unique(state):
             m = state == k
-            radio[m], path[m] = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
-        cut = np.flatnonzero(~(np.isfinite(radio) & np.isfinite(path)))  # met a link that is down
+            legs[:, m] = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
+        cut = np.flatnonzero(~(np.isfinite(legs[0]) & np.isfinite(legs[1])))  # met a link that is down
         if len(cut):
-            radio[cut], path[cut] = self._retransmitted(ant[cut], res[cut], nbytes[cut], np.asarray(t_ms)[cut],
-                                                        z[:, cut], lost[:, cut])
-        return radio, path
+            legs[:, cut] = self._retransmitted(ant[cut], res[cut], nbytes[cut], np.asarray(t_ms)[cut],
+                                               z[:, cut], lost[:, cut])
+        return Legs(*legs)
 
     def _retransmitted(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray, t_ms: np.ndarray, z: np.ndarray,
-                       lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (radio leg, path leg) of messages that met a link that was down, with their draws (normal,
-        uniform) [2, n]: TCP sends each again after rto_ms, then after twice that, and so on, until a try finds
-        every link of its way up (the wait counted in the radio leg); infinite if none does up to the first try
-        whose total wait passes MAX_RETRANSMIT_MS (that try included). Every message's tries are taken together, grouped by the network state they meet."""
+                       lost: np.ndarray) -> Legs:
+        """Returns the legs of messages that met a link that was down, with their draws (normal, uniform) [2, n]:
+        TCP sends each again after rto_ms, then after twice that, and so on, until a try finds every link of its
+        way up (the wait counted in the radio's); infinite if none does up to the first try whose total wait passes
+        MAX_RETRANSMIT_MS (that try included). Every message's tries are taken together, grouped by the network
+        state they meet."""
         timeline, waited, wait = self.physics_timeline, 0.0, self.config.rto_ms
-        radio, path = np.full(len(ant), np.inf), np.full(len(ant), np.inf)
+        legs = np.full((4, len(ant)), np.inf)
         waiting = np.arange(len(ant))
         while waited < MAX_RETRANSMIT_MS and len(waiting):
             waited, wait = waited + wait, wait * 2
             state = timeline.indices_at((t_ms[waiting] + waited) / 1000.0)
             for k in np.unique(state):
                 m = waiting[state == k]
-                r, p = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
+                r, p, r_wait, p_wait = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
                 up = np.isfinite(r) & np.isfinite(p)
-                radio[m[up]], path[m[up]] = waited + r[up], p[up]
-            waiting = waiting[~np.isfinite(radio[waiting])]
-        return radio, path
+                legs[:, m[up]] = r[up], p[up], waited + r_wait[up], p_wait[up]
+            waiting = waiting[~np.isfinite(legs[0, waiting])]
+        return Legs(*legs)
 
     def _legs(self, s: SystemModel, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float, z: np.ndarray,
-              lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (radio leg, path leg) on one system's links, given the draws (normal, uniform) [2, n]."""
+              lost: np.ndarray) -> Legs:
+        """Returns the legs on one system's links, given the draws (normal, uniform) [2, n]."""
         with np.errstate(invalid="ignore"):  # inf + 0 x jitter: a link that is down
             radio = np.maximum(s.radio_ms[ant] + s.radio_dev_ms[ant] * z[0], 0.0) + s.radio_ms_per_byte[ant] * nbytes
-            radio += np.where(lost[0] < s.radio_loss[ant], self.config.rto_ms, 0.0)
             path = np.maximum(s.net_ms[ant, res] + s.net_dev_ms[ant, res] * z[1], 0.0) + s.path_ms_per_byte[ant, res] * nbytes
-            path += np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0)
-        return radio, path
+        return Legs(radio, path, np.where(lost[0] < s.radio_loss[ant], self.config.rto_ms, 0.0),
+                    np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0))
+
+    def _through(self, first: FifoLinks, first_link: np.ndarray, first_ms: np.ndarray, first_wait_ms: np.ndarray,
+                 second: FifoLinks, second_link: np.ndarray, second_ms: np.ndarray, second_wait_ms: np.ndarray,
+                 t_ms: np.ndarray, horizon_ms: float) -> tuple[np.ndarray, np.ndarray]:
+        """Returns when messages leaving at t_ms get through the first link and then the second: each entered
+        after its wait (a lost try's retransmission), delayed by its leg and, with `fifo_links`, by the messages
+        ahead of it on that link."""
+        enter = t_ms + first_wait_ms
+        out1 = enter + first_ms
+        if self.config.fifo_links:
+            out1 = first.order(first_link, enter, out1, horizon_ms)
+        enter = out1 + second_wait_ms
+        out2 = enter + second_ms
+        if self.config.fifo_links:
+            out2 = second.order(second_link, enter, out2, horizon_ms)
+        return out1, out2
 
     def step(self, policy: int) -> WindowMeasurement:
         """Advances one window with `policy` (an index into POLICY_NAMES) binding the new streams."""
@@ -267,7 +301,7 @@ class Simulation:
         self.active = np.concatenate([act[self.s_end[act] > t0], new])
         streams, k = self._queries(t0, t1)
         stats.sent_per_class = np.bincount(self.s_class[streams], minlength=N_CLASSES).astype(np.float64)
-        self._send(streams, k, stats)
+        self._send(streams, k, t1 * 1000.0, stats)
         last = t1 >= self.end_s - 1e-9
         self._serve(t0 * 1000.0, np.inf if last else t1 * 1000.0, stats)
         stats.streams = self.load.streams.copy()
@@ -281,7 +315,8 @@ class Simulation:
         while not self.done:
             self.step(policy)
 
-    def _send(self, streams: np.ndarray, k: np.ndarray, stats: WindowMeasurement) -> None:
+    def _send(self, streams: np.ndarray, k: np.ndarray, t1_ms: float, stats: WindowMeasurement) -> None:
+        """Sends the window's queries (every later window's are sent from t1_ms on)."""
         tr = self.trace
         send_ms = (tr.start_s[streams] + k / tr.fps[streams]) * 1000.0
         res = self.s_res[streams]
@@ -293,9 +328,12 @@ class Simulation:
         ok = ~rej
         streams, k, send_ms, res = streams[ok], k[ok], send_ms[ok], res[ok]
         nbytes = tr.frame_bytes[streams].astype(np.float64)
-        radio, path = self._one_way(self.s_ant[streams], res, nbytes, send_ms)
-        sched = send_ms + radio
-        arrive = sched + path + self.config.overhead_up_ms
+        ant = self.s_ant[streams]
+        legs = self._one_way(ant, res, nbytes, send_ms)
+        sched, arrive = self._through(self.radio_up, ant, legs.radio_ms, legs.radio_wait_ms,
+                                      self.path_up, ant * self.system.n_resources + res, legs.path_ms,
+                                      legs.path_wait_ms, send_ms, t1_ms)
+        arrive = arrive + self.config.overhead_up_ms
         cut = ~np.isfinite(arrive)  # met a link that is down
         if cut.any():
             self._emit(streams[cut], k[cut], send_ms[cut], np.where(np.isfinite(sched[cut]), sched[cut], np.nan),
@@ -336,8 +374,12 @@ class Simulation:
         done = status == DONE
         if done.any():
             s = q["stream"][done]
-            radio, path = self._one_way(self.s_ant[s], q["res"][done], float(RESPONSE_BYTES), end[done])
-            response = end[done] + path + radio + self.config.overhead_down_ms
+            ant, res = self.s_ant[s], q["res"][done]
+            legs = self._one_way(ant, res, float(RESPONSE_BYTES), end[done])
+            _, response = self._through(self.path_down, ant * self.system.n_resources + res, legs.path_ms,
+                                        legs.path_wait_ms, self.radio_down, ant, legs.radio_ms, legs.radio_wait_ms,
+                                        end[done], horizon_ms)
+            response = response + self.config.overhead_down_ms
             cut = ~np.isfinite(response)  # the answer met a link that is down
             late = (response - q["send"][done] > self.trace.max_delay_ms[s]) | cut
             outcome = np.where(late, FAILED, ONTIME)

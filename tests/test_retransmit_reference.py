@@ -16,16 +16,17 @@ from topologies.events import load_events
 
 
 def _one_at_a_time(sim: Simulation, ant: int, res: int, nbytes: float, t_ms: float, z: np.ndarray,
-                   lost: np.ndarray) -> tuple[float, float]:
-    """The rule for one message: tries after rto, 2 rto, 4 rto ... of waiting, each on the network state it meets."""
+                   lost: np.ndarray) -> tuple[float, float, float, float]:
+    """The rule for one message: tries after rto, 2 rto, 4 rto ... of waiting, each on the network state it meets;
+    returns (radio leg, path leg, wait before the radio, wait before the path)."""
     waited, wait = 0.0, sim.config.rto_ms
     while waited < MAX_RETRANSMIT_MS:
         waited, wait = waited + wait, wait * 2
-        radio, path = sim._legs(sim.physics_timeline.at((t_ms + waited) / 1000.0), np.array([ant]), np.array([res]),
-                                np.array([nbytes]), z, lost)
+        radio, path, radio_wait, path_wait = sim._legs(sim.physics_timeline.at((t_ms + waited) / 1000.0),
+                                                       np.array([ant]), np.array([res]), np.array([nbytes]), z, lost)
         if np.isfinite(radio[0]) and np.isfinite(path[0]):
-            return waited + float(radio[0]), float(path[0])
-    return np.inf, np.inf
+            return float(radio[0]), float(path[0]), waited + float(radio_wait[0]), float(path_wait[0])
+    return np.inf, np.inf, np.inf, np.inf
 
 
 def test_retransmissions_together_equal_one_message_at_a_time(tmp_path: Path) -> None:
@@ -49,8 +50,9 @@ def test_retransmissions_together_equal_one_message_at_a_time(tmp_path: Path) ->
     nbytes = rng.uniform(1e3, 2e5, n)
     t_ms = rng.uniform(0.0, 26_000.0, n)
     z, lost = rng.standard_normal((2, n)), rng.uniform(0.0, 1.0, (2, n))
-    radio, path = sim._retransmitted(ant, res, nbytes, t_ms, z, lost)
+    legs = np.array(sim._retransmitted(ant, res, nbytes, t_ms, z, lost))
     want = np.array([_one_at_a_time(sim, ant[i], res[i], nbytes[i], t_ms[i], z[:, i:i + 1], lost[:, i:i + 1])
-                     for i in range(n)])
-    assert np.array_equal(radio, want[:, 0]) and np.array_equal(path, want[:, 1])
-    assert 0 < np.isinf(radio).sum() < n and (np.isfinite(radio) & (radio > sim.config.rto_ms)).sum() > n // 10
+                     for i in range(n)]).T
+    assert np.array_equal(legs, want)
+    radio_wait = legs[2]
+    assert 0 < np.isinf(radio_wait).sum() < n and (np.isfinite(radio_wait) & (radio_wait > sim.config.rto_ms)).sum() > n // 10
