@@ -125,7 +125,9 @@ def _series(tally: Tally, n_windows: int) -> np.ndarray:
         return np.where(total > 0, c[:, 0] / np.maximum(total, 1), np.nan)
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+def series_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Returns Pearson's correlation of two per-window series over the windows both have (nan: fewer than two, or
+    one flat and the other not)."""
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
     if len(a) < 2:
@@ -154,7 +156,7 @@ def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, c
         policies.append(PolicyComparison(
             policy=policy, simulator=rs, testbed=rt,
             success_diff_pts=100 * (rt.success - rs.success), failed_diff_pts=100 * (rt.failed - rs.failed),
-            rejected_diff_pts=100 * (rt.rejected - rs.rejected), window_correlation=_correlation(ss, st),
+            rejected_diff_pts=100 * (rt.rejected - rs.rejected), window_correlation=series_correlation(ss, st),
             series_simulator=[float(x) for x in ss], series_testbed=[float(x) for x in st]))
         for name, start, end in STAGES:
             a, b = _stage(sim, start, end), _stage(tb, start, end)

@@ -1,6 +1,7 @@
 """The time-dilation validation's results: each case's result kept self-contained (what the report needs of its
-runs: verdicts, the monitor's hard figures, commits, the window series' spread, a convergence case's per-query
-latencies), and the results page written from the kept results alone, with the checks of issue 16, item 5.
+runs: verdicts, the monitor's hard figures, commits, the window series and their spread, a convergence case's
+per-query latencies), and the results page written from the kept results alone, with the checks of issue 16,
+item 5, and the paper-load cases against the simulator of the page's commit (benchmarks/dilation_resim.py).
 `benchmarks/validate_dilation.py` runs the cases."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from analysis.fidelity import ranking_reversals
 from analysis.resultspage import machine
+from benchmarks.dilation_resim import case_arg, resimulated_section, window_series
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (1, 2, 3)
@@ -106,7 +108,8 @@ def keep_result(result: dict, keep: Path) -> dict:
     kept["runs"] = [f for d in _run_dirs(result) if (f := _run_facts(d)) is not None]
     keep.mkdir(parents=True, exist_ok=True)
     if result["kind"] == "paper" and result.get("out"):
-        kept["policies"] = {p: {**v, "spread": window_spread(Path(result["out"]), p)}
+        kept["policies"] = {p: {**v, "spread": window_spread(Path(result["out"]), p),
+                                "series_testbed": window_series(Path(result["out"]), p)}
                             for p, v in result["policies"].items()}
     if result["kind"] == "convergence":
         name = f"{result['id']}.latencies.csv.gz"
@@ -137,12 +140,6 @@ def kept_latencies(keep: Path, result: dict) -> dict[tuple[int, int], float]:
     with gzip.open(keep / result["latencies_file"], "rt") as f:
         next(f)
         return {(int(s), int(q)): float(lat) for s, q, lat in (line.split(",") for line in f)}
-
-
-def _arg(result: dict, option: str) -> str:
-    """Returns the value of `option` in the argv a case ran with ('' if absent)."""
-    argv = result["argv"]
-    return argv[argv.index(option) + 1] if option in argv else ""
 
 
 def _run_dirs(result: dict) -> list[Path]:
@@ -244,7 +241,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
         host_ms = bias / (1 / CONVERGENCE_KS[0] - 1 / CONVERGENCE_KS[1])  # a real cost H shows as H / K virtual
         ok = med <= CONVERGENCE_MAX_MS and a["verdict"] == b["verdict"] == FAITHFUL
         passed &= ok
-        lines.append(f"| {s} | {_arg(a, '--duration')} | {len(diffs)} | {med:.3f} | {bias:.3f} | {slower:.2f} | "
+        lines.append(f"| {s} | {case_arg(a, '--duration')} | {len(diffs)} | {med:.3f} | {bias:.3f} | {slower:.2f} | "
                      f"{host_ms:.1f} | {_mark(ok)} | "
                      f"{a['verdict']} / {b['verdict']} | {a['wall_s']:.0f} / {b['wall_s']:.0f} |")
     lines += ["", "What dilation cannot slow down shows in the difference: a query's host time that is not emulated (its "
@@ -263,7 +260,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
             continue
         ok = r["verdict"] == "not faithful"
         passed &= ok
-        lines.append(f"| {s} | {r['tdf']:g} | {_arg(r, '--duration')} | {r['verdict']} | "
+        lines.append(f"| {s} | {r['tdf']:g} | {case_arg(r, '--duration')} | {r['verdict']} | "
                      f"{'yes' if r['stopped_early'] else 'no'} | {', '.join(dict.fromkeys(r['violations']))} | {_mark(ok)} | "
                      f"{r['wall_s']:.0f} |")
     lines += _command(done, "negative")
@@ -287,7 +284,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
                       if not good]
             ok = not failed
             passed &= ok
-            lines.append(f"| {lam} | {seed} | {_arg(r, '--tdf')} | {_arg(r, '--duration')} | {p} | {v['sim']:.3f} | "
+            lines.append(f"| {lam} | {seed} | {case_arg(r, '--tdf')} | {case_arg(r, '--duration')} | {p} | {v['sim']:.3f} | "
                          f"{v['testbed']:.3f} | {v['diff_pts']:+.2f} | {v['corr']:.3f} | "
                          f"{_spread_cells(v.get('spread'))} | {v['verdict']} | {_other_cores(r, p)} | "
                          f"{_mark(ok)}{'' if ok else ' (' + ', '.join(failed) + ')'} | "
@@ -301,7 +298,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
               "series varies less than the testbed's window-to-window noise, the correlation measures that noise. "
               "Other work max: the most cores busy with work that is not the run's in one of its monitor's 1 s "
               "intervals (another experiment or a test run beside it; the monitor's soft figure, 0.3).", "",
-              *_command(done, "paper"), "",
+              *_command(done, "paper"), *resimulated_section(done, SUCCESS_MAX_PTS), "",
               "## bench_live per K (virtual queries/s per antenna)", "",
               "| K | rates run (verdict) | highest judged faithful |", "|---|---|---|"]
     for cid, r in done.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -175,6 +176,13 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
     assert ("The command of `conv-s1-k10` (the others differ in seed, K or rate): `--duration 20 --tdf 10`; the runs "
             "ran at commit abcdef123456") in body
     assert not passed
+    # The same testbed figures against this commit's simulator on the case's own trace (lambda 20, seed 1, 120 s);
+    # closest's kept testbed series (3 windows) gives a correlation again, load-balancing kept none.
+    now = re.search(r"\| 20 \| 1 \| closest \| 0\.9400 \| 0\.9500 \| (0\.\d{4}|1\.0000) \| -1\.00 \| ([+-]\d+\.\d\d) \| "
+                    r"(yes|NO) \| (-?\d\.\d{3}|nan) \|", body)
+    assert now and float(now.group(2)) == pytest.approx(100 * (0.94 - float(now.group(1))), abs=0.006)
+    assert re.search(r"\| 20 \| 1 \| load-balancing \| 0\.8700 \| 0\.9000 \| [01]\.\d{4} \| -3\.00 \| .* \| - \|", body)
+    assert "Not re-simulated (their argv gives no --duration): paper-l20-s2, paper-l60-s1." in body
     for cid in ("neg-s2", "paper-l20-s1", "paper-l60-s1"):
         (keep / f"{cid}.json").unlink()
     assert vd.report(keep)[1]

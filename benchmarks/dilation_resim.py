@@ -1,0 +1,104 @@
+"""The kept paper-load cases of the time-dilation validation against the simulator of this commit.
+
+A kept case (benchmarks/dilation_report.py) holds its testbed's figures and the simulator's of the commit it ran
+at. The simulator is cheap and deterministic: each case's trace (lambda, duration and seed from its argv) is built
+again (lambda and seed from its id, `paper-l<lambda>-s<seed>`, the duration from its argv) and simulated with
+this commit's code and the settings `compare` gives it, so that the page says how the
+simulator as it is now agrees with the testbed runs as they were, beside the figures of the run itself. Where a
+case kept its testbed's per-window series, the window correlation is computed again too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis.fidelity import series_correlation
+from analysis.summary import Ratios
+from live.spec import RunSpec
+from scheduler.core import policy_index
+from scheduler.profiles import load_profiles
+from scheduler.system import build_system
+from simulator.engine import SimConfig, Simulation
+from topologies import load_topology
+from workload.args import Workload
+
+
+def case_arg(result: dict, option: str) -> str:
+    """Returns the value of `option` in the argv a case ran with ('' if absent)."""
+    argv = result["argv"]
+    return argv[argv.index(option) + 1] if option in argv else ""
+
+
+def simulate_case(result: dict, policy: str) -> tuple[float, np.ndarray]:
+    """Returns the success and per-window success series (1 s windows) of this commit's simulator on a kept paper
+    case's trace under `policy`, as `compare` runs it (nominal topology and default profile, RunSpec's settings)."""
+    topo = load_topology(case_arg(result, "--topo") or "full-edge")
+    system = build_system(topo, load_profiles())
+    _, lam, seed = result["id"].split("-")
+    duration_s = float(case_arg(result, "--duration"))
+    workload = Workload(lambda_per_min=lam[1:], duration_s=duration_s, seed=int(seed[1:]), trace=None,
+                        default_duration_s=duration_s)
+    trace, _ = workload.build(tuple(a.name for a in topo.antennas))
+    spec = RunSpec()
+    config = SimConfig(window_s=spec.window_s, duration_s=duration_s, capacity_headroom=spec.capacity_headroom,
+                       max_batch_delay_ms=spec.max_batch_delay_ms,
+                       queue_limit_per_replica=spec.queue_limit_per_replica)
+    sim = Simulation(system, trace, config, seed=workload.seed)
+    sim.run(policy_index(policy))
+    counts = sim.tally.trimmed(sim.windows).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        series = np.where(counts.sum(axis=1) > 0, counts[:, 0] / np.maximum(counts.sum(axis=1), 1), np.nan)
+    return Ratios.of(counts).success, series
+
+
+def window_series(out: Path, policy: str) -> list[float | None] | None:
+    """Returns the testbed's per-window success series of `policy` in a compare folder's report.json (None where
+    it is not there), for the kept result."""
+    try:
+        rows = json.loads((out / "report.json").read_text())["policies"]
+        return next(p for p in rows if p["policy"] == policy)["series_testbed"]
+    except (OSError, ValueError, KeyError, StopIteration):
+        return None
+
+
+def resimulated_section(done: dict[str, dict], max_pts: float) -> list[str]:
+    """Returns the page's section: every kept paper case's testbed success against the simulator of the case's
+    commit and of this one (and the window correlation again where the case kept its testbed series)."""
+    lines = ["", "### The same testbed runs against the simulator of this page's commit", "",
+             "Each case's trace is simulated again with the code of the commit this page was written at (as "
+             "`compare` runs it); the testbed's figures are the kept ones. A difference from the case's own "
+             "simulator column is a change of the simulator since the case ran.", "",
+             "| lambda | seed | policy | testbed | simulator at the run | simulator now | diff at the run (pts) | "
+             f"diff now (pts) | within {max_pts:g} now | window corr now |", "|---|---|---|---|---|---|---|---|---|---|"]
+    at_run, now_all, skipped = [], [], []
+    for cid, r in done.items():
+        if r["kind"] != "paper":
+            continue
+        if not case_arg(r, "--duration"):
+            skipped.append(cid)
+            continue
+        _, lam, seed = cid.split("-")
+        for p, v in r["policies"].items():
+            now, series = simulate_case(r, p)
+            diff = 100 * (v["testbed"] - now)
+            kept = v.get("series_testbed")
+            corr = "-"
+            if kept is not None:
+                tb = np.array([np.nan if x is None else x for x in kept], dtype=float)
+                n = min(len(tb), len(series))
+                corr = f"{series_correlation(series[:n], tb[:n]):.3f}"
+            at_run.append(abs(v["diff_pts"]))
+            now_all.append(abs(diff))
+            lines.append(f"| {lam[1:]} | {seed[1:]} | {p} | {v['testbed']:.4f} | {v['sim']:.4f} | "
+                         f"{now:.4f} | {v['diff_pts']:+.2f} | {diff:+.2f} | {'yes' if abs(diff) <= max_pts else 'NO'} | "
+                         f"{corr} |")
+    if skipped:
+        lines += ["", f"Not re-simulated (their argv gives no --duration): {', '.join(skipped)}."]
+    if not at_run:
+        return lines if skipped else []
+    lines += ["", f"Mean absolute difference over these {len(at_run)} policy runs: {np.mean(at_run):.3f} points "
+              f"against the simulator at the runs, {np.mean(now_all):.3f} against the simulator now."]
+    return lines
