@@ -1,10 +1,12 @@
 """The kept paper-load cases of the time-dilation validation against the simulator of this commit.
 
 A kept case (benchmarks/dilation_report.py) holds its testbed's figures and the simulator's of the commit it ran
-at. The simulator is cheap and deterministic: each case's trace (lambda, duration and seed from its argv) is built
-again (lambda and seed from its id, `paper-l<lambda>-s<seed>`, the duration from its argv) and simulated with
-this commit's code and the settings `compare` gives it, so that the page says how the
-simulator as it is now agrees with the testbed runs as they were, beside the figures of the run itself. Where a
+at. The simulator is cheap and deterministic: each case's trace is built again (topology, duration, lambda and
+seed from its argv; lambda and seed from its id, `paper-l<lambda>-s<seed>`, where the argv has none) and simulated
+with this commit's code and the settings `compare` gives it (live/compare.py: nominal topology and default
+profile, RunSpec's window, headroom, batching and queue), so that the page says how the simulator as it is now
+agrees with the testbed runs as they were. A case whose argv lacks --topo or --duration, or has an option this
+does not follow (a profile, real workers, events, calibration, a replayed trace), is named and left out. Where a
 case kept its testbed's per-window series, the window correlation is computed again too.
 """
 
@@ -32,15 +34,26 @@ def case_arg(result: dict, option: str) -> str:
     return argv[argv.index(option) + 1] if option in argv else ""
 
 
+NOT_FOLLOWED = ("--profiles", "--profile-scale", "--real-workers", "--events", "--calibrate", "--trace")
+"""compare's options whose runs this re-simulation would not reproduce."""
+
+
+def resimulable(result: dict) -> bool:
+    """Whether a kept paper case can be simulated again as `compare` ran it (see the module docstring)."""
+    argv = result["argv"]
+    return bool(case_arg(result, "--topo") and case_arg(result, "--duration")) and not any(
+        a in argv for a in NOT_FOLLOWED)
+
+
 def simulate_case(result: dict, policy: str) -> tuple[float, np.ndarray]:
-    """Returns the success and per-window success series (1 s windows) of this commit's simulator on a kept paper
-    case's trace under `policy`, as `compare` runs it (nominal topology and default profile, RunSpec's settings)."""
-    topo = load_topology(case_arg(result, "--topo") or "full-edge")
+    """Returns the success and per-window success series (RunSpec's windows) of this commit's simulator on a kept
+    paper case's trace under `policy`, as `compare` runs it."""
+    topo = load_topology(case_arg(result, "--topo"))
     system = build_system(topo, load_profiles())
     _, lam, seed = result["id"].split("-")
     duration_s = float(case_arg(result, "--duration"))
-    workload = Workload(lambda_per_min=lam[1:], duration_s=duration_s, seed=int(seed[1:]), trace=None,
-                        default_duration_s=duration_s)
+    workload = Workload(lambda_per_min=case_arg(result, "--lambda") or lam[1:], duration_s=duration_s,
+                        seed=int(case_arg(result, "--seed") or seed[1:]), trace=None, default_duration_s=duration_s)
     trace, _ = workload.build(tuple(a.name for a in topo.antennas))
     spec = RunSpec()
     config = SimConfig(window_s=spec.window_s, duration_s=duration_s, capacity_headroom=spec.capacity_headroom,
@@ -77,7 +90,7 @@ def resimulated_section(done: dict[str, dict], max_pts: float) -> list[str]:
     for cid, r in done.items():
         if r["kind"] != "paper":
             continue
-        if not case_arg(r, "--duration"):
+        if not resimulable(r):
             skipped.append(cid)
             continue
         _, lam, seed = cid.split("-")
@@ -96,7 +109,8 @@ def resimulated_section(done: dict[str, dict], max_pts: float) -> list[str]:
                          f"{now:.4f} | {v['diff_pts']:+.2f} | {diff:+.2f} | {'yes' if abs(diff) <= max_pts else 'NO'} | "
                          f"{corr} |")
     if skipped:
-        lines += ["", f"Not re-simulated (their argv gives no --duration): {', '.join(skipped)}."]
+        lines += ["", f"Not re-simulated (their argv lacks --topo or --duration, or has an option this does not "
+                  f"follow): {', '.join(skipped)}."]
     if not at_run:
         return lines if skipped else []
     lines += ["", f"Mean absolute difference over these {len(at_run)} policy runs: {np.mean(at_run):.3f} points "

@@ -59,8 +59,9 @@ class SimConfig:
     while the schedulers still decide with the profile (a testbed whose workers run slower than profiled)."""
     fifo_links: bool = True
     """Links keep order (simulator.links): a message leaves a link no earlier than one that entered it before, per
-    antenna's radio and per antenna-to-resource path, each way, as on the testbed's wires. False: every message's
-    jitter is drawn on its own and messages overtake each other."""
+    antenna's radio and per antenna-to-resource path, each way, as on the testbed's wires (across windows one way
+    only: simulator/links.py). False: every message's jitter is drawn on its own and messages overtake each
+    other."""
 
     def __post_init__(self) -> None:
         for name in ("window_s", "duration_s"):
@@ -94,13 +95,15 @@ QUEUE_FULL, DEADLINE, LINK_DOWN = (REASONS.index(r) for r in ("queue-full", "dea
 
 
 class Legs(NamedTuple):
-    """One-way delays in ms of messages: each leg's delay, jitter and transmission, and the wait before it
-    enters the leg (a lost try's retransmission timeout; infinite legs: a link that is down)."""
+    """One-way delays in ms of messages: each leg's delay, jitter and transmission, the wait before it enters the
+    leg (a try lost on that leg: the retransmission timeout), and the wait before the message is sent at all (tries
+    that met a link that was down, resent by the sender; infinite legs: a link that stays down)."""
 
     radio_ms: np.ndarray
     path_ms: np.ndarray
     radio_wait_ms: np.ndarray
     path_wait_ms: np.ndarray
+    resend_wait_ms: np.ndarray
 
 
 class Simulation:
@@ -229,7 +232,7 @@ class Simulation:
         if timeline.static:
             return self._legs(timeline.systems[0], ant, res, nbytes, z, lost)
         state = timeline.indices_at(np.asarray(t_ms) / 1000.0)
-        legs = np.empty((4, n))
+        legs = np.empty((5, n))
         nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,))
         for k in np.unique(state):
             m = state == k
@@ -244,20 +247,21 @@ class Simulation:
                        lost: np.ndarray) -> Legs:
         """Returns the legs of messages that met a link that was down, with their draws (normal, uniform) [2, n]:
         TCP sends each again after rto_ms, then after twice that, and so on, until a try finds every link of its
-        way up (the wait counted in the radio's); infinite if none does up to the first try whose total wait passes
+        way up (the wait is `resend_wait_ms`); infinite if none does up to the first try whose total wait passes
         MAX_RETRANSMIT_MS (that try included). Every message's tries are taken together, grouped by the network
         state they meet."""
         timeline, waited, wait = self.physics_timeline, 0.0, self.config.rto_ms
-        legs = np.full((4, len(ant)), np.inf)
+        legs = np.full((5, len(ant)), np.inf)
         waiting = np.arange(len(ant))
         while waited < MAX_RETRANSMIT_MS and len(waiting):
             waited, wait = waited + wait, wait * 2
             state = timeline.indices_at((t_ms[waiting] + waited) / 1000.0)
             for k in np.unique(state):
                 m = waiting[state == k]
-                r, p, r_wait, p_wait = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
+                r, p, r_wait, p_wait, _ = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m],
+                                                     lost[:, m])
                 up = np.isfinite(r) & np.isfinite(p)
-                legs[:, m[up]] = r[up], p[up], waited + r_wait[up], p_wait[up]
+                legs[:, m[up]] = r[up], p[up], r_wait[up], p_wait[up], np.full(int(up.sum()), waited)
             waiting = waiting[~np.isfinite(legs[0, waiting])]
         return Legs(*legs)
 
@@ -268,23 +272,30 @@ class Simulation:
             radio = np.maximum(s.radio_ms[ant] + s.radio_dev_ms[ant] * z[0], 0.0) + s.radio_ms_per_byte[ant] * nbytes
             path = np.maximum(s.net_ms[ant, res] + s.net_dev_ms[ant, res] * z[1], 0.0) + s.path_ms_per_byte[ant, res] * nbytes
         return Legs(radio, path, np.where(lost[0] < s.radio_loss[ant], self.config.rto_ms, 0.0),
-                    np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0))
+                    np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0), np.zeros(len(radio)))
 
-    def _through(self, first: FifoLinks, first_link: np.ndarray, first_ms: np.ndarray, first_wait_ms: np.ndarray,
-                 second: FifoLinks, second_link: np.ndarray, second_ms: np.ndarray, second_wait_ms: np.ndarray,
-                 t_ms: np.ndarray, horizon_ms: float) -> tuple[np.ndarray, np.ndarray]:
-        """Returns when messages leaving at t_ms get through the first link and then the second: each entered
-        after its wait (a lost try's retransmission), delayed by its leg and, with `fifo_links`, by the messages
-        ahead of it on that link."""
-        enter = t_ms + first_wait_ms
-        out1 = enter + first_ms
-        if self.config.fifo_links:
-            out1 = first.order(first_link, enter, out1, horizon_ms)
-        enter = out1 + second_wait_ms
-        out2 = enter + second_ms
-        if self.config.fifo_links:
-            out2 = second.order(second_link, enter, out2, horizon_ms)
-        return out1, out2
+    def _through(self, legs: Legs, ant: np.ndarray, res: np.ndarray, t_ms: np.ndarray, up: bool,
+                 horizon_ms: float) -> tuple[np.ndarray, np.ndarray]:
+        """Returns when messages leaving at t_ms get through their first link and their second: up, the antenna's
+        radio then the path to the resource; down, the path then the radio. Each enters its first link after its
+        resend wait and that leg's own wait, its second after that leg's wait, and, with `fifo_links`, leaves a link
+        no earlier than the messages that entered it before (`horizon_ms`: later calls' messages are sent from
+        then on)."""
+        path_link = ant * self.system.n_resources + res
+        if up:
+            links = ((self.radio_up, ant, legs.radio_ms, legs.radio_wait_ms),
+                     (self.path_up, path_link, legs.path_ms, legs.path_wait_ms))
+        else:
+            links = ((self.path_down, path_link, legs.path_ms, legs.path_wait_ms),
+                     (self.radio_down, ant, legs.radio_ms, legs.radio_wait_ms))
+        out, t = [], t_ms + legs.resend_wait_ms
+        for fifo, link, leg_ms, wait_ms in links:
+            enter = t + wait_ms
+            t = enter + leg_ms
+            if self.config.fifo_links:
+                t = fifo.order(link, enter, t, horizon_ms)
+            out.append(t)
+        return out[0], out[1]
 
     def step(self, policy: int) -> WindowMeasurement:
         """Advances one window with `policy` (an index into POLICY_NAMES) binding the new streams."""
@@ -330,9 +341,7 @@ class Simulation:
         nbytes = tr.frame_bytes[streams].astype(np.float64)
         ant = self.s_ant[streams]
         legs = self._one_way(ant, res, nbytes, send_ms)
-        sched, arrive = self._through(self.radio_up, ant, legs.radio_ms, legs.radio_wait_ms,
-                                      self.path_up, ant * self.system.n_resources + res, legs.path_ms,
-                                      legs.path_wait_ms, send_ms, t1_ms)
+        sched, arrive = self._through(legs, ant, res, send_ms, True, t1_ms)
         arrive = arrive + self.config.overhead_up_ms
         cut = ~np.isfinite(arrive)  # met a link that is down
         if cut.any():
@@ -376,9 +385,7 @@ class Simulation:
             s = q["stream"][done]
             ant, res = self.s_ant[s], q["res"][done]
             legs = self._one_way(ant, res, float(RESPONSE_BYTES), end[done])
-            _, response = self._through(self.path_down, ant * self.system.n_resources + res, legs.path_ms,
-                                        legs.path_wait_ms, self.radio_down, ant, legs.radio_ms, legs.radio_wait_ms,
-                                        end[done], horizon_ms)
+            _, response = self._through(legs, ant, res, end[done], False, horizon_ms)
             response = response + self.config.overhead_down_ms
             cut = ~np.isfinite(response)  # the answer met a link that is down
             late = (response - q["send"][done] > self.trace.max_delay_ms[s]) | cut

@@ -10,6 +10,12 @@ simulator's windows. `order(link, enter, due, horizon)` returns each message's d
 its own and of every message that entered the same link before it, this window's or an earlier one's. It keeps
 only what a later call can still meet: messages that entered at or after `horizon` (the earliest time a later
 call's messages can enter), and per link the latest due of those before it, while that is still after it.
+
+The order is exact for every message that entered before its call's horizon. One that entered after it (an
+answer still on its path at the end of a window, a message resent after a loss) is decided in its own call, so
+a later call's message that entered the same link before it does not hold it back: it may leave up to that
+message's draw earlier than a strict FIFO would let it (tests/test_sim_fifo_links.py bounds it). On the uplink
+without losses this never happens (a later window's messages are sent after the window's end).
 """
 
 from __future__ import annotations
@@ -105,7 +111,8 @@ class FifoLinks:
     def order(self, link: np.ndarray, enter_ms: np.ndarray, due_ms: np.ndarray, horizon_ms: float) -> np.ndarray:
         """Returns `due_ms` made FIFO per link (messages that entered at the same time in the order given, carried
         ones first). A message with an infinite due (it met a link that is down) takes no part and keeps it. Every
-        later call must give messages entering at or after `horizon_ms`."""
+        due must be at or after its entry, and every later call must give messages entering at or after
+        `horizon_ms`."""
         given = due_ms
         ok = np.isfinite(due_ms)
         every = bool(ok.all())

@@ -138,7 +138,7 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
             "group": "sources", "cores": 0.3, "run_ms": 300.0, "wait_ms": 0.0}}}) + "\n"
         for t, busy in ((500.0, 0.5), (1500.0, 1.0))))
     _result(tmp_path, "paper-l20-s1", kind="paper", policies=policies, spearman=1.0,
-            argv=["--duration", "120", "--tdf", "4"], wall_s=1500, out=str(tmp_path / "cmp"))
+            argv=["--topo", "full-edge", "--duration", "120", "--tdf", "4"], wall_s=1500, out=str(tmp_path / "cmp"))
     tie = {"least-impedance": {"sim": 1.0, "testbed": 0.999, "diff_pts": -0.1, "corr": 0.96, "verdict": "faithful"},
            "load-balancing": {"sim": 1.0, "testbed": 1.0, "diff_pts": 0.0, "corr": 0.96, "verdict": "faithful"},
            "closest": {"sim": 0.997, "testbed": 0.998, "diff_pts": 0.1, "corr": 0.96, "verdict": "faithful"}}
@@ -182,7 +182,8 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
                     r"(yes|NO) \| (-?\d\.\d{3}|nan) \|", body)
     assert now and float(now.group(2)) == pytest.approx(100 * (0.94 - float(now.group(1))), abs=0.006)
     assert re.search(r"\| 20 \| 1 \| load-balancing \| 0\.8700 \| 0\.9000 \| [01]\.\d{4} \| -3\.00 \| .* \| - \|", body)
-    assert "Not re-simulated (their argv gives no --duration): paper-l20-s2, paper-l60-s1." in body
+    assert ("Not re-simulated (their argv lacks --topo or --duration, or has an option this does not follow): "
+            "paper-l20-s2, paper-l60-s1.") in body
     for cid in ("neg-s2", "paper-l20-s1", "paper-l60-s1"):
         (keep / f"{cid}.json").unlink()
     assert vd.report(keep)[1]
