@@ -23,7 +23,7 @@ from live.spec import RunSpec
 from scheduler.core import policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
-from simulator.engine import SimConfig, Simulation
+from simulator.engine import Simulation
 from topologies import load_topology
 from workload.args import Workload
 
@@ -55,11 +55,7 @@ def simulate_case(result: dict, policy: str) -> tuple[float, np.ndarray]:
     workload = Workload(lambda_per_min=case_arg(result, "--lambda") or lam[1:], duration_s=duration_s,
                         seed=int(case_arg(result, "--seed") or seed[1:]), trace=None, default_duration_s=duration_s)
     trace, _ = workload.build(tuple(a.name for a in topo.antennas))
-    spec = RunSpec()
-    config = SimConfig(window_s=spec.window_s, duration_s=duration_s, capacity_headroom=spec.capacity_headroom,
-                       max_batch_delay_ms=spec.max_batch_delay_ms,
-                       queue_limit_per_replica=spec.queue_limit_per_replica)
-    sim = Simulation(system, trace, config, seed=workload.seed)
+    sim = Simulation(system, trace, RunSpec().sim_config(duration_s), seed=workload.seed)
     sim.run(policy_index(policy))
     counts = sim.tally.trimmed(sim.windows).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -24,7 +24,6 @@ from live.spec import RunSpec
 from scheduler.core import ALL, POLICY_NAMES, policy_index
 from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles, write_scaled_profile
 from scheduler.system import build_system
-from simulator.engine import SimConfig
 from simulator.run import simulate_policy
 from testbed.errors import NetworkError, PreflightError
 from topologies import load_topology
@@ -143,11 +142,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     placement_of(base, [s.name for s in topo.sites])  # a bad --servers or --place: refused before anything runs
     if events is not None:
         label += f"; network events {args.events} ({len(events.events)})"
-    sim_config = SimConfig(window_s=base.window_s, duration_s=duration_s, capacity_headroom=base.capacity_headroom,
-                           max_batch_delay_ms=base.max_batch_delay_ms,
-                           queue_limit_per_replica=base.queue_limit_per_replica,
-                           overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],
-                           processing_scale=tuple(scale.items()))
+    sim_config = base.sim_config(duration_s, overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],
+                                 processing_scale=tuple(scale.items()))
     pairs = {}
     for p in policies:
         print(f"== {p}: testbed")

@@ -9,6 +9,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
@@ -18,6 +19,9 @@ from topologies.strict import one_line
 from topologies.timescale import TimeScale
 from workers.deployment import parse_tdf
 from workload.args import Workload, add_workload_arguments, workload_from_args
+
+if TYPE_CHECKING:
+    from simulator.engine import SimConfig
 
 DEFAULT_POLICY = "closest"
 """The live run's policy without --policy and --agent (see RunSpec.policy)."""
@@ -192,6 +196,15 @@ class RunSpec:
         from scheduler.core import check_policy  # not at the top: every source reads a spec, none decides
 
         return check_policy(self.policy, self.agent, default=DEFAULT_POLICY)
+
+    def sim_config(self, duration_s: float, **calibration: object) -> SimConfig:
+        """Returns the simulator's settings that match this run's schedulers and workers (decision window, capacity
+        headroom, batching, queue) for `duration_s` of queries; `calibration`: further SimConfig fields."""
+        from simulator.engine import SimConfig  # not at the top, as above
+
+        return SimConfig(window_s=self.window_s, duration_s=duration_s, capacity_headroom=self.capacity_headroom,
+                         max_batch_delay_ms=self.max_batch_delay_ms,
+                         queue_limit_per_replica=self.queue_limit_per_replica, **calibration)  # type: ignore[arg-type]
 
     def workload(self) -> Workload:
         """Returns the workload: the trace to replay, or the arrivals to generate (refuses bad values)."""
