@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import math
 import queue
 import threading
 import time
@@ -31,6 +32,7 @@ from topologies.timescale import TimeScale
 from .modelconfig import ModelConfig
 from .prepost import Detection, FrameError, Prepared, postprocess, prepare_jpeg
 from .runtime import INFERENCE_THREAD_PREFIX, join_cgroup, make_session, name_this_thread
+from .schedule import NominalSchedule
 from .timers import sleep_precise
 
 UNDILATED = TimeScale()
@@ -259,25 +261,37 @@ async def pad_dilated(outcomes: list[Outcome], real_s: float, scale: TimeScale) 
 
 
 class ProfileProcessor:
-    """One replica of the profile-driven worker: sleeps batch_latency_ms[n] plus, per frame, its input cost
+    """One replica of the profile-driven worker: busy batch_latency_ms[n] plus, per frame, its input cost
     (`RuntimeProfile.input_ms`: input_ms_per_frame + input_ms_per_mb x the frame's MB) (x K under time dilation;
-    on a timerfd: asyncio.sleep's whole-ms wake-ups added up to +1 ms), and answers no detections."""
+    on a timerfd: asyncio.sleep's whole-ms wake-ups added up to +1 ms), and answers no detections. With a
+    `NominalSchedule` (the worker's, shared by its profile-driven replicas) a batch starts when the model
+    starts it and the replica sleeps until its nominal end, so late wake-ups do not add up (workers/schedule.py);
+    without one it sleeps the profile from when it took the batch."""
 
-    def __init__(self, runtime: RuntimeProfile, scale: TimeScale = UNDILATED) -> None:
+    def __init__(self, runtime: RuntimeProfile, scale: TimeScale = UNDILATED,
+                 schedule: NominalSchedule | None = None) -> None:
         self.runtime = runtime
         self.scale = scale
+        self.schedule = schedule
+        self._free_ms = -math.inf  # nominal end of this replica's last batch (virtual epoch ms)
 
     def warm_up(self, max_batch: int) -> None:
         return None
 
     async def run(self, batch: list[Query]) -> list[Outcome]:
         t_start = now_ms(self.scale)
+        if self.schedule is not None:
+            t_start = self.schedule.batch_start_ms(self._free_ms, [q.t_arrival_ms for q in batch], t_start)
         errors = [_jpeg_markers_error(q.jpeg) if q.jpeg is not None else None for q in batch]
         input_ms = sum(self.runtime.input_ms(q.nbytes) for q, e in zip(batch, errors, strict=True)
                        if e is None and q.jpeg is not None)
         good = sum(e is None for e in errors)
         compute_ms = self.runtime.latency_ms(good) if good else 0.0
-        await sleep_precise(self.scale.real_duration(input_ms + compute_ms) / 1000.0)
+        busy_ms = input_ms + compute_ms
+        if self.schedule is not None:  # until the nominal end, however late this replica took the batch
+            self._free_ms = t_start + busy_ms
+            busy_ms = self._free_ms - now_ms(self.scale)
+        await sleep_precise(self.scale.real_duration(busy_ms) / 1000.0)
         t_end = now_ms(self.scale)
         return [Outcome((), e, t_start, t_end, len(batch), input_ms, compute_ms) for e in errors]
 

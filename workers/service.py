@@ -19,6 +19,7 @@ from .engine import OnnxProcessor, Outcome, Processor, ProfileProcessor, Query, 
 from .limits import Rejected, RequestGuard, RequestLimits, json_depth_error, read_body
 from .metrics import CONTENT_TYPE
 from .reservations import Reservations
+from .schedule import NominalSchedule
 from .stats import RealBatchLog, WorkerStats, virtual_monotonic
 
 
@@ -94,7 +95,8 @@ def _make_processors(dep: Deployment) -> list[Processor]:
             p.close()
         raise
     assert dep.profile is not None or dep.real_instances == dep.instances  # resolve() guarantees it
-    return real + [ProfileProcessor(dep.profile, dep.time_scale)  # type: ignore[arg-type]
+    schedule = NominalSchedule(dep.max_batch_size, dep.max_batch_delay_ms)  # one batch forms at a time
+    return real + [ProfileProcessor(dep.profile, dep.time_scale, schedule)  # type: ignore[arg-type]
                    for _ in range(dep.instances - dep.real_instances)]
 
 
