@@ -336,6 +336,9 @@ async def relay_frame(request: web.Request) -> web.Response:
             answer["t_worker_ms" if key == "t_arrival_ms" else key] = (
                 reply[key] - live.t0_s * 1000.0 - request.app[CLIENT].worker_clock_ms.get(j, 0.0))
     answer["batch_size"] = int(reply.get("batch_size") or 0)
+    if "declared_qps" in reply:
+        with contextlib.suppress(ValueError, TypeError, KeyError):  # garbage: the next report tells
+            w.take_ledger(reply)
     ok, reason = live.answered(stream, code, float(request.headers.get("X-Send-Ms", t_sched)), len(body))
     answer.update(ok=ok, reason=reason)
     return _answer(live, answer, watch)

@@ -69,10 +69,24 @@ class WorkerState:
         self.declared_qps, self.ledger = declared_qps, ledger
 
     def learnt_qps(self) -> float:
-        """The load the worker stands for, every antenna's: the larger of what it measured (plus this
-        scheduler's bindings since) and what was declared on it (plus this scheduler's reservations on their
-        way)."""
-        return max(self.reported_qps + self.declared_since_report_qps, self.declared_qps + sum(self.pending.values()))
+        """The load the worker stands for, every antenna's. A worker that keeps a ledger (its version known):
+        what was declared on it plus this scheduler's reservations on their way, the simulator's exact sum (a
+        measured rate, averaged over the report's window, still counts a stream seconds after it ended and
+        would refuse a stream the ledger has room for). Any other: the larger of what it measured (plus this
+        scheduler's bindings since) and what was declared."""
+        declared = self.declared_qps + sum(self.pending.values())
+        if self.ledger is not None:
+            return declared
+        return max(self.reported_qps + self.declared_since_report_qps, declared)
+
+    def take_ledger(self, said: dict) -> None:
+        """Takes the ledger a worker's frame answer carries (declared_qps, ledger_epoch, ledger_version), unless
+        a later version was already taken; raises ValueError or TypeError on garbage, leaving the state."""
+        declared = float(said["declared_qps"])
+        if not math.isfinite(declared):
+            raise ValueError(f"frame answer: declared_qps {declared!r}")
+        int(said.get("ledger_version", 0))
+        self._take_declared(declared, said)
 
     def take_report(self, report: object, variant: Variant, replicas: int, now_s: float) -> None:
         """Takes a load report; raises ValueError, KeyError or TypeError on garbage, leaving the state as it was.

@@ -146,6 +146,76 @@ def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path
     assert refused[0]["declared_qps"] == pytest.approx(fps, abs=1e-3)  # what A had declared there
 
 
+def test_a_frame_answer_brings_the_ledger_without_a_poll(tiny_system, tmp_path: Path) -> None:
+    """Schedulers A and B share the antenna's worker and never poll it (100 s apart). A's stream takes 60 % of its
+    capacity, B's small stream 10 %; B's second stream of 60 % is refused there (rejected on tiny). A's stream
+    closes; B relays one frame of its small stream, and the worker's answer carries its ledger (A's stream gone):
+    B's next stream of 60 % is bound there and granted. Without the ledger in the answer B would still count A's
+    stream and reject it without asking (the worker's measured rate is not what a ledger worker is judged by)."""
+    _, _, system = tiny_system
+    capacity = float(system.capacity_qps[0])
+    settings = WorkerSettings(model="tiny-yolov2", profile_driven=write_worker_profile(
+        tmp_path / "p.yaml", "tiny-yolov2", {1: 10.0}))
+    jpeg = b"\xff\xd8" + bytes(100) + b"\xff\xd9"
+
+    async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    async def scenario() -> tuple[list, AntennaScheduler]:
+        wapp = worker_app(resolve(settings))
+        wr, wurl = await serve(wapp)
+        await asyncio.wait_for(wapp[ENGINE].ready.wait(), 60)
+        workers = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}  # none answers
+        workers[system.resources[0].name] = (wurl, "tiny-yolov2")
+        runners, urls, lives, clients = [], [], [], []
+        for _ in "AB":
+            live = AntennaScheduler(system, "ant1", workers, static_policy(CLOSEST), CLOSEST, seed=0, t0_s=0.0,
+                                    log=lambda _: None)
+            app = create_app(live, poll_interval_s=100.0)
+            runner, url = await serve(app)
+            runners.append(runner)
+            urls.append(url)
+            lives.append(live)
+            clients.append(app[CLIENT])
+
+        async def answered() -> None:
+            while any(c.pending for c in clients):
+                await asyncio.gather(*(t for c in clients for t in c.pending))
+
+        def body(share: float) -> dict:
+            return {"fps": share * capacity, "frame_bytes": 1000, "max_delay_ms": 1e6, "min_accuracy": 0.0}
+        out = []
+        async with aiohttp.ClientSession() as s:
+            for url, sid, share in ((urls[0], 1, 0.6), (urls[1], 5, 0.1), (urls[1], 2, 0.6)):
+                async with s.post(f"{url}/streams", json={"stream_id": sid, **body(share)}):
+                    pass
+                await answered()
+            out.append(lives[1].streams[2].resource)  # refused there, rejected
+            async with s.delete(f"{urls[0]}/streams/1"):
+                pass
+            await answered()  # the release reached the worker
+            async with s.post(f"{urls[1]}/streams/5/frames", data=jpeg, params={"query": "0"},
+                              headers={"Content-Type": "image/jpeg", "X-Send-Ms": "0"}) as r:
+                out.append((await r.json())["ok"])
+            async with s.post(f"{urls[1]}/streams", json={"stream_id": 3, **body(0.6)}) as r:
+                out.append(await r.json())
+            await answered()
+            out.append(lives[1].streams[3].resource)
+        for runner in (*runners, wr):
+            await runner.cleanup()
+        return out, lives[1]
+
+    (refused_to, frame_ok, opened, granted_at), live_b = asyncio.run(scenario())
+    assert refused_to == -1 and frame_ok
+    assert opened["cluster"] == system.resources[0].site and granted_at == 0
+    assert live_b.workers[0].declared_qps == pytest.approx(0.7 * capacity)  # B's two streams, A's gone
+    assert not [e for e in live_b.events if e["event"] == "reservation-refused" and e["stream"] == 3]
+
+
 def test_reservations_on_their_way_count_until_answered() -> None:
     """Streams 1 and 2 (10 each) reserved at once on a worker where others declared 60: the grant of 1 (70
     declared) keeps 2 counted until its own answer; a refusal counts nothing of its stream."""
@@ -162,6 +232,22 @@ def test_reservations_on_their_way_count_until_answered() -> None:
     assert w.learnt_qps() == 75.0
     with pytest.raises(ValueError, match="declared_qps"):
         w.take_answer(3, float("inf"))
+
+
+def test_a_worker_with_a_ledger_is_judged_by_it_not_by_its_measured_rate() -> None:
+    """The measured rate (averaged over the report's window) still counts a stream that ended; a ledger does not.
+    A frame answer's ledger is taken like a report's, in version order, and garbage leaves the state as it was."""
+    w = WorkerState("http://w", "m", reported_qps=90.0)
+    w.take_ledger({"declared_qps": 40.0, "ledger_epoch": "e", "ledger_version": 4})
+    w.pending[1] = 5.0
+    assert w.learnt_qps() == 45.0  # the ledger and own reservation on its way, not the 90 measured
+    w.take_ledger({"declared_qps": 70.0, "ledger_epoch": "e", "ledger_version": 3})  # an older answer, late
+    assert w.declared_qps == 40.0
+    for garbage in ({"declared_qps": float("nan")}, {"declared_qps": "x"}, {}):
+        with pytest.raises((ValueError, TypeError, KeyError)):
+            w.take_ledger(garbage)
+    assert (w.declared_qps, w.ledger) == (40.0, ("e", 4))
+    assert WorkerState("http://w", "m", reported_qps=90.0, declared_qps=40.0).learnt_qps() == 90.0  # no ledger
 
 
 def test_an_answer_and_a_report_that_overtake_each_other_keep_the_later_ledger() -> None:

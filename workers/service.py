@@ -235,9 +235,18 @@ def _overload(dep: Deployment, batcher: DynamicBatcher, stats: WorkerStats, coun
                  queue_len=batcher.queue_len, queue_limit=dep.queue_limit, **extra)
 
 
+def _ledger(app: web.Application) -> dict:
+    """What the worker's ledger declares now, and its version: in every load report and frame answer, so that a
+    scheduler relaying frames here knows the load every antenna reserved within a round trip, not a poll."""
+    reserved = app[RESERVED]
+    return {"declared_qps": reserved.declared_qps(app[STATS].now_s()), "ledger_epoch": reserved.ledger.epoch,
+            "ledger_version": reserved.ledger.version}
+
+
 async def frames(request: web.Request) -> web.Response:
-    """POST /v2/models/{name}/frames?stream=ID&query=N with a JPEG body: one query, its detections.
-    The query arrives when its whole body has (as in the simulator, where transmission is network time)."""
+    """POST /v2/models/{name}/frames?stream=ID&query=N with a JPEG body: one query, its detections, and the
+    worker's ledger (`_ledger`). The query arrives when its whole body has (as in the simulator, where
+    transmission is network time)."""
     failure = _model_or_error(request)
     if failure is not None:
         return failure
@@ -261,7 +270,7 @@ async def frames(request: web.Request) -> web.Response:
               "t_arrival_ms": t_arrival, "t_infer_start_ms": outcome.t_infer_start_ms,
               "t_infer_end_ms": outcome.t_infer_end_ms, "batch_size": outcome.batch_size,
               "input_ms": outcome.input_ms, "compute_ms": outcome.compute_ms,
-              "queue_len_at_arrival": q.queue_len_at_arrival, "frame_bytes": len(body)}
+              "queue_len_at_arrival": q.queue_len_at_arrival, "frame_bytes": len(body), **_ledger(app)}
     answer["t_answer_ms"] = now_ms(dep.time_scale)
     stats.on_answer(answer["t_answer_ms"] - t_arrival)
     if outcome.error is not None:
@@ -435,9 +444,7 @@ async def load(request: web.Request) -> web.Response:
         return error(400, "bad_request", "window_s must be a number in (0, 10]")
     queue_len = app[ENGINE].batcher.queue_len if app[ENGINE].batcher else 0
     report = app[STATS].load_report(queue_len, dep.queue_limit, window_s)
-    ledger = app[RESERVED]
-    report.update(declared_qps=ledger.declared_qps(app[STATS].now_s()), ledger_epoch=ledger.ledger.epoch,
-                  ledger_version=ledger.ledger.version)
+    report.update(_ledger(app))
     report.update(ready=app[ENGINE].ready.is_set(), instances=dep.instances, max_batch_size=dep.max_batch_size,
                   max_batch_delay_ms=dep.max_batch_delay_ms, time_ms=now_ms(dep.time_scale))
     return web.json_response(report)
