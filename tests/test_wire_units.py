@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 import types
 
 import numpy as np
 
-from testbed.wire import WireSpec, _Direction
+from testbed.wire import WireSpec, _Direction, pure_ack
 from topologies import LinkShape
 
 
@@ -60,3 +61,50 @@ def test_no_jitter_without_a_deviation() -> None:
     d.receive()
     (due, _), = d.queue
     assert d.last_jitter_ns == 0 and due > 0
+
+
+def _tcp_frame(payload: bytes = b"", flags: int = 0x10, ipv6: bool = False, vlan: bool = False) -> bytes:
+    """An Ethernet frame carrying one TCP segment (20-byte header, `flags`: ACK by default)."""
+    tcp = struct.pack("!HHIIBBHHH", 40000, 8000, 1, 1, 5 << 4, flags, 65535, 0, 0) + payload
+    if ipv6:
+        ip = struct.pack("!IHBB", 6 << 28, len(tcp), socket.IPPROTO_TCP, 64) + bytes(32)
+        kind = 0x86DD
+    else:
+        ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), 0, 0, 64, socket.IPPROTO_TCP, 0) + bytes(8)
+        kind = 0x0800
+    tag = struct.pack("!HH", 0x8100, 7) if vlan else b""
+    return bytes(12) + tag + struct.pack("!H", kind) + ip + tcp + bytes(6)  # Ethernet pads short frames
+
+
+def test_pure_acks_are_told_from_segments_that_carry_something() -> None:
+    assert pure_ack(_tcp_frame()) and pure_ack(_tcp_frame(ipv6=True)) and pure_ack(_tcp_frame(vlan=True))
+    assert not pure_ack(_tcp_frame(b"x" * 100))  # data (with its ACK)
+    for flags in (0x12, 0x11, 0x14):  # SYN-ACK, FIN-ACK, RST-ACK
+        assert not pure_ack(_tcp_frame(flags=flags))
+    udp = bytearray(_tcp_frame())
+    udp[14 + 9] = socket.IPPROTO_UDP
+    assert not pure_ack(bytes(udp)) and not pure_ack(bytes(100)) and not pure_ack(_tcp_frame()[:40])
+
+
+def test_an_ack_never_holds_back_the_message_behind_it(monkeypatch) -> None:
+    """An ACK drawing +4 deviations, then a message drawing -1 right after it: the message leaves on its own
+    draw (the simulator's links carry messages only), and messages stay FIFO among themselves."""
+    fake_ns = iter(range(10**12, 2 * 10**12, 1_000_000))  # 1 ms between reads: every frame its own burst
+    monkeypatch.setattr("testbed.wire.wallclock", types.SimpleNamespace(time_ns=lambda: next(fake_ns),
+                                                                        from_system_ns=lambda ns: ns))
+    d, sender = _direction(delay_ms=10.0, delay_dev_ms=2.0, bw_mbps=400.0)
+    draws = iter([(1.0, 4.0), (1.0, -1.0), (1.0, 3.0), (1.0, -2.0)])
+    monkeypatch.setattr(d, "_draw", lambda: next(draws))
+    for frame in (_tcp_frame(), _tcp_frame(b"answer"), _tcp_frame(b"frame"), _tcp_frame(b"next")):
+        sender.send(frame)
+        d.receive()
+    (ack_due, _), = d.acks
+    (answer_due, _), (frame_due, _), (next_due, _) = d.queue
+    t0 = 10**12
+    assert ack_due == t0 + 10_000_000 + 8_000_000
+    assert answer_due == t0 + 1_000_000 + 10_000_000 - 2_000_000  # its own draw, before the ACK's due
+    assert frame_due == t0 + 2_000_000 + 10_000_000 + 6_000_000
+    assert next_due == frame_due  # FIFO among messages: -2 deviations would overtake the frame before it
+    assert d.stats.pure_acks == 1
+    assert d.send_due(answer_due) == frame_due and len(d.acks) == 1  # merged by due time: the answer went first
+    assert d.send_due(frame_due) is None and d.stats.frames_out + d.stats.dropped_send == 4  # (no reader here)
