@@ -67,6 +67,9 @@ BURST_SLACK_NS = 100_000
 BURST_FACTOR = 1.5
 ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q = 0x0800, 0x86DD, 0x8100
 TCP_SYN_FIN_RST = 0x07
+MAX_PURE_ACK_BYTES = 18 + 60 + 60
+"""The longest a pure ACK can be (Ethernet with a VLAN tag, IPv4 with options or IPv6, TCP with options):
+longer frames carry data and are not parsed."""
 WIRE_NICE = -10
 WIRE_RT_PRIORITY = 10
 """SCHED_FIFO priority of a wire: a frame due wakes it at once, ahead of every ordinary process on its core
@@ -210,7 +213,7 @@ class _Direction:
             if len(self.queue) + len(self.acks) >= MAX_QUEUE_FRAMES:
                 self.stats.dropped_queue += 1
                 continue
-            if pure_ack(frame):  # its own draw, its own FIFO: it holds no message back (module docstring)
+            if len(frame) <= MAX_PURE_ACK_BYTES and pure_ack(frame):  # its own draw, its own FIFO: it holds no message back (module docstring)
                 self.stats.pure_acks += 1
                 jitter = int(n * self.dev_ns) if self.dev_ns else 0
                 self.last_ack_due_ns = max(rx_ns + self.delay_ns + jitter, rx_ns, self.last_ack_due_ns)
@@ -228,9 +231,10 @@ class _Direction:
     def send_due(self, now_ns: int) -> int | None:
         """Sends every frame due by now; returns the next due time, or None when the queue is empty."""
         q, acks = self.queue, self.acks
+        until = now_ns + EARLY_NS
         while True:  # the two FIFOs merged by due time
             head = q if q and (not acks or q[0][0] <= acks[0][0]) else acks
-            if not head or head[0][0] > now_ns + EARLY_NS:
+            if not head or head[0][0] > until:
                 break
             due, frame = head.popleft()
             try:
@@ -240,8 +244,9 @@ class _Direction:
                 self.stats.dropped_send += 1
             late_us = max(0, now_ns - due) // 1000
             self.late_counts[min(late_us // LATE_BIN_US, LATE_BINS - 1)] += 1
-        dues = [fifo[0][0] for fifo in (q, acks) if fifo]
-        return min(dues) if dues else None
+        if not acks:
+            return q[0][0] if q else None
+        return min(q[0][0], acks[0][0]) if q else acks[0][0]
 
     def finish(self) -> DirectionStats:
         total = sum(self.late_counts)
