@@ -146,9 +146,8 @@ class AntennaScheduler:
     # -- streams -------------------------------------------------------------------------------------
 
     def load_estimate(self) -> np.ndarray:
-        """Returns load_qps per resource, in the simulator's unit (eta x rho summed): the larger of own bindings
-        and what the worker stands for (`WorkerState.learnt_qps`: its measured or declared load, plus own
-        bindings since); infinite for a worker that does not answer."""
+        """Returns load_qps per resource, in the simulator's unit (eta x rho summed): the larger of own bindings and
+        what the worker stands for (`WorkerState.learnt_qps`); infinite for a worker that does not answer."""
         est = self.load.load_qps.copy()
         for j, w in enumerate(self.workers):
             if w is None or not w.up:
@@ -222,10 +221,13 @@ class AntennaScheduler:
         w.pending[stream_id] = stream.load_qps
 
     def unanswered(self, stream_id: int, resource: int) -> None:
-        """Notes a reservation that got no answer (the binding stays, unreserved)."""
+        """Notes a reservation that got no answer: a binding that stays counts as unreserved there."""
         w = self.workers[resource]
         if w is not None:
             w.pending.pop(stream_id, None)
+            stream = self.streams.get(stream_id)
+            if stream is not None and stream.resource == resource:
+                w.unreserved[stream_id] = stream.load_qps
 
     def take_rebound(self) -> list[int]:
         """Returns (and forgets) the streams bound again since the last call without a reservation (their worker
@@ -370,9 +372,9 @@ class AntennaScheduler:
           totals between the reports read at the previous and at this window's end (for the first window:
           since t0, when the totals were zero), as a rate times the window. Without a fresh report: the last
           such rate, else this scheduler's own counts;
-        - declared load = the scheduler's load estimate (`load_estimate`: own bindings, or the load the
-          worker's measured rates or reservations stand for, the larger), as used to bind; a worker that does
-          not answer: own bindings only;
+        - declared load = the scheduler's load estimate (`load_estimate`: own bindings, or what the worker
+          stands for, its ledger of every antenna's reservations, the larger), as used to bind; a worker that
+          does not answer: own bindings only;
         - query outcomes, stream arrivals and queries sent per class are this antenna's, times
           `arrival_scale` (the number of antennas: every antenna gets the same load in generated workloads).
         """

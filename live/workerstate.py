@@ -1,6 +1,7 @@
 """What a live scheduler knows of one worker: where it is, whether it answers, and the load it learns from the
-worker's reports (GET /v2/load) and reservations (PUT /v2/streams/{id}, workers/reservations.py), in the
-simulator's unit (`Variant.load_qps`, eta x rho). No HTTP and no clock: live/antenna.py gives the times.
+worker's reports (GET /v2/load), reservations (PUT /v2/streams/{id}, workers/reservations.py) and frame answers
+(each carries the worker's ledger), in the simulator's unit (`Variant.load_qps`, eta x rho). No HTTP and no
+clock: live/antenna.py gives the times.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class WorkerState:
     LedgerVersion); None: not known, or a worker that does not say."""
     pending: dict[int, float] = field(default_factory=dict)
     """This scheduler's reservations on their way to the worker (stream id -> load), not in `declared_qps` yet."""
+    unreserved: dict[int, float] = field(default_factory=dict)
+    """This scheduler's streams bound to the worker whose reservation got no answer (stream id -> load): in no
+    ledger, so counted here beside it."""
     reported_at_s: float = 0.0
     since_report: dict[int, float] = field(default_factory=dict)
     """This scheduler's own bindings to the worker since that report (stream id -> load; not in its measured
@@ -55,6 +59,7 @@ class WorkerState:
         """Forgets a stream of this scheduler's that no longer counts here (closed, moved or refused)."""
         self.pending.pop(stream_id, None)
         self.since_report.pop(stream_id, None)
+        self.unreserved.pop(stream_id, None)
 
     def _take_declared(self, declared_qps: float, said: dict) -> None:
         """Takes `declared_qps` unless the worker's ledger version it was read at (`said`'s ledger_epoch and
@@ -70,11 +75,11 @@ class WorkerState:
 
     def learnt_qps(self) -> float:
         """The load the worker stands for, every antenna's. A worker that keeps a ledger (its version known):
-        what was declared on it plus this scheduler's reservations on their way, the simulator's exact sum (a
-        measured rate, averaged over the report's window, still counts a stream seconds after it ended and
-        would refuse a stream the ledger has room for). Any other: the larger of what it measured (plus this
-        scheduler's bindings since) and what was declared."""
-        declared = self.declared_qps + sum(self.pending.values())
+        what was declared on it plus this scheduler's reservations on their way and bindings left unreserved,
+        the simulator's exact sum (a measured rate, averaged over the report's window, still counts a stream
+        seconds after it ended and would refuse a stream the ledger has room for). Any other: the larger of what
+        it measured (plus this scheduler's bindings since) and that."""
+        declared = self.declared_qps + sum(self.pending.values()) + sum(self.unreserved.values())
         if self.ledger is not None:
             return declared
         return max(self.reported_qps + self.declared_since_report_qps, declared)

@@ -136,8 +136,8 @@ def pure_ack(frame: bytes) -> bool:
     ip = off + 2
     if kind == ETH_P_IP and len(frame) >= ip + 20:
         ihl = (frame[ip] & 0x0F) * 4
-        if frame[ip + 9] != socket.IPPROTO_TCP or ihl < 20:
-            return False
+        if frame[ip + 9] != socket.IPPROTO_TCP or ihl < 20 or frame[ip + 6] & 0x3F or frame[ip + 7]:
+            return False  # not TCP, or a fragment
         ip_payload = int.from_bytes(frame[ip + 2:ip + 4], "big") - ihl
         tcp = ip + ihl
     elif kind == ETH_P_IPV6 and len(frame) >= ip + 40:
@@ -213,7 +213,7 @@ class _Direction:
             if len(self.queue) + len(self.acks) >= MAX_QUEUE_FRAMES:
                 self.stats.dropped_queue += 1
                 continue
-            if len(frame) <= MAX_PURE_ACK_BYTES and pure_ack(frame):  # its own draw, its own FIFO: it holds no message back (module docstring)
+            if len(frame) <= MAX_PURE_ACK_BYTES and pure_ack(frame):  # own draw, own FIFO (module docstring)
                 self.stats.pure_acks += 1
                 jitter = int(n * self.dev_ns) if self.dev_ns else 0
                 self.last_ack_due_ns = max(rx_ns + self.delay_ns + jitter, rx_ns, self.last_ack_due_ns)

@@ -209,8 +209,8 @@ def test_a_dilated_worker_batches_over_k_times_w_and_reports_virtual_times(tmp_p
     assert delay == pytest.approx(0.020)  # W = 5 ms virtual, 20 ms real
     # The batch of one closes W = 5 virtual ms after its arrival and the replica sleeps until its nominal end,
     # 4 x 40 ms after that close: less the real time it took to wake from the W and take the batch.
-    assert answer["t_infer_start_ms"] == pytest.approx(answer["t_arrival_ms"] + 5.0)
-    assert len(sleeps) == 1 and 0.0 < sleeps[0] <= 0.160
+    assert answer["t_infer_start_ms"] - answer["t_arrival_ms"] == pytest.approx(5.0, abs=1e-3)
+    assert len(sleeps) == 1 and sleeps[0] <= 0.160
     assert report["max_batch_delay_ms"] == 5.0  # the deployment keeps the virtual W
     virtual_now_ms = scale.virtual_s(time.time()) * 1000.0
     for t in (answer["t_arrival_ms"], answer["t_infer_start_ms"], report["time_ms"]):

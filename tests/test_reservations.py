@@ -247,6 +247,10 @@ def test_a_worker_with_a_ledger_is_judged_by_it_not_by_its_measured_rate() -> No
         with pytest.raises((ValueError, TypeError, KeyError)):
             w.take_ledger(garbage)
     assert (w.declared_qps, w.ledger) == (40.0, ("e", 4))
+    w.unreserved[3] = 7.0  # bound here, its reservation unanswered: in no ledger
+    assert w.learnt_qps() == 52.0
+    w.forget(3)
+    assert w.learnt_qps() == 45.0
     assert WorkerState("http://w", "m", reported_qps=90.0, declared_qps=40.0).learnt_qps() == 90.0  # no ledger
 
 

@@ -84,6 +84,9 @@ def test_pure_acks_are_told_from_segments_that_carry_something() -> None:
     udp = bytearray(_tcp_frame())
     udp[14 + 9] = socket.IPPROTO_UDP
     assert not pure_ack(bytes(udp)) and not pure_ack(bytes(100)) and not pure_ack(_tcp_frame()[:40])
+    fragment = bytearray(_tcp_frame())
+    fragment[14 + 7] = 8  # a later fragment: its payload is no TCP header
+    assert not pure_ack(bytes(fragment))
 
 
 def test_an_ack_never_holds_back_the_message_behind_it(monkeypatch) -> None:

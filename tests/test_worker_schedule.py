@@ -57,6 +57,14 @@ def test_one_batch_forms_at_a_time_and_a_start_is_never_in_the_future() -> None:
         s.batch_start_ms(0.0, [], now_ms=1.0)
 
 
+def test_a_real_replicas_batch_closes_in_the_same_schedule() -> None:
+    """A mixed worker: a real replica took a batch at 103; the profile-driven replica's next batch, of a query
+    that arrived at 102 while that batch was forming, starts after it (one batch forms at a time)."""
+    s = NominalSchedule(max_batch_size=1, max_batch_delay_ms=0.0)
+    s.closed_at(103.0)
+    assert s.batch_start_ms(100.0, [102.0], now_ms=104.0) == 103.0
+
+
 def _runtime(p: Pattern) -> RuntimeProfile:
     latency = {n: float(ms) for n, ms in enumerate(p.batch_ms) if n}
     return RuntimeProfile("m", "cpu", 1, 1.0, 0, 10.0, latency, {}, {}, 0.0, "test")

@@ -5,7 +5,8 @@ and warms its session itself, after moving into the worker's inference cgroup if
 reserved core), so that only inference runs there: ONNX Runtime's intra-op threads, made by it, follow it.
 
 Under time dilation (factor K) a replica is busy K times its batch's time in real time: the profile-driven one
-sleeps K x the profile, the real one pads its measured time to K x; outcome times are virtual."""
+sleeps until its batch's nominal end (K x the profile after its nominal start, workers/schedule.py), the real one
+pads its measured time to K x; outcome times are virtual."""
 
 from __future__ import annotations
 
@@ -86,7 +87,11 @@ class Processor(Protocol):
 class OnnxProcessor:
     """One replica of the real worker: an ONNX Runtime session and the thread that runs it. The session is
     made (and warmed up) on that thread, which first moves into `cgroup` when one is given: the replica's
-    inference, ONNX Runtime's intra-op threads included, runs there, the worker's event loop where it was started."""
+    inference, ONNX Runtime's intra-op threads included, runs there, the worker's event loop where it was started.
+    In a mixed worker it notes each batch it takes in the worker's `NominalSchedule` (`schedule`), so that the
+    profile-driven replicas' batches behind it start after it closed, as in the simulator."""
+
+    schedule: NominalSchedule | None = None
 
     def __init__(self, config: ModelConfig, device: str, threads: int, scale: TimeScale = UNDILATED,
                  cgroup: Path | None = None) -> None:
@@ -124,6 +129,8 @@ class OnnxProcessor:
         return self._inputs[:n]
 
     async def run(self, batch: list[Query]) -> list[Outcome]:
+        if self.schedule is not None:
+            self.schedule.closed_at(now_ms(self.scale))
         if not self.scale.dilated:
             return await self._thread.submit(self.process, batch)
         r0 = time.monotonic()

@@ -3,7 +3,7 @@
 A replica that sleeps its profile wakes a little late every time (the timer's and the event loop's wake-up,
 tenths of a real ms on a busy host), and the next batch, taken only once it is awake, starts that much later.
 On a saturated worker those delays add up batch after batch: the queue grows as if the device were slower
-than its profile (a measured 0.3 % on a 27.7 ms batch at K 12, which more than doubled the queue's wait).
+than its profile (docs/workers.md#profile-driven-workers gives what it measured).
 The device being emulated has no such gap, so the worker keeps the model's schedule instead
 (simulator/batching.py): a batch's first query is taken at
 
@@ -40,3 +40,7 @@ class NominalSchedule:
         start = min(max(close, max(arrivals_ms)), now_ms)
         self.last_close_ms = max(self.last_close_ms, start)
         return start
+
+    def closed_at(self, now_ms: float) -> None:
+        """Records a batch a real replica of a mixed worker took at `now_ms` (its real close)."""
+        self.last_close_ms = max(self.last_close_ms, now_ms)

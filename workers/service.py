@@ -96,8 +96,12 @@ def _make_processors(dep: Deployment) -> list[Processor]:
         raise
     assert dep.profile is not None or dep.real_instances == dep.instances  # resolve() guarantees it
     schedule = NominalSchedule(dep.max_batch_size, dep.max_batch_delay_ms)  # one batch forms at a time
-    return real + [ProfileProcessor(dep.profile, dep.time_scale, schedule)  # type: ignore[arg-type]
-                   for _ in range(dep.instances - dep.real_instances)]
+    profiled = [ProfileProcessor(dep.profile, dep.time_scale, schedule)  # type: ignore[arg-type]
+                for _ in range(dep.instances - dep.real_instances)]
+    if profiled:
+        for p in real:  # a mixed worker: the real replicas' batches close in the same schedule
+            p.schedule = schedule  # type: ignore[attr-defined]
+    return real + profiled
 
 
 async def _engine_ctx(app: web.Application):
