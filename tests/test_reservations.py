@@ -75,6 +75,35 @@ def test_a_workers_routes_and_load_report(tmp_path: Path) -> None:
     assert by_owner == {"released": 1} and no_owner == 400
 
 
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
+async def _worker_and_two_schedulers(system, settings: WorkerSettings) -> tuple:
+    """Starts a real worker (the antenna's resource; no other worker answers) and schedulers A and B of ant1,
+    polling 100 s apart; returns (worker runner, worker url, runners, urls, schedulers, clients)."""
+    wapp = worker_app(resolve(settings))
+    wr, wurl = await _serve(wapp)
+    await asyncio.wait_for(wapp[ENGINE].ready.wait(), 60)
+    workers = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}  # none answers
+    workers[system.resources[0].name] = (wurl, "tiny-yolov2")
+    runners, urls, lives, clients = [], [], [], []
+    for _ in "AB":
+        live = AntennaScheduler(system, "ant1", workers, static_policy(CLOSEST), CLOSEST, seed=0, t0_s=0.0,
+                                log=lambda _: None)
+        app = create_app(live, poll_interval_s=100.0)
+        runner, url = await _serve(app)
+        runners.append(runner)
+        urls.append(url)
+        lives.append(live)
+        clients.append(app[CLIENT])
+    return wr, wurl, runners, urls, lives, clients
+
+
 def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path: Path) -> None:
     """Schedulers A and B (no load report between them: polls 100 s apart) both find the antenna's worker
     closest. A's stream takes 60 % of its capacity; B's stream of 60 % is refused there and bound again (on tiny
@@ -86,29 +115,8 @@ def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path
     settings = WorkerSettings(model="tiny-yolov2", profile_driven=write_worker_profile(
         tmp_path / "p.yaml", "tiny-yolov2", {1: 10.0}))
 
-    async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-
     async def scenario() -> tuple[list, AntennaScheduler]:
-        wapp = worker_app(resolve(settings))
-        wr, wurl = await serve(wapp)
-        await asyncio.wait_for(wapp[ENGINE].ready.wait(), 60)
-        workers = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}  # none answers
-        workers[system.resources[0].name] = (wurl, "tiny-yolov2")
-        runners, urls, lives, clients = [], [], [], []
-        for _ in "AB":
-            live = AntennaScheduler(system, "ant1", workers, static_policy(CLOSEST), CLOSEST, seed=0, t0_s=0.0,
-                                    log=lambda _: None)
-            app = create_app(live, poll_interval_s=100.0)
-            runner, url = await serve(app)
-            runners.append(runner)
-            urls.append(url)
-            lives.append(live)
-            clients.append(app[CLIENT])
+        wr, wurl, runners, urls, lives, clients = await _worker_and_two_schedulers(system, settings)
 
         async def answered() -> None:  # every reservation and release on its way has its answer
             while any(c.pending for c in clients):
@@ -158,29 +166,8 @@ def test_a_frame_answer_brings_the_ledger_without_a_poll(tiny_system, tmp_path: 
         tmp_path / "p.yaml", "tiny-yolov2", {1: 10.0}))
     jpeg = b"\xff\xd8" + bytes(100) + b"\xff\xd9"
 
-    async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-
     async def scenario() -> tuple[list, AntennaScheduler]:
-        wapp = worker_app(resolve(settings))
-        wr, wurl = await serve(wapp)
-        await asyncio.wait_for(wapp[ENGINE].ready.wait(), 60)
-        workers = {r.name: ("http://127.0.0.1:1", r.variant.model) for r in system.resources}  # none answers
-        workers[system.resources[0].name] = (wurl, "tiny-yolov2")
-        runners, urls, lives, clients = [], [], [], []
-        for _ in "AB":
-            live = AntennaScheduler(system, "ant1", workers, static_policy(CLOSEST), CLOSEST, seed=0, t0_s=0.0,
-                                    log=lambda _: None)
-            app = create_app(live, poll_interval_s=100.0)
-            runner, url = await serve(app)
-            runners.append(runner)
-            urls.append(url)
-            lives.append(live)
-            clients.append(app[CLIENT])
+        wr, wurl, runners, urls, lives, clients = await _worker_and_two_schedulers(system, settings)
 
         async def answered() -> None:
             while any(c.pending for c in clients):
