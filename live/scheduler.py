@@ -17,63 +17,30 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from live.antenna import AntennaScheduler, LiveStream, PolicyChooser, static_policy
-from live.clock import KEEPALIVE_S, DilatedClock, Stopwatch
+from live.clock import DilatedClock, Stopwatch
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
 from live.spec import DEFAULT_POLICY, read_spec
+from live.warmpool import SPARE_CONNECTIONS, raise_open_files_limit
 from live.windowlog import WindowsLog
+from live.workerclient import Client
 from scheduler.core import ASET, POLICY_NAMES, StreamRequest, check_policy, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
 from scheduler.timeline import SystemTimeline
 from topologies import load_topology
 from topologies.events import load_events
-from workers.lifecycle import serving
+from workers.lifecycle import RUN_KEEPALIVE_S, serving
 
 if TYPE_CHECKING:
     from scheduler.aset.policy import AsetController
-
-
-@dataclass
-class Client:
-    """The service's one client session (to the workers), open while the application runs, and how long a
-    relayed frame may wait for its worker."""
-
-    relay_timeout: aiohttp.ClientTimeout
-    session: aiohttp.ClientSession | None = None
-    worker_clock_ms: dict[int, float] = field(default_factory=dict)
-    """Per resource index, how far its worker's clock is ahead of this scheduler's (a worker on another server)."""
-    pending: set[asyncio.Task] = field(default_factory=set)
-    """Reservations and releases on their way to the workers."""
-
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Runs `work` in the background (kept until it ends)."""
-        task = asyncio.create_task(work)
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
-
-    def release_at(self, url: str, sid: int) -> None:
-        """Releases a stream's reservation at a worker, without waiting for the answer (a worker gone or
-        without reservations: nothing to release; an idle reservation also expires there)."""
-        if self.session is None:
-            return
-
-        async def release() -> None:
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                session = self.session
-                assert session is not None
-                async with session.delete(f"{url}/v2/streams/{sid}", timeout=self.relay_timeout):
-                    pass
-
-        self.spawn(release())
 
 
 LIVE = web.AppKey("live", AntennaScheduler)
@@ -82,7 +49,8 @@ CLIENT = web.AppKey("client", Client)
 
 def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
                windows: WindowsLog | None = None, relay_timeout_s: float = 5.0,
-               worker_clock_ms: dict[int, float] | None = None) -> web.Application:
+               worker_clock_ms: dict[int, float] | None = None,
+               warm_connections: int = SPARE_CONNECTIONS) -> web.Application:
     """Returns the scheduler's application: stream open/close, frame relay, status; its decision windows
     logged to `windows`. A frame whose worker has not answered within `relay_timeout_s` (the run's query
     timeout, `--timeout`; on the state's clock, so x K in real time under time dilation) fails as `timeout`;
@@ -93,8 +61,10 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
                                   worker_clock_ms=dict(worker_clock_ms or {}))
 
     async def background(app: web.Application):
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=_real_s(live, KEEPALIVE_S))
+        raise_open_files_limit()
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=_real_s(live, RUN_KEEPALIVE_S))
         client.session = session = aiohttp.ClientSession(connector=connector)
+        client.warm_up(live.workers, warm_connections)
         await release_mine(live, client)
         tasks = [asyncio.create_task(poll_loads(live, session, poll_interval_s, client)),
                  asyncio.create_task(window_loop(live, windows))]
@@ -308,7 +278,7 @@ async def relay_frame(request: web.Request) -> web.Response:
     url = f"{w.url}/v2/models/{w.model}/frames"
     params = {"stream": str(sid), "query": request.query.get("query", "")}
     try:
-        with watch.excluding():
+        with watch.excluding(), request.app[CLIENT].in_flight(j, w.url):
             async with request.app[CLIENT].session.post(  # type: ignore[union-attr]
                 url, data=body, params=params, headers={"Content-Type": "image/jpeg"},
                 timeout=request.app[CLIENT].relay_timeout,
@@ -407,11 +377,13 @@ async def serve(
     windows: WindowsLog | None = None,
     relay_timeout_s: float = 5.0,
     worker_clock_ms: dict[int, float] | None = None,
+    warm_connections: int = SPARE_CONNECTIONS,
 ) -> int:
     """Runs the scheduler until SIGTERM/SIGINT; writes its statistics; returns the exit status."""
     live.warm_up()
     try:
-        async with serving(create_app(live, poll_interval_s, windows, relay_timeout_s, worker_clock_ms), host, port) as service:
+        app = create_app(live, poll_interval_s, windows, relay_timeout_s, worker_clock_ms, warm_connections)
+        async with serving(app, host, port, keepalive_timeout_s=_real_s(live, RUN_KEEPALIVE_S)) as service:
             service.announce()
             if t0_file is not None:
                 t0_s = await wait_t0(t0_file, stop=service.stop)
@@ -460,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         host = args.host if args.host is not None else run.host_address("scheduler", args.antenna)
         return asyncio.run(serve(live, host, args.port, spec.load_poll_s,
                                  run.scheduler_stats(args.antenna, args.restart), run.t0, windows, spec.timeout_s,
-                                 read_worker_clocks(run.workers, system)))
+                                 read_worker_clocks(run.workers, system), spec.warm_connections))
     except (KeyError, ValueError, OSError) as exc:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 2

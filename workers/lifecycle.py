@@ -14,10 +14,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from .connections import DeadlineAppRunner
+
+RUN_KEEPALIVE_S = 3600.0
+"""How long (run seconds, x K in real time) a live run's services and clients keep an idle connection open: longer
+than a run, so that connections opened ahead of the frames (live/warmpool.py) are there when the frames come."""
 
 
 def stop_on_signals(event: asyncio.Event | None = None) -> asyncio.Event:
@@ -85,13 +90,16 @@ class Service:
 
 @asynccontextmanager
 async def serving(app: web.Application, host: str, port: int, shutdown_timeout_s: float = 60.0,
-                  header_timeout_s: float | None = None, on_header_timeout: Callable[[], None] | None = None
-                  ) -> AsyncIterator[Service]:
+                  header_timeout_s: float | None = None, on_header_timeout: Callable[[], None] | None = None,
+                  keepalive_timeout_s: float | None = None) -> AsyncIterator[Service]:
     """Serves `app` on host:port (port 0: the OS picks) until the block ends; SIGTERM or SIGINT set the
     service's `stop`. The block announces READY when the service is ready and waits for `stop`.
     With `header_timeout_s`, a connection whose request headers are not complete that long after it
-    opened or the request began is closed, and `on_header_timeout` called (workers/connections.py)."""
-    options = dict(access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
+    opened or the request began is closed, and `on_header_timeout` called (workers/connections.py). An idle
+    connection is closed after `keepalive_timeout_s` (real seconds; aiohttp's 75 without it)."""
+    options: dict[str, Any] = dict(access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
+    if keepalive_timeout_s is not None:
+        options["keepalive_timeout"] = keepalive_timeout_s
     runner = (web.AppRunner(app, **options) if header_timeout_s is None else
               DeadlineAppRunner(app, header_timeout_s=header_timeout_s, on_header_timeout=on_header_timeout,
                                 **options))

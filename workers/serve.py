@@ -13,7 +13,7 @@ from pathlib import Path
 from topologies.timescale import TimeScale
 
 from .deployment import WorkerSettings, parse_tdf, resolve
-from .lifecycle import serving
+from .lifecycle import RUN_KEEPALIVE_S, serving
 from .limits import MIB, RequestLimits
 from .runtime import keep_freed_memory, parse_cpus, pin_process
 from .service import ENGINE, GUARD, STATS, create_app
@@ -88,7 +88,8 @@ async def serve(settings: WorkerSettings, host: str, port: int, announce=print,
     app = create_app(dep, limits)
     guard = app[GUARD]
     async with serving(app, host, port, shutdown_timeout_s=5.0, header_timeout_s=guard.limits.header_timeout_s,
-                       on_header_timeout=guard.on_header_timeout) as service:
+                       on_header_timeout=guard.on_header_timeout,
+                       keepalive_timeout_s=settings.time_scale.real_duration(RUN_KEEPALIVE_S)) as service:
         engine = app[ENGINE]
         while not engine.ready.is_set():
             if engine.startup_error:
