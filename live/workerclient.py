@@ -40,8 +40,10 @@ class Client:
                     self._warm(pool, w.url)
 
     def _warm(self, pool: WarmPool, url: str) -> None:
-        if self.session is not None:
-            warm_in_background(pool, self.spawn, self.session, f"{url}/v2/health/live", self.relay_timeout)
+        if self.session is None:  # not open (yet): nothing to warm, and the pool is not left waiting for it
+            pool.warmed()
+            return
+        warm_in_background(pool, self.spawn, self.session, f"{url}/v2/health/live", self.relay_timeout)
 
     @contextlib.contextmanager
     def in_flight(self, j: int, url: str) -> Iterator[None]:
