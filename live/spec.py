@@ -122,7 +122,7 @@ class RunSpec:
     2 s half that."""
     warm_connections: int = opt(16, metavar="N")
     """connections each scheduler keeps open to each worker ahead of its frames in flight, so that no frame waits
-    for a TCP handshake the simulator does not model (0: open them as frames need them)"""
+    for a TCP handshake the simulator does not model; 0 opens them only as frames need them"""
     measure_links: bool = opt(True, "--no-measure", help_flag="skip measuring the links before the run")
     """measure the links before the run"""
     cli: bool = opt(False)
