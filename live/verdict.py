@@ -343,11 +343,14 @@ def format_fidelity(fid: dict) -> list[str]:
         lines.append(f"  {'' if v['hard'] else 'warning: '}{v['invariant']} {v['statistic']} {v['value']:g} "
                      f"{v['unit']} > {v['threshold']:g}{when}")
     cause = fid.get("diagnostics", {}).get("real_overrun_cause")
-    if cause and cause["core_slower"] and any(v["invariant"] == "real-inference overrun" for v in fid["violations"]):
+    if cause and (cause["core_slower"] or cause.get("stolen")) and any(
+            v["invariant"] == "real-inference overrun" for v in fid["violations"]):
+        host = ("under 1 % of it was stolen: the core itself ran slower (the host)" if cause["core_slower"] else
+                f"the hypervisor stole up to {cause['host_steal_pct_max']:g} % of its CPU (the host)")
         lines.append(f"  cause: in the {cause['windows_over']} windows where real inference overran, it did not wait "
                      f"for its core (wait share {cause['real_wait_share']:g}), the machine was no busier "
                      f"({cause['other_cores']:g} other cores busy against {cause['other_cores_elsewhere']:g}) and "
-                     f"under 1 % of it was stolen: the core itself ran slower (the host), not the run's doing")
+                     f"{host}, not the run's doing")
     return lines
 
 

@@ -280,7 +280,9 @@ def test_an_overrun_without_waiting_on_a_machine_no_busier_is_the_cores_own_slow
     busier = [one(s["t_ms"], 1.0, 0.8 if 3000 < s["t_ms"] < 5000 else 0.45) for s in quiet]
     assert not overrun_cause(busier, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)["core_slower"]
     stolen = [one(s["t_ms"], 1.0, 0.45, 5.0 if 3000 < s["t_ms"] < 5000 else 0.0) for s in quiet]
-    assert not overrun_cause(stolen, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)["core_slower"]
+    cause = overrun_cause(stolen, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)
+    assert not cause["core_slower"] and cause["stolen"]  # the hypervisor's doing: the host's all the same
+    assert not overrun_cause(waited, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)["stolen"]
     assert overrun_cause(quiet, {"worker r@dc1"}, t, np.full(t.shape, 0.02), 1.0, THRESHOLDS) is None  # no window over
     # at K = 4 a real second's sample covers 250 virtual ms: the one at 3.35 s is over 3.1-3.35 s, in the window
     # at 3 s; read as a whole virtual second (2.35-3.35 s, 35 % over) it would be counted with the rest
@@ -296,8 +298,11 @@ def test_the_verdict_names_the_cores_own_slowness_as_the_cause() -> None:
     lines = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": cause}))
     assert lines[-1].startswith("  cause: in the 2 windows where real inference overran, it did not wait")
     assert "the core itself ran slower (the host)" in lines[-1]
+    stolen = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": cause | {
+        "core_slower": False, "stolen": True, "host_steal_pct_max": 8.25}}))
+    assert stolen[-1].endswith("the hypervisor stole up to 8.25 % of its CPU (the host), not the run's doing")
     assert not any("cause:" in x for x in format_fidelity(
-        verdict([over], 1.0, None, {"real_overrun_cause": cause | {"core_slower": False}})))
+        verdict([over], 1.0, None, {"real_overrun_cause": cause | {"core_slower": False, "stolen": False}})))
 
 
 def test_other_work_leaves_out_samples_before_t0_and_those_with_a_process_new_or_missing() -> None:
