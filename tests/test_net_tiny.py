@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import time
 from dataclasses import replace
@@ -85,6 +86,54 @@ def test_a_direction_held_up_by_the_host_passes_when_measured_again_alone(tiny_n
     assert got[("ant1-dc1", "a->b")].attempts == 2 and "deviation" in got[("ant1-dc1", "a->b")].first_problem
     assert all(m.ok for m in report.links), [m.problem for m in report.links if not m.ok]
     assert all(m.attempts == 1 for (link, _), m in got.items() if link != "ant1-dc1")
+
+
+def test_a_new_connection_opens_a_window_wide_enough_for_a_large_frame(tiny_net) -> None:
+    """A fresh connection from worker-ant1 to worker-dc1: the receiver's buffer starts at 1 MB (Linux: 128 kB, a
+    window of about 64 kB), so the sender's first flight takes a 200 kB frame whole, as the simulator assumes: all
+    of it is acknowledged by the receiver's kernel before the receiver reads a byte (with Linux's 128 kB, about
+    140 kB stay in the sender's queue until it reads)."""
+    from testbed.nodes import TCP_RMEM_BYTES
+    from testbed.nsutil import socket_in
+
+    plan = tiny_net.plan
+    src, dst = plan.host_for("worker", "ant1"), plan.host_for("worker", "dc1")
+    frame = 200_000
+    server = socket_in(dst.netns, kind=socket.SOCK_STREAM)
+    client = socket_in(src.netns, kind=socket.SOCK_STREAM)
+    peer = None
+    try:
+        for s in (server, client):
+            s.settimeout(10.0)
+        server.bind((dst.ip, 0))
+        server.listen(1)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        client.connect((dst.ip, server.getsockname()[1]))
+        peer, _ = server.accept()
+        peer.settimeout(10.0)
+        assert peer.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == TCP_RMEM_BYTES[1]
+        client.sendall(bytes(frame))  # into a 4 MB send buffer: returns at once
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and _unacked_bytes(client) > 0:
+            time.sleep(0.01)
+        assert _unacked_bytes(client) == 0, "part of the frame waits for the receiver to read"
+        got = 0
+        while got < frame:  # all of it there to read
+            got += len(peer.recv(frame - got))
+        assert got == frame
+    finally:
+        for s in (peer, client, server):
+            if s is not None:
+                s.close()
+
+
+def _unacked_bytes(sock: socket.socket) -> int:
+    """Bytes written and not yet acknowledged (SIOCOUTQ)."""
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 def test_http_request_crosses_every_shaped_link(tiny_net, tmp_path: Path) -> None:
