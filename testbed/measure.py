@@ -386,11 +386,9 @@ def _close(streams: list[_Stream]) -> None:
 
 def _remeasure(plan: NetworkPlan, chosen: list[LinkPlan], results: list[LinkMeasurement], probes: ProbePlan,
                tolerance: Tolerance, hop_ms: dict[str, float], tdf: float) -> list[LinkMeasurement]:
-    """Measures the links with a direction outside tolerance once more, alone (both directions), with the switch
-    hops on their paths measured again beside them (a site without a pair of its own takes the median of those,
-    as in the first attempt): the first attempt's hops were measured with every link busy, and subtracting them
-    from a quieter second attempt reads the link short. Returns the results with theirs replaced and the first
-    problem kept."""
+    """Measures the links with a direction outside tolerance once more, alone (both directions), judged with the
+    switch hops on their paths measured again beside them (the first attempt's, taken with every link busy, read
+    a quieter second attempt short); returns the results with theirs replaced and the first problem kept."""
     again = [lk for lk in chosen if any(m.link == lk.name and not m.ok for m in results)]
     if not again:
         return results
@@ -400,8 +398,7 @@ def _remeasure(plan: NetworkPlan, chosen: list[LinkPlan], results: list[LinkMeas
     pairs = [pair for site in sorted(sites) if (pair := plan.hop_pair(site)) is not None]
     hop_streams = [_open_stream(plan, None, pair, forward, probes, tdf) for pair in pairs for forward in (True, False)]
     try:
-        _run(streams + hop_streams, probes,
-             max((_worst_delay_ms(lk.shape, tdf) for lk in again if lk.shape), default=0))
+        _run(streams + hop_streams, probes, max((_worst_delay_ms(lk.shape, tdf) for lk in again if lk.shape), default=0))
         now = hop_ms
         if hop_streams:
             measured_now, _ = hop_costs(plan, [_hop(s) for s in hop_streams])
