@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from testbed.clean import clean
 from testbed.errors import MeasurementError, NetworkError, PreflightError
-from testbed.measure import ProbePlan, Tolerance, format_table
+from testbed.measure import Tolerance, format_table
 from testbed.placement import Placement, parse_place, parse_servers
+from testbed.probes import ProbePlan
 from topologies import TopologyError, load_topology
 from topologies.events import load_events
 

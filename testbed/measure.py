@@ -1,19 +1,16 @@
 """Measures every shaped link with real packets: one-way delay, its deviation, and loss, per direction, and
-what the switches cost by themselves.
+what the switches cost by themselves; judges each against the file and reports it.
 
-All namespaces share this machine's clock, so a probe carries its send time and the receiver's
-kernel stamps its arrival (SO_TIMESTAMPNS): the one-way delay is measured, not halved from an RTT.
-One process opens a sender and a receiver socket in the two hosts a link joins (and only that
-shaped link), runs every link's probes at once, and compares each result with the file. Alongside,
-probes between two hosts on one switch's unshaped ports measure that switch's own forwarding cost (a
-"hop"); a link's probes cross one or two switches, whose hops are reported beside the link's shaping
-error (measured - configured - hops), on which the tolerance is judged. A link a direction of which is outside
-its tolerance is measured once more, alone (`ProbePlan.remeasure`): on 2 shared cores, dozens of concurrent probe
-streams through userspace switches and wires can delay a quarter of one direction's probes and read as jitter
-the link does not have; a link shaped wrong fails the second time too, and both attempts are kept. Probes of one
-direction are
-spaced by at least `jitter_spacing` times the link's deviation, so that a FIFO link (the wire, netem with
-a rate) never holds one probe behind the one before it.
+The probes are `testbed.probes`' streams (one-way delays stamped by the receiver's kernel). One process opens
+a sender and a receiver socket in the two hosts a link joins (and only that shaped link), runs every link's probes
+at once, and compares each result with the file. Alongside, probes between two hosts on one switch's unshaped
+ports measure that switch's own forwarding cost (a "hop"); a link's probes cross one or two switches, whose hops
+are reported beside the link's shaping error (measured - configured - hops), on which the tolerance is judged. A
+link a direction of which is outside its tolerance is measured once more, alone (`ProbePlan.remeasure`): on 2
+shared cores, dozens of concurrent probe streams through userspace switches and wires can delay a quarter of one
+direction's probes and read as jitter the link does not have; a link shaped wrong fails the second time too, and
+both attempts are kept. Probes of one direction are spaced by at least `jitter_spacing` times the link's
+deviation, so that a FIFO link (the wire, netem with a rate) never holds one probe behind the one before it.
 
 Under time dilation (factor K) the links are shaped K times slower in real time: the probes keep the plan's
 pace in virtual time (intervals and spacing x K, waits for the dilated delays), and every delay is reported and
@@ -22,27 +19,24 @@ judged in virtual milliseconds (real / K), the switches' share included (their r
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import json
 import math
-import select
-import socket
 import statistics
-import struct
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from testbed.errors import MeasurementError
-from testbed.nsutil import socket_in
-from testbed.plan import HostPlan, LinkPlan, NetworkPlan
-from topologies import LinkShape, PathMetrics, wallclock
+from testbed.plan import LinkPlan, NetworkPlan
+from testbed.probes import (
+    ProbePlan,
+    ProbeStream,
+    close_streams,
+    median_p99_ms,
+    open_stream,
+    run_streams,
+    worst_delay_ms,
+)
 
-SO_TIMESTAMPNS = 35
-_PROBE = struct.Struct("!IHIQ")  # magic, stream, sequence number (warm-up: high bit), send time ns
-_MAGIC = 0x7E57BED0
-_WARMUP_BIT = 1 << 31
 MEASUREMENTS_FILE = "link_measurements.json"
 
 
@@ -57,33 +51,6 @@ class Tolerance:
     loss_abs_pct: float = 0.5
     loss_sigmas: float = 4.0
     """Loss may differ by this many binomial standard deviations (plus loss_abs_pct)."""
-
-
-@dataclass(frozen=True)
-class ProbePlan:
-    """How many probes each direction of a link gets, and how often (in virtual time: x K in real time)."""
-
-    count: int = 100
-    interval_ms: float = 10.0
-    lossy_count: int = 2000
-    """Probes per direction on links with loss (enough to tell 1% from 0%)."""
-    lossy_interval_ms: float = 1.0
-    warmup_wait_s: float = 3.0
-    remeasure: bool = True
-    """Measure the links outside their tolerance once more, alone, and judge them on that (both kept)."""
-    jitter_spacing: float = 3.0
-    """Probes of a link direction are at least this many deviations of its delay apart: two draws then
-    differ by more than the spacing (and the later probe waits behind the earlier) in under 2 % of pairs."""
-
-    def interval_for(self, shape: LinkShape | None, tdf: float = 1.0) -> float:
-        """Returns the real milliseconds between probes of one direction of a link of this (virtual) shape at
-        time dilation factor `tdf`."""
-        lossy = shape is not None and shape.loss_pct > 0
-        base = self.lossy_interval_ms if lossy else self.interval_ms
-        return tdf * max(base, self.jitter_spacing * (shape.delay_dev_ms if shape is not None else 0.0))
-
-    def count_for(self, shape: LinkShape | None) -> int:
-        return self.lossy_count if shape is not None and shape.loss_pct > 0 else self.count
 
 
 @dataclass(frozen=True)
@@ -167,131 +134,9 @@ class LinkReport:
     hop_measured: dict[str, bool]
 
 
-@dataclass
-class _Stream:
-    link: LinkPlan | None
-    """The link measured (None: a switch hop)."""
-    site: str
-    direction: str
-    src: str
-    dst: str
-    tx: socket.socket
-    rx: socket.socket
-    count: int
-    interval_ns: int
-    delays_ns: list[int]
-    """Real one-way delays of the probes that arrived."""
-    warm: bool = False
-    tdf: float = 1.0
-
-    def delays_ms(self) -> list[float]:
-        """Returns the probes' one-way delays in virtual ms (real / tdf), sorted."""
-        return sorted(d / 1e6 / self.tdf for d in self.delays_ns)
-
-
-def _open_stream(plan: NetworkPlan, link: LinkPlan | None, pair: tuple[HostPlan, HostPlan], forward: bool,
-                 probes: ProbePlan, tdf: float = 1.0) -> _Stream:
-    a, b = pair
-    src, dst = (a, b) if forward else (b, a)
-    rx = socket_in(dst.netns)
-    rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    rx.bind((dst.ip, 0))
-    rx.setblocking(False)
-    tx = socket_in(src.netns)
-    tx.bind((src.ip, 0))
-    tx.connect((dst.ip, rx.getsockname()[1]))
-    tx.setblocking(False)
-    shape = link.shape if link is not None else None
-    return _Stream(link, a.site, "a->b" if forward else "b->a", src.name, dst.name, tx, rx, probes.count_for(shape),
-                   int(probes.interval_for(shape, tdf) * 1e6), [], tdf=tdf)
-
-
-def _send(s: _Stream, k: int, seq: int) -> None:
-    with contextlib.suppress(OSError):  # a probe that cannot be sent counts as lost, which it is
-        s.tx.send(_PROBE.pack(_MAGIC, k, seq, wallclock.time_ns()))
-
-
-def _drain(streams: list[_Stream], k: int) -> None:
-    s = streams[k]
-    while True:
-        try:
-            data, anc, _, _ = s.rx.recvmsg(64, 64)
-        except BlockingIOError:
-            return
-        rx_ns = wallclock.time_ns()
-        for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                sec, nsec = struct.unpack("qq", raw[:16])
-                # on the run's clock, not after now (a stamp from before a step of the wall clock converts by it)
-                rx_ns = min(wallclock.from_system_ns(sec * 1_000_000_000 + nsec), rx_ns)
-        if len(data) != _PROBE.size:
-            continue
-        magic, stream, seq, tx_ns = _PROBE.unpack(data)
-        if magic != _MAGIC or stream != k:
-            continue
-        if seq & _WARMUP_BIT:
-            s.warm = True
-        else:
-            s.delays_ns.append(rx_ns - tx_ns)
-
-
-def _warm_up(streams: list[_Stream], by_fd: dict[int, int], wait_s: float) -> None:
-    """Sends a few probes per stream until each has crossed once (ARP, flows, queues settled)."""
-    deadline = time.monotonic() + wait_s
-    sent = 0
-    while time.monotonic() < deadline and not all(s.warm for s in streams):
-        for k, s in enumerate(streams):
-            if not s.warm:
-                _send(s, k, _WARMUP_BIT | sent)
-        sent += 1
-        end = time.monotonic() + 0.05
-        while time.monotonic() < end:
-            readable, _, _ = select.select(list(by_fd), [], [], max(0.0, end - time.monotonic()))
-            for fd in readable:
-                _drain(streams, by_fd[fd])
-    time.sleep(0.3)  # let the last warm-up probes leave the links
-    for k in range(len(streams)):
-        _drain(streams, k)
-
-
-def _run(streams: list[_Stream], probes: ProbePlan, max_delay_ms: float) -> None:
-    """Probes every stream; `max_delay_ms`: the longest one-way delay a probe may take, in real ms."""
-    if not streams:
-        return  # a server of a placed run with no link and no pair of hosts on one switch
-    by_fd = {s.rx.fileno(): k for k, s in enumerate(streams)}
-    _warm_up(streams, by_fd, probes.warmup_wait_s + 2 * max_delay_ms / 1000)
-    start = wallclock.time_ns() + 10_000_000
-    heap = [(start + k * 97_000, k, 0) for k in range(len(streams))]  # staggered, so sends spread out
-    heapq.heapify(heap)
-    last_send = max(start + s.count * s.interval_ns for s in streams)
-    deadline = last_send + int((2 * max_delay_ms + 500) * 1e6)
-    while True:
-        now = wallclock.time_ns()
-        while heap and heap[0][0] <= now:
-            _, k, seq = heapq.heappop(heap)
-            s = streams[k]
-            _send(s, k, seq)
-            if seq + 1 < s.count:
-                heapq.heappush(heap, (start + k * 97_000 + (seq + 1) * s.interval_ns, k, seq + 1))
-        done = not heap and all(len(s.delays_ns) >= s.count for s in streams)
-        if done or now > deadline:
-            return
-        wake = heap[0][0] if heap else deadline
-        readable, _, _ = select.select(list(by_fd), [], [], max(0.0, (wake - wallclock.time_ns()) / 1e9))
-        for fd in readable:
-            _drain(streams, by_fd[fd])
-
-
-def _median(s: _Stream) -> tuple[float, float]:
-    """Returns the median and 99th percentile one-way delay (virtual ms) of a stream's probes (nan without any)."""
-    delays_ms = s.delays_ms()
-    n = len(delays_ms)
-    return (delays_ms[n // 2], delays_ms[min(n - 1, int(0.99 * n))]) if n else (math.nan, math.nan)
-
-
-def _hop(s: _Stream) -> SwitchHop:
-    median, p99 = _median(s)
+def hop(s: ProbeStream) -> SwitchHop:
+    """Returns what a switch hop's probe stream measured."""
+    median, p99 = median_p99_ms(s)
     return SwitchHop(site=s.site, direction=s.direction, src_host=s.src, dst_host=s.dst,
                      median_delay_ms=round(median, 4), p99_delay_ms=round(p99, 4), probes_sent=s.count,
                      probes_received=len(s.delays_ns))
@@ -310,7 +155,9 @@ def hop_costs(plan: NetworkPlan, hops: list[SwitchHop]) -> tuple[dict[str, float
     return ({s: round(per_site.get(s, fallback), 4) for s in sites}, {s: s in per_site for s in sites})
 
 
-def _judge(s: _Stream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasurement:
+def judge(s: ProbeStream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasurement:
+    """Returns a link direction's probe stream judged on its shaping error: the median less the switches' hops
+    (`hop_ms`, virtual ms per site) against the configured delay, the robust deviation and the loss."""
     assert s.link is not None
     shape = s.link.shape
     assert shape is not None
@@ -360,28 +207,22 @@ def measure(plan: NetworkPlan, probes: ProbePlan | None = None, tolerance: Toler
     probes = probes or ProbePlan()
     tolerance = tolerance or Tolerance()
     chosen = links if links is not None else list(plan.shaped_links)
-    streams = [_open_stream(plan, link, plan.measure_pair(link), forward, probes, tdf)
+    streams = [open_stream(plan, link, plan.measure_pair(link), forward, probes, tdf)
                for link in chosen for forward in (True, False)]
     pairs = [pair for sw in plan.switches if (hop_sites is None or sw.site in hop_sites)
              and (pair := plan.hop_pair(sw.site)) is not None]
-    hop_streams = [_open_stream(plan, None, pair, forward, probes, tdf) for pair in pairs for forward in (True, False)]
+    hop_streams = [open_stream(plan, None, pair, forward, probes, tdf) for pair in pairs for forward in (True, False)]
     try:
-        max_delay_ms = max((_worst_delay_ms(lk.shape, tdf) for lk in chosen if lk.shape), default=0)
-        _run(streams + hop_streams, probes, max_delay_ms)
-        hops = [_hop(s) for s in hop_streams]
+        max_delay_ms = max((worst_delay_ms(lk.shape, tdf) for lk in chosen if lk.shape), default=0)
+        run_streams(streams + hop_streams, probes, max_delay_ms)
+        hops = [hop(s) for s in hop_streams]
         hop_ms, hop_measured = hop_costs(plan, hops)
-        results = [_judge(s, tolerance, hop_ms) for s in streams]
+        results = [judge(s, tolerance, hop_ms) for s in streams]
     finally:
-        _close(streams + hop_streams)
+        close_streams(streams + hop_streams)
     if probes.remeasure:
         results = _remeasure(plan, chosen, results, probes, tolerance, hop_ms, tdf)
     return LinkReport(results, hops, hop_ms, hop_measured)
-
-
-def _close(streams: list[_Stream]) -> None:
-    for s in streams:
-        s.tx.close()
-        s.rx.close()
 
 
 def _remeasure(plan: NetworkPlan, chosen: list[LinkPlan], results: list[LinkMeasurement], probes: ProbePlan,
@@ -392,30 +233,24 @@ def _remeasure(plan: NetworkPlan, chosen: list[LinkPlan], results: list[LinkMeas
     again = [lk for lk in chosen if any(m.link == lk.name and not m.ok for m in results)]
     if not again:
         return results
-    streams = [_open_stream(plan, link, plan.measure_pair(link), forward, probes, tdf)
+    streams = [open_stream(plan, link, plan.measure_pair(link), forward, probes, tdf)
                for link in again for forward in (True, False)]
     sites = {site for lk in again for site in lk.switch_sites}
     pairs = [pair for site in sorted(sites) if (pair := plan.hop_pair(site)) is not None]
-    hop_streams = [_open_stream(plan, None, pair, forward, probes, tdf) for pair in pairs for forward in (True, False)]
+    hop_streams = [open_stream(plan, None, pair, forward, probes, tdf) for pair in pairs for forward in (True, False)]
     try:
-        _run(streams + hop_streams, probes, max((_worst_delay_ms(lk.shape, tdf) for lk in again if lk.shape), default=0))
+        run_streams(streams + hop_streams, probes, max((worst_delay_ms(lk.shape, tdf) for lk in again if lk.shape), default=0))
         now = hop_ms
         if hop_streams:
-            measured_now, _ = hop_costs(plan, [_hop(s) for s in hop_streams])
+            measured_now, _ = hop_costs(plan, [hop(s) for s in hop_streams])
             now = {site: measured_now[site] if site in sites else ms for site, ms in hop_ms.items()}
-        second = {(m.link, m.direction): m for m in (_judge(s, tolerance, now) for s in streams)}
+        second = {(m.link, m.direction): m for m in (judge(s, tolerance, now) for s in streams)}
     finally:
-        _close(streams + hop_streams)
+        close_streams(streams + hop_streams)
     first = {m.link: "; ".join(f"{f.direction}: {f.problem}" for f in results if f.link == m.link and not f.ok)
              for m in results}
     return [replace(second[(m.link, m.direction)], attempts=2, first_problem=first[m.link])
             if (m.link, m.direction) in second else m for m in results]
-
-
-def _worst_delay_ms(shape: LinkShape | PathMetrics, tdf: float) -> float:
-    """Returns the longest one-way delay in real ms a probe may meet on a link or path of this (virtual) shape
-    at time dilation factor `tdf` (4 deviations above its delay)."""
-    return tdf * (shape.delay_ms + 4 * shape.delay_dev_ms)
 
 
 def save(report: LinkReport, path: Path, meta: dict) -> None:
@@ -476,15 +311,15 @@ def check_paths(plan: NetworkPlan, probes: ProbePlan = PATH_PROBES, tolerance: T
     streams, expected = [], []
     for ant, cl in wanted:
         path = topo.path(ant, cl)
-        s = _open_stream(plan, None, (plan.host_for("scheduler", ant), plan.host_for("worker", cl)), True, probes, tdf)
+        s = open_stream(plan, None, (plan.host_for("scheduler", ant), plan.host_for("worker", cl)), True, probes, tdf)
         s.interval_ns = int(tdf * max(probes.interval_ms, probes.jitter_spacing * path.delay_dev_ms) * 1e6)
         streams.append(s)
         expected.append(path)
     try:
-        _run(streams, probes, max((_worst_delay_ms(p, tdf) for p in expected), default=0.0))
+        run_streams(streams, probes, max((worst_delay_ms(p, tdf) for p in expected), default=0.0))
         wrong = []
         for (ant, cl), s, path in zip(wanted, streams, expected, strict=True):
-            median, _ = _median(s)
+            median, _ = median_p99_ms(s)
             n = len(s.delays_ns)
             tol = (tolerance.delay_abs_ms + tolerance.delay_rel * path.delay_ms
                    + 4 * path.delay_dev_ms / math.sqrt(max(n, 1)))
@@ -493,6 +328,4 @@ def check_paths(plan: NetworkPlan, probes: ProbePlan = PATH_PROBES, tolerance: T
                              f"({' - '.join(plan.path_sites(ant, cl))}) is {path.delay_ms:g} ms (tolerance {tol:.3f})")
         return wrong
     finally:
-        for s in streams:
-            s.tx.close()
-            s.rx.close()
+        close_streams(streams)

@@ -25,6 +25,7 @@ from testbed.agent import AgentClient
 from testbed.errors import MeasurementError
 from testbed.multihost import python_on, share_dir
 from testbed.plan import LinkPlan, NetworkPlan, build_plan
+from testbed.probes import ProbePlan, ProbeStream
 from testbed.record import Created, CreationRecord
 from topologies import load_topology
 
@@ -38,7 +39,7 @@ def _on_server(plan: NetworkPlan, link: LinkPlan) -> str | None:
 
 
 def request_for(plan: NetworkPlan, topology_file: str, links: Sequence[str], server: str,
-                probes: measure.ProbePlan, tolerance: measure.Tolerance, tdf: float) -> dict[str, Any]:
+                probes: ProbePlan, tolerance: measure.Tolerance, tdf: float) -> dict[str, Any]:
     """Returns what a server needs to measure its own links and switch hops."""
     return {"topology": topology_file, "run_id": plan.run_id, "subnet": plan.subnet,
             "sites_on": {sw.site: sw.server for sw in plan.switches}, "links": list(links),
@@ -50,7 +51,7 @@ def run_request(req: Mapping[str, Any]) -> measure.LinkReport:
     """Measures the request's links and hops on this machine (the server's side)."""
     plan = build_plan(load_topology(req["topology"]), req["run_id"], req["subnet"], req["sites_on"])
     chosen = [lk for lk in plan.shaped_links if lk.name in set(req["links"])]
-    return measure.measure(plan, measure.ProbePlan(**req["probes"]), measure.Tolerance(**req["tolerance"]), chosen,
+    return measure.measure(plan, ProbePlan(**req["probes"]), measure.Tolerance(**req["tolerance"]), chosen,
                            tdf=req["tdf"], hop_sites=set(req["hop_sites"]))
 
 
@@ -98,7 +99,7 @@ def _measure_on(client: AgentClient, req: dict[str, Any], run_dir: Path, record:
 
 
 def measure_placed(plan: NetworkPlan, topology_file: str, clients: Mapping[str, AgentClient],
-                   probes: measure.ProbePlan, tolerance: measure.Tolerance, tdf: float,
+                   probes: ProbePlan, tolerance: measure.Tolerance, tdf: float,
                    links: Sequence[LinkPlan], record: CreationRecord) -> measure.LinkReport:
     """Returns both directions of every given link, each measured on its server or across two by echo, with every
     server's switch hops."""
@@ -129,9 +130,9 @@ def measure_placed(plan: NetworkPlan, topology_file: str, clients: Mapping[str, 
         delays = _echo_delays_ns(client, plan, link, count + 1, interval_ms, wait_s)
         a, b = plan.measure_pair(link)
         for direction, src, dst in (("a->b", a, b), ("b->a", b, a)):
-            stream = measure._Stream(link, link.site_a, direction, src.name, dst.name, None, None,  # type: ignore
+            stream = ProbeStream(link, link.site_a, direction, src.name, dst.name, None, None,  # type: ignore
                                      count, int(interval_ms * 1e6), list(delays), tdf=tdf)
-            results.append(measure._judge(stream, tolerance, hop_ms))
+            results.append(measure.judge(stream, tolerance, hop_ms))
     order = {lk.name: i for i, lk in enumerate(plan.links)}
     results.sort(key=lambda m: (order[m.link], m.direction))
     return measure.LinkReport(results, hops, hop_ms, hop_measured)

@@ -33,6 +33,7 @@ from testbed.interrupts import HELPER_DIED_SIGNAL, raise_interrupt, sigint_defau
 from testbed.placement import Placement, control_dir, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.portcounters import PortReading, PortSample, read_ports
+from testbed.probes import ProbePlan
 from testbed.record import Created, CreationRecord
 from topologies import Topology, load_topology, wallclock
 from topologies.timescale import TimeScale
@@ -246,7 +247,7 @@ class EmulatedNetwork:
     def ip_of(self, role: str, site: str) -> str:
         return self.plan.host_for(role, site).ip
 
-    def measure_links(self, probes: measure.ProbePlan | None = None, tolerance: measure.Tolerance | None = None,
+    def measure_links(self, probes: ProbePlan | None = None, tolerance: measure.Tolerance | None = None,
                       check: bool = True, links: Sequence[str] | None = None) -> list[measure.LinkMeasurement]:
         """Returns every shaped link's measurement (saved to the run dir, with the switch hops measured
         beside them: `last_report`); raises beyond tolerance if check. Trunks a spanning tree blocks carry
@@ -257,7 +258,7 @@ class EmulatedNetwork:
             from testbed.measure_servers import measure_placed
 
             report = measure_placed(self.plan, self.topology.source, self.servers.clients,
-                                    probes or measure.ProbePlan(), tolerance or measure.Tolerance(), self.tdf, chosen,
+                                    probes or ProbePlan(), tolerance or measure.Tolerance(), self.tdf, chosen,
                                     self.record)
         else:
             report = measure.measure(self.plan, probes, tolerance, chosen, tdf=self.tdf)
@@ -268,7 +269,7 @@ class EmulatedNetwork:
                                     "datapath": self.datapath, "controller": self.controller_kind,
                                     "mtu": self.mtu, "tdf": self.tdf, "measured_at_s": wallclock.time_s(),
                                     "tolerance": asdict(tolerance or measure.Tolerance()),
-                                    "probes": asdict(probes or measure.ProbePlan()),
+                                    "probes": asdict(probes or ProbePlan()),
                                     "blocked_by_stp": sorted(blocked),
                                     "servers": {sw.site: sw.server for sw in self.plan.switches},
                                     "crossing_links_by_echo": [lk.name for lk in self.plan.crossing_links]})

@@ -19,6 +19,7 @@ from testbed.mncli import dilation_banner
 from testbed.nodes import host_sysctls, static_arp_lines, subnet_route_line
 from testbed.pcaptime import MAGIC_NS, MAGIC_US, PcapError, rewrite
 from testbed.plan import build_plan
+from testbed.probes import ProbePlan, ProbeStream
 from testbed.wire import WireSpec, _Direction
 from topologies import LinkShape, load_topology
 from topologies.events import LinkEvent
@@ -102,17 +103,17 @@ def test_every_host_gets_reno_and_tcp_timers_k_times_linux_s_at_k25() -> None:
 def test_links_are_probed_at_the_plan_s_virtual_pace_and_judged_in_virtual_ms() -> None:
     plan = build_plan(load_topology("tiny"), "ab12", "10.0.0.0/16")
     radio = next(lk for lk in plan.shaped_links if lk.kind == "radio")  # tiny: 2 ms, no jitter
-    assert measure.ProbePlan().interval_for(radio.shape, 10) == 100.0  # 10 ms virtual
-    assert measure.ProbePlan().interval_for(RADIO, 10) == 100.0  # max(10, 3 x 1 ms) x 10
-    assert measure.ProbePlan().interval_for(LinkShape(delay_ms=4, delay_dev_ms=5, bw_mbps=1), 10) == 150.0
+    assert ProbePlan().interval_for(radio.shape, 10) == 100.0  # 10 ms virtual
+    assert ProbePlan().interval_for(RADIO, 10) == 100.0  # max(10, 3 x 1 ms) x 10
+    assert ProbePlan().interval_for(LinkShape(delay_ms=4, delay_dev_ms=5, bw_mbps=1), 10) == 150.0
     real_ns = [20_000_000 + k * 10_000 for k in range(100)]  # 20.00-20.99 ms real at K 10: 2.0-2.099 virtual
-    stream = measure._Stream(radio, "ant1", "a->b", "x", "y", None, None, 100, 100_000_000,  # type: ignore[arg-type]
-                             real_ns, tdf=10.0)
-    m = measure._judge(stream, measure.Tolerance(), {"ant1": 0.05})  # the switch hop, already virtual
+    stream = ProbeStream(radio, "ant1", "a->b", "x", "y", None, None, 100, 100_000_000,  # type: ignore[arg-type]
+                         real_ns, tdf=10.0)
+    m = measure.judge(stream, measure.Tolerance(), {"ant1": 0.05})  # the switch hop, already virtual
     assert (m.median_delay_ms, m.tdf, m.switch_share_ms, m.ok) == (2.05, 10.0, 0.05, True)
     assert abs(m.shaping_error_ms) < 1e-9
-    hop = measure._hop(measure._Stream(None, "ant1", "a->b", "x", "y", None, None, 1, 1,  # type: ignore[arg-type]
-                                       [400_000], tdf=4.0))
+    hop = measure.hop(ProbeStream(None, "ant1", "a->b", "x", "y", None, None, 1, 1,  # type: ignore[arg-type]
+                                 [400_000], tdf=4.0))
     assert hop.median_delay_ms == 0.1  # 0.4 ms real / 4
     assert "time dilation factor 10" in measure.format_table([m])
 

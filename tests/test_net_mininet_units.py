@@ -21,9 +21,10 @@ from testbed import sh, shaping  # noqa: E402
 from testbed.context import BuildContext  # noqa: E402
 from testbed.errors import PreflightError  # noqa: E402
 from testbed.links import PlainLink, ShapedIntf, WireLink  # noqa: E402
-from testbed.measure import ProbePlan, SwitchHop, hop_costs  # noqa: E402
+from testbed.measure import SwitchHop, hop_costs  # noqa: E402
 from testbed.nodes import IpBridge, RecordedOVS  # noqa: E402
 from testbed.plan import build_plan  # noqa: E402
+from testbed.probes import ProbePlan  # noqa: E402
 from testbed.record import CreationRecord  # noqa: E402
 from testbed.stp import is_cyclic, plan_stp, spanning_tree, tree_from_states  # noqa: E402
 from testbed.topo import TestbedTopo  # noqa: E402

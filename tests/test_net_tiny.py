@@ -16,7 +16,7 @@ import pytest
 from testbed import EmulatedNetwork, Tolerance, measure, sh
 from testbed.errors import MeasurementError
 from testbed.leftovers import leftovers
-from testbed.measure import ProbePlan
+from testbed.probes import ProbePlan
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -68,7 +68,7 @@ def test_a_link_outside_tolerance_is_measured_again_alone_and_fails_again_if_sha
 def test_a_direction_held_up_by_the_host_passes_when_measured_again_alone(tiny_net, monkeypatch) -> None:
     """The first attempt's ant1-dc1 a->b probes are held up 3 ms every other one (as a busy host can); measured
     again alone, that link is judged on real probes and passes; no other link is measured twice."""
-    real_run = measure._run
+    real_run = measure.run_streams
     calls: list[int] = []
 
     def busy_first(streams, probes, max_delay_ms):
@@ -79,7 +79,7 @@ def test_a_direction_held_up_by_the_host_passes_when_measured_again_alone(tiny_n
                     s.delays_ns[::2] = [d + 3_000_000 for d in s.delays_ns[::2]]
         calls.append(len(streams))
 
-    monkeypatch.setattr(measure, "_run", busy_first)
+    monkeypatch.setattr(measure, "run_streams", busy_first)
     report = measure.measure(tiny_net.plan, ProbePlan(count=30), Tolerance(delay_abs_ms=1.0, dev_abs_ms=1.0))
     # the second attempt: both directions of that one link and of the switch hop on its path (ant1's; dc1 has no
     # pair of unshaped hosts), alone
