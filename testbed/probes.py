@@ -57,6 +57,8 @@ class ProbePlan:
 
 @dataclass
 class ProbeStream:
+    """One direction of probes between two hosts: its sockets, its schedule and what arrived."""
+
     link: LinkPlan | None
     """The link measured (None: a switch hop)."""
     site: str
