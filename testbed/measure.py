@@ -5,7 +5,8 @@ The probes are `testbed.probes`' streams (one-way delays stamped by the receiver
 a sender and a receiver socket in the two hosts a link joins (and only that shaped link), runs every link's probes
 at once, and compares each result with the file. Alongside, probes between two hosts on one switch's unshaped
 ports measure that switch's own forwarding cost (a "hop"); a link's probes cross one or two switches, whose hops
-are reported beside the link's shaping error (measured - configured - hops), on which the tolerance is judged. A
+are reported beside the link's shaping error (measured - configured - hops), on which the tolerance is judged,
+widened by half the difference between each crossed hop's two directions (`hop_spreads`). A
 link a direction of which is outside its tolerance is measured once more, alone (`ProbePlan.remeasure`): on 2
 shared cores, dozens of concurrent probe streams through userspace switches and wires can delay a quarter of one
 direction's probes and read as jitter the link does not have; a link shaped wrong fails the second time too, and
@@ -85,6 +86,9 @@ class LinkMeasurement:
     """The sites whose switches the probes crossed (one for a radio link, two for a trunk)."""
     switch_share_ms: float = 0.0
     """What those switches cost by themselves (their measured hops), part of the median."""
+    switch_spread_ms: float = 0.0
+    """How uncertain that share is: per switch crossed, half the difference between its hop's two directions
+    (added to the delay tolerance; a userspace switch on a busy host can cost 1.3 ms one way and 0.8 the other)."""
     probe_interval_ms: float = 0.0
     """Real milliseconds between this direction's probes."""
     tdf: float = 1.0
@@ -155,9 +159,25 @@ def hop_costs(plan: NetworkPlan, hops: list[SwitchHop]) -> tuple[dict[str, float
     return ({s: round(per_site.get(s, fallback), 4) for s in sites}, {s: s in per_site for s in sites})
 
 
-def judge(s: ProbeStream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasurement:
+def hop_spreads(plan: NetworkPlan, hops: list[SwitchHop]) -> dict[str, float]:
+    """Returns each site's switch hop uncertainty in ms: half the difference between its two directions' medians
+    (the median of the measured switches' where a site has no pair of unshaped hosts, 0 when none has). A link's
+    probes cross the switch in one direction only, which the hop pair's directions do not map onto, so the
+    judge subtracts the mean and widens the tolerance by this."""
+    measured: dict[str, list[float]] = {}
+    for h in hops:
+        if not math.isnan(h.median_delay_ms):
+            measured.setdefault(h.site, []).append(h.median_delay_ms)
+    per_site = {site: (max(v) - min(v)) / 2 for site, v in measured.items()}
+    fallback = statistics.median(per_site.values()) if per_site else 0.0
+    return {sw.site: round(per_site.get(sw.site, fallback), 4) for sw in plan.switches}
+
+
+def judge(s: ProbeStream, tol: Tolerance, hop_ms: dict[str, float],
+          spread_ms: dict[str, float] | None = None) -> LinkMeasurement:
     """Returns a link direction's probe stream judged on its shaping error: the median less the switches' hops
-    (`hop_ms`, virtual ms per site) against the configured delay, the robust deviation and the loss."""
+    (`hop_ms`, virtual ms per site) against the configured delay, within a tolerance widened by those hops'
+    uncertainty (`spread_ms`, see `hop_spreads`); the robust deviation and the loss."""
     assert s.link is not None
     shape = s.link.shape
     assert shape is not None
@@ -167,12 +187,14 @@ def judge(s: ProbeStream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasu
     median = delays_ms[n // 2] if n else math.nan
     switches = s.link.switch_sites
     share = sum(hop_ms.get(site, 0.0) for site in switches)
+    spread = sum((spread_ms or {}).get(site, 0.0) for site in switches)
     # Robust deviation (IQR / 1.349, equal to sigma for a normal law): a probe delayed by the host's
     # scheduler (this machine is shared) must not read as jitter the link does not have.
     dev = (delays_ms[(3 * n) // 4] - delays_ms[n // 4]) / 1.349 if n > 3 else math.nan
     loss_pct = 100.0 * (1 - n / s.count)
     p = shape.loss_pct / 100
-    tol_delay = tol.delay_abs_ms + tol.delay_rel * shape.delay_ms + 4 * shape.delay_dev_ms / math.sqrt(max(n, 1))
+    tol_delay = (tol.delay_abs_ms + tol.delay_rel * shape.delay_ms + 4 * shape.delay_dev_ms / math.sqrt(max(n, 1))
+                 + spread)
     tol_dev = tol.dev_abs_ms + tol.dev_rel * shape.delay_dev_ms
     tol_loss = tol.loss_abs_pct + tol.loss_sigmas * 100 * math.sqrt(p * (1 - p) / s.count)
     problems = []
@@ -180,8 +202,8 @@ def judge(s: ProbeStream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasu
         problems.append("no probe arrived")
     else:
         if abs(median - share - shape.delay_ms) > tol_delay:
-            problems.append(f"delay {median:.3f} ms (median; switches {share:.3f} ms of it), configured "
-                            f"{shape.delay_ms:g} ms (tolerance {tol_delay:.3f})")
+            problems.append(f"delay {median:.3f} ms (median; switches {share:.3f} ± {spread:.3f} ms of it), "
+                            f"configured {shape.delay_ms:g} ms (tolerance {tol_delay:.3f})")
         if abs(dev - shape.delay_dev_ms) > tol_dev:
             problems.append(f"deviation {dev:.3f} ms, configured {shape.delay_dev_ms:g} ms (tolerance {tol_dev:.3f})")
         if abs(loss_pct - shape.loss_pct) > tol_loss:
@@ -196,6 +218,7 @@ def judge(s: ProbeStream, tol: Tolerance, hop_ms: dict[str, float]) -> LinkMeasu
         probes_sent=s.count, probes_received=n, tolerance_delay_ms=round(tol_delay, 4),
         tolerance_dev_ms=round(tol_dev, 4), tolerance_loss_pct=round(tol_loss, 3),
         ok=not problems, problem="; ".join(problems), switches=switches, switch_share_ms=round(share, 4),
+        switch_spread_ms=round(spread, 4),
         probe_interval_ms=round(s.interval_ns / 1e6, 3), tdf=s.tdf)
 
 
@@ -217,16 +240,18 @@ def measure(plan: NetworkPlan, probes: ProbePlan | None = None, tolerance: Toler
         run_streams(streams + hop_streams, probes, max_delay_ms)
         hops = [hop(s) for s in hop_streams]
         hop_ms, hop_measured = hop_costs(plan, hops)
-        results = [judge(s, tolerance, hop_ms) for s in streams]
+        spread_ms = hop_spreads(plan, hops)
+        results = [judge(s, tolerance, hop_ms, spread_ms) for s in streams]
     finally:
         close_streams(streams + hop_streams)
     if probes.remeasure:
-        results = _remeasure(plan, chosen, results, probes, tolerance, hop_ms, tdf)
+        results = _remeasure(plan, chosen, results, probes, tolerance, hop_ms, spread_ms, tdf)
     return LinkReport(results, hops, hop_ms, hop_measured)
 
 
 def _remeasure(plan: NetworkPlan, chosen: list[LinkPlan], results: list[LinkMeasurement], probes: ProbePlan,
-               tolerance: Tolerance, hop_ms: dict[str, float], tdf: float) -> list[LinkMeasurement]:
+               tolerance: Tolerance, hop_ms: dict[str, float], spread_ms: dict[str, float],
+               tdf: float) -> list[LinkMeasurement]:
     """Measures the links with a direction outside tolerance once more, alone (both directions), judged with the
     switch hops on their paths measured again beside them (the first attempt's, taken with every link busy, read
     a quieter second attempt short); returns the results with theirs replaced and the first problem kept."""
@@ -240,11 +265,14 @@ def _remeasure(plan: NetworkPlan, chosen: list[LinkPlan], results: list[LinkMeas
     hop_streams = [open_stream(plan, None, pair, forward, probes, tdf) for pair in pairs for forward in (True, False)]
     try:
         run_streams(streams + hop_streams, probes, max((worst_delay_ms(lk.shape, tdf) for lk in again if lk.shape), default=0))
-        now = hop_ms
+        now, spread_now = hop_ms, spread_ms
         if hop_streams:
-            measured_now, _ = hop_costs(plan, [hop(s) for s in hop_streams])
+            hops_now = [hop(s) for s in hop_streams]
+            measured_now, _ = hop_costs(plan, hops_now)
+            spreads = hop_spreads(plan, hops_now)
             now = {site: measured_now[site] if site in sites else ms for site, ms in hop_ms.items()}
-        second = {(m.link, m.direction): m for m in (judge(s, tolerance, now) for s in streams)}
+            spread_now = {site: spreads[site] if site in sites else ms for site, ms in spread_ms.items()}
+        second = {(m.link, m.direction): m for m in (judge(s, tolerance, now, spread_now) for s in streams)}
     finally:
         close_streams(streams + hop_streams)
     first = {m.link: "; ".join(f"{f.direction}: {f.problem}" for f in results if f.link == m.link and not f.ok)

@@ -120,6 +120,7 @@ def measure_placed(plan: NetworkPlan, topology_file: str, clients: Mapping[str, 
         reports.append(_measure_on(clients[server], req, record.run_dir.resolve(), record))
     hops = [h for r in reports for h in r.hops]
     hop_ms, hop_measured = measure.hop_costs(plan, hops)
+    spread_ms = measure.hop_spreads(plan, hops)
     results = [m for r in reports for m in r.links]
     for link in crossing:
         assert link.shape is not None
@@ -132,7 +133,7 @@ def measure_placed(plan: NetworkPlan, topology_file: str, clients: Mapping[str, 
         for direction, src, dst in (("a->b", a, b), ("b->a", b, a)):
             stream = ProbeStream(link, link.site_a, direction, src.name, dst.name, None, None,  # type: ignore
                                      count, int(interval_ms * 1e6), list(delays), tdf=tdf)
-            results.append(measure.judge(stream, tolerance, hop_ms))
+            results.append(measure.judge(stream, tolerance, hop_ms, spread_ms))
     order = {lk.name: i for i, lk in enumerate(plan.links)}
     results.sort(key=lambda m: (order[m.link], m.direction))
     return measure.LinkReport(results, hops, hop_ms, hop_measured)

@@ -116,6 +116,15 @@ def test_links_are_probed_at_the_plan_s_virtual_pace_and_judged_in_virtual_ms() 
                                  [400_000], tdf=4.0))
     assert hop.median_delay_ms == 0.1  # 0.4 ms real / 4
     assert "time dilation factor 10" in measure.format_table([m])
+    # A switch hop 1.3 ms one way and 0.8 the other (mean 1.05) leaves the link's shaping error uncertain by
+    # 0.25 ms: the tolerance (0.5 + 3 % of 2 ms) widens by that, no more.
+    late = ProbeStream(radio, "ant1", "a->b", "x", "y", None, None, 100, 100_000_000,  # type: ignore[arg-type]
+                       [int((2.0 + 1.05 + 0.7) * 1e7)] * 100, tdf=10.0)  # 0.7 ms above configured + hop
+    assert not measure.judge(late, measure.Tolerance(), {"ant1": 1.05}).ok
+    widened = measure.judge(late, measure.Tolerance(), {"ant1": 1.05}, {"ant1": 0.25})
+    assert (widened.ok, widened.tolerance_delay_ms, widened.switch_spread_ms) == (True, 0.81, 0.25)
+    late.delays_ns = [int((2.0 + 1.05 + 0.85) * 1e7)] * 100
+    assert not measure.judge(late, measure.Tolerance(), {"ant1": 1.05}, {"ant1": 0.25}).ok
 
 
 def test_controller_rates_are_per_virtual_second(monkeypatch) -> None:

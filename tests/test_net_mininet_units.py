@@ -21,7 +21,7 @@ from testbed import sh, shaping  # noqa: E402
 from testbed.context import BuildContext  # noqa: E402
 from testbed.errors import PreflightError  # noqa: E402
 from testbed.links import PlainLink, ShapedIntf, WireLink  # noqa: E402
-from testbed.measure import SwitchHop, hop_costs  # noqa: E402
+from testbed.measure import SwitchHop, hop_costs, hop_spreads  # noqa: E402
 from testbed.nodes import IpBridge, RecordedOVS  # noqa: E402
 from testbed.plan import build_plan  # noqa: E402
 from testbed.probes import ProbePlan  # noqa: E402
@@ -222,6 +222,8 @@ def test_a_switch_without_two_hosts_gets_the_median_hop_of_the_others() -> None:
     hop_ms, measured = hop_costs(plan, hops)
     assert hop_ms == {"ant1": 0.4, "dc1": 0.4, "cloud": 0.4}
     assert measured == {"ant1": True, "dc1": False, "cloud": False}
+    assert hop_spreads(plan, hops) == {"ant1": 0.1, "dc1": 0.1, "cloud": 0.1}  # half of 0.5 - 0.3
+    assert hop_spreads(plan, []) == {"ant1": 0.0, "dc1": 0.0, "cloud": 0.0}
     assert plan.hop_pair("ant1") is not None and plan.hop_pair("dc1") is None
     assert plan.path_sites("ant1", "cloud") == ("ant1", "dc1", "cloud")
 
