@@ -45,9 +45,10 @@ def resimulable(result: dict) -> bool:
         a in argv for a in NOT_FOLLOWED)
 
 
-def simulate_case(result: dict, policy: str) -> tuple[float, np.ndarray]:
+def simulate_case(result: dict, policy: str, run_seed: int | None = None) -> tuple[float, np.ndarray]:
     """Returns the success and per-window success series (RunSpec's windows) of this commit's simulator on a kept
-    paper case's trace under `policy`, as `compare` runs it."""
+    paper case's trace under `policy`, as `compare` runs it (the simulation seeded as `compare` seeds it, the
+    workload's seed, or with `run_seed`: the same trace, its link jitter and random choices drawn again)."""
     topo = load_topology(case_arg(result, "--topo"))
     system = build_system(topo, load_profiles())
     _, lam, seed = result["id"].split("-")
@@ -55,7 +56,8 @@ def simulate_case(result: dict, policy: str) -> tuple[float, np.ndarray]:
     workload = Workload(lambda_per_min=case_arg(result, "--lambda") or lam[1:], duration_s=duration_s,
                         seed=int(case_arg(result, "--seed") or seed[1:]), trace=None, default_duration_s=duration_s)
     trace, _ = workload.build(tuple(a.name for a in topo.antennas))
-    sim = Simulation(system, trace, RunSpec().sim_config(duration_s), seed=workload.seed)
+    sim = Simulation(system, trace, RunSpec().sim_config(duration_s),
+                     seed=workload.seed if run_seed is None else run_seed)
     sim.run(policy_index(policy))
     counts = sim.tally.trimmed(sim.windows).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
