@@ -2,7 +2,9 @@
 
 Per policy the outcome ratios and their differences in points, the policies' ranking on both sides
 (Spearman's rho, and the pairs the simulator orders that the testbed reverses), the per-window success series and their correlation, and per stage (network up,
-queueing, inference, network down) the latency distributions and their Kolmogorov-Smirnov distance.
+queueing, inference, network down) the latency distributions and their Kolmogorov-Smirnov distance. Beside the
+window correlation, the simulator's with itself under other run seeds (`self_correlation`): no emulator can be
+expected to follow the simulator's windows more closely than the simulator follows itself.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class PolicyComparison:
     """Pearson correlation of the per-window success ratios (windows both sides have queries in)."""
     series_simulator: list[float]
     series_testbed: list[float]
+    simulator_self_correlation: float = float("nan")
+    """Median correlation of the simulator's series with its own under SELF_SEEDS (`self_correlation`; nan where
+    not simulated again, or where its series is flat)."""
 
 
 @dataclass(frozen=True)
@@ -82,12 +87,15 @@ class FidelityReport:
         lines = [f"# Simulator vs testbed: {self.topology}", "",
                  f"Simulator inputs: {self.calibrated}. Windows of {self.window_s:g} s.", "",
                  "| policy | success sim | success testbed | diff (pts) | failed diff | rejected diff | "
-                 "window corr |", "|---|---|---|---|---|---|---|"]
+                 "window corr | sim vs itself |", "|---|---|---|---|---|---|---|---|"]
         for p in self.policies:
             lines.append(f"| {p.policy} | {p.simulator.success:.3f} | {p.testbed.success:.3f} | "
                          f"{p.success_diff_pts:+.2f} | {p.failed_diff_pts:+.2f} | {p.rejected_diff_pts:+.2f} | "
-                         f"{p.window_correlation:.3f} |")
-        lines += ["", f"Ranking of the policies by success: Spearman's rho = {self.ranking_spearman_rho:.3f}; "
+                         f"{p.window_correlation:.3f} | {p.simulator_self_correlation:.3f} |")
+        lines += ["", "Sim vs itself: the median window correlation of the simulator with itself on the same trace "
+                  f"under run seeds {', '.join(map(str, SELF_SEEDS))} (jitter and random choices drawn again; nan: "
+                  "not simulated again, or its series is flat), what a faithful testbed's correlation can be "
+                  "expected to reach.", "", f"Ranking of the policies by success: Spearman's rho = {self.ranking_spearman_rho:.3f}; "
                   + (f"reversed on the testbed: {', '.join(self.ranking_reversals)}" if self.ranking_reversals
                      else "no order the simulator gives is reversed on the testbed"), "",
                   "| policy | stage | p50 sim (ms) | p50 testbed (ms) | p99 sim (ms) | p99 testbed (ms) | "
@@ -137,6 +145,24 @@ def series_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+SELF_SEEDS = (101, 202, 303, 404, 505)
+"""The run seeds the simulator is run with again to measure its correlation with itself."""
+
+
+def self_correlation(own: np.ndarray, others: list[np.ndarray]) -> list[float]:
+    """Returns the correlation of the simulator's per-window series `own` with each of `others` (the same trace
+    under other run seeds, cut to the shorter length): all nan where `own` is flat (nothing correlates with it),
+    0 for another that is flat (it does not follow `own` at all)."""
+    if np.nanstd(own) == 0:
+        return [float("nan")] * len(others)
+    out = []
+    for other in others:
+        n = min(len(own), len(other))
+        c = series_correlation(own[:n], other[:n])
+        out.append(c if np.isfinite(c) else 0.0)
+    return out
+
+
 def _stage(table: pa.Table, start: str, end: str) -> np.ndarray:
     served = np.asarray(table.column("outcome").to_pylist(), dtype=object) != "rejected"
     d = np.asarray(table.column(end))[served] - np.asarray(table.column(start))[served]
@@ -144,8 +170,9 @@ def _stage(table: pa.Table, start: str, end: str) -> np.ndarray:
 
 
 def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, calibrated: str,
-                   window_s: float = 1.0) -> FidelityReport:
-    """Returns the report for {policy: (simulator records, testbed records)} of one trace."""
+                   window_s: float = 1.0, sim_again: dict[str, list[np.ndarray]] | None = None) -> FidelityReport:
+    """Returns the report for {policy: (simulator records, testbed records)} of one trace; `sim_again`: per policy
+    the simulator's per-window success series under SELF_SEEDS, for its correlation with itself."""
     policies, stage_rows = [], []
     for policy, (sim, tb) in pairs.items():
         apps = tuple(sorted(set(sim.column("app").to_pylist()) | set(tb.column("app").to_pylist())))
@@ -157,7 +184,9 @@ def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, c
             policy=policy, simulator=rs, testbed=rt,
             success_diff_pts=100 * (rt.success - rs.success), failed_diff_pts=100 * (rt.failed - rs.failed),
             rejected_diff_pts=100 * (rt.rejected - rs.rejected), window_correlation=series_correlation(ss, st),
-            series_simulator=[float(x) for x in ss], series_testbed=[float(x) for x in st]))
+            series_simulator=[float(x) for x in ss], series_testbed=[float(x) for x in st],
+            simulator_self_correlation=float(np.median(self_correlation(ss, again)))
+            if (again := (sim_again or {}).get(policy)) else float("nan")))
         for name, start, end in STAGES:
             a, b = _stage(sim, start, end), _stage(tb, start, end)
             if len(a) == 0 or len(b) == 0:
@@ -188,10 +217,11 @@ def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, c
 
 
 def compare_dirs(pairs: dict[str, tuple[Path, Path]], topology: str, calibrated: str,
-                 window_s: float = 1.0) -> FidelityReport:
-    """Returns the report for {policy: (simulator records file, testbed records file)}."""
+                 window_s: float = 1.0, sim_again: dict[str, list[np.ndarray]] | None = None) -> FidelityReport:
+    """Returns the report for {policy: (simulator records file, testbed records file)} (`sim_again`: see
+    `compare_tables`)."""
     return compare_tables({p: (read_records(a), read_records(b)) for p, (a, b) in pairs.items()},
-                          topology, calibrated, window_s)
+                          topology, calibrated, window_s, sim_again)
 
 
 def write_report(report: FidelityReport, out_dir: Path) -> None:

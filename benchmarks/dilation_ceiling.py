@@ -16,11 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.fidelity import series_correlation
+from analysis.fidelity import SELF_SEEDS, self_correlation
 from benchmarks.dilation_resim import resimulable, simulate_case
-
-RUN_SEEDS = (101, 202, 303, 404, 505)
-"""The other run seeds the simulator is run with (the case's own seed is the workload's, as `compare` runs it)."""
 
 
 @dataclass(frozen=True)
@@ -35,21 +32,18 @@ class Ceiling:
 
 
 def ceilings(result: dict) -> tuple[dict[str, Ceiling], set[tuple[str, str]]]:
-    """Returns per policy of a kept paper case the simulator's correlation with itself (its own seed's series
-    against each of RUN_SEEDS'), and the pairs (a, b) it orders a > b under its own seed and reverses under some
-    other (unsettled orders); empty where the case cannot be simulated again (`resimulable`)."""
+    """Returns per policy of a kept paper case the simulator's correlation with itself (its own seed's series, the
+    workload's as `compare` runs it, against each of SELF_SEEDS'; `analysis.fidelity.self_correlation`), and the
+    pairs (a, b) it orders a > b under its own seed and reverses under some other (unsettled orders); empty where
+    the case cannot be simulated again (`resimulable`)."""
     if not resimulable(result):
         return {}, set()
     out: dict[str, Ceiling] = {}
     success: dict[str, list[float]] = {}
     for p in result["policies"]:
         own, base = simulate_case(result, p)
-        runs = [simulate_case(result, p, seed) for seed in RUN_SEEDS]
-        # Against its own flat series (every window 1.000, say) nothing correlates: no ceiling. A flat series
-        # under another seed does not follow the own one at all: 0.
-        flat = np.nanstd(base) == 0
-        corrs = [float("nan") if flat else c if np.isfinite(c) else 0.0
-                 for c in (series_correlation(base, series) for _, series in runs)]
+        runs = [simulate_case(result, p, seed) for seed in SELF_SEEDS]
+        corrs = self_correlation(base, [series for _, series in runs])
         success[p] = [own] + [s for s, _ in runs]
         out[p] = Ceiling(corr_median=statistics.median(corrs), corr_min=min(corrs),
                          success_min=min(success[p]), success_max=max(success[p]))

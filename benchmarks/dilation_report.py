@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.fidelity import ranking_reversals
+from analysis.fidelity import SELF_SEEDS, ranking_reversals
 from analysis.resultspage import machine
-from benchmarks.dilation_ceiling import RUN_SEEDS, Ceiling, ceilings, window_bar
+from benchmarks.dilation_ceiling import Ceiling, ceilings, window_bar
 from benchmarks.dilation_resim import case_arg, resimulated_section, window_series
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,7 +322,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
               "deviation and the mean absolute difference between them per window, in points: where the simulator's "
               "series varies less than the testbed's window-to-window noise, the correlation measures that noise. "
               "The simulator against itself: the same trace simulated with this page's code under run seeds "
-              f"{', '.join(map(str, RUN_SEEDS))} (each packet's jitter and each random choice drawn again), each "
+              f"{', '.join(map(str, SELF_SEEDS))} (each packet's jitter and each random choice drawn again), each "
               "series correlated with the case's own seed's; no emulator, however faithful, can be expected to "
               "follow the simulator more closely than the simulator follows itself, so where that median is below "
               f"{WINDOW_CORR_MIN} it is the bar, and an order of two policies that another seed reverses in the "

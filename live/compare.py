@@ -16,8 +16,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from analysis.calibrate import processing_scale, stack_overhead_ms
-from analysis.fidelity import compare_dirs, write_report
+from analysis.fidelity import SELF_SEEDS, compare_dirs, write_report
 from analysis.records import read_records
 from analysis.resultspage import add_results_page_argument, write_results_page
 from live.spec import RunSpec
@@ -144,7 +146,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         label += f"; network events {args.events} ({len(events.events)})"
     sim_config = base.sim_config(duration_s, overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],
                                  processing_scale=tuple(scale.items()))
-    pairs = {}
+    pairs, again = {}, {}
     for p in policies:
         print(f"== {p}: testbed")
         try:
@@ -158,8 +160,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"== {p}: simulator")
         simulate_policy(system, trace, p, sim_config, workload.seed, f"trace:{trace_path.name}", out / "simulator" / p,
                         physics=physics, events=events)
+        again[p] = [np.array(simulate_policy(system, trace, p, sim_config, seed, "", None, write_records=False,
+                                             physics=physics, events=events).summary.series_success)
+                    for seed in SELF_SEEDS]  # the simulator against itself: how closely a testbed can follow it
         pairs[p] = (out / "simulator" / p / "records.csv", live.out / "records.csv")
-    report = compare_dirs(pairs, topo.name, label, base.window_s)
+    report = compare_dirs(pairs, topo.name, label, base.window_s, again)
     write_report(report, out)
     print()
     print(report.to_markdown())

@@ -39,6 +39,11 @@ def test_compare_on_tiny_replays_one_trace_on_both_sides(tmp_path: Path) -> None
             total = p[side]["success"] + p[side]["failed"] + p[side]["rejected"]
             assert total == pytest.approx(1.0)
         assert p["success_diff_pts"] == pytest.approx(100 * (p["testbed"]["success"] - p["simulator"]["success"]))
+        # the simulator was run again under other seeds: its correlation with itself is a correlation or, where
+        # its series is flat (every window on time), undefined
+        own = np.array(p["series_simulator"], dtype=float)
+        assert (np.isnan(p["simulator_self_correlation"]) if np.nanstd(own) == 0
+                else -1 <= p["simulator_self_correlation"] <= 1)
     assert all(p["testbed"]["success"] > 0.5 for p in report["policies"])
     stages = {(s["policy"], s["stage"]) for s in report["stages"]}
     assert ("closest", "network up") in stages and ("closest", "inference") in stages

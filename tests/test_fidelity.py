@@ -73,3 +73,23 @@ def test_a_simulator_tie_may_go_either_way_but_a_strict_order_may_not_be_reverse
     # a testbed tie keeps a strict order (least-impedance, closest); a lower figure reverses it (load-balancing)
     assert ranking_reversals(sim, {"closest": 0.995, "least-impedance": 0.995, "load-balancing": 0.994}) == [
         "load-balancing > closest"]
+
+
+def test_the_simulator_against_itself_sets_what_a_testbed_can_reach() -> None:
+    from analysis.fidelity import self_correlation
+
+    own = np.array([1.0, 0.9, 1.0, 0.8, 1.0])
+    assert self_correlation(own, [own, own[:4]]) == pytest.approx([1.0, 1.0])  # cut to the shorter
+    assert self_correlation(own, [np.array([0.8, 1.0, 0.8, 1.0, 0.9])])[0] < 0  # it goes the other way
+    assert self_correlation(own, [np.ones(5)]) == [0.0]  # a flat one does not follow at all
+    assert all(np.isnan(c) for c in self_correlation(np.ones(5), [own, np.ones(5)]))  # nothing follows a flat one
+    a = log(600, 3)
+    series = [np.array([(i % 3 != 0) for i in range(k, k + 10)]).mean() for k in range(0, 600, 10)]  # 0.6, 0.7..
+    shifted = np.roll(np.array(series), 7)
+    report = compare_tables({"p": (a, a)}, "hand", "nominal", sim_again={"p": [np.array(series), shifted]})
+    p = report.policies[0]
+    assert p.window_correlation == pytest.approx(1.0)
+    assert p.series_simulator == pytest.approx(series)
+    assert p.simulator_self_correlation == pytest.approx((1.0 + np.corrcoef(series, shifted)[0, 1]) / 2)
+    assert "sim vs itself" in report.to_markdown()
+    assert np.isnan(compare_tables({"p": (a, a)}, "hand", "nominal").policies[0].simulator_self_correlation)
