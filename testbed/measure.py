@@ -146,31 +146,36 @@ def hop(s: ProbeStream) -> SwitchHop:
                      probes_received=len(s.delays_ns))
 
 
-def hop_costs(plan: NetworkPlan, hops: list[SwitchHop]) -> tuple[dict[str, float], dict[str, bool]]:
-    """Returns each site's switch hop cost in ms (the mean of its two directions; the median of the measured
-    switches where a site has no pair of unshaped hosts, 0 when none has) and whether it was measured."""
+def _measured(hops: list[SwitchHop]) -> dict[str, list[float]]:
+    """Returns per site the medians of its hop directions that were measured (some probe arrived)."""
     measured: dict[str, list[float]] = {}
     for h in hops:
         if not math.isnan(h.median_delay_ms):
             measured.setdefault(h.site, []).append(h.median_delay_ms)
-    per_site = {site: statistics.fmean(v) for site, v in measured.items()}
+    return measured
+
+
+def _per_site(plan: NetworkPlan, per_site: dict[str, float]) -> dict[str, float]:
+    """Returns `per_site` for every switch of the plan, the median of the given sites where one is missing (0 when
+    none is given)."""
     fallback = statistics.median(per_site.values()) if per_site else 0.0
-    sites = [sw.site for sw in plan.switches]
-    return ({s: round(per_site.get(s, fallback), 4) for s in sites}, {s: s in per_site for s in sites})
+    return {sw.site: round(per_site.get(sw.site, fallback), 4) for sw in plan.switches}
+
+
+def hop_costs(plan: NetworkPlan, hops: list[SwitchHop]) -> tuple[dict[str, float], dict[str, bool]]:
+    """Returns each site's switch hop cost in ms (the mean of its two directions; the median of the measured
+    switches where a site has no pair of unshaped hosts, 0 when none has) and whether it was measured."""
+    measured = _measured(hops)
+    costs = _per_site(plan, {site: statistics.fmean(v) for site, v in measured.items()})
+    return costs, {sw.site: sw.site in measured for sw in plan.switches}
 
 
 def hop_spreads(plan: NetworkPlan, hops: list[SwitchHop]) -> dict[str, float]:
     """Returns each site's switch hop uncertainty in ms: half the difference between its two directions' medians
-    (the median of the measured switches' where a site has no pair of unshaped hosts, 0 when none has). A link's
-    probes cross the switch in one direction only, which the hop pair's directions do not map onto, so the
-    judge subtracts the mean and widens the tolerance by this."""
-    measured: dict[str, list[float]] = {}
-    for h in hops:
-        if not math.isnan(h.median_delay_ms):
-            measured.setdefault(h.site, []).append(h.median_delay_ms)
-    per_site = {site: (max(v) - min(v)) / 2 for site, v in measured.items()}
-    fallback = statistics.median(per_site.values()) if per_site else 0.0
-    return {sw.site: round(per_site.get(sw.site, fallback), 4) for sw in plan.switches}
+    (at most the hop cost itself; the median of the others' where a site has not both directions measured, 0 when
+    none has). A link's probes cross the switch in one direction only, which the hop pair's directions do not map
+    onto, so the judge subtracts the mean and widens the tolerance by this."""
+    return _per_site(plan, {site: (max(v) - min(v)) / 2 for site, v in _measured(hops).items() if len(v) == 2})
 
 
 def judge(s: ProbeStream, tol: Tolerance, hop_ms: dict[str, float],
@@ -270,8 +275,8 @@ def _remeasure(plan: NetworkPlan, chosen: list[LinkPlan], results: list[LinkMeas
             hops_now = [hop(s) for s in hop_streams]
             measured_now, _ = hop_costs(plan, hops_now)
             spreads = hop_spreads(plan, hops_now)
-            now = {site: measured_now[site] if site in sites else ms for site, ms in hop_ms.items()}
-            spread_now = {site: spreads[site] if site in sites else ms for site, ms in spread_ms.items()}
+            now, spread_now = ({site: fresh[site] if site in sites else ms for site, ms in before.items()}
+                               for fresh, before in ((measured_now, hop_ms), (spreads, spread_ms)))
         second = {(m.link, m.direction): m for m in (judge(s, tolerance, now, spread_now) for s in streams)}
     finally:
         close_streams(streams + hop_streams)
@@ -302,14 +307,16 @@ def check(measurements: list[LinkMeasurement], saved_to: Path) -> None:
 def format_table(measurements: list[LinkMeasurement], hop_ms: dict[str, float] | None = None,
                  hop_measured: dict[str, bool] | None = None) -> str:
     """Returns the configured-vs-measured table printed by `net --check`: per link direction the median, the
-    switches' share of it and the shaping error the tolerance judges; then each switch's hop cost."""
+    switches' share of it (± their direction spread, by which the tolerance widens) and the shaping error the
+    tolerance judges; then each switch's hop cost."""
     dilated = sorted({m.tdf for m in measurements if m.tdf != 1.0})
-    head = (f"{'link':<16} {'dir':<5} {'delay ms':>9} {'measured':>9} {'switches':>8} {'shaping':>8} "
+    head = (f"{'link':<16} {'dir':<5} {'delay ms':>9} {'measured':>9} {'switches':>8} {'±':>6} {'shaping':>8} "
             f"{'dev ms':>7} {'measured':>9} {'loss %':>7} {'measured':>9}  status")
     rows = [head, "-" * len(head)]
     for m in measurements:
         rows.append(f"{m.link:<16} {m.direction:<5} {m.configured_delay_ms:>9.3f} {m.median_delay_ms:>9.3f} "
-                    f"{m.switch_share_ms:>8.3f} {m.shaping_error_ms:>+8.3f} {m.configured_dev_ms:>7.3f} "
+                    f"{m.switch_share_ms:>8.3f} {m.switch_spread_ms:>6.3f} {m.shaping_error_ms:>+8.3f} "
+                    f"{m.configured_dev_ms:>7.3f} "
                     f"{m.measured_dev_ms:>9.3f} {m.configured_loss_pct:>7.2f} {m.measured_loss_pct:>9.2f}  "
                     f"{('ok' if m.attempts == 1 else 'ok, measured again alone') if m.ok else m.problem}")
     if hop_ms:

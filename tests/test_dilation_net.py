@@ -125,6 +125,12 @@ def test_links_are_probed_at_the_plan_s_virtual_pace_and_judged_in_virtual_ms() 
     assert (widened.ok, widened.tolerance_delay_ms, widened.switch_spread_ms) == (True, 0.81, 0.25)
     late.delays_ns = [int((2.0 + 1.05 + 0.85) * 1e7)] * 100
     assert not measure.judge(late, measure.Tolerance(), {"ant1": 1.05}, {"ant1": 0.25}).ok
+    trunk = next(lk for lk in plan.shaped_links if len(lk.switch_sites) == 2)  # crosses both its sites' switches
+    both = ProbeStream(trunk, trunk.site_a, "a->b", "x", "y", None, None, 100, 100_000_000,  # type: ignore[arg-type]
+                       [int(trunk.shape.delay_ms * 1e6)] * 100)
+    m = measure.judge(both, measure.Tolerance(), {}, {s: 0.1 for s in trunk.switch_sites})
+    assert m.switch_spread_ms == 0.2 and m.tolerance_delay_ms == pytest.approx(
+        0.5 + 0.03 * trunk.shape.delay_ms + 4 * trunk.shape.delay_dev_ms / 10 + 0.2, abs=1e-4)
 
 
 def test_controller_rates_are_per_virtual_second(monkeypatch) -> None:

@@ -224,6 +224,9 @@ def test_a_switch_without_two_hosts_gets_the_median_hop_of_the_others() -> None:
     assert measured == {"ant1": True, "dc1": False, "cloud": False}
     assert hop_spreads(plan, hops) == {"ant1": 0.1, "dc1": 0.1, "cloud": 0.1}  # half of 0.5 - 0.3
     assert hop_spreads(plan, []) == {"ant1": 0.0, "dc1": 0.0, "cloud": 0.0}
+    lost = SwitchHop("ant1", "b->a", "scheduler-ant1", "worker-ant1", float("nan"), float("nan"), 100, 0)
+    assert hop_costs(plan, [hops[0], lost])[0]["ant1"] == 0.3  # one direction: its cost, but no spread known
+    assert hop_spreads(plan, [hops[0], lost]) == {"ant1": 0.0, "dc1": 0.0, "cloud": 0.0}
     assert plan.hop_pair("ant1") is not None and plan.hop_pair("dc1") is None
     assert plan.path_sites("ant1", "cloud") == ("ant1", "dc1", "cloud")
 
