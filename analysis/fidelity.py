@@ -45,8 +45,8 @@ class PolicyComparison:
     series_simulator: list[float]
     series_testbed: list[float]
     simulator_self_correlation: float = float("nan")
-    """Median correlation of the simulator's series with its own under SELF_SEEDS (`self_correlation`; nan where
-    not simulated again, or where its series is flat)."""
+    """Median correlation of the simulator's series with its own under `other_seeds` (`self_correlation`; nan
+    where not simulated again, or where its series is flat)."""
 
 
 @dataclass(frozen=True)
@@ -149,17 +149,27 @@ SELF_SEEDS = (101, 202, 303, 404, 505)
 """The run seeds the simulator is run with again to measure its correlation with itself."""
 
 
+def other_seeds(seed: int) -> tuple[int, ...]:
+    """Returns SELF_SEEDS, one that is `seed` itself moved by 1000 (the simulator against another draw, always)."""
+    return tuple(s + 1000 if s == seed else s for s in SELF_SEEDS)
+
+
 def self_correlation(own: np.ndarray, others: list[np.ndarray]) -> list[float]:
-    """Returns the correlation of the simulator's per-window series `own` with each of `others` (the same trace
-    under other run seeds, cut to the shorter length): all nan where `own` is flat (nothing correlates with it),
-    0 for another that is flat (it does not follow `own` at all)."""
-    if np.nanstd(own) == 0:
-        return [float("nan")] * len(others)
+    """Returns the defined correlations of the simulator's per-window series `own` with each of `others` (the
+    same trace under other run seeds, cut to the shorter length): none where `own` is flat or has fewer than two
+    windows (nothing correlates with it), 0 for another that is flat on the windows both have (it does not follow
+    `own` at all); another sharing fewer than two windows with `own` is left out."""
+    finite = own[np.isfinite(own)]
+    if len(finite) < 2 or np.std(finite) == 0:
+        return []
     out = []
     for other in others:
         n = min(len(own), len(other))
-        c = series_correlation(own[:n], other[:n])
-        out.append(c if np.isfinite(c) else 0.0)
+        a, b = own[:n], other[:n]
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() < 2 or np.std(a[ok]) == 0:
+            continue
+        out.append(0.0 if np.std(b[ok]) == 0 else float(np.corrcoef(a[ok], b[ok])[0, 1]))
     return out
 
 
@@ -185,8 +195,8 @@ def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, c
             success_diff_pts=100 * (rt.success - rs.success), failed_diff_pts=100 * (rt.failed - rs.failed),
             rejected_diff_pts=100 * (rt.rejected - rs.rejected), window_correlation=series_correlation(ss, st),
             series_simulator=[float(x) for x in ss], series_testbed=[float(x) for x in st],
-            simulator_self_correlation=float(np.median(self_correlation(ss, again)))
-            if (again := (sim_again or {}).get(policy)) else float("nan")))
+            simulator_self_correlation=float(np.median(c))
+            if (c := self_correlation(ss, (sim_again or {}).get(policy, []))) else float("nan")))
         for name, start, end in STAGES:
             a, b = _stage(sim, start, end), _stage(tb, start, end)
             if len(a) == 0 or len(b) == 0:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.calibrate import processing_scale, stack_overhead_ms
-from analysis.fidelity import SELF_SEEDS, compare_dirs, write_report
+from analysis.fidelity import compare_dirs, other_seeds, write_report
 from analysis.records import read_records
 from analysis.resultspage import add_results_page_argument, write_results_page
 from live.spec import RunSpec
@@ -162,7 +162,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         physics=physics, events=events)
         again[p] = [np.array(simulate_policy(system, trace, p, sim_config, seed, "", None, write_records=False,
                                              physics=physics, events=events).summary.series_success)
-                    for seed in SELF_SEEDS]  # the simulator against itself: how closely a testbed can follow it
+                    for seed in other_seeds(workload.seed)]  # the simulator against itself: how closely a testbed can follow it
         pairs[p] = (out / "simulator" / p / "records.csv", live.out / "records.csv")
     report = compare_dirs(pairs, topo.name, label, base.window_s, again)
     write_report(report, out)

@@ -76,13 +76,15 @@ def test_a_simulator_tie_may_go_either_way_but_a_strict_order_may_not_be_reverse
 
 
 def test_the_simulator_against_itself_sets_what_a_testbed_can_reach() -> None:
-    from analysis.fidelity import self_correlation
+    from analysis.fidelity import SELF_SEEDS, other_seeds, self_correlation
 
     own = np.array([1.0, 0.9, 1.0, 0.8, 1.0])
     assert self_correlation(own, [own, own[:4]]) == pytest.approx([1.0, 1.0])  # cut to the shorter
     assert self_correlation(own, [np.array([0.8, 1.0, 0.8, 1.0, 0.9])])[0] < 0  # it goes the other way
     assert self_correlation(own, [np.ones(5)]) == [0.0]  # a flat one does not follow at all
-    assert all(np.isnan(c) for c in self_correlation(np.ones(5), [own, np.ones(5)]))  # nothing follows a flat one
+    assert self_correlation(own, [own[:1], np.full(5, np.nan)]) == []  # fewer than two shared windows: left out
+    assert self_correlation(np.ones(5), [own]) == [] and self_correlation(np.full(5, np.nan), [own]) == []
+    assert other_seeds(7) == SELF_SEEDS and other_seeds(202) == (101, 1202, 303, 404, 505)
     a = log(600, 3)
     series = [np.array([(i % 3 != 0) for i in range(k, k + 10)]).mean() for k in range(0, 600, 10)]  # 0.6, 0.7..
     shifted = np.roll(np.array(series), 7)
