@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.fidelity import SELF_SEEDS, ranking_reversals
 from analysis.resultspage import machine
-from benchmarks.dilation_ceiling import Ceiling, ceilings, window_bar
+from benchmarks.dilation_ceiling import Ceiling, ceilings, gap_within_simulator, window_bar
 from benchmarks.dilation_resim import case_arg, resimulated_section, window_series
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,13 +189,15 @@ def _ceiling_cell(c: Ceiling | None) -> str:
     return f"{c.corr_median:.3f} / {c.corr_min:.3f}" if math.isfinite(c.corr_median) else "flat"
 
 
-def _windows_agree(v: dict, bar: float) -> bool:
-    """Whether a policy's per-window series agree: the correlation at least `bar`; where it is undefined (nan, a
-    flat series), the mean absolute window difference within SUCCESS_MAX_PTS."""
-    if math.isfinite(v["corr"]):
-        return v["corr"] >= bar
+def _windows_agree(v: dict, bar: float, wanted: float) -> bool:
+    """Whether a policy's per-window series agree: the correlation at least `bar`, and where `bar` is below
+    `wanted` (the simulator's own correlation), or the correlation is undefined (nan, a flat series), the mean
+    absolute window difference within SUCCESS_MAX_PTS too (alone where undefined)."""
     spread = v.get("spread")
-    return bool(spread) and spread["mean_diff_pts"] <= SUCCESS_MAX_PTS
+    close = bool(spread) and spread["mean_diff_pts"] <= SUCCESS_MAX_PTS
+    if not math.isfinite(v["corr"]):
+        return close
+    return v["corr"] >= bar and (bar >= wanted or close)
 
 
 def _spread_cells(spread: dict | None) -> str:
@@ -293,20 +295,21 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
         lam, seed = cid.split("-")[1][1:], cid.split("-")[2][1:]
         reversed_ = ranking_reversals({p: v["sim"] for p, v in r["policies"].items()},
                                       {p: v["testbed"] for p, v in r["policies"].items()})
-        ceil, unsettled = ceilings(r)
+        ceil = ceilings(r)
+        testbed = {p: v["testbed"] for p, v in r["policies"].items()}
         for p, v in r["policies"].items():
             mine = [x for x in reversed_ if p in x.split(" > ")]
-            settled = [x for x in mine if tuple(x.split(" > ")) not in unsettled]
+            settled = [x for x in mine if not gap_within_simulator(
+                ceil.get(a := x.split(" > ")[0]), ceil.get(b := x.split(" > ")[1]), testbed[a] - testbed[b])]
             bar = window_bar(WINDOW_CORR_MIN, ceil.get(p))
             failed = [name for name, good in (("success", abs(v["diff_pts"]) <= SUCCESS_MAX_PTS),
-                                              (f"window corr < {bar:.3f}", _windows_agree(v, bar)),
+                                              ("windows", _windows_agree(v, bar, WINDOW_CORR_MIN)),
                                               ("verdict", v["verdict"] == FAITHFUL),
                                               (f"ranking: {', '.join(settled)} reversed", not settled))
                       if not good]
-            if mine and not settled:
-                failed_note = f"; {', '.join(mine)} reversed, an order another simulator seed reverses too"
-            else:
-                failed_note = ""
+            excused = [x for x in mine if x not in settled]
+            failed_note = (f"; {', '.join(excused)} reversed by a gap the simulator gives under another seed"
+                           if excused else "")
             ok = not failed
             passed &= ok
             lines.append(f"| {lam} | {seed} | {case_arg(r, '--tdf')} | {case_arg(r, '--duration')} | {p} | {v['sim']:.3f} | "
@@ -325,10 +328,13 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
               f"{', '.join(map(str, SELF_SEEDS))} (each packet's jitter and each random choice drawn again), each "
               "series correlated with the case's own seed's; no emulator, however faithful, can be expected to "
               "follow the simulator more closely than the simulator follows itself, so where that median is below "
-              f"{WINDOW_CORR_MIN} it is the bar, and an order of two policies that another seed reverses in the "
-              "simulator is not counted as a ranking the testbed broke. Where the correlation is undefined (a flat "
-              f"series, every window at 1.000 say), the windows agree when they differ by at most {SUCCESS_MAX_PTS} "
-              "points on average. "
+              f"{WINDOW_CORR_MIN} it is the bar (the median: a faithful testbed falls below it about half the "
+              "time), and the windows must then also differ by at most "
+              f"{SUCCESS_MAX_PTS} points on average; where the correlation is undefined (a flat series, every window "
+              "at 1.000 say), that mean difference alone decides. Two policies the testbed orders the other way "
+              "round by a gap the simulator itself gives under one of those seeds do not count as a broken ranking "
+              "(they are named). These figures come from the simulator of this page's commit, the testbed's own "
+              "correlation from that of the case's. "
               "Other work max: the most cores busy with work that is not the run's in one of its monitor's 1 s "
               "intervals (another experiment or a test run beside it; the monitor's soft figure, 0.3).", "",
               *_command(done, "paper"), *resimulated_section(done, SUCCESS_MAX_PTS), "",

@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from analysis.fidelity import series_correlation
-from analysis.summary import Ratios
 from live.spec import RunSpec
-from scheduler.core import policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
-from simulator.engine import Simulation
+from simulator.run import simulate_policy
 from topologies import load_topology
 from workload.args import Workload
 
@@ -45,24 +43,25 @@ def resimulable(result: dict) -> bool:
         a in argv for a in NOT_FOLLOWED)
 
 
+def case_seed(result: dict) -> int:
+    """Returns the workload seed of a kept paper case (its argv's --seed, else its id's `s<seed>`)."""
+    return int(case_arg(result, "--seed") or result["id"].split("-")[2][1:])
+
+
 def simulate_case(result: dict, policy: str, run_seed: int | None = None) -> tuple[float, np.ndarray]:
     """Returns the success and per-window success series (RunSpec's windows) of this commit's simulator on a kept
     paper case's trace under `policy`, as `compare` runs it (the simulation seeded as `compare` seeds it, the
     workload's seed, or with `run_seed`: the same trace, its link jitter and random choices drawn again)."""
     topo = load_topology(case_arg(result, "--topo"))
     system = build_system(topo, load_profiles())
-    _, lam, seed = result["id"].split("-")
+    lam = result["id"].split("-")[1]
     duration_s = float(case_arg(result, "--duration"))
     workload = Workload(lambda_per_min=case_arg(result, "--lambda") or lam[1:], duration_s=duration_s,
-                        seed=int(case_arg(result, "--seed") or seed[1:]), trace=None, default_duration_s=duration_s)
+                        seed=case_seed(result), trace=None, default_duration_s=duration_s)
     trace, _ = workload.build(tuple(a.name for a in topo.antennas))
-    sim = Simulation(system, trace, RunSpec().sim_config(duration_s),
-                     seed=workload.seed if run_seed is None else run_seed)
-    sim.run(policy_index(policy))
-    counts = sim.tally.trimmed(sim.windows).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        series = np.where(counts.sum(axis=1) > 0, counts[:, 0] / np.maximum(counts.sum(axis=1), 1), np.nan)
-    return Ratios.of(counts).success, series
+    run = simulate_policy(system, trace, policy, RunSpec().sim_config(duration_s),
+                          workload.seed if run_seed is None else run_seed, "", None, write_records=False)
+    return run.summary.overall.success, np.array(run.summary.series_success, dtype=float)
 
 
 def window_series(out: Path, policy: str) -> list[float | None] | None:
