@@ -12,6 +12,7 @@ case kept its testbed's per-window series, the window correlation is computed ag
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -20,10 +21,11 @@ import numpy as np
 from analysis.fidelity import series_correlation
 from live.spec import RunSpec
 from scheduler.profiles import load_profiles
-from scheduler.system import build_system
+from scheduler.system import SystemModel, build_system
 from simulator.run import simulate_policy
 from topologies import load_topology
 from workload.args import Workload
+from workload.trace import Trace
 
 
 def case_arg(result: dict, option: str) -> str:
@@ -51,17 +53,31 @@ def case_seed(result: dict) -> int:
 def simulate_case(result: dict, policy: str, run_seed: int | None = None) -> tuple[float, np.ndarray]:
     """Returns the success and per-window success series (RunSpec's windows) of this commit's simulator on a kept
     paper case's trace under `policy`, as `compare` runs it (the simulation seeded as `compare` seeds it, the
-    workload's seed, or with `run_seed`: the same trace, its link jitter and random choices drawn again)."""
-    topo = load_topology(case_arg(result, "--topo"))
-    system = build_system(topo, load_profiles())
-    lam = result["id"].split("-")[1]
-    duration_s = float(case_arg(result, "--duration"))
-    workload = Workload(lambda_per_min=case_arg(result, "--lambda") or lam[1:], duration_s=duration_s,
-                        seed=case_seed(result), trace=None, default_duration_s=duration_s)
-    trace, _ = workload.build(tuple(a.name for a in topo.antennas))
-    run = simulate_policy(system, trace, policy, RunSpec().sim_config(duration_s),
-                          workload.seed if run_seed is None else run_seed, "", None, write_records=False)
-    return run.summary.overall.success, np.array(run.summary.series_success, dtype=float)
+    workload's seed, or with `run_seed`: the same trace, its link jitter and random choices drawn again). Each
+    simulation runs once per page (the page's sections and the ceilings ask for the same ones)."""
+    seed = case_seed(result)
+    return _simulate(case_arg(result, "--topo"), case_arg(result, "--lambda") or result["id"].split("-")[1][1:],
+                     seed, float(case_arg(result, "--duration")), policy, seed if run_seed is None else run_seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _inputs(topo_name: str, lam: str, seed: int, duration_s: float) -> tuple[SystemModel, Trace]:
+    """Returns a case's system model and trace, built once for all its policies and seeds."""
+    topo = load_topology(topo_name)
+    workload = Workload(lambda_per_min=lam, duration_s=duration_s, seed=seed, trace=None,
+                        default_duration_s=duration_s)
+    return build_system(topo, load_profiles()), workload.build(tuple(a.name for a in topo.antennas))[0]
+
+
+@functools.lru_cache(maxsize=512)
+def _simulate(topo_name: str, lam: str, seed: int, duration_s: float, policy: str,
+              run_seed: int) -> tuple[float, np.ndarray]:
+    system, trace = _inputs(topo_name, lam, seed, duration_s)
+    run = simulate_policy(system, trace, policy, RunSpec().sim_config(duration_s), run_seed, "", None,
+                          write_records=False)
+    series = np.array(run.summary.series_success, dtype=float)
+    series.flags.writeable = False  # shared by every caller
+    return run.summary.overall.success, series
 
 
 def window_series(out: Path, policy: str) -> list[float | None] | None:
