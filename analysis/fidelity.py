@@ -4,19 +4,21 @@ Per policy the outcome ratios and their differences in points, the policies' ran
 (Spearman's rho, and the pairs the simulator orders that the testbed reverses), the per-window success series and their correlation, and per stage (network up,
 queueing, inference, network down) the latency distributions and their Kolmogorov-Smirnov distance. Beside the
 window correlation, the simulator's with itself under other run seeds (`self_correlation`): no emulator can be
-expected to follow the simulator's windows more closely than the simulator follows itself.
+expected to follow the simulator's windows more closely than the simulator follows itself. And query by query
+(analysis/pairing.py): the queries the testbed missed that the simulator did not, and why.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from scipy import stats
 
+from analysis.pairing import PairedMisses, markdown_lines, pair_misses
 from analysis.records import OUTCOMES, read_records
 from analysis.summary import Ratios, Tally
 
@@ -79,6 +81,9 @@ class FidelityReport:
     either way, which rho alone counts against it)."""
     stages: list[StageComparison]
     largest_gap_stage: str
+    paired: list[PairedMisses] = field(default_factory=list)
+    """Per policy, the queries paired across both logs: which the testbed missed that the simulator did not, and
+    why (analysis/pairing.py)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, allow_nan=True)
@@ -105,6 +110,8 @@ class FidelityReport:
                          f"{s.simulator_p99_ms:.2f} | {s.testbed_p99_ms:.2f} | {s.mean_diff_ms:+.2f} | "
                          f"{s.ks_distance:.3f} |")
         lines += ["", f"Largest gap: **{self.largest_gap_stage}**."]
+        if self.paired:
+            lines += [""] + markdown_lines(self.paired, self.window_s)
         return "\n".join(lines) + "\n"
 
 
@@ -223,7 +230,8 @@ def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, c
                           stages=stage_rows,
                           largest_gap_stage=f"{worst.stage} ({worst.policy}: {worst.mean_diff_ms:+.2f} ms on "
                                             f"average, KS {worst.ks_distance:.3f})"
-                          if worst else "none")
+                          if worst else "none",
+                          paired=[pair_misses(policy, sim, tb, window_s) for policy, (sim, tb) in pairs.items()])
 
 
 def compare_dirs(pairs: dict[str, tuple[Path, Path]], topology: str, calibrated: str,

@@ -45,6 +45,12 @@ def test_compare_on_tiny_replays_one_trace_on_both_sides(tmp_path: Path) -> None
         assert (np.isnan(p["simulator_self_correlation"]) if np.nanstd(own) == 0
                 else -1 <= p["simulator_self_correlation"] <= 1)
     assert all(p["testbed"]["success"] > 0.5 for p in report["policies"])
+    for p, q in zip(report["policies"], report["paired"], strict=True):  # every query paired; outcomes add up
+        n = p["simulator"]["queries"]
+        assert q["policy"] == p["policy"] and q["paired"] == n and q["only_simulator"] == q["only_testbed"] == 0
+        assert q["both_ontime"] + q["testbed_missed"] + q["simulator_missed"] + q["both_missed"] == n
+        assert q["simulator_missed"] - q["testbed_missed"] == round(n * (p["testbed"]["success"] - p["simulator"]["success"]))
+        assert sum(q["testbed_missed_why"].values()) == q["testbed_missed"]
     stages = {(s["policy"], s["stage"]) for s in report["stages"]}
     assert ("closest", "network up") in stages and ("closest", "inference") in stages
     up = next(s for s in report["stages"] if s["stage"] == "network up")

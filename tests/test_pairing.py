@@ -1,0 +1,66 @@
+"""analysis/pairing.py on hand-built logs: queries paired by stream and number, the testbed's extra misses and
+their causes (the stage that grew most, no answer, a rejection's reason), where and in which windows."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+
+from analysis.pairing import NO_ANSWER, markdown_lines, pair_misses
+from analysis.records import RECORD_COLUMNS
+
+NAN = math.nan
+
+
+def log(rows: list[tuple]) -> pa.Table:
+    """rows: (stream_id, query, cluster, t_send, t_sched, t_worker, t_start, t_end, t_response, outcome, reason)."""
+    cols = {name: [] for name, _ in RECORD_COLUMNS}
+    for sid, q, cluster, *times, outcome, reason in rows:
+        for name, v in zip(("t_send_ms", "t_sched_ms", "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms",
+                            "t_response_ms"), times, strict=True):
+            cols[name].append(v)
+        cols["stream_id"].append(sid), cols["query"].append(q), cols["cluster"].append(cluster)
+        cols["antenna"].append("ant1"), cols["app"].append("a"), cols["variant"].append("v")
+        cols["batch_size"].append(1), cols["outcome"].append(outcome), cols["reason"].append(reason)
+    return pa.table({name: pa.array(cols[name], type=typ) for name, typ in RECORD_COLUMNS})
+
+
+def ok(sid: int, q: int, t: float, cluster: str = "dc1") -> tuple:
+    return (sid, q, cluster, t, t + 1, t + 3, t + 4, t + 10, t + 13, "ontime", None)
+
+
+def test_the_testbeds_extra_misses_are_paired_and_explained() -> None:
+    sim = log([ok(0, 0, 100), ok(0, 1, 200), ok(0, 2, 1100), ok(0, 3, 1200), ok(1, 0, 1300),
+               (1, 1, "dc1", 2100, 2101, 2103, 2104, 2110, 2190, "failed", "deadline"), ok(1, 2, 2200),
+               ok(2, 0, 2300)])
+    tb = log([ok(0, 0, 100),
+              (0, 1, "dc1", 200, 201, 203, 224, 230, 233, "failed", "deadline"),   # queueing +20 ms
+              (0, 2, "co1", 1100, 1101, 1103, 1104, 1110, 1150, "failed", "deadline"),  # down +37 ms
+              (0, 3, "dc1", 1200, 1201, NAN, NAN, NAN, NAN, "failed", "timeout"),  # never answered
+              (1, 0, None, 1300, 1301, NAN, NAN, NAN, NAN, "rejected", "capacity"),
+              ok(1, 1, 2100), ok(1, 2, 2200), ok(9, 9, 2400)])  # (1, 1): missed by the simulator alone
+    r = pair_misses("closest", sim, tb, window_s=1.0)
+    assert (r.paired, r.only_simulator, r.only_testbed) == (7, 1, 1)  # (2, 0) and (9, 9) are on one side only
+    assert (r.both_ontime, r.testbed_missed, r.simulator_missed, r.both_missed) == (2, 4, 1, 0)
+    assert r.net_missed == 3
+    assert r.testbed_missed_why == {"queueing": 1, "network down": 1, NO_ANSWER: 1, "rejected: capacity": 1}
+    assert r.testbed_missed_where == {"dc1": 2, "co1": 1, "none": 1}
+    # the stages' growth over the two answered misses: queueing 0 and +20, down +37 and 0 -> medians
+    assert r.median_excess_ms["queueing"] == pytest.approx(10.0)
+    assert r.median_excess_ms["network down"] == pytest.approx(18.5)
+    assert r.median_excess_ms["to scheduler"] == 0.0
+    # windows of 1 s by the simulator's send time: one miss in window 0, three in window 1; 3 windows, the worst
+    # tenth rounds to the one worst
+    assert r.worst_windows == [(1, 3), (0, 1)]
+    assert r.share_in_worst_windows == pytest.approx(0.75)
+    text = "\n".join(markdown_lines([r], 1.0))
+    assert "| closest | 7 | 2 | 4 | 1 | 0 | 0.75 |" in text and "rejected: capacity 1" in text
+
+
+def test_identical_logs_have_no_extra_misses() -> None:
+    sim = log([ok(0, i, 100.0 * i) for i in range(20)])
+    r = pair_misses("p", sim, sim)
+    assert (r.paired, r.both_ontime, r.testbed_missed, r.simulator_missed) == (20, 20, 0, 0)
+    assert r.testbed_missed_why == {} and math.isnan(r.share_in_worst_windows) and r.worst_windows == []
