@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.fidelity import SELF_SEEDS, ranking_reversals
+from analysis.pairing import pair_misses
+from analysis.records import read_records
 from analysis.resultspage import machine
 from benchmarks.dilation_ceiling import Ceiling, ceilings, gap_within_simulator, window_bar
 from benchmarks.dilation_resim import case_arg, resimulated_section, window_series
@@ -101,6 +103,43 @@ def window_spread(out: Path, policy: str) -> dict | None:
     return {"sd_sim_pts": float(a.std()), "sd_testbed_pts": float(b.std()), "mean_diff_pts": float(np.abs(a - b).mean())}
 
 
+def paired_misses(out: Path, policy: str) -> dict | None:
+    """Returns `policy`'s queries paired across a compare folder's two logs (analysis/pairing.py): how many were
+    missed on both sides, on the testbed alone and in the simulator alone, and the testbed's own misses by cause
+    and how they bunch; None if a log is not there."""
+    try:
+        sim, tb = (read_records(out / side / policy / "records.csv") for side in ("simulator", "testbed"))
+    except OSError:
+        return None
+    r = pair_misses(policy, sim, tb)
+    return {"paired": r.paired, "both_missed": r.both_missed, "testbed_missed": r.testbed_missed,
+            "simulator_missed": r.simulator_missed, "why": r.testbed_missed_why, "where": r.testbed_missed_where,
+            "share_in_worst_windows": r.share_in_worst_windows}
+
+
+def paired_section(done: dict[str, dict]) -> list[str]:
+    """Returns the page's section on the paper cases' queries paired across both logs (cases kept with them)."""
+    rows = [(cid, p, v["paired"]) for cid, r in done.items() if r["kind"] == "paper"
+            for p, v in r["policies"].items() if v.get("paired")]
+    if not rows:
+        return []
+    lines = ["", "### Which queries each side missed", "",
+             "Each query paired across the two logs (analysis/pairing.py): missed on both sides, on the testbed "
+             "alone, in the simulator alone; the testbed's own misses by cause (the stage that grew most against the "
+             "simulator's same query, `no answer`, or a rejection's reason) and the share of them in the worst tenth "
+             "of the 1 s windows (a tenth where they are spread evenly). Kept with the cases run since the report "
+             "pairs them.", "",
+             "| case | policy | paired | missed on both | testbed alone | simulator alone | worst 10 % of windows | "
+             "testbed's own misses by cause | by cluster |", "|---|---|---|---|---|---|---|---|---|"]
+    for cid, p, q in rows:
+        worst = q["share_in_worst_windows"]
+        lines.append(f"| {cid} | {p} | {q['paired']} | {q['both_missed']} | {q['testbed_missed']} | "
+                     f"{q['simulator_missed']} | {'-' if worst is None or not math.isfinite(worst) else f'{worst:.2f}'} | "
+                     f"{', '.join(f'{k} {n}' for k, n in q['why'].items()) or '-'} | "
+                     f"{', '.join(f'{k} {n}' for k, n in q['where'].items()) or '-'} |")
+    return lines
+
+
 def keep_result(result: dict, keep: Path) -> dict:
     """Writes and returns a case's self-contained result (`<keep>/<id>.json`; a convergence case's latencies
     beside it) from its `result.json` and its runs' folders."""
@@ -110,7 +149,8 @@ def keep_result(result: dict, keep: Path) -> dict:
     keep.mkdir(parents=True, exist_ok=True)
     if result["kind"] == "paper" and result.get("out"):
         kept["policies"] = {p: {**v, "spread": window_spread(Path(result["out"]), p),
-                                "series_testbed": window_series(Path(result["out"]), p)}
+                                "series_testbed": window_series(Path(result["out"]), p),
+                                "paired": paired_misses(Path(result["out"]), p)}
                             for p, v in result["policies"].items()}
     if result["kind"] == "convergence":
         name = f"{result['id']}.latencies.csv.gz"
@@ -337,7 +377,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
               "correlation from that of the case's. "
               "Other work max: the most cores busy with work that is not the run's in one of its monitor's 1 s "
               "intervals (another experiment or a test run beside it; the monitor's soft figure, 0.3).", "",
-              *_command(done, "paper"), *resimulated_section(done, SUCCESS_MAX_PTS), "",
+              *_command(done, "paper"), *paired_section(done), *resimulated_section(done, SUCCESS_MAX_PTS), "",
               "## bench_live per K (virtual queries/s per antenna)", "",
               "| K | rates run (verdict) | highest judged faithful |", "|---|---|---|"]
     for cid, r in done.items():

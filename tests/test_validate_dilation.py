@@ -131,6 +131,13 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
         {"policy": "closest", "series_simulator": [0.9, 1.0, None], "series_testbed": [0.9, 0.9, 0.5]}]}))
     closest = tmp_path / "cmp" / "testbed" / "closest"  # its monitor: 0.2 (before t0) and 0.7 cores of other work
     closest.mkdir(parents=True)
+    # closest's two logs, 3 queries: (0, 1) missed on the testbed alone (no answer), (0, 2) on both sides
+    (tmp_path / "cmp" / "simulator" / "closest").mkdir(parents=True)
+    for side, outcomes in (("simulator", ("ontime", "ontime", "failed")), ("testbed", ("ontime", "failed", "failed"))):
+        rows = [",".join(RECORD_NAMES)] + [",".join(str({
+            "stream_id": 0, "query": q, "cluster": "dc1", "t_send_ms": 1000.0 * q, "outcome": o}.get(n, ""))
+            for n in RECORD_NAMES) for q, o in enumerate(outcomes)]
+        (tmp_path / "cmp" / side / "closest" / "records.csv").write_text("\n".join(rows) + "\n")
     (closest / "summary.json").write_text(json.dumps({"extra": {"fidelity": {"verdict": "faithful", "figures": []}}}))
     (closest / "config.json").write_text(json.dumps({"tdf": 1.0}))  # the first sample covers t0: left out
     (closest / "monitor.jsonl").write_text("".join(json.dumps(
@@ -177,6 +184,8 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
     assert ("| load-balancing | 0.985 | 0.984 | -0.10 | 0.960 | - | - | - | faithful | - | NO (ranking: closest > "
             "load-balancing reversed) |") in body
     assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
+    assert "| paper-l20-s1 | closest | 3 | 1 | 1 | 0 | 1.00 | no answer 1 | dc1 1 |" in body  # kept: paired
+    assert "| paper-l20-s1 | load-balancing |" not in body  # no logs kept
     assert ("The command of `conv-s1-k10` (the others differ in seed, K or rate): `--duration 20 --tdf 10`; the runs "
             "ran at commit abcdef123456") in body
     assert not passed
