@@ -11,7 +11,7 @@ expected to follow the simulator's windows more closely than the simulator follo
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -187,9 +187,12 @@ def _stage(table: pa.Table, start: str, end: str) -> np.ndarray:
 
 
 def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, calibrated: str,
-                   window_s: float = 1.0, sim_again: dict[str, list[np.ndarray]] | None = None) -> FidelityReport:
+                   window_s: float = 1.0, sim_again: dict[str, list[np.ndarray]] | None = None,
+                   one_side_again: dict[str, list[int]] | None = None) -> FidelityReport:
     """Returns the report for {policy: (simulator records, testbed records)} of one trace; `sim_again`: per policy
-    the simulator's per-window success series under SELF_SEEDS, for its correlation with itself."""
+    the simulator's per-window success series under SELF_SEEDS, for its correlation with itself; `one_side_again`:
+    per policy, under each of those seeds, the queries missed by that simulation or the own seed's alone
+    (analysis.pairing.one_side)."""
     policies, stage_rows = [], []
     for policy, (sim, tb) in pairs.items():
         apps = tuple(sorted(set(sim.column("app").to_pylist()) | set(tb.column("app").to_pylist())))
@@ -231,15 +234,18 @@ def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, c
                           largest_gap_stage=f"{worst.stage} ({worst.policy}: {worst.mean_diff_ms:+.2f} ms on "
                                             f"average, KS {worst.ks_distance:.3f})"
                           if worst else "none",
-                          paired=[pair_misses(policy, sim, tb, window_s) for policy, (sim, tb) in pairs.items()])
+                          paired=[replace(pair_misses(policy, sim, tb, window_s), simulator_self_one_side=float(
+                              np.median(n)) if (n := (one_side_again or {}).get(policy)) else float("nan"))
+                              for policy, (sim, tb) in pairs.items()])
 
 
 def compare_dirs(pairs: dict[str, tuple[Path, Path]], topology: str, calibrated: str,
-                 window_s: float = 1.0, sim_again: dict[str, list[np.ndarray]] | None = None) -> FidelityReport:
-    """Returns the report for {policy: (simulator records file, testbed records file)} (`sim_again`: see
-    `compare_tables`)."""
+                 window_s: float = 1.0, sim_again: dict[str, list[np.ndarray]] | None = None,
+                 one_side_again: dict[str, list[int]] | None = None) -> FidelityReport:
+    """Returns the report for {policy: (simulator records file, testbed records file)} (`sim_again`,
+    `one_side_again`: see `compare_tables`)."""
     return compare_tables({p: (read_records(a), read_records(b)) for p, (a, b) in pairs.items()},
-                          topology, calibrated, window_s, sim_again)
+                          topology, calibrated, window_s, sim_again, one_side_again)
 
 
 def write_report(report: FidelityReport, out_dir: Path) -> None:

@@ -5,9 +5,10 @@ not fix (each packet's link jitter, a random policy's choices) from their own ge
 emulator would not reproduce the simulator's per-window series, only a series like it. Simulating the same trace
 again with other run seeds gives that floor of disagreement: the per-window correlation of the simulator against
 itself (what a faithful emulator's correlation can be expected to reach; the median, so that a faithful testbed
-falls below it about half the time: a strict bar) and the range of each pair of policies' success gap over the
-seeds (a testbed that orders two policies the other way round by a gap the simulator itself gives under one of its
-seeds has not broken the ranking). The page reports both beside the testbed's figures and judges against them
+falls below it about half the time: a strict bar), how many queries one simulation misses that the other does
+not, and the range of each pair of policies' success gap over the seeds (a testbed that orders two policies the
+other way round by a gap the simulator itself gives under one of its seeds has not broken the ranking). The page
+reports them beside the testbed's figures and judges against them
 where they are below the issue's bars; they come from the simulator of the page's commit, the testbed's own
 correlation from the simulator of the case's.
 """
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.fidelity import other_seeds, self_correlation
-from benchmarks.dilation_resim import case_seed, resimulable, simulate_case
+from analysis.pairing import one_side
+from benchmarks.dilation_resim import case_seed, missed_case, resimulable, simulate_case
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class Ceiling:
     corr_median: float
     corr_min: float
     success: tuple[float, ...]
+    one_side_median: float = float("nan")
+    """Queries missed by its own seed's simulation or another's alone (analysis.pairing.one_side), the median over
+    the other seeds."""
 
 
 def ceilings(result: dict) -> dict[str, Ceiling]:
@@ -44,9 +49,12 @@ def ceilings(result: dict) -> dict[str, Ceiling]:
         own, base = simulate_case(result, p)
         runs = [simulate_case(result, p, seed) for seed in other_seeds(case_seed(result))]
         corrs = self_correlation(base, [series for _, series in runs])
+        mine = missed_case(result, p)
         out[p] = Ceiling(corr_median=statistics.median(corrs) if corrs else float("nan"),
                          corr_min=min(corrs) if corrs else float("nan"),
-                         success=(own, *(s for s, _ in runs)))
+                         success=(own, *(s for s, _ in runs)),
+                         one_side_median=statistics.median(one_side(mine, missed_case(result, p, seed))
+                                                           for seed in other_seeds(case_seed(result))))
     return out
 
 

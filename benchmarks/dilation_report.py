@@ -127,14 +127,20 @@ def paired_section(done: dict[str, dict]) -> list[str]:
              "Each query paired across the two logs (analysis/pairing.py): missed on both sides, on the testbed "
              "alone, in the simulator alone; the testbed's own misses by cause (the stage that grew most against the "
              "simulator's same query, `no answer`, or a rejection's reason) and the share of them in the worst tenth "
-             "of the 1 s windows (a tenth where they are spread evenly). Kept with the cases run since the report "
-             "pairs them.", "",
-             "| case | policy | paired | missed on both | testbed alone | simulator alone | worst 10 % of windows | "
-             "testbed's own misses by cause | by cluster |", "|---|---|---|---|---|---|---|---|---|"]
+             "of the 1 s windows (a tenth where they are spread evenly). *One side alone*: the testbed's plus the "
+             "simulator's; beside it the simulator against itself, the same count between its own seed's simulation "
+             "and each other seed's (the median; from this page's simulator): a testbed that misses other queries "
+             "than the simulator no more often than that differs from it by chance. Kept with the cases run since "
+             "the report pairs them.", "",
+             "| case | policy | paired | missed on both | testbed alone | simulator alone | one side alone | "
+             "simulator vs itself | worst 10 % of windows | testbed's own misses by cause | by cluster |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cid, p, q in rows:
-        worst = q["share_in_worst_windows"]
+        worst, ceil = q["share_in_worst_windows"], ceilings(done[cid]).get(p)
         lines.append(f"| {cid} | {p} | {q['paired']} | {q['both_missed']} | {q['testbed_missed']} | "
-                     f"{q['simulator_missed']} | {'-' if worst is None or not math.isfinite(worst) else f'{worst:.2f}'} | "
+                     f"{q['simulator_missed']} | {q['testbed_missed'] + q['simulator_missed']} | "
+                     f"{'-' if ceil is None else f'{ceil.one_side_median:g}'} | "
+                     f"{'-' if worst is None or not math.isfinite(worst) else f'{worst:.2f}'} | "
                      f"{', '.join(f'{k} {n}' for k, n in q['why'].items()) or '-'} | "
                      f"{', '.join(f'{k} {n}' for k, n in q['where'].items()) or '-'} |")
     return lines

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.fidelity import series_correlation
+from analysis.pairing import MissedKeys
 from live.spec import RunSpec
 from scheduler.profiles import load_profiles
 from scheduler.system import SystemModel, build_system
@@ -55,9 +56,18 @@ def simulate_case(result: dict, policy: str, run_seed: int | None = None) -> tup
     paper case's trace under `policy`, as `compare` runs it (the simulation seeded as `compare` seeds it, the
     workload's seed, or with `run_seed`: the same trace, its link jitter and random choices drawn again). Each
     simulation runs once per page (the page's sections and the ceilings ask for the same ones)."""
+    return _simulate(*_case(result, policy, run_seed))[:2]
+
+
+def missed_case(result: dict, policy: str, run_seed: int | None = None) -> np.ndarray:
+    """Returns the keys (analysis.pairing.query_keys) of the queries that `simulate_case`'s simulation missed."""
+    return _simulate(*_case(result, policy, run_seed))[2]
+
+
+def _case(result: dict, policy: str, run_seed: int | None) -> tuple[str, str, int, float, str, int]:
     seed = case_seed(result)
-    return _simulate(case_arg(result, "--topo"), case_arg(result, "--lambda") or result["id"].split("-")[1][1:],
-                     seed, float(case_arg(result, "--duration")), policy, seed if run_seed is None else run_seed)
+    return (case_arg(result, "--topo"), case_arg(result, "--lambda") or result["id"].split("-")[1][1:], seed,
+            float(case_arg(result, "--duration")), policy, seed if run_seed is None else run_seed)
 
 
 @functools.lru_cache(maxsize=8)
@@ -71,13 +81,14 @@ def _inputs(topo_name: str, lam: str, seed: int, duration_s: float) -> tuple[Sys
 
 @functools.lru_cache(maxsize=512)
 def _simulate(topo_name: str, lam: str, seed: int, duration_s: float, policy: str,
-              run_seed: int) -> tuple[float, np.ndarray]:
+              run_seed: int) -> tuple[float, np.ndarray, np.ndarray]:
     system, trace = _inputs(topo_name, lam, seed, duration_s)
+    missed = MissedKeys()
     run = simulate_policy(system, trace, policy, RunSpec().sim_config(duration_s), run_seed, "", None,
-                          write_records=False)
-    series = np.array(run.summary.series_success, dtype=float)
-    series.flags.writeable = False  # shared by every caller
-    return run.summary.overall.success, series
+                          write_records=False, record_sink=missed)
+    series, keys = np.array(run.summary.series_success, dtype=float), missed.keys()
+    series.flags.writeable = keys.flags.writeable = False  # shared by every caller
+    return run.summary.overall.success, series, keys
 
 
 def window_series(out: Path, policy: str) -> list[float | None] | None:

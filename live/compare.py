@@ -20,6 +20,7 @@ import numpy as np
 
 from analysis.calibrate import processing_scale, stack_overhead_ms
 from analysis.fidelity import compare_dirs, other_seeds, write_report
+from analysis.pairing import MissedKeys, missed_keys, one_side
 from analysis.records import read_records
 from analysis.resultspage import add_results_page_argument, write_results_page
 from live.spec import RunSpec
@@ -146,7 +147,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         label += f"; network events {args.events} ({len(events.events)})"
     sim_config = base.sim_config(duration_s, overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],
                                  processing_scale=tuple(scale.items()))
-    pairs, again = {}, {}
+    pairs, again, one_side_again = {}, {}, {}
     for p in policies:
         print(f"== {p}: testbed")
         try:
@@ -160,11 +161,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"== {p}: simulator")
         simulate_policy(system, trace, p, sim_config, workload.seed, f"trace:{trace_path.name}", out / "simulator" / p,
                         physics=physics, events=events)
-        again[p] = [np.array(simulate_policy(system, trace, p, sim_config, seed, "", None, write_records=False,
-                                             physics=physics, events=events).summary.series_success)
-                    for seed in other_seeds(workload.seed)]  # the simulator against itself: how closely a testbed can follow it
+        # the simulator against itself: how closely a testbed can follow it, window by window and query by query
+        own = missed_keys(read_records(out / "simulator" / p / "records.csv"))
+        again[p], one_side_again[p] = [], []
+        for seed in other_seeds(workload.seed):
+            missed = MissedKeys()
+            run = simulate_policy(system, trace, p, sim_config, seed, "", None, write_records=False, physics=physics,
+                                  events=events, record_sink=missed)
+            again[p].append(np.array(run.summary.series_success))
+            one_side_again[p].append(one_side(own, missed.keys()))
         pairs[p] = (out / "simulator" / p / "records.csv", live.out / "records.csv")
-    report = compare_dirs(pairs, topo.name, label, base.window_s, again)
+    report = compare_dirs(pairs, topo.name, label, base.window_s, again, one_side_again)
     write_report(report, out)
     print()
     print(report.to_markdown())

@@ -6,11 +6,11 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.records import RecordWriter
+from analysis.records import QueryBatch, RecordWriter
 from analysis.summary import RunSummary
 from scheduler.core import ASET, policy_index
 from scheduler.system import SystemModel
-from simulator.engine import SimConfig, Simulation
+from simulator.engine import RecordSink, SimConfig, Simulation
 from topologies.events import NetworkEvents
 from workload.trace import Trace
 
@@ -27,13 +27,15 @@ class SimRun:
 def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimConfig, seed: int,
                     lambda_label: str, out_dir: Path | None, write_records: bool = True,
                     records_format: str = "csv", physics: SystemModel | None = None,
-                    events: NetworkEvents | None = None) -> SimRun:
+                    events: NetworkEvents | None = None, record_sink: RecordSink | None = None) -> SimRun:
     """Returns the run of one static policy; writes records, time series and summary under out_dir.
     `physics`: the links as they behave, when not as `system` (what the schedulers decide with) says;
-    `events`: the links' changes over the run (summary.json's `network_events` lists them)."""
+    `events`: the links' changes over the run (summary.json's `network_events` lists them); `record_sink`: gets the
+    records too (or alone, where none are written)."""
     writer = _record_writer(out_dir, write_records, records_format)
     try:
-        sim = Simulation(system, trace, config, seed=seed, record_sink=writer.write if writer else None,
+        sim = Simulation(system, trace, config, seed=seed, record_sink=_both(writer.write if writer else None,
+                                                                             record_sink),
                          physics=physics, events=events)
         sim.run(policy_index(policy))
     finally:
@@ -101,6 +103,17 @@ def events_summary(events: NetworkEvents | None, end_s: float) -> dict:
         return {}
     return {"network_events": {"file": events.source,
                                "applied": [e.describe() for e in events.events if e.at_s < end_s]}}
+
+
+def _both(a: RecordSink | None, b: RecordSink | None) -> RecordSink | None:
+    """Returns a sink giving each batch of records to `a` then `b` (either alone where the other is None)."""
+    if a is None or b is None:
+        return a or b
+
+    def both(batch: QueryBatch) -> None:
+        a(batch)
+        b(batch)
+    return both
 
 
 def _record_writer(out_dir: Path | None, write_records: bool, records_format: str) -> RecordWriter | None:

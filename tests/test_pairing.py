@@ -1,14 +1,16 @@
-"""analysis/pairing.py on hand-built logs: queries paired by stream and number, the testbed's extra misses and
-their causes (the stage that grew most, no answer, a rejection's reason), where and in which windows."""
+"""analysis/pairing.py: on hand-built logs, queries paired by stream and number, the testbed's extra misses and
+their causes (the stage that grew most, no answer, a rejection's reason), where and in which windows; on tiny's
+simulations, the missed queries a record sink keeps and how many one seed misses that another does not."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
-from analysis.pairing import NO_ANSWER, markdown_lines, pair_misses
+from analysis.pairing import NO_ANSWER, MissedKeys, markdown_lines, missed_keys, one_side, pair_misses
 from analysis.records import RECORD_COLUMNS
 
 NAN = math.nan
@@ -56,7 +58,7 @@ def test_the_testbeds_extra_misses_are_paired_and_explained() -> None:
     assert r.worst_windows == [(1, 3), (0, 1)]
     assert r.share_in_worst_windows == pytest.approx(0.75)
     text = "\n".join(markdown_lines([r], 1.0))
-    assert "| closest | 7 | 2 | 4 | 1 | 0 | 0.75 |" in text and "rejected: capacity 1" in text
+    assert "| closest | 7 | 2 | 4 | 1 | 0 | 5 | nan | 0.75 |" in text and "rejected: capacity 1" in text
 
 
 def test_identical_logs_have_no_extra_misses() -> None:
@@ -64,3 +66,29 @@ def test_identical_logs_have_no_extra_misses() -> None:
     r = pair_misses("p", sim, sim)
     assert (r.paired, r.both_ontime, r.testbed_missed, r.simulator_missed) == (20, 20, 0, 0)
     assert r.testbed_missed_why == {} and math.isnan(r.share_in_worst_windows) and r.worst_windows == []
+
+
+def test_a_simulations_missed_queries_kept_by_its_sink_are_those_its_log_has(tmp_path) -> None:
+    from analysis.records import read_records
+    from scheduler.profiles import load_profiles
+    from scheduler.system import build_system
+    from simulator.engine import SimConfig
+    from simulator.run import simulate_policy
+    from topologies import load_topology
+    from workload.args import Workload
+
+    topo = load_topology("tiny")
+    trace = Workload(lambda_per_min="5", duration_s=30.0, seed=4, trace=None,
+                     default_duration_s=30.0).build(tuple(a.name for a in topo.antennas))[0]
+    system, config = build_system(topo, load_profiles()), SimConfig(window_s=1.0, duration_s=30.0)
+    runs = {}
+    for seed in (4, 5):
+        sink = MissedKeys()
+        simulate_policy(system, trace, "random-proportional-load", config, seed, "", tmp_path / str(seed), record_sink=sink)
+        log = read_records(tmp_path / str(seed) / "records.csv")
+        assert np.array_equal(sink.keys(), missed_keys(log))  # the sink saw every batch the writer wrote
+        runs[seed] = (log, sink.keys())
+    # the seeds' disagreement (a random policy: they miss other queries), counted from the keys alone, is
+    # pair_misses' one side alone
+    assert one_side(runs[4][1], runs[5][1]) == pair_misses("p", runs[4][0], runs[5][0]).one_side > 0
+    assert one_side(runs[4][1], runs[4][1]) == 0
