@@ -19,16 +19,12 @@ import pyarrow as pa
 from scipy import stats
 
 from analysis.pairing import PairedMisses, markdown_lines, pair_misses
-from analysis.records import OUTCOMES, read_records
+from analysis.records import OUTCOMES, PATH_STAGES, read_records
 from analysis.summary import Ratios, Tally
 
-STAGES: tuple[tuple[str, str, str], ...] = (
-    ("network up", "t_send_ms", "t_worker_ms"),
-    ("queueing", "t_worker_ms", "t_infer_start_ms"),
-    ("inference", "t_infer_start_ms", "t_infer_end_ms"),
-    ("network down", "t_infer_end_ms", "t_response_ms"),
-)
-"""Each stage as (name, start column, end column) of the per-query log."""
+STAGES: tuple[tuple[str, str, str], ...] = (("network up", PATH_STAGES[0][1], PATH_STAGES[1][2]), *PATH_STAGES[2:])
+"""Each stage compared as (name, start column, end column) of the per-query log: PATH_STAGES, the network up
+(send to arrival at the worker) as one."""
 
 
 @dataclass(frozen=True)
@@ -234,9 +230,9 @@ def compare_tables(pairs: dict[str, tuple[pa.Table, pa.Table]], topology: str, c
                           largest_gap_stage=f"{worst.stage} ({worst.policy}: {worst.mean_diff_ms:+.2f} ms on "
                                             f"average, KS {worst.ks_distance:.3f})"
                           if worst else "none",
-                          paired=[replace(pair_misses(policy, sim, tb, window_s), simulator_self_one_side=float(
-                              np.median(n)) if (n := (one_side_again or {}).get(policy)) else float("nan"))
-                              for policy, (sim, tb) in pairs.items()])
+                          paired=[replace(pair_misses(policy, sim, tb, window_s),
+                                          simulator_self_one_side=list((one_side_again or {}).get(policy, [])))
+                                  for policy, (sim, tb) in pairs.items()])
 
 
 def compare_dirs(pairs: dict[str, tuple[Path, Path]], topology: str, calibrated: str,

@@ -44,6 +44,15 @@ PANDAS_DTYPES = {name: "str" if typ == "string" else typ for name, typ in RECORD
 """`pandas.read_csv(path, dtype=PANDAS_DTYPES)` reads a CSV file into the frame `pandas.read_parquet` gives of
 the same records, always; without it pandas guesses each column from its text, and a column holding no value at
 all (no query failed or was rejected, say) comes back as floats."""
+PATH_STAGES: tuple[tuple[str, str, str], ...] = (
+    ("network up (to scheduler)", "t_send_ms", "t_sched_ms"),
+    ("network up (scheduler to worker)", "t_sched_ms", "t_worker_ms"),
+    ("queueing", "t_worker_ms", "t_infer_start_ms"),
+    ("inference", "t_infer_start_ms", "t_infer_end_ms"),
+    ("network down", "t_infer_end_ms", "t_response_ms"),
+)
+"""A query's path in the log, stage by stage, as (name, start column, end column); each ends where the next
+starts."""
 OUTCOMES = ("ontime", "failed", "rejected")
 ONTIME, FAILED, REJECTED = 0, 1, 2
 

@@ -33,9 +33,9 @@ class Ceiling:
     corr_median: float
     corr_min: float
     success: tuple[float, ...]
-    one_side_median: float = float("nan")
-    """Queries missed by its own seed's simulation or another's alone (analysis.pairing.one_side), the median over
-    the other seeds."""
+    one_side: tuple[int, ...] = ()
+    """Per other seed, the queries missed by its own seed's simulation or that seed's alone
+    (analysis.pairing.one_side)."""
 
 
 def ceilings(result: dict) -> dict[str, Ceiling]:
@@ -53,8 +53,8 @@ def ceilings(result: dict) -> dict[str, Ceiling]:
         out[p] = Ceiling(corr_median=statistics.median(corrs) if corrs else float("nan"),
                          corr_min=min(corrs) if corrs else float("nan"),
                          success=(own, *(s for s, _ in runs)),
-                         one_side_median=statistics.median(one_side(mine, missed_case(result, p, seed))
-                                                           for seed in other_seeds(case_seed(result))))
+                         one_side=tuple(one_side(mine, missed_case(result, p, seed))
+                                        for seed in other_seeds(case_seed(result))))
     return out
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from analysis.fidelity import SELF_SEEDS, ranking_reversals
-from analysis.pairing import pair_misses
+from analysis.pairing import pair_misses, self_cell
 from analysis.records import read_records
 from analysis.resultspage import machine
 from benchmarks.dilation_ceiling import Ceiling, ceilings, gap_within_simulator, window_bar
 from benchmarks.dilation_resim import case_arg, resimulated_section, window_series
+from live.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (1, 2, 3)
@@ -103,18 +104,26 @@ def window_spread(out: Path, policy: str) -> dict | None:
     return {"sd_sim_pts": float(a.std()), "sd_testbed_pts": float(b.std()), "mean_diff_pts": float(np.abs(a - b).mean())}
 
 
-def paired_misses(out: Path, policy: str) -> dict | None:
+def paired_misses(out: Path, policy: str, window_s: float) -> dict | None:
     """Returns `policy`'s queries paired across a compare folder's two logs (analysis/pairing.py): how many were
-    missed on both sides, on the testbed alone and in the simulator alone, and the testbed's own misses by cause
-    and how they bunch; None if a log is not there."""
+    missed on both sides, on the testbed alone and in the simulator alone, the testbed's own misses by cause and
+    cluster, and how both sides' own misses bunch into windows; None if a log is not there or cannot be read."""
     try:
         sim, tb = (read_records(out / side / policy / "records.csv") for side in ("simulator", "testbed"))
     except OSError:
         return None
-    r = pair_misses(policy, sim, tb)
-    return {"paired": r.paired, "both_missed": r.both_missed, "testbed_missed": r.testbed_missed,
-            "simulator_missed": r.simulator_missed, "why": r.testbed_missed_why, "where": r.testbed_missed_where,
-            "share_in_worst_windows": r.share_in_worst_windows}
+    except ValueError as exc:  # pyarrow's ArrowInvalid (a truncated log), a query logged twice
+        print(f"{out}: {policy}'s logs not paired ({exc})")
+        return None
+    r = pair_misses(policy, sim, tb, window_s)
+    return {"paired": r.paired, "not_in_testbed_log": r.only_simulator, "both_missed": r.both_missed,
+            "testbed_missed": r.testbed_missed, "simulator_missed": r.simulator_missed, "why": r.testbed_missed_why,
+            "where": r.testbed_missed_where, "dispersion_testbed": r.dispersion_testbed,
+            "dispersion_simulator": r.dispersion_simulator}
+
+
+def _number(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.2f}"
 
 
 def paired_section(done: dict[str, dict]) -> list[str]:
@@ -125,22 +134,23 @@ def paired_section(done: dict[str, dict]) -> list[str]:
         return []
     lines = ["", "### Which queries each side missed", "",
              "Each query paired across the two logs (analysis/pairing.py): missed on both sides, on the testbed "
-             "alone, in the simulator alone; the testbed's own misses by cause (the stage that grew most against the "
-             "simulator's same query, `no answer`, or a rejection's reason) and the share of them in the worst tenth "
-             "of the 1 s windows (a tenth where they are spread evenly). *One side alone*: the testbed's plus the "
-             "simulator's; beside it the simulator against itself, the same count between its own seed's simulation "
-             "and each other seed's (the median; from this page's simulator): a testbed that misses other queries "
-             "than the simulator no more often than that differs from it by chance. Kept with the cases run since "
-             "the report pairs them.", "",
-             "| case | policy | paired | missed on both | testbed alone | simulator alone | one side alone | "
-             "simulator vs itself | worst 10 % of windows | testbed's own misses by cause | by cluster |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "alone, in the simulator alone; queries the simulator logged and the testbed did not are counted apart. "
+             "*One side alone*: the testbed's plus the simulator's. Beside it the simulator against itself: the same "
+             "count between its own seed's simulation and each other seed's, from this page's simulator (median, "
+             "min-max); a testbed within that range misses other queries than the simulator about as often as the "
+             "simulator does under another seed. *Dispersion*: variance over mean of each side's own misses per "
+             "window (1: independent of each other, above: bunched). The testbed's own misses by cause: the stage "
+             "that grew most against the simulator's same query, `no answer`, or a rejection's reason. Kept with the "
+             "cases run since the report pairs them.", "",
+             "| case | policy | paired | not in testbed log | missed on both | testbed alone | simulator alone | "
+             "one side alone | simulator vs itself | dispersion testbed / simulator | testbed's own misses by cause | "
+             "by cluster |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cid, p, q in rows:
-        worst, ceil = q["share_in_worst_windows"], ceilings(done[cid]).get(p)
-        lines.append(f"| {cid} | {p} | {q['paired']} | {q['both_missed']} | {q['testbed_missed']} | "
-                     f"{q['simulator_missed']} | {q['testbed_missed'] + q['simulator_missed']} | "
-                     f"{'-' if ceil is None else f'{ceil.one_side_median:g}'} | "
-                     f"{'-' if worst is None or not math.isfinite(worst) else f'{worst:.2f}'} | "
+        ceil = ceilings(done[cid]).get(p)
+        lines.append(f"| {cid} | {p} | {q['paired']} | {q['not_in_testbed_log']} | {q['both_missed']} | "
+                     f"{q['testbed_missed']} | {q['simulator_missed']} | {q['testbed_missed'] + q['simulator_missed']} | "
+                     f"{self_cell(list(ceil.one_side)) if ceil else '-'} | "
+                     f"{_number(q['dispersion_testbed'])} / {_number(q['dispersion_simulator'])} | "
                      f"{', '.join(f'{k} {n}' for k, n in q['why'].items()) or '-'} | "
                      f"{', '.join(f'{k} {n}' for k, n in q['where'].items()) or '-'} |")
     return lines
@@ -154,9 +164,10 @@ def keep_result(result: dict, keep: Path) -> dict:
     kept["runs"] = [f for d in _run_dirs(result) if (f := _run_facts(d)) is not None]
     keep.mkdir(parents=True, exist_ok=True)
     if result["kind"] == "paper" and result.get("out"):
+        window_s = float(case_arg(result, "--window") or RunSpec().window_s)
         kept["policies"] = {p: {**v, "spread": window_spread(Path(result["out"]), p),
                                 "series_testbed": window_series(Path(result["out"]), p),
-                                "paired": paired_misses(Path(result["out"]), p)}
+                                "paired": paired_misses(Path(result["out"]), p, window_s)}
                             for p, v in result["policies"].items()}
     if result["kind"] == "convergence":
         name = f"{result['id']}.latencies.csv.gz"

@@ -51,6 +51,7 @@ def test_compare_on_tiny_replays_one_trace_on_both_sides(tmp_path: Path) -> None
         assert q["both_ontime"] + q["testbed_missed"] + q["simulator_missed"] + q["both_missed"] == n
         assert q["simulator_missed"] - q["testbed_missed"] == round(n * (p["testbed"]["success"] - p["simulator"]["success"]))
         assert sum(q["testbed_missed_why"].values()) == q["testbed_missed"]
+        assert len(q["simulator_self_one_side"]) == 5 and all(n >= 0 for n in q["simulator_self_one_side"])
     stages = {(s["policy"], s["stage"]) for s in report["stages"]}
     assert ("closest", "network up") in stages and ("closest", "inference") in stages
     up = next(s for s in report["stages"] if s["stage"] == "network up")

@@ -83,7 +83,7 @@ def test_events_reshape_wires_on_other_servers_and_the_change_is_measured(farm, 
           f"one way), dc1-cloud {before['dc1-cloud']:.2f} -> {after['dc1-cloud']:.2f} ms (20 -> 35); applied in "
           f"{done['apply_ms']} and {crossing['apply_ms']} ms")
     # the change against the link's own before: what every round trip pays beside the links' delays (two userspace
-    # switches each way, the underlay, ping) is in both and cancels; the absolute figures above bound it
+    # switches each way, the underlay, ping) is in both and cancels; the assertion on `before` above bounds it
     assert abs(after["ant1-dc1"] - before["ant1-dc1"] - 2 * (25.0 - 5.0)) < RTT_TOLERANCE_MS, (before, after)
     assert abs(after["dc1-cloud"] - before["dc1-cloud"] - 2 * (35.0 - 20.0)) < RTT_TOLERANCE_MS, (before, after)
     assert split.mn.shaping_problems() == []  # the ends' TBF on a and b at 50 Mbit/s, as the link's shape now says
