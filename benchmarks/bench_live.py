@@ -124,7 +124,7 @@ def overhead_loopback(n: int, base: Path) -> dict:
     import aiohttp
     import numpy as np
 
-    from live.source import JpegSizer
+    from live.frames import JpegSizer
     from scheduler.profiles import default_profile_path
 
     py = sys.executable

@@ -16,9 +16,6 @@ from typing import Protocol
 from topologies import wallclock
 from topologies.timescale import TimeScale
 
-KEEPALIVE_S = 15.0
-"""Seconds an idle HTTP client connection is kept open (aiohttp's default), on the run clock: x K in real time."""
-
 
 class Clock(Protocol):
     """The run's time as a service reads it."""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from live.source import JpegSizer
+from live.frames import JpegSizer
 from scheduler.profiles import ProfileFile, read_profile, write_profile
 from scheduler.system import Resource, SystemModel
 from workers.modelconfig import load_model

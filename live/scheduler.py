@@ -81,6 +81,7 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
             web.delete("/streams/{sid}", close_stream),
             web.post("/streams/{sid}/frames", relay_frame),
             web.get("/status", status),
+            web.get("/health", health),
         ]
     )
     return app
@@ -244,6 +245,11 @@ async def close_stream(request: web.Request) -> web.Response:
     if stream is not None and stream.resource >= 0:
         request.app[CLIENT].release_at(live.workers[stream.resource].url, sid)  # type: ignore[union-attr]
     return web.json_response({"closed": True})
+
+
+async def health(request: web.Request) -> web.Response:
+    """GET /health: answers at once (a source opens its connections ahead of its frames with it)."""
+    return web.Response(text="ok")
 
 
 async def status(request: web.Request) -> web.Response:

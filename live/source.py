@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
-import io
 import json
 import math
 import sys
 import time
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,69 +30,19 @@ import aiohttp
 import numpy as np
 
 from analysis.records import RecordWriter
-from live.clock import KEEPALIVE_S, REAL_CLOCK, DilatedClock
+from live.clock import REAL_CLOCK, DilatedClock
+from live.frames import JpegSizer, corrupt
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
 from live.sendlag import append_opens, opens_path
 from live.spec import read_spec
-from workers.lifecycle import announce_ready, ignore_stop_signals, stop_on_signals
+from live.warmpool import WarmPool, warm, warm_in_background
+from workers.lifecycle import RUN_KEEPALIVE_S, announce_ready, ignore_stop_signals, stop_on_signals
 from workload.trace import Trace, read_trace
 
 FLUSH_S = 0.5
 """Records are written (and flushed) at least this often (real seconds)."""
 STOP_CHECK_S = 0.25
 """The dispatcher waiting for the next query notices a stop request within this time (real seconds)."""
-
-_COM_MAX = 65535 - 2
-
-
-class JpegSizer:
-    """Returns JPEG frames of an exact size: a base image encoded at the largest quality that fits,
-    padded with COM (comment) segments up to the byte count; frames are cached per size."""
-
-    def __init__(self) -> None:
-        from PIL import Image
-        from skimage import data
-
-        self._bases: list[bytes] = []
-        img = Image.fromarray(data.astronaut())
-        for side in (160, 320, 512):
-            small = img.resize((side, side))
-            for quality in (30, 50, 70, 85, 95):
-                buf = io.BytesIO()
-                small.save(buf, format="JPEG", quality=quality)
-                self._bases.append(buf.getvalue())
-        self._bases.sort(key=len)
-        self._cache: dict[int, bytes] = {}
-
-    @property
-    def min_bytes(self) -> int:
-        return len(self._bases[0])
-
-    def frame(self, nbytes: int) -> bytes:
-        """Returns a valid JPEG of exactly `nbytes` bytes (or the smallest base if that is larger)."""
-        if nbytes not in self._cache:
-            base = max((b for b in self._bases if len(b) <= nbytes), key=len, default=self._bases[0])
-            self._cache[nbytes] = pad_jpeg(base, nbytes)
-        return self._cache[nbytes]
-
-
-def pad_jpeg(jpeg: bytes, nbytes: int) -> bytes:
-    """Returns the JPEG with COM segments inserted after SOI so that it is `nbytes` long (if it can grow)."""
-    missing = nbytes - len(jpeg)
-    segments = []
-    while missing >= 4:
-        length = min(missing - 2, _COM_MAX + 2)  # the length field counts itself, not the marker
-        if 0 < missing - 2 - length < 2:  # leave no remainder too small for another segment
-            length -= 4
-        segments.append(b"\xff\xfe" + length.to_bytes(2, "big") + b"\x00" * (length - 2))
-        missing -= length + 2
-    return jpeg[:2] + b"".join(segments) + jpeg[2:] + b"\x00" * max(0, missing)
-
-
-def corrupt(jpeg: bytes) -> bytes:
-    """Returns the frame cut short (no EOI marker, truncated scan): a worker answers 400 bad-frame."""
-    return jpeg[: len(jpeg) // 2]
-
 
 @dataclass
 class Records:
@@ -169,6 +120,7 @@ class Source:
         corrupt_every: int = 0,
         clock: DilatedClock = REAL_CLOCK,
         opens_file: Path | None = None,
+        warm_connections: int = 0,
     ) -> None:
         self.trace = trace
         self.url = scheduler_url.rstrip("/")
@@ -198,13 +150,28 @@ class Source:
         self.error: Exception | None = None
         """What an opening raised that is not the scheduler failing to answer: it ends the source."""
         self._waking: asyncio.Future | None = None
+        self.pool = WarmPool(spare=warm_connections)
+        """Requests in flight to the scheduler and the connections opened ahead of them (live/warmpool.py)."""
+        self.warming: set[asyncio.Task] = set()
 
     def now_ms(self) -> float:
         return (self.clock.now_s() - self.t0_s) * 1000.0
 
-    async def run(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self.clock.scale.real_duration(KEEPALIVE_S))
+    async def open_session(self) -> None:
+        """Opens the session to the scheduler and `warm_connections` connections in it, ahead of the first frames
+        (no frame waits for a TCP handshake the simulator does not model); idle connections stay open as long as
+        the scheduler keeps its own (RUN_KEEPALIVE_S)."""
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self.clock.scale.real_duration(RUN_KEEPALIVE_S))
         self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+        if self.pool.start():
+            try:
+                await warm(self.session, f"{self.url}/health", self.pool.spare, self.timeout)
+            finally:
+                self.pool.warmed()
+
+    async def run(self) -> None:
+        if self.session is None:
+            await self.open_session()
         flusher = asyncio.create_task(self._flush_loop())
         try:
             await self._dispatch()
@@ -213,8 +180,26 @@ class Source:
                 await asyncio.wait(self.in_flight)
         finally:
             flusher.cancel()
+            for task in self.warming:
+                task.cancel()
+            await asyncio.gather(*self.warming, return_exceptions=True)
             self._flush()
-            await self.session.close()
+            await self.session.close()  # type: ignore[union-attr]
+
+    @contextlib.contextmanager
+    def _to_scheduler(self) -> Iterator[None]:
+        """Counts a request to the scheduler while it runs, opening more connections ahead when due."""
+        if self.pool.enter() and self.session is not None:
+            warm_in_background(self.pool, self._spawn, self.session, f"{self.url}/health", self.timeout)
+        try:
+            yield
+        finally:
+            self.pool.leave()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.warming.add(task)
+        task.add_done_callback(self.warming.discard)
 
     def _flush(self) -> None:
         """Writes out the openings, then the records: a record read is never ahead of its opening (the monitor's
@@ -250,10 +235,11 @@ class Source:
             "min_accuracy": float(tr.min_accuracy[i]),
             "task": str(tr.task[i]),
         }
-        async with self.session.post(f"{self.url}/streams", json=body) as r:  # type: ignore[union-attr]
-            if r.status != 200:
-                raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
-            return await r.json()
+        with self._to_scheduler():
+            async with self.session.post(f"{self.url}/streams", json=body) as r:  # type: ignore[union-attr]
+                if r.status != 200:
+                    raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
+                return await r.json()
 
     async def _dispatch(self) -> None:
         """Takes every stream's queries at their due times, in (due time, trace row) order, until the last is taken
@@ -373,14 +359,15 @@ class Source:
         t_send = self.now_ms()
         row = self._row(i, k)
         try:
-            async with self.session.post(  # type: ignore[union-attr]
-                f"{self.url}/streams/{sid}/frames",
-                data=frame,
-                params={"query": str(k)},
-                headers={"Content-Type": "image/jpeg", "X-Send-Ms": f"{t_send:.3f}"},
-            ) as r:
-                answer = await r.json(content_type=None)
-                code = r.status
+            with self._to_scheduler():
+                async with self.session.post(  # type: ignore[union-attr]
+                    f"{self.url}/streams/{sid}/frames",
+                    data=frame,
+                    params={"query": str(k)},
+                    headers={"Content-Type": "image/jpeg", "X-Send-Ms": f"{t_send:.3f}"},
+                ) as r:
+                    answer = await r.json(content_type=None)
+                    code = r.status
         except asyncio.TimeoutError:
             self.records.add(
                 **row,
@@ -441,6 +428,7 @@ async def replay(source: Source, t0_file: Path) -> None:
     replays the streams; SIGTERM or SIGINT stop it (queries not sent by then are never sent), and are ignored from
     then on."""
     stop_on_signals(source.stopping)
+    await source.open_session()  # its connections warm before t0 (the scheduler is up before any source starts)
     announce_ready()
     try:
         t0_s = await wait_t0(t0_file, stop=source.stopping)
@@ -474,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     trace = Trace(**{k: getattr(trace, k)[mine] for k in Trace.__dataclass_fields__})
     with RecordWriter(run.source_records(args.antenna)) as writer:
         source = Source(trace, url, 0.0, spec.duration_s, Records(writer), spec.timeout_s, spec.corrupt_every,
-                        DilatedClock(spec.time_scale), opens_path(run.source_records(args.antenna)))
+                        DilatedClock(spec.time_scale), opens_path(run.source_records(args.antenna)),
+                        spec.warm_connections)
         asyncio.run(replay(source, run.t0))
     lag = np.asarray(source.lag_ms or [0.0])
     print(

@@ -121,8 +121,9 @@ class RunSpec:
     At 1 s, the polls of full-edge's 4 schedulers x 32 workers cost about 0.28 of a core on this machine; at
     2 s half that."""
     warm_connections: int = opt(16, metavar="N")
-    """connections each scheduler keeps open to each worker ahead of its frames in flight, so that no frame waits
-    for a TCP handshake the simulator does not model; 0 opens them only as frames need them"""
+    """connections each scheduler keeps open to each worker, and each antenna's source to its scheduler, ahead of
+    their frames in flight, so that no frame waits for a TCP handshake the simulator does not model; 0 opens them
+    only as frames need them"""
     measure_links: bool = opt(True, "--no-measure", help_flag="skip measuring the links before the run")
     """measure the links before the run"""
     cli: bool = opt(False)
