@@ -143,7 +143,8 @@ class PlainLink(Link):
 
 class WireLink(PlainLink):
     """node1 -- intf1 =veth= l<N>a ~ wire process ~ l<N>b =veth= intf2 -- node2, the inner ends in the wire
-    namespace. The wire adds delay, jitter and loss (seeded); TBF on intf1 and intf2 keeps the rate.
+    namespace. The wire adds each frame's transmission time, delay, jitter and loss (seeded); TBF on intf1 and
+    intf2 keeps the rate.
 
     params: index (the plan's link index, naming the inner ends), and those of PlainLink."""
 

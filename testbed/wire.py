@@ -2,7 +2,10 @@
 
 A wire process bridges pairs of interfaces with AF_PACKET sockets in one select() loop. Each frame
 is stamped by the kernel on receipt (SO_TIMESTAMPNS), dropped with the loss probability, and held
-until its due time (receipt + delay + normal jitter), FIFO per direction. Rate stays in kernel TBF.
+until its due time, FIFO per direction: the end of its transmission at the link's rate (after the frames before it,
+as on a real link of that rate) + delay + normal jitter. The rate itself stays in the kernel's TBF (in front of the
+wire), whose bucket lets a frame of up to 1 ms of the link's bytes through at once: the wire charges it the
+transmission time a real link would (the simulator does too), and adds nothing to frames TBF already paced.
 Frames of one burst (each arriving within BURST_FACTOR times its transmission time at the link's
 rate, plus BURST_SLACK_NS, of the one before: a TCP flight) share one jitter draw, as packets queued together do
 on a real path; otherwise a query's packets would each draw and the query would take the latest of them.
@@ -166,6 +169,8 @@ class _Direction:
         self.rng = rng
         self.queue: deque[tuple[int, bytes]] = deque()
         self.last_due_ns = 0
+        self.sent_ns = 0
+        """When the last frame's transmission ended (the link is free from then on)."""
         self.acks: deque[tuple[int, bytes]] = deque()
         self.last_ack_due_ns = 0
         self.stats = DirectionStats(spec.name, label, tdf=spec.tdf)
@@ -181,7 +186,9 @@ class _Direction:
         self.delay_ns = int(shape.delay_ms * 1e6)
         self.dev_ns = shape.delay_dev_ms * 1e6
         self.loss = shape.loss_pct / 100.0
-        self.ns_per_byte = BURST_FACTOR * 8e3 / shape.bw_mbps if shape.bw_mbps > 0 else 0.0
+        self.tx_ns_per_byte = 8e3 / shape.bw_mbps if shape.bw_mbps > 0 else 0.0
+        """A byte's transmission time at the (dilated) rate."""
+        self.ns_per_byte = BURST_FACTOR * self.tx_ns_per_byte
 
     def _draw(self) -> tuple[float, float]:
         if self._k >= len(self._uniform):
@@ -222,7 +229,8 @@ class _Direction:
             if rx_ns - self.last_rx_ns > len(frame) * self.ns_per_byte + BURST_SLACK_NS:
                 self.last_jitter_ns = int(n * self.dev_ns) if self.dev_ns else 0  # a new burst
             self.last_rx_ns = rx_ns
-            due = rx_ns + self.delay_ns + self.last_jitter_ns
+            self.sent_ns = max(rx_ns, self.sent_ns) + int(len(frame) * self.tx_ns_per_byte)
+            due = self.sent_ns + self.delay_ns + self.last_jitter_ns
             # FIFO: a frame never overtakes the one before it (netem with a rate behaves the same).
             due = max(due, rx_ns, self.last_due_ns)
             self.last_due_ns = due

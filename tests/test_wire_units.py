@@ -98,16 +98,41 @@ def test_an_ack_never_holds_back_the_message_behind_it(monkeypatch) -> None:
     d, sender = _direction(delay_ms=10.0, delay_dev_ms=2.0, bw_mbps=400.0)
     draws = iter([(1.0, 4.0), (1.0, -1.0), (1.0, 3.0), (1.0, -2.0)])
     monkeypatch.setattr(d, "_draw", lambda: next(draws))
-    for frame in (_tcp_frame(), _tcp_frame(b"answer"), _tcp_frame(b"frame"), _tcp_frame(b"next")):
+    frames = (_tcp_frame(), _tcp_frame(b"answer"), _tcp_frame(b"frame"), _tcp_frame(b"next"))
+    for frame in frames:
         sender.send(frame)
         d.receive()
     (ack_due, _), = d.acks
     (answer_due, _), (frame_due, _), (next_due, _) = d.queue
-    t0 = 10**12
+    t0, tx_ns = 10**12, [len(f) * 20 for f in frames]  # each message's transmission at 400 Mbit/s: 20 ns a byte
     assert ack_due == t0 + 10_000_000 + 8_000_000
-    assert answer_due == t0 + 1_000_000 + 10_000_000 - 2_000_000  # its own draw, before the ACK's due
-    assert frame_due == t0 + 2_000_000 + 10_000_000 + 6_000_000
+    assert answer_due == t0 + 1_000_000 + tx_ns[1] + 10_000_000 - 2_000_000  # its own draw, before the ACK's due
+    assert frame_due == t0 + 2_000_000 + tx_ns[2] + 10_000_000 + 6_000_000
     assert next_due == frame_due  # FIFO among messages: -2 deviations would overtake the frame before it
     assert d.stats.pure_acks == 1
-    assert d.send_due(answer_due) == frame_due and len(d.acks) == 1  # merged by due time: the answer went first
+    # merged by due time: the answer went first; the ACK is next (the frame's transmission puts it 1.3 us later)
+    assert d.send_due(answer_due) == ack_due < frame_due and len(d.acks) == 1
     assert d.send_due(frame_due) is None and d.stats.frames_out + d.stats.dropped_send == 4  # (no reader here)
+
+
+def test_a_frame_let_through_at_once_takes_its_transmission_time_and_a_paced_one_no_more(monkeypatch) -> None:
+    """TBF's bucket lets 28 full frames (a 42 kB query) through back to back: they leave the wire as a link of the
+    rate would send them, 1514 x 20 ns apart at 400 Mbit/s after the delay; frames that arrive already that far
+    apart (TBF pacing them, its bucket empty) are charged nothing more."""
+    step = iter([0] * 28 + [30_280 * i for i in range(28)])  # 28 at once, then 28 each one transmission apart
+    now = [10**12]
+    monkeypatch.setattr("testbed.wire.wallclock", types.SimpleNamespace(
+        time_ns=lambda: now[0] + next(step), from_system_ns=lambda ns: ns))
+    d, sender = _direction(delay_ms=4.0, bw_mbps=400.0)
+    for _ in range(28):
+        sender.send(bytes(1514))
+    d.receive()
+    dues = [due for due, _ in d.queue]
+    assert dues == [10**12 + 30_280 * (i + 1) + 4_000_000 for i in range(28)]  # the last: 0.85 ms after the first's rx
+    d.queue.clear()
+    now[0] = 2 * 10**12
+    for _ in range(28):
+        sender.send(bytes(1514))
+    d.receive()
+    dues = [due for due, _ in d.queue]
+    assert dues == [2 * 10**12 + 30_280 * (i + 1) + 4_000_000 for i in range(28)]  # received paced: the same
