@@ -18,8 +18,9 @@ Run as `python -m testbed.wire CONFIG.json STATS.json` inside the namespace hold
 it read CONFIG.json again and reshape its wires at once (frames already held keep their due time, as with netem),
 then print `reshaped N` on stdout, N the config's `generation`: a network event changes a wire's delay, jitter or
 loss this way at run time.
-Under time dilation (a spec's `tdf`, K) a wire holds frames K times the link's delay and jitter and judges
-bursts at the dilated rate (bandwidth / K, as the kernel's TBF keeps it); its timing runs in real time, and its
+Under time dilation (a spec's `tdf`, K) a wire holds frames K times the link's delay and jitter, and charges
+transmission times and judges bursts at the dilated rate (bandwidth / K, as the kernel's TBF keeps it); its
+timing runs in real time, and its
 statistics give lateness in virtual microseconds (real / K) beside K.
 A wire's error is its wake-up latency, so it runs as a real-time process (SCHED_FIFO, WIRE_RT_PRIORITY) where the
 host allows, else at nice WIRE_NICE; its statistics say which (`scheduling`).
@@ -87,7 +88,8 @@ WIRE_RT_CPU_LIMIT_US = 200_000
 @dataclass(frozen=True)
 class WireSpec:
     """One link's wire: two interfaces and the link's shape (delay, jitter and loss here; its rate, kept by
-    kernel TBF, spaces a burst's frames), in virtual time, and the time dilation factor that turns it real."""
+    kernel TBF, gives each frame's transmission time here and spaces a burst's frames), in virtual time, and the
+    time dilation factor that turns it real."""
 
     name: str
     if_a: str
@@ -214,13 +216,16 @@ class _Direction:
                     rx_ns = min(max(wallclock.from_system_ns(sec * 1_000_000_000 + nsec), self.last_rx_ns), rx_ns)
             self.stats.frames_in += 1
             u, n = self._draw()
-            if u < self.loss:
-                self.stats.dropped_loss += 1
-                continue
             if len(self.queue) + len(self.acks) >= MAX_QUEUE_FRAMES:
                 self.stats.dropped_queue += 1
                 continue
-            if len(frame) <= MAX_PURE_ACK_BYTES and pure_ack(frame):  # own draw, own FIFO (module docstring)
+            ack = len(frame) <= MAX_PURE_ACK_BYTES and pure_ack(frame)
+            if not ack:  # the link sends it after the frames before it (a frame it then loses took its time too)
+                self.sent_ns = max(rx_ns, self.sent_ns) + int(len(frame) * self.tx_ns_per_byte)
+            if u < self.loss:
+                self.stats.dropped_loss += 1
+                continue
+            if ack:  # own draw, own FIFO (module docstring)
                 self.stats.pure_acks += 1
                 jitter = int(n * self.dev_ns) if self.dev_ns else 0
                 self.last_ack_due_ns = max(rx_ns + self.delay_ns + jitter, rx_ns, self.last_ack_due_ns)
@@ -229,7 +234,6 @@ class _Direction:
             if rx_ns - self.last_rx_ns > len(frame) * self.ns_per_byte + BURST_SLACK_NS:
                 self.last_jitter_ns = int(n * self.dev_ns) if self.dev_ns else 0  # a new burst
             self.last_rx_ns = rx_ns
-            self.sent_ns = max(rx_ns, self.sent_ns) + int(len(frame) * self.tx_ns_per_byte)
             due = self.sent_ns + self.delay_ns + self.last_jitter_ns
             # FIFO: a frame never overtakes the one before it (netem with a rate behaves the same).
             due = max(due, rx_ns, self.last_due_ns)

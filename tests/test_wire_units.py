@@ -117,8 +117,8 @@ def test_an_ack_never_holds_back_the_message_behind_it(monkeypatch) -> None:
 
 def test_a_frame_let_through_at_once_takes_its_transmission_time_and_a_paced_one_no_more(monkeypatch) -> None:
     """TBF's bucket lets 28 full frames (a 42 kB query) through back to back: they leave the wire as a link of the
-    rate would send them, 1514 x 20 ns apart at 400 Mbit/s after the delay; frames that arrive already that far
-    apart (TBF pacing them, its bucket empty) are charged nothing more."""
+    rate would send them, 1514 x 20 ns apart at 400 Mbit/s after the delay; frames that arrive one transmission
+    time apart (as TBF sends them once its bucket is empty) leave at the same times, charged nothing more."""
     step = iter([0] * 28 + [30_280 * i for i in range(28)])  # 28 at once, then 28 each one transmission apart
     now = [10**12]
     monkeypatch.setattr("testbed.wire.wallclock", types.SimpleNamespace(
@@ -136,3 +136,16 @@ def test_a_frame_let_through_at_once_takes_its_transmission_time_and_a_paced_one
     d.receive()
     dues = [due for due, _ in d.queue]
     assert dues == [2 * 10**12 + 30_280 * (i + 1) + 4_000_000 for i in range(28)]  # received paced: the same
+
+
+def test_a_lost_frame_took_its_transmission_time_too(monkeypatch) -> None:
+    monkeypatch.setattr("testbed.wire.wallclock", types.SimpleNamespace(time_ns=lambda: 10**12,
+                                                                        from_system_ns=lambda ns: ns))
+    d, sender = _direction(delay_ms=4.0, bw_mbps=400.0, loss_pct=50.0)
+    draws = iter([(0.1, 0.0), (0.9, 0.0)])  # the first lost, the second kept
+    monkeypatch.setattr(d, "_draw", lambda: next(draws))
+    for _ in range(2):
+        sender.send(bytes(1514))
+    d.receive()
+    (due, _), = d.queue
+    assert d.stats.dropped_loss == 1 and due == 10**12 + 2 * 30_280 + 4_000_000  # after the lost one's 30.28 us
