@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import heapq
 import json
 import math
 import sys
 import time
-from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +32,9 @@ from live.clock import REAL_CLOCK, DilatedClock
 from live.frames import JpegSizer, corrupt
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
 from live.sendlag import append_opens, opens_path
+from live.sourcesession import SchedulerSession
 from live.spec import read_spec
-from live.warmpool import WarmPool, warm, warm_in_background
-from workers.lifecycle import RUN_KEEPALIVE_S, announce_ready, ignore_stop_signals, stop_on_signals
+from workers.lifecycle import announce_ready, ignore_stop_signals, stop_on_signals
 from workload.trace import Trace, read_trace
 
 FLUSH_S = 0.5
@@ -131,7 +129,6 @@ class Source:
         self.timeout = aiohttp.ClientTimeout(total=clock.scale.real_duration(timeout_s))
         self.corrupt_every = corrupt_every
         self.sizer = JpegSizer()
-        self.session: aiohttp.ClientSession | None = None
         self.in_flight: set[asyncio.Task] = set()
         self.frames_sent = 0
         self.lag_ms: list[float] = []
@@ -143,6 +140,8 @@ class Source:
         self.opens_written = 0
         """How many of `opens` the openings log has."""
         self.stopping = asyncio.Event()
+        self.scheduler = SchedulerSession(self.url, self.timeout, clock, warm_connections, self.stopping)
+        """The session to the scheduler and its warm connections (live/sourcesession.py)."""
         self.due: list[tuple[int, int]] = []
         """`_Stream.due_key` (due ns, trace row) of every stream's next query: the dispatcher's heap, one entry per
         stream."""
@@ -150,28 +149,12 @@ class Source:
         self.error: Exception | None = None
         """What an opening raised that is not the scheduler failing to answer: it ends the source."""
         self._waking: asyncio.Future | None = None
-        self.pool = WarmPool(spare=warm_connections)
-        """Requests in flight to the scheduler and the connections opened ahead of them (live/warmpool.py)."""
-        self.warming: set[asyncio.Task] = set()
 
     def now_ms(self) -> float:
         return (self.clock.now_s() - self.t0_s) * 1000.0
 
-    async def open_session(self) -> None:
-        """Opens the session to the scheduler and `warm_connections` connections in it, ahead of the first frames
-        (no frame waits for a TCP handshake the simulator does not model); idle connections stay open as long as
-        the scheduler keeps its own (RUN_KEEPALIVE_S)."""
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self.clock.scale.real_duration(RUN_KEEPALIVE_S))
-        self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
-        if self.pool.start():
-            try:
-                await warm(self.session, f"{self.url}/health", self.pool.spare, self.timeout)
-            finally:
-                self.pool.warmed()
-
     async def run(self) -> None:
-        if self.session is None:
-            await self.open_session()
+        await self.scheduler.open()
         flusher = asyncio.create_task(self._flush_loop())
         try:
             await self._dispatch()
@@ -180,26 +163,8 @@ class Source:
                 await asyncio.wait(self.in_flight)
         finally:
             flusher.cancel()
-            for task in self.warming:
-                task.cancel()
-            await asyncio.gather(*self.warming, return_exceptions=True)
             self._flush()
-            await self.session.close()  # type: ignore[union-attr]
-
-    @contextlib.contextmanager
-    def _to_scheduler(self) -> Iterator[None]:
-        """Counts a request to the scheduler while it runs, opening more connections ahead when due."""
-        if self.pool.enter() and self.session is not None:
-            warm_in_background(self.pool, self._spawn, self.session, f"{self.url}/health", self.timeout)
-        try:
-            yield
-        finally:
-            self.pool.leave()
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self.warming.add(task)
-        task.add_done_callback(self.warming.discard)
+            await self.scheduler.close()
 
     def _flush(self) -> None:
         """Writes out the openings, then the records: a record read is never ahead of its opening (the monitor's
@@ -235,8 +200,8 @@ class Source:
             "min_accuracy": float(tr.min_accuracy[i]),
             "task": str(tr.task[i]),
         }
-        with self._to_scheduler():
-            async with self.session.post(f"{self.url}/streams", json=body) as r:  # type: ignore[union-attr]
+        with self.scheduler.request():
+            async with self.scheduler.session.post(f"{self.url}/streams", json=body) as r:  # type: ignore[union-attr]
                 if r.status != 200:
                     raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=await r.text())
                 return await r.json()
@@ -347,7 +312,7 @@ class Source:
     async def _close(self, i: int) -> None:
         try:
             url = f"{self.url}/streams/{int(self.trace.stream_id[i])}"
-            async with self.session.delete(url):  # type: ignore[union-attr]
+            async with self.scheduler.session.delete(url):  # type: ignore[union-attr]
                 pass
         except (aiohttp.ClientError, asyncio.TimeoutError):
             pass  # a scheduler that is down forgets the stream by itself
@@ -359,8 +324,8 @@ class Source:
         t_send = self.now_ms()
         row = self._row(i, k)
         try:
-            with self._to_scheduler():
-                async with self.session.post(  # type: ignore[union-attr]
+            with self.scheduler.request():
+                async with self.scheduler.session.post(  # type: ignore[union-attr]
                     f"{self.url}/streams/{sid}/frames",
                     data=frame,
                     params={"query": str(k)},
@@ -381,10 +346,12 @@ class Source:
         except (aiohttp.ClientError, ValueError):
             self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason="scheduler-down")
             binding.clear()
+            self.scheduler.lost()  # its connections are gone with it
             return
         t_response = self.now_ms()
         if code == 404 and answer.get("error") == "unknown_stream" and not retried:
             # the scheduler restarted and lost its bindings: open the stream again and resend this query
+            self.scheduler.lost()  # and the connections to the old one are gone
             try:
                 binding.clear()
                 binding.update(await self._open(i))
@@ -428,15 +395,16 @@ async def replay(source: Source, t0_file: Path) -> None:
     replays the streams; SIGTERM or SIGINT stop it (queries not sent by then are never sent), and are ignored from
     then on."""
     stop_on_signals(source.stopping)
-    await source.open_session()  # its connections warm before t0 (the scheduler is up before any source starts)
-    announce_ready()
     try:
+        await source.scheduler.open()  # its connections warm before t0 (the scheduler is up before any source starts)
+        announce_ready()
         t0_s = await wait_t0(t0_file, stop=source.stopping)
         if t0_s is not None:
             source.t0_s = t0_s
         await source.run()
     finally:  # stopping: a later signal must not cut its records' end and its DONE line
         ignore_stop_signals()
+        await source.scheduler.close()  # where run() did not (no t0)
 
 
 def main(argv: list[str] | None = None) -> int:
