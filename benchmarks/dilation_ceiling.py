@@ -8,9 +8,8 @@ itself (what a faithful emulator's correlation can be expected to reach; the med
 falls below it about half the time: a strict bar), how many queries one simulation misses that the other does
 not, and the range of each pair of policies' success gap over the seeds (a testbed that orders two policies the
 other way round by a gap the simulator itself gives under one of its seeds has not broken the ranking). The page
-reports them beside the testbed's figures and judges against them
-where they are below the issue's bars; they come from the simulator of the page's commit, the testbed's own
-correlation from the simulator of the case's.
+reports them beside the testbed's figures and judges against them where they are below the issue's bars; they come
+from the simulator of the page's commit, the testbed's own correlation from the simulator of the case's.
 """
 
 from __future__ import annotations
