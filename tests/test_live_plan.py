@@ -12,8 +12,8 @@ import pytest
 from aset_agents import constant_agent
 from PIL import Image
 
-from live.plan import busiest_cpu_cluster, choose_real_site, plan_workers, smallest_cluster
 from live.frames import JpegSizer, corrupt, pad_jpeg
+from live.plan import busiest_cpu_cluster, choose_real_site, plan_workers, smallest_cluster
 from live.spec import RunSpec
 from scheduler.core import policy_index
 from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
