@@ -145,8 +145,9 @@ def paired_section(done: dict[str, dict]) -> list[str]:
              "| case | policy | paired | not in testbed log | missed on both | testbed alone | simulator alone | "
              "one side alone | simulator vs itself | dispersion testbed / simulator | testbed's own misses by cause | "
              "by cluster |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ceils = {cid: ceilings(done[cid]) for cid in dict.fromkeys(cid for cid, _, _ in rows)}  # once per case
     for cid, p, q in rows:
-        ceil = ceilings(done[cid]).get(p)
+        ceil = ceils[cid].get(p)
         lines.append(f"| {cid} | {p} | {q['paired']} | {q['not_in_testbed_log']} | {q['both_missed']} | "
                      f"{q['testbed_missed']} | {q['simulator_missed']} | {q['testbed_missed'] + q['simulator_missed']} | "
                      f"{self_cell(list(ceil.one_side)) if ceil else '-'} | "

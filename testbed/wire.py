@@ -20,8 +20,7 @@ then print `reshaped N` on stdout, N the config's `generation`: a network event 
 loss this way at run time.
 Under time dilation (a spec's `tdf`, K) a wire holds frames K times the link's delay and jitter, and charges
 transmission times and judges bursts at the dilated rate (bandwidth / K, as the kernel's TBF keeps it); its
-timing runs in real time, and its
-statistics give lateness in virtual microseconds (real / K) beside K.
+timing runs in real time, and its statistics give lateness in virtual microseconds (real / K) beside K.
 A wire's error is its wake-up latency, so it runs as a real-time process (SCHED_FIFO, WIRE_RT_PRIORITY) where the
 host allows, else at nice WIRE_NICE; its statistics say which (`scheduling`).
 """
