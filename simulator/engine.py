@@ -3,7 +3,8 @@
 Virtual time advances one window at a time. In each window the stream events (arrivals, departures)
 are handled in time order by `scheduler.core.Scheduler`, the window's queries are generated in bulk,
 cross the network (radio + path delay, jitter, transmission, loss as a TCP retransmission; each antenna's radio
-and each antenna-to-resource path keeps order per direction, `simulator.links`) and are served by
+and each antenna-to-resource path keeps order per direction and a radio sends one message at a time,
+`simulator.links`) and are served by
 `simulator.batching`. Everything random comes from generators spawned from one seed.
 Network events (`events`) change the system model at their times (`scheduler.timeline`): a stream is decided
 with the network as it is when it opens (when its radio is down, as it is when the radio is back: its request
@@ -62,6 +63,10 @@ class SimConfig:
     antenna's radio and per antenna-to-resource path, each way, as on the testbed's wires (across windows one way
     only: simulator/links.py). False: every message's jitter is drawn on its own and messages overtake each
     other."""
+    radio_queueing: bool = True
+    """With `fifo_links`: a message waits while its antenna's radio sends the messages that entered it before (at
+    the radio's rate, simulator.links), as on a real link and the testbed's wire. The paths' links, shared by
+    several antennas, are not queued (docs/fidelity.md, "A full link"). False: each message is sent at once."""
 
     def __post_init__(self) -> None:
         for name in ("window_s", "duration_s"):
@@ -96,14 +101,17 @@ QUEUE_FULL, DEADLINE, LINK_DOWN = (REASONS.index(r) for r in ("queue-full", "dea
 
 class Legs(NamedTuple):
     """One-way delays in ms of messages: each leg's delay, jitter and transmission, the wait before it enters the
-    leg (a try lost on that leg: the retransmission timeout), and the wait before the message is sent at all (tries
-    that met a link that was down, resent by the sender; infinite legs: a link that stays down)."""
+    leg (a try lost on that leg: the retransmission timeout), the wait before the message is sent at all (tries
+    that met a link that was down, resent by the sender; infinite legs: a link that stays down), and the radio
+    leg's transmission alone."""
 
     radio_ms: np.ndarray
     path_ms: np.ndarray
     radio_wait_ms: np.ndarray
     path_wait_ms: np.ndarray
     resend_wait_ms: np.ndarray
+    radio_tx_ms: np.ndarray
+    """The radio leg's transmission at the radio's rate (part of radio_ms)."""
 
 
 class Simulation:
@@ -232,7 +240,7 @@ class Simulation:
         if timeline.static:
             return self._legs(timeline.systems[0], ant, res, nbytes, z, lost)
         state = timeline.indices_at(np.asarray(t_ms) / 1000.0)
-        legs = np.empty((5, n))
+        legs = np.empty((len(Legs._fields), n))
         nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,))
         for k in np.unique(state):
             m = state == k
@@ -251,28 +259,30 @@ class Simulation:
         MAX_RETRANSMIT_MS (that try included). Every message's tries are taken together, grouped by the network
         state they meet."""
         timeline, waited, wait = self.physics_timeline, 0.0, self.config.rto_ms
-        legs = np.full((5, len(ant)), np.inf)
+        legs = np.full((len(Legs._fields), len(ant)), np.inf)
         waiting = np.arange(len(ant))
         while waited < MAX_RETRANSMIT_MS and len(waiting):
             waited, wait = waited + wait, wait * 2
             state = timeline.indices_at((t_ms[waiting] + waited) / 1000.0)
             for k in np.unique(state):
                 m = waiting[state == k]
-                r, p, r_wait, p_wait, _ = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m],
-                                                     lost[:, m])
+                r, p, r_wait, p_wait, _, r_tx = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m],
+                                                           z[:, m], lost[:, m])
                 up = np.isfinite(r) & np.isfinite(p)
-                legs[:, m[up]] = r[up], p[up], r_wait[up], p_wait[up], np.full(int(up.sum()), waited)
+                legs[:, m[up]] = r[up], p[up], r_wait[up], p_wait[up], np.full(int(up.sum()), waited), r_tx[up]
             waiting = waiting[~np.isfinite(legs[0, waiting])]
         return Legs(*legs)
 
     def _legs(self, s: SystemModel, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float, z: np.ndarray,
               lost: np.ndarray) -> Legs:
         """Returns the legs on one system's links, given the draws (normal, uniform) [2, n]."""
+        radio_tx = s.radio_ms_per_byte[ant] * nbytes
         with np.errstate(invalid="ignore"):  # inf + 0 x jitter: a link that is down
-            radio = np.maximum(s.radio_ms[ant] + s.radio_dev_ms[ant] * z[0], 0.0) + s.radio_ms_per_byte[ant] * nbytes
+            radio = np.maximum(s.radio_ms[ant] + s.radio_dev_ms[ant] * z[0], 0.0) + radio_tx
             path = np.maximum(s.net_ms[ant, res] + s.net_dev_ms[ant, res] * z[1], 0.0) + s.path_ms_per_byte[ant, res] * nbytes
         return Legs(radio, path, np.where(lost[0] < s.radio_loss[ant], self.config.rto_ms, 0.0),
-                    np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0), np.zeros(len(radio)))
+                    np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0), np.zeros(len(radio)),
+                    radio_tx)
 
     def _through(self, legs: Legs, ant: np.ndarray, res: np.ndarray, t_ms: np.ndarray, up: bool,
                  horizon_ms: float) -> tuple[np.ndarray, np.ndarray]:
@@ -280,20 +290,21 @@ class Simulation:
         radio then the path to the resource; down, the path then the radio. Each enters its first link after its
         resend wait and that leg's own wait, its second after that leg's wait, and, with `fifo_links`, leaves a link
         no earlier than the messages that entered it before (`horizon_ms`: later calls' messages are sent from
-        then on)."""
+        then on); with `radio_queueing` too, it waits while its radio sends the messages before it."""
         path_link = ant * self.system.n_resources + res
+        radio_tx = legs.radio_tx_ms if self.config.radio_queueing else None
         if up:
-            links = ((self.radio_up, ant, legs.radio_ms, legs.radio_wait_ms),
-                     (self.path_up, path_link, legs.path_ms, legs.path_wait_ms))
+            links = ((self.radio_up, ant, legs.radio_ms, legs.radio_wait_ms, radio_tx),
+                     (self.path_up, path_link, legs.path_ms, legs.path_wait_ms, None))
         else:
-            links = ((self.path_down, path_link, legs.path_ms, legs.path_wait_ms),
-                     (self.radio_down, ant, legs.radio_ms, legs.radio_wait_ms))
+            links = ((self.path_down, path_link, legs.path_ms, legs.path_wait_ms, None),
+                     (self.radio_down, ant, legs.radio_ms, legs.radio_wait_ms, radio_tx))
         out, t = [], t_ms + legs.resend_wait_ms
-        for fifo, link, leg_ms, wait_ms in links:
+        for fifo, link, leg_ms, wait_ms, tx_ms in links:
             enter = t + wait_ms
             t = enter + leg_ms
             if self.config.fifo_links:
-                t = fifo.order(link, enter, t, horizon_ms)
+                t = fifo.order(link, enter, t, horizon_ms, tx_ms)
             out.append(t)
         return out[0], out[1]
 

@@ -16,17 +16,19 @@ from topologies.events import load_events
 
 
 def _one_at_a_time(sim: Simulation, ant: int, res: int, nbytes: float, t_ms: float, z: np.ndarray,
-                   lost: np.ndarray) -> tuple[float, float, float, float, float]:
+                   lost: np.ndarray) -> tuple[float, float, float, float, float, float]:
     """The rule for one message: tries after rto, 2 rto, 4 rto ... of waiting, each on the network state it meets;
-    returns its legs (radio, path, wait before the radio, before the path, before it is sent again)."""
+    returns its legs (radio, path, wait before the radio, before the path, before it is sent again, the radio's
+    transmission)."""
     waited, wait = 0.0, sim.config.rto_ms
     while waited < MAX_RETRANSMIT_MS:
         waited, wait = waited + wait, wait * 2
-        radio, path, radio_wait, path_wait, _ = sim._legs(sim.physics_timeline.at((t_ms + waited) / 1000.0),
-                                                          np.array([ant]), np.array([res]), np.array([nbytes]), z, lost)
+        radio, path, radio_wait, path_wait, _, radio_tx = sim._legs(sim.physics_timeline.at((t_ms + waited) / 1000.0),
+                                                             np.array([ant]), np.array([res]), np.array([nbytes]), z, lost)
         if np.isfinite(radio[0]) and np.isfinite(path[0]):
-            return float(radio[0]), float(path[0]), float(radio_wait[0]), float(path_wait[0]), waited
-    return np.inf, np.inf, np.inf, np.inf, np.inf
+            return (float(radio[0]), float(path[0]), float(radio_wait[0]), float(path_wait[0]), waited,
+                    float(radio_tx[0]))
+    return np.inf, np.inf, np.inf, np.inf, np.inf, np.inf
 
 
 def test_retransmissions_together_equal_one_message_at_a_time(tmp_path: Path) -> None:

@@ -24,7 +24,8 @@ def test_order_by_hand() -> None:
     assert out.tolist() == [10.0, 10.0, 3.0, 12.0, np.inf]
     # The next call enters from 3 on: link 0's latest due before the horizon (12) still holds, link 1's (3) is
     # over and dropped.
-    assert sorted(zip(links.link.tolist(), links.due_ms.tolist(), strict=True)) == [(0, 12.0)]
+    assert sorted(zip(links.base_link.tolist(), links.base_due_ms.tolist(), strict=True)) == [(0, 12.0)]
+    assert len(links.link) == 0  # nothing entered after the horizon
     out = links.order(np.array([0, 1, 0]), np.array([3.0, 3.0, 13.0]), np.array([4.0, 3.5, 14.0]), horizon_ms=6.0)
     assert out.tolist() == [12.0, 3.5, 14.0]
 
@@ -38,12 +39,64 @@ def test_carried_entries_after_the_horizon_are_met_in_entry_order() -> None:
     assert out.tolist() == [7.5, 20.0]
 
 
-def _brute_force(link: np.ndarray, enter: np.ndarray, due: np.ndarray) -> np.ndarray:
+def test_transmission_queueing_by_hand() -> None:
+    links = FifoLinks()
+    # Three 0.8 ms transmissions entering link 0 at 0, 0.1 and 0.2, each 5 ms of delay after it: idle dues 5.8,
+    # 5.9 and 6.0. The second waits 0.7 for the first (sent 0.8-1.6), the third 1.4 (sent 1.6-2.4). Link 1's
+    # message is on its own.
+    out = links.order(np.array([0, 0, 1, 0]), np.array([0.0, 0.1, 0.15, 0.2]), np.array([5.8, 5.9, 5.95, 6.0]),
+                      horizon_ms=1.0, tx_ms=np.array([0.8, 0.8, 0.8, 0.8]))
+    np.testing.assert_allclose(out, [5.8, 6.6, 5.95, 7.4])
+    # Across the horizon: link 0 is free at 2.4 and its latest due is 7.4 (link 1: 0.95 and 5.95). A message
+    # entering at 1.5 waits 0.9; a short draw of one entering at 3.0 (sent 3.0-3.8, due 4.0) still leaves after it.
+    kept = sorted(zip(links.base_link.tolist(), links.base_free_ms.tolist(), links.base_due_ms.tolist(), strict=True))
+    np.testing.assert_allclose(kept, [(0, 2.4, 7.4), (1, 0.95, 5.95)])
+    out = links.order(np.array([0, 0]), np.array([1.5, 3.0]), np.array([7.3, 4.0]), horizon_ms=4.0,
+                      tx_ms=np.array([0.8, 0.8]))
+    np.testing.assert_allclose(out, [8.2, 8.2])
+    # Without transmission times the same entries keep order only.
+    out = FifoLinks().order(np.array([0, 0, 1, 0]), np.array([0.0, 0.1, 0.15, 0.2]),
+                            np.array([5.8, 5.9, 5.95, 6.0]), horizon_ms=1.0)
+    assert out.tolist() == [5.8, 5.9, 5.95, 6.0]
+
+
+def _brute_force(link: np.ndarray, enter: np.ndarray, due: np.ndarray, tx: np.ndarray | None = None) -> np.ndarray:
+    """Each link's messages one after the other in entry order (ties in index order): wait while the link sends
+    the ones before, then keep order."""
+    tx = np.zeros(len(link)) if tx is None else tx
     out = due.copy()
-    for i in range(len(link)):
-        ahead = (link == link[i]) & ((enter < enter[i]) | ((enter == enter[i]) & (np.arange(len(link)) < i)))
-        out[i] = max(due[i], due[ahead].max(initial=-np.inf))
+    for key in np.unique(link):
+        free, last = -np.inf, -np.inf
+        for i in np.flatnonzero(link == key)[np.argsort(enter[link == key], kind="stable")]:
+            wait = max(free - enter[i], 0.0)
+            free = enter[i] + wait + tx[i]
+            last = max(last, due[i] + wait)
+            out[i] = last
     return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_transmission_queueing_across_windows_is_exact_before_the_horizon(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 800
+    link = rng.integers(0, 3, n)
+    edges = np.array([0.0, 25.0, 50.0, 75.0, 100.0])
+    call = rng.integers(0, 4, n)
+    # About 0.4 messages per ms per link of up to 2 ms each: the links are busy, queues build up.
+    enter = edges[call] + rng.uniform(0, 25, n) + np.where(rng.random(n) < 0.2, rng.uniform(0, 10, n), 0.0)
+    tx = rng.uniform(0.2, 2.0, n)
+    due = enter + tx + rng.uniform(0, 5, n)
+    links, got = FifoLinks(), np.empty(n)
+    for c in range(4):
+        m = rng.permutation(np.flatnonzero(call == c))
+        got[m] = links.order(link[m], enter[m], due[m], horizon_ms=edges[c + 1], tx_ms=tx[m])
+    want = _brute_force(link, enter, due, tx)
+    assert (want - due).mean() > 1.0  # queueing shows
+    before = enter < edges[call + 1]
+    np.testing.assert_allclose(got[before], want[before], rtol=0, atol=1e-9)
+    after = ~before
+    assert after.sum() > 30
+    assert (got[after] >= due[after]).all() and (got[after] <= want[after] + 1e-9).all()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -138,3 +191,30 @@ def test_keeping_order_makes_legs_longer_not_shorter(full_edge_runs) -> None:
     # on average here).
     assert up[True] > up[False] + 0.1
     assert len(fifo["t_send_ms"]) == len(free["t_send_ms"])
+
+
+@pytest.mark.parametrize("queueing", [True, False])
+def test_a_radio_sends_one_frame_at_a_time(queueing: bool) -> None:
+    """Radios without jitter at 100 Mbit/s (a 40 kB frame takes 3.2 ms): with queueing, the frames of one antenna
+    reach its scheduler at least their own transmission time apart, as they leave a link that sends one at a
+    time; without it, frames sent close together arrive closer than that (the check can fail)."""
+    system = build_system(load_topology("full-edge"), load_profiles())
+    system.radio_dev_ms[:] = 0.0
+    system.radio_ms_per_byte[:] = 8e-3 / 100.0
+    trace = generate_trace(system.antennas, RateSchedule.constant(20), 20, np.random.default_rng(3))
+    recs: list = []
+    sim = Simulation(system, trace, SimConfig(duration_s=20, radio_queueing=queueing), seed=4,
+                     record_sink=recs.append)
+    sim.run(policy_index("least-impedance"))
+    rec = {k: np.concatenate([r[k] for r in recs]) for k in recs[0]}
+    served = np.isfinite(rec["t_sched_ms"])
+    tx_ms = trace.frame_bytes[np.searchsorted(trace.stream_id, rec["stream_id"])] * 8e-3 / 100.0
+    short, frames = 0, 0
+    for ant in np.unique(rec["antenna"][served]):
+        m = np.flatnonzero(served & (rec["antenna"] == ant))
+        m = m[np.argsort(rec["t_sched_ms"][m], kind="stable")]
+        gaps = np.diff(rec["t_sched_ms"][m])
+        short += int((gaps < tx_ms[m[1:]] - 1e-6).sum())
+        frames += len(m)
+    assert frames > 3000
+    assert short == 0 if queueing else short > 100
