@@ -261,7 +261,6 @@ async def relay_frame(request: web.Request) -> web.Response:
     the timestamps and outcome: {ok, cluster, variant, t_sched_ms, t_worker_ms, ..., reason}."""
     watch = Stopwatch()  # the scheduler's overhead: without reading the body (the radio) and the worker's time
     live = request.app[LIVE]
-    t_sched = live.now_ms()
     try:
         sid = int(request.match_info["sid"])
     except ValueError:
@@ -272,6 +271,7 @@ async def relay_frame(request: web.Request) -> web.Response:
     live.seen(stream)
     with watch.excluding():
         body = await request.read()
+    t_sched = live.now_ms()  # the scheduler has the frame: its last byte has crossed the radio
     answer: dict = {"t_sched_ms": t_sched, "cluster": "", "variant": ""}
     if stream.resource < 0:
         answer.update(ok=False, reason=stream.reason)

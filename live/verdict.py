@@ -42,6 +42,9 @@ class Thresholds:
     wire_late_p99_ms: float = 1.0
     overshoot_p99_ms: float = 2.0
     """Profile-driven batches longer than their profile (sleep precision, a starved worker)."""
+    relay_p99_ms: float = 2.0
+    """A scheduler's relay to a worker at its own site: from having the frame to the worker having it, with no
+    link between them (the simulator charges nothing there). Software, and a starved scheduler or worker."""
     real_overrun_mean_ms: float = 1.0
     real_overrun_mean_share: float = 0.10
     """Real inference's mean overrun over its profile: at most the larger of these two."""
@@ -142,6 +145,15 @@ def send_lag(records: dict[str, np.ndarray], trace_path: Path,
     return due[sent], records["t_send_ms"][sent] - due[sent]
 
 
+def relay_lag(records: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Returns, for each query relayed to a worker at its antenna's own site, when its scheduler had it and how
+    long the worker took to have it after that (virtual ms): no link lies between them, so this is the relay's
+    own time (the scheduler's and the worker's software, and their waits for a CPU)."""
+    t_sched, t_worker = records["t_sched_ms"].astype(float), records["t_worker_ms"].astype(float)
+    own = (records["cluster"] == records["antenna"].astype(object)) & np.isfinite(t_sched) & np.isfinite(t_worker)
+    return t_sched[own], t_worker[own] - t_sched[own]
+
+
 def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],
                    real: bool, real_starts: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns (start ms, overrun ms, planned ms) per batch of the real (or profile-driven) replicas: its
@@ -240,6 +252,8 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     if late:
         figures.append(Figure("wire lateness vs due", "p99 (worst direction)", round(max(late) / 1000.0, 3),
                               limits.wire_late_p99_ms, "virtual ms"))
+    t, lag = relay_lag(rec)
+    figures.append(_figure("scheduler relay at its own site", "p99", t, lag, limits.relay_p99_ms))
     mixed = real_starts(run_dir, config)
     t, over, _ = batch_overruns(rec, config, frame_bytes, real=False, real_starts=mixed)
     figures.append(_figure("worker overshoot vs profile", "p99", t, over, limits.overshoot_p99_ms))

@@ -175,6 +175,33 @@ def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
     assert THRESHOLDS.send_lag_p99_ms < lag["value"]
 
 
+def test_the_relay_at_the_antennas_own_site_is_judged(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(TRACE)
+    (tmp_path / "config.json").write_text(json.dumps({"tdf": 4.0, "workers": []}))
+    # Stream 1's queries go to a worker at ant1 itself: 0.3 ms from the scheduler having each to the worker
+    # having it, 6 ms for two in window 2. Stream 2's go to dc1, 9 ms away over links: not the relay's own time.
+    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + 1, "t_sched_ms": 100 * k + 6,
+             "t_worker_ms": 100 * k + 6 + (6.0 if k in (21, 22) else 0.3)} for k in range(30)]
+    rows += [{"stream_id": 2, "query": k, "t_send_ms": 500 + 250 * k, "t_sched_ms": 506 + 250 * k,
+              "t_worker_ms": 515 + 250 * k, "cluster": "dc1", "app": "video-surveillance"} for k in range(10)]
+    _records(tmp_path / "records.csv", rows)
+    fid = judge(tmp_path)
+    fig = {(f["invariant"], f["statistic"]): f for f in fid["figures"]}
+    relay = fig[("scheduler relay at its own site", "p99")]
+    assert relay["value"] == pytest.approx(np.percentile([0.3] * 28 + [6.0] * 2, 99), abs=1e-3)
+    assert relay["threshold"] == THRESHOLDS.relay_p99_ms and relay["hard"]
+    assert relay["first_window_s"] == 2.0 and relay["windows_over"] == 1
+    assert "scheduler relay at its own site" in {v["invariant"] for v in fid["violations"]}
+    # Every relay within the limit: the figure holds.
+    for r in rows[:30]:
+        r["t_worker_ms"] = r["t_sched_ms"] + 0.3
+    _records(tmp_path / "records.csv", rows)
+    fid = judge(tmp_path)
+    relay = next(f for f in fid["figures"] if f["invariant"] == "scheduler relay at its own site")
+    assert relay["value"] == pytest.approx(0.3) and relay["windows_over"] == 0
+    assert "scheduler relay at its own site" not in {v["invariant"] for v in fid["violations"]}
+
+
 def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").write_text(TRACE)
     (tmp_path / "config.json").write_text(json.dumps({"workers": [{"resource": "r@dc1", "real": True}]}))
