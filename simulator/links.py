@@ -15,13 +15,13 @@ simulator's windows. `order(link, enter, due, horizon, tx)` returns each message
 for the link and made FIFO: the latest of its own and of every message that entered the same link before it,
 this window's or an earlier one's. It keeps only what a later call can still meet: messages that entered at or
 after `horizon` (the earliest time a later call's messages can enter), and per link when it is free again and the
-latest due of those before it, while that due is still after it.
+latest due of those before it, while either is still after it.
 
 The order is exact for every message that entered before its call's horizon. One that entered after it (an
 answer still on its path at the end of a window, a message resent after a loss) is decided in its own call, so
-a later call's message that entered the same link before it does not hold it back: it may leave up to that
-message's draw and transmission earlier than a strict FIFO would let it (tests/test_sim_fifo_links.py bounds
-it). On the uplink without losses this never happens (a later window's messages are sent after the window's
+a later call's message that entered the same link before it does not hold it back: it may leave earlier than a
+strict FIFO would let it, by up to the transmissions of such messages and the latest of their draws
+(tests/test_sim_fifo_links.py bounds it). On the uplink without losses this never happens (a later window's messages are sent after the window's
 end).
 """
 
@@ -74,7 +74,7 @@ def _fifo(link: np.ndarray, enter: np.ndarray, due: np.ndarray, tx: np.ndarray, 
     """Walks the entries in entry order (`order`), keeping per link (a hash table on the link id, starting from
     `in_*`) when it is free to send again and the latest due so far: each entry waits until the link is free,
     sends for its `tx`, and `out` gets its due shifted by that wait and made FIFO. `base_*` get, per link, those
-    two as they stood when the walk reached the horizon, where the due is after it. Returns how many those are."""
+    two as they stood when the walk reached the horizon, where either is after it. Returns how many those are."""
     n = len(order)
     size = 16
     while size < 2 * (n + len(in_link)) + 2:
@@ -103,7 +103,7 @@ def _fifo(link: np.ndarray, enter: np.ndarray, due: np.ndarray, tx: np.ndarray, 
         if n_base < 0 and (j == n or enter[order[j]] >= horizon_ms):
             n_base = 0
             for h in range(size):
-                if used[h] and dues[h] > horizon_ms:
+                if used[h] and (dues[h] > horizon_ms or frees[h] > horizon_ms):
                     base_link[n_base] = keys[h]
                     base_free[n_base] = frees[h]
                     base_due[n_base] = dues[h]
@@ -116,7 +116,7 @@ def _fifo(link: np.ndarray, enter: np.ndarray, due: np.ndarray, tx: np.ndarray, 
         while keys[h] != key:
             h = (h + 1) & mask
         wait = frees[h] - enter[i]
-        if wait < 0.0:
+        if not wait > 0.0:  # nan too: an entry at -inf on a link still -inf
             wait = 0.0
         frees[h] = enter[i] + wait + tx[i]
         d = due[i] + wait

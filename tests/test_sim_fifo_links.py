@@ -48,7 +48,8 @@ def test_transmission_queueing_by_hand() -> None:
                       horizon_ms=1.0, tx_ms=np.array([0.8, 0.8, 0.8, 0.8]))
     np.testing.assert_allclose(out, [5.8, 6.6, 5.95, 7.4])
     # Across the horizon: link 0 is free at 2.4 and its latest due is 7.4 (link 1: 0.95 and 5.95). A message
-    # entering at 1.5 waits 0.9; a short draw of one entering at 3.0 (sent 3.0-3.8, due 4.0) still leaves after it.
+    # entering at 1.5 waits 0.9 (sent 2.4-3.2); one entering at 3.0 with a short draw waits 0.2 (sent 3.2-4.0, due
+    # 4.2) and still leaves after it.
     kept = sorted(zip(links.base_link.tolist(), links.base_free_ms.tolist(), links.base_due_ms.tolist(), strict=True))
     np.testing.assert_allclose(kept, [(0, 2.4, 7.4), (1, 0.95, 5.95)])
     out = links.order(np.array([0, 0]), np.array([1.5, 3.0]), np.array([7.3, 4.0]), horizon_ms=4.0,
@@ -82,20 +83,21 @@ def test_transmission_queueing_across_windows_is_exact_before_the_horizon(seed: 
     link = rng.integers(0, 3, n)
     edges = np.array([0.0, 25.0, 50.0, 75.0, 100.0])
     call = rng.integers(0, 4, n)
-    # About 0.4 messages per ms per link of up to 2 ms each: the links are busy, queues build up.
+    # About 2.7 messages per ms per link of 0.05-0.3 ms each: links about 0.5 busy, queues build up and drain
+    # (a link's due at or before a horizon is dropped from what is carried).
     enter = edges[call] + rng.uniform(0, 25, n) + np.where(rng.random(n) < 0.2, rng.uniform(0, 10, n), 0.0)
-    tx = rng.uniform(0.2, 2.0, n)
+    tx = rng.uniform(0.05, 0.3, n)
     due = enter + tx + rng.uniform(0, 5, n)
     links, got = FifoLinks(), np.empty(n)
     for c in range(4):
         m = rng.permutation(np.flatnonzero(call == c))
         got[m] = links.order(link[m], enter[m], due[m], horizon_ms=edges[c + 1], tx_ms=tx[m])
     want = _brute_force(link, enter, due, tx)
-    assert (want - due).mean() > 1.0  # queueing shows
+    assert (want - due).mean() > 0.1  # queueing shows
     before = enter < edges[call + 1]
     np.testing.assert_allclose(got[before], want[before], rtol=0, atol=1e-9)
     after = ~before
-    assert after.sum() > 30
+    assert after.sum() > 10
     assert (got[after] >= due[after]).all() and (got[after] <= want[after] + 1e-9).all()
 
 
