@@ -3,7 +3,7 @@
 Figures: simulated queries per second of wall time, without records and streaming them to CSV and to Parquet
 (each against its goal and as a ratio to the run without records; on two cores, where the records writer's thread
 runs beside the simulator, and on one), the simulated/real-time ratio, the run without records with links that do
-not keep order (SimConfig.fifo_links off: what keeping them FIFO costs), peak memory for a short and a 4x longer run (must stay flat), and the p50/p99 cost of one binding decision
+not keep order (SimConfig.fifo_links off, which turns the radios' queueing off too: what both cost), peak memory for a short and a 4x longer run (must stay flat), and the p50/p99 cost of one binding decision
 against the 50 us goal.
 Run: .venv/bin/python benchmarks/bench_simulator.py [--duration 600] [--lambda 60] [--seed 1] [--results-page]
 (--results-page: also write docs/results/simulator-speed.md).
@@ -129,7 +129,7 @@ def main() -> None:
                      f"; simulated/real time = {r['sim_s'] / r['wall_s']:.0f}x{size}")
         print(lines[-1])
     lines.append(f"  {'without records, links not FIFO':30s}: {free['queries']} queries in {free['wall_s']:.2f} s = "
-                 f"{free_qps / 1e6:.2f} M queries/s (keeping links FIFO, the default, runs at "
+                 f"{free_qps / 1e6:.2f} M queries/s (keeping links FIFO and radios queued, the default, runs at "
                  f"{core_qps / free_qps:.2f}x this)")
     print(lines[-1])
     rec = runs[1][1]

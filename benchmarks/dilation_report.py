@@ -394,7 +394,9 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
               "(they are named). These figures come from the simulator of this page's commit, the testbed's own "
               "correlation from that of the case's. "
               "Other work max: the most cores busy with work that is not the run's in one of its monitor's 1 s "
-              "intervals (another experiment or a test run beside it; the monitor's soft figure, 0.3).", "",
+              "intervals (another experiment or a test run beside it; the monitor's soft figure, 0.3). Each verdict "
+              "is the one its run's monitor gave, with the invariants of the commit the case ran at "
+              "([fidelity.md](../fidelity.md#the-fidelity-monitor) lists today's).", "",
               *_command(done, "paper"), *paired_section(done), *resimulated_section(done, SUCCESS_MAX_PTS), "",
               "## bench_live per K (virtual queries/s per antenna)", "",
               "| K | rates run (verdict) | highest judged faithful |", "|---|---|---|"]

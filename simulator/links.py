@@ -7,7 +7,7 @@ small still leaves after the one ahead of it, so on a busy link with jitter most
 draw ahead. Independent draws per message (the simulator's legs) miss that wait: at lambda 60 on full-edge each
 radio carries about 800 messages/s, several within one jitter deviation. A link also sends at its rate: a message
 that enters while the link is still sending earlier ones waits for them (`start = max(enter, free)`,
-`free = start + transmission`), then takes its delay and jitter. At lambda 60 a 400 Mbit/s radio is about half
+`free = start + transmission`), then takes its delay and jitter. At lambda 60 a 400 Mbit/s radio is over half
 busy, and a 40 kB frame takes 0.8 ms to send.
 
 `FifoLinks` holds one set of link directions (ids: any int64, e.g. an antenna's radio uplink) across the
@@ -21,8 +21,8 @@ The order is exact for every message that entered before its call's horizon. One
 answer still on its path at the end of a window, a message resent after a loss) is decided in its own call, so
 a later call's message that entered the same link before it does not hold it back: it may leave earlier than a
 strict FIFO would let it, by up to the transmissions of such messages and the latest of their draws
-(tests/test_sim_fifo_links.py bounds it). On the uplink without losses this never happens (a later window's messages are sent after the window's
-end).
+(tests/test_sim_fifo_links.py bounds it). On the uplink without losses this never happens (a later window's
+messages are sent after the window's end).
 """
 
 from __future__ import annotations
