@@ -76,6 +76,19 @@ def _brute_force(link: np.ndarray, enter: np.ndarray, due: np.ndarray, tx: np.nd
     return out
 
 
+def _in_calls(link: np.ndarray, enter: np.ndarray, due: np.ndarray, call: np.ndarray, edges: np.ndarray,
+              tx: np.ndarray | None = None, shuffle: np.random.Generator | None = None) -> np.ndarray:
+    """Returns the dues one FifoLinks gives when entry i comes in call `call[i]`, whose horizon is
+    `edges[call + 1]` (each call's entries in index order, or shuffled)."""
+    links, got = FifoLinks(), np.empty(len(link))
+    for c in range(len(edges) - 1):
+        m = np.flatnonzero(call == c)
+        m = m if shuffle is None else shuffle.permutation(m)
+        got[m] = links.order(link[m], enter[m], due[m], horizon_ms=edges[c + 1],
+                             tx_ms=None if tx is None else tx[m])
+    return got
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_transmission_queueing_across_windows_is_exact_before_the_horizon(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -88,10 +101,7 @@ def test_transmission_queueing_across_windows_is_exact_before_the_horizon(seed: 
     enter = edges[call] + rng.uniform(0, 25, n) + np.where(rng.random(n) < 0.2, rng.uniform(0, 10, n), 0.0)
     tx = rng.uniform(0.05, 0.3, n)
     due = enter + tx + rng.uniform(0, 5, n)
-    links, got = FifoLinks(), np.empty(n)
-    for c in range(4):
-        m = rng.permutation(np.flatnonzero(call == c))
-        got[m] = links.order(link[m], enter[m], due[m], horizon_ms=edges[c + 1], tx_ms=tx[m])
+    got = _in_calls(link, enter, due, call, edges, tx, shuffle=rng)
     want = _brute_force(link, enter, due, tx)
     assert (want - due).mean() > 0.1  # queueing shows
     before = enter < edges[call + 1]
@@ -111,10 +121,7 @@ def test_entries_across_the_horizon_are_exact_before_it_and_bounded_after(seed: 
     call = np.minimum(rng.integers(0, 4, n), 3)
     enter = edges[call] + rng.uniform(0, 25, n) + np.where(rng.random(n) < 0.3, rng.uniform(0, 30, n), 0.0)
     due = enter + rng.uniform(0, 15, n)
-    links, got = FifoLinks(), np.empty(n)
-    for c in range(4):
-        m = np.flatnonzero(call == c)
-        got[m] = links.order(link[m], enter[m], due[m], horizon_ms=edges[c + 1])
+    got = _in_calls(link, enter, due, call, edges)
     want = _brute_force(link, enter, due)
     before = enter < edges[call + 1]
     np.testing.assert_array_equal(got[before], want[before])
