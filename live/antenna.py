@@ -473,12 +473,8 @@ class AntennaScheduler:
             if not xs:
                 return {"n": 0}
             a = np.asarray(xs)
-            return {
-                "n": len(a),
-                "p50": float(np.percentile(a, 50)),
-                "p99": float(np.percentile(a, 99)),
-                "mean": float(a.mean()),
-            }
+            return {"n": len(a), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
+                    "mean": float(a.mean())}
 
         t = self.totals
         return {
@@ -494,6 +490,7 @@ class AntennaScheduler:
             "windows": {"n": sum(self.policy_windows.values()), "window_s": self.window_s,
                         "policies": dict(sorted(self.policy_windows.items()))},
             "workers_down": [self.resource_name(j) for j, w in enumerate(self.workers) if w is not None and not w.up],
+            "ledger_watch_answers": sum(w.watch_answers for w in self.workers if w is not None),
             "busy_fraction_peak": {self.resource_name(j): round(w.busy_fraction_peak, 3)
                                    for j, w in enumerate(self.workers) if w is not None and w.busy_fraction_peak > 0},
             "events": self.events,

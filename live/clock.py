@@ -104,6 +104,11 @@ class ManualClock:
 REAL_CLOCK = RealClock()
 
 
+def real_duration_s(clock: Clock, seconds: float) -> float:
+    """Returns how long `seconds` of `clock` last in real time: x K on a dilated clock; a test's clock, as given."""
+    return clock.scale.real_duration(seconds) if isinstance(clock, DilatedClock) else seconds
+
+
 def time_dilation_record(scale: TimeScale, t0_virtual_s: float | None = None) -> dict:
     """Returns what a run records of its time scale (config.json, pcap/time.json): K and the anchor, and with
     t0 the run's start both as its virtual epoch (the t0 file, records' origin) and as the real one, and how far

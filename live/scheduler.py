@@ -1,6 +1,6 @@
 """The live scheduler service of one antenna: its aiohttp application (stream open, its load then reserved at
-the worker it is bound to, and close; frame relay to the bound worker and the answer back; status), the loops that poll the workers' load and close the decision
-windows, and `python -m live.scheduler --spec RUN_DIR/spec.json --antenna NAME [--restart N]`.
+the worker it is bound to, and close; frame relay to the bound worker and the answer back; status), the loops
+that poll the workers' load, watch their ledgers and close the decision windows, and `python -m live.scheduler --spec RUN_DIR/spec.json --antenna NAME [--restart N]`.
 
 Runs inside the antenna's scheduler host, listening only on that host's emulated address. The state it
 serves (bindings, load, windows) is `live.antenna.AntennaScheduler`; the policy of each decision window
@@ -25,7 +25,8 @@ import aiohttp
 from aiohttp import web
 
 from live.antenna import AntennaScheduler, LiveStream, PolicyChooser, static_policy
-from live.clock import DilatedClock, Stopwatch
+from live.clock import DilatedClock, Stopwatch, real_duration_s
+from live.ledgerwatch import watch_ledgers
 from live.rundir import SCHEDULER_PORT, RunDir, wait_t0
 from live.spec import DEFAULT_POLICY, read_spec
 from live.warmpool import SPARE_CONNECTIONS, raise_open_files_limit
@@ -50,29 +51,34 @@ CLIENT = web.AppKey("client", Client)
 def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
                windows: WindowsLog | None = None, relay_timeout_s: float = 5.0,
                worker_clock_ms: dict[int, float] | None = None,
-               warm_connections: int = SPARE_CONNECTIONS) -> web.Application:
+               warm_connections: int = SPARE_CONNECTIONS, watch: bool = True) -> web.Application:
     """Returns the scheduler's application: stream open/close, frame relay, status; its decision windows
-    logged to `windows`. A frame whose worker has not answered within `relay_timeout_s` (the run's query
+    logged to `windows`; with `watch`, every worker's ledger watched (live/ledgerwatch.py). A frame whose worker has not answered within `relay_timeout_s` (the run's query
     timeout, `--timeout`; on the state's clock, so x K in real time under time dilation) fails as `timeout`;
     its worker is slow, not down."""
     app = web.Application(client_max_size=16 * 2**20)
     app[LIVE] = live
-    app[CLIENT] = client = Client(aiohttp.ClientTimeout(total=_real_s(live, relay_timeout_s)),
+    app[CLIENT] = client = Client(aiohttp.ClientTimeout(total=real_duration_s(live.clock, relay_timeout_s)),
                                   worker_clock_ms=dict(worker_clock_ms or {}))
 
     async def background(app: web.Application):
         raise_open_files_limit()
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=_real_s(live, RUN_KEEPALIVE_S))
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=real_duration_s(live.clock, RUN_KEEPALIVE_S))
         client.session = session = aiohttp.ClientSession(connector=connector)
         client.warm_up(live.workers, warm_connections)
         await release_mine(live, client)
         tasks = [asyncio.create_task(poll_loads(live, session, poll_interval_s, client)),
                  asyncio.create_task(window_loop(live, windows))]
+        held = aiohttp.ClientSession(connector=aiohttp.TCPConnector(  # the watches hold no warm frame connection
+            limit=0, keepalive_timeout=real_duration_s(live.clock, RUN_KEEPALIVE_S)))
+        if watch:
+            tasks.append(asyncio.create_task(watch_ledgers(live, held, poll_interval_s)))
         yield
         for task in (*tasks, *client.pending):
             task.cancel()
         await asyncio.gather(*tasks, *client.pending, return_exceptions=True)
         await session.close()
+        await held.close()
 
     app.cleanup_ctx.append(background)
     app.add_routes(
@@ -87,17 +93,11 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
     return app
 
 
-def _real_s(live: AntennaScheduler, seconds: float) -> float:
-    """Returns how long `seconds` of the state's clock last in real time (x K on a dilated clock)."""
-    clock = live.clock
-    return clock.scale.real_duration(seconds) if isinstance(clock, DilatedClock) else seconds
-
-
 async def poll_loads(live: AntennaScheduler, session: aiohttp.ClientSession, interval_s: float,
                      client: Client | None = None) -> None:
     """Polls every worker's GET /v2/load every `interval_s` (the state's clock) and hands the reports (or
     failures) to the state; the streams a worker found down had bound again are reserved through `client`."""
-    timeout = aiohttp.ClientTimeout(total=_real_s(live, max(0.5, 2 * interval_s)))
+    timeout = aiohttp.ClientTimeout(total=real_duration_s(live.clock, max(0.5, 2 * interval_s)))
     window = f"{min(10.0, max(0.1, interval_s)):g}"  # the report's rate over the poll period
     live.poll_interval_s = interval_s
 
@@ -384,12 +384,13 @@ async def serve(
     relay_timeout_s: float = 5.0,
     worker_clock_ms: dict[int, float] | None = None,
     warm_connections: int = SPARE_CONNECTIONS,
+    watch: bool = True,
 ) -> int:
     """Runs the scheduler until SIGTERM/SIGINT; writes its statistics; returns the exit status."""
     live.warm_up()
     try:
-        app = create_app(live, poll_interval_s, windows, relay_timeout_s, worker_clock_ms, warm_connections)
-        async with serving(app, host, port, keepalive_timeout_s=_real_s(live, RUN_KEEPALIVE_S)) as service:
+        app = create_app(live, poll_interval_s, windows, relay_timeout_s, worker_clock_ms, warm_connections, watch)
+        async with serving(app, host, port, keepalive_timeout_s=real_duration_s(live.clock, RUN_KEEPALIVE_S)) as service:
             service.announce()
             if t0_file is not None:
                 t0_s = await wait_t0(t0_file, stop=service.stop)
@@ -438,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         host = args.host if args.host is not None else run.host_address("scheduler", args.antenna)
         return asyncio.run(serve(live, host, args.port, spec.load_poll_s,
                                  run.scheduler_stats(args.antenna, args.restart), run.t0, windows, spec.timeout_s,
-                                 read_worker_clocks(run.workers, system), spec.warm_connections))
+                                 read_worker_clocks(run.workers, system), spec.warm_connections,
+                                 spec.watch_ledgers))
     except (KeyError, ValueError, OSError) as exc:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 2

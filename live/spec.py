@@ -120,6 +120,13 @@ class RunSpec:
 
     At 1 s, the polls of full-edge's 4 schedulers x 32 workers cost about 0.28 of a core on this machine; at
     2 s half that."""
+    watch_ledgers: bool = opt(True, "--no-ledger-watch",
+                              help_flag="schedulers learn other antennas' reservations only from polls and answers")
+    """each scheduler holds a request at every worker that the worker answers when its ledger changes
+
+    So a scheduler learns that another antenna reserved a stream at a worker, or that a stream left it, a one-way
+    delay later, as the simulator knows every antenna's bindings at once. Without it, only from the load reports
+    (`--load-poll`) and the answers of the workers it relays frames to."""
     warm_connections: int = opt(16, metavar="N")
     """connections each scheduler keeps open to each worker, and each antenna's source to its scheduler, ahead of
     their frames in flight, so that no frame waits for a TCP handshake the simulator does not model; 0 opens them

@@ -1,7 +1,7 @@
 """What a live scheduler knows of one worker: where it is, whether it answers, and the load it learns from the
-worker's reports (GET /v2/load), reservations (PUT /v2/streams/{id}, workers/reservations.py) and frame answers
-(each carries the worker's ledger), in the simulator's unit (`Variant.load_qps`, eta x rho). No HTTP and no
-clock: live/antenna.py gives the times.
+worker's reports (GET /v2/load), reservations (PUT /v2/streams/{id}, workers/reservations.py), its ledger's
+watch (GET /v2/ledger, live/ledgerwatch.py) and frame answers (each carries the worker's ledger), in the
+simulator's unit (`Variant.load_qps`, eta x rho). No HTTP and no clock: live/antenna.py gives the times.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class WorkerState:
     rates yet); a stream closed or bound elsewhere leaves it."""
     busy_fraction_peak: float = 0.0
     """The largest busy time per second per replica the worker reported (1: every replica always busy)."""
+    watch_answers: int = 0
+    """Answers of the worker's ledger watch taken (live/ledgerwatch.py): changes, and holds that ended unchanged."""
     failures: int = 0
     streams_bound: int = 0
     """Streams the worker saw a frame of recently (every antenna's), from its last report."""

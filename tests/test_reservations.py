@@ -83,9 +83,10 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
 
 
-async def _worker_and_two_schedulers(system, settings: WorkerSettings) -> tuple:
+async def _worker_and_two_schedulers(system, settings: WorkerSettings, watch: bool = False) -> tuple:
     """Starts a real worker (the antenna's resource; no other worker answers) and schedulers A and B of ant1,
-    polling 100 s apart; returns (worker runner, worker url, runners, urls, schedulers, clients)."""
+    polling 100 s apart, watching the worker's ledger or not; returns (worker runner, worker url, runners, urls,
+    schedulers, clients)."""
     wapp = worker_app(resolve(settings))
     wr, wurl = await _serve(wapp)
     await asyncio.wait_for(wapp[ENGINE].ready.wait(), 60)
@@ -95,7 +96,7 @@ async def _worker_and_two_schedulers(system, settings: WorkerSettings) -> tuple:
     for _ in "AB":
         live = AntennaScheduler(system, "ant1", workers, static_policy(CLOSEST), CLOSEST, seed=0, t0_s=0.0,
                                 log=lambda _: None)
-        app = create_app(live, poll_interval_s=100.0)
+        app = create_app(live, poll_interval_s=100.0, watch=watch)
         runner, url = await _serve(app)
         runners.append(runner)
         urls.append(url)
@@ -201,6 +202,103 @@ def test_a_frame_answer_brings_the_ledger_without_a_poll(tiny_system, tmp_path: 
     assert opened["cluster"] == system.resources[0].site and granted_at == 0
     assert live_b.workers[0].declared_qps == pytest.approx(0.7 * capacity)  # B's two streams, A's gone
     assert not [e for e in live_b.events if e["event"] == "reservation-refused" and e["stream"] == 3]
+
+
+def test_a_ledger_watch_is_held_until_the_ledger_changes(tmp_path: Path) -> None:
+    """GET /v2/ledger on a real worker: at once without a version or with another one; held while the ledger
+    stays at the version given, answered when a reservation changes it, or unchanged after wait_s; bad
+    parameters are a 400; a watch held when the worker stops is answered then, not after its wait_s (60 s)."""
+    settings = WorkerSettings(model="tiny-yolov2", profile_driven=write_worker_profile(
+        tmp_path / "p.yaml", "tiny-yolov2", {1: 10.0}))
+
+    async def scenario() -> list:
+        app = worker_app(resolve(settings))
+        runner, url = await _serve(app)
+        await asyncio.wait_for(app[ENGINE].ready.wait(), 60)
+        out = []
+        async with aiohttp.ClientSession() as s:
+            async def watch(**params: str) -> dict:
+                async with s.get(f"{url}/v2/ledger", params=params) as r:
+                    return await r.json() if r.status == 200 else {"status": r.status}
+
+            first = await watch()
+            at = {"epoch": first["ledger_epoch"], "version": str(first["ledger_version"])}
+            held = asyncio.create_task(watch(**at, wait_s="30"))
+            await asyncio.sleep(0.3)
+            out += [first, held.done()]
+            async with s.put(f"{url}/v2/streams/7", json={"load_qps": 30, "check_qps": 30, "capacity_qps": 100}):
+                pass
+            changed = await asyncio.wait_for(held, 10)
+            out += [changed, await watch(**at, wait_s="5")]  # an older version: at once
+            out.append(await watch(epoch=at["epoch"], version=str(changed["ledger_version"]), wait_s="0.2"))
+            out += [await watch(wait_s="0"), await watch(wait_s="61"), await watch(version="x")]
+            stopping = asyncio.create_task(watch(epoch=at["epoch"], version=str(changed["ledger_version"]),
+                                                 wait_s="60"))
+            await asyncio.sleep(0.3)
+            await asyncio.wait_for(runner.cleanup(), 20)
+            out.append(await asyncio.wait_for(stopping, 5))
+        return out
+
+    first, held_done, changed, older, unchanged, bad0, bad61, badv, stopped = asyncio.run(scenario())
+    assert first["ledger_version"] == 0 and first["declared_qps"] == 0.0 and not held_done
+    assert changed["ledger_version"] == 1 and changed["declared_qps"] == 30.0
+    assert older == changed and unchanged == changed and stopped == changed
+    assert bad0 == bad61 == badv == {"status": 400}
+
+
+def test_a_watching_scheduler_learns_a_departure_without_a_poll_or_a_frame(tiny_system, tmp_path: Path) -> None:
+    """Schedulers A and B share the antenna's worker, never poll it (100 s apart) and watch its ledger. A's
+    stream takes 60 % of its capacity: B learns it from the watch alone (its own stream there is refused without
+    B ever asking for it). A's stream closes: B learns that too, and its next stream of 60 % is bound there and
+    granted. Without the watch (the test above) B needed a frame answer from the worker to learn it."""
+    _, _, system = tiny_system
+    capacity = float(system.capacity_qps[0])
+    settings = WorkerSettings(model="tiny-yolov2", profile_driven=write_worker_profile(
+        tmp_path / "p.yaml", "tiny-yolov2", {1: 10.0}))
+
+    async def until(cond, what: str) -> None:
+        for _ in range(500):
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"not within 5 s: {what}")
+
+    async def scenario() -> tuple[list, AntennaScheduler]:
+        wr, wurl, runners, urls, lives, clients = await _worker_and_two_schedulers(system, settings, watch=True)
+        w_b = lives[1].workers[0]
+        await until(lambda: w_b.ledger is not None, "B watches the worker")
+
+        async def answered() -> None:
+            while any(c.pending for c in clients):
+                await asyncio.gather(*(t for c in clients for t in c.pending))
+
+        body = {"fps": 0.6 * capacity, "frame_bytes": 1000, "max_delay_ms": 1e6, "min_accuracy": 0.0}
+        out = []
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{urls[0]}/streams", json={"stream_id": 1, **body}):
+                pass
+            await answered()
+            await until(lambda: w_b.declared_qps > 0, "B learns A's stream")
+            async with s.post(f"{urls[1]}/streams", json={"stream_id": 2, **body}) as r:
+                out.append(await r.json())  # decided knowing A's stream: rejected without asking the worker
+            async with s.delete(f"{urls[0]}/streams/1"):
+                pass
+            await answered()
+            await until(lambda: w_b.declared_qps == 0, "B learns that A's stream left")
+            async with s.post(f"{urls[1]}/streams", json={"stream_id": 3, **body}) as r:
+                out.append(await r.json())
+            await answered()
+            out.append(lives[1].streams[3].resource)
+        for runner in (*runners, wr):
+            await runner.cleanup()
+        return out, lives[1]
+
+    (rejected, opened, granted_at), live_b = asyncio.run(scenario())
+    assert rejected == {"stream_id": 2, "rejected": "capacity"}
+    assert opened["cluster"] == system.resources[0].site and granted_at == 0
+    assert live_b.workers[0].declared_qps == pytest.approx(0.6 * capacity)  # B's stream, granted
+    assert not [e for e in live_b.events if e["event"] == "reservation-refused"]
+    assert live_b.statistics()["ledger_watch_answers"] >= 4  # the first, A's grant and release, B's grant
 
 
 def test_reservations_on_their_way_count_until_answered() -> None:

@@ -77,7 +77,7 @@ def _scenario(system, tmp_path: Path, spare: int) -> dict:
         workers[system.resources[0].name] = (wurl, "tiny-yolov2")
         live = AntennaScheduler(system, "ant1", workers, static_policy(CLOSEST), CLOSEST, seed=0, t0_s=0.0,
                                 log=lambda _: None)
-        app = create_app(live, poll_interval_s=100.0, warm_connections=spare)
+        app = create_app(live, poll_interval_s=100.0, warm_connections=spare, watch=False)  # no held watch
         runner, url, _ = await _serve(app)
         client = app[CLIENT]
 

@@ -23,6 +23,11 @@ _log = logging.getLogger("workers.limits")
 MIB = 2**20
 
 
+def error(status: int, code: str, detail: str, **extra) -> web.Response:
+    """Returns a JSON error answer: {"error": code, "detail": text, ...}."""
+    return web.json_response({"error": code, "detail": detail, **extra}, status=status)
+
+
 @dataclass(frozen=True)
 class RequestLimits:
     """A worker's limits on what requests may hold and how slowly they may arrive."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 FIT_EPS_QPS = 1e-9
@@ -65,13 +66,17 @@ class LedgerVersion:
 class Reservations:
     """The streams whose load the schedulers declared on this worker."""
 
-    def __init__(self, idle_s: float = 10.0) -> None:
+    def __init__(self, idle_s: float = 10.0, on_change: Callable[[], None] | None = None) -> None:
         self.idle_s = idle_s
         self.streams: dict[str, Reservation] = {}
         self.ledger = LedgerVersion()
+        self.on_change = on_change
+        """Called after each change of the ledger (its version counted): the watch (workers/ledger_routes.py)."""
 
     def _changed(self) -> int:
         self.ledger.version += 1
+        if self.on_change is not None:
+            self.on_change()
         return self.ledger.version
 
     def declared_qps(self, now_s: float) -> float:

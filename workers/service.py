@@ -16,9 +16,9 @@ from aiohttp import web
 from .batching import DynamicBatcher
 from .deployment import Deployment
 from .engine import OnnxProcessor, Outcome, Processor, ProfileProcessor, Query, now_ms
-from .limits import Rejected, RequestGuard, RequestLimits, json_depth_error, read_body
+from .ledger_routes import LEDGER, Ledger, add_ledger_routes
+from .limits import Rejected, RequestGuard, RequestLimits, error, json_depth_error, read_body
 from .metrics import CONTENT_TYPE
-from .reservations import Reservations
 from .schedule import NominalSchedule
 from .stats import RealBatchLog, WorkerStats, virtual_monotonic
 
@@ -34,7 +34,6 @@ class Engine:
 
 DEPLOYMENT = web.AppKey("deployment", Deployment)
 STATS = web.AppKey("stats", WorkerStats)
-RESERVED = web.AppKey("reserved", Reservations)
 ENGINE = web.AppKey("engine", Engine)
 GUARD = web.AppKey("guard", RequestGuard)
 JPEG_TYPES = ("image/jpeg", "image/jpg")
@@ -43,11 +42,6 @@ _log = logging.getLogger("workers.service")
 # v2 input datatypes accepted; UINT8 pixels are converted to the network's float input.
 _V2_DATATYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype(np.uint8)}
 _PARSE_ON_LOOP_BYTES = 64 * 1024  # larger JSON tensors are parsed off the event loop
-
-
-def error(status: int, code: str, detail: str, **extra) -> web.Response:
-    """Returns a JSON error answer: {"error": code, "detail": text, ...}."""
-    return web.json_response({"error": code, "detail": detail, **extra}, status=status)
 
 
 @web.middleware
@@ -150,7 +144,6 @@ def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Appl
     app[STATS] = WorkerStats(dep.config.name, dep.variant, dep.stream_ttl_s, max_batch_size=dep.max_batch_size,
                              clock=virtual_monotonic(dep.time_scale), real_instances=dep.real_instances)
     app[ENGINE] = Engine()
-    app[RESERVED] = Reservations()
     app[GUARD] = RequestGuard(limits or RequestLimits(), dep.max_body_bytes)
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes([
@@ -166,11 +159,9 @@ def create_app(dep: Deployment, limits: RequestLimits | None = None) -> web.Appl
         web.post("/v2/models/{name}/versions/{version}/infer", infer),
         web.post("/v2/models/{name}/frames", frames),
         web.get("/v2/load", load),
-        web.put("/v2/streams/{stream}", reserve),
-        web.delete("/v2/streams/{stream}", release),
-        web.delete("/v2/streams", release_owner),
         web.get("/metrics", metrics),
     ])
+    add_ledger_routes(app, Ledger(app[STATS].now_s, dep.time_scale))
     return app
 
 
@@ -239,17 +230,9 @@ def _overload(dep: Deployment, batcher: DynamicBatcher, stats: WorkerStats, coun
                  queue_len=batcher.queue_len, queue_limit=dep.queue_limit, **extra)
 
 
-def _ledger(app: web.Application) -> dict:
-    """What the worker's ledger declares now, and its version: in every load report and frame answer, so that a
-    scheduler relaying frames here knows the load every antenna reserved within a round trip, not a poll."""
-    reserved = app[RESERVED]
-    return {"declared_qps": reserved.declared_qps(app[STATS].now_s()), "ledger_epoch": reserved.ledger.epoch,
-            "ledger_version": reserved.ledger.version}
-
-
 async def frames(request: web.Request) -> web.Response:
     """POST /v2/models/{name}/frames?stream=ID&query=N with a JPEG body: one query, its detections, and the
-    worker's ledger (`_ledger`). The query arrives when its whole body has (as in the simulator, where
+    worker's ledger (`Ledger.said`). The query arrives when its whole body has (as in the simulator, where
     transmission is network time)."""
     failure = _model_or_error(request)
     if failure is not None:
@@ -265,7 +248,7 @@ async def frames(request: web.Request) -> web.Response:
         return error(400, "bad_frame", "empty body")
     stream, query_id = request.query.get("stream", ""), request.query.get("query", "")
     stats.on_arrival(stream, 1, len(body))
-    app[RESERVED].seen(stream, stats.now_s())
+    app[LEDGER].book.seen(stream, stats.now_s())
     q = Query(stream, query_id, body, None, t_arrival, batcher.queue_len, asyncio.get_running_loop().create_future())
     if not batcher.submit([q]):
         return _overload(dep, batcher, stats, 1, stream=stream, query=query_id, t_arrival_ms=t_arrival)
@@ -274,7 +257,7 @@ async def frames(request: web.Request) -> web.Response:
               "t_arrival_ms": t_arrival, "t_infer_start_ms": outcome.t_infer_start_ms,
               "t_infer_end_ms": outcome.t_infer_end_ms, "batch_size": outcome.batch_size,
               "input_ms": outcome.input_ms, "compute_ms": outcome.compute_ms,
-              "queue_len_at_arrival": q.queue_len_at_arrival, "frame_bytes": len(body), **_ledger(app)}
+              "queue_len_at_arrival": q.queue_len_at_arrival, "frame_bytes": len(body), **app[LEDGER].said()}
     answer["t_answer_ms"] = now_ms(dep.time_scale)
     stats.on_answer(answer["t_answer_ms"] - t_arrival)
     if outcome.error is not None:
@@ -448,38 +431,10 @@ async def load(request: web.Request) -> web.Response:
         return error(400, "bad_request", "window_s must be a number in (0, 10]")
     queue_len = app[ENGINE].batcher.queue_len if app[ENGINE].batcher else 0
     report = app[STATS].load_report(queue_len, dep.queue_limit, window_s)
-    report.update(_ledger(app))
+    report.update(app[LEDGER].said())
     report.update(ready=app[ENGINE].ready.is_set(), instances=dep.instances, max_batch_size=dep.max_batch_size,
                   max_batch_delay_ms=dep.max_batch_delay_ms, time_ms=now_ms(dep.time_scale))
     return web.json_response(report)
-
-
-async def reserve(request: web.Request) -> web.Response:
-    """PUT /v2/streams/{stream} {load_qps, check_qps, capacity_qps, owner}: reserves a stream's load against the
-    capacity its scheduler sends (workers/reservations.py); {granted, declared_qps, ledger_epoch, ledger_version},
-    200 either way."""
-    app = request.app
-    try:
-        body = await request.json()
-        grant = app[RESERVED].reserve(request.match_info["stream"], float(body["load_qps"]), float(body["check_qps"]),
-                                      float(body["capacity_qps"]), app[STATS].now_s(), str(body.get("owner", "")))
-    except (ValueError, KeyError, TypeError) as exc:
-        return error(400, "bad_request", f"reservation: {exc}")
-    return web.json_response({"granted": grant.granted, "declared_qps": grant.declared_qps,
-                              "ledger_epoch": app[RESERVED].ledger.epoch, "ledger_version": grant.version})
-
-
-async def release(request: web.Request) -> web.Response:
-    """DELETE /v2/streams/{stream}: releases a stream's reservation (200 whether or not it had one)."""
-    return web.json_response({"released": request.app[RESERVED].release(request.match_info["stream"])})
-
-
-async def release_owner(request: web.Request) -> web.Response:
-    """DELETE /v2/streams?owner=NAME: releases every stream that scheduler reserved."""
-    owner = request.query.get("owner", "")
-    if not owner:
-        return error(400, "bad_request", "owner: the scheduler whose reservations to release")
-    return web.json_response({"released": request.app[RESERVED].release_owner(owner)})
 
 
 async def metrics(request: web.Request) -> web.Response:
