@@ -114,6 +114,8 @@ class AntennaScheduler:
         self.window_decide_cpu_us: deque[float] = deque(maxlen=SAMPLES_KEPT)
         """The same in CPU time of the scheduler's thread: without the waits for a core on a busy machine."""
         self.events: list[dict] = []
+        self.closed: dict[int, LiveStream] = {}
+        """Streams closed by their source, whose last frames may still arrive (forgotten once idle)."""
         self.rebound: list[int] = []
         """Streams bound again (their worker down) and not reserved yet (`take_rebound`)."""
         self.arrival_scale = float(arrival_scale if arrival_scale is not None else len(system.antennas))
@@ -178,6 +180,7 @@ class AntennaScheduler:
         death) replaces the old binding."""
         self.release(stream_id)
         self.close_rejected(stream_id)
+        self.closed.pop(stream_id, None)
         stream = self.bind(stream_id, request)
         self.event("bind", stream=stream_id, to=self.resource_name(stream.resource) or f"rejected ({stream.reason})",
                    policy=POLICY_NAMES[self.policy])
@@ -236,8 +239,12 @@ class AntennaScheduler:
         return out
 
     def close_stream(self, stream_id: int) -> None:
+        """Releases a stream (its source closed it at its end); its frames still on their way are relayed."""
+        stream = self.streams.get(stream_id)
         self.release(stream_id)
         self.close_rejected(stream_id)
+        if stream is not None:
+            self.closed[stream_id] = stream
 
     def seen(self, stream: LiveStream) -> None:
         """Notes that a stream sent a frame (idle streams are released) and counts the query as sent."""
@@ -262,6 +269,8 @@ class AntennaScheduler:
         now = self.clock.monotonic_s()
         for sid in [sid for sid, s in self.streams.items() if now - s.last_seen_s > STREAM_IDLE_S]:
             self.release(sid)
+        for sid in [sid for sid, s in self.closed.items() if now - s.last_seen_s > STREAM_IDLE_S]:
+            del self.closed[sid]
 
     # -- streams rejected at binding: their queries are not sent, but the simulator counts them ------
 
@@ -457,18 +466,14 @@ class AntennaScheduler:
         return replace(closed, t_closed_ms=(self.clock.now_s() - self.t0_s) * 1000.0)
 
     def stop(self) -> ClosedWindow | None:
-        """Returns the window under way, ended now without choosing a next one (the service is stopping);
-        None before the run's start."""
+        """Returns the window under way, ended now without choosing a next one (stopping); None before t0."""
         now = self.clock.now_s()
         if self.t0_known and now > self.window_start_s > 0.0:
             return self.close_window(now, decide=False)
         return None
 
-    # -- the end -----------------------------------------------------------------------------------------
-
     def statistics(self) -> dict:
         """Returns the counters, the overhead percentiles and the events, as plain JSON."""
-
         def pct(xs: deque[float]) -> dict:
             if not xs:
                 return {"n": 0}
@@ -483,10 +488,8 @@ class AntennaScheduler:
             "cpu_s": round(process_cpu_s(), 2),
             "queries": {"ontime": t.ontime, "failed": t.failed, "rejected": t.rejected},
             "streams": {"new": t.streams_new, "rejected": t.streams_rejected, "open": len(self.streams)},
-            "overhead_us": pct(self.overhead_us),
-            "decide_us": pct(self.decide_us),
-            "window_decide_us": pct(self.window_decide_us),
-            "window_decide_cpu_us": pct(self.window_decide_cpu_us),
+            "overhead_us": pct(self.overhead_us), "decide_us": pct(self.decide_us),
+            "window_decide_us": pct(self.window_decide_us), "window_decide_cpu_us": pct(self.window_decide_cpu_us),
             "windows": {"n": sum(self.policy_windows.values()), "window_s": self.window_s,
                         "policies": dict(sorted(self.policy_windows.items()))},
             "workers_down": [self.resource_name(j) for j, w in enumerate(self.workers) if w is not None and not w.up],

@@ -265,7 +265,7 @@ async def relay_frame(request: web.Request) -> web.Response:
         sid = int(request.match_info["sid"])
     except ValueError:
         return web.json_response({"error": "bad_request", "detail": "stream ids are integers"}, status=400)
-    stream = live.streams.get(sid)
+    stream = live.streams.get(sid) or live.closed.get(sid)  # a closed stream's last frames are still relayed
     if stream is None:
         return web.json_response({"error": "unknown_stream", "stream_id": sid}, status=404)
     live.seen(stream)
