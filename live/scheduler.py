@@ -1,6 +1,7 @@
 """The live scheduler service of one antenna: its aiohttp application (stream open, its load then reserved at
 the worker it is bound to, and close; frame relay to the bound worker and the answer back; status), the loops
-that poll the workers' load, watch their ledgers and close the decision windows, and `python -m live.scheduler --spec RUN_DIR/spec.json --antenna NAME [--restart N]`.
+that poll the workers' load, watch their ledgers and close the decision windows, and
+`python -m live.scheduler --spec RUN_DIR/spec.json --antenna NAME [--restart N]`.
 
 Runs inside the antenna's scheduler host, listening only on that host's emulated address. The state it
 serves (bindings, load, windows) is `live.antenna.AntennaScheduler`; the policy of each decision window
@@ -53,9 +54,9 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
                worker_clock_ms: dict[int, float] | None = None,
                warm_connections: int = SPARE_CONNECTIONS, watch: bool = True) -> web.Application:
     """Returns the scheduler's application: stream open/close, frame relay, status; its decision windows
-    logged to `windows`; with `watch`, every worker's ledger watched (live/ledgerwatch.py). A frame whose worker has not answered within `relay_timeout_s` (the run's query
-    timeout, `--timeout`; on the state's clock, so x K in real time under time dilation) fails as `timeout`;
-    its worker is slow, not down."""
+    logged to `windows`; with `watch`, every worker's ledger watched (live/ledgerwatch.py). A frame whose worker
+    has not answered within `relay_timeout_s` (the run's query timeout, `--timeout`; on the state's clock, so x K
+    in real time under time dilation) fails as `timeout`; its worker is slow, not down."""
     app = web.Application(client_max_size=16 * 2**20)
     app[LIVE] = live
     app[CLIENT] = client = Client(aiohttp.ClientTimeout(total=real_duration_s(live.clock, relay_timeout_s)),
