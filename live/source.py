@@ -209,8 +209,8 @@ class Source:
 
     async def _dispatch(self) -> None:
         """Takes every stream's queries at their due times, in (due time, trace row) order, until the last is taken
-        or the source is told to stop (queries not taken by then are never sent, nor recorded); then every stream
-        closes once its answers are in."""
+        or the source is told to stop (queries not taken by then are never sent, nor recorded); each stream closes
+        at its end (`_closing`)."""
         tr = self.trace
         streams = []
         for i in range(len(tr)):
