@@ -69,7 +69,7 @@ def main(run_dir: Path) -> int:
         sim_rows[k] = encode_window(spec, WindowMeasurement.merge(parts))
         k += 1
     # the window that reaches the duration is left out: the simulator releases every stream at the duration,
-    # the live schedulers only when the sources close them after their last answers
+    # the live schedulers only when the sources' closes have crossed the radio
     common = sorted(w for w in set(sim_rows) & set(live) if (w + 1) * window_s < config.duration_s - 1e-9)
     n = spec.n_resources
     groups = [(f, slice(i * n, (i + 1) * n)) for i, f in enumerate(PER_RESOURCE)]

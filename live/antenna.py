@@ -1,6 +1,6 @@
-"""The state of one antenna's live scheduler: stream bindings, the load it learns from the workers' reports and
-from their answers to its reservations, workers up and down, streams rejected at binding, decision windows
-and their measurement, statistics.
+"""The state of one antenna's live scheduler: stream bindings (and closed streams whose last frames may come), the
+load it learns from the workers' ledgers and reports, workers up and down, streams rejected at binding,
+decision windows and their measurement, statistics.
 
 No HTTP and no sleeping: the service (live/scheduler.py) calls it, and it reads time only from its `Clock`,
 so a test drives it with a `ManualClock`, and under time dilation every time and span below is virtual. The

@@ -36,23 +36,29 @@ async def watch_ledgers(live: AntennaScheduler, session: aiohttp.ClientSession, 
 
 async def watch_one(live: AntennaScheduler, session: aiohttp.ClientSession, w: WorkerState, retry_s: float,
                     hold_s: float = HOLD_S) -> None:
-    """Watches one worker's ledger until cancelled, or until the worker shows it keeps none (404, or an answer
-    without a version)."""
+    """Watches one worker's ledger until cancelled, or until the worker shows it keeps none (404 or 405, or an
+    answer without a version). Each request names the version of the worker's last answer, so the worker holds
+    it even where that answer was not taken (an older epoch than one already taken: a worker restarted after
+    the wall clock stepped back); a worker that fails or answers garbage is asked again `retry_s` later."""
     timeout = aiohttp.ClientTimeout(total=real_duration_s(live.clock, hold_s + max(2.0, retry_s)))
+    last = w.ledger
     while True:
         params = {"wait_s": f"{hold_s:g}"}
-        if w.ledger is not None:
-            params.update(epoch=w.ledger[0], version=str(w.ledger[1]))
+        if last is not None:
+            params.update(epoch=last[0], version=str(last[1]))
         try:
             async with session.get(f"{w.url}/v2/ledger", params=params, timeout=timeout) as r:
-                if r.status == 404:
+                if r.status in (404, 405):
                     return
-                said = await r.json()
-            if "ledger_epoch" not in said or "ledger_version" not in said:
-                return
-            w.take_ledger(said)
-            w.watch_answers += 1
-            continue
+                said = await r.json() if r.status == 200 else None
+            if isinstance(said, dict):
+                epoch, version = said.get("ledger_epoch"), said.get("ledger_version")
+                if not isinstance(epoch, str) or not isinstance(version, int):
+                    return
+                w.take_ledger(said)
+                w.watch_answers += 1
+                last = (epoch, version)
+                continue
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, ValueError, KeyError, TypeError):
             pass
         await live.clock.sleep(retry_s)

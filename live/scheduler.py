@@ -70,16 +70,18 @@ def create_app(live: AntennaScheduler, poll_interval_s: float = 1.0,
         await release_mine(live, client)
         tasks = [asyncio.create_task(poll_loads(live, session, poll_interval_s, client)),
                  asyncio.create_task(window_loop(live, windows))]
-        held = aiohttp.ClientSession(connector=aiohttp.TCPConnector(  # the watches hold no warm frame connection
-            limit=0, keepalive_timeout=real_duration_s(live.clock, RUN_KEEPALIVE_S)))
-        if watch:
+        held = None
+        if watch:  # on a session of their own: the watches hold no warm frame connection
+            held = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                limit=0, keepalive_timeout=real_duration_s(live.clock, RUN_KEEPALIVE_S)))
             tasks.append(asyncio.create_task(watch_ledgers(live, held, poll_interval_s)))
         yield
         for task in (*tasks, *client.pending):
             task.cancel()
         await asyncio.gather(*tasks, *client.pending, return_exceptions=True)
         await session.close()
-        await held.close()
+        if held is not None:
+            await held.close()
 
     app.cleanup_ctx.append(background)
     app.add_routes(
@@ -391,7 +393,8 @@ async def serve(
     live.warm_up()
     try:
         app = create_app(live, poll_interval_s, windows, relay_timeout_s, worker_clock_ms, warm_connections, watch)
-        async with serving(app, host, port, keepalive_timeout_s=real_duration_s(live.clock, RUN_KEEPALIVE_S)) as service:
+        keepalive_s = real_duration_s(live.clock, RUN_KEEPALIVE_S)
+        async with serving(app, host, port, keepalive_timeout_s=keepalive_s) as service:
             service.announce()
             if t0_file is not None:
                 t0_s = await wait_t0(t0_file, stop=service.stop)

@@ -147,6 +147,8 @@ class Source:
         """`_Stream.due_key` (due ns, trace row) of every stream's next query: the dispatcher's heap, one entry per
         stream."""
         self.closings: list[asyncio.Task] = []
+        self.closed_rows: set[int] = set()
+        """Trace rows of the streams closed (a restarted scheduler's 404 does not open them again)."""
         self.error: Exception | None = None
         """What an opening raised that is not the scheduler failing to answer: it ends the source."""
         self._waking: asyncio.Future | None = None
@@ -306,15 +308,16 @@ class Source:
     async def _closing(self, s: _Stream) -> None:
         """Closes stream s once its opening is answered: a bound stream at its end in the trace, when the simulator
         releases its capacity, whether or not its last answers are in (its scheduler still relays the frames of a
-        stream it closed); one rejected at once (it holds nothing). Closed after its last answer instead, a
+        stream it closed); one rejected, or whose opening got no answer, at once (it holds nothing). Closed after its last answer instead, a
         stream held its variant tens of ms longer than in the simulator, and streams opening meanwhile were bound
         elsewhere (docs/fidelity.md, "Who knows the load")."""
         if s.opening is not None:
             await asyncio.wait([s.opening])
-        if "rejected" not in s.binding:
+        if s.binding and "rejected" not in s.binding:
             end_s = min(float(self.trace.end_s[s.row]), self.duration_s)
             with contextlib.suppress(asyncio.TimeoutError):  # a source told to stop closes at once
                 await asyncio.wait_for(self.stopping.wait(), max(0.0, self.clock.real_until_s(self.t0_s + end_s)))
+        self.closed_rows.add(s.row)
         await self._close(s.row)
 
     async def _close(self, i: int) -> None:
@@ -357,8 +360,9 @@ class Source:
             self.scheduler.lost()  # its connections are gone with it
             return
         t_response = self.now_ms()
-        if code == 404 and answer.get("error") == "unknown_stream" and not retried:
-            # the scheduler restarted and lost its bindings: open the stream again and resend this query
+        if code == 404 and answer.get("error") == "unknown_stream" and not retried and i not in self.closed_rows:
+            # the scheduler restarted and lost its bindings: open the stream again and resend this query (not
+            # once the stream has closed: it would stay bound there until idle)
             self.scheduler.lost()  # and the connections to the old one are gone
             try:
                 binding.clear()
@@ -369,6 +373,8 @@ class Source:
             if "rejected" in binding:
                 self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason=str(binding["rejected"]))
                 return
+            if i in self.closed_rows:  # it closed while opening again: close it again
+                await self._close(i)
             await self._query(i, k, frame, binding, retried=True)
             return
         times = {

@@ -23,8 +23,9 @@ class WorkerState:
     """The load the worker's last report stands for, in the capacity's unit: its arrivals' eta per second
     (`Variant.load_qps` of its reported query and byte rates), every antenna's streams."""
     declared_qps: float = 0.0
-    """The load every antenna's schedulers declared on the worker (its reservations), from its last report
-    or its last answer to a reservation of this scheduler's."""
+    """The load every antenna's schedulers declared on the worker (its reservations), from the latest version of
+    its ledger taken: a watch's answer, a report, a frame's answer or an answer to a reservation of this
+    scheduler's."""
     ledger: tuple[str, int] | None = None
     """(epoch, version) of the worker's ledger that `declared_qps` was taken from (workers/reservations.py
     LedgerVersion); None: not known, or a worker that does not say."""
@@ -87,11 +88,12 @@ class WorkerState:
         return max(self.reported_qps + self.declared_since_report_qps, declared)
 
     def take_ledger(self, said: dict) -> None:
-        """Takes the ledger a worker's frame answer carries (declared_qps, ledger_epoch, ledger_version), unless
-        a later version was already taken; raises ValueError or TypeError on garbage, leaving the state."""
+        """Takes the ledger a worker's frame answer or ledger watch carries (declared_qps, ledger_epoch,
+        ledger_version), unless a later version was already taken; raises ValueError or TypeError on garbage,
+        leaving the state."""
         declared = float(said["declared_qps"])
         if not math.isfinite(declared):
-            raise ValueError(f"frame answer: declared_qps {declared!r}")
+            raise ValueError(f"worker's ledger: declared_qps {declared!r}")
         int(said.get("ledger_version", 0))
         self._take_declared(declared, said)
 

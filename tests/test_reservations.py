@@ -221,7 +221,7 @@ def test_a_ledger_watch_is_held_until_the_ledger_changes(tmp_path: Path) -> None
                 async with s.get(f"{url}/v2/ledger", params=params) as r:
                     return await r.json() if r.status == 200 else {"status": r.status}
 
-            first = await watch()
+            first = await asyncio.wait_for(watch(), 5)  # at once, not after the default wait_s (10)
             at = {"epoch": first["ledger_epoch"], "version": str(first["ledger_version"])}
             held = asyncio.create_task(watch(**at, wait_s="30"))
             await asyncio.sleep(0.3)
@@ -229,7 +229,7 @@ def test_a_ledger_watch_is_held_until_the_ledger_changes(tmp_path: Path) -> None
             async with s.put(f"{url}/v2/streams/7", json={"load_qps": 30, "check_qps": 30, "capacity_qps": 100}):
                 pass
             changed = await asyncio.wait_for(held, 10)
-            out += [changed, await watch(**at, wait_s="5")]  # an older version: at once
+            out += [changed, await asyncio.wait_for(watch(**at, wait_s="30"), 5)]  # an older version: at once
             out.append(await watch(epoch=at["epoch"], version=str(changed["ledger_version"]), wait_s="0.2"))
             out += [await watch(wait_s="0"), await watch(wait_s="61"), await watch(version="x")]
             stopping = asyncio.create_task(watch(epoch=at["epoch"], version=str(changed["ledger_version"]),

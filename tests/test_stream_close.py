@@ -26,8 +26,8 @@ LAST_ANSWER_LATE_S = 1.0
 
 def test_a_bound_stream_closes_at_its_end_and_a_rejected_one_at_once(tmp_path: Path) -> None:
     """Stream 7 is bound: 10 frames at 10 fps from 0.1 s, its end at 1.1 s; its last frame is answered 1 s late,
-    after its close. Stream 8 is rejected when it opens: its three queries are due at 0.1, 1.1 and 2.1 s and it
-    closes then, before its end (3.1 s)."""
+    after its close (before, it closed after that answer). Stream 8 is rejected when it opens: its three queries
+    are due at 0.1, 1.1 and 2.1 s and it closes then, before its end (3.1 s), as it did before."""
     trace_file = tmp_path / "trace.csv"
     trace_file.write_text("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
                           "7,ant1,0.1,1.0,ar-vr,10,2000,5000,0.2,object-detection\n"

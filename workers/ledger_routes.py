@@ -40,7 +40,6 @@ class Ledger:
         self._change = asyncio.Event()
         self.closing = False
         """Set when the worker stops: every watch is answered at once, so that none holds the shutdown."""
-        self.watches_answered = 0
 
     def _changed(self) -> None:
         self._change.set()
@@ -60,7 +59,6 @@ class Ledger:
         change = self._change
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(change.wait(), self.scale.real_duration(wait_s))
-        self.watches_answered += 1
         return self.said()
 
     def close(self) -> None:

@@ -2,8 +2,9 @@
 
 Every antenna's scheduler binds streams on its own, and a worker may serve several antennas. The simulator
 checks `L_v(t) + eta * rho <= C_v` against every stream bound to the variant by any antenna at that instant; a
-live scheduler only learns the others' bindings from the workers' load reports, a poll interval late, and at
-the paper's loads two antennas then fill one variant past its capacity within that interval. So once a
+live scheduler learns the others' bindings from the worker's ledger, at best a one-way delay late (its watch,
+workers/ledger_routes.py), and at the paper's loads two antennas would fill one variant past its capacity
+within that delay. So once a
 scheduler has bound a stream it reserves the stream's load at the worker (`PUT /v2/streams/{id}`; the stream's
 first frames already go there): the worker grants it if the load the others declared plus this reservation fits
 the capacity the scheduler sends (every scheduler holds the same system model), and refuses it otherwise,
@@ -13,7 +14,7 @@ afresh (`DELETE /v2/streams?owner=ANTENNA`: a restarted scheduler has no binding
 streams again), or when it sends nothing for `idle_s` (its scheduler died or forgot), as the scheduler itself
 releases idle streams.
 
-Time is the worker's clock (virtual under time dilation); no HTTP here (workers/service.py serves it).
+Time is the worker's clock (virtual under time dilation); no HTTP here (workers/ledger_routes.py serves it).
 """
 
 from __future__ import annotations
