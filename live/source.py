@@ -308,9 +308,9 @@ class Source:
     async def _closing(self, s: _Stream) -> None:
         """Closes stream s once its opening is answered: a bound stream at its end in the trace, when the simulator
         releases its capacity, whether or not its last answers are in (its scheduler still relays the frames of a
-        stream it closed); one rejected, or whose opening got no answer, at once (it holds nothing). Closed after its last answer instead, a
-        stream held its variant tens of ms longer than in the simulator, and streams opening meanwhile were bound
-        elsewhere (docs/fidelity.md, "Who knows the load")."""
+        stream it closed); one rejected, or whose opening got no answer, at once (it holds nothing). Closed after
+        its last answer instead, a stream held its variant tens of ms longer than in the simulator, and streams
+        opening meanwhile were bound elsewhere (docs/fidelity.md, "Who knows the load")."""
         if s.opening is not None:
             await asyncio.wait([s.opening])
         if s.binding and "rejected" not in s.binding:
