@@ -105,6 +105,12 @@ async def _worker_and_two_schedulers(system, settings: WorkerSettings, watch: bo
     return wr, wurl, runners, urls, lives, clients
 
 
+async def _answered(clients: list) -> None:
+    """Returns once every reservation and release the schedulers' clients sent has its answer."""
+    while any(c.pending for c in clients):
+        await asyncio.gather(*(t for c in clients for t in c.pending))
+
+
 def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path: Path) -> None:
     """Schedulers A and B (no load report between them: polls 100 s apart) both find the antenna's worker
     closest. A's stream takes 60 % of its capacity; B's stream of 60 % is refused there and bound again (on tiny
@@ -119,25 +125,22 @@ def test_two_schedulers_sharing_a_worker_keep_its_capacity(tiny_system, tmp_path
     async def scenario() -> tuple[list, AntennaScheduler]:
         wr, wurl, runners, urls, lives, clients = await _worker_and_two_schedulers(system, settings)
 
-        async def answered() -> None:  # every reservation and release on its way has its answer
-            while any(c.pending for c in clients):
-                await asyncio.gather(*(t for c in clients for t in c.pending))
         body = {"fps": fps, "frame_bytes": 1000, "max_delay_ms": 1e6, "min_accuracy": 0.0}
         out = []
         async with aiohttp.ClientSession() as s:
             for url, sid in ((urls[0], 1), (urls[1], 2)):
                 async with s.post(f"{url}/streams", json={"stream_id": sid, **body}) as r:
                     out.append(await r.json())  # bound as decided; the reservation follows
-            await answered()
+            await _answered(clients)
             out.append(lives[1].streams[2].resource)
             async with s.delete(f"{urls[0]}/streams/1"):
                 pass
-            await answered()  # the release reached the worker
+            await _answered(clients)  # the release reached the worker
             async with s.get(f"{wurl}/v2/load") as r:  # B's next poll, made now
                 lives[1].apply_report(0, await r.json())
             async with s.post(f"{urls[1]}/streams", json={"stream_id": 3, **body}) as r:
                 out.append(await r.json())
-            await answered()
+            await _answered(clients)
             out.append(lives[1].streams[3].resource)
         for runner in (*runners, wr):
             await runner.cleanup()
@@ -170,9 +173,6 @@ def test_a_frame_answer_brings_the_ledger_without_a_poll(tiny_system, tmp_path: 
     async def scenario() -> tuple[list, AntennaScheduler]:
         wr, wurl, runners, urls, lives, clients = await _worker_and_two_schedulers(system, settings)
 
-        async def answered() -> None:
-            while any(c.pending for c in clients):
-                await asyncio.gather(*(t for c in clients for t in c.pending))
 
         def body(share: float) -> dict:
             return {"fps": share * capacity, "frame_bytes": 1000, "max_delay_ms": 1e6, "min_accuracy": 0.0}
@@ -181,17 +181,17 @@ def test_a_frame_answer_brings_the_ledger_without_a_poll(tiny_system, tmp_path: 
             for url, sid, share in ((urls[0], 1, 0.6), (urls[1], 5, 0.1), (urls[1], 2, 0.6)):
                 async with s.post(f"{url}/streams", json={"stream_id": sid, **body(share)}):
                     pass
-                await answered()
+                await _answered(clients)
             out.append(lives[1].streams[2].resource)  # refused there, rejected
             async with s.delete(f"{urls[0]}/streams/1"):
                 pass
-            await answered()  # the release reached the worker
+            await _answered(clients)  # the release reached the worker
             async with s.post(f"{urls[1]}/streams/5/frames", data=jpeg, params={"query": "0"},
                               headers={"Content-Type": "image/jpeg", "X-Send-Ms": "0"}) as r:
                 out.append((await r.json())["ok"])
             async with s.post(f"{urls[1]}/streams", json={"stream_id": 3, **body(0.6)}) as r:
                 out.append(await r.json())
-            await answered()
+            await _answered(clients)
             out.append(lives[1].streams[3].resource)
         for runner in (*runners, wr):
             await runner.cleanup()
@@ -268,26 +268,23 @@ def test_a_watching_scheduler_learns_a_departure_without_a_poll_or_a_frame(tiny_
         w_b = lives[1].workers[0]
         await until(lambda: w_b.ledger is not None, "B watches the worker")
 
-        async def answered() -> None:
-            while any(c.pending for c in clients):
-                await asyncio.gather(*(t for c in clients for t in c.pending))
 
         body = {"fps": 0.6 * capacity, "frame_bytes": 1000, "max_delay_ms": 1e6, "min_accuracy": 0.0}
         out = []
         async with aiohttp.ClientSession() as s:
             async with s.post(f"{urls[0]}/streams", json={"stream_id": 1, **body}):
                 pass
-            await answered()
+            await _answered(clients)
             await until(lambda: w_b.declared_qps > 0, "B learns A's stream")
             async with s.post(f"{urls[1]}/streams", json={"stream_id": 2, **body}) as r:
                 out.append(await r.json())  # decided knowing A's stream: rejected without asking the worker
             async with s.delete(f"{urls[0]}/streams/1"):
                 pass
-            await answered()
+            await _answered(clients)
             await until(lambda: w_b.declared_qps == 0, "B learns that A's stream left")
             async with s.post(f"{urls[1]}/streams", json={"stream_id": 3, **body}) as r:
                 out.append(await r.json())
-            await answered()
+            await _answered(clients)
             out.append(lives[1].streams[3].resource)
         for runner in (*runners, wr):
             await runner.cleanup()
