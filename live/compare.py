@@ -15,6 +15,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,11 +24,11 @@ from analysis.fidelity import compare_dirs, other_seeds, write_report
 from analysis.pairing import MissedKeys, missed_keys, one_side
 from analysis.records import read_records
 from analysis.resultspage import add_results_page_argument, write_results_page
-from live.spec import RunSpec
+from live.spec import RunSpec, read_spec
 from scheduler.core import ALL, POLICY_NAMES, policy_index
 from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles, write_scaled_profile
 from scheduler.system import build_system
-from simulator.run import simulate_policy
+from simulator.run import simulate_aset, simulate_policy
 from testbed.errors import NetworkError, PreflightError
 from topologies import load_topology
 from topologies.calibrate import calibrated_topology, read_link_figures
@@ -36,8 +37,33 @@ from workers.deployment import parse_tdf
 from workload.args import add_workload_arguments, workload_from_args
 from workload.trace import read_trace, write_trace
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from scheduler.system import SystemModel
+    from topologies import Topology
+
 DURATION_S = 60.0
 """Seconds of queries compared, with a generated or a replayed trace, unless --duration."""
+
+
+def simulate_calibration_run(run_dir: Path, system: SystemModel, physics: SystemModel, scale: dict[str, float],
+                             topo: Topology, antennas: tuple[str, ...], out: Path) -> pa.Table:
+    """Returns the records of the simulator's run of the testbed run `run_dir` as it ran (its trace, seed, policy or
+    agent, network events, worker settings) with the measured links (`physics`) and processing times (`scale`)
+    and no stack overhead; writes them under `out`. Calibration takes the stack's overhead as what the testbed's
+    network stages took beyond these, query by query."""
+    spec = read_spec(run_dir / "spec.json")
+    trace = read_trace(run_dir / "trace.csv", antennas)
+    duration_s = spec.duration_s if spec.duration_s is not None else float(trace.end_s.max(initial=0.0))
+    config = spec.sim_config(duration_s, processing_scale=tuple(scale.items()))
+    events = load_events(spec.events, topo) if spec.events is not None else None
+    if spec.agent is not None:
+        run = simulate_aset(system, trace, spec.agent, config, spec.seed, "", out, events=events, physics=physics)
+    else:
+        run = simulate_policy(system, trace, spec.effective_policy, config, spec.seed, "", out, physics=physics,
+                              events=events)
+    return read_records(run.records_path)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -131,10 +157,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.calibrate:
         physics = build_system(calibrated_topology(topo, read_link_figures(args.calibrate)), profiles)
         run_records = read_records(args.calibrate / "records.csv")
-        scale = processing_scale(run_records, profiles)
-        overhead = stack_overhead_ms(run_records, read_trace(args.calibrate / "trace.csv", antennas), physics)
+        scale = processing_scale(run_records, profiles, read_trace(args.calibrate / "trace.csv", antennas))
+        simulated = simulate_calibration_run(args.calibrate, system, physics, scale, topo, antennas,
+                                             out / "calibration")
+        overhead = stack_overhead_ms(run_records, simulated)
         label = (f"calibrated from {args.calibrate} (schedulers decide with the nominal figures, as the "
-                 f"testbed's do): measured link figures; stack overhead {overhead[0]:.2f} ms up, "
+                 f"testbed's do): measured link figures; stack overhead beyond the simulator's run of it "
+                 f"(calibration/) {overhead[0]:.2f} ms up, "
                  f"{overhead[1]:.2f} ms down; processing x"
                  + ", ".join(f"{k:.2f} ({v})" for v, k in scale.items()) + f"; profiles {Path(profiles.source).name}")
     base = RunSpec(topo=args.topo, trace=trace_path, duration_s=duration_s, seed=workload.seed,

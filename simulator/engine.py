@@ -56,8 +56,9 @@ class SimConfig:
     overhead_down_ms: float = 0.0
     """Constant software delay on the way back to the source; from calibration."""
     processing_scale: tuple[tuple[str, float], ...] = ()
-    """(variant name, factor) pairs: that variant's batches take factor x the profile's time when served,
-    while the schedulers still decide with the profile (a testbed whose workers run slower than profiled)."""
+    """(variant name, factor) pairs: that variant's batches take factor x the profile's time (batch latency and
+    input time) when served, while the schedulers still decide with the profile (a testbed whose workers run
+    slower than profiled)."""
     fifo_links: bool = True
     """Links keep order (simulator.links): a message leaves a link no earlier than one that entered it before, per
     antenna's radio and per antenna-to-resource path, each way, as on the testbed's wires (across windows one way
@@ -162,7 +163,8 @@ class Simulation:
             raise ValueError(f"processing_scale: no deployed variant named {', '.join(unknown)}")
         for j, r in enumerate(res):
             self.batch_ms[j, : r.variant.batch_size + 1] = np.asarray(r.variant.batch_ms) * scale.get(r.variant.name, 1.0)
-        self.input_ms_per_byte = np.array([r.variant.input_ms_per_mb / 1e6 for r in res])
+        self.input_ms_per_byte = np.array([r.variant.input_ms_per_mb / 1e6 * scale.get(r.variant.name, 1.0)
+                                           for r in res])
         self.queue_limit = self.replicas * self.batch * config.queue_limit_per_replica
         self.free = np.zeros((len(res), int(self.replicas.max(initial=1))))
         self.last_close = np.zeros(len(res))

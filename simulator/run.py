@@ -55,10 +55,11 @@ def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimC
 
 def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimConfig, seed: int,
                   lambda_label: str, out_dir: Path | None, write_records: bool = True,
-                  records_format: str = "csv", events: NetworkEvents | None = None) -> SimRun:
+                  records_format: str = "csv", events: NetworkEvents | None = None,
+                  physics: SystemModel | None = None) -> SimRun:
     """Returns the run of an exported ASET agent (ONNX, guarded) choosing the policy of every decision window,
-    as `evaluate` runs it, under the network `events` if any; writes records, time series, summary and
-    `windows.csv` (the policy per window)."""
+    as `evaluate` runs it, under the network `events` if any (`physics`: as in simulate_policy); writes records,
+    time series, summary and `windows.csv` (the policy per window)."""
     from scheduler.aset.policy import OnnxPolicy
     from scheduler.core import POLICY_NAMES
     from simulator.gym_env import AsetEnv, EnvConfig
@@ -71,7 +72,8 @@ def simulate_aset(system: SystemModel, trace: Trace, agent: Path, config: SimCon
     writer = _record_writer(out_dir, write_records, records_format)
     try:
         obs, _ = env.reset(seed=seed, options={"trace": trace, "sim_seed": seed, "duration_s": duration,
-                                               "events": events, "record_sink": writer.write if writer else None})
+                                               "events": events, "record_sink": writer.write if writer else None,
+                                               "physics": physics})
         actions = env.play(policy.act, obs)
     finally:
         if writer is not None:

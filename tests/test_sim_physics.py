@@ -25,6 +25,20 @@ def test_processing_scale_slows_the_batches_but_not_the_decisions(write_yaml, te
     assert slow["t_infer_end_ms"][0] == pytest.approx(36.0)
 
 
+def test_processing_scale_slows_the_input_time_too(write_yaml, test_profile) -> None:
+    # fast's input at 800 ms per MB: 1 ms per 1,250-byte frame, 3 ms for the first batch of three (14 + 3 = 17 ms).
+    # Scaled x2, the whole batch takes 34 ms, its input time too.
+    profile = write_yaml("input.yaml", test_profile.read_text().replace(
+        "batch_latency_ms: {1: 10.0, 4: 16.0}, input_ms_per_mb: 0", "batch_latency_ms: {1: 10.0, 4: 16.0}, "
+        "input_ms_per_mb: 800"))
+    system = one_site(write_yaml, profile, "fast-cpu-b4")
+    trace = make_trace([0.0, 0.001, 0.002, 0.010], 1.5)
+    nominal = run_records(system, trace, SimConfig(max_batch_delay_ms=5.0))
+    slow = run_records(system, trace, SimConfig(max_batch_delay_ms=5.0, processing_scale=(("fast-cpu-b4", 2.0),)))
+    assert (nominal["t_infer_end_ms"] - nominal["t_infer_start_ms"])[:3] == pytest.approx([17.0] * 3)
+    assert (slow["t_infer_end_ms"] - slow["t_infer_start_ms"])[:3] == pytest.approx([34.0] * 3)
+
+
 def test_physics_links_delay_the_queries_with_the_same_bindings(write_yaml, test_profile) -> None:
     system = one_site(write_yaml, test_profile, "fast-cpu-b4")
     slower = build_system(load_topology(write_yaml("slow.yaml", ONE_SITE.replace("VARIANT", "fast-cpu-b4")
