@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from live.clock import REAL_CLOCK, Clock, Stopwatch, process_cpu_s
+from live.rejected import RejectedStreams
 from live.windowlog import ClosedWindow
 from live.workerstate import WorkerState
 from scheduler.core import POLICY_NAMES, LoadState, Scheduler, StreamRequest
@@ -35,8 +36,6 @@ STREAM_IDLE_S = 10.0
 """A stream that sent nothing for this long is released (its source died or forgot to close it)."""
 SAMPLES_KEPT = 200_000
 """Overhead and decision times kept for the percentiles (the most recent ones)."""
-REJECTED_STREAM_MAX_S = 600.0
-"""A stream rejected when it opened and never closed is forgotten after this long (its source died)."""
 
 
 def static_policy(index: int) -> PolicyChooser:
@@ -55,17 +54,6 @@ class LiveStream:
     """When it last sent a frame (the clock's monotonic seconds)."""
     load_qps: float = 0.0
     """eta x rho: the load it declares on its resource (scheduler.core.Decision.load_qps)."""
-
-
-@dataclass
-class RejectedStream:
-    """A stream rejected when it opened, still open: its queries, never sent, are rejected queries."""
-
-    request: StreamRequest
-    opened_s: float
-    """When it opened (the clock's `now_s`)."""
-    counted: int = 0
-    """Its queries counted so far."""
 
 
 class AntennaScheduler:
@@ -121,7 +109,8 @@ class AntennaScheduler:
         self.arrival_scale = float(arrival_scale if arrival_scale is not None else len(system.antennas))
         """This antenna's counts times this estimate every antenna's (the simulator's agent sees them all)."""
         self.poll_interval_s = 2.0
-        self.rejected_open: dict[int, RejectedStream] = {}
+        self.rejected = RejectedStreams()
+        """Streams rejected when they opened, still open: their queries count as rejected in their windows."""
         self.window_index = 0
         self.window_start_s = 0.0
         self.window_policy_us: tuple[float, float] | None = None
@@ -179,7 +168,7 @@ class AntennaScheduler:
         """Returns a new stream bound (or rejected) and counted; a re-open (after a restart or a worker's
         death) replaces the old binding."""
         self.release(stream_id)
-        self.close_rejected(stream_id)
+        self.rejected.closed(stream_id, self.clock.now_s(), self.window)
         self.closed.pop(stream_id, None)
         stream = self.bind(stream_id, request)
         self.event("bind", stream=stream_id, to=self.resource_name(stream.resource) or f"rejected ({stream.reason})",
@@ -189,7 +178,7 @@ class AntennaScheduler:
             if stream.resource < 0:
                 c.streams_rejected += 1
         if stream.resource < 0:
-            self.open_rejected(stream_id, request)
+            self.rejected.opened(stream_id, request, self.clock.now_s())
         return stream
 
     def refused(self, stream_id: int, declared_qps: float, answer: dict | None = None) -> LiveStream:
@@ -242,7 +231,7 @@ class AntennaScheduler:
         """Releases a stream (its source closed it at its end); its frames still on their way are relayed."""
         stream = self.streams.get(stream_id)
         self.release(stream_id)
-        self.close_rejected(stream_id)
+        self.rejected.closed(stream_id, self.clock.now_s(), self.window)
         if stream is not None:
             self.closed[stream_id] = stream
 
@@ -271,27 +260,6 @@ class AntennaScheduler:
             self.release(sid)
         for sid in [sid for sid, s in self.closed.items() if now - s.last_seen_s > STREAM_IDLE_S]:
             del self.closed[sid]
-
-    # -- streams rejected at binding: their queries are not sent, but the simulator counts them ------
-
-    def open_rejected(self, stream_id: int, request: StreamRequest) -> None:
-        """Counts a stream rejected at binding: its queries (not sent) are rejected queries of their windows."""
-        self.rejected_open[stream_id] = RejectedStream(request, self.clock.now_s())
-
-    def _count_rejected(self, entry: RejectedStream, upto_s: float, closing: bool) -> None:
-        x = max(0.0, upto_s - entry.opened_s) * entry.request.fps
-        # queries k = 0, 1, ... go out at opened + k/fps: before upto_s, or all of them up to the close
-        n = math.floor(x + 1e-6) + 1 if closing else math.ceil(x - 1e-9)
-        add = max(0, n - entry.counted)
-        if add:
-            entry.counted += add
-            self.window.rejected += add
-            self.window.sent_per_class[stream_class(entry.request.max_delay_ms, entry.request.fps)] += add
-
-    def close_rejected(self, stream_id: int) -> None:
-        entry = self.rejected_open.pop(stream_id, None)
-        if entry is not None:
-            self._count_rejected(entry, self.clock.now_s(), closing=True)
 
     # -- queries -------------------------------------------------------------------------------------
 
@@ -440,10 +408,7 @@ class AntennaScheduler:
         """Returns the current window ended at `end_s` (the clock's `now_s`), measured; with `decide`, hands
         the measurement to the chooser and applies the policy of the next window."""
         watch = Stopwatch(cpu=True)
-        for sid, entry in list(self.rejected_open.items()):
-            self._count_rejected(entry, end_s, closing=False)
-            if end_s - entry.opened_s > REJECTED_STREAM_MAX_S:
-                del self.rejected_open[sid]
+        self.rejected.window_ends(end_s, self.window)
         c = self.window
         self.window = WindowMeasurement.empty(self.system.n_resources, end_s - self.t0_s, policy=self.policy)
         m = self.measure(c, max(end_s - self.window_start_s, 1e-3))

@@ -338,8 +338,7 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     w.since_report.clear()
     live.count("ontime", a.resource, 30_000)
     rej = StreamRequest(0, fps=10, frame_bytes=60_000, max_delay_ms=1000, min_accuracy=0.5)
-    live.open_rejected(9, rej)
-    live.rejected_open[9].opened_s = t0 + 1.0  # opened 1 s into the window: 40 queries by its end
+    live.rejected.opened(9, rej, t0 + 1.0)  # opened 1 s into the window: 40 queries by its end
     closed = live.close_window(t0 + 5.0)
     windows.write(closed)
     m, j = closed.measurement, a.resource
@@ -353,12 +352,12 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     assert m.sent_per_class[k] == 4 * 40 and m.sent_per_class.sum() == 4 * 40
     w.reported_at_s += 2.0  # a later report: 60 answers and 0.6 MB more in 2 s
     w.served_total, w.bytes_total = 160.0, 1.6e6
-    live.close_rejected(9)  # closed at once (t0 + 10 s): its queries up to now, 51 more
+    live.rejected.closed(9, clock.now_s(), live.window)  # closed at once (t0 + 10 s): its queries up to now, 51 more
     closed = live.close_window(t0 + 10.0)
     windows.write(closed)
     m = closed.measurement
     assert m.responses[j] == pytest.approx(30.0 * 5) and m.bytes_in[j] == pytest.approx(3e5 * 5)
-    assert m.rejected == 4 * 51 and not live.rejected_open  # its queries at 5.0, 5.1, ..., 10.0 s: the close counts the last
+    assert m.rejected == 4 * 51 and not live.rejected  # its queries at 5.0, 5.1, ..., 10.0 s: the close counts the last
     rows = list(csv.DictReader((tmp_path / "w.csv").open()))
     assert tuple(rows[0]) == WINDOW_COLUMNS and [r["window"] for r in rows] == ["0", "1"]
     assert [r["policy"] for r in rows] == ["least-impedance"] * 2
