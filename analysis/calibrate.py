@@ -11,6 +11,7 @@ direction (medians).
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,9 @@ from workload.trace import Trace
 def processing_scale(records: pa.Table, profiles: ProfileSet, trace: Trace) -> dict[str, float]:
     """Returns measured/planned processing time per variant name, from a run's per-query log: each whole batch
     (the queries one worker started and ended together, as many as its logged size) against what the profile plans
-    for it, its size's batch latency plus its frames' input time (their bytes from `trace`); the median ratio."""
+    for it, its size's batch latency plus its frames' input time (their bytes from `trace`); the median ratio.
+    A batch's rows carry the same start and end only where one clock stamped them: on a run across servers,
+    a batch holding frames relayed by schedulers on different servers does not group, and is left out."""
     served = np.asarray(records.column("outcome").to_pylist(), dtype=object) != "rejected"
     variant = np.asarray(records.column("variant").to_pylist(), dtype=str)[served]
     cluster = np.asarray(records.column("cluster").to_pylist(), dtype=str)[served]
@@ -62,26 +65,37 @@ def calibrated_profiles(profiles: ProfileSet, scale: dict[str, float]) -> Profil
         v = variants[name]
         variants[name] = dataclasses.replace(
             v, batch_ms=tuple(x * k for x in v.batch_ms), input_ms_per_mb=v.input_ms_per_mb * k,
+            capacity_input_ms=v.capacity_input_ms * k,
             source=f"{v.source}; calibrated x{k:.3f} from a testbed run's processing times")
     return dataclasses.replace(profiles, variants=variants, origin=f"{profiles.origin} (calibrated)")
 
 
-def stack_overhead_ms(records: pa.Table, simulated: pa.Table) -> tuple[float, float]:
-    """Returns (up, down): for each query served by the same worker in the testbed run (`records`) and in the
-    simulator's run of the same trace with the measured links and processing times and no overhead
+@dataclass(frozen=True)
+class StackOverhead:
+    """The software stack's own delay per direction (ms) and how many queries it was taken over."""
+
+    up_ms: float
+    down_ms: float
+    queries: int
+    """Queries served by the same worker in both logs (0: none, and both delays 0)."""
+
+
+def stack_overhead(records: pa.Table, simulated: pa.Table) -> StackOverhead:
+    """Returns the stack overhead: for each query served by the same worker in the testbed run (`records`) and
+    in the simulator's run of the same trace with the measured links and processing times and no overhead
     (`simulated`), what the testbed's network stage (send to worker; inference end to answer) took beyond the
     simulator's; the median per direction, at least 0. The waits the simulator models (a frame behind a slower
     draw on a FIFO link, behind other frames' bytes on a radio) are on both sides and cancel: what remains is
     the software stack's own delay."""
     tb, sim = _network_stages(records), _network_stages(simulated)
-    _, i, j = np.intersect1d(tb[0], sim[0], assume_unique=True, return_indices=True)
+    _, i, j = np.intersect1d(tb[0], sim[0], return_indices=True)  # a key logged twice: its first row
     same = tb[1][i] == sim[1][j]
     medians = []
     for k in (2, 3):
         gap = tb[k][i][same] - sim[k][j][same]
         gap = gap[np.isfinite(gap)]
         medians.append(max(0.0, float(np.median(gap))) if len(gap) else 0.0)
-    return medians[0], medians[1]
+    return StackOverhead(medians[0], medians[1], int(same.sum()))
 
 
 def _network_stages(records: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

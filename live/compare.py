@@ -15,55 +15,28 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analysis.calibrate import processing_scale, stack_overhead_ms
 from analysis.fidelity import compare_dirs, other_seeds, write_report
 from analysis.pairing import MissedKeys, missed_keys, one_side
 from analysis.records import read_records
 from analysis.resultspage import add_results_page_argument, write_results_page
-from live.spec import RunSpec, read_spec
+from live.calibration import calibrate_from_run
+from live.spec import RunSpec
 from scheduler.core import ALL, POLICY_NAMES, policy_index
 from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles, write_scaled_profile
 from scheduler.system import build_system
-from simulator.run import simulate_aset, simulate_policy
+from simulator.run import simulate_policy
 from testbed.errors import NetworkError, PreflightError
 from topologies import load_topology
-from topologies.calibrate import calibrated_topology, read_link_figures
 from topologies.events import load_events
 from workers.deployment import parse_tdf
 from workload.args import add_workload_arguments, workload_from_args
-from workload.trace import read_trace, write_trace
-
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from scheduler.system import SystemModel
-    from topologies import Topology
+from workload.trace import write_trace
 
 DURATION_S = 60.0
 """Seconds of queries compared, with a generated or a replayed trace, unless --duration."""
-
-
-def simulate_calibration_run(run_dir: Path, system: SystemModel, physics: SystemModel, scale: dict[str, float],
-                             topo: Topology, antennas: tuple[str, ...], out: Path) -> pa.Table:
-    """Returns the records of the simulator's run of the testbed run `run_dir` as it ran (its trace, seed, policy or
-    agent, network events, worker settings) with the measured links (`physics`) and processing times (`scale`)
-    and no stack overhead; writes them under `out`. Calibration takes the stack's overhead as what the testbed's
-    network stages took beyond these, query by query."""
-    spec = read_spec(run_dir / "spec.json")
-    trace = read_trace(run_dir / "trace.csv", antennas)
-    duration_s = spec.duration_s if spec.duration_s is not None else float(trace.end_s.max(initial=0.0))
-    config = spec.sim_config(duration_s, processing_scale=tuple(scale.items()))
-    events = load_events(spec.events, topo) if spec.events is not None else None
-    if spec.agent is not None:
-        run = simulate_aset(system, trace, spec.agent, config, spec.seed, "", out, events=events, physics=physics)
-    else:
-        run = simulate_policy(system, trace, spec.effective_policy, config, spec.seed, "", out, physics=physics,
-                              events=events)
-    return read_records(run.records_path)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="both sides use the profile with every batch latency x K (written to OUT/profiles-xK.yaml): "
                         "a slower system reaches the loads where policies differ at rates the testbed carries")
     p.add_argument("--calibrate", type=Path, default=None, metavar="RUN_DIR",
-                   help="simulate with the link delays and processing times this testbed run measured")
+                   help="simulate with the link delays, processing times and stack delay this testbed run measured "
+                        "(its folder: spec.json, trace.csv, records.csv, link_measurements.json)")
     p.add_argument("--real-workers", default="none", metavar="SITES",
                    help="cluster sites running real ONNX inference in the testbed, as far as the one core of "
                         "real inference carries them (default none: profile-driven)")
@@ -155,17 +129,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     physics, label = None, f"nominal topology and profiles ({Path(profiles.source).name})"
     overhead, scale = (0.0, 0.0), {}
     if args.calibrate:
-        physics = build_system(calibrated_topology(topo, read_link_figures(args.calibrate)), profiles)
-        run_records = read_records(args.calibrate / "records.csv")
-        scale = processing_scale(run_records, profiles, read_trace(args.calibrate / "trace.csv", antennas))
-        simulated = simulate_calibration_run(args.calibrate, system, physics, scale, topo, antennas,
-                                             out / "calibration")
-        overhead = stack_overhead_ms(run_records, simulated)
-        label = (f"calibrated from {args.calibrate} (schedulers decide with the nominal figures, as the "
-                 f"testbed's do): measured link figures; stack overhead beyond the simulator's run of it "
-                 f"(calibration/) {overhead[0]:.2f} ms up, "
-                 f"{overhead[1]:.2f} ms down; processing x"
-                 + ", ".join(f"{k:.2f} ({v})" for v, k in scale.items()) + f"; profiles {Path(profiles.source).name}")
+        cal = calibrate_from_run(args.calibrate, topo, profiles, out / "calibration")
+        if cal.overhead.queries == 0:
+            print(f"warning: --calibrate {args.calibrate}: no query served by the same worker in that run and in "
+                  "the simulator's run of it; the stack overhead is taken as 0", file=sys.stderr)
+        physics, scale, label = cal.physics, cal.processing_scale, cal.label
+        overhead = (cal.overhead.up_ms, cal.overhead.down_ms)
     base = RunSpec(topo=args.topo, trace=trace_path, duration_s=duration_s, seed=workload.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
                       controller=args.controller, profile_real_workers=False,  # both sides: one profile file

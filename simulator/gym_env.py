@@ -159,7 +159,7 @@ class AsetEnv(gym.Env):
             trace, duration, events = self._draw_trace()
         sim_seed = int(options.get("sim_seed", self.np_random.integers(2**31)))
         sim_config = SimConfig(**{**self.sim_config.__dict__, "duration_s": duration})
-        physics = options.get("physics")  # the links and workers as they behave, where not as the system says
+        physics = options.get("physics")  # the links as they behave, where not as the system says
         self.sim = Simulation(self.system, trace, sim_config, seed=sim_seed, record_sink=options.get("record_sink"),
                               physics=physics, events=events)
         if self.baseline is not None:

@@ -1,11 +1,13 @@
-"""Calibration of a topology from a testbed run's link measurements."""
+"""Calibration from a testbed run: its links' measurements, its processing times, the stack's own delay."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from analysis.records import read_records
 from topologies import TopologyError, load_topology
 from topologies.calibrate import calibrated_topology, read_link_figures
 
@@ -90,7 +92,7 @@ def _log(keys: list[tuple[int, int]], worker: list[str], up_ms: list[float], dow
 
 
 def test_stack_overhead_is_what_the_testbed_took_beyond_the_simulator_for_the_same_queries() -> None:
-    from analysis.calibrate import stack_overhead_ms
+    from analysis.calibrate import stack_overhead
 
     # (0,0) and (0,1): the same worker on both sides, 1.5 ms more up and 1.0 ms more down in the testbed, whatever
     # the simulator itself charged (a radio wait of 9 ms on (0,1) is on both sides); (0,2) and (0,4): another worker
@@ -99,37 +101,56 @@ def test_stack_overhead_is_what_the_testbed_took_beyond_the_simulator_for_the_sa
               [4.3, 13.3, 40.0, 40.0, 40.0], [3.0, 3.0, 30.0, 30.0, 30.0])
     sim = _log([(0, 1), (0, 0), (0, 2), (0, 4)], ["a@ant1", "a@ant1", "b@dc1", "b@dc1"], [11.8, 2.8, 1.0, 1.0],
                [2.0, 2.0, 1.0, 1.0])
-    assert stack_overhead_ms(tb, sim) == (pytest.approx(1.5), pytest.approx(1.0))
+    o = stack_overhead(tb, sim)
+    assert (o.up_ms, o.down_ms, o.queries) == (pytest.approx(1.5), pytest.approx(1.0), 2)
     # a testbed faster than the simulator has no negative overhead; nothing in common, none
-    assert stack_overhead_ms(sim, tb)[1] == 0.0
-    assert stack_overhead_ms(tb, _log([(5, 5)], ["a@ant1"], [1.0], [1.0])) == (0.0, 0.0)
+    assert stack_overhead(sim, tb).down_ms == 0.0
+    o = stack_overhead(tb, _log([(5, 5)], ["a@ant1"], [1.0], [1.0]))
+    assert (o.up_ms, o.down_ms, o.queries) == (0.0, 0.0, 0)
 
 
 def test_a_calibration_run_is_simulated_as_it_ran_and_its_overhead_found(tmp_path) -> None:
-    """The simulator's run of a testbed run's own trace, seed and policy; a log that took 2.5 ms more up and 0.5 ms
-    more down than that run, query by query, has exactly that overhead (the real simulator, on both sides)."""
-    import pyarrow.compute as pc
+    """compare's calibration from a run folder: the simulator runs that run again (its trace, seed, policy) and a
+    log that took 2.5 ms more up and 0.5 ms more down than it, query by query, has exactly that overhead, over
+    every query; its batches as planned (the real simulator on both sides). A run of another topology is
+    refused, naming it."""
+    import json as json_
 
-    from analysis.calibrate import stack_overhead_ms
-    from live.compare import simulate_calibration_run
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    from live.calibration import calibrate_from_run
     from live.spec import RunSpec, write_spec
     from scheduler.profiles import PROVISIONAL_PROFILE, load_profiles
-    from scheduler.system import build_system
+    from simulator.run import simulate_policy
+    from topologies import resolve_topology_path
     from workload.args import Workload
     from workload.trace import write_trace
 
-    topo = load_topology("tiny")
-    antennas = tuple(a.name for a in topo.antennas)
-    trace, _ = Workload(lambda_per_min="30", duration_s=20.0, seed=3, trace=None, default_duration_s=20.0).build(antennas)
-    write_trace(trace, tmp_path / "run" / "trace.csv")
-    write_spec(RunSpec(topo="tiny", policy="least-impedance", duration_s=20.0, seed=3, trace=tmp_path / "run" / "trace.csv"),
-               tmp_path / "run" / "spec.json")
-    system = build_system(topo, load_profiles(PROVISIONAL_PROFILE))
-    sim = simulate_calibration_run(tmp_path / "run", system, system, {}, topo, antennas, tmp_path / "cal")
-    assert (tmp_path / "cal" / "records.csv").exists() and sim.num_rows > 100
-    assert stack_overhead_ms(sim, sim) == (0.0, 0.0)
-    late = sim.set_column(sim.schema.get_field_index("t_worker_ms"), "t_worker_ms", pc.add(sim["t_worker_ms"], 2.5))
-    late = late.set_column(sim.schema.get_field_index("t_response_ms"), "t_response_ms",
-                           pc.add(sim["t_response_ms"], 0.5))
-    up, down = stack_overhead_ms(late, sim)
-    assert up == pytest.approx(2.5) and down == pytest.approx(0.5)
+    topo, profiles = load_topology("tiny"), load_profiles(PROVISIONAL_PROFILE)
+    run = tmp_path / "run"
+    trace, _ = Workload(lambda_per_min="30", duration_s=20.0, seed=3, trace=None,
+                        default_duration_s=20.0).build(tuple(a.name for a in topo.antennas))
+    write_trace(trace, run / "trace.csv")
+    write_spec(RunSpec(topo=str(resolve_topology_path("tiny")), policy="least-impedance", duration_s=20.0, seed=3,
+                       trace=run / "trace.csv", profiles=Path(profiles.source)), run / "spec.json")
+    (run / "link_measurements.json").write_text(json_.dumps({"meta": {}, "links": []}))
+    from scheduler.system import build_system
+
+    truth = simulate_policy(build_system(topo, profiles), trace, "least-impedance", RunSpec().sim_config(20.0), 3, "",
+                            tmp_path / "truth")
+    t = read_records(truth.records_path)
+    for col, ms in (("t_worker_ms", 2.5), ("t_infer_start_ms", 2.5), ("t_infer_end_ms", 2.5), ("t_response_ms", 3.0)):
+        t = t.set_column(t.schema.get_field_index(col), col, pc.add(t[col], ms))
+    pacsv.write_csv(t, run / "records.csv")
+    cal = calibrate_from_run(run, topo, profiles, tmp_path / "calibration")
+    assert (cal.overhead.up_ms, cal.overhead.down_ms) == (pytest.approx(2.5), pytest.approx(0.5))
+    assert cal.overhead.queries == t.num_rows - pc.sum(pc.equal(t["outcome"], "rejected")).as_py() > 100
+    assert cal.processing_scale and all(k == pytest.approx(1.0, abs=0.02) for k in cal.processing_scale.values())
+    done = json_.loads((tmp_path / "calibration" / "summary.json").read_text())
+    assert (done["policy"], done["seed"]) == ("least-impedance", 3)
+    assert "2.50 ms up, 0.50 ms down" in cal.label
+    other = json_.loads((run / "spec.json").read_text()) | {"topo": str(resolve_topology_path("full-edge"))}
+    (run / "spec.json").write_text(json_.dumps(other))
+    with pytest.raises(ValueError, match=r"that run is of topology 'full-edge', not --topo 'tiny'"):
+        calibrate_from_run(run, topo, profiles, tmp_path / "again")

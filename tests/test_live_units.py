@@ -352,7 +352,7 @@ def test_window_measurement_in_the_simulators_terms(tiny_system, tmp_path) -> No
     assert m.sent_per_class[k] == 4 * 40 and m.sent_per_class.sum() == 4 * 40
     w.reported_at_s += 2.0  # a later report: 60 answers and 0.6 MB more in 2 s
     w.served_total, w.bytes_total = 160.0, 1.6e6
-    live.rejected.closed(9, clock.now_s(), live.window)  # closed at once (t0 + 10 s): its queries up to now, 51 more
+    live.close_stream(9)  # closed at once (t0 + 10 s): its queries up to now, 51 more
     closed = live.close_window(t0 + 10.0)
     windows.write(closed)
     m = closed.measurement
