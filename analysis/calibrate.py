@@ -2,10 +2,10 @@
 
 For every variant that answered queries in the run's log, the observed batch durations
 (t_infer_end - t_infer_start) are compared with what the profile plans for the same batch (its size's latency
-and its frames' input time); the variant's processing is scaled by the median ratio. Variants the run did not use keep their figures.
-The stack overhead is what the testbed's network stages took beyond the simulator's for the same queries, the
-simulator run with the measured links and processing times: HTTP and the scheduler's relay, one constant per
-direction (medians).
+and its frames' input time); the variant's processing is scaled by the median ratio. Variants the run did not
+use keep their figures. The stack overhead is what the testbed's network stages took beyond the simulator's
+for the same queries, the simulator run with the measured links and processing times: HTTP and the
+scheduler's relay, one constant per direction (medians).
 """
 
 from __future__ import annotations
