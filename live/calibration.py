@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from analysis.calibrate import StackOverhead, processing_scale, stack_overhead
 from analysis.records import read_records
-from live.spec import read_spec
+from live.spec import RunSpec, read_spec
 from scheduler.profiles import ProfileSet, load_profiles
 from scheduler.system import SystemModel, build_system
 from simulator.run import simulate_aset, simulate_policy
@@ -66,11 +66,12 @@ def calibrate_from_run(run_dir: Path, topo: Topology, profiles: ProfileSet, out:
     trace = read_trace(run_dir / "trace.csv", antennas)
     records = read_records(run_dir / "records.csv")
     links = read_link_figures(run_dir)
-    simulated = simulate_run_again(run_dir, build_system(run_topo, run_profiles),
-                                   build_system(calibrated_topology(run_topo, links), run_profiles),
-                                   processing_scale(records, run_profiles, trace), run_topo, trace, out)
-    overhead = stack_overhead(records, simulated)
     scale = processing_scale(records, profiles, trace)
+    run_scale = scale if run_profiles is profiles else processing_scale(records, run_profiles, trace)
+    simulated = simulate_run_again(spec, build_system(run_topo, run_profiles),
+                                   build_system(calibrated_topology(run_topo, links), run_profiles),
+                                   run_scale, run_topo, trace, out)
+    overhead = stack_overhead(records, simulated)
     label = (f"calibrated from {run_dir} (schedulers decide with the nominal figures, as the testbed's do): "
              f"measured link figures; stack overhead {overhead.up_ms:.2f} ms up, {overhead.down_ms:.2f} ms down "
              f"beyond the simulator's run of it ({out.name}/), over {overhead.queries} queries served by the same "
@@ -79,12 +80,11 @@ def calibrate_from_run(run_dir: Path, topo: Topology, profiles: ProfileSet, out:
     return Calibration(build_system(calibrated_topology(topo, links), profiles), scale, overhead, label)
 
 
-def simulate_run_again(run_dir: Path, system: SystemModel, physics: SystemModel, scale: dict[str, float],
+def simulate_run_again(spec: RunSpec, system: SystemModel, physics: SystemModel, scale: dict[str, float],
                        topo: Topology, trace: Trace, out: Path) -> pa.Table:
-    """Returns the records of the simulator's run of the testbed run `run_dir` (its spec.json: seed, policy or
-    agent, network events, worker settings; `trace`: its trace) deciding with `system`, its links and workers
-    behaving as `physics` and `scale` say, with no stack overhead; writes them under `out`."""
-    spec = read_spec(run_dir / "spec.json")
+    """Returns the records of the simulator's run of a testbed run (`spec`, its spec.json: seed, policy or agent,
+    network events, worker settings; `trace`: its trace) deciding with `system`, its links and workers behaving
+    as `physics` and `scale` say, with no stack overhead; writes them under `out`."""
     duration_s = spec.duration_s if spec.duration_s is not None else float(trace.end_s.max(initial=0.0))
     config = spec.sim_config(duration_s, processing_scale=tuple(scale.items()))
     events = load_events(spec.events, topo) if spec.events is not None else None
