@@ -290,6 +290,34 @@ def monitor_margins(runs: list[dict]) -> list[str]:
     return lines
 
 
+def seed_spread(done: dict[str, dict]) -> list[str]:
+    """Returns the paper-load cases' spread over their seeds, per lambda, K and policy: the range of each side's
+    success, of the difference and of the window correlation, and how many seeds pass every check (`checked`:
+    case id -> policy -> passed, as the per-seed table judged them)."""
+    groups: dict[tuple[str, str, str], list[tuple[dict, dict]]] = {}
+    for r in (r for r in done.values() if r["kind"] == "paper"):
+        for p, v in r["policies"].items():
+            groups.setdefault((r["id"].split("-")[1][1:], case_arg(r, "--tdf"), p), []).append((r, v))
+    if not groups:
+        return []
+    lines = ["", "Over the seeds (each lambda, K and policy; ranges are min to max):", "",
+             "| lambda | K | policy | seeds | simulator | testbed | diff (pts) | window corr | seeds passing |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def span(xs: list[float], fmt: str) -> str:
+        xs = [x for x in xs if x == x]  # NaN (a flat series) left out
+        return "" if not xs else format(min(xs), fmt) if min(xs) == max(xs) else \
+            f"{format(min(xs), fmt)} to {format(max(xs), fmt)}"
+
+    for (lam, k, p), rows in groups.items():
+        seeds = ", ".join(r["id"].split("-")[2][1:] for r, _ in rows)
+        ok = sum(bool(v.get("checked")) for _, v in rows)
+        lines.append(f"| {lam} | {k} | {p} | {seeds} | {span([v['sim'] for _, v in rows], '.3f')} | "
+                     f"{span([v['testbed'] for _, v in rows], '.3f')} | {span([v['diff_pts'] for _, v in rows], '+.2f')} | "
+                     f"{span([v['corr'] for _, v in rows], '.3f')} | {ok} of {len(rows)} |")
+    return lines
+
+
 def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
     """Returns the results page's body from the kept results under `keep` (the `planned` case ids not done
     listed as such), and whether every check of the cases done passes."""
@@ -305,6 +333,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
              f"K {CONVERGENCE_KS[1]} (virtual ms) | share slower at K {CONVERGENCE_KS[0]} | undilated host time per "
              "query (real ms) | within 0.2 ms | verdicts | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    meds: list[float] = []
     for s in SEEDS:
         a, b = (done.get(f"conv-s{s}-k{k}") for k in CONVERGENCE_KS)
         if not (a and b):
@@ -319,9 +348,14 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
         host_ms = bias / (1 / CONVERGENCE_KS[0] - 1 / CONVERGENCE_KS[1])  # a real cost H shows as H / K virtual
         ok = med <= CONVERGENCE_MAX_MS and a["verdict"] == b["verdict"] == FAITHFUL
         passed &= ok
+        if med == med:  # NaN: no query answered in both
+            meds.append(med)
         lines.append(f"| {s} | {case_arg(a, '--duration')} | {len(diffs)} | {med:.3f} | {bias:.3f} | {slower:.2f} | "
                      f"{host_ms:.1f} | {_mark(ok)} | "
                      f"{a['verdict']} / {b['verdict']} | {a['wall_s']:.0f} / {b['wall_s']:.0f} |")
+    if len(meds) > 1:
+        lines += ["", f"Over the {len(meds)} seeds the median absolute difference spans {min(meds):.3f} to "
+                  f"{max(meds):.3f} virtual ms (mean {statistics.fmean(meds):.3f})."]
     lines += ["", "What dilation cannot slow down shows in the difference: a query's host time that is not emulated (its "
               "HTTP stacks, the userspace switches, timer wake-ups), H real ms, counts H / K virtual ms, so a run at "
               f"K {CONVERGENCE_KS[0]} is slower than one at K {CONVERGENCE_KS[1]} by H x (1/{CONVERGENCE_KS[0]} - "
@@ -370,6 +404,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
                            if excused else "")
             ok = not failed
             passed &= ok
+            v["checked"] = ok  # for the spread over seeds
             lines.append(f"| {lam} | {seed} | {case_arg(r, '--tdf')} | {case_arg(r, '--duration')} | {p} | {v['sim']:.3f} | "
                          f"{v['testbed']:.3f} | {v['diff_pts']:+.2f} | {v['corr']:.3f} | {_ceiling_cell(ceil.get(p))} | "
                          f"{_spread_cells(v.get('spread'))} | {v['verdict']} | {_other_cores(r, p)} | "
@@ -396,8 +431,8 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
               "Other work max: the most cores busy with work that is not the run's in one of its monitor's 1 s "
               "intervals (another experiment or a test run beside it; the monitor's soft figure, 0.3). Each verdict "
               "is the one its run's monitor gave, with the invariants of the commit the case ran at "
-              "([fidelity.md](../fidelity.md#the-fidelity-monitor) lists today's).", "",
-              *_command(done, "paper"), *paired_section(done), *resimulated_section(done, SUCCESS_MAX_PTS), "",
+              "([fidelity.md](../fidelity.md#the-fidelity-monitor) lists today's).",
+              *seed_spread(done), "", *_command(done, "paper"), *paired_section(done), *resimulated_section(done, SUCCESS_MAX_PTS), "",
               "## bench_live per K (virtual queries/s per antenna)", "",
               "| K | rates run (verdict) | highest judged faithful |", "|---|---|---|"]
     for cid, r in done.items():

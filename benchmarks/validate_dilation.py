@@ -2,13 +2,14 @@
 the shared lock; root; not CI. Writes docs/results/dilation.md with `--results-page`.
 
 Cases (stable ids; a case whose `result.json` exists is skipped, so a rerun resumes):
-- `conv-s{seed}-k{K}`: one trace (lambda 10, 60 s, closest, profile-driven workers only) on a jitter-free copy of
-  full-edge (Linux bridges, no controller) at K = 10 and K = 20; per seed the median |latency(K=10) -
+- `conv-s{seed}-k{K}`: one trace (lambda 10, --conv-duration virtual s, closest, profile-driven workers only) on a
+  jitter-free copy of full-edge (Linux bridges, no controller) at K = 10 and K = 20; per seed the median |latency(K=10) -
   latency(K=20)| over the queries answered in both (paired by stream and query), virtual ms: at most 0.2.
 - `neg-s{seed}`: the lambda 60 trace at a K that is too small (--neg-k, default 4), profile-driven workers as in
   the paper-load cases: the fidelity monitor must judge it not faithful (the run may stop early; its exit
   status 1, recorded != sent, is expected then).
-- `paper-l{lambda}-s{seed}`: `compare` at the paper's loads on full-edge at the default profile (profile-driven
+- `paper-l{lambda}-s{seed}`: `compare` at the paper's loads (--paper-k LAMBDA:K, default lambda 20 at K 6 and 60 at
+  K 16; --paper-duration, default 120 virtual s) on full-edge at the default profile (profile-driven
   workers, `compare`'s default: no core is reserved, the run has every core), three policies:
   success within 1.5 points per policy, the same ranking, window correlation at least 0.95 (or the simulator's
   own across run seeds where that is lower: benchmarks/dilation_ceiling.py), every testbed run judged faithful.
@@ -19,6 +20,9 @@ Cases (stable ids; a case whose `result.json` exists is skipped, so a rerun resu
     sudo .venv/bin/python benchmarks/validate_dilation.py --lock /tmp/cpu.lock            # all, resuming
     sudo .venv/bin/python benchmarks/validate_dilation.py --only conv-s1-k10,conv-s1-k20 --lock /tmp/cpu.lock
     sudo .venv/bin/python benchmarks/validate_dilation.py --report-only --results-page      # the page, from results
+
+`--fidelity-page paper-l60-s1` (say) has that case's `compare` write its report to docs/results/fidelity.md as well,
+with its own command line: the simulator against the testbed at the paper's load, at the nominal profile.
 
 Each case's result is kept, self-contained, in `docs/results/dilation-cases/<id>.json` (with, for a convergence
 case, its per-query latencies beside it): what the report needs of the case's runs (verdicts, the monitor's hard
@@ -136,8 +140,10 @@ def bench_result(path: Path) -> dict:
 
 
 def cases(work: Path, paper_k: dict[int, float], neg_k: float, bench_ks: tuple[float, ...],
-          conv_duration_s: float = 60.0, paper_duration_s: float = 150.0, neg_duration_s: float = 60.0) -> list[Case]:
-    """Returns every case, in the order they run."""
+          conv_duration_s: float = 20.0, paper_duration_s: float = 120.0, neg_duration_s: float = 60.0,
+          fidelity_page: str | None = None) -> list[Case]:
+    """Returns every case, in the order they run; the paper case named by `fidelity_page` also writes `compare`'s
+    results page (docs/results/fidelity.md)."""
     topo = jitter_free_topology(work)
     out: list[Case] = []
     for s in SEEDS:
@@ -161,7 +167,9 @@ def cases(work: Path, paper_k: dict[int, float], neg_k: float, bench_ks: tuple[f
             out.append(Case(f"paper-l{lam}-s{s}", "paper", (
                 _python(), "run_testbed.py", "compare", "--topo", "full-edge", "--lambda", str(lam),
                 "--duration", f"{paper_duration_s:g}", "--seed", str(s), "--policies", ",".join(POLICIES),
-                "--tdf", f"{k:g}", "--out", str(res), *BASE), lambda res=res: {"out": str(res), **compare_result(res)}))
+                "--tdf", f"{k:g}", "--out", str(res), *BASE,
+                *(("--results-page",) if fidelity_page == f"paper-l{lam}-s{s}" else ())),
+                lambda res=res: {"out": str(res), **compare_result(res)}))
     for k in bench_ks:
         js = work / f"bench-k{k:g}" / "bench.json"
         out.append(Case(f"bench-k{k:g}", "bench", (
@@ -242,17 +250,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list the cases and whether each is done")
     ap.add_argument("--only", default=None, help="comma list of case ids")
     ap.add_argument("--lock", type=Path, default=None, help="flock this file around each case (shared machine)")
-    ap.add_argument("--paper-k", type=_pairs, default=_pairs("20:8,60:25"), help="LAMBDA:K pairs of the paper loads")
+    ap.add_argument("--paper-k", type=_pairs, default=_pairs("20:6,60:16"), help="LAMBDA:K pairs of the paper loads")
     ap.add_argument("--neg-k", type=float, default=4.0, help="the negative control's K (too small for lambda 60)")
     ap.add_argument("--bench-k", type=_numbers, default=_numbers("1,4,10,20,40"), help="bench_live's K values")
-    ap.add_argument("--conv-duration", type=float, default=60.0, help="virtual seconds of the convergence runs")
+    ap.add_argument("--conv-duration", type=float, default=20.0, help="virtual seconds of the convergence runs")
     ap.add_argument("--neg-duration", type=float, default=60.0, help="virtual seconds of the negative control")
-    ap.add_argument("--paper-duration", type=float, default=150.0, help="virtual seconds of the paper-load runs")
+    ap.add_argument("--paper-duration", type=float, default=120.0, help="virtual seconds of the paper-load runs")
+    ap.add_argument("--fidelity-page", default=None, metavar="CASE",
+                    help="this paper case's compare also writes docs/results/fidelity.md (of the checkout it runs in)")
     ap.add_argument("--report-only", action="store_true", help="run nothing: the report of the results so far")
     add_results_page_argument(ap, "dilation")
     args = ap.parse_args(argv)
     all_cases = cases(args.work, args.paper_k, args.neg_k, args.bench_k, args.conv_duration, args.paper_duration,
-                      args.neg_duration)
+                      args.neg_duration, args.fidelity_page)
+    if args.fidelity_page and args.fidelity_page not in {c.id for c in all_cases if c.kind == "paper"}:
+        print(f"error: --fidelity-page: {args.fidelity_page!r} is not a paper case (paper-l<lambda>-s<seed>)",
+              file=sys.stderr)
+        return 2
     only = {c.strip() for c in args.only.split(",") if c.strip()} if args.only else None
     if only and (unknown := only - {c.id for c in all_cases}):
         print(f"error: --only: unknown case(s) {', '.join(sorted(unknown))}", file=sys.stderr)
@@ -262,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c.id:24s} {'done' if is_done(c.id, args.work, args.keep) else 'to run'}")
         return 0
     failed = []
-    for c in [] if args.report_only else to_run(all_cases, args.work, only, args.keep):
+    pending = [] if args.report_only else to_run(all_cases, args.work, only, args.keep)
+    if args.fidelity_page and args.fidelity_page not in {c.id for c in pending}:
+        print(f"warning: --fidelity-page: {args.fidelity_page} does not run now (done, or not in --only): "
+              "docs/results/fidelity.md is not written", file=sys.stderr)
+    for c in pending:
         print(f"== {c.id}: {' '.join(c.argv[1:])}", flush=True)
         try:
             print(json.dumps(keep_result(run_case(c, args.work, args.lock), args.keep))[:400], flush=True)

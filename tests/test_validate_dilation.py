@@ -55,10 +55,24 @@ def test_case_ids_and_their_command_lines_parse(vd, tmp_path) -> None:
             assert spec.real_sites == ()  # profile-driven workers: no core reserved, the run has them all
         elif c.kind == "paper":
             args = compare_parser.parse_args(list(c.argv[3:]))
-            assert args.policies == ",".join(vd.POLICIES) and args.tdf in (8.0, 25.0) and args.duration == 150.0
+            assert args.policies == ",".join(vd.POLICIES) and args.tdf in (8.0, 25.0) and args.duration == 120.0
     assert next(c for c in cases if c.kind == "negative").ok_exits == (0, 1)
     topo = (tmp_path / "full-edge-nojitter.yaml").read_text()
     assert "delay_dev_ms: 0" in topo and "delay_dev_ms: 1.0" not in topo
+
+
+def test_fidelity_page_is_written_by_the_one_paper_case_named(vd, tmp_path, capsys) -> None:
+    cases = vd.cases(tmp_path, {20: 8.0, 60: 25.0}, 4.0, (1.0,), fidelity_page="paper-l60-s2")
+    assert [c.id for c in cases if "--results-page" in c.argv] == ["paper-l60-s2"]
+    from live.compare import register as register_compare
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register_compare(sub)
+    args = sub.choices["compare"].parse_args(list(next(c for c in cases if c.id == "paper-l60-s2").argv[3:]))
+    assert args.results_page == "fidelity" and args.lambda_per_min == "60"
+    assert not any("--results-page" in c.argv for c in _cases(vd, tmp_path))
+    assert vd.main(["--work", str(tmp_path), "--fidelity-page", "neg-s1", "--list"]) == 2
+    assert "--fidelity-page: 'neg-s1' is not a paper case" in capsys.readouterr().err
 
 
 def test_bench_case_uses_bench_lives_options(vd, tmp_path) -> None:
@@ -185,6 +199,10 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
     assert ("| load-balancing | 0.985 | 0.984 | -0.10 | 0.960 | - | - | - | faithful | - | NO (ranking: closest > "
             "load-balancing reversed) |") in body
     assert "| 10 | 200 (faithful), 400 (not faithful) | 200 |" in body
+    # over the seeds, per lambda, K and policy: ranges, and how many seeds pass every check (seed 1 fails its windows)
+    assert ("| 20 | 4 | closest | 1, 2 | 0.950 to 0.997 | 0.940 to 0.998 | -1.00 to +0.10 | 0.960 to 0.970 | "
+            "1 of 2 |") in body
+    assert "| 60 | 8 | closest | 1 | 0.990 | 0.980 | -1.00 | 0.960 | 0 of 1 |" in body
     # kept: paired; beside it the simulator against itself on the case's trace (a count, λ20 seed 1's closest)
     # (a median and its range); the testbed's own miss alone in its window of 3 (dispersion 2/3), the simulator none
     assert re.search(r"\| paper-l20-s1 \| closest \| 3 \| 0 \| 1 \| 1 \| 0 \| 1 \| \d+(\.5)? \(\d+-\d+\) \| "
