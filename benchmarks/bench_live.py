@@ -16,6 +16,7 @@ capacity is far above these rates); a drop in success is then the testbed's own 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
+from live.cores import LiveRunBusy, live_command  # noqa: E402
 from live.orchestrate import run_live  # noqa: E402
 from live.procs import Proc, wait_ready  # noqa: E402
 from live.report import LiveResult  # noqa: E402
@@ -257,24 +259,8 @@ def results_page(overhead: dict | None, rows: list[dict], duration_s: float) -> 
     return "\n".join(body)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="25,50,100,200", help="queries/s per antenna, comma separated")
-    ap.add_argument("--duration", type=float, default=20.0)
-    ap.add_argument("--mtu", default="9000", help="MTU(s) to compare, comma separated")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument(
-        "--overhead-frames", type=int, default=1000, help="frames of the loopback overhead test (0: skip)"
-    )
-    ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
-    ap.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
-                    help="time dilation factor of the load runs: rates and durations are virtual, each run lasts "
-                         "K times longer in real time (default 1)")
-    ap.add_argument("--stop-unfaithful", action="store_true",
-                    help="run no higher rate (at that MTU) once a rate is judged not faithful by the fidelity monitor")
-    add_results_page_argument(ap, "live-load")
-    args = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="bench-live-"))
+def measure(args: argparse.Namespace, base: Path) -> int:
+    """Runs the overhead test and the load runs `args` ask for, under `base`; prints and writes what they measured."""
     ov = None
     if args.overhead_frames:
         ov = overhead_loopback(args.overhead_frames, base)
@@ -303,6 +289,34 @@ def main() -> int:
                                   results_page(ov, rows, args.duration))
         print(f"wrote {page}")
     return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", default="25,50,100,200", help="queries/s per antenna, comma separated")
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--mtu", default="9000", help="MTU(s) to compare, comma separated")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--overhead-frames", type=int, default=1000, help="frames of the loopback overhead test (0: skip)"
+    )
+    ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
+    ap.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
+                    help="time dilation factor of the load runs: rates and durations are virtual, each run lasts "
+                         "K times longer in real time (default 1)")
+    ap.add_argument("--stop-unfaithful", action="store_true",
+                    help="run no higher rate (at that MTU) once a rate is judged not faithful by the fidelity monitor")
+    add_results_page_argument(ap, "live-load")
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    try:  # no other live run beside the overhead test or between two rates (the overhead test alone: no lock)
+        with contextlib.nullcontext() if args.only_overhead else live_command(base):
+            return measure(args, base)
+    except LiveRunBusy as exc:
+        with contextlib.suppress(OSError):
+            base.rmdir()  # still empty
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -85,14 +85,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)
+        return 2
+    from live.cores import live_command
+
+    with live_command(args.out):  # no other live run between its policies' (LiveRunBusy: exit 2)
+        return _compare(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
     from live.orchestrate import run_live  # the testbed side: root, network package
     from live.placed import placement_of
     from live.plan import plan_workers
     from live.realprofile import real_model_batches, time_real_workers
 
-    if os.geteuid() != 0:
-        print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)
-        return 2
     policies = list(POLICY_NAMES) if args.policies == ALL else [p.strip() for p in args.policies.split(",")]
     for p in policies:
         policy_index(p)  # static policies only: compare runs no agent

@@ -21,7 +21,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -67,16 +67,19 @@ class LiveRunBusy(ValueError):
 
 class LiveRunLock:
     """The one-live-run lock: an exclusive flock on LOCK_PATH, which the kernel drops when its holder dies
-    (kill -9 included), so no stale lock is ever left. The file says who holds it."""
+    (kill -9 included), so no stale lock is ever left. The file says who holds it. Taken again by its holder it
+    counts, and is let go at the last release (a command's runs inside the command's hold: `live_command`)."""
 
     def __init__(self, path: Path = LOCK_PATH) -> None:
         self.path = path
         self._file: IO[str] | None = None
+        self._depth = 0
 
     def acquire(self, run_dir: Path) -> None:
-        """Takes the lock for a run in `run_dir` (nothing if this object holds it); raises LiveRunBusy naming the
-        holder if another run has it."""
+        """Takes the lock for a run in `run_dir` (once more, if this object holds it); raises LiveRunBusy naming
+        the holder if another run has it."""
         if self._file is not None:
+            self._depth += 1
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = self.path.open("a+")
@@ -93,14 +96,41 @@ class LiveRunLock:
         f.truncate()
         f.write(f"{os.getpid()}\t{run_dir}\t{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
         f.flush()
-        self._file = f
+        self._file, self._depth = f, 1
 
-    def release(self) -> None:
+    def release(self, *, fully: bool = False) -> None:
+        """Lets the lock go at the last of its holder's releases, or at once `fully` (nothing if it is not held)."""
         if self._file is not None:
+            self._depth = 0 if fully else self._depth - 1
+            if self._depth > 0:
+                return
             self._file.truncate(0)
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+_command_lock: LiveRunLock | None = None
+"""The lock a command of several live runs holds across them (`live_command`), or None."""
+
+
+@contextlib.contextmanager
+def live_command(out: Path) -> Iterator[None]:
+    """Holds the live-run lock across a command of several live runs (compare's policies, --tdf auto's pilots and
+    its run, bench_live's rates), so that no other live run starts between two of them and spoils the later ones'
+    figures; each run inside takes it again and leaves it held. LiveRunBusy if another run has it."""
+    global _command_lock
+    if _command_lock is not None:  # a command inside a command (compare with --tdf auto): the outer one holds it
+        yield
+        return
+    lock = LiveRunLock()
+    lock.acquire(out)
+    _command_lock = lock
+    try:
+        yield
+    finally:
+        _command_lock = None
+        lock.release(fully=True)  # a run inside left without letting go must not keep it
 
 
 class RunCores:
@@ -114,7 +144,7 @@ class RunCores:
         self.run_id = run_id or f"{os.getpid():x}{secrets.token_hex(2)}"
         self.label = label
         """Appended to the groups' names: a server's keeper gives its server's (servers may share a cgroup tree)."""
-        self.lock = lock or LiveRunLock()
+        self.lock = lock or _command_lock or LiveRunLock()
         self.record = CreationRecord(run_dir / RECORD_DIR)
         self.log = log
         self.reserved: int | None = None

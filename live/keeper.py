@@ -254,8 +254,7 @@ def hold(run_dir: Path, label: str, run_id: str, real: bool, pause_s: float = 0.
         if entered:
             cores.__exit__(None, None, None)
             _say("the run's cores are put back")
-        else:
-            lock.release()
+        lock.release()  # the keeper's own hold (RunCores let go of its own)
 
 
 def main(argv: list[str] | None = None) -> int:

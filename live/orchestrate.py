@@ -16,7 +16,7 @@ from pathlib import Path
 
 from live.autotdf import run_auto
 from live.clock import DilatedClock, time_dilation_record
-from live.cores import RunCores
+from live.cores import RunCores, live_command
 from live.faults import KILL_WORKER, LINK_EVENT, Fault, check_faults, fault_schedule
 from live.merge import Events, RecordMerger
 from live.monitor import Monitor
@@ -402,8 +402,9 @@ class LiveRun:
 @sigint_default_in_children()  # started with SIGINT ignored (`cmd &` from a script), it still ignores it; its processes not
 def run_live(spec: RunSpec, log: Callable[[str], None] = print) -> LiveResult:
     """Runs the testbed live once (one at a time: LiveRunBusy) and returns its result; files land in the run dir."""
-    if spec.tdf is None:  # --tdf auto: pilot runs choose K first
-        return run_auto(spec, log, run_live)
+    if spec.tdf is None:  # --tdf auto: pilot runs choose K first, no other live run between them and the run
+        with live_command(Path(spec.out or "runs")):
+            return run_auto(spec, log, run_live)
     t_start, run = time.monotonic(), LiveRun(spec, log)
     if spec.switch == "ovs":  # started (if it must be) before the run's cgroups: the daemons never join them
         ensure_ovs()
