@@ -4,7 +4,7 @@ event loop) in `-rest` with its scheduler, ovs-vswitchd's threads are off the re
 run is refused (exit 2, naming the first); after it, no cgroup of the run is left, ovs-vswitchd's affinity is
 as before, and the monitor, which measured the inference threads apart, judged the run faithful (at K = 2). Without a
 network, a real worker's inference threads (ONNX Runtime's intra-op threads too) alone are in `-real`, and
-nothing is left after teardown, nor after a `kill -9` and `clean`. An overloaded run (300 queries/s at K = 1)
+nothing is left after teardown, nor after a `kill -9` and `clean`. An overloaded run (1000 queries/s at K = 1)
 is judged not faithful, naming the sources' send lag, and stopped early."""
 
 from __future__ import annotations
@@ -123,6 +123,36 @@ def test_a_run_without_real_workers_keeps_every_core(tmp_path: Path) -> None:
             RunCores(tmp_path / "second", real_inference=False).__enter__()
     assert _edge_cgroups() == [] and CreationRecord(tmp_path / "run" / "cores").is_torn_down()
 
+
+def test_a_command_of_several_runs_holds_the_lock_between_them(tmp_path: Path) -> None:
+    """compare's policies, --tdf auto's pilots, bench_live's rates: no other live run starts between two of them
+    (each run takes the command's lock again and leaves it held); a compare started meanwhile is refused in one
+    line, exit 2, before it writes anything."""
+    from live.cores import LiveRunBusy, LiveRunLock, RunCores, live_command
+
+    other = LiveRunLock()
+    with live_command(tmp_path / "cmd"):
+        for name in ("first", "second"):
+            (tmp_path / name).mkdir()
+            with RunCores(tmp_path / name, log=lambda _: None, real_inference=False):
+                pass
+            with pytest.raises(LiveRunBusy, match=r"another live run is running \(pid \d+, .*/cmd, since "):
+                other.acquire(tmp_path / "other")
+        refused = subprocess.run([sys.executable, str(REPO / "run_testbed.py"), "compare", "--topo", "tiny",
+                                  "--out", str(tmp_path / "cmp")], cwd=REPO, capture_output=True, text=True,
+                                 timeout=120)
+        assert refused.returncode == 2, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "another live run is running" in lines[0], lines
+        assert not (tmp_path / "cmp").exists()
+        refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_live.py"), "--rates", "25",
+                                  "--overhead-frames", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert refused.stderr.startswith("error: another live run is running"), refused.stderr
+    other.acquire(tmp_path / "other")  # the command over: the lock is free
+    other.release()
+
+
 ORCHESTRATOR = """
 import sys
 from pathlib import Path
@@ -192,8 +222,11 @@ def test_only_a_real_workers_inference_threads_run_on_the_reserved_core(tmp_path
 def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").write_text(LIGHT)
     out = tmp_path / "run"
+    from testbed.switches import ensure_ovs
+
+    ensure_ovs()  # the run starts it if it is not running: its affinity before must be a running daemon's
     before = _ovs_affinity()
-    assert _edge_cgroups() == []
+    assert before and _edge_cgroups() == []
     with (tmp_path / "run.log").open("w") as log:
         # K 2: with one core reserved, everything else of the run shares the other; at K 1 on a slow 2-core host
         # a profile-driven worker's wake-ups on it reach the overshoot limit (p99 2.0 ms, measured), at K 2 half
@@ -265,7 +298,7 @@ def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_p
 def test_an_overloaded_run_is_judged_not_faithful_and_stopped_early(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").write_text(HEAVY)
     out = tmp_path / "run"
-    fast = write_scaled_profile(None, 0.02, tmp_path / "fast.yaml")  # capacity for every stream: all 300/s sent
+    fast = write_scaled_profile(None, 0.02, tmp_path / "fast.yaml")  # capacity for every stream: all 1000/s sent
     done = subprocess.run(_run_argv(tmp_path / "trace.csv", out, "--policy", "closest", "--real-workers", "none",
                                     "--profiles", str(fast)), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode in (0, 1), done.stderr[-3000:]
