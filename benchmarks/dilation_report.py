@@ -306,8 +306,10 @@ def seed_spread(done: dict[str, dict]) -> list[str]:
 
     def span(xs: list[float], fmt: str) -> str:
         xs = [x for x in xs if x == x]  # NaN (a flat series) left out
-        return "" if not xs else format(min(xs), fmt) if min(xs) == max(xs) else \
-            f"{format(min(xs), fmt)} to {format(max(xs), fmt)}"
+        if not xs:
+            return ""
+        lo, hi = format(min(xs), fmt), format(max(xs), fmt)
+        return lo if lo == hi else f"{lo} to {hi}"
 
     for (lam, k, p), rows in groups.items():
         seeds = ", ".join(r["id"].split("-")[2][1:] for r, _ in rows)
