@@ -248,10 +248,12 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     figures += [_figure("source send lag", "p99", due, lag, limits.send_lag_p99_ms),
                 _figure("source send lag", "max", due, lag, limits.send_lag_max_ms)]
     # the wires write their lateness in virtual us already (real / K)
-    late = [d["late_p99_us"] for p in sorted(run_dir.glob("wire-*.stats.json")) for d in _json(p, [])]
-    if late:
-        figures.append(Figure("wire lateness vs due", "p99 (worst direction)", round(max(late) / 1000.0, 3),
-                              limits.wire_late_p99_ms, "virtual ms"))
+    wires = [d for p in sorted(run_dir.glob("wire-*.stats.json")) for d in _json(p, [])]
+    if wires:
+        first, over = wire_late_windows(wires, _t0_real_s(run_dir, config), k, limits.wire_late_p99_ms)
+        figures.append(Figure("wire lateness vs due", "p99 (worst direction)",
+                              round(max(d["late_p99_us"] for d in wires) / 1000.0, 3), limits.wire_late_p99_ms,
+                              "virtual ms", True, first, over))
     t, lag = relay_lag(rec)
     figures.append(_figure("scheduler relay at its own site", "p99", t, lag, limits.relay_p99_ms))
     mixed = real_starts(run_dir, config)
@@ -320,6 +322,41 @@ def verdict(figures: list[Figure], k: float, stopped_early: dict | None, diag: d
         "figures": [asdict(f) for f in figures],
         "diagnostics": diag or {},
     }
+
+
+def _t0_real_s(run_dir: Path, config: dict) -> float | None:
+    """Returns the run's t0 in real epoch seconds on the run's wall clock, or None without it."""
+    t0 = config.get("time_dilation", {}).get("t0_real_epoch_s")
+    if t0 is None and (run_dir / "t0").exists():  # undilated: t0 is real
+        t0 = float((run_dir / "t0").read_text())
+    return None if t0 is None else float(t0)
+
+
+def wire_late_windows(directions: list[dict], t0_real_s: float | None, k: float,
+                      threshold_ms: float) -> tuple[float | None, int | None]:
+    """Returns the first 1 s window (virtual s since t0) in which some wire direction's p99 lateness was over
+    `threshold_ms`, and in how many windows one was: more than 1 % of the frames due in that window (the
+    direction's `sent_per_s`, real epoch seconds shared out over the windows they overlap) left later than the
+    threshold (its `late_events`). (None, None) for wires that did not keep them."""
+    if t0_real_s is None or any("late_events" not in d for d in directions):
+        return None, None
+    window_real_s = k * WINDOW_MS / 1000.0
+    windows: set[int] = set()
+    for d in directions:
+        late: dict[int, int] = {}
+        for due_ms, late_us in d["late_events"]:
+            if late_us > threshold_ms * 1000.0:
+                w = int(np.floor((due_ms / 1000.0 - t0_real_s) / window_real_s))
+                late[w] = late.get(w, 0) + 1
+        due: dict[int, float] = {}
+        for second, n in d["sent_per_s"]:
+            a, b = (second - t0_real_s) / window_real_s, (second + 1 - t0_real_s) / window_real_s
+            for w in range(int(np.floor(a)), int(np.ceil(b))):
+                due[w] = due.get(w, 0.0) + n * (min(b, w + 1) - max(a, w)) / (b - a)
+        windows.update(w for w, n in late.items() if n > 0.01 * due.get(w, 0.0))
+    if not windows:
+        return None, 0
+    return min(windows) * WINDOW_MS / 1000.0, len(windows)
 
 
 def window_lateness(path: Path, threshold: float) -> Figure | None:

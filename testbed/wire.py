@@ -20,7 +20,8 @@ then print `reshaped N` on stdout, N the config's `generation`: a network event 
 loss this way at run time.
 Under time dilation (a spec's `tdf`, K) a wire holds frames K times the link's delay and jitter, and charges
 transmission times and judges bursts at the dilated rate (bandwidth / K, as the kernel's TBF keeps it); its
-timing runs in real time, and its statistics give lateness in virtual microseconds (real / K) beside K.
+timing runs in real time, and its statistics give lateness in virtual microseconds (real / K) beside K, with the
+frames due in each second and the late ones (`DirectionStats.late_events`): the monitor judges them window by window.
 A wire's error is its wake-up latency, so it runs as a real-time process (SCHED_FIFO, WIRE_RT_PRIORITY) where the
 host allows, else at nice WIRE_NICE; its statistics say which (`scheduling`).
 """
@@ -40,7 +41,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,10 @@ DRAIN_FRAMES = 64
 MAX_QUEUE_FRAMES = 100_000
 LATE_BIN_US = 10
 LATE_BINS = 10_000
+LATE_EVENT_US = 250
+"""A frame that leaves later than this (virtual us) is kept with its due time (`DirectionStats.late_events`), so
+that the monitor can say when a wire was late, window by window, as it does for every other invariant."""
+LATE_EVENTS_MAX = 20_000
 RANDOM_BATCH = 4096
 BURST_SLACK_NS = 100_000
 """A frame this much later than the end of the previous frame's transmission still belongs to its burst."""
@@ -127,6 +132,13 @@ class DirectionStats:
     """How the wire process was scheduled: `SCHED_FIFO <priority>` or `nice <n>` (`favour`)."""
     pure_acks: int = 0
     """Frames that were pure TCP acknowledgements (`pure_ack`), held in their own FIFO."""
+    sent_per_s: list[list[int]] = field(default_factory=list)
+    """[epoch second on the run's wall clock (real), frames that were due in it]: the denominators of the
+    monitor's per-window lateness."""
+    late_events: list[list[float]] = field(default_factory=list)
+    """[due epoch ms (real), lateness in virtual us] of the first LATE_EVENTS_MAX frames later than LATE_EVENT_US;
+    `late_events_dropped` counts those beyond."""
+    late_events_dropped: int = 0
 
 
 def pure_ack(frame: bytes) -> bool:
@@ -176,6 +188,9 @@ class _Direction:
         self.last_ack_due_ns = 0
         self.stats = DirectionStats(spec.name, label, tdf=spec.tdf)
         self.late_counts = [0] * LATE_BINS
+        self.late_event_ns = int(LATE_EVENT_US * 1000 * self.tdf)
+        self._second = -1
+        """The epoch second (real) whose due frames `stats.sent_per_s[-1]` counts."""
         self._uniform = np.empty(0)
         self._normal = np.empty(0)
         self._k = 0
@@ -253,8 +268,18 @@ class _Direction:
                 self.stats.frames_out += 1
             except OSError:  # ENOBUFS/EAGAIN: the TBF queue behind is full; the frame is lost
                 self.stats.dropped_send += 1
-            late_us = max(0, now_ns - due) // 1000
-            self.late_counts[min(late_us // LATE_BIN_US, LATE_BINS - 1)] += 1
+            late_ns = now_ns - due
+            self.late_counts[min(max(0, late_ns) // (1000 * LATE_BIN_US), LATE_BINS - 1)] += 1
+            second = due // 1_000_000_000
+            if second != self._second:
+                self._second = second
+                self.stats.sent_per_s.append([second, 0])
+            self.stats.sent_per_s[-1][1] += 1
+            if late_ns > self.late_event_ns:
+                if len(self.stats.late_events) < LATE_EVENTS_MAX:
+                    self.stats.late_events.append([round(due / 1e6, 3), round(late_ns / 1000 / self.tdf, 1)])
+                else:
+                    self.stats.late_events_dropped += 1
         if not acks:
             return q[0][0] if q else None
         return min(q[0][0], acks[0][0]) if q else acks[0][0]

@@ -87,6 +87,22 @@ def test_the_wire_holds_frames_k_times_the_delay_and_judges_bursts_at_the_dilate
                                                      "shape": {"delay_ms": 1.0, "bw_mbps": 10.0}}))).tdf == 4.0
 
 
+def test_the_wire_keeps_when_its_frames_were_due_and_which_left_late() -> None:
+    sent: list[bytes] = []
+    tx = types.SimpleNamespace(send=sent.append)
+    d = _Direction(WireSpec("radio", "a", "b", RADIO, tdf=4.0), None, tx, "b->a",  # type: ignore[arg-type]
+                   np.random.default_rng(0))
+    s = 1_000_000_000
+    d.queue.extend([(10 * s + 100, b"x"), (10 * s + 200, b"y"), (11 * s, b"z")])
+    d.acks.append((10 * s + 150, b"ack"))
+    assert d.send_due(10 * s + 1_000_100) == 11 * s  # the first three at most 1 ms real late: 250 virtual us
+    assert d.send_due(11 * s + 1_000_000 + 20_000) is None  # 1.02 ms real late: 255 virtual us
+    assert sent == [b"x", b"ack", b"y", b"z"]
+    stats = d.finish()
+    assert stats.sent_per_s == [[10, 3], [11, 1]]
+    assert stats.late_events == [[11000.0, 255.0]]  # due epoch ms (real), virtual us; the floor is 250 us
+
+
 def test_every_host_gets_reno_and_tcp_timers_k_times_linux_s_at_k25() -> None:
     assert host_sysctls(25)[-4:] == ["net.ipv4.tcp_congestion_control=reno", "net.ipv4.tcp_rto_min_us=5000000",
                                      "net.ipv4.tcp_comp_sack_delay_ns=25000000",

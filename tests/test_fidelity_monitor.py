@@ -15,7 +15,16 @@ import pytest
 
 from analysis.records import RECORD_NAMES
 from live.monitor import EARLY_STOP_WINDOWS, LostRun, _State, sample, task_schedstat
-from live.verdict import THRESHOLDS, Figure, format_fidelity, judge, judge_run, per_window, verdict
+from live.verdict import (
+    THRESHOLDS,
+    Figure,
+    format_fidelity,
+    judge,
+    judge_run,
+    per_window,
+    verdict,
+    wire_late_windows,
+)
 from testbed.cpuset import format_cpus, parse_cpus
 from workload.trace import read_trace
 
@@ -148,6 +157,22 @@ def test_the_run_queue_figures_count_every_thread_not_the_leader_alone() -> None
     t.join()
     assert before is not None and after is not None
     assert after[0] - before[0] >= 0.19e9 > leader  # the spin is in the sum and not in the leader's figure
+
+
+def test_the_wires_lateness_is_judged_window_by_window_in_virtual_time() -> None:
+    # K 2, t0 at real epoch 100 s: the window at virtual second w is real [100 + 2w, 102 + 2w)
+    quiet = {"sent_per_s": [[100, 50], [101, 50], [102, 50], [103, 50]], "late_events": []}
+    busy = {"sent_per_s": [[104, 150], [105, 50], [106, 1000], [107, 1000]],
+            "late_events": [[104_500.0, 2000.0], [105_900.0, 1500.0], [106_100.0, 900.0], [106_200.0, 3000.0],
+                            [107_000.0, 5000.0]]}
+    # window 2 (real 104-106 s): 2 of 200 frames over 1 ms (1 %: not over); window 3: 2 of 2000 (0.1 %)
+    assert wire_late_windows([quiet, busy], 100.0, 2.0, 1.0) == (None, 0)
+    busy["late_events"].append([104_000.0, 1200.0])  # 3 of 200: the window at 2 s is over
+    assert wire_late_windows([quiet, busy], 100.0, 2.0, 1.0) == (2.0, 1)
+    # an undilated run's seconds straddle windows when t0 is not on a second: shared out by overlap
+    half = {"sent_per_s": [[10, 100], [11, 100]], "late_events": [[10_700.0, 1100.0], [10_800.0, 1100.0]]}
+    assert wire_late_windows([half], 10.5, 1.0, 1.0) == (0.0, 1)  # 2 of 100 in the window from 10.5 s
+    assert wire_late_windows([{"late_p99_us": 1.0}], 10.0, 1.0, 1.0) == (None, None)  # an older run's wires
 
 
 def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
