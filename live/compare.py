@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +29,10 @@ from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles, write_scaled
 from scheduler.system import build_system
 from simulator.run import simulate_policy
 from testbed.errors import NetworkError, PreflightError
-from topologies import load_topology
-from topologies.events import load_events
+from topologies import Topology, load_topology
+from topologies.events import NetworkEvents, load_events
 from workers.deployment import parse_tdf
-from workload.args import add_workload_arguments, workload_from_args
+from workload.args import Workload, add_workload_arguments, workload_from_args
 from workload.trace import write_trace
 
 DURATION_S = 60.0
@@ -84,21 +84,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """compare's arguments as checked before it takes the machine (a bad one refused even while it is busy)."""
+
+    policies: list[str]
+    workload: Workload
+    duration_s: float
+    topo: Topology
+    events: NetworkEvents | None
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("error: compare runs the testbed, which builds network namespaces: run it as root", file=sys.stderr)
         return 2
+    checked = _check(args)
+    if checked is None:
+        return 2
     from live.cores import live_command
 
     with live_command(args.out):  # no other live run between its policies' (LiveRunBusy: exit 2)
-        return _compare(args)
+        return _compare(args, checked)
 
 
-def _compare(args: argparse.Namespace) -> int:
-    from live.orchestrate import run_live  # the testbed side: root, network package
+def _check(args: argparse.Namespace) -> _Checked | None:
+    """Returns the checked arguments, or None having said which one is at fault (ValueError from the loaders and
+    parsers: the command line's handler says it, exit 2)."""
     from live.placed import placement_of
-    from live.plan import plan_workers
-    from live.realprofile import real_model_batches, time_real_workers
 
     policies = list(POLICY_NAMES) if args.policies == ALL else [p.strip() for p in args.policies.split(",")]
     for p in policies:
@@ -108,9 +121,22 @@ def _compare(args: argparse.Namespace) -> int:
     if args.real_workers != "none" and args.profile_scale != 1.0 and not args.no_profile_real_workers:
         print("error: --profile-scale with --real-workers: timing the real workers would put this CPU's speed "
               "back into the scaled profile; add --no-profile-real-workers", file=sys.stderr)
-        return 2
+        return None
     topo = load_topology(args.topo)
     events = load_events(args.events, topo) if args.events else None  # refused before anything runs
+    # a bad --servers or --place
+    placement_of(RunSpec(servers=args.servers, place=args.place, ssh_options=args.ssh_options),
+                 [s.name for s in topo.sites])
+    return _Checked(policies, workload, duration_s, topo, events)
+
+
+def _compare(args: argparse.Namespace, checked: _Checked) -> int:
+    from live.orchestrate import run_live  # the testbed side: root, network package
+    from live.plan import plan_workers
+    from live.realprofile import real_model_batches, time_real_workers
+
+    policies, workload, duration_s, topo, events = (checked.policies, checked.workload, checked.duration_s,
+                                                    checked.topo, checked.events)
     antennas = tuple(a.name for a in topo.antennas)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +173,6 @@ def _compare(args: argparse.Namespace) -> int:
                       controller=args.controller, profile_real_workers=False,  # both sides: one profile file
                       events=args.events, tdf=args.tdf, mtu=args.mtu, servers=args.servers, place=args.place,
                       ssh_options=args.ssh_options)
-    placement_of(base, [s.name for s in topo.sites])  # a bad --servers or --place: refused before anything runs
     if events is not None:
         label += f"; network events {args.events} ({len(events.events)})"
     sim_config = base.sim_config(duration_s, overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],

@@ -145,6 +145,11 @@ def test_a_command_of_several_runs_holds_the_lock_between_them(tmp_path: Path) -
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1 and "another live run is running" in lines[0], lines
         assert not (tmp_path / "cmp").exists()
+        bad = subprocess.run([sys.executable, str(REPO / "run_testbed.py"), "compare", "--topo", "tiny",
+                              "--policies", "closest,nearest", "--out", str(tmp_path / "cmp")], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and "unknown policy 'nearest'" in bad.stderr, bad.stderr  # not "busy"
+        assert not (tmp_path / "cmp").exists()
         refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_live.py"), "--rates", "25",
                                   "--overhead-frames", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
