@@ -30,6 +30,7 @@ from live.procs import REPO_ROOT
 from live.rundir import RunDir
 from live.sendlag import StreamSchedule, read_opens
 from scheduler.profiles import read_profile
+from testbed.portcounters import SWITCH_DROPS_EVENT
 from workload.trace import read_trace
 
 
@@ -42,6 +43,9 @@ class Thresholds:
     wire_late_p99_ms: float = 1.0
     overshoot_p99_ms: float = 2.0
     """Profile-driven batches longer than their profile (sleep precision, a starved worker)."""
+    switch_drops: float = 0.0
+    """Frames ovs-vswitchd's port sockets lost during the traffic (testbed/portcounters.py `ovs_socket_drops`): the
+    emulated links lose only what their loss says, in the wires; a switch starved of its core loses more."""
     relay_p99_ms: float = 2.0
     """A scheduler's relay to a worker at its own site: from having the frame to the worker having it, with no
     link between them (the simulator charges nothing there). Software, and a starved scheduler or worker."""
@@ -254,6 +258,10 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
         figures.append(Figure("wire lateness vs due", "p99 (worst direction)",
                               round(max(d["late_p99_us"] for d in wires) / 1000.0, 3), limits.wire_late_p99_ms,
                               "virtual ms", True, first, over))
+    for e in _lines(run_dir / "events.jsonl"):
+        if SWITCH_DROPS_EVENT in e and (drops := json.loads(e)).get("event") == SWITCH_DROPS_EVENT:
+            figures.append(Figure("switch socket drops", "frames lost", float(drops["frames"]), limits.switch_drops,
+                                  "frames"))
     t, lag = relay_lag(rec)
     figures.append(_figure("scheduler relay at its own site", "p99", t, lag, limits.relay_p99_ms))
     mixed = real_starts(run_dir, config)
@@ -335,25 +343,29 @@ def _t0_real_s(run_dir: Path, config: dict) -> float | None:
 def wire_late_windows(directions: list[dict], t0_real_s: float | None, k: float,
                       threshold_ms: float) -> tuple[float | None, int | None]:
     """Returns the first 1 s window (virtual s since t0) in which some wire direction's p99 lateness was over
-    `threshold_ms`, and in how many windows one was: more than 1 % of the frames due in that window (the
-    direction's `sent_per_s`, real epoch seconds shared out over the windows they overlap) left later than the
-    threshold (its `late_events`). (None, None) for wires that did not keep them."""
-    if t0_real_s is None or any("late_events" not in d for d in directions):
+    `threshold_ms`, and in how many windows one was: more than 1 % of the frames due in that window left later
+    than the threshold (the direction's `sent_per_s`: per real epoch second, the frames due and how many were later
+    than each of its `late_steps_us`, shared out over the windows the second overlaps; the largest step not over
+    the threshold is taken, the threshold itself by default). Windows before t0 (the network's probes) are left
+    out. (None, None) for wires that did not count them, or a threshold under their smallest step."""
+    if t0_real_s is None or any("late_steps_us" not in d for d in directions):
         return None, None
     window_real_s = k * WINDOW_MS / 1000.0
     windows: set[int] = set()
     for d in directions:
-        late: dict[int, int] = {}
-        for due_ms, late_us in d["late_events"]:
-            if late_us > threshold_ms * 1000.0:
-                w = int(np.floor((due_ms / 1000.0 - t0_real_s) / window_real_s))
-                late[w] = late.get(w, 0) + 1
+        steps = [i for i, us in enumerate(d["late_steps_us"]) if us <= threshold_ms * 1000.0]
+        if not steps:
+            return None, None
         due: dict[int, float] = {}
-        for second, n in d["sent_per_s"]:
+        late: dict[int, float] = {}
+        for row in d["sent_per_s"]:
+            second, n, over = row[0], row[1], row[2 + steps[-1]]
             a, b = (second - t0_real_s) / window_real_s, (second + 1 - t0_real_s) / window_real_s
-            for w in range(int(np.floor(a)), int(np.ceil(b))):
-                due[w] = due.get(w, 0.0) + n * (min(b, w + 1) - max(a, w)) / (b - a)
-        windows.update(w for w, n in late.items() if n > 0.01 * due.get(w, 0.0))
+            for w in range(max(0, int(np.floor(a))), int(np.ceil(b))):
+                share = (min(b, w + 1) - max(a, w)) / (b - a)
+                due[w] = due.get(w, 0.0) + n * share
+                late[w] = late.get(w, 0.0) + over * share
+        windows.update(w for w, n in late.items() if n > 0.01 * due[w])
     if not windows:
         return None, 0
     return min(windows) * WINDOW_MS / 1000.0, len(windows)

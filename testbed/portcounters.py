@@ -7,6 +7,9 @@ servers, the VXLAN device itself) whose counters are files under /sys/class/net/
 are read from there; another server's all at once, by one command through its agent per sample (`grep -H` of every
 file), timed at the request's midpoint on the driver's clock. A port whose counters cannot be read (its interface
 gone) is left out of the sample.
+
+The userspace datapath keeps no drop counters of its own (its ports' read -1); what it loses is what the packet
+sockets ovs-vswitchd reads its ports through drop when their receive buffers are full (`ovs_socket_drops`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from testbed.errors import NetworkError
+from testbed import sh
+from testbed.errors import CommandError, NetworkError
 from testbed.placement import LOCAL
 from testbed.plan import NetworkPlan
 from topologies import wallclock
@@ -29,6 +33,8 @@ PORT_COUNTERS_FILE = "port_counters.jsonl"
 COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
 SYS_NET = "/sys/class/net"
 READ_TIMEOUT_S = 10.0
+SWITCH_DROPS_EVENT = "switch-socket-drops"
+"""The live run's event (events.jsonl) giving `frames`: what ovs-vswitchd's port sockets lost during the traffic."""
 
 
 @dataclass(frozen=True)
@@ -158,3 +164,34 @@ def read_ports(plan: NetworkPlan, clients: Mapping[str, AgentClient]) -> PortRea
         got.update({(s.link, s.switch): s for s in samples})
     reading.samples = [got[(p.link, p.switch)] for p in ports if (p.link, p.switch) in got]
     return reading
+
+
+def ovs_socket_drops(ss_output: str | None = None) -> dict[str, int] | None:
+    """Returns, per packet socket this machine's ovs-vswitchd reads a port through (named by its interface and
+    descriptor), the frames it has lost so far with its receive buffer full (`ss -0 -m -p -O`'s skmem d), or None
+    when no ovs-vswitchd socket is there (no userspace datapath, or no ss). `ss_output`: that command's output
+    (tests)."""
+    if ss_output is None:
+        try:
+            done = sh.run(["ss", "-0", "-m", "-p", "-n", "-O"], check=False)
+        except CommandError:  # no ss, or it hung
+            return None
+        if done.returncode != 0:
+            return None
+        ss_output = done.stdout
+    out = {}
+    for line in ss_output.splitlines():
+        if '"ovs-vswitchd"' not in line or "skmem:(" not in line:
+            continue
+        fields, fd = line.split(), line.split("fd=", 1)[1].split(")", 1)[0] if "fd=" in line else "?"
+        skmem = line.split("skmem:(", 1)[1].split(")", 1)[0].split(",")
+        drops = [int(x[1:]) for x in skmem if x.startswith("d") and x[1:].isdigit()]
+        if len(fields) > 3 and drops:  # p_raw, Recv-Q, Send-Q, *:<interface>, ...
+            out[f"{fields[3]} fd={fd}"] = drops[0]
+    return out or None
+
+
+def drops_between(before: dict[str, int], after: dict[str, int]) -> int:
+    """Returns the frames lost between two `ovs_socket_drops` readings: per socket, what it lost since the first
+    (all it lost, for a socket opened since; a socket closed since takes its losses with it)."""
+    return sum(max(0, n - before.get(key, 0)) for key, n in after.items())

@@ -21,7 +21,8 @@ loss this way at run time.
 Under time dilation (a spec's `tdf`, K) a wire holds frames K times the link's delay and jitter, and charges
 transmission times and judges bursts at the dilated rate (bandwidth / K, as the kernel's TBF keeps it); its
 timing runs in real time, and its statistics give lateness in virtual microseconds (real / K) beside K, with the
-frames due in each second and the late ones (`DirectionStats.late_events`): the monitor judges them window by window.
+frames due in each second and how many of them were late (`DirectionStats.sent_per_s`): the monitor judges them
+window by window.
 A wire's error is its wake-up latency, so it runs as a real-time process (SCHED_FIFO, WIRE_RT_PRIORITY) where the
 host allows, else at nice WIRE_NICE; its statistics say which (`scheduling`).
 """
@@ -65,9 +66,11 @@ DRAIN_FRAMES = 64
 MAX_QUEUE_FRAMES = 100_000
 LATE_BIN_US = 10
 LATE_BINS = 10_000
-LATE_EVENT_US = 250
-"""A frame that leaves later than this (virtual us) is kept with its due time (`DirectionStats.late_events`), so
-that the monitor can say when a wire was late, window by window, as it does for every other invariant."""
+LATE_STEPS_US = (250, 500, 1000, 2000, 5000)
+"""Per second, a wire counts the frames that left later than each of these (virtual us; `sent_per_s`), so that
+the monitor can say when a wire was late, window by window, as it does for every other invariant."""
+LATE_EVENT_US = LATE_STEPS_US[0]
+"""A frame that leaves later than this (virtual us) is also listed with its due time (`late_events`)."""
 LATE_EVENTS_MAX = 20_000
 RANDOM_BATCH = 4096
 BURST_SLACK_NS = 100_000
@@ -133,11 +136,12 @@ class DirectionStats:
     pure_acks: int = 0
     """Frames that were pure TCP acknowledgements (`pure_ack`), held in their own FIFO."""
     sent_per_s: list[list[int]] = field(default_factory=list)
-    """[epoch second on the run's wall clock (real), frames that were due in it]: the denominators of the
-    monitor's per-window lateness."""
+    """[epoch second on the run's wall clock (real), frames due in it, then of those how many left later than
+    each of LATE_STEPS_US]: the monitor's per-window lateness."""
+    late_steps_us: list[int] = field(default_factory=lambda: list(LATE_STEPS_US))
     late_events: list[list[float]] = field(default_factory=list)
-    """[due epoch ms (real), lateness in virtual us] of the first LATE_EVENTS_MAX frames later than LATE_EVENT_US;
-    `late_events_dropped` counts those beyond."""
+    """[due epoch ms (real), lateness in virtual us] of the first LATE_EVENTS_MAX frames later than LATE_EVENT_US
+    (when and how late, to look into; `late_events_dropped` counts those beyond)."""
     late_events_dropped: int = 0
 
 
@@ -188,9 +192,10 @@ class _Direction:
         self.last_ack_due_ns = 0
         self.stats = DirectionStats(spec.name, label, tdf=spec.tdf)
         self.late_counts = [0] * LATE_BINS
-        self.late_event_ns = int(LATE_EVENT_US * 1000 * self.tdf)
+        self.late_steps_ns = [int(us * 1000 * self.tdf) for us in LATE_STEPS_US]
         self._second = -1
         """The epoch second (real) whose due frames `stats.sent_per_s[-1]` counts."""
+        self._counts: list[int] = []
         self._uniform = np.empty(0)
         self._normal = np.empty(0)
         self._k = 0
@@ -273,9 +278,13 @@ class _Direction:
             second = due // 1_000_000_000
             if second != self._second:
                 self._second = second
-                self.stats.sent_per_s.append([second, 0])
-            self.stats.sent_per_s[-1][1] += 1
-            if late_ns > self.late_event_ns:
+                self._counts = [second, 0] + [0] * len(LATE_STEPS_US)
+                self.stats.sent_per_s.append(self._counts)
+            self._counts[1] += 1
+            if late_ns > self.late_steps_ns[0]:
+                for i, step in enumerate(self.late_steps_ns):
+                    if late_ns > step:
+                        self._counts[2 + i] += 1
                 if len(self.stats.late_events) < LATE_EVENTS_MAX:
                     self.stats.late_events.append([round(due / 1e6, 3), round(late_ns / 1000 / self.tdf, 1)])
                 else:

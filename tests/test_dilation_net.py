@@ -99,8 +99,9 @@ def test_the_wire_keeps_when_its_frames_were_due_and_which_left_late() -> None:
     assert d.send_due(11 * s + 1_000_000 + 20_000) is None  # 1.02 ms real late: 255 virtual us
     assert sent == [b"x", b"ack", b"y", b"z"]
     stats = d.finish()
-    assert stats.sent_per_s == [[10, 3], [11, 1]]
-    assert stats.late_events == [[11000.0, 255.0]]  # due epoch ms (real), virtual us; the floor is 250 us
+    # per second: frames due, then how many left later than 250, 500, 1000, 2000 and 5000 virtual us
+    assert stats.sent_per_s == [[10, 3, 0, 0, 0, 0, 0], [11, 1, 1, 0, 0, 0, 0]]
+    assert stats.late_events == [[11000.0, 255.0]]  # due epoch ms (real), virtual us
 
 
 def test_every_host_gets_reno_and_tcp_timers_k_times_linux_s_at_k25() -> None:

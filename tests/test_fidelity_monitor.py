@@ -160,18 +160,27 @@ def test_the_run_queue_figures_count_every_thread_not_the_leader_alone() -> None
 
 
 def test_the_wires_lateness_is_judged_window_by_window_in_virtual_time() -> None:
+    steps = [250, 500, 1000, 2000, 5000]
+
+    def direction(*rows: list[int]) -> dict:  # [epoch second, due, later than 1 ms]
+        return {"late_steps_us": steps, "sent_per_s": [[s, n, over, over, over, 0, 0] for s, n, over in rows]}
+
     # K 2, t0 at real epoch 100 s: the window at virtual second w is real [100 + 2w, 102 + 2w)
-    quiet = {"sent_per_s": [[100, 50], [101, 50], [102, 50], [103, 50]], "late_events": []}
-    busy = {"sent_per_s": [[104, 150], [105, 50], [106, 1000], [107, 1000]],
-            "late_events": [[104_500.0, 2000.0], [105_900.0, 1500.0], [106_100.0, 900.0], [106_200.0, 3000.0],
-                            [107_000.0, 5000.0]]}
-    # window 2 (real 104-106 s): 2 of 200 frames over 1 ms (1 %: not over); window 3: 2 of 2000 (0.1 %)
+    quiet = direction([100, 50, 0], [101, 50, 0], [102, 50, 0], [103, 50, 0])
+    busy = direction([104, 150, 1], [105, 50, 1], [106, 1000, 1], [107, 1000, 1])
+    # window 2 (real 104-106 s): 2 of 200 frames over 1 ms (1 %: not over); window 3: 2 of 2000
     assert wire_late_windows([quiet, busy], 100.0, 2.0, 1.0) == (None, 0)
-    busy["late_events"].append([104_000.0, 1200.0])  # 3 of 200: the window at 2 s is over
+    busy["sent_per_s"][0][2:5] = [2, 2, 2]  # 3 of 200: the window at 2 s is over
     assert wire_late_windows([quiet, busy], 100.0, 2.0, 1.0) == (2.0, 1)
+    assert wire_late_windows([quiet, busy], 100.0, 2.0, 2.0) == (None, 0)  # none later than 2 ms
     # an undilated run's seconds straddle windows when t0 is not on a second: shared out by overlap
-    half = {"sent_per_s": [[10, 100], [11, 100]], "late_events": [[10_700.0, 1100.0], [10_800.0, 1100.0]]}
-    assert wire_late_windows([half], 10.5, 1.0, 1.0) == (0.0, 1)  # 2 of 100 in the window from 10.5 s
+    half = direction([10, 100, 4], [11, 100, 0])
+    assert wire_late_windows([half], 10.5, 1.0, 1.0) == (0.0, 1)  # 2 of 50 + 50 in the window from 10.5 s
+    half["sent_per_s"][0][2:5] = [2, 2, 2]  # 1 of 100: 1 %, not over
+    assert wire_late_windows([half], 10.5, 1.0, 1.0) == (None, 0)
+    before = direction([8, 10, 5])  # the network's probes before t0: not the run's
+    assert wire_late_windows([before], 10.0, 1.0, 1.0) == (None, 0)
+    assert wire_late_windows([quiet], 100.0, 2.0, 0.1) == (None, None)  # under the smallest step
     assert wire_late_windows([{"late_p99_us": 1.0}], 10.0, 1.0, 1.0) == (None, None)  # an older run's wires
 
 
@@ -185,8 +194,10 @@ def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
                                           "ant1,0,0.0,1000.0,1002.0\nant1,1,1000.0,2000.0,2070.0\n")
     (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([{"late_p99_us": 1500.0, "tdf": 2.0},
                                                               {"late_p99_us": 4000.0, "tdf": 2.0}]))
+    (tmp_path / "events.jsonl").write_text('{"t_ms": 3000.0, "event": "switch-socket-drops", "frames": 3}\n')
     fid = judge(tmp_path)
     fig = {(f["invariant"], f["statistic"]): f for f in fid["figures"]}
+    assert fig[("switch socket drops", "frames lost")]["value"] == 3.0
     lag = fig[("source send lag", "p99")]
     assert lag["value"] == pytest.approx(np.percentile([1.0] * 29 + [40.0], 99))  # the binding rejection left out
     assert lag["first_window_s"] == 2.0 and lag["windows_over"] == 1
@@ -196,7 +207,7 @@ def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
     assert late["value"] == 70.0 and late["first_window_s"] == 1.0
     assert fid["verdict"] == "not faithful" and fid["tdf"] == 2.0
     assert {v["invariant"] for v in fid["violations"]} == {"source send lag", "wire lateness vs due",
-                                                          "decision-window lateness"}
+                                                          "decision-window lateness", "switch socket drops"}
     assert THRESHOLDS.send_lag_p99_ms < lag["value"]
 
 

@@ -27,6 +27,7 @@ from testbed.plan import build_plan  # noqa: E402
 from testbed.probes import ProbePlan  # noqa: E402
 from testbed.record import CreationRecord  # noqa: E402
 from testbed.stp import is_cyclic, plan_stp, spanning_tree, tree_from_states  # noqa: E402
+from testbed.switches import OVS_PORT_RCVBUF_BYTES  # noqa: E402
 from testbed.topo import TestbedTopo  # noqa: E402
 from topologies import LinkShape, load_topology  # noqa: E402
 
@@ -106,7 +107,14 @@ def test_the_wire_branch_leaves_the_delay_to_the_wire(ctx, commands) -> None:
 
 
 @pytest.mark.parametrize(("datapath", "type_opt"), [("kernel", ""), ("user", " datapath_type=netdev")])
-def test_the_ovs_vsctl_line_of_each_datapath(ctx, datapath: str, type_opt: str) -> None:
+def test_the_ovs_vsctl_line_of_each_datapath(ctx, datapath: str, type_opt: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from testbed import record
+
+    monkeypatch.setattr(record, "SYSCTL_ROOT", tmp_path / "sys")  # not this host's
+    rmem = tmp_path / "sys" / "net" / "core" / "rmem_default"
+    rmem.parent.mkdir(parents=True)
+    rmem.write_text("212992\n")
     sw = FakeOVS("tabs0", ctx=ctx, dpid=f"{7:016x}", datapath=datapath, failMode="secure",
                  protocols="OpenFlow13", batch=True, inNamespace=False)
     Intf("tabs0p1", node=sw, port=1)
@@ -121,7 +129,11 @@ def test_the_ovs_vsctl_line_of_each_datapath(ctx, datapath: str, type_opt: str) 
         f"{type_opt} protocols=OpenFlow13 other-config:dp-desc=tabs0 -- set interface tabs0 mtu_request=9000 "
         "-- add-port tabs0 tabs0p1 -- set Interface tabs0p1 ofport_request=1 "
         "-- add-port tabs0 tabs0p12 -- set Interface tabs0p12 ofport_request=12"]
-    assert [e.kind for e in ctx.record.entries()] == ["ovs-bridge"]
+    raised = datapath == "user"  # the userspace datapath's port sockets: receive buffers raised for the run
+    assert [e.kind for e in ctx.record.entries()] == ["ovs-bridge"] + ["sysctl"] * raised
+    assert int(rmem.read_text()) == (OVS_PORT_RCVBUF_BYTES if raised else 212992)
+    assert record.remove_entries([e for e in ctx.record.entries() if e.kind == "sysctl"]) == []
+    assert rmem.read_text() == "212992\n"  # put back
 
 
 def test_a_failed_ovs_vsctl_stops_the_build(ctx) -> None:
@@ -240,3 +252,21 @@ def test_loggers_made_after_mininet_stay_ordinary() -> None:
 
     made = logging.getLogger("tests.made-after-mininet")
     assert type(made) is logging.Logger and made.level == logging.NOTSET and not made.handlers
+
+
+def test_the_drops_of_ovs_vswitchds_port_sockets_are_read_from_ss_per_socket() -> None:
+    from testbed.portcounters import drops_between, ovs_socket_drops
+
+    ss = ('Netid Recv-Q Send-Q Local Address:Port Peer Address:PortProcess\n'
+          'p_raw 0      0                  *:l3a              *     users:(("ovs-vswitchd",pid=97,fd=40)) '
+          'skmem:(r0,rb4194304,t0,tb212992,f0,w0,o0,bl0,d7)\n'
+          'p_raw 0      0                  *:l4b              *     users:(("ovs-vswitchd",pid=97,fd=41)) '
+          'skmem:(r0,rb4194304,t0,tb212992,f0,w0,o0,bl0,d5)\n'
+          'p_raw 0      0                  *:eth0             *     users:(("tcpdump",pid=98,fd=3)) '
+          'skmem:(r0,rb212992,t0,tb212992,f0,w0,o0,bl0,d100)\n')
+    before = ovs_socket_drops(ss)
+    assert before == {"*:l3a fd=40": 7, "*:l4b fd=41": 5}  # tcpdump's own drops are not the switch's
+    assert ovs_socket_drops(ss.replace("ovs-vswitchd", "tcpdump")) is None  # no userspace datapath here
+    # a port's socket reopened (another descriptor) counts from zero; one closed takes its losses with it
+    after = {"*:l3a fd=40": 9, "*:l4b fd=44": 3}
+    assert drops_between(before, after) == 2 + 3
