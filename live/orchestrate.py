@@ -48,9 +48,10 @@ from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.interrupts import sigint_default_in_children
 from testbed.network import EmulatedNetwork, check_mtu
+from testbed.ovssock import widen_ovs_send_buffers
 from testbed.plan import build_plan
 from testbed.portcounters import SWITCH_DROPS_EVENT, counters_line, drops_between, ovs_socket_drops
-from testbed.switches import ensure_ovs
+from testbed.switches import ensure_ovs, ovs_datapath
 from topologies import load_topology, wallclock
 from topologies.events import load_events
 from workload.trace import write_trace
@@ -281,6 +282,9 @@ class LiveRun:
                      f"on, and its figures include this (see {net.run_dir / 'link_measurements.json'}):\n  "
                      + "\n  ".join(f"{b['link']} {b['direction']}: {b['problem']}" for b in bad))
             self.events("links-out-of-tolerance", links=[f"{b['link']} {b['direction']}" for b in bad])
+        if self.spec.switch == "ovs" and ovs_datapath() == "netdev":  # its sends fail once its buffer is full
+            for problem in widen_ovs_send_buffers(net.record):
+                self.log(f"warning: {problem}; frames it cannot send while the core is busy are lost")
         hop = self.network.get("switch_hop_ms_median")
         if hop:
             self.log(f"the switches add {hop:.3f} ms per hop (one-way, measured apart from the links); a query's "

@@ -16,7 +16,6 @@ real time and fails on a path whose round trip exceeds 3 s).
 from __future__ import annotations
 
 import socket
-import sys
 from pathlib import Path
 
 from mininet.node import Host, OVSSwitch, RemoteController, Switch
@@ -24,9 +23,8 @@ from mininet.node import Host, OVSSwitch, RemoteController, Switch
 from testbed import sh
 from testbed.context import BuildContext, run_checked
 from testbed.errors import NetworkError
-from testbed.record import Created, raise_sysctl
+from testbed.record import Created
 from testbed.stp import FORWARD_DELAY_S, HELLO_S, MAX_AGE_S, STATE_NAMES, StpPlan
-from testbed.switches import OVS_PORT_RCVBUF_BYTES, RMEM_DEFAULT
 
 TCP_INIT_WINDOW_SEGMENTS = 64
 """Initial congestion and receive windows of the hosts' routes (Linux: 10): with slow start after idle off,
@@ -175,12 +173,7 @@ class RecordedOVS(OnServer, OVSSwitch):
     @classmethod
     def batchStartup(cls, switches, run=run_checked):  # noqa: N802
         """Mininet's batch start-up with a runner that raises on failure (Mininet's ignores it and carries on
-        without bridges); it then re-applies every port's shaping, which add-port deleted. The userspace
-        datapath's ports here get receive buffers of OVS_PORT_RCVBUF_BYTES (the default raised for the run)."""
-        local = [s for s in switches if s.server_name == "local"]
-        if local and local[0].datapath == "user" and (
-                problem := raise_sysctl(local[0].ctx.record, RMEM_DEFAULT, OVS_PORT_RCVBUF_BYTES)):
-            print(f"warning: {problem}; ovs-vswitchd's port sockets keep the host's default", file=sys.stderr)
+        without bridges); it then re-applies every port's shaping, which add-port deleted."""
         return super().batchStartup(switches, run=run)
 
 

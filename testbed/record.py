@@ -1,5 +1,5 @@
 """The run's creation record: every namespace, link, bridge, qdisc, process, cgroup, borrowed CPU affinity and
-host setting raised for the run (`sysctl`), logged as it is made.
+daemon's socket buffer widened for the run (`sockbuf`), logged as it is made.
 
 Entries are appended to `<run_dir>/created.jsonl` and fsync'd before (or, for processes, right
 after) the thing exists, so teardown and `clean` remove exactly what a run made and nothing else.
@@ -32,13 +32,13 @@ RECORD_NAME = "created.jsonl"
 ACTIVE_DIR = Path("/run/edge-testbed/active")
 """One file per run not yet torn down, named by run id, holding the run directory's path."""
 
-KINDS = ("run", "netns", "link", "ovs-bridge", "lx-bridge", "qdisc", "process", "cgroup", "affinity", "sysctl",
+KINDS = ("run", "netns", "link", "ovs-bridge", "lx-bridge", "qdisc", "process", "cgroup", "affinity", "sockbuf",
          "torn-down")
 # Teardown order: stop processes, restore the affinity of daemons not ours, remove cgroups (emptied of what is
-# left), then qdiscs, bridges, root-namespace links, namespaces, and last the host settings the run raised.
+# left), then qdiscs, bridges, root-namespace links, namespaces, and last the daemon's socket buffer.
 REMOVE_WAIT_S = 120.0
 """How long a server's agent may take to remove its share of a run (processes get 3 s, then 3 s after SIGKILL)."""
-_REMOVE_ORDER = ("process", "affinity", "cgroup", "qdisc", "ovs-bridge", "lx-bridge", "link", "netns", "sysctl")
+_REMOVE_ORDER = ("process", "affinity", "cgroup", "qdisc", "ovs-bridge", "lx-bridge", "link", "netns", "sockbuf")
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class Created:
     cpus: str | None = None
     """An affinity entry's saved CPU list ('0,1'): what every thread of the process gets back."""
     values: str | None = None
-    """A sysctl entry's (`name`: its key in the root namespace) 'SAVED SET': put back to SAVED at removal if it
-    still reads SET (another change since is left alone)."""
+    """A sockbuf entry's 'FD SAVED SET' (the daemon's descriptor, its send buffer before and as set, bytes as the
+    kernel accounts them): put back to SAVED at removal if the same process's socket still has SET."""
     server: str | None = None
     """The server of a multi-host run it was made on (None: this machine); its pid and start ticks are that
     server's. Removed there, through the server's agent (`remove_on_servers`)."""
@@ -232,7 +232,7 @@ def remove_entries(entries: Iterable[Created]) -> list[str]:
         if kind == "process":
             problems += _stop_processes(batch)
             continue
-        if kind in ("affinity", "cgroup", "sysctl"):
+        if kind in ("affinity", "cgroup", "sockbuf"):
             problems += [p for e in batch for p in _restore(e)]
             continue
         present = _Present()
@@ -352,46 +352,26 @@ def _reap(pid: int) -> None:
 
 
 def _restore(e: Created) -> list[str]:
-    """Gives a daemon's threads back their saved CPUs (if it is the same process), removes a cgroup (its
-    processes, if any are left, go to the hierarchy's root) or puts a host setting back; returns what failed."""
+    """Gives a daemon's threads back their saved CPUs or its socket its send buffer (if it is the same process), or
+    removes a cgroup (its processes, if any are left, go to the hierarchy's root); returns what failed."""
     if e.kind == "cgroup":
         problem = cpuset.remove_group(Path(e.name))
         return [problem] if problem else []
-    if e.kind == "sysctl":
-        saved, set_to = (e.values or " ").split(" ", 1)
-        path = sysctl_path(e.name)
+    if e.kind == "sockbuf":
+        from testbed.ovssock import send_buffer, set_send_buffer
+
+        fd, saved, set_to = (int(x) for x in (e.values or "0 0 0").split())
+        if not _same_process_alive(e):
+            return []  # restarted or gone: its socket went with it
         try:
-            if path.read_text().strip() == set_to:
-                path.write_text(saved + "\n")
+            if send_buffer(e.pid, fd) == set_to:  # type: ignore[arg-type]
+                set_send_buffer(e.pid, fd, saved)  # type: ignore[arg-type]
         except OSError as exc:
-            return [f"sysctl {e.name} not put back to {saved}: {exc}"]
+            return [f"{e.name}'s send buffer (fd {fd}) not put back to {saved}: {exc}"]
         return []
     if not _same_process_alive(e) or e.cpus is None:
         return []  # restarted or gone: its threads have the affinity they were born with
     return cpuset.set_thread_affinity(e.pid, set(cpuset.parse_cpus(e.cpus)))  # type: ignore[arg-type]
-
-
-SYSCTL_ROOT = Path("/proc/sys")
-
-
-def sysctl_path(key: str) -> Path:
-    """Returns the file of a sysctl key ('net.core.rmem_default') under SYSCTL_ROOT."""
-    return SYSCTL_ROOT / key.replace(".", "/")
-
-
-def raise_sysctl(record: CreationRecord, key: str, value: int) -> str | None:
-    """Raises an integer sysctl of the root namespace to at least `value` for the run, recorded first so that
-    teardown and `clean` put it back; returns why it could not (the run goes on without), else None."""
-    path = sysctl_path(key)
-    try:
-        saved = path.read_text().strip()
-        if int(saved) >= value:
-            return None
-        record.add(Created("sysctl", key, values=f"{saved} {value}"))
-        path.write_text(f"{value}\n")
-    except (OSError, ValueError) as exc:
-        return f"{key} not raised to {value}: {exc}"
-    return None
 
 
 def _netns_names() -> list[str]:

@@ -12,16 +12,6 @@ from testbed.errors import PreflightError
 
 SWITCH_KINDS = ("ovs", "lxbr")
 OVS_CTL = Path("/usr/share/openvswitch/scripts/ovs-ctl")
-OVS_PORT_RCVBUF_BYTES = 4 << 20
-"""The receive buffer of each port of the userspace datapath, for the run. ovs-vswitchd reads a port through an
-AF_PACKET socket it opens when the port is added and leaves at the host's default (net.core.rmem_default, 208 KiB
-on Debian and Ubuntu: a dozen 9000-byte frames); while it waits for its core, a query's burst overflows it and
-the segment lost costs TCP a retransmission timeout (seen: 200, 600 and 1400 virtual ms on a scheduler's relay to
-the worker at its own site). The default is raised to this before the run's ports are added and held until
-teardown puts it back (testbed/record.py `raise_sysctl`; ovs-vswitchd may open a port's socket again when it
-reconfigures it): every socket opened meanwhile without a buffer size of its own (UDP, raw, packet; not TCP) gets
-it too. This machine's switches only: another server's keep their host's default."""
-RMEM_DEFAULT = "net.core.rmem_default"
 
 
 def ovs_datapath() -> str:
