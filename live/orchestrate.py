@@ -50,7 +50,7 @@ from testbed.interrupts import sigint_default_in_children
 from testbed.network import EmulatedNetwork, check_mtu
 from testbed.ovssock import widen_ovs_send_buffers
 from testbed.plan import build_plan
-from testbed.portcounters import SWITCH_DROPS_EVENT, counters_line, drops_between, ovs_socket_drops
+from testbed.portcounters import SWITCH_DROPS_EVENT, counters_line, drops_since, drops_start
 from testbed.switches import ensure_ovs, ovs_datapath
 from topologies import load_topology, wallclock
 from topologies.events import load_events
@@ -253,6 +253,13 @@ class LiveRun:
             self.start(self.schedulers[ant])
         wait_ready(list(self.schedulers.values()))
 
+    def widen_switch_buffer(self, net: EmulatedNetwork) -> None:
+        """ovs-vswitchd's send socket widened for the run (testbed/ovssock.py): with the userspace datapath its
+        sends fail, and the frames are lost, once its buffer is full."""
+        if self.spec.switch == "ovs" and ovs_datapath() == "netdev":
+            for problem in widen_ovs_send_buffers(net.record):
+                self.log(f"warning: {problem}; frames it cannot send while the core is busy are lost")
+
     def start_sources(self, net: EmulatedNetwork) -> None:
         for ant in self.system.antennas:
             proc = self._child("live.source", "sources", ant, net)
@@ -282,9 +289,6 @@ class LiveRun:
                      f"on, and its figures include this (see {net.run_dir / 'link_measurements.json'}):\n  "
                      + "\n  ".join(f"{b['link']} {b['direction']}: {b['problem']}" for b in bad))
             self.events("links-out-of-tolerance", links=[f"{b['link']} {b['direction']}" for b in bad])
-        if self.spec.switch == "ovs" and ovs_datapath() == "netdev":  # its sends fail once its buffer is full
-            for problem in widen_ovs_send_buffers(net.record):
-                self.log(f"warning: {problem}; frames it cannot send while the core is busy are lost")
         hop = self.network.get("switch_hop_ms_median")
         if hop:
             self.log(f"the switches add {hop:.3f} ms per hop (one-way, measured apart from the links); a query's "
@@ -309,7 +313,8 @@ class LiveRun:
         faults = fault_schedule(self.spec, self.network_events)
         scale = self.clock.scale
         give_up = scale.real_s(self.t0_s + self.duration_s + self.spec.timeout_s) + 30.0
-        next_sample, drops_before = 0.0, ovs_socket_drops()
+        ovs = self.spec.switch == "ovs" and ovs_datapath() == "netdev"
+        next_sample, drops_before = 0.0, drops_start(net.plan) if ovs else None
         with self.dir.port_counters.open("w") as ports:  # not the controller's port_stats.jsonl
             while any(s.running() for s in self.sources):
                 real, now = wallclock.time_s(), self.clock.now_s()
@@ -335,8 +340,8 @@ class LiveRun:
                 # wake at the next fault's time (faults and network events land within a few ms of it)
                 due_s = self.clock.real_until_s(self.t0_s + faults[0].at_s) if faults else 0.1
                 time.sleep(min(0.1, max(0.0, due_s)))
-        if drops_before is not None and (drops := ovs_socket_drops()) is not None:  # the fidelity verdict judges it
-            self.events(SWITCH_DROPS_EVENT, frames=drops_between(drops_before, drops))
+        if drops_before is not None and (lost := drops_since(drops_before)) is not None:  # the verdict judges it
+            self.events(SWITCH_DROPS_EVENT, frames=lost)
         for s in self.sources:
             code = s.stop()
             if code not in (0, None):
@@ -455,6 +460,7 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
                 if run.placed is not None:
                     run.placed.push_workers()
                 run.start_schedulers(net)
+                run.widen_switch_buffer(net)  # the schedulers' warm connections have crossed the switches
                 merger = RecordMerger(parts, run.dir.records)
                 run.start_sources(net)
                 run.set_t0()

@@ -59,7 +59,11 @@ def _borrowed(pid: int, fd: int):  # noqa: ANN202 (a socket.socket)
             raise OSError(ctypes.get_errno(), f"pidfd_getfd of fd {fd} of pid {pid}: {os.strerror(ctypes.get_errno())}")
     finally:
         os.close(pidfd)
-    sock = socket.socket(fileno=mine)
+    try:
+        sock = socket.socket(fileno=mine)
+    except OSError:
+        os.close(mine)
+        raise
     try:
         yield sock
     finally:
@@ -89,8 +93,9 @@ def widen_send_buffer(record: CreationRecord, pid: int, name: str = "ovs-vswitch
         for fd in fds:
             saved, target = send_buffer(pid, fd), 2 * SEND_BUFFER_BYTES
             if saved < target:
-                record.add(Created("sockbuf", name, pid=pid, start_ticks=process_start_ticks(pid),
-                                   values=f"{fd} {saved} {target}"))
+                if (ticks := process_start_ticks(pid)) is None:
+                    return f"{name} (pid {pid}) is gone"
+                record.add(Created("sockbuf", name, pid=pid, start_ticks=ticks, values=f"{fd} {saved} {target}"))
                 set_send_buffer(pid, fd, target)
     except OSError as exc:
         return f"{name}'s send buffer not widened: {exc}"

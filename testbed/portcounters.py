@@ -166,11 +166,11 @@ def read_ports(plan: NetworkPlan, clients: Mapping[str, AgentClient]) -> PortRea
     return reading
 
 
-def ovs_socket_drops(ss_output: str | None = None) -> dict[str, int] | None:
+def ovs_socket_drops(ports: set[str] | None = None, ss_output: str | None = None) -> dict[str, int] | None:
     """Returns, per packet socket this machine's ovs-vswitchd reads a port through (named by its interface and
     descriptor), the frames it has lost so far with its receive buffer full (`ss -0 -m -p -O`'s skmem d), or None
-    when no ovs-vswitchd socket is there (no userspace datapath, or no ss). `ss_output`: that command's output
-    (tests)."""
+    when no ovs-vswitchd socket is there (no userspace datapath, or no ss). `ports`: only the sockets of these
+    interfaces (a run's own). `ss_output`: that command's output (tests)."""
     if ss_output is None:
         try:
             done = sh.run(["ss", "-0", "-m", "-p", "-n", "-O"], check=False)
@@ -186,8 +186,8 @@ def ovs_socket_drops(ss_output: str | None = None) -> dict[str, int] | None:
         fields, fd = line.split(), line.split("fd=", 1)[1].split(")", 1)[0] if "fd=" in line else "?"
         skmem = line.split("skmem:(", 1)[1].split(")", 1)[0].split(",")
         drops = [int(x[1:]) for x in skmem if x.startswith("d") and x[1:].isdigit()]
-        if len(fields) > 3 and drops:  # p_raw, Recv-Q, Send-Q, *:<interface>, ...
-            out[f"{fields[3]} fd={fd}"] = drops[0]
+        if len(fields) > 3 and drops and (ports is None or fields[3].removeprefix("*:") in ports):
+            out[f"{fields[3]} fd={fd}"] = drops[0]  # p_raw, Recv-Q, Send-Q, *:<interface>, ...
     return out or None
 
 
@@ -195,3 +195,17 @@ def drops_between(before: dict[str, int], after: dict[str, int]) -> int:
     """Returns the frames lost between two `ovs_socket_drops` readings: per socket, what it lost since the first
     (all it lost, for a socket opened since; a socket closed since takes its losses with it)."""
     return sum(max(0, n - before.get(key, 0)) for key, n in after.items())
+
+
+def drops_start(plan: NetworkPlan) -> tuple[set[str], dict[str, int]] | None:
+    """Returns this machine's switch ports of the plan and their sockets' drops so far (`ovs_socket_drops`), or None
+    without ovs-vswitchd sockets: what `drops_since` counts from."""
+    ports = {p.ifname for p in switch_ports(plan) if p.server == LOCAL}
+    drops = ovs_socket_drops(ports)
+    return None if drops is None else (ports, drops)
+
+
+def drops_since(start: tuple[set[str], dict[str, int]]) -> int | None:
+    """Returns the frames the run's ports' sockets lost since `drops_start` (None: they can no longer be read)."""
+    drops = ovs_socket_drops(start[0])
+    return None if drops is None else drops_between(start[1], drops)

@@ -252,9 +252,10 @@ def test_the_drops_of_ovs_vswitchds_port_sockets_are_read_from_ss_per_socket() -
           'skmem:(r0,rb4194304,t0,tb212992,f0,w0,o0,bl0,d5)\n'
           'p_raw 0      0                  *:eth0             *     users:(("tcpdump",pid=98,fd=3)) '
           'skmem:(r0,rb212992,t0,tb212992,f0,w0,o0,bl0,d100)\n')
-    before = ovs_socket_drops(ss)
+    before = ovs_socket_drops(ss_output=ss)
     assert before == {"*:l3a fd=40": 7, "*:l4b fd=41": 5}  # tcpdump's own drops are not the switch's
-    assert ovs_socket_drops(ss.replace("ovs-vswitchd", "tcpdump")) is None  # no userspace datapath here
+    assert ovs_socket_drops({"l4b"}, ss) == {"*:l4b fd=41": 5}  # this run's ports only
+    assert ovs_socket_drops(ss_output=ss.replace("ovs-vswitchd", "tcpdump")) is None  # no userspace datapath
     # a port's socket reopened (another descriptor) counts from zero; one closed takes its losses with it
     after = {"*:l3a fd=40": 9, "*:l4b fd=44": 3}
     assert drops_between(before, after) == 2 + 3
