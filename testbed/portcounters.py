@@ -8,8 +8,9 @@ are read from there; another server's all at once, by one command through its ag
 file), timed at the request's midpoint on the driver's clock. A port whose counters cannot be read (its interface
 gone) is left out of the sample.
 
-The userspace datapath keeps no drop counters of its own (its ports' read -1); what it loses is what the packet
-sockets ovs-vswitchd reads its ports through drop when their receive buffers are full (`ovs_socket_drops`).
+The userspace datapath keeps no drop counters of its own (its ports' read -1): what the packet sockets
+ovs-vswitchd reads its ports through drop with their receive buffers full is counted here (`ovs_socket_drops`);
+what its one send socket fails to send is lost uncounted, which a live run makes rare (testbed/ovssock.py).
 """
 
 from __future__ import annotations
