@@ -254,10 +254,12 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     # the wires write their lateness in virtual us already (real / K)
     wires = [d for p in sorted(run_dir.glob("wire-*.stats.json")) for d in _json(p, [])]
     if wires:
-        first, over = wire_late_windows(wires, _t0_real_s(run_dir, config), k, limits.wire_late_p99_ms)
+        t0_real_s = _t0_real_s(run_dir, config)
+        end_real_s = None if t0_real_s is None else t0_real_s + k * traffic_end_ms(rec) / 1000.0
+        first, over = wire_late_windows(wires, t0_real_s, k, limits.wire_late_p99_ms, end_real_s)
         figures.append(Figure("wire lateness vs due", "p99 (worst direction)",
-                              round(max(d["late_p99_us"] for d in wires) / 1000.0, 3), limits.wire_late_p99_ms,
-                              "virtual ms", True, first, over))
+                              round(max(wire_late_p99_us(d, t0_real_s, end_real_s) for d in wires) / 1000.0, 3),
+                              limits.wire_late_p99_ms, "virtual ms", True, first, over))
     for e in _lines(run_dir / "events.jsonl"):
         if SWITCH_DROPS_EVENT in e and (drops := json.loads(e)).get("event") == SWITCH_DROPS_EVENT:
             figures.append(Figure("switch socket drops", "frames lost", float(drops["frames"]), limits.switch_drops,
@@ -340,17 +342,47 @@ def _t0_real_s(run_dir: Path, config: dict) -> float | None:
     return None if t0 is None else float(t0)
 
 
+def traffic_end_ms(records: dict[str, np.ndarray]) -> float:
+    """Returns the last moment (virtual ms since t0) a query of the run was on its way: its latest time recorded
+    (sent, relayed, inferred, answered); the network's frames after it (the run closing down) are not the run's."""
+    times = [records[c].astype(float) for c in ("t_send_ms", "t_sched_ms", "t_worker_ms", "t_infer_end_ms",
+                                                "t_response_ms") if c in records]
+    finite = np.concatenate(times)[np.isfinite(np.concatenate(times))] if times else np.array([])
+    return float(finite.max()) if len(finite) else 0.0
+
+
+def wire_late_p99_us(direction: dict, t0_real_s: float | None, end_real_s: float | None) -> float:
+    """Returns a wire direction's p99 lateness (virtual us) over the frames due from t0 to the end of the traffic
+    (real epoch s): at most 1 % of them left later. From its per-second counts (`sent_per_s`, shared out by
+    overlap at the two ends) and the frames it listed as late (`late_events`, later than `late_steps_us[0]`); a
+    p99 under that step is the wire's whole-life p99, capped at the step. The whole-life p99 (`late_p99_us`,
+    the network's probes and the run closing down included) where the span or the complete list is missing."""
+    whole = float(direction["late_p99_us"])
+    if t0_real_s is None or end_real_s is None or "late_events" not in direction \
+            or direction.get("late_events_dropped", 0):
+        return whole
+    due = 0.0
+    for row in direction["sent_per_s"]:
+        due += row[1] * max(0.0, min(row[0] + 1.0, end_real_s) - max(row[0], t0_real_s))
+    late = sorted((e[1] for e in direction["late_events"] if t0_real_s <= e[0] / 1000.0 < end_real_s),
+                  reverse=True)
+    allowed = int(np.floor(0.01 * due))
+    return float(late[allowed]) if len(late) > allowed else min(whole, float(direction["late_steps_us"][0]))
+
+
 def wire_late_windows(directions: list[dict], t0_real_s: float | None, k: float,
-                      threshold_ms: float) -> tuple[float | None, int | None]:
+                      threshold_ms: float, end_real_s: float | None = None) -> tuple[float | None, int | None]:
     """Returns the first 1 s window (virtual s since t0) in which some wire direction's p99 lateness was over
     `threshold_ms`, and in how many windows one was: more than 1 % of the frames due in that window left later
     than the threshold (the direction's `sent_per_s`: per real epoch second, the frames due and how many were later
     than each of its `late_steps_us`, shared out over the windows the second overlaps; the largest step not over
-    the threshold is taken, the threshold itself by default). Windows before t0 (the network's probes) are left
-    out. (None, None) for wires that did not count them, or a threshold under their smallest step."""
+    the threshold is taken, the threshold itself by default). Windows before t0 (the network's probes) and from
+    `end_real_s` on (the run closing down after its traffic) are left out. (None, None) for wires that did not
+    count them, or a threshold under their smallest step."""
     if t0_real_s is None or any("late_steps_us" not in d for d in directions):
         return None, None
     window_real_s = k * WINDOW_MS / 1000.0
+    last = None if end_real_s is None else int(np.ceil((end_real_s - t0_real_s) / window_real_s))
     windows: set[int] = set()
     for d in directions:
         steps = [i for i, us in enumerate(d["late_steps_us"]) if us <= threshold_ms * 1000.0]
@@ -361,7 +393,8 @@ def wire_late_windows(directions: list[dict], t0_real_s: float | None, k: float,
         for row in d["sent_per_s"]:
             second, n, over = row[0], row[1], row[2 + steps[-1]]
             a, b = (second - t0_real_s) / window_real_s, (second + 1 - t0_real_s) / window_real_s
-            for w in range(max(0, int(np.floor(a))), int(np.ceil(b))):
+            stop = int(np.ceil(b)) if last is None else min(last, int(np.ceil(b)))
+            for w in range(max(0, int(np.floor(a))), stop):
                 share = (min(b, w + 1) - max(a, w)) / (b - a)
                 due[w] = due.get(w, 0.0) + n * share
                 late[w] = late.get(w, 0.0) + over * share

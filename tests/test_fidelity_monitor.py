@@ -22,7 +22,9 @@ from live.verdict import (
     judge,
     judge_run,
     per_window,
+    traffic_end_ms,
     verdict,
+    wire_late_p99_us,
     wire_late_windows,
 )
 from testbed.cpuset import format_cpus, parse_cpus
@@ -182,6 +184,39 @@ def test_the_wires_lateness_is_judged_window_by_window_in_virtual_time() -> None
     assert wire_late_windows([before], 10.0, 1.0, 1.0) == (None, 0)
     assert wire_late_windows([quiet], 100.0, 2.0, 0.1) == (None, None)  # under the smallest step
     assert wire_late_windows([{"late_p99_us": 1.0}], 10.0, 1.0, 1.0) == (None, None)  # an older run's wires
+
+
+def test_the_wires_lateness_counts_the_frames_of_the_traffic_only() -> None:
+    steps = [250, 500, 1000, 2000, 5000]
+    # t0 at real epoch 100 s, the traffic over at 110 s: 100 frames due a second in between
+    d = {"late_steps_us": steps, "late_p99_us": 18000.0, "late_events_dropped": 0,
+         "sent_per_s": [[90, 50, 40, 40, 40, 40, 40]] + [[s, 100, 0, 0, 0, 0, 0] for s in range(100, 110)]
+         + [[110, 100, 60, 60, 60, 60, 0]],
+         "late_events": [[90_500.0, 18000.0]] * 40 + [[103_200.0, 700.0], [104_100.0, 3000.0]]
+         + [[110_300.0, 4000.0]] * 60}
+    # 1,000 frames in the span: 10 may be later; 2 were: the p99 is under the first step, capped at it
+    assert wire_late_p99_us(d, 100.0, 110.0) == 250.0
+    assert wire_late_p99_us(dict(d, late_p99_us=40.0), 100.0, 110.0) == 40.0
+    # the span from 103.5 s: 650 frames (half of the second at 103), 6 may be later, 1 was
+    assert wire_late_p99_us(d, 103.5, 110.0) == 250.0
+    # 140 frames from 103.1 to 104.5 s: 1 may be later than the p99, the 3 ms one; the next is the p99
+    assert wire_late_p99_us(d, 103.1, 104.5) == 700.0
+    assert wire_late_p99_us(d, 100.0, 111.0) == 4000.0  # the run closing down counted: 60 of 1,100 frames
+    assert wire_late_p99_us(d, None, None) == 18000.0  # no t0: the whole life
+    assert wire_late_p99_us(dict(d, late_events_dropped=3), 100.0, 110.0) == 18000.0  # the list is not complete
+    old = {k: v for k, v in d.items() if k != "late_events"}
+    assert wire_late_p99_us(old, 100.0, 110.0) == 18000.0  # an older run's wires
+    # the windows: the 60 late frames at 110 s are after the traffic's end and not judged
+    assert wire_late_windows([d], 100.0, 1.0, 1.0, 110.0) == (None, 0)
+    assert wire_late_windows([d], 100.0, 1.0, 1.0) == (10.0, 1)
+    assert wire_late_windows([d], 100.0, 1.0, 1.0, 110.2) == (10.0, 1)  # the window at 10 s is partly the run's
+
+
+def test_the_traffic_ends_with_the_last_time_a_query_has() -> None:
+    rec = {"t_send_ms": np.array([1.0, 5.0]), "t_response_ms": np.array([9.0, np.nan]),
+           "t_worker_ms": np.array([np.nan, 12.5])}
+    assert traffic_end_ms(rec) == 12.5
+    assert traffic_end_ms({"t_send_ms": np.array([np.nan])}) == 0.0
 
 
 def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
