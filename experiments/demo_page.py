@@ -59,7 +59,8 @@ def demo_defaults() -> dict:
     add_run_arguments(parser)
     spec = spec_from_args(parser.parse_args([]))
     return {"topo": Path(spec.topo).stem, "policy": spec.policy or DEFAULT_POLICY, "lambda_per_min": spec.lambda_per_min,
-            "duration_s": spec.duration_s, "events": str(DEMO_EVENTS), "tdf": DEMO_TDF, "trace": None}
+            "duration_s": spec.duration_s, "events": str(DEMO_EVENTS), "tdf": DEMO_TDF, "trace": None,
+            "switch": spec.switch, "controller": spec.controller}
 
 
 def check_demo(run: Path) -> dict:
@@ -91,6 +92,7 @@ def real_frames(run: Path, real: dict[str, int]) -> str:
 def page(run: Path, wall_s: float | None) -> str:
     """Returns the page's body (markdown) from the run's summary.json."""
     summary = json.loads((run / "summary.json").read_text())
+    spec = json.loads((run / "spec.json").read_text())
     extra = summary["extra"]
     fid = extra.get("fidelity", {})
     sim = extra.get("simulated", {})
@@ -100,7 +102,8 @@ def page(run: Path, wall_s: float | None) -> str:
         "The default main job, `run_testbed.py --topo full-edge` as root: lambda "
         f"{summary['lambda_per_min']} for {summary['duration_s']:g} s of virtual time, seed {summary['seed']}, "
         f"policy {summary['policy']}, the network events of `{repo_relative(DEMO_EVENTS)}`, time dilation K "
-        f"{fid.get('tdf', DEMO_TDF):g} (docs/live-run.md#the-demonstration). Run dir `{repo_relative(run)}`.",
+        f"{fid.get('tdf', DEMO_TDF):g}, switches {spec['switch']}, controller {spec['controller']} "
+        f"(docs/live-run.md#the-demonstration). Run dir `{repo_relative(run)}`.",
         "",
         f"- queries: {extra.get('recorded_queries')} recorded of {extra.get('expected_queries')} expected; "
         f"{summary['overall']['queries']} judged",

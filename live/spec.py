@@ -36,8 +36,13 @@ DEMO_TDF = 4.0
 """The demonstration's time dilation: its busiest second offers about 315 queries/s (seed 1; 190-340 over seeds
 1-10), about 80 a real second at K 4, on the one core the emulation gets besides real inference's; 45 s x 4 keeps
 the run within about 5 minutes."""
+DEMO_SWITCH, DEMO_CONTROLLER = "lxbr", "none"
+"""The demonstration's switches: Linux bridges, standalone. Open vSwitch's userspace datapath (no kernel module
+here) costs the emulation's one core 38-58 CPU s over the demonstration at K 4, and the run's own software then
+waits for that core past the monitor's thresholds (docs/live-run.md#the-demonstration)."""
 _DEMO = object()
-"""The command line's default of --events and --tdf: the demonstration's on DEMO_TOPOLOGY, none and 1 elsewhere."""
+"""The command line's default of --events, --tdf, --switch and --controller: the demonstration's on DEMO_TOPOLOGY,
+none, 1, ovs and osken elsewhere."""
 
 
 def _at(text: str, what: str) -> tuple[str, float]:
@@ -100,9 +105,13 @@ class RunSpec:
     """bytes kept per packet"""
     shaping: str = opt("auto", choices=("auto", "netem", "wire"))
     """how links get their delay: netem, the userspace wire, or auto: netem where the kernel has it"""
-    switch: str = opt("ovs", choices=("ovs", "lxbr"))
+    switch: str = opt("ovs", choices=("ovs", "lxbr"),
+                      default_text=f"{DEMO_SWITCH} on {DEMO_TOPOLOGY} (the demonstration's) unless --controller osken, "
+                                   "ovs elsewhere")
     """the switches: Open vSwitch or Linux bridges"""
-    controller: str = opt("osken", choices=("osken", "none"))
+    controller: str = opt("osken", choices=("osken", "none"),
+                          default_text=f"{DEMO_CONTROLLER} on {DEMO_TOPOLOGY} (the demonstration's) and with --switch "
+                                       "lxbr, osken elsewhere")
     """the OpenFlow controller: os-ken's shortest-path app, or none: standalone switches"""
     timeout_s: float = opt(5.0, "--timeout", metavar="SECONDS")
     """seconds after which an unanswered query has failed, and the drain at the end lasts"""
@@ -228,7 +237,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, RunSpec, external=lambda: add_workload_arguments(
         parser, lambda_default=RunSpec.lambda_per_min, duration_default_s=DEFAULT_DURATION_S,
         seed_default=RunSpec.seed))
-    parser.set_defaults(events=_DEMO, tdf=_DEMO)  # the demonstration's on its topology (spec_from_args)
+    parser.set_defaults(events=_DEMO, tdf=_DEMO, switch=_DEMO, controller=_DEMO)  # the demonstration's on its
+    # topology (spec_from_args)
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -243,6 +253,14 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         options["events"] = DEMO_EVENTS if demo and options["agent"] is None else None
     if options["tdf"] is _DEMO:
         options["tdf"] = DEMO_TDF if demo else 1.0
+    switch, controller = options["switch"], options["controller"]
+    if switch is _DEMO and controller is _DEMO:
+        switch, controller = (DEMO_SWITCH, DEMO_CONTROLLER) if demo else (RunSpec.switch, RunSpec.controller)
+    elif switch is _DEMO:  # the switches that go with the controller given
+        switch = DEMO_SWITCH if demo and controller == DEMO_CONTROLLER else RunSpec.switch
+    elif controller is _DEMO:  # the controller that goes with the switches given: none for Linux bridges
+        controller = "none" if switch == "lxbr" else RunSpec.controller
+    options["switch"], options["controller"] = switch, controller
     if options.get("agent") is not None:
         try:
             options["agent"] = agent_path(options["agent"])

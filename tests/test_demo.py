@@ -12,7 +12,15 @@ import pytest
 
 from analysis.plots import plot_success_over_time
 from live.beside import beside_record, format_beside, simulate_beside
-from live.spec import DEMO_EVENTS, DEMO_TDF, RunSpec, add_run_arguments, spec_from_args
+from live.spec import (
+    DEMO_CONTROLLER,
+    DEMO_EVENTS,
+    DEMO_SWITCH,
+    DEMO_TDF,
+    RunSpec,
+    add_run_arguments,
+    spec_from_args,
+)
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from topologies import load_topology
@@ -34,6 +42,20 @@ def test_the_default_run_is_the_demo() -> None:
     assert _parse(["--events", "none"]).events is None
     assert _parse(["--tdf", "5"]).tdf == 5.0 and _parse(["--tdf", "auto"]).tdf is None
     assert _parse(["--lambda", "20"]).events == DEMO_EVENTS  # each option on its own: the others stay the demo's
+
+
+def test_the_demo_runs_on_linux_bridges_unless_told_otherwise() -> None:
+    def net(*argv: str) -> tuple[str, str]:
+        spec = _parse(list(argv))
+        return spec.switch, spec.controller
+
+    assert (DEMO_SWITCH, DEMO_CONTROLLER) == ("lxbr", "none") == net() == net("--lambda", "20")
+    assert net("--switch", "ovs") == ("ovs", "osken")  # the controller goes with the switches given
+    assert net("--controller", "osken") == ("ovs", "osken")
+    assert net("--switch", "ovs", "--controller", "none") == ("ovs", "none")
+    assert net("--topo", "tiny") == ("ovs", "osken")  # elsewhere Open vSwitch and os-ken
+    assert net("--topo", "tiny", "--switch", "lxbr") == ("lxbr", "none")
+    assert net("--topo", "tiny", "--controller", "none") == ("ovs", "none")
 
 
 SEEDS = (1, 2, 3, 4, 5)

@@ -32,9 +32,11 @@ def test_the_page_prints_the_verdicts_cause_and_the_other_work_at_its_largest(tm
                          "wall_s": 282.0}}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     (tmp_path / "config.json").write_text(json.dumps({"workers": []}))
+    (tmp_path / "spec.json").write_text(json.dumps({"switch": "lxbr", "controller": "none"}))
     (tmp_path / "records.csv").write_text(",".join(RECORD_NAMES) + "\n")
     body = _demo_page().page(tmp_path, 284.0)
     assert "## Fidelity verdict: not faithful" in body
+    assert "time dilation K 4, switches lxbr, controller none (docs/live-run.md" in body
     assert "| real-inference overrun | p95 | 0.379 | 0.25 | share of profile | yes | 1 | 13 |" in body
     assert "```\nfidelity (K = 4): NOT FAITHFUL\n" in body and "```\n\n## Success" in body
     late = "real-inference overrun p95 0.379 share of profile > 0.25, from the window at 1 s (13 windows over)"

@@ -210,11 +210,19 @@ def test_the_run_spec_is_the_command_line() -> None:
     import dataclasses
 
     from live.options import field_docs, options
-    from live.spec import DEMO_EVENTS, DEMO_TDF, add_run_arguments, spec_from_args
+    from live.spec import (
+        DEMO_CONTROLLER,
+        DEMO_EVENTS,
+        DEMO_SWITCH,
+        DEMO_TDF,
+        add_run_arguments,
+        spec_from_args,
+    )
 
     parser = argparse.ArgumentParser()
     add_run_arguments(parser)
-    assert spec_from_args(parser.parse_args([])) == dataclasses.replace(RunSpec(), events=DEMO_EVENTS, tdf=DEMO_TDF)
+    assert spec_from_args(parser.parse_args([])) == dataclasses.replace(
+        RunSpec(), events=DEMO_EVENTS, tdf=DEMO_TDF, switch=DEMO_SWITCH, controller=DEMO_CONTROLLER)
     spec = spec_from_args(parser.parse_args([
         "--topo", "tiny", "--policy", "load-balancing", "--real-workers", "none", "--kill-worker", "w@dc1=3",
         "--kill-worker", "v@dc1=4.5", "--no-measure", "--window", "2", "--lambda", "0:20,10:60", "--timeout", "7",
