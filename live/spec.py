@@ -28,8 +28,9 @@ DEFAULT_POLICY = "closest"
 DEFAULT_DURATION_S = 45.0
 """Seconds of queries of a generated workload without --duration."""
 DEMO_TOPOLOGY = "full-edge"
-"""The topology of the main job's demonstration (docs/live-run.md#the-demonstration): on it, --events and --tdf
-default to DEMO_EVENTS and DEMO_TDF."""
+"""The topology of the main job's demonstration (docs/live-run.md#the-demonstration): on it, --events, --tdf,
+--switch and --controller default to DEMO_EVENTS, DEMO_TDF, DEMO_SWITCH and DEMO_CONTROLLER (the switches
+not across servers, which need Open vSwitch)."""
 DEMO_EVENTS = Path(__file__).resolve().parent.parent / "examples" / "demo-full-edge.yaml"
 """The demonstration's network events: metro links narrow, two radios slow down, the cloud is cut off."""
 DEMO_TDF = 4.0
@@ -106,12 +107,12 @@ class RunSpec:
     shaping: str = opt("auto", choices=("auto", "netem", "wire"))
     """how links get their delay: netem, the userspace wire, or auto: netem where the kernel has it"""
     switch: str = opt("ovs", choices=("ovs", "lxbr"),
-                      default_text=f"{DEMO_SWITCH} on {DEMO_TOPOLOGY} (the demonstration's) unless --controller osken, "
-                                   "ovs elsewhere")
+                      default_text=f"{DEMO_SWITCH} on {DEMO_TOPOLOGY} (the demonstration's) unless --controller osken "
+                                   "or --servers, ovs elsewhere")
     """the switches: Open vSwitch or Linux bridges"""
     controller: str = opt("osken", choices=("osken", "none"),
-                          default_text=f"{DEMO_CONTROLLER} on {DEMO_TOPOLOGY} (the demonstration's) and with --switch "
-                                       "lxbr, osken elsewhere")
+                          default_text="the one that goes with the switches: none with Linux bridges (the "
+                                       "demonstration's), osken with Open vSwitch")
     """the OpenFlow controller: os-ken's shortest-path app, or none: standalone switches"""
     timeout_s: float = opt(5.0, "--timeout", metavar="SECONDS")
     """seconds after which an unanswered query has failed, and the drain at the end lasts"""
@@ -254,10 +255,11 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if options["tdf"] is _DEMO:
         options["tdf"] = DEMO_TDF if demo else 1.0
     switch, controller = options["switch"], options["controller"]
+    demo_net = demo and options["servers"] is None  # across servers: Open vSwitch only
     if switch is _DEMO and controller is _DEMO:
-        switch, controller = (DEMO_SWITCH, DEMO_CONTROLLER) if demo else (RunSpec.switch, RunSpec.controller)
+        switch, controller = (DEMO_SWITCH, DEMO_CONTROLLER) if demo_net else (RunSpec.switch, RunSpec.controller)
     elif switch is _DEMO:  # the switches that go with the controller given
-        switch = DEMO_SWITCH if demo and controller == DEMO_CONTROLLER else RunSpec.switch
+        switch = DEMO_SWITCH if demo_net and controller == DEMO_CONTROLLER else RunSpec.switch
     elif controller is _DEMO:  # the controller that goes with the switches given: none for Linux bridges
         controller = "none" if switch == "lxbr" else RunSpec.controller
     options["switch"], options["controller"] = switch, controller

@@ -254,8 +254,8 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     # the wires write their lateness in virtual us already (real / K)
     wires = [d for p in sorted(run_dir.glob("wire-*.stats.json")) for d in _json(p, [])]
     if wires:
-        t0_real_s = _t0_real_s(run_dir, config)
-        end_real_s = None if t0_real_s is None else t0_real_s + k * traffic_end_ms(rec) / 1000.0
+        t0_real_s, end_ms = _t0_real_s(run_dir, config), traffic_end_ms(rec)
+        end_real_s = None if t0_real_s is None or end_ms is None else t0_real_s + k * end_ms / 1000.0
         first, over = wire_late_windows(wires, t0_real_s, k, limits.wire_late_p99_ms, end_real_s)
         figures.append(Figure("wire lateness vs due", "p99 (worst direction)",
                               round(max(wire_late_p99_us(d, t0_real_s, end_real_s) for d in wires) / 1000.0, 3),
@@ -342,13 +342,15 @@ def _t0_real_s(run_dir: Path, config: dict) -> float | None:
     return None if t0 is None else float(t0)
 
 
-def traffic_end_ms(records: dict[str, np.ndarray]) -> float:
+def traffic_end_ms(records: dict[str, np.ndarray]) -> float | None:
     """Returns the last moment (virtual ms since t0) a query of the run was on its way: its latest time recorded
-    (sent, relayed, inferred, answered); the network's frames after it (the run closing down) are not the run's."""
-    times = [records[c].astype(float) for c in ("t_send_ms", "t_sched_ms", "t_worker_ms", "t_infer_end_ms",
-                                                "t_response_ms") if c in records]
-    finite = np.concatenate(times)[np.isfinite(np.concatenate(times))] if times else np.array([])
-    return float(finite.max()) if len(finite) else 0.0
+    (sent, relayed, inferred, answered); the network's frames after it (the run closing down) are not the run's.
+    None without any time recorded."""
+    times = np.concatenate([records[c].astype(float) for c in ("t_send_ms", "t_sched_ms", "t_worker_ms",
+                                                               "t_infer_end_ms", "t_response_ms") if c in records]
+                           or [np.array([])])
+    finite = times[np.isfinite(times)]
+    return float(finite.max()) if len(finite) else None
 
 
 def wire_late_p99_us(direction: dict, t0_real_s: float | None, end_real_s: float | None) -> float:
@@ -357,15 +359,15 @@ def wire_late_p99_us(direction: dict, t0_real_s: float | None, end_real_s: float
     overlap at the two ends) and the frames it listed as late (`late_events`, later than `late_steps_us[0]`); a
     p99 under that step is the wire's whole-life p99, capped at the step. The whole-life p99 (`late_p99_us`,
     the network's probes and the run closing down included) where the span or the complete list is missing."""
-    whole = float(direction["late_p99_us"])
-    if t0_real_s is None or end_real_s is None or "late_events" not in direction \
-            or direction.get("late_events_dropped", 0):
+    whole, events = float(direction["late_p99_us"]), direction.get("late_events")
+    if t0_real_s is None or end_real_s is None or events is None or "late_steps_us" not in direction:
         return whole
+    if direction.get("late_events_dropped", 0) and not (events and events[-1][0] / 1000.0 >= end_real_s):
+        return whole  # the list, in the order the frames left, stops before the end of the traffic
     due = 0.0
     for row in direction["sent_per_s"]:
         due += row[1] * max(0.0, min(row[0] + 1.0, end_real_s) - max(row[0], t0_real_s))
-    late = sorted((e[1] for e in direction["late_events"] if t0_real_s <= e[0] / 1000.0 < end_real_s),
-                  reverse=True)
+    late = sorted((e[1] for e in events if t0_real_s <= e[0] / 1000.0 < end_real_s), reverse=True)
     allowed = int(np.floor(0.01 * due))
     return float(late[allowed]) if len(late) > allowed else min(whole, float(direction["late_steps_us"][0]))
 
@@ -376,13 +378,14 @@ def wire_late_windows(directions: list[dict], t0_real_s: float | None, k: float,
     `threshold_ms`, and in how many windows one was: more than 1 % of the frames due in that window left later
     than the threshold (the direction's `sent_per_s`: per real epoch second, the frames due and how many were later
     than each of its `late_steps_us`, shared out over the windows the second overlaps; the largest step not over
-    the threshold is taken, the threshold itself by default). Windows before t0 (the network's probes) and from
-    `end_real_s` on (the run closing down after its traffic) are left out. (None, None) for wires that did not
-    count them, or a threshold under their smallest step."""
+    the threshold is taken, the threshold itself by default). Windows before t0 (the network's probes) and those
+    that begin at or after `end_real_s` (the run closing down after its traffic) are left out; the window the
+    traffic ends in is judged whole. (None, None) for wires that did not count them, or a threshold under their
+    smallest step."""
     if t0_real_s is None or any("late_steps_us" not in d for d in directions):
         return None, None
     window_real_s = k * WINDOW_MS / 1000.0
-    last = None if end_real_s is None else int(np.ceil((end_real_s - t0_real_s) / window_real_s))
+    last = None if end_real_s is None else int(np.ceil((end_real_s - t0_real_s) / window_real_s - 1e-6))
     windows: set[int] = set()
     for d in directions:
         steps = [i for i, us in enumerate(d["late_steps_us"]) if us <= threshold_ms * 1000.0]

@@ -56,6 +56,7 @@ def test_the_demo_runs_on_linux_bridges_unless_told_otherwise() -> None:
     assert net("--topo", "tiny") == ("ovs", "osken")  # elsewhere Open vSwitch and os-ken
     assert net("--topo", "tiny", "--switch", "lxbr") == ("lxbr", "none")
     assert net("--topo", "tiny", "--controller", "none") == ("ovs", "none")
+    assert net("--servers", "local,b=root@10.9.0.2", "--place", "cloud=b") == ("ovs", "osken")  # across servers
 
 
 SEEDS = (1, 2, 3, 4, 5)

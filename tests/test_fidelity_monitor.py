@@ -203,7 +203,9 @@ def test_the_wires_lateness_counts_the_frames_of_the_traffic_only() -> None:
     assert wire_late_p99_us(d, 103.1, 104.5) == 700.0
     assert wire_late_p99_us(d, 100.0, 111.0) == 4000.0  # the run closing down counted: 60 of 1,100 frames
     assert wire_late_p99_us(d, None, None) == 18000.0  # no t0: the whole life
-    assert wire_late_p99_us(dict(d, late_events_dropped=3), 100.0, 110.0) == 18000.0  # the list is not complete
+    # frames left off the list after its last, at 110.3 s: the traffic up to 110 s is all on it, not up to 111 s
+    assert wire_late_p99_us(dict(d, late_events_dropped=3), 100.0, 110.0) == 250.0
+    assert wire_late_p99_us(dict(d, late_events_dropped=3), 100.0, 111.0) == 18000.0
     old = {k: v for k, v in d.items() if k != "late_events"}
     assert wire_late_p99_us(old, 100.0, 110.0) == 18000.0  # an older run's wires
     # the windows: the 60 late frames at 110 s are after the traffic's end and not judged
@@ -216,7 +218,30 @@ def test_the_traffic_ends_with_the_last_time_a_query_has() -> None:
     rec = {"t_send_ms": np.array([1.0, 5.0]), "t_response_ms": np.array([9.0, np.nan]),
            "t_worker_ms": np.array([np.nan, 12.5])}
     assert traffic_end_ms(rec) == 12.5
-    assert traffic_end_ms({"t_send_ms": np.array([np.nan])}) == 0.0
+    assert traffic_end_ms({"t_send_ms": np.array([np.nan])}) is None
+    assert traffic_end_ms({}) is None
+
+
+def test_the_verdict_judges_the_wires_over_the_traffic_in_real_and_virtual_time(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(TRACE)
+    # K 4, t0 at real epoch 1000 s; the last query is sent at 2.901 virtual s: the traffic ends at 1011.604 s real
+    (tmp_path / "config.json").write_text(json.dumps({"tdf": 4.0, "workers": [], "time_dilation": {
+        "factor": 4.0, "t0_real_epoch_s": 1000.0}}))
+    _records(tmp_path / "records.csv", [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + 1} for k in range(30)])
+    steps = [250, 500, 1000, 2000, 5000]
+    rows = [[s, 100, 0, 0, 0, 0, 0] for s in range(995, 1016)]
+    rows[1011 - 995][2:6] = [5, 5, 5, 5]  # 5 frames 3 ms late at 1011 s: the traffic's
+    rows[1012 - 995][2:7] = [50, 50, 50, 50, 50]  # 50 frames 9 ms late at 1012 s: the run closing down
+    wire = {"late_p99_us": 9000.0, "tdf": 4.0, "late_steps_us": steps, "late_events_dropped": 0, "sent_per_s": rows,
+            "late_events": [[1011_000.0, 3000.0]] * 5 + [[1012_000.0, 9000.0]] * 50}
+    (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([wire]))
+    fig = {f["invariant"]: f for f in judge(tmp_path)["figures"]}["wire lateness vs due"]
+    # 1,160 frames due in the traffic (11 seconds and 0.604 of one): 11 may be late, 5 were; the window from 2
+    # virtual s (real 1008-1012 s) has 5 of 400 later than 1 ms; the one from 3 s begins after the traffic
+    assert (fig["value"], fig["first_window_s"], fig["windows_over"]) == (0.25, 2.0, 1)
+    wire["late_events"] = [[1011_000.0, 3000.0]] * 15  # 15 of 1,160: the p99 is the 12th latest
+    (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([wire]))
+    assert {f["invariant"]: f for f in judge(tmp_path)["figures"]}["wire lateness vs due"]["value"] == 3.0
 
 
 def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
