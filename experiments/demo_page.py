@@ -5,7 +5,7 @@ against the simulator's seven policies on the same trace and events, per applica
 (those its real replicas ran, beside what their worker answered in all) and the wall time; with --results-page
 it writes them to docs/results/demo.md and copies the run's plot beside.
 
-    .venv/bin/python experiments/demo_page.py [--run DIR] [--out DIR] [--results-page]
+    .venv/bin/python experiments/demo_page.py [--run DIR] [--others DIR ...] [--out DIR] [--results-page]
 
 Needs root to run the demonstration (as every live run); take the shared CPU lock on a shared machine.
 """
@@ -89,7 +89,25 @@ def real_frames(run: Path, real: dict[str, int]) -> str:
     return ", ".join(parts)
 
 
-def page(run: Path, wall_s: float | None) -> str:
+def runs_table(runs: list[Path]) -> list[str]:
+    """Returns a table of the demonstration's runs (the page's own first): verdict, the hard invariants over their
+    threshold with the cause the monitor gives, live and simulated success of the run's policy, wall time."""
+    lines = ["| run | verdict | over the threshold | live | simulated | wall s |", "| --- | --- | --- | ---: | ---: | ---: |"]
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        fid = summary["extra"].get("fidelity", {})
+        over = [f"{f['invariant']} {f['statistic']} {f['value']:g} > {f['threshold']:g}" for f in fid.get("figures", [])
+                if f["hard"] and f["value"] > f["threshold"]]
+        cause = fid.get("diagnostics", {}).get("real_overrun_cause") or {}
+        if cause.get("core_slower") and any(o.startswith("real-inference") for o in over):
+            over.append("cause: the host slowed the real-inference core")
+        sim = summary["extra"].get("simulated", {}).get(summary["policy"], {}).get("success", float("nan"))
+        lines.append(f"| `{repo_relative(run)}` | {fid.get('verdict', 'not judged')} | {'; '.join(over)} | "
+                     f"{summary['overall']['success']:.3f} | {sim:.3f} | {summary['extra'].get('wall_s', float('nan')):.0f} |")
+    return lines
+
+
+def page(run: Path, wall_s: float | None, others: tuple[Path, ...] = ()) -> str:
     """Returns the page's body (markdown) from the run's summary.json."""
     summary = json.loads((run / "summary.json").read_text())
     spec = json.loads((run / "spec.json").read_text())
@@ -115,6 +133,12 @@ def page(run: Path, wall_s: float | None) -> str:
         f"- other work on the machine during the run: {fid.get('diagnostics', {}).get('outside_cores_mean', 'n/a')} "
         f"cores on average over every sample, {fid.get('diagnostics', {}).get('outside_cores_max', 'n/a')} at most "
         "in one interval after t0 (monitor.jsonl)",
+    ]
+    if others:
+        lines += ["", "This run and the others made with the same command on this machine (each simulates with its "
+                  "own timing of the real model, so the simulated figures differ a little):", "",
+                  *runs_table([run, *others])]
+    lines += [
         "",
         f"## Fidelity verdict: {fid.get('verdict', 'not judged')}",
         "",
@@ -149,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, default=None, help="a finished demonstration run to read (default: run one)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run dir of the run made (runs/demo)")
+    p.add_argument("--others", type=Path, nargs="*", default=[], metavar="DIR",
+                   help="other finished runs of the demonstration, listed with the page's run in a table")
     add_results_page_argument(p, "demo")
     args = p.parse_args(argv)
     wall_s = None
@@ -157,11 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         run = args.out
         wall_s = run_demo(run)
     try:
-        check_demo(run)
+        for r in (run, *args.others):
+            check_demo(r)
     except (OSError, ValueError) as exc:
         print(f"demo_page: {exc}", file=sys.stderr)
         return 2
-    body = page(run, wall_s)
+    body = page(run, wall_s, tuple(args.others))
     print(body)
     if args.results_page:  # the page first: it names the commit, which the plot's copy would make dirty
         path = write_results_page(args.results_page, "The demonstration: full-edge under network events, live and "

@@ -43,3 +43,8 @@ def test_the_page_prints_the_verdicts_cause_and_the_other_work_at_its_largest(tm
     assert f"\n  {late}\n" in body
     assert "the core itself ran slower (the host), not the run's doing" in body
     assert "0.018 cores on average over every sample, 0.416 at most in one interval after t0" in body
+    assert "others made with the same command" not in body
+    again = _demo_page().page(tmp_path, 284.0, (tmp_path,))  # the same run twice: two rows
+    row = ("| not faithful | real-inference overrun p95 0.379 > 0.25; cause: the host slowed the real-inference core "
+           "| 0.487 | nan | 282 |")
+    assert again.count(row) == 2 and again.index(row) < again.index("## Fidelity verdict")
