@@ -29,6 +29,7 @@ from scheduler.profiles import PROFILES_OPTION_HELP, load_profiles, write_scaled
 from scheduler.system import build_system
 from simulator.run import simulate_policy
 from testbed.errors import NetworkError, PreflightError
+from testbed.switches import controller_for
 from topologies import Topology, load_topology
 from topologies.events import NetworkEvents, load_events
 from workers.deployment import parse_tdf
@@ -66,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="network events file: both sides change their links at its times "
                         "(docs/network.md#network-events)")
     p.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs")
-    p.add_argument("--controller", choices=("osken", "none"), default="osken")
+    p.add_argument("--controller", choices=("osken", "none"), default=None,
+                   help="default: the one that goes with --switch (none for lxbr, osken for ovs)")
     p.add_argument("--pcap", default="none", help="hosts to capture on the testbed side (default none)")
     p.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
                    help="time dilation factor of the testbed side: it runs K times slower in real time and is "
@@ -170,7 +172,8 @@ def _compare(args: argparse.Namespace, checked: _Checked) -> int:
         overhead = (cal.overhead.up_ms, cal.overhead.down_ms)
     base = RunSpec(topo=args.topo, trace=trace_path, duration_s=duration_s, seed=workload.seed,
                       profiles=args.profiles, real_sites=real, pcap=args.pcap, switch=args.switch,
-                      controller=args.controller, profile_real_workers=False,  # both sides: one profile file
+                      controller=controller_for(args.switch, args.controller),
+                      profile_real_workers=False,  # both sides: one profile file
                       events=args.events, tdf=args.tdf, mtu=args.mtu, servers=args.servers, place=args.place,
                       ssh_options=args.ssh_options)
     if events is not None:

@@ -48,9 +48,9 @@ from scheduler.system import build_system
 from testbed.capture import choose_hosts, start_captures, stop_captures
 from testbed.interrupts import sigint_default_in_children
 from testbed.network import EmulatedNetwork, check_mtu
-from testbed.ovssock import widen_ovs_send_buffers
+from testbed.ovssock import widen_ovs_buffers
 from testbed.plan import build_plan
-from testbed.portcounters import SWITCH_DROPS_EVENT, counters_line, drops_since, drops_start
+from testbed.portcounters import SWITCH_DROPS_EVENT, counters_line, drops_since, drops_start, run_ports
 from testbed.switches import ensure_ovs, ovs_datapath
 from topologies import load_topology, wallclock
 from topologies.events import load_events
@@ -254,10 +254,10 @@ class LiveRun:
         wait_ready(list(self.schedulers.values()))
 
     def widen_switch_buffer(self, net: EmulatedNetwork) -> None:
-        """ovs-vswitchd's send socket widened for the run (testbed/ovssock.py): with the userspace datapath its
-        sends fail, and the frames are lost, once its buffer is full."""
+        """ovs-vswitchd's send socket and the run's port sockets widened (testbed/ovssock.py): with the userspace
+        datapath it loses the frames it cannot send or read once a buffer is full."""
         if self.spec.switch == "ovs" and ovs_datapath() == "netdev":
-            for problem in widen_ovs_send_buffers(net.record):
+            for problem in widen_ovs_buffers(net.record, run_ports(net.plan)):
                 self.log(f"warning: {problem}; frames it cannot send while the core is busy are lost")
 
     def start_sources(self, net: EmulatedNetwork) -> None:

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
 from live.options import add_options, opt, option_values
 from testbed.capture import DEFAULT_SNAPLEN
+from testbed.switches import controller_for
 from topologies.strict import one_line
 from topologies.timescale import TimeScale
 from workers.deployment import parse_tdf
@@ -261,7 +262,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     elif switch is _DEMO:  # the switches that go with the controller given
         switch = DEMO_SWITCH if demo_net and controller == DEMO_CONTROLLER else RunSpec.switch
     elif controller is _DEMO:  # the controller that goes with the switches given: none for Linux bridges
-        controller = "none" if switch == "lxbr" else RunSpec.controller
+        controller = controller_for(switch)
     options["switch"], options["controller"] = switch, controller
     if options.get("agent") is not None:
         try:

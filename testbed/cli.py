@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from testbed import switches
 from testbed.clean import clean
 from testbed.errors import MeasurementError, NetworkError, PreflightError
 from testbed.measure import Tolerance, format_table
@@ -45,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--shaping", choices=("auto", "netem", "wire"), default="auto",
                      help="link shaping: kernel netem, the userspace wire, or auto (netem where present)")
     net.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs", help="Open vSwitch or Linux bridges")
-    net.add_argument("--controller", choices=("osken", "none"), default="osken",
-                     help="os-ken shortest-path controller, or standalone switches")
+    net.add_argument("--controller", choices=("osken", "none"), default=None,
+                     help="os-ken shortest-path controller, or standalone switches (default: none with --switch "
+                          "lxbr, osken with ovs)")
     net.add_argument("--out", type=Path, default=None, help="run directory (default runs/net-<time>-<id>)")
     net.add_argument("--seed", type=int, default=0, help="seed of the wires' loss and jitter draws")
     net.add_argument("--mtu", type=int, default=1500, help="MTU of every interface, 68-65535 (default 1500; the "
@@ -81,7 +83,8 @@ def cmd_net(args: argparse.Namespace) -> int:
         topo = load_topology(args.topo)
         events = load_events(args.events, topo) if getattr(args, "events", None) else None
         placement = placement_from_args(args, [s.name for s in topo.sites])
-        net = EmulatedNetwork(topo, shaping=args.shaping, switch=args.switch, controller=args.controller,
+        net = EmulatedNetwork(topo, shaping=args.shaping, switch=args.switch,
+                              controller=switches.controller_for(args.switch, args.controller),
                               run_dir=args.out, seed=args.seed, mtu=args.mtu, tdf=getattr(args, "tdf", 1.0),
                               placement=placement)
     except (TopologyError, ValueError) as exc:

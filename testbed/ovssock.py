@@ -9,6 +9,12 @@ core is busy the socket fills: the send fails with EAGAIN and the frame is dropp
 at K 4; a lost segment costs TCP a retransmission timeout of 200 virtual ms or more). The run takes a copy of
 that socket's descriptor (pidfd_getfd, Linux 5.6; root) and gives it SEND_BUFFER_BYTES, recorded first as a
 `sockbuf` entry (testbed/record.py) so that teardown and `clean` put the old size back while the daemon lives.
+
+The packet socket it reads each port through has the same default receive buffer, about 13 jumbo frames, and
+overflows too: `bench_live.py --tdf 20 --rates 100` on full-edge lost 253 frames there in one run, and in another
+(sampled every second with `ss -0 -m`) lost them on the dc-cloud links' four ports only, steadily through the
+traffic. The run's own ports get RECEIVE_BUFFER_BYTES each; those sockets close with the ports, so nothing is
+recorded for them.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ from pathlib import Path
 
 import psutil
 
+from testbed.portcounters import ovs_port_sockets
 from testbed.record import Created, CreationRecord, process_start_ticks
 
 SEND_BUFFER_BYTES = 4 << 20
 """What the send socket gets for the run (the kernel doubles it for its bookkeeping): hundreds of 9000-byte
 frames in flight instead of about a dozen."""
-SO_SNDBUFFORCE = 32
+RECEIVE_BUFFER_BYTES = 2 << 20
+"""What each of the run's switch ports' receive sockets gets (the kernel doubles it): hundreds of jumbo frames."""
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 _SYS_PIDFD_GETFD = 438  # the same number on every architecture
 
 
@@ -102,7 +111,22 @@ def widen_send_buffer(record: CreationRecord, pid: int, name: str = "ovs-vswitch
     return None
 
 
-def widen_ovs_send_buffers(record: CreationRecord) -> list[str]:
-    """Widens the send buffer of this machine's ovs-vswitchd (`widen_send_buffer`); returns what could not be."""
+def widen_port_buffers(ports: set[str]) -> list[str]:
+    """Gives the receive socket of each of these switch ports RECEIVE_BUFFER_BYTES; returns what could not be."""
+    sockets, problems = ovs_port_sockets(ports), []
+    if sockets is None:
+        return ["the switch ports' receive sockets could not be listed (ss)"]
+    for s in sockets:
+        try:
+            with _borrowed(s.pid, s.fd) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
+        except OSError as exc:  # the port gone meanwhile, a kernel without pidfd_getfd
+            problems.append(f"the receive buffer of switch port {s.ifname} not widened: {exc}")
+    return problems
+
+
+def widen_ovs_buffers(record: CreationRecord, ports: set[str]) -> list[str]:
+    """Widens the send buffer of this machine's ovs-vswitchd (`widen_send_buffer`) and the receive buffers of the
+    run's switch ports (`widen_port_buffers`); returns what could not be."""
     pids = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "ovs-vswitchd"]
-    return [problem for pid in pids if (problem := widen_send_buffer(record, pid))]
+    return [problem for pid in pids if (problem := widen_send_buffer(record, pid))] + widen_port_buffers(ports)

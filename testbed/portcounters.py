@@ -10,7 +10,8 @@ gone) is left out of the sample.
 
 The userspace datapath keeps no drop counters of its own (its ports' read -1): what the packet sockets
 ovs-vswitchd reads its ports through drop with their receive buffers full is counted here (`ovs_socket_drops`);
-what its one send socket fails to send is lost uncounted, which a live run makes rare (testbed/ovssock.py).
+what its one send socket fails to send is lost uncounted. A live run widens both kinds of buffer, which makes
+either rare (testbed/ovssock.py).
 """
 
 from __future__ import annotations
@@ -167,11 +168,20 @@ def read_ports(plan: NetworkPlan, clients: Mapping[str, AgentClient]) -> PortRea
     return reading
 
 
-def ovs_socket_drops(ports: set[str] | None = None, ss_output: str | None = None) -> dict[str, int] | None:
-    """Returns, per packet socket this machine's ovs-vswitchd reads a port through (named by its interface and
-    descriptor), the frames it has lost so far with its receive buffer full (`ss -0 -m -p -O`'s skmem d), or None
-    when no ovs-vswitchd socket is there (no userspace datapath, or no ss). `ports`: only the sockets of these
-    interfaces (a run's own). `ss_output`: that command's output (tests)."""
+@dataclass(frozen=True)
+class OvsSocket:
+    """One packet socket ovs-vswitchd reads a switch port through (a line of `ss -0 -m -p -n -O`)."""
+
+    ifname: str
+    pid: int
+    fd: int
+    drops: int
+    """Frames it lost with its receive buffer full so far (skmem d)."""
+
+
+def ovs_port_sockets(ports: set[str] | None = None, ss_output: str | None = None) -> list[OvsSocket] | None:
+    """Returns the packet sockets this machine's ovs-vswitchd reads ports through (`ports`: only those on these
+    interfaces, a run's own), or None when ss cannot be run. `ss_output`: that command's output (tests)."""
     if ss_output is None:
         try:
             done = sh.run(["ss", "-0", "-m", "-p", "-n", "-O"], check=False)
@@ -180,16 +190,32 @@ def ovs_socket_drops(ports: set[str] | None = None, ss_output: str | None = None
         if done.returncode != 0:
             return None
         ss_output = done.stdout
-    out = {}
+    out = []
     for line in ss_output.splitlines():
-        if '"ovs-vswitchd"' not in line or "skmem:(" not in line:
+        if '"ovs-vswitchd"' not in line or "skmem:(" not in line or "fd=" not in line or "pid=" not in line:
             continue
-        fields, fd = line.split(), line.split("fd=", 1)[1].split(")", 1)[0] if "fd=" in line else "?"
+        fields = line.split()  # p_raw, Recv-Q, Send-Q, *:<interface>, ...
         skmem = line.split("skmem:(", 1)[1].split(")", 1)[0].split(",")
         drops = [int(x[1:]) for x in skmem if x.startswith("d") and x[1:].isdigit()]
-        if len(fields) > 3 and drops and (ports is None or fields[3].removeprefix("*:") in ports):
-            out[f"{fields[3]} fd={fd}"] = drops[0]  # p_raw, Recv-Q, Send-Q, *:<interface>, ...
-    return out or None
+        pid, fd = (line.split(f"{key}=", 1)[1].split(",", 1)[0].split(")", 1)[0] for key in ("pid", "fd"))
+        ifname = fields[3].removeprefix("*:") if len(fields) > 3 else ""
+        if drops and pid.isdigit() and fd.isdigit() and (ports is None or ifname in ports):
+            out.append(OvsSocket(ifname, int(pid), int(fd), drops[0]))
+    return out
+
+
+def ovs_socket_drops(ports: set[str] | None = None, ss_output: str | None = None) -> dict[str, int] | None:
+    """Returns, per packet socket this machine's ovs-vswitchd reads a port through (named by its interface and
+    descriptor), the frames it has lost so far with its receive buffer full (`ss -0 -m -p -O`'s skmem d), or None
+    when no ovs-vswitchd socket is there (no userspace datapath, or no ss). `ports`: only the sockets of these
+    interfaces (a run's own). `ss_output`: that command's output (tests)."""
+    sockets = ovs_port_sockets(ports, ss_output)
+    return {f"*:{s.ifname} fd={s.fd}": s.drops for s in sockets} if sockets else None
+
+
+def run_ports(plan: NetworkPlan) -> set[str]:
+    """Returns the interfaces of this machine's switch ports of the plan."""
+    return {p.ifname for p in switch_ports(plan) if p.server == LOCAL}
 
 
 def drops_between(before: dict[str, int], after: dict[str, int]) -> int:
@@ -201,7 +227,7 @@ def drops_between(before: dict[str, int], after: dict[str, int]) -> int:
 def drops_start(plan: NetworkPlan) -> tuple[set[str], dict[str, int]] | None:
     """Returns this machine's switch ports of the plan and their sockets' drops so far (`ovs_socket_drops`), or None
     without ovs-vswitchd sockets: what `drops_since` counts from."""
-    ports = {p.ifname for p in switch_ports(plan) if p.server == LOCAL}
+    ports = run_ports(plan)
     drops = ovs_socket_drops(ports)
     return None if drops is None else (ports, drops)
 

@@ -11,6 +11,12 @@ from testbed import sh
 from testbed.errors import PreflightError
 
 SWITCH_KINDS = ("ovs", "lxbr")
+
+
+def controller_for(switch: str, controller: str | None = None) -> str:
+    """Returns the controller given, or the one that goes with the switches: none for Linux bridges (they speak
+    no OpenFlow), os-ken for Open vSwitch."""
+    return controller if controller is not None else ("none" if switch == "lxbr" else "osken")
 OVS_CTL = Path("/usr/share/openvswitch/scripts/ovs-ctl")
 
 

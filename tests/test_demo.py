@@ -23,6 +23,7 @@ from live.spec import (
 )
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
+from testbed.switches import controller_for
 from topologies import load_topology
 
 
@@ -57,6 +58,8 @@ def test_the_demo_runs_on_linux_bridges_unless_told_otherwise() -> None:
     assert net("--topo", "tiny", "--switch", "lxbr") == ("lxbr", "none")
     assert net("--topo", "tiny", "--controller", "none") == ("ovs", "none")
     assert net("--servers", "local,b=root@10.9.0.2", "--place", "cloud=b") == ("ovs", "osken")  # across servers
+    # the rule `net` and `compare` follow too
+    assert (controller_for("lxbr"), controller_for("ovs"), controller_for("ovs", "none")) == ("none", "osken", "none")
 
 
 SEEDS = (1, 2, 3, 4, 5)

@@ -243,7 +243,7 @@ def test_loggers_made_after_mininet_stay_ordinary() -> None:
 
 
 def test_the_drops_of_ovs_vswitchds_port_sockets_are_read_from_ss_per_socket() -> None:
-    from testbed.portcounters import drops_between, ovs_socket_drops
+    from testbed.portcounters import OvsSocket, drops_between, ovs_port_sockets, ovs_socket_drops
 
     ss = ('Netid Recv-Q Send-Q Local Address:Port Peer Address:PortProcess\n'
           'p_raw 0      0                  *:l3a              *     users:(("ovs-vswitchd",pid=97,fd=40)) '
@@ -255,6 +255,7 @@ def test_the_drops_of_ovs_vswitchds_port_sockets_are_read_from_ss_per_socket() -
     before = ovs_socket_drops(ss_output=ss)
     assert before == {"*:l3a fd=40": 7, "*:l4b fd=41": 5}  # tcpdump's own drops are not the switch's
     assert ovs_socket_drops({"l4b"}, ss) == {"*:l4b fd=41": 5}  # this run's ports only
+    assert ovs_port_sockets({"l3a", "eth0"}, ss) == [OvsSocket("l3a", 97, 40, 7)]  # what the run widens
     assert ovs_socket_drops(ss_output=ss.replace("ovs-vswitchd", "tcpdump")) is None  # no userspace datapath
     # a port's socket reopened (another descriptor) counts from zero; one closed takes its losses with it
     after = {"*:l3a fd=40": 9, "*:l4b fd=44": 3}
