@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testbed import EmulatedNetwork  # noqa: E402
+from testbed.switches import controller_for  # noqa: E402
 
 GET = """import socket, sys, time, urllib.request
 for _ in range(50):
@@ -35,11 +36,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("topology", nargs="?", default="tiny", help="topology name or YAML file (default tiny)")
     ap.add_argument("--switch", choices=("ovs", "lxbr"), default="ovs")
-    ap.add_argument("--controller", choices=("osken", "none"), default="osken")
+    ap.add_argument("--controller", choices=("osken", "none"), default=None,
+                    help="default: none with --switch lxbr, osken with ovs")
     ap.add_argument("--out", type=Path, default=None, help="run directory (default runs/net-<time>-<id>)")
     args = ap.parse_args()
 
-    with EmulatedNetwork(args.topology, switch=args.switch, controller=args.controller, run_dir=args.out) as tb:
+    with EmulatedNetwork(args.topology, switch=args.switch, controller=controller_for(args.switch, args.controller),
+                         run_dir=args.out) as tb:
         net = tb.mn  # a mininet.net.Mininet: hosts by name, switches by bridge name
         antenna = tb.topology.antennas[0].name
         cloud = tb.topology.clusters[-1].name

@@ -258,7 +258,7 @@ class LiveRun:
         datapath it loses the frames it cannot send or read once a buffer is full."""
         if self.spec.switch == "ovs" and ovs_datapath() == "netdev":
             for problem in widen_ovs_buffers(net.record, run_ports(net.plan)):
-                self.log(f"warning: {problem}; frames it cannot send while the core is busy are lost")
+                self.log(f"warning: {problem}")
 
     def start_sources(self, net: EmulatedNetwork) -> None:
         for ant in self.system.antennas:

@@ -89,7 +89,8 @@ class EmulatedNetwork:
     shaping: 'auto' (netem where the kernel has it, else the wire), 'netem' or 'wire'.
     switch: 'ovs' (Open vSwitch, kernel datapath if loaded, userspace otherwise) or 'lxbr' (Linux bridges;
     on a topology with a cycle they run STP, accepted only if its tree carries every antenna-to-cluster path).
-    controller: 'osken' (shortest-path forwarding, port statistics) or 'none' (standalone switches).
+    controller: 'osken' (shortest-path forwarding, port statistics) or 'none' (standalone switches); by default
+    the one that goes with the switches (none for Linux bridges, osken for Open vSwitch).
     mtu: the MTU of every interface of the network (hosts' eth0, switch ports, wires' inner ends, bridges),
     set as each is created; 68 to 65535. Jumbo frames (9000) cut the frames a query costs the userspace
     wires and switches (a 50 kB JPEG: ~35 frames at 1500, ~6 at 9000).
@@ -101,7 +102,7 @@ class EmulatedNetwork:
     """
 
     def __init__(self, topology: Topology | str | Path, *, shaping: str = "auto", switch: str = "ovs",
-                 controller: str = "osken", run_dir: Path | None = None, subnet: str = "10.0.0.0/16",
+                 controller: str | None = None, run_dir: Path | None = None, subnet: str = "10.0.0.0/16",
                  seed: int = 0, stats_interval_s: float = 1.0, mtu: int = 1500,
                  log: Callable[[str], None] = print, tdf: float = 1.0,
                  placement: Placement | None = None) -> None:
@@ -112,7 +113,7 @@ class EmulatedNetwork:
         self.topology = topology if isinstance(topology, Topology) else load_topology(topology)
         self.requested_shaping = shaping
         self.switch_kind = switch
-        self.controller_kind = controller
+        self.controller_kind = switches.controller_for(switch, controller)
         self.mtu = mtu
         self.run_id = _fresh_run_id()
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -113,20 +113,26 @@ def widen_send_buffer(record: CreationRecord, pid: int, name: str = "ovs-vswitch
 
 def widen_port_buffers(ports: set[str]) -> list[str]:
     """Gives the receive socket of each of these switch ports RECEIVE_BUFFER_BYTES; returns what could not be."""
-    sockets, problems = ovs_port_sockets(ports), []
+    sockets = ovs_port_sockets(ports)
     if sockets is None:
-        return ["the switch ports' receive sockets could not be listed (ss)"]
+        return ["the switch ports' receive sockets could not be listed (ss); frames they cannot hold are lost"]
+    failed = {p: "no ovs-vswitchd socket found" for p in ports - {s.ifname for s in sockets}}
     for s in sockets:
         try:
             with _borrowed(s.pid, s.fd) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
         except OSError as exc:  # the port gone meanwhile, a kernel without pidfd_getfd
-            problems.append(f"the receive buffer of switch port {s.ifname} not widened: {exc}")
-    return problems
+            failed[s.ifname] = str(exc)
+    if not failed:
+        return []
+    first = sorted(failed)[0]
+    return [f"the receive buffers of {len(failed)} of {len(ports)} switch ports not widened ({first}: "
+            f"{failed[first]}); frames they cannot hold are lost"]
 
 
 def widen_ovs_buffers(record: CreationRecord, ports: set[str]) -> list[str]:
     """Widens the send buffer of this machine's ovs-vswitchd (`widen_send_buffer`) and the receive buffers of the
     run's switch ports (`widen_port_buffers`); returns what could not be."""
     pids = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "ovs-vswitchd"]
-    return [problem for pid in pids if (problem := widen_send_buffer(record, pid))] + widen_port_buffers(ports)
+    return [f"{problem}; frames it cannot send while the core is busy are lost"
+            for pid in pids if (problem := widen_send_buffer(record, pid))] + widen_port_buffers(ports)
