@@ -253,11 +253,12 @@ class LiveRun:
             self.start(self.schedulers[ant])
         wait_ready(list(self.schedulers.values()))
 
-    def widen_switch_buffer(self, net: EmulatedNetwork) -> None:
+    def widen_switch_buffer(self, net: EmulatedNetwork, early: bool = False) -> None:
         """ovs-vswitchd's send socket and the run's port sockets widened (testbed/ovssock.py): with the userspace
-        datapath it loses the frames it cannot send or read once a buffer is full."""
+        datapath it loses the frames it cannot send or read once a buffer is full. `early`: before the links'
+        probes, when the daemon may not have opened its send socket yet."""
         if self.spec.switch == "ovs" and ovs_datapath() == "netdev":
-            for problem in widen_ovs_buffers(net.record, run_ports(net.plan)):
+            for problem in widen_ovs_buffers(net.record, run_ports(net.plan), early):
                 self.log(f"warning: {problem}")
 
     def start_sources(self, net: EmulatedNetwork) -> None:
@@ -454,6 +455,7 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
                 check_events(net, run.network_events)
             caps = start_captures(net, run.open_servers(net), run.dir.pcap, spec.pcap_snaplen)
             try:
+                run.widen_switch_buffer(net, early=True)  # the links' probes burst through the switch ports
                 if spec.measure_links:
                     run.check_links(net)
                 run.start_workers(net)
@@ -464,13 +466,8 @@ def _run_live(run: LiveRun, t_start: float) -> LiveResult:
                 merger = RecordMerger(parts, run.dir.records)
                 run.start_sources(net)
                 run.set_t0()
-                run.events(
-                    "started",
-                    t0_epoch_s=round(run.t0_s, 3),
-                    sources=len(run.sources),
-                    workers=len(run.workers),
-                    schedulers=len(run.schedulers),
-                )
+                run.events("started", t0_epoch_s=round(run.t0_s, 3), sources=len(run.sources),
+                           workers=len(run.workers), schedulers=len(run.schedulers))
                 cpu_before, t_traffic = run_cpu(run, net), time.monotonic()
                 with Monitor.of(run, net) as run.monitor:
                     run.wait_sources(net, merger)
