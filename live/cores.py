@@ -30,7 +30,7 @@ from live.procs import pids_named
 from testbed import cpuset
 from testbed.agent import AgentClient, Server
 from testbed.placement import Placement, read_servers, write_servers
-from testbed.record import Created, CreationRecord, process_start_ticks
+from testbed.record import Created, CreationRecord, daemon_changes_left, process_start_ticks
 
 if TYPE_CHECKING:
     from live.keeper import Keeper
@@ -77,7 +77,8 @@ class LiveRunLock:
 
     def acquire(self, run_dir: Path) -> None:
         """Takes the lock for a run in `run_dir` (once more, if this object holds it); raises LiveRunBusy naming
-        the holder if another run has it."""
+        the holder if another run has it, or naming a run killed without teardown whose changes to a daemon
+        (testbed.record.daemon_changes_left) are still in effect."""
         if self._file is not None:
             self._depth += 1
             return
@@ -92,6 +93,13 @@ class LiveRunLock:
             pid, where, since = (holder + ["?", "?", "?"])[:3]
             raise LiveRunBusy(f"another live run is running (pid {pid}, {where}, since {since}): a second one would "
                               "share its cores and spoil both runs' figures; wait for it to end") from None
+        if left := daemon_changes_left():
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+            dead_dir, e = left[0]
+            raise LiveRunBusy(f"{dead_dir} was killed without teardown and {e.name} (pid {e.pid}) still has the "
+                              f"{'cores' if e.kind == 'affinity' else 'send buffer'} that run gave it, which this run "
+                              "would take for the machine's own: run `run_testbed.py clean` first")
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\t{run_dir}\t{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")

@@ -169,6 +169,35 @@ def active_run_dirs() -> list[Path]:
     return [Path(p.read_text().strip()) for p in sorted(ACTIVE_DIR.iterdir()) if p.is_file()]
 
 
+def daemon_changes_left() -> list[tuple[Path, Created]]:
+    """Returns the changes to daemons not the runs' own (an `affinity` borrowed, a `sockbuf` widened) that runs on
+    this machine which died without teardown (kill -9, no `clean` yet) recorded and that are still in effect, each
+    with its run directory. A run started now would take them for the machine's own: it would save the borrowed
+    affinity or find the buffer already wide and record nothing, and the dead run's `clean`, run during it, would
+    undo them under it."""
+    left = []
+    for run_dir in active_run_dirs():
+        record = CreationRecord(run_dir)
+        if record.is_torn_down() or record.owner_alive():
+            continue
+        left += [(run_dir, e) for e in record.entries() if e.server is None and e.kind in ("affinity", "sockbuf")
+                 and _same_process_alive(e) and _in_effect(e)]
+    return left
+
+
+def _in_effect(e: Created) -> bool:
+    """Returns whether a live daemon still has what an `affinity` or `sockbuf` entry gave it (not what it saved)."""
+    try:
+        if e.kind == "sockbuf":
+            from testbed.ovssock import send_buffer
+
+            fd, _, set_to = (int(x) for x in (e.values or "0 0 0").split())
+            return send_buffer(e.pid, fd) == set_to  # type: ignore[arg-type]
+        return e.cpus is not None and os.sched_getaffinity(e.pid) != set(cpuset.parse_cpus(e.cpus))  # type: ignore[arg-type]
+    except OSError:
+        return False  # gone meanwhile
+
+
 def forget_active(run_id: str) -> None:
     (ACTIVE_DIR / run_id).unlink(missing_ok=True)
 
