@@ -80,6 +80,9 @@ class FidelityReport:
     paired: list[PairedMisses] = field(default_factory=list)
     """Per policy, the queries paired across both logs: which the testbed missed that the simulator did not, and
     why (analysis/pairing.py)."""
+    full_links: dict[str, list[dict]] = field(default_factory=dict)
+    """Per policy, the link directions full on the testbed in some virtual second (summary.json's `links_full`,
+    live/linkload.py)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, allow_nan=True)
@@ -108,6 +111,16 @@ class FidelityReport:
         lines += ["", f"Largest gap: **{self.largest_gap_stage}**."]
         if self.paired:
             lines += [""] + markdown_lines(self.paired, self.window_s)
+        full = [(p, f) for p, fs in self.full_links.items() for f in fs]
+        if full:
+            lines += ["", "Links full on the testbed in some virtual second (from the wires' counts: "
+                      "testbed/<policy>/link_load.csv). The simulator queues messages on the antennas' radios only: "
+                      "where a path's link was full, frames waited on the testbed that the simulator counts on time.",
+                      "", "| policy | link | direction | full (virtual s) | from (s) | busy max | longest wait (ms) | "
+                      "queued in the simulator |", "|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {p} | {f['link']} | {f['direction']} | {f['full_s']:g} | {f['first_full_s']:g} | "
+                      f"{f['busy_max']:.2f} | {f['wait_max_ms']:.1f} | {'yes (a radio)' if f['radio'] else 'no'} |"
+                      for p, f in full]
         return "\n".join(lines) + "\n"
 
 

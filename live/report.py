@@ -16,6 +16,7 @@ from analysis.plots import plot_success_over_time
 from analysis.records import OUTCOMES, read_records
 from analysis.summary import RunSummary, Tally, outcome_index
 from live.beside import beside_record, format_beside, simulate_beside
+from live.linkload import format_full, link_load
 from live.merge import merge_windows, scheduler_stats, source_stats
 from live.rundir import RunDir
 from live.spec import read_spec
@@ -179,6 +180,7 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
             "decision_window_s": run.decision_window_s,
             "policy_windows": window_policies(windows),
             "network": run.network,
+            "links_full": link_load(run.out),
             "fidelity": judge_run(run.out, stop),
             "simulated": beside_record(simulated) if simulated_error is None else {"error": simulated_error},
         },
@@ -309,6 +311,7 @@ def format_result(result: LiveResult) -> str:
         lines.append(f"server {name} ({', '.join(srv['sites'])}): clock {srv['clock_offset_ms']:+.3f} ms +- "
                      f"{srv['clock_bound_ms']:.3f} ms from the driver's (its processes' times shifted by it)"
                      + ("" if end is None else f", {end:+.3f} ms after the traffic"))
+    lines += format_full(s.extra.get("links_full") or [])
     lines += format_beside(s.extra.get("simulated") or {})
     lines.append(f"run dir: {result.out}")
     lines += format_fidelity(s.extra.get("fidelity") or {})

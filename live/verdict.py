@@ -254,11 +254,11 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     # the wires write their lateness in virtual us already (real / K)
     wires = [d for p in sorted(run_dir.glob("wire-*.stats.json")) for d in _json(p, [])]
     if wires:
-        t0_real_s, end_ms = _t0_real_s(run_dir, config), traffic_end_ms(rec)
-        end_real_s = None if t0_real_s is None or end_ms is None else t0_real_s + k * end_ms / 1000.0
-        first, over = wire_late_windows(wires, t0_real_s, k, limits.wire_late_p99_ms, end_real_s)
+        t0_s, end_ms = t0_real_s(run_dir, config), traffic_end_ms(rec)
+        end_real_s = None if t0_s is None or end_ms is None else t0_s + k * end_ms / 1000.0
+        first, over = wire_late_windows(wires, t0_s, k, limits.wire_late_p99_ms, end_real_s)
         figures.append(Figure("wire lateness vs due", "p99 (worst direction)",
-                              round(max(wire_late_p99_us(d, t0_real_s, end_real_s) for d in wires) / 1000.0, 3),
+                              round(max(wire_late_p99_us(d, t0_s, end_real_s) for d in wires) / 1000.0, 3),
                               limits.wire_late_p99_ms, "virtual ms", True, first, over))
     for e in _lines(run_dir / "events.jsonl"):
         if SWITCH_DROPS_EVENT in e and (drops := json.loads(e)).get("event") == SWITCH_DROPS_EVENT:
@@ -334,7 +334,7 @@ def verdict(figures: list[Figure], k: float, stopped_early: dict | None, diag: d
     }
 
 
-def _t0_real_s(run_dir: Path, config: dict) -> float | None:
+def t0_real_s(run_dir: Path, config: dict) -> float | None:
     """Returns the run's t0 in real epoch seconds on the run's wall clock, or None without it."""
     t0 = config.get("time_dilation", {}).get("t0_real_epoch_s")
     if t0 is None and (run_dir / "t0").exists():  # undilated: t0 is real

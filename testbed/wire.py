@@ -143,6 +143,10 @@ class DirectionStats:
     """[due epoch ms (real), lateness in virtual us] of the first LATE_EVENTS_MAX frames later than LATE_EVENT_US
     (when and how late, to look into; `late_events_dropped` counts those beyond)."""
     late_events_dropped: int = 0
+    load_per_s: list[list[int]] = field(default_factory=list)
+    """[epoch second on the run's wall clock (real) in which frames arrived, their bytes, the link's transmission
+    time for them (real ns), the longest any of them waited for the link to finish the frames before it (virtual
+    us)], pure acknowledgements apart: how full the link was and when (live/linkload.py)."""
 
 
 def pure_ack(frame: bytes) -> bool:
@@ -196,6 +200,8 @@ class _Direction:
         self._second = -1
         """The epoch second (real) whose due frames `stats.sent_per_s[-1]` counts."""
         self._counts: list[int] = []
+        self._load: list[int] = [-1]
+        """`stats.load_per_s[-1]`: the epoch second (real) of the frames it counts, then its counts."""
         self._uniform = np.empty(0)
         self._normal = np.empty(0)
         self._k = 0
@@ -240,7 +246,15 @@ class _Direction:
                 continue
             ack = len(frame) <= MAX_PURE_ACK_BYTES and pure_ack(frame)
             if not ack:  # the link sends it after the frames before it (a frame it then loses took its time too)
-                self.sent_ns = max(rx_ns, self.sent_ns) + int(len(frame) * self.tx_ns_per_byte)
+                start_ns, tx_ns = max(rx_ns, self.sent_ns), int(len(frame) * self.tx_ns_per_byte)
+                self.sent_ns = start_ns + tx_ns
+                load = self._load
+                if rx_ns // 1_000_000_000 != load[0]:
+                    self._load = load = [rx_ns // 1_000_000_000, 0, 0, 0]
+                    self.stats.load_per_s.append(load)
+                load[1] += len(frame)
+                load[2] += tx_ns
+                load[3] = max(load[3], int((start_ns - rx_ns) / 1000 / self.tdf))
             if u < self.loss:
                 self.stats.dropped_loss += 1
                 continue

@@ -149,3 +149,30 @@ def test_a_lost_frame_took_its_transmission_time_too(monkeypatch) -> None:
     d.receive()
     (due, _), = d.queue
     assert d.stats.dropped_loss == 1 and due == 10**12 + 2 * 30_280 + 4_000_000  # after the lost one's 30.28 us
+
+
+def test_the_wire_counts_each_seconds_bytes_transmission_time_and_longest_wait(monkeypatch) -> None:
+    """The 42 kB query of the test above at 400 Mbit/s: let through at once, its last frame waited for the 27
+    before it (817.56 us); paced, none waited. At K 4 the rate is a quarter: four times the transmission, the same
+    wait in virtual time."""
+    step = iter([0] * 28 + [30_280 * i for i in range(28)] + [0] * 28)
+    now = [10**12]
+    monkeypatch.setattr("testbed.wire.wallclock", types.SimpleNamespace(
+        time_ns=lambda: now[0] + next(step), from_system_ns=lambda ns: ns))
+    d, sender = _direction(delay_ms=4.0, bw_mbps=400.0)
+    for second in (1000, 2000):
+        now[0] = second * 10**9
+        for _ in range(28):
+            sender.send(bytes(1514))
+        d.receive()
+    assert d.stats.load_per_s == [[1000, 28 * 1514, 28 * 30_280, 817], [2000, 28 * 1514, 28 * 30_280, 0]]
+    rx_in, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tx, _tx_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.setblocking(False)
+    slow = _Direction(WireSpec("l", "a", "b", LinkShape(delay_ms=4.0, bw_mbps=400.0), tdf=4.0), rx, tx, "a->b",
+                      np.random.default_rng(0))
+    now[0] = 3000 * 10**9
+    for _ in range(28):
+        rx_in.send(bytes(1514))
+    slow.receive()
+    assert slow.stats.load_per_s == [[3000, 28 * 1514, 28 * 121_120, 817]]
