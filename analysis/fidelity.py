@@ -111,17 +111,23 @@ class FidelityReport:
         lines += ["", f"Largest gap: **{self.largest_gap_stage}**."]
         if self.paired:
             lines += [""] + markdown_lines(self.paired, self.window_s)
-        full = [(p, f) for p, fs in self.full_links.items() for f in fs]
-        if full:
-            lines += ["", "Links full on the testbed in some virtual second (from the wires' counts: "
-                      "testbed/<policy>/link_load.csv). The simulator queues messages on the antennas' radios only: "
-                      "where a path's link was full, frames waited on the testbed that the simulator counts on time.",
-                      "", "| policy | link | direction | full (virtual s) | from (s) | busy max | longest wait (ms) | "
-                      "queued in the simulator |", "|---|---|---|---|---|---|---|---|"]
-            lines += [f"| {p} | {f['link']} | {f['direction']} | {f['full_s']:g} | {f['first_full_s']:g} | "
-                      f"{f['busy_max']:.2f} | {f['wait_max_ms']:.1f} | {'yes (a radio)' if f['radio'] else 'no'} |"
-                      for p, f in full]
+        if any(self.full_links.values()):
+            lines += ["", "Links full on the testbed (testbed/<policy>/link_load.csv):", "",
+                      *full_links_table(self.full_links)]
         return "\n".join(lines) + "\n"
+
+
+def full_links_table(full_links: dict[str, list[dict]]) -> list[str]:
+    """Returns the markdown table of the link directions full on the testbed per policy (summary.json's
+    `links_full`, live/linkload.py), with what it means for the simulator."""
+    lines = ["A link direction is full in a virtual second it spent sending at least 90 % of (the wires' counts). "
+             "The simulator queues messages on the antennas' radios only: where a path's link was full, frames waited "
+             "on the testbed that the simulator counts on time (docs/fidelity.md, \"A full link\").", "",
+             "| policy | link | direction | full (virtual s) | from (s) | busy max | longest wait (ms) | "
+             "queued in the simulator |", "|---|---|---|---|---|---|---|---|"]
+    return lines + [f"| {p} | {f['link']} | {f['direction']} | {f['full_s']:g} | {f['first_full_s']:g} | "
+                    f"{f['busy_max']:.2f} | {f['wait_max_ms']:.1f} | {'yes (a radio)' if f['radio'] else 'no'} |"
+                    for p, fs in full_links.items() for f in fs]
 
 
 def ranking_reversals(simulator: dict[str, float], testbed: dict[str, float]) -> list[str]:

@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from analysis.fidelity import full_links_table  # noqa: E402
 from analysis.resultspage import (  # noqa: E402
     REPO_ROOT,
     RESULTS_DIR,
@@ -167,6 +168,9 @@ def page(run: Path, wall_s: float | None, others: tuple[Path, ...] = ()) -> str:
         lines += ["", f"Spread between the simulated policies: {max(ranked) - min(ranked):.3f}; live "
                       f"{summary['policy']} minus simulated {summary['policy']}: "
                       f"{live - sim.get(summary['policy'], {}).get('success', float('nan')):+.3f}."]
+    if full := extra.get("links_full"):
+        lines += ["", "Links full during the traffic (the run's link_load.csv):", "",
+                  *full_links_table({summary["policy"]: full})]
     lines += ["", f"![success over time, live and simulated]({PLOT_NAME})"]
     return "\n".join(lines)
 

@@ -43,6 +43,12 @@ def test_the_page_prints_the_verdicts_cause_and_the_other_work_at_its_largest(tm
     assert f"\n  {late}\n" in body
     assert "the core itself ran slower (the host), not the run's doing" in body
     assert "0.018 cores on average over every sample, 0.416 at most in one interval after t0" in body
+    assert "Links full" not in body  # none in the summary
+    summary["extra"]["links_full"] = [{"link": "co1-dc1", "direction": "co1->dc1", "radio": False, "full_s": 7.0,
+                                       "first_full_s": 38.0, "busy_max": 1.0, "wait_max_ms": 433.0}]
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    body = _demo_page().page(tmp_path, 284.0)
+    assert "| closest | co1-dc1 | co1->dc1 | 7 | 38 | 1.00 | 433.0 | no |" in body
     assert "others made with the same command" not in body
     again = _demo_page().page(tmp_path, 284.0, (tmp_path,))  # the same run twice: two rows
     row = ("| not faithful | real-inference overrun p95 0.379 > 0.25; cause: the host slowed the real-inference core "
