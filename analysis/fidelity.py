@@ -117,10 +117,15 @@ class FidelityReport:
         return "\n".join(lines) + "\n"
 
 
+FULL_BUSY = 0.9
+"""A link direction that spent at least this share of a virtual second sending was full in it (live/linkload.py)."""
+
+
 def full_links_table(full_links: dict[str, list[dict]]) -> list[str]:
     """Returns the markdown table of the link directions full on the testbed per policy (summary.json's
     `links_full`, live/linkload.py), with what it means for the simulator."""
-    lines = ["A link direction is full in a virtual second it spent sending at least 90 % of (the wires' counts). "
+    lines = [f"A link direction is full in a virtual second it spent sending at least {FULL_BUSY:.0%} of (the "
+             "wires' counts). "
              "The simulator queues messages on the antennas' radios only: where a path's link was full, frames waited "
              "on the testbed that the simulator counts on time (docs/fidelity.md, \"A full link\").", "",
              "| policy | link | direction | full (virtual s) | from (s) | busy max | longest wait (ms) | "

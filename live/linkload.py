@@ -2,8 +2,9 @@
 second and link direction, the rate it carried, the share of the time it was sending and the longest wait for it
 (`link_load.csv`), and the directions that were full (summary.json `links_full`, the run's closing lines).
 
-It works with every switch (the wires shape every link; the controller's `link_utilisation.jsonl` exists only
-with Open vSwitch and os-ken). The simulator queues messages only on the antennas' radios (simulator/links.py):
+It works with either switch wherever userspace wires shape the links (`--shaping wire`, `auto` without netem);
+with netem there is nothing to count (the controller's `link_utilisation.jsonl`, with Open vSwitch and os-ken,
+has the ports' rates). The simulator queues messages only on the antennas' radios (simulator/links.py):
 where a path's link (a topology link) was full on the testbed, frames waited there that the simulator counts on
 time (docs/fidelity.md, "A full link"), so the run names those links and when.
 """
@@ -14,13 +15,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
-from live.verdict import dilation_factor, record_columns, t0_real_s, traffic_end_ms
+from analysis.fidelity import FULL_BUSY
+from live.monitor import WINDOW_MS
+from live.verdict import dilation_factor, real_second_windows, record_columns, t0_real_s, traffic_end_ms
 
 LOAD_NAME = "link_load.csv"
-FULL_BUSY = 0.9
-"""A link direction that sent for at least this share of a virtual second was full in it."""
 RADIO_PREFIX = "radio-"
 """The wires of the antennas' radio links (testbed/plan.py); their direction a->b is the uplink."""
 
@@ -73,22 +72,17 @@ def load_windows(directions: list[dict], t0_s: float, k: float, end_s: float | N
     real epoch s on the run's wall clock, None: to the last frame): each real second's counts shared out over the
     windows it overlaps, by overlap (its longest wait goes to each of them). Directions without counts (a wire
     older than them) are left out."""
-    window_real_s = k
-    last = None if end_s is None else int(np.ceil((end_s - t0_s) / window_real_s - 1e-6))
     out = []
     for d in directions:
         sums: dict[int, list[float]] = {}
         for second, nbytes, busy_ns, wait_us in d.get("load_per_s", []):
-            a, b = (second - t0_s) / window_real_s, (second + 1 - t0_s) / window_real_s
-            stop = int(np.ceil(b)) if last is None else min(last, int(np.ceil(b)))
-            for w in range(max(0, int(np.floor(a))), stop):
-                share = (min(b, w + 1) - max(a, w)) / (b - a)
+            for w, share in real_second_windows(second, t0_s, k, end_s):
                 row = sums.setdefault(w, [0.0, 0.0, 0.0])
                 row[0] += nbytes * share
                 row[1] += busy_ns * share
                 row[2] = max(row[2], wait_us)
         out += [LinkWindow(float(w), d["link"], direction_label(d["link"], d["direction"]),
-                           round(v[0] * 8 / 1e6, 4), round(v[1] / (window_real_s * 1e9), 4), round(v[2] / 1000, 3))
+                           round(v[0] * 8 / 1e3 / WINDOW_MS, 4), round(v[1] / (k * WINDOW_MS * 1e6), 4), round(v[2] / 1000, 3))
                 for w, v in sorted(sums.items())]
     return out
 
@@ -114,27 +108,36 @@ def write_link_load(path: Path, windows: list[LinkWindow]) -> None:
                      for w in sorted(windows, key=lambda w: (w.t_s, w.link, w.direction)))
 
 
-def link_load(run_dir: Path) -> list[dict]:
+def link_load(run_dir: Path) -> list[dict] | None:
     """Writes the run's `link_load.csv` from its wires' counts and returns its full link directions (as dicts,
-    for summary.json); [] without counts or t0 (nothing written)."""
+    for summary.json); None where it has no wires (links shaped by netem) or no t0 (nothing written)."""
     directions = []
     for p in sorted(run_dir.glob("wire-*.stats.json")):
         try:
             directions += json.loads(p.read_text())
         except (OSError, ValueError):
             continue
+    if not directions:
+        return None
     config = json.loads((run_dir / "config.json").read_text())
     t0 = t0_real_s(run_dir, config)
-    if t0 is None or not any(d.get("load_per_s") for d in directions):
-        return []
+    if t0 is None:
+        return None
     k, end_ms = dilation_factor(config), traffic_end_ms(record_columns(run_dir / "records.csv"))
     windows = load_windows(directions, t0, k, None if end_ms is None else t0 + k * end_ms / 1000.0)
     write_link_load(run_dir / LOAD_NAME, windows)
     return [asdict(f) for f in full_links(windows)]
 
 
-def format_full(full: list[dict]) -> list[str]:
-    """Returns the closing lines naming the full link directions (none: no line)."""
+def format_full(extra: dict) -> list[str]:
+    """Returns the closing lines on the links of a run's summary.json `extra`: those full (none: no line), or why
+    their load was not counted."""
+    if error := extra.get("link_load_error"):
+        return [f"link load not counted: {error}"]
+    full = extra.get("links_full")
+    if full is None:
+        return ["link load not counted: no userspace wire shaped the links (netem; with Open vSwitch and os-ken, "
+                "link_utilisation.jsonl has the ports' rates)"] if "links_full" in extra else []
     lines = []
     for f in full:
         lines.append(f"link {f['link']} {f['direction']} full (sending >= {FULL_BUSY:.0%} of the time) in "

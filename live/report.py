@@ -180,7 +180,7 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
             "decision_window_s": run.decision_window_s,
             "policy_windows": window_policies(windows),
             "network": run.network,
-            "links_full": link_load(run.out),
+            **_link_load(run.out),
             "fidelity": judge_run(run.out, stop),
             "simulated": beside_record(simulated) if simulated_error is None else {"error": simulated_error},
         },
@@ -212,6 +212,15 @@ def summarise(run: RunFacts, wall_s: float) -> LiveResult:
         events=run.events + from_schedulers,
         cpu_groups=cpu_groups,
     )
+
+
+def _link_load(run_dir: Path) -> dict:
+    """Returns summary.json's `links_full` (live/linkload.py), or `link_load_error`: a view of the wires' counts
+    whose failure must not cost the run's summary."""
+    try:
+        return {"links_full": link_load(run_dir)}
+    except Exception as exc:  # noqa: BLE001
+        return {"links_full": None, "link_load_error": f"{type(exc).__name__}: {exc}"}
 
 
 def cpu_by_server(cpu_json: Path, sources: dict[str, dict], network: dict) -> dict[str, dict[str, float]]:
@@ -311,7 +320,7 @@ def format_result(result: LiveResult) -> str:
         lines.append(f"server {name} ({', '.join(srv['sites'])}): clock {srv['clock_offset_ms']:+.3f} ms +- "
                      f"{srv['clock_bound_ms']:.3f} ms from the driver's (its processes' times shifted by it)"
                      + ("" if end is None else f", {end:+.3f} ms after the traffic"))
-    lines += format_full(s.extra.get("links_full") or [])
+    lines += format_full(s.extra)
     lines += format_beside(s.extra.get("simulated") or {})
     lines.append(f"run dir: {result.out}")
     lines += format_fidelity(s.extra.get("fidelity") or {})

@@ -353,26 +353,26 @@ def traffic_end_ms(records: dict[str, np.ndarray]) -> float | None:
     return float(finite.max()) if len(finite) else None
 
 
-def wire_late_p99_us(direction: dict, t0_real_s: float | None, end_real_s: float | None) -> float:
+def wire_late_p99_us(direction: dict, t0_s: float | None, end_real_s: float | None) -> float:
     """Returns a wire direction's p99 lateness (virtual us) over the frames due from t0 to the end of the traffic
     (real epoch s): at most 1 % of them left later. From its per-second counts (`sent_per_s`, shared out by
     overlap at the two ends) and the frames it listed as late (`late_events`, later than `late_steps_us[0]`); a
     p99 under that step is the wire's whole-life p99, capped at the step. The whole-life p99 (`late_p99_us`,
     the network's probes and the run closing down included) where the span or the complete list is missing."""
     whole, events = float(direction["late_p99_us"]), direction.get("late_events")
-    if t0_real_s is None or end_real_s is None or events is None or "late_steps_us" not in direction:
+    if t0_s is None or end_real_s is None or events is None or "late_steps_us" not in direction:
         return whole
     if direction.get("late_events_dropped", 0) and not (events and events[-1][0] / 1000.0 >= end_real_s):
         return whole  # the list, in the order the frames left, stops before the end of the traffic
     due = 0.0
     for row in direction["sent_per_s"]:
-        due += row[1] * max(0.0, min(row[0] + 1.0, end_real_s) - max(row[0], t0_real_s))
-    late = sorted((e[1] for e in events if t0_real_s <= e[0] / 1000.0 < end_real_s), reverse=True)
+        due += row[1] * max(0.0, min(row[0] + 1.0, end_real_s) - max(row[0], t0_s))
+    late = sorted((e[1] for e in events if t0_s <= e[0] / 1000.0 < end_real_s), reverse=True)
     allowed = int(np.floor(0.01 * due))
     return float(late[allowed]) if len(late) > allowed else min(whole, float(direction["late_steps_us"][0]))
 
 
-def wire_late_windows(directions: list[dict], t0_real_s: float | None, k: float,
+def wire_late_windows(directions: list[dict], t0_s: float | None, k: float,
                       threshold_ms: float, end_real_s: float | None = None) -> tuple[float | None, int | None]:
     """Returns the first 1 s window (virtual s since t0) in which some wire direction's p99 lateness was over
     `threshold_ms`, and in how many windows one was: more than 1 % of the frames due in that window left later
@@ -382,10 +382,8 @@ def wire_late_windows(directions: list[dict], t0_real_s: float | None, k: float,
     that begin at or after `end_real_s` (the run closing down after its traffic) are left out; the window the
     traffic ends in is judged whole. (None, None) for wires that did not count them, or a threshold under their
     smallest step."""
-    if t0_real_s is None or any("late_steps_us" not in d for d in directions):
+    if t0_s is None or any("late_steps_us" not in d for d in directions):
         return None, None
-    window_real_s = k * WINDOW_MS / 1000.0
-    last = None if end_real_s is None else int(np.ceil((end_real_s - t0_real_s) / window_real_s - 1e-6))
     windows: set[int] = set()
     for d in directions:
         steps = [i for i, us in enumerate(d["late_steps_us"]) if us <= threshold_ms * 1000.0]
@@ -395,16 +393,26 @@ def wire_late_windows(directions: list[dict], t0_real_s: float | None, k: float,
         late: dict[int, float] = {}
         for row in d["sent_per_s"]:
             second, n, over = row[0], row[1], row[2 + steps[-1]]
-            a, b = (second - t0_real_s) / window_real_s, (second + 1 - t0_real_s) / window_real_s
-            stop = int(np.ceil(b)) if last is None else min(last, int(np.ceil(b)))
-            for w in range(max(0, int(np.floor(a))), stop):
-                share = (min(b, w + 1) - max(a, w)) / (b - a)
+            for w, share in real_second_windows(second, t0_s, k, end_real_s):
                 due[w] = due.get(w, 0.0) + n * share
                 late[w] = late.get(w, 0.0) + over * share
         windows.update(w for w, n in late.items() if n > 0.01 * due[w])
     if not windows:
         return None, 0
     return min(windows) * WINDOW_MS / 1000.0, len(windows)
+
+
+def real_second_windows(second: float, t0_s: float, k: float, end_s: float | None) -> list[tuple[int, float]]:
+    """Returns the monitor's windows (WINDOW_MS of virtual time, numbered from t0) that one real epoch second on the
+    run's wall clock overlaps at time dilation factor K, each with the share of the second in it: none before t0,
+    none that begins at or after `end_s` (the end of the traffic, real epoch s; None: no end), the window the
+    traffic ends in whole."""
+    window_real_s = k * WINDOW_MS / 1000.0
+    a, b = (second - t0_s) / window_real_s, (second + 1 - t0_s) / window_real_s
+    stop = int(np.ceil(b))
+    if end_s is not None:
+        stop = min(stop, int(np.ceil((end_s - t0_s) / window_real_s - 1e-6)))
+    return [(w, (min(b, w + 1) - max(a, w)) / (b - a)) for w in range(max(0, int(np.floor(a))), stop)]
 
 
 def window_lateness(path: Path, threshold: float) -> Figure | None:

@@ -144,9 +144,9 @@ class DirectionStats:
     (when and how late, to look into; `late_events_dropped` counts those beyond)."""
     late_events_dropped: int = 0
     load_per_s: list[list[int]] = field(default_factory=list)
-    """[epoch second on the run's wall clock (real) in which frames arrived, their bytes, the link's transmission
-    time for them (real ns), the longest any of them waited for the link to finish the frames before it (virtual
-    us)], pure acknowledgements apart: how full the link was and when (live/linkload.py)."""
+    """[epoch second on the run's wall clock (real) in which the link started sending frames, their bytes, the
+    link's transmission time for them (real ns), the longest any of them waited for the link to finish the frames
+    before it (virtual us)], pure acknowledgements apart: how full the link was and when (live/linkload.py)."""
 
 
 def pure_ack(frame: bytes) -> bool:
@@ -200,8 +200,11 @@ class _Direction:
         self._second = -1
         """The epoch second (real) whose due frames `stats.sent_per_s[-1]` counts."""
         self._counts: list[int] = []
-        self._load: list[int] = [-1]
-        """`stats.load_per_s[-1]`: the epoch second (real) of the frames it counts, then its counts."""
+        self._load: list[int] = [-1, 0, 0, 0]
+        """`stats.load_per_s[-1]`: the epoch second (real) the link started sending the frames it counts, their
+        bytes, their transmission time and their longest wait (real ns until `finish`)."""
+        self._load_end_ns = 0
+        """The end of that second (epoch ns)."""
         self._uniform = np.empty(0)
         self._normal = np.empty(0)
         self._k = 0
@@ -249,12 +252,15 @@ class _Direction:
                 start_ns, tx_ns = max(rx_ns, self.sent_ns), int(len(frame) * self.tx_ns_per_byte)
                 self.sent_ns = start_ns + tx_ns
                 load = self._load
-                if rx_ns // 1_000_000_000 != load[0]:
-                    self._load = load = [rx_ns // 1_000_000_000, 0, 0, 0]
+                if start_ns >= self._load_end_ns:  # the link starts it in a later second (never an earlier one)
+                    second = start_ns // 1_000_000_000
+                    self._load_end_ns = (second + 1) * 1_000_000_000
+                    self._load = load = [second, 0, 0, 0]
                     self.stats.load_per_s.append(load)
                 load[1] += len(frame)
                 load[2] += tx_ns
-                load[3] = max(load[3], int((start_ns - rx_ns) / 1000 / self.tdf))
+                if start_ns - rx_ns > load[3]:
+                    load[3] = start_ns - rx_ns
             if u < self.loss:
                 self.stats.dropped_loss += 1
                 continue
@@ -319,6 +325,8 @@ class _Direction:
                 return float(LATE_BINS * LATE_BIN_US)
             self.stats.late_p50_us, self.stats.late_p99_us, self.stats.late_max_us = (
                 pct(q) / self.tdf for q in (0.5, 0.99, 1.0))
+        for row in self.stats.load_per_s:
+            row[3] = int(row[3] / 1000 / self.tdf)  # the longest wait, in virtual us
         return self.stats
 
 

@@ -77,12 +77,24 @@ def test_a_run_dir_gets_its_link_load_and_its_full_links(tmp_path: Path) -> None
     (full,) = link_load(tmp_path)
     assert full == {"link": "co1-dc1", "direction": "co1->dc1", "radio": False, "full_s": 1.0, "first_full_s": 0.0,
                     "busy_max": 0.95, "wait_max_ms": 433.0}
-    text = "\n".join(format_full([full]))
+    text = "\n".join(format_full({"links_full": [full]}))
     assert "link co1-dc1 co1->dc1 full" in text and "433.0 ms" in text and "simulator does not queue there" in text
+    # a wire older than the counts: measured, nothing to count
+    (tmp_path / "wire-co1.stats.json").write_text(json.dumps([{"link": "co1-dc1", "direction": "a->b"}]))
+    assert link_load(tmp_path) == []
+    assert (tmp_path / LOAD_NAME).read_text() == "t_s,link,direction,mbps,busy,wait_max_ms\n"
+    assert format_full({"links_full": []}) == []
 
 
 @pytest.mark.parametrize("config", [{}, {"time_dilation": {"factor": 2.0}}])
-def test_without_t0_or_counts_nothing_is_written(tmp_path: Path, config: dict) -> None:
+def test_without_wires_or_t0_the_load_is_not_counted_and_the_run_says_so(tmp_path: Path, config: dict) -> None:
     (tmp_path / "config.json").write_text(json.dumps(config))
-    assert link_load(tmp_path) == []
+    assert link_load(tmp_path) is None  # no wire: links shaped by netem
+    (tmp_path / "wire-co1.stats.json").write_text(json.dumps([{"link": "co1-dc1", "direction": "a->b",
+                                                               "load_per_s": ROWS}]))
+    assert link_load(tmp_path) is None  # wires, but no t0 to put their seconds on
     assert not (tmp_path / LOAD_NAME).exists()
+    assert "not counted: no userspace wire" in format_full({"links_full": None})[0]
+    assert format_full({"links_full": None, "link_load_error": "KeyError: 'link'"}) == [
+        "link load not counted: KeyError: 'link'"]
+    assert format_full({}) == []  # a summary from before the counts

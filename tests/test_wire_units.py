@@ -165,7 +165,7 @@ def test_the_wire_counts_each_seconds_bytes_transmission_time_and_longest_wait(m
         for _ in range(28):
             sender.send(bytes(1514))
         d.receive()
-    assert d.stats.load_per_s == [[1000, 28 * 1514, 28 * 30_280, 817], [2000, 28 * 1514, 28 * 30_280, 0]]
+    assert d.finish().load_per_s == [[1000, 28 * 1514, 28 * 30_280, 817], [2000, 28 * 1514, 28 * 30_280, 0]]
     rx_in, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     tx, _tx_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.setblocking(False)
@@ -175,4 +175,19 @@ def test_the_wire_counts_each_seconds_bytes_transmission_time_and_longest_wait(m
     for _ in range(28):
         rx_in.send(bytes(1514))
     slow.receive()
-    assert slow.stats.load_per_s == [[3000, 28 * 1514, 28 * 121_120, 817]]
+    assert slow.finish().load_per_s == [[3000, 28 * 1514, 28 * 121_120, 817]]
+
+
+def test_a_backlog_is_counted_in_the_seconds_the_link_sends_it(monkeypatch) -> None:
+    """Three 1 MB frames arriving together at 8 Mbit/s take the link 1 s each: they fill the second they arrived in
+    and the two after it (one each), the second waiting 1 s and the third 2 s."""
+    monkeypatch.setattr("testbed.wire.wallclock", types.SimpleNamespace(time_ns=lambda: 10**12,
+                                                                        from_system_ns=lambda ns: ns))
+    d, sender = _direction(delay_ms=1.0, bw_mbps=8.0)
+    for _ in range(3):
+        sender.send(bytes(60_000))  # a socket pair's datagram: 60 kB, 60 ms at 8 Mbit/s
+    d.tx_ns_per_byte *= 1_000_000 / 60_000  # as if each were 1 MB: 1 s at 8 Mbit/s
+    d.receive()
+    assert [row[0] for row in d.finish().load_per_s] == [1000, 1001, 1002]
+    assert [row[2] for row in d.stats.load_per_s] == [1_000_000_000] * 3
+    assert [row[3] for row in d.stats.load_per_s] == [0, 1_000_000, 2_000_000]
