@@ -93,13 +93,17 @@ class LiveRunLock:
             pid, where, since = (holder + ["?", "?", "?"])[:3]
             raise LiveRunBusy(f"another live run is running (pid {pid}, {where}, since {since}): a second one would "
                               "share its cores and spoil both runs' figures; wait for it to end") from None
-        if left := daemon_changes_left():
+        try:
+            if left := daemon_changes_left():
+                record_dir, e = left[0]
+                run = record_dir.parent if record_dir.name == RECORD_DIR else record_dir
+                raise LiveRunBusy(f"{run} was killed without teardown and {e.name} (pid {e.pid}) still has the "
+                                  f"{'cores' if e.kind == 'affinity' else 'send buffer'} that run gave it, which this "
+                                  "run would take for the machine's own: run `run_testbed.py clean` first")
+        except BaseException:
             fcntl.flock(f, fcntl.LOCK_UN)
             f.close()
-            dead_dir, e = left[0]
-            raise LiveRunBusy(f"{dead_dir} was killed without teardown and {e.name} (pid {e.pid}) still has the "
-                              f"{'cores' if e.kind == 'affinity' else 'send buffer'} that run gave it, which this run "
-                              "would take for the machine's own: run `run_testbed.py clean` first")
+            raise
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\t{run_dir}\t{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
@@ -309,10 +313,10 @@ class RunCores:
         """Moves a daemon's threads off the reserved core, recording their CPUs first."""
         with contextlib.suppress(OSError):
             saved = os.sched_getaffinity(pid)
+            given = (saved - {self.reserved}) or set(self.rest_cpus)
             self.record.add(Created("affinity", daemon, pid=pid, start_ticks=process_start_ticks(pid),
-                                    cpus=cpuset.format_cpus(saved)))
-            keep = saved - {self.reserved}
-            for problem in cpuset.set_thread_affinity(pid, keep or set(self.rest_cpus)):
+                                    cpus=cpuset.format_cpus(saved), values=cpuset.format_cpus(given)))
+            for problem in cpuset.set_thread_affinity(pid, given):
                 self.notes.append(f"{daemon}: {problem}")
 
     def _enter(self, root: Path, group: Path, controller: str) -> None:

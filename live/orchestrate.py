@@ -256,9 +256,10 @@ class LiveRun:
     def widen_switch_buffer(self, net: EmulatedNetwork, early: bool = False) -> None:
         """ovs-vswitchd's send socket and the run's port sockets widened (testbed/ovssock.py): with the userspace
         datapath it loses the frames it cannot send or read once a buffer is full. `early`: before the links'
-        probes, when the daemon may not have opened its send socket yet."""
+        probes, when the daemon may not have opened its send socket yet; the later call says what failed."""
         if self.spec.switch == "ovs" and ovs_datapath() == "netdev":
-            for problem in widen_ovs_buffers(net.record, run_ports(net.plan), early):
+            problems = widen_ovs_buffers(net.record, run_ports(net.plan), early)
+            for problem in problems if not early else ():
                 self.log(f"warning: {problem}")
 
     def start_sources(self, net: EmulatedNetwork) -> None:

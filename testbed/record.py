@@ -56,7 +56,9 @@ class Created:
     """An affinity entry's saved CPU list ('0,1'): what every thread of the process gets back."""
     values: str | None = None
     """A sockbuf entry's 'FD SAVED SET' (the daemon's descriptor, its send buffer before and as set, bytes as the
-    kernel accounts them): put back to SAVED at removal if the same process's socket still has SET."""
+    kernel accounts them): put back to SAVED at removal if the same process's socket still has SET. An affinity
+    entry's CPU list as set ('0'): its saved CPUs are given back only if the process still has these (none: always,
+    as in records without it)."""
     server: str | None = None
     """The server of a multi-host run it was made on (None: this machine); its pid and start ticks are that
     server's. Removed there, through the server's agent (`remove_on_servers`)."""
@@ -166,7 +168,11 @@ def active_run_dirs() -> list[Path]:
     """Returns the run directories listed as not yet torn down."""
     if not ACTIVE_DIR.is_dir():
         return []
-    return [Path(p.read_text().strip()) for p in sorted(ACTIVE_DIR.iterdir()) if p.is_file()]
+    out = []
+    for p in sorted(ACTIVE_DIR.iterdir()):
+        with contextlib.suppress(OSError):  # torn down meanwhile
+            out.append(Path(p.read_text().strip()))
+    return out
 
 
 def daemon_changes_left() -> list[tuple[Path, Created]]:
@@ -186,16 +192,26 @@ def daemon_changes_left() -> list[tuple[Path, Created]]:
 
 
 def _in_effect(e: Created) -> bool:
-    """Returns whether a live daemon still has what an `affinity` or `sockbuf` entry gave it (not what it saved)."""
+    """Returns whether a live daemon still has what an `affinity` or `sockbuf` entry gave it: the CPUs or send
+    buffer as set (an affinity entry without them: other CPUs than it saved)."""
     try:
         if e.kind == "sockbuf":
             from testbed.ovssock import send_buffer
 
-            fd, _, set_to = (int(x) for x in (e.values or "0 0 0").split())
+            fd, _, set_to = _sockbuf_values(e)
             return send_buffer(e.pid, fd) == set_to  # type: ignore[arg-type]
-        return e.cpus is not None and os.sched_getaffinity(e.pid) != set(cpuset.parse_cpus(e.cpus))  # type: ignore[arg-type]
-    except OSError:
-        return False  # gone meanwhile
+        now = os.sched_getaffinity(e.pid)  # type: ignore[arg-type]
+        if e.values is not None:
+            return now == set(cpuset.parse_cpus(e.values))
+        return e.cpus is not None and now != set(cpuset.parse_cpus(e.cpus))
+    except (OSError, ValueError):
+        return False  # gone meanwhile, or an entry cut short
+
+
+def _sockbuf_values(e: Created) -> tuple[int, int, int]:
+    """Returns a sockbuf entry's descriptor, saved and set sizes."""
+    fd, saved, set_to = (int(x) for x in (e.values or "0 0 0").split())
+    return fd, saved, set_to
 
 
 def forget_active(run_id: str) -> None:
@@ -389,7 +405,7 @@ def _restore(e: Created) -> list[str]:
     if e.kind == "sockbuf":
         from testbed.ovssock import send_buffer, set_send_buffer
 
-        fd, saved, set_to = (int(x) for x in (e.values or "0 0 0").split())
+        fd, saved, set_to = _sockbuf_values(e)
         if not _same_process_alive(e):
             return []  # restarted or gone: its socket went with it
         try:
@@ -400,6 +416,8 @@ def _restore(e: Created) -> list[str]:
         return []
     if not _same_process_alive(e) or e.cpus is None:
         return []  # restarted or gone: its threads have the affinity they were born with
+    if not _in_effect(e):
+        return []  # not the run's CPUs any more: someone else set them since
     return cpuset.set_thread_affinity(e.pid, set(cpuset.parse_cpus(e.cpus)))  # type: ignore[arg-type]
 
 
