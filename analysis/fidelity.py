@@ -128,7 +128,7 @@ def full_links_table(full_links: dict[str, list[dict]]) -> list[str]:
              "wires' counts). "
              "The simulator queues messages on the antennas' radios only: where a path's link was full, frames waited "
              "on the testbed that the simulator counts on time (docs/fidelity.md, \"A full link\").", "",
-             "| policy | link | direction | full (virtual s) | from (s) | busy max | longest wait (ms) | "
+             "| policy | link | direction | full (virtual s) | from (s) | busy max | longest wait at the wire (ms) | "
              "queued in the simulator |", "|---|---|---|---|---|---|---|---|"]
     return lines + [f"| {p} | {f['link']} | {f['direction']} | {f['full_s']:g} | {f['first_full_s']:g} | "
                     f"{f['busy_max']:.2f} | {f['wait_max_ms']:.1f} | {'yes (a radio)' if f['radio'] else 'no'} |"

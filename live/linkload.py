@@ -1,5 +1,5 @@
 """How full each link of a live run was, from its wires' own counts (testbed/wire.py, `load_per_s`): per virtual
-second and link direction, the rate it carried, the share of the time it was sending and the longest wait for it
+second and link direction, the rate it carried, the share of the time it was sending and the longest wait at the wire
 (`link_load.csv`), and the directions that were full (summary.json `links_full`, the run's closing lines).
 
 It works with either switch wherever userspace wires shape the links (`--shaping wire`, `auto` without netem);
@@ -37,7 +37,9 @@ class LinkWindow:
     busy: float
     """The share of the window it spent sending them (its transmission time at the link's rate)."""
     wait_max_ms: float
-    """The longest a frame entering in the window waited for the link to send the frames before it, virtual ms."""
+    """The longest a frame the link started sending in the window waited at the wire for the frames before it,
+    virtual ms: a burst the rate limiter in front of the wire (the kernel's TBF) let through at once. The queue in
+    front of that limiter (TBF's, up to 50 ms of the link's bytes, and TCP's send buffers) is not in it."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class FullLink:
     """The first of them, virtual s since t0."""
     busy_max: float
     wait_max_ms: float
-    """The longest wait for it over the traffic, virtual ms."""
+    """The longest wait at the wire over the traffic, virtual ms (LinkWindow.wait_max_ms)."""
 
 
 def direction_label(link: str, direction: str) -> str:
@@ -141,8 +143,7 @@ def format_full(extra: dict) -> list[str]:
     lines = []
     for f in full:
         lines.append(f"link {f['link']} {f['direction']} full (sending >= {FULL_BUSY:.0%} of the time) in "
-                     f"{f['full_s']:g} virtual s from {f['first_full_s']:g} s; frames waited up to "
-                     f"{f['wait_max_ms']:.1f} ms for it"
+                     f"{f['full_s']:g} virtual s from {f['first_full_s']:g} s (busy at most {f['busy_max']:.2f})"
                      + ("" if f["radio"] else "  <-- a path's link: the simulator does not queue there, its figures "
                         "for the queries through it are optimistic (docs/fidelity.md)"))
     return lines + ([f"(per virtual second and link: {LOAD_NAME})"] if lines else [])

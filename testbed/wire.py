@@ -145,8 +145,9 @@ class DirectionStats:
     late_events_dropped: int = 0
     load_per_s: list[list[int]] = field(default_factory=list)
     """[epoch second on the run's wall clock (real) in which the link started sending frames, their bytes, the
-    link's transmission time for them (real ns), the longest any of them waited for the link to finish the frames
-    before it (virtual us)], pure acknowledgements apart: how full the link was and when (live/linkload.py)."""
+    link's transmission time for them (real ns), the longest any of them waited here for the link to finish the
+    frames before it (virtual us: a burst TBF let through at once; TBF's own queue is before the wire)], pure
+    acknowledgements apart: how full the link was and when (live/linkload.py)."""
 
 
 def pure_ack(frame: bytes) -> bool:
