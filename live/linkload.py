@@ -84,7 +84,8 @@ def load_windows(directions: list[dict], t0_s: float, k: float, end_s: float | N
                 row[1] += busy_ns * share
                 row[2] = max(row[2], wait_us)
         out += [LinkWindow(float(w), d["link"], direction_label(d["link"], d["direction"]),
-                           round(v[0] * 8 / 1e3 / WINDOW_MS, 4), round(v[1] / (k * WINDOW_MS * 1e6), 4), round(v[2] / 1000, 3))
+                           round(v[0] * 8 / 1e3 / WINDOW_MS, 4), round(v[1] / (k * WINDOW_MS * 1e6), 4),
+                           round(v[2] / 1000, 3))
                 for w, v in sorted(sums.items())]
     return out
 

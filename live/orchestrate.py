@@ -258,7 +258,7 @@ class LiveRun:
         datapath it loses the frames it cannot send or read once a buffer is full. `early`: before the links'
         probes, when the daemon may not have opened its send socket yet; the later call says what failed."""
         if self.spec.switch == "ovs" and ovs_datapath() == "netdev":
-            problems = widen_ovs_buffers(net.record, run_ports(net.plan), early)
+            problems = widen_ovs_buffers(net.record, run_ports(net.plan))
             for problem in problems if not early else ():
                 self.log(f"warning: {problem}")
 

@@ -93,13 +93,12 @@ def set_send_buffer(pid: int, fd: int, accounted_bytes: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, max(1, accounted_bytes // 2))
 
 
-def widen_send_buffer(record: CreationRecord, pid: int, name: str = "ovs-vswitchd", missing_ok: bool = False
-                      ) -> str | None:
+def widen_send_buffer(record: CreationRecord, pid: int, name: str = "ovs-vswitchd") -> str | None:
     """Gives the daemon's send sockets SEND_BUFFER_BYTES for the run, each recorded first; returns why it could not
-    (the run goes on without: a kernel without pidfd_getfd, no send socket yet unless `missing_ok`), else None."""
+    (the run goes on without: a kernel without pidfd_getfd, no send socket yet), else None."""
     fds = send_sockets(pid)
     if not fds:
-        return None if missing_ok else f"{name} (pid {pid}) has no send socket yet"
+        return f"{name} (pid {pid}) has no send socket yet"
     try:
         for fd in fds:
             saved, target = send_buffer(pid, fd), 2 * SEND_BUFFER_BYTES
@@ -132,11 +131,9 @@ def widen_port_buffers(ports: set[str]) -> list[str]:
             f"{failed[first]}); frames they cannot hold are lost"]
 
 
-def widen_ovs_buffers(record: CreationRecord, ports: set[str], early: bool = False) -> list[str]:
+def widen_ovs_buffers(record: CreationRecord, ports: set[str]) -> list[str]:
     """Widens the send buffer of this machine's ovs-vswitchd (`widen_send_buffer`) and the receive buffers of the
-    run's switch ports (`widen_port_buffers`); returns what could not be. `early`: before any of the run's frames
-    has crossed the switches, so a daemon that has sent nothing yet has no send socket, and that is no problem
-    (a later call, once frames have crossed, widens the socket the first send opened)."""
+    run's switch ports (`widen_port_buffers`); returns what could not be."""
     pids = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "ovs-vswitchd"]
     return [f"{problem}; frames it cannot send while the core is busy are lost"
-            for pid in pids if (problem := widen_send_buffer(record, pid, missing_ok=early))] + widen_port_buffers(ports)
+            for pid in pids if (problem := widen_send_buffer(record, pid))] + widen_port_buffers(ports)
