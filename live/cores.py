@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING
 from live.procs import pids_named
 from testbed import cpuset
 from testbed.agent import AgentClient, Server
+from testbed.multihost import SHARES_DIR
 from testbed.placement import Placement, read_servers, write_servers
 from testbed.record import Created, CreationRecord, daemon_changes_left, process_start_ticks
 
@@ -97,9 +98,13 @@ class LiveRunLock:
             if left := daemon_changes_left():
                 record_dir, e = left[0]
                 run = record_dir.parent if record_dir.name == RECORD_DIR else record_dir
+                fix = "run `run_testbed.py clean` first"
+                if run.parent.name == SHARES_DIR:  # this server's share of a run driven from another machine
+                    run, fix = run.parent.parent, ("run `run_testbed.py clean` on that run's driver (its record "
+                                                   f"holds this server's entries, kept here in {run})")
                 raise LiveRunBusy(f"{run} was killed without teardown and {e.name} (pid {e.pid}) still has the "
                                   f"{'cores' if e.kind == 'affinity' else 'send buffer'} that run gave it, which this "
-                                  "run would take for the machine's own: run `run_testbed.py clean` first")
+                                  f"run would take for the machine's own: {fix}")
         except BaseException:
             fcntl.flock(f, fcntl.LOCK_UN)
             f.close()

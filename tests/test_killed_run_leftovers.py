@@ -133,3 +133,39 @@ def test_clean_leaves_cpus_someone_else_set_since() -> None:
     finally:
         daemon.kill()
         daemon.wait()
+
+
+def test_on_a_server_the_refusal_names_the_run_and_its_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keeper's share of a run driven from another machine (`<run>/servers/<name>/cores`, as testbed.multihost
+    lays it out) killed there: the refusal on the server names the driver's run and says `clean` goes on the driver."""
+    from live.cores import LiveRunBusy, LiveRunLock
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    monkeypatch.setattr("testbed.record.ACTIVE_DIR", tmp_path / "active")
+    run_dir = tmp_path / "driven"
+    share = run_dir / "servers" / "b" / "cores"
+    share.mkdir(parents=True)
+    keeper, daemon = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
+    try:
+        record = CreationRecord(share)
+        record.add(Created("run", "driven-b", pid=keeper.pid, start_ticks=process_start_ticks(keeper.pid)))
+        record.add(Created("affinity", "stand-in", pid=daemon.pid, start_ticks=process_start_ticks(daemon.pid),
+                           cpus=",".join(map(str, cpus)), values=str(cpus[0])))
+        (tmp_path / "active").mkdir()
+        (tmp_path / "active" / "driven-b").write_text(f"{share}\n")
+        os.sched_setaffinity(daemon.pid, {cpus[0]})
+        keeper.kill()
+        keeper.wait()
+        lock = LiveRunLock(tmp_path / "live.lock")
+        with pytest.raises(LiveRunBusy) as refused:
+            lock.acquire(tmp_path / "new")
+        said = str(refused.value)
+        assert said.startswith(f"{run_dir} was killed without teardown and stand-in (pid {daemon.pid}) still has the "
+                               "cores")
+        assert "`run_testbed.py clean` on that run's driver" in said and str(run_dir / "servers" / "b") in said
+    finally:
+        for p in (keeper, daemon):
+            p.kill()
+            p.wait()
