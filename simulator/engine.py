@@ -30,6 +30,7 @@ from scheduler.timeline import SystemTimeline
 from scheduler.window import N_CLASSES, WindowMeasurement, stream_classes
 from simulator.batching import DONE, PENDING_ADMITTED, PENDING_NEW, REJECTED_FULL, serve_window
 from simulator.links import FifoLinks
+from simulator.paths import PathQueues
 from topologies.events import NetworkEvents
 from workload.trace import Trace
 
@@ -66,8 +67,12 @@ class SimConfig:
     other."""
     radio_queueing: bool = True
     """With `fifo_links`: a message waits while its antenna's radio sends the messages that entered it before (at
-    the radio's rate, simulator.links), as on a real link and the testbed's wire. The paths' links, shared by
-    several antennas, are not queued (docs/fidelity.md, "A full link"). False: each message is sent at once."""
+    the radio's rate, simulator.links), as on a real link and the testbed's wire. False: each message is sent at
+    once."""
+    path_queueing: bool = True
+    """With `fifo_links`: a message waits at each link of its path while that link direction sends the messages
+    that entered it before, from every path crossing it (simulator.paths; docs/fidelity.md, "A full link"). False:
+    the paths' links send each message at once."""
 
     def __post_init__(self) -> None:
         for name in ("window_s", "duration_s"):
@@ -170,6 +175,8 @@ class Simulation:
         self.last_close = np.zeros(len(res))
         self.pool = _empty_pool()
         self.radio_up, self.path_up, self.path_down, self.radio_down = (FifoLinks() for _ in range(4))
+        queued = config.fifo_links and config.path_queueing
+        self.path_queues = {up: PathQueues(self.physics_timeline, up) if queued else None for up in (True, False)}
         self.windows = 0
         self.queries_done = 0
         self._parts: list[dict[str, np.ndarray]] = []
@@ -286,25 +293,31 @@ class Simulation:
                     np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0), np.zeros(len(radio)),
                     radio_tx)
 
-    def _through(self, legs: Legs, ant: np.ndarray, res: np.ndarray, t_ms: np.ndarray, up: bool,
-                 horizon_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    def _through(self, legs: Legs, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float, t_ms: np.ndarray,
+                 up: bool, horizon_ms: float) -> tuple[np.ndarray, np.ndarray]:
         """Returns when messages leaving at t_ms get through their first link and their second: up, the antenna's
         radio then the path to the resource; down, the path then the radio. Each enters its first link after its
         resend wait and that leg's own wait, its second after that leg's wait, and, with `fifo_links`, leaves a link
         no earlier than the messages that entered it before (`horizon_ms`: later calls' messages are sent from
-        then on); with `radio_queueing` too, it waits while its radio sends the messages before it."""
+        then on); with `radio_queueing` too, it waits while its radio sends the messages before it, and with
+        `path_queueing` at each link of its path while that link sends the messages before it (`nbytes` each)."""
         path_link = ant * self.system.n_resources + res
         radio_tx = legs.radio_tx_ms if self.config.radio_queueing else None
+        queues = self.path_queues[up]
         if up:
-            links = ((self.radio_up, ant, legs.radio_ms, legs.radio_wait_ms, radio_tx),
-                     (self.path_up, path_link, legs.path_ms, legs.path_wait_ms, None))
+            links = ((self.radio_up, ant, legs.radio_ms, legs.radio_wait_ms, radio_tx, None),
+                     (self.path_up, path_link, legs.path_ms, legs.path_wait_ms, None, queues))
         else:
-            links = ((self.path_down, path_link, legs.path_ms, legs.path_wait_ms, None),
-                     (self.radio_down, ant, legs.radio_ms, legs.radio_wait_ms, radio_tx))
+            links = ((self.path_down, path_link, legs.path_ms, legs.path_wait_ms, None, queues),
+                     (self.radio_down, ant, legs.radio_ms, legs.radio_wait_ms, radio_tx, None))
         out, t = [], t_ms + legs.resend_wait_ms
-        for fifo, link, leg_ms, wait_ms, tx_ms in links:
+        for fifo, link, leg_ms, wait_ms, tx_ms, on_path in links:
             enter = t + wait_ms
             t = enter + leg_ms
+            if on_path is not None and (ok := np.isfinite(t)).any():  # the legs' state: when first sent
+                state = self.physics_timeline.indices_at((t_ms[ok] + legs.resend_wait_ms[ok]) / 1000.0)
+                size = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), t.shape)[ok]
+                t[ok] += on_path.waits(ant[ok], res[ok], size, enter[ok], state, horizon_ms)
             if self.config.fifo_links:
                 t = fifo.order(link, enter, t, horizon_ms, tx_ms)
             out.append(t)
@@ -354,7 +367,7 @@ class Simulation:
         nbytes = tr.frame_bytes[streams].astype(np.float64)
         ant = self.s_ant[streams]
         legs = self._one_way(ant, res, nbytes, send_ms)
-        sched, arrive = self._through(legs, ant, res, send_ms, True, t1_ms)
+        sched, arrive = self._through(legs, ant, res, nbytes, send_ms, True, t1_ms)
         arrive = arrive + self.config.overhead_up_ms
         cut = ~np.isfinite(arrive)  # met a link that is down
         if cut.any():
@@ -398,7 +411,7 @@ class Simulation:
             s = q["stream"][done]
             ant, res = self.s_ant[s], q["res"][done]
             legs = self._one_way(ant, res, float(RESPONSE_BYTES), end[done])
-            _, response = self._through(legs, ant, res, end[done], False, horizon_ms)
+            _, response = self._through(legs, ant, res, float(RESPONSE_BYTES), end[done], False, horizon_ms)
             response = response + self.config.overhead_down_ms
             cut = ~np.isfinite(response)  # the answer met a link that is down
             late = (response - q["send"][done] > self.trace.max_delay_ms[s]) | cut
