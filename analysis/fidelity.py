@@ -123,16 +123,17 @@ FULL_BUSY = 0.9
 
 def full_links_table(full_links: dict[str, list[dict]]) -> list[str]:
     """Returns the markdown table of the link directions full on the testbed per policy (summary.json's
-    `links_full`, live/linkload.py), with what it means for the simulator."""
+    `links_full`, live/linkload.py), with what it means for the comparison."""
     lines = [f"A link direction is full in a virtual second it spent sending at least {FULL_BUSY:.0%} of (the "
              "wires' counts). "
-             "The simulator queues messages on the antennas' radios only: where a path's link was full, frames waited "
-             "on the testbed that the simulator counts on time (docs/fidelity.md, \"A full link\").", "",
-             "| policy | link | direction | full (virtual s) | from (s) | busy max | longest wait at the wire (ms) | "
-             "queued in the simulator |", "|---|---|---|---|---|---|---|---|"]
-    return lines + [f"| {p} | {f['link']} | {f['direction']} | {f['full_s']:g} | {f['first_full_s']:g} | "
-                    f"{f['busy_max']:.2f} | {f['wait_max_ms']:.1f} | {'yes (a radio)' if f['radio'] else 'no'} |"
-                    for p, fs in full_links.items() for f in fs]
+             "Frames queue there on both sides (the simulator on the antennas' radios and the paths' links); the "
+             "testbed's TCP also loses and resends where the queue in front of the link overflows, which the "
+             "simulator does not (docs/fidelity.md, \"A full link\").", "",
+             "| policy | link | direction | full (virtual s) | from (s) | busy max | longest wait at the wire (ms) |",
+             "|---|---|---|---|---|---|---|"]
+    return lines + [f"| {p} | {f['link']} | "
+                    f"{f['direction']} | {f['full_s']:g} | {f['first_full_s']:g} | {f['busy_max']:.2f} | "
+                    f"{f['wait_max_ms']:.1f} |" for p, fs in full_links.items() for f in fs]
 
 
 def ranking_reversals(simulator: dict[str, float], testbed: dict[str, float]) -> list[str]:

@@ -4,9 +4,9 @@ second and link direction, the rate it carried, the share of the time it was sen
 
 It works with either switch wherever userspace wires shape the links (`--shaping wire`, `auto` without netem);
 with netem there is nothing to count (the controller's `link_utilisation.jsonl`, with Open vSwitch and os-ken,
-has the ports' rates). The simulator queues messages only on the antennas' radios (simulator/links.py):
-where a path's link (a topology link) was full on the testbed, frames waited there that the simulator counts on
-time (docs/fidelity.md, "A full link"), so the run names those links and when.
+has the ports' rates). A full link is where frames queue: the simulator queues them too, on the antennas' radios and
+on the paths' links (simulator/links.py, simulator/paths.py), but not TCP's losses and back-off where the queue in
+front of the link overflows (docs/fidelity.md, "A full link"), so the run names those links and when.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class FullLink:
     link: str
     direction: str
     radio: bool
-    """An antenna's radio (queued in the simulator too), else a path's link (not queued there)."""
+    """An antenna's radio, else a path's link (a topology link, shared by several antennas' paths)."""
     full_s: float
     """Virtual seconds it was full in."""
     first_full_s: float
@@ -144,7 +144,5 @@ def format_full(extra: dict) -> list[str]:
     lines = []
     for f in full:
         lines.append(f"link {f['link']} {f['direction']} full (sending >= {FULL_BUSY:.0%} of the time) in "
-                     f"{f['full_s']:g} virtual s from {f['first_full_s']:g} s (busy at most {f['busy_max']:.2f})"
-                     + ("" if f["radio"] else "  <-- a path's link: the simulator does not queue there, its figures "
-                        "for the queries through it are optimistic (docs/fidelity.md)"))
+                     f"{f['full_s']:g} virtual s from {f['first_full_s']:g} s (busy at most {f['busy_max']:.2f})")
     return lines + ([f"(per virtual second and link: {LOAD_NAME})"] if lines else [])
