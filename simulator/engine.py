@@ -3,8 +3,8 @@
 Virtual time advances one window at a time. In each window the stream events (arrivals, departures)
 are handled in time order by `scheduler.core.Scheduler`, the window's queries are generated in bulk,
 cross the network (radio + path delay, jitter, transmission, loss as a TCP retransmission; each antenna's radio
-and each antenna-to-resource path keeps order per direction and a radio sends one message at a time,
-`simulator.links`) and are served by
+and each antenna-to-resource path keeps order per direction, and a radio and each link of a path send one message
+at a time: `simulator.crossing`, `simulator.links`, `simulator.paths`) and are served by
 `simulator.batching`. Everything random comes from generators spawned from one seed.
 Network events (`events`) change the system model at their times (`scheduler.timeline`): a stream is decided
 with the network as it is when it opens (when its radio is down, as it is when the radio is back: its request
@@ -18,7 +18,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from scheduler.system import RESPONSE_BYTES, SystemModel
 from scheduler.timeline import SystemTimeline
 from scheduler.window import N_CLASSES, WindowMeasurement, stream_classes
 from simulator.batching import DONE, PENDING_ADMITTED, PENDING_NEW, REJECTED_FULL, serve_window
+from simulator.crossing import MAX_RETRANSMIT_MS, Crossing, Legs  # noqa: F401 (re-exported)
 from simulator.links import FifoLinks
 from simulator.paths import PathQueues
 from topologies.events import NetworkEvents
@@ -98,29 +98,12 @@ RECORD_BATCH_ROWS = 50_000
 of full-edge at lambda 60, not per window."""
 LINK_DOWN_REASON = "timeout"
 """Why a query that met a link that stays down failed: as the live run's sources record it (no answer)."""
-MAX_RETRANSMIT_MS = 120_000.0
-"""A message whose link is not back after this long is lost (Linux's largest RTO)."""
 REASONS = (*REJECT_REASONS, "queue-full", "deadline", LINK_DOWN_REASON)
 """Every reason the simulator records (its records' reason codes index this)."""
 QUEUE_FULL, DEADLINE, LINK_DOWN = (REASONS.index(r) for r in ("queue-full", "deadline", LINK_DOWN_REASON))
 
 
-class Legs(NamedTuple):
-    """One-way delays in ms of messages: each leg's delay, jitter and transmission, the wait before it enters the
-    leg (a try lost on that leg: the retransmission timeout), the wait before the message is sent at all (tries
-    that met a link that was down, resent by the sender; infinite legs: a link that stays down), and the radio
-    leg's transmission alone."""
-
-    radio_ms: np.ndarray
-    path_ms: np.ndarray
-    radio_wait_ms: np.ndarray
-    path_wait_ms: np.ndarray
-    resend_wait_ms: np.ndarray
-    radio_tx_ms: np.ndarray
-    """The radio leg's transmission at the radio's rate (part of radio_ms)."""
-
-
-class Simulation:
+class Simulation(Crossing):
     """One run over a trace; `step(policy)` advances one window, `run(policy)` to the end."""
 
     def __init__(self, system: SystemModel, trace: Trace, config: SimConfig, seed: int,
@@ -137,7 +120,7 @@ class Simulation:
         self.timeline = SystemTimeline.build(system, events)
         self.physics_timeline = self.timeline if physics is None else SystemTimeline.build(self.physics, events)
         rng_policy, self.rng_net = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-        self.scheduler = Scheduler(system, rng_policy, capacity_headroom=config.capacity_headroom)
+        self.scheduler = Scheduler(self.timeline.systems[0], rng_policy, capacity_headroom=config.capacity_headroom)
         self.sink = record_sink
         self.apps = tuple(sorted(set(trace.app.tolist())))
         self.tally = Tally(config.window_s, self.apps)
@@ -238,91 +221,6 @@ class Simulation:
         k = np.repeat(lo, counts) + (np.arange(total, dtype=np.int64) - offsets)
         return streams, k
 
-    def _one_way(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float,
-                 t_ms: np.ndarray) -> Legs:
-        """Returns the radio and path legs of messages leaving at t_ms, with jitter, transmission and losses, over
-        the links as they are then (infinite across a link that is down)."""
-        rng, n = self.rng_net, len(ant)
-        z = rng.standard_normal((2, n))
-        lost = rng.random((2, n))
-        timeline = self.physics_timeline
-        if timeline.static:
-            return self._legs(timeline.systems[0], ant, res, nbytes, z, lost)
-        state = timeline.indices_at(np.asarray(t_ms) / 1000.0)
-        legs = np.empty((len(Legs._fields), n))
-        nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,))
-        for k in np.unique(state):
-            m = state == k
-            legs[:, m] = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m], z[:, m], lost[:, m])
-        cut = np.flatnonzero(~(np.isfinite(legs[0]) & np.isfinite(legs[1])))  # met a link that is down
-        if len(cut):
-            legs[:, cut] = self._retransmitted(ant[cut], res[cut], nbytes[cut], np.asarray(t_ms)[cut],
-                                               z[:, cut], lost[:, cut])
-        return Legs(*legs)
-
-    def _retransmitted(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray, t_ms: np.ndarray, z: np.ndarray,
-                       lost: np.ndarray) -> Legs:
-        """Returns the legs of messages that met a link that was down, with their draws (normal, uniform) [2, n]:
-        TCP sends each again after rto_ms, then after twice that, and so on, until a try finds every link of its
-        way up (the wait is `resend_wait_ms`); infinite if none does up to the first try whose total wait passes
-        MAX_RETRANSMIT_MS (that try included). Every message's tries are taken together, grouped by the network
-        state they meet."""
-        timeline, waited, wait = self.physics_timeline, 0.0, self.config.rto_ms
-        legs = np.full((len(Legs._fields), len(ant)), np.inf)
-        waiting = np.arange(len(ant))
-        while waited < MAX_RETRANSMIT_MS and len(waiting):
-            waited, wait = waited + wait, wait * 2
-            state = timeline.indices_at((t_ms[waiting] + waited) / 1000.0)
-            for k in np.unique(state):
-                m = waiting[state == k]
-                r, p, r_wait, p_wait, _, r_tx = self._legs(timeline.systems[k], ant[m], res[m], nbytes[m],
-                                                           z[:, m], lost[:, m])
-                up = np.isfinite(r) & np.isfinite(p)
-                legs[:, m[up]] = r[up], p[up], r_wait[up], p_wait[up], np.full(int(up.sum()), waited), r_tx[up]
-            waiting = waiting[~np.isfinite(legs[0, waiting])]
-        return Legs(*legs)
-
-    def _legs(self, s: SystemModel, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float, z: np.ndarray,
-              lost: np.ndarray) -> Legs:
-        """Returns the legs on one system's links, given the draws (normal, uniform) [2, n]."""
-        radio_tx = s.radio_ms_per_byte[ant] * nbytes
-        with np.errstate(invalid="ignore"):  # inf + 0 x jitter: a link that is down
-            radio = np.maximum(s.radio_ms[ant] + s.radio_dev_ms[ant] * z[0], 0.0) + radio_tx
-            path = np.maximum(s.net_ms[ant, res] + s.net_dev_ms[ant, res] * z[1], 0.0) + s.path_ms_per_byte[ant, res] * nbytes
-        return Legs(radio, path, np.where(lost[0] < s.radio_loss[ant], self.config.rto_ms, 0.0),
-                    np.where(lost[1] < s.path_loss[ant, res], self.config.rto_ms, 0.0), np.zeros(len(radio)),
-                    radio_tx)
-
-    def _through(self, legs: Legs, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float, t_ms: np.ndarray,
-                 up: bool, horizon_ms: float) -> tuple[np.ndarray, np.ndarray]:
-        """Returns when messages leaving at t_ms get through their first link and their second: up, the antenna's
-        radio then the path to the resource; down, the path then the radio. Each enters its first link after its
-        resend wait and that leg's own wait, its second after that leg's wait, and, with `fifo_links`, leaves a link
-        no earlier than the messages that entered it before (`horizon_ms`: later calls' messages are sent from
-        then on); with `radio_queueing` too, it waits while its radio sends the messages before it, and with
-        `path_queueing` at each link of its path while that link sends the messages before it (`nbytes` each)."""
-        path_link = ant * self.system.n_resources + res
-        radio_tx = legs.radio_tx_ms if self.config.radio_queueing else None
-        queues = self.path_queues[up]
-        if up:
-            links = ((self.radio_up, ant, legs.radio_ms, legs.radio_wait_ms, radio_tx, None),
-                     (self.path_up, path_link, legs.path_ms, legs.path_wait_ms, None, queues))
-        else:
-            links = ((self.path_down, path_link, legs.path_ms, legs.path_wait_ms, None, queues),
-                     (self.radio_down, ant, legs.radio_ms, legs.radio_wait_ms, radio_tx, None))
-        out, t = [], t_ms + legs.resend_wait_ms
-        for fifo, link, leg_ms, wait_ms, tx_ms, on_path in links:
-            enter = t + wait_ms
-            t = enter + leg_ms
-            if on_path is not None and (ok := np.isfinite(t)).any():  # the legs' state: when first sent
-                state = self.physics_timeline.indices_at((t_ms[ok] + legs.resend_wait_ms[ok]) / 1000.0)
-                size = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), t.shape)[ok]
-                t[ok] += on_path.waits(ant[ok], res[ok], size, enter[ok], state, horizon_ms)
-            if self.config.fifo_links:
-                t = fifo.order(link, enter, t, horizon_ms, tx_ms)
-            out.append(t)
-        return out[0], out[1]
-
     def step(self, policy: int) -> WindowMeasurement:
         """Advances one window with `policy` (an index into POLICY_NAMES) binding the new streams."""
         if not 0 <= policy < len(POLICY_NAMES):
@@ -338,8 +236,8 @@ class Simulation:
         self.active = np.concatenate([act[self.s_end[act] > t0], new])
         streams, k = self._queries(t0, t1)
         stats.sent_per_class = np.bincount(self.s_class[streams], minlength=N_CLASSES).astype(np.float64)
-        self._send(streams, k, t1 * 1000.0, stats)
         last = t1 >= self.end_s - 1e-9
+        self._send(streams, k, np.inf if last else t1 * 1000.0, stats)
         self._serve(t0 * 1000.0, np.inf if last else t1 * 1000.0, stats)
         stats.streams = self.load.streams.copy()
         stats.load_qps = self.load.load_qps.copy()
@@ -367,18 +265,22 @@ class Simulation:
         nbytes = tr.frame_bytes[streams].astype(np.float64)
         ant = self.s_ant[streams]
         legs = self._one_way(ant, res, nbytes, send_ms)
-        sched, arrive = self._through(legs, ant, res, nbytes, send_ms, True, t1_ms)
-        arrive = arrive + self.config.overhead_up_ms
-        cut = ~np.isfinite(arrive)  # met a link that is down
+        sched = self._radio(ant, send_ms + legs.resend_wait_ms, legs.radio_wait_ms, legs.radio_ms, legs.radio_tx_ms,
+                            True, t1_ms)
+        enter = sched + legs.path_wait_ms
+        cut = ~np.isfinite(enter + legs.path_ms)  # met a link that is down
         if cut.any():
             self._emit(streams[cut], k[cut], send_ms[cut], np.where(np.isfinite(sched[cut]), sched[cut], np.nan),
                        None, None, None, FAILED, LINK_DOWN, res=res[cut])
             stats.failed += int(cut.sum())
-            keep = ~cut
-            streams, k, send_ms, res, nbytes = streams[keep], k[keep], send_ms[keep], res[keep], nbytes[keep]
-            sched, arrive = sched[keep], arrive[keep]
-        self.pool = _concat(self.pool, dict(stream=streams, k=k, send=send_ms, sched=sched, arrive=arrive,
-                                            res=res, nbytes=nbytes, admitted=np.zeros(len(k), dtype=bool)))
+        ok = ~cut
+        state = self.physics_timeline.indices_at((send_ms[ok] + legs.resend_wait_ms[ok]) / 1000.0)
+        f = self._path(dict(stream=streams[ok], k=k[ok], send=send_ms[ok], sched=sched[ok], res=res[ok],
+                            nbytes=nbytes[ok], ant=ant[ok], enter=enter[ok], leg=legs.path_ms[ok], state=state),
+                       True, t1_ms)
+        self.pool = _concat(self.pool, dict(stream=f["stream"], k=f["k"], send=f["send"], sched=f["sched"],
+                                            arrive=f["out"] + self.config.overhead_up_ms, res=f["res"],
+                                            nbytes=f["nbytes"], admitted=np.zeros(len(f["k"]), dtype=bool)))
 
     def _serve(self, t0_ms: float, horizon_ms: float, stats: WindowMeasurement) -> None:
         p = self.pool
@@ -407,22 +309,36 @@ class Simulation:
                        None, None, REJECTED, QUEUE_FULL, res=q["res"][full])
             stats.rejected += int(full.sum())
         done = status == DONE
-        if done.any():
-            s = q["stream"][done]
-            ant, res = self.s_ant[s], q["res"][done]
-            legs = self._one_way(ant, res, float(RESPONSE_BYTES), end[done])
-            _, response = self._through(legs, ant, res, float(RESPONSE_BYTES), end[done], False, horizon_ms)
-            response = response + self.config.overhead_down_ms
+        s, n = q["stream"][done], int(done.sum())
+        ant, res = self.s_ant[s], q["res"][done]
+        legs = self._one_way(ant, res, float(RESPONSE_BYTES), end[done])
+        enter = end[done] + legs.resend_wait_ms + legs.path_wait_ms
+        answers = dict(stream=s, k=q["k"][done], send=q["send"][done], sched=q["sched"][done], arrive=q["arrive"][done],
+                       start=start[done], end=end[done], batch=batch[done], res=res, ant=ant,
+                       nbytes=np.full(n, float(RESPONSE_BYTES)), enter=enter, leg=legs.path_ms,
+                       radio_ms=legs.radio_ms, radio_wait=legs.radio_wait_ms, radio_tx=legs.radio_tx_ms)
+        cut = ~np.isfinite(enter + legs.path_ms)  # the answer met a path link that is down
+        if cut.any():
+            self._emit(s[cut], answers["k"][cut], answers["send"][cut], answers["sched"][cut], answers["arrive"][cut],
+                       (start[done][cut], end[done][cut], batch[done][cut]), None, FAILED, LINK_DOWN, res=res[cut])
+            stats.failed += int(cut.sum())
+        answers = {key: v[~cut] for key, v in answers.items()}
+        answers["state"] = self.physics_timeline.indices_at((answers["end"] + legs.resend_wait_ms[~cut]) / 1000.0)
+        f = self._path(answers, False, horizon_ms)
+        if len(f["stream"]):
+            s, res = f["stream"], f["res"]
+            response = self._radio(f["ant"], f["out"], f["radio_wait"], f["radio_ms"], f["radio_tx"], False,
+                                   horizon_ms) + self.config.overhead_down_ms
             cut = ~np.isfinite(response)  # the answer met a link that is down
-            late = (response - q["send"][done] > self.trace.max_delay_ms[s]) | cut
+            late = (response - f["send"] > self.trace.max_delay_ms[s]) | cut
             outcome = np.where(late, FAILED, ONTIME)
             reason = np.where(cut, LINK_DOWN, np.where(late, DEADLINE, -1))
             response = np.where(cut, np.nan, response)
-            self._emit(s, q["k"][done], q["send"][done], q["sched"][done], q["arrive"][done],
-                       (start[done], end[done], batch[done]), response, outcome, reason, res=q["res"][done])
+            self._emit(s, f["k"], f["send"], f["sched"], f["arrive"], (f["start"], f["end"], f["batch"]), response,
+                       outcome, reason, res=res)
             stats.failed += int(late.sum())
             stats.ontime += int((~late).sum())
-            stats.responses = np.bincount(q["res"][done], minlength=self.system.n_resources).astype(np.float64)
+            stats.responses = np.bincount(res, minlength=self.system.n_resources).astype(np.float64)
 
     def _emit(self, streams: np.ndarray, k: np.ndarray, send: np.ndarray, sched: np.ndarray | None,
               arrive: np.ndarray | None, infer: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
@@ -456,8 +372,9 @@ class Simulation:
         parts, self._parts = self._parts, []
         cat = {key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
                for key in _RECORD_PARTS}
-        # Every later record is a query still in the pool or one sent from the next window on.
-        settled_ms = min(self.t_s * 1000.0, float(self.pool["send"].min(initial=np.inf)))
+        # Every later record is a query still in the pool or on a path, or one sent from the next window on.
+        settled_ms = min(self.t_s * 1000.0, float(self.pool["send"].min(initial=np.inf)),
+                         *(q.pending_min("send") for q in self.path_queues.values() if q is not None))
         res = cat.pop("resource")
         labels = self._labels()
         values = {key: v for key, v in cat.items() if key not in labels}

@@ -4,14 +4,22 @@ testbed's wires do. A path's links are shared by several paths (on full-edge, co
 co1's antennas to dc1 and the cloud), so one antenna's frames wait for another's, and a link narrowed under a load
 it cannot carry builds a queue that grows while the load lasts (docs/fidelity.md, "A full link").
 
-`PathQueues.waits(...)` returns each message's wait at the links of its path, added to its path leg (delay, jitter
-and transmission, simulator.engine). A message enters its k-th link after the delays and transmissions of the links
-before it and their waits (its path's jitter is drawn once for the whole leg, after the queues). The link
-directions are walked in a topological order of the paths (a link direction comes after every one that some path
-crosses just before it; on a tree such as full-edge every path's links are in that order), one `FifoLinks` per
-level, so that when a level is walked every message's waits before it are known. Where the paths' links make a
-cycle (a network with several routes through one link direction in both orders), each link is walked at its
-position in the path instead, and a link direction at several positions keeps a queue per position.
+`PathQueues.advance(flights, horizon)` takes the messages entering their paths and returns those through every link
+of their paths, each with its wait at the links, added to its path leg (delay, jitter and transmission,
+simulator.engine). A message enters its k-th link after the delays and transmissions of the links before it and
+their waits (its path's jitter is drawn once for the whole leg, after the queues). A message that enters a link at
+or after the call's horizon (the earliest a later call's messages enter) stays on its path, walked no further, and
+is taken up again by the call whose horizon passes that entry: every message entering a link before a call's
+horizon is then walked in that call, in order of entry, and the links are exact FIFO queues across windows (a
+message resent after a link came back, seconds later, waits for every message that entered before it). The link
+directions are walked in levels that rise along every path, one `FifoLinks` per level, so that when a level is
+walked every message's waits before it are known. A path is factorised as `topologies.routes` gives it (the antenna's
+link to its gateway, the gateways' path through the core, the resource's site's link from its gateway; as
+scheduler.pathfigures does), so nothing of size antennas x resources is built: a leaf's link towards its gateway is
+level 0 (a path's first), a core link direction is 1 + its place in a topological order of the core paths (it comes
+after every core direction some core path crosses just before it), and a gateway's link to a leaf comes last.
+Where the core paths make a cycle (a network with routes through two link directions in both orders), a core link
+is walked at its position in the core path instead, and a direction at several positions keeps a queue per position.
 
 Uplink and downlink keep queues of their own (the simulator sends a window's queries before it serves them, and
 each set of queues takes its messages in time order): a link direction that carries queries of one path and
@@ -24,7 +32,6 @@ import numpy as np
 
 from scheduler.timeline import SystemTimeline
 from simulator.links import FifoLinks
-from topologies.model import Topology
 
 
 class PathQueues:
@@ -33,67 +40,128 @@ class PathQueues:
 
     def __init__(self, timeline: SystemTimeline, up: bool) -> None:
         system = timeline.systems[0]
-        topo = system.topology
+        topo, routes = system.topology, system.topology.routes
         index = {(lk.a, lk.b): i for i, lk in enumerate(topo.links)}
+
+        def direction(a: str, b: str) -> int:
+            """The direction id of the link between neighbours a and b, crossed from a."""
+            return 2 * index[(a, b)] if (a, b) in index else 2 * index[(b, a)] + 1
+
+        def leaf(site: str, outwards: bool) -> int:
+            """A leaf's link to its gateway (outwards: from the gateway to the leaf); -1 for a core site."""
+            gw = routes.gateway[site]
+            return -1 if routes.hop[site] is None else (direction(gw, site) if outwards else direction(site, gw))
+
         sites = [r.site for r in system.resources]
-        paths = [[_directions(topo, index, a, s) if up else _directions(topo, index, s, a) for s in sites]
-                 for a in system.antennas]
-        hops = max((len(p) for row in paths for p in row), default=0)
-        self.hops = np.full((len(system.antennas), len(sites), hops), -1, dtype=np.int64)
-        """[antenna, resource, k]: the k-th link direction of the path (2 x link index + 1 when crossed from the
-        link's b to its a), -1 past its end."""
-        for i, row in enumerate(paths):
-            for j, p in enumerate(row):
-                self.hops[i, j, : len(p)] = p
+        ants = list(system.antennas)
+        site_id = {n: i for i, n in enumerate(routes.names)}
+        self.up = up
+        self.first = np.array([leaf(x, False) for x in (ants if up else sites)], dtype=np.int64)
+        """[antenna] up, [resource] down: the path's first link direction (the leaf's link to its gateway), or -1."""
+        self.last = np.array([leaf(x, True) for x in (sites if up else ants)], dtype=np.int64)
+        """[resource] up, [antenna] down: the path's last link direction (the gateway's link to the leaf), or -1."""
+        self.ant_gateway = np.array([routes.core_index[routes.gateway[a]] for a in ants], dtype=np.int64)
+        self.res_gateway = np.array([routes.core_index[routes.gateway[s]] for s in sites], dtype=np.int64)
+        self._ant_site = np.array([site_id[a] for a in ants], dtype=np.int64)
+        self._res_site = np.array([site_id[s] for s in sites], dtype=np.int64)
+        core = routes.core
+        paths = {(i, j): [] for i in range(len(core)) for j in range(len(core))}
+        for i, a in enumerate(core):
+            for j, b in enumerate(core):
+                at, out = a, []
+                for lk in (routes.core_links(a, b) if i != j else ()):
+                    out.append(direction(at, lk.other(at)))
+                    at = lk.other(at)
+                paths[(i, j)] = out
+        width = max((len(p) for p in paths.values()), default=0)
+        self.core = np.full((len(core), len(core), width), -1, dtype=np.int64)
+        """[from gateway, to gateway, k]: the k-th link direction of the core path, -1 past its end."""
+        for (i, j), p in paths.items():
+            self.core[i, j, : len(p)] = p
+        self.core_level = _core_levels(self.core, 2 * len(topo.links))
+        """[from gateway, to gateway, k]: the level each core hop is walked at, from 1 (-1 past the path's end)."""
+        self.top = int(self.core_level.max(initial=0)) + 1
+        """The level of a path's last link (the gateway's link to the leaf)."""
         self.delay_ms = np.array([[lk.delay_ms for lk in s.topology.links] for s in timeline.systems]).reshape(
             len(timeline.systems), len(topo.links))
         """[state, link]: one-way delay (infinite while the link is down)."""
         self.ms_per_byte = np.array([[8.0 / (lk.bw_mbps * 1000.0) for lk in s.topology.links]
                                      for s in timeline.systems]).reshape(len(timeline.systems), len(topo.links))
         """[state, link]: transmission time per byte."""
-        self.level = _levels(self.hops, 2 * len(topo.links))
-        """[antenna, resource, k]: the level each hop is walked at (-1 past the path's end)."""
-        self.queues = [FifoLinks() for _ in range(int(self.level.max(initial=-1)) + 1)]
+        self.queues = [FifoLinks() for _ in range(self.top + 1)] if topo.links else []
+        self._pending: dict[str, np.ndarray] | None = None
+        """The messages still on their paths (`advance`'s flights, with their waits so far and `next`, the hop they
+        enter next)."""
 
-    def waits(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray, enter_ms: np.ndarray, state: np.ndarray,
-              horizon_ms: float) -> np.ndarray:
-        """Returns the wait in ms of each message entering its path at `enter_ms` (finite) with `nbytes`, under the
-        timeline state `state`, at the links of its path; `horizon_ms`: later calls' messages enter from then on."""
-        n = len(ant)
-        wait = np.zeros(n)
-        if not self.queues or n == 0:
-            return wait
-        hops, level = self.hops[ant, res], self.level[ant, res]
-        on = hops >= 0
-        link = np.where(on, hops >> 1, 0)
-        delay = np.where(on, self.delay_ms[state[:, None], link], 0.0)
-        tx = np.where(on, self.ms_per_byte[state[:, None], link] * nbytes[:, None], 0.0)
-        before = np.cumsum(delay + tx, axis=1) - (delay + tx)  # from the path's entry to each hop's
-        for lv, queue in enumerate(self.queues):
-            i, k = np.nonzero(level == lv)
-            if not len(i):
-                continue
-            enter = enter_ms[i] + before[i, k] + wait[i]
-            done = queue.order(hops[i, k], enter, enter + tx[i, k], horizon_ms, tx[i, k])
-            wait[i] += np.maximum(done - enter - tx[i, k], 0.0)
-        return wait
+    def hops(self, ant: np.ndarray, res: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Returns the link directions of the paths [ant, res] in order and the level of each ([n, hops]; -1 past a
+        path's end, and in its middle where it has no such link: a core site's own, an empty core path)."""
+        g_ant, g_res = self.ant_gateway[ant], self.res_gateway[res]
+        first, last = (self.first[ant], self.last[res]) if self.up else (self.first[res], self.last[ant])
+        core = self.core[g_ant, g_res] if self.up else self.core[g_res, g_ant]
+        level = self.core_level[g_ant, g_res] if self.up else self.core_level[g_res, g_ant]
+        hops = np.concatenate([first[:, None], core, last[:, None]], axis=1)
+        level = np.concatenate([np.zeros((len(ant), 1), dtype=np.int64), level,
+                                np.full((len(ant), 1), self.top, dtype=np.int64)], axis=1)
+        here = self._ant_site[ant] == self._res_site[res]  # a resource at the antenna's own site: no path
+        hops[here] = -1
+        return hops, np.where(hops >= 0, level, -1)
+
+    def advance(self, flights: dict[str, np.ndarray], horizon_ms: float) -> dict[str, np.ndarray]:
+        """Takes the messages entering their paths (`flights`: an array per message of `ant`, `res`, `nbytes`, `enter`
+        (ms, finite), `state` (the timeline's state they cross in) and whatever the caller carries with them),
+        walks them and those still on their paths from earlier calls through every link they enter before
+        `horizon_ms`, and returns those through their paths' last links (earlier calls' first), the same arrays and
+        `wait` (ms at the links) and `left` (when it finished sending on its path's last link; `enter` without
+        links). Later calls' messages must enter at or after `horizon_ms`."""
+        n_new = len(flights["enter"])
+        new = {**flights, "wait": np.zeros(n_new), "next": np.zeros(n_new, dtype=np.int64)}
+        f = new if self._pending is None else {key: np.concatenate([self._pending[key], new[key]]) for key in new}
+        n = len(f["enter"])
+        through = np.ones(n, dtype=bool)
+        left = f["enter"].astype(np.float64, copy=True)
+        if n and self.queues:
+            hops, level = self.hops(f["ant"], f["res"])
+            on = hops >= 0
+            link = np.where(on, hops >> 1, 0)
+            delay = np.where(on, self.delay_ms[f["state"][:, None], link], 0.0)
+            tx = np.where(on, self.ms_per_byte[f["state"][:, None], link] * f["nbytes"][:, None], 0.0)
+            before = np.cumsum(delay + tx, axis=1) - (delay + tx)  # from the path's entry to each hop's
+            ahead = np.arange(hops.shape[1])[None, :] >= f["next"][:, None]  # hops not yet crossed
+            for lv, queue in enumerate(self.queues):
+                i, k = np.nonzero((level == lv) & ahead)
+                keep = through[i]
+                i, k = i[keep], k[keep]
+                if not len(i):
+                    continue
+                enter = f["enter"][i] + before[i, k] + f["wait"][i]
+                late = enter >= horizon_ms  # entered after this call's horizon: taken up by a later call
+                through[i[late]] = False
+                f["next"][i[late]] = k[late]
+                i, k, enter = i[~late], k[~late], enter[~late]
+                done = queue.order(hops[i, k], enter, enter + tx[i, k], horizon_ms, tx[i, k])
+                f["wait"][i] += np.maximum(done - enter - tx[i, k], 0.0)
+            last = hops.shape[1] - 1 - np.argmax(on[:, ::-1], axis=1)
+            rows = np.arange(n)
+            left = np.where(on.any(axis=1), f["enter"] + before[rows, last] + tx[rows, last] + f["wait"], f["enter"])
+        self._pending = {key: v[~through] for key, v in f.items()} if not through.all() else None
+        out = {key: v[through] for key, v in f.items() if key != "next"}
+        out["left"] = left[through]
+        return out
+
+    def pending_min(self, key: str) -> float:
+        """Returns the smallest `key` of the messages still on their paths (inf: none)."""
+        return float(self._pending[key].min(initial=np.inf)) if self._pending is not None else np.inf
 
 
-def _directions(topo: Topology, index: dict[tuple[str, str], int], a: str, b: str) -> list[int]:
-    """Returns the link directions of the path from site a to site b, in order."""
-    out, at = [], a
-    for lk in topo.routes.links(a, b):
-        out.append(2 * index[(lk.a, lk.b)] + (0 if lk.a == at else 1))
-        at = lk.other(at)
-    return out
-
-
-def _levels(hops: np.ndarray, n_directions: int) -> np.ndarray:
-    """Returns the level of every hop: the longest chain of link directions before its own over every path (Kahn's
-    order), or, where the paths make a cycle, its position in its path."""
-    nxt: dict[int, set[int]] = {d: set() for d in range(n_directions)}
-    for p in hops.reshape(-1, hops.shape[-1]) if hops.size else ():
+def _core_levels(core: np.ndarray, n_directions: int) -> np.ndarray:
+    """Returns the level of every core hop, from 1: 1 + the longest chain of core link directions before its own over
+    every core path (Kahn's order), or, where the core paths make a cycle, 1 + its position in its path."""
+    nxt: dict[int, set[int]] = {}
+    for p in core.reshape(-1, core.shape[-1]) if core.size else ():
         p = p[p >= 0]
+        for d in p:
+            nxt.setdefault(int(d), set())
         for x, y in zip(p[:-1], p[1:], strict=True):
             nxt[int(x)].add(int(y))
     into = {d: 0 for d in nxt}
@@ -111,8 +179,10 @@ def _levels(hops: np.ndarray, n_directions: int) -> np.ndarray:
             into[y] -= 1
             if into[y] == 0:
                 ready.append(y)
-    positions = np.broadcast_to(np.arange(hops.shape[-1]), hops.shape)
     if seen < len(nxt):  # a cycle: by position
-        return np.where(hops >= 0, positions, -1)
-    lookup = np.array([depth[d] for d in range(n_directions)] + [-1], dtype=np.int64)
-    return lookup[np.where(hops >= 0, hops, n_directions)]
+        positions = np.broadcast_to(np.arange(1, core.shape[-1] + 1), core.shape)
+        return np.where(core >= 0, positions, -1)
+    lookup = np.full(n_directions + 1, -1, dtype=np.int64)
+    for d, v in depth.items():
+        lookup[d] = v + 1
+    return lookup[np.where(core >= 0, core, n_directions)]

@@ -14,7 +14,7 @@ from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from scheduler.timeline import SystemTimeline
 from simulator.engine import SimConfig, Simulation
-from simulator.paths import PathQueues, _levels
+from simulator.paths import PathQueues, _core_levels
 from topologies import load_topology
 from workload.arrivals import RateSchedule, generate_trace
 
@@ -35,34 +35,61 @@ def _resource(system, site: str) -> int:
     return next(r.index for r in system.resources if r.site == site)
 
 
+def _path(q: PathQueues, ant: int, res: int) -> tuple[list[int], list[int]]:
+    """One path's link directions and levels, the gaps (-1) of the factorised form left out."""
+    hops, level = q.hops(np.array([ant]), np.array([res]))
+    keep = hops[0] >= 0
+    return hops[0][keep].tolist(), level[0][keep].tolist()
+
+
 def test_each_path_crosses_its_links_in_order_at_rising_levels() -> None:
     system = build_system(load_topology("full-edge"), load_profiles())
     topo, timeline = system.topology, SystemTimeline.build(system, None)
     up, down = PathQueues(timeline, up=True), PathQueues(timeline, up=False)
-    a1, cloud, co1, here = (system.antenna_index("ant1"), _resource(system, "cloud"), _resource(system, "co1"),
-                            _resource(system, "ant1"))
+    a1, cloud, co1, dc1, here = (system.antenna_index("ant1"), _resource(system, "cloud"), _resource(system, "co1"),
+                                 _resource(system, "dc1"), _resource(system, "ant1"))
     want = [_direction(topo, "ant1", "co1"), _direction(topo, "co1", "dc1"), _direction(topo, "dc1", "cloud")]
-    rest = [-1] * (up.hops.shape[-1] - 3)  # the longest paths: across the hierarchy, ant1 to a resource at ant3
-    assert up.hops.shape[-1] == 6
-    assert up.hops[a1, cloud].tolist() == want + rest and up.level[a1, cloud].tolist() == [0, 1, 2] + rest
+    hops, levels = _path(up, a1, cloud)
+    assert hops == want and levels == sorted(set(levels)) and levels[0] == 0
     back = [_direction(topo, "cloud", "dc1"), _direction(topo, "dc1", "co1"), _direction(topo, "co1", "ant1")]
-    assert down.hops[a1, cloud].tolist() == back + rest
-    assert up.hops[a1, co1].tolist() == [want[0]] + [-1] * 5 and up.level[a1, co1].tolist() == [0] + [-1] * 5
-    assert (up.hops[a1, here] == -1).all()  # a resource at the antenna's own site: no path
-    # dc1 -> co1 is the first link down from dc1 and the second from the cloud: walked after cloud -> dc1, and the
-    # levels rise along every path
-    dc1 = _resource(system, "dc1")
-    assert down.hops[a1, dc1].tolist()[:2] == back[1:]
-    assert down.level[a1, dc1, 0] > down.level[a1, cloud, 0]
+    assert _path(down, a1, cloud)[0] == back
+    assert _path(up, a1, co1)[0] == [want[0]] and _path(up, a1, here) == ([], [])  # no path at its own site
+    # dc1 -> co1 is the first link down from dc1 and the second from the cloud: the same level on both paths
+    from_dc1, from_cloud = _path(down, a1, dc1), _path(down, a1, cloud)
+    assert from_dc1[0] == back[1:] and from_dc1[1][0] == from_cloud[1][1]
+    # every path of every pair: levels rise along it, and a link direction has one level wherever it is crossed
+    ants = np.repeat(np.arange(len(system.antennas)), system.n_resources)
+    ress = np.tile(np.arange(system.n_resources), len(system.antennas))
     for q in (up, down):
-        both = (q.hops[..., 1:] >= 0) & (q.hops[..., :-1] >= 0)
-        assert (np.diff(q.level, axis=-1)[both] > 0).all() and both.any()
+        hops, level = q.hops(ants, ress)
+        for h, lv in zip(hops, level, strict=True):
+            assert np.all(np.diff(lv[h >= 0]) > 0)
+        pairs = {(int(h), int(v)) for h, v in zip(hops[hops >= 0], level[hops >= 0], strict=True)}
+        assert len(pairs) == len({h for h, _ in pairs})
+        assert len(q.queues) == q.top + 1
 
 
-def test_levels_fall_back_to_positions_where_the_paths_make_a_cycle() -> None:
-    hops = np.array([[[0, 2, -1], [2, 0, 4]]])  # 0 before 2 on one path, 2 before 0 on the other
-    assert _levels(hops, 6).tolist() == [[[0, 1, -1], [0, 1, 2]]]
-    assert _levels(np.array([[[0, 2, -1], [2, 4, -1]]]), 6).tolist() == [[[0, 1, -1], [1, 2, -1]]]
+def test_core_levels_fall_back_to_positions_where_the_core_paths_make_a_cycle() -> None:
+    core = np.array([[[0, 2, -1], [2, 0, 4]]])  # 0 before 2 on one path, 2 before 0 on the other
+    assert _core_levels(core, 6).tolist() == [[[1, 2, -1], [1, 2, 3]]]
+    assert _core_levels(np.array([[[0, 2, -1], [2, 4, -1]]]), 6).tolist() == [[[1, 2, -1], [2, 3, -1]]]
+
+
+def test_the_queues_of_a_large_topology_are_built_from_its_core() -> None:
+    """10,000 antennas (100 central offices, 10 data centres): the tables are per antenna, per resource and per pair
+    of core sites, nothing per antenna and resource."""
+    import tempfile
+    from pathlib import Path as P
+
+    from topologies.synthetic import write_full_edge_like
+
+    with tempfile.TemporaryDirectory() as d:
+        topo = load_topology(write_full_edge_like(P(d) / "big.yaml", 10_000))
+    system = build_system(topo, load_profiles())
+    q = PathQueues(SystemTimeline.build(system, None), up=True)
+    assert q.core.shape[:2] == (111, 111) and q.first.shape == (10_000,) and q.last.shape == (system.n_resources,)
+    hops, _ = q.hops(np.array([0]), np.array([system.n_resources - 1]))
+    assert (hops >= 0).sum() >= 2
 
 
 def test_two_antennas_frames_wait_for_each_other_on_the_link_they_share() -> None:
@@ -76,11 +103,37 @@ def test_two_antennas_frames_wait_for_each_other_on_the_link_they_share() -> Non
     dc1, co1 = _resource(system, "dc1"), _resource(system, "co1")
     nbytes = np.full(4, 40_000.0)
     tx = 40_000 * 8 / 1e6  # ms at 1 Gbit/s
-    wait = q.waits(np.array([a1, a2, a1, a2]), np.array([dc1, dc1, dc1, co1]), nbytes,
-                   np.array([0.0, 0.0, 0.1, 0.0]), np.zeros(4, dtype=np.int64), horizon_ms=np.inf)
+    out = q.advance(_flights([a1, a2, a1, a2], [dc1, dc1, dc1, co1], nbytes, [0.0, 0.0, 0.1, 0.0]), np.inf)
     # third: ant1 -> co1 free at tx, entered at 0.1: waits tx - 0.1; it reaches co1 -> dc1 at 1 + 2 tx, when the
     # link is busy until 1 + 3 tx (first, then second): waits tx more
-    assert wait == pytest.approx([0.0, tx, (tx - 0.1) + tx, tx], abs=1e-9)
+    assert out["id"].tolist() == [0, 1, 2, 3]
+    assert out["wait"] == pytest.approx([0.0, tx, (tx - 0.1) + tx, tx], abs=1e-9)
+    # left its last link: the first at 1 + 2 tx (after ant1 -> co1's 1 ms and both transmissions), the others after
+    # their waits; the fourth's path is ant2 -> co1 alone
+    assert out["left"] == pytest.approx([1 + 2 * tx, 1 + 3 * tx, 0.1 + 1 + 2 * tx + (tx - 0.1) + tx, 2 * tx], abs=1e-9)
+
+
+def _flights(ant: list[int], res: list[int], nbytes, enter: list[float]) -> dict[str, np.ndarray]:
+    n = len(ant)
+    return dict(id=np.arange(n), ant=np.array(ant), res=np.array(res), nbytes=np.asarray(nbytes, dtype=float),
+                enter=np.array(enter), state=np.zeros(n, dtype=np.int64))
+
+
+def test_a_message_entering_a_link_after_the_horizon_waits_for_the_next_calls_before_it(tmp_path: Path) -> None:
+    """co1 -> dc1 at 20 Mbit/s. Call 1 (horizon 10): A, 200 kB from ant1, enters its path at 9.5 and co1 -> dc1 at
+    12.1 (1.6 ms on ant1 -> co1, 1 ms on), after the horizon: it stays on its path. Call 2 (horizon 20): B, 10 kB
+    from ant2, enters at 10 and co1 -> dc1 at 11.08, before A: B sends first (4 ms) and A waits for it, 2.98 ms.
+    Decided in call 1, A would have waited for nothing and shared the link with B."""
+    topo = load_topology(_narrowed(tmp_path))
+    system = build_system(topo, load_profiles())
+    q = PathQueues(SystemTimeline.build(system, None), up=True)
+    a1, a2, dc1 = system.antenna_index("ant1"), system.antenna_index("ant2"), _resource(system, "dc1")
+    first = q.advance(_flights([a1], [dc1], [200_000.0], [9.5]), 10.0)
+    assert len(first["id"]) == 0 and q.pending_min("enter") == 9.5
+    second = q.advance({**_flights([a2], [dc1], [10_000.0], [10.0]), "id": np.array([1])}, 20.0)
+    assert second["id"].tolist() == [0, 1] and q.pending_min("enter") == np.inf
+    assert second["wait"] == pytest.approx([2.98, 0.0], abs=1e-9)
+    assert second["left"] == pytest.approx([11.08 + 4.0 + 80.0, 11.08 + 4.0], abs=1e-9)
 
 
 def _narrowed(tmp_path: Path) -> Path:
@@ -118,3 +171,40 @@ def test_a_narrowed_path_link_sends_one_frame_at_a_time_across_antennas(tmp_path
     short = int((gaps < tx[order][1:] - 1e-6).sum())
     assert len(m) > 200 and len(np.unique(rec["antenna"][m])) == 2
     assert short == 0 if queueing else short > 20
+
+
+@pytest.mark.parametrize("policy", ["farthest", "closest"])
+def test_no_link_direction_sends_two_messages_at_once_across_windows(policy: str, monkeypatch) -> None:
+    """The demonstration's events (metro links narrowed to 20 Mbit/s, the cloud cut off from 15 s to 40 s: messages
+    resent seconds later), lambda 6 for 45 s: every send on every path link direction, gathered from every call of
+    every window, starts after the one before it on that direction has ended (queries and answers queue apart)."""
+    from simulator import paths
+    from topologies.events import load_events
+    from workload.args import Workload
+
+    sends: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    order = paths.FifoLinks.order
+
+    def spy(self, link, enter, due, horizon_ms, tx_ms=None):
+        out = order(self, link, enter, due, horizon_ms, tx_ms)
+        if tx_ms is not None and id(self) in queues:
+            sends.append((np.asarray(link) * 2 + queues[id(self)], out - np.asarray(tx_ms), out.copy()))
+        return out
+
+    monkeypatch.setattr(paths.FifoLinks, "order", spy)
+    topo = load_topology("full-edge")
+    system = build_system(topo, load_profiles())
+    trace, _ = Workload(lambda_per_min="6", duration_s=45.0, seed=1, trace=None,
+                        default_duration_s=45.0).build(system.antennas)
+    sim = Simulation(system, trace, SimConfig(duration_s=45.0), seed=1,
+                     events=load_events(ROOT / "examples" / "demo-full-edge.yaml", topo))
+    queues = {id(x): int(up) for up, q in sim.path_queues.items() for x in q.queues}  # queries and answers apart
+    sim.run(policy_index(policy))
+    link = np.concatenate([x[0] for x in sends])
+    start, end = np.concatenate([x[1] for x in sends]), np.concatenate([x[2] for x in sends])
+    overlaps = 0
+    for d in np.unique(link):
+        m = np.flatnonzero(link == d)
+        m = m[np.argsort(start[m], kind="stable")]
+        overlaps += int((start[m][1:] < end[m][:-1] - 1e-6).sum())
+    assert len(link) > 1000 and overlaps == 0
