@@ -28,11 +28,13 @@ class SystemTimeline:
 
     @staticmethod
     def build(system: SystemModel, events: NetworkEvents | None) -> SystemTimeline:
-        """Returns the timeline of a system under the events (one state, the system itself, without any)."""
+        """Returns the timeline of a system under the events (one state, the system itself, without any; the first
+        state is the system with the events at 0 s applied, where there are some)."""
         states = network_states(system.topology, events)
         placed = placement_for(system.topology, system.profiles)  # fixed: a link's change moves no replica
-        systems = [system] + [build_system(dataclasses.replace(s.topology, deployments=placed), system.profiles)
-                              for s in states[1:]]
+        systems = [system if not states[0].events else None] + [None] * (len(states) - 1)
+        systems = [given or build_system(dataclasses.replace(s.topology, deployments=placed), system.profiles)
+                   for given, s in zip(systems, states, strict=True)]  # the first: with the events at 0 s, if any
         for s in systems[1:]:
             assert [r.name for r in s.resources] == [r.name for r in system.resources]
         return SystemTimeline(tuple(s.at_s for s in states), tuple(systems), states)
