@@ -32,10 +32,13 @@ class SystemTimeline:
         state is the system with the events at 0 s applied, where there are some)."""
         states = network_states(system.topology, events)
         placed = placement_for(system.topology, system.profiles)  # fixed: a link's change moves no replica
-        systems = [system if not states[0].events else None] + [None] * (len(states) - 1)
-        systems = [given or build_system(dataclasses.replace(s.topology, deployments=placed), system.profiles)
-                   for given, s in zip(systems, states, strict=True)]  # the first: with the events at 0 s, if any
-        for s in systems[1:]:
+        systems = []
+        for k, state in enumerate(states):
+            if k == 0 and not state.events:  # no event at 0 s: the system itself
+                systems.append(system)
+            else:
+                systems.append(build_system(dataclasses.replace(state.topology, deployments=placed), system.profiles))
+        for s in systems:
             assert [r.name for r in s.resources] == [r.name for r in system.resources]
         return SystemTimeline(tuple(s.at_s for s in states), tuple(systems), states)
 

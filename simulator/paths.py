@@ -28,6 +28,8 @@ answers of another (on full-edge, a binding across the hierarchy) queues them ap
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from scheduler.timeline import SystemTimeline
@@ -78,7 +80,10 @@ class PathQueues:
         """[from gateway, to gateway, k]: the k-th link direction of the core path, -1 past its end."""
         for (i, j), p in paths.items():
             self.core[i, j, : len(p)] = p
-        self.core_level = _core_levels(self.core, 2 * len(topo.links))
+        self.core_level, cyclic = _core_levels(self.core, 2 * len(topo.links))
+        if cyclic:
+            warnings.warn(f"{topo.source}: the core paths cross link directions in both orders (a cycle): each core "
+                          "link queues per position in the path, so it may send two messages at once", stacklevel=2)
         """[from gateway, to gateway, k]: the level each core hop is walked at, from 1 (-1 past the path's end)."""
         self.top = int(self.core_level.max(initial=0)) + 1
         """The level of a path's last link (the gateway's link to the leaf)."""
@@ -154,9 +159,10 @@ class PathQueues:
         return float(self._pending[key].min(initial=np.inf)) if self._pending is not None else np.inf
 
 
-def _core_levels(core: np.ndarray, n_directions: int) -> np.ndarray:
+def _core_levels(core: np.ndarray, n_directions: int) -> tuple[np.ndarray, bool]:
     """Returns the level of every core hop, from 1: 1 + the longest chain of core link directions before its own over
-    every core path (Kahn's order), or, where the core paths make a cycle, 1 + its position in its path."""
+    every core path (Kahn's order), or, where the core paths make a cycle, 1 + its position in its path; and whether
+    they do."""
     nxt: dict[int, set[int]] = {}
     for p in core.reshape(-1, core.shape[-1]) if core.size else ():
         p = p[p >= 0]
@@ -181,8 +187,8 @@ def _core_levels(core: np.ndarray, n_directions: int) -> np.ndarray:
                 ready.append(y)
     if seen < len(nxt):  # a cycle: by position
         positions = np.broadcast_to(np.arange(1, core.shape[-1] + 1), core.shape)
-        return np.where(core >= 0, positions, -1)
+        return np.where(core >= 0, positions, -1), True
     lookup = np.full(n_directions + 1, -1, dtype=np.int64)
     for d, v in depth.items():
         lookup[d] = v + 1
-    return lookup[np.where(core >= 0, core, n_directions)]
+    return lookup[np.where(core >= 0, core, n_directions)], False

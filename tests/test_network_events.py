@@ -127,8 +127,9 @@ def test_the_timeline_keeps_the_resources_and_changes_the_delays(three) -> None:
 
 
 def test_events_at_0_s_are_the_first_state_and_the_simulator_decides_with_them(three) -> None:
-    # a1 -> dc1 at 15 ms from the start: the first state has it (the live schedulers' `at(0)` did, the simulator's
-    # decisions and links did not); a tight stream (24.036 ms at 5 ms, 44.036 at 15, against 40) is rejected
+    # a1 -> dc1 at 15 ms from the start: the first state has it (the simulator's decisions and links and the live
+    # schedulers' `at(0)`, as the live network does); a tight stream (24.036 ms at 5 ms, 44.036 at 15, against 40)
+    # is rejected
     _, system, events = three
     tl = SystemTimeline.build(system, events("events:\n  - {at_s: 0, link: a1-dc1, delay_ms: 15}\n"))
     assert tl.starts_s == (0,) and tl.static and tl.at(0).net_ms[0].tolist() == [15, 35]

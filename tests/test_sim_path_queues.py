@@ -71,8 +71,10 @@ def test_each_path_crosses_its_links_in_order_at_rising_levels() -> None:
 
 def test_core_levels_fall_back_to_positions_where_the_core_paths_make_a_cycle() -> None:
     core = np.array([[[0, 2, -1], [2, 0, 4]]])  # 0 before 2 on one path, 2 before 0 on the other
-    assert _core_levels(core, 6).tolist() == [[[1, 2, -1], [1, 2, 3]]]
-    assert _core_levels(np.array([[[0, 2, -1], [2, 4, -1]]]), 6).tolist() == [[[1, 2, -1], [2, 3, -1]]]
+    levels, cyclic = _core_levels(core, 6)
+    assert levels.tolist() == [[[1, 2, -1], [1, 2, 3]]] and cyclic
+    levels, cyclic = _core_levels(np.array([[[0, 2, -1], [2, 4, -1]]]), 6)
+    assert levels.tolist() == [[[1, 2, -1], [2, 3, -1]]] and not cyclic
 
 
 def test_the_queues_of_a_large_topology_are_built_from_its_core() -> None:
@@ -200,6 +202,10 @@ def test_no_link_direction_sends_two_messages_at_once_across_windows(policy: str
                      events=load_events(ROOT / "examples" / "demo-full-edge.yaml", topo))
     queues = {id(x): int(up) for up, q in sim.path_queues.items() for x in q.queues}  # queries and answers apart
     sim.run(policy_index(policy))
+    assert all(q._pending is None for q in sim.path_queues.values())  # every message came off its path
+    assert int(sim.tally.counts.sum()) == sim.queries_done
+    assert sim.queries_done == sum(int(np.ceil((min(e, 45.0) - s) * f - 1e-9))
+                                   for s, e, f in zip(trace.start_s, trace.end_s, trace.fps, strict=True))
     link = np.concatenate([x[0] for x in sends])
     start, end = np.concatenate([x[1] for x in sends]), np.concatenate([x[2] for x in sends])
     overlaps = 0
@@ -208,3 +214,23 @@ def test_no_link_direction_sends_two_messages_at_once_across_windows(policy: str
         m = m[np.argsort(start[m], kind="stable")]
         overlaps += int((start[m][1:] < end[m][:-1] - 1e-6).sum())
     assert len(link) > 1000 and overlaps == 0
+
+
+@pytest.mark.parametrize("name", ["tiny", "dc-cloud", "co-dc-cloud", "full-edge"])
+def test_the_factorised_hops_are_the_routes_links(name: str) -> None:
+    """Every antenna-to-resource pair of every bundled topology, both ways: the hops `PathQueues.hops` gives are the
+    link directions of `routes.links`, in order."""
+    system = build_system(load_topology(name), load_profiles())
+    topo, timeline = system.topology, SystemTimeline.build(system, None)
+    ants = np.repeat(np.arange(len(system.antennas)), system.n_resources)
+    ress = np.tile(np.arange(system.n_resources), len(system.antennas))
+    for up in (True, False):
+        hops, _ = PathQueues(timeline, up).hops(ants, ress)
+        for a, r, h in zip(ants, ress, hops, strict=True):
+            x, y = system.antennas[a], system.resources[r].site
+            frm, to = (x, y) if up else (y, x)
+            want, at = [], frm
+            for lk in topo.routes.links(frm, to):
+                want.append(_direction(topo, at, lk.other(at)))
+                at = lk.other(at)
+            assert h[h >= 0].tolist() == want, (name, up, x, y)
