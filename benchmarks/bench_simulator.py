@@ -3,7 +3,8 @@
 Figures: simulated queries per second of wall time, without records and streaming them to CSV and to Parquet
 (each against its goal and as a ratio to the run without records; on two cores, where the records writer's thread
 runs beside the simulator, and on one), the simulated/real-time ratio, the run without records with links that do
-not keep order (SimConfig.fifo_links off, which turns the radios' queueing off too: what both cost), peak memory for a short and a 4x longer run (must stay flat), and the p50/p99 cost of one binding decision
+not keep order (SimConfig.fifo_links off, which turns the radios' and the paths' queues off too: what all cost) and
+with the paths' links not queued (SimConfig.path_queueing off: what the paths' queues cost), peak memory for a short and a 4x longer run (must stay flat), and the p50/p99 cost of one binding decision
 against the 50 us goal.
 Run: .venv/bin/python benchmarks/bench_simulator.py [--duration 600] [--lambda 60] [--seed 1] [--results-page]
 (--results-page: also write docs/results/simulator-speed.md).
@@ -43,7 +44,7 @@ CSV_GOAL_QPS, PARQUET_GOAL_QPS = 1.0e6, 1.5e6
 
 
 def one_run(topo: str, lam: float, duration: float, records: str, policy: str = "least-impedance",
-            seed: int = 1, fifo_links: bool = True) -> dict:
+            seed: int = 1, fifo_links: bool = True, path_queueing: bool = True) -> dict:
     """Returns wall time, queries and peak RSS of one simulation (run in this process)."""
     system = build_system(load_topology(topo), load_profiles())
     # The trace `run_testbed.py simulate --lambda LAM --duration D --seed S` generates.
@@ -52,7 +53,8 @@ def one_run(topo: str, lam: float, duration: float, records: str, policy: str = 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"records.{records}"
         writer = RecordWriter(path) if records else None
-        sim = Simulation(system, trace, SimConfig(duration_s=duration, fifo_links=fifo_links), seed=1,
+        sim = Simulation(system, trace, SimConfig(duration_s=duration, fifo_links=fifo_links, path_queueing=path_queueing),
+                         seed=1,
                          record_sink=writer.write if writer else None)
         t, cpu = time.perf_counter(), time.process_time()
         sim.run(policy_index(policy))
@@ -65,11 +67,12 @@ def one_run(topo: str, lam: float, duration: float, records: str, policy: str = 
 
 
 def in_subprocess(topo: str, lam: float, duration: float, records: str, seed: int = 1, cores: str = "0",
-                  fifo_links: bool = True) -> dict:
+                  fifo_links: bool = True, path_queueing: bool = True) -> dict:
     """Runs `one_run` in a fresh process (peak memory is the run's own) pinned to `cores` (taskset's list)."""
     code = (f"import json,sys; sys.path.insert(0,{str(ROOT)!r}); from benchmarks.bench_simulator import one_run; "
             f"one_run({topo!r},{lam!r},5.0,{records!r},seed={seed})\n"  # warm the numba cache and imports
-            f"print(json.dumps(one_run({topo!r},{lam!r},{duration!r},{records!r},seed={seed},fifo_links={fifo_links})))")
+            f"print(json.dumps(one_run({topo!r},{lam!r},{duration!r},{records!r},seed={seed},fifo_links={fifo_links},"
+            f"path_queueing={path_queueing})))")
     cmd = [sys.executable, "-c", code]
     if hasattr(os, "sched_setaffinity"):
         cmd = ["taskset", "-c", cores, *cmd]
@@ -119,6 +122,8 @@ def main() -> None:
     core_qps = core["queries"] / core["wall_s"]
     free = in_subprocess(args.topo, lam, duration, records="", seed=seed, cores="0,1", fifo_links=False)
     free_qps = free["queries"] / free["wall_s"]
+    unqueued = in_subprocess(args.topo, lam, duration, records="", seed=seed, cores="0,1", path_queueing=False)
+    unqueued_qps = unqueued["queries"] / unqueued["wall_s"]
     for name, r, goal in runs:
         qps = r["queries"] / r["wall_s"]
         against = "" if r is core else f"{qps / core_qps:.2f}x the run without records, "
@@ -129,8 +134,12 @@ def main() -> None:
                      f"; simulated/real time = {r['sim_s'] / r['wall_s']:.0f}x{size}")
         print(lines[-1])
     lines.append(f"  {'without records, links not FIFO':30s}: {free['queries']} queries in {free['wall_s']:.2f} s = "
-                 f"{free_qps / 1e6:.2f} M queries/s (keeping links FIFO and radios queued, the default, runs at "
-                 f"{core_qps / free_qps:.2f}x this)")
+                 f"{free_qps / 1e6:.2f} M queries/s (keeping links FIFO, radios and paths queued, the default, runs "
+                 f"at {core_qps / free_qps:.2f}x this)")
+    print(lines[-1])
+    lines.append(f"  {'without records, paths unqueued':30s}: {unqueued['queries']} queries in {unqueued['wall_s']:.2f} s "
+                 f"= {unqueued_qps / 1e6:.2f} M queries/s (the paths' queues, the default, run at "
+                 f"{core_qps / unqueued_qps:.2f}x this)")
     print(lines[-1])
     rec = runs[1][1]
     long = in_subprocess(args.topo, lam, duration * 4, records="csv", seed=seed, cores="0,1")
@@ -147,7 +156,8 @@ def main() -> None:
                 "Parquet (each against its goal, and as a share of the run without records; on two cores the records "
                 "writer formats, compresses and writes in its thread while the simulator runs, on one core it "
                 "cannot; CPU seconds of the whole process beside the wall time; file size per query), the simulated/real "
-                "time ratio, peak memory for the run and one 4x longer (flat is ~1), and the cost of one binding "
+                "time ratio, the run without records with links that do not keep order and with the paths' links "
+                "unqueued (what keeping order and the queues cost), peak memory for the run and one 4x longer (flat is ~1), and the cost of one binding "
                 "decision (`Scheduler.decide`) against the 50 us goal.\n\n```text\n" + "\n".join(lines)
                 + f"\n```\n\nThe benchmark took {time.perf_counter() - t0:.0f} s.\n")
         print(f"wrote {write_results_page(args.results_page, 'Simulator speed', body)}")
