@@ -12,14 +12,15 @@ or after the call's horizon (the earliest a later call's messages enter) stays o
 is taken up again by the call whose horizon passes that entry: every message entering a link before a call's
 horizon is then walked in that call, in order of entry, and the links are exact FIFO queues across windows (a
 message resent after a link came back, seconds later, waits for every message that entered before it). The link
-directions are walked in levels that rise along every path, one `FifoLinks` per level, so that when a level is
-walked every message's waits before it are known. A path is factorised as `topologies.routes` gives it (the antenna's
+directions are walked in levels that rise along every path, so that when a level is walked every message's waits
+before it are known; each link direction keeps when it is free to send again across calls. A path is factorised as `topologies.routes` gives it (the antenna's
 link to its gateway, the gateways' path through the core, the resource's site's link from its gateway; as
 scheduler.pathfigures does), so nothing of size antennas x resources is built: a leaf's link towards its gateway is
 level 0 (a path's first), a core link direction is 1 + its place in a topological order of the core paths (it comes
 after every core direction some core path crosses just before it), and a gateway's link to a leaf comes last.
 Where the core paths make a cycle (a network with routes through two link directions in both orders), a core link
-is walked at its position in the core path instead, and a direction at several positions keeps a queue per position.
+is walked at its position in the core path instead: a direction at several positions still sends one message at a
+time, but takes them position by position, not always in the order they entered.
 
 Uplink and downlink keep queues of their own (the simulator sends a window's queries before it serves them, and
 each set of queues takes its messages in time order): a link direction that carries queries of one path and
@@ -31,9 +32,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from numba import njit
 
 from scheduler.timeline import SystemTimeline
-from simulator.links import FifoLinks
 
 
 class PathQueues:
@@ -82,8 +83,9 @@ class PathQueues:
             self.core[i, j, : len(p)] = p
         self.core_level, cyclic = _core_levels(self.core, 2 * len(topo.links))
         if cyclic:
-            warnings.warn(f"{topo.source}: the core paths cross link directions in both orders (a cycle): each core "
-                          "link queues per position in the path, so it may send two messages at once", stacklevel=2)
+            warnings.warn(f"{topo.source}: the core paths cross link directions in both orders (a cycle): a core link "
+                          "takes its messages position by position in the path, not always in the order they entered",
+                          stacklevel=2)
         """[from gateway, to gateway, k]: the level each core hop is walked at, from 1 (-1 past the path's end)."""
         self.top = int(self.core_level.max(initial=0)) + 1
         """The level of a path's last link (the gateway's link to the leaf)."""
@@ -93,7 +95,12 @@ class PathQueues:
         self.ms_per_byte = np.array([[8.0 / (lk.bw_mbps * 1000.0) for lk in s.topology.links]
                                      for s in timeline.systems]).reshape(len(timeline.systems), len(topo.links))
         """[state, link]: transmission time per byte."""
-        self.queues = [FifoLinks() for _ in range(self.top + 1)] if topo.links else []
+        self.n_levels = self.top + 1 if topo.links else 0
+        self.free_ms = np.full(2 * len(topo.links), -np.inf)
+        """[link direction]: when it is free to send again (every message that entered it before the last call's
+        horizon walked)."""
+        self.sends: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None
+        """When a list: each call appends (link direction, entry, start, end) of the sends it walked (for checks)."""
         self._pending: dict[str, np.ndarray] | None = None
         """The messages still on their paths (`advance`'s flights, with their waits so far and `next`, the hop they
         enter next)."""
@@ -101,16 +108,12 @@ class PathQueues:
     def hops(self, ant: np.ndarray, res: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Returns the link directions of the paths [ant, res] in order and the level of each ([n, hops]; -1 past a
         path's end, and in its middle where it has no such link: a core site's own, an empty core path)."""
-        g_ant, g_res = self.ant_gateway[ant], self.res_gateway[res]
-        first, last = (self.first[ant], self.last[res]) if self.up else (self.first[res], self.last[ant])
-        core = self.core[g_ant, g_res] if self.up else self.core[g_res, g_ant]
-        level = self.core_level[g_ant, g_res] if self.up else self.core_level[g_res, g_ant]
-        hops = np.concatenate([first[:, None], core, last[:, None]], axis=1)
-        level = np.concatenate([np.zeros((len(ant), 1), dtype=np.int64), level,
-                                np.full((len(ant), 1), self.top, dtype=np.int64)], axis=1)
-        here = self._ant_site[ant] == self._res_site[res]  # a resource at the antenna's own site: no path
-        hops[here] = -1
-        return hops, np.where(hops >= 0, level, -1)
+        width = self.core.shape[2] + 2
+        hops, level = np.empty((len(ant), width), np.int64), np.empty((len(ant), width), np.int64)
+        _fill(np.asarray(ant, np.int64), np.asarray(res, np.int64), self.up, self.first, self.last, self.core,
+              self.core_level, self.ant_gateway, self.res_gateway, self._ant_site, self._res_site, self.top, hops,
+              level)
+        return hops, level
 
     def advance(self, flights: dict[str, np.ndarray], horizon_ms: float) -> dict[str, np.ndarray]:
         """Takes the messages entering their paths (`flights`: an array per message of `ant`, `res`, `nbytes`, `enter`
@@ -125,32 +128,23 @@ class PathQueues:
         n = len(f["enter"])
         through = np.ones(n, dtype=bool)
         left = f["enter"].astype(np.float64, copy=True)
-        if n and self.queues:
+        if n and self.n_levels:
             hops, level = self.hops(f["ant"], f["res"])
-            on = hops >= 0
-            link = np.where(on, hops >> 1, 0)
-            delay = np.where(on, self.delay_ms[f["state"][:, None], link], 0.0)
-            tx = np.where(on, self.ms_per_byte[f["state"][:, None], link] * f["nbytes"][:, None], 0.0)
-            before = np.cumsum(delay + tx, axis=1) - (delay + tx)  # from the path's entry to each hop's
-            ahead = np.arange(hops.shape[1])[None, :] >= f["next"][:, None]  # hops not yet crossed
-            for lv, queue in enumerate(self.queues):
-                i, k = np.nonzero((level == lv) & ahead)
-                keep = through[i]
-                i, k = i[keep], k[keep]
-                if not len(i):
-                    continue
-                enter = f["enter"][i] + before[i, k] + f["wait"][i]
-                late = enter >= horizon_ms  # entered after this call's horizon: taken up by a later call
-                through[i[late]] = False
-                f["next"][i[late]] = k[late]
-                i, k, enter = i[~late], k[~late], enter[~late]
-                done = queue.order(hops[i, k], enter, enter + tx[i, k], horizon_ms, tx[i, k])
-                f["wait"][i] += np.maximum(done - enter - tx[i, k], 0.0)
-            last = hops.shape[1] - 1 - np.argmax(on[:, ::-1], axis=1)
-            rows = np.arange(n)
-            left = np.where(on.any(axis=1), f["enter"] + before[rows, last] + tx[rows, last] + f["wait"], f["enter"])
-        self._pending = {key: v[~through] for key, v in f.items()} if not through.all() else None
-        out = {key: v[through] for key, v in f.items() if key != "next"}
+            record = self.sends is not None
+            start = np.full((3, n, hops.shape[1]) if record else (3, 0, 0), np.nan)
+            _walk(hops, level, np.asarray(f["state"], np.int64), np.asarray(f["nbytes"], np.float64), self.delay_ms,
+                  self.ms_per_byte, left, f["wait"], f["next"], through, float(horizon_ms), self.free_ms,
+                  self.n_levels, start)
+            if record:
+                sent = np.isfinite(start[1])
+                self.sends.append((hops[sent], start[0][sent], start[1][sent], start[2][sent]))
+        if through.all():
+            self._pending = None
+            out = f
+            del out["next"]
+        else:
+            self._pending = {key: v[~through] for key, v in f.items()}
+            out = {key: v[through] for key, v in f.items() if key != "next"}
         out["left"] = left[through]
         return out
 
@@ -192,3 +186,103 @@ def _core_levels(core: np.ndarray, n_directions: int) -> tuple[np.ndarray, bool]
     for d, v in depth.items():
         lookup[d] = v + 1
     return lookup[np.where(core >= 0, core, n_directions)], False
+
+
+@njit(cache=True)
+def _fill(ant: np.ndarray, res: np.ndarray, up: bool, first: np.ndarray, last: np.ndarray, core: np.ndarray,
+          core_level: np.ndarray, ant_gw: np.ndarray, res_gw: np.ndarray, ant_site: np.ndarray, res_site: np.ndarray,
+          top: int, hops: np.ndarray, level: np.ndarray) -> None:
+    """Fills each message's row of `hops` and `level` ([n, core hops + 2]): its first leaf's link to its gateway
+    (level 0), the core path between the gateways (its levels), the gateway's link to the last leaf (level `top`);
+    -1 where a path has no such link, and all -1 for a resource at the antenna's own site."""
+    hc = core.shape[2]
+    for i in range(len(ant)):
+        a, r = ant[i], res[i]
+        for k in range(hc + 2):
+            hops[i, k] = -1
+            level[i, k] = -1
+        if ant_site[a] == res_site[r]:
+            continue
+        if up:
+            f, x, g1, g2 = first[a], last[r], ant_gw[a], res_gw[r]
+        else:
+            f, x, g1, g2 = first[r], last[a], res_gw[r], ant_gw[a]
+        if f >= 0:
+            hops[i, 0], level[i, 0] = f, 0
+        for k in range(hc):
+            if core[g1, g2, k] >= 0:
+                hops[i, k + 1], level[i, k + 1] = core[g1, g2, k], core_level[g1, g2, k]
+        if x >= 0:
+            hops[i, hc + 1], level[i, hc + 1] = x, top
+
+
+@njit(cache=True)
+def _walk(hops: np.ndarray, level: np.ndarray, state: np.ndarray, nbytes: np.ndarray, delay_ms: np.ndarray,
+          ms_per_byte: np.ndarray, left: np.ndarray, wait: np.ndarray, nxt: np.ndarray, through: np.ndarray,
+          horizon_ms: float, free: np.ndarray, n_levels: int, start: np.ndarray) -> None:
+    """Walks messages through the links of their paths, level by level (`hops`, `level`: [n, hops]; each link's
+    delay and transmission from the [state, link] tables; `left` holds each message's entry into its path and gets
+    when it finished sending on its last link): at each level, the messages whose hop there they enter before the
+    horizon, in order of entry (ties in the order given), each waiting until its link direction is free (`free`,
+    kept across calls) and keeping it busy for its transmission (`wait` adds up the waits); one that enters at or
+    after the horizon stops there (`through` false, `nxt` that hop). Where `start` [3, n, hops] is not empty, it
+    gets each walked hop's entry, start and end of sending."""
+    n, h = hops.shape
+    before = np.zeros((n, h))  # from the path's entry to each hop's, without waits
+    tx = np.zeros((n, h))
+    count = np.zeros(n_levels + 1, np.int64)
+    for i in range(n):
+        acc = 0.0
+        for k in range(h):
+            before[i, k] = acc
+            d = hops[i, k]
+            if d >= 0:
+                tx[i, k] = ms_per_byte[state[i], d >> 1] * nbytes[i]
+                acc += delay_ms[state[i], d >> 1] + tx[i, k]
+                if k >= nxt[i]:
+                    count[level[i, k] + 1] += 1
+    for lv in range(n_levels):
+        count[lv + 1] += count[lv]
+    pair_i = np.empty(count[n_levels], np.int64)
+    pair_k = np.empty(count[n_levels], np.int64)
+    fill = count.copy()
+    for i in range(n):
+        for k in range(nxt[i], h):
+            if hops[i, k] >= 0:
+                j = fill[level[i, k]]
+                pair_i[j], pair_k[j] = i, k
+                fill[level[i, k]] += 1
+    enter = np.empty(n)
+    at = np.empty(n, np.int64)
+    for lv in range(n_levels):
+        m = 0
+        for j in range(count[lv], count[lv + 1]):
+            i, k = pair_i[j], pair_k[j]
+            if not through[i]:
+                continue
+            e = left[i] + before[i, k] + wait[i]
+            if e >= horizon_ms:  # entered after this call's horizon: a later call walks it on from here
+                through[i] = False
+                nxt[i] = k
+            else:
+                enter[m], at[m] = e, j
+                m += 1
+        if m == 0:
+            continue
+        for q in np.argsort(enter[:m], kind="mergesort"):
+            i, k = pair_i[at[q]], pair_k[at[q]]
+            d = hops[i, k]
+            w = free[d] - enter[q]
+            if not w > 0.0:
+                w = 0.0
+            free[d] = enter[q] + w + tx[i, k]
+            wait[i] += w
+            if start.shape[1]:
+                start[0, i, k], start[1, i, k], start[2, i, k] = enter[q], enter[q] + w, free[d]
+    for i in range(n):
+        if not through[i]:
+            continue
+        for k in range(h - 1, -1, -1):
+            if hops[i, k] >= 0:
+                left[i] = left[i] + before[i, k] + tx[i, k] + wait[i]
+                break

@@ -66,7 +66,7 @@ def test_each_path_crosses_its_links_in_order_at_rising_levels() -> None:
             assert np.all(np.diff(lv[h >= 0]) > 0)
         pairs = {(int(h), int(v)) for h, v in zip(hops[hops >= 0], level[hops >= 0], strict=True)}
         assert len(pairs) == len({h for h, _ in pairs})
-        assert len(q.queues) == q.top + 1
+        assert q.n_levels == q.top + 1
 
 
 def test_core_levels_fall_back_to_positions_where_the_core_paths_make_a_cycle() -> None:
@@ -176,44 +176,36 @@ def test_a_narrowed_path_link_sends_one_frame_at_a_time_across_antennas(tmp_path
 
 
 @pytest.mark.parametrize("policy", ["farthest", "closest"])
-def test_no_link_direction_sends_two_messages_at_once_across_windows(policy: str, monkeypatch) -> None:
+def test_no_link_direction_sends_two_messages_at_once_across_windows(policy: str) -> None:
     """The demonstration's events (metro links narrowed to 20 Mbit/s, the cloud cut off from 15 s to 40 s: messages
     resent seconds later), lambda 6 for 45 s: every send on every path link direction, gathered from every call of
-    every window, starts after the one before it on that direction has ended (queries and answers queue apart)."""
-    from simulator import paths
+    every window, starts after the one before it on that direction has ended, in the order they entered (queries
+    and answers queue apart)."""
     from topologies.events import load_events
     from workload.args import Workload
 
-    sends: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    order = paths.FifoLinks.order
-
-    def spy(self, link, enter, due, horizon_ms, tx_ms=None):
-        out = order(self, link, enter, due, horizon_ms, tx_ms)
-        if tx_ms is not None and id(self) in queues:
-            sends.append((np.asarray(link) * 2 + queues[id(self)], out - np.asarray(tx_ms), out.copy()))
-        return out
-
-    monkeypatch.setattr(paths.FifoLinks, "order", spy)
     topo = load_topology("full-edge")
     system = build_system(topo, load_profiles())
     trace, _ = Workload(lambda_per_min="6", duration_s=45.0, seed=1, trace=None,
                         default_duration_s=45.0).build(system.antennas)
     sim = Simulation(system, trace, SimConfig(duration_s=45.0), seed=1,
                      events=load_events(ROOT / "examples" / "demo-full-edge.yaml", topo))
-    queues = {id(x): int(up) for up, q in sim.path_queues.items() for x in q.queues}  # queries and answers apart
+    for q in sim.path_queues.values():
+        q.sends = []
     sim.run(policy_index(policy))
     assert all(q._pending is None for q in sim.path_queues.values())  # every message came off its path
     assert int(sim.tally.counts.sum()) == sim.queries_done
     assert sim.queries_done == sum(int(np.ceil((min(e, 45.0) - s) * f - 1e-9))
                                    for s, e, f in zip(trace.start_s, trace.end_s, trace.fps, strict=True))
-    link = np.concatenate([x[0] for x in sends])
-    start, end = np.concatenate([x[1] for x in sends]), np.concatenate([x[2] for x in sends])
-    overlaps = 0
+    sends = [(d * 2 + int(up), *x) for up, q in sim.path_queues.items() for d, *x in q.sends]  # apart
+    link, enter, start, end = (np.concatenate([x[j] for x in sends]) for j in range(4))
+    overlaps, overtaken = 0, 0
     for d in np.unique(link):
         m = np.flatnonzero(link == d)
         m = m[np.argsort(start[m], kind="stable")]
         overlaps += int((start[m][1:] < end[m][:-1] - 1e-6).sum())
-    assert len(link) > 1000 and overlaps == 0
+        overtaken += int((enter[m][1:] < enter[m][:-1] - 1e-6).sum())  # sent before one that entered earlier
+    assert len(link) > 1000 and overlaps == 0 and overtaken == 0
 
 
 @pytest.mark.parametrize("name", ["tiny", "dc-cloud", "co-dc-cloud", "full-edge"])
