@@ -13,9 +13,9 @@ is taken up again by the call whose horizon passes that entry: every message ent
 horizon is then walked in that call, in order of entry, and the links are exact FIFO queues across windows (a
 message resent after a link came back, seconds later, waits for every message that entered before it). The link
 directions are walked in levels that rise along every path, so that when a level is walked every message's waits
-before it are known; each link direction keeps when it is free to send again across calls. A path is factorised as `topologies.routes` gives it (the antenna's
-link to its gateway, the gateways' path through the core, the resource's site's link from its gateway; as
-scheduler.pathfigures does), so nothing of size antennas x resources is built: a leaf's link towards its gateway is
+before it are known; each link direction keeps when it is free to send again across calls. A path is factorised
+as `topologies.routes` gives it (the antenna's link to its gateway, the gateways' path through the core, the
+resource's site's link from its gateway; as scheduler.pathfigures does), so nothing of size antennas x resources is built: a leaf's link towards its gateway is
 level 0 (a path's first), a core link direction is 1 + its place in a topological order of the core paths (it comes
 after every core direction some core path crosses just before it), and a gateway's link to a leaf comes last.
 Where the core paths make a cycle (a network with routes through two link directions in both orders), a core link
@@ -121,7 +121,11 @@ class PathQueues:
         walks them and those still on their paths from earlier calls through every link they enter before
         `horizon_ms`, and returns those through their paths' last links (earlier calls' first), the same arrays and
         `wait` (ms at the links) and `left` (when it finished sending on its path's last link; `enter` without
-        links). Later calls' messages must enter at or after `horizon_ms`."""
+        links); where every message is through, the arrays are the ones given (not copies). Later calls' messages
+        must enter at or after `horizon_ms`."""
+        if not np.isfinite(flights["enter"]).all():
+            raise ValueError("PathQueues.advance: a message entering its path at a time that is not finite (one "
+                             "across a link that is down is the caller's to leave out)")
         n_new = len(flights["enter"])
         new = {**flights, "wait": np.zeros(n_new), "next": np.zeros(n_new, dtype=np.int64)}
         f = new if self._pending is None else {key: np.concatenate([self._pending[key], new[key]]) for key in new}

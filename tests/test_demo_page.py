@@ -48,7 +48,7 @@ def test_the_page_prints_the_verdicts_cause_and_the_other_work_at_its_largest(tm
                                        "first_full_s": 38.0, "busy_max": 1.0, "wait_max_ms": 433.0}]
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     body = _demo_page().page(tmp_path, 284.0)
-    assert "| closest | co1-dc1 | co1->dc1 | 7 | 38 | 1.00 | 433.0 | no |" in body
+    assert "| closest | co1-dc1 | co1->dc1 | 7 | 38 | 1.00 | 433.0 |" in body
     assert "others made with the same command" not in body
     again = _demo_page().page(tmp_path, 284.0, (tmp_path,))  # the same run twice: two rows
     row = ("| not faithful | real-inference overrun p95 0.379 > 0.25; cause: the host slowed the real-inference core "

@@ -226,3 +226,29 @@ def test_the_factorised_hops_are_the_routes_links(name: str) -> None:
                 want.append(_direction(topo, at, lk.other(at)))
                 at = lk.other(at)
             assert h[h >= 0].tolist() == want, (name, up, x, y)
+
+
+def test_a_link_at_two_levels_still_sends_one_message_at_a_time() -> None:
+    """A cyclic core walks a link direction at each of its positions (levels 1 and 2 here): the second level's
+    message, entering before the first level's ended its send, waits for it (taken position by position, so it is
+    overtaken by one that entered after it), and no two sends overlap; a message entering at a time that is not
+    finite is refused."""
+    from simulator.paths import _walk
+
+    hops = np.array([[0, -1], [2, 0]])  # direction 0 first on one path, second on the other
+    level = np.array([[1, -1], [1, 2]])
+    state, nbytes = np.zeros(2, np.int64), np.array([1000.0, 1000.0])
+    delay_ms, ms_per_byte = np.array([[0.5, 0.5]]), np.array([[0.01, 0.01]])  # 10 ms per message per link
+    left, wait = np.array([0.0, -10.8]), np.zeros(2)
+    nxt, through, free = np.zeros(2, np.int64), np.ones(2, bool), np.full(4, -np.inf)
+    start = np.full((3, 2, 2), np.nan)
+    _walk(hops, level, state, nbytes, delay_ms, ms_per_byte, left, wait, nxt, through, np.inf, free, 3, start)
+    # the second enters direction 0 at -10.8 + 10 + 0.5 = -0.3, before the first (at 0), but is walked a level
+    # later: it waits until the first has sent, at 10 (overtaken), and the two sends do not overlap
+    assert start[1, 0, 0] == 0.0 and start[2, 0, 0] == pytest.approx(10.0)
+    assert start[0, 1, 1] == pytest.approx(-0.3) and start[1, 1, 1] == pytest.approx(10.0)
+    assert wait.tolist() == pytest.approx([0.0, 10.3])
+    system = build_system(load_topology("full-edge"), load_profiles())
+    q = PathQueues(SystemTimeline.build(system, None), up=True)
+    with pytest.raises(ValueError, match="not finite"):
+        q.advance(_flights([0], [0], [1000.0], [np.nan]), 10.0)

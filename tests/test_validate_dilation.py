@@ -191,7 +191,7 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
                      r"0\.\d{3} / -?\d\.\d{3} \| 5\.00 / 0\.00 \| 5\.00 \| faithful \| 0\.70 \| NO \(windows\) \| 1500 \|",
                      body)
     # load-balancing: its windows are judged too (the simulator's own correlation is below 0.95), and it kept none
-    assert ("| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | -0.023 / -0.027 | - | - | "
+    assert ("| 20 | 1 | 4 | 120 | load-balancing | 0.900 | 0.870 | -3.00 | 0.960 | -0.034 / -0.045 | - | - | "
             "faithful | - | NO (success, windows) | 1500 |") in body
     # a simulator tie (least-impedance, load-balancing) may come out either way (rho 0.866); a strict order may not
     assert "| least-impedance | 1.000 | 0.999 | -0.10 | 0.960 | - | - | - | faithful | - | yes |" in body
