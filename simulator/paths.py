@@ -15,9 +15,10 @@ message resent after a link came back, seconds later, waits for every message th
 directions are walked in levels that rise along every path, so that when a level is walked every message's waits
 before it are known; each link direction keeps when it is free to send again across calls. A path is factorised
 as `topologies.routes` gives it (the antenna's link to its gateway, the gateways' path through the core, the
-resource's site's link from its gateway; as scheduler.pathfigures does), so nothing of size antennas x resources is built: a leaf's link towards its gateway is
-level 0 (a path's first), a core link direction is 1 + its place in a topological order of the core paths (it comes
-after every core direction some core path crosses just before it), and a gateway's link to a leaf comes last.
+resource's site's link from its gateway; as scheduler.pathfigures does), so nothing of size antennas x resources
+is built: a leaf's link towards its gateway is level 0 (a path's first), a core link direction is 1 + its place in
+a topological order of the core paths (it comes after every core direction some core path crosses just before it),
+and a gateway's link to a leaf comes last.
 Where the core paths make a cycle (a network with routes through two link directions in both orders), a core link
 is walked at its position in the core path instead: a direction at several positions still sends one message at a
 time, but takes them position by position, not always in the order they entered.
