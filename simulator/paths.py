@@ -83,11 +83,11 @@ class PathQueues:
         for (i, j), p in paths.items():
             self.core[i, j, : len(p)] = p
         self.core_level, cyclic = _core_levels(self.core, 2 * len(topo.links))
+        """[from gateway, to gateway, k]: the level each core hop is walked at, from 1 (-1 past the path's end)."""
         if cyclic:
             warnings.warn(f"{topo.source}: the core paths cross link directions in both orders (a cycle): a core link "
                           "takes its messages position by position in the path, not always in the order they entered",
                           stacklevel=2)
-        """[from gateway, to gateway, k]: the level each core hop is walked at, from 1 (-1 past the path's end)."""
         self.top = int(self.core_level.max(initial=0)) + 1
         """The level of a path's last link (the gateway's link to the leaf)."""
         self.delay_ms = np.array([[lk.delay_ms for lk in s.topology.links] for s in timeline.systems]).reshape(
