@@ -23,7 +23,9 @@ sys.stdin.read()
 """
 
 
-def test_a_daemons_send_buffer_is_widened_for_the_run_and_put_back(tmp_path: Path) -> None:
+def test_a_daemons_send_buffer_is_widened_for_the_run_and_put_back(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("testbed.record.ACTIVE_DIR", tmp_path / "active")  # not the machine's index of runs
     daemon = subprocess.Popen([sys.executable, "-c", DAEMON], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         fd = int(daemon.stdout.readline())  # type: ignore[union-attr]
