@@ -28,7 +28,7 @@ from scheduler.system import RESPONSE_BYTES, SystemModel
 from scheduler.timeline import SystemTimeline
 from scheduler.window import N_CLASSES, WindowMeasurement, stream_classes
 from simulator.batching import DONE, PENDING_ADMITTED, PENDING_NEW, REJECTED_FULL, serve_window
-from simulator.crossing import MAX_RETRANSMIT_MS, Crossing, Legs  # noqa: F401 (re-exported)
+from simulator.crossing import Crossing
 from simulator.links import FifoLinks
 from simulator.paths import PathQueues
 from topologies.events import NetworkEvents

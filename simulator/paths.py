@@ -69,7 +69,7 @@ class PathQueues:
         self._ant_site = np.array([site_id[a] for a in ants], dtype=np.int64)
         self._res_site = np.array([site_id[s] for s in sites], dtype=np.int64)
         core = routes.core
-        paths = {(i, j): [] for i in range(len(core)) for j in range(len(core))}
+        paths: dict[tuple[int, int], list[int]] = {}
         for i, a in enumerate(core):
             for j, b in enumerate(core):
                 at, out = a, []

@@ -1,4 +1,4 @@
-"""The simulator's retransmissions taken together (simulator/engine.py `_retransmitted`) against the one-message-
+"""The simulator's retransmissions taken together (simulator/crossing.py `_retransmitted`) against the one-message-
 at-a-time rule they implement, bit for bit, on links with jitter and loss that go down and come back many times."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 from live.spec import RunSpec
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
-from simulator.engine import MAX_RETRANSMIT_MS, SimConfig, Simulation
+from simulator.crossing import MAX_RETRANSMIT_MS
+from simulator.engine import SimConfig, Simulation
 from topologies import load_topology
 from topologies.events import load_events
 
