@@ -32,7 +32,7 @@ from numba import njit
 
 
 @njit(cache=True)
-def _entry_order(enter: np.ndarray) -> np.ndarray:
+def entry_order(enter: np.ndarray) -> np.ndarray:
     """Returns the indices of `enter` in ascending order (ties in index order): a bucket sort over n buckets of
     equal width, then insertion within each (O(n) for the spread a window's messages have; -inf first)."""
     n = len(enter)
@@ -168,7 +168,7 @@ class FifoLinks:
         fifo = np.empty(n)
         m = n + len(self.base_link)
         base_link, base_free, base_due = np.empty(m, dtype=np.int64), np.empty(m), np.empty(m)
-        n_base = _fifo(link, enter_ms, due_ms, tx_ms, _entry_order(enter_ms), horizon_ms, self.base_link,
+        n_base = _fifo(link, enter_ms, due_ms, tx_ms, entry_order(enter_ms), horizon_ms, self.base_link,
                        self.base_free_ms, self.base_due_ms, fifo, base_link, base_free, base_due)
         if every:
             out = fifo[n_old:]

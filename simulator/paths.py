@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit
 
 from scheduler.timeline import SystemTimeline
+from simulator.links import entry_order
 
 
 class PathQueues:
@@ -274,7 +275,7 @@ def _walk(hops: np.ndarray, level: np.ndarray, state: np.ndarray, nbytes: np.nda
                 m += 1
         if m == 0:
             continue
-        for q in np.argsort(enter[:m], kind="mergesort"):
+        for q in entry_order(enter[:m]):
             i, k = pair_i[at[q]], pair_k[at[q]]
             d = hops[i, k]
             w = free[d] - enter[q]

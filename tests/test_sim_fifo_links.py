@@ -10,7 +10,7 @@ from scheduler.core import policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
 from simulator.engine import SimConfig, Simulation
-from simulator.links import FifoLinks, _entry_order
+from simulator.links import FifoLinks, entry_order
 from topologies import load_topology
 from workload.arrivals import RateSchedule, generate_trace
 
@@ -135,7 +135,7 @@ def test_entry_order_is_a_stable_sort_on_edge_cases() -> None:
     for enter in ([], [3.0], [-np.inf, -np.inf], [5.0, 5.0, 5.0, 1.0], [0.0, 1e9, 1.0, -np.inf, 1e9, 0.5],
                   list(np.repeat([7.0, 2.0, 9.0], 50))):
         e = np.array(enter, dtype=float)
-        np.testing.assert_array_equal(_entry_order(e), np.argsort(e, kind="stable"))
+        np.testing.assert_array_equal(entry_order(e), np.argsort(e, kind="stable"))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
