@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from simulator.links import entry_order
+
 PENDING_NEW, PENDING_ADMITTED, DONE, REJECTED_FULL = 0, 1, 2, 3
 
 
@@ -99,3 +101,29 @@ def serve_window(seg: np.ndarray, t_arr: np.ndarray, nbytes: np.ndarray, admitte
         for j in range(i, b):
             if status[j] != REJECTED_FULL:
                 status[j] = PENDING_NEW
+
+
+@njit(cache=True)
+def serve_order(res: np.ndarray, t_arr: np.ndarray, admitted: np.ndarray, n_res: int) -> np.ndarray:
+    """Returns the order `serve_window` takes a window's queries in: by resource, then arrival, then admitted
+    before new (`np.lexsort((~admitted, t_arr, res))`, ties in the order given), in linear time: the admitted
+    first, a stable bucket sort on arrival (`entry_order`), a stable counting sort on the resource."""
+    n = len(res)
+    first = np.empty(n, np.int64)
+    j = 0
+    for pass_admitted in (True, False):
+        for i in range(n):
+            if admitted[i] == pass_admitted:
+                first[j] = i
+                j += 1
+    by_time = first[entry_order(t_arr[first])]
+    fill = np.zeros(n_res + 1, np.int64)
+    for i in range(n):
+        fill[res[i] + 1] += 1
+    for r in range(n_res):
+        fill[r + 1] += fill[r]
+    out = np.empty(n, np.int64)
+    for i in by_time:
+        out[fill[res[i]]] = i
+        fill[res[i]] += 1
+    return out

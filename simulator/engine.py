@@ -27,7 +27,7 @@ from scheduler.core import POLICY_NAMES, REJECT_REASONS, Decision, LoadState, Sc
 from scheduler.system import RESPONSE_BYTES, SystemModel
 from scheduler.timeline import SystemTimeline
 from scheduler.window import N_CLASSES, WindowMeasurement, stream_classes
-from simulator.batching import DONE, PENDING_ADMITTED, PENDING_NEW, REJECTED_FULL, serve_window
+from simulator.batching import DONE, PENDING_ADMITTED, PENDING_NEW, REJECTED_FULL, serve_order, serve_window
 from simulator.crossing import Crossing
 from simulator.links import FifoLinks
 from simulator.paths import PathQueues
@@ -287,7 +287,7 @@ class Simulation(Crossing):
         now = p["arrive"] < horizon_ms
         later = {key: v[~now] for key, v in p.items()}
         q = {key: v[now] for key, v in p.items()}
-        order = np.lexsort((~q["admitted"], q["arrive"], q["res"]))
+        order = serve_order(q["res"], q["arrive"], q["admitted"], self.system.n_resources)
         q = {key: v[order] for key, v in q.items()}
         n = len(order)
         fresh = ~q["admitted"] & (q["arrive"] >= t0_ms)  # held back by the batcher: counted already

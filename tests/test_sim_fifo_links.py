@@ -9,6 +9,7 @@ import pytest
 from scheduler.core import policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
+from simulator.batching import serve_order
 from simulator.engine import SimConfig, Simulation
 from simulator.links import FifoLinks, entry_order
 from topologies import load_topology
@@ -136,6 +137,18 @@ def test_entry_order_is_a_stable_sort_on_edge_cases() -> None:
                   list(np.repeat([7.0, 2.0, 9.0], 50))):
         e = np.array(enter, dtype=float)
         np.testing.assert_array_equal(entry_order(e), np.argsort(e, kind="stable"))
+
+
+def test_serve_order_is_the_lexsort_it_replaces() -> None:
+    """The batcher's window order (simulator.batching.serve_order): by resource, arrival, admitted first."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, n_res = int(rng.integers(0, 400)), int(rng.integers(1, 6))
+        res = rng.integers(0, n_res, n)
+        arrive = np.round(rng.random(n) * rng.choice([1.0, 10.0, 1000.0]), 1)  # ties, within and across resources
+        admitted = rng.random(n) < 0.3
+        np.testing.assert_array_equal(serve_order(res, arrive, admitted, n_res),
+                                      np.lexsort((~admitted, arrive, res)))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
