@@ -1,0 +1,146 @@
+"""Measures whether this host holds the speed of the core real inference runs on, with nothing of a live run
+beside it: the control for the fidelity monitor's "real-inference overrun" (live/verdict.py). A live run's real
+worker is judged against the profile timed just before it (live/realprofile.py); where the core itself slows
+down for seconds (a virtual machine's host, its other tenants, its clock), every batch in those seconds overruns
+and the run is judged not faithful with the cause "the core itself ran slower (the host)". This benchmark runs
+the same model alone, one thread pinned to the real workers' CPU, one batch after each idle time of a dilated
+run's real replica (at K = 4 it computes ~50 ms, then sleeps ~3x that while its batch's virtual time passes),
+and reports the spread a run would have been judged on: p95 over the median, the medians of 4 s windows (one
+virtual second at K = 4) and the stretches of windows slower than SLOW_SHARE over the whole median.
+
+    .venv/bin/python benchmarks/bench_core_steadiness.py [--model mobilenet-ssd] [--seconds 180]
+                                                         [--idle-ms 250,350] [--results-page]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
+
+WINDOW_S = 4.0
+"""Seconds per window: one virtual second of a run at K = 4 (the demonstration's)."""
+SLOW_SHARE = 0.12
+"""A window is slow when its median is over the whole run's median by more than this share."""
+P95_LIMIT = 0.25
+"""The monitor's limit on real inference's p95 overrun (live.verdict.Thresholds.real_overrun_p95_share)."""
+
+
+@dataclass(frozen=True)
+class Steadiness:
+    """What the timings say about the core's speed (ms; shares of the median)."""
+
+    batches: int
+    median_ms: float
+    p95_share: float
+    """p95 / median - 1: what the monitor compares with P95_LIMIT (against the timed profile, a median)."""
+    window_medians_ms: list[float]
+    slow_windows: list[int]
+    """Indices of the windows whose median is over (1 + SLOW_SHARE) x the median."""
+    longest_slow_s: float
+    """The longest run of consecutive slow windows (s)."""
+
+
+def steadiness(t_s: np.ndarray, batch_ms: np.ndarray, window_s: float = WINDOW_S,
+               slow_share: float = SLOW_SHARE) -> Steadiness:
+    """Returns the steadiness of batches that started at `t_s` (s from the start) and took `batch_ms`."""
+    t_s, batch_ms = np.asarray(t_s, dtype=float), np.asarray(batch_ms, dtype=float)
+    if not len(batch_ms):
+        raise ValueError("no batch was timed")
+    median = float(np.median(batch_ms))
+    window = np.floor(t_s / window_s).astype(np.int64)
+    medians = [float(np.median(batch_ms[window == w])) for w in range(int(window.max()) + 1) if (window == w).any()]
+    slow = [i for i, m in enumerate(medians) if m > (1.0 + slow_share) * median]
+    longest = run = 0
+    for i in range(len(medians)):
+        run = run + 1 if i in slow else 0
+        longest = max(longest, run)
+    return Steadiness(len(batch_ms), median, float(np.percentile(batch_ms, 95)) / median - 1.0, medians, slow,
+                      longest * window_s)
+
+
+def time_alone(model: str, seconds: float, idle_ms: tuple[float, float], cpu: int, seed: int = 1
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Times batches of one frame of zoo model `model` (one intra-op thread) on CPU `cpu`, each after a uniform
+    idle time in `idle_ms`, for `seconds`; returns their start (s) and duration (ms)."""
+    from workers.modelconfig import load_model
+    from workers.runtime import make_session
+
+    config = load_model(model)
+    os.sched_setaffinity(0, {cpu})
+    session = make_session(config.onnx_path, "cpu", 1)
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(seed).uniform(0, 255, (1, 3, config.input_height, config.input_width)).astype(np.float32)
+    for _ in range(10):  # warm-up: allocations and kernel choice
+        session.run(None, {name: x})
+    rng = np.random.default_rng(seed)
+    starts, took = [], []
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        time.sleep(rng.uniform(*idle_ms) / 1000.0)
+        a = time.perf_counter()
+        session.run(None, {name: x})
+        starts.append(a - t0)
+        took.append((time.perf_counter() - a) * 1000.0)
+    return np.asarray(starts), np.asarray(took)
+
+
+def report(s: Steadiness, model: str, cpu: int, idle_ms: tuple[float, float], seconds: float) -> list[str]:
+    marks = "".join("#" if i in s.slow_windows else "." for i in range(len(s.window_medians_ms)))
+    return [
+        f"{model} alone on CPU {cpu} (one thread), one frame per batch after {idle_ms[0]:g}-{idle_ms[1]:g} ms idle, "
+        f"{seconds:g} s: {s.batches} batches, median {s.median_ms:.1f} ms",
+        f"  p95 {1.0 + s.p95_share:.3f}x the median: a run's real inference would overrun its profile by "
+        f"{s.p95_share:.3f} at p95 on this core alone (the monitor's limit {P95_LIMIT:g})",
+        f"  {WINDOW_S:g} s windows slower than {1.0 + SLOW_SHARE:g}x the median: {len(s.slow_windows)} of "
+        f"{len(s.window_medians_ms)}, the longest stretch {s.longest_slow_s:g} s",
+        f"  windows ('#' slow): {marks}",
+        "  window medians (ms): " + " ".join(f"{m:.0f}" for m in s.window_medians_ms),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mobilenet-ssd", help="zoo model (default: the demonstration's real worker's)")
+    ap.add_argument("--seconds", type=float, default=180.0,
+                    help="how long to time (default 180: the demonstration's real time at K = 4)")
+    ap.add_argument("--idle-ms", default="250,350", help="idle time before each batch, LOW,HIGH ms (default: a "
+                    "real replica's at K = 4 serving about 20 frames a virtual second)")
+    add_results_page_argument(ap, "core-steadiness")
+    args = ap.parse_args()
+    try:
+        low, high = (float(v) for v in args.idle_ms.split(","))
+    except ValueError:
+        ap.error(f"--idle-ms {args.idle_ms!r}: expected LOW,HIGH in ms")
+    if not 0 <= low <= high or args.seconds <= 0:
+        ap.error("--idle-ms needs 0 <= LOW <= HIGH and --seconds a positive number")
+    from live.realprofile import real_worker_cpu
+
+    cpu = real_worker_cpu()
+    started = time.perf_counter()
+    s = steadiness(*time_alone(args.model, args.seconds, (low, high), cpu))
+    lines = report(s, args.model, cpu, (low, high), args.seconds)
+    print("\n".join(lines))
+    if args.results_page:
+        body = ("The core real inference runs on, with nothing of a live run beside it: the demonstration's real model "
+                "timed alone as its real replica works under time dilation (live/realprofile.py times it before each "
+                "run; the fidelity monitor then judges the run's batches against that profile). Windows slower than "
+                "the whole run's median are the host's doing here, since nothing else of the project runs: where a "
+                "live run's verdict names 'the core itself ran slower (the host)', this is the control.\n\n"
+                "```text\n" + "\n".join(lines) + "\n```\n\n"
+                f"The benchmark took {time.perf_counter() - started:.0f} s.\n")
+        path = write_results_page(args.results_page, "Steadiness of the real-inference core", body)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
