@@ -76,21 +76,26 @@ def time_alone(model: str, seconds: float, idle_ms: tuple[float, float], cpu: in
     from workers.runtime import make_session
 
     config = load_model(model)
+    before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cpu})
-    session = make_session(config.onnx_path, "cpu", 1)
-    name = session.get_inputs()[0].name
-    x = np.random.default_rng(seed).uniform(0, 255, (1, 3, config.input_height, config.input_width)).astype(np.float32)
-    for _ in range(10):  # warm-up: allocations and kernel choice
-        session.run(None, {name: x})
-    rng = np.random.default_rng(seed)
-    starts, took = [], []
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        time.sleep(rng.uniform(*idle_ms) / 1000.0)
-        a = time.perf_counter()
-        session.run(None, {name: x})
-        starts.append(a - t0)
-        took.append((time.perf_counter() - a) * 1000.0)
+    try:
+        session = make_session(config.onnx_path, "cpu", 1)
+        name = session.get_inputs()[0].name
+        x = np.random.default_rng(seed).uniform(0, 255, (1, 3, config.input_height, config.input_width)
+                                                ).astype(np.float32)
+        for _ in range(10):  # warm-up: allocations and kernel choice
+            session.run(None, {name: x})
+        rng = np.random.default_rng(seed)
+        starts, took = [], []
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            time.sleep(rng.uniform(*idle_ms) / 1000.0)
+            a = time.perf_counter()
+            session.run(None, {name: x})
+            starts.append(a - t0)
+            took.append((time.perf_counter() - a) * 1000.0)
+    finally:
+        os.sched_setaffinity(0, before)  # the page's machine line counts this process's cores
     return np.asarray(starts), np.asarray(took)
 
 
