@@ -33,6 +33,9 @@ from scheduler.profiles import read_profile
 from testbed.portcounters import SWITCH_DROPS_EVENT
 from workload.trace import read_trace
 
+CONTROL_COMMAND = ".venv/bin/python benchmarks/bench_core_steadiness.py"
+"""The control for real inference's overrun: its model alone on its core (docs/results/core-steadiness.md)."""
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -458,6 +461,8 @@ def format_fidelity(fid: dict) -> list[str]:
                      f"for its core (wait share {cause['real_wait_share']:g}), the machine was no busier "
                      f"({cause['other_cores']:g} other cores busy against {cause['other_cores_elsewhere']:g}) and "
                      f"{host}, not the run's doing")
+        lines.append(f"  control: `{CONTROL_COMMAND}` times the model alone on that core, as a run's real "
+                     "replica works (docs/fidelity.md)")
     return lines
 
 

@@ -419,12 +419,14 @@ def test_the_verdict_names_the_cores_own_slowness_as_the_cause() -> None:
     cause = {"windows_over": 2, "samples_over": 2, "real_wait_share": 0.01, "other_cores": 0.25,
              "other_cores_elsewhere": 0.25, "host_steal_pct_max": 0.0, "core_slower": True}
     lines = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": cause}))
-    assert lines[-1].startswith("  cause: in the 2 windows where real inference overran, it did not wait")
-    assert "the core itself ran slower (the host)" in lines[-1]
+    assert lines[-2].startswith("  cause: in the 2 windows where real inference overran, it did not wait")
+    assert "the core itself ran slower (the host)" in lines[-2]
+    assert lines[-1].startswith("  control: `.venv/bin/python benchmarks/bench_core_steadiness.py` times the model")
     stolen = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": cause | {
         "core_slower": False, "stolen": True, "host_steal_pct_max": 8.25}}))
-    assert stolen[-1].endswith("the hypervisor stole up to 8.25 % of its CPU (the host), not the run's doing")
-    assert not any("cause:" in x for x in format_fidelity(
+    assert stolen[-2].endswith("the hypervisor stole up to 8.25 % of its CPU (the host), not the run's doing")
+    assert stolen[-1].startswith("  control: ")
+    assert not any("cause:" in x or "control:" in x for x in format_fidelity(
         verdict([over], 1.0, None, {"real_overrun_cause": cause | {"core_slower": False, "stolen": False}})))
 
 
