@@ -283,6 +283,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     real_names = {f"worker {w['resource']}" for w in config.get("workers", []) if w.get("real")}
     diag = diagnostics(samples, real_names)
     if len(over) and (cause := overrun_cause(samples, real_names, t, over / plan, k, limits)) is not None:
+        cause["models"] = sorted({w["model"] for w in config.get("workers", []) if w.get("real")})
         diag["real_overrun_cause"] = cause
     if diag.get("real_workers_wait_share") is not None:
         t, share = real_wait_series(samples, real_names)
@@ -461,8 +462,10 @@ def format_fidelity(fid: dict) -> list[str]:
                      f"for its core (wait share {cause['real_wait_share']:g}), the machine was no busier "
                      f"({cause['other_cores']:g} other cores busy against {cause['other_cores_elsewhere']:g}) and "
                      f"{host}, not the run's doing")
-        lines.append(f"  control: `{CONTROL_COMMAND}` times the model alone on that core, as a run's real "
-                     "replica works (docs/fidelity.md)")
+        models = cause.get("models") or ["MODEL"]
+        commands = " / ".join(f"`{CONTROL_COMMAND} --model {m}`" for m in models)
+        lines.append(f"  control: {commands} times the model alone on that core, as a run's real replica works "
+                     "(docs/fidelity.md)")
     return lines
 
 

@@ -107,7 +107,8 @@ def serve_window(seg: np.ndarray, t_arr: np.ndarray, nbytes: np.ndarray, admitte
 def serve_order(res: np.ndarray, t_arr: np.ndarray, admitted: np.ndarray, n_res: int) -> np.ndarray:
     """Returns the order `serve_window` takes a window's queries in: by resource, then arrival, then admitted
     before new (`np.lexsort((~admitted, t_arr, res))`, ties in the order given), in linear time: the admitted
-    first, a stable bucket sort on arrival (`entry_order`), a stable counting sort on the resource."""
+    first, a stable bucket sort on arrival (`entry_order`), a stable counting sort on the resource. Arrivals
+    finite, resources in [0, n_res)."""
     n = len(res)
     first = np.empty(n, np.int64)
     j = 0

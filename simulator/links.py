@@ -34,7 +34,10 @@ from numba import njit
 @njit(cache=True)
 def entry_order(enter: np.ndarray) -> np.ndarray:
     """Returns the indices of `enter` in ascending order (ties in index order): a bucket sort over n buckets of
-    equal width, then insertion within each (O(n) for the spread a window's messages have; -inf first)."""
+    equal width, then insertion within each (O(n) for the spread a window's messages have, O(n^2) at worst for a
+    bucket holding most of them; -inf first). `enter` must be finite or -inf. simulator.paths and
+    simulator.batching call it from functions numba caches on disk, which do not see an edit here: after one,
+    delete simulator/__pycache__/*.nbi and *.nbc."""
     n = len(enter)
     order = np.empty(n, dtype=np.int64)
     lo, hi = np.inf, -np.inf

@@ -30,6 +30,21 @@ def test_an_episode_of_slow_windows_is_found_and_measured() -> None:
     assert steadiness(t, ms, slow_share=0.2).slow_windows == [3, 4, 5]
 
 
-def test_no_batch_is_an_error() -> None:
-    with pytest.raises(ValueError, match="no batch"):
-        steadiness(np.empty(0), np.empty(0))
+def test_a_window_without_batches_breaks_a_stretch() -> None:
+    t = np.concatenate([np.arange(0.0, 4.0, 0.5), np.arange(8.0, 12.0, 0.5), np.arange(12.0, 40.0, 0.5)])
+    ms = np.where(t < 12.0, 70.0, 50.0)  # windows 0 and 2 slow, window 1 empty
+    s = steadiness(t, ms)
+    assert np.isnan(s.window_medians_ms[1]) and len(s.window_medians_ms) == 10
+    assert s.slow_windows == [0, 2] and s.longest_slow_s == 4.0
+
+
+@pytest.mark.parametrize(("t", "ms", "window_s", "match"), [
+    ([], [], 4.0, "no batch"),
+    ([0.0, 1.0], [50.0], 4.0, "one value per batch"),
+    ([-1.0, 1.0], [50.0, 50.0], 4.0, "t_s: every start"),
+    ([0.0, 1.0], [50.0, float("nan")], 4.0, "batch_ms: every batch"),
+    ([0.0, 1.0], [50.0, 50.0], 0.0, "window_s: 0.0"),
+])
+def test_bad_timings_are_refused_naming_the_argument(t: list, ms: list, window_s: float, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        steadiness(np.array(t), np.array(ms), window_s=window_s)

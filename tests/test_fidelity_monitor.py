@@ -421,7 +421,9 @@ def test_the_verdict_names_the_cores_own_slowness_as_the_cause() -> None:
     lines = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": cause}))
     assert lines[-2].startswith("  cause: in the 2 windows where real inference overran, it did not wait")
     assert "the core itself ran slower (the host)" in lines[-2]
-    assert lines[-1].startswith("  control: `.venv/bin/python benchmarks/bench_core_steadiness.py` times the model")
+    assert lines[-1].startswith("  control: `.venv/bin/python benchmarks/bench_core_steadiness.py --model MODEL` times")
+    named = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": cause | {"models": ["tiny-yolov2"]}}))
+    assert named[-1].startswith("  control: `.venv/bin/python benchmarks/bench_core_steadiness.py --model tiny-yolov2`")
     stolen = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": cause | {
         "core_slower": False, "stolen": True, "host_steal_pct_max": 8.25}}))
     assert stolen[-2].endswith("the hypervisor stole up to 8.25 % of its CPU (the host), not the run's doing")

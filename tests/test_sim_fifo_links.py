@@ -142,6 +142,9 @@ def test_entry_order_is_a_stable_sort_on_edge_cases() -> None:
 def test_serve_order_is_the_lexsort_it_replaces() -> None:
     """The batcher's window order (simulator.batching.serve_order): by resource, arrival, admitted first."""
     rng = np.random.default_rng(0)
+    for n in range(3):  # empty, one, two queries
+        args = (np.zeros(n, np.int64), np.arange(n, dtype=float)[::-1].copy(), np.arange(n) % 2 == 1)
+        np.testing.assert_array_equal(serve_order(*args, 1), np.lexsort((~args[2], args[1], args[0])))
     for _ in range(300):
         n, n_res = int(rng.integers(0, 400)), int(rng.integers(1, 6))
         res = rng.integers(0, n_res, n)
