@@ -30,12 +30,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+MAX_SHIFTS_PER_ENTRY = 8
+"""`entry_order` falls back to a merge sort past this many insertion shifts per entry."""
+
 
 @njit(cache=True)
 def entry_order(enter: np.ndarray) -> np.ndarray:
     """Returns the indices of `enter` in ascending order (ties in index order): a bucket sort over n buckets of
-    equal width, then insertion within each (O(n) for the spread a window's messages have, O(n^2) at worst for a
-    bucket holding most of them; -inf first). `enter` must be finite or -inf. simulator.paths and
+    equal width, then insertion within each (O(n) for the spread a window's messages have; -inf first), or, where
+    the insertions pass MAX_SHIFTS_PER_ENTRY x n shifts (most keys in a few buckets, out of order), numba's merge
+    sort (O(n log n)). `enter` must be finite or -inf. simulator.paths and
     simulator.batching call it from functions numba caches on disk, which do not see an edit here: after one,
     delete simulator/__pycache__/*.nbi and *.nbc."""
     n = len(enter)
@@ -58,6 +62,7 @@ def entry_order(enter: np.ndarray) -> np.ndarray:
     for k in range(n_buckets + 1):
         start[k + 1] += start[k]
     fill = start.copy()
+    shifts, budget = 0, MAX_SHIFTS_PER_ENTRY * n + 64
     for i in range(n):
         k = bucket[i]
         j = fill[k]
@@ -66,7 +71,10 @@ def entry_order(enter: np.ndarray) -> np.ndarray:
         while j > start[k] and enter[order[j - 1]] > enter[i]:
             order[j] = order[j - 1]
             j -= 1
+            shifts += 1
         order[j] = i
+        if shifts > budget:
+            return np.argsort(enter, kind="mergesort")
     return order
 
 
