@@ -27,13 +27,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
+from live.verdict import THRESHOLDS  # noqa: E402
 
 WINDOW_S = 4.0
 """Seconds per window: one virtual second of a run at K = 4 (the demonstration's)."""
 SLOW_SHARE = 0.12
 """A window is slow when its median is over the whole run's median by more than this share."""
-P95_LIMIT = 0.25
-"""The monitor's limit on real inference's p95 overrun (live.verdict.Thresholds.real_overrun_p95_share)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class Steadiness:
     batches: int
     median_ms: float
     p95_share: float
-    """p95 / median - 1: what the monitor compares with P95_LIMIT (against the timed profile, a median)."""
+    """p95 / median - 1: what the monitor compares with its real_overrun_p95_share (against the timed profile, a median)."""
     window_medians_ms: list[float]
     slow_windows: list[int]
     """Indices of the windows whose median is over (1 + SLOW_SHARE) x the median."""
@@ -119,7 +118,7 @@ def report(s: Steadiness, model: str, cpu: int, idle_ms: tuple[float, float], se
         f"{model} alone on CPU {cpu} (one thread), one frame per batch after {idle_ms[0]:g}-{idle_ms[1]:g} ms idle, "
         f"{seconds:g} s: {s.batches} batches, median {s.median_ms:.1f} ms",
         f"  p95 {1.0 + s.p95_share:.3f}x the median: a run's real inference would overrun its profile by "
-        f"{s.p95_share:.3f} at p95 on this core alone (the monitor's limit {P95_LIMIT:g})",
+        f"{s.p95_share:.3f} at p95 on this core alone (the monitor's limit {THRESHOLDS.real_overrun_p95_share:g})",
         f"  {WINDOW_S:g} s windows slower than {1.0 + SLOW_SHARE:g}x the median: {len(s.slow_windows)} of "
         f"{len(s.window_medians_ms)}, the longest stretch {s.longest_slow_s:g} s",
         f"  windows ('#' slow): {marks}",
