@@ -1,5 +1,5 @@
-"""The radio-load check (experiments/radio_load.py): the mean-field load against a hand computation, the load it
-counts against the frames the trace sends, and a radio too narrow for its load seen failing only with its queue."""
+"""The radio-load check (experiments/radio_load.py): the mean-field load against the streams the traces draw, the
+load it counts against the frames of the admitted streams, and a radio too narrow for its load seen failing only with its queue."""
 
 from pathlib import Path
 
@@ -7,40 +7,61 @@ import numpy as np
 import pytest
 
 from experiments import radio_load
+from scheduler.core import REJECT_REASONS, policy_index
 from scheduler.profiles import load_profiles
 from scheduler.system import build_system
+from simulator.engine import SimConfig, Simulation
 from topologies import load_topology
-from training.rollout import EvalCase
-from workload.apps import APPS, MIN_DURATION_S
+from training.rollout import SIM_WINDOW_S, EvalCase
+from workload.apps import mean_bits_per_stream, sample_streams
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_mean_field_load_is_the_app_mix_by_hand():
-    """lambda / 60 x sum over apps of share x E[lifetime] x E[fps] x E[frame bits] (independent draws; fps an
-    integer uniform over its range, frame kB uniform, lifetime MIN_DURATION_S + exponential)."""
-    by_hand = sum(a.share * (MIN_DURATION_S + a.mean_duration_s) * (a.fps_range[0] + a.fps_range[1]) / 2
-                  * (a.frame_kb_range[0] + a.frame_kb_range[1]) / 2 * 1000 * 8 for a in APPS) / sum(a.share for a in APPS)
-    assert radio_load.mean_field_mbps(60.0) == pytest.approx(60 / 60 * by_hand / 1e6, rel=0.01)
-    assert radio_load.mean_field_mbps(20.0) == pytest.approx(radio_load.mean_field_mbps(60.0) / 3, rel=1e-12)
+def test_the_mean_field_load_is_what_the_mix_sends():
+    """mean_bits_per_stream (lifetime x fps x frame bits, the app mix's means) against 400,000 streams drawn as the
+    traces draw them; the radio's mean-field load is lambda / 60 of it per second."""
+    s = sample_streams(400_000, np.random.default_rng(7))
+    drawn = float((s["duration_s"] * s["fps"] * s["frame_bytes"] * 8.0).mean())
+    assert mean_bits_per_stream() == pytest.approx(drawn, rel=0.01)
+    assert radio_load.mean_field_mbps(60.0) == pytest.approx(mean_bits_per_stream() / 1e6, rel=1e-12)
 
 
 def _tiny(tmp_path: Path, radio_mbps: float):
-    text = (ROOT / "topologies" / "tiny.yaml").read_text().replace("bw_mbps: 100}", f"bw_mbps: {radio_mbps:g}}}", 1)
+    before = (ROOT / "topologies" / "tiny.yaml").read_text()
+    text = before.replace("bw_mbps: 100}", f"bw_mbps: {radio_mbps:g}}}", 1)
+    assert text != before or radio_mbps == 100  # the radio's rate is the first bw_mbps of tiny.yaml
     path = tmp_path / f"tiny-{radio_mbps:g}.yaml"
     path.write_text(text)
-    return build_system(load_topology(str(path)), load_profiles())
+    system = build_system(load_topology(str(path)), load_profiles())
+    assert radio_load.radio_rates_mbps(system).tolist() == [radio_mbps]
+    return system
 
 
-def test_the_radio_carries_every_admitted_frame_once(tmp_path):
+def test_the_radio_load_is_the_frames_of_the_admitted_streams_per_second(tmp_path):
+    """Counted from the trace alone: each frame of a stream that found a binding, at start + k / fps, in its second;
+    a stream refused when it opens sends nothing up the radio."""
     system = _tiny(tmp_path, 100)
-    case = EvalCase(2.0, 1, 60.0)
+    case = EvalCase(10.0, 1, 60.0)
     run = radio_load.simulate(system, case, "closest", radio_queueing=True)
-    trace = case.trace(system)
-    frames = np.ceil((np.minimum(trace.end_s, case.duration_s) - trace.start_s) * trace.fps - 1e-9)
-    assert run.success > 0.9  # light: nothing is rejected, so every frame of the trace crosses the radio
-    assert run.load_mbps.sum() == pytest.approx(float((frames * trace.frame_bytes).sum()) * 8 / 1e6, rel=1e-9)
-    assert radio_load.radio_rates_mbps(system).tolist() == [100.0]
+    batches = []
+    config = SimConfig(window_s=SIM_WINDOW_S, duration_s=case.duration_s)
+    Simulation(system, case.trace(system), config, seed=case.seed, record_sink=batches.append).run(policy_index("closest"))
+    stream = np.concatenate([b["stream_id"] for b in batches]).astype(np.int64)
+    reason = np.concatenate([b["reason"] for b in batches])
+    refused = set(stream[np.isin(reason, REJECT_REASONS)].tolist())
+    assert refused and len(refused) < len(np.unique(stream))  # some streams refused, some admitted
+    tr = case.trace(system)
+    expected = np.zeros(60)
+    for i in range(len(tr.stream_id)):
+        if int(tr.stream_id[i]) in refused:
+            continue
+        n = int(np.ceil((min(tr.end_s[i], case.duration_s) - tr.start_s[i]) * tr.fps[i] - 1e-9))
+        send_ms = (tr.start_s[i] + np.arange(max(n, 0)) / tr.fps[i]) * 1000.0
+        np.add.at(expected, np.minimum((send_ms // 1000.0).astype(np.int64), 59), tr.frame_bytes[i] * 8 / 1e6)
+    assert run.load_mbps.shape == (1, 60)
+    np.testing.assert_allclose(run.load_mbps[0], expected, rtol=1e-9, atol=1e-9)
+    assert 0 < run.success < 1 and len(run.success_per_period) == 1
 
 
 def test_a_radio_too_narrow_for_its_load_fails_only_with_its_queue(tmp_path):
@@ -57,5 +78,9 @@ def test_a_radio_too_narrow_for_its_load_fails_only_with_its_queue(tmp_path):
 def test_bad_arguments_are_refused_naming_them(capsys):
     assert radio_load.main(["--policies", "nearest"]) == 2
     assert "--policies" in capsys.readouterr().err
+    assert radio_load.main(["--policies", ","]) == 2
+    assert "names no policy" in capsys.readouterr().err
+    assert radio_load.main(["--duration", "0"]) == 2
+    assert "duration" in capsys.readouterr().err
     assert radio_load.main(["--settled", "700"]) == 2
     assert "--settled 700" in capsys.readouterr().err

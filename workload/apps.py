@@ -52,6 +52,18 @@ def mean_queries_per_stream() -> float:
     return total / sum(a.share for a in APPS)
 
 
+def mean_bits_per_stream() -> float:
+    """Returns the expected bits one new stream sends over its lifetime (lifetime x fps x frame size, drawn
+    independently), over the application mix."""
+    total = 0.0
+    for a in APPS:
+        mean_fps = (a.fps_range[0] + a.fps_range[1]) / 2
+        mean_dur = MIN_DURATION_S + a.mean_duration_s
+        mean_bits = (a.frame_kb_range[0] + a.frame_kb_range[1]) / 2 * 1000 * 8
+        total += a.share * mean_fps * mean_dur * mean_bits
+    return total / sum(a.share for a in APPS)
+
+
 def sample_streams(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Returns n streams' attributes drawn from the application mix (columns of the trace format)."""
     shares = np.array([a.share for a in APPS])
