@@ -151,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     add_sweep_arguments(ap, lambdas_default="20,60,100")
     add_results_page_argument(ap, "radio-load")
     args = ap.parse_args(argv)
-    try:
-        sweep = sweep_from_args(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    sweep = sweep_from_args(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     try:
         if not policies:

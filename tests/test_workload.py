@@ -91,8 +91,11 @@ def test_sweep_arguments_parse_lists_once_with_each_commands_defaults() -> None:
                 ["--lambdas", "0:20,60:100"]):
         with pytest.raises(SystemExit):
             ap.parse_args(bad)
-    with pytest.raises(ValueError, match="--duration"):
-        sweep_from_args(ap.parse_args(["--duration", "-5"]))
+    for bad in ("-5", "0", "nan", "inf", "ten"):
+        with pytest.raises(SystemExit):
+            ap.parse_args(["--duration", bad])
+    with pytest.raises(ValueError, match="duration"):
+        Sweep((60.0,), (1,), -5.0)
 
 
 def test_a_number_only_lambda_is_a_float_and_refuses_a_schedule() -> None:

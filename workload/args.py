@@ -85,6 +85,14 @@ def lambda_list(text: str) -> tuple[float, ...]:
     return values
 
 
+def duration_arg(text: str) -> float:
+    """Returns a command line's duration in seconds (finite, > 0), refused at parse time with argparse's one line."""
+    try:
+        return check_duration(float(text), "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number of seconds > 0") from None
+
+
 def seed_list(text: str) -> tuple[int, ...]:
     """Returns the seeds of a comma-separated list of whole numbers (empty items ignored)."""
     try:
@@ -159,7 +167,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, lambdas_default: str
                              f"lambda and seed (default {lambdas_default})")
     parser.add_argument("--seeds", type=seed_list, default=seeds_default,
                         help=f"seeds of the traces and of the simulator runs, comma-separated (default {seeds_default})")
-    parser.add_argument("--duration", type=float, default=duration_default_s,
+    parser.add_argument("--duration", type=duration_arg, default=duration_default_s,
                         help=f"seconds of traffic per run (default {duration_default_s:g})")
 
 
