@@ -15,9 +15,9 @@ radio's queue and without it, and reports
   its median, 90th percentile and maximum, and the share of antenna-seconds above the radio's rate;
 - the first second in which an antenna was offered more than its radio's rate;
 - success (queries answered in time) over the run, with the queue and without, and per 60 s with it;
-- success on the 120 s traces of the same lambda and seed (`compare --duration 120`), which is what the
-  time-dilated validation's paper-load cases replay (docs/results/dilation.md): a 120 s trace is its own draw,
-  not the first 120 s of the longer one.
+- success on the 120 s traces of the same lambda and seed (`compare --duration 120`), which the time-dilated
+  validation's paper-load cases replay at lambda 20 and 60 (docs/results/dilation.md): a 120 s trace is its own
+  draw, not the first 120 s of the longer one.
 Beside each lambda, the mean-field load: lambda / 60 x the bits a stream sends over its lifetime
 (`workload.apps.mean_bits_per_stream`), in Mbit/s per antenna once the open streams have settled, every stream
 admitted.
@@ -125,7 +125,7 @@ def lambda_rows(lam: float, seeds: list[int], policies: list[str], runs: dict[Ru
     for policy in policies:
         on = [runs[(lam, s, policy, True)] for s in seeds]
         off = [runs[(lam, s, policy, False)] for s in seeds]
-        load = np.concatenate([r.load_mbps[:, int(np.ceil(settled_s)):] for r in on], axis=1)
+        load = np.concatenate([r.load_mbps[:, int(settled_s):] for r in on], axis=1)
         firsts = []
         for r in on:
             hit = np.flatnonzero((r.load_mbps > rates[:, None]).any(axis=0))
@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({sweep.duration_s:g} s each, the `evaluate` traces and simulator seeds). The offered load: the frames "
             f"sent up each antenna's radio per 1 s of sending, after the first {args.settled:g} s, pooled over "
             f"antennas and seeds; success is the mean over the seeds. The {SHORT_S:g} s traces are those of the same "
-            f"lambda and seed that `compare --duration {SHORT_S:g}` replays (the time-dilated validation's paper-load "
-            f"cases, [dilation.md](dilation.md)): each its own draw, not the first {SHORT_S:g} s of the longer one. "
+            f"lambda and seed that `compare --duration {SHORT_S:g}` replays (at lambda 20 and 60 the time-dilated "
+            f"validation's paper-load cases, [dilation.md](dilation.md)): each its own draw, not the first {SHORT_S:g} s of the longer one. "
             f"Mean-field load once the open streams settle, every stream admitted (Mbit/s per antenna): "
             f"{'; '.join(fields)}.\n\n{head}\n" + "\n".join(summary) +
             f"\n\nSuccess per {PERIOD_S:g} s of sending with the radio's queue (%; nan: no query sent):\n\n{phead}\n"

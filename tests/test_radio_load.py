@@ -25,6 +25,7 @@ def test_the_mean_field_load_is_what_the_mix_sends():
     drawn = float((s["duration_s"] * s["fps"] * s["frame_bytes"] * 8.0).mean())
     assert mean_bits_per_stream() == pytest.approx(drawn, rel=0.01)
     assert radio_load.mean_field_mbps(60.0) == pytest.approx(mean_bits_per_stream() / 1e6, rel=1e-12)
+    assert radio_load.mean_field_mbps(20.0) == pytest.approx(radio_load.mean_field_mbps(60.0) / 3, rel=1e-12)
 
 
 def _tiny(tmp_path: Path, radio_mbps: float):
@@ -42,26 +43,31 @@ def test_the_radio_load_is_the_frames_of_the_admitted_streams_per_second(tmp_pat
     """Counted from the trace alone: each frame of a stream that found a binding, at start + k / fps, in its second;
     a stream refused when it opens sends nothing up the radio."""
     system = _tiny(tmp_path, 100)
-    case = EvalCase(10.0, 1, 60.0)
+    case = EvalCase(10.0, 1, 60.5)  # a last half second: its load is over the half second it covers
     run = radio_load.simulate(system, case, "closest", radio_queueing=True)
     batches = []
     config = SimConfig(window_s=SIM_WINDOW_S, duration_s=case.duration_s)
     Simulation(system, case.trace(system), config, seed=case.seed, record_sink=batches.append).run(policy_index("closest"))
     stream = np.concatenate([b["stream_id"] for b in batches]).astype(np.int64)
     reason = np.concatenate([b["reason"] for b in batches])
+    outcome = np.concatenate([b["outcome"] for b in batches])
     refused = set(stream[np.isin(reason, REJECT_REASONS)].tolist())
     assert refused and len(refused) < len(np.unique(stream))  # some streams refused, some admitted
     tr = case.trace(system)
-    expected = np.zeros(60)
+    expected = np.zeros(61)
     for i in range(len(tr.stream_id)):
         if int(tr.stream_id[i]) in refused:
             continue
         n = int(np.ceil((min(tr.end_s[i], case.duration_s) - tr.start_s[i]) * tr.fps[i] - 1e-9))
         send_ms = (tr.start_s[i] + np.arange(max(n, 0)) / tr.fps[i]) * 1000.0
-        np.add.at(expected, np.minimum((send_ms // 1000.0).astype(np.int64), 59), tr.frame_bytes[i] * 8 / 1e6)
-    assert run.load_mbps.shape == (1, 60)
+        np.add.at(expected, np.minimum((send_ms // 1000.0).astype(np.int64), 60), tr.frame_bytes[i] * 8 / 1e6)
+    expected[60] /= 0.5
+    assert run.load_mbps.shape == (1, 61) and expected[60] > 0
     np.testing.assert_allclose(run.load_mbps[0], expected, rtol=1e-9, atol=1e-9)
-    assert 0 < run.success < 1 and len(run.success_per_period) == 1
+    assert run.success == pytest.approx(float((outcome == "ontime").mean()), rel=1e-12)
+    send_s = np.concatenate([b["t_send_ms"] for b in batches]) / 1000.0
+    assert run.success_per_period == pytest.approx([float((outcome[send_s < 60] == "ontime").mean()),
+                                                    float((outcome[send_s >= 60] == "ontime").mean())], rel=1e-12)
 
 
 def test_a_radio_too_narrow_for_its_load_fails_only_with_its_queue(tmp_path):
