@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,26 +43,24 @@ def app_by_name(name: str) -> AppClass:
     raise KeyError(f"unknown application {name!r}; known: {', '.join(APP_NAMES)}")
 
 
+def _mix_mean(per_stream: Callable[[AppClass], float]) -> float:
+    """Returns the mean over the application mix (weighted by share) of a per-class expectation."""
+    return sum(a.share * per_stream(a) for a in APPS) / sum(a.share for a in APPS)
+
+
+def _mean_queries(a: AppClass) -> float:
+    return (a.fps_range[0] + a.fps_range[1]) / 2 * (MIN_DURATION_S + a.mean_duration_s)
+
+
 def mean_queries_per_stream() -> float:
     """Returns the expected number of queries of one new stream, over the application mix."""
-    total = 0.0
-    for a in APPS:
-        mean_fps = (a.fps_range[0] + a.fps_range[1]) / 2
-        mean_dur = MIN_DURATION_S + a.mean_duration_s
-        total += a.share * mean_fps * mean_dur
-    return total / sum(a.share for a in APPS)
+    return _mix_mean(_mean_queries)
 
 
 def mean_bits_per_stream() -> float:
     """Returns the expected bits one new stream sends over its lifetime (lifetime x fps x frame size, drawn
     independently), over the application mix."""
-    total = 0.0
-    for a in APPS:
-        mean_fps = (a.fps_range[0] + a.fps_range[1]) / 2
-        mean_dur = MIN_DURATION_S + a.mean_duration_s
-        mean_bits = (a.frame_kb_range[0] + a.frame_kb_range[1]) / 2 * 1000 * 8
-        total += a.share * mean_fps * mean_dur * mean_bits
-    return total / sum(a.share for a in APPS)
+    return _mix_mean(lambda a: _mean_queries(a) * (a.frame_kb_range[0] + a.frame_kb_range[1]) / 2 * 1000 * 8)
 
 
 def sample_streams(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
