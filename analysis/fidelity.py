@@ -83,6 +83,9 @@ class FidelityReport:
     full_links: dict[str, list[dict]] = field(default_factory=dict)
     """Per policy, the link directions full on the testbed in some virtual second (summary.json's `links_full`,
     live/linkload.py)."""
+    testbed_fidelity: dict[str, dict] = field(default_factory=dict)
+    """Per policy, the testbed run's fidelity record (summary.json's `extra.fidelity`, live/verdict.py): whether its
+    figures are the emulated system's at all."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, allow_nan=True)
@@ -96,6 +99,9 @@ class FidelityReport:
             lines.append(f"| {p.policy} | {p.simulator.success:.3f} | {p.testbed.success:.3f} | "
                          f"{p.success_diff_pts:+.2f} | {p.failed_diff_pts:+.2f} | {p.rejected_diff_pts:+.2f} | "
                          f"{p.window_correlation:.3f} | {p.simulator_self_correlation:.3f} |")
+        if self.testbed_fidelity:
+            lines += ["", "Testbed runs judged by the fidelity monitor (docs/fidelity.md): "
+                      + "; ".join(f"{p}: {verdict_line(f)}" for p, f in self.testbed_fidelity.items()) + "."]
         lines += ["", "Sim vs itself: the median window correlation of the simulator with itself on the same trace "
                   f"under run seeds {', '.join(map(str, SELF_SEEDS))} (jitter and random choices drawn again; nan: "
                   "not simulated again, or its series is flat), what a faithful testbed's correlation can be "
@@ -119,6 +125,23 @@ class FidelityReport:
 
 FULL_BUSY = 0.9
 """A link direction that spent at least this share of a virtual second sending was full in it (live/linkload.py)."""
+
+
+def verdict_line(fidelity: dict) -> str:
+    """Returns a run's fidelity record in a few words: its verdict, K, and each hard invariant it broke (value
+    against threshold, from which virtual second) or why it stopped early."""
+    if not fidelity:
+        return "not judged (no fidelity record)"
+    line = f"{fidelity.get('verdict', 'not judged')} at K {fidelity.get('tdf', 1.0):g}"
+    broken = [f"{v['invariant']} {v['statistic']} {v['value']:g} > {v['threshold']:g} {v['unit']}"
+              + (f" from {v['first_window_s']:g} s" if v.get("first_window_s") is not None else "")
+              for v in fidelity.get("violations", [])]
+    if stop := fidelity.get("stopped_early"):  # live/verdict.py's format_fidelity gives its two shapes in full
+        broken.append(f"stopped early at {stop.get('windows_from_s', float('nan')):g} s: "
+                      f"{stop.get('why') or stop.get('invariant')}")
+    if fidelity.get("error"):
+        broken.append(str(fidelity["error"]))
+    return line + (f" ({', '.join(broken)})" if broken else "")
 
 
 def full_links_table(full_links: dict[str, list[dict]]) -> list[str]:

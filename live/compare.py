@@ -180,7 +180,7 @@ def _compare(args: argparse.Namespace, checked: _Checked) -> int:
         label += f"; network events {args.events} ({len(events.events)})"
     sim_config = base.sim_config(duration_s, overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],
                                  processing_scale=tuple(scale.items()))
-    pairs, again, one_side_again, full_links = {}, {}, {}, {}
+    pairs, again, one_side_again, full_links, verdicts = {}, {}, {}, {}, {}
     for p in policies:
         print(f"== {p}: testbed")
         try:
@@ -205,8 +205,9 @@ def _compare(args: argparse.Namespace, checked: _Checked) -> int:
             one_side_again[p].append(one_side(own, missed.keys()))
         pairs[p] = (out / "simulator" / p / "records.csv", live.out / "records.csv")
         full_links[p] = live.summary.extra.get("links_full") or []
+        verdicts[p] = live.summary.extra.get("fidelity") or {}
     report = replace(compare_dirs(pairs, topo.name, label, base.window_s, again, one_side_again),
-                     full_links=full_links)
+                     full_links=full_links, testbed_fidelity=verdicts)
     write_report(report, out)
     print()
     print(report.to_markdown())

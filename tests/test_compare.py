@@ -56,7 +56,13 @@ def test_compare_on_tiny_replays_one_trace_on_both_sides(tmp_path: Path) -> None
     assert ("closest", "network up") in stages and ("closest", "inference") in stages
     up = next(s for s in report["stages"] if s["stage"] == "network up")
     assert up["testbed_p50_ms"] >= 2 * 0.9 and up["simulator_p50_ms"] >= 2.0   # at least the radio's 2 ms
-    assert "Simulator vs testbed: tiny" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "Simulator vs testbed: tiny" in text
+    for p in report["policies"]:  # each testbed run's verdict, as its own summary keeps it
+        own = json.loads((out / "testbed" / p["policy"] / "summary.json").read_text())["extra"]["fidelity"]
+        got = report["testbed_fidelity"][p["policy"]]
+        assert got["verdict"] == own["verdict"] in ("faithful", "not faithful") and got["tdf"] == own["tdf"] == 1.0
+        assert f"{p['policy']}: {own['verdict']} at K 1" in text
     assert (out / "series.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "trace.csv").exists()
     # ant1's SSD ran real ONNX; its model was timed here first and both sides used that profile

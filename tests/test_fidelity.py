@@ -61,6 +61,28 @@ def test_the_links_full_on_the_testbed_are_listed(tmp_path) -> None:
     assert '"first_full_s": 38.0' in (tmp_path / "report.json").read_text()
 
 
+def test_the_testbed_runs_verdicts_are_in_the_report(tmp_path) -> None:
+    """Each testbed run's verdict from live/verdict.py's own record: K, the hard invariants broken with their value,
+    threshold and first window, a stop; no record, no verdict claimed."""
+    from live.verdict import Figure, verdict
+
+    a = log(600, 3)
+    ok = verdict([Figure("source send lag", "p99", 0.3, 5.0, "virtual ms", windows_over=0),
+                  Figure("other work on the machine", "max", 1.1, 0.3, "cores", hard=False)], 20.0, None)
+    lost = verdict([Figure("real-inference overrun", "p95", 0.31, 0.25, "of profile", first_window_s=12.0,
+                           windows_over=3)], 4.0,
+                   {"invariant": "source send lag", "limit_ms": 50.0, "windows_from_s": 30.0, "lag_p99_ms": [80.0]})
+    report = replace(compare_tables({"p1": (a, a), "p2": (a, a), "p3": (a, a)}, "hand", "nominal"),
+                     testbed_fidelity={"p1": ok, "p2": lost, "p3": {}})
+    text = report.to_markdown()
+    assert ("p1: faithful at K 20; p2: not faithful at K 4 (real-inference overrun p95 0.31 > 0.25 of profile from "
+            "12 s, stopped early at 30 s: source send lag); p3: not judged (no fidelity record).") in text
+    assert "other work" not in text  # a warning is not a broken invariant
+    write_report(report, tmp_path)
+    assert '"verdict": "not faithful"' in (tmp_path / "report.json").read_text()
+    assert "judged by the fidelity monitor" not in compare_tables({"p1": (a, a)}, "hand", "nominal").to_markdown()
+
+
 def test_a_shifted_stage_shows_the_shift_and_is_named() -> None:
     sim = log(1000, 4, up_ms=10.0, seed=1)
     tb = log(1000, 4, up_ms=15.0, seed=1)   # same queries, 5 ms more on the way up
