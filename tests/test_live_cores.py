@@ -233,9 +233,11 @@ def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_p
     before = _ovs_affinity()
     assert before and _edge_cgroups() == []
     with (tmp_path / "run.log").open("w") as log:
-        # K 2: with one core reserved, everything else of the run shares the other; at K 1 on a slow 2-core host
-        # a profile-driven worker's wake-ups on it reach the overshoot limit (p99 2.0 ms, measured), at K 2 half
-        proc = subprocess.Popen(_run_argv(tmp_path / "trace.csv", out, "--real-workers", "dc1", "--tdf", "2"), cwd=REPO,
+        # K 4: with one core reserved, everything else of the run shares the other; at K 1 on a slow 2-core host
+        # a profile-driven worker's wake-ups on it reach the overshoot limit (p99 2.0 ms, measured), at K 2 half;
+        # at K 2 a run of 2026-12-05 still had the scheduler's relay at p99 2.17 virtual ms (limit 2) while the host
+        # slowed the machine (real inference p95 0.53 over its profile): K 4, the demonstration's, halves that again
+        proc = subprocess.Popen(_run_argv(tmp_path / "trace.csv", out, "--real-workers", "dc1", "--tdf", "4"), cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
@@ -297,7 +299,7 @@ def test_a_run_keeps_real_inference_on_its_own_core_and_is_judged_faithful(tmp_p
                     f"{cause['other_cores_elsewhere']} elsewhere; {cause['host_steal_pct_max']} % stolen): "
                     f"{[(v['statistic'], v['value']) for v in fid['violations']]}")
     assert fid["verdict"] == "faithful", [(v["invariant"], v["statistic"], v["value"]) for v in fid["violations"]]
-    assert "fidelity (K = 2): faithful" in log
+    assert "fidelity (K = 4): faithful" in log
 
 
 def test_an_overloaded_run_is_judged_not_faithful_and_stopped_early(tmp_path: Path) -> None:
