@@ -2,7 +2,7 @@
 inference threads are in the run's `-real` cpuset on the reserved core alone and the rest of the worker (its
 event loop) in `-rest` with its scheduler, ovs-vswitchd's threads are off the reserved core, and a second live
 run is refused (exit 2, naming the first); after it, no cgroup of the run is left, ovs-vswitchd's affinity is
-as before, and the monitor, which measured the inference threads apart, judged the run faithful (at K = 2). Without a
+as before, and the monitor, which measured the inference threads apart, judged the run faithful (at K = 4). Without a
 network, a real worker's inference threads (ONNX Runtime's intra-op threads too) alone are in `-real`, and
 nothing is left after teardown, nor after a `kill -9` and `clean`. An overloaded run (1000 queries/s at K = 1)
 is judged not faithful, naming the sources' send lag, and stopped early."""
