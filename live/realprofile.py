@@ -37,8 +37,8 @@ BUDGET_S = 0.3
 IDLE_MS = (10.0, 60.0)
 """Idle time before each timed batch, uniform (ms): a real worker between a light run's arrivals (20-50 frames/s).
 Not scaled by the run's K, although a dilated run's real worker idles longer in real time: timed after 40-240 ms
-at K 4, tiny-yolov2's profile came out 0.34-0.42 slower than the light run it was for, against -0.08 and +0.07
-after 10-60 ms (median overrun, two runs each, alternated, 2026-12-05)."""
+at K 4, tiny-yolov2's profile was too slow for the light run it was timed for (median overrun -0.34 and -0.42 of
+it), against -0.08 and +0.07 timed after 10-60 ms (two runs each, alternated, 2026-12-05)."""
 SEED = 0
 """Seeds the idle times."""
 SOURCE_FRAME_KB = (5, 10, 20, 30, 40, 60, 80, 100)
