@@ -129,18 +129,20 @@ FULL_BUSY = 0.9
 
 def verdict_line(fidelity: dict) -> str:
     """Returns a run's fidelity record in a few words: its verdict, K, and each hard invariant it broke (value
-    against threshold, from which virtual second) or why it stopped early."""
+    against threshold, from which virtual second), why it stopped early (the sources' lag, or a server's cores no
+    longer held), or why it was not judged."""
     if not fidelity:
         return "not judged (no fidelity record)"
-    line = f"{fidelity.get('verdict', 'not judged')} at K {fidelity.get('tdf', 1.0):g}"
+    line = fidelity.get("verdict", "not judged") + (f" at K {fidelity['tdf']:g}" if "tdf" in fidelity else "")
     broken = [f"{v['invariant']} {v['statistic']} {v['value']:g} > {v['threshold']:g} {v['unit']}"
               + (f" from {v['first_window_s']:g} s" if v.get("first_window_s") is not None else "")
               for v in fidelity.get("violations", [])]
     if stop := fidelity.get("stopped_early"):  # live/verdict.py's format_fidelity gives its two shapes in full
+        where = f" on server {stop['server']}" if "server" in stop else ""
         broken.append(f"stopped early at {stop.get('windows_from_s', float('nan')):g} s: "
-                      f"{stop.get('why') or stop.get('invariant')}")
+                      f"{stop.get('invariant', 'unknown')}{where}")
     if fidelity.get("error"):
-        broken.append(str(fidelity["error"]))
+        broken.append(" ".join(str(fidelity["error"]).split()))
     return line + (f" ({', '.join(broken)})" if broken else "")
 
 

@@ -62,9 +62,10 @@ def test_the_links_full_on_the_testbed_are_listed(tmp_path) -> None:
 
 
 def test_the_testbed_runs_verdicts_are_in_the_report(tmp_path) -> None:
-    """Each testbed run's verdict from live/verdict.py's own record: K, the hard invariants broken with their value,
-    threshold and first window, a stop; no record, no verdict claimed."""
-    from live.verdict import Figure, verdict
+    """Each testbed run's verdict from live/verdict.py's own records: K, the hard invariants broken with their value,
+    threshold and first window, a stop (the sources' lag, a server's cores lost), a run not judged and why; no
+    record, no verdict claimed."""
+    from live.verdict import Figure, judge_run, verdict
 
     a = log(600, 3)
     ok = verdict([Figure("source send lag", "p99", 0.3, 5.0, "virtual ms", windows_over=0),
@@ -72,11 +73,19 @@ def test_the_testbed_runs_verdicts_are_in_the_report(tmp_path) -> None:
     lost = verdict([Figure("real-inference overrun", "p95", 0.31, 0.25, "of profile", first_window_s=12.0,
                            windows_over=3)], 4.0,
                    {"invariant": "source send lag", "limit_ms": 50.0, "windows_from_s": 30.0, "lag_p99_ms": [80.0]})
-    report = replace(compare_tables({"p1": (a, a), "p2": (a, a), "p3": (a, a)}, "hand", "nominal"),
-                     testbed_fidelity={"p1": ok, "p2": lost, "p3": {}})
+    keeper = verdict([Figure("worker overshoot vs profile", "p99", 2.5, 2.0, "virtual ms")], 3.0,
+                     {"invariant": "server cores held", "server": "b", "windows_from_s": 12.5,
+                      "why": "the run's cores keeper died: ...; the run stops there (...)"})
+    unjudged = judge_run(tmp_path / "nowhere")  # no files: not judged, and why
+    report = replace(compare_tables({p: (a, a) for p in ("p1", "p2", "p3", "p4", "p5")}, "hand", "nominal"),
+                     testbed_fidelity={"p1": ok, "p2": lost, "p3": {}, "p4": keeper, "p5": unjudged})
     text = report.to_markdown()
     assert ("p1: faithful at K 20; p2: not faithful at K 4 (real-inference overrun p95 0.31 > 0.25 of profile from "
-            "12 s, stopped early at 30 s: source send lag); p3: not judged (no fidelity record).") in text
+            "12 s, stopped early at 30 s: source send lag); p3: not judged (no fidelity record); p4: not faithful at "
+            "K 3 (worker overshoot vs profile p99 2.5 > 2 virtual ms, stopped early at 12.5 s: server cores held on "
+            "server b); p5: not judged (") in text
+    p5 = text.split("p5: not judged (", 1)[1].split(").\n", 1)[0]
+    assert p5 == " ".join(unjudged["error"].split()) and p5 and "\n" not in p5  # the error, on one line
     assert "other work" not in text  # a warning is not a broken invariant
     write_report(report, tmp_path)
     assert '"verdict": "not faithful"' in (tmp_path / "report.json").read_text()

@@ -38,17 +38,18 @@ def tiny_net(tmp_path_factory):
 @pytest.fixture(scope="module")
 def rest_ms(tiny_net) -> float:
     """What the path ant1 -> dc1 adds to a round trip beyond its links' delays (5 ms each way) at rest: the switches'
-    and processes' wake-ups on this host, 1-3 ms here. Round trips are judged against it, measured in the same run."""
+    and processes' wake-ups on this host, 1-4 ms here. Round trips are judged against it, measured in the same run."""
     extra = statistics.median(_rtts_ms(tiny_net.host_for("worker", "ant1"), tiny_net.host_for("worker", "dc1"))) - 10.0
     assert 0.0 <= extra < 5.0, extra
     return extra
 
 
 def _assert_round_trips(rtts: list[float], one_way_ms: float, rest_ms: float) -> None:
-    """Round trips over a path of `one_way_ms` each way: none under its delay, their median within 2.5 ms of it plus
-    the path's cost at rest."""
-    assert rtts and min(rtts) >= 2 * one_way_ms and abs(statistics.median(rtts) - 2 * one_way_ms - rest_ms) < 2.5, (
-        one_way_ms, rest_ms, rtts)
+    """Round trips over a path of `one_way_ms` each way: none under its delay, their median its delay plus the
+    path's cost at rest, less 1 ms to more 3 (that cost grows a little with the time the path sleeps between
+    packets: 1.3 ms at 10 ms, 1.8 at 50 here)."""
+    excess = statistics.median(rtts) - 2 * one_way_ms - rest_ms if rtts else float("nan")
+    assert rtts and min(rtts) >= 2 * one_way_ms and -1.0 < excess < 3.0, (one_way_ms, rest_ms, rtts)
 
 
 def test_a_delay_change_takes_effect_and_a_link_goes_down_and_comes_back(tiny_net, rest_ms) -> None:
@@ -127,14 +128,15 @@ def test_a_link_that_comes_back_up_without_its_shaping_is_named(tiny_net) -> Non
 
 
 def test_net_applies_an_events_file_while_the_cli_runs(tmp_path: Path) -> None:
-    """ant1-dc1 (5 ms each way) takes 25 ms at 2.5 s while the CLI pings before and after: the round trip grows by
-    2 x 20 ms against the one measured before it in the same run (this host's switches and wake-ups add 1-4 ms to a
-    round trip at rest, more the longer the path sleeps between packets), and never undercuts the configured 50 ms."""
+    """ant1-dc1 (5 ms each way) takes 25 ms at 2.5 s while the CLI pings before and after (from 4 s after its start):
+    the round trip grows by 2 x 20 ms against the one measured before it in the same run (this host's switches and
+    wake-ups add 1-4 ms to a round trip at rest, more the longer the path sleeps between packets), and never
+    undercuts the configured 50 ms."""
     events = tmp_path / "events.yaml"
     events.write_text("events:\n  - {at_s: 2.5, link: dc1-ant1, delay_ms: 25}\n  - {at_s: 60, link: dc1-cloud, state: down}\n")
     script = tmp_path / "cli.txt"
     ping = "worker-ant1 ping -n -c 10 -i 0.05 worker-dc1\n"
-    script.write_text(ping + "sh sleep 3\n" + ping)
+    script.write_text(ping + "sh sleep 4\n" + ping)
     r = subprocess.run([sys.executable, str(ROOT / "run_testbed.py"), "net", "--topo", "tiny", "--controller", "none",
                         "--events", str(events), "--cli-script", str(script), "--out", str(tmp_path / "run")],
                        capture_output=True, text=True, timeout=120)
@@ -144,5 +146,5 @@ def test_net_applies_an_events_file_while_the_cli_runs(tmp_path: Path) -> None:
     rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", r.stdout)]
     assert len(rtts) == 20, r.stdout
     before, after = rtts[:10], rtts[10:]
-    assert max(before) < 2 * 25.0 and min(after) >= 2 * 25.0, (before, after)
-    assert abs(statistics.median(after) - statistics.median(before) - 2 * 20.0) < 2.5, (before, after)
+    assert statistics.median(before) < 2 * 25.0 and min(after) >= 2 * 25.0, (before, after)
+    assert -1.0 < statistics.median(after) - statistics.median(before) - 2 * 20.0 < 3.0, (before, after)
