@@ -274,6 +274,12 @@ def format_result(result: LiveResult) -> str:
     for app, r in sorted(s.per_app.items()):
         lines.append(f"{app:24} {r.queries:8d} {r.success:8.3f} {r.failed:8.3f} {r.rejected:8.3f}")
     lines += ["", "outcomes by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))]
+    down: dict[str, int] = {}
+    for stats in s.extra.get("sources", {}).values():  # what the sources' scheduler-down queries met (live/source.py)
+        for what, n in stats.get("scheduler_down", {}).items():
+            down[what] = down.get(what, 0) + n
+    if down:
+        lines.append("scheduler-down, the errors behind it: " + ", ".join(f"{k} {v}" for k, v in sorted(down.items())))
     real = s.extra.get("real_onnx_inferred") or {}
     lines.append(
         f"frames through real ONNX inference: {sum(real.values())}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import heapq
 import json
@@ -143,6 +144,9 @@ class Source:
         self.stopping = asyncio.Event()
         self.scheduler = SchedulerSession(self.url, self.timeout, clock, warm_connections, self.stopping)
         """The session to the scheduler and its warm connections (live/sourcesession.py)."""
+        self.scheduler_down: collections.Counter[str] = collections.Counter()
+        """What each query recorded `scheduler-down` met: the error's type (an HTTP status with it; its errno where
+        the socket gave one), counted: in the DONE line, so that a run says which failure it was."""
         self.due: list[tuple[int, int]] = []
         """`_Stream.due_key` (due ns, trace row) of every stream's next query: the dispatcher's heap, one entry per
         stream."""
@@ -190,6 +194,15 @@ class Source:
             "antenna": str(tr.antenna[i]),
             "app": str(tr.app[i]),
         }
+
+    def _down(self, exc: BaseException) -> None:
+        """Counts the error behind a `scheduler-down` record (`scheduler_down`)."""
+        what = type(exc).__name__
+        if isinstance(exc, aiohttp.ClientResponseError):
+            what += f" {exc.status}"
+        elif isinstance(exc, OSError) and exc.errno is not None:
+            what += f" errno {exc.errno}"
+        self.scheduler_down[what] += 1
 
     async def _open(self, i: int) -> dict:
         """Returns the scheduler's answer to opening stream i ({cluster, variant} or {rejected}); raises
@@ -289,7 +302,8 @@ class Source:
             s.ready_ms = s.due_s * 1000.0 + (t_bound - t_open)  # a late wake-up stays late
             self.opens.append((int(self.trace.stream_id[s.row]), s.k, t_open, t_bound))
             heapq.heappush(self.due, s.due_key)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self._down(exc)
             self.records.add(**self._row(s.row, s.k), t_send_ms=self.now_ms(), outcome="rejected",
                              reason="scheduler-down")
             self._advance(s)
@@ -354,7 +368,8 @@ class Source:
                 reason="timeout",
             )
             return
-        except (aiohttp.ClientError, ValueError):
+        except (aiohttp.ClientError, ValueError) as exc:
+            self._down(exc)
             self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason="scheduler-down")
             binding.clear()
             self.scheduler.lost()  # its connections are gone with it
@@ -367,7 +382,8 @@ class Source:
             try:
                 binding.clear()
                 binding.update(await self._open(i))
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                self._down(exc)
                 self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason="scheduler-down")
                 return
             if "rejected" in binding:
@@ -458,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                 "lag_p99_ms": round(float(np.percentile(lag, 99)), 2),
                 "lag_max_ms": round(float(lag.max()), 2),
                 "cpu_s": round(time.process_time(), 2),
+                "scheduler_down": dict(sorted(source.scheduler_down.items())),
             }
         ),
         flush=True,
