@@ -7,10 +7,10 @@ attach`), so `ip netns exec`, the record and `clean` reach it. `RemoteController
 running; `StoppableRemote` ends it.
 
 Every host's TCP is set for the run's time dilation factor K (K = 1 included, docs/network.md#time-dilation):
-congestion control reno (BBR and CUBIC follow real time), the minimum RTO and SACK compression x K, delayed
-ACKs off on the subnet route (`quickack 1`), initial windows wide enough for a frame in one flight, and a
-permanent ARP entry for every other host (`static_arp_lines`: neighbour discovery's 1 s retransmit timer is
-real time and fails on a path whose round trip exceeds 3 s).
+congestion control reno (BBR and CUBIC follow real time), the minimum RTO, SACK compression and `tcp_retries2`
+x K, delayed ACKs off on the subnet route (`quickack 1`), initial windows wide enough for a frame in one flight,
+and a permanent ARP entry for every other host (`static_arp_lines`: neighbour discovery's 1 s retransmit timer
+is real time and fails on a path whose round trip exceeds 3 s).
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ TCP_CONGESTION_CONTROL = "reno"
 loss (HyStart on millisecond thresholds) and BBR paces and probes on real time (this kernel's default)."""
 TCP_RTO_MIN_MS = 200
 """Linux's minimum retransmission timeout (TCP_RTO_MIN), scaled by K."""
+TCP_RETRIES2 = 15
+"""Linux's `tcp_retries2`, scaled by K: it also bounds how many times a connection retries a segment its own
+interface's rate queue dropped, every 500 ms real (TCP_RESOURCE_PROBE_INTERVAL, fixed), before it gives up with
+ETIMEDOUT. Unscaled, a source's connection whose radio queue was full gave up after 7.5 s real, 0.375 virtual s at
+K 20: its query was recorded `scheduler-down` and its stream opened again (at K 2, 23 of 12460 queries on a radio
+full for 30 s); x K it gives up after 7.5 virtual s, as at K = 1, beyond every client's timeout."""
 TCP_COMP_SACK_DELAY_NS = 1_000_000
 TCP_COMP_SACK_SLACK_NS = 100_000
 """Linux's defaults for how long a receiver may hold back a SACK (and the timer's slack), scaled by K."""
@@ -52,7 +58,8 @@ def host_sysctls(tdf: float = 1.0) -> list[str]:
     return HOST_SYSCTLS + [f"net.ipv4.tcp_congestion_control={TCP_CONGESTION_CONTROL}",
                            f"net.ipv4.tcp_rto_min_us={round(TCP_RTO_MIN_MS * 1000 * tdf)}",
                            f"net.ipv4.tcp_comp_sack_delay_ns={round(TCP_COMP_SACK_DELAY_NS * tdf)}",
-                           f"net.ipv4.tcp_comp_sack_slack_ns={round(TCP_COMP_SACK_SLACK_NS * tdf)}"]
+                           f"net.ipv4.tcp_comp_sack_slack_ns={round(TCP_COMP_SACK_SLACK_NS * tdf)}",
+                           f"net.ipv4.tcp_retries2={round(TCP_RETRIES2 * tdf)}"]
 
 
 def subnet_route_line(subnet: str, ifname: str, ip: str, tdf: float = 1.0) -> str:

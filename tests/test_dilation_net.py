@@ -105,10 +105,11 @@ def test_the_wire_keeps_when_its_frames_were_due_and_which_left_late() -> None:
 
 
 def test_every_host_gets_reno_and_tcp_timers_k_times_linux_s_at_k25() -> None:
-    assert host_sysctls(25)[-4:] == ["net.ipv4.tcp_congestion_control=reno", "net.ipv4.tcp_rto_min_us=5000000",
+    assert host_sysctls(25)[-5:] == ["net.ipv4.tcp_congestion_control=reno", "net.ipv4.tcp_rto_min_us=5000000",
                                      "net.ipv4.tcp_comp_sack_delay_ns=25000000",
-                                     "net.ipv4.tcp_comp_sack_slack_ns=2500000"]
-    assert "net.ipv4.tcp_rto_min_us=200000" in host_sysctls()  # K = 1: Linux's own values, reno still
+                                     "net.ipv4.tcp_comp_sack_slack_ns=2500000", "net.ipv4.tcp_retries2=375"]
+    # K = 1: Linux's own values, reno still
+    assert {"net.ipv4.tcp_rto_min_us=200000", "net.ipv4.tcp_retries2=15"} <= set(host_sysctls())
     assert subnet_route_line("10.0.0.0/16", "eth0", "10.0.0.3", 25) == (
         "route replace 10.0.0.0/16 dev eth0 proto kernel scope link src 10.0.0.3 initcwnd 64 initrwnd 64 "
         "quickack 1 rto_min 5000ms congctl reno")

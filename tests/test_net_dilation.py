@@ -33,8 +33,9 @@ def test_every_host_runs_reno_without_delayed_acks_and_a_k_times_longer_minimum_
         assert "quickack 1" in route and "congctl reno" in route, route
         assert re.search(r"rto_min (lock )?800ms", route), route  # 200 ms x 4
         got = host.cmd(["sysctl", "-n", "net.ipv4.tcp_congestion_control", "net.ipv4.tcp_rto_min_us",
-                        "net.ipv4.tcp_comp_sack_delay_ns", "net.ipv4.tcp_timestamps"]).split()
-        assert got == ["reno", "800000", "4000000", "1"]
+                        "net.ipv4.tcp_comp_sack_delay_ns", "net.ipv4.tcp_retries2",
+                        "net.ipv4.tcp_timestamps"]).split()
+        assert got == ["reno", "800000", "4000000", "60", "1"]
 
 
 def test_every_host_knows_every_other_host_s_address_permanently(tiny_k4) -> None:
