@@ -43,11 +43,14 @@ loss (HyStart on millisecond thresholds) and BBR paces and probes on real time (
 TCP_RTO_MIN_MS = 200
 """Linux's minimum retransmission timeout (TCP_RTO_MIN), scaled by K."""
 TCP_RETRIES2 = 15
-"""Linux's `tcp_retries2`, scaled by K: it also bounds how many times a connection retries a segment its own
-interface's rate queue dropped, every 500 ms real (TCP_RESOURCE_PROBE_INTERVAL, fixed), before it gives up with
-ETIMEDOUT. Unscaled, a source's connection whose radio queue was full gave up after 7.5 s real, 0.375 virtual s at
-K 20: its query was recorded `scheduler-down` and its stream opened again (at K 2, 23 of 12460 queries on a radio
-full for 30 s); x K it gives up after 7.5 virtual s, as at K = 1, beyond every client's timeout."""
+"""Linux's `tcp_retries2`, scaled by K up to TCP_RETRIES2_MAX: it also bounds how many times a connection retries
+a segment its own interface's rate queue dropped, every 500 ms real (TCP_RESOURCE_PROBE_INTERVAL, fixed), before
+it gives up with ETIMEDOUT. Unscaled, a source's connection whose radio queue was full gave up after 7.5 s real,
+0.375 virtual s at K 20: its query was recorded `scheduler-down` and its stream opened again (at K 2, 23 of 12460
+queries on a radio full for 30 s); x K it gives up after 7.5 virtual s, as at K = 1, past the clients' timeouts."""
+TCP_RETRIES2_MAX = 255
+"""The kernel refuses more (EINVAL): above K 17 a connection gives up after 127.5 s real, 127.5 / K virtual s (6.4
+at K 20, 5.1 at K 25, 3.2 at K 40)."""
 TCP_COMP_SACK_DELAY_NS = 1_000_000
 TCP_COMP_SACK_SLACK_NS = 100_000
 """Linux's defaults for how long a receiver may hold back a SACK (and the timer's slack), scaled by K."""
@@ -59,7 +62,7 @@ def host_sysctls(tdf: float = 1.0) -> list[str]:
                            f"net.ipv4.tcp_rto_min_us={round(TCP_RTO_MIN_MS * 1000 * tdf)}",
                            f"net.ipv4.tcp_comp_sack_delay_ns={round(TCP_COMP_SACK_DELAY_NS * tdf)}",
                            f"net.ipv4.tcp_comp_sack_slack_ns={round(TCP_COMP_SACK_SLACK_NS * tdf)}",
-                           f"net.ipv4.tcp_retries2={round(TCP_RETRIES2 * tdf)}"]
+                           f"net.ipv4.tcp_retries2={min(round(TCP_RETRIES2 * tdf), TCP_RETRIES2_MAX)}"]
 
 
 def subnet_route_line(subnet: str, ifname: str, ip: str, tdf: float = 1.0) -> str:

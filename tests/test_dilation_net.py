@@ -107,7 +107,8 @@ def test_the_wire_keeps_when_its_frames_were_due_and_which_left_late() -> None:
 def test_every_host_gets_reno_and_tcp_timers_k_times_linux_s_at_k25() -> None:
     assert host_sysctls(25)[-5:] == ["net.ipv4.tcp_congestion_control=reno", "net.ipv4.tcp_rto_min_us=5000000",
                                      "net.ipv4.tcp_comp_sack_delay_ns=25000000",
-                                     "net.ipv4.tcp_comp_sack_slack_ns=2500000", "net.ipv4.tcp_retries2=375"]
+                                     "net.ipv4.tcp_comp_sack_slack_ns=2500000", "net.ipv4.tcp_retries2=255"]
+    assert "net.ipv4.tcp_retries2=150" in host_sysctls(10)  # 15 x K up to the kernel's 255
     # K = 1: Linux's own values, reno still
     assert {"net.ipv4.tcp_rto_min_us=200000", "net.ipv4.tcp_retries2=15"} <= set(host_sysctls())
     assert subnet_route_line("10.0.0.0/16", "eth0", "10.0.0.3", 25) == (
