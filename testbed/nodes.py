@@ -43,14 +43,17 @@ loss (HyStart on millisecond thresholds) and BBR paces and probes on real time (
 TCP_RTO_MIN_MS = 200
 """Linux's minimum retransmission timeout (TCP_RTO_MIN), scaled by K."""
 TCP_RETRIES2 = 15
-"""Linux's `tcp_retries2`, scaled by K up to TCP_RETRIES2_MAX: it also bounds how many times a connection retries
-a segment its own interface's rate queue dropped, every 500 ms real (TCP_RESOURCE_PROBE_INTERVAL, fixed), before
-it gives up with ETIMEDOUT. Unscaled, a source's connection whose radio queue was full gave up after 7.5 s real,
-0.375 virtual s at K 20: its query was recorded `scheduler-down` and its stream opened again (at K 2, 23 of 12460
-queries on a radio full for 30 s); x K it gives up after 7.5 virtual s, as at K = 1, past the clients' timeouts."""
+"""Linux's `tcp_retries2`, scaled by K (`tcp_retries2`): it also bounds how many times in a row a connection with
+nothing in flight retries a segment its own interface's rate queue dropped, every 500 ms real after its first RTO
+(TCP_RESOURCE_PROBE_INTERVAL_S), before it gives up with ETIMEDOUT. With Linux's 15 at K 20 a source's
+connection whose radio queue stays full gives up after 0.375 virtual s, and its query is recorded
+`scheduler-down` (at K 2, 23 of 12460 queries on a radio full for 30 s); x K it gives up after 7.5 virtual s,
+as at K = 1, past the clients' timeout (`--timeout`, 5 s) up to K 25."""
 TCP_RETRIES2_MAX = 255
-"""The kernel refuses more (EINVAL): above K 17 a connection gives up after 127.5 s real, 127.5 / K virtual s (6.4
-at K 20, 5.1 at K 25, 3.2 at K 40)."""
+"""The kernel refuses more (EINVAL): above K 17 a connection gives up after 127.5 s real, 127.5 / K virtual s
+(6.4 at K 20, 5.1 at K 25, 3.2 at K 40)."""
+TCP_RESOURCE_PROBE_INTERVAL_S = 0.5
+"""How often TCP retries a segment its own interface dropped (Linux's TCP_RESOURCE_PROBE_INTERVAL, real s, fixed)."""
 TCP_COMP_SACK_DELAY_NS = 1_000_000
 TCP_COMP_SACK_SLACK_NS = 100_000
 """Linux's defaults for how long a receiver may hold back a SACK (and the timer's slack), scaled by K."""
@@ -62,7 +65,23 @@ def host_sysctls(tdf: float = 1.0) -> list[str]:
                            f"net.ipv4.tcp_rto_min_us={round(TCP_RTO_MIN_MS * 1000 * tdf)}",
                            f"net.ipv4.tcp_comp_sack_delay_ns={round(TCP_COMP_SACK_DELAY_NS * tdf)}",
                            f"net.ipv4.tcp_comp_sack_slack_ns={round(TCP_COMP_SACK_SLACK_NS * tdf)}",
-                           f"net.ipv4.tcp_retries2={min(round(TCP_RETRIES2 * tdf), TCP_RETRIES2_MAX)}"]
+                           f"net.ipv4.tcp_retries2={tcp_retries2(tdf)}"]
+
+
+def tcp_retries2(tdf: float = 1.0) -> int:
+    """Returns a host's `tcp_retries2` at K (`tdf`): Linux's 15 x K, from 1 to the kernel's 255."""
+    return max(1, min(round(TCP_RETRIES2 * tdf), TCP_RETRIES2_MAX))
+
+
+def local_drop_note(tdf: float) -> str | None:
+    """Returns the line saying how soon a connection gives up on segments its own interface keeps dropping,
+    where the kernel's limit keeps it under 7.5 virtual s (K over 17); None elsewhere."""
+    if round(TCP_RETRIES2 * tdf) <= TCP_RETRIES2_MAX:
+        return None
+    give_up_s = TCP_RETRIES2_MAX * TCP_RESOURCE_PROBE_INTERVAL_S / tdf
+    return (f"time dilation x{tdf:g}: tcp_retries2 is at the kernel's most ({TCP_RETRIES2_MAX}); a connection whose "
+            f"segments its own full rate queue keeps dropping gives up after {give_up_s:.1f} virtual s (7.5 at "
+            f"K <= 17), and a source records its query scheduler-down (docs/network.md#time-dilation)")
 
 
 def subnet_route_line(subnet: str, ifname: str, ip: str, tdf: float = 1.0) -> str:
@@ -271,5 +290,5 @@ class StoppableRemote(RemoteController):
         self.terminate()
 
 
-__all__ = ["IpBridge", "NamedHost", "RecordedOVS", "StoppableRemote", "host_sysctls", "static_arp_lines",
-           "subnet_route_line"]
+__all__ = ["IpBridge", "NamedHost", "RecordedOVS", "StoppableRemote", "host_sysctls", "local_drop_note",
+           "static_arp_lines", "subnet_route_line", "tcp_retries2"]

@@ -16,7 +16,7 @@ import pytest
 import run_testbed
 from testbed import events, measure, shaping
 from testbed.mncli import dilation_banner
-from testbed.nodes import host_sysctls, static_arp_lines, subnet_route_line
+from testbed.nodes import host_sysctls, local_drop_note, static_arp_lines, subnet_route_line, tcp_retries2
 from testbed.pcaptime import MAGIC_NS, MAGIC_US, PcapError, rewrite
 from testbed.plan import build_plan
 from testbed.probes import ProbePlan, ProbeStream
@@ -109,6 +109,9 @@ def test_every_host_gets_reno_and_tcp_timers_k_times_linux_s_at_k25() -> None:
                                      "net.ipv4.tcp_comp_sack_delay_ns=25000000",
                                      "net.ipv4.tcp_comp_sack_slack_ns=2500000", "net.ipv4.tcp_retries2=255"]
     assert "net.ipv4.tcp_retries2=150" in host_sysctls(10)  # 15 x K up to the kernel's 255
+    assert [tcp_retries2(k) for k in (0.01, 1, 17, 18)] == [1, 15, 255, 255]
+    assert local_drop_note(17) is None
+    assert "gives up after 3.2 virtual s" in local_drop_note(40)  # 255 x 0.5 s real / 40
     # K = 1: Linux's own values, reno still
     assert {"net.ipv4.tcp_rto_min_us=200000", "net.ipv4.tcp_retries2=15"} <= set(host_sysctls())
     assert subnet_route_line("10.0.0.0/16", "eth0", "10.0.0.3", 25) == (
