@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from testbed import bringup, measure, preflight, sh, shaping, stp, switches
 from testbed.errors import CommandError, HelperDiedError, NetworkError, PreflightError
 from testbed.interrupts import HELPER_DIED_SIGNAL, raise_interrupt, sigint_default_in_children
-from testbed.nodes import local_drop_note
 from testbed.placement import Placement, control_dir, everything_local
 from testbed.plan import NETWORK_FILE, End, HostPlan, NetworkPlan, build_plan
 from testbed.portcounters import PortReading, PortSample, read_ports
@@ -195,6 +194,8 @@ class EmulatedNetwork:
                      f"controller={self.controller_kind}, mtu={self.mtu}"
                      f"{f', time dilation x{self.tdf:g}' if self.tdf != 1.0 else ''}{where}, run dir {self.run_dir}")
             self.log(self.address_table())
+            from testbed.nodes import local_drop_note  # Mininet's modules: after preflight, as in _build
+
             if note := local_drop_note(self.tdf):
                 self.log(note)
             self._start_deathwatch()

@@ -48,7 +48,7 @@ nothing in flight retries a segment its own interface's rate queue dropped, ever
 (TCP_RESOURCE_PROBE_INTERVAL_S), before it gives up with ETIMEDOUT. With Linux's 15 at K 20 a source's
 connection whose radio queue stays full gives up after 0.375 virtual s, and its query is recorded
 `scheduler-down` (at K 2, 23 of 12460 queries on a radio full for 30 s); x K it gives up after 7.5 virtual s,
-as at K = 1, past the clients' timeout (`--timeout`, 5 s) up to K 25."""
+as at K = 1, up to K 17, and still past the clients' timeout (`--timeout`, 5 s) up to K 25."""
 TCP_RETRIES2_MAX = 255
 """The kernel refuses more (EINVAL): above K 17 a connection gives up after 127.5 s real, 127.5 / K virtual s
 (6.4 at K 20, 5.1 at K 25, 3.2 at K 40)."""
@@ -78,10 +78,11 @@ def local_drop_note(tdf: float) -> str | None:
     where the kernel's limit keeps it under 7.5 virtual s (K over 17); None elsewhere."""
     if round(TCP_RETRIES2 * tdf) <= TCP_RETRIES2_MAX:
         return None
-    give_up_s = TCP_RETRIES2_MAX * TCP_RESOURCE_PROBE_INTERVAL_S / tdf
+    give_up_s = tcp_retries2(tdf) * TCP_RESOURCE_PROBE_INTERVAL_S / tdf
     return (f"time dilation x{tdf:g}: tcp_retries2 is at the kernel's most ({TCP_RETRIES2_MAX}); a connection whose "
-            f"segments its own full rate queue keeps dropping gives up after {give_up_s:.1f} virtual s (7.5 at "
-            f"K <= 17), and a source records its query scheduler-down (docs/network.md#time-dilation)")
+            f"segments its own full rate queue keeps dropping gives up after {give_up_s:.1f} virtual s "
+            f"({TCP_RETRIES2 * TCP_RESOURCE_PROBE_INTERVAL_S:g} up to K 17), and a source's query still waiting "
+            f"then (its --timeout longer) is recorded scheduler-down (docs/network.md#time-dilation)")
 
 
 def subnet_route_line(subnet: str, ifname: str, ip: str, tdf: float = 1.0) -> str:
