@@ -11,6 +11,7 @@ import pytest
 
 from testbed import EmulatedNetwork, sh
 from testbed.leftovers import leftovers
+from testbed.nodes import host_sysctls
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -36,6 +37,19 @@ def test_every_host_runs_reno_without_delayed_acks_and_a_k_times_longer_minimum_
                         "net.ipv4.tcp_comp_sack_delay_ns", "net.ipv4.tcp_retries2",
                         "net.ipv4.tcp_timestamps"]).split()
         assert got == ["reno", "800000", "4000000", "60", "1"]
+
+
+@pytest.mark.parametrize("tdf", [1.0, 17.0, 40.0])
+def test_the_kernel_takes_every_host_setting_at_high_k(tdf: float) -> None:
+    # a setting the kernel refuses at some K stops the bring-up (tcp_retries2 above 255: EINVAL)
+    ns = f"tbtest-sysctl-{os.getpid()}"
+    sh.run(["ip", "netns", "add", ns])
+    try:
+        sh.run(sh.in_netns(ns, ["sysctl", "-q", "-w", *host_sysctls(tdf)]))
+        got = sh.run(sh.in_netns(ns, ["sysctl", "-n", "net.ipv4.tcp_retries2"])).stdout.split()
+        assert got == [str(min(round(15 * tdf), 255))]
+    finally:
+        sh.run(["ip", "netns", "del", ns])
 
 
 def test_every_host_knows_every_other_host_s_address_permanently(tiny_k4) -> None:
