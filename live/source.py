@@ -195,14 +195,16 @@ class Source:
             "app": str(tr.app[i]),
         }
 
-    def _down(self, exc: BaseException) -> None:
-        """Counts the error behind a `scheduler-down` record (`scheduler_down`)."""
+    def _down(self, exc: BaseException, row: dict, t_send_ms: float) -> None:
+        """Records a query the scheduler did not answer (`scheduler-down`) and counts the error behind it
+        (`scheduler_down`)."""
         what = type(exc).__name__
         if isinstance(exc, aiohttp.ClientResponseError):
             what += f" {exc.status}"
         elif isinstance(exc, OSError) and exc.errno is not None:
             what += f" errno {exc.errno}"
         self.scheduler_down[what] += 1
+        self.records.add(**row, t_send_ms=t_send_ms, outcome="rejected", reason="scheduler-down")
 
     async def _open(self, i: int) -> dict:
         """Returns the scheduler's answer to opening stream i ({cluster, variant} or {rejected}); raises
@@ -303,9 +305,7 @@ class Source:
             self.opens.append((int(self.trace.stream_id[s.row]), s.k, t_open, t_bound))
             heapq.heappush(self.due, s.due_key)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            self._down(exc)
-            self.records.add(**self._row(s.row, s.k), t_send_ms=self.now_ms(), outcome="rejected",
-                             reason="scheduler-down")
+            self._down(exc, self._row(s.row, s.k), self.now_ms())
             self._advance(s)
         except Exception as exc:  # as it ended the stream's own loop, it ends the source
             self.error = exc
@@ -369,8 +369,7 @@ class Source:
             )
             return
         except (aiohttp.ClientError, ValueError) as exc:
-            self._down(exc)
-            self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason="scheduler-down")
+            self._down(exc, row, t_send)
             binding.clear()
             self.scheduler.lost()  # its connections are gone with it
             return
@@ -383,8 +382,7 @@ class Source:
                 binding.clear()
                 binding.update(await self._open(i))
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                self._down(exc)
-                self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason="scheduler-down")
+                self._down(exc, row, t_send)
                 return
             if "rejected" in binding:
                 self.records.add(**row, t_send_ms=t_send, outcome="rejected", reason=str(binding["rejected"]))
