@@ -4,7 +4,8 @@ started together at 0, for PILOT_S of virtual time. The first K is estimated fro
 query and the cores the emulation has, rounded up on a ladder; then the pilots go down the ladder while they
 pass and up while they fail, MAX_PILOTS at most. Each pilot is a live run on a fresh network
 (`<run dir>-pilots/k<K>/`); the run itself follows at the K chosen, and its config.json's `time_dilation`
-gets `auto` (the estimate, the pilots and their verdicts). The search takes the pilots as a callable, so it is
+gets `auto` (the estimate, the pilots and their verdicts). `compare` pilots each of its policies at each K
+(`choose_tdf`) and runs them all at the one K chosen. The search takes the pilots as a callable, so it is
 tested on its own.
 """
 
@@ -22,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from topologies import load_topology
+from topologies.timescale import TDF_LADDER, ladder_up
 from workload.trace import Trace, write_trace
 
-LADDER = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 25.0, 32.0, 40.0, 50.0, 64.0)
 MAX_PILOTS = 3
 PILOT_S = 10.0
 """Virtual seconds of a pilot."""
@@ -62,17 +63,12 @@ def peak_slice(trace: Trace, duration_s: float, length_s: float = PILOT_S) -> Pe
     return Peak(float(seconds[t]), float(load[t]), Trace(**cols).sorted())
 
 
-def ladder_up(k: float) -> float:
-    """Returns the smallest ladder step at or above k (the top step if k is above them all)."""
-    return next((x for x in LADDER if x >= k - 1e-9), LADDER[-1])
-
-
 def first_k(queries_per_s: float, cores: float, switch: str) -> float:
     """Returns the first K to pilot: the CPU the queries cost over what the emulation's cores carry (the
     network's fixed cost first), rounded up on the ladder; the top step where the cores carry nothing."""
     room = cores * USABLE_SHARE - FIXED_CORES.get(switch, FIXED_CORES["ovs"])
     if room <= 0:
-        return LADDER[-1]
+        return TDF_LADDER[-1]
     return ladder_up(max(1.0, math.ceil(CPU_MS_PER_QUERY / 1000.0 * queries_per_s / room)))
 
 
@@ -104,8 +100,8 @@ def search(estimate: float, pilot: Callable[[float], bool], max_pilots: int = MA
         ok = bool(pilot(k))
         done[k] = ok
         order.append((k, ok))
-        i = LADDER.index(k)
-        nxt = LADDER[i - 1] if ok and i > 0 else LADDER[i + 1] if not ok and i + 1 < len(LADDER) else None
+        i = TDF_LADDER.index(k)
+        nxt = TDF_LADDER[i - 1] if ok and i > 0 else TDF_LADDER[i + 1] if not ok and i + 1 < len(TDF_LADDER) else None
         if nxt is None:
             break
         k = nxt
@@ -113,38 +109,57 @@ def search(estimate: float, pilot: Callable[[float], bool], max_pilots: int = MA
     if passed:
         return AutoTdf(min(passed), estimate, tuple(order), True)
     worst = max(done)
-    return AutoTdf(LADDER[min(LADDER.index(worst) + 1, len(LADDER) - 1)], estimate, tuple(order), False)
+    return AutoTdf(TDF_LADDER[min(TDF_LADDER.index(worst) + 1, len(TDF_LADDER) - 1)], estimate, tuple(order), False)
+
+
+def choose_tdf(spec: Any, log: Callable[[str], None], run_live: Callable[..., Any], pilots: Path,
+               policies: tuple[str, ...] = ()) -> tuple[AutoTdf, Peak]:
+    """Returns the K `search` walks to for `spec`'s trace, and the trace's peak: at each K a pilot of every one of
+    `policies` (`spec.policy` alone when none are given; the first that is judged not faithful fails the K, the
+    rest are not run), each on a fresh network under `pilots`/k<K>[/<policy>]."""
+    topo = load_topology(spec.topo)
+    trace, duration_s = spec.workload().build(tuple(a.name for a in topo.antennas))
+    peak = peak_slice(trace, duration_s)
+    write_trace(peak.pilot, pilots / "trace.csv")
+    reserved = 0 if spec.real_sites == () else 1  # one core is real inference's (live/cores.py)
+    cores = max(1, len(os.sched_getaffinity(0)) - reserved)
+    estimate = first_k(peak.queries_per_s, cores, spec.switch)
+    each = policies or (spec.policy,)
+    log(f"--tdf auto: the trace's busiest second ({peak.at_s:g} s, {peak.queries_per_s:g} queries/s) as a "
+        f"{PILOT_S:g} s pilot" + (f" of each policy ({', '.join(each)})" if policies else "")
+        + f"; first K {estimate:g} ({CPU_MS_PER_QUERY:g} ms CPU per query on {cores} core(s)); pilots in {pilots}")
+
+    def pilot(k: float) -> bool:
+        for policy in each:
+            out = pilots / f"k{k:g}" / policy if policies else pilots / f"k{k:g}"
+            result = run_live(replace(spec, policy=policy, tdf=k, trace=(pilots / "trace.csv").resolve(),
+                                      duration_s=PILOT_S, out=out, kill_worker=(), restart_scheduler=(),
+                                      events=None, cli=False, cli_script=None, pcap="none"), log=lambda _: None)
+            verdict = result.summary.extra.get("fidelity", {}).get("verdict")
+            log(f"--tdf auto: pilot at K {k:g}" + (f", {policy}" if policies else "") + f": {verdict}")
+            if verdict != "faithful":
+                return False
+        return True
+
+    found = search(estimate, pilot)
+    log(f"--tdf auto: K {found.tdf:g}" + ("" if found.piloted else " (no pilot passed: the step above the last)"))
+    return found, peak
+
+
+def record_auto(run_dir: Path, found: AutoTdf, peak: Peak, pilots: Path) -> None:
+    """Writes what `--tdf auto` chose and why into a run's config.json (`time_dilation.auto`)."""
+    config = run_dir / "config.json"
+    cfg = json.loads(config.read_text())
+    cfg.setdefault("time_dilation", {})["auto"] = {**found.record(peak), "pilots_dir": str(pilots)}
+    config.write_text(json.dumps(cfg, indent=1) + "\n")
 
 
 def run_auto(spec: Any, log: Callable[[str], None], run_live: Callable[..., Any]) -> Any:
     """Runs `--tdf auto`: pilots at the K `search` walks to, then the run at the K chosen; returns the run's
     result (live.report.LiveResult) with config.json's `time_dilation.auto` written."""
-    topo = load_topology(spec.topo)
-    trace, duration_s = spec.workload().build(tuple(a.name for a in topo.antennas))
-    peak = peak_slice(trace, duration_s)
-    out = Path(spec.out) if spec.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{topo.name}"
+    out = Path(spec.out) if spec.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{load_topology(spec.topo).name}"
     pilots = out.with_name(out.name + "-pilots")
-    write_trace(peak.pilot, pilots / "trace.csv")
-    reserved = 0 if spec.real_sites == () else 1  # one core is real inference's (live/cores.py)
-    cores = max(1, len(os.sched_getaffinity(0)) - reserved)
-    estimate = first_k(peak.queries_per_s, cores, spec.switch)
-    log(f"--tdf auto: the trace's busiest second ({peak.at_s:g} s, {peak.queries_per_s:g} queries/s) as a "
-        f"{PILOT_S:g} s pilot; first K {estimate:g} ({CPU_MS_PER_QUERY:g} ms CPU per query on {cores} core(s)); "
-        f"pilots in {pilots}")
-
-    def pilot(k: float) -> bool:
-        result = run_live(replace(spec, tdf=k, trace=(pilots / "trace.csv").resolve(), duration_s=PILOT_S,
-                                  out=pilots / f"k{k:g}", kill_worker=(), restart_scheduler=(), events=None,
-                                  cli=False, cli_script=None, pcap="none"), log=lambda _: None)
-        verdict = result.summary.extra.get("fidelity", {}).get("verdict")
-        log(f"--tdf auto: pilot at K {k:g}: {verdict}")
-        return verdict == "faithful"
-
-    found = search(estimate, pilot)
-    log(f"--tdf auto: K {found.tdf:g}" + ("" if found.piloted else " (no pilot passed: the step above the last)"))
-    result = run_live(replace(spec, tdf=found.tdf), log=log)
-    config = result.out / "config.json"
-    cfg = json.loads(config.read_text())
-    cfg.setdefault("time_dilation", {})["auto"] = {**found.record(peak), "pilots_dir": str(pilots)}
-    config.write_text(json.dumps(cfg, indent=1) + "\n")
+    found, peak = choose_tdf(replace(spec, out=out), log, run_live, pilots)
+    result = run_live(replace(spec, out=out, tdf=found.tdf), log=log)
+    record_auto(result.out, found, peak, pilots)
     return result

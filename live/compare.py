@@ -22,6 +22,7 @@ from analysis.fidelity import compare_dirs, other_seeds, write_report
 from analysis.pairing import MissedKeys, missed_keys, one_side
 from analysis.records import read_records
 from analysis.resultspage import add_results_page_argument, write_results_page
+from live.autotdf import choose_tdf, record_auto
 from live.calibration import calibrate_from_run
 from live.spec import RunSpec
 from scheduler.core import ALL, POLICY_NAMES, policy_index
@@ -32,7 +33,7 @@ from testbed.errors import NetworkError, PreflightError
 from testbed.switches import controller_for
 from topologies import Topology, load_topology
 from topologies.events import NetworkEvents, load_events
-from workers.deployment import parse_tdf
+from topologies.timescale import parse_tdf_or_auto
 from workload.args import Workload, add_workload_arguments, workload_from_args
 from workload.trace import write_trace
 
@@ -70,9 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--controller", choices=("osken", "none"), default=None,
                    help="default: the one that goes with --switch (none for lxbr, osken for ovs)")
     p.add_argument("--pcap", default="none", help="hosts to capture on the testbed side (default none)")
-    p.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
+    p.add_argument("--tdf", type=parse_tdf_or_auto, default=1.0, metavar="K|auto",
                    help="time dilation factor of the testbed side: it runs K times slower in real time and is "
-                        "compared in virtual time (docs/live-run.md#time-dilation; default 1)")
+                        "compared in virtual time (docs/live-run.md#time-dilation; default 1); auto: the smallest K "
+                        "at which a 10 s pilot of the trace's busiest second is judged faithful for every policy")
     p.add_argument("--mtu", type=int, default=RunSpec.mtu, metavar="BYTES",
                    help=f"MTU of the testbed side's interfaces (default {RunSpec.mtu}; across servers at most the "
                         "underlay's less 50)")
@@ -178,6 +180,14 @@ def _compare(args: argparse.Namespace, checked: _Checked) -> int:
                       ssh_options=args.ssh_options)
     if events is not None:
         label += f"; network events {args.events} ({len(events.events)})"
+    auto = None
+    if base.tdf is None:  # --tdf auto: one K for every policy, the smallest at which each one's pilot is faithful
+        try:
+            auto = choose_tdf(base, print, run_live, out / "pilots", tuple(policies))
+        except (PreflightError, NetworkError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, PreflightError) else 3
+        base = replace(base, tdf=auto[0].tdf)
     sim_config = base.sim_config(duration_s, overhead_up_ms=overhead[0], overhead_down_ms=overhead[1],
                                  processing_scale=tuple(scale.items()))
     pairs, again, one_side_again, full_links, verdicts = {}, {}, {}, {}, {}
@@ -191,6 +201,8 @@ def _compare(args: argparse.Namespace, checked: _Checked) -> int:
         except NetworkError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 3
+        if auto is not None:
+            record_auto(live.out, *auto, out / "pilots")
         print(f"== {p}: simulator")
         simulate_policy(system, trace, p, sim_config, workload.seed, f"trace:{trace_path.name}", out / "simulator" / p,
                         physics=physics, events=events)

@@ -17,8 +17,7 @@ from live.options import add_options, opt, option_values
 from testbed.capture import DEFAULT_SNAPLEN
 from testbed.switches import controller_for
 from topologies.strict import one_line
-from topologies.timescale import TimeScale
-from workers.deployment import parse_tdf
+from topologies.timescale import TimeScale, parse_tdf_or_auto
 from workload.args import Workload, add_workload_arguments, workload_from_args
 
 if TYPE_CHECKING:
@@ -177,7 +176,7 @@ class RunSpec:
 
     Jumbo frames by default: a 50 kB frame is ~6 packets instead of ~35, which the userspace wires and
     switches of a 2-core machine can forward (1500: standard)."""
-    tdf: float | None = opt(1.0, metavar="K|auto", parse=lambda t: None if t.strip() == "auto" else parse_tdf(t),
+    tdf: float | None = opt(1.0, metavar="K|auto", parse=parse_tdf_or_auto,
                             default_text=f"{DEMO_TDF:g} on {DEMO_TOPOLOGY} (the demonstration's), 1 elsewhere")
     """time dilation factor: the run lasts K times longer in real time (delays, frame intervals, inference,
     timeouts and windows x K) and every figure is in virtual time; see docs/live-run.md#time-dilation; auto:

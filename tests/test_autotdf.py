@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live.autotdf import LADDER, first_k, peak_slice, search
+from live.autotdf import first_k, peak_slice, search
+from topologies.timescale import TDF_LADDER as LADDER
 from workload.trace import Trace, read_trace
 
 TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task

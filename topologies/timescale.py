@@ -8,6 +8,7 @@ anchor, so their virtual timestamps agree without a handshake. With K = 1 the ma
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, replace
 
 from topologies.model import LinkShape
@@ -58,3 +59,29 @@ def dilated_shape(shape: LinkShape, factor: float) -> LinkShape:
         delay_dev_ms=shape.delay_dev_ms * factor,
         bw_mbps=shape.bw_mbps / factor,
     )
+
+
+TDF_LADDER = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 25.0, 32.0, 40.0, 50.0, 64.0)
+"""The factors `--tdf auto` tries, one step at a time (live/autotdf.py for a run, `net --check`'s links)."""
+
+
+def ladder_up(k: float) -> float:
+    """Returns the smallest ladder step at or above k (the top step if k is above them all)."""
+    return next((x for x in TDF_LADDER if x >= k - 1e-9), TDF_LADDER[-1])
+
+
+def parse_tdf(text: str) -> float:
+    """Returns a time dilation factor given as text (--tdf of a worker and of a live run): a number >= 1."""
+    try:
+        k = float(text)
+    except ValueError:
+        k = float("nan")
+    if not 1.0 <= k < float("inf"):
+        raise argparse.ArgumentTypeError(f"--tdf {text!r}: expected a number >= 1 (real seconds per virtual second)")
+    return k
+
+
+def parse_tdf_or_auto(text: str) -> float | None:
+    """Returns --tdf of a command that can choose K itself (`run`, `compare`, `net --check`, bench_live): None for
+    `auto`, else the number (`parse_tdf`)."""
+    return None if text.strip() == "auto" else parse_tdf(text)

@@ -4,7 +4,6 @@ command line, the model folder and the profile file."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +12,6 @@ from scheduler.profiles import RuntimeProfile, read_profile
 from topologies.timescale import TimeScale
 
 from .modelconfig import ModelCard, ModelConfig, load_model
-
-
-def parse_tdf(text: str) -> float:
-    """Returns a time dilation factor given as text (--tdf of a worker and of a live run): a number >= 1."""
-    try:
-        k = float(text)
-    except ValueError:
-        k = float("nan")
-    if not 1.0 <= k < float("inf"):
-        raise argparse.ArgumentTypeError(f"--tdf {text!r}: expected a number >= 1 (real seconds per virtual second)")
-    return k
 
 
 @dataclass(frozen=True)

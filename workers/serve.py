@@ -10,9 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from topologies.timescale import TimeScale
+from topologies.timescale import TimeScale, parse_tdf
 
-from .deployment import WorkerSettings, parse_tdf, resolve
+from .deployment import WorkerSettings, resolve
 from .lifecycle import RUN_KEEPALIVE_S, serving
 from .limits import MIB, RequestLimits
 from .runtime import keep_freed_memory, parse_cpus, pin_process
