@@ -3,7 +3,7 @@ antenna it sustains before the success ratio drops because of the testbed itself
 and the scheduler's overhead per query on the live path (p50, p99). Needs root.
 
     .venv/bin/python benchmarks/bench_live.py [--rates 25,50,100,200] [--duration 20] [--mtu 9000,1500]
-                                              [--overhead-frames 1000] [--only-overhead] [--tdf K]
+                                              [--overhead-frames 1000] [--only-overhead] [--tdf K|auto]
                                               [--stop-unfaithful] [--results-page]
 
 Prints its tables; with --results-page also writes them to docs/results/live-load.md (analysis.resultspage).
@@ -33,7 +33,7 @@ from live.report import LiveResult  # noqa: E402
 from live.rundir import RunDir, write_t0  # noqa: E402
 from live.spec import RunSpec, write_spec  # noqa: E402
 from topologies import load_topology  # noqa: E402
-from workers.deployment import parse_tdf  # noqa: E402
+from topologies.timescale import parse_tdf_or_auto  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STREAM_FPS = 25
@@ -58,9 +58,9 @@ def write_trace(path: Path, antennas: tuple[str, ...], per_antenna_qps: int, dur
     path.write_text("\n".join(lines) + "\n")
 
 
-def one_rate(rate: int, duration_s: float, mtu: int, base: Path, tdf: float = 1.0) -> dict:
+def one_rate(rate: int, duration_s: float, mtu: int, base: Path, tdf: float | None = 1.0) -> dict:
     """Returns the figures of one run at `rate` queries/s per antenna (virtual queries/s at --tdf K: the run
-    lasts K times longer in real time)."""
+    lasts K times longer in real time; None: the K its pilots choose, live/autotdf.py)."""
     antennas = tuple(a.name for a in load_topology("full-edge").antennas)
     trace = base / f"trace-{rate}-{mtu}.csv"
     write_trace(trace, antennas, rate, duration_s)
@@ -80,6 +80,8 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path, tdf: float = 1.
     result: LiveResult = run_live(config, log=lambda _: None)
     wall = time.monotonic() - t
     s = result.summary
+    auto = tdf is None
+    tdf = float(json.loads((result.out / "spec.json").read_text())["tdf"])  # the K it ran at (auto: chosen)
     lags = [v.get("lag_p99_ms", 0.0) for v in s.extra.get("sources", {}).values()]
     overhead = [
         v["overhead_us"] for v in result.scheduler_stats.values() if v.get("overhead_us", {}).get("n")
@@ -102,6 +104,7 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path, tdf: float = 1.
         "scheduler_overhead_p99_us": round(max(o["p99"] for o in overhead), 1) if n else None,
         "cpu_s": cpu,
         "tdf": tdf,
+        "tdf_auto": auto,
         "cpu_cores": round(sum(cpu.values()) / ((duration_s + 5) * tdf), 2),  # CPU s per real s
         "wall_s": round(wall, 1),
         "verdict": s.extra.get("fidelity", {}).get("verdict", ""),
@@ -212,17 +215,20 @@ def overhead_loopback(n: int, base: Path) -> dict:
 
 def load_table(rows: list[dict]) -> list[str]:
     """Returns the Markdown table of the load runs and, per MTU, the rate sustained."""
+    auto = any(r.get("tdf_auto") for r in rows)  # --tdf auto: each rate's own K, chosen by its pilots
     lines = [
-        "| MTU | offered q/s/antenna | answered q/s/antenna | success | source lag p99 ms | "
-        "sched overhead p50/p99 us | CPU cores | CPU s by group |",
-        "|---|---|---|---|---|---|---|---|",
+        "| MTU | offered q/s/antenna | " + ("K (auto) | verdict | " if auto else "") + "answered q/s/antenna | "
+        "success | source lag p99 ms | sched overhead p50/p99 us | CPU cores | CPU s by group |",
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if auto else ""),
     ]
     for r in rows:
         groups = ", ".join(
             f"{k} {v:.0f}" for k, v in sorted(r["cpu_s"].items(), key=lambda kv: -kv[1]) if v >= 0.5
         )
         lines.append(
-            f"| {r['mtu']} | {r['rate_per_antenna_qps']} | {r['answered_per_antenna_qps']} | "
+            f"| {r['mtu']} | {r['rate_per_antenna_qps']} | "
+            + (f"{r['tdf']:g} | {r['verdict'] or '-'} | " if auto else "")
+            + f"{r['answered_per_antenna_qps']} | "
             f"{r['success']:.3f} | "
             f"{r['source_lag_p99_ms']} | {r['scheduler_overhead_p50_us']}/{r['scheduler_overhead_p99_us']} | "
             f"{r['cpu_cores']} | {groups} |"
@@ -253,7 +259,9 @@ def results_page(overhead: dict | None, rows: list[dict], duration_s: float) -> 
                  "| " + " | ".join(str(v) for v in overhead.values()) + " |", ""]
     if rows:
         k = rows[0].get("tdf", 1.0)
-        dilation = f", time dilation K = {k:g}: virtual rates and seconds" if k != 1.0 else ""
+        dilation = (", time dilation --tdf auto (each rate's K in the table): virtual rates and seconds"
+                    if any(r.get("tdf_auto") for r in rows) else
+                    f", time dilation K = {k:g}: virtual rates and seconds" if k != 1.0 else "")
         body += [f"## Load on full-edge ({duration_s:g} s per rate, profile-driven workers, load-balancing{dilation})", "",
                  *load_table(rows)]
     return "\n".join(body)
@@ -301,9 +309,10 @@ def main() -> int:
         "--overhead-frames", type=int, default=1000, help="frames of the loopback overhead test (0: skip)"
     )
     ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
-    ap.add_argument("--tdf", type=parse_tdf, default=1.0, metavar="K",
+    ap.add_argument("--tdf", type=parse_tdf_or_auto, default=1.0, metavar="K|auto",
                     help="time dilation factor of the load runs: rates and durations are virtual, each run lasts "
-                         "K times longer in real time (default 1)")
+                         "K times longer in real time (default 1); auto: each rate at the smallest K at which a "
+                         "10 s pilot of it is judged faithful (pilots beside its run dir)")
     ap.add_argument("--stop-unfaithful", action="store_true",
                     help="run no higher rate (at that MTU) once a rate is judged not faithful by the fidelity monitor")
     add_results_page_argument(ap, "live-load")
