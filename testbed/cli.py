@@ -21,11 +21,14 @@ from testbed.placement import Placement, parse_place, parse_servers
 from testbed.probes import ProbePlan
 from topologies import TopologyError, load_topology
 from topologies.events import load_events
+from topologies.timescale import TDF_LADDER, parse_tdf_or_auto
 
 if TYPE_CHECKING:
     from testbed.network import EmulatedNetwork
 
 EXIT_OK, EXIT_MEASUREMENT, EXIT_PREFLIGHT, EXIT_NETWORK = 0, 1, 2, 3
+AUTO_CHECKS = 3
+"""`net --check --tdf auto`: the ladder's first steps it checks at most (K 1, 2, 3)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,9 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--seed", type=int, default=0, help="seed of the wires' loss and jitter draws")
     net.add_argument("--mtu", type=int, default=1500, help="MTU of every interface, 68-65535 (default 1500; the "
                      "live run uses 9000)")
-    net.add_argument("--tdf", type=float, default=1.0, metavar="K",
+    net.add_argument("--tdf", type=parse_tdf_or_auto, default=1.0, metavar="K|auto",
                      help="time dilation factor: links K times slower in real time (delays x K, rates / K), "
-                          "hosts' TCP timers x K; --check reports virtual ms (docs/network.md#time-dilation)")
+                          "hosts' TCP timers x K; --check reports virtual ms (docs/network.md#time-dilation); "
+                          f"auto (with --check): the smallest K from 1 up ({AUTO_CHECKS} checks at most, each on a "
+                          "fresh network) at which every link direction is within tolerance; --cli then opens on it")
     net.add_argument("--servers", default=None, metavar="NAME=USER@HOST[:PORT],...",
                      help="the servers of a multi-host run, `local` being this machine (default: local only; "
                           "docs/multihost.md)")
@@ -77,6 +82,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_net(args: argparse.Namespace) -> int:
+    tdf = getattr(args, "tdf", 1.0)
+    if tdf is not None:
+        return _net(args, tdf, args.out)
+    if not args.check or getattr(args, "events", None) is not None:
+        print("error: --tdf auto: needs --check (it picks the smallest K whose check passes) and no --events "
+              "(they would be played on every network it checks)", file=sys.stderr)
+        return EXIT_PREFLIGHT
+    for k in TDF_LADDER[:AUTO_CHECKS]:
+        print(f"--tdf auto: checking every link at K {k:g}", flush=True)
+        code = _net(args, k, args.out / f"k{k:g}" if args.out else None, cli_needs_ok=True)
+        if code != EXIT_MEASUREMENT:  # within tolerance (the CLI, if asked, ran on it), or refused or failed
+            if code == EXIT_OK:
+                print(f"--tdf auto: K {k:g}, the smallest at which every link direction is within tolerance")
+            return code
+    print(f"error: --tdf auto: no K up to {TDF_LADDER[AUTO_CHECKS - 1]:g} had every link direction within "
+          "tolerance; check at a larger K with --tdf K", file=sys.stderr)
+    return EXIT_MEASUREMENT
+
+
+def _net(args: argparse.Namespace, tdf: float, out: Path | None, cli_needs_ok: bool = False) -> int:
+    """Brings the network up at time dilation factor `tdf` in run dir `out`, uses it as `args` say, tears it
+    down; returns the exit code (with `cli_needs_ok`, the CLI opens only if every link was within tolerance)."""
     from testbed.network import EmulatedNetwork
 
     try:
@@ -85,7 +112,7 @@ def cmd_net(args: argparse.Namespace) -> int:
         placement = placement_from_args(args, [s.name for s in topo.sites])
         net = EmulatedNetwork(topo, shaping=args.shaping, switch=args.switch,
                               controller=switches.controller_for(args.switch, args.controller),
-                              run_dir=args.out, seed=args.seed, mtu=args.mtu, tdf=getattr(args, "tdf", 1.0),
+                              run_dir=out, seed=args.seed, mtu=args.mtu, tdf=tdf,
                               placement=placement)
     except (TopologyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -106,7 +133,7 @@ def cmd_net(args: argparse.Namespace) -> int:
                 player = EventPlayer(net, events.events, lambda line: print(line, flush=True))
                 player.start()
             try:
-                bad = _use(net, args, cli, cli_script)
+                bad = _use(net, args, cli, cli_script, cli_needs_ok)
             finally:
                 if player is not None:
                     player.finish()
@@ -141,8 +168,10 @@ def placement_from_args(args: argparse.Namespace, sites: list[str]) -> Placement
     return parse_place(getattr(args, "place", None), sites, servers)
 
 
-def _use(net: EmulatedNetwork, args: argparse.Namespace, cli: bool, cli_script: Path | None) -> list:
-    """Measures, opens the CLI or holds the network up, as the options say; returns the links out of tolerance."""
+def _use(net: EmulatedNetwork, args: argparse.Namespace, cli: bool, cli_script: Path | None,
+         cli_needs_ok: bool = False) -> list:
+    """Measures, opens the CLI or holds the network up, as the options say; returns the links out of tolerance
+    (`cli_needs_ok`: no CLI on a network that has some)."""
     bad: list = []
     if args.check:
         results = net.measure_links(ProbePlan(count=args.probes), Tolerance(delay_abs_ms=args.tolerance_ms),
@@ -156,7 +185,7 @@ def _use(net: EmulatedNetwork, args: argparse.Namespace, cli: bool, cli_script: 
         bad = [m for m in results if not m.ok]
         if bad:
             print(f"error: {len(bad)} link direction(s) outside tolerance", file=sys.stderr)
-    if cli:
+    if cli and not (bad and cli_needs_ok):
         if net.cli(script=cli_script):
             raise KeyboardInterrupt  # SIGTERM ended the CLI: tear down as for Ctrl-C
     elif not args.check:
