@@ -272,3 +272,10 @@ def test_monitor_margins_split_faithful_from_not(vd, tmp_path) -> None:
             run("d", "not faithful", 3.0)]
     lines = vd.monitor_margins(runs)
     assert lines[2:] == ["| source send lag (p99, virtual ms) | 5 | 1.2 (2) | 7.5 (2) | 1 |"]  # soft ones left out
+
+
+def test_bench_rates_start_low_only_undilated(vd, tmp_path) -> None:
+    assert vd.bench_rates(1.0) == "25,50,100,200,400,800,1600"  # brackets the undilated ~50 per antenna
+    assert vd.bench_rates(4.0) == vd.bench_rates(40.0) == "100,200,400,800,1600"
+    k1 = next(c for c in _cases(vd, tmp_path) if c.id == "bench-k1")
+    assert k1.argv[k1.argv.index("--rates") + 1] == vd.bench_rates(1.0)
