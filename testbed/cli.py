@@ -91,19 +91,25 @@ def cmd_net(args: argparse.Namespace) -> int:
         return EXIT_PREFLIGHT
     for k in TDF_LADDER[:AUTO_CHECKS]:
         print(f"--tdf auto: checking every link at K {k:g}", flush=True)
-        code = _net(args, k, args.out / f"k{k:g}" if args.out else None, cli_needs_ok=True)
+        try:
+            code = _net(args, k, args.out / f"k{k:g}" if args.out else None, auto=True)
+        except MeasurementError as exc:  # the measurement itself failed: a larger K would not tell more
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_MEASUREMENT
         if code != EXIT_MEASUREMENT:  # within tolerance (the CLI, if asked, ran on it), or refused or failed
             if code == EXIT_OK:
                 print(f"--tdf auto: K {k:g}, the smallest at which every link direction is within tolerance")
             return code
     print(f"error: --tdf auto: no K up to {TDF_LADDER[AUTO_CHECKS - 1]:g} had every link direction within "
-          "tolerance; check at a larger K with --tdf K", file=sys.stderr)
+          f"tolerance; the next step is --tdf {TDF_LADDER[AUTO_CHECKS]:g}", file=sys.stderr)
     return EXIT_MEASUREMENT
 
 
-def _net(args: argparse.Namespace, tdf: float, out: Path | None, cli_needs_ok: bool = False) -> int:
+def _net(args: argparse.Namespace, tdf: float, out: Path | None, auto: bool = False) -> int:
     """Brings the network up at time dilation factor `tdf` in run dir `out`, uses it as `args` say, tears it
-    down; returns the exit code (with `cli_needs_ok`, the CLI opens only if every link was within tolerance)."""
+    down; returns the exit code. `auto` (one step of `--tdf auto`): links out of tolerance are a note, not an
+    error, the CLI opens only if every link was within tolerance, and a failed measurement is raised
+    (MeasurementError, after teardown)."""
     from testbed.network import EmulatedNetwork
 
     try:
@@ -133,7 +139,7 @@ def _net(args: argparse.Namespace, tdf: float, out: Path | None, cli_needs_ok: b
                 player = EventPlayer(net, events.events, lambda line: print(line, flush=True))
                 player.start()
             try:
-                bad = _use(net, args, cli, cli_script, cli_needs_ok)
+                bad = _use(net, args, cli, cli_script, auto)
             finally:
                 if player is not None:
                     player.finish()
@@ -147,6 +153,8 @@ def _net(args: argparse.Namespace, tdf: float, out: Path | None, cli_needs_ok: b
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PREFLIGHT
     except MeasurementError as exc:
+        if auto:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MEASUREMENT
     except NetworkError as exc:
@@ -169,9 +177,9 @@ def placement_from_args(args: argparse.Namespace, sites: list[str]) -> Placement
 
 
 def _use(net: EmulatedNetwork, args: argparse.Namespace, cli: bool, cli_script: Path | None,
-         cli_needs_ok: bool = False) -> list:
+         auto: bool = False) -> list:
     """Measures, opens the CLI or holds the network up, as the options say; returns the links out of tolerance
-    (`cli_needs_ok`: no CLI on a network that has some)."""
+    (`auto`: a step of `--tdf auto`, which notes them and opens no CLI on such a network)."""
     bad: list = []
     if args.check:
         results = net.measure_links(ProbePlan(count=args.probes), Tolerance(delay_abs_ms=args.tolerance_ms),
@@ -183,9 +191,11 @@ def _use(net: EmulatedNetwork, args: argparse.Namespace, cli: bool, cli_script: 
         if net.blocked_links:
             print(f"not measured (blocked by the spanning tree, no traffic): {', '.join(net.blocked_links)}")
         bad = [m for m in results if not m.ok]
-        if bad:
+        if bad and auto:
+            print(f"--tdf auto: K {net.tdf:g}: {len(bad)} link direction(s) outside tolerance", flush=True)
+        elif bad:
             print(f"error: {len(bad)} link direction(s) outside tolerance", file=sys.stderr)
-    if cli and not (bad and cli_needs_ok):
+    if cli and not (bad and auto):
         if net.cli(script=cli_script):
             raise KeyboardInterrupt  # SIGTERM ended the CLI: tear down as for Ctrl-C
     elif not args.check:
