@@ -76,11 +76,14 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path, tdf: float | No
         mtu=mtu,
         tdf=tdf,
     )
-    t = time.monotonic()
-    result: LiveResult = run_live(config, log=lambda _: None)
-    wall = time.monotonic() - t
-    s = result.summary
     auto = tdf is None
+    t = time.monotonic()
+    result: LiveResult = run_live(config, log=_auto_lines if auto else lambda _: None)
+    wall = time.monotonic() - t
+    pilots_s = 0.0
+    if auto:  # its pilots went first: the run alone is its own wall time (bring-up to summary), the rest theirs
+        wall, pilots_s = result.wall_s, wall - result.wall_s
+    s = result.summary
     tdf = float(json.loads((result.out / "spec.json").read_text())["tdf"])  # the K it ran at (auto: chosen)
     lags = [v.get("lag_p99_ms", 0.0) for v in s.extra.get("sources", {}).values()]
     overhead = [
@@ -107,9 +110,16 @@ def one_rate(rate: int, duration_s: float, mtu: int, base: Path, tdf: float | No
         "tdf_auto": auto,
         "cpu_cores": round(sum(cpu.values()) / ((duration_s + 5) * tdf), 2),  # CPU s per real s
         "wall_s": round(wall, 1),
+        "pilots_s": round(pilots_s, 1),
         "verdict": s.extra.get("fidelity", {}).get("verdict", ""),
         "run_dir": str(result.out),
     }
+
+
+def _auto_lines(line: str) -> None:
+    """Prints `--tdf auto`'s lines of a run (its pilots and the K chosen), nothing else of it."""
+    if line.startswith("--tdf auto"):
+        print(line, flush=True)
 
 
 def _start(argv: list[str], log: Path) -> tuple[Proc, str]:
@@ -311,8 +321,9 @@ def main() -> int:
     ap.add_argument("--only-overhead", action="store_true", help="skip the end-to-end load runs")
     ap.add_argument("--tdf", type=parse_tdf_or_auto, default=1.0, metavar="K|auto",
                     help="time dilation factor of the load runs: rates and durations are virtual, each run lasts "
-                         "K times longer in real time (default 1); auto: each rate at the smallest K at which a "
-                         "10 s pilot of it is judged faithful (pilots beside its run dir)")
+                         "K times longer in real time (default 1); auto: each rate at the "
+                         "K its pilots choose (the smallest that passed, three at most: docs/live-run.md#time-dilation; "
+                         "pilots beside its run dir)")
     ap.add_argument("--stop-unfaithful", action="store_true",
                     help="run no higher rate (at that MTU) once a rate is judged not faithful by the fidelity monitor")
     add_results_page_argument(ap, "live-load")

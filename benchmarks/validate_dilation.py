@@ -144,8 +144,8 @@ BENCH_RATES = (25, 50, 100, 200, 400, 800, 1600)
 
 
 def bench_rates(k: float) -> str:
-    """Returns bench_live's rates at K: every one undilated (the testbed's load at K 1 is about 50 per antenna,
-    which its two lowest rates bracket), from 100 when dilated."""
+    """Returns bench_live's rates at K: every one undilated (the issue's figure for the undilated testbed is about
+    50 per antenna, by success; the monitor judges each rate), from 100 when dilated."""
     return ",".join(str(r) for r in BENCH_RATES if k == 1.0 or r >= 100)
 
 

@@ -73,8 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pcap", default="none", help="hosts to capture on the testbed side (default none)")
     p.add_argument("--tdf", type=parse_tdf_or_auto, default=1.0, metavar="K|auto",
                    help="time dilation factor of the testbed side: it runs K times slower in real time and is "
-                        "compared in virtual time (docs/live-run.md#time-dilation; default 1); auto: the smallest K "
-                        "at which a 10 s pilot of the trace's busiest second is judged faithful for every policy")
+                        "compared in virtual time (docs/live-run.md#time-dilation; default 1); auto: pilots of the "
+                        "trace's busiest second choose one K for every policy: the smallest that passed for each, "
+                        "three Ks at most (docs/live-run.md#time-dilation)")
     p.add_argument("--mtu", type=int, default=RunSpec.mtu, metavar="BYTES",
                    help=f"MTU of the testbed side's interfaces (default {RunSpec.mtu}; across servers at most the "
                         "underlay's less 50)")
@@ -184,7 +185,7 @@ def _compare(args: argparse.Namespace, checked: _Checked) -> int:
     if base.tdf is None:  # --tdf auto: one K for every policy, the smallest at which each one's pilot is faithful
         try:
             auto = choose_tdf(base, print, run_live, out / "pilots", tuple(policies))
-        except (PreflightError, NetworkError) as exc:
+        except (PreflightError, NetworkError, RuntimeError) as exc:  # as a run's (live/cli.py): 2, else 3
             print(f"error: {exc}", file=sys.stderr)
             return 2 if isinstance(exc, PreflightError) else 3
         base = replace(base, tdf=auto[0].tdf)
@@ -198,7 +199,7 @@ def _compare(args: argparse.Namespace, checked: _Checked) -> int:
         except PreflightError as exc:  # refused before any traffic (a bad events file for a split network, ...)
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        except NetworkError as exc:
+        except (NetworkError, RuntimeError) as exc:  # a service not ready, ...: as a run's (live/cli.py)
             print(f"error: {exc}", file=sys.stderr)
             return 3
         if auto is not None:
