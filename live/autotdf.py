@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from live.rundir import default_run_dir
 from topologies import load_topology
 from topologies.timescale import TDF_LADDER, ladder_up
 from workload.trace import Trace, write_trace
@@ -157,7 +157,7 @@ def record_auto(run_dir: Path, found: AutoTdf, peak: Peak, pilots: Path) -> None
 def run_auto(spec: Any, log: Callable[[str], None], run_live: Callable[..., Any]) -> Any:
     """Runs `--tdf auto`: pilots at the K `search` walks to, then the run at the K chosen; returns the run's
     result (live.report.LiveResult) with config.json's `time_dilation.auto` written."""
-    out = Path(spec.out) if spec.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{load_topology(spec.topo).name}"
+    out = Path(spec.out) if spec.out else default_run_dir(load_topology(spec.topo).name)
     pilots = out.with_name(out.name + "-pilots")
     found, peak = choose_tdf(replace(spec, out=out), log, run_live, pilots)
     result = run_live(replace(spec, out=out, tdf=found.tdf), log=log)

@@ -39,7 +39,7 @@ from live.realprofile import (
     time_real_workers,
 )
 from live.report import LiveInterrupted, LiveResult, RunFacts, summarise
-from live.rundir import RunDir, record_t0, write_t0
+from live.rundir import RunDir, default_run_dir, record_t0, write_t0
 from live.runinfo import network_summary, package_versions
 from live.spec import RunSpec, write_spec
 from scheduler.core import POLICY_NAMES
@@ -105,8 +105,7 @@ class LiveRun:
         self.placement = placement_of(spec, [s.name for s in self.topo.sites])  # refused before anything
         choose_hosts(build_plan(self.topo, "x").hosts, spec.pcap)  # refuses an unknown host before anything
         check_mtu(spec.mtu)  # and an MTU the network would refuse
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.out = Path(spec.out) if spec.out else Path("runs") / f"{stamp}-{self.topo.name}"
+        self.out = Path(spec.out) if spec.out else default_run_dir(self.topo.name)
         if self.out.exists() and any(self.out.iterdir()):
             raise ValueError(f"--out {self.out}: the folder exists and is not empty")
         self.out.mkdir(parents=True, exist_ok=True)

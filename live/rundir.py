@@ -17,6 +17,11 @@ SCHEDULER_PORT = 7000
 """Every antenna scheduler listens on this port of its host's emulated address."""
 
 
+def default_run_dir(topo_name: str) -> Path:
+    """Returns the run dir of a run given no --out: runs/<local time>-<topology>."""
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{topo_name}"
+
+
 def _numbered(name: str, restart: int) -> str:
     """Returns `name` for a first process, `name.N` for its N-th restart."""
     return f"{name}.{restart}" if restart else name
