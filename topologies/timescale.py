@@ -1,5 +1,6 @@
-"""Time dilation's arithmetic: one affine map between real time and the run's virtual time, and the link shape
-it implies (Gupta et al., NSDI 2006). Reads no clock: callers pass the real times they read.
+"""Time dilation's arithmetic: one affine map between real time and the run's virtual time, the link shape
+it implies (Gupta et al., NSDI 2006), and the factor as commands take it (`--tdf K|auto`, the ladder `auto`
+climbs). Reads no clock: callers pass the real times they read.
 
 Virtual time runs `factor` (K) times slower than real time, anchored at `anchor_s` (epoch seconds, fixed before
 any process of a run starts): `virtual = anchor + (real - anchor) / K`. Every process of a run gets K and the
