@@ -10,7 +10,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from live.autotdf import PILOT_S, run_auto
+import pytest
+
+from live.autotdf import PILOT_S, choose_tdf, run_auto, search
 from live.spec import DEMO_EVENTS, RunSpec, add_run_arguments, spec_from_args
 from workload.trace import read_trace
 
@@ -62,3 +64,46 @@ def test_the_pilots_replay_the_trace_without_the_runs_events_and_faults(tmp_path
     assert final.tdf == pilots[-1].tdf and final.events == DEMO_EVENTS and final.trace is None
     assert final.kill_worker == spec.kill_worker and final.restart_scheduler == spec.restart_scheduler
     assert result.out == tmp_path / "run"
+
+
+@dataclass
+class _PolicyRuns(_Runs):
+    """Says faithful from K `passes` up for the policy `strict`, always for the others."""
+
+    strict: str = "least-impedance"
+
+    def __call__(self, spec: RunSpec, log) -> _Result:
+        result = super().__call__(spec, log)
+        ok = spec.policy != self.strict or spec.tdf >= self.passes
+        return _Result(result.out, _Summary({"fidelity": {"verdict": "faithful" if ok else "not faithful"}}))
+
+
+@pytest.mark.parametrize("passes", [1.0, 3.0, 64.0])
+def test_compares_search_pilots_every_policy_and_a_k_passes_when_each_does(tmp_path: Path, passes: float) -> None:
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    spec = spec_from_args(parser.parse_args(["--tdf", "auto", "--duration", "20", "--events", "none"]))
+    runs = _PolicyRuns(passes=passes)
+    policies = ("closest", "least-impedance", "load-balancing")
+    found, peak = choose_tdf(spec, lambda _: None, runs, tmp_path / "pilots", policies)
+    expected = search(found.estimate, lambda k: k >= passes)  # the strict policy alone decides
+    assert found == expected and peak.queries_per_s > 0
+    by_k: dict[float, list[str]] = {}
+    for s in runs.specs:
+        by_k.setdefault(s.tdf, []).append(s.policy)
+        assert Path(s.out) == tmp_path / "pilots" / f"k{s.tdf:g}" / s.policy and s.duration_s == PILOT_S
+    assert list(by_k) == [k for k, _ in found.pilots]
+    for k, ok in found.pilots:  # in order; the first policy judged not faithful ends the K's pilots
+        assert by_k[k] == (list(policies) if ok else ["closest", "least-impedance"])
+
+
+def test_without_out_the_run_and_its_pilots_share_one_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    spec = spec_from_args(parser.parse_args(["--tdf", "auto", "--duration", "20", "--events", "none"]))
+    runs = _Runs(passes=0.0)
+    result = run_auto(spec, lambda _: None, runs)
+    *pilots, final = runs.specs
+    assert result.out.parent == Path("runs") and Path(final.out) == result.out
+    assert all(Path(p.out).parent == Path("runs") / f"{result.out.name}-pilots" for p in pilots)
