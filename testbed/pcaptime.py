@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from topologies.timescale import TimeScale, parse_tdf
+from topologies.timescale import TimeScale
 
 MAGIC_US, MAGIC_NS = 0xA1B2C3D4, 0xA1B23C4D
 PCAPNG_MAGIC = 0x0A0D0D0A
@@ -141,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "K and A from --tdf/--anchor-s, else from time.json beside IN (or --time-json).")
     p.add_argument("input", type=Path, metavar="IN", help="a pcap (microsecond or nanosecond stamps)")
     p.add_argument("output", type=Path, metavar="OUT", help="the pcap to write")
-    p.add_argument("--tdf", type=parse_tdf, default=None, metavar="K", help="time dilation factor of the run")
+    p.add_argument("--tdf", type=float, default=None, metavar="K", help="time dilation factor of the run")
     p.add_argument("--anchor-s", type=float, default=None, metavar="A", help="the run's anchor, epoch seconds")
     p.add_argument("--t0-s", type=float, default=None, metavar="T",
                    help="subtract this virtual epoch time (the run's t0): times since the start")
