@@ -71,8 +71,11 @@ def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, s
     out). `core_slower`: the inference did not wait for its core, the machine was no busier than elsewhere in the
     run (within 0.1 of a core) and under 1 % of it was stolen: its core itself ran slower (the host's other
     tenants, its clock), which no isolation within this machine prevents. `stolen`: the same, but the hypervisor
-    took at least 1 % of the machine's CPU in a sample over those windows: the host again. None when no window is over, no sample
-    is left on either side, or real inference runs on another server (its samples there are not compared)."""
+    took at least 1 % of the machine's CPU in a sample over those windows: the host again. `throughout`: every sample
+    was over such windows, so there is nothing to compare with (`other_cores_elsewhere` None, neither flag set): its
+    core ran slower than when its profile was timed for the whole run, which one run cannot pin on the host or on
+    the run's own work on the other cores. `waited`: its wait share over its limit (it shared its core). None when no window is over, no sample falls over them, or real
+    inference runs on another server (its samples there are not compared)."""
     if not samples or any(server_of(n) for s in samples for n in real_inference(s["procs"], real_names)):
         return None
     win = np.floor(t_ms / WINDOW_MS).astype(np.int64)
@@ -88,7 +91,7 @@ def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, s
         over = sum(max(0.0, min(end, (w + 1) * WINDOW_MS) - max(start, w * WINDOW_MS))
                    for w in range(int(start // WINDOW_MS), int(end // WINDOW_MS) + 1) if w in bad)
         (during if over >= 0.5 * (end - start) else rest).append(s)
-    if not during or not rest:
+    if not during:
         return None
 
     def others(s: dict) -> float:  # the machine's busy cores but real inference's own
@@ -97,12 +100,14 @@ def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, s
     run = sum(s["procs"][n]["run_ms"] for s in during for n in real_inference(s["procs"], real_names))
     wait = sum(s["procs"][n]["wait_ms"] for s in during for n in real_inference(s["procs"], real_names))
     wait_share = wait / max(run + wait, 1e-9)
-    cores, elsewhere = float(np.mean([others(s) for s in during])), float(np.mean([others(s) for s in rest]))
+    cores = float(np.mean([others(s) for s in during]))
+    elsewhere = float(np.mean([others(s) for s in rest])) if rest else None
     stolen = max(float(s.get("host_steal_pct") or 0.0) for s in during)
-    not_the_run = wait_share <= limits.real_wait_share and cores <= elsewhere + 0.1
+    not_the_run = elsewhere is not None and wait_share <= limits.real_wait_share and cores <= elsewhere + 0.1
     return {"windows_over": len(bad), "samples_over": len(during), "real_wait_share": round(wait_share, 4),
-            "other_cores": round(cores, 3), "other_cores_elsewhere": round(elsewhere, 3),
-            "host_steal_pct_max": round(stolen, 2),
+            "other_cores": round(cores, 3), "other_cores_elsewhere": None if elsewhere is None else round(elsewhere, 3),
+            "host_steal_pct_max": round(stolen, 2), "throughout": not rest,
+            "waited": bool(wait_share > limits.real_wait_share),
             "core_slower": bool(not_the_run and stolen < 1.0), "stolen": bool(not_the_run and stolen >= 1.0)}
 
 

@@ -407,6 +407,13 @@ def test_an_overrun_without_waiting_on_a_machine_no_busier_is_the_cores_own_slow
     assert not cause["core_slower"] and cause["stolen"]  # the hypervisor's doing: the host's all the same
     assert not overrun_cause(waited, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)["stolen"]
     assert overrun_cause(quiet, {"worker r@dc1"}, t, np.full(t.shape, 0.02), 1.0, THRESHOLDS) is None  # no window over
+    # over in every window: nothing to compare with, so neither the host nor the run is named; whether it waited is
+    throughout = overrun_cause(quiet, {"worker r@dc1"}, t, np.full(t.shape, 0.4), 1.0, THRESHOLDS)
+    assert throughout["throughout"] and throughout["other_cores_elsewhere"] is None, throughout
+    assert throughout["samples_over"] == 7 and throughout["windows_over"] == 8
+    assert not (throughout["core_slower"] or throughout["stolen"] or throughout["waited"]), throughout
+    assert overrun_cause(waited, {"worker r@dc1"}, t, np.full(t.shape, 0.4), 1.0, THRESHOLDS)["waited"]
+    assert not cause["throughout"] and not overrun_cause(quiet, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)["waited"]
     # at K = 4 a real second's sample covers 250 virtual ms: the one at 3.35 s is over 3.1-3.35 s, in the window
     # at 3 s; read as a whole virtual second (2.35-3.35 s, 35 % over) it would be counted with the rest
     dilated = [one(250.0 * i + 100.0, 200.0 if i == 13 else 1.0, 0.45) for i in range(32)]
@@ -428,8 +435,21 @@ def test_the_verdict_names_the_cores_own_slowness_as_the_cause() -> None:
         "core_slower": False, "stolen": True, "host_steal_pct_max": 8.25}}))
     assert stolen[-2].endswith("the hypervisor stole up to 8.25 % of its CPU (the host), not the run's doing")
     assert stolen[-1].startswith("  control: ")
-    assert not any("cause:" in x or "control:" in x for x in format_fidelity(
-        verdict([over], 1.0, None, {"real_overrun_cause": cause | {"core_slower": False, "stolen": False}})))
+    busier = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": cause | {
+        "core_slower": False, "stolen": False, "throughout": False, "waited": False, "other_cores": 0.6}}))
+    assert busier[-2].startswith("  cause: in the 2 windows where real inference overran, it did not wait for its "
+                                 "core (wait share 0.01) but the machine was busier (0.6 other cores busy against "
+                                 "0.25): work on the other cores slowed its core"), busier
+    assert not any("cause:" in x or "control:" in x for x in format_fidelity(verdict([over], 1.0, None, {
+        "real_overrun_cause": cause | {"core_slower": False, "stolen": False, "waited": True}})))
+    whole = cause | {"core_slower": False, "throughout": True, "waited": False, "other_cores_elsewhere": None}
+    lines = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": whole}))
+    assert lines[-2].startswith("  cause: real inference overran in every window it ran (2) without waiting for its "
+                                "core (wait share 0.01; 0.25 other cores busy, up to 0 % stolen)"), lines
+    assert lines[-2].endswith("one run cannot tell the host from the run's own work on the other cores")
+    assert lines[-1].startswith("  control: ")
+    assert not any("cause:" in x for x in format_fidelity(  # it waited for its core: the run may be the cause
+        verdict([over], 1.0, None, {"real_overrun_cause": whole | {"waited": True}})))
 
 
 def test_other_work_leaves_out_samples_before_t0_and_those_with_a_process_new_or_missing() -> None:
