@@ -7,7 +7,7 @@ of the driver mid-traffic and `run_testbed.py clean` (which brings the servers' 
 crossing link mid-run is applied and recorded, and the cloud queries after it take the added delay, and one below
 the link's underlay is refused (exit 2) before any traffic. `compare` with the
 driver holding sites itself (`--servers local,b`, the cloud on b) runs end to end. The run across servers dilated
-(K 3) gives the queries and success of the undilated run on one server, and the latencies of the dilated run on one
+(K 6) gives the queries and success of the undilated run on one server, and the latencies of the dilated run on one
 server, in virtual time (no slower than undilated: dilation shrinks the host's own costs, docs/multihost.md).
 
 The run dirs live in a folder each server sees as an empty tmpfs of its own (ServerSpec.hide), so a file written on
@@ -42,7 +42,11 @@ dc1-cloud twice; the rest of its path and the worker's batch are the same before
 SUCCESS_TOLERANCE = 0.05
 """|success on two servers - on one| allowed at this light load (both are 1.000 on a quiet machine)."""
 LATENCY_TOLERANCE_MS = 3.0
-"""|median latency across servers at K 3 - on one at K 3| of the queries crossing to the cloud (dc1-cloud's 20 ms
+DILATED_K = 6
+"""The dilated runs' K. The monitor's relay figure is the scheduler's and the worker's software in real time over K
+(virtual): at K 3 this light run's p99 (of ~120 queries, nearly their largest) was 1.55 virtual ms on a quiet day
+and 2.47-3.19 on a slow one (limit 2, 2026-12-06): K 6 halves it, so a slow host does not fail the verdict."""
+"""|median latency across servers at K 6 - on one at K 6| of the queries crossing to the cloud (dc1-cloud's 20 ms
 each way plus the worker's batch), virtual ms: the wires' lateness and the schedulers' noise. Against the undilated
 run on one server it is a one-sided bound: that run also carries the host's undilated costs in full (HTTP stacks,
 userspace switches, timer wake-ups: ~3.9 ms per cloud query on the 2-core machine, ~1.3 at K 3)."""
@@ -88,11 +92,11 @@ def one(trace, runs) -> Path:
 
 
 @pytest.fixture(scope="module")
-def one_k3(trace, runs) -> Path:
-    """The single-server run at K 3: the dilated placed run's latencies are held against it."""
-    done = run(live(trace, runs / "one-k3", "--tdf", "3"))
+def one_k(trace, runs) -> Path:
+    """The single-server run at DILATED_K: the dilated placed run's latencies are held against it."""
+    done = run(live(trace, runs / "one-k", "--tdf", str(DILATED_K)))
     assert done.returncode == 0, done.stdout + done.stderr
-    return runs / "one-k3"
+    return runs / "one-k"
 
 
 def wire_stats(run_dir: Path) -> dict[str, list[dict]]:
@@ -302,29 +306,29 @@ def _median_latency_ms(run_dir: Path, cluster: str) -> float:
     return lat[len(lat) // 2]
 
 
-def test_dilated_across_two_servers_as_on_one(farm, trace, one, one_k3, runs):
-    """The same run across servers a and b at K 3 (each server's wires, workers, schedulers and sources on the
+def test_dilated_across_two_servers_as_on_one(farm, trace, one, one_k, runs):
+    """The same run across servers a and b at DILATED_K (each server's wires, workers, schedulers and sources on the
     run's virtual clock): the same queries, success as on one undilated server, the crossing link measured as
-    configured in virtual time, the queries that cross it as slow in virtual time as on one server at K 3 (within
+    configured in virtual time, the queries that cross it as slow in virtual time as on one server at that K (within
     LATENCY_TOLERANCE_MS) and no slower than on one undilated server, and the monitor judges it faithful."""
-    out = runs / "two-k3"
-    done = run(live(trace, out, *placed(farm), "--tdf", "3"))
+    out = runs / "two-k"
+    done = run(live(trace, out, *placed(farm), "--tdf", str(DILATED_K)))
     assert done.returncode == 0, done.stdout + done.stderr
     s1 = json.loads((one / "summary.json").read_text())
-    s3 = json.loads((out / "summary.json").read_text())
-    assert s3["extra"]["recorded_queries"] == s1["extra"]["recorded_queries"]
-    assert abs(s3["overall"]["success"] - s1["overall"]["success"]) <= SUCCESS_TOLERANCE
-    assert s3["extra"]["fidelity"]["tdf"] == 3.0 and s3["extra"]["fidelity"]["verdict"] == "faithful", \
-        s3["extra"]["fidelity"].get("violations")
+    sk = json.loads((out / "summary.json").read_text())
+    assert sk["extra"]["recorded_queries"] == s1["extra"]["recorded_queries"]
+    assert abs(sk["overall"]["success"] - s1["overall"]["success"]) <= SUCCESS_TOLERANCE
+    assert sk["extra"]["fidelity"]["tdf"] == DILATED_K and sk["extra"]["fidelity"]["verdict"] == "faithful", \
+        sk["extra"]["fidelity"].get("violations")
     links = {(m["link"], m["direction"]): m for m in json.loads((out / "link_measurements.json").read_text())["links"]}
     for direction in ("a->b", "b->a"):
         m = links[(CROSSING, direction)]
-        print(f"{CROSSING} {direction} at K 3: {m['median_delay_ms']:.3f} virtual ms (configured {CROSSING_MS:g})")
+        print(f"{CROSSING} {direction} at K {DILATED_K}: {m['median_delay_ms']:.3f} virtual ms (configured {CROSSING_MS:g})")
         assert m["ok"] and abs(m["median_delay_ms"] - CROSSING_MS) <= m["tolerance_delay_ms"]
-    a1, a3, b = (_median_latency_ms(d, "cloud") for d in (one, one_k3, out))
-    print(f"cloud queries' median latency: {a1:.2f} ms on one server, {a3:.2f} virtual ms on one at K 3, "
-          f"{b:.2f} virtual ms across two at K 3")
-    assert abs(b - a3) <= LATENCY_TOLERANCE_MS
+    a1, ak, b = (_median_latency_ms(d, "cloud") for d in (one, one_k, out))
+    print(f"cloud queries' median latency: {a1:.2f} ms on one server, {ak:.2f} virtual ms on one at K {DILATED_K}, "
+          f"{b:.2f} virtual ms across two at K {DILATED_K}")
+    assert abs(b - ak) <= LATENCY_TOLERANCE_MS
     assert b <= a1 + LATENCY_TOLERANCE_MS  # dilation shrinks what it does not dilate, and adds nothing
     assert farm.leftovers_on("a") == [] and farm.leftovers_on("b") == []
     assert local_leftovers(out) == []
