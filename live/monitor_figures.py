@@ -63,9 +63,10 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
 
 
 def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, share: np.ndarray, k: float,
-                  limits: Thresholds) -> dict | None:
+                  limits: Thresholds, over_ms: np.ndarray | None = None, mean_limit_ms: float | None = None) -> dict | None:
     """Returns what this machine did while real inference overran its profile (the windows whose batches' p95
-    overrun share is over the limit): its inference threads' run-queue wait share, the machine's busy cores other
+    overrun share is over the limit, or, given `over_ms` and `mean_limit_ms`, whose mean overrun is over that: a run
+    over the mean limit alone has such a window, as the run's mean is the windows' weighted mean): its inference threads' run-queue wait share, the machine's busy cores other
     than theirs and the CPU stolen from it in the samples at least half over those windows, against the samples
     over the others (a sample covers the real second before it, 1000 / K virtual ms; those from before t0 are left
     out). `core_slower`: the inference did not wait for its core, the machine was no busier than elsewhere in the
@@ -74,12 +75,14 @@ def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, s
     took at least 1 % of the machine's CPU in a sample over those windows: the host again. `throughout`: every sample
     was over such windows, so there is nothing to compare with (`other_cores_elsewhere` None, neither flag set): its
     core ran slower than when its profile was timed for the whole run, which one run cannot pin on the host or on
-    the run's own work on the other cores. `waited`: its wait share over its limit (it shared its core). None when no window is over, no sample falls over them, or real
-    inference runs on another server (its samples there are not compared)."""
+    the run's own work on the other cores. `waited`: its wait share over its limit (it shared its core). None when
+    no window is over, no sample falls over them, or real inference runs on another server (its samples there are
+    not compared)."""
     if not samples or any(server_of(n) for s in samples for n in real_inference(s["procs"], real_names)):
         return None
     win = np.floor(t_ms / WINDOW_MS).astype(np.int64)
-    bad = {int(w) for w in np.unique(win) if np.percentile(share[win == w], 95) > limits.real_overrun_p95_share}
+    bad = {int(w) for w in np.unique(win) if np.percentile(share[win == w], 95) > limits.real_overrun_p95_share
+           or (over_ms is not None and mean_limit_ms is not None and float(over_ms[win == w].mean()) > mean_limit_ms)}
     if not bad:
         return None
     during, rest = [], []

@@ -282,7 +282,8 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     samples = [json.loads(line) for line in _lines(run_dir / MONITOR_NAME)]
     real_names = {f"worker {w['resource']}" for w in config.get("workers", []) if w.get("real")}
     diag = diagnostics(samples, real_names)
-    if len(over) and (cause := overrun_cause(samples, real_names, t, over / plan, k, limits)) is not None:
+    if len(over) and (cause := overrun_cause(samples, real_names, t, over / plan, k, limits, over,
+                                             mean_limit)) is not None:
         cause["models"] = sorted({w["model"] for w in config.get("workers", []) if w.get("real")})
         diag["real_overrun_cause"] = cause
     if diag.get("real_workers_wait_share") is not None:

@@ -407,6 +407,11 @@ def test_an_overrun_without_waiting_on_a_machine_no_busier_is_the_cores_own_slow
     assert not cause["core_slower"] and cause["stolen"]  # the hypervisor's doing: the host's all the same
     assert not overrun_cause(waited, {"worker r@dc1"}, t, share, 1.0, THRESHOLDS)["stolen"]
     assert overrun_cause(quiet, {"worker r@dc1"}, t, np.full(t.shape, 0.02), 1.0, THRESHOLDS) is None  # no window over
+    # over its mean limit alone (6 ms a batch, 0.15 of a 40 ms profile, in the windows at 3 and 4 s): those windows
+    over_ms = np.where((t >= 3000.0) & (t < 5000.0), 6.0, 0.8)
+    assert overrun_cause(quiet, {"worker r@dc1"}, t, over_ms / 40.0, 1.0, THRESHOLDS) is None
+    mean = overrun_cause(quiet, {"worker r@dc1"}, t, over_ms / 40.0, 1.0, THRESHOLDS, over_ms, 5.0)
+    assert mean["windows_over"] == 2 and mean["samples_over"] == 2 and mean["core_slower"], mean
     # over in every window: nothing to compare with, so neither the host nor the run is named; whether it waited is
     throughout = overrun_cause(quiet, {"worker r@dc1"}, t, np.full(t.shape, 0.4), 1.0, THRESHOLDS)
     assert throughout["throughout"] and throughout["other_cores_elsewhere"] is None, throughout
