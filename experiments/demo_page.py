@@ -92,6 +92,20 @@ def real_frames(run: Path, real: dict[str, int]) -> str:
     return ", ".join(parts)
 
 
+def overrun_cause_text(cause: dict) -> str:
+    """Returns the cause of real inference's overrun the monitor gives (live/monitor_figures.py), in a few words;
+    '' where it gives none or the inference waited for its core."""
+    if cause.get("core_slower"):
+        return "the host slowed the real-inference core"
+    if cause.get("stolen"):
+        return f"the hypervisor stole up to {cause['host_steal_pct_max']:g} % of the CPU (the host)"
+    if not cause or cause.get("waited", True):
+        return ""
+    if cause.get("throughout"):
+        return "its core slower than profiled for the whole run (the host or the run's other cores)"
+    return "work on the other cores slowed its core"
+
+
 def runs_table(runs: list[Path]) -> list[str]:
     """Returns a table of the demonstration's runs (the page's own first): verdict, the hard invariants over their
     threshold with the cause the monitor gives, live and simulated success of the run's policy, wall time."""
@@ -102,8 +116,8 @@ def runs_table(runs: list[Path]) -> list[str]:
         over = [f"{f['invariant']} {f['statistic']} {f['value']:g} > {f['threshold']:g}" for f in fid.get("figures", [])
                 if f["hard"] and f["value"] > f["threshold"]]
         cause = fid.get("diagnostics", {}).get("real_overrun_cause") or {}
-        if cause.get("core_slower") and any(o.startswith("real-inference") for o in over):
-            over.append("cause: the host slowed the real-inference core")
+        if any(o.startswith("real-inference") for o in over) and (why := overrun_cause_text(cause)):
+            over.append(f"cause: {why}")
         sim = summary["extra"].get("simulated", {}).get(summary["policy"], {}).get("success", float("nan"))
         lines.append(f"| `{repo_relative(run)}` | {fid.get('verdict', 'not judged')} | {'; '.join(over)} | "
                      f"{summary['overall']['success']:.3f} | {sim:.3f} | {summary['extra'].get('wall_s', float('nan')):.0f} |")

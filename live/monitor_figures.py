@@ -1,7 +1,8 @@
 """What the fidelity monitor's samples (monitor.jsonl, live/monitor.py) say about the machine during a run: its
 busy cores, CPU pressure and steal, the run-queue delay of each group of the run's processes and of real inference,
-the work on it that is not the run's, and what it did while real inference overran its profile. The verdict
-(live/verdict.py) judges these figures; times are virtual ms, as the samples' `t_ms`."""
+the work on it that is not the run's, and what it did while real inference overran its profile (and the verdict's
+text on that cause). The verdict (live/verdict.py) judges these figures; times are virtual ms, as the samples'
+`t_ms`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from live.monitor import REAL_INFERENCE, WINDOW_MS
+
+CONTROL_COMMAND = ".venv/bin/python benchmarks/bench_core_steadiness.py"
+"""The control for real inference's overrun: its model alone on its core (docs/results/core-steadiness.md)."""
 
 if TYPE_CHECKING:
     from live.verdict import Thresholds
@@ -63,21 +67,22 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
 
 
 def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, share: np.ndarray, k: float,
-                  limits: Thresholds, over_ms: np.ndarray | None = None, mean_limit_ms: float | None = None) -> dict | None:
+                  limits: Thresholds, over_ms: np.ndarray | None = None,
+                  mean_limit_ms: float | None = None) -> dict | None:
     """Returns what this machine did while real inference overran its profile (the windows whose batches' p95
-    overrun share is over the limit, or, given `over_ms` and `mean_limit_ms`, whose mean overrun is over that: a run
-    over the mean limit alone has such a window, as the run's mean is the windows' weighted mean): its inference threads' run-queue wait share, the machine's busy cores other
-    than theirs and the CPU stolen from it in the samples at least half over those windows, against the samples
-    over the others (a sample covers the real second before it, 1000 / K virtual ms; those from before t0 are left
-    out). `core_slower`: the inference did not wait for its core, the machine was no busier than elsewhere in the
-    run (within 0.1 of a core) and under 1 % of it was stolen: its core itself ran slower (the host's other
-    tenants, its clock), which no isolation within this machine prevents. `stolen`: the same, but the hypervisor
-    took at least 1 % of the machine's CPU in a sample over those windows: the host again. `throughout`: every sample
-    was over such windows, so there is nothing to compare with (`other_cores_elsewhere` None, neither flag set): its
-    core ran slower than when its profile was timed for the whole run, which one run cannot pin on the host or on
-    the run's own work on the other cores. `waited`: its wait share over its limit (it shared its core). None when
-    no window is over, no sample falls over them, or real inference runs on another server (its samples there are
-    not compared)."""
+    overrun share is over the limit, or, given `over_ms` and `mean_limit_ms`, whose mean overrun is over that: a
+    run over the mean limit alone has such a window, as the run's mean is the windows' weighted mean): its
+    inference threads' run-queue wait share, the machine's busy cores other than theirs and the CPU stolen from it
+    in the samples at least half over those windows, against the samples over the others (a sample covers the real
+    second before it, 1000 / K virtual ms; those from before t0 are left out). `core_slower`: the inference did
+    not wait for its core, the machine was no busier than elsewhere in the run (within 0.1 of a core) and under
+    1 % of it was stolen: its core itself ran slower (the host's other tenants, its clock), which no isolation
+    within this machine prevents. `stolen`: the same, but the hypervisor took at least 1 % of the machine's CPU in
+    a sample over those windows: the host again. `throughout`: every sample was over such windows, so there is
+    nothing to compare with (`other_cores_elsewhere` None, neither flag set): its core ran slower than when its
+    profile was timed for the whole run, which one run cannot pin on the host or on the run's own work on the
+    other cores. `waited`: its wait share over its limit (it shared its core). None when no window is over, no
+    sample falls over them, or real inference runs on another server (its samples there are not compared)."""
     if not samples or any(server_of(n) for s in samples for n in real_inference(s["procs"], real_names)):
         return None
     win = np.floor(t_ms / WINDOW_MS).astype(np.int64)
@@ -112,6 +117,37 @@ def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, s
             "host_steal_pct_max": round(stolen, 2), "throughout": not rest,
             "waited": bool(wait_share > limits.real_wait_share),
             "core_slower": bool(not_the_run and stolen < 1.0), "stolen": bool(not_the_run and stolen >= 1.0)}
+
+
+def cause_lines(cause: dict) -> list[str]:
+    """Returns the verdict's lines on why real inference overran (monitor_figures.overrun_cause), with the control
+    that times the model alone; none where its inference waited for its core (it shared it: the wait's own
+    figure says so)."""
+    if cause["core_slower"] or cause.get("stolen"):
+        host = ("under 1 % of it was stolen: the core itself ran slower (the host)" if cause["core_slower"] else
+                f"the hypervisor stole up to {cause['host_steal_pct_max']:g} % of its CPU (the host)")
+        lines = [f"  cause: in the {cause['windows_over']} windows where real inference overran, it did not wait "
+                 f"for its core (wait share {cause['real_wait_share']:g}), the machine was no busier "
+                 f"({cause['other_cores']:g} other cores busy against {cause['other_cores_elsewhere']:g}) and "
+                 f"{host}, not the run's doing"]
+    elif cause.get("waited", True):
+        return []
+    elif cause.get("throughout"):
+        lines = [f"  cause: every monitor sample of the run fell over the {cause['windows_over']} windows where real "
+                 f"inference overran; it did not wait for its core (wait share {cause['real_wait_share']:g}; "
+                 f"{cause['other_cores']:g} other cores busy, up to {cause['host_steal_pct_max']:g} % stolen): its "
+                 "core ran slower than when its profile was timed, for the whole run; one run cannot tell the host "
+                 "from the run's own work on the other cores"]
+    else:
+        lines = [f"  cause: in the {cause['windows_over']} windows where real inference overran, it did not wait for "
+                 f"its core (wait share {cause['real_wait_share']:g}) but the machine was busier "
+                 f"({cause['other_cores']:g} other cores busy against {cause['other_cores_elsewhere']:g}): work on the "
+                 "other cores slowed its core through what cores share (caches, memory, a hyperthread sibling on "
+                 "the host), which a cpuset does not separate"]
+    models = cause.get("models") or ["MODEL"]
+    commands = " / ".join(f"`{CONTROL_COMMAND} --model {m}`" for m in models)
+    return lines + [f"  control: {commands} times the model alone on that core, as a run's real replica works "
+                    "(docs/fidelity.md)"]
 
 
 def other_work(samples: list[dict], k: float) -> tuple[np.ndarray, np.ndarray]:

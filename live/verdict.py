@@ -25,16 +25,13 @@ import numpy as np
 
 from analysis.records import read_records
 from live.monitor import MONITOR_NAME, WINDOW_MS
-from live.monitor_figures import diagnostics, other_work, overrun_cause, real_wait_series
+from live.monitor_figures import cause_lines, diagnostics, other_work, overrun_cause, real_wait_series
 from live.procs import REPO_ROOT
 from live.rundir import RunDir
 from live.sendlag import StreamSchedule, read_opens
 from scheduler.profiles import read_profile
 from testbed.portcounters import SWITCH_DROPS_EVENT
 from workload.trace import read_trace
-
-CONTROL_COMMAND = ".venv/bin/python benchmarks/bench_core_steadiness.py"
-"""The control for real inference's overrun: its model alone on its core (docs/results/core-steadiness.md)."""
 
 
 @dataclass(frozen=True)
@@ -456,38 +453,8 @@ def format_fidelity(fid: dict) -> list[str]:
                      f"{v['unit']} > {v['threshold']:g}{when}")
     cause = fid.get("diagnostics", {}).get("real_overrun_cause")
     if cause and any(v["invariant"] == "real-inference overrun" for v in fid["violations"]):
-        lines += _cause_lines(cause)
+        lines += cause_lines(cause)
     return lines
-
-
-def _cause_lines(cause: dict) -> list[str]:
-    """Returns the verdict's lines on why real inference overran (monitor_figures.overrun_cause), with the control
-    that times the model alone; none where its inference waited for its core (it shared it: the wait's own
-    figure says so)."""
-    if cause["core_slower"] or cause.get("stolen"):
-        host = ("under 1 % of it was stolen: the core itself ran slower (the host)" if cause["core_slower"] else
-                f"the hypervisor stole up to {cause['host_steal_pct_max']:g} % of its CPU (the host)")
-        lines = [f"  cause: in the {cause['windows_over']} windows where real inference overran, it did not wait "
-                 f"for its core (wait share {cause['real_wait_share']:g}), the machine was no busier "
-                 f"({cause['other_cores']:g} other cores busy against {cause['other_cores_elsewhere']:g}) and "
-                 f"{host}, not the run's doing"]
-    elif cause.get("waited", True):
-        return []
-    elif cause.get("throughout"):
-        lines = [f"  cause: real inference overran in every window it ran ({cause['windows_over']}) without waiting "
-                 f"for its core (wait share {cause['real_wait_share']:g}; {cause['other_cores']:g} other cores busy, "
-                 f"up to {cause['host_steal_pct_max']:g} % stolen): its core ran slower than when its profile was "
-                 "timed, for the whole run; one run cannot tell the host from the run's own work on the other cores"]
-    else:
-        lines = [f"  cause: in the {cause['windows_over']} windows where real inference overran, it did not wait for "
-                 f"its core (wait share {cause['real_wait_share']:g}) but the machine was busier "
-                 f"({cause['other_cores']:g} other cores busy against {cause['other_cores_elsewhere']:g}): work on the "
-                 "other cores slowed its core through what cores share (caches, memory, a hyperthread sibling on "
-                 "the host), which a cpuset does not separate"]
-    models = cause.get("models") or ["MODEL"]
-    commands = " / ".join(f"`{CONTROL_COMMAND} --model {m}`" for m in models)
-    return lines + [f"  control: {commands} times the model alone on that core, as a run's real replica works "
-                    "(docs/fidelity.md)"]
 
 
 def _json(path: Path, default: object) -> object:

@@ -54,3 +54,14 @@ def test_the_page_prints_the_verdicts_cause_and_the_other_work_at_its_largest(tm
     row = ("| not faithful | real-inference overrun p95 0.379 > 0.25; cause: the host slowed the real-inference core "
            "| 0.487 | nan | 282 |")
     assert again.count(row) == 2 and again.index(row) < again.index("## Fidelity verdict")
+
+
+def test_the_runs_table_names_each_cause_the_monitor_gives_in_a_few_words() -> None:
+    text = _demo_page().overrun_cause_text
+    base = {"core_slower": False, "stolen": False, "throughout": False, "waited": False, "host_steal_pct_max": 2.5}
+    assert text(base | {"core_slower": True}) == "the host slowed the real-inference core"
+    assert text(base | {"stolen": True}) == "the hypervisor stole up to 2.5 % of the CPU (the host)"
+    assert text(base | {"throughout": True}).startswith("its core slower than profiled for the whole run")
+    assert text(base) == "work on the other cores slowed its core"
+    assert text(base | {"waited": True}) == "" and text({}) == ""  # it shared its core; or no cause at all
+    assert text({"core_slower": False, "stolen": False}) == ""  # a cause recorded before `waited` existed

@@ -449,8 +449,9 @@ def test_the_verdict_names_the_cores_own_slowness_as_the_cause() -> None:
         "real_overrun_cause": cause | {"core_slower": False, "stolen": False, "waited": True}})))
     whole = cause | {"core_slower": False, "throughout": True, "waited": False, "other_cores_elsewhere": None}
     lines = format_fidelity(verdict([over], 1.0, None, {"real_overrun_cause": whole}))
-    assert lines[-2].startswith("  cause: real inference overran in every window it ran (2) without waiting for its "
-                                "core (wait share 0.01; 0.25 other cores busy, up to 0 % stolen)"), lines
+    assert lines[-2].startswith("  cause: every monitor sample of the run fell over the 2 windows where real "
+                                "inference overran; it did not wait for its core (wait share 0.01; 0.25 other cores "
+                                "busy, up to 0 % stolen)"), lines
     assert lines[-2].endswith("one run cannot tell the host from the run's own work on the other cores")
     assert lines[-1].startswith("  control: ")
     assert not any("cause:" in x for x in format_fidelity(  # it waited for its core: the run may be the cause
