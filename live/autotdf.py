@@ -1,6 +1,6 @@
 """`--tdf auto`: the smallest time dilation factor K at which a short pilot of the trace's busiest moment is
 judged faithful by the fidelity monitor. The pilot replays the streams alive at the trace's busiest second,
-started together at 0, for PILOT_S of virtual time. The first K is estimated from this machine's CPU cost per
+started one after another over a warm-up of PILOT_WARMUP_S and judged after it, for PILOT_S of virtual time. The first K is estimated from this machine's CPU cost per
 query and the cores the emulation has, rounded up on a ladder; then the pilots go down the ladder while they
 pass and up while they fail, MAX_PILOTS at most. Each pilot is a live run on a fresh network
 (`<run dir>-pilots/k<K>/`); the run itself follows at the K chosen, and its config.json's `time_dilation`
@@ -28,7 +28,12 @@ from workload.trace import Trace, write_trace
 
 MAX_PILOTS = 3
 PILOT_S = 10.0
-"""Virtual seconds of a pilot."""
+"""Virtual seconds of a pilot judged, after its warm-up."""
+PILOT_WARMUP_S = 2.0
+"""Virtual seconds over which a pilot's streams start, in trace order, evenly spaced, before it is judged
+(`RunSpec.judged_from_s`): every stream of the busiest second opening at once made a burst the trace never has
+(the scheduler's relay of each stream's first query took 4.1 ms on average against 0.4-0.6 later, at lambda 20
+on full-edge at K 6: p99 6.4 and 3.0 virtual ms in the first two windows, 1.4-2.0 in the others)."""
 CPU_MS_PER_QUERY = 5.0
 """CPU a query sent costs the emulation on this machine (source, relay, wires, switch, worker's HTTP)."""
 FIXED_CORES = {"ovs": 0.7, "lxbr": 0.2}
@@ -47,10 +52,11 @@ class Peak:
     pilot: Trace
 
 
-def peak_slice(trace: Trace, duration_s: float, length_s: float = PILOT_S) -> Peak:
+def peak_slice(trace: Trace, duration_s: float, length_s: float = PILOT_S,
+               warmup_s: float = PILOT_WARMUP_S) -> Peak:
     """Returns the busiest whole second of the trace (the most frames per second of the streams alive at its
-    start; the first on ties) and its streams, started at 0 and at most `length_s` long (at most what they
-    had left)."""
+    start; the first on ties) and its streams, the i-th of n (in trace order) starting at warmup_s x i / n and
+    running until `warmup_s` + at most `length_s` (at most what it had left)."""
     end = np.minimum(trace.end_s, duration_s)
     seconds = np.arange(0.0, max(math.ceil(duration_s), 1), 1.0)
     alive = (trace.start_s[None, :] <= seconds[:, None]) & (seconds[:, None] < end[None, :])
@@ -58,8 +64,12 @@ def peak_slice(trace: Trace, duration_s: float, length_s: float = PILOT_S) -> Pe
     t = int(np.argmax(load))
     keep = alive[t]
     cols = {f.name: getattr(trace, f.name)[keep] for f in fields(Trace)}
-    cols["start_s"] = np.zeros(int(keep.sum()))
-    cols["duration_s"] = np.minimum(end[keep] - seconds[t], length_s)
+    n = int(keep.sum())
+    order = np.lexsort((trace.stream_id[keep], trace.start_s[keep]))  # trace order: start, then stream id
+    start = np.empty(n)
+    start[order] = warmup_s * np.arange(n) / max(n, 1)
+    cols["start_s"] = start
+    cols["duration_s"] = warmup_s - start + np.minimum(end[keep] - seconds[t], length_s)
     return Peak(float(seconds[t]), float(load[t]), Trace(**cols).sorted())
 
 
@@ -126,15 +136,16 @@ def choose_tdf(spec: Any, log: Callable[[str], None], run_live: Callable[..., An
     estimate = first_k(peak.queries_per_s, cores, spec.switch)
     each = policies or (spec.policy,)
     log(f"--tdf auto: the trace's busiest second ({peak.at_s:g} s, {peak.queries_per_s:g} queries/s) as a "
-        f"{PILOT_S:g} s pilot" + (f" of each policy ({', '.join(each)})" if policies else "")
+        f"{PILOT_S:g} s pilot after a {PILOT_WARMUP_S:g} s warm-up" + (f" of each policy ({', '.join(each)})" if policies else "")
         + f"; first K {estimate:g} ({CPU_MS_PER_QUERY:g} ms CPU per query on {cores} core(s)); pilots in {pilots}")
 
     def pilot(k: float) -> bool:
         for policy in each:
             out = pilots / f"k{k:g}" / policy if policies else pilots / f"k{k:g}"
             result = run_live(replace(spec, policy=policy, tdf=k, trace=(pilots / "trace.csv").resolve(),
-                                      duration_s=PILOT_S, out=out, kill_worker=(), restart_scheduler=(),
-                                      events=None, cli=False, cli_script=None, pcap="none"), log=lambda _: None)
+                                      duration_s=PILOT_WARMUP_S + PILOT_S, judged_from_s=PILOT_WARMUP_S, out=out,
+                                      kill_worker=(), restart_scheduler=(), events=None, cli=False, cli_script=None,
+                                      pcap="none"), log=lambda _: None)
             verdict = result.summary.extra.get("fidelity", {}).get("verdict")
             log(f"--tdf auto: pilot at K {k:g}" + (f", {policy}" if policies else "") + f": {verdict}")
             if verdict != "faithful":

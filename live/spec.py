@@ -193,6 +193,9 @@ class RunSpec:
     tdf_anchor_s: float = 0.0
     """Epoch seconds at which the run's virtual and real time coincide (topologies.timescale.TimeScale), fixed
     when spec.json is written, so that every process maps its clock the same way."""
+    judged_from_s: float = 0.0
+    """Virtual seconds after t0 from which the fidelity verdict judges the run (live/verdict.py): a `--tdf auto`
+    pilot's warm-up, its streams starting one after another (live/autotdf.py); 0 for every other run."""
 
     def check(self) -> None:
         """Refuses what the spec cannot run before anything starts: an unknown --policy, aset without an agent,

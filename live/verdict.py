@@ -240,15 +240,24 @@ def dilation_factor(config: dict) -> float:
     return float(config.get("time_dilation", {}).get("factor") or config.get("tdf") or 1.0)
 
 
+def _after(from_ms: float, t_ms: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Returns `t_ms` and `values` at the times from `from_ms` on (virtual ms since t0)."""
+    keep = t_ms >= from_ms
+    return (t_ms[keep], *(v[keep] for v in values))
+
+
 def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds = THRESHOLDS) -> dict:
-    """Returns the run's fidelity: {verdict, tdf, stopped_early, violations, figures, diagnostics}."""
+    """Returns the run's fidelity: {verdict, tdf, stopped_early, violations, figures, diagnostics}. A run whose
+    spec.json has `judged_from_s` (a `--tdf auto` pilot's warm-up) is judged on what happened from then on."""
     config = json.loads((run_dir / "config.json").read_text())
     k = dilation_factor(config)
+    spec = _json(run_dir / "spec.json", {})
+    from_ms = 1000.0 * float((spec.get("judged_from_s") if isinstance(spec, dict) else None) or 0.0)
     rec = record_columns(run_dir / "records.csv")
     tr = read_trace(run_dir / "trace.csv")
     frame_bytes = {int(s): float(b) for s, b in zip(tr.stream_id, tr.frame_bytes, strict=True)}
     figures: list[Figure | None] = []
-    due, lag = send_lag(rec, run_dir / "trace.csv", read_opens(run_dir))
+    due, lag = _after(from_ms, *send_lag(rec, run_dir / "trace.csv", read_opens(run_dir)))
     figures += [_figure("source send lag", "p99", due, lag, limits.send_lag_p99_ms),
                 _figure("source send lag", "max", due, lag, limits.send_lag_max_ms)]
     # the wires write their lateness in virtual us already (real / K)
@@ -256,27 +265,31 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     if wires:
         t0_s, end_ms = t0_real_s(run_dir, config), traffic_end_ms(rec)
         end_real_s = None if t0_s is None or end_ms is None else t0_s + k * end_ms / 1000.0
-        first, over = wire_late_windows(wires, t0_s, k, limits.wire_late_p99_ms, end_real_s)
+        from_real_s = None if t0_s is None else t0_s + k * from_ms / 1000.0
+        first, over = wire_late_windows(wires, t0_s, k, limits.wire_late_p99_ms, end_real_s,
+                                        int(from_ms // WINDOW_MS))
         figures.append(Figure("wire lateness vs due", "p99 (worst direction)",
-                              round(max(wire_late_p99_us(d, t0_s, end_real_s) for d in wires) / 1000.0, 3),
+                              round(max(wire_late_p99_us(d, from_real_s, end_real_s) for d in wires) / 1000.0, 3),
                               limits.wire_late_p99_ms, "virtual ms", True, first, over))
     for e in _lines(run_dir / "events.jsonl"):
         if SWITCH_DROPS_EVENT in e and (drops := json.loads(e)).get("event") == SWITCH_DROPS_EVENT:
             figures.append(Figure("switch socket drops", "frames lost", float(drops["frames"]), limits.switch_drops,
                                   "frames"))
-    t, lag = relay_lag(rec)
+    t, lag = _after(from_ms, *relay_lag(rec))
     figures.append(_figure("scheduler relay at its own site", "p99", t, lag, limits.relay_p99_ms))
     mixed = real_starts(run_dir, config)
-    t, over, _ = batch_overruns(rec, config, frame_bytes, real=False, real_starts=mixed)
+    t, over, _ = _after(from_ms, *batch_overruns(rec, config, frame_bytes, real=False, real_starts=mixed))
     figures.append(_figure("worker overshoot vs profile", "p99", t, over, limits.overshoot_p99_ms))
-    t, over, plan = batch_overruns(rec, config, frame_bytes, real=True, real_starts=mixed)
+    t, over, plan = _after(from_ms, *batch_overruns(rec, config, frame_bytes, real=True, real_starts=mixed))
     if len(over):
         mean_limit = max(limits.real_overrun_mean_ms, limits.real_overrun_mean_share * float(plan.mean()))
         figures.append(_figure("real-inference overrun", "mean", t, over, round(mean_limit, 3)))
         figures.append(_figure("real-inference overrun", "p95", t, over / plan, limits.real_overrun_p95_share,
                                unit="share of profile"))
-    figures.append(window_lateness(run_dir / "windows.csv", limits.window_late_max_ms))
+    figures.append(window_lateness(run_dir / "windows.csv", limits.window_late_max_ms, from_ms))
     samples = [json.loads(line) for line in _lines(run_dir / MONITOR_NAME)]
+    if from_ms > 0.0:  # a sample covers the real second before it: those reaching into the warm-up are left out
+        samples = [x for x in samples if x["t_ms"] - 1000.0 * float(x.get("real_s") or 1.0) / k >= from_ms]
     real_names = {f"worker {w['resource']}" for w in config.get("workers", []) if w.get("real")}
     diag = diagnostics(samples, real_names)
     if len(over) and (cause := overrun_cause(samples, real_names, t, over / plan, k, limits, over,
@@ -309,7 +322,10 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     if diag.get("wall_step_ms_max") is not None:
         figures.append(Figure("wall clock stepped", "largest step in one interval", diag["wall_step_ms_max"],
                               limits.wall_step_ms, "real ms", hard=False))
-    return verdict([f for f in figures if f is not None], k, stopped_early, diag)
+    fid = verdict([f for f in figures if f is not None], k, stopped_early, diag)
+    if from_ms > 0.0:
+        fid["judged_from_s"] = from_ms / 1000.0
+    return fid
 
 
 def judge_run(run_dir: Path, stopped_early: dict | None = None) -> dict:
@@ -374,16 +390,16 @@ def wire_late_p99_us(direction: dict, t0_s: float | None, end_real_s: float | No
     return float(late[allowed]) if len(late) > allowed else min(whole, float(direction["late_steps_us"][0]))
 
 
-def wire_late_windows(directions: list[dict], t0_s: float | None, k: float,
-                      threshold_ms: float, end_real_s: float | None = None) -> tuple[float | None, int | None]:
+def wire_late_windows(directions: list[dict], t0_s: float | None, k: float, threshold_ms: float,
+                      end_real_s: float | None = None, from_window: int = 0) -> tuple[float | None, int | None]:
     """Returns the first 1 s window (virtual s since t0) in which some wire direction's p99 lateness was over
     `threshold_ms`, and in how many windows one was: more than 1 % of the frames due in that window left later
     than the threshold (the direction's `sent_per_s`: per real epoch second, the frames due and how many were later
     than each of its `late_steps_us`, shared out over the windows the second overlaps; the largest step not over
     the threshold is taken, the threshold itself by default). Windows before t0 (the network's probes) and those
     that begin at or after `end_real_s` (the run closing down after its traffic) are left out; the window the
-    traffic ends in is judged whole. (None, None) for wires that did not count them, or a threshold under their
-    smallest step."""
+    traffic ends in is judged whole; those before `from_window` are left out too. (None, None) for wires that did not count
+    them, or a threshold under their smallest step."""
     if t0_s is None or any("late_steps_us" not in d for d in directions):
         return None, None
     windows: set[int] = set()
@@ -398,7 +414,7 @@ def wire_late_windows(directions: list[dict], t0_s: float | None, k: float,
             for w, share in real_second_windows(second, t0_s, k, end_real_s):
                 due[w] = due.get(w, 0.0) + n * share
                 late[w] = late.get(w, 0.0) + over * share
-        windows.update(w for w, n in late.items() if n > 0.01 * due[w])
+        windows.update(w for w, n in late.items() if n > 0.01 * due[w] and w >= from_window)
     if not windows:
         return None, 0
     return min(windows) * WINDOW_MS / 1000.0, len(windows)
@@ -417,13 +433,14 @@ def real_second_windows(second: float, t0_s: float, k: float, end_s: float | Non
     return [(w, (min(b, w + 1) - max(a, w)) / (b - a)) for w in range(max(0, int(np.floor(a))), stop)]
 
 
-def window_lateness(path: Path, threshold: float) -> Figure | None:
-    """Returns how late the schedulers closed their decision windows (t_closed_ms - t_end_ms)."""
+def window_lateness(path: Path, threshold: float, from_ms: float = 0.0) -> Figure | None:
+    """Returns how late the schedulers closed their decision windows (t_closed_ms - t_end_ms), those that began
+    from `from_ms` on."""
     with contextlib.suppress(OSError), path.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("t_closed_ms")]
         t_end = np.array([float(r["t_end_ms"]) for r in rows])
         late = np.array([float(r["t_closed_ms"]) for r in rows]) - t_end
-        return _figure("decision-window lateness", "max", t_end - WINDOW_MS, late, threshold)
+        return _figure("decision-window lateness", "max", *_after(from_ms, t_end - WINDOW_MS, late), threshold)
     return None
 
 
@@ -433,7 +450,7 @@ def format_fidelity(fid: dict) -> list[str]:
         return []
     if fid["verdict"] == "not judged":
         return [f"fidelity: not judged ({fid['error']})"]
-    k = f"K = {fid['tdf']:g}"
+    k = f"K = {fid['tdf']:g}" + (f", judged from {fid['judged_from_s']:g} s" if fid.get("judged_from_s") else "")
     if fid["verdict"] == "faithful":
         head = f"fidelity ({k}): faithful, every invariant within its threshold (summary.json: extra.fidelity)"
     else:

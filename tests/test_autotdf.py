@@ -25,13 +25,16 @@ def trace(tmp_path: Path) -> Trace:
     return read_trace(tmp_path / "t.csv")
 
 
-def test_the_pilot_is_the_busiest_second_started_at_zero(trace: Trace) -> None:
-    peak = peak_slice(trace, duration_s=20.0)
+def test_the_pilot_is_the_busiest_second_its_streams_starting_over_the_warm_up(trace: Trace) -> None:
+    peak = peak_slice(trace, duration_s=20.0)  # a warm-up of PILOT_WARMUP_S = 2 s
     assert peak.at_s == 4.0 and peak.queries_per_s == 35.0  # 10 + 20 + 5 frames/s alive at 4 s
     p = peak.pilot
-    assert list(p.stream_id) == [1, 2, 3] and list(p.start_s) == [0.0, 0.0, 0.0]
-    assert list(p.duration_s) == [6.0, 1.0, 10.0]  # what each had left, at most the pilot's 10 s
-    assert list(p.antenna) == ["ant1", "ant2", "ant1"] and p.expected_queries() == 60 + 20 + 50
+    assert list(p.stream_id) == [1, 2, 3] and list(p.start_s) == pytest.approx([0.0, 2 / 3, 4 / 3])  # trace order
+    # each until the warm-up's end plus what it had left, at most the pilot's 10 s
+    assert list(p.duration_s) == pytest.approx([2 + 6.0, 4 / 3 + 1.0, 2 / 3 + 10.0])
+    assert list(p.antenna) == ["ant1", "ant2", "ant1"] and p.expected_queries() == 80 + 47 + 54
+    together = peak_slice(trace, duration_s=20.0, warmup_s=0.0).pilot  # no warm-up: started together at 0
+    assert list(together.start_s) == [0.0, 0.0, 0.0] and list(together.duration_s) == [6.0, 1.0, 10.0]
 
 
 @pytest.mark.parametrize(("qps", "cores", "switch", "k"), [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from live.autotdf import PILOT_S, choose_tdf, run_auto, search
+from live.autotdf import PILOT_S, PILOT_WARMUP_S, choose_tdf, run_auto, search
 from live.spec import DEMO_EVENTS, RunSpec, add_run_arguments, spec_from_args
 from workload.trace import read_trace
 
@@ -58,10 +58,13 @@ def test_the_pilots_replay_the_trace_without_the_runs_events_and_faults(tmp_path
     pilot_trace = tmp_path / "run-pilots" / "trace.csv"
     for p in pilots:
         assert p.events is None and p.kill_worker == () and p.restart_scheduler == ()
-        assert p.trace == pilot_trace.resolve() and p.duration_s == PILOT_S and p.pcap == "none"
+        assert p.trace == pilot_trace.resolve() and p.duration_s == PILOT_WARMUP_S + PILOT_S and p.pcap == "none"
+        assert p.judged_from_s == PILOT_WARMUP_S
         assert Path(p.out).parent == tmp_path / "run-pilots"
-    assert read_trace(pilot_trace).start_s.max() == 0.0  # the busiest second's streams, started together
+    starts = read_trace(pilot_trace).start_s  # the busiest second's streams, starting over the warm-up
+    assert starts.min() == 0.0 and starts.max() < PILOT_WARMUP_S
     assert final.tdf == pilots[-1].tdf and final.events == DEMO_EVENTS and final.trace is None
+    assert final.judged_from_s == 0.0  # the run itself is judged whole
     assert final.kill_worker == spec.kill_worker and final.restart_scheduler == spec.restart_scheduler
     assert result.out == tmp_path / "run"
 
@@ -91,7 +94,7 @@ def test_compares_search_pilots_every_policy_and_a_k_passes_when_each_does(tmp_p
     by_k: dict[float, list[str]] = {}
     for s in runs.specs:
         by_k.setdefault(s.tdf, []).append(s.policy)
-        assert Path(s.out) == tmp_path / "pilots" / f"k{s.tdf:g}" / s.policy and s.duration_s == PILOT_S
+        assert Path(s.out) == tmp_path / "pilots" / f"k{s.tdf:g}" / s.policy and s.duration_s == PILOT_WARMUP_S + PILOT_S
     assert list(by_k) == [k for k, _ in found.pilots]
     for k, ok in found.pilots:  # in order; the first policy judged not faithful ends the K's pilots
         assert by_k[k] == (list(policies) if ok else ["closest", "least-impedance"])

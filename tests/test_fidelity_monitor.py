@@ -473,3 +473,34 @@ def test_other_work_leaves_out_samples_before_t0_and_those_with_a_process_new_or
     samples[-2] = one(1100.0, 0.5, a=0.1, b=0.1)
     t, cores = other_work(samples, 4.0)
     assert t.tolist() == [350.0, 850.0, 1100.0, 1350.0] and cores == pytest.approx([0.5, 0.2, 0.3, 0.4])
+
+
+def test_a_run_judged_from_its_warm_up_leaves_out_what_came_before(tmp_path: Path) -> None:
+    """A `--tdf auto` pilot's spec.json has `judged_from_s`: its streams start one after another until then, and
+    the figures count from then on (a send lag, a relay, a decision window, a wire's late frames before it)."""
+    (tmp_path / "trace.csv").write_text(TRACE)
+    (tmp_path / "config.json").write_text(json.dumps({"tdf": 4.0, "workers": [], "time_dilation": {
+        "factor": 4.0, "t0_real_epoch_s": 1000.0}}))
+    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (40 if k == 5 else 1), "t_sched_ms": 100 * k + 46,
+             "t_worker_ms": 100 * k + 46 + (6.0 if k in (3, 4) else 0.3)} for k in range(30)]
+    _records(tmp_path / "records.csv", rows)
+    (tmp_path / "windows.csv").write_text("antenna,window,t_start_ms,t_end_ms,t_closed_ms\n"
+                                          "ant1,0,0.0,1000.0,1090.0\nant1,1,1000.0,2000.0,2001.0\n")
+    rows_s = [[s, 100, 0, 0, 0, 0, 0] for s in range(995, 1016)]
+    rows_s[1001 - 995][2:6] = [50, 50, 50, 50]  # 50 frames 3 ms late at 1001 s real: virtual 0.25-0.5 s
+    wire = {"late_p99_us": 3000.0, "tdf": 4.0, "late_steps_us": [250, 500, 1000, 2000, 5000], "sent_per_s": rows_s,
+            "late_events_dropped": 0, "late_events": [[1001_000.0, 3000.0]] * 50}
+    (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([wire]))
+    whole = judge(tmp_path)
+    assert {v["invariant"] for v in whole["violations"]} == {"source send lag", "scheduler relay at its own site",
+                                                            "decision-window lateness", "wire lateness vs due"}
+    assert "judged_from_s" not in whole
+    (tmp_path / "spec.json").write_text(json.dumps({"judged_from_s": 1.0}))
+    fid = judge(tmp_path)
+    assert fid["verdict"] == "faithful" and fid["judged_from_s"] == 1.0, fid["violations"]
+    fig = {(f["invariant"], f["statistic"]): f for f in fid["figures"]}
+    assert fig[("source send lag", "max")]["value"] == pytest.approx(1.0)  # queries 10-29 alone
+    assert fig[("scheduler relay at its own site", "p99")]["value"] == pytest.approx(0.3)
+    assert fig[("decision-window lateness", "max")]["value"] == 1.0  # the window from 1 s alone
+    assert fig[("wire lateness vs due", "p99 (worst direction)")]["value"] == 0.25  # its late frames before 1 s
+    assert format_fidelity(fid)[0].startswith("fidelity (K = 4, judged from 1 s): faithful")
