@@ -1,12 +1,12 @@
 """`--tdf auto`: the smallest time dilation factor K at which a short pilot of the trace's busiest moment is
 judged faithful by the fidelity monitor. The pilot replays the streams alive at the trace's busiest second,
-started one after another over a warm-up of PILOT_WARMUP_S and judged after it, for PILOT_S of virtual time. The first K is estimated from this machine's CPU cost per
-query and the cores the emulation has, rounded up on a ladder; then the pilots go down the ladder while they
-pass and up while they fail, MAX_PILOTS at most. Each pilot is a live run on a fresh network
-(`<run dir>-pilots/k<K>/`); the run itself follows at the K chosen, and its config.json's `time_dilation`
-gets `auto` (the estimate, the pilots and their verdicts). `compare` pilots each of its policies at each K
-(`choose_tdf`) and runs them all at the one K chosen. The search takes the pilots as a callable, so it is
-tested on its own.
+started one after another over a warm-up of PILOT_WARMUP_S and judged after it, for PILOT_S of virtual time.
+The first K is estimated from this machine's CPU cost per query and the cores the emulation has, rounded up on
+a ladder; then the pilots go down the ladder while they pass and up while they fail, MAX_PILOTS at most. Each
+pilot is a live run on a fresh network (`<run dir>-pilots/k<K>/`); the run itself follows at the K chosen, and
+its config.json's `time_dilation` gets `auto` (the estimate, the pilots and their verdicts). `compare` pilots
+each of its policies at each K (`choose_tdf`) and runs them all at the one K chosen. The search takes the
+pilots as a callable, so it is tested on its own.
 """
 
 from __future__ import annotations
@@ -136,16 +136,17 @@ def choose_tdf(spec: Any, log: Callable[[str], None], run_live: Callable[..., An
     estimate = first_k(peak.queries_per_s, cores, spec.switch)
     each = policies or (spec.policy,)
     log(f"--tdf auto: the trace's busiest second ({peak.at_s:g} s, {peak.queries_per_s:g} queries/s) as a "
-        f"{PILOT_S:g} s pilot after a {PILOT_WARMUP_S:g} s warm-up" + (f" of each policy ({', '.join(each)})" if policies else "")
+        f"{PILOT_S:g} s pilot after a {PILOT_WARMUP_S:g} s warm-up"
+        + (f" of each policy ({', '.join(each)})" if policies else "")
         + f"; first K {estimate:g} ({CPU_MS_PER_QUERY:g} ms CPU per query on {cores} core(s)); pilots in {pilots}")
 
     def pilot(k: float) -> bool:
         for policy in each:
             out = pilots / f"k{k:g}" / policy if policies else pilots / f"k{k:g}"
             result = run_live(replace(spec, policy=policy, tdf=k, trace=(pilots / "trace.csv").resolve(),
-                                      duration_s=PILOT_WARMUP_S + PILOT_S, judged_from_s=PILOT_WARMUP_S, out=out,
-                                      kill_worker=(), restart_scheduler=(), events=None, cli=False, cli_script=None,
-                                      pcap="none"), log=lambda _: None)
+                                      duration_s=PILOT_WARMUP_S + PILOT_S, judged_from_s=PILOT_WARMUP_S,
+                                      out=out, kill_worker=(), restart_scheduler=(), events=None, cli=False,
+                                      cli_script=None, pcap="none"), log=lambda _: None)
             verdict = result.summary.extra.get("fidelity", {}).get("verdict")
             log(f"--tdf auto: pilot at K {k:g}" + (f", {policy}" if policies else "") + f": {verdict}")
             if verdict != "faithful":

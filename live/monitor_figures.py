@@ -86,8 +86,9 @@ def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, s
     if not samples or any(server_of(n) for s in samples for n in real_inference(s["procs"], real_names)):
         return None
     win = np.floor(t_ms / WINDOW_MS).astype(np.int64)
+    by_mean = over_ms is not None and mean_limit_ms is not None
     bad = {int(w) for w in np.unique(win) if np.percentile(share[win == w], 95) > limits.real_overrun_p95_share
-           or (over_ms is not None and mean_limit_ms is not None and float(over_ms[win == w].mean()) > mean_limit_ms)}
+           or (by_mean and float(over_ms[win == w].mean()) > mean_limit_ms)}  # type: ignore[index, operator]
     if not bad:
         return None
     during, rest = [], []
@@ -113,7 +114,8 @@ def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, s
     stolen = max(float(s.get("host_steal_pct") or 0.0) for s in during)
     not_the_run = elsewhere is not None and wait_share <= limits.real_wait_share and cores <= elsewhere + 0.1
     return {"windows_over": len(bad), "samples_over": len(during), "real_wait_share": round(wait_share, 4),
-            "other_cores": round(cores, 3), "other_cores_elsewhere": None if elsewhere is None else round(elsewhere, 3),
+            "other_cores": round(cores, 3),
+            "other_cores_elsewhere": None if elsewhere is None else round(elsewhere, 3),
             "host_steal_pct_max": round(stolen, 2), "throughout": not rest,
             "waited": bool(wait_share > limits.real_wait_share),
             "core_slower": bool(not_the_run and stolen < 1.0), "stolen": bool(not_the_run and stolen >= 1.0)}

@@ -398,8 +398,8 @@ def wire_late_windows(directions: list[dict], t0_s: float | None, k: float, thre
     than each of its `late_steps_us`, shared out over the windows the second overlaps; the largest step not over
     the threshold is taken, the threshold itself by default). Windows before t0 (the network's probes) and those
     that begin at or after `end_real_s` (the run closing down after its traffic) are left out; the window the
-    traffic ends in is judged whole; those before `from_window` are left out too. (None, None) for wires that did not count
-    them, or a threshold under their smallest step."""
+    traffic ends in is judged whole; those before `from_window` are left out too. (None, None) for wires that did
+    not count them, or a threshold under their smallest step."""
     if t0_s is None or any("late_steps_us" not in d for d in directions):
         return None, None
     windows: set[int] = set()
