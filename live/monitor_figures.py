@@ -66,6 +66,12 @@ def diagnostics(samples: list[dict], real_names: set[str]) -> dict:
     return out
 
 
+def sample_start_ms(sample: dict, k: float) -> float:
+    """Returns when a monitor sample's interval began (virtual ms since t0): it covers the real seconds before it
+    (`real_s`, 1 when missing), 1000 x real_s / K virtual ms."""
+    return float(sample["t_ms"]) - 1000.0 * float(sample.get("real_s") or 1.0) / k
+
+
 def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, share: np.ndarray, k: float,
                   limits: Thresholds, over_ms: np.ndarray | None = None,
                   mean_limit_ms: float | None = None) -> dict | None:
@@ -94,7 +100,7 @@ def overrun_cause(samples: list[dict], real_names: set[str], t_ms: np.ndarray, s
     during, rest = [], []
     for s in samples:
         end = float(s["t_ms"])
-        start = end - 1000.0 * float(s.get("real_s") or 1.0) / k
+        start = sample_start_ms(s, k)
         if start < 0.0:
             continue
         over = sum(max(0.0, min(end, (w + 1) * WINDOW_MS) - max(start, w * WINDOW_MS))
@@ -160,7 +166,7 @@ def other_work(samples: list[dict], k: float) -> tuple[np.ndarray, np.ndarray]:
     prev: set[str] = set()
     for s in samples:
         local = {n: p for n, p in s["procs"].items() if not server_of(n)}
-        if local and set(local) <= prev and s["t_ms"] - 1000.0 * float(s.get("real_s") or 1.0) / k >= 0.0:
+        if local and set(local) <= prev and sample_start_ms(s, k) >= 0.0:
             t.append(s["t_ms"])
             cores.append(max(0.0, s["host_cores"] - sum(max(0.0, p["cores"]) for p in local.values())))
         prev = set(local)

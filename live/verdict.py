@@ -25,7 +25,14 @@ import numpy as np
 
 from analysis.records import read_records
 from live.monitor import MONITOR_NAME, WINDOW_MS
-from live.monitor_figures import cause_lines, diagnostics, other_work, overrun_cause, real_wait_series
+from live.monitor_figures import (
+    cause_lines,
+    diagnostics,
+    other_work,
+    overrun_cause,
+    real_wait_series,
+    sample_start_ms,
+)
 from live.procs import REPO_ROOT
 from live.rundir import RunDir
 from live.sendlag import StreamSchedule, read_opens
@@ -289,7 +296,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     figures.append(window_lateness(run_dir / "windows.csv", limits.window_late_max_ms, from_ms))
     samples = [json.loads(line) for line in _lines(run_dir / MONITOR_NAME)]
     if from_ms > 0.0:  # a sample covers the real second before it: those reaching into the warm-up are left out
-        samples = [x for x in samples if x["t_ms"] - 1000.0 * float(x.get("real_s") or 1.0) / k >= from_ms]
+        samples = [x for x in samples if sample_start_ms(x, k) >= from_ms]
     real_names = {f"worker {w['resource']}" for w in config.get("workers", []) if w.get("real")}
     diag = diagnostics(samples, real_names)
     if len(over) and (cause := overrun_cause(samples, real_names, t, over / plan, k, limits, over,
