@@ -145,7 +145,8 @@ class Monitor:
         """The run's start, virtual epoch s."""
         self.pressure = pressure_group
         self.processes = processes
-        self.lost = LostRun(run_dir / "records.csv", trace)
+        self.lost = LostRun(run_dir / "records.csv", trace,
+                            1000.0 * float(getattr(spec, "judged_from_s", 0.0) or 0.0))
         self.cores_lost = cores_lost
         """The first keeper of the run's cores on another server found gone (RunCores.lost), or None."""
         self.servers = servers or {}
@@ -310,10 +311,12 @@ class LostRun:
     """Reads records.csv as it grows and keeps the sources' send lag (live/sendlag.py, as the verdict counts it)
     per window of due time: a run whose lag p99 is over the early-stop limit in EARLY_STOP_WINDOWS consecutive
     windows is lost. The records are read before the openings (live/sendlag.py OpensTail), so each record read
-    has its opening."""
+    has its opening. Queries due before `judged_from_ms` (virtual ms since t0: a `--tdf auto` pilot's warm-up,
+    `RunSpec.judged_from_s`) count for nothing, as in the verdict."""
 
-    def __init__(self, records: Path, trace: Trace) -> None:
+    def __init__(self, records: Path, trace: Trace, judged_from_ms: float = 0.0) -> None:
         self.records = records
+        self.judged_from_ms = judged_from_ms
         self.schedule = StreamSchedule(trace)
         self.opens = OpensTail(records.parent)
         self.offset = 0
@@ -344,7 +347,8 @@ class LostRun:
             due, _ = self.schedule.due_ms(sid, query, self.opens.read())
             sent = self.schedule.sent_mask(sid, query, t_send, np.array([p[3] for p in parsed], dtype=object),
                                            np.array([p[4] for p in parsed], dtype=object))
-            for d, x in zip(due[sent], (t_send - due)[sent], strict=True):
+            kept = sent & (due >= self.judged_from_ms)
+            for d, x in zip(due[kept], (t_send - due)[kept], strict=True):
                 self.lags.setdefault(int(d // WINDOW_MS), []).append(float(x))
 
     def check(self) -> dict | None:

@@ -1,5 +1,5 @@
-"""The fidelity monitor's arithmetic on hand-made figures and files: the verdict, the per-window judgement, the
-early stop of a lost run, one sample of monitor.jsonl at K = 2, the run-queue figures summed over threads,
+"""The fidelity monitor's arithmetic on hand-made figures and files: the verdict, the per-window judgement,
+one sample of monitor.jsonl at K = 2, the run-queue figures summed over threads,
 and the verdict of a hand-made run directory at K = 2 (every figure in virtual ms)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from monitor_records import TRACE, write_records
 
-from analysis.records import RECORD_NAMES
-from live.monitor import EARLY_STOP_WINDOWS, LostRun, _State, sample, task_schedstat
+from live.monitor import _State, sample, task_schedstat
 from live.verdict import (
     THRESHOLDS,
     Figure,
@@ -28,22 +28,6 @@ from live.verdict import (
     wire_late_windows,
 )
 from testbed.cpuset import format_cpus, parse_cpus
-from workload.trace import read_trace
-
-TRACE = """stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task
-1,ant1,0.0,10,ar-vr,10,30000,300,0.2,object-detection
-2,ant1,0.5,10,video-surveillance,4,45000,400,0.2,object-detection
-"""
-
-
-def _records(path: Path, rows: list[dict]) -> None:
-    lines = [",".join(RECORD_NAMES)]
-    for r in rows:
-        full = {"antenna": "ant1", "app": "ar-vr", "cluster": "ant1", "variant": "v", "t_sched_ms": "",
-                "t_worker_ms": "", "t_infer_start_ms": "", "t_infer_end_ms": "", "t_response_ms": "",
-                "batch_size": 1, "outcome": "ontime", "reason": "", **r}
-        lines.append(",".join(str(full[n]) for n in RECORD_NAMES))
-    path.write_text("\n".join(lines) + "\n")
 
 
 def test_verdict_names_the_broken_hard_invariants_and_keeps_diagnostics_as_warnings() -> None:
@@ -73,54 +57,6 @@ def test_per_window_gives_the_first_window_over_and_how_many() -> None:
     assert per_window(t, x, "max", 5.0) == (1.0, 2)  # windows 1 (9) and 3 (7)
     assert per_window(t, x, "mean", 4.0) == (1.0, 2)  # window 1: mean 5; window 3: 7
     assert per_window(t, x, "max", 10.0) == (None, 0)
-
-
-def test_a_lost_run_is_found_after_consecutive_windows_over_the_limit(tmp_path: Path) -> None:
-    (tmp_path / "trace.csv").write_text(TRACE)
-    trace = read_trace(tmp_path / "trace.csv")
-    rec = tmp_path / "records.csv"
-    # stream 1 at 10 fps: query k is due at 100 k ms. Window 0 fine (lag 1 ms), windows 1-3 late by 30 ms.
-    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (1 if k < 10 else 30)} for k in range(40)]
-    rows.append({"stream_id": 2, "query": 0, "t_send_ms": 500.0, "outcome": "rejected", "reason": "capacity"})
-    _records(rec, rows[:35])  # up to window 3: windows 0-2 can be judged
-    lost = LostRun(rec, trace)
-    assert lost.check() is None  # windows 1 and 2 over: two in a row
-    with rec.open("a") as f:  # window 4 starts (the file grows): window 3 is judged, the third over in a row
-        f.write(f"1,45,ant1,ar-vr,ant1,v,{4500 + 30},,,,,,1,ontime,\n")
-    why = lost.check()
-    assert why is not None and EARLY_STOP_WINDOWS == 3
-    assert why["windows_from_s"] == 1.0 and why["lag_p99_ms"] == [30.0, 30.0, 30.0]
-    assert why["invariant"] == "source send lag"
-
-
-def test_a_window_within_the_limit_breaks_a_run_of_bad_ones(tmp_path: Path) -> None:
-    (tmp_path / "trace.csv").write_text(TRACE)
-    lags = {0: 30, 1: 30, 2: 1, 3: 30, 4: 30, 5: 1}
-    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + lags[k // 10]} for k in range(60)]
-    _records(tmp_path / "records.csv", rows)
-    assert LostRun(tmp_path / "records.csv", read_trace(tmp_path / "trace.csv")).check() is None
-
-
-def test_the_early_stop_excuses_the_opening_round_trip_as_the_verdict_does(tmp_path: Path) -> None:
-    """Stream 1 (10 fps) reopens before queries 10, 20 and 30, each answered 40 ms after it was due: queries
-    10, 20 and 30 leave 40 ms behind their schedule, the emulated system's round trip, not the host's. Read from
-    an openings log that grows with the records (its last line still partly written), the run is not lost; the
-    same records against openings logged as answered in 5 ms are (35 ms late against a 20 ms limit)."""
-    (tmp_path / "trace.csv").write_text(TRACE)
-    trace = read_trace(tmp_path / "trace.csv")
-    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (40 if k % 10 == 0 and k else 0.5)}
-            for k in range(50)]
-    _records(tmp_path / "records.csv", rows)
-    opens = tmp_path / "records" / "ant1.opens.csv"
-    opens.parent.mkdir()
-    logged = "".join(f"1,{k},{100 * k},{100 * k + 40}\n" for k in (10, 20, 30))
-    opens.write_text("stream_id,query,t_open_ms,t_bound_ms\n" + logged + "1,40,4000")  # the last line unfinished
-    lost = LostRun(tmp_path / "records.csv", trace)
-    assert lost.check() is None and lost.opens.read().shape == (3, 4)
-    opens.write_text("stream_id,query,t_open_ms,t_bound_ms\n"
-                     + "".join(f"1,{k},{100 * k},{100 * k + 5}\n" for k in (10, 20, 30)))
-    why = LostRun(tmp_path / "records.csv", trace).check()
-    assert why is not None and why["windows_from_s"] == 1.0 and why["lag_p99_ms"][0] > 20.0
 
 
 def test_one_sample_gives_shares_of_the_real_interval_and_delays_in_virtual_ms() -> None:
@@ -227,7 +163,7 @@ def test_the_verdict_judges_the_wires_over_the_traffic_in_real_and_virtual_time(
     # K 4, t0 at real epoch 1000 s; the last query is sent at 2.901 virtual s: the traffic ends at 1011.604 s real
     (tmp_path / "config.json").write_text(json.dumps({"tdf": 4.0, "workers": [], "time_dilation": {
         "factor": 4.0, "t0_real_epoch_s": 1000.0}}))
-    _records(tmp_path / "records.csv", [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + 1} for k in range(30)])
+    write_records(tmp_path / "records.csv", [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + 1} for k in range(30)])
     steps = [250, 500, 1000, 2000, 5000]
     rows = [[s, 100, 0, 0, 0, 0, 0] for s in range(995, 1016)]
     rows[1011 - 995][2:6] = [5, 5, 5, 5]  # 5 frames 3 ms late at 1011 s: the traffic's
@@ -249,7 +185,7 @@ def test_the_verdict_of_a_run_directory_in_virtual_ms(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"tdf": 2.0, "workers": []}))
     rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (40 if k == 25 else 1)} for k in range(30)]
     rows += [{"stream_id": 2, "query": 0, "t_send_ms": 500.0, "outcome": "rejected", "reason": "capacity"}]
-    _records(tmp_path / "records.csv", rows)
+    write_records(tmp_path / "records.csv", rows)
     (tmp_path / "windows.csv").write_text("antenna,window,t_start_ms,t_end_ms,t_closed_ms\n"
                                           "ant1,0,0.0,1000.0,1002.0\nant1,1,1000.0,2000.0,2070.0\n")
     (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([{"late_p99_us": 1500.0, "tdf": 2.0},
@@ -280,7 +216,7 @@ def test_the_relay_at_the_antennas_own_site_is_judged(tmp_path: Path) -> None:
              "t_worker_ms": 100 * k + 6 + (6.0 if k in (21, 22) else 0.3)} for k in range(30)]
     rows += [{"stream_id": 2, "query": k, "t_send_ms": 500 + 250 * k, "t_sched_ms": 506 + 250 * k,
               "t_worker_ms": 515 + 250 * k, "cluster": "dc1", "app": "video-surveillance"} for k in range(10)]
-    _records(tmp_path / "records.csv", rows)
+    write_records(tmp_path / "records.csv", rows)
     fid = judge(tmp_path)
     fig = {(f["invariant"], f["statistic"]): f for f in fid["figures"]}
     relay = fig[("scheduler relay at its own site", "p99")]
@@ -291,7 +227,7 @@ def test_the_relay_at_the_antennas_own_site_is_judged(tmp_path: Path) -> None:
     # Every relay within the limit: the figure holds.
     for r in rows[:30]:
         r["t_worker_ms"] = r["t_sched_ms"] + 0.3
-    _records(tmp_path / "records.csv", rows)
+    write_records(tmp_path / "records.csv", rows)
     fid = judge(tmp_path)
     relay = next(f for f in fid["figures"] if f["invariant"] == "scheduler relay at its own site")
     assert relay["value"] == pytest.approx(0.3) and relay["windows_over"] == 0
@@ -301,7 +237,7 @@ def test_the_relay_at_the_antennas_own_site_is_judged(tmp_path: Path) -> None:
 def test_the_real_workers_waiting_share_is_judged_from_the_samples(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").write_text(TRACE)
     (tmp_path / "config.json").write_text(json.dumps({"workers": [{"resource": "r@dc1", "real": True}]}))
-    _records(tmp_path / "records.csv", [{"stream_id": 1, "query": 0, "t_send_ms": 0.5}])
+    write_records(tmp_path / "records.csv", [{"stream_id": 1, "query": 0, "t_send_ms": 0.5}])
 
     def one(t_ms: float, run_ms: float, wait_ms: float) -> dict:
         return {"t_ms": t_ms, "real_s": 1.0, "host_cores": 1.0, "host_some_pct": None, "run_some_pct": None,
@@ -368,7 +304,7 @@ def test_a_batch_is_judged_against_its_profile_and_its_frames_input_cost(tmp_pat
     rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k, "variant": "mobilenet-ssd-cpu-b1", "cluster": "ant1",
              "t_infer_start_ms": 100 * k + 5, "t_infer_end_ms": 100 * k + 5 + plan_ms + over}
             for k, over in enumerate((0.25, 0.5, 3.0))]
-    _records(tmp_path / "records.csv", rows)
+    write_records(tmp_path / "records.csv", rows)
     table = record_columns(tmp_path / "records.csv")
     config = {"profiles_file": str(profile), "workers": [
         {"resource": "mobilenet-ssd-cpu-b1@ant1", "model": "mobilenet-ssd", "device": "cpu", "real": False}]}
@@ -483,7 +419,7 @@ def test_a_run_judged_from_its_warm_up_leaves_out_what_came_before(tmp_path: Pat
         "factor": 4.0, "t0_real_epoch_s": 1000.0}}))
     rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (40 if k == 5 else 1), "t_sched_ms": 100 * k + 46,
              "t_worker_ms": 100 * k + 46 + (6.0 if k in (3, 4) else 0.3)} for k in range(30)]
-    _records(tmp_path / "records.csv", rows)
+    write_records(tmp_path / "records.csv", rows)
     (tmp_path / "windows.csv").write_text("antenna,window,t_start_ms,t_end_ms,t_closed_ms\n"
                                           "ant1,0,0.0,1000.0,1090.0\nant1,1,1000.0,2000.0,2001.0\n")
     rows_s = [[s, 100, 0, 0, 0, 0, 0] for s in range(995, 1016)]
