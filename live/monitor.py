@@ -58,6 +58,14 @@ def time_scale(spec: object) -> TimeScale:
     return TimeScale(float(getattr(spec, "tdf", None) or 1.0), float(getattr(spec, "tdf_anchor_s", 0.0) or 0.0))
 
 
+def judged_from_ms(spec: object) -> float:
+    """Returns from when the run is judged, virtual ms since t0 (`RunSpec.judged_from_s`, of a spec or of
+    spec.json's dict): a `--tdf auto` pilot's warm-up; 0 for every other run. The verdict and the early stop
+    leave out what came before."""
+    value = spec.get("judged_from_s") if isinstance(spec, dict) else getattr(spec, "judged_from_s", None)
+    return 1000.0 * float(value or 0.0)
+
+
 def thread_ids(pid: int) -> list[str] | None:
     """Returns the thread ids of a process; None if it is gone."""
     with contextlib.suppress(OSError):
@@ -145,8 +153,7 @@ class Monitor:
         """The run's start, virtual epoch s."""
         self.pressure = pressure_group
         self.processes = processes
-        self.lost = LostRun(run_dir / "records.csv", trace,
-                            1000.0 * float(getattr(spec, "judged_from_s", 0.0) or 0.0))
+        self.lost = LostRun(run_dir / "records.csv", trace, judged_from_ms(spec))
         self.cores_lost = cores_lost
         """The first keeper of the run's cores on another server found gone (RunCores.lost), or None."""
         self.servers = servers or {}

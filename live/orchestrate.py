@@ -316,11 +316,14 @@ class LiveRun:
         give_up = scale.real_s(self.t0_s + self.duration_s + self.spec.timeout_s) + 30.0
         ovs = self.spec.switch == "ovs" and ovs_datapath() == "netdev"
         next_sample, drops_before = 0.0, drops_start(net.plan) if ovs else None
+        drops_from_s = self.t0_s + self.spec.judged_from_s if self.spec.judged_from_s else None  # a pilot's warm-up
         with self.dir.port_counters.open("w") as ports:  # not the controller's port_stats.jsonl
             while any(s.running() for s in self.sources):
                 real, now = wallclock.time_s(), self.clock.now_s()
                 while faults and now >= self.t0_s + faults[0].at_s:
                     self.apply_fault(net, faults.pop(0))
+                if drops_before is not None and drops_from_s is not None and now >= drops_from_s:  # judged from then
+                    drops_before, drops_from_s = drops_start(net.plan) or drops_before, None
                 if real >= next_sample:
                     next_sample = real + scale.real_duration(1.0)
                     ports.write(json.dumps(counters_line(now - self.t0_s, net.port_reading())) + "\n")

@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from analysis.records import read_records
-from live.monitor import MONITOR_NAME, WINDOW_MS
+from live.monitor import MONITOR_NAME, WINDOW_MS, judged_from_ms
 from live.monitor_figures import (
     cause_lines,
     diagnostics,
@@ -258,8 +259,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     spec.json has `judged_from_s` (a `--tdf auto` pilot's warm-up) is judged on what happened from then on."""
     config = json.loads((run_dir / "config.json").read_text())
     k = dilation_factor(config)
-    spec = _json(run_dir / "spec.json", {})
-    from_ms = 1000.0 * float((spec.get("judged_from_s") if isinstance(spec, dict) else None) or 0.0)
+    from_ms = judged_from_ms(_json(run_dir / "spec.json", {}))
     rec = record_columns(run_dir / "records.csv")
     tr = read_trace(run_dir / "trace.csv")
     frame_bytes = {int(s): float(b) for s, b in zip(tr.stream_id, tr.frame_bytes, strict=True)}
@@ -274,7 +274,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
         end_real_s = None if t0_s is None or end_ms is None else t0_s + k * end_ms / 1000.0
         from_real_s = None if t0_s is None else t0_s + k * from_ms / 1000.0
         first, over = wire_late_windows(wires, t0_s, k, limits.wire_late_p99_ms, end_real_s,
-                                        int(from_ms // WINDOW_MS))
+                                        math.ceil(from_ms / WINDOW_MS))
         figures.append(Figure("wire lateness vs due", "p99 (worst direction)",
                               round(max(wire_late_p99_us(d, from_real_s, end_real_s) for d in wires) / 1000.0, 3),
                               limits.wire_late_p99_ms, "virtual ms", True, first, over))
@@ -442,12 +442,13 @@ def real_second_windows(second: float, t0_s: float, k: float, end_s: float | Non
 
 def window_lateness(path: Path, threshold: float, from_ms: float = 0.0) -> Figure | None:
     """Returns how late the schedulers closed their decision windows (t_closed_ms - t_end_ms), those that began
-    from `from_ms` on."""
+    from `from_ms` on (`t_start_ms`; a file without it: windows of WINDOW_MS)."""
     with contextlib.suppress(OSError), path.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("t_closed_ms")]
         t_end = np.array([float(r["t_end_ms"]) for r in rows])
+        t_start = np.array([float(r.get("t_start_ms") or float(r["t_end_ms"]) - WINDOW_MS) for r in rows])
         late = np.array([float(r["t_closed_ms"]) for r in rows]) - t_end
-        return _figure("decision-window lateness", "max", *_after(from_ms, t_end - WINDOW_MS, late), threshold)
+        return _figure("decision-window lateness", "max", *_after(from_ms, t_start, late), threshold)
     return None
 
 

@@ -3,11 +3,13 @@ time, read from records.csv as it grows."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from monitor_records import TRACE, write_records
 
-from live.monitor import EARLY_STOP_WINDOWS, LostRun
+from live.monitor import EARLY_STOP_WINDOWS, LostRun, Monitor, judged_from_ms
+from live.spec import RunSpec
 from workload.trace import read_trace
 
 
@@ -30,16 +32,28 @@ def test_a_lost_run_is_found_after_consecutive_windows_over_the_limit(tmp_path: 
 
 
 def test_the_early_stop_leaves_out_a_pilots_warm_up_as_the_verdict_does(tmp_path: Path) -> None:
-    """Windows 1-3 late by 30 ms: lost from 1 s when judged whole; judged from 2 s (a pilot's warm-up), only
-    windows 2 and 3 count, two in a row, not lost."""
+    """Windows 2-3 late by 30 ms; window 1 over the limit by its first query alone (due at 1000 ms, 30 ms late;
+    the others 1 ms): lost from 1 s when judged whole or from 1000 ms (a query due at the boundary counts, as in
+    the verdict's `_after`); judged from just after it or from 2 s (a pilot's warm-up), two windows in a row."""
     (tmp_path / "trace.csv").write_text(TRACE)
     trace = read_trace(tmp_path / "trace.csv")
-    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (1 if k < 10 else 30)} for k in range(45)]
+    rows = [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + (30 if k == 10 or k >= 20 else 1)} for k in range(45)]
     write_records(tmp_path / "records.csv", rows)
     whole = LostRun(tmp_path / "records.csv", trace).check()
-    assert whole is not None and whole["windows_from_s"] == 1.0
-    assert LostRun(tmp_path / "records.csv", trace, judged_from_ms=2000.0).check() is None
+    assert whole is not None and whole["windows_from_s"] == 1.0 and whole["lag_p99_ms"][1:] == [30.0, 30.0]
     assert LostRun(tmp_path / "records.csv", trace, judged_from_ms=1000.0).check() == whole
+    assert LostRun(tmp_path / "records.csv", trace, judged_from_ms=1000.5).check() is None
+    assert LostRun(tmp_path / "records.csv", trace, judged_from_ms=2000.0).check() is None
+
+
+def test_a_runs_monitor_judges_its_early_stop_from_its_specs_warm_up(tmp_path: Path) -> None:
+    """The monitor of a run takes `judged_from_s` from its RunSpec (a pilot's), and 0 from any other spec."""
+    (tmp_path / "trace.csv").write_text(TRACE)
+    trace = read_trace(tmp_path / "trace.csv")
+    pilot = replace(RunSpec(), tdf=4.0, judged_from_s=2.0)
+    assert Monitor(tmp_path, pilot, 0.0, None, lambda: [], trace).lost.judged_from_ms == 2000.0
+    assert Monitor(tmp_path, RunSpec(), 0.0, None, lambda: [], trace).lost.judged_from_ms == 0.0
+    assert judged_from_ms({"judged_from_s": 2.5}) == 2500.0 and judged_from_ms({}) == 0.0
 
 
 def test_a_window_within_the_limit_breaks_a_run_of_bad_ones(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from live.verdict import (
     per_window,
     traffic_end_ms,
     verdict,
+    window_lateness,
     wire_late_p99_us,
     wire_late_windows,
 )
@@ -427,10 +428,13 @@ def test_a_run_judged_from_its_warm_up_leaves_out_what_came_before(tmp_path: Pat
     wire = {"late_p99_us": 3000.0, "tdf": 4.0, "late_steps_us": [250, 500, 1000, 2000, 5000], "sent_per_s": rows_s,
             "late_events_dropped": 0, "late_events": [[1001_000.0, 3000.0]] * 50}
     (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([wire]))
+    busy = {"real_s": 1.0, "host_cores": 2.0, "procs": {}, "host_steal_pct": 50.0}
+    samples = [{**busy, "t_ms": 1100.0}, {**busy, "t_ms": 1300.0, "host_steal_pct": 1.0}]  # from 850 and 1050 ms
+    (tmp_path / "monitor.jsonl").write_text("".join(json.dumps(x) + "\n" for x in samples))
     whole = judge(tmp_path)
     assert {v["invariant"] for v in whole["violations"]} == {"source send lag", "scheduler relay at its own site",
                                                             "decision-window lateness", "wire lateness vs due"}
-    assert "judged_from_s" not in whole
+    assert "judged_from_s" not in whole and whole["diagnostics"]["host_steal_pct_max"] == 50.0
     (tmp_path / "spec.json").write_text(json.dumps({"judged_from_s": 1.0}))
     fid = judge(tmp_path)
     assert fid["verdict"] == "faithful" and fid["judged_from_s"] == 1.0, fid["violations"]
@@ -439,4 +443,15 @@ def test_a_run_judged_from_its_warm_up_leaves_out_what_came_before(tmp_path: Pat
     assert fig[("scheduler relay at its own site", "p99")]["value"] == pytest.approx(0.3)
     assert fig[("decision-window lateness", "max")]["value"] == 1.0  # the window from 1 s alone
     assert fig[("wire lateness vs due", "p99 (worst direction)")]["value"] == 0.25  # its late frames before 1 s
+    assert fid["diagnostics"]["samples"] == 1 and fid["diagnostics"]["host_steal_pct_max"] == 1.0  # 850 ms: out
     assert format_fidelity(fid)[0].startswith("fidelity (K = 4, judged from 1 s): faithful")
+
+
+def test_a_decision_window_is_judged_from_its_start_whatever_its_length(tmp_path: Path) -> None:
+    """5 s windows: the first (0-5 s, closed 80 ms late) began before 1 s and is left out when judged from 1 s."""
+    path = tmp_path / "windows.csv"
+    path.write_text("antenna,window,t_start_ms,t_end_ms,t_closed_ms\nant1,0,0.0,5000.0,5080.0\n"
+                    "ant1,1,5000.0,10000.0,10001.0\n")
+    assert window_lateness(path, 50.0).value == 80.0
+    judged = window_lateness(path, 50.0, from_ms=1000.0)
+    assert judged.value == 1.0 and judged.first_window_s is None

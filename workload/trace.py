@@ -99,8 +99,12 @@ class Trace:
         end = self.end_s if until_s is None else np.minimum(self.end_s, until_s)
         return int(np.maximum(np.ceil((end - self.start_s) * self.fps - 1e-9), 0).sum())
 
+    def order(self) -> np.ndarray:
+        """Returns the indices of the streams in trace order: by start, then stream id."""
+        return np.lexsort((self.stream_id, self.start_s))
+
     def sorted(self) -> Trace:
-        order = np.lexsort((self.stream_id, self.start_s))
+        order = self.order()
         return Trace(**{k: getattr(self, k)[order] for k in self.__dataclass_fields__})
 
 
