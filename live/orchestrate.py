@@ -50,7 +50,7 @@ from testbed.interrupts import sigint_default_in_children
 from testbed.network import EmulatedNetwork, check_mtu
 from testbed.ovssock import widen_ovs_buffers
 from testbed.plan import build_plan
-from testbed.portcounters import SWITCH_DROPS_EVENT, counters_line, drops_since, drops_start, run_ports
+from testbed.portcounters import SWITCH_DROPS_EVENT, RunDrops, counters_line, run_ports
 from testbed.switches import ensure_ovs, ovs_datapath
 from topologies import load_topology, wallclock
 from topologies.events import load_events
@@ -315,15 +315,14 @@ class LiveRun:
         scale = self.clock.scale
         give_up = scale.real_s(self.t0_s + self.duration_s + self.spec.timeout_s) + 30.0
         ovs = self.spec.switch == "ovs" and ovs_datapath() == "netdev"
-        next_sample, drops_before = 0.0, drops_start(net.plan) if ovs else None
-        drops_from_s = self.t0_s + self.spec.judged_from_s if self.spec.judged_from_s else None  # a pilot's warm-up
+        next_sample = 0.0
+        drops = RunDrops.of(net.plan, ovs, self.t0_s + self.spec.judged_from_s if self.spec.judged_from_s else None)
         with self.dir.port_counters.open("w") as ports:  # not the controller's port_stats.jsonl
             while any(s.running() for s in self.sources):
                 real, now = wallclock.time_s(), self.clock.now_s()
                 while faults and now >= self.t0_s + faults[0].at_s:
                     self.apply_fault(net, faults.pop(0))
-                if drops_before is not None and drops_from_s is not None and now >= drops_from_s:  # judged from then
-                    drops_before, drops_from_s = drops_start(net.plan) or drops_before, None
+                drops.at(now)  # a pilot's drops count from the end of its warm-up
                 if real >= next_sample:
                     next_sample = real + scale.real_duration(1.0)
                     ports.write(json.dumps(counters_line(now - self.t0_s, net.port_reading())) + "\n")
@@ -344,7 +343,7 @@ class LiveRun:
                 # wake at the next fault's time (faults and network events land within a few ms of it)
                 due_s = self.clock.real_until_s(self.t0_s + faults[0].at_s) if faults else 0.1
                 time.sleep(min(0.1, max(0.0, due_s)))
-        if drops_before is not None and (lost := drops_since(drops_before)) is not None:  # the verdict judges it
+        if (lost := drops.lost()) is not None:  # the verdict judges it
             self.events(SWITCH_DROPS_EVENT, frames=lost)
         for s in self.sources:
             code = s.stop()

@@ -17,7 +17,7 @@ what its one send socket fails to send is lost uncounted. A live run widens both
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -239,3 +239,33 @@ def drops_since(start: tuple[set[str], dict[str, int]]) -> int | None:
     """Returns the frames the run's ports' sockets lost since `drops_start` (None: they can no longer be read)."""
     drops = ovs_socket_drops(start[0])
     return None if drops is None else drops_between(start[1], drops)
+
+
+DropsStart = tuple[set[str], dict[str, int]]
+
+
+@dataclass
+class RunDrops:
+    """What a run's switch-socket drops count from: `start` (a `drops_start` reading of `plan`'s ports, None
+    without ovs-vswitchd sockets), read again once the run's clock passes `from_s` (virtual epoch s: the end of a
+    `--tdf auto` pilot's warm-up, which its verdict leaves out; None: never). A failed second reading keeps the
+    first."""
+
+    plan: NetworkPlan
+    start: DropsStart | None
+    from_s: float | None = None
+
+    @classmethod
+    def of(cls, plan: NetworkPlan, ovs_sockets: bool, from_s: float | None = None) -> RunDrops:
+        """Returns the run's count, read now where ovs-vswitchd reads its ports through sockets."""
+        return cls(plan, drops_start(plan) if ovs_sockets else None, from_s)
+
+    def at(self, now_s: float, read: Callable[[], DropsStart | None] | None = None) -> None:
+        """Called as the run's clock reads `now_s`: reads the start again (`read`, else `drops_start`) the first
+        time it is past `from_s`."""
+        if self.start is not None and self.from_s is not None and now_s >= self.from_s:
+            self.start, self.from_s = (read or (lambda: drops_start(self.plan)))() or self.start, None
+
+    def lost(self) -> int | None:
+        """Returns the frames lost since the start (None: no sockets, or they can no longer be read)."""
+        return None if self.start is None else drops_since(self.start)

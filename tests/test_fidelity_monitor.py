@@ -455,3 +455,24 @@ def test_a_decision_window_is_judged_from_its_start_whatever_its_length(tmp_path
     assert window_lateness(path, 50.0).value == 80.0
     judged = window_lateness(path, 50.0, from_ms=1000.0)
     assert judged.value == 1.0 and judged.first_window_s is None
+
+
+def test_a_warm_up_ending_inside_a_window_leaves_that_wire_window_out(tmp_path: Path) -> None:
+    """K 4, t0 at 1000 s real: the wire's late frames at 1005 s real fall in the virtual window 1-2 s. Judged from
+    1 s that window counts; judged from 1.5 s (half of it warm-up) it does not."""
+    (tmp_path / "trace.csv").write_text(TRACE)
+    (tmp_path / "config.json").write_text(json.dumps({"tdf": 4.0, "workers": [], "time_dilation": {
+        "factor": 4.0, "t0_real_epoch_s": 1000.0}}))
+    write_records(tmp_path / "records.csv", [{"stream_id": 1, "query": k, "t_send_ms": 100 * k + 1} for k in range(30)])
+    rows_s = [[s, 100, 0, 0, 0, 0, 0] for s in range(995, 1016)]
+    rows_s[1005 - 995][2:6] = [50, 50, 50, 50]
+    wire = {"late_p99_us": 3000.0, "tdf": 4.0, "late_steps_us": [250, 500, 1000, 2000, 5000], "sent_per_s": rows_s,
+            "late_events_dropped": 0, "late_events": [[1005_000.0, 3000.0]] * 50}
+    (tmp_path / "wire-a-b.stats.json").write_text(json.dumps([wire]))
+
+    def wire_figure(from_s: float) -> dict:
+        (tmp_path / "spec.json").write_text(json.dumps({"judged_from_s": from_s}))
+        return next(f for f in judge(tmp_path)["figures"] if f["invariant"] == "wire lateness vs due")
+
+    assert wire_figure(1.0)["first_window_s"] == 1.0 and wire_figure(1.0)["windows_over"] == 1
+    assert wire_figure(1.5)["first_window_s"] is None and wire_figure(1.5)["windows_over"] == 0

@@ -260,3 +260,30 @@ def test_the_drops_of_ovs_vswitchds_port_sockets_are_read_from_ss_per_socket() -
     # a port's socket reopened (another descriptor) counts from zero; one closed takes its losses with it
     after = {"*:l3a fd=40": 9, "*:l4b fd=44": 3}
     assert drops_between(before, after) == 2 + 3
+
+
+def test_a_pilots_switch_drops_count_from_the_end_of_its_warm_up() -> None:
+    """The run's start reading is read again once, the first time its clock is past `from_s`; a failed second
+    reading keeps the first; a run without sockets, or whole (no `from_s`), never reads again."""
+    from testbed.portcounters import RunDrops
+
+    first, second = ({"p"}, {"s": 5}), ({"p"}, {"s": 9})
+    reads: list[int] = []
+
+    def read(value=second):
+        reads.append(1)
+        return value
+
+    drops = RunDrops(None, first, from_s=102.0)  # type: ignore[arg-type]
+    drops.at(101.999, read)
+    assert drops.start == first and not reads
+    drops.at(102.0, read)
+    assert drops.start == second and drops.from_s is None and len(reads) == 1
+    drops.at(103.0, read)
+    assert len(reads) == 1
+    failed = RunDrops(None, first, from_s=102.0)  # type: ignore[arg-type]
+    failed.at(102.5, lambda: None)
+    assert failed.start == first and failed.from_s is None
+    for never in (RunDrops(None, None, from_s=102.0), RunDrops(None, first)):  # type: ignore[arg-type]
+        never.at(200.0, read)
+    assert len(reads) == 1
