@@ -227,7 +227,11 @@ def drops_between(before: dict[str, int], after: dict[str, int]) -> int:
     return sum(max(0, n - before.get(key, 0)) for key, n in after.items())
 
 
-def drops_start(plan: NetworkPlan) -> tuple[set[str], dict[str, int]] | None:
+DropsStart = tuple[set[str], dict[str, int]]
+"""A run's switch ports and their sockets' drops so far (`drops_start`)."""
+
+
+def drops_start(plan: NetworkPlan) -> DropsStart | None:
     """Returns this machine's switch ports of the plan and their sockets' drops so far (`ovs_socket_drops`), or None
     without ovs-vswitchd sockets: what `drops_since` counts from."""
     ports = run_ports(plan)
@@ -235,13 +239,10 @@ def drops_start(plan: NetworkPlan) -> tuple[set[str], dict[str, int]] | None:
     return None if drops is None else (ports, drops)
 
 
-def drops_since(start: tuple[set[str], dict[str, int]]) -> int | None:
+def drops_since(start: DropsStart) -> int | None:
     """Returns the frames the run's ports' sockets lost since `drops_start` (None: they can no longer be read)."""
     drops = ovs_socket_drops(start[0])
     return None if drops is None else drops_between(start[1], drops)
-
-
-DropsStart = tuple[set[str], dict[str, int]]
 
 
 @dataclass
