@@ -265,7 +265,8 @@ class RunDrops:
         """Called as the run's clock reads `now_s`: reads the start again (`read`, else `drops_start`) the first
         time it is past `from_s`."""
         if self.start is not None and self.from_s is not None and now_s >= self.from_s:
-            self.start, self.from_s = (read or (lambda: drops_start(self.plan)))() or self.start, None
+            reading = read() if read is not None else drops_start(self.plan)
+            self.start, self.from_s = reading or self.start, None
 
     def lost(self) -> int | None:
         """Returns the frames lost since the start (None: no sockets, or they can no longer be read)."""
