@@ -1,0 +1,113 @@
+"""experiments/radio_sharing.py: its two link models against hand-computed times, and the page from a small compare
+output written here (and its one-line errors)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.records import RECORD_NAMES
+from experiments import radio_sharing
+
+
+def test_fifo_sends_one_message_at_a_time_in_order_of_sending() -> None:
+    # 2 ms at 0, 1 ms at 1 (waits 1 ms for the first), 1 ms at 5 (idle link), 1 ms at 5 given second
+    got = radio_sharing.fifo_ms(np.array([0.0, 1.0, 5.0, 5.0]), np.array([2.0, 1.0, 1.0, 1.0]))
+    assert got == pytest.approx([2.0, 2.0, 1.0, 2.0])
+
+
+def test_fifo_orders_by_sending_not_by_position() -> None:
+    got = radio_sharing.fifo_ms(np.array([1.0, 0.0]), np.array([1.0, 2.0]))
+    assert got == pytest.approx([2.0, 2.0])
+
+
+def test_sharing_splits_the_rate_among_the_messages_in_flight() -> None:
+    # two of 1 ms at once: both leave at 2 ms; FIFO would let the first go at 1
+    assert radio_sharing.sharing_ms(np.array([0.0, 0.0]), np.array([1.0, 1.0])) == pytest.approx([2.0, 2.0])
+    # 2 ms at 0 alone for 1 ms (1 ms left), then with 1 ms at 1: each at half the rate, both done at 3
+    assert radio_sharing.sharing_ms(np.array([0.0, 1.0]), np.array([2.0, 1.0])) == pytest.approx([3.0, 2.0])
+    # 3 ms at 0, 1 ms at 1: from 1 each at half; the short one done at 3, the long one alone again, done at 4
+    assert radio_sharing.sharing_ms(np.array([0.0, 1.0]), np.array([3.0, 1.0])) == pytest.approx([4.0, 2.0])
+    # two of 3 ms at 0 (half the rate each: 2.5 ms left at 1), 1 ms at 1: a third each until the short one
+    # leaves at 4, the two then at half with 1.5 ms left each: done at 7
+    assert radio_sharing.sharing_ms(np.array([0.0, 0.0, 1.0]), np.array([3.0, 3.0, 1.0])) == pytest.approx(
+        [7.0, 7.0, 3.0])
+    # an idle link between them: each alone
+    assert radio_sharing.sharing_ms(np.array([5.0, 0.0]), np.array([1.0, 1.0])) == pytest.approx([1.0, 1.0])
+
+
+def test_sharing_and_fifo_keep_the_link_equally_busy() -> None:
+    rng = np.random.default_rng(7)
+    send = np.sort(rng.uniform(0.0, 100.0, 400))
+    tx = rng.uniform(0.1, 0.4, 400)
+    fifo, ps = radio_sharing.fifo_ms(send, tx), radio_sharing.sharing_ms(send, tx)
+    # work-conserving both: the link empties at the same moment; sharing is never faster than alone
+    assert (send + fifo).max() == pytest.approx((send + ps).max())
+    assert (ps >= tx - 1e-9).all() and (fifo >= tx - 1e-9).all()
+
+
+def _compare_dir(tmp_path: Path, sched_lag_ms: float = 5.0) -> Path:
+    """A compare output with one stream of 50 kB frames from ant1 every 2 ms for 3 s on a 400 Mbit/s radio, the
+    testbed's and the simulator's records alike."""
+    folder = tmp_path / "compare"
+    (folder / "testbed" / "load-balancing").mkdir(parents=True)
+    (folder / "simulator" / "load-balancing").mkdir(parents=True)
+    (folder / "trace.csv").write_text("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,"
+                                      "min_accuracy,task\n0,ant1,0.0,3.0,smart-traffic,500,50000,100,0.3,"
+                                      "object-detection\n")
+    for side in ("testbed", "simulator"):
+        with (folder / side / "load-balancing" / "records.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(RECORD_NAMES)
+            for q in range(1500):
+                t = 2.0 * q
+                w.writerow([0, q, "ant1", "smart-traffic", "ant1", "v", t, t + sched_lag_ms, t + 6, t + 7, t + 8,
+                            t + 9, 1, "ontime", ""])
+    tb = folder / "testbed" / "load-balancing"
+    (tb / "wire-radio-ant1.json").write_text(json.dumps([{"name": "radio-ant1", "shape": {
+        "delay_ms": 4.0, "delay_dev_ms": 1.0, "bw_mbps": 400.0, "loss_pct": 0.0}}]))
+    with (tb / "link_load.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t_s", "link", "direction", "mbps", "busy", "wait_max_ms"])
+        for s, busy in ((0, 0.4), (1, 0.4), (2, 0.95)):
+            w.writerow([s, "radio-ant1", "up", 202.0, busy, 0.1])
+    return folder
+
+
+def test_the_page_gives_the_wire_ratio_offsets_and_seconds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _compare_dir(tmp_path)
+    assert radio_sharing.main([str(folder), "--from-s", "1"]) == 0
+    out = capsys.readouterr().out
+    # 500 frames of 50 kB a second: 200 Mbit/s of payload against the wire's 202
+    assert "The wire counted 1.0100 x the frames' payload (over 3 seconds)" in out
+    # a 1 ms frame every 2 ms never waits: each model is its transmission, 1 ms (x 1.01 on wire bytes)
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    assert rows["FIFO, payload"].startswith("| FIFO, payload | 4.00 | 0.00 | 0.00 |")
+    assert rows["sharing, wire bytes"].startswith("| sharing, wire bytes | 3.99 | 0.00 | 0.00 |")
+    assert rows["simulator: FIFO, payload"].startswith("| simulator: FIFO, payload | 4.00 |")
+    assert rows["2"].startswith("| 2 | 0.95 | 5.00 / 5.00 | 5.00 / 5.00 | 1.00 / 1.00 |")
+    assert "| 0 |" not in out  # before --from-s
+
+
+@pytest.mark.parametrize(("remove", "message"), [
+    ("trace.csv", "trace.csv: cannot read"),
+    ("testbed/load-balancing/records.csv", "records.csv: no such file"),
+    ("testbed/load-balancing/wire-radio-ant1.json", "wire-radio-ant1.json: cannot read"),
+    ("testbed/load-balancing/link_load.csv", "link_load.csv: cannot read"),
+])
+def test_a_missing_file_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture, remove: str,
+                                              message: str) -> None:
+    folder = _compare_dir(tmp_path)
+    (folder / remove).unlink()
+    assert radio_sharing.main([str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_an_antenna_without_frames_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert radio_sharing.main([str(_compare_dir(tmp_path)), "--antenna", "ant2"]) == 2
+    assert "no query from antenna 'ant2' crossed its radio" in capsys.readouterr().err
