@@ -1,10 +1,10 @@
 """Why a full radio delays frames more on the testbed than in the simulator: the testbed's measured uplink time
 per second against two models of the link, replayed on the testbed's own frames.
 
-    .venv/bin/python experiments/radio_sharing.py COMPARE_DIR [--policy P] [--antenna ant1] \\
+    .venv/bin/python experiments/radio_sharing.py DIR[:ANTENNA[:FROM_S]] ... [--policy P] [--antenna ant1] \\
         [--from-s 100] [--results-page]
 
-COMPARE_DIR is the output of `run_testbed.py compare` (its trace.csv, and per policy testbed/<policy>/ with
+Each DIR is the output of `run_testbed.py compare` (its trace.csv, and per policy testbed/<policy>/ with
 records.csv, link_load.csv and wire-radio-<antenna>.json, and simulator/<policy>/records.csv). The frames are the
 antenna's queries that crossed its radio (`t_sched_ms` known), at their send time and the trace's frame size.
 The models, each giving a frame's wait plus transmission at the radio's rate:
@@ -18,7 +18,8 @@ queue, the scheduler reading the frame) beside each model's. A model that explai
 measured time by a constant (the delay): the summary gives each model's offset over the seconds the radio was
 at most half busy and, over the seconds it was at least 90 % busy, the mean absolute difference of the
 measured median from the model's plus that offset. The simulator's own frames through FIFO on their payload
-check that this is the simulator's model.
+check that this is the simulator's model (up to the order its links keep across their jitter draws, a wait that
+grows with the link's load and its jitter).
 `--results-page` also writes docs/results/radio-sharing.md.
 """
 
@@ -46,6 +47,19 @@ QUIET_BUSY = 0.5
 """Seconds the radio was at most this busy give each model's offset (its delay, jitter and the reading)."""
 FULL_BUSY = 0.9
 """Seconds the radio was at least this busy are where the models are told apart."""
+INTRO = ("Per compare output below: an antenna radio's measured uplink time on the testbed and in the simulator, "
+         "per virtual second, against two models of the link replayed on the testbed's own frames (send times "
+         "and sizes): FIFO, one message at a time in order of sending (the simulator's radio queue), and "
+         "processor sharing, every frame in flight sending at an equal share of the rate (TCP connections "
+         "sharing the link packet by packet come near it); each on the frames' payload and on the bytes the "
+         "wire counted. A model that explains the radio's queue differs from the measured time by a constant "
+         "(the radio's delay and jitter, the scheduler reading the frame): each model's offset is the median "
+         "difference per second (median over the frames sent in it) over the seconds the radio was quiet, and "
+         "over the seconds it was nearly full the table gives the mean and largest absolute difference of the "
+         "measured median from the model's plus that offset. The last row checks the simulator's own frames, "
+         "its measured time against FIFO on their payload (up to the order its links keep across their jitter "
+         "draws, a wait that grows with the link's load and its jitter). [fidelity.md](../fidelity.md) "
+         "(\"A full link\") says what follows from it.\n")
 MODELS = ("fifo_payload", "fifo_wire", "ps_payload", "ps_wire")
 MODEL_NAMES = {"fifo_payload": "FIFO, payload", "fifo_wire": "FIFO, wire bytes",
                "ps_payload": "sharing, payload", "ps_wire": "sharing, wire bytes"}
@@ -221,32 +235,66 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
         f"{shape['delay_ms']:g} ms, jitter {shape['delay_dev_ms']:g} ms; {len(tb.send_ms)} frames up it on the testbed, "
         f"{len(sim.send_ms)} in the simulator. The wire counted {ratio:.4f} x the frames' payload (over "
         f"{int(both.sum())} seconds): the models' \"wire bytes\" charge each frame that many bytes.{made}\n\n"
-        f"Each model against the measured uplink time, per virtual second (median over the frames sent in it): its "
-        f"offset, the median difference over the {int(quiet.sum())} seconds the radio was at most "
-        f"{QUIET_BUSY:.0%} busy (the delay, jitter and reading the models leave out), and over the {int(full.sum())} "
-        f"seconds it was at least {FULL_BUSY:.0%} busy the mean and largest absolute difference from the model "
-        f"plus that offset (ms; the last row: the simulator's own frames, its measured time against FIFO on "
-        f"their payload):\n\n| model | offset (ms) | mean abs diff, full seconds (ms) | largest (ms) |\n"
+        f"Offsets over the {int(quiet.sum())} seconds the radio was at most {QUIET_BUSY:.0%} busy, differences over "
+        f"the {int(full.sum())} seconds it was at least {FULL_BUSY:.0%} busy:\n\n"
+        f"| model | offset (ms) | mean abs diff, full seconds (ms) | largest (ms) |\n"
         f"|---|---|---|---|\n" + "\n".join(summary) +
         f"\n\nPer second from {from_s:g} virtual s, median / 90th percentile (ms): the measured uplink time "
         f"(`t_sched_ms - t_send_ms`) on each side, and each model's wait plus transmission for the testbed's "
         f"frames:\n\n{head}\n" + "\n".join(rows) + "\n")
 
 
+@dataclass(frozen=True)
+class Case:
+    """One radio to look at: a compare output, its policy, the antenna and the first second of its table."""
+
+    folder: Path
+    policy: str
+    antenna: str
+    from_s: float
+
+
+def parse_case(text: str, policy: str | None, antenna: str, from_s: float) -> Case:
+    """Returns the case `DIR[:ANTENNA[:FROM_S]]` (the others from the options); the policy is `policy` or, where
+    None, the one policy the compare output holds."""
+    folder, *rest = text.split(":")
+    if len(rest) > 2:
+        raise InputError(f"{text}: a case is DIR[:ANTENNA[:FROM_S]]")
+    if rest and rest[0]:
+        antenna = rest[0]
+    if len(rest) == 2:
+        try:
+            from_s = float(rest[1])
+        except ValueError:
+            raise InputError(f"{text}: {rest[1]!r} is not a number of seconds") from None
+    path = Path(folder)
+    if policy is None:
+        held = sorted(p.name for p in (path / "testbed").glob("*") if p.is_dir())
+        if len(held) != 1:
+            raise InputError(f"{path / 'testbed'}: {'holds the policies ' + ', '.join(held) if held else 'no policy'}"
+                             f"; name one with --policy")
+        policy = held[0]
+    return Case(path, policy, antenna, from_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("compare_dir", type=Path, help="a `run_testbed.py compare` output folder")
-    ap.add_argument("--policy", default="load-balancing", help="the policy's folder in it (default load-balancing)")
-    ap.add_argument("--antenna", default="ant1", help="the antenna whose radio to look at (default ant1)")
-    ap.add_argument("--from-s", type=float, default=100.0, help="first virtual second of the per-second table "
-                                                                "(default 100)")
+    ap.add_argument("cases", nargs="+", metavar="DIR[:ANTENNA[:FROM_S]]",
+                    help="a `run_testbed.py compare` output folder, the antenna and the first second of its table")
+    ap.add_argument("--policy", default=None, help="the policy's folder in each (default: the only one it holds)")
+    ap.add_argument("--antenna", default="ant1", help="the antenna where a case names none (default ant1)")
+    ap.add_argument("--from-s", type=float, default=100.0,
+                    help="first virtual second of the per-second table where a case names none (default 100)")
     add_results_page_argument(ap, "radio-sharing")
     args = ap.parse_args(argv)
     try:
-        body = analyse(args.compare_dir, args.policy, args.antenna, args.from_s)
+        cases = [parse_case(c, args.policy, args.antenna, args.from_s) for c in args.cases]
+        body = "\n".join(f"## `{c.folder}`: {c.policy}, {c.antenna}\n\n{analyse(c.folder, c.policy, c.antenna, c.from_s)}"
+                         for c in cases)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    body = INTRO + "\n" + body
     print(body)
     if args.results_page:
         print(f"wrote {write_results_page(args.results_page, 'A full radio: one message at a time or shared', body)}")

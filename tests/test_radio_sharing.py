@@ -111,3 +111,32 @@ def test_a_missing_file_is_one_line_naming_it(tmp_path: Path, capsys: pytest.Cap
 def test_an_antenna_without_frames_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert radio_sharing.main([str(_compare_dir(tmp_path)), "--antenna", "ant2"]) == 2
     assert "no query from antenna 'ant2' crossed its radio" in capsys.readouterr().err
+
+
+def test_a_case_names_its_antenna_and_first_second(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _compare_dir(tmp_path)
+    case = radio_sharing.parse_case(f"{folder}:ant1:2", None, "ant9", 100.0)
+    assert (case.policy, case.antenna, case.from_s) == ("load-balancing", "ant1", 2.0)
+    assert radio_sharing.main([f"{folder}::2", "--antenna", "ant1"]) == 0
+    out = capsys.readouterr().out
+    assert f"## `{folder}`: load-balancing, ant1" in out
+    assert "| 2 | 0.95 |" in out and "| 1 | 0.40 |" not in out
+
+
+@pytest.mark.parametrize(("suffix", "message"), [
+    (":ant1:soon", "'soon' is not a number of seconds"),
+    (":ant1:2:3", "a case is DIR[:ANTENNA[:FROM_S]]"),
+])
+def test_a_bad_case_is_named(tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str, message: str) -> None:
+    folder = _compare_dir(tmp_path)
+    assert radio_sharing.main([f"{folder}{suffix}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"{folder}{suffix}" in err
+
+
+def test_two_policies_need_one_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _compare_dir(tmp_path)
+    (folder / "testbed" / "closest").mkdir()
+    assert radio_sharing.main([str(folder)]) == 2
+    assert "holds the policies closest, load-balancing; name one with --policy" in capsys.readouterr().err
+    assert radio_sharing.main([str(folder), "--policy", "load-balancing", "--from-s", "2"]) == 0
