@@ -231,7 +231,7 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
         made = (f" The testbed's run: `{' '.join(config['argv'])}` at commit "
                 f"{str(config['versions']['git_commit'])[:12]}, K {config['tdf']:g}, MTU {config['mtu']}.")
     return (
-        f"Compare output `{folder}`, policy {policy}, antenna {antenna}: radio {shape['bw_mbps']:g} Mbit/s, delay "
+        f"Radio {shape['bw_mbps']:g} Mbit/s, delay "
         f"{shape['delay_ms']:g} ms, jitter {shape['delay_dev_ms']:g} ms; {len(tb.send_ms)} frames up it on the testbed, "
         f"{len(sim.send_ms)} in the simulator. The wire counted {ratio:.4f} x the frames' payload (over "
         f"{int(both.sum())} seconds): the models' \"wire bytes\" charge each frame that many bytes.{made}\n\n"
