@@ -20,6 +20,8 @@ at most half busy and, over the seconds it was at least 90 % busy, the mean abso
 measured median from the model's plus that offset. The simulator's own frames through FIFO on their payload
 check that this is the simulator's model (up to the order its links keep across their jitter draws, a wait that
 grows with the link's load and its jitter).
+The gap between the sides per second (testbed median less simulator median) is also fitted to what each model adds
+to FIFO on the payload, which cancels what both sides share.
 `--results-page` also writes docs/results/radio-sharing.md.
 """
 
@@ -58,8 +60,10 @@ INTRO = ("Per compare output below: an antenna radio's measured uplink time on t
          "over the seconds it was nearly full the table gives the mean and largest absolute difference of the "
          "measured median from the model's plus that offset. The last row checks the simulator's own frames, "
          "its measured time against FIFO on their payload (up to the order its links keep across their jitter "
-         "draws, a wait that grows with the link's load and its jitter). [fidelity.md](../fidelity.md) "
-         "(\"A full link\") says what follows from it.\n")
+         "draws, a wait that grows with the link's load and its jitter). The last column fits the gap between "
+         "the sides instead, the testbed's median less the simulator's per second, to what each model adds to "
+         "FIFO on the payload (same offset and seconds): what both sides share, that order included, cancels "
+         "there. [fidelity.md](../fidelity.md) (\"A full link\") says what follows from it.\n")
 MODELS = ("fifo_payload", "fifo_wire", "ps_payload", "ps_wire")
 MODEL_NAMES = {"fifo_payload": "FIFO, payload", "fifo_wire": "FIFO, wire bytes",
                "ps_payload": "sharing, payload", "ps_wire": "sharing, wire bytes"}
@@ -118,11 +122,16 @@ def read_frames(records: Path, bytes_by_stream: dict[int, int], antenna: str) ->
     """Returns the frames of `records` sent from `antenna` that crossed its radio."""
     if not records.is_file():
         raise InputError(f"{records}: no such file (expected a compare output's per-query records)")
-    t = read_records(records)
-    ant = np.asarray(t.column("antenna").to_pylist(), dtype=object)
-    send = np.asarray(t.column("t_send_ms").to_numpy(zero_copy_only=False), dtype=np.float64)
-    sched = np.asarray(t.column("t_sched_ms").to_numpy(zero_copy_only=False), dtype=np.float64)
-    stream = np.asarray(t.column("stream_id").to_numpy(zero_copy_only=False), dtype=np.int64)
+    import pyarrow as pa
+
+    try:
+        t = read_records(records)
+        ant = np.asarray(t.column("antenna").to_pylist(), dtype=object)
+        send = np.asarray(t.column("t_send_ms").to_numpy(zero_copy_only=False), dtype=np.float64)
+        sched = np.asarray(t.column("t_sched_ms").to_numpy(zero_copy_only=False), dtype=np.float64)
+        stream = np.asarray(t.column("stream_id").to_numpy(zero_copy_only=False), dtype=np.int64)
+    except (KeyError, ValueError, pa.ArrowException) as e:
+        raise InputError(f"{records}: not a per-query records table ({' '.join(str(e).split())})") from None
     keep = (ant == antenna) & np.isfinite(send) & np.isfinite(sched)
     if not keep.any():
         raise InputError(f"{records}: no query from antenna {antenna!r} crossed its radio")
@@ -142,7 +151,8 @@ def radio_shape(folder: Path, antenna: str) -> dict[str, float]:
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror}") from None
     except (ValueError, KeyError, IndexError, TypeError) as e:
-        raise InputError(f"{path}: not a wire config with a shape ({e})") from None
+        raise InputError(f"{path}: not a wire config (a list whose first entry has a shape with delay_ms, "
+                         f"delay_dev_ms and bw_mbps; {type(e).__name__}: {e})") from None
 
 
 def link_load(folder: Path, antenna: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,6 +178,27 @@ def per_second(send_ms: np.ndarray, values: np.ndarray, seconds: np.ndarray, q: 
         if len(v):
             out[j] = np.quantile(v, q)
     return out
+
+
+def fit(diff: np.ndarray, quiet: np.ndarray, full: np.ndarray) -> tuple[float, float, float]:
+    """Returns a per-second difference's offset (its median over the `quiet` seconds) and, over the `full` ones,
+    the mean and largest absolute difference from that offset (nan where a set has no finite value)."""
+    q = diff[quiet][np.isfinite(diff[quiet])]
+    offset = float(np.median(q)) if len(q) else float("nan")
+    err = np.abs(diff[full] - offset)
+    err = err[np.isfinite(err)]
+    return offset, (float(err.mean()) if len(err) else float("nan")), (float(err.max()) if len(err) else float("nan"))
+
+
+def seconds_text(seconds: np.ndarray) -> str:
+    """Returns whole seconds as runs: "87, 103-119"."""
+    runs: list[list[int]] = []
+    for x in sorted(int(v) for v in seconds):
+        if runs and x == runs[-1][1] + 1:
+            runs[-1][1] = x
+        else:
+            runs.append([x, x])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _cell(x: float) -> str:
@@ -206,14 +237,15 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
     med_sim_fifo = per_second(sim.send_ms, sim_fifo, seconds, 0.5)
     quiet, full = sec_busy <= QUIET_BUSY, sec_busy >= FULL_BUSY
     summary = []
-    for name, observed, model in [(MODEL_NAMES[k], med_tb, med[k]) for k in MODELS] + \
-                                 [("simulator: FIFO, payload", med_sim, med_sim_fifo)]:
-        diff = observed - model
-        offset = float(np.nanmedian(diff[quiet])) if np.isfinite(diff[quiet]).any() else float("nan")
-        err = np.abs(diff[full] - offset)
-        mae = float(np.nanmean(err)) if np.isfinite(err).any() else float("nan")
-        worst = float(np.nanmax(err)) if np.isfinite(err).any() else float("nan")
-        summary.append(f"| {name} | {_cell(offset)} | {_cell(mae)} | {_cell(worst)} |")
+    for name, observed, model, gap in [(MODEL_NAMES[k], med_tb, med[k], med[k] - med["fifo_payload"])
+                                       for k in MODELS] + [("simulator: FIFO, payload", med_sim, med_sim_fifo, None)]:
+        offset, mae, worst = fit(observed - model, quiet, full)
+        cells = [_cell(offset), _cell(mae), _cell(worst)]
+        if gap is not None:  # the gap between the sides against what the model adds to the simulator's FIFO
+            cells.append(_cell(fit((med_tb - med_sim) - gap, quiet, full)[1]))
+        else:
+            cells.append("-")
+        summary.append(f"| {name} | " + " | ".join(cells) + " |")
     shown = seconds >= from_s
     p90 = {k: per_second(tb.send_ms, v, seconds[shown], 0.9) for k, v in models.items()}
     p90_tb = per_second(tb.send_ms, tb.uplink_ms, seconds[shown], 0.9)
@@ -229,16 +261,18 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         config = json.loads((tb_dir / "config.json").read_text())
         made = (f" The testbed's run: `{' '.join(config['argv'])}` at commit "
-                f"{str(config['versions']['git_commit'])[:12]}, K {config['tdf']:g}, MTU {config['mtu']}.")
+                f"{str(config['versions']['git_commit'])[:12]}, K {config['tdf']:g}, MTU {config['mtu']}; its output "
+                f"read here from `{folder}`.")
     return (
         f"Radio {shape['bw_mbps']:g} Mbit/s, delay "
         f"{shape['delay_ms']:g} ms, jitter {shape['delay_dev_ms']:g} ms; {len(tb.send_ms)} frames up it on the testbed, "
         f"{len(sim.send_ms)} in the simulator. The wire counted {ratio:.4f} x the frames' payload (over "
         f"{int(both.sum())} seconds): the models' \"wire bytes\" charge each frame that many bytes.{made}\n\n"
         f"Offsets over the {int(quiet.sum())} seconds the radio was at most {QUIET_BUSY:.0%} busy, differences over "
-        f"the {int(full.sum())} seconds it was at least {FULL_BUSY:.0%} busy:\n\n"
-        f"| model | offset (ms) | mean abs diff, full seconds (ms) | largest (ms) |\n"
-        f"|---|---|---|---|\n" + "\n".join(summary) +
+        f"the {int(full.sum())} seconds it was at least {FULL_BUSY:.0%} busy ({seconds_text(seconds[full])}):\n\n"
+        f"| model | offset (ms) | mean abs diff, full seconds (ms) | largest (ms) | gap to the simulator: mean abs "
+        f"diff (ms) |\n"
+        f"|---|---|---|---|---|\n" + "\n".join(summary) +
         f"\n\nPer second from {from_s:g} virtual s, median / 90th percentile (ms): the measured uplink time "
         f"(`t_sched_ms - t_send_ms`) on each side, and each model's wait plus transmission for the testbed's "
         f"frames:\n\n{head}\n" + "\n".join(rows) + "\n")
@@ -268,6 +302,8 @@ def parse_case(text: str, policy: str | None, antenna: str, from_s: float) -> Ca
         except ValueError:
             raise InputError(f"{text}: {rest[1]!r} is not a number of seconds") from None
     path = Path(folder)
+    if not path.is_dir():
+        raise InputError(f"{path}: no such folder (expected a `run_testbed.py compare` output)")
     if policy is None:
         held = sorted(p.name for p in (path / "testbed").glob("*") if p.is_dir())
         if len(held) != 1:
@@ -278,7 +314,8 @@ def parse_case(text: str, policy: str | None, antenna: str, from_s: float) -> Ca
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description="A full radio's measured uplink time on the testbed and in the "
+                                             "simulator against FIFO and processor sharing on the testbed's frames.")
     ap.add_argument("cases", nargs="+", metavar="DIR[:ANTENNA[:FROM_S]]",
                     help="a `run_testbed.py compare` output folder, the antenna and the first second of its table")
     ap.add_argument("--policy", default=None, help="the policy's folder in each (default: the only one it holds)")

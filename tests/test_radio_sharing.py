@@ -50,31 +50,40 @@ def test_sharing_and_fifo_keep_the_link_equally_busy() -> None:
     assert (ps >= tx - 1e-9).all() and (fifo >= tx - 1e-9).all()
 
 
-def _compare_dir(tmp_path: Path, sched_lag_ms: float = 5.0) -> Path:
-    """A compare output with one stream of 50 kB frames from ant1 every 2 ms for 3 s on a 400 Mbit/s radio, the
-    testbed's and the simulator's records alike."""
+def _compare_dir(tmp_path: Path, pairs: bool = False) -> Path:
+    """A compare output with one stream of 50 kB frames (1 ms each at 400 Mbit/s) from ant1 every 2 ms for 3 s,
+    the testbed's and the simulator's records alike (the scheduler 5 ms after the send). With `pairs`, a second
+    stream sends beside the first in its last second, at the same instants, and the testbed's frames of that
+    second reach the scheduler 6 ms after the send (4 ms and both shared, 2 ms each), the simulator's 5 and 6 (one
+    after the other); the wire counts the payload."""
     folder = tmp_path / "compare"
     (folder / "testbed" / "load-balancing").mkdir(parents=True)
     (folder / "simulator" / "load-balancing").mkdir(parents=True)
-    (folder / "trace.csv").write_text("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,"
-                                      "min_accuracy,task\n0,ant1,0.0,3.0,smart-traffic,500,50000,100,0.3,"
-                                      "object-detection\n")
+    trace = ("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
+             "0,ant1,0.0,3.0,smart-traffic,500,50000,100,0.3,object-detection\n")
+    if pairs:
+        trace += "1,ant1,2.0,1.0,smart-traffic,500,50000,100,0.3,object-detection\n"
+    (folder / "trace.csv").write_text(trace)
+    frames = [(0, q, 2.0 * q) for q in range(1500)] + ([(1, q, 2000.0 + 2.0 * q) for q in range(500)] if pairs else [])
     for side in ("testbed", "simulator"):
         with (folder / side / "load-balancing" / "records.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(RECORD_NAMES)
-            for q in range(1500):
-                t = 2.0 * q
-                w.writerow([0, q, "ant1", "smart-traffic", "ant1", "v", t, t + sched_lag_ms, t + 6, t + 7, t + 8,
-                            t + 9, 1, "ontime", ""])
+            for sid, q, t in frames:
+                # in the last second with pairs: the testbed's pair shared, the simulator's one after the other
+                shared = pairs and t >= 2000.0
+                lag = 6.0 if shared and (side == "testbed" or sid == 1) else 5.0
+                w.writerow([sid, q, "ant1", "smart-traffic", "ant1", "v", t, t + lag, t + 7, t + 8, t + 9, t + 10, 1,
+                            "ontime", ""])
     tb = folder / "testbed" / "load-balancing"
     (tb / "wire-radio-ant1.json").write_text(json.dumps([{"name": "radio-ant1", "shape": {
         "delay_ms": 4.0, "delay_dev_ms": 1.0, "bw_mbps": 400.0, "loss_pct": 0.0}}]))
     with (tb / "link_load.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["t_s", "link", "direction", "mbps", "busy", "wait_max_ms"])
-        for s, busy in ((0, 0.4), (1, 0.4), (2, 0.95)):
-            w.writerow([s, "radio-ant1", "up", 202.0, busy, 0.1])
+        for sec, busy in ((0, 0.4), (1, 0.4), (2, 0.95)):
+            w.writerow([sec, "radio-ant1", "up", 400.0 if pairs and sec == 2 else (200.0 if pairs else 202.0),
+                        busy, 0.1])
     return folder
 
 
@@ -86,11 +95,30 @@ def test_the_page_gives_the_wire_ratio_offsets_and_seconds(tmp_path: Path, capsy
     assert "The wire counted 1.0100 x the frames' payload (over 3 seconds)" in out
     # a 1 ms frame every 2 ms never waits: each model is its transmission, 1 ms (x 1.01 on wire bytes)
     rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
-    assert rows["FIFO, payload"].startswith("| FIFO, payload | 4.00 | 0.00 | 0.00 |")
-    assert rows["sharing, wire bytes"].startswith("| sharing, wire bytes | 3.99 | 0.00 | 0.00 |")
+    assert rows["FIFO, payload"] == "| FIFO, payload | 4.00 | 0.00 | 0.00 | 0.00 |"
+    assert rows["sharing, wire bytes"] == "| sharing, wire bytes | 3.99 | 0.00 | 0.00 | 0.00 |"
     assert rows["simulator: FIFO, payload"].startswith("| simulator: FIFO, payload | 4.00 |")
     assert rows["2"].startswith("| 2 | 0.95 | 5.00 / 5.00 | 5.00 / 5.00 | 1.00 / 1.00 |")
     assert "| 0 |" not in out  # before --from-s
+
+
+def test_the_full_seconds_tell_the_models_apart(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert radio_sharing.main([str(_compare_dir(tmp_path, pairs=True)), "--from-s", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "The wire counted 1.0000 x" in out and "at least 90% busy (2):" in out
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    # quiet seconds: measured 5 against 1 alone, offset 4; in second 2 the testbed's median 6: FIFO's pair, 1 and 2
+    # ms (median 1.5), misses it by 0.5, sharing's 2 and 2 not at all; the gap to the simulator (6 against its 5.5
+    # in second 2, none before) is what sharing adds to FIFO (0.5), not FIFO's nothing
+    assert rows["FIFO, payload"] == "| FIFO, payload | 4.00 | 0.50 | 0.50 | 0.50 |"
+    assert rows["sharing, payload"] == "| sharing, payload | 4.00 | 0.00 | 0.00 | 0.00 |"
+    assert rows["simulator: FIFO, payload"] == "| simulator: FIFO, payload | 4.00 | 0.00 | 0.00 | - |"
+    assert rows["2"] == ("| 2 | 0.95 | 6.00 / 6.00 | 5.50 / 6.00 | 1.50 / 2.00 | 1.50 / 2.00 | 2.00 / 2.00 | "
+                         "2.00 / 2.00 |")
+
+
+def test_seconds_are_written_as_runs() -> None:
+    assert radio_sharing.seconds_text(np.array([87, 103, 104, 105, 119])) == "87, 103-105, 119"
 
 
 @pytest.mark.parametrize(("remove", "message"), [
@@ -106,6 +134,23 @@ def test_a_missing_file_is_one_line_naming_it(tmp_path: Path, capsys: pytest.Cap
     assert radio_sharing.main([str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_a_malformed_file_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _compare_dir(tmp_path)
+    (folder / "testbed" / "load-balancing" / "records.csv").write_text("stream_id,query\n0,zero\n")
+    assert radio_sharing.main([str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "records.csv: not a per-query records table" in err and "\n" not in err
+    (folder / "testbed" / "load-balancing" / "wire-radio-ant1.json").write_text("{}")
+    (folder / "testbed" / "load-balancing" / "records.csv").unlink()
+    (folder / "simulator" / "load-balancing" / "records.csv").rename(folder / "testbed" / "load-balancing" / "records.csv")
+    assert radio_sharing.main([str(folder)]) == 2
+
+
+def test_a_missing_folder_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert radio_sharing.main([str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
 
 
 def test_an_antenna_without_frames_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
