@@ -109,6 +109,15 @@ def sharing_ms(send_ms: np.ndarray, tx_ms: np.ndarray) -> np.ndarray:
     return done - send_ms
 
 
+def model_ms(model: str, send_ms: np.ndarray, tx_ms: np.ndarray, wire_ratio: float) -> np.ndarray:
+    """Returns each message's wait plus transmission under `model` (one of MODELS): FIFO or sharing, on the
+    transmission of its payload (`tx_ms`) or of its wire bytes (`tx_ms` x `wire_ratio`)."""
+    if model not in MODELS:
+        raise ValueError(f"model {model!r}: one of {', '.join(MODELS)}")
+    tx = tx_ms * wire_ratio if model.endswith("_wire") else tx_ms
+    return fifo_ms(send_ms, tx) if model.startswith("fifo") else sharing_ms(send_ms, tx)
+
+
 @dataclass(frozen=True)
 class Frames:
     """One side's frames up one antenna's radio: send time (virtual ms), payload bytes, measured uplink time."""
@@ -169,6 +178,17 @@ def link_load(folder: Path, antenna: str) -> tuple[np.ndarray, np.ndarray, np.nd
         raise InputError(f"{path}: not a link load table ({e})") from None
 
 
+def wire_ratio(frames: Frames, load_s: np.ndarray, load_mbps: np.ndarray, path: Path) -> tuple[float, int]:
+    """Returns the wire's bytes over the frames' payload (`frames` sent per second against the link's measured
+    `load_mbps` in seconds `load_s`, from `path`) and over how many seconds both were counted."""
+    sec = (frames.send_ms // 1000.0).astype(np.int64)
+    payload_mbps = np.array([frames.payload_bytes[sec == s].sum() * 8e-6 for s in load_s])
+    both = (payload_mbps > 0) & (load_mbps > 0)
+    if not both.any():
+        raise InputError(f"{path}: no second with both the wire's and the frames' bytes")
+    return float(load_mbps[both].sum() / payload_mbps[both].sum()), int(both.sum())
+
+
 def per_second(send_ms: np.ndarray, values: np.ndarray, seconds: np.ndarray, q: float) -> np.ndarray:
     """Returns the q-quantile of `values` per second of sending, for each of `seconds` (nan: none sent)."""
     sec = (send_ms // 1000.0).astype(np.int64)
@@ -218,15 +238,9 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
     shape = radio_shape(tb_dir, antenna)
     bytes_per_ms = shape["bw_mbps"] * 1000.0 / 8.0
     load_s, load_mbps, busy = link_load(tb_dir, antenna)
-    payload_mbps = np.array([tb.payload_bytes[(tb.send_ms // 1000.0).astype(np.int64) == s].sum() * 8e-6
-                             for s in load_s])
-    both = (payload_mbps > 0) & (load_mbps > 0)
-    if not both.any():
-        raise InputError(f"{tb_dir / 'link_load.csv'}: no second with both the wire's and the frames' bytes")
-    ratio = float(load_mbps[both].sum() / payload_mbps[both].sum())
+    ratio, n_both = wire_ratio(tb, load_s, load_mbps, tb_dir / "link_load.csv")
     tx = tb.payload_bytes / bytes_per_ms
-    models = {"fifo_payload": fifo_ms(tb.send_ms, tx), "fifo_wire": fifo_ms(tb.send_ms, tx * ratio),
-              "ps_payload": sharing_ms(tb.send_ms, tx), "ps_wire": sharing_ms(tb.send_ms, tx * ratio)}
+    models = {k: model_ms(k, tb.send_ms, tx, ratio) for k in MODELS}
     sim_fifo = fifo_ms(sim.send_ms, sim.payload_bytes / bytes_per_ms)
     seconds = np.unique((tb.send_ms // 1000.0).astype(np.int64))
     busy_at = dict(zip(load_s.tolist(), busy.tolist(), strict=True))
@@ -267,7 +281,7 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
         f"Radio {shape['bw_mbps']:g} Mbit/s, delay "
         f"{shape['delay_ms']:g} ms, jitter {shape['delay_dev_ms']:g} ms; {len(tb.send_ms)} frames up it on the testbed, "
         f"{len(sim.send_ms)} in the simulator. The wire counted {ratio:.4f} x the frames' payload (over "
-        f"{int(both.sum())} seconds): the models' \"wire bytes\" charge each frame that many bytes.{made}\n\n"
+        f"{n_both} seconds): the models' \"wire bytes\" charge each frame that many bytes.{made}\n\n"
         f"Offsets over the {int(quiet.sum())} seconds the radio was at most {QUIET_BUSY:.0%} busy, differences over "
         f"the {int(full.sum())} seconds it was at least {FULL_BUSY:.0%} busy ({seconds_text(seconds[full])}):\n\n"
         f"| model | offset (ms) | mean abs diff, full seconds (ms) | largest (ms) | gap to the simulator: mean abs "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -69,3 +71,52 @@ def astronaut_jpeg() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(data.astronaut()).save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+@pytest.fixture
+def radio_compare(tmp_path: Path):
+    """Returns a function writing a small `run_testbed.py compare` output (experiments/radio_sharing.py,
+    radio_whatif.py) and giving its folder."""
+
+    def make(pairs: bool = False, deadline_ms: float = 100.0) -> Path:
+        """A compare output with one stream of 50 kB frames (1 ms each at 400 Mbit/s) from ant1 every 2 ms for 3 s,
+        the testbed's and the simulator's records alike (the scheduler 5 ms after the send, the answer 10 ms
+        after it, on time), each query's deadline `deadline_ms`. With `pairs`, a second stream sends beside the
+        first in its last second, at the same instants, and the testbed's frames of that second reach the scheduler
+        6 ms after the send (4 ms and both shared, 2 ms each), the simulator's 5 and 6 (one after the other); the
+        wire counts the payload (without pairs 1.01 x it)."""
+        from analysis.records import RECORD_NAMES
+
+        folder = tmp_path / "compare"
+        (folder / "testbed" / "load-balancing").mkdir(parents=True)
+        (folder / "simulator" / "load-balancing").mkdir(parents=True)
+        trace = ("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
+                 f"0,ant1,0.0,3.0,smart-traffic,500,50000,{deadline_ms},0.3,object-detection\n")
+        if pairs:
+            trace += f"1,ant1,2.0,1.0,smart-traffic,500,50000,{deadline_ms},0.3,object-detection\n"
+        (folder / "trace.csv").write_text(trace)
+        frames = [(0, q, 2.0 * q) for q in range(1500)]
+        if pairs:
+            frames += [(1, q, 2000.0 + 2.0 * q) for q in range(500)]
+        for side in ("testbed", "simulator"):
+            with (folder / side / "load-balancing" / "records.csv").open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(RECORD_NAMES)
+                for sid, q, t in frames:
+                    # in the last second with pairs: the testbed's pair shared, the simulator's one after the other
+                    shared = pairs and t >= 2000.0
+                    lag = 6.0 if shared and (side == "testbed" or sid == 1) else 5.0
+                    w.writerow([sid, q, "ant1", "smart-traffic", "ant1", "v", t, t + lag, t + 7, t + 8, t + 9,
+                                t + 10, 1, "ontime", ""])
+        tb = folder / "testbed" / "load-balancing"
+        (tb / "wire-radio-ant1.json").write_text(json.dumps([{"name": "radio-ant1", "shape": {
+            "delay_ms": 4.0, "delay_dev_ms": 1.0, "bw_mbps": 400.0, "loss_pct": 0.0}}]))
+        with (tb / "link_load.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["t_s", "link", "direction", "mbps", "busy", "wait_max_ms"])
+            for sec, busy in ((0, 0.4), (1, 0.4), (2, 0.95)):
+                w.writerow([sec, "radio-ant1", "up", 400.0 if pairs and sec == 2 else (200.0 if pairs else 202.0),
+                            busy, 0.1])
+        return folder
+
+    return make

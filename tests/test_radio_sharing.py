@@ -3,14 +3,11 @@ output written here (and its one-line errors)."""
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from analysis.records import RECORD_NAMES
 from experiments import radio_sharing
 
 
@@ -50,45 +47,8 @@ def test_sharing_and_fifo_keep_the_link_equally_busy() -> None:
     assert (ps >= tx - 1e-9).all() and (fifo >= tx - 1e-9).all()
 
 
-def _compare_dir(tmp_path: Path, pairs: bool = False) -> Path:
-    """A compare output with one stream of 50 kB frames (1 ms each at 400 Mbit/s) from ant1 every 2 ms for 3 s,
-    the testbed's and the simulator's records alike (the scheduler 5 ms after the send). With `pairs`, a second
-    stream sends beside the first in its last second, at the same instants, and the testbed's frames of that
-    second reach the scheduler 6 ms after the send (4 ms and both shared, 2 ms each), the simulator's 5 and 6 (one
-    after the other); the wire counts the payload."""
-    folder = tmp_path / "compare"
-    (folder / "testbed" / "load-balancing").mkdir(parents=True)
-    (folder / "simulator" / "load-balancing").mkdir(parents=True)
-    trace = ("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
-             "0,ant1,0.0,3.0,smart-traffic,500,50000,100,0.3,object-detection\n")
-    if pairs:
-        trace += "1,ant1,2.0,1.0,smart-traffic,500,50000,100,0.3,object-detection\n"
-    (folder / "trace.csv").write_text(trace)
-    frames = [(0, q, 2.0 * q) for q in range(1500)] + ([(1, q, 2000.0 + 2.0 * q) for q in range(500)] if pairs else [])
-    for side in ("testbed", "simulator"):
-        with (folder / side / "load-balancing" / "records.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(RECORD_NAMES)
-            for sid, q, t in frames:
-                # in the last second with pairs: the testbed's pair shared, the simulator's one after the other
-                shared = pairs and t >= 2000.0
-                lag = 6.0 if shared and (side == "testbed" or sid == 1) else 5.0
-                w.writerow([sid, q, "ant1", "smart-traffic", "ant1", "v", t, t + lag, t + 7, t + 8, t + 9, t + 10, 1,
-                            "ontime", ""])
-    tb = folder / "testbed" / "load-balancing"
-    (tb / "wire-radio-ant1.json").write_text(json.dumps([{"name": "radio-ant1", "shape": {
-        "delay_ms": 4.0, "delay_dev_ms": 1.0, "bw_mbps": 400.0, "loss_pct": 0.0}}]))
-    with (tb / "link_load.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["t_s", "link", "direction", "mbps", "busy", "wait_max_ms"])
-        for sec, busy in ((0, 0.4), (1, 0.4), (2, 0.95)):
-            w.writerow([sec, "radio-ant1", "up", 400.0 if pairs and sec == 2 else (200.0 if pairs else 202.0),
-                        busy, 0.1])
-    return folder
-
-
-def test_the_page_gives_the_wire_ratio_offsets_and_seconds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    folder = _compare_dir(tmp_path)
+def test_the_page_gives_the_wire_ratio_offsets_and_seconds(radio_compare, capsys: pytest.CaptureFixture) -> None:
+    folder = radio_compare()
     assert radio_sharing.main([str(folder), "--from-s", "1"]) == 0
     out = capsys.readouterr().out
     # 500 frames of 50 kB a second: 200 Mbit/s of payload against the wire's 202
@@ -102,8 +62,8 @@ def test_the_page_gives_the_wire_ratio_offsets_and_seconds(tmp_path: Path, capsy
     assert "| 0 |" not in out  # before --from-s
 
 
-def test_the_full_seconds_tell_the_models_apart(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert radio_sharing.main([str(_compare_dir(tmp_path, pairs=True)), "--from-s", "0"]) == 0
+def test_the_full_seconds_tell_the_models_apart(radio_compare, capsys: pytest.CaptureFixture) -> None:
+    assert radio_sharing.main([str(radio_compare(pairs=True)), "--from-s", "0"]) == 0
     out = capsys.readouterr().out
     assert "The wire counted 1.0000 x" in out and "at least 90% busy (2):" in out
     rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
@@ -127,17 +87,17 @@ def test_seconds_are_written_as_runs() -> None:
     ("testbed/load-balancing/wire-radio-ant1.json", "wire-radio-ant1.json: cannot read"),
     ("testbed/load-balancing/link_load.csv", "link_load.csv: cannot read"),
 ])
-def test_a_missing_file_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture, remove: str,
+def test_a_missing_file_is_one_line_naming_it(radio_compare, capsys: pytest.CaptureFixture, remove: str,
                                               message: str) -> None:
-    folder = _compare_dir(tmp_path)
+    folder = radio_compare()
     (folder / remove).unlink()
     assert radio_sharing.main([str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
-def test_a_malformed_file_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    folder = _compare_dir(tmp_path)
+def test_a_malformed_file_is_one_line_naming_it(radio_compare, capsys: pytest.CaptureFixture) -> None:
+    folder = radio_compare()
     (folder / "testbed" / "load-balancing" / "records.csv").write_text("stream_id,query\n0,zero\n")
     assert radio_sharing.main([str(folder)]) == 2
     err = capsys.readouterr().err.strip()
@@ -153,13 +113,13 @@ def test_a_missing_folder_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "nowhere: no such folder" in capsys.readouterr().err
 
 
-def test_an_antenna_without_frames_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert radio_sharing.main([str(_compare_dir(tmp_path)), "--antenna", "ant2"]) == 2
+def test_an_antenna_without_frames_is_named(radio_compare, capsys: pytest.CaptureFixture) -> None:
+    assert radio_sharing.main([str(radio_compare()), "--antenna", "ant2"]) == 2
     assert "no query from antenna 'ant2' crossed its radio" in capsys.readouterr().err
 
 
-def test_a_case_names_its_antenna_and_first_second(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    folder = _compare_dir(tmp_path)
+def test_a_case_names_its_antenna_and_first_second(radio_compare, capsys: pytest.CaptureFixture) -> None:
+    folder = radio_compare()
     case = radio_sharing.parse_case(f"{folder}:ant1:2", None, "ant9", 100.0)
     assert (case.policy, case.antenna, case.from_s) == ("load-balancing", "ant1", 2.0)
     assert radio_sharing.main([f"{folder}::2", "--antenna", "ant1"]) == 0
@@ -172,15 +132,15 @@ def test_a_case_names_its_antenna_and_first_second(tmp_path: Path, capsys: pytes
     (":ant1:soon", "'soon' is not a number of seconds"),
     (":ant1:2:3", "a case is DIR[:ANTENNA[:FROM_S]]"),
 ])
-def test_a_bad_case_is_named(tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str, message: str) -> None:
-    folder = _compare_dir(tmp_path)
+def test_a_bad_case_is_named(radio_compare, capsys: pytest.CaptureFixture, suffix: str, message: str) -> None:
+    folder = radio_compare()
     assert radio_sharing.main([f"{folder}{suffix}"]) == 2
     err = capsys.readouterr().err
     assert message in err and f"{folder}{suffix}" in err
 
 
-def test_two_policies_need_one_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    folder = _compare_dir(tmp_path)
+def test_two_policies_need_one_named(radio_compare, capsys: pytest.CaptureFixture) -> None:
+    folder = radio_compare()
     (folder / "testbed" / "closest").mkdir()
     assert radio_sharing.main([str(folder)]) == 2
     assert "holds the policies closest, load-balancing; name one with --policy" in capsys.readouterr().err
