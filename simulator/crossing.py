@@ -52,9 +52,11 @@ class Crossing:
 
     def _one_way(self, ant: np.ndarray, res: np.ndarray, nbytes: np.ndarray | float,
                  t_ms: np.ndarray) -> Legs:
-        """Returns the radio and path legs of messages leaving at t_ms, with jitter, transmission and losses, over
-        the links as they are then (infinite across a link that is down)."""
+        """Returns the radio and path legs of messages of `nbytes` payload leaving at t_ms, with jitter, transmission
+        (of `SimConfig.wire_ratio` x the payload) and losses, over the links as they are then (infinite across a link
+        that is down)."""
         rng, n = self.rng_net, len(ant)
+        nbytes = np.asarray(nbytes, dtype=np.float64) * self.config.wire_ratio  # the links carry the headers too
         z = rng.standard_normal((2, n))
         lost = rng.random((2, n))
         timeline = self.physics_timeline

@@ -73,6 +73,11 @@ class SimConfig:
     """With `fifo_links`: a message waits at each link of its path while that link direction sends the messages
     that entered it before, from every path crossing it (simulator.paths; docs/fidelity.md, "A full link"). False:
     the paths' links send each message at once."""
+    wire_ratio: float = 1.0
+    """Bytes a message takes on a link per byte of its payload: every link (radio and path) transmits a message's
+    payload x this (TCP/IP and HTTP headers; the testbed's wires at MTU 9000 count 1.013-1.014 x the frames'
+    payload, docs/results/radio-sharing.md). The workers' input cost and the schedulers' figures keep the payload.
+    1.0: the payload alone (what the simulator charges by default)."""
 
     def __post_init__(self) -> None:
         for name in ("window_s", "duration_s"):
@@ -86,6 +91,9 @@ class SimConfig:
         for name, factor in self.processing_scale:
             if not (np.isfinite(factor) and factor > 0):
                 raise ValueError(f"processing_scale of {name!r}: {factor!r} must be a finite number > 0")
+        if not (np.isfinite(self.wire_ratio) and self.wire_ratio >= 1.0):
+            raise ValueError(f"wire_ratio {self.wire_ratio!r}: must be a finite number >= 1 (bytes on the wire per "
+                             "byte of payload)")
         if self.queue_limit_per_replica < 1:
             raise ValueError(f"queue_limit_per_replica {self.queue_limit_per_replica!r}: must be at least 1")
 
@@ -159,7 +167,8 @@ class Simulation(Crossing):
         self.pool = _empty_pool()
         self.radio_up, self.path_up, self.path_down, self.radio_down = (FifoLinks() for _ in range(4))
         queued = config.fifo_links and config.path_queueing
-        self.path_queues = {up: PathQueues(self.physics_timeline, up) if queued else None for up in (True, False)}
+        self.path_queues = {up: PathQueues(self.physics_timeline, up, config.wire_ratio) if queued else None
+                            for up in (True, False)}
         self.windows = 0
         self.queries_done = 0
         self._parts: list[dict[str, np.ndarray]] = []

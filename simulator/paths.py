@@ -43,7 +43,7 @@ class PathQueues:
     """The link queues of every antenna-to-resource path, one way (`up`: from the antenna's site to the resource's;
     else back), over the states of a timeline (each state's link delays and rates; the paths keep their links)."""
 
-    def __init__(self, timeline: SystemTimeline, up: bool) -> None:
+    def __init__(self, timeline: SystemTimeline, up: bool, wire_ratio: float = 1.0) -> None:
         system = timeline.systems[0]
         topo, routes = system.topology, system.topology.routes
         index = {(lk.a, lk.b): i for i, lk in enumerate(topo.links)}
@@ -94,9 +94,9 @@ class PathQueues:
         self.delay_ms = np.array([[lk.delay_ms for lk in s.topology.links] for s in timeline.systems]).reshape(
             len(timeline.systems), len(topo.links))
         """[state, link]: one-way delay (infinite while the link is down)."""
-        self.ms_per_byte = np.array([[8.0 / (lk.bw_mbps * 1000.0) for lk in s.topology.links]
+        self.ms_per_byte = np.array([[8.0 / (lk.bw_mbps * 1000.0) * wire_ratio for lk in s.topology.links]
                                      for s in timeline.systems]).reshape(len(timeline.systems), len(topo.links))
-        """[state, link]: transmission time per byte."""
+        """[state, link]: transmission time per byte of payload (`wire_ratio`: bytes on the wire per byte of it)."""
         self.n_levels = self.top + 1 if topo.links else 0
         self.free_ms = np.full(2 * len(topo.links), -np.inf)
         """[link direction]: when it is free to send again (every message that entered it before the last call's

@@ -250,3 +250,32 @@ def test_a_radio_sends_one_frame_at_a_time(queueing: bool) -> None:
         frames += len(m)
     assert frames > 3000
     assert short == 0 if queueing else short > 100
+
+
+def test_the_links_carry_the_wire_ratio_times_the_payload() -> None:
+    """Radios without jitter or queue: a frame reaches its scheduler its radio's delay plus the transmission of
+    wire_ratio x its payload after its send, the same frames under 1.0 and 1.25 (the draws are the same)."""
+    system = build_system(load_topology("full-edge"), load_profiles())
+    system.radio_dev_ms[:] = 0.0
+    trace = generate_trace(system.antennas, RateSchedule.constant(10), 10, np.random.default_rng(3))
+    up: dict[float, np.ndarray] = {}
+    for ratio in (1.0, 1.25):
+        recs: list = []
+        Simulation(system, trace, SimConfig(duration_s=10, radio_queueing=False, wire_ratio=ratio), seed=4,
+                   record_sink=recs.append).run(policy_index("closest"))
+        rec = {k: np.concatenate([r[k] for r in recs]) for k in recs[0]}
+        order = np.lexsort((rec["query"], rec["stream_id"]))
+        rec = {k: v[order] for k, v in rec.items()}
+        served = np.isfinite(rec["t_sched_ms"])
+        ant = np.array([system.antenna_index(a) for a in rec["antenna"][served]])
+        nbytes = trace.frame_bytes[np.searchsorted(trace.stream_id, rec["stream_id"][served])]
+        lag = rec["t_sched_ms"][served] - rec["t_send_ms"][served]
+        assert lag == pytest.approx(system.radio_ms[ant] + system.radio_ms_per_byte[ant] * nbytes * ratio, abs=1e-6)
+        up[ratio] = lag
+    assert len(up[1.0]) == len(up[1.25]) > 100 and (up[1.25] > up[1.0]).all()
+
+
+@pytest.mark.parametrize("ratio", [0.9, float("nan"), float("inf")])
+def test_a_wire_ratio_below_one_is_refused(ratio: float) -> None:
+    with pytest.raises(ValueError, match="wire_ratio .*: must be a finite number >= 1"):
+        SimConfig(wire_ratio=ratio)

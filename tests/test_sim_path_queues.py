@@ -94,17 +94,19 @@ def test_the_queues_of_a_large_topology_are_built_from_its_core() -> None:
     assert (hops >= 0).sum() >= 2
 
 
-def test_two_antennas_frames_wait_for_each_other_on_the_link_they_share() -> None:
+@pytest.mark.parametrize("ratio", [1.0, 1.5])
+def test_two_antennas_frames_wait_for_each_other_on_the_link_they_share(ratio: float) -> None:
     """ant1 and ant2 hang off co1 by equal links (1 ms, 1 Gbit/s); their frames to dc1 meet on co1 -> dc1
     (4 ms, 1 Gbit/s). By hand: both enter co1 -> dc1 at 1 + tx; the second (in the order given) waits the first's
     transmission there; a third, from ant1 0.1 ms later, waits on ant1 -> co1 for the first and on co1 -> dc1 for
-    both; ant2's frame to co1, given after its frame to dc1, waits for it on ant2 -> co1 and nowhere else."""
+    both; ant2's frame to co1, given after its frame to dc1, waits for it on ant2 -> co1 and nowhere else. Each
+    transmission is of `ratio` x the payload (the wire's bytes)."""
     system = build_system(load_topology("full-edge"), load_profiles())
-    q = PathQueues(SystemTimeline.build(system, None), up=True)
+    q = PathQueues(SystemTimeline.build(system, None), up=True, wire_ratio=ratio)
     a1, a2 = system.antenna_index("ant1"), system.antenna_index("ant2")
     dc1, co1 = _resource(system, "dc1"), _resource(system, "co1")
     nbytes = np.full(4, 40_000.0)
-    tx = 40_000 * 8 / 1e6  # ms at 1 Gbit/s
+    tx = 40_000 * ratio * 8 / 1e6  # ms at 1 Gbit/s
     out = q.advance(_flights([a1, a2, a1, a2], [dc1, dc1, dc1, co1], nbytes, [0.0, 0.0, 0.1, 0.0]), np.inf)
     # third: ant1 -> co1 free at tx, entered at 0.1: waits tx - 0.1; it reaches co1 -> dc1 at 1 + 2 tx, when the
     # link is busy until 1 + 3 tx (first, then second): waits tx more
