@@ -37,22 +37,23 @@ class Ceiling:
     (analysis.pairing.one_side)."""
 
 
-def ceilings(result: dict) -> dict[str, Ceiling]:
+def ceilings(result: dict, wire_ratio: float = 1.0) -> dict[str, Ceiling]:
     """Returns per policy of a kept paper case the simulator's correlation with itself (its own seed's series, the
     workload's as `compare` runs it, against each of `other_seeds`'; `analysis.fidelity.self_correlation`) and its
-    success under each seed; empty where the case cannot be simulated again (`resimulable`)."""
+    success under each seed (`wire_ratio`: the simulator's, `dilation_resim.simulate_case`); empty where the case
+    cannot be simulated again (`resimulable`)."""
     if not resimulable(result):
         return {}
     out: dict[str, Ceiling] = {}
     for p in result["policies"]:
-        own, base = simulate_case(result, p)
-        runs = [simulate_case(result, p, seed) for seed in other_seeds(case_seed(result))]
+        own, base = simulate_case(result, p, wire_ratio=wire_ratio)
+        runs = [simulate_case(result, p, seed, wire_ratio) for seed in other_seeds(case_seed(result))]
         corrs = self_correlation(base, [series for _, series in runs])
-        mine = missed_case(result, p)
+        mine = missed_case(result, p, wire_ratio=wire_ratio)
         out[p] = Ceiling(corr_median=statistics.median(corrs) if corrs else float("nan"),
                          corr_min=min(corrs) if corrs else float("nan"),
                          success=(own, *(s for s, _ in runs)),
-                         one_side=tuple(one_side(mine, missed_case(result, p, seed))
+                         one_side=tuple(one_side(mine, missed_case(result, p, seed, wire_ratio))
                                         for seed in other_seeds(case_seed(result))))
     return out
 

@@ -97,6 +97,14 @@ def window_spread(out: Path, policy: str) -> dict | None:
                 for k in ("series_simulator", "series_testbed"))
     except (OSError, ValueError, KeyError, StopIteration):
         return None
+    return series_spread(a, b)
+
+
+def series_spread(sim: np.ndarray, testbed: np.ndarray) -> dict | None:
+    """Returns the standard deviation of each side's per-window success series (shares; nan: no query) and their
+    mean absolute difference, in points, over the windows both have (the shorter's); None where they share none."""
+    n = min(len(sim), len(testbed))
+    a, b = sim[:n], testbed[:n]
     ok = np.isfinite(a) & np.isfinite(b)
     if not ok.any():
         return None
@@ -247,7 +255,7 @@ def _ceiling_cell(c: Ceiling | None) -> str:
     return f"{c.corr_median:.3f} / {c.corr_min:.3f}" if math.isfinite(c.corr_median) else "flat"
 
 
-def _windows_agree(v: dict, bar: float, wanted: float) -> bool:
+def windows_agree(v: dict, bar: float, wanted: float) -> bool:
     """Whether a policy's per-window series agree: the correlation at least `bar`, and where `bar` is below
     `wanted` (the simulator's own correlation), or the correlation is undefined (nan, a flat series), the mean
     absolute window difference within SUCCESS_MAX_PTS too (alone where undefined)."""
@@ -398,7 +406,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
                 ceil.get(a := x.split(" > ")[0]), ceil.get(b := x.split(" > ")[1]), testbed[a] - testbed[b])]
             bar = window_bar(WINDOW_CORR_MIN, ceil.get(p))
             failed = [name for name, good in (("success", abs(v["diff_pts"]) <= SUCCESS_MAX_PTS),
-                                              ("windows", _windows_agree(v, bar, WINDOW_CORR_MIN)),
+                                              ("windows", windows_agree(v, bar, WINDOW_CORR_MIN)),
                                               ("verdict", v["verdict"] == FAITHFUL),
                                               (f"ranking: {', '.join(settled)} reversed", not settled))
                       if not good]

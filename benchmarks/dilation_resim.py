@@ -51,17 +51,19 @@ def case_seed(result: dict) -> int:
     return int(case_arg(result, "--seed") or result["id"].split("-")[2][1:])
 
 
-def simulate_case(result: dict, policy: str, run_seed: int | None = None) -> tuple[float, np.ndarray]:
+def simulate_case(result: dict, policy: str, run_seed: int | None = None,
+                  wire_ratio: float = 1.0) -> tuple[float, np.ndarray]:
     """Returns the success and per-window success series (RunSpec's windows) of this commit's simulator on a kept
     paper case's trace under `policy`, as `compare` runs it (the simulation seeded as `compare` seeds it, the
-    workload's seed, or with `run_seed`: the same trace, its link jitter and random choices drawn again). Each
-    simulation runs once per page (the page's sections and the ceilings ask for the same ones)."""
-    return _simulate(*_case(result, policy, run_seed))[:2]
+    workload's seed, or with `run_seed`: the same trace, its link jitter and random choices drawn again;
+    `wire_ratio`: SimConfig's, 1.0 as `compare` runs it). Each simulation runs once per page (the page's sections
+    and the ceilings ask for the same ones)."""
+    return _simulate(*_case(result, policy, run_seed), wire_ratio)[:2]
 
 
-def missed_case(result: dict, policy: str, run_seed: int | None = None) -> np.ndarray:
+def missed_case(result: dict, policy: str, run_seed: int | None = None, wire_ratio: float = 1.0) -> np.ndarray:
     """Returns the keys (analysis.pairing.query_keys) of the queries that `simulate_case`'s simulation missed."""
-    return _simulate(*_case(result, policy, run_seed))[2]
+    return _simulate(*_case(result, policy, run_seed), wire_ratio)[2]
 
 
 def _case(result: dict, policy: str, run_seed: int | None) -> tuple[str, str, int, float, str, int]:
@@ -81,11 +83,11 @@ def _inputs(topo_name: str, lam: str, seed: int, duration_s: float) -> tuple[Sys
 
 @functools.lru_cache(maxsize=512)
 def _simulate(topo_name: str, lam: str, seed: int, duration_s: float, policy: str,
-              run_seed: int) -> tuple[float, np.ndarray, np.ndarray]:
+              run_seed: int, wire_ratio: float) -> tuple[float, np.ndarray, np.ndarray]:
     system, trace = _inputs(topo_name, lam, seed, duration_s)
     missed = MissedKeys()
-    run = simulate_policy(system, trace, policy, RunSpec().sim_config(duration_s), run_seed, "", None,
-                          write_records=False, record_sink=missed)
+    run = simulate_policy(system, trace, policy, RunSpec().sim_config(duration_s, wire_ratio=wire_ratio), run_seed,
+                          "", None, write_records=False, record_sink=missed)
     series, keys = np.array(run.summary.series_success, dtype=float), missed.keys()
     series.flags.writeable = keys.flags.writeable = False  # shared by every caller
     return run.summary.overall.success, series, keys

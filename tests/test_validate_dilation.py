@@ -226,22 +226,22 @@ def test_report_from_hand_made_results_kept_once_the_runs_are_gone(vd, tmp_path)
 
 def test_window_check_bar_is_the_simulators_own_correlation_where_that_is_lower() -> None:
     from benchmarks.dilation_ceiling import Ceiling, gap_within_simulator, window_bar
-    from benchmarks.dilation_report import _windows_agree
+    from benchmarks.dilation_report import windows_agree
 
     assert window_bar(0.95, Ceiling(0.60, 0.44, (1.0,))) == 0.60
     assert window_bar(0.95, Ceiling(0.98, 0.97, (1.0,))) == 0.95
     assert window_bar(0.95, Ceiling(float("nan"), float("nan"), (1.0,))) == 0.95 and window_bar(0.95, None) == 0.95
     close, apart = {"mean_diff_pts": 0.2}, {"mean_diff_pts": 1.6}
-    assert _windows_agree({"corr": 0.96, "spread": apart}, 0.95, 0.95)  # the bar: the correlation alone
-    assert not _windows_agree({"corr": 0.94, "spread": close}, 0.95, 0.95)
+    assert windows_agree({"corr": 0.96, "spread": apart}, 0.95, 0.95)  # the bar: the correlation alone
+    assert not windows_agree({"corr": 0.94, "spread": close}, 0.95, 0.95)
     # below it (the simulator's own correlation), the windows must also be close on average
-    assert _windows_agree({"corr": 0.61, "spread": close}, 0.60, 0.95)
-    assert not _windows_agree({"corr": 0.61, "spread": apart}, 0.60, 0.95)
-    assert not _windows_agree({"corr": 0.59, "spread": close}, 0.60, 0.95)
+    assert windows_agree({"corr": 0.61, "spread": close}, 0.60, 0.95)
+    assert not windows_agree({"corr": 0.61, "spread": apart}, 0.60, 0.95)
+    assert not windows_agree({"corr": 0.59, "spread": close}, 0.60, 0.95)
     # undefined (a flat series): the mean difference alone decides
-    assert _windows_agree({"corr": float("nan"), "spread": close}, 0.95, 0.95)
-    assert not _windows_agree({"corr": float("nan"), "spread": apart}, 0.95, 0.95)
-    assert not _windows_agree({"corr": float("nan")}, 0.95, 0.95)
+    assert windows_agree({"corr": float("nan"), "spread": close}, 0.95, 0.95)
+    assert not windows_agree({"corr": float("nan"), "spread": apart}, 0.95, 0.95)
+    assert not windows_agree({"corr": float("nan")}, 0.95, 0.95)
     # a reversed order is excused only by a gap the simulator gives under one of its seeds
     a, b = Ceiling(0.9, 0.9, (0.999, 0.998, 1.0)), Ceiling(0.9, 0.9, (0.998, 0.999, 0.999))
     assert gap_within_simulator(a, b, -0.001) and not gap_within_simulator(a, b, -0.002)
