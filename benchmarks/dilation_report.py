@@ -20,7 +20,7 @@ from analysis.pairing import pair_misses, self_cell
 from analysis.records import read_records
 from analysis.resultspage import machine
 from benchmarks.dilation_ceiling import Ceiling, ceilings, gap_within_simulator, window_bar
-from benchmarks.dilation_resim import case_arg, resimulated_section, window_series
+from benchmarks.dilation_resim import case_arg, resimulated_section, series_array, window_series
 from live.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,8 +93,7 @@ def window_spread(out: Path, policy: str) -> dict | None:
     try:
         rows = json.loads((out / "report.json").read_text())["policies"]
         row = next(p for p in rows if p["policy"] == policy)
-        a, b = (np.array([np.nan if x is None else x for x in row[k]], dtype=float)
-                for k in ("series_simulator", "series_testbed"))
+        a, b = (series_array(row[k]) for k in ("series_simulator", "series_testbed"))
     except (OSError, ValueError, KeyError, StopIteration):
         return None
     return series_spread(a, b)
@@ -255,6 +254,26 @@ def _ceiling_cell(c: Ceiling | None) -> str:
     return f"{c.corr_median:.3f} / {c.corr_min:.3f}" if math.isfinite(c.corr_median) else "flat"
 
 
+def paper_checks(policy: str, v: dict, reversed_: list[str], ceil: dict[str, Ceiling],
+                 testbed: dict[str, float]) -> tuple[list[str], list[str]]:
+    """Returns the checks a paper case's `policy` fails and the reversals excused: `v` its figures (`diff_pts`,
+    testbed minus simulator; `corr` and `spread`, the windows; `verdict`), `reversed_` the case's pairs the
+    testbed orders the other way round (`ranking_reversals`), `ceil` the simulator's own per policy
+    (`ceilings`), `testbed` every policy's testbed success. Success within SUCCESS_MAX_PTS, the windows agreeing
+    (`windows_agree` against `window_bar`), the run judged faithful, and no reversal of `policy`'s but by a gap
+    the simulator itself gives under another seed (those are excused)."""
+    mine = [x for x in reversed_ if policy in x.split(" > ")]
+    settled = [x for x in mine if not gap_within_simulator(
+        ceil.get(a := x.split(" > ")[0]), ceil.get(b := x.split(" > ")[1]), testbed[a] - testbed[b])]
+    bar = window_bar(WINDOW_CORR_MIN, ceil.get(policy))
+    failed = [name for name, good in (("success", abs(v["diff_pts"]) <= SUCCESS_MAX_PTS),
+                                      ("windows", windows_agree(v, bar, WINDOW_CORR_MIN)),
+                                      ("verdict", v["verdict"] == FAITHFUL),
+                                      (f"ranking: {', '.join(settled)} reversed", not settled))
+              if not good]
+    return failed, [x for x in mine if x not in settled]
+
+
 def windows_agree(v: dict, bar: float, wanted: float) -> bool:
     """Whether a policy's per-window series agree: the correlation at least `bar`, and where `bar` is below
     `wanted` (the simulator's own correlation), or the correlation is undefined (nan, a flat series), the mean
@@ -401,16 +420,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
         ceil = ceilings(r)
         testbed = {p: v["testbed"] for p, v in r["policies"].items()}
         for p, v in r["policies"].items():
-            mine = [x for x in reversed_ if p in x.split(" > ")]
-            settled = [x for x in mine if not gap_within_simulator(
-                ceil.get(a := x.split(" > ")[0]), ceil.get(b := x.split(" > ")[1]), testbed[a] - testbed[b])]
-            bar = window_bar(WINDOW_CORR_MIN, ceil.get(p))
-            failed = [name for name, good in (("success", abs(v["diff_pts"]) <= SUCCESS_MAX_PTS),
-                                              ("windows", windows_agree(v, bar, WINDOW_CORR_MIN)),
-                                              ("verdict", v["verdict"] == FAITHFUL),
-                                              (f"ranking: {', '.join(settled)} reversed", not settled))
-                      if not good]
-            excused = [x for x in mine if x not in settled]
+            failed, excused = paper_checks(p, v, reversed_, ceil, testbed)
             failed_note = (f"; {', '.join(excused)} reversed by a gap the simulator gives under another seed"
                            if excused else "")
             ok = not failed

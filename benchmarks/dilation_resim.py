@@ -103,6 +103,19 @@ def window_series(out: Path, policy: str) -> list[float | None] | None:
         return None
 
 
+def series_array(values: list[float | None]) -> np.ndarray:
+    """Returns a per-window success series as kept in JSON (None: a window without queries) as floats (nan)."""
+    return np.array([np.nan if x is None else x for x in values], dtype=float)
+
+
+def kept_correlation(series: np.ndarray, kept: list[float | None]) -> float:
+    """Returns the window correlation of a simulated series with a kept testbed series, over the shorter's windows
+    (`analysis.fidelity.series_correlation`; nan where none)."""
+    tb = series_array(kept)
+    n = min(len(tb), len(series))
+    return series_correlation(series[:n], tb[:n]) if n else float("nan")
+
+
 def resimulated_section(done: dict[str, dict], max_pts: float) -> list[str]:
     """Returns the page's section: every kept paper case's testbed success against the simulator of the case's
     commit and of this one (and the window correlation again where the case kept its testbed series)."""
@@ -124,11 +137,7 @@ def resimulated_section(done: dict[str, dict], max_pts: float) -> list[str]:
             now, series = simulate_case(r, p)
             diff = 100 * (v["testbed"] - now)
             kept = v.get("series_testbed")
-            corr = "-"
-            if kept is not None:
-                tb = np.array([np.nan if x is None else x for x in kept], dtype=float)
-                n = min(len(tb), len(series))
-                corr = f"{series_correlation(series[:n], tb[:n]):.3f}"
+            corr = "-" if kept is None else f"{kept_correlation(series, kept):.3f}"
             at_run.append(abs(v["diff_pts"]))
             now_all.append(abs(diff))
             lines.append(f"| {lam[1:]} | {seed[1:]} | {p} | {v['testbed']:.4f} | {v['sim']:.4f} | "

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.records import read_records  # noqa: E402
 from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
 from simulator.links import FifoLinks  # noqa: E402
-from workload.trace import TraceError, read_trace  # noqa: E402
+from workload.trace import Trace, TraceError, read_trace  # noqa: E402
 
 QUIET_BUSY = 0.5
 """Seconds the radio was at most this busy give each model's offset (its delay, jitter and the reading)."""
@@ -227,11 +227,7 @@ def _cell(x: float) -> str:
 
 def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
     """Returns the page's body for one policy and antenna of the compare output `folder`."""
-    try:
-        trace = read_trace(folder / "trace.csv")
-    except TraceError as e:
-        raise InputError(str(e)) from None
-    bytes_by_stream = {int(s): int(b) for s, b in zip(trace.stream_id, trace.frame_bytes, strict=True)}
+    bytes_by_stream = frame_bytes(compare_trace(folder))
     tb_dir = folder / "testbed" / policy
     tb = read_frames(tb_dir / "records.csv", bytes_by_stream, antenna)
     sim = read_frames(folder / "simulator" / policy / "records.csv", bytes_by_stream, antenna)
@@ -271,12 +267,7 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
                     + " | ".join(f"{_cell(med[m][j])} / {_cell(p90[m][k])}" for m in MODELS) + " |")
     head = ("| virtual s | radio busy | testbed measured | simulator measured | "
             + " | ".join(MODEL_NAMES[m] for m in MODELS) + " |\n|---|---|---|---|" + "---|" * len(MODELS))
-    made = ""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        config = json.loads((tb_dir / "config.json").read_text())
-        made = (f" The testbed's run: `{' '.join(config['argv'])}` at commit "
-                f"{str(config['versions']['git_commit'])[:12]}, K {config['tdf']:g}, MTU {config['mtu']}; its output "
-                f"read here from `{folder}`.")
+    made = run_made(tb_dir, folder)
     return (
         f"Radio {shape['bw_mbps']:g} Mbit/s, delay "
         f"{shape['delay_ms']:g} ms, jitter {shape['delay_dev_ms']:g} ms; {len(tb.send_ms)} frames up it on the testbed, "
@@ -290,6 +281,40 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
         f"\n\nPer second from {from_s:g} virtual s, median / 90th percentile (ms): the measured uplink time "
         f"(`t_sched_ms - t_send_ms`) on each side, and each model's wait plus transmission for the testbed's "
         f"frames:\n\n{head}\n" + "\n".join(rows) + "\n")
+
+
+def compare_trace(folder: Path) -> Trace:
+    """Returns a compare output's trace (trace.csv)."""
+    try:
+        return read_trace(folder / "trace.csv")
+    except TraceError as e:
+        raise InputError(str(e)) from None
+
+
+def frame_bytes(trace: Trace) -> dict[int, int]:
+    """Returns each stream's frame size (bytes) by stream id."""
+    return {int(s): int(b) for s, b in zip(trace.stream_id, trace.frame_bytes, strict=True)}
+
+
+def run_made(tb_dir: Path, folder: Path) -> str:
+    """Returns a sentence on how a compare output's testbed run was made (its command, commit, K and MTU: the
+    wire's bytes depend on it), from its config.json ('' where it cannot be read)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        config = json.loads((tb_dir / "config.json").read_text())
+        return (f" The testbed's run: `{' '.join(config['argv'])}` at commit "
+                f"{str(config['versions']['git_commit'])[:12]}, K {config['tdf']:g}, MTU {config['mtu']}; its output "
+                f"read here from `{folder}`.")
+    return ""
+
+
+def only_policy(path: Path, hint: str) -> str:
+    """Returns the one policy a compare output holds (its testbed/ folders); refuses none or several (`hint`: how
+    to name one)."""
+    held = sorted(p.name for p in (path / "testbed").glob("*") if p.is_dir())
+    if len(held) != 1:
+        raise InputError(f"{path / 'testbed'}: {'holds the policies ' + ', '.join(held) if held else 'no policy'}"
+                         f"; {hint}")
+    return held[0]
 
 
 @dataclass(frozen=True)
@@ -318,13 +343,7 @@ def parse_case(text: str, policy: str | None, antenna: str, from_s: float) -> Ca
     path = Path(folder)
     if not path.is_dir():
         raise InputError(f"{path}: no such folder (expected a `run_testbed.py compare` output)")
-    if policy is None:
-        held = sorted(p.name for p in (path / "testbed").glob("*") if p.is_dir())
-        if len(held) != 1:
-            raise InputError(f"{path / 'testbed'}: {'holds the policies ' + ', '.join(held) if held else 'no policy'}"
-                             f"; name one with --policy")
-        policy = held[0]
-    return Case(path, policy, antenna, from_s)
+    return Case(path, policy or only_policy(path, "name one with --policy"), antenna, from_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,11 @@ and a query judged by its deadline (on time, or late with an answer) is on time 
 response time is within it.
 Nothing else moves: this is a first-order estimate. The schedulers decide as they did (their feasibility
 check charges the payload), workers batch as they did, the paths' queues and the radio's downlink (answers of a
-few hundred bytes) are as they were, and rejected or unanswered queries stay what they were.
+few hundred bytes) are as they were, the wire's bytes are charged on the radio alone (not on the paths' links),
+and rejected queries, unanswered ones and those failed for another reason stay what they were. Frames the
+simulator did not get through a radio (no `t_sched_ms`) are left out of its replay. Every antenna whose frames
+the simulator sent needs its wire's config and load on the testbed's side (else the one-line error, exit 2).
+The windows are the compare run's (report.json's `window_s`, else 1 s).
 `--results-page` also writes docs/results/radio-whatif.md.
 """
 
@@ -39,13 +43,16 @@ from experiments.radio_sharing import (  # noqa: E402
     MODEL_NAMES,
     MODELS,
     InputError,
+    compare_trace,
+    frame_bytes,
     link_load,
     model_ms,
+    only_policy,
     radio_shape,
     read_frames,
+    run_made,
     wire_ratio,
 )
-from workload.trace import TraceError, read_trace  # noqa: E402
 
 SHIFTED = ("t_sched_ms", "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms", "t_response_ms")
 """A query's times after its send: all move with its radio uplink."""
@@ -56,8 +63,8 @@ INTRO = ("Per compare output below: the simulator's own queries re-judged with e
          "over the simulator's own model (FIFO on the payload), every time of its query after the send with it, "
          "and a query judged by its deadline is on time when its new response is within it. A first-order "
          "estimate: the schedulers' decisions (their feasibility check charges the payload), the workers' "
-         "batches, the paths' queues and the radio's downlink stay as they were, and so do rejected and "
-         "unanswered queries (or failed otherwise). The first row is the simulator as it ran (the compare run's own figures). "
+         "batches, the paths' queues and the radio's downlink stay as they were (the wire's bytes are charged on "
+         "the radio alone), and so do queries rejected, unanswered or failed for another reason. The first row is the simulator as it ran (the compare run's own figures). "
          "[fidelity.md](../fidelity.md) (\"A full link\") says what follows from it.\n")
 
 
@@ -73,28 +80,26 @@ class Rejudged:
     """Queries late as simulated and on time under the model."""
 
 
-def radio_deltas(sim: pa.Table, tb_dir: Path, bytes_by_stream: dict[int, int], model: str) -> np.ndarray:
-    """Returns, per query of the simulator's records `sim`, how much later its frame gets through its antenna's
-    radio under `model` than under FIFO on its payload (0 where it did not cross one); each antenna's radio
-    shape and wire ratio from the testbed's folder `tb_dir`."""
+def radio_deltas(sim: pa.Table, tb_dir: Path, bytes_by_stream: dict[int, int]) -> dict[str, np.ndarray]:
+    """Returns per model of MODELS, per query of the simulator's records `sim`, how much later (ms) its frame gets
+    through its antenna's radio under that model than under FIFO on its payload (0 where it did not cross one);
+    each antenna's radio shape and wire ratio from the testbed's folder `tb_dir` (InputError where it has none)."""
     ant = np.asarray(sim.column("antenna").to_pylist(), dtype=object)
     send = np.asarray(sim.column("t_send_ms").to_numpy(zero_copy_only=False), dtype=np.float64)
     sched = np.asarray(sim.column("t_sched_ms").to_numpy(zero_copy_only=False), dtype=np.float64)
     stream = np.asarray(sim.column("stream_id").to_numpy(zero_copy_only=False), dtype=np.int64)
-    delta = np.zeros(len(send))
+    deltas = {m: np.zeros(len(send)) for m in MODELS}
     for a in sorted(set(ant[np.isfinite(sched)].tolist())):
         shape = radio_shape(tb_dir, a)
         load_s, load_mbps, _ = link_load(tb_dir, a)
         ratio, _ = wire_ratio(read_frames(tb_dir / "records.csv", bytes_by_stream, a), load_s, load_mbps,
                               tb_dir / "link_load.csv")
         idx = np.flatnonzero((ant == a) & np.isfinite(sched))
-        missing = sorted(set(stream[idx].tolist()) - set(bytes_by_stream))
-        if missing:
-            raise InputError(f"simulator records: stream {missing[0]} is not in the trace")
         tx = np.array([bytes_by_stream[s] for s in stream[idx]], dtype=np.float64) / (shape["bw_mbps"] * 1000.0 / 8.0)
         base = model_ms("fifo_payload", send[idx], tx, ratio)
-        delta[idx] = model_ms(model, send[idx], tx, ratio) - base
-    return delta
+        for m in MODELS:
+            deltas[m][idx] = model_ms(m, send[idx], tx, ratio) - base
+    return deltas
 
 
 def rejudge(sim: pa.Table, delta: np.ndarray, deadline_ms: np.ndarray, model: str) -> Rejudged:
@@ -124,11 +129,8 @@ def rejudge(sim: pa.Table, delta: np.ndarray, deadline_ms: np.ndarray, model: st
 
 def analyse(folder: Path, policy: str) -> str:
     """Returns the page's body for one policy of the compare output `folder`."""
-    try:
-        trace = read_trace(folder / "trace.csv")
-    except TraceError as e:
-        raise InputError(str(e)) from None
-    bytes_by_stream = {int(s): int(b) for s, b in zip(trace.stream_id, trace.frame_bytes, strict=True)}
+    trace = compare_trace(folder)
+    bytes_by_stream = frame_bytes(trace)
     deadline_by_stream = {int(s): float(d) for s, d in zip(trace.stream_id, trace.max_delay_ms, strict=True)}
     tb_dir = folder / "testbed" / policy
     tables = {}
@@ -145,26 +147,24 @@ def analyse(folder: Path, policy: str) -> str:
     if missing:
         raise InputError(f"{folder / 'simulator' / policy / 'records.csv'}: stream {missing[0]} is not in the trace")
     deadline = np.array([deadline_by_stream[s] for s in stream], dtype=np.float64)
-    rows = []
-    for model in MODELS:
-        r = rejudge(sim, radio_deltas(sim, tb_dir, bytes_by_stream, model), deadline, model)
-        c = compare_tables({policy: (r.records, tb)}, "", "").policies[0]
-        rows.append(f"| {MODEL_NAMES[model]}{' (as simulated)' if model == 'fifo_payload' else ''} | "
-                    f"{c.simulator.success:.4f} | {c.testbed.success:.4f} | {c.success_diff_pts:+.2f} | "
-                    f"{c.window_correlation:.3f} | {r.late_now} / {r.on_time_now} |")
-    made, own = "", ""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        config = json.loads((tb_dir / "config.json").read_text())
-        made = (f" The testbed's run: `{' '.join(config['argv'])}` at commit "
-                f"{str(config['versions']['git_commit'])[:12]}, K {config['tdf']:g}; its output read here from "
-                f"`{folder}`.")
+    window_s, own = 1.0, ""
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError, StopIteration):
         report = json.loads((folder / "report.json").read_text())
+        window_s = float(report["window_s"])
         p = next(p for p in report["policies"] if p["policy"] == policy)
         own = (f" The simulator's window correlation with itself under other run seeds, as simulated: "
                f"{float(p['simulator_self_correlation']):.3f} (report.json; not simulated again under the other "
                f"models).")
-    return (f"{len(stream)} queries in the simulator, {tb.num_rows} on the testbed.{made}{own}\n\n"
+    rows = []
+    for model, delta in radio_deltas(sim, tb_dir, bytes_by_stream).items():
+        r = rejudge(sim, delta, deadline, model)
+        c = compare_tables({policy: (r.records, tb)}, "", "", window_s).policies[0]
+        corr = "-" if not np.isfinite(c.window_correlation) else f"{c.window_correlation:.3f}"
+        rows.append(f"| {MODEL_NAMES[model]}{' (as simulated)' if model == 'fifo_payload' else ''} | "
+                    f"{c.simulator.success:.4f} | {c.testbed.success:.4f} | {c.success_diff_pts:+.2f} | "
+                    f"{corr} | {r.late_now} / {r.on_time_now} |")
+    return (f"{len(stream)} queries in the simulator, {tb.num_rows} on the testbed; windows of {window_s:g} s."
+            f"{run_made(tb_dir, folder)}{own}\n\n"
             "| simulator's radio uplink | simulator success | testbed success | testbed - simulator (pts) | "
             "window correlation | on time -> late / late -> on time |\n|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n")
@@ -176,12 +176,7 @@ def parse_case(text: str) -> tuple[Path, str]:
     path = Path(folder)
     if not path.is_dir():
         raise InputError(f"{path}: no such folder (expected a `run_testbed.py compare` output)")
-    if not policy:
-        held = sorted(p.name for p in (path / "testbed").glob("*") if p.is_dir())
-        if len(held) != 1:
-            raise InputError(f"{path / 'testbed'}: {'holds the policies ' + ', '.join(held) if held else 'no policy'}"
-                             f"; name one as {path}:POLICY")
-        policy = held[0]
+    policy = policy or only_policy(path, f"name one as {path}:POLICY")
     if not (path / "testbed" / policy).is_dir():
         raise InputError(f"{path / 'testbed' / policy}: no such folder (no testbed run of policy {policy!r})")
     return path, policy

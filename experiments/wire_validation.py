@@ -24,17 +24,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.fidelity import ranking_reversals, series_correlation  # noqa: E402
+from analysis.fidelity import ranking_reversals  # noqa: E402
 from analysis.resultspage import add_results_page_argument, write_results_page  # noqa: E402
-from benchmarks.dilation_ceiling import ceilings, gap_within_simulator, window_bar  # noqa: E402
+from benchmarks.dilation_ceiling import ceilings  # noqa: E402
 from benchmarks.dilation_report import (  # noqa: E402
-    FAITHFUL,
     SUCCESS_MAX_PTS,
     WINDOW_CORR_MIN,
+    paper_checks,
     series_spread,
-    windows_agree,
 )
-from benchmarks.dilation_resim import resimulable, simulate_case  # noqa: E402
+from benchmarks.dilation_resim import (  # noqa: E402
+    kept_correlation,
+    resimulable,
+    series_array,
+    simulate_case,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO / "docs" / "results" / "dilation-cases"
@@ -49,14 +53,17 @@ class Row:
 
     sim: float
     diff_pts: float
+    """Testbed minus simulator success, points."""
     corr: float
+    """Window correlation with the kept testbed series (nan: flat, or none kept)."""
     own_corr: float
     """The simulator's median window correlation with itself across run seeds (nan: flat, or none)."""
     failed: tuple[str, ...]
 
 
 def judge_case(result: dict, ratio: float) -> dict[str, Row]:
-    """Returns per policy of a kept paper case its row under `ratio` (the validation's checks; see the module)."""
+    """Returns per policy of a kept paper case its row under `ratio`, judged by the validation's checks
+    (`benchmarks.dilation_report.paper_checks`); a policy whose testbed series was not kept fails the windows'."""
     ceil = ceilings(result, ratio)
     sim = {p: simulate_case(result, p, wire_ratio=ratio) for p in result["policies"]}
     testbed = {p: v["testbed"] for p, v in result["policies"].items()}
@@ -64,20 +71,15 @@ def judge_case(result: dict, ratio: float) -> dict[str, Row]:
     rows = {}
     for p, v in result["policies"].items():
         success, series = sim[p]
-        kept = np.array([np.nan if x is None else x for x in v.get("series_testbed") or []], dtype=float)
-        n = min(len(kept), len(series))
-        corr = series_correlation(series[:n], kept[:n]) if n else float("nan")
-        spread = series_spread(series, kept) if n else None
-        settled = [x for x in reversed_ if p in x.split(" > ") and not gap_within_simulator(
-            ceil.get(a := x.split(" > ")[0]), ceil.get(b := x.split(" > ")[1]), testbed[a] - testbed[b])]
-        diff = 100 * (v["testbed"] - success)
-        checks = (("success", abs(diff) <= SUCCESS_MAX_PTS),
-                  ("windows", windows_agree({"corr": corr, "spread": spread},
-                                            window_bar(WINDOW_CORR_MIN, ceil.get(p)), WINDOW_CORR_MIN)),
-                  ("verdict", v["verdict"] == FAITHFUL),
-                  (f"ranking: {', '.join(settled)} reversed", not settled))
-        own = ceil[p].corr_median if p in ceil else float("nan")
-        rows[p] = Row(success, diff, corr, own, tuple(name for name, good in checks if not good))
+        kept = v.get("series_testbed")
+        corr = kept_correlation(series, kept) if kept else float("nan")
+        figures = {"diff_pts": 100 * (v["testbed"] - success), "corr": corr, "verdict": v["verdict"],
+                   "spread": series_spread(series, series_array(kept)) if kept else None}
+        failed, _ = paper_checks(p, figures, reversed_, ceil, testbed)
+        if not kept:
+            failed = [("windows: no testbed series kept" if f == "windows" else f) for f in failed]
+        rows[p] = Row(success, figures["diff_pts"], corr, ceil[p].corr_median if p in ceil else float("nan"),
+                      tuple(failed))
     return rows
 
 
@@ -91,17 +93,17 @@ def _checks(row: Row) -> str:
 
 def page(cases: dict[str, dict], ratio: float) -> str:
     """Returns the page's body: every resimulable kept paper case under wire ratios 1.0 and `ratio`."""
-    ratios = (1.0, ratio)
+    ratios = tuple(dict.fromkeys((1.0, ratio)))  # 1.0: the simulator as it runs, always shown
     lines = [f"The kept testbed runs of the time-dilation validation ([dilation.md](dilation.md)) against this "
              f"commit's simulator as `compare` runs it (wire ratio 1.0: each link transmits the payload) and "
              f"charging {ratio:g} x the payload on every link (radio and path), the ratio of the testbed's wires "
-             "([radio-sharing.md](radio-sharing.md)). Each side judged by the validation's checks: success within "
+             "([radio-sharing.md](radio-sharing.md)). Under each ratio, each policy run judged by the validation's checks: success within "
              f"{SUCCESS_MAX_PTS:g} points, the window correlation at least {WINDOW_CORR_MIN:g} or, where lower, the "
              "simulator's own median across run seeds (then the windows also within "
              f"{SUCCESS_MAX_PTS:g} points on average), the same ranking (a reversal by a gap the simulator gives "
              "under another seed excused), the testbed judged faithful (its kept verdict). *Own*: the simulator's "
              "median correlation with itself under that ratio. The schedulers decide with the payload under both "
-             "(as the testbed's do).", "",
+             "(as the testbed's do). A flat series has no correlation (-).", "",
              "| case | policy | testbed | " + " | ".join(
                  f"simulator ({r:g}) | diff (pts) | window corr | own | checks" for r in ratios) + " |",
              "|---|---|---|" + "---|---|---|---|---|" * len(ratios)]
@@ -136,18 +138,31 @@ def page(cases: dict[str, dict], ratio: float) -> str:
 def load_cases(folder: Path) -> dict[str, dict]:
     """Returns the kept paper cases of `folder` by id, in order of lambda then seed. Raises ValueError naming a
     file that cannot be read or is not a kept case."""
-    out = {}
+    out, order = {}, {}
     for path in sorted(folder.glob("paper-*.json")):
         try:
             result = json.loads(path.read_text())
-            if result["kind"] != "paper" or not isinstance(result["policies"], dict):
-                raise KeyError("kind")
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            if result["kind"] != "paper":
+                raise ValueError(f"kind {result['kind']!r}")
+            _, lam, seed = result["id"].split("-")
+            key = (float(lam[1:]), int(seed[1:]))
+            if not (lam[0] == "l" and seed[0] == "s"):
+                raise ValueError(f"id {result['id']!r} is not paper-l<lambda>-s<seed>")
+            if not isinstance(result["argv"], list) or not result["policies"]:
+                raise ValueError("no argv or no policy")
+            for p, v in result["policies"].items():
+                if not (isinstance(v["testbed"], (int, float)) and isinstance(v["verdict"], str)):
+                    raise ValueError(f"policy {p!r}: testbed success or verdict missing")
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read: {e.strerror}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{path}: not a kept paper case ({type(e).__name__}: {e})") from None
-        out[result["id"]] = result
+        if result["id"] in out:
+            raise ValueError(f"{path}: case {result['id']!r} is kept twice in {folder}")
+        out[result["id"]], order[result["id"]] = result, key
     if not out:
         raise ValueError(f"{folder}: no kept paper case (paper-*.json)")
-    return dict(sorted(out.items(), key=lambda kv: tuple(int(x[1:]) for x in kv[0].split("-")[1:3])))
+    return dict(sorted(out.items(), key=lambda kv: order[kv[0]]))
 
 
 def main(argv: list[str] | None = None) -> int:

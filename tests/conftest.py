@@ -78,16 +78,16 @@ def radio_compare(tmp_path: Path):
     """Returns a function writing a small `run_testbed.py compare` output (experiments/radio_sharing.py,
     radio_whatif.py) and giving its folder."""
 
-    def make(pairs: bool = False, deadline_ms: float = 100.0) -> Path:
+    def make(pairs: bool = False, deadline_ms: float = 100.0, name: str = "compare") -> Path:
         """A compare output with one stream of 50 kB frames (1 ms each at 400 Mbit/s) from ant1 every 2 ms for 3 s,
         the testbed's and the simulator's records alike (the scheduler 5 ms after the send, the answer 10 ms
         after it, on time), each query's deadline `deadline_ms`. With `pairs`, a second stream sends beside the
         first in its last second, at the same instants, and the testbed's frames of that second reach the scheduler
         6 ms after the send (4 ms and both shared, 2 ms each), the simulator's 5 and 6 (one after the other); the
-        wire counts the payload (without pairs 1.01 x it)."""
+        wire counts the payload (without pairs 1.01 x it). In tmp_path/`name`."""
         from analysis.records import RECORD_NAMES
 
-        folder = tmp_path / "compare"
+        folder = tmp_path / name
         (folder / "testbed" / "load-balancing").mkdir(parents=True)
         (folder / "simulator" / "load-balancing").mkdir(parents=True)
         trace = ("stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"

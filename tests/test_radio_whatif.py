@@ -4,6 +4,7 @@ compare output written here (tests/conftest.py `radio_compare`), and its one-lin
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,8 @@ def _rows(out: str) -> dict[str, str]:
     return {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
 
 
-def test_sharing_makes_the_simulator_miss_what_the_testbed_missed(radio_compare, capsys: pytest.CaptureFixture) -> None:
-    # deadline 10.5 ms, answers 10 ms after the send; in the last second the pairs' first frames take 1 ms in FIFO
-    # and 2 when shared (+1: late), their second ones 2 in both; the testbed missed those first frames
-    folder = radio_compare(pairs=True, deadline_ms=10.5)
+def _miss_the_pairs_first_frames(folder: Path) -> None:
+    """Has the testbed of a `radio_compare(pairs=True)` output miss the first stream's frames of the last second."""
     path = folder / "testbed" / "load-balancing" / "records.csv"
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
@@ -58,13 +57,32 @@ def test_sharing_makes_the_simulator_miss_what_the_testbed_missed(radio_compare,
             row[13], row[14] = "failed", "deadline"
     with path.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
+
+
+def test_sharing_makes_the_simulator_miss_what_the_testbed_missed(radio_compare, capsys: pytest.CaptureFixture) -> None:
+    # deadline 10.5 ms, answers 10 ms after the send; in the last second the pairs' first frames take 1 ms in FIFO
+    # and 2 when shared (+1: late), their second ones 2 in both; the testbed missed those first frames
+    folder = radio_compare(pairs=True, deadline_ms=10.5)
+    _miss_the_pairs_first_frames(folder)
     assert radio_whatif.main([str(folder)]) == 0
     got = _rows(capsys.readouterr().out)
     # as simulated every query on time (a flat series: no correlation), the testbed 1500 of 2000
-    assert got["FIFO, payload (as simulated)"] == "| FIFO, payload (as simulated) | 1.0000 | 0.7500 | -25.00 | nan | 0 / 0 |"
-    assert got["FIFO, wire bytes"] == "| FIFO, wire bytes | 1.0000 | 0.7500 | -25.00 | nan | 0 / 0 |"  # wire = payload
+    assert got["FIFO, payload (as simulated)"] == "| FIFO, payload (as simulated) | 1.0000 | 0.7500 | -25.00 | - | 0 / 0 |"
+    assert got["FIFO, wire bytes"] == "| FIFO, wire bytes | 1.0000 | 0.7500 | -25.00 | - | 0 / 0 |"  # wire = payload
     assert got["sharing, payload"] == "| sharing, payload | 0.7500 | 0.7500 | +0.00 | 1.000 | 500 / 0 |"
     assert got["sharing, wire bytes"] == "| sharing, wire bytes | 0.7500 | 0.7500 | +0.00 | 1.000 | 500 / 0 |"
+
+
+def test_the_windows_are_the_compare_runs(radio_compare, capsys: pytest.CaptureFixture) -> None:
+    # the same case as above in 3 s windows (report.json's): one window, no correlation either way
+    folder = radio_compare(pairs=True, deadline_ms=10.5, name="wide")
+    _miss_the_pairs_first_frames(folder)
+    (folder / "report.json").write_text(json.dumps({"window_s": 3.0, "policies": [
+        {"policy": "load-balancing", "simulator_self_correlation": 0.5}]}))
+    assert radio_whatif.main([str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "windows of 3 s" in out and "with itself under other run seeds, as simulated: 0.500" in out
+    assert _rows(out)["sharing, payload"] == "| sharing, payload | 0.7500 | 0.7500 | +0.00 | - | 500 / 0 |"
 
 
 def test_wire_bytes_charge_the_measured_ratio(radio_compare, capsys: pytest.CaptureFixture) -> None:
@@ -72,7 +90,7 @@ def test_wire_bytes_charge_the_measured_ratio(radio_compare, capsys: pytest.Capt
     assert radio_whatif.main([str(radio_compare(deadline_ms=10.005))]) == 0
     got = _rows(capsys.readouterr().out)
     assert got["FIFO, payload (as simulated)"].startswith("| FIFO, payload (as simulated) | 1.0000 | 1.0000 | +0.00 |")
-    assert got["FIFO, wire bytes"] == "| FIFO, wire bytes | 0.0000 | 1.0000 | +100.00 | nan | 1500 / 0 |"
+    assert got["FIFO, wire bytes"] == "| FIFO, wire bytes | 0.0000 | 1.0000 | +100.00 | - | 1500 / 0 |"
     assert got["sharing, payload"].endswith("| 0 / 0 |")
 
 

@@ -279,3 +279,34 @@ def test_the_links_carry_the_wire_ratio_times_the_payload() -> None:
 def test_a_wire_ratio_below_one_is_refused(ratio: float) -> None:
     with pytest.raises(ValueError, match="wire_ratio .*: must be a finite number >= 1"):
         SimConfig(wire_ratio=ratio)
+
+
+def test_the_paths_carry_the_wire_ratio_and_the_workers_the_payload() -> None:
+    """Links without order or queues, the same draws under 1.0 and 1.25: a frame's path (scheduler to worker) takes
+    the transmission of 0.25 x its payload longer under 1.25; a batch of one takes the same time under both (the
+    worker's input cost is the payload's)."""
+    system = build_system(load_topology("full-edge"), load_profiles())
+    trace = generate_trace(system.antennas, RateSchedule.constant(10), 10, np.random.default_rng(3))
+    index = {r.name: j for j, r in enumerate(system.resources)}
+    runs = {}
+    for ratio in (1.0, 1.25):
+        recs: list = []
+        Simulation(system, trace, SimConfig(duration_s=10, fifo_links=False, wire_ratio=ratio), seed=4,
+                   record_sink=recs.append).run(policy_index("least-impedance"))
+        rec = {k: np.concatenate([r[k] for r in recs]) for k in recs[0]}
+        at = np.isfinite(rec["t_worker_ms"])
+        runs[ratio] = {(int(s), int(q)): (a, index[f"{v}@{c}"], w - sch, e - b if n == 1 else None)
+                       for s, q, a, v, c, sch, w, b, e, n in zip(
+                           *(rec[k][at] for k in ("stream_id", "query", "antenna", "variant", "cluster", "t_sched_ms",
+                                                  "t_worker_ms", "t_infer_start_ms", "t_infer_end_ms", "batch_size")),
+                           strict=True)}
+    both = [k for k in sorted(set(runs[1.0]) & set(runs[1.25])) if runs[1.0][k][:2] == runs[1.25][k][:2]]
+    assert len(both) > 100
+    ant = np.array([system.antenna_index(runs[1.0][k][0]) for k in both])
+    res = np.array([runs[1.0][k][1] for k in both])
+    nbytes = trace.frame_bytes[np.searchsorted(trace.stream_id, [k[0] for k in both])]
+    longer = np.array([runs[1.25][k][2] - runs[1.0][k][2] for k in both])
+    assert longer == pytest.approx(system.path_ms_per_byte[ant, res] * nbytes * 0.25, abs=1e-6)
+    ones = [k for k in both if runs[1.0][k][3] is not None and runs[1.25][k][3] is not None]
+    assert len(ones) > 100
+    assert [runs[1.25][k][3] for k in ones] == pytest.approx([runs[1.0][k][3] for k in ones], abs=1e-9)

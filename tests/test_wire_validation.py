@@ -44,6 +44,12 @@ def test_a_testbed_like_the_simulator_meets_every_check_and_a_far_one_does_not(t
     swapped = _case(tmp_path / "swapped", {hi: sim[lo], lo: sim[hi]})
     reversal = f"ranking: {hi} > {lo} reversed"
     assert all(reversal in r.failed for r in wire_validation.judge_case(swapped, 1.0).values())
+    # the ratio reaches the simulations (here the other seeds' windows: closest's misses are not its radios')
+    wider = wire_validation.judge_case(same, 1.5)
+    assert wider["closest"].own_corr != pytest.approx(rows["closest"].own_corr, abs=1e-3)
+    # no testbed series kept: the windows cannot be judged, and say so
+    del same["policies"][lo]["series_testbed"]
+    assert wire_validation.judge_case(same, 1.0)[lo].failed == ("windows: no testbed series kept",)
 
 
 def test_the_page_gives_both_ratios_and_what_each_meets(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -59,6 +65,14 @@ def test_the_page_gives_both_ratios_and_what_each_meets(tmp_path: Path, capsys: 
     assert "- wire ratio 1: every check met in 4 of 4 policy runs, the windows' in 4;" in out
     assert "- wire ratio 1.5: every check met in" in out
     assert "Not simulated again (an option the re-simulation does not follow): paper-l60-s5." in out
+    # the ratio 1 is the simulator as it runs: shown once
+    assert wire_validation.main(["--cases", str(tmp_path), "--wire-ratio", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "simulator (1) |" in out and out.count("- wire ratio 1:") == 1 and "4 of 4 policy runs" in out
+
+
+_KEPT = ('{"kind": "paper", "id": "paper-l6-s1", "argv": [], "policies": {"closest": {"testbed": 0.9, '
+         '"verdict": "faithful"}}}')
 
 
 @pytest.mark.parametrize(("files", "args", "message"), [
@@ -66,6 +80,12 @@ def test_the_page_gives_both_ratios_and_what_each_meets(tmp_path: Path, capsys: 
     ({"paper-l6-s1.json": "{"}, [], "paper-l6-s1.json: not a kept paper case (JSONDecodeError"),
     ({"paper-l6-s1.json": '{"kind": "negative", "policies": {}}'}, [], "paper-l6-s1.json: not a kept paper case"),
     ({}, ["--wire-ratio", "0.99"], "--wire-ratio 0.99: must be a finite number >= 1"),
+    ({"paper-l6-s1.json": '{"kind": "paper", "id": "paper-lx-s1", "argv": [], "policies": {}}'}, [],
+     "paper-l6-s1.json: not a kept paper case (ValueError: could not convert"),
+    ({"paper-l6-s1.json": '{"kind": "paper", "id": "paper-l6-s1", "argv": [], "policies": {"closest": {'
+                          '"testbed": 0.9}}}'}, [], "paper-l6-s1.json: not a kept paper case (KeyError: 'verdict')"),
+    ({"paper-l6-s1.json": _KEPT, "paper-l6-s1b.json": _KEPT}, [],
+     "paper-l6-s1b.json: case 'paper-l6-s1' is kept twice in"),
 ])
 def test_bad_input_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture, files: dict[str, str],
                                          args: list[str], message: str) -> None:
