@@ -62,7 +62,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     policies = list(POLICY_NAMES) if args.policy == ALL else [args.policy]
     policies += [ASET] if agent is not None and args.policy == ALL else []
     events = load_events(args.events, topo) if args.events else None
-    config = SimConfig(window_s=args.window, duration_s=duration, capacity_headroom=args.capacity_headroom)
+    config = SimConfig(window_s=args.window, duration_s=duration, capacity_headroom=args.capacity_headroom,
+                       wire_ratio=args.wire_ratio)
     out = Path(args.out) if args.out else None
     print(f"simulating {topo.name} ({len(system.resources)} resources on {len(topo.clusters)} clusters, "
           f"{len(system.antennas)} antennas), {len(trace)} streams, lambda {label}, seed {args.seed}, "
@@ -114,6 +115,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--capacity-headroom", type=float, default=1.0,
                    help="factor on a stream's load in the capacity constraint: 1.2 over-reserves by 20 %% "
                    "(default 1; the paper's eta is the profile's per-variant load weight, not this)")
+    p.add_argument("--wire-ratio", type=float, default=1.0, metavar="R",
+                   help="bytes every link transmits per byte of a message's payload (TCP/IP and HTTP headers; the "
+                   "testbed's wires count about 1.014 at MTU 9000); the workers and schedulers keep the payload "
+                   "(default 1: the payload alone; docs/simulator.md)")
     p.add_argument("--events", type=Path, default=None, metavar="FILE",
                    help="network events file: link changes at given times (docs/network.md#network-events)")
     p.add_argument("--out", default=None, help="folder for records, summaries and plots")

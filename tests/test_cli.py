@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +44,20 @@ def test_simulate_with_lambda_schedule_writes_one_policy(tmp_path: Path) -> None
     assert len(summary["series_success"]) == 20
 
 
+def test_simulate_charges_the_wire_ratio_on_the_links(tmp_path: Path) -> None:
+    up = {}
+    for ratio in ("1", "2"):
+        r = run_cli("simulate", "--topo", "full-edge", "--lambda", "20", "--duration", "5", "--policy", "closest",
+                    "--wire-ratio", ratio, "--out", str(tmp_path / ratio))
+        assert r.returncode == 0, r.stderr
+        with (tmp_path / ratio / "records.csv").open(newline="") as f:
+            up[ratio] = sorted(float(row["t_sched_ms"]) - float(row["t_send_ms"]) for row in csv.DictReader(f)
+                               if row["t_sched_ms"])
+    # the same frames, each up its radio longer by one more transmission of its payload (~0.4-1.5 ms at 400 Mbit/s)
+    assert len(up["1"]) == len(up["2"]) > 100
+    assert 0.3 < float(np.median(np.array(up["2"]) - np.array(up["1"]))) < 2.0
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (("simulate", "--topo", "nowhere"), "unknown topology 'nowhere'"),
     (("simulate", "--topo", "tiny", "--policy", "fastest"), "unknown policy 'fastest'"),
@@ -52,6 +68,7 @@ def test_simulate_with_lambda_schedule_writes_one_policy(tmp_path: Path) -> None
     (("simulate", "--topo", "tiny", "--duration", "nan"), "--duration nan: must be"),
     (("simulate", "--topo", "tiny", "--duration", "5", "--capacity-headroom", "-1"),
      "capacity_headroom -1.0: must be"),
+    (("simulate", "--topo", "tiny", "--duration", "5", "--wire-ratio", "0.5"), "wire_ratio 0.5: must be"),
     (("trace", "--topo", "tiny", "--duration", "-3", "-o", "/tmp/never.csv"), "--duration -3.0: must be"),
     (("--topo", "tiny", "--policy", "aset"), "--policy aset needs --agent"),
     (("simulate", "--topo", "tiny", "--policy", "aset"), "--policy aset needs --agent"),
