@@ -45,6 +45,7 @@ def simulate_policy(system: SystemModel, trace: Trace, policy: str, config: SimC
                                     policy=policy, seed=seed, lambda_per_min=lambda_label,
                                     duration_s=sim.end_s, extra={"streams": len(trace),
                                                                  "profiles": system.profiles.source,
+                                                                 "wire_ratio": config.wire_ratio,
                                                                  **events_summary(events, sim.end_s)})
     if out_dir is not None:
         summary.write_json(out_dir / "summary.json")

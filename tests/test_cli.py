@@ -53,6 +53,7 @@ def test_simulate_charges_the_wire_ratio_on_the_links(tmp_path: Path) -> None:
         with (tmp_path / ratio / "records.csv").open(newline="") as f:
             up[ratio] = sorted(float(row["t_sched_ms"]) - float(row["t_send_ms"]) for row in csv.DictReader(f)
                                if row["t_sched_ms"])
+        assert json.loads((tmp_path / ratio / "summary.json").read_text())["extra"]["wire_ratio"] == float(ratio)
     # the same frames, each up its radio longer by one more transmission of its payload (~0.4-1.5 ms at 400 Mbit/s)
     assert len(up["1"]) == len(up["2"]) > 100
     assert 0.3 < float(np.median(np.array(up["2"]) - np.array(up["1"]))) < 2.0
