@@ -221,8 +221,9 @@ def seconds_text(seconds: np.ndarray) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
-def _cell(x: float) -> str:
-    return "-" if not np.isfinite(x) else f"{x:.2f}"
+def cell(x: float, fmt: str = ".2f") -> str:
+    """Returns a table cell: `x` formatted, or "-" where it is not a finite number (no value, no correlation)."""
+    return "-" if not np.isfinite(x) else format(x, fmt)
 
 
 def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
@@ -250,9 +251,9 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
     for name, observed, model, gap in [(MODEL_NAMES[k], med_tb, med[k], med[k] - med["fifo_payload"])
                                        for k in MODELS] + [("simulator: FIFO, payload", med_sim, med_sim_fifo, None)]:
         offset, mae, worst = fit(observed - model, quiet, full)
-        cells = [_cell(offset), _cell(mae), _cell(worst)]
+        cells = [cell(offset), cell(mae), cell(worst)]
         if gap is not None:  # the gap between the sides against what the model adds to the simulator's FIFO
-            cells.append(_cell(fit((med_tb - med_sim) - gap, quiet, full)[1]))
+            cells.append(cell(fit((med_tb - med_sim) - gap, quiet, full)[1]))
         else:
             cells.append("-")
         summary.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -262,9 +263,9 @@ def analyse(folder: Path, policy: str, antenna: str, from_s: float) -> str:
     p90_sim = per_second(sim.send_ms, sim.uplink_ms, seconds[shown], 0.9)
     rows = []
     for k, j in enumerate(np.flatnonzero(shown)):
-        rows.append(f"| {int(seconds[j])} | {_cell(sec_busy[j])} | {_cell(med_tb[j])} / {_cell(p90_tb[k])} | "
-                    f"{_cell(med_sim[j])} / {_cell(p90_sim[k])} | "
-                    + " | ".join(f"{_cell(med[m][j])} / {_cell(p90[m][k])}" for m in MODELS) + " |")
+        rows.append(f"| {int(seconds[j])} | {cell(sec_busy[j])} | {cell(med_tb[j])} / {cell(p90_tb[k])} | "
+                    f"{cell(med_sim[j])} / {cell(p90_sim[k])} | "
+                    + " | ".join(f"{cell(med[m][j])} / {cell(p90[m][k])}" for m in MODELS) + " |")
     head = ("| virtual s | radio busy | testbed measured | simulator measured | "
             + " | ".join(MODEL_NAMES[m] for m in MODELS) + " |\n|---|---|---|---|" + "---|" * len(MODELS))
     made = run_made(tb_dir, folder)

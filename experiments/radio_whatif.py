@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from experiments.radio_sharing import (  # noqa: E402
     MODEL_NAMES,
     MODELS,
     InputError,
+    cell,
     compare_trace,
     frame_bytes,
     link_load,
@@ -147,10 +149,17 @@ def analyse(folder: Path, policy: str) -> str:
     if missing:
         raise InputError(f"{folder / 'simulator' / policy / 'records.csv'}: stream {missing[0]} is not in the trace")
     deadline = np.array([deadline_by_stream[s] for s in stream], dtype=np.float64)
-    window_s, own = 1.0, ""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, StopIteration):
+    window_s, own, report = 1.0, "", {}
+    with contextlib.suppress(OSError, ValueError):
         report = json.loads((folder / "report.json").read_text())
-        window_s = float(report["window_s"])
+    if isinstance(report, dict) and "window_s" in report:
+        try:
+            window_s = float(report["window_s"])
+        except (TypeError, ValueError):
+            window_s = math.nan
+        if not (math.isfinite(window_s) and window_s > 0):
+            raise InputError(f"{folder / 'report.json'}: window_s {report['window_s']!r} is not a number of seconds > 0")
+    with contextlib.suppress(KeyError, TypeError, ValueError, StopIteration):
         p = next(p for p in report["policies"] if p["policy"] == policy)
         own = (f" The simulator's window correlation with itself under other run seeds, as simulated: "
                f"{float(p['simulator_self_correlation']):.3f} (report.json; not simulated again under the other "
@@ -159,10 +168,9 @@ def analyse(folder: Path, policy: str) -> str:
     for model, delta in radio_deltas(sim, tb_dir, bytes_by_stream).items():
         r = rejudge(sim, delta, deadline, model)
         c = compare_tables({policy: (r.records, tb)}, "", "", window_s).policies[0]
-        corr = "-" if not np.isfinite(c.window_correlation) else f"{c.window_correlation:.3f}"
         rows.append(f"| {MODEL_NAMES[model]}{' (as simulated)' if model == 'fifo_payload' else ''} | "
                     f"{c.simulator.success:.4f} | {c.testbed.success:.4f} | {c.success_diff_pts:+.2f} | "
-                    f"{corr} | {r.late_now} / {r.on_time_now} |")
+                    f"{cell(c.window_correlation, '.3f')} | {r.late_now} / {r.on_time_now} |")
     return (f"{len(stream)} queries in the simulator, {tb.num_rows} on the testbed; windows of {window_s:g} s."
             f"{run_made(tb_dir, folder)}{own}\n\n"
             "| simulator's radio uplink | simulator success | testbed success | testbed - simulator (pts) | "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +39,13 @@ from benchmarks.dilation_resim import (  # noqa: E402
     series_array,
     simulate_case,
 )
+from experiments.radio_sharing import cell  # noqa: E402
+from simulator.engine import SimConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO / "docs" / "results" / "dilation-cases"
+PAPER_ID = re.compile(r"paper-l(\d+(?:\.\d+)?)-s(\d+)")
+"""A kept paper case's id (and file name): its lambda and seed."""
 MEASURED_RATIO = 1.0138
 """The wire's bytes over the frames' payload on the testbed's radios (docs/results/radio-sharing.md: 1.0134, 1.0143
 and 1.0138 on its three radios, MTU 9000)."""
@@ -83,10 +87,6 @@ def judge_case(result: dict, ratio: float) -> dict[str, Row]:
     return rows
 
 
-def _num(x: float, fmt: str = ".3f") -> str:
-    return "-" if not math.isfinite(x) else format(x, fmt)
-
-
 def _checks(row: Row) -> str:
     return "yes" if not row.failed else "NO (" + ", ".join(row.failed) + ")"
 
@@ -96,13 +96,13 @@ def page(cases: dict[str, dict], ratio: float) -> str:
     ratios = tuple(dict.fromkeys((1.0, ratio)))  # 1.0: the simulator as it runs, always shown
     lines = [f"The kept testbed runs of the time-dilation validation ([dilation.md](dilation.md)) against this "
              f"commit's simulator as `compare` runs it (wire ratio 1.0: each link transmits the payload) and "
-             f"charging {ratio:g} x the payload on every link (radio and path), the ratio of the testbed's wires "
-             "([radio-sharing.md](radio-sharing.md)). Under each ratio, each policy run judged by the validation's checks: success within "
+             f"charging {ratio:g} x the payload on every link (radio and path; the testbed's wires counted "
+             f"{MEASURED_RATIO:g} x, [radio-sharing.md](radio-sharing.md)). Under each ratio, each policy run judged by the validation's checks: success within "
              f"{SUCCESS_MAX_PTS:g} points, the window correlation at least {WINDOW_CORR_MIN:g} or, where lower, the "
              "simulator's own median across run seeds (then the windows also within "
              f"{SUCCESS_MAX_PTS:g} points on average), the same ranking (a reversal by a gap the simulator gives "
              "under another seed excused), the testbed judged faithful (its kept verdict). *Own*: the simulator's "
-             "median correlation with itself under that ratio. The schedulers decide with the payload under both "
+             "median correlation with itself under that ratio. The schedulers decide with the payload under each "
              "(as the testbed's do). A flat series has no correlation (-).", "",
              "| case | policy | testbed | " + " | ".join(
                  f"simulator ({r:g}) | diff (pts) | window corr | own | checks" for r in ratios) + " |",
@@ -121,9 +121,9 @@ def page(cases: dict[str, dict], ratio: float) -> str:
             for r in ratios:
                 row = judged[r][p]
                 passed[r] += not row.failed
-                windows[r] += "windows" not in row.failed
+                windows[r] += not any(f.startswith("windows") for f in row.failed)
                 absdiff[r].append(abs(row.diff_pts))
-                cells.append(f"{row.sim:.4f} | {row.diff_pts:+.2f} | {_num(row.corr)} | {_num(row.own_corr)} | "
+                cells.append(f"{row.sim:.4f} | {row.diff_pts:+.2f} | {cell(row.corr, '.3f')} | {cell(row.own_corr, '.3f')} | "
                              f"{_checks(row)}")
             lines.append(f"| {cid} | {p} | {v['testbed']:.4f} | " + " | ".join(cells) + " |")
     n = len(absdiff[1.0])
@@ -144,10 +144,10 @@ def load_cases(folder: Path) -> dict[str, dict]:
             result = json.loads(path.read_text())
             if result["kind"] != "paper":
                 raise ValueError(f"kind {result['kind']!r}")
-            _, lam, seed = result["id"].split("-")
-            key = (float(lam[1:]), int(seed[1:]))
-            if not (lam[0] == "l" and seed[0] == "s"):
-                raise ValueError(f"id {result['id']!r} is not paper-l<lambda>-s<seed>")
+            found = PAPER_ID.fullmatch(str(result["id"]))
+            if found is None or result["id"] != path.stem:
+                raise ValueError(f"id {result['id']!r} is not paper-l<lambda>-s<seed> named as its file")
+            key = (float(found[1]), int(found[2]))
             if not isinstance(result["argv"], list) or not result["policies"]:
                 raise ValueError("no argv or no policy")
             for p, v in result["policies"].items():
@@ -173,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="bytes on the wire per byte of payload (default %(default)s, measured)")
     add_results_page_argument(ap, "wire-validation")
     args = ap.parse_args(argv)
-    if not (math.isfinite(args.wire_ratio) and args.wire_ratio >= 1.0):
-        print(f"error: --wire-ratio {args.wire_ratio!r}: must be a finite number >= 1", file=sys.stderr)
+    try:
+        SimConfig(wire_ratio=args.wire_ratio)  # refuses a ratio below 1, nan or inf
+    except ValueError as e:
+        print(f"error: --wire-ratio: {e}", file=sys.stderr)
         return 2
     try:
         cases = load_cases(args.cases)

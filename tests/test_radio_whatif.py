@@ -85,6 +85,25 @@ def test_the_windows_are_the_compare_runs(radio_compare, capsys: pytest.CaptureF
     assert _rows(out)["sharing, payload"] == "| sharing, payload | 0.7500 | 0.7500 | +0.00 | - | 500 / 0 |"
 
 
+@pytest.mark.parametrize("window", [0, -1, "soon"])
+def test_a_bad_window_in_the_report_is_named(radio_compare, capsys: pytest.CaptureFixture, window: object) -> None:
+    folder = radio_compare()
+    (folder / "report.json").write_text(json.dumps({"window_s": window}))
+    assert radio_whatif.main([str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"report.json: window_s {window!r} is not a number of seconds > 0" in err and "\n" not in err
+
+
+def test_a_report_without_its_window_keeps_1_s_and_the_simulators_own(radio_compare,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    folder = radio_compare()
+    (folder / "report.json").write_text(json.dumps({"policies": [
+        {"policy": "load-balancing", "simulator_self_correlation": 0.25}]}))
+    assert radio_whatif.main([str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "windows of 1 s" in out and "as simulated: 0.250" in out
+
+
 def test_wire_bytes_charge_the_measured_ratio(radio_compare, capsys: pytest.CaptureFixture) -> None:
     # one frame of 1 ms every 2 ms, the wire 1.01 x the payload: +0.01 ms on wire bytes, late past a 10.005 ms deadline
     assert radio_whatif.main([str(radio_compare(deadline_ms=10.005))]) == 0

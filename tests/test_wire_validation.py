@@ -65,6 +65,18 @@ def test_the_page_gives_both_ratios_and_what_each_meets(tmp_path: Path, capsys: 
     assert "- wire ratio 1: every check met in 4 of 4 policy runs, the windows' in 4;" in out
     assert "- wire ratio 1.5: every check met in" in out
     assert "Not simulated again (an option the re-simulation does not follow): paper-l60-s5." in out
+    # lambda in numbers (6 before 60 before 100), and a run without a kept series counted as not meeting the windows
+    for cid in ("paper-l100-s1", "paper-l6-s1"):
+        case = _case(tmp_path, sim, cid=cid)
+        if cid == "paper-l6-s1":
+            del case["policies"]["closest"]["series_testbed"]
+            (tmp_path / f"{cid}.json").write_text(json.dumps(case))
+    assert list(wire_validation.load_cases(tmp_path)) == ["paper-l6-s1", "paper-l60-s3", "paper-l60-s4",
+                                                         "paper-l60-s5", "paper-l100-s1"]
+    assert wire_validation.main(["--cases", str(tmp_path), "--wire-ratio", "1"]) == 0
+    assert "every check met in 7 of 8 policy runs, the windows' in 7;" in capsys.readouterr().out
+    for cid in ("paper-l100-s1", "paper-l6-s1"):
+        (tmp_path / f"{cid}.json").unlink()
     # the ratio 1 is the simulator as it runs: shown once
     assert wire_validation.main(["--cases", str(tmp_path), "--wire-ratio", "1"]) == 0
     out = capsys.readouterr().out
@@ -79,13 +91,15 @@ _KEPT = ('{"kind": "paper", "id": "paper-l6-s1", "argv": [], "policies": {"close
     ({}, [], "no kept paper case (paper-*.json)"),
     ({"paper-l6-s1.json": "{"}, [], "paper-l6-s1.json: not a kept paper case (JSONDecodeError"),
     ({"paper-l6-s1.json": '{"kind": "negative", "policies": {}}'}, [], "paper-l6-s1.json: not a kept paper case"),
-    ({}, ["--wire-ratio", "0.99"], "--wire-ratio 0.99: must be a finite number >= 1"),
+    ({}, ["--wire-ratio", "0.99"], "--wire-ratio: wire_ratio 0.99: must be a finite number >= 1"),
     ({"paper-l6-s1.json": '{"kind": "paper", "id": "paper-lx-s1", "argv": [], "policies": {}}'}, [],
-     "paper-l6-s1.json: not a kept paper case (ValueError: could not convert"),
+     "paper-l6-s1.json: not a kept paper case (ValueError: id 'paper-lx-s1' is not"),
     ({"paper-l6-s1.json": '{"kind": "paper", "id": "paper-l6-s1", "argv": [], "policies": {"closest": {'
                           '"testbed": 0.9}}}'}, [], "paper-l6-s1.json: not a kept paper case (KeyError: 'verdict')"),
-    ({"paper-l6-s1.json": _KEPT, "paper-l6-s1b.json": _KEPT}, [],
-     "paper-l6-s1b.json: case 'paper-l6-s1' is kept twice in"),
+    ({"paper-l6-s1.json": _KEPT, "paper-l6-s2.json": _KEPT}, [],
+     "paper-l6-s2.json: not a kept paper case (ValueError: id 'paper-l6-s1' is not paper-l<lambda>-s<seed> named"),
+    ({"paper-l6-s1.json": _KEPT.replace("paper-l6-s1", "bench-l6-s1")}, [], "is not paper-l<lambda>-s<seed>"),
+    ({"paper-l6-s1.json": _KEPT.replace("paper-l6-s1", "paper-l6-x1")}, [], "is not paper-l<lambda>-s<seed>"),
 ])
 def test_bad_input_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture, files: dict[str, str],
                                          args: list[str], message: str) -> None:
