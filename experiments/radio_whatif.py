@@ -66,7 +66,8 @@ INTRO = ("Per compare output below: the simulator's own queries re-judged with e
          "and a query judged by its deadline is on time when its new response is within it. A first-order "
          "estimate: the schedulers' decisions (their feasibility check charges the payload), the workers' "
          "batches, the paths' queues and the radio's downlink stay as they were (the wire's bytes are charged on "
-         "the radio alone), and so do queries rejected, unanswered or failed for another reason. The first row is the simulator as it ran (the compare run's own figures). "
+         "the radio alone), and so do queries rejected, unanswered or failed for another reason. The first row "
+         "is the simulator as it ran (the compare run's own figures). "
          "[fidelity.md](../fidelity.md) (\"A full link\") says what follows from it.\n")
 
 
