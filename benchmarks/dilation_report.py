@@ -20,7 +20,7 @@ from analysis.pairing import pair_misses, self_cell
 from analysis.records import read_records
 from analysis.resultspage import machine
 from benchmarks.dilation_ceiling import Ceiling, ceilings, gap_within_simulator, window_bar
-from benchmarks.dilation_resim import case_arg, resimulated_section, series_array, window_series
+from benchmarks.dilation_resim import case_arg, paper_id, resimulated_section, series_array, window_series
 from live.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -324,7 +324,7 @@ def seed_spread(done: dict[str, dict], passed: dict[tuple[str, str], bool]) -> l
     groups: dict[tuple[str, str, str], list[tuple[dict, dict]]] = {}
     for r in (r for r in done.values() if r["kind"] == "paper"):
         for p, v in r["policies"].items():
-            groups.setdefault((r["id"].split("-")[1][1:], case_arg(r, "--tdf"), p), []).append((r, v))
+            groups.setdefault((paper_id(r["id"])[0], case_arg(r, "--tdf"), p), []).append((r, v))
     if not groups:
         return []
     lines = ["", "Over the seeds (each lambda, K and policy; ranges are min to max):", "",
@@ -339,7 +339,7 @@ def seed_spread(done: dict[str, dict], passed: dict[tuple[str, str], bool]) -> l
         return lo if lo == hi else f"{lo} to {hi}"
 
     for (lam, k, p), rows in groups.items():
-        seeds = ", ".join(r["id"].split("-")[2][1:] for r, _ in rows)
+        seeds = ", ".join(paper_id(r["id"])[1] for r, _ in rows)
         ok = sum(passed.get((r["id"], p), False) for r, _ in rows)
         lines.append(f"| {lam} | {k} | {p} | {seeds} | {span([v['sim'] for _, v in rows], '.3f')} | "
                      f"{span([v['testbed'] for _, v in rows], '.3f')} | {span([v['diff_pts'] for _, v in rows], '+.2f')} | "
@@ -414,7 +414,7 @@ def report(keep: Path, planned: list[str] | None = None) -> tuple[str, bool]:
     for cid, r in done.items():
         if r["kind"] != "paper":
             continue
-        lam, seed = cid.split("-")[1][1:], cid.split("-")[2][1:]
+        lam, seed = paper_id(cid)
         reversed_ = ranking_reversals({p: v["sim"] for p, v in r["policies"].items()},
                                       {p: v["testbed"] for p, v in r["policies"].items()})
         ceil = ceilings(r)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,19 @@ def case_arg(result: dict, option: str) -> str:
     return argv[argv.index(option) + 1] if option in argv else ""
 
 
+PAPER_ID = re.compile(r"paper-l(\d+(?:\.\d+)?)-s(\d+)")
+"""A kept paper case's id: `paper-l<lambda>-s<seed>`."""
+
+
+def paper_id(case_id: str) -> tuple[str, str]:
+    """Returns the lambda and seed of a kept paper case's id, as written in it. Raises ValueError for an id that
+    is not `paper-l<lambda>-s<seed>`."""
+    found = PAPER_ID.fullmatch(case_id)
+    if found is None:
+        raise ValueError(f"id {case_id!r} is not paper-l<lambda>-s<seed>")
+    return found[1], found[2]
+
+
 NOT_FOLLOWED = ("--profiles", "--profile-scale", "--real-workers", "--events", "--calibrate", "--trace")
 """compare's options whose runs this re-simulation would not reproduce."""
 
@@ -48,7 +62,7 @@ def resimulable(result: dict) -> bool:
 
 def case_seed(result: dict) -> int:
     """Returns the workload seed of a kept paper case (its argv's --seed, else its id's `s<seed>`)."""
-    return int(case_arg(result, "--seed") or result["id"].split("-")[2][1:])
+    return int(case_arg(result, "--seed") or paper_id(result["id"])[1])
 
 
 def simulate_case(result: dict, policy: str, run_seed: int | None = None,
@@ -68,7 +82,7 @@ def missed_case(result: dict, policy: str, run_seed: int | None = None, wire_rat
 
 def _case(result: dict, policy: str, run_seed: int | None) -> tuple[str, str, int, float, str, int]:
     seed = case_seed(result)
-    return (case_arg(result, "--topo"), case_arg(result, "--lambda") or result["id"].split("-")[1][1:], seed,
+    return (case_arg(result, "--topo"), case_arg(result, "--lambda") or paper_id(result["id"])[0], seed,
             float(case_arg(result, "--duration")), policy, seed if run_seed is None else run_seed)
 
 
@@ -132,7 +146,7 @@ def resimulated_section(done: dict[str, dict], max_pts: float) -> list[str]:
         if not resimulable(r):
             skipped.append(cid)
             continue
-        _, lam, seed = cid.split("-")
+        lam, seed = paper_id(cid)
         for p, v in r["policies"].items():
             now, series = simulate_case(r, p)
             diff = 100 * (v["testbed"] - now)
@@ -140,7 +154,7 @@ def resimulated_section(done: dict[str, dict], max_pts: float) -> list[str]:
             corr = "-" if kept is None else f"{kept_correlation(series, kept):.3f}"
             at_run.append(abs(v["diff_pts"]))
             now_all.append(abs(diff))
-            lines.append(f"| {lam[1:]} | {seed[1:]} | {p} | {v['testbed']:.4f} | {v['sim']:.4f} | "
+            lines.append(f"| {lam} | {seed} | {p} | {v['testbed']:.4f} | {v['sim']:.4f} | "
                          f"{now:.4f} | {v['diff_pts']:+.2f} | {diff:+.2f} | {'yes' if abs(diff) <= max_pts else 'NO'} | "
                          f"{corr} |")
     if skipped:

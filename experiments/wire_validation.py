@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from benchmarks.dilation_report import (  # noqa: E402
 )
 from benchmarks.dilation_resim import (  # noqa: E402
     kept_correlation,
+    paper_id,
     resimulable,
     series_array,
     simulate_case,
@@ -44,8 +44,6 @@ from simulator.engine import SimConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO / "docs" / "results" / "dilation-cases"
-PAPER_ID = re.compile(r"paper-l(\d+(?:\.\d+)?)-s(\d+)")
-"""A kept paper case's id (and file name): its lambda and seed."""
 MEASURED_RATIO = 1.0138
 """The wire's bytes over the frames' payload on the testbed's radios (docs/results/radio-sharing.md: 1.0134, 1.0143
 and 1.0138 on its three radios, MTU 9000)."""
@@ -145,10 +143,10 @@ def load_cases(folder: Path) -> dict[str, dict]:
             result = json.loads(path.read_text())
             if result["kind"] != "paper":
                 raise ValueError(f"kind {result['kind']!r}")
-            found = PAPER_ID.fullmatch(str(result["id"]))
-            if found is None or result["id"] != path.stem:
-                raise ValueError(f"id {result['id']!r} is not paper-l<lambda>-s<seed> named as its file")
-            key = (float(found[1]), int(found[2]))
+            lam, seed = paper_id(str(result["id"]))
+            if result["id"] != path.stem:
+                raise ValueError(f"id {result['id']!r} is not its file's name")
+            key = (float(lam), int(seed))
             if not isinstance(result["argv"], list) or not result["policies"]:
                 raise ValueError("no argv or no policy")
             for p, v in result["policies"].items():

@@ -279,3 +279,14 @@ def test_bench_rates_start_low_only_undilated(vd, tmp_path) -> None:
     assert vd.bench_rates(4.0) == vd.bench_rates(40.0) == "100,200,400,800,1600"
     k1 = next(c for c in _cases(vd, tmp_path) if c.id == "bench-k1")
     assert k1.argv[k1.argv.index("--rates") + 1] == vd.bench_rates(1.0)
+
+
+def test_a_kept_cases_id_gives_its_lambda_and_seed_as_written() -> None:
+    from benchmarks.dilation_resim import case_seed, paper_id
+
+    assert paper_id("paper-l60-s2") == ("60", "2") and paper_id("paper-l6.5-s13") == ("6.5", "13")
+    for bad in ("paper-l60-2", "bench-l60-s2", "paper-l60-s2-x", "paper-l-s2"):
+        with pytest.raises(ValueError, match=re.escape(f"id {bad!r} is not paper-l<lambda>-s<seed>")):
+            paper_id(bad)
+    assert case_seed({"id": "paper-l60-s3", "argv": ["compare"]}) == 3
+    assert case_seed({"id": "paper-l60-s3", "argv": ["compare", "--seed", "7"]}) == 7

@@ -97,7 +97,7 @@ _KEPT = ('{"kind": "paper", "id": "paper-l6-s1", "argv": [], "policies": {"close
     ({"paper-l6-s1.json": '{"kind": "paper", "id": "paper-l6-s1", "argv": [], "policies": {"closest": {'
                           '"testbed": 0.9}}}'}, [], "paper-l6-s1.json: not a kept paper case (KeyError: 'verdict')"),
     ({"paper-l6-s1.json": _KEPT, "paper-l6-s2.json": _KEPT}, [],
-     "paper-l6-s2.json: not a kept paper case (ValueError: id 'paper-l6-s1' is not paper-l<lambda>-s<seed> named"),
+     "paper-l6-s2.json: not a kept paper case (ValueError: id 'paper-l6-s1' is not its file's name"),
     ({"paper-l6-s1.json": _KEPT.replace("paper-l6-s1", "bench-l6-s1")}, [], "is not paper-l<lambda>-s<seed>"),
     ({"paper-l6-s1.json": _KEPT.replace("paper-l6-s1", "paper-l6-x1")}, [], "is not paper-l<lambda>-s<seed>"),
 ])
