@@ -17,6 +17,7 @@ what its one send socket fails to send is lost uncounted. A live run widens both
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,7 +188,7 @@ def ovs_port_sockets(ports: set[str] | None = None, ss_output: str | None = None
     interfaces, a run's own), or None when ss cannot be run. `ss_output`: that command's output (tests)."""
     if ss_output is None:
         try:
-            done = sh.run(["ss", "-0", "-m", "-p", "-n", "-O"], check=False)
+            done = sh.run(["ss", "-0", "-m", "-p", "-n", "-O"], check=False, timeout_s=READ_TIMEOUT_S)
         except CommandError:  # no ss, or it hung
             return None
         if done.returncode != 0:
@@ -249,12 +250,13 @@ def drops_since(start: DropsStart) -> int | None:
 class RunDrops:
     """What a run's switch-socket drops count from: `start` (a `drops_start` reading of `plan`'s ports, None
     without ovs-vswitchd sockets), read again once the run's clock passes `from_s` (virtual epoch s: the end of a
-    `--tdf auto` pilot's warm-up, which its verdict leaves out; None: never). A failed second reading keeps the
-    first."""
+    `--tdf auto` pilot's warm-up, which its verdict leaves out; None: never). The second reading runs beside the
+    run's loop (`ss` may take up to READ_TIMEOUT_S), and `lost` waits for it; a failed one keeps the first."""
 
     plan: NetworkPlan
     start: DropsStart | None
     from_s: float | None = None
+    _reading: threading.Thread | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def of(cls, plan: NetworkPlan, ovs_sockets: bool, from_s: float | None = None) -> RunDrops:
@@ -262,12 +264,25 @@ class RunDrops:
         return cls(plan, drops_start(plan) if ovs_sockets else None, from_s)
 
     def at(self, now_s: float, read: Callable[[], DropsStart | None] | None = None) -> None:
-        """Called as the run's clock reads `now_s`: reads the start again (`read`, else `drops_start`) the first
-        time it is past `from_s`."""
+        """Called as the run's clock reads `now_s`: starts reading the start again (`read`, else `drops_start`) the
+        first time it is past `from_s`, and returns at once."""
         if self.start is not None and self.from_s is not None and now_s >= self.from_s:
-            reading = read() if read is not None else drops_start(self.plan)
-            self.start, self.from_s = reading or self.start, None
+            self.from_s = None
+            reader = read if read is not None else (lambda: drops_start(self.plan))
+
+            def reread() -> None:
+                self.start = reader() or self.start
+
+            self._reading = threading.Thread(target=reread, name="switch-drops", daemon=True)
+            self._reading.start()
+
+    def settled(self) -> None:
+        """Waits for a second reading under way (`at`)."""
+        if self._reading is not None:
+            self._reading.join()
+            self._reading = None
 
     def lost(self) -> int | None:
         """Returns the frames lost since the start (None: no sockets, or they can no longer be read)."""
+        self.settled()
         return None if self.start is None else drops_since(self.start)

@@ -263,8 +263,11 @@ def test_the_drops_of_ovs_vswitchds_port_sockets_are_read_from_ss_per_socket() -
 
 
 def test_a_pilots_switch_drops_count_from_the_end_of_its_warm_up() -> None:
-    """The run's start reading is read again once, the first time its clock is past `from_s`; a failed second
-    reading keeps the first; a run without sockets, or whole (no `from_s`), never reads again."""
+    """The run's start reading is read again once, the first time its clock is past `from_s`, beside the run's
+    loop (`at` returns before a slow reading ends; `lost` waits for it); a failed second reading keeps the first; a
+    run without sockets, or whole (no `from_s`), never reads again."""
+    import threading
+
     from testbed.portcounters import RunDrops
 
     first, second = ({"p"}, {"s": 5}), ({"p"}, {"s": 9})
@@ -277,12 +280,23 @@ def test_a_pilots_switch_drops_count_from_the_end_of_its_warm_up() -> None:
     drops = RunDrops(None, first, from_s=102.0)  # type: ignore[arg-type]
     drops.at(101.999, read)
     assert drops.start == first and not reads
-    drops.at(102.0, read)
-    assert drops.start == second and drops.from_s is None and len(reads) == 1
+    release = threading.Event()
+
+    def slow_read():
+        assert release.wait(10.0)
+        return read()
+
+    drops.at(102.0, slow_read)
+    assert drops.start == first and drops.from_s is None and not reads  # the loop goes on meanwhile
+    release.set()
+    drops.settled()
+    assert drops.start == second and len(reads) == 1
     drops.at(103.0, read)
+    drops.settled()
     assert len(reads) == 1
     failed = RunDrops(None, first, from_s=102.0)  # type: ignore[arg-type]
     failed.at(102.5, lambda: None)
+    failed.settled()
     assert failed.start == first and failed.from_s is None
     for never in (RunDrops(None, None, from_s=102.0), RunDrops(None, first)):  # type: ignore[arg-type]
         never.at(200.0, read)
