@@ -7,15 +7,18 @@ the same model alone, one thread pinned to the real workers' CPU, one batch afte
 run's real replica (at K = 4 the demonstration's computes ~55 ms a frame, stays busy until 4x that while its
 batch's virtual time passes, and takes the next of its ~10 frames a virtual second: 250-350 ms idle between batches),
 and reports the spread a run would have been judged on: p95 over the median, the medians of 4 s windows (one
-virtual second at K = 4) and the stretches of windows slower than SLOW_SHARE over the whole median.
+virtual second at K = 4) and the stretches of windows slower than SLOW_SHARE over the whole median. With
+`--also MODEL` a second model takes turns with the first, batch by batch: where both slow down in the same windows,
+by the same share, the core itself ran slower, not the one model.
 
-    .venv/bin/python benchmarks/bench_core_steadiness.py [--model mobilenet-ssd] [--seconds 180]
-                                                         [--idle-ms 250,350] [--results-page]
+    .venv/bin/python benchmarks/bench_core_steadiness.py [--model mobilenet-ssd] [--also tiny-yolov2]
+                                                         [--seconds 180] [--idle-ms 250,350] [--results-page]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -83,39 +86,67 @@ def time_alone(model: str, seconds: float, idle_ms: tuple[float, float], cpu: in
                ) -> tuple[np.ndarray, np.ndarray]:
     """Times batches of one frame of zoo model `model` (one intra-op thread) on CPU `cpu`, each after a uniform
     idle time in `idle_ms`, for `seconds`; returns their start (s) and duration (ms)."""
+    return time_alternating([model], seconds, idle_ms, cpu, seed)[model]
+
+
+def time_alternating(models: list[str], seconds: float, idle_ms: tuple[float, float], cpu: int, seed: int = 1
+                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """As `time_alone`, the batches taking turns among `models` (each after its idle time), so that they see the
+    same seconds of the core; returns each model's starts (s) and durations (ms)."""
     from workers.modelconfig import load_model
     from workers.runtime import make_session
 
-    config = load_model(model)
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cpu})
     try:
-        session = make_session(config.onnx_path, "cpu", 1)
-        name = session.get_inputs()[0].name
-        x = np.random.default_rng(seed).uniform(0, 255, (1, 3, config.input_height, config.input_width)
-                                                ).astype(np.float32)
-        for _ in range(30):  # warm-up: allocations, kernel choice, the caches
-            session.run(None, {name: x})
+        feeds = []
+        for model in models:
+            config = load_model(model)
+            session = make_session(config.onnx_path, "cpu", 1)
+            x = np.random.default_rng(seed).uniform(0, 255, (1, 3, config.input_height, config.input_width)
+                                                    ).astype(np.float32)
+            feed = {session.get_inputs()[0].name: x}
+            for _ in range(30):  # warm-up: allocations, kernel choice, the caches
+                session.run(None, feed)
+            feeds.append((model, session, feed))
         rng = np.random.default_rng(seed)
-        starts, took = [], []
+        times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in models}
         t0 = time.perf_counter()
-        while True:
+        for turn in itertools.count():
             time.sleep(rng.uniform(*idle_ms) / 1000.0)
             a = time.perf_counter()
             if a - t0 >= seconds:  # no batch starts past the last whole window
                 break
-            session.run(None, {name: x})
-            starts.append(a - t0)
-            took.append((time.perf_counter() - a) * 1000.0)
+            model, session, feed = feeds[turn % len(feeds)]
+            session.run(None, feed)
+            times[model][0].append(a - t0)
+            times[model][1].append((time.perf_counter() - a) * 1000.0)
     finally:
         os.sched_setaffinity(0, before)  # the page's machine line counts this process's cores
-    return np.asarray(starts), np.asarray(took)
+    return {m: (np.asarray(t), np.asarray(d)) for m, (t, d) in times.items()}
 
 
-def report(s: Steadiness, model: str, cpu: int, idle_ms: tuple[float, float], seconds: float) -> list[str]:
+def window_agreement(a: Steadiness, b: Steadiness) -> tuple[float, float]:
+    """Returns how two models timed in turns (`time_alternating`) slowed down together: the correlation of their
+    window medians, each over its own median, over the windows both have, and `b`'s mean of that ratio in `a`'s
+    slow windows (NaN where there is none). The same slowdown in both says the core itself ran slower, whatever
+    ran on it."""
+    n = min(len(a.window_medians_ms), len(b.window_medians_ms))
+    ra = np.asarray(a.window_medians_ms[:n]) / a.median_ms
+    rb = np.asarray(b.window_medians_ms[:n]) / b.median_ms
+    both = np.isfinite(ra) & np.isfinite(rb)
+    corr = float(np.corrcoef(ra[both], rb[both])[0, 1]) if both.sum() > 2 and ra[both].std() and rb[both].std() \
+        else float("nan")
+    slow = [i for i in a.slow_windows if i < n and both[i]]
+    return corr, float(rb[slow].mean()) if slow else float("nan")
+
+
+def report(s: Steadiness, model: str, cpu: int, idle_ms: tuple[float, float], seconds: float,
+           beside: str | None = None) -> list[str]:
+    """Returns the lines saying `s` of `model` (`beside`: the model it took turns with, if any)."""
     marks = "".join("#" if i in s.slow_windows else " " if m != m else "." for i, m in enumerate(s.window_medians_ms))
     return [
-        f"{model} alone on CPU {cpu} (one thread), one frame per batch after {idle_ms[0]:g}-{idle_ms[1]:g} ms idle, "
+        f"{model} {'in turns with ' + beside if beside else 'alone'} on CPU {cpu} (one thread), one frame per batch after {idle_ms[0]:g}-{idle_ms[1]:g} ms idle, "
         f"{seconds:g} s: {s.batches} batches, median {s.median_ms:.1f} ms",
         f"  p95 {1.0 + s.p95_share:.3f}x the median: a run's real inference would overrun its profile by "
         f"{s.p95_share:.3f} at p95 on this core alone (the monitor's limit {THRESHOLDS.real_overrun_p95_share:g})",
@@ -129,6 +160,8 @@ def report(s: Steadiness, model: str, cpu: int, idle_ms: tuple[float, float], se
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenet-ssd", help="zoo model (default: the demonstration's real worker's)")
+    ap.add_argument("--also", default=None, metavar="MODEL",
+                    help="a second zoo model timed in turns with --model, batch by batch (default: none)")
     ap.add_argument("--seconds", type=float, default=180.0,
                     help="how long to time (default 180: the demonstration's real time at K = 4)")
     ap.add_argument("--idle-ms", default="250,350", help="idle time before each batch, LOW,HIGH ms (default: the "
@@ -146,16 +179,36 @@ def main() -> None:
     from live.realprofile import real_worker_cpu
 
     cpu = real_worker_cpu()
+    models = [args.model] + ([args.also] if args.also else [])
+    if len(set(models)) < len(models):
+        ap.error(f"--also {args.also!r}: the same model as --model")
+    from workers.modelconfig import load_model
+
+    for option, model in zip(("--model", "--also"), models, strict=False):
+        try:
+            load_model(model)
+        except KeyError as e:
+            ap.error(f"{option} {model!r}: {e.args[0]}")
     started = time.perf_counter()
-    s = steadiness(*time_alone(args.model, args.seconds, (low, high), cpu))
-    lines = report(s, args.model, cpu, (low, high), args.seconds)
+    timed = time_alternating(models, args.seconds, (low, high), cpu)
+    found = {m: steadiness(*timed[m]) for m in models}
+    lines = [line for m in models for line in report(found[m], m, cpu, (low, high), args.seconds,
+                                                      next((o for o in models if o != m), None))]
+    if args.also:
+        corr, also_slow = window_agreement(found[args.model], found[args.also])
+        lines += [f"{args.model} and {args.also} in turns: their {WINDOW_S:g} s window medians (each over its own "
+                  "median) " + (f"correlate at {corr:.3f}" if corr == corr else "are too few or too flat to correlate")
+                  + "; " + (f"in {args.model}'s slow windows {args.also}'s were {also_slow:.3f}x its median"
+                            if also_slow == also_slow else f"{args.model} had no slow window")]
     print("\n".join(lines))
     if args.results_page:
         body = ("The core real inference runs on, with nothing of a live run beside it: the demonstration's real model "
                 "timed alone as its real replica works under time dilation (live/realprofile.py times it before each "
                 "run; the fidelity monitor then judges the run's batches against that profile). Windows slower than "
                 "the whole run's median are the host's doing here, since nothing else of the project runs: where a "
-                "live run's verdict names 'the core itself ran slower (the host)', this is the control.\n\n"
+                "live run's verdict names 'the core itself ran slower (the host)', this is the control."
+                + (f" A second model, {args.also}, took turns with it batch by batch: a slowdown both show in the "
+                   "same windows is the core's, not one model's." if args.also else "") + "\n\n"
                 "```text\n" + "\n".join(lines) + "\n```\n\n"
                 f"The benchmark took {time.perf_counter() - started:.0f} s.\n")
         path = write_results_page(args.results_page, "Steadiness of the real-inference core", body)

@@ -48,3 +48,19 @@ def test_a_window_without_batches_breaks_a_stretch() -> None:
 def test_bad_timings_are_refused_naming_the_argument(t: list, ms: list, window_s: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         steadiness(np.array(t), np.array(ms), window_s=window_s)
+
+
+def test_two_models_in_turns_slowing_down_together_say_the_core_did() -> None:
+    from benchmarks.bench_core_steadiness import window_agreement
+
+    t = np.arange(0.0, 40.0, 0.5)  # ten 4 s windows
+    slow = (t >= 12.0) & (t < 24.0)  # windows 3-5
+    a = steadiness(t, np.where(slow, 65.0, 50.0) + (t % 4.0))  # 1.3x there
+    b = steadiness(t, np.where(slow, 10.4, 8.0))  # 1.3x there too
+    corr, b_in_a_slow = window_agreement(a, b)
+    assert a.slow_windows == [3, 4, 5]
+    assert corr > 0.99 and b_in_a_slow == pytest.approx(1.3)
+    steady = steadiness(t, 8.0 + 0.1 * (np.floor(t / 4.0) % 2))  # windows alternate 8.0, 8.1
+    corr, b_in_a_slow = window_agreement(a, steady)
+    assert abs(corr) < 0.5 and b_in_a_slow == pytest.approx(1.0, abs=0.02)  # a slowed down alone
+    assert np.isnan(window_agreement(steady, a)[1])  # no slow window to look in
