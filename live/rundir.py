@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -185,3 +186,17 @@ async def wait_t0(path: Path, timeout_s: float = 600.0, stop: asyncio.Event | No
         except (OSError, ValueError):  # not written yet, or half written
             await asyncio.sleep(0.005)
     raise TimeoutError(f"{path}: no t0 after {timeout_s:.0f} s")
+
+
+def read_json(path: Path, default: object) -> object:
+    """Returns a run dir file's JSON, or `default` where it is missing or not JSON (a run cut short)."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text())
+    return default
+
+
+def read_lines(path: Path) -> list[str]:
+    """Returns a run dir file's non-blank lines (none where it is missing)."""
+    with contextlib.suppress(OSError):
+        return [x for x in path.read_text().splitlines() if x.strip()]
+    return []

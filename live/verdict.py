@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.records import read_records
+from live.batches import batch_overruns, overrun_arrays, overrun_effect, real_starts, worker_batches
 from live.monitor import MONITOR_NAME, WINDOW_MS, judged_from_ms
 from live.monitor_figures import (
     cause_lines,
@@ -34,10 +35,8 @@ from live.monitor_figures import (
     real_wait_series,
     sample_start_ms,
 )
-from live.procs import REPO_ROOT
-from live.rundir import RunDir
+from live.rundir import read_json, read_lines
 from live.sendlag import StreamSchedule, read_opens
-from scheduler.profiles import read_profile
 from testbed.portcounters import SWITCH_DROPS_EVENT
 from workload.trace import read_trace
 
@@ -166,83 +165,6 @@ def relay_lag(records: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return t_sched[own], t_worker[own] - t_sched[own]
 
 
-def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],
-                   real: bool, real_starts: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns (start ms, overrun ms, planned ms) per batch of the real (or profile-driven) replicas: its
-    measured time against the profile's planned time of its size and frames (`RuntimeProfile.planned_batch_ms`).
-    A mixed worker's batch is real when its start is one its real replicas logged (`real_starts`, run ms); a
-    mixed worker without that log is left out of both."""
-    starts = real_starts or {}
-    workers = {w["resource"]: w for w in config.get("workers", [])
-               if (w["resource"] in starts) or (bool(w.get("real")) == real and not _mixed(w))}
-    if not workers:
-        return np.empty(0), np.empty(0), np.empty(0)
-    runtimes = {}
-    batches: dict[tuple[str, float, float], list[int]] = {}
-    res = np.char.add(np.char.add(records["variant"].astype(str), "@"), records["cluster"].astype(str))
-    done = np.isfinite(records["t_infer_start_ms"]) & np.isfinite(records["t_infer_end_ms"])
-    for j in np.flatnonzero(done & np.isin(res, list(workers))):
-        key = (str(res[j]), float(records["t_infer_start_ms"][j]), float(records["t_infer_end_ms"][j]))
-        batches.setdefault(key, []).append(j)
-    batches = {key: rows for key, rows in batches.items()
-               if key[0] not in starts or _logged(starts[key[0]], key[1]) == real}
-    if not batches:
-        return np.empty(0), np.empty(0), np.empty(0)
-    path = Path(config["profiles_file"])
-    profile = read_profile(path if path.exists() or path.is_absolute() else REPO_ROOT / path)
-    start, over, planned = [], [], []
-    for (resource, t_start, t_end), rows in batches.items():
-        w = workers[resource]
-        if resource not in runtimes:
-            with contextlib.suppress(KeyError):
-                runtimes[resource] = profile.runtime(w["model"], w["device"])
-        rt = runtimes.get(resource)
-        if rt is None:
-            continue
-        size = int(records["batch_size"][rows[0]])
-        frames_bytes = sum(frame_bytes.get(int(records["stream_id"][j]), 0.0) for j in rows) * size / len(rows)
-        plan = rt.planned_batch_ms(size, frames_bytes)
-        start.append(t_start)
-        over.append(t_end - t_start - plan)
-        planned.append(plan)
-    return np.asarray(start), np.asarray(over), np.asarray(planned)
-
-
-def _mixed(worker: dict) -> bool:
-    """Whether a worker of config.json has real and profile-driven replicas."""
-    return 0 < int(worker.get("real_replicas") or 0) < int(worker.get("replicas") or 0)
-
-
-def _logged(starts_ms: np.ndarray, t_ms: float, tolerance_ms: float = 0.01) -> bool:
-    """Whether a batch starting at `t_ms` is one of the sorted `starts_ms` (both rounded to the microsecond)."""
-    i = int(np.searchsorted(starts_ms, t_ms))
-    return any(abs(starts_ms[k] - t_ms) <= tolerance_ms for k in (i - 1, i) if 0 <= k < len(starts_ms))
-
-
-def real_batches(run_dir: Path, resource: str) -> list[dict] | None:
-    """Returns the batches a real worker's real replicas ran, as it logged them (`RunDir.real_batch_log`:
-    start_ms, end_ms, size, served, frames_bytes), or None without its log (a worker on another server)."""
-    path = RunDir(run_dir).real_batch_log(resource)
-    if not path.exists():
-        return None
-    return [json.loads(line) for line in _lines(path)]
-
-
-def real_starts(run_dir: Path, config: dict) -> dict[str, np.ndarray]:
-    """Returns, per mixed worker of the run with its log here, the run ms (sorted) at which its real replicas
-    started their batches: the logged virtual epoch ms less t0 and the worker's clock offset, as the
-    schedulers record a batch's start."""
-    t0_ms = float((run_dir / "t0").read_text()) * 1000.0 if (run_dir / "t0").exists() else None
-    offsets = _json(run_dir / "workers.json", {})
-    out = {}
-    for w in config.get("workers", []):
-        batches = real_batches(run_dir, w["resource"]) if _mixed(w) and t0_ms is not None else None
-        if batches is not None:
-            offset = float(offsets.get(w["resource"], {}).get("clock_offset_ms", 0.0))
-            out[w["resource"]] = np.sort([round(b["start_ms"] - t0_ms - offset, 3) for b in batches])
-    return out
-
-
 def dilation_factor(config: dict) -> float:
     """Returns a run's time dilation factor K from its config.json (1 for a run without dilation)."""
     return float(config.get("time_dilation", {}).get("factor") or config.get("tdf") or 1.0)
@@ -259,7 +181,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     spec.json has `judged_from_s` (a `--tdf auto` pilot's warm-up) is judged on what happened from then on."""
     config = json.loads((run_dir / "config.json").read_text())
     k = dilation_factor(config)
-    from_ms = judged_from_ms(_json(run_dir / "spec.json", {}))
+    from_ms = judged_from_ms(read_json(run_dir / "spec.json", {}))
     rec = record_columns(run_dir / "records.csv")
     tr = read_trace(run_dir / "trace.csv")
     frame_bytes = {int(s): float(b) for s, b in zip(tr.stream_id, tr.frame_bytes, strict=True)}
@@ -268,7 +190,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     figures += [_figure("source send lag", "p99", due, lag, limits.send_lag_p99_ms),
                 _figure("source send lag", "max", due, lag, limits.send_lag_max_ms)]
     # the wires write their lateness in virtual us already (real / K)
-    wires = [d for p in sorted(run_dir.glob("wire-*.stats.json")) for d in _json(p, [])]
+    wires = [d for p in sorted(run_dir.glob("wire-*.stats.json")) for d in read_json(p, [])]
     if wires:
         t0_s, end_ms = t0_real_s(run_dir, config), traffic_end_ms(rec)
         end_real_s = None if t0_s is None or end_ms is None else t0_s + k * end_ms / 1000.0
@@ -278,7 +200,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
         figures.append(Figure("wire lateness vs due", "p99 (worst direction)",
                               round(max(wire_late_p99_us(d, from_real_s, end_real_s) for d in wires) / 1000.0, 3),
                               limits.wire_late_p99_ms, "virtual ms", True, first, over))
-    for e in _lines(run_dir / "events.jsonl"):
+    for e in read_lines(run_dir / "events.jsonl"):
         if SWITCH_DROPS_EVENT in e and (drops := json.loads(e)).get("event") == SWITCH_DROPS_EVENT:
             figures.append(Figure("switch socket drops", "frames lost", float(drops["frames"]), limits.switch_drops,
                                   "frames"))
@@ -287,14 +209,15 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     mixed = real_starts(run_dir, config)
     t, over, _ = _after(from_ms, *batch_overruns(rec, config, frame_bytes, real=False, real_starts=mixed))
     figures.append(_figure("worker overshoot vs profile", "p99", t, over, limits.overshoot_p99_ms))
-    t, over, plan = _after(from_ms, *batch_overruns(rec, config, frame_bytes, real=True, real_starts=mixed))
+    real = [b for b in worker_batches(rec, config, frame_bytes, real=True, real_starts=mixed) if b.start_ms >= from_ms]
+    t, over, plan = overrun_arrays(real)
     if len(over):
         mean_limit = max(limits.real_overrun_mean_ms, limits.real_overrun_mean_share * float(plan.mean()))
         figures.append(_figure("real-inference overrun", "mean", t, over, round(mean_limit, 3)))
         figures.append(_figure("real-inference overrun", "p95", t, over / plan, limits.real_overrun_p95_share,
                                unit="share of profile"))
     figures.append(window_lateness(run_dir / "windows.csv", limits.window_late_max_ms, from_ms))
-    samples = [json.loads(line) for line in _lines(run_dir / MONITOR_NAME)]
+    samples = [json.loads(line) for line in read_lines(run_dir / MONITOR_NAME)]
     if from_ms > 0.0:  # a sample covers the real second before it: those reaching into the warm-up are left out
         samples = [x for x in samples if sample_start_ms(x, k) >= from_ms]
     real_names = {f"worker {w['resource']}" for w in config.get("workers", []) if w.get("real")}
@@ -303,6 +226,10 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
                                              mean_limit)) is not None:
         cause["models"] = sorted({w["model"] for w in config.get("workers", []) if w.get("real")})
         diag["real_overrun_cause"] = cause
+    if real:
+        deadlines = {int(i): float(d) for i, d in zip(tr.stream_id, tr.max_delay_ms, strict=True)}
+        effect = overrun_effect(rec, real, deadlines, int((rec["t_send_ms"] >= from_ms).sum()))
+        diag["real_overrun_effect"] = {**asdict(effect), "success_pts": round(effect.success_pts, 3)}
     if diag.get("real_workers_wait_share") is not None:
         t, share = real_wait_series(samples, real_names)
         first, over = per_window(t, share, "max", limits.real_wait_share)
@@ -477,19 +404,12 @@ def format_fidelity(fid: dict) -> list[str]:
         lines.append(f"  {'' if v['hard'] else 'warning: '}{v['invariant']} {v['statistic']} {v['value']:g} "
                      f"{v['unit']} > {v['threshold']:g}{when}")
     cause = fid.get("diagnostics", {}).get("real_overrun_cause")
-    if cause and any(v["invariant"] == "real-inference overrun" for v in fid["violations"]):
+    overran = any(v["invariant"] == "real-inference overrun" for v in fid["violations"])
+    if cause and overran:
         lines += cause_lines(cause)
+    effect = fid.get("diagnostics", {}).get("real_overrun_effect")
+    if effect and overran:
+        lines.append(f"  its effect: of {effect['queries']} queries real inference answered, {effect['made_late']} late "
+                     f"that its profile's times would have answered in time, {effect['made_ontime']} the other way: "
+                     f"{effect['success_pts']:+.2f} points of the run's success")
     return lines
-
-
-def _json(path: Path, default: object) -> object:
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads(path.read_text())
-    return default
-
-
-def _lines(path: Path) -> list[str]:
-    with contextlib.suppress(OSError):
-        return [x for x in path.read_text().splitlines() if x.strip()]
-    return []
-

@@ -295,7 +295,8 @@ def test_a_run_directory_that_cannot_be_read_is_not_judged(tmp_path: Path) -> No
 
 
 def test_a_batch_is_judged_against_its_profile_and_its_frames_input_cost(tmp_path: Path) -> None:
-    from live.verdict import batch_overruns, record_columns
+    from live.batches import batch_overruns
+    from live.verdict import record_columns
     from scheduler.profiles import read_profile, resolve_profile_path
 
     profile = resolve_profile_path(None)
@@ -393,6 +394,16 @@ def test_the_verdict_names_the_cores_own_slowness_as_the_cause() -> None:
     assert lines[-1].startswith("  control: ")
     assert not any("cause:" in x for x in format_fidelity(  # it waited for its core: the run may be the cause
         verdict([over], 1.0, None, {"real_overrun_cause": whole | {"waited": True}})))
+
+
+def test_the_verdict_says_what_real_inferences_overrun_did_to_the_outcomes() -> None:
+    over = Figure("real-inference overrun", "p95", 0.36, 0.25, "share of profile", True, 1.0, 11)
+    effect = {"queries": 478, "made_late": 1, "made_ontime": 0, "judged": 7628, "success_pts": -0.013}
+    lines = format_fidelity(verdict([over], 4.0, None, {"real_overrun_effect": effect}))
+    assert lines[-1] == ("  its effect: of 478 queries real inference answered, 1 late that its profile's times would "
+                         "have answered in time, 0 the other way: -0.01 points of the run's success")
+    within = Figure("real-inference overrun", "p95", 0.2, 0.25, "share of profile", True, None, 0)
+    assert not any("effect" in x for x in format_fidelity(verdict([within], 4.0, None, {"real_overrun_effect": effect})))
 
 
 def test_other_work_leaves_out_samples_before_t0_and_those_with_a_process_new_or_missing() -> None:

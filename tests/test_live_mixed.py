@@ -178,7 +178,7 @@ def test_a_mixed_worker_answers_from_both_kinds_and_counts_the_real_ones(tmp_pat
 def test_the_verdict_judges_a_mixed_workers_real_batches_apart(tmp_path: Path) -> None:
     """Records of a mixed worker's four batches, two of which its real replica logged: those two are real
     inference (overrun against the profile), the other two profile-driven (overshoot)."""
-    from live.verdict import batch_overruns, real_starts
+    from live.batches import batch_overruns, real_starts
 
     profile = write_worker_profile(tmp_path / "p.yaml", "tiny-yolov2", {1: PROFILE_MS})
     worker = {"resource": "tiny-yolov2-cpu-b1@ant1", "model": "tiny-yolov2", "device": "cpu", "replicas": 2,

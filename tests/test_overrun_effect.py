@@ -1,0 +1,63 @@
+"""live/batches.py's effect of real inference's overrun on a run's outcomes, from hand-made batches: each query
+judged again by its deadline at the profile's planned times, a replica's queue carrying a batch's overrun to the
+batches that waited behind it, and batches that overlap shared out among replicas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from live.batches import OverrunEffect, WorkerBatch, overrun_effect, planned_ends, replica_chains
+
+R = "mobilenet-ssd-cpu-b1@ant2"
+
+
+def _records(sent: list[float], at_worker: list[float], answered: list[float]) -> dict[str, np.ndarray]:
+    return {"stream_id": np.ones(len(sent), dtype=np.int64), "t_send_ms": np.array(sent, dtype=float),
+            "t_worker_ms": np.array(at_worker, dtype=float), "t_response_ms": np.array(answered, dtype=float)}
+
+
+def _queue() -> tuple[dict[str, np.ndarray], list[WorkerBatch]]:
+    """Three frames (sent 0, 10, 20 ms, at the worker 5 ms later), one batch each, back to back on one replica,
+    70 ms each against a plan of 50; answers 5 ms after each batch."""
+    batches = [WorkerBatch(R, 5.0, 75.0, (0,), 50.0), WorkerBatch(R, 75.2, 145.2, (1,), 50.0),
+               WorkerBatch(R, 145.4, 215.4, (2,), 50.0)]
+    return _records([0.0, 10.0, 20.0], [5.0, 15.0, 25.0], [80.0, 150.2, 220.4]), batches
+
+
+def test_a_replicas_queue_carries_each_overrun_to_the_batches_behind_it() -> None:
+    records, batches = _queue()
+    # at the plan: 5-55, then each 0.2 ms after the one before: 55.2-105.2, 105.4-155.4
+    assert planned_ends(batches, records["t_worker_ms"]) == pytest.approx([55.0, 105.2, 155.4])
+    # took 80, 140.2, 200.4 ms; at the plan 60, 100.2, 140.4
+    assert overrun_effect(records, batches, {1: 120.0}, 100) == OverrunEffect(3, 1, 0, 100)
+    # the third is late by its own overrun and the two before it's: on time at the plan
+    assert overrun_effect(records, batches, {1: 150.0}, 100) == OverrunEffect(3, 1, 0, 100)
+    assert overrun_effect(records, batches, {1: 150.0}, 100).success_pts == pytest.approx(-1.0)
+    assert overrun_effect(records, batches, {1: 250.0}, 100) == OverrunEffect(3, 0, 0, 100)
+
+
+def test_a_batch_that_found_its_replica_idle_starts_as_it_did_unless_the_one_before_would_still_run() -> None:
+    batches = [WorkerBatch(R, 5.0, 45.0, (0,), 50.0), WorkerBatch(R, 52.0, 92.0, (1,), 50.0),
+               WorkerBatch(R, 300.0, 340.0, (2,), 50.0)]
+    records = _records([0.0, 47.0, 295.0], [5.0, 52.0, 300.0], [50.0, 97.0, 345.0])
+    # faster than planned: at the plan the second would have waited for the first (55) and the third not
+    assert planned_ends(batches, records["t_worker_ms"]) == pytest.approx([55.0, 105.0, 350.0])
+    effect = overrun_effect(records, batches, {1: 52.0}, 10)  # took 50, 50, 50; at the plan 60, 63, 60
+    assert effect == OverrunEffect(3, 0, 3, 10) and effect.success_pts == pytest.approx(30.0)
+
+
+def test_a_batch_that_waited_does_not_start_before_its_frames_reached_the_worker() -> None:
+    batches = [WorkerBatch(R, 0.0, 100.0, (0,), 20.0), WorkerBatch(R, 100.5, 120.5, (1,), 20.0)]
+    records = _records([0.0, 60.0], [0.0, 90.0], [101.0, 121.0])
+    assert planned_ends(batches, records["t_worker_ms"]) == pytest.approx([20.0, 110.0])  # from 90, not 20.5
+
+
+def test_overlapping_batches_are_shared_out_among_replicas_and_unanswered_queries_left_out() -> None:
+    a, b, c = (WorkerBatch(R, 0.0, 50.0, (0,), 50.0), WorkerBatch(R, 10.0, 60.0, (1,), 50.0),
+               WorkerBatch(R, 55.0, 100.0, (2,), 50.0))
+    other = WorkerBatch("tiny-yolov2-cpu-b1@ant2", 20.0, 30.0, (3,), 10.0)
+    chains = replica_chains([c, other, b, a])
+    assert sorted(tuple(x.start_ms for x in ch) for ch in chains) == [(0.0, 55.0), (10.0,), (20.0,)]
+    records = _records([0.0, 5.0, 50.0, 15.0], [0.0, 10.0, 55.0, 20.0], [51.0, float("nan"), 101.0, 31.0])
+    assert overrun_effect(records, [a, b, c, other], {1: 1000.0}, 4).queries == 3
