@@ -15,12 +15,13 @@ import numpy as np
 from analysis.plots import plot_success_over_time
 from analysis.records import OUTCOMES, read_records
 from analysis.summary import RunSummary, Tally, outcome_index
+from live.batches import real_batches
 from live.beside import beside_record, format_beside, simulate_beside
 from live.linkload import format_full, link_load
 from live.merge import merge_windows, scheduler_stats, source_stats
 from live.rundir import RunDir
 from live.spec import read_spec
-from live.verdict import format_fidelity, judge_run, real_batches
+from live.verdict import format_fidelity, judge_run
 from simulator.run import write_timeseries
 from testbed.placement import LOCAL
 from workload.trace import Trace

@@ -72,7 +72,8 @@ def test_the_schedulers_batch_delays_carry_the_fixed_input_cost(tmp_path: Path) 
 
 
 def test_the_verdict_judges_a_real_batch_against_the_planned_time(tmp_path: Path) -> None:
-    from live.verdict import batch_overruns, record_columns
+    from live.batches import batch_overruns
+    from live.verdict import record_columns
 
     profile = _with_fixed(tmp_path, 2.0)
     rows = []
