@@ -20,9 +20,7 @@ from scheduler.profiles import read_profile
 
 WAITED_GAP_MS = 1.0
 """A batch that started within this long (virtual ms) of the end of its replica's batch before it had waited for
-the replica (its frames were there): at the planned times it would have started that much after that batch's
-planned end, or once its frames were there. A batch that started later found its replica idle: it starts as it
-did, or at the planned end of the batch before if that is later."""
+the replica, whatever its frames' arrival says (see `planned_ends`)."""
 
 
 @dataclass(frozen=True)
@@ -51,20 +49,32 @@ class OverrunEffect:
     made_ontime: int
     """On time, and late at the planned times (batches faster than planned)."""
     judged: int
-    """The run's queries, the denominator of its success."""
+    """The queries judged (the run's, or those after a pilot's warm-up): the denominator of `success_pts`."""
 
     @property
     def success_pts(self) -> float:
-        """The batches' own timing's share of the run's success (points): negative where it cost on-time answers."""
+        """The batches' own timing's share of the judged queries' success (points): negative where it cost on-time
+        answers."""
         return 100.0 * (self.made_ontime - self.made_late) / self.judged if self.judged else 0.0
 
 
+def profile_path(config: dict, run_dir: Path | None = None) -> Path:
+    """Returns the profile a run decided with: config.json's `profiles_file` (a relative one from the repository
+    where not from here), or, where that file is gone, the run dir's own `profiles.yaml` if it has one (the run
+    timed its real workers' models there, and the run dir has been moved since)."""
+    path = Path(config["profiles_file"])
+    path = path if path.exists() or path.is_absolute() else REPO_ROOT / path
+    own = RunDir(run_dir).profiles if run_dir is not None else None
+    return own if not path.exists() and own is not None and own.exists() else path
+
+
 def worker_batches(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],
-                   real: bool, real_starts: dict[str, np.ndarray] | None = None) -> list[WorkerBatch]:
+                   real: bool, real_starts: dict[str, np.ndarray] | None = None,
+                   run_dir: Path | None = None) -> list[WorkerBatch]:
     """Returns the batches of the real (or profile-driven) replicas, each with the profile's planned time of its
     size and frames; a worker whose model the profile lacks is left out. A mixed worker's batch is real when its
     start is one its real replicas logged (`real_starts`, run ms); a mixed worker without that log is left out of
-    both."""
+    both. `run_dir`: where the profile is looked for too (`profile_path`)."""
     starts = real_starts or {}
     workers = {w["resource"]: w for w in config.get("workers", [])
                if (w["resource"] in starts) or (bool(w.get("real")) == real and not _mixed(w))}
@@ -81,8 +91,7 @@ def worker_batches(records: dict[str, np.ndarray], config: dict, frame_bytes: di
                if key[0] not in starts or _logged(starts[key[0]], key[1]) == real}
     if not batches:
         return []
-    path = Path(config["profiles_file"])
-    profile = read_profile(path if path.exists() or path.is_absolute() else REPO_ROOT / path)
+    profile = read_profile(profile_path(config, run_dir))
     out = []
     for (resource, t_start, t_end), rows in batches.items():
         w = workers[resource]
@@ -99,9 +108,10 @@ def worker_batches(records: dict[str, np.ndarray], config: dict, frame_bytes: di
 
 
 def batch_overruns(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],
-                   real: bool, real_starts: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   real: bool, real_starts: dict[str, np.ndarray] | None = None,
+                   run_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns `overrun_arrays` of `worker_batches`."""
-    return overrun_arrays(worker_batches(records, config, frame_bytes, real, real_starts))
+    return overrun_arrays(worker_batches(records, config, frame_bytes, real, real_starts, run_dir))
 
 
 def overrun_arrays(batches: list[WorkerBatch]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,17 +137,21 @@ def replica_chains(batches: list[WorkerBatch]) -> list[list[WorkerBatch]]:
 
 def planned_ends(chain: list[WorkerBatch], t_worker_ms: np.ndarray) -> np.ndarray:
     """Returns when each batch of one replica (in order) would have ended had every batch of it taken its planned
-    time, the composition of each kept: a batch that had waited for the replica (WAITED_GAP_MS) starts as much
-    after the batch before it as it did, but not before its last frame reached the worker (`t_worker_ms`, per
-    record row); one that found the replica idle starts as it did, or at the planned end before it if later."""
+    time, the composition of each kept. A batch waited for the replica when its last frame reached the worker
+    (`t_worker_ms`, per record row) before the batch before it ended, or when it started within WAITED_GAP_MS of
+    that end: it starts as long after that batch's planned end as it did after its end (the dispatch, a batch
+    filling), but not before its last frame was there. Otherwise it found the replica idle: it starts as it did,
+    or at the planned end of the batch before if that is later. A batch whose frames' arrival is not recorded is
+    taken as ready when it started (it cannot start sooner)."""
     ends = np.empty(len(chain))
     for i, b in enumerate(chain):
         start = b.start_ms
         if i:
-            gap = b.start_ms - chain[i - 1].end_ms
-            if gap <= WAITED_GAP_MS:
-                arrived = t_worker_ms[list(b.rows)]
-                ready = min(float(np.nanmax(arrived)) if np.isfinite(arrived).any() else b.start_ms, b.start_ms)
+            before = chain[i - 1].end_ms
+            arrived = t_worker_ms[list(b.rows)]
+            ready = min(float(np.nanmax(arrived)) if np.isfinite(arrived).any() else b.start_ms, b.start_ms)
+            gap = b.start_ms - before
+            if ready <= before or gap <= WAITED_GAP_MS:
                 start = max(ready, ends[i - 1] + gap)
             else:
                 start = max(b.start_ms, ends[i - 1])
@@ -146,17 +160,18 @@ def planned_ends(chain: list[WorkerBatch], t_worker_ms: np.ndarray) -> np.ndarra
 
 
 def overrun_effect(records: dict[str, np.ndarray], batches: list[WorkerBatch], deadline_ms: dict[int, float],
-                   judged: int) -> OverrunEffect:
+                   judged: int, sent_from_ms: float = 0.0) -> OverrunEffect:
     """Returns what `batches`' time over or under their plan did to the outcomes of the queries they answered
     (`deadline_ms`: each stream's deadline; a query is late when its answer came more than that after its send, as
-    the sources judge it); `judged`: the run's queries."""
+    the sources judge it); `judged`: the queries judged (sent from `sent_from_ms` on), of which only those count
+    (a pilot's warm-up left out; the batches before it still delay those after)."""
     t_send, t_resp = records["t_send_ms"].astype(float), records["t_response_ms"].astype(float)
     worker = records["t_worker_ms"].astype(float)
     answered = made_late = made_ontime = 0
     for chain in replica_chains(batches):
         for b, end in zip(chain, planned_ends(chain, worker), strict=True):
             for j in b.rows:
-                if not np.isfinite(t_resp[j]):
+                if not (np.isfinite(t_resp[j]) and t_send[j] >= sent_from_ms):
                     continue
                 deadline = deadline_ms[int(records["stream_id"][j])]
                 took = t_resp[j] - t_send[j]

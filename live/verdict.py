@@ -207,9 +207,10 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
     t, lag = _after(from_ms, *relay_lag(rec))
     figures.append(_figure("scheduler relay at its own site", "p99", t, lag, limits.relay_p99_ms))
     mixed = real_starts(run_dir, config)
-    t, over, _ = _after(from_ms, *batch_overruns(rec, config, frame_bytes, real=False, real_starts=mixed))
+    t, over, _ = _after(from_ms, *batch_overruns(rec, config, frame_bytes, False, mixed, run_dir))
     figures.append(_figure("worker overshoot vs profile", "p99", t, over, limits.overshoot_p99_ms))
-    real = [b for b in worker_batches(rec, config, frame_bytes, real=True, real_starts=mixed) if b.start_ms >= from_ms]
+    every_real = worker_batches(rec, config, frame_bytes, True, mixed, run_dir)
+    real = [b for b in every_real if b.start_ms >= from_ms]
     t, over, plan = overrun_arrays(real)
     if len(over):
         mean_limit = max(limits.real_overrun_mean_ms, limits.real_overrun_mean_share * float(plan.mean()))
@@ -228,7 +229,7 @@ def judge(run_dir: Path, stopped_early: dict | None = None, limits: Thresholds =
         diag["real_overrun_cause"] = cause
     if real:
         deadlines = {int(i): float(d) for i, d in zip(tr.stream_id, tr.max_delay_ms, strict=True)}
-        effect = overrun_effect(rec, real, deadlines, int((rec["t_send_ms"] >= from_ms).sum()))
+        effect = overrun_effect(rec, every_real, deadlines, int((rec["t_send_ms"] >= from_ms).sum()), from_ms)
         diag["real_overrun_effect"] = {**asdict(effect), "success_pts": round(effect.success_pts, 3)}
     if diag.get("real_workers_wait_share") is not None:
         t, share = real_wait_series(samples, real_names)

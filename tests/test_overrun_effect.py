@@ -61,3 +61,30 @@ def test_overlapping_batches_are_shared_out_among_replicas_and_unanswered_querie
     assert sorted(tuple(x.start_ms for x in ch) for ch in chains) == [(0.0, 55.0), (10.0,), (20.0,)]
     records = _records([0.0, 5.0, 50.0, 15.0], [0.0, 10.0, 55.0, 20.0], [51.0, float("nan"), 101.0, 31.0])
     assert overrun_effect(records, [a, b, c, other], {1: 1000.0}, 4).queries == 3
+
+
+def test_a_batch_whose_frames_were_there_before_the_replica_was_free_waited_whatever_its_gap() -> None:
+    batches = [WorkerBatch(R, 5.0, 75.0, (0,), 50.0), WorkerBatch(R, 80.0, 130.0, (1,), 50.0)]
+    records = _records([0.0, 10.0], [5.0, 15.0], [80.0, 135.0])
+    # 5 ms after the first (a batch filling, a busy loop), its frame there since 15: 5 ms after the planned 55
+    assert planned_ends(batches, records["t_worker_ms"]) == pytest.approx([55.0, 110.0])
+    records["t_worker_ms"][1] = float("nan")  # arrival not recorded: taken as ready when it started
+    assert planned_ends(batches, records["t_worker_ms"]) == pytest.approx([55.0, 130.0])
+
+
+def test_only_the_queries_sent_from_the_judged_start_count_but_earlier_batches_still_delay_them() -> None:
+    records, batches = _queue()
+    assert overrun_effect(records, batches, {1: 150.0}, 2, sent_from_ms=15.0) == OverrunEffect(1, 1, 0, 2)
+    assert overrun_effect(records, batches, {1: 150.0}, 2, sent_from_ms=25.0) == OverrunEffect(0, 0, 0, 2)
+
+
+def test_a_moved_run_dir_finds_the_profile_it_timed_in_itself(tmp_path) -> None:
+    from live.batches import profile_path
+
+    gone = {"profiles_file": str(tmp_path / "elsewhere" / "profiles.yaml")}
+    assert profile_path(gone, tmp_path) == tmp_path / "elsewhere" / "profiles.yaml"  # nothing to fall back on
+    (tmp_path / "profiles.yaml").write_text("")
+    assert profile_path(gone, tmp_path) == tmp_path / "profiles.yaml"
+    here = tmp_path / "given.yaml"
+    here.write_text("")
+    assert profile_path({"profiles_file": str(here)}, tmp_path) == here  # the file it names, while it is there
