@@ -17,6 +17,7 @@ what its one send socket fails to send is lost uncounted. A live run widens both
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -251,12 +252,13 @@ class RunDrops:
     """What a run's switch-socket drops count from: `start` (a `drops_start` reading of `plan`'s ports, None
     without ovs-vswitchd sockets), read again once the run's clock passes `from_s` (virtual epoch s: the end of a
     `--tdf auto` pilot's warm-up, which its verdict leaves out; None: never). The second reading runs beside the
-    run's loop (`ss` may take up to READ_TIMEOUT_S), and `lost` waits for it; a failed one keeps the first."""
+    run's loop (`ss` may take up to READ_TIMEOUT_S), and `lost` waits for it; a failed one keeps the first (one
+    that raised says so on stderr, the run's log)."""
 
     plan: NetworkPlan
     start: DropsStart | None
     from_s: float | None = None
-    _reading: threading.Thread | None = field(default=None, init=False, repr=False)
+    _reading: threading.Thread | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, plan: NetworkPlan, ovs_sockets: bool, from_s: float | None = None) -> RunDrops:
@@ -271,7 +273,11 @@ class RunDrops:
             reader = read if read is not None else (lambda: drops_start(self.plan))
 
             def reread() -> None:
-                self.start = reader() or self.start
+                try:
+                    self.start = reader() or self.start
+                except Exception as exc:  # ss's output not as expected: the first reading stands
+                    print(f"switch drops: second reading failed ({type(exc).__name__}: {exc}); counting from the "
+                          "run's start", file=sys.stderr, flush=True)
 
             self._reading = threading.Thread(target=reread, name="switch-drops", daemon=True)
             self._reading.start()

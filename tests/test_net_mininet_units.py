@@ -298,6 +298,14 @@ def test_a_pilots_switch_drops_count_from_the_end_of_its_warm_up() -> None:
     failed.at(102.5, lambda: None)
     failed.settled()
     assert failed.start == first and failed.from_s is None
+
+    def broken():
+        raise ValueError("unexpected ss line")
+
+    raised = RunDrops(None, first, from_s=102.0)  # type: ignore[arg-type]
+    raised.at(102.5, broken)
+    raised.settled()
+    assert raised.start == first
     for never in (RunDrops(None, None, from_s=102.0), RunDrops(None, first)):  # type: ignore[arg-type]
         never.at(200.0, read)
     assert len(reads) == 1
