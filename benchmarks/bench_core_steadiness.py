@@ -146,10 +146,13 @@ def report(s: Steadiness, model: str, cpu: int, idle_ms: tuple[float, float], se
     """Returns the lines saying `s` of `model` (`beside`: the model it took turns with, if any)."""
     marks = "".join("#" if i in s.slow_windows else " " if m != m else "." for i, m in enumerate(s.window_medians_ms))
     return [
-        f"{model} {'in turns with ' + beside if beside else 'alone'} on CPU {cpu} (one thread), one frame per batch after {idle_ms[0]:g}-{idle_ms[1]:g} ms idle, "
-        f"{seconds:g} s: {s.batches} batches, median {s.median_ms:.1f} ms",
+        f"{model} {'in turns with ' + beside if beside else 'alone'} on CPU {cpu} (one thread), one frame per batch "
+        f"after {idle_ms[0]:g}-{idle_ms[1]:g} ms idle"
+        + (f" (its own batches about twice as far apart, {beside}'s between them)" if beside else "")
+        + f", {seconds:g} s: {s.batches} batches, median {s.median_ms:.1f} ms",
         f"  p95 {1.0 + s.p95_share:.3f}x the median: a run's real inference would overrun its profile by "
-        f"{s.p95_share:.3f} at p95 on this core alone (the monitor's limit {THRESHOLDS.real_overrun_p95_share:g})",
+        f"{s.p95_share:.3f} at p95 on this core with nothing of a run beside it (the monitor's limit "
+        f"{THRESHOLDS.real_overrun_p95_share:g})",
         f"  {WINDOW_S:g} s windows slower than {1.0 + SLOW_SHARE:g}x the median: {len(s.slow_windows)} of "
         f"{len(s.window_medians_ms)}, the longest stretch {s.longest_slow_s:g} s",
         f"  windows ('#' slow): {marks}",
