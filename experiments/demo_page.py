@@ -40,7 +40,7 @@ from live.spec import (  # noqa: E402
     add_run_arguments,
     spec_from_args,
 )
-from live.verdict import format_fidelity, record_columns  # noqa: E402
+from live.verdict import format_fidelity, judge_run, record_columns  # noqa: E402
 
 PLOT_NAME = "demo-success.png"
 """The run's success.png, copied beside the page."""
@@ -108,8 +108,10 @@ def overrun_cause_text(cause: dict) -> str:
 
 def runs_table(runs: list[Path]) -> list[str]:
     """Returns a table of the demonstration's runs (the page's own first): verdict, the hard invariants over their
-    threshold with the cause the monitor gives, live and simulated success of the run's policy, wall time."""
-    lines = ["| run | verdict | over the threshold | live | simulated | wall s |", "| --- | --- | --- | ---: | ---: | ---: |"]
+    threshold with the cause the monitor gives, what real inference's overrun did to the outcomes, live and
+    simulated success of the run's policy, wall time."""
+    lines = ["| run | verdict | over the threshold | overrun's effect: made late / answered by real inference (points) "
+             "| live | simulated | wall s |", "| --- | --- | --- | --- | ---: | ---: | ---: |"]
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
         fid = summary["extra"].get("fidelity", {})
@@ -120,8 +122,21 @@ def runs_table(runs: list[Path]) -> list[str]:
             over.append(f"cause: {why}")
         sim = summary["extra"].get("simulated", {}).get(summary["policy"], {}).get("success", float("nan"))
         lines.append(f"| `{repo_relative(run)}` | {fid.get('verdict', 'not judged')} | {'; '.join(over)} | "
-                     f"{summary['overall']['success']:.3f} | {sim:.3f} | {summary['extra'].get('wall_s', float('nan')):.0f} |")
+                     f"{effect_cell(run, fid)} | {summary['overall']['success']:.3f} | {sim:.3f} | "
+                     f"{summary['extra'].get('wall_s', float('nan')):.0f} |")
     return lines
+
+
+def effect_cell(run: Path, fid: dict) -> str:
+    """Returns what real inference's overrun did to a run's outcomes (live/batches.py `overrun_effect`), from its
+    verdict, or, for a run judged before the verdict kept it, from this commit's verdict on its files ('-' where
+    that cannot be judged)."""
+    effect = fid.get("diagnostics", {}).get("real_overrun_effect")
+    if effect is None and fid.get("verdict") != "not judged":
+        effect = judge_run(run).get("diagnostics", {}).get("real_overrun_effect")
+    if effect is None:
+        return "-"
+    return f"{effect['made_late']} / {effect['queries']} ({effect['success_pts']:+.2f})"
 
 
 def page(run: Path, wall_s: float | None, others: tuple[Path, ...] = ()) -> str:

@@ -52,8 +52,12 @@ def test_the_page_prints_the_verdicts_cause_and_the_other_work_at_its_largest(tm
     assert "others made with the same command" not in body
     again = _demo_page().page(tmp_path, 284.0, (tmp_path,))  # the same run twice: two rows
     row = ("| not faithful | real-inference overrun p95 0.379 > 0.25; cause: the host slowed the real-inference core "
-           "| 0.487 | nan | 282 |")
+           "| - | 0.487 | nan | 282 |")  # no effect kept, and these files cannot be judged again
     assert again.count(row) == 2 and again.index(row) < again.index("## Fidelity verdict")
+    fid["diagnostics"]["real_overrun_effect"] = {"queries": 479, "made_late": 1, "made_ontime": 0, "judged": 7628,
+                                                 "success_pts": -0.013}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert "real-inference core | 1 / 479 (-0.01) | 0.487 |" in _demo_page().page(tmp_path, 284.0, (tmp_path,))
 
 
 def test_the_runs_table_names_each_cause_the_monitor_gives_in_a_few_words() -> None:
