@@ -206,12 +206,13 @@ def main() -> None:
     print("\n".join(lines))
     if args.results_page:
         body = ("The core real inference runs on, with nothing of a live run beside it: the demonstration's real model "
-                "timed alone as its real replica works under time dilation (live/realprofile.py times it before each "
+                f"timed{'' if args.also else ' alone'} as its real replica works under time dilation (live/realprofile.py times it before each "
                 "run; the fidelity monitor then judges the run's batches against that profile). Windows slower than "
                 "the whole run's median are the host's doing here, since nothing else of the project runs: where a "
                 "live run's verdict names 'the core itself ran slower (the host)', this is the control."
-                + (f" A second model, {args.also}, took turns with it batch by batch: a slowdown both show in the "
-                   "same windows is the core's, not one model's." if args.also else "") + "\n\n"
+                + (f" Here a second model, {args.also}, took turns with it batch by batch (each model's own batches "
+                   "about twice as far apart as a lone replica's): a slowdown both show in the same windows is the "
+                   "core's, not one model's." if args.also else "") + "\n\n"
                 "```text\n" + "\n".join(lines) + "\n```\n\n"
                 f"The benchmark took {time.perf_counter() - started:.0f} s.\n")
         path = write_results_page(args.results_page, "Steadiness of the real-inference core", body)

@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from live.batches import profile_path  # noqa: E402
 from scheduler.aset.state import GLOBAL, PER_RESOURCE, StateSpec, encode_window  # noqa: E402
 from scheduler.core import policy_index  # noqa: E402
 from scheduler.profiles import load_profiles  # noqa: E402
@@ -35,7 +36,7 @@ from workload.trace import read_trace  # noqa: E402
 
 def main(run_dir: Path) -> int:
     cfg = json.loads((run_dir / "config.json").read_text())
-    system = build_system(load_topology(cfg["topology_file"]), load_profiles(cfg["profiles_file"]))
+    system = build_system(load_topology(cfg["topology_file"]), load_profiles(profile_path(cfg, run_dir)))
     rows = list(csv.DictReader((run_dir / "windows.csv").open()))
     first = sorted({r["antenna"] for r in rows})[0]
     policy = {int(r["window"]): r["policy"] for r in rows if r["antenna"] == first}

@@ -128,12 +128,12 @@ def runs_table(runs: list[Path]) -> list[str]:
 
 
 def effect_cell(run: Path, fid: dict) -> str:
-    """Returns what real inference's overrun did to a run's outcomes (live/batches.py `overrun_effect`), from its
-    verdict, or, for a run judged before the verdict kept it, from this commit's verdict on its files ('-' where
-    that cannot be judged)."""
-    effect = fid.get("diagnostics", {}).get("real_overrun_effect")
-    if effect is None and fid.get("verdict") != "not judged":
-        effect = judge_run(run).get("diagnostics", {}).get("real_overrun_effect")
+    """Returns what real inference's overrun did to a run's outcomes (live/batches.py `overrun_effect`) by this
+    commit's verdict on the run's files, so that every row is judged alike; the run's own verdict's where those
+    cannot be judged, '-' where neither has it."""
+    judged = judge_run(run)
+    effect = judged.get("diagnostics", {}).get("real_overrun_effect") if judged["verdict"] != "not judged" else None
+    effect = effect or fid.get("diagnostics", {}).get("real_overrun_effect")
     if effect is None:
         return "-"
     return f"{effect['made_late']} / {effect['queries']} ({effect['success_pts']:+.2f})"

@@ -59,13 +59,15 @@ class OverrunEffect:
 
 
 def profile_path(config: dict, run_dir: Path | None = None) -> Path:
-    """Returns the profile a run decided with: config.json's `profiles_file` (a relative one from the repository
-    where not from here), or, where that file is gone, the run dir's own `profiles.yaml` if it has one (the run
-    timed its real workers' models there, and the run dir has been moved since)."""
-    path = Path(config["profiles_file"])
-    path = path if path.exists() or path.is_absolute() else REPO_ROOT / path
+    """Returns the profile a run decided with: the run dir's own `profiles.yaml` where it has one (the run timed
+    its real workers' models and decided with that, written there; a run dir moved or renamed since still finds
+    it, while the path config.json names may since hold another run's), else config.json's `profiles_file` (a
+    relative one from the repository where not from here)."""
     own = RunDir(run_dir).profiles if run_dir is not None else None
-    return own if not path.exists() and own is not None and own.exists() else path
+    if own is not None and own.exists():
+        return own
+    path = Path(config["profiles_file"])
+    return path if path.exists() or path.is_absolute() else REPO_ROOT / path
 
 
 def worker_batches(records: dict[str, np.ndarray], config: dict, frame_bytes: dict[int, float],

@@ -412,5 +412,5 @@ def format_fidelity(fid: dict) -> list[str]:
     if effect and overran:
         lines.append(f"  its effect: of {effect['queries']} queries real inference answered, {effect['made_late']} late "
                      f"that its profile's times would have answered in time, {effect['made_ontime']} the other way: "
-                     f"{effect['success_pts']:+.2f} points of the run's success")
+                     f"{effect['success_pts']:+.2f} points of success")
     return lines

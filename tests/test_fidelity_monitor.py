@@ -401,7 +401,7 @@ def test_the_verdict_says_what_real_inferences_overrun_did_to_the_outcomes() -> 
     effect = {"queries": 478, "made_late": 1, "made_ontime": 0, "judged": 7628, "success_pts": -0.013}
     lines = format_fidelity(verdict([over], 4.0, None, {"real_overrun_effect": effect}))
     assert lines[-1] == ("  its effect: of 478 queries real inference answered, 1 late that its profile's times would "
-                         "have answered in time, 0 the other way: -0.01 points of the run's success")
+                         "have answered in time, 0 the other way: -0.01 points of success")
     within = Figure("real-inference overrun", "p95", 0.2, 0.25, "share of profile", True, None, 0)
     assert not any("effect" in x for x in format_fidelity(verdict([within], 4.0, None, {"real_overrun_effect": effect})))
 

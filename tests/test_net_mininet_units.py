@@ -262,7 +262,7 @@ def test_the_drops_of_ovs_vswitchds_port_sockets_are_read_from_ss_per_socket() -
     assert drops_between(before, after) == 2 + 3
 
 
-def test_a_pilots_switch_drops_count_from_the_end_of_its_warm_up() -> None:
+def test_a_pilots_switch_drops_count_from_the_end_of_its_warm_up(capsys) -> None:
     """The run's start reading is read again once, the first time its clock is past `from_s`, beside the run's
     loop (`at` returns before a slow reading ends; `lost` waits for it); a failed second reading keeps the first; a
     run without sockets, or whole (no `from_s`), never reads again."""
@@ -306,6 +306,8 @@ def test_a_pilots_switch_drops_count_from_the_end_of_its_warm_up() -> None:
     raised.at(102.5, broken)
     raised.settled()
     assert raised.start == first
+    assert "second reading failed (ValueError: unexpected ss line); counting from the run's start" in \
+        capsys.readouterr().err
     for never in (RunDrops(None, None, from_s=102.0), RunDrops(None, first)):  # type: ignore[arg-type]
         never.at(200.0, read)
     assert len(reads) == 1

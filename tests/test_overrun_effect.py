@@ -78,13 +78,53 @@ def test_only_the_queries_sent_from_the_judged_start_count_but_earlier_batches_s
     assert overrun_effect(records, batches, {1: 150.0}, 2, sent_from_ms=25.0) == OverrunEffect(0, 0, 0, 2)
 
 
-def test_a_moved_run_dir_finds_the_profile_it_timed_in_itself(tmp_path) -> None:
+def test_a_run_dir_judges_by_the_profile_it_timed_in_itself_wherever_it_is_now(tmp_path) -> None:
     from live.batches import profile_path
 
-    gone = {"profiles_file": str(tmp_path / "elsewhere" / "profiles.yaml")}
-    assert profile_path(gone, tmp_path) == tmp_path / "elsewhere" / "profiles.yaml"  # nothing to fall back on
-    (tmp_path / "profiles.yaml").write_text("")
-    assert profile_path(gone, tmp_path) == tmp_path / "profiles.yaml"
-    here = tmp_path / "given.yaml"
-    here.write_text("")
-    assert profile_path({"profiles_file": str(here)}, tmp_path) == here  # the file it names, while it is there
+    elsewhere = tmp_path / "elsewhere" / "profiles.yaml"
+    run = tmp_path / "run"
+    run.mkdir()
+    assert profile_path({"profiles_file": str(elsewhere)}, run) == elsewhere  # no profile of its own
+    (run / "profiles.yaml").write_text("")
+    assert profile_path({"profiles_file": str(elsewhere)}, run) == run / "profiles.yaml"  # moved since
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("")  # the path it named now holds another run's
+    assert profile_path({"profiles_file": str(elsewhere)}, run) == run / "profiles.yaml"
+    assert profile_path({"profiles_file": str(elsewhere)}) == elsewhere  # no run dir given
+
+
+def test_the_verdict_counts_the_effect_from_its_judged_start_with_the_batches_before_it(tmp_path) -> None:
+    """A pilot judged from 15 ms: three back-to-back real batches, each 20 ms over its plan P; only the third
+    query (sent at 20 ms) counts, and it would have been on time only with all three overruns taken back (its
+    deadline 3P: late by 60 ms over 3P - 10, on time at the plan), not with the two judged batches' alone. The
+    second query (sent at 10 ms, deadline 2P + 20) would have counted as made late had the warm-up been judged."""
+    import json
+
+    from analysis.records import RECORD_NAMES
+    from live.verdict import judge
+    from scheduler.profiles import read_profile, resolve_profile_path
+
+    profile = resolve_profile_path(None)
+    plan = read_profile(profile).runtime("mobilenet-ssd", "cpu").planned_batch_ms(1, 30000.0)
+    (tmp_path / "trace.csv").write_text(
+        "stream_id,antenna,start_s,duration_s,app,fps,frame_bytes,max_delay_ms,min_accuracy,task\n"
+        f"1,ant1,0.0,10,ar-vr,10,30000,{3 * plan},0.2,object-detection\n"
+        f"2,ant1,0.0,10,ar-vr,10,30000,{2 * plan + 20},0.2,object-detection\n")
+    (tmp_path / "config.json").write_text(json.dumps({"profiles_file": str(profile), "workers": [
+        {"resource": "mobilenet-ssd-cpu-b1@ant1", "model": "mobilenet-ssd", "device": "cpu", "real": True}]}))
+    (tmp_path / "spec.json").write_text(json.dumps({"judged_from_s": 0.015}))
+    rows, start = [], 5.0
+    for k, (stream, sent) in enumerate(((1, 0.0), (2, 10.0), (1, 20.0))):
+        end = start + plan + 20.0
+        rows.append({"stream_id": stream, "query": k, "antenna": "ant1", "app": "ar-vr", "cluster": "ant1",
+                     "variant": "mobilenet-ssd-cpu-b1", "t_send_ms": sent, "t_sched_ms": sent + 1,
+                     "t_worker_ms": sent + 5, "t_infer_start_ms": round(start, 3), "t_infer_end_ms": round(end, 3),
+                     "t_response_ms": round(end + 5, 3), "batch_size": 1, "outcome": "", "reason": ""})
+        start = end + 0.2
+    for r in rows:
+        late = r["t_response_ms"] - r["t_send_ms"] > {1: 3 * plan, 2: 2 * plan + 20}[r["stream_id"]]
+        r["outcome"], r["reason"] = ("failed", "deadline") if late else ("ontime", "")
+    (tmp_path / "records.csv").write_text(",".join(RECORD_NAMES) + "\n" + "".join(
+        ",".join(str(r[n]) for n in RECORD_NAMES) + "\n" for r in rows))
+    effect = judge(tmp_path)["diagnostics"]["real_overrun_effect"]
+    assert effect == {"queries": 1, "made_late": 1, "made_ontime": 0, "judged": 1, "success_pts": -100.0}
